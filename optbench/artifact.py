@@ -1,0 +1,141 @@
+"""ModelArtifact: a model on disk, its format, labels, content hash and the steps that made it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from optbench.atomic import write_json_atomic
+from optbench.errors import OptbenchError
+
+MANIFEST = "optbench-manifest.json"
+Format = Literal["hf", "onnx", "trt"]
+FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step in an artifact's lineage: its name and the config it ran with."""
+
+    name: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model folder and what optbench knows about it.
+
+    `origin` says how the baseline came to be (the checkpoint, and the fine-tune config when optbench
+    trained it); `lineage` lists the steps applied to the baseline since, in order.
+    """
+
+    path: Path
+    format: Format
+    label_names: tuple[str, ...]
+    sha256: str
+    origin: dict[str, Any] = field(default_factory=dict)
+    lineage: tuple[StepRecord, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        """`baseline`, then each step's name joined with `+`: `baseline+onnx+quantize-static`."""
+        return "+".join(["baseline", *(step.name for step in self.lineage)])
+
+    def size_mb(self) -> float:
+        """Size of the weight files on disk in MiB (tokenizer and config files excluded)."""
+        return sum(p.stat().st_size for p in weight_files(self.path)) / 2**20
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "label_names": list(self.label_names),
+            "sha256": self.sha256,
+            "origin": self.origin,
+            "lineage": [{"name": s.name, "config": s.config} for s in self.lineage],
+            "details": self.details,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelArtifact:
+        return cls(
+            path=Path(d["path"]),
+            format=d["format"],
+            label_names=tuple(d["label_names"]),
+            sha256=d["sha256"],
+            origin=d.get("origin", {}),
+            lineage=tuple(StepRecord(s["name"], s["config"]) for s in d.get("lineage", [])),
+            details=d.get("details", {}),
+        )
+
+    def save_manifest(self) -> None:
+        """Write the manifest beside the model, atomically."""
+        write_json_atomic(self.path / MANIFEST, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> ModelArtifact:
+        """An artifact optbench wrote (it has a manifest)."""
+        manifest = path / MANIFEST
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OptbenchError(f"cannot read artifact manifest {manifest}: {exc}") from exc
+        return cls.from_dict({**data, "path": str(path)})
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the weight files' names and bytes: equal hashes mean equal models."""
+    digest = hashlib.sha256()
+    for path in weight_files(folder):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint."""
+    if not folder.is_dir():
+        raise OptbenchError(
+            f"model folder {folder} does not exist: give a Hugging Face checkpoint folder, or \"default\""
+        )
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except OSError as exc:
+        raise OptbenchError(
+            f"model folder {folder} has no readable config.json ({exc.strerror}): "
+            "save the model with save_pretrained() and point optbench at that folder"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise OptbenchError(f"{config_path} is not valid JSON ({exc}): re-save the checkpoint") from exc
+    if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
+        raise OptbenchError(
+            f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
+            "save the model with save_pretrained() and point optbench at that folder"
+        )
+    return config
+
+
+def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
+    """Label names of a classifier checkpoint, in label-id order."""
+    id2label = config.get("id2label") or {}
+    count = config.get("num_labels") or len(id2label)
+    if not id2label:
+        return tuple(f"LABEL_{i}" for i in range(count))
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
+
+
+def has_classifier_head(config: dict[str, Any]) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])

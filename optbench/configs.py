@@ -1,0 +1,87 @@
+"""Frozen dataclass configs from TOML/JSON tables, with clear errors for unknown keys and wrong types."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from optbench.errors import OptbenchError
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
+    """Build `cls` from `table`; `where` names the table in error messages (e.g. `[dataset]`)."""
+    hints = typing.get_type_hints(cls)
+    check_keys(table, [f.name for f in dataclasses.fields(cls) if f.init], where)  # type: ignore[arg-type]
+    values = {}
+    for key, value in table.items():
+        expected = hints[key]
+        if not _matches(value, expected):
+            raise OptbenchError(
+                f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}"
+            )
+        values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise OptbenchError(f"{where}: {exc}") from exc
+
+
+def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
+    """Refuse keys a table does not know, naming the ones it does (a typo must not pass silently)."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise OptbenchError(f"unknown key(s) {unknown} in {where}: known keys are {known}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config's fields as plain JSON/TOML values (tuples become lists)."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+    }
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if expected is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(expected) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value) if args else True
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True
+
+
+def _is_tuple(expected: Any) -> bool:
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return any(_is_tuple(arm) for arm in typing.get_args(expected))
+    return typing.get_origin(expected) is tuple
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(expected))
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(expected) if a is not Ellipsis]
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if expected is type(None):
+        return "nothing"
+    return getattr(expected, "__name__", str(expected))

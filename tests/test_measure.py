@@ -1,0 +1,182 @@
+"""Latency statistics, bootstrap intervals and the timing loop (with a fake clock)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from optbench import measure
+from optbench.errors import OptbenchError
+from optbench.measure import Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
+
+
+@pytest.fixture
+def values_ns() -> list[int]:
+    rng = np.random.default_rng(1)
+    return [int(v) for v in rng.integers(1_000_000, 9_000_000, size=1001)]
+
+
+def test_latency_matches_numpy_percentiles(values_ns: list[int]) -> None:
+    lat = Latency.from_values(values_ns)
+    ms = np.asarray(values_ns) / 1e6
+    assert lat.n == 1001
+    assert lat.mean_ms == pytest.approx(ms.mean())
+    assert lat.std_ms == pytest.approx(ms.std())
+    assert lat.min_ms == pytest.approx(ms.min())
+    for q, got in [
+        (50, lat.p50_ms),
+        (90, lat.p90_ms),
+        (95, lat.p95_ms),
+        (99, lat.p99_ms),
+    ]:
+        assert got == pytest.approx(np.percentile(ms, q))
+
+
+def test_latency_ci_brackets_percentiles_and_is_seeded(values_ns: list[int]) -> None:
+    lat = Latency.from_values(values_ns, seed=3)
+    assert lat.p50_ci_low <= lat.p50_ms <= lat.p50_ci_high
+    assert lat.p99_ci_low <= lat.p99_ms <= lat.p99_ci_high
+    assert lat.p50_ci_low < lat.p50_ci_high
+    assert Latency.from_values(values_ns, seed=3) == lat
+    assert Latency.from_values(values_ns, seed=4) != lat
+
+
+def test_latency_of_constant_values_has_degenerate_ci() -> None:
+    lat = Latency.from_values([2_000_000] * 7)
+    assert lat.p50_ms == lat.p50_ci_low == lat.p50_ci_high == 2.0
+    assert lat.p99_ci_low == lat.p99_ci_high == 2.0
+    assert lat.std_ms == 0.0
+
+
+def test_latency_round_trips_through_json(values_ns: list[int]) -> None:
+    lat = Latency.from_values(values_ns)
+    d = lat.to_dict()
+    assert type(d["n"]) is int
+    assert all(type(v) is float for k, v in d.items() if k != "n")
+    assert Latency.from_dict(json.loads(json.dumps(d))) == lat
+
+
+def test_latency_from_dict_names_missing_fields(values_ns: list[int]) -> None:
+    d = Latency.from_values(values_ns).to_dict()
+    del d["p99_ci_high"]
+    with pytest.raises(OptbenchError, match="p99_ci_high"):
+        Latency.from_dict(d)
+
+
+def test_latency_of_no_values_is_an_error() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        Latency.from_values([])
+
+
+def test_bootstrap_does_not_depend_on_chunk_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = np.random.default_rng(0).normal(size=500)
+    whole = bootstrap_ci(values, lambda s: s.mean(axis=1), seed=5, resamples=300)
+    monkeypatch.setattr(measure, "_BOOTSTRAP_CHUNK_ELEMENTS", 500 * 7)  # 7 rows a chunk
+    chunked = bootstrap_ci(values, lambda s: s.mean(axis=1), seed=5, resamples=300)
+    np.testing.assert_array_equal(whole, chunked)
+
+
+def test_bootstrap_handles_many_values() -> None:
+    values = np.random.default_rng(0).exponential(size=100_000)
+    low, high = bootstrap_ci(values, lambda s: np.median(s, axis=1), resamples=40)
+    assert low <= np.median(values) <= high
+
+
+class FakeClock:
+    """perf_counter_ns stand-in: each call to `work` takes `step_ns` of fake time."""
+
+    def __init__(self, step_ns: int) -> None:
+        self.now = 0
+        self.step_ns = step_ns
+        self.calls = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+    def work(self) -> None:
+        self.calls += 1
+        self.now += self.step_ns
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(step_ns=10_000_000)  # 10 ms a call
+    monkeypatch.setattr(
+        measure, "time", SimpleNamespace(perf_counter_ns=fake.perf_counter_ns)
+    )
+    return fake
+
+
+def test_time_calls_runs_warmup_then_min_iters(clock: FakeClock) -> None:
+    times = time_calls(clock.work, Timing(warmup=3, min_iters=5, min_seconds=0, max_seconds=10))
+    assert times == [10_000_000] * 5
+    assert clock.calls == 8
+    assert all(type(t) is int for t in times)
+
+
+def test_time_calls_runs_until_min_seconds(clock: FakeClock) -> None:
+    times = time_calls(clock.work, Timing(warmup=0, min_iters=1, min_seconds=0.095, max_seconds=10))
+    assert len(times) == 10
+
+
+def test_time_calls_stops_at_max_seconds_with_warning(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="optbench.measure"):
+        times = time_calls(clock.work, Timing(warmup=0, min_iters=100, min_seconds=0, max_seconds=0.045))
+    assert len(times) == 5
+    assert "max_seconds" in caplog.text
+
+
+def test_time_calls_times_at_least_three_calls_past_max_seconds(
+    clock: FakeClock,
+) -> None:
+    times = time_calls(clock.work, Timing(warmup=0, min_iters=100, min_seconds=0, max_seconds=0.001))
+    assert len(times) == 3
+
+
+def test_time_calls_syncs_around_every_timed_call() -> None:
+    events: list[str] = []
+    time_calls(
+        lambda: events.append("call"),
+        Timing(warmup=1, min_iters=2, min_seconds=0, max_seconds=10),
+        sync=lambda: events.append("sync"),
+    )
+    assert events == ["call", "sync", "call", "sync", "sync", "call", "sync"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"warmup": -1}, "warmup"),
+        ({"min_iters": 0}, "min_iters"),
+        ({"min_seconds": -0.1}, "min_seconds"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"min_seconds": 5, "max_seconds": 1}, "max_seconds"),
+    ],
+)
+def test_timing_rejects_bad_settings(kwargs: dict, match: str) -> None:
+    args = {"warmup": 0, "min_iters": 1, "min_seconds": 0, "max_seconds": 1} | kwargs
+    with pytest.raises(OptbenchError, match=match):
+        Timing(**args)
+
+
+def test_throughput_is_batch_over_mean_latency() -> None:
+    lat = Latency.from_values([10_000_000] * 4)  # 10 ms
+    assert throughput(8, lat) == pytest.approx(800.0)
+    with pytest.raises(OptbenchError, match="batch_size"):
+        throughput(0, lat)
+
+
+def test_peak_rss_is_positive_and_never_falls() -> None:
+    before = peak_rss_mb()
+    block = np.ones(8 * 1024 * 1024)  # 64 MiB, touched
+    after = peak_rss_mb()
+    assert block.sum() > 0
+    assert 0 < before <= after
