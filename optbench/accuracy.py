@@ -100,7 +100,7 @@ class Metrics:
     macro_f1: float
     precision: float
     recall: float
-    # binary: AUC of softmax prob of class 1; k>2: macro one-vs-rest; None when a class is
+    # binary: AUC of the class-1 score; k>2: macro one-vs-rest; None when a class is
     # absent from labels (its AUC is undefined)
     roc_auc: float | None
 
@@ -116,13 +116,12 @@ class Metrics:
         actual = confusion.sum(axis=1)
         roc_auc = None
         if (actual > 0).all():
-            probs = softmax(logits)
             if k == 2:
-                roc_auc = _auc(labels == 1, probs[:, 1])
+                # the logit margin ranks like softmax(logits)[:, 1] but never saturates into ties
+                roc_auc = _auc(labels == 1, logits[:, 1] - logits[:, 0])
             else:
-                roc_auc = float(
-                    np.mean([_auc(labels == c, probs[:, c]) for c in range(k)])
-                )
+                probs = softmax(logits)
+                roc_auc = float(np.mean([_auc(labels == c, probs[:, c]) for c in range(k)]))
         return cls(
             n=int(labels.size),
             accuracy=float(true_pos.sum() / labels.size),

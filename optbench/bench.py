@@ -75,7 +75,6 @@ def benchmark(
 
     `max_length` truncates texts under the `data` sequence-length policy.
     """
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     baseline = artifacts[0]
@@ -83,12 +82,11 @@ def benchmark(
     if (baseline, REFERENCE) not in pairs:
         pairs.insert(0, (baseline, REFERENCE))
     tokenizer = AutoTokenizer.from_pretrained(baseline.path)
-    texts = data.test.texts
     workload = {
         "dataset": data.source,
         "data_fingerprint": data.fingerprint,
         "split": "test",
-        "rows": len(texts),
+        "rows": len(data.test),
         "max_length": max_length,
         "threads": config.threads,
         "timing": asdict(config.timing),
@@ -96,65 +94,26 @@ def benchmark(
     }
     environment = fingerprint(config.threads)
     environment["machine"] = fingerprint_key(environment)
-    shapes = config.shapes()
-    progress = tqdm(total=len(pairs) * (1 + len(shapes)), desc="benchmark", unit="job")
-    logits: dict[int, np.ndarray] = {}
-    timings: dict[tuple[int, int, SeqLen], dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="optbench-") as tmp:
-        work = Path(tmp)
-
-        def run(kind: str, index: int, inputs: Path) -> dict[str, Any]:
-            artifact, spec = pairs[index]
-            progress.set_description(f"{kind} {artifact.variant} on {spec.label}")
-            job = Job(
-                kind=kind,  # type: ignore[arg-type]
-                artifact=artifact.to_dict(),
-                runtime=spec.to_dict(),
-                threads=config.threads,
-                inputs=str(inputs),
-                output=str(work / f"{kind}-{index}-{inputs.stem}.json"),
-                timing=config.timing,
-            )
-            result = run_in_subprocess(job, work / f"job-{kind}-{index}-{inputs.stem}.json", config.job_timeout_s)
-            progress.update()
-            return result
-
-        accuracy_inputs = work / "accuracy.npz"
-        save_batches(
-            accuracy_inputs,
-            batches(tokenizer, texts, batch_size=ACCURACY_BATCH_SIZE, seq_len="data", max_length=max_length),
-        )
-        for index in range(len(pairs)):
-            logits[index] = np.load(run("accuracy", index, accuracy_inputs)["logits"])
-        for batch_size, seq_len in shapes:
-            inputs = work / f"shape-{batch_size}-{seq_len}.npz"
-            shape_texts = texts[: batch_size * config.max_batches]
-            save_batches(
-                inputs,
-                batches(tokenizer, shape_texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length),
-            )
-            for index in range(len(pairs)):
-                timings[(index, batch_size, seq_len)] = run("latency", index, inputs)
-    progress.close()
+    logits, timings = _run_jobs(pairs, tokenizer, data.test.texts, config, max_length)
 
     reference = pairs.index((baseline, REFERENCE))
+    latencies = {key: Latency.from_values(result["values_ns"]) for key, result in timings.items()}
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     reports = []
     for index, (artifact, spec) in enumerate(pairs):
-        measurements = []
-        for batch_size, seq_len in shapes:
-            result = timings[(index, batch_size, seq_len)]
-            latency = Latency.from_values(result["values_ns"])
-            reference_p50 = Latency.from_values(timings[(reference, batch_size, seq_len)]["values_ns"]).p50_ms
-            measurements.append(Measurement(
+        measurements = tuple(
+            Measurement(
                 batch_size=batch_size,
                 seq_len=seq_len,
-                latency=latency,
-                throughput_sps=throughput(batch_size, latency),
-                peak_rss_mb=result["peak_rss_mb"],
-                speedup_p50=reference_p50 / latency.p50_ms if spec.device == REFERENCE.device else None,
+                latency=latencies[index, batch_size, seq_len],
+                throughput_sps=throughput(batch_size, latencies[index, batch_size, seq_len]),
+                peak_rss_mb=timings[index, batch_size, seq_len]["peak_rss_mb"],
+                speedup_p50=latencies[reference, batch_size, seq_len].p50_ms
+                / latencies[index, batch_size, seq_len].p50_ms,
                 workload_fingerprint=_fingerprint({**workload, "batch_size": batch_size, "seq_len": seq_len}),
-            ))
+            )
+            for batch_size, seq_len in config.shapes()
+        )
         reports.append(Report(
             run_id=run_id,
             recipe=recipe,
@@ -165,9 +124,62 @@ def benchmark(
             environment=environment,
             metrics=Metrics.from_logits(data.test.labels, logits[index]),
             drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
-            measurements=tuple(measurements),
+            measurements=measurements,
         ))
     return reports
+
+
+def _run_jobs(
+    pairs: list[tuple[ModelArtifact, RuntimeSpec]],
+    tokenizer: Any,
+    texts: list[str],
+    config: BenchConfig,
+    max_length: int,
+) -> tuple[dict[int, np.ndarray], dict[tuple[int, int, SeqLen], dict[str, Any]]]:
+    """Accuracy pass of every pair, then the latency passes, shape by shape, pairs interleaved.
+
+    Returns the test-split logits per pair index and the latency job results per (pair, batch, seq_len).
+    """
+    from tqdm.auto import tqdm
+
+    shapes = config.shapes()
+    logits: dict[int, np.ndarray] = {}
+    timings: dict[tuple[int, int, SeqLen], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="optbench-") as tmp, tqdm(
+        total=len(pairs) * (1 + len(shapes)), desc="benchmark", unit="job"
+    ) as progress:
+        work = Path(tmp)
+
+        def run(kind: str, index: int, inputs: Path) -> dict[str, Any]:
+            artifact, spec = pairs[index]
+            progress.set_description(f"{kind} {artifact.variant} on {spec.label}")
+            name = f"{kind}-{index}-{inputs.stem}"
+            job = Job(
+                kind=kind,  # type: ignore[arg-type]
+                artifact=artifact.to_dict(),
+                runtime=spec.to_dict(),
+                threads=config.threads,
+                inputs=str(inputs),
+                output=str(work / f"{name}.result.json"),
+                timing=config.timing,
+            )
+            result = run_in_subprocess(job, work / f"{name}.job.json", config.job_timeout_s)
+            progress.update()
+            return result
+
+        inputs = work / "accuracy.npz"
+        save_batches(inputs, batches(tokenizer, texts, batch_size=ACCURACY_BATCH_SIZE, seq_len="data",
+                                     max_length=max_length))
+        for index in range(len(pairs)):
+            logits[index] = np.load(run("accuracy", index, inputs)["logits"])
+        for batch_size, seq_len in shapes:
+            inputs = work / f"shape-{batch_size}-{seq_len}.npz"
+            shape_texts = texts[: batch_size * config.max_batches]
+            save_batches(inputs, batches(tokenizer, shape_texts, batch_size=batch_size, seq_len=seq_len,
+                                         max_length=max_length))
+            for index in range(len(pairs)):
+                timings[index, batch_size, seq_len] = run("latency", index, inputs)
+    return logits, timings
 
 
 def _fingerprint(workload: dict[str, Any]) -> str:

@@ -41,10 +41,10 @@ class DatasetConfig:
     max_length: int = 128
 
     def __post_init__(self) -> None:
-        if not 0 <= self.validation_fraction < 1 or not 0 < self.test_fraction < 1:
+        if not 0 < self.validation_fraction < 1 or not 0 < self.test_fraction < 1:
             raise OptbenchError(
                 f"dataset fractions validation={self.validation_fraction}, test={self.test_fraction} "
-                "are out of range: use 0 <= validation < 1 and 0 < test < 1"
+                "are out of range: use 0 < validation < 1 and 0 < test < 1 (every split must get rows)"
             )
         if self.validation_fraction + self.test_fraction >= 1:
             raise OptbenchError(
@@ -178,6 +178,10 @@ def _read_file(path: Path) -> pd.DataFrame:
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
     """Drop empty rows, exact duplicates, and texts that appear with conflicting labels."""
     frame = frame.dropna(subset=[text_column, label_column])
+    labels = frame[label_column]
+    if pd.api.types.is_float_dtype(labels) and np.isfinite(labels).all() and (labels == labels.round()).all():
+        # integer labels read as floats because some row lacked one: 1.0 must stay label "1", not "1.0"
+        frame = frame.assign(**{label_column: labels.astype(np.int64)})
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
     frame = frame.assign(**{text_column: frame[text_column].astype(str)})
     labels_per_text = frame.groupby(text_column)[label_column].nunique()
@@ -210,12 +214,13 @@ def _bucket(key: str, validation_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
-def align_labels(data: LabelledData, model_labels: list[str]) -> LabelledData:
+def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) -> LabelledData:
     """Re-number the data's labels to the model's label ids, or say which labels the model lacks.
 
     A model whose labels are the generic `LABEL_0..` names accepts integer dataset labels 0..k-1.
     """
-    if list(data.label_names) == list(model_labels):
+    model_labels = list(model_labels)
+    if list(data.label_names) == model_labels:
         return data
     generic = [f"LABEL_{i}" for i in range(len(model_labels))]
     names = list(data.label_names)

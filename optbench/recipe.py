@@ -43,9 +43,11 @@ class Recipe:
 def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe file; relative paths in it are taken from the recipe's folder."""
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise OptbenchError(f"cannot read recipe {path}: {exc.strerror}; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise OptbenchError(f"recipe {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptbenchError(f"recipe {path} is not valid TOML: {exc}") from exc
     return parse_recipe(table, base=path.parent, default_name=path.stem)
@@ -116,6 +118,10 @@ def _runtime(entry: Any) -> RuntimeSpec:
         check_keys(entry, RUNTIME_KEYS, "[bench] runtimes entry")
         if "name" not in entry:
             raise OptbenchError("a [bench] runtimes entry needs a name, e.g. {name = \"torch\", device = \"cuda\"}")
+        if not isinstance(entry.get("options", {}), dict):
+            raise OptbenchError(
+                f"[bench] runtimes entry {entry['name']!r}: options must be a table, e.g. options = {{}}"
+            )
         return RuntimeSpec.from_dict(entry)
     raise OptbenchError(f"[bench] runtimes entry {entry!r}: give a name or a table {{name = ..., device = ...}}")
 

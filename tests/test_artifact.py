@@ -1,0 +1,281 @@
+"""ModelArtifact, checkpoint checks, content hashes, manifests, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from optbench import atomic
+from optbench.artifact import (
+    MANIFEST,
+    ModelArtifact,
+    StepRecord,
+    content_hash,
+    has_classifier_head,
+    hf_label_names,
+    read_hf_config,
+    weight_files,
+)
+from optbench.atomic import write_json_atomic, write_text_atomic
+from optbench.errors import OptbenchError
+
+MIB = 2**20
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> Path:
+    """Create `folder` holding `files` (relative name -> bytes)."""
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return folder
+
+
+def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
+    """A folder that looks like a Hugging Face checkpoint, with small fake weights."""
+    return write_files(folder, {
+        "config.json": json.dumps(config or {"architectures": ["BertModel"]}).encode(),
+        "model.safetensors": b"weights" * 100,
+        "tokenizer.json": b"{}",
+    })
+
+
+# --- reading checkpoints ---------------------------------------------------------------------------------
+
+
+def test_read_hf_config_of_real_checkpoints(tiny_encoder: Path, tiny_classifier: Path) -> None:
+    encoder, classifier = read_hf_config(tiny_encoder), read_hf_config(tiny_classifier)
+    assert encoder["hidden_size"] == classifier["hidden_size"] == 32
+    assert has_classifier_head(classifier)
+    assert not has_classifier_head(encoder)
+    assert hf_label_names(classifier) == ("fresh", "rotten")
+
+
+def test_read_hf_config_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"model folder .*absent does not exist"):
+        read_hf_config(tmp_path / "absent")
+
+
+def test_read_hf_config_refuses_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"x")
+    with pytest.raises(OptbenchError, match="does not exist: give a Hugging Face checkpoint folder"):
+        read_hf_config(path)
+
+
+def test_read_hf_config_without_config_json(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=r"has no readable config\.json \(No such file or directory\)"):
+        read_hf_config(folder)
+
+
+def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b"{not json", "model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=r"config\.json is not valid JSON"):
+        read_hf_config(folder)
+
+
+def test_read_hf_config_without_weights(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b"{}", "model.onnx": b"w", "vocab.txt": b"a"})
+    with pytest.raises(OptbenchError, match=r"has no weights \(model\.safetensors or pytorch_model\.bin\)"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
+def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b'{"a": 1}', weights: b"w"})
+    assert read_hf_config(folder) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
+        ({"id2label": {"1": "pos", "0": "neg"}, "num_labels": 2}, ("neg", "pos")),
+        ({"id2label": {0: "a", 1: "b", 2: "c"}}, ("a", "b", "c")),
+        ({"num_labels": 3}, ("LABEL_0", "LABEL_1", "LABEL_2")),
+        ({"id2label": {}, "num_labels": 2}, ("LABEL_0", "LABEL_1")),
+    ],
+)
+def test_hf_label_names(config: dict[str, Any], names: tuple[str, ...]) -> None:
+    assert hf_label_names(config) == names
+
+
+@pytest.mark.parametrize(
+    ("config", "head"),
+    [
+        ({"architectures": ["BertForSequenceClassification"]}, True),
+        ({"architectures": ["RobertaForSequenceClassification"]}, True),
+        ({"architectures": ["BertModel"]}, False),
+        ({"architectures": ["BertForMaskedLM"]}, False),
+        ({"architectures": None}, False),
+        ({}, False),
+    ],
+)
+def test_has_classifier_head(config: dict[str, Any], head: bool) -> None:
+    assert has_classifier_head(config) is head
+
+
+# --- content hash and size ------------------------------------------------------------------------------
+
+
+def test_content_hash_is_stable_across_copies(tiny_classifier: Path, tmp_path: Path) -> None:
+    first = content_hash(tiny_classifier)
+    assert len(first) == 64
+    assert content_hash(tiny_classifier) == first
+    copy = shutil.copytree(tiny_classifier, tmp_path / "copy")
+    assert content_hash(copy) == first
+
+
+def test_content_hash_follows_weights_only(tmp_path: Path) -> None:
+    folder = fake_checkpoint(tmp_path / "m")
+    before = content_hash(folder)
+    (folder / "config.json").write_text('{"architectures": ["Other"]}')
+    (folder / "tokenizer.json").write_text('{"changed": true}')
+    (folder / MANIFEST).write_text("{}")
+    assert content_hash(folder) == before
+    (folder / "model.safetensors").write_bytes(b"weights" * 99 + b"weightZ")
+    changed = content_hash(folder)
+    assert changed != before
+    (folder / "model.safetensors").rename(folder / "other.safetensors")
+    assert content_hash(folder) != changed  # file names count too
+    (folder / "extra.onnx").write_bytes(b"")
+    assert content_hash(folder) not in (before, changed)
+
+
+def test_content_hash_tells_models_apart(tiny_encoder: Path, tiny_classifier: Path) -> None:
+    assert content_hash(tiny_encoder) != content_hash(tiny_classifier)
+
+
+def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {
+        "model.safetensors": b"\0" * MIB,
+        "sub/extra.bin": b"\0" * (MIB // 2),
+        "model.onnx_data": b"\0" * (MIB // 4),
+        "config.json": b"\0" * (3 * MIB),
+        "tokenizer.json": b"\0" * MIB,
+        "vocab.txt": b"\0" * MIB,
+    })
+    artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
+    assert artifact.size_mb() == pytest.approx(1.75)
+    assert [p.name for p in weight_files(folder)] == ["model.onnx_data", "model.safetensors", "extra.bin"]
+
+
+def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:
+    artifact = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), "x")
+    weights = (tiny_classifier / "model.safetensors").stat().st_size
+    assert artifact.size_mb() == pytest.approx(weights / MIB)
+
+
+# --- variants and manifests ------------------------------------------------------------------------------
+
+
+def test_variant_names() -> None:
+    base = ModelArtifact(Path("m"), "hf", ("a", "b"), "h")
+    assert base.variant == "baseline"
+    derived = ModelArtifact(
+        Path("m"), "onnx", ("a", "b"), "h",
+        lineage=(StepRecord("onnx", {"opset": 17}), StepRecord("quantize-static", {"calibration_rows": 64})),
+    )
+    assert derived.variant == "baseline+onnx+quantize-static"
+    assert derived.to_dict()["variant"] == "baseline+onnx+quantize-static"
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    folder = fake_checkpoint(tmp_path / "model")
+    artifact = ModelArtifact(
+        folder, "onnx", ("fresh", "rotten"), content_hash(folder),
+        origin={"checkpoint": "default", "finetune": {"epochs": 1.0}},
+        lineage=(StepRecord("onnx", {"opset": 17, "optimize": True}), StepRecord("quantize-dynamic", {})),
+        details={"train_seconds": 12.5},
+    )
+    artifact.save_manifest()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, "config.json", "model.safetensors",
+                                                               "tokenizer.json"])
+    saved = json.loads((folder / MANIFEST).read_text())
+    assert saved["variant"] == "baseline+onnx+quantize-dynamic"
+    assert ModelArtifact.load(folder) == artifact
+
+
+def test_manifest_load_takes_the_folder_it_is_in(tmp_path: Path) -> None:
+    folder = fake_checkpoint(tmp_path / "model")
+    ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder)).save_manifest()
+    moved = folder.rename(tmp_path / "moved")
+    loaded = ModelArtifact.load(moved)
+    assert loaded.path == moved
+    assert loaded.label_names == ("a", "b")
+    assert loaded.lineage == ()
+
+
+def test_manifest_missing_or_broken(tmp_path: Path) -> None:
+    folder = fake_checkpoint(tmp_path / "model")
+    with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
+        ModelArtifact.load(folder)
+    (folder / MANIFEST).write_text("{truncated")
+    with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
+        ModelArtifact.load(folder)
+
+
+# --- atomic writes --------------------------------------------------------------------------------------
+
+
+def test_write_text_atomic_leaves_only_the_target(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "table.md"
+    write_text_atomic(path, "first \u00b7 version\n")
+    assert path.read_text(encoding="utf-8") == "first \u00b7 version\n"
+    write_text_atomic(path, "second\n")
+    assert path.read_text() == "second\n"
+    assert os.listdir(path.parent) == ["table.md"]
+
+
+def test_write_json_atomic_writes_json(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    write_json_atomic(path, {"a": [1, 2], "b": None})
+    assert json.loads(path.read_text()) == {"a": [1, 2], "b": None}
+    assert path.read_text().endswith("\n")
+    assert os.listdir(tmp_path) == ["data.json"]
+
+
+def _boom(*args: Any, **kwargs: Any) -> None:
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("target", ["replace", "fsync"])
+def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    path = tmp_path / "report.json"
+    path.write_text("old content\n")
+    monkeypatch.setattr(atomic.os, target, _boom)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomic(path, "new content that never lands\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old content\n"
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_failed_json_encoding_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text('{"old": true}\n')
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise TypeError("Object of type ndarray is not JSON serializable")
+
+    monkeypatch.setattr(atomic.json, "dumps", refuse)
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"new": True})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"old": True}
+    assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_unserializable_data_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text('{"old": true}\n')
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"new": object()})
+    assert json.loads(path.read_text()) == {"old": True}
+    assert os.listdir(tmp_path) == ["manifest.json"]

@@ -1,0 +1,176 @@
+"""The `optbench` command end to end on a tiny model: run, report, and every bad input's exit code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from optbench.cli import main
+from optbench.report import COLUMNS, EXTRA_COLUMNS
+
+BENCH = """
+[bench]
+batch_sizes = [2]
+seq_lens = [16, "data"]
+warmup = 1
+min_iters = 3
+min_seconds = 0.0
+max_batches = 2
+threads = 1
+"""
+
+
+def write_recipe(folder: Path, checkpoint: Path, dataset: Path, extra: str = "", bench: str = BENCH) -> Path:
+    path = folder / "recipe.toml"
+    path.write_text(
+        f'name = "tiny"\n{extra}\n[model]\ncheckpoint = "{checkpoint}"\n[model.finetune]\nmax_train_rows = 32\n'
+        f'batch_size = 16\n[dataset]\nsource = "{dataset}"\ngroup_column = "movie"\nmax_length = 32\n{bench}'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, reviews_csv: Path) -> Path:
+    """One real run of a recipe: fine-tune the tiny encoder, then benchmark it in job processes."""
+    folder = tmp_path_factory.mktemp("run")
+    recipe = write_recipe(folder, tiny_encoder, reviews_csv)
+    code = main(["run", str(recipe), "--results", str(folder / "results"), "--cache", str(folder / "cache")])
+    assert code == 0
+    return folder / "results"
+
+
+def test_run_writes_one_report_per_variant_and_runtime(finished_run: Path) -> None:
+    runs = list((finished_run / "tiny").iterdir())
+    assert len(runs) == 1 and not runs[0].name.startswith(".")
+    files = sorted(p.name for p in runs[0].iterdir())
+    assert files == ["baseline.torch-cpu-fp32.json"]
+    report = json.loads((runs[0] / files[0]).read_text())
+    assert report["schema_version"] == 1 and report["variant"] == "baseline"
+    assert report["artifact"]["origin"]["finetune"]["max_train_rows"] == 32
+    assert report["environment"]["threads"]["requested"] == 1
+    assert [m["seq_len"] for m in report["measurements"]] == [16, "data"]
+    assert all(m["latency"]["n"] >= 3 for m in report["measurements"])
+
+
+def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, capsys) -> None:
+    assert main(["report", str(finished_run), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0]) == COLUMNS + EXTRA_COLUMNS
+    assert [(r["variant"], r["runtime"], r["device"], r["batch_size"], r["seq_len"]) for r in rows] == [
+        ("baseline", "torch", "cpu", "2", "16"), ("baseline", "torch", "cpu", "2", "data"),
+    ]
+    for row in rows:
+        assert 0 <= float(row["accuracy"]) <= 1
+        assert float(row["accuracy_drop"]) == 0.0
+        assert float(row["speedup_p50"]) == 1.0
+        assert float(row["p50_ci_low"]) <= float(row["p50_ms"]) <= float(row["p50_ci_high"])
+        assert float(row["p50_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
+        assert float(row["throughput_sps"]) > 0 and float(row["peak_rss_mb"]) > 0 and float(row["model_mb"]) > 0
+
+
+def test_report_writes_md_and_json_files(finished_run: Path, tmp_path: Path) -> None:
+    assert main(["report", str(finished_run), "--format", "md", "-o", str(tmp_path / "t.md")]) == 0
+    assert "| baseline | torch | cpu | 2 | data |" in (tmp_path / "t.md").read_text()
+    assert main(["report", str(finished_run), "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
+    assert len(json.loads((tmp_path / "t.json").read_text())) == 2
+
+
+def test_rerun_reuses_the_cached_baseline(finished_run: Path, tiny_encoder: Path, reviews_csv: Path, caplog) -> None:
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import load_recipe
+
+    folder = finished_run.parent
+    recipe = load_recipe(write_recipe(folder, tiny_encoder, reviews_csv))
+    from optbench.data import load_dataset
+
+    with caplog.at_level("INFO", logger="optbench.steps"):
+        baseline = make_baseline(recipe, load_dataset(recipe.dataset), folder / "cache")
+    assert "reusing" in caplog.text
+    assert baseline.variant == "baseline" and baseline.lineage == ()
+
+
+def _fails(args: list[str], capsys, message: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error" in line]
+    assert len(errors) == 1 and err[-1].startswith("optbench: error: "), err  # progress bars may come before
+    assert message in err[-1], err[-1]
+
+
+BAD_RECIPES = {
+    "malformed": ("name = [unclosed", "is not valid TOML"),
+    "unknown step": ('[[steps]]\nname = "sparsify"', "unknown step 'sparsify'"),
+    "unknown runtime": ('[bench]\nruntimes = ["tensorflow"]', "unknown runtime 'tensorflow'"),
+    "unknown key": ("speed = 3", "unknown key(s) ['speed']"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_bad_recipes_exit_2_with_one_line(case: str, tmp_path: Path, capsys) -> None:
+    text, message = BAD_RECIPES[case]
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(text + "\n")
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, message)
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_recipe_file(tmp_path: Path, capsys) -> None:
+    _fails(["run", str(tmp_path / "nope.toml")], capsys, "cannot read recipe")
+
+
+def test_missing_model_folder(tmp_path: Path, reviews_csv: Path, capsys) -> None:
+    recipe = write_recipe(tmp_path, tmp_path / "no-such-model", reviews_csv)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "does not exist")
+    assert not (tmp_path / "results").exists()
+
+
+def test_unreadable_model_folder(tmp_path: Path, reviews_csv: Path, capsys) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{not json")
+    recipe = write_recipe(tmp_path, tmp_path / "model", reviews_csv)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "is not valid JSON")
+
+
+def test_dataset_without_the_named_columns(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) -> None:
+    data = make_csv({"sentence": ["a", "b"], "label": ["x", "y"]})
+    recipe = write_recipe(tmp_path, tiny_classifier, data)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "has no column(s) ['text', 'movie']")
+
+
+def test_empty_split(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) -> None:
+    data = make_csv({"text": ["good", "bad"], "label": ["fresh", "rotten"], "movie": ["m", "m"]})
+    recipe = write_recipe(tmp_path, tiny_classifier, data)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "empty")
+
+
+def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) -> None:
+    rows = 60
+    data = make_csv({
+        "text": [f"review number {i}" for i in range(rows)],
+        "label": ["positive" if i % 2 else "negative" for i in range(rows)],
+        "movie": [f"m{i}" for i in range(rows)],
+    })
+    recipe = write_recipe(tmp_path, tiny_classifier, data)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "not known to the model")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_failing_job_writes_nothing(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = [{name = "torch", device = "cuda", precision = "fp16"}]')
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so the CUDA job would not fail")
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "no CUDA GPU is visible")
+    assert list((tmp_path / "results").rglob("*.json")) == []
+
+
+def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
+    _fails(["report", str(tmp_path)], capsys, "no optbench reports")
+    _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")

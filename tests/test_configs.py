@@ -1,0 +1,145 @@
+"""Config dataclasses from TOML/JSON tables: unknown keys, type checks, tuples, and the way back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from optbench.configs import check_keys, config_from_dict, config_to_dict
+from optbench.data import DatasetConfig
+from optbench.errors import OptbenchError
+from optbench.steps.finetune import FinetuneConfig
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One field of each kind that step configs use."""
+
+    name: str = "x"
+    count: int = 1
+    ratio: float = 0.5
+    limit: int | None = None
+    sizes: tuple[int, ...] = (1,)
+    lengths: tuple[int | Literal["data"], ...] = (128,)
+    mode: Literal["fast", "exact"] = "fast"
+    flag: bool = False
+    extra: Any = None
+
+
+@dataclass(frozen=True)
+class Needs:
+    required: int
+    optional: str = "o"
+
+
+KNOWN = ["name", "count", "ratio", "limit", "sizes", "lengths", "mode", "flag", "extra"]
+
+
+def test_defaults_from_an_empty_table() -> None:
+    assert config_from_dict(Knobs, {}, "[knobs]") == Knobs()
+
+
+def test_values_are_taken() -> None:
+    knobs = config_from_dict(
+        Knobs,
+        {"name": "y", "count": 3, "ratio": 0.25, "limit": 7, "mode": "exact", "flag": True, "extra": {"a": 1}},
+        "[knobs]",
+    )
+    assert knobs == Knobs(name="y", count=3, ratio=0.25, limit=7, mode="exact", flag=True, extra={"a": 1})
+
+
+def test_unknown_key_lists_the_known_ones() -> None:
+    with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['cout', 'zeta'\] in \[knobs\]") as info:
+        config_from_dict(Knobs, {"cout": 3, "zeta": 1, "count": 2}, "[knobs]")
+    assert f"known keys are {KNOWN}" in str(info.value)
+
+
+def test_check_keys_accepts_known_keys() -> None:
+    check_keys({"a": 1}, ["a", "b"], "[t]")
+    with pytest.raises(OptbenchError, match=r"\['c'\] in \[t\]: known keys are \['a', 'b'\]"):
+        check_keys({"a": 1, "c": 2}, ["a", "b"], "[t]")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("count", "3", "int"),
+        ("count", True, "int"),
+        ("count", 1.5, "int"),
+        ("count", None, "int"),
+        ("ratio", "0.5", "float"),
+        ("ratio", False, "float"),
+        ("name", 3, "str"),
+        ("limit", "none", "int or nothing"),
+        ("limit", 2.0, "int or nothing"),
+        ("sizes", [1, "2"], "a list of int"),
+        ("sizes", [1, True], "a list of int"),
+        ("sizes", [1.0], "a list of int"),
+        ("sizes", 4, "a list of int"),
+        ("lengths", [64, "long"], "a list of int or 'data'"),
+        ("mode", "slow", "'fast' or 'exact'"),
+        ("flag", 1, "bool"),
+        ("flag", "yes", "bool"),
+    ],
+)
+def test_wrong_types_are_refused(key: str, value: Any, expected: str) -> None:
+    with pytest.raises(OptbenchError) as info:
+        config_from_dict(Knobs, {key: value}, "[knobs]")
+    assert str(info.value) == f"[knobs] {key} = {value!r} has the wrong type: expected {expected}"
+
+
+def test_int_is_accepted_for_float() -> None:
+    assert config_from_dict(Knobs, {"ratio": 1}, "[knobs]").ratio == 1
+
+
+def test_lists_become_tuples_for_tuple_fields() -> None:
+    knobs = config_from_dict(Knobs, {"sizes": [2, 3], "lengths": [64, "data"]}, "[knobs]")
+    assert knobs.sizes == (2, 3)
+    assert isinstance(knobs.sizes, tuple)
+    assert knobs.lengths == (64, "data")
+    assert isinstance(knobs.lengths, tuple)
+    assert config_from_dict(Knobs, {"sizes": []}, "[knobs]").sizes == ()
+
+
+def test_missing_required_field_is_an_optbench_error() -> None:
+    with pytest.raises(OptbenchError, match=r"\[needs\]: .*required"):
+        config_from_dict(Needs, {"optional": "p"}, "[needs]")
+    assert config_from_dict(Needs, {"required": 2}, "[needs]") == Needs(2)
+
+
+def test_checks_in_post_init_reach_the_user() -> None:
+    with pytest.raises(OptbenchError, match="epochs > 0"):
+        config_from_dict(FinetuneConfig, {"epochs": 0}, "[model.finetune]")
+    with pytest.raises(OptbenchError, match="max_length=2 is too small"):
+        config_from_dict(DatasetConfig, {"max_length": 2}, "[dataset]")
+
+
+def test_class_level_name_is_not_a_key() -> None:
+    with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['name'\]"):
+        config_from_dict(FinetuneConfig, {"name": "finetune"}, "[model.finetune]")
+
+
+def test_to_dict_gives_plain_json_values() -> None:
+    d = config_to_dict(Knobs(sizes=(2, 3), lengths=(64, "data")))
+    assert d["sizes"] == [2, 3]
+    assert d["lengths"] == [64, "data"]
+    assert list(d) == KNOWN
+    assert json.loads(json.dumps(d)) == d
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Knobs(),
+        Knobs(name="n", count=9, ratio=0.1, limit=4, sizes=(1, 8, 32), lengths=("data", 16), mode="exact", flag=True),
+        FinetuneConfig(),
+        FinetuneConfig(epochs=2.5, max_train_rows=100, batch_size=8, seed=3),
+        DatasetConfig(source="data.csv", text_column="body", group_column="movie", validation_fraction=0.2),
+    ],
+)
+def test_to_dict_round_trips_through_json(config: Any) -> None:
+    table = json.loads(json.dumps(config_to_dict(config)))
+    assert config_from_dict(type(config), table, "[config]") == config

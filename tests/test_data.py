@@ -1,0 +1,401 @@
+"""Datasets: the built-in reviews, user CSV/JSONL files, splits, cleaning, label alignment and batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optbench.data import (
+    BUILTIN,
+    SPLITS,
+    DatasetConfig,
+    LabelledData,
+    Split,
+    _read_builtin,
+    align_labels,
+    batches,
+    encode,
+    load_dataset,
+    parse_seq_len,
+)
+from optbench.errors import OptbenchError
+
+MakeCsv = Callable[..., Path]
+
+
+def _rows(n: int, labels: tuple[Any, ...] = ("neg", "pos")) -> dict[str, list[Any]]:
+    """`n` distinct texts with labels cycling through `labels`."""
+    return {
+        "text": [f"review number {i} of the test set" for i in range(n)],
+        "label": [labels[i % len(labels)] for i in range(n)],
+    }
+
+
+def _all_texts(data: LabelledData) -> dict[str, list[str]]:
+    return {name: data.split(name).texts for name in SPLITS}
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# --- the built-in dataset -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builtin() -> LabelledData:
+    return load_dataset(DatasetConfig())
+
+
+def test_builtin_has_three_nonempty_splits_and_its_labels(builtin: LabelledData) -> None:
+    assert builtin.source == BUILTIN
+    assert builtin.label_names == ("fresh", "rotten")
+    sizes = {name: len(builtin.split(name)) for name in SPLITS}
+    assert all(size > 0 for size in sizes.values()), sizes
+    total = sum(sizes.values())
+    assert 12_000 < total < 13_500  # about 12.7k reviews once duplicates and conflicts are gone
+    for name in ("validation", "test"):
+        assert 0.05 < sizes[name] / total < 0.15, sizes
+    for name in SPLITS:
+        split = builtin.split(name)
+        assert split.labels.dtype == np.int64
+        assert set(np.unique(split.labels)) == {0, 1}
+        assert len(split.texts) == len(split.labels)
+
+
+def test_builtin_splits_share_no_text_and_no_movie(builtin: LabelledData) -> None:
+    raw = _read_builtin()
+    assert set(raw.columns) >= {"text", "label", "movie"}
+    movie_of = raw.drop_duplicates("text").set_index("text")["movie"]
+    texts = {name: set(builtin.split(name).texts) for name in SPLITS}
+    movies = {name: set(movie_of.loc[list(texts[name])]) for name in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            assert not texts[a] & texts[b], (a, b)
+            assert not movies[a] & movies[b], (a, b)
+
+
+def test_builtin_split_is_deterministic(builtin: LabelledData) -> None:
+    again = load_dataset(DatasetConfig())
+    assert len(builtin.fingerprint) == 16
+    assert again.fingerprint == builtin.fingerprint
+    assert again.test.texts == builtin.test.texts
+    np.testing.assert_array_equal(again.test.labels, builtin.test.labels)
+
+
+def test_unknown_split_name_is_refused(builtin: LabelledData) -> None:
+    with pytest.raises(OptbenchError, match="unknown split 'dev'"):
+        builtin.split("dev")
+
+
+# --- user files ------------------------------------------------------------------------------------
+
+
+def test_csv_with_custom_columns(make_csv: MakeCsv) -> None:
+    rows = _rows(300, ("good", "bad", "meh"))
+    path = make_csv({"body": rows["text"], "stars": rows["label"], "other": range(300)})
+    data = load_dataset(DatasetConfig(source=str(path), text_column="body", label_column="stars"))
+    assert data.label_names == ("bad", "good", "meh")  # alphabetical
+    texts = _all_texts(data)
+    assert sorted(t for split in texts.values() for t in split) == sorted(rows["text"])
+    truth = dict(zip(rows["text"], rows["label"], strict=True))
+    for name in SPLITS:
+        split = data.split(name)
+        assert len(split) > 0
+        assert [data.label_names[i] for i in split.labels] == [truth[t] for t in split.texts]
+
+
+def test_jsonl_with_custom_columns(tmp_path: Path) -> None:
+    rows = _rows(200)
+    records = [{"sentence": t, "y": y} for t, y in zip(rows["text"], rows["label"], strict=True)]
+    path = _write_jsonl(tmp_path / "data.jsonl", records)
+    data = load_dataset(DatasetConfig(source=str(path), text_column="sentence", label_column="y"))
+    assert data.label_names == ("neg", "pos")
+    assert sum(len(data.split(n)) for n in SPLITS) == 200
+
+
+def test_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
+    path = make_csv(_rows(300, (10, 2, 1)))
+    data = load_dataset(DatasetConfig(source=str(path)))
+    assert data.label_names == ("1", "2", "10")
+
+
+def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) -> None:
+    rows = _rows(200, (0, 1))
+    rows["label"][7] = None  # pandas reads the column as floats: 0.0, 1.0, NaN
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert data.label_names == ("0", "1")
+    assert sum(len(data.split(n)) for n in SPLITS) == 199
+    aligned = align_labels(data, ["LABEL_0", "LABEL_1"])
+    assert aligned.label_names == ("LABEL_0", "LABEL_1")
+
+
+def test_file_split_is_deterministic_and_follows_content(make_csv: MakeCsv, tmp_path: Path) -> None:
+    rows = _rows(300)
+    first = load_dataset(DatasetConfig(source=str(make_csv(rows, "a.csv"))))
+    shuffled = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
+    shuffled.to_csv(tmp_path / "b.csv", index=False)
+    second = load_dataset(DatasetConfig(source=str(tmp_path / "b.csv")))
+    # a row's split depends on its text, not on where it sits in the file
+    assert {n: set(t) for n, t in _all_texts(first).items()} == {n: set(t) for n, t in _all_texts(second).items()}
+    assert load_dataset(DatasetConfig(source=str(tmp_path / "a.csv"))).fingerprint == first.fingerprint
+    rows["label"][0] = "pos" if rows["label"][0] == "neg" else "neg"
+    changed = load_dataset(DatasetConfig(source=str(make_csv(rows, "c.csv"))))
+    assert changed.fingerprint != first.fingerprint
+
+
+def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
+    rows = _rows(12)
+    rows["part"] = ["train", "TRAIN", "Validation", "test"] * 3
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+    expected = {
+        "train": [t for t, p in zip(rows["text"], rows["part"], strict=True) if p.lower() == "train"],
+        "validation": rows["text"][2::4],
+        "test": rows["text"][3::4],
+    }
+    assert _all_texts(data) == expected
+
+
+def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
+    rows = _rows(12)
+    rows["part"] = ["train", "dev", "validation", "test"] * 3
+    with pytest.raises(OptbenchError, match=r"split column 'part' has values \['dev'\]"):
+        load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+
+
+def test_group_column_keeps_groups_together(make_csv: MakeCsv) -> None:
+    groups = [f"movie-{g}" for g in range(40) for _ in range(8)]
+    texts = [f"{g}: review {i}" for i, g in enumerate(groups)]
+    labels = ["neg", "pos"] * (len(texts) // 2)
+    path = make_csv({"text": texts, "label": labels, "movie": groups})
+    data = load_dataset(DatasetConfig(source=str(path), group_column="movie"))
+    group_of = dict(zip(texts, groups, strict=True))
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        assert len(data.split(name)) > 0
+        for text in data.split(name).texts:
+            assert seen.setdefault(group_of[text], name) == name, f"{group_of[text]} straddles two splits"
+    assert len(seen) == 40
+
+
+def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv) -> None:
+    rows = _rows(200)
+    rows["text"] += ["contested", "contested", "twice", "twice", "   ", None]
+    rows["label"] += ["neg", "pos", "pos", "pos", "neg", "pos"]
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    everything = [t for split in _all_texts(data).values() for t in split]
+    assert "contested" not in everything
+    assert everything.count("twice") == 1
+    assert len(everything) == 201
+    assert all(t.strip() for t in everything)
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
+def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist"):
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+
+
+def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text("text,label\na,b\n")
+    with pytest.raises(OptbenchError, match=r"suffix '\.txt': use \.csv, \.jsonl or \.json"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(OptbenchError, match="cannot read dataset"):
+        load_dataset(DatasetConfig(source=str(tmp_path / "empty.csv")))
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    with pytest.raises(OptbenchError, match="cannot read dataset"):
+        load_dataset(DatasetConfig(source=str(tmp_path / "broken.jsonl")))
+
+
+@pytest.mark.parametrize(
+    ("option", "column"),
+    [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],
+)
+def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option: str, column: str) -> None:
+    path = make_csv(_rows(50))
+    with pytest.raises(OptbenchError, match=rf"no column\(s\) \['{column}'\] \(it has \['text', 'label'\]\)"):
+        load_dataset(DatasetConfig(source=str(path), **{option: column}))
+
+
+def test_single_label_value_is_refused(make_csv: MakeCsv) -> None:
+    with pytest.raises(OptbenchError, match=r"1 distinct value\(s\) \['pos'\].*2 or more"):
+        load_dataset(DatasetConfig(source=str(make_csv(_rows(100, ("pos",))))))
+
+
+def test_empty_split_is_refused(make_csv: MakeCsv) -> None:
+    # two rows can fill at most two of the three splits
+    with pytest.raises(OptbenchError, match=r"has an empty \w+ split \(2 rows in all\)"):
+        load_dataset(DatasetConfig(source=str(make_csv(_rows(2)))))
+
+
+def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
+    rows = _rows(10)
+    rows["part"] = ["train", "test"] * 5
+    with pytest.raises(OptbenchError, match="empty validation split"):
+        load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"validation_fraction": -0.1}, "out of range"),
+        ({"validation_fraction": 0.0}, "out of range"),
+        ({"validation_fraction": 1.0}, "out of range"),
+        ({"test_fraction": 0.0}, "out of range"),
+        ({"test_fraction": 1.5}, "out of range"),
+        ({"validation_fraction": 0.5, "test_fraction": 0.5}, "sum below 1"),
+        ({"max_length": 4}, "max_length=4 is too small"),
+    ],
+)
+def test_bad_config_values_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        DatasetConfig(**kwargs)
+
+
+def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
+    path = make_csv(_rows(2000))
+    data = load_dataset(DatasetConfig(source=str(path), validation_fraction=0.3, test_fraction=0.2))
+    assert len(data.test) / 2000 == pytest.approx(0.2, abs=0.05)
+    assert len(data.validation) / 2000 == pytest.approx(0.3, abs=0.05)
+
+
+# --- label alignment ----------------------------------------------------------------------------------
+
+
+def _labelled(names: tuple[str, ...], labels: list[int]) -> LabelledData:
+    texts = [f"t{i}" for i in range(len(labels))]
+    split = Split(texts, np.array(labels, dtype=np.int64))
+    return LabelledData(names, split, split.head(3), split.head(2), source="mem", fingerprint="f")
+
+
+def test_align_same_names_is_a_no_op() -> None:
+    data = _labelled(("fresh", "rotten"), [0, 1, 1, 0])
+    assert align_labels(data, ["fresh", "rotten"]) is data
+
+
+def test_align_reorders_to_the_model() -> None:
+    data = _labelled(("fresh", "rotten"), [0, 1, 1, 0])
+    aligned = align_labels(data, ["rotten", "fresh"])
+    assert aligned.label_names == ("rotten", "fresh")
+    np.testing.assert_array_equal(aligned.train.labels, [1, 0, 0, 1])
+    np.testing.assert_array_equal(aligned.validation.labels, [1, 0, 0])
+    np.testing.assert_array_equal(aligned.test.labels, [1, 0])
+    assert aligned.train.texts == data.train.texts
+    assert aligned.fingerprint == data.fingerprint
+
+
+def test_align_to_a_model_with_more_labels() -> None:
+    data = _labelled(("neg", "pos"), [0, 1])
+    aligned = align_labels(data, ["neutral", "pos", "neg"])
+    np.testing.assert_array_equal(aligned.train.labels, [2, 1])
+
+
+def test_align_integer_labels_to_generic_names() -> None:
+    data = _labelled(("0", "2"), [0, 1, 1])  # the data holds classes 0 and 2 of three
+    aligned = align_labels(data, ["LABEL_0", "LABEL_1", "LABEL_2"])
+    assert aligned.label_names == ("LABEL_0", "LABEL_1", "LABEL_2")
+    np.testing.assert_array_equal(aligned.train.labels, [0, 2, 2])
+
+
+def test_align_integer_labels_beyond_the_model_are_refused() -> None:
+    data = _labelled(("0", "1", "2"), [0, 1, 2])
+    with pytest.raises(OptbenchError, match=r"dataset labels \['0', '1', '2'\] are not known"):
+        align_labels(data, ["LABEL_0", "LABEL_1"])
+
+
+def test_align_unknown_labels_are_named() -> None:
+    data = _labelled(("fresh", "rotten", "stale"), [0, 1, 2])
+    with pytest.raises(OptbenchError, match=r"labels \['stale'\] are not known.*\['fresh', 'rotten'\]"):
+        align_labels(data, ["fresh", "rotten"])
+
+
+# --- tokenization and batches ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_classifier: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_classifier)
+
+
+SHORT = "a fine film"
+LONG = " ".join(["the plot wanders but the actors keep it afloat"] * 20)
+
+
+def _length(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text)["input_ids"])
+
+
+def test_encode_fixed_length_pads_and_truncates(tokenizer: Any) -> None:
+    batch = encode(tokenizer, [SHORT, LONG], seq_len=16, max_length=128)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    for array in batch.values():
+        assert array.shape == (2, 16)
+        assert array.dtype == np.int64
+        assert array.flags["C_CONTIGUOUS"]
+    mask = batch["attention_mask"]
+    assert mask[0].sum() == _length(tokenizer, SHORT) < 16
+    assert mask[1].sum() == 16
+    assert batch["input_ids"][1, -1] == tokenizer.sep_token_id
+    assert (batch["input_ids"][0][mask[0] == 0] == tokenizer.pad_token_id).all()
+
+
+def test_encode_data_policy_pads_to_longest_in_batch(tokenizer: Any) -> None:
+    middle = "the plot wanders but the actors keep it afloat"
+    batch = encode(tokenizer, [SHORT, middle], seq_len="data", max_length=128)
+    width = _length(tokenizer, middle)
+    assert width < 128
+    assert batch["input_ids"].shape == (2, width)
+    assert batch["attention_mask"][0].sum() == _length(tokenizer, SHORT)
+    alone = encode(tokenizer, [SHORT], seq_len="data", max_length=128)
+    assert alone["input_ids"].shape == (1, _length(tokenizer, SHORT))
+
+
+def test_encode_data_policy_truncates_at_max_length(tokenizer: Any) -> None:
+    batch = encode(tokenizer, [SHORT, LONG], seq_len="data", max_length=24)
+    assert _length(tokenizer, LONG) > 24
+    assert batch["input_ids"].shape == (2, 24)
+    assert batch["attention_mask"][1].sum() == 24
+
+
+def test_batches_cover_texts_in_order(tokenizer: Any) -> None:
+    texts = [f"review {i} " + "word " * i for i in range(5)]
+    parts = batches(tokenizer, texts, batch_size=2, seq_len=12, max_length=128)
+    assert [p["input_ids"].shape for p in parts] == [(2, 12), (2, 12), (1, 12)]
+    whole = encode(tokenizer, texts, seq_len=12, max_length=128)
+    np.testing.assert_array_equal(np.concatenate([p["input_ids"] for p in parts]), whole["input_ids"])
+
+
+def test_batches_with_data_policy_vary_in_width(tokenizer: Any) -> None:
+    parts = batches(tokenizer, [SHORT, SHORT, LONG], batch_size=2, seq_len="data", max_length=32)
+    assert [p["input_ids"].shape for p in parts] == [(2, _length(tokenizer, SHORT)), (1, 32)]
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_batches_refuse_bad_batch_size(tokenizer: Any, size: int) -> None:
+    with pytest.raises(OptbenchError, match=f"batch size {size} must be 1 or more"):
+        batches(tokenizer, [SHORT], batch_size=size, seq_len=8, max_length=16)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), (128, 128), ("data", "data")])
+def test_parse_seq_len_accepts(value: Any, expected: Any) -> None:
+    assert parse_seq_len(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, True, False, "long", "128", 64.0, None])
+def test_parse_seq_len_rejects(value: Any) -> None:
+    with pytest.raises(OptbenchError, match=r"sequence length .* is not valid"):
+        parse_seq_len(value)

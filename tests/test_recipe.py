@@ -1,0 +1,294 @@
+"""Recipe files: a full recipe parses with paths taken from its folder; every bad input says what is wrong."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from optbench.bench import BenchConfig
+from optbench.data import BUILTIN, DatasetConfig
+from optbench.errors import OptbenchError
+from optbench.measure import Timing
+from optbench.recipe import DEFAULT_MODEL, load_recipe
+from optbench.runtimes import RuntimeSpec
+from optbench.steps.finetune import FinetuneConfig
+
+FULL = """
+name = "full-recipe"
+description = "every knob set"
+
+[model]
+checkpoint = "../models/classifier"
+
+[model.finetune]
+epochs = 2
+batch_size = 16
+max_train_rows = 500
+learning_rate = 5e-5
+
+[dataset]
+source = "data/reviews.csv"
+text_column = "body"
+label_column = "sentiment"
+group_column = "movie"
+validation_fraction = 0.2
+test_fraction = 0.15
+max_length = 64
+
+[[steps]]
+name = "finetune"
+epochs = 0.5
+seed = 7
+
+[bench]
+runtimes = ["torch", {name = "torch", device = "cuda", precision = "fp16", options = {compile = true}}]
+batch_sizes = [1, 8]
+seq_lens = [32, "data"]
+threads = 2
+warmup = 1
+min_iters = 3
+min_seconds = 0.5
+max_seconds = 5
+max_batches = 4
+job_timeout_s = 120
+"""
+
+
+def write_recipe(folder: Path, text: str, name: str = "recipe.toml") -> Path:
+    """Write a recipe file (dedented) into `folder`/recipes and return its path."""
+    path = folder / "recipes" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_full_recipe_parses(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, FULL))
+    assert recipe.name == "full-recipe"
+    assert recipe.description == "every knob set"
+    assert recipe.checkpoint == str((tmp_path / "models" / "classifier").resolve())
+    assert recipe.finetune == FinetuneConfig(epochs=2, batch_size=16, max_train_rows=500, learning_rate=5e-5)
+    assert recipe.dataset == DatasetConfig(
+        source=str((tmp_path / "recipes" / "data" / "reviews.csv").resolve()),
+        text_column="body",
+        label_column="sentiment",
+        group_column="movie",
+        validation_fraction=0.2,
+        test_fraction=0.15,
+        max_length=64,
+    )
+    assert recipe.steps == (FinetuneConfig(epochs=0.5, seed=7),)
+    bench = recipe.bench
+    assert bench.runtimes == (
+        RuntimeSpec("torch"),
+        RuntimeSpec("torch", "cuda", "fp16", {"compile": True}),
+    )
+    assert bench.batch_sizes == (1, 8)
+    assert bench.seq_lens == (32, "data")
+    assert bench.threads == 2
+    assert bench.timing == Timing(warmup=1, min_iters=3, min_seconds=0.5, max_seconds=5)
+    assert bench.max_batches == 4
+    assert bench.job_timeout_s == 120
+    assert bench.shapes() == [(1, 32), (1, "data"), (8, 32), (8, "data")]
+
+
+def test_minimal_recipe_takes_the_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, "", name="plain-one.toml"))
+    assert recipe.name == "plain-one"  # from the file name
+    assert recipe.description == ""
+    assert recipe.checkpoint == DEFAULT_MODEL
+    assert recipe.finetune == FinetuneConfig()
+    assert recipe.dataset == DatasetConfig()
+    assert recipe.dataset.source == BUILTIN
+    assert recipe.steps == ()
+    default = BenchConfig()
+    assert recipe.bench.runtimes == (RuntimeSpec("torch"),)
+    assert recipe.bench.batch_sizes == default.batch_sizes
+    assert recipe.bench.seq_lens == default.seq_lens
+    assert recipe.bench.timing == Timing()
+
+
+def test_default_names_are_kept_as_they_are(tmp_path: Path) -> None:
+    text = f"""
+    [model]
+    checkpoint = "{DEFAULT_MODEL}"
+    [dataset]
+    source = "{BUILTIN}"
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.checkpoint == DEFAULT_MODEL
+    assert recipe.dataset.source == BUILTIN
+
+
+def test_absolute_paths_stay_absolute(tmp_path: Path) -> None:
+    model, data = tmp_path / "elsewhere" / "model", tmp_path / "elsewhere" / "data.jsonl"
+    text = f"""
+    [model]
+    checkpoint = "{model}"
+    [dataset]
+    source = "{data}"
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.checkpoint == str(model.resolve())
+    assert recipe.dataset.source == str(data.resolve())
+
+
+def test_runtime_table_defaults_device_and_precision(tmp_path: Path) -> None:
+    text = """
+    [bench]
+    runtimes = [{name = "torch"}, {name = "torch", device = "cuda"}]
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.bench.runtimes == (RuntimeSpec("torch", "cpu", "fp32"), RuntimeSpec("torch", "cuda", "fp32"))
+
+
+def test_timing_knobs_go_into_timing(tmp_path: Path) -> None:
+    text = """
+    [bench]
+    warmup = 0
+    max_seconds = 9.5
+    """
+    bench = load_recipe(write_recipe(tmp_path, text)).bench
+    assert bench.timing == Timing(warmup=0, max_seconds=9.5)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"cannot read recipe .*nope\.toml: No such file"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, '[bench\nruntimes = "torch"\n')
+    with pytest.raises(OptbenchError, match=r"recipe .*recipe\.toml is not valid TOML"):
+        load_recipe(path)
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(OptbenchError, match="is not UTF-8 text"):
+        load_recipe(path)
+
+
+def test_utf8_text_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "utf8.toml"
+    path.write_bytes('description = "caf\u00e9 \u00b7 na\u00efve"\n'.encode())
+    assert load_recipe(path).description == "caf\u00e9 \u00b7 na\u00efve"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('modle = {checkpoint = "x"}', r"unknown key\(s\) \['modle'\] in the recipe: known keys are \['name',"),
+        ("[bench]\nbatch_size = [1]", r"unknown key\(s\) \['batch_size'\] in \[bench\]: known keys are \['runtimes',"),
+        ("[model]\nweights = 'x'", r"unknown key\(s\) \['weights'\] in \[model\]"),
+        ("[dataset]\ncolumn = 'x'", r"unknown key\(s\) \['column'\] in \[dataset\]"),
+        ("[model.finetune]\nepoch = 2", r"unknown key\(s\) \['epoch'\] in \[model.finetune\]"),
+        ("[[steps]]\nname = 'finetune'\nepoch = 1", r"unknown key\(s\) \['epoch'\] in \[\[steps\]\] #1 \(finetune\)"),
+        ("[bench]\nruntimes = [{name = 'torch', threads = 2}]", r"\['threads'\] in \[bench\] runtimes entry"),
+    ],
+)
+def test_unknown_keys(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))
+
+
+def test_unknown_step_lists_the_known_steps(tmp_path: Path) -> None:
+    text = """
+    [[steps]]
+    name = "finetune"
+    [[steps]]
+    name = "sparsify-magic"
+    """
+    message = r"unknown step 'sparsify-magic' in \[\[steps\]\] #2: known steps are \["
+    with pytest.raises(OptbenchError, match=message) as info:
+        load_recipe(write_recipe(tmp_path, text))
+    assert "'finetune'" in str(info.value)
+
+
+def test_step_without_a_name(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match="unknown step None"):
+        load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[bench]\nruntimes = ["tensorflow"]', r"unknown runtime 'tensorflow': known runtimes are \[.*'torch'"),
+        ('[bench]\nruntimes = [{name = "jax"}]', "unknown runtime 'jax'"),
+        ('[bench]\nruntimes = [{name = "torch", device = "tpu"}]', r"unknown device 'tpu'.*\['cpu', 'cuda'\]"),
+        ('[bench]\nruntimes = [{name = "torch", precision = "int3"}]', "unknown precision 'int3'"),
+        ('[bench]\nruntimes = [{device = "cuda"}]', "runtimes entry needs a name"),
+        ("[bench]\nruntimes = [3]", "runtimes entry 3: give a name or a table"),
+        ('[bench]\nruntimes = "torch"', "runtimes and seq_lens must be lists"),
+        ('[bench]\nruntimes = [{name = "torch", options = "fast"}]', "options must be a table"),
+        ("[bench]\nruntimes = []", "needs at least one runtime"),
+    ],
+)
+def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[bench]\nseq_lens = [0]", "sequence length 0 is not valid"),
+        ("[bench]\nseq_lens = [128, -1]", "sequence length -1 is not valid"),
+        ('[bench]\nseq_lens = ["long"]', "sequence length 'long' is not valid"),
+        ("[bench]\nseq_lens = [true]", "sequence length True is not valid"),
+        ("[bench]\nseq_lens = 128", "runtimes and seq_lens must be lists"),
+        ("[bench]\nbatch_sizes = [0]", r"batch_sizes \[0\] are not positive integers"),
+        ("[bench]\nbatch_sizes = [1, -4]", r"batch_sizes \[-4\] are not positive integers"),
+        ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of int"),
+        ('[bench]\nbatch_sizes = ["8"]', "batch_sizes .* has the wrong type"),
+        ("[bench]\nthreads = 0", "threads=0"),
+        ('[bench]\nthreads = "all"', r"\[bench\] threads = 'all' has the wrong type: expected int"),
+        ('[bench]\nwarmup = "x"', r"\[bench\] warmup = 'x' has the wrong type: expected int"),
+        ("[bench]\nmin_seconds = 10\nmax_seconds = 1", r"max_seconds \(1\) is below min_seconds \(10\)"),
+    ],
+)
+def test_bad_bench_values(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", "", ".hidden", "with space", "-dash"])
+def test_bad_recipe_name(tmp_path: Path, name: str) -> None:
+    with pytest.raises(OptbenchError, match=r"recipe name .* must be letters, digits"):
+        load_recipe(write_recipe(tmp_path, f'name = "{name}"\n'))
+
+
+def test_recipe_name_must_be_a_string(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match="recipe name 3"):
+        load_recipe(write_recipe(tmp_path, "name = 3\n"))
+
+
+def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match="recipe name 'my recipe'"):
+        load_recipe(write_recipe(tmp_path, "", name="my recipe.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[model.finetune]\nepochs = "two"', r"\[model.finetune\] epochs = 'two' has the wrong type: expected float"),
+        ("[model.finetune]\nbatch_size = 8.0", r"\[model.finetune\] batch_size = 8.0 has the wrong type: expected int"),
+        ("[model.finetune]\nmax_train_rows = true", r"max_train_rows = True has the wrong type: expected int or no"),
+        ("[model.finetune]\nepochs = 0", "epochs > 0"),
+        ("[model]\ncheckpoint = 3", r"\[model\] checkpoint = 3: give \"default\" or a folder path"),
+        ("model = 3", r"\[model\] must be a table"),
+        ("[model]\nfinetune = 3", r"\[finetune\] must be a table"),
+        ("dataset = []", r"\[dataset\] must be a table"),
+        ("[dataset]\nsource = 3", r"\[dataset\] source = 3 has the wrong type: expected str"),
+        ("[dataset]\ntest_fraction = 0", "dataset fractions .* out of range"),
+        ('steps = ["finetune"]', "steps must be an array of tables"),
+        ('steps = {name = "finetune"}', "steps must be an array of tables"),
+        ("[[steps]]\nname = 'finetune'\nepochs = 'one'", r"\[\[steps\]\] #1 \(finetune\) epochs = 'one' has the wrong"),
+    ],
+)
+def test_bad_model_dataset_and_steps(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))

@@ -1,0 +1,276 @@
+"""Reports: built by hand, written and read back, flattened to one table, rendered, and refused when wrong."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optbench.accuracy import Drop, Metrics
+from optbench.artifact import ModelArtifact, StepRecord
+from optbench.errors import OptbenchError
+from optbench.measure import Latency
+from optbench.report import (
+    COLUMNS,
+    EXTRA_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Measurement,
+    Report,
+    load_reports,
+    read_report,
+    render,
+    to_frame,
+    write_report,
+)
+from optbench.runtimes import RuntimeSpec
+
+LABELS = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
+
+
+def _logits(flip: int) -> np.ndarray:
+    """Logits that predict LABELS right except on the first `flip` examples."""
+    predicted = LABELS.copy()
+    predicted[:flip] = 1 - predicted[:flip]
+    return np.stack([1.0 - predicted, predicted.astype(float)], axis=1) + np.linspace(0, 0.5, len(LABELS))[:, None]
+
+
+def make_report(
+    steps: tuple[str, ...] = (),
+    *,
+    runtime: RuntimeSpec | None = None,
+    recipe: str = "demo",
+    run_id: str = "20261130T031500Z-3f9a",
+    shapes: tuple[tuple[int, int | str], ...] = ((1, 128), (8, "data")),
+    flip: int = 0,
+) -> Report:
+    """A report as the benchmark writes one, from small made-up figures."""
+    artifact = ModelArtifact(
+        Path("/models/x"), "hf", ("fresh", "rotten"), "ab" * 32,
+        origin={"checkpoint": "default"}, lineage=tuple(StepRecord(s, {"k": 1}) for s in steps),
+    )
+    spec = runtime or RuntimeSpec("torch")
+    measurements = tuple(
+        Measurement(
+            batch_size=batch,
+            seq_len=seq_len,
+            latency=Latency.from_values([(i % 7 + 1 + batch) * 1_000_000 for i in range(40)], resamples=100),
+            throughput_sps=100.0 * batch,
+            peak_rss_mb=512.5,
+            speedup_p50=None if not steps else 1.5 + batch,
+            workload_fingerprint=f"wl-{batch}-{seq_len}",
+        )
+        for batch, seq_len in shapes
+    )
+    return Report(
+        run_id=run_id,
+        recipe=recipe,
+        created_at="2026-11-30T03:15:00+00:00",
+        artifact={**artifact.to_dict(), "size_mb": 86.6},
+        runtime={**spec.to_dict(), "threads": 2},
+        workload={"dataset": "rotten-tomatoes", "split": "test", "rows": len(LABELS)},
+        environment={"machine": "box-1", "git": {"commit": "abc123", "dirty": False}, "cpu": {"model": "x"}},
+        metrics=Metrics.from_logits(LABELS, _logits(flip)),
+        drop=Drop.paired(LABELS, _logits(0), _logits(flip), resamples=100),
+        measurements=measurements,
+    )
+
+
+def _rewrite(path: Path, change: Any) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+# --- writing and reading -----------------------------------------------------------------------------
+
+
+def test_write_then_read_round_trips(tmp_path: Path) -> None:
+    report = make_report(("onnx", "quantize-static"), flip=2)
+    path = write_report(report, tmp_path / "results")
+    assert path == tmp_path / "results" / "baseline+onnx+quantize-static.torch-cpu-fp32.json"
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["variant"] == "baseline+onnx+quantize-static"
+    assert read_report(path) == report
+
+
+def test_file_name_names_variant_and_runtime() -> None:
+    report = make_report(("prune",), runtime=RuntimeSpec("torch", "cuda", "fp16"))
+    assert report.file_name == "baseline+prune.torch-cuda-fp16.json"
+
+
+def test_other_schema_version_is_refused_naming_both(tmp_path: Path) -> None:
+    path = write_report(make_report(), tmp_path)
+    _rewrite(path, lambda d: d.update(schema_version=2))
+    with pytest.raises(OptbenchError, match=r"schema_version 2, but this optbench reads version 1"):
+        read_report(path)
+    _rewrite(path, lambda d: d.pop("schema_version"))
+    with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads version 1"):
+        read_report(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.pop("measurements"),
+        lambda d: d.pop("runtime"),
+        lambda d: d["accuracy"].pop("drop"),
+        lambda d: d["accuracy"]["metrics"].pop("accuracy"),
+        lambda d: d["measurements"][0]["latency"].pop("p50_ms"),
+        lambda d: d["measurements"][0].pop("batch_size"),
+        lambda d: d["measurements"][0].update(unexpected=1),
+        lambda d: d.update(accuracy=None),
+    ],
+)
+def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
+    path = write_report(make_report(), tmp_path)
+    _rewrite(path, damage)
+    with pytest.raises(OptbenchError):
+        read_report(path)
+
+
+def test_damaged_report_names_the_missing_key(tmp_path: Path) -> None:
+    path = write_report(make_report(), tmp_path)
+    _rewrite(path, lambda d: d.pop("measurements"))
+    with pytest.raises(OptbenchError, match=r"is a damaged report \(missing 'measurements'\)"):
+        read_report(path)
+
+
+def test_invalid_json_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "half.json"
+    path.write_text('{"schema": "optbench.rep')
+    with pytest.raises(OptbenchError, match=r"cannot read .*half\.json"):
+        read_report(path)
+
+
+@pytest.mark.parametrize("content", ['{"name": "package"}', "[1, 2]", '"text"', '{"schema": "other.tool"}'])
+def test_json_that_is_not_a_report_reads_as_none(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "other.json"
+    path.write_text(content)
+    assert read_report(path) is None
+
+
+def test_load_reports_skips_other_json_and_hidden_folders(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    kept = [make_report(), make_report(("onnx",))]
+    for report in kept:
+        write_report(report, results / "demo" / "run-1")
+    (results / "demo" / "run-1" / "notes.json").write_text('{"comment": "not a report"}')
+    (results / "demo" / "run-1" / "table.md").write_text("| not | json |")
+    write_report(make_report(("staged",)), results / "demo" / ".run-2.tmp")
+    write_report(make_report(("hidden",)), results / ".cache")
+    loaded = load_reports(results)
+    assert sorted(r.variant for r in loaded) == ["baseline", "baseline+onnx"]
+    assert load_reports(results) == loaded  # stable order
+
+
+def test_load_reports_of_one_file(tmp_path: Path) -> None:
+    path = write_report(make_report(("onnx",)), tmp_path)
+    assert [r.variant for r in load_reports(path)] == ["baseline+onnx"]
+
+
+def test_load_reports_inside_a_hidden_parent(tmp_path: Path) -> None:
+    results = tmp_path / ".hidden-home" / "results"
+    write_report(make_report(), results)
+    assert len(load_reports(results)) == 1
+
+
+def test_load_reports_of_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"results folder .*nothing-here does not exist"):
+        load_reports(tmp_path / "nothing-here")
+
+
+def test_load_reports_refuses_a_damaged_file(tmp_path: Path) -> None:
+    write_report(make_report(), tmp_path)
+    path = write_report(make_report(("onnx",)), tmp_path)
+    _rewrite(path, lambda d: d.update(schema_version=99))
+    with pytest.raises(OptbenchError, match="schema_version 99"):
+        load_reports(tmp_path)
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+
+def test_to_frame_columns_and_values() -> None:
+    report = make_report(("onnx",), flip=3)
+    frame = to_frame([report])
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
+    assert len(frame) == 2
+    row = frame.iloc[0].to_dict()
+    m = report.measurements[0]
+    assert row["variant"] == "baseline+onnx"
+    assert row["runtime"] == "torch"
+    assert row["device"] == "cpu"
+    assert row["precision_mode"] == "fp32"
+    assert row["batch_size"] == 1
+    assert row["seq_len"] == 128
+    assert row["p50_ms"] == m.latency.p50_ms
+    assert row["p99_ci_high"] == m.latency.p99_ci_high
+    assert row["iterations"] == 40
+    assert row["accuracy"] == pytest.approx(0.7)
+    assert row["accuracy_drop"] == pytest.approx(30.0)
+    assert row["agreement"] == pytest.approx(0.7)
+    assert row["model_mb"] == 86.6
+    assert row["threads"] == 2
+    assert row["git_commit"] == "abc123"
+    assert frame["git_dirty"].tolist() == [False, False]
+    assert row["machine"] == "box-1"
+    assert row["workload"] == "wl-1-128"
+    assert frame.iloc[1]["seq_len"] == "data"
+
+
+def test_to_frame_sorts_batch_sizes_as_numbers() -> None:
+    shapes = ((10, 128), (2, 128))
+    frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
+    assert list(zip(frame["batch_size"], frame["variant"], strict=True)) == [
+        (2, "baseline"), (2, "baseline+onnx"), (10, "baseline"), (10, "baseline+onnx"),
+    ]
+
+
+def test_to_frame_of_no_reports() -> None:
+    frame = to_frame([])
+    assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
+    assert frame.empty
+    assert render(frame, "md") == "no reports found\n"
+
+
+def test_render_csv_header() -> None:
+    text = render(to_frame([make_report(), make_report(("onnx",))]), "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == COLUMNS + EXTRA_COLUMNS
+    assert len(rows) == 5
+
+
+def test_render_markdown() -> None:
+    text = render(to_frame([make_report(), make_report(("quantize-dynamic",), flip=1)]), "md")
+    assert "### demo · run 20261130T031500Z-3f9a" in text
+    assert "baseline+quantize-dynamic" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert "p50_ms" in header and "accuracy_drop" in header
+    table = [line for line in text.splitlines() if line.startswith("| baseline")]
+    assert len(table) == 4
+    assert all(line.count("|") == header.count("|") for line in table)
+    assert any("2.50x" in line for line in table)  # speedup_p50 of 1.5 + batch 1
+    assert any("| - |" in line for line in table)  # the baseline has no speedup of its own
+
+
+def test_render_json() -> None:
+    frame = to_frame([make_report(), make_report(("onnx",))])
+    records = json.loads(render(frame, "json"))
+    assert len(records) == 4
+    assert list(records[0]) == COLUMNS + EXTRA_COLUMNS
+    assert {r["variant"] for r in records} == {"baseline", "baseline+onnx"}
+
+
+@pytest.mark.parametrize("fmt", ["xml", "html ", "", "MD"])
+def test_render_unknown_format(fmt: str) -> None:
+    with pytest.raises(OptbenchError, match=f"unknown report format {fmt!r}: use md, csv or json"):
+        render(to_frame([make_report()]), fmt)

@@ -1,0 +1,85 @@
+"""The finetune step and the step cache, on a tiny random BERT and a slice of the built-in data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench.artifact import MANIFEST, ModelArtifact, content_hash
+from optbench.data import DatasetConfig, load_dataset
+from optbench.errors import OptbenchError
+from optbench.steps import STEPS, cache_key, parse_step, run_step
+from optbench.steps.finetune import FinetuneConfig
+
+
+@pytest.fixture(scope="module")
+def data(reviews_csv: Path):
+    return load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=32))
+
+
+def _encoder(path: Path) -> ModelArtifact:
+    return ModelArtifact(path, "hf", (), content_hash(path), origin={"checkpoint": str(path)})
+
+
+def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    config = FinetuneConfig(max_train_rows=32, batch_size=16, max_length=32)
+    result = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert result.label_names == ("fresh", "rotten")
+    assert [s.name for s in result.lineage] == ["finetune"]
+    assert result.lineage[0].config["max_train_rows"] == 32
+    assert result.details["train_rows"] == 32
+    assert (result.path / MANIFEST).is_file()
+    assert result.sha256 == content_hash(result.path)
+    model = AutoModelForSequenceClassification.from_pretrained(result.path)
+    assert model.config.id2label == {0: "fresh", 1: "rotten"}
+    original = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
+    changed = [
+        name for name, p in model.bert.named_parameters()
+        if not np.allclose(p.detach().numpy(), dict(original.bert.named_parameters())[name].detach().numpy())
+    ]
+    assert changed, "training left every encoder weight unchanged"
+
+
+def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    first = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    calls = []
+    monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, lambda *a: calls.append(a)))
+    second = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert calls == [] and second.path == first.path and second.sha256 == first.sha256
+    other = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32, seed=1)
+    assert cache_key(other, _encoder(tiny_encoder), data) != cache_key(config, _encoder(tiny_encoder), data)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failing_step_leaves_no_output_behind(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:
+    def explode(*args) -> None:
+        raise OptbenchError("boom")
+
+    monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, explode))
+    with pytest.raises(OptbenchError, match="boom"):
+        run_step(FinetuneConfig(max_train_rows=16), _encoder(tiny_encoder), data, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parse_step_refuses_unknown_names_and_keys() -> None:
+    assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == FinetuneConfig(epochs=2)
+    with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \['finetune'\]"):
+        parse_step({"name": "prune-everything"}, "[[steps]] #1")
+    with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['epoch'\]"):
+        parse_step({"name": "finetune", "epoch": 2}, "[[steps]] #1")
+
+
+BAD_FINETUNE = [
+    {"epochs": 0}, {"batch_size": 0}, {"learning_rate": -1.0}, {"max_train_rows": 0}, {"warmup_fraction": 1.0},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_FINETUNE)
+def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
+    with pytest.raises(OptbenchError, match=r"\[finetune\]"):
+        FinetuneConfig(**kwargs)
