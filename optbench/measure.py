@@ -39,9 +39,7 @@ def bootstrap_ci(
     """
     values = np.asarray(values)
     if values.ndim != 1 or values.size == 0:
-        raise ValueError(
-            f"bootstrap needs a non-empty 1-D array, got shape {values.shape}"
-        )
+        raise ValueError(f"bootstrap needs a non-empty 1-D array, got shape {values.shape}")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     n = values.size
@@ -51,9 +49,7 @@ def bootstrap_ci(
     for start in range(0, resamples, rows):
         idx = rng.integers(0, n, size=(min(rows, resamples - start), n))
         stats.append(np.asarray(statistic(values[idx])))
-    low, high = np.percentile(
-        np.concatenate(stats), [2.5, 97.5], axis=0, method="linear"
-    )
+    low, high = np.percentile(np.concatenate(stats), [2.5, 97.5], axis=0, method="linear")
     return low, high
 
 
@@ -75,15 +71,11 @@ class Latency:
     p99_ci_high: float
 
     @classmethod
-    def from_values(
-        cls, values_ns: Sequence[int], *, seed: int = 0, resamples: int = 2000
-    ) -> Latency:
+    def from_values(cls, values_ns: Sequence[int], *, seed: int = 0, resamples: int = 2000) -> Latency:
         """Statistics of per-call durations in nanoseconds (as `time_calls` returns them)."""
         ms = np.asarray(values_ns, dtype=np.float64) / 1e6
         if ms.ndim != 1 or ms.size == 0:
-            raise ValueError(
-                f"need a non-empty sequence of durations, got shape {ms.shape}"
-            )
+            raise ValueError(f"need a non-empty sequence of durations, got shape {ms.shape}")
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99], method="linear")
         low, high = bootstrap_ci(
             ms,
@@ -115,10 +107,7 @@ class Latency:
         """Inverse of `to_dict`; a record with missing fields is refused by name."""
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
-            raise OptbenchError(
-                f"latency record lacks {', '.join(missing)}; "
-                "re-run the measurement or repair the file"
-            )
+            raise OptbenchError(f"latency record lacks {', '.join(missing)}; re-run the measurement or repair the file")
         return cls(**{f.name: _plain(f.name, d[f.name]) for f in fields(cls)})
 
 
@@ -200,11 +189,20 @@ def throughput(batch_size: int, latency: Latency) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss: KiB on Linux).
+    """Peak resident set size of this process so far, in MiB.
 
-    Peak, not current, because it is what decides whether a model fits; measure it in a fresh
-    process so earlier work does not inflate it.
+    Peak, not current, because it is what decides whether a model fits; measured in a fresh
+    process so earlier work does not inflate it. On Linux it is VmHWM from /proc/self/status:
+    `ru_maxrss` survives fork and exec, so a job started by a parent that once held 1.7 GB
+    reported 1.7 GB whatever its own peak was.
     """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kib = peak / 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
     return kib / 1024

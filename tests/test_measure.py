@@ -107,9 +107,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock(step_ns=10_000_000)  # 10 ms a call
-    monkeypatch.setattr(
-        measure, "time", SimpleNamespace(perf_counter_ns=fake.perf_counter_ns)
-    )
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter_ns=fake.perf_counter_ns))
     return fake
 
 
@@ -125,9 +123,7 @@ def test_time_calls_runs_until_min_seconds(clock: FakeClock) -> None:
     assert len(times) == 10
 
 
-def test_time_calls_stops_at_max_seconds_with_warning(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_time_calls_stops_at_max_seconds_with_warning(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="optbench.measure"):
         times = time_calls(clock.work, Timing(warmup=0, min_iters=100, min_seconds=0, max_seconds=0.045))
     assert len(times) == 5
@@ -180,3 +176,14 @@ def test_peak_rss_is_positive_and_never_falls() -> None:
     after = peak_rss_mb()
     assert block.sum() > 0
     assert 0 < before <= after
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents() -> None:
+    import subprocess
+    import sys
+
+    hog = np.ones(64 * 1024 * 1024)  # 512 MiB touched in this (parent) process
+    code = "from optbench.measure import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert hog.sum() > 0
+    assert child < peak_rss_mb() - 256
