@@ -15,35 +15,24 @@ from optbench.errors import OptbenchError
 from optbench.measure import bootstrap_ci
 
 
-def _check(
-    labels: object, logits: object, name: str = "logits"
-) -> tuple[np.ndarray, np.ndarray]:
+def _check(labels: object, logits: object, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
     """Labels as int (n,), logits as float64 (n, k), or OptbenchError naming what is wrong."""
     labels = np.asarray(labels)
     logits = np.asarray(logits, dtype=np.float64)
     if labels.ndim != 1:
-        raise OptbenchError(
-            f"labels must be 1-D (one per example), got shape {labels.shape}"
-        )
+        raise OptbenchError(f"labels must be 1-D (one per example), got shape {labels.shape}")
     if logits.ndim != 2:
-        raise OptbenchError(
-            f"{name} must be 2-D (examples, classes), got shape {logits.shape}"
-        )
+        raise OptbenchError(f"{name} must be 2-D (examples, classes), got shape {logits.shape}")
     if labels.shape[0] != logits.shape[0]:
         raise OptbenchError(
-            f"{labels.shape[0]} labels but {logits.shape[0]} rows of {name}; "
-            "score the same examples that are labelled"
+            f"{labels.shape[0]} labels but {logits.shape[0]} rows of {name}; score the same examples that are labelled"
         )
     if labels.size == 0:
         raise OptbenchError("no examples to score: labels and logits are empty")
     if logits.shape[1] < 2:
-        raise OptbenchError(
-            f"{name} have {logits.shape[1]} class column(s); need at least 2"
-        )
+        raise OptbenchError(f"{name} have {logits.shape[1]} class column(s); need at least 2")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise OptbenchError(
-            f"labels must be integers, got dtype {labels.dtype}; map them to 0..k-1"
-        )
+        raise OptbenchError(f"labels must be integers, got dtype {labels.dtype}; map them to 0..k-1")
     k = logits.shape[1]
     bad = labels[(labels < 0) | (labels >= k)]
     if bad.size:
@@ -52,9 +41,7 @@ def _check(
             "check the label mapping or the model's number of classes"
         )
     if not np.isfinite(logits).all():
-        raise OptbenchError(
-            f"{name} contain NaN or infinity; the model output is broken"
-        )
+        raise OptbenchError(f"{name} contain NaN or infinity; the model output is broken")
     return labels.astype(np.int64), logits
 
 
@@ -189,9 +176,7 @@ class Drop:
         ref_pred = reference.argmax(axis=1)
         var_pred = variant.argmax(axis=1)
         diff = (ref_pred == labels).astype(np.float64) - (var_pred == labels)
-        low, high = bootstrap_ci(
-            diff, lambda s: s.mean(axis=1), seed=seed, resamples=resamples
-        )
+        low, high = bootstrap_ci(diff, lambda s: s.mean(axis=1), seed=seed, resamples=resamples)
         return cls(
             points=float(100 * diff.mean()),
             ci_low=float(100 * low),
@@ -214,6 +199,4 @@ def _require(cls: type, d: Mapping[str, object], what: str) -> None:
     """Refuse a stored record that lacks any of the dataclass's fields, naming them."""
     missing = [f.name for f in fields(cls) if f.name not in d]
     if missing:
-        raise OptbenchError(
-            f"{what} record lacks {', '.join(missing)}; re-run the measurement or repair the file"
-        )
+        raise OptbenchError(f"{what} record lacks {', '.join(missing)}; re-run the measurement or repair the file")

@@ -108,7 +108,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint."""
     if not folder.is_dir():
         raise OptbenchError(
-            f"model folder {folder} does not exist: give a Hugging Face checkpoint folder, or \"default\""
+            f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'
         )
     config_path = folder / "config.json"
     try:

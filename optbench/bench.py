@@ -27,7 +27,7 @@ from optbench.errors import OptbenchError
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import Latency, Timing, throughput
 from optbench.report import Measurement, Report
-from optbench.runtimes import RuntimeSpec
+from optbench.runtimes import RuntimeSpec, runs
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,14 @@ def benchmark(
     data: LabelledData,
     config: BenchConfig,
     *,
-    max_length: int,
     recipe: str,
     run_id: str,
 ) -> list[Report]:
-    """Measure every artifact on every runtime; `artifacts[0]` is the baseline.
-
-    `max_length` truncates texts under the `data` sequence-length policy.
-    """
+    """Measure every artifact on every runtime; `artifacts[0]` is the baseline."""
     from transformers import AutoTokenizer
 
     baseline = artifacts[0]
-    pairs = [(a, spec) for a in artifacts for spec in config.runtimes]
+    pairs = [(a, spec) for a in artifacts for spec in config.runtimes if runs(spec, a)]
     if (baseline, REFERENCE) not in pairs:
         pairs.insert(0, (baseline, REFERENCE))
     tokenizer = AutoTokenizer.from_pretrained(baseline.path)
@@ -87,14 +83,14 @@ def benchmark(
         "data_fingerprint": data.fingerprint,
         "split": "test",
         "rows": len(data.test),
-        "max_length": max_length,
+        "max_length": data.max_length,
         "threads": config.threads,
         "timing": asdict(config.timing),
         "max_batches": config.max_batches,
     }
     environment = fingerprint(config.threads)
     environment["machine"] = fingerprint_key(environment)
-    logits, timings = _run_jobs(pairs, tokenizer, data.test.texts, config, max_length)
+    logits, details, timings = _run_jobs(pairs, tokenizer, data.test.texts, config, data.max_length)
 
     reference = pairs.index((baseline, REFERENCE))
     latencies = {key: Latency.from_values(result["values_ns"]) for key, result in timings.items()}
@@ -114,18 +110,20 @@ def benchmark(
             )
             for batch_size, seq_len in config.shapes()
         )
-        reports.append(Report(
-            run_id=run_id,
-            recipe=recipe,
-            created_at=created_at,
-            artifact={**artifact.to_dict(), "size_mb": artifact.size_mb()},
-            runtime={**spec.to_dict(), "threads": config.threads},
-            workload=workload,
-            environment=environment,
-            metrics=Metrics.from_logits(data.test.labels, logits[index]),
-            drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
-            measurements=measurements,
-        ))
+        reports.append(
+            Report(
+                run_id=run_id,
+                recipe=recipe,
+                created_at=created_at,
+                artifact={**artifact.to_dict(), "size_mb": artifact.size_mb()},
+                runtime={**spec.to_dict(), "threads": config.threads, "details": details[index]},
+                workload=workload,
+                environment=environment,
+                metrics=Metrics.from_logits(data.test.labels, logits[index]),
+                drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
+                measurements=measurements,
+            )
+        )
     return reports
 
 
@@ -135,19 +133,22 @@ def _run_jobs(
     texts: list[str],
     config: BenchConfig,
     max_length: int,
-) -> tuple[dict[int, np.ndarray], dict[tuple[int, int, SeqLen], dict[str, Any]]]:
+) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any]], dict[tuple[int, int, SeqLen], dict[str, Any]]]:
     """Accuracy pass of every pair, then the latency passes, shape by shape, pairs interleaved.
 
-    Returns the test-split logits per pair index and the latency job results per (pair, batch, seq_len).
+    Returns per pair index the test-split logits and the runtime's own description, and the latency
+    job results per (pair, batch size, sequence length).
     """
     from tqdm.auto import tqdm
 
     shapes = config.shapes()
     logits: dict[int, np.ndarray] = {}
+    details: dict[int, dict[str, Any]] = {}
     timings: dict[tuple[int, int, SeqLen], dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="optbench-") as tmp, tqdm(
-        total=len(pairs) * (1 + len(shapes)), desc="benchmark", unit="job"
-    ) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="optbench-") as tmp,
+        tqdm(total=len(pairs) * (1 + len(shapes)), desc="benchmark", unit="job") as progress,
+    ):
         work = Path(tmp)
 
         def run(kind: str, index: int, inputs: Path) -> dict[str, Any]:
@@ -168,18 +169,21 @@ def _run_jobs(
             return result
 
         inputs = work / "accuracy.npz"
-        save_batches(inputs, batches(tokenizer, texts, batch_size=ACCURACY_BATCH_SIZE, seq_len="data",
-                                     max_length=max_length))
+        save_batches(
+            inputs, batches(tokenizer, texts, batch_size=ACCURACY_BATCH_SIZE, seq_len="data", max_length=max_length)
+        )
         for index in range(len(pairs)):
-            logits[index] = np.load(run("accuracy", index, inputs)["logits"])
+            result = run("accuracy", index, inputs)
+            logits[index], details[index] = np.load(result["logits"]), result["runtime_details"]
         for batch_size, seq_len in shapes:
             inputs = work / f"shape-{batch_size}-{seq_len}.npz"
             shape_texts = texts[: batch_size * config.max_batches]
-            save_batches(inputs, batches(tokenizer, shape_texts, batch_size=batch_size, seq_len=seq_len,
-                                         max_length=max_length))
+            save_batches(
+                inputs, batches(tokenizer, shape_texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length)
+            )
             for index in range(len(pairs)):
                 timings[index, batch_size, seq_len] = run("latency", index, inputs)
-    return logits, timings
+    return logits, details, timings
 
 
 def _fingerprint(workload: dict[str, Any]) -> str:

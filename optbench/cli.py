@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/baseline.toml")
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     run.add_argument(
-        "--cache", type=Path, default=None,
+        "--cache",
+        type=Path,
+        default=None,
         help="cache for trained and optimized models (default: $OPTBENCH_CACHE or ~/.cache/optbench)",
     )
     run.set_defaults(handler=_run)

@@ -20,9 +20,7 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
     for key, value in table.items():
         expected = hints[key]
         if not _matches(value, expected):
-            raise OptbenchError(
-                f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}"
-            )
+            raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
     try:
         return cls(**values)
@@ -40,8 +38,7 @@ def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The config's fields as plain JSON/TOML values (tuples become lists)."""
     return {
-        key: list(value) if isinstance(value, tuple) else value
-        for key, value in dataclasses.asdict(config).items()
+        key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(config).items()
     }
 
 

@@ -70,13 +70,15 @@ class Split:
 
 @dataclass(frozen=True)
 class LabelledData:
-    """The three splits, the label names (index = label id) and a content fingerprint."""
+    """The three splits, the label names (index = label id), the truncation length for the
+    real-length policy, and a content fingerprint."""
 
     label_names: tuple[str, ...]
     train: Split
     validation: Split
     test: Split
     source: str
+    max_length: int
     fingerprint: str = field(default="")
 
     def split(self, name: str) -> Split:
@@ -106,9 +108,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         assignment = frame[split_column].astype(str).str.lower()
         bad = sorted(set(assignment) - set(SPLITS))
         if bad:
-            raise OptbenchError(
-                f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)}"
-            )
+            raise OptbenchError(f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)}")
     else:
         keys = frame[group_column].astype(str) if group_column else frame[text_column]
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
@@ -129,10 +129,20 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
     for name in SPLITS:
         digest.update(json.dumps([splits[name].texts, splits[name].labels.tolist()]).encode())
     digest.update(json.dumps(label_names).encode())
-    data = LabelledData(tuple(label_names), source=config.source, fingerprint=digest.hexdigest()[:16], **splits)
+    data = LabelledData(
+        tuple(label_names),
+        source=config.source,
+        max_length=config.max_length,
+        fingerprint=digest.hexdigest()[:16],
+        **splits,
+    )
     log.info(
         "dataset %s: %d train, %d validation, %d test rows, labels %s",
-        config.source, len(data.train), len(data.validation), len(data.test), label_names,
+        config.source,
+        len(data.train),
+        len(data.validation),
+        len(data.test),
+        label_names,
     )
     return data
 
@@ -154,16 +164,12 @@ def builtin_path() -> Path:
 def _read_builtin() -> pd.DataFrame:
     raw = pd.read_csv(builtin_path())
     reviews = raw[raw["category"].isin(["fresh", "rotten"])]
-    return pd.DataFrame(
-        {"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]}
-    )
+    return pd.DataFrame({"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]})
 
 
 def _read_file(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise OptbenchError(
-            f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'"
-        )
+        raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -240,8 +246,13 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
         return Split(split.texts, lookup[split.labels])
 
     return LabelledData(
-        tuple(model_labels), remap(data.train), remap(data.validation), remap(data.test),
-        source=data.source, fingerprint=data.fingerprint,
+        tuple(model_labels),
+        remap(data.train),
+        remap(data.validation),
+        remap(data.test),
+        source=data.source,
+        max_length=data.max_length,
+        fingerprint=data.fingerprint,
     )
 
 
@@ -253,7 +264,11 @@ def encode(tokenizer: Any, texts: list[str], *, seq_len: SeqLen, max_length: int
     else:
         padding, length = "max_length", int(seq_len)
     encoded = tokenizer(
-        texts, padding=padding, truncation=True, max_length=length, return_tensors="np",
+        texts,
+        padding=padding,
+        truncation=True,
+        max_length=length,
+        return_tensors="np",
         return_token_type_ids=True,
     )
     names = ("input_ids", "attention_mask", "token_type_ids")
@@ -278,4 +293,4 @@ def parse_seq_len(value: Any) -> SeqLen:
         return "data"
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    raise OptbenchError(f"sequence length {value!r} is not valid: use a positive integer or \"data\"")
+    raise OptbenchError(f'sequence length {value!r} is not valid: use a positive integer or "data"')

@@ -59,9 +59,7 @@ def _best_effort(probe: Callable[[], T], default: T) -> T:
     try:
         return probe()
     except Exception as exc:
-        log.debug(
-            "environment probe %s failed: %s", getattr(probe, "__name__", probe), exc
-        )
+        log.debug("environment probe %s failed: %s", getattr(probe, "__name__", probe), exc)
         return default
 
 
@@ -104,9 +102,7 @@ def _library_versions() -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    if (
-        versions["optbench"] is None
-    ):  # running from a source checkout that is not installed
+    if versions["optbench"] is None:  # running from a source checkout that is not installed
         from optbench import __version__
 
         versions["optbench"] = __version__
@@ -117,9 +113,7 @@ def _threads(threads: int | None) -> dict:
     """Thread settings: as requested, as torch has them (only if already imported), and env."""
     torch = sys.modules.get("torch")
     intra = _best_effort(torch.get_num_threads, None) if torch is not None else None
-    inter = (
-        _best_effort(torch.get_num_interop_threads, None) if torch is not None else None
-    )
+    inter = _best_effort(torch.get_num_interop_threads, None) if torch is not None else None
     return {
         "requested": threads,
         "torch_intra_op": intra,
@@ -165,9 +159,7 @@ def _git_output(*args: str) -> str | None:
     exe = shutil.which("git")
     if exe is None:
         return None
-    result = subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
-    )
+    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=_TIMEOUT_S, check=False)
     return result.stdout if result.returncode == 0 else None
 
 

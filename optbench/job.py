@@ -54,7 +54,10 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
     try:
         done = subprocess.run(
             [sys.executable, "-m", "optbench.job", str(job_path)],
-            env=env, capture_output=True, text=True, timeout=timeout_s,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
     except subprocess.TimeoutExpired as exc:
         raise OptbenchError(f"{job.kind} job timed out after {timeout_s:.0f} s: raise [bench] job_timeout_s") from exc
@@ -84,6 +87,7 @@ def execute(job: Job) -> dict[str, Any]:
         logits_path = Path(job.output).with_suffix(".npy")
         np.save(logits_path, logits)
         result["logits"] = str(logits_path)
+        result["runtime_details"] = runtime.describe(batches[0])
     else:
         cursor = itertools.count()
 

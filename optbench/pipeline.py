@@ -42,9 +42,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
     for step in recipe.steps:
         artifacts.append(run_step(step, artifacts[-1], data, cache_dir))
     run_id = new_run_id()
-    reports = benchmark(
-        artifacts, data, recipe.bench, max_length=recipe.dataset.max_length, recipe=recipe.name, run_id=run_id
-    )
+    reports = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, run_id=run_id)
     final = results_dir / recipe.name / run_id
     staging = results_dir / recipe.name / f".{run_id}.tmp"
     try:

@@ -13,7 +13,7 @@ from optbench.configs import check_keys, config_from_dict
 from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
-from optbench.runtimes import RuntimeSpec
+from optbench.runtimes import ENGINES, RuntimeSpec
 from optbench.steps import parse_step
 from optbench.steps.finetune import FinetuneConfig
 
@@ -21,8 +21,16 @@ DEFAULT_MODEL = "default"
 TOP_LEVEL_KEYS = ["name", "description", "model", "dataset", "steps", "bench"]
 MODEL_KEYS = ["checkpoint", "finetune"]
 BENCH_KEYS = [
-    "runtimes", "batch_sizes", "seq_lens", "threads", "warmup", "min_iters", "min_seconds",
-    "max_seconds", "max_batches", "job_timeout_s",
+    "runtimes",
+    "batch_sizes",
+    "seq_lens",
+    "threads",
+    "warmup",
+    "min_iters",
+    "min_seconds",
+    "max_seconds",
+    "max_batches",
+    "job_timeout_s",
 ]
 RUNTIME_KEYS = ["name", "device", "precision", "options"]
 
@@ -64,7 +72,7 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     check_keys(model, MODEL_KEYS, "[model]")
     checkpoint = model.get("checkpoint", DEFAULT_MODEL)
     if not isinstance(checkpoint, str):
-        raise OptbenchError(f"[model] checkpoint = {checkpoint!r}: give \"default\" or a folder path")
+        raise OptbenchError(f'[model] checkpoint = {checkpoint!r}: give "default" or a folder path')
     if checkpoint != DEFAULT_MODEL:
         checkpoint = str((base / checkpoint).resolve())
     finetune = config_from_dict(FinetuneConfig, _table(model, "finetune"), "[model.finetune]")
@@ -75,15 +83,24 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
     steps = table.get("steps", [])
     if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-        raise OptbenchError("steps must be an array of tables: [[steps]] name = \"...\"")
+        raise OptbenchError('steps must be an array of tables: [[steps]] name = "..."')
+    configs = tuple(parse_step(s, f"[[steps]] #{i + 1}") for i, s in enumerate(steps))
+    bench = parse_bench(_table(table, "bench"))
+    formats = {"hf", *(c.output_format for c in configs)}
+    for spec in bench.runtimes:
+        if not formats & set(ENGINES[spec.name].formats):
+            raise OptbenchError(
+                f"runtime {spec.name} runs {list(ENGINES[spec.name].formats)} models and this recipe makes none: "
+                "add the step that makes one (e.g. an onnx step for onnxruntime), or drop the runtime"
+            )
     return Recipe(
         name=name,
         description=str(table.get("description", "")),
         checkpoint=checkpoint,
         finetune=finetune,
         dataset=dataset,
-        steps=tuple(parse_step(s, f"[[steps]] #{i + 1}") for i, s in enumerate(steps)),
-        bench=parse_bench(_table(table, "bench")),
+        steps=configs,
+        bench=bench,
     )
 
 
@@ -117,7 +134,7 @@ def _runtime(entry: Any) -> RuntimeSpec:
     if isinstance(entry, dict):
         check_keys(entry, RUNTIME_KEYS, "[bench] runtimes entry")
         if "name" not in entry:
-            raise OptbenchError("a [bench] runtimes entry needs a name, e.g. {name = \"torch\", device = \"cuda\"}")
+            raise OptbenchError('a [bench] runtimes entry needs a name, e.g. {name = "torch", device = "cuda"}')
         if not isinstance(entry.get("options", {}), dict):
             raise OptbenchError(
                 f"[bench] runtimes entry {entry['name']!r}: options must be a table, e.g. options = {{}}"

@@ -21,18 +21,61 @@ SCHEMA = "optbench.report"
 SCHEMA_VERSION = 1
 
 COLUMNS = [
-    "variant", "runtime", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms",
-    "p50_ci_low", "p50_ci_high", "throughput_sps", "peak_rss_mb", "model_mb", "accuracy",
-    "macro_f1", "accuracy_drop", "speedup_p50",
+    "variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "seq_len",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p50_ci_low",
+    "p50_ci_high",
+    "throughput_sps",
+    "peak_rss_mb",
+    "model_mb",
+    "accuracy",
+    "macro_f1",
+    "accuracy_drop",
+    "speedup_p50",
 ]
 EXTRA_COLUMNS = [
-    "precision_mode", "p95_ms", "mean_ms", "std_ms", "p99_ci_low", "p99_ci_high", "iterations",
-    "accuracy_drop_ci_low", "accuracy_drop_ci_high", "agreement", "precision", "recall", "roc_auc",
-    "threads", "recipe", "run_id", "created_at", "git_commit", "git_dirty", "machine", "workload",
+    "precision_mode",
+    "p95_ms",
+    "mean_ms",
+    "std_ms",
+    "p99_ci_low",
+    "p99_ci_high",
+    "iterations",
+    "accuracy_drop_ci_low",
+    "accuracy_drop_ci_high",
+    "agreement",
+    "precision",
+    "recall",
+    "roc_auc",
+    "threads",
+    "recipe",
+    "run_id",
+    "created_at",
+    "git_commit",
+    "git_dirty",
+    "machine",
+    "workload",
 ]
 MARKDOWN_COLUMNS = [
-    "variant", "runtime", "device", "batch_size", "seq_len", "p50_ms", "p99_ms", "throughput_sps",
-    "peak_rss_mb", "model_mb", "accuracy", "accuracy_drop", "speedup_p50",
+    "variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "seq_len",
+    "p50_ms",
+    "p99_ms",
+    "throughput_sps",
+    "peak_rss_mb",
+    "model_mb",
+    "accuracy",
+    "accuracy_drop",
+    "speedup_p50",
 ]
 
 
@@ -148,26 +191,28 @@ class Report:
         rows = []
         for m in self.measurements:
             lat = m.latency
-            rows.append({
-                **common,
-                "batch_size": m.batch_size,
-                "seq_len": m.seq_len,
-                "p50_ms": lat.p50_ms,
-                "p90_ms": lat.p90_ms,
-                "p99_ms": lat.p99_ms,
-                "p50_ci_low": lat.p50_ci_low,
-                "p50_ci_high": lat.p50_ci_high,
-                "throughput_sps": m.throughput_sps,
-                "peak_rss_mb": m.peak_rss_mb,
-                "speedup_p50": m.speedup_p50,
-                "p95_ms": lat.p95_ms,
-                "mean_ms": lat.mean_ms,
-                "std_ms": lat.std_ms,
-                "p99_ci_low": lat.p99_ci_low,
-                "p99_ci_high": lat.p99_ci_high,
-                "iterations": lat.n,
-                "workload": m.workload_fingerprint,
-            })
+            rows.append(
+                {
+                    **common,
+                    "batch_size": m.batch_size,
+                    "seq_len": m.seq_len,
+                    "p50_ms": lat.p50_ms,
+                    "p90_ms": lat.p90_ms,
+                    "p99_ms": lat.p99_ms,
+                    "p50_ci_low": lat.p50_ci_low,
+                    "p50_ci_high": lat.p50_ci_high,
+                    "throughput_sps": m.throughput_sps,
+                    "peak_rss_mb": m.peak_rss_mb,
+                    "speedup_p50": m.speedup_p50,
+                    "p95_ms": lat.p95_ms,
+                    "mean_ms": lat.mean_ms,
+                    "std_ms": lat.std_ms,
+                    "p99_ci_low": lat.p99_ci_low,
+                    "p99_ci_high": lat.p99_ci_high,
+                    "iterations": lat.n,
+                    "workload": m.workload_fingerprint,
+                }
+            )
         return [{c: row[c] for c in COLUMNS + EXTRA_COLUMNS} for row in rows]
 
 

@@ -19,8 +19,11 @@ def _save_tiny(folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", 
 
     torch.manual_seed(0)
     config = BertConfig(
-        **TINY, max_position_embeddings=128,
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        **TINY,
+        max_position_embeddings=128,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
     )
     model = BertForSequenceClassification(config) if head else BertModel(config)
     model.save_pretrained(folder)

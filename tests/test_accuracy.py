@@ -59,12 +59,7 @@ def test_class_never_predicted_counts_as_zero_precision() -> None:
 
 def test_auc_is_none_when_a_class_is_absent_from_labels() -> None:
     labels = np.array([0, 0, 1, 1])
-    assert (
-        Metrics.from_logits(
-            labels, np.random.default_rng(0).normal(size=(4, 3))
-        ).roc_auc
-        is None
-    )
+    assert Metrics.from_logits(labels, np.random.default_rng(0).normal(size=(4, 3))).roc_auc is None
     assert Metrics.from_logits(np.zeros(4, dtype=int), np.ones((4, 2))).roc_auc is None
 
 
@@ -132,9 +127,7 @@ def test_drop_is_positive_when_variant_is_worse(
     data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     labels, reference = data
-    variant = reference + np.random.default_rng(1).normal(
-        scale=2.0, size=reference.shape
-    )
+    variant = reference + np.random.default_rng(1).normal(scale=2.0, size=reference.shape)
     drop = Drop.paired(labels, reference, variant)
     ref_acc = Metrics.from_logits(labels, reference).accuracy
     var_acc = Metrics.from_logits(labels, variant).accuracy

@@ -38,11 +38,14 @@ def write_files(folder: Path, files: dict[str, bytes]) -> Path:
 
 def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
     """A folder that looks like a Hugging Face checkpoint, with small fake weights."""
-    return write_files(folder, {
-        "config.json": json.dumps(config or {"architectures": ["BertModel"]}).encode(),
-        "model.safetensors": b"weights" * 100,
-        "tokenizer.json": b"{}",
-    })
+    return write_files(
+        folder,
+        {
+            "config.json": json.dumps(config or {"architectures": ["BertModel"]}).encode(),
+            "model.safetensors": b"weights" * 100,
+            "tokenizer.json": b"{}",
+        },
+    )
 
 
 # --- reading checkpoints ---------------------------------------------------------------------------------
@@ -153,14 +156,17 @@ def test_content_hash_tells_models_apart(tiny_encoder: Path, tiny_classifier: Pa
 
 
 def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
-    folder = write_files(tmp_path / "m", {
-        "model.safetensors": b"\0" * MIB,
-        "sub/extra.bin": b"\0" * (MIB // 2),
-        "model.onnx_data": b"\0" * (MIB // 4),
-        "config.json": b"\0" * (3 * MIB),
-        "tokenizer.json": b"\0" * MIB,
-        "vocab.txt": b"\0" * MIB,
-    })
+    folder = write_files(
+        tmp_path / "m",
+        {
+            "model.safetensors": b"\0" * MIB,
+            "sub/extra.bin": b"\0" * (MIB // 2),
+            "model.onnx_data": b"\0" * (MIB // 4),
+            "config.json": b"\0" * (3 * MIB),
+            "tokenizer.json": b"\0" * MIB,
+            "vocab.txt": b"\0" * MIB,
+        },
+    )
     artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
     assert artifact.size_mb() == pytest.approx(1.75)
     assert [p.name for p in weight_files(folder)] == ["model.onnx_data", "model.safetensors", "extra.bin"]
@@ -179,7 +185,10 @@ def test_variant_names() -> None:
     base = ModelArtifact(Path("m"), "hf", ("a", "b"), "h")
     assert base.variant == "baseline"
     derived = ModelArtifact(
-        Path("m"), "onnx", ("a", "b"), "h",
+        Path("m"),
+        "onnx",
+        ("a", "b"),
+        "h",
         lineage=(StepRecord("onnx", {"opset": 17}), StepRecord("quantize-static", {"calibration_rows": 64})),
     )
     assert derived.variant == "baseline+onnx+quantize-static"
@@ -189,14 +198,18 @@ def test_variant_names() -> None:
 def test_manifest_round_trip(tmp_path: Path) -> None:
     folder = fake_checkpoint(tmp_path / "model")
     artifact = ModelArtifact(
-        folder, "onnx", ("fresh", "rotten"), content_hash(folder),
+        folder,
+        "onnx",
+        ("fresh", "rotten"),
+        content_hash(folder),
         origin={"checkpoint": "default", "finetune": {"epochs": 1.0}},
         lineage=(StepRecord("onnx", {"opset": 17, "optimize": True}), StepRecord("quantize-dynamic", {})),
         details={"train_seconds": 12.5},
     )
     artifact.save_manifest()
-    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, "config.json", "model.safetensors",
-                                                               "tokenizer.json"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [MANIFEST, "config.json", "model.safetensors", "tokenizer.json"]
+    )
     saved = json.loads((folder / MANIFEST).read_text())
     assert saved["variant"] == "baseline+onnx+quantize-dynamic"
     assert ModelArtifact.load(folder) == artifact

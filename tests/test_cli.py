@@ -61,7 +61,8 @@ def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, cap
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert list(rows[0]) == COLUMNS + EXTRA_COLUMNS
     assert [(r["variant"], r["runtime"], r["device"], r["batch_size"], r["seq_len"]) for r in rows] == [
-        ("baseline", "torch", "cpu", "2", "16"), ("baseline", "torch", "cpu", "2", "data"),
+        ("baseline", "torch", "cpu", "2", "16"),
+        ("baseline", "torch", "cpu", "2", "data"),
     ]
     for row in rows:
         assert 0 <= float(row["accuracy"]) <= 1
@@ -149,11 +150,13 @@ def test_empty_split(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) ->
 
 def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) -> None:
     rows = 60
-    data = make_csv({
-        "text": [f"review number {i}" for i in range(rows)],
-        "label": ["positive" if i % 2 else "negative" for i in range(rows)],
-        "movie": [f"m{i}" for i in range(rows)],
-    })
+    data = make_csv(
+        {
+            "text": [f"review number {i}" for i in range(rows)],
+            "label": ["positive" if i % 2 else "negative" for i in range(rows)],
+            "movie": [f"m{i}" for i in range(rows)],
+        }
+    )
     recipe = write_recipe(tmp_path, tiny_classifier, data)
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "not known to the model")
     assert not (tmp_path / "results").exists()

@@ -277,7 +277,7 @@ def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
 def _labelled(names: tuple[str, ...], labels: list[int]) -> LabelledData:
     texts = [f"t{i}" for i in range(len(labels))]
     split = Split(texts, np.array(labels, dtype=np.int64))
-    return LabelledData(names, split, split.head(3), split.head(2), source="mem", fingerprint="f")
+    return LabelledData(names, split, split.head(3), split.head(2), source="mem", max_length=32, fingerprint="f")
 
 
 def test_align_same_names_is_a_no_op() -> None:

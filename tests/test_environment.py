@@ -65,9 +65,7 @@ def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "OMP_NUM_THREADS": "3",
         "MKL_NUM_THREADS": None,
     }
-    fake_torch = SimpleNamespace(
-        get_num_threads=lambda: 6, get_num_interop_threads=lambda: 2
-    )
+    fake_torch = SimpleNamespace(get_num_threads=lambda: 6, get_num_interop_threads=lambda: 2)
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
     threads = fingerprint(threads=6)["threads"]
     assert (
@@ -77,9 +75,7 @@ def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     ) == (6, 6, 2)
 
 
-def test_gpu_list_parsed_from_nvidia_smi(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_tool(
         tmp_path,
         "nvidia-smi",
@@ -92,26 +88,20 @@ def test_gpu_list_parsed_from_nvidia_smi(
     ]
 
 
-def test_gpu_list_empty_when_nvidia_smi_fails_or_is_absent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gpu_list_empty_when_nvidia_smi_fails_or_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fingerprint()["gpu"] == []
     _fake_tool(tmp_path, "nvidia-smi", "echo 'NVIDIA-SMI has failed' >&2; exit 9")
     assert fingerprint()["gpu"] == []
 
 
-def test_git_outside_a_checkout_is_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_git_outside_a_checkout_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert fingerprint()["git"] == {"commit": None, "dirty": None}
 
 
-def test_git_commit_and_dirty_flag(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_git_commit_and_dirty_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     git = shutil.which("git")
     if git is None:
         pytest.skip("git is not installed")
@@ -128,9 +118,7 @@ def test_git_commit_and_dirty_flag(
     Path("a.txt").write_text("one\n")
     subprocess.run([git, "add", "a.txt"], check=True)
     subprocess.run([git, *ident, "commit", "-q", "-m", "first"], check=True)
-    head = subprocess.run(
-        [git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    head = subprocess.run([git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     Path("untracked.json").write_text("{}")
     assert environment._git() == {"commit": head, "dirty": False}
     Path("a.txt").write_text("two\n")

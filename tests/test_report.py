@@ -51,8 +51,12 @@ def make_report(
 ) -> Report:
     """A report as the benchmark writes one, from small made-up figures."""
     artifact = ModelArtifact(
-        Path("/models/x"), "hf", ("fresh", "rotten"), "ab" * 32,
-        origin={"checkpoint": "default"}, lineage=tuple(StepRecord(s, {"k": 1}) for s in steps),
+        Path("/models/x"),
+        "hf",
+        ("fresh", "rotten"),
+        "ab" * 32,
+        origin={"checkpoint": "default"},
+        lineage=tuple(StepRecord(s, {"k": 1}) for s in steps),
     )
     spec = runtime or RuntimeSpec("torch")
     measurements = tuple(
@@ -231,7 +235,10 @@ def test_to_frame_sorts_batch_sizes_as_numbers() -> None:
     shapes = ((10, 128), (2, 128))
     frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
     assert list(zip(frame["batch_size"], frame["variant"], strict=True)) == [
-        (2, "baseline"), (2, "baseline+onnx"), (10, "baseline"), (10, "baseline+onnx"),
+        (2, "baseline"),
+        (2, "baseline+onnx"),
+        (10, "baseline"),
+        (10, "baseline+onnx"),
     ]
 
 

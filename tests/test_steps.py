@@ -38,7 +38,8 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
     assert model.config.id2label == {0: "fresh", 1: "rotten"}
     original = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
     changed = [
-        name for name, p in model.bert.named_parameters()
+        name
+        for name, p in model.bert.named_parameters()
         if not np.allclose(p.detach().numpy(), dict(original.bert.named_parameters())[name].detach().numpy())
     ]
     assert changed, "training left every encoder weight unchanged"
@@ -68,14 +69,18 @@ def test_a_failing_step_leaves_no_output_behind(tiny_encoder: Path, data, tmp_pa
 
 def test_parse_step_refuses_unknown_names_and_keys() -> None:
     assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == FinetuneConfig(epochs=2)
-    with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \['finetune'\]"):
+    with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \['finetune', 'onnx'\]"):
         parse_step({"name": "prune-everything"}, "[[steps]] #1")
     with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['epoch'\]"):
         parse_step({"name": "finetune", "epoch": 2}, "[[steps]] #1")
 
 
 BAD_FINETUNE = [
-    {"epochs": 0}, {"batch_size": 0}, {"learning_rate": -1.0}, {"max_train_rows": 0}, {"warmup_fraction": 1.0},
+    {"epochs": 0},
+    {"batch_size": 0},
+    {"learning_rate": -1.0},
+    {"max_train_rows": 0},
+    {"warmup_fraction": 1.0},
 ]
 
 
@@ -83,3 +88,12 @@ BAD_FINETUNE = [
 def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
     with pytest.raises(OptbenchError, match=r"\[finetune\]"):
         FinetuneConfig(**kwargs)
+
+
+def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    first = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    weights = first.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"garbage!")
+    with pytest.raises(OptbenchError, match=r"is damaged .*delete that folder"):
+        run_step(config, _encoder(tiny_encoder), data, tmp_path)

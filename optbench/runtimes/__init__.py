@@ -27,6 +27,9 @@ class Runtime(Protocol):
     def sync(self) -> None:
         """Wait for queued device work, so a timer read afterwards covers it (no-op on CPUs)."""
 
+    def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """What the report should know about how the model ran (threads, providers, placement)."""
+
 
 @dataclass(frozen=True)
 class RuntimeSpec:
@@ -38,8 +41,8 @@ class RuntimeSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name not in LOADERS:
-            raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(LOADERS)}")
+        if self.name not in ENGINES:
+            raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(ENGINES)}")
         if self.device not in DEVICES:
             raise OptbenchError(f"unknown device {self.device!r} for runtime {self.name}: use one of {list(DEVICES)}")
         if self.precision not in PRECISIONS:
@@ -66,11 +69,31 @@ def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Run
     return TorchRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads)
 
 
-LOADERS: dict[str, Callable[[RuntimeSpec, ModelArtifact, int], Runtime]] = {
-    "torch": _load_torch,
+def _load_onnxruntime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
+    from optbench.runtimes.onnxruntime import OnnxRuntime
+
+    return OnnxRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads, options=spec.options)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The artifact formats an engine runs, and how to load one."""
+
+    formats: tuple[str, ...]
+    load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
+
+
+ENGINES: dict[str, Engine] = {
+    "torch": Engine(("hf",), _load_torch),
+    "onnxruntime": Engine(("onnx",), _load_onnxruntime),
 }
+
+
+def runs(spec: RuntimeSpec, artifact: ModelArtifact) -> bool:
+    """Whether the engine named by `spec` can run this artifact's format."""
+    return artifact.format in ENGINES[spec.name].formats
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
     """Load `artifact` into the engine named by `spec`, using `threads` intra-op threads."""
-    return LOADERS[spec.name](spec, artifact, threads)
+    return ENGINES[spec.name].load(spec, artifact, threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ class TorchRuntime:
         if artifact.format != "hf":
             raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
         if device == "cuda" and not torch.cuda.is_available():
-            raise OptbenchError("runtime torch on cuda: no CUDA GPU is visible; use device = \"cpu\"")
+            raise OptbenchError('runtime torch on cuda: no CUDA GPU is visible; use device = "cpu"')
         if device == "cpu" and precision != "fp32":
             raise OptbenchError(
                 f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
@@ -43,3 +44,12 @@ class TorchRuntime:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        del batch  # every module runs on the one device
+        return {
+            "torch_threads": torch.get_num_threads(),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attention": self.model.config._attn_implementation,
+            "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+        }

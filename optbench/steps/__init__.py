@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import MANIFEST, ModelArtifact
+from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
-from optbench.steps import finetune
+from optbench.steps import finetune, onnx
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class StepKind:
 
 STEPS: dict[str, StepKind] = {
     finetune.FinetuneConfig.name: StepKind(finetune.FinetuneConfig, finetune.apply),
+    onnx.OnnxConfig.name: StepKind(onnx.OnnxConfig, onnx.apply),
 }
 
 
@@ -65,7 +66,13 @@ def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir
     target = cache_dir / f"{config.name}-{cache_key(config, artifact, data)}"
     if (target / MANIFEST).is_file():
         log.info("step %s: reusing %s", config.name, target)
-        return ModelArtifact.load(target)
+        cached = ModelArtifact.load(target)
+        if content_hash(target) != cached.sha256:
+            raise OptbenchError(
+                f"cached {config.name} output {target} is damaged (its model files changed after it was written): "
+                "delete that folder and run again"
+            )
+        return cached
     work = cache_dir / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -24,6 +24,7 @@ class FinetuneConfig:
     """Knobs of the fine-tune; the defaults reach about 0.8 test accuracy on the built-in data."""
 
     name: ClassVar[str] = "finetune"
+    output_format: ClassVar[str] = "hf"
     epochs: float = 1.0
     max_train_rows: int | None = None
     batch_size: int = 32

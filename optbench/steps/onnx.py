@@ -1,0 +1,286 @@
+"""Export a Hugging Face classifier to ONNX, fuse its graph for onnxruntime, and check parity.
+
+The exporter choice matters for speed: onnxruntime's BERT fusion finds attention only in some graph
+shapes (see FINDINGS). `auto` tries the dynamo exporter first and falls back to the TorchScript
+exporter when dynamo fails or its graph fuses no attention; the manifest records what ran and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact, StepRecord, content_hash, read_hf_config
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, batches
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+ATTENTION_OPS = ("Attention", "MultiHeadAttention")
+PARITY_BATCH_SIZE = 64
+HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    """How to export and fuse, and how close the ONNX logits must stay to PyTorch's."""
+
+    name: ClassVar[str] = "onnx"
+    output_format: ClassVar[str] = "onnx"
+    exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
+    opset: int = 17
+    fuse: bool = True
+    precision: Literal["fp32", "fp16"] = "fp32"
+    max_abs_diff: float = 1e-3
+    min_agreement: float = 0.999
+    parity_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 14 <= self.opset <= 23:
+            raise OptbenchError(f"[onnx] opset={self.opset} is outside 14..23, the range onnxruntime runs BERT in")
+        if self.max_abs_diff <= 0 or not 0 < self.min_agreement <= 1:
+            raise OptbenchError(
+                f"[onnx] needs max_abs_diff > 0 and 0 < min_agreement <= 1 "
+                f"(got {self.max_abs_diff}, {self.min_agreement})"
+            )
+        if self.parity_rows is not None and self.parity_rows < 1:
+            raise OptbenchError(
+                f"[onnx] parity_rows={self.parity_rows}: use 1 or more, or leave it out for the whole split"
+            )
+
+    @property
+    def label(self) -> str:
+        """The name in the variant: `onnx`, or `onnx-fp16`."""
+        return self.name if self.precision == "fp32" else f"{self.name}-{self.precision}"
+
+
+def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Export, fuse and check `artifact` (a Hugging Face classifier); the ONNX model goes to `out_dir`."""
+    if artifact.format != "hf":
+        raise OptbenchError(f"the onnx step exports Hugging Face checkpoints, not {artifact.format} models")
+    hf_config = read_hf_config(artifact.path)
+    model = _load_eager(artifact.path)
+    split = data.test if config.parity_rows is None else data.test.head(config.parity_rows)
+    parity_batches = batches(
+        _tokenizer(artifact.path), split.texts, batch_size=PARITY_BATCH_SIZE, seq_len="data", max_length=data.max_length
+    )
+    reference = _torch_logits(model, parity_batches)
+    exporters = ("dynamo", "torchscript") if config.exporter == "auto" else (config.exporter,)
+    attempts: list[dict[str, Any]] = []
+    for exporter in exporters:
+        attempts.append(_export_and_fuse(model, out_dir / f"{exporter}.onnx", exporter, config, hf_config))
+        if "error" not in attempts[-1] and (not config.fuse or attempts[-1]["attention_fused"]):
+            break
+        if exporter != exporters[-1]:
+            log.warning(
+                "%s export: %s; trying the next exporter", exporter, attempts[-1].get("error", "no attention fused")
+            )
+    done = [a for a in attempts if "error" not in a]
+    if not done:
+        reasons = "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts)
+        raise OptbenchError(f"ONNX export failed ({reasons}): check that the model runs in transformers")
+    chosen = max(done, key=lambda a: bool(a.get("attention_fused")))  # first with attention, else first
+    path = out_dir / MODEL_FILE
+    (out_dir / f"{chosen['exporter']}.onnx").rename(path)
+    for attempt in done:
+        (out_dir / f"{attempt['exporter']}.onnx").unlink(missing_ok=True)
+    details: dict[str, Any] = {"exporter": chosen["exporter"], "opset": config.opset, "attempts": attempts}
+    warnings: list[str] = []
+    if config.fuse:
+        details["fused_operators"] = chosen["fused_operators"]
+        if not chosen["attention_fused"]:
+            warnings.append(
+                "no Attention was fused: onnxruntime will run attention as separate MatMul/Softmax nodes "
+                "(slower); try another exporter"
+            )
+            log.warning("ONNX model: %s", warnings[-1])
+    check_onnx(path)
+    details["parity"] = check_parity(path, parity_batches, reference, config)
+    if config.precision == "fp16":
+        details["fp16"] = convert_fp16(path)
+    details["precision"] = config.precision
+    if warnings:
+        details["warnings"] = warnings
+    for name in HF_FILES:
+        if (artifact.path / name).is_file():
+            shutil.copy2(artifact.path / name, out_dir / name)
+    return ModelArtifact(
+        path=out_dir,
+        format="onnx",
+        label_names=artifact.label_names,
+        sha256=content_hash(out_dir),
+        origin=artifact.origin,
+        lineage=(*artifact.lineage, StepRecord(config.label, config_to_dict(config))),
+        details=details,
+    )
+
+
+def _export_and_fuse(
+    model: Any, path: Path, exporter: str, config: OnnxConfig, hf_config: dict[str, Any]
+) -> dict[str, Any]:
+    """One export attempt (and its fusion); failures come back as an `error` entry, not an exception."""
+    attempt: dict[str, Any] = {"exporter": exporter}
+    started = time.perf_counter()
+    try:
+        export(model, path, exporter=exporter, opset=config.opset)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        attempt["error"] = f"{type(exc).__name__}: {first_line}"[:300]
+        path.unlink(missing_ok=True)
+        return attempt
+    attempt["export_seconds"] = round(time.perf_counter() - started, 1)
+    if config.fuse:
+        attempt["fused_operators"] = fuse(path, hf_config)
+        attempt["attention_fused"] = sum(attempt["fused_operators"].get(op, 0) for op in ATTENTION_OPS)
+    return attempt
+
+
+def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
+    """torch.onnx.export with dynamic batch and sequence axes on all inputs and the logits."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        """The classifier with one output, `logits`, and its inputs in a fixed order."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+    sample = {
+        "input_ids": torch.ones(2, 16, dtype=torch.long),
+        "attention_mask": torch.ones(2, 16, dtype=torch.long),
+        "token_type_ids": torch.zeros(2, 16, dtype=torch.long),
+    }
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes["logits"] = {0: "batch"}
+    wrapped = LogitsOnly().eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter; failures still raise
+        if exporter == "dynamo":
+            batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            torch.onnx.export(
+                wrapped,
+                (),
+                str(path),
+                kwargs=sample,
+                input_names=list(INPUT_NAMES),
+                output_names=["logits"],
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        else:
+            torch.onnx.export(
+                wrapped,
+                tuple(sample.values()),
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+
+
+def fuse(path: Path, hf_config: dict[str, Any]) -> dict[str, int]:
+    """onnxruntime's BERT fusion (attention, skip-layer-norm, GELU, embedding layer-norm), in place.
+
+    Returns the count of each fused operator that appears at least once.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=int(hf_config.get("num_attention_heads", 0)),
+        hidden_size=int(hf_config.get("hidden_size", 0)),
+        opt_level=0,
+    )
+    optimized.save_model_to_file(str(path))
+    return {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def check_onnx(path: Path) -> None:
+    """Refuse a file that is not a valid ONNX model, naming it."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+        raise OptbenchError(
+            f"{path} is not a valid ONNX model ({str(exc).splitlines()[0]}): re-run the onnx step"
+        ) from exc
+
+
+def check_parity(
+    path: Path, parity_batches: list[dict[str, np.ndarray]], reference: np.ndarray, config: OnnxConfig
+) -> dict[str, Any]:
+    """Max absolute logit difference and argmax agreement of the ONNX model (onnxruntime, CPU)
+    against PyTorch on the same batches; beyond the configured tolerance the step fails."""
+    from optbench.runtimes.onnxruntime import open_session
+
+    session = open_session(path, providers=["CPUExecutionProvider"], threads=None)
+    names = {i.name for i in session.get_inputs()}
+    logits = np.concatenate(
+        [session.run(["logits"], {k: v for k, v in b.items() if k in names})[0] for b in parity_batches]
+    )
+    max_diff = float(np.abs(logits - reference).max())
+    agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
+    result = {"rows": len(logits), "max_abs_diff": max_diff, "agreement": agreement}
+    log.info("ONNX parity on %d rows: max |logit diff| %.2e, argmax agreement %.4f", len(logits), max_diff, agreement)
+    if max_diff > config.max_abs_diff or agreement < config.min_agreement:
+        raise OptbenchError(
+            f"ONNX parity failed: max |logit diff| {max_diff:.3g} (limit {config.max_abs_diff:g}), "
+            f"argmax agreement {agreement:.4f} (limit {config.min_agreement:g}); raise the limits in the onnx "
+            "step only if the difference is expected (e.g. reduced precision)"
+        )
+    return result
+
+
+def convert_fp16(path: Path) -> dict[str, Any]:
+    """Convert weights and compute to FP16 for GPU execution providers (inputs and logits stay as they are)."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(path)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(path))
+    return {"keep_io_types": True}
+
+
+def _load_eager(path: Path) -> Any:
+    """The classifier with eager attention: the graph shape onnxruntime's attention fusion recognizes."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def _tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _torch_logits(model: Any, parity_batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate(
+            [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.numpy() for b in parity_batches]
+        )

@@ -1,0 +1,74 @@
+"""Jobs in fresh processes: batch files, results, failures and time-outs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.errors import OptbenchError
+from optbench.job import Job, load_batches, run_in_subprocess, save_batches
+from optbench.measure import Timing
+from optbench.runtimes import RuntimeSpec
+
+
+def test_batches_round_trip_in_order(tmp_path: Path) -> None:
+    batches = [
+        {"input_ids": np.arange(i * 6, i * 6 + 6).reshape(2, 3), "attention_mask": np.ones((2, 3), dtype=np.int64)}
+        for i in range(12)
+    ]
+    save_batches(tmp_path / "b.npz", batches)
+    loaded = load_batches(tmp_path / "b.npz")
+    assert len(loaded) == 12
+    for got, want in zip(loaded, batches, strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def _job(tmp_path: Path, model: Path, kind: str = "latency", runtime: RuntimeSpec | None = None) -> Job:
+    from transformers import AutoTokenizer
+
+    from optbench.data import batches
+
+    inputs = tmp_path / "in.npz"
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    save_batches(inputs, batches(tokenizer, ["one", "two", "three"], batch_size=2, seq_len=8, max_length=8))
+    artifact = ModelArtifact(model, "hf", ("fresh", "rotten"), content_hash(model))
+    return Job(
+        kind=kind,  # type: ignore[arg-type]
+        artifact=artifact.to_dict(),
+        runtime=(runtime or RuntimeSpec("torch")).to_dict(),
+        threads=1,
+        inputs=str(inputs),
+        output=str(tmp_path / "out.json"),
+        timing=Timing(warmup=1, min_iters=4, min_seconds=0, max_seconds=5),
+    )
+
+
+def test_latency_and_accuracy_jobs_in_a_fresh_process(tmp_path: Path, tiny_classifier: Path) -> None:
+    result = run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=300)
+    assert len(result["values_ns"]) >= 4 and all(v > 0 for v in result["values_ns"])
+    assert result["peak_rss_mb"] > 0 and result["threads"] == 1
+    result = run_in_subprocess(_job(tmp_path, tiny_classifier, "accuracy"), tmp_path / "job.json", timeout_s=300)
+    assert np.load(result["logits"]).shape == (3, 2)
+
+
+def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:
+    job = _job(tmp_path, tiny_classifier, runtime=RuntimeSpec("torch", "cpu", "bf16"))
+    with pytest.raises(OptbenchError, match=r"^latency job failed: runtime torch on cpu runs fp32 only"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)
+
+
+def test_a_crashing_job_reports_its_last_line(tmp_path: Path, tiny_classifier: Path) -> None:
+    job = _job(tmp_path, tiny_classifier)
+    Path(job.inputs).write_bytes(b"not an npz file")
+    with pytest.raises(OptbenchError, match=r"^latency job failed: \S"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)
+
+
+def test_a_hanging_job_times_out(tmp_path: Path, tiny_classifier: Path) -> None:
+    with pytest.raises(OptbenchError, match="timed out after 0 s"):
+        run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=0.2)

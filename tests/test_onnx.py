@@ -1,0 +1,134 @@
+"""The onnx step (export, fusion, parity) and the onnxruntime runtime, on a tiny random BERT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.data import DatasetConfig, batches, load_dataset
+from optbench.errors import OptbenchError
+from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.steps import onnx as onnx_step
+from optbench.steps import run_step
+from optbench.steps.onnx import OnnxConfig
+
+
+@pytest.fixture(scope="module")
+def data(reviews_csv: Path):
+    return load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=32))
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_classifier: Path) -> ModelArtifact:
+    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+
+
+@pytest.fixture(scope="module")
+def exported(classifier: ModelArtifact, data, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    return run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path_factory.mktemp("cache"))
+
+
+def test_export_fuses_attention_and_records_it(exported: ModelArtifact) -> None:
+    assert exported.format == "onnx" and exported.variant == "baseline+onnx"
+    details = exported.details
+    assert details["exporter"] == "torchscript"
+    fused = details["fused_operators"]
+    assert fused.get("Attention") == 2, fused  # one per layer of the tiny model
+    assert fused.get("SkipLayerNormalization", 0) >= 2
+    assert details["parity"]["agreement"] == 1.0 and details["parity"]["max_abs_diff"] < 1e-3
+    assert "warnings" not in details
+    assert (exported.path / "model.onnx").is_file() and (exported.path / "tokenizer.json").is_file()
+    assert [p.name for p in exported.path.glob("*.onnx")] == ["model.onnx"]
+
+
+def test_onnxruntime_matches_torch_on_the_test_split(exported: ModelArtifact, classifier: ModelArtifact, data) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported.path)
+    batch = batches(tokenizer, data.test.texts[:16], batch_size=16, seq_len="data", max_length=32)[0]
+    ort = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1)
+    torch_runtime = load_runtime(RuntimeSpec("torch"), classifier, threads=1)
+    np.testing.assert_allclose(ort.predict(batch), torch_runtime.predict(batch), atol=1e-4)
+    described = ort.describe(batch)
+    assert described["providers"] == ["CPUExecutionProvider"]
+    assert described["graph_optimization_level"] == "all" and described["intra_op_threads"] == 1
+    assert described["nodes_per_provider"].get("CPUExecutionProvider", 0) > 0
+    assert set(described["nodes_per_provider"]) == {"CPUExecutionProvider"}
+
+
+def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    attempts = result.details["attempts"]
+    assert attempts[0]["exporter"] == "dynamo"
+    assert result.details["exporter"] in ("dynamo", "torchscript")
+    if result.details["exporter"] == "torchscript":  # dynamo failed or fused no attention: say which
+        assert "error" in attempts[0] or attempts[0]["attention_fused"] == 0
+    assert result.details["fused_operators"].get("Attention", 0) > 0
+
+
+def test_no_fused_attention_is_reported_loudly(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, hf_config: {"SkipLayerNormalization": 4})
+    result = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path)
+    assert "no Attention was fused" in result.details["warnings"][0]
+    assert "no Attention was fused" in caplog.text
+
+
+def test_parity_failure_stops_the_step(classifier: ModelArtifact, data, tmp_path: Path, monkeypatch) -> None:
+    real = onnx_step._torch_logits
+    monkeypatch.setattr(onnx_step, "_torch_logits", lambda model, b: real(model, b) + np.array([0.0, 0.5]))
+    with pytest.raises(OptbenchError, match=r"ONNX parity failed: max \|logit diff\| 0\.5"):
+        run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_onnx_file_is_a_clear_error(exported: ModelArtifact, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported.path, broken)
+    (broken / "model.onnx").write_bytes(b"this is not a protobuf")
+    artifact = ModelArtifact(broken, "onnx", exported.label_names, "x", details=exported.details)
+    with pytest.raises(OptbenchError, match=r"onnxruntime cannot load .*model\.onnx"):
+        load_runtime(RuntimeSpec("onnxruntime"), artifact, threads=1)
+    with pytest.raises(OptbenchError, match="is not a valid ONNX model"):
+        onnx_step.check_onnx(broken / "model.onnx")
+
+
+def test_runtime_and_artifact_must_fit(exported: ModelArtifact, classifier: ModelArtifact) -> None:
+    with pytest.raises(OptbenchError, match="runs ONNX models, not hf"):
+        load_runtime(RuntimeSpec("onnxruntime"), classifier, threads=1)
+    with pytest.raises(OptbenchError, match="cannot run this fp32 ONNX model"):
+        load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16"), exported, threads=1)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(OptbenchError, match="CUDAExecutionProvider is not in this onnxruntime build"):
+            load_runtime(RuntimeSpec("onnxruntime", "cuda"), exported, threads=1)
+    with pytest.raises(OptbenchError, match="does not fit device"):
+        load_runtime(RuntimeSpec("onnxruntime", "cpu", options={"provider": "cuda"}), exported, threads=1)
+    with pytest.raises(OptbenchError, match="graph_optimization_level 'max' is unknown"):
+        load_runtime(RuntimeSpec("onnxruntime", options={"graph_optimization_level": "max"}), exported, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"opset": 9}, "opset=9"),
+        ({"max_abs_diff": 0}, "max_abs_diff"),
+        ({"min_agreement": 1.5}, "min_agreement"),
+        ({"parity_rows": 0}, "parity_rows"),
+    ],
+)
+def test_bad_onnx_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        OnnxConfig(**kwargs)
+
+
+def test_fp16_variant_is_named_apart() -> None:
+    assert OnnxConfig(precision="fp16").label == "onnx-fp16" and OnnxConfig().label == "onnx"

@@ -1,0 +1,96 @@
+"""Runtime specs and the PyTorch runtime on a tiny classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.data import encode
+from optbench.errors import OptbenchError
+from optbench.runtimes import RuntimeSpec, load_runtime
+
+TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea"]
+
+
+def _artifact(path: Path) -> ModelArtifact:
+    return ModelArtifact(path, "hf", ("fresh", "rotten"), content_hash(path))
+
+
+def _batch(path: Path, seq_len: int | str = "data") -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    return encode(AutoTokenizer.from_pretrained(path), TEXTS, seq_len=seq_len, max_length=32)  # type: ignore[arg-type]
+
+
+def test_torch_runtime_matches_the_model_called_directly(tiny_classifier: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    batch = _batch(tiny_classifier)
+    logits = runtime.predict(batch)
+    assert logits.shape == (2, 2) and logits.dtype == np.float32
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    runtime.sync()
+    assert torch.get_num_threads() == 1
+
+
+def test_padding_to_a_fixed_length_keeps_the_logits(tiny_classifier: Path) -> None:
+    runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    np.testing.assert_allclose(
+        runtime.predict(_batch(tiny_classifier, 24)), runtime.predict(_batch(tiny_classifier)), atol=1e-4
+    )
+
+
+def test_reduced_precision_is_refused_on_cpu(tiny_classifier: Path) -> None:
+    with pytest.raises(OptbenchError, match="fp32 only"):
+        load_runtime(RuntimeSpec("torch", "cpu", "fp16"), _artifact(tiny_classifier), threads=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_classifier: Path) -> None:
+    with pytest.raises(OptbenchError, match="no CUDA GPU is visible"):
+        load_runtime(RuntimeSpec("torch", "cuda", "fp16"), _artifact(tiny_classifier), threads=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_precisions_agree_with_cpu(tiny_classifier: Path, precision: str) -> None:
+    batch = _batch(tiny_classifier)
+    cpu = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1).predict(batch)
+    gpu = load_runtime(RuntimeSpec("torch", "cuda", precision), _artifact(tiny_classifier), threads=1)
+    logits = gpu.predict(batch)
+    gpu.sync()
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, cpu, atol=5e-2 if precision != "fp32" else 1e-4)
+
+
+def test_onnx_artifacts_are_refused_by_torch(tiny_classifier: Path) -> None:
+    artifact = ModelArtifact(tiny_classifier, "onnx", ("fresh", "rotten"), "x")
+    with pytest.raises(OptbenchError, match="Hugging Face checkpoints"):
+        load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "tensorflow"}, "unknown runtime 'tensorflow'"),
+        ({"name": "torch", "device": "tpu"}, "unknown device 'tpu'"),
+        ({"name": "torch", "precision": "int4"}, "unknown precision 'int4'"),
+    ],
+)
+def test_runtime_spec_refuses_unknown_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        RuntimeSpec(**kwargs)
+
+
+def test_runtime_spec_round_trips() -> None:
+    spec = RuntimeSpec("torch", "cuda", "bf16", {"compile": True})
+    assert RuntimeSpec.from_dict(spec.to_dict()) == spec
+    assert spec.label == "torch-cuda-bf16"
