@@ -107,12 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     # Set before transformers is imported, and inherited by the benchmark's job processes.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("transformers", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # optbench's own progress at INFO; other libraries (onnxruntime's fusion logs a line per pass) at WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.handler(args)
     except OptbenchError as exc:

@@ -61,6 +61,7 @@ EXTRA_COLUMNS = [
     "git_dirty",
     "machine",
     "workload",
+    "warnings",
 ]
 MARKDOWN_COLUMNS = [
     "variant",
@@ -187,6 +188,7 @@ class Report:
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
             "machine": env.get("machine"),
+            "warnings": "; ".join(self.artifact.get("details", {}).get("warnings", [])),
         }
         rows = []
         for m in self.measurements:
@@ -288,6 +290,9 @@ def _markdown(frame: pd.DataFrame) -> str:
         for _, row in group.iterrows():
             lines.append("| " + " | ".join(_cell(c, row[c]) for c in MARKDOWN_COLUMNS) + " |")
         lines.append("")
+        warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
+        lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
+        lines += [""] if len(warned) else []
     return "\n".join(lines) if lines else "no reports found\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -281,3 +282,13 @@ def test_render_json() -> None:
 def test_render_unknown_format(fmt: str) -> None:
     with pytest.raises(OptbenchError, match=f"unknown report format {fmt!r}: use md, csv or json"):
         render(to_frame([make_report()]), fmt)
+
+
+def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
+    warned = make_report(("onnx",))
+    artifact = {**warned.artifact, "details": {"warnings": ["no Attention was fused"]}}
+    warned = dataclasses.replace(warned, artifact=artifact)
+    frame = to_frame([make_report(), warned])
+    assert set(frame["warnings"]) == {"", "no Attention was fused"}
+    lines = render(frame, "md").splitlines()
+    assert lines.count("- **warning** (baseline+onnx): no Attention was fused") == 1
