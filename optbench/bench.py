@@ -122,9 +122,33 @@ def benchmark(
                 metrics=Metrics.from_logits(data.test.labels, logits[index]),
                 drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
                 measurements=measurements,
+                warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, config.shapes())),
             )
         )
     return reports
+
+
+def _int8_slower_than_source(
+    index: int,
+    pairs: list[tuple[ModelArtifact, RuntimeSpec]],
+    artifacts: list[ModelArtifact],
+    latencies: dict[tuple[int, int, SeqLen], Latency],
+    shapes: list[tuple[int, SeqLen]],
+) -> list[str]:
+    """A sanity flag: an INT8 variant whose p50 is above its FP32 source's on the same runtime."""
+    artifact, spec = pairs[index]
+    if not artifact.lineage or not artifact.lineage[-1].name.startswith("quantize"):
+        return []
+    source = artifacts[artifacts.index(artifact) - 1]
+    if (source, spec) not in pairs:
+        return []
+    reference = pairs.index((source, spec))
+    slower = [
+        f"batch {b} x {s}" for b, s in shapes if latencies[index, b, s].p50_ms > latencies[reference, b, s].p50_ms
+    ]
+    if not slower:
+        return []
+    return [f"INT8 is slower than its FP32 source {source.variant} on {spec.label} at {', '.join(slower)}"]
 
 
 def _run_jobs(

@@ -122,6 +122,7 @@ class Report:
     metrics: Metrics
     drop: Drop
     measurements: tuple[Measurement, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def variant(self) -> str:
@@ -146,6 +147,7 @@ class Report:
             "environment": self.environment,
             "accuracy": {"metrics": self.metrics.to_dict(), "drop": self.drop.to_dict()},
             "measurements": [m.to_dict() for m in self.measurements],
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -161,6 +163,7 @@ class Report:
             metrics=Metrics.from_dict(d["accuracy"]["metrics"]),
             drop=Drop.from_dict(d["accuracy"]["drop"]),
             measurements=tuple(Measurement.from_dict(m) for m in d["measurements"]),
+            warnings=tuple(d.get("warnings", [])),
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -188,7 +191,7 @@ class Report:
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
             "machine": env.get("machine"),
-            "warnings": "; ".join(self.artifact.get("details", {}).get("warnings", [])),
+            "warnings": "; ".join([*self.artifact.get("details", {}).get("warnings", []), *self.warnings]),
         }
         rows = []
         for m in self.measurements:

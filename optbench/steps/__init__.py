@@ -20,7 +20,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
-from optbench.steps import finetune, onnx
+from optbench.steps import finetune, onnx, quantize
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class StepKind:
 STEPS: dict[str, StepKind] = {
     finetune.FinetuneConfig.name: StepKind(finetune.FinetuneConfig, finetune.apply),
     onnx.OnnxConfig.name: StepKind(onnx.OnnxConfig, onnx.apply),
+    quantize.DynamicQuantizeConfig.name: StepKind(quantize.DynamicQuantizeConfig, quantize.apply_dynamic),
+    quantize.StaticQuantizeConfig.name: StepKind(quantize.StaticQuantizeConfig, quantize.apply_static),
 }
 
 

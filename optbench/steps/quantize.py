@@ -1,0 +1,354 @@
+"""INT8 quantization of ONNX classifiers with onnxruntime: dynamic, and static (QDQ) with calibration.
+
+Defaults come from a look at the hardware (see `preflight`), and where the documentation leaves the
+choice open (the weight type of dynamic quantization) from a short measurement on the real model.
+Every choice and its reason is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact, StepRecord, content_hash
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, batches
+from optbench.environment import fingerprint
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+WEIGHT_OPS = ("MatMul", "Gemm")
+INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+Int8Type = Literal["auto", "int8", "uint8"]
+
+
+@dataclass(frozen=True)
+class DynamicQuantizeConfig:
+    """onnxruntime dynamic INT8: weights quantized ahead of time, activations at run time."""
+
+    name: ClassVar[str] = "quantize-dynamic"
+    output_format: ClassVar[str] = "onnx"
+    weight_type: Int8Type = "auto"
+    per_channel: bool = False
+    reduce_range: bool | None = None
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    exclude_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StaticQuantizeConfig:
+    """onnxruntime static INT8 in QDQ format, calibrated on train-split samples (never the test split)."""
+
+    name: ClassVar[str] = "quantize-static"
+    output_format: ClassVar[str] = "onnx"
+    calibration_method: str = "minmax"
+    calibration_samples: int = 128
+    calibration_batch_size: int = 16
+    percentile: float = 99.999
+    activation_type: Int8Type = "auto"
+    weight_type: Int8Type = "auto"
+    per_channel: bool = False
+    reduce_range: bool | None = None
+    op_types: tuple[str, ...] = ("MatMul",)
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise OptbenchError(
+                f"[quantize-static] calibration_method {self.calibration_method!r} is unknown: "
+                f"use one of {list(CALIBRATION_METHODS)}"
+            )
+        if self.calibration_samples < 1:
+            raise OptbenchError(
+                f"[quantize-static] calibration_samples={self.calibration_samples}: calibration needs 1 or more "
+                "train-split samples (128 is a good start)"
+            )
+        if self.calibration_batch_size < 1:
+            raise OptbenchError(
+                f"[quantize-static] calibration_batch_size={self.calibration_batch_size}: use 1 or more"
+            )
+        if not 90 <= self.percentile < 100:
+            raise OptbenchError(f"[quantize-static] percentile={self.percentile}: use a value in [90, 100)")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """INT8 defaults for this machine and why."""
+
+    activation_type: str
+    weight_type: str
+    reduce_range: bool
+    reason: str
+
+
+def preflight(cpu_flags: list[str]) -> Preflight:
+    """Defaults from onnxruntime's guidance for x86 CPUs: U8S8 everywhere; without VNNI (or AMX) the
+    U8S8 kernel (VPMADDUBSW) can saturate, so weights use 7 bits (`reduce_range`); ARM prefers S8S8."""
+    flags = set(cpu_flags)
+    if flags & {"asimd", "sve"}:
+        return Preflight("int8", "int8", False, "ARM CPU: symmetric INT8 activations and weights")
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        found = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        return Preflight("uint8", "int8", False, f"x86 with {', '.join(found)}: U8S8 without range reduction")
+    return Preflight(
+        "uint8", "int8", True, "x86 without VNNI/AMX: U8S8 with 7-bit weights (reduce_range) against saturation"
+    )
+
+
+def apply_dynamic(
+    config: DynamicQuantizeConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path
+) -> ModelArtifact:
+    """Quantize the weights of `artifact` (ONNX, FP32) to INT8; activations are quantized per call."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    source = _source_model(artifact, config.name)
+    _check_nodes(source, config.exclude_nodes)
+    hardware = preflight(fingerprint()["cpu"]["flags"])
+    reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
+    choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
+    candidates = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
+    timings = {}
+    for weight_type in candidates:
+        path = out_dir / f"{weight_type}.onnx"
+        quantize_dynamic(
+            str(source),
+            str(path),
+            op_types_to_quantize=list(config.op_types),
+            per_channel=config.per_channel,
+            reduce_range=reduce_range,
+            weight_type=_quant_type(weight_type),
+            nodes_to_exclude=list(config.exclude_nodes),
+            extra_options={"DefaultTensorType": _float_type()},
+        )
+        if len(candidates) > 1:
+            timings[weight_type] = _time_model(path, artifact.path, data)
+    weight_type = min(timings, key=timings.get) if timings else candidates[0]
+    if timings:
+        choices["weight_type_p50_ms"] = timings
+        choices["weight_type_reason"] = f"measured at batch 1: {weight_type} weights were faster here"
+        log.info("dynamic INT8 weight types, p50 ms at batch 1: %s -> %s", timings, weight_type)
+    (out_dir / f"{weight_type}.onnx").rename(out_dir / MODEL_FILE)
+    for other in candidates:
+        (out_dir / f"{other}.onnx").unlink(missing_ok=True)
+    choices["weight_type"] = weight_type
+    return _result(config, artifact, out_dir, choices)
+
+
+def apply_static(
+    config: StaticQuantizeConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path
+) -> ModelArtifact:
+    """Calibrate on train-split samples and write a QDQ model; activation x activation MatMuls
+    (attention scores) stay in FP32, since QDQ quantizes them with poor accuracy."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = _source_model(artifact, config.name)
+    _check_nodes(source, config.exclude_nodes)
+    hardware = preflight(fingerprint()["cpu"]["flags"])
+    activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
+    weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
+    reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
+    prepared = out_dir / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    excluded = sorted(
+        set(config.exclude_nodes) | set(_activation_matmuls(prepared)) | _nodes_of(prepared, config.exclude_op_types)
+    )
+    reader = CalibrationReader(
+        artifact.path, data, config.calibration_samples, config.calibration_batch_size, config.seed
+    )
+    started = time.perf_counter()
+    quantize_static(
+        str(prepared),
+        str(out_dir / MODEL_FILE),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(config.op_types),
+        per_channel=config.per_channel,
+        reduce_range=reduce_range,
+        activation_type=_quant_type(activation_type),
+        weight_type=_quant_type(weight_type),
+        nodes_to_exclude=excluded,
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[config.calibration_method],
+        extra_options={
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "CalibPercentile": config.percentile,
+            "CalibMaxIntermediateOutputs": 4,  # merge ranges every few batches: memory stays flat in N
+            "DefaultTensorType": _float_type(),
+        },
+    )
+    prepared.unlink()
+    choices = {
+        "preflight": hardware.reason,
+        "activation_type": activation_type,
+        "weight_type": weight_type,
+        "reduce_range": reduce_range,
+        "calibration": {
+            "method": config.calibration_method,
+            "samples": reader.rows,
+            "split": "train",
+            "batch_size": config.calibration_batch_size,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        "excluded_nodes": len(excluded),
+    }
+    return _result(config, artifact, out_dir, choices)
+
+
+class CalibrationReader:
+    """Feeds calibration batches drawn from the train split, tokenized like the real data."""
+
+    def __init__(self, model_dir: Path, data: LabelledData, samples: int, batch_size: int, seed: int) -> None:
+        from transformers import AutoTokenizer
+
+        order = np.random.default_rng(seed).permutation(len(data.train))[:samples]
+        texts = [data.train.texts[i] for i in order]
+        self.rows = len(texts)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self._batches = iter(
+            batches(tokenizer, texts, batch_size=batch_size, seq_len="data", max_length=data.max_length)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        raise OptbenchError("calibration needs a second pass, which optbench does not provide")
+
+
+def quantized_share(path: Path) -> dict[str, Any]:
+    """How many weight MatMul/Gemm nodes run in INT8: integer ops, or float ops fed by DequantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    counts = Counter(node.op_type for node in graph.node)
+    int8 = sum(counts[op] for op in INT8_OPS)
+    qdq = sum(
+        1
+        for node in graph.node
+        if node.op_type in WEIGHT_OPS and any(producers.get(i) == "DequantizeLinear" for i in node.input[1:2])
+    )
+    total_float = sum(counts[op] for op in WEIGHT_OPS)
+    quantized = int8 + qdq
+    total = int8 + total_float
+    return {
+        "quantized": quantized,
+        "total": total,
+        "share": round(quantized / total, 4) if total else 0.0,
+        "int8_operators": {op: counts[op] for op in INT8_OPS if counts[op]},
+    }
+
+
+def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[str, Any]) -> ModelArtifact:
+    from optbench.steps.onnx import HF_FILES, check_onnx
+
+    path = out_dir / MODEL_FILE
+    check_onnx(path)
+    for name in HF_FILES:
+        if (artifact.path / name).is_file():
+            shutil.copy2(artifact.path / name, out_dir / name)
+    details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
+    share = details["matmul_quantized"]
+    log.info("%s: %d of %d MatMul/Gemm nodes in INT8", config.name, share["quantized"], share["total"])
+    return ModelArtifact(
+        path=out_dir,
+        format="onnx",
+        label_names=artifact.label_names,
+        sha256=content_hash(out_dir),
+        origin=artifact.origin,
+        lineage=(*artifact.lineage, StepRecord(config.name, config_to_dict(config))),
+        details=details,
+    )
+
+
+def _source_model(artifact: ModelArtifact, step: str) -> Path:
+    if artifact.format != "onnx" or not (artifact.path / MODEL_FILE).is_file():
+        raise OptbenchError(f"{step} quantizes ONNX models: put an onnx step before it in the recipe")
+    if artifact.details.get("precision", "fp32") != "fp32":
+        raise OptbenchError(f"{step} needs an FP32 ONNX model, not {artifact.details['precision']}")
+    return artifact.path / MODEL_FILE
+
+
+def _check_nodes(path: Path, names: tuple[str, ...]) -> None:
+    """Refuse node names that are not in the graph, naming a few that are."""
+    import onnx
+
+    if not names:
+        return
+    graph = onnx.load(str(path), load_external_data=False).graph
+    present = {node.name for node in graph.node}
+    missing = [n for n in names if n not in present]
+    if missing:
+        examples = [node.name for node in graph.node if node.op_type in WEIGHT_OPS][:3]
+        raise OptbenchError(
+            f"node(s) {missing} are not in the ONNX graph: exclude_nodes takes node names such as {examples}"
+        )
+
+
+def _activation_matmuls(path: Path) -> list[str]:
+    """MatMul nodes with no constant input (Q x K^T, scores x V): QDQ would quantize both sides."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and not constants & set(node.input)]
+
+
+def _nodes_of(path: Path, op_types: tuple[str, ...]) -> set[str]:
+    import onnx
+
+    if not op_types:
+        return set()
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {node.name for node in graph.node if node.op_type in op_types}
+
+
+def _time_model(path: Path, model_dir: Path, data: LabelledData) -> float:
+    """p50 ms of the model at batch 1 on a few real test texts: enough to rank two candidates."""
+    from transformers import AutoTokenizer
+
+    from optbench.measure import Latency, Timing, time_calls
+    from optbench.runtimes.onnxruntime import open_session
+
+    session = open_session(path, providers=["CPUExecutionProvider"], threads=None)
+    names = [i.name for i in session.get_inputs()]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    samples = batches(tokenizer, data.validation.texts[:16], batch_size=1, seq_len=128, max_length=128)
+    cursor = itertools.count()
+
+    def call() -> None:
+        batch = samples[next(cursor) % len(samples)]
+        session.run(["logits"], {n: batch[n] for n in names})
+
+    values = time_calls(call, Timing(warmup=3, min_iters=15, min_seconds=0.5, max_seconds=10))
+    return round(Latency.from_values(values, resamples=10).p50_ms, 3)
+
+
+def _quant_type(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+def _float_type() -> int:
+    import onnx
+
+    return onnx.TensorProto.FLOAT

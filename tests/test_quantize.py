@@ -1,0 +1,137 @@
+"""INT8 quantization steps on a tiny exported BERT: dynamic, static with calibration, bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.data import DatasetConfig, batches, load_dataset
+from optbench.errors import OptbenchError
+from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.steps import quantize, run_step
+from optbench.steps.onnx import OnnxConfig
+from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig, preflight
+
+
+@pytest.fixture(scope="module")
+def data(reviews_csv: Path):
+    return load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=32))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_classifier: Path) -> ModelArtifact:
+    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+
+
+@pytest.fixture(scope="module")
+def fused(classifier: ModelArtifact, data, cache: Path) -> ModelArtifact:
+    return run_step(OnnxConfig(exporter="torchscript"), classifier, data, cache)
+
+
+@pytest.fixture(scope="module")
+def unfused(classifier: ModelArtifact, data, cache: Path) -> ModelArtifact:
+    return run_step(OnnxConfig(exporter="torchscript", fuse=False), classifier, data, cache)
+
+
+def _agreement(artifact: ModelArtifact, reference: ModelArtifact, data) -> float:
+    from transformers import AutoTokenizer
+
+    batch = batches(
+        AutoTokenizer.from_pretrained(artifact.path), data.test.texts[:32], batch_size=32, seq_len="data", max_length=32
+    )[0]
+    a = load_runtime(RuntimeSpec("onnxruntime"), artifact, threads=1).predict(batch)
+    b = load_runtime(RuntimeSpec("onnxruntime"), reference, threads=1).predict(batch)
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def test_dynamic_int8_measures_and_records_its_weight_type(fused: ModelArtifact, data, cache: Path) -> None:
+    result = run_step(DynamicQuantizeConfig(), fused, data, cache)
+    assert result.variant == "baseline+onnx+quantize-dynamic"
+    details = result.details
+    assert details["weight_type"] in ("int8", "uint8")
+    assert set(details["weight_type_p50_ms"]) == {"int8", "uint8"}
+    assert "preflight" in details and isinstance(details["reduce_range"], bool)
+    share = details["matmul_quantized"]
+    assert share["quantized"] > 0 and share["quantized"] == share["total"], share
+    assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
+    assert _agreement(result, fused, data) >= 0.9
+
+
+def test_dynamic_int8_with_a_fixed_weight_type_skips_the_measurement(fused: ModelArtifact, data, cache: Path) -> None:
+    result = run_step(DynamicQuantizeConfig(weight_type="uint8", per_channel=True), fused, data, cache)
+    assert result.details["weight_type"] == "uint8" and "weight_type_p50_ms" not in result.details
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_calibrates_on_train_samples(method: str, unfused: ModelArtifact, data, cache: Path) -> None:
+    config = StaticQuantizeConfig(calibration_method=method, calibration_samples=8, calibration_batch_size=4)
+    result = run_step(config, unfused, data, cache)
+    calibration = result.details["calibration"]
+    assert calibration == {**calibration, "method": method, "samples": 8, "split": "train", "batch_size": 4}
+    share = result.details["matmul_quantized"]
+    assert 0 < share["quantized"] < share["total"]  # weight MatMuls in INT8, attention MatMuls kept in FP32
+    assert result.details["excluded_nodes"] >= 4  # two attention MatMuls per layer
+    assert _agreement(result, unfused, data) >= 0.9
+
+
+def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(unfused.path)
+
+    def ids(texts: list[str]) -> set[tuple[int, ...]]:
+        return {tuple(row) for row in tokenizer(texts, truncation=True, max_length=32)["input_ids"]}
+
+    reader = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0)
+    rows, sizes = set(), []
+    while (batch := reader.get_next()) is not None:
+        sizes.append(len(batch["input_ids"]))
+        rows |= {tuple(r[m.astype(bool)]) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)}
+    assert sizes == [4, 4, 2] and reader.rows == 10
+    assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
+
+
+def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph"):
+        run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)
+
+
+def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cache: Path) -> None:
+    with pytest.raises(OptbenchError, match="put an onnx step before it"):
+        run_step(DynamicQuantizeConfig(), classifier, data, cache)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"calibration_method": "kl"}, "calibration_method 'kl' is unknown"),
+        ({"calibration_samples": 0}, "calibration_samples=0"),
+        ({"calibration_batch_size": 0}, "calibration_batch_size=0"),
+        ({"percentile": 50.0}, "percentile=50.0"),
+    ],
+)
+def test_bad_static_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        StaticQuantizeConfig(**kwargs)
+
+
+def test_preflight_follows_the_hardware() -> None:
+    assert preflight(["avx2", "fma"]).reduce_range is True
+    vnni = preflight(["avx2", "avx512f", "avx512_vnni"])
+    assert (vnni.activation_type, vnni.weight_type, vnni.reduce_range) == ("uint8", "int8", False)
+    assert "avx512_vnni" in vnni.reason
+    assert preflight(["asimd"]).activation_type == "int8"
+
+
+def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact) -> None:
+    share = quantize.quantized_share(fused.path / "model.onnx")
+    assert share["quantized"] == 0 and share["total"] > 0 and share["share"] == 0.0
+    assert np.isfinite(share["total"])
