@@ -69,7 +69,7 @@ def test_a_failing_step_leaves_no_output_behind(tiny_encoder: Path, data, tmp_pa
 
 def test_parse_step_refuses_unknown_names_and_keys() -> None:
     assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == FinetuneConfig(epochs=2)
-    with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \['finetune', 'onnx'\]"):
+    with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \[.*'finetune'.*\]"):
         parse_step({"name": "prune-everything"}, "[[steps]] #1")
     with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['epoch'\]"):
         parse_step({"name": "finetune", "epoch": 2}, "[[steps]] #1")

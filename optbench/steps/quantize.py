@@ -27,8 +27,8 @@ from optbench.errors import OptbenchError
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-WEIGHT_OPS = ("MatMul", "Gemm")
-INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat")
+WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # a fused Attention holds the Q/K/V projection
+INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QAttention")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 Int8Type = Literal["auto", "int8", "uint8"]
 
@@ -42,7 +42,7 @@ class DynamicQuantizeConfig:
     weight_type: Int8Type = "auto"
     per_channel: bool = False
     reduce_range: bool | None = None
-    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
     exclude_nodes: tuple[str, ...] = ()
 
 
@@ -95,8 +95,11 @@ class Preflight:
 
 
 def preflight(cpu_flags: list[str]) -> Preflight:
-    """Defaults from onnxruntime's guidance for x86 CPUs: U8S8 everywhere; without VNNI (or AMX) the
-    U8S8 kernel (VPMADDUBSW) can saturate, so weights use 7 bits (`reduce_range`); ARM prefers S8S8."""
+    """Defaults from onnxruntime's guidance and from measurement: U8S8 on x86, S8S8 on ARM.
+
+    Without VNNI (or AMX) onnxruntime suggests 7-bit weights (`reduce_range`) against saturation of
+    the U8S8 kernel (VPMADDUBSW); on MiniLM on an AVX2-only EPYC that cost about 1 point of accuracy
+    for no speed (see FINDINGS), so it stays off unless asked for; the reason says so."""
     flags = set(cpu_flags)
     if flags & {"asimd", "sve"}:
         return Preflight("int8", "int8", False, "ARM CPU: symmetric INT8 activations and weights")
@@ -104,7 +107,10 @@ def preflight(cpu_flags: list[str]) -> Preflight:
         found = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
         return Preflight("uint8", "int8", False, f"x86 with {', '.join(found)}: U8S8 without range reduction")
     return Preflight(
-        "uint8", "int8", True, "x86 without VNNI/AMX: U8S8 with 7-bit weights (reduce_range) against saturation"
+        "uint8",
+        "int8",
+        False,
+        "x86 without VNNI/AMX: U8S8; reduce_range off (measured: 7-bit weights cost accuracy, gained no speed)",
     )
 
 
@@ -151,7 +157,8 @@ def apply_static(
     config: StaticQuantizeConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path
 ) -> ModelArtifact:
     """Calibrate on train-split samples and write a QDQ model; activation x activation MatMuls
-    (attention scores) stay in FP32, since QDQ quantizes them with poor accuracy."""
+    (attention scores) stay in FP32, since QDQ quantizes them with poor accuracy. Calibration keeps
+    the MatMul inputs of every batch in memory: about 2 GB for 512 samples of this model."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -189,7 +196,7 @@ def apply_static(
         extra_options={
             "OpTypesToExcludeOutputQuantization": ["MatMul"],
             "CalibPercentile": config.percentile,
-            "CalibMaxIntermediateOutputs": 4,  # merge ranges every few batches: memory stays flat in N
+            # not CalibMaxIntermediateOutputs: in onnxruntime 1.32 MinMax drops the batches it "merges"
             "DefaultTensorType": _float_type(),
         },
     )
@@ -233,7 +240,8 @@ class CalibrationReader:
 
 
 def quantized_share(path: Path) -> dict[str, Any]:
-    """How many weight MatMul/Gemm nodes run in INT8: integer ops, or float ops fed by DequantizeLinear."""
+    """How many MatMul/Gemm/Attention nodes run in INT8: integer ops, or float ops whose weight comes
+    from a DequantizeLinear (QDQ). The total counts every such node, activation x activation ones too."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -266,7 +274,7 @@ def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[s
             shutil.copy2(artifact.path / name, out_dir / name)
     details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
     share = details["matmul_quantized"]
-    log.info("%s: %d of %d MatMul/Gemm nodes in INT8", config.name, share["quantized"], share["total"])
+    log.info("%s: %d of %d MatMul/Gemm/Attention nodes in INT8", config.name, share["quantized"], share["total"])
     return ModelArtifact(
         path=out_dir,
         format="onnx",
