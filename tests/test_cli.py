@@ -177,3 +177,33 @@ def test_a_failing_job_writes_nothing(tmp_path: Path, tiny_classifier: Path, rev
 def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     _fails(["report", str(tmp_path)], capsys, "no optbench reports")
     _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")
+
+
+def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    steps = '[[steps]]\nname = "onnx"\nexporter = "torchscript"\n'
+    bench = BENCH.replace('seq_lens = [16, "data"]', 'seq_lens = ["data"]').replace(
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]'
+    )
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert main(["report", str(tmp_path / "results"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_variant = {(r["variant"], r["runtime"]): r for r in rows}
+    assert set(by_variant) == {("baseline", "torch"), ("baseline+onnx", "onnxruntime")}
+    onnx_row = by_variant["baseline+onnx", "onnxruntime"]
+    assert onnx_row["agreement"] == 1.0 and onnx_row["accuracy_drop"] == 0.0 and onnx_row["speedup_p50"] > 0
+    (model,) = (tmp_path / "cache").glob("onnx-*/model.onnx")
+    model.write_bytes(b"damaged")
+    _fails(args, capsys, "is damaged")
+    assert len(list((tmp_path / "results" / "tiny").iterdir())) == 1  # the failed run added nothing
+
+
+def test_a_runtime_with_nothing_to_run_is_refused_up_front(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["onnxruntime"]')
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "add the step that makes one")

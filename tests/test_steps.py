@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optbench.artifact import MANIFEST, ModelArtifact, content_hash
+from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import STEPS, cache_key, parse_step, run_step
@@ -97,3 +97,15 @@ def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: 
     weights.write_bytes(weights.read_bytes()[:-8] + b"garbage!")
     with pytest.raises(OptbenchError, match=r"is damaged .*delete that folder"):
         run_step(config, _encoder(tiny_encoder), data, tmp_path)
+
+
+def test_a_cached_output_takes_its_history_from_the_current_input(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    first = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert [s.name for s in first.lineage] == ["finetune"]
+    other_history = replace(_encoder(tiny_encoder), origin={"checkpoint": "elsewhere"}, lineage=(StepRecord("x", {}),))
+    again = run_step(config, other_history, data, tmp_path)
+    assert again.path == first.path and again.origin == {"checkpoint": "elsewhere"}
+    assert [s.name for s in again.lineage] == ["x", "finetune"]

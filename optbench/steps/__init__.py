@@ -74,7 +74,8 @@ def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir
                 f"cached {config.name} output {target} is damaged (its model files changed after it was written): "
                 "delete that folder and run again"
             )
-        return cached
+        # the key covers the input's content, not its history: take the history from this input
+        return replace(cached, origin=artifact.origin, lineage=(*artifact.lineage, cached.lineage[-1]))
     work = cache_dir / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -87,4 +88,4 @@ def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir
             os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ModelArtifact.load(target)
+    return replace(ModelArtifact.load(target), origin=artifact.origin)
