@@ -15,6 +15,7 @@ MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
 FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
+QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,11 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def content_hash(folder: Path) -> str:
-    """sha256 over the weight files' names and bytes: equal hashes mean equal models."""
+    """sha256 over the weight files' (and a quantization scheme's) names and bytes: equal hashes mean
+    equal models."""
     digest = hashlib.sha256()
-    for path in weight_files(folder):
+    scheme = folder / QUANTIZATION_FILE
+    for path in [*weight_files(folder), *([scheme] if scheme.is_file() else [])]:
         digest.update(path.relative_to(folder).as_posix().encode())
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):

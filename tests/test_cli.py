@@ -189,6 +189,7 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
+    capsys.readouterr()
     assert main(["report", str(tmp_path / "results"), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by_variant = {(r["variant"], r["runtime"]): r for r in rows}

@@ -136,3 +136,26 @@ def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact) -> No
     share = quantize.quantized_share(fused.path / "model.onnx")
     assert share["quantized"] == 0 and share["total"] > 0 and share["share"] == 0.0
     assert np.isfinite(share["total"])
+
+
+def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArtifact, data, cache: Path) -> None:
+    pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
+    result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, cache)
+    assert result.format == "hf" and result.variant == "baseline+quantize-dynamic"
+    assert result.details["scheme"] == "int8-dynamic-activation-int8-weight"
+    assert result.sha256 != classifier.sha256  # the scheme is part of the model
+    assert 0.9 <= result.details["validation_agreement"] <= 1.0
+    runtime = load_runtime(RuntimeSpec("torch"), result, threads=1)
+    assert runtime.describe({})["quantization"]["library"] == "torchao"
+    from torchao.utils import TorchAOBaseTensor
+
+    assert isinstance(runtime.model.classifier.weight, TorchAOBaseTensor)  # type: ignore[attr-defined]
+
+
+def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:
+    with pytest.raises(OptbenchError, match="takes no weight_type, per_channel"):
+        run_step(DynamicQuantizeConfig(backend="torch", per_channel=True), classifier, data, cache)
+    with pytest.raises(OptbenchError, match="quantizes Hugging Face checkpoints"):
+        run_step(DynamicQuantizeConfig(backend="torch"), fused, data, cache)
+    assert DynamicQuantizeConfig(backend="torch").output_format == "hf"
+    assert DynamicQuantizeConfig().output_format == "onnx"

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.errors import OptbenchError
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SCHEME = "int8-dynamic-activation-int8-weight"
 
 
 class TorchRuntime:
@@ -33,6 +36,9 @@ class TorchRuntime:
         torch.set_num_threads(threads)
         self.device = torch.device(device)
         model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=DTYPES[precision])
+        self.quantization = _read_scheme(artifact.path / QUANTIZATION_FILE)
+        if self.quantization:
+            _quantize(model)
         self.model = model.to(self.device).eval()
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -52,4 +58,24 @@ class TorchRuntime:
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "attention": self.model.config._attn_implementation,
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "quantization": self.quantization,
         }
+
+
+def _read_scheme(path: Path) -> dict[str, Any] | None:
+    """The quantization scheme the quantize step wrote beside the weights, if any."""
+    if not path.is_file():
+        return None
+    scheme = json.loads(path.read_text())
+    if scheme.get("scheme") != SCHEME:
+        raise OptbenchError(f"{path} names scheme {scheme.get('scheme')!r}; this optbench applies {SCHEME!r} only")
+    return scheme
+
+
+def _quantize(model: torch.nn.Module) -> None:
+    """torchao INT8 dynamic activations and INT8 weights on every Linear layer, in place."""
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as exc:
+        raise OptbenchError("this model is quantized with torchao: pip install 'optbench[torchao]'") from exc
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())

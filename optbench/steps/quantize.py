@@ -35,15 +35,24 @@ Int8Type = Literal["auto", "int8", "uint8"]
 
 @dataclass(frozen=True)
 class DynamicQuantizeConfig:
-    """onnxruntime dynamic INT8: weights quantized ahead of time, activations at run time."""
+    """Dynamic INT8: weights quantized ahead of time, activations at run time.
+
+    `backend = "onnxruntime"` quantizes an ONNX model (put an onnx step first); `backend = "torch"`
+    quantizes a Hugging Face checkpoint's Linear layers with torchao, PyTorch's current quantization
+    library (an optional extra: pip install 'optbench[torchao]').
+    """
 
     name: ClassVar[str] = "quantize-dynamic"
-    output_format: ClassVar[str] = "onnx"
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_type: Int8Type = "auto"
     per_channel: bool = False
     reduce_range: bool | None = None
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
     exclude_nodes: tuple[str, ...] = ()
+
+    @property
+    def output_format(self) -> str:
+        return "onnx" if self.backend == "onnxruntime" else "hf"
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,11 @@ def preflight(cpu_flags: list[str]) -> Preflight:
 def apply_dynamic(
     config: DynamicQuantizeConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path
 ) -> ModelArtifact:
-    """Quantize the weights of `artifact` (ONNX, FP32) to INT8; activations are quantized per call."""
+    """Quantize the weights of `artifact` to INT8; activations are quantized per call."""
+    if config.backend == "torch":
+        from optbench.steps.torch_int8 import quantize_linear_layers
+
+        return quantize_linear_layers(config, artifact, data, out_dir)
     from onnxruntime.quantization import quantize_dynamic
 
     source = _source_model(artifact, config.name)

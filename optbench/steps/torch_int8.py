@@ -1,0 +1,77 @@
+"""PyTorch dynamic INT8 of a Hugging Face classifier's Linear layers, with torchao.
+
+torchao's quantized weights are tensor subclasses that safetensors cannot hold, so the artifact is the
+FP32 checkpoint plus a scheme file; the torch runtime quantizes it the same way every time it loads it
+(as Hugging Face's TorchAoConfig does). The step checks that the quantized model agrees with FP32.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optbench.artifact import QUANTIZATION_FILE, ModelArtifact, StepRecord, content_hash
+from optbench.atomic import write_json_atomic
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, batches
+from optbench.errors import OptbenchError
+from optbench.runtimes.torch import SCHEME, TorchRuntime
+
+log = logging.getLogger(__name__)
+
+AGREEMENT_ROWS = 256
+
+
+def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Write the checkpoint with a torchao INT8 scheme beside it and check it against FP32."""
+    if artifact.format != "hf":
+        raise OptbenchError(
+            'quantize-dynamic with backend = "torch" quantizes Hugging Face checkpoints: put it before any onnx step'
+        )
+    if config.weight_type not in ("auto", "int8") or config.per_channel or config.exclude_nodes or config.reduce_range:
+        raise OptbenchError(
+            'quantize-dynamic with backend = "torch" takes no weight_type, per_channel, reduce_range or '
+            "exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights"
+        )
+    try:
+        version = metadata.version("torchao")
+    except metadata.PackageNotFoundError as exc:
+        raise OptbenchError(
+            "quantize-dynamic with backend = \"torch\" needs torchao: pip install 'optbench[torchao]'"
+        ) from exc
+    for path in artifact.path.iterdir():
+        if path.is_file() and not path.name.startswith("optbench-"):
+            shutil.copy2(path, out_dir / path.name)
+    write_json_atomic(out_dir / QUANTIZATION_FILE, {"library": "torchao", "version": version, "scheme": SCHEME})
+    agreement = _agreement(artifact, out_dir, data)
+    log.info("torchao INT8: argmax agreement with FP32 on %d validation rows: %.4f", AGREEMENT_ROWS, agreement)
+    return ModelArtifact(
+        path=out_dir,
+        format="hf",
+        label_names=artifact.label_names,
+        sha256=content_hash(out_dir),
+        origin=artifact.origin,
+        lineage=(*artifact.lineage, StepRecord(config.name, config_to_dict(config))),
+        details={"backend": "torch", "torchao": version, "scheme": SCHEME, "validation_agreement": agreement},
+    )
+
+
+def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -> float:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    sample = batches(
+        tokenizer, data.validation.texts[:AGREEMENT_ROWS], batch_size=64, seq_len="data", max_length=data.max_length
+    )
+    fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=1)
+    int8 = TorchRuntime(
+        ModelArtifact(quantized_dir, "hf", source.label_names, ""), device="cpu", precision="fp32", threads=1
+    )
+    a = np.concatenate([fp32.predict(b) for b in sample]).argmax(1)
+    b = np.concatenate([int8.predict(b) for b in sample]).argmax(1)
+    return float((a == b).mean())
