@@ -75,6 +75,27 @@ class ModelArtifact:
             details=d.get("details", {}),
         )
 
+    def derive(
+        self,
+        out_dir: Path,
+        *,
+        step: str,
+        config: dict[str, Any],
+        format: Format,
+        details: dict[str, Any],
+        label_names: tuple[str, ...] | None = None,
+    ) -> ModelArtifact:
+        """The artifact a step wrote to `out_dir` from this one: same origin, one more lineage entry."""
+        return ModelArtifact(
+            path=out_dir,
+            format=format,
+            label_names=self.label_names if label_names is None else label_names,
+            sha256=content_hash(out_dir),
+            origin=self.origin,
+            lineage=(*self.lineage, StepRecord(step, config)),
+            details=details,
+        )
+
     def save_manifest(self) -> None:
         """Write the manifest beside the model, atomically."""
         write_json_atomic(self.path / MANIFEST, self.to_dict())

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, StepRecord, content_hash
+from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, encode
 from optbench.errors import OptbenchError
@@ -96,14 +96,14 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     log.info("fine-tuned %d rows in %.0f s; validation accuracy %.4f", rows, seconds, validation_accuracy)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return ModelArtifact(
-        path=out_dir,
+    details = {"train_rows": rows, "train_seconds": round(seconds, 1), "validation_accuracy": validation_accuracy}
+    return artifact.derive(
+        out_dir,
+        step=config.name,
+        config=config_to_dict(config),
         format="hf",
+        details=details,
         label_names=tuple(labels),
-        sha256=content_hash(out_dir),
-        origin=artifact.origin,
-        lineage=(*artifact.lineage, StepRecord(config.name, config_to_dict(config))),
-        details={"train_rows": rows, "train_seconds": round(seconds, 1), "validation_accuracy": validation_accuracy},
     )
 
 

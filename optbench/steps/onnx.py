@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, StepRecord, content_hash, read_hf_config
+from optbench.artifact import ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
 from optbench.errors import OptbenchError
@@ -111,18 +111,15 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     details["precision"] = config.precision
     if warnings:
         details["warnings"] = warnings
+    copy_hf_files(artifact.path, out_dir)
+    return artifact.derive(out_dir, step=config.label, config=config_to_dict(config), format="onnx", details=details)
+
+
+def copy_hf_files(source: Path, out_dir: Path) -> None:
+    """The tokenizer and config.json travel with an ONNX model: they hold its vocabulary and labels."""
     for name in HF_FILES:
-        if (artifact.path / name).is_file():
-            shutil.copy2(artifact.path / name, out_dir / name)
-    return ModelArtifact(
-        path=out_dir,
-        format="onnx",
-        label_names=artifact.label_names,
-        sha256=content_hash(out_dir),
-        origin=artifact.origin,
-        lineage=(*artifact.lineage, StepRecord(config.label, config_to_dict(config))),
-        details=details,
-    )
+        if (source / name).is_file():
+            shutil.copy2(source / name, out_dir / name)
 
 
 def _export_and_fuse(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, StepRecord, content_hash
+from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
 from optbench.environment import fingerprint
@@ -278,25 +277,15 @@ def quantized_share(path: Path) -> dict[str, Any]:
 
 
 def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[str, Any]) -> ModelArtifact:
-    from optbench.steps.onnx import HF_FILES, check_onnx
+    from optbench.steps.onnx import check_onnx, copy_hf_files
 
     path = out_dir / MODEL_FILE
     check_onnx(path)
-    for name in HF_FILES:
-        if (artifact.path / name).is_file():
-            shutil.copy2(artifact.path / name, out_dir / name)
+    copy_hf_files(artifact.path, out_dir)
     details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
     share = details["matmul_quantized"]
     log.info("%s: %d of %d MatMul/Gemm/Attention nodes in INT8", config.name, share["quantized"], share["total"])
-    return ModelArtifact(
-        path=out_dir,
-        format="onnx",
-        label_names=artifact.label_names,
-        sha256=content_hash(out_dir),
-        origin=artifact.origin,
-        lineage=(*artifact.lineage, StepRecord(config.name, config_to_dict(config))),
-        details=details,
-    )
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="onnx", details=details)
 
 
 def _source_model(artifact: ModelArtifact, step: str) -> Path:

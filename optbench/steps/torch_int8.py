@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from optbench.artifact import QUANTIZATION_FILE, ModelArtifact, StepRecord, content_hash
+from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.atomic import write_json_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
@@ -50,15 +50,8 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
     write_json_atomic(out_dir / QUANTIZATION_FILE, {"library": "torchao", "version": version, "scheme": SCHEME})
     agreement = _agreement(artifact, out_dir, data)
     log.info("torchao INT8: argmax agreement with FP32 on %d validation rows: %.4f", AGREEMENT_ROWS, agreement)
-    return ModelArtifact(
-        path=out_dir,
-        format="hf",
-        label_names=artifact.label_names,
-        sha256=content_hash(out_dir),
-        origin=artifact.origin,
-        lineage=(*artifact.lineage, StepRecord(config.name, config_to_dict(config))),
-        details={"backend": "torch", "torchao": version, "scheme": SCHEME, "validation_agreement": agreement},
-    )
+    details = {"backend": "torch", "torchao": version, "scheme": SCHEME, "validation_agreement": agreement}
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
 
 
 def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -> float:
