@@ -132,3 +132,20 @@ def test_bad_onnx_settings(kwargs: dict, message: str) -> None:
 
 def test_fp16_variant_is_named_apart() -> None:
     assert OnnxConfig(precision="fp16").label == "onnx-fp16" and OnnxConfig().label == "onnx"
+
+
+def test_fp16_conversion_keeps_inputs_and_logits_in_their_types(
+    classifier: ModelArtifact, data, tmp_path: Path
+) -> None:
+    import onnx
+
+    result = run_step(OnnxConfig(exporter="torchscript", precision="fp16"), classifier, data, tmp_path)
+    assert result.variant == "baseline+onnx-fp16" and result.details["precision"] == "fp16"
+    assert result.details["parity"]["agreement"] == 1.0  # checked in FP32, before the conversion
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    weights = [init.data_type for init in graph.initializer if len(init.dims) == 2]
+    assert weights and all(t == onnx.TensorProto.FLOAT16 for t in weights)
+    assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    with pytest.raises(OptbenchError, match="at fp32 cannot run this fp16 ONNX model"):
+        load_runtime(RuntimeSpec("onnxruntime"), result, threads=1)
