@@ -18,7 +18,7 @@ from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig,
 
 @pytest.fixture(scope="module")
 def data(reviews_csv: Path):
-    return load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=32))
+    return load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=64))
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,10 @@ def test_dynamic_int8_with_a_fixed_weight_type_skips_the_measurement(fused: Mode
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_static_int8_calibrates_on_train_samples(method: str, unfused: ModelArtifact, data, cache: Path) -> None:
-    config = StaticQuantizeConfig(calibration_method=method, calibration_samples=8, calibration_batch_size=4)
+    config = StaticQuantizeConfig(calibration_method=method, calibration_samples=12, calibration_batch_size=2)
     result = run_step(config, unfused, data, cache)
     calibration = result.details["calibration"]
-    assert calibration == {**calibration, "method": method, "samples": 8, "split": "train", "batch_size": 4}
+    assert calibration == {**calibration, "method": method, "samples": 12, "split": "train", "batch_size": 2}
     share = result.details["matmul_quantized"]
     assert 0 < share["quantized"] < share["total"]  # weight MatMuls in INT8, attention MatMuls kept in FP32
     assert result.details["excluded_nodes"] >= 4  # two attention MatMuls per layer
@@ -88,14 +88,16 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     tokenizer = AutoTokenizer.from_pretrained(unfused.path)
 
     def ids(texts: list[str]) -> set[tuple[int, ...]]:
-        return {tuple(row) for row in tokenizer(texts, truncation=True, max_length=32)["input_ids"]}
+        return {tuple(row) for row in tokenizer(texts, truncation=True, max_length=64)["input_ids"]}
 
     reader = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0)
-    rows, sizes = set(), []
+    rows, sizes, lengths = set(), [], set()
     while (batch := reader.get_next()) is not None:
         sizes.append(len(batch["input_ids"]))
+        lengths.add(batch["input_ids"].shape[1])
         rows |= {tuple(r[m.astype(bool)]) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)}
     assert sizes == [4, 4, 2] and reader.rows == 10
+    assert lengths == {reader.seq_len}  # one shape: the histogram calibrators stack the batches
     assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
 
 

@@ -221,6 +221,7 @@ def apply_static(
         "calibration": {
             "method": config.calibration_method,
             "samples": reader.rows,
+            "seq_len": reader.seq_len,
             "split": "train",
             "batch_size": config.calibration_batch_size,
             "seconds": round(time.perf_counter() - started, 1),
@@ -231,7 +232,8 @@ def apply_static(
 
 
 class CalibrationReader:
-    """Feeds calibration batches drawn from the train split, tokenized like the real data."""
+    """Feeds calibration batches drawn from the train split, all padded to the longest sample's length
+    (capped at the data's max_length): the histogram calibrators stack batches, so shapes must agree."""
 
     def __init__(self, model_dir: Path, data: LabelledData, samples: int, batch_size: int, seed: int) -> None:
         from transformers import AutoTokenizer
@@ -240,8 +242,10 @@ class CalibrationReader:
         texts = [data.train.texts[i] for i in order]
         self.rows = len(texts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
+        self.seq_len = max(lengths)
         self._batches = iter(
-            batches(tokenizer, texts, batch_size=batch_size, seq_len="data", max_length=data.max_length)
+            batches(tokenizer, texts, batch_size=batch_size, seq_len=self.seq_len, max_length=data.max_length)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
