@@ -169,8 +169,8 @@ def apply_static(
     config: StaticQuantizeConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path
 ) -> ModelArtifact:
     """Calibrate on train-split samples and write a QDQ model; activation x activation MatMuls
-    (attention scores) stay in FP32, since QDQ quantizes them with poor accuracy. Calibration keeps
-    the MatMul inputs of every batch in memory: about 2 GB for 512 samples of this model."""
+    (attention scores) stay in FP32, since QDQ quantizes them with poor accuracy. Measured peak memory
+    for 512 samples of the built-in data: MinMax 1.1 GB, Entropy 7.6 GB (histograms keep every batch)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
