@@ -109,3 +109,10 @@ def test_a_cached_output_takes_its_history_from_the_current_input(tiny_encoder: 
     again = run_step(config, other_history, data, tmp_path)
     assert again.path == first.path and again.origin == {"checkpoint": "elsewhere"}
     assert [s.name for s in again.lineage] == ["x", "finetune"]
+
+
+def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, monkeypatch) -> None:
+    config = FinetuneConfig()
+    before = cache_key(config, _encoder(tiny_encoder), data)
+    monkeypatch.setattr(FinetuneConfig, "version", 2, raising=False)
+    assert cache_key(config, _encoder(tiny_encoder), data) != before

@@ -60,6 +60,9 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
         "input": artifact.sha256,
         "data": data.fingerprint,
     }
+    version = getattr(config, "version", 1)  # a step bumps it when its output for one config changes
+    if version != 1:  # version 1 adds nothing, so caches written before versions existed stay valid
+        payload["step_version"] = version
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

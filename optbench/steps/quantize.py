@@ -59,6 +59,7 @@ class StaticQuantizeConfig:
     """onnxruntime static INT8 in QDQ format, calibrated on train-split samples (never the test split)."""
 
     name: ClassVar[str] = "quantize-static"
+    version: ClassVar[int] = 2  # 2: calibration batches padded to one length
     output_format: ClassVar[str] = "onnx"
     calibration_method: str = "minmax"
     calibration_samples: int = 128
