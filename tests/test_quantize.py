@@ -90,7 +90,7 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     def ids(texts: list[str]) -> set[tuple[int, ...]]:
         return {tuple(row) for row in tokenizer(texts, truncation=True, max_length=64)["input_ids"]}
 
-    reader = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0)
+    reader = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0, one_length=True)
     rows, sizes, lengths = set(), [], set()
     while (batch := reader.get_next()) is not None:
         sizes.append(len(batch["input_ids"]))
@@ -98,6 +98,12 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
         rows |= {tuple(r[m.astype(bool)]) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)}
     assert sizes == [4, 4, 2] and reader.rows == 10
     assert lengths == {reader.seq_len}  # one shape: the histogram calibrators stack the batches
+    per_batch = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0, one_length=False)
+    assert per_batch.seq_len == "data"
+    shapes = []
+    while (batch := per_batch.get_next()) is not None:
+        shapes.append(batch["input_ids"].shape[1])
+    assert max(shapes) == reader.seq_len and len(set(shapes)) > 1  # each batch to its own longest text
     assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
 
 

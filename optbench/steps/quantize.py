@@ -19,7 +19,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, SeqLen, batches
 from optbench.environment import fingerprint
 from optbench.errors import OptbenchError
 
@@ -59,7 +59,7 @@ class StaticQuantizeConfig:
     """onnxruntime static INT8 in QDQ format, calibrated on train-split samples (never the test split)."""
 
     name: ClassVar[str] = "quantize-static"
-    version: ClassVar[int] = 2  # 2: calibration batches padded to one length
+    version: ClassVar[int] = 3  # 3: histogram methods pad calibration batches to one length
     output_format: ClassVar[str] = "onnx"
     calibration_method: str = "minmax"
     calibration_samples: int = 128
@@ -187,7 +187,12 @@ def apply_static(
         set(config.exclude_nodes) | set(_activation_matmuls(prepared)) | _nodes_of(prepared, config.exclude_op_types)
     )
     reader = CalibrationReader(
-        artifact.path, data, config.calibration_samples, config.calibration_batch_size, config.seed
+        artifact.path,
+        data,
+        config.calibration_samples,
+        config.calibration_batch_size,
+        config.seed,
+        one_length=config.calibration_method != "minmax",
     )
     started = time.perf_counter()
     quantize_static(
@@ -233,10 +238,17 @@ def apply_static(
 
 
 class CalibrationReader:
-    """Feeds calibration batches drawn from the train split, all padded to the longest sample's length
-    (capped at the data's max_length): the histogram calibrators stack batches, so shapes must agree."""
+    """Feeds calibration batches drawn from the train split.
 
-    def __init__(self, model_dir: Path, data: LabelledData, samples: int, batch_size: int, seed: int) -> None:
+    With `one_length` every batch is padded to the longest sample (capped at the data's max_length),
+    because the histogram calibrators (Entropy, Percentile) stack batches; otherwise each batch is
+    padded to its own longest text, since padding positions widen MinMax ranges (measured: accuracy
+    0.8114 with one length against 0.8162 per batch, 256 samples).
+    """
+
+    def __init__(
+        self, model_dir: Path, data: LabelledData, samples: int, batch_size: int, seed: int, *, one_length: bool
+    ) -> None:
         from transformers import AutoTokenizer
 
         order = np.random.default_rng(seed).permutation(len(data.train))[:samples]
@@ -244,7 +256,7 @@ class CalibrationReader:
         self.rows = len(texts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
-        self.seq_len = max(lengths)
+        self.seq_len: SeqLen = max(lengths) if one_length else "data"
         self._batches = iter(
             batches(tokenizer, texts, batch_size=batch_size, seq_len=self.seq_len, max_length=data.max_length)
         )
