@@ -227,6 +227,11 @@ def fingerprint(threads: int | None = None) -> dict:
     }
 
 
+def cpu_flags() -> list[str]:
+    """The inference-relevant CPU flags alone, without the rest of the fingerprint's probes."""
+    return _best_effort(_cpu, {"flags": []})["flags"]
+
+
 def fingerprint_key(env: dict) -> str:
     """Short stable hash of the hardware part only (cpu model, cores, flags, memory rounded to
     GiB, gpu names) — used to group results by machine."""

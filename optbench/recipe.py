@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +117,11 @@ def parse_bench(table: dict[str, Any]) -> BenchConfig:
         raise OptbenchError(
             '[bench] runtimes and seq_lens must be lists, e.g. runtimes = ["torch"], seq_lens = [128, "data"]'
         )
-    return BenchConfig(
+    return replace(
+        config,
         runtimes=tuple(_runtime(r) for r in runtimes),
-        batch_sizes=config.batch_sizes,
         seq_lens=tuple(parse_seq_len(s) for s in seq_lens),
-        threads=config.threads,
         timing=timing,
-        max_batches=config.max_batches,
-        job_timeout_s=config.job_timeout_s,
     )
 
 

@@ -162,3 +162,9 @@ def test_fingerprint_key_ignores_software_and_small_memory_changes() -> None:
 
 def test_fingerprint_key_tolerates_sparse_records() -> None:
     assert len(fingerprint_key({})) == 12
+
+
+def test_cpu_flags_match_the_fingerprint() -> None:
+    from optbench.environment import cpu_flags
+
+    assert cpu_flags() == fingerprint()["cpu"]["flags"]

@@ -20,7 +20,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, batches
-from optbench.environment import fingerprint
+from optbench.environment import cpu_flags
 from optbench.errors import OptbenchError
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def apply_dynamic(
     from onnxruntime.quantization import quantize_dynamic
 
     source = _source_model(artifact, config.name)
-    _check_nodes(source, config.exclude_nodes)
-    hardware = preflight(fingerprint()["cpu"]["flags"])
+    _check_nodes(_graph(source), config.exclude_nodes)
+    hardware = preflight(cpu_flags())
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
     candidates = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
@@ -176,15 +176,18 @@ def apply_static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = _source_model(artifact, config.name)
-    _check_nodes(source, config.exclude_nodes)
-    hardware = preflight(fingerprint()["cpu"]["flags"])
+    _check_nodes(_graph(source), config.exclude_nodes)
+    hardware = preflight(cpu_flags())
     activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
     weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     prepared = out_dir / "prepared.onnx"
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    prepared_graph = _graph(prepared)
     excluded = sorted(
-        set(config.exclude_nodes) | set(_activation_matmuls(prepared)) | _nodes_of(prepared, config.exclude_op_types)
+        set(config.exclude_nodes)
+        | _activation_matmuls(prepared_graph)
+        | _nodes_of(prepared_graph, config.exclude_op_types)
     )
     reader = CalibrationReader(
         artifact.path,
@@ -271,9 +274,7 @@ class CalibrationReader:
 def quantized_share(path: Path) -> dict[str, Any]:
     """How many MatMul/Gemm/Attention nodes run in INT8: integer ops, or float ops whose weight comes
     from a DequantizeLinear (QDQ). The total counts every such node, activation x activation ones too."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = _graph(path)
     producers = {out: node.op_type for node in graph.node for out in node.output}
     counts = Counter(node.op_type for node in graph.node)
     int8 = sum(counts[op] for op in INT8_OPS)
@@ -313,13 +314,17 @@ def _source_model(artifact: ModelArtifact, step: str) -> Path:
     return artifact.path / MODEL_FILE
 
 
-def _check_nodes(path: Path, names: tuple[str, ...]) -> None:
-    """Refuse node names that are not in the graph, naming a few that are."""
+def _graph(path: Path) -> Any:
+    """The ONNX graph's structure (weights left on disk when stored externally)."""
     import onnx
 
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def _check_nodes(graph: Any, names: tuple[str, ...]) -> None:
+    """Refuse node names that are not in the graph, naming a few that are."""
     if not names:
         return
-    graph = onnx.load(str(path), load_external_data=False).graph
     present = {node.name for node in graph.node}
     missing = [n for n in names if n not in present]
     if missing:
@@ -329,27 +334,20 @@ def _check_nodes(path: Path, names: tuple[str, ...]) -> None:
         )
 
 
-def _activation_matmuls(path: Path) -> list[str]:
+def _activation_matmuls(graph: Any) -> set[str]:
     """MatMul nodes with no constant input (Q x K^T, scores x V): QDQ would quantize both sides."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
     constants = {init.name for init in graph.initializer}
     constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
-    return [node.name for node in graph.node if node.op_type == "MatMul" and not constants & set(node.input)]
+    return {node.name for node in graph.node if node.op_type == "MatMul" and not constants & set(node.input)}
 
 
-def _nodes_of(path: Path, op_types: tuple[str, ...]) -> set[str]:
-    import onnx
-
-    if not op_types:
-        return set()
-    graph = onnx.load(str(path), load_external_data=False).graph
+def _nodes_of(graph: Any, op_types: tuple[str, ...]) -> set[str]:
     return {node.name for node in graph.node if node.op_type in op_types}
 
 
 def _time_model(path: Path, model_dir: Path, data: LabelledData) -> float:
-    """p50 ms of the model at batch 1 on a few real test texts: enough to rank two candidates."""
+    """p50 ms of the model at batch 1, sequence 128, on a few validation texts (never the test split):
+    enough to rank two candidates."""
     from transformers import AutoTokenizer
 
     from optbench.measure import Latency, Timing, time_calls
