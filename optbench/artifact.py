@@ -20,10 +20,16 @@ QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the mo
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One step in an artifact's lineage: its name and the config it ran with."""
+    """One step in an artifact's lineage: its name, the config it ran with, and the label it shows in
+    variant names (the step's name unless the recipe gave one)."""
 
     name: str
     config: dict[str, Any]
+    label: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,8 @@ class ModelArtifact:
 
     @property
     def variant(self) -> str:
-        """`baseline`, then each step's name joined with `+`: `baseline+onnx+quantize-static`."""
-        return "+".join(["baseline", *(step.name for step in self.lineage)])
+        """`baseline`, then each step's label joined with `+`: `baseline+onnx+quantize-static`."""
+        return "+".join(["baseline", *(step.shown for step in self.lineage)])
 
     def size_mb(self) -> float:
         """Size of the weight files on disk in MiB (tokenizer and config files excluded)."""
@@ -58,7 +64,7 @@ class ModelArtifact:
             "label_names": list(self.label_names),
             "sha256": self.sha256,
             "origin": self.origin,
-            "lineage": [{"name": s.name, "config": s.config} for s in self.lineage],
+            "lineage": [{"name": s.name, "config": s.config, "label": s.label} for s in self.lineage],
             "details": self.details,
             "variant": self.variant,
         }
@@ -71,7 +77,7 @@ class ModelArtifact:
             label_names=tuple(d["label_names"]),
             sha256=d["sha256"],
             origin=d.get("origin", {}),
-            lineage=tuple(StepRecord(s["name"], s["config"]) for s in d.get("lineage", [])),
+            lineage=tuple(StepRecord(s["name"], s["config"], s.get("label")) for s in d.get("lineage", [])),
             details=d.get("details", {}),
         )
 

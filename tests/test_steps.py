@@ -10,7 +10,7 @@ import pytest
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, load_dataset
 from optbench.errors import OptbenchError
-from optbench.steps import STEPS, cache_key, parse_step, run_step
+from optbench.steps import STEPS, RecipeStep, cache_key, parse_step, run_step
 from optbench.steps.finetune import FinetuneConfig
 
 
@@ -52,6 +52,10 @@ def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data
     monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, lambda *a: calls.append(a)))
     second = run_step(config, _encoder(tiny_encoder), data, tmp_path)
     assert calls == [] and second.path == first.path and second.sha256 == first.sha256
+    labelled = run_step(config, _encoder(tiny_encoder), data, tmp_path, label="short")
+    assert (
+        labelled.path == first.path and labelled.variant == "baseline+short" and second.variant == "baseline+finetune"
+    )
     other = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32, seed=1)
     assert cache_key(other, _encoder(tiny_encoder), data) != cache_key(config, _encoder(tiny_encoder), data)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -68,7 +72,12 @@ def test_a_failing_step_leaves_no_output_behind(tiny_encoder: Path, data, tmp_pa
 
 
 def test_parse_step_refuses_unknown_names_and_keys() -> None:
-    assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == FinetuneConfig(epochs=2)
+    assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == RecipeStep(FinetuneConfig(epochs=2))
+    labelled = parse_step({"name": "finetune", "label": "longer-2", "epochs": 2}, "[[steps]] #1")
+    assert labelled == RecipeStep(FinetuneConfig(epochs=2), "longer-2")
+    for bad in ("two words", "a+b", 3, ""):
+        with pytest.raises(OptbenchError, match=r"\[\[steps\]\] #1 \(finetune\) label = .*letters, digits"):
+            parse_step({"name": "finetune", "label": bad}, "[[steps]] #1")
     with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \[.*'finetune'.*\]"):
         parse_step({"name": "prune-everything"}, "[[steps]] #1")
     with pytest.raises(OptbenchError, match=r"unknown key\(s\) \['epoch'\]"):
@@ -81,6 +90,7 @@ BAD_FINETUNE = [
     {"learning_rate": -1.0},
     {"max_train_rows": 0},
     {"warmup_fraction": 1.0},
+    {"max_length": 4},
 ]
 
 

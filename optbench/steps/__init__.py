@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
-from optbench.steps import finetune, onnx, quantize
+from optbench.steps import distill, finetune, onnx, quantize
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,36 @@ class StepKind:
 
 STEPS: dict[str, StepKind] = {
     finetune.FinetuneConfig.name: StepKind(finetune.FinetuneConfig, finetune.apply),
+    distill.DistillConfig.name: StepKind(distill.DistillConfig, distill.apply),
     onnx.OnnxConfig.name: StepKind(onnx.OnnxConfig, onnx.apply),
     quantize.DynamicQuantizeConfig.name: StepKind(quantize.DynamicQuantizeConfig, quantize.apply_dynamic),
     quantize.StaticQuantizeConfig.name: StepKind(quantize.StaticQuantizeConfig, quantize.apply_static),
 }
 
 
-def parse_step(table: dict[str, Any], where: str) -> Any:
-    """A step config from a recipe table such as `{name = "finetune", epochs = 2}`."""
+@dataclass(frozen=True)
+class RecipeStep:
+    """A step as a recipe lists it: its config, and the label its output shows in variant names."""
+
+    config: Any
+    label: str | None = None
+
+
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
+    """A step from a recipe table such as `{name = "distill", label = "student-l3", layers = [0, 2, 4]}`."""
     table = dict(table)
     name = table.pop("name", None)
     if name not in STEPS:
         raise OptbenchError(f"unknown step {name!r} in {where}: known steps are {sorted(STEPS)}")
-    return config_from_dict(STEPS[name].config_type, table, f"{where} ({name})")
+    label = table.pop("label", None)
+    if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
+        raise OptbenchError(
+            f"{where} ({name}) label = {label!r}: use letters, digits, '.', '_' or '-' (it names report files)"
+        )
+    return RecipeStep(config_from_dict(STEPS[name].config_type, table, f"{where} ({name})"), label)
 
 
 def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
@@ -66,8 +84,19 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
-    """Apply one step, or reuse its cached output; the output folder appears whole or not at all."""
+def run_step(
+    config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path, label: str | None = None
+) -> ModelArtifact:
+    """Apply one step, or reuse its cached output; the output folder appears whole or not at all.
+
+    The output's lineage is the input's plus this step, shown as `label` in variant names when given.
+    """
+    output = _cached_or_applied(config, artifact, data, cache_dir)
+    step = replace(output.lineage[-1], label=label)
+    return replace(output, origin=artifact.origin, lineage=(*artifact.lineage, step))
+
+
+def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
     target = cache_dir / f"{config.name}-{cache_key(config, artifact, data)}"
     if (target / MANIFEST).is_file():
         log.info("step %s: reusing %s", config.name, target)
@@ -77,8 +106,7 @@ def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir
                 f"cached {config.name} output {target} is damaged (its model files changed after it was written): "
                 "delete that folder and run again"
             )
-        # the key covers the input's content, not its history: take the history from this input
-        return replace(cached, origin=artifact.origin, lineage=(*artifact.lineage, cached.lineage[-1]))
+        return cached  # the key covers the input's content, not its history: the caller takes that from the input
     work = cache_dir / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -91,4 +119,4 @@ def run_step(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir
             os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return replace(ModelArtifact.load(target), origin=artifact.origin)
+    return ModelArtifact.load(target)

@@ -1,0 +1,292 @@
+"""Knowledge distillation: a smaller student trained to imitate a trained classifier (the teacher).
+
+The teacher is the step's input artifact, in any format a runtime runs; its logits on the train split
+are computed once and cached. The student starts from a copy of the teacher, from the packaged
+paraphrase-MiniLM-L3-v2, or from a checkpoint folder; then keeps the `layers` chosen and, optionally,
+fewer FFN neurons; then trains on temperature-scaled KL to the teacher's logits plus cross-entropy on
+the labels, optionally with hidden-state and attention transfer. It is saved as a normal Hugging Face
+checkpoint that every later step accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact, has_classifier_head, hf_label_names, read_hf_config
+from optbench.atomic import write_npy_atomic
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, Split, encode
+from optbench.errors import OptbenchError
+from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
+from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
+from optbench.surgery import encoder_layers, keep_layers, narrow_ffn
+from optbench.training import TrainingConfig, encode_rows, predictions, train
+
+log = logging.getLogger(__name__)
+
+TEACHER = "teacher"
+TEACHER_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainingConfig):
+    """The student, and the weights of the loss terms (each term is off at weight 0).
+
+    `student`: "teacher" (a copy of the teacher), "paraphrase-minilm-l3" (the packaged 3-layer encoder)
+    or a Hugging Face checkpoint folder. `layers`: which of the student's layers to keep, e.g. [0, 2, 4]
+    (all when left out). `intermediate_size`: keep this many FFN neurons per layer, the largest by weight
+    magnitude.
+    """
+
+    name: ClassVar[str] = "distill"
+    output_format: ClassVar[str] = "hf"
+    student: str = TEACHER
+    layers: tuple[int, ...] | None = None
+    intermediate_size: int | None = None
+    temperature: float = 2.0
+    distill_weight: float = 0.5
+    label_weight: float = 0.5
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise OptbenchError(f"[distill] temperature = {self.temperature}: use a value above 0 (2 is usual)")
+        weights = (self.distill_weight, self.label_weight, self.hidden_weight, self.attention_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise OptbenchError(
+                "[distill] distill_weight, label_weight, hidden_weight and attention_weight must be 0 or more, "
+                "and not all 0"
+            )
+
+    def resolve_paths(self, base: Path) -> DistillConfig:
+        """A student folder given in a recipe is taken from the recipe's folder."""
+        if self.student in (TEACHER, PARAPHRASE_L3):
+            return self
+        return replace(self, student=str((base / self.student).resolve()))
+
+
+def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Distill `artifact` (the teacher) into the configured student and save it to `out_dir`."""
+    import torch
+
+    cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
+    logits = teacher_logits(artifact, data.train, config.max_length, cache)
+    torch.manual_seed(config.seed)
+    student, tokenizer, origin = build_student(config, artifact)
+    teacher = _teacher_for_transfer(config, artifact)
+    train_split = data.train
+    mapping = layer_mapping(len(encoder_layers(student)), len(encoder_layers(teacher))) if teacher else []
+
+    def batch_loss(rows: np.ndarray) -> Any:
+        inputs = encode_rows(tokenizer, train_split, rows, config.max_length)
+        transfer = teacher is not None
+        out = student(**inputs, output_hidden_states=transfer, output_attentions=config.attention_weight > 0)
+        loss = distillation_loss(
+            out.logits,
+            torch.from_numpy(logits[rows]),
+            torch.from_numpy(train_split.labels[rows]),
+            temperature=config.temperature,
+            distill_weight=config.distill_weight,
+            label_weight=config.label_weight,
+        )
+        if transfer:
+            with torch.no_grad():
+                target = teacher(**inputs, output_hidden_states=True, output_attentions=config.attention_weight > 0)
+            mask = inputs["attention_mask"]
+            if config.hidden_weight:
+                loss = loss + config.hidden_weight * hidden_state_loss(
+                    out.hidden_states, target.hidden_states, mask, mapping
+                )
+            if config.attention_weight:
+                loss = loss + config.attention_weight * attention_loss(out.attentions[-1], target.attentions[-1], mask)
+        return loss
+
+    run = train(student, config, len(train_split), batch_loss, desc="distill")
+    validation = data.validation
+    predicted = predictions(student, tokenizer, validation, config.max_length)
+    teacher_predicted = teacher_logits(artifact, validation, config.max_length, cache).argmax(1)
+    validation_accuracy = float((predicted == validation.labels).mean())
+    log.info(
+        "distilled %d rows in %.0f s into %d layers; validation accuracy %.4f (teacher %.4f)",
+        run.rows,
+        run.seconds,
+        student.config.num_hidden_layers,
+        validation_accuracy,
+        float((teacher_predicted == validation.labels).mean()),
+    )
+    student.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    details = {
+        "student": origin,
+        "num_layers": student.config.num_hidden_layers,
+        "intermediate_size": student.config.intermediate_size,
+        "parameters": sum(p.numel() for p in student.parameters()),
+        "hidden_layer_mapping": mapping,
+        "train_rows": run.rows,
+        "train_seconds": run.seconds,
+        "validation_accuracy": validation_accuracy,
+        "validation_agreement_with_teacher": float((predicted == teacher_predicted).mean()),
+    }
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
+
+
+def distillation_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    labels: Any,
+    *,
+    temperature: float,
+    distill_weight: float,
+    label_weight: float,
+) -> Any:
+    """`distill_weight` x T^2 x KL(teacher || student) at temperature T, plus `label_weight` x
+    cross-entropy on the labels (Hinton et al.; T^2 keeps the gradient scale independent of T)."""
+    import torch.nn.functional as F
+
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits.float() / temperature, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return distill_weight * temperature**2 * soft + label_weight * F.cross_entropy(student_logits, labels)
+
+
+def layer_mapping(student_layers: int, teacher_layers: int) -> list[int]:
+    """For each student layer, the teacher layer whose output it learns to match: spread uniformly,
+    the last to the last (TinyBERT's mapping), e.g. 3 of 6 -> [1, 3, 5]."""
+    return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
+
+
+def hidden_state_loss(student_states: Any, teacher_states: Any, mask: Any, mapping: list[int]) -> Any:
+    """Mean squared error between the student's layer outputs and the mapped teacher layers' (and the
+    embeddings), over real tokens only."""
+    pairs = [(student_states[0], teacher_states[0])]
+    pairs += [(student_states[i + 1], teacher_states[t + 1]) for i, t in enumerate(mapping)]
+    weight = mask.unsqueeze(-1).float()
+    tokens = weight.sum() * student_states[0].shape[-1]
+    return sum(((s - t) ** 2 * weight).sum() / tokens for s, t in pairs) / len(pairs)
+
+
+def attention_loss(student_attention: Any, teacher_attention: Any, mask: Any) -> Any:
+    """KL divergence between the teacher's and the student's attention distributions of the last layer,
+    per head and real query token (MiniLM's self-attention transfer)."""
+    import torch
+
+    if student_attention.shape != teacher_attention.shape:
+        raise OptbenchError(
+            f"attention transfer needs as many heads in student and teacher (attention shapes "
+            f"{tuple(student_attention.shape)} and {tuple(teacher_attention.shape)}): set attention_weight = 0"
+        )
+    eps = 1e-8
+    kl = (teacher_attention * (torch.log(teacher_attention + eps) - torch.log(student_attention + eps))).sum(-1)
+    queries = mask.unsqueeze(1).float().expand_as(kl)
+    return (kl * queries).sum() / queries.sum()
+
+
+def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, Any, dict[str, Any]]:
+    """The untrained student classifier, its tokenizer, and a record of where it came from."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+
+    labels = list(teacher.label_names)
+    # attention transfer reads attention probabilities, which only the eager implementation returns
+    attention = {"attn_implementation": "eager"} if config.attention_weight else {}
+    heads = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
+    if config.student == TEACHER:
+        if teacher.format != "hf":
+            raise OptbenchError(
+                f'student = "teacher" copies the teacher\'s layers, and this teacher is a {teacher.format} model: '
+                f'distill before exporting, or use student = "{PARAPHRASE_L3}" or a checkpoint folder'
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention)
+        tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    elif config.student == PARAPHRASE_L3:
+        encoder = paraphrase_l3_encoder()
+        student_config = copy.deepcopy(encoder.config)
+        student_config.update({**heads, "_attn_implementation": attention.get("attn_implementation", "sdpa")})
+        model = BertForSequenceClassification(student_config)
+        model.bert.load_state_dict(encoder.state_dict(), strict=False)  # the pooler stays freshly initialized
+        tokenizer = default_tokenizer()
+    else:
+        folder = Path(config.student)
+        hf_config = read_hf_config(folder)
+        if has_classifier_head(hf_config) and list(hf_label_names(hf_config)) != labels:
+            raise OptbenchError(
+                f"student {folder} classifies {list(hf_label_names(hf_config))} and the teacher {labels}: "
+                "the label sets differ; give a student with the teacher's labels, or an encoder without a head"
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(folder, **attention, **heads)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    initial_layers = len(encoder_layers(model))
+    if config.layers is not None:
+        keep_layers(model, config.layers)
+    if config.intermediate_size is not None:
+        narrow_ffn(model, config.intermediate_size)
+    _check_not_deeper(model, teacher)
+    origin = {"init": config.student, "initial_layers": initial_layers, "kept_layers": list(config.layers or [])}
+    return model, tokenizer, origin
+
+
+def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
+    if teacher.format != "hf":
+        return  # an exported teacher's depth is not in a config file; nothing to compare
+    depth = read_hf_config(teacher.path).get("num_hidden_layers")
+    if depth is not None and student.config.num_hidden_layers > depth:
+        raise OptbenchError(
+            f"the student has {student.config.num_hidden_layers} layers and the teacher {depth}: a student must "
+            "not be deeper than its teacher; choose fewer layers"
+        )
+
+
+def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact) -> Any:
+    """The teacher as a torch model when hidden-state or attention transfer needs its insides, else None."""
+    if not (config.hidden_weight or config.attention_weight):
+        return None
+    if teacher.format != "hf":
+        raise OptbenchError(
+            f"hidden-state and attention transfer read the teacher's layers, and this teacher is a "
+            f"{teacher.format} model: set hidden_weight and attention_weight to 0, or distill before exporting"
+        )
+    from transformers import AutoModelForSequenceClassification
+
+    attention = {"attn_implementation": "eager"} if config.attention_weight else {}
+    return AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention).eval()
+
+
+def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache: Path) -> np.ndarray:
+    """The teacher's logits on every row of `split`, computed once per (teacher, texts, max length) and
+    cached as a .npy file; texts run in order of length so that batches carry little padding."""
+    import hashlib
+
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    key = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:12]
+    path = cache / f"{teacher.sha256[:16]}-{key}-{max_length}.npy"
+    if path.is_file():
+        log.info("teacher logits: reusing %s", path)
+        return np.load(path, allow_pickle=False)
+    engine = next(name for name, e in ENGINES.items() if teacher.format in e.formats)
+    runtime = load_runtime(RuntimeSpec(engine), teacher, threads=os.cpu_count() or 1)
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    order = np.argsort([len(t) for t in split.texts], kind="stable")
+    logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
+    for start in tqdm(range(0, len(order), TEACHER_BATCH_SIZE), desc="teacher logits", unit="batch", mininterval=2.0):
+        rows = order[start : start + TEACHER_BATCH_SIZE]
+        batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
+        logits[rows] = runtime.predict(batch)
+    write_npy_atomic(path, logits)
+    return logits

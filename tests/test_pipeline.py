@@ -1,0 +1,45 @@
+"""The pipeline's variant list: chains that share steps share outputs; one name never means two models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optbench.artifact import ModelArtifact, StepRecord
+from optbench.errors import OptbenchError
+from optbench.pipeline import distinct_variants
+
+
+def _artifact(sha: str, *steps: tuple[str, str | None]) -> ModelArtifact:
+    lineage = tuple(StepRecord(name, {}, label) for name, label in steps)
+    return ModelArtifact(Path("/models") / sha, "hf", ("neg", "pos"), sha, lineage=lineage)
+
+
+def test_a_shared_prefix_is_measured_once() -> None:
+    baseline = _artifact("b")
+    onnx = _artifact("o", ("onnx", None))
+    dynamic = _artifact("d", ("onnx", None), ("quantize-dynamic", None))
+    static = _artifact("s", ("onnx", None), ("quantize-static", None))
+    variants = distinct_variants([baseline, onnx, dynamic, onnx, static])
+    assert [a.variant for a in variants] == [
+        "baseline",
+        "baseline+onnx",
+        "baseline+onnx+quantize-dynamic",
+        "baseline+onnx+quantize-static",
+    ]
+
+
+def test_labels_tell_two_outputs_of_one_step_apart() -> None:
+    three = _artifact("3", ("distill", "student-l3"))
+    two = _artifact("2", ("distill", "student-l2"))
+    assert [a.variant for a in distinct_variants([_artifact("b"), three, two])] == [
+        "baseline",
+        "baseline+student-l3",
+        "baseline+student-l2",
+    ]
+
+
+def test_two_models_under_one_name_are_refused() -> None:
+    with pytest.raises(OptbenchError, match=r"both named baseline\+distill: give the steps that differ a label"):
+        distinct_variants([_artifact("b"), _artifact("3", ("distill", None)), _artifact("2", ("distill", None))])
