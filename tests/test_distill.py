@@ -273,23 +273,8 @@ def test_student_from_the_teacher_needs_a_torch_teacher(data, tmp_path: Path) ->
 
 # --- recipes ----------------------------------------------------------------------------------------
 
-CHAINS = """
-[[chains]]
-[[chains.steps]]
-name = "distill"
-label = "student-a"
-layers = [0]
-max_train_rows = 32
-batch_size = 16
-
-[[chains]]
-[[chains.steps]]
-name = "distill"
-label = "student-b"
-layers = [1]
-max_train_rows = 32
-batch_size = 16
-"""
+CHAIN = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlabel = "{}"\nlayers = [{}]\nmax_train_rows = 32\n'
+CHAINS = CHAIN.format("student-a", 0) + CHAIN.format("student-b", 1)
 
 
 def test_distill_recipe_benchmarks_two_students_beside_the_teacher(

@@ -325,3 +325,9 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
 def test_bad_model_dataset_and_steps(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
         load_recipe(write_recipe(tmp_path, text))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_parses(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem and recipe.description

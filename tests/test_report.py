@@ -222,6 +222,7 @@ def test_to_frame_columns_and_values() -> None:
     assert row["iterations"] == 40
     assert row["accuracy"] == pytest.approx(0.7)
     assert row["accuracy_drop"] == pytest.approx(30.0)
+    assert row["relative_accuracy_pct"] == pytest.approx(70.0)  # 0.7 of a reference at 1.0
     assert row["agreement"] == pytest.approx(0.7)
     assert row["model_mb"] == 86.6
     assert row["threads"] == 2
@@ -262,7 +263,7 @@ def test_render_markdown() -> None:
     assert "### demo · run 20261130T031500Z-3f9a" in text
     assert "baseline+quantize-dynamic" in text
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
-    assert "p50_ms" in header and "accuracy_drop" in header
+    assert "p50_ms" in header and "accuracy_drop" in header and "relative_accuracy_pct" in header
     table = [line for line in text.splitlines() if line.startswith("| baseline")]
     assert len(table) == 4
     assert all(line.count("|") == header.count("|") for line in table)
