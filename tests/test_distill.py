@@ -265,6 +265,17 @@ def test_a_student_with_other_labels_is_refused(teacher: ModelArtifact, data, tm
         run_step(DistillConfig(student=str(other), max_train_rows=16), teacher, data, tmp_path / "cache")
 
 
+def test_transfer_refuses_a_student_of_another_width(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    narrow = _save_tiny(tmp_path / "narrow", head=True)
+    config = BertConfig(**{**json.loads((narrow / "config.json").read_text()), "hidden_size": 16})
+    BertForSequenceClassification(config).save_pretrained(narrow)
+    with pytest.raises(OptbenchError, match=r"need the teacher's tokenizer and hidden size \(teacher 32, student 16"):
+        run_step(DistillConfig(student=str(narrow), hidden_weight=1.0), teacher, data, tmp_path / "cache")
+    run_step(DistillConfig(student=str(narrow), max_train_rows=16), teacher, data, tmp_path / "cache")  # logits only
+
+
 def test_student_from_the_teacher_needs_a_torch_teacher(data, tmp_path: Path) -> None:
     onnx_teacher = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
     with pytest.raises(OptbenchError, match='student = "teacher" copies the teacher'):

@@ -82,7 +82,7 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     logits = teacher_logits(artifact, data.train, config.max_length, cache)
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)
-    teacher = _teacher_for_transfer(config, artifact)
+    teacher = _teacher_for_transfer(config, artifact, student, tokenizer)
     train_split = data.train
     mapping = layer_mapping(len(encoder_layers(student)), len(encoder_layers(teacher))) if teacher else []
 
@@ -251,8 +251,12 @@ def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
         )
 
 
-def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact) -> Any:
-    """The teacher as a torch model when hidden-state or attention transfer needs its insides, else None."""
+def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student: Any, tokenizer: Any) -> Any:
+    """The teacher as a torch model when hidden-state or attention transfer needs its insides, else None.
+
+    Transfer compares the two models token by token and unit by unit, so both must read the same
+    tokens and have the same hidden size.
+    """
     if not (config.hidden_weight or config.attention_weight):
         return None
     if teacher.format != "hf":
@@ -260,10 +264,18 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact) -> Any:
             f"hidden-state and attention transfer read the teacher's layers, and this teacher is a "
             f"{teacher.format} model: set hidden_weight and attention_weight to 0, or distill before exporting"
         )
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     attention = {"attn_implementation": "eager"} if config.attention_weight else {}
-    return AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention).eval()
+    same_tokens = AutoTokenizer.from_pretrained(teacher.path).get_vocab() == tokenizer.get_vocab()
+    if not same_tokens or model.config.hidden_size != student.config.hidden_size:
+        raise OptbenchError(
+            f"hidden-state and attention transfer need the teacher's tokenizer and hidden size (teacher "
+            f"{model.config.hidden_size}, student {student.config.hidden_size}, same vocabulary: {same_tokens}): "
+            "set hidden_weight and attention_weight to 0 for this student"
+        )
+    return model
 
 
 def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache: Path) -> np.ndarray:
