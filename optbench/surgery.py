@@ -1,5 +1,6 @@
 """Structural edits of BERT-family models that make the matrices themselves smaller: dropping whole
-layers and keeping fewer FFN neurons. The model stays a normal Hugging Face model (its config follows)."""
+layers, attention heads and FFN neurons (never masking them). Layer dropping and uniform FFN narrowing
+keep a plain BertConfig; uneven heads and widths need `optbench.pruned_bert`'s config."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
         if attention is not None and hasattr(attention, "layer_idx"):
             attention.layer_idx = position  # caches index layers by position
     model.config.num_hidden_layers = len(indices)
+    record_shapes(model)
 
 
 def ffn_neuron_scores(layer: Any) -> Any:
@@ -54,10 +56,52 @@ def narrow_ffn(model: Any, size: int) -> None:
     if not 1 <= size <= current:
         raise OptbenchError(f"intermediate_size = {size}: use 1 to {current} (this model's FFN width)")
     for layer in encoder_layers(model):
-        keep = torch.topk(ffn_neuron_scores(layer), size).indices.sort().values
-        layer.intermediate.dense = _rows(layer.intermediate.dense, keep)
-        layer.output.dense = _columns(layer.output.dense, keep)
+        keep_ffn_neurons(layer, torch.topk(ffn_neuron_scores(layer), size).indices.sort().values.tolist())
     model.config.intermediate_size = size
+    record_shapes(model)
+
+
+def layer_shapes(model: Any) -> dict[str, list[int]]:
+    """Each layer's attention head count and FFN width, as a pruned BERT's config records them."""
+    layers = encoder_layers(model)
+    return {
+        "heads_per_layer": [layer.attention.self.num_attention_heads for layer in layers],
+        "intermediate_per_layer": [layer.intermediate.dense.out_features for layer in layers],
+    }
+
+
+def record_shapes(model: Any) -> None:
+    """Bring a per-layer config (a pruned BERT's) in line with the layers after an edit."""
+    if getattr(model.config, "heads_per_layer", None) is not None:
+        for key, values in layer_shapes(model).items():
+            setattr(model.config, key, values)
+
+
+def keep_ffn_neurons(layer: Any, keep: list[int]) -> None:
+    """Keep only the FFN neurons `keep` of one transformer layer, in place."""
+    import torch
+
+    index = torch.tensor(keep, dtype=torch.long)
+    layer.intermediate.dense = _rows(layer.intermediate.dense, index)
+    layer.output.dense = _columns(layer.output.dense, index)
+
+
+def keep_heads(layer: Any, keep: list[int]) -> None:
+    """Keep only the attention heads `keep` of one transformer layer (at least one), in place: their
+    rows of the query, key and value projections and their columns of the output projection."""
+    import torch
+
+    attention = layer.attention.self
+    if not keep:
+        raise OptbenchError("a layer must keep at least one attention head")
+    size = attention.attention_head_size
+    index = torch.tensor([h * size + i for h in keep for i in range(size)], dtype=torch.long)
+    attention.query = _rows(attention.query, index)
+    attention.key = _rows(attention.key, index)
+    attention.value = _rows(attention.value, index)
+    layer.attention.output.dense = _columns(layer.attention.output.dense, index)
+    attention.num_attention_heads = len(keep)
+    attention.all_head_size = len(keep) * size
 
 
 def _rows(linear: Any, keep: Any) -> Any:

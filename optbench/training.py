@@ -1,5 +1,5 @@
-"""The training loop the fine-tune and distillation steps share: shuffled rows, AdamW, linear warm-up
-and decay, gradient clipping, a progress bar, and validation accuracy at the end."""
+"""The training loop the fine-tune, distillation and pruning steps share: shuffled rows, AdamW, linear
+warm-up and decay, gradient clipping, a progress bar, and validation accuracy at the end."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class TrainingConfig:
     """How long and how fast a step trains; the defaults reach about 0.8 test accuracy on the built-in data."""
 
     name: ClassVar[str] = "training"
+    may_skip_training: ClassVar[bool] = False  # a step whose training is optional accepts epochs = 0
     epochs: float = 1.0
     max_train_rows: int | None = None
     batch_size: int = 32
@@ -30,9 +31,11 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
+        no_epochs = self.epochs < 0 or (self.epochs == 0 and not self.may_skip_training)
+        if no_epochs or self.batch_size < 1 or self.learning_rate <= 0:
             raise OptbenchError(
-                f"[{self.name}] needs epochs > 0, batch_size >= 1 and learning_rate > 0 "
+                f"[{self.name}] needs epochs > 0{' (or 0)' if self.may_skip_training else ''}, batch_size >= 1 "
+                "and learning_rate > 0 "
                 f"(got {self.epochs}, {self.batch_size}, {self.learning_rate})"
             )
         if self.max_train_rows is not None and self.max_train_rows < 1:

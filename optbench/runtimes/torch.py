@@ -23,7 +23,7 @@ class TorchRuntime:
     """A Hugging Face sequence classifier in eval mode under `torch.inference_mode`."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int) -> None:
-        from transformers import AutoModelForSequenceClassification
+        from optbench.pruned_bert import load_classifier
 
         if artifact.format != "hf":
             raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
@@ -35,7 +35,7 @@ class TorchRuntime:
             )
         torch.set_num_threads(threads)
         self.device = torch.device(device)
-        model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=DTYPES[precision])
+        model = load_classifier(artifact.path, dtype=DTYPES[precision])
         self.quantization = _read_scheme(artifact.path / QUANTIZATION_FILE)
         if self.quantization:
             _quantize(model)

@@ -21,7 +21,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
-from optbench.steps import distill, finetune, onnx, quantize
+from optbench.steps import distill, finetune, onnx, prune, quantize
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class StepKind:
 STEPS: dict[str, StepKind] = {
     finetune.FinetuneConfig.name: StepKind(finetune.FinetuneConfig, finetune.apply),
     distill.DistillConfig.name: StepKind(distill.DistillConfig, distill.apply),
+    prune.PruneConfig.name: StepKind(prune.PruneConfig, prune.apply),
     onnx.OnnxConfig.name: StepKind(onnx.OnnxConfig, onnx.apply),
     quantize.DynamicQuantizeConfig.name: StepKind(quantize.DynamicQuantizeConfig, quantize.apply_dynamic),
     quantize.StaticQuantizeConfig.name: StepKind(quantize.StaticQuantizeConfig, quantize.apply_static),

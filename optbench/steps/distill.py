@@ -195,7 +195,9 @@ def attention_loss(student_attention: Any, teacher_attention: Any, mask: Any) ->
 
 def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, Any, dict[str, Any]]:
     """The untrained student classifier, its tokenizer, and a record of where it came from."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from optbench.pruned_bert import load_classifier
 
     labels = list(teacher.label_names)
     # attention transfer reads attention probabilities, which only the eager implementation returns
@@ -211,7 +213,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
                 f'student = "teacher" copies the teacher\'s layers, and this teacher is a {teacher.format} model: '
                 f'distill before exporting, or use student = "{PARAPHRASE_L3}" or a checkpoint folder'
             )
-        model = AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention)
+        model = load_classifier(teacher.path, **attention)
         tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     elif config.student == PARAPHRASE_L3:
         encoder = paraphrase_l3_encoder()
@@ -228,7 +230,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
                 f"student {folder} classifies {list(hf_label_names(hf_config))} and the teacher {labels}: "
                 "the label sets differ; give a student with the teacher's labels, or an encoder without a head"
             )
-        model = AutoModelForSequenceClassification.from_pretrained(folder, **attention, **heads)
+        model = load_classifier(folder, **attention, **heads)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     initial_layers = len(encoder_layers(model))
     if config.layers is not None:
@@ -264,10 +266,12 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student
             f"hidden-state and attention transfer read the teacher's layers, and this teacher is a "
             f"{teacher.format} model: set hidden_weight and attention_weight to 0, or distill before exporting"
         )
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from optbench.pruned_bert import load_classifier
 
     attention = {"attn_implementation": "eager"} if config.attention_weight else {}
-    model = AutoModelForSequenceClassification.from_pretrained(teacher.path, **attention).eval()
+    model = load_classifier(teacher.path, **attention).eval()
     same_tokens = AutoTokenizer.from_pretrained(teacher.path).get_vocab() == tokenizer.get_vocab()
     if not same_tokens or model.config.hidden_size != student.config.hidden_size:
         raise OptbenchError(

@@ -27,14 +27,16 @@ class FinetuneConfig(TrainingConfig):
 def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Train `artifact` (an encoder or a classifier) on `data.train` and save the classifier to `out_dir`."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from optbench.pruned_bert import load_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not a {artifact.format} model")
     torch.manual_seed(config.seed)
     labels = list(data.label_names)
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_classifier(
         artifact.path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),

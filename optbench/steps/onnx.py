@@ -202,15 +202,32 @@ def fuse(path: Path, hf_config: dict[str, Any]) -> dict[str, int]:
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(
-        str(path),
-        model_type="bert",
-        num_heads=int(hf_config.get("num_attention_heads", 0)),
-        hidden_size=int(hf_config.get("hidden_size", 0)),
-        opt_level=0,
-    )
+    heads = int(hf_config.get("num_attention_heads", 0))
+    hidden = int(hf_config.get("hidden_size", 0))
+    optimized = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    if hf_config.get("heads_per_layer") and heads:
+        set_attention_heads(optimized.model, head_size=hidden // heads)
     optimized.save_model_to_file(str(path))
     return {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def set_attention_heads(model: Any, *, head_size: int) -> None:
+    """Give each fused Attention node the head count its weights hold (width / 3 / head size).
+
+    The fusion stamps every Attention node with the model-wide head count; in a pruned model, where
+    layers keep different numbers of heads of the original size, that splits a layer's attention into
+    heads of the wrong size, silently (measured with onnxruntime 1.32).
+    """
+    import onnx
+
+    weights = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Attention" or node.input[1] not in weights:
+            continue
+        heads = weights[node.input[1]].dims[1] // 3 // head_size
+        for attribute in node.attribute:
+            if attribute.name == "num_heads":
+                attribute.CopyFrom(onnx.helper.make_attribute("num_heads", int(heads)))
 
 
 def check_onnx(path: Path) -> None:
@@ -263,9 +280,9 @@ def convert_fp16(path: Path) -> dict[str, Any]:
 
 def _load_eager(path: Path) -> Any:
     """The classifier with eager attention: the graph shape onnxruntime's attention fusion recognizes."""
-    from transformers import AutoModelForSequenceClassification
+    from optbench.pruned_bert import load_classifier
 
-    return AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager").eval()
+    return load_classifier(path, attn_implementation="eager").eval()
 
 
 def _tokenizer(path: Path) -> Any:

@@ -1,0 +1,137 @@
+"""Structured pruning: remove the least important attention heads and FFN neurons from the weights,
+then recover with a short fine-tune that distills from the unpruned model.
+
+Scores come from `optbench.importance` on train-split rows; the pruned model is saved as an
+`optbench-pruned-bert` checkpoint (each layer's head count and FFN width in its config), which loads
+with `from_pretrained`, exports to ONNX and runs on every runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData
+from optbench.errors import OptbenchError
+from optbench.importance import gradient_importance, keep_plan
+from optbench.steps.distill import distillation_loss, teacher_logits
+from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads
+from optbench.training import TrainingConfig, accuracy, encode_rows, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneConfig(TrainingConfig):
+    """How much to remove and how to recover.
+
+    `heads` / `ffn`: the fraction of all attention heads / FFN neurons to remove, in [0, 1). `scope`:
+    "global" ranks units across layers (layers may end uneven), "layer" removes the fraction from
+    each. Every layer keeps at least its most important head and neuron. `importance_rows`: train rows
+    the scores are measured on. Recovery trains for `epochs` (0 skips it) on `distill_weight` x T^2 x KL
+    to the unpruned model's logits plus `label_weight` x cross-entropy.
+    """
+
+    name: ClassVar[str] = "prune"
+    output_format: ClassVar[str] = "hf"
+    may_skip_training: ClassVar[bool] = True
+    heads: float = 0.0
+    ffn: float = 0.0
+    scope: Literal["global", "layer"] = "global"
+    ffn_importance: Literal["gradient", "magnitude"] = "gradient"
+    importance_rows: int = 512
+    temperature: float = 2.0
+    distill_weight: float = 0.5
+    label_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("heads", "ffn"):
+            value = getattr(self, key)
+            if not 0 <= value < 1:
+                raise OptbenchError(f"[prune] {key} = {value}: give the fraction to remove, in [0, 1)")
+        if self.heads == 0 and self.ffn == 0:
+            raise OptbenchError(
+                "[prune] heads and ffn are both 0: set the fraction of heads and/or FFN neurons to remove"
+            )
+        if self.importance_rows < 1:
+            raise OptbenchError(f"[prune] importance_rows = {self.importance_rows}: use 1 or more")
+        if self.temperature <= 0 or min(self.distill_weight, self.label_weight) < 0:
+            raise OptbenchError("[prune] temperature must be above 0 and the loss weights 0 or more")
+
+
+def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Score, prune, recover and save `artifact` (a BERT classifier checkpoint) to `out_dir`."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier, pruned_config
+
+    if artifact.format != "hf":
+        raise OptbenchError(
+            f"prune needs a Hugging Face checkpoint, not a {artifact.format} model: prune before exporting"
+        )
+    torch.manual_seed(config.seed)
+    model = load_classifier(artifact.path)
+    if model.config.model_type not in ("bert", "optbench-pruned-bert"):
+        raise OptbenchError(f"prune supports BERT classifiers; this checkpoint is a {model.config.model_type} model")
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    train_split = data.train
+    before = sum(p.numel() for p in model.parameters())
+    rows = np.random.default_rng(config.seed).permutation(len(train_split))[: config.importance_rows]
+    batches = (
+        (encode_rows(tokenizer, train_split, chunk, config.max_length), torch.from_numpy(train_split.labels[chunk]))
+        for chunk in np.array_split(rows, max(1, len(rows) // config.batch_size))
+    )
+    scores = gradient_importance(model, batches, ffn=config.ffn_importance)
+    heads = keep_plan(scores.heads, config.heads, scope=config.scope)
+    neurons = keep_plan(scores.neurons, config.ffn, scope=config.scope)
+    for layer, kept_heads, kept_neurons in zip(encoder_layers(model), heads, neurons, strict=True):
+        keep_heads(layer, kept_heads)
+        keep_ffn_neurons(layer, kept_neurons)
+    pruned = PrunedBertForSequenceClassification(pruned_config(model))
+    pruned.load_state_dict(model.state_dict())  # also proves the config describes every new shape
+    after = sum(p.numel() for p in pruned.parameters())
+    log.info(
+        "pruned to heads %s and FFN widths %s: %.1fM of %.1fM parameters left",
+        [len(h) for h in heads],
+        [len(n) for n in neurons],
+        after / 1e6,
+        before / 1e6,
+    )
+    details: dict[str, Any] = {
+        "heads_per_layer": [len(h) for h in heads],
+        "intermediate_per_layer": [len(n) for n in neurons],
+        "kept_heads": heads,
+        "parameters_before": before,
+        "parameters": after,
+        "parameters_left": after / before,
+    }
+    if config.epochs > 0:
+        logits = teacher_logits(artifact, train_split, config.max_length, out_dir.parent / "teacher-logits")
+
+        def batch_loss(batch_rows: np.ndarray) -> Any:
+            out = pruned(**encode_rows(tokenizer, train_split, batch_rows, config.max_length))
+            return distillation_loss(
+                out.logits,
+                torch.from_numpy(logits[batch_rows]),
+                torch.from_numpy(train_split.labels[batch_rows]),
+                temperature=config.temperature,
+                distill_weight=config.distill_weight,
+                label_weight=config.label_weight,
+            )
+
+        run = train(pruned, config, len(train_split), batch_loss, desc="recover")
+        details |= {"train_rows": run.rows, "train_seconds": run.seconds}
+    pruned.eval()
+    details["validation_accuracy"] = accuracy(pruned, tokenizer, data.validation, config.max_length)
+    log.info("pruned model: validation accuracy %.4f", details["validation_accuracy"])
+    pruned.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)

@@ -1,0 +1,224 @@
+"""Structured pruning: importance scores, the keep plan and its rule, head and neuron removal that keeps
+the function of what stays, the pruned checkpoint's reload and ONNX export, and bad targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import _save_tiny
+from test_cli import BENCH, _fails, write_recipe
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.cli import main
+from optbench.data import DatasetConfig, align_labels, load_dataset
+from optbench.errors import OptbenchError
+from optbench.importance import gradient_importance, keep_plan
+from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier, pruned_config
+from optbench.steps import run_step
+from optbench.steps.onnx import OnnxConfig
+from optbench.steps.prune import PruneConfig
+from optbench.surgery import keep_ffn_neurons, keep_heads, keep_layers
+
+BATCH = {"input_ids": torch.tensor([[101, 2204, 3185, 2001, 102], [101, 6659, 102, 0, 0]])}
+BATCH["attention_mask"] = (BATCH["input_ids"] != 0).long()
+LABELS = torch.tensor([0, 1])
+
+
+def _model(heads: int = 4) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=heads, intermediate_size=64)
+    return BertForSequenceClassification(config).eval()
+
+
+def _silence_head(model: BertForSequenceClassification, layer: int, head: int) -> None:
+    """Zero a head's columns of the output projection: the head no longer changes anything."""
+    size = model.bert.encoder.layer[layer].attention.self.attention_head_size
+    with torch.no_grad():
+        model.bert.encoder.layer[layer].attention.output.dense.weight[:, head * size : (head + 1) * size] = 0
+
+
+# --- scores and plans --------------------------------------------------------------------------------
+
+
+def test_a_silent_head_and_neuron_score_zero() -> None:
+    model = _model()
+    _silence_head(model, 1, 2)
+    with torch.no_grad():
+        model.bert.encoder.layer[0].output.dense.weight[:, 5] = 0
+    scores = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    assert [len(h) for h in scores.heads] == [4, 4] and [len(n) for n in scores.neurons] == [64, 64]
+    assert float(scores.heads[1][2]) == 0.0 and float(scores.heads[1].min()) == 0.0
+    assert float(scores.neurons[0][5]) == 0.0
+    assert all(float(h.norm()) == pytest.approx(1.0) for h in scores.heads)  # normalized per layer
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    magnitude = gradient_importance(model, [(BATCH, LABELS)], ffn="magnitude")
+    assert float(magnitude.neurons[0][5]) == 0.0 and float(magnitude.neurons[0].max()) > 0
+
+
+def test_keep_plan_per_layer_and_global() -> None:
+    scores = [torch.tensor([0.9, 0.1, 0.5, 0.3]), torch.tensor([0.05, 0.02, 0.04, 0.8])]
+    assert keep_plan(scores, 0.5, scope="layer") == [[0, 2], [0, 3]]
+    assert keep_plan(scores, 0.5, scope="global") == [[0, 2, 3], [3]]  # layers end uneven
+    assert keep_plan(scores, 0.0, scope="global") == [[0, 1, 2, 3], [0, 1, 2, 3]]
+
+
+def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
+    scores = [torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.01, 0.03, 0.02])]
+    assert keep_plan(scores, 0.6, scope="global") == [[0, 1], [1]]
+    assert keep_plan(scores, 0.9, scope="layer") == [[0], [1]]
+
+
+@pytest.mark.parametrize(
+    ("fraction", "scope", "message"), [(1.0, "global", r"\[0, 1\)"), (-0.1, "layer", "in"), (0.5, "all", "scope")]
+)
+def test_keep_plan_refuses_bad_targets(fraction: float, scope: str, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        keep_plan([torch.ones(4)], fraction, scope=scope)
+
+
+# --- removal ------------------------------------------------------------------------------------------
+
+
+def test_removing_a_silent_head_changes_nothing() -> None:
+    model = _model()
+    _silence_head(model, 0, 1)
+    before = model(**BATCH).logits
+    keep_heads(model.bert.encoder.layer[0], [0, 2, 3])
+    attention = model.bert.encoder.layer[0].attention
+    assert attention.self.query.weight.shape == (24, 32) and attention.output.dense.weight.shape == (32, 24)
+    assert attention.self.num_attention_heads == 3
+    assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
+    with pytest.raises(OptbenchError, match="at least one attention head"):
+        keep_heads(model.bert.encoder.layer[1], [])
+
+
+def test_removing_a_silent_neuron_changes_nothing() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.bert.encoder.layer[1].output.dense.weight[:, 7] = 0
+    before = model(**BATCH).logits
+    keep_ffn_neurons(model.bert.encoder.layer[1], [i for i in range(64) if i != 7])
+    assert model.bert.encoder.layer[1].intermediate.dense.out_features == 63
+    assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
+
+
+def test_an_uneven_pruned_model_reloads_with_from_pretrained(tmp_path: Path) -> None:
+    model = _model()
+    keep_heads(model.bert.encoder.layer[0], [1])
+    keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
+    keep_ffn_neurons(model.bert.encoder.layer[1], list(range(10)))
+    pruned = PrunedBertForSequenceClassification(pruned_config(model))
+    pruned.load_state_dict(model.state_dict())
+    pruned.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["heads_per_layer"] == [1, 3] and saved["intermediate_per_layer"] == [64, 10]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, PrunedBertForSequenceClassification)
+    assert torch.allclose(reloaded(**BATCH).logits, model(**BATCH).logits, atol=1e-6)
+    keep_layers(reloaded, [1])  # the per-layer config follows later edits
+    assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
+
+
+def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(data, tmp_path: Path) -> None:
+    import onnx
+
+    model = _model()
+    model.config.id2label, model.config.label2id = {0: "fresh", 1: "rotten"}, {"fresh": 0, "rotten": 1}
+    with torch.no_grad():  # sharp attention, so that a wrong head split changes the logits
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.query.weight *= 30
+    keep_heads(model.bert.encoder.layer[0], [1])
+    keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
+    pruned = PrunedBertForSequenceClassification(pruned_config(model))
+    pruned.load_state_dict(model.state_dict())
+    folder = tmp_path / "pruned"
+    pruned.save_pretrained(folder)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(Path(_save_tiny(tmp_path / "tok", head=False))).save_pretrained(folder)
+    artifact = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=64), artifact, data, tmp_path / "cache")
+    graph = onnx.load(str(exported.path / "model.onnx")).graph
+    heads = [n.attribute[0].i for n in graph.node if n.op_type == "Attention" and n.attribute[0].name == "num_heads"]
+    assert heads == [1, 3]
+    assert exported.details["parity"]["max_abs_diff"] < 1e-4
+
+
+# --- the step ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(reviews_csv: Path):
+    return align_labels(load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie")), ["fresh", "rotten"])
+
+
+@pytest.fixture()
+def classifier(tiny_classifier: Path) -> ModelArtifact:
+    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+
+
+def test_prune_step_shrinks_recovers_and_exports(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+    config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=32, max_train_rows=32, batch_size=16)
+    pruned = run_step(config, classifier, data, tmp_path)
+    model = load_classifier(pruned.path)
+    assert sum(pruned.details["heads_per_layer"]) == 2 and sum(pruned.details["intermediate_per_layer"]) == 64
+    assert [
+        layer.attention.self.num_attention_heads for layer in model.bert.encoder.layer
+    ] == model.config.heads_per_layer
+    assert pruned.details["parameters"] < pruned.details["parameters_before"]
+    assert pruned.details["train_rows"] == 32 and list((tmp_path / "teacher-logits").glob("*.npy"))
+    exported = run_step(OnnxConfig(exporter="torchscript"), pruned, data, tmp_path)
+    assert exported.details["parity"]["agreement"] >= 0.999
+    assert exported.variant == "baseline+prune+onnx"
+
+
+def test_prune_without_recovery(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+    pruned = run_step(PruneConfig(ffn=0.25, scope="layer", epochs=0, importance_rows=16), classifier, data, tmp_path)
+    assert pruned.details["intermediate_per_layer"] == [48, 48] and "train_rows" not in pruned.details
+    assert not (tmp_path / "teacher-logits").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"heads": 1.0}, r"heads = 1.0: give the fraction to remove, in \[0, 1\)"),
+        ({"ffn": -0.5}, r"ffn = -0.5"),
+        ({}, "heads and ffn are both 0"),
+        ({"heads": 0.5, "epochs": -1}, r"epochs > 0 \(or 0\)"),
+        ({"heads": 0.5, "importance_rows": 0}, "importance_rows = 0"),
+    ],
+)
+def test_bad_prune_configs(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        PruneConfig(**kwargs)
+
+
+def test_prune_refuses_an_onnx_model(data, tmp_path: Path) -> None:
+    onnx_model = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
+    with pytest.raises(OptbenchError, match="prune before exporting"):
+        run_step(PruneConfig(heads=0.5), onnx_model, data, tmp_path / "cache")
+
+
+def test_bad_prune_recipe_exits_2(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra='[[steps]]\nname = "prune"\nheads = 1.5\n')
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "heads = 1.5")
+    assert not (tmp_path / "results").exists()
+
+
+def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, capsys) -> None:
+    model = _save_tiny(tmp_path / "four-heads", head=True)
+    config = json.loads((model / "config.json").read_text())
+    BertForSequenceClassification(BertConfig(**{**config, "num_attention_heads": 4})).save_pretrained(model)
+    steps = '[[steps]]\nname = "prune"\nheads = 0.5\nffn = 0.5\nimportance_rows = 32\nmax_train_rows = 32\n'
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]")
+    recipe = write_recipe(tmp_path, model, reviews_csv, extra=steps, bench=bench)
+    assert main(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "results"), "--format", "json"]) == 0
+    rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"baseline", "baseline+prune"}
+    assert rows["baseline+prune"]["model_mb"] < rows["baseline"]["model_mb"]
