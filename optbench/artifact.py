@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,11 @@ class ModelArtifact:
     def size_mb(self) -> float:
         """Size of the weight files on disk in MiB (tokenizer and config files excluded)."""
         return sum(p.stat().st_size for p in weight_files(self.path)) / 2**20
+
+    def parameters(self) -> int:
+        """How many weights the model files hold (safetensors headers or ONNX initializers; read
+        without loading the model)."""
+        return sum(_parameters_in(p) for p in weight_files(self.path))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,19 @@ class ModelArtifact:
         except (OSError, json.JSONDecodeError) as exc:
             raise OptbenchError(f"cannot read artifact manifest {manifest}: {exc}") from exc
         return cls.from_dict({**data, "path": str(path)})
+
+
+def _parameters_in(path: Path) -> int:
+    if path.suffix == ".safetensors":
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    if path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return sum(math.prod(t.dims) for t in graph.initializer)
+    return 0  # other weight formats (.bin, engines) are not counted
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -115,7 +115,7 @@ def benchmark(
                 run_id=run_id,
                 recipe=recipe,
                 created_at=created_at,
-                artifact={**artifact.to_dict(), "size_mb": artifact.size_mb()},
+                artifact={**artifact.to_dict(), "size_mb": artifact.size_mb(), "parameters": artifact.parameters()},
                 runtime={**spec.to_dict(), "threads": config.threads, "details": details[index]},
                 workload=workload,
                 environment=environment,

@@ -41,6 +41,7 @@ COLUMNS = [
 ]
 EXTRA_COLUMNS = [
     "precision_mode",
+    "parameters_m",
     "p95_ms",
     "mean_ms",
     "std_ms",
@@ -75,6 +76,7 @@ MARKDOWN_COLUMNS = [
     "throughput_sps",
     "peak_rss_mb",
     "model_mb",
+    "parameters_m",
     "accuracy",
     "accuracy_drop",
     "relative_accuracy_pct",
@@ -176,6 +178,7 @@ class Report:
             "runtime": self.runtime["name"],
             "device": self.runtime["device"],
             "model_mb": self.artifact.get("size_mb"),
+            "parameters_m": self.artifact["parameters"] / 1e6 if self.artifact.get("parameters") else None,
             "accuracy": self.metrics.accuracy,
             "macro_f1": self.metrics.macro_f1,
             "accuracy_drop": self.drop.points,

@@ -178,6 +178,19 @@ def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:
     assert artifact.size_mb() == pytest.approx(weights / MIB)
 
 
+def test_parameters_of_a_checkpoint_and_its_onnx_export(tiny_classifier: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    expected = sum(p.numel() for p in model.parameters())
+    assert ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), "x").parameters() == expected
+    batch = {"input_ids": torch.tensor([[101, 2204, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    torch.onnx.export(model, (batch["input_ids"], batch["attention_mask"]), tmp_path / "model.onnx", dynamo=False)
+    assert ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "x").parameters() == pytest.approx(expected, rel=0.01)
+    assert ModelArtifact(tmp_path / "nothing", "onnx", (), "x").parameters() == 0
+
+
 # --- variants and manifests ------------------------------------------------------------------------------
 
 

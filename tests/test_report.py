@@ -76,7 +76,7 @@ def make_report(
         run_id=run_id,
         recipe=recipe,
         created_at="2026-11-30T03:15:00+00:00",
-        artifact={**artifact.to_dict(), "size_mb": 86.6},
+        artifact={**artifact.to_dict(), "size_mb": 86.6, "parameters": 22_700_000},
         runtime={**spec.to_dict(), "threads": 2},
         workload={"dataset": "rotten-tomatoes", "split": "test", "rows": len(LABELS)},
         environment={"machine": "box-1", "git": {"commit": "abc123", "dirty": False}, "cpu": {"model": "x"}},
@@ -224,7 +224,7 @@ def test_to_frame_columns_and_values() -> None:
     assert row["accuracy_drop"] == pytest.approx(30.0)
     assert row["relative_accuracy_pct"] == pytest.approx(70.0)  # 0.7 of a reference at 1.0
     assert row["agreement"] == pytest.approx(0.7)
-    assert row["model_mb"] == 86.6
+    assert row["model_mb"] == 86.6 and row["parameters_m"] == pytest.approx(22.7)
     assert row["threads"] == 2
     assert row["git_commit"] == "abc123"
     assert frame["git_dirty"].tolist() == [False, False]
