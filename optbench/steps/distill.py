@@ -78,11 +78,11 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     """Distill `artifact` (the teacher) into the configured student and save it to `out_dir`."""
     import torch
 
-    cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
-    logits = teacher_logits(artifact, data.train, config.max_length, cache)
     torch.manual_seed(config.seed)
-    student, tokenizer, origin = build_student(config, artifact)
+    student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast
     teacher = _teacher_for_transfer(config, artifact, student, tokenizer)
+    cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
+    logits = teacher_logits(artifact, data.train, config.max_length, cache)  # loading draws no random numbers
     train_split = data.train
     mapping = layer_mapping(len(encoder_layers(student)), len(encoder_layers(teacher))) if teacher else []
 
