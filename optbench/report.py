@@ -286,6 +286,10 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column.astype(str) if column.name != "batch_size" else column
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
 def render(frame: pd.DataFrame, fmt: str) -> str:
     """The table as Markdown (for people), CSV or JSON (for tools)."""
     if fmt == "csv":
@@ -304,7 +308,7 @@ def _markdown(frame: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(MARKDOWN_COLUMNS) + " |")
         lines.append("|" + "|".join(" --- " for _ in MARKDOWN_COLUMNS) + "|")
         for _, row in group.iterrows():
-            lines.append("| " + " | ".join(_cell(c, row[c]) for c in MARKDOWN_COLUMNS) + " |")
+            lines.append("| " + " | ".join(_cell(c, row) for c in MARKDOWN_COLUMNS) + " |")
         lines.append("")
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
@@ -312,13 +316,16 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) if lines else "no reports found\n"
 
 
-def _cell(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+def _cell(column: str, row: pd.Series) -> str:
+    value = row[column]
+    if _missing(value):
         return "-"
     if column == "accuracy":
         return f"{value:.4f}"
     if column == "accuracy_drop":
-        return f"{value:+.2f}"
+        low, high = row["accuracy_drop_ci_low"], row["accuracy_drop_ci_high"]
+        interval = "" if _missing(low) or (low == high == value) else f" [{low:+.2f}, {high:+.2f}]"
+        return f"{value:+.2f}{interval}"
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
     if column == "speedup_p50":

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,9 @@ def test_render_markdown() -> None:
     assert all(line.count("|") == header.count("|") for line in table)
     assert any("2.50x" in line for line in table)  # speedup_p50 of 1.5 + batch 1
     assert any("| - |" in line for line in table)  # the baseline has no speedup of its own
+    drops = [line.split(" | ")[header.split(" | ").index("accuracy_drop")] for line in table]
+    assert "+0.00" in drops  # the reference itself: no interval
+    assert any(re.fullmatch(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", d) for d in drops)
 
 
 def test_render_json() -> None:
