@@ -43,6 +43,14 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-classifier"), head=True)
 
 
+@pytest.fixture()
+def tiny_artifact(tiny_classifier: Path):
+    """The tiny classifier as the artifact a recipe's baseline would be."""
+    from optbench.artifact import ModelArtifact, content_hash
+
+    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+
+
 @pytest.fixture(scope="session")
 def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 430 rows of the built-in reviews as a user's CSV (text, label, movie)."""
@@ -50,6 +58,16 @@ def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "reviews.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def reviews(reviews_csv: Path):
+    """`reviews_csv` loaded and split by movie, with the labels fresh / rotten (as the tiny classifier's)."""
+    from optbench.data import DatasetConfig, load_dataset
+
+    data = load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie"))
+    assert data.label_names == ("fresh", "rotten")
+    return data
 
 
 @pytest.fixture()

@@ -12,9 +12,8 @@ import torch
 from conftest import _save_tiny
 from test_cli import BENCH, _fails, write_recipe
 
-from optbench.artifact import ModelArtifact, content_hash
+from optbench.artifact import ModelArtifact
 from optbench.cli import main
-from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import distill as distill_step
 from optbench.steps import run_step
@@ -26,16 +25,6 @@ from optbench.steps.distill import (
     layer_mapping,
 )
 from optbench.surgery import ffn_neuron_scores, keep_layers, narrow_ffn
-
-
-@pytest.fixture(scope="module")
-def data(reviews_csv: Path):
-    return align_labels(load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie")), ["fresh", "rotten"])
-
-
-@pytest.fixture()
-def teacher(tiny_classifier: Path) -> ModelArtifact:
-    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
 
 
 def _classifier(path: Path):
@@ -187,10 +176,10 @@ def test_a_missing_paraphrase_package_names_the_install(monkeypatch) -> None:
 
 
 def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
-    teacher: ModelArtifact, data, tmp_path: Path, monkeypatch
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
 ) -> None:
     config = DistillConfig(layers=(0,), intermediate_size=32, max_train_rows=48, batch_size=16, max_length=32)
-    student = run_step(config, teacher, data, tmp_path, label="one-layer")
+    student = run_step(config, tiny_artifact, reviews, tmp_path, label="one-layer")
     assert student.format == "hf" and student.variant == "baseline+one-layer"
     model = _classifier(student.path)
     assert model.config.num_hidden_layers == 1 and model.config.intermediate_size == 32
@@ -198,10 +187,12 @@ def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
     assert student.details["num_layers"] == 1 and student.details["student"]["kept_layers"] == [0]
     assert 0 <= student.details["validation_accuracy"] <= 1
     cached = {np.load(p).shape[0]: p for p in (tmp_path / "teacher-logits").glob("*.npy")}
-    train_logits = cached[len(data.train)]
-    assert set(cached) == {len(data.train), len(data.validation)}
-    assert np.load(train_logits).shape == (len(data.train), 2)
-    expected = _classifier(teacher.path)(**{k: torch.from_numpy(v) for k, v in _first_row(teacher, data).items()})
+    train_logits = cached[len(reviews.train)]
+    assert set(cached) == {len(reviews.train), len(reviews.validation)}
+    assert np.load(train_logits).shape == (len(reviews.train), 2)
+    expected = _classifier(tiny_artifact.path)(
+        **{k: torch.from_numpy(v) for k, v in _first_row(tiny_artifact, reviews).items()}
+    )
     assert np.allclose(np.load(train_logits)[0], expected.logits[0].detach().numpy(), atol=1e-4)
 
     def no_teacher_runs(*args, **kwargs):
@@ -209,26 +200,27 @@ def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
 
     monkeypatch.setattr(distill_step, "load_runtime", no_teacher_runs)
     other = run_step(
-        DistillConfig(layers=(1,), max_train_rows=16, batch_size=16, max_length=32), teacher, data, tmp_path
+        DistillConfig(layers=(1,), max_train_rows=16, batch_size=16, max_length=32), tiny_artifact, reviews, tmp_path
     )
     assert other.sha256 != student.sha256
 
 
-def _first_row(teacher: ModelArtifact, data) -> dict[str, np.ndarray]:
+def _first_row(teacher: ModelArtifact, reviews) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
     from optbench.data import encode
 
-    return encode(AutoTokenizer.from_pretrained(teacher.path), data.train.texts[:1], seq_len="data", max_length=32)
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    return encode(tokenizer, reviews.train.texts[:1], seq_len="data", max_length=32)
 
 
-def test_hidden_and_attention_transfer_train(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+def test_hidden_and_attention_transfer_train(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     config = DistillConfig(
         layers=(1,), hidden_weight=1.0, attention_weight=1.0, max_train_rows=32, batch_size=16, max_length=32
     )
-    student = run_step(config, teacher, data, tmp_path)
+    student = run_step(config, tiny_artifact, reviews, tmp_path)
     assert student.details["hidden_layer_mapping"] == [1]
-    original = _classifier(teacher.path).bert.encoder.layer[1].output.dense.weight
+    original = _classifier(tiny_artifact.path).bert.encoder.layer[1].output.dense.weight
     trained = _classifier(student.path).bert.encoder.layer[0].output.dense.weight
     assert not torch.equal(original, trained)
 
@@ -247,7 +239,7 @@ def test_bad_distill_configs(kwargs: dict, message: str) -> None:
         DistillConfig(**kwargs)
 
 
-def test_a_student_deeper_than_its_teacher_is_refused(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+def test_a_student_deeper_than_its_teacher_is_refused(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     deep = tmp_path / "deep"
     deep.mkdir()
     _save_tiny(deep, head=True)
@@ -256,27 +248,28 @@ def test_a_student_deeper_than_its_teacher_is_refused(teacher: ModelArtifact, da
 
     BertForSequenceClassification(BertConfig(**{**config, "num_hidden_layers": 3})).save_pretrained(deep)
     with pytest.raises(OptbenchError, match="has 3 layers and the teacher 2: a student must not be deeper"):
-        run_step(DistillConfig(student=str(deep), max_train_rows=16), teacher, data, tmp_path / "cache")
+        run_step(DistillConfig(student=str(deep), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
 
-def test_a_student_with_other_labels_is_refused(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+def test_a_student_with_other_labels_is_refused(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     other = _save_tiny(tmp_path / "other", head=True, labels=("negative", "positive"))
     with pytest.raises(OptbenchError, match="the label sets differ"):
-        run_step(DistillConfig(student=str(other), max_train_rows=16), teacher, data, tmp_path / "cache")
+        run_step(DistillConfig(student=str(other), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
 
-def test_transfer_refuses_a_student_of_another_width(teacher: ModelArtifact, data, tmp_path: Path) -> None:
+def test_transfer_refuses_a_student_of_another_width(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 
     narrow = _save_tiny(tmp_path / "narrow", head=True)
     config = BertConfig(**{**json.loads((narrow / "config.json").read_text()), "hidden_size": 16})
     BertForSequenceClassification(config).save_pretrained(narrow)
     with pytest.raises(OptbenchError, match=r"need the teacher's tokenizer and hidden size \(teacher 32, student 16"):
-        run_step(DistillConfig(student=str(narrow), hidden_weight=1.0), teacher, data, tmp_path / "cache")
-    run_step(DistillConfig(student=str(narrow), max_train_rows=16), teacher, data, tmp_path / "cache")  # logits only
+        run_step(DistillConfig(student=str(narrow), hidden_weight=1.0), tiny_artifact, reviews, tmp_path / "cache")
+    logits_only = DistillConfig(student=str(narrow), max_train_rows=16)  # needs no shared tokens or width
+    run_step(logits_only, tiny_artifact, reviews, tmp_path / "cache")
 
 
-def test_student_from_the_teacher_needs_a_torch_teacher(data, tmp_path: Path) -> None:
+def test_student_from_the_teacher_needs_a_torch_teacher(reviews, tmp_path: Path) -> None:
     onnx_teacher = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
     with pytest.raises(OptbenchError, match='student = "teacher" copies the teacher'):
         distill_step.build_student(DistillConfig(), onnx_teacher)

@@ -14,7 +14,6 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
-from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
 from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier, pruned_config
@@ -123,7 +122,7 @@ def test_an_uneven_pruned_model_reloads_with_from_pretrained(tmp_path: Path) -> 
     assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
 
 
-def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(data, tmp_path: Path) -> None:
+def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(reviews, tmp_path: Path) -> None:
     import onnx
 
     model = _model()
@@ -141,7 +140,7 @@ def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(data, t
 
     AutoTokenizer.from_pretrained(Path(_save_tiny(tmp_path / "tok", head=False))).save_pretrained(folder)
     artifact = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
-    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=64), artifact, data, tmp_path / "cache")
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=64), artifact, reviews, tmp_path / "cache")
     graph = onnx.load(str(exported.path / "model.onnx")).graph
     heads = [n.attribute[0].i for n in graph.node if n.op_type == "Attention" and n.attribute[0].name == "num_heads"]
     assert heads == [1, 3]
@@ -151,19 +150,9 @@ def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(data, t
 # --- the step ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data(reviews_csv: Path):
-    return align_labels(load_dataset(DatasetConfig(source=str(reviews_csv), group_column="movie")), ["fresh", "rotten"])
-
-
-@pytest.fixture()
-def classifier(tiny_classifier: Path) -> ModelArtifact:
-    return ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
-
-
-def test_prune_step_shrinks_recovers_and_exports(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+def test_prune_step_shrinks_recovers_and_exports(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=32, max_train_rows=32, batch_size=16)
-    pruned = run_step(config, classifier, data, tmp_path)
+    pruned = run_step(config, tiny_artifact, reviews, tmp_path)
     model = load_classifier(pruned.path)
     assert sum(pruned.details["heads_per_layer"]) == 2 and sum(pruned.details["intermediate_per_layer"]) == 64
     assert [
@@ -171,13 +160,15 @@ def test_prune_step_shrinks_recovers_and_exports(classifier: ModelArtifact, data
     ] == model.config.heads_per_layer
     assert pruned.details["parameters"] < pruned.details["parameters_before"]
     assert pruned.details["train_rows"] == 32 and list((tmp_path / "teacher-logits").glob("*.npy"))
-    exported = run_step(OnnxConfig(exporter="torchscript"), pruned, data, tmp_path)
+    exported = run_step(OnnxConfig(exporter="torchscript"), pruned, reviews, tmp_path)
     assert exported.details["parity"]["agreement"] >= 0.999
     assert exported.variant == "baseline+prune+onnx"
 
 
-def test_prune_without_recovery(classifier: ModelArtifact, data, tmp_path: Path) -> None:
-    pruned = run_step(PruneConfig(ffn=0.25, scope="layer", epochs=0, importance_rows=16), classifier, data, tmp_path)
+def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    pruned = run_step(
+        PruneConfig(ffn=0.25, scope="layer", epochs=0, importance_rows=16), tiny_artifact, reviews, tmp_path
+    )
     assert pruned.details["intermediate_per_layer"] == [48, 48] and "train_rows" not in pruned.details
     assert not (tmp_path / "teacher-logits").exists()
 
@@ -197,10 +188,10 @@ def test_bad_prune_configs(kwargs: dict, message: str) -> None:
         PruneConfig(**kwargs)
 
 
-def test_prune_refuses_an_onnx_model(data, tmp_path: Path) -> None:
+def test_prune_refuses_an_onnx_model(reviews, tmp_path: Path) -> None:
     onnx_model = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
     with pytest.raises(OptbenchError, match="prune before exporting"):
-        run_step(PruneConfig(heads=0.5), onnx_model, data, tmp_path / "cache")
+        run_step(PruneConfig(heads=0.5), onnx_model, reviews, tmp_path / "cache")
 
 
 def test_bad_prune_recipe_exits_2(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:

@@ -36,7 +36,32 @@ TEACHER_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
-class DistillConfig(TrainingConfig):
+class LogitDistillation:
+    """The logit terms of a distillation loss, for the steps that train against a teacher's logits."""
+
+    temperature: float = 2.0
+    distill_weight: float = 0.5
+    label_weight: float = 0.5
+
+    def check_logit_terms(self, where: str) -> None:
+        if self.temperature <= 0:
+            raise OptbenchError(f"[{where}] temperature = {self.temperature}: use a value above 0 (2 is usual)")
+        if min(self.distill_weight, self.label_weight) < 0:
+            raise OptbenchError(f"[{where}] distill_weight and label_weight must be 0 or more")
+
+    def logit_loss(self, student_logits: Any, teacher_logits: Any, labels: Any) -> Any:
+        return distillation_loss(
+            student_logits,
+            teacher_logits,
+            labels,
+            temperature=self.temperature,
+            distill_weight=self.distill_weight,
+            label_weight=self.label_weight,
+        )
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainingConfig, LogitDistillation):
     """The student, and the weights of the loss terms (each term is off at weight 0).
 
     `student`: "teacher" (a copy of the teacher), "paraphrase-minilm-l3" (the packaged 3-layer encoder)
@@ -50,16 +75,12 @@ class DistillConfig(TrainingConfig):
     student: str = TEACHER
     layers: tuple[int, ...] | None = None
     intermediate_size: int | None = None
-    temperature: float = 2.0
-    distill_weight: float = 0.5
-    label_weight: float = 0.5
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise OptbenchError(f"[distill] temperature = {self.temperature}: use a value above 0 (2 is usual)")
+        self.check_logit_terms(self.name)
         weights = (self.distill_weight, self.label_weight, self.hidden_weight, self.attention_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise OptbenchError(
@@ -90,14 +111,7 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
         inputs = encode_rows(tokenizer, train_split, rows, config.max_length)
         transfer = teacher is not None
         out = student(**inputs, output_hidden_states=transfer, output_attentions=config.attention_weight > 0)
-        loss = distillation_loss(
-            out.logits,
-            torch.from_numpy(logits[rows]),
-            torch.from_numpy(train_split.labels[rows]),
-            temperature=config.temperature,
-            distill_weight=config.distill_weight,
-            label_weight=config.label_weight,
-        )
+        loss = config.logit_loss(out.logits, torch.from_numpy(logits[rows]), torch.from_numpy(train_split.labels[rows]))
         if transfer:
             with torch.no_grad():
                 target = teacher(**inputs, output_hidden_states=True, output_attentions=config.attention_weight > 0)

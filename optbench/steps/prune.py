@@ -20,7 +20,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
-from optbench.steps.distill import distillation_loss, teacher_logits
+from optbench.steps.distill import LogitDistillation, teacher_logits
 from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PruneConfig(TrainingConfig):
+class PruneConfig(TrainingConfig, LogitDistillation):
     """How much to remove and how to recover.
 
     `heads` / `ffn`: the fraction of all attention heads / FFN neurons to remove, in [0, 1). `scope`:
@@ -46,9 +46,6 @@ class PruneConfig(TrainingConfig):
     scope: Literal["global", "layer"] = "global"
     ffn_importance: Literal["gradient", "magnitude"] = "gradient"
     importance_rows: int = 512
-    temperature: float = 2.0
-    distill_weight: float = 0.5
-    label_weight: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,8 +59,7 @@ class PruneConfig(TrainingConfig):
             )
         if self.importance_rows < 1:
             raise OptbenchError(f"[prune] importance_rows = {self.importance_rows}: use 1 or more")
-        if self.temperature <= 0 or min(self.distill_weight, self.label_weight) < 0:
-            raise OptbenchError("[prune] temperature must be above 0 and the loss weights 0 or more")
+        self.check_logit_terms(self.name)
 
 
 def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
@@ -118,13 +114,8 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
 
         def batch_loss(batch_rows: np.ndarray) -> Any:
             out = pruned(**encode_rows(tokenizer, train_split, batch_rows, config.max_length))
-            return distillation_loss(
-                out.logits,
-                torch.from_numpy(logits[batch_rows]),
-                torch.from_numpy(train_split.labels[batch_rows]),
-                temperature=config.temperature,
-                distill_weight=config.distill_weight,
-                label_weight=config.label_weight,
+            return config.logit_loss(
+                out.logits, torch.from_numpy(logits[batch_rows]), torch.from_numpy(train_split.labels[batch_rows])
             )
 
         run = train(pruned, config, len(train_split), batch_loss, desc="recover")
