@@ -2,20 +2,25 @@
 
 BertConfig has one head count (and derives the head size from it) and one FFN width for every layer,
 so a structurally pruned BERT needs a config that records each layer's sizes. `PrunedBertConfig` does,
-and `PrunedBertForSequenceClassification` builds a BERT with exactly those matrix shapes, so a pruned
-checkpoint loads with `AutoModelForSequenceClassification.from_pretrained` in any process that has
-imported this module (optbench's runtimes and steps do).
+and `PrunedBertForSequenceClassification` builds a BERT with exactly those matrix shapes.
+
+This file imports only torch and transformers: the prune step copies it into every pruned checkpoint
+(with an `auto_map` in config.json), so the checkpoint loads with
+`AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)` where optbench is
+not installed, and without `trust_remote_code` in any process that imported this module.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from optbench.surgery import keep_ffn_neurons, keep_heads, layer_shapes
-
 MODEL_TYPE = "optbench-pruned-bert"
+CODE_FILE = "modeling_pruned_bert.py"  # this file's name inside a pruned checkpoint
 
 
 class PrunedBertConfig(BertConfig):
@@ -35,17 +40,23 @@ class PrunedBertConfig(BertConfig):
 
 
 class PrunedBertForSequenceClassification(BertForSequenceClassification):
-    """BertForSequenceClassification with each layer shrunk to the sizes its config records."""
+    """BertForSequenceClassification with each layer's matrices sized as its config records."""
 
     config_class = PrunedBertConfig
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__(config)
+        hidden = config.hidden_size
         for index, layer in enumerate(self.bert.encoder.layer):
             if config.heads_per_layer is not None:
-                keep_heads(layer, list(range(config.heads_per_layer[index])))
+                attention = layer.attention.self
+                width = config.heads_per_layer[index] * attention.attention_head_size
+                attention.query, attention.key, attention.value = (nn.Linear(hidden, width) for _ in range(3))
+                attention.num_attention_heads, attention.all_head_size = config.heads_per_layer[index], width
+                layer.attention.output.dense = nn.Linear(width, hidden)
             if config.intermediate_per_layer is not None:
-                keep_ffn_neurons(layer, list(range(config.intermediate_per_layer[index])))
+                layer.intermediate.dense = nn.Linear(hidden, config.intermediate_per_layer[index])
+                layer.output.dense = nn.Linear(config.intermediate_per_layer[index], hidden)
 
 
 def load_classifier(path: Any, **kwargs: Any) -> Any:
@@ -54,13 +65,19 @@ def load_classifier(path: Any, **kwargs: Any) -> Any:
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 
-def pruned_config(model: Any) -> PrunedBertConfig:
-    """The PrunedBertConfig that describes `model` (a BERT classifier, pruned or not) as it is now."""
-    values = model.config.to_dict()
-    for key in ("model_type", "architectures", "transformers_version"):
-        values.pop(key, None)
-    return PrunedBertConfig(**{**values, **layer_shapes(model)})
+def save_classifier(model: Any, tokenizer: Any, folder: Path) -> None:
+    """`save_pretrained` of a classifier and its tokenizer; a pruned one also gets this file and an
+    `auto_map`, so that it loads where optbench is not installed."""
+    if isinstance(model.config, PrunedBertConfig):
+        module = Path(CODE_FILE).stem
+        model.config.auto_map = {
+            "AutoConfig": f"{module}.PrunedBertConfig",
+            "AutoModelForSequenceClassification": f"{module}.PrunedBertForSequenceClassification",
+        }
+        shutil.copyfile(__file__, folder / CODE_FILE)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
-AutoConfig.register(MODEL_TYPE, PrunedBertConfig)
-AutoModelForSequenceClassification.register(PrunedBertConfig, PrunedBertForSequenceClassification)
+AutoConfig.register(MODEL_TYPE, PrunedBertConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True)

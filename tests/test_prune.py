@@ -16,10 +16,10 @@ from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
-from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier, pruned_config
+from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier
 from optbench.steps import run_step
 from optbench.steps.onnx import OnnxConfig
-from optbench.steps.prune import PruneConfig
+from optbench.steps.prune import PruneConfig, as_pruned_bert
 from optbench.surgery import keep_ffn_neurons, keep_heads, keep_layers
 
 BATCH = {"input_ids": torch.tensor([[101, 2204, 3185, 2001, 102], [101, 6659, 102, 0, 0]])}
@@ -110,8 +110,7 @@ def test_an_uneven_pruned_model_reloads_with_from_pretrained(tmp_path: Path) -> 
     keep_heads(model.bert.encoder.layer[0], [1])
     keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
     keep_ffn_neurons(model.bert.encoder.layer[1], list(range(10)))
-    pruned = PrunedBertForSequenceClassification(pruned_config(model))
-    pruned.load_state_dict(model.state_dict())
+    pruned = as_pruned_bert(model)
     pruned.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["heads_per_layer"] == [1, 3] and saved["intermediate_per_layer"] == [64, 10]
@@ -132,8 +131,7 @@ def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(reviews
             layer.attention.self.query.weight *= 30
     keep_heads(model.bert.encoder.layer[0], [1])
     keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
-    pruned = PrunedBertForSequenceClassification(pruned_config(model))
-    pruned.load_state_dict(model.state_dict())
+    pruned = as_pruned_bert(model)
     folder = tmp_path / "pruned"
     pruned.save_pretrained(folder)
     from transformers import AutoTokenizer
@@ -160,9 +158,30 @@ def test_prune_step_shrinks_recovers_and_exports(tiny_artifact: ModelArtifact, r
     ] == model.config.heads_per_layer
     assert pruned.details["parameters"] < pruned.details["parameters_before"]
     assert pruned.details["train_rows"] == 32 and list((tmp_path / "teacher-logits").glob("*.npy"))
+    expected = model(**BATCH).logits.detach()
+    assert torch.allclose(torch.tensor(_logits_without_optbench(pruned.path)), expected, atol=1e-5)
     exported = run_step(OnnxConfig(exporter="torchscript"), pruned, reviews, tmp_path)
     assert exported.details["parity"]["agreement"] >= 0.999
     assert exported.variant == "baseline+prune+onnx"
+
+
+def _logits_without_optbench(folder: Path) -> list[list[float]]:
+    """Load a pruned checkpoint in a fresh interpreter where optbench cannot be imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, torch\n"
+        "sys.modules['optbench'] = None\n"
+        "from transformers import AutoModelForSequenceClassification as Auto\n"
+        f"m = Auto.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()\n"
+        f"batch = {{k: torch.tensor(v) for k, v in { ({k: v.tolist() for k, v in BATCH.items()})!r}.items()}}\n"
+        "print(json.dumps(m(**batch).logits.tolist()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:

@@ -99,6 +99,8 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     """Distill `artifact` (the teacher) into the configured student and save it to `out_dir`."""
     import torch
 
+    from optbench.pruned_bert import save_classifier
+
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast
     teacher = _teacher_for_transfer(config, artifact, student, tokenizer)
@@ -137,8 +139,7 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
         validation_accuracy,
         float((teacher_predicted == validation.labels).mean()),
     )
-    student.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_classifier(student, tokenizer, out_dir)
     details = {
         "student": origin,
         "num_layers": student.config.num_hidden_layers,

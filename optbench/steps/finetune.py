@@ -29,7 +29,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     import torch
     from transformers import AutoTokenizer
 
-    from optbench.pruned_bert import load_classifier
+    from optbench.pruned_bert import load_classifier, save_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not a {artifact.format} model")
@@ -51,8 +51,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     run = train(model, config, len(train_split), batch_loss, desc="fine-tune")
     validation_accuracy = accuracy(model, tokenizer, data.validation, config.max_length)
     log.info("fine-tuned %d rows in %.0f s; validation accuracy %.4f", run.rows, run.seconds, validation_accuracy)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_classifier(model, tokenizer, out_dir)
     details = {"train_rows": run.rows, "train_seconds": run.seconds, "validation_accuracy": validation_accuracy}
     return artifact.derive(
         out_dir,

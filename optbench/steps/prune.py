@@ -21,7 +21,7 @@ from optbench.data import LabelledData
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
 from optbench.steps.distill import LogitDistillation, teacher_logits
-from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads
+from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, layer_shapes
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class PruneConfig(TrainingConfig, LogitDistillation):
     name: ClassVar[str] = "prune"
     output_format: ClassVar[str] = "hf"
     may_skip_training: ClassVar[bool] = True
+    version: ClassVar[int] = 2  # 2: the checkpoint carries its model code (loads without optbench)
     heads: float = 0.0
     ffn: float = 0.0
     scope: Literal["global", "layer"] = "global"
@@ -67,7 +68,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     import torch
     from transformers import AutoTokenizer
 
-    from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier, pruned_config
+    from optbench.pruned_bert import load_classifier, save_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(
@@ -91,8 +92,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     for layer, kept_heads, kept_neurons in zip(encoder_layers(model), heads, neurons, strict=True):
         keep_heads(layer, kept_heads)
         keep_ffn_neurons(layer, kept_neurons)
-    pruned = PrunedBertForSequenceClassification(pruned_config(model))
-    pruned.load_state_dict(model.state_dict())  # also proves the config describes every new shape
+    pruned = as_pruned_bert(model)
     after = sum(p.numel() for p in pruned.parameters())
     log.info(
         "pruned to heads %s and FFN widths %s: %.1fM of %.1fM parameters left",
@@ -123,6 +123,18 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     pruned.eval()
     details["validation_accuracy"] = accuracy(pruned, tokenizer, data.validation, config.max_length)
     log.info("pruned model: validation accuracy %.4f", details["validation_accuracy"])
-    pruned.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_classifier(pruned, tokenizer, out_dir)
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
+
+
+def as_pruned_bert(model: Any) -> Any:
+    """An edited BERT classifier as a PrunedBertForSequenceClassification with the same weights: its
+    config records each layer's sizes (loading the weights proves it describes every shape)."""
+    from optbench.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
+
+    values = model.config.to_dict()
+    for key in ("model_type", "architectures", "transformers_version", "auto_map"):
+        values.pop(key, None)
+    pruned = PrunedBertForSequenceClassification(PrunedBertConfig(**{**values, **layer_shapes(model)}))
+    pruned.load_state_dict(model.state_dict())
+    return pruned
