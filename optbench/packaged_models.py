@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, require_package
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,11 @@ def default_encoder() -> tuple[Path, dict[str, str]]:
 
 def paraphrase_l3_onnx() -> Path:
     """The packaged ONNX file of paraphrase-MiniLM-L3-v2 (the package's folder is not importable)."""
-    try:
-        distribution = metadata.distribution(PARAPHRASE_PACKAGE)
-    except metadata.PackageNotFoundError as exc:
-        raise OptbenchError(
-            f'student = "{PARAPHRASE_L3}" needs the {PARAPHRASE_PACKAGE} package: '
-            f"pip install {PARAPHRASE_PACKAGE} (or 'optbench[distill]')"
-        ) from exc
+    distribution = require_package(
+        PARAPHRASE_PACKAGE,
+        needed_for=f'student = "{PARAPHRASE_L3}"',
+        install=f"pip install {PARAPHRASE_PACKAGE} (or 'optbench[distill]')",
+    )
     for file in distribution.files or []:
         if file.name == PARAPHRASE_FILE:
             return Path(str(distribution.locate_file(file)))

@@ -88,6 +88,12 @@ class DistillConfig(TrainingConfig, LogitDistillation):
                 "and not all 0"
             )
 
+    @property
+    def attention_implementation(self) -> dict[str, str]:
+        """Loading keywords: attention transfer reads attention probabilities, which only the eager
+        implementation returns."""
+        return {"attn_implementation": "eager"} if self.attention_weight else {}
+
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""
         if self.student in (TEACHER, PARAPHRASE_L3):
@@ -215,8 +221,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
     from optbench.pruned_bert import load_classifier
 
     labels = list(teacher.label_names)
-    # attention transfer reads attention probabilities, which only the eager implementation returns
-    attention = {"attn_implementation": "eager"} if config.attention_weight else {}
+    attention = config.attention_implementation
     heads = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -285,8 +290,7 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student
 
     from optbench.pruned_bert import load_classifier
 
-    attention = {"attn_implementation": "eager"} if config.attention_weight else {}
-    model = load_classifier(teacher.path, **attention).eval()
+    model = load_classifier(teacher.path, **config.attention_implementation).eval()
     same_tokens = AutoTokenizer.from_pretrained(teacher.path).get_vocab() == tokenizer.get_vocab()
     if not same_tokens or model.config.hidden_size != student.config.hidden_size:
         raise OptbenchError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.atomic import write_json_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, require_package
 from optbench.runtimes.torch import SCHEME, TorchRuntime
 
 log = logging.getLogger(__name__)
@@ -38,12 +37,8 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
             'quantize-dynamic with backend = "torch" takes no weight_type, per_channel, reduce_range or '
             "exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights"
         )
-    try:
-        version = metadata.version("torchao")
-    except metadata.PackageNotFoundError as exc:
-        raise OptbenchError(
-            "quantize-dynamic with backend = \"torch\" needs torchao: pip install 'optbench[torchao]'"
-        ) from exc
+    needed_for = 'quantize-dynamic with backend = "torch"'
+    version = require_package("torchao", needed_for=needed_for, install="pip install 'optbench[torchao]'").version
     for path in artifact.path.iterdir():
         if path.is_file() and not path.name.startswith("optbench-"):
             shutil.copy2(path, out_dir / path.name)
