@@ -19,9 +19,13 @@ EPILOG = """examples:
   optbench run recipes/distill.toml             a 3-layer and a 2-layer student beside their teacher
   optbench report results/                      every report under results/ as a Markdown table
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
+  optbench report results/all/RUN --format html -o page.html   a page with the latency-accuracy plot
+  optbench compare results/all/OLD results/all/NEW   what changed, marked better / worse / not significant
+  optbench gate --budget recipes/budgets.toml results/all   pass or fail a release on its budgets
   optbench env                                  the environment fingerprint stored in every report
 
-exit codes: 0 success, 2 bad input (the message names the problem and the fix)"""
+exit codes: 0 success, 1 a gate check failed, 3 a gate check was inconclusive,
+            2 bad input (the message names the problem and the fix)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +65,49 @@ def build_parser() -> argparse.ArgumentParser:
         "per variant, runtime, device, batch size and sequence length.",
     )
     report.add_argument("path", type=Path, nargs="?", default=Path("results"), help="results folder (default: results)")
-    report.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
+    report.add_argument(
+        "--format",
+        choices=["md", "csv", "json", "html"],
+        default="md",
+        help="table format (default: md); html writes a page with a latency-versus-accuracy plot per run "
+        "(PNG beside it, Pareto front highlighted) and needs -o",
+    )
     report.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
+    report.add_argument(
+        "--shape", default="1x128", help="html: the batch x sequence length the plot shows (default: 1x128)"
+    )
     report.set_defaults(handler=_report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare two sets of results figure by figure",
+        description="Compare results A (before) with B (after): two run folders, two machines' results, or "
+        "results committed in git (REV:PATH, e.g. HEAD~1:results/all). Rows are matched by variant, runtime, "
+        "device, precision and shape (each side's newest report per row). Each figure is marked better or "
+        "worse when the two 95%% intervals do not overlap and, for timings, the change exceeds the runs' "
+        "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
+        "rows whose workloads differ (data, threads, timing) not comparable.",
+    )
+    compare.add_argument("a", help="results before: a folder, a report file, or REV:PATH")
+    compare.add_argument("b", help="results after, the same way")
+    compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
+    compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
+    compare.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
+    compare.set_defaults(handler=_compare)
+
+    gate = commands.add_parser(
+        "gate",
+        help="check a run against budgets; the exit code passes or fails a release",
+        description="Check the newest run under RESULTS against every limit of a budget file (README, "
+        "section Release gates). A check passes when the figure's 95%% interval is within the limit, fails "
+        "when it is wholly beyond it, and is inconclusive when it straddles it. Exit 0 when all pass, 1 when "
+        "any fails, 3 when none fails but some are inconclusive (1 with --strict), 2 on a bad budget file.",
+    )
+    gate.add_argument("results", type=Path, help="a run folder (results/<recipe>/<run id>) or a folder of runs")
+    gate.add_argument("--budget", type=Path, required=True, help="budget file, e.g. recipes/budgets.toml")
+    gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")
+    gate.add_argument("--junit", type=Path, help="also write the checks as JUnit XML for CI systems")
+    gate.set_defaults(handler=_gate)
 
     env = commands.add_parser("env", help="print the environment fingerprint recorded in reports")
     env.add_argument("--threads", type=int, default=None, help="thread count to record")
@@ -79,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     folder = run_recipe(recipe, args.results, args.cache or default_cache_dir())
     print(render(to_frame(load_reports(folder)), "md"))
-    print(f"reports written to {folder}")
+    print(f"reports written to {folder} (report.html: the table and the latency-versus-accuracy plot)")
     return 0
 
 
@@ -90,12 +134,52 @@ def _report(args: argparse.Namespace) -> int:
     reports = load_reports(args.path)
     if not reports:
         raise OptbenchError(f"no optbench reports under {args.path}: run a recipe first (optbench run RECIPE)")
+    if args.format == "html":
+        from optbench.html_report import parse_shape, write_html
+
+        if args.output is None:
+            raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
+        for path in write_html(to_frame(reports), args.output, parse_shape(args.shape)):
+            print(f"wrote {path}")
+        return 0
     text = render(to_frame(reports), args.format)
     if args.output:
         write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from optbench.atomic import write_text_atomic
+    from optbench.compare import compare, load_side, render
+
+    before, after = load_side(args.a), load_side(args.b)
+    for side, frame in (("A", before), ("B", after)):
+        if frame.empty:
+            raise OptbenchError(f"{side} ({args.a if side == 'A' else args.b}) holds no optbench reports")
+    text = render(compare(before, after), args.format, only_changes=args.only_changes)
+    if args.output:
+        write_text_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from optbench.atomic import write_text_atomic
+    from optbench.budget import load_budgets
+    from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
+    from optbench.report import load_reports
+
+    budgets = load_budgets(args.budget)
+    run = newest_run(load_reports(args.results))
+    print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
+    checks = evaluate(budgets, run)
+    sys.stdout.write(summary(checks, strict=args.strict))
+    if args.junit:
+        write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
+    return exit_code(checks, strict=args.strict)
 
 
 def _env(args: argparse.Namespace) -> int:

@@ -15,9 +15,10 @@ from optbench.bench import benchmark
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.errors import OptbenchError
+from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe
-from optbench.report import write_report
+from optbench.report import to_frame, write_report
 from optbench.steps import run_step
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def new_run_id() -> str:
 
 
 def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
-    """Run `recipe` end to end; its reports land whole in results_dir/<recipe>/<run id>/, or not at all."""
+    """Run `recipe` end to end; its reports (and `report.html` with its plot) land whole in
+    results_dir/<recipe>/<run id>/, or not at all."""
     data = load_dataset(recipe.dataset)
     baseline = make_baseline(recipe, data, cache_dir)
     data = align_labels(data, list(baseline.label_names))
@@ -52,6 +54,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
     try:
         for report in reports:
             write_report(report, staging)
+        write_html(to_frame(reports), staging / "report.html")
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

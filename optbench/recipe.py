@@ -35,6 +35,8 @@ BENCH_KEYS = [
     "max_seconds",
     "max_batches",
     "job_timeout_s",
+    "rounds",
+    "aa_check",
 ]
 RUNTIME_KEYS = ["name", "device", "precision", "options"]
 

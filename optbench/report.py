@@ -18,7 +18,9 @@ from optbench.measure import Latency
 log = logging.getLogger(__name__)
 
 SCHEMA = "optbench.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks the A/A noise floor (read as unknown); everything else is the same.
+READABLE_VERSIONS = (1, 2)
 
 COLUMNS = [
     "variant",
@@ -48,8 +50,10 @@ EXTRA_COLUMNS = [
     "p99_ci_low",
     "p99_ci_high",
     "iterations",
+    "noise_floor_pct",
     "accuracy_drop_ci_low",
     "accuracy_drop_ci_high",
+    "test_rows",
     "relative_accuracy_pct",
     "agreement",
     "precision",
@@ -95,6 +99,7 @@ class Measurement:
     peak_rss_mb: float
     speedup_p50: float | None
     workload_fingerprint: str
+    noise_floor_pct: float | None = None  # the run's A/A p50 difference at this shape (bench.noise_floor_pct)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +110,7 @@ class Measurement:
             "peak_rss_mb": self.peak_rss_mb,
             "speedup_p50": self.speedup_p50,
             "workload_fingerprint": self.workload_fingerprint,
+            "noise_floor_pct": self.noise_floor_pct,
         }
 
     @classmethod
@@ -185,6 +191,7 @@ class Report:
             "precision_mode": self.runtime["precision"],
             "accuracy_drop_ci_low": self.drop.ci_low,
             "accuracy_drop_ci_high": self.drop.ci_high,
+            "test_rows": self.workload.get("rows"),
             "relative_accuracy_pct": relative_accuracy_pct(self.metrics.accuracy, self.drop.points),
             "agreement": self.drop.agreement,
             "precision": self.metrics.precision,
@@ -221,6 +228,7 @@ class Report:
                     "p99_ci_low": lat.p99_ci_low,
                     "p99_ci_high": lat.p99_ci_high,
                     "iterations": lat.n,
+                    "noise_floor_pct": m.noise_floor_pct,
                     "workload": m.workload_fingerprint,
                 }
             )
@@ -249,9 +257,10 @@ def read_report(path: Path) -> Report | None:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise OptbenchError(
-            f"{path} has report schema_version {version!r}, but this optbench reads version {SCHEMA_VERSION}: "
+            f"{path} has report schema_version {version!r}, but this optbench reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: "
             "use the optbench release that wrote it, or re-run the recipe"
         )
     try:
@@ -308,7 +317,7 @@ def _markdown(frame: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(MARKDOWN_COLUMNS) + " |")
         lines.append("|" + "|".join(" --- " for _ in MARKDOWN_COLUMNS) + "|")
         for _, row in group.iterrows():
-            lines.append("| " + " | ".join(_cell(c, row) for c in MARKDOWN_COLUMNS) + " |")
+            lines.append("| " + " | ".join(format_cell(c, row) for c in MARKDOWN_COLUMNS) + " |")
         lines.append("")
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
@@ -316,7 +325,8 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) if lines else "no reports found\n"
 
 
-def _cell(column: str, row: pd.Series) -> str:
+def format_cell(column: str, row: pd.Series) -> str:
+    """One table cell as people read it: accuracy to 4 places, the drop with its interval, speedups as 2.1x."""
     value = row[column]
     if _missing(value):
         return "-"

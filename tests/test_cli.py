@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from optbench.cli import main
-from optbench.report import COLUMNS, EXTRA_COLUMNS
+from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION
 
 BENCH = """
 [bench]
@@ -47,13 +47,14 @@ def test_run_writes_one_report_per_variant_and_runtime(finished_run: Path) -> No
     runs = list((finished_run / "tiny").iterdir())
     assert len(runs) == 1 and not runs[0].name.startswith(".")
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == ["baseline.torch-cpu-fp32.json"]
+    assert files == ["baseline.torch-cpu-fp32.json", "report.html"]  # no plot: not measured at batch 1 x 128
     report = json.loads((runs[0] / files[0]).read_text())
-    assert report["schema_version"] == 1 and report["variant"] == "baseline"
+    assert report["schema_version"] == SCHEMA_VERSION and report["variant"] == "baseline"
     assert report["artifact"]["origin"]["finetune"]["max_train_rows"] == 32
     assert report["environment"]["threads"]["requested"] == 1
     assert [m["seq_len"] for m in report["measurements"]] == [16, "data"]
-    assert all(m["latency"]["n"] >= 3 for m in report["measurements"])
+    assert all(m["latency"]["n"] == 3 for m in report["measurements"])  # one round of exactly min_iters calls
+    assert all(m["noise_floor_pct"] >= 0 for m in report["measurements"])  # the A/A repeat is on by default
 
 
 def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, capsys) -> None:
@@ -184,7 +185,7 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
 ) -> None:
     steps = '[[steps]]\nname = "onnx"\nexporter = "torchscript"\n'
     bench = BENCH.replace('seq_lens = [16, "data"]', 'seq_lens = ["data"]').replace(
-        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]'
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\nrounds = 2\naa_check = false'
     )
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
@@ -194,6 +195,7 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
     rows = json.loads(capsys.readouterr().out)
     by_variant = {(r["variant"], r["runtime"]): r for r in rows}
     assert set(by_variant) == {("baseline", "torch"), ("baseline+onnx", "onnxruntime")}
+    assert all(r["iterations"] == 6 and r["noise_floor_pct"] is None for r in rows)  # 2 rounds pooled, no A/A
     onnx_row = by_variant["baseline+onnx", "onnxruntime"]
     assert onnx_row["agreement"] == 1.0 and onnx_row["accuracy_drop"] == 0.0 and onnx_row["speedup_p50"] > 0
     (model,) = (tmp_path / "cache").glob("onnx-*/model.onnx")

@@ -10,20 +10,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from report_fixtures import make_report
 
-from optbench.accuracy import Drop, Metrics
-from optbench.artifact import ModelArtifact, StepRecord
 from optbench.errors import OptbenchError
-from optbench.measure import Latency
 from optbench.report import (
     COLUMNS,
     EXTRA_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
-    Measurement,
-    Report,
     load_reports,
     read_report,
     render,
@@ -31,60 +26,6 @@ from optbench.report import (
     write_report,
 )
 from optbench.runtimes import RuntimeSpec
-
-LABELS = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
-
-
-def _logits(flip: int) -> np.ndarray:
-    """Logits that predict LABELS right except on the first `flip` examples."""
-    predicted = LABELS.copy()
-    predicted[:flip] = 1 - predicted[:flip]
-    return np.stack([1.0 - predicted, predicted.astype(float)], axis=1) + np.linspace(0, 0.5, len(LABELS))[:, None]
-
-
-def make_report(
-    steps: tuple[str, ...] = (),
-    *,
-    runtime: RuntimeSpec | None = None,
-    recipe: str = "demo",
-    run_id: str = "20261130T031500Z-3f9a",
-    shapes: tuple[tuple[int, int | str], ...] = ((1, 128), (8, "data")),
-    flip: int = 0,
-) -> Report:
-    """A report as the benchmark writes one, from small made-up figures."""
-    artifact = ModelArtifact(
-        Path("/models/x"),
-        "hf",
-        ("fresh", "rotten"),
-        "ab" * 32,
-        origin={"checkpoint": "default"},
-        lineage=tuple(StepRecord(s, {"k": 1}) for s in steps),
-    )
-    spec = runtime or RuntimeSpec("torch")
-    measurements = tuple(
-        Measurement(
-            batch_size=batch,
-            seq_len=seq_len,
-            latency=Latency.from_values([(i % 7 + 1 + batch) * 1_000_000 for i in range(40)], resamples=100),
-            throughput_sps=100.0 * batch,
-            peak_rss_mb=512.5,
-            speedup_p50=None if not steps else 1.5 + batch,
-            workload_fingerprint=f"wl-{batch}-{seq_len}",
-        )
-        for batch, seq_len in shapes
-    )
-    return Report(
-        run_id=run_id,
-        recipe=recipe,
-        created_at="2026-11-30T03:15:00+00:00",
-        artifact={**artifact.to_dict(), "size_mb": 86.6, "parameters": 22_700_000},
-        runtime={**spec.to_dict(), "threads": 2},
-        workload={"dataset": "rotten-tomatoes", "split": "test", "rows": len(LABELS)},
-        environment={"machine": "box-1", "git": {"commit": "abc123", "dirty": False}, "cpu": {"model": "x"}},
-        metrics=Metrics.from_logits(LABELS, _logits(flip)),
-        drop=Drop.paired(LABELS, _logits(0), _logits(flip), resamples=100),
-        measurements=measurements,
-    )
 
 
 def _rewrite(path: Path, change: Any) -> None:
@@ -114,12 +55,27 @@ def test_file_name_names_variant_and_runtime() -> None:
 
 def test_other_schema_version_is_refused_naming_both(tmp_path: Path) -> None:
     path = write_report(make_report(), tmp_path)
-    _rewrite(path, lambda d: d.update(schema_version=2))
-    with pytest.raises(OptbenchError, match=r"schema_version 2, but this optbench reads version 1"):
+    _rewrite(path, lambda d: d.update(schema_version=3))
+    with pytest.raises(OptbenchError, match=r"schema_version 3, but this optbench reads versions 1, 2"):
         read_report(path)
     _rewrite(path, lambda d: d.pop("schema_version"))
-    with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads version 1"):
+    with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads versions 1, 2"):
         read_report(path)
+
+
+def test_version_1_reports_read_with_an_unknown_noise_floor(tmp_path: Path) -> None:
+    report = make_report(noise_floor_pct=1.5)
+    path = write_report(report, tmp_path)
+    assert read_report(path) == report
+
+    def as_version_1(data: dict[str, Any]) -> None:
+        data["schema_version"] = 1
+        for m in data["measurements"]:
+            del m["noise_floor_pct"]
+
+    _rewrite(path, as_version_1)
+    old = read_report(path)
+    assert old is not None and all(m.noise_floor_pct is None for m in old.measurements)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,140 @@
+"""Budgets (a TOML file of `[[budget]]` tables): the limits a release must meet, every value with its unit.
+
+```toml
+[[budget]]
+name = "accuracy, every variant"       # optional, shown in the gate's output
+variants = ["*"]                       # glob patterns over variant names (default: every variant)
+runtimes = ["*"]                       # runtime names (default: every runtime)
+max_accuracy_drop = "1.0 points"       # against the run's reference, in percentage points
+min_relative_accuracy = "99%"          # of the reference's accuracy, as MLPerf states its targets
+
+[[budget]]
+variants = ["baseline+*+quantize-dynamic"]
+batch_size = 1                         # the shape the latency, speedup and memory limits hold at
+seq_len = 128
+max_p50 = "10 ms"                      # also max_p99; units ms, s, us
+min_speedup = "6x"                     # against PyTorch eager FP32, same run
+max_memory = "1.5 GB"                  # peak RSS of the benchmark process; MB, MiB, GB, GiB
+max_size = "40 MB"                     # weight files on disk
+```
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optbench.configs import check_keys
+from optbench.errors import OptbenchError
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit of a budget, in the unit reports use: `max` limits are upper bounds, `min` lower ones."""
+
+    key: str  # the budget key, e.g. "max_p50"
+    value: float  # in the report's unit: ms, points, MiB, x, or a fraction for relative accuracy
+    text: str  # as the user wrote it, for messages
+
+    @property
+    def is_max(self) -> bool:
+        return self.key.startswith("max_")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits for the reports whose variant and runtime match the patterns, at one shape when needed."""
+
+    name: str
+    variants: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    batch_size: int | None
+    seq_len: int | str | None
+    limits: tuple[Limit, ...]
+
+
+# unit (lower case) -> factor into the report's unit, per kind of quantity
+TIME = {"ms": 1.0, "s": 1000.0, "us": 0.001}
+SIZE = {"mib": 1.0, "mb": 1e6 / 2**20, "gib": 1024.0, "gb": 1e9 / 2**20, "kib": 1 / 1024, "kb": 1e3 / 2**20}
+POINTS = {"points": 1.0, "point": 1.0, "pt": 1.0, "pp": 1.0}
+TIMES = {"x": 1.0}
+PERCENT = {"%": 0.01}
+LIMIT_UNITS: dict[str, tuple[dict[str, float], str]] = {
+    "max_accuracy_drop": (POINTS, '"1.0 points"'),
+    "min_relative_accuracy": (PERCENT, '"99%"'),
+    "max_p50": (TIME, '"10 ms"'),
+    "max_p99": (TIME, '"20 ms"'),
+    "min_speedup": (TIMES, '"6x"'),
+    "max_memory": (SIZE, '"1.5 GB"'),
+    "max_size": (SIZE, '"40 MB"'),
+}
+SHAPED = ("max_p50", "max_p99", "min_speedup", "max_memory")
+BUDGET_KEYS = ["name", "variants", "runtimes", "batch_size", "seq_len", *LIMIT_UNITS]
+_AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
+
+
+def load_budgets(path: Path) -> list[Budget]:
+    """Every `[[budget]]` of the file; any problem is an error naming the budget, the key and the fix."""
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OptbenchError(f"cannot read budget file {path}: {exc.strerror}; check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise OptbenchError(f"budget file {path} is not valid TOML: {exc}") from exc
+    check_keys(table, ["budget"], f"budget file {path}")
+    entries = table.get("budget")
+    if not isinstance(entries, list) or not entries:
+        raise OptbenchError(f'budget file {path} has no budgets: add [[budget]] tables, e.g. max_p50 = "10 ms"')
+    return [parse_budget(entry, f"{path} [[budget]] #{i + 1}") for i, entry in enumerate(entries)]
+
+
+def parse_budget(entry: dict[str, Any], where: str) -> Budget:
+    """One `[[budget]]` table; `where` names it in errors."""
+    check_keys(entry, BUDGET_KEYS, where)
+    limits = tuple(parse_limit(key, entry[key], where) for key in LIMIT_UNITS if key in entry)
+    if not limits:
+        raise OptbenchError(f"{where} sets no limit: add one of {list(LIMIT_UNITS)}")
+    batch_size, seq_len = entry.get("batch_size"), entry.get("seq_len")
+    shaped = [limit.key for limit in limits if limit.key in SHAPED]
+    if shaped and (batch_size is None or seq_len is None):
+        raise OptbenchError(f'{where}: {shaped} hold at one shape: add batch_size = 1 and seq_len = 128 (or "data")')
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise OptbenchError(f"{where} batch_size = {batch_size!r}: give a positive integer")
+    if seq_len is not None and seq_len != "data" and (not isinstance(seq_len, int) or seq_len < 1):
+        raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
+    return Budget(
+        name=str(entry.get("name", where.rsplit(" ", 1)[-1])),
+        variants=_patterns(entry, "variants", where),
+        runtimes=_patterns(entry, "runtimes", where),
+        batch_size=batch_size,
+        seq_len=seq_len,
+        limits=limits,
+    )
+
+
+def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = entry.get(key, ["*"])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise OptbenchError(f'{where} {key} = {value!r}: give a list of names or patterns, e.g. ["baseline+*"]')
+    return tuple(value)
+
+
+def parse_limit(key: str, value: Any, where: str) -> Limit:
+    """A limit's value with its unit, converted to the unit reports use."""
+    units, example = LIMIT_UNITS[key]
+    if not isinstance(value, str):
+        raise OptbenchError(f"{where} {key} = {value!r} has no unit: write it with one, e.g. {key} = {example}")
+    match = _AMOUNT.match(value)
+    if match is None:
+        raise OptbenchError(f"{where} {key} = {value!r} is not a number with a unit: e.g. {key} = {example}")
+    number, unit, rest = float(match.group(1)), match.group(2).lower(), match.group(3)
+    if rest or unit not in units:
+        raise OptbenchError(
+            f"{where} {key} = {value!r}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
+        )
+    return Limit(key, number * units[unit], value)

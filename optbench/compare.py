@@ -1,0 +1,152 @@
+"""Two sets of results side by side: the change of every figure, marked better, worse, not significant,
+newly failing, new or not comparable.
+
+A change counts only when the two figures' 95% intervals do not overlap and, for timings, it is larger
+than the runs' A/A noise floor (the p50 gap between two measurements of one model in one run).
+Rows are matched by variant, runtime, device, precision, batch size and sequence length; when a side
+holds several runs, each row's newest report is used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from optbench.report import to_frame
+
+KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
+MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
+MEMORY_TOLERANCE_PCT = 5.0  # peak RSS has no interval; smaller moves are allocator noise
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One compared figure: which direction is better, its 95% interval in a row, and a tolerance for
+    figures measured once (no interval)."""
+
+    column: str
+    lower_is_better: bool
+    interval: Callable[[pd.Series], tuple[float, float]]
+    timing: bool = False  # the A/A noise floor applies
+    tolerance_pct: float = 0.0
+
+
+def _columns(low: str, high: str) -> Callable[[pd.Series], tuple[float, float]]:
+    return lambda row: (row[low], row[high])
+
+
+def _inverse_of_p50(column: str) -> Callable[[pd.Series], tuple[float, float]]:
+    """The interval of a figure that moves as 1 / p50 (throughput, speedup): the p50's relative interval."""
+
+    def interval(row: pd.Series) -> tuple[float, float]:
+        value, p50 = row[column], row["p50_ms"]
+        return value * p50 / row["p50_ci_high"], value * p50 / row["p50_ci_low"]
+
+    return interval
+
+
+def _exact(column: str) -> Callable[[pd.Series], tuple[float, float]]:
+    return lambda row: (row[column], row[column])
+
+
+def _binomial(row: pd.Series) -> tuple[float, float]:
+    """Normal-approximation 95% interval of an accuracy measured on `test_rows` examples."""
+    p, n = row["accuracy"], row["test_rows"]
+    half = 1.96 * math.sqrt(p * (1 - p) / n) if n and not pd.isna(n) else 0.0
+    return p - half, p + half
+
+
+FIGURES = (
+    Figure("p50_ms", True, _columns("p50_ci_low", "p50_ci_high"), timing=True),
+    Figure("p99_ms", True, _columns("p99_ci_low", "p99_ci_high"), timing=True),
+    Figure("throughput_sps", False, _inverse_of_p50("throughput_sps"), timing=True),
+    Figure("speedup_p50", False, _inverse_of_p50("speedup_p50"), timing=True),
+    Figure("peak_rss_mb", True, _exact("peak_rss_mb"), tolerance_pct=MEMORY_TOLERANCE_PCT),
+    Figure("model_mb", True, _exact("model_mb")),
+    Figure("accuracy", False, _binomial),
+)
+COLUMNS = [*KEY, "figure", "a", "b", "change_pct", "mark", "why"]
+
+
+def newest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row key once: the newest report's row."""
+    ordered = frame.sort_values(["created_at", "run_id"], kind="stable")
+    return ordered.drop_duplicates(KEY, keep="last").set_index(KEY)
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark."""
+    a, b = newest(a), newest(b)
+    out = []
+    for key in a.index.union(b.index, sort=False):
+        if key not in b.index:
+            out.append([*key, "-", "measured", "missing", None, "newly failing", "no report in B"])
+        elif key not in a.index:
+            out.append([*key, "-", "missing", "measured", None, "new", "no report in A"])
+        elif a.loc[key, "workload"] != b.loc[key, "workload"]:
+            why = f"workload {a.loc[key, 'workload']} vs {b.loc[key, 'workload']} (data, threads or timing differ)"
+            out.append([*key, "-", "-", "-", None, "not comparable", why])
+        else:
+            out += [[*key, *_figure_row(figure, a.loc[key], b.loc[key])] for figure in FIGURES]
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
+    """[figure, a, b, change %, mark, why] for one figure of one matched row."""
+    before, after = a[figure.column], b[figure.column]
+    if _missing(before) or _missing(after):
+        return [figure.column, before, after, None, "not comparable", "not measured on both sides"]
+    change = 100 * (after - before) / before if before else 0.0
+    (a_low, a_high), (b_low, b_high) = figure.interval(a), figure.interval(b)
+    floor = figure.tolerance_pct
+    if figure.timing:
+        floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not _missing(x)), 0.0)
+    if a_low <= b_high and b_low <= a_high:
+        return [figure.column, before, after, change, "not significant", "the 95% intervals overlap"]
+    if abs(change) <= floor:
+        return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
+    better = (change < 0) == figure.lower_is_better
+    return [figure.column, before, after, change, "better" if better else "worse", ""]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
+    """The comparison as Markdown (counts per mark first), CSV or JSON."""
+    if only_changes:
+        table = table[table["mark"] != "not significant"]
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    counts = table["mark"].value_counts()
+    lines = [", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(c, v) for c, v in zip(COLUMNS, row, strict=True)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value: object) -> str:
+    if _missing(value):
+        return "-"
+    if column == "change_pct":
+        return f"{value:+.1f}%"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def load_side(path: str) -> pd.DataFrame:
+    """One side's report table: a results folder or report file, or `REV:PATH` for results committed in git."""
+    from optbench.report import load_reports
+    from optbench.results_at import results_at
+
+    with results_at(path) as folder:
+        return to_frame(load_reports(folder))

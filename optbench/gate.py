@@ -1,0 +1,206 @@
+"""Release gates: every budget limit checked against one run's reports, as pass, fail or inconclusive.
+
+A check compares the figure's 95% interval with the limit: wholly within it passes, wholly beyond it
+fails, and an interval that straddles the limit is inconclusive (the run cannot tell; measure longer,
+on more data, or decide with `--strict`). Exit codes: 0 all pass, 1 any fails, 3 none fails but some
+are inconclusive (1 with strict), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from optbench.budget import SHAPED, Budget, Limit
+from optbench.errors import OptbenchError
+from optbench.report import Measurement, Report
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3
+# how each limit's figure is shown: unit after the number, scale from the report's unit
+DISPLAY = {
+    "max_accuracy_drop": (" points", 1.0),
+    "min_relative_accuracy": ("% of the reference", 100.0),
+    "max_p50": (" ms", 1.0),
+    "max_p99": (" ms", 1.0),
+    "min_speedup": ("x", 1.0),
+    "max_memory": (" MiB", 1.0),
+    "max_size": (" MiB", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One limit applied to one report: the figure, its 95% interval, the verdict and why."""
+
+    budget: str
+    variant: str
+    runtime: str
+    limit: Limit
+    shape: str
+    value: float | None
+    low: float | None
+    high: float | None
+    verdict: Verdict
+
+    @property
+    def reason(self) -> str:
+        """One line: what was measured against what."""
+        where = f"{self.variant} on {self.runtime}" + (f" at {self.shape}" if self.shape else "")
+        if self.value is None:
+            return f"{where}: {self.limit.key} cannot be checked: {self.shape or 'no report matches'}"
+        unit, scale = DISPLAY[self.limit.key]
+        figure = f"{self.value * scale:.4g}{unit}"
+        if self.low is not None and self.high is not None and self.low != self.high:
+            figure += f" (95% interval {self.low * scale:.4g} to {self.high * scale:.4g})"
+        relation = {"pass": "within", "fail": "breaks", "inconclusive": "straddles"}[self.verdict]
+        return f"{where}: {self.limit.key} {figure} {relation} the limit {self.limit.text}"
+
+
+def newest_run(reports: list[Report]) -> list[Report]:
+    """The reports of the newest run among `reports` (a gate judges one run)."""
+    if not reports:
+        raise OptbenchError("no optbench reports to gate: give a run's folder (results/<recipe>/<run id>)")
+    latest = max((r.created_at, r.run_id) for r in reports)
+    return [r for r in reports if (r.created_at, r.run_id) == latest]
+
+
+def evaluate(budgets: list[Budget], reports: list[Report]) -> list[Check]:
+    """Every limit of every budget against every report it selects (one run's reports)."""
+    checks = []
+    for budget in budgets:
+        chosen = [r for r in reports if _selects(budget, r)]
+        if not chosen:
+            wanted = f"variants {list(budget.variants)} on runtimes {list(budget.runtimes)}"
+            checks += [
+                Check(budget.name, wanted, "-", limit, "no report in the run matches", None, None, None, "fail")
+                for limit in budget.limits
+            ]
+        for report in chosen:
+            checks += [_check(budget, limit, report, reports) for limit in budget.limits]
+    return checks
+
+
+def _selects(budget: Budget, report: Report) -> bool:
+    runtime = report.runtime
+    names = (runtime["name"], f"{runtime['name']}-{runtime['device']}-{runtime['precision']}")
+    return any(fnmatch.fnmatchcase(report.variant, p) for p in budget.variants) and any(
+        fnmatch.fnmatchcase(n, p) for n in names for p in budget.runtimes
+    )
+
+
+def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
+    runtime = f"{report.runtime['name']}-{report.runtime['device']}-{report.runtime['precision']}"
+    shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
+    figure = _figure(limit.key, report, budget, run)
+    if figure is None:
+        return Check(budget.name, report.variant, runtime, limit, f"not measured at {shape}", None, None, None, "fail")
+    value, low, high = figure
+    return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict(limit, low, high))
+
+
+def verdict(limit: Limit, low: float, high: float) -> Verdict:
+    """Pass when the whole interval meets the limit, fail when none of it does, else inconclusive."""
+    if limit.is_max:
+        return "pass" if high <= limit.value else "fail" if low > limit.value else "inconclusive"
+    return "pass" if low >= limit.value else "fail" if high < limit.value else "inconclusive"
+
+
+def _figure(key: str, report: Report, budget: Budget, run: list[Report]) -> tuple[float, float, float] | None:
+    """The limit's figure in `report` with its 95% interval; None when the report lacks the shape."""
+    drop = report.drop
+    if key == "max_accuracy_drop":
+        return drop.points, drop.ci_low, drop.ci_high
+    if key == "min_relative_accuracy":
+        reference = report.metrics.accuracy + drop.points / 100  # the reference's accuracy, a fraction
+
+        def relative(points: float) -> float:
+            return (reference - points / 100) / reference
+
+        return relative(drop.points), relative(drop.ci_high), relative(drop.ci_low)
+    if key == "max_size":
+        size = report.artifact["size_mb"]
+        return size, size, size
+    measurement = _at(report, budget.batch_size, budget.seq_len)
+    if measurement is None:
+        return None
+    latency = measurement.latency
+    if key == "max_p50":
+        return latency.p50_ms, latency.p50_ci_low, latency.p50_ci_high
+    if key == "max_p99":
+        return latency.p99_ms, latency.p99_ci_low, latency.p99_ci_high
+    if key == "max_memory":
+        return measurement.peak_rss_mb, measurement.peak_rss_mb, measurement.peak_rss_mb
+    return _speedup(measurement, report, budget, run)
+
+
+def _speedup(
+    measurement: Measurement, report: Report, budget: Budget, run: list[Report]
+) -> tuple[float, float, float] | None:
+    """Speedup against the run's reference, with the interval both p50 intervals allow."""
+    speedup = measurement.speedup_p50
+    if speedup is None:
+        return None
+    reference = next((r for r in run if not r.artifact.get("lineage") and _is_reference(r.runtime)), None)
+    ref = _at(reference, budget.batch_size, budget.seq_len) if reference else None
+    if ref is None:
+        return speedup, speedup, speedup
+    own = measurement.latency
+    return speedup, ref.latency.p50_ci_low / own.p50_ci_high, ref.latency.p50_ci_high / own.p50_ci_low
+
+
+def _is_reference(runtime: dict) -> bool:
+    """PyTorch eager FP32 on the CPU: what every speedup in a run is measured against."""
+    return (runtime["name"], runtime["device"], runtime["precision"]) == ("torch", "cpu", "fp32")
+
+
+def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:
+    return next((m for m in report.measurements if (m.batch_size, m.seq_len) == (batch_size, seq_len)), None)
+
+
+def exit_code(checks: list[Check], *, strict: bool) -> int:
+    """0 all pass, 1 any fails (or any is inconclusive with `strict`), 3 none fails but some are inconclusive."""
+    verdicts = Counter(c.verdict for c in checks)
+    if verdicts["fail"] or (strict and verdicts["inconclusive"]):
+        return EXIT_FAIL
+    return EXIT_INCONCLUSIVE if verdicts["inconclusive"] else EXIT_PASS
+
+
+def summary(checks: list[Check], *, strict: bool) -> str:
+    """A line per check (verdict first), then the counts and the exit code."""
+    lines = [f"{c.verdict.upper():<12} {c.budget}: {c.reason}" for c in checks]
+    counts = Counter(c.verdict for c in checks)
+    code = exit_code(checks, strict=strict)
+    lines.append(
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive"
+        f"{' (strict: inconclusive fails)' if strict and counts['inconclusive'] else ''}: exit {code}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(checks: list[Check], *, strict: bool) -> str:
+    """JUnit XML for CI systems: a test suite per budget, a test case per check; failing checks carry
+    their reason, inconclusive ones are skipped (failures with `strict`)."""
+    root = ET.Element("testsuites", name="optbench gate")
+    suites: dict[str, ET.Element] = {}
+    for check in checks:
+        suite = suites.get(check.budget)
+        if suite is None:
+            suite = suites[check.budget] = ET.SubElement(root, "testsuite", name=check.budget)
+        name = f"{check.limit.key} {check.limit.text}" + (f" at {check.shape}" if check.shape else "")
+        case = ET.SubElement(suite, "testcase", classname=f"{check.variant}.{check.runtime}", name=name)
+        if check.verdict == "fail" or (strict and check.verdict == "inconclusive"):
+            ET.SubElement(case, "failure", message=check.reason, type=check.verdict)
+        elif check.verdict == "inconclusive":
+            ET.SubElement(case, "skipped", message=check.reason)
+    for element in [root, *suites.values()]:
+        cases = element.iter("testcase")
+        total = list(cases)
+        element.set("tests", str(len(total)))
+        element.set("failures", str(sum(1 for c in total if c.find("failure") is not None)))
+        element.set("skipped", str(sum(1 for c in total if c.find("skipped") is not None)))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

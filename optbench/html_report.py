@@ -1,0 +1,146 @@
+"""A static HTML page of a report table: per run, a latency-versus-accuracy plot (matplotlib PNG) with
+the Pareto front highlighted, and the table with the Pareto variants marked."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from optbench.atomic import write_bytes_atomic, write_text_atomic
+from optbench.errors import OptbenchError
+from optbench.report import MARKDOWN_COLUMNS, format_cell
+
+Shape = tuple[int, int | str]
+DEFAULT_SHAPE: Shape = (1, 128)
+
+
+def parse_shape(text: str) -> Shape:
+    """`1x128` or `32xdata` -> (1, 128) / (32, "data")."""
+    batch, sep, seq = text.lower().partition("x")
+    if not sep or not batch.isdigit() or not (seq.isdigit() or seq == "data"):
+        raise OptbenchError(f"shape {text!r}: write BATCHxSEQ, e.g. 1x128 or 32xdata")
+    return int(batch), int(seq) if seq.isdigit() else seq
+
+
+def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower latency, higher accuracy), by latency."""
+    front = []
+    for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)):
+        dominated = any(
+            other_lat <= lat and other_acc >= acc and (other_lat < lat or other_acc > acc)
+            for other_lat, other_acc in zip(latency, accuracy, strict=True)
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: latency[i])
+
+
+def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
+    """The latency-versus-accuracy scatter of one run at `shape`, Pareto front joined and labelled."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = run[(run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])].reset_index(drop=True)
+    front = pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    others = rows.drop(index=front)
+    axes.scatter(others["p50_ms"], others["accuracy"], color="#9aa5b1", label="variant", zorder=2)
+    axes.plot(
+        rows.loc[front, "p50_ms"], rows.loc[front, "accuracy"], "-o", color="#d1495b", label="Pareto front", zorder=3
+    )
+    for _, row in rows.iterrows():
+        axes.annotate(
+            f"{row['variant']} ({row['runtime']})",
+            (row["p50_ms"], row["accuracy"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel(f"p50 latency, ms (batch {shape[0]}, sequence {shape[1]}; log scale)")
+    axes.set_ylabel("accuracy (test split)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) -> list[Path]:
+    """Write the page to `path` and each run's plot beside it (`<stem>.png`, or `<stem>-<n>.png` for several
+    runs); returns every file written. A run not measured at `shape` gets no plot and says so."""
+    if frame.empty:
+        raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
+    runs = list(frame.groupby(["recipe", "run_id"], sort=False))
+    sections, written = [], []
+    for n, ((recipe, run_id), run) in enumerate(runs):
+        title = f"{recipe} · run {run_id}"
+        measured = ((run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])).any()
+        image = None
+        if measured:
+            image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
+            write_bytes_atomic(image, plot_png(run, shape, title))
+            written.append(image)
+        sections.append(_section(run, title, shape, image))
+    page = _PAGE.format(
+        title=html.escape(f"optbench · {', '.join(str(r) for (r, _), _ in runs)}"), body="\n".join(sections)
+    )
+    write_text_atomic(path, page)
+    return [path, *written]
+
+
+def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) -> str:
+    at_shape = run[(run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])]
+    front = set(at_shape.index[pareto_front(at_shape["p50_ms"].tolist(), at_shape["accuracy"].tolist())])
+    first = run.iloc[0]
+    facts = (
+        f"created {first['created_at']} · commit {first['git_commit']}{' (dirty)' if first['git_dirty'] else ''} · "
+        f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
+    )
+    if image is not None:
+        figure = f'<img src="{html.escape(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
+    else:
+        figure = f"<p>No plot: this run was not measured at batch {shape[0]} x {shape[1]}.</p>"
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["pareto", *MARKDOWN_COLUMNS])
+    body = []
+    for index, row in run.iterrows():
+        on_front = index in front
+        cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in MARKDOWN_COLUMNS)
+        body.append(f"<tr{' class=front' if on_front else ''}><td>{'★' if on_front else ''}</td>{cells}</tr>")
+    warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
+    warnings = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(w)}</li>" for v, w in warned.itertuples(index=False))
+    return (
+        f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
+        f"<p>★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant is both faster and more "
+        f"accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
+        f"<table><thead><tr>{header}</tr></thead><tbody>\n"
+        + "\n".join(body)
+        + "\n</tbody></table>\n"
+        + (f"<ul class=warnings>{warnings}</ul>" if warnings else "")
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+th {{ background: #f3f3f3; }} td:nth-child(2) {{ text-align: left; }}
+tr.front td {{ background: #fde8eb; font-weight: 600; }}
+.facts {{ color: #555; font-size: 13px; }} img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""

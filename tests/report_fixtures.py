@@ -1,0 +1,106 @@
+"""Reports built by hand from small made-up figures, for the tests of reports, compare, gate and HTML."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from optbench.accuracy import Drop, Metrics
+from optbench.artifact import ModelArtifact, StepRecord
+from optbench.measure import Latency
+from optbench.report import Measurement, Report
+from optbench.runtimes import RuntimeSpec
+
+LABELS = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
+
+
+def _logits(flip: int) -> np.ndarray:
+    """Logits that predict LABELS right except on the first `flip` examples."""
+    predicted = LABELS.copy()
+    predicted[:flip] = 1 - predicted[:flip]
+    return np.stack([1.0 - predicted, predicted.astype(float)], axis=1) + np.linspace(0, 0.5, len(LABELS))[:, None]
+
+
+def make_report(
+    steps: tuple[str, ...] = (),
+    *,
+    runtime: RuntimeSpec | None = None,
+    recipe: str = "demo",
+    run_id: str = "20261130T031500Z-3f9a",
+    shapes: tuple[tuple[int, int | str], ...] = ((1, 128), (8, "data")),
+    flip: int = 0,
+    noise_floor_pct: float | None = None,
+) -> Report:
+    """A report as the benchmark writes one, from small made-up figures."""
+    artifact = ModelArtifact(
+        Path("/models/x"),
+        "hf",
+        ("fresh", "rotten"),
+        "ab" * 32,
+        origin={"checkpoint": "default"},
+        lineage=tuple(StepRecord(s, {"k": 1}) for s in steps),
+    )
+    spec = runtime or RuntimeSpec("torch")
+    measurements = tuple(
+        Measurement(
+            batch_size=batch,
+            seq_len=seq_len,
+            latency=Latency.from_values([(i % 7 + 1 + batch) * 1_000_000 for i in range(40)], resamples=100),
+            throughput_sps=100.0 * batch,
+            peak_rss_mb=512.5,
+            speedup_p50=None if not steps else 1.5 + batch,
+            workload_fingerprint=f"wl-{batch}-{seq_len}",
+            noise_floor_pct=noise_floor_pct,
+        )
+        for batch, seq_len in shapes
+    )
+    return Report(
+        run_id=run_id,
+        recipe=recipe,
+        created_at="2026-11-30T03:15:00+00:00",
+        artifact={**artifact.to_dict(), "size_mb": 86.6, "parameters": 22_700_000},
+        runtime={**spec.to_dict(), "threads": 2},
+        workload={"dataset": "rotten-tomatoes", "split": "test", "rows": len(LABELS)},
+        environment={"machine": "box-1", "git": {"commit": "abc123", "dirty": False}, "cpu": {"model": "x"}},
+        metrics=Metrics.from_logits(LABELS, _logits(flip)),
+        drop=Drop.paired(LABELS, _logits(0), _logits(flip), resamples=100),
+        measurements=measurements,
+    )
+
+
+def with_figures(
+    report: Report,
+    *,
+    p50_ms: float | None = None,
+    spread_ms: float = 0.0,
+    speedup: float | None = None,
+    peak_rss_mb: float | None = None,
+    noise_floor_pct: float | None = None,
+    workload: str | None = None,
+) -> Report:
+    """`report` with every measurement changed: 61 calls spread evenly over `p50_ms` +- `spread_ms` (the p50's
+    95% interval is then about +- spread_ms / 4), and the other figures as given."""
+    changed = []
+    for m in report.measurements:
+        latency = m.latency
+        if p50_ms is not None:
+            values = [p50_ms + spread_ms * (i / 30 - 1) for i in range(61)]
+            latency = Latency.from_values([round(v * 1e6) for v in values], resamples=200)
+        changed.append(
+            dataclasses.replace(
+                m,
+                latency=latency,
+                speedup_p50=m.speedup_p50 if speedup is None else speedup,
+                peak_rss_mb=m.peak_rss_mb if peak_rss_mb is None else peak_rss_mb,
+                noise_floor_pct=noise_floor_pct,
+                workload_fingerprint=workload or m.workload_fingerprint,
+            )
+        )
+    return dataclasses.replace(report, measurements=tuple(changed))
+
+
+def with_drop(report: Report, points: float, low: float, high: float) -> Report:
+    """`report` with its accuracy drop and 95% interval set (accuracy itself unchanged)."""
+    return dataclasses.replace(report, drop=dataclasses.replace(report.drop, points=points, ci_low=low, ci_high=high))

@@ -1,0 +1,152 @@
+"""`optbench compare`: marks on fixture reports, row matching, and results read from git revisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_fixtures import make_report, with_figures
+
+from optbench.cli import main
+from optbench.compare import compare, render
+from optbench.report import Report, to_frame, write_report
+
+
+def _marks(a: list[Report], b: list[Report]) -> dict[tuple[str, int, str], str]:
+    """(variant, batch size, figure) -> mark."""
+    table = compare(to_frame(a), to_frame(b))
+    return {(r.variant, r.batch_size, r.figure): r.mark for r in table.itertuples()}
+
+
+def test_the_same_figures_are_not_significant() -> None:
+    report = with_figures(make_report(shapes=((1, 128),)), p50_ms=10, spread_ms=0.5, speedup=1.0)
+    marks = _marks([report], [report])
+    assert set(marks.values()) == {"not significant"}
+    assert {figure for _, _, figure in marks} == {
+        "p50_ms",
+        "p99_ms",
+        "throughput_sps",
+        "speedup_p50",
+        "peak_rss_mb",
+        "model_mb",
+        "accuracy",
+    }
+
+
+def test_faster_and_slower_p50_beyond_the_intervals_are_better_and_worse() -> None:
+    base = make_report(shapes=((1, 128),))
+    before = with_figures(base, p50_ms=10, spread_ms=0.2)
+    assert _marks([before], [with_figures(base, p50_ms=8, spread_ms=0.2)])["baseline", 1, "p50_ms"] == "better"
+    assert _marks([before], [with_figures(base, p50_ms=12, spread_ms=0.2)])["baseline", 1, "p50_ms"] == "worse"
+
+
+def test_overlapping_intervals_are_not_significant() -> None:
+    base = make_report(shapes=((1, 128),))
+    before, after = with_figures(base, p50_ms=10, spread_ms=4), with_figures(base, p50_ms=10.5, spread_ms=4)
+    table = compare(to_frame([before]), to_frame([after]))
+    row = table[table["figure"] == "p50_ms"].iloc[0]
+    assert row["mark"] == "not significant" and row["why"] == "the 95% intervals overlap"
+    assert row["change_pct"] == pytest.approx(5.0)
+
+
+def test_a_change_inside_the_a_a_noise_floor_is_not_significant() -> None:
+    base = make_report(shapes=((1, 128),))
+    before = with_figures(base, p50_ms=10, spread_ms=0.1, noise_floor_pct=8.0)
+    after = with_figures(base, p50_ms=9.5, spread_ms=0.1, noise_floor_pct=3.0)
+    table = compare(to_frame([before]), to_frame([after]))
+    row = table[table["figure"] == "p50_ms"].iloc[0]
+    assert row["mark"] == "not significant" and row["why"] == "within the 8.0% noise floor"  # the larger floor
+    quieter = with_figures(base, p50_ms=10, spread_ms=0.1, noise_floor_pct=2.0)
+    assert _marks([quieter], [with_figures(base, p50_ms=9.5, spread_ms=0.1)])["baseline", 1, "p50_ms"] == "better"
+
+
+def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count() -> None:
+    base = make_report(shapes=((1, 128),))
+    marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1040)])
+    assert marks["baseline", 1, "peak_rss_mb"] == "not significant"
+    marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1100)])
+    assert marks["baseline", 1, "peak_rss_mb"] == "worse"
+    smaller = dataclasses.replace(base, artifact={**base.artifact, "size_mb": 40.0})
+    assert _marks([base], [smaller])["baseline", 1, "model_mb"] == "better"
+
+
+def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
+    good, bad = make_report(shapes=((1, 128),)), make_report(shapes=((1, 128),), flip=5)
+    assert _marks([good], [bad])["baseline", 1, "accuracy"] == "worse"
+    assert _marks([bad], [good])["baseline", 1, "accuracy"] == "better"
+    slightly = make_report(shapes=((1, 128),), flip=1)  # 10 test rows: 0.9 against 1.0 is within the interval
+    assert _marks([good], [slightly])["baseline", 1, "accuracy"] == "not significant"
+
+
+def test_rows_only_on_one_side_are_newly_failing_or_new() -> None:
+    a = [make_report(shapes=((1, 128),)), make_report(("onnx",), shapes=((1, 128),))]
+    b = [make_report(shapes=((1, 128),)), make_report(("prune",), shapes=((1, 128),))]
+    marks = _marks(a, b)
+    assert marks["baseline+onnx", 1, "-"] == "newly failing"
+    assert marks["baseline+prune", 1, "-"] == "new"
+
+
+def test_different_workloads_are_not_comparable() -> None:
+    base = make_report(shapes=((1, 128),))
+    marks = _marks([base], [with_figures(base, workload="other-data")])
+    assert marks == {("baseline", 1, "-"): "not comparable"}
+
+
+def test_each_side_uses_its_newest_report_per_row() -> None:
+    base = make_report(shapes=((1, 128),))
+    old = dataclasses.replace(with_figures(base, p50_ms=20, spread_ms=0.1), created_at="2026-11-01T00:00:00+00:00")
+    new = dataclasses.replace(with_figures(base, p50_ms=10, spread_ms=0.1), created_at="2026-11-30T00:00:00+00:00")
+    table = compare(to_frame([new, old]), to_frame([new]))
+    assert (table[table["figure"] == "p50_ms"]["mark"] == "not significant").all()
+
+
+def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
+    base = make_report(shapes=((1, 128),))
+    before, after = with_figures(base, p50_ms=10, spread_ms=0.2, speedup=1.0), with_figures(base, p50_ms=5, speedup=2.0)
+    table = compare(to_frame([before]), to_frame([after]))
+    text = render(table, "md")
+    assert text.splitlines()[0].startswith("3 better, 4 not significant")
+    changes = render(table, "md", only_changes=True)
+    assert "not significant |" not in changes and "| better |" in changes
+    assert pd.read_json(io.StringIO(render(table, "json")))["mark"].tolist().count("better") == 3
+
+
+def _write(results: Path, reports: list[Report]) -> Path:
+    for report in reports:
+        write_report(report, results / report.recipe / report.run_id)
+    return results
+
+
+def test_cli_compares_two_folders(tmp_path: Path, capsys) -> None:
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [with_figures(base, p50_ms=10, spread_ms=0.2)])
+    b = _write(tmp_path / "b", [with_figures(base, p50_ms=5, spread_ms=0.2)])
+    assert main(["compare", str(a), str(b), "--only-changes"]) == 0
+    out = capsys.readouterr().out
+    assert "| baseline | torch | cpu | fp32 | 1 | 128 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
+
+
+def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
+    base = make_report(shapes=((1, 128),))
+    repo = tmp_path / "repo"
+    _write(repo / "results", [with_figures(base, p50_ms=10, spread_ms=0.2)])
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "first run"], check=True)
+    _write(repo / "results", [with_figures(base, p50_ms=20, spread_ms=0.2)])  # overwrite: the new run, uncommitted
+    monkeypatch.chdir(repo)
+    assert main(["compare", "HEAD:results", "results", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["worse"]
+    assert main(["compare", "HEAD:no-such-folder", "results"]) == 2
+    assert "neither a path nor committed results" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_missing_side(tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(tmp_path / "nothing"), str(tmp_path)]) == 2
+    assert "does not exist: give a results folder" in capsys.readouterr().err

@@ -1,0 +1,210 @@
+"""Budgets and `optbench gate`: every verdict and exit code, JUnit output, and bad budget files."""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_report, with_drop, with_figures
+
+from optbench.budget import Limit, load_budgets, parse_budget
+from optbench.cli import main
+from optbench.errors import OptbenchError
+from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
+from optbench.report import Report, write_report
+
+SHAPE = "batch_size = 1\nseq_len = 128\n"
+
+
+def _budget(text: str, tmp_path: Path) -> Path:
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    return path
+
+
+def _checks(text: str, reports: list[Report], tmp_path: Path) -> list:
+    return evaluate(load_budgets(_budget(text, tmp_path)), reports)
+
+
+def _run() -> list[Report]:
+    """A run: the baseline at 20 ms, a chain at 4 ms (5x) with a drop of 0.5 points [+0.3, +1.4]."""
+    baseline = with_figures(make_report(shapes=((1, 128),)), p50_ms=20, spread_ms=0.4, speedup=1.0, peak_rss_mb=900)
+    chain = with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=4, spread_ms=0.08, speedup=5.0)
+    return [baseline, with_drop(chain, 0.5, 0.3, 1.4)]
+
+
+# --- verdicts ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "low", "high", "expected"),
+    [
+        ("max_p50", 8.0, 9.0, "pass"),
+        ("max_p50", 9.0, 11.0, "inconclusive"),
+        ("max_p50", 10.5, 12.0, "fail"),
+        ("max_p50", 9.0, 10.0, "pass"),  # on the limit is within it
+        ("min_speedup", 10.5, 12.0, "pass"),
+        ("min_speedup", 9.0, 11.0, "inconclusive"),
+        ("min_speedup", 8.0, 9.0, "fail"),
+    ],
+)
+def test_verdict_compares_the_whole_interval_with_the_limit(key: str, low: float, high: float, expected: str) -> None:
+    assert verdict(Limit(key, 10.0, "10"), low, high) == expected
+
+
+def test_accuracy_drop_pass_inconclusive_and_fail(tmp_path: Path) -> None:
+    chain = _run()[1]
+    checks = {
+        limit: _checks(f'[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "{limit}"\n', [chain], tmp_path)
+        for limit in ("1.5 points", "1.0 points", "0.2 points")
+    }
+    assert [c[0].verdict for c in checks.values()] == ["pass", "inconclusive", "fail"]
+    assert checks["0.2 points"][0].reason == (
+        "baseline+onnx on torch-cpu-fp32: max_accuracy_drop 0.5 points (95% interval 0.3 to 1.4) "
+        "breaks the limit 0.2 points"
+    )
+
+
+def test_relative_accuracy_is_a_fraction_of_the_reference(tmp_path: Path) -> None:
+    chain = dataclasses.replace(_run()[1])  # accuracy 1.0 on the fixture rows, drop 0.5 -> reference 1.005
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmin_relative_accuracy = "98%"\n', [chain], tmp_path)
+    assert check.value == pytest.approx(1.0 / 1.005)
+    assert check.low == pytest.approx((1.005 - 0.014) / 1.005) and check.verdict == "pass"
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmin_relative_accuracy = "99.5%"\n', [chain], tmp_path)
+    assert check.verdict == "inconclusive"
+
+
+def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
+    text = (
+        f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}max_p50 = "5 ms"\nmax_p99 = "0.004 s"\n'
+        'min_speedup = "4x"\nmax_memory = "0.5 GB"\nmax_size = "50 MB"\n'
+    )
+    checks = {c.limit.key: c for c in _checks(text, _run(), tmp_path)}
+    assert checks["max_p50"].verdict == "pass"
+    assert checks["max_p99"].verdict == "fail"  # p99 of 4 +- 0.08 ms is above 4 ms
+    speedup = checks["min_speedup"]
+    assert speedup.verdict == "pass" and speedup.low < 5.0 < speedup.high  # both p50 intervals widen it
+    assert checks["max_memory"].verdict == "fail"  # 512.5 MiB > 0.5 GB = 476.8 MiB
+    assert checks["max_size"].verdict == "fail"  # 86.6 MiB
+    assert checks["max_memory"].reason.endswith("breaks the limit 0.5 GB")
+
+
+def test_a_budget_without_a_matching_report_or_shape_fails(tmp_path: Path) -> None:
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+tensorrt"]\nmax_size = "10 MB"\n', _run(), tmp_path)
+    assert check.verdict == "fail" and "no report in the run matches" in check.reason
+    text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 32\nseq_len = 128\nmax_p50 = "1 s"\n'
+    (check,) = _checks(text, _run(), tmp_path)
+    assert check.verdict == "fail" and "not measured at batch 32 x 128" in check.reason
+
+
+def test_patterns_select_variants_and_runtimes(tmp_path: Path) -> None:
+    checks = _checks(
+        '[[budget]]\nvariants = ["baseline*"]\nruntimes = ["torch-cpu-*"]\nmax_size = "1 GB"\n', _run(), tmp_path
+    )
+    assert sorted(c.variant for c in checks) == ["baseline", "baseline+onnx"]
+    assert _checks('[[budget]]\nruntimes = ["onnxruntime"]\nmax_size = "1 GB"\n', _run(), tmp_path)[0].verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("limits", "strict", "code"),
+    [
+        ('max_accuracy_drop = "2 points"', False, 0),
+        ('max_accuracy_drop = "1 points"', False, 3),
+        ('max_accuracy_drop = "1 points"', True, 1),
+        ('max_accuracy_drop = "0.1 points"', False, 1),
+        ('max_accuracy_drop = "1 points"\nmax_size = "1 MB"', False, 1),  # a failure outranks inconclusive
+    ],
+)
+def test_exit_codes(limits: str, strict: bool, code: int, tmp_path: Path) -> None:
+    checks = _checks(f'[[budget]]\nvariants = ["baseline+onnx"]\n{limits}\n', _run(), tmp_path)
+    assert exit_code(checks, strict=strict) == code
+
+
+def test_junit_counts_failures_and_skips_inconclusive(tmp_path: Path) -> None:
+    text = '[[budget]]\nname = "release"\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 points"\n'
+    text += 'max_size = "1 MB"\n'
+    checks = _checks(text + '[[budget]]\nmax_size = "1 GB"\n', _run(), tmp_path)
+    root = ET.fromstring(junit_xml(checks, strict=False))
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("4", "1", "1")
+    suite = root.find("testsuite[@name='release']")
+    failure = suite.find("testcase/failure")
+    assert failure.get("message").startswith("baseline+onnx on torch-cpu-fp32: max_size 86.6 MiB breaks")
+    assert suite.find("testcase/skipped") is not None
+    strict = ET.fromstring(junit_xml(checks, strict=True))
+    assert (strict.get("failures"), strict.get("skipped")) == ("2", "0")
+
+
+def test_the_newest_run_is_gated() -> None:
+    old, new = make_report(run_id="a"), dataclasses.replace(make_report(run_id="b"), created_at="2027-01-01T00:00:00")
+    assert newest_run([new, old]) == [new]
+    with pytest.raises(OptbenchError, match="no optbench reports to gate"):
+        newest_run([])
+
+
+# --- bad budget files ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[budget]]\nmax_latency = "5 ms"\n', r"unknown key\(s\) \['max_latency'\]"),
+        ('[[budget]]\nmax_size = "5 ms"\n', r"max_size = '5 ms': the unit must be one of \['gb', 'gib'"),
+        (f'[[budget]]\n{SHAPE}max_p50 = "5 MB"\n', r"max_p50 = '5 MB': the unit must be one of \['ms', 's', 'us'\]"),
+        (f"[[budget]]\n{SHAPE}max_p50 = 5\n", r"max_p50 = 5 has no unit: write it with one, e.g. max_p50 = \"10 ms\""),
+        ('[[budget]]\nmax_accuracy_drop = "1%"\n', r"the unit must be one of \['point', 'points', 'pp', 'pt'\]"),
+        ('[[budget]]\nmin_speedup = "fast"\n', "is not a number with a unit"),
+        ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
+        ('[[budget]]\nname = "empty"\n', "sets no limit"),
+        ('[[budget]]\nvariants = []\nmax_size = "1 GB"\n', "give a list of names or patterns"),
+        ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
+        ("# nothing here\n", "has no budgets"),
+        ("[[budget]\n", "is not valid TOML"),
+    ],
+)
+def test_bad_budget_files_are_refused_with_the_fix(text: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_budgets(_budget(text, tmp_path))
+
+
+def test_bad_shape_values_are_refused() -> None:
+    with pytest.raises(OptbenchError, match="batch_size = 0: give a positive integer"):
+        parse_budget({"batch_size": 0, "seq_len": 128, "max_p50": "1 ms"}, "b")
+    with pytest.raises(OptbenchError, match="seq_len = 'long'"):
+        parse_budget({"batch_size": 1, "seq_len": "long", "max_p50": "1 ms"}, "b")
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def _results(tmp_path: Path) -> Path:
+    for report in _run():
+        write_report(report, tmp_path / "results" / "demo" / report.run_id)
+    return tmp_path / "results"
+
+
+def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
+    results = _results(tmp_path)
+    passing = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
+    assert main(["gate", "--budget", str(passing), str(results)]) == 0
+    assert "1 passed, 0 failed, 0 inconclusive: exit 0" in capsys.readouterr().out
+    inconclusive = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 points"\n', tmp_path)
+    assert main(["gate", "--budget", str(inconclusive), str(results)]) == 3
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", "--budget", str(inconclusive), str(results), "--strict", "--junit", str(junit)]) == 1
+    assert ET.parse(junit).getroot().get("failures") == "1"
+    failing = _budget(f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}min_speedup = "6x"\n', tmp_path)
+    assert main(["gate", "--budget", str(failing), str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "min_speedup 5x" in out and "breaks the limit 6x" in out
+
+
+def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:
+    results = _results(tmp_path)
+    bad = _budget('[[budget]]\nmax_size = "12 parsecs"\n', tmp_path)
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", "--budget", str(bad), str(results), "--junit", str(junit)]) == 2
+    assert "max_size = '12 parsecs': the unit must be one of" in capsys.readouterr().err
+    assert not junit.exists()
+    assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2

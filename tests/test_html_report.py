@@ -1,0 +1,77 @@
+"""The HTML page: Pareto front, the plot beside the page, shapes, and the command's bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_report, with_figures
+
+from optbench.cli import main
+from optbench.errors import OptbenchError
+from optbench.html_report import pareto_front, parse_shape, write_html
+from optbench.report import to_frame, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_front_keeps_the_points_nothing_beats_on_both_axes() -> None:
+    latency = [10.0, 5.0, 7.0, 3.0, 5.0]
+    accuracy = [0.90, 0.85, 0.80, 0.70, 0.85]
+    assert pareto_front(latency, accuracy) == [3, 1, 4, 0]  # 2 is slower and less accurate than 1; ties both stay
+    assert pareto_front([1.0], [0.5]) == [0]
+
+
+def _run() -> list:
+    fast = dataclasses.replace(make_report(("onnx",), flip=1), warnings=("INT8 is slower than its FP32 source",))
+    return [
+        with_figures(make_report(), p50_ms=20),
+        with_figures(fast, p50_ms=5),
+        with_figures(make_report(("prune",), flip=2), p50_ms=8),  # slower and less accurate than onnx
+    ]
+
+
+def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
+    written = write_html(to_frame(_run()), tmp_path / "page.html")
+    assert written == [tmp_path / "page.html", tmp_path / "page.png"]
+    assert (tmp_path / "page.png").read_bytes().startswith(PNG)
+    page = (tmp_path / "page.html").read_text()
+    assert '<img src="page.png"' in page
+    front_rows = [line for line in page.splitlines() if line.startswith("<tr class=front>")]
+    assert len(front_rows) == 2  # baseline and onnx at batch 1 x 128; prune is dominated
+    assert all("baseline+prune" not in row for row in front_rows)
+    assert "INT8 is slower than its FP32 source" in page
+
+
+def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
+    written = write_html(to_frame(_run()), tmp_path / "page.html", shape=(4, 64))
+    assert written == [tmp_path / "page.html"]
+    assert "not measured at batch 4 x 64" in (tmp_path / "page.html").read_text()
+
+
+def test_several_runs_get_a_plot_each(tmp_path: Path) -> None:
+    second = [dataclasses.replace(r, run_id="20261201T000000Z-0000") for r in _run()]
+    written = write_html(to_frame(_run() + second), tmp_path / "page.html")
+    assert [p.name for p in written] == ["page.html", "page-1.png", "page-2.png"]
+
+
+@pytest.mark.parametrize(("text", "shape"), [("1x128", (1, 128)), ("32xdata", (32, "data")), ("8X64", (8, 64))])
+def test_parse_shape(text: str, shape: tuple) -> None:
+    assert parse_shape(text) == shape
+
+
+@pytest.mark.parametrize("text", ["1", "x128", "1x", "ax128", "1x-2"])
+def test_bad_shapes_are_refused(text: str) -> None:
+    with pytest.raises(OptbenchError, match=r"write BATCHxSEQ, e\.g\. 1x128"):
+        parse_shape(text)
+
+
+def test_cli_html_needs_an_output_file(tmp_path: Path, capsys) -> None:
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    assert main(["report", str(tmp_path / "results"), "--format", "html"]) == 2
+    assert "--format html needs -o PAGE.html" in capsys.readouterr().err
+    out = tmp_path / "site" / "index.html"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(out), "--shape", "8xdata"]) == 0
+    assert (tmp_path / "site" / "index.png").read_bytes().startswith(PNG)
