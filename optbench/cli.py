@@ -128,7 +128,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.atomic import write_text_atomic
     from optbench.report import load_reports, render, to_frame
 
     reports = load_reports(args.path)
@@ -142,28 +141,29 @@ def _report(args: argparse.Namespace) -> int:
         for path in write_html(to_frame(reports), args.output, parse_shape(args.shape)):
             print(f"wrote {path}")
         return 0
-    text = render(to_frame(reports), args.format)
-    if args.output:
-        write_text_atomic(args.output, text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    _emit(render(to_frame(reports), args.format), args.output)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optbench.atomic import write_text_atomic
     from optbench.compare import compare, load_side, render
 
     before, after = load_side(args.a), load_side(args.b)
-    for side, frame in (("A", before), ("B", after)):
+    for side, spec, frame in (("A", args.a, before), ("B", args.b, after)):
         if frame.empty:
-            raise OptbenchError(f"{side} ({args.a if side == 'A' else args.b}) holds no optbench reports")
-    text = render(compare(before, after), args.format, only_changes=args.only_changes)
-    if args.output:
-        write_text_atomic(args.output, text)
-    else:
-        sys.stdout.write(text)
+            raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
+    _emit(render(compare(before, after), args.format, only_changes=args.only_changes), args.output)
     return 0
+
+
+def _emit(text: str, output: Path | None) -> None:
+    """A table to its file (written atomically) or to stdout."""
+    from optbench.atomic import write_text_atomic
+
+    if output:
+        write_text_atomic(output, text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def _gate(args: argparse.Namespace) -> int:

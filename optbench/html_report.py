@@ -42,6 +42,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     import io
 
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -63,6 +64,9 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
             textcoords="offset points",
         )
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 5, 7, 10, 15
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel(f"p50 latency, ms (batch {shape[0]}, sequence {shape[1]}; log scale)")
     axes.set_ylabel("accuracy (test split)")
     axes.set_title(title, fontsize=10)

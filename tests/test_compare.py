@@ -150,3 +150,6 @@ def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, caps
 def test_cli_refuses_a_missing_side(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(tmp_path / "nothing"), str(tmp_path)]) == 2
     assert "does not exist: give a results folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), str(tmp_path / "empty")]) == 2
+    assert "holds no optbench reports: give a folder a recipe run wrote" in capsys.readouterr().err
