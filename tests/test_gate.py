@@ -207,4 +207,29 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     assert main(["gate", "--budget", str(bad), str(results), "--junit", str(junit)]) == 2
     assert "max_size = '12 parsecs': the unit must be one of" in capsys.readouterr().err
     assert not junit.exists()
+    unknown = _budget('[[budget]]\nmax_size = "1 GB"\nmin_throughput = "100 sps"\n', tmp_path)
+    assert main(["gate", "--budget", str(unknown), str(results)]) == 2
+    assert "unknown key(s) ['min_throughput']" in capsys.readouterr().err
     assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2
+
+
+# --- the committed budgets and run ----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGETS = REPO / "recipes" / "budgets.toml"
+CHAIN = "baseline+student-l4+prune-h50-f70+onnx+quantize-dynamic"
+
+
+def test_the_committed_run_passes_the_committed_budgets(capsys) -> None:
+    assert main(["gate", "--budget", str(BUDGETS), str(REPO / "results" / "all")]) == 0
+    out = capsys.readouterr().out
+    assert f"PASS         shippable chain: {CHAIN} on onnxruntime-cpu-fp32 at batch 1 x 128: min_speedup" in out
+
+
+def test_a_variant_that_breaks_the_chain_budget_fails_it(tmp_path: Path, capsys) -> None:
+    budgets = BUDGETS.read_text()
+    assert f'variants = ["{CHAIN}"]' in budgets
+    onnx_only = _budget(budgets.replace(f'variants = ["{CHAIN}"]', 'variants = ["baseline+onnx"]'), tmp_path)
+    assert main(["gate", "--budget", str(onnx_only), str(REPO / "results" / "all")]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert any("baseline+onnx on onnxruntime-cpu-fp32 at batch 1 x 128: min_speedup" in line for line in failed)
