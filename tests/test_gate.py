@@ -220,6 +220,10 @@ BUDGETS = REPO / "recipes" / "budgets.toml"
 CHAIN = "baseline+student-l4+prune-h50-f70+onnx+quantize-dynamic"
 
 
+def test_the_shipped_budgets_parse() -> None:
+    assert [b.name for b in load_budgets(BUDGETS)] == ["shippable chain", "every variant"]
+
+
 def test_the_committed_run_passes_the_committed_budgets(capsys) -> None:
     assert main(["gate", "--budget", str(BUDGETS), str(REPO / "results" / "all")]) == 0
     out = capsys.readouterr().out

@@ -327,7 +327,10 @@ def test_bad_model_dataset_and_steps(tmp_path: Path, text: str, message: str) ->
         load_recipe(write_recipe(tmp_path, text))
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "recipes").glob("*.toml")), ids=lambda p: p.name)
+SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "recipes").glob("*.toml") if p.name != "budgets.toml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_recipe_parses(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == path.stem and recipe.description
