@@ -14,9 +14,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, Budget, Limit
 from optbench.errors import OptbenchError
 from optbench.report import Measurement, Report
+from optbench.runtimes import RuntimeSpec
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3
@@ -84,16 +86,19 @@ def evaluate(budgets: list[Budget], reports: list[Report]) -> list[Check]:
     return checks
 
 
+def _runtime(report: Report) -> RuntimeSpec:
+    return RuntimeSpec.from_dict(report.runtime)
+
+
 def _selects(budget: Budget, report: Report) -> bool:
-    runtime = report.runtime
-    names = (runtime["name"], f"{runtime['name']}-{runtime['device']}-{runtime['precision']}")
+    names = (report.runtime["name"], _runtime(report).label)
     return any(fnmatch.fnmatchcase(report.variant, p) for p in budget.variants) and any(
         fnmatch.fnmatchcase(n, p) for n in names for p in budget.runtimes
     )
 
 
 def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
-    runtime = f"{report.runtime['name']}-{report.runtime['device']}-{report.runtime['precision']}"
+    runtime = _runtime(report).label
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
     figure = _figure(limit.key, report, budget, run)
     if figure is None:
@@ -144,17 +149,12 @@ def _speedup(
     speedup = measurement.speedup_p50
     if speedup is None:
         return None
-    reference = next((r for r in run if not r.artifact.get("lineage") and _is_reference(r.runtime)), None)
+    reference = next((r for r in run if not r.artifact.get("lineage") and _runtime(r).label == REFERENCE.label), None)
     ref = _at(reference, budget.batch_size, budget.seq_len) if reference else None
     if ref is None:
         return speedup, speedup, speedup
     own = measurement.latency
     return speedup, ref.latency.p50_ci_low / own.p50_ci_high, ref.latency.p50_ci_high / own.p50_ci_low
-
-
-def _is_reference(runtime: dict) -> bool:
-    """PyTorch eager FP32 on the CPU: what every speedup in a run is measured against."""
-    return (runtime["name"], runtime["device"], runtime["precision"]) == ("torch", "cpu", "fp32")
 
 
 def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:

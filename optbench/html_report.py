@@ -24,6 +24,11 @@ def parse_shape(text: str) -> Shape:
     return int(batch), int(seq) if seq.isdigit() else seq
 
 
+def at_shape(run: pd.DataFrame, shape: Shape) -> pd.DataFrame:
+    """The rows of a report table measured at `shape`."""
+    return run[(run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])]
+
+
 def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
     """Indices of the points no other point beats on both axes (lower latency, higher accuracy), by latency."""
     front = []
@@ -47,7 +52,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = run[(run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])].reset_index(drop=True)
+    rows = at_shape(run, shape).reset_index(drop=True)
     front = pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
     others = rows.drop(index=front)
@@ -88,9 +93,8 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) ->
     sections, written = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):
         title = f"{recipe} · run {run_id}"
-        measured = ((run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])).any()
         image = None
-        if measured:
+        if not at_shape(run, shape).empty:
             image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
             write_bytes_atomic(image, plot_png(run, shape, title))
             written.append(image)
@@ -103,8 +107,8 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) ->
 
 
 def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) -> str:
-    at_shape = run[(run["batch_size"] == shape[0]) & (run["seq_len"] == shape[1])]
-    front = set(at_shape.index[pareto_front(at_shape["p50_ms"].tolist(), at_shape["accuracy"].tolist())])
+    rows = at_shape(run, shape)
+    front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
     first = run.iloc[0]
     facts = (
         f"created {first['created_at']} · commit {first['git_commit']}{' (dirty)' if first['git_dirty'] else ''} · "
