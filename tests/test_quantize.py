@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from optbench.artifact import ModelArtifact, content_hash
@@ -63,11 +64,21 @@ def test_dynamic_int8_measures_and_records_its_weight_type(fused: ModelArtifact,
     assert share["quantized"] > 0 and share["quantized"] == share["total"], share
     assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
     assert _agreement(result, fused, data) >= 0.9
+    assert all(n > 1 for n in _weight_scale_sizes(result)), "the default quantizes weights per output channel"
 
 
 def test_dynamic_int8_with_a_fixed_weight_type_skips_the_measurement(fused: ModelArtifact, data, cache: Path) -> None:
-    result = run_step(DynamicQuantizeConfig(weight_type="uint8", per_channel=True), fused, data, cache)
+    result = run_step(DynamicQuantizeConfig(weight_type="uint8", per_channel=False), fused, data, cache)
     assert result.details["weight_type"] == "uint8" and "weight_type_p50_ms" not in result.details
+    assert set(_weight_scale_sizes(result)) == {1}, "per_channel = false keeps one scale per weight tensor"
+
+
+def _weight_scale_sizes(artifact: ModelArtifact) -> list[int]:
+    """How many scales each quantized weight carries (onnxruntime names them <weight>_scale)."""
+    graph = onnx.load(str(artifact.path / "model.onnx")).graph
+    sizes = [int(np.prod(t.dims)) for t in graph.initializer if t.name.endswith("_scale")]
+    assert sizes, "no quantized weights found"
+    return sizes
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
@@ -161,8 +172,8 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArt
 
 
 def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:
-    with pytest.raises(OptbenchError, match="takes no weight_type, per_channel"):
-        run_step(DynamicQuantizeConfig(backend="torch", per_channel=True), classifier, data, cache)
+    with pytest.raises(OptbenchError, match="takes no weight_type, per_channel = false"):
+        run_step(DynamicQuantizeConfig(backend="torch", per_channel=False), classifier, data, cache)
     with pytest.raises(OptbenchError, match="quantizes Hugging Face checkpoints"):
         run_step(DynamicQuantizeConfig(backend="torch"), fused, data, cache)
     assert DynamicQuantizeConfig(backend="torch").output_format == "hf"

@@ -44,7 +44,7 @@ class DynamicQuantizeConfig:
     name: ClassVar[str] = "quantize-dynamic"
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_type: Int8Type = "auto"
-    per_channel: bool = False
+    per_channel: bool = True  # measured: same speed as per-tensor, a fraction of its accuracy loss (FINDINGS)
     reduce_range: bool | None = None
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
     exclude_nodes: tuple[str, ...] = ()

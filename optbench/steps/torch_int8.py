@@ -32,9 +32,10 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
         raise OptbenchError(
             'quantize-dynamic with backend = "torch" quantizes Hugging Face checkpoints: put it before any onnx step'
         )
-    if config.weight_type not in ("auto", "int8") or config.per_channel or config.exclude_nodes or config.reduce_range:
+    onnx_only = config.weight_type not in ("auto", "int8") or config.exclude_nodes or config.reduce_range
+    if onnx_only or not config.per_channel:
         raise OptbenchError(
-            'quantize-dynamic with backend = "torch" takes no weight_type, per_channel, reduce_range or '
+            'quantize-dynamic with backend = "torch" takes no weight_type, per_channel = false, reduce_range or '
             "exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights"
         )
     needed_for = 'quantize-dynamic with backend = "torch"'
