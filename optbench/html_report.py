@@ -4,15 +4,16 @@ the Pareto front highlighted, and the table with the Pareto variants marked."""
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from optbench.atomic import write_bytes_atomic, write_text_atomic
+from optbench.bench import Shape
 from optbench.errors import OptbenchError
 from optbench.report import MARKDOWN_COLUMNS, format_cell
 
-Shape = tuple[int, int | str]
 DEFAULT_SHAPE: Shape = (1, 128)
 
 
@@ -21,7 +22,7 @@ def parse_shape(text: str) -> Shape:
     batch, sep, seq = text.lower().partition("x")
     if not sep or not batch.isdigit() or not (seq.isdigit() or seq == "data"):
         raise OptbenchError(f"shape {text!r}: write BATCHxSEQ, e.g. 1x128 or 32xdata")
-    return int(batch), int(seq) if seq.isdigit() else seq
+    return int(batch), int(seq) if seq.isdigit() else "data"
 
 
 def at_shape(run: pd.DataFrame, shape: Shape) -> pd.DataFrame:
@@ -42,6 +43,23 @@ def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
     return sorted(front, key=lambda i: latency[i])
 
 
+def point_labels(latency: list[float], accuracy: list[float]) -> list[tuple[float, float, str]]:
+    """Each point's number (1-based, the table's # column) at its place; points that would print on top of
+    each other (within 4% of latency and 2% of the accuracy range) share one label, e.g. "3,4"."""
+    span = (max(accuracy) - min(accuracy)) or 1.0
+    groups: list[list[int]] = []
+    for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)):
+        near = (
+            g for g in groups if abs(math.log(lat / latency[g[0]])) < 0.04 and abs(acc - accuracy[g[0]]) < 0.02 * span
+        )
+        group = next(near, None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    return [(latency[g[0]], accuracy[g[0]], ",".join(str(i + 1) for i in g)) for g in groups]
+
+
 def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     """The latency-versus-accuracy scatter of one run at `shape`, Pareto front joined and labelled."""
     import io
@@ -53,21 +71,18 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     rows = at_shape(run, shape).reset_index(drop=True)
-    front = pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())
-    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    latency, accuracy = rows["p50_ms"].tolist(), rows["accuracy"].tolist()
+    front = pareto_front(latency, accuracy)
+    figure, axes = plt.subplots(figsize=(13, 5.5), dpi=110)
     others = rows.drop(index=front)
     axes.scatter(others["p50_ms"], others["accuracy"], color="#9aa5b1", label="variant", zorder=2)
     axes.plot(
         rows.loc[front, "p50_ms"], rows.loc[front, "accuracy"], "-o", color="#d1495b", label="Pareto front", zorder=3
     )
-    for _, row in rows.iterrows():
-        axes.annotate(
-            f"{row['variant']} ({row['runtime']})",
-            (row["p50_ms"], row["accuracy"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
+    for x, y, text in point_labels(latency, accuracy):
+        axes.annotate(text, (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    key = "\n".join(f"{n:>2}  {row['variant']} ({row['runtime']})" for n, row in enumerate(rows.to_dict("records"), 1))
+    figure.text(0.6, 0.5, key, fontsize=8, family="monospace", va="center")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 5, 7, 10, 15
@@ -77,7 +92,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 0.59, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
@@ -109,6 +124,7 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) ->
 def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) -> str:
     rows = at_shape(run, shape)
     front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
+    numbers = {index: n for n, index in enumerate(rows.index, 1)}
     first = run.iloc[0]
     facts = (
         f"created {first['created_at']} · commit {first['git_commit']}{' (dirty)' if first['git_dirty'] else ''} · "
@@ -118,18 +134,19 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) ->
         figure = f'<img src="{html.escape(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
     else:
         figure = f"<p>No plot: this run was not measured at batch {shape[0]} x {shape[1]}.</p>"
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["pareto", *MARKDOWN_COLUMNS])
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["#", "pareto", *MARKDOWN_COLUMNS])
     body = []
     for index, row in run.iterrows():
         on_front = index in front
         cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in MARKDOWN_COLUMNS)
-        body.append(f"<tr{' class=front' if on_front else ''}><td>{'★' if on_front else ''}</td>{cells}</tr>")
+        marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
+        body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
     warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
     warnings = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(w)}</li>" for v, w in warned.itertuples(index=False))
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
-        f"<p>★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant is both faster and more "
-        f"accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
+        f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
+        f"is both faster and more accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
         f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>\n"
@@ -143,7 +160,7 @@ _PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
-th {{ background: #f3f3f3; }} td:nth-child(2) {{ text-align: left; }}
+th {{ background: #f3f3f3; }} td:nth-child(3) {{ text-align: left; }}
 tr.front td {{ background: #fde8eb; font-weight: 600; }}
 .facts {{ color: #555; font-size: 13px; }} img {{ max-width: 100%; }}
 </style></head>

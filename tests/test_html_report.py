@@ -10,7 +10,7 @@ from report_fixtures import make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.html_report import pareto_front, parse_shape, write_html
+from optbench.html_report import pareto_front, parse_shape, point_labels, write_html
 from optbench.report import to_frame, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,6 +32,12 @@ def _run() -> list:
     ]
 
 
+def test_points_that_would_overlap_share_one_label() -> None:
+    labels = point_labels([10.0, 10.2, 20.0, 10.0], [0.80, 0.80, 0.80, 0.90])
+    assert labels == [(10.0, 0.80, "1,2"), (20.0, 0.80, "3"), (10.0, 0.90, "4")]
+    assert point_labels([5.0], [0.8]) == [(5.0, 0.8, "1")]  # one point: no accuracy range to divide by
+
+
 def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     written = write_html(to_frame(_run()), tmp_path / "page.html")
     assert written == [tmp_path / "page.html", tmp_path / "page.png"]
@@ -42,6 +48,8 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     assert len(front_rows) == 2  # baseline and onnx at batch 1 x 128; prune is dominated
     assert all("baseline+prune" not in row for row in front_rows)
     assert "INT8 is slower than its FP32 source" in page
+    numbered = [line.split("<td>")[1] for line in page.splitlines() if line.startswith("<tr")]
+    assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
 
 
 def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
