@@ -86,12 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "device, precision and shape (each side's newest report per row). Each figure is marked better or "
         "worse when the two 95%% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
-        "rows whose workloads differ (data, threads, timing) not comparable.",
+        "rows whose workloads differ (data, threads, timing) not comparable. With --budget, every budget check "
+        "that B's newest run fails and A's passed (or left inconclusive) is listed as newly failing too.",
     )
     compare.add_argument("a", help="results before: a folder, a report file, or REV:PATH")
     compare.add_argument("b", help="results after, the same way")
     compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
     compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
+    compare.add_argument(
+        "--budget",
+        type=Path,
+        help="budgets file (as for gate): also mark newly failing every check B's newest run fails and A's did not",
+    )
     compare.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
     compare.set_defaults(handler=_compare)
 
@@ -146,13 +152,21 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optbench.compare import compare, load_side, render
+    import pandas as pd
 
+    from optbench.budget import load_budgets
+    from optbench.compare import budget_regressions, compare, load_side, render
+    from optbench.report import to_frame
+
+    budgets = load_budgets(args.budget) if args.budget else []
     before, after = load_side(args.a), load_side(args.b)
-    for side, spec, frame in (("A", args.a, before), ("B", args.b, after)):
-        if frame.empty:
+    for side, spec, reports in (("A", args.a, before), ("B", args.b, after)):
+        if not reports:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
-    _emit(render(compare(before, after), args.format, only_changes=args.only_changes), args.output)
+    table = compare(to_frame(before), to_frame(after))
+    if budgets:
+        table = pd.concat([budget_regressions(budgets, before, after), table], ignore_index=True)
+    _emit(render(table, args.format, only_changes=args.only_changes), args.output)
     return 0
 
 

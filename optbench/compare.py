@@ -4,7 +4,8 @@ newly failing, new or not comparable.
 A change counts only when the two figures' 95% intervals do not overlap and, for timings, it is larger
 than the runs' A/A noise floor (the p50 gap between two measurements of one model in one run).
 Rows are matched by variant, runtime, device, precision, batch size and sequence length; when a side
-holds several runs, each row's newest report is used.
+holds several runs, each row's newest report is used. Newly failing: a row A measured and B did not,
+or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's fails.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from optbench.report import to_frame
+from optbench.budget import Budget
+from optbench.gate import Check, evaluate, newest_run
+from optbench.report import Report
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -94,6 +97,23 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=COLUMNS)
 
 
+def budget_regressions(budgets: list[Budget], a: list[Report], b: list[Report]) -> pd.DataFrame:
+    """Comparison rows for the budget checks that fail on B's newest run but did not fail on A's."""
+    before = {_check_key(check): check for check in evaluate(budgets, newest_run(a))}
+    out = []
+    for check in evaluate(budgets, newest_run(b)):
+        old = before.get(_check_key(check))
+        if check.verdict == "fail" and old is not None and old.verdict != "fail":
+            key = [check.variant, check.runtime, "-", "-", "-", check.shape or "-"]
+            figure = f"{check.limit.key} ({check.budget})"
+            out.append([*key, figure, old.verdict, check.verdict, None, "newly failing", check.reason])
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _check_key(check: Check) -> tuple[str, str, str, str]:
+    return check.budget, check.variant, check.runtime, check.limit.key
+
+
 def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     """[figure, a, b, change %, mark, why] for one figure of one matched row."""
     before, after = a[figure.column], b[figure.column]
@@ -143,10 +163,10 @@ def _cell(column: str, value: object) -> str:
     return str(value)
 
 
-def load_side(path: str) -> pd.DataFrame:
-    """One side's report table: a results folder or report file, or `REV:PATH` for results committed in git."""
+def load_side(path: str) -> list[Report]:
+    """One side's reports: a results folder or report file, or `REV:PATH` for results committed in git."""
     from optbench.report import load_reports
     from optbench.results_at import results_at
 
     with results_at(path) as folder:
-        return to_frame(load_reports(folder))
+        return load_reports(folder)

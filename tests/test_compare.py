@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import make_report, with_figures
+from report_fixtures import make_report, with_drop, with_figures
 
+from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import compare, render
+from optbench.compare import budget_regressions, compare, render
 from optbench.report import Report, to_frame, write_report
 
 
@@ -153,3 +154,35 @@ def test_cli_refuses_a_missing_side(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty"), str(tmp_path / "empty")]) == 2
     assert "holds no optbench reports: give a folder a recipe run wrote" in capsys.readouterr().err
+
+
+# --- budgets: checks that newly fail -------------------------------------------------------------------
+
+BUDGET = {"name": "ship", "variants": ["baseline+onnx"], "max_accuracy_drop": "1 point", "max_size": "100 MB"}
+
+
+def _chain(drop: float) -> Report:
+    return with_drop(make_report(("onnx",), shapes=((1, 128),)), drop, drop - 0.3, drop + 0.3)
+
+
+def test_a_check_that_passed_in_a_and_fails_in_b_is_newly_failing() -> None:
+    budget = parse_budget(BUDGET, "budget 1")
+    table = budget_regressions([budget], [_chain(0.2)], [_chain(2.0)])
+    assert table[["variant", "figure", "a", "b", "mark"]].values.tolist() == [
+        ["baseline+onnx", "max_accuracy_drop (ship)", "pass", "fail", "newly failing"]
+    ]
+    assert "breaks the limit 1 point" in table["why"].iloc[0]
+    assert budget_regressions([budget], [_chain(2.0)], [_chain(2.5)]).empty  # failing before too: not new
+    assert budget_regressions([budget], [_chain(2.0)], [_chain(0.2)]).empty
+
+
+def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, capsys) -> None:
+    a, b = _write(tmp_path / "a", [_chain(0.2)]), _write(tmp_path / "b", [_chain(2.0)])
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budget]]\nname = "ship"\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 point"\n')
+    assert main(["compare", str(a), str(b), "--budget", str(budgets), "--only-changes"]) == 0
+    out = capsys.readouterr().out
+    assert "| max_accuracy_drop (ship) | pass | fail | - | newly failing |" in out
+    budgets.write_text('[[budget]]\nmax_accuracy_drop = "1"\n')
+    assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
+    assert "max_accuracy_drop" in capsys.readouterr().err
