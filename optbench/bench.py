@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +23,15 @@ import numpy as np
 
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact
-from optbench.data import LabelledData, SeqLen, batches, parse_seq_len
+from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len
 from optbench.environment import fingerprint, fingerprint_key
 from optbench.errors import OptbenchError
+from optbench.executors.local import LocalExecutor
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import Latency, Timing, throughput
-from optbench.report import Measurement, Report
+from optbench.report import FailedJob, Measurement, Report
 from optbench.runtimes import RuntimeSpec, runs
+from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,13 @@ def benchmark(
     config: BenchConfig,
     *,
     recipe: str,
-    run_id: str,
-) -> list[Report]:
-    """Measure every artifact on every runtime; `artifacts[0]` is the baseline."""
+    store: SweepStore,
+    executor: Executor | None = None,
+) -> tuple[list[Report], list[FailedJob]]:
+    """Measure every artifact on every runtime (`artifacts[0]` is the baseline) as a sweep kept in `store`.
+
+    Returns the reports of the pairs whose jobs all succeeded, and the failed jobs with their reasons. Without
+    the reference (the baseline on PyTorch eager FP32) nothing can be compared: its failure is an error."""
     from transformers import AutoTokenizer
 
     baseline = artifacts[0]
@@ -97,48 +102,79 @@ def benchmark(
         "max_batches": config.max_batches,
         "rounds": config.rounds,
     }
-    environment = fingerprint(config.threads)
-    environment["machine"] = fingerprint_key(environment)
     reference = pairs.index((baseline, REFERENCE))
-    logits, details, timings, repeats = _run_jobs(pairs, reference, tokenizer, data.test.texts, config, data.max_length)
+    logits, details, timings, repeats, failed = _run_jobs(
+        pairs, reference, tokenizer, data.test.texts, config, data.max_length, store, executor
+    )
+    if reference not in logits or any((reference, *shape) not in timings for shape in config.shapes()):
+        reason = next(f.reason for f in failed if f.job.pair == reference)
+        raise OptbenchError(
+            f"the reference {baseline.variant} on {REFERENCE.label} failed ({reason}): nothing can be compared "
+            "without it. The other finished jobs are kept: fix the cause and run the recipe again to resume"
+        )
+    failed_pairs = {f.job.pair for f in failed}
+    failed_jobs = [
+        FailedJob(pairs[f.job.pair][0].variant, pairs[f.job.pair][1].label, f.job.key, f.reason) for f in failed
+    ]
     latencies = {key: Latency.from_values(result["values_ns"]) for key, result in timings.items()}
     noise = {
         shape: noise_floor_pct(latencies[(reference, *shape)], Latency.from_values(result["values_ns"]))
         for shape, result in repeats.items()
     }
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def measurement(index: int, batch_size: int, seq_len: SeqLen) -> Measurement:
+        latency = latencies[index, batch_size, seq_len]
+        return Measurement(
+            batch_size=batch_size,
+            seq_len=seq_len,
+            latency=latency,
+            throughput_sps=throughput(batch_size, latency),
+            peak_rss_mb=timings[index, batch_size, seq_len]["peak_rss_mb"],
+            speedup_p50=latencies[reference, batch_size, seq_len].p50_ms / latency.p50_ms,
+            workload_fingerprint=_fingerprint({**workload, "batch_size": batch_size, "seq_len": seq_len}),
+            noise_floor_pct=noise.get((batch_size, seq_len)),
+        )
+
     reports = []
-    for index, (artifact, spec) in enumerate(pairs):
-        measurements = tuple(
-            Measurement(
-                batch_size=batch_size,
-                seq_len=seq_len,
-                latency=latencies[index, batch_size, seq_len],
-                throughput_sps=throughput(batch_size, latencies[index, batch_size, seq_len]),
-                peak_rss_mb=timings[index, batch_size, seq_len]["peak_rss_mb"],
-                speedup_p50=latencies[reference, batch_size, seq_len].p50_ms
-                / latencies[index, batch_size, seq_len].p50_ms,
-                workload_fingerprint=_fingerprint({**workload, "batch_size": batch_size, "seq_len": seq_len}),
-                noise_floor_pct=noise.get((batch_size, seq_len)),
+    for environment, shapes in _shapes_by_machine(config.shapes(), reference, timings, config.threads):
+        for index, (artifact, spec) in enumerate(pairs):
+            if index in failed_pairs:
+                continue
+            reports.append(
+                Report(
+                    run_id=store.run_id,
+                    recipe=recipe,
+                    created_at=created_at,
+                    artifact={**artifact.to_dict(), "size_mb": artifact.size_mb(), "parameters": artifact.parameters()},
+                    runtime={**spec.to_dict(), "threads": config.threads, "details": details[index]},
+                    workload=workload,
+                    environment=environment,
+                    metrics=Metrics.from_logits(data.test.labels, logits[index]),
+                    drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
+                    measurements=tuple(measurement(index, *shape) for shape in shapes),
+                    warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, shapes)),
+                )
             )
-            for batch_size, seq_len in config.shapes()
-        )
-        reports.append(
-            Report(
-                run_id=run_id,
-                recipe=recipe,
-                created_at=created_at,
-                artifact={**artifact.to_dict(), "size_mb": artifact.size_mb(), "parameters": artifact.parameters()},
-                runtime={**spec.to_dict(), "threads": config.threads, "details": details[index]},
-                workload=workload,
-                environment=environment,
-                metrics=Metrics.from_logits(data.test.labels, logits[index]),
-                drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
-                measurements=measurements,
-                warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, config.shapes())),
-            )
-        )
-    return reports
+    return reports, failed_jobs
+
+
+def _shapes_by_machine(
+    shapes: list[Shape], reference: int, timings: dict[tuple[int, int, SeqLen], dict[str, Any]], threads: int
+) -> list[tuple[dict[str, Any], list[Shape]]]:
+    """The shapes grouped by the machine that timed them, with its environment fingerprint: this machine's
+    for local jobs, the node's for jobs an executor ran elsewhere (a shape stays on one node)."""
+    groups: dict[str, tuple[dict[str, Any], list[Shape]]] = {}
+    here: dict[str, Any] | None = None
+    for shape in shapes:
+        environment = timings[(reference, *shape)].get("environment")
+        if environment is None:
+            if here is None:
+                here = fingerprint(threads)
+                here["machine"] = fingerprint_key(here)
+            environment = here
+        groups.setdefault(environment["machine"], (environment, []))[1].append(shape)
+    return list(groups.values())
 
 
 def noise_floor_pct(first: Latency, second: Latency) -> float:
@@ -170,9 +206,6 @@ def _int8_slower_than_source(
     return [f"INT8 is slower than its FP32 source {source.variant} on {spec.label} at {', '.join(slower)}"]
 
 
-Shape = tuple[int, SeqLen]
-
-
 def _run_jobs(
     pairs: list[tuple[ModelArtifact, RuntimeSpec]],
     reference: int,
@@ -180,76 +213,98 @@ def _run_jobs(
     texts: list[str],
     config: BenchConfig,
     max_length: int,
+    store: SweepStore,
+    executor: Executor | None,
 ) -> tuple[
     dict[int, np.ndarray],
     dict[int, dict[str, Any]],
     dict[tuple[int, int, SeqLen], dict[str, Any]],
     dict[Shape, dict[str, Any]],
+    list[Outcome],
 ]:
-    """Accuracy pass of every pair, then the latency passes: shape by shape, round by round, every pair
-    once per round (interleaved), then the reference again when `aa_check` is on.
+    """Run the sweep's plan (`sweep.plan`: accuracy passes, then shape by shape and round by round every
+    pair once, interleaved, then the reference again when `aa_check` is on), resuming from `store`.
 
     Returns per pair index the test-split logits and the runtime's own description; the latency job
-    results per (pair, batch size, sequence length), rounds pooled; and per shape the reference's
-    repeated (A/A) measurement, rounds pooled.
+    results per (pair, batch size, sequence length), rounds pooled; per shape the reference's repeated
+    (A/A) measurement, rounds pooled; and the failed jobs. A pair with a failed job is left out of the rest.
     """
     from tqdm.auto import tqdm
 
     shapes = config.shapes()
-    per_round = len(pairs) + int(config.aa_check)
+    jobs = plan(len(pairs), reference, shapes, config.rounds, config.aa_check)
+    inputs = {None: _inputs(store, "accuracy", tokenizer, texts, ACCURACY_BATCH_SIZE, "data", max_length)}
+    for batch_size, seq_len in shapes:
+        shape_texts = texts[: batch_size * config.max_batches]
+        name = f"shape-{batch_size}-{seq_len}"
+        inputs[batch_size, seq_len] = _inputs(store, name, tokenizer, shape_texts, batch_size, seq_len, max_length)
+
+    def make_job(planned: PlannedJob) -> Job:
+        artifact, spec = pairs[planned.pair]
+        progress.set_description(_describe(planned, artifact, spec, config.rounds))
+        return Job(
+            kind=planned.kind,
+            artifact=artifact.to_dict(),
+            runtime=spec.to_dict(),
+            threads=config.threads,
+            inputs=str(inputs[planned.shape]),
+            output=str(store.work / f"{planned.key}-{os.getpid()}.result.json"),
+            timing=config.timing,
+        )
+
+    with tqdm(total=len(jobs), desc="benchmark", unit="job") as progress:
+        outcomes = run_sweep(
+            jobs,
+            store,
+            executor or LocalExecutor(run_in_subprocess),
+            make_job,
+            timeout_s=config.job_timeout_s,
+            on_done=lambda outcome, ran: progress.update(),
+        )
     logits: dict[int, np.ndarray] = {}
     details: dict[int, dict[str, Any]] = {}
     timings: dict[tuple[int, int, SeqLen], dict[str, Any]] = {}
     repeats: dict[Shape, dict[str, Any]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="optbench-") as tmp,
-        tqdm(total=len(pairs) + len(shapes) * config.rounds * per_round, desc="benchmark", unit="job") as progress,
-    ):
-        work = Path(tmp)
+    for planned in jobs:
+        result = outcomes[planned.key].result
+        if result is None:
+            continue
+        if planned.kind == "accuracy":
+            logits[planned.pair], details[planned.pair] = np.load(result["logits"]), result["runtime_details"]
+        elif planned.repeat:
+            _pool(repeats, planned.shape, result)
+        else:
+            _pool(timings, (planned.pair, *planned.shape), result)
+    return logits, details, timings, repeats, failures(outcomes[j.key] for j in jobs)
 
-        def run(kind: str, index: int, inputs: Path, tag: str) -> dict[str, Any]:
-            artifact, spec = pairs[index]
-            progress.set_description(f"{kind} {artifact.variant} on {spec.label}{tag}")
-            name = f"{kind}-{index}-{inputs.stem}-{progress.n}"
-            job = Job(
-                kind=kind,  # type: ignore[arg-type]
-                artifact=artifact.to_dict(),
-                runtime=spec.to_dict(),
-                threads=config.threads,
-                inputs=str(inputs),
-                output=str(work / f"{name}.result.json"),
-                timing=config.timing,
-            )
-            result = run_in_subprocess(job, work / f"{name}.job.json", config.job_timeout_s)
-            progress.update()
-            return result
 
-        inputs = work / "accuracy.npz"
-        save_batches(
-            inputs, batches(tokenizer, texts, batch_size=ACCURACY_BATCH_SIZE, seq_len="data", max_length=max_length)
-        )
-        for index in range(len(pairs)):
-            result = run("accuracy", index, inputs, "")
-            logits[index], details[index] = np.load(result["logits"]), result["runtime_details"]
-        for batch_size, seq_len in shapes:
-            inputs = work / f"shape-{batch_size}-{seq_len}.npz"
-            shape_texts = texts[: batch_size * config.max_batches]
-            save_batches(
-                inputs, batches(tokenizer, shape_texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length)
-            )
-            for round_index in range(config.rounds):
-                tag = f" (round {round_index + 1}/{config.rounds})" if config.rounds > 1 else ""
-                for index in range(len(pairs)):
-                    _pool(timings, (index, batch_size, seq_len), run("latency", index, inputs, tag))
-                if config.aa_check:
-                    _pool(repeats, (batch_size, seq_len), run("latency", reference, inputs, f"{tag}, A/A repeat"))
-    return logits, details, timings, repeats
+def _inputs(
+    store: SweepStore, name: str, tokenizer: Any, texts: list[str], batch_size: int, seq_len: SeqLen, max_length: int
+) -> Path:
+    """The tokenized batches of one shape in the store (written whole; the same on every resume)."""
+    path = store.inputs / f"{name}.npz"
+    if not path.exists():
+        tmp = store.inputs / f".{name}.{os.getpid()}.tmp.npz"
+        save_batches(tmp, batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length))
+        os.replace(tmp, path)
+    return path
+
+
+def _describe(planned: PlannedJob, artifact: ModelArtifact, spec: RuntimeSpec, rounds: int) -> str:
+    tag = f" (round {planned.round + 1}/{rounds})" if rounds > 1 and planned.kind == "latency" else ""
+    tag += ", A/A repeat" if planned.repeat else ""
+    return f"{planned.kind} {artifact.variant} on {spec.label}{tag}"
 
 
 def _pool(results: dict[Any, dict[str, Any]], key: Any, result: dict[str, Any]) -> None:
-    """Add one round's latency job result to `key`'s: timed calls concatenated, the highest peak memory."""
+    """Add one round's latency job result to `key`'s: timed calls concatenated, the highest peak memory
+    (and the environment of the node that measured it, when the executor reports one)."""
     if key not in results:
-        results[key] = {"values_ns": list(result["values_ns"]), "peak_rss_mb": result["peak_rss_mb"]}
+        results[key] = {
+            "values_ns": list(result["values_ns"]),
+            "peak_rss_mb": result["peak_rss_mb"],
+            "environment": result.get("environment"),
+        }
         return
     results[key]["values_ns"] += result["values_ns"]
     results[key]["peak_rss_mb"] = max(results[key]["peak_rss_mb"], result["peak_rss_mb"])

@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optbench import __version__
 from optbench.errors import OptbenchError
+
+if TYPE_CHECKING:
+    from optbench.report import FailedJob
 
 log = logging.getLogger("optbench")
 
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a recipe: baseline, steps, then the benchmark matrix",
         description="Run a recipe file end to end. Step outputs are cached, so a re-run only redoes what "
-        "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none. "
+        "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none. The benchmark is a "
+        "sweep of jobs, each stored as it ends: run an interrupted recipe again to resume it, and a failed "
+        "job is recorded with its reason while the others go on (exit code 1). "
         f"Steps a recipe can list: {', '.join(STEPS)} (README, section Steps).",
     )
     run.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/baseline.toml")
@@ -56,15 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cache for trained and optimized models (default: $OPTBENCH_CACHE or ~/.cache/optbench)",
     )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where the benchmark jobs run: local (this machine, one at a time; default) or ray (Ray tasks; "
+        "pip install 'optbench[ray]')",
+    )
+    run.add_argument(
+        "--address",
+        help="ray: the cluster to join (e.g. auto, or ray://head:10001); default: start a local Ray runtime",
+    )
     run.set_defaults(handler=_run)
 
     report = commands.add_parser(
         "report",
         help="print the comparison table of every report under a folder",
-        description="Read every optbench report under PATH (a folder or one file) and print one table: one row "
-        "per variant, runtime, device, batch size and sequence length.",
+        description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
+        "row per variant, runtime, device, batch size and sequence length. Failed jobs of those runs are listed "
+        "after it (on stderr).",
     )
-    report.add_argument("path", type=Path, nargs="?", default=Path("results"), help="results folder (default: results)")
+    report.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        default=[Path("results")],
+        metavar="PATH",
+        help="results folders or report files, e.g. several machines' (default: results)",
+    )
     report.add_argument(
         "--format",
         choices=["md", "csv", "json", "html"],
@@ -73,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(PNG beside it, Pareto front highlighted) and needs -o",
     )
     report.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
+    report.add_argument(
+        "--by-machine",
+        action="store_true",
+        help="merge machines: a row per variant, runtime and shape, each machine's p50 and speedup side by side "
+        "(keyed by hardware fingerprint, the newest report of each)",
+    )
     report.add_argument(
         "--shape", default="1x128", help="html: the batch x sequence length the plot shows (default: 1x128)"
     )
@@ -122,32 +153,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from optbench.executors import make_executor
     from optbench.pipeline import default_cache_dir, run_recipe
     from optbench.recipe import load_recipe
-    from optbench.report import load_reports, render, to_frame
+    from optbench.report import FAILURES_FILE, load_failures, load_reports, render, to_frame
 
     recipe = load_recipe(args.recipe)
-    folder = run_recipe(recipe, args.results, args.cache or default_cache_dir())
+    executor = make_executor(args.executor, args.address)
+    try:
+        folder = run_recipe(recipe, args.results, args.cache or default_cache_dir(), executor)
+    finally:
+        executor.close()
     print(render(to_frame(load_reports(folder)), "md"))
     print(f"reports written to {folder} (report.html: the table and the latency-versus-accuracy plot)")
+    failed = load_failures(folder)
+    if failed:
+        print(_failure_lines(failed), file=sys.stderr)
+        print(f"{len(failed)} jobs failed: their variants have no report ({folder / FAILURES_FILE})", file=sys.stderr)
+        return 1
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_reports, render, to_frame
+def _failure_lines(failed: list[FailedJob]) -> str:
+    return "\n".join(f"failed: {f.variant} on {f.runtime}, {f.job}: {f.reason}" for f in failed)
 
-    reports = load_reports(args.path)
+
+def _report(args: argparse.Namespace) -> int:
+    from optbench.report import load_failures, load_reports, render, to_frame
+
+    reports = [report for path in args.paths for report in load_reports(path)]
     if not reports:
-        raise OptbenchError(f"no optbench reports under {args.path}: run a recipe first (optbench run RECIPE)")
-    if args.format == "html":
+        shown = " ".join(str(p) for p in args.paths)
+        raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
+    if args.by_machine:
+        from optbench.machines import machines, merge_by_machine, render_merged
+
+        if args.format == "html":
+            raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
+        _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output)
+    elif args.format == "html":
         from optbench.html_report import parse_shape, write_html
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
         for path in write_html(to_frame(reports), args.output, parse_shape(args.shape)):
             print(f"wrote {path}")
-        return 0
-    _emit(render(to_frame(reports), args.format), args.output)
+    else:
+        _emit(render(to_frame(reports), args.format), args.output)
+    failed = [failure for path in args.paths for failure in load_failures(path)]
+    if failed:
+        print(_failure_lines(failed), file=sys.stderr)
     return 0
 
 

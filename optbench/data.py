@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
 SeqLen = int | Literal["data"]
+Shape = tuple[int, SeqLen]  # (batch size, sequence length)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from optbench.atomic import write_bytes_atomic, write_text_atomic
-from optbench.bench import Shape
+from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.report import MARKDOWN_COLUMNS, format_cell
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from optbench.atomic import write_json_atomic, write_npy_atomic
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
 
@@ -47,25 +49,58 @@ def load_batches(path: Path) -> list[dict[str, np.ndarray]]:
     return [batches[i] for i in sorted(batches)]
 
 
+class JobFailed(OptbenchError):
+    """A job that crashed, hung past its timeout, was killed (out of memory) or refused its input."""
+
+    exit_code = 1
+
+
+JOB_COMMAND = (sys.executable, "-m", "optbench.job")
+
+
 def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
-    """Run `job` in a fresh Python process and return its result; a failure raises with its reason."""
-    job_path.write_text(json.dumps({**asdict(job), "timing": asdict(job.timing)}))
+    """Run `job` in a fresh Python process and return its result; a failure raises JobFailed with its reason.
+
+    On Linux the job dies with its parent, so a sweep killed with kill -9 leaves no job measuring on."""
+    write_json_atomic(job_path, {**asdict(job), "timing": asdict(job.timing)})
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "TOKENIZERS_PARALLELISM": "false"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "optbench.job", str(job_path)],
+            [*JOB_COMMAND, str(job_path)],
             env=env,
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     except subprocess.TimeoutExpired as exc:
-        raise OptbenchError(f"{job.kind} job timed out after {timeout_s:.0f} s: raise [bench] job_timeout_s") from exc
+        raise JobFailed(
+            f"{job.kind} job hung: no result after {timeout_s:.0f} s (raise [bench] job_timeout_s if it is only slow)"
+        ) from exc
+    if done.returncode < 0:
+        raise JobFailed(f"{job.kind} job failed: {_signal_reason(-done.returncode)}")
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit code {done.returncode}"
-        raise OptbenchError(f"{job.kind} job failed: {reason.removeprefix('error: ')}")
-    return json.loads(Path(job.output).read_text())
+        raise JobFailed(f"{job.kind} job failed: {reason.removeprefix('error: ')}")
+    try:
+        return json.loads(Path(job.output).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobFailed(f"{job.kind} job failed: it exited cleanly but wrote no readable result ({exc})") from exc
+
+
+def _signal_reason(number: int) -> str:
+    name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+    if number == signal.SIGKILL:
+        return f"killed by {name}: out of memory (the kernel's OOM killer), or killed from outside"
+    return f"crashed with {name}"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def execute(job: Job) -> dict[str, Any]:
@@ -85,7 +120,7 @@ def execute(job: Job) -> dict[str, Any]:
     if job.kind == "accuracy":
         logits = np.concatenate([runtime.predict(b) for b in batches])
         logits_path = Path(job.output).with_suffix(".npy")
-        np.save(logits_path, logits)
+        write_npy_atomic(logits_path, logits)
         result["logits"] = str(logits_path)
         result["runtime_details"] = runtime.describe(batches[0])
     else:
@@ -108,7 +143,7 @@ def main(argv: list[str]) -> int:
     except OptbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    Path(job.output).write_text(json.dumps(result))
+    write_json_atomic(Path(job.output), result)
     return 0
 
 

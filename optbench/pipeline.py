@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
 from optbench.bench import benchmark
@@ -18,8 +19,9 @@ from optbench.errors import OptbenchError
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe
-from optbench.report import to_frame, write_report
+from optbench.report import to_frame, write_failures, write_report
 from optbench.steps import run_step
+from optbench.sweep import Executor, SweepStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
-def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
+def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Executor | None = None) -> Path:
     """Run `recipe` end to end; its reports (and `report.html` with its plot) land whole in
     results_dir/<recipe>/<run id>/, or not at all."""
     data = load_dataset(recipe.dataset)
@@ -47,18 +49,41 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path) -> Path:
             current = run_step(step.config, current, data, cache_dir, label=step.label)
             artifacts.append(current)
     artifacts = distinct_variants(artifacts)
-    run_id = new_run_id()
-    reports = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, run_id=run_id)
-    final = results_dir / recipe.name / run_id
-    staging = results_dir / recipe.name / f".{run_id}.tmp"
+    root = results_dir / recipe.name
+    store = SweepStore.open(root, sweep_identity(recipe, artifacts, data), new_run_id)
+    store.join()
+    reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
+    final = root / store.run_id
+    staging = root / f".{store.run_id}.{os.getpid()}.tmp"
     try:
         for report in reports:
             write_report(report, staging)
+        if failed:
+            write_failures(failed, staging)
         write_html(to_frame(reports), staging / "report.html")
-        os.replace(staging, final)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            log.info("another sweep of this plan published %s first", final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    store.leave()
     return final
+
+
+def sweep_identity(recipe: Recipe, artifacts: list[ModelArtifact], data: LabelledData) -> dict[str, Any]:
+    """What a sweep measures: a re-run with the same identity resumes it (the job timeout may change)."""
+    bench = {k: v for k, v in config_to_dict(recipe.bench).items() if k != "job_timeout_s"}
+    models = [(a.variant, a.sha256) for a in artifacts]
+    return {
+        "recipe": recipe.name,
+        "models": models,
+        "bench": bench,
+        "data": data.fingerprint,
+        "length": data.max_length,
+    }
 
 
 def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:

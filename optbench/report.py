@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,11 @@ class Report:
 
     @property
     def file_name(self) -> str:
+        """`<variant>.<runtime>-<device>-<precision>.json`, with `@<machine>` before `.json` for reports
+        measured on the nodes of a distributed executor (a run may then hold one per node)."""
         rt = self.runtime
-        return f"{self.variant}.{rt['name']}-{rt['device']}-{rt['precision']}.json"
+        node = f"@{self.environment.get('machine')}" if self.environment.get("executor") else ""
+        return f"{self.variant}.{rt['name']}-{rt['device']}-{rt['precision']}{node}.json"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -267,6 +270,39 @@ def read_report(path: Path) -> Report | None:
         return Report.from_dict(data)
     except (KeyError, TypeError) as exc:
         raise OptbenchError(f"{path} is a damaged report (missing {exc}): re-run the recipe that wrote it") from exc
+
+
+FAILURES_FILE = "failures.json"
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """A benchmark job that failed in a run, and why; its pair has no report in that run."""
+
+    variant: str
+    runtime: str
+    job: str
+    reason: str
+
+
+def write_failures(failed: list[FailedJob], folder: Path) -> None:
+    write_json_atomic(folder / FAILURES_FILE, [asdict(f) for f in failed])
+
+
+def load_failures(folder: Path) -> list[FailedJob]:
+    """The failed jobs recorded in the runs under `folder` (a run folder, or a folder of runs)."""
+    if not folder.is_dir():
+        return []
+    paths = [folder / FAILURES_FILE] if (folder / FAILURES_FILE).exists() else sorted(folder.rglob(FAILURES_FILE))
+    failed = []
+    for path in paths:
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        try:
+            failed += [FailedJob(**entry) for entry in json.loads(path.read_text())]
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
+    return failed
 
 
 def load_reports(folder: Path) -> list[Report]:

@@ -15,7 +15,10 @@ import pytest
 from optbench import bench
 from optbench.artifact import StepRecord
 from optbench.bench import BenchConfig, benchmark, noise_floor_pct
+from optbench.errors import OptbenchError
+from optbench.job import JobFailed
 from optbench.measure import Latency, Timing
+from optbench.sweep import SweepStore
 
 MS = 1_000_000
 
@@ -29,6 +32,8 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch, reviews) -> list[tuple[str, str]]
     def run(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
         variant = "+".join(["baseline", *(step["name"] for step in job.artifact["lineage"])])
         calls.append((job.kind, variant))
+        if (job.kind, variant) in failing:
+            raise failing[job.kind, variant]
         if job.kind == "accuracy":
             logits_path = Path(job.output).with_suffix(".npy")
             np.save(logits_path, np.tile([[1.0, 0.0]], (len(reviews.test), 1)))
@@ -37,17 +42,32 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch, reviews) -> list[tuple[str, str]]
         per_call = 5 if variant != "baseline" else 11 if repeat else 10
         return {"values_ns": [per_call * MS] * 3, "peak_rss_mb": 200.0 + len(calls)}
 
+    failing: dict[tuple[str, str], BaseException] = {}
     monkeypatch.setattr(bench, "run_in_subprocess", run)
+    monkeypatch.setattr(bench, "_failing", failing, raising=False)
     return calls
+
+
+def _fail(kind: str, variant: str, error: BaseException) -> None:
+    """Make the fake job runner raise `error` for the jobs of `kind` on `variant`."""
+    bench._failing[kind, variant] = error  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> SweepStore:
+    return SweepStore.open(tmp_path / "results", {"test": True}, lambda: "r")
+
+
+TWO_ROUNDS = BenchConfig(batch_sizes=(1,), seq_lens=(16,), rounds=2, timing=Timing(warmup=0, min_iters=1))
 
 
 def _pruned(artifact: Any) -> Any:
     return dataclasses.replace(artifact, lineage=(StepRecord("prune", {}),))
 
 
-def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, tiny_artifact, reviews) -> None:
-    config = BenchConfig(batch_sizes=(1,), seq_lens=(16,), rounds=2, timing=Timing(warmup=0, min_iters=1))
-    reports = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", run_id="r")
+def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, tiny_artifact, reviews, store) -> None:
+    reports, failed = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert failed == [] and {r.run_id for r in reports} == {"r"}
     a, b = "baseline", "baseline+prune"
     assert fake_jobs == [("accuracy", a), ("accuracy", b)] + [("latency", a), ("latency", b), ("latency", a)] * 2
     baseline, pruned = ({m.batch_size: m for m in r.measurements}[1] for r in reports)
@@ -58,9 +78,9 @@ def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, t
     assert reports[0].workload["rounds"] == 2
 
 
-def test_without_the_a_a_check_there_is_no_repeat_and_no_noise_floor(fake_jobs, tiny_artifact, reviews) -> None:
+def test_without_the_a_a_check_there_is_no_repeat_and_no_noise_floor(fake_jobs, tiny_artifact, reviews, store) -> None:
     config = BenchConfig(batch_sizes=(1,), seq_lens=(16,), aa_check=False, timing=Timing(warmup=0, min_iters=1))
-    reports = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", run_id="r")
+    reports, _ = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", store=store)
     assert [kind for kind, _ in fake_jobs].count("latency") == 2
     assert all(m.noise_floor_pct is None for r in reports for m in r.measurements)
 
@@ -76,3 +96,50 @@ def test_rounds_below_one_are_refused() -> None:
 
     with pytest.raises(OptbenchError, match="rounds=0"):
         BenchConfig(rounds=0)
+
+
+# --- failures and resume -------------------------------------------------------------------------------
+
+
+def test_a_failed_job_is_recorded_and_the_other_variants_finish(fake_jobs, tiny_artifact, reviews, store) -> None:
+    _fail("latency", "baseline+prune", JobFailed("latency job failed: killed by SIGKILL: out of memory"))
+    reports, failed = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert [r.variant for r in reports] == ["baseline"]
+    assert [(f.variant, f.job, f.reason) for f in failed] == [
+        ("baseline+prune", "latency-1x16-round0-pair1", "latency job failed: killed by SIGKILL: out of memory")
+    ]
+    # its second round was skipped, the reference's jobs all ran
+    assert fake_jobs.count(("latency", "baseline+prune")) == 1 and fake_jobs.count(("latency", "baseline")) == 4
+
+
+def test_without_the_reference_nothing_is_compared(fake_jobs, tiny_artifact, reviews, store) -> None:
+    _fail("accuracy", "baseline", JobFailed("accuracy job hung: no result after 5 s"))
+    with pytest.raises(OptbenchError, match=r"the reference baseline on torch.* failed \(accuracy job hung"):
+        benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, TWO_ROUNDS, recipe="t", store=store)
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_jobs_it_lacks(fake_jobs, tiny_artifact, reviews, store) -> None:
+    artifacts = [tiny_artifact, _pruned(tiny_artifact)]
+    _fail("latency", "baseline+prune", KeyboardInterrupt())  # the sweep dies in its first latency job of prune
+    with pytest.raises(KeyboardInterrupt):
+        benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    a, b = "baseline", "baseline+prune"
+    assert fake_jobs == [("accuracy", a), ("accuracy", b), ("latency", a), ("latency", b)]  # the last one died
+    bench._failing.clear()  # type: ignore[attr-defined]
+    fake_jobs.clear()
+    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert fake_jobs == [("latency", b), ("latency", a), ("latency", a), ("latency", b), ("latency", a)]
+    assert failed == [] and [r.variant for r in reports] == [a, b]
+    assert all(m.latency.n == 6 for r in reports for m in r.measurements)
+
+
+def test_a_resumed_sweep_tries_failed_jobs_again(fake_jobs, tiny_artifact, reviews, store) -> None:
+    artifacts = [tiny_artifact, _pruned(tiny_artifact)]
+    _fail("accuracy", "baseline+prune", JobFailed("accuracy job failed: crashed with SIGSEGV"))
+    _, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert len(failed) == 1
+    bench._failing.clear()  # type: ignore[attr-defined]
+    fake_jobs.clear()
+    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert failed == [] and len(reports) == 2
+    assert fake_jobs[0] == ("accuracy", "baseline+prune") and ("accuracy", "baseline") not in fake_jobs

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from optbench import job as job_module
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.errors import OptbenchError
-from optbench.job import Job, load_batches, run_in_subprocess, save_batches
+from optbench.job import Job, JobFailed, load_batches, run_in_subprocess, save_batches
 from optbench.measure import Timing
 from optbench.runtimes import RuntimeSpec
 
@@ -70,5 +72,24 @@ def test_a_crashing_job_reports_its_last_line(tmp_path: Path, tiny_classifier: P
 
 
 def test_a_hanging_job_times_out(tmp_path: Path, tiny_classifier: Path) -> None:
-    with pytest.raises(OptbenchError, match="timed out after 0 s"):
+    with pytest.raises(JobFailed, match=r"^latency job hung: no result after 0 s \(raise \[bench\] job_timeout_s"):
         run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=0.2)
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "reason"),
+    [("SIGKILL", "killed by SIGKILL: out of memory"), ("SIGSEGV", "crashed with SIGSEGV")],
+)
+def test_a_job_killed_by_a_signal_says_which(signal_name: str, reason: str, tmp_path: Path, monkeypatch) -> None:
+    suicide = f"import os, signal; os.kill(os.getpid(), signal.{signal_name})"
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", suicide))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    with pytest.raises(JobFailed, match=f"^latency job failed: {reason}"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
+
+
+def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", "pass"))
+    job = Job("accuracy", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    with pytest.raises(JobFailed, match="exited cleanly but wrote no readable result"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)

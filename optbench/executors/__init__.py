@@ -1,0 +1,25 @@
+"""Where a sweep's jobs run: `local` (this machine, one job at a time; the default) or `ray` (Ray tasks
+on a local Ray runtime or a cluster). Both implement `optbench.sweep.Executor`."""
+
+from __future__ import annotations
+
+from optbench.errors import OptbenchError
+from optbench.sweep import Executor
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str, address: str | None = None) -> Executor:
+    """The executor called `name`; `address` is the Ray cluster's (ray only; default: start a local runtime)."""
+    if name == "local":
+        if address:
+            raise OptbenchError("--address is the Ray cluster's: use it with --executor ray")
+        from optbench.executors.local import LocalExecutor
+        from optbench.job import run_in_subprocess
+
+        return LocalExecutor(run_in_subprocess)
+    if name == "ray":
+        from optbench.executors.ray import RayExecutor
+
+        return RayExecutor(address)
+    raise OptbenchError(f"unknown executor {name!r}: use one of {list(EXECUTORS)}")

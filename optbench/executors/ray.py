@@ -1,0 +1,132 @@
+"""The Ray executor: a sweep's jobs as Ray tasks, on a local Ray runtime or on an existing cluster.
+
+Every job still runs in a fresh process: its task starts it on the node with `run_in_subprocess`.
+- Accuracy jobs ask for `threads` CPUs (and a GPU for CUDA runtimes) and run wherever they fit, side by
+  side: their figures do not depend on time.
+- Latency jobs also ask for one `optbench_latency` slot, of which each node offers one, so a node times
+  one job at a time. Each shape is pinned to one node: its rounds, every variant and the reference its
+  speedups are taken against are measured on the same machine, in plan order.
+- Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
+Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
+tokenized inputs travel with the tasks and the logits come back with the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import socket
+import tempfile
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optbench.atomic import write_npy_atomic
+from optbench.errors import OptbenchError, require_package
+from optbench.job import Job, JobFailed, run_in_subprocess
+from optbench.sweep import PlannedJob
+
+log = logging.getLogger(__name__)
+
+LATENCY_SLOT = "optbench_latency"
+INSTALL = "pip install 'optbench[ray]'"
+
+
+class RayExecutor:
+    """Jobs as Ray tasks: a local Ray runtime by default, or the cluster at `address` (e.g. ray://head:10001
+    or auto)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        require_package("ray", needed_for="--executor ray", install=INSTALL)
+        import ray
+
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, resources={LATENCY_SLOT: 1}, include_dashboard=False, log_to_driver=False)
+        self.ray = ray
+        self.nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get(LATENCY_SLOT))
+        if not self.nodes:
+            ray.shutdown()
+            raise OptbenchError(
+                f"no node of the Ray cluster at {address} offers the {LATENCY_SLOT} resource: start every node "
+                f"with ray start ... --resources='{{\"{LATENCY_SLOT}\": 1}}' (one latency job per node at a time)"
+            )
+        log.info("Ray executor: %d nodes time latency jobs", len(self.nodes))
+        self.task = ray.remote(run_on_node)
+        self.shape_nodes: dict[Any, str] = {}
+        self.specs: dict[Hashable, Job] = {}
+        self.inputs: dict[str, Any] = {}
+
+    def lane(self, job: PlannedJob) -> Hashable:
+        """Accuracy jobs in lanes of their own (in parallel); latency jobs one lane per shape (in order)."""
+        return ("accuracy", job.pair) if job.kind == "accuracy" else ("latency", job.shape)
+
+    def submit(self, job: PlannedJob, spec: Job, timeout_s: float) -> Hashable:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options: dict[str, Any] = {
+            "num_cpus": spec.threads,
+            "num_gpus": 1 if spec.runtime.get("device") == "cuda" else 0,
+            "max_retries": 0,  # a job that dies is recorded as failed, not silently run again
+        }
+        if job.kind == "latency":
+            node = self.shape_nodes.setdefault(job.shape, self.nodes[len(self.shape_nodes) % len(self.nodes)])
+            options["resources"] = {LATENCY_SLOT: 1}
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        if spec.inputs not in self.inputs:
+            self.inputs[spec.inputs] = self.ray.put(Path(spec.inputs).read_bytes())
+        ref = self.task.options(**options).remote(spec, self.inputs[spec.inputs], timeout_s)
+        self.specs[ref] = spec
+        return ref
+
+    def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]:
+        (ref,), _ = self.ray.wait(handles, num_returns=1)
+        spec = self.specs.pop(ref)
+        try:
+            status, payload = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return ref, JobFailed(f"{spec.kind} job failed: Ray lost it ({type(exc).__name__}: {first_line})")
+        if status == "failed":
+            return ref, JobFailed(payload)
+        if "logits" in payload:
+            path = Path(spec.output).with_suffix(".npy")
+            write_npy_atomic(path, payload["logits"])
+            payload = {**payload, "logits": str(path)}
+        return ref, payload
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def run_on_node(spec: Job, inputs: bytes, timeout_s: float) -> tuple[str, Any]:
+    """The Ray task: run one job in a fresh process on this node; ("ok", result) or ("failed", reason)."""
+    if not Path(spec.artifact["path"]).exists():
+        return "failed", (
+            f"{spec.kind} job failed: the model folder {spec.artifact['path']} is not on node {socket.gethostname()}: "
+            "put the cache (--cache) on a filesystem every node mounts at the same path"
+        )
+    with tempfile.TemporaryDirectory(prefix="optbench-ray-") as tmp:
+        folder = Path(tmp)
+        (folder / "inputs.npz").write_bytes(inputs)
+        job = dataclasses.replace(spec, inputs=str(folder / "inputs.npz"), output=str(folder / "result.json"))
+        try:
+            result = run_in_subprocess(job, folder / "job.json", timeout_s)
+        except JobFailed as exc:
+            return "failed", str(exc)
+        if "logits" in result:
+            result["logits"] = np.load(result["logits"])
+    return "ok", {**result, "environment": node_environment(spec.threads)}
+
+
+@functools.cache
+def node_environment(threads: int) -> dict[str, Any]:
+    """This node's environment fingerprint, measured once per worker process."""
+    from optbench.environment import fingerprint, fingerprint_key
+
+    environment = fingerprint(threads)
+    return {**environment, "machine": fingerprint_key(environment), "executor": "ray"}

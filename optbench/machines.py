@@ -1,0 +1,96 @@
+"""Results from several machines merged into one table, keyed by hardware fingerprint.
+
+The same recipe run on different machines (or a sweep whose jobs ran on several nodes) gives reports
+whose environments differ. Here each (variant, runtime, device, precision, shape) is one row and each
+machine contributes its p50 and speedup from its newest report, so the machines read side by side;
+the legend says what each machine key is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from optbench.errors import OptbenchError
+from optbench.report import Report, to_frame
+
+ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
+FIGURES = ("p50_ms", "speedup_p50")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One hardware fingerprint and what it stands for."""
+
+    key: str
+    cpu: str
+    cores: int | None
+    gpus: tuple[str, ...]
+    runs: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        gpus = f", {', '.join(self.gpus)}" if self.gpus else ""
+        return f"{self.cpu} ({self.cores} cores{gpus})"
+
+
+def machines(reports: list[Report]) -> list[Machine]:
+    """Every machine among `reports`, in order of first appearance."""
+    found: dict[str, Machine] = {}
+    for report in reports:
+        env = report.environment
+        key = env.get("machine") or "unknown"
+        run = f"{report.recipe}/{report.run_id}"
+        if key in found:
+            if run not in found[key].runs:
+                machine = found[key]
+                found[key] = Machine(key, machine.cpu, machine.cores, machine.gpus, (*machine.runs, run))
+            continue
+        cpu = env.get("cpu") or {}
+        gpus = tuple(gpu.get("name", "?") for gpu in env.get("gpu") or [])
+        found[key] = Machine(key, cpu.get("model") or "unknown CPU", cpu.get("logical_cores"), gpus, (run,))
+    return list(found.values())
+
+
+def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
+    """One row per measured cell, with `p50_ms@<machine>` and `speedup_p50@<machine>` for every machine
+    (its newest report of that cell; empty where a machine did not measure it)."""
+    if not reports:
+        raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
+    frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
+    newest = frame.drop_duplicates([*ROW_KEY, "machine"], keep="last")
+    wide = newest.pivot(index=ROW_KEY, columns="machine", values=list(FIGURES))
+    order = [m.key for m in machines(reports)]
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
+    wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
+    return wide.reset_index().sort_values(["batch_size", "variant", "runtime"], kind="stable", key=_sortable)
+
+
+def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
+    """The merged table as Markdown (with the machine legend first), CSV or JSON."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    lines = ["Machines (hardware fingerprints):", ""]
+    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
+    columns = list(table.columns)
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(column, value) for column, value in zip(columns, row, strict=True)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if column.startswith("speedup_p50@"):
+        return f"{value:.2f}x"
+    if column.startswith("p50_ms@"):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _sortable(column: pd.Series) -> pd.Series:
+    return column if column.name == "batch_size" else column.astype(str)

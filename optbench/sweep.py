@@ -1,0 +1,325 @@
+"""A sweep: the benchmark's jobs in their planned order, each result stored the moment its job ends.
+
+The store is a folder (hidden, beside the recipe's runs) named by a hash of what the sweep measures. Each
+finished job leaves one result file, written atomically: a sweep killed at any point (kill -9 included)
+and started again runs only the jobs with no stored result, and no file is ever half-written. A job that
+crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
+goes on; failed jobs are tried again when a sweep resumes. A job is claimed (a lock file naming the host
+and process) while it runs, so two sweeps of the same plan share the work instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from optbench.atomic import write_json_atomic
+from optbench.data import Shape
+from optbench.errors import OptbenchError
+from optbench.job import Job, JobFailed
+
+log = logging.getLogger(__name__)
+
+WAIT_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of the plan: an accuracy pass of a (model, runtime) pair, or one round of its latency at a shape
+    (`repeat`: the reference measured again at the end of the round, the A/A check)."""
+
+    kind: Literal["accuracy", "latency"]
+    pair: int
+    shape: Shape | None = None
+    round: int = 0
+    repeat: bool = False
+
+    @property
+    def key(self) -> str:
+        """The job's name in the store: the same in every sweep of one plan."""
+        if self.shape is None:
+            return f"{self.kind}-pair{self.pair}"
+        batch_size, seq_len = self.shape
+        return f"{self.kind}-{batch_size}x{seq_len}-round{self.round}-pair{self.pair}{'-repeat' if self.repeat else ''}"
+
+
+def plan(pairs: int, reference: int, shapes: list[Shape], rounds: int, aa_check: bool) -> list[PlannedJob]:
+    """Every pair's accuracy pass, then per shape and round every pair once (interleaved), then the
+    reference again when `aa_check` is on."""
+    jobs = [PlannedJob("accuracy", pair) for pair in range(pairs)]
+    for shape in shapes:
+        for round_index in range(rounds):
+            jobs += [PlannedJob("latency", pair, shape, round_index) for pair in range(pairs)]
+            if aa_check:
+                jobs.append(PlannedJob("latency", reference, shape, round_index, repeat=True))
+    return jobs
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished job: its result, or why it failed (or was skipped because an earlier job of its pair failed)."""
+
+    job: PlannedJob
+    result: dict[str, Any] | None
+    reason: str = ""
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+class SweepStore:
+    """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
+    `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
+    running jobs, and `participants/` naming the processes working on it."""
+
+    def __init__(self, folder: Path, run_id: str) -> None:
+        self.folder = folder
+        self.run_id = run_id
+        self.jobs = folder / "jobs"
+        self.inputs = folder / "inputs"
+        self.work = folder / "work"
+
+    @classmethod
+    def open(cls, root: Path, identity: dict[str, Any], new_run_id: Callable[[], str]) -> SweepStore:
+        """The store of the sweep `identity` describes under `root`: resumed when it exists, else new."""
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        folder = root / f".sweep-{digest}"
+        for sub in ("jobs", "inputs", "work", "participants"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        meta = folder / "sweep.json"
+        with contextlib.suppress(FileExistsError):  # resumed, or just created by a sweep of the same plan
+            _create_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
+        return cls(folder, (_read_json(meta) or {})["run_id"])
+
+    def done(self) -> int:
+        return len(list(self.jobs.glob("*.json")))
+
+    def outcome(self, job: PlannedJob) -> Outcome | None:
+        """The stored outcome of `job`, or None when it has none yet."""
+        stored = _read_json(self.jobs / f"{job.key}.json")
+        if stored is None:
+            return None
+        if stored["status"] == "failed":
+            return Outcome(job, None, stored["reason"])
+        result = stored["result"]
+        if "logits" in result:
+            result = {**result, "logits": str(self.jobs / result["logits"])}
+        return Outcome(job, result)
+
+    def record(self, job: PlannedJob, result: dict[str, Any]) -> None:
+        """Store a finished job's result (its logits file moved in first, so the record never points at nothing)."""
+        if "logits" in result:
+            name = f"{job.key}.npy"
+            os.replace(result["logits"], self.jobs / name)
+            result = {**result, "logits": name}
+        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **_holder()})
+
+    def record_failure(self, job: PlannedJob, reason: str) -> None:
+        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "failed", "reason": reason, **_holder()})
+
+    def forget_failures(self) -> int:
+        """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""
+        failed = [p for p in self.jobs.glob("*.json") if (_read_json(p) or {}).get("status") == "failed"]
+        for path in failed:
+            path.unlink(missing_ok=True)
+        return len(failed)
+
+    def claim(self, job: PlannedJob) -> bool:
+        """Take the job for this process; False while a live process of another sweep holds it. A claim
+        left by a dead process on this host (a sweep killed mid-job) is taken over."""
+        path = self.jobs / f"{job.key}.claim"
+        for _ in range(2):
+            try:
+                _create_exclusive(path, _holder())
+                return True
+            except FileExistsError:
+                holder = _read_json(path)
+                if holder is not None and not _is_dead(holder):
+                    return False
+                path.unlink(missing_ok=True)
+        return False
+
+    def release(self, job: PlannedJob) -> None:
+        (self.jobs / f"{job.key}.claim").unlink(missing_ok=True)
+
+    def join(self) -> None:
+        """Register this process as working on the sweep (see `leave`)."""
+        write_json_atomic(self._participant(), _holder())
+
+    def leave(self) -> bool:
+        """Unregister; the last live participant removes the folder (its run is published). True if removed."""
+        self._participant().unlink(missing_ok=True)
+        holders = [_read_json(p) for p in (self.folder / "participants").glob("*.json")]
+        others = [h for h in holders if h is not None and not _is_dead(h)]
+        if others:
+            return False
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
+
+    def _participant(self) -> Path:
+        return self.folder / "participants" / f"{socket.gethostname()}-{os.getpid()}.json"
+
+
+class Executor(Protocol):
+    """Where jobs run. `submit` starts a job and returns a handle; `wait` returns one finished handle with
+    the job's result, or the JobFailed that says why it failed. The sweep keeps one job in flight per
+    lane and submits each lane's jobs in plan order, so an executor decides what may run side by side."""
+
+    def lane(self, job: PlannedJob) -> Hashable: ...
+
+    def submit(self, job: PlannedJob, spec: Job, timeout_s: float) -> Hashable: ...
+
+    def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]: ...
+
+    def close(self) -> None: ...
+
+
+def run_sweep(
+    jobs: list[PlannedJob],
+    store: SweepStore,
+    executor: Executor,
+    make_job: Callable[[PlannedJob], Job],
+    *,
+    timeout_s: float = 1800.0,
+    on_done: Callable[[Outcome, bool], None] = lambda outcome, ran: None,
+) -> dict[str, Outcome]:
+    """Run every job with no stored outcome and return every job's outcome by key.
+
+    A failed job is stored with its reason and the sweep goes on; the later jobs of its pair are skipped
+    (not stored). Jobs claimed by another live sweep are waited for. `on_done(outcome, ran)` is called
+    once per job (ran: by this sweep).
+    """
+    retried = store.forget_failures()
+    if retried:
+        log.info("trying %d failed jobs again", retried)
+    stored = store.done()
+    if stored:
+        log.info("resuming sweep %s: %d of %d jobs already done", store.folder.name, stored, len(jobs))
+    lanes: dict[Hashable, deque[PlannedJob]] = {}
+    for job in jobs:
+        lanes.setdefault(executor.lane(job), deque()).append(job)
+    outcomes: dict[str, Outcome] = {}
+    failed_pairs: dict[int, str] = {}
+    in_flight: dict[Hashable, PlannedJob] = {}
+    busy: set[Hashable] = set()
+    waiting: list[PlannedJob] = []
+
+    def finish(outcome: Outcome, ran: bool) -> None:
+        outcomes[outcome.job.key] = outcome
+        if not outcome.ok and not outcome.skipped:
+            failed_pairs.setdefault(outcome.job.pair, outcome.reason)
+        on_done(outcome, ran)
+
+    while any(lanes.values()) or in_flight or waiting:
+        for lane, queue in lanes.items():
+            while queue and lane not in busy:
+                job = queue.popleft()
+                if job.pair in failed_pairs:
+                    reason = f"an earlier job of this pair failed ({failed_pairs[job.pair]})"
+                    finish(Outcome(job, None, reason, skipped=True), False)
+                elif (outcome := store.outcome(job)) is not None:
+                    finish(outcome, False)
+                elif not store.claim(job):
+                    waiting.append(job)
+                else:
+                    try:
+                        in_flight[executor.submit(job, make_job(job), timeout_s)] = job
+                    except BaseException:  # interrupted: the claim must not outlive this sweep's process
+                        store.release(job)
+                        raise
+                    busy.add(lane)
+        if in_flight:
+            try:
+                handle, result = executor.wait(list(in_flight))
+            except BaseException:
+                for job in in_flight.values():
+                    store.release(job)
+                raise
+            job = in_flight.pop(handle)
+            busy.discard(executor.lane(job))
+            finish(_store_result(job, store, result), True)
+        elif waiting:
+            log.info("%d jobs are running in another sweep of this plan: waiting for them", len(waiting))
+            time.sleep(WAIT_POLL_S)
+            for job in reversed(waiting):
+                lanes[executor.lane(job)].appendleft(job)
+            waiting = []
+    return outcomes
+
+
+def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | JobFailed) -> Outcome:
+    """Store what a job this sweep claimed came back with, and let the claim go."""
+    try:
+        if isinstance(result, JobFailed):
+            log.warning("%s failed: %s", job.key, result)
+            store.record_failure(job, str(result))
+            return Outcome(job, None, str(result))
+        store.record(job, result)
+        return store.outcome(job) or Outcome(job, result)
+    finally:
+        store.release(job)
+
+
+def failures(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    """The jobs that ran and failed (not those skipped after them)."""
+    return [o for o in outcomes if not o.ok and not o.skipped]
+
+
+def _holder() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid), "at": time.time()}
+
+
+def _is_dead(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
+    on another host counts as alive."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = int(holder["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return holder.get("started") is not None and _process_start(pid) != holder["started"]
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), which a reused pid does not share."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
+    """Create `path` whole with `data`, or raise FileExistsError when it exists (link is atomic and exclusive)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OptbenchError(f"{path} is damaged ({exc}): delete it and run the recipe again") from exc

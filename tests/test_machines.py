@@ -1,0 +1,64 @@
+"""The report merged across machines: one row per cell, each machine's figures side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from report_fixtures import make_report, with_figures
+
+from optbench.cli import main
+from optbench.machines import machines, merge_by_machine, render_merged
+from optbench.report import Report, write_report
+
+
+def _on(report: Report, machine: str, cpu: str, run_id: str, created_at: str = "2026-11-30T03:15:00+00:00") -> Report:
+    environment = {**report.environment, "machine": machine, "cpu": {"model": cpu, "logical_cores": 2}}
+    return dataclasses.replace(report, environment=environment, run_id=run_id, created_at=created_at)
+
+
+def _two_machines() -> list[Report]:
+    base, onnx = make_report(shapes=((1, 128),)), make_report(("onnx",), shapes=((1, 128),))
+    return [
+        _on(with_figures(base, p50_ms=40, speedup=1.0), "aaa", "EPYC", "run-a"),
+        _on(with_figures(onnx, p50_ms=20, speedup=2.0), "aaa", "EPYC", "run-a"),
+        _on(with_figures(base, p50_ms=10, speedup=1.0), "bbb", "Xeon", "run-b"),
+        # machine bbb measured onnx twice: the newer run counts
+        _on(with_figures(onnx, p50_ms=8, speedup=1.25), "bbb", "Xeon", "run-b"),
+        _on(with_figures(onnx, p50_ms=4, speedup=2.5), "bbb", "Xeon", "run-c", "2026-12-01T00:00:00+00:00"),
+    ]
+
+
+def test_each_machine_gets_its_columns_and_its_newest_figures() -> None:
+    table = merge_by_machine(_two_machines())
+    assert list(table.columns[6:]) == ["p50_ms@aaa", "p50_ms@bbb", "speedup_p50@aaa", "speedup_p50@bbb"]
+    rows = {row["variant"]: row for row in table.to_dict("records")}
+    assert (rows["baseline"]["p50_ms@aaa"], rows["baseline"]["p50_ms@bbb"]) == (40, 10)
+    assert (rows["baseline+onnx"]["speedup_p50@aaa"], rows["baseline+onnx"]["speedup_p50@bbb"]) == (2.0, 2.5)
+
+
+def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
+    reports = _two_machines()[:3]  # bbb has no onnx report
+    table = merge_by_machine(reports)
+    onnx = table[table["variant"] == "baseline+onnx"].iloc[0]
+    assert onnx["p50_ms@aaa"] == 20 and onnx.isna()["p50_ms@bbb"]
+    text = render_merged(table, machines(reports), "md")
+    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 20.00 | - | 2.00x | - |" in text
+
+
+def test_the_legend_names_each_machine_and_its_runs() -> None:
+    found = machines(_two_machines())
+    assert [(m.key, m.label, m.runs) for m in found] == [
+        ("aaa", "EPYC (2 cores)", ("demo/run-a",)),
+        ("bbb", "Xeon (2 cores)", ("demo/run-b", "demo/run-c")),
+    ]
+
+
+def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
+    for report in _two_machines():
+        write_report(report, tmp_path / report.environment["machine"] / report.run_id)
+    assert main(["report", str(tmp_path / "aaa"), str(tmp_path / "bbb"), "--by-machine", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("p50_ms@aaa,p50_ms@bbb,speedup_p50@aaa,speedup_p50@bbb")
+    assert main(["report", str(tmp_path), "--by-machine"]) == 0
+    assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c" in capsys.readouterr().out

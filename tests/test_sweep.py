@@ -1,0 +1,285 @@
+"""Sweeps: the plan, the store's records and claims, kill -9 and resume, and two sweeps sharing one plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optbench import sweep
+from optbench.executors.local import LocalExecutor
+from optbench.job import Job, JobFailed
+from optbench.sweep import PlannedJob, SweepStore, failures, plan, run_sweep
+
+
+def _store(root: Path) -> SweepStore:
+    return SweepStore.open(root, {"plan": "test"}, lambda: "run-1")
+
+
+def _run(jobs: list[PlannedJob], store: SweepStore, execute) -> dict:
+    """run_sweep on the local executor, with `execute(planned job)` standing in for the job process."""
+    return run_sweep(jobs, store, LocalExecutor(lambda spec, path, timeout: execute(spec.planned)), _spec)
+
+
+def _spec(job: PlannedJob) -> Job:
+    spec = Job(job.kind, {}, {}, 1, "inputs.npz", f"/nowhere/{job.key}.result.json")
+    object.__setattr__(spec, "planned", job)  # the fake runner reads it back
+    return spec
+
+
+def test_the_plan_interleaves_pairs_per_round_and_ends_rounds_with_the_repeat() -> None:
+    jobs = plan(2, 0, [(1, 128)], rounds=2, aa_check=True)
+    assert [j.key for j in jobs] == [
+        "accuracy-pair0",
+        "accuracy-pair1",
+        "latency-1x128-round0-pair0",
+        "latency-1x128-round0-pair1",
+        "latency-1x128-round0-pair0-repeat",
+        "latency-1x128-round1-pair0",
+        "latency-1x128-round1-pair1",
+        "latency-1x128-round1-pair0-repeat",
+    ]
+    assert len({j.key for j in plan(3, 1, [(1, 16), (8, "data")], 3, True)}) == 3 + 2 * 3 * 4
+
+
+def test_one_identity_opens_one_store_with_one_run_id(tmp_path: Path) -> None:
+    first = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1")
+    assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2").run_id == "run-1"
+    other = SweepStore.open(tmp_path, {"plan": 2}, lambda: "run-3")
+    assert other.folder != first.folder and other.run_id == "run-3"
+    assert first.folder.name.startswith(".sweep-")  # hidden: never read as a run's reports
+
+
+def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    job = PlannedJob("accuracy", 0)
+    assert store.outcome(job) is None
+    logits = store.work / "x.npy"
+    np.save(logits, np.eye(2))
+    store.record(job, {"logits": str(logits), "runtime_details": {"a": 1}})
+    outcome = store.outcome(job)
+    assert outcome is not None and outcome.ok and not logits.exists()
+    np.testing.assert_array_equal(np.load(outcome.result["logits"]), np.eye(2))
+    store.record_failure(PlannedJob("accuracy", 1), "crashed with SIGSEGV")
+    failed = store.outcome(PlannedJob("accuracy", 1))
+    assert failed is not None and not failed.ok and failed.reason == "crashed with SIGSEGV"
+    assert store.forget_failures() == 1 and store.outcome(PlannedJob("accuracy", 1)) is None
+
+
+def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    assert store.claim(job)
+    assert not store.claim(job)  # held by a live process (this one)
+    store.release(job)
+    assert store.claim(job)
+
+
+def _write_claim(store: SweepStore, job: PlannedJob, holder: dict[str, Any]) -> None:
+    (store.jobs / f"{job.key}.claim").write_text(json.dumps(holder))
+
+
+def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = sweep._holder()
+    _write_claim(store, job, {**holder, "pid": int(finished.stdout)})
+    assert store.claim(job)  # its process is gone
+    _write_claim(store, job, {**holder, "started": "0"})
+    assert store.claim(job)  # this pid, but a process started at another time: the pid was reused
+    _write_claim(store, job, {**holder, "host": "another-node"})
+    assert not store.claim(job)  # another host's process cannot be checked: it counts as alive
+
+
+def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.join()
+    other = {**sweep._holder(), "host": "another-node"}
+    (store.folder / "participants" / "another-node-1.json").write_text(json.dumps(other))
+    assert not store.leave() and store.folder.exists()  # another node still works on it
+    (store.folder / "participants" / "another-node-1.json").write_text(
+        json.dumps({**other, "host": sweep._holder()["host"], "started": "0"})
+    )
+    assert store.leave() and not store.folder.exists()  # that participant's process is gone
+
+
+def _execute_counting(calls: list[str], seconds: float = 0.0):
+    def execute(job: PlannedJob) -> dict[str, Any]:
+        calls.append(job.key)
+        time.sleep(seconds)
+        return {"values_ns": [1]}
+
+    return execute
+
+
+def test_a_failed_job_is_stored_and_its_pair_skipped_while_the_others_go_on(tmp_path: Path) -> None:
+    store, calls = _store(tmp_path), []
+    jobs = plan(2, 0, [(1, 16)], rounds=2, aa_check=False)
+
+    def execute(job: PlannedJob) -> dict[str, Any]:
+        if job.pair == 1 and job.kind == "latency":
+            raise JobFailed("latency job hung: no result after 10 s")
+        return _execute_counting(calls)(job)
+
+    outcomes = _run(jobs, store, execute)
+    assert [(o.job.key, o.reason) for o in failures(outcomes.values())] == [
+        ("latency-1x16-round0-pair1", "latency job hung: no result after 10 s")
+    ]
+    assert outcomes["latency-1x16-round1-pair1"].skipped
+    assert calls == ["accuracy-pair0", "accuracy-pair1", "latency-1x16-round0-pair0", "latency-1x16-round1-pair0"]
+
+
+def test_two_sweeps_of_one_plan_run_each_job_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.01)
+    jobs = plan(3, 0, [(1, 16)], rounds=2, aa_check=True)
+    calls: list[str] = []
+    results: list[dict] = []
+    sweeps = [
+        threading.Thread(target=lambda: results.append(_run(jobs, _store(tmp_path), _execute_counting(calls, 0.02))))
+        for _ in range(2)
+    ]
+    for thread in sweeps:
+        thread.start()
+    for thread in sweeps:
+        thread.join()
+    assert sorted(calls) == sorted(j.key for j in jobs)  # every job ran once, in one sweep or the other
+    assert all(all(o.ok for o in outcomes.values()) and len(outcomes) == len(jobs) for outcomes in results)
+
+
+SWEEP_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from optbench.job import Job
+    from optbench.executors.local import LocalExecutor
+    from optbench.sweep import SweepStore, plan, run_sweep
+
+    def run(spec, job_path, timeout_s):
+        time.sleep(0.3)
+        return {"values_ns": [1]}
+
+    def make_job(job):
+        return Job(job.kind, {}, {}, 1, "inputs.npz", f"/nowhere/{job.key}.result.json")
+
+    store = SweepStore.open(Path(sys.argv[1]), {"plan": "test"}, lambda: "run-1")
+    run_sweep(plan(2, 0, [(1, 16), (2, 16)], rounds=2, aa_check=True), store, LocalExecutor(run), make_job)
+    """
+)
+
+
+def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path)], env=env)
+    store = _store(tmp_path)
+    deadline = time.monotonic() + 120
+    while store.done() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    before = {p.name: p.read_bytes() for p in store.jobs.glob("*.json")}
+    assert 4 <= len(before) < 14, "the sweep was killed in the middle"
+    assert list(store.jobs.glob("*.claim")), "it died holding the claim of the job it was running"
+
+    jobs = plan(2, 0, [(1, 16), (2, 16)], rounds=2, aa_check=True)
+    calls: list[str] = []
+    outcomes = _run(jobs, store, _execute_counting(calls))
+    assert all(o.ok for o in outcomes.values()) and len(outcomes) == len(jobs) == 14
+    assert sorted(p.stem for p in store.jobs.glob("*.json")) == sorted(j.key for j in jobs)
+    assert {
+        p.name: p.read_bytes() for p in store.jobs.glob("*.json") if p.name in before
+    } == before  # kept as they were
+    assert set(calls) == {j.key for j in jobs} - {name.removesuffix(".json") for name in before}
+    assert len(calls) == len(set(calls)) and not list(store.jobs.glob("*.claim"))
+
+
+# --- end to end: optbench run, killed and resumed; a crashing and a hanging job -------------------------
+
+WRAPPER = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from optbench.job import main
+
+    job = json.loads(open(sys.argv[1]).read())
+    steps = [step["name"] for step in job["artifact"]["lineage"]]
+    if steps == ["onnx"] and job["kind"] == "latency":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+    if steps == ["onnx", "quantize-dynamic"]:
+        time.sleep(600)  # hangs
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_run_records_a_crashing_and_a_hanging_job_and_finishes_the_others(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from test_cli import BENCH, write_recipe
+
+    from optbench import job as job_module
+    from optbench.cli import main
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, str(wrapper)))
+    steps = (
+        '[[chains]]\n[[chains.steps]]\nname = "onnx"\nexporter = "torchscript"\n'
+        '[[chains.steps]]\nname = "quantize-dynamic"\nweight_type = "int8"\n'
+    )
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace(
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false\njob_timeout_s = 20'
+    )
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    results = tmp_path / "results"
+    assert main(["run", str(recipe), "--results", str(results), "--cache", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "baseline+onnx on onnxruntime-cpu-fp32, latency-2x16-round0-pair1: latency job failed: killed by SIGKILL" in err
+    )
+    assert "baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32, accuracy-pair2: accuracy job hung" in err
+    assert "2 jobs failed: their variants have no report" in err
+    (run,) = (results / "tiny").iterdir()  # published, and the sweep's folder is gone
+    assert sorted(p.name for p in run.glob("*.json")) == ["baseline.torch-cpu-fp32.json", "failures.json"]
+    failed = json.loads((run / "failures.json").read_text())
+    assert [f["job"] for f in failed] == ["accuracy-pair2", "latency-2x16-round0-pair1"]
+
+
+def test_run_killed_with_sigkill_resumes_where_it_stopped(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    from test_cli import BENCH, write_recipe
+
+    from optbench.cli import main
+
+    bench = BENCH.replace("[bench]", "[bench]\nrounds = 2")  # 1 accuracy + 2 shapes x 2 rounds x 2 (with A/A) jobs
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "optbench", *args], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    stores = []
+    while time.monotonic() < deadline and child.poll() is None:
+        stores = list((tmp_path / "results" / "tiny").glob(".sweep-*"))
+        if stores and len(list((stores[0] / "jobs").glob("*.json"))) >= 3:
+            break
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    (store,) = stores
+    done_before = {p.name: p.read_bytes() for p in (store / "jobs").glob("*.json")}
+    assert 3 <= len(done_before) < 9, "killed in the middle of the sweep"
+    run_id = json.loads((store / "sweep.json").read_text())["run_id"]
+
+    assert main(args) == 0
+    (run,) = (tmp_path / "results" / "tiny").iterdir()
+    assert run.name == run_id  # the resumed sweep published under the run id it started with
+    report = json.loads((run / "baseline.torch-cpu-fp32.json").read_text())
+    assert [m["latency"]["n"] for m in report["measurements"]] == [6, 6]  # 2 rounds x 3 calls: each round once
