@@ -29,6 +29,7 @@ MODEL_FILE = "model.onnx"
 WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # a fused Attention holds the Q/K/V projection
 INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QAttention")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TIMING_ROUNDS = 5  # interleaved rounds when timing candidate weight types
 Int8Type = Literal["auto", "int8", "uint8"]
 
 
@@ -42,6 +43,7 @@ class DynamicQuantizeConfig:
     """
 
     name: ClassVar[str] = "quantize-dynamic"
+    version: ClassVar[int] = 2  # 2: weight types timed in interleaved rounds (the choice may differ)
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_type: Int8Type = "auto"
     per_channel: bool = True  # measured: same speed as per-tensor, a fraction of its accuracy loss (FINDINGS)
@@ -139,7 +141,6 @@ def apply_dynamic(
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
     candidates = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
-    timings = {}
     for weight_type in candidates:
         path = out_dir / f"{weight_type}.onnx"
         quantize_dynamic(
@@ -152,12 +153,15 @@ def apply_dynamic(
             nodes_to_exclude=list(config.exclude_nodes),
             extra_options={"DefaultTensorType": _float_type()},
         )
-        if len(candidates) > 1:
-            timings[weight_type] = _time_model(path, artifact.path, data)
+    timings = (
+        _time_models({c: out_dir / f"{c}.onnx" for c in candidates}, artifact.path, data) if len(candidates) > 1 else {}
+    )
     weight_type = min(timings, key=timings.get) if timings else candidates[0]
     if timings:
         choices["weight_type_p50_ms"] = timings
-        choices["weight_type_reason"] = f"measured at batch 1: {weight_type} weights were faster here"
+        choices["weight_type_reason"] = (
+            f"measured at batch 1, {TIMING_ROUNDS} interleaved rounds: {weight_type} weights were faster here"
+        )
         log.info("dynamic INT8 weight types, p50 ms at batch 1: %s -> %s", timings, weight_type)
     (out_dir / f"{weight_type}.onnx").rename(out_dir / MODEL_FILE)
     for other in candidates:
@@ -345,26 +349,32 @@ def _nodes_of(graph: Any, op_types: tuple[str, ...]) -> set[str]:
     return {node.name for node in graph.node if node.op_type in op_types}
 
 
-def _time_model(path: Path, model_dir: Path, data: LabelledData) -> float:
-    """p50 ms of the model at batch 1, sequence 128, on a few validation texts (never the test split):
-    enough to rank two candidates."""
+def _time_models(paths: dict[str, Path], model_dir: Path, data: LabelledData) -> dict[str, float]:
+    """p50 ms of each model at batch 1, sequence 128, on a few validation texts (never the test split),
+    timed in interleaved rounds (A B A B ...) so that a drift of the machine's speed ranks no candidate
+    wrongly; enough to rank candidates."""
     from transformers import AutoTokenizer
 
     from optbench.measure import Latency, Timing, time_calls
     from optbench.runtimes.onnxruntime import open_session
 
-    session = open_session(path, providers=["CPUExecutionProvider"], threads=None)
-    names = [i.name for i in session.get_inputs()]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     samples = batches(tokenizer, data.validation.texts[:16], batch_size=1, seq_len=128, max_length=128)
-    cursor = itertools.count()
+    sessions = {
+        name: open_session(path, providers=["CPUExecutionProvider"], threads=None) for name, path in paths.items()
+    }
+    values: dict[str, list[int]] = {name: [] for name in paths}
+    for _ in range(TIMING_ROUNDS):
+        for name, session in sessions.items():
+            names = [i.name for i in session.get_inputs()]
+            cursor = itertools.count()
 
-    def call() -> None:
-        batch = samples[next(cursor) % len(samples)]
-        session.run(["logits"], {n: batch[n] for n in names})
+            def call(session: Any = session, names: list[str] = names, cursor: Any = cursor) -> None:
+                batch = samples[next(cursor) % len(samples)]
+                session.run(["logits"], {n: batch[n] for n in names})
 
-    values = time_calls(call, Timing(warmup=3, min_iters=15, min_seconds=0.5, max_seconds=10))
-    return round(Latency.from_values(values, resamples=10).p50_ms, 3)
+            values[name] += time_calls(call, Timing(warmup=2, min_iters=10, min_seconds=0.3, max_seconds=5))
+    return {name: round(Latency.from_values(v, resamples=10).p50_ms, 3) for name, v in values.items()}
 
 
 def _quant_type(name: str) -> Any:
