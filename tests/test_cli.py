@@ -163,7 +163,9 @@ def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, m
     assert not (tmp_path / "results").exists()
 
 
-def test_a_failing_job_writes_nothing(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
+def test_a_job_that_refuses_its_runtime_is_a_failed_job(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
     bench = BENCH.replace("[bench]", '[bench]\nruntimes = [{name = "torch", device = "cuda", precision = "fp16"}]')
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
     pytest.importorskip("torch")
@@ -171,8 +173,10 @@ def test_a_failing_job_writes_nothing(tmp_path: Path, tiny_classifier: Path, rev
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU, so the CUDA job would not fail")
-    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "no CUDA GPU is visible")
-    assert list((tmp_path / "results").rglob("*.json")) == []
+    assert main(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")]) == 1
+    assert "runtime torch on cuda: no CUDA GPU is visible" in capsys.readouterr().err
+    (run,) = (tmp_path / "results" / "tiny").iterdir()  # the reference's report, and why the CUDA jobs failed
+    assert sorted(p.name for p in run.glob("*.json")) == ["baseline.torch-cpu-fp32.json", "failures.json"]
 
 
 def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
