@@ -284,9 +284,7 @@ def _inputs(
     """The tokenized batches of one shape in the store (written whole; the same on every resume)."""
     path = store.inputs / f"{name}.npz"
     if not path.exists():
-        tmp = store.inputs / f".{name}.{os.getpid()}.tmp.npz"
-        save_batches(tmp, batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length))
-        os.replace(tmp, path)
+        save_batches(path, batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length))
     return path
 
 

@@ -7,6 +7,7 @@ batches as .npz; the job writes its result as JSON (and the logits as .npy for a
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optbench.atomic import write_json_atomic, write_npy_atomic
+from optbench.atomic import write_bytes_atomic, write_json_atomic, write_npy_atomic
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
 
@@ -37,7 +38,10 @@ class Job:
 
 
 def save_batches(path: Path, batches: list[dict[str, np.ndarray]]) -> None:
-    np.savez(path, **{f"{i}:{k}": v for i, batch in enumerate(batches) for k, v in batch.items()})
+    """Write the batches as one .npz, whole or not at all."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{i}:{k}": v for i, batch in enumerate(batches) for k, v in batch.items()})
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_batches(path: Path) -> list[dict[str, np.ndarray]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from optbench.errors import OptbenchError
-from optbench.report import Report, to_frame
+from optbench.report import Report, sort_key, to_frame
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 FIGURES = ("p50_ms", "speedup_p50")
@@ -64,7 +64,7 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     order = [m.key for m in machines(reports)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
-    return wide.reset_index().sort_values(["batch_size", "variant", "runtime"], kind="stable", key=_sortable)
+    return wide.reset_index().sort_values(["batch_size", "variant", "runtime"], kind="stable", key=sort_key)
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
@@ -90,7 +90,3 @@ def _cell(column: str, value: object) -> str:
     if column.startswith("p50_ms@"):
         return f"{value:.2f}"
     return str(value)
-
-
-def _sortable(column: pd.Series) -> pd.Series:
-    return column if column.name == "batch_size" else column.astype(str)

@@ -324,10 +324,11 @@ def to_frame(reports: list[Report]) -> pd.DataFrame:
     """All reports as one table, one row per (variant, runtime, device, batch size, sequence length)."""
     rows = [row for report in reports for row in report.rows()]
     frame = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
-    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=_sort_key)
+    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=sort_key)
 
 
-def _sort_key(column: pd.Series) -> pd.Series:
+def sort_key(column: pd.Series) -> pd.Series:
+    """Table order: batch sizes as numbers, everything else (sequence lengths include "data") as text."""
     return column.astype(str) if column.name != "batch_size" else column
 
 
