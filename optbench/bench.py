@@ -28,7 +28,7 @@ from optbench.environment import fingerprint, fingerprint_key
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, run_in_subprocess, save_batches
-from optbench.measure import Latency, Timing, throughput
+from optbench.measure import GpuMemory, Latency, Timing, throughput
 from optbench.report import FailedJob, Measurement, Report
 from optbench.runtimes import RuntimeSpec, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep
@@ -131,6 +131,7 @@ def benchmark(
             latency=latency,
             throughput_sps=throughput(batch_size, latency),
             peak_rss_mb=timings[index, batch_size, seq_len]["peak_rss_mb"],
+            gpu_memory=timings[index, batch_size, seq_len]["gpu_memory"],
             speedup_p50=latencies[reference, batch_size, seq_len].p50_ms / latency.p50_ms,
             workload_fingerprint=_fingerprint({**workload, "batch_size": batch_size, "seq_len": seq_len}),
             noise_floor_pct=noise.get((batch_size, seq_len)),
@@ -147,7 +148,7 @@ def benchmark(
                     recipe=recipe,
                     created_at=created_at,
                     artifact={**artifact.to_dict(), "size_mb": artifact.size_mb(), "parameters": artifact.parameters()},
-                    runtime={**spec.to_dict(), "threads": config.threads, "details": details[index]},
+                    runtime={**spec.to_dict(), "threads": config.threads, **details[index]},
                     workload=workload,
                     environment=environment,
                     metrics=Metrics.from_logits(data.test.labels, logits[index]),
@@ -270,7 +271,8 @@ def _run_jobs(
         if result is None:
             continue
         if planned.kind == "accuracy":
-            logits[planned.pair], details[planned.pair] = np.load(result["logits"]), result["runtime_details"]
+            logits[planned.pair] = np.load(result["logits"])
+            details[planned.pair] = {"details": result["runtime_details"], "startup": result.get("startup")}
         elif planned.repeat:
             _pool(repeats, planned.shape, result)
         else:
@@ -295,17 +297,22 @@ def _describe(planned: PlannedJob, artifact: ModelArtifact, spec: RuntimeSpec, r
 
 
 def _pool(results: dict[Any, dict[str, Any]], key: Any, result: dict[str, Any]) -> None:
-    """Add one round's latency job result to `key`'s: timed calls concatenated, the highest peak memory
-    (and the environment of the node that measured it, when the executor reports one)."""
+    """Add one round's latency job result to `key`'s: timed calls concatenated, the highest peak memory, GPU
+    memory included (and the environment of the node that measured it, when the executor reports one)."""
+    gpu = GpuMemory.from_dict(result["gpu_memory"]) if result.get("gpu_memory") else None
     if key not in results:
         results[key] = {
             "values_ns": list(result["values_ns"]),
             "peak_rss_mb": result["peak_rss_mb"],
+            "gpu_memory": gpu,
             "environment": result.get("environment"),
         }
         return
-    results[key]["values_ns"] += result["values_ns"]
-    results[key]["peak_rss_mb"] = max(results[key]["peak_rss_mb"], result["peak_rss_mb"])
+    pooled = results[key]
+    pooled["values_ns"] += result["values_ns"]
+    pooled["peak_rss_mb"] = max(pooled["peak_rss_mb"], result["peak_rss_mb"])
+    if gpu is not None:
+        pooled["gpu_memory"] = gpu if pooled["gpu_memory"] is None else pooled["gpu_memory"].merged(gpu)
 
 
 def _fingerprint(workload: dict[str, Any]) -> str:

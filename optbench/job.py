@@ -108,32 +108,41 @@ def _die_with_parent() -> None:
 
 
 def execute(job: Job) -> dict[str, Any]:
-    """Load the model into its runtime and run the pass; returns what the parent records."""
+    """Load the model into its runtime and run the pass; returns what the parent records.
+
+    The load and the first call are timed on their own (`startup`): that is where torch.compile compiles
+    and TensorRT builds its engines, a first-run cost that must neither hide in nor inflate the latency."""
     import torch
 
     from optbench.artifact import ModelArtifact
-    from optbench.measure import peak_rss_mb, time_calls
+    from optbench.measure import GpuMemory, peak_rss_mb, time_calls
     from optbench.runtimes import RuntimeSpec, load_runtime
 
     torch.set_num_interop_threads(1)
+    spec = RuntimeSpec.from_dict(job.runtime)
     started = time.perf_counter()
-    runtime = load_runtime(RuntimeSpec.from_dict(job.runtime), ModelArtifact.from_dict(job.artifact), job.threads)
-    load_seconds = time.perf_counter() - started
+    runtime = load_runtime(spec, ModelArtifact.from_dict(job.artifact), job.threads)
+    loaded = time.perf_counter()
     batches = load_batches(Path(job.inputs))
-    result: dict[str, Any] = {"load_seconds": load_seconds}
+    first_logits = runtime.predict(batches[0])
+    result: dict[str, Any] = {
+        "startup": {"load_s": loaded - started, "first_call_s": time.perf_counter() - loaded},
+    }
     if job.kind == "accuracy":
-        logits = np.concatenate([runtime.predict(b) for b in batches])
+        logits = np.concatenate([first_logits, *(runtime.predict(b) for b in batches[1:])])
         logits_path = Path(job.output).with_suffix(".npy")
         write_npy_atomic(logits_path, logits)
         result["logits"] = str(logits_path)
         result["runtime_details"] = runtime.describe(batches[0])
     else:
-        cursor = itertools.count()
+        cursor = itertools.count(1)
 
         def call() -> None:
             runtime.predict(batches[next(cursor) % len(batches)])
 
-        result["values_ns"] = time_calls(call, job.timing, sync=runtime.sync)
+        result["values_ns"] = time_calls(call, job.timing, runtime.clock())
+        if spec.device == "cuda":
+            result["gpu_memory"] = GpuMemory.measure().to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
     result["threads"] = torch.get_num_threads()
     return result

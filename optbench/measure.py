@@ -7,11 +7,13 @@ judge (p50, p99) carries a seeded, reproducible bootstrap 95% interval.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -142,11 +144,56 @@ class Timing:
             )
 
 
-def time_calls(fn: Callable[[], object], timing: Timing, sync: Callable[[], None] | None = None) -> list[int]:
-    """Run fn `timing.warmup` times untimed, then time each call with time.perf_counter_ns until the
-    `timing` rule says stop. `sync` (e.g. torch.cuda.synchronize) is called before reading the clock
-    at the start and end of every call, so queued device work is inside the measurement.
-    Returns per-call nanoseconds."""
+class Clock(Protocol):
+    """Times one call: `start()` just before it, `stop()` just after, returning the nanoseconds between."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> int: ...
+
+
+class HostClock:
+    """The host's monotonic clock (time.perf_counter_ns). `sync`, when given, waits for queued device work
+    before each reading, so that work is inside the measurement."""
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync
+        self.began = 0
+
+    def start(self) -> None:
+        if self.sync is not None:
+            self.sync()
+        self.began = time.perf_counter_ns()
+
+    def stop(self) -> int:
+        if self.sync is not None:
+            self.sync()
+        return time.perf_counter_ns() - self.began
+
+
+class CudaEventClock:
+    """CUDA events recorded on torch's current stream: the GPU's own timeline from the call's first queued
+    work to its last, read after the end event completes. For runtimes whose work runs on that stream."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self.begin.record()
+
+    def stop(self) -> int:
+        self.end.record()
+        self.end.synchronize()
+        return round(self.begin.elapsed_time(self.end) * 1e6)  # elapsed_time is in milliseconds
+
+
+def time_calls(fn: Callable[[], object], timing: Timing, clock: Clock | None = None) -> list[int]:
+    """Run fn `timing.warmup` times untimed, then time each call with `clock` (the host clock unless the
+    runtime brings its own, e.g. CUDA events) until the `timing` rule says stop. Returns per-call nanoseconds."""
+    clock = clock or HostClock()
     warmup, min_iters = timing.warmup, timing.min_iters
     min_seconds, max_seconds = timing.min_seconds, timing.max_seconds
     for _ in range(warmup):
@@ -155,13 +202,9 @@ def time_calls(fn: Callable[[], object], timing: Timing, sync: Callable[[], None
     times: list[int] = []
     total = 0
     while True:
-        if sync is not None:
-            sync()
-        start = time.perf_counter_ns()
+        clock.start()
         fn()
-        if sync is not None:
-            sync()
-        elapsed = time.perf_counter_ns() - start
+        elapsed = clock.stop()
         times.append(elapsed)
         total += elapsed
         if len(times) >= min_iters and total >= min_ns:
@@ -206,3 +249,84 @@ def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kib = peak / 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
     return kib / 1024
+
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """GPU memory of one job's process, in MiB.
+
+    torch's peak allocated and reserved bytes cover models that run through torch's allocator (the torch
+    and tensorrt runtimes); onnxruntime's CUDA arena is invisible to torch, so NVML's count of what the
+    driver gives this process is recorded too, with the device's total, when nvidia-ml-py is installed.
+    A figure nobody could read is None, never 0.
+    """
+
+    peak_allocated_mb: float | None = None
+    peak_reserved_mb: float | None = None
+    process_used_mb: float | None = None
+    device_total_mb: float | None = None
+
+    @classmethod
+    def measure(cls, device_index: int = 0) -> GpuMemory:
+        """Read the figures now (call it after the timed calls: torch's are peaks, NVML's is current)."""
+        torch = sys.modules.get("torch")
+        allocated = reserved = None
+        if torch is not None and torch.cuda.is_initialized():
+            allocated = torch.cuda.max_memory_allocated(device_index) / MIB
+            reserved = torch.cuda.max_memory_reserved(device_index) / MIB
+        used, total = _nvml_memory(device_index)
+        return cls(allocated, reserved, used, total)
+
+    def merged(self, other: GpuMemory) -> GpuMemory:
+        """The larger of each figure, for pooling a model's rounds."""
+        return GpuMemory(*(_larger(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, float | None]) -> GpuMemory:
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _nvml_memory(device_index: int) -> tuple[float | None, float | None]:
+    """(MiB this process holds on the device, the device's total MiB) from NVML; (None, None) without
+    nvidia-ml-py or a driver. The process figure is None where NVML cannot see this pid (some containers)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, None
+    try:
+        pynvml.nvmlInit()
+        try:
+            handle = _nvml_handle(pynvml, device_index)
+            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / MIB
+            used = next(
+                (p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid == os.getpid()),
+                None,
+            )
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError as exc:
+        log.warning("NVML could not read the GPU's memory (%s): only torch's figures are recorded", exc)
+        return None, None
+    return (used / MIB if used is not None else None), total
+
+
+def _nvml_handle(pynvml: Any, device_index: int) -> Any:
+    """NVML numbers every GPU on the machine and ignores CUDA_VISIBLE_DEVICES, which renumbers them for
+    CUDA: map CUDA's index through that list (indices or UUIDs) to NVML's device."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not visible:
+        return pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    chosen = visible[device_index]
+    if chosen.isdigit():
+        return pynvml.nvmlDeviceGetHandleByIndex(int(chosen))
+    return pynvml.nvmlDeviceGetHandleByUUID(chosen)

@@ -13,14 +13,15 @@ import pandas as pd
 from optbench.accuracy import Drop, Metrics
 from optbench.atomic import write_json_atomic
 from optbench.errors import OptbenchError
-from optbench.measure import Latency
+from optbench.measure import GpuMemory, Latency
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "optbench.report"
-SCHEMA_VERSION = 2
-# Version 1 lacks the A/A noise floor (read as unknown); everything else is the same.
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# Version 1 lacks the A/A noise floor, versions 1-2 the GPU memory and the runtime's startup times (all read
+# as unknown); everything else is the same.
+READABLE_VERSIONS = (1, 2, 3)
 
 COLUMNS = [
     "variant",
@@ -51,6 +52,12 @@ EXTRA_COLUMNS = [
     "p99_ci_high",
     "iterations",
     "noise_floor_pct",
+    "gpu_peak_allocated_mb",
+    "gpu_peak_reserved_mb",
+    "gpu_process_mb",
+    "gpu_total_mb",
+    "load_s",
+    "first_call_s",
     "accuracy_drop_ci_low",
     "accuracy_drop_ci_high",
     "test_rows",
@@ -86,6 +93,9 @@ MARKDOWN_COLUMNS = [
     "relative_accuracy_pct",
     "speedup_p50",
 ]
+# Shown when a run has them: GPU memory (runtimes on cuda) and the first call's time, where torch.compile
+# compiles and TensorRT builds its engines (reports before schema version 3 lack it).
+OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class Measurement:
     speedup_p50: float | None
     workload_fingerprint: str
     noise_floor_pct: float | None = None  # the run's A/A p50 difference at this shape (bench.noise_floor_pct)
+    gpu_memory: GpuMemory | None = None  # for runtimes on cuda
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,11 +122,13 @@ class Measurement:
             "speedup_p50": self.speedup_p50,
             "workload_fingerprint": self.workload_fingerprint,
             "noise_floor_pct": self.noise_floor_pct,
+            "gpu_memory": self.gpu_memory.to_dict() if self.gpu_memory else None,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
-        return cls(**{**d, "latency": Latency.from_dict(d["latency"])})
+        gpu = GpuMemory.from_dict(d["gpu_memory"]) if d.get("gpu_memory") else None
+        return cls(**{**d, "latency": Latency.from_dict(d["latency"]), "gpu_memory": gpu})
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,7 @@ class Report:
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per measured shape: the table's columns, then the extra context columns."""
         env, git = self.environment, self.environment.get("git") or {}
+        startup = self.runtime.get("startup") or {}
         common = {
             "variant": self.variant,
             "runtime": self.runtime["name"],
@@ -201,6 +215,8 @@ class Report:
             "recall": self.metrics.recall,
             "roc_auc": self.metrics.roc_auc,
             "threads": self.runtime.get("threads"),
+            "load_s": startup.get("load_s"),
+            "first_call_s": startup.get("first_call_s"),
             "recipe": self.recipe,
             "run_id": self.run_id,
             "created_at": self.created_at,
@@ -211,7 +227,7 @@ class Report:
         }
         rows = []
         for m in self.measurements:
-            lat = m.latency
+            lat, gpu = m.latency, m.gpu_memory or GpuMemory()
             rows.append(
                 {
                     **common,
@@ -232,6 +248,10 @@ class Report:
                     "p99_ci_high": lat.p99_ci_high,
                     "iterations": lat.n,
                     "noise_floor_pct": m.noise_floor_pct,
+                    "gpu_peak_allocated_mb": gpu.peak_allocated_mb,
+                    "gpu_peak_reserved_mb": gpu.peak_reserved_mb,
+                    "gpu_process_mb": gpu.process_used_mb,
+                    "gpu_total_mb": gpu.device_total_mb,
                     "workload": m.workload_fingerprint,
                 }
             )
@@ -350,11 +370,12 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 def _markdown(frame: pd.DataFrame) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
+        columns = MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if group[c].notna().any()]
         lines += [f"### {recipe} · run {run_id}", ""]
-        lines.append("| " + " | ".join(MARKDOWN_COLUMNS) + " |")
-        lines.append("|" + "|".join(" --- " for _ in MARKDOWN_COLUMNS) + "|")
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "|".join(" --- " for _ in columns) + "|")
         for _, row in group.iterrows():
-            lines.append("| " + " | ".join(format_cell(c, row) for c in MARKDOWN_COLUMNS) + " |")
+            lines.append("| " + " | ".join(format_cell(c, row) for c in columns) + " |")
         lines.append("")
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]

@@ -11,7 +11,7 @@ import pytest
 
 from optbench import measure
 from optbench.errors import OptbenchError
-from optbench.measure import Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
+from optbench.measure import HostClock, Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_time_calls_syncs_around_every_timed_call() -> None:
     time_calls(
         lambda: events.append("call"),
         Timing(warmup=1, min_iters=2, min_seconds=0, max_seconds=10),
-        sync=lambda: events.append("sync"),
+        HostClock(sync=lambda: events.append("sync")),
     )
     assert events == ["call", "sync", "call", "sync", "sync", "call", "sync"]
 

@@ -55,8 +55,8 @@ def test_file_name_names_variant_and_runtime() -> None:
 
 def test_other_schema_version_is_refused_naming_both(tmp_path: Path) -> None:
     path = write_report(make_report(), tmp_path)
-    _rewrite(path, lambda d: d.update(schema_version=3))
-    with pytest.raises(OptbenchError, match=r"schema_version 3, but this optbench reads versions 1, 2"):
+    _rewrite(path, lambda d: d.update(schema_version=4))
+    with pytest.raises(OptbenchError, match=r"schema_version 4, but this optbench reads versions 1, 2, 3"):
         read_report(path)
     _rewrite(path, lambda d: d.pop("schema_version"))
     with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads versions 1, 2"):

@@ -14,6 +14,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
+from optbench.measure import Clock
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -24,8 +25,8 @@ class Runtime(Protocol):
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
 
-    def sync(self) -> None:
-        """Wait for queued device work, so a timer read afterwards covers it (no-op on CPUs)."""
+    def clock(self) -> Clock:
+        """How to time one call: the host clock, synchronized where device work is queued, or CUDA events."""
 
     def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """What the report should know about how the model ran (threads, providers, placement)."""
@@ -49,6 +50,7 @@ class RuntimeSpec:
             raise OptbenchError(
                 f"unknown precision {self.precision!r} for runtime {self.name}: use one of {list(PRECISIONS)}"
             )
+        ENGINES[self.name].check(self)
 
     @property
     def label(self) -> str:
@@ -63,10 +65,22 @@ class RuntimeSpec:
         return cls(d["name"], d.get("device", "cpu"), d.get("precision", "fp32"), dict(d.get("options", {})))
 
 
+def _check_torch(spec: RuntimeSpec) -> None:
+    from optbench.runtimes.torch import TorchOptions
+
+    TorchOptions.parse(spec.device, spec.options)
+
+
+def _check_onnxruntime(spec: RuntimeSpec) -> None:
+    from optbench.runtimes.onnxruntime import OrtOptions
+
+    OrtOptions.parse(spec.device, spec.precision, spec.options)
+
+
 def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
     from optbench.runtimes.torch import TorchRuntime
 
-    return TorchRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads)
+    return TorchRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads, options=spec.options)
 
 
 def _load_onnxruntime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
@@ -77,15 +91,17 @@ def _load_onnxruntime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) 
 
 @dataclass(frozen=True)
 class Engine:
-    """The artifact formats an engine runs, and how to load one."""
+    """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
+    fails before any step runs), and how to load one."""
 
     formats: tuple[str, ...]
+    check: Callable[[RuntimeSpec], None]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
 
 
 ENGINES: dict[str, Engine] = {
-    "torch": Engine(("hf",), _load_torch),
-    "onnxruntime": Engine(("onnx",), _load_onnxruntime),
+    "torch": Engine(("hf",), _check_torch, _load_torch),
+    "onnxruntime": Engine(("onnx",), _check_onnxruntime, _load_onnxruntime),
 }
 
 

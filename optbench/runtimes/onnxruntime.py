@@ -6,6 +6,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
+from optbench.measure import Clock, HostClock
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ LEVELS = ("disable", "basic", "extended", "all")
 
 
 def open_session(
-    path: Path, *, providers: list[str], threads: int | None, level: str = "all", profile_dir: Path | None = None
+    path: Path, *, providers: list[Any], threads: int | None, level: str = "all", profile_dir: Path | None = None
 ) -> Any:
     """An InferenceSession with explicit threads and graph optimization level; a bad file is a clear error."""
     import onnxruntime as ort
@@ -58,36 +60,85 @@ def open_session(
         ) from exc
 
 
+OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache")
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """The onnxruntime runtime's options: the execution provider (`cpu` on cpu; `cuda` or `tensorrt` on
+    cuda), the graph optimization level, and for the TensorRT provider INT8 (QDQ models) and whether its
+    engines are cached on disk (default true: an engine is built once per model, GPU and settings)."""
+
+    provider: str
+    level: str = "all"
+    trt_int8: bool = False
+    trt_engine_cache: bool = True
+
+    @classmethod
+    def parse(cls, device: str, precision: str, options: dict[str, Any]) -> OrtOptions:
+        """Check a recipe's `options` table for runtime onnxruntime; a bad value is an error naming the fix."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise OptbenchError(f"runtime onnxruntime has no option(s) {unknown}: its options are {list(OPTIONS)}")
+        provider = options.get("provider", device)
+        if provider not in PROVIDERS or (provider == "cpu") != (device == "cpu"):
+            raise OptbenchError(
+                f'onnxruntime provider {provider!r} does not fit device {device!r}: use provider "cpu" on cpu, '
+                '"cuda" or "tensorrt" on cuda'
+            )
+        level = options.get("graph_optimization_level", "all")
+        if level not in LEVELS:
+            raise OptbenchError(f"graph_optimization_level {level!r} is unknown: use one of {list(LEVELS)}")
+        parsed = cls(provider, level, options.get("trt_int8", False), options.get("trt_engine_cache", True))
+        if not isinstance(parsed.trt_int8, bool) or not isinstance(parsed.trt_engine_cache, bool):
+            raise OptbenchError("onnxruntime options trt_int8 and trt_engine_cache take true or false")
+        if provider != "tensorrt" and (parsed.trt_int8 or "trt_engine_cache" in options):
+            raise OptbenchError('trt_int8 and trt_engine_cache are options of provider = "tensorrt"')
+        if provider == "tensorrt" and precision == "bf16":
+            raise OptbenchError('the TensorRT provider runs fp32 or fp16 (and INT8 with trt_int8): not "bf16"')
+        return parsed
+
+
 class OnnxRuntime:
-    """An ONNX classifier in an onnxruntime session on one execution provider (CPU kept as the host)."""
+    """An ONNX classifier in an onnxruntime session on one execution provider (CPU kept as the host).
+
+    With the TensorRT provider, precision "fp16" lets TensorRT run an FP32 model's layers in FP16, and
+    `trt_int8` runs a QDQ model's quantized layers in INT8; engines are built on the first call of each new
+    input range (the report's first-call time holds that cost) and cached on disk for the next process."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
 
         if artifact.format != "onnx":
             raise OptbenchError(f"runtime onnxruntime runs ONNX models, not {artifact.format}: add an onnx step")
+        self.options = OrtOptions.parse(device, precision, options)
         model_precision = artifact.details.get("precision", "fp32")
-        if precision != model_precision:
+        tensorrt_fp16 = self.options.provider == "tensorrt" and precision == "fp16" and model_precision == "fp32"
+        if precision != model_precision and not tensorrt_fp16:
             raise OptbenchError(
                 f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
                 f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
             )
-        provider_name = options.get("provider", device)
-        if provider_name not in PROVIDERS or (provider_name == "cpu") != (device == "cpu"):
+        if self.options.trt_int8 and not _is_qdq(artifact):
             raise OptbenchError(
-                f'onnxruntime provider {provider_name!r} does not fit device {device!r}: use provider "cpu" on cpu, '
-                '"cuda" or "tensorrt" on cuda'
+                "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
+                '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", '
+                "which calibrates"
             )
-        self.level = options.get("graph_optimization_level", "all")
-        if self.level not in LEVELS:
-            raise OptbenchError(f"graph_optimization_level {self.level!r} is unknown: use one of {list(LEVELS)}")
-        self.provider = PROVIDERS[provider_name]
+        self.level = self.options.level
+        self.provider = PROVIDERS[self.options.provider]
         if self.provider not in ort.get_available_providers():
             raise OptbenchError(
                 f"{self.provider} is not in this onnxruntime build (it has {ort.get_available_providers()}): "
                 'install onnxruntime-gpu on an NVIDIA machine, or use device = "cpu"'
             )
-        self.providers = [self.provider] if self.provider == PROVIDERS["cpu"] else [self.provider, PROVIDERS["cpu"]]
+        self.engine_cache = None
+        first: Any = self.provider
+        if self.options.provider == "tensorrt":
+            self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
+            first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options))
+        self.engines_before = _files_in(self.engine_cache)
+        self.providers = [first] if self.provider == PROVIDERS["cpu"] else [first, PROVIDERS["cpu"]]
         self.path = artifact.path / MODEL_FILE
         self.threads = threads
         self.session = open_session(self.path, providers=self.providers, threads=threads, level=self.level)
@@ -102,17 +153,25 @@ class OnnxRuntime:
         feed = {name: batch[name] for name in self.input_names}
         return np.asarray(self.session.run(["logits"], feed)[0], dtype=np.float32)
 
-    def sync(self) -> None:
-        """session.run returns when its outputs are on the host: nothing is left queued."""
+    def clock(self) -> Clock:
+        """The host clock: session.run returns when its outputs are on the host, so nothing is left queued."""
+        return HostClock()
 
     def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """Session settings, and how many graph nodes each execution provider ran on `batch`."""
-        return {
+        details = {
             "providers": self.session.get_providers(),
             "graph_optimization_level": self.level,
             "intra_op_threads": self.threads,
             "nodes_per_provider": self.nodes_per_provider(batch),
         }
+        if self.engine_cache is not None:
+            details["trt_engine_cache"] = {
+                "path": str(self.engine_cache),
+                "files_at_load": self.engines_before,
+                "files_now": _files_in(self.engine_cache),
+            }
+        return details
 
     def nodes_per_provider(self, batch: dict[str, np.ndarray]) -> dict[str, int]:
         """Run one batch in a profiling session and count the nodes each provider executed: the
@@ -129,3 +188,36 @@ class OnnxRuntime:
             if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
         }
         return dict(Counter(provider for _, provider in nodes))
+
+
+def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) -> Path:
+    """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content and
+    settings (never in the artifact folder, whose content hash must not change)."""
+    from optbench.pipeline import default_cache_dir
+
+    mode = f"{precision}{'-int8' if int8 else ''}"
+    return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}"
+
+
+def trt_provider_options(cache: Path, precision: str, options: OrtOptions) -> dict[str, Any]:
+    """The TensorRT provider's options (onnxruntime's documented `trt_*` keys) for these settings."""
+    settings: dict[str, Any] = {
+        "trt_fp16_enable": precision == "fp16",
+        "trt_int8_enable": options.trt_int8,
+        "trt_engine_cache_enable": options.trt_engine_cache,
+        "trt_timing_cache_enable": options.trt_engine_cache,
+    }
+    if options.trt_engine_cache:
+        cache.mkdir(parents=True, exist_ok=True)
+        settings["trt_engine_cache_path"] = str(cache)
+        settings["trt_timing_cache_path"] = str(cache)
+    return settings
+
+
+def _is_qdq(artifact: ModelArtifact) -> bool:
+    """Whether a quantize-static step made this model (its output is a QDQ graph)."""
+    return any(step.name == "quantize-static" for step in artifact.lineage)
+
+
+def _files_in(folder: Path | None) -> int | None:
+    return None if folder is None or not folder.is_dir() else sum(1 for _ in folder.iterdir())

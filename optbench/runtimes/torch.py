@@ -1,9 +1,10 @@
-"""PyTorch eager runtime: FP32 on CPU, FP32/FP16/BF16 on CUDA."""
+"""PyTorch runtime: eager FP32 on CPU; FP32/FP16/BF16 on CUDA; optionally torch.compile or CUDA graphs."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +13,61 @@ import torch
 
 from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.errors import OptbenchError
+from optbench.measure import Clock, CudaEventClock, HostClock
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SCHEME = "int8-dynamic-activation-int8-weight"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+OPTIONS = ("compile", "cuda_graphs")
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """The torch runtime's options: `compile` (false, true or a torch.compile mode) and `cuda_graphs`
+    (capture the eager model as one CUDA graph per input shape and replay it)."""
+
+    compile: str | None = None
+    cuda_graphs: bool = False
+
+    @classmethod
+    def parse(cls, device: str, options: dict[str, Any]) -> TorchOptions:
+        """Check a recipe's `options` table for runtime torch; a bad value is an error naming the fix."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise OptbenchError(f"runtime torch has no option(s) {unknown}: its options are {list(OPTIONS)}")
+        mode = options.get("compile", False)
+        if mode is True:
+            mode = "default"
+        if mode is not False and mode not in COMPILE_MODES:
+            raise OptbenchError(
+                f"runtime torch compile = {mode!r}: use true, false or a torch.compile mode {list(COMPILE_MODES)}"
+            )
+        graphs = options.get("cuda_graphs", False)
+        if not isinstance(graphs, bool):
+            raise OptbenchError(f"runtime torch cuda_graphs = {graphs!r}: use true or false")
+        if graphs and device != "cuda":
+            raise OptbenchError('runtime torch cuda_graphs = true needs device = "cuda"')
+        if graphs and mode:
+            raise OptbenchError(
+                'runtime torch: choose cuda_graphs or compile, not both (compile = "reduce-overhead" compiles '
+                "and captures CUDA graphs)"
+            )
+        return cls(mode or None, graphs)
 
 
 class TorchRuntime:
     """A Hugging Face sequence classifier in eval mode under `torch.inference_mode`."""
 
-    def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int) -> None:
+    def __init__(
+        self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict[str, Any]
+    ) -> None:
         from optbench.pruned_bert import load_classifier
 
         if artifact.format != "hf":
             raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
+        self.options = TorchOptions.parse(device, options)
         if device == "cuda" and not torch.cuda.is_available():
             raise OptbenchError('runtime torch on cuda: no CUDA GPU is visible; use device = "cpu"')
         if device == "cpu" and precision != "fp32":
@@ -40,16 +81,24 @@ class TorchRuntime:
         if self.quantization:
             _quantize(model)
         self.model = model.to(self.device).eval()
+        self.forward = self._plan_forward()
+
+    def _plan_forward(self) -> Any:
+        """The callable that turns device tensors into logits: eager, compiled, or replayed CUDA graphs."""
+        if self.options.cuda_graphs:
+            return CudaGraphs(self.model)
+        if self.options.compile:
+            compiled = torch.compile(self.model, mode=self.options.compile)
+            return lambda inputs: compiled(**inputs).logits
+        return lambda inputs: self.model(**inputs).logits
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
             inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-            logits = self.model(**inputs).logits
-            return logits.float().cpu().numpy()
+            return self.forward(inputs).float().cpu().numpy()
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+    def clock(self) -> Clock:
+        return CudaEventClock() if self.device.type == "cuda" else HostClock()
 
     def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         del batch  # every module runs on the one device
@@ -59,7 +108,48 @@ class TorchRuntime:
             "attention": self.model.config._attn_implementation,
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "quantization": self.quantization,
+            "compile": self.options.compile,
+            "cuda_graphs": self.options.cuda_graphs,
+            "timer": "cuda-events" if self.device.type == "cuda" else "perf_counter",
         }
+
+
+class CudaGraphs:
+    """The eager model captured as one CUDA graph per input shape, then replayed: one launch per call
+    instead of one per kernel, which is what bounds small batches on a fast GPU.
+
+    Capture follows PyTorch's whole-network recipe: warm up on a side stream, capture into static input
+    buffers, and at each call copy the inputs in and replay. The returned logits live in the graph's static
+    output, so they must be read (copied to the host) before the next call; `predict` does that.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = tuple(sorted((name, tuple(t.shape), t.dtype) for name, t in inputs.items()))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(inputs)
+        graph, static_inputs, static_logits = self.graphs[key]
+        for name, tensor in inputs.items():
+            static_inputs[name].copy_(tensor)
+        graph.replay()
+        return static_logits
+
+    def _capture(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]:
+        log.info("capturing a CUDA graph for input shape %s", {k: tuple(v.shape) for k, v in inputs.items()})
+        static_inputs = {name: tensor.clone() for name, tensor in inputs.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # lets lazy initialisation (cuBLAS handles, autotuning) happen outside the capture
+                self.model(**static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_logits = self.model(**static_inputs).logits
+        return graph, static_inputs, static_logits
 
 
 def _read_scheme(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,157 @@
+"""The GPU half of the runtimes: torch options (compile, CUDA graphs), the TensorRT provider's settings,
+CUDA-event timing. What a CPU can check runs everywhere; what needs a GPU says so in its skip reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.artifact import ModelArtifact, StepRecord, content_hash
+from optbench.data import encode
+from optbench.errors import OptbenchError
+from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
+from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.runtimes.onnxruntime import OrtOptions, trt_engine_cache_dir, trt_provider_options
+from optbench.runtimes.torch import TorchOptions
+
+NO_GPU = "needs a CUDA GPU (torch sees none)"
+TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
+
+
+def _artifact(path: Path, fmt: str = "hf", **kwargs) -> ModelArtifact:
+    return ModelArtifact(path, fmt, ("fresh", "rotten"), content_hash(path), **kwargs)
+
+
+def _batch(path: Path, seq_len: int | str = "data") -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    return encode(AutoTokenizer.from_pretrained(path), TEXTS, seq_len=seq_len, max_length=32)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("device", "options", "message"),
+    [
+        ("cpu", {"compiled": True}, r"no option\(s\) \['compiled'\]"),
+        ("cpu", {"compile": "fast"}, "compile = 'fast'"),
+        ("cpu", {"cuda_graphs": True}, 'needs device = "cuda"'),
+        ("cuda", {"cuda_graphs": "yes"}, "cuda_graphs = 'yes'"),
+        ("cuda", {"cuda_graphs": True, "compile": True}, "not both"),
+    ],
+)
+def test_bad_torch_options_fail_when_the_recipe_is_read(device: str, options: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        RuntimeSpec("torch", device, "fp32", options)
+
+
+def test_torch_options_take_true_as_the_default_compile_mode() -> None:
+    assert TorchOptions.parse("cpu", {"compile": True}) == TorchOptions("default", False)
+    assert TorchOptions.parse("cuda", {"compile": "max-autotune"}).compile == "max-autotune"
+    assert TorchOptions.parse("cuda", {"cuda_graphs": True}) == TorchOptions(None, True)
+    assert TorchOptions.parse("cpu", {}) == TorchOptions(None, False)
+
+
+def test_compiled_model_gives_the_eager_logits_on_cpu(tiny_classifier: Path) -> None:
+    batch = _batch(tiny_classifier, 16)
+    eager = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    compiled = load_runtime(RuntimeSpec("torch", options={"compile": True}), _artifact(tiny_classifier), threads=1)
+    np.testing.assert_allclose(compiled.predict(batch), eager.predict(batch), atol=1e-4)
+    assert compiled.describe(batch)["compile"] == "default"
+    assert isinstance(compiled.clock(), HostClock)
+
+
+@pytest.mark.parametrize(
+    ("device", "options", "precision", "message"),
+    [
+        ("cpu", {"provider": "tensorrt"}, "fp32", "provider 'tensorrt' does not fit device 'cpu'"),
+        ("cuda", {"provider": "cuda", "trt_int8": True}, "fp32", 'options of provider = "tensorrt"'),
+        ("cuda", {"provider": "tensorrt", "trt_int8": "on"}, "fp32", "take true or false"),
+        ("cuda", {"provider": "tensorrt"}, "bf16", 'not "bf16"'),
+        ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
+    ],
+)
+def test_bad_onnxruntime_options_fail_when_the_recipe_is_read(
+    device: str, options: dict, precision: str, message: str
+) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        RuntimeSpec("onnxruntime", device, precision, options)
+
+
+def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_classifier: Path
+) -> None:
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    artifact = _artifact(tiny_classifier, "onnx")
+    fp16 = trt_engine_cache_dir(artifact, "fp16", int8=False)
+    assert fp16.parent == tmp_path / "cache" / "ort-tensorrt"
+    assert fp16.name.startswith(artifact.sha256[:16])
+    assert trt_engine_cache_dir(artifact, "fp16", int8=True) != fp16 != trt_engine_cache_dir(artifact, "fp32", False)
+    settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"))
+    assert settings == {
+        "trt_fp16_enable": True,
+        "trt_int8_enable": False,
+        "trt_engine_cache_enable": True,
+        "trt_timing_cache_enable": True,
+        "trt_engine_cache_path": str(fp16),
+        "trt_timing_cache_path": str(fp16),
+    }
+    assert fp16.is_dir()
+    uncached = trt_provider_options(fp16, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False))
+    assert uncached["trt_int8_enable"] and not uncached["trt_engine_cache_enable"]
+    assert "trt_engine_cache_path" not in uncached
+
+
+def test_tensorrt_provider_int8_needs_a_qdq_model(tiny_classifier: Path) -> None:
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt", "trt_int8": True})
+    with pytest.raises(OptbenchError, match="add a quantize-static step"):
+        load_runtime(spec, _artifact(tiny_classifier, "onnx"), threads=1)
+
+
+def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
+    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT provider")
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path))
+    qdq = _artifact(tiny_classifier, "onnx", lineage=(StepRecord("quantize-static", {}),))
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
+    with pytest.raises(OptbenchError, match="TensorrtExecutionProvider is not in this onnxruntime build"):
+        load_runtime(spec, qdq, threads=1)
+
+
+def test_time_calls_reads_the_runtime_clock() -> None:
+    class TenMs:
+        def start(self) -> None:
+            self.started = True
+
+        def stop(self) -> int:
+            return 10_000_000
+
+    times = time_calls(lambda: None, Timing(warmup=0, min_iters=3, min_seconds=0.05, max_seconds=10), TenMs())
+    assert times == [10_000_000] * 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+def test_cuda_events_time_device_work() -> None:
+    x = torch.randn(2048, 2048, device="cuda")
+    clock = CudaEventClock()
+    clock.start()
+    for _ in range(10):
+        x = x @ x / 2048
+    elapsed = clock.stop()
+    assert elapsed > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+@pytest.mark.parametrize("options", [{"cuda_graphs": True}, {"compile": True}, {"compile": "reduce-overhead"}])
+def test_cuda_graphs_and_compile_give_the_eager_logits(tiny_classifier: Path, options: dict) -> None:
+    eager = load_runtime(RuntimeSpec("torch", "cuda"), _artifact(tiny_classifier), threads=1)
+    fast = load_runtime(RuntimeSpec("torch", "cuda", "fp32", options), _artifact(tiny_classifier), threads=1)
+    for seq_len in (16, 24, 16):  # a second shape captures a second graph; the first is replayed again
+        batch = _batch(tiny_classifier, seq_len)
+        np.testing.assert_allclose(fast.predict(batch), eager.predict(batch), atol=1e-3)
+    assert isinstance(fast.clock(), CudaEventClock)
