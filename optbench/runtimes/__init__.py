@@ -75,6 +75,13 @@ def _load_onnxruntime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) 
     return OnnxRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads, options=spec.options)
 
 
+def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
+    from optbench.runtimes.tensorrt import TensorRTRuntime
+
+    del threads  # the engine runs on the GPU; host threads only feed it
+    return TensorRTRuntime(artifact, device=spec.device, precision=spec.precision)
+
+
 @dataclass(frozen=True)
 class Engine:
     """The artifact formats an engine runs, and how to load one."""
@@ -86,6 +93,7 @@ class Engine:
 ENGINES: dict[str, Engine] = {
     "torch": Engine(("hf",), _load_torch),
     "onnxruntime": Engine(("onnx",), _load_onnxruntime),
+    "tensorrt": Engine(("trt",), _load_tensorrt),
 }
 
 
