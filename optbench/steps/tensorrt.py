@@ -15,24 +15,21 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from optbench.artifact import ModelArtifact
+from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
-
-if TYPE_CHECKING:
-    from optbench.bench import BenchConfig
 
 log = logging.getLogger(__name__)
 
 ENGINE_FILE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
 ONNX_FILE = "model.onnx"
-ACCURACY_BATCH_SIZE = 64  # optbench.bench.ACCURACY_BATCH_SIZE, kept here so this module imports no bench code
 INSTALL = (
     "run in NVIDIA's TensorRT container (nvcr.io/nvidia/tensorrt), or pip install tensorrt from NVIDIA's index "
     "(pip install --extra-index-url https://pypi.nvidia.com tensorrt) on a machine with a CUDA GPU; "
