@@ -91,8 +91,11 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     if isinstance(source, str) and source != BUILTIN:
         dataset_table = {**dataset_table, "source": str((base / source).resolve())}
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
-    chains = tuple(tuple(_resolved(step, base) for step in chain) for chain in _chains(table))
     bench = parse_bench(_table(table, "bench"))
+    chains = tuple(
+        tuple(_for_bench(_resolved(step, base), bench, dataset.max_length) for step in chain)
+        for chain in _chains(table)
+    )
     formats = {"hf", *(step.config.output_format for chain in chains for step in chain)}
     for spec in bench.runtimes:
         if not formats & set(ENGINES[spec.name].formats):
@@ -115,6 +118,13 @@ def _resolved(step: RecipeStep, base: Path) -> RecipeStep:
     """Paths in a step's config (a step that takes one has `resolve_paths`) are taken from the recipe's folder."""
     resolve = getattr(step.config, "resolve_paths", None)
     return replace(step, config=resolve(base)) if resolve else step
+
+
+def _for_bench(step: RecipeStep, bench: BenchConfig, max_length: int) -> RecipeStep:
+    """A step that builds for the shapes it will be measured at (it has `for_bench`) takes the benchmark
+    matrix and the dataset's max_length, so that its config, and its cache key, name concrete shapes."""
+    fit = getattr(step.config, "for_bench", None)
+    return replace(step, config=fit(bench, max_length)) if fit else step
 
 
 def _chains(table: dict[str, Any]) -> tuple[tuple[RecipeStep, ...], ...]:

@@ -178,3 +178,17 @@ def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact
         run_step(DynamicQuantizeConfig(backend="torch"), fused, data, cache)
     assert DynamicQuantizeConfig(backend="torch").output_format == "hf"
     assert DynamicQuantizeConfig().output_format == "onnx"
+
+
+def test_symmetric_int8_static_model_is_one_tensorrt_can_build(unfused: ModelArtifact, data, cache: Path) -> None:
+    from optbench.steps.tensorrt import check_symmetric_int8
+
+    asymmetric = run_step(StaticQuantizeConfig(calibration_samples=8, activation_type="int8"), unfused, data, cache)
+    with pytest.raises(OptbenchError, match="activation_symmetric = true"):
+        check_symmetric_int8(onnx.load(asymmetric.path / "model.onnx").graph)
+    config = StaticQuantizeConfig(
+        calibration_samples=8, activation_type="int8", weight_type="int8", activation_symmetric=True
+    )
+    symmetric = run_step(config, unfused, data, cache)
+    check_symmetric_int8(onnx.load(symmetric.path / "model.onnx").graph)
+    assert _agreement(symmetric, unfused, data) >= 0.9

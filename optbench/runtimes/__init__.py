@@ -77,6 +77,13 @@ def _check_onnxruntime(spec: RuntimeSpec) -> None:
     OrtOptions.parse(spec.device, spec.precision, spec.options)
 
 
+def _check_tensorrt(spec: RuntimeSpec) -> None:
+    if spec.options:
+        raise OptbenchError(f"runtime tensorrt takes no options (got {sorted(spec.options)}): the engine holds them")
+    if spec.device != "cuda":
+        raise OptbenchError('runtime tensorrt runs on NVIDIA GPUs: set device = "cuda"')
+
+
 def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
     from optbench.runtimes.torch import TorchRuntime
 
@@ -87,6 +94,13 @@ def _load_onnxruntime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) 
     from optbench.runtimes.onnxruntime import OnnxRuntime
 
     return OnnxRuntime(artifact, device=spec.device, precision=spec.precision, threads=threads, options=spec.options)
+
+
+def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
+    from optbench.runtimes.tensorrt import TensorRTRuntime
+
+    del threads  # the engine runs on the GPU; host threads only feed it
+    return TensorRTRuntime(artifact, device=spec.device, precision=spec.precision)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,7 @@ class Engine:
 ENGINES: dict[str, Engine] = {
     "torch": Engine(("hf",), _check_torch, _load_torch),
     "onnxruntime": Engine(("onnx",), _check_onnxruntime, _load_onnxruntime),
+    "tensorrt": Engine(("trt",), _check_tensorrt, _load_tensorrt),
 }
 
 

@@ -21,7 +21,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
-from optbench.steps import distill, finetune, onnx, prune, quantize
+from optbench.steps import distill, finetune, onnx, prune, quantize, tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ STEPS: dict[str, StepKind] = {
     onnx.OnnxConfig.name: StepKind(onnx.OnnxConfig, onnx.apply),
     quantize.DynamicQuantizeConfig.name: StepKind(quantize.DynamicQuantizeConfig, quantize.apply_dynamic),
     quantize.StaticQuantizeConfig.name: StepKind(quantize.StaticQuantizeConfig, quantize.apply_static),
+    tensorrt.TensorRTConfig.name: StepKind(tensorrt.TensorRTConfig, tensorrt.apply),
 }
 
 
@@ -82,6 +83,9 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
     version = getattr(config, "version", 1)  # a step bumps it when its output for one config changes
     if version != 1:  # version 1 adds nothing, so caches written before versions existed stay valid
         payload["step_version"] = version
+    build_target = getattr(config, "build_target", None)  # a step whose output runs only where it was built
+    if build_target is not None:
+        payload["target"] = build_target()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -71,6 +71,8 @@ class StaticQuantizeConfig:
     weight_type: Int8Type = "auto"
     per_channel: bool = False
     reduce_range: bool | None = None
+    # zero points of 0 for activations: what TensorRT needs to build from this model (with activation_type int8)
+    activation_symmetric: bool = False
     op_types: tuple[str, ...] = ("MatMul",)
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
@@ -220,6 +222,7 @@ def apply_static(
         }[config.calibration_method],
         extra_options={
             "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "ActivationSymmetric": config.activation_symmetric,
             "CalibPercentile": config.percentile,
             # not CalibMaxIntermediateOutputs: in onnxruntime 1.32 MinMax drops the batches it "merges"
             "DefaultTensorType": _float_type(),

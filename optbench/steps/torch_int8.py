@@ -57,9 +57,13 @@ def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -
     sample = batches(
         tokenizer, data.validation.texts[:AGREEMENT_ROWS], batch_size=64, seq_len="data", max_length=data.max_length
     )
-    fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=1)
+    fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=1, options={})
     int8 = TorchRuntime(
-        ModelArtifact(quantized_dir, "hf", source.label_names, ""), device="cpu", precision="fp32", threads=1
+        ModelArtifact(quantized_dir, "hf", source.label_names, ""),
+        device="cpu",
+        precision="fp32",
+        threads=1,
+        options={},
     )
     a = np.concatenate([fp32.predict(b) for b in sample]).argmax(1)
     b = np.concatenate([int8.predict(b) for b in sample]).argmax(1)

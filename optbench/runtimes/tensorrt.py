@@ -1,0 +1,118 @@
+"""TensorRT runtime: runs an engine the tensorrt step built, on the GPU it was built for.
+
+Buffers are torch CUDA tensors bound by address; the engine runs on torch's current CUDA stream, so
+CUDA events time it. Like the other runtimes, `predict` takes host arrays and returns
+host logits (the copies are part of each call).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact
+from optbench.errors import OptbenchError
+from optbench.measure import Clock, CudaEventClock
+from optbench.steps.tensorrt import ENGINE_FILE, Profile, check_target, detect_target, import_tensorrt, pick_profile
+
+log = logging.getLogger(__name__)
+
+
+class TensorRTRuntime:
+    """A deserialized engine with one execution context per optimization profile, made on first use."""
+
+    def __init__(self, artifact: ModelArtifact, *, device: str, precision: str) -> None:
+        import torch
+
+        if artifact.format != "trt":
+            raise OptbenchError(
+                f"runtime tensorrt runs TensorRT engines, not {artifact.format} models: add a tensorrt step"
+            )
+        if device != "cuda":
+            raise OptbenchError(f'runtime tensorrt runs on CUDA GPUs, not {device!r}: set device = "cuda"')
+        built = artifact.details
+        if precision not in ("fp32", built.get("precision")):
+            raise OptbenchError(
+                f"runtime tensorrt at {precision}: this engine was built at {built.get('precision')} and runs at that; "
+                "set the precision in the tensorrt step, and leave the runtime's out"
+            )
+        trt = import_tensorrt()
+        self.target = detect_target()
+        check_target(built, self.target)
+        self.details = built
+        self.profiles = [Profile.from_dict(p) for p in built.get("profiles", [])]
+        self._torch = torch
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # must outlive the engine
+        self.engine = self._runtime.deserialize_cuda_engine((artifact.path / ENGINE_FILE).read_bytes())
+        if self.engine is None:
+            raise OptbenchError(
+                f"TensorRT cannot load {artifact.path / ENGINE_FILE} (its log above says why): "
+                "delete that folder from the cache and run the recipe again to rebuild it"
+            )
+        if self.engine.num_optimization_profiles != len(self.profiles):
+            raise OptbenchError(
+                f"{artifact.path / ENGINE_FILE} has {self.engine.num_optimization_profiles} optimization profiles and "
+                f"its manifest lists {len(self.profiles)}: the folder is damaged; delete it and run the recipe again"
+            )
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.output = "logits" if "logits" in outputs else outputs[0]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self._contexts: dict[int, Any] = {}
+
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        missing = [n for n in self.inputs if n not in batch]
+        if missing:
+            raise OptbenchError(f"the TensorRT engine needs input(s) {missing}; the batch has {sorted(batch)}")
+        rows, length = batch[self.inputs[0]].shape
+        index = pick_profile(self.profiles, (int(rows), int(length)))
+        stream = torch.cuda.current_stream()
+        context = self._context(index, stream.cuda_stream)
+        on_device = []  # kept alive until the logits are back on the host
+        for name in self.inputs:
+            host = np.ascontiguousarray(batch[name], dtype=self.dtypes[name])  # int64 tokens to the engine's type
+            tensor = torch.from_numpy(host).to("cuda")
+            context.set_input_shape(name, tuple(host.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
+            on_device.append(tensor)
+        logits = torch.empty(
+            tuple(context.get_tensor_shape(self.output)), dtype=_torch_dtype(self.dtypes[self.output]), device="cuda"
+        )
+        context.set_tensor_address(self.output, logits.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise OptbenchError(f"TensorRT failed to run batch {rows} x {length} (its log above says why)")
+        return logits.float().cpu().numpy()  # the copy to the host waits for the stream
+
+    def _context(self, index: int, stream: int) -> Any:
+        """The execution context for profile `index`: one each, so that no call pays for a profile switch."""
+        context = self._contexts.get(index)
+        if context is None:
+            context = self.engine.create_execution_context()
+            context.set_optimization_profile_async(index, stream)
+            self._contexts[index] = context
+        return context
+
+    def clock(self) -> Clock:
+        """CUDA events: the engine runs on torch's current stream, where the events are recorded."""
+        return CudaEventClock()
+
+    def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        rows, length = batch[self.inputs[0]].shape
+        index = pick_profile(self.profiles, (int(rows), int(length)))
+        return {
+            **self.target,
+            "precision": self.details.get("precision"),
+            "quantization": self.details.get("quantization"),
+            "profile": {"index": index, **self.profiles[index].to_dict()},
+            "input_dtypes": {n: str(self.dtypes[n]) for n in self.inputs},
+        }
+
+
+def _torch_dtype(dtype: np.dtype) -> Any:
+    import torch
+
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype

@@ -1,0 +1,468 @@
+"""Build a TensorRT engine from an ONNX classifier: FP32, FP16, or INT8 (explicit Q/DQ or calibrated).
+
+An engine holds one optimization profile per benchmark shape (TensorRT tunes its kernels for each
+profile's `opt` shape) plus a wide one for the accuracy pass, and runs only on the TensorRT version
+and GPU model it was built with: both are part of the step's cache key and of the manifest, and the
+tensorrt runtime refuses an engine built for another.
+
+Written against the TensorRT 10 Python API (`tensorrt` from NVIDIA's index or container). Everything
+that decides what to build (profiles, calibration batches, Q/DQ checks) is plain Python and numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact
+from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
+from optbench.errors import OptbenchError
+
+log = logging.getLogger(__name__)
+
+ENGINE_FILE = "model.engine"
+CALIBRATION_CACHE = "calibration.cache"
+ONNX_FILE = "model.onnx"
+INSTALL = (
+    "run in NVIDIA's TensorRT container (nvcr.io/nvidia/tensorrt), or pip install tensorrt from NVIDIA's index "
+    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt) on a machine with a CUDA GPU; "
+    "docker/ has an image"
+)
+QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
+SYMMETRIC_FIX = (
+    'Set activation_type = "int8", weight_type = "int8" and activation_symmetric = true in the quantize-static '
+    'step, or build from the onnx step\'s output with precision = "int8" (TensorRT calibrates it)'
+)
+ORT_INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm", "QAttention")
+
+
+@dataclass(frozen=True)
+class TensorRTConfig:
+    """What engine to build.
+
+    `batch_sizes` and `seq_lens` are the shapes the engine is tuned for; left empty, a recipe fills them
+    from its [bench] matrix (see `for_bench`), as it fills `max_length` from [dataset].
+    INT8 builds an explicitly quantized engine from a Q/DQ model (a quantize-static step before this
+    one), and otherwise calibrates on `calibration_samples` train-split texts (never the test split).
+    """
+
+    name: ClassVar[str] = "tensorrt"
+    output_format: ClassVar[str] = "trt"
+    precision: Literal["fp16", "int8", "fp32"] = "fp16"
+    batch_sizes: tuple[int, ...] = ()
+    seq_lens: tuple[SeqLen, ...] = ()
+    max_length: int | None = None
+    workspace_mib: int = 4096
+    calibration_samples: int = 512
+    calibration_batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp16", "int8", "fp32"):
+            raise OptbenchError(f'[tensorrt] precision = {self.precision!r}: use "fp16", "int8" or "fp32"')
+        bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
+        if bad:
+            raise OptbenchError(
+                f"[tensorrt] batch_sizes {bad} are not positive integers: give e.g. [1, 32], or leave them out "
+                "to take the recipe's [bench] batch_sizes"
+            )
+        for seq_len in self.seq_lens:
+            try:
+                parse_seq_len(seq_len)
+            except OptbenchError as exc:
+                raise OptbenchError(f"[tensorrt] seq_lens: {exc} (or leave seq_lens out for [bench]'s)") from exc
+        if self.max_length is not None and self.max_length < 1:
+            raise OptbenchError(
+                f"[tensorrt] max_length = {self.max_length}: use 1 or more, or leave it out for the dataset's"
+            )
+        if self.workspace_mib < 1:
+            raise OptbenchError(
+                f"[tensorrt] workspace_mib = {self.workspace_mib}: give the builder's scratch memory in MiB "
+                "(4096 is a good start)"
+            )
+        if self.calibration_batch_size < 1 or self.calibration_samples < self.calibration_batch_size:
+            raise OptbenchError(
+                f"[tensorrt] calibration_samples = {self.calibration_samples} and calibration_batch_size = "
+                f"{self.calibration_batch_size}: need 1 <= calibration_batch_size <= calibration_samples "
+                "(TensorRT calibrates on whole batches)"
+            )
+
+    @property
+    def label(self) -> str:
+        """The name in the variant: `tensorrt-fp16`, `tensorrt-int8`, `tensorrt-fp32`."""
+        return f"{self.name}-{self.precision}"
+
+    def for_bench(self, bench: BenchConfig, max_length: int) -> TensorRTConfig:
+        """This config with the shapes a recipe benchmarks filled in where it leaves them out, so that
+        the config, and with it the cache key, names the concrete shapes the engine is built for."""
+        return replace(
+            self,
+            batch_sizes=self.batch_sizes or tuple(bench.batch_sizes),
+            seq_lens=self.seq_lens or tuple(bench.seq_lens),
+            max_length=self.max_length or max_length,
+        )
+
+    def build_target(self) -> dict[str, str]:
+        """The TensorRT version and GPU the engine would be built for: part of the cache key, since an
+        engine runs only where it was built."""
+        return detect_target()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: (batch, sequence) ranges shared by every input, tuned for `opt`."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+    purpose: str
+
+    def holds(self, shape: tuple[int, int]) -> bool:
+        return all(low <= n <= high for low, n, high in zip(self.min, shape, self.max, strict=True))
+
+    def volume(self) -> int:
+        """How many (batch, sequence) shapes the profile admits: smaller is tighter."""
+        return (self.max[0] - self.min[0] + 1) * (self.max[1] - self.min[1] + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max), "purpose": self.purpose}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]), d.get("purpose", ""))  # type: ignore[arg-type]
+
+
+def profiles(
+    batch_sizes: tuple[int, ...],
+    seq_lens: tuple[SeqLen, ...],
+    max_length: int,
+    accuracy_batch_size: int = ACCURACY_BATCH_SIZE,
+) -> list[Profile]:
+    """One profile per benchmark shape, then one wide profile for the accuracy pass.
+
+    A benchmark profile is tuned for its shape (`opt`); its batch range starts at 1 because the last
+    batch of a latency pass may be short. A fixed sequence length is exact (min = opt = max); `data`
+    (batches padded to their longest text) ranges over 1..max_length. The accuracy pass pads each
+    batch of `accuracy_batch_size` to its longest text, up to max_length.
+    """
+    result: list[Profile] = []
+    for batch in sorted(set(batch_sizes)):
+        for seq_len in dict.fromkeys(seq_lens):
+            if seq_len == "data":
+                profile = Profile((1, 1), (batch, max_length), (batch, max_length), f"batch {batch} x data")
+            else:
+                profile = Profile((1, seq_len), (batch, seq_len), (batch, seq_len), f"batch {batch} x {seq_len}")
+            result.append(profile)
+    wide = Profile((1, 1), (accuracy_batch_size, max_length), (accuracy_batch_size, max_length), "accuracy pass")
+    if not any(p.min == wide.min and p.max == wide.max for p in result):
+        result.append(wide)
+    return result
+
+
+def pick_profile(candidates: list[Profile], shape: tuple[int, int]) -> int:
+    """The index of the tightest profile that holds `shape` (batch, sequence); the first of equals."""
+    holding = [i for i, p in enumerate(candidates) if p.holds(shape)]
+    if not holding:
+        ranges = "; ".join(f"{p.purpose}: {list(p.min)}..{list(p.max)}" for p in candidates)
+        raise OptbenchError(
+            f"no optimization profile of this TensorRT engine holds batch {shape[0]} x sequence {shape[1]} "
+            f"(profiles: {ranges}): add the shape to the recipe's [bench] matrix or the tensorrt step's "
+            "batch_sizes / seq_lens, and run the recipe again to rebuild the engine"
+        )
+    return min(holding, key=lambda i: candidates[i].volume())
+
+
+def import_tensorrt() -> Any:
+    """The `tensorrt` module, or an error that says how to get it."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise OptbenchError(
+            f"the tensorrt step and runtime need TensorRT (import tensorrt failed: {exc}): {INSTALL}"
+        ) from exc
+    return tensorrt
+
+
+def detect_target() -> dict[str, str]:
+    """The running TensorRT version, GPU name and compute capability; an error when either is missing."""
+    trt = import_tensorrt()
+    import torch
+
+    if not torch.cuda.is_available():
+        raise OptbenchError(f"TensorRT needs a CUDA GPU and torch sees none (torch {torch.__version__}): {INSTALL}")
+    major, minor = torch.cuda.get_device_capability()
+    return {
+        "tensorrt": str(trt.__version__),
+        "gpu": torch.cuda.get_device_name(),
+        "compute_capability": f"{major}.{minor}",
+    }
+
+
+def check_target(built: dict[str, Any], running: dict[str, str]) -> None:
+    """Refuse an engine built for another TensorRT version or GPU (TensorRT engines are not portable)."""
+    differ = [
+        f"{key} {built.get(key)!r} (running {running[key]!r})" for key in running if built.get(key) != running[key]
+    ]
+    if differ:
+        raise OptbenchError(
+            f"this TensorRT engine was built for another target: {', '.join(differ)}. Engines run only with the "
+            "TensorRT version and GPU they were built on: run the recipe again on this machine to rebuild it"
+        )
+
+
+def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Build and serialize an engine for `artifact` (an ONNX model) into `out_dir`."""
+    from optbench.steps.onnx import copy_hf_files
+
+    source = artifact.path / ONNX_FILE
+    if artifact.format != "onnx" or not source.is_file():
+        raise OptbenchError(
+            f"the tensorrt step builds engines from ONNX models, not {artifact.format} ones: "
+            "put an onnx step (with fuse = false) before it in the recipe"
+        )
+    graph = _graph(source)
+    check_parsable(graph)
+    explicit = is_qdq(artifact, graph)
+    if explicit:
+        check_symmetric_int8(graph)
+        if config.precision != "int8":
+            raise OptbenchError(
+                f'the tensorrt step got a Q/DQ (INT8) model but precision = "{config.precision}": '
+                'set precision = "int8", or build from the onnx step\'s output instead'
+            )
+    max_length = config.max_length or data.max_length
+    if max_length < data.max_length:
+        raise OptbenchError(
+            f"[tensorrt] max_length = {max_length} is below the dataset's max_length = {data.max_length}: "
+            "the accuracy pass would not fit the engine; raise it or leave it out"
+        )
+    target = detect_target()
+    shapes = profiles(config.batch_sizes, config.seq_lens, max_length)  # no shapes given: the accuracy one only
+    calibration = None
+    if config.precision == "int8" and not explicit:
+        calibration = CalibrationFeed.from_train_split(config, artifact.path, data)
+    started = time.perf_counter()
+    engine = build_engine(source, config, shapes, calibration, out_dir / CALIBRATION_CACHE)
+    build_seconds = round(time.perf_counter() - started, 1)
+    (out_dir / ENGINE_FILE).write_bytes(engine)
+    copy_hf_files(artifact.path, out_dir)
+    details: dict[str, Any] = {
+        **target,
+        "precision": config.precision,
+        "quantization": "explicit (Q/DQ)" if explicit else ("calibrated" if calibration else None),
+        "profiles": [p.to_dict() for p in shapes],
+        "build_seconds": build_seconds,
+        "workspace_mib": config.workspace_mib,
+    }
+    if calibration is not None:
+        details["calibration"] = calibration.describe()
+    log.info("TensorRT %s engine built in %.1f s for %s", config.precision, build_seconds, target["gpu"])
+    return artifact.derive(out_dir, step=config.label, config=config_to_dict(config), format="trt", details=details)
+
+
+def _graph(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def check_parsable(graph: Any) -> None:
+    """Refuse operators TensorRT's ONNX parser does not know: onnxruntime's fused ones (com.microsoft
+    domain, from the onnx step's fusion) and its integer ones (from quantize-dynamic)."""
+    fused = sorted({n.op_type for n in graph.node if n.domain == "com.microsoft"})
+    if fused:
+        raise OptbenchError(
+            f"the ONNX model holds onnxruntime-only operators {fused}, which TensorRT cannot parse: "
+            "give the onnx step before the tensorrt step fuse = false"
+        )
+    integer = sorted({n.op_type for n in graph.node if n.op_type in ORT_INT8_OPS})
+    if integer:
+        raise OptbenchError(
+            f"the ONNX model holds onnxruntime integer operators {integer} (quantize-dynamic), which TensorRT "
+            'cannot build: build from the onnx step\'s output with precision = "int8", or from a quantize-static '
+            "(Q/DQ) model"
+        )
+
+
+def is_qdq(artifact: ModelArtifact, graph: Any) -> bool:
+    """Whether the model is explicitly quantized: made by quantize-static, or holding QuantizeLinear nodes."""
+    made_by_static = bool(artifact.lineage) and artifact.lineage[-1].name == "quantize-static"
+    return made_by_static or any(n.op_type == "QuantizeLinear" for n in graph.node)
+
+
+def check_symmetric_int8(graph: Any) -> None:
+    """TensorRT takes only signed INT8 Q/DQ with zero points of 0 (symmetric); refuse anything else, naming it."""
+    import onnx
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in graph.initializer}
+    constants |= {
+        out: attr.t
+        for node in graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
+        for out in node.output
+    }
+    for node in graph.node:
+        if node.op_type not in QUANTIZE_OPS or len(node.input) < 3 or not node.input[2]:
+            continue  # no zero point: 0
+        zero_point = constants.get(node.input[2])
+        if zero_point is None:
+            raise OptbenchError(
+                f"{node.op_type} {node.name!r} takes its zero point from a computed tensor: TensorRT needs "
+                "constant zero points of 0"
+            )
+        if zero_point.data_type == onnx.TensorProto.UINT8:
+            raise OptbenchError(
+                f"the Q/DQ model quantizes to uint8 ({node.op_type} {node.name!r}): TensorRT takes only signed, "
+                f"symmetric INT8. {SYMMETRIC_FIX}"
+            )
+        if zero_point.data_type != onnx.TensorProto.INT8:
+            raise OptbenchError(
+                f"{node.op_type} {node.name!r} quantizes to {onnx.TensorProto.DataType.Name(zero_point.data_type)}: "
+                "this step builds INT8 engines only"
+            )
+        if np.any(numpy_helper.to_array(zero_point) != 0):
+            raise OptbenchError(
+                f"{node.op_type} {node.name!r} has a non-zero INT8 zero point (asymmetric quantization), which "
+                f"TensorRT does not take. {SYMMETRIC_FIX}"
+            )
+
+
+class CalibrationFeed:
+    """Calibration batches of one shape (TensorRT calibrates at its calibration profile's shape): train-split
+    texts drawn as quantize-static draws them, every batch padded to the longest sample, whole batches only."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]], seq_len: int) -> None:
+        self.batches = batches
+        self.seq_len = seq_len
+        self._next = 0
+
+    @classmethod
+    def from_train_split(cls, config: TensorRTConfig, model_dir: Path, data: LabelledData) -> CalibrationFeed:
+        from optbench.steps.quantize import CalibrationReader
+
+        reader = CalibrationReader(
+            model_dir, data, config.calibration_samples, config.calibration_batch_size, config.seed, one_length=True
+        )
+        drawn = iter(reader.get_next, None)
+        whole = [b for b in drawn if len(b["input_ids"]) == config.calibration_batch_size]
+        if not whole:
+            raise OptbenchError(
+                f"the train split gave fewer than calibration_batch_size = {config.calibration_batch_size} samples "
+                "for TensorRT calibration: lower calibration_batch_size"
+            )
+        return cls(whole, int(reader.seq_len))
+
+    @property
+    def shape(self) -> Shape:
+        return len(self.batches[0]["input_ids"]), self.seq_len
+
+    def next_batch(self, names: list[str], dtypes: dict[str, Any]) -> list[np.ndarray] | None:
+        """The next batch's arrays in the order TensorRT names its inputs, cast to the inputs' dtypes;
+        None when all were given."""
+        if self._next >= len(self.batches):
+            return None
+        batch = self.batches[self._next]
+        self._next += 1
+        return [np.ascontiguousarray(batch[name], dtype=dtypes[name]) for name in names]
+
+    def describe(self) -> dict[str, Any]:
+        batch_size, seq_len = self.shape
+        return {
+            "split": "train",
+            "samples": batch_size * len(self.batches),
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "calibrator": "IInt8EntropyCalibrator2",
+            "cache": CALIBRATION_CACHE,
+        }
+
+
+def build_engine(
+    source: Path, config: TensorRTConfig, shapes: list[Profile], calibration: CalibrationFeed | None, cache: Path
+) -> bytes:
+    """Parse `source` and build a serialized engine with one optimization profile per entry of `shapes`.
+
+    INT8 sets FP16 too, so layers without an INT8 kernel run in FP16 rather than FP32. A Q/DQ model
+    (no `calibration`) is built by explicit quantization: TensorRT takes the scales from the graph.
+    """
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch dimension
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise OptbenchError(
+            f"TensorRT cannot parse {source} ({errors}): re-export it with the onnx step (fuse = false)"
+        )
+    builder_config = builder.create_builder_config()
+    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib * 2**20)
+    if config.precision in ("fp16", "int8"):
+        builder_config.set_flag(trt.BuilderFlag.FP16)
+    if config.precision == "int8":
+        builder_config.set_flag(trt.BuilderFlag.INT8)
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    for shape in shapes:
+        profile = builder.create_optimization_profile()
+        for name in inputs:
+            profile.set_shape(name, shape.min, shape.opt, shape.max)
+        builder_config.add_optimization_profile(profile)
+    calibrator = None
+    if calibration is not None:
+        calibration_profile = builder.create_optimization_profile()
+        for name in inputs:
+            calibration_profile.set_shape(name, calibration.shape, calibration.shape, calibration.shape)
+        builder_config.set_calibration_profile(calibration_profile)
+        dtypes = {name: trt.nptype(network.get_input(i).dtype) for i, name in enumerate(inputs)}
+        calibrator = entropy_calibrator(trt, calibration, dtypes, cache)
+        builder_config.int8_calibrator = calibrator
+    serialized = builder.build_serialized_network(network, builder_config)
+    if serialized is None:
+        raise OptbenchError(
+            f"TensorRT could not build a {config.precision} engine from {source}: its log above says why "
+            "(a larger workspace_mib can help)"
+        )
+    return bytes(serialized)
+
+
+def entropy_calibrator(trt: Any, feed: CalibrationFeed, dtypes: dict[str, Any], cache: Path) -> Any:
+    """An IInt8EntropyCalibrator2 that copies `feed`'s batches to the GPU (torch CUDA tensors) and keeps
+    its cache in `cache`, which a later build in the same folder reuses instead of calibrating again."""
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._on_device: list[Any] = []  # the current batch stays alive while TensorRT reads it
+
+        def get_batch_size(self) -> int:
+            return feed.shape[0]
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            arrays = feed.next_batch(names, dtypes)
+            if arrays is None:
+                return None
+            self._on_device = [torch.from_numpy(a).cuda() for a in arrays]
+            torch.cuda.current_stream().synchronize()  # TensorRT reads the batch on its own stream
+            return [int(t.data_ptr()) for t in self._on_device]
+
+        def read_calibration_cache(self) -> bytes | None:
+            if cache.is_file():
+                log.info("TensorRT calibration: reusing %s", cache)
+                return cache.read_bytes()
+            return None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            cache.write_bytes(bytes(data))
+
+    return Calibrator()

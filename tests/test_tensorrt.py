@@ -1,0 +1,300 @@
+"""The tensorrt step and runtime: everything a CPU can check, and an end-to-end build where TensorRT and a GPU are."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from optbench.artifact import ModelArtifact, StepRecord
+from optbench.data import LabelledData, Split
+from optbench.errors import OptbenchError
+from optbench.recipe import load_recipe
+from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
+from optbench.steps import STEPS, cache_key, run_step
+from optbench.steps import tensorrt as trt_step
+from optbench.steps.tensorrt import (
+    CalibrationFeed,
+    Profile,
+    TensorRTConfig,
+    check_parsable,
+    check_symmetric_int8,
+    check_target,
+    is_qdq,
+    pick_profile,
+    profiles,
+)
+
+
+def _has_tensorrt_and_gpu() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_gpu = pytest.mark.skipif(
+    not _has_tensorrt_and_gpu(), reason="needs TensorRT (import tensorrt failed) and a CUDA GPU"
+)
+
+
+def test_step_and_runtime_are_registered() -> None:
+    assert STEPS["tensorrt"].config_type is TensorRTConfig
+    assert ENGINES["tensorrt"].formats == ("trt",)
+    assert TensorRTConfig().label == "tensorrt-fp16" and TensorRTConfig.output_format == "trt"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "int4"}, "precision = 'int4'"),
+        ({"batch_sizes": (1, 0)}, "batch_sizes [0]"),
+        ({"seq_lens": (128, "all")}, "seq_lens"),
+        ({"seq_lens": (0,)}, "seq_lens"),
+        ({"max_length": 0}, "max_length = 0"),
+        ({"workspace_mib": 0}, "workspace_mib = 0"),
+        ({"calibration_samples": 8, "calibration_batch_size": 16}, "calibration_batch_size <= calibration_samples"),
+        ({"calibration_batch_size": 0}, "calibration_batch_size = 0"),
+    ],
+)
+def test_bad_configs_name_the_value_and_the_fix(kwargs: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match="tensorrt") as error:
+        TensorRTConfig(**kwargs)
+    assert message in str(error.value)
+
+
+def test_profiles_one_per_benchmark_shape_and_one_for_accuracy() -> None:
+    shapes = profiles((32, 1), (128, "data"), max_length=64)
+    assert [(p.min, p.opt, p.max) for p in shapes] == [
+        ((1, 128), (1, 128), (1, 128)),
+        ((1, 1), (1, 64), (1, 64)),
+        ((1, 128), (32, 128), (32, 128)),
+        ((1, 1), (32, 64), (32, 64)),
+        ((1, 1), (64, 64), (64, 64)),
+    ]
+    assert shapes[-1].purpose == "accuracy pass"
+    assert [Profile.from_dict(p.to_dict()) for p in shapes] == shapes
+    assert len(profiles((64,), ("data",), max_length=64)) == 1  # the benchmark profile is the accuracy one
+    assert [p.purpose for p in profiles((), (), max_length=32)] == ["accuracy pass"]
+
+
+def test_pick_profile_takes_the_tightest_holder() -> None:
+    shapes = profiles((1, 32), (128, "data"), max_length=64)
+    assert pick_profile(shapes, (1, 128)) == 0
+    assert pick_profile(shapes, (1, 17)) == 1
+    assert pick_profile(shapes, (32, 128)) == 2
+    assert pick_profile(shapes, (20, 128)) == 2  # a short last batch stays in its shape's profile
+    assert pick_profile(shapes, (20, 40)) == 3
+    assert pick_profile(shapes, (64, 50)) == 4  # the accuracy pass
+    with pytest.raises(OptbenchError, match=r"batch 65 x sequence 10.*add the shape"):
+        pick_profile(shapes, (65, 10))
+    with pytest.raises(OptbenchError, match="batch 1 x sequence 100"):
+        pick_profile(shapes, (1, 100))
+
+
+RECIPE = """
+[dataset]
+max_length = 48
+
+[[steps]]
+name = "onnx"
+fuse = false
+
+[[steps]]
+name = "tensorrt"
+{extra}
+
+[bench]
+runtimes = ["torch", {{name = "tensorrt", device = "cuda"}}]
+batch_sizes = [1, 8]
+seq_lens = [32, "data"]
+"""
+
+
+def test_recipe_fills_shapes_from_bench(tmp_path: Path) -> None:
+    path = tmp_path / "trt.toml"
+    path.write_text(RECIPE.format(extra=""))
+    config = load_recipe(path).steps()[1].config
+    assert (config.batch_sizes, config.seq_lens, config.max_length) == ((1, 8), (32, "data"), 48)
+    path.write_text(RECIPE.format(extra='precision = "int8"\nbatch_sizes = [4]\nseq_lens = [16]'))
+    config = load_recipe(path).steps()[1].config
+    assert (config.precision, config.batch_sizes, config.seq_lens, config.max_length) == ("int8", (4,), (16,), 48)
+
+
+def _artifact(path: Path = Path("model"), fmt: str = "onnx", lineage: tuple = ()) -> ModelArtifact:
+    return ModelArtifact(path, fmt, ("fresh", "rotten"), "0" * 64, lineage=lineage)  # type: ignore[arg-type]
+
+
+def test_cache_key_changes_with_tensorrt_version_and_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    config, data = TensorRTConfig(batch_sizes=(1,), seq_lens=(128,)), SimpleNamespace(fingerprint="f")
+    target = {"tensorrt": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
+    monkeypatch.setattr(trt_step, "detect_target", lambda: dict(target))
+    first = cache_key(config, _artifact(), data)
+    assert cache_key(config, _artifact(), data) == first
+    target["tensorrt"] = "10.4.0"
+    assert cache_key(config, _artifact(), data) != first
+    target.update(tensorrt="10.3.0", gpu="NVIDIA L4", compute_capability="8.9")
+    assert cache_key(config, _artifact(), data) != first
+
+
+def test_engine_for_another_target_is_refused() -> None:
+    running = {"tensorrt": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
+    check_target({**running, "precision": "fp16"}, running)
+    with pytest.raises(OptbenchError, match=r"tensorrt '10.2.0' \(running '10.3.0'\).*run the recipe again"):
+        check_target({**running, "tensorrt": "10.2.0"}, running)
+    with pytest.raises(OptbenchError, match=r"gpu 'NVIDIA L4'.*rebuild"):
+        check_target({**running, "gpu": "NVIDIA L4"}, running)
+
+
+def test_non_onnx_artifact_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match="not hf ones: put an onnx step"):
+        trt_step.apply(TensorRTConfig(), _artifact(tmp_path, "hf"), SimpleNamespace(), tmp_path / "out")
+
+
+def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt now fails, installed or not
+    with pytest.raises(OptbenchError, match=r"need TensorRT .*import tensorrt failed.*container.*pypi.nvidia.com"):
+        trt_step.detect_target()
+    with pytest.raises(OptbenchError, match="import tensorrt failed"):
+        load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "trt"), threads=1)
+
+
+def test_runtime_refuses_cpu_and_other_formats(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match='set device = "cuda"'):
+        load_runtime(RuntimeSpec("tensorrt", "cpu"), _artifact(tmp_path, "trt"), threads=1)
+    with pytest.raises(OptbenchError, match="not onnx models: add a tensorrt step"):
+        load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "onnx"), threads=1)
+
+
+def _data(max_length: int = 32) -> LabelledData:
+    labels = np.zeros(40, dtype=np.int64)
+    train = Split([f"a good film number {i} " + "word " * (i % 7) for i in range(40)], labels)
+    test = Split([f"zebra zebra {i}" for i in range(40)], labels)
+    return LabelledData(("fresh", "rotten"), train, test, test, source="t", max_length=max_length, fingerprint="f")
+
+
+def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Path) -> None:
+    from transformers import AutoTokenizer
+
+    config = TensorRTConfig(precision="int8", calibration_samples=36, calibration_batch_size=16, seed=3)
+    feed = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
+    again = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
+    assert len(feed.batches) == 2 and feed.shape == (16, feed.seq_len) and feed.seq_len <= 32
+    assert feed.describe()["samples"] == 32 and feed.describe()["split"] == "train"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    names = ["token_type_ids", "input_ids", "attention_mask"]
+    dtypes = dict.fromkeys(names, np.int32)
+    for _ in feed.batches:
+        arrays, expected = feed.next_batch(names, dtypes), again.next_batch(names, dtypes)
+        assert [a.shape for a in arrays] == [feed.shape] * 3 and all(a.dtype == np.int32 for a in arrays)
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, expected, strict=True))  # deterministic
+        texts = tokenizer.batch_decode(arrays[1], skip_special_tokens=True)
+        assert all("good film" in t and "zebra" not in t for t in texts)  # train split only
+    assert feed.next_batch(names, dtypes) is None
+
+
+def _qdq_graph(zero_point_type: int | None, zero_point: int = 0, domain: str = "") -> object:
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = ["x", "scale"] + (["zp"] if zero_point_type is not None else [])
+    initializers = [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])]
+    if zero_point_type is not None:
+        initializers.append(helper.make_tensor("zp", zero_point_type, [], [zero_point]))
+    nodes = [
+        helper.make_node("QuantizeLinear", inputs, ["q"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["q", *inputs[1:]], ["y"], name="dq_x"),
+    ]
+    if domain:
+        nodes.append(helper.make_node("SkipLayerNormalization", ["y"], ["z"], name="fused", domain=domain))
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializers,
+    )
+    return onnx.helper.make_model(graph).graph
+
+
+def test_qdq_models_must_be_symmetric_int8() -> None:
+    from onnx import TensorProto
+
+    check_symmetric_int8(_qdq_graph(TensorProto.INT8, 0))
+    check_symmetric_int8(_qdq_graph(None))
+    with pytest.raises(OptbenchError, match=r'uint8 .*q_x.*activation_type = "int8"'):
+        check_symmetric_int8(_qdq_graph(TensorProto.UINT8, 128))
+    with pytest.raises(OptbenchError, match=r"non-zero INT8 zero point.*activation_symmetric = true"):
+        check_symmetric_int8(_qdq_graph(TensorProto.INT8, 3))
+
+
+def test_qdq_is_told_by_lineage_or_graph() -> None:
+    from onnx import TensorProto
+
+    plain = _qdq_graph(None)
+    del plain.node[:]
+    assert not is_qdq(_artifact(), plain)
+    assert is_qdq(_artifact(lineage=(StepRecord("quantize-static", {}),)), plain)
+    assert is_qdq(_artifact(), _qdq_graph(TensorProto.INT8))
+
+
+def test_onnxruntime_only_operators_are_refused() -> None:
+    with pytest.raises(OptbenchError, match=r"\['SkipLayerNormalization'\].*fuse = false"):
+        check_parsable(_qdq_graph(None, domain="com.microsoft"))
+
+
+def test_qdq_model_needs_int8_precision(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.helper.make_model(_qdq_graph(TensorProto.INT8))
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(OptbenchError, match=r'Q/DQ .*set precision = "int8"'):
+        trt_step.apply(TensorRTConfig(precision="fp16"), _artifact(tmp_path), _data(), tmp_path / "out")
+
+
+@needs_gpu
+def test_fp16_engine_matches_onnxruntime(tiny_classifier: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from optbench.artifact import content_hash
+    from optbench.data import batches
+    from optbench.steps.onnx import OnnxConfig
+
+    data = _data(max_length=32)
+    classifier = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False), classifier, data, tmp_path)
+    config = TensorRTConfig(precision="fp16", batch_sizes=(1, 8), seq_lens=(16, "data"), max_length=32)
+    engine = run_step(config, exported, data, tmp_path)
+    assert engine.format == "trt" and engine.variant == "baseline+onnx+tensorrt-fp16"
+    assert (engine.path / "model.engine").is_file() and len(engine.details["profiles"]) == 5
+    assert engine.details["build_seconds"] > 0 and engine.details["gpu"]
+    tokenizer = AutoTokenizer.from_pretrained(engine.path)
+    trt_runtime = load_runtime(RuntimeSpec("tensorrt", "cuda"), engine, threads=1)
+    ort_runtime = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1)
+    for batch_size, seq_len in [(1, 16), (8, "data"), (5, "data"), (64, "data")]:
+        texts = (data.test.texts * 2)[:batch_size]
+        batch = batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=32)[0]
+        np.testing.assert_allclose(trt_runtime.predict(batch), ort_runtime.predict(batch), atol=2e-2)
+    described = trt_runtime.describe(batch)
+    assert described["precision"] == "fp16" and described["profile"]["purpose"] == "accuracy pass"
+
+
+@needs_gpu
+def test_calibrated_int8_engine_writes_its_cache(tiny_classifier: Path, tmp_path: Path) -> None:
+    from optbench.artifact import content_hash
+    from optbench.steps.onnx import OnnxConfig
+
+    data = _data(max_length=32)
+    classifier = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False), classifier, data, tmp_path)
+    config = TensorRTConfig(precision="int8", batch_sizes=(4,), seq_lens=(16,), calibration_samples=32)
+    engine = run_step(config, exported, data, tmp_path)
+    assert engine.details["quantization"] == "calibrated"
+    assert engine.details["calibration"]["split"] == "train"
+    assert (engine.path / "calibration.cache").is_file()
