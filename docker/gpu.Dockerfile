@@ -26,7 +26,6 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     OPTBENCH_CACHE=/cache \
-    OPTBENCH_RESULTS=/results \
     PATH=/opt/optbench/.venv/bin:$PATH
 WORKDIR /opt/optbench
 
@@ -66,4 +65,4 @@ print('tensorrt at', s.origin)"
 VOLUME ["/results", "/cache"]
 # The GPU check: scripts/gpu_check.sh runs recipes/gpu.toml and prints its table. Any other command
 # works too, e.g. the README's main one: optbench run recipes/baseline.toml --results /results
-CMD ["bash", "scripts/gpu_check.sh"]
+CMD ["bash", "scripts/gpu_check.sh", "--results", "/results"]

@@ -54,8 +54,11 @@ def test_latency_and_accuracy_jobs_in_a_fresh_process(tmp_path: Path, tiny_class
     result = run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=300)
     assert len(result["values_ns"]) >= 4 and all(v > 0 for v in result["values_ns"])
     assert result["peak_rss_mb"] > 0 and result["threads"] == 1
+    assert "gpu_memory" not in result  # a CPU runtime has none to report
     result = run_in_subprocess(_job(tmp_path, tiny_classifier, "accuracy"), tmp_path / "job.json", timeout_s=300)
     assert np.load(result["logits"]).shape == (3, 2)
+    startup = result["startup"]  # the load and the first call, timed apart from the latency
+    assert startup["load_s"] > 0 and startup["first_call_s"] > 0
 
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from optbench import measure
 from optbench.errors import OptbenchError
-from optbench.measure import HostClock, Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
+from optbench.measure import GpuMemory, HostClock, Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
 
 
 @pytest.fixture
@@ -187,3 +187,79 @@ def test_peak_rss_of_a_child_is_its_own_not_its_parents() -> None:
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert hog.sum() > 0
     assert child < peak_rss_mb() - 256
+
+
+class FakeNvml:
+    """pynvml's calls that GpuMemory makes, on a made-up machine of two GPUs."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, pid: int, fail: bool = False) -> None:
+        self.pid, self.fail, self.opened = pid, fail, 0
+
+    def nvmlInit(self) -> None:
+        if self.fail:
+            raise self.NVMLError("Driver Not Loaded")
+        self.opened += 1
+
+    def nvmlShutdown(self) -> None:
+        self.opened -= 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
+        return {"GPU-aaaa": "gpu0", "GPU-bbbb": "gpu1"}[uuid]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: str) -> SimpleNamespace:
+        return SimpleNamespace(total={"gpu0": 80 * 2**30, "gpu1": 141 * 2**30}[handle])
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[SimpleNamespace]:
+        mine = [SimpleNamespace(pid=self.pid, usedGpuMemory=600 * 2**20)] if handle == "gpu1" else []
+        return [SimpleNamespace(pid=1, usedGpuMemory=2**30), *mine]
+
+
+@pytest.mark.parametrize("visible", ["1", "GPU-bbbb", "0,1"])
+def test_gpu_memory_reads_nvml_for_the_device_cuda_numbers(visible: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+
+    nvml = FakeNvml(os.getpid())
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    memory = GpuMemory.measure(device_index=1 if visible == "0,1" else 0)
+    assert memory.device_total_mb == 141 * 1024 and memory.process_used_mb == 600
+    assert nvml.opened == 0  # NVML shut down again
+    if not torch_cuda_initialized():
+        assert memory.peak_allocated_mb is None and memory.peak_reserved_mb is None
+
+
+def test_gpu_memory_without_nvml_or_driver_is_unknown_not_zero(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import os
+    import sys
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: nvidia-ml-py not installed
+    assert GpuMemory.measure().device_total_mb is None
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(os.getpid(), fail=True))
+    with caplog.at_level(logging.WARNING, logger="optbench.measure"):
+        memory = GpuMemory.measure()
+    assert memory.device_total_mb is None and memory.process_used_mb is None
+    assert "Driver Not Loaded" in caplog.text
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(pid=-1))
+    memory = GpuMemory.measure()  # a process NVML cannot see (another pid namespace): total only
+    assert memory.device_total_mb == 80 * 1024 and memory.process_used_mb is None
+
+
+def test_gpu_memory_pools_rounds_by_the_larger_figure() -> None:
+    first = GpuMemory(100.0, 200.0, None, 1000.0)
+    second = GpuMemory(150.0, 180.0, 300.0, 1000.0)
+    assert first.merged(second) == GpuMemory(150.0, 200.0, 300.0, 1000.0)
+    assert GpuMemory.from_dict(first.to_dict()) == first
+
+
+def torch_cuda_initialized() -> bool:
+    import torch
+
+    return torch.cuda.is_initialized()

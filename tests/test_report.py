@@ -59,7 +59,7 @@ def test_other_schema_version_is_refused_naming_both(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=r"schema_version 4, but this optbench reads versions 1, 2, 3"):
         read_report(path)
     _rewrite(path, lambda d: d.pop("schema_version"))
-    with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads versions 1, 2"):
+    with pytest.raises(OptbenchError, match=r"schema_version None, but this optbench reads versions 1, 2, 3"):
         read_report(path)
 
 
@@ -253,3 +253,45 @@ def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
     assert set(frame["warnings"]) == {"", "no Attention was fused"}
     lines = render(frame, "md").splitlines()
     assert lines.count("- **warning** (baseline+onnx): no Attention was fused") == 1
+
+
+def _gpu_report() -> Any:
+    from optbench.measure import GpuMemory
+
+    report = make_report(("onnx",), runtime=RuntimeSpec("torch", "cuda", "fp16"))
+    gpu = GpuMemory(peak_allocated_mb=210.0, peak_reserved_mb=256.0, process_used_mb=900.0, device_total_mb=143771.0)
+    measurements = tuple(dataclasses.replace(m, gpu_memory=gpu) for m in report.measurements)
+    runtime = {**report.runtime, "startup": {"load_s": 1.25, "first_call_s": 14.5}}
+    return dataclasses.replace(report, measurements=measurements, runtime=runtime)
+
+
+def test_gpu_memory_and_startup_round_trip_and_reach_the_table(tmp_path: Path) -> None:
+    report = _gpu_report()
+    assert read_report(write_report(report, tmp_path)) == report
+    row = to_frame([report]).iloc[0]
+    assert (row["gpu_peak_reserved_mb"], row["gpu_process_mb"], row["gpu_total_mb"]) == (256.0, 900.0, 143771.0)
+    assert (row["load_s"], row["first_call_s"]) == (1.25, 14.5)
+
+
+def test_version_2_reports_read_with_unknown_gpu_memory_and_startup(tmp_path: Path) -> None:
+    path = write_report(_gpu_report(), tmp_path)
+
+    def as_version_2(data: dict[str, Any]) -> None:
+        data["schema_version"] = 2
+        del data["runtime"]["startup"]
+        for m in data["measurements"]:
+            del m["gpu_memory"]
+
+    _rewrite(path, as_version_2)
+    old = read_report(path)
+    assert old is not None and all(m.gpu_memory is None for m in old.measurements)
+    assert to_frame([old])[["gpu_peak_reserved_mb", "first_call_s"]].isna().all().all()
+
+
+def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them() -> None:
+    cpu = render(to_frame([make_report()]), "md")
+    assert "gpu_peak_reserved_mb" not in cpu and "first_call_s" not in cpu
+    gpu = render(to_frame([_gpu_report()]), "md")
+    header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
+    assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | first_call_s |")
+    assert "| 256.0 | 900.0 | 14.50 |" in gpu

@@ -138,7 +138,9 @@ class OnnxRuntime:
             self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
             first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options))
         self.engines_before = _files_in(self.engine_cache)
-        self.providers = [first] if self.provider == PROVIDERS["cpu"] else [first, PROVIDERS["cpu"]]
+        # the TensorRT provider hands what TensorRT cannot run (onnxruntime's fused operators) to CUDA, not the CPU
+        fallbacks = {"cpu": [], "cuda": [PROVIDERS["cpu"]], "tensorrt": [PROVIDERS["cuda"], PROVIDERS["cpu"]]}
+        self.providers = [first, *fallbacks[self.options.provider]]
         self.path = artifact.path / MODEL_FILE
         self.threads = threads
         self.session = open_session(self.path, providers=self.providers, threads=threads, level=self.level)

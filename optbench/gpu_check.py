@@ -1,0 +1,183 @@
+"""The GPU check: run the GPU recipes end to end on this machine and say plainly which paths ran.
+
+`scripts/gpu_check.sh` runs it. It looks at what the machine has (a CUDA GPU for torch, onnxruntime's
+CUDA and TensorRT providers, TensorRT's Python API, NVML), runs `recipes/gpu.toml` with the runtimes
+the machine can run and, where TensorRT imports, `recipes/gpu-tensorrt.toml`; then it writes
+`gpu-check.md` (what ran, what was missing and why) into each run folder and prints a short table.
+Sized to finish in under 8 minutes on one GPU, the fine-tune of the baseline included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from optbench.atomic import write_text_atomic
+from optbench.errors import OptbenchError
+from optbench.recipe import Recipe, load_recipe
+from optbench.runtimes import RuntimeSpec
+
+log = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+CHECK_FILE = "gpu-check.md"
+TABLE_COLUMNS = [
+    "variant",
+    "runtime",
+    "precision_mode",
+    "batch_size",
+    "p50_ms",
+    "speedup_p50",
+    "accuracy_drop",
+    "gpu_peak_reserved_mb",
+    "gpu_process_mb",
+    "first_call_s",
+]
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One thing a GPU path needs, whether this machine has it, and what was seen (a version, or why not)."""
+
+    name: str
+    present: bool
+    detail: str
+
+
+def probe() -> dict[str, Capability]:
+    """What this machine offers the GPU paths; never raises (a probe that fails is an absent capability)."""
+    import onnxruntime
+    import torch
+
+    found: dict[str, Capability] = {}
+    if torch.cuda.is_available():
+        seen = f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+        found["torch-cuda"] = Capability("PyTorch on CUDA", True, seen)
+    else:
+        build = "a CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+        found["torch-cuda"] = Capability("PyTorch on CUDA", False, f"torch {torch.__version__} is {build}")
+    providers = onnxruntime.get_available_providers()
+    for key, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-tensorrt", "TensorrtExecutionProvider")):
+        detail = f"onnxruntime {onnxruntime.__version__} has {providers}"
+        if provider not in providers:
+            detail += ": install onnxruntime-gpu (with TensorRT's libraries for the TensorRT provider)"
+        found[key] = Capability(f"onnxruntime {provider}", provider in providers, detail)
+    found["tensorrt"] = _import_probe("TensorRT Python API", "tensorrt", "GPU engines need NVIDIA's TensorRT")
+    found["nvml"] = _import_probe("NVML (nvidia-ml-py)", "pynvml", "GPU memory comes from torch alone")
+    return found
+
+
+def _import_probe(name: str, module: str, without: str) -> Capability:
+    try:
+        imported = __import__(module)
+    except Exception as exc:  # a broken install raises more than ImportError; it is an absent capability either way
+        return Capability(name, False, f"import {module} failed ({type(exc).__name__}: {exc}): {without}")
+    return Capability(name, True, f"{module} {getattr(imported, '__version__', '(version unknown)')}")
+
+
+def runnable(spec: RuntimeSpec, found: dict[str, Capability]) -> str | None:
+    """None when this machine can run `spec`; otherwise the capability it lacks."""
+    if spec.device == "cpu":
+        return None
+    if not found["torch-cuda"].present:
+        return "torch-cuda"
+    if spec.name == "onnxruntime":
+        key = "ort-tensorrt" if spec.options.get("provider") == "tensorrt" else "ort-cuda"
+        return None if found[key].present else key
+    if spec.name == "tensorrt" and not found["tensorrt"].present:
+        return "tensorrt"
+    return None
+
+
+def plan_recipe(recipe: Recipe, found: dict[str, Capability]) -> tuple[Recipe, list[tuple[RuntimeSpec, str]]]:
+    """The recipe with only the runtimes this machine can run, and the ones left out with what they lack."""
+    kept = [spec for spec in recipe.bench.runtimes if runnable(spec, found) is None]
+    missing = [(spec, lacks) for spec in recipe.bench.runtimes if (lacks := runnable(spec, found)) is not None]
+    return replace(recipe, bench=replace(recipe.bench, runtimes=tuple(kept))), missing
+
+
+def summary(
+    recipe: Recipe, found: dict[str, Capability], missing: list[tuple[RuntimeSpec, str]], failed: list[str]
+) -> str:
+    """gpu-check.md: what the machine had, which runtimes of the recipe ran, which were missing and why."""
+    lines = [f"# GPU check: {recipe.name}", "", "| capability | here | seen |", "| --- | --- | --- |"]
+    lines += [f"| {c.name} | {'yes' if c.present else 'no'} | {c.detail} |" for c in found.values()]
+    lines += ["", "## Runtimes", ""]
+    lacking = {_describe(spec): lacks for spec, lacks in missing}  # specs hold a dict: not hashable
+    for spec in recipe.bench.runtimes:
+        lacks = lacking.get(_describe(spec))
+        lines.append(f"- {_describe(spec)}: {'ran' if lacks is None else f'missing: needs {found[lacks].name}'}")
+    if failed:
+        lines += ["", "## Failed jobs", "", *[f"- {reason}" for reason in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def _describe(spec: RuntimeSpec) -> str:
+    options = ", ".join(f"{k}={v}" for k, v in spec.options.items())
+    return f"{spec.label}" + (f" ({options})" if options else "")
+
+
+def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
+    """Run the GPU recipes this machine can run; 0 when every job that ran passed, 1 when one failed,
+    2 when there is no CUDA GPU to check."""
+    from optbench.pipeline import run_recipe
+    from optbench.report import load_failures, load_reports, to_frame
+
+    found = probe()
+    for capability in found.values():
+        print(f"{'yes' if capability.present else 'no ':3}  {capability.name}: {capability.detail}")
+    if not found["torch-cuda"].present:
+        print("no CUDA GPU visible to torch: the GPU check has nothing to run here", file=sys.stderr)
+        return 2
+    names = ["gpu.toml"]
+    if found["tensorrt"].present:
+        names.append("gpu-tensorrt.toml")
+    else:
+        print("skipping gpu-tensorrt.toml: TensorRT is not installed (its runtimes are listed as missing)")
+    status, folders = 0, []
+    for name in names:
+        recipe, missing = plan_recipe(load_recipe(recipes / name), found)
+        folder = run_recipe(recipe, results, cache)
+        failed = [f"{f.variant} on {f.runtime}: {f.reason}" for f in load_failures(folder)]
+        status = status or (1 if failed else 0)
+        full = load_recipe(recipes / name)
+        write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
+        folders.append(folder)
+    frame = to_frame([report for folder in folders for report in load_reports(folder)])
+    print(_table(frame))
+    print("\n".join(f"written: {folder / CHECK_FILE}" for folder in folders))
+    return status
+
+
+def _table(frame) -> str:  # type: ignore[no-untyped-def]
+    from optbench.report import format_cell
+
+    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
+    rows = ["| " + " | ".join(format_cell(c, row) for c in TABLE_COLUMNS) + " |" for _, row in frame.iterrows()]
+    return "\n".join([header, "|" + "|".join(" --- " for _ in TABLE_COLUMNS) + "|", *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from optbench.pipeline import default_cache_dir
+
+    parser = argparse.ArgumentParser(
+        prog="scripts/gpu_check.sh",
+        description="Run the GPU recipes (recipes/gpu.toml, and recipes/gpu-tensorrt.toml where TensorRT is "
+        "installed) with the runtimes this machine has; write gpu-check.md beside each run's reports.",
+    )
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
+    parser.add_argument("--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_check(args.results, args.cache or default_cache_dir())
+    except OptbenchError as exc:
+        print(f"gpu check: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The GPU check script's decisions, checked on any machine: what it probes, which runtimes it keeps, what
+gpu-check.md says. Running the recipes themselves needs a GPU (scripts/gpu_check.sh on such a machine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from optbench.gpu_check import RECIPES, Capability, main, plan_recipe, probe, runnable, summary
+from optbench.recipe import load_recipe
+from optbench.runtimes import RuntimeSpec
+
+
+def _found(**present: bool) -> dict[str, Capability]:
+    keys = ("torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml")
+    return {k: Capability(k, present.get(k.replace("-", "_"), False), f"{k} seen") for k in keys}
+
+
+def test_probe_names_every_capability_with_what_it_saw() -> None:
+    found = probe()
+    assert set(found) == {"torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml"}
+    assert found["torch-cuda"].present == torch.cuda.is_available()
+    assert all(c.detail for c in found.values())
+    if not found["tensorrt"].present:
+        assert "import tensorrt failed" in found["tensorrt"].detail
+
+
+def test_only_the_runtimes_this_machine_has_are_kept() -> None:
+    recipe = load_recipe(RECIPES / "gpu.toml")
+    torch_only, missing = plan_recipe(recipe, _found(torch_cuda=True))
+    assert [s.name for s in torch_only.bench.runtimes] == ["torch"] * 6
+    assert {(s.options.get("provider"), lacks) for s, lacks in missing} == {
+        ("cuda", "ort-cuda"),
+        ("tensorrt", "ort-tensorrt"),
+    }
+    everything, missing = plan_recipe(recipe, _found(torch_cuda=True, ort_cuda=True, ort_tensorrt=True))
+    assert everything == recipe and not missing
+    cpu_only, _ = plan_recipe(recipe, _found())
+    assert cpu_only.bench.runtimes == (RuntimeSpec("torch"),)
+    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True)) == "tensorrt"
+    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True, tensorrt=True)) is None
+
+
+def test_the_tensorrt_recipe_builds_fp16_calibrated_int8_and_qdq_int8_engines() -> None:
+    recipe = load_recipe(RECIPES / "gpu-tensorrt.toml")
+    last = [chain[-1].config for chain in recipe.chains]
+    assert [c.precision for c in last] == ["fp16", "int8", "int8"]
+    assert all(c.batch_sizes == (1, 32) and c.seq_lens == (128,) and c.max_length == 128 for c in last)
+    assert recipe.chains[2][1].config.activation_symmetric
+
+
+def test_summary_says_what_ran_what_was_missing_and_why() -> None:
+    recipe = load_recipe(RECIPES / "gpu.toml")
+    found = _found(torch_cuda=True)
+    _, missing = plan_recipe(recipe, found)
+    text = summary(recipe, found, missing, ["baseline on torch-cuda-bf16: crashed with SIGSEGV"])
+    assert "| torch-cuda | yes | torch-cuda seen |" in text and "| tensorrt | no | tensorrt seen |" in text
+    assert "- torch-cuda-fp16 (cuda_graphs=True): ran" in text
+    assert "- onnxruntime-cuda-fp16 (provider=tensorrt): missing: needs ort-tensorrt" in text
+    assert "## Failed jobs\n\n- baseline on torch-cuda-bf16: crashed with SIGSEGV" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: the check would run")
+def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 2
+    assert "no CUDA GPU visible to torch" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
