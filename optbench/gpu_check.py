@@ -139,11 +139,11 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
         print("skipping gpu-tensorrt.toml: TensorRT is not installed (its runtimes are listed as missing)")
     status, folders = 0, []
     for name in names:
-        recipe, missing = plan_recipe(load_recipe(recipes / name), found)
+        full = load_recipe(recipes / name)
+        recipe, missing = plan_recipe(full, found)
         folder = run_recipe(recipe, results, cache)
         failed = [f"{f.variant} on {f.runtime}: {f.reason}" for f in load_failures(folder)]
         status = status or (1 if failed else 0)
-        full = load_recipe(recipes / name)
         write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
         folders.append(folder)
     frame = to_frame([report for folder in folders for report in load_reports(folder)])

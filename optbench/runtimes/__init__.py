@@ -100,7 +100,7 @@ def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> 
     from optbench.runtimes.tensorrt import TensorRTRuntime
 
     del threads  # the engine runs on the GPU; host threads only feed it
-    return TensorRTRuntime(artifact, device=spec.device, precision=spec.precision)
+    return TensorRTRuntime(artifact, precision=spec.precision)
 
 
 @dataclass(frozen=True)
