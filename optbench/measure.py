@@ -153,21 +153,16 @@ class Clock(Protocol):
 
 
 class HostClock:
-    """The host's monotonic clock (time.perf_counter_ns). `sync`, when given, waits for queued device work
-    before each reading, so that work is inside the measurement."""
+    """The host's monotonic clock (time.perf_counter_ns), for runtimes whose calls return only once their
+    work is done (the CPU, onnxruntime); runtimes that queue device work bring CUDA events instead."""
 
-    def __init__(self, sync: Callable[[], None] | None = None) -> None:
-        self.sync = sync
+    def __init__(self) -> None:
         self.began = 0
 
     def start(self) -> None:
-        if self.sync is not None:
-            self.sync()
         self.began = time.perf_counter_ns()
 
     def stop(self) -> int:
-        if self.sync is not None:
-            self.sync()
         return time.perf_counter_ns() - self.began
 
 
