@@ -124,7 +124,7 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
     """Run the GPU recipes this machine can run; 0 when every job that ran passed, 1 when one failed,
     2 when there is no CUDA GPU to check."""
     from optbench.pipeline import run_recipe
-    from optbench.report import load_failures, load_reports, to_frame
+    from optbench.report import load_failures, load_reports, markdown_table, to_frame
 
     found = probe()
     for capability in found.values():
@@ -147,17 +147,9 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
         write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
         folders.append(folder)
     frame = to_frame([report for folder in folders for report in load_reports(folder)])
-    print(_table(frame))
+    print("\n".join(markdown_table(frame, TABLE_COLUMNS)))
     print("\n".join(f"written: {folder / CHECK_FILE}" for folder in folders))
     return status
-
-
-def _table(frame) -> str:  # type: ignore[no-untyped-def]
-    from optbench.report import format_cell
-
-    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-    rows = ["| " + " | ".join(format_cell(c, row) for c in TABLE_COLUMNS) + " |" for _, row in frame.iterrows()]
-    return "\n".join([header, "|" + "|".join(" --- " for _ in TABLE_COLUMNS) + "|", *rows])
 
 
 def main(argv: list[str] | None = None) -> int:

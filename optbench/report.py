@@ -371,16 +371,18 @@ def _markdown(frame: pd.DataFrame) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
         columns = MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if group[c].notna().any()]
-        lines += [f"### {recipe} · run {run_id}", ""]
-        lines.append("| " + " | ".join(columns) + " |")
-        lines.append("|" + "|".join(" --- " for _ in columns) + "|")
-        for _, row in group.iterrows():
-            lines.append("| " + " | ".join(format_cell(c, row) for c in columns) + " |")
+        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, columns)]
         lines.append("")
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
         lines += [""] if len(warned) else []
     return "\n".join(lines) if lines else "no reports found\n"
+
+
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The rows of `frame` as Markdown table lines (header, rule, one line a row) of `columns`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    return lines + ["| " + " | ".join(format_cell(c, row) for c in columns) + " |" for _, row in frame.iterrows()]
 
 
 def format_cell(column: str, row: pd.Series) -> str:
