@@ -15,7 +15,7 @@ from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.runtimes.onnxruntime import OrtOptions, trt_engine_cache_dir, trt_provider_options
-from optbench.runtimes.torch import TorchOptions
+from optbench.runtimes.torch_options import TorchOptions
 
 NO_GPU = "needs a CUDA GPU (torch sees none)"
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]

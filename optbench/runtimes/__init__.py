@@ -66,7 +66,7 @@ class RuntimeSpec:
 
 
 def _check_torch(spec: RuntimeSpec) -> None:
-    from optbench.runtimes.torch import TorchOptions
+    from optbench.runtimes.torch_options import TorchOptions
 
     TorchOptions.parse(spec.device, spec.options)
 
