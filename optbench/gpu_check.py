@@ -106,18 +106,13 @@ def summary(
     lines = [f"# GPU check: {recipe.name}", "", "| capability | here | seen |", "| --- | --- | --- |"]
     lines += [f"| {c.name} | {'yes' if c.present else 'no'} | {c.detail} |" for c in found.values()]
     lines += ["", "## Runtimes", ""]
-    lacking = {_describe(spec): lacks for spec, lacks in missing}  # specs hold a dict: not hashable
+    lacking = {spec.label: lacks for spec, lacks in missing}  # specs hold a dict: not hashable; labels are unique
     for spec in recipe.bench.runtimes:
-        lacks = lacking.get(_describe(spec))
-        lines.append(f"- {_describe(spec)}: {'ran' if lacks is None else f'missing: needs {found[lacks].name}'}")
+        lacks = lacking.get(spec.label)
+        lines.append(f"- {spec.label}: {'ran' if lacks is None else f'missing: needs {found[lacks].name}'}")
     if failed:
         lines += ["", "## Failed jobs", "", *[f"- {reason}" for reason in failed]]
     return "\n".join(lines) + "\n"
-
-
-def _describe(spec: RuntimeSpec) -> str:
-    options = ", ".join(f"{k}={v}" for k, v in spec.options.items())
-    return f"{spec.label}" + (f" ({options})" if options else "")
 
 
 def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
@@ -142,7 +137,7 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
         full = load_recipe(recipes / name)
         recipe, missing = plan_recipe(full, found)
         folder = run_recipe(recipe, results, cache)
-        failed = [f"{f.variant} on {f.runtime}: {f.reason}" for f in load_failures(folder)]
+        failed = [f.describe() for f in load_failures(folder)]
         status = status or (1 if failed else 0)
         write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
         folders.append(folder)

@@ -164,9 +164,14 @@ def parse_bench(table: dict[str, Any]) -> BenchConfig:
         raise OptbenchError(
             '[bench] runtimes and seq_lens must be lists, e.g. runtimes = ["torch"], seq_lens = [128, "data"]'
         )
+    specs = tuple(_runtime(r) for r in runtimes)
+    labels = [spec.label for spec in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise OptbenchError(f"[bench] runtimes lists {repeated} more than once: drop the repeats")
     return replace(
         config,
-        runtimes=tuple(_runtime(r) for r in runtimes),
+        runtimes=specs,
         seq_lens=tuple(parse_seq_len(s) for s in seq_lens),
         timing=timing,
     )

@@ -57,8 +57,8 @@ def test_summary_says_what_ran_what_was_missing_and_why() -> None:
     _, missing = plan_recipe(recipe, found)
     text = summary(recipe, found, missing, ["baseline on torch-cuda-bf16: crashed with SIGSEGV"])
     assert "| torch-cuda | yes | torch-cuda seen |" in text and "| tensorrt | no | tensorrt seen |" in text
-    assert "- torch-cuda-fp16 (cuda_graphs=True): ran" in text
-    assert "- onnxruntime-cuda-fp16 (provider=tensorrt): missing: needs ort-tensorrt" in text
+    assert "- torch-cuda-fp16-cuda-graphs: ran" in text
+    assert "- onnxruntime-cuda-fp16-tensorrt: missing: needs ort-tensorrt" in text
     assert "## Failed jobs\n\n- baseline on torch-cuda-bf16: crashed with SIGSEGV" in text
 
 

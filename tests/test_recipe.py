@@ -249,6 +249,10 @@ def test_step_without_a_name(tmp_path: Path) -> None:
         ("[bench]\nruntimes = [3]", "runtimes entry 3: give a name or a table"),
         ('[bench]\nruntimes = "torch"', "runtimes and seq_lens must be lists"),
         ('[bench]\nruntimes = [{name = "torch", options = "fast"}]', "options must be a table"),
+        (
+            '[bench]\nruntimes = ["torch", {name = "torch", options = {compile = false}}]',
+            r"lists \['torch-cpu-fp32'\] more than once",
+        ),
         ("[bench]\nruntimes = []", "needs at least one runtime"),
     ],
 )

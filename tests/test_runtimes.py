@@ -91,4 +91,38 @@ def test_runtime_spec_refuses_unknown_values(kwargs: dict, message: str) -> None
 def test_runtime_spec_round_trips() -> None:
     spec = RuntimeSpec("torch", "cuda", "bf16", {"compile": True})
     assert RuntimeSpec.from_dict(spec.to_dict()) == spec
-    assert spec.label == "torch-cuda-bf16"
+    assert spec.label == "torch-cuda-bf16-compile"
+
+
+@pytest.mark.parametrize(
+    ("spec", "engine", "label"),
+    [
+        (RuntimeSpec("torch"), "torch", "torch-cpu-fp32"),
+        (
+            RuntimeSpec("torch", options={"compile": "max-autotune"}),
+            "torch-compile-max-autotune",
+            "torch-cpu-fp32-compile-max-autotune",
+        ),
+        (
+            RuntimeSpec("torch", "cuda", "fp16", {"cuda_graphs": True}),
+            "torch-cuda-graphs",
+            "torch-cuda-fp16-cuda-graphs",
+        ),
+        (RuntimeSpec("torch", options={"compile": False}), "torch", "torch-cpu-fp32"),
+        (RuntimeSpec("onnxruntime", "cuda", options={"provider": "cuda"}), "onnxruntime", "onnxruntime-cuda-fp32"),
+        (
+            RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False}),
+            "onnxruntime-tensorrt-no-engine-cache",
+            "onnxruntime-cuda-fp16-tensorrt-no-engine-cache",
+        ),
+        (
+            RuntimeSpec("onnxruntime", options={"graph_optimization_level": "basic"}),
+            "onnxruntime-opt-basic",
+            "onnxruntime-cpu-fp32-opt-basic",
+        ),
+    ],
+)
+def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
+    spec: RuntimeSpec, engine: str, label: str
+) -> None:
+    assert (spec.engine, spec.label) == (engine, label)

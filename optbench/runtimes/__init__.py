@@ -53,9 +53,18 @@ class RuntimeSpec:
         ENGINES[self.name].check(self)
 
     @property
+    def engine(self) -> str:
+        """The engine and its non-default options, as the report's runtime column shows them: `torch`,
+        `torch-compile`, `onnxruntime-tensorrt`."""
+        tag = ENGINES[self.name].check(self)
+        return f"{self.name}-{tag}" if tag else self.name
+
+    @property
     def label(self) -> str:
-        """A short name for logs and file names, e.g. `torch-cpu-fp32`."""
-        return f"{self.name}-{self.device}-{self.precision}"
+        """A short name for logs and file names, e.g. `torch-cpu-fp32` or `torch-cpu-fp32-compile`: two specs
+        that run a model differently never share one (their reports would overwrite each other)."""
+        tag = ENGINES[self.name].check(self)
+        return f"{self.name}-{self.device}-{self.precision}" + (f"-{tag}" if tag else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "precision": self.precision, "options": dict(self.options)}
@@ -65,23 +74,24 @@ class RuntimeSpec:
         return cls(d["name"], d.get("device", "cpu"), d.get("precision", "fp32"), dict(d.get("options", {})))
 
 
-def _check_torch(spec: RuntimeSpec) -> None:
+def _check_torch(spec: RuntimeSpec) -> str:
     from optbench.runtimes.torch_options import TorchOptions
 
-    TorchOptions.parse(spec.device, spec.options)
+    return TorchOptions.parse(spec.device, spec.options).tag()
 
 
-def _check_onnxruntime(spec: RuntimeSpec) -> None:
+def _check_onnxruntime(spec: RuntimeSpec) -> str:
     from optbench.runtimes.onnxruntime import OrtOptions
 
-    OrtOptions.parse(spec.device, spec.precision, spec.options)
+    return OrtOptions.parse(spec.device, spec.precision, spec.options).tag(spec.device)
 
 
-def _check_tensorrt(spec: RuntimeSpec) -> None:
+def _check_tensorrt(spec: RuntimeSpec) -> str:
     if spec.options:
         raise OptbenchError(f"runtime tensorrt takes no options (got {sorted(spec.options)}): the engine holds them")
     if spec.device != "cuda":
         raise OptbenchError('runtime tensorrt runs on NVIDIA GPUs: set device = "cuda"')
+    return ""
 
 
 def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
@@ -106,10 +116,11 @@ def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> 
 @dataclass(frozen=True)
 class Engine:
     """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
-    fails before any step runs), and how to load one."""
+    fails before any step runs; it returns the non-default ones as a short tag for labels), and how to load
+    one."""
 
     formats: tuple[str, ...]
-    check: Callable[[RuntimeSpec], None]
+    check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
 
 

@@ -98,6 +98,14 @@ class OrtOptions:
             raise OptbenchError('the TensorRT provider runs fp32 or fp16 (and INT8 with trt_int8): not "bf16"')
         return parsed
 
+    def tag(self, device: str) -> str:
+        """The settings in a runtime's label that differ from the defaults, e.g. "tensorrt-trt-int8"."""
+        parts = [self.provider] if self.provider != device else []
+        parts += [f"opt-{self.level}"] if self.level != "all" else []
+        parts += ["trt-int8"] if self.trt_int8 else []
+        parts += ["no-engine-cache"] if not self.trt_engine_cache else []
+        return "-".join(parts)
+
 
 class OnnxRuntime:
     """An ONNX classifier in an onnxruntime session on one execution provider (CPU kept as the host).

@@ -44,3 +44,11 @@ class TorchOptions:
                 "and captures CUDA graphs)"
             )
         return cls(mode or None, graphs)
+
+    def tag(self) -> str:
+        """The options in a runtime's label: "" (eager), "compile", "compile-max-autotune" or "cuda-graphs"."""
+        if self.cuda_graphs:
+            return "cuda-graphs"
+        if self.compile:
+            return "compile" if self.compile == "default" else f"compile-{self.compile}"
+        return ""
