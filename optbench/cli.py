@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--shape", default="1x128", help="html: the batch x sequence length the plot shows (default: 1x128)"
     )
+    report.add_argument(
+        "--peer-budget",
+        type=_points,
+        default=1.0,
+        metavar="POINTS",
+        help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
+        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0)",
+    )
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser(
@@ -159,9 +169,11 @@ def _run(args: argparse.Namespace) -> int:
     from optbench.report import FAILURES_FILE, load_failures, load_reports, render, to_frame
 
     recipe = load_recipe(args.recipe)
+    cache = (args.cache or default_cache_dir()).resolve()
     executor = make_executor(args.executor, args.address)
-    try:
-        folder = run_recipe(recipe, args.results, args.cache or default_cache_dir(), executor)
+    try:  # job processes, peers' environments and engine caches find the cache through the environment
+        with _environment("OPTBENCH_CACHE", str(cache)):
+            folder = run_recipe(recipe, args.results, cache, executor)
     finally:
         executor.close()
     print(render(to_frame(load_reports(folder)), "md"))
@@ -169,13 +181,38 @@ def _run(args: argparse.Namespace) -> int:
     failed = load_failures(folder)
     if failed:
         print(_failure_lines(failed), file=sys.stderr)
-        print(f"{len(failed)} jobs failed: their variants have no report ({folder / FAILURES_FILE})", file=sys.stderr)
+        where = folder / FAILURES_FILE
+        print(f"{len(failed)} failed (steps or jobs): their variants have no report ({where})", file=sys.stderr)
         return 1
     return 0
 
 
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name=value` in os.environ while the block runs (and in the processes it starts), as before after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def _failure_lines(failed: list[FailedJob]) -> str:
-    return "\n".join(f"failed: {f.variant} on {f.runtime}, {f.job}: {f.reason}" for f in failed)
+    return "\n".join(f"failed: {f.describe()}" for f in failed)
+
+
+def _points(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy drop in points: give a number like 1.0")
+    return value
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -196,10 +233,10 @@ def _report(args: argparse.Namespace) -> int:
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
-        for path in write_html(to_frame(reports), args.output, parse_shape(args.shape)):
+        for path in write_html(to_frame(reports, args.peer_budget), args.output, parse_shape(args.shape)):
             print(f"wrote {path}")
     else:
-        _emit(render(to_frame(reports), args.format), args.output)
+        _emit(render(to_frame(reports, args.peer_budget), args.format), args.output)
     failed = [failure for path in args.paths for failure in load_failures(path)]
     if failed:
         print(_failure_lines(failed), file=sys.stderr)

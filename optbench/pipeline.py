@@ -11,15 +11,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
+from optbench.artifact import (
+    ModelArtifact,
+    StepRecord,
+    content_hash,
+    has_classifier_head,
+    hf_label_names,
+    read_hf_config,
+)
 from optbench.bench import benchmark
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, StepFailed
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe
-from optbench.report import to_frame, write_failures, write_report
+from optbench.report import FailedJob, to_frame, write_failures, write_report
 from optbench.steps import run_step
 from optbench.sweep import Executor, SweepStore
 
@@ -42,17 +49,13 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     data = load_dataset(recipe.dataset)
     baseline = make_baseline(recipe, data, cache_dir)
     data = align_labels(data, list(baseline.label_names))
-    artifacts = [baseline]
-    for chain in recipe.chains:
-        current = baseline
-        for step in chain:
-            current = run_step(step.config, current, data, cache_dir, label=step.label)
-            artifacts.append(current)
+    artifacts, step_failures = apply_chains(recipe, baseline, data, cache_dir)
     artifacts = distinct_variants(artifacts)
     root = results_dir / recipe.name
     store = SweepStore.open(root, sweep_identity(recipe, artifacts, data), new_run_id)
     store.join()
     reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
+    failed = step_failures + failed
     final = root / store.run_id
     staging = root / f".{store.run_id}.{os.getpid()}.tmp"
     try:
@@ -71,6 +74,26 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
         shutil.rmtree(staging, ignore_errors=True)
     store.leave()
     return final
+
+
+def apply_chains(
+    recipe: Recipe, baseline: ModelArtifact, data: LabelledData, cache_dir: Path
+) -> tuple[list[ModelArtifact], list[FailedJob]]:
+    """The baseline and every step's output, chain by chain. A step whose outside tool fails (StepFailed: a
+    peer's pipeline or its environment) ends its chain and is recorded; the other chains go on."""
+    artifacts, failures = [baseline], []
+    for chain in recipe.chains:
+        current = baseline
+        for step in chain:
+            try:
+                current = run_step(step.config, current, data, cache_dir, label=step.label)
+            except StepFailed as exc:
+                variant = f"{current.variant}+{StepRecord(step.config.name, {}, step.label).shown}"
+                log.error("%s: %s; the rest of the run goes on without it", variant, exc)
+                failures.append(FailedJob(variant, "", f"step {step.config.name}", str(exc)))
+                break
+            artifacts.append(current)
+    return artifacts, failures
 
 
 def sweep_identity(recipe: Recipe, artifacts: list[ModelArtifact], data: LabelledData) -> dict[str, Any]:

@@ -14,6 +14,9 @@ from optbench.accuracy import Drop, Metrics
 from optbench.atomic import write_json_atomic
 from optbench.errors import OptbenchError
 from optbench.measure import GpuMemory, Latency
+from optbench.peers import is_peer
+from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
+from optbench.runtimes import RuntimeSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,12 @@ COLUMNS = [
     "macro_f1",
     "accuracy_drop",
     "speedup_p50",
+    "speedup_vs_peer",
 ]
 EXTRA_COLUMNS = [
+    "peer",
+    "fastest_peer",
+    "fastest_peer_p50_ms",
     "precision_mode",
     "parameters_m",
     "p95_ms",
@@ -93,9 +100,10 @@ MARKDOWN_COLUMNS = [
     "relative_accuracy_pct",
     "speedup_p50",
 ]
-# Shown when a run has them: GPU memory (runtimes on cuda) and the first call's time, where torch.compile
-# compiles and TensorRT builds its engines (reports before schema version 3 lack it).
-OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s"]
+# Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
+# compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
+# the fastest peer within the accuracy budget (runs with peer variants).
+OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer"]
 
 
 @dataclass(frozen=True)
@@ -153,11 +161,10 @@ class Report:
 
     @property
     def file_name(self) -> str:
-        """`<variant>.<runtime>-<device>-<precision>.json`, with `@<machine>` before `.json` for reports
-        measured on the nodes of a distributed executor (a run may then hold one per node)."""
-        rt = self.runtime
+        """`<variant>.<runtime label>.json` (`baseline.torch-cpu-fp32-compile.json`), with `@<machine>` before
+        `.json` for reports measured on the nodes of a distributed executor (a run may then hold one per node)."""
         node = f"@{self.environment.get('machine')}" if self.environment.get("executor") else ""
-        return f"{self.variant}.{rt['name']}-{rt['device']}-{rt['precision']}{node}.json"
+        return f"{self.variant}.{RuntimeSpec.from_dict(self.runtime).label}{node}.json"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,7 +205,11 @@ class Report:
         startup = self.runtime.get("startup") or {}
         common = {
             "variant": self.variant,
-            "runtime": self.runtime["name"],
+            "peer": is_peer(step["name"] for step in self.artifact.get("lineage", [])),
+            "fastest_peer": None,  # these three compare reports with each other: to_frame fills them in
+            "fastest_peer_p50_ms": None,
+            "speedup_vs_peer": None,
+            "runtime": RuntimeSpec.from_dict(self.runtime).engine,
             "device": self.runtime["device"],
             "model_mb": self.artifact.get("size_mb"),
             "parameters_m": self.artifact["parameters"] / 1e6 if self.artifact.get("parameters") else None,
@@ -297,12 +308,16 @@ FAILURES_FILE = "failures.json"
 
 @dataclass(frozen=True)
 class FailedJob:
-    """A benchmark job that failed in a run, and why; its pair has no report in that run."""
+    """A benchmark job, or a step, that failed in a run, and why; its variant (on that runtime) has no report."""
 
     variant: str
-    runtime: str
+    runtime: str  # "" for a failed step: it ran before any runtime
     job: str
     reason: str
+
+    def describe(self) -> str:
+        """One line: `baseline+onnx on onnxruntime-cpu-fp32, accuracy-1: why`."""
+        return f"{self.variant}{f' on {self.runtime}' if self.runtime else ''}, {self.job}: {self.reason}"
 
 
 def write_failures(failed: list[FailedJob], folder: Path) -> None:
@@ -340,10 +355,12 @@ def load_reports(folder: Path) -> list[Report]:
     return reports
 
 
-def to_frame(reports: list[Report]) -> pd.DataFrame:
-    """All reports as one table, one row per (variant, runtime, device, batch size, sequence length)."""
+def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
+    """All reports as one table, one row per (variant, runtime, device, batch size, sequence length), with
+    each variant's speedup over the fastest peer within `peer_budget_points` of accuracy drop."""
     rows = [row for report in reports for row in report.rows()]
-    frame = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
+    frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
+    frame.attrs["peer_budget_points"] = peer_budget_points
     return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=sort_key)
 
 
@@ -373,10 +390,22 @@ def _markdown(frame: pd.DataFrame) -> str:
         columns = MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if group[c].notna().any()]
         lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, columns)]
         lines.append("")
+        lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
         lines += [""] if len(warned) else []
     return "\n".join(lines) if lines else "no reports found\n"
+
+
+def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
+    """Under a run's table: at each shape, the peer every speedup_vs_peer is measured against."""
+    bars = group.loc[group["fastest_peer"].notna(), ["batch_size", "seq_len", "fastest_peer", "fastest_peer_p50_ms"]]
+    lines = [
+        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}: {peer}, "
+        f"p50 {p50:.2f} ms"
+        for b, s, peer, p50 in bars.drop_duplicates().itertuples(index=False)
+    ]
+    return [*lines, ""] if lines else []
 
 
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -390,6 +419,8 @@ def format_cell(column: str, row: pd.Series) -> str:
     value = row[column]
     if _missing(value):
         return "-"
+    if column == "variant" and not _missing(row.get("peer")) and bool(row["peer"]):
+        return f"{value} (peer)"
     if column == "accuracy":
         return f"{value:.4f}"
     if column == "accuracy_drop":
@@ -398,7 +429,7 @@ def format_cell(column: str, row: pd.Series) -> str:
         return f"{value:+.2f}{interval}"
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
-    if column == "speedup_p50":
+    if column in ("speedup_p50", "speedup_vs_peer"):
         return f"{value:.2f}x"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"

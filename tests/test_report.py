@@ -51,6 +51,9 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
 def test_file_name_names_variant_and_runtime() -> None:
     report = make_report(("prune",), runtime=RuntimeSpec("torch", "cuda", "fp16"))
     assert report.file_name == "baseline+prune.torch-cuda-fp16.json"
+    compiled = make_report(("prune",), runtime=RuntimeSpec("torch", "cuda", "fp16", {"compile": True}))
+    assert compiled.file_name == "baseline+prune.torch-cuda-fp16-compile.json"
+    assert {row["runtime"] for row in [*report.rows(), *compiled.rows()]} == {"torch", "torch-compile"}
 
 
 def test_other_schema_version_is_refused_naming_both(tmp_path: Path) -> None:

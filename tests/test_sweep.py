@@ -245,7 +245,7 @@ def test_run_records_a_crashing_and_a_hanging_job_and_finishes_the_others(
         "baseline+onnx on onnxruntime-cpu-fp32, latency-2x16-round0-pair1: latency job failed: killed by SIGKILL" in err
     )
     assert "baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32, accuracy-pair2: accuracy job hung" in err
-    assert "2 jobs failed: their variants have no report" in err
+    assert "2 failed (steps or jobs): their variants have no report" in err
     (run,) = (results / "tiny").iterdir()  # published, and the sweep's folder is gone
     assert sorted(p.name for p in run.glob("*.json")) == ["baseline.torch-cpu-fp32.json", "failures.json"]
     failed = json.loads((run / "failures.json").read_text())

@@ -21,6 +21,8 @@ from optbench.artifact import MANIFEST, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
+from optbench.peers import optimum as peer_optimum
+from optbench.peers import torchao as peer_torchao
 from optbench.steps import distill, finetune, onnx, prune, quantize, tensorrt
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,15 @@ STEPS: dict[str, StepKind] = {
     quantize.DynamicQuantizeConfig.name: StepKind(quantize.DynamicQuantizeConfig, quantize.apply_dynamic),
     quantize.StaticQuantizeConfig.name: StepKind(quantize.StaticQuantizeConfig, quantize.apply_static),
     tensorrt.TensorRTConfig.name: StepKind(tensorrt.TensorRTConfig, tensorrt.apply),
+    peer_optimum.PeerOptimumConfig.name: StepKind(peer_optimum.PeerOptimumConfig, peer_optimum.apply),
+    peer_torchao.PeerTorchaoConfig.name: StepKind(peer_torchao.PeerTorchaoConfig, peer_torchao.apply),
 }
 
 
 @dataclass(frozen=True)
 class RecipeStep:
-    """A step as a recipe lists it: its config, and the label its output shows in variant names."""
+    """A step as a recipe lists it: its config, and the label its output shows in variant names (the recipe's
+    `label`, else the config's `default_label` where it has one, else the step's name)."""
 
     config: Any
     label: str | None = None
@@ -69,7 +74,8 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
         raise OptbenchError(
             f"{where} ({name}) label = {label!r}: use letters, digits, '.', '_' or '-' (it names report files)"
         )
-    return RecipeStep(config_from_dict(STEPS[name].config_type, table, f"{where} ({name})"), label)
+    config = config_from_dict(STEPS[name].config_type, table, f"{where} ({name})")
+    return RecipeStep(config, label or getattr(config, "default_label", None))
 
 
 def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:

@@ -39,6 +39,13 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
             "exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights"
         )
     needed_for = 'quantize-dynamic with backend = "torch"'
+    details = {"backend": "torch", **write_torchao_int8(artifact, data, out_dir, needed_for)}
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
+
+
+def write_torchao_int8(artifact: ModelArtifact, data: LabelledData, out_dir: Path, needed_for: str) -> dict[str, Any]:
+    """Copy the checkpoint into `out_dir` with torchao's INT8 scheme beside it, check its argmax agreement with
+    FP32 on validation rows, and return what the artifact's details record."""
     version = require_package("torchao", needed_for=needed_for, install="pip install 'optbench[torchao]'").version
     for path in artifact.path.iterdir():
         if path.is_file() and not path.name.startswith("optbench-"):
@@ -46,8 +53,7 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
     write_json_atomic(out_dir / QUANTIZATION_FILE, {"library": "torchao", "version": version, "scheme": SCHEME})
     agreement = _agreement(artifact, out_dir, data)
     log.info("torchao INT8: argmax agreement with FP32 on %d validation rows: %.4f", AGREEMENT_ROWS, agreement)
-    details = {"backend": "torch", "torchao": version, "scheme": SCHEME, "validation_agreement": agreement}
-    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
+    return {"torchao": version, "scheme": SCHEME, "validation_agreement": agreement}
 
 
 def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -> float:

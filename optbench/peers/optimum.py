@@ -1,0 +1,170 @@
+"""The peer-optimum step: Hugging Face optimum-onnx's export, ORTOptimizer and ORTQuantizer on the baseline.
+
+optimum-onnx pins transformers<4.58 and optimum~=2.1, so it runs in its own virtual environment (`peers.venv`,
+built on first use) through `optimum_worker.py`; the ONNX folder it writes comes back as an artifact that
+optbench's onnxruntime runtime and accuracy pass measure like any other. The peer's choices stay its own: its
+exporter, its optimization level's fusions, and its quantization presets for the machine's instruction set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from optbench.artifact import ModelArtifact
+from optbench.configs import config_to_dict
+from optbench.data import LabelledData, encode
+from optbench.environment import cpu_flags
+from optbench.errors import OptbenchError, StepFailed
+from optbench.peers.venv import peer_env
+
+log = logging.getLogger(__name__)
+
+WORKER = Path(__file__).with_name("optimum_worker.py")
+OPTIMUM_ONNX = "optimum-onnx==0.1.0"
+CHECK_ROWS = 8
+TIMEOUT_S = 1800  # export, optimize and quantize of a BERT take well under a minute on 2 cores
+
+
+def default_requirements() -> tuple[str, ...]:
+    """optimum-onnx, with the torch and onnxruntime releases optbench itself runs (the same exporter's torch,
+    the same quantization tools), without their local build tags (`2.13.0+cpu` -> `torch==2.13.0`)."""
+    pins = [OPTIMUM_ONNX]
+    for module, package in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", "onnxruntime")):
+        try:
+            pins.append(f"{package}=={metadata.version(module).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(dict.fromkeys(pins))  # onnxruntime once, even with both builds installed
+
+
+def detect_isa() -> str:
+    """optimum's quantization preset for this CPU: arm64, avx512_vnni, avx512 or avx2."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "arm64"
+    flags = set(cpu_flags())
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+@dataclass(frozen=True)
+class PeerOptimumConfig:
+    """optimum-onnx's pipeline: export, then optionally ORTOptimizer at `level` (O1-O3; O4 is FP16 for GPUs
+    and not offered), then optionally ORTQuantizer, `dynamic` or `static` (QDQ, MinMax-calibrated on
+    `calibration_samples` train-split rows), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this
+    CPU's). `requirements` is what pip installs into the peer's environment."""
+
+    name: ClassVar[str] = "peer-optimum"
+    output_format: ClassVar[str] = "onnx"
+    level: Literal["none", "O1", "O2", "O3"] = "none"
+    quantization: Literal["none", "dynamic", "static"] = "none"
+    isa: Literal["auto", "arm64", "avx2", "avx512", "avx512_vnni"] = "auto"
+    per_channel: bool = True
+    calibration_samples: int = 256
+    calibration_batch_size: int = 16
+    requirements: tuple[str, ...] = field(default_factory=default_requirements)
+
+    def __post_init__(self) -> None:
+        if self.isa == "auto":  # the concrete preset goes into the cache key and the report
+            object.__setattr__(self, "isa", detect_isa())
+        if self.calibration_samples < 1 or self.calibration_batch_size < 1:
+            raise OptbenchError("[peer-optimum] calibration_samples and calibration_batch_size must be 1 or more")
+
+    @property
+    def default_label(self) -> str:
+        """The name in the variant: `optimum-O2`, `optimum-int8-dynamic`, `optimum-O2-int8-static`, or
+        `optimum-export` for the plain export."""
+        parts = [self.level] if self.level != "none" else []
+        parts += [f"int8-{self.quantization}"] if self.quantization != "none" else []
+        return "optimum-" + ("-".join(parts) or "export")
+
+
+def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
+    """Run optimum's pipeline on `artifact` in the optimum environment; its ONNX model lands in `out_dir`."""
+    from optbench.pipeline import default_cache_dir
+
+    if artifact.format != "hf":
+        raise OptbenchError("peer-optimum exports Hugging Face checkpoints: make it the first step of its chain")
+    env = peer_env(default_cache_dir() / "peer-envs", "optimum", config.requirements)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="optbench-peer-optimum-") as tmp:
+        job = {
+            "source": str(artifact.path),
+            "output": str(out_dir),
+            "result": str(Path(tmp) / "result.json"),
+            "level": None if config.level == "none" else config.level,
+            "quantization": config.quantization,
+            "isa": config.isa,
+            "per_channel": config.per_channel,
+            "calibration_texts": data.train.texts[: config.calibration_samples],  # never the test split
+            "calibration_batch_size": config.calibration_batch_size,
+            "max_length": data.max_length,
+        }
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        log.info("peer-optimum: %s in %s", config.default_label, env.path)
+        _run_worker(env.python, Path(tmp) / "job.json", config)
+        result = json.loads(Path(job["result"]).read_text())
+    _check_runs(out_dir, artifact, data)
+    details = {
+        "peer": "optimum-onnx",
+        "isa": config.isa,
+        "seconds": result["seconds"],
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "versions": result["versions"],
+        "operators": result["operators"],
+        "environment": str(env.path),
+    }
+    return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="onnx", details=details)
+
+
+def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None:
+    """Run optimum_worker.py in the peer environment; a failure or a hang is StepFailed with optimum's reason."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        done = subprocess.run(
+            [str(python), "-I", str(WORKER), str(job_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StepFailed(
+            f"peer-optimum ({config.default_label}) gave no result after {TIMEOUT_S} s: it hung (a large model "
+            "may need more: optbench.peers.optimum.TIMEOUT_S)"
+        ) from exc
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if line.startswith("optimum ")), lines[-1] if lines else "")
+        raise StepFailed(f"peer-optimum ({config.default_label}) failed: {reason or f'exit code {done.returncode}'}")
+
+
+def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None:
+    """The peer's model must load in optbench's onnxruntime and give one logit per label for a few rows."""
+    from transformers import AutoTokenizer
+
+    from optbench.runtimes.onnxruntime import MODEL_FILE, open_session
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    batch = encode(tokenizer, data.validation.texts[:CHECK_ROWS], seq_len="data", max_length=data.max_length)
+    try:
+        session = open_session(folder / MODEL_FILE, providers=["CPUExecutionProvider"], threads=1)
+        feed = {i.name: batch[i.name] for i in session.get_inputs()}
+        logits = np.asarray(session.run(["logits"], feed)[0])
+    except Exception as exc:  # onnxruntime raises its own exception types; a missing input is a KeyError
+        raise StepFailed(f"peer-optimum wrote a model optbench cannot run ({exc})") from exc
+    expected = (len(batch["input_ids"]), len(source.label_names))
+    if logits.shape != expected:
+        raise StepFailed(f"peer-optimum's model gives logits of shape {logits.shape}, expected {expected}")

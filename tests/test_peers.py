@@ -1,0 +1,228 @@
+"""Peers: the peer steps' configs and labels, their separate environment, their failures (recorded while the
+run goes on), the torchao peer on the tiny model, and the speedup over the fastest peer in the table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_fixtures import make_report
+from test_cli import BENCH, write_recipe
+
+from optbench.cli import main
+from optbench.errors import OptbenchError, StepFailed
+from optbench.peers import is_peer, venv
+from optbench.peers.optimum import PeerOptimumConfig, default_requirements
+from optbench.peers.speedup import add_speedup_vs_peers
+from optbench.report import FailedJob, load_failures, render, to_frame
+from optbench.runtimes import RuntimeSpec
+from optbench.steps import parse_step, run_step
+
+# --- configs and labels ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "label"),
+    [
+        ({"name": "peer-optimum"}, "optimum-export"),
+        ({"name": "peer-optimum", "level": "O2"}, "optimum-O2"),
+        ({"name": "peer-optimum", "quantization": "dynamic"}, "optimum-int8-dynamic"),
+        ({"name": "peer-optimum", "level": "O1", "quantization": "static"}, "optimum-O1-int8-static"),
+        ({"name": "peer-optimum", "level": "O2", "label": "hf-o2"}, "hf-o2"),
+        ({"name": "peer-torchao"}, "torchao-int8"),
+    ],
+)
+def test_peer_steps_name_their_variants(table: dict, label: str) -> None:
+    assert parse_step(table, "[[steps]] #1").label == label
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"level": "O4"}, r"level = 'O4' has the wrong type: expected 'none' or 'O1' or 'O2' or 'O3'"),
+        ({"quantization": "int4"}, "quantization = 'int4' has the wrong type"),
+        ({"calibration_samples": 0}, "calibration_samples and calibration_batch_size must be 1 or more"),
+        ({"isa": "sse"}, "isa = 'sse' has the wrong type"),
+    ],
+)
+def test_bad_peer_optimum_settings_fail_when_the_recipe_is_read(table: dict, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        parse_step({"name": "peer-optimum", **table}, "[[steps]] #1")
+
+
+def test_peer_optimum_pins_optbench_s_own_torch_and_onnxruntime_and_a_concrete_isa() -> None:
+    from importlib import metadata
+
+    requirements = default_requirements()
+    assert requirements[0] == "optimum-onnx==0.1.0"
+    assert f"torch=={metadata.version('torch').split('+')[0]}" in requirements
+    assert sum(r.startswith("onnxruntime==") for r in requirements) == 1
+    assert PeerOptimumConfig().isa in ("arm64", "avx2", "avx512", "avx512_vnni")  # "auto" resolved: in the key
+
+
+def test_peers_are_told_by_their_steps() -> None:
+    assert is_peer(["peer-optimum"]) and is_peer(["peer-torchao", "onnx"])
+    assert not is_peer([]) and not is_peer(["onnx", "quantize-dynamic"])
+
+
+# --- the separate environment ------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def no_failed_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(venv, "_failed_builds", {})
+
+
+@pytest.fixture(scope="module")
+def bare_env_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache whose peer-envs folder holds a built environment with nothing installed in it."""
+    root = tmp_path_factory.mktemp("cache")
+    venv.peer_env(root / "peer-envs", "optimum", ())
+    return root
+
+
+def test_an_environment_is_built_once_then_reused(
+    bare_env_root: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    monkeypatch.setattr(venv, "_build", lambda *a: pytest.fail("a built environment was built again"))
+    env = venv.peer_env(bare_env_root / "peer-envs", "optimum", ())
+    assert env.python.is_file() and "pip" in env.packages()
+    assert env.path == venv.env_path(bare_env_root / "peer-envs", "optimum", ())
+    assert venv.env_path(bare_env_root, "optimum", ("x==1",)) != venv.env_path(bare_env_root, "optimum", ("x==2",))
+
+
+def test_an_environment_that_cannot_be_built_is_a_step_failure_tried_once(
+    tmp_path: Path, no_failed_builds: None
+) -> None:
+    requirements = ("this is not a requirement!",)
+    with pytest.raises(StepFailed, match=r"cannot build the optimum environment: could not install .*The full log is"):
+        venv.peer_env(tmp_path, "optimum", requirements)
+    path = venv.env_path(tmp_path, "optimum", requirements)
+    assert not path.exists()  # nothing half-built is left to be taken for a built environment
+    log = path.with_name(f"{path.name}.install.log")
+    assert "not a requirement" in log.read_text()
+    commands = log.read_text().count("$ ")
+    with pytest.raises(StepFailed, match="cannot build the optimum environment"):
+        venv.peer_env(tmp_path, "optimum", requirements)  # the next chain's peer step: no second build
+    assert log.read_text().count("$ ") == commands
+
+
+def test_an_interrupted_build_is_redone(tmp_path: Path, no_failed_builds: None) -> None:
+    path = venv.env_path(tmp_path, "optimum", ())
+    (path / "bin").mkdir(parents=True)  # what a build killed half-way leaves: no marker
+    env = venv.peer_env(tmp_path, "optimum", ())
+    assert (env.path / venv.READY).is_file() and env.python.is_file()
+
+
+def test_when_optimum_fails_the_step_fails_with_its_reason(
+    bare_env_root: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTBENCH_CACHE", str(bare_env_root))
+    step = parse_step({"name": "peer-optimum", "level": "O2", "requirements": []}, "[[steps]] #1")
+    cache = bare_env_root / "steps"
+    with pytest.raises(
+        StepFailed,
+        match=r"peer-optimum \(optimum-O2\) failed: optimum export failed: ModuleNotFoundError: No module named",
+    ):
+        run_step(step.config, tiny_artifact, reviews, cache, label=step.label)
+    assert not any(cache.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
+
+
+def test_the_worker_does_not_import_optbench() -> None:
+    source = (Path(sys.modules["optbench.peers.optimum"].__file__).with_name("optimum_worker.py")).read_text()
+    assert "import optbench" not in source and "from optbench" not in source
+
+
+def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chains = (
+        '[[chains]]\n[[chains.steps]]\nname = "peer-optimum"\nlevel = "O2"\nrequirements = ["not a requirement!"]\n'
+        '[[chains]]\n[[chains.steps]]\nname = "onnx"\nexporter = "torchscript"\n'
+    )
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace(
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false'
+    )
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=chains, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "failed: baseline+optimum-O2, step peer-optimum: cannot build the optimum environment" in err
+    (run,) = (tmp_path / "results" / "tiny").iterdir()
+    assert sorted(p.name for p in run.glob("*.json")) == [
+        "baseline+onnx.onnxruntime-cpu-fp32.json",
+        "baseline.torch-cpu-fp32.json",
+        "failures.json",
+    ]
+    (failure,) = load_failures(run)
+    assert (failure.variant, failure.runtime, failure.job) == ("baseline+optimum-O2", "", "step peer-optimum")
+    assert (tmp_path / "cache" / "peer-envs").is_dir()  # --cache holds the peers' environments too
+
+
+# --- torchao ---------------------------------------------------------------------------------------
+
+
+def test_torchao_peer_writes_the_quantized_checkpoint(tmp_path: Path, tiny_artifact, reviews) -> None:
+    pytest.importorskip("torchao")
+    step = parse_step({"name": "peer-torchao"}, "[[steps]] #1")
+    out = run_step(step.config, tiny_artifact, reviews, tmp_path, label=step.label)
+    assert out.variant == "baseline+torchao-int8" and out.format == "hf"
+    assert is_peer(s.name for s in out.lineage)
+    assert out.details["peer"] == "torchao" and out.details["validation_agreement"] >= 0.9
+    assert json.loads((out.path / "optbench-quantization.json").read_text())["library"] == "torchao"
+
+
+# --- the speedup over the fastest peer -------------------------------------------------------------
+
+
+def _frame(drops: dict[str, float], p50s: dict[str, float]) -> pd.DataFrame:
+    """A run's table: variants named `peer-*` are peers; each has a p50 and an accuracy drop."""
+    rows = []
+    for variant, p50 in p50s.items():
+        rows.append(
+            {"recipe": "r", "run_id": "1", "machine": "m", "device": "cpu", "batch_size": 1, "seq_len": 128,
+             "variant": variant, "runtime": "onnxruntime", "p50_ms": p50, "accuracy_drop": drops[variant],
+             "peer": variant.startswith("peer-")}
+        )
+    return pd.DataFrame(rows)
+
+
+def test_speedup_is_over_the_fastest_peer_within_the_budget() -> None:
+    frame = _frame(
+        {"ours": 0.3, "ours-lossy": 2.0, "peer-fast-lossy": 3.0, "peer-a": 0.5, "peer-b": 0.9},
+        {"ours": 10.0, "ours-lossy": 5.0, "peer-fast-lossy": 4.0, "peer-a": 15.0, "peer-b": 20.0},
+    )
+    out = add_speedup_vs_peers(frame, budget_points=1.0).set_index("variant")
+    assert out.loc["ours", "speedup_vs_peer"] == pytest.approx(1.5)  # peer-a: the fastest within 1 point
+    assert out.loc["ours", "fastest_peer"] == "peer-a on onnxruntime"
+    assert pd.isna(out.loc["ours-lossy", "speedup_vs_peer"])  # beyond the budget: no claim
+    assert out[out["peer"]]["speedup_vs_peer"].isna().all()
+    loose = add_speedup_vs_peers(frame, budget_points=5.0).set_index("variant")
+    assert loose.loc["ours", "speedup_vs_peer"] == pytest.approx(0.4)  # now the lossy peer counts: 4 / 10
+
+
+def test_without_peers_within_the_budget_there_is_no_speedup() -> None:
+    frame = _frame({"ours": 0.0, "peer-a": 5.0}, {"ours": 10.0, "peer-a": 1.0})
+    assert add_speedup_vs_peers(frame, budget_points=1.0)["speedup_vs_peer"].isna().all()
+
+
+def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
+    ours = make_report(("onnx", "quantize-dynamic"), runtime=RuntimeSpec("onnxruntime"))
+    peer = make_report(("peer-optimum",), runtime=RuntimeSpec("onnxruntime"))
+    frame = to_frame([make_report(), ours, peer], peer_budget_points=100.0)
+    assert list(frame["peer"]) == [False, False, True] * 2
+    text = render(frame, "md")
+    assert "| baseline+peer-optimum (peer) |" in text
+    assert "- **fastest peer** within 100 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum on" in text
+    assert "speedup_vs_peer" in text.splitlines()[2]
+    assert "speedup_vs_peer" not in render(to_frame([make_report(), ours]), "md")  # no peers: no column
+
+
+def test_a_step_failure_reads_as_one_line() -> None:
+    failure = FailedJob("baseline+optimum-O2", "", "step peer-optimum", "optimum export failed: X")
+    assert failure.describe() == "baseline+optimum-O2, step peer-optimum: optimum export failed: X"
+    job = FailedJob("baseline", "torch-cpu-fp32", "accuracy-0", "crashed")
+    assert job.describe() == "baseline on torch-cpu-fp32, accuracy-0: crashed"
