@@ -23,6 +23,7 @@ log = logging.getLogger("optbench")
 EPILOG = """examples:
   optbench run recipes/baseline.toml            fine-tune (once, cached), evaluate and benchmark the default
   optbench run recipes/distill.toml             a 3-layer and a 2-layer student beside their teacher
+  optbench run recipes/peers.toml               optbench's INT8 beside optimum-onnx and torchao, one run
   optbench report results/                      every report under results/ as a Markdown table
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
   optbench report results/all/RUN --format html -o page.html   a page with the latency-accuracy plot
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a recipe file end to end. Step outputs are cached, so a re-run only redoes what "
         "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none. The benchmark is a "
         "sweep of jobs, each stored as it ends: run an interrupted recipe again to resume it, and a failed "
-        "job is recorded with its reason while the others go on (exit code 1). "
+        "job, or a failed peer step (peer-*: its environment or its tool), is recorded with its reason while "
+        "the others go on (exit code 1). "
         f"Steps a recipe can list: {', '.join(STEPS)} (README, section Steps).",
     )
     run.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/baseline.toml")
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache",
         type=Path,
         default=None,
-        help="cache for trained and optimized models (default: $OPTBENCH_CACHE or ~/.cache/optbench)",
+        help="cache for trained and optimized models and the peers' environments (default: $OPTBENCH_CACHE or "
+        "~/.cache/optbench)",
     )
     run.add_argument(
         "--executor",

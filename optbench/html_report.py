@@ -12,7 +12,7 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
-from optbench.report import MARKDOWN_COLUMNS, format_cell
+from optbench.report import format_cell, shown_columns
 
 DEFAULT_SHAPE: Shape = (1, 128)
 
@@ -75,13 +75,28 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     front = pareto_front(latency, accuracy)
     figure, axes = plt.subplots(figsize=(13, 5.5), dpi=110)
     others = rows.drop(index=front)
-    axes.scatter(others["p50_ms"], others["accuracy"], color="#9aa5b1", label="variant", zorder=2)
+    peers = others["peer"].astype(bool)
+    axes.scatter(
+        others.loc[~peers, "p50_ms"], others.loc[~peers, "accuracy"], color="#9aa5b1", label="variant", zorder=2
+    )
+    if peers.any():
+        axes.scatter(
+            others.loc[peers, "p50_ms"],
+            others.loc[peers, "accuracy"],
+            color="#e09f3e",
+            marker="s",
+            label="peer",
+            zorder=2,
+        )
     axes.plot(
         rows.loc[front, "p50_ms"], rows.loc[front, "accuracy"], "-o", color="#d1495b", label="Pareto front", zorder=3
     )
     for x, y, text in point_labels(latency, accuracy):
         axes.annotate(text, (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    key = "\n".join(f"{n:>2}  {row['variant']} ({row['runtime']})" for n, row in enumerate(rows.to_dict("records"), 1))
+    key = "\n".join(
+        f"{n:>2}  {row['variant']} ({row['runtime']}{', peer' if row['peer'] else ''})"
+        for n, row in enumerate(rows.to_dict("records"), 1)
+    )
     figure.text(0.6, 0.5, key, fontsize=8, family="monospace", va="center")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
@@ -134,11 +149,12 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) ->
         figure = f'<img src="{html.escape(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
     else:
         figure = f"<p>No plot: this run was not measured at batch {shape[0]} x {shape[1]}.</p>"
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["#", "pareto", *MARKDOWN_COLUMNS])
+    columns = shown_columns(run)
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["#", "pareto", *columns])
     body = []
     for index, row in run.iterrows():
         on_front = index in front
-        cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in MARKDOWN_COLUMNS)
+        cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in columns)
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
     warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()

@@ -387,14 +387,18 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 def _markdown(frame: pd.DataFrame) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
-        columns = MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if group[c].notna().any()]
-        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, columns)]
+        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group))]
         lines.append("")
         lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
         lines += [""] if len(warned) else []
     return "\n".join(lines) if lines else "no reports found\n"
+
+
+def shown_columns(run: pd.DataFrame) -> list[str]:
+    """The columns a run's table shows people: the standard ones, and the optional ones the run has."""
+    return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if run[c].notna().any()]
 
 
 def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:

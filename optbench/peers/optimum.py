@@ -142,8 +142,8 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
         )
     except subprocess.TimeoutExpired as exc:
         raise StepFailed(
-            f"peer-optimum ({config.default_label}) gave no result after {TIMEOUT_S} s: it hung (a large model "
-            "may need more: optbench.peers.optimum.TIMEOUT_S)"
+            f"peer-optimum ({config.default_label}) gave no result after {TIMEOUT_S} s and was stopped "
+            f"(a BERT-base takes under a minute): run {WORKER.name} by hand in {python.parent.parent} to see where"
         ) from exc
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]

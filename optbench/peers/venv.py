@@ -89,7 +89,9 @@ def _build(path: Path, name: str, requirements: tuple[str, ...]) -> None:
     log.info("building the %s environment in %s (first use only; a few minutes): %s", name, path, requirements)
     started = time.perf_counter()
     try:
-        _logged([sys.executable, "-m", "venv", str(path)], install_log, name, "create the virtual environment")
+        without_pip = [] if requirements else ["--without-pip"]  # nothing to install: no pip to bootstrap
+        command = [sys.executable, "-m", "venv", *without_pip, str(path)]
+        _logged(command, install_log, name, "create the virtual environment")
         if requirements:
             pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
             _logged([*pip, *requirements], install_log, name, "install " + " ".join(requirements))
@@ -133,14 +135,15 @@ def _logged(command: list[str], install_log: Path, name: str, what: str) -> None
         )
 
 
+LIST_PACKAGES = (
+    "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
+)
+
+
 def _installed(python: Path) -> dict[str, str]:
+    """The environment's own packages (-I: not the current folder's, nor the user's site-packages)."""
     done = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.metadata as m, json; "
-            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
-        ],
+        [str(python), "-I", "-c", LIST_PACKAGES],
         capture_output=True,
         text=True,
     )
