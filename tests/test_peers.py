@@ -197,6 +197,20 @@ def test_torchao_peer_writes_the_quantized_checkpoint(tmp_path: Path, tiny_artif
     assert json.loads((out.path / "optbench-quantization.json").read_text())["library"] == "torchao"
 
 
+def test_when_torchao_fails_the_step_fails_with_its_reason(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optbench.steps import torch_int8
+
+    def missing(package: str, **_: str) -> None:
+        raise OptbenchError(f"peer-torchao needs the {package} package: pip install torchao")
+
+    monkeypatch.setattr(torch_int8, "require_package", missing)
+    step = parse_step({"name": "peer-torchao"}, "[[steps]] #1")
+    with pytest.raises(StepFailed, match="peer-torchao failed: peer-torchao needs the torchao package"):
+        run_step(step.config, tiny_artifact, reviews, tmp_path, label=step.label)
+
+
 # --- the speedup over the fastest peer -------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, StepFailed
 
 
 @dataclass(frozen=True)
@@ -32,5 +32,8 @@ def apply(config: PeerTorchaoConfig, artifact: ModelArtifact, data: LabelledData
 
     if artifact.format != "hf":
         raise OptbenchError("peer-torchao quantizes Hugging Face checkpoints: put it before any onnx step")
-    details = {"peer": "torchao", **write_torchao_int8(artifact, data, out_dir, "peer-torchao")}
+    try:
+        details = {"peer": "torchao", **write_torchao_int8(artifact, data, out_dir, "peer-torchao")}
+    except Exception as exc:  # the peer's own tool, missing or failing on this model: recorded, the run goes on
+        raise StepFailed(f"peer-torchao failed: {' '.join(str(exc).split())[:500] or type(exc).__name__}") from exc
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)

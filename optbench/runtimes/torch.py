@@ -131,5 +131,5 @@ def _quantize(model: torch.nn.Module) -> None:
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as exc:
-        raise OptbenchError("this model is quantized with torchao: pip install 'optbench[torchao]'") from exc
+        raise OptbenchError("this model is quantized with torchao: pip install torchao") from exc
     quantize_(model, Int8DynamicActivationInt8WeightConfig())

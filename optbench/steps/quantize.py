@@ -39,7 +39,7 @@ class DynamicQuantizeConfig:
 
     `backend = "onnxruntime"` quantizes an ONNX model (put an onnx step first); `backend = "torch"`
     quantizes a Hugging Face checkpoint's Linear layers with torchao, PyTorch's current quantization
-    library (an optional extra: pip install 'optbench[torchao]').
+    library, a dependency of optbench).
     """
 
     name: ClassVar[str] = "quantize-dynamic"

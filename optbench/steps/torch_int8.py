@@ -46,7 +46,7 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
 def write_torchao_int8(artifact: ModelArtifact, data: LabelledData, out_dir: Path, needed_for: str) -> dict[str, Any]:
     """Copy the checkpoint into `out_dir` with torchao's INT8 scheme beside it, check its argmax agreement with
     FP32 on validation rows, and return what the artifact's details record."""
-    version = require_package("torchao", needed_for=needed_for, install="pip install 'optbench[torchao]'").version
+    version = require_package("torchao", needed_for=needed_for, install="pip install torchao").version
     for path in artifact.path.iterdir():
         if path.is_file() and not path.name.startswith("optbench-"):
             shutil.copy2(path, out_dir / path.name)
