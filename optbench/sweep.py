@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -234,6 +235,9 @@ def run_sweep(
                     finish(outcome, False)
                 elif not store.claim(job):
                     waiting.append(job)
+                elif (outcome := store.outcome(job)) is not None:  # another sweep finished it before the claim
+                    store.release(job)
+                    finish(outcome, False)
                 else:
                     try:
                         in_flight[executor.submit(job, make_job(job), timeout_s)] = job
@@ -308,7 +312,7 @@ def _process_start(pid: int) -> str | None:
 
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
     """Create `path` whole with `data`, or raise FileExistsError when it exists (link is atomic and exclusive)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per thread too
     tmp.write_text(json.dumps(data))
     try:
         os.link(tmp, path)
