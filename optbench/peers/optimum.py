@@ -41,12 +41,18 @@ def default_requirements() -> tuple[str, ...]:
     """optimum-onnx, with the torch and onnxruntime releases optbench itself runs (the same exporter's torch,
     the same quantization tools), without their local build tags (`2.13.0+cpu` -> `torch==2.13.0`)."""
     pins = [OPTIMUM_ONNX]
-    for module, package in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", "onnxruntime")):
-        try:
-            pins.append(f"{package}=={metadata.version(module).split('+')[0]}")
-        except metadata.PackageNotFoundError:
-            continue
-    return tuple(dict.fromkeys(pins))  # onnxruntime once, even with both builds installed
+    for package, distributions in (("torch", ("torch",)), ("onnxruntime", ("onnxruntime", "onnxruntime-gpu"))):
+        version = next((v for v in map(_installed_version, distributions) if v), None)
+        if version:  # the CPU package even where optbench runs onnxruntime-gpu: optimum only quantizes here
+            pins.append(f"{package}=={version.split('+')[0]}")
+    return tuple(pins)
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def detect_isa() -> str:
