@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     # optbench's own progress at INFO; other libraries (onnxruntime's fusion logs a line per pass) at WARNING
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # torchao warns at import about each CUDA kernel library a CPU build cannot load: not actionable
+    logging.getLogger("torchao").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return args.handler(args)
     except OptbenchError as exc:
