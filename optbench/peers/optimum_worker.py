@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# the files steps/onnx.py's HF_FILES names: this script runs where optbench is not installed, so it cannot import them
 HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 VERSIONS = ("optimum", "optimum-onnx", "transformers", "onnxruntime", "onnx", "torch")
 

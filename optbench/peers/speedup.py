@@ -22,12 +22,13 @@ def add_speedup_vs_peers(frame: pd.DataFrame, budget_points: float = DEFAULT_BUD
     frame["fastest_peer_p50_ms"] = float("nan")
     frame["speedup_vs_peer"] = float("nan")
     allowed = frame["accuracy_drop"] <= budget_points
+    peer = frame["peer"].astype(bool)
     for _, group in frame.groupby(GROUP, sort=False, dropna=False):
-        peers = group[group["peer"] & allowed[group.index]]
+        peers = group[peer[group.index] & allowed[group.index]]
         if peers.empty:
             continue
         best = peers.loc[peers["p50_ms"].idxmin()]
-        ours = group[~group["peer"].astype(bool) & allowed[group.index]]
+        ours = group[~peer[group.index] & allowed[group.index]]
         frame.loc[group.index, "fastest_peer"] = f"{best['variant']} on {best['runtime']}"
         frame.loc[group.index, "fastest_peer_p50_ms"] = best["p50_ms"]
         frame.loc[ours.index, "speedup_vs_peer"] = best["p50_ms"] / ours["p50_ms"]

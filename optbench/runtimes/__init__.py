@@ -53,18 +53,21 @@ class RuntimeSpec:
         ENGINES[self.name].check(self)
 
     @property
+    def tag(self) -> str:
+        """The options that change how a model runs, short: "" (none), "compile", "tensorrt-trt-int8"."""
+        return ENGINES[self.name].check(self)
+
+    @property
     def engine(self) -> str:
         """The engine and its non-default options, as the report's runtime column shows them: `torch`,
         `torch-compile`, `onnxruntime-tensorrt`."""
-        tag = ENGINES[self.name].check(self)
-        return f"{self.name}-{tag}" if tag else self.name
+        return "-".join(part for part in (self.name, self.tag) if part)
 
     @property
     def label(self) -> str:
         """A short name for logs and file names, e.g. `torch-cpu-fp32` or `torch-cpu-fp32-compile`: two specs
         that run a model differently never share one (their reports would overwrite each other)."""
-        tag = ENGINES[self.name].check(self)
-        return f"{self.name}-{self.device}-{self.precision}" + (f"-{tag}" if tag else "")
+        return "-".join(part for part in (self.name, self.device, self.precision, self.tag) if part)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "precision": self.precision, "options": dict(self.options)}
