@@ -111,19 +111,18 @@ def execute(job: Job) -> dict[str, Any]:
     """Load the model into its runtime and run the pass; returns what the parent records.
 
     The load and the first call are timed on their own (`startup`): that is where torch.compile compiles
-    and TensorRT builds its engines, a first-run cost that must neither hide in nor inflate the latency."""
-    import torch
-
+    and TensorRT builds its engines, a first-run cost that must neither hide in nor inflate the latency.
+    Only the runtime's own libraries are imported: an onnxruntime job never loads torch, whose few hundred
+    MiB would otherwise count in the model's peak RSS."""
     from optbench.artifact import ModelArtifact
     from optbench.measure import GpuMemory, peak_rss_mb, time_calls
     from optbench.runtimes import RuntimeSpec, load_runtime
 
-    torch.set_num_interop_threads(1)
     spec = RuntimeSpec.from_dict(job.runtime)
+    batches = load_batches(Path(job.inputs))  # first: unreadable inputs fail before a slow model load
     started = time.perf_counter()
     runtime = load_runtime(spec, ModelArtifact.from_dict(job.artifact), job.threads)
     loaded = time.perf_counter()
-    batches = load_batches(Path(job.inputs))
     first_logits = runtime.predict(batches[0])
     result: dict[str, Any] = {
         "startup": {"load_s": loaded - started, "first_call_s": time.perf_counter() - loaded},
@@ -144,7 +143,6 @@ def execute(job: Job) -> dict[str, Any]:
         if spec.device == "cuda":
             result["gpu_memory"] = GpuMemory.measure().to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
-    result["threads"] = torch.get_num_threads()
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -39,6 +40,7 @@ class TorchRuntime:
                 f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
             )
         torch.set_num_threads(threads)
+        _one_interop_thread()
         self.device = torch.device(device)
         model = load_classifier(artifact.path, dtype=DTYPES[precision])
         self.quantization = _read_scheme(artifact.path / QUANTIZATION_FILE)
@@ -76,6 +78,13 @@ class TorchRuntime:
             "cuda_graphs": self.options.cuda_graphs,
             "timer": "cuda-events" if self.device.type == "cuda" else "perf_counter",
         }
+
+
+def _one_interop_thread() -> None:
+    """One inter-op thread: a BERT forward is a chain of ops, and spare pool threads only add noise. torch
+    allows setting it once, before any parallel work, as in a fresh job process; elsewhere it is left as is."""
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
 
 
 class CudaGraphs:
