@@ -166,7 +166,9 @@ def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, m
 def test_a_job_that_refuses_its_runtime_is_a_failed_job(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
 ) -> None:
-    bench = BENCH.replace("[bench]", '[bench]\nruntimes = [{name = "torch", device = "cuda", precision = "fp16"}]')
+    bench = BENCH.replace('seq_lens = [16, "data"]', 'seq_lens = ["data"]').replace(
+        "[bench]", '[bench]\naa_check = false\nruntimes = [{name = "torch", device = "cuda", precision = "fp16"}]'
+    )
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
     pytest.importorskip("torch")
     import torch

@@ -224,7 +224,7 @@ def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, capsys)
     config = json.loads((model / "config.json").read_text())
     BertForSequenceClassification(BertConfig(**{**config, "num_attention_heads": 4})).save_pretrained(model)
     steps = '[[steps]]\nname = "prune"\nheads = 0.5\nffn = 0.5\nimportance_rows = 32\nmax_train_rows = 32\n'
-    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]")
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace("[bench]", "[bench]\naa_check = false")
     recipe = write_recipe(tmp_path, model, reviews_csv, extra=steps, bench=bench)
     assert main(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")]) == 0
     capsys.readouterr()

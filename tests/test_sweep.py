@@ -259,7 +259,7 @@ def test_run_killed_with_sigkill_resumes_where_it_stopped(
 
     from optbench.cli import main
 
-    bench = BENCH.replace("[bench]", "[bench]\nrounds = 2")  # 1 accuracy + 2 shapes x 2 rounds x 2 (with A/A) jobs
+    bench = BENCH.replace("[bench]", "[bench]\nrounds = 2\naa_check = false")  # 1 accuracy + 2 shapes x 2 rounds
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -268,14 +268,14 @@ def test_run_killed_with_sigkill_resumes_where_it_stopped(
     stores = []
     while time.monotonic() < deadline and child.poll() is None:
         stores = list((tmp_path / "results" / "tiny").glob(".sweep-*"))
-        if stores and len(list((stores[0] / "jobs").glob("*.json"))) >= 3:
+        if stores and len(list((stores[0] / "jobs").glob("*.json"))) >= 2:
             break
         time.sleep(0.1)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     (store,) = stores
     done_before = {p.name: p.read_bytes() for p in (store / "jobs").glob("*.json")}
-    assert 3 <= len(done_before) < 9, "killed in the middle of the sweep"
+    assert 2 <= len(done_before) < 5, "killed in the middle of the sweep"
     run_id = json.loads((store / "sweep.json").read_text())["run_id"]
 
     assert main(args) == 0

@@ -28,8 +28,6 @@ class TorchRuntime:
     def __init__(
         self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict[str, Any]
     ) -> None:
-        from optbench.pruned_bert import load_classifier
-
         if artifact.format != "hf":
             raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
         self.options = TorchOptions.parse(device, options)
@@ -39,6 +37,8 @@ class TorchRuntime:
             raise OptbenchError(
                 f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
             )
+        from optbench.pruned_bert import load_classifier  # after the checks: it imports transformers (seconds)
+
         torch.set_num_threads(threads)
         _one_interop_thread()
         self.device = torch.device(device)
