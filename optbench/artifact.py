@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from optbench.atomic import write_json_atomic
 from optbench.errors import OptbenchError
+from optbench.onnx_graph import load_graph
 
 MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
@@ -129,10 +130,7 @@ def _parameters_in(path: Path) -> int:
             header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
         return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
     if path.suffix == ".onnx":
-        import onnx
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-        return sum(math.prod(t.dims) for t in graph.initializer)
+        return sum(math.prod(t.dims) for t in load_graph(path).initializer)
     return 0  # other weight formats (.bin, engines) are not counted
 
 

@@ -31,6 +31,39 @@ def _save_tiny(folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", 
     return folder
 
 
+def _save_tiny_onnx(folder: Path, *, qdq: bool = False):
+    """An ONNX "classifier" built without torch, as an artifact: logits = mean(attention_mask) x [1, -1],
+    with the mean quantized to INT8 and back (a Q/DQ model) when `qdq`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from optbench.artifact import ModelArtifact, content_hash
+
+    ids = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")
+    ]
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    constants = [helper.make_tensor("weight", TensorProto.FLOAT, [1, 2], [1.0, -1.0])]
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["mask"], ["mean"], axes=[1], keepdims=1),
+    ]
+    if qdq:
+        constants += [
+            helper.make_tensor("scale", TensorProto.FLOAT, [], [0.01]),
+            helper.make_tensor("zp", TensorProto.INT8, [], [0]),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["mean", "scale", "zp"], ["mean_q"]),
+            helper.make_node("DequantizeLinear", ["mean_q", "scale", "zp"], ["mean_dq"]),
+        ]
+    nodes.append(helper.make_node("MatMul", ["mean_dq" if qdq else "mean", "weight"], ["logits"]))
+    graph = helper.make_graph(nodes, "mean-mask", ids, [logits], initializer=constants)
+    folder.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
+    return ModelArtifact(folder, "onnx", ("fresh", "rotten"), content_hash(folder))
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT encoder without a classification head, like the built-in default."""

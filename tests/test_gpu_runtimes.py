@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import _save_tiny_onnx
 
-from optbench.artifact import ModelArtifact, StepRecord, content_hash
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import encode
 from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
@@ -103,21 +104,23 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert "trt_engine_cache_path" not in uncached
 
 
-def test_tensorrt_provider_int8_needs_a_qdq_model(tiny_classifier: Path) -> None:
+def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
     spec = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt", "trt_int8": True})
     with pytest.raises(OptbenchError, match="add a quantize-static step"):
-        load_runtime(spec, _artifact(tiny_classifier, "onnx"), threads=1)
+        load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    with pytest.raises(OptbenchError, match="does not exist: the artifact has no ONNX model"):
+        load_runtime(spec, _artifact(tmp_path, "onnx"), threads=1)  # the folder holds no model.onnx
 
 
 def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
-    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import onnxruntime
 
     if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has the TensorRT provider")
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path))
-    qdq = _artifact(tiny_classifier, "onnx", lineage=(StepRecord("quantize-static", {}),))
+    qdq = _save_tiny_onnx(tmp_path / "qdq", qdq=True)  # any Q/DQ graph: quantize-static's, or optimum's static INT8
     spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
     with pytest.raises(OptbenchError, match="TensorrtExecutionProvider is not in this onnxruntime build"):
         load_runtime(spec, qdq, threads=1)

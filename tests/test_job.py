@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _save_tiny_onnx
 
 from optbench import job as job_module
 from optbench.artifact import ModelArtifact, content_hash
@@ -67,30 +68,9 @@ def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_clas
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)
 
 
-def _mean_mask_classifier(folder: Path) -> ModelArtifact:
-    """An ONNX "classifier" built without torch: logits = mean(attention_mask) x [1, -1]."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    ids = [
-        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")
-    ]
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
-    nodes = [
-        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["mask"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("MatMul", ["mean", "weight"], ["logits"]),
-    ]
-    weight = helper.make_tensor("weight", TensorProto.FLOAT, [1, 2], [1.0, -1.0])
-    graph = helper.make_graph(nodes, "mean-mask", ids, [logits], initializer=[weight])
-    folder.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
-    return ModelArtifact(folder, "onnx", ("fresh", "rotten"), content_hash(folder))
-
-
 def test_an_onnxruntime_job_never_imports_torch(tmp_path: Path, monkeypatch) -> None:
     """torch's libraries would count in an ONNX model's peak RSS, though serving it needs none of them."""
-    artifact = _mean_mask_classifier(tmp_path / "model")
+    artifact = _save_tiny_onnx(tmp_path / "model")
     ones = np.ones((2, 8), dtype=np.int64)
     save_batches(tmp_path / "in.npz", [{"input_ids": ones, "attention_mask": ones, "token_type_ids": 0 * ones}])
     probe = (

@@ -149,3 +149,13 @@ def test_fp16_conversion_keeps_inputs_and_logits_in_their_types(
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     with pytest.raises(OptbenchError, match="at fp32 cannot run this fp16 ONNX model"):
         load_runtime(RuntimeSpec("onnxruntime"), result, threads=1)
+
+
+def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    from optbench.onnx_graph import load_graph
+
+    with pytest.raises(OptbenchError, match="does not exist: the artifact has no ONNX model"):
+        load_graph(tmp_path / "model.onnx")
+    (tmp_path / "model.onnx").write_bytes(b"\x0a\xff damaged")
+    with pytest.raises(OptbenchError, match="model.onnx .*the file is damaged; delete it from the cache"):
+        load_graph(tmp_path / "model.onnx")

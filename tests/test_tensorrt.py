@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from optbench.artifact import ModelArtifact, StepRecord
+from optbench.artifact import ModelArtifact
 from optbench.data import LabelledData, Split
 from optbench.errors import OptbenchError
+from optbench.onnx_graph import is_qdq
 from optbench.recipe import load_recipe
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.steps import STEPS, cache_key, run_step
@@ -23,7 +24,6 @@ from optbench.steps.tensorrt import (
     check_parsable,
     check_symmetric_int8,
     check_target,
-    is_qdq,
     pick_profile,
     profiles,
 )
@@ -233,14 +233,13 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, 3))
 
 
-def test_qdq_is_told_by_lineage_or_graph() -> None:
+def test_qdq_is_told_by_the_graph() -> None:
     from onnx import TensorProto
 
     plain = _qdq_graph(None)
     del plain.node[:]
-    assert not is_qdq(_artifact(), plain)
-    assert is_qdq(_artifact(lineage=(StepRecord("quantize-static", {}),)), plain)
-    assert is_qdq(_artifact(), _qdq_graph(TensorProto.INT8))
+    assert not is_qdq(plain)
+    assert is_qdq(_qdq_graph(TensorProto.INT8))
 
 
 def test_onnxruntime_only_operators_are_refused() -> None:

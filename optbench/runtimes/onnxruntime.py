@@ -15,6 +15,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
+from optbench.onnx_graph import is_qdq, load_graph
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class OnnxRuntime:
                 f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
                 f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
             )
-        if self.options.trt_int8 and not _is_qdq(artifact):
+        if self.options.trt_int8 and not is_qdq(load_graph(artifact.path / MODEL_FILE)):
             raise OptbenchError(
                 "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
                 '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", '
@@ -222,11 +223,6 @@ def trt_provider_options(cache: Path, precision: str, options: OrtOptions) -> di
         settings["trt_engine_cache_path"] = str(cache)
         settings["trt_timing_cache_path"] = str(cache)
     return settings
-
-
-def _is_qdq(artifact: ModelArtifact) -> bool:
-    """Whether a quantize-static step made this model (its output is a QDQ graph)."""
-    return any(step.name == "quantize-static" for step in artifact.lineage)
 
 
 def _files_in(folder: Path | None) -> int | None:

@@ -22,6 +22,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags
 from optbench.errors import OptbenchError
+from optbench.onnx_graph import load_graph
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def apply_dynamic(
     from onnxruntime.quantization import quantize_dynamic
 
     source = _source_model(artifact, config.name)
-    _check_nodes(_graph(source), config.exclude_nodes)
+    _check_nodes(load_graph(source), config.exclude_nodes)
     hardware = preflight(cpu_flags())
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
@@ -182,14 +183,14 @@ def apply_static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = _source_model(artifact, config.name)
-    _check_nodes(_graph(source), config.exclude_nodes)
+    _check_nodes(load_graph(source), config.exclude_nodes)
     hardware = preflight(cpu_flags())
     activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
     weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     prepared = out_dir / "prepared.onnx"
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    prepared_graph = _graph(prepared)
+    prepared_graph = load_graph(prepared)
     excluded = sorted(
         set(config.exclude_nodes)
         | _activation_matmuls(prepared_graph)
@@ -281,7 +282,7 @@ class CalibrationReader:
 def quantized_share(path: Path) -> dict[str, Any]:
     """How many MatMul/Gemm/Attention nodes run in INT8: integer ops, or float ops whose weight comes
     from a DequantizeLinear (QDQ). The total counts every such node, activation x activation ones too."""
-    graph = _graph(path)
+    graph = load_graph(path)
     producers = {out: node.op_type for node in graph.node for out in node.output}
     counts = Counter(node.op_type for node in graph.node)
     int8 = sum(counts[op] for op in INT8_OPS)
@@ -319,13 +320,6 @@ def _source_model(artifact: ModelArtifact, step: str) -> Path:
     if artifact.details.get("precision", "fp32") != "fp32":
         raise OptbenchError(f"{step} needs an FP32 ONNX model, not {artifact.details['precision']}")
     return artifact.path / MODEL_FILE
-
-
-def _graph(path: Path) -> Any:
-    """The ONNX graph's structure (weights left on disk when stored externally)."""
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph
 
 
 def _check_nodes(graph: Any, names: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
+from optbench.onnx_graph import is_qdq, load_graph
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,9 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
             f"the tensorrt step builds engines from ONNX models, not {artifact.format} ones: "
             "put an onnx step (with fuse = false) before it in the recipe"
         )
-    graph = _graph(source)
+    graph = load_graph(source)
     check_parsable(graph)
-    explicit = is_qdq(artifact, graph)
+    explicit = is_qdq(graph)
     if explicit:
         check_symmetric_int8(graph)
         if config.precision != "int8":
@@ -267,12 +268,6 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
     return artifact.derive(out_dir, step=config.label, config=config_to_dict(config), format="trt", details=details)
 
 
-def _graph(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph
-
-
 def check_parsable(graph: Any) -> None:
     """Refuse operators TensorRT's ONNX parser does not know: onnxruntime's fused ones (com.microsoft
     domain, from the onnx step's fusion) and its integer ones (from quantize-dynamic)."""
@@ -289,12 +284,6 @@ def check_parsable(graph: Any) -> None:
             'cannot build: build from the onnx step\'s output with precision = "int8", or from a quantize-static '
             "(Q/DQ) model"
         )
-
-
-def is_qdq(artifact: ModelArtifact, graph: Any) -> bool:
-    """Whether the model is explicitly quantized: made by quantize-static, or holding QuantizeLinear nodes."""
-    made_by_static = bool(artifact.lineage) and artifact.lineage[-1].name == "quantize-static"
-    return made_by_static or any(n.op_type == "QuantizeLinear" for n in graph.node)
 
 
 def check_symmetric_int8(graph: Any) -> None:

@@ -1,0 +1,30 @@
+"""An ONNX model's structure, read without its weights: what the steps and runtimes check before they run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from optbench.errors import OptbenchError
+
+
+def load_graph(path: Path) -> Any:
+    """The graph of the ONNX file at `path` (weights stored outside the file stay on disk)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; re-run the onnx step")
+    try:
+        return onnx.load(str(path), load_external_data=False).graph
+    except (OSError, DecodeError) as exc:
+        raise OptbenchError(
+            f"cannot read the ONNX model {path} ({exc}): the file is damaged; delete it from the cache and re-run "
+            "the step that wrote it"
+        ) from exc
+
+
+def is_qdq(graph: Any) -> bool:
+    """Whether the model is explicitly quantized: QuantizeLinear nodes, as quantize-static and optimum's static
+    INT8 write them."""
+    return any(node.op_type == "QuantizeLinear" for node in graph.node)
