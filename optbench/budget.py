@@ -14,6 +14,8 @@ batch_size = 1                         # the shape the latency, speedup and memo
 seq_len = 128
 max_p50 = "10 ms"                      # also max_p99; units ms, s, us
 min_speedup = "6x"                     # against PyTorch eager FP32, same run
+min_speedup_vs_peer = "1.05x"          # against the run's fastest peer (optimum, torchao) at this shape
+peer_max_accuracy_drop = "1.0 points"  # which peers compete, and whether a variant may (default 1 point)
 max_memory = "1.5 GB"                  # peak RSS of the benchmark process; MB, MiB, GB, GiB
 max_size = "40 MB"                     # weight files on disk
 ```
@@ -29,6 +31,7 @@ from typing import Any
 
 from optbench.configs import check_keys
 from optbench.errors import OptbenchError
+from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Budget:
     batch_size: int | None
     seq_len: int | str | None
     limits: tuple[Limit, ...]
+    peer_budget_points: float = DEFAULT_BUDGET_POINTS  # the accuracy budget of min_speedup_vs_peer
 
 
 # unit (lower case) -> factor into the report's unit, per kind of quantity
@@ -68,11 +72,12 @@ LIMIT_UNITS: dict[str, tuple[dict[str, float], str]] = {
     "max_p50": (TIME, '"10 ms"'),
     "max_p99": (TIME, '"20 ms"'),
     "min_speedup": (TIMES, '"6x"'),
+    "min_speedup_vs_peer": (TIMES, '"1.05x"'),
     "max_memory": (SIZE, '"1.5 GB"'),
     "max_size": (SIZE, '"40 MB"'),
 }
-SHAPED = ("max_p50", "max_p99", "min_speedup", "max_memory")
-BUDGET_KEYS = ["name", "variants", "runtimes", "batch_size", "seq_len", *LIMIT_UNITS]
+SHAPED = ("max_p50", "max_p99", "min_speedup", "min_speedup_vs_peer", "max_memory")
+BUDGET_KEYS = ["name", "variants", "runtimes", "batch_size", "seq_len", "peer_max_accuracy_drop", *LIMIT_UNITS]
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
 
 
@@ -105,6 +110,7 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
         raise OptbenchError(f"{where} batch_size = {batch_size!r}: give a positive integer")
     if seq_len is not None and seq_len != "data" and (not isinstance(seq_len, int) or seq_len < 1):
         raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
+    peer_budget = entry.get("peer_max_accuracy_drop")
     return Budget(
         name=str(entry.get("name", where.rsplit(" ", 1)[-1])),
         variants=_patterns(entry, "variants", where),
@@ -112,6 +118,9 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
         batch_size=batch_size,
         seq_len=seq_len,
         limits=limits,
+        peer_budget_points=DEFAULT_BUDGET_POINTS
+        if peer_budget is None
+        else parse_amount("peer_max_accuracy_drop", peer_budget, POINTS, '"1.0 points"', where),
     )
 
 
@@ -127,6 +136,11 @@ def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
 def parse_limit(key: str, value: Any, where: str) -> Limit:
     """A limit's value with its unit, converted to the unit reports use."""
     units, example = LIMIT_UNITS[key]
+    return Limit(key, parse_amount(key, value, units, example, where), value)
+
+
+def parse_amount(key: str, value: Any, units: dict[str, float], example: str, where: str) -> float:
+    """A number with one of `units` (`value` as written), in the unit reports use."""
     if not isinstance(value, str):
         raise OptbenchError(f"{where} {key} = {value!r} has no unit: write it with one, e.g. {key} = {example}")
     match = _AMOUNT.match(value)
@@ -137,4 +151,4 @@ def parse_limit(key: str, value: Any, where: str) -> Limit:
         raise OptbenchError(
             f"{where} {key} = {value!r}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
         )
-    return Limit(key, number * units[unit], value)
+    return number * units[unit]

@@ -29,6 +29,7 @@ DISPLAY = {
     "max_p50": (" ms", 1.0),
     "max_p99": (" ms", 1.0),
     "min_speedup": ("x", 1.0),
+    "min_speedup_vs_peer": ("x", 1.0),
     "max_memory": (" MiB", 1.0),
     "max_size": (" MiB", 1.0),
 }
@@ -47,11 +48,13 @@ class Check:
     low: float | None
     high: float | None
     verdict: Verdict
+    against: str = ""  # what a relative figure was measured against, when the run chose it (the fastest peer)
 
     @property
     def reason(self) -> str:
         """One line: what was measured against what."""
         where = f"{self.variant} on {self.runtime}" + (f" at {self.shape}" if self.shape else "")
+        where += f" against {self.against}" if self.against else ""
         if self.value is None:
             return f"{where}: {self.limit.key} cannot be checked: {self.shape or 'no report matches'}"
         unit, scale = DISPLAY[self.limit.key]
@@ -82,7 +85,11 @@ def evaluate(budgets: list[Budget], reports: list[Report]) -> list[Check]:
                 for limit in budget.limits
             ]
         for report in chosen:
-            checks += [_check(budget, limit, report, reports) for limit in budget.limits]
+            checks += [
+                _check(budget, limit, report, reports)
+                for limit in budget.limits
+                if not (limit.key == "min_speedup_vs_peer" and report.peer)  # peers are the bar, not gated
+            ]
     return checks
 
 
@@ -100,11 +107,58 @@ def _selects(budget: Budget, report: Report) -> bool:
 def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
     runtime = _runtime(report).label
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
+    if limit.key == "min_speedup_vs_peer":
+        return _speedup_vs_peer(budget, limit, report, run)
     figure = _figure(limit.key, report, budget, run)
     if figure is None:
         return Check(budget.name, report.variant, runtime, limit, f"not measured at {shape}", None, None, None, "fail")
     value, low, high = figure
     return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict(limit, low, high))
+
+
+def _speedup_vs_peer(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
+    """The fastest peer's p50 over this variant's, at the budget's shape on the same machine and device, among
+    the peers within the peer accuracy budget (as the report's `speedup_vs_peer`); the interval combines both
+    p50 intervals. A variant beyond that budget, or a run without such a peer, cannot be checked: fail."""
+    runtime = _runtime(report).label
+    shape = f"batch {budget.batch_size} x {budget.seq_len}"
+    points = f"{budget.peer_budget_points:g} points"
+
+    def unchecked(why: str) -> Check:
+        return Check(budget.name, report.variant, runtime, limit, why, None, None, None, "fail")
+
+    own = _at(report, budget.batch_size, budget.seq_len)
+    if own is None:
+        return unchecked(f"not measured at {shape}")
+    if report.drop.points > budget.peer_budget_points:
+        return unchecked(f"its accuracy drop {report.drop.points:.2f} points is beyond the peer budget of {points}")
+    place = (report.environment.get("machine"), report.runtime.get("device"))
+    peers = [
+        (measurement, peer)
+        for peer in run
+        if peer.peer
+        and peer.drop.points <= budget.peer_budget_points
+        and (peer.environment.get("machine"), peer.runtime.get("device")) == place
+        and (measurement := _at(peer, budget.batch_size, budget.seq_len)) is not None
+    ]
+    if not peers:
+        return unchecked(f"no peer within {points} was measured at {shape} on this machine and device")
+    fastest, peer = min(peers, key=lambda pair: pair[0].latency.p50_ms)
+    theirs, ours = fastest.latency, own.latency
+    value = theirs.p50_ms / ours.p50_ms
+    low, high = theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
+    return Check(
+        budget.name,
+        report.variant,
+        runtime,
+        limit,
+        shape,
+        value,
+        low,
+        high,
+        verdict(limit, low, high),
+        against=f"{peer.variant} on {_runtime(peer).label}",
+    )
 
 
 def verdict(limit: Limit, low: float, high: float) -> Verdict:

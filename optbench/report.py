@@ -160,6 +160,11 @@ class Report:
         return self.artifact["variant"]
 
     @property
+    def peer(self) -> bool:
+        """Whether a peer's pipeline (optimum, torchao) made this variant."""
+        return is_peer(step["name"] for step in self.artifact.get("lineage", []))
+
+    @property
     def file_name(self) -> str:
         """`<variant>.<runtime label>.json` (`baseline.torch-cpu-fp32-compile.json`), with `@<machine>` before
         `.json` for reports measured on the nodes of a distributed executor (a run may then hold one per node)."""
@@ -205,7 +210,7 @@ class Report:
         startup = self.runtime.get("startup") or {}
         common = {
             "variant": self.variant,
-            "peer": is_peer(step["name"] for step in self.artifact.get("lineage", [])),
+            "peer": self.peer,
             "fastest_peer": None,  # these three compare reports with each other: to_frame fills them in
             "fastest_peer_p50_ms": None,
             "speedup_vs_peer": None,

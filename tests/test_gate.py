@@ -14,6 +14,7 @@ from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
 from optbench.report import Report, write_report
+from optbench.runtimes import RuntimeSpec
 
 SHAPE = "batch_size = 1\nseq_len = 128\n"
 
@@ -213,6 +214,68 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2
 
 
+# --- against the peers -----------------------------------------------------------------------------------
+
+
+def _peers_run() -> list[Report]:
+    """Ours at 20 ms (drop 0.5), peers at 25 ms (drop 0.2), 10 ms (drop 2.0) and 700 ms (drop 0), one shape."""
+    ort = RuntimeSpec("onnxruntime")
+
+    def at(steps: tuple[str, ...], p50: float, drop: float, runtime: RuntimeSpec = ort) -> Report:
+        report = with_figures(make_report(steps, runtime=runtime, shapes=((1, 128),)), p50_ms=p50, spread_ms=p50 / 50)
+        return with_drop(report, drop, drop - 0.5, drop + 0.5)
+
+    return [
+        at((), 40, 0.0, RuntimeSpec("torch")),
+        at(("onnx", "quantize-dynamic"), 20, 0.5),
+        at(("peer-optimum",), 25, 0.2),
+        at(("peer-optimum-lossy",), 10, 2.0),
+        at(("peer-torchao",), 700, 0.0, RuntimeSpec("torch")),
+    ]
+
+
+PEER_BUDGET = f'[[budget]]\nvariants = ["*"]\n{SHAPE}min_speedup_vs_peer = "1.1x"\n'
+
+
+def test_speedup_vs_the_fastest_peer_within_the_accuracy_budget(tmp_path: Path) -> None:
+    checks = {c.variant: c for c in _checks(PEER_BUDGET, _peers_run(), tmp_path)}
+    assert set(checks) == {"baseline", "baseline+onnx+quantize-dynamic"}  # peers are the bar, not gated
+    ours = checks["baseline+onnx+quantize-dynamic"]
+    assert ours.against == "baseline+peer-optimum on onnxruntime-cpu-fp32"  # the 10 ms peer dropped 2 points
+    assert ours.value == pytest.approx(25 / 20) and ours.low < 1.25 < ours.high and ours.verdict == "pass"
+    assert ours.reason.startswith(
+        "baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32 at batch 1 x 128 against baseline+peer-optimum on "
+        "onnxruntime-cpu-fp32: min_speedup_vs_peer 1.25x"
+    )
+    assert checks["baseline"].value == pytest.approx(25 / 40) and checks["baseline"].verdict == "fail"
+
+
+def test_a_wider_peer_budget_lets_the_lossy_peer_set_the_bar(tmp_path: Path) -> None:
+    budget = PEER_BUDGET + 'peer_max_accuracy_drop = "2.5 points"\n'
+    checks = {c.variant: c for c in _checks(budget, _peers_run(), tmp_path)}
+    ours = checks["baseline+onnx+quantize-dynamic"]
+    assert ours.value == pytest.approx(10 / 20) and ours.verdict == "fail"
+    assert ours.against == "baseline+peer-optimum-lossy on onnxruntime-cpu-fp32"
+
+
+def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(tmp_path: Path) -> None:
+    budget = PEER_BUDGET + 'peer_max_accuracy_drop = "0.3 points"\n'
+    checks = {c.variant: c for c in _checks(budget, _peers_run(), tmp_path)}
+    ours = checks["baseline+onnx+quantize-dynamic"]
+    assert ours.verdict == "fail" and ours.value is None
+    assert "its accuracy drop 0.50 points is beyond the peer budget of 0.3 points" in ours.reason
+    without_peers = [r for r in _peers_run() if not r.peer]
+    (ours,) = [c for c in _checks(PEER_BUDGET, without_peers, tmp_path) if c.variant != "baseline"]
+    assert ours.verdict == "fail" and "no peer within 1 points was measured at batch 1 x 128" in ours.reason
+
+
+def test_peer_budget_needs_a_unit_and_a_shape(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r'peer_max_accuracy_drop = 1 has no unit: .*"1.0 points"'):
+        load_budgets(_budget(PEER_BUDGET + "peer_max_accuracy_drop = 1\n", tmp_path))
+    with pytest.raises(OptbenchError, match=r"\['min_speedup_vs_peer'\] hold at one shape"):
+        load_budgets(_budget('[[budget]]\nmin_speedup_vs_peer = "1x"\n', tmp_path))
+
+
 # --- the committed budgets and run ----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +291,17 @@ def test_the_committed_run_passes_the_committed_budgets(capsys) -> None:
     assert main(["gate", "--budget", str(BUDGETS), str(REPO / "results" / "all")]) == 0
     out = capsys.readouterr().out
     assert f"PASS         shippable chain: {CHAIN} on onnxruntime-cpu-fp32 at batch 1 x 128: min_speedup" in out
+
+
+def test_the_committed_peers_run_passes_the_peer_budget(capsys) -> None:
+    budgets = REPO / "recipes" / "budgets-peers.toml"
+    assert main(["gate", "--budget", str(budgets), str(REPO / "results" / "peers")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "PASS         ahead of the peers: baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32 at batch 1 x 128 "
+        in out
+    )
+    assert "against baseline+optimum-int8-static on onnxruntime-cpu-fp32: min_speedup_vs_peer" in out
 
 
 def test_a_variant_that_breaks_the_chain_budget_fails_it(tmp_path: Path, capsys) -> None:

@@ -157,5 +157,5 @@ def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="does not exist: the artifact has no ONNX model"):
         load_graph(tmp_path / "model.onnx")
     (tmp_path / "model.onnx").write_bytes(b"\x0a\xff damaged")
-    with pytest.raises(OptbenchError, match="model.onnx .*the file is damaged; delete it from the cache"):
+    with pytest.raises(OptbenchError, match=r"model\.onnx .*the file is damaged; delete it from the cache"):
         load_graph(tmp_path / "model.onnx")
