@@ -108,30 +108,30 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     runtime = _runtime(report).label
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
     if limit.key == "min_speedup_vs_peer":
-        return _speedup_vs_peer(budget, limit, report, run)
-    figure = _figure(limit.key, report, budget, run)
-    if figure is None:
-        return Check(budget.name, report.variant, runtime, limit, f"not measured at {shape}", None, None, None, "fail")
-    value, low, high = figure
-    return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict(limit, low, high))
+        outcome = _speedup_vs_peer(report, budget, run, shape)
+    else:
+        figure = _figure(limit.key, report, budget, run)
+        outcome = f"not measured at {shape}" if figure is None else (figure, "")
+    if isinstance(outcome, str):  # why the figure cannot be had
+        return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail")
+    (value, low, high), against = outcome
+    return Check(
+        budget.name, report.variant, runtime, limit, shape, value, low, high, verdict(limit, low, high), against
+    )
 
 
-def _speedup_vs_peer(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
-    """The fastest peer's p50 over this variant's, at the budget's shape on the same machine and device, among
-    the peers within the peer accuracy budget (as the report's `speedup_vs_peer`); the interval combines both
-    p50 intervals. A variant beyond that budget, or a run without such a peer, cannot be checked: fail."""
-    runtime = _runtime(report).label
-    shape = f"batch {budget.batch_size} x {budget.seq_len}"
+def _speedup_vs_peer(
+    report: Report, budget: Budget, run: list[Report], shape: str
+) -> tuple[tuple[float, float, float], str] | str:
+    """The fastest peer's p50 over this variant's with its interval, and that peer; as the report's
+    `speedup_vs_peer`, among the peers within the peer accuracy budget at the budget's shape on the same machine
+    and device. Why it cannot be had (not measured, beyond the budget, no such peer) otherwise."""
     points = f"{budget.peer_budget_points:g} points"
-
-    def unchecked(why: str) -> Check:
-        return Check(budget.name, report.variant, runtime, limit, why, None, None, None, "fail")
-
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
-        return unchecked(f"not measured at {shape}")
+        return f"not measured at {shape}"
     if report.drop.points > budget.peer_budget_points:
-        return unchecked(f"its accuracy drop {report.drop.points:.2f} points is beyond the peer budget of {points}")
+        return f"its accuracy drop {report.drop.points:.2f} points is beyond the peer budget of {points}"
     place = (report.environment.get("machine"), report.runtime.get("device"))
     peers = [
         (measurement, peer)
@@ -142,23 +142,10 @@ def _speedup_vs_peer(budget: Budget, limit: Limit, report: Report, run: list[Rep
         and (measurement := _at(peer, budget.batch_size, budget.seq_len)) is not None
     ]
     if not peers:
-        return unchecked(f"no peer within {points} was measured at {shape} on this machine and device")
+        return f"no peer within {points} was measured at {shape} on this machine and device"
     fastest, peer = min(peers, key=lambda pair: pair[0].latency.p50_ms)
-    theirs, ours = fastest.latency, own.latency
-    value = theirs.p50_ms / ours.p50_ms
-    low, high = theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
-    return Check(
-        budget.name,
-        report.variant,
-        runtime,
-        limit,
-        shape,
-        value,
-        low,
-        high,
-        verdict(limit, low, high),
-        against=f"{peer.variant} on {_runtime(peer).label}",
-    )
+    value = fastest.latency.p50_ms / own.latency.p50_ms
+    return (value, *_ratio_interval(fastest, own)), f"{peer.variant} on {_runtime(peer).label}"
 
 
 def verdict(limit: Limit, low: float, high: float) -> Verdict:
@@ -207,8 +194,13 @@ def _speedup(
     ref = _at(reference, budget.batch_size, budget.seq_len) if reference else None
     if ref is None:
         return speedup, speedup, speedup
-    own = measurement.latency
-    return speedup, ref.latency.p50_ci_low / own.p50_ci_high, ref.latency.p50_ci_high / own.p50_ci_low
+    return speedup, *_ratio_interval(ref, measurement)
+
+
+def _ratio_interval(reference: Measurement, own: Measurement) -> tuple[float, float]:
+    """The interval of reference p50 / own p50 that both p50 intervals allow."""
+    theirs, ours = reference.latency, own.latency
+    return theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
 
 
 def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:

@@ -13,8 +13,7 @@ def load_graph(path: Path) -> Any:
     import onnx
     from google.protobuf.message import DecodeError
 
-    if not path.is_file():
-        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; re-run the onnx step")
+    require_model_file(path)
     try:
         return onnx.load(str(path), load_external_data=False).graph
     except (OSError, DecodeError) as exc:
@@ -22,6 +21,12 @@ def load_graph(path: Path) -> Any:
             f"cannot read the ONNX model {path} ({exc}): the file is damaged; delete it from the cache and re-run "
             "the step that wrote it"
         ) from exc
+
+
+def require_model_file(path: Path) -> None:
+    """Refuse an artifact whose ONNX file is missing, naming the fix."""
+    if not path.is_file():
+        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; re-run the onnx step")
 
 
 def is_qdq(graph: Any) -> bool:

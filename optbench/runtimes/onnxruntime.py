@@ -15,7 +15,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
-from optbench.onnx_graph import is_qdq, load_graph
+from optbench.onnx_graph import is_qdq, load_graph, require_model_file
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def open_session(
     if profile_dir is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_dir / "ort-profile")
-    if not path.is_file():
-        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; re-run the onnx step")
+    require_model_file(path)
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
