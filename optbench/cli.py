@@ -16,7 +16,9 @@ from optbench import __version__
 from optbench.errors import OptbenchError
 
 if TYPE_CHECKING:
-    from optbench.report import FailedJob
+    import pandas as pd
+
+    from optbench.report import FailedJob, Report
 
 log = logging.getLogger("optbench")
 
@@ -120,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
         "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0)",
     )
+    report.add_argument(
+        "--against",
+        metavar="ROW",
+        help="add speedup_vs: each row's speedup over ROW of the same run, machine and shape, written "
+        "VARIANT[/RUNTIME[/DEVICE[/PRECISION]]] as the table's columns show them, e.g. baseline/torch/cuda/fp32 "
+        "for a GPU run, baseline+onnx/onnxruntime to see what quantizing the export bought (speedup_p50 stays "
+        "against PyTorch eager FP32 on the CPU)",
+    )
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser(
@@ -219,7 +229,7 @@ def _points(text: str) -> float:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_failures, load_reports, render, to_frame
+    from optbench.report import load_failures, load_reports, render
 
     reports = [report for path in args.paths for report in load_reports(path)]
     if not reports:
@@ -230,20 +240,36 @@ def _report(args: argparse.Namespace) -> int:
 
         if args.format == "html":
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
+        if args.against:
+            raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output)
     elif args.format == "html":
         from optbench.html_report import parse_shape, write_html
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
-        for path in write_html(to_frame(reports, args.peer_budget), args.output, parse_shape(args.shape)):
+        for path in write_html(_table(reports, args), args.output, parse_shape(args.shape)):
             print(f"wrote {path}")
     else:
-        _emit(render(to_frame(reports, args.peer_budget), args.format), args.output)
+        _emit(render(_table(reports, args), args.format), args.output)
     failed = [failure for path in args.paths for failure in load_failures(path)]
     if failed:
         print(_failure_lines(failed), file=sys.stderr)
     return 0
+
+
+def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
+    """The reports' table, with speedup_vs when --against chose a row."""
+    from optbench.relative_speedup import RowChoice, add_speedup_vs, row_names
+    from optbench.report import to_frame
+
+    frame = to_frame(reports, args.peer_budget)
+    if not args.against:
+        return frame
+    choice = RowChoice.parse(args.against)
+    if not choice.matches(frame).any():
+        raise OptbenchError(f"--against {choice.text}: no row of these reports is that; give one of {row_names(frame)}")
+    return add_speedup_vs(frame, choice)
 
 
 def _compare(args: argparse.Namespace) -> int:

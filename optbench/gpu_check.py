@@ -18,19 +18,23 @@ from pathlib import Path
 from optbench.atomic import write_text_atomic
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
+from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.runtimes import RuntimeSpec
 
 log = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+GPU_REFERENCE = RowChoice.parse("baseline/torch/cuda/fp32")  # speedup_vs: the GPU paths against PyTorch on CUDA
 CHECK_FILE = "gpu-check.md"
 TABLE_COLUMNS = [
     "variant",
     "runtime",
+    "device",
     "precision_mode",
     "batch_size",
     "p50_ms",
     "speedup_p50",
+    "speedup_vs",
     "accuracy_drop",
     "gpu_peak_reserved_mb",
     "gpu_process_mb",
@@ -141,7 +145,7 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
         status = status or (1 if failed else 0)
         write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
         folders.append(folder)
-    frame = to_frame([report for folder in folders for report in load_reports(folder)])
+    frame = add_speedup_vs(to_frame([report for folder in folders for report in load_reports(folder)]), GPU_REFERENCE)
     print("\n".join(markdown_table(frame, TABLE_COLUMNS)))
     print("\n".join(f"written: {folder / CHECK_FILE}" for folder in folders))
     return status

@@ -102,8 +102,9 @@ MARKDOWN_COLUMNS = [
 ]
 # Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
 # compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
-# the fastest peer within the accuracy budget (runs with peer variants).
-OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer"]
+# the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
+# reader chose (`optbench report --against`, optbench/relative_speedup.py).
+OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer", "speedup_vs"]
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,7 @@ def _markdown(frame: pd.DataFrame) -> str:
         lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group))]
         lines.append("")
         lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
+        lines += _speedup_vs_lines(group)
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
         lines += [""] if len(warned) else []
@@ -403,7 +405,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def shown_columns(run: pd.DataFrame) -> list[str]:
     """The columns a run's table shows people: the standard ones, and the optional ones the run has."""
-    return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if run[c].notna().any()]
+    return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
 
 
 def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
@@ -415,6 +417,14 @@ def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
         for b, s, peer, p50 in bars.drop_duplicates().itertuples(index=False)
     ]
     return [*lines, ""] if lines else []
+
+
+def _speedup_vs_lines(group: pd.DataFrame) -> list[str]:
+    """Under a run's table: the row every speedup_vs is measured against."""
+    chosen = group["speedup_vs_row"].dropna().unique() if "speedup_vs_row" in group else []
+    if not len(chosen):
+        return []
+    return [f"- **speedup_vs**: against {', '.join(chosen)} at the same shape (its p50 over each row's)", ""]
 
 
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -438,7 +448,7 @@ def format_cell(column: str, row: pd.Series) -> str:
         return f"{value:+.2f}{interval}"
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
-    if column in ("speedup_p50", "speedup_vs_peer"):
+    if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
         return f"{value:.2f}x"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from report_fixtures import make_report, with_figures
 
 from optbench.gpu_check import RECIPES, Capability, main, plan_recipe, probe, runnable, summary
-from optbench.recipe import load_recipe
+from optbench.recipe import Recipe, load_recipe
+from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
 
 
@@ -67,3 +69,36 @@ def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path: Path, capsys: pyt
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 2
     assert "no CUDA GPU visible to torch" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check's own flow, with the GPU faked: a probe that finds torch on CUDA only, and recipe runs that
+    write made-up reports for the runtimes they were given."""
+    p50 = {"cpu": 40.0, "fp32": 4.0, "fp16": 1.6, "bf16": 1.6}
+
+    def fake_run(recipe: Recipe, results: Path, cache: Path) -> Path:
+        folder = results / recipe.name / "20261130T031500Z-3f9a"
+        for spec in recipe.bench.runtimes:
+            report = make_report(runtime=spec, recipe=recipe.name)
+            write_report(with_figures(report, p50_ms=p50["cpu" if spec.device == "cpu" else spec.precision]), folder)
+        return folder
+
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "skipping gpu-tensorrt.toml: TensorRT is not installed" in out
+    header, _, *rows = [line for line in out.splitlines() if line.startswith("| ")]
+    speedup_vs = header.split(" | ").index("speedup_vs")
+    cells = [row.split(" | ") for row in rows]  # variant, runtime, device, precision_mode, batch_size, ...
+    by_place = {(c[2], c[3]): c[speedup_vs] for c in cells if c[1] == "torch" and c[4] == "1"}
+    assert by_place == {
+        ("cpu", "fp32"): "0.10x",
+        ("cuda", "fp32"): "1.00x",
+        ("cuda", "fp16"): "2.50x",
+        ("cuda", "bf16"): "2.50x",
+    }
+    check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
+    assert "- onnxruntime-cuda-fp32: missing: needs ort-cuda" in check

@@ -1,0 +1,71 @@
+"""Each row's speedup over one chosen row of the same run, machine and shape.
+
+`speedup_p50` is always against the run's reference, PyTorch eager FP32 on the CPU. To read a GPU run
+against PyTorch on CUDA, or a quantized ONNX model against its FP32 export, choose that row instead:
+`baseline/torch/cuda/fp32` or `baseline+onnx/onnxruntime` (VARIANT[/RUNTIME[/DEVICE[/PRECISION]]],
+the table's variant, runtime, device and precision_mode columns; parts left out match anything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from optbench.errors import OptbenchError
+
+KEY_COLUMNS = ("variant", "runtime", "device", "precision_mode")
+GROUP = ["recipe", "run_id", "machine", "batch_size", "seq_len"]
+
+
+@dataclass(frozen=True)
+class RowChoice:
+    """Which row every other row is compared with: a variant, and optionally its runtime, device, precision."""
+
+    parts: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> RowChoice:
+        parts = tuple(part.strip() for part in text.split("/"))
+        if not 1 <= len(parts) <= len(KEY_COLUMNS) or not all(parts):
+            raise OptbenchError(
+                f"cannot read the row {text!r}: write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]], "
+                "e.g. baseline/torch/cuda/fp32"
+            )
+        return cls(parts)
+
+    @property
+    def text(self) -> str:
+        return "/".join(self.parts)
+
+    def matches(self, frame: pd.DataFrame) -> pd.Series:
+        """Which rows of `frame` this choice names."""
+        chosen = pd.Series(True, index=frame.index)
+        for column, part in zip(KEY_COLUMNS, self.parts, strict=False):
+            chosen &= frame[column].astype(str) == part
+        return chosen
+
+
+def row_names(frame: pd.DataFrame) -> list[str]:
+    """Every row of `frame` written the way a RowChoice reads it, once each."""
+    return sorted({"/".join(str(v) for v in key) for key in frame[list(KEY_COLUMNS)].itertuples(index=False)})
+
+
+def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
+    """`frame` with `speedup_vs` (the chosen row's p50 over each row's, in the same run, machine and shape)
+    and `speedup_vs_row` (the chosen row's full name) filled in where that group has the chosen row."""
+    frame = frame.copy()
+    frame["speedup_vs"] = float("nan")
+    frame["speedup_vs_row"] = pd.Series(None, index=frame.index, dtype=object)
+    chosen = choice.matches(frame)
+    for _, group in frame.groupby(GROUP, sort=False, dropna=False):
+        bar = group[chosen[group.index]]
+        if len(bar) > 1:
+            raise OptbenchError(
+                f"the row {choice.text!r} names {len(bar)} rows of one run and shape: {row_names(bar)}; "
+                "give more of VARIANT/RUNTIME/DEVICE/PRECISION"
+            )
+        if len(bar) == 1:
+            frame.loc[group.index, "speedup_vs"] = bar["p50_ms"].iloc[0] / group["p50_ms"]
+            frame.loc[group.index, "speedup_vs_row"] = row_names(bar)[0]
+    return frame

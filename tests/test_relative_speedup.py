@@ -1,0 +1,87 @@
+"""speedup_vs: each row against a row the reader chose, in the table and on the command line."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_fixtures import make_report, with_figures
+
+from optbench.cli import main
+from optbench.errors import OptbenchError
+from optbench.relative_speedup import RowChoice, add_speedup_vs
+from optbench.report import render, to_frame, write_report
+from optbench.runtimes import RuntimeSpec
+
+CUDA_FP32 = RuntimeSpec("torch", "cuda", "fp32")
+CUDA_FP16 = RuntimeSpec("torch", "cuda", "fp16")
+
+
+def _gpu_run(run_id: str = "20261130T031500Z-3f9a") -> list:
+    """A run as the GPU recipe writes one: the CPU reference, and the baseline on CUDA at FP32 and FP16."""
+    return [
+        with_figures(make_report(run_id=run_id), p50_ms=40.0),
+        with_figures(make_report(runtime=CUDA_FP32, run_id=run_id), p50_ms=4.0),
+        with_figures(make_report(runtime=CUDA_FP16, run_id=run_id), p50_ms=1.6),
+    ]
+
+
+def _by_precision(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["batch_size"] == 1].set_index(["device", "precision_mode"])
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [("baseline", ("baseline",)), (" baseline+onnx / onnxruntime ", ("baseline+onnx", "onnxruntime"))],
+)
+def test_a_row_is_read_from_its_columns(text: str, parts: tuple[str, ...]) -> None:
+    assert RowChoice.parse(text).parts == parts
+
+
+@pytest.mark.parametrize("text", ["", "baseline//cuda", "a/b/c/d/e"])
+def test_an_unreadable_row_says_how_to_write_one(text: str) -> None:
+    with pytest.raises(OptbenchError, match=r"VARIANT\[/RUNTIME\[/DEVICE\[/PRECISION\]\]\]"):
+        RowChoice.parse(text)
+
+
+def test_every_row_is_measured_against_the_chosen_row_at_its_shape() -> None:
+    frame = add_speedup_vs(to_frame(_gpu_run()), RowChoice.parse("baseline/torch/cuda/fp32"))
+    rows = _by_precision(frame)
+    assert rows.loc[("cuda", "fp16"), "speedup_vs"] == pytest.approx(2.5, rel=0.02)
+    assert rows.loc[("cuda", "fp32"), "speedup_vs"] == 1.0
+    assert rows.loc[("cpu", "fp32"), "speedup_vs"] == pytest.approx(0.1, rel=0.02)
+    assert set(frame["speedup_vs_row"]) == {"baseline/torch/cuda/fp32"}
+    table = render(frame, "md")
+    assert "| speedup_vs |" in table.splitlines()[2]
+    assert "- **speedup_vs**: against baseline/torch/cuda/fp32 at the same shape" in table
+
+
+def test_runs_without_the_chosen_row_get_none_and_the_table_hides_the_column() -> None:
+    other_run = [with_figures(make_report(run_id="20261130T041500Z-aaaa"), p50_ms=40.0)]
+    frame = add_speedup_vs(to_frame(_gpu_run() + other_run), RowChoice.parse("baseline/torch/cuda/fp32"))
+    assert frame.loc[frame["run_id"] == "20261130T041500Z-aaaa", "speedup_vs"].isna().all()
+    assert frame.loc[frame["run_id"] != "20261130T041500Z-aaaa", "speedup_vs"].notna().all()
+    other_table = render(frame, "md").split("run 20261130T041500Z-aaaa")[1]
+    assert "speedup_vs" not in other_table
+
+
+def test_a_choice_that_names_two_rows_of_one_shape_is_refused() -> None:
+    with pytest.raises(OptbenchError, match=r"names 2 rows .*baseline/torch/cuda/fp16.*baseline/torch/cuda/fp32"):
+        add_speedup_vs(to_frame(_gpu_run()), RowChoice.parse("baseline/torch/cuda"))
+
+
+def test_report_against_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for report in _gpu_run():
+        write_report(report, tmp_path)
+    assert main(["report", str(tmp_path), "--format", "csv", "--against", "baseline/torch/cuda/fp16"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert _by_precision(frame).loc[("cuda", "fp32"), "speedup_vs"] == pytest.approx(0.4, rel=0.02)
+
+    assert main(["report", str(tmp_path), "--against", "baseline/onnxruntime"]) == 2
+    err = capsys.readouterr().err
+    assert "no row of these reports is that; give one of" in err and "'baseline/torch/cuda/fp16'" in err
+    assert main(["report", str(tmp_path), "--against", "a/b/c/d/e"]) == 2
+    assert main(["report", str(tmp_path), "--by-machine", "--against", "baseline"]) == 2
+    assert "drop one of them" in capsys.readouterr().err
