@@ -13,7 +13,8 @@ variants = ["baseline+*+quantize-dynamic"]
 batch_size = 1                         # the shape the latency, speedup and memory limits hold at
 seq_len = 128
 max_p50 = "10 ms"                      # also max_p99; units ms, s, us
-min_speedup = "6x"                     # against PyTorch eager FP32, same run
+min_speedup = "6x"                     # against PyTorch eager FP32 on the CPU, same run
+speedup_against = "baseline+onnx/onnxruntime"  # or against this row of the run (optbench report --against)
 min_speedup_vs_peer = "1.05x"          # against the run's fastest peer (optimum, torchao) at this shape
 peer_max_accuracy_drop = "1.0 points"  # which peers compete, and whether a variant may (default 1 point)
 max_memory = "1.5 GB"                  # peak RSS of the benchmark process; MB, MiB, GB, GiB
@@ -32,6 +33,7 @@ from typing import Any
 from optbench.configs import check_keys
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
+from optbench.relative_speedup import RowChoice
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Budget:
     seq_len: int | str | None
     limits: tuple[Limit, ...]
     peer_budget_points: float = DEFAULT_BUDGET_POINTS  # the accuracy budget of min_speedup_vs_peer
+    speedup_against: RowChoice | None = None  # min_speedup against this row of the run, not the reference
 
 
 # unit (lower case) -> factor into the report's unit, per kind of quantity
@@ -77,7 +80,16 @@ LIMIT_UNITS: dict[str, tuple[dict[str, float], str]] = {
     "max_size": (SIZE, '"40 MB"'),
 }
 SHAPED = ("max_p50", "max_p99", "min_speedup", "min_speedup_vs_peer", "max_memory")
-BUDGET_KEYS = ["name", "variants", "runtimes", "batch_size", "seq_len", "peer_max_accuracy_drop", *LIMIT_UNITS]
+BUDGET_KEYS = [
+    "name",
+    "variants",
+    "runtimes",
+    "batch_size",
+    "seq_len",
+    "peer_max_accuracy_drop",
+    "speedup_against",
+    *LIMIT_UNITS,
+]
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
 
 
@@ -111,6 +123,12 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
     if seq_len is not None and seq_len != "data" and (not isinstance(seq_len, int) or seq_len < 1):
         raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
     peer_budget = entry.get("peer_max_accuracy_drop")
+    against = entry.get("speedup_against")
+    if against is not None and (not isinstance(against, str) or "min_speedup" not in entry):
+        raise OptbenchError(
+            f"{where} speedup_against = {against!r}: it names the row min_speedup is measured against, as a "
+            'string (speedup_against = "baseline/torch/cuda/fp32") beside a min_speedup'
+        )
     return Budget(
         name=str(entry.get("name", where.rsplit(" ", 1)[-1])),
         variants=_patterns(entry, "variants", where),
@@ -121,7 +139,15 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
         peer_budget_points=DEFAULT_BUDGET_POINTS
         if peer_budget is None
         else parse_amount("peer_max_accuracy_drop", peer_budget, POINTS, '"1.0 points"', where),
+        speedup_against=None if against is None else _row(against, where),
     )
+
+
+def _row(text: str, where: str) -> RowChoice:
+    try:
+        return RowChoice.parse(text)
+    except OptbenchError as exc:
+        raise OptbenchError(f"{where} speedup_against: {exc}") from exc
 
 
 def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import Literal
 from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, Budget, Limit
 from optbench.errors import OptbenchError
+from optbench.relative_speedup import RowChoice
 from optbench.report import Measurement, Report
 from optbench.runtimes import RuntimeSpec
 
@@ -48,15 +49,15 @@ class Check:
     low: float | None
     high: float | None
     verdict: Verdict
-    against: str = ""  # what a relative figure was measured against, when the run chose it (the fastest peer)
+    against: str = ""  # what a relative figure was measured against: the fastest peer, or speedup_against's row
 
     @property
     def reason(self) -> str:
         """One line: what was measured against what."""
-        where = f"{self.variant} on {self.runtime}" + (f" at {self.shape}" if self.shape else "")
-        where += f" against {self.against}" if self.against else ""
-        if self.value is None:
+        where = f"{self.variant} on {self.runtime}"
+        if self.value is None:  # then `shape` says why
             return f"{where}: {self.limit.key} cannot be checked: {self.shape or 'no report matches'}"
+        where += (f" at {self.shape}" if self.shape else "") + (f" against {self.against}" if self.against else "")
         unit, scale = DISPLAY[self.limit.key]
         figure = f"{self.value * scale:.4g}{unit}"
         if self.low is not None and self.high is not None and self.low != self.high:
@@ -109,6 +110,8 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
     if limit.key == "min_speedup_vs_peer":
         outcome = _speedup_vs_peer(report, budget, run, shape)
+    elif limit.key == "min_speedup" and budget.speedup_against is not None:
+        outcome = _speedup_against(report, budget.speedup_against, budget, run, shape)
     else:
         figure = _figure(limit.key, report, budget, run)
         outcome = f"not measured at {shape}" if figure is None else (figure, "")
@@ -146,6 +149,29 @@ def _speedup_vs_peer(
     fastest, peer = min(peers, key=lambda pair: pair[0].latency.p50_ms)
     value = fastest.latency.p50_ms / own.latency.p50_ms
     return (value, *_ratio_interval(fastest, own)), f"{peer.variant} on {_runtime(peer).label}"
+
+
+def _speedup_against(
+    report: Report, choice: RowChoice, budget: Budget, run: list[Report], shape: str
+) -> tuple[tuple[float, float, float], str] | str:
+    """The chosen row's p50 over this variant's with its interval, at the budget's shape on the same machine;
+    why it cannot be had (not measured, no such row, more than one) otherwise."""
+    own = _at(report, budget.batch_size, budget.seq_len)
+    if own is None:
+        return f"not measured at {shape}"
+    machine = report.environment.get("machine")
+    rows = [
+        (measurement, other)
+        for other in run
+        if choice.names(other.key)
+        and other.environment.get("machine") == machine
+        and (measurement := _at(other, budget.batch_size, budget.seq_len)) is not None
+    ]
+    if len(rows) != 1:
+        found = "no row" if not rows else f"{len(rows)} rows ({', '.join(sorted('/'.join(r.key) for _, r in rows))})"
+        return f"speedup_against {choice.text!r} names {found} measured at {shape} on this machine"
+    ((theirs, chosen),) = rows
+    return (theirs.latency.p50_ms / own.latency.p50_ms, *_ratio_interval(theirs, own)), "/".join(chosen.key)
 
 
 def verdict(limit: Limit, low: float, high: float) -> Verdict:

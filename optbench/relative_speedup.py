@@ -38,17 +38,22 @@ class RowChoice:
     def text(self) -> str:
         return "/".join(self.parts)
 
+    def names(self, key: tuple[str, ...]) -> bool:
+        """Whether this choice names the row with this (variant, runtime, device, precision)."""
+        return all(str(value) == part for value, part in zip(key, self.parts, strict=False))
+
     def matches(self, frame: pd.DataFrame) -> pd.Series:
         """Which rows of `frame` this choice names."""
-        chosen = pd.Series(True, index=frame.index)
-        for column, part in zip(KEY_COLUMNS, self.parts, strict=False):
-            chosen &= frame[column].astype(str) == part
-        return chosen
+        return pd.Series([self.names(key) for key in _keys(frame)], index=frame.index, dtype=bool)
+
+
+def _keys(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    return list(frame[list(KEY_COLUMNS)].itertuples(index=False, name=None))
 
 
 def row_names(frame: pd.DataFrame) -> list[str]:
     """Every row of `frame` written the way a RowChoice reads it, once each."""
-    return sorted({"/".join(str(v) for v in key) for key in frame[list(KEY_COLUMNS)].itertuples(index=False)})
+    return sorted({"/".join(str(v) for v in key) for key in _keys(frame)})
 
 
 def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:

@@ -161,6 +161,16 @@ class Report:
         return self.artifact["variant"]
 
     @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The row this report is in tables: variant, runtime (engine and options), device, precision."""
+        return (
+            self.variant,
+            RuntimeSpec.from_dict(self.runtime).engine,
+            self.runtime["device"],
+            self.runtime["precision"],
+        )
+
+    @property
     def peer(self) -> bool:
         """Whether a peer's pipeline (optimum, torchao) made this variant."""
         return is_peer(step["name"] for step in self.artifact.get("lineage", []))
@@ -209,20 +219,21 @@ class Report:
         """One flat row per measured shape: the table's columns, then the extra context columns."""
         env, git = self.environment, self.environment.get("git") or {}
         startup = self.runtime.get("startup") or {}
+        variant, runtime, device, precision = self.key
         common = {
-            "variant": self.variant,
+            "variant": variant,
             "peer": self.peer,
             "fastest_peer": None,  # these three compare reports with each other: to_frame fills them in
             "fastest_peer_p50_ms": None,
             "speedup_vs_peer": None,
-            "runtime": RuntimeSpec.from_dict(self.runtime).engine,
-            "device": self.runtime["device"],
+            "runtime": runtime,
+            "device": device,
             "model_mb": self.artifact.get("size_mb"),
             "parameters_m": self.artifact["parameters"] / 1e6 if self.artifact.get("parameters") else None,
             "accuracy": self.metrics.accuracy,
             "macro_f1": self.metrics.macro_f1,
             "accuracy_drop": self.drop.points,
-            "precision_mode": self.runtime["precision"],
+            "precision_mode": precision,
             "accuracy_drop_ci_low": self.drop.ci_low,
             "accuracy_drop_ci_high": self.drop.ci_high,
             "test_rows": self.workload.get("rows"),

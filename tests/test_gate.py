@@ -276,6 +276,61 @@ def test_peer_budget_needs_a_unit_and_a_shape(tmp_path: Path) -> None:
         load_budgets(_budget('[[budget]]\nmin_speedup_vs_peer = "1x"\n', tmp_path))
 
 
+# --- against a row the budget names ----------------------------------------------------------------------
+
+
+def _gpu_run() -> list[Report]:
+    """The baseline on the CPU at 40 ms, on CUDA at FP32 4 ms and at FP16 1.6 ms, one shape."""
+    specs = {40.0: RuntimeSpec("torch"), 4.0: RuntimeSpec("torch", "cuda"), 1.6: RuntimeSpec("torch", "cuda", "fp16")}
+    return [
+        with_figures(make_report(runtime=spec, shapes=((1, 128),)), p50_ms=p50, spread_ms=p50 / 50)
+        for p50, spec in specs.items()
+    ]
+
+
+AGAINST_BUDGET = f'[[budget]]\n{SHAPE}min_speedup = "2x"\nspeedup_against = "baseline/torch/cuda/fp32"\n'
+
+
+def test_min_speedup_against_the_row_the_budget_names(tmp_path: Path) -> None:
+    checks = {c.runtime: c for c in _checks(AGAINST_BUDGET, _gpu_run(), tmp_path)}
+    fp16 = checks["torch-cuda-fp16"]
+    assert fp16.value == pytest.approx(4 / 1.6) and fp16.low < 2.5 < fp16.high and fp16.verdict == "pass"
+    assert fp16.against == "baseline/torch/cuda/fp32"
+    assert fp16.reason.startswith(
+        "baseline on torch-cuda-fp16 at batch 1 x 128 against baseline/torch/cuda/fp32: min_speedup 2.5x"
+    )
+    assert checks["torch-cuda-fp32"].value == 1.0 and checks["torch-cuda-fp32"].verdict == "fail"
+    assert checks["torch-cpu-fp32"].value == pytest.approx(0.1) and checks["torch-cpu-fp32"].verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("baseline/torch/cuda", "names 2 rows (baseline/torch/cuda/fp16, baseline/torch/cuda/fp32) measured at"),
+        ("baseline/onnxruntime", "names no row measured at batch 1 x 128 on this machine"),
+    ],
+)
+def test_min_speedup_against_a_row_that_is_not_one_cannot_be_checked(row: str, why: str, tmp_path: Path) -> None:
+    budget = AGAINST_BUDGET.replace("baseline/torch/cuda/fp32", row)
+    checks = _checks(budget, _gpu_run(), tmp_path)
+    assert len(checks) == 3 and all(c.verdict == "fail" and c.value is None for c in checks)
+    assert all(f"min_speedup cannot be checked: speedup_against '{row}' {why}" in c.reason for c in checks)
+    assert checks[0].reason.startswith("baseline on torch-cpu-fp32: min_speedup cannot be checked: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('min_speedup_vs_peer = "1x"\nspeedup_against = "baseline"', "as a string .* beside a min_speedup"),
+        ('min_speedup = "2x"\nspeedup_against = 1', "as a string"),
+        ('min_speedup = "2x"\nspeedup_against = "a/b/c/d/e"', r"speedup_against: cannot read the row 'a/b/c/d/e'"),
+    ],
+)
+def test_speedup_against_needs_a_row_and_a_min_speedup(line: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        load_budgets(_budget(f"[[budget]]\n{SHAPE}{line}\n", tmp_path))
+
+
 # --- the committed budgets and run ----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,13 +339,14 @@ CHAIN = "baseline+student-l4+prune-h50-f70+onnx+quantize-dynamic"
 
 
 def test_the_shipped_budgets_parse() -> None:
-    assert [b.name for b in load_budgets(BUDGETS)] == ["shippable chain", "every variant"]
+    assert [b.name for b in load_budgets(BUDGETS)] == ["shippable chain", "INT8 pays for itself", "every variant"]
 
 
 def test_the_committed_run_passes_the_committed_budgets(capsys) -> None:
     assert main(["gate", "--budget", str(BUDGETS), str(REPO / "results" / "all")]) == 0
     out = capsys.readouterr().out
     assert f"PASS         shippable chain: {CHAIN} on onnxruntime-cpu-fp32 at batch 1 x 128: min_speedup" in out
+    assert f"PASS         INT8 pays for itself: {CHAIN} on onnxruntime-cpu-fp32 at batch 1 x 128 against " in out
 
 
 def test_the_committed_peers_run_passes_the_peer_budget(capsys) -> None:
