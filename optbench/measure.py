@@ -167,20 +167,22 @@ class HostClock:
 
 
 class CudaEventClock:
-    """CUDA events recorded on torch's current stream: the GPU's own timeline from the call's first queued
-    work to its last, read after the end event completes. For runtimes whose work runs on that stream."""
+    """CUDA events recorded on `stream` (torch's current stream when None): the GPU's own timeline from the
+    call's first queued work to its last, read after the end event completes. For runtimes whose work runs
+    on that stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any = None) -> None:
         import torch
 
+        self.stream = stream
         self.begin = torch.cuda.Event(enable_timing=True)
         self.end = torch.cuda.Event(enable_timing=True)
 
     def start(self) -> None:
-        self.begin.record()
+        self.begin.record(self.stream)
 
     def stop(self) -> int:
-        self.end.record()
+        self.end.record(self.stream)
         self.end.synchronize()
         return round(self.begin.elapsed_time(self.end) * 1e6)  # elapsed_time is in milliseconds
 

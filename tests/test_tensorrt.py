@@ -164,6 +164,36 @@ def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tm
         load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "trt"), threads=1)
 
 
+@pytest.mark.parametrize("version", ["11.0.0.1", "8.6.1"])
+def test_a_tensorrt_other_than_10_is_refused(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__=version))
+    with pytest.raises(OptbenchError, match=rf"TensorRT {version} is installed; .* written for TensorRT 10 .*26.04"):
+        trt_step.import_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.16.0.72"))
+    assert trt_step.import_tensorrt().__version__ == "10.16.0.72"
+
+
+def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_end(tmp_path: Path) -> None:
+    """TensorRT's wrapper prints an exception from get_batch and takes it as "no more batches"; the calibrator
+    keeps it instead, for build_engine to raise once TensorRT returns."""
+
+    class Base:  # stands in for trt.IInt8EntropyCalibrator2
+        def __init__(self) -> None:
+            pass
+
+    class BrokenFeed(CalibrationFeed):
+        def next_batch(self, names: list[str], dtypes: dict) -> list[np.ndarray] | None:
+            raise MemoryError("out of memory copying the batch")
+
+    fake_trt = SimpleNamespace(IInt8EntropyCalibrator2=Base)
+    feed = BrokenFeed([{"input_ids": np.zeros((2, 8), dtype=np.int64)}], 8)
+    calibrator = trt_step.entropy_calibrator(fake_trt, feed, {"input_ids": np.int64}, tmp_path / "cache")
+    assert calibrator.get_batch(["input_ids"]) is None
+    assert isinstance(calibrator.error, MemoryError)
+    finished = trt_step.entropy_calibrator(fake_trt, CalibrationFeed([], 8), {}, tmp_path / "cache")
+    assert finished.get_batch(["input_ids"]) is None and finished.error is None  # the end of the batches
+
+
 def test_runtime_refuses_cpu_and_other_formats(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match='set device = "cuda"'):
         load_runtime(RuntimeSpec("tensorrt", "cpu"), _artifact(tmp_path, "trt"), threads=1)

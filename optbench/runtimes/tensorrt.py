@@ -1,8 +1,9 @@
 """TensorRT runtime: runs an engine the tensorrt step built, on the GPU it was built for.
 
-Buffers are torch CUDA tensors bound by address; the engine runs on torch's current CUDA stream, so
-CUDA events time it. Like the other runtimes, `predict` takes host arrays and returns
-host logits (the copies are part of each call).
+Buffers are torch CUDA tensors bound by address; the copies and the engine run on a stream of the
+runtime's own (on the legacy default stream `execute_async_v3` adds synchronizations of its own), where
+CUDA events time them. Like the other runtimes, `predict` takes host arrays and returns host logits (the
+copies are part of each call).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class TensorRTRuntime:
         self.output = "logits" if "logits" in outputs else outputs[0]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._contexts: dict[int, Any] = {}
+        # each context holds the activation memory of its own profile, not of the largest one (STATIC)
+        self._allocation = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+        self._stream = torch.cuda.Stream()
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
@@ -69,35 +73,36 @@ class TensorRTRuntime:
             raise OptbenchError(f"the TensorRT engine needs input(s) {missing}; the batch has {sorted(batch)}")
         rows, length = batch[self.inputs[0]].shape
         index = pick_profile(self.profiles, (int(rows), int(length)))
-        stream = torch.cuda.current_stream()
-        context = self._context(index, stream.cuda_stream)
-        on_device = []  # kept alive until the logits are back on the host
-        for name in self.inputs:
-            host = np.ascontiguousarray(batch[name], dtype=self.dtypes[name])  # int64 tokens to the engine's type
-            tensor = torch.from_numpy(host).to("cuda")
-            context.set_input_shape(name, tuple(host.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-            on_device.append(tensor)
-        logits = torch.empty(
-            tuple(context.get_tensor_shape(self.output)), dtype=_torch_dtype(self.dtypes[self.output]), device="cuda"
-        )
-        context.set_tensor_address(self.output, logits.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise OptbenchError(f"TensorRT failed to run batch {rows} x {length} (its log above says why)")
-        return logits.float().cpu().numpy()  # the copy to the host waits for the stream
+        with torch.cuda.stream(self._stream):
+            context = self._context(index)
+            on_device = []  # kept alive until the logits are back on the host
+            for name in self.inputs:
+                host = np.ascontiguousarray(batch[name], dtype=self.dtypes[name])  # int64 tokens to the engine's type
+                tensor = torch.from_numpy(host).to("cuda")
+                _bound(context.set_input_shape(name, tuple(host.shape)), f"shape {host.shape} of input {name}")
+                _bound(context.set_tensor_address(name, tensor.data_ptr()), f"the buffer of input {name}")
+                on_device.append(tensor)
+            shape = tuple(context.get_tensor_shape(self.output))
+            logits = torch.empty(shape, dtype=_torch_dtype(self.dtypes[self.output]), device="cuda")
+            _bound(context.set_tensor_address(self.output, logits.data_ptr()), f"the buffer of output {self.output}")
+            if not context.execute_async_v3(self._stream.cuda_stream):
+                raise OptbenchError(f"TensorRT failed to run batch {rows} x {length} (its log above says why)")
+            return logits.float().cpu().numpy()  # the copy to the host waits for the stream
 
-    def _context(self, index: int, stream: int) -> Any:
+    def _context(self, index: int) -> Any:
         """The execution context for profile `index`: one each, so that no call pays for a profile switch."""
         context = self._contexts.get(index)
         if context is None:
-            context = self.engine.create_execution_context()
-            context.set_optimization_profile_async(index, stream)
+            context = self.engine.create_execution_context(self._allocation)
+            if context is None:
+                raise OptbenchError("TensorRT could not create an execution context (its log above says why)")
+            context.set_optimization_profile_async(index, self._stream.cuda_stream)
             self._contexts[index] = context
         return context
 
     def clock(self) -> Clock:
-        """CUDA events: the engine runs on torch's current stream, where the events are recorded."""
-        return CudaEventClock()
+        """CUDA events on the runtime's stream, where the copies and the engine run."""
+        return CudaEventClock(self._stream)
 
     def describe(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         rows, length = batch[self.inputs[0]].shape
@@ -109,6 +114,12 @@ class TensorRTRuntime:
             "profile": {"index": index, **self.profiles[index].to_dict()},
             "input_dtypes": {n: str(self.dtypes[n]) for n in self.inputs},
         }
+
+
+def _bound(accepted: bool, what: str) -> None:
+    """TensorRT's setters answer False (and log why) instead of raising."""
+    if not accepted:
+        raise OptbenchError(f"TensorRT refused {what} (its log above says why)")
 
 
 def _torch_dtype(dtype: np.dtype) -> Any:

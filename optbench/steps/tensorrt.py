@@ -32,10 +32,12 @@ ENGINE_FILE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
 ONNX_FILE = "model.onnx"
 INSTALL = (
-    "run in NVIDIA's TensorRT container (nvcr.io/nvidia/tensorrt), or pip install tensorrt from NVIDIA's index "
-    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt) on a machine with a CUDA GPU; "
-    "docker/ has an image"
+    "run in NVIDIA's TensorRT container (nvcr.io/nvidia/tensorrt:26.04-py3, TensorRT 10), or pip install TensorRT 10 "
+    "from NVIDIA's index (pip install --extra-index-url https://pypi.nvidia.com 'tensorrt>=10,<11') on a machine "
+    "with a CUDA GPU; docker/ has an image"
 )
+# TensorRT 11 removed the implicitly typed precision flags and the INT8 calibrators this module builds with.
+SUPPORTED_MAJOR = 10
 QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
 SYMMETRIC_FIX = (
     'Set activation_type = "int8", weight_type = "int8" and activation_symmetric = true in the quantize-static '
@@ -188,6 +190,12 @@ def import_tensorrt() -> Any:
         raise OptbenchError(
             f"the tensorrt step and runtime need TensorRT (import tensorrt failed: {exc}): {INSTALL}"
         ) from exc
+    major = str(tensorrt.__version__).split(".")[0]
+    if major != str(SUPPORTED_MAJOR):
+        raise OptbenchError(
+            f"TensorRT {tensorrt.__version__} is installed; the tensorrt step and runtime are written for TensorRT "
+            f"{SUPPORTED_MAJOR} (FP16/INT8 builder flags, INT8 calibration): {INSTALL}"
+        )
     return tensorrt
 
 
@@ -416,6 +424,8 @@ def build_engine(
         calibrator = entropy_calibrator(trt, calibration, dtypes, cache)
         builder_config.int8_calibrator = calibrator
     serialized = builder.build_serialized_network(network, builder_config)
+    if calibrator is not None and calibrator.error is not None:  # TensorRT reads a failed get_batch as "no more"
+        raise OptbenchError(f"TensorRT calibration failed on a batch: {calibrator.error!r}") from calibrator.error
     if serialized is None:
         raise OptbenchError(
             f"TensorRT could not build a {config.precision} engine from {source}: its log above says why "
@@ -433,16 +443,21 @@ def entropy_calibrator(trt: Any, feed: CalibrationFeed, dtypes: dict[str, Any], 
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._on_device: list[Any] = []  # the current batch stays alive while TensorRT reads it
+            self.error: Exception | None = None  # raised by build_engine: TensorRT would only print it
 
         def get_batch_size(self) -> int:
             return feed.shape[0]
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            arrays = feed.next_batch(names, dtypes)
-            if arrays is None:
+            try:
+                arrays = feed.next_batch(names, dtypes)
+                if arrays is None:
+                    return None
+                self._on_device = [torch.from_numpy(a).cuda() for a in arrays]
+                torch.cuda.current_stream().synchronize()  # TensorRT reads the batch on its own stream
+            except Exception as exc:  # kept for build_engine: TensorRT would print it and end calibration early
+                self.error = exc
                 return None
-            self._on_device = [torch.from_numpy(a).cuda() for a in arrays]
-            torch.cuda.current_stream().synchronize()  # TensorRT reads the batch on its own stream
             return [int(t.data_ptr()) for t in self._on_device]
 
         def read_calibration_cache(self) -> bytes | None:
