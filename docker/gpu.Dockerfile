@@ -7,8 +7,9 @@
 #
 # The tag fixes TensorRT, CUDA and Python together. 26.04 carries TensorRT 10.x, CUDA 13 and
 # Python 3.12 on Ubuntu 24.04; CUDA 13 needs a host driver of the 580 series or newer. Tags from 26.06
-# on carry TensorRT 11, which onnxruntime-gpu's TensorRT provider (built against TensorRT 10) may not
-# load yet: change TRT_TAG and TORCH_INDEX_URL together, and check the build's last step.
+# on carry TensorRT 11, which optbench's tensorrt step and runtime refuse (written for TensorRT 10; 11
+# removed its INT8 calibrators and FP16/INT8 builder flags) and onnxruntime-gpu's TensorRT provider (built
+# against TensorRT 10) may not load: stay on 26.05 or older, change TRT_TAG and TORCH_INDEX_URL together.
 ARG TRT_TAG=26.04
 FROM nvcr.io/nvidia/tensorrt:${TRT_TAG}-py3
 
