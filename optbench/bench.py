@@ -23,7 +23,7 @@ import numpy as np
 
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact
-from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len
+from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len, whole_batches
 from optbench.environment import fingerprint, fingerprint_key
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
@@ -236,7 +236,7 @@ def _run_jobs(
     jobs = plan(len(pairs), reference, shapes, config.rounds, config.aa_check)
     inputs = {None: _inputs(store, "accuracy", tokenizer, texts, ACCURACY_BATCH_SIZE, "data", max_length)}
     for batch_size, seq_len in shapes:
-        shape_texts = texts[: batch_size * config.max_batches]
+        shape_texts = whole_batches(texts, batch_size, config.max_batches)
         name = f"shape-{batch_size}-{seq_len}"
         inputs[batch_size, seq_len] = _inputs(store, name, tokenizer, shape_texts, batch_size, seq_len, max_length)
 

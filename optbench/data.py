@@ -283,6 +283,14 @@ def batches(
     ]
 
 
+def whole_batches(texts: list[str], batch_size: int, max_batches: int) -> list[str]:
+    """The texts of up to `max_batches` whole batches: `texts` in order, wrapping around to its start to fill
+    the last batch, so that every timed call runs `batch_size` rows (a short last batch would be timed, and
+    counted in the throughput, as a whole one)."""
+    count = min(max_batches, -(-len(texts) // batch_size))
+    return [texts[i % len(texts)] for i in range(count * batch_size)]
+
+
 def parse_seq_len(value: Any) -> SeqLen:
     """A sequence-length policy from a recipe: a positive integer, or `data` for the real lengths."""
     if value == "data":

@@ -311,7 +311,7 @@ def _nvml_memory(device_index: int) -> tuple[float | None, float | None]:
             )
         finally:
             pynvml.nvmlShutdown()
-    except pynvml.NVMLError as exc:
+    except Exception as exc:  # NVMLError, an old pynvml's TypeError on UUIDs: an optional figure never fails a job
         log.warning("NVML could not read the GPU's memory (%s): only torch's figures are recorded", exc)
         return None, None
     return (used / MIB if used is not None else None), total

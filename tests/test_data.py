@@ -23,6 +23,7 @@ from optbench.data import (
     encode,
     load_dataset,
     parse_seq_len,
+    whole_batches,
 )
 from optbench.errors import OptbenchError
 
@@ -399,3 +400,17 @@ def test_parse_seq_len_accepts(value: Any, expected: Any) -> None:
 def test_parse_seq_len_rejects(value: Any) -> None:
     with pytest.raises(OptbenchError, match=r"sequence length .* is not valid"):
         parse_seq_len(value)
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "max_batches", "want"),
+    [
+        (5, 2, 64, [0, 1, 2, 3, 4, 0]),  # the last batch filled from the start
+        (5, 2, 2, [0, 1, 2, 3]),  # max_batches whole batches
+        (3, 8, 64, [0, 1, 2, 0, 1, 2, 0, 1]),  # fewer rows than one batch: one whole batch all the same
+        (4, 2, 64, [0, 1, 2, 3]),
+    ],
+)
+def test_latency_texts_are_whole_batches(rows: int, batch_size: int, max_batches: int, want: list[int]) -> None:
+    texts = [f"t{i}" for i in range(rows)]
+    assert whole_batches(texts, batch_size, max_batches) == [f"t{i}" for i in want]

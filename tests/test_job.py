@@ -13,7 +13,7 @@ from optbench import job as job_module
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed, load_batches, run_in_subprocess, save_batches
-from optbench.measure import Timing
+from optbench.measure import HostClock, Timing
 from optbench.runtimes import RuntimeSpec
 
 
@@ -60,6 +60,38 @@ def test_latency_and_accuracy_jobs_in_a_fresh_process(tmp_path: Path, tiny_class
     assert np.load(result["logits"]).shape == (3, 2)
     startup = result["startup"]  # the load and the first call, timed apart from the latency
     assert startup["load_s"] > 0 and startup["first_call_s"] > 0
+
+
+def test_every_shape_runs_once_before_the_timed_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of real lengths ("data") differ in shape; each shape's first call (a recompile, a CUDA graph
+    capture) runs before timing starts, not among the timed calls."""
+    widths = [8, 12, 8, 16, 12, 8]
+    save_batches(tmp_path / "in.npz", [{"input_ids": np.zeros((2, w), dtype=np.int64)} for w in widths])
+    seen: list[int] = []
+
+    class Recorder:
+        def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+            seen.append(batch["input_ids"].shape[1])
+            return np.zeros((2, 2))
+
+        def clock(self) -> HostClock:
+            return HostClock()
+
+    monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Recorder())
+    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), "0" * 64)
+    timing = Timing(warmup=0, min_iters=3, min_seconds=0, max_seconds=5)
+    job = Job(
+        "latency",
+        artifact.to_dict(),
+        RuntimeSpec("onnxruntime").to_dict(),
+        1,
+        str(tmp_path / "in.npz"),
+        str(tmp_path / "out.json"),
+        timing,
+    )
+    result = job_module.execute(job)
+    assert seen[:3] == [8, 12, 16]  # the first call, then the first batch of each other shape
+    assert seen[3:] == [12, 8, 16] and len(result["values_ns"]) == 3  # then the timed calls, batch 1 onwards
 
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:
