@@ -20,16 +20,17 @@ from optbench.runtimes.torch_options import TorchOptions
 
 NO_GPU = "needs a CUDA GPU (torch sees none)"
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
+OTHER_TEXTS = ["an unexpected delight from its first scene to its last", "rotten", "meh"]
 
 
 def _artifact(path: Path, fmt: str = "hf", **kwargs) -> ModelArtifact:
     return ModelArtifact(path, fmt, ("fresh", "rotten"), content_hash(path), **kwargs)
 
 
-def _batch(path: Path, seq_len: int | str = "data") -> dict[str, np.ndarray]:
+def _batch(path: Path, seq_len: int | str = "data", texts: list[str] = TEXTS) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    return encode(AutoTokenizer.from_pretrained(path), TEXTS, seq_len=seq_len, max_length=32)  # type: ignore[arg-type]
+    return encode(AutoTokenizer.from_pretrained(path), texts, seq_len=seq_len, max_length=32)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,9 @@ def test_cuda_events_time_device_work() -> None:
 def test_cuda_graphs_and_compile_give_the_eager_logits(tiny_classifier: Path, options: dict) -> None:
     eager = load_runtime(RuntimeSpec("torch", "cuda"), _artifact(tiny_classifier), threads=1)
     fast = load_runtime(RuntimeSpec("torch", "cuda", "fp32", options), _artifact(tiny_classifier), threads=1)
-    for seq_len in (16, 24, 16):  # a second shape captures a second graph; the first is replayed again
-        batch = _batch(tiny_classifier, seq_len)
+    # a second length captures a second graph; the first is replayed with other texts (copied into its static
+    # inputs), and a smaller batch is a shape of its own
+    for seq_len, texts in ((16, TEXTS), (24, TEXTS), (16, OTHER_TEXTS), (16, TEXTS[:2])):
+        batch = _batch(tiny_classifier, seq_len, texts)
         np.testing.assert_allclose(fast.predict(batch), eager.predict(batch), atol=1e-3)
     assert isinstance(fast.clock(), CudaEventClock)
