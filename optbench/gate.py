@@ -36,6 +36,10 @@ DISPLAY = {
 }
 
 
+# min_speedup's bar unless a budget names another: the baseline on PyTorch eager FP32 (CPU), as in reports
+REFERENCE_ROW = RowChoice(("baseline", REFERENCE.engine, REFERENCE.device, REFERENCE.precision))
+
+
 @dataclass(frozen=True)
 class Check:
     """One limit applied to one report: the figure, its 95% interval, the verdict and why."""
@@ -110,10 +114,12 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
     if limit.key == "min_speedup_vs_peer":
         outcome = _speedup_vs_peer(report, budget, run, shape)
-    elif limit.key == "min_speedup" and budget.speedup_against is not None:
-        outcome = _speedup_against(report, budget.speedup_against, budget, run, shape)
+    elif limit.key == "min_speedup":
+        outcome = _speedup_against(report, budget.speedup_against or REFERENCE_ROW, budget, run, shape)
+        if budget.speedup_against is None and not isinstance(outcome, str):
+            outcome = (outcome[0], "")  # the run's reference goes without saying
     else:
-        figure = _figure(limit.key, report, budget, run)
+        figure = _figure(limit.key, report, budget)
         outcome = f"not measured at {shape}" if figure is None else (figure, "")
     if isinstance(outcome, str):  # why the figure cannot be had
         return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail")
@@ -154,8 +160,9 @@ def _speedup_vs_peer(
 def _speedup_against(
     report: Report, choice: RowChoice, budget: Budget, run: list[Report], shape: str
 ) -> tuple[tuple[float, float, float], str] | str:
-    """The chosen row's p50 over this variant's with its interval, at the budget's shape on the same machine;
-    why it cannot be had (not measured, no such row, more than one) otherwise."""
+    """The chosen row's p50 over this variant's, with the interval both p50 intervals allow, at the budget's
+    shape on the same machine (a run on several machines has a reference on each); why it cannot be had
+    (not measured, no such row, more than one) otherwise."""
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
         return f"not measured at {shape}"
@@ -167,9 +174,11 @@ def _speedup_against(
         and other.environment.get("machine") == machine
         and (measurement := _at(other, budget.batch_size, budget.seq_len)) is not None
     ]
-    if len(rows) != 1:
-        found = "no row" if not rows else f"{len(rows)} rows ({', '.join(sorted('/'.join(r.key) for _, r in rows))})"
-        return f"speedup_against {choice.text!r} names {found} measured at {shape} on this machine"
+    if not rows:
+        return f"no {choice.text} was measured at {shape} on this machine"
+    if len(rows) > 1:
+        names = ", ".join(sorted("/".join(r.key) for _, r in rows))
+        return f"{choice.text} names {len(rows)} rows at {shape} on this machine ({names}): name one"
     ((theirs, chosen),) = rows
     return (theirs.latency.p50_ms / own.latency.p50_ms, *_ratio_interval(theirs, own)), "/".join(chosen.key)
 
@@ -181,7 +190,7 @@ def verdict(limit: Limit, low: float, high: float) -> Verdict:
     return "pass" if low >= limit.value else "fail" if high < limit.value else "inconclusive"
 
 
-def _figure(key: str, report: Report, budget: Budget, run: list[Report]) -> tuple[float, float, float] | None:
+def _figure(key: str, report: Report, budget: Budget) -> tuple[float, float, float] | None:
     """The limit's figure in `report` with its 95% interval; None when the report lacks the shape."""
     drop = report.drop
     if key == "max_accuracy_drop":
@@ -204,23 +213,7 @@ def _figure(key: str, report: Report, budget: Budget, run: list[Report]) -> tupl
         return latency.p50_ms, latency.p50_ci_low, latency.p50_ci_high
     if key == "max_p99":
         return latency.p99_ms, latency.p99_ci_low, latency.p99_ci_high
-    if key == "max_memory":
-        return measurement.peak_rss_mb, measurement.peak_rss_mb, measurement.peak_rss_mb
-    return _speedup(measurement, report, budget, run)
-
-
-def _speedup(
-    measurement: Measurement, report: Report, budget: Budget, run: list[Report]
-) -> tuple[float, float, float] | None:
-    """Speedup against the run's reference, with the interval both p50 intervals allow."""
-    speedup = measurement.speedup_p50
-    if speedup is None:
-        return None
-    reference = next((r for r in run if not r.artifact.get("lineage") and _runtime(r).label == REFERENCE.label), None)
-    ref = _at(reference, budget.batch_size, budget.seq_len) if reference else None
-    if ref is None:
-        return speedup, speedup, speedup
-    return speedup, *_ratio_interval(ref, measurement)
+    return measurement.peak_rss_mb, measurement.peak_rss_mb, measurement.peak_rss_mb  # max_memory
 
 
 def _ratio_interval(reference: Measurement, own: Measurement) -> tuple[float, float]:
