@@ -137,14 +137,16 @@ def execute(job: Job) -> dict[str, Any]:
         result["logits"] = str(logits_path)
         result["runtime_details"] = runtime.describe(batches[0])
     else:
-        for batch in _first_of_other_shapes(batches):  # untimed: compiles, graph captures, engine builds
+        other_shapes = _first_of_other_shapes(batches)
+        for batch in other_shapes:  # untimed: compiles, graph captures, engine builds
             runtime.predict(batch)
         cursor = itertools.count(1)
 
         def call() -> None:
             runtime.predict(batches[next(cursor) % len(batches)])
 
-        result["values_ns"] = time_calls(call, job.timing, runtime.clock())
+        cycle = len(batches) if other_shapes else 1  # batches of different cost: time whole passes over them
+        result["values_ns"] = time_calls(call, job.timing, runtime.clock(), cycle)
         if spec.device == "cuda":
             result["gpu_memory"] = GpuMemory.measure().to_dict()
     result["peak_rss_mb"] = peak_rss_mb()

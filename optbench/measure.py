@@ -187,9 +187,13 @@ class CudaEventClock:
         return round(self.begin.elapsed_time(self.end) * 1e6)  # elapsed_time is in milliseconds
 
 
-def time_calls(fn: Callable[[], object], timing: Timing, clock: Clock | None = None) -> list[int]:
+def time_calls(fn: Callable[[], object], timing: Timing, clock: Clock | None = None, cycle: int = 1) -> list[int]:
     """Run fn `timing.warmup` times untimed, then time each call with `clock` (the host clock unless the
-    runtime brings its own, e.g. CUDA events) until the `timing` rule says stop. Returns per-call nanoseconds."""
+    runtime brings its own, e.g. CUDA events) until the `timing` rule says stop. Returns per-call nanoseconds.
+
+    With `cycle` > 1 (fn walks through that many inputs of different cost, e.g. batches of their own
+    lengths), the min_iters / min_seconds rule stops only after whole passes, so every model is timed on
+    the same inputs, however fast it is; max_seconds still stops mid-pass, with a warning."""
     clock = clock or HostClock()
     warmup, min_iters = timing.warmup, timing.min_iters
     min_seconds, max_seconds = timing.min_seconds, timing.max_seconds
@@ -204,16 +208,18 @@ def time_calls(fn: Callable[[], object], timing: Timing, clock: Clock | None = N
         elapsed = clock.stop()
         times.append(elapsed)
         total += elapsed
-        if len(times) >= min_iters and total >= min_ns:
+        whole_passes = len(times) % cycle == 0
+        if whole_passes and len(times) >= min_iters and total >= min_ns:
             break
         if total >= max_ns and len(times) >= 3:
             log.warning(
-                "stopped timing after %d calls: max_seconds=%s reached before min_iters=%d "
-                "and min_seconds=%s; figures rest on fewer calls than asked",
+                "stopped timing after %d calls: max_seconds=%s reached before min_iters=%d, min_seconds=%s%s; "
+                "figures rest on fewer calls than asked",
                 len(times),
                 max_seconds,
                 min_iters,
                 min_seconds,
+                "" if whole_passes else f" and the end of a pass over the {cycle} inputs",
             )
             break
     return times

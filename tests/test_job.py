@@ -91,7 +91,8 @@ def test_every_shape_runs_once_before_the_timed_calls(tmp_path: Path, monkeypatc
     )
     result = job_module.execute(job)
     assert seen[:3] == [8, 12, 16]  # the first call, then the first batch of each other shape
-    assert seen[3:] == [12, 8, 16] and len(result["values_ns"]) == 3  # then the timed calls, batch 1 onwards
+    # then the timed calls from batch 1 on, in whole passes over the 6 batches of different widths
+    assert seen[3:] == [12, 8, 16, 12, 8, 8] and len(result["values_ns"]) == 6
 
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:

@@ -137,6 +137,18 @@ def test_time_calls_times_at_least_three_calls_past_max_seconds(
     assert len(times) == 3
 
 
+def test_time_calls_with_a_cycle_stops_after_whole_passes_only(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fast model and a slow one over the same 7 batches of different cost: both are timed on whole passes."""
+    timing = Timing(warmup=0, min_iters=10, min_seconds=0, max_seconds=10)
+    assert len(time_calls(clock.work, timing, cycle=7)) == 14
+    assert len(time_calls(clock.work, timing, cycle=1)) == 10
+    with caplog.at_level(logging.WARNING, logger="optbench.measure"):  # max_seconds still stops mid-pass
+        cut = time_calls(clock.work, Timing(warmup=0, min_iters=10, min_seconds=0, max_seconds=0.045), cycle=7)
+    assert len(cut) == 5 and "the end of a pass over the 7 inputs" in caplog.text
+
+
 def test_time_calls_reads_the_clock_around_every_timed_call_only() -> None:
     events: list[str] = []
 
