@@ -186,3 +186,24 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     budgets.write_text('[[budget]]\nmax_accuracy_drop = "1"\n')
     assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
     assert "max_accuracy_drop" in capsys.readouterr().err
+
+
+def test_throughput_is_judged_by_the_spread_of_the_mean_it_comes_from() -> None:
+    """Throughput is batch / mean latency: one stalled call moves it a lot and the p50 not at all, so its
+    interval comes from the mean's spread, not the p50's narrow one."""
+    from optbench.measure import Latency, throughput
+
+    def with_calls(ms: list[float]) -> Report:
+        report = make_report(shapes=((1, 128),))
+        latency = Latency.from_values([round(v * 1e6) for v in ms], resamples=200)
+        (m,) = report.measurements
+        changed = dataclasses.replace(m, latency=latency, throughput_sps=throughput(1, latency))
+        return dataclasses.replace(report, measurements=(changed,))
+
+    steady = [40 + 0.1 * (i % 5) for i in range(20)]
+    stalled = [*steady[:19], 400.0]
+    marks = _marks([with_calls(steady)], [with_calls(stalled)])
+    assert marks["baseline", 1, "p50_ms"] == "not significant"
+    assert marks["baseline", 1, "throughput_sps"] == "not significant"  # -31%, inside the mean's interval
+    faster = [v / 2 for v in steady]
+    assert _marks([with_calls(steady)], [with_calls(faster)])["baseline", 1, "throughput_sps"] == "better"
