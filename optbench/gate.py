@@ -9,6 +9,7 @@ are inconclusive (1 with strict), 2 bad input.
 from __future__ import annotations
 
 import fnmatch
+import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
@@ -67,7 +68,10 @@ class Check:
         if self.low is not None and self.high is not None and self.low != self.high:
             figure += f" (95% interval {self.low * scale:.4g} to {self.high * scale:.4g})"
         relation = {"pass": "within", "fail": "breaks", "inconclusive": "straddles"}[self.verdict]
-        return f"{where}: {self.limit.key} {figure} {relation} the limit {self.limit.text}"
+        unbounded = " (fewer than 368 timed calls cannot bound a p99 from above: raise [bench] min_iters)"
+        return f"{where}: {self.limit.key} {figure} {relation} the limit {self.limit.text}" + (
+            unbounded if self.high is not None and math.isinf(self.high) else ""
+        )
 
 
 def newest_run(reports: list[Report]) -> list[Report]:

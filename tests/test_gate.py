@@ -85,6 +85,10 @@ def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
     checks = {c.limit.key: c for c in _checks(text, _run(), tmp_path)}
     assert checks["max_p50"].verdict == "pass"
     assert checks["max_p99"].verdict == "fail"  # p99 of 4 +- 0.08 ms is above 4 ms
+    assert checks["max_p99"].reason.endswith("cannot bound a p99 from above: raise [bench] min_iters)")
+    loose = text.replace('max_p99 = "0.004 s"', 'max_p99 = "5 ms"')
+    p99 = next(c for c in _checks(loose, _run(), tmp_path) if c.limit.key == "max_p99")
+    assert p99.verdict == "inconclusive" and "(95% interval 4.075 to inf)" in p99.reason  # 61 calls: no upper end
     speedup = checks["min_speedup"]
     assert speedup.verdict == "pass" and speedup.low < 5.0 < speedup.high  # both p50 intervals widen it
     assert checks["max_memory"].verdict == "fail"  # 512.5 MiB > 0.5 GB = 476.8 MiB

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,8 +49,33 @@ def test_latency_ci_brackets_percentiles_and_is_seeded(values_ns: list[int]) -> 
 def test_latency_of_constant_values_has_degenerate_ci() -> None:
     lat = Latency.from_values([2_000_000] * 7)
     assert lat.p50_ms == lat.p50_ci_low == lat.p50_ci_high == 2.0
-    assert lat.p99_ci_low == lat.p99_ci_high == 2.0
+    assert lat.p99_ci_low == 2.0 and lat.p99_ci_high == math.inf  # 7 calls cannot bound a p99 from above
     assert lat.std_ms == 0.0
+
+
+@pytest.mark.parametrize(("n", "bounded"), [(20, False), (367, False), (368, True), (5000, True)])
+def test_p99_interval_is_bounded_above_only_from_368_calls(n: int, bounded: bool) -> None:
+    """The chance that all n calls fall below the true p99 is 0.99**n: above 2.5% up to 367 calls, so no
+    sample value can serve as the upper end (a bootstrap's upper end would be the sample maximum)."""
+    lat = Latency.from_values(range(1_000_000, 1_000_000 * (n + 1), 1_000_000))
+    assert math.isfinite(lat.p99_ci_high) == bounded
+    assert lat.p99_ci_low <= lat.p99_ms <= lat.p99_ci_high
+    if bounded:
+        assert lat.p99_ci_high <= n  # an order statistic: one of the calls
+    again = Latency.from_dict(json.loads(json.dumps(lat.to_dict())))
+    assert again == lat and (lat.to_dict()["p99_ci_high"] is None) == (not bounded)
+
+
+def test_p99_interval_covers_the_true_p99_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(7)
+    true_p99 = float(np.exp(2.3263 * 0.5))  # lognormal(0, 0.5)
+    for n in (20, 400):
+        covered = 0
+        for _ in range(400):
+            values = rng.lognormal(0, 0.5, n)
+            lat = Latency.from_values(np.round(values * 1e6).astype(int), resamples=10)
+            covered += lat.p99_ci_low <= true_p99 <= lat.p99_ci_high
+        assert covered / 400 >= 0.95
 
 
 def test_latency_round_trips_through_json(values_ns: list[int]) -> None:
