@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from optbench.budget import Budget
-from optbench.gate import Check, evaluate, newest_run
+from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
+from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
@@ -41,14 +42,13 @@ def _columns(low: str, high: str) -> Callable[[pd.Series], tuple[float, float]]:
     return lambda row: (row[low], row[high])
 
 
-def _inverse_of_p50(column: str) -> Callable[[pd.Series], tuple[float, float]]:
-    """The interval of a figure that moves as 1 / p50 (speedup): the p50's relative interval."""
-
-    def interval(row: pd.Series) -> tuple[float, float]:
-        value, p50 = row[column], row["p50_ms"]
-        return value * p50 / row["p50_ci_high"], value * p50 / row["p50_ci_low"]
-
-    return interval
+def _speedup_interval(row: pd.Series) -> tuple[float, float]:
+    """speedup_p50's interval as the gate has it: what the row's and the reference's p50 intervals allow
+    (`compare` adds the reference's as speedup_vs); the row's own p50 interval where the reference is absent."""
+    if not _missing(row["speedup_vs_ci_low"]):
+        return row["speedup_vs_ci_low"], row["speedup_vs_ci_high"]
+    value, p50 = row["speedup_p50"], row["p50_ms"]
+    return value * p50 / row["p50_ci_high"], value * p50 / row["p50_ci_low"]
 
 
 def _inverse_of_mean(column: str) -> Callable[[pd.Series], tuple[float, float]]:
@@ -78,7 +78,7 @@ FIGURES = (
     Figure("p50_ms", True, _columns("p50_ci_low", "p50_ci_high"), timing=True),
     Figure("p99_ms", True, _columns("p99_ci_low", "p99_ci_high"), timing=True),
     Figure("throughput_sps", False, _inverse_of_mean("throughput_sps"), timing=True),  # batch / mean latency
-    Figure("speedup_p50", False, _inverse_of_p50("speedup_p50"), timing=True),
+    Figure("speedup_p50", False, _speedup_interval, timing=True),
     Figure("peak_rss_mb", True, _exact("peak_rss_mb"), tolerance_pct=MEMORY_TOLERANCE_PCT),
     Figure("model_mb", True, _exact("model_mb")),
     Figure("accuracy", False, _binomial),
@@ -92,9 +92,14 @@ def newest(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates(KEY, keep="last").set_index(KEY)
 
 
+def _with_reference(rows: pd.DataFrame) -> pd.DataFrame:
+    """`newest` rows with the interval of each one's speedup over its run's reference (speedup_vs_ci_*)."""
+    return add_speedup_vs(rows.reset_index(), REFERENCE_ROW).set_index(KEY)
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark."""
-    a, b = newest(a), newest(b)
+    a, b = _with_reference(newest(a)), _with_reference(newest(b))
     out = []
     for key in a.index.union(b.index, sort=False):
         if key not in b.index:

@@ -57,10 +57,12 @@ def row_names(frame: pd.DataFrame) -> list[str]:
 
 
 def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
-    """`frame` with `speedup_vs` (the chosen row's p50 over each row's, in the same run, machine and shape)
-    and `speedup_vs_row` (the chosen row's full name) filled in where that group has the chosen row."""
+    """`frame` with `speedup_vs` (the chosen row's p50 over each row's, in the same run, machine and shape),
+    its 95% interval `speedup_vs_ci_low`/`_high` (what both p50 intervals allow) and `speedup_vs_row` (the
+    chosen row's full name), filled in where that group has the chosen row."""
     frame = frame.copy()
-    frame["speedup_vs"] = float("nan")
+    for column in ("speedup_vs", "speedup_vs_ci_low", "speedup_vs_ci_high"):
+        frame[column] = float("nan")
     frame["speedup_vs_row"] = pd.Series(None, index=frame.index, dtype=object)
     chosen = choice.matches(frame)
     for _, group in frame.groupby(GROUP, sort=False, dropna=False):
@@ -71,6 +73,9 @@ def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
                 "give more of VARIANT/RUNTIME/DEVICE/PRECISION"
             )
         if len(bar) == 1:
-            frame.loc[group.index, "speedup_vs"] = bar["p50_ms"].iloc[0] / group["p50_ms"]
+            (theirs,) = bar.to_dict("records")
+            frame.loc[group.index, "speedup_vs"] = theirs["p50_ms"] / group["p50_ms"]
+            frame.loc[group.index, "speedup_vs_ci_low"] = theirs["p50_ci_low"] / group["p50_ci_high"]
+            frame.loc[group.index, "speedup_vs_ci_high"] = theirs["p50_ci_high"] / group["p50_ci_low"]
             frame.loc[group.index, "speedup_vs_row"] = row_names(bar)[0]
     return frame

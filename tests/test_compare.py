@@ -106,7 +106,7 @@ def test_each_side_uses_its_newest_report_per_row() -> None:
 
 
 def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
-    base = make_report(shapes=((1, 128),))
+    base = make_report(("onnx",), shapes=((1, 128),))
     before, after = with_figures(base, p50_ms=10, spread_ms=0.2, speedup=1.0), with_figures(base, p50_ms=5, speedup=2.0)
     table = compare(to_frame([before]), to_frame([after]))
     text = render(table, "md")
@@ -207,3 +207,16 @@ def test_throughput_is_judged_by_the_spread_of_the_mean_it_comes_from() -> None:
     assert marks["baseline", 1, "throughput_sps"] == "not significant"  # -31%, inside the mean's interval
     faster = [v / 2 for v in steady]
     assert _marks([with_calls(steady)], [with_calls(faster)])["baseline", 1, "throughput_sps"] == "better"
+
+
+def test_speedup_is_judged_with_the_reference_spread_as_the_gate_judges_it() -> None:
+    """speedup_p50 divides the reference's p50 by the row's: a noisy reference widens its interval."""
+    reference = with_figures(make_report(shapes=((1, 128),)), p50_ms=10, spread_ms=3, speedup=1.0)
+    chain = make_report(("onnx",), shapes=((1, 128),))
+    before = [reference, with_figures(chain, p50_ms=5, spread_ms=0.05, speedup=2.0)]
+    after = [reference, with_figures(chain, p50_ms=4.5, spread_ms=0.05, speedup=10 / 4.5)]
+    marks = _marks(before, after)
+    assert marks["baseline+onnx", 1, "p50_ms"] == "better"
+    assert marks["baseline+onnx", 1, "speedup_p50"] == "not significant"  # the row's p50 alone would say better
+    alone = _marks(before[1:], after[1:])  # no reference in the results: the row's own p50 interval
+    assert alone["baseline+onnx", 1, "speedup_p50"] == "better"
