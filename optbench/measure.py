@@ -1,7 +1,8 @@
-"""Timing loop, latency statistics with bootstrap confidence intervals, and peak memory.
+"""Timing loop, latency statistics with confidence intervals, and peak memory.
 
 Figures are only worth comparing with their uncertainty, so every percentile that a gate may
-judge (p50, p99) carries a seeded, reproducible bootstrap 95% interval.
+judge carries a 95% interval: the p50 a seeded, reproducible bootstrap one, the p99 one from order
+statistics (a bootstrap cannot reach past the slowest call).
 """
 
 from __future__ import annotations
