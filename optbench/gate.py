@@ -12,6 +12,7 @@ import fnmatch
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -145,20 +146,19 @@ def _speedup_vs_peer(
         return f"not measured at {shape}"
     if report.drop.points > budget.peer_budget_points:
         return f"its accuracy drop {report.drop.points:.2f} points is beyond the peer budget of {points}"
-    place = (report.environment.get("machine"), report.runtime.get("device"))
-    peers = [
-        (measurement, peer)
-        for peer in run
-        if peer.peer
-        and peer.drop.points <= budget.peer_budget_points
-        and (peer.environment.get("machine"), peer.runtime.get("device")) == place
-        and (measurement := _at(peer, budget.batch_size, budget.seq_len)) is not None
-    ]
+    device = report.runtime.get("device")
+    peers = _measured_beside(
+        report,
+        run,
+        budget,
+        lambda other: (
+            other.peer and other.drop.points <= budget.peer_budget_points and other.runtime.get("device") == device
+        ),
+    )
     if not peers:
         return f"no peer within {points} was measured at {shape} on this machine and device"
     fastest, peer = min(peers, key=lambda pair: pair[0].latency.p50_ms)
-    value = fastest.latency.p50_ms / own.latency.p50_ms
-    return (value, *_ratio_interval(fastest, own)), f"{peer.variant} on {_runtime(peer).label}"
+    return _speedup_over(fastest, own), f"{peer.variant} on {_runtime(peer).label}"
 
 
 def _speedup_against(
@@ -170,21 +170,29 @@ def _speedup_against(
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
         return f"not measured at {shape}"
-    machine = report.environment.get("machine")
-    rows = [
-        (measurement, other)
-        for other in run
-        if choice.names(other.key)
-        and other.environment.get("machine") == machine
-        and (measurement := _at(other, budget.batch_size, budget.seq_len)) is not None
-    ]
+    rows = _measured_beside(report, run, budget, lambda other: choice.names(other.key))
     if not rows:
         return f"no {choice.text} was measured at {shape} on this machine"
     if len(rows) > 1:
         names = ", ".join(sorted("/".join(r.key) for _, r in rows))
         return f"{choice.text} names {len(rows)} rows at {shape} on this machine ({names}): name one"
     ((theirs, chosen),) = rows
-    return (theirs.latency.p50_ms / own.latency.p50_ms, *_ratio_interval(theirs, own)), "/".join(chosen.key)
+    return _speedup_over(theirs, own), "/".join(chosen.key)
+
+
+def _measured_beside(
+    report: Report, run: list[Report], budget: Budget, keep: Callable[[Report], bool]
+) -> list[tuple[Measurement, Report]]:
+    """The reports of `run` that `keep` selects, on `report`'s machine, each with its measurement at the
+    budget's shape (those not measured there left out)."""
+    machine = report.environment.get("machine")
+    return [
+        (measurement, other)
+        for other in run
+        if keep(other)
+        and other.environment.get("machine") == machine
+        and (measurement := _at(other, budget.batch_size, budget.seq_len)) is not None
+    ]
 
 
 def verdict(limit: Limit, low: float, high: float) -> Verdict:
@@ -220,10 +228,10 @@ def _figure(key: str, report: Report, budget: Budget) -> tuple[float, float, flo
     return measurement.peak_rss_mb, measurement.peak_rss_mb, measurement.peak_rss_mb  # max_memory
 
 
-def _ratio_interval(reference: Measurement, own: Measurement) -> tuple[float, float]:
-    """The interval of reference p50 / own p50 that both p50 intervals allow."""
+def _speedup_over(reference: Measurement, own: Measurement) -> tuple[float, float, float]:
+    """reference p50 / own p50, with the interval both p50 intervals allow."""
     theirs, ours = reference.latency, own.latency
-    return theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
+    return theirs.p50_ms / ours.p50_ms, theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
 
 
 def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:
