@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
@@ -61,7 +62,10 @@ class PrunedBertForSequenceClassification(BertForSequenceClassification):
 
 def load_classifier(path: Any, **kwargs: Any) -> Any:
     """`AutoModelForSequenceClassification.from_pretrained(path, **kwargs)`, pruned checkpoints included
-    (importing this module registers their type)."""
+    (importing this module registers their type). FP32 unless `dtype` says otherwise: transformers 5 keeps
+    the dtype a checkpoint was saved in, and a baseline saved in FP16 must still be exported, pruned,
+    distilled and measured as FP32 (reduced precision is the runtime's choice)."""
+    kwargs.setdefault("dtype", torch.float32)
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 

@@ -159,3 +159,18 @@ def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"\x0a\xff damaged")
     with pytest.raises(OptbenchError, match=r"model\.onnx .*the file is damaged; delete it from the cache"):
         load_graph(tmp_path / "model.onnx")
+
+
+def test_a_checkpoint_saved_in_fp16_is_exported_as_fp32(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+    import onnx
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    half = tmp_path / "half"
+    AutoModelForSequenceClassification.from_pretrained(classifier.path).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(classifier.path).save_pretrained(half)
+    saved = ModelArtifact(half, "hf", classifier.label_names, content_hash(half))
+    result = run_step(OnnxConfig(exporter="torchscript", fuse=False), saved, data, tmp_path / "cache")
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    weights = [init.data_type for init in graph.initializer if len(init.dims) == 2]
+    assert weights and all(t == onnx.TensorProto.FLOAT for t in weights)
+    assert result.details["parity"]["agreement"] == 1.0
