@@ -161,10 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     parser.add_argument("--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache)")
+    parser.add_argument(
+        "--recipes",
+        type=Path,
+        default=RECIPES,
+        help="the folder holding gpu.toml and gpu-tensorrt.toml (default: this repository's recipes/; "
+        "a pack made by python -m optbench.gpu_pack has its own)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run_check(args.results, args.cache or default_cache_dir())
+        return run_check(args.results, args.cache or default_cache_dir(), args.recipes)
     except OptbenchError as exc:
         print(f"gpu check: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -71,22 +71,23 @@ def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "results").exists()
 
 
+def _fake_run(recipe: Recipe, results: Path, cache: Path) -> Path:
+    """A recipe run that writes made-up reports for the runtimes it was given."""
+    p50 = {"cpu": 40.0, "fp32": 4.0, "fp16": 1.6, "bf16": 1.6}
+    folder = results / recipe.name / "20261130T031500Z-3f9a"
+    for spec in recipe.bench.runtimes:
+        report = make_report(runtime=spec, recipe=recipe.name)
+        write_report(with_figures(report, p50_ms=p50["cpu" if spec.device == "cpu" else spec.precision]), folder)
+    return folder
+
+
 def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The check's own flow, with the GPU faked: a probe that finds torch on CUDA only, and recipe runs that
     write made-up reports for the runtimes they were given."""
-    p50 = {"cpu": 40.0, "fp32": 4.0, "fp16": 1.6, "bf16": 1.6}
-
-    def fake_run(recipe: Recipe, results: Path, cache: Path) -> Path:
-        folder = results / recipe.name / "20261130T031500Z-3f9a"
-        for spec in recipe.bench.runtimes:
-            report = make_report(runtime=spec, recipe=recipe.name)
-            write_report(with_figures(report, p50_ms=p50["cpu" if spec.device == "cpu" else spec.precision]), folder)
-        return folder
-
     monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
-    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "skipping gpu-tensorrt.toml: TensorRT is not installed" in out
@@ -102,3 +103,13 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
     }
     check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
     assert "- onnxruntime-cuda-fp32: missing: needs ort-cuda" in check
+
+
+def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "pack" / "recipes"
+    mine.mkdir(parents=True)
+    (mine / "gpu.toml").write_text((RECIPES / "gpu.toml").read_text().replace('name = "gpu"', 'name = "gpu-mine"'))
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
+    assert main(["--results", str(tmp_path / "results"), "--recipes", str(mine)]) == 0
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["gpu-mine"]

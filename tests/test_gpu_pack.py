@@ -1,0 +1,74 @@
+"""The GPU check's pack: the built-in data row for row, the baseline in FP16, recipes pointed at both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.data import BUILTIN, DatasetConfig, LabelledData, Split, load_dataset
+from optbench.errors import OptbenchError
+from optbench.gpu_check import RECIPES
+from optbench.gpu_pack import main, pack, write_data
+from optbench.pruned_bert import load_classifier
+from optbench.recipe import load_recipe
+
+
+def test_the_data_file_holds_the_same_splits_as_its_source(tmp_path: Path) -> None:
+    texts = ["NA", "null", 'she said "no", then left', "line one\nline two", "1.0", "naïve café", "ok", "fine"]
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    data = LabelledData(
+        ("fresh", "rotten"),
+        Split(texts[:4], labels[:4]),
+        Split(texts[4:6], labels[4:6]),
+        Split(texts[6:], labels[6:]),
+        source="memory",
+        max_length=128,
+    )
+    write_data(data, tmp_path / "data.jsonl")
+    read = load_dataset(DatasetConfig(source=str(tmp_path / "data.jsonl"), split_column="split"))
+    assert read.label_names == data.label_names
+    for name in ("train", "validation", "test"):
+        assert read.split(name).texts == data.split(name).texts
+        assert read.split(name).labels.tolist() == data.split(name).labels.tolist()
+
+
+def test_the_pack_holds_the_baseline_in_fp16_the_builtin_data_and_recipes_that_use_them(
+    tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+    pack(tmp_path / "pack", tmp_path / "cache")
+    folder = tmp_path / "pack"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack"]  # no scratch folder left beside it
+    saved = load_classifier(folder / "model", dtype="auto")
+    assert saved.dtype == torch.float16 and load_classifier(folder / "model").dtype == torch.float32
+    original = load_classifier(tiny_artifact.path)
+    weight = "classifier.weight"
+    torch.testing.assert_close(saved.state_dict()[weight].float(), original.state_dict()[weight].half().float())
+    for name in ("gpu.toml", "gpu-tensorrt.toml"):
+        packed, source = load_recipe(folder / "recipes" / name), load_recipe(RECIPES / name)
+        assert packed.checkpoint == str(folder / "model")
+        assert packed.dataset.source == str(folder / "data.jsonl") and packed.dataset.split_column == "split"
+        assert packed.bench == source.bench and packed.chains == source.chains
+    builtin = load_dataset(DatasetConfig(source=BUILTIN, max_length=128))
+    assert load_dataset(packed.dataset).fingerprint == builtin.fingerprint
+
+
+def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
+    tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").mkdir()
+    assert main([str(tmp_path / "taken"), "--cache", str(tmp_path / "cache")]) == 2
+    assert "taken exists: give a new folder" in capsys.readouterr().err
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for name in ("gpu.toml", "gpu-tensorrt.toml"):
+        (recipes / name).write_text((RECIPES / name).read_text())
+    tensorrt = recipes / "gpu-tensorrt.toml"
+    tensorrt.write_text(tensorrt.read_text().replace('source = "rotten-tomatoes"', "source = 'rotten-tomatoes'"))
+    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+    with pytest.raises(OptbenchError, match="should hold the line 'source = \"rotten-tomatoes\"' once"):
+        pack(tmp_path / "out" / "pack", tmp_path / "cache", recipes)
+    assert list((tmp_path / "out").iterdir()) == []
