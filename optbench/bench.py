@@ -30,7 +30,7 @@ from optbench.executors.local import LocalExecutor
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, throughput
 from optbench.report import FailedJob, Measurement, Report
-from optbench.runtimes import RuntimeSpec, runs
+from optbench.runtimes import RuntimeSpec, declines, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,17 @@ class BenchConfig:
         return [(b, s) for b in self.batch_sizes for s in self.seq_lens]
 
 
+def _runs(spec: RuntimeSpec, artifact: ModelArtifact) -> bool:
+    """Whether the matrix pairs this runtime with this model; a runtime that leaves out a model of a format it
+    runs says why in the log."""
+    if not runs(spec, artifact):
+        return False
+    reason = declines(spec, artifact)
+    if reason:
+        log.warning("%s does not run %s: %s", spec.label, artifact.variant, reason)
+    return reason is None
+
+
 def benchmark(
     artifacts: list[ModelArtifact],
     data: LabelledData,
@@ -87,7 +98,7 @@ def benchmark(
     from transformers import AutoTokenizer
 
     baseline = artifacts[0]
-    pairs = [(a, spec) for a in artifacts for spec in config.runtimes if runs(spec, a)]
+    pairs = [(a, spec) for a in artifacts for spec in config.runtimes if _runs(spec, a)]
     if (baseline, REFERENCE) not in pairs:
         pairs.insert(0, (baseline, REFERENCE))
     tokenizer = AutoTokenizer.from_pretrained(baseline.path)

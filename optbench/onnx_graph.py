@@ -33,3 +33,12 @@ def is_qdq(graph: Any) -> bool:
     """Whether the model is explicitly quantized: QuantizeLinear nodes, as quantize-static and optimum's static
     INT8 write them."""
     return any(node.op_type == "QuantizeLinear" for node in graph.node)
+
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def custom_operators(graph: Any) -> list[str]:
+    """The operators outside standard ONNX (onnxruntime's fused `com.microsoft` ones, say), sorted: what
+    TensorRT's ONNX parser cannot read."""
+    return sorted({node.op_type for node in graph.node if node.domain not in STANDARD_DOMAINS})

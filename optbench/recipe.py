@@ -92,6 +92,10 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         dataset_table = {**dataset_table, "source": str((base / source).resolve())}
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
     bench = parse_bench(_table(table, "bench"))
+    bench = replace(
+        bench,
+        runtimes=tuple(ENGINES[s.name].for_bench(s, bench.shapes(), dataset.max_length) for s in bench.runtimes),
+    )
     chains = tuple(
         tuple(_for_bench(_resolved(step, base), bench, dataset.max_length) for step in chain)
         for chain in _chains(table)

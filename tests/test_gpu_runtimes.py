@@ -10,15 +10,18 @@ import pytest
 import torch
 from conftest import _save_tiny_onnx
 
+from optbench import bench
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import encode
 from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
-from optbench.runtimes import RuntimeSpec, load_runtime
-from optbench.runtimes.onnxruntime import OrtOptions, trt_engine_cache_dir, trt_provider_options
+from optbench.recipe import parse_recipe
+from optbench.runtimes import RuntimeSpec, declines, load_runtime
+from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile, trt_engine_cache_dir, trt_provider_options
 from optbench.runtimes.torch_options import TorchOptions
 
 NO_GPU = "needs a CUDA GPU (torch sees none)"
+PROFILE = {"min": [1, 1], "opt": [1, 128], "max": [64, 128]}
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
 OTHER_TEXTS = ["an unexpected delight from its first scene to its last", "rotten", "meh"]
 
@@ -72,6 +75,10 @@ def test_compiled_model_gives_the_eager_logits_on_cpu(tiny_classifier: Path) -> 
         ("cuda", {"provider": "tensorrt", "trt_int8": "on"}, "fp32", "take true or false"),
         ("cuda", {"provider": "tensorrt"}, "bf16", 'not "bf16"'),
         ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
+        ("cuda", {"provider": "cuda", "trt_profile": PROFILE}, "fp32", "trt_profile are options of provider"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
     ],
 )
 def test_bad_onnxruntime_options_fail_when_the_recipe_is_read(
@@ -90,7 +97,7 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert fp16.parent == tmp_path / "cache" / "ort-tensorrt"
     assert fp16.name.startswith(artifact.sha256[:16])
     assert trt_engine_cache_dir(artifact, "fp16", int8=True) != fp16 != trt_engine_cache_dir(artifact, "fp32", False)
-    settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"))
+    settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,
         "trt_int8_enable": False,
@@ -100,9 +107,67 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
         "trt_timing_cache_path": str(fp16),
     }
     assert fp16.is_dir()
-    uncached = trt_provider_options(fp16, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False))
+    uncached = trt_provider_options(
+        fp16, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False), ["input_ids"]
+    )
     assert uncached["trt_int8_enable"] and not uncached["trt_engine_cache_enable"]
     assert "trt_engine_cache_path" not in uncached
+
+
+def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:
+    options = OrtOptions.parse("cuda", "fp16", {"provider": "tensorrt", "trt_profile": PROFILE})
+    assert options.trt_profile == TrtProfile((1, 1), (1, 128), (64, 128))
+    settings = trt_provider_options(tmp_path, "fp16", options, ["input_ids", "attention_mask"])
+    assert settings["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert settings["trt_profile_opt_shapes"] == "input_ids:1x128,attention_mask:1x128"
+    assert settings["trt_profile_max_shapes"] == "input_ids:64x128,attention_mask:64x128"
+
+
+def test_a_recipe_fills_in_the_tensorrt_provider_profile_from_its_shapes() -> None:
+    assert TrtProfile.for_bench([(1, 128), (32, 128)], 128, 64) == TrtProfile((1, 1), (1, 128), (64, 128))
+    assert TrtProfile.for_bench([(8, "data"), (128, 32)], 96, 64) == TrtProfile((1, 1), (8, 96), (128, 96))
+    table = {
+        "dataset": {"max_length": 64},
+        "steps": [{"name": "onnx", "fuse": False}],
+        "bench": {
+            "batch_sizes": [4, 16],
+            "seq_lens": [32],
+            "runtimes": [
+                {"name": "onnxruntime", "device": "cuda", "precision": "fp16", "options": {"provider": "tensorrt"}},
+                {"name": "onnxruntime", "device": "cuda", "options": {"provider": "tensorrt", "trt_profile": PROFILE}},
+                {"name": "onnxruntime", "device": "cuda", "options": {"provider": "cuda"}},
+            ],
+        },
+    }
+    filled, given, cuda = parse_recipe(table, base=Path("."), default_name="r").bench.runtimes
+    assert filled.options["trt_profile"] == {"min": [1, 1], "opt": [4, 32], "max": [64, 64]}
+    assert filled.label == "onnxruntime-cuda-fp16-tensorrt"  # the profile is recorded, not part of the name
+    assert given.options["trt_profile"] == PROFILE and "trt_profile" not in cuda.options
+
+
+def _with_fused_node(folder: Path) -> ModelArtifact:
+    """The tiny ONNX classifier with one onnxruntime (com.microsoft) operator in its graph."""
+    import onnx
+    from onnx import helper
+
+    artifact = _save_tiny_onnx(folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    model.graph.node.append(helper.make_node("FastGelu", ["logits"], ["gelu"], domain="com.microsoft"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(folder / "model.onnx"))
+    return artifact
+
+
+def test_the_tensorrt_provider_leaves_out_models_with_onnxruntime_operators(tmp_path: Path, caplog) -> None:
+    fused, plain = _with_fused_node(tmp_path / "fused"), _save_tiny_onnx(tmp_path / "plain")
+    tensorrt = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    cuda = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"})
+    assert "onnxruntime's own operators ['FastGelu']" in (declines(tensorrt, fused) or "")
+    assert declines(tensorrt, plain) is None and declines(cuda, fused) is None
+    with pytest.raises(OptbenchError, match="fuse = false"):
+        load_runtime(tensorrt, fused, threads=1)
+    assert not bench._runs(tensorrt, fused) and bench._runs(cuda, fused) and bench._runs(tensorrt, plain)
+    assert "onnxruntime-cuda-fp16-tensorrt does not run baseline: the TensorRT provider runs models" in caplog.text
 
 
 def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:

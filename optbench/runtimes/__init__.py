@@ -7,7 +7,7 @@ benchmark matrix lists; `load_runtime(spec, artifact, threads)` gives a ready `R
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -97,6 +97,27 @@ def _check_tensorrt(spec: RuntimeSpec) -> str:
     return ""
 
 
+def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
+    from optbench.onnx_graph import load_graph
+    from optbench.runtimes.onnxruntime import MODEL_FILE, OrtOptions, tensorrt_cannot_parse
+
+    if OrtOptions.parse(spec.device, spec.precision, spec.options).provider != "tensorrt":
+        return None
+    return tensorrt_cannot_parse(load_graph(artifact.path / MODEL_FILE))
+
+
+def _onnxruntime_for_bench(spec: RuntimeSpec, shapes: list[tuple[int, int | str]], max_length: int) -> RuntimeSpec:
+    from optbench.bench import ACCURACY_BATCH_SIZE
+    from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile
+
+    if OrtOptions.parse(spec.device, spec.precision, spec.options).provider != "tensorrt" or (
+        "trt_profile" in spec.options
+    ):
+        return spec
+    profile = TrtProfile.for_bench(shapes, max_length, ACCURACY_BATCH_SIZE)
+    return replace(spec, options={**spec.options, "trt_profile": profile.to_dict()})
+
+
 def _load_torch(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
     from optbench.runtimes.torch import TorchRuntime
 
@@ -119,17 +140,22 @@ def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> 
 @dataclass(frozen=True)
 class Engine:
     """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
-    fails before any step runs; it returns the non-default ones as a short tag for labels), and how to load
-    one."""
+    fails before any step runs; it returns the non-default ones as a short tag for labels), how to load one,
+    which models of those formats it leaves out, and why, and how a recipe fills in options that follow from
+    its benchmark shapes and max_length (the TensorRT provider's profile)."""
 
     formats: tuple[str, ...]
     check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
+    declines: Callable[[RuntimeSpec, ModelArtifact], str | None] = lambda spec, artifact: None
+    for_bench: Callable[[RuntimeSpec, list[tuple[int, int | str]], int], RuntimeSpec] = lambda spec, *_: spec
 
 
 ENGINES: dict[str, Engine] = {
     "torch": Engine(("hf",), _check_torch, _load_torch),
-    "onnxruntime": Engine(("onnx",), _check_onnxruntime, _load_onnxruntime),
+    "onnxruntime": Engine(
+        ("onnx",), _check_onnxruntime, _load_onnxruntime, _onnxruntime_declines, _onnxruntime_for_bench
+    ),
     "tensorrt": Engine(("trt",), _check_tensorrt, _load_tensorrt),
 }
 
@@ -137,6 +163,12 @@ ENGINES: dict[str, Engine] = {
 def runs(spec: RuntimeSpec, artifact: ModelArtifact) -> bool:
     """Whether the engine named by `spec` can run this artifact's format."""
     return artifact.format in ENGINES[spec.name].formats
+
+
+def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
+    """Why the engine named by `spec` leaves out this artifact of a format it runs (the TensorRT provider and
+    a model with onnxruntime's fused operators, say); None when it runs it."""
+    return ENGINES[spec.name].declines(spec, artifact)
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:

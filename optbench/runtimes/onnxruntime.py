@@ -15,7 +15,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
-from optbench.onnx_graph import is_qdq, load_graph, require_model_file
+from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_model_file
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +60,68 @@ def open_session(
         ) from exc
 
 
-OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache")
+OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache", "trt_profile")
+Shape2 = tuple[int, int]  # (batch, sequence)
+
+
+@dataclass(frozen=True)
+class TrtProfile:
+    """The TensorRT provider's one optimization profile, in (batch, sequence) for every input: TensorRT tunes
+    its kernels for `opt` and runs any shape from `min` to `max` on them. Without one, the provider sizes
+    its engine to the shapes it has seen and rebuilds it whenever a call falls outside them."""
+
+    min: Shape2
+    opt: Shape2
+    max: Shape2
+
+    @classmethod
+    def parse(cls, table: Any) -> TrtProfile:
+        example = "trt_profile = {min = [1, 1], opt = [1, 128], max = [64, 128]}"
+        if not isinstance(table, dict) or sorted(table) != ["max", "min", "opt"]:
+            raise OptbenchError(f"trt_profile takes min, opt and max as [batch, sequence], e.g. {example}")
+        shapes = {}
+        for key, value in table.items():
+            if not (isinstance(value, list | tuple) and len(value) == 2) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+            ):
+                raise OptbenchError(f"trt_profile {key} = {value!r}: give [batch, sequence], e.g. {example}")
+            shapes[key] = (value[0], value[1])
+        profile = cls(**shapes)
+        if not all(lo <= mid <= hi for lo, mid, hi in zip(profile.min, profile.opt, profile.max, strict=True)):
+            raise OptbenchError(f"trt_profile needs min <= opt <= max in batch and in sequence, not {table}")
+        return profile
+
+    @classmethod
+    def for_bench(cls, shapes: list[tuple[int, int | str]], max_length: int, accuracy_batch_size: int) -> TrtProfile:
+        """A profile that holds every benchmark shape and the accuracy pass's batches, tuned for the first
+        benchmark shape (`seq_len = "data"` counts as max_length)."""
+        fixed = [(batch, max_length if seq_len == "data" else int(seq_len)) for batch, seq_len in shapes]
+        widest = max([batch for batch, _ in fixed] + [accuracy_batch_size])
+        return cls((1, 1), fixed[0], (widest, max(max_length, *(seq for _, seq in fixed))))
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    def provider_options(self, input_names: list[str]) -> dict[str, str]:
+        """onnxruntime's `trt_profile_*_shapes` for these inputs ("input_ids:1x128,attention_mask:1x128")."""
+        return {
+            f"trt_profile_{key}_shapes": ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in input_names)
+            for key, shape in (("min", self.min), ("opt", self.opt), ("max", self.max))
+        }
 
 
 @dataclass(frozen=True)
 class OrtOptions:
     """The onnxruntime runtime's options: the execution provider (`cpu` on cpu; `cuda` or `tensorrt` on
-    cuda), the graph optimization level, and for the TensorRT provider INT8 (QDQ models) and whether its
-    engines are cached on disk (default true: an engine is built once per model, GPU and settings)."""
+    cuda), the graph optimization level, and for the TensorRT provider INT8 (QDQ models), whether its
+    engines are cached on disk (default true: an engine is built once per model, GPU and settings) and its
+    optimization profile (a recipe fills it in from its [bench] shapes when not given)."""
 
     provider: str
     level: str = "all"
     trt_int8: bool = False
     trt_engine_cache: bool = True
+    trt_profile: TrtProfile | None = None
 
     @classmethod
     def parse(cls, device: str, precision: str, options: dict[str, Any]) -> OrtOptions:
@@ -89,11 +138,12 @@ class OrtOptions:
         level = options.get("graph_optimization_level", "all")
         if level not in LEVELS:
             raise OptbenchError(f"graph_optimization_level {level!r} is unknown: use one of {list(LEVELS)}")
-        parsed = cls(provider, level, options.get("trt_int8", False), options.get("trt_engine_cache", True))
+        profile = TrtProfile.parse(options["trt_profile"]) if "trt_profile" in options else None
+        parsed = cls(provider, level, options.get("trt_int8", False), options.get("trt_engine_cache", True), profile)
         if not isinstance(parsed.trt_int8, bool) or not isinstance(parsed.trt_engine_cache, bool):
             raise OptbenchError("onnxruntime options trt_int8 and trt_engine_cache take true or false")
-        if provider != "tensorrt" and (parsed.trt_int8 or "trt_engine_cache" in options):
-            raise OptbenchError('trt_int8 and trt_engine_cache are options of provider = "tensorrt"')
+        if provider != "tensorrt" and (parsed.trt_int8 or "trt_engine_cache" in options or profile):
+            raise OptbenchError('trt_int8, trt_engine_cache and trt_profile are options of provider = "tensorrt"')
         if provider == "tensorrt" and precision == "bf16":
             raise OptbenchError('the TensorRT provider runs fp32 or fp16 (and INT8 with trt_int8): not "bf16"')
         return parsed
@@ -110,9 +160,10 @@ class OrtOptions:
 class OnnxRuntime:
     """An ONNX classifier in an onnxruntime session on one execution provider (CPU kept as the host).
 
-    With the TensorRT provider, precision "fp16" lets TensorRT run an FP32 model's layers in FP16, and
-    `trt_int8` runs a QDQ model's quantized layers in INT8; engines are built on the first call of each new
-    input range (the report's first-call time holds that cost) and cached on disk for the next process."""
+    With the TensorRT provider (models of standard ONNX operators only: an unfused export), precision "fp16"
+    lets TensorRT run an FP32 model's layers in FP16, and `trt_int8` runs a QDQ model's quantized layers in
+    INT8; the engine is built on the first call (the report's first-call time holds that cost) for the
+    option's `trt_profile`, and cached on disk for the next process."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
@@ -127,12 +178,7 @@ class OnnxRuntime:
                 f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
                 f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
             )
-        if self.options.trt_int8 and not is_qdq(load_graph(artifact.path / MODEL_FILE)):
-            raise OptbenchError(
-                "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
-                '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", '
-                "which calibrates"
-            )
+        inputs = self._tensorrt_inputs(artifact) if self.options.provider == "tensorrt" else []
         self.level = self.options.level
         self.provider = PROVIDERS[self.options.provider]
         if self.provider not in ort.get_available_providers():
@@ -144,9 +190,9 @@ class OnnxRuntime:
         first: Any = self.provider
         if self.options.provider == "tensorrt":
             self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
-            first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options))
+            first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options, inputs))
         self.engines_before = _files_in(self.engine_cache)
-        # the TensorRT provider hands what TensorRT cannot run (onnxruntime's fused operators) to CUDA, not the CPU
+        # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
         fallbacks = {"cpu": [], "cuda": [PROVIDERS["cpu"]], "tensorrt": [PROVIDERS["cuda"], PROVIDERS["cpu"]]}
         self.providers = [first, *fallbacks[self.options.provider]]
         self.path = artifact.path / MODEL_FILE
@@ -158,6 +204,20 @@ class OnnxRuntime:
                 "check the CUDA/TensorRT libraries onnxruntime-gpu needs"
             )
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _tensorrt_inputs(self, artifact: ModelArtifact) -> list[str]:
+        """The model's input names (its profile names them), once the model is known to suit TensorRT."""
+        graph = load_graph(artifact.path / MODEL_FILE)
+        unparsable = tensorrt_cannot_parse(graph)
+        if unparsable:
+            raise OptbenchError(unparsable)
+        if self.options.trt_int8 and not is_qdq(graph):
+            raise OptbenchError(
+                "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
+                '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", '
+                "which calibrates"
+            )
+        return [i.name for i in graph.input]
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: batch[name] for name in self.input_names}
@@ -209,7 +269,21 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) ->
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}"
 
 
-def trt_provider_options(cache: Path, precision: str, options: OrtOptions) -> dict[str, Any]:
+def tensorrt_cannot_parse(graph: Any) -> str | None:
+    """Why the TensorRT provider should not run this graph, or None. TensorRT's ONNX parser reads standard
+    ONNX only: onnxruntime's fused operators would run on CUDA between many small engines, none of them
+    covered by the optimization profile, which names the model's inputs."""
+    custom = custom_operators(graph)
+    if not custom:
+        return None
+    return (
+        f"the TensorRT provider runs models TensorRT parses whole, and this one holds onnxruntime's own "
+        f"operators {custom[:4]}: give it an export with the onnx step's fuse = false "
+        '(and no quantize-dynamic), or use provider = "cuda" for this model'
+    )
+
+
+def trt_provider_options(cache: Path, precision: str, options: OrtOptions, inputs: list[str]) -> dict[str, Any]:
     """The TensorRT provider's options (onnxruntime's documented `trt_*` keys) for these settings."""
     settings: dict[str, Any] = {
         "trt_fp16_enable": precision == "fp16",
@@ -217,6 +291,8 @@ def trt_provider_options(cache: Path, precision: str, options: OrtOptions) -> di
         "trt_engine_cache_enable": options.trt_engine_cache,
         "trt_timing_cache_enable": options.trt_engine_cache,
     }
+    if options.trt_profile is not None:
+        settings.update(options.trt_profile.provider_options(inputs))
     if options.trt_engine_cache:
         cache.mkdir(parents=True, exist_ok=True)
         settings["trt_engine_cache_path"] = str(cache)
