@@ -19,7 +19,7 @@ from optbench.atomic import write_text_atomic
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
-from optbench.runtimes import RuntimeSpec
+from optbench.runtimes import ENGINES, RuntimeSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,13 @@ def runnable(spec: RuntimeSpec, found: dict[str, Capability]) -> str | None:
 
 
 def plan_recipe(recipe: Recipe, found: dict[str, Capability]) -> tuple[Recipe, list[tuple[RuntimeSpec, str]]]:
-    """The recipe with only the runtimes this machine can run, and the ones left out with what they lack."""
+    """The recipe with only the runtimes this machine can run, and the chains whose models one of them runs
+    (no ONNX export where no onnxruntime provider is kept); and the runtimes left out with what they lack."""
     kept = [spec for spec in recipe.bench.runtimes if runnable(spec, found) is None]
     missing = [(spec, lacks) for spec in recipe.bench.runtimes if (lacks := runnable(spec, found)) is not None]
-    return replace(recipe, bench=replace(recipe.bench, runtimes=tuple(kept))), missing
+    formats = {fmt for spec in kept for fmt in ENGINES[spec.name].formats}
+    chains = tuple(chain for chain in recipe.chains if any(s.config.output_format in formats for s in chain))
+    return replace(recipe, chains=chains, bench=replace(recipe.bench, runtimes=tuple(kept))), missing
 
 
 def summary(

@@ -39,8 +39,13 @@ def test_only_the_runtimes_this_machine_has_are_kept() -> None:
     }
     everything, missing = plan_recipe(recipe, _found(torch_cuda=True, ort_cuda=True, ort_tensorrt=True))
     assert everything == recipe and not missing
+    assert not torch_only.chains  # nothing here runs the ONNX exports: they are not made
+    onnx_only, _ = plan_recipe(recipe, _found(torch_cuda=True, ort_tensorrt=True))
+    assert [step.label for chain in onnx_only.chains for step in chain] == [None, "onnx-unfused"]
     cpu_only, _ = plan_recipe(recipe, _found())
     assert cpu_only.bench.runtimes == (RuntimeSpec("torch"),)
+    engines, _ = plan_recipe(load_recipe(RECIPES / "gpu-tensorrt.toml"), _found(torch_cuda=True, tensorrt=True))
+    assert len(engines.chains) == 3  # the exports feed the engines
     assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True)) == "tensorrt"
     assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True, tensorrt=True)) is None
 
