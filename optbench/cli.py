@@ -25,6 +25,7 @@ log = logging.getLogger("optbench")
 EPILOG = """examples:
   optbench run recipes/baseline.toml            fine-tune (once, cached), evaluate and benchmark the default
   optbench run recipes/distill.toml             a 3-layer and a 2-layer student beside their teacher
+  optbench run recipes/quantize-dynamic.toml --model ./my-model --dataset my.csv   INT8 of your own model
   optbench run recipes/peers.toml               optbench's INT8 beside optimum-onnx and torchao, one run
   optbench report results/                      every report under results/ as a Markdown table
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
@@ -68,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cache for trained and optimized models and the peers' environments (default: $OPTBENCH_CACHE or "
         "~/.cache/optbench)",
+    )
+    run.add_argument(
+        "--model",
+        type=Path,
+        help="run on this checkpoint folder instead of the recipe's [model] checkpoint: a trained classifier, "
+        "or an encoder that optbench fine-tunes first",
+    )
+    run.add_argument(
+        "--dataset",
+        type=Path,
+        help="use this CSV or JSONL file instead of the recipe's [dataset] source (the recipe's column and "
+        "split settings still apply: text and label columns by default)",
     )
     run.add_argument(
         "--executor",
@@ -178,10 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from optbench.executors import make_executor
     from optbench.pipeline import default_cache_dir, run_recipe
-    from optbench.recipe import load_recipe
+    from optbench.recipe import load_recipe, with_inputs
     from optbench.report import FAILURES_FILE, load_failures, load_reports, render, to_frame
 
-    recipe = load_recipe(args.recipe)
+    recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
     cache = (args.cache or default_cache_dir()).resolve()
     executor = make_executor(args.executor, args.address)
     try:  # job processes, peers' environments and engine caches find the cache through the environment

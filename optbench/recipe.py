@@ -118,6 +118,19 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     )
 
 
+def with_inputs(recipe: Recipe, *, model: Path | None = None, dataset: Path | None = None) -> Recipe:
+    """The recipe run on another checkpoint folder and/or dataset file (paths from the current directory)."""
+    if model is not None:
+        if not model.is_dir():
+            raise OptbenchError(f"--model {model} is not a folder: give a Hugging Face checkpoint folder")
+        recipe = replace(recipe, checkpoint=str(model.resolve()))
+    if dataset is not None:
+        if not dataset.is_file():
+            raise OptbenchError(f"--dataset {dataset} is not a file: give a CSV or JSONL file")
+        recipe = replace(recipe, dataset=replace(recipe.dataset, source=str(dataset.resolve())))
+    return recipe
+
+
 def _resolved(step: RecipeStep, base: Path) -> RecipeStep:
     """Paths in a step's config (a step that takes one has `resolve_paths`) are taken from the recipe's folder."""
     resolve = getattr(step.config, "resolve_paths", None)

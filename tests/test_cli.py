@@ -216,3 +216,27 @@ def test_a_runtime_with_nothing_to_run_is_refused_up_front(
     bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["onnxruntime"]')
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "add the step that makes one")
+
+
+def test_run_takes_another_model_and_dataset_from_the_command_line(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    ran = []
+
+    def fake_run(recipe, results, cache, executor):  # type: ignore[no-untyped-def]
+        ran.append(recipe)
+        (results / "x").mkdir(parents=True)
+        return results / "x"
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path, Path("elsewhere"), Path("elsewhere.csv"))
+    (tmp_path / "model").symlink_to(tiny_classifier)
+    args = ["run", str(recipe), "--model", "model", "--dataset", str(reviews_csv), "--results", "r", "--cache", "c"]
+    assert main(args) == 0
+    (used,) = ran
+    assert used.checkpoint == str((tmp_path / "model").resolve())
+    assert used.dataset.source == str(reviews_csv) and used.dataset.group_column == "movie"  # the recipe's settings
+    _fails([*args[:3], "missing", *args[4:]], capsys, "--model missing is not a folder")
+    _fails([*args[:5], "missing.csv", *args[6:]], capsys, "--dataset missing.csv is not a file")
+    assert len(ran) == 1
