@@ -7,6 +7,7 @@ batches as .npz; the job writes its result as JSON (and the logits as .npy for a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import itertools
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,28 +70,44 @@ Batch = dict[str, np.ndarray]
 def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
     """Run `job` in a fresh Python process and return its result; a failure raises JobFailed with its reason.
 
-    On Linux the job dies with its parent, so a sweep killed with kill -9 leaves no job measuring on."""
+    The job leads its own process group, and whatever it started (torch.compile's compile workers, say) is
+    killed with the group when it ends or times out: nothing it leaves runs on beside the next job's timing.
+    Its stderr goes to a file, read with undecodable bytes replaced, so a helper process still holding it
+    cannot keep the parent waiting. On Linux the job dies with its parent, so a sweep killed with kill -9
+    leaves no job measuring on."""
     write_json_atomic(job_path, {**asdict(job), "timing": asdict(job.timing)})
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        done = subprocess.run(
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
             [*JOB_COMMAND, str(job_path)],
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-    except subprocess.TimeoutExpired as exc:
+        try:
+            returncode: int | None = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        stderr.seek(0)
+        lines = [line for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
+    last = lines[-1].strip().removeprefix("error: ") if lines else ""
+    if returncode is None:
+        said = f"; its last line: {last}" if last else ""
         raise JobFailed(
-            f"{job.kind} job hung: no result after {timeout_s:.0f} s (raise [bench] job_timeout_s if it is only slow)"
-        ) from exc
-    if done.returncode < 0:
-        raise JobFailed(f"{job.kind} job failed: {_signal_reason(-done.returncode)}")
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {done.returncode}"
-        raise JobFailed(f"{job.kind} job failed: {reason.removeprefix('error: ')}")
+            f"{job.kind} job hung: no result after {timeout_s:.0f} s (raise [bench] job_timeout_s if it is only "
+            f"slow){said}"
+        )
+    if returncode < 0:
+        said = f" (its last line: {last})" if last else ""
+        raise JobFailed(f"{job.kind} job failed: {_signal_reason(-returncode)}{said}")
+    if returncode != 0:
+        raise JobFailed(f"{job.kind} job failed: {last or f'exit code {returncode}'}")
     try:
         return json.loads(Path(job.output).read_text())
     except (OSError, json.JSONDecodeError) as exc:

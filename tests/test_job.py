@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +142,12 @@ def test_a_hanging_job_times_out(tmp_path: Path, tiny_classifier: Path) -> None:
     [("SIGKILL", "killed by SIGKILL: out of memory"), ("SIGSEGV", "crashed with SIGSEGV")],
 )
 def test_a_job_killed_by_a_signal_says_which(signal_name: str, reason: str, tmp_path: Path, monkeypatch) -> None:
-    suicide = f"import os, signal; os.kill(os.getpid(), signal.{signal_name})"
+    suicide = "import os, signal, sys; print('CUDA failure 2: out of memory', file=sys.stderr, flush=True); " + (
+        f"os.kill(os.getpid(), signal.{signal_name})"
+    )
     monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", suicide))
     job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
-    with pytest.raises(JobFailed, match=f"^latency job failed: {reason}"):
+    with pytest.raises(JobFailed, match=f"^latency job failed: {reason}.*its last line: CUDA failure 2: out of memory"):
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
 
 
@@ -153,3 +156,40 @@ def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) ->
     job = Job("accuracy", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
     with pytest.raises(JobFailed, match="exited cleanly but wrote no readable result"):
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` is alive (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to see which processes are left")
+def test_what_a_job_leaves_running_ends_with_it_and_cannot_hold_the_parent(tmp_path: Path, monkeypatch) -> None:
+    """A helper the job started (as torch.compile starts compile workers) keeps the job's stderr open; the
+    parent neither waits for it nor leaves it running. Undecodable stderr bytes do not break the parent."""
+    leaves_a_helper = (
+        "import json, subprocess, sys; job = json.load(open(sys.argv[1])); "
+        "helper = subprocess.Popen(['sleep', '60']); open(job['output'] + '.pid', 'w').write(str(helper.pid)); "
+        "sys.stderr.buffer.write(b'caf\\xe9 au lait\\n'); json.dump({'done': True}, open(job['output'], 'w'))"
+    )
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", leaves_a_helper))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    assert run_in_subprocess(job, tmp_path / "job.json", timeout_s=30) == {"done": True}
+    helper = int((tmp_path / "out.json.pid").read_text())
+    for _ in range(50):  # SIGKILL is sent; the helper's new parent reaps it
+        if not _running(helper):
+            break
+        time.sleep(0.1)
+    assert not _running(helper)
+
+
+def test_a_hanging_job_says_its_last_line(tmp_path: Path, monkeypatch) -> None:
+    hangs = "import sys, time; print('compiling', file=sys.stderr, flush=True); time.sleep(60)"
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", hangs))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    with pytest.raises(JobFailed, match=r"no result after 2 s .*its last line: compiling"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=2)
