@@ -232,6 +232,11 @@ def cpu_flags() -> list[str]:
     return _best_effort(_cpu, {"flags": []})["flags"]
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name alone (None when it cannot be read)."""
+    return _best_effort(_cpu, {"model": None})["model"]
+
+
 def fingerprint_key(env: dict) -> str:
     """Short stable hash of the hardware part only (cpu model, cores, flags, memory rounded to
     GiB, gpu names) — used to group results by machine."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,44 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
 def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> None:
     with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph"):
         run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (StaticQuantizeConfig(exclude_op_types=("matmul",)), r"op type\(s\) \['matmul'\] are spelt \['MatMul'\]"),
+        (StaticQuantizeConfig(exclude_op_types=("Conv",)), r"exclude_op_types \['Conv'\] match no node: .*'MatMul'"),
+        (DynamicQuantizeConfig(op_types=("Conv",), weight_type="int8"), r"op_types \['Conv'\] match no node"),
+    ],
+)
+def test_op_types_that_name_nothing_in_the_graph_are_refused(config, message: str, unfused, data, cache) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        run_step(config, unfused, data, cache)
+
+
+def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
+    unfused: ModelArtifact, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optbench.steps import cache_key
+
+    def keys(flags: list[str], model: str) -> list[str]:
+        monkeypatch.setattr(quantize, "cpu_flags", lambda: flags)
+        monkeypatch.setattr(quantize, "cpu_model", lambda: model)
+        configs = [
+            StaticQuantizeConfig(),
+            DynamicQuantizeConfig(),
+            StaticQuantizeConfig(activation_type="int8", weight_type="int8", reduce_range=False),
+            DynamicQuantizeConfig(weight_type="int8", reduce_range=False),
+        ]
+        return [cache_key(config, unfused, data) for config in configs]
+
+    x86, arm, other_x86 = keys(["avx2"], "EPYC"), keys(["asimd"], "Neoverse"), keys(["avx2"], "Xeon")
+    assert x86[0] != arm[0] and x86[0] == other_x86[0]  # static: keyed by the preflight's choice, not the CPU
+    assert x86[1] != other_x86[1]  # dynamic with weight_type "auto" is timed on this CPU
+    assert x86[2:] == arm[2:] == other_x86[2:]  # nothing left to the machine: one cache entry everywhere
+    shorter = replace(data, max_length=16)
+    assert cache_key(StaticQuantizeConfig(), unfused, shorter) != cache_key(StaticQuantizeConfig(), unfused, data)
+    assert cache_key(OnnxConfig(), unfused, shorter) == cache_key(OnnxConfig(), unfused, data)
 
 
 def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cache: Path) -> None:

@@ -89,9 +89,12 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
     version = getattr(config, "version", 1)  # a step bumps it when its output for one config changes
     if version != 1:  # version 1 adds nothing, so caches written before versions existed stay valid
         payload["step_version"] = version
-    build_target = getattr(config, "build_target", None)  # a step whose output runs only where it was built
-    if build_target is not None:
-        payload["target"] = build_target()
+    if getattr(config, "reads_data_length", False):  # the step pads or truncates to the dataset's max_length
+        payload["length"] = data.max_length
+    build_target = getattr(config, "build_target", None)  # a step whose output depends on the machine
+    target = build_target() if build_target is not None else None
+    if target is not None:
+        payload["target"] = target
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

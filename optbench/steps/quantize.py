@@ -20,7 +20,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, batches
-from optbench.environment import cpu_flags
+from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import load_graph
 
@@ -56,6 +56,18 @@ class DynamicQuantizeConfig:
     def output_format(self) -> str:
         return "onnx" if self.backend == "onnxruntime" else "hf"
 
+    def build_target(self) -> dict[str, Any] | None:
+        """What this machine decides for the settings left to it (the preflight's range reduction, the weight
+        type timed here): part of the cache key, so machines sharing a cache each get their own choice."""
+        if self.backend == "torch":
+            return None
+        target: dict[str, Any] = {}
+        if self.reduce_range is None:
+            target["reduce_range"] = preflight(cpu_flags()).reduce_range
+        if self.weight_type == "auto":
+            target["timed_on"] = cpu_model()
+        return target or None
+
 
 @dataclass(frozen=True)
 class StaticQuantizeConfig:
@@ -78,6 +90,7 @@ class StaticQuantizeConfig:
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     seed: int = 0
+    reads_data_length: ClassVar[bool] = True  # calibration batches are cut at the dataset's max_length
 
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -96,6 +109,14 @@ class StaticQuantizeConfig:
             )
         if not 90 <= self.percentile < 100:
             raise OptbenchError(f"[quantize-static] percentile={self.percentile}: use a value in [90, 100)")
+
+    def build_target(self) -> dict[str, Any] | None:
+        """The preflight's choices for the settings left to this machine: part of the cache key, so machines
+        sharing a cache each get their own."""
+        if "auto" not in (self.activation_type, self.weight_type) and self.reduce_range is not None:
+            return None
+        hardware = preflight(cpu_flags())
+        return {"preflight": [hardware.activation_type, hardware.weight_type, hardware.reduce_range]}
 
 
 @dataclass(frozen=True)
@@ -139,7 +160,7 @@ def apply_dynamic(
     from onnxruntime.quantization import quantize_dynamic
 
     source = _source_model(artifact, config.name)
-    _check_nodes(load_graph(source), config.exclude_nodes)
+    _check_selection(load_graph(source), config.op_types, config.exclude_nodes)
     hardware = preflight(cpu_flags())
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
@@ -183,7 +204,7 @@ def apply_static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = _source_model(artifact, config.name)
-    _check_nodes(load_graph(source), config.exclude_nodes)
+    _check_selection(load_graph(source), config.op_types, config.exclude_nodes, config.exclude_op_types)
     hardware = preflight(cpu_flags())
     activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
     weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
@@ -322,16 +343,31 @@ def _source_model(artifact: ModelArtifact, step: str) -> Path:
     return artifact.path / MODEL_FILE
 
 
-def _check_nodes(graph: Any, names: tuple[str, ...]) -> None:
-    """Refuse node names that are not in the graph, naming a few that are."""
-    if not names:
-        return
-    present = {node.name for node in graph.node}
-    missing = [n for n in names if n not in present]
+def _check_selection(
+    graph: Any, op_types: tuple[str, ...], exclude_nodes: tuple[str, ...], exclude_op_types: tuple[str, ...] = ()
+) -> None:
+    """Refuse settings that name nothing in the graph, each error naming what the graph has: node names to
+    exclude, op types to exclude, op types to quantize of which none is there, and a mis-cased op type."""
+    names = {node.name for node in graph.node}
+    missing = [n for n in exclude_nodes if n not in names]
     if missing:
         examples = [node.name for node in graph.node if node.op_type in WEIGHT_OPS][:3]
         raise OptbenchError(
             f"node(s) {missing} are not in the ONNX graph: exclude_nodes takes node names such as {examples}"
+        )
+    present = sorted({node.op_type for node in graph.node})
+    by_case = {t.lower(): t for t in present}
+    miscased = [t for t in (*op_types, *exclude_op_types) if t not in present and t.lower() in by_case]
+    if miscased:
+        spelt = [by_case[t.lower()] for t in miscased]
+        raise OptbenchError(f"op type(s) {miscased} are spelt {spelt} in ONNX: op types are case-sensitive")
+    absent = [t for t in exclude_op_types if t not in present]
+    if absent:
+        raise OptbenchError(f"exclude_op_types {absent} match no node: the graph's op types are {present}")
+    if not set(op_types) & set(present):
+        raise OptbenchError(
+            f"op_types {list(op_types)} match no node, so nothing would be quantized: the graph's op types are "
+            f"{present}"
         )
 
 
