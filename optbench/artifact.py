@@ -18,6 +18,19 @@ Format = Literal["hf", "onnx", "trt"]
 FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
+# what decides a model's outputs besides its weights: its config (architecture, labels), its tokenizer,
+# the quantization scheme applied when it loads, and its own code (*.py, as in a pruned checkpoint)
+DEFINITION_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    QUANTIZATION_FILE,
+)
 
 
 @dataclass(frozen=True)
@@ -139,11 +152,13 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def content_hash(folder: Path) -> str:
-    """sha256 over the weight files' (and a quantization scheme's) names and bytes: equal hashes mean
-    equal models."""
+    """sha256 over the names and bytes of the files that make the model (its weights and DEFINITION_FILES):
+    equal hashes mean equal models. A README, or optbench's manifest, does not count."""
     digest = hashlib.sha256()
-    scheme = folder / QUANTIZATION_FILE
-    for path in [*weight_files(folder), *([scheme] if scheme.is_file() else [])]:
+    definition = sorted(
+        p for p in folder.iterdir() if p.is_file() and (p.name in DEFINITION_FILES or p.suffix == ".py")
+    )
+    for path in [*weight_files(folder), *definition]:
         digest.update(path.relative_to(folder).as_posix().encode())
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -135,13 +135,21 @@ def test_content_hash_is_stable_across_copies(tiny_classifier: Path, tmp_path: P
     assert content_hash(copy) == first
 
 
-def test_content_hash_follows_weights_only(tmp_path: Path) -> None:
+def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
     folder = fake_checkpoint(tmp_path / "m")
     before = content_hash(folder)
-    (folder / "config.json").write_text('{"architectures": ["Other"]}')
-    (folder / "tokenizer.json").write_text('{"changed": true}')
     (folder / MANIFEST).write_text("{}")
+    (folder / "README.md").write_text("notes")
     assert content_hash(folder) == before
+    for name, text in [
+        ("config.json", '{"architectures": ["Other"]}'),  # architecture and labels
+        ("tokenizer.json", '{"changed": true}'),
+        ("tokenizer_config.json", '{"do_lower_case": false}'),
+        ("modeling_pruned_bert.py", "# the model's own code"),
+    ]:
+        (folder / name).write_text(text)
+        assert content_hash(folder) != before, name
+        before = content_hash(folder)
     (folder / "model.safetensors").write_bytes(b"weights" * 99 + b"weightZ")
     changed = content_hash(folder)
     assert changed != before
