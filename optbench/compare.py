@@ -3,8 +3,10 @@ newly failing, new or not comparable.
 
 A change counts only when the two figures' 95% intervals do not overlap and, for timings, it is larger
 than the runs' A/A noise floor (the p50 gap between two measurements of one model in one run).
-Rows are matched by variant, runtime, device, precision, batch size and sequence length; when a side
-holds several runs, each row's newest report is used. Newly failing: a row A measured and B did not,
+Rows are matched by variant, runtime, device, precision, batch size and sequence length, and by machine
+when a side holds results of several machines (a distributed run); with one machine a side, the two are
+compared as they are, across machines too (the machine column says "A -> B"). When a side holds several
+runs, each row's newest report is used. Newly failing: a row A measured and B did not,
 or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's fails.
 """
 
@@ -83,34 +85,43 @@ FIGURES = (
     Figure("model_mb", True, _exact("model_mb")),
     Figure("accuracy", False, _binomial),
 )
-COLUMNS = [*KEY, "figure", "a", "b", "change_pct", "mark", "why"]
+COLUMNS = [*KEY, "machine", "figure", "a", "b", "change_pct", "mark", "why"]
 
 
-def newest(frame: pd.DataFrame) -> pd.DataFrame:
+def match_key(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """KEY, plus the machine when either side holds results of several machines."""
+    several = any(frame["machine"].nunique(dropna=False) > 1 for frame in (a, b))
+    return [*KEY, "machine"] if several else KEY
+
+
+def newest(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """Each row key once: the newest report's row."""
     ordered = frame.sort_values(["created_at", "run_id"], kind="stable")
-    return ordered.drop_duplicates(KEY, keep="last").set_index(KEY)
+    return ordered.drop_duplicates(key, keep="last").set_index(key, drop=False)
 
 
-def _with_reference(rows: pd.DataFrame) -> pd.DataFrame:
+def _with_reference(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """`newest` rows with the interval of each one's speedup over its run's reference (speedup_vs_ci_*)."""
-    return add_speedup_vs(rows.reset_index(), REFERENCE_ROW).set_index(KEY)
+    return add_speedup_vs(rows.reset_index(drop=True), REFERENCE_ROW).set_index(key, drop=False)
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark."""
-    a, b = _with_reference(newest(a)), _with_reference(newest(b))
+    key = match_key(a, b)
+    a, b = _with_reference(newest(a, key), key), _with_reference(newest(b, key), key)
     out = []
-    for key in a.index.union(b.index, sort=False):
-        if key not in b.index:
-            out.append([*key, "-", "measured", "missing", None, "newly failing", "no report in B"])
-        elif key not in a.index:
-            out.append([*key, "-", "missing", "measured", None, "new", "no report in A"])
-        elif a.loc[key, "workload"] != b.loc[key, "workload"]:
-            why = f"workload {a.loc[key, 'workload']} vs {b.loc[key, 'workload']} (data, threads or timing differ)"
-            out.append([*key, "-", "-", "-", None, "not comparable", why])
+    for row in a.index.union(b.index, sort=False):
+        sides = [frame.loc[row] for frame in (a, b) if row in frame.index]
+        where = [*row[: len(KEY)], " -> ".join(dict.fromkeys(str(side["machine"] or "-") for side in sides))]
+        if row not in b.index:
+            out.append([*where, "-", "measured", "missing", None, "newly failing", "no report in B"])
+        elif row not in a.index:
+            out.append([*where, "-", "missing", "measured", None, "new", "no report in A"])
+        elif a.loc[row, "workload"] != b.loc[row, "workload"]:
+            why = f"workload {a.loc[row, 'workload']} vs {b.loc[row, 'workload']} (data, threads or timing differ)"
+            out.append([*where, "-", "-", "-", None, "not comparable", why])
         else:
-            out += [[*key, *_figure_row(figure, a.loc[key], b.loc[key])] for figure in FIGURES]
+            out += [[*where, *_figure_row(figure, a.loc[row], b.loc[row])] for figure in FIGURES]
     return pd.DataFrame(out, columns=COLUMNS)
 
 
@@ -121,14 +132,15 @@ def budget_regressions(budgets: list[Budget], a: list[Report], b: list[Report]) 
     for check in evaluate(budgets, newest_run(b)):
         old = before.get(_check_key(check))
         if check.verdict == "fail" and old is not None and old.verdict != "fail":
-            key = [check.variant, check.runtime, "-", "-", "-", check.shape or "-"]
+            key = [check.variant, check.runtime, "-", "-", "-", check.shape or "-", check.machine or "-"]
             figure = f"{check.limit.key} ({check.budget})"
             out.append([*key, figure, old.verdict, check.verdict, None, "newly failing", check.reason])
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def _check_key(check: Check) -> tuple[str, str, str, str]:
-    return check.budget, check.variant, check.runtime, check.limit.key
+def _check_key(check: Check) -> tuple[str, ...]:
+    """One check of one budget: budgets may share a name (one per shape, say), and a run may span machines."""
+    return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, check.machine
 
 
 def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:

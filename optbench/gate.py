@@ -56,6 +56,7 @@ class Check:
     high: float | None
     verdict: Verdict
     against: str = ""  # what a relative figure was measured against: the fastest peer, or speedup_against's row
+    machine: str = ""  # the hardware fingerprint of the report's machine (a run may span several)
 
     @property
     def reason(self) -> str:
@@ -126,12 +127,12 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     else:
         figure = _figure(limit.key, report, budget)
         outcome = f"not measured at {shape}" if figure is None else (figure, "")
+    machine = str(report.environment.get("machine") or "")
     if isinstance(outcome, str):  # why the figure cannot be had
-        return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail")
+        return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail", machine=machine)
     (value, low, high), against = outcome
-    return Check(
-        budget.name, report.variant, runtime, limit, shape, value, low, high, verdict(limit, low, high), against
-    )
+    verdict_ = verdict(limit, low, high)
+    return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine)
 
 
 def _speedup_vs_peer(

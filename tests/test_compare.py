@@ -128,7 +128,7 @@ def test_cli_compares_two_folders(tmp_path: Path, capsys) -> None:
     b = _write(tmp_path / "b", [with_figures(base, p50_ms=5, spread_ms=0.2)])
     assert main(["compare", str(a), str(b), "--only-changes"]) == 0
     out = capsys.readouterr().out
-    assert "| baseline | torch | cpu | fp32 | 1 | 128 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
+    assert "| baseline | torch | cpu | fp32 | 1 | 128 | box-1 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -220,3 +220,40 @@ def test_speedup_is_judged_with_the_reference_spread_as_the_gate_judges_it() -> 
     assert marks["baseline+onnx", 1, "speedup_p50"] == "not significant"  # the row's p50 alone would say better
     alone = _marks(before[1:], after[1:])  # no reference in the results: the row's own p50 interval
     assert alone["baseline+onnx", 1, "speedup_p50"] == "better"
+
+
+def _on(report: Report, machine: str) -> Report:
+    return dataclasses.replace(report, environment={**report.environment, "machine": machine})
+
+
+def test_a_run_on_several_machines_is_matched_machine_by_machine() -> None:
+    base = make_report(shapes=((1, 128),))
+    a = [_on(with_figures(base, p50_ms=10, spread_ms=0.2), "fast"), _on(with_figures(base, p50_ms=30), "slow")]
+    b = [_on(with_figures(base, p50_ms=20, spread_ms=0.2), "fast"), _on(with_figures(base, p50_ms=30), "slow")]
+    table = compare(to_frame(a), to_frame(b))
+    p50 = table[table["figure"] == "p50_ms"].set_index("machine")
+    assert p50.loc["fast", "mark"] == "worse" and p50.loc["slow", "mark"] == "not significant"
+    one_each = compare(to_frame(a[:1]), to_frame(b[1:]))  # one machine a side: compared across machines
+    assert set(one_each["machine"]) == {"fast -> slow"}
+
+
+def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
+    def at(batch: int, seq_len: int) -> dict:
+        return {
+            "name": "latency",
+            "variants": ["baseline"],
+            "batch_size": batch,
+            "seq_len": seq_len,
+            "max_p50": "20 ms",
+        }
+
+    budgets = [parse_budget(at(1, 128), "budget 1"), parse_budget(at(8, 64), "budget 2")]
+    base = make_report(shapes=((1, 128), (8, 64)))
+    before = dataclasses.replace(
+        base,
+        measurements=(with_figures(base, p50_ms=10).measurements[0], with_figures(base, p50_ms=30).measurements[1]),
+    )
+    after = with_figures(base, p50_ms=30)
+    table = budget_regressions(budgets, [before], [after])
+    assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency)", "pass", "fail"]]
+    assert "batch 1 x 128" in table["why"].iloc[0]
