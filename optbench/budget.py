@@ -99,12 +99,16 @@ def load_budgets(path: Path) -> list[Budget]:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise OptbenchError(f"cannot read budget file {path}: {exc.strerror}; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise OptbenchError(f"budget file {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptbenchError(f"budget file {path} is not valid TOML: {exc}") from exc
     check_keys(table, ["budget"], f"budget file {path}")
     entries = table.get("budget")
     if not isinstance(entries, list) or not entries:
         raise OptbenchError(f'budget file {path} has no budgets: add [[budget]] tables, e.g. max_p50 = "10 ms"')
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise OptbenchError(f'budget file {path}: budget must be [[budget]] tables, e.g. [[budget]] max_p50 = "10 ms"')
     return [parse_budget(entry, f"{path} [[budget]] #{i + 1}") for i, entry in enumerate(entries)]
 
 
@@ -120,7 +124,11 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
         raise OptbenchError(f'{where}: {shaped} hold at one shape: add batch_size = 1 and seq_len = 128 (or "data")')
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise OptbenchError(f"{where} batch_size = {batch_size!r}: give a positive integer")
-    if seq_len is not None and seq_len != "data" and (not isinstance(seq_len, int) or seq_len < 1):
+    if (
+        seq_len is not None
+        and seq_len != "data"
+        and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1)
+    ):
         raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
     peer_budget = entry.get("peer_max_accuracy_drop")
     against = entry.get("speedup_against")

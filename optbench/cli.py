@@ -318,12 +318,13 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
-    from optbench.report import load_reports
+    from optbench.report import load_failures, load_reports
 
     budgets = load_budgets(args.budget)
     run = newest_run(load_reports(args.results))
     print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
-    checks = evaluate(budgets, run)
+    folder = args.results if args.results.name == run[0].run_id else next(args.results.rglob(run[0].run_id), None)
+    checks = evaluate(budgets, run, load_failures(folder) if folder else [])
     sys.stdout.write(summary(checks, strict=args.strict))
     if args.junit:
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))

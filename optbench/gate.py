@@ -20,7 +20,7 @@ from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, Budget, Limit
 from optbench.errors import OptbenchError
 from optbench.relative_speedup import RowChoice
-from optbench.report import Measurement, Report
+from optbench.report import FailedJob, Measurement, Report
 from optbench.runtimes import RuntimeSpec
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -84,10 +84,19 @@ def newest_run(reports: list[Report]) -> list[Report]:
     return [r for r in reports if (r.created_at, r.run_id) == latest]
 
 
-def evaluate(budgets: list[Budget], reports: list[Report]) -> list[Check]:
-    """Every limit of every budget against every report it selects (one run's reports)."""
+def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJob] | None = None) -> list[Check]:
+    """Every limit of every budget against every report it selects (one run's reports); a job or step of the
+    run that failed (`failed`, from its failures.json) fails every limit of the budgets that select it."""
     checks = []
     for budget in budgets:
+        for failure in failed or []:
+            if _selects_failure(budget, failure):
+                runtime = failure.runtime or "-"
+                why = f"its {failure.job} failed: {failure.reason}"
+                checks += [
+                    Check(budget.name, failure.variant, runtime, limit, why, None, None, None, "fail")
+                    for limit in budget.limits
+                ]
         chosen = [r for r in reports if _selects(budget, r)]
         if not chosen:
             wanted = f"variants {list(budget.variants)} on runtimes {list(budget.runtimes)}"
@@ -115,6 +124,14 @@ def _selects(budget: Budget, report: Report) -> bool:
     )
 
 
+def _selects_failure(budget: Budget, failure: FailedJob) -> bool:
+    """Whether the budget would have judged the failed job's variant; a failed step fails it on every runtime."""
+    names = (failure.runtime.split("-")[0], failure.runtime) if failure.runtime else ()
+    return any(fnmatch.fnmatchcase(failure.variant, p) for p in budget.variants) and (
+        not names or any(fnmatch.fnmatchcase(n, p) for n in names for p in budget.runtimes)
+    )
+
+
 def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
     runtime = _runtime(report).label
     shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
@@ -126,7 +143,10 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
             outcome = (outcome[0], "")  # the run's reference goes without saying
     else:
         figure = _figure(limit.key, report, budget)
-        outcome = f"not measured at {shape}" if figure is None else (figure, "")
+        unmeasured = (
+            f"not measured at {shape}" if shape else "its reference scored 0 accuracy: nothing is relative to it"
+        )
+        outcome = unmeasured if figure is None else (figure, "")
     machine = str(report.environment.get("machine") or "")
     if isinstance(outcome, str):  # why the figure cannot be had
         return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail", machine=machine)
@@ -210,6 +230,8 @@ def _figure(key: str, report: Report, budget: Budget) -> tuple[float, float, flo
         return drop.points, drop.ci_low, drop.ci_high
     if key == "min_relative_accuracy":
         reference = report.metrics.accuracy + drop.points / 100  # the reference's accuracy, a fraction
+        if reference <= 0:
+            return None  # a reference that got nothing right has no relative accuracy
 
         def relative(points: float) -> float:
             return (reference - points / 100) / reference

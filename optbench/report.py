@@ -302,8 +302,8 @@ def write_report(report: Report, folder: Path) -> Path:
 def read_report(path: Path) -> Report | None:
     """The report in `path`; None for JSON files that are not optbench reports."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
         raise OptbenchError(f"cannot read {path}: {exc}; delete or restore the file") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None
@@ -316,8 +316,9 @@ def read_report(path: Path) -> Report | None:
         )
     try:
         return Report.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise OptbenchError(f"{path} is a damaged report (missing {exc}): re-run the recipe that wrote it") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise OptbenchError(f"{path} is a damaged report ({what}): re-run the recipe that wrote it") from exc
 
 
 FAILURES_FILE = "failures.json"

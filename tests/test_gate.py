@@ -13,7 +13,7 @@ from optbench.budget import Limit, load_budgets, parse_budget
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
-from optbench.report import Report, write_report
+from optbench.report import FailedJob, Report, write_failures, write_report
 from optbench.runtimes import RuntimeSpec
 
 SHAPE = "batch_size = 1\nseq_len = 128\n"
@@ -166,6 +166,7 @@ def test_the_newest_run_is_gated() -> None:
         ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
         ("# nothing here\n", "has no budgets"),
         ("[[budget]\n", "is not valid TOML"),
+        ("budget = [1, 2]\n", "budget must be \\[\\[budget\\]\\] tables"),
     ],
 )
 def test_bad_budget_files_are_refused_with_the_fix(text: str, message: str, tmp_path: Path) -> None:
@@ -178,6 +179,26 @@ def test_bad_shape_values_are_refused() -> None:
         parse_budget({"batch_size": 0, "seq_len": 128, "max_p50": "1 ms"}, "b")
     with pytest.raises(OptbenchError, match="seq_len = 'long'"):
         parse_budget({"batch_size": 1, "seq_len": "long", "max_p50": "1 ms"}, "b")
+    with pytest.raises(OptbenchError, match="seq_len = True: give a positive integer"):
+        parse_budget({"batch_size": 1, "seq_len": True, "max_p50": "1 ms"}, "b")
+
+
+def test_a_budget_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[[budget]]\nname = "café"\nmax_size = "1 GB"\n'.encode("latin-1"))
+    with pytest.raises(OptbenchError, match="is not UTF-8 text"):
+        load_budgets(path)
+
+
+def test_relative_accuracy_of_a_reference_that_scored_nothing_cannot_be_checked(tmp_path: Path) -> None:
+    chain = _run()[1]
+    nothing = dataclasses.replace(
+        chain,
+        metrics=dataclasses.replace(chain.metrics, accuracy=0.0),
+        drop=dataclasses.replace(chain.drop, points=0.0, ci_low=0.0, ci_high=0.0),
+    )
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmin_relative_accuracy = "98%"\n', [nothing], tmp_path)
+    assert check.verdict == "fail" and "its reference scored 0 accuracy" in check.reason
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -203,6 +224,29 @@ def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
     assert main(["gate", "--budget", str(failing), str(results)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "min_speedup 5x" in out and "breaks the limit 6x" in out
+
+
+def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path, capsys) -> None:
+    results = _results(tmp_path)
+    (run,) = (results / "demo").iterdir()
+    write_failures(
+        [
+            FailedJob("baseline+onnx-int8", "onnxruntime-cpu-fp32", "latency-3", "crashed with SIGSEGV"),
+            FailedJob("baseline+student", "", "step distill", "out of memory"),
+        ],
+        run,
+    )
+    every = '[[budget]]\nname = "every"\nvariants = ["*"]\nruntimes = ["onnxruntime"]\nmax_size = "1 GB"\n'
+    every = _budget(every, tmp_path)
+    assert main(["gate", "--budget", str(every), str(results)]) == 1
+    out = capsys.readouterr().out
+    crashed = "max_size cannot be checked: its latency-3 failed: crashed with SIGSEGV"
+    assert f"FAIL         every: baseline+onnx-int8 on onnxruntime-cpu-fp32: {crashed}" in out
+    assert "baseline+student on -: max_size cannot be checked: its step distill failed: out of memory" in out
+    torch_only = _budget(
+        '[[budget]]\nvariants = ["baseline+onnx*"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n', tmp_path
+    )
+    assert main(["gate", "--budget", str(torch_only), str(run)]) == 0  # the failed job was on another runtime
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:

@@ -101,6 +101,12 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         read_report(path)
 
 
+def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_bytes(b'{"schema": "optbench.report", "note": "caf\xe9"}')
+    with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: 'utf-8' codec can't decode"):
+        read_report(tmp_path / "x.json")
+
+
 def test_damaged_report_names_the_missing_key(tmp_path: Path) -> None:
     path = write_report(make_report(), tmp_path)
     _rewrite(path, lambda d: d.pop("measurements"))
