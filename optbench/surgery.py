@@ -49,14 +49,16 @@ def ffn_neuron_scores(layer: Any) -> Any:
 
 
 def narrow_ffn(model: Any, size: int) -> None:
-    """Keep the `size` most important FFN neurons of every layer (by `ffn_neuron_scores`), in place."""
+    """Keep the `size` most important FFN neurons of every layer (by `ffn_neuron_scores`), in place; a layer
+    already narrower (a pruned model's) keeps all of its own."""
     import torch
 
-    current = model.config.intermediate_size
-    if not 1 <= size <= current:
-        raise OptbenchError(f"intermediate_size = {size}: use 1 to {current} (this model's FFN width)")
-    for layer in encoder_layers(model):
-        keep_ffn_neurons(layer, torch.topk(ffn_neuron_scores(layer), size).indices.sort().values.tolist())
+    widths = layer_shapes(model)["intermediate_per_layer"]
+    if not 1 <= size <= max(widths):
+        raise OptbenchError(f"intermediate_size = {size}: use 1 to {max(widths)} (this model's widest FFN)")
+    for layer, width in zip(encoder_layers(model), widths, strict=True):
+        kept = torch.topk(ffn_neuron_scores(layer), min(size, width)).indices.sort().values.tolist()
+        keep_ffn_neurons(layer, kept)
     model.config.intermediate_size = size
     record_shapes(model)
 
