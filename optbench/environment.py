@@ -237,6 +237,16 @@ def cpu_model() -> str | None:
     return _best_effort(_cpu, {"model": None})["model"]
 
 
+def machine_key() -> str:
+    """This machine's `fingerprint_key`, from its hardware probes alone (no calibration run)."""
+    hardware = {
+        "cpu": _best_effort(_cpu, {}),
+        "memory_mib": _best_effort(_memory_total_mib, None),
+        "gpu": _best_effort(_gpus, []),
+    }
+    return fingerprint_key(hardware)
+
+
 def fingerprint_key(env: dict) -> str:
     """Short stable hash of the hardware part only (cpu model, cores, flags, memory rounded to
     GiB, gpu names) — used to group results by machine."""

@@ -22,6 +22,7 @@ from optbench.artifact import (
 from optbench.bench import benchmark
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
@@ -52,7 +53,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     artifacts, step_failures = apply_chains(recipe, baseline, data, cache_dir)
     artifacts = distinct_variants(artifacts)
     root = results_dir / recipe.name
-    store = SweepStore.open(root, sweep_identity(recipe, artifacts, data), new_run_id)
+    store = SweepStore.open(root, sweep_identity(recipe, artifacts, data, executor), new_run_id)
     store.join()
     reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
     failed = step_failures + failed
@@ -96,17 +97,24 @@ def apply_chains(
     return artifacts, failures
 
 
-def sweep_identity(recipe: Recipe, artifacts: list[ModelArtifact], data: LabelledData) -> dict[str, Any]:
-    """What a sweep measures: a re-run with the same identity resumes it (the job timeout may change)."""
+def sweep_identity(
+    recipe: Recipe, artifacts: list[ModelArtifact], data: LabelledData, executor: Executor | None = None
+) -> dict[str, Any]:
+    """What a sweep measures: a re-run with the same identity resumes it (the job timeout may change). Jobs
+    run on this machine (the local executor) belong to it: their results do not say where they ran, so
+    another machine sharing the results folder, or the folder moved, starts its own sweep."""
     bench = {k: v for k, v in config_to_dict(recipe.bench).items() if k != "job_timeout_s"}
     models = [(a.variant, a.sha256) for a in artifacts]
-    return {
+    identity = {
         "recipe": recipe.name,
         "models": models,
         "bench": bench,
         "data": data.fingerprint,
         "length": data.max_length,
     }
+    if executor is None or executor.runs_here:
+        identity["machine"] = machine_key()
+    return identity
 
 
 def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:

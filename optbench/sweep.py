@@ -177,7 +177,10 @@ class SweepStore:
 class Executor(Protocol):
     """Where jobs run. `submit` starts a job and returns a handle; `wait` returns one finished handle with
     the job's result, or the JobFailed that says why it failed. The sweep keeps one job in flight per
-    lane and submits each lane's jobs in plan order, so an executor decides what may run side by side."""
+    lane and submits each lane's jobs in plan order, so an executor decides what may run side by side.
+    `runs_here`: every job runs on this machine (so a sweep it runs belongs to this machine alone)."""
+
+    runs_here: bool
 
     def lane(self, job: PlannedJob) -> Hashable: ...
 

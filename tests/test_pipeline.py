@@ -43,3 +43,30 @@ def test_labels_tell_two_outputs_of_one_step_apart() -> None:
 def test_two_models_under_one_name_are_refused() -> None:
     with pytest.raises(OptbenchError, match=r"both named baseline\+distill: give the steps that differ a label"):
         distinct_variants([_artifact("b"), _artifact("3", ("distill", None)), _artifact("2", ("distill", None))])
+
+
+def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatch, reviews) -> None:
+    """Local results do not say where they ran: another machine (sharing the folder, or after a move) must
+    start its own sweep rather than pool its timings with these. Ray results carry their node's fingerprint."""
+    from optbench.executors.local import LocalExecutor
+    from optbench.pipeline import sweep_identity
+    from optbench.recipe import parse_recipe
+
+    recipe = parse_recipe({}, base=Path("."), default_name="r")
+    artifacts = [ModelArtifact(Path("m"), "hf", ("fresh", "rotten"), "ab" * 32)]
+    monkeypatch.setattr("optbench.pipeline.machine_key", lambda: "box-a")
+    here = sweep_identity(recipe, artifacts, reviews, LocalExecutor(lambda *args: {}))
+    assert here["machine"] == "box-a" and sweep_identity(recipe, artifacts, reviews)["machine"] == "box-a"
+    monkeypatch.setattr("optbench.pipeline.machine_key", lambda: "box-b")
+    assert sweep_identity(recipe, artifacts, reviews)["machine"] == "box-b"
+
+    class Elsewhere(LocalExecutor):
+        runs_here = False
+
+    assert "machine" not in sweep_identity(recipe, artifacts, reviews, Elsewhere(lambda *args: {}))
+
+
+def test_the_machine_key_is_the_one_reports_carry() -> None:
+    from optbench.environment import fingerprint, fingerprint_key, machine_key
+
+    assert machine_key() == fingerprint_key(fingerprint(1))

@@ -14,6 +14,8 @@ class LocalExecutor:
     """Runs each job on this machine when it is submitted, one at a time in plan order (a single lane):
     latency jobs never share the machine with another job."""
 
+    runs_here = True
+
     def __init__(self, run: Callable[[Job, Path, float], dict[str, Any]]) -> None:
         self.run = run
         self.done: dict[Hashable, dict[str, Any] | JobFailed] = {}

@@ -39,6 +39,8 @@ class RayExecutor:
     """Jobs as Ray tasks: a local Ray runtime by default, or the cluster at `address` (e.g. ray://head:10001
     or auto)."""
 
+    runs_here = False  # each result carries its node's fingerprint instead
+
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         require_package("ray", needed_for="--executor ray", install=INSTALL)
         import ray
