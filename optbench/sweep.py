@@ -33,6 +33,7 @@ from optbench.job import Job, JobFailed
 log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
+CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,11 @@ class SweepStore:
             path.unlink(missing_ok=True)
         return len(failed)
 
-    def claim(self, job: PlannedJob) -> bool:
+    def claim(self, job: PlannedJob, timeout_s: float) -> bool:
         """Take the job for this process; False while a live process of another sweep holds it. A claim
-        left by a dead process on this host (a sweep killed mid-job) is taken over."""
+        left by a dead process on this host (a sweep killed mid-job) is taken over, and so is any claim older
+        than the job timeout and CLAIM_GRACE_S: no job runs that long, so its holder is gone, on whichever host
+        (a container that was replaced, with another hostname)."""
         path = self.jobs / f"{job.key}.claim"
         for _ in range(2):
             try:
@@ -148,7 +151,8 @@ class SweepStore:
                 return True
             except FileExistsError:
                 holder = _read_json(path)
-                if holder is not None and not _is_dead(holder):
+                expired = holder is not None and time.time() - holder.get("at", 0) > timeout_s + CLAIM_GRACE_S
+                if holder is not None and not expired and not _is_dead(holder):
                     return False
                 path.unlink(missing_ok=True)
         return False
@@ -236,7 +240,7 @@ def run_sweep(
                     finish(Outcome(job, None, reason, skipped=True), False)
                 elif (outcome := store.outcome(job)) is not None:
                     finish(outcome, False)
-                elif not store.claim(job):
+                elif not store.claim(job, timeout_s):
                     waiting.append(job)
                 elif (outcome := store.outcome(job)) is not None:  # another sweep finished it before the claim
                     store.release(job)
@@ -259,7 +263,11 @@ def run_sweep(
             busy.discard(executor.lane(job))
             finish(_store_result(job, store, result), True)
         elif waiting:
-            log.info("%d jobs are running in another sweep of this plan: waiting for them", len(waiting))
+            log.info(
+                "%d jobs are running in another sweep of this plan: waiting for them (their claims are in %s)",
+                len(waiting),
+                store.jobs,
+            )
             time.sleep(WAIT_POLL_S)
             for job in reversed(waiting):
                 lanes[executor.lane(job)].appendleft(job)

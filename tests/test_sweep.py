@@ -78,10 +78,10 @@ def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
 
 def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
-    assert store.claim(job)
-    assert not store.claim(job)  # held by a live process (this one)
+    assert store.claim(job, 60)
+    assert not store.claim(job, 60)  # held by a live process (this one)
     store.release(job)
-    assert store.claim(job)
+    assert store.claim(job, 60)
 
 
 def _write_claim(store: SweepStore, job: PlannedJob, holder: dict[str, Any]) -> None:
@@ -93,11 +93,13 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     holder = sweep._holder()
     _write_claim(store, job, {**holder, "pid": int(finished.stdout)})
-    assert store.claim(job)  # its process is gone
+    assert store.claim(job, 60)  # its process is gone
     _write_claim(store, job, {**holder, "started": "0"})
-    assert store.claim(job)  # this pid, but a process started at another time: the pid was reused
+    assert store.claim(job, 60)  # this pid, but a process started at another time: the pid was reused
     _write_claim(store, job, {**holder, "host": "another-node"})
-    assert not store.claim(job)  # another host's process cannot be checked: it counts as alive
+    assert not store.claim(job, 60)  # another host's process cannot be checked: it counts as alive
+    _write_claim(store, job, {**holder, "host": "another-node", "at": holder["at"] - 60 - sweep.CLAIM_GRACE_S - 1})
+    assert store.claim(job, 60)  # but no job runs past its timeout: a claim that old is left by a gone process
 
 
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
