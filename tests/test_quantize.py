@@ -162,6 +162,15 @@ def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
     assert cache_key(OnnxConfig(), unfused, shorter) == cache_key(OnnxConfig(), unfused, data)
 
 
+def test_an_int8_model_is_not_quantized_again(fused: ModelArtifact, unfused: ModelArtifact, data, cache: Path) -> None:
+    dynamic = run_step(DynamicQuantizeConfig(weight_type="int8"), fused, data, cache)
+    with pytest.raises(OptbenchError, match=r"is INT8 already \(MatMulInteger"):
+        run_step(StaticQuantizeConfig(calibration_samples=8), dynamic, data, cache)
+    static = run_step(StaticQuantizeConfig(calibration_samples=8), unfused, data, cache)
+    with pytest.raises(OptbenchError, match=r"is INT8 already \(Q/DQ nodes\)"):
+        run_step(DynamicQuantizeConfig(weight_type="int8"), static, data, cache)
+
+
 def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cache: Path) -> None:
     with pytest.raises(OptbenchError, match="put an onnx step before it"):
         run_step(DynamicQuantizeConfig(), classifier, data, cache)

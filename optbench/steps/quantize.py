@@ -22,7 +22,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
-from optbench.onnx_graph import load_graph
+from optbench.onnx_graph import is_qdq, load_graph
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,9 @@ def apply_dynamic(
     from onnxruntime.quantization import quantize_dynamic
 
     source = _source_model(artifact, config.name)
-    _check_selection(load_graph(source), config.op_types, config.exclude_nodes)
+    graph = load_graph(source)
+    _refuse_int8(graph, config.name)
+    _check_selection(graph, config.op_types, config.exclude_nodes)
     hardware = preflight(cpu_flags())
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
@@ -204,7 +206,9 @@ def apply_static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = _source_model(artifact, config.name)
-    _check_selection(load_graph(source), config.op_types, config.exclude_nodes, config.exclude_op_types)
+    graph = load_graph(source)
+    _refuse_int8(graph, config.name)
+    _check_selection(graph, config.op_types, config.exclude_nodes, config.exclude_op_types)
     hardware = preflight(cpu_flags())
     activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
     weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
@@ -341,6 +345,17 @@ def _source_model(artifact: ModelArtifact, step: str) -> Path:
     if artifact.details.get("precision", "fp32") != "fp32":
         raise OptbenchError(f"{step} needs an FP32 ONNX model, not {artifact.details['precision']}")
     return artifact.path / MODEL_FILE
+
+
+def _refuse_int8(graph: Any, step: str) -> None:
+    """Refuse a model that is INT8 already (a quantize step's output): quantizing it again would label the
+    earlier scheme as this one."""
+    found = sorted({node.op_type for node in graph.node if node.op_type in INT8_OPS})
+    if found or is_qdq(graph):
+        raise OptbenchError(
+            f"{step} needs an FP32 model, and this one is INT8 already ({', '.join(found) or 'Q/DQ nodes'}): "
+            "quantize the FP32 export instead (one quantize step per chain)"
+        )
 
 
 def _check_selection(
