@@ -64,3 +64,21 @@ def test_a_sweep_on_a_local_ray_runtime_matches_the_local_executor(
         f"baseline+onnx.onnxruntime-cpu-fp32@{machine}.json",
         f"baseline.torch-cpu-fp32@{machine}.json",
     ]
+
+
+def test_a_latency_job_takes_its_whole_node_and_an_accuracy_job_its_threads() -> None:
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    executor = RayExecutor.__new__(RayExecutor)  # the options alone: no Ray runtime started
+    n1, n2 = "a1" * 28, "b2" * 28  # node ids are hex
+    executor.nodes, executor.node_cpus, executor.shape_nodes = [n1, n2], {n1: 16.0, n2: 8.0}, {}
+    spec = Job("latency", {}, {"device": "cpu"}, 2, "in.npz", "out.json")
+    first = executor.task_options(PlannedJob("latency", 0, (1, 128)), spec)
+    second = executor.task_options(PlannedJob("latency", 0, (32, 128)), spec)
+    assert (first["num_cpus"], second["num_cpus"]) == (16.0, 8.0)  # each shape's node, whole
+    assert first["resources"] == {LATENCY_SLOT: 1} and first["scheduling_strategy"].node_id == n1
+    accuracy = executor.task_options(PlannedJob("accuracy", 0), spec)
+    assert accuracy["num_cpus"] == 2 and "resources" not in accuracy

@@ -3,9 +3,10 @@
 Every job still runs in a fresh process: its task starts it on the node with `run_in_subprocess`.
 - Accuracy jobs ask for `threads` CPUs (and a GPU for CUDA runtimes) and run wherever they fit, side by
   side: their figures do not depend on time.
-- Latency jobs also ask for one `optbench_latency` slot, of which each node offers one, so a node times
-  one job at a time. Each shape is pinned to one node: its rounds, every variant and the reference its
-  speedups are taken against are measured on the same machine, in plan order.
+- Latency jobs ask for every CPU of their node and its one `optbench_latency` slot, so a node times one
+  job at a time with no accuracy job beside it. Each shape is pinned to one node: its rounds, every
+  variant and the reference its speedups are taken against are measured on the same machine, in plan
+  order.
 - Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
 Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
 tokenized inputs travel with the tasks and the logits come back with the results.
@@ -50,7 +51,9 @@ class RayExecutor:
         else:
             ray.init(num_cpus=num_cpus, resources={LATENCY_SLOT: 1}, include_dashboard=False, log_to_driver=False)
         self.ray = ray
-        self.nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get(LATENCY_SLOT))
+        timing = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(LATENCY_SLOT)]
+        self.nodes = sorted(n["NodeID"] for n in timing)
+        self.node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 1.0) for n in timing}
         if not self.nodes:
             ray.shutdown()
             raise OptbenchError(
@@ -68,6 +71,16 @@ class RayExecutor:
         return ("accuracy", job.pair) if job.kind == "accuracy" else ("latency", job.shape)
 
     def submit(self, job: PlannedJob, spec: Job, timeout_s: float) -> Hashable:
+        options = self.task_options(job, spec)
+        if spec.inputs not in self.inputs:
+            self.inputs[spec.inputs] = self.ray.put(Path(spec.inputs).read_bytes())
+        ref = self.task.options(**options).remote(spec, self.inputs[spec.inputs], timeout_s)
+        self.specs[ref] = spec
+        return ref
+
+    def task_options(self, job: PlannedJob, spec: Job) -> dict[str, Any]:
+        """What the job's Ray task asks for: `threads` CPUs for an accuracy job; for a latency job every CPU of
+        the node its shape is pinned to, and the node's latency slot."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options: dict[str, Any] = {
@@ -77,13 +90,10 @@ class RayExecutor:
         }
         if job.kind == "latency":
             node = self.shape_nodes.setdefault(job.shape, self.nodes[len(self.shape_nodes) % len(self.nodes)])
+            options["num_cpus"] = self.node_cpus[node]  # nothing else runs on the node while it is timed
             options["resources"] = {LATENCY_SLOT: 1}
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        if spec.inputs not in self.inputs:
-            self.inputs[spec.inputs] = self.ray.put(Path(spec.inputs).read_bytes())
-        ref = self.task.options(**options).remote(spec, self.inputs[spec.inputs], timeout_s)
-        self.specs[ref] = spec
-        return ref
+        return options
 
     def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]:
         (ref,), _ = self.ray.wait(handles, num_returns=1)
