@@ -93,7 +93,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         frame = _read_builtin()
         text_column, label_column, group_column, split_column = "text", "label", "movie", None
     else:
-        frame = _read_file(Path(config.source))
+        frame = _read_file(Path(config.source), config.text_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
         wanted = [c for c in (text_column, label_column, group_column, split_column) if c]
@@ -103,6 +103,12 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 f"dataset {config.source} has no column(s) {missing} (it has {list(frame.columns)}): "
                 "set text_column / label_column / group_column / split_column in [dataset]"
             )
+        nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
+        if nested:
+            raise OptbenchError(
+                f"dataset {config.source}: column(s) {nested} hold lists or objects: give one text and one label "
+                "per row (multi-label data is not supported)"
+            )
     frame = _clean(frame, text_column, label_column)
     if split_column:
         assignment = frame[split_column].astype(str).str.lower()
@@ -110,7 +116,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         if bad:
             raise OptbenchError(f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)}")
     else:
-        keys = frame[group_column].astype(str) if group_column else frame[text_column]
+        keys = frame[group_column].astype(str) if group_column else _text_key(frame[text_column])
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
     label_names = _label_names(frame[label_column])
     index = {name: i for i, name in enumerate(label_names)}
@@ -163,15 +169,15 @@ def _read_builtin() -> pd.DataFrame:
     return pd.DataFrame({"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]})
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     if not path.is_file():
         raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
-    try:
+    try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
-            return pd.read_csv(path)
+            return pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
         if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl")
+            return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise OptbenchError(f"cannot read dataset {path}: {exc}") from exc
     raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
@@ -186,12 +192,19 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataF
         frame = frame.assign(**{label_column: labels.astype(np.int64)})
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
     frame = frame.assign(**{text_column: frame[text_column].astype(str)})
-    labels_per_text = frame.groupby(text_column)[label_column].nunique()
+    key = _text_key(frame[text_column])
+    labels_per_text = frame[label_column].astype(str).groupby(key).nunique()
     conflicting = labels_per_text[labels_per_text > 1].index
     if len(conflicting):
         log.warning("dropping %d texts that carry conflicting labels", len(conflicting))
-    frame = frame[~frame[text_column].isin(conflicting)]
-    return frame.drop_duplicates(subset=[text_column]).reset_index(drop=True)
+    kept = ~key.isin(conflicting) & ~key.duplicated()
+    return frame[kept].reset_index(drop=True)
+
+
+def _text_key(texts: pd.Series) -> pd.Series:
+    """Texts with runs of whitespace as one space and none at the ends: what a tokenizer tells apart, so
+    two texts that differ only in spacing are one text (never one in train and one in test)."""
+    return texts.str.split().str.join(" ")
 
 
 def _label_names(labels: pd.Series) -> list[str]:

@@ -131,6 +131,29 @@ def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
     return list(by_name.values())
 
 
+def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> None:
+    """Refuse token lengths beyond the model's position embeddings before any step runs (torch would fail
+    mid-step with a size mismatch): the dataset's max_length, fixed [bench] lengths, and steps' own."""
+    limit = config.get("max_position_embeddings")
+    if not isinstance(limit, int):
+        return
+    asked = [
+        ("[dataset] max_length", recipe.dataset.max_length),
+        ("[model.finetune] max_length", recipe.finetune.max_length),
+    ]
+    asked += [("[bench] seq_len", s) for s in recipe.bench.seq_lens if isinstance(s, int)]
+    asked += [
+        (f"[{s.config.name}] max_length", s.config.max_length)
+        for s in recipe.steps()
+        if getattr(s.config, "max_length", None)
+    ]
+    beyond = [f"{where} = {length}" for where, length in asked if length > limit]
+    if beyond:
+        raise OptbenchError(
+            f"{', '.join(beyond)} beyond the {limit} positions of {checkpoint}: use at most {limit} tokens"
+        )
+
+
 def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
     """The trained classifier every variant is measured against.
 
@@ -142,6 +165,7 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     else:
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
     config = read_hf_config(path)
+    _check_lengths(recipe, config, origin["checkpoint"])
     if has_classifier_head(config):
         return ModelArtifact(path, "hf", hf_label_names(config), content_hash(path), origin=origin)
     log.info("%s has no classification head: fine-tuning it on %s", origin["checkpoint"], data.source)

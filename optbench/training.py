@@ -74,6 +74,11 @@ def train(
     rows = round(len(order) * config.epochs)
     if config.max_train_rows is not None:
         rows = min(rows, config.max_train_rows)
+    if rows == 0 and config.epochs > 0:
+        raise OptbenchError(
+            f"[{config.name}] epochs = {config.epochs} of {train_rows} train rows trains on none: raise epochs "
+            "(or max_train_rows)"
+        )
     order = np.resize(order, rows)  # repeats the permutation for epochs > 1
     steps = math.ceil(rows / config.batch_size)
     warmup = round(steps * config.warmup_fraction)

@@ -198,6 +198,29 @@ def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv) -> No
     assert all(t.strip() for t in everything)
 
 
+def test_texts_that_differ_only_in_spacing_are_one_text(make_csv: MakeCsv) -> None:
+    rows = _rows(200)
+    rows["text"] += ["a great film", " a great  film ", "a great\tfilm", "split  decision", "split decision"]
+    rows["label"] += ["pos", "pos", "pos", "pos", "neg"]
+    everything = [
+        t for split in _all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows))))).values() for t in split
+    ]
+    assert [t for t in everything if "great" in t] == ["a great film"]  # the first spelling is kept
+    assert not [t for t in everything if "decision" in t]  # one text with two labels: a conflict
+
+
+def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
+    rows = _rows(300, ("pos", "neg", "None"))
+    rows["text"][0], rows["text"][1] = "007", "NA"
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert data.label_names == ("None", "neg", "pos")  # a class named None is a class, not a missing label
+    assert {"007", "NA"} <= {t for split in _all_texts(data).values() for t in split}
+    path = tmp_path / "multi.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"text {i}", "label": ["a", "b"]}) for i in range(30)))
+    with pytest.raises(OptbenchError, match=r"column\(s\) \['label'\] hold lists or objects"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
 @pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
 def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist"):

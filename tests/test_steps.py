@@ -126,3 +126,28 @@ def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, mon
     before = cache_key(config, _encoder(tiny_encoder), data)
     monkeypatch.setattr(FinetuneConfig, "version", 2, raising=False)
     assert cache_key(config, _encoder(tiny_encoder), data) != before
+
+
+def test_a_fraction_of_an_epoch_that_trains_on_no_row_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"\[finetune\] epochs = 1e-05 of \d+ train rows trains on none"):
+        run_step(FinetuneConfig(epochs=0.00001), _encoder(tiny_encoder), data, tmp_path)
+
+
+def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import parse_recipe
+
+    table = {
+        "model": {"checkpoint": str(tiny_classifier)},  # 128 positions
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 256},
+        "bench": {"seq_lens": [512, "data"]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="long")
+    data = load_dataset(recipe.dataset)
+    with pytest.raises(
+        OptbenchError, match=r"\[dataset\] max_length = 256, \[bench\] seq_len = 512 beyond the 128"
+    ):
+        make_baseline(recipe, data, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
