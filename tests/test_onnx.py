@@ -174,3 +174,30 @@ def test_a_checkpoint_saved_in_fp16_is_exported_as_fp32(classifier: ModelArtifac
     weights = [init.data_type for init in graph.initializer if len(init.dims) == 2]
     assert weights and all(t == onnx.TensorProto.FLOAT for t in weights)
     assert result.details["parity"]["agreement"] == 1.0
+
+
+def test_a_fusion_that_fails_on_one_exporter_falls_back_to_the_next(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    real_fuse = onnx_step.fuse
+
+    def fuse(path: Path, hf_config: dict) -> dict:
+        if path.name.startswith("dynamo"):
+            raise RuntimeError("the optimizer met a node it does not know")
+        return real_fuse(path, hf_config)
+
+    monkeypatch.setattr(onnx_step, "fuse", fuse)
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    assert result.details["exporter"] == "torchscript"
+    assert "RuntimeError: the optimizer met a node" in result.details["attempts"][0]["error"]
+
+
+def test_nan_logits_fail_parity(exported: ModelArtifact, data) -> None:
+    from transformers import AutoTokenizer
+
+    batch = batches(
+        AutoTokenizer.from_pretrained(exported.path), data.test.texts[:4], batch_size=4, seq_len="data", max_length=32
+    )
+    with pytest.raises(OptbenchError, match="ONNX parity failed: max \\|logit diff\\| nan"):
+        onnx_step.check_parity(exported.path / "model.onnx", batch, np.full((4, 2), np.nan), OnnxConfig())
