@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,19 +12,28 @@ from typing import Any
 
 import numpy as np
 
+from optbench.errors import OptbenchError
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OptbenchError(
+            f"cannot write {path} ({exc.strerror or exc}): give a path in a folder you can write"
+        ) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone after the rename; never made when the folder could not be
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -66,6 +66,8 @@ class BenchConfig:
                 f"[bench] threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} "
                 "must be 1 or more"
             )
+        if not self.job_timeout_s > 0:
+            raise OptbenchError(f"[bench] job_timeout_s={self.job_timeout_s} must be a positive number of seconds")
 
     def shapes(self) -> list[tuple[int, SeqLen]]:
         return [(b, s) for b in self.batch_sizes for s in self.seq_lens]

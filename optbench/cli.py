@@ -196,6 +196,9 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
     cache = (args.cache or default_cache_dir()).resolve()
+    for option, folder in (("--results", args.results), ("--cache", cache)):
+        if folder.exists() and not folder.is_dir():
+            raise OptbenchError(f"{option} {folder} is a file: give a folder (it is made when missing)")
     executor = make_executor(args.executor, args.address)
     try:  # job processes, peers' environments and engine caches find the cache through the environment
         with _environment("OPTBENCH_CACHE", str(cache)):
@@ -318,13 +321,16 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
-    from optbench.report import load_failures, load_reports
+    from optbench.report import FAILURES_FILE, load_failures, report_files
 
     budgets = load_budgets(args.budget)
-    run = newest_run(load_reports(args.results))
+    found = report_files(args.results)
+    run = newest_run([report for _, report in found])
     print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
-    folder = args.results if args.results.name == run[0].run_id else next(args.results.rglob(run[0].run_id), None)
-    checks = evaluate(budgets, run, load_failures(folder) if folder else [])
+    # the run's failures.json lies beside its reports, whatever its folder is called
+    folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
+    failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
+    checks = evaluate(budgets, run, failed)
     sys.stdout.write(summary(checks, strict=args.strict))
     if args.junit:
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))

@@ -31,24 +31,34 @@ def at_shape(run: pd.DataFrame, shape: Shape) -> pd.DataFrame:
 
 
 def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower latency, higher accuracy), by latency."""
+    """Indices of the points no other point beats on both axes (lower latency, higher accuracy), by latency;
+    a point missing a figure (NaN) is on no front."""
+    points = [(i, lat, acc) for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)) if _finite(lat, acc)]
     front = []
-    for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)):
+    for i, lat, acc in points:
         dominated = any(
             other_lat <= lat and other_acc >= acc and (other_lat < lat or other_acc > acc)
-            for other_lat, other_acc in zip(latency, accuracy, strict=True)
+            for _, other_lat, other_acc in points
         )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: latency[i])
 
 
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 def point_labels(latency: list[float], accuracy: list[float]) -> list[tuple[float, float, str]]:
     """Each point's number (1-based, the table's # column) at its place; points that would print on top of
     each other (within 4% of latency and 2% of the accuracy range) share one label, e.g. "3,4"."""
-    span = (max(accuracy) - min(accuracy)) or 1.0
+    plotted = [acc for lat, acc in zip(latency, accuracy, strict=True) if _finite(lat, acc) and lat > 0]
+    span = (max(plotted) - min(plotted)) if plotted else 1.0
+    span = span or 1.0
     groups: list[list[int]] = []
     for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)):
+        if not (_finite(lat, acc) and lat > 0):
+            continue  # not on the (log-scale) plot
         near = (
             g for g in groups if abs(math.log(lat / latency[g[0]])) < 0.04 and abs(acc - accuracy[g[0]]) < 0.02 * span
         )
@@ -119,6 +129,8 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) ->
     runs); returns every file written. A run not measured at `shape` gets no plot and says so."""
     if frame.empty:
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise OptbenchError(f"{path}: the HTML page needs a name ending in .html (its plots are written beside it)")
     runs = list(frame.groupby(["recipe", "run_id"], sort=False))
     sections, written = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):

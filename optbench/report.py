@@ -360,17 +360,22 @@ def load_failures(folder: Path) -> list[FailedJob]:
 
 def load_reports(folder: Path) -> list[Report]:
     """Every report under `folder`, in a stable order; hidden (staging) folders are skipped."""
+    return [report for _, report in report_files(folder)]
+
+
+def report_files(folder: Path) -> list[tuple[Path, Report]]:
+    """Every report under `folder` (a folder of runs, a run folder or one report file) with its file."""
     if not folder.exists():
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
     paths = folder.rglob("*.json") if folder.is_dir() else [folder]
-    reports = []
+    found = []
     for path in sorted(paths):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         report = read_report(path)
         if report is not None:
-            reports.append(report)
-    return reports
+            found.append((path, report))
+    return found
 
 
 def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:

@@ -108,6 +108,7 @@ BAD_RECIPES = {
     "unknown step": ('[[steps]]\nname = "sparsify"', "unknown step 'sparsify'"),
     "unknown runtime": ('[bench]\nruntimes = ["tensorflow"]', "unknown runtime 'tensorflow'"),
     "unknown key": ("speed = 3", "unknown key(s) ['speed']"),
+    "no job time": ("[bench]\njob_timeout_s = 0", "job_timeout_s=0 must be a positive number of seconds"),
 }
 
 
@@ -181,6 +182,13 @@ def test_a_job_that_refuses_its_runtime_is_a_failed_job(
     assert sorted(p.name for p in run.glob("*.json")) == ["baseline.torch-cpu-fp32.json", "failures.json"]
 
 
+def test_report_output_that_cannot_be_written(finished_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a-file").write_text("")
+    _fails(["report", str(finished_run), "-o", str(tmp_path)], capsys, f"cannot write {tmp_path}: it is a folder")
+    _fails(["report", str(finished_run), "-o", str(tmp_path / "a-file" / "t.md")], capsys, "cannot write")
+    assert (tmp_path / "a-file").read_text() == ""
+
+
 def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     _fails(["report", str(tmp_path)], capsys, "no optbench reports")
     _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")
@@ -239,4 +247,7 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     assert used.dataset.source == str(reviews_csv) and used.dataset.group_column == "movie"  # the recipe's settings
     _fails([*args[:3], "missing", *args[4:]], capsys, "--model missing is not a folder")
     _fails([*args[:5], "missing.csv", *args[6:]], capsys, "--dataset missing.csv is not a file")
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    _fails([*args[:7], "notes.txt", *args[8:]], capsys, "--results notes.txt is a file: give a folder")
+    _fails([*args[:9], "notes.txt"], capsys, "notes.txt is a file: give a folder")
     assert len(ran) == 1

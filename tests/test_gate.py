@@ -247,6 +247,12 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
         '[[budget]]\nvariants = ["baseline+onnx*"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n', tmp_path
     )
     assert main(["gate", "--budget", str(torch_only), str(run)]) == 0  # the failed job was on another runtime
+    renamed = run.rename(results / "demo" / "release-candidate")  # failures.json found beside the reports
+    every = _budget('[[budget]]\nvariants = ["*"]\nruntimes = ["onnxruntime"]\nmax_size = "1 GB"\n', tmp_path)
+    capsys.readouterr()
+    for where in (results, renamed / "baseline.torch-cpu-fp32.json"):
+        assert main(["gate", "--budget", str(every), str(where)]) == 1
+        assert crashed in capsys.readouterr().out
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:

@@ -21,6 +21,12 @@ def test_pareto_front_keeps_the_points_nothing_beats_on_both_axes() -> None:
     accuracy = [0.90, 0.85, 0.80, 0.70, 0.85]
     assert pareto_front(latency, accuracy) == [3, 1, 4, 0]  # 2 is slower and less accurate than 1; ties both stay
     assert pareto_front([1.0], [0.5]) == [0]
+    nan = float("nan")
+    assert pareto_front([nan, 5.0, 4.0], [0.9, nan, 0.8]) == [2]  # a point missing a figure is on no front
+
+
+def test_points_missing_a_figure_get_no_label() -> None:
+    assert point_labels([float("nan"), 0.0, 5.0], [0.9, 0.9, 0.8]) == [(5.0, 0.8, "3")]
 
 
 def _run() -> list:
@@ -83,3 +89,12 @@ def test_cli_html_needs_an_output_file(tmp_path: Path, capsys) -> None:
     out = tmp_path / "site" / "index.html"
     assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(out), "--shape", "8xdata"]) == 0
     assert (tmp_path / "site" / "index.png").read_bytes().startswith(PNG)
+
+
+def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    plot = tmp_path / "page.png"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(plot)]) == 2
+    assert "needs a name ending in .html" in capsys.readouterr().err
+    assert not plot.exists()

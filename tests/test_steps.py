@@ -146,8 +146,6 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     }
     recipe = parse_recipe(table, base=tmp_path, default_name="long")
     data = load_dataset(recipe.dataset)
-    with pytest.raises(
-        OptbenchError, match=r"\[dataset\] max_length = 256, \[bench\] seq_len = 512 beyond the 128"
-    ):
+    with pytest.raises(OptbenchError, match=r"\[dataset\] max_length = 256, \[bench\] seq_len = 512 beyond the 128"):
         make_baseline(recipe, data, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
