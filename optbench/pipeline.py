@@ -13,7 +13,6 @@ from typing import Any
 
 from optbench.artifact import (
     ModelArtifact,
-    StepRecord,
     content_hash,
     has_classifier_head,
     hf_label_names,
@@ -89,7 +88,7 @@ def apply_chains(
             try:
                 current = run_step(step.config, current, data, cache_dir, label=step.label)
             except StepFailed as exc:
-                variant = f"{current.variant}+{StepRecord(step.config.name, {}, step.label).shown}"
+                variant = f"{current.variant}+{step.shown}"
                 log.error("%s: %s; the rest of the run goes on without it", variant, exc)
                 failures.append(FailedJob(variant, "", f"step {step.config.name}", str(exc)))
                 break

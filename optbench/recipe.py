@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict
+from optbench.configs import check_keys, config_from_dict, config_to_dict
 from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
@@ -100,6 +100,8 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         tuple(_for_bench(_resolved(step, base), bench, dataset.max_length) for step in chain)
         for chain in _chains(table)
     )
+    _check_step_order(chains)
+    _check_variant_names(chains)
     formats = {"hf", *(step.config.output_format for chain in chains for step in chain)}
     for spec in bench.runtimes:
         if not formats & set(ENGINES[spec.name].formats):
@@ -107,6 +109,7 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
                 f"runtime {spec.name} runs {list(ENGINES[spec.name].formats)} models and this recipe makes none: "
                 "add the step that makes one (e.g. an onnx step for onnxruntime), or drop the runtime"
             )
+    _check_chain_ends_run(chains, bench)
     return Recipe(
         name=name,
         description=str(table.get("description", "")),
@@ -116,6 +119,54 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         chains=chains,
         bench=bench,
     )
+
+
+def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
+    """Refuse a step whose input is not the format its place in the chain gives it (the chain starts from the
+    Hugging Face checkpoint), when the recipe is read rather than after the steps before it have run."""
+    hint = {"onnx": "put an onnx step before it", "hf": "put it before the onnx step"}
+    for chain in chains:
+        made = "hf"
+        for step in chain:
+            needs = step.config.input_format
+            if needs != made:
+                raise OptbenchError(
+                    f"the chain {_chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
+                    f"gives it a {made!r} one: {hint.get(needs, 'reorder the chain')}"
+                )
+            made = step.config.output_format
+
+
+def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
+    """Refuse two different step sequences that would get one variant name (their reports would collide)."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    for chain in chains:
+        for end in range(1, len(chain) + 1):
+            steps = chain[:end]
+            name = "+".join(step.shown for step in steps)
+            configs = tuple((step.config.name, config_to_dict(step.config)) for step in steps)
+            if seen.setdefault(name, configs) != configs:
+                raise OptbenchError(
+                    f"two different chains make a variant named baseline+{name}: give the steps that differ a "
+                    'label, e.g. label = "student-l3"'
+                )
+
+
+def _chain_name(chain: tuple[RecipeStep, ...]) -> str:
+    return " -> ".join(step.shown for step in chain)
+
+
+def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: BenchConfig) -> None:
+    """Refuse a chain whose final model no listed runtime runs: its work would never be measured."""
+    measured = {fmt for spec in bench.runtimes for fmt in ENGINES[spec.name].formats}
+    for chain in chains:
+        made = chain[-1].config.output_format
+        if made not in measured:
+            runners = [name for name, engine in ENGINES.items() if made in engine.formats]
+            raise OptbenchError(
+                f"the chain {_chain_name(chain)} makes a {made!r} "
+                f"model that no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
+            )
 
 
 def with_inputs(recipe: Recipe, *, model: Path | None = None, dataset: Path | None = None) -> Recipe:

@@ -254,6 +254,10 @@ def test_step_without_a_name(tmp_path: Path) -> None:
             r"lists \['torch-cpu-fp32'\] more than once",
         ),
         ("[bench]\nruntimes = []", "needs at least one runtime"),
+        (
+            '[bench]\nruntimes = ["torch", "onnxruntime"]\n[[steps]]\nname = "onnx"\n[[steps]]\nname = "tensorrt"',
+            r"the chain onnx -> tensorrt-fp16 makes a 'trt' model that no runtime .* runs: add tensorrt, or drop",
+        ),
     ],
 )
 def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
@@ -338,3 +342,39 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "recipes").glob("*.toml
 def test_every_shipped_recipe_parses(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == path.stem and recipe.description
+
+
+ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["quantize-static"], r"the chain quantize-static: quantize-static takes a 'onnx' .* put an onnx step before"),
+        (["onnx", "prune"], r"the chain onnx -> prune: prune takes a 'hf' model .* put it before the onnx step"),
+        (["onnx", "onnx"], r"onnx takes a 'hf' model and its place gives it a 'onnx' one"),
+        (["tensorrt"], r"tensorrt-fp16 takes a 'onnx' model and its place gives it a 'hf' one"),
+    ],
+)
+def test_steps_out_of_order_are_refused_when_read(tmp_path: Path, steps: list[str], message: str) -> None:
+    text = ORT + "".join(
+        f'[[steps]]\nname = "{step}"\n' + ("heads = 0.5\n" if step == "prune" else "") for step in steps
+    )
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))
+    ordered = (
+        ORT + '[[steps]]\nname = "prune"\nheads = 0.5\n[[steps]]\nname = "onnx"\n[[steps]]\nname = "quantize-static"\n'
+    )
+    assert len(load_recipe(write_recipe(tmp_path, ordered)).steps()) == 3
+    torch_int8 = '[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\n'
+    assert load_recipe(write_recipe(tmp_path, torch_int8)).steps()[0].config.input_format == "hf"
+
+
+def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path: Path) -> None:
+    chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n[[chains.steps]]\nname = "onnx"\n'
+    same = ORT + chain.format("0, 2") + chain.format("0, 2")  # shared prefixes: one model, one name
+    assert len(load_recipe(write_recipe(tmp_path, same)).chains) == 2
+    with pytest.raises(OptbenchError, match=r"two different chains make a variant named baseline\+distill: give"):
+        load_recipe(write_recipe(tmp_path, ORT + chain.format("0, 2") + chain.format("1, 3")))
+    labelled = ORT + chain.format("0, 2") + chain.format("1, 3").replace('"distill"', '"distill"\nlabel = "odd"')
+    assert [c[0].shown for c in load_recipe(write_recipe(tmp_path, labelled)).chains] == ["distill", "odd"]

@@ -73,6 +73,7 @@ class PeerOptimumConfig:
     CPU's). `requirements` is what pip installs into the peer's environment."""
 
     name: ClassVar[str] = "peer-optimum"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "onnx"
     level: Literal["none", "O1", "O2", "O3"] = "none"
     quantization: Literal["none", "dynamic", "static"] = "none"

@@ -22,6 +22,7 @@ class PeerTorchaoConfig:
     """INT8 dynamic activations and INT8 weights on every Linear layer, as torchao's README applies them."""
 
     name: ClassVar[str] = "peer-torchao"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     default_label: ClassVar[str] = "torchao-int8"
 

@@ -59,6 +59,11 @@ class RecipeStep:
     config: Any
     label: str | None = None
 
+    @property
+    def shown(self) -> str:
+        """Its name in variant names: the label, else the config's own label (`tensorrt-fp16`), else its name."""
+        return self.label or getattr(self.config, "label", self.config.name)
+
 
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

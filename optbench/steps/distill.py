@@ -71,6 +71,7 @@ class DistillConfig(TrainingConfig, LogitDistillation):
     """
 
     name: ClassVar[str] = "distill"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     student: str = TEACHER
     layers: tuple[int, ...] | None = None

@@ -21,6 +21,7 @@ class FinetuneConfig(TrainingConfig):
     """Knobs of the fine-tune; the defaults reach about 0.8 test accuracy on the built-in data."""
 
     name: ClassVar[str] = "finetune"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
 
 

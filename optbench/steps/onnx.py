@@ -36,6 +36,7 @@ class OnnxConfig:
     """How to export and fuse, and how close the ONNX logits must stay to PyTorch's."""
 
     name: ClassVar[str] = "onnx"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "onnx"
     exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
     opset: int = 17

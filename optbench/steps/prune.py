@@ -39,6 +39,7 @@ class PruneConfig(TrainingConfig, LogitDistillation):
     """
 
     name: ClassVar[str] = "prune"
+    input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     may_skip_training: ClassVar[bool] = True
     version: ClassVar[int] = 2  # 2: the checkpoint carries its model code (loads without optbench)

@@ -53,8 +53,12 @@ class DynamicQuantizeConfig:
     exclude_nodes: tuple[str, ...] = ()
 
     @property
-    def output_format(self) -> str:
+    def input_format(self) -> str:
         return "onnx" if self.backend == "onnxruntime" else "hf"
+
+    @property
+    def output_format(self) -> str:
+        return self.input_format
 
     def build_target(self) -> dict[str, Any] | None:
         """What this machine decides for the settings left to it (the preflight's range reduction, the weight
@@ -75,6 +79,7 @@ class StaticQuantizeConfig:
 
     name: ClassVar[str] = "quantize-static"
     version: ClassVar[int] = 3  # 3: histogram methods pad calibration batches to one length
+    input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "onnx"
     calibration_method: str = "minmax"
     calibration_samples: int = 128

@@ -57,6 +57,7 @@ class TensorRTConfig:
     """
 
     name: ClassVar[str] = "tensorrt"
+    input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "trt"
     precision: Literal["fp16", "int8", "fp32"] = "fp16"
     batch_sizes: tuple[int, ...] = ()
