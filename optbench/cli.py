@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.set_defaults(handler=_gate)
 
     env = commands.add_parser("env", help="print the environment fingerprint recorded in reports")
-    env.add_argument("--threads", type=int, default=None, help="thread count to record")
+    env.add_argument("--threads", type=_thread_count, default=None, help="thread count to record")
     env.set_defaults(handler=_env)
     return parser
 
@@ -242,6 +242,12 @@ def _points(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy drop in points: give a number like 1.0")
     return value
+
+
+def _thread_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count: give a whole number, 1 or more")
+    return int(text)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -168,3 +168,15 @@ def test_cpu_flags_match_the_fingerprint() -> None:
     from optbench.environment import cpu_flags
 
     assert cpu_flags() == fingerprint()["cpu"]["flags"]
+
+
+def test_env_command_prints_the_fingerprint_and_refuses_a_bad_thread_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from optbench.cli import main
+
+    assert main(["env", "--threads", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["threads"]["requested"] == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as exited:
+            main(["env", "--threads", bad])
+        assert exited.value.code == 2
+        assert "is not a thread count: give a whole number, 1 or more" in capsys.readouterr().err
