@@ -196,9 +196,8 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
     cache = (args.cache or default_cache_dir()).resolve()
-    for option, folder in (("--results", args.results), ("--cache", cache)):
-        if folder.exists() and not folder.is_dir():
-            raise OptbenchError(f"{option} {folder} is a file: give a folder (it is made when missing)")
+    for option, folder in (("--results", args.results / recipe.name), ("--cache", cache)):
+        _check_folder_can_be_written(option, folder)
     executor = make_executor(args.executor, args.address)
     try:  # job processes, peers' environments and engine caches find the cache through the environment
         with _environment("OPTBENCH_CACHE", str(cache)):
@@ -214,6 +213,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(failed)} failed (steps or jobs): their variants have no report ({where})", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_folder_can_be_written(option: str, folder: Path) -> None:
+    """Refuse, before any work, a folder that is a file, lies under a file, or cannot be made or written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
 
 
 @contextmanager

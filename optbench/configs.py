@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
     values = {}
     for key, value in table.items():
         expected = hints[key]
+        if not _finite(value):
+            raise OptbenchError(f"{where} {key} = {value!r}: give a finite number (nan and inf are not settings)")
         if not _matches(value, expected):
             raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
@@ -40,6 +43,17 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {
         key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(config).items()
     }
+
+
+def _finite(value: Any) -> bool:
+    """No nan or inf in `value`, nor in the lists and tables it holds (TOML can write both)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def _matches(value: Any, expected: Any) -> bool:

@@ -32,8 +32,8 @@ def at_shape(run: pd.DataFrame, shape: Shape) -> pd.DataFrame:
 
 def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
     """Indices of the points no other point beats on both axes (lower latency, higher accuracy), by latency;
-    a point missing a figure (NaN) is on no front."""
-    points = [(i, lat, acc) for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)) if _finite(lat, acc)]
+    a point that is not plotted (a figure missing) is on no front."""
+    points = [(i, lat, acc) for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)) if _plotted(lat, acc)]
     front = []
     for i, lat, acc in points:
         dominated = any(
@@ -45,20 +45,21 @@ def pareto_front(latency: list[float], accuracy: list[float]) -> list[int]:
     return sorted(front, key=lambda i: latency[i])
 
 
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
+def _plotted(latency: float, accuracy: float) -> bool:
+    """Whether a point has a place on the log-latency plot (NaN: a figure is missing)."""
+    return math.isfinite(latency) and math.isfinite(accuracy) and latency > 0
 
 
 def point_labels(latency: list[float], accuracy: list[float]) -> list[tuple[float, float, str]]:
     """Each point's number (1-based, the table's # column) at its place; points that would print on top of
     each other (within 4% of latency and 2% of the accuracy range) share one label, e.g. "3,4"."""
-    plotted = [acc for lat, acc in zip(latency, accuracy, strict=True) if _finite(lat, acc) and lat > 0]
+    plotted = [acc for lat, acc in zip(latency, accuracy, strict=True) if _plotted(lat, acc)]
     span = (max(plotted) - min(plotted)) if plotted else 1.0
     span = span or 1.0
     groups: list[list[int]] = []
     for i, (lat, acc) in enumerate(zip(latency, accuracy, strict=True)):
-        if not (_finite(lat, acc) and lat > 0):
-            continue  # not on the (log-scale) plot
+        if not _plotted(lat, acc):
+            continue
         near = (
             g for g in groups if abs(math.log(lat / latency[g[0]])) < 0.04 and abs(acc - accuracy[g[0]]) < 0.02 * span
         )

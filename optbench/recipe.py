@@ -124,7 +124,6 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
 def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
     """Refuse a step whose input is not the format its place in the chain gives it (the chain starts from the
     Hugging Face checkpoint), when the recipe is read rather than after the steps before it have run."""
-    hint = {"onnx": "put an onnx step before it", "hf": "put it before the onnx step"}
     for chain in chains:
         made = "hf"
         for step in chain:
@@ -132,9 +131,18 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
             if needs != made:
                 raise OptbenchError(
                     f"the chain {_chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
-                    f"gives it a {made!r} one: {hint.get(needs, 'reorder the chain')}"
+                    f"gives it a {made!r} one: {_order_hint(step, made)}"
                 )
             made = step.config.output_format
+
+
+def _order_hint(step: RecipeStep, made: str) -> str:
+    if made == "trt":
+        return "nothing runs on a TensorRT engine: make tensorrt the chain's last step"
+    hint = "put an onnx step before it" if step.config.input_format == "onnx" else "put it before the onnx step"
+    if step.config.name == "quantize-dynamic":
+        hint += ', or choose its backend: "onnxruntime" quantizes ONNX models, "torch" checkpoints'
+    return hint
 
 
 def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
@@ -145,11 +153,21 @@ def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
             steps = chain[:end]
             name = "+".join(step.shown for step in steps)
             configs = tuple((step.config.name, config_to_dict(step.config)) for step in steps)
-            if seen.setdefault(name, configs) != configs:
+            other = seen.setdefault(name, configs)
+            if other != configs:
                 raise OptbenchError(
-                    f"two different chains make a variant named baseline+{name}: give the steps that differ a "
-                    'label, e.g. label = "student-l3"'
+                    f"two different chains make a variant named baseline+{name} ({_difference(other, configs)}): "
+                    'give the steps that differ a label, e.g. label = "student-l3"'
                 )
+
+
+def _difference(first: tuple[Any, ...], second: tuple[Any, ...]) -> str:
+    """Where two step sequences of one name first differ: `their distill steps differ in layers`."""
+    for (name, one), (_, two) in zip(first, second, strict=True):
+        keys = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+        if keys:
+            return f"their {name} steps differ in {', '.join(keys)}"
+    return "their steps differ"
 
 
 def _chain_name(chain: tuple[RecipeStep, ...]) -> str:

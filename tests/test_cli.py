@@ -248,6 +248,9 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     _fails([*args[:3], "missing", *args[4:]], capsys, "--model missing is not a folder")
     _fails([*args[:5], "missing.csv", *args[6:]], capsys, "--dataset missing.csv is not a file")
     (tmp_path / "notes.txt").write_text("a file, not a folder\n")
-    _fails([*args[:7], "notes.txt", *args[8:]], capsys, "--results notes.txt is a file: give a folder")
-    _fails([*args[:9], "notes.txt"], capsys, "notes.txt is a file: give a folder")
+    _fails([*args[:7], "notes.txt", *args[8:]], capsys, "--results: notes.txt is a file, so notes.txt/tiny cannot")
+    _fails([*args[:7], "notes.txt/r", *args[8:]], capsys, "--results: notes.txt is a file")
+    _fails([*args[:9], "notes.txt"], capsys, "notes.txt is a file, so")
+    (tmp_path / "r" / "tiny").write_text("a file where the recipe's results go\n")
+    _fails(args, capsys, "--results: r/tiny is a file, so r/tiny cannot be a folder")
     assert len(ran) == 1

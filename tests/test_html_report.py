@@ -22,7 +22,7 @@ def test_pareto_front_keeps_the_points_nothing_beats_on_both_axes() -> None:
     assert pareto_front(latency, accuracy) == [3, 1, 4, 0]  # 2 is slower and less accurate than 1; ties both stay
     assert pareto_front([1.0], [0.5]) == [0]
     nan = float("nan")
-    assert pareto_front([nan, 5.0, 4.0], [0.9, nan, 0.8]) == [2]  # a point missing a figure is on no front
+    assert pareto_front([nan, 5.0, 4.0, 0.0], [0.9, nan, 0.8, 0.95]) == [2]  # unplottable points are on no front
 
 
 def test_points_missing_a_figure_get_no_label() -> None:

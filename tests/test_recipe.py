@@ -354,6 +354,8 @@ ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
         (["onnx", "prune"], r"the chain onnx -> prune: prune takes a 'hf' model .* put it before the onnx step"),
         (["onnx", "onnx"], r"onnx takes a 'hf' model and its place gives it a 'onnx' one"),
         (["tensorrt"], r"tensorrt-fp16 takes a 'onnx' model and its place gives it a 'hf' one"),
+        (["onnx", "tensorrt", "quantize-static"], "nothing runs on a TensorRT engine: make tensorrt the chain's last"),
+        (["quantize-dynamic"], r"put an onnx step before it, or choose its backend: \"onnxruntime\" quantizes ONNX"),
     ],
 )
 def test_steps_out_of_order_are_refused_when_read(tmp_path: Path, steps: list[str], message: str) -> None:
@@ -374,7 +376,16 @@ def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path:
     chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n[[chains.steps]]\nname = "onnx"\n'
     same = ORT + chain.format("0, 2") + chain.format("0, 2")  # shared prefixes: one model, one name
     assert len(load_recipe(write_recipe(tmp_path, same)).chains) == 2
-    with pytest.raises(OptbenchError, match=r"two different chains make a variant named baseline\+distill: give"):
+    with pytest.raises(OptbenchError, match=r"named baseline\+distill \(their distill steps differ in layers\): give"):
         load_recipe(write_recipe(tmp_path, ORT + chain.format("0, 2") + chain.format("1, 3")))
     labelled = ORT + chain.format("0, 2") + chain.format("1, 3").replace('"distill"', '"distill"\nlabel = "odd"')
     assert [c[0].shown for c in load_recipe(write_recipe(tmp_path, labelled)).chains] == ["distill", "odd"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[bench]\njob_timeout_s = inf", "[bench]\nmax_seconds = nan", '[[steps]]\nname = "distill"\ntemperature = -inf'],
+)
+def test_nan_and_inf_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(OptbenchError, match=r"give a finite number \(nan and inf are not settings\)"):
+        load_recipe(write_recipe(tmp_path, text))
