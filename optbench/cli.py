@@ -346,6 +346,7 @@ def _gate(args: argparse.Namespace) -> int:
     # the run's failures.json lies beside its reports, whatever its folder is called
     folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
     failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
+    failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
     checks = evaluate(budgets, run, failed)
     sys.stdout.write(summary(checks, strict=args.strict))
     if args.junit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -253,6 +254,9 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
     for where in (results, renamed / "baseline.torch-cpu-fp32.json"):
         assert main(["gate", "--budget", str(every), str(where)]) == 1
         assert crashed in capsys.readouterr().out
+    shutil.copytree(renamed, results / "backup" / renamed.name)  # one run in two folders: its failures once
+    assert main(["gate", "--budget", str(every), str(results)]) == 1
+    assert capsys.readouterr().out.count(crashed) == 1
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:
