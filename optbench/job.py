@@ -166,7 +166,8 @@ def execute(job: Job) -> dict[str, Any]:
         cycle = len(batches) if other_shapes else 1  # batches of different cost: time whole passes over them
         result["values_ns"] = time_calls(call, job.timing, runtime.clock(), cycle)
         if spec.device == "cuda":
-            result["gpu_memory"] = GpuMemory.measure().to_dict()
+            through_torch = getattr(runtime, "allocates_through_torch", False)
+            result["gpu_memory"] = GpuMemory.measure(through_torch=through_torch).to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 

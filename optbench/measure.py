@@ -279,10 +279,11 @@ MIB = 2**20
 class GpuMemory:
     """GPU memory of one job's process, in MiB.
 
-    torch's peak allocated and reserved bytes cover models that run through torch's allocator (the torch
-    and tensorrt runtimes); onnxruntime's CUDA arena is invisible to torch, so NVML's count of what the
-    driver gives this process is recorded too, with the device's total, when nvidia-ml-py is installed.
-    A figure nobody could read is None, never 0.
+    torch's peak allocated and reserved bytes are recorded for models that run through torch's allocator
+    (the torch runtime); TensorRT's engines and onnxruntime's CUDA arena are invisible to it, so for them
+    they are None, and NVML's count of what the driver gives this process, recorded for every runtime with
+    the device's total when nvidia-ml-py is installed, is the figure. A figure nobody could read is None,
+    never 0.
     """
 
     peak_allocated_mb: float | None = None
@@ -291,11 +292,12 @@ class GpuMemory:
     device_total_mb: float | None = None
 
     @classmethod
-    def measure(cls, device_index: int = 0) -> GpuMemory:
-        """Read the figures now (call it after the timed calls: torch's are peaks, NVML's is current)."""
+    def measure(cls, device_index: int = 0, *, through_torch: bool = True) -> GpuMemory:
+        """Read the figures now (call it after the timed calls: torch's are peaks, NVML's is current);
+        `through_torch`: whether the model's memory came from torch's allocator."""
         torch = sys.modules.get("torch")
         allocated = reserved = None
-        if torch is not None and torch.cuda.is_initialized():
+        if through_torch and torch is not None and torch.cuda.is_initialized():
             allocated = torch.cuda.max_memory_allocated(device_index) / MIB
             reserved = torch.cuda.max_memory_reserved(device_index) / MIB
         used, total = _nvml_memory(device_index)

@@ -306,3 +306,20 @@ def torch_cuda_initialized() -> bool:
     import torch
 
     return torch.cuda.is_initialized()
+
+
+def test_gpu_memory_leaves_out_torch_s_figures_for_models_outside_its_allocator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    cuda = SimpleNamespace(
+        is_initialized=lambda: True, max_memory_allocated=lambda i: 3 * 2**20, max_memory_reserved=lambda i: 4 * 2**20
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    through = GpuMemory.measure()
+    assert (through.peak_allocated_mb, through.peak_reserved_mb) == (3.0, 4.0)
+    outside = GpuMemory.measure(through_torch=False)  # a TensorRT engine: torch's counters miss it
+    assert outside.peak_allocated_mb is None and outside.peak_reserved_mb is None

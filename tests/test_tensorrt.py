@@ -194,6 +194,22 @@ def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_en
     assert finished.get_batch(["input_ids"]) is None and finished.error is None  # the end of the batches
 
 
+def test_runtime_refuses_an_engine_for_another_gpu_before_loading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optbench.runtimes import tensorrt as trt_runtime
+
+    built = {"tensorrt": "10.3.0", "gpu": "NVIDIA L4", "compute_capability": "8.9", "precision": "fp16"}
+    loaded = []
+    fake_trt = SimpleNamespace(Runtime=lambda *args: loaded.append(args), Logger=lambda *args: None)
+    monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_runtime, "detect_target", lambda: {**built, "gpu": "NVIDIA H200"})
+    engine = ModelArtifact(tmp_path, "trt", ("fresh", "rotten"), "0" * 64, details=built)
+    with pytest.raises(OptbenchError, match=r"gpu 'NVIDIA L4' \(running 'NVIDIA H200'\)"):
+        trt_runtime.TensorRTRuntime(engine, precision="fp32")
+    assert loaded == []  # refused before a TensorRT runtime was made or the engine read
+
+
 def test_runtime_refuses_cpu_and_other_formats(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match='set device = "cuda"'):
         load_runtime(RuntimeSpec("tensorrt", "cpu"), _artifact(tmp_path, "trt"), threads=1)
@@ -261,6 +277,8 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
         check_symmetric_int8(_qdq_graph(TensorProto.UINT8, 128))
     with pytest.raises(OptbenchError, match=r"non-zero INT8 zero point.*activation_symmetric = true"):
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, 3))
+    with pytest.raises(OptbenchError, match=r"INT32 bias.*leave Gemm out of its op_types"):
+        check_symmetric_int8(_qdq_graph(TensorProto.INT32, 0))
 
 
 def test_qdq_is_told_by_the_graph() -> None:
@@ -327,3 +345,38 @@ def test_calibrated_int8_engine_writes_its_cache(tiny_classifier: Path, tmp_path
     assert engine.details["quantization"] == "calibrated"
     assert engine.details["calibration"]["split"] == "train"
     assert (engine.path / "calibration.cache").is_file()
+    _runs_like_onnxruntime(engine, exported, data, atol=0.5)
+
+
+@needs_gpu
+def test_an_engine_from_a_symmetric_qdq_model_takes_its_scales(tiny_classifier: Path, tmp_path: Path) -> None:
+    from optbench.artifact import content_hash
+    from optbench.steps.onnx import OnnxConfig
+    from optbench.steps.quantize import StaticQuantizeConfig
+
+    data = _data(max_length=32)
+    classifier = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False), classifier, data, tmp_path)
+    qdq_config = StaticQuantizeConfig(
+        calibration_samples=16, activation_type="int8", weight_type="int8", activation_symmetric=True
+    )
+    qdq = run_step(qdq_config, exported, data, tmp_path)
+    config = TensorRTConfig(precision="int8", batch_sizes=(4,), seq_lens=(16,), max_length=32)
+    engine = run_step(config, qdq, data, tmp_path)
+    assert engine.details["quantization"] == "explicit (Q/DQ)" and "calibration" not in engine.details
+    _runs_like_onnxruntime(engine, qdq, data, atol=0.5)
+
+
+def _runs_like_onnxruntime(engine: ModelArtifact, source: ModelArtifact, data: LabelledData, atol: float) -> None:
+    """The engine gives finite logits of the right shape, close to onnxruntime's on the model it was built from."""
+    from transformers import AutoTokenizer
+
+    from optbench.data import batches
+
+    tokenizer = AutoTokenizer.from_pretrained(engine.path)
+    batch = batches(tokenizer, data.test.texts[:4], batch_size=4, seq_len=16, max_length=32)[0]
+    logits = load_runtime(RuntimeSpec("tensorrt", "cuda"), engine, threads=1).predict(batch)
+    assert logits.shape == (4, 2) and np.isfinite(logits).all()
+    np.testing.assert_allclose(
+        logits, load_runtime(RuntimeSpec("onnxruntime"), source, threads=1).predict(batch), atol=atol
+    )

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class TensorRTRuntime:
     """A deserialized engine with one execution context per optimization profile, made on first use."""
 
+    allocates_through_torch = False  # TensorRT allocates the engine's weights and activations itself
+
     def __init__(self, artifact: ModelArtifact, *, precision: str) -> None:
         """`precision` is the spec's; its device is CUDA (RuntimeSpec refuses any other for tensorrt)."""
         import torch
@@ -59,7 +61,12 @@ class TensorRTRuntime:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.output = "logits" if "logits" in outputs else outputs[0]
+        if len(outputs) != 1:  # every output needs a bound buffer, and a classifier gives its logits alone
+            raise OptbenchError(
+                f"{artifact.path / ENGINE_FILE} has outputs {outputs}; this runtime runs engines with one output, "
+                "the logits: export the model with the onnx step"
+            )
+        self.output = outputs[0]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._contexts: dict[int, Any] = {}
         # each context holds the activation memory of its own profile, not of the largest one (STATIC)

@@ -25,6 +25,8 @@ SCHEME = "int8-dynamic-activation-int8-weight"
 class TorchRuntime:
     """A Hugging Face sequence classifier in eval mode under `torch.inference_mode`."""
 
+    allocates_through_torch = True  # torch's peak-memory counters cover the model
+
     def __init__(
         self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict[str, Any]
     ) -> None:

@@ -323,6 +323,11 @@ def check_symmetric_int8(graph: Any) -> None:
                 f"the Q/DQ model quantizes to uint8 ({node.op_type} {node.name!r}): TensorRT takes only signed, "
                 f"symmetric INT8. {SYMMETRIC_FIX}"
             )
+        if zero_point.data_type == onnx.TensorProto.INT32:
+            raise OptbenchError(
+                f"{node.op_type} {node.name!r} dequantizes an INT32 bias, which quantize-static writes for Gemm "
+                'nodes: this step builds INT8 engines only; leave Gemm out of its op_types (op_types = ["MatMul"])'
+            )
         if zero_point.data_type != onnx.TensorProto.INT8:
             raise OptbenchError(
                 f"{node.op_type} {node.name!r} quantizes to {onnx.TensorProto.DataType.Name(zero_point.data_type)}: "
@@ -410,17 +415,21 @@ def build_engine(
     if config.precision == "int8":
         builder_config.set_flag(trt.BuilderFlag.INT8)
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    for shape in shapes:
+    for index, shape in enumerate(shapes):
         profile = builder.create_optimization_profile()
         for name in inputs:
             profile.set_shape(name, shape.min, shape.opt, shape.max)
-        builder_config.add_optimization_profile(profile)
+        if builder_config.add_optimization_profile(profile) != index:  # -1: TensorRT found the profile invalid
+            raise OptbenchError(f"TensorRT refused the optimization profile {shape.to_dict()} (its log above says why)")
     calibrator = None
     if calibration is not None:
         calibration_profile = builder.create_optimization_profile()
         for name in inputs:
             calibration_profile.set_shape(name, calibration.shape, calibration.shape, calibration.shape)
-        builder_config.set_calibration_profile(calibration_profile)
+        if not builder_config.set_calibration_profile(calibration_profile):
+            raise OptbenchError(
+                f"TensorRT refused the calibration profile {calibration.shape} (its log above says why)"
+            )
         dtypes = {name: trt.nptype(network.get_input(i).dtype) for i, name in enumerate(inputs)}
         calibrator = entropy_calibrator(trt, calibration, dtypes, cache)
         builder_config.int8_calibrator = calibrator
@@ -436,8 +445,9 @@ def build_engine(
 
 
 def entropy_calibrator(trt: Any, feed: CalibrationFeed, dtypes: dict[str, Any], cache: Path) -> Any:
-    """An IInt8EntropyCalibrator2 that copies `feed`'s batches to the GPU (torch CUDA tensors) and keeps
-    its cache in `cache`, which a later build in the same folder reuses instead of calibrating again."""
+    """An IInt8EntropyCalibrator2 that copies `feed`'s batches to the GPU (torch CUDA tensors) and writes
+    the calibration cache to `cache`, kept in the artifact with the engine. Every build calibrates: the
+    step builds in a new folder, so there is never an earlier cache to read."""
     import torch
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
@@ -461,11 +471,8 @@ def entropy_calibrator(trt: Any, feed: CalibrationFeed, dtypes: dict[str, Any], 
                 return None
             return [int(t.data_ptr()) for t in self._on_device]
 
-        def read_calibration_cache(self) -> bytes | None:
-            if cache.is_file():
-                log.info("TensorRT calibration: reusing %s", cache)
-                return cache.read_bytes()
-            return None
+        def read_calibration_cache(self) -> None:
+            return None  # calibrate on the feed (see above)
 
         def write_calibration_cache(self, data: Any) -> None:
             cache.write_bytes(bytes(data))
