@@ -19,6 +19,7 @@ from optbench.atomic import write_text_atomic
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
+from optbench.report import FailedJob
 from optbench.runtimes import ENGINES, RuntimeSpec
 
 log = logging.getLogger(__name__)
@@ -107,18 +108,24 @@ def plan_recipe(recipe: Recipe, found: dict[str, Capability]) -> tuple[Recipe, l
 
 
 def summary(
-    recipe: Recipe, found: dict[str, Capability], missing: list[tuple[RuntimeSpec, str]], failed: list[str]
+    recipe: Recipe, found: dict[str, Capability], missing: list[tuple[RuntimeSpec, str]], failed: list[FailedJob]
 ) -> str:
-    """gpu-check.md: what the machine had, which runtimes of the recipe ran, which were missing and why."""
+    """gpu-check.md: what the machine had, which runtimes of the recipe ran (and whether all their jobs
+    passed), which were missing and why."""
     lines = [f"# GPU check: {recipe.name}", "", "| capability | here | seen |", "| --- | --- | --- |"]
     lines += [f"| {c.name} | {'yes' if c.present else 'no'} | {c.detail} |" for c in found.values()]
     lines += ["", "## Runtimes", ""]
     lacking = {spec.label: lacks for spec, lacks in missing}  # specs hold a dict: not hashable; labels are unique
     for spec in recipe.bench.runtimes:
         lacks = lacking.get(spec.label)
-        lines.append(f"- {spec.label}: {'ran' if lacks is None else f'missing: needs {found[lacks].name}'}")
+        failures = sum(f.runtime == spec.label for f in failed)
+        if lacks is not None:
+            state = f"missing: needs {found[lacks].name}"
+        else:
+            state = f"ran, {failures} job(s) failed (below)" if failures else "ran"
+        lines.append(f"- {spec.label}: {state}")
     if failed:
-        lines += ["", "## Failed jobs", "", *[f"- {reason}" for reason in failed]]
+        lines += ["", "## Failed jobs", "", *[f"- {f.describe()}" for f in failed]]
     return "\n".join(lines) + "\n"
 
 
@@ -138,13 +145,13 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
     if found["tensorrt"].present:
         names.append("gpu-tensorrt.toml")
     else:
-        print("skipping gpu-tensorrt.toml: TensorRT is not installed (its runtimes are listed as missing)")
+        print("skipping gpu-tensorrt.toml: TensorRT is not installed (the capability table says so)")
     status, folders = 0, []
     for name in names:
         full = load_recipe(recipes / name)
         recipe, missing = plan_recipe(full, found)
         folder = run_recipe(recipe, results, cache)
-        failed = [f.describe() for f in load_failures(folder)]
+        failed = load_failures(folder)
         status = status or (1 if failed else 0)
         write_text_atomic(folder / CHECK_FILE, summary(full, found, missing, failed))
         folders.append(folder)

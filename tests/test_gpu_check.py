@@ -11,7 +11,7 @@ from report_fixtures import make_report, with_figures
 
 from optbench.gpu_check import RECIPES, Capability, main, plan_recipe, probe, runnable, summary
 from optbench.recipe import Recipe, load_recipe
-from optbench.report import write_report
+from optbench.report import FailedJob, write_report
 from optbench.runtimes import RuntimeSpec
 
 
@@ -62,11 +62,13 @@ def test_summary_says_what_ran_what_was_missing_and_why() -> None:
     recipe = load_recipe(RECIPES / "gpu.toml")
     found = _found(torch_cuda=True)
     _, missing = plan_recipe(recipe, found)
-    text = summary(recipe, found, missing, ["baseline on torch-cuda-bf16: crashed with SIGSEGV"])
+    crash = FailedJob("baseline", "torch-cuda-bf16", "latency-2", "crashed with SIGSEGV")
+    text = summary(recipe, found, missing, [crash])
     assert "| torch-cuda | yes | torch-cuda seen |" in text and "| tensorrt | no | tensorrt seen |" in text
-    assert "- torch-cuda-fp16-cuda-graphs: ran" in text
+    assert "- torch-cuda-fp16-cuda-graphs: ran\n" in text
+    assert "- torch-cuda-bf16: ran, 1 job(s) failed (below)" in text
     assert "- onnxruntime-cuda-fp16-tensorrt: missing: needs ort-tensorrt" in text
-    assert "## Failed jobs\n\n- baseline on torch-cuda-bf16: crashed with SIGSEGV" in text
+    assert "## Failed jobs\n\n- baseline on torch-cuda-bf16, latency-2: crashed with SIGSEGV" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: the check would run")
