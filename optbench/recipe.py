@@ -126,7 +126,12 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
     Hugging Face checkpoint), when the recipe is read rather than after the steps before it have run."""
     for chain in chains:
         made = "hf"
-        for step in chain:
+        for before, step in zip((None, *chain), chain, strict=False):
+            if before is not None and getattr(before.config, "ends_chain", False):
+                raise OptbenchError(
+                    f"the chain {_chain_name(chain)}: nothing may follow {before.shown} ({before.config.ends_chain}): "
+                    f"start another chain for {step.shown}"
+                )
             needs = step.config.input_format
             if needs != made:
                 raise OptbenchError(

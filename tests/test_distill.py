@@ -197,6 +197,7 @@ def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
     assert model.config.num_hidden_layers == 1 and model.config.intermediate_size == 32
     assert model.config.id2label == {0: "fresh", 1: "rotten"}
     assert student.details["num_layers"] == 1 and student.details["student"]["kept_layers"] == [0]
+    assert student.details["intermediate_per_layer"] == [32] and len(student.details["heads_per_layer"]) == 1
     assert 0 <= student.details["validation_accuracy"] <= 1
     cached = {np.load(p).shape[0]: p for p in (tmp_path / "teacher-logits").glob("*.npy")}
     train_logits = cached[len(reviews.train)]
@@ -325,3 +326,33 @@ def test_bad_distill_recipes_exit_2(
         ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")], capsys, message
     )
     assert not (tmp_path / "results").exists()
+
+
+def test_attention_transfer_compares_probabilities_without_dropout(tiny_artifact: ModelArtifact, reviews) -> None:
+    """In train mode transformers returns attention probabilities after dropout: a student identical to its
+    teacher must still score a transfer loss of 0."""
+    from transformers import AutoModelForSequenceClassification
+
+    from optbench.steps.distill import without_attention_dropout
+
+    def load(train: bool):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            tiny_artifact.path,
+            attn_implementation="eager",
+            hidden_dropout_prob=0.0,  # attention's dropout alone
+        )
+        assert model.config.attention_probs_dropout_prob > 0
+        return model.train(train)
+
+    inputs = {k: torch.from_numpy(v) for k, v in _first_row(tiny_artifact, reviews).items()}
+    teacher, student = load(train=False), load(train=True)
+    without_attention_dropout(student)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        theirs = teacher(**inputs, output_attentions=True).attentions[-1]
+        ours = student(**inputs, output_attentions=True).attentions[-1]
+    assert float(attention_loss(ours, theirs, inputs["attention_mask"])) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
+    assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2

@@ -200,11 +200,14 @@ def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path:
         ({}, "heads and ffn are both 0"),
         ({"heads": 0.5, "epochs": -1}, r"epochs > 0 \(or 0\)"),
         ({"heads": 0.5, "importance_rows": 0}, "importance_rows = 0"),
+        ({"heads": 0.5, "distill_weight": 0.0, "label_weight": 0.0}, "recovery would train on no loss"),
     ],
 )
 def test_bad_prune_configs(kwargs: dict, message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
         PruneConfig(**kwargs)
+    if "distill_weight" in kwargs:
+        assert PruneConfig(**kwargs, epochs=0).epochs == 0  # no recovery: no loss needed
 
 
 def test_prune_refuses_an_onnx_model(reviews, tmp_path: Path) -> None:

@@ -217,6 +217,8 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArt
     from torchao.utils import TorchAOBaseTensor
 
     assert isinstance(runtime.model.classifier.weight, TorchAOBaseTensor)  # type: ignore[attr-defined]
+    with pytest.raises(OptbenchError, match="scheme is applied only when the torch runtime loads it"):
+        run_step(OnnxConfig(exporter="torchscript"), result, data, cache)  # would export the FP32 weights
 
 
 def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:

@@ -389,3 +389,9 @@ def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path:
 def test_nan_and_inf_are_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(OptbenchError, match=r"give a finite number \(nan and inf are not settings\)"):
         load_recipe(write_recipe(tmp_path, text))
+
+
+def test_nothing_may_follow_torch_int8(tmp_path: Path) -> None:
+    text = '[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\n[[steps]]\nname = "prune"\nheads = 0.5\n'
+    with pytest.raises(OptbenchError, match=r"nothing may follow quantize-dynamic \(its INT8 scheme is applied only"):
+        load_recipe(write_recipe(tmp_path, text))

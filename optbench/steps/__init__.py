@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import MANIFEST, ModelArtifact, content_hash
+from optbench.artifact import MANIFEST, QUANTIZATION_FILE, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.errors import OptbenchError
@@ -116,6 +116,11 @@ def run_step(
 
 
 def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
+    if (artifact.path / QUANTIZATION_FILE).is_file():
+        raise OptbenchError(
+            f"{config.name} cannot take {artifact.variant}: torchao's INT8 scheme is applied only when the torch "
+            "runtime loads it, and this step would drop it; make quantize-dynamic (backend torch) its chain's last step"
+        )
     target = cache_dir / f"{config.name}-{cache_key(config, artifact, data)}"
     if (target / MANIFEST).is_file():
         log.info("step %s: reusing %s", config.name, target)

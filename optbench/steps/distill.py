@@ -26,7 +26,7 @@ from optbench.data import LabelledData, Split, encode
 from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
-from optbench.surgery import encoder_layers, keep_layers, narrow_ffn
+from optbench.surgery import encoder_layers, keep_layers, layer_shapes, narrow_ffn
 from optbench.training import TrainingConfig, encode_rows, predictions, train
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,12 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         implementation returns."""
         return {"attn_implementation": "eager"} if self.attention_weight else {}
 
+    @property
+    def version(self) -> int:
+        """2 with attention transfer, whose students changed (no dropout on the compared probabilities);
+        the other configs' did not, and keep their caches."""
+        return 2 if self.attention_weight else 1
+
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""
         if self.student in (TEACHER, PARAPHRASE_L3):
@@ -110,6 +116,8 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
 
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast
+    if config.attention_weight:
+        without_attention_dropout(student)
     teacher = _teacher_for_transfer(config, artifact, student, tokenizer)
     cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
     logits = teacher_logits(artifact, data.train, config.max_length, cache)  # loading draws no random numbers
@@ -150,7 +158,7 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     details = {
         "student": origin,
         "num_layers": student.config.num_hidden_layers,
-        "intermediate_size": student.config.intermediate_size,
+        **layer_shapes(student),  # per layer: a student of an unevenly pruned teacher has no one FFN width
         "parameters": sum(p.numel() for p in student.parameters()),
         "hidden_layer_mapping": mapping,
         "train_rows": run.rows,
@@ -197,6 +205,19 @@ def hidden_state_loss(student_states: Any, teacher_states: Any, mask: Any, mappi
     weight = mask.unsqueeze(-1).float()
     tokens = weight.sum() * student_states[0].shape[-1]
     return sum(((s - t) ** 2 * weight).sum() / tokens for s, t in pairs) / len(pairs)
+
+
+def without_attention_dropout(model: Any) -> None:
+    """No dropout on the last layer's attention probabilities, the attention transfer's subject: in train
+    mode transformers returns them after dropout, zeroed and rescaled, and the KL would pull a student that
+    matched its teacher away from it."""
+    dropout = getattr(getattr(encoder_layers(model)[-1].attention, "self", None), "dropout", None)
+    if dropout is None:
+        raise OptbenchError(
+            f"attention transfer needs BERT-style self-attention ({type(model).__name__} has no "
+            "attention.self.dropout): set attention_weight = 0"
+        )
+    dropout.p = 0.0
 
 
 def attention_loss(student_attention: Any, teacher_attention: Any, mask: Any) -> Any:

@@ -62,6 +62,11 @@ class PruneConfig(TrainingConfig, LogitDistillation):
         if self.importance_rows < 1:
             raise OptbenchError(f"[prune] importance_rows = {self.importance_rows}: use 1 or more")
         self.check_logit_terms(self.name)
+        if self.epochs > 0 and self.distill_weight == 0 and self.label_weight == 0:
+            raise OptbenchError(
+                "[prune] distill_weight and label_weight are both 0, so recovery would train on no loss (only "
+                "weight decay would move the weights): give one a weight, or set epochs = 0 to skip recovery"
+            )
 
 
 def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:

@@ -60,6 +60,12 @@ class DynamicQuantizeConfig:
     def output_format(self) -> str:
         return self.input_format
 
+    @property
+    def ends_chain(self) -> str | None:
+        """Why no step may follow this one, if none may: torchao's scheme is applied when the torch runtime
+        loads the checkpoint, and a step after it would load the FP32 weights and drop it."""
+        return "its INT8 scheme is applied only by the torch runtime" if self.backend == "torch" else None
+
     def build_target(self) -> dict[str, Any] | None:
         """What this machine decides for the settings left to it (the preflight's range reduction, the weight
         type timed here): part of the cache key, so machines sharing a cache each get their own choice."""
