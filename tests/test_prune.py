@@ -235,3 +235,34 @@ def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, capsys)
     rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"baseline", "baseline+prune"}
     assert rows["baseline+prune"]["model_mb"] < rows["baseline"]["model_mb"]
+
+
+def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the head silenced in each layer is the one the step removes there, and only train rows
+    are encoded for the scores."""
+    import shutil
+
+    from optbench.steps import prune as prune_step
+
+    folder = tmp_path / "silenced"
+    shutil.copytree(tiny_artifact.path, folder)
+    model = load_classifier(folder)
+    heads = model.config.num_attention_heads
+    _silence_head(model, 0, 0)
+    _silence_head(model, 1, heads - 1)  # another head in each layer: a plan applied to the wrong layer fails
+    model.save_pretrained(folder)
+    silenced = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
+    encoded = []
+    real_encode = prune_step.encode_rows
+
+    def spy(tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
+        encoded.append(split)
+        return real_encode(tokenizer, split, rows, max_length)
+
+    monkeypatch.setattr(prune_step, "encode_rows", spy)
+    config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16)
+    pruned = run_step(config, silenced, reviews, tmp_path / "cache")
+    assert pruned.details["kept_heads"] == [list(range(1, heads)), list(range(heads - 1))]
+    assert encoded and all(split is reviews.train for split in encoded)
