@@ -34,8 +34,9 @@ EPILOG = """examples:
   optbench gate --budget recipes/budgets.toml results/all   pass or fail a release on its budgets
   optbench env                                  the environment fingerprint stored in every report
 
-exit codes: 0 success, 1 a gate check failed, 3 a gate check was inconclusive,
-            2 bad input (the message names the problem and the fix)"""
+exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (recorded,
+            the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
+            the problem and the fix)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare results A (before) with B (after): two run folders, two machines' results, or "
         "results committed in git (REV:PATH, e.g. HEAD~1:results/all). Rows are matched by variant, runtime, "
         "device, precision and shape (each side's newest report per row). Each figure is marked better or "
-        "worse when the two 95%% intervals do not overlap and, for timings, the change exceeds the runs' "
+        "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
         "rows whose workloads differ (data, threads, timing) not comparable. With --budget, every budget check "
         "that B's newest run fails and A's passed (or left inconclusive) is listed as newly failing too.",
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gate",
         help="check a run against budgets; the exit code passes or fails a release",
         description="Check the newest run under RESULTS against every limit of a budget file (README, "
-        "section Release gates). A check passes when the figure's 95%% interval is within the limit, fails "
+        "section Release gates). A check passes when the figure's 95% interval is within the limit, fails "
         "when it is wholly beyond it, and is inconclusive when it straddles it. Exit 0 when all pass, 1 when "
         "any fails, 3 when none fails but some are inconclusive (1 with --strict), 2 on a bad budget file.",
     )

@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "installed) with the runtimes this machine has; write gpu-check.md beside each run's reports.",
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
-    parser.add_argument("--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
+    )
     parser.add_argument(
         "--recipes",
         type=Path,

@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         "There: scripts/gpu_check.sh --recipes FOLDER/recipes",
     )
     parser.add_argument("folder", type=Path, help="the pack to write (must not exist)")
-    parser.add_argument("--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
