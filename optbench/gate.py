@@ -151,6 +151,9 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     if isinstance(outcome, str):  # why the figure cannot be had
         return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail", machine=machine)
     (value, low, high), against = outcome
+    if any(math.isnan(x) for x in (value, low, high)):  # an interval of NaN would read as inconclusive
+        why = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
+        return Check(budget.name, report.variant, runtime, limit, why, None, None, None, "fail", machine=machine)
     verdict_ = verdict(limit, low, high)
     return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine)
 

@@ -202,6 +202,15 @@ def test_relative_accuracy_of_a_reference_that_scored_nothing_cannot_be_checked(
     assert check.verdict == "fail" and "its reference scored 0 accuracy" in check.reason
 
 
+def test_a_figure_without_a_number_fails_rather_than_being_inconclusive(tmp_path: Path) -> None:
+    chain = _run()[1]
+    unknown = dataclasses.replace(chain, drop=dataclasses.replace(chain.drop, ci_high=float("nan")))
+    (check,) = _checks(
+        '[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', [unknown], tmp_path
+    )
+    assert check.verdict == "fail" and "holds no number for this figure (NaN)" in check.reason
+
+
 # --- the command ------------------------------------------------------------------------------------------
 
 
