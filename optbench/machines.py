@@ -59,6 +59,8 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     if not reports:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
+    # as machines() names a report without a key: pivot would drop a None column and its figures with it
+    frame["machine"] = [key if isinstance(key, str) and key else "unknown" for key in frame["machine"]]
     newest = frame.drop_duplicates([*ROW_KEY, "machine"], keep="last")
     wide = newest.pivot(index=ROW_KEY, columns="machine", values=list(FIGURES))
     order = [m.key for m in machines(reports)]

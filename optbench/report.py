@@ -427,11 +427,13 @@ def shown_columns(run: pd.DataFrame) -> list[str]:
 
 def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
     """Under a run's table: at each shape, the peer every speedup_vs_peer is measured against."""
-    bars = group.loc[group["fastest_peer"].notna(), ["batch_size", "seq_len", "fastest_peer", "fastest_peer_p50_ms"]]
+    columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
+    bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
+    several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
     lines = [
-        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}: {peer}, "
-        f"p50 {p50:.2f} ms"
-        for b, s, peer, p50 in bars.drop_duplicates().itertuples(index=False)
+        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
+        f"{f' on {device}, machine {machine}' if several else ''}: {peer}, p50 {p50:.2f} ms"
+        for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
     return [*lines, ""] if lines else []
 

@@ -46,6 +46,14 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 20.00 | - | 2.00x | - |" in text
 
 
+def test_reports_without_a_machine_key_keep_their_figures_as_unknown() -> None:
+    nameless = [_on(r, "", "EPYC", "run-x") for r in _two_machines()[:2]]  # an old report: no machine key
+    table = merge_by_machine([*nameless, _two_machines()[2]])
+    rows = {row["variant"]: row for row in table.to_dict("records")}
+    assert (rows["baseline"]["p50_ms@unknown"], rows["baseline+onnx"]["p50_ms@unknown"]) == (40, 20)
+    assert [m.key for m in machines([*nameless, _two_machines()[2]])] == ["unknown", "bbb"]
+
+
 def test_the_legend_names_each_machine_and_its_runs() -> None:
     found = machines(_two_machines())
     assert [(m.key, m.label, m.runs) for m in found] == [

@@ -105,6 +105,7 @@ def test_an_environment_that_cannot_be_built_is_a_step_failure_tried_once(
     assert not path.exists()  # nothing half-built is left to be taken for a built environment
     log = path.with_name(f"{path.name}.install.log")
     assert "not a requirement" in log.read_text()
+    assert "/bin/python -I -m pip install --disable-pip-version-check --no-input" in log.read_text()  # isolated
     commands = log.read_text().count("$ ")
     with pytest.raises(StepFailed, match="cannot build the optimum environment"):
         venv.peer_env(tmp_path, "optimum", requirements)  # the next chain's peer step: no second build
@@ -248,6 +249,23 @@ def test_speedup_is_over_the_fastest_peer_within_the_budget() -> None:
     assert out[out["peer"]]["speedup_vs_peer"].isna().all()
     loose = add_speedup_vs_peers(frame, budget_points=5.0).set_index("variant")
     assert loose.loc["ours", "speedup_vs_peer"] == pytest.approx(0.4)  # now the lossy peer counts: 4 / 10
+
+
+def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
+    here = _frame({"ours": 0.0, "peer-a": 0.0, "peer-b": 0.0}, {"ours": 10.0, "peer-a": 20.0, "peer-b": 30.0})
+    there = here.assign(machine="n", p50_ms=[10.0, 40.0, 15.0])  # on machine n, peer-b is the faster
+    longer = here.assign(seq_len="data", p50_ms=[5.0, float("nan"), 25.0])  # peer-a has no p50 at this shape
+    out = add_speedup_vs_peers(pd.concat([here, there, longer]), budget_points=1.0)  # an index with repeats
+    ours = out[out["variant"] == "ours"].set_index(["machine", "seq_len"])
+    assert ours.loc[("m", 128), "speedup_vs_peer"] == pytest.approx(2.0)  # peer-a, 20 / 10
+    assert ours.loc[("n", 128), "speedup_vs_peer"] == pytest.approx(1.5)  # peer-b, 15 / 10
+    assert ours.loc[("m", "data"), "speedup_vs_peer"] == pytest.approx(5.0)  # peer-b, 25 / 5
+    assert ours.loc[("n", 128), "fastest_peer"] == "peer-b on onnxruntime"
+    from optbench.report import _fastest_peer_lines
+
+    lines = _fastest_peer_lines(out, budget_points=1.0)  # one run on two machines: each line says where
+    assert "at batch 1 x 128 on cpu, machine n: peer-b on onnxruntime, p50 15.00 ms" in "\n".join(lines)
+    assert "machine" not in "\n".join(_fastest_peer_lines(out[out["machine"] == "m"], budget_points=1.0))
 
 
 def test_without_peers_within_the_budget_there_is_no_speedup() -> None:

@@ -152,6 +152,10 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
             f"peer-optimum ({config.default_label}) gave no result after {TIMEOUT_S} s and was stopped "
             f"(a BERT-base takes under a minute): run {WORKER.name} by hand in {python.parent.parent} to see where"
         ) from exc
+    except OSError as exc:  # the environment's interpreter is gone (its base Python removed or upgraded)
+        raise StepFailed(
+            f"peer-optimum cannot start {python} ({exc}): delete {python.parent.parent} to have it built again"
+        ) from exc
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if line.startswith("optimum ")), lines[-1] if lines else "")

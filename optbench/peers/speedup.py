@@ -17,11 +17,11 @@ GROUP = ["recipe", "run_id", "machine", "device", "batch_size", "seq_len"]
 def add_speedup_vs_peers(frame: pd.DataFrame, budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
     """`frame` (one row per variant, runtime and shape, with a boolean `peer` column) with `fastest_peer`,
     `fastest_peer_p50_ms` and `speedup_vs_peer` filled in where a run has peers within the budget."""
-    frame = frame.copy()
+    frame = frame.reset_index(drop=True)  # groups are written back by index: it must be unique
     frame["fastest_peer"] = pd.Series(None, index=frame.index, dtype=object)
     frame["fastest_peer_p50_ms"] = float("nan")
     frame["speedup_vs_peer"] = float("nan")
-    allowed = frame["accuracy_drop"] <= budget_points
+    allowed = (frame["accuracy_drop"] <= budget_points) & frame["p50_ms"].notna()
     peer = frame["peer"].astype(bool)
     for _, group in frame.groupby(GROUP, sort=False, dropna=False):
         peers = group[peer[group.index] & allowed[group.index]]

@@ -93,7 +93,10 @@ def _build(path: Path, name: str, requirements: tuple[str, ...]) -> None:
         command = [sys.executable, "-m", "venv", *without_pip, str(path)]
         _logged(command, install_log, name, "create the virtual environment")
         if requirements:
-            pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+            # -I: packages on this process's PYTHONPATH would read as installed and be skipped, and the
+            # peer, run isolated, would then miss them; --no-input: a private index's prompt fails, never hangs
+            pip = [str(path / "bin" / "python"), "-I", "-m", "pip", "install", "--disable-pip-version-check"]
+            pip.append("--no-input")
             _logged([*pip, *requirements], install_log, name, "install " + " ".join(requirements))
         packages = _installed(path / "bin" / "python")
     except StepFailed:
@@ -111,6 +114,7 @@ def _logged(command: list[str], install_log: Path, name: str, what: str) -> None
         try:
             process = subprocess.Popen(
                 command,
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
