@@ -170,6 +170,29 @@ def test_the_tensorrt_provider_leaves_out_models_with_onnxruntime_operators(tmp_
     assert "onnxruntime-cuda-fp16-tensorrt does not run baseline: the TensorRT provider runs models" in caplog.text
 
 
+def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) -> None:
+    """Mismatches the runtime refuses at load are declined when the benchmark pairs models with runtimes,
+    so a recipe of several chains and runtimes measures what fits instead of failing jobs."""
+    import dataclasses
+
+    import onnx
+    from onnx import helper
+
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    integer = _save_tiny_onnx(tmp_path / "integer")  # what quantize-dynamic writes on an unfused export
+    model = onnx.load(str(integer.path / "model.onnx"))
+    model.graph.node.append(helper.make_node("DynamicQuantizeLinear", ["logits"], ["q", "scale", "zero"]))
+    onnx.save(model, str(integer.path / "model.onnx"))
+    fp16 = dataclasses.replace(plain, details={**plain.details, "precision": "fp16"})
+    tensorrt = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    tensorrt_int8 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
+    assert "integer operators ['DynamicQuantizeLinear']" in (declines(tensorrt, integer) or "")
+    assert "this model has none: add a quantize-static step" in (declines(tensorrt_int8, plain) or "")
+    assert "at fp32 cannot run this fp16 ONNX model" in (declines(RuntimeSpec("onnxruntime"), fp16) or "")
+    assert declines(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"}), fp16) is None
+    assert declines(tensorrt, plain) is None  # TensorRT runs an FP32 model's layers in FP16
+
+
 def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
     spec = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt", "trt_int8": True})
     with pytest.raises(OptbenchError, match="add a quantize-static step"):

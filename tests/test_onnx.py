@@ -70,6 +70,22 @@ def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, da
     assert result.details["fused_operators"].get("Attention", 0) > 0
 
 
+def test_an_unfused_auto_export_keeps_dynamo_and_records_the_opset_in_the_file(
+    classifier: ModelArtifact, data, tmp_path: Path
+) -> None:
+    """The path the TensorRT and quantize-static recipes take: `auto` with fuse = false keeps the first
+    export that works (dynamo), whose opset may be above the one asked for."""
+    import onnx
+
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    result = run_step(OnnxConfig(fuse=False), classifier, data, tmp_path)
+    assert result.details["exporter"] == "dynamo" and result.details["parity"]["agreement"] == 1.0
+    declared = {o.domain: o.version for o in onnx.load(str(result.path / "model.onnx")).opset_import}
+    assert result.details["opset"] == declared.get("", declared.get("ai.onnx"))  # what the file holds
+    if result.details["opset"] != 17:
+        assert result.details["opset_requested"] == 17
+
+
 def test_no_fused_attention_is_reported_loudly(
     classifier: ModelArtifact, data, tmp_path: Path, monkeypatch, caplog
 ) -> None:
@@ -142,6 +158,8 @@ def test_fp16_conversion_keeps_inputs_and_logits_in_their_types(
     result = run_step(OnnxConfig(exporter="torchscript", precision="fp16"), classifier, data, tmp_path)
     assert result.variant == "baseline+onnx-fp16" and result.details["precision"] == "fp16"
     assert result.details["parity"]["agreement"] == 1.0  # checked in FP32, before the conversion
+    fp16 = result.details["parity_fp16"]  # and the FP16 file after it, within its looser limit
+    assert fp16["agreement"] >= 0.999 and 0 <= fp16["max_abs_diff"] <= 1e-2
     graph = onnx.load(str(result.path / "model.onnx")).graph
     weights = [init.data_type for init in graph.initializer if len(init.dims) == 2]
     assert weights and all(t == onnx.TensorProto.FLOAT16 for t in weights)

@@ -98,12 +98,9 @@ def _check_tensorrt(spec: RuntimeSpec) -> str:
 
 
 def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
-    from optbench.onnx_graph import load_graph
-    from optbench.runtimes.onnxruntime import MODEL_FILE, OrtOptions, tensorrt_cannot_parse
+    from optbench.runtimes.onnxruntime import OrtOptions, cannot_run
 
-    if OrtOptions.parse(spec.device, spec.precision, spec.options).provider != "tensorrt":
-        return None
-    return tensorrt_cannot_parse(load_graph(artifact.path / MODEL_FILE))
+    return cannot_run(OrtOptions.parse(spec.device, spec.precision, spec.options), spec.precision, artifact)
 
 
 def _onnxruntime_for_bench(spec: RuntimeSpec, shapes: list[tuple[int, int | str]], max_length: int) -> RuntimeSpec:

@@ -20,6 +20,9 @@ from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_mo
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+# ONNX's integer operators (dynamic quantization writes the first three), which TensorRT's parser does not
+# take; it takes Q/DQ pairs
+INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul", "QLinearConv")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -171,14 +174,11 @@ class OnnxRuntime:
         if artifact.format != "onnx":
             raise OptbenchError(f"runtime onnxruntime runs ONNX models, not {artifact.format}: add an onnx step")
         self.options = OrtOptions.parse(device, precision, options)
-        model_precision = artifact.details.get("precision", "fp32")
-        tensorrt_fp16 = self.options.provider == "tensorrt" and precision == "fp16" and model_precision == "fp32"
-        if precision != model_precision and not tensorrt_fp16:
-            raise OptbenchError(
-                f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
-                f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
-            )
-        inputs = self._tensorrt_inputs(artifact) if self.options.provider == "tensorrt" else []
+        reason = cannot_run(self.options, precision, artifact)
+        if reason:
+            raise OptbenchError(reason)
+        tensorrt = self.options.provider == "tensorrt"
+        inputs = [i.name for i in load_graph(artifact.path / MODEL_FILE).input] if tensorrt else []  # its profile
         self.level = self.options.level
         self.provider = PROVIDERS[self.options.provider]
         if self.provider not in ort.get_available_providers():
@@ -204,20 +204,6 @@ class OnnxRuntime:
                 "check the CUDA/TensorRT libraries onnxruntime-gpu needs"
             )
         self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def _tensorrt_inputs(self, artifact: ModelArtifact) -> list[str]:
-        """The model's input names (its profile names them), once the model is known to suit TensorRT."""
-        graph = load_graph(artifact.path / MODEL_FILE)
-        unparsable = tensorrt_cannot_parse(graph)
-        if unparsable:
-            raise OptbenchError(unparsable)
-        if self.options.trt_int8 and not is_qdq(graph):
-            raise OptbenchError(
-                "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
-                '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", '
-                "which calibrates"
-            )
-        return [i.name for i in graph.input]
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: batch[name] for name in self.input_names}
@@ -269,18 +255,50 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) ->
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}"
 
 
+def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact) -> str | None:
+    """Why a runtime with these settings would not run this model, or None: checked when the benchmark
+    pairs models with runtimes (a mismatch is left out, logged) and again when the runtime loads."""
+    model_precision = artifact.details.get("precision", "fp32")
+    tensorrt_fp16 = options.provider == "tensorrt" and precision == "fp16" and model_precision == "fp32"
+    if precision != model_precision and not tensorrt_fp16:
+        return (
+            f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
+            f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
+        )
+    if options.provider != "tensorrt":
+        return None
+    graph = load_graph(artifact.path / MODEL_FILE)
+    unparsable = tensorrt_cannot_parse(graph)
+    if unparsable:
+        return unparsable
+    if options.trt_int8 and not is_qdq(graph):
+        return (
+            "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
+            '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", which calibrates'
+        )
+    return None
+
+
 def tensorrt_cannot_parse(graph: Any) -> str | None:
     """Why the TensorRT provider should not run this graph, or None. TensorRT's ONNX parser reads standard
-    ONNX only: onnxruntime's fused operators would run on CUDA between many small engines, none of them
-    covered by the optimization profile, which names the model's inputs."""
+    ONNX only, and not its integer operators: onnxruntime's fused operators, or dynamic quantization's
+    MatMulInteger, would run on CUDA between many small engines, none of them covered by the optimization
+    profile, which names the model's inputs."""
     custom = custom_operators(graph)
-    if not custom:
-        return None
-    return (
-        f"the TensorRT provider runs models TensorRT parses whole, and this one holds onnxruntime's own "
-        f"operators {custom[:4]}: give it an export with the onnx step's fuse = false "
-        '(and no quantize-dynamic), or use provider = "cuda" for this model'
-    )
+    if custom:
+        return (
+            f"the TensorRT provider runs models TensorRT parses whole, and this one holds onnxruntime's own "
+            f"operators {custom[:4]}: give it an export with the onnx step's fuse = false "
+            '(and no quantize-dynamic), or use provider = "cuda" for this model'
+        )
+    integer = sorted({n.op_type for n in graph.node if n.op_type in INTEGER_OPS})
+    if integer:
+        return (
+            f"the TensorRT provider runs models TensorRT parses whole, and this one holds integer operators "
+            f"{integer[:4]} (quantize-dynamic's), which TensorRT's parser does not take: give it a quantize-static "
+            'model with trt_int8 = true, or use provider = "cuda" for this model'
+        )
+    return None
 
 
 def trt_provider_options(cache: Path, precision: str, options: OrtOptions, inputs: list[str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +28,7 @@ MODEL_FILE = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 PARITY_BATCH_SIZE = 64
+FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
 HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -95,7 +96,10 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     (out_dir / f"{chosen['exporter']}.onnx").rename(path)
     for attempt in done:
         (out_dir / f"{attempt['exporter']}.onnx").unlink(missing_ok=True)
-    details: dict[str, Any] = {"exporter": chosen["exporter"], "opset": config.opset, "attempts": attempts}
+    details: dict[str, Any] = {"exporter": chosen["exporter"], "opset": file_opset(path), "attempts": attempts}
+    if details["opset"] != config.opset:  # the dynamo exporter cannot go below 18 for LayerNormalization
+        details["opset_requested"] = config.opset
+        log.info("ONNX model: opset %d (%s export; %d was asked)", details["opset"], chosen["exporter"], config.opset)
     warnings: list[str] = []
     if config.fuse:
         details["fused_operators"] = chosen["fused_operators"]
@@ -107,8 +111,11 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
             log.warning("ONNX model: %s", warnings[-1])
     check_onnx(path)
     details["parity"] = check_parity(path, parity_batches, reference, config)
-    if config.precision == "fp16":
+    if config.precision == "fp16":  # the FP16 file is checked too, on the CPU provider (it casts where it must)
         details["fp16"] = convert_fp16(path)
+        check_onnx(path)
+        fp16_limits = replace(config, max_abs_diff=max(config.max_abs_diff, FP16_MAX_ABS_DIFF))
+        details["parity_fp16"] = check_parity(path, parity_batches, reference, fp16_limits)
     details["precision"] = config.precision
     if warnings:
         details["warnings"] = warnings
@@ -228,6 +235,14 @@ def set_attention_heads(model: Any, *, head_size: int) -> None:
         for attribute in node.attribute:
             if attribute.name == "num_heads":
                 attribute.CopyFrom(onnx.helper.make_attribute("num_heads", int(heads)))
+
+
+def file_opset(path: Path) -> int:
+    """The default-domain opset the ONNX file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def check_onnx(path: Path) -> None:
