@@ -57,6 +57,11 @@ def test_onnxruntime_matches_torch_on_the_test_split(exported: ModelArtifact, cl
     assert described["graph_optimization_level"] == "all" and described["intra_op_threads"] == 1
     assert described["nodes_per_provider"].get("CPUExecutionProvider", 0) > 0
     assert set(described["nodes_per_provider"]) == {"CPUExecutionProvider"}
+    import onnxruntime
+
+    applied = ort.session.get_session_options()  # what the session runs with, not what was recorded
+    assert (applied.intra_op_num_threads, applied.inter_op_num_threads) == (1, 1)
+    assert applied.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, data, tmp_path: Path) -> None:
