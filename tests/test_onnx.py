@@ -226,3 +226,18 @@ def test_nan_logits_fail_parity(exported: ModelArtifact, data) -> None:
     reference[0, logits[0].argmax()] = np.nan  # numpy's argmax picks the NaN: every argmax still agrees
     with pytest.raises(OptbenchError, match=r"ONNX parity failed: max \|logit diff\| nan"):
         onnx_step.check_parity(exported.path / "model.onnx", parity_batches, reference, OnnxConfig())
+
+
+def test_uneven_heads_refuse_a_multi_head_attention_fusion() -> None:
+    """MultiHeadAttention takes Q, K and V from separate MatMuls, so no weight says a layer's head count:
+    the fusion's model-wide count would silently split a pruned layer wrong. The export attempt fails instead
+    (and `auto` tries the next exporter)."""
+    from onnx import TensorProto, helper
+
+    from optbench.steps.onnx import set_attention_heads
+
+    node = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], name="mha0", domain="com.microsoft")
+    x = helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 4, 8])
+    graph = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])])
+    with pytest.raises(OptbenchError, match=r"MultiHeadAttention nodes \(\['mha0'\]\).*export with another exporter"):
+        set_attention_heads(helper.make_model(graph), head_size=4)

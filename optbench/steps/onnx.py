@@ -228,6 +228,12 @@ def set_attention_heads(model: Any, *, head_size: int) -> None:
     import onnx
 
     weights = {t.name: t for t in model.graph.initializer}
+    separate = [n.name for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+    if separate:  # Q, K and V come from separate MatMuls: no one weight to read the head count from
+        raise OptbenchError(
+            f"the fusion made MultiHeadAttention nodes ({separate[:2]}) in a model whose layers keep different "
+            "head counts, which they would all take as the model-wide one: export with another exporter"
+        )
     for node in model.graph.node:
         if node.op_type != "Attention" or node.input[1] not in weights:
             continue
