@@ -348,6 +348,7 @@ def _gate(args: argparse.Namespace) -> int:
     folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
     failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
     failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
+    failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
     checks = evaluate(budgets, run, failed)
     sys.stdout.write(summary(checks, strict=args.strict))
     if args.junit:

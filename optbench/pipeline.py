@@ -62,7 +62,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
         for report in reports:
             write_report(report, staging)
         if failed:
-            write_failures(failed, staging)
+            write_failures(failed, staging, store.run_id)
         write_html(to_frame(reports), staging / "report.html")
         try:
             os.replace(staging, final)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -332,14 +332,15 @@ class FailedJob:
     runtime: str  # "" for a failed step: it ran before any runtime
     job: str
     reason: str
+    run_id: str = ""  # the run it failed in ("" in files written before runs recorded it)
 
     def describe(self) -> str:
         """One line: `baseline+onnx on onnxruntime-cpu-fp32, accuracy-1: why`."""
         return f"{self.variant}{f' on {self.runtime}' if self.runtime else ''}, {self.job}: {self.reason}"
 
 
-def write_failures(failed: list[FailedJob], folder: Path) -> None:
-    write_json_atomic(folder / FAILURES_FILE, [asdict(f) for f in failed])
+def write_failures(failed: list[FailedJob], folder: Path, run_id: str) -> None:
+    write_json_atomic(folder / FAILURES_FILE, [asdict(replace(f, run_id=run_id)) for f in failed])
 
 
 def load_failures(folder: Path) -> list[FailedJob]:

@@ -245,6 +245,7 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
             FailedJob("baseline+student", "", "step distill", "out of memory"),
         ],
         run,
+        run.name,
     )
     every = '[[budget]]\nname = "every"\nvariants = ["*"]\nruntimes = ["onnxruntime"]\nmax_size = "1 GB"\n'
     every = _budget(every, tmp_path)
@@ -266,6 +267,12 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
     shutil.copytree(renamed, results / "backup" / renamed.name)  # one run in two folders: its failures once
     assert main(["gate", "--budget", str(every), str(results)]) == 1
     assert capsys.readouterr().out.count(crashed) == 1
+    elsewhere = tmp_path / "elsewhere"  # a report copied beside another run's failures.json
+    write_failures([FailedJob("baseline", "torch-cpu-fp32", "accuracy-1", "killed")], elsewhere, "another-run")
+    shutil.copy(renamed / "baseline.torch-cpu-fp32.json", elsewhere)
+    torch_only = _budget('[[budget]]\nvariants = ["baseline"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n', tmp_path)
+    assert main(["gate", "--budget", str(torch_only), str(elsewhere)]) == 0
+    assert "killed" not in capsys.readouterr().out
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:
