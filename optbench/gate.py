@@ -118,17 +118,20 @@ def _runtime(report: Report) -> RuntimeSpec:
 
 
 def _selects(budget: Budget, report: Report) -> bool:
-    names = (report.runtime["name"], _runtime(report).label)
-    return any(fnmatch.fnmatchcase(report.variant, p) for p in budget.variants) and any(
-        fnmatch.fnmatchcase(n, p) for n in names for p in budget.runtimes
-    )
+    return _picks(budget, report.variant, (report.runtime["name"], _runtime(report).label))
 
 
 def _selects_failure(budget: Budget, failure: FailedJob) -> bool:
     """Whether the budget would have judged the failed job's variant; a failed step fails it on every runtime."""
     names = (failure.runtime.split("-")[0], failure.runtime) if failure.runtime else ()
-    return any(fnmatch.fnmatchcase(failure.variant, p) for p in budget.variants) and (
-        not names or any(fnmatch.fnmatchcase(n, p) for n in names for p in budget.runtimes)
+    return _picks(budget, failure.variant, names)
+
+
+def _picks(budget: Budget, variant: str, runtime_names: tuple[str, ...]) -> bool:
+    """Whether the budget's patterns match the variant and one of the runtime's names (its engine name or
+    label); no names (a failed step, before any runtime) match every runtime pattern."""
+    return any(fnmatch.fnmatchcase(variant, p) for p in budget.variants) and (
+        not runtime_names or any(fnmatch.fnmatchcase(n, p) for n in runtime_names for p in budget.runtimes)
     )
 
 
@@ -147,13 +150,12 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
             f"not measured at {shape}" if shape else "its reference scored 0 accuracy: nothing is relative to it"
         )
         outcome = unmeasured if figure is None else (figure, "")
+    if not isinstance(outcome, str) and any(math.isnan(x) for x in outcome[0]):  # NaN would read as inconclusive
+        outcome = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
     machine = str(report.environment.get("machine") or "")
     if isinstance(outcome, str):  # why the figure cannot be had
         return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail", machine=machine)
     (value, low, high), against = outcome
-    if any(math.isnan(x) for x in (value, low, high)):  # an interval of NaN would read as inconclusive
-        why = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
-        return Check(budget.name, report.variant, runtime, limit, why, None, None, None, "fail", machine=machine)
     verdict_ = verdict(limit, low, high)
     return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine)
 

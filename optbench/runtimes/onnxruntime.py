@@ -174,11 +174,11 @@ class OnnxRuntime:
         if artifact.format != "onnx":
             raise OptbenchError(f"runtime onnxruntime runs ONNX models, not {artifact.format}: add an onnx step")
         self.options = OrtOptions.parse(device, precision, options)
-        reason = cannot_run(self.options, precision, artifact)
+        graph = load_graph(artifact.path / MODEL_FILE) if self.options.provider == "tensorrt" else None
+        reason = cannot_run(self.options, precision, artifact, graph)
         if reason:
             raise OptbenchError(reason)
-        tensorrt = self.options.provider == "tensorrt"
-        inputs = [i.name for i in load_graph(artifact.path / MODEL_FILE).input] if tensorrt else []  # its profile
+        inputs = [i.name for i in graph.input] if graph is not None else []  # the TensorRT profile names them
         self.level = self.options.level
         self.provider = PROVIDERS[self.options.provider]
         if self.provider not in ort.get_available_providers():
@@ -255,9 +255,10 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) ->
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}"
 
 
-def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact) -> str | None:
+def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, graph: Any = None) -> str | None:
     """Why a runtime with these settings would not run this model, or None: checked when the benchmark
-    pairs models with runtimes (a mismatch is left out, logged) and again when the runtime loads."""
+    pairs models with runtimes (a mismatch is left out, logged) and again when the runtime loads. The
+    TensorRT provider's checks read the graph: `graph` when the caller has it loaded, else the model file."""
     model_precision = artifact.details.get("precision", "fp32")
     tensorrt_fp16 = options.provider == "tensorrt" and precision == "fp16" and model_precision == "fp32"
     if precision != model_precision and not tensorrt_fp16:
@@ -267,7 +268,7 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact) -> 
         )
     if options.provider != "tensorrt":
         return None
-    graph = load_graph(artifact.path / MODEL_FILE)
+    graph = graph if graph is not None else load_graph(artifact.path / MODEL_FILE)
     unparsable = tensorrt_cannot_parse(graph)
     if unparsable:
         return unparsable

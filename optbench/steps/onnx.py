@@ -21,6 +21,7 @@ from optbench.artifact import ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
 from optbench.errors import OptbenchError
+from optbench.onnx_graph import STANDARD_DOMAINS
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def file_opset(path: Path) -> int:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return next(o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS)
 
 
 def check_onnx(path: Path) -> None:
