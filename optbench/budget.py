@@ -25,12 +25,11 @@ max_size = "40 MB"                     # weight files on disk
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optbench.configs import check_keys
+from optbench.configs import check_keys, read_toml
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.relative_speedup import RowChoice
@@ -95,14 +94,7 @@ _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\
 
 def load_budgets(path: Path) -> list[Budget]:
     """Every `[[budget]]` of the file; any problem is an error naming the budget, the key and the fix."""
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OptbenchError(f"cannot read budget file {path}: {exc.strerror}; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise OptbenchError(f"budget file {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise OptbenchError(f"budget file {path} is not valid TOML: {exc}") from exc
+    table = read_toml(path, "budget file")
     check_keys(table, ["budget"], f"budget file {path}")
     entries = table.get("budget")
     if not isinstance(entries, list) or not entries:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from optbench.errors import OptbenchError
@@ -29,6 +31,18 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
         return cls(**values)
     except TypeError as exc:
         raise OptbenchError(f"{where}: {exc}") from exc
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML table in `path`; `what` names the file in errors (e.g. "recipe", "budget file")."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OptbenchError(f"cannot read {what} {path}: {exc.strerror}; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise OptbenchError(f"{what} {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise OptbenchError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
 def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:

@@ -7,13 +7,12 @@ every chain starts from the baseline, and every step's output is a variant the b
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict, config_to_dict
+from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml
 from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
@@ -60,14 +59,7 @@ class Recipe:
 
 def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe file; relative paths in it are taken from the recipe's folder."""
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OptbenchError(f"cannot read recipe {path}: {exc.strerror}; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise OptbenchError(f"recipe {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise OptbenchError(f"recipe {path} is not valid TOML: {exc}") from exc
+    table = read_toml(path, "recipe")
     return parse_recipe(table, base=path.parent, default_name=path.stem)
 
 
