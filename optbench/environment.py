@@ -46,6 +46,8 @@ LIBRARIES = (
     "transformers",
     "onnx",
     "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
     "numpy",
     "pandas",
 )
@@ -95,7 +97,10 @@ def _memory_total_mib() -> int:
 
 
 def _library_versions() -> dict[str, str | None]:
-    """Installed versions from package metadata, so no heavy library is imported."""
+    """Installed versions from package metadata, so no heavy library is imported.
+
+    onnxruntime-gpu installs the same `onnxruntime` module under its own distribution name, so both
+    names are probed; a library that is not installed reads None."""
     versions: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:

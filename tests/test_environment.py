@@ -53,6 +53,23 @@ def test_fingerprint_has_keys_and_is_json_serializable() -> None:
     assert env["python"] == "{}.{}.{}".format(*sys.version_info[:3])
 
 
+def test_gpu_distributions_are_recorded_under_their_own_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime-gpu and TensorRT's wheels are separate distributions: a GPU machine whose fingerprint
+    # read only "onnxruntime" would record no onnxruntime version at all.
+    installed = {"onnxruntime-gpu": "1.23.2", "tensorrt": "10.13.0.35", "optbench": "0.1.0"}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise environment.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(environment.metadata, "version", version)
+    libraries = fingerprint()["libraries"]
+    assert libraries["onnxruntime-gpu"] == "1.23.2"
+    assert libraries["tensorrt"] == "10.13.0.35"
+    assert libraries["onnxruntime"] is None
+
+
 def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
