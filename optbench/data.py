@@ -110,6 +110,13 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "per row (multi-label data is not supported)"
             )
     frame = _clean(frame, text_column, label_column)
+    for option, column in (("split_column", split_column), ("group_column", group_column)):
+        empty = int(frame[column].isna().sum()) if column else 0
+        if empty:  # a missing group would hash as one shared key, a missing split is no split
+            raise OptbenchError(
+                f"dataset {config.source}: {empty} row(s) have no {column!r} value ({option}): fill it in for "
+                f"every row, or leave {option} out"
+            )
     if split_column:
         assignment = frame[split_column].astype(str).str.lower()
         bad = sorted(set(assignment) - set(SPLITS))

@@ -271,6 +271,14 @@ def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
 
 
+@pytest.mark.parametrize("option", ["group_column", "split_column"])
+def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: str) -> None:
+    rows = _rows(300)
+    rows["part"] = [None if i in (3, 7) else ("train", "validation", "test")[i % 3] for i in range(300)]
+    with pytest.raises(OptbenchError, match=r"2 row\(s\) have no 'part' value.*fill it in"):
+        load_dataset(DatasetConfig(source=str(make_csv(rows)), **{option: "part"}))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
