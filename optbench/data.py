@@ -138,6 +138,13 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "add rows, or change the split fractions or split column"
             )
         splits[name] = Split([t for t, m in zip(texts, mask, strict=True) if m], label_ids[mask])
+    untrained = sorted(set(label_ids.tolist()) - set(splits["train"].labels.tolist()))
+    if untrained:  # only validation or test rows carry them: a fine-tune never sees one, so each is an error
+        log.warning(
+            "dataset %s: label(s) %s have no train rows; a model fine-tuned here cannot learn them",
+            config.source,
+            [label_names[i] for i in untrained],
+        )
     digest = hashlib.sha256()
     for name in SPLITS:
         digest.update(json.dumps([splits[name].texts, splits[name].labels.tolist()]).encode())

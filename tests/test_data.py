@@ -164,6 +164,16 @@ def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
     assert _all_texts(data) == expected
 
 
+def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
+    rows = _rows(12)
+    rows["part"] = ["train", "train", "validation", "test"] * 3
+    rows["label"][3] = "meh"  # a test row
+    with caplog.at_level("WARNING", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+    assert data.label_names == ("meh", "neg", "pos")
+    assert "label(s) ['meh'] have no train rows" in caplog.text
+
+
 def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
     rows = _rows(12)
     rows["part"] = ["train", "dev", "validation", "test"] * 3
