@@ -184,6 +184,11 @@ def _read_builtin() -> pd.DataFrame:
 
 
 def _read_file(path: Path, text_column: str) -> pd.DataFrame:
+    if path.is_dir():
+        raise OptbenchError(
+            f"dataset {path} is a folder, not a file: give a CSV or JSONL file (write a saved Hugging Face dataset "
+            "out with its to_csv or to_json)"
+        )
     if not path.is_file():
         raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
@@ -193,7 +198,9 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise OptbenchError(f"cannot read dataset {path}: {exc}") from exc
+        # Dataset.to_json writes JSON Lines whatever the name, and pandas then says only "Trailing data"
+        hint = " (a .json file holding one object per line: name it .jsonl)" if suffix == ".json" else ""
+        raise OptbenchError(f"cannot read dataset {path}: {exc}{hint}") from exc
     raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
 
 

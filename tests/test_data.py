@@ -237,6 +237,18 @@ def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
         load_dataset(DatasetConfig(source=str(tmp_path / name)))
 
 
+def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a CSV or JSONL file"):
+        load_dataset(DatasetConfig(source=str(tmp_path)))
+
+
+def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> None:
+    # what Hugging Face's Dataset.to_json("data.json") writes: one object per line
+    path = _write_jsonl(tmp_path / "data.json", [{"text": f"t {i}", "label": i % 2} for i in range(30)])
+    with pytest.raises(OptbenchError, match=r"one object per line: name it \.jsonl"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
 def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.txt"
     path.write_text("text,label\na,b\n")
