@@ -110,6 +110,13 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "per row (multi-label data is not supported)"
             )
     frame = _clean(frame, text_column, label_column)
+    for option, column in (("split_column", split_column), ("group_column", group_column)):
+        empty = int(frame[column].isna().sum()) if column else 0
+        if empty:  # a missing group would hash as one shared key, a missing split is no split
+            raise OptbenchError(
+                f"dataset {config.source}: {empty} row(s) have no {column!r} value ({option}): fill it in for "
+                f"every row, or leave {option} out"
+            )
     if split_column:
         assignment = frame[split_column].astype(str).str.lower()
         bad = sorted(set(assignment) - set(SPLITS))
@@ -131,6 +138,13 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "add rows, or change the split fractions or split column"
             )
         splits[name] = Split([t for t, m in zip(texts, mask, strict=True) if m], label_ids[mask])
+    untrained = sorted(set(label_ids.tolist()) - set(splits["train"].labels.tolist()))
+    if untrained:  # only validation or test rows carry them: a fine-tune never sees one, so each is an error
+        log.warning(
+            "dataset %s: label(s) %s have no train rows; a model fine-tuned here cannot learn them",
+            config.source,
+            [label_names[i] for i in untrained],
+        )
     digest = hashlib.sha256()
     for name in SPLITS:
         digest.update(json.dumps([splits[name].texts, splits[name].labels.tolist()]).encode())
@@ -170,6 +184,11 @@ def _read_builtin() -> pd.DataFrame:
 
 
 def _read_file(path: Path, text_column: str) -> pd.DataFrame:
+    if path.is_dir():
+        raise OptbenchError(
+            f"dataset {path} is a folder, not a file: give a CSV or JSONL file (write a saved Hugging Face dataset "
+            "out with its to_csv or to_json)"
+        )
     if not path.is_file():
         raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
@@ -179,7 +198,9 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise OptbenchError(f"cannot read dataset {path}: {exc}") from exc
+        # Dataset.to_json writes JSON Lines whatever the name, and pandas then says only "Trailing data"
+        hint = " (a .json file holding one object per line: name it .jsonl)" if suffix == ".json" else ""
+        raise OptbenchError(f"cannot read dataset {path}: {exc}{hint}") from exc
     raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
 
 

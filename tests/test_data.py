@@ -164,6 +164,16 @@ def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
     assert _all_texts(data) == expected
 
 
+def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
+    rows = _rows(12)
+    rows["part"] = ["train", "train", "validation", "test"] * 3
+    rows["label"][3] = "meh"  # a test row
+    with caplog.at_level("WARNING", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+    assert data.label_names == ("meh", "neg", "pos")
+    assert "label(s) ['meh'] have no train rows" in caplog.text
+
+
 def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
     rows = _rows(12)
     rows["part"] = ["train", "dev", "validation", "test"] * 3
@@ -227,6 +237,18 @@ def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
         load_dataset(DatasetConfig(source=str(tmp_path / name)))
 
 
+def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a CSV or JSONL file"):
+        load_dataset(DatasetConfig(source=str(tmp_path)))
+
+
+def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> None:
+    # what Hugging Face's Dataset.to_json("data.json") writes: one object per line
+    path = _write_jsonl(tmp_path / "data.json", [{"text": f"t {i}", "label": i % 2} for i in range(30)])
+    with pytest.raises(OptbenchError, match=r"one object per line: name it \.jsonl"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
 def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.txt"
     path.write_text("text,label\na,b\n")
@@ -269,6 +291,14 @@ def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
     rows["part"] = ["train", "test"] * 5
     with pytest.raises(OptbenchError, match="empty validation split"):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+
+
+@pytest.mark.parametrize("option", ["group_column", "split_column"])
+def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: str) -> None:
+    rows = _rows(300)
+    rows["part"] = [None if i in (3, 7) else ("train", "validation", "test")[i % 3] for i in range(300)]
+    with pytest.raises(OptbenchError, match=r"2 row\(s\) have no 'part' value.*fill it in"):
+        load_dataset(DatasetConfig(source=str(make_csv(rows)), **{option: "part"}))
 
 
 @pytest.mark.parametrize(
