@@ -207,7 +207,15 @@ def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact) -> No
 
 def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArtifact, data, cache: Path) -> None:
     pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
-    result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, cache)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, cache)
+        assert torch.get_num_threads() == 2  # later steps of the run keep the process's thread count
+    finally:
+        torch.set_num_threads(threads)
     assert result.format == "hf" and result.variant == "baseline+quantize-dynamic"
     assert result.details["scheme"] == "int8-dynamic-activation-int8-weight"
     assert result.sha256 != classifier.sha256  # the scheme is part of the model

@@ -57,18 +57,22 @@ def write_torchao_int8(artifact: ModelArtifact, data: LabelledData, out_dir: Pat
 
 
 def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -> float:
+    """Argmax agreement of the INT8 model with FP32, at the process's thread count (a runtime built with
+    another count would leave it set for every later step of `optbench run`)."""
+    import torch
     from transformers import AutoTokenizer
 
+    threads = torch.get_num_threads()
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     sample = batches(
         tokenizer, data.validation.texts[:AGREEMENT_ROWS], batch_size=64, seq_len="data", max_length=data.max_length
     )
-    fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=1, options={})
+    fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=threads, options={})
     int8 = TorchRuntime(
         ModelArtifact(quantized_dir, "hf", source.label_names, ""),
         device="cpu",
         precision="fp32",
-        threads=1,
+        threads=threads,
         options={},
     )
     a = np.concatenate([fp32.predict(b) for b in sample]).argmax(1)
