@@ -130,11 +130,27 @@ def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
     return list(by_name.values())
 
 
+# Models whose position ids start after the padding index (transformers' RobertaEmbeddings and its copies):
+# they take max_position_embeddings - pad_token_id - 1 tokens.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
+
+
+def _token_limit(config: dict[str, Any]) -> int | None:
+    """The most tokens the checkpoint's position embeddings take, or None when its config does not say."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return None
+    pad = config.get("pad_token_id")
+    if config.get("model_type") in _OFFSET_POSITIONS and isinstance(pad, int):
+        return positions - pad - 1
+    return positions
+
+
 def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> None:
     """Refuse token lengths beyond the model's position embeddings before any step runs (torch would fail
     mid-step with a size mismatch): the dataset's max_length, fixed [bench] lengths, and steps' own."""
-    limit = config.get("max_position_embeddings")
-    if not isinstance(limit, int):
+    limit = _token_limit(config)
+    if limit is None:
         return
     asked = [
         ("[dataset] max_length", recipe.dataset.max_length),

@@ -149,3 +149,13 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     with pytest.raises(OptbenchError, match=r"\[dataset\] max_length = 256, \[bench\] seq_len = 512 beyond the 128"):
         make_baseline(recipe, data, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_roberta_style_position_ids_leave_fewer_tokens_than_their_embeddings() -> None:
+    from optbench.pipeline import _token_limit
+
+    # RoBERTa's position ids start after the padding index: 514 embeddings, pad 1 -> 512 tokens (513 crashes).
+    assert _token_limit({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
+    assert _token_limit({"model_type": "xlm-roberta", "max_position_embeddings": 20, "pad_token_id": 1}) == 18
+    assert _token_limit({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}) == 512
+    assert _token_limit({"model_type": "bert"}) is None
