@@ -79,8 +79,10 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Classification quality over n examples; precision, recall and F1 are macro averages over
-    all k classes of the logits, so a class the model never predicts counts as zero."""
+    """Classification quality over n examples; precision, recall and F1 are macro averages over the
+    classes in the labels or the predictions (scikit-learn's default), so a labelled class the model never
+    predicts counts as zero, and a class neither labelled nor predicted (absent from a test split or slice)
+    is left out rather than counted as zero against a model that got everything right."""
 
     n: int
     accuracy: float
@@ -101,6 +103,7 @@ class Metrics:
         true_pos = np.diag(confusion).astype(np.float64)
         predicted = confusion.sum(axis=0)
         actual = confusion.sum(axis=1)
+        seen = (predicted + actual) > 0
         roc_auc = None
         if (actual > 0).all():
             if k == 2:
@@ -112,9 +115,9 @@ class Metrics:
         return cls(
             n=int(labels.size),
             accuracy=float(true_pos.sum() / labels.size),
-            macro_f1=float(_ratio(2 * true_pos, predicted + actual).mean()),
-            precision=float(_ratio(true_pos, predicted).mean()),
-            recall=float(_ratio(true_pos, actual).mean()),
+            macro_f1=float(_ratio(2 * true_pos, predicted + actual)[seen].mean()),
+            precision=float(_ratio(true_pos, predicted)[seen].mean()),
+            recall=float(_ratio(true_pos, actual)[seen].mean()),
             roc_auc=roc_auc,
         )
 

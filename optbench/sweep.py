@@ -207,8 +207,9 @@ def run_sweep(
     """Run every job with no stored outcome and return every job's outcome by key.
 
     A failed job is stored with its reason and the sweep goes on; the later jobs of its pair are skipped
-    (not stored). Jobs claimed by another live sweep are waited for. `on_done(outcome, ran)` is called
-    once per job (ran: by this sweep).
+    (not stored), unless it was an A/A repeat: that loses only its shape's noise floor, and the reference,
+    which every other pair is compared with, is still measured. Jobs claimed by another live sweep are
+    waited for. `on_done(outcome, ran)` is called once per job (ran: by this sweep).
     """
     retried = store.forget_failures()
     if retried:
@@ -227,7 +228,7 @@ def run_sweep(
 
     def finish(outcome: Outcome, ran: bool) -> None:
         outcomes[outcome.job.key] = outcome
-        if not outcome.ok and not outcome.skipped:
+        if not outcome.ok and not outcome.skipped and not outcome.job.repeat:
             failed_pairs.setdefault(outcome.job.pair, outcome.reason)
         on_done(outcome, ran)
 

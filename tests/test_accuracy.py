@@ -16,7 +16,7 @@ metrics = pytest.importorskip("sklearn.metrics")
 def _sklearn(labels: np.ndarray, logits: np.ndarray) -> dict:
     k = logits.shape[1]
     preds = logits.argmax(axis=1)
-    kw = {"labels": list(range(k)), "average": "macro", "zero_division": 0}
+    kw = {"average": "macro", "zero_division": 0}  # over the classes labelled or predicted
     probs = softmax(logits)
     if k == 2:
         auc = metrics.roc_auc_score(labels, probs[:, 1])
@@ -55,6 +55,26 @@ def test_class_never_predicted_counts_as_zero_precision() -> None:
     want = _sklearn(labels, logits)
     for name in ("precision", "recall", "macro_f1"):
         assert getattr(got, name) == pytest.approx(want[name]), name
+
+
+@pytest.mark.parametrize(
+    ("labels", "predicted"),
+    [
+        ([0, 0, 0, 0], [0, 0, 0, 0]),  # a one-class slice, all right: 1.0, not 0.5
+        ([0, 1, 0, 1], [0, 1, 0, 1]),  # class 2 of 3 neither labelled nor predicted
+        ([0, 1, 0, 1], [0, 2, 0, 1]),  # class 2 predicted but never labelled: it counts as zero
+    ],
+)
+def test_macro_averages_leave_out_classes_neither_labelled_nor_predicted(
+    labels: list[int], predicted: list[int]
+) -> None:
+    got = Metrics.from_logits(np.array(labels), np.eye(3)[predicted] * 5.0)
+    kw = {"average": "macro", "zero_division": 0}
+    assert got.macro_f1 == pytest.approx(metrics.f1_score(labels, predicted, **kw))
+    assert got.precision == pytest.approx(metrics.precision_score(labels, predicted, **kw))
+    assert got.recall == pytest.approx(metrics.recall_score(labels, predicted, **kw))
+    if labels == predicted:
+        assert (got.macro_f1, got.precision, got.recall) == (1.0, 1.0, 1.0)
 
 
 def test_auc_is_none_when_a_class_is_absent_from_labels() -> None:

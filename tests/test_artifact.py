@@ -167,7 +167,7 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
     folder = write_files(
         tmp_path / "m",
         {
-            "model.safetensors": b"\0" * MIB,
+            "model.onnx": b"\0" * MIB,
             "sub/extra.bin": b"\0" * (MIB // 2),
             "model.onnx_data": b"\0" * (MIB // 4),
             "config.json": b"\0" * (3 * MIB),
@@ -175,9 +175,25 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
             "vocab.txt": b"\0" * MIB,
         },
     )
-    artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
+    artifact = ModelArtifact(folder, "onnx", ("a", "b"), content_hash(folder))
     assert artifact.size_mb() == pytest.approx(1.75)
-    assert [p.name for p in weight_files(folder)] == ["model.onnx_data", "model.safetensors", "extra.bin"]
+    assert [p.name for p in weight_files(folder)] == ["model.onnx", "model.onnx_data", "extra.bin"]
+
+
+@pytest.mark.parametrize(
+    ("files", "loaded"),
+    [
+        # a hub snapshot: the safetensors run; the .bin copy and the ONNX exports beside them do not
+        (["model.safetensors", "pytorch_model.bin", "onnx/model.onnx", "onnx/model_qint8.onnx"], 1),
+        (["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "pytorch_model.bin"], 2),
+        (["pytorch_model.bin", "training_args.bin", "onnx/model.onnx"], 1),
+    ],
+)
+def test_size_mb_of_a_checkpoint_counts_what_from_pretrained_loads(
+    tmp_path: Path, files: list[str], loaded: int
+) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b"{}", **{name: b"\0" * MIB for name in files}})
+    assert ModelArtifact(folder, "hf", ("a", "b"), "x").size_mb() == pytest.approx(loaded)
 
 
 def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:

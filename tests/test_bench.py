@@ -143,3 +143,23 @@ def test_a_resumed_sweep_tries_failed_jobs_again(fake_jobs, tiny_artifact, revie
     reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
     assert failed == [] and len(reports) == 2
     assert fake_jobs[0] == ("accuracy", "baseline+prune") and ("accuracy", "baseline") not in fake_jobs
+
+
+def test_a_failed_a_a_repeat_loses_only_the_noise_floor(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = bench.run_in_subprocess
+
+    def repeat_fails_at_batch_1(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        if "1x16-round0-pair0-repeat" in job.output:
+            raise JobFailed("latency job hung: no result after 5 s")
+        return run(job, job_path, timeout_s)
+
+    monkeypatch.setattr(bench, "run_in_subprocess", repeat_fails_at_batch_1)
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=(1, 2), rounds=1)
+    reports, failed = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", store=store)
+    assert [f.job for f in failed] == ["latency-1x16-round0-pair0-repeat"]  # recorded, so the gate sees it
+    assert [r.variant for r in reports] == ["baseline", "baseline+prune"]  # the reference keeps its report
+    floors = {m.batch_size: m.noise_floor_pct for m in reports[1].measurements}
+    assert floors[1] is None and floors[2] is not None
+    assert fake_jobs.count(("latency", "baseline")) == 3  # batch 1's, then batch 2's and its repeat: none skipped
