@@ -250,3 +250,19 @@ def test_symmetric_int8_static_model_is_one_tensorrt_can_build(unfused: ModelArt
     symmetric = run_step(config, unfused, data, cache)
     check_symmetric_int8(onnx.load(symmetric.path / "model.onnx").graph)
     assert _agreement(symmetric, unfused, data) >= 0.9
+
+
+def test_weight_type_timing_stays_within_the_datasets_length(
+    fused: ModelArtifact, classifier: ModelArtifact, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint with fewer than 128 positions crashed here: the candidates were always timed at 128 tokens.
+    lengths = []
+
+    def recording_batches(*args, **kwargs):
+        lengths.append((kwargs["seq_len"], kwargs["max_length"]))
+        return batches(*args, **kwargs)
+
+    monkeypatch.setattr(quantize, "batches", recording_batches)
+    p50 = quantize._time_models({"fp32": fused.path / "model.onnx"}, classifier.path, data)
+    assert lengths == [(data.max_length, data.max_length)] and data.max_length < quantize.TIMING_LENGTH
+    assert p50["fp32"] > 0

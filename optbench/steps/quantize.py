@@ -31,6 +31,7 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # a fused Attention holds the Q/K/
 INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QAttention")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TIMING_ROUNDS = 5  # interleaved rounds when timing candidate weight types
+TIMING_LENGTH = 128  # tokens per row when timing them (fewer when the dataset's max_length is lower)
 Int8Type = Literal["auto", "int8", "uint8"]
 
 
@@ -409,7 +410,8 @@ def _nodes_of(graph: Any, op_types: tuple[str, ...]) -> set[str]:
 
 
 def _time_models(paths: dict[str, Path], model_dir: Path, data: LabelledData) -> dict[str, float]:
-    """p50 ms of each model at batch 1, sequence 128, on a few validation texts (never the test split),
+    """p50 ms of each model at batch 1, sequence 128 (or the dataset's max_length when shorter: the model may
+    take fewer positions), on a few validation texts (never the test split),
     timed in interleaved rounds (A B A B ...) so that a drift of the machine's speed ranks no candidate
     wrongly; enough to rank candidates."""
     from transformers import AutoTokenizer
@@ -418,7 +420,8 @@ def _time_models(paths: dict[str, Path], model_dir: Path, data: LabelledData) ->
     from optbench.runtimes.onnxruntime import open_session
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    samples = batches(tokenizer, data.validation.texts[:16], batch_size=1, seq_len=128, max_length=128)
+    length = min(TIMING_LENGTH, data.max_length)
+    samples = batches(tokenizer, data.validation.texts[:16], batch_size=1, seq_len=length, max_length=length)
     sessions = {
         name: open_session(path, providers=["CPUExecutionProvider"], threads=None) for name, path in paths.items()
     }
