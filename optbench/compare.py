@@ -148,16 +148,16 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     before, after = a[figure.column], b[figure.column]
     if _missing(before) or _missing(after):
         return [figure.column, before, after, None, "not comparable", "not measured on both sides"]
-    change = 100 * (after - before) / before if before else 0.0
+    change = 100 * (after - before) / before if before else None  # no percentage of a zero
     (a_low, a_high), (b_low, b_high) = figure.interval(a), figure.interval(b)
     floor = figure.tolerance_pct
     if figure.timing:
         floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not _missing(x)), 0.0)
     if a_low <= b_high and b_low <= a_high:
         return [figure.column, before, after, change, "not significant", "the 95% intervals overlap"]
-    if abs(change) <= floor:
+    if after == before or (change is not None and abs(change) <= floor):
         return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
-    better = (change < 0) == figure.lower_is_better
+    better = (after < before) == figure.lower_is_better
     return [figure.column, before, after, change, "better" if better else "worse", ""]
 
 

@@ -81,6 +81,8 @@ def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
     assert _marks([bad], [good])["baseline", 1, "accuracy"] == "better"
     slightly = make_report(shapes=((1, 128),), flip=1)  # 10 test rows: 0.9 against 1.0 is within the interval
     assert _marks([good], [slightly])["baseline", 1, "accuracy"] == "not significant"
+    broken = make_report(shapes=((1, 128),), flip=10)  # accuracy 0: a change from zero has no percentage
+    assert _marks([broken], [good])["baseline", 1, "accuracy"] == "better"
 
 
 def test_rows_only_on_one_side_are_newly_failing_or_new() -> None:
