@@ -80,7 +80,7 @@ class RuntimeSpec:
 def _check_torch(spec: RuntimeSpec) -> str:
     from optbench.runtimes.torch_options import TorchOptions
 
-    return TorchOptions.parse(spec.device, spec.options).tag()
+    return TorchOptions.parse(spec.device, spec.options, spec.precision).tag()
 
 
 def _check_onnxruntime(spec: RuntimeSpec) -> str:
