@@ -24,7 +24,7 @@ import numpy as np
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact
 from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len, whole_batches
-from optbench.environment import fingerprint, fingerprint_key
+from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, run_in_subprocess, save_batches
@@ -46,7 +46,7 @@ class BenchConfig:
     runtimes: tuple[RuntimeSpec, ...] = (REFERENCE,)
     batch_sizes: tuple[int, ...] = (1, 32)
     seq_lens: tuple[SeqLen, ...] = (128, "data")
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=usable_cores)
     timing: Timing = field(default_factory=Timing)
     max_batches: int = 64
     job_timeout_s: float = 1800.0

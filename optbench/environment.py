@@ -91,6 +91,15 @@ def _cpu() -> dict:
     }
 
 
+def usable_cores() -> int:
+    """The logical cores this process may run on: its affinity set where the OS has one (docker --cpuset-cpus,
+    taskset, a scheduler's cpuset), else every core. os.cpu_count() counts the whole machine, and that many
+    threads on fewer cores oversubscribe them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _memory_total_mib() -> int:
     """Physical memory of the machine in MiB."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)

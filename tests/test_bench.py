@@ -91,6 +91,13 @@ def test_noise_floor_is_the_p50_gap_in_percent_of_the_mean() -> None:
     assert noise_floor_pct(first, first) == 0.0
 
 
+def test_threads_default_to_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned to 2 of 64 cores (docker --cpuset-cpus, taskset), 64 threads would oversubscribe the 2."""
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {4, 5}, raising=False)
+    assert BenchConfig().threads == 2
+
+
 def test_rounds_below_one_are_refused() -> None:
     from optbench.errors import OptbenchError
 

@@ -51,6 +51,14 @@ def test_bad_torch_options_fail_when_the_recipe_is_read(device: str, options: di
         RuntimeSpec("torch", device, "fp32", options)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_on_the_cpu_fails_when_the_recipe_is_read(precision: str) -> None:
+    """Not in every job after the recipe's steps have run."""
+    with pytest.raises(OptbenchError, match=f"runs fp32 only \\(asked {precision}\\)"):
+        RuntimeSpec("torch", "cpu", precision)
+    assert RuntimeSpec("torch", "cuda", precision).label == f"torch-cuda-{precision}"
+
+
 def test_torch_options_take_true_as_the_default_compile_mode() -> None:
     assert TorchOptions.parse("cpu", {"compile": True}) == TorchOptions("default", False)
     assert TorchOptions.parse("cuda", {"compile": "max-autotune"}).compile == "max-autotune"

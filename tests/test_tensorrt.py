@@ -210,6 +210,21 @@ def test_runtime_refuses_an_engine_for_another_gpu_before_loading_it(
     assert loaded == []  # refused before a TensorRT runtime was made or the engine read
 
 
+def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -> None:
+    """A recipe with FP16 and INT8 engines and the runtime at fp16 measures the FP16 engine and leaves the INT8
+    one out, instead of failing its jobs; at the default fp32 the runtime takes every engine as built."""
+    from optbench import bench
+    from optbench.runtimes import declines
+
+    fp16, int8 = (
+        ModelArtifact(tmp_path / p, "trt", ("a", "b"), "0" * 64, details={"precision": p}) for p in ("fp16", "int8")
+    )
+    at_fp16 = RuntimeSpec("tensorrt", "cuda", "fp16")
+    assert declines(at_fp16, fp16) is None and declines(RuntimeSpec("tensorrt", "cuda"), int8) is None
+    assert "this engine was built at int8" in (declines(at_fp16, int8) or "")
+    assert bench._runs(at_fp16, fp16) and not bench._runs(at_fp16, int8)
+
+
 def test_runtime_refuses_cpu_and_other_formats(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match='set device = "cuda"'):
         load_runtime(RuntimeSpec("tensorrt", "cpu"), _artifact(tmp_path, "trt"), threads=1)

@@ -80,7 +80,7 @@ class RuntimeSpec:
 def _check_torch(spec: RuntimeSpec) -> str:
     from optbench.runtimes.torch_options import TorchOptions
 
-    return TorchOptions.parse(spec.device, spec.options).tag()
+    return TorchOptions.parse(spec.device, spec.options, spec.precision).tag()
 
 
 def _check_onnxruntime(spec: RuntimeSpec) -> str:
@@ -101,6 +101,12 @@ def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | N
     from optbench.runtimes.onnxruntime import OrtOptions, cannot_run
 
     return cannot_run(OrtOptions.parse(spec.device, spec.precision, spec.options), spec.precision, artifact)
+
+
+def _tensorrt_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
+    from optbench.runtimes.tensorrt import precision_mismatch
+
+    return precision_mismatch(spec.precision, artifact)
 
 
 def _onnxruntime_for_bench(spec: RuntimeSpec, shapes: list[tuple[int, int | str]], max_length: int) -> RuntimeSpec:
@@ -153,7 +159,7 @@ ENGINES: dict[str, Engine] = {
     "onnxruntime": Engine(
         ("onnx",), _check_onnxruntime, _load_onnxruntime, _onnxruntime_declines, _onnxruntime_for_bench
     ),
-    "tensorrt": Engine(("trt",), _check_tensorrt, _load_tensorrt),
+    "tensorrt": Engine(("trt",), _check_tensorrt, _load_tensorrt, _tensorrt_declines),
 }
 
 

@@ -35,11 +35,9 @@ class TensorRTRuntime:
                 f"runtime tensorrt runs TensorRT engines, not {artifact.format} models: add a tensorrt step"
             )
         built = artifact.details
-        if precision not in ("fp32", built.get("precision")):
-            raise OptbenchError(
-                f"runtime tensorrt at {precision}: this engine was built at {built.get('precision')} and runs at that; "
-                "set the precision in the tensorrt step, and leave the runtime's out"
-            )
+        mismatch = precision_mismatch(precision, artifact)
+        if mismatch:
+            raise OptbenchError(mismatch)
         trt = import_tensorrt()
         self.target = detect_target()
         check_target(built, self.target)
@@ -121,6 +119,19 @@ class TensorRTRuntime:
             "profile": {"index": index, **self.profiles[index].to_dict()},
             "input_dtypes": {n: str(self.dtypes[n]) for n in self.inputs},
         }
+
+
+def precision_mismatch(precision: str, artifact: ModelArtifact) -> str | None:
+    """Why the runtime at `precision` does not run this engine, or None: an engine runs at the precision it was
+    built at, which the runtime's default ("fp32") takes as it is. Checked when the benchmark pairs models with
+    runtimes (a mismatch is left out, logged) and again at load."""
+    built = artifact.details.get("precision")
+    if precision in ("fp32", built):
+        return None
+    return (
+        f"runtime tensorrt at {precision}: this engine was built at {built} and runs at that; "
+        "set the precision in the tensorrt step, and leave the runtime's out"
+    )
 
 
 def _bound(accepted: bool, what: str) -> None:

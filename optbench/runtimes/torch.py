@@ -32,13 +32,9 @@ class TorchRuntime:
     ) -> None:
         if artifact.format != "hf":
             raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
-        self.options = TorchOptions.parse(device, options)
+        self.options = TorchOptions.parse(device, options, precision)
         if device == "cuda" and not torch.cuda.is_available():
             raise OptbenchError('runtime torch on cuda: no CUDA GPU is visible; use device = "cpu"')
-        if device == "cpu" and precision != "fp32":
-            raise OptbenchError(
-                f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
-            )
         from optbench.pruned_bert import load_classifier  # after the checks: it imports transformers (seconds)
 
         torch.set_num_threads(threads)

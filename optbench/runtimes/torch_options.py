@@ -21,8 +21,13 @@ class TorchOptions:
     cuda_graphs: bool = False
 
     @classmethod
-    def parse(cls, device: str, options: dict[str, Any]) -> TorchOptions:
-        """Check a recipe's `options` table for runtime torch; a bad value is an error naming the fix."""
+    def parse(cls, device: str, options: dict[str, Any], precision: str = "fp32") -> TorchOptions:
+        """Check a recipe's `options` table for runtime torch, and its precision on this device; a bad value is
+        an error naming the fix."""
+        if device == "cpu" and precision != "fp32":
+            raise OptbenchError(
+                f"runtime torch on cpu runs fp32 only (asked {precision}): reduced precision is a GPU option"
+            )
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise OptbenchError(f"runtime torch has no option(s) {unknown}: its options are {list(OPTIONS)}")

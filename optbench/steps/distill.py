@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from optbench.artifact import ModelArtifact, has_classifier_head, hf_label_names
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode
+from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
@@ -337,7 +337,7 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
         log.info("teacher logits: reusing %s", path)
         return np.load(path, allow_pickle=False)
     engine = next(name for name, e in ENGINES.items() if teacher.format in e.formats)
-    runtime = load_runtime(RuntimeSpec(engine), teacher, threads=os.cpu_count() or 1)
+    runtime = load_runtime(RuntimeSpec(engine), teacher, threads=usable_cores())
     tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     order = np.argsort([len(t) for t in split.texts], kind="stable")
     logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
