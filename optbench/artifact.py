@@ -148,7 +148,15 @@ def _parameters_in(path: Path) -> int:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    """The weight files the model loads: those in the folder itself (transformers, onnxruntime and TensorRT read
+    no subfolder, where the Hub keeps onnx/ and openvino/ exports), and no pytorch_model.bin beside safetensors,
+    which transformers loads instead."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if any(p.suffix == ".safetensors" for p in files):
+        files = [p for p in files if p.suffix != ".bin"]
+    return files
 
 
 def content_hash(folder: Path) -> str:

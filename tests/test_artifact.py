@@ -168,7 +168,7 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
         tmp_path / "m",
         {
             "model.safetensors": b"\0" * MIB,
-            "sub/extra.bin": b"\0" * (MIB // 2),
+            "extra.plan": b"\0" * (MIB // 2),
             "model.onnx_data": b"\0" * (MIB // 4),
             "config.json": b"\0" * (3 * MIB),
             "tokenizer.json": b"\0" * MIB,
@@ -177,7 +177,31 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
     )
     artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
     assert artifact.size_mb() == pytest.approx(1.75)
-    assert [p.name for p in weight_files(folder)] == ["model.onnx_data", "model.safetensors", "extra.bin"]
+    assert [p.name for p in weight_files(folder)] == ["extra.plan", "model.onnx_data", "model.safetensors"]
+
+
+def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
+    """A checkpoint as the Hub ships it: transformers loads the top-level safetensors, not the pytorch_model.bin
+    beside it nor the onnx/ and openvino/ exports below it; size, parameters and hash follow what it loads."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    folder = write_files(
+        tmp_path / "m",
+        {
+            "config.json": b"{}",
+            "model.safetensors": len(header).to_bytes(8, "little") + header + b"\0" * 64,
+            "pytorch_model.bin": b"\0" * MIB,
+            "onnx/model.onnx": b"\0" * MIB,
+            "openvino/openvino_model.bin": b"\0" * MIB,
+        },
+    )
+    artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
+    assert [p.name for p in weight_files(folder)] == ["model.safetensors"]
+    assert artifact.size_mb() < 0.01 and artifact.parameters() == 16
+    for extra in ("pytorch_model.bin", "onnx/model.onnx", "openvino/openvino_model.bin"):
+        (folder / extra).write_bytes(b"changed")
+    assert content_hash(folder) == artifact.sha256
+    (folder / "model.safetensors").unlink()
+    assert [p.name for p in weight_files(folder)] == ["pytorch_model.bin"]  # the weights when there is no other
 
 
 def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:
