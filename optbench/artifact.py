@@ -26,8 +26,11 @@ DEFINITION_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
+    "vocab.json",
     "merges.txt",
+    "added_tokens.json",
     "spiece.model",
+    "spm.model",
     "sentencepiece.bpe.model",
     QUANTIZATION_FILE,
 )

@@ -159,6 +159,15 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
     assert content_hash(folder) not in (before, changed)
 
 
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "added_tokens.json", "spm.model"])
+def test_content_hash_follows_every_tokenizer_file(tmp_path: Path, name: str) -> None:
+    """RoBERTa's vocab.json beside its merges.txt, DeBERTa-v2/v3's spm.model, added tokens: the token ids."""
+    folder = write_files(fake_checkpoint(tmp_path / "m"), {name: b"one"})
+    before = content_hash(folder)
+    (folder / name).write_bytes(b"two")
+    assert content_hash(folder) != before
+
+
 def test_content_hash_tells_models_apart(tiny_encoder: Path, tiny_classifier: Path) -> None:
     assert content_hash(tiny_encoder) != content_hash(tiny_classifier)
 
