@@ -102,6 +102,15 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     assert store.claim(job, 60)  # but no job runs past its timeout: a claim that old is left by a gone process
 
 
+def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
+    """A claim the machine's crash left empty (its data never reached the disk) names no process that could hold
+    it: the resumed sweep takes it instead of stopping on it."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    (store.jobs / f"{job.key}.claim").write_text("")
+    assert store.claim(job, 60)
+    assert json.loads((store.jobs / f"{job.key}.claim").read_text())["pid"] == os.getpid()
+
+
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.join()
