@@ -17,8 +17,7 @@ MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
 FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
-# a checkpoint's weights as transformers names them, in the order from_pretrained prefers them (shards too)
-HF_WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "pytorch_model.bin", "pytorch_model-*-of-*.bin")
+TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
 # what decides a model's outputs besides its weights: its config (architecture, labels), its tokenizer,
 # the quantization scheme applied when it loads, and its own code (*.py, as in a pruned checkpoint)
@@ -28,8 +27,11 @@ DEFINITION_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
+    "vocab.json",
     "merges.txt",
+    "added_tokens.json",
     "spiece.model",
+    "spm.model",
     "sentencepiece.bpe.model",
     QUANTIZATION_FILE,
 )
@@ -72,12 +74,12 @@ class ModelArtifact:
 
     def size_mb(self) -> float:
         """Size on disk, in MiB, of the weight files the runtimes load (tokenizer and config files excluded)."""
-        return sum(p.stat().st_size for p in loaded_weight_files(self.path, self.format)) / 2**20
+        return sum(p.stat().st_size for p in weight_files(self.path)) / 2**20
 
     def parameters(self) -> int:
         """How many weights the loaded model files hold (safetensors headers or ONNX initializers; read
         without loading the model)."""
-        return sum(_parameters_in(p) for p in loaded_weight_files(self.path, self.format))
+        return sum(_parameters_in(p) for p in weight_files(self.path))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,20 +152,18 @@ def _parameters_in(path: Path) -> int:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-
-
-def loaded_weight_files(folder: Path, format: Format) -> list[Path]:
-    """The weight files a runtime loads from `folder`. A Hugging Face checkpoint is read the way
-    `from_pretrained` reads it: its safetensors (one file or shards) when it has them, else its PyTorch
-    .bin files; the copies a hub snapshot keeps beside them (pytorch_model.bin, onnx/, openvino/) are not
-    the model that runs and would count it two or three times. Other formats: every weight file."""
-    if format == "hf":
-        for pattern in HF_WEIGHT_PATTERNS:
-            found = sorted(folder.glob(pattern))
-            if found:
-                return found
-    return weight_files(folder)
+    """The weight files the model loads, as transformers, onnxruntime and TensorRT read a folder: its own files
+    (not subfolders, where the Hub keeps onnx/ and openvino/ exports); safetensors (one file or shards)
+    rather than the pytorch_model.bin beside them; and without safetensors, pytorch_model*.bin rather than
+    other .bin files (training_args.bin). A snapshot's spare copies would count the model two or three times."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if any(p.suffix == ".safetensors" for p in files):
+        return [p for p in files if p.suffix != ".bin"]
+    if any(p.name.startswith(TORCH_WEIGHTS) and p.suffix == ".bin" for p in files):
+        return [p for p in files if p.suffix != ".bin" or p.name.startswith(TORCH_WEIGHTS)]
+    return files
 
 
 def content_hash(folder: Path) -> str:

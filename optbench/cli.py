@@ -6,11 +6,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optbench import __version__
 from optbench.errors import OptbenchError
@@ -375,13 +377,33 @@ def main(argv: list[str] | None = None) -> int:
     # torchao warns at import about each CUDA kernel library a CPU build cannot load: not actionable
     logging.getLogger("torchao").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
-        return args.handler(args)
+        with _sigterm_interrupts():
+            return args.handler(args)
     except OptbenchError as exc:
         print(f"optbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("optbench: interrupted; nothing was written for the unfinished run", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (docker stop, a CI cancel, kill) unwinds as Ctrl-C does while the block runs: the running job is
+    stopped, its claim let go, no staging or cache work folder left. By default Python dies on the spot (and a
+    container's PID 1 ignores it). Off the main thread no handler can be set, and none is."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 if __name__ == "__main__":

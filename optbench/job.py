@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -141,8 +142,10 @@ def execute(job: Job) -> dict[str, Any]:
 
     spec = RuntimeSpec.from_dict(job.runtime)
     batches = load_batches(Path(job.inputs))  # first: unreadable inputs fail before a slow model load
+    artifact = ModelArtifact.from_dict(job.artifact)
+    _check_is_the_model(artifact)
     started = time.perf_counter()
-    runtime = load_runtime(spec, ModelArtifact.from_dict(job.artifact), job.threads)
+    runtime = load_runtime(spec, artifact, job.threads)
     loaded = time.perf_counter()
     first_logits = runtime.predict(batches[0])
     result: dict[str, Any] = {
@@ -170,6 +173,19 @@ def execute(job: Job) -> dict[str, Any]:
             result["gpu_memory"] = GpuMemory.measure(through_torch=through_torch).to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def _check_is_the_model(artifact: Any) -> None:
+    """Refuse a model folder whose files are not the artifact's (by content hash): the figures would be another
+    model's under this one's name. It changed since the run hashed it, or (Ray) this node has its own copy."""
+    from optbench.artifact import content_hash
+
+    if content_hash(artifact.path) != artifact.sha256:
+        raise OptbenchError(
+            f"the model folder {artifact.path} is not the model this run measures (on {socket.gethostname()} its "
+            f"files differ from those hashed as {artifact.sha256[:12]}): it changed during the run, or this node "
+            "has its own copy; keep the cache (--cache) on one filesystem every node mounts, and run the recipe again"
+        )
 
 
 def _first_of_each_shape(batches: list[Batch]) -> list[Batch]:

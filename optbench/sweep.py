@@ -150,7 +150,10 @@ class SweepStore:
                 _create_exclusive(path, _holder())
                 return True
             except FileExistsError:
-                holder = _read_json(path)
+                try:
+                    holder = _read_json(path)
+                except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
+                    holder = None
                 expired = holder is not None and time.time() - holder.get("at", 0) > timeout_s + CLAIM_GRACE_S
                 if holder is not None and not expired and not _is_dead(holder):
                     return False
@@ -325,8 +328,11 @@ def _process_start(pid: int) -> str | None:
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
     """Create `path` whole with `data`, or raise FileExistsError when it exists (link is atomic and exclusive)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per thread too
-    tmp.write_text(json.dumps(data))
     try:
+        with tmp.open("w") as handle:
+            handle.write(json.dumps(data))
+            handle.flush()
+            os.fsync(handle.fileno())  # its data on disk before its name: a crash leaves no empty claim
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -159,6 +159,15 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
     assert content_hash(folder) not in (before, changed)
 
 
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "added_tokens.json", "spm.model"])
+def test_content_hash_follows_every_tokenizer_file(tmp_path: Path, name: str) -> None:
+    """RoBERTa's vocab.json beside its merges.txt, DeBERTa-v2/v3's spm.model, added tokens: the token ids."""
+    folder = write_files(fake_checkpoint(tmp_path / "m"), {name: b"one"})
+    before = content_hash(folder)
+    (folder / name).write_bytes(b"two")
+    assert content_hash(folder) != before
+
+
 def test_content_hash_tells_models_apart(tiny_encoder: Path, tiny_classifier: Path) -> None:
     assert content_hash(tiny_encoder) != content_hash(tiny_classifier)
 
@@ -167,8 +176,8 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
     folder = write_files(
         tmp_path / "m",
         {
-            "model.onnx": b"\0" * MIB,
-            "sub/extra.bin": b"\0" * (MIB // 2),
+            "model.safetensors": b"\0" * MIB,
+            "extra.plan": b"\0" * (MIB // 2),
             "model.onnx_data": b"\0" * (MIB // 4),
             "config.json": b"\0" * (3 * MIB),
             "tokenizer.json": b"\0" * MIB,
@@ -177,7 +186,31 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
     )
     artifact = ModelArtifact(folder, "onnx", ("a", "b"), content_hash(folder))
     assert artifact.size_mb() == pytest.approx(1.75)
-    assert [p.name for p in weight_files(folder)] == ["model.onnx", "model.onnx_data", "extra.bin"]
+    assert [p.name for p in weight_files(folder)] == ["extra.plan", "model.onnx_data", "model.safetensors"]
+
+
+def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
+    """A checkpoint as the Hub ships it: transformers loads the top-level safetensors, not the pytorch_model.bin
+    beside it nor the onnx/ and openvino/ exports below it; size, parameters and hash follow what it loads."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    folder = write_files(
+        tmp_path / "m",
+        {
+            "config.json": b"{}",
+            "model.safetensors": len(header).to_bytes(8, "little") + header + b"\0" * 64,
+            "pytorch_model.bin": b"\0" * MIB,
+            "onnx/model.onnx": b"\0" * MIB,
+            "openvino/openvino_model.bin": b"\0" * MIB,
+        },
+    )
+    artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
+    assert [p.name for p in weight_files(folder)] == ["model.safetensors"]
+    assert artifact.size_mb() < 0.01 and artifact.parameters() == 16
+    for extra in ("pytorch_model.bin", "onnx/model.onnx", "openvino/openvino_model.bin"):
+        (folder / extra).write_bytes(b"changed")
+    assert content_hash(folder) == artifact.sha256
+    (folder / "model.safetensors").unlink()
+    assert [p.name for p in weight_files(folder)] == ["pytorch_model.bin"]  # the weights when there is no other
 
 
 @pytest.mark.parametrize(

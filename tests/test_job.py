@@ -80,7 +80,7 @@ def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypat
             return HostClock()
 
     monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Recorder())
-    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), "0" * 64)
+    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
     timing = Timing(warmup=0, min_iters=3, min_seconds=0, max_seconds=5)
     job = Job(
         "latency",
@@ -195,3 +195,17 @@ def test_a_hanging_job_says_its_last_line(tmp_path: Path, monkeypatch) -> None:
     job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
     with pytest.raises(JobFailed, match=r"no result after 2 s .*its last line: compiling"):
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=2)
+
+
+def test_a_job_refuses_a_model_folder_that_is_not_the_model_measured(tmp_path: Path, tiny_classifier: Path) -> None:
+    """A model folder whose files differ from the artifact's hash (changed since the run hashed it, or a Ray
+    node's own copy at the same path) is refused, not measured under the other model's name."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model)
+    job = _job(tmp_path, model, "accuracy")
+    config = model / "config.json"
+    config.write_text(config.read_text().replace('"fresh"', '"FRESH"'))
+    with pytest.raises(JobFailed, match=r"^accuracy job failed: the model folder .*model is not the model"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)

@@ -151,6 +151,48 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     assert not (tmp_path / "cache").exists()
 
 
+def test_two_runs_of_one_step_sharing_a_cache_keep_their_own_work(
+    tiny_encoder: Path, data, tmp_path: Path, monkeypatch
+) -> None:
+    """Two processes with one pid (containers sharing a cache volume; here two threads) run the same step: neither
+    deletes the other's work in progress, and the one that finishes second takes the first one's output."""
+    import threading
+
+    config = FinetuneConfig(max_train_rows=16)
+    written, published = threading.Event(), threading.Event()
+
+    def slow(config, artifact, data, out_dir: Path) -> ModelArtifact:
+        (out_dir / "model.safetensors").write_bytes(b"weights")
+        written.set()
+        published.wait(timeout=60)  # the other run publishes meanwhile
+        return artifact.derive(out_dir, step="finetune", config={}, format="hf", details={})
+
+    def fast(config, artifact, data, out_dir: Path) -> ModelArtifact:
+        (out_dir / "model.safetensors").write_bytes(b"weights")
+        return artifact.derive(out_dir, step="finetune", config={}, format="hf", details={})
+
+    outcome: list[object] = []
+
+    def first_run() -> None:
+        try:
+            outcome.append(run_step(config, _encoder(tiny_encoder), data, tmp_path))
+        except BaseException as exc:  # the test reports it
+            outcome.append(exc)
+
+    monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, slow))
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    assert written.wait(timeout=60)
+    monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, fast))
+    second = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    published.set()
+    thread.join(timeout=60)
+    (first,) = outcome
+    assert isinstance(first, ModelArtifact), first
+    assert first.path == second.path and first.sha256 == second.sha256
+    assert [p.name for p in tmp_path.iterdir()] == [second.path.name]
+
+
 def test_roberta_style_position_ids_leave_fewer_tokens_than_their_embeddings() -> None:
     from optbench.pipeline import _token_limit
 

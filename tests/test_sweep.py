@@ -102,6 +102,15 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     assert store.claim(job, 60)  # but no job runs past its timeout: a claim that old is left by a gone process
 
 
+def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
+    """A claim the machine's crash left empty (its data never reached the disk) names no process that could hold
+    it: the resumed sweep takes it instead of stopping on it."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    (store.jobs / f"{job.key}.claim").write_text("")
+    assert store.claim(job, 60)
+    assert json.loads((store.jobs / f"{job.key}.claim").read_text())["pid"] == os.getpid()
+
+
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.join()
@@ -285,3 +294,42 @@ def test_run_killed_with_sigkill_resumes_where_it_stopped(
     assert run.name == run_id  # the resumed sweep published under the run id it started with
     report = json.loads((run / "baseline.torch-cpu-fp32.json").read_text())
     assert [m["latency"]["n"] for m in report["measurements"]] == [6, 6]  # 2 rounds x 3 calls: each round once
+
+
+def test_run_stopped_with_sigterm_lets_its_claim_and_job_go(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """SIGTERM (docker stop, a CI cancel) unwinds as Ctrl-C does: the running job's claim is let go (a container
+    started again has another hostname, so the resumed sweep would wait the job timeout on it) and its process
+    ends."""
+    from test_cli import BENCH, write_recipe
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(
+        "import os, sys, time\nfrom pathlib import Path\n"
+        f"Path({str(tmp_path / 'job.pid')!r}).write_text(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    launcher = (
+        "import sys\nfrom optbench import job\n"
+        f"job.JOB_COMMAND = (sys.executable, {str(wrapper)!r})\n"
+        "from optbench.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=BENCH)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", launcher, *args], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "job.pid").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.1)
+    assert (tmp_path / "job.pid").exists(), "the first job started"
+    claims = list((tmp_path / "results" / "tiny").glob(".sweep-*/jobs/*.claim"))
+    assert len(claims) == 1
+    os.kill(child.pid, signal.SIGTERM)
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode != 0 and "interrupted" in err
+    assert not claims[0].exists()
+    with pytest.raises(ProcessLookupError):  # the job's process ended with the run
+        os.kill(int((tmp_path / "job.pid").read_text()), 0)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -131,16 +132,21 @@ def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData,
                 "delete that folder and run again"
             )
         return cached  # the key covers the input's content, not its history: the caller takes that from the input
-    work = cache_dir / f".{target.name}.{os.getpid()}.tmp"
-    shutil.rmtree(work, ignore_errors=True)
+    # unique per run: processes sharing the cache may share a pid (containers on one volume)
+    work = cache_dir / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     work.mkdir(parents=True)
     try:
         result = STEPS[config.name].apply(config, artifact, data, work)
         replace(result, path=work).save_manifest()
-        if target.exists():  # another process finished the same step first
-            shutil.rmtree(work)
-        else:
+        try:
             os.replace(work, target)
+        except OSError as exc:  # a folder there: another process finished the same step first
+            if not (target / MANIFEST).is_file():
+                raise OptbenchError(
+                    f"cannot store the {config.name} output as {target} ({exc.strerror or exc}): "
+                    "delete that folder and run again"
+                ) from exc
+            log.info("step %s: another process stored %s first; using it", config.name, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ModelArtifact.load(target)
