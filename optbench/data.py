@@ -20,6 +20,12 @@ BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
 SeqLen = int | Literal["data"]
 Shape = tuple[int, SeqLen]  # (batch size, sequence length)
+# how to write each file format optbench reads, for the error that says a file could not be read
+READ_FIXES = {
+    ".csv": "save it as UTF-8 CSV: a header row naming the columns, then one row per text with as many fields",
+    ".jsonl": 'save it as UTF-8 JSON Lines: one object per line, e.g. {"text": "...", "label": "..."}',
+    ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}], or as .jsonl',
+}
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,25 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise OptbenchError(f"cannot read dataset {path}: {exc}") from exc
+        reason = (_bad_json_line(path) if suffix == ".jsonl" else None) or " ".join(str(exc).split())
+        raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file first breaks (pandas only gives a character position), or None."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            return f"line {number} is not JSON ({exc.msg})"
+    return None
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:

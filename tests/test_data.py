@@ -244,6 +244,25 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
+        ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
+    ],
+)
+def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
+    tmp_path: Path, name: str, content: str, problem: str
+) -> None:
+    """pandas' own message gives a character position for JSON Lines and ends CSV errors with a newline."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(OptbenchError, match=problem) as caught:
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert "\n" not in str(caught.value)
+    assert ": save it as UTF-8" in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("option", "column"),
     [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],
 )
