@@ -254,3 +254,12 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     (tmp_path / "r" / "tiny").write_text("a file where the recipe's results go\n")
     _fails(args, capsys, "--results: r/tiny is a file, so r/tiny cannot be a folder")
     assert len(ran) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "report", "compare", "gate", "env"])
+def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
+    assert examples and all(line.startswith(f"  optbench {command} ") for line in examples)
