@@ -183,6 +183,10 @@ def content_hash(folder: Path) -> str:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint."""
+    if folder.is_file():
+        raise OptbenchError(
+            f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
+        )
     if not folder.is_dir():
         raise OptbenchError(
             f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,12 +34,20 @@ EPILOG = """examples:
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
   optbench report results/all/RUN --format html -o page.html   a page with the latency-accuracy plot
   optbench compare results/all/OLD results/all/NEW   what changed, marked better / worse / not significant
+  optbench compare HEAD~1:results/all results/all --only-changes   against the results committed before
   optbench gate --budget recipes/budgets.toml results/all   pass or fail a release on its budgets
+  optbench gate --budget recipes/budgets.toml results/all --junit gate.xml   the same, and JUnit XML for CI
   optbench env                                  the environment fingerprint stored in every report
 
 exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (recorded,
             the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
             the problem and the fix)"""
+
+
+def _examples(command: str) -> str:
+    """The EPILOG's examples of one command, for that command's --help."""
+    lines = [line for line in EPILOG.splitlines() if line.startswith(f"  optbench {command} ")]
+    return "examples:\n" + "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
+    def add_command(name: str, *, help: str, description: str) -> argparse.ArgumentParser:
+        """A command whose --help ends with its examples (kept as written; the description is wrapped here)."""
+        return commands.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(description, 79),
+            epilog=_examples(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = add_command(
         "run",
         help="run a recipe: baseline, steps, then the benchmark matrix",
         description="Run a recipe file end to end. Step outputs are cached, so a re-run only redoes what "
@@ -98,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    report = commands.add_parser(
+    report = add_command(
         "report",
         help="print the comparison table of every report under a folder",
         description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
@@ -148,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_report)
 
-    compare = commands.add_parser(
+    compare = add_command(
         "compare",
         help="compare two sets of results figure by figure",
         description="Compare results A (before) with B (after): two run folders, two machines' results, or "
@@ -171,13 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
     compare.set_defaults(handler=_compare)
 
-    gate = commands.add_parser(
+    gate = add_command(
         "gate",
         help="check a run against budgets; the exit code passes or fails a release",
         description="Check the newest run under RESULTS against every limit of a budget file (README, "
         "section Release gates). A check passes when the figure's 95% interval is within the limit, fails "
         "when it is wholly beyond it, and is inconclusive when it straddles it. Exit 0 when all pass, 1 when "
-        "any fails, 3 when none fails but some are inconclusive (1 with --strict), 2 on a bad budget file.",
+        "any fails, 3 when none fails but some are inconclusive (1 with --strict), 2 on bad input (a budget "
+        "file or results folder: the message says which).",
     )
     gate.add_argument("results", type=Path, help="a run folder (results/<recipe>/<run id>) or a folder of runs")
     gate.add_argument("--budget", type=Path, required=True, help="budget file, e.g. recipes/budgets.toml")
@@ -185,8 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", type=Path, help="also write the checks as JUnit XML for CI systems")
     gate.set_defaults(handler=_gate)
 
-    env = commands.add_parser("env", help="print the environment fingerprint recorded in reports")
-    env.add_argument("--threads", type=_thread_count, default=None, help="thread count to record")
+    env = add_command(
+        "env",
+        help="print the environment fingerprint recorded in reports",
+        description="Print, as JSON, the environment fingerprint every report carries: CPU model and flags, "
+        "memory, GPUs, library versions, thread settings, git commit, and a short GEMM calibration.",
+    )
+    env.add_argument(
+        "--threads",
+        type=_thread_count,
+        default=None,
+        help="the thread count a run would use, recorded as threads.requested (default: none recorded)",
+    )
     env.set_defaults(handler=_env)
     return parser
 

@@ -166,15 +166,18 @@ def _missing(value: object) -> bool:
 
 
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
-    """The comparison as Markdown (counts per mark first), CSV or JSON."""
+    """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out), CSV or JSON."""
+    counts = table["mark"].value_counts()
+    summary = ", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare"
     if only_changes:
         table = table[table["mark"] != "not significant"]
+        if "not significant" in counts:
+            summary += " (the not significant left out)"
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    counts = table["mark"].value_counts()
-    lines = [", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare", ""]
+    lines = [summary, ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
     for row in table.itertuples(index=False):

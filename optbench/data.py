@@ -20,6 +20,14 @@ BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
 SeqLen = int | Literal["data"]
 Shape = tuple[int, SeqLen]  # (batch size, sequence length)
+# how to write each file format optbench reads, for the error that says a file could not be read
+READ_FIXES = {
+    ".csv": "save it as UTF-8 CSV: a header row naming the columns, then one row per text with as many fields",
+    ".jsonl": 'save it as UTF-8 JSON Lines: one object per line, e.g. {"text": "...", "label": "..."}',
+    # Dataset.to_json writes JSON Lines whatever the name, and pandas then says only "Trailing data"
+    ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}]; a file of one '
+    "object per line (what Dataset.to_json writes): name it .jsonl",
+}
 
 
 @dataclass(frozen=True)
@@ -198,10 +206,25 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        # Dataset.to_json writes JSON Lines whatever the name, and pandas then says only "Trailing data"
-        hint = " (a .json file holding one object per line: name it .jsonl)" if suffix == ".json" else ""
-        raise OptbenchError(f"cannot read dataset {path}: {exc}{hint}") from exc
+        reason = (_bad_json_line(path) if suffix == ".jsonl" else None) or " ".join(str(exc).split())
+        raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file first breaks (pandas only gives a character position), or None."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            return f"line {number} is not JSON ({exc.msg})"
+    return None
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:

@@ -368,6 +368,11 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     """Every report under `folder` (a folder of runs, a run folder or one report file) with its file."""
     if not folder.exists():
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
+    if not folder.is_dir() and folder.suffix.lower() != ".json":
+        raise OptbenchError(
+            f"{folder} is not an optbench report (a run writes <variant>.<runtime>.json files): give a results "
+            "folder, a run folder or one of its report files"
+        )
     paths = folder.rglob("*.json") if folder.is_dir() else [folder]
     found = []
     for path in sorted(paths):

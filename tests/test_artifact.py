@@ -67,7 +67,7 @@ def test_read_hf_config_missing_folder(tmp_path: Path) -> None:
 def test_read_hf_config_refuses_a_file(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"x")
-    with pytest.raises(OptbenchError, match="does not exist: give a Hugging Face checkpoint folder"):
+    with pytest.raises(OptbenchError, match=r"model\.safetensors is a file: give the checkpoint folder that holds"):
         read_hf_config(path)
 
 

@@ -47,7 +47,8 @@ def test_run_writes_one_report_per_variant_and_runtime(finished_run: Path) -> No
     runs = list((finished_run / "tiny").iterdir())
     assert len(runs) == 1 and not runs[0].name.startswith(".")
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == ["baseline.torch-cpu-fp32.json", "report.html"]  # no plot: not measured at batch 1 x 128
+    assert files == ["baseline.torch-cpu-fp32.json", "report.html", "report.png"]  # the plot at its first shape
+    assert "batch 2 x 16" in (runs[0] / "report.html").read_text()
     report = json.loads((runs[0] / files[0]).read_text())
     assert report["schema_version"] == SCHEMA_VERSION and report["variant"] == "baseline"
     assert report["artifact"]["origin"]["finetune"]["max_train_rows"] == 32
@@ -254,3 +255,12 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     (tmp_path / "r" / "tiny").write_text("a file where the recipe's results go\n")
     _fails(args, capsys, "--results: r/tiny is a file, so r/tiny cannot be a folder")
     assert len(ran) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "report", "compare", "gate", "env"])
+def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
+    assert examples and all(line.startswith(f"  optbench {command} ") for line in examples)

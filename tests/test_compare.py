@@ -115,6 +115,9 @@ def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
     assert text.splitlines()[0].startswith("2 better, 5 not significant")  # 61 calls cannot bound a p99
     changes = render(table, "md", only_changes=True)
     assert "not significant |" not in changes and "| better |" in changes
+    assert changes.splitlines()[0] == "2 better, 5 not significant (the not significant left out)"
+    unchanged = compare(to_frame([before]), to_frame([before]))
+    assert render(unchanged, "md", only_changes=True).splitlines()[0].endswith("not significant left out)")
     assert pd.read_json(io.StringIO(render(table, "json")))["mark"].tolist().count("better") == 2
 
 

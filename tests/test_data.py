@@ -245,7 +245,7 @@ def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
 def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> None:
     # what Hugging Face's Dataset.to_json("data.json") writes: one object per line
     path = _write_jsonl(tmp_path / "data.json", [{"text": f"t {i}", "label": i % 2} for i in range(30)])
-    with pytest.raises(OptbenchError, match=r"one object per line: name it \.jsonl"):
+    with pytest.raises(OptbenchError, match=r"one object per line \(what Dataset.to_json writes\): name it \.jsonl"):
         load_dataset(DatasetConfig(source=str(path)))
 
 
@@ -263,6 +263,25 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "broken.jsonl").write_text("{not json\n")
     with pytest.raises(OptbenchError, match="cannot read dataset"):
         load_dataset(DatasetConfig(source=str(tmp_path / "broken.jsonl")))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
+        ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
+    ],
+)
+def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
+    tmp_path: Path, name: str, content: str, problem: str
+) -> None:
+    """pandas' own message gives a character position for JSON Lines and ends CSV errors with a newline."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(OptbenchError, match=problem) as caught:
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert "\n" not in str(caught.value)
+    assert ": save it as UTF-8" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,15 @@ def test_load_reports_of_a_missing_folder(tmp_path: Path) -> None:
         load_reports(tmp_path / "nothing-here")
 
 
+def test_load_reports_of_a_file_that_is_no_report_names_what_to_give(tmp_path: Path) -> None:
+    """A recipe or budget file given where reports go (optbench gate recipes/budgets.toml ...) is a wrong path, not a
+    damaged report to delete."""
+    (tmp_path / "budgets.toml").write_text('[[budget]]\nmax_size = "1 GB"\n')
+    with pytest.raises(OptbenchError, match=r"budgets\.toml is not an optbench report.*results folder") as caught:
+        load_reports(tmp_path / "budgets.toml")
+    assert "delete" not in str(caught.value)
+
+
 def test_load_reports_refuses_a_damaged_file(tmp_path: Path) -> None:
     write_report(make_report(), tmp_path)
     path = write_report(make_report(("onnx",)), tmp_path)
