@@ -19,9 +19,9 @@ FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
-# what decides a model's outputs besides its weights: its config (architecture, labels), its tokenizer,
-# the quantization scheme applied when it loads, and its own code (*.py, as in a pruned checkpoint)
-DEFINITION_FILES = (
+# a checkpoint's config (architecture, labels) and tokenizer files, of the tokenizer kinds transformers saves:
+# they travel with every model optbench derives from it (an ONNX export carries them over)
+HF_FILES = (
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -33,8 +33,10 @@ DEFINITION_FILES = (
     "spiece.model",
     "spm.model",
     "sentencepiece.bpe.model",
-    QUANTIZATION_FILE,
 )
+# what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
+# applied when it loads, and its own code (*.py, as in a pruned checkpoint)
+DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optbench.artifact import ModelArtifact, content_hash
+from optbench.artifact import HF_FILES, ModelArtifact, content_hash
 from optbench.data import DatasetConfig, batches, load_dataset
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
@@ -241,3 +241,17 @@ def test_uneven_heads_refuse_a_multi_head_attention_fusion() -> None:
     graph = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])])
     with pytest.raises(OptbenchError, match=r"MultiHeadAttention nodes \(\['mha0'\]\).*export with another exporter"):
         set_attention_heads(helper.make_model(graph), head_size=4)
+
+
+def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
+    # a RoBERTa checkpoint saved without tokenizer.json: its vocabulary is vocab.json + merges.txt
+    from optbench.peers import optimum_worker
+    from optbench.steps.onnx import copy_hf_files
+
+    source, out = tmp_path / "roberta", tmp_path / "onnx"
+    source.mkdir(), out.mkdir()
+    for name in ("config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "README.md"):
+        (source / name).write_text("{}")
+    copy_hf_files(source, out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "merges.txt", "tokenizer_config.json", "vocab.json"]
+    assert optimum_worker.HF_FILES == HF_FILES  # the peer worker's copy (it cannot import optbench)

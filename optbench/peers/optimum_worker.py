@@ -19,8 +19,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# the files steps/onnx.py's HF_FILES names: this script runs where optbench is not installed, so it cannot import them
-HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# artifact.py's HF_FILES: this script runs where optbench is not installed, so it cannot import them
+HF_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "spiece.model",
+    "spm.model",
+    "sentencepiece.bpe.model",
+)
 VERSIONS = ("optimum", "optimum-onnx", "transformers", "onnxruntime", "onnx", "torch")
 
 

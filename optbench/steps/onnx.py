@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, read_hf_config
+from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches
 from optbench.errors import OptbenchError
@@ -30,7 +30,6 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 PARITY_BATCH_SIZE = 64
 FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
-HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 @dataclass(frozen=True)
