@@ -17,6 +17,7 @@ from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
 from optbench.recipe import parse_recipe
 from optbench.runtimes import RuntimeSpec, declines, load_runtime
+from optbench.runtimes import onnxruntime as ort_runtime
 from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile, trt_engine_cache_dir, trt_provider_options
 from optbench.runtimes.torch_options import TorchOptions
 
@@ -105,6 +106,11 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert fp16.parent == tmp_path / "cache" / "ort-tensorrt"
     assert fp16.name.startswith(artifact.sha256[:16])
     assert trt_engine_cache_dir(artifact, "fp16", int8=True) != fp16 != trt_engine_cache_dir(artifact, "fp32", False)
+    # engines of another onnxruntime or TensorRT are never loaded: the versions name the folder
+    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.13.3")
+    assert trt_engine_cache_dir(artifact, "fp16", int8=False).name.endswith("-trt10.13.3")
+    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.14.1")
+    assert trt_engine_cache_dir(artifact, "fp16", int8=False).name.endswith("-trt10.14.1")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,

@@ -7,6 +7,7 @@ import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ MODEL_FILE = "model.onnx"
 # ONNX's integer operators (dynamic quantization writes the first three), which TensorRT's parser does not
 # take; it takes Q/DQ pairs
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul", "QLinearConv")
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -247,12 +249,27 @@ class OnnxRuntime:
 
 
 def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) -> Path:
-    """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content and
-    settings (never in the artifact folder, whose content hash must not change)."""
+    """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content,
+    settings and the onnxruntime and TensorRT versions (never in the artifact folder, whose content hash must
+    not change). onnxruntime's docs say to clear the cache when either version changes; its engine names
+    already carry the GPU's compute capability."""
+    import onnxruntime
+
     from optbench.pipeline import default_cache_dir
 
     mode = f"{precision}{'-int8' if int8 else ''}"
-    return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}"
+    versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
+    return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{versions}"
+
+
+def tensorrt_version() -> str | None:
+    """The installed TensorRT's version, from its wheel's metadata (NVIDIA ships it under several names)."""
+    for name in TENSORRT_DISTRIBUTIONS:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, graph: Any = None) -> str | None:
