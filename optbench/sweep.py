@@ -58,11 +58,14 @@ class PlannedJob:
 
 def plan(pairs: int, reference: int, shapes: list[Shape], rounds: int, aa_check: bool) -> list[PlannedJob]:
     """Every pair's accuracy pass, then per shape and round every pair once (interleaved), then the
-    reference again when `aa_check` is on."""
+    reference again when `aa_check` is on. Each round starts one pair later (A B C, B C A, C A B), so
+    whatever the first or last slot of a round does to its timing (a warm cache, heat) falls on every
+    model in turn."""
     jobs = [PlannedJob("accuracy", pair) for pair in range(pairs)]
     for shape in shapes:
         for round_index in range(rounds):
-            jobs += [PlannedJob("latency", pair, shape, round_index) for pair in range(pairs)]
+            order = [(round_index + offset) % pairs for offset in range(pairs)]
+            jobs += [PlannedJob("latency", pair, shape, round_index) for pair in order]
             if aa_check:
                 jobs.append(PlannedJob("latency", reference, shape, round_index, repeat=True))
     return jobs

@@ -45,8 +45,8 @@ def test_the_plan_interleaves_pairs_per_round_and_ends_rounds_with_the_repeat() 
         "latency-1x128-round0-pair0",
         "latency-1x128-round0-pair1",
         "latency-1x128-round0-pair0-repeat",
+        "latency-1x128-round1-pair1",  # each round starts one pair later
         "latency-1x128-round1-pair0",
-        "latency-1x128-round1-pair1",
         "latency-1x128-round1-pair0-repeat",
     ]
     assert len({j.key for j in plan(3, 1, [(1, 16), (8, "data")], 3, True)}) == 3 + 2 * 3 * 4
