@@ -97,7 +97,9 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
             process.wait()
         stderr.seek(0)
         lines = [line for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
-    last = lines[-1].strip().removeprefix("error: ") if lines else ""
+    # optbench's own error line wins over whatever the interpreter printed while shutting down after it
+    said = [line for line in lines if line.startswith("error: ")] or lines
+    last = said[-1].strip().removeprefix("error: ") if said else ""
     if returncode is None:
         said = f"; its last line: {last}" if last else ""
         raise JobFailed(

@@ -189,6 +189,17 @@ def test_what_a_job_leaves_running_ends_with_it_and_cannot_hold_the_parent(tmp_p
     assert not _running(helper)
 
 
+def test_a_jobs_error_line_is_its_reason_whatever_is_printed_after_it(tmp_path: Path, monkeypatch) -> None:
+    fails = (
+        "import sys; print('error: the engine was built for another GPU', file=sys.stderr); "
+        "print('UserWarning: leaked semaphore objects at shutdown', file=sys.stderr); sys.exit(2)"
+    )
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", fails))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    with pytest.raises(JobFailed, match=r"^latency job failed: the engine was built for another GPU$"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
+
+
 def test_a_hanging_job_says_its_last_line(tmp_path: Path, monkeypatch) -> None:
     hangs = "import sys, time; print('compiling', file=sys.stderr, flush=True); time.sleep(60)"
     monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", hangs))
