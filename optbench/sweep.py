@@ -107,7 +107,14 @@ class SweepStore:
         meta = folder / "sweep.json"
         with contextlib.suppress(FileExistsError):  # resumed, or just created by a sweep of the same plan
             _create_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
-        return cls(folder, (_read_json(meta) or {})["run_id"])
+        store = cls(folder, (_read_json(meta) or {})["run_id"])
+        if (root / store.run_id).is_dir() and not store._live_participants():
+            # published, but its last process was stopped before it could remove the store: that run is whole,
+            # and resuming it would only hand back its folder
+            log.info("the sweep of run %s was published and left behind: starting a new run", store.run_id)
+            shutil.rmtree(folder)
+            return cls.open(root, identity, new_run_id)
+        return store
 
     def done(self) -> int:
         return len(list(self.jobs.glob("*.json")))
@@ -173,12 +180,14 @@ class SweepStore:
     def leave(self) -> bool:
         """Unregister; the last live participant removes the folder (its run is published). True if removed."""
         self._participant().unlink(missing_ok=True)
-        holders = [_read_json(p) for p in (self.folder / "participants").glob("*.json")]
-        others = [h for h in holders if h is not None and not _is_dead(h)]
-        if others:
+        if self._live_participants():
             return False
         shutil.rmtree(self.folder, ignore_errors=True)
         return True
+
+    def _live_participants(self) -> list[dict[str, Any]]:
+        holders = [_read_json(p) for p in (self.folder / "participants").glob("*.json")]
+        return [h for h in holders if h is not None and not _is_dead(h)]
 
     def _participant(self) -> Path:
         return self.folder / "participants" / f"{socket.gethostname()}-{os.getpid()}.json"

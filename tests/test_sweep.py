@@ -60,6 +60,19 @@ def test_one_identity_opens_one_store_with_one_run_id(tmp_path: Path) -> None:
     assert first.folder.name.startswith(".sweep-")  # hidden: never read as a run's reports
 
 
+def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
+    # the run was published, then its process was stopped before it removed the sweep
+    stale = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1")
+    stale.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    (tmp_path / "run-1").mkdir()
+    fresh = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2")
+    assert fresh.run_id == "run-2" and fresh.done() == 0
+    busy = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-3")
+    busy.join()  # a live process still works on run-2's sweep: it is resumed, not discarded
+    (tmp_path / "run-2").mkdir()
+    assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-4").run_id == "run-2"
+
+
 def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = PlannedJob("accuracy", 0)
