@@ -165,6 +165,12 @@ def parse_limit(key: str, value: Any, where: str) -> Limit:
     return Limit(key, parse_amount(key, value, units, example, where), value)
 
 
+def written_unit(text: str) -> str:
+    """The unit a limit was written with (`"40 MB"` -> `"MB"`), as written."""
+    match = _AMOUNT.match(text)
+    return match.group(2) if match else ""
+
+
 def parse_amount(key: str, value: Any, units: dict[str, float], example: str, where: str) -> float:
     """A number with one of `units` (`value` as written), in the unit reports use."""
     if not isinstance(value, str):

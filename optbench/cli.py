@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(keyed by hardware fingerprint, the newest report of each)",
     )
     report.add_argument(
-        "--shape", default="1x128", help="html: the batch x sequence length the plot shows (default: 1x128)"
+        "--shape",
+        help="html: the batch x sequence length the plots show (default: 1x128, or a run's first measured shape "
+        "when it did not measure 1x128)",
     )
     report.add_argument(
         "--peer-budget",
@@ -313,7 +315,7 @@ def _report(args: argparse.Namespace) -> int:
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
-        for path in write_html(_table(reports, args), args.output, parse_shape(args.shape)):
+        for path in write_html(_table(reports, args), args.output, parse_shape(args.shape) if args.shape else None):
             print(f"wrote {path}")
     else:
         _emit(render(_table(reports, args), args.format), args.output)

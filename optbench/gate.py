@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from optbench.bench import REFERENCE
-from optbench.budget import SHAPED, Budget, Limit
+from optbench.budget import SHAPED, SIZE, Budget, Limit, written_unit
 from optbench.errors import OptbenchError
 from optbench.relative_speedup import RowChoice
 from optbench.report import FailedJob, Measurement, Report
@@ -67,6 +67,9 @@ class Check:
         where += (f" at {self.shape}" if self.shape else "") + (f" against {self.against}" if self.against else "")
         unit, scale = DISPLAY[self.limit.key]
         figure = f"{self.value * scale:.4g}{unit}"
+        written = written_unit(str(self.limit.text))
+        if unit == " MiB" and written.lower() in SIZE and written.lower() != "mib":  # in the limit's unit too
+            figure = f"{self.value / SIZE[written.lower()]:.4g} {written} ({figure.strip()})"
         if self.low is not None and self.high is not None and self.low != self.high:
             figure += f" (95% interval {self.low * scale:.4g} to {self.high * scale:.4g})"
         relation = {"pass": "within", "fail": "breaks", "inconclusive": "straddles"}[self.verdict]

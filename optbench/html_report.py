@@ -125,9 +125,19 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) -> list[Path]:
+def run_shape(run: pd.DataFrame) -> Shape:
+    """The shape a run's plot shows when none is asked for: batch 1 x 128 where the run measured it, else its
+    first measured shape (a user's recipe measured only at other lengths still gets its plot)."""
+    if not at_shape(run, DEFAULT_SHAPE).empty:
+        return DEFAULT_SHAPE
+    first = run.iloc[0]
+    return int(first["batch_size"]), first["seq_len"] if first["seq_len"] == "data" else int(first["seq_len"])
+
+
+def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> list[Path]:
     """Write the page to `path` and each run's plot beside it (`<stem>.png`, or `<stem>-<n>.png` for several
-    runs); returns every file written. A run not measured at `shape` gets no plot and says so."""
+    runs); returns every file written. Each run is plotted at `shape`, or at `run_shape` when it is None; a run
+    not measured at `shape` gets no plot and says so."""
     if frame.empty:
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
     if path.suffix.lower() not in (".html", ".htm"):
@@ -136,12 +146,13 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape = DEFAULT_SHAPE) ->
     sections, written = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):
         title = f"{recipe} · run {run_id}"
+        plotted = shape or run_shape(run)
         image = None
-        if not at_shape(run, shape).empty:
+        if not at_shape(run, plotted).empty:
             image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
-            write_bytes_atomic(image, plot_png(run, shape, title))
+            write_bytes_atomic(image, plot_png(run, plotted, title))
             written.append(image)
-        sections.append(_section(run, title, shape, image))
+        sections.append(_section(run, title, plotted, image))
     page = _PAGE.format(
         title=html.escape(f"optbench · {', '.join(str(r) for (r, _), _ in runs)}"), body="\n".join(sections)
     )

@@ -97,6 +97,15 @@ def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
     assert checks["max_memory"].reason.endswith("breaks the limit 0.5 GB")
 
 
+def test_a_size_is_shown_in_its_limits_unit(tmp_path: Path) -> None:
+    # 86.6 MiB is 90.8 MB: "86.6 MiB breaks the limit 90 MB" read as if the gate had the comparison backwards
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmax_size = "90 MB"\n', _run(), tmp_path)
+    assert check.verdict == "fail"
+    assert check.reason.endswith("max_size 90.81 MB (86.6 MiB) breaks the limit 90 MB")
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmax_size = "90 MiB"\n', _run(), tmp_path)
+    assert check.reason.endswith("max_size 86.6 MiB within the limit 90 MiB")
+
+
 def test_a_budget_without_a_matching_report_or_shape_fails(tmp_path: Path) -> None:
     (check,) = _checks('[[budget]]\nvariants = ["baseline+tensorrt"]\nmax_size = "10 MB"\n', _run(), tmp_path)
     assert check.verdict == "fail" and "no report in the run matches" in check.reason
@@ -136,7 +145,7 @@ def test_junit_counts_failures_and_skips_inconclusive(tmp_path: Path) -> None:
     assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("4", "1", "1")
     suite = root.find("testsuite[@name='release']")
     failure = suite.find("testcase/failure")
-    assert failure.get("message").startswith("baseline+onnx on torch-cpu-fp32: max_size 86.6 MiB breaks")
+    assert failure.get("message").startswith("baseline+onnx on torch-cpu-fp32: max_size 90.81 MB (86.6 MiB) breaks")
     assert suite.find("testcase/skipped") is not None
     strict = ET.fromstring(junit_xml(checks, strict=True))
     assert (strict.get("failures"), strict.get("skipped")) == ("2", "0")

@@ -98,3 +98,15 @@ def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(plot)]) == 2
     assert "needs a name ending in .html" in capsys.readouterr().err
     assert not plot.exists()
+
+
+def test_cli_html_plots_a_run_not_measured_at_1x128_at_its_first_shape(tmp_path: Path) -> None:
+    # a user's recipe with seq_lens = [32, "data"]: without --shape the page plots what the run measured, as
+    # the run's own report.html does, rather than saying "No plot" for every run
+    for steps in [(), ("onnx",)]:
+        write_report(make_report(steps, shapes=((1, 32), (8, "data"))), tmp_path / "results")
+    out = tmp_path / "page.html"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(out)]) == 0
+    assert (tmp_path / "page.png").read_bytes().startswith(PNG)
+    page = out.read_text()
+    assert '<img src="page.png"' in page and "Pareto front at batch 1 x 32" in page
