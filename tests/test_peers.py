@@ -301,3 +301,14 @@ def test_a_step_failure_reads_as_one_line() -> None:
     assert failure.describe() == "baseline+optimum-O2, step peer-optimum: optimum export failed: X"
     job = FailedJob("baseline", "torch-cpu-fp32", "accuracy-0", "crashed")
     assert job.describe() == "baseline on torch-cpu-fp32, accuracy-0: crashed"
+
+
+def test_static_calibration_keys_the_cache_by_the_dataset_s_max_length(tiny_artifact, reviews) -> None:
+    from dataclasses import replace
+
+    from optbench.steps import cache_key
+
+    shorter = replace(reviews, max_length=16)  # the worker pads calibration rows to it
+    static, dynamic = PeerOptimumConfig(quantization="static"), PeerOptimumConfig(quantization="dynamic")
+    assert cache_key(static, tiny_artifact, shorter) != cache_key(static, tiny_artifact, reviews)
+    assert cache_key(dynamic, tiny_artifact, shorter) == cache_key(dynamic, tiny_artifact, reviews)

@@ -83,6 +83,11 @@ class PeerOptimumConfig:
     calibration_batch_size: int = 16
     requirements: tuple[str, ...] = field(default_factory=default_requirements)
 
+    @property
+    def reads_data_length(self) -> bool:
+        """Static calibration pads its rows to the dataset's max_length: that length keys the step's cache."""
+        return self.quantization == "static"
+
     def __post_init__(self) -> None:
         if self.isa == "auto":  # the concrete preset goes into the cache key and the report
             object.__setattr__(self, "isa", detect_isa())
