@@ -354,5 +354,22 @@ def test_attention_transfer_compares_probabilities_without_dropout(tiny_artifact
     assert float(attention_loss(ours, theirs, inputs["attention_mask"])) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_a_student_folder_keys_the_cache_by_its_content(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from optbench.steps import cache_key
+
+    folder = _save_tiny(tmp_path / "student", head=True)
+    config = DistillConfig(student=str(folder))
+    before = cache_key(config, tiny_artifact, reviews)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    model.save_pretrained(folder)  # the user's student retrained in place
+    assert cache_key(config, tiny_artifact, reviews) != before
+    assert cache_key(DistillConfig(), tiny_artifact, reviews) == cache_key(DistillConfig(), tiny_artifact, reviews)
+
+
 def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2

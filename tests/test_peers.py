@@ -301,3 +301,38 @@ def test_a_step_failure_reads_as_one_line() -> None:
     assert failure.describe() == "baseline+optimum-O2, step peer-optimum: optimum export failed: X"
     job = FailedJob("baseline", "torch-cpu-fp32", "accuracy-0", "crashed")
     assert job.describe() == "baseline on torch-cpu-fp32, accuracy-0: crashed"
+
+
+def test_static_calibration_keys_the_cache_by_the_dataset_s_max_length(tiny_artifact, reviews) -> None:
+    from dataclasses import replace
+
+    from optbench.steps import cache_key
+
+    shorter = replace(reviews, max_length=16)  # the worker pads calibration rows to it
+    static, dynamic = PeerOptimumConfig(quantization="static"), PeerOptimumConfig(quantization="dynamic")
+    assert cache_key(static, tiny_artifact, shorter) != cache_key(static, tiny_artifact, reviews)
+    assert cache_key(dynamic, tiny_artifact, shorter) == cache_key(dynamic, tiny_artifact, reviews)
+
+
+def test_optimum_calibrates_on_the_rows_optbench_s_static_quantization_draws(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The train split keeps the file's order (the built-in data is grouped by movie): its first rows are a few
+    movies' reviews, so the peer must get the same random sample optbench's own static quantization takes."""
+    from optbench.peers import optimum
+    from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
+
+    jobs: list[dict] = []
+
+    def fake_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None:
+        job = json.loads(job_path.read_text())
+        jobs.append(job)
+        Path(job["result"]).write_text(json.dumps({"seconds": {}, "versions": {}, "operators": {}}))
+
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: venv.PeerEnv(tmp_path / "env", ()))
+    monkeypatch.setattr(optimum, "_run_worker", fake_worker)
+    monkeypatch.setattr(optimum, "_check_runs", lambda *args: None)
+    optimum.apply(PeerOptimumConfig(quantization="static", calibration_samples=32), tiny_artifact, reviews, tmp_path)
+    ours = StaticQuantizeConfig()
+    assert jobs[0]["calibration_texts"] == calibration_texts(reviews, 32, ours.seed)
+    assert jobs[0]["calibration_texts"] != reviews.train.texts[:32]

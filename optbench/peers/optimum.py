@@ -83,6 +83,17 @@ class PeerOptimumConfig:
     calibration_batch_size: int = 16
     requirements: tuple[str, ...] = field(default_factory=default_requirements)
 
+    @property
+    def version(self) -> int:
+        """2 with static quantization, whose calibration rows became a random sample (were the first train rows);
+        the other configs' output did not change, and keeps its cache."""
+        return 2 if self.quantization == "static" else 1
+
+    @property
+    def reads_data_length(self) -> bool:
+        """Static calibration pads its rows to the dataset's max_length: that length keys the step's cache."""
+        return self.quantization == "static"
+
     def __post_init__(self) -> None:
         if self.isa == "auto":  # the concrete preset goes into the cache key and the report
             object.__setattr__(self, "isa", detect_isa())
@@ -101,6 +112,7 @@ class PeerOptimumConfig:
 def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Run optimum's pipeline on `artifact` in the optimum environment; its ONNX model lands in `out_dir`."""
     from optbench.pipeline import default_cache_dir
+    from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
 
     if artifact.format != "hf":
         raise OptbenchError("peer-optimum exports Hugging Face checkpoints: make it the first step of its chain")
@@ -115,7 +127,8 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
             "quantization": config.quantization,
             "isa": config.isa,
             "per_channel": config.per_channel,
-            "calibration_texts": data.train.texts[: config.calibration_samples],  # never the test split
+            # never the test split; the rows optbench's own quantize-static draws, for a like-for-like comparison
+            "calibration_texts": calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed),
             "calibration_batch_size": config.calibration_batch_size,
             "max_length": data.max_length,
         }

@@ -97,6 +97,10 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
         payload["step_version"] = version
     if getattr(config, "reads_data_length", False):  # the step pads or truncates to the dataset's max_length
         payload["length"] = data.max_length
+    input_hashes = getattr(config, "input_hashes", None)  # files a config names by path: keyed by their content
+    hashes = input_hashes() if input_hashes is not None else None
+    if hashes:
+        payload["inputs"] = hashes
     build_target = getattr(config, "build_target", None)  # a step whose output depends on the machine
     target = build_target() if build_target is not None else None
     if target is not None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, has_classifier_head, hf_label_names, read_hf_config
+from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode
@@ -100,6 +100,13 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """2 with attention transfer, whose students changed (no dropout on the compared probabilities);
         the other configs' did not, and keep their caches."""
         return 2 if self.attention_weight else 1
+
+    def input_hashes(self) -> dict[str, str]:
+        """A student folder's content hash, for the cache key: retrained in place, it is another student."""
+        folder = Path(self.student)
+        if self.student in (TEACHER, PARAPHRASE_L3) or not folder.is_dir():
+            return {}  # a missing folder is reported by apply, which names the fix
+        return {"student": content_hash(folder)}
 
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""

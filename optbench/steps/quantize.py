@@ -285,6 +285,13 @@ def apply_static(
     return _result(config, artifact, out_dir, choices)
 
 
+def calibration_texts(data: LabelledData, samples: int, seed: int) -> list[str]:
+    """`samples` train texts drawn at random with `seed`: the train split keeps its file's order (the built-in
+    data is grouped by movie), so its first rows would be a few movies' reviews."""
+    order = np.random.default_rng(seed).permutation(len(data.train))[:samples]
+    return [data.train.texts[i] for i in order]
+
+
 class CalibrationReader:
     """Feeds calibration batches drawn from the train split.
 
@@ -299,8 +306,7 @@ class CalibrationReader:
     ) -> None:
         from transformers import AutoTokenizer
 
-        order = np.random.default_rng(seed).permutation(len(data.train))[:samples]
-        texts = [data.train.texts[i] for i in order]
+        texts = calibration_texts(data, samples, seed)
         self.rows = len(texts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
