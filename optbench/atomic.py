@@ -1,4 +1,5 @@
-"""Write files whole or not at all: a temporary file beside the target, fsync, then rename."""
+"""Write files whole or not at all: a temporary file beside the target, fsync, then rename (or link, to
+create a file only where none exists)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +21,36 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one."""
     if path.is_dir():
         raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with _synced_beside(path, data) as tmp:
+            os.replace(tmp, path)
     except OSError as exc:
         raise OptbenchError(
             f"cannot write {path} ({exc.strerror or exc}): give a path in a folder you can write"
         ) from exc
+
+
+def create_exclusive(path: Path, data: bytes) -> None:
+    """Create `path` whole with `data`, or raise FileExistsError when it exists (link is atomic and exclusive):
+    a lock file that names its holder, never seen empty or half-written."""
+    with _synced_beside(path, data) as tmp:
+        os.link(tmp, path)
+
+
+@contextlib.contextmanager
+def _synced_beside(path: Path, data: bytes) -> Iterator[Path]:
+    """`data` in a temporary file beside `path`, on disk (fsynced) before the caller gives it `path`'s name;
+    the temporary name is gone afterwards. Unique per process and thread."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield tmp
     finally:
-        with contextlib.suppress(OSError):  # gone after the rename; never made when the folder could not be
+        with contextlib.suppress(OSError):  # gone after a rename; never made when the folder could not be
             tmp.unlink(missing_ok=True)
 
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import socket
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from optbench.atomic import write_json_atomic
+from optbench.atomic import create_exclusive, write_json_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed
@@ -338,16 +337,8 @@ def _process_start(pid: int) -> str | None:
 
 
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
-    """Create `path` whole with `data`, or raise FileExistsError when it exists (link is atomic and exclusive)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per thread too
-    try:
-        with tmp.open("w") as handle:
-            handle.write(json.dumps(data))
-            handle.flush()
-            os.fsync(handle.fileno())  # its data on disk before its name: a crash leaves no empty claim
-        os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Create `path` whole with `data` as JSON, or raise FileExistsError when it exists."""
+    create_exclusive(path, json.dumps(data).encode())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
