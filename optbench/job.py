@@ -98,8 +98,8 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
         stderr.seek(0)
         lines = [line for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
     # optbench's own error line wins over whatever the interpreter printed while shutting down after it
-    said = [line for line in lines if line.startswith("error: ")] or lines
-    last = said[-1].strip().removeprefix("error: ") if said else ""
+    telling = [line for line in lines if line.startswith("error: ")] or lines
+    last = telling[-1].strip().removeprefix("error: ") if telling else ""
     if returncode is None:
         said = f"; its last line: {last}" if last else ""
         raise JobFailed(
