@@ -105,17 +105,23 @@ def _memory_total_mib() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
 
 
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of `distributions` that is installed, from package metadata (the library is not
+    imported); None when none is. One library may install under several names (onnxruntime-gpu, tensorrt-cu12)."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata, so no heavy library is imported.
 
     onnxruntime-gpu installs the same `onnxruntime` module under its own distribution name, so both
     names are probed; a library that is not installed reads None."""
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {name: installed_version(name) for name in LIBRARIES}
     if versions["optbench"] is None:  # running from a source checkout that is not installed
         from optbench import __version__
 

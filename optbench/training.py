@@ -21,6 +21,7 @@ class TrainingConfig:
 
     name: ClassVar[str] = "training"
     may_skip_training: ClassVar[bool] = False  # a step whose training is optional accepts epochs = 0
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers")  # their versions key the step's cache
     epochs: float = 1.0
     max_train_rows: int | None = None
     batch_size: int = 32

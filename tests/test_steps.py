@@ -12,6 +12,8 @@ from optbench.data import DatasetConfig, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import STEPS, RecipeStep, cache_key, parse_step, run_step
 from optbench.steps.finetune import FinetuneConfig
+from optbench.steps.onnx import OnnxConfig
+from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +127,31 @@ def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, mon
     config = FinetuneConfig()
     before = cache_key(config, _encoder(tiny_encoder), data)
     monkeypatch.setattr(FinetuneConfig, "version", 2, raising=False)
+    assert cache_key(config, _encoder(tiny_encoder), data) != before
+
+
+@pytest.mark.parametrize(
+    ("config", "library", "other"),
+    [
+        (FinetuneConfig(), "transformers", "onnxruntime"),
+        (OnnxConfig(), "onnxruntime", "torchao"),
+        (DynamicQuantizeConfig(), "onnxruntime", "torch"),
+        (DynamicQuantizeConfig(backend="torch"), "torchao", "onnxruntime"),
+        (StaticQuantizeConfig(reduce_range=False, activation_type="int8", weight_type="int8"), "onnx", "transformers"),
+    ],
+)
+def test_a_new_release_of_a_library_that_makes_a_step_invalidates_its_cache(
+    config, library: str, other: str, tiny_encoder: Path, data, monkeypatch
+) -> None:
+    """An upgraded exporter or quantizer may write other output from the same input: the cache must not hand
+    back what the old release made. A library the step does not use leaves its cache alone."""
+    from optbench import steps
+
+    real = steps.installed_version
+    before = cache_key(config, _encoder(tiny_encoder), data)
+    monkeypatch.setattr(steps, "installed_version", lambda name: "99.0" if name == other else real(name))
+    assert cache_key(config, _encoder(tiny_encoder), data) == before
+    monkeypatch.setattr(steps, "installed_version", lambda name: "99.0" if name == library else real(name))
     assert cache_key(config, _encoder(tiny_encoder), data) != before
 
 

@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -25,7 +24,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, encode
-from optbench.environment import cpu_flags
+from optbench.environment import cpu_flags, installed_version
 from optbench.errors import OptbenchError, StepFailed
 from optbench.peers.venv import peer_env
 
@@ -42,17 +41,10 @@ def default_requirements() -> tuple[str, ...]:
     the same quantization tools), without their local build tags (`2.13.0+cpu` -> `torch==2.13.0`)."""
     pins = [OPTIMUM_ONNX]
     for package, distributions in (("torch", ("torch",)), ("onnxruntime", ("onnxruntime", "onnxruntime-gpu"))):
-        version = next((v for v in map(_installed_version, distributions) if v), None)
+        version = installed_version(*distributions)
         if version:  # the CPU package even where optbench runs onnxruntime-gpu: optimum only quantizes here
             pins.append(f"{package}=={version.split('+')[0]}")
     return tuple(pins)
-
-
-def _installed_version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def detect_isa() -> str:

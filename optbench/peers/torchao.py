@@ -25,6 +25,7 @@ class PeerTorchaoConfig:
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     default_label: ClassVar[str] = "torchao-int8"
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "torchao")  # their versions key the step's cache
 
 
 def apply(config: PeerTorchaoConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:

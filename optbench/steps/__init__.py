@@ -1,7 +1,8 @@
 """Optimization steps: one module each, a config dataclass and an `apply` function, run with a cache.
 
-A step's output is cached under a key made of its input's content hash, its config and the data's
-fingerprint, so re-running a recipe reuses every step whose inputs did not change.
+A step's output is cached under a key made of its input's content hash, its config, the data's
+fingerprint and the versions of the libraries that make it (a config's `libraries`), so re-running a
+recipe reuses every step whose inputs did not change, and an upgraded exporter or quantizer runs anew.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from optbench.artifact import MANIFEST, QUANTIZATION_FILE, ModelArtifact, content_hash
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
+from optbench.environment import installed_version
 from optbench.errors import OptbenchError
 from optbench.peers import optimum as peer_optimum
 from optbench.peers import torchao as peer_torchao
@@ -97,6 +99,9 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
         payload["step_version"] = version
     if getattr(config, "reads_data_length", False):  # the step pads or truncates to the dataset's max_length
         payload["length"] = data.max_length
+    libraries = getattr(config, "libraries", ())  # a new release may make other output from the same input
+    if libraries:
+        payload["libraries"] = {name: installed_version(name) for name in libraries}
     input_hashes = getattr(config, "input_hashes", None)  # files a config names by path: keyed by their content
     hashes = input_hashes() if input_hashes is not None else None
     if hashes:

@@ -39,6 +39,15 @@ class OnnxConfig:
     name: ClassVar[str] = "onnx"
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "onnx"
+    # export, then fusion: their versions key the step's cache
+    libraries: ClassVar[tuple[str, ...]] = (
+        "torch",
+        "transformers",
+        "onnxscript",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+    )
     exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
     opset: int = 17
     fuse: bool = True

@@ -34,6 +34,8 @@ TIMING_ROUNDS = 5  # interleaved rounds when timing candidate weight types
 TIMING_LENGTH = 128  # tokens per row when timing them (fewer when the dataset's max_length is lower)
 Int8Type = Literal["auto", "int8", "uint8"]
 
+ONNXRUNTIME_LIBRARIES = ("onnx", "onnxruntime", "onnxruntime-gpu")  # their versions key onnxruntime INT8's cache
+
 
 @dataclass(frozen=True)
 class DynamicQuantizeConfig:
@@ -56,6 +58,11 @@ class DynamicQuantizeConfig:
     @property
     def input_format(self) -> str:
         return "onnx" if self.backend == "onnxruntime" else "hf"
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        """The distributions whose releases make this step's output: their versions key its cache."""
+        return ONNXRUNTIME_LIBRARIES if self.backend == "onnxruntime" else ("torch", "torchao")
 
     @property
     def output_format(self) -> str:
@@ -88,6 +95,7 @@ class StaticQuantizeConfig:
     version: ClassVar[int] = 3  # 3: histogram methods pad calibration batches to one length
     input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "onnx"
+    libraries: ClassVar[tuple[str, ...]] = ONNXRUNTIME_LIBRARIES
     calibration_method: str = "minmax"
     calibration_samples: int = 128
     calibration_batch_size: int = 16
