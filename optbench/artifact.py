@@ -15,7 +15,6 @@ from optbench.onnx_graph import load_graph
 
 MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
-FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
