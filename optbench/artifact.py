@@ -15,7 +15,6 @@ from optbench.onnx_graph import load_graph
 
 MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
-FORMATS: tuple[str, ...] = ("hf", "onnx", "trt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
@@ -137,8 +136,8 @@ class ModelArtifact:
         """An artifact optbench wrote (it has a manifest)."""
         manifest = path / MANIFEST
         try:
-            data = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
             raise OptbenchError(f"cannot read artifact manifest {manifest}: {exc}") from exc
         return cls.from_dict({**data, "path": str(path)})
 
@@ -195,14 +194,18 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     config_path = folder / "config.json"
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise OptbenchError(
             f"model folder {folder} has no readable config.json ({exc.strerror}): "
             "save the model with save_pretrained() and point optbench at that folder"
         ) from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
         raise OptbenchError(f"{config_path} is not valid JSON ({exc}): re-save the checkpoint") from exc
+    if not isinstance(config, dict):
+        raise OptbenchError(
+            f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
+        )
     if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "

@@ -222,8 +222,10 @@ def _bad_json_line(path: Path) -> str | None:
             continue
         try:
             json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return f"line {number} is not JSON ({exc.msg})"
+        except ValueError as exc:  # valid JSON that Python refuses: an integer over its 4,300-digit limit
+            return f"line {number} cannot be read ({exc})"
     return None
 
 

@@ -83,6 +83,16 @@ def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
         read_hf_config(folder)
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"), (b"[1]", r"holds a JSON list, not an object")],
+)
+def test_read_hf_config_that_is_not_a_json_object(tmp_path: Path, content: bytes, problem: str) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=problem):
+        read_hf_config(folder)
+
+
 def test_read_hf_config_without_weights(tmp_path: Path) -> None:
     folder = write_files(tmp_path / "m", {"config.json": b"{}", "model.onnx": b"w", "vocab.txt": b"a"})
     with pytest.raises(OptbenchError, match=r"has no weights \(model\.safetensors or pytorch_model\.bin\)"):
@@ -300,6 +310,9 @@ def test_manifest_missing_or_broken(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
         ModelArtifact.load(folder)
     (folder / MANIFEST).write_text("{truncated")
+    with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
+        ModelArtifact.load(folder)
+    (folder / MANIFEST).write_bytes(b"\xff\xfe{}")
     with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
         ModelArtifact.load(folder)
 

@@ -270,6 +270,8 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     [
         ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
         ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
+        # valid JSON, but past Python's 4,300-digit limit on integers: json.loads raises a plain ValueError
+        ("rows.jsonl", '{"text": "a", "label": ' + "1" * 5000 + "}\n", r"line 1 cannot be read \(Exceeds the limit"),
         ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
     ],
 )
