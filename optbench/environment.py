@@ -57,11 +57,13 @@ _TIMEOUT_S = 5
 
 
 def _best_effort(probe: Callable[[], T], default: T) -> T:
-    """probe(), or default when it fails for any reason (logged at debug level)."""
+    """probe(), or default when it fails for any reason: warned, since the gap lands in every report (a GPU
+    machine whose nvidia-smi fails would otherwise read as a machine without GPUs)."""
     try:
         return probe()
     except Exception as exc:
-        log.debug("environment probe %s failed: %s", getattr(probe, "__name__", probe), exc)
+        name = getattr(probe, "__name__", probe)
+        log.warning("environment probe %s failed (%s): the fingerprint records %r for it", name, exc, default)
         return default
 
 

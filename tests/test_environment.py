@@ -105,11 +105,17 @@ def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mon
     ]
 
 
-def test_gpu_list_empty_when_nvidia_smi_fails_or_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_list_empty_when_nvidia_smi_fails_or_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert fingerprint()["gpu"] == []
+    with caplog.at_level("WARNING", logger="optbench.environment"):
+        assert fingerprint()["gpu"] == []
+    assert "_gpus" not in caplog.text  # no nvidia-smi: a machine without NVIDIA GPUs, nothing to say
     _fake_tool(tmp_path, "nvidia-smi", "echo 'NVIDIA-SMI has failed' >&2; exit 9")
-    assert fingerprint()["gpu"] == []
+    with caplog.at_level("WARNING", logger="optbench.environment"):
+        assert fingerprint()["gpu"] == []
+    assert "environment probe _gpus failed" in caplog.text  # a broken driver must not pass for no GPU
 
 
 def test_git_outside_a_checkout_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
