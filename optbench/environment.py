@@ -47,10 +47,13 @@ LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
-    "tensorrt",
+    "tensorrt",  # read through TENSORRT_DISTRIBUTIONS
     "numpy",
     "pandas",
 )
+# NVIDIA ships TensorRT's Python API under several distribution names: the `tensorrt` meta-package, the wheels
+# it pulls for a CUDA major version, or those alone (as some containers install them)
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 _CALIBRATION_SECONDS = 0.3
 _CALIBRATION_SIZE = 512
 _TIMEOUT_S = 5
@@ -105,17 +108,29 @@ def _memory_total_mib() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
 
 
+def tensorrt_version() -> str | None:
+    """The installed TensorRT's version, from the first of its distribution names installed, else None."""
+    for name in TENSORRT_DISTRIBUTIONS:
+        version = _version(name)
+        if version is not None:
+            return version
+    return None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata, so no heavy library is imported.
 
     onnxruntime-gpu installs the same `onnxruntime` module under its own distribution name, so both
-    names are probed; a library that is not installed reads None."""
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    names are probed; TensorRT, under any of its names, reads as "tensorrt"; a library that is not
+    installed reads None."""
+    versions = {name: tensorrt_version() if name == "tensorrt" else _version(name) for name in LIBRARIES}
     if versions["optbench"] is None:  # running from a source checkout that is not installed
         from optbench import __version__
 
