@@ -47,10 +47,13 @@ LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
-    "tensorrt",
+    "tensorrt",  # read through TENSORRT_DISTRIBUTIONS
     "numpy",
     "pandas",
 )
+# NVIDIA ships TensorRT's Python API under several distribution names: the `tensorrt` meta-package, the wheels
+# it pulls for a CUDA major version, or those alone (as some containers install them)
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 _CALIBRATION_SECONDS = 0.3
 _CALIBRATION_SIZE = 512
 _TIMEOUT_S = 5
@@ -118,12 +121,18 @@ def installed_version(*distributions: str) -> str | None:
     return None
 
 
+def tensorrt_version() -> str | None:
+    """The installed TensorRT's version, under the first of its distribution names installed, else None."""
+    return installed_version(*TENSORRT_DISTRIBUTIONS)
+
+
 def _library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata, so no heavy library is imported.
 
     onnxruntime-gpu installs the same `onnxruntime` module under its own distribution name, so both
-    names are probed; a library that is not installed reads None."""
-    versions = {name: installed_version(name) for name in LIBRARIES}
+    names are probed; TensorRT, under any of its names, reads as "tensorrt"; a library that is not
+    installed reads None."""
+    versions = {name: tensorrt_version() if name == "tensorrt" else installed_version(name) for name in LIBRARIES}
     if versions["optbench"] is None:  # running from a source checkout that is not installed
         from optbench import __version__
 

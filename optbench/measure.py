@@ -7,6 +7,7 @@ statistics (a bootstrap cannot reach past the slowest call).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
+from uuid import UUID
 
 import numpy as np
 
@@ -337,19 +339,38 @@ def _nvml_memory(device_index: int) -> tuple[float | None, float | None]:
             )
         finally:
             pynvml.nvmlShutdown()
-    except Exception as exc:  # NVMLError, an old pynvml's TypeError on UUIDs: an optional figure never fails a job
+    except Exception as exc:  # NVMLError, no UUID from the driver: an optional figure never fails a job
         log.warning("NVML could not read the GPU's memory (%s): only torch's figures are recorded", exc)
         return None, None
     return (used / MIB if used is not None else None), total
 
 
 def _nvml_handle(pynvml: Any, device_index: int) -> Any:
-    """NVML numbers every GPU on the machine and ignores CUDA_VISIBLE_DEVICES, which renumbers them for
-    CUDA: map CUDA's index through that list (indices or UUIDs) to NVML's device."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if not visible:
-        return pynvml.nvmlDeviceGetHandleByIndex(device_index)
-    chosen = visible[device_index]
-    if chosen.isdigit():
-        return pynvml.nvmlDeviceGetHandleByIndex(int(chosen))
-    return pynvml.nvmlDeviceGetHandleByUUID(chosen)
+    """NVML's handle of CUDA's device `device_index`, found by the UUID the CUDA driver gives it. Indices do not
+    carry over: NVML numbers every GPU on the machine by PCI bus, while CUDA numbers those CUDA_VISIBLE_DEVICES
+    leaves in CUDA_DEVICE_ORDER, fastest first by default (so on a machine of mixed GPUs even
+    CUDA_VISIBLE_DEVICES=1 need not be NVML's device 1). NVML writes a GPU's UUID "GPU-...", a MIG instance's
+    "MIG-..."."""
+    uuid = _cuda_uuid(device_index)
+    if uuid is None:
+        raise LookupError(f"the CUDA driver (libcuda) gives no UUID for CUDA device {device_index}")
+    try:  # bytes: older pynvml releases pass the argument to ctypes as is, and take no str
+        return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}".encode())
+    except pynvml.NVMLError:
+        return pynvml.nvmlDeviceGetHandleByUUID(f"MIG-{uuid}".encode())
+
+
+def _cuda_uuid(device_index: int) -> str | None:
+    """The UUID of CUDA's device `device_index` as this process numbers it, from the driver's own API (so it
+    holds for every runtime, torch loaded or not): a MIG instance's own UUID where the device is one. None
+    without a driver that says (libcuda before R470 has no cuDeviceGetUuid_v2)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        get_uuid = cuda.cuDeviceGetUuid_v2
+    except (OSError, AttributeError):
+        return None
+    device = ctypes.c_int()
+    raw = ctypes.create_string_buffer(16)  # CUuuid: 16 bytes
+    if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.pointer(device), device_index) or get_uuid(raw, device):
+        return None  # a CUresult other than CUDA_SUCCESS (0)
+    return str(UUID(bytes=raw.raw))

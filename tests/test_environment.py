@@ -70,6 +70,19 @@ def test_gpu_distributions_are_recorded_under_their_own_names(monkeypatch: pytes
     assert libraries["onnxruntime"] is None
 
 
+def test_tensorrt_is_recorded_under_any_of_its_distribution_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # without the `tensorrt` meta-package (a container's own install), the wheels for one CUDA major carry it
+    installed = {"tensorrt-cu12-libs": "10.13.3.9", "tensorrt-cu12": "10.13.3.9"}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise environment.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(environment.metadata, "version", version)
+    assert fingerprint()["libraries"]["tensorrt"] == "10.13.3.9"
+
+
 def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)

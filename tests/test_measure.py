@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
+import uuid
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,8 +235,14 @@ def test_peak_rss_of_a_child_is_its_own_not_its_parents() -> None:
     assert child < peak_rss_mb() - 256
 
 
+GPU_A = "aaaaaaaa-0000-4000-8000-00000000000a"
+GPU_B = "bbbbbbbb-0000-4000-8000-00000000000b"
+MIG_C = "cccccccc-0000-4000-8000-00000000000c"
+
+
 class FakeNvml:
-    """pynvml's calls that GpuMemory makes, on a made-up machine of two GPUs."""
+    """pynvml's calls that GpuMemory makes, on a made-up machine of two GPUs in PCI order (an 80 GiB one, then
+    a 141 GiB one holding this process) and a MIG instance."""
 
     class NVMLError(Exception):
         pass
@@ -252,37 +261,90 @@ class FakeNvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
         return f"gpu{index}"
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
-        return {"GPU-aaaa": "gpu0", "GPU-bbbb": "gpu1"}[uuid]
+    def nvmlDeviceGetHandleByUUID(self, uuid: bytes) -> str:
+        handles = {f"GPU-{GPU_A}": "gpu0", f"GPU-{GPU_B}": "gpu1", f"MIG-{MIG_C}": "mig"}
+        uuid = uuid.decode()  # bytes, as every pynvml release takes them
+        if uuid not in handles:
+            raise self.NVMLError("Not Found")
+        return handles[uuid]
 
     def nvmlDeviceGetMemoryInfo(self, handle: str) -> SimpleNamespace:
-        return SimpleNamespace(total={"gpu0": 80 * 2**30, "gpu1": 141 * 2**30}[handle])
+        return SimpleNamespace(total={"gpu0": 80 * 2**30, "gpu1": 141 * 2**30, "mig": 18 * 2**30}[handle])
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[SimpleNamespace]:
-        mine = [SimpleNamespace(pid=self.pid, usedGpuMemory=600 * 2**20)] if handle == "gpu1" else []
+        mine = [SimpleNamespace(pid=self.pid, usedGpuMemory=600 * 2**20)] if handle in ("gpu1", "mig") else []
         return [SimpleNamespace(pid=1, usedGpuMemory=2**30), *mine]
 
 
-@pytest.mark.parametrize("visible", ["1", "GPU-bbbb", "0,1"])
-def test_gpu_memory_reads_nvml_for_the_device_cuda_numbers(visible: str, monkeypatch: pytest.MonkeyPatch) -> None:
+class FakeLibcuda:
+    """libcuda's calls that measure makes, numbering its devices as CUDA's default (fastest first) order does:
+    NVML's second GPU is CUDA's device 0."""
+
+    def __init__(self, uuids: list[str]) -> None:
+        self.uuids = uuids
+
+    def cuInit(self, flags: int) -> int:
+        return 0
+
+    def cuDeviceGet(self, device: ctypes._Pointer, ordinal: int) -> int:
+        if ordinal >= len(self.uuids):
+            return 101  # CUDA_ERROR_INVALID_DEVICE
+        device.contents.value = ordinal
+        return 0
+
+    def cuDeviceGetUuid_v2(self, raw: ctypes.Array, device: ctypes.c_int) -> int:
+        ctypes.memmove(raw, uuid.UUID(self.uuids[device.value]).bytes, 16)
+        return 0
+
+
+def fake_libcuda(monkeypatch: pytest.MonkeyPatch, *uuids: str) -> None:
+    """Make this machine's CUDA driver one whose devices have these UUIDs, in CUDA's order; none: no driver.
+    Other libraries (torch's, imported meanwhile) load as ever."""
+    real = ctypes.CDLL
+
+    def load(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name != "libcuda.so.1":
+            return real(name, *args, **kwargs)
+        if not uuids:
+            raise OSError(f"{name}: cannot open shared object file")
+        return FakeLibcuda(list(uuids))
+
+    monkeypatch.setattr(ctypes, "CDLL", load)
+
+
+def test_gpu_memory_reads_nvml_for_the_device_cuda_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import sys
 
+    # CUDA numbers the faster GPU first, NVML by PCI bus: CUDA's device 0 is NVML's device 1
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    fake_libcuda(monkeypatch, GPU_B, GPU_A)
     nvml = FakeNvml(os.getpid())
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    memory = GpuMemory.measure(device_index=1 if visible == "0,1" else 0)
+    memory = GpuMemory.measure(device_index=0)
     assert memory.device_total_mb == 141 * 1024 and memory.process_used_mb == 600
+    assert GpuMemory.measure(device_index=1).device_total_mb == 80 * 1024
     assert nvml.opened == 0  # NVML shut down again
     if not torch_cuda_initialized():
         assert memory.peak_allocated_mb is None and memory.peak_reserved_mb is None
+    fake_libcuda(monkeypatch, MIG_C)  # a MIG instance: NVML knows it by its "MIG-" UUID
+    memory = GpuMemory.measure()
+    assert memory.device_total_mb == 18 * 1024 and memory.process_used_mb == 600
+
+
+def test_cuda_uuid_reads_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_libcuda(monkeypatch, GPU_B, GPU_A)
+    assert [measure._cuda_uuid(i) for i in range(3)] == [GPU_B, GPU_A, None]  # 2: no such device
+    fake_libcuda(monkeypatch)
+    assert measure._cuda_uuid(0) is None
 
 
 def test_gpu_memory_without_nvml_or_driver_is_unknown_not_zero(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     import os
     import sys
 
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake_libcuda(monkeypatch, GPU_A)
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: nvidia-ml-py not installed
     assert GpuMemory.measure().device_total_mb is None
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(os.getpid(), fail=True))
@@ -293,6 +355,12 @@ def test_gpu_memory_without_nvml_or_driver_is_unknown_not_zero(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(pid=-1))
     memory = GpuMemory.measure()  # a process NVML cannot see (another pid namespace): total only
     assert memory.device_total_mb == 80 * 1024 and memory.process_used_mb is None
+    fake_libcuda(monkeypatch)  # no CUDA driver to name the device: unknown, never another GPU's figures
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="optbench.measure"):
+        memory = GpuMemory.measure()
+    assert memory.device_total_mb is None and memory.process_used_mb is None
+    assert "gives no UUID for CUDA device 0" in caplog.text
 
 
 def test_gpu_memory_pools_rounds_by_the_larger_figure() -> None:

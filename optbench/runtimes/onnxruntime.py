@@ -7,13 +7,13 @@ import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optbench.artifact import ModelArtifact
+from optbench.environment import tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
 from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_model_file
@@ -24,7 +24,6 @@ MODEL_FILE = "model.onnx"
 # ONNX's integer operators (dynamic quantization writes the first three), which TensorRT's parser does not
 # take; it takes Q/DQ pairs
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul", "QLinearConv")
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -260,16 +259,6 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) ->
     mode = f"{precision}{'-int8' if int8 else ''}"
     versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{versions}"
-
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT's version, from its wheel's metadata (NVIDIA ships it under several names)."""
-    for name in TENSORRT_DISTRIBUTIONS:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, graph: Any = None) -> str | None:
