@@ -99,6 +99,8 @@ def benchmark(
     the reference (the baseline on PyTorch eager FP32) nothing can be compared: its failure is an error."""
     from transformers import AutoTokenizer
 
+    if executor is None or executor.runs_here:  # elsewhere each node has its own cores
+        _warn_if_oversubscribed(config.threads)
     baseline = artifacts[0]
     pairs = [(a, spec) for a in artifacts for spec in config.runtimes if _runs(spec, a)]
     if (baseline, REFERENCE) not in pairs:
@@ -171,6 +173,20 @@ def benchmark(
                 )
             )
     return reports, failed_jobs
+
+
+def _warn_if_oversubscribed(threads: int) -> None:
+    """A warning, not an error (oversubscribing may be the point of a run): more threads than the cores this
+    process may use share cores, and the latency then measures their contention."""
+    cores = usable_cores()
+    if threads > cores:
+        log.warning(
+            "[bench] threads = %d is more than the %d cores this process may use: the threads will share cores "
+            "and distort every latency; set threads = %d or fewer, or run where more cores are free",
+            threads,
+            cores,
+            cores,
+        )
 
 
 def _shapes_by_machine(

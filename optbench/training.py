@@ -22,6 +22,7 @@ class TrainingConfig:
     name: ClassVar[str] = "training"
     may_skip_training: ClassVar[bool] = False  # a step whose training is optional accepts epochs = 0
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers")  # their versions key the step's cache
+    step_version: ClassVar[int] = 1  # the step's own output version (see `version`)
     epochs: float = 1.0
     max_train_rows: int | None = None
     batch_size: int = 32
@@ -46,6 +47,15 @@ class TrainingConfig:
         if self.max_length < 8:
             raise OptbenchError(f"[{self.name}] max_length={self.max_length} is too small: use 8 or more tokens")
 
+    @property
+    def version(self) -> int:
+        """The output version `steps.cache_key` keys on: the step's own, plus one for epochs > 1. Those once
+        repeated the first epoch's row order and now shuffle each epoch anew, so their outputs changed; epochs
+        <= 1 train on the same rows in the same order as before and keep their cached outputs. (A config with
+        epochs > 1 whose max_train_rows stops within the first epoch trains as before too, and is retrained
+        once: its train split's size is not known here.)"""
+        return self.step_version + int(self.epochs > 1)
+
 
 @dataclass(frozen=True)
 class TrainingRun:
@@ -65,14 +75,14 @@ def train(
 ) -> TrainingRun:
     """Train `model` in place: `batch_loss(row_indices)` returns the loss tensor of one batch of train rows.
 
-    Rows are visited in a seeded random order, repeated for `epochs` > 1 and cut at `max_train_rows`;
-    the caller seeds torch (before it builds the model, so that new weights are seeded too).
+    Rows are visited in a seeded random order, shuffled anew for each epoch (as a shuffling DataLoader does)
+    and cut at `max_train_rows`; the caller seeds torch (before it builds the model, so that new weights are
+    seeded too).
     """
     import torch
     from tqdm.auto import tqdm
 
-    order = np.random.default_rng(config.seed).permutation(train_rows)
-    rows = round(len(order) * config.epochs)
+    rows = round(train_rows * config.epochs)
     if config.max_train_rows is not None:
         rows = min(rows, config.max_train_rows)
     if rows == 0 and config.epochs > 0:
@@ -80,7 +90,7 @@ def train(
             f"[{config.name}] epochs = {config.epochs} of {train_rows} train rows trains on none: raise epochs "
             "(or max_train_rows)"
         )
-    order = np.resize(order, rows)  # repeats the permutation for epochs > 1
+    order = _row_order(train_rows, rows, config.seed)
     steps = math.ceil(rows / config.batch_size)
     warmup = round(steps * config.warmup_fraction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -102,6 +112,14 @@ def train(
     progress.close()
     model.eval()
     return TrainingRun(rows=rows, seconds=round(time.perf_counter() - started, 1))
+
+
+def _row_order(train_rows: int, rows: int, seed: int) -> np.ndarray:
+    """The first `rows` of one seeded permutation of the train rows per epoch, in turn. The first epoch's is
+    the generator's first draw, so training within one epoch keeps the order it always had."""
+    rng = np.random.default_rng(seed)
+    epochs = max(1, math.ceil(rows / max(1, train_rows)))
+    return np.concatenate([rng.permutation(train_rows) for _ in range(epochs)])[:rows]
 
 
 def encode_rows(tokenizer: Any, split: Split, rows: np.ndarray, max_length: int) -> dict[str, Any]:

@@ -99,6 +99,22 @@ def test_threads_default_to_the_cores_this_process_may_use(monkeypatch: pytest.M
     assert BenchConfig().threads == 2
 
 
+def test_more_threads_than_usable_cores_are_warned_about(
+    fake_jobs, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Oversubscribed cores distort every latency: the run goes on (it may be meant), with a warning."""
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
+    for threads in (2, 8):
+        store = SweepStore.open(tmp_path / str(threads), {"test": True}, lambda: "r")
+        with caplog.at_level("WARNING", logger="optbench.bench"):
+            config = dataclasses.replace(TWO_ROUNDS, threads=threads)
+            reports, _ = benchmark([tiny_artifact], reviews, config, recipe="t", store=store)
+        if threads == 2:
+            assert "threads" not in caplog.text
+    assert "[bench] threads = 8 is more than the 2 cores this process may use" in caplog.text
+    assert reports and reports[0].runtime["threads"] == 8
+
+
 def test_rounds_below_one_are_refused() -> None:
     from optbench.errors import OptbenchError
 

@@ -96,9 +96,9 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         return {"attn_implementation": "eager"} if self.attention_weight else {}
 
     @property
-    def version(self) -> int:
+    def step_version(self) -> int:  # type: ignore[override]
         """2 with attention transfer, whose students changed (no dropout on the compared probabilities);
-        the other configs' did not, and keep their caches."""
+        the other configs' did not, and keep their caches. `version` adds the epochs' own bump."""
         return 2 if self.attention_weight else 1
 
     def input_hashes(self) -> dict[str, str]:

@@ -42,7 +42,7 @@ class PruneConfig(TrainingConfig, LogitDistillation):
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     may_skip_training: ClassVar[bool] = True
-    version: ClassVar[int] = 2  # 2: the checkpoint carries its model code (loads without optbench)
+    step_version: ClassVar[int] = 2  # 2: the checkpoint carries its model code (loads without optbench)
     heads: float = 0.0
     ffn: float = 0.0
     scope: Literal["global", "layer"] = "global"

@@ -1,0 +1,65 @@
+"""The shared training loop's row order, and the cache versions that follow from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optbench.steps.distill import DistillConfig
+from optbench.steps.finetune import FinetuneConfig
+from optbench.steps.prune import PruneConfig
+from optbench.training import train
+
+
+def _visited(config: FinetuneConfig, train_rows: int) -> np.ndarray:
+    """The train rows `train` hands to the loss, in order, training a one-weight model."""
+    import torch
+
+    model = torch.nn.Linear(1, 1)
+    seen: list[np.ndarray] = []
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        seen.append(rows)
+        return model(torch.ones(len(rows), 1)).sum()
+
+    run = train(model, config, train_rows, batch_loss, desc="test")
+    order = np.concatenate(seen)
+    assert run.rows == len(order)
+    return order
+
+
+def test_each_epoch_visits_every_row_in_an_order_of_its_own() -> None:
+    order = _visited(FinetuneConfig(epochs=3, batch_size=7), 20)
+    epochs = order.reshape(3, 20)
+    assert all(sorted(epoch) == list(range(20)) for epoch in epochs)
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # a repeated order would train on the same sequence
+
+
+@pytest.mark.parametrize(
+    ("epochs", "max_train_rows", "rows"), [(1.0, None, 20), (0.5, None, 10), (1.0, 12, 12), (3.0, 12, 12)]
+)
+def test_within_one_epoch_the_order_is_the_seeds_first_permutation(
+    epochs: float, max_train_rows: int | None, rows: int
+) -> None:
+    """The order training in one epoch or less always had: baselines cached and results committed before
+    epochs shuffled anew stay valid."""
+    config = FinetuneConfig(epochs=epochs, max_train_rows=max_train_rows, batch_size=4, seed=3)
+    expected = np.random.default_rng(3).permutation(20)[:rows]
+    np.testing.assert_array_equal(_visited(config, 20), expected)
+
+
+def test_a_longer_run_starts_with_the_shorter_runs_epoch() -> None:
+    first = np.random.default_rng(0).permutation(20)
+    order = _visited(FinetuneConfig(epochs=1.5, batch_size=8), 20)
+    np.testing.assert_array_equal(order[:20], first)
+    assert len(order) == 30 and len(set(order[20:])) == 10
+
+
+def test_only_configs_of_more_than_one_epoch_get_new_cache_versions() -> None:
+    """Their outputs changed when each epoch got its own order; the others keep their versions and caches."""
+    assert FinetuneConfig().version == FinetuneConfig(epochs=0.5).version == 1
+    assert FinetuneConfig(epochs=1.5).version == 2
+    assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2
+    assert DistillConfig(epochs=2).version == 2 and DistillConfig(epochs=2, attention_weight=1.0).version == 3
+    assert PruneConfig(heads=0.5).version == PruneConfig(heads=0.5, epochs=0).version == 2
+    assert PruneConfig(heads=0.5, epochs=2).version == 3
