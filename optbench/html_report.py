@@ -13,7 +13,7 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
-from optbench.report import format_cell, shown_columns
+from optbench.report import format_cell, noise_floor_note, shown_columns
 
 DEFAULT_SHAPE: Shape = (1, 128)
 
@@ -192,13 +192,15 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) ->
         cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in columns)
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
+    note = noise_floor_note(run)
     warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
     warnings = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(w)}</li>" for v, w in warned.itertuples(index=False))
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
         f"is both faster and more accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
-        f"<table><thead><tr>{header}</tr></thead><tbody>\n"
+        + (f"<p><b>A/A noise floor</b>: {html.escape(note)}</p>\n" if note else "")
+        + f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>\n"
         + (f"<ul class=warnings>{warnings}</ul>" if warnings else "")

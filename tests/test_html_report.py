@@ -58,6 +58,17 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
 
 
+def test_the_page_marks_speedups_within_the_a_a_noise_floor(tmp_path: Path) -> None:
+    shape = ((1, 128),)
+    reports = [
+        with_figures(make_report(steps, shapes=shape), speedup=speedup, noise_floor_pct=8.0)
+        for steps, speedup in [((), 1.0), (("onnx",), 1.05)]
+    ]
+    write_html(to_frame(reports), tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert "<td>~1.05x</td>" in page and "<b>A/A noise floor</b>: the reference&#x27;s two p50s" in page
+
+
 def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
     written = write_html(to_frame(_run()), tmp_path / "page.html", shape=(4, 64))
     assert written == [tmp_path / "page.html"]
