@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--shape",
-        help="html: the batch x sequence length the plots show (default: 1x128, or a run's first measured shape "
+        help="html: the batch x sequence length the plots show (default: 1x128, or a run's smallest measured shape "
         "when it did not measure 1x128)",
     )
     report.add_argument(

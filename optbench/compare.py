@@ -20,6 +20,7 @@ import pandas as pd
 
 from optbench.budget import Budget
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
+from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report
 
@@ -49,8 +50,8 @@ def _speedup_interval(row: pd.Series) -> tuple[float, float]:
     (`compare` adds the reference's as speedup_vs); the row's own p50 interval where the reference is absent."""
     if not _missing(row["speedup_vs_ci_low"]):
         return row["speedup_vs_ci_low"], row["speedup_vs_ci_high"]
-    value, p50 = row["speedup_p50"], row["p50_ms"]
-    return value * p50 / row["p50_ci_high"], value * p50 / row["p50_ci_low"]
+    reference = row["speedup_p50"] * row["p50_ms"]
+    return ratio_interval((reference, reference), (row["p50_ci_low"], row["p50_ci_high"]))
 
 
 def _inverse_of_mean(column: str) -> Callable[[pd.Series], tuple[float, float]]:

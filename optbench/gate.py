@@ -19,6 +19,7 @@ from typing import Literal
 from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, SIZE, Budget, Limit, written_unit
 from optbench.errors import OptbenchError
+from optbench.measure import ratio_interval
 from optbench.relative_speedup import RowChoice
 from optbench.report import FailedJob, Measurement, Report
 from optbench.runtimes import RuntimeSpec
@@ -73,7 +74,12 @@ class Check:
         if self.low is not None and self.high is not None and self.low != self.high:
             figure += f" (95% interval {self.low * scale:.4g} to {self.high * scale:.4g})"
         relation = {"pass": "within", "fail": "breaks", "inconclusive": "straddles"}[self.verdict]
-        unbounded = " (fewer than 368 timed calls cannot bound a p99 from above: raise [bench] min_iters)"
+        few = (
+            "368 timed calls cannot bound a p99 from above"
+            if self.limit.key == "max_p99"
+            else "6 timed calls cannot bound a p50"
+        )
+        unbounded = f" (fewer than {few}: raise [bench] min_iters)"
         return f"{where}: {self.limit.key} {figure} {relation} the limit {self.limit.text}" + (
             unbounded if self.high is not None and math.isinf(self.high) else ""
         )
@@ -262,7 +268,8 @@ def _figure(key: str, report: Report, budget: Budget) -> tuple[float, float, flo
 def _speedup_over(reference: Measurement, own: Measurement) -> tuple[float, float, float]:
     """reference p50 / own p50, with the interval both p50 intervals allow."""
     theirs, ours = reference.latency, own.latency
-    return theirs.p50_ms / ours.p50_ms, theirs.p50_ci_low / ours.p50_ci_high, theirs.p50_ci_high / ours.p50_ci_low
+    low, high = ratio_interval((theirs.p50_ci_low, theirs.p50_ci_high), (ours.p50_ci_low, ours.p50_ci_high))
+    return theirs.p50_ms / ours.p50_ms, float(low), float(high)
 
 
 def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:

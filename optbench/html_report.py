@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
-from optbench.report import format_cell, shown_columns
+from optbench.report import format_cell, noise_floor_note, shown_columns
 
 DEFAULT_SHAPE: Shape = (1, 128)
 
@@ -125,13 +126,23 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def run_shape(run: pd.DataFrame) -> Shape:
-    """The shape a run's plot shows when none is asked for: batch 1 x 128 where the run measured it, else its
-    first measured shape (a user's recipe measured only at other lengths still gets its plot)."""
-    if not at_shape(run, DEFAULT_SHAPE).empty:
+def default_shape(shapes: Iterable[Shape]) -> Shape:
+    """The shape a plot shows when none is asked for: batch 1 x 128 where it was measured, else the smallest
+    measured shape (the smallest batch, at its shortest fixed length, `data` last), whatever order the shapes
+    come in. The run's own page and `optbench report --format html` both choose by this rule."""
+    measured = set(shapes)
+    if DEFAULT_SHAPE in measured:
         return DEFAULT_SHAPE
-    first = run.iloc[0]
-    return int(first["batch_size"]), first["seq_len"] if first["seq_len"] == "data" else int(first["seq_len"])
+    return min(measured, key=lambda shape: (shape[0], shape[1] == "data", 0 if shape[1] == "data" else shape[1]))
+
+
+def run_shape(run: pd.DataFrame) -> Shape:
+    """`default_shape` of the shapes a run's table holds (a user's recipe measured only at other lengths
+    still gets its plot)."""
+    return default_shape(
+        (int(batch), seq if seq == "data" else int(seq))
+        for batch, seq in zip(run["batch_size"], run["seq_len"], strict=True)
+    )
 
 
 def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> list[Path]:
@@ -181,13 +192,15 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) ->
         cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in columns)
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
+    note = noise_floor_note(run)
     warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
     warnings = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(w)}</li>" for v, w in warned.itertuples(index=False))
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
         f"is both faster and more accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
-        f"<table><thead><tr>{header}</tr></thead><tbody>\n"
+        + (f"<p><b>A/A noise floor</b>: {html.escape(note)}</p>\n" if note else "")
+        + f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>\n"
         + (f"<ul class=warnings>{warnings}</ul>" if warnings else "")

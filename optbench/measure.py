@@ -2,7 +2,8 @@
 
 Figures are only worth comparing with their uncertainty, so every percentile that a gate may
 judge carries a 95% interval: the p50 a seeded, reproducible bootstrap one, the p99 one from order
-statistics (a bootstrap cannot reach past the slowest call).
+statistics (a bootstrap cannot reach past the slowest call). Where too few calls were timed for any
+interval to reach 95% (below 6 for the p50, 368 for the p99's upper end), the ends are unbounded.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Latency:
     p90_ms: float
     p95_ms: float
     p99_ms: float
-    p50_ci_low: float  # bootstrap 95% CI of the p50
+    p50_ci_low: float  # bootstrap 95% CI of the p50; -inf, inf (null in JSON) below 6 calls
     p50_ci_high: float
     p99_ci_low: float  # order-statistic 95% CI of the p99; inf (null in JSON) where the calls cannot bound it
     p99_ci_high: float
@@ -98,10 +99,13 @@ class Latency:
         if ms.ndim != 1 or ms.size == 0:
             raise ValueError(f"need a non-empty sequence of durations, got shape {ms.shape}")
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99], method="linear")
-        low, high = bootstrap_ci(
-            ms, lambda s: np.percentile(s, 50, axis=1, method="linear"), seed=seed, resamples=resamples
-        )
-        p99_low, p99_high = quantile_interval(np.sort(ms), 0.99)
+        ordered = np.sort(ms)
+        low, high = quantile_interval(ordered, 0.5)
+        if math.isfinite(low):  # else below 6 calls: all fall on one side of the median more than 5% of the time
+            low, high = bootstrap_ci(
+                ms, lambda s: np.percentile(s, 50, axis=1, method="linear"), seed=seed, resamples=resamples
+            )
+        p99_low, p99_high = quantile_interval(ordered, 0.99)
         return cls(
             n=int(ms.size),
             mean_ms=float(ms.mean()),
@@ -127,10 +131,22 @@ class Latency:
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
             raise OptbenchError(f"latency record lacks {', '.join(missing)}; re-run the measurement or repair the file")
-        unbounded = {"p99_ci_low": -math.inf, "p99_ci_high": math.inf}
+        unbounded = {end: math.inf if end.endswith("high") else -math.inf for end in _INTERVAL_ENDS}
         return cls(
             **{f.name: unbounded[f.name] if d[f.name] is None else _plain(f.name, d[f.name]) for f in fields(cls)}
         )
+
+
+_INTERVAL_ENDS = ("p50_ci_low", "p50_ci_high", "p99_ci_low", "p99_ci_high")
+
+
+def ratio_interval(numerator: tuple[Any, Any], denominator: tuple[Any, Any]) -> tuple[Any, Any]:
+    """What two latency intervals allow for the ratio of their figures (a speedup: the reference's p50 over a
+    row's): low over high, high over low. An unbounded end makes the ratio's end 0 or unbounded. Takes floats or
+    pandas Series (ends elementwise)."""
+    (top_low, top_high), (bottom_low, bottom_high) = numerator, denominator
+    with np.errstate(divide="ignore"):
+        return np.maximum(top_low, 0.0) / bottom_high, top_high / np.maximum(bottom_low, 0.0)
 
 
 def _plain(name: str, value: object) -> int | float:

@@ -18,12 +18,12 @@ from optbench.artifact import (
     hf_label_names,
     read_hf_config,
 )
-from optbench.bench import BenchConfig, benchmark
+from optbench.bench import benchmark
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, Shape, align_labels, load_dataset
+from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
-from optbench.html_report import DEFAULT_SHAPE, write_html
+from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe
 from optbench.report import FailedJob, to_frame, write_failures, write_report
@@ -63,7 +63,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
             write_report(report, staging)
         if failed:
             write_failures(failed, staging, store.run_id)
-        write_html(to_frame(reports), staging / "report.html", plot_shape(recipe.bench))
+        write_html(to_frame(reports), staging / "report.html")  # plotted at html_report.run_shape
         try:
             os.replace(staging, final)
         except OSError:
@@ -74,13 +74,6 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
         shutil.rmtree(staging, ignore_errors=True)
     store.leave()
     return final
-
-
-def plot_shape(bench: BenchConfig) -> Shape:
-    """The shape a run's plot shows: batch 1 x 128 where the recipe measures it, else the recipe's first shape
-    (a run measured only at other shapes would otherwise get a page without a plot)."""
-    shapes = bench.shapes()
-    return DEFAULT_SHAPE if DEFAULT_SHAPE in shapes else shapes[0]
 
 
 def apply_chains(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from optbench.errors import OptbenchError
+from optbench.measure import ratio_interval
 
 KEY_COLUMNS = ("variant", "runtime", "device", "precision_mode")
 GROUP = ["recipe", "run_id", "machine", "batch_size", "seq_len"]
@@ -75,7 +76,10 @@ def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
         if len(bar) == 1:
             (theirs,) = bar.to_dict("records")
             frame.loc[group.index, "speedup_vs"] = theirs["p50_ms"] / group["p50_ms"]
-            frame.loc[group.index, "speedup_vs_ci_low"] = theirs["p50_ci_low"] / group["p50_ci_high"]
-            frame.loc[group.index, "speedup_vs_ci_high"] = theirs["p50_ci_high"] / group["p50_ci_low"]
+            low, high = ratio_interval(
+                (theirs["p50_ci_low"], theirs["p50_ci_high"]), (group["p50_ci_low"], group["p50_ci_high"])
+            )
+            frame.loc[group.index, "speedup_vs_ci_low"] = low
+            frame.loc[group.index, "speedup_vs_ci_high"] = high
             frame.loc[group.index, "speedup_vs_row"] = row_names(bar)[0]
     return frame

@@ -420,6 +420,8 @@ def _markdown(frame: pd.DataFrame) -> str:
         lines.append("")
         lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
         lines += _speedup_vs_lines(group)
+        note = noise_floor_note(group)
+        lines += [f"- **A/A noise floor**: {note}", ""] if note else []
         warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
         lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
         lines += [""] if len(warned) else []
@@ -452,6 +454,30 @@ def _speedup_vs_lines(group: pd.DataFrame) -> list[str]:
     return [f"- **speedup_vs**: against {', '.join(chosen)} at the same shape (its p50 over each row's)", ""]
 
 
+def noise_floor_note(run: pd.DataFrame) -> str | None:
+    """Under a run's table: its A/A noise floor at each shape and what a speedup marked ~ means; None for a run
+    without one (aa_check off, reports before schema version 2)."""
+    floors = run.loc[run["noise_floor_pct"].notna(), ["batch_size", "seq_len", "machine", "noise_floor_pct"]]
+    floors = floors.drop_duplicates()
+    if floors.empty:
+        return None
+    several = floors["machine"].nunique() > 1
+    at = ", ".join(
+        f"{floor:.1f}% at batch {b} x {s}{f' on machine {machine}' if several else ''}"
+        for b, s, machine, floor in floors.itertuples(index=False)
+    )
+    return (
+        f"the reference's two p50s in this run differ by {at}. A speedup marked ~ is within that: the p50s it "
+        "compares differ by less, so it is not told apart from noise."
+    )
+
+
+def within_noise(speedup: float, noise_floor_pct: float) -> bool:
+    """Whether the two p50s a speedup compares differ, in percent of their mean (as the A/A noise floor is
+    measured), by no more than the floor. A speedup of exactly 1 (a row against itself) is not marked."""
+    return 0 < 200 * abs(speedup - 1) / (speedup + 1) <= noise_floor_pct
+
+
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """The rows of `frame` as Markdown table lines (header, rule, one line a row) of `columns`."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
@@ -459,7 +485,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 def format_cell(column: str, row: pd.Series) -> str:
-    """One table cell as people read it: accuracy to 4 places, the drop with its interval, speedups as 2.1x."""
+    """One table cell as people read it: accuracy to 4 places, the drop with its interval, speedups as 2.10x
+    (~1.05x within the run's A/A noise floor)."""
     value = row[column]
     if _missing(value):
         return "-"
@@ -474,7 +501,8 @@ def format_cell(column: str, row: pd.Series) -> str:
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
     if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
-        return f"{value:.2f}x"
+        floor = row.get("noise_floor_pct")
+        return f"{'~' if not _missing(floor) and within_noise(value, floor) else ''}{value:.2f}x"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
     return str(value)

@@ -79,14 +79,15 @@ def with_figures(
     peak_rss_mb: float | None = None,
     noise_floor_pct: float | None = None,
     workload: str | None = None,
+    calls: int = 61,
 ) -> Report:
-    """`report` with every measurement changed: 61 calls spread evenly over `p50_ms` +- `spread_ms` (the p50's
-    95% interval is then about +- spread_ms / 4), and the other figures as given."""
+    """`report` with every measurement changed: `calls` calls spread evenly over `p50_ms` +- `spread_ms` (with
+    61, the p50's 95% interval is about +- spread_ms / 4), and the other figures as given."""
     changed = []
     for m in report.measurements:
         latency = m.latency
         if p50_ms is not None:
-            values = [p50_ms + spread_ms * (i / 30 - 1) for i in range(61)]
+            values = [p50_ms + spread_ms * (2 * i / (calls - 1) - 1) for i in range(calls)]
             latency = Latency.from_values([round(v * 1e6) for v in values], resamples=200)
         changed.append(
             dataclasses.replace(

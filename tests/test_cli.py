@@ -47,7 +47,7 @@ def test_run_writes_one_report_per_variant_and_runtime(finished_run: Path) -> No
     runs = list((finished_run / "tiny").iterdir())
     assert len(runs) == 1 and not runs[0].name.startswith(".")
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == ["baseline.torch-cpu-fp32.json", "report.html", "report.png"]  # the plot at its first shape
+    assert files == ["baseline.torch-cpu-fp32.json", "report.html", "report.png"]  # the plot at its smallest shape
     assert "batch 2 x 16" in (runs[0] / "report.html").read_text()
     report = json.loads((runs[0] / files[0]).read_text())
     assert report["schema_version"] == SCHEMA_VERSION and report["variant"] == "baseline"

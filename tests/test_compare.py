@@ -45,6 +45,14 @@ def test_faster_and_slower_p50_beyond_the_intervals_are_better_and_worse() -> No
     assert _marks([before], [with_figures(base, p50_ms=12, spread_ms=0.2)])["baseline", 1, "p50_ms"] == "worse"
 
 
+def test_a_p50_from_fewer_than_6_calls_is_never_better_or_worse() -> None:
+    base = make_report(shapes=((1, 128),))
+    before = with_figures(base, p50_ms=10, spread_ms=0.2, calls=5)
+    assert _marks([before], [with_figures(base, p50_ms=5, spread_ms=0.1, calls=5)])["baseline", 1, "p50_ms"] == (
+        "not significant"
+    )
+
+
 def test_overlapping_intervals_are_not_significant() -> None:
     base = make_report(shapes=((1, 128),))
     before, after = with_figures(base, p50_ms=10, spread_ms=4), with_figures(base, p50_ms=10.5, spread_ms=4)

@@ -97,6 +97,17 @@ def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
     assert checks["max_memory"].reason.endswith("breaks the limit 0.5 GB")
 
 
+def test_a_p50_from_fewer_than_6_calls_leaves_latency_and_speedup_inconclusive(tmp_path: Path) -> None:
+    baseline, chain = (with_figures(report, p50_ms=report.measurements[0].latency.p50_ms, calls=5) for report in _run())
+    text = f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}max_p50 = "5 ms"\nmin_speedup = "4x"\n'
+    checks = {c.limit.key: c for c in _checks(text, [baseline, chain], tmp_path)}
+    assert checks["max_p50"].verdict == checks["min_speedup"].verdict == "inconclusive"
+    assert checks["min_speedup"].reason.endswith(
+        "(95% interval 0 to inf) straddles the limit 4x (fewer than 6 timed calls cannot bound a p50: "
+        "raise [bench] min_iters)"
+    )
+
+
 def test_a_size_is_shown_in_its_limits_unit(tmp_path: Path) -> None:
     # 86.6 MiB is 90.8 MB: "86.6 MiB breaks the limit 90 MB" read as if the gate had the comparison backwards
     (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmax_size = "90 MB"\n', _run(), tmp_path)

@@ -10,7 +10,7 @@ from report_fixtures import make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.html_report import pareto_front, parse_shape, point_labels, write_html
+from optbench.html_report import pareto_front, parse_shape, point_labels, run_shape, write_html
 from optbench.report import to_frame, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,6 +56,17 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     assert "INT8 is slower than its FP32 source" in page
     numbered = [line.split("<td>")[1] for line in page.splitlines() if line.startswith("<tr")]
     assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
+
+
+def test_the_page_marks_speedups_within_the_a_a_noise_floor(tmp_path: Path) -> None:
+    shape = ((1, 128),)
+    reports = [
+        with_figures(make_report(steps, shapes=shape), speedup=speedup, noise_floor_pct=8.0)
+        for steps, speedup in [((), 1.0), (("onnx",), 1.05)]
+    ]
+    write_html(to_frame(reports), tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert "<td>~1.05x</td>" in page and "<b>A/A noise floor</b>: the reference&#x27;s two p50s" in page
 
 
 def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
@@ -110,3 +121,10 @@ def test_cli_html_plots_a_run_not_measured_at_1x128_at_its_first_shape(tmp_path:
     assert (tmp_path / "page.png").read_bytes().startswith(PNG)
     page = out.read_text()
     assert '<img src="page.png"' in page and "Pareto front at batch 1 x 32" in page
+
+
+def test_without_1x128_a_run_is_plotted_at_its_smallest_shape_whatever_the_row_order() -> None:
+    shapes = ((8, "data"), (1, "data"), (1, 64), (1, 32))
+    run = to_frame([make_report(shapes=shapes), make_report(("onnx",), shapes=shapes[::-1])])
+    assert run_shape(run) == run_shape(run.iloc[::-1]) == (1, 32)
+    assert run_shape(run[run["seq_len"] != 32]) == (1, 64)  # a fixed length before the data's own lengths

@@ -15,7 +15,16 @@ import pytest
 
 from optbench import measure
 from optbench.errors import OptbenchError
-from optbench.measure import GpuMemory, Latency, Timing, bootstrap_ci, peak_rss_mb, throughput, time_calls
+from optbench.measure import (
+    GpuMemory,
+    Latency,
+    Timing,
+    bootstrap_ci,
+    peak_rss_mb,
+    ratio_interval,
+    throughput,
+    time_calls,
+)
 
 
 @pytest.fixture
@@ -67,6 +76,17 @@ def test_p99_interval_is_bounded_above_only_from_368_calls(n: int, bounded: bool
         assert lat.p99_ci_high <= n  # an order statistic: one of the calls
     again = Latency.from_dict(json.loads(json.dumps(lat.to_dict())))
     assert again == lat and (lat.to_dict()["p99_ci_high"] is None) == (not bounded)
+
+
+@pytest.mark.parametrize(("n", "bounded"), [(1, False), (5, False), (6, True), (40, True)])
+def test_p50_interval_is_unbounded_below_6_calls(n: int, bounded: bool) -> None:
+    """All n calls fall on one side of the true median with chance 2 * 0.5**n, above 5% up to 5 calls: no
+    interval of their values covers it 95% of the time, so none is claimed (a bootstrap's would be)."""
+    lat = Latency.from_values(range(1_000_000, 1_000_000 * (n + 1), 1_000_000), resamples=100)
+    assert math.isfinite(lat.p50_ci_low) == math.isfinite(lat.p50_ci_high) == bounded
+    assert lat.p50_ci_low <= lat.p50_ms <= lat.p50_ci_high
+    again = Latency.from_dict(json.loads(json.dumps(lat.to_dict())))
+    assert again == lat and (lat.to_dict()["p50_ci_low"] is None) == (not bounded)
 
 
 def test_p99_interval_covers_the_true_p99_at_least_95_percent_of_the_time() -> None:
@@ -207,6 +227,18 @@ def test_timing_rejects_bad_settings(kwargs: dict, match: str) -> None:
     args = {"warmup": 0, "min_iters": 1, "min_seconds": 0, "max_seconds": 1} | kwargs
     with pytest.raises(OptbenchError, match=match):
         Timing(**args)
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "expected"),
+    [
+        ((8.0, 12.0), (2.0, 4.0), (2.0, 6.0)),
+        ((8.0, 12.0), (-math.inf, math.inf), (0.0, math.inf)),  # a p50 from fewer than 6 calls
+        ((-math.inf, math.inf), (2.0, 4.0), (0.0, math.inf)),
+    ],
+)
+def test_ratio_interval_is_what_both_intervals_allow(numerator: tuple, denominator: tuple, expected: tuple) -> None:
+    assert ratio_interval(numerator, denominator) == expected
 
 
 def test_throughput_is_batch_over_mean_latency() -> None:

@@ -70,3 +70,32 @@ def test_the_machine_key_is_the_one_reports_carry() -> None:
     from optbench.environment import fingerprint, fingerprint_key, machine_key
 
     assert machine_key() == fingerprint_key(fingerprint(1))
+
+
+def test_a_runs_page_plots_the_shape_optbench_report_plots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Batch sizes listed largest first: the run's own report.html and `optbench report --format html` on its
+    folder plot one shape (the smallest measured, without 1 x 128), whatever order recipe and rows come in."""
+    from report_fixtures import make_report
+
+    from optbench.cli import main
+    from optbench.pipeline import run_recipe
+    from optbench.recipe import parse_recipe
+
+    table = {
+        "model": {"checkpoint": str(tiny_classifier)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "bench": {"batch_sizes": [8, 1], "seq_lens": [64]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+
+    def measured(artifacts, data, bench, *, recipe, store, executor):
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
+
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    run = run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    page = tmp_path / "page.html"
+    assert main(["report", str(run), "--format", "html", "-o", str(page)]) == 0
+    for html in (run / "report.html", page):
+        assert "Pareto front at batch 1 x 64" in html.read_text()

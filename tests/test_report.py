@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import make_report
+from report_fixtures import make_report, with_figures
 
 from optbench.errors import OptbenchError
 from optbench.report import (
@@ -247,6 +247,26 @@ def test_render_markdown() -> None:
     drops = [line.split(" | ")[header.split(" | ").index("accuracy_drop")] for line in table]
     assert "+0.00" in drops  # the reference itself: no interval
     assert any(re.fullmatch(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", d) for d in drops)
+
+
+def _noisy_run(floor: float | None) -> list:
+    """The reference, a variant 1.05x faster (p50s 4.9% apart) and one 1.5x faster (40% apart)."""
+    shape = ((1, 128),)
+    return [
+        with_figures(make_report(steps, shapes=shape), speedup=speedup, noise_floor_pct=floor)
+        for steps, speedup in [((), 1.0), (("onnx",), 1.05), (("quantize-dynamic",), 1.5)]
+    ]
+
+
+def test_markdown_marks_speedups_within_the_a_a_noise_floor_and_states_it() -> None:
+    text = render(to_frame(_noisy_run(8.0)), "md")
+    assert "| ~1.05x |" in text and "| 1.50x |" in text
+    assert "| 1.00x |" in text  # the reference against itself is no measured speedup
+    assert "- **A/A noise floor**: the reference's two p50s in this run differ by 8.0% at batch 1 x 128. " in text
+    quiet = render(to_frame(_noisy_run(4.0)), "md")
+    assert "| 1.05x |" in quiet and "~1" not in quiet
+    unknown = render(to_frame(_noisy_run(None)), "md")  # aa_check off, or a version 1 report
+    assert "~" not in unknown and "noise floor" not in unknown
 
 
 def test_render_json() -> None:
