@@ -135,7 +135,7 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
     """Run the GPU recipes this machine can run; 0 when every job that ran passed, 1 when one failed,
     2 when there is no CUDA GPU to check."""
     from optbench.pipeline import run_recipe
-    from optbench.report import load_failures, load_reports, markdown_table, to_frame
+    from optbench.report import load_failures, load_reports, markdown_table, noise_floor_note, to_frame
 
     found = probe()
     for capability in found.values():
@@ -159,6 +159,10 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
         folders.append(folder)
     frame = add_speedup_vs(to_frame([report for folder in folders for report in load_reports(folder)]), GPU_REFERENCE)
     print("\n".join(markdown_table(frame, TABLE_COLUMNS)))
+    for (recipe_name, _), run in frame.groupby(["recipe", "run_id"], sort=False):
+        note = noise_floor_note(run)  # what a ~ before a speedup means
+        if note:
+            print(f"{recipe_name}: A/A noise floor: {note}")
     print("\n".join(f"written: {folder / CHECK_FILE}" for folder in folders))
     return status
 

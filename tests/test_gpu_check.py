@@ -84,7 +84,10 @@ def _fake_run(recipe: Recipe, results: Path, cache: Path) -> Path:
     folder = results / recipe.name / "20261130T031500Z-3f9a"
     for spec in recipe.bench.runtimes:
         report = make_report(runtime=spec, recipe=recipe.name)
-        write_report(with_figures(report, p50_ms=p50["cpu" if spec.device == "cpu" else spec.precision]), folder)
+        figures = with_figures(
+            report, p50_ms=p50["cpu" if spec.device == "cpu" else spec.precision], noise_floor_pct=3.0
+        )
+        write_report(figures, folder)
     return folder
 
 
@@ -108,6 +111,7 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
         ("cuda", "fp16"): "2.50x",
         ("cuda", "bf16"): "2.50x",
     }
+    assert "gpu: A/A noise floor: the reference's two p50s in this run differ by 3.0% at batch 1 x 128" in out
     check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
     assert "- onnxruntime-cuda-fp32: missing: needs ort-cuda" in check
 
