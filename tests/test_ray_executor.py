@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ def test_executor_names_and_address_are_checked() -> None:
         make_executor("dask")
     with pytest.raises(OptbenchError, match="use it with --executor ray"):
         make_executor("local", "ray://head:10001")
+
+
+def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
+    """ray.init retries an address where no cluster answers for minutes: the run refuses it before."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    with socket.socket() as probe:  # a local port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OptbenchError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port} .*ray start --head"):
+        make_executor("ray", f"127.0.0.1:{port}")
+    with pytest.raises(OptbenchError, match=f"at ray://127.0.0.1:{port} "):
+        make_executor("ray", f"ray://127.0.0.1:{port}")
 
 
 def _rows(results: Path) -> dict[tuple, dict]:

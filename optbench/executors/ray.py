@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_SLOT = "optbench_latency"
 INSTALL = "pip install 'optbench[ray]'"
+PROBE_TIMEOUT_S = 10.0
 
 
 class RayExecutor:
@@ -47,7 +48,11 @@ class RayExecutor:
         import ray
 
         if address:
-            ray.init(address=address, log_to_driver=False)
+            check_reachable(address)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as exc:  # "auto" with no cluster on this node
+                raise OptbenchError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         else:
             ray.init(num_cpus=num_cpus, resources={LATENCY_SLOT: 1}, include_dashboard=False, log_to_driver=False)
         self.ray = ray
@@ -113,6 +118,22 @@ class RayExecutor:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once, naming the address, when nothing answers at host:port (a GCS address or ray://host:port):
+    ray.init retries an unreachable cluster for minutes. "auto" is left to Ray, which looks it up itself."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise OptbenchError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it (ray start --head) or "
+            "give --address the head's GCS address (host:6379, as ray start prints it), ray://head:10001, or auto "
+            "on a node of the cluster"
+        ) from exc
 
 
 def run_on_node(spec: Job, inputs: bytes, timeout_s: float) -> tuple[str, Any]:
