@@ -100,8 +100,11 @@ class RayExecutor:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         return options
 
-    def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]:
-        (ref,), _ = self.ray.wait(handles, num_returns=1)
+    def wait(self, handles: list[Hashable], timeout_s: float) -> tuple[Hashable, dict[str, Any] | JobFailed] | None:
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout_s)
+        if not ready:  # queued behind other jobs, or still running
+            return None
+        (ref,) = ready
         spec = self.specs.pop(ref)
         try:
             status, payload = self.ray.get(ref)
