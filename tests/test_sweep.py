@@ -207,7 +207,8 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
     child = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path)], env=env)
     store = _store(tmp_path)
     deadline = time.monotonic() + 120
-    while store.done() < 4 and time.monotonic() < deadline:
+    # at least 4 done and the next job claimed (killed between two jobs, it would hold no claim)
+    while (store.done() < 4 or not list(store.jobs.glob("*.claim"))) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
