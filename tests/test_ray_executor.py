@@ -33,6 +33,22 @@ def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
         make_executor("ray", f"ray://127.0.0.1:{port}")
 
 
+def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RAY_ADDRESS (set on a cluster's nodes) made ray.init join that cluster and refuse the local runtime's
+    resources with a ValueError."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import RayExecutor
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
+    executor = RayExecutor(num_cpus=1)
+    try:
+        assert len(executor.nodes) == 1
+    finally:
+        executor.close()
+
+
 def _rows(results: Path) -> dict[tuple, dict]:
     reports = [json.loads(p.read_text()) for p in results.rglob("*.json")]
     return {

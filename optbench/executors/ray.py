@@ -54,7 +54,14 @@ class RayExecutor:
             except ConnectionError as exc:  # "auto" with no cluster on this node
                 raise OptbenchError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         else:
-            ray.init(num_cpus=num_cpus, resources={LATENCY_SLOT: 1}, include_dashboard=False, log_to_driver=False)
+            # "local": a runtime of its own, even where RAY_ADDRESS or a `ray start` on this node names a cluster
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                resources={LATENCY_SLOT: 1},
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         self.ray = ray
         self.node_resources = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         self.nodes = sorted(node for node, resources in self.node_resources.items() if resources.get(LATENCY_SLOT))
