@@ -6,7 +6,8 @@ and started again runs only the jobs with no stored result, and no file is ever 
 crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
 goes on; failed jobs are tried again when a sweep resumes. A job is claimed (a lock file naming the host
 and process, and until when it holds) while it runs, so two sweeps of the same plan share the work instead
-of running it twice; a sweep renews the claims of jobs an executor holds in its queue.
+of running it twice. A process on another host cannot be checked: its claims and its place in the sweep
+hold until a deadline it keeps renewing while it runs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
 CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
-CLAIM_RENEW_S = 60.0  # how often a sweep renews the claims of jobs still queued or running elsewhere
+CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Outcome:
 class SweepStore:
     """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
     `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
-    running jobs, and `participants/` naming the processes working on it."""
+    running jobs, and `participants/` naming the processes working on it (each until a deadline it renews)."""
 
     def __init__(self, folder: Path, run_id: str) -> None:
         self.folder = folder
@@ -158,7 +159,7 @@ class SweepStore:
         path = self.jobs / f"{job.key}.claim"
         for _ in range(2):
             try:
-                _create_exclusive(path, _claim(timeout_s))
+                _create_exclusive(path, _lease(timeout_s))
                 return True
             except FileExistsError:
                 try:
@@ -171,17 +172,20 @@ class SweepStore:
                 path.unlink(missing_ok=True)
         return False
 
-    def renew(self, job: PlannedJob, timeout_s: float) -> None:
-        """Hold a claimed job's claim as if it were taken now: a job queued behind others (Ray) has not yet
-        started its timeout, so its claim must not lapse while it waits."""
-        write_json_atomic(self.jobs / f"{job.key}.claim", _claim(timeout_s))
+    def renew(self, jobs: Iterable[PlannedJob], timeout_s: float) -> None:
+        """Hold this process's place in the sweep, and its claims of `jobs`, as if taken now: a job queued
+        behind others (Ray) has not yet started its timeout, so its claim must not lapse while it waits."""
+        self.join(timeout_s)
+        for job in jobs:
+            write_json_atomic(self.jobs / f"{job.key}.claim", _lease(timeout_s))
 
     def release(self, job: PlannedJob) -> None:
         (self.jobs / f"{job.key}.claim").unlink(missing_ok=True)
 
-    def join(self) -> None:
-        """Register this process as working on the sweep (see `leave`)."""
-        write_json_atomic(self._participant(), _holder())
+    def join(self, timeout_s: float) -> None:
+        """Register this process as working on the sweep, until the job timeout and CLAIM_GRACE_S have passed
+        (run_sweep renews it; see `leave`)."""
+        write_json_atomic(self._participant(), _lease(timeout_s))
 
     def leave(self) -> bool:
         """Unregister; the last live participant removes the folder (its run is published). True if removed."""
@@ -231,8 +235,9 @@ def run_sweep(
     A failed job is stored with its reason and the sweep goes on; the later jobs of its pair are skipped
     (not stored), unless it was an A/A repeat: that loses only its shape's noise floor, and the reference,
     which every other pair is compared with, is still measured. Jobs claimed by another live sweep are
-    waited for; the claims of this sweep's jobs still in flight are renewed each time it wakes, and let go
-    when it is interrupted. `on_done(outcome, ran)` is called once per job (ran: by this sweep).
+    waited for; this sweep's place and the claims of its jobs in flight are renewed every CLAIM_RENEW_S
+    (checked each time it wakes), and the claims let go when it is interrupted. `on_done(outcome, ran)` is
+    called once per job (ran: by this sweep).
     """
     retried = store.forget_failures()
     if retried:
@@ -248,6 +253,7 @@ def run_sweep(
     in_flight: dict[Hashable, PlannedJob] = {}
     busy: set[Hashable] = set()
     waiting: list[PlannedJob] = []
+    renew_at = time.monotonic() + CLAIM_RENEW_S
 
     def finish(outcome: Outcome, ran: bool) -> None:
         outcomes[outcome.job.key] = outcome
@@ -284,8 +290,6 @@ def run_sweep(
                     job = in_flight.pop(handle)
                     busy.discard(executor.lane(job))
                     finish(_store_result(job, store, result), True)
-                for job in in_flight.values():  # queued behind other jobs, or running: still this sweep's
-                    store.renew(job, timeout_s)
             elif waiting:
                 log.info(
                     "%d jobs are running in another sweep of this plan: waiting for them (their claims are in %s)",
@@ -296,6 +300,9 @@ def run_sweep(
                 for job in reversed(waiting):
                     lanes[executor.lane(job)].appendleft(job)
                 waiting = []
+            if time.monotonic() >= renew_at:  # jobs in flight may be queued behind others: still this sweep's
+                store.renew(in_flight.values(), timeout_s)
+                renew_at = time.monotonic() + CLAIM_RENEW_S
     except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: no claim may outlive this sweep's process
         for job in in_flight.values():
             store.release(job)
@@ -326,16 +333,17 @@ def _holder() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid), "at": time.time()}
 
 
-def _claim(timeout_s: float) -> dict[str, Any]:
-    """A claim's content: its holder, and the time it lapses unless renewed (its own job timeout decides)."""
+def _lease(timeout_s: float) -> dict[str, Any]:
+    """A claim's or a participant's content: its holder, and when it lapses unless renewed (by the holder's own
+    job timeout, which another sweep of the plan may not share)."""
     return {**_holder(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
 
 
 def _is_dead(holder: dict[str, Any]) -> bool:
     """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
-    on another host counts as alive."""
+    on another host, which cannot be checked, once the deadline it renews while alive has passed."""
     if holder.get("host") != socket.gethostname():
-        return False
+        return time.time() > holder.get("until", 0)
     pid = int(holder["pid"])
     try:
         os.kill(pid, 0)

@@ -68,7 +68,7 @@ def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     fresh = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2")
     assert fresh.run_id == "run-2" and fresh.done() == 0
     busy = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-3")
-    busy.join()  # a live process still works on run-2's sweep: it is resumed, not discarded
+    busy.join(60)  # a live process still works on run-2's sweep: it is resumed, not discarded
     (tmp_path / "run-2").mkdir()
     assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-4").run_id == "run-2"
 
@@ -104,7 +104,7 @@ def _write_claim(store: SweepStore, job: PlannedJob, holder: dict[str, Any]) -> 
 def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    holder = sweep._claim(3600)
+    holder = sweep._lease(3600)
     _write_claim(store, job, {**holder, "pid": int(finished.stdout)})
     assert store.claim(job, 60)  # its process is gone
     _write_claim(store, job, {**holder, "started": "0"})
@@ -128,14 +128,26 @@ def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
 
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    store.join()
-    other = {**sweep._holder(), "host": "another-node"}
+    store.join(60)
+    other = {**sweep._lease(60), "host": "another-node"}
     (store.folder / "participants" / "another-node-1.json").write_text(json.dumps(other))
     assert not store.leave() and store.folder.exists()  # another node still works on it
     (store.folder / "participants" / "another-node-1.json").write_text(
         json.dumps({**other, "host": sweep._holder()["host"], "started": "0"})
     )
     assert store.leave() and not store.folder.exists()  # that participant's process is gone
+
+
+def test_a_participant_on_another_host_that_stopped_renewing_is_gone(tmp_path: Path) -> None:
+    """A sweep killed on another host (a container replaced mid-run, with a new hostname) leaves its place in
+    the sweep behind: once its deadline passes it no longer keeps the published sweep, and the next run of the
+    recipe measures afresh instead of handing back the old run."""
+    store = _store(tmp_path)
+    store.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    ghost = {**sweep._holder(), "host": "replaced-container", "until": time.time() - 1}
+    (store.folder / "participants" / "replaced-container-1.json").write_text(json.dumps(ghost))
+    (tmp_path / "run-1").mkdir()  # published by the sweep that took its jobs over
+    assert SweepStore.open(tmp_path, {"plan": "test"}, lambda: "run-2").run_id == "run-2"
 
 
 def _execute_counting(calls: list[str], seconds: float = 0.0):
@@ -260,9 +272,12 @@ class QueueingExecutor:
         pass
 
 
-def test_claims_of_jobs_queued_by_the_executor_are_renewed_until_they_finish(tmp_path: Path) -> None:
+def test_claims_of_jobs_queued_by_the_executor_are_renewed_until_they_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job queued behind others (Ray) starts its timeout only when it runs: its claim must not lapse while
     it waits, or another sweep of the plan would take the job and run it a second time."""
+    monkeypatch.setattr(sweep, "CLAIM_RENEW_S", 0.0)  # each wait stands for a minute or more
     store, jobs = _store(tmp_path), plan(3, 0, [(1, 16)], rounds=1, aa_check=False)
     outcomes = run_sweep(jobs, store, QueueingExecutor(store), _spec)
     assert all(o.ok for o in outcomes.values()) and len(outcomes) == len(jobs)
