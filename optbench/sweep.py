@@ -206,7 +206,7 @@ class SweepStore:
 class Executor(Protocol):
     """Where jobs run. `submit` starts a job (or queues it) and returns a handle; `wait` returns one finished
     handle with the job's result, or the JobFailed that says why it failed, or None when none finished within
-    `timeout_s` (the sweep then renews its claims and waits again). The sweep keeps one job in flight per
+    `timeout_s` (so that the sweep can renew what it holds, then wait again). The sweep keeps one job in flight per
     lane and submits each lane's jobs in plan order, so an executor decides what may run side by side.
     `runs_here`: every job runs on this machine (so a sweep it runs belongs to this machine alone)."""
 
