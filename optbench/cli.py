@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--address",
-        help="ray: the cluster to join (e.g. auto, or ray://head:10001); default: start a local Ray runtime",
+        help="ray: the cluster to join (auto: this node's cluster or RAY_ADDRESS; head:6379; ray://head:10001); "
+        "default: start a local Ray runtime",
     )
     run.set_defaults(handler=_run)
 

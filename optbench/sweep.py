@@ -5,7 +5,9 @@ finished job leaves one result file, written atomically: a sweep killed at any p
 and started again runs only the jobs with no stored result, and no file is ever half-written. A job that
 crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
 goes on; failed jobs are tried again when a sweep resumes. A job is claimed (a lock file naming the host
-and process) while it runs, so two sweeps of the same plan share the work instead of running it twice.
+and process, and until when it holds) while it runs, so two sweeps of the same plan share the work instead
+of running it twice. A process on another host cannot be checked: its claims and its place in the sweep
+hold until a deadline it keeps renewing while it runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
 CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
+CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Outcome:
 class SweepStore:
     """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
     `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
-    running jobs, and `participants/` naming the processes working on it."""
+    running jobs, and `participants/` naming the processes working on it (each until a deadline it renews)."""
 
     def __init__(self, folder: Path, run_id: str) -> None:
         self.folder = folder
@@ -149,32 +152,40 @@ class SweepStore:
         return len(failed)
 
     def claim(self, job: PlannedJob, timeout_s: float) -> bool:
-        """Take the job for this process; False while a live process of another sweep holds it. A claim
-        left by a dead process on this host (a sweep killed mid-job) is taken over, and so is any claim older
-        than the job timeout and CLAIM_GRACE_S: no job runs that long, so its holder is gone, on whichever host
-        (a container that was replaced, with another hostname)."""
+        """Take the job for this process, until the job timeout and CLAIM_GRACE_S have passed (see `renew`);
+        False while a live process of another sweep holds it. A claim left by a dead process on this host (a
+        sweep killed mid-job) is taken over, and so is any claim past its deadline: its holder would have
+        renewed it, so it is gone, on whichever host (a container that was replaced, with another hostname)."""
         path = self.jobs / f"{job.key}.claim"
         for _ in range(2):
             try:
-                _create_exclusive(path, _holder())
+                _create_exclusive(path, _lease(timeout_s))
                 return True
             except FileExistsError:
                 try:
                     holder = _read_json(path)
                 except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
                     holder = None
-                expired = holder is not None and time.time() - holder.get("at", 0) > timeout_s + CLAIM_GRACE_S
+                expired = holder is not None and time.time() > holder.get("until", 0)
                 if holder is not None and not expired and not _is_dead(holder):
                     return False
                 path.unlink(missing_ok=True)
         return False
 
+    def renew(self, jobs: Iterable[PlannedJob], timeout_s: float) -> None:
+        """Hold this process's place in the sweep, and its claims of `jobs`, as if taken now: a job queued
+        behind others (Ray) has not yet started its timeout, so its claim must not lapse while it waits."""
+        self.join(timeout_s)
+        for job in jobs:
+            write_json_atomic(self.jobs / f"{job.key}.claim", _lease(timeout_s))
+
     def release(self, job: PlannedJob) -> None:
         (self.jobs / f"{job.key}.claim").unlink(missing_ok=True)
 
-    def join(self) -> None:
-        """Register this process as working on the sweep (see `leave`)."""
-        write_json_atomic(self._participant(), _holder())
+    def join(self, timeout_s: float) -> None:
+        """Register this process as working on the sweep, until the job timeout and CLAIM_GRACE_S have passed
+        (run_sweep renews it; see `leave`)."""
+        write_json_atomic(self._participant(), _lease(timeout_s))
 
     def leave(self) -> bool:
         """Unregister; the last live participant removes the folder (its run is published). True if removed."""
@@ -193,8 +204,9 @@ class SweepStore:
 
 
 class Executor(Protocol):
-    """Where jobs run. `submit` starts a job and returns a handle; `wait` returns one finished handle with
-    the job's result, or the JobFailed that says why it failed. The sweep keeps one job in flight per
+    """Where jobs run. `submit` starts a job (or queues it) and returns a handle; `wait` returns one finished
+    handle with the job's result, or the JobFailed that says why it failed, or None when none finished within
+    `timeout_s` (so that the sweep can renew what it holds, then wait again). The sweep keeps one job in flight per
     lane and submits each lane's jobs in plan order, so an executor decides what may run side by side.
     `runs_here`: every job runs on this machine (so a sweep it runs belongs to this machine alone)."""
 
@@ -204,7 +216,7 @@ class Executor(Protocol):
 
     def submit(self, job: PlannedJob, spec: Job, timeout_s: float) -> Hashable: ...
 
-    def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]: ...
+    def wait(self, handles: list[Hashable], timeout_s: float) -> tuple[Hashable, dict[str, Any] | JobFailed] | None: ...
 
     def close(self) -> None: ...
 
@@ -223,7 +235,9 @@ def run_sweep(
     A failed job is stored with its reason and the sweep goes on; the later jobs of its pair are skipped
     (not stored), unless it was an A/A repeat: that loses only its shape's noise floor, and the reference,
     which every other pair is compared with, is still measured. Jobs claimed by another live sweep are
-    waited for. `on_done(outcome, ran)` is called once per job (ran: by this sweep).
+    waited for; this sweep's place and the claims of its jobs in flight are renewed every CLAIM_RENEW_S
+    (checked each time it wakes), and the claims let go when it is interrupted. `on_done(outcome, ran)` is
+    called once per job (ran: by this sweep).
     """
     retried = store.forget_failures()
     if retried:
@@ -239,6 +253,7 @@ def run_sweep(
     in_flight: dict[Hashable, PlannedJob] = {}
     busy: set[Hashable] = set()
     waiting: list[PlannedJob] = []
+    renew_at = time.monotonic() + CLAIM_RENEW_S
 
     def finish(outcome: Outcome, ran: bool) -> None:
         outcomes[outcome.job.key] = outcome
@@ -246,47 +261,52 @@ def run_sweep(
             failed_pairs.setdefault(outcome.job.pair, outcome.reason)
         on_done(outcome, ran)
 
-    while any(lanes.values()) or in_flight or waiting:
-        for lane, queue in lanes.items():
-            while queue and lane not in busy:
-                job = queue.popleft()
-                if job.pair in failed_pairs:
-                    reason = f"an earlier job of this pair failed ({failed_pairs[job.pair]})"
-                    finish(Outcome(job, None, reason, skipped=True), False)
-                elif (outcome := store.outcome(job)) is not None:
-                    finish(outcome, False)
-                elif not store.claim(job, timeout_s):
-                    waiting.append(job)
-                elif (outcome := store.outcome(job)) is not None:  # another sweep finished it before the claim
-                    store.release(job)
-                    finish(outcome, False)
-                else:
-                    try:
-                        in_flight[executor.submit(job, make_job(job), timeout_s)] = job
-                    except BaseException:  # interrupted: the claim must not outlive this sweep's process
+    try:
+        while any(lanes.values()) or in_flight or waiting:
+            for lane, queue in lanes.items():
+                while queue and lane not in busy:
+                    job = queue.popleft()
+                    if job.pair in failed_pairs:
+                        reason = f"an earlier job of this pair failed ({failed_pairs[job.pair]})"
+                        finish(Outcome(job, None, reason, skipped=True), False)
+                    elif (outcome := store.outcome(job)) is not None:
+                        finish(outcome, False)
+                    elif not store.claim(job, timeout_s):
+                        waiting.append(job)
+                    elif (outcome := store.outcome(job)) is not None:  # another sweep finished it before the claim
                         store.release(job)
-                        raise
-                    busy.add(lane)
-        if in_flight:
-            try:
-                handle, result = executor.wait(list(in_flight))
-            except BaseException:
-                for job in in_flight.values():
-                    store.release(job)
-                raise
-            job = in_flight.pop(handle)
-            busy.discard(executor.lane(job))
-            finish(_store_result(job, store, result), True)
-        elif waiting:
-            log.info(
-                "%d jobs are running in another sweep of this plan: waiting for them (their claims are in %s)",
-                len(waiting),
-                store.jobs,
-            )
-            time.sleep(WAIT_POLL_S)
-            for job in reversed(waiting):
-                lanes[executor.lane(job)].appendleft(job)
-            waiting = []
+                        finish(outcome, False)
+                    else:
+                        try:
+                            in_flight[executor.submit(job, make_job(job), timeout_s)] = job
+                        except BaseException:  # not in flight: let its claim go here
+                            store.release(job)
+                            raise
+                        busy.add(lane)
+            if in_flight:
+                finished = executor.wait(list(in_flight), CLAIM_RENEW_S)
+                if finished is not None:
+                    handle, result = finished
+                    job = in_flight.pop(handle)
+                    busy.discard(executor.lane(job))
+                    finish(_store_result(job, store, result), True)
+            elif waiting:
+                log.info(
+                    "%d jobs are running in another sweep of this plan: waiting for them (their claims are in %s)",
+                    len(waiting),
+                    store.jobs,
+                )
+                time.sleep(WAIT_POLL_S)
+                for job in reversed(waiting):
+                    lanes[executor.lane(job)].appendleft(job)
+                waiting = []
+            if time.monotonic() >= renew_at:  # jobs in flight may be queued behind others: still this sweep's
+                store.renew(in_flight.values(), timeout_s)
+                renew_at = time.monotonic() + CLAIM_RENEW_S
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: no claim may outlive this sweep's process
+        for job in in_flight.values():
+            store.release(job)
+        raise
     return outcomes
 
 
@@ -313,11 +333,17 @@ def _holder() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid), "at": time.time()}
 
 
+def _lease(timeout_s: float) -> dict[str, Any]:
+    """A claim's or a participant's content: its holder, and when it lapses unless renewed (by the holder's own
+    job timeout, which another sweep of the plan may not share)."""
+    return {**_holder(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
+
+
 def _is_dead(holder: dict[str, Any]) -> bool:
     """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
-    on another host counts as alive."""
+    on another host, which cannot be checked, once the deadline it renews while alive has passed."""
     if holder.get("host") != socket.gethostname():
-        return False
+        return time.time() > holder.get("until", 0)
     pid = int(holder["pid"])
     try:
         os.kill(pid, 0)

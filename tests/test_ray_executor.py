@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,34 @@ def test_executor_names_and_address_are_checked() -> None:
         make_executor("dask")
     with pytest.raises(OptbenchError, match="use it with --executor ray"):
         make_executor("local", "ray://head:10001")
+
+
+def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
+    """ray.init retries an address where no cluster answers for minutes: the run refuses it before."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    with socket.socket() as probe:  # a local port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OptbenchError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port} .*ray start --head"):
+        make_executor("ray", f"127.0.0.1:{port}")
+    with pytest.raises(OptbenchError, match=f"at ray://127.0.0.1:{port} "):
+        make_executor("ray", f"ray://127.0.0.1:{port}")
+
+
+def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RAY_ADDRESS (set on a cluster's nodes) made ray.init join that cluster and refuse the local runtime's
+    resources with a ValueError."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import RayExecutor
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
+    executor = RayExecutor(num_cpus=1)
+    try:
+        assert len(executor.nodes) == 1
+    finally:
+        executor.close()
 
 
 def _rows(results: Path) -> dict[tuple, dict]:
@@ -74,7 +103,8 @@ def test_a_latency_job_takes_its_whole_node_and_an_accuracy_job_its_threads() ->
 
     executor = RayExecutor.__new__(RayExecutor)  # the options alone: no Ray runtime started
     n1, n2 = "a1" * 28, "b2" * 28  # node ids are hex
-    executor.nodes, executor.node_cpus, executor.shape_nodes = [n1, n2], {n1: 16.0, n2: 8.0}, {}
+    executor.nodes, executor.shape_nodes = [n1, n2], {}
+    executor.node_resources = {n1: {"CPU": 16.0, LATENCY_SLOT: 1.0}, n2: {"CPU": 8.0, LATENCY_SLOT: 1.0}}
     spec = Job("latency", {}, {"device": "cpu"}, 2, "in.npz", "out.json")
     first = executor.task_options(PlannedJob("latency", 0, (1, 128)), spec)
     second = executor.task_options(PlannedJob("latency", 0, (32, 128)), spec)
@@ -82,3 +112,22 @@ def test_a_latency_job_takes_its_whole_node_and_an_accuracy_job_its_threads() ->
     assert first["resources"] == {LATENCY_SLOT: 1} and first["scheduling_strategy"].node_id == n1
     accuracy = executor.task_options(PlannedJob("accuracy", 0), spec)
     assert accuracy["num_cpus"] == 2 and "resources" not in accuracy
+
+
+def test_a_job_no_node_can_take_is_refused_rather_than_left_waiting() -> None:
+    """Ray keeps a task that asks for more than any node has pending forever, without a word: the sweep hung."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    executor = RayExecutor.__new__(RayExecutor)
+    node = "a1" * 28
+    executor.nodes, executor.shape_nodes = [node], {}
+    executor.node_resources = {node: {"CPU": 4.0, LATENCY_SLOT: 1.0}}
+    cpu = Job("accuracy", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
+    cuda = Job("latency", {}, {"device": "cuda"}, 2, "in.npz", "out.json")
+    with pytest.raises(OptbenchError, match=r"accuracy-pair0 asks Ray for 8 CPUs .* largest has 4 CPUs\): lower"):
+        executor.task_options(PlannedJob("accuracy", 0), cpu)
+    with pytest.raises(OptbenchError, match=rf"needs a GPU .* on node {node}, which times shape \(1, 16\)"):
+        executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)

@@ -68,7 +68,7 @@ def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     fresh = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2")
     assert fresh.run_id == "run-2" and fresh.done() == 0
     busy = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-3")
-    busy.join()  # a live process still works on run-2's sweep: it is resumed, not discarded
+    busy.join(60)  # a live process still works on run-2's sweep: it is resumed, not discarded
     (tmp_path / "run-2").mkdir()
     assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-4").run_id == "run-2"
 
@@ -104,15 +104,17 @@ def _write_claim(store: SweepStore, job: PlannedJob, holder: dict[str, Any]) -> 
 def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    holder = sweep._holder()
+    holder = sweep._lease(3600)
     _write_claim(store, job, {**holder, "pid": int(finished.stdout)})
     assert store.claim(job, 60)  # its process is gone
     _write_claim(store, job, {**holder, "started": "0"})
     assert store.claim(job, 60)  # this pid, but a process started at another time: the pid was reused
     _write_claim(store, job, {**holder, "host": "another-node"})
     assert not store.claim(job, 60)  # another host's process cannot be checked: it counts as alive
-    _write_claim(store, job, {**holder, "host": "another-node", "at": holder["at"] - 60 - sweep.CLAIM_GRACE_S - 1})
-    assert store.claim(job, 60)  # but no job runs past its timeout: a claim that old is left by a gone process
+    _write_claim(store, job, {**holder, "host": "another-node", "at": time.time() - 60 - sweep.CLAIM_GRACE_S - 1})
+    assert not store.claim(job, 60)  # taken by a sweep with a longer job timeout: held until its own deadline
+    _write_claim(store, job, {**holder, "host": "another-node", "until": time.time() - 1})
+    assert store.claim(job, 60)  # but its holder renews it while the job runs: one past its time is left behind
 
 
 def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
@@ -126,14 +128,26 @@ def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
 
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    store.join()
-    other = {**sweep._holder(), "host": "another-node"}
+    store.join(60)
+    other = {**sweep._lease(60), "host": "another-node"}
     (store.folder / "participants" / "another-node-1.json").write_text(json.dumps(other))
     assert not store.leave() and store.folder.exists()  # another node still works on it
     (store.folder / "participants" / "another-node-1.json").write_text(
         json.dumps({**other, "host": sweep._holder()["host"], "started": "0"})
     )
     assert store.leave() and not store.folder.exists()  # that participant's process is gone
+
+
+def test_a_participant_on_another_host_that_stopped_renewing_is_gone(tmp_path: Path) -> None:
+    """A sweep killed on another host (a container replaced mid-run, with a new hostname) leaves its place in
+    the sweep behind: once its deadline passes it no longer keeps the published sweep, and the next run of the
+    recipe measures afresh instead of handing back the old run."""
+    store = _store(tmp_path)
+    store.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    ghost = {**sweep._holder(), "host": "replaced-container", "until": time.time() - 1}
+    (store.folder / "participants" / "replaced-container-1.json").write_text(json.dumps(ghost))
+    (tmp_path / "run-1").mkdir()  # published by the sweep that took its jobs over
+    assert SweepStore.open(tmp_path, {"plan": "test"}, lambda: "run-2").run_id == "run-2"
 
 
 def _execute_counting(calls: list[str], seconds: float = 0.0):
@@ -205,7 +219,8 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
     child = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path)], env=env)
     store = _store(tmp_path)
     deadline = time.monotonic() + 120
-    while store.done() < 4 and time.monotonic() < deadline:
+    # at least 4 done and the next job claimed (killed between two jobs, it would hold no claim)
+    while (store.done() < 4 or not list(store.jobs.glob("*.claim"))) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
@@ -223,6 +238,58 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
     } == before  # kept as they were
     assert set(calls) == {j.key for j in jobs} - {name.removesuffix(".json") for name in before}
     assert len(calls) == len(set(calls)) and not list(store.jobs.glob("*.claim"))
+
+
+class QueueingExecutor:
+    """Stands in for Ray: every job in a lane of its own, all submitted at once, finishing one per wait after
+    a first wait in which none does (all queued). Between two waits the claims' time passes."""
+
+    runs_here = False
+
+    def __init__(self, store: SweepStore, interrupt_at: int = 0) -> None:
+        self.store, self.interrupt_at, self.waits = store, interrupt_at, 0
+        self.queued: dict[str, PlannedJob] = {}
+
+    def lane(self, job: PlannedJob) -> str:
+        return job.key
+
+    def submit(self, job: PlannedJob, spec: Job, timeout_s: float) -> str:
+        if len(self.queued) + 1 == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.queued[job.key] = job
+        return job.key
+
+    def wait(self, handles: list[str], timeout_s: float) -> tuple[str, dict] | None:
+        for key in handles:
+            # renewed since the last wait: another sweep of the plan cannot take the job
+            assert not self.store.claim(self.queued[key], 60), f"the claim of queued {key} lapsed"
+            claim = self.store.jobs / f"{key}.claim"
+            claim.write_text(json.dumps({**json.loads(claim.read_text()), "at": 0, "until": 0}))  # time passes
+        self.waits += 1
+        return None if self.waits == 1 else (handles[0], {"values_ns": [1]})
+
+    def close(self) -> None:
+        pass
+
+
+def test_claims_of_jobs_queued_by_the_executor_are_renewed_until_they_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job queued behind others (Ray) starts its timeout only when it runs: its claim must not lapse while
+    it waits, or another sweep of the plan would take the job and run it a second time."""
+    monkeypatch.setattr(sweep, "CLAIM_RENEW_S", 0.0)  # each wait stands for a minute or more
+    store, jobs = _store(tmp_path), plan(3, 0, [(1, 16)], rounds=1, aa_check=False)
+    outcomes = run_sweep(jobs, store, QueueingExecutor(store), _spec)
+    assert all(o.ok for o in outcomes.values()) and len(outcomes) == len(jobs)
+    assert not list(store.jobs.glob("*.claim"))
+
+
+def test_an_interrupted_sweep_lets_every_claim_it_holds_go(tmp_path: Path) -> None:
+    """Ctrl-C while the third job is submitted: the two already queued are this sweep's too."""
+    store, jobs = _store(tmp_path), plan(3, 0, [(1, 16)], rounds=1, aa_check=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(jobs, store, QueueingExecutor(store, interrupt_at=3), _spec)
+    assert not list(store.jobs.glob("*.claim"))
 
 
 # --- end to end: optbench run, killed and resumed; a crashing and a hanging job -------------------------

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_SLOT = "optbench_latency"
 INSTALL = "pip install 'optbench[ray]'"
+PROBE_TIMEOUT_S = 10.0
 
 
 class RayExecutor:
@@ -47,13 +48,23 @@ class RayExecutor:
         import ray
 
         if address:
-            ray.init(address=address, log_to_driver=False)
+            check_reachable(address)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as exc:  # "auto" with no cluster on this node
+                raise OptbenchError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         else:
-            ray.init(num_cpus=num_cpus, resources={LATENCY_SLOT: 1}, include_dashboard=False, log_to_driver=False)
+            # "local": a runtime of its own, even where RAY_ADDRESS or a `ray start` on this node names a cluster
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                resources={LATENCY_SLOT: 1},
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         self.ray = ray
-        timing = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(LATENCY_SLOT)]
-        self.nodes = sorted(n["NodeID"] for n in timing)
-        self.node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 1.0) for n in timing}
+        self.node_resources = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        self.nodes = sorted(node for node, resources in self.node_resources.items() if resources.get(LATENCY_SLOT))
         if not self.nodes:
             ray.shutdown()
             raise OptbenchError(
@@ -80,23 +91,41 @@ class RayExecutor:
 
     def task_options(self, job: PlannedJob, spec: Job) -> dict[str, Any]:
         """What the job's Ray task asks for: `threads` CPUs for an accuracy job; for a latency job every CPU of
-        the node its shape is pinned to, and the node's latency slot."""
+        the node its shape is pinned to, and the node's latency slot. A request no node can meet is refused:
+        Ray would keep it waiting, without a word, for a node that never comes."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        gpus = 1 if spec.runtime.get("device") == "cuda" else 0
         options: dict[str, Any] = {
             "num_cpus": spec.threads,
-            "num_gpus": 1 if spec.runtime.get("device") == "cuda" else 0,
+            "num_gpus": gpus,
             "max_retries": 0,  # a job that dies is recorded as failed, not silently run again
         }
         if job.kind == "latency":
             node = self.shape_nodes.setdefault(job.shape, self.nodes[len(self.shape_nodes) % len(self.nodes)])
-            options["num_cpus"] = self.node_cpus[node]  # nothing else runs on the node while it is timed
+            resources = self.node_resources[node]
+            if resources.get("GPU", 0) < gpus:
+                raise OptbenchError(
+                    f"{job.key} needs a GPU (a CUDA runtime) on node {node}, which times shape {job.shape} and has "
+                    f"none: give the {LATENCY_SLOT} resource only to nodes with a GPU"
+                )
+            options["num_cpus"] = resources.get("CPU", 1.0)  # nothing else runs on the node while it is timed
             options["resources"] = {LATENCY_SLOT: 1}
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        elif not any(r.get("CPU", 0) >= spec.threads and r.get("GPU", 0) >= gpus for r in self.node_resources.values()):
+            largest = max(r.get("CPU", 0) for r in self.node_resources.values())
+            raise OptbenchError(
+                f"{job.key} asks Ray for {spec.threads} CPUs{' and a GPU' if gpus else ''} and no node of the cluster "
+                f"has them (the largest has {largest:g} CPUs): lower [bench] threads"
+                f"{', or add a node with a GPU' if gpus else ''}"
+            )
         return options
 
-    def wait(self, handles: list[Hashable]) -> tuple[Hashable, dict[str, Any] | JobFailed]:
-        (ref,), _ = self.ray.wait(handles, num_returns=1)
+    def wait(self, handles: list[Hashable], timeout_s: float) -> tuple[Hashable, dict[str, Any] | JobFailed] | None:
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout_s)
+        if not ready:  # queued behind other jobs, or still running
+            return None
+        (ref,) = ready
         spec = self.specs.pop(ref)
         try:
             status, payload = self.ray.get(ref)
@@ -113,6 +142,22 @@ class RayExecutor:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once, naming the address, when nothing answers at host:port (a GCS address or ray://host:port):
+    ray.init retries an unreachable cluster for minutes. "auto" is left to Ray, which looks it up itself."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise OptbenchError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it (ray start --head) or "
+            "give --address the head's GCS address (host:6379, as ray start prints it), ray://head:10001, or auto "
+            "on a node of the cluster"
+        ) from exc
 
 
 def run_on_node(spec: Job, inputs: bytes, timeout_s: float) -> tuple[str, Any]:
