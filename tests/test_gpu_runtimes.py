@@ -159,6 +159,38 @@ def test_a_recipe_fills_in_the_tensorrt_provider_profile_from_its_shapes() -> No
     assert given.options["trt_profile"] == PROFILE and "trt_profile" not in cuda.options
 
 
+@pytest.mark.parametrize(
+    ("batch_sizes", "seq_lens", "profile", "message"),
+    [
+        ([1, 32], [128], {"min": [1, 128], "opt": [1, 128], "max": [64, 128]}, "accuracy pass's batches"),
+        ([1, 32], [128], {"min": [1, 1], "opt": [1, 128], "max": [32, 128]}, r"accuracy pass's batches \(1 to 64 rows"),
+        ([1, 32], ["data"], {"min": [1, 1], "opt": [1, 64], "max": [64, 64]}, "1 to 128 tokens"),
+        ([1, 128], [128], PROFILE, r"\[bench\] shape 128 x 128"),
+        ([1], [256], PROFILE, r"\[bench\] shape 1 x 256"),
+        ([4], [128], {"min": [8, 1], "opt": [8, 128], "max": [64, 128]}, "accuracy pass's batches"),
+    ],
+)
+def test_a_given_tensorrt_provider_profile_must_hold_every_shape_the_run_feeds(
+    batch_sizes: list, seq_lens: list, profile: dict, message: str
+) -> None:
+    """Not fail on the GPU, in the TensorRT provider, after the steps have run."""
+    table = {
+        "dataset": {"max_length": 128},
+        "steps": [{"name": "onnx", "fuse": False}],
+        "bench": {
+            "batch_sizes": batch_sizes,
+            "seq_lens": seq_lens,
+            "runtimes": [
+                {"name": "onnxruntime", "device": "cuda", "options": {"provider": "tensorrt", "trt_profile": profile}}
+            ],
+        },
+    }
+    with pytest.raises(OptbenchError, match=message) as error:
+        parse_recipe(table, base=Path("."), default_name="r")
+    assert "leave trt_profile out" in str(error.value)
+    assert "trt_profile min = " in str(error.value)
+
+
 def _with_fused_node(folder: Path) -> ModelArtifact:
     """The tiny ONNX classifier with one onnxruntime (com.microsoft) operator in its graph."""
     import onnx

@@ -110,12 +110,14 @@ def _tensorrt_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None
 
 
 def _onnxruntime_for_bench(spec: RuntimeSpec, shapes: list[tuple[int, int | str]], max_length: int) -> RuntimeSpec:
+    """The TensorRT provider's profile filled in from the run's shapes, or the given one checked against them."""
     from optbench.bench import ACCURACY_BATCH_SIZE
     from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile
 
-    if OrtOptions.parse(spec.device, spec.precision, spec.options).provider != "tensorrt" or (
-        "trt_profile" in spec.options
-    ):
+    options = OrtOptions.parse(spec.device, spec.precision, spec.options)
+    if options.trt_profile is not None:
+        options.trt_profile.check_holds(shapes, max_length, ACCURACY_BATCH_SIZE)
+    if options.provider != "tensorrt" or options.trt_profile is not None:
         return spec
     profile = TrtProfile.for_bench(shapes, max_length, ACCURACY_BATCH_SIZE)
     return replace(spec, options={**spec.options, "trt_profile": profile.to_dict()})
@@ -144,8 +146,8 @@ def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> 
 class Engine:
     """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
     fails before any step runs; it returns the non-default ones as a short tag for labels), how to load one,
-    which models of those formats it leaves out, and why, and how a recipe fills in options that follow from
-    its benchmark shapes and max_length (the TensorRT provider's profile)."""
+    which models of those formats it leaves out, and why, and how a recipe fills in (or checks) options that
+    follow from its benchmark shapes and max_length (the TensorRT provider's profile)."""
 
     formats: tuple[str, ...]
     check: Callable[[RuntimeSpec], str]

@@ -103,6 +103,37 @@ class TrtProfile:
         widest = max([batch for batch, _ in fixed] + [accuracy_batch_size])
         return cls((1, 1), fixed[0], (widest, max(max_length, *(seq for _, seq in fixed))))
 
+    def check_holds(self, shapes: list[tuple[int, int | str]], max_length: int, accuracy_batch_size: int) -> None:
+        """Refuse a profile that leaves out a shape the run feeds it, which the TensorRT provider would refuse
+        on the GPU with its own error: the accuracy pass's batches (up to `accuracy_batch_size` rows, the last
+        one shorter, each padded to its longest text: 1 to max_length tokens) and every benchmark shape's
+        (whole batches, at their fixed length or, for `seq_len = "data"`, padded to their longest text)."""
+        fed = [
+            (
+                f"the accuracy pass's batches (1 to {accuracy_batch_size} rows x 1 to {max_length} tokens)",
+                (1, 1),
+                (accuracy_batch_size, max_length),
+            )
+        ]
+        for batch, seq_len in shapes:
+            if seq_len == "data":
+                fed.append(
+                    (f"[bench] shape {batch} x data (1 to {max_length} tokens)", (batch, 1), (batch, max_length))
+                )
+            else:
+                fed.append((f"[bench] shape {batch} x {seq_len}", (batch, int(seq_len)), (batch, int(seq_len))))
+        for what, low, high in fed:
+            if not (self._holds(low) and self._holds(high)):
+                needed = TrtProfile.for_bench(shapes, max_length, accuracy_batch_size)
+                raise OptbenchError(
+                    f"trt_profile min = {list(self.min)}, max = {list(self.max)} does not hold {what}, which the "
+                    f"run feeds it: set min = {list(needed.min)} and max to at least {list(needed.max)} "
+                    "([batch, sequence]), or leave trt_profile out to have it filled in from [bench] and max_length"
+                )
+
+    def _holds(self, shape: Shape2) -> bool:
+        return all(low <= n <= high for low, n, high in zip(self.min, shape, self.max, strict=True))
+
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
@@ -119,7 +150,8 @@ class OrtOptions:
     """The onnxruntime runtime's options: the execution provider (`cpu` on cpu; `cuda` or `tensorrt` on
     cuda), the graph optimization level, and for the TensorRT provider INT8 (QDQ models), whether its
     engines are cached on disk (default true: an engine is built once per model, GPU and settings) and its
-    optimization profile (a recipe fills it in from its [bench] shapes when not given)."""
+    optimization profile (a recipe fills it in from its [bench] shapes when not given, and checks a given
+    one against them)."""
 
     provider: str
     level: str = "all"
