@@ -126,6 +126,32 @@ def test_recipe_fills_shapes_from_bench(tmp_path: Path) -> None:
     assert (config.precision, config.batch_sizes, config.seq_lens, config.max_length) == ("int8", (4,), (16,), 48)
 
 
+@pytest.mark.parametrize(
+    ("bench", "step", "message"),
+    [
+        ({"batch_sizes": [1, 128], "seq_lens": [32]}, {"batch_sizes": [1]}, "shape 128 x 32.*add 128 to batch_sizes"),
+        ({"batch_sizes": [1], "seq_lens": [64]}, {"seq_lens": [32]}, "shape 1 x 64.*add 1 to batch_sizes and 64"),
+        ({"batch_sizes": [128], "seq_lens": ["data"]}, {"seq_lens": [32]}, 'shape 128 x data.*and "data" to seq_lens'),
+        ({"batch_sizes": [1], "seq_lens": [32]}, {"max_length": 32}, "max_length = 32 is below the dataset's"),
+    ],
+)
+def test_given_shapes_that_leave_out_a_bench_shape_are_refused_when_the_recipe_is_read(
+    bench: dict, step: dict, message: str
+) -> None:
+    """Not by the tensorrt runtime on the GPU, after the engine was built."""
+    from optbench.recipe import parse_recipe
+
+    table = {
+        "dataset": {"max_length": 48},
+        "steps": [{"name": "onnx", "fuse": False}, {"name": "tensorrt", **step}],
+        "bench": {"runtimes": ["torch", {"name": "tensorrt", "device": "cuda"}], **bench},
+    }
+    with pytest.raises(OptbenchError, match=message):
+        parse_recipe(table, base=Path("."), default_name="r")
+    table["steps"][1] = {"name": "tensorrt"}
+    parse_recipe(table, base=Path("."), default_name="r")  # left out, the shapes come from [bench]
+
+
 def _artifact(path: Path = Path("model"), fmt: str = "onnx", lineage: tuple = ()) -> ModelArtifact:
     return ModelArtifact(path, fmt, ("fresh", "rotten"), "0" * 64, lineage=lineage)  # type: ignore[arg-type]
 

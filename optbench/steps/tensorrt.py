@@ -105,13 +105,16 @@ class TensorRTConfig:
 
     def for_bench(self, bench: BenchConfig, max_length: int) -> TensorRTConfig:
         """This config with the shapes a recipe benchmarks filled in where it leaves them out, so that
-        the config, and with it the cache key, names the concrete shapes the engine is built for."""
-        return replace(
+        the config, and with it the cache key, names the concrete shapes the engine is built for; given
+        shapes that leave out one the run feeds are refused here, not on the GPU after the build."""
+        filled = replace(
             self,
             batch_sizes=self.batch_sizes or tuple(bench.batch_sizes),
             seq_lens=self.seq_lens or tuple(bench.seq_lens),
             max_length=self.max_length or max_length,
         )
+        _check_holds(filled, bench.shapes(), max_length)
+        return filled
 
     def build_target(self) -> dict[str, str]:
         """The TensorRT version and GPU the engine would be built for: part of the cache key, since an
@@ -168,6 +171,34 @@ def profiles(
     if not any(p.min == wide.min and p.max == wide.max for p in result):
         result.append(wide)
     return result
+
+
+def _check_holds(config: TensorRTConfig, shapes: list[Shape], max_length: int) -> None:
+    """Refuse an engine none of whose profiles would hold a shape the run feeds it (the tensorrt runtime would
+    refuse that shape after the build): the accuracy pass's batches, each padded to its longest text of up to
+    the dataset's `max_length` tokens, and every [bench] shape's whole batches, at their fixed length or, for
+    `data`, padded to their longest text."""
+    check_max_length(config.max_length or max_length, max_length)
+    candidates = profiles(config.batch_sizes, config.seq_lens, config.max_length or max_length)
+    for batch, seq_len in shapes:
+        lengths = range(1, max_length + 1) if seq_len == "data" else (seq_len,)
+        if not all(any(p.holds((batch, n)) for p in candidates) for n in lengths):
+            shown = '"data"' if seq_len == "data" else seq_len
+            raise OptbenchError(
+                f"[tensorrt] batch_sizes = {list(config.batch_sizes)} and seq_lens = {list(config.seq_lens)} build "
+                f"no optimization profile that holds the [bench] shape {batch} x {seq_len}, so the tensorrt runtime "
+                f"could not run it: add {batch} to batch_sizes and {shown} to seq_lens, or leave them out to take "
+                "[bench]'s"
+            )
+
+
+def check_max_length(max_length: int, dataset_max_length: int) -> None:
+    """Refuse an engine too short for the accuracy pass, whose batches run up to the dataset's max_length."""
+    if max_length < dataset_max_length:
+        raise OptbenchError(
+            f"[tensorrt] max_length = {max_length} is below the dataset's max_length = {dataset_max_length}: "
+            "the accuracy pass would not fit the engine; raise it or leave it out"
+        )
 
 
 def pick_profile(candidates: list[Profile], shape: tuple[int, int]) -> int:
@@ -248,11 +279,7 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
                 'set precision = "int8", or build from the onnx step\'s output instead'
             )
     max_length = config.max_length or data.max_length
-    if max_length < data.max_length:
-        raise OptbenchError(
-            f"[tensorrt] max_length = {max_length} is below the dataset's max_length = {data.max_length}: "
-            "the accuracy pass would not fit the engine; raise it or leave it out"
-        )
+    check_max_length(max_length, data.max_length)
     target = detect_target()
     shapes = profiles(config.batch_sizes, config.seq_lens, max_length)  # no shapes given: the accuracy one only
     calibration = None
