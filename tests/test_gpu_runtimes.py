@@ -3,6 +3,8 @@ CUDA-event timing. What a CPU can check runs everywhere; what needs a GPU says s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +284,34 @@ def test_cuda_events_time_device_work() -> None:
         x = x @ x / 2048
     elapsed = clock.stop()
     assert elapsed > 0
+
+
+def test_cuda_graphs_of_every_length_share_one_memory_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches padded to their longest text bring a graph per length: with a memory pool each, the GPU memory
+    held (and reported as the peak) grew with the count of lengths. torch.cuda's capture API is faked (no GPU
+    here); the GPU test above checks the logits of graphs that share the pool."""
+    from types import SimpleNamespace
+
+    from optbench.runtimes.torch import CudaGraphs
+
+    pools: list[object] = []
+
+    @contextlib.contextmanager
+    def capture(graph: object, pool: object = None) -> Iterator[None]:
+        pools.append(pool)
+        yield
+
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: ("pool", 7))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: SimpleNamespace(replay=lambda: None))
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    graphs = CudaGraphs(lambda input_ids: SimpleNamespace(logits=input_ids.float().sum(1, keepdim=True)))
+    for length in (8, 16, 8, 24):
+        graphs({"input_ids": torch.ones(2, length, dtype=torch.long)})
+    assert pools == [("pool", 7)] * 3  # one capture per length, all into one pool
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)

@@ -90,12 +90,17 @@ class CudaGraphs:
     instead of one per kernel, which is what bounds small batches on a fast GPU.
 
     Capture follows PyTorch's whole-network recipe: warm up on a side stream, capture into static input
-    buffers, and at each call copy the inputs in and replay. The returned logits live in the graph's static
-    output, so they must be read (copied to the host) before the next call; `predict` does that.
+    buffers, and at each call copy the inputs in and replay. Batches padded to their longest text (the
+    accuracy pass, `seq_len = "data"`) bring one graph per length, so all graphs capture into one memory
+    pool: with a pool each, the GPU memory held, and the report's peak, would grow with the count of lengths.
+    Graphs replayed one at a time, in any order, may share a pool when no graph's output is read after
+    another's replay, which may overwrite it: the returned logits live in the graph's static output, so
+    they must be read (copied to the host) before the next call; `predict` does that.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
+        self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -118,7 +123,7 @@ class CudaGraphs:
                 self.model(**static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             static_logits = self.model(**static_inputs).logits
         return graph, static_inputs, static_logits
 
