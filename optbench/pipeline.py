@@ -148,7 +148,8 @@ def _token_limit(config: dict[str, Any]) -> int | None:
 
 def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> None:
     """Refuse token lengths beyond the model's position embeddings before any step runs (torch would fail
-    mid-step with a size mismatch): the dataset's max_length, fixed [bench] lengths, and steps' own."""
+    mid-step with a size mismatch, TensorRT on the GPU): the dataset's max_length, fixed [bench] lengths,
+    steps' own, and the longest sequence of a TensorRT provider's profile."""
     limit = _token_limit(config)
     if limit is None:
         return
@@ -161,6 +162,17 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
         (f"[{s.config.name}] max_length", s.config.max_length)
         for s in recipe.steps()
         if getattr(s.config, "max_length", None)
+    ]
+    asked += [
+        (f"[{s.config.name}] seq_len", n)
+        for s in recipe.steps()
+        for n in getattr(s.config, "seq_lens", ())
+        if isinstance(n, int)
+    ]
+    asked += [
+        (f"runtime {spec.label} trt_profile max sequence", spec.options["trt_profile"]["max"][1])
+        for spec in recipe.bench.runtimes
+        if "trt_profile" in spec.options
     ]
     beyond = [f"{where} = {length}" for where, length in asked if length > limit]
     if beyond:

@@ -178,6 +178,37 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     assert not (tmp_path / "cache").exists()
 
 
+def test_tensorrt_shapes_beyond_the_models_positions_are_refused_before_any_step(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    """The tensorrt step's own lengths and a TensorRT provider's profile: TensorRT failed on them on the GPU."""
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import parse_recipe
+
+    profile = {"min": [1, 1], "opt": [1, 64], "max": [64, 256]}
+    table = {
+        "model": {"checkpoint": str(tiny_classifier)},  # 128 positions
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "steps": [{"name": "onnx", "fuse": False}, {"name": "tensorrt", "seq_lens": [32, 200, "data"]}],
+        "bench": {
+            "seq_lens": [32, "data"],
+            "runtimes": [
+                "torch",
+                {"name": "tensorrt", "device": "cuda"},
+                {"name": "onnxruntime", "device": "cuda", "options": {"provider": "tensorrt", "trt_profile": profile}},
+            ],
+        },
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="long")
+    data = load_dataset(recipe.dataset)
+    with pytest.raises(
+        OptbenchError,
+        match=r"\[tensorrt\] seq_len = 200, runtime onnxruntime-cuda-fp32-tensorrt trt_profile max sequence = 256 "
+        "beyond the 128",
+    ):
+        make_baseline(recipe, data, tmp_path / "cache")
+
+
 def test_two_runs_of_one_step_sharing_a_cache_keep_their_own_work(
     tiny_encoder: Path, data, tmp_path: Path, monkeypatch
 ) -> None:
