@@ -354,7 +354,7 @@ def load_failures(folder: Path) -> list[FailedJob]:
             continue
         try:
             failed += [FailedJob(**entry) for entry in json.loads(path.read_text())]
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
+        except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
     return failed
 
