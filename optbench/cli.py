@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--by-machine",
         action="store_true",
-        help="merge machines: a row per variant, runtime and shape, each machine's p50 and speedup side by side "
-        "(keyed by hardware fingerprint, the newest report of each)",
+        help="merge machines: a row per variant, runtime and shape, each machine's p50, speedup and A/A noise floor "
+        "side by side (keyed by hardware fingerprint, the newest report of each; a speedup within its machine's floor "
+        "is marked ~)",
     )
     report.add_argument(
         "--shape",

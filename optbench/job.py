@@ -113,7 +113,7 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
         raise JobFailed(f"{job.kind} job failed: {last or f'exit code {returncode}'}")
     try:
         return json.loads(Path(job.output).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
         raise JobFailed(f"{job.kind} job failed: it exited cleanly but wrote no readable result ({exc})") from exc
 
 

@@ -2,21 +2,22 @@
 
 The same recipe run on different machines (or a sweep whose jobs ran on several nodes) gives reports
 whose environments differ. Here each (variant, runtime, device, precision, shape) is one row and each
-machine contributes its p50 and speedup from its newest report, so the machines read side by side;
-the legend says what each machine key is.
+machine contributes its p50, speedup and A/A noise floor from its newest report, so the machines read
+side by side; the legend says what each machine key is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from optbench.errors import OptbenchError
-from optbench.report import Report, sort_key, to_frame
+from optbench.report import Report, format_speedup, sort_key, to_frame
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
-FIGURES = ("p50_ms", "speedup_p50")
+FIGURES = ("p50_ms", "speedup_p50", "noise_floor_pct")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def machines(reports: list[Report]) -> list[Machine]:
 
 
 def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
-    """One row per measured cell, with `p50_ms@<machine>` and `speedup_p50@<machine>` for every machine
-    (its newest report of that cell; empty where a machine did not measure it)."""
+    """One row per measured cell, with `p50_ms@<machine>`, `speedup_p50@<machine>` and `noise_floor_pct@<machine>`
+    for every machine (its newest report of that cell; empty where a machine did not measure it, or ran without
+    the A/A check)."""
     if not reports:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
@@ -70,7 +72,8 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
-    """The merged table as Markdown (with the machine legend first), CSV or JSON."""
+    """The merged table as Markdown (with the machine legend first, and a speedup within its machine's A/A noise
+    floor marked ~), CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
@@ -79,16 +82,26 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
     columns = list(table.columns)
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(column, value) for column, value in zip(columns, row, strict=True)) + " |")
+    for row in table.to_dict("records"):
+        lines.append("| " + " | ".join(_cell(column, row) for column in columns) + " |")
+    if table.filter(like="noise_floor_pct@").notna().any(axis=None):
+        lines += [
+            "",
+            "A speedup marked ~ is within its machine's A/A noise floor at that shape (noise_floor_pct: how "
+            "far apart the reference's two p50s were in that machine's run), so it is not told apart from noise.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def _cell(column: str, value: object) -> str:
+def _cell(column: str, row: dict[str, Any]) -> str:
+    value = row[column]
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "-"
-    if column.startswith("speedup_p50@"):
-        return f"{value:.2f}x"
-    if column.startswith("p50_ms@"):
+    figure, _, machine = column.partition("@")
+    if figure == "speedup_p50":
+        return format_speedup(value, row.get(f"noise_floor_pct@{machine}"))
+    if figure == "noise_floor_pct":
+        return f"{value:.1f}%"
+    if figure == "p50_ms":
         return f"{value:.2f}"
     return str(value)

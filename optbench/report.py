@@ -354,7 +354,7 @@ def load_failures(folder: Path) -> list[FailedJob]:
             continue
         try:
             failed += [FailedJob(**entry) for entry in json.loads(path.read_text())]
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
+        except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
     return failed
 
@@ -478,6 +478,12 @@ def within_noise(speedup: float, noise_floor_pct: float) -> bool:
     return 0 < 200 * abs(speedup - 1) / (speedup + 1) <= noise_floor_pct
 
 
+def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:
+    """A speedup as 2.10x, or ~1.05x when it is within the A/A noise floor (None or NaN: no floor measured)."""
+    within = not _missing(noise_floor_pct) and within_noise(speedup, noise_floor_pct)
+    return f"{'~' if within else ''}{speedup:.2f}x"
+
+
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """The rows of `frame` as Markdown table lines (header, rule, one line a row) of `columns`."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
@@ -501,8 +507,7 @@ def format_cell(column: str, row: pd.Series) -> str:
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
     if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
-        floor = row.get("noise_floor_pct")
-        return f"{'~' if not _missing(floor) and within_noise(value, floor) else ''}{value:.2f}x"
+        return format_speedup(value, row.get("noise_floor_pct"))
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
     return str(value)

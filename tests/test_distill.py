@@ -218,6 +218,21 @@ def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
     assert other.sha256 != student.sha256
 
 
+def test_teacher_logits_leave_torch_threads_as_they_found_them(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
+) -> None:
+    """The teacher's runtime sets torch's thread count: left set, the training after it ran at another count than
+    with the logits cached, so a step's run (its speed, and its float sums) depended on the cache."""
+    monkeypatch.setattr(distill_step, "usable_cores", lambda: 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def _first_row(teacher: ModelArtifact, reviews) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 

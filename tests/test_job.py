@@ -160,6 +160,14 @@ def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) ->
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
 
 
+def test_a_job_whose_result_is_not_utf8_fails(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out.json"
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", f"open({str(out)!r}, 'wb').write(b'\\xff')"))
+    job = Job("accuracy", {}, {}, 1, "in.npz", str(out))
+    with pytest.raises(JobFailed, match=r"exited cleanly but wrote no readable result .*utf-8"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
+
+
 def _running(pid: int) -> bool:
     """Whether process `pid` is alive (a zombie waiting for its parent counts as gone)."""
     try:

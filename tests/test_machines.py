@@ -31,7 +31,14 @@ def _two_machines() -> list[Report]:
 
 def test_each_machine_gets_its_columns_and_its_newest_figures() -> None:
     table = merge_by_machine(_two_machines())
-    assert list(table.columns[6:]) == ["p50_ms@aaa", "p50_ms@bbb", "speedup_p50@aaa", "speedup_p50@bbb"]
+    assert list(table.columns[6:]) == [
+        "p50_ms@aaa",
+        "p50_ms@bbb",
+        "speedup_p50@aaa",
+        "speedup_p50@bbb",
+        "noise_floor_pct@aaa",
+        "noise_floor_pct@bbb",
+    ]
     rows = {row["variant"]: row for row in table.to_dict("records")}
     assert (rows["baseline"]["p50_ms@aaa"], rows["baseline"]["p50_ms@bbb"]) == (40, 10)
     assert (rows["baseline+onnx"]["speedup_p50@aaa"], rows["baseline+onnx"]["speedup_p50@bbb"]) == (2.0, 2.5)
@@ -43,7 +50,27 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     onnx = table[table["variant"] == "baseline+onnx"].iloc[0]
     assert onnx["p50_ms@aaa"] == 20 and onnx.isna()["p50_ms@bbb"]
     text = render_merged(table, machines(reports), "md")
-    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 20.00 | - | 2.00x | - |" in text
+    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 20.00 | - | 2.00x | - | - | - |" in text
+    assert "marked ~" not in text  # no floor measured: nothing to explain
+
+
+def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
+    """As in a run's own table, a speedup the machine's A/A noise floor cannot tell from noise is marked ~: the floor
+    is each machine's own, from the run its figures came from."""
+    base, onnx = make_report(shapes=((1, 128),)), make_report(("onnx",), shapes=((1, 128),))
+    reports = [
+        _on(with_figures(base, p50_ms=40, speedup=1.0, noise_floor_pct=3.0), "aaa", "EPYC", "run-a"),
+        _on(with_figures(onnx, p50_ms=39, speedup=1.03, noise_floor_pct=3.0), "aaa", "EPYC", "run-a"),
+        _on(with_figures(base, p50_ms=10, speedup=1.0, noise_floor_pct=1.0), "bbb", "Xeon", "run-b"),
+        _on(with_figures(onnx, p50_ms=9.7, speedup=1.03, noise_floor_pct=1.0), "bbb", "Xeon", "run-b"),
+    ]
+    table = merge_by_machine(reports)
+    onnx_row = table[table["variant"] == "baseline+onnx"].iloc[0]
+    assert (onnx_row["noise_floor_pct@aaa"], onnx_row["noise_floor_pct@bbb"]) == (3.0, 1.0)
+    text = render_merged(table, machines(reports), "md")
+    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 39.00 | 9.70 | ~1.03x | 1.03x | 3.0% | 1.0% |" in text
+    assert "| baseline | torch | cpu | fp32 | 1 | 128 | 40.00 | 10.00 | 1.00x | 1.00x | 3.0% | 1.0% |" in text
+    assert "A speedup marked ~ is within its machine's A/A noise floor" in text
 
 
 def test_reports_without_a_machine_key_keep_their_figures_as_unknown() -> None:
@@ -67,6 +94,6 @@ def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
         write_report(report, tmp_path / report.environment["machine"] / report.run_id)
     assert main(["report", str(tmp_path / "aaa"), str(tmp_path / "bbb"), "--by-machine", "--format", "csv"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].endswith("p50_ms@aaa,p50_ms@bbb,speedup_p50@aaa,speedup_p50@bbb")
+    assert out.splitlines()[0].endswith("speedup_p50@aaa,speedup_p50@bbb,noise_floor_pct@aaa,noise_floor_pct@bbb")
     assert main(["report", str(tmp_path), "--by-machine"]) == 0
     assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c" in capsys.readouterr().out

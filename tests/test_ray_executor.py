@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import BENCH, write_recipe
@@ -47,6 +49,26 @@ def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(
         assert len(executor.nodes) == 1
     finally:
         executor.close()
+
+
+def test_optbench_keeps_its_sigterm_handler_through_ray_init() -> None:
+    """ray.init installs a SIGTERM handler that exits with code 15: a docker stop during a Ray run must still go
+    through the handler optbench's cli installed, which says "interrupted" and exits with 130 as Ctrl-C does."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import RayExecutor
+
+    def optbench_handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, optbench_handler)
+    try:
+        executor = RayExecutor(num_cpus=1)
+        try:
+            assert signal.getsignal(signal.SIGTERM) is optbench_handler
+        finally:
+            executor.close()
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _rows(results: Path) -> dict[tuple, dict]:

@@ -17,8 +17,10 @@ from optbench.errors import OptbenchError
 from optbench.report import (
     COLUMNS,
     EXTRA_COLUMNS,
+    FAILURES_FILE,
     SCHEMA,
     SCHEMA_VERSION,
+    load_failures,
     load_reports,
     read_report,
     render,
@@ -105,6 +107,12 @@ def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_bytes(b'{"schema": "optbench.report", "note": "caf\xe9"}')
     with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: 'utf-8' codec can't decode"):
         read_report(tmp_path / "x.json")
+
+
+def test_a_failures_file_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
+    (tmp_path / FAILURES_FILE).write_bytes(b'[{"variant": "caf\xe9"}]')
+    with pytest.raises(OptbenchError, match=r"failures\.json is damaged .*restore it or delete it"):
+        load_failures(tmp_path)
 
 
 def test_damaged_report_names_the_missing_key(tmp_path: Path) -> None:

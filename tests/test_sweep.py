@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from optbench import sweep
+from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, JobFailed
 from optbench.sweep import PlannedJob, SweepStore, failures, plan, run_sweep
@@ -124,6 +125,14 @@ def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
     (store.jobs / f"{job.key}.claim").write_text("")
     assert store.claim(job, 60)
     assert json.loads((store.jobs / f"{job.key}.claim").read_text())["pid"] == os.getpid()
+
+
+def test_a_record_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
+    """Bad bytes in a job's record get the same clear error as bad JSON, not a UnicodeDecodeError traceback."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    (store.jobs / f"{job.key}.json").write_bytes(b'{"status": "caf\xe9"}')
+    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged .*delete it"):
+        store.outcome(job)
 
 
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ class RayExecutor:
         require_package("ray", needed_for="--executor ray", install=INSTALL)
         import ray
 
+        sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: see _restore_sigterm
         if address:
             check_reachable(address)
             try:
@@ -62,6 +65,7 @@ class RayExecutor:
                 include_dashboard=False,
                 log_to_driver=False,
             )
+        _restore_sigterm(sigterm)
         self.ray = ray
         self.node_resources = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         self.nodes = sorted(node for node, resources in self.node_resources.items() if resources.get(LATENCY_SLOT))
@@ -142,6 +146,14 @@ class RayExecutor:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def _restore_sigterm(handler: Any) -> None:
+    """Put back the SIGTERM handler ray.init replaced with its own, which exits with code 15 and says nothing:
+    optbench's unwinds as Ctrl-C does, says "interrupted" and exits with 130. ray.init sets its handler on the
+    main thread only, and only there can one be set."""
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def check_reachable(address: str) -> None:

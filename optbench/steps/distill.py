@@ -332,9 +332,11 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student
 
 def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache: Path) -> np.ndarray:
     """The teacher's logits on every row of `split`, computed once per (teacher, texts, max length) and
-    cached as a .npy file; texts run in order of length so that batches carry little padding."""
+    cached as a .npy file; texts run in order of length so that batches carry little padding. The teacher runs on
+    every usable core, and torch's thread count is put back after it."""
     import hashlib
 
+    import torch
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -344,13 +346,18 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
         log.info("teacher logits: reusing %s", path)
         return np.load(path, allow_pickle=False)
     engine = next(name for name, e in ENGINES.items() if teacher.format in e.formats)
-    runtime = load_runtime(RuntimeSpec(engine), teacher, threads=usable_cores())
-    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
-    order = np.argsort([len(t) for t in split.texts], kind="stable")
-    logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
-    for start in tqdm(range(0, len(order), TEACHER_BATCH_SIZE), desc="teacher logits", unit="batch", mininterval=2.0):
-        rows = order[start : start + TEACHER_BATCH_SIZE]
-        batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
-        logits[rows] = runtime.predict(batch)
+    threads = torch.get_num_threads()  # torch's runtime sets its own for the process
+    try:
+        runtime = load_runtime(RuntimeSpec(engine), teacher, threads=usable_cores())
+        tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+        order = np.argsort([len(t) for t in split.texts], kind="stable")
+        logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
+        batches = range(0, len(order), TEACHER_BATCH_SIZE)
+        for start in tqdm(batches, desc="teacher logits", unit="batch", mininterval=2.0):
+            rows = order[start : start + TEACHER_BATCH_SIZE]
+            batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
+            logits[rows] = runtime.predict(batch)
+    finally:
+        torch.set_num_threads(threads)  # the training after it runs as it would with the logits cached
     write_npy_atomic(path, logits)
     return logits
