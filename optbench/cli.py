@@ -41,7 +41,7 @@ EPILOG = """examples:
 
 exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (recorded,
             the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
-            the problem and the fix)"""
+            the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM)"""
 
 
 def _examples(command: str) -> str:

@@ -1,7 +1,8 @@
 """Environment fingerprint recorded with every figure, and a key that groups results by machine.
 
 Every probe is best effort: a missing tool or an unreadable file yields None (or an empty list),
-never an exception, because losing a run's figures to a failed probe is worse than a gap.
+never an exception, because losing a run's figures to a failed probe is worse than a gap. A probe that
+fails (rather than finding nothing to probe) is warned, since its gap lands in every report.
 """
 
 from __future__ import annotations

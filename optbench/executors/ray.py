@@ -2,11 +2,11 @@
 
 Every job still runs in a fresh process: its task starts it on the node with `run_in_subprocess`.
 - Accuracy jobs ask for `threads` CPUs (and a GPU for CUDA runtimes) and run wherever they fit, side by
-  side: their figures do not depend on time.
+  side: their figures do not depend on time. A job no node can fit is refused (Ray would queue it forever).
 - Latency jobs ask for every CPU of their node and its one `optbench_latency` slot, so a node times one
   job at a time with no accuracy job beside it. Each shape is pinned to one node: its rounds, every
   variant and the reference its speedups are taken against are measured on the same machine, in plan
-  order.
+  order (a CUDA runtime's job on a node without a GPU is refused).
 - Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
 Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
 tokenized inputs travel with the tasks and the logits come back with the results.
