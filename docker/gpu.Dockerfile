@@ -64,6 +64,7 @@ print('onnxruntime', onnxruntime.__version__, p); \
 print('tensorrt at', s.origin)"
 
 VOLUME ["/results", "/cache"]
-# The GPU check: scripts/gpu_check.sh runs recipes/gpu.toml and prints its table. Any other command
-# works too, e.g. the README's main one: optbench run recipes/baseline.toml --results /results
+# The GPU check: scripts/gpu_check.sh runs recipes/gpu.toml and, TensorRT being here, recipes/gpu-tensorrt.toml,
+# and prints the table. Any other command works too, e.g. the README's main one:
+# optbench run recipes/baseline.toml --results /results
 CMD ["bash", "scripts/gpu_check.sh", "--results", "/results"]

@@ -1,11 +1,11 @@
 """The benchmark matrix: every (artifact, runtime) gets an accuracy pass and a latency pass per shape.
 
 Every job runs in a fresh process. Shapes are the outer loop, then `rounds`, then the models: each
-round measures every model once (A B C A B C ...), so models are measured side by side while the
-machine's speed drifts, and each model's figures pool its rounds. The baseline on PyTorch eager FP32
-(CPU) is always measured, because it is the reference for every speedup and accuracy drop. With
-`aa_check`, every round ends with the reference measured a second time: the p50 difference between
-its two measurements (A/A) is the run's noise floor, recorded in every report.
+round measures every model once, one model later than the round before (A B C, B C A, ...), so models
+are measured side by side while the machine's speed drifts, and each model's figures pool its rounds.
+The baseline on PyTorch eager FP32 (CPU) is always measured, because it is the reference for every
+speedup and accuracy drop. With `aa_check`, every round ends with the reference measured a second time:
+the p50 difference between its two measurements (A/A) is the run's noise floor, recorded in every report.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `optbench` command: run recipes, print result tables, show the environment."""
+"""The `optbench` command: run recipes, print and compare result tables, gate releases, show the environment."""
 
 from __future__ import annotations
 
@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare two sets of results figure by figure",
         description="Compare results A (before) with B (after): two run folders, two machines' results, or "
         "results committed in git (REV:PATH, e.g. HEAD~1:results/all). Rows are matched by variant, runtime, "
-        "device, precision and shape (each side's newest report per row). Each figure is marked better or "
+        "device, precision and shape, and by machine where a side holds several (each side's newest report per "
+        "row). Each figure is marked better or "
         "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
         "rows whose workloads differ (data, threads, timing) not comparable. With --budget, every budget check "

@@ -154,9 +154,9 @@ def profiles(
 ) -> list[Profile]:
     """One profile per benchmark shape, then one wide profile for the accuracy pass.
 
-    A benchmark profile is tuned for its shape (`opt`); its batch range starts at 1 because the last
-    batch of a latency pass may be short. A fixed sequence length is exact (min = opt = max); `data`
-    (batches padded to their longest text) ranges over 1..max_length. The accuracy pass pads each
+    A benchmark profile is tuned for its shape (`opt`); its batch range starts at 1 (a latency pass feeds
+    whole batches of its size, but a smaller batch still fits). A fixed sequence length is exact (min = opt =
+    max); `data` (batches padded to their longest text) ranges over 1..max_length. The accuracy pass pads each
     batch of `accuracy_batch_size` to its longest text, up to max_length.
     """
     result: list[Profile] = []
