@@ -14,6 +14,7 @@ from test_cli import BENCH, write_recipe
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.executors import make_executor
+from optbench.executors.ray import check_reachable
 
 
 def test_executor_names_and_address_are_checked() -> None:
@@ -33,6 +34,16 @@ def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
         make_executor("ray", f"127.0.0.1:{port}")
     with pytest.raises(OptbenchError, match=f"at ray://127.0.0.1:{port} "):
         make_executor("ray", f"ray://127.0.0.1:{port}")
+
+
+def test_auto_is_probed_at_ray_address_when_that_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.init("auto") joins RAY_ADDRESS first, and retries it for minutes when nothing answers there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(OptbenchError, match=rf"at auto \(RAY_ADDRESS=127.0.0.1:{port}\) "):
+        check_reachable("auto")
 
 
 def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(

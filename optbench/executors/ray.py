@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import socket
 import tempfile
@@ -158,15 +159,18 @@ def _restore_sigterm(handler: Any) -> None:
 
 def check_reachable(address: str) -> None:
     """Fail at once, naming the address, when nothing answers at host:port (a GCS address or ray://host:port):
-    ray.init retries an unreachable cluster for minutes. "auto" is left to Ray, which looks it up itself."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    ray.init retries an unreachable cluster for minutes. "auto" means RAY_ADDRESS where that is set (Ray takes it
+    first), probed the same way; else Ray looks up the cluster started on this node itself."""
+    from_environment = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
+    host, _, port = from_environment.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return
+    shown = address if from_environment == address else f"auto (RAY_ADDRESS={from_environment})"
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
         raise OptbenchError(
-            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it (ray start --head) or "
+            f"cannot reach the Ray cluster at {shown} ({exc.strerror or exc}): start it (ray start --head) or "
             "give --address the head's GCS address (host:6379, as ray start prints it), ray://head:10001, or auto "
             "on a node of the cluster"
         ) from exc
