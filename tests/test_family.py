@@ -1,4 +1,5 @@
-"""The BERT family beyond BERT, on tiny random checkpoints: DistilBERT, whose forward takes no token_type_ids."""
+"""The BERT family beyond BERT: tiny random DistilBERT, RoBERTa, ELECTRA and ALBERT checkpoints through the
+onnx step and both runtimes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import run_step
 from optbench.steps.onnx import OnnxConfig
 
+MEMBERS = ("distilbert", "roberta", "electra", "albert")
 LABELS = ("fresh", "rotten")
 
 
@@ -118,3 +120,27 @@ def test_static_int8_calibrates_a_model_that_takes_no_token_type_ids(
     quantized = run_step(config, exported, reviews, tmp_path)
     batch = _batch(distilbert, reviews)
     assert load_runtime(RuntimeSpec("onnxruntime"), quantized, threads=1).predict(batch).shape == (8, 2)
+
+
+@pytest.fixture(scope="module", params=MEMBERS)
+def member(request: pytest.FixtureRequest, reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    folder = tmp_path_factory.mktemp("family") / request.param
+    return _save_member(request.param, folder, reviews.train.texts)
+
+
+def test_every_member_exports_fused_and_runs_on_both_runtimes(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+    import onnx
+
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=16), member, reviews, tmp_path)
+    inputs = [i.name for i in onnx.load(str(exported.path / "model.onnx")).graph.input]
+    kind = member.path.name
+    # DistilBERT has no token type embeddings: its file asks for no token_type_ids, as its tokenizer gives none
+    expected = ["input_ids", "attention_mask"] + ([] if kind == "distilbert" else ["token_type_ids"])
+    assert inputs == expected
+    assert exported.details["fused_operators"].get("Attention", 0) >= 1, exported.details
+    if exported.details["fused_operators"]["Attention"] < 2:  # ALBERT: its shared layer fuses once
+        assert "Attention fused in 1 of 2 layers" in exported.details["warnings"][0]
+    batch = _batch(member, reviews)
+    torch_logits = load_runtime(RuntimeSpec("torch"), member, threads=1).predict(batch)
+    ort_logits = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(batch)
+    np.testing.assert_allclose(ort_logits, torch_logits, atol=1e-4)
