@@ -1,5 +1,5 @@
 """The BERT family beyond BERT: tiny random DistilBERT, RoBERTa, ELECTRA and ALBERT checkpoints through the
-onnx step and both runtimes."""
+onnx step and both runtimes, and the steps that refuse a member with the reason and the fix."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from conftest import TINY
 
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import encode
+from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import run_step
+from optbench.steps.distill import DistillConfig
 from optbench.steps.onnx import OnnxConfig
+from optbench.steps.prune import PruneConfig
 
 MEMBERS = ("distilbert", "roberta", "electra", "albert")
 LABELS = ("fresh", "rotten")
@@ -144,3 +147,39 @@ def test_every_member_exports_fused_and_runs_on_both_runtimes(member: ModelArtif
     torch_logits = load_runtime(RuntimeSpec("torch"), member, threads=1).predict(batch)
     ort_logits = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(batch)
     np.testing.assert_allclose(ort_logits, torch_logits, atol=1e-4)
+
+
+def test_prune_names_the_types_it_supports(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+    kind = member.path.name
+    message = rf'prune supports BERT classifiers \(model_type "bert".*this checkpoint is a "{kind}" model'
+    with pytest.raises(OptbenchError, match=message):
+        run_step(PruneConfig(heads=0.5, epochs=0, importance_rows=8), member, reviews, tmp_path)
+
+
+def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others(
+    member: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    from optbench.pruned_bert import load_classifier
+    from optbench.surgery import keep_layers
+
+    kind = member.path.name
+    if kind in ("roberta", "electra"):  # BERT's layout: a student keeps the teacher's layer 1
+        model = load_classifier(member.path)
+        keep_layers(model, [1])
+        assert model.config.num_hidden_layers == 1
+        assert model(**{k: torch.from_numpy(v) for k, v in _batch(member, reviews).items()}).logits.shape == (8, 2)
+        return
+    config = DistillConfig(layers=(1,), max_train_rows=8, batch_size=8, max_length=32)
+    with pytest.raises(OptbenchError, match=rf'a "{kind}" model.*student = "paraphrase-minilm-l3"'):
+        run_step(config, member, reviews, tmp_path)
+
+
+def test_hidden_state_transfer_from_a_distilbert_teacher(
+    distilbert: ModelArtifact, tiny_classifier: Path, reviews, tmp_path: Path
+) -> None:
+    """The teacher's depth comes from its config: DistilBERT has no encoder.layer list to count."""
+    config = DistillConfig(
+        student=str(tiny_classifier), hidden_weight=1.0, max_train_rows=8, batch_size=8, max_length=32
+    )
+    student = run_step(config, distilbert, reviews, tmp_path)
+    assert student.details["hidden_layer_mapping"] == [0, 1]

@@ -129,7 +129,9 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
     logits = teacher_logits(artifact, data.train, config.max_length, cache)  # loading draws no random numbers
     train_split = data.train
-    mapping = layer_mapping(len(encoder_layers(student)), len(encoder_layers(teacher))) if teacher else []
+    # the teacher's depth from its config: a DistilBERT or ALBERT teacher has no layer list to count, and
+    # returns one hidden state per layer all the same
+    mapping = layer_mapping(len(encoder_layers(student)), teacher.config.num_hidden_layers) if teacher else []
     teacher_inputs = model_input_names(teacher) if teacher else ()
 
     def batch_loss(rows: np.ndarray) -> Any:

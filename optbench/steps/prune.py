@@ -74,7 +74,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     import torch
     from transformers import AutoTokenizer
 
-    from optbench.pruned_bert import load_classifier, save_classifier
+    from optbench.pruned_bert import MODEL_TYPE, load_classifier, save_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(
@@ -82,8 +82,12 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         )
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
-    if model.config.model_type not in ("bert", "optbench-pruned-bert"):
-        raise OptbenchError(f"prune supports BERT classifiers; this checkpoint is a {model.config.model_type} model")
+    if model.config.model_type not in ("bert", MODEL_TYPE):  # the output is a BERT with per-layer sizes
+        raise OptbenchError(
+            f'prune supports BERT classifiers (model_type "bert", or "{MODEL_TYPE}" from an earlier prune); this '
+            f'checkpoint is a "{model.config.model_type}" model ({type(model).__name__}): distill it into a BERT '
+            'student first (student = "paraphrase-minilm-l3" or a BERT checkpoint folder) and prune that'
+        )
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
