@@ -10,12 +10,15 @@ from optbench.errors import OptbenchError
 
 
 def encoder_layers(model: Any) -> Any:
-    """The `nn.ModuleList` of transformer layers of a BERT-style model (BERT, RoBERTa, MiniLM, ELECTRA)."""
+    """The `nn.ModuleList` of transformer layers of a BERT-style model (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
+    DeBERTa-v2, MiniLM). DistilBERT keeps its layers elsewhere and ALBERT shares one layer among all."""
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if layers is None:
         raise OptbenchError(
-            f"{type(model).__name__} has no encoder.layer list: optbench edits BERT-style models "
-            "(BERT, RoBERTa, MiniLM, ELECTRA)"
+            f'{type(model).__name__} (a "{model.config.model_type}" model) has no encoder.layer list: optbench '
+            "keeps and edits the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, "
+            "MiniLM), not DistilBERT's or ALBERT's; distill them into another student "
+            '(student = "paraphrase-minilm-l3" or a checkpoint folder of one of those)'
         )
     return layers
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optbench.data import Split, encode
+from optbench.data import Split, encode, model_input_names
 from optbench.errors import OptbenchError
 
 
@@ -122,12 +122,13 @@ def _row_order(train_rows: int, rows: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(train_rows) for _ in range(epochs)])[:rows]
 
 
-def encode_rows(tokenizer: Any, split: Split, rows: np.ndarray, max_length: int) -> dict[str, Any]:
-    """The given rows of a split as a batch of torch tensors, padded to their longest text."""
+def encode_rows(model: Any, tokenizer: Any, split: Split, rows: np.ndarray, max_length: int) -> dict[str, Any]:
+    """The given rows of a split as a batch of torch tensors for `model` (the inputs its forward takes),
+    padded to their longest text."""
     import torch
 
     batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
-    return {k: torch.from_numpy(v) for k, v in batch.items()}
+    return {k: torch.from_numpy(batch[k]) for k in model_input_names(model)}
 
 
 def predictions(model: Any, tokenizer: Any, split: Split, max_length: int) -> np.ndarray:
@@ -138,7 +139,7 @@ def predictions(model: Any, tokenizer: Any, split: Split, max_length: int) -> np
     with torch.inference_mode():
         for start in range(0, len(split), 64):
             rows = np.arange(start, min(start + 64, len(split)))
-            predicted.append(model(**encode_rows(tokenizer, split, rows, max_length)).logits.argmax(-1).numpy())
+            predicted.append(model(**encode_rows(model, tokenizer, split, rows, max_length)).logits.argmax(-1).numpy())
     return np.concatenate(predicted)
 
 

@@ -100,6 +100,32 @@ def test_no_fused_attention_is_reported_loudly(
     assert "no Attention was fused" in caplog.text
 
 
+def test_attention_fused_in_some_layers_only_is_a_warning(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, model_config: {"Attention": 1})
+    result = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path)
+    assert "Attention fused in 1 of 2 layers" in result.details["warnings"][0]
+
+
+def test_auto_goes_on_to_the_next_exporter_when_attention_fuses_in_some_layers_only(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    real_export, real_fuse = onnx_step.export, onnx_step.fuse
+
+    def fuse(path: Path, model_config) -> dict:  # type: ignore[no-untyped-def]
+        return {"Attention": 1} if path.name.startswith("dynamo") else real_fuse(path, model_config)
+
+    # both attempts export with TorchScript (seconds faster); the "dynamo" one fuses one layer of two
+    monkeypatch.setattr(
+        onnx_step, "export", lambda model, path, **kw: real_export(model, path, **kw | {"exporter": "torchscript"})
+    )
+    monkeypatch.setattr(onnx_step, "fuse", fuse)
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    assert [a["attention_fused"] for a in result.details["attempts"]] == [1, 2]
+    assert result.details["exporter"] == "torchscript" and "warnings" not in result.details
+
+
 def test_parity_failure_stops_the_step(classifier: ModelArtifact, data, tmp_path: Path, monkeypatch) -> None:
     real = onnx_step._torch_logits
     monkeypatch.setattr(onnx_step, "_torch_logits", lambda model, b: real(model, b) + np.array([0.0, 0.5]))

@@ -257,9 +257,9 @@ def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     encoded = []
     real_encode = prune_step.encode_rows
 
-    def spy(tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
+    def spy(model, tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
         encoded.append(split)
-        return real_encode(tokenizer, split, rows, max_length)
+        return real_encode(model, tokenizer, split, rows, max_length)
 
     monkeypatch.setattr(prune_step, "encode_rows", spy)
     config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16)

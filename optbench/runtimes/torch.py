@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
+from optbench.data import model_input_names
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, CudaEventClock, HostClock
 from optbench.runtimes.torch_options import TorchOptions
@@ -45,6 +46,7 @@ class TorchRuntime:
         if self.quantization:
             _quantize(model)
         self.model = model.to(self.device).eval()
+        self.input_names = model_input_names(model)
         self.forward = self._plan_forward()
 
     def _plan_forward(self) -> Any:
@@ -58,7 +60,7 @@ class TorchRuntime:
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            inputs = {k: torch.from_numpy(batch[k]).to(self.device) for k in self.input_names}
             return self.forward(inputs).float().cpu().numpy()
 
     def clock(self) -> Clock:

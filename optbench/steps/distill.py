@@ -21,7 +21,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, Split, encode
+from optbench.data import LabelledData, Split, encode, model_input_names
 from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
@@ -129,16 +129,23 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
     logits = teacher_logits(artifact, data.train, config.max_length, cache)  # loading draws no random numbers
     train_split = data.train
-    mapping = layer_mapping(len(encoder_layers(student)), len(encoder_layers(teacher))) if teacher else []
+    # the teacher's depth from its config: a DistilBERT or ALBERT teacher has no layer list to count, and
+    # returns one hidden state per layer all the same
+    mapping = layer_mapping(len(encoder_layers(student)), teacher.config.num_hidden_layers) if teacher else []
+    teacher_inputs = model_input_names(teacher) if teacher else ()
 
     def batch_loss(rows: np.ndarray) -> Any:
-        inputs = encode_rows(tokenizer, train_split, rows, config.max_length)
+        inputs = encode_rows(student, tokenizer, train_split, rows, config.max_length)
         transfer = teacher is not None
         out = student(**inputs, output_hidden_states=transfer, output_attentions=config.attention_weight > 0)
         loss = config.logit_loss(out.logits, torch.from_numpy(logits[rows]), torch.from_numpy(train_split.labels[rows]))
         if transfer:
             with torch.no_grad():
-                target = teacher(**inputs, output_hidden_states=True, output_attentions=config.attention_weight > 0)
+                target = teacher(
+                    **{k: v for k, v in inputs.items() if k in teacher_inputs},
+                    output_hidden_states=True,
+                    output_attentions=config.attention_weight > 0,
+                )
             mask = inputs["attention_mask"]
             if config.hidden_weight:
                 loss = loss + config.hidden_weight * hidden_state_loss(

@@ -46,7 +46,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     train_split = data.train
 
     def batch_loss(rows):  # type: ignore[no-untyped-def]
-        inputs = encode_rows(tokenizer, train_split, rows, config.max_length)
+        inputs = encode_rows(model, tokenizer, train_split, rows, config.max_length)
         return model(**inputs, labels=torch.from_numpy(train_split.labels[rows])).loss
 
     run = train(model, config, len(train_split), batch_loss, desc="fine-tune")

@@ -2,7 +2,8 @@
 
 The exporter choice matters for speed: onnxruntime's BERT fusion finds attention only in some graph
 shapes (see FINDINGS). `auto` tries the dynamo exporter first and falls back to the TorchScript
-exporter when dynamo fails or its graph fuses no attention; the manifest records what ran and why.
+exporter when dynamo fails or its graph leaves attention unfused in some layer; the manifest records
+what ran and why.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, batches, model_input_names
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import STANDARD_DOMAINS
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 PARITY_BATCH_SIZE = 64
 FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
@@ -39,6 +39,9 @@ class OnnxConfig:
     name: ClassVar[str] = "onnx"
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "onnx"
+    # 2: fusion given the heads of a config that names them otherwise (DistilBERT's now fuses attention), no
+    # token_type_ids input for a model that takes none, and `auto` going on past a partly fused export
+    version: ClassVar[int] = 2
     # export, then fusion: their versions key the step's cache
     libraries: ClassVar[tuple[str, ...]] = (
         "torch",
@@ -79,8 +82,9 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     """Export, fuse and check `artifact` (a Hugging Face classifier); the ONNX model goes to `out_dir`."""
     if artifact.format != "hf":
         raise OptbenchError(f"the onnx step exports Hugging Face checkpoints, not {artifact.format} models")
-    hf_config = read_hf_config(artifact.path)
+    read_hf_config(artifact.path)  # a folder that is no checkpoint is a clear error, before transformers loads it
     model = _load_eager(artifact.path)
+    layers = model.config.num_hidden_layers
     split = data.test if config.parity_rows is None else data.test.head(config.parity_rows)
     parity_batches = batches(
         _tokenizer(artifact.path), split.texts, batch_size=PARITY_BATCH_SIZE, seq_len="data", max_length=data.max_length
@@ -89,18 +93,17 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     exporters = ("dynamo", "torchscript") if config.exporter == "auto" else (config.exporter,)
     attempts: list[dict[str, Any]] = []
     for exporter in exporters:
-        attempts.append(_export_and_fuse(model, out_dir / f"{exporter}.onnx", exporter, config, hf_config))
-        if "error" not in attempts[-1] and (not config.fuse or attempts[-1]["attention_fused"]):
+        attempts.append(_export_and_fuse(model, out_dir / f"{exporter}.onnx", exporter, config))
+        if "error" not in attempts[-1] and (not config.fuse or attempts[-1]["attention_fused"] >= layers):
             break
         if exporter != exporters[-1]:
-            log.warning(
-                "%s export: %s; trying the next exporter", exporter, attempts[-1].get("error", "no attention fused")
-            )
+            fused = f"Attention fused in {attempts[-1].get('attention_fused')} of {layers} layers"
+            log.warning("%s export: %s; trying the next exporter", exporter, attempts[-1].get("error", fused))
     done = [a for a in attempts if "error" not in a]
     if not done:
         reasons = "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts)
         raise OptbenchError(f"ONNX export failed ({reasons}): check that the model runs in transformers")
-    chosen = max(done, key=lambda a: bool(a.get("attention_fused")))  # first with attention, else first
+    chosen = max(done, key=lambda a: a.get("attention_fused", 0))  # the first of those that fused the most
     path = out_dir / MODEL_FILE
     (out_dir / f"{chosen['exporter']}.onnx").rename(path)
     for attempt in done:
@@ -117,6 +120,12 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
                 "no Attention was fused: onnxruntime will run attention as separate MatMul/Softmax nodes "
                 "(slower); try another exporter"
             )
+        elif chosen["attention_fused"] < layers:  # ALBERT's shared layer fuses once
+            warnings.append(
+                f"Attention fused in {chosen['attention_fused']} of {layers} layers: onnxruntime will run the "
+                "others as separate MatMul/Softmax nodes (slower)"
+            )
+        if warnings:
             log.warning("ONNX model: %s", warnings[-1])
     check_onnx(path)
     details["parity"] = check_parity(path, parity_batches, reference, config)
@@ -139,9 +148,7 @@ def copy_hf_files(source: Path, out_dir: Path) -> None:
             shutil.copy2(source / name, out_dir / name)
 
 
-def _export_and_fuse(
-    model: Any, path: Path, exporter: str, config: OnnxConfig, hf_config: dict[str, Any]
-) -> dict[str, Any]:
+def _export_and_fuse(model: Any, path: Path, exporter: str, config: OnnxConfig) -> dict[str, Any]:
     """One export attempt (and its fusion); failures come back as an `error` entry, not an exception."""
     attempt: dict[str, Any] = {"exporter": exporter}
     started = time.perf_counter()
@@ -149,7 +156,7 @@ def _export_and_fuse(
         export(model, path, exporter=exporter, opset=config.opset)
         attempt["export_seconds"] = round(time.perf_counter() - started, 1)
         if config.fuse:  # onnxruntime's optimizer can fail on one exporter's graph: then try the next exporter
-            attempt["fused_operators"] = fuse(path, hf_config)
+            attempt["fused_operators"] = fuse(path, model.config)
             attempt["attention_fused"] = sum(attempt["fused_operators"].get(op, 0) for op in ATTENTION_OPS)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -159,25 +166,26 @@ def _export_and_fuse(
 
 
 def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
-    """torch.onnx.export with dynamic batch and sequence axes on all inputs and the logits."""
+    """torch.onnx.export with dynamic batch and sequence axes on the inputs the model takes and the logits."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
-        """The classifier with one output, `logits`, and its inputs in a fixed order."""
+        """The classifier with one output, `logits`, and its inputs in a fixed order (no token_type_ids
+        for a model that takes none, DistilBERT)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **types).logits
 
-    sample = {
-        "input_ids": torch.ones(2, 16, dtype=torch.long),
-        "attention_mask": torch.ones(2, 16, dtype=torch.long),
-        "token_type_ids": torch.zeros(2, 16, dtype=torch.long),
-    }
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    names = model_input_names(model)
+    sample = {name: torch.ones(2, 16, dtype=torch.long) for name in names}
+    if "token_type_ids" in sample:
+        sample["token_type_ids"] = torch.zeros(2, 16, dtype=torch.long)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
     wrapped = LogitsOnly().eval()
     with torch.no_grad(), warnings.catch_warnings():
@@ -189,9 +197,9 @@ def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
                 (),
                 str(path),
                 kwargs=sample,
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=["logits"],
-                dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
@@ -202,7 +210,7 @@ def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
                 wrapped,
                 tuple(sample.values()),
                 str(path),
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=["logits"],
                 dynamic_axes=axes,
                 opset_version=opset,
@@ -211,17 +219,19 @@ def export(model: Any, path: Path, *, exporter: str, opset: int) -> None:
             )
 
 
-def fuse(path: Path, hf_config: dict[str, Any]) -> dict[str, int]:
+def fuse(path: Path, model_config: Any) -> dict[str, int]:
     """onnxruntime's BERT fusion (attention, skip-layer-norm, GELU, embedding layer-norm), in place.
 
+    `model_config` is the model's transformers config: its attribute names are the same across the family
+    (DistilBERT's config.json says n_heads and dim, and without them the fusion finds no attention).
     Returns the count of each fused operator that appears at least once.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    heads = int(hf_config.get("num_attention_heads", 0))
-    hidden = int(hf_config.get("hidden_size", 0))
+    heads = int(getattr(model_config, "num_attention_heads", 0))
+    hidden = int(getattr(model_config, "hidden_size", 0))
     optimized = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
-    if hf_config.get("heads_per_layer") and heads:
+    if getattr(model_config, "heads_per_layer", None) and heads:
         set_attention_heads(optimized.model, head_size=hidden // heads)
     optimized.save_model_to_file(str(path))
     return {op: int(n) for op, n in optimized.get_fused_operator_statistics().items() if n}
@@ -324,7 +334,8 @@ def _tokenizer(path: Path) -> Any:
 def _torch_logits(model: Any, parity_batches: list[dict[str, np.ndarray]]) -> np.ndarray:
     import torch
 
+    names = model_input_names(model)
     with torch.inference_mode():
         return np.concatenate(
-            [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.numpy() for b in parity_batches]
+            [model(**{k: torch.from_numpy(b[k]) for k in names}).logits.numpy() for b in parity_batches]
         )

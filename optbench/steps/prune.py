@@ -74,7 +74,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     import torch
     from transformers import AutoTokenizer
 
-    from optbench.pruned_bert import load_classifier, save_classifier
+    from optbench.pruned_bert import MODEL_TYPE, load_classifier, save_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(
@@ -82,14 +82,21 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         )
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
-    if model.config.model_type not in ("bert", "optbench-pruned-bert"):
-        raise OptbenchError(f"prune supports BERT classifiers; this checkpoint is a {model.config.model_type} model")
+    if model.config.model_type not in ("bert", MODEL_TYPE):  # the output is a BERT with per-layer sizes
+        raise OptbenchError(
+            f'prune supports BERT classifiers (model_type "bert", or "{MODEL_TYPE}" from an earlier prune); this '
+            f'checkpoint is a "{model.config.model_type}" model ({type(model).__name__}): distill it into a BERT '
+            'student first (student = "paraphrase-minilm-l3" or a BERT checkpoint folder) and prune that'
+        )
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
     rows = np.random.default_rng(config.seed).permutation(len(train_split))[: config.importance_rows]
     batches = (
-        (encode_rows(tokenizer, train_split, chunk, config.max_length), torch.from_numpy(train_split.labels[chunk]))
+        (
+            encode_rows(model, tokenizer, train_split, chunk, config.max_length),
+            torch.from_numpy(train_split.labels[chunk]),
+        )
         for chunk in np.array_split(rows, max(1, len(rows) // config.batch_size))
     )
     scores = gradient_importance(model, batches, ffn=config.ffn_importance)
@@ -119,7 +126,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         logits = teacher_logits(artifact, train_split, config.max_length, out_dir.parent / "teacher-logits")
 
         def batch_loss(batch_rows: np.ndarray) -> Any:
-            out = pruned(**encode_rows(tokenizer, train_split, batch_rows, config.max_length))
+            out = pruned(**encode_rows(pruned, tokenizer, train_split, batch_rows, config.max_length))
             return config.logit_loss(
                 out.logits, torch.from_numpy(logits[batch_rows]), torch.from_numpy(train_split.labels[batch_rows])
             )

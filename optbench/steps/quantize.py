@@ -11,6 +11,7 @@ import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -19,7 +20,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, SeqLen, batches
+from optbench.data import MODEL_INPUTS, LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import is_qdq, load_graph
@@ -248,6 +249,7 @@ def apply_static(
         config.calibration_batch_size,
         config.seed,
         one_length=config.calibration_method != "minmax",
+        inputs={i.name for i in prepared_graph.input},
     )
     started = time.perf_counter()
     quantize_static(
@@ -301,7 +303,8 @@ def calibration_texts(data: LabelledData, samples: int, seed: int) -> list[str]:
 
 
 class CalibrationReader:
-    """Feeds calibration batches drawn from the train split.
+    """Feeds calibration batches drawn from the train split, holding those of `inputs` that `encode` makes:
+    the model's own (onnxruntime refuses a name its graph lacks, such as DistilBERT's token_type_ids).
 
     With `one_length` every batch is padded to the longest sample (capped at the data's max_length),
     because the histogram calibrators (Entropy, Percentile) stack batches; otherwise each batch is
@@ -310,7 +313,15 @@ class CalibrationReader:
     """
 
     def __init__(
-        self, model_dir: Path, data: LabelledData, samples: int, batch_size: int, seed: int, *, one_length: bool
+        self,
+        model_dir: Path,
+        data: LabelledData,
+        samples: int,
+        batch_size: int,
+        seed: int,
+        *,
+        one_length: bool,
+        inputs: Collection[str] = MODEL_INPUTS,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -320,7 +331,10 @@ class CalibrationReader:
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
         self.seq_len: SeqLen = max(lengths) if one_length else "data"
         self._batches = iter(
-            batches(tokenizer, texts, batch_size=batch_size, seq_len=self.seq_len, max_length=data.max_length)
+            {name: array for name, array in batch.items() if name in inputs}
+            for batch in batches(
+                tokenizer, texts, batch_size=batch_size, seq_len=self.seq_len, max_length=data.max_length
+            )
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

