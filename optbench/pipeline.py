@@ -25,7 +25,7 @@ from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
-from optbench.recipe import DEFAULT_MODEL, Recipe
+from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import FailedJob, to_frame, write_failures, write_report
 from optbench.steps import run_step
 from optbench.sweep import Executor, SweepStore
@@ -181,6 +181,21 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
         )
 
 
+def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
+    """Refuse, before any step runs, a step that would refuse the model its place in its chain gives it (prune
+    takes BERT only; a distill student keeps the layers of BERT-style models only), rather than after the
+    chains before it have run. Each step with a `preflight` refuses from its input's config.json and gives its
+    output's; a step without one, or one whose input is not known from the recipe (None), refuses nothing."""
+    for chain in recipe.chains:
+        model: dict[str, Any] | None = config
+        for step in chain:
+            preflight = getattr(step.config, "preflight", None)
+            try:
+                model = preflight(model) if preflight is not None else None
+            except OptbenchError as exc:
+                raise OptbenchError(f"the chain {chain_name(chain)}, step {step.shown}: {exc}") from None
+
+
 def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
     """The trained classifier every variant is measured against.
 
@@ -193,6 +208,7 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
     config = read_hf_config(path)
     _check_lengths(recipe, config, origin["checkpoint"])
+    check_step_inputs(recipe, config)
     if has_classifier_head(config):
         return ModelArtifact(path, "hf", hf_label_names(config), content_hash(path), origin=origin)
     log.info("%s has no classification head: fine-tuning it on %s", origin["checkpoint"], data.source)

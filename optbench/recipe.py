@@ -121,13 +121,13 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
         for before, step in zip((None, *chain), chain, strict=False):
             if before is not None and getattr(before.config, "ends_chain", False):
                 raise OptbenchError(
-                    f"the chain {_chain_name(chain)}: nothing may follow {before.shown} ({before.config.ends_chain}): "
+                    f"the chain {chain_name(chain)}: nothing may follow {before.shown} ({before.config.ends_chain}): "
                     f"start another chain for {step.shown}"
                 )
             needs = step.config.input_format
             if needs != made:
                 raise OptbenchError(
-                    f"the chain {_chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
+                    f"the chain {chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
                     f"gives it a {made!r} one: {_order_hint(step, made)}"
                 )
             made = step.config.output_format
@@ -167,7 +167,7 @@ def _difference(first: tuple[Any, ...], second: tuple[Any, ...]) -> str:
     return "their steps differ"
 
 
-def _chain_name(chain: tuple[RecipeStep, ...]) -> str:
+def chain_name(chain: tuple[RecipeStep, ...]) -> str:
     return " -> ".join(step.shown for step in chain)
 
 
@@ -179,7 +179,7 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
         if made not in measured:
             runners = [name for name, engine in ENGINES.items() if made in engine.formats]
             raise OptbenchError(
-                f"the chain {_chain_name(chain)} makes a {made!r} "
+                f"the chain {chain_name(chain)} makes a {made!r} "
                 f"model that no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
 

@@ -23,6 +23,25 @@ def encoder_layers(model: Any) -> Any:
     return layers
 
 
+def check_layer_list(config: dict[str, Any]) -> None:
+    """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find: its
+    architecture is built without weights (on torch's meta device) and asked. A config this transformers
+    cannot build is let through: loading the checkpoint reports it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    import optbench.pruned_bert  # noqa: F401 (registers the pruned BERT model type)
+
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        skeleton = AutoConfig.for_model(config.get("model_type", ""), **values)
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(skeleton)
+    except Exception:  # an unknown or custom model type: not certain enough to refuse
+        return
+    encoder_layers(model)
+
+
 def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
     """Keep only the transformer layers at `indices` (increasing, each in range), in place."""
     import torch

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from optbench.artifact import ModelArtifact, content_hash
+from optbench.artifact import ModelArtifact, content_hash, read_hf_config
 from optbench.data import encode
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
@@ -152,8 +152,11 @@ def test_every_member_exports_fused_and_runs_on_both_runtimes(member: ModelArtif
 def test_prune_names_the_types_it_supports(member: ModelArtifact, reviews, tmp_path: Path) -> None:
     kind = member.path.name
     message = rf'prune supports BERT classifiers \(model_type "bert".*this checkpoint is a "{kind}" model'
+    config = PruneConfig(heads=0.5, epochs=0, importance_rows=8)
     with pytest.raises(OptbenchError, match=message):
-        run_step(PruneConfig(heads=0.5, epochs=0, importance_rows=8), member, reviews, tmp_path)
+        run_step(config, member, reviews, tmp_path)
+    with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
+        config.preflight(read_hf_config(member.path))
 
 
 def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others(
@@ -168,10 +171,14 @@ def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others
         keep_layers(model, [1])
         assert model.config.num_hidden_layers == 1
         assert model(**{k: torch.from_numpy(v) for k, v in _batch(member, reviews).items()}).logits.shape == (8, 2)
+        assert DistillConfig(layers=(1,)).preflight(read_hf_config(member.path))["model_type"] == kind
         return
     config = DistillConfig(layers=(1,), max_train_rows=8, batch_size=8, max_length=32)
-    with pytest.raises(OptbenchError, match=rf'a "{kind}" model.*student = "paraphrase-minilm-l3"'):
+    message = rf'a "{kind}" model.*student = "paraphrase-minilm-l3"'
+    with pytest.raises(OptbenchError, match=message):
         run_step(config, member, reviews, tmp_path)
+    with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
+        config.preflight(read_hf_config(member.path))
 
 
 def test_hidden_state_transfer_from_a_distilbert_teacher(
@@ -183,3 +190,66 @@ def test_hidden_state_transfer_from_a_distilbert_teacher(
     )
     student = run_step(config, distilbert, reviews, tmp_path)
     assert student.details["hidden_layer_mapping"] == [0, 1]
+
+
+def _baseline_of(
+    checkpoint: Path, chains: list[list[dict]], reviews_csv: Path, tmp_path: Path, runtimes: tuple = ("torch",)
+) -> ModelArtifact:
+    """make_baseline of a recipe with these chains (it reads the checkpoint's config before any step runs)."""
+    from optbench.data import load_dataset
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import parse_recipe
+
+    table = {
+        "model": {"checkpoint": str(checkpoint)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 32},
+        "chains": [{"steps": steps} for steps in chains],
+        "bench": {"runtimes": list(runtimes)},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="family")
+    return make_baseline(recipe, load_dataset(recipe.dataset), tmp_path / "cache")
+
+
+ONNX = {"name": "onnx", "fuse": False}
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"name": "prune", "heads": 0.5}], r'the chain prune, step prune: prune supports BERT.*"distilbert"'),
+        (
+            [{"name": "finetune"}, {"name": "distill", "label": "l1", "layers": [1]}],
+            r'the chain finetune -> l1, step l1: .*a "distilbert" model.*student = "paraphrase-minilm-l3"',
+        ),
+    ],
+)
+def test_a_chain_whose_step_would_refuse_the_checkpoint_is_refused_before_any_step(
+    steps: list[dict], message: str, distilbert: ModelArtifact, reviews_csv: Path, tmp_path: Path
+) -> None:
+    """Not after the chains before it (here an export) have run: that may take hours."""
+    with pytest.raises(OptbenchError, match=message):
+        _baseline_of(distilbert.path, [[ONNX], steps], reviews_csv, tmp_path, runtimes=("torch", "onnxruntime"))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_student_folder_of_a_member_without_a_layer_list_is_refused_before_any_step(
+    distilbert: ModelArtifact, tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    steps = [{"name": "distill", "student": str(distilbert.path)}]
+    with pytest.raises(OptbenchError, match=r'the chain distill, step distill: .*a "distilbert" model'):
+        _baseline_of(tiny_classifier, [steps], reviews_csv, tmp_path)
+
+
+def test_a_step_after_one_that_changes_the_model_type_is_not_refused(
+    distilbert: ModelArtifact, tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    """A BERT student of a DistilBERT teacher prunes and keeps layers: only what is certain is refused."""
+    chains = [
+        [{"name": "distill", "student": "paraphrase-minilm-l3"}, {"name": "prune", "heads": 0.5}],
+        [
+            {"name": "distill", "label": "own", "student": str(tiny_classifier), "layers": [0]},
+            {"name": "prune", "label": "own-pruned", "heads": 0.5},
+            {"name": "distill", "label": "own-pruned-l1", "layers": [0]},
+        ],
+    ]
+    assert _baseline_of(distilbert.path, chains, reviews_csv, tmp_path).path == distilbert.path

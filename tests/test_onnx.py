@@ -97,7 +97,23 @@ def test_no_fused_attention_is_reported_loudly(
     monkeypatch.setattr(onnx_step, "fuse", lambda path, hf_config: {"SkipLayerNormalization": 4})
     result = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path)
     assert "no Attention was fused" in result.details["warnings"][0]
+    assert 'try exporter = "dynamo"' in result.details["warnings"][0]
     assert "no Attention was fused" in caplog.text
+
+
+def test_no_fused_attention_after_auto_does_not_advise_the_exporter_it_tried(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    real_export = onnx_step.export
+    # both attempts export with TorchScript (seconds faster); neither fuses attention
+    monkeypatch.setattr(
+        onnx_step, "export", lambda model, path, **kw: real_export(model, path, **kw | {"exporter": "torchscript"})
+    )
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, model_config: {"SkipLayerNormalization": 4})
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    warning = result.details["warnings"][0]
+    assert "no Attention was fused" in warning and "dynamo and torchscript were both tried" in warning
+    assert "try" not in warning.split("both tried")[1]
 
 
 def test_attention_fused_in_some_layers_only_is_a_warning(

@@ -26,7 +26,7 @@ from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
-from optbench.surgery import encoder_layers, keep_layers, layer_shapes, narrow_ffn
+from optbench.surgery import check_layer_list, encoder_layers, keep_layers, layer_shapes, narrow_ffn
 from optbench.training import TrainingConfig, encode_rows, predictions, train
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,17 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         if self.student in (TEACHER, PARAPHRASE_L3) or not folder.is_dir():
             return {}  # a missing folder is reported by apply, which names the fix
         return {"student": content_hash(folder)}
+
+    def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse a student whose layers optbench cannot keep, from its config.json: the teacher's (None: not
+        known before the steps before this one run) or the student folder's; the student's config.json (see
+        `optbench.pipeline.check_step_inputs`)."""
+        if self.student == PARAPHRASE_L3:
+            return {"model_type": "bert"}
+        student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
+        if student is not None:
+            check_layer_list(student)
+        return student
 
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""

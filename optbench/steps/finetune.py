@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
@@ -23,6 +23,11 @@ class FinetuneConfig(TrainingConfig):
     name: ClassVar[str] = "finetune"
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
+
+    def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The config.json of what this step makes from a model whose config.json is `model`: the same
+        model type (see `optbench.pipeline.check_step_inputs`)."""
+        return model
 
 
 def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:

@@ -118,7 +118,7 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
         if not chosen["attention_fused"]:
             warnings.append(
                 "no Attention was fused: onnxruntime will run attention as separate MatMul/Softmax nodes "
-                "(slower); try another exporter"
+                f"(slower); {_unfused_advice([a['exporter'] for a in attempts])}"
             )
         elif chosen["attention_fused"] < layers:  # ALBERT's shared layer fuses once
             warnings.append(
@@ -139,6 +139,17 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
         details["warnings"] = warnings
     copy_hf_files(artifact.path, out_dir)
     return artifact.derive(out_dir, step=config.label, config=config_to_dict(config), format="onnx", details=details)
+
+
+def _unfused_advice(tried: list[str]) -> str:
+    """What to do about an export without fused attention, given the exporters that ran."""
+    if len(tried) > 1:  # `auto`: the other exporter was tried too
+        return (
+            f"{' and '.join(tried)} were both tried (the manifest's attempts say how each went), so no exporter "
+            "setting fuses this model's attention"
+        )
+    other = "torchscript" if tried[0] == "dynamo" else "dynamo"
+    return f'try exporter = "{other}" (or "auto", which tries both and keeps the better fused)'
 
 
 def copy_hf_files(source: Path, out_dir: Path) -> None:

@@ -68,13 +68,35 @@ class PruneConfig(TrainingConfig, LogitDistillation):
                 "weight decay would move the weights): give one a weight, or set epochs = 0 to skip recovery"
             )
 
+    def preflight(self, model: dict[str, Any] | None) -> dict[str, Any]:
+        """Refuse an input model of a type prune does not take, from its config.json (None: not known before
+        the steps before this one run); the config.json of what it makes (see
+        `optbench.pipeline.check_step_inputs`)."""
+        from optbench.pruned_bert import MODEL_TYPE
+
+        if model is not None and isinstance(model.get("model_type"), str):
+            check_model_type(model["model_type"])
+        return {"model_type": MODEL_TYPE}
+
+
+def check_model_type(model_type: str) -> None:
+    """Refuse a checkpoint prune does not take: its output is a BERT with per-layer sizes."""
+    from optbench.pruned_bert import MODEL_TYPE
+
+    if model_type not in ("bert", MODEL_TYPE):
+        raise OptbenchError(
+            f'prune supports BERT classifiers (model_type "bert", or "{MODEL_TYPE}" from an earlier prune); this '
+            f'checkpoint is a "{model_type}" model: distill it into a BERT student first '
+            '(student = "paraphrase-minilm-l3" or a BERT checkpoint folder) and prune that'
+        )
+
 
 def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Score, prune, recover and save `artifact` (a BERT classifier checkpoint) to `out_dir`."""
     import torch
     from transformers import AutoTokenizer
 
-    from optbench.pruned_bert import MODEL_TYPE, load_classifier, save_classifier
+    from optbench.pruned_bert import load_classifier, save_classifier
 
     if artifact.format != "hf":
         raise OptbenchError(
@@ -82,12 +104,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         )
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
-    if model.config.model_type not in ("bert", MODEL_TYPE):  # the output is a BERT with per-layer sizes
-        raise OptbenchError(
-            f'prune supports BERT classifiers (model_type "bert", or "{MODEL_TYPE}" from an earlier prune); this '
-            f'checkpoint is a "{model.config.model_type}" model ({type(model).__name__}): distill it into a BERT '
-            'student first (student = "paraphrase-minilm-l3" or a BERT checkpoint folder) and prune that'
-        )
+    check_model_type(model.config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
