@@ -154,9 +154,13 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     floor = figure.tolerance_pct
     if figure.timing:
         floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not _missing(x)), 0.0)
+    if after == before:
+        return [figure.column, before, after, change, "not significant", "unchanged"]
     if a_low <= b_high and b_low <= a_high:
-        return [figure.column, before, after, change, "not significant", "the 95% intervals overlap"]
-    if after == before or (change is not None and abs(change) <= floor):
+        unbounded = any(math.isinf(end) for end in (a_low, a_high, b_low, b_high))
+        few = ": one is unbounded (too few timed calls: raise [bench] min_iters)" if unbounded else ""
+        return [figure.column, before, after, change, "not significant", f"the 95% intervals overlap{few}"]
+    if change is not None and abs(change) <= floor:
         return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
     better = (after < before) == figure.lower_is_better
     return [figure.column, before, after, change, "better" if better else "worse", ""]
