@@ -109,6 +109,16 @@ def test_different_workloads_are_not_comparable() -> None:
     assert marks == {("baseline", 1, "-"): "not comparable"}
 
 
+def test_the_cli_names_the_workload_settings_that_differ(tmp_path: Path, capsys) -> None:
+    base = make_report(shapes=((1, 128),))
+    rounds = with_figures(dataclasses.replace(base, workload={**base.workload, "rounds": 2}), workload="two-rounds")
+    for side, report in (("a", base), ("b", rounds)):
+        write_report(report, (tmp_path / side).mkdir() or tmp_path / side)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    (why,) = pd.read_csv(io.StringIO(capsys.readouterr().out))["why"]
+    assert why == "workload differs: rounds None vs 2"
+
+
 def test_each_side_uses_its_newest_report_per_row() -> None:
     base = make_report(shapes=((1, 128),))
     old = dataclasses.replace(with_figures(base, p50_ms=20, spread_ms=0.1), created_at="2026-11-01T00:00:00+00:00")
