@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "row). Each figure is marked better or "
         "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
-        "rows whose workloads differ (data, threads, timing) not comparable. With --budget, every budget check "
-        "that B's newest run fails and A's passed (or left inconclusive) is listed as newly failing too.",
+        "rows whose workloads differ (data, threads, timing, rounds: the why column names which) not comparable. "
+        "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
+        "listed as newly failing too.",
     )
     compare.add_argument("a", help="results before: a folder, a report file, or REV:PATH")
     compare.add_argument("b", help="results after, the same way")
@@ -346,7 +347,7 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from optbench.budget import load_budgets
-    from optbench.compare import budget_regressions, compare, load_side, render
+    from optbench.compare import budget_regressions, compare, load_side, render, workloads_of
     from optbench.report import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
@@ -354,7 +355,7 @@ def _compare(args: argparse.Namespace) -> int:
     for side, spec, reports in (("A", args.a, before), ("B", args.b, after)):
         if not reports:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
-    table = compare(to_frame(before), to_frame(after))
+    table = compare(to_frame(before), to_frame(after), workloads_of(before + after))
     if budgets:
         table = pd.concat([budget_regressions(budgets, before, after), table], ignore_index=True)
     _emit(render(table, args.format, only_changes=args.only_changes), args.output)

@@ -13,7 +13,7 @@ or, given budgets, a budget check that A's newest run passed (or left inconclusi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -106,8 +106,10 @@ def _with_reference(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return add_speedup_vs(rows.reset_index(drop=True), REFERENCE_ROW).set_index(key, drop=False)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark."""
+def compare(a: pd.DataFrame, b: pd.DataFrame, workloads: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+    """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark;
+    `workloads` (workload fingerprint -> the report's workload, `workloads_of`) names what differs where
+    two rows are not comparable."""
     key = match_key(a, b)
     a, b = _with_reference(newest(a, key), key), _with_reference(newest(b, key), key)
     out = []
@@ -119,11 +121,36 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         elif row not in a.index:
             out.append([*where, "-", "missing", "measured", None, "new", "no report in A"])
         elif a.loc[row, "workload"] != b.loc[row, "workload"]:
-            why = f"workload {a.loc[row, 'workload']} vs {b.loc[row, 'workload']} (data, threads or timing differ)"
+            why = _workload_change(a.loc[row, "workload"], b.loc[row, "workload"], workloads or {})
             out.append([*where, "-", "-", "-", None, "not comparable", why])
         else:
             out += [[*where, *_figure_row(figure, a.loc[row], b.loc[row])] for figure in FIGURES]
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
+    """Each measurement's workload fingerprint -> its report's workload (data, threads, timing, rounds)."""
+    return {m.workload_fingerprint: r.workload for r in reports for m in r.measurements}
+
+
+def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:
+    """Why two rows are not comparable: the workload settings that differ, where both sides' are known."""
+    if a not in workloads or b not in workloads:
+        return f"workload {a} vs {b} (data, threads, timing or rounds differ)"
+    flat_a, flat_b = (_flat(workloads[side]) for side in (a, b))
+    keys = sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
+    return "workload differs: " + "; ".join(f"{k} {flat_a.get(k)} vs {flat_b.get(k)}" for k in keys)
+
+
+def _flat(workload: Mapping) -> dict[str, object]:
+    """A workload with its nested tables (timing) as dotted keys."""
+    out: dict[str, object] = {}
+    for key, value in workload.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def budget_regressions(budgets: list[Budget], a: list[Report], b: list[Report]) -> pd.DataFrame:
@@ -154,9 +181,13 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     floor = figure.tolerance_pct
     if figure.timing:
         floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not _missing(x)), 0.0)
+    if after == before:
+        return [figure.column, before, after, change, "not significant", "unchanged"]
     if a_low <= b_high and b_low <= a_high:
-        return [figure.column, before, after, change, "not significant", "the 95% intervals overlap"]
-    if after == before or (change is not None and abs(change) <= floor):
+        unbounded = any(math.isinf(end) for end in (a_low, a_high, b_low, b_high))
+        few = ": one is unbounded (too few timed calls: raise [bench] min_iters)" if unbounded else ""
+        return [figure.column, before, after, change, "not significant", f"the 95% intervals overlap{few}"]
+    if change is not None and abs(change) <= floor:
         return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
     better = (after < before) == figure.lower_is_better
     return [figure.column, before, after, change, "better" if better else "worse", ""]

@@ -232,7 +232,8 @@ def _bad_json_line(path: Path) -> str | None:
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
-    """Drop empty rows, exact duplicates, and texts that appear with conflicting labels."""
+    """Drop empty rows, exact duplicates, and texts that appear with conflicting labels, saying how many."""
+    rows = len(frame)
     frame = frame.dropna(subset=[text_column, label_column])
     labels = frame[label_column]
     if pd.api.types.is_float_dtype(labels) and np.isfinite(labels).all() and (labels == labels.round()).all():
@@ -240,11 +241,16 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataF
         frame = frame.assign(**{label_column: labels.astype(np.int64)})
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
     frame = frame.assign(**{text_column: frame[text_column].astype(str)})
+    if len(frame) < rows:
+        log.warning("dropping %d row(s) with an empty text or label", rows - len(frame))
     key = _text_key(frame[text_column])
     labels_per_text = frame[label_column].astype(str).groupby(key).nunique()
     conflicting = labels_per_text[labels_per_text > 1].index
     if len(conflicting):
         log.warning("dropping %d texts that carry conflicting labels", len(conflicting))
+    repeated = int((key.duplicated() & ~key.isin(conflicting)).sum())
+    if repeated:
+        log.info("dropping %d repeated text(s)", repeated)
     kept = ~key.isin(conflicting) & ~key.duplicated()
     return frame[kept].reset_index(drop=True)
 

@@ -108,10 +108,11 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
                 ]
         chosen = [r for r in reports if _selects(budget, r)]
         if not chosen:
-            wanted = f"variants {list(budget.variants)} on runtimes {list(budget.runtimes)}"
+            variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
+            have = ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
+            why = f"no report in the run matches (it has {have}): fix the budget's variants or runtimes"
             checks += [
-                Check(budget.name, wanted, "-", limit, "no report in the run matches", None, None, None, "fail")
-                for limit in budget.limits
+                Check(budget.name, variants, runtimes, limit, why, None, None, None, "fail") for limit in budget.limits
             ]
         for report in chosen:
             checks += [
@@ -156,7 +157,7 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
     else:
         figure = _figure(limit.key, report, budget)
         unmeasured = (
-            f"not measured at {shape}" if shape else "its reference scored 0 accuracy: nothing is relative to it"
+            _unmeasured(report, shape) if shape else "its reference scored 0 accuracy: nothing is relative to it"
         )
         outcome = unmeasured if figure is None else (figure, "")
     if not isinstance(outcome, str) and any(math.isnan(x) for x in outcome[0]):  # NaN would read as inconclusive
@@ -178,7 +179,7 @@ def _speedup_vs_peer(
     points = f"{budget.peer_budget_points:g} points"
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
-        return f"not measured at {shape}"
+        return _unmeasured(report, shape)
     if report.drop.points > budget.peer_budget_points:
         return f"its accuracy drop {report.drop.points:.2f} points is beyond the peer budget of {points}"
     device = report.runtime.get("device")
@@ -204,7 +205,7 @@ def _speedup_against(
     (not measured, no such row, more than one) otherwise."""
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
-        return f"not measured at {shape}"
+        return _unmeasured(report, shape)
     rows = _measured_beside(report, run, budget, lambda other: choice.names(other.key))
     if not rows:
         return f"no {choice.text} was measured at {shape} on this machine"
@@ -270,6 +271,12 @@ def _speedup_over(reference: Measurement, own: Measurement) -> tuple[float, floa
     theirs, ours = reference.latency, own.latency
     low, high = ratio_interval((theirs.p50_ci_low, theirs.p50_ci_high), (ours.p50_ci_low, ours.p50_ci_high))
     return theirs.p50_ms / ours.p50_ms, float(low), float(high)
+
+
+def _unmeasured(report: Report, shape: str) -> str:
+    """Why a shaped limit cannot be checked on `report`: the shape it lacks, and the shapes it has."""
+    measured = ", ".join(f"batch {m.batch_size} x {m.seq_len}" for m in report.measurements) or "none"
+    return f"not measured at {shape} (measured: {measured})"
 
 
 def _at(report: Report, batch_size: int | None, seq_len: int | str | None) -> Measurement | None:

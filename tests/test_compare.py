@@ -27,6 +27,7 @@ def test_the_same_figures_are_not_significant() -> None:
     report = with_figures(make_report(shapes=((1, 128),)), p50_ms=10, spread_ms=0.5, speedup=1.0)
     marks = _marks([report], [report])
     assert set(marks.values()) == {"not significant"}
+    assert set(compare(to_frame([report]), to_frame([report]))["why"]) == {"unchanged"}  # model size has no interval
     assert {figure for _, _, figure in marks} == {
         "p50_ms",
         "p99_ms",
@@ -48,9 +49,10 @@ def test_faster_and_slower_p50_beyond_the_intervals_are_better_and_worse() -> No
 def test_a_p50_from_fewer_than_6_calls_is_never_better_or_worse() -> None:
     base = make_report(shapes=((1, 128),))
     before = with_figures(base, p50_ms=10, spread_ms=0.2, calls=5)
-    assert _marks([before], [with_figures(base, p50_ms=5, spread_ms=0.1, calls=5)])["baseline", 1, "p50_ms"] == (
-        "not significant"
-    )
+    table = compare(to_frame([before]), to_frame([with_figures(base, p50_ms=5, spread_ms=0.1, calls=5)]))
+    row = table[table["figure"] == "p50_ms"].iloc[0]
+    assert row["mark"] == "not significant"
+    assert row["why"] == "the 95% intervals overlap: one is unbounded (too few timed calls: raise [bench] min_iters)"
 
 
 def test_overlapping_intervals_are_not_significant() -> None:
@@ -105,6 +107,16 @@ def test_different_workloads_are_not_comparable() -> None:
     base = make_report(shapes=((1, 128),))
     marks = _marks([base], [with_figures(base, workload="other-data")])
     assert marks == {("baseline", 1, "-"): "not comparable"}
+
+
+def test_the_cli_names_the_workload_settings_that_differ(tmp_path: Path, capsys) -> None:
+    base = make_report(shapes=((1, 128),))
+    rounds = with_figures(dataclasses.replace(base, workload={**base.workload, "rounds": 2}), workload="two-rounds")
+    for side, report in (("a", base), ("b", rounds)):
+        write_report(report, (tmp_path / side).mkdir() or tmp_path / side)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    (why,) = pd.read_csv(io.StringIO(capsys.readouterr().out))["why"]
+    assert why == "workload differs: rounds None vs 2"
 
 
 def test_each_side_uses_its_newest_report_per_row() -> None:

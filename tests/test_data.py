@@ -196,11 +196,15 @@ def test_group_column_keeps_groups_together(make_csv: MakeCsv) -> None:
     assert len(seen) == 40
 
 
-def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv) -> None:
+def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
     rows = _rows(200)
-    rows["text"] += ["contested", "contested", "twice", "twice", "   ", None]
-    rows["label"] += ["neg", "pos", "pos", "pos", "neg", "pos"]
-    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    rows["text"] += ["contested", "contested", "twice", "twice", "   ", None, "unlabelled"]
+    rows["label"] += ["neg", "pos", "pos", "pos", "neg", "pos", None]
+    with caplog.at_level("INFO", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    # a user's rows never vanish unsaid: the log counts what was dropped and why
+    assert "dropping 3 row(s) with an empty text or label" in caplog.text
+    assert "dropping 1 repeated text(s)" in caplog.text
     everything = [t for split in _all_texts(data).values() for t in split]
     assert "contested" not in everything
     assert everything.count("twice") == 1

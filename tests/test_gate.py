@@ -125,6 +125,18 @@ def test_a_budget_without_a_matching_report_or_shape_fails(tmp_path: Path) -> No
     assert check.verdict == "fail" and "not measured at batch 32 x 128" in check.reason
 
 
+def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> None:
+    # a typo in a variant, or a shape the run did not time: the line lists what the budget could have named
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onx"]\nmax_size = "10 MB"\n', _run(), tmp_path)
+    assert check.reason == (
+        "variants ['baseline+onx'] on runtimes ['*']: max_size cannot be checked: no report in the run matches "
+        "(it has baseline on torch-cpu-fp32, baseline+onnx on torch-cpu-fp32): fix the budget's variants or runtimes"
+    )
+    text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 1\nseq_len = 64\nmax_p50 = "1 s"\nmin_speedup = "1x"\n'
+    for check in _checks(text, _run(), tmp_path):
+        assert check.reason.endswith("not measured at batch 1 x 64 (measured: batch 1 x 128)")
+
+
 def test_patterns_select_variants_and_runtimes(tmp_path: Path) -> None:
     checks = _checks(
         '[[budget]]\nvariants = ["baseline*"]\nruntimes = ["torch-cpu-*"]\nmax_size = "1 GB"\n', _run(), tmp_path
