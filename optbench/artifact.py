@@ -127,9 +127,10 @@ class ModelArtifact:
             details=details,
         )
 
-    def save_manifest(self) -> None:
-        """Write the manifest beside the model, atomically."""
-        write_json_atomic(self.path / MANIFEST, self.to_dict())
+    def save_manifest(self, folder: Path | None = None) -> None:
+        """Write the manifest, atomically, beside the model or into `folder` (where it is being built before
+        it moves to `path`)."""
+        write_json_atomic((folder or self.path) / MANIFEST, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> ModelArtifact:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
 def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:
     config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
     first = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    manifest = json.loads((first.path / MANIFEST).read_text())
+    assert manifest["path"] == str(first.path)  # the cache folder, not the temporary one it was built in
     calls = []
     monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, lambda *a: calls.append(a)))
     second = run_step(config, _encoder(tiny_encoder), data, tmp_path)

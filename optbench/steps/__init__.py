@@ -146,7 +146,7 @@ def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData,
     work.mkdir(parents=True)
     try:
         result = STEPS[config.name].apply(config, artifact, data, work)
-        replace(result, path=work).save_manifest()
+        replace(result, path=target).save_manifest(work)  # it names the folder it will be read from
         try:
             os.replace(work, target)
         except OSError as exc:  # a folder there: another process finished the same step first
