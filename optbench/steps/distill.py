@@ -109,9 +109,9 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         return {"student": content_hash(folder)}
 
     def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Refuse a student whose layers optbench cannot keep, from its config.json: the teacher's (None: not
-        known before the steps before this one run) or the student folder's; the student's config.json (see
-        `optbench.pipeline.check_step_inputs`)."""
+        """Refuse a student whose layers optbench cannot keep, from its config.json: the teacher's with
+        `student = "teacher"` (None: not known before the steps before this one run), else the student folder's.
+        Returns the student's config.json, what this step makes (see `optbench.pipeline.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             return {"model_type": "bert"}
         student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
