@@ -167,7 +167,11 @@ def benchmark(
                     workload=workload,
                     environment=environment,
                     metrics=Metrics.from_logits(data.test.labels, logits[index]),
-                    drop=Drop.paired(data.test.labels, logits[reference], logits[index]),
+                    drop=(
+                        Drop.of_reference()
+                        if index == reference
+                        else Drop.paired(data.test.labels, logits[reference], logits[index])
+                    ),
                     measurements=tuple(measurement(index, *shape) for shape in shapes),
                     warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, shapes)),
                 )

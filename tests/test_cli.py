@@ -69,6 +69,7 @@ def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, cap
     for row in rows:
         assert 0 <= float(row["accuracy"]) <= 1
         assert float(row["accuracy_drop"]) == 0.0
+        assert float(row["accuracy_drop_ci_low"]) == float(row["accuracy_drop_ci_high"]) == 0.0  # itself: certain
         assert float(row["speedup_p50"]) == 1.0
         assert float(row["p50_ci_low"]) <= float(row["p50_ms"]) <= float(row["p50_ci_high"])
         assert float(row["p50_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
@@ -213,6 +214,7 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
     assert all(r["iterations"] == 6 and r["noise_floor_pct"] is None for r in rows)  # 2 rounds pooled, no A/A
     onnx_row = by_variant["baseline+onnx", "onnxruntime"]
     assert onnx_row["agreement"] == 1.0 and onnx_row["accuracy_drop"] == 0.0 and onnx_row["speedup_p50"] > 0
+    assert onnx_row["accuracy_drop_ci_low"] < 0 < onnx_row["accuracy_drop_ci_high"]  # agreeing here is not everywhere
     (model,) = (tmp_path / "cache").glob("onnx-*/model.onnx")
     model.write_bytes(b"damaged")
     _fails(args, capsys, "is damaged")

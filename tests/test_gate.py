@@ -7,9 +7,11 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_fixtures import make_report, with_drop, with_figures
 
+from optbench.accuracy import Drop
 from optbench.budget import Limit, load_budgets, parse_budget
 from optbench.cli import main
 from optbench.errors import OptbenchError
@@ -67,6 +69,20 @@ def test_accuracy_drop_pass_inconclusive_and_fail(tmp_path: Path) -> None:
         "baseline+onnx on torch-cpu-fp32: max_accuracy_drop 0.5 points (95% interval 0.3 to 1.4) "
         "breaks the limit 0.2 points"
     )
+
+
+def test_a_variant_that_agrees_on_a_small_split_cannot_pass_a_tight_drop_budget(tmp_path: Path) -> None:
+    """20 test rows with no disagreement cannot vouch for a drop below half a point (the interval is about
+    +-16 points); on 2,000 rows they can vouch for 0.5 but not 0.1."""
+    budget = '[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "{}"\n'
+    verdicts = []
+    for rows, limit in ((20, "0.5 points"), (20, "20 points"), (2000, "0.5 points"), (2000, "0.1 points")):
+        logits = np.tile([[2.0, 0.0]], (rows, 1))
+        drop = Drop.paired(np.zeros(rows, dtype=int), logits, logits.copy())
+        agreeing = dataclasses.replace(_run()[1], drop=drop)
+        (check,) = _checks(budget.format(limit), [agreeing], tmp_path)
+        verdicts.append(check.verdict)
+    assert verdicts == ["inconclusive", "pass", "pass", "inconclusive"]
 
 
 def test_relative_accuracy_is_a_fraction_of_the_reference(tmp_path: Path) -> None:
