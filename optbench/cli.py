@@ -11,12 +11,13 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import __version__
 from optbench.errors import OptbenchError
+from optbench.quiet import third_party_noise_dropped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -410,10 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     # optbench's own progress at INFO; other libraries (onnxruntime's fusion logs a line per pass) at WARNING
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # torchao warns at import about each CUDA kernel library a CPU build cannot load: not actionable
-    logging.getLogger("torchao").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    # the lines every run would print that no user can act on (optbench/quiet.py); -v shows them
+    quiet = nullcontext() if args.verbose else third_party_noise_dropped()
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), quiet:
             return args.handler(args)
     except OptbenchError as exc:
         print(f"optbench: error: {exc}", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""Third-party lines no user can act on are dropped while optbench runs; every other record goes through."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from optbench import cli
+from optbench.quiet import third_party_noise_dropped
+
+SO_FAILED = (
+    "Failed to load /venv/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: Could not load this "
+    "library: /venv/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so"
+)
+ENUM_DEPRECATED = (
+    "%s is an Enum subclass and is now natively supported by torch.compile as an opaque value type. Calling "
+    "register_constant() on Enum subclasses is deprecated and will be an error in a future release."
+)
+TORCHAO_ENUM = enum.Enum("KernelPreference", "AUTO", module="torchao.quantization.quantize_.common.kernel_preference")
+NO_TRITON = "Warning: Detected no triton, on systems without Triton certain kernels will not work"
+EXPORTER = "torch.onnx._internal.exporter._registration"
+OWN_ENUM = enum.Enum("Mode", "A", module="somebody.else")
+
+
+def passes(name: str, msg: str, *args: object) -> bool:
+    logger = logging.getLogger(name)
+    return bool(logger.filter(logger.makeRecord(name, logging.WARNING, "x.py", 1, msg, args, None)))
+
+
+def test_known_noise_is_dropped_other_records_pass_and_the_loggers_are_restored() -> None:
+    with third_party_noise_dropped():
+        assert not passes("torchao", SO_FAILED)
+        assert not passes("torch.utils._pytree", ENUM_DEPRECATED, TORCHAO_ENUM)
+        assert passes("torchao", "Skipping import of cpp extensions due to incompatible torch version")
+        assert passes("torchao", "Failed to load /somewhere/else/_C_mine.so: no such file")
+        assert passes("torch.utils._pytree", ENUM_DEPRECATED, OWN_ENUM)
+        assert passes("torch.utils._pytree", "%s is already registered as pytree node", TORCHAO_ENUM)
+        assert not passes(EXPORTER, "torchvision is not installed. Skipping %s", "torchvision::nms")
+        assert passes(EXPORTER, "Setting ONNX exporter to use operator set version %s because", 18)
+        assert not passes("torchao.kernel.intmm", NO_TRITON)
+        assert passes("torchao.quantization", SO_FAILED)  # a child logger's own records are its own
+    assert passes("torchao", SO_FAILED) and passes("torch.utils._pytree", ENUM_DEPRECATED, TORCHAO_ENUM)
+    assert not any(logging.getLogger(name).filters for name in ("torchao", "torch.utils._pytree", EXPORTER))
+
+
+def test_importing_torchao_and_transformers_in_the_block_prints_nothing_of_it() -> None:
+    pytest.importorskip("torchao")
+    script = (
+        "from optbench.quiet import third_party_noise_dropped\n"
+        "with third_party_noise_dropped():\n"
+        "    import torchao, transformers.quantizers\n"
+    )
+    stderr = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    assert "Failed to load" not in stderr and "register_constant()" not in stderr, stderr
+
+
+def test_the_command_drops_the_noise_and_shows_other_torchao_warnings(monkeypatch, caplog) -> None:
+    def env(args: object) -> int:
+        logging.getLogger("torchao").warning(SO_FAILED)
+        logging.getLogger("torchao").warning("torchao: a warning the user should see")
+        return 0
+
+    monkeypatch.setattr(cli, "_env", env)
+    assert cli.main(["env"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == ["torchao: a warning the user should see"]
+    assert logging.getLogger("torchao").filters == []
