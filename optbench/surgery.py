@@ -54,22 +54,35 @@ def self_attention(model: Any, layer: Any) -> Any:
     return module
 
 
+def transformers_config(config: dict[str, Any]) -> Any | None:
+    """transformers' config object of a config.json's contents, which answers to the common attribute names
+    (DistilBERT's n_layers as num_hidden_layers), or None for a type this transformers cannot build."""
+    from transformers import AutoConfig
+
+    import optbench.pruned_bert  # noqa: F401 (registers the pruned BERT model type)
+
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        return AutoConfig.for_model(config.get("model_type", ""), **values)
+    except Exception:  # an unknown or custom model type
+        return None
+
+
 def check_layer_list(config: dict[str, Any], *, narrows_ffn: bool = False) -> None:
     """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find (or, when it
     `narrows_ffn`, whose FFNs `narrow_ffn` cannot narrow): its architecture is built without weights (on
     torch's meta device) and asked. A config this transformers cannot build is let through: loading the
     checkpoint reports it."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    import optbench.pruned_bert  # noqa: F401 (registers the pruned BERT model type)
-
-    values = {k: v for k, v in config.items() if k != "model_type"}
+    skeleton = transformers_config(config)
+    if skeleton is None:
+        return
     try:
-        skeleton = AutoConfig.for_model(config.get("model_type", ""), **values)
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(skeleton)
-    except Exception:  # an unknown or custom model type: not certain enough to refuse
+    except Exception:  # a type without a sequence-classification model: not certain enough to refuse
         return
     encoder_layers(model)
     if narrows_ffn:

@@ -238,6 +238,16 @@ def test_a_distilbert_student_keeps_its_teachers_layers_reloads_and_exports(
     assert exported.details["fused_operators"]["Attention"] == 2
 
 
+def test_a_student_deeper_than_its_distilbert_teacher_is_refused(
+    distilbert: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """The teacher's depth is read from its config.json, where DistilBERT calls it n_layers."""
+    deep = _save_member("distilbert", tmp_path / "deep", reviews.train.texts, layers=3)
+    config = DistillConfig(student=str(deep.path), max_train_rows=8, batch_size=8, max_length=32)
+    with pytest.raises(OptbenchError, match="has 3 layers and the teacher 2: a student must not be deeper"):
+        run_step(config, distilbert, reviews, tmp_path / "cache")
+
+
 def test_a_distilbert_student_keeps_its_ffn_width(distilbert: ModelArtifact, reviews, tmp_path: Path) -> None:
     """FFN narrowing edits BERT's layers only: a DistilBERT student's is refused with the fix."""
     config = DistillConfig(intermediate_size=16, max_train_rows=8, batch_size=8, max_length=32)

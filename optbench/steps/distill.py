@@ -33,6 +33,7 @@ from optbench.surgery import (
     layer_shapes,
     narrow_ffn,
     self_attention,
+    transformers_config,
 )
 from optbench.training import TrainingConfig, encode_rows, predictions, train
 
@@ -320,7 +321,8 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
 def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
     if teacher.format != "hf":
         return  # an exported teacher's depth is not in a config file; nothing to compare
-    depth = read_hf_config(teacher.path).get("num_hidden_layers")
+    teacher_config = transformers_config(read_hf_config(teacher.path))  # reads DistilBERT's n_layers too
+    depth = getattr(teacher_config, "num_hidden_layers", None)
     if depth is not None and student.config.num_hidden_layers > depth:
         raise OptbenchError(
             f"the student has {student.config.num_hidden_layers} layers and the teacher {depth}: a student must "
