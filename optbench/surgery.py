@@ -28,16 +28,28 @@ DISTILBERT_LAYOUT = Layout("transformer", "attention", "n_heads", "ffn.lin1")
 
 def layout(model: Any) -> Layout:
     """The layout of a model whose layers optbench can keep: BERT's (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
-    DeBERTa-v2, MiniLM) or DistilBERT's. ALBERT has no list of layers: all its layers share one."""
+    DeBERTa-v2, MiniLM) or DistilBERT's, its first layer holding the self-attention and FFN where the layout
+    says. ALBERT has no list of layers (all share one); MPNet's list holds other parts."""
     for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
-        if getattr(getattr(model.base_model, candidate.holder, None), "layer", None) is not None:
+        layers = getattr(getattr(model.base_model, candidate.holder, None), "layer", None)
+        if layers is not None and all(_has(layer, candidate.attention, candidate.ffn_in) for layer in layers[:1]):
             return candidate
     raise OptbenchError(
-        f'{type(model).__name__} (a "{model.config.model_type}" model) has no list of layers to keep: optbench '
-        "keeps the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, MiniLM) "
-        "and DistilBERT, not ALBERT's, whose layers all share one set of weights; distill it into "
-        'another student (student = "paraphrase-minilm-l3" or a checkpoint folder of one of those)'
+        f'{type(model).__name__} (a "{model.config.model_type}" model) has no list of layers optbench can keep: '
+        "it keeps the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, MiniLM) "
+        "and DistilBERT, not ALBERT's, whose layers all share one set of weights, nor those laid out otherwise "
+        '(MPNet\'s); distill it into another student (student = "paraphrase-minilm-l3" or a checkpoint folder '
+        "of one of those)"
     )
+
+
+def _has(layer: Any, *paths: str) -> bool:
+    """Whether `layer` has a submodule at each dotted path."""
+    try:
+        attrgetter(*paths)(layer)
+    except AttributeError:
+        return False
+    return True
 
 
 def encoder_layers(model: Any) -> Any:
@@ -46,12 +58,8 @@ def encoder_layers(model: Any) -> Any:
 
 
 def self_attention(model: Any, layer: Any) -> Any:
-    """The self-attention module of one of `model`'s layers (BERT's sits beside its output projection), or
-    None where the layer has none there (a model with BERT's layer list and other insides, such as MPNet)."""
-    module = layer
-    for name in layout(model).attention.split("."):
-        module = getattr(module, name, None)
-    return module
+    """The self-attention module of one of `model`'s layers (BERT's sits beside its output projection)."""
+    return attrgetter(layout(model).attention)(layer)
 
 
 def transformers_config(config: dict[str, Any]) -> Any | None:

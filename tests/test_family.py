@@ -190,6 +190,16 @@ def test_students_keep_the_layers_of_members_with_a_layer_list_and_refuse_albert
         config.preflight(read_hf_config(member.path))
 
 
+def test_a_student_whose_layer_list_holds_other_parts_is_refused_from_its_config() -> None:
+    """MPNet has BERT's encoder.layer list with its attention elsewhere: refused before training, not by an
+    AttributeError once its layers are kept."""
+    from transformers import MPNetConfig
+
+    config = MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2).to_dict()
+    with pytest.raises(OptbenchError, match=r'a "mpnet" model.*laid out otherwise.*paraphrase-minilm-l3'):
+        DistillConfig(layers=(1,)).preflight(config)
+
+
 def test_hidden_state_transfer_from_a_distilbert_teacher(
     distilbert: ModelArtifact, tiny_classifier: Path, reviews, tmp_path: Path
 ) -> None:
