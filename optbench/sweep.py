@@ -4,10 +4,11 @@ The store is a folder (hidden, beside the recipe's runs) named by a hash of what
 finished job leaves one result file, written atomically: a sweep killed at any point (kill -9 included)
 and started again runs only the jobs with no stored result, and no file is ever half-written. A job that
 crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
-goes on; failed jobs are tried again when a sweep resumes. A job is claimed (a lock file naming the host
-and process, and until when it holds) while it runs, so two sweeps of the same plan share the work instead
-of running it twice. A process on another host cannot be checked: its claims and its place in the sweep
-hold until a deadline it keeps renewing while it runs.
+goes on; failed jobs are tried again when a sweep resumes with no other process working on it (one that
+joins a sweep in progress takes its failures as they are, as the processes in it did). A job is claimed (a
+lock file naming the host and process, and until when it holds) while it runs, so two sweeps of the same
+plan share the work instead of running it twice. A process on another host cannot be checked: its claims and
+its place in the sweep hold until a deadline it keeps renewing while it runs.
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ class SweepStore:
     @classmethod
     def open(cls, root: Path, identity: dict[str, Any], new_run_id: Callable[[], str], timeout_s: float) -> SweepStore:
         """The store of the sweep `identity` describes under `root`, resumed when it exists, else new, with this
-        process registered in it (`join`). One whose run is published, with no other process in it, is removed
-        and a new run started."""
+        process registered in it (`join`). A sweep resumed with no other process working on it forgets its
+        failed jobs (they run again) before registering, so that one seeing it registered finds them gone. One
+        whose run is published, with no other process in it, is removed and a new run started."""
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         folder = root / f".sweep-{digest}"
         meta = folder / "sweep.json"
@@ -120,6 +122,8 @@ class SweepStore:
                 continue
             store = cls(folder, stored["run_id"])
             published = root / store.run_id
+            if not published.is_dir() and not store._live_participants() and (retried := store.forget_failures()):
+                log.info("trying %d failed jobs again", retried)
             store.join(timeout_s)
             # registered, then checked: a process that leaves the sweep after this sees this one and keeps the
             # folder; one that left before published the run first. Published, with no other process in it: the
@@ -256,9 +260,6 @@ def run_sweep(
     (checked each time it wakes), and the claims let go when it is interrupted. `on_done(outcome, ran)` is
     called once per job (ran: by this sweep).
     """
-    retried = store.forget_failures()
-    if retried:
-        log.info("trying %d failed jobs again", retried)
     stored = store.done()
     if stored:
         log.info("resuming sweep %s: %d of %d jobs already done", store.folder.name, stored, len(jobs))

@@ -164,7 +164,8 @@ def test_a_resumed_sweep_tries_failed_jobs_again(fake_jobs, tiny_artifact, revie
     assert len(failed) == 1
     bench._failing.clear()  # type: ignore[attr-defined]
     fake_jobs.clear()
-    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    resumed = SweepStore.open(store.folder.parent, {"test": True}, lambda: "r2", 60)
+    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=resumed)
     assert failed == [] and len(reports) == 2
     assert fake_jobs[0] == ("accuracy", "baseline+prune") and ("accuracy", "baseline") not in fake_jobs
 

@@ -229,6 +229,30 @@ def test_a_sweep_being_removed_by_another_process_is_left_to_it(tmp_path: Path) 
     assert not store.leave() and (store.folder / "sweep.json").exists()
 
 
+def test_a_sweep_joining_one_in_progress_takes_its_failures_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep on node a ran a job that failed and goes on without its pair: its run will list the failure.
+    The sweep joining it on node b runs neither that job nor its pair's next ones, so that both publish the same
+    outcome; a sweep resumed with no other process in it tries the job again."""
+    jobs = plan(2, 0, [(1, 16)], rounds=1, aa_check=False)
+    _on(monkeypatch, "node-a")
+    _store(tmp_path).record_failure(jobs[1], "accuracy job failed: crashed with SIGSEGV")
+    _on(monkeypatch, "node-b")
+    calls: list[str] = []
+    outcomes = _run(jobs, _store(tmp_path), _execute_counting(calls))
+    assert [(o.job.key, o.reason) for o in failures(outcomes.values())] == [
+        ("accuracy-pair1", "accuracy job failed: crashed with SIGSEGV")
+    ]
+    assert calls == ["accuracy-pair0", "latency-1x16-round0-pair0"]
+    for participant in tmp_path.glob(".sweep-*/participants/*.json"):  # both stopped; their places lapsed
+        participant.write_text(json.dumps({**json.loads(participant.read_text()), "until": time.time() - 1}))
+    _on(monkeypatch, "node-c")
+    calls.clear()
+    outcomes = _run(jobs, _store(tmp_path), _execute_counting(calls))
+    assert calls == ["accuracy-pair1", "latency-1x16-round0-pair1"] and all(o.ok for o in outcomes.values())
+
+
 def _execute_counting(calls: list[str], seconds: float = 0.0):
     def execute(job: PlannedJob) -> dict[str, Any]:
         calls.append(job.key)
