@@ -52,8 +52,9 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     artifacts, step_failures = apply_chains(recipe, baseline, data, cache_dir)
     artifacts = distinct_variants(artifacts)
     root = results_dir / recipe.name
-    store = SweepStore.open(root, sweep_identity(recipe, artifacts, data, executor), new_run_id)
-    store.join(recipe.bench.job_timeout_s)
+    store = SweepStore.open(
+        root, sweep_identity(recipe, artifacts, data, executor), new_run_id, recipe.bench.job_timeout_s
+    )
     reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
     failed = step_failures + failed
     final = root / store.run_id

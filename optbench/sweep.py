@@ -4,10 +4,11 @@ The store is a folder (hidden, beside the recipe's runs) named by a hash of what
 finished job leaves one result file, written atomically: a sweep killed at any point (kill -9 included)
 and started again runs only the jobs with no stored result, and no file is ever half-written. A job that
 crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
-goes on; failed jobs are tried again when a sweep resumes. A job is claimed (a lock file naming the host
-and process, and until when it holds) while it runs, so two sweeps of the same plan share the work instead
-of running it twice. A process on another host cannot be checked: its claims and its place in the sweep
-hold until a deadline it keeps renewing while it runs.
+goes on; failed jobs are tried again when a sweep resumes with no other process working on it (one that
+joins a sweep in progress takes its failures as they are, as the processes in it did). A job is claimed (a
+lock file naming the host and process, and until when it holds) while it runs, so two sweeps of the same
+plan share the work instead of running it twice. A process on another host cannot be checked: its claims and
+its place in the sweep hold until a deadline it keeps renewing while it runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -90,7 +92,8 @@ class Outcome:
 class SweepStore:
     """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
     `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
-    running jobs, and `participants/` naming the processes working on it (each until a deadline it renews)."""
+    running jobs, and `participants/` naming the processes working on it (each until a deadline it renews); the
+    last of them to leave removes it (holding `removal.claim` while it checks that it is the last)."""
 
     def __init__(self, folder: Path, run_id: str) -> None:
         self.folder = folder
@@ -100,23 +103,37 @@ class SweepStore:
         self.work = folder / "work"
 
     @classmethod
-    def open(cls, root: Path, identity: dict[str, Any], new_run_id: Callable[[], str]) -> SweepStore:
-        """The store of the sweep `identity` describes under `root`: resumed when it exists, else new."""
+    def open(cls, root: Path, identity: dict[str, Any], new_run_id: Callable[[], str], timeout_s: float) -> SweepStore:
+        """The store of the sweep `identity` describes under `root`, resumed when it exists, else new, with this
+        process registered in it (`join`). A sweep resumed with no other process working on it forgets its
+        failed jobs (they run again) before registering, so that one seeing it registered finds them gone. One
+        whose run is published, with no other process in it, is removed and a new run started."""
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         folder = root / f".sweep-{digest}"
-        for sub in ("jobs", "inputs", "work", "participants"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         meta = folder / "sweep.json"
-        with contextlib.suppress(FileExistsError):  # resumed, or just created by a sweep of the same plan
-            _create_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
-        store = cls(folder, (_read_json(meta) or {})["run_id"])
-        if (root / store.run_id).is_dir() and not store._live_participants():
-            # published, but its last process was stopped before it could remove the store: that run is whole,
-            # and resuming it would only hand back its folder
-            log.info("the sweep of run %s was published and left behind: starting a new run", store.run_id)
-            shutil.rmtree(folder)
-            return cls.open(root, identity, new_run_id)
-        return store
+        while True:
+            for sub in ("jobs", "inputs", "work", "participants"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                _create_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
+            stored = _read_json(meta)
+            if stored is None:  # removed by the last process of a published sweep as this one opened it
+                continue
+            store = cls(folder, stored["run_id"])
+            published = root / store.run_id
+            if not published.is_dir() and not store._live_participants() and (retried := store.forget_failures()):
+                log.info("trying %d failed jobs again", retried)
+            store.join(timeout_s)
+            # registered, then checked: a process that leaves the sweep after this sees this one and keeps the
+            # folder; one that left before published the run first. Published, with no other process in it: the
+            # run is whole (its last process was stopped before it removed the folder, or is removing it now)
+            if not published.is_dir() or store._live_participants():
+                return store
+            if store.leave():
+                log.info("the sweep of run %s was published and left behind: starting a new run", store.run_id)
+            else:  # another process is removing it
+                time.sleep(WAIT_POLL_S)
 
     def done(self) -> int:
         return len(list(self.jobs.glob("*.json")))
@@ -156,21 +173,7 @@ class SweepStore:
         False while a live process of another sweep holds it. A claim left by a dead process on this host (a
         sweep killed mid-job) is taken over, and so is any claim past its deadline: its holder would have
         renewed it, so it is gone, on whichever host (a container that was replaced, with another hostname)."""
-        path = self.jobs / f"{job.key}.claim"
-        for _ in range(2):
-            try:
-                _create_exclusive(path, _lease(timeout_s))
-                return True
-            except FileExistsError:
-                try:
-                    holder = _read_json(path)
-                except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
-                    holder = None
-                expired = holder is not None and time.time() > holder.get("until", 0)
-                if holder is not None and not expired and not _is_dead(holder):
-                    return False
-                path.unlink(missing_ok=True)
-        return False
+        return _take(self.jobs / f"{job.key}.claim", timeout_s)
 
     def renew(self, jobs: Iterable[PlannedJob], timeout_s: float) -> None:
         """Hold this process's place in the sweep, and its claims of `jobs`, as if taken now: a job queued
@@ -190,13 +193,31 @@ class SweepStore:
     def leave(self) -> bool:
         """Unregister; the last live participant removes the folder (its run is published). True if removed."""
         self._participant().unlink(missing_ok=True)
-        if self._live_participants():
+        return self._remove()
+
+    def _remove(self) -> bool:
+        """Remove the folder if it still holds this store's run and no other live process works on it. One process
+        at a time does (a lock file, taken over from a dead holder), and by a rename first: a sweep opened at
+        this path afterwards gets a new folder, never one half removed, and never one removed by a process that
+        checked the folder it replaced."""
+        lock = self.folder / "removal.claim"
+        try:
+            if not _take(lock, 0.0):
+                return False
+        except FileNotFoundError:  # removed already
             return False
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if (_read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id or self._live_participants():
+            lock.unlink(missing_ok=True)
+            return False
+        removed = self.folder.with_name(f"{self.folder.name}.{secrets.token_hex(4)}.removed")
+        os.rename(self.folder, removed)
+        shutil.rmtree(removed, ignore_errors=True)
         return True
 
     def _live_participants(self) -> list[dict[str, Any]]:
-        holders = [_read_json(p) for p in (self.folder / "participants").glob("*.json")]
+        """The other processes registered in the sweep that are alive (this one's own entry left out)."""
+        paths = [p for p in (self.folder / "participants").glob("*.json") if p != self._participant()]
+        holders = [_read_json(p) for p in paths]
         return [h for h in holders if h is not None and not _is_dead(h)]
 
     def _participant(self) -> Path:
@@ -239,9 +260,6 @@ def run_sweep(
     (checked each time it wakes), and the claims let go when it is interrupted. `on_done(outcome, ran)` is
     called once per job (ran: by this sweep).
     """
-    retried = store.forget_failures()
-    if retried:
-        log.info("trying %d failed jobs again", retried)
     stored = store.done()
     if stored:
         log.info("resuming sweep %s: %d of %d jobs already done", store.folder.name, stored, len(jobs))
@@ -337,6 +355,24 @@ def _lease(timeout_s: float) -> dict[str, Any]:
     """A claim's or a participant's content: its holder, and when it lapses unless renewed (by the holder's own
     job timeout, which another sweep of the plan may not share)."""
     return {**_holder(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
+
+
+def _take(path: Path, timeout_s: float) -> bool:
+    """Create the lock file `path` naming this process (see `SweepStore.claim`); False while a live holder has it."""
+    for _ in range(2):
+        try:
+            _create_exclusive(path, _lease(timeout_s))
+            return True
+        except FileExistsError:
+            try:
+                holder = _read_json(path)
+            except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
+                holder = None
+            expired = holder is not None and time.time() > holder.get("until", 0)
+            if holder is not None and not expired and not _is_dead(holder):
+                return False
+            path.unlink(missing_ok=True)
+    return False
 
 
 def _is_dead(holder: dict[str, Any]) -> bool:

@@ -55,7 +55,7 @@ def _fail(kind: str, variant: str, error: BaseException) -> None:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> SweepStore:
-    return SweepStore.open(tmp_path / "results", {"test": True}, lambda: "r")
+    return SweepStore.open(tmp_path / "results", {"test": True}, lambda: "r", 60)
 
 
 TWO_ROUNDS = BenchConfig(batch_sizes=(1,), seq_lens=(16,), rounds=2, timing=Timing(warmup=0, min_iters=1))
@@ -105,7 +105,7 @@ def test_more_threads_than_usable_cores_are_warned_about(
     """Oversubscribed cores distort every latency: the run goes on (it may be meant), with a warning."""
     monkeypatch.setattr(bench, "usable_cores", lambda: 2)
     for threads in (2, 8):
-        store = SweepStore.open(tmp_path / str(threads), {"test": True}, lambda: "r")
+        store = SweepStore.open(tmp_path / str(threads), {"test": True}, lambda: "r", 60)
         with caplog.at_level("WARNING", logger="optbench.bench"):
             config = dataclasses.replace(TWO_ROUNDS, threads=threads)
             reports, _ = benchmark([tiny_artifact], reviews, config, recipe="t", store=store)
@@ -164,7 +164,8 @@ def test_a_resumed_sweep_tries_failed_jobs_again(fake_jobs, tiny_artifact, revie
     assert len(failed) == 1
     bench._failing.clear()  # type: ignore[attr-defined]
     fake_jobs.clear()
-    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=store)
+    resumed = SweepStore.open(store.folder.parent, {"test": True}, lambda: "r2", 60)
+    reports, failed = benchmark(artifacts, reviews, TWO_ROUNDS, recipe="t", store=resumed)
     assert failed == [] and len(reports) == 2
     assert fake_jobs[0] == ("accuracy", "baseline+prune") and ("accuracy", "baseline") not in fake_jobs
 

@@ -23,8 +23,14 @@ from optbench.job import Job, JobFailed
 from optbench.sweep import PlannedJob, SweepStore, failures, plan, run_sweep
 
 
-def _store(root: Path) -> SweepStore:
-    return SweepStore.open(root, {"plan": "test"}, lambda: "run-1")
+def _store(root: Path, run_id: str = "run-1") -> SweepStore:
+    """The sweep of the test plan under `root`, this process registered in it (`run_id`: when it is new)."""
+    return SweepStore.open(root, {"plan": "test"}, lambda: run_id, 60)
+
+
+def _on(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Act as a process on `host` from here on: sweeps of one plan on several nodes, driven from one test."""
+    monkeypatch.setattr(sweep.socket, "gethostname", lambda: host)
 
 
 def _run(jobs: list[PlannedJob], store: SweepStore, execute) -> dict:
@@ -54,24 +60,24 @@ def test_the_plan_interleaves_pairs_per_round_and_ends_rounds_with_the_repeat() 
 
 
 def test_one_identity_opens_one_store_with_one_run_id(tmp_path: Path) -> None:
-    first = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1")
-    assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2").run_id == "run-1"
-    other = SweepStore.open(tmp_path, {"plan": 2}, lambda: "run-3")
+    first = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1", 60)
+    assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2", 60).run_id == "run-1"
+    other = SweepStore.open(tmp_path, {"plan": 2}, lambda: "run-3", 60)
     assert other.folder != first.folder and other.run_id == "run-3"
     assert first.folder.name.startswith(".sweep-")  # hidden: never read as a run's reports
 
 
 def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     # the run was published, then its process was stopped before it removed the sweep
-    stale = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1")
+    stale = _store(tmp_path)
     stale.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
     (tmp_path / "run-1").mkdir()
-    fresh = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2")
+    fresh = _store(tmp_path, "run-2")
     assert fresh.run_id == "run-2" and fresh.done() == 0
-    busy = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-3")
-    busy.join(60)  # a live process still works on run-2's sweep: it is resumed, not discarded
+    busy = {**sweep._lease(60), "host": "another-node"}  # a live process still works on run-2's sweep
+    (fresh.folder / "participants" / "another-node-1.json").write_text(json.dumps(busy))
     (tmp_path / "run-2").mkdir()
-    assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-4").run_id == "run-2"
+    assert _store(tmp_path, "run-4").run_id == "run-2"  # resumed (it hands back the run), not discarded
 
 
 def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
@@ -156,7 +162,95 @@ def test_a_participant_on_another_host_that_stopped_renewing_is_gone(tmp_path: P
     ghost = {**sweep._holder(), "host": "replaced-container", "until": time.time() - 1}
     (store.folder / "participants" / "replaced-container-1.json").write_text(json.dumps(ghost))
     (tmp_path / "run-1").mkdir()  # published by the sweep that took its jobs over
-    assert SweepStore.open(tmp_path, {"plan": "test"}, lambda: "run-2").run_id == "run-2"
+    assert _store(tmp_path, "run-2").run_id == "run-2"
+
+
+def test_a_sweep_opened_as_the_last_process_leaves_starts_a_new_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a publishes the run and leaves as node n opens its sweep: a, between n's reading the sweep and its
+    registering, finds no one else and removes the folder. n must not go on in the removed folder (its
+    registration and claims gone with it): it finds the run published and starts a new one."""
+    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.0)
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    (tmp_path / "run-1").mkdir()  # a published its run
+    join = SweepStore.join
+
+    def a_leaves_first(store: SweepStore, timeout_s: float) -> None:
+        monkeypatch.setattr(SweepStore, "join", join)  # once
+        _on(monkeypatch, "node-a")
+        assert a.leave()
+        _on(monkeypatch, "node-n")
+        join(store, timeout_s)
+
+    monkeypatch.setattr(SweepStore, "join", a_leaves_first)
+    _on(monkeypatch, "node-n")
+    n = _store(tmp_path, "run-2")
+    assert n.run_id == "run-2" and json.loads((n.folder / "sweep.json").read_text())["run_id"] == "run-2"
+    assert n._participant().exists() and n.claim(PlannedJob("accuracy", 0), 60)
+
+
+def test_a_process_leaving_late_leaves_the_next_sweep_at_its_path_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes a and b leave a published sweep at once and neither sees the other: a removes the folder, and a new
+    sweep opens at its path before b acts. b must not remove that one, which its process has not yet joined."""
+    _on(monkeypatch, "node-b")
+    b = _store(tmp_path)
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    (tmp_path / "run-1").mkdir()
+    _on(monkeypatch, "node-b")
+    b._participant().unlink()  # b has unregistered, and is about to look for others
+    _on(monkeypatch, "node-a")
+    assert a.leave()
+    join = SweepStore.join
+
+    def b_acts_first(store: SweepStore, timeout_s: float) -> None:
+        monkeypatch.setattr(SweepStore, "join", join)  # once
+        _on(monkeypatch, "node-b")
+        assert not b.leave()
+        _on(monkeypatch, "node-c")
+        join(store, timeout_s)
+
+    monkeypatch.setattr(SweepStore, "join", b_acts_first)
+    _on(monkeypatch, "node-c")
+    c = _store(tmp_path, "run-2")
+    assert json.loads((c.folder / "sweep.json").read_text())["run_id"] == "run-2"
+    assert c.claim(PlannedJob("accuracy", 0), 60)
+
+
+def test_a_sweep_being_removed_by_another_process_is_left_to_it(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    (tmp_path / "run-1").mkdir()
+    remover = {**sweep._lease(0), "host": "another-node"}
+    (store.folder / "removal.claim").write_text(json.dumps(remover))
+    assert not store.leave() and (store.folder / "sweep.json").exists()
+
+
+def test_a_sweep_joining_one_in_progress_takes_its_failures_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep on node a ran a job that failed and goes on without its pair: its run will list the failure.
+    The sweep joining it on node b runs neither that job nor its pair's next ones, so that both publish the same
+    outcome; a sweep resumed with no other process in it tries the job again."""
+    jobs = plan(2, 0, [(1, 16)], rounds=1, aa_check=False)
+    _on(monkeypatch, "node-a")
+    _store(tmp_path).record_failure(jobs[1], "accuracy job failed: crashed with SIGSEGV")
+    _on(monkeypatch, "node-b")
+    calls: list[str] = []
+    outcomes = _run(jobs, _store(tmp_path), _execute_counting(calls))
+    assert [(o.job.key, o.reason) for o in failures(outcomes.values())] == [
+        ("accuracy-pair1", "accuracy job failed: crashed with SIGSEGV")
+    ]
+    assert calls == ["accuracy-pair0", "latency-1x16-round0-pair0"]
+    for participant in tmp_path.glob(".sweep-*/participants/*.json"):  # both stopped; their places lapsed
+        participant.write_text(json.dumps({**json.loads(participant.read_text()), "until": time.time() - 1}))
+    _on(monkeypatch, "node-c")
+    calls.clear()
+    outcomes = _run(jobs, _store(tmp_path), _execute_counting(calls))
+    assert calls == ["accuracy-pair1", "latency-1x16-round0-pair1"] and all(o.ok for o in outcomes.values())
 
 
 def _execute_counting(calls: list[str], seconds: float = 0.0):
@@ -217,7 +311,7 @@ SWEEP_SCRIPT = textwrap.dedent(
     def make_job(job):
         return Job(job.kind, {}, {}, 1, "inputs.npz", f"/nowhere/{job.key}.result.json")
 
-    store = SweepStore.open(Path(sys.argv[1]), {"plan": "test"}, lambda: "run-1")
+    store = SweepStore.open(Path(sys.argv[1]), {"plan": "test"}, lambda: "run-1", 60)
     run_sweep(plan(2, 0, [(1, 16), (2, 16)], rounds=2, aa_check=True), store, LocalExecutor(run), make_job)
     """
 )
