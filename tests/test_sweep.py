@@ -429,7 +429,7 @@ def test_run_records_a_crashing_and_a_hanging_job_and_finishes_the_others(
         '[[chains.steps]]\nname = "quantize-dynamic"\nweight_type = "int8"\n'
     )
     bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace(
-        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false\njob_timeout_s = 20'
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false\njob_timeout_s = 45'
     )
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
     results = tmp_path / "results"
