@@ -388,9 +388,9 @@ def _gate(args: argparse.Namespace) -> int:
     failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
     failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
     checks = evaluate(budgets, run, failed)
-    sys.stdout.write(summary(checks, strict=args.strict))
-    if args.junit:
+    if args.junit:  # first: a path it cannot write is exit 2, after no summary that promised another code
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
+    sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
 
 
