@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -288,7 +289,7 @@ def _points(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:  # no drop is within nan points: every speedup_vs_peer would be empty
         raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy drop in points: give a number like 1.0")
     return value
 

@@ -264,3 +264,12 @@ def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
     assert exited.value.code == 0
     examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
     assert examples and all(line.startswith(f"  optbench {command} ") for line in examples)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "one"])
+def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
+    # nan slipped past a `< 0` check, and no drop is within nan points: every speedup_vs_peer came out empty
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--peer-budget", value])
+    assert exited.value.code == 2
+    assert f"{value!r} is not an accuracy drop in points" in capsys.readouterr().err
