@@ -303,6 +303,11 @@ def _thread_count(text: str) -> int:
 def _report(args: argparse.Namespace) -> int:
     from optbench.report import load_failures, load_reports, render
 
+    if args.shape and args.format != "html":
+        raise OptbenchError(
+            "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
+            "-o PAGE.html, or drop --shape"
+        )
     reports = [report for path in args.paths for report in load_reports(path)]
     if not reports:
         shown = " ".join(str(p) for p in args.paths)

@@ -111,6 +111,14 @@ def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
     assert not plot.exists()
 
 
+def test_cli_shape_without_html_is_refused(tmp_path: Path, capsys) -> None:
+    # the tables show every shape: a --shape that filtered nothing would pass silently for a filter
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    assert main(["report", str(tmp_path / "results"), "--shape", "1x128"]) == 2
+    assert "--shape picks the shape of the HTML page's plots" in capsys.readouterr().err
+
+
 def test_cli_html_page_named_like_a_folder_writes_nothing(tmp_path: Path, capsys) -> None:
     for report in _run():
         write_report(report, tmp_path / "results")
