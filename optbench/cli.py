@@ -301,14 +301,16 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_failures, load_reports, render
+    from optbench.report import load_failures, render, report_files
 
     if args.shape and args.format != "html":
         raise OptbenchError(
             "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
             "-o PAGE.html, or drop --shape"
         )
-    reports = [report for path in args.paths for report in load_reports(path)]
+    # a run named twice (a folder and a run inside it, or a shell glob over both) counts once
+    files = {file.resolve(): report for path in args.paths for file, report in report_files(path)}
+    reports = list(files.values())
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
@@ -329,7 +331,7 @@ def _report(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     else:
         _emit(render(_table(reports, args), args.format), args.output)
-    failed = [failure for path in args.paths for failure in load_failures(path)]
+    failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
     if failed:
         print(_failure_lines(failed), file=sys.stderr)
     return 0

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from report_fixtures import make_report
 
 from optbench.cli import main
-from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION
+from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, FailedJob, write_failures, write_report
 
 BENCH = """
 [bench]
@@ -273,3 +274,14 @@ def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
         main(["report", "--peer-budget", value])
     assert exited.value.code == 2
     assert f"{value!r} is not an accuracy drop in points" in capsys.readouterr().err
+
+
+def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
+    # `optbench report results results/demo/RUN` (or a shell glob over both) names one run twice
+    run = tmp_path / "results" / "demo" / "run-1"
+    write_report(make_report(), run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, "run-1")
+    assert main(["report", str(tmp_path / "results"), str(run), str(run / "baseline.torch-cpu-fp32.json")]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("| baseline | torch |") == 2  # its two shapes, once each
+    assert err.count("crashed") == 1
