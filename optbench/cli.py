@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too (`optbench run RECIPE -v`); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail")
 
     def add_command(name: str, *, help: str, description: str) -> argparse.ArgumentParser:
         """A command whose --help ends with its examples (kept as written; the description is wrapped here)."""
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=textwrap.fill(description, 79),
             epilog=_examples(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[verbose],
         )
 
     run = add_command(

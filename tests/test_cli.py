@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_report
 
-from optbench.cli import main
+from optbench.cli import build_parser, main
 from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, FailedJob, write_failures, write_report
 
 BENCH = """
@@ -285,3 +285,12 @@ def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     out, err = capsys.readouterr()
     assert out.count("| baseline | torch |") == 2  # its two shapes, once each
     assert err.count("crashed") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [(["report"], False), (["-v", "report"], True), (["report", "-v"], True), (["run", "r.toml", "--verbose"], True)],
+)
+def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    # `optbench run RECIPE -v` was "unrecognized arguments: -v", and no command's --help listed it
+    assert build_parser().parse_args(argv).verbose is verbose
