@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too (`optbench run RECIPE -v`); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail")
 
     def add_command(name: str, *, help: str, description: str) -> argparse.ArgumentParser:
         """A command whose --help ends with its examples (kept as written; the description is wrapped here)."""
@@ -72,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=textwrap.fill(description, 79),
             epilog=_examples(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[verbose],
         )
 
     run = add_command(
@@ -289,7 +294,7 @@ def _points(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:  # no drop is within nan points: every speedup_vs_peer would be empty
         raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy drop in points: give a number like 1.0")
     return value
 
@@ -301,9 +306,16 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_failures, load_reports, render
+    from optbench.report import load_failures, render, report_files
 
-    reports = [report for path in args.paths for report in load_reports(path)]
+    if args.shape and args.format != "html":
+        raise OptbenchError(
+            "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
+            "-o PAGE.html, or drop --shape"
+        )
+    # a run named twice (a folder and a run inside it, or a shell glob over both) counts once
+    files = {file.resolve(): report for path in args.paths for file, report in report_files(path)}
+    reports = list(files.values())
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
@@ -324,7 +336,7 @@ def _report(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     else:
         _emit(render(_table(reports, args), args.format), args.output)
-    failed = [failure for path in args.paths for failure in load_failures(path)]
+    failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
     if failed:
         print(_failure_lines(failed), file=sys.stderr)
     return 0
@@ -389,9 +401,9 @@ def _gate(args: argparse.Namespace) -> int:
     failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
     failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
     checks = evaluate(budgets, run, failed)
-    sys.stdout.write(summary(checks, strict=args.strict))
-    if args.junit:
+    if args.junit:  # first: a path it cannot write is exit 2, after no summary that promised another code
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
+    sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
 
 

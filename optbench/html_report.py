@@ -153,6 +153,8 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> l
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
     if path.suffix.lower() not in (".html", ".htm"):
         raise OptbenchError(f"{path}: the HTML page needs a name ending in .html (its plots are written beside it)")
+    if path.is_dir():  # refused before the plots are written: none is left without its page
+        raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
     runs = list(frame.groupby(["recipe", "run_id"], sort=False))
     sections, written = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):

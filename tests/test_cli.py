@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from report_fixtures import make_report
 
-from optbench.cli import main
-from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION
+from optbench.cli import build_parser, main
+from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, FailedJob, write_failures, write_report
 
 BENCH = """
 [bench]
@@ -266,3 +267,32 @@ def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
     assert exited.value.code == 0
     examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
     assert examples and all(line.startswith(f"  optbench {command} ") for line in examples)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "one"])
+def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
+    # nan slipped past a `< 0` check, and no drop is within nan points: every speedup_vs_peer came out empty
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--peer-budget", value])
+    assert exited.value.code == 2
+    assert f"{value!r} is not an accuracy drop in points" in capsys.readouterr().err
+
+
+def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
+    # `optbench report results results/demo/RUN` (or a shell glob over both) names one run twice
+    run = tmp_path / "results" / "demo" / "run-1"
+    write_report(make_report(), run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, "run-1")
+    assert main(["report", str(tmp_path / "results"), str(run), str(run / "baseline.torch-cpu-fp32.json")]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("| baseline | torch |") == 2  # its two shapes, once each
+    assert err.count("crashed") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [(["report"], False), (["-v", "report"], True), (["report", "-v"], True), (["run", "r.toml", "--verbose"], True)],
+)
+def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    # `optbench run RECIPE -v` was "unrecognized arguments: -v", and no command's --help listed it
+    assert build_parser().parse_args(argv).verbose is verbose

@@ -336,6 +336,16 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2
 
 
+def test_cli_junit_that_cannot_be_written_prints_no_verdict(tmp_path: Path, capsys) -> None:
+    results = _results(tmp_path)
+    passing = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
+    (tmp_path / "gate.xml").mkdir()
+    assert main(["gate", "--budget", str(passing), str(results), "--junit", str(tmp_path / "gate.xml")]) == 2
+    out, err = capsys.readouterr()
+    assert "gate.xml: it is a folder" in err
+    assert "exit 0" not in out  # the summary would promise an exit code the command does not give
+
+
 # --- against the peers -----------------------------------------------------------------------------------
 
 

@@ -111,6 +111,24 @@ def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
     assert not plot.exists()
 
 
+def test_cli_shape_without_html_is_refused(tmp_path: Path, capsys) -> None:
+    # the tables show every shape: a --shape that filtered nothing would pass silently for a filter
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    assert main(["report", str(tmp_path / "results"), "--shape", "1x128"]) == 2
+    assert "--shape picks the shape of the HTML page's plots" in capsys.readouterr().err
+
+
+def test_cli_html_page_named_like_a_folder_writes_nothing(tmp_path: Path, capsys) -> None:
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    page = tmp_path / "site" / "page.html"
+    page.mkdir(parents=True)
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page)]) == 2
+    assert "page.html: it is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["page.html"]  # no plot left without its page
+
+
 def test_cli_html_plots_a_run_not_measured_at_1x128_at_its_first_shape(tmp_path: Path) -> None:
     # a user's recipe with seq_lens = [32, "data"]: without --shape the page plots what the run measured, as
     # the run's own report.html does, rather than saying "No plot" for every run

@@ -238,6 +238,11 @@ def test_step_without_a_name(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
 
 
+def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"unknown step \['onnx'\] in \[\[steps\]\] #1"):
+        load_recipe(write_recipe(tmp_path, '[[steps]]\nname = ["onnx"]\n'))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -246,6 +251,11 @@ def test_step_without_a_name(tmp_path: Path) -> None:
         ('[bench]\nruntimes = [{name = "torch", device = "tpu"}]', r"unknown device 'tpu'.*\['cpu', 'cuda'\]"),
         ('[bench]\nruntimes = [{name = "torch", precision = "int3"}]', "unknown precision 'int3'"),
         ('[bench]\nruntimes = [{device = "cuda"}]', "runtimes entry needs a name"),
+        ('[bench]\nruntimes = [{name = ["torch"]}]', r"unknown runtime \['torch'\]: known runtimes are"),
+        (
+            '[bench]\nruntimes = [{name = "onnxruntime", options = {provider = ["cpu"]}}]',
+            r"onnxruntime provider \['cpu'\] does not fit device 'cpu'",
+        ),
         ("[bench]\nruntimes = [3]", "runtimes entry 3: give a name or a table"),
         ('[bench]\nruntimes = "torch"', "runtimes and seq_lens must be lists"),
         ('[bench]\nruntimes = [{name = "torch", options = "fast"}]', "options must be a table"),

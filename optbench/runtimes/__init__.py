@@ -42,7 +42,7 @@ class RuntimeSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name not in ENGINES:
+        if not isinstance(self.name, str) or self.name not in ENGINES:  # a list is unhashable
             raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(ENGINES)}")
         if self.device not in DEVICES:
             raise OptbenchError(f"unknown device {self.device!r} for runtime {self.name}: use one of {list(DEVICES)}")

@@ -166,7 +166,7 @@ class OrtOptions:
         if unknown:
             raise OptbenchError(f"runtime onnxruntime has no option(s) {unknown}: its options are {list(OPTIONS)}")
         provider = options.get("provider", device)
-        if provider not in PROVIDERS or (provider == "cpu") != (device == "cpu"):
+        if not isinstance(provider, str) or provider not in PROVIDERS or (provider == "cpu") != (device == "cpu"):
             raise OptbenchError(
                 f'onnxruntime provider {provider!r} does not fit device {device!r}: use provider "cpu" on cpu, '
                 '"cuda" or "tensorrt" on cuda'

@@ -75,7 +75,7 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
     """A step from a recipe table such as `{name = "distill", label = "student-l3", layers = [0, 2, 4]}`."""
     table = dict(table)
     name = table.pop("name", None)
-    if name not in STEPS:
+    if not isinstance(name, str) or name not in STEPS:  # a list is unhashable: no `in` on a dict
         raise OptbenchError(f"unknown step {name!r} in {where}: known steps are {sorted(STEPS)}")
     label = table.pop("label", None)
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
