@@ -432,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("optbench: interrupted; nothing was written for the unfinished run", file=sys.stderr)
+        resume = (
+            "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
+        )
+        print(f"optbench: interrupted; nothing was written for the unfinished run{resume}", file=sys.stderr)
         return 130
 
 
