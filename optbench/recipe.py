@@ -60,6 +60,11 @@ class Recipe:
 def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe file; relative paths in it are taken from the recipe's folder."""
     table = read_toml(path, "recipe")
+    if "budget" in table:
+        raise OptbenchError(
+            f"{path} is a budget file ([[budget]] tables), not a recipe: check a run against it with "
+            f"`optbench gate --budget {path} RESULTS`; `optbench run` takes a recipe (e.g. recipes/baseline.toml)"
+        )
     return parse_recipe(table, base=path.parent, default_name=path.stem)
 
 

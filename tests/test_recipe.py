@@ -405,3 +405,9 @@ def test_nothing_may_follow_torch_int8(tmp_path: Path) -> None:
     text = '[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\n[[steps]]\nname = "prune"\nheads = 0.5\n'
     with pytest.raises(OptbenchError, match=r"nothing may follow quantize-dynamic \(its INT8 scheme is applied only"):
         load_recipe(write_recipe(tmp_path, text))
+
+
+def test_a_budget_file_given_as_a_recipe_points_to_gate() -> None:
+    budgets = Path(__file__).parents[1] / "recipes" / "budgets.toml"
+    with pytest.raises(OptbenchError, match=r"budgets.toml is a budget file.*optbench gate --budget"):
+        load_recipe(budgets)
