@@ -11,6 +11,9 @@ imports it, and the import logs:
   TORCHAO_AUTOTUNER_ENABLE=1, and CPU builds of torch have no Triton.
 torch's ONNX exporter logs "torchvision is not installed. Skipping torchvision::nms" (and three more image
 ops) on every export: ops no BERT classifier has.
+onnxruntime's quantize_dynamic logs "Please consider to run pre-processing before quantization ..." on the root
+logger for each model it quantizes: optbench quantizes the export onnxruntime already optimized and fused, and
+runs that pre-processing itself before static quantization, where it matters.
 Every other record of those loggers, and of every other logger, goes through.
 """
 
@@ -47,6 +50,7 @@ NOISE: dict[str, Callable[[logging.LogRecord], bool]] = {
         "Warning: Detected no triton, on systems without Triton certain kernels will not work"
     ),
     "torch.onnx._internal.exporter._registration": _message_is("torchvision is not installed. Skipping %s"),
+    "root": lambda record: str(record.msg).startswith("Please consider to run pre-processing before quantization."),
 }
 
 

@@ -23,6 +23,10 @@ ENUM_DEPRECATED = (
 TORCHAO_ENUM = enum.Enum("KernelPreference", "AUTO", module="torchao.quantization.quantize_.common.kernel_preference")
 NO_TRITON = "Warning: Detected no triton, on systems without Triton certain kernels will not work"
 EXPORTER = "torch.onnx._internal.exporter._registration"
+PRE_PROCESS = (
+    "Please consider to run pre-processing before quantization. Refer to example: https://github.com/microsoft/"
+    "onnxruntime-inference-examples/blob/main/quantization/image_classification/cpu/ReadMe.md "
+)
 OWN_ENUM = enum.Enum("Mode", "A", module="somebody.else")
 
 
@@ -43,6 +47,8 @@ def test_known_noise_is_dropped_other_records_pass_and_the_loggers_are_restored(
         assert passes(EXPORTER, "Setting ONNX exporter to use operator set version %s because", 18)
         assert not passes("torchao.kernel.intmm", NO_TRITON)
         assert passes("torchao.quantization", SO_FAILED)  # a child logger's own records are its own
+        assert not passes("root", PRE_PROCESS)
+        assert passes("root", "Please consider something else")
     assert passes("torchao", SO_FAILED) and passes("torch.utils._pytree", ENUM_DEPRECATED, TORCHAO_ENUM)
     assert not any(logging.getLogger(name).filters for name in ("torchao", "torch.utils._pytree", EXPORTER))
 
