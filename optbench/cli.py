@@ -162,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--peer-budget",
         type=_points,
-        default=1.0,
+        default=None,  # given or not: --by-machine refuses a given one
         metavar="POINTS",
         help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
-        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0)",
+        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0; not with "
+        "--by-machine, whose table has no speedup_vs_peer)",
     )
     report.add_argument(
         "--against",
@@ -326,6 +327,8 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
         if args.against:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
+        if args.peer_budget is not None:
+            raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
         _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output)
     elif args.format == "html":
         from optbench.html_report import parse_shape, write_html
@@ -344,10 +347,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
     """The reports' table, with speedup_vs when --against chose a row."""
+    from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.relative_speedup import RowChoice, add_speedup_vs, row_names
     from optbench.report import to_frame
 
-    frame = to_frame(reports, args.peer_budget)
+    frame = to_frame(reports, DEFAULT_BUDGET_POINTS if args.peer_budget is None else args.peer_budget)
     if not args.against:
         return frame
     choice = RowChoice.parse(args.against)
