@@ -369,10 +369,7 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     if not folder.exists():
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
     if not folder.is_dir() and folder.suffix.lower() != ".json":
-        raise OptbenchError(
-            f"{folder} is not an optbench report (a run writes <variant>.<runtime>.json files): give a results "
-            "folder, a run folder or one of its report files"
-        )
+        raise _not_a_report(folder)
     paths = folder.rglob("*.json") if folder.is_dir() else [folder]
     found = []
     for path in sorted(paths):
@@ -381,7 +378,16 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
         report = read_report(path)
         if report is not None:
             found.append((path, report))
+    if not found and not folder.is_dir():  # a JSON file, but not a report
+        raise _not_a_report(folder)
     return found
+
+
+def _not_a_report(path: Path) -> OptbenchError:
+    return OptbenchError(
+        f"{path} is not an optbench report (a run writes <variant>.<runtime>.json files): give a results "
+        "folder, a run folder or one of its report files"
+    )
 
 
 def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
