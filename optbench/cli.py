@@ -263,9 +263,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_folder_can_be_written(option: str, folder: Path) -> None:
     """Refuse, before any work, a folder that is a file, lies under a file, or cannot be made or written."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    from optbench.atomic import nearest_existing
+
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
     if not os.access(existing, os.W_OK | os.X_OK):
