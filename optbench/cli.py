@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="print the comparison table of every report under a folder",
         description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
-        "row per variant, runtime, device, batch size and sequence length. Failed jobs of those runs are listed "
-        "after it (on stderr).",
+        "row per variant, runtime, device, batch size and sequence length; a run found twice (named twice, or copied "
+        "into another folder) is listed once. Failed jobs of those runs are listed after it (on stderr).",
     )
     report.add_argument(
         "paths",
@@ -307,16 +307,15 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_failures, render, report_files
+    from optbench.report import distinct, load_failures, render, report_files
 
     if args.shape and args.format != "html":
         raise OptbenchError(
             "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
             "-o PAGE.html, or drop --shape"
         )
-    # a run named twice (a folder and a run inside it, or a shell glob over both) counts once
-    files = {file.resolve(): report for path in args.paths for file, report in report_files(path)}
-    reports = list(files.values())
+    # a run named twice (a folder and a run inside it, a shell glob over both) or copied elsewhere counts once
+    reports = distinct(found for path in args.paths for found in report_files(path))
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -381,6 +382,22 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     if not found and not folder.is_dir():  # a JSON file, but not a report
         raise _not_a_report(folder)
     return found
+
+
+def distinct(found: Iterable[tuple[Path, Report]]) -> list[Report]:
+    """The reports of `found`, each measurement once: a run's report copied into another folder (the same run id
+    and file name: variant, runtime, device, precision, node) is skipped with a note, the same file named twice
+    silently."""
+    first: dict[tuple[str, str], Path] = {}
+    reports = []
+    for path, report in found:
+        key = (report.run_id, report.file_name)
+        if key not in first:
+            first[key] = path
+            reports.append(report)
+        elif path.resolve() != first[key].resolve():
+            log.info("skipped %s: a copy of %s (run %s counts once)", path, first[key], report.run_id)
+    return reports
 
 
 def _not_a_report(path: Path) -> OptbenchError:
