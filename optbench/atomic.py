@@ -26,9 +26,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with _synced_beside(path, data) as tmp:
             os.replace(tmp, path)
     except OSError as exc:
+        existing = nearest_existing(path.parent)
+        if not existing.is_dir():  # mkdir says only "File exists" or "Not a directory"
+            raise OptbenchError(
+                f"cannot write {path}: {existing} is a file, not a folder; give another path, or move {existing} away"
+            ) from exc
         raise OptbenchError(
             f"cannot write {path} ({exc.strerror or exc}): give a path in a folder you can write"
         ) from exc
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest parent that does."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def create_exclusive(path: Path, data: bytes) -> None:

@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="print the comparison table of every report under a folder",
         description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
-        "row per variant, runtime, device, batch size and sequence length. Failed jobs of those runs are listed "
-        "after it (on stderr).",
+        "row per variant, runtime, device, batch size and sequence length; a run found twice (named twice, or copied "
+        "into another folder) is listed once. Failed jobs of those runs are listed after it (on stderr).",
     )
     report.add_argument(
         "paths",
@@ -162,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--peer-budget",
         type=_points,
-        default=1.0,
+        default=None,  # given or not: --by-machine refuses a given one
         metavar="POINTS",
         help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
-        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0)",
+        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0; not with "
+        "--by-machine, whose table has no speedup_vs_peer)",
     )
     report.add_argument(
         "--against",
@@ -262,9 +263,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_folder_can_be_written(option: str, folder: Path) -> None:
     """Refuse, before any work, a folder that is a file, lies under a file, or cannot be made or written."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    from optbench.atomic import nearest_existing
+
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -306,16 +307,15 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import load_failures, render, report_files
+    from optbench.report import distinct, load_failures, render, report_files
 
     if args.shape and args.format != "html":
         raise OptbenchError(
             "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
             "-o PAGE.html, or drop --shape"
         )
-    # a run named twice (a folder and a run inside it, or a shell glob over both) counts once
-    files = {file.resolve(): report for path in args.paths for file, report in report_files(path)}
-    reports = list(files.values())
+    # a run named twice (a folder and a run inside it, a shell glob over both) or copied elsewhere counts once
+    reports = distinct(found for path in args.paths for found in report_files(path))
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
@@ -326,6 +326,8 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
         if args.against:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
+        if args.peer_budget is not None:
+            raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
         _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output)
     elif args.format == "html":
         from optbench.html_report import parse_shape, write_html
@@ -344,10 +346,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
     """The reports' table, with speedup_vs when --against chose a row."""
+    from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.relative_speedup import RowChoice, add_speedup_vs, row_names
     from optbench.report import to_frame
 
-    frame = to_frame(reports, args.peer_budget)
+    frame = to_frame(reports, DEFAULT_BUDGET_POINTS if args.peer_budget is None else args.peer_budget)
     if not args.against:
         return frame
     choice = RowChoice.parse(args.against)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -369,10 +370,7 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     if not folder.exists():
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
     if not folder.is_dir() and folder.suffix.lower() != ".json":
-        raise OptbenchError(
-            f"{folder} is not an optbench report (a run writes <variant>.<runtime>.json files): give a results "
-            "folder, a run folder or one of its report files"
-        )
+        raise _not_a_report(folder)
     paths = folder.rglob("*.json") if folder.is_dir() else [folder]
     found = []
     for path in sorted(paths):
@@ -381,7 +379,32 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
         report = read_report(path)
         if report is not None:
             found.append((path, report))
+    if not found and not folder.is_dir():  # a JSON file, but not a report
+        raise _not_a_report(folder)
     return found
+
+
+def distinct(found: Iterable[tuple[Path, Report]]) -> list[Report]:
+    """The reports of `found`, each measurement once: a run's report copied into another folder (the same run id
+    and file name: variant, runtime, device, precision, node) is skipped with a note, the same file named twice
+    silently."""
+    first: dict[tuple[str, str], Path] = {}
+    reports = []
+    for path, report in found:
+        key = (report.run_id, report.file_name)
+        if key not in first:
+            first[key] = path
+            reports.append(report)
+        elif path.resolve() != first[key].resolve():
+            log.info("skipped %s: a copy of %s (run %s counts once)", path, first[key], report.run_id)
+    return reports
+
+
+def _not_a_report(path: Path) -> OptbenchError:
+    return OptbenchError(
+        f"{path} is not an optbench report (a run writes <variant>.<runtime>.json files): give a results "
+        "folder, a run folder or one of its report files"
+    )
 
 
 def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -28,7 +29,11 @@ def results_at(spec: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="optbench-results-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
-        yield Path(tmp) / inside
+        try:
+            yield Path(tmp) / inside
+        except OptbenchError as exc:  # name what it says as the user typed it, not the temporary folder
+            message = str(exc).replace(f"{tmp}{os.sep}", f"{revision}:").replace(tmp, f"{revision}:")
+            raise type(exc)(message) from exc
 
 
 def _git_archive(revision: str, inside: str) -> bytes:

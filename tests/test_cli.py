@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -287,6 +288,26 @@ def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     out, err = capsys.readouterr()
     assert out.count("| baseline | torch |") == 2  # its two shapes, once each
     assert err.count("crashed") == 1
+
+
+def test_report_lists_a_run_copied_into_two_folders_once(tmp_path: Path, capsys, caplog) -> None:
+    # the same run measured once counts once: a copy of it in another folder (a backup, a second machine's
+    # checkout) listed every row twice; a distributed run's reports of one variant from two nodes, or another run
+    # of the same variant, are other measurements and stay
+    on_node = [dataclasses.replace(make_report(("onnx",)), environment={"executor": "ray", "machine": n}) for n in "pq"]
+    for folder in ("a", "b"):
+        for report in (make_report(), make_report(run_id="run-2"), *on_node):
+            write_report(report, tmp_path / folder / report.run_id)
+    with caplog.at_level("INFO", logger="optbench.report"):
+        assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted((r["run_id"], r["variant"], r["machine"]) for r in rows) == sorted(
+        [("20261130T031500Z-3f9a", "baseline", "box-1"), ("run-2", "baseline", "box-1")] * 2
+        + [("20261130T031500Z-3f9a", "baseline+onnx", n) for n in "pq"] * 2  # two shapes each
+    )
+    skipped = tmp_path / "b" / "run-2" / "baseline.torch-cpu-fp32.json"
+    assert f"{skipped}: a copy of {tmp_path / 'a' / 'run-2' / 'baseline.torch-cpu-fp32.json'}" in caplog.text
+    assert caplog.text.count("a copy of") == 4
 
 
 @pytest.mark.parametrize(

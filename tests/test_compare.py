@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from report_fixtures import make_report, with_drop, with_figures
 from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import budget_regressions, compare, render
-from optbench.report import Report, to_frame, write_report
+from optbench.report import SCHEMA, Report, to_frame, write_report
 
 
 def _marks(a: list[Report], b: list[Report]) -> dict[tuple[str, int, str], str]:
@@ -160,6 +161,9 @@ def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, caps
     base = make_report(shapes=((1, 128),))
     repo = tmp_path / "repo"
     _write(repo / "results", [with_figures(base, p50_ms=10, spread_ms=0.2)])
+    (repo / "README.md").write_text("not results\n")
+    (repo / "old").mkdir()
+    (repo / "old" / "r.json").write_text(json.dumps({"schema": SCHEMA, "schema_version": 99}))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -171,6 +175,11 @@ def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, caps
     assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["worse"]
     assert main(["compare", "HEAD:no-such-folder", "results"]) == 2
     assert "neither a path nor committed results" in capsys.readouterr().err
+    # errors name a file read from git as typed, not the temporary folder it was extracted to
+    assert main(["compare", "HEAD:README.md", "results"]) == 2
+    assert "error: HEAD:README.md is not an optbench report" in capsys.readouterr().err
+    assert main(["compare", "HEAD:old", "results"]) == 2
+    assert "error: HEAD:old/r.json has report schema_version 99" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_missing_side(tmp_path: Path, capsys) -> None:

@@ -344,6 +344,10 @@ def test_cli_junit_that_cannot_be_written_prints_no_verdict(tmp_path: Path, caps
     out, err = capsys.readouterr()
     assert "gate.xml: it is a folder" in err
     assert "exit 0" not in out  # the summary would promise an exit code the command does not give
+    (tmp_path / "ci").write_text("a file where the report's folder should be\n")
+    for junit in (tmp_path / "ci" / "gate.xml", tmp_path / "ci" / "reports" / "gate.xml"):  # said "(File exists)"
+        assert main(["gate", "--budget", str(passing), str(results), "--junit", str(junit)]) == 2
+        assert f"cannot write {junit}: {tmp_path / 'ci'} is a file, not a folder" in capsys.readouterr().err
 
 
 # --- against the peers -----------------------------------------------------------------------------------

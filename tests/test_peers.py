@@ -18,7 +18,7 @@ from optbench.errors import OptbenchError, StepFailed
 from optbench.peers import is_peer, venv
 from optbench.peers.optimum import PeerOptimumConfig, default_requirements
 from optbench.peers.speedup import add_speedup_vs_peers
-from optbench.report import FailedJob, load_failures, render, to_frame
+from optbench.report import FailedJob, load_failures, render, to_frame, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.steps import parse_step, run_step
 
@@ -283,6 +283,18 @@ def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
     assert "- **fastest peer** within 100 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum on" in text
     assert "speedup_vs_peer" in text.splitlines()[2]
     assert "speedup_vs_peer" not in render(to_frame([make_report(), ours]), "md")  # no peers: no column
+
+
+def test_report_peer_budget_on_the_command_line(tmp_path: Path, capsys) -> None:
+    ours = make_report(("onnx", "quantize-dynamic"), runtime=RuntimeSpec("onnxruntime"))
+    for report in (make_report(), ours, make_report(("peer-optimum",), runtime=RuntimeSpec("onnxruntime"))):
+        write_report(report, tmp_path)
+    assert main(["report", str(tmp_path), "--peer-budget", "100"]) == 0
+    assert "within 100 point(s) of accuracy drop" in capsys.readouterr().out
+    # by-machine tables have no speedup_vs_peer: a budget given there was silently ignored
+    assert main(["report", str(tmp_path), "--by-machine", "--peer-budget", "1"]) == 2
+    assert "error: --by-machine tables have no speedup_vs_peer: drop --peer-budget" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--by-machine"]) == 0
 
 
 def test_the_html_page_marks_peers_and_shows_their_speedup_column(tmp_path: Path) -> None:

@@ -173,6 +173,9 @@ def test_load_reports_of_a_file_that_is_no_report_names_what_to_give(tmp_path: P
     with pytest.raises(OptbenchError, match=r"budgets\.toml is not an optbench report.*results folder") as caught:
         load_reports(tmp_path / "budgets.toml")
     assert "delete" not in str(caught.value)
+    (tmp_path / "data.json").write_text('{"rows": [1, 2]}')  # JSON too, yet no report: not "no reports under"
+    with pytest.raises(OptbenchError, match=r"data\.json is not an optbench report.*results folder"):
+        load_reports(tmp_path / "data.json")
 
 
 def test_load_reports_refuses_a_damaged_file(tmp_path: Path) -> None:
