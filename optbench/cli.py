@@ -392,11 +392,11 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
-    from optbench.report import FAILURES_FILE, load_failures, report_files
+    from optbench.report import FAILURES_FILE, distinct, load_failures, report_files
 
     budgets = load_budgets(args.budget)
     found = report_files(args.results)
-    run = newest_run([report for _, report in found])
+    run = newest_run(distinct(found))  # a run copied into two folders is judged once
     print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
     # the run's failures.json lies beside its reports, whatever its folder is called
     folders = sorted({path.parent for path, report in found if any(report is r for r in run)})

@@ -312,9 +312,13 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
     for where in (results, renamed / "baseline.torch-cpu-fp32.json"):
         assert main(["gate", "--budget", str(every), str(where)]) == 1
         assert crashed in capsys.readouterr().out
-    shutil.copytree(renamed, results / "backup" / renamed.name)  # one run in two folders: its failures once
+    assert main(["gate", "--budget", str(every), str(renamed)]) == 1
+    alone = capsys.readouterr().out.splitlines()
+    shutil.copytree(renamed, results / "backup" / renamed.name)  # one run in two folders: counted once
     assert main(["gate", "--budget", str(every), str(results)]) == 1
-    assert capsys.readouterr().out.count(crashed) == 1
+    out = capsys.readouterr().out
+    assert out.count(crashed) == 1
+    assert out.splitlines()[0] == alone[0] and out.splitlines()[-1] == alone[-1]  # its reports and checks once
     elsewhere = tmp_path / "elsewhere"  # a report copied beside another run's failures.json
     write_failures([FailedJob("baseline", "torch-cpu-fp32", "accuracy-1", "killed")], elsewhere, "another-run")
     shutil.copy(renamed / "baseline.torch-cpu-fp32.json", elsewhere)
