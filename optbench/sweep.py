@@ -394,7 +394,9 @@ def _lease(timeout_s: float) -> dict[str, Any]:
 
 def _take(path: Path, timeout_s: float) -> str | None:
     """Create the lock file `path` naming this process (see `SweepStore.claim`) and return its token; None while a
-    live holder has it."""
+    live holder has it. One left by a gone holder is renamed away before it is replaced, so that of two processes
+    taking it over at once one does: the other finds it gone, or finds the fresh claim in its place and puts it
+    back."""
     token = secrets.token_hex(8)
     for _ in range(2):
         try:
@@ -402,14 +404,32 @@ def _take(path: Path, timeout_s: float) -> str | None:
             return token
         except FileExistsError:
             try:
-                holder = _read_json(path)
-            except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
-                holder = None
-            expired = holder is not None and time.time() > holder.get("until", 0)
-            if holder is not None and not expired and not _is_dead(holder):
+                found = path.read_bytes()
+            except FileNotFoundError:  # let go meanwhile
+                continue
+            if _is_live(found):
                 return None
-            path.unlink(missing_ok=True)
+            gone = path.with_name(f".{path.name}.{secrets.token_hex(4)}.gone")
+            try:
+                os.rename(path, gone)
+            except FileNotFoundError:  # renamed away by another process taking it over
+                continue
+            if gone.read_bytes() != found:  # renewed, or already replaced by another process: not the one judged
+                with contextlib.suppress(FileExistsError):  # unless a third process made its own in the meantime
+                    os.link(gone, path)
+                gone.unlink()
+                return None
+            gone.unlink()
     return None
+
+
+def _is_live(claim: bytes) -> bool:
+    """Whether a lock file's content names a holder that has it: one within its deadline and alive."""
+    try:
+        holder = json.loads(claim)
+    except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
+        return False
+    return time.time() <= holder.get("until", 0) and not _is_dead(holder)
 
 
 def _is_dead(holder: dict[str, Any]) -> bool:

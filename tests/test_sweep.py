@@ -183,6 +183,31 @@ def test_a_job_whose_claim_was_taken_over_keeps_the_outcome_of_the_process_that_
     assert json.loads((a.jobs / f"{jobs[0].key}.json").read_text())["host"] == "node-b"
 
 
+def test_a_dead_claim_found_by_two_processes_at_once_is_taken_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sweeps find the same claim of a dead process: the first takes it over while the second is still
+    judging it. The second must not then take the first's fresh claim for the dead one and replace it."""
+    job = PlannedJob("accuracy", 0)
+    first = _store(tmp_path)
+    second = SweepStore(first.folder, first.run_id)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _write_claim(first, job, {**sweep._lease(3600), "pid": int(finished.stdout)})
+    is_dead = sweep._is_dead
+    taken: list[bool] = []
+
+    def first_takes_it_meanwhile(holder: dict[str, Any]) -> bool:
+        monkeypatch.setattr(sweep, "_is_dead", is_dead)  # once
+        taken.append(first.claim(job, 60))
+        return is_dead(holder)
+
+    monkeypatch.setattr(sweep, "_is_dead", first_takes_it_meanwhile)
+    taken.append(second.claim(job, 60))
+    assert taken == [True, False]
+    first.renew([job], 60)
+    assert first.holds(job)
+
+
 def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
     """A claim the machine's crash left empty (its data never reached the disk) names no process that could hold
     it: the resumed sweep takes it instead of stopping on it."""
