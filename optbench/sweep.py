@@ -8,7 +8,9 @@ goes on; failed jobs are tried again when a sweep resumes with no other process 
 joins a sweep in progress takes its failures as they are, as the processes in it did). A job is claimed (a
 lock file naming the host and process, and until when it holds) while it runs, so two sweeps of the same
 plan share the work instead of running it twice. A process on another host cannot be checked: its claims and
-its place in the sweep hold until a deadline it keeps renewing while it runs.
+its place in the sweep hold until a deadline it keeps renewing while it runs. Each claim carries a random token
+its holder keeps: one that lapsed and was taken over by another process is no longer its old holder's to renew,
+let go or record a result for.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class SweepStore:
         self.jobs = folder / "jobs"
         self.inputs = folder / "inputs"
         self.work = folder / "work"
+        self._tokens: dict[str, str] = {}  # the token of each job's claim this process holds, by job key
 
     @classmethod
     def open(cls, root: Path, identity: dict[str, Any], new_run_id: Callable[[], str], timeout_s: float) -> SweepStore:
@@ -151,7 +154,8 @@ class SweepStore:
         return Outcome(job, result)
 
     def record(self, job: PlannedJob, result: dict[str, Any]) -> None:
-        """Store a finished job's result (its logits file moved in first, so the record never points at nothing)."""
+        """Store a finished job's result (its logits file moved in first, so the record never points at nothing).
+        A sweep records only the jobs whose claims it still `holds`."""
         if "logits" in result:
             name = f"{job.key}.npy"
             os.replace(result["logits"], self.jobs / name)
@@ -173,17 +177,39 @@ class SweepStore:
         False while a live process of another sweep holds it. A claim left by a dead process on this host (a
         sweep killed mid-job) is taken over, and so is any claim past its deadline: its holder would have
         renewed it, so it is gone, on whichever host (a container that was replaced, with another hostname)."""
-        return _take(self.jobs / f"{job.key}.claim", timeout_s)
+        token = _take(self._claim(job), timeout_s)
+        if token is not None:
+            self._tokens[job.key] = token
+        return token is not None
+
+    def holds(self, job: PlannedJob) -> bool:
+        """Whether the claim of `job` is still this process's: one that lapsed while its holder lived (its host
+        suspended past the deadline, or its clock behind) may have been taken over by another process, which runs
+        the job now. A claim found lost is logged and forgotten: this process no longer renews it or lets it go."""
+        token = self._tokens.get(job.key)
+        if token is None:
+            return False
+        if (_read_json(self._claim(job)) or {}).get("token") == token:
+            return True
+        log.warning(
+            "the claim of %s lapsed and another sweep of this plan took the job over: its outcome stands", job.key
+        )
+        del self._tokens[job.key]
+        return False
 
     def renew(self, jobs: Iterable[PlannedJob], timeout_s: float) -> None:
-        """Hold this process's place in the sweep, and its claims of `jobs`, as if taken now: a job queued
-        behind others (Ray) has not yet started its timeout, so its claim must not lapse while it waits."""
+        """Hold this process's place in the sweep, and its claims of `jobs` it still `holds`, as if taken now: a job
+        queued behind others (Ray) has not yet started its timeout, so its claim must not lapse while it waits."""
         self.join(timeout_s)
         for job in jobs:
-            write_json_atomic(self.jobs / f"{job.key}.claim", _lease(timeout_s))
+            if self.holds(job):
+                write_json_atomic(self._claim(job), {**_lease(timeout_s), "token": self._tokens[job.key]})
 
     def release(self, job: PlannedJob) -> None:
-        (self.jobs / f"{job.key}.claim").unlink(missing_ok=True)
+        """Let the claim of `job` go, if it is still this process's."""
+        if self.holds(job):
+            self._claim(job).unlink(missing_ok=True)
+            del self._tokens[job.key]
 
     def join(self, timeout_s: float) -> None:
         """Register this process as working on the sweep, until the job timeout and CLAIM_GRACE_S have passed
@@ -202,7 +228,7 @@ class SweepStore:
         checked the folder it replaced."""
         lock = self.folder / "removal.claim"
         try:
-            if not _take(lock, 0.0):
+            if _take(lock, 0.0) is None:
                 return False
         except FileNotFoundError:  # removed already
             return False
@@ -222,6 +248,9 @@ class SweepStore:
 
     def _participant(self) -> Path:
         return self.folder / "participants" / f"{socket.gethostname()}-{os.getpid()}.json"
+
+    def _claim(self, job: PlannedJob) -> Path:
+        return self.jobs / f"{job.key}.claim"
 
 
 class Executor(Protocol):
@@ -307,7 +336,10 @@ def run_sweep(
                     handle, result = finished
                     job = in_flight.pop(handle)
                     busy.discard(executor.lane(job))
-                    finish(_store_result(job, store, result), True)
+                    if (outcome := _store_result(job, store, result)) is not None:
+                        finish(outcome, True)
+                    else:  # taken over by another sweep meanwhile: its outcome stands, waited for as any other
+                        waiting.append(job)
             elif waiting:
                 log.info(
                     "%d jobs are running in another sweep of this plan: waiting for them (their claims are in %s)",
@@ -328,9 +360,12 @@ def run_sweep(
     return outcomes
 
 
-def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | JobFailed) -> Outcome:
-    """Store what a job this sweep claimed came back with, and let the claim go."""
+def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | JobFailed) -> Outcome | None:
+    """Store what a job this sweep claimed came back with, and let the claim go; None (nothing stored) when the
+    claim is no longer this sweep's (see `SweepStore.holds`)."""
     try:
+        if not store.holds(job):
+            return None
         if isinstance(result, JobFailed):
             log.warning("%s failed: %s", job.key, result)
             store.record_failure(job, str(result))
@@ -357,22 +392,44 @@ def _lease(timeout_s: float) -> dict[str, Any]:
     return {**_holder(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
 
 
-def _take(path: Path, timeout_s: float) -> bool:
-    """Create the lock file `path` naming this process (see `SweepStore.claim`); False while a live holder has it."""
+def _take(path: Path, timeout_s: float) -> str | None:
+    """Create the lock file `path` naming this process (see `SweepStore.claim`) and return its token; None while a
+    live holder has it. One left by a gone holder is renamed away before it is replaced, so that of two processes
+    taking it over at once one does: the other finds it gone, or finds the fresh claim in its place and puts it
+    back."""
+    token = secrets.token_hex(8)
     for _ in range(2):
         try:
-            _create_exclusive(path, _lease(timeout_s))
-            return True
+            _create_exclusive(path, {**_lease(timeout_s), "token": token})
+            return token
         except FileExistsError:
             try:
-                holder = _read_json(path)
-            except OptbenchError:  # left empty by a machine's crash (never half-written): it names no holder
-                holder = None
-            expired = holder is not None and time.time() > holder.get("until", 0)
-            if holder is not None and not expired and not _is_dead(holder):
-                return False
-            path.unlink(missing_ok=True)
-    return False
+                found = path.read_bytes()
+            except FileNotFoundError:  # let go meanwhile
+                continue
+            if _is_live(found):
+                return None
+            gone = path.with_name(f".{path.name}.{secrets.token_hex(4)}.gone")
+            try:
+                os.rename(path, gone)
+            except FileNotFoundError:  # renamed away by another process taking it over
+                continue
+            if gone.read_bytes() != found:  # renewed, or already replaced by another process: not the one judged
+                with contextlib.suppress(FileExistsError):  # unless a third process made its own in the meantime
+                    os.link(gone, path)
+                gone.unlink()
+                return None
+            gone.unlink()
+    return None
+
+
+def _is_live(claim: bytes) -> bool:
+    """Whether a lock file's content names a holder that has it: one within its deadline and alive."""
+    try:
+        holder = json.loads(claim)
+    except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
+        return False
+    return time.time() <= holder.get("until", 0) and not _is_dead(holder)
 
 
 def _is_dead(holder: dict[str, Any]) -> bool:

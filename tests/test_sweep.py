@@ -124,6 +124,90 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     assert store.claim(job, 60)  # but its holder renews it while the job runs: one past its time is left behind
 
 
+def _lapse(store: SweepStore, job: PlannedJob) -> None:
+    """The claim's holder stops renewing it past its deadline (its host suspended, or its clock behind)."""
+    claim = store.jobs / f"{job.key}.claim"
+    claim.write_text(json.dumps({**json.loads(claim.read_text()), "until": time.time() - 1}))
+
+
+def _claim_holder(store: SweepStore, job: PlannedJob) -> str | None:
+    claim = store.jobs / f"{job.key}.claim"
+    return json.loads(claim.read_text())["host"] if claim.exists() else None
+
+
+def test_a_claim_taken_over_is_neither_renewed_nor_let_go_by_its_old_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a's host was suspended past its claim's deadline and node b took the job over: a, waking up, must not
+    overwrite b's claim with its own lease nor delete it (a third sweep would take the job again)."""
+    job = PlannedJob("accuracy", 0)
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    assert a.claim(job, 60)
+    _lapse(a, job)
+    _on(monkeypatch, "node-b")
+    b = _store(tmp_path)
+    assert b.claim(job, 60)
+    _on(monkeypatch, "node-a")
+    a.renew([job], 60)
+    assert _claim_holder(a, job) == "node-b"
+    a.release(job)
+    assert _claim_holder(a, job) == "node-b"
+    _on(monkeypatch, "node-b")
+    b.renew([job], 60)  # still b's: renewed, then let go
+    assert json.loads((b.jobs / f"{job.key}.claim").read_text())["until"] > time.time()
+    b.release(job)
+    assert _claim_holder(b, job) is None
+
+
+def test_a_job_whose_claim_was_taken_over_keeps_the_outcome_of_the_process_that_took_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While node a runs a job its claim lapses, node b takes it over, runs it and records its result: a's result
+    comes too late and is dropped, and a's sweep reports b's outcome, as b's does."""
+    jobs = [PlannedJob("latency", 0, (1, 16))]
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+
+    def taken_over_meanwhile(job: PlannedJob) -> dict[str, Any]:
+        _lapse(a, job)
+        _on(monkeypatch, "node-b")
+        b = _store(tmp_path)
+        assert b.claim(job, 60)
+        sweep._store_result(job, b, {"values_ns": [2]})
+        _on(monkeypatch, "node-a")
+        return {"values_ns": [1]}
+
+    outcomes = _run(jobs, a, taken_over_meanwhile)
+    assert outcomes[jobs[0].key].result == {"values_ns": [2]}
+    assert json.loads((a.jobs / f"{jobs[0].key}.json").read_text())["host"] == "node-b"
+
+
+def test_a_dead_claim_found_by_two_processes_at_once_is_taken_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sweeps find the same claim of a dead process: the first takes it over while the second is still
+    judging it. The second must not then take the first's fresh claim for the dead one and replace it."""
+    job = PlannedJob("accuracy", 0)
+    first = _store(tmp_path)
+    second = SweepStore(first.folder, first.run_id)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _write_claim(first, job, {**sweep._lease(3600), "pid": int(finished.stdout)})
+    is_dead = sweep._is_dead
+    taken: list[bool] = []
+
+    def first_takes_it_meanwhile(holder: dict[str, Any]) -> bool:
+        monkeypatch.setattr(sweep, "_is_dead", is_dead)  # once
+        taken.append(first.claim(job, 60))
+        return is_dead(holder)
+
+    monkeypatch.setattr(sweep, "_is_dead", first_takes_it_meanwhile)
+    taken.append(second.claim(job, 60))
+    assert taken == [True, False]
+    first.renew([job], 60)
+    assert first.holds(job)
+
+
 def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
     """A claim the machine's crash left empty (its data never reached the disk) names no process that could hold
     it: the resumed sweep takes it instead of stopping on it."""
