@@ -429,7 +429,7 @@ def _is_live(claim: bytes) -> bool:
         holder = json.loads(claim)
     except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
         return False
-    return time.time() <= holder.get("until", 0) and not _is_dead(holder)
+    return isinstance(holder, dict) and time.time() <= holder.get("until", 0) and not _is_dead(holder)
 
 
 def _is_dead(holder: dict[str, Any]) -> bool:

@@ -212,6 +212,10 @@ def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
     """A claim the machine's crash left empty (its data never reached the disk) names no process that could hold
     it: the resumed sweep takes it instead of stopping on it."""
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    for damaged in ("", "[]"):  # empty, or JSON that names no holder
+        (store.jobs / f"{job.key}.claim").write_text(damaged)
+        assert store.claim(job, 60)
+        store.release(job)
     (store.jobs / f"{job.key}.claim").write_text("")
     assert store.claim(job, 60)
     assert json.loads((store.jobs / f"{job.key}.claim").read_text())["pid"] == os.getpid()
