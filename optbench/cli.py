@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     # Set before transformers is imported, and inherited by the benchmark's job processes.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # transformers draws a "Loading weights" bar for every model it loads (a dozen a run); optbench's own bars stay
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # optbench's own progress at INFO; other libraries (onnxruntime's fusion logs a line per pass) at WARNING
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,16 @@ def test_the_command_drops_the_noise_and_shows_other_torchao_warnings(monkeypatc
     assert cli.main(["env"]) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == ["torchao: a warning the user should see"]
     assert logging.getLogger("torchao").filters == []
+
+
+def test_the_command_turns_transformers_progress_bars_off_for_itself_and_its_jobs() -> None:
+    """transformers reads the switch when imported, after main has set it; job processes inherit it."""
+    script = (
+        "from optbench import cli\n"
+        "cli.main(['env'])\n"
+        "from transformers.utils import logging\n"
+        "print(logging.is_progress_bar_enabled())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.splitlines()[-1] == "False"
