@@ -157,7 +157,7 @@ def layer_shapes(model: Any) -> dict[str, list[int]]:
     """Each layer's attention head count and FFN width, as a pruned BERT's config records them."""
     parts, layers = layout(model), encoder_layers(model)
     return {
-        "heads_per_layer": [getattr(self_attention(model, layer), parts.heads) for layer in layers],
+        "heads_per_layer": [attrgetter(f"{parts.attention}.{parts.heads}")(layer) for layer in layers],
         "intermediate_per_layer": [attrgetter(parts.ffn_in)(layer).out_features for layer in layers],
     }
 
