@@ -54,7 +54,12 @@ def _has(layer: Any, *paths: str) -> bool:
 
 def encoder_layers(model: Any) -> Any:
     """The `nn.ModuleList` of transformer layers of a model `layout` knows."""
-    return getattr(model.base_model, layout(model).holder).layer
+    return _layer_holder(model).layer
+
+
+def _layer_holder(model: Any) -> Any:
+    """The module whose `layer` is the list of layers (BERT's encoder, DistilBERT's transformer)."""
+    return getattr(model.base_model, layout(model).holder)
 
 
 def self_attention(model: Any, layer: Any) -> Any:
@@ -101,7 +106,8 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
     """Keep only the transformer layers at `indices` (increasing, each in range), in place."""
     import torch
 
-    layers = encoder_layers(model)
+    holder = _layer_holder(model)
+    layers = holder.layer
     depth = len(layers)
     if not indices:
         raise OptbenchError("layers = []: keep at least one layer")
@@ -110,7 +116,6 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
         raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
     if list(indices) != sorted(set(indices)):
         raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
-    holder = getattr(model.base_model, layout(model).holder)
     holder.layer = torch.nn.ModuleList(layers[i] for i in indices)
     if hasattr(holder, "n_layers"):
         holder.n_layers = len(indices)  # DistilBERT's holder records its depth too
