@@ -397,15 +397,15 @@ def _gate(args: argparse.Namespace) -> int:
     budgets = load_budgets(args.budget)
     found = report_files(args.results)
     run = newest_run(distinct(found))  # a run copied into two folders is judged once
-    print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
     # the run's failures.json lies beside its reports, whatever its folder is called
     folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
     failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
     failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
     failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
     checks = evaluate(budgets, run, failed)
-    if args.junit:  # first: a path it cannot write is exit 2, after no summary that promised another code
+    if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
+    print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
     sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
 
