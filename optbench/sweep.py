@@ -189,7 +189,7 @@ class SweepStore:
         token = self._tokens.get(job.key)
         if token is None:
             return False
-        if (_read_json(self._claim(job)) or {}).get("token") == token:
+        if _holds(self._claim(job), token):
             return True
         log.warning(
             "the claim of %s lapsed and another sweep of this plan took the job over: its outcome stands", job.key
@@ -228,12 +228,14 @@ class SweepStore:
         checked the folder it replaced."""
         lock = self.folder / "removal.claim"
         try:
-            if _take(lock, 0.0) is None:
-                return False
+            token = _take(lock, 0.0)
         except FileNotFoundError:  # removed already
             return False
+        if token is None:
+            return False
         if (_read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id or self._live_participants():
-            lock.unlink(missing_ok=True)
+            if _holds(lock, token):  # else taken over (this process stalled past its lease): the new holder's
+                lock.unlink(missing_ok=True)
             return False
         removed = self.folder.with_name(f"{self.folder.name}.{secrets.token_hex(4)}.removed")
         os.rename(self.folder, removed)
@@ -421,6 +423,11 @@ def _take(path: Path, timeout_s: float) -> str | None:
                 return None
             gone.unlink()
     return None
+
+
+def _holds(path: Path, token: str) -> bool:
+    """Whether the lock file `path` is still the one `_take` returned `token` for: not let go, nor taken over."""
+    return (_read_json(path) or {}).get("token") == token
 
 
 def _is_live(claim: bytes) -> bool:

@@ -317,6 +317,28 @@ def test_a_sweep_being_removed_by_another_process_is_left_to_it(tmp_path: Path) 
     assert not store.leave() and (store.folder / "sweep.json").exists()
 
 
+def test_a_removal_lock_taken_over_is_not_let_go_by_its_old_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a takes the removal lock to leave and stalls past its lease; node b takes the lock over. a, finding
+    another process in the sweep, lets its lock go: it must leave b's in place (or a third process could remove
+    the folder while b does)."""
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    lock = a.folder / "removal.claim"
+
+    def stalled_past_its_lease(store: SweepStore) -> list[dict[str, Any]]:
+        lock.write_text(json.dumps({**json.loads(lock.read_text()), "until": time.time() - 1}))
+        _on(monkeypatch, "node-b")
+        assert sweep._take(lock, 0.0) is not None
+        _on(monkeypatch, "node-a")
+        return [sweep._lease(60)]
+
+    monkeypatch.setattr(SweepStore, "_live_participants", stalled_past_its_lease)
+    assert not a.leave()
+    assert json.loads(lock.read_text())["host"] == "node-b"
+
+
 def test_a_sweep_joining_one_in_progress_takes_its_failures_as_they_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
