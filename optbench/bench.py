@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,7 +282,7 @@ def _run_jobs(
             runtime=spec.to_dict(),
             threads=config.threads,
             inputs=str(inputs[planned.shape]),
-            output=str(store.work / f"{planned.key}-{os.getpid()}.result.json"),
+            output=str(store.output(planned)),
             timing=config.timing,
         )
 

@@ -94,8 +94,9 @@ class Outcome:
 class SweepStore:
     """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
     `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
-    running jobs, and `participants/` naming the processes working on it (each until a deadline it renews); the
-    last of them to leave removes it (holding `removal.claim` while it checks that it is the last)."""
+    running jobs, `work/` where claimed jobs write their results (see `output`), and `participants/` naming the
+    processes working on it (each until a deadline it renews); the last of them to leave removes it (holding
+    `removal.claim` while it checks that it is the last)."""
 
     def __init__(self, folder: Path, run_id: str) -> None:
         self.folder = folder
@@ -181,6 +182,12 @@ class SweepStore:
         if token is not None:
             self._tokens[job.key] = token
         return token is not None
+
+    def output(self, job: PlannedJob) -> Path:
+        """Where the job this process claimed writes its result (its logits beside it, as `.npy`): named by the
+        claim's token, so that a process that took the job over (on another host, perhaps with the same pid)
+        never writes or deletes the same file."""
+        return self.work / f"{job.key}-{self._tokens[job.key]}.result.json"
 
     def holds(self, job: PlannedJob) -> bool:
         """Whether the claim of `job` is still this process's: one that lapsed while its holder lived (its host
@@ -363,10 +370,12 @@ def run_sweep(
 
 
 def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | JobFailed) -> Outcome | None:
-    """Store what a job this sweep claimed came back with, and let the claim go; None (nothing stored) when the
-    claim is no longer this sweep's (see `SweepStore.holds`)."""
+    """Store what a job this sweep claimed came back with, and let the claim go; None (nothing stored, its logits
+    file deleted) when the claim is no longer this sweep's (see `SweepStore.holds`)."""
     try:
         if not store.holds(job):
+            if isinstance(result, dict) and "logits" in result:  # this claim's own file (`SweepStore.output`)
+                Path(result["logits"]).unlink(missing_ok=True)
             return None
         if isinstance(result, JobFailed):
             log.warning("%s failed: %s", job.key, result)

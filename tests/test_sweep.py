@@ -183,6 +183,33 @@ def test_a_job_whose_claim_was_taken_over_keeps_the_outcome_of_the_process_that_
     assert json.loads((a.jobs / f"{jobs[0].key}.json").read_text())["host"] == "node-b"
 
 
+def test_a_result_dropped_for_a_lost_claim_takes_its_logits_file_and_leaves_the_new_holders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a's accuracy job ends after node b took its lapsed claim over, while b's job still runs: a drops its
+    result and deletes its own logits file (else it stays in the work folder until the sweep is removed), and
+    never b's, though both processes have one pid (as in two containers): b records its own afterwards."""
+    job = PlannedJob("accuracy", 0)
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    assert a.claim(job, 60)
+    _lapse(a, job)
+    _on(monkeypatch, "node-b")
+    b = _store(tmp_path)
+    assert b.claim(job, 60)
+    ours, theirs = a.output(job).with_suffix(".npy"), b.output(job).with_suffix(".npy")
+    np.save(ours, np.zeros((2, 2)))
+    np.save(theirs, np.eye(2))
+    _on(monkeypatch, "node-a")
+    assert sweep._store_result(job, a, {"logits": str(ours), "runtime_details": {}}) is None
+    assert not ours.exists()
+    _on(monkeypatch, "node-b")
+    outcome = sweep._store_result(job, b, {"logits": str(theirs), "runtime_details": {}})
+    assert outcome is not None and outcome.ok
+    np.testing.assert_array_equal(np.load(outcome.result["logits"]), np.eye(2))
+    assert not list(a.work.iterdir())
+
+
 def test_a_dead_claim_found_by_two_processes_at_once_is_taken_by_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
