@@ -53,6 +53,7 @@ def _examples(command: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
 
     parser = argparse.ArgumentParser(
@@ -165,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,  # given or not: --by-machine refuses a given one
         metavar="POINTS",
         help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
-        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0; not with "
-        "--by-machine, whose table has no speedup_vs_peer)",
+        "drop, in percentage points, with the fastest peer within it at the same shape "
+        f"(default: {DEFAULT_BUDGET_POINTS}; not with --by-machine, whose table has no speedup_vs_peer)",
     )
     report.add_argument(
         "--against",
