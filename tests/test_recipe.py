@@ -407,6 +407,13 @@ def test_nothing_may_follow_torch_int8(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, text))
 
 
+def test_nothing_may_follow_the_torchao_peer(tmp_path: Path) -> None:
+    # its artifact is quantize-dynamic's torch one: refused when read, not after the peer step has run
+    text = '[[steps]]\nname = "peer-torchao"\n[[steps]]\nname = "onnx"\n'
+    with pytest.raises(OptbenchError, match=r"nothing may follow torchao-int8 \(its INT8 scheme is applied only"):
+        load_recipe(write_recipe(tmp_path, text))
+
+
 def test_a_budget_file_given_as_a_recipe_points_to_gate() -> None:
     budgets = Path(__file__).parents[1] / "recipes" / "budgets.toml"
     with pytest.raises(OptbenchError, match=r"budgets.toml is a budget file.*optbench gate --budget"):
