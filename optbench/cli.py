@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset",
         type=Path,
-        help="use this CSV or JSONL file instead of the recipe's [dataset] source (the recipe's column and "
+        help="use this CSV, JSONL or JSON file instead of the recipe's [dataset] source (the recipe's column and "
         "split settings still apply: text and label columns by default)",
     )
     run.add_argument(
