@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "row). Each figure is marked better or "
         "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
-        "rows whose workloads differ (data, threads, timing, rounds: the why column names which) not comparable. "
+        "rows whose workloads differ (data, max_length, threads, timing, max_batches, rounds: the why column names "
+        "which) not comparable. "
         "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
         "listed as newly failing too.",
     )
