@@ -53,6 +53,7 @@ def _examples(command: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
 
     parser = argparse.ArgumentParser(
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset",
         type=Path,
-        help="use this CSV or JSONL file instead of the recipe's [dataset] source (the recipe's column and "
+        help="use this CSV, JSONL or JSON file instead of the recipe's [dataset] source (the recipe's column and "
         "split settings still apply: text and label columns by default)",
     )
     run.add_argument(
@@ -165,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,  # given or not: --by-machine refuses a given one
         metavar="POINTS",
         help="runs with peers (recipes/peers.toml): speedup_vs_peer compares each variant within this accuracy "
-        "drop, in percentage points, with the fastest peer within it at the same shape (default: 1.0; not with "
-        "--by-machine, whose table has no speedup_vs_peer)",
+        "drop, in percentage points, with the fastest peer within it at the same shape "
+        f"(default: {DEFAULT_BUDGET_POINTS}; not with --by-machine, whose table has no speedup_vs_peer)",
     )
     report.add_argument(
         "--against",
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "row). Each figure is marked better or "
         "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
-        "rows whose workloads differ (data, threads, timing, rounds: the why column names which) not comparable. "
+        "rows whose workloads differ (data, max_length, threads, timing, max_batches, rounds: the why column names "
+        "which) not comparable. "
         "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
         "listed as newly failing too.",
     )

@@ -36,9 +36,10 @@ READ_FIXES = {
 class DatasetConfig:
     """Where the labelled texts come from and how they are split and truncated.
 
-    `source` is the built-in name `rotten-tomatoes` or a path to a CSV or JSONL file. Files are split by
-    their `split_column` when they have one (values train/validation/test), else deterministically by a
-    hash of `group_column` (or of the text), so rows of one group never straddle two splits.
+    `source` is the built-in name `rotten-tomatoes` or a path to a CSV, JSONL or JSON (array of objects)
+    file. Files are split by their `split_column` when they have one (values train/validation/test), else
+    deterministically by a hash of `group_column` (or of the text), so rows of one group never straddle two
+    splits.
     """
 
     source: str = BUILTIN

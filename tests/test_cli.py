@@ -279,6 +279,14 @@ def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
     assert f"{value!r} is not an accuracy drop in points" in capsys.readouterr().err
 
 
+def test_peer_budget_help_states_the_default_the_table_uses(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    # the help once wrote the default out as 1.0: a change of DEFAULT_BUDGET_POINTS would have left it wrong
+    monkeypatch.setattr("optbench.peers.speedup.DEFAULT_BUDGET_POINTS", 2.5)
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "(default: 2.5; not with --by-machine" in " ".join(capsys.readouterr().out.split())
+
+
 def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     # `optbench report results results/demo/RUN` (or a shell glob over both) names one run twice
     run = tmp_path / "results" / "demo" / "run-1"

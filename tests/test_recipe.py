@@ -407,6 +407,22 @@ def test_nothing_may_follow_torch_int8(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, text))
 
 
+def test_the_torch_int8_backend_refuses_onnxruntime_knobs_when_read(tmp_path: Path) -> None:
+    # op_types was ignored silently by torchao, which quantizes every Linear layer; the others were refused only
+    # when the step ran, after the fine-tune
+    for knob in ('op_types = ["MatMul"]', "per_channel = false", "reduce_range = true", 'weight_type = "uint8"'):
+        text = f'[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\n{knob}\n'
+        with pytest.raises(OptbenchError, match=r'backend = "torch" takes no weight_type, .*op_types'):
+            load_recipe(write_recipe(tmp_path, text))
+
+
+def test_nothing_may_follow_the_torchao_peer(tmp_path: Path) -> None:
+    # its artifact is quantize-dynamic's torch one: refused when read, not after the peer step has run
+    text = '[[steps]]\nname = "peer-torchao"\n[[steps]]\nname = "onnx"\n'
+    with pytest.raises(OptbenchError, match=r"nothing may follow torchao-int8 \(its INT8 scheme is applied only"):
+        load_recipe(write_recipe(tmp_path, text))
+
+
 def test_a_budget_file_given_as_a_recipe_points_to_gate() -> None:
     budgets = Path(__file__).parents[1] / "recipes" / "budgets.toml"
     with pytest.raises(OptbenchError, match=r"budgets.toml is a budget file.*optbench gate --budget"):

@@ -26,6 +26,8 @@ class PeerTorchaoConfig:
     output_format: ClassVar[str] = "hf"
     default_label: ClassVar[str] = "torchao-int8"
     libraries: ClassVar[tuple[str, ...]] = ("torch", "torchao")  # their versions key the step's cache
+    # as quantize-dynamic's torch backend: a step after it would load the FP32 weights and drop the scheme
+    ends_chain: ClassVar[str] = "its INT8 scheme is applied only by the torch runtime"
 
 
 def apply(config: PeerTorchaoConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:

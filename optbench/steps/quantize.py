@@ -53,8 +53,18 @@ class DynamicQuantizeConfig:
     weight_type: Int8Type = "auto"
     per_channel: bool = True  # measured: same speed as per-tensor, a fraction of its accuracy loss (FINDINGS)
     reduce_range: bool | None = None
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
+    op_types: tuple[str, ...] = WEIGHT_OPS
     exclude_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse, when the recipe is read, the onnxruntime backend's knobs on the torch backend, which has none."""
+        onnx_only = self.weight_type not in ("auto", "int8") or self.reduce_range or self.exclude_nodes
+        if self.backend == "torch" and (onnx_only or not self.per_channel or self.op_types != WEIGHT_OPS):
+            raise OptbenchError(
+                'quantize-dynamic with backend = "torch" takes no weight_type, per_channel = false, reduce_range, '
+                "op_types or exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights on every Linear "
+                "layer"
+            )
 
     @property
     def input_format(self) -> str:

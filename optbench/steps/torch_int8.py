@@ -32,12 +32,6 @@ def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledD
         raise OptbenchError(
             'quantize-dynamic with backend = "torch" quantizes Hugging Face checkpoints: put it before any onnx step'
         )
-    onnx_only = config.weight_type not in ("auto", "int8") or config.exclude_nodes or config.reduce_range
-    if onnx_only or not config.per_channel:
-        raise OptbenchError(
-            'quantize-dynamic with backend = "torch" takes no weight_type, per_channel = false, reduce_range or '
-            "exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights"
-        )
     needed_for = 'quantize-dynamic with backend = "torch"'
     details = {"backend": "torch", **write_torchao_int8(artifact, data, out_dir, needed_for)}
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
