@@ -248,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         _check_folder_can_be_written(option, folder)
     executor = make_executor(args.executor, args.address)
     try:  # job processes, peers' environments and engine caches find the cache through the environment
-        with _environment("OPTBENCH_CACHE", str(cache)):
+        with environment_set("OPTBENCH_CACHE", str(cache)):
             folder = run_recipe(recipe, args.results, cache, executor)
     finally:
         executor.close()
@@ -275,7 +275,7 @@ def _check_folder_can_be_written(option: str, folder: Path) -> None:
 
 
 @contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
+def environment_set(name: str, value: str) -> Iterator[None]:
     """`name=value` in os.environ while the block runs (and in the processes it starts), as before after."""
     before = os.environ.get(name)
     os.environ[name] = value
@@ -421,19 +421,8 @@ def _env(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Models and data are local: never ask a hub; keep transformers' load reports out of the output.
-    # Set before transformers is imported, and inherited by the benchmark's job processes.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # transformers draws a "Loading weights" bar for every model it loads (a dozen a run); optbench's own bars stay
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # optbench's own progress at INFO; other libraries (onnxruntime's fusion logs a line per pass) at WARNING
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # the lines every run would print that no user can act on (optbench/quiet.py); -v shows them
-    quiet = nullcontext() if args.verbose else third_party_noise_dropped()
     try:
-        with _sigterm_interrupts(), quiet:
+        with command_process(args.verbose):
             return args.handler(args)
     except OptbenchError as exc:
         print(f"optbench: error: {exc}", file=sys.stderr)
@@ -444,6 +433,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"optbench: interrupted; nothing was written for the unfinished run{resume}", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def command_process(verbose: bool) -> Iterator[None]:
+    """The setting every optbench command (and the GPU check) runs its work in: hub offline, optbench's own
+    progress at INFO (DEBUG with `verbose`) and other libraries at WARNING, the third-party lines no user can act
+    on dropped (optbench/quiet.py; `verbose` shows them), and SIGTERM unwinding as Ctrl-C does."""
+    # Models and data are local: never ask a hub; keep transformers' load reports out of the output.
+    # Set before transformers is imported, and inherited by the benchmark's job processes.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # transformers draws a "Loading weights" bar for every model it loads (a dozen a run); optbench's own bars stay
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # onnxruntime's fusion logs a line per pass at INFO
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    with _sigterm_interrupts(), nullcontext() if verbose else third_party_noise_dropped():
+        yield
 
 
 @contextmanager

@@ -12,19 +12,17 @@ python -m optbench.gpu_pack holds the fine-tuned baseline and skips it.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from optbench.atomic import write_text_atomic
+from optbench.cli import command_process, environment_set
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import FailedJob
 from optbench.runtimes import ENGINES, RuntimeSpec
-
-log = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 GPU_REFERENCE = RowChoice.parse("baseline/torch/cuda/fp32")  # speedup_vs: the GPU paths against PyTorch on CUDA
@@ -186,13 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the folder holding gpu.toml and gpu-tensorrt.toml (default: this repository's recipes/; "
         "a pack made by python -m optbench.gpu_pack has its own)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run_check(args.results, args.cache or default_cache_dir(), args.recipes)
+    cache = (args.cache or default_cache_dir()).resolve()
+    try:  # as `optbench run`: job processes and engine caches find the cache through the environment
+        with command_process(args.verbose), environment_set("OPTBENCH_CACHE", str(cache)):
+            return run_check(args.results, cache, args.recipes)
     except OptbenchError as exc:
         print(f"gpu check: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("gpu check: interrupted; the same command resumes it (cached steps are kept)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ gpu-check.md says. Running the recipes themselves needs a GPU (scripts/gpu_check
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,21 @@ def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monke
     monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
     assert main(["--results", str(tmp_path / "results"), "--recipes", str(mine)]) == 0
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["gpu-mine"]
+
+
+def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job processes and engine caches find --cache through OPTBENCH_CACHE, and no hub is asked, as under
+    `optbench run`; the environment is as before afterwards."""
+    seen: dict[str, str | None] = {}
+
+    def run(recipe: Recipe, results: Path, cache: Path) -> Path:
+        seen.update({name: os.environ.get(name) for name in ("OPTBENCH_CACHE", "HF_HUB_OFFLINE")})
+        return _fake_run(recipe, results, cache)
+
+    monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", run)
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
+    assert seen == {"OPTBENCH_CACHE": str((tmp_path / "cache").resolve()), "HF_HUB_OFFLINE": "1"}
+    assert "OPTBENCH_CACHE" not in os.environ
