@@ -1,9 +1,11 @@
 """Timing loop, latency statistics with confidence intervals, and peak memory.
 
 Figures are only worth comparing with their uncertainty, so every percentile that a gate may
-judge carries a 95% interval: the p50 a seeded, reproducible bootstrap one, the p99 one from order
-statistics (a bootstrap cannot reach past the slowest call). Where too few calls were timed for any
-interval to reach 95% (below 6 for the p50, 368 for the p99's upper end), the ends are unbounded.
+judge carries a 95% interval, from order statistics: the count of calls below a true quantile is
+binomial whatever the latency's distribution, so the interval covers it at least 95% of the time
+(a percentile bootstrap of the p50 covered it 90 to 95% of the time at 6 to 50 calls, and one of the
+p99 cannot reach past the slowest call). Where too few calls were timed for any interval to reach 95%
+(below 6 for the p50, 368 for the p99's upper end), the ends are unbounded.
 """
 
 from __future__ import annotations
@@ -26,45 +28,15 @@ from optbench.errors import OptbenchError
 
 log = logging.getLogger(__name__)
 
-# Resampled elements held at once: the (rows, n) index and value arrays stay near 16 MiB each,
-# whether n is 100 or 100,000.
-_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 21
-
-
-def bootstrap_ci(
-    values: np.ndarray,
-    statistic: Callable[[np.ndarray], np.ndarray],
-    *,
-    seed: int = 0,
-    resamples: int = 2000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile-bootstrap 95% interval of `statistic` over `values` (1-D).
-
-    `statistic` maps a (rows, n) array of resamples to one result per row, shape (rows,) or
-    (rows, q). Resampling runs in chunks to bound memory; the result does not depend on the chunk
-    size because the generator draws indices in the same order either way. Returns (low, high).
-    """
-    values = np.asarray(values)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"bootstrap needs a non-empty 1-D array, got shape {values.shape}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
-    n = values.size
-    rng = np.random.default_rng(seed)
-    rows = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
-    stats = []
-    for start in range(0, resamples, rows):
-        idx = rng.integers(0, n, size=(min(rows, resamples - start), n))
-        stats.append(np.asarray(statistic(values[idx])))
-    low, high = np.percentile(np.concatenate(stats), [2.5, 97.5], axis=0, method="linear")
-    return low, high
-
 
 def quantile_interval(sorted_values: np.ndarray, q: float) -> tuple[float, float]:
     """Distribution-free 95% interval of the q-quantile from order statistics: the number of values below
     the true quantile is Binomial(n, q), so [x_(l), x_(u)] leaves at most 2.5% on each side. An end no
-    sample value can vouch for is infinite: for the p99, the upper end below 368 values (a percentile
-    bootstrap there never exceeds the sample maximum, and covers the true p99 about 1 time in 5 at 20)."""
+    sample value can vouch for is infinite: both ends of the p50's below 6 values, the p99's upper end below
+    368 (a percentile bootstrap there never exceeds the sample maximum, and covers the true p99 about 1 time
+    in 5 at 20). The count argument holds for tied values too, so a coarse clock's readings can give a
+    zero-width interval only where ties fill the ranks from l to u, and then (95% of the time) that value is the
+    readings' quantile."""
     n = sorted_values.size
     k = np.arange(n)
     steps = np.log((n - k) / (k + 1)) + math.log(q) - math.log1p(-q)  # log pmf(k+1) - log pmf(k)
@@ -87,13 +59,13 @@ class Latency:
     p90_ms: float
     p95_ms: float
     p99_ms: float
-    p50_ci_low: float  # bootstrap 95% CI of the p50; -inf, inf (null in JSON) below 6 calls
+    p50_ci_low: float  # order-statistic 95% CI of the p50; -inf, inf (null in JSON) below 6 calls
     p50_ci_high: float
     p99_ci_low: float  # order-statistic 95% CI of the p99; inf (null in JSON) where the calls cannot bound it
     p99_ci_high: float
 
     @classmethod
-    def from_values(cls, values_ns: Sequence[int], *, seed: int = 0, resamples: int = 2000) -> Latency:
+    def from_values(cls, values_ns: Sequence[int]) -> Latency:
         """Statistics of per-call durations in nanoseconds (as `time_calls` returns them)."""
         ms = np.asarray(values_ns, dtype=np.float64) / 1e6
         if ms.ndim != 1 or ms.size == 0:
@@ -101,10 +73,6 @@ class Latency:
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99], method="linear")
         ordered = np.sort(ms)
         low, high = quantile_interval(ordered, 0.5)
-        if math.isfinite(low):  # else below 6 calls: all fall on one side of the median more than 5% of the time
-            low, high = bootstrap_ci(
-                ms, lambda s: np.percentile(s, 50, axis=1, method="linear"), seed=seed, resamples=resamples
-            )
         p99_low, p99_high = quantile_interval(ordered, 0.99)
         return cls(
             n=int(ms.size),

@@ -48,7 +48,7 @@ def make_report(
         Measurement(
             batch_size=batch,
             seq_len=seq_len,
-            latency=Latency.from_values([(i % 7 + 1 + batch) * 1_000_000 for i in range(40)], resamples=100),
+            latency=Latency.from_values([(i % 7 + 1 + batch) * 1_000_000 for i in range(40)]),
             throughput_sps=100.0 * batch,
             peak_rss_mb=512.5,
             speedup_p50=None if not steps else 1.5 + batch,
@@ -89,7 +89,7 @@ def with_figures(
         latency = m.latency
         if p50_ms is not None:
             values = [p50_ms + spread_ms * (2 * i / (calls - 1) - 1) for i in range(calls)]
-            latency = Latency.from_values([round(v * 1e6) for v in values], resamples=200)
+            latency = Latency.from_values([round(v * 1e6) for v in values])
         changed.append(
             dataclasses.replace(
                 m,

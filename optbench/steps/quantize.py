@@ -474,7 +474,7 @@ def _time_models(paths: dict[str, Path], model_dir: Path, data: LabelledData) ->
                 session.run(["logits"], {n: batch[n] for n in names})
 
             values[name] += time_calls(call, Timing(warmup=2, min_iters=10, min_seconds=0.3, max_seconds=5))
-    return {name: round(Latency.from_values(v, resamples=10).p50_ms, 3) for name, v in values.items()}
+    return {name: round(Latency.from_values(v).p50_ms, 3) for name, v in values.items()}
 
 
 def _quant_type(name: str) -> Any:
