@@ -164,3 +164,6 @@ def test_a_job_no_node_can_take_is_refused_rather_than_left_waiting() -> None:
         executor.task_options(PlannedJob("accuracy", 0), cpu)
     with pytest.raises(OptbenchError, match=rf"needs a GPU .* on node {node}, which times shape \(1, 16\)"):
         executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
+    wide = Job("latency", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
+    with pytest.raises(OptbenchError, match=rf"runs 8 threads on node {node}, .* has 4 CPUs: lower \[bench\] threads"):
+        executor.task_options(PlannedJob("latency", 0, (1, 16)), wide)

@@ -114,6 +114,12 @@ class RayExecutor:
                     f"{job.key} needs a GPU (a CUDA runtime) on node {node}, which times shape {job.shape} and has "
                     f"none: give the {LATENCY_SLOT} resource only to nodes with a GPU"
                 )
+            if resources.get("CPU", 0) < spec.threads:  # threads sharing cores: the timings would measure that
+                raise OptbenchError(
+                    f"{job.key} runs {spec.threads} threads on node {node}, which times shape {job.shape} and has "
+                    f"{resources.get('CPU', 0):g} CPUs: lower [bench] threads, or give the {LATENCY_SLOT} resource "
+                    f"only to nodes with {spec.threads} CPUs or more"
+                )
             options["num_cpus"] = resources.get("CPU", 1.0)  # nothing else runs on the node while it is timed
             options["resources"] = {LATENCY_SLOT: 1}
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
