@@ -1,10 +1,11 @@
 """Importance scores for structured pruning, measured on train-split batches.
 
 A gate of ones is put on the input of a layer's attention output projection (one gate per head) and
-of its FFN output projection (one per neuron); the score is |dLoss/dgate| summed over batches. For a
-head this is Michel et al.'s head importance ("Are Sixteen Heads Really Better than One?"); for a
-neuron it is |sum of gradient x activation|, the first-order estimate of the loss change when it is
-removed. Head scores are normalized per layer (as Michel et al. do) so layers compare fairly.
+of its FFN output projection (one per neuron), wherever its family's `Layout` keeps them; the score is
+|dLoss/dgate| summed over batches. For a head this is Michel et al.'s head importance ("Are Sixteen Heads
+Really Better than One?"); for a neuron it is |sum of gradient x activation|, the first-order estimate of
+the loss change when it is removed. Head scores are normalized per layer (as Michel et al. do) so layers
+compare fairly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optbench.errors import OptbenchError
-from optbench.surgery import encoder_layers, ffn_neuron_scores
+from optbench.surgery import encoder_layers, ffn_neuron_scores, layer_shapes, layout
 
 
 @dataclass
@@ -32,11 +33,13 @@ def gradient_importance(model: Any, batches: Iterable[tuple[dict[str, Any], Any]
 
     if ffn not in ("gradient", "magnitude"):
         raise OptbenchError(f'ffn importance {ffn!r}: use "gradient" or "magnitude"')
-    layers = encoder_layers(model)
-    head_gates = [torch.ones(layer.attention.self.num_attention_heads, requires_grad=True) for layer in layers]
-    neuron_gates = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
-    hooks = [_gate_input(layer.attention.output.dense, g) for layer, g in zip(layers, head_gates, strict=True)]
-    hooks += [_gate_input(layer.output.dense, g) for layer, g in zip(layers, neuron_gates, strict=True)]
+    parts, layers, shapes = layout(model), encoder_layers(model), layer_shapes(model)
+    head_gates = [torch.ones(n, requires_grad=True) for n in shapes["heads_per_layer"]]
+    neuron_gates = [torch.ones(n, requires_grad=True) for n in shapes["intermediate_per_layer"]]
+    hooks = [
+        _gate_input(layer.get_submodule(parts.attention_out), g) for layer, g in zip(layers, head_gates, strict=True)
+    ]
+    hooks += [_gate_input(layer.get_submodule(parts.ffn_out), g) for layer, g in zip(layers, neuron_gates, strict=True)]
     head_scores = [torch.zeros_like(g) for g in head_gates]
     neuron_scores = [torch.zeros_like(g) for g in neuron_gates]
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -133,7 +133,14 @@ def distinct_variants(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
 
 # Models whose position ids start after the padding index (transformers' RobertaEmbeddings and its copies):
 # they take max_position_embeddings - pad_token_id - 1 tokens.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
+_OFFSET_POSITIONS = (
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "data2vec-text",
+    "optbench-pruned-roberta",
+    "optbench-pruned-xlm-roberta",
+)
 
 
 def _token_limit(config: dict[str, Any]) -> int | None:
@@ -184,9 +191,10 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
 
 def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
     """Refuse, before any step runs, a step that would refuse the model its place in its chain gives it (prune
-    takes BERT only; a distill student keeps the layers of BERT-style models only), rather than after the
-    chains before it have run. Each step with a `preflight` refuses from its input's config.json and gives its
-    output's; a step without one, or one whose input is not known from the recipe (None), refuses nothing."""
+    takes BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT only; a distill student keeps the layers of
+    BERT-style models and DistilBERT only), rather than after the chains before it have run. Each step with a
+    `preflight` refuses from its input's config.json and gives its output's; a step without one, or one whose
+    input is not known from the recipe (None), refuses nothing."""
     for chain in recipe.chains:
         model: dict[str, Any] | None = config
         for step in chain:

@@ -1,35 +1,26 @@
 """Structural edits of BERT-family models that make the matrices themselves smaller: dropping whole
-layers (of BERT-style models and DistilBERT), attention heads and FFN neurons (of BERT-style models), never
-masking them. Layer dropping and uniform FFN narrowing keep the model's own config; uneven heads and widths
-need `optbench.pruned_bert`'s config."""
+layers, attention heads and FFN neurons, never masking them, of models laid out as BERT's (BERT, RoBERTa,
+XLM-RoBERTa, ELECTRA, DeBERTa-v2, MiniLM) or DistilBERT's, each family's `Layout` saying where its parts are.
+Layer dropping and uniform FFN narrowing keep the model's own config; uneven heads and widths need
+`optbench.pruned_bert`'s per-layer config."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optbench.errors import OptbenchError
 
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a family keeps its transformer layers and, in each layer, the parts optbench reads."""
-
-    holder: str  # the base model's module whose `layer` is the list of layers
-    attention: str  # a layer's self-attention module (a dotted path)
-    heads: str  # that module's head count
-    ffn_in: str  # a layer's first FFN Linear (a dotted path)
-
-
-BERT_LAYOUT = Layout("encoder", "attention.self", "num_attention_heads", "intermediate.dense")
-DISTILBERT_LAYOUT = Layout("transformer", "attention", "n_heads", "ffn.lin1")
+if TYPE_CHECKING:
+    from optbench.pruned_bert import Layout
 
 
 def layout(model: Any) -> Layout:
     """The layout of a model whose layers optbench can keep: BERT's (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
     DeBERTa-v2, MiniLM) or DistilBERT's, its first layer holding the self-attention and FFN where the layout
     says. ALBERT has no list of layers (all share one); MPNet's list holds other parts."""
+    from optbench.pruned_bert import BERT_LAYOUT, DISTILBERT_LAYOUT
+
     for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
         layers = getattr(getattr(model.base_model, candidate.holder, None), "layer", None)
         if layers is not None and all(_has(layer, candidate.attention, candidate.ffn_in) for layer in layers[:1]):
@@ -41,6 +32,16 @@ def layout(model: Any) -> Layout:
         '(MPNet\'s); distill it into another student (student = "paraphrase-minilm-l3" or a checkpoint folder '
         "of one of those)"
     )
+
+
+def layer_layout(layer: Any) -> Layout:
+    """The layout of one transformer layer (BERT's or DistilBERT's)."""
+    from optbench.pruned_bert import BERT_LAYOUT, DISTILBERT_LAYOUT
+
+    for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
+        if _has(layer, candidate.attention, candidate.ffn_in):
+            return candidate
+    raise OptbenchError(f"{type(layer).__name__} is not a transformer layer laid out as BERT's or DistilBERT's")
 
 
 def _has(layer: Any, *paths: str) -> bool:
@@ -72,7 +73,7 @@ def transformers_config(config: dict[str, Any]) -> Any | None:
     (DistilBERT's n_layers as num_hidden_layers), or None for a type this transformers cannot build."""
     from transformers import AutoConfig
 
-    import optbench.pruned_bert  # noqa: F401 (registers the pruned BERT model type)
+    import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
 
     values = {k: v for k, v in config.items() if k != "model_type"}
     try:
@@ -81,11 +82,10 @@ def transformers_config(config: dict[str, Any]) -> Any | None:
         return None
 
 
-def check_layer_list(config: dict[str, Any], *, narrows_ffn: bool = False) -> None:
-    """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find (or, when it
-    `narrows_ffn`, whose FFNs `narrow_ffn` cannot narrow): its architecture is built without weights (on
-    torch's meta device) and asked. A config this transformers cannot build is let through: loading the
-    checkpoint reports it."""
+def check_layer_list(config: dict[str, Any]) -> None:
+    """Refuse, from its config.json alone, a classifier whose layers `encoder_layers` cannot find (nor
+    `narrow_ffn` narrow): its architecture is built without weights (on torch's meta device) and asked. A
+    config this transformers cannot build is let through: loading the checkpoint reports it."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -98,8 +98,6 @@ def check_layer_list(config: dict[str, Any], *, narrows_ffn: bool = False) -> No
     except Exception:  # a type without a sequence-classification model: not certain enough to refuse
         return
     encoder_layers(model)
-    if narrows_ffn:
-        check_ffn_layout(model)
 
 
 def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
@@ -130,45 +128,36 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
 def ffn_neuron_scores(layer: Any) -> Any:
     """Weight-magnitude importance of each FFN neuron: the norm of its input row times the norm of its
     output column (a neuron that reads little or writes little matters little)."""
-    return layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
-
-
-def check_ffn_layout(model: Any) -> None:
-    """Refuse a model whose FFNs `narrow_ffn` cannot narrow: those of layers not laid out as BERT's."""
-    if layout(model) is not BERT_LAYOUT:
-        raise OptbenchError(
-            f'intermediate_size narrows the FFNs of BERT-style layers, not a "{model.config.model_type}" '
-            'model\'s: leave it out, or distill into a BERT-style student (student = "paraphrase-minilm-l3")'
-        )
+    parts = layer_layout(layer)
+    return layer.get_submodule(parts.ffn_in).weight.norm(dim=1) * layer.get_submodule(parts.ffn_out).weight.norm(dim=0)
 
 
 def narrow_ffn(model: Any, size: int) -> None:
-    """Keep the `size` most important FFN neurons of every layer of a BERT-style model (by `ffn_neuron_scores`),
-    in place; a layer already narrower (a pruned model's) keeps all of its own."""
+    """Keep the `size` most important FFN neurons of every layer (by `ffn_neuron_scores`), in place, and
+    record `size` as the config's FFN width; a layer already narrower (a pruned model's) keeps all of its own."""
     import torch
 
-    check_ffn_layout(model)
     widths = layer_shapes(model)["intermediate_per_layer"]
     if not 1 <= size <= max(widths):
         raise OptbenchError(f"intermediate_size = {size}: use 1 to {max(widths)} (this model's widest FFN)")
     for layer, width in zip(encoder_layers(model), widths, strict=True):
         kept = torch.topk(ffn_neuron_scores(layer), min(size, width)).indices.sort().values.tolist()
         keep_ffn_neurons(layer, kept)
-    model.config.intermediate_size = size
+    setattr(model.config, layout(model).ffn_key, size)  # DistilBERT's config calls it hidden_dim
     record_shapes(model)
 
 
 def layer_shapes(model: Any) -> dict[str, list[int]]:
-    """Each layer's attention head count and FFN width, as a pruned BERT's config records them."""
+    """Each layer's attention head count and FFN width, as a pruned model's config records them."""
     parts, layers = layout(model), encoder_layers(model)
     return {
-        "heads_per_layer": [attrgetter(f"{parts.attention}.{parts.heads}")(layer) for layer in layers],
-        "intermediate_per_layer": [attrgetter(parts.ffn_in)(layer).out_features for layer in layers],
+        "heads_per_layer": [getattr(layer.get_submodule(parts.attention), parts.heads) for layer in layers],
+        "intermediate_per_layer": [layer.get_submodule(parts.ffn_in).out_features for layer in layers],
     }
 
 
 def record_shapes(model: Any) -> None:
-    """Bring a per-layer config (a pruned BERT's) in line with the layers after an edit."""
+    """Bring a per-layer config (a pruned model's) in line with the layers after an edit."""
     if getattr(model.config, "heads_per_layer", None) is not None:
         for key, values in layer_shapes(model).items():
             setattr(model.config, key, values)
@@ -178,9 +167,11 @@ def keep_ffn_neurons(layer: Any, keep: list[int]) -> None:
     """Keep only the FFN neurons `keep` of one transformer layer, in place."""
     import torch
 
-    index = torch.tensor(keep, dtype=torch.long)
-    layer.intermediate.dense = _rows(layer.intermediate.dense, index)
-    layer.output.dense = _columns(layer.output.dense, index)
+    from optbench.pruned_bert import set_linear
+
+    parts, index = layer_layout(layer), torch.tensor(keep, dtype=torch.long)
+    set_linear(layer, parts.ffn_in, _rows(layer.get_submodule(parts.ffn_in), index))
+    set_linear(layer, parts.ffn_out, _columns(layer.get_submodule(parts.ffn_out), index))
 
 
 def keep_heads(layer: Any, keep: list[int]) -> None:
@@ -188,17 +179,17 @@ def keep_heads(layer: Any, keep: list[int]) -> None:
     rows of the query, key and value projections and their columns of the output projection."""
     import torch
 
-    attention = layer.attention.self
+    from optbench.pruned_bert import set_linear
+
     if not keep:
         raise OptbenchError("a layer must keep at least one attention head")
-    size = attention.attention_head_size
+    parts = layer_layout(layer)
+    size = layer.get_submodule(parts.attention).attention_head_size
     index = torch.tensor([h * size + i for h in keep for i in range(size)], dtype=torch.long)
-    attention.query = _rows(attention.query, index)
-    attention.key = _rows(attention.key, index)
-    attention.value = _rows(attention.value, index)
-    layer.attention.output.dense = _columns(layer.attention.output.dense, index)
-    attention.num_attention_heads = len(keep)
-    attention.all_head_size = len(keep) * size
+    for path in parts.projections:
+        set_linear(layer, path, _rows(layer.get_submodule(path), index))
+    set_linear(layer, parts.attention_out, _columns(layer.get_submodule(parts.attention_out), index))
+    parts.set_heads(layer, len(keep))
 
 
 def _rows(linear: Any, keep: Any) -> Any:

@@ -134,12 +134,12 @@ def test_narrow_ffn_keeps_the_strongest_neurons_and_reloads(tiny_classifier: Pat
 
 
 def test_narrow_ffn_on_an_unevenly_pruned_model_keeps_narrower_layers_whole(tiny_classifier: Path) -> None:
-    from optbench.steps.prune import as_pruned_bert
+    from optbench.steps.prune import as_pruned
     from optbench.surgery import keep_ffn_neurons, layer_shapes
 
     model = _classifier(tiny_classifier)
     keep_ffn_neurons(model.bert.encoder.layer[0], list(range(8)))  # as a prune step may leave it
-    pruned = as_pruned_bert(model)
+    pruned = as_pruned(model)
     narrow_ffn(pruned, 16)
     assert layer_shapes(pruned)["intermediate_per_layer"] == [8, 16]
     assert pruned.config.intermediate_per_layer == [8, 16]

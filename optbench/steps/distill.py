@@ -117,15 +117,15 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         return {"student": content_hash(folder)}
 
     def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Refuse a student whose layers optbench cannot keep (or, with `intermediate_size`, whose FFNs it
-        cannot narrow), from its config.json: the teacher's with `student = "teacher"` (None: not known
-        before the steps before this one run), else the student folder's. Returns the student's config.json,
+        """Refuse a student whose layers optbench cannot keep (nor, with `intermediate_size`, FFNs narrow),
+        from its config.json: the teacher's with `student = "teacher"` (None: not known before the steps
+        before this one run), else the student folder's. Returns the student's config.json,
         what this step makes (see `optbench.pipeline.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             return {"model_type": "bert"}
         student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
         if student is not None:
-            check_layer_list(student, narrows_ffn=self.intermediate_size is not None)
+            check_layer_list(student)
         return student
 
     def resolve_paths(self, base: Path) -> DistillConfig:

@@ -1,9 +1,11 @@
 """Structured pruning: remove the least important attention heads and FFN neurons from the weights,
 then recover with a short fine-tune that distills from the unpruned model.
 
-Scores come from `optbench.importance` on train-split rows; the pruned model is saved as an
-`optbench-pruned-bert` checkpoint (each layer's head count and FFN width in its config), which loads
-with `from_pretrained`, exports to ONNX and runs on every runtime.
+Takes BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT classifiers (`optbench.pruned_bert.PRUNED`).
+Scores come from `optbench.importance` on train-split rows; the pruned model is saved as a checkpoint of its
+family's pruned type (`optbench-pruned-bert`, `optbench-pruned-roberta`, ...: the family's config plus each
+layer's head count and FFN width), which loads with `from_pretrained`, exports to ONNX and runs on every
+runtime.
 """
 
 from __future__ import annotations
@@ -68,31 +70,34 @@ class PruneConfig(TrainingConfig, LogitDistillation):
                 "weight decay would move the weights): give one a weight, or set epochs = 0 to skip recovery"
             )
 
-    def preflight(self, model: dict[str, Any] | None) -> dict[str, Any]:
+    def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
         """Refuse an input model of a type prune does not take, from its config.json (None: not known before
-        the steps before this one run); the config.json of what it makes (see
+        the steps before this one run); the config.json of what it makes, its family's pruned type (see
         `optbench.pipeline.check_step_inputs`)."""
-        from optbench.pruned_bert import MODEL_TYPE
-
-        if model is not None and isinstance(model.get("model_type"), str):
-            check_model_type(model["model_type"])
-        return {"model_type": MODEL_TYPE}
+        if model is None or not isinstance(model.get("model_type"), str):
+            return None
+        return {**model, "model_type": pruned_type(model["model_type"])}
 
 
-def check_model_type(model_type: str) -> None:
-    """Refuse a checkpoint prune does not take: its output is a BERT with per-layer sizes."""
-    from optbench.pruned_bert import MODEL_TYPE
+def pruned_type(model_type: str) -> str:
+    """The model type prune makes of a `model_type` checkpoint (`optbench.pruned_bert.PRUNED`); refuses a type
+    it does not take: ALBERT shares one layer's weights, DeBERTa-v2's attention has relative-position
+    projections of its own, and MPNet and others are laid out otherwise."""
+    from optbench.pruned_bert import PRUNED
 
-    if model_type not in ("bert", MODEL_TYPE):
+    if model_type not in PRUNED:
+        families = ", ".join(f'"{t}"' for t, pruned in PRUNED.items() if t != pruned.config_class.model_type)
         raise OptbenchError(
-            f'prune supports BERT classifiers (model_type "bert", or "{MODEL_TYPE}" from an earlier prune); this '
-            f'checkpoint is a "{model_type}" model: distill it into a BERT student first '
-            '(student = "paraphrase-minilm-l3" or a BERT checkpoint folder) and prune that'
+            "prune supports BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT classifiers (model_type "
+            f'{families}, or one an earlier prune made); this checkpoint is a "{model_type}" model: distill it '
+            'into a student of one of those first (student = "paraphrase-minilm-l3" or a checkpoint folder) and '
+            "prune that"
         )
+    return PRUNED[model_type].config_class.model_type
 
 
 def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
-    """Score, prune, recover and save `artifact` (a BERT classifier checkpoint) to `out_dir`."""
+    """Score, prune, recover and save `artifact` (a classifier of a family prune takes) to `out_dir`."""
     import torch
     from transformers import AutoTokenizer
 
@@ -104,7 +109,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         )
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
-    check_model_type(model.config.model_type)
+    pruned_type(model.config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
@@ -122,7 +127,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     for layer, kept_heads, kept_neurons in zip(encoder_layers(model), heads, neurons, strict=True):
         keep_heads(layer, kept_heads)
         keep_ffn_neurons(layer, kept_neurons)
-    pruned = as_pruned_bert(model)
+    pruned = as_pruned(model)
     after = sum(p.numel() for p in pruned.parameters())
     log.info(
         "pruned to heads %s and FFN widths %s: %.1fM of %.1fM parameters left",
@@ -157,14 +162,15 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
 
 
-def as_pruned_bert(model: Any) -> Any:
-    """An edited BERT classifier as a PrunedBertForSequenceClassification with the same weights: its
-    config records each layer's sizes (loading the weights proves it describes every shape)."""
-    from optbench.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
+def as_pruned(model: Any) -> Any:
+    """An edited classifier as its family's pruned classifier (`optbench.pruned_bert.PRUNED`) with the same
+    weights: its config records each layer's sizes (loading the weights proves it describes every shape)."""
+    from optbench.pruned_bert import PRUNED
 
+    classifier = PRUNED[model.config.model_type]
     values = model.config.to_dict()
     for key in ("model_type", "architectures", "transformers_version", "auto_map"):
         values.pop(key, None)
-    pruned = PrunedBertForSequenceClassification(PrunedBertConfig(**{**values, **layer_shapes(model)}))
+    pruned = classifier(classifier.config_class(**{**values, **layer_shapes(model)}))
     pruned.load_state_dict(model.state_dict())
     return pruned
