@@ -244,6 +244,8 @@ class SweepStore:
             if _holds(lock, token):  # else taken over (this process stalled past its lease): the new holder's
                 lock.unlink(missing_ok=True)
             return False
+        if not _holds(lock, token):  # stalled past the lock's lease while checking: the new holder decides
+            return False
         removed = self.folder.with_name(f"{self.folder.name}.{secrets.token_hex(4)}.removed")
         os.rename(self.folder, removed)
         shutil.rmtree(removed, ignore_errors=True)

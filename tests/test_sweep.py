@@ -366,6 +366,28 @@ def test_a_removal_lock_taken_over_is_not_let_go_by_its_old_holder(
     assert json.loads(lock.read_text())["host"] == "node-b"
 
 
+def test_a_removal_lock_taken_over_during_the_check_leaves_the_folder_to_its_new_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a takes the removal lock, finds itself the last, and stalls past its lease before renaming; node b
+    takes the lock over. a must not go on to rename the folder: b decides (and may have removed it already, or a
+    new sweep been opened at that path)."""
+    _on(monkeypatch, "node-a")
+    a = _store(tmp_path)
+    lock = a.folder / "removal.claim"
+
+    def stalled_past_its_lease(store: SweepStore) -> list[dict[str, Any]]:
+        lock.write_text(json.dumps({**json.loads(lock.read_text()), "until": time.time() - 1}))
+        _on(monkeypatch, "node-b")
+        assert sweep._take(lock, 0.0) is not None
+        _on(monkeypatch, "node-a")
+        return []  # a saw no one else
+
+    monkeypatch.setattr(SweepStore, "_live_participants", stalled_past_its_lease)
+    assert not a.leave()
+    assert a.folder.is_dir() and json.loads(lock.read_text())["host"] == "node-b"
+
+
 def test_a_sweep_joining_one_in_progress_takes_its_failures_as_they_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
