@@ -129,14 +129,15 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, workloads: Mapping[str, Mapping] |
 
 
 def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
-    """Each measurement's workload fingerprint -> its report's workload (data, threads, timing, rounds)."""
+    """Each measurement's workload fingerprint -> its report's workload (data, max_length, threads, timing, max_batches,
+    rounds)."""
     return {m.workload_fingerprint: r.workload for r in reports for m in r.measurements}
 
 
 def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:
     """Why two rows are not comparable: the workload settings that differ, where both sides' are known."""
     if a not in workloads or b not in workloads:
-        return f"workload {a} vs {b} (data, threads, timing or rounds differ)"
+        return f"workload {a} vs {b} (data, max_length, threads, timing, max_batches or rounds differ)"
     flat_a, flat_b = (_flat(workloads[side]) for side in (a, b))
     keys = sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
     return "workload differs: " + "; ".join(f"{k} {flat_a.get(k)} vs {flat_b.get(k)}" for k in keys)

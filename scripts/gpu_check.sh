@@ -4,7 +4,7 @@
 # with the runtimes this machine has; prints a short table and writes gpu-check.md (what ran, what was
 # missing and why) beside each run's reports. Under 8 minutes on one GPU (an estimate), plus the baseline's
 # fine-tune where the cache lacks it: that runs on the CPU (about 8 min on 2 cores; a gpu_pack skips it).
-# Usage: scripts/gpu_check.sh [--results DIR] [--cache DIR] [--recipes DIR]   (PYTHON=... to pick the interpreter)
+# Usage: scripts/gpu_check.sh [--results DIR] [--cache DIR] [--recipes DIR] [-v]   (PYTHON=... to pick the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"

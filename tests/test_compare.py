@@ -110,6 +110,13 @@ def test_different_workloads_are_not_comparable() -> None:
     assert marks == {("baseline", 1, "-"): "not comparable"}
 
 
+def test_without_the_workloads_the_why_names_every_setting_that_makes_rows_not_comparable() -> None:
+    # compare() called without the reports' workloads: the why lists what may differ, as compare --help does
+    base = make_report(shapes=((1, 128),))
+    (why,) = compare(to_frame([base]), to_frame([with_figures(base, workload="other-data")]))["why"]
+    assert why.endswith("(data, max_length, threads, timing, max_batches or rounds differ)")
+
+
 def test_the_cli_names_the_workload_settings_that_differ(tmp_path: Path, capsys) -> None:
     base = make_report(shapes=((1, 128),))
     rounds = with_figures(dataclasses.replace(base, workload={**base.workload, "rounds": 2}), workload="two-rounds")

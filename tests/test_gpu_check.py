@@ -143,3 +143,17 @@ def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeyp
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     assert seen == {"OPTBENCH_CACHE": str((tmp_path / "cache").resolve()), "HF_HUB_OFFLINE": "1"}
     assert "OPTBENCH_CACHE" not in os.environ
+
+
+def test_an_interrupted_check_says_it_resumes_and_leaves_the_environment_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def interrupted(recipe: Recipe, results: Path, cache: Path) -> Path:
+        raise KeyboardInterrupt  # Ctrl-C, or SIGTERM, which optbench's command setup turns into it
+
+    monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", interrupted)
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 130
+    assert "gpu check: interrupted; the same command resumes it" in capsys.readouterr().err
+    assert "OPTBENCH_CACHE" not in os.environ

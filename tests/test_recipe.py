@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -410,10 +411,15 @@ def test_nothing_may_follow_torch_int8(tmp_path: Path) -> None:
 def test_the_torch_int8_backend_refuses_onnxruntime_knobs_when_read(tmp_path: Path) -> None:
     # op_types was ignored silently by torchao, which quantizes every Linear layer; the others were refused only
     # when the step ran, after the fine-tune
-    for knob in ('op_types = ["MatMul"]', "per_channel = false", "reduce_range = true", 'weight_type = "uint8"'):
+    knobs = ('op_types = ["MatMul"]', "per_channel = false", "reduce_range = true", 'weight_type = "uint8"')
+    for knob in (*knobs, 'exclude_nodes = ["n1"]'):
         text = f'[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\n{knob}\n'
-        with pytest.raises(OptbenchError, match=r'backend = "torch" takes no weight_type, .*op_types'):
+        with pytest.raises(OptbenchError, match=rf'backend = "torch" takes none of {re.escape(knob)}: torchao'):
             load_recipe(write_recipe(tmp_path, text))
+    # the message names every knob given, and not weight_type = "int8", which is torchao's scheme
+    text = '[[steps]]\nname = "quantize-dynamic"\nbackend = "torch"\nweight_type = "int8"\n' + "\n".join(knobs[:2])
+    with pytest.raises(OptbenchError, match=r'takes none of per_channel = false, op_types = \["MatMul"\]: torchao'):
+        load_recipe(write_recipe(tmp_path, text))
 
 
 def test_nothing_may_follow_the_torchao_peer(tmp_path: Path) -> None:

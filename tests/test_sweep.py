@@ -130,6 +130,18 @@ def _lapse(store: SweepStore, job: PlannedJob) -> None:
     claim.write_text(json.dumps({**json.loads(claim.read_text()), "until": time.time() - 1}))
 
 
+def _taken_over(job: PlannedJob, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SweepStore, SweepStore]:
+    """Node a's sweep claims `job` and lets the claim lapse; node b's takes it over. Acting as node b after."""
+    _on(monkeypatch, "node-a")
+    a = _store(root)
+    assert a.claim(job, 60)
+    _lapse(a, job)
+    _on(monkeypatch, "node-b")
+    b = _store(root)
+    assert b.claim(job, 60)
+    return a, b
+
+
 def _claim_holder(store: SweepStore, job: PlannedJob) -> str | None:
     claim = store.jobs / f"{job.key}.claim"
     return json.loads(claim.read_text())["host"] if claim.exists() else None
@@ -141,13 +153,7 @@ def test_a_claim_taken_over_is_neither_renewed_nor_let_go_by_its_old_holder(
     """Node a's host was suspended past its claim's deadline and node b took the job over: a, waking up, must not
     overwrite b's claim with its own lease nor delete it (a third sweep would take the job again)."""
     job = PlannedJob("accuracy", 0)
-    _on(monkeypatch, "node-a")
-    a = _store(tmp_path)
-    assert a.claim(job, 60)
-    _lapse(a, job)
-    _on(monkeypatch, "node-b")
-    b = _store(tmp_path)
-    assert b.claim(job, 60)
+    a, b = _taken_over(job, tmp_path, monkeypatch)
     _on(monkeypatch, "node-a")
     a.renew([job], 60)
     assert _claim_holder(a, job) == "node-b"
@@ -190,13 +196,7 @@ def test_a_result_dropped_for_a_lost_claim_takes_its_logits_file_and_leaves_the_
     result and deletes its own logits file (else it stays in the work folder until the sweep is removed), and
     never b's, though both processes have one pid (as in two containers): b records its own afterwards."""
     job = PlannedJob("accuracy", 0)
-    _on(monkeypatch, "node-a")
-    a = _store(tmp_path)
-    assert a.claim(job, 60)
-    _lapse(a, job)
-    _on(monkeypatch, "node-b")
-    b = _store(tmp_path)
-    assert b.claim(job, 60)
+    a, b = _taken_over(job, tmp_path, monkeypatch)
     ours, theirs = a.output(job).with_suffix(".npy"), b.output(job).with_suffix(".npy")
     np.save(ours, np.zeros((2, 2)))
     np.save(theirs, np.eye(2))

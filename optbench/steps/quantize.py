@@ -8,6 +8,7 @@ Every choice and its reason is recorded in the manifest.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections import Counter
@@ -57,13 +58,23 @@ class DynamicQuantizeConfig:
     exclude_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Refuse, when the recipe is read, the onnxruntime backend's knobs on the torch backend, which has none."""
-        onnx_only = self.weight_type not in ("auto", "int8") or self.reduce_range or self.exclude_nodes
-        if self.backend == "torch" and (onnx_only or not self.per_channel or self.op_types != WEIGHT_OPS):
+        """Refuse, when the recipe is read, the onnxruntime backend's knobs on the torch backend, which has none,
+        naming those given."""
+        if self.backend != "torch":
+            return
+        onnx_only = {
+            "weight_type": self.weight_type not in ("auto", "int8"),
+            "per_channel": not self.per_channel,
+            "reduce_range": bool(self.reduce_range),
+            "op_types": self.op_types != WEIGHT_OPS,
+            "exclude_nodes": bool(self.exclude_nodes),
+        }
+        given = [f"{key} = {json.dumps(getattr(self, key))}" for key, set_ in onnx_only.items() if set_]
+        if given:
             raise OptbenchError(
-                'quantize-dynamic with backend = "torch" takes no weight_type, per_channel = false, reduce_range, '
-                "op_types or exclude_nodes: torchao's scheme is symmetric per-channel INT8 weights on every Linear "
-                "layer"
+                f'quantize-dynamic with backend = "torch" takes none of {", ".join(given)}: torchao\'s scheme is '
+                "symmetric per-channel INT8 weights on every Linear layer; leave them out, or quantize with "
+                'backend = "onnxruntime" after an onnx step'
             )
 
     @property
