@@ -165,5 +165,22 @@ def test_a_job_no_node_can_take_is_refused_rather_than_left_waiting() -> None:
     with pytest.raises(OptbenchError, match=rf"needs a GPU .* on node {node}, which times shape \(1, 16\)"):
         executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
     wide = Job("latency", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
-    with pytest.raises(OptbenchError, match=rf"runs 8 threads on node {node}, .* has 4 CPUs: lower \[bench\] threads"):
-        executor.task_options(PlannedJob("latency", 0, (1, 16)), wide)
+    with pytest.raises(OptbenchError, match=r"runs 8 threads and no node .* \(the largest has 4\): lower \[bench\]"):
+        executor.task_options(PlannedJob("latency", 0, (1, 32)), wide)
+
+
+def test_shapes_are_timed_only_on_nodes_with_cpus_for_every_thread() -> None:
+    """A latency node with fewer CPUs than [bench] threads gets no shape: its threads would share cores."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    executor = RayExecutor.__new__(RayExecutor)
+    small, large = "a1" * 28, "b2" * 28
+    executor.nodes, executor.shape_nodes = [small, large], {}
+    executor.node_resources = {small: {"CPU": 2.0, LATENCY_SLOT: 1.0}, large: {"CPU": 8.0, LATENCY_SLOT: 1.0}}
+    spec = Job("latency", {}, {"device": "cpu"}, 4, "in.npz", "out.json")
+    for shape in [(1, 128), (32, 128), (1, 64)]:
+        options = executor.task_options(PlannedJob("latency", 0, shape), spec)
+        assert options["scheduling_strategy"].node_id == large and options["num_cpus"] == 8.0

@@ -107,18 +107,12 @@ class RayExecutor:
             "max_retries": 0,  # a job that dies is recorded as failed, not silently run again
         }
         if job.kind == "latency":
-            node = self.shape_nodes.setdefault(job.shape, self.nodes[len(self.shape_nodes) % len(self.nodes)])
+            node = self._shape_node(job, spec.threads)
             resources = self.node_resources[node]
             if resources.get("GPU", 0) < gpus:
                 raise OptbenchError(
                     f"{job.key} needs a GPU (a CUDA runtime) on node {node}, which times shape {job.shape} and has "
                     f"none: give the {LATENCY_SLOT} resource only to nodes with a GPU"
-                )
-            if resources.get("CPU", 0) < spec.threads:  # threads sharing cores: the timings would measure that
-                raise OptbenchError(
-                    f"{job.key} runs {spec.threads} threads on node {node}, which times shape {job.shape} and has "
-                    f"{resources.get('CPU', 0):g} CPUs: lower [bench] threads, or give the {LATENCY_SLOT} resource "
-                    f"only to nodes with {spec.threads} CPUs or more"
                 )
             options["num_cpus"] = resources.get("CPU", 1.0)  # nothing else runs on the node while it is timed
             options["resources"] = {LATENCY_SLOT: 1}
@@ -131,6 +125,22 @@ class RayExecutor:
                 f"{', or add a node with a GPU' if gpus else ''}"
             )
         return options
+
+    def _shape_node(self, job: PlannedJob, threads: int) -> str:
+        """The node that times every job of `job`'s shape: the shapes go to the latency nodes in turn, among
+        those with `threads` CPUs or more (fewer, and the threads would share cores: the timings would measure
+        that)."""
+        if job.shape not in self.shape_nodes:
+            fitting = [n for n in self.nodes if self.node_resources[n].get("CPU", 0) >= threads]
+            if not fitting:
+                largest = max(self.node_resources[n].get("CPU", 0) for n in self.nodes)
+                raise OptbenchError(
+                    f"{job.key} runs {threads} threads and no node with the {LATENCY_SLOT} resource has that many "
+                    f"CPUs (the largest has {largest:g}): lower [bench] threads, or give the {LATENCY_SLOT} "
+                    f"resource to a node with {threads} CPUs or more"
+                )
+            self.shape_nodes[job.shape] = fitting[len(self.shape_nodes) % len(fitting)]
+        return self.shape_nodes[job.shape]
 
     def wait(self, handles: list[Hashable], timeout_s: float) -> tuple[Hashable, dict[str, Any] | JobFailed] | None:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout_s)
