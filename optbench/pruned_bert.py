@@ -37,7 +37,6 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-MODEL_TYPE = "optbench-pruned-bert"  # the pruned BERT's model type (the first; other families: `PRUNED`)
 CODE_FILE = "modeling_pruned_bert.py"  # this file's name inside a pruned checkpoint
 
 
@@ -128,7 +127,7 @@ def _resize(layer: nn.Module, path: str, *, in_features: int | None = None, out_
 
 
 class PrunedBertConfig(PrunedConfig, BertConfig):
-    model_type = MODEL_TYPE
+    model_type = "optbench-pruned-bert"
 
 
 class PrunedBertForSequenceClassification(PrunedClassifier, BertForSequenceClassification):
