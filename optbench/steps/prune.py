@@ -130,11 +130,12 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     pruned = as_pruned(model)
     after = sum(p.numel() for p in pruned.parameters())
     log.info(
-        "pruned to heads %s and FFN widths %s: %.1fM of %.1fM parameters left",
+        "pruned to heads %s and FFN widths %s: %s of %s parameters left (%.1f%%)",
         [len(h) for h in heads],
         [len(n) for n in neurons],
-        after / 1e6,
-        before / 1e6,
+        f"{after:,}",
+        f"{before:,}",
+        100 * after / before,
     )
     details: dict[str, Any] = {
         "heads_per_layer": [len(h) for h in heads],
