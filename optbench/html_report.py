@@ -1,9 +1,11 @@
 """A static HTML page of a report table: per run, a latency-versus-accuracy plot (matplotlib PNG) with
-the Pareto front highlighted, and the table with the Pareto variants marked."""
+the Pareto front highlighted, and the table with the Pareto variants marked. Where matplotlib does not
+import (a GPU machine without a package index may lack it), the page has the tables and says why no plot."""
 
 from __future__ import annotations
 
 import html
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +16,8 @@ from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.report import format_cell, noise_floor_note, shown_columns
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHAPE: Shape = (1, 128)
 
@@ -145,27 +149,40 @@ def run_shape(run: pd.DataFrame) -> Shape:
     )
 
 
+def plots_missing() -> str | None:
+    """None when matplotlib imports; otherwise why the page has no plots, and the fix."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        return f"matplotlib does not import ({exc}): pip install matplotlib for the plots"
+    return None
+
+
 def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> list[Path]:
     """Write the page to `path` and each run's plot beside it (`<stem>.png`, or `<stem>-<n>.png` for several
     runs); returns every file written. Each run is plotted at `shape`, or at `run_shape` when it is None; a run
-    not measured at `shape` gets no plot and says so."""
+    not measured at `shape` gets no plot and says so, and so does every run where matplotlib does not import
+    (a run's reports are not lost for a plot)."""
     if frame.empty:
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
     if path.suffix.lower() not in (".html", ".htm"):
         raise OptbenchError(f"{path}: the HTML page needs a name ending in .html (its plots are written beside it)")
     if path.is_dir():  # refused before the plots are written: none is left without its page
         raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
+    missing = plots_missing()
+    if missing:
+        log.warning("%s has no plots: %s", path.name, missing)
     runs = list(frame.groupby(["recipe", "run_id"], sort=False))
     sections, written = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):
         title = f"{recipe} · run {run_id}"
         plotted = shape or run_shape(run)
         image = None
-        if not at_shape(run, plotted).empty:
+        if not missing and not at_shape(run, plotted).empty:
             image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
             write_bytes_atomic(image, plot_png(run, plotted, title))
             written.append(image)
-        sections.append(_section(run, title, plotted, image))
+        sections.append(_section(run, title, plotted, image, missing))
     page = _PAGE.format(
         title=html.escape(f"optbench · {', '.join(str(r) for (r, _), _ in runs)}"), body="\n".join(sections)
     )
@@ -173,7 +190,7 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> l
     return [path, *written]
 
 
-def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) -> str:
+def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None, no_plots: str | None) -> str:
     rows = at_shape(run, shape)
     front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
     numbers = {index: n for n, index in enumerate(rows.index, 1)}
@@ -184,6 +201,8 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None) ->
     )
     if image is not None:
         figure = f'<img src="{html.escape(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
+    elif no_plots:
+        figure = f"<p>No plot: {html.escape(no_plots)}.</p>"
     else:
         figure = f"<p>No plot: this run was not measured at batch {shape[0]} x {shape[1]}.</p>"
     columns = shown_columns(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,15 @@ def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
     written = write_html(to_frame(_run()), tmp_path / "page.html", shape=(4, 64))
     assert written == [tmp_path / "page.html"]
     assert "not measured at batch 4 x 64" in (tmp_path / "page.html").read_text()
+
+
+def test_without_matplotlib_the_page_has_its_tables_and_says_why_no_plot(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    written = write_html(to_frame(_run()), tmp_path / "page.html")
+    assert written == [tmp_path / "page.html"]
+    page = (tmp_path / "page.html").read_text()
+    assert "No plot: matplotlib does not import" in page and "pip install matplotlib" in page
+    assert "baseline+prune" in page  # the table is all there
 
 
 def test_several_runs_get_a_plot_each(tmp_path: Path) -> None:
