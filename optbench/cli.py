@@ -253,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     print(render(to_frame(load_reports(folder)), "md"))
-    print(f"reports written to {folder} (report.html: the table and, where matplotlib imports, the plot)")
+    print(f"reports written to {folder} (report.html: the table and the latency-versus-accuracy plot)")
     failed = load_failures(folder)
     if failed:
         print(_failure_lines(failed), file=sys.stderr)
