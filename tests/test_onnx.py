@@ -101,6 +101,20 @@ def test_no_fused_attention_is_reported_loudly(
     assert "no Attention was fused" in caplog.text
 
 
+def test_no_fused_attention_on_an_onnxruntime_too_old_to_fuse_advises_the_upgrade(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """onnxruntime 1.30's fusion finds no attention in transformers 5's exports from either exporter, so the
+    exporter advice would send the user round in circles."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.30.0")
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, hf_config: {"SkipLayerNormalization": 4})
+    warning = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path).details["warnings"][0]
+    assert "onnxruntime 1.30.0's fusion finds no attention" in warning and "pip install -U onnxruntime" in warning
+    assert "try exporter" not in warning
+
+
 def test_no_fused_attention_after_auto_does_not_advise_the_exporter_it_tried(
     classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
 ) -> None:

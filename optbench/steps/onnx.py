@@ -32,6 +32,11 @@ PARITY_BATCH_SIZE = 64
 FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
 
 
+# the first onnxruntime whose BERT fusion finds the attention of transformers 5's exports (1.30 fuses none;
+# results/FINDINGS.md, session 2026-12-01 rehearsal)
+FUSING_ONNXRUNTIME = (1, 31)
+
+
 @dataclass(frozen=True)
 class OnnxConfig:
     """How to export and fuse, and how close the ONNX logits must stay to PyTorch's."""
@@ -143,6 +148,14 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
 
 def _unfused_advice(tried: list[str]) -> str:
     """What to do about an export without fused attention, given the exporters that ran."""
+    import onnxruntime
+
+    installed = tuple(int(part) for part in onnxruntime.__version__.split(".")[:2])
+    if installed < FUSING_ONNXRUNTIME:
+        return (
+            f"onnxruntime {onnxruntime.__version__}'s fusion finds no attention in transformers 5's exports; "
+            f"{'.'.join(map(str, FUSING_ONNXRUNTIME))} and later do: pip install -U onnxruntime (or onnxruntime-gpu)"
+        )
     if len(tried) > 1:  # `auto`: the other exporter was tried too
         return (
             f"{' and '.join(tried)} were both tried (the manifest's attempts say how each went), so no exporter "
