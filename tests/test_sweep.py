@@ -344,12 +344,14 @@ def test_a_sweep_being_removed_by_another_process_is_left_to_it(tmp_path: Path) 
     assert not store.leave() and (store.folder / "sweep.json").exists()
 
 
-def test_a_removal_lock_taken_over_is_not_let_go_by_its_old_holder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("another_in_the_sweep", [True, False], ids=["another-in-it", "the-last"])
+def test_a_removal_lock_taken_over_stays_its_new_holders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, another_in_the_sweep: bool
 ) -> None:
-    """Node a takes the removal lock to leave and stalls past its lease; node b takes the lock over. a, finding
-    another process in the sweep, lets its lock go: it must leave b's in place (or a third process could remove
-    the folder while b does)."""
+    """Node a takes the removal lock to leave and stalls past its lease while it checks; node b takes the lock
+    over. Whether a then finds another process in the sweep (and lets its lock go) or finds itself the last (and
+    would rename the folder away), it must leave b's lock and the folder in place: b decides (and may have removed
+    the folder already, or a new sweep been opened at that path)."""
     _on(monkeypatch, "node-a")
     a = _store(tmp_path)
     lock = a.folder / "removal.claim"
@@ -359,29 +361,7 @@ def test_a_removal_lock_taken_over_is_not_let_go_by_its_old_holder(
         _on(monkeypatch, "node-b")
         assert sweep._take(lock, 0.0) is not None
         _on(monkeypatch, "node-a")
-        return [sweep._lease(60)]
-
-    monkeypatch.setattr(SweepStore, "_live_participants", stalled_past_its_lease)
-    assert not a.leave()
-    assert json.loads(lock.read_text())["host"] == "node-b"
-
-
-def test_a_removal_lock_taken_over_during_the_check_leaves_the_folder_to_its_new_holder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Node a takes the removal lock, finds itself the last, and stalls past its lease before renaming; node b
-    takes the lock over. a must not go on to rename the folder: b decides (and may have removed it already, or a
-    new sweep been opened at that path)."""
-    _on(monkeypatch, "node-a")
-    a = _store(tmp_path)
-    lock = a.folder / "removal.claim"
-
-    def stalled_past_its_lease(store: SweepStore) -> list[dict[str, Any]]:
-        lock.write_text(json.dumps({**json.loads(lock.read_text()), "until": time.time() - 1}))
-        _on(monkeypatch, "node-b")
-        assert sweep._take(lock, 0.0) is not None
-        _on(monkeypatch, "node-a")
-        return []  # a saw no one else
+        return [sweep._lease(60)] if another_in_the_sweep else []
 
     monkeypatch.setattr(SweepStore, "_live_participants", stalled_past_its_lease)
     assert not a.leave()
