@@ -92,6 +92,9 @@ def pack(folder: Path, cache: Path, recipes: Path = RECIPES) -> None:
         (work / "recipes").mkdir()
         for name in CHECK_RECIPES:
             pack_recipe(recipes / name, work / "recipes" / name)
+        for path in work.rglob("*"):  # safetensors writes its file 0600: the pack is made to be copied elsewhere
+            if path.is_file():
+                path.chmod(0o666 & ~umask)
         work.rename(folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

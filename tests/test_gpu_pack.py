@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,15 @@ def test_the_pack_holds_the_baseline_in_fp16_the_builtin_data_and_recipes_that_u
     tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
-    pack(tmp_path / "pack", tmp_path / "cache")
+    umask = os.umask(0o022)
+    try:
+        pack(tmp_path / "pack", tmp_path / "cache")
+    finally:
+        os.umask(umask)
     folder = tmp_path / "pack"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pack"]  # no scratch folder left beside it
+    modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes  # readable by whoever runs it there (the weights too)
     saved = load_classifier(folder / "model", dtype="auto")
     assert saved.dtype == torch.float16 and load_classifier(folder / "model").dtype == torch.float32
     original = load_classifier(tiny_artifact.path)
