@@ -240,11 +240,12 @@ class SweepStore:
             return False
         if token is None:
             return False
-        if (_read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id or self._live_participants():
-            if _holds(lock, token):  # else taken over (this process stalled past its lease): the new holder's
-                lock.unlink(missing_ok=True)
+        replaced = (_read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id
+        in_use = replaced or bool(self._live_participants())  # by a new sweep at this path, or by other processes
+        if not _holds(lock, token):  # stalled past the lock's lease while checking: the new holder's, to decide
             return False
-        if not _holds(lock, token):  # stalled past the lock's lease while checking: the new holder decides
+        if in_use:
+            lock.unlink(missing_ok=True)
             return False
         removed = self.folder.with_name(f"{self.folder.name}.{secrets.token_hex(4)}.removed")
         os.rename(self.folder, removed)
