@@ -84,6 +84,7 @@ DISTILBERT_LAYOUT = Layout(
     "ffn.lin2",
     "hidden_dim",
 )
+LAYOUTS = (BERT_LAYOUT, DISTILBERT_LAYOUT)  # every layout optbench edits, in the order they are tried
 
 
 def set_linear(layer: nn.Module, path: str, linear: nn.Module) -> None:

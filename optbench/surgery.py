@@ -19,11 +19,11 @@ def layout(model: Any) -> Layout:
     """The layout of a model whose layers optbench can keep: BERT's (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
     DeBERTa-v2, MiniLM) or DistilBERT's, its first layer holding the self-attention and FFN where the layout
     says. ALBERT has no list of layers (all share one); MPNet's list holds other parts."""
-    from optbench.pruned_bert import BERT_LAYOUT, DISTILBERT_LAYOUT
+    from optbench.pruned_bert import LAYOUTS
 
-    for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
+    for candidate in LAYOUTS:
         layers = getattr(getattr(model.base_model, candidate.holder, None), "layer", None)
-        if layers is not None and all(_has(layer, candidate.attention, candidate.ffn_in) for layer in layers[:1]):
+        if layers is not None and all(_lays_out(candidate, layer) for layer in layers[:1]):
             return candidate
     raise OptbenchError(
         f'{type(model).__name__} (a "{model.config.model_type}" model) has no list of layers optbench can keep: '
@@ -36,12 +36,17 @@ def layout(model: Any) -> Layout:
 
 def layer_layout(layer: Any) -> Layout:
     """The layout of one transformer layer (BERT's or DistilBERT's)."""
-    from optbench.pruned_bert import BERT_LAYOUT, DISTILBERT_LAYOUT
+    from optbench.pruned_bert import LAYOUTS
 
-    for candidate in (BERT_LAYOUT, DISTILBERT_LAYOUT):
-        if _has(layer, candidate.attention, candidate.ffn_in):
+    for candidate in LAYOUTS:
+        if _lays_out(candidate, layer):
             return candidate
     raise OptbenchError(f"{type(layer).__name__} is not a transformer layer laid out as BERT's or DistilBERT's")
+
+
+def _lays_out(candidate: Layout, layer: Any) -> bool:
+    """Whether `layer` holds its self-attention and FFN where `candidate` says."""
+    return _has(layer, candidate.attention, candidate.ffn_in)
 
 
 def _has(layer: Any, *paths: str) -> bool:
