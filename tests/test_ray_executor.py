@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_cli import BENCH, write_recipe
 
+from optbench import pipeline
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.executors import make_executor
-from optbench.executors.ray import check_reachable
+from optbench.executors import ray as ray_executor
+from optbench.executors.ray import LATENCY_SLOT, check_reachable
 
 
 def test_executor_names_and_address_are_checked() -> None:
@@ -165,7 +169,7 @@ def test_a_job_no_node_can_take_is_refused_rather_than_left_waiting() -> None:
     with pytest.raises(OptbenchError, match=rf"needs a GPU .* on node {node}, which times shape \(1, 16\)"):
         executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
     wide = Job("latency", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
-    with pytest.raises(OptbenchError, match=r"runs 8 threads and no node .* \(the largest has 4\): lower \[bench\]"):
+    with pytest.raises(OptbenchError, match=r"threads = 8 and no node .* \(the largest has 4\): lower \[bench\]"):
         executor.task_options(PlannedJob("latency", 0, (1, 32)), wide)
 
 
@@ -184,3 +188,33 @@ def test_shapes_are_timed_only_on_nodes_with_cpus_for_every_thread() -> None:
     for shape in [(1, 128), (32, 128), (1, 64)]:
         options = executor.task_options(PlannedJob("latency", 0, shape), spec)
         assert options["scheduling_strategy"].node_id == large and options["num_cpus"] == 8.0
+
+
+def test_a_cluster_with_no_node_for_the_threads_is_refused_before_any_step_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal came with the first latency job, after the steps (fine-tuning included) had run for minutes."""
+    calls: list[str] = []
+    fake = types.ModuleType("ray")  # a cluster of one 4-CPU latency node; no Ray needed
+    fake.init = lambda **kwargs: calls.append("init")  # type: ignore[attr-defined]
+    fake.shutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
+    node = {"NodeID": "a1" * 28, "Alive": True, "Resources": {"CPU": 4.0, LATENCY_SLOT: 1.0}}
+    fake.nodes = lambda: [node]  # type: ignore[attr-defined]
+    fake.remote = lambda function: function  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(ray_executor, "require_package", lambda *args, **kwargs: None)
+
+    def run_recipe(*args: Any) -> None:
+        raise AssertionError("the recipe's steps ran on a cluster that cannot time them")
+
+    monkeypatch.setattr(pipeline, "run_recipe", run_recipe)
+    recipe = write_recipe(
+        tmp_path, tmp_path / "model", tmp_path / "reviews.csv", bench=BENCH.replace("threads = 1", "threads = 8")
+    )
+    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    code = main(["run", str(recipe), *folders, "--executor", "ray"])
+    assert code != 0 and calls == ["init", "shutdown"]  # Ray let go at once
+    assert (
+        "[bench] threads = 8 and no node with the optbench_latency resource has that many CPUs (the largest has 4): "
+        "lower [bench] threads, or give the optbench_latency resource to a node with 8 CPUs or more"
+    ) in capsys.readouterr().err

@@ -9,8 +9,9 @@ from optbench.sweep import Executor
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(name: str, address: str | None = None) -> Executor:
-    """The executor called `name`; `address` is the Ray cluster's (ray only; default: start a local runtime)."""
+def make_executor(name: str, address: str | None = None, threads: int = 1) -> Executor:
+    """The executor called `name`; `address` is the Ray cluster's (ray only; default: start a local runtime).
+    `threads` is the recipe's [bench] threads: Ray refuses at once a cluster with no node to time them on."""
     if name == "local":
         if address:
             raise OptbenchError("--address is the Ray cluster's: use it with --executor ray")
@@ -21,5 +22,5 @@ def make_executor(name: str, address: str | None = None) -> Executor:
     if name == "ray":
         from optbench.executors.ray import RayExecutor
 
-        return RayExecutor(address)
+        return RayExecutor(address, threads=threads)
     raise OptbenchError(f"unknown executor {name!r}: use one of {list(EXECUTORS)}")

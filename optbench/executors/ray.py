@@ -6,7 +6,8 @@ Every job still runs in a fresh process: its task starts it on the node with `ru
 - Latency jobs ask for every CPU of their node and its one `optbench_latency` slot, so a node times one
   job at a time with no accuracy job beside it. Each shape is pinned to one node: its rounds, every
   variant and the reference its speedups are taken against are measured on the same machine, in plan
-  order (a CUDA runtime's job on a node without a GPU is refused).
+  order (a CUDA runtime's job on a node without a GPU is refused). Only nodes with `[bench] threads` CPUs time
+  latency; a cluster with none is refused as the executor starts, before any step runs.
 - Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
 Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
 tokenized inputs travel with the tasks and the logits come back with the results.
@@ -46,7 +47,9 @@ class RayExecutor:
 
     runs_here = False  # each result carries its node's fingerprint instead
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, threads: int = 1) -> None:
+        """Start (or join) Ray and refuse, before any job runs, a cluster with no latency node that has
+        `threads` CPUs (the recipe's [bench] threads): every run times latency."""
         require_package("ray", needed_for="--executor ray", install=INSTALL)
         import ray
 
@@ -76,6 +79,11 @@ class RayExecutor:
                 f"no node of the Ray cluster at {address} offers the {LATENCY_SLOT} resource: start every node "
                 f"with ray start ... --resources='{{\"{LATENCY_SLOT}\": 1}}' (one latency job per node at a time)"
             )
+        try:
+            self.timing_nodes(threads)
+        except OptbenchError:
+            ray.shutdown()
+            raise
         log.info("Ray executor: %d nodes time latency jobs", len(self.nodes))
         self.task = ray.remote(run_on_node)
         self.shape_nodes: dict[Any, str] = {}
@@ -126,19 +134,23 @@ class RayExecutor:
             )
         return options
 
+    def timing_nodes(self, threads: int) -> list[str]:
+        """The latency nodes with `threads` CPUs or more (fewer, and the threads would share cores: the timings
+        would measure that); none is an error."""
+        fitting = [n for n in self.nodes if self.node_resources[n].get("CPU", 0) >= threads]
+        if not fitting:
+            largest = max(self.node_resources[n].get("CPU", 0) for n in self.nodes)
+            raise OptbenchError(
+                f"[bench] threads = {threads} and no node with the {LATENCY_SLOT} resource has that many CPUs "
+                f"(the largest has {largest:g}): lower [bench] threads, or give the {LATENCY_SLOT} resource to a "
+                f"node with {threads} CPUs or more"
+            )
+        return fitting
+
     def _shape_node(self, job: PlannedJob, threads: int) -> str:
-        """The node that times every job of `job`'s shape: the shapes go to the latency nodes in turn, among
-        those with `threads` CPUs or more (fewer, and the threads would share cores: the timings would measure
-        that)."""
+        """The node that times every job of `job`'s shape: the shapes go to the timing nodes in turn."""
         if job.shape not in self.shape_nodes:
-            fitting = [n for n in self.nodes if self.node_resources[n].get("CPU", 0) >= threads]
-            if not fitting:
-                largest = max(self.node_resources[n].get("CPU", 0) for n in self.nodes)
-                raise OptbenchError(
-                    f"{job.key} runs {threads} threads and no node with the {LATENCY_SLOT} resource has that many "
-                    f"CPUs (the largest has {largest:g}): lower [bench] threads, or give the {LATENCY_SLOT} "
-                    f"resource to a node with {threads} CPUs or more"
-                )
+            fitting = self.timing_nodes(threads)
             self.shape_nodes[job.shape] = fitting[len(self.shape_nodes) % len(fitting)]
         return self.shape_nodes[job.shape]
 
