@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from optbench.atomic import write_text_atomic
 from optbench.cli import command_process, environment_set
@@ -80,7 +82,18 @@ def _import_probe(name: str, module: str, without: str) -> Capability:
         imported = __import__(module)
     except Exception as exc:  # a broken install raises more than ImportError; it is an absent capability either way
         return Capability(name, False, f"import {module} failed ({type(exc).__name__}: {exc}): {without}")
-    return Capability(name, True, f"{module} {getattr(imported, '__version__', '(version unknown)')}")
+    return Capability(name, True, f"{module} {_version(imported)}")
+
+
+def _version(module: ModuleType) -> str:
+    """The module's __version__, else the version of the distribution that installed it (nvidia-ml-py's pynvml
+    has no __version__): "12.575.51 (nvidia-ml-py)"."""
+    version = getattr(module, "__version__", None)
+    if version is not None:
+        return str(version)
+    top = module.__name__.partition(".")[0]
+    installers = dict.fromkeys(metadata.packages_distributions().get(top, []))  # a name may repeat
+    return ", ".join(f"{metadata.version(d)} ({d})" for d in installers) or "(version unknown)"
 
 
 def runnable(spec: RuntimeSpec, found: dict[str, Capability]) -> str | None:

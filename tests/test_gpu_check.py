@@ -4,13 +4,16 @@ gpu-check.md says. Running the recipes themselves needs a GPU (scripts/gpu_check
 from __future__ import annotations
 
 import os
+import sys
+import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import torch
 from report_fixtures import make_report, with_figures
 
-from optbench.gpu_check import RECIPES, Capability, main, plan_recipe, probe, runnable, summary
+from optbench.gpu_check import RECIPES, Capability, _import_probe, main, plan_recipe, probe, runnable, summary
 from optbench.recipe import Recipe, load_recipe
 from optbench.report import FailedJob, write_report
 from optbench.runtimes import RuntimeSpec
@@ -28,6 +31,18 @@ def test_probe_names_every_capability_with_what_it_saw() -> None:
     assert all(c.detail for c in found.values())
     if not found["tensorrt"].present:
         assert "import tensorrt failed" in found["tensorrt"].detail
+
+
+def test_a_module_without_a_version_shows_its_distributions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-ml-py's pynvml has no __version__: the table said "pynvml (version unknown)"."""
+    monkeypatch.setitem(sys.modules, "fakenvml", types.ModuleType("fakenvml"))
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {"fakenvml": ["fake-ml-py", "fake-ml-py"]})
+    monkeypatch.setattr(metadata, "version", lambda name: {"fake-ml-py": "12.575.51"}[name])
+    assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml 12.575.51 (fake-ml-py)"
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
+    assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml (version unknown)"
+    sys.modules["fakenvml"].__version__ = "1.0"  # type: ignore[attr-defined]
+    assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml 1.0"
 
 
 def test_only_the_runtimes_this_machine_has_are_kept() -> None:
