@@ -249,6 +249,20 @@ def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
         load_runtime(spec, _artifact(tmp_path, "onnx"), threads=1)  # the folder holds no model.onnx
 
 
+def test_tensorrt_provider_leaves_out_a_qdq_model_without_trt_int8(tmp_path: Path) -> None:
+    """TensorRT refuses to build Q/DQ layers unless INT8 is enabled (onnxruntime issue #13381: "Int8 precision has
+    been set for a layer or layer output, but int8 is not configured in the builder"), so the pairing declines it
+    instead of a job failing on the GPU."""
+    qdq = _save_tiny_onnx(tmp_path / "qdq", qdq=True)
+    without = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    with_int8 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
+    assert "set trt_int8 = true" in (declines(without, qdq) or "")
+    assert declines(with_int8, qdq) is None
+    assert declines(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), qdq) is None
+    with pytest.raises(OptbenchError, match="set trt_int8 = true"):
+        load_runtime(without, qdq, threads=1)
+
+
 def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -198,8 +198,8 @@ class OnnxRuntime:
 
     With the TensorRT provider (models of standard ONNX operators only: an unfused export), precision "fp16"
     lets TensorRT run an FP32 model's layers in FP16, and `trt_int8` runs a QDQ model's quantized layers in
-    INT8; the engine is built on the first call (the report's first-call time holds that cost) for the
-    option's `trt_profile`, and cached on disk for the next process."""
+    INT8 (which a QDQ model needs); the engine is built on the first call (the report's first-call time holds
+    that cost) for the option's `trt_profile`, and cached on disk for the next process."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
@@ -310,10 +310,16 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, gra
     unparsable = tensorrt_cannot_parse(graph)
     if unparsable:
         return unparsable
-    if options.trt_int8 and not is_qdq(graph):
+    qdq = is_qdq(graph)
+    if options.trt_int8 and not qdq:
         return (
             "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
             '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", which calibrates'
+        )
+    if qdq and not options.trt_int8:
+        return (
+            "this QDQ model's Q/DQ layers build only with INT8 enabled (TensorRT refuses them otherwise): "
+            'set trt_int8 = true in the runtime\'s options, or use provider = "cuda" for this model'
         )
     return None
 
