@@ -277,6 +277,70 @@ class _FakeEngine:
         return _FakeContext(self.refused)
 
 
+class _FakeBuilderConfig:
+    """IBuilderConfig's flags as TensorRT 10 documents them: TF32 is on in a new config ("Enabled by default")."""
+
+    def __init__(self) -> None:
+        self.flags = {"TF32"}
+        self.profiles: list[object] = []
+        self.int8_calibrator = None
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.add(flag)
+
+    def clear_flag(self, flag: str) -> None:
+        self.flags.discard(flag)
+
+    def set_memory_pool_limit(self, pool: str, pool_size: int) -> None:
+        self.workspace = pool_size
+
+    def add_optimization_profile(self, profile: object) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+
+class _FakeBuilder:
+    """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`."""
+
+    def __init__(self, configs: list[_FakeBuilderConfig]) -> None:
+        self.configs = configs
+
+    def create_network(self, flags: int = 0) -> SimpleNamespace:
+        names = ("input_ids", "attention_mask")
+        return SimpleNamespace(num_inputs=2, get_input=lambda i: SimpleNamespace(name=names[i], dtype=np.int64))
+
+    def create_builder_config(self) -> _FakeBuilderConfig:
+        self.configs.append(_FakeBuilderConfig())
+        return self.configs[-1]
+
+    def create_optimization_profile(self) -> SimpleNamespace:
+        return SimpleNamespace(set_shape=lambda input, min, opt, max: None)
+
+    def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes:
+        return b"engine"
+
+
+@pytest.mark.parametrize(("precision", "flags"), [("fp32", set()), ("fp16", {"FP16", "TF32"})])
+def test_an_fp32_engine_computes_in_fp32_not_tf32(
+    precision: str, flags: set, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT lets FP32 layers round their inputs to TF32's 10-bit mantissa unless the flag is cleared, which an
+    engine built and reported as fp32 must do (PyTorch's CUDA matmuls, its reference, run in FP32)."""
+    configs: list[_FakeBuilderConfig] = []
+    fake_trt = SimpleNamespace(
+        Logger=_FakeLogger,
+        Builder=lambda logger: _FakeBuilder(configs),
+        OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
+    )
+    config = TensorRTConfig(precision=precision, batch_sizes=(1,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: fake_trt)
+    engine = trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
+    assert engine == b"engine"
+    assert [c.flags for c in configs] == [flags]
+
+
 def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused switch would leave the context on its first profile: a shape that profile also holds would run,
     and be reported, on kernels tuned for another shape."""
