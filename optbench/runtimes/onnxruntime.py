@@ -30,6 +30,9 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 LEVELS = ("disable", "basic", "extended", "all")
+# The CUDA provider runs float32 MatMul/Gemm in TF32 unless use_tf32 is off (onnxruntime's default is on), while
+# PyTorch's CUDA matmuls, which the GPU paths are read against, run FP32.
+CUDA_OPTIONS = {"use_tf32": False}
 
 
 def open_session(
@@ -220,14 +223,16 @@ class OnnxRuntime:
                 'install onnxruntime-gpu on an NVIDIA machine, or use device = "cpu"'
             )
         self.engine_cache = None
-        first: Any = self.provider
+        cuda = (PROVIDERS["cuda"], CUDA_OPTIONS)
+        self.providers: list[Any] = [self.provider]
+        if self.options.provider == "cuda":
+            self.providers = [cuda, PROVIDERS["cpu"]]
         if self.options.provider == "tensorrt":
             self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
-            first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options, inputs))
+            settings = trt_provider_options(self.engine_cache, precision, self.options, inputs)
+            # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
+            self.providers = [(self.provider, settings), cuda, PROVIDERS["cpu"]]
         self.engines_before = _files_in(self.engine_cache)
-        # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
-        fallbacks = {"cpu": [], "cuda": [PROVIDERS["cpu"]], "tensorrt": [PROVIDERS["cuda"], PROVIDERS["cpu"]]}
-        self.providers = [first, *fallbacks[self.options.provider]]
         self.path = artifact.path / MODEL_FILE
         self.threads = threads
         self.session = open_session(self.path, providers=self.providers, threads=threads, level=self.level)
