@@ -75,7 +75,10 @@ Shape2 = tuple[int, int]  # (batch, sequence)
 class TrtProfile:
     """The TensorRT provider's one optimization profile, in (batch, sequence) for every input: TensorRT tunes
     its kernels for `opt` and runs any shape from `min` to `max` on them. Without one, the provider sizes
-    its engine to the shapes it has seen and rebuilds it whenever a call falls outside them."""
+    its engine to the shapes it has seen and rebuilds it whenever a call falls outside them. One, not one per
+    [bench] shape as the tensorrt step builds: the provider parses and builds several (an input named again in
+    `trt_profile_*_shapes`) but keeps its execution context on the first, so a shape outside that one fails
+    (microsoft/onnxruntime#31624, open, adds the switch)."""
 
     min: Shape2
     opt: Shape2
