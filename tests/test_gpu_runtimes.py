@@ -249,6 +249,46 @@ def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
         load_runtime(spec, _artifact(tmp_path, "onnx"), threads=1)  # the folder holds no model.onnx
 
 
+def test_tensorrt_provider_leaves_out_a_qdq_model_without_trt_int8(tmp_path: Path) -> None:
+    """TensorRT refuses to build Q/DQ layers unless INT8 is enabled (onnxruntime issue #13381: "Int8 precision has
+    been set for a layer or layer output, but int8 is not configured in the builder"), so the pairing declines it
+    instead of a job failing on the GPU."""
+    qdq = _save_tiny_onnx(tmp_path / "qdq", qdq=True)
+    without = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    with_int8 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
+    assert "set trt_int8 = true" in (declines(without, qdq) or "")
+    assert declines(with_int8, qdq) is None
+    assert declines(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), qdq) is None
+    with pytest.raises(OptbenchError, match="set trt_int8 = true"):
+        load_runtime(without, qdq, threads=1)
+
+
+def test_the_cuda_provider_computes_float32_matmuls_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's CUDA provider uses TF32 for float32 MatMul/Gemm unless told not to (use_tf32 defaults to true),
+    while PyTorch's CUDA fp32 row, which the GPU paths are read against, runs FP32 matmuls. Both the CUDA runtime and
+    the TensorRT provider's CUDA fallback turn it off. The session is faked: this onnxruntime has no CUDA provider."""
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    opened: list[list] = []
+
+    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
+        opened.append(providers)
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
+
+    monkeypatch.setattr(ort_runtime, "open_session", open_session)
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), plain, threads=1)
+    load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
+    cuda = ("CUDAExecutionProvider", {"use_tf32": False})
+    assert opened[0] == [cuda, "CPUExecutionProvider"]
+    assert opened[1][1:] == [cuda, "CPUExecutionProvider"]
+
+
 def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

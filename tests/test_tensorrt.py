@@ -236,6 +236,141 @@ def test_runtime_refuses_an_engine_for_another_gpu_before_loading_it(
     assert loaded == []  # refused before a TensorRT runtime was made or the engine read
 
 
+class _FakeContext:
+    """IExecutionContext's profile switch as TensorRT 10 documents it: set_optimization_profile_async(profile_index,
+    stream_handle) answers False, and logs why, when it does not switch."""
+
+    def __init__(self, refused: set[int]) -> None:
+        self.refused = refused
+
+    def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
+        return profile_index not in self.refused
+
+
+class _FakeLogger:
+    WARNING = 2
+
+    def __init__(self, severity: int) -> None:
+        self.severity = severity
+
+
+class _FakeEngine:
+    """The ICudaEngine queries the tensorrt runtime makes: two int64 inputs and one float32 output."""
+
+    names = ("input_ids", "attention_mask", "logits")
+
+    def __init__(self, profiles: int, refused: set[int]) -> None:
+        self.num_optimization_profiles = profiles
+        self.num_io_tensors = len(self.names)
+        self.refused = refused
+
+    def get_tensor_name(self, index: int) -> str:
+        return self.names[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "OUTPUT" if name == "logits" else "INPUT"
+
+    def get_tensor_dtype(self, name: str) -> type:
+        return np.float32 if name == "logits" else np.int64
+
+    def create_execution_context(self, strategy: str) -> _FakeContext:
+        return _FakeContext(self.refused)
+
+
+class _FakeBuilderConfig:
+    """IBuilderConfig's flags as TensorRT 10 documents them: TF32 is on in a new config ("Enabled by default")."""
+
+    def __init__(self) -> None:
+        self.flags = {"TF32"}
+        self.profiles: list[object] = []
+        self.int8_calibrator = None
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.add(flag)
+
+    def clear_flag(self, flag: str) -> None:
+        self.flags.discard(flag)
+
+    def set_memory_pool_limit(self, pool: str, pool_size: int) -> None:
+        self.workspace = pool_size
+
+    def add_optimization_profile(self, profile: object) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+
+class _FakeBuilder:
+    """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`."""
+
+    def __init__(self, configs: list[_FakeBuilderConfig]) -> None:
+        self.configs = configs
+
+    def create_network(self, flags: int = 0) -> SimpleNamespace:
+        names = ("input_ids", "attention_mask")
+        return SimpleNamespace(num_inputs=2, get_input=lambda i: SimpleNamespace(name=names[i], dtype=np.int64))
+
+    def create_builder_config(self) -> _FakeBuilderConfig:
+        self.configs.append(_FakeBuilderConfig())
+        return self.configs[-1]
+
+    def create_optimization_profile(self) -> SimpleNamespace:
+        return SimpleNamespace(set_shape=lambda input, min, opt, max: None)
+
+    def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes:
+        return b"engine"
+
+
+@pytest.mark.parametrize(("precision", "flags"), [("fp32", set()), ("fp16", {"FP16", "TF32"})])
+def test_an_fp32_engine_computes_in_fp32_not_tf32(
+    precision: str, flags: set, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT lets FP32 layers round their inputs to TF32's 10-bit mantissa unless the flag is cleared, which an
+    engine built and reported as fp32 must do (PyTorch's CUDA matmuls, its reference, run in FP32)."""
+    configs: list[_FakeBuilderConfig] = []
+    fake_trt = SimpleNamespace(
+        Logger=_FakeLogger,
+        Builder=lambda logger: _FakeBuilder(configs),
+        OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
+    )
+    config = TensorRTConfig(precision=precision, batch_sizes=(1,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: fake_trt)
+    engine = trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
+    assert engine == b"engine"
+    assert [c.flags for c in configs] == [flags]
+
+
+def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused switch would leave the context on its first profile: a shape that profile also holds would run,
+    and be reported, on kernels tuned for another shape."""
+    import torch
+
+    from optbench.runtimes import tensorrt as trt_runtime
+
+    target = {"tensorrt": "10.3.0", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
+    shapes = profiles((1,), (16,), max_length=32)
+    engine = _FakeEngine(len(shapes), refused={1})
+    fake_trt = SimpleNamespace(
+        Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda blob: engine),
+        Logger=_FakeLogger,
+        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
+        ExecutionContextAllocationStrategy=SimpleNamespace(ON_PROFILE_CHANGE="ON_PROFILE_CHANGE"),
+        nptype=lambda dtype: dtype,
+    )
+    monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_runtime, "detect_target", lambda: dict(target))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: SimpleNamespace(cuda_stream=7))
+    (tmp_path / "model.engine").write_bytes(b"engine")
+    details = {**target, "precision": "fp16", "profiles": [p.to_dict() for p in shapes]}
+    runtime = trt_runtime.TensorRTRuntime(
+        ModelArtifact(tmp_path, "trt", ("a", "b"), "0" * 64, details=details), precision="fp32"
+    )
+    assert runtime._context(0) is runtime._context(0)
+    with pytest.raises(OptbenchError, match="TensorRT refused optimization profile 1"):
+        runtime._context(1)
+
+
 def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -> None:
     """A recipe with FP16 and INT8 engines and the runtime at fp16 measures the FP16 engine and leaves the INT8
     one out, instead of failing its jobs; at the default fp32 the runtime takes every engine as built."""

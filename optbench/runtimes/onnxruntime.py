@@ -30,6 +30,9 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 LEVELS = ("disable", "basic", "extended", "all")
+# The CUDA provider runs float32 MatMul/Gemm in TF32 unless use_tf32 is off (onnxruntime's default is on), while
+# PyTorch's CUDA matmuls, which the GPU paths are read against, run FP32.
+CUDA_OPTIONS = {"use_tf32": False}
 
 
 def open_session(
@@ -72,7 +75,10 @@ Shape2 = tuple[int, int]  # (batch, sequence)
 class TrtProfile:
     """The TensorRT provider's one optimization profile, in (batch, sequence) for every input: TensorRT tunes
     its kernels for `opt` and runs any shape from `min` to `max` on them. Without one, the provider sizes
-    its engine to the shapes it has seen and rebuilds it whenever a call falls outside them."""
+    its engine to the shapes it has seen and rebuilds it whenever a call falls outside them. One, not one per
+    [bench] shape as the tensorrt step builds: the provider parses and builds several (an input named again in
+    `trt_profile_*_shapes`) but keeps its execution context on the first, so a shape outside that one fails
+    (microsoft/onnxruntime#31624, open, adds the switch)."""
 
     min: Shape2
     opt: Shape2
@@ -198,8 +204,8 @@ class OnnxRuntime:
 
     With the TensorRT provider (models of standard ONNX operators only: an unfused export), precision "fp16"
     lets TensorRT run an FP32 model's layers in FP16, and `trt_int8` runs a QDQ model's quantized layers in
-    INT8; the engine is built on the first call (the report's first-call time holds that cost) for the
-    option's `trt_profile`, and cached on disk for the next process."""
+    INT8 (which a QDQ model needs); the engine is built on the first call (the report's first-call time holds
+    that cost) for the option's `trt_profile`, and cached on disk for the next process."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
@@ -220,14 +226,16 @@ class OnnxRuntime:
                 'install onnxruntime-gpu on an NVIDIA machine, or use device = "cpu"'
             )
         self.engine_cache = None
-        first: Any = self.provider
+        cuda = (PROVIDERS["cuda"], CUDA_OPTIONS)
+        self.providers: list[Any] = [self.provider]
+        if self.options.provider == "cuda":
+            self.providers = [cuda, PROVIDERS["cpu"]]
         if self.options.provider == "tensorrt":
             self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
-            first = (self.provider, trt_provider_options(self.engine_cache, precision, self.options, inputs))
+            settings = trt_provider_options(self.engine_cache, precision, self.options, inputs)
+            # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
+            self.providers = [(self.provider, settings), cuda, PROVIDERS["cpu"]]
         self.engines_before = _files_in(self.engine_cache)
-        # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
-        fallbacks = {"cpu": [], "cuda": [PROVIDERS["cpu"]], "tensorrt": [PROVIDERS["cuda"], PROVIDERS["cpu"]]}
-        self.providers = [first, *fallbacks[self.options.provider]]
         self.path = artifact.path / MODEL_FILE
         self.threads = threads
         self.session = open_session(self.path, providers=self.providers, threads=threads, level=self.level)
@@ -310,10 +318,16 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, gra
     unparsable = tensorrt_cannot_parse(graph)
     if unparsable:
         return unparsable
-    if options.trt_int8 and not is_qdq(graph):
+    qdq = is_qdq(graph)
+    if options.trt_int8 and not qdq:
         return (
             "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
             '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", which calibrates'
+        )
+    if qdq and not options.trt_int8:
+        return (
+            "this QDQ model's Q/DQ layers build only with INT8 enabled (TensorRT refuses them otherwise): "
+            'set trt_int8 = true in the runtime\'s options, or use provider = "cuda" for this model'
         )
     return None
 

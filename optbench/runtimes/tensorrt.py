@@ -101,7 +101,10 @@ class TensorRTRuntime:
             context = self.engine.create_execution_context(self._allocation)
             if context is None:
                 raise OptbenchError("TensorRT could not create an execution context (its log above says why)")
-            context.set_optimization_profile_async(index, self._stream.cuda_stream)
+            # answers False when it does not switch, which would leave the context on its first profile
+            _bound(
+                context.set_optimization_profile_async(index, self._stream.cuda_stream), f"optimization profile {index}"
+            )
             self._contexts[index] = context
         return context
 

@@ -422,6 +422,7 @@ def build_engine(
 ) -> bytes:
     """Parse `source` and build a serialized engine with one optimization profile per entry of `shapes`.
 
+    FP32 clears TensorRT's default TF32 flag, so that an fp32 engine computes in FP32 as PyTorch's CUDA matmuls do.
     INT8 sets FP16 too, so layers without an INT8 kernel run in FP16 rather than FP32. A Q/DQ model
     (no `calibration`) is built by explicit quantization: TensorRT takes the scales from the graph.
     """
@@ -437,6 +438,8 @@ def build_engine(
         )
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib * 2**20)
+    if config.precision == "fp32":  # TF32 is on by default: FP32 matmuls would round their inputs to 10-bit mantissas
+        builder_config.clear_flag(trt.BuilderFlag.TF32)
     if config.precision in ("fp16", "int8"):
         builder_config.set_flag(trt.BuilderFlag.FP16)
     if config.precision == "int8":
