@@ -60,6 +60,7 @@ def test_step_and_runtime_are_registered() -> None:
         ({"workspace_mib": 0}, "workspace_mib = 0"),
         ({"calibration_samples": 8, "calibration_batch_size": 16}, "calibration_batch_size <= calibration_samples"),
         ({"calibration_batch_size": 0}, "calibration_batch_size = 0"),
+        ({"calibration_method": "percentile"}, 'calibration_method = \'percentile\': use "minmax" or "entropy"'),
     ],
 )
 def test_bad_configs_name_the_value_and_the_fix(kwargs: dict, message: str) -> None:
@@ -203,7 +204,7 @@ def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_en
     """TensorRT's wrapper prints an exception from get_batch and takes it as "no more batches"; the calibrator
     keeps it instead, for build_engine to raise once TensorRT returns."""
 
-    class Base:  # stands in for trt.IInt8EntropyCalibrator2
+    class Base:  # stands in for trt.IInt8MinMaxCalibrator
         def __init__(self) -> None:
             pass
 
@@ -211,13 +212,24 @@ def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_en
         def next_batch(self, names: list[str], dtypes: dict) -> list[np.ndarray] | None:
             raise MemoryError("out of memory copying the batch")
 
-    fake_trt = SimpleNamespace(IInt8EntropyCalibrator2=Base)
+    fake_trt = SimpleNamespace(IInt8MinMaxCalibrator=Base)
     feed = BrokenFeed([{"input_ids": np.zeros((2, 8), dtype=np.int64)}], 8)
-    calibrator = trt_step.entropy_calibrator(fake_trt, feed, {"input_ids": np.int64}, tmp_path / "cache")
+    calibrator = trt_step.make_calibrator(fake_trt, "minmax", feed, {"input_ids": np.int64}, tmp_path / "cache")
     assert calibrator.get_batch(["input_ids"]) is None
     assert isinstance(calibrator.error, MemoryError)
-    finished = trt_step.entropy_calibrator(fake_trt, CalibrationFeed([], 8), {}, tmp_path / "cache")
+    finished = trt_step.make_calibrator(fake_trt, "minmax", CalibrationFeed([], 8), {}, tmp_path / "cache")
     assert finished.get_batch(["input_ids"]) is None and finished.error is None  # the end of the batches
+
+
+@pytest.mark.parametrize(
+    ("method", "base"), [("minmax", "IInt8MinMaxCalibrator"), ("entropy", "IInt8EntropyCalibrator2")]
+)
+def test_the_calibrator_is_tensorrts_class_for_the_method(method: str, base: str, tmp_path: Path) -> None:
+    """calibration_method picks TensorRT's calibrator: the class decides how the INT8 scales are chosen."""
+    bases = {name: type(name, (), {"__init__": lambda self: None}) for name in trt_step.CALIBRATORS.values()}
+    calibrator = trt_step.make_calibrator(SimpleNamespace(**bases), method, CalibrationFeed([], 8), {}, tmp_path)
+    assert isinstance(calibrator, bases[base])
+    assert not isinstance(calibrator, tuple(b for name, b in bases.items() if name != base))
 
 
 def test_runtime_refuses_an_engine_for_another_gpu_before_loading_it(
@@ -520,6 +532,7 @@ def test_calibrated_int8_engine_writes_its_cache(tiny_classifier: Path, tmp_path
     engine = run_step(config, exported, data, tmp_path)
     assert engine.details["quantization"] == "calibrated"
     assert engine.details["calibration"]["split"] == "train"
+    assert engine.details["calibration"]["calibrator"] == "IInt8MinMaxCalibrator"
     assert (engine.path / "calibration.cache").is_file()
     _runs_like_onnxruntime(engine, exported, data, atol=0.5)
 

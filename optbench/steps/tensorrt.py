@@ -44,6 +44,9 @@ SYMMETRIC_FIX = (
     'step, or build from the onnx step\'s output with precision = "int8" (TensorRT calibrates it)'
 )
 ORT_INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm", "QAttention")
+# TensorRT's calibrator classes by `calibration_method`: its API reference calls MinMax "the preferred
+# calibrator for NLP tasks"; entropy (IInt8EntropyCalibrator2) is its general recommendation.
+CALIBRATORS = {"minmax": "IInt8MinMaxCalibrator", "entropy": "IInt8EntropyCalibrator2"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class TensorRTConfig:
     `batch_sizes` and `seq_lens` are the shapes the engine is tuned for; left empty, a recipe fills them
     from its [bench] matrix (see `for_bench`), as it fills `max_length` from [dataset].
     INT8 builds an explicitly quantized engine from a Q/DQ model (a quantize-static step before this
-    one), and otherwise calibrates on `calibration_samples` train-split texts (never the test split).
+    one), and otherwise calibrates (`calibration_method`) on `calibration_samples` train-split texts
+    (never the test split).
     """
 
     name: ClassVar[str] = "tensorrt"
@@ -66,6 +70,7 @@ class TensorRTConfig:
     workspace_mib: int = 4096
     calibration_samples: int = 512
     calibration_batch_size: int = 16
+    calibration_method: Literal["minmax", "entropy"] = "minmax"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,6 +101,11 @@ class TensorRTConfig:
                 f"[tensorrt] calibration_samples = {self.calibration_samples} and calibration_batch_size = "
                 f"{self.calibration_batch_size}: need 1 <= calibration_batch_size <= calibration_samples "
                 "(TensorRT calibrates on whole batches)"
+            )
+        if self.calibration_method not in CALIBRATORS:
+            raise OptbenchError(
+                f"[tensorrt] calibration_method = {self.calibration_method!r}: use "
+                + " or ".join(f'"{m}"' for m in CALIBRATORS)
             )
 
     @property
@@ -299,7 +309,7 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
         "workspace_mib": config.workspace_mib,
     }
     if calibration is not None:
-        details["calibration"] = calibration.describe()
+        details["calibration"] = {**calibration.describe(), "calibrator": CALIBRATORS[config.calibration_method]}
     log.info("TensorRT %s engine built in %.1f s for %s", config.precision, build_seconds, target["gpu"])
     return artifact.derive(out_dir, step=config.label, config=config_to_dict(config), format="trt", details=details)
 
@@ -412,7 +422,6 @@ class CalibrationFeed:
             "samples": batch_size * len(self.batches),
             "batch_size": batch_size,
             "seq_len": seq_len,
-            "calibrator": "IInt8EntropyCalibrator2",
             "cache": CALIBRATION_CACHE,
         }
 
@@ -461,7 +470,7 @@ def build_engine(
                 f"TensorRT refused the calibration profile {calibration.shape} (its log above says why)"
             )
         dtypes = {name: trt.nptype(network.get_input(i).dtype) for i, name in enumerate(inputs)}
-        calibrator = entropy_calibrator(trt, calibration, dtypes, cache)
+        calibrator = make_calibrator(trt, config.calibration_method, calibration, dtypes, cache)
         builder_config.int8_calibrator = calibrator
     serialized = builder.build_serialized_network(network, builder_config)
     if calibrator is not None and calibrator.error is not None:  # TensorRT reads a failed get_batch as "no more"
@@ -474,15 +483,17 @@ def build_engine(
     return bytes(serialized)
 
 
-def entropy_calibrator(trt: Any, feed: CalibrationFeed, dtypes: dict[str, Any], cache: Path) -> Any:
-    """An IInt8EntropyCalibrator2 that copies `feed`'s batches to the GPU (torch CUDA tensors) and writes
-    the calibration cache to `cache`, kept in the artifact with the engine. Every build calibrates: the
-    step builds in a new folder, so there is never an earlier cache to read."""
+def make_calibrator(trt: Any, method: str, feed: CalibrationFeed, dtypes: dict[str, Any], cache: Path) -> Any:
+    """A calibrator of `method` (a CALIBRATORS key) that copies `feed`'s batches to the GPU (torch CUDA tensors)
+    and writes the calibration cache to `cache`, kept in the artifact with the engine. Every build calibrates:
+    the step builds in a new folder, so there is never an earlier cache to read."""
     import torch
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):
+    base = getattr(trt, CALIBRATORS[method])
+
+    class Calibrator(base):
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
             self._on_device: list[Any] = []  # the current batch stays alive while TensorRT reads it
             self.error: Exception | None = None  # raised by build_engine: TensorRT would only print it
 
