@@ -240,7 +240,8 @@ def _run(args: argparse.Namespace) -> int:
     from optbench.executors import make_executor
     from optbench.pipeline import default_cache_dir, run_recipe
     from optbench.recipe import load_recipe, with_inputs
-    from optbench.report import FAILURES_FILE, load_failures, load_reports, render, to_frame
+    from optbench.report import FAILURES_FILE, load_failures, load_reports
+    from optbench.table import render, to_frame
 
     recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
     cache = (args.cache or default_cache_dir()).resolve()
@@ -309,7 +310,8 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import distinct, load_failures, render, report_files
+    from optbench.report import distinct, load_failures, report_files
+    from optbench.table import render
 
     if args.shape and args.format != "html":
         raise OptbenchError(
@@ -350,7 +352,7 @@ def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
     """The reports' table, with speedup_vs when --against chose a row."""
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.relative_speedup import RowChoice, add_speedup_vs, row_names
-    from optbench.report import to_frame
+    from optbench.table import to_frame
 
     frame = to_frame(reports, DEFAULT_BUDGET_POINTS if args.peer_budget is None else args.peer_budget)
     if not args.against:
@@ -366,7 +368,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from optbench.budget import load_budgets
     from optbench.compare import budget_regressions, compare, load_side, render, workloads_of
-    from optbench.report import to_frame
+    from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
     before, after = load_side(args.a), load_side(args.b)

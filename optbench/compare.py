@@ -107,7 +107,7 @@ def _with_reference(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, workloads: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
-    """Every figure of every row key of `a` and `b` (report tables, `report.to_frame`), with its mark;
+    """Every figure of every row key of `a` and `b` (report tables, `table.to_frame`), with its mark;
     `workloads` (workload fingerprint -> the report's workload, `workloads_of`) names what differs where
     two rows are not comparable."""
     key = match_key(a, b)

@@ -146,7 +146,8 @@ def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
     """Run the GPU recipes this machine can run; 0 when every job that ran passed, 1 when one failed,
     2 when there is no CUDA GPU to check."""
     from optbench.pipeline import run_recipe
-    from optbench.report import load_failures, load_reports, markdown_table, noise_floor_note, to_frame
+    from optbench.report import load_failures, load_reports
+    from optbench.table import markdown_table, noise_floor_note, to_frame
 
     found = probe()
     for capability in found.values():

@@ -15,7 +15,7 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
-from optbench.report import format_cell, noise_floor_note, shown_columns
+from optbench.table import format_cell, noise_floor_note, shown_columns
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from optbench.errors import OptbenchError
-from optbench.report import Report, format_speedup, sort_key, to_frame
+from optbench.report import Report
+from optbench.table import format_speedup, sort_key, to_frame
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 FIGURES = ("p50_ms", "speedup_p50", "noise_floor_pct")

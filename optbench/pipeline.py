@@ -26,9 +26,10 @@ from optbench.errors import OptbenchError, StepFailed
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
-from optbench.report import FailedJob, to_frame, write_failures, write_report
+from optbench.report import FailedJob, write_failures, write_report
 from optbench.steps import run_step
 from optbench.sweep import Executor, SweepStore
+from optbench.table import to_frame
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Reports built by hand from small made-up figures, for the tests of reports, compare, gate and HTML."""
+"""Reports built by hand from small made-up figures, for the tests of reports, the table, compare, gate and HTML."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact, StepRecord
-from optbench.measure import Latency
+from optbench.measure import GpuMemory, Latency
 from optbench.report import Measurement, Report
 from optbench.runtimes import RuntimeSpec
 
@@ -106,3 +106,12 @@ def with_figures(
 def with_drop(report: Report, points: float, low: float, high: float) -> Report:
     """`report` with its accuracy drop and 95% interval set (accuracy itself unchanged)."""
     return dataclasses.replace(report, drop=dataclasses.replace(report.drop, points=points, ci_low=low, ci_high=high))
+
+
+def gpu_report() -> Report:
+    """A report of a variant on cuda, with its GPU memory and the runtime's startup times."""
+    report = make_report(("onnx",), runtime=RuntimeSpec("torch", "cuda", "fp16"))
+    gpu = GpuMemory(peak_allocated_mb=210.0, peak_reserved_mb=256.0, process_used_mb=900.0, device_total_mb=143771.0)
+    measurements = tuple(dataclasses.replace(m, gpu_memory=gpu) for m in report.measurements)
+    runtime = {**report.runtime, "startup": {"load_s": 1.25, "first_call_s": 14.5}}
+    return dataclasses.replace(report, measurements=measurements, runtime=runtime)

@@ -15,7 +15,8 @@ from report_fixtures import make_report, with_drop, with_figures
 from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import budget_regressions, compare, render
-from optbench.report import SCHEMA, Report, to_frame, write_report
+from optbench.report import SCHEMA, Report, write_report
+from optbench.table import to_frame
 
 
 def _marks(a: list[Report], b: list[Report]) -> dict[tuple[str, int, str], str]:

@@ -12,7 +12,8 @@ from report_fixtures import make_report, with_figures
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.html_report import pareto_front, parse_shape, point_labels, run_shape, write_html
-from optbench.report import to_frame, write_report
+from optbench.report import write_report
+from optbench.table import to_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -18,9 +18,10 @@ from optbench.errors import OptbenchError, StepFailed
 from optbench.peers import is_peer, venv
 from optbench.peers.optimum import PeerOptimumConfig, default_requirements
 from optbench.peers.speedup import add_speedup_vs_peers
-from optbench.report import FailedJob, load_failures, render, to_frame, write_report
+from optbench.report import FailedJob, load_failures, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.steps import parse_step, run_step
+from optbench.table import render, to_frame
 
 # --- configs and labels ------------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
     assert ours.loc[("n", 128), "speedup_vs_peer"] == pytest.approx(1.5)  # peer-b, 15 / 10
     assert ours.loc[("m", "data"), "speedup_vs_peer"] == pytest.approx(5.0)  # peer-b, 25 / 5
     assert ours.loc[("n", 128), "fastest_peer"] == "peer-b on onnxruntime"
-    from optbench.report import _fastest_peer_lines
+    from optbench.table import _fastest_peer_lines
 
     lines = _fastest_peer_lines(out, budget_points=1.0)  # one run on two machines: each line says where
     assert "at batch 1 x 128 on cpu, machine n: peer-b on onnxruntime, p50 15.00 ms" in "\n".join(lines)

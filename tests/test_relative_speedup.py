@@ -12,8 +12,9 @@ from report_fixtures import make_report, with_figures
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.relative_speedup import RowChoice, add_speedup_vs
-from optbench.report import render, to_frame, write_report
+from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
+from optbench.table import render, to_frame
 
 CUDA_FP32 = RuntimeSpec("torch", "cuda", "fp32")
 CUDA_FP16 = RuntimeSpec("torch", "cuda", "fp16")

@@ -1,0 +1,164 @@
+"""The result table: reports as one pandas frame (a row per variant, runtime, device and shape), rendered for
+people (Markdown, with the speedups marked against the A/A noise floor) or tools (CSV, JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from optbench.errors import OptbenchError
+from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
+from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
+
+MARKDOWN_COLUMNS = [
+    "variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "seq_len",
+    "p50_ms",
+    "p99_ms",
+    "throughput_sps",
+    "peak_rss_mb",
+    "model_mb",
+    "parameters_m",
+    "accuracy",
+    "accuracy_drop",
+    "relative_accuracy_pct",
+    "speedup_p50",
+]
+# Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
+# compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
+# the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
+# reader chose (`optbench report --against`, optbench/relative_speedup.py).
+OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer", "speedup_vs"]
+
+
+def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
+    """All reports as one table, one row per (variant, runtime, device, batch size, sequence length), with
+    each variant's speedup over the fastest peer within `peer_budget_points` of accuracy drop."""
+    rows = [row for report in reports for row in report.rows()]
+    frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
+    frame.attrs["peer_budget_points"] = peer_budget_points
+    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=sort_key)
+
+
+def sort_key(column: pd.Series) -> pd.Series:
+    """Table order: batch sizes as numbers, everything else (sequence lengths include "data") as text."""
+    return column.astype(str) if column.name != "batch_size" else column
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The table as Markdown (for people), CSV or JSON (for tools)."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2)
+    if fmt == "md":
+        return _markdown(frame)
+    raise OptbenchError(f"unknown report format {fmt!r}: use md, csv or json")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    lines = []
+    for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
+        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group))]
+        lines.append("")
+        lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
+        lines += _speedup_vs_lines(group)
+        note = noise_floor_note(group)
+        lines += [f"- **A/A noise floor**: {note}", ""] if note else []
+        warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
+        lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
+        lines += [""] if len(warned) else []
+    return "\n".join(lines) if lines else "no reports found\n"
+
+
+def shown_columns(run: pd.DataFrame) -> list[str]:
+    """The columns a run's table shows people: the standard ones, and the optional ones the run has."""
+    return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
+
+
+def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
+    """Under a run's table: at each shape, the peer every speedup_vs_peer is measured against."""
+    columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
+    bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
+    several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
+    lines = [
+        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
+        f"{f' on {device}, machine {machine}' if several else ''}: {peer}, p50 {p50:.2f} ms"
+        for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
+    ]
+    return [*lines, ""] if lines else []
+
+
+def _speedup_vs_lines(group: pd.DataFrame) -> list[str]:
+    """Under a run's table: the row every speedup_vs is measured against."""
+    chosen = group["speedup_vs_row"].dropna().unique() if "speedup_vs_row" in group else []
+    if not len(chosen):
+        return []
+    return [f"- **speedup_vs**: against {', '.join(chosen)} at the same shape (its p50 over each row's)", ""]
+
+
+def noise_floor_note(run: pd.DataFrame) -> str | None:
+    """Under a run's table: its A/A noise floor at each shape and what a speedup marked ~ means; None for a run
+    without one (aa_check off, reports before schema version 2)."""
+    floors = run.loc[run["noise_floor_pct"].notna(), ["batch_size", "seq_len", "machine", "noise_floor_pct"]]
+    floors = floors.drop_duplicates()
+    if floors.empty:
+        return None
+    several = floors["machine"].nunique() > 1
+    at = ", ".join(
+        f"{floor:.1f}% at batch {b} x {s}{f' on machine {machine}' if several else ''}"
+        for b, s, machine, floor in floors.itertuples(index=False)
+    )
+    return (
+        f"the reference's two p50s in this run differ by {at}. A speedup marked ~ is within that: the p50s it "
+        "compares differ by less, so it is not told apart from noise."
+    )
+
+
+def within_noise(speedup: float, noise_floor_pct: float) -> bool:
+    """Whether the two p50s a speedup compares differ, in percent of their mean (as the A/A noise floor is
+    measured), by no more than the floor. A speedup of exactly 1 (a row against itself) is not marked."""
+    return 0 < 200 * abs(speedup - 1) / (speedup + 1) <= noise_floor_pct
+
+
+def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:
+    """A speedup as 2.10x, or ~1.05x when it is within the A/A noise floor (None or NaN: no floor measured)."""
+    within = not _missing(noise_floor_pct) and within_noise(speedup, noise_floor_pct)
+    return f"{'~' if within else ''}{speedup:.2f}x"
+
+
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The rows of `frame` as Markdown table lines (header, rule, one line a row) of `columns`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    return lines + ["| " + " | ".join(format_cell(c, row) for c in columns) + " |" for _, row in frame.iterrows()]
+
+
+def format_cell(column: str, row: pd.Series) -> str:
+    """One table cell as people read it: accuracy to 4 places, the drop with its interval, speedups as 2.10x
+    (~1.05x within the run's A/A noise floor)."""
+    value = row[column]
+    if _missing(value):
+        return "-"
+    if column == "variant" and not _missing(row.get("peer")) and bool(row["peer"]):
+        return f"{value} (peer)"
+    if column == "accuracy":
+        return f"{value:.4f}"
+    if column == "accuracy_drop":
+        low, high = row["accuracy_drop_ci_low"], row["accuracy_drop_ci_high"]
+        interval = "" if _missing(low) or (low == high == value) else f" [{low:+.2f}, {high:+.2f}]"
+        return f"{value:+.2f}{interval}"
+    if column == "relative_accuracy_pct":
+        return f"{value:.1f}%"
+    if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
+        return format_speedup(value, row.get("noise_floor_pct"))
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return str(value)

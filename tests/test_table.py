@@ -1,0 +1,140 @@
+"""The result table: reports flattened to one frame, and rendered as Markdown, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import re
+
+import pytest
+from report_fixtures import gpu_report, make_report, with_figures
+
+from optbench.errors import OptbenchError
+from optbench.report import COLUMNS, EXTRA_COLUMNS
+from optbench.table import render, to_frame
+
+
+def test_to_frame_columns_and_values() -> None:
+    report = make_report(("onnx",), flip=3)
+    frame = to_frame([report])
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
+    assert len(frame) == 2
+    row = frame.iloc[0].to_dict()
+    m = report.measurements[0]
+    assert row["variant"] == "baseline+onnx"
+    assert row["runtime"] == "torch"
+    assert row["device"] == "cpu"
+    assert row["precision_mode"] == "fp32"
+    assert row["batch_size"] == 1
+    assert row["seq_len"] == 128
+    assert row["p50_ms"] == m.latency.p50_ms
+    assert row["p99_ci_high"] == m.latency.p99_ci_high
+    assert row["iterations"] == 40
+    assert row["accuracy"] == pytest.approx(0.7)
+    assert row["accuracy_drop"] == pytest.approx(30.0)
+    assert row["relative_accuracy_pct"] == pytest.approx(70.0)  # 0.7 of a reference at 1.0
+    assert row["agreement"] == pytest.approx(0.7)
+    assert row["model_mb"] == 86.6 and row["parameters_m"] == pytest.approx(22.7)
+    assert row["threads"] == 2
+    assert row["git_commit"] == "abc123"
+    assert frame["git_dirty"].tolist() == [False, False]
+    assert row["machine"] == "box-1"
+    assert row["workload"] == "wl-1-128"
+    assert frame.iloc[1]["seq_len"] == "data"
+
+
+def test_to_frame_sorts_batch_sizes_as_numbers() -> None:
+    shapes = ((10, 128), (2, 128))
+    frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
+    assert list(zip(frame["batch_size"], frame["variant"], strict=True)) == [
+        (2, "baseline"),
+        (2, "baseline+onnx"),
+        (10, "baseline"),
+        (10, "baseline+onnx"),
+    ]
+
+
+def test_to_frame_of_no_reports() -> None:
+    frame = to_frame([])
+    assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
+    assert frame.empty
+    assert render(frame, "md") == "no reports found\n"
+
+
+def test_render_csv_header() -> None:
+    text = render(to_frame([make_report(), make_report(("onnx",))]), "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == COLUMNS + EXTRA_COLUMNS
+    assert len(rows) == 5
+
+
+def test_render_markdown() -> None:
+    text = render(to_frame([make_report(), make_report(("quantize-dynamic",), flip=1)]), "md")
+    assert "### demo · run 20261130T031500Z-3f9a" in text
+    assert "baseline+quantize-dynamic" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert "p50_ms" in header and "accuracy_drop" in header and "relative_accuracy_pct" in header
+    table = [line for line in text.splitlines() if line.startswith("| baseline")]
+    assert len(table) == 4
+    assert all(line.count("|") == header.count("|") for line in table)
+    assert any("2.50x" in line for line in table)  # speedup_p50 of 1.5 + batch 1
+    assert any("| - |" in line for line in table)  # the baseline has no speedup of its own
+    drops = [line.split(" | ")[header.split(" | ").index("accuracy_drop")] for line in table]
+    assert "+0.00" in drops  # the reference itself: no interval
+    assert any(re.fullmatch(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", d) for d in drops)
+
+
+def _noisy_run(floor: float | None) -> list:
+    """The reference, a variant 1.05x faster (p50s 4.9% apart) and one 1.5x faster (40% apart)."""
+    shape = ((1, 128),)
+    return [
+        with_figures(make_report(steps, shapes=shape), speedup=speedup, noise_floor_pct=floor)
+        for steps, speedup in [((), 1.0), (("onnx",), 1.05), (("quantize-dynamic",), 1.5)]
+    ]
+
+
+def test_markdown_marks_speedups_within_the_a_a_noise_floor_and_states_it() -> None:
+    text = render(to_frame(_noisy_run(8.0)), "md")
+    assert "| ~1.05x |" in text and "| 1.50x |" in text
+    assert "| 1.00x |" in text  # the reference against itself is no measured speedup
+    assert "- **A/A noise floor**: the reference's two p50s in this run differ by 8.0% at batch 1 x 128. " in text
+    quiet = render(to_frame(_noisy_run(4.0)), "md")
+    assert "| 1.05x |" in quiet and "~1" not in quiet
+    unknown = render(to_frame(_noisy_run(None)), "md")  # aa_check off, or a version 1 report
+    assert "~" not in unknown and "noise floor" not in unknown
+
+
+def test_render_json() -> None:
+    frame = to_frame([make_report(), make_report(("onnx",))])
+    records = json.loads(render(frame, "json"))
+    assert len(records) == 4
+    assert list(records[0]) == COLUMNS + EXTRA_COLUMNS
+    assert {r["variant"] for r in records} == {"baseline", "baseline+onnx"}
+
+
+@pytest.mark.parametrize("fmt", ["xml", "html ", "", "MD"])
+def test_render_unknown_format(fmt: str) -> None:
+    with pytest.raises(OptbenchError, match=f"unknown report format {fmt!r}: use md, csv or json"):
+        render(to_frame([make_report()]), fmt)
+
+
+def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
+    warned = make_report(("onnx",))
+    artifact = {**warned.artifact, "details": {"warnings": ["no Attention was fused"]}}
+    warned = dataclasses.replace(warned, artifact=artifact)
+    frame = to_frame([make_report(), warned])
+    assert set(frame["warnings"]) == {"", "no Attention was fused"}
+    lines = render(frame, "md").splitlines()
+    assert lines.count("- **warning** (baseline+onnx): no Attention was fused") == 1
+
+
+def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them() -> None:
+    cpu = render(to_frame([make_report()]), "md")
+    assert "gpu_peak_reserved_mb" not in cpu and "first_call_s" not in cpu
+    gpu = render(to_frame([gpu_report()]), "md")
+    header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
+    assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | first_call_s |")
+    assert "| 256.0 | 900.0 | 14.50 |" in gpu
