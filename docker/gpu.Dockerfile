@@ -2,7 +2,7 @@
 # CUDA and TensorRT providers, and TensorRT itself, on NVIDIA's TensorRT container (which ships
 # TensorRT with its Python bindings, CUDA and cuDNN).
 # Build from the repository root:  docker build -f docker/gpu.Dockerfile -t optbench:gpu .
-# Run the GPU check:                docker run --rm --gpus all -v "$PWD/results:/results" -v optbench-cache:/cache optbench:gpu
+# Run the GPU check:                docker run --rm --gpus all -v "$PWD/results:/results" -v optbench-gpu-cache:/cache optbench:gpu
 # (--gpus all needs the NVIDIA Container Toolkit on the host; docker/README.md says more.)
 #
 # The tag fixes TensorRT, CUDA and Python together. 26.04 carries TensorRT 10.x, CUDA 13 and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,14 @@ from optbench.runtimes import ENGINES, RuntimeSpec
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 GPU_REFERENCE = RowChoice.parse("baseline/torch/cuda/fp32")  # speedup_vs: the GPU paths against PyTorch on CUDA
 CHECK_FILE = "gpu-check.md"
+EPILOG = """examples:
+  scripts/gpu_check.sh                              the GPU recipes, reports under results/
+  scripts/gpu_check.sh --recipes .gpupack/recipes   from a pack made by python -m optbench.gpu_pack
+  scripts/gpu_check.sh --results /results           as docker/gpu.Dockerfile runs it
+
+exit codes: 0 every job that ran passed, 1 a job failed (its reason in gpu-check.md), 2 no CUDA GPU
+            visible to torch, or bad input (the message names the fix), 130 interrupted (run it again
+            to resume)"""
 TABLE_COLUMNS = [
     "variant",
     "runtime",
@@ -184,8 +193,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="scripts/gpu_check.sh",
-        description="Run the GPU recipes (recipes/gpu.toml, and recipes/gpu-tensorrt.toml where TensorRT is "
-        "installed) with the runtimes this machine has; write gpu-check.md beside each run's reports.",
+        description=textwrap.fill(
+            "Run the GPU recipes (recipes/gpu.toml, and recipes/gpu-tensorrt.toml where TensorRT is installed) "
+            "with the runtimes this machine has; write gpu-check.md beside each run's reports.",
+            79,
+            break_on_hyphens=False,
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     parser.add_argument(

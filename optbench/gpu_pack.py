@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -108,9 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m optbench.gpu_pack",
-        description="Pack the GPU check's model (the fine-tuned default, FP16), data and recipes into one "
-        "folder, for a GPU machine that cannot install the packages the built-in default ships in. "
-        "There: scripts/gpu_check.sh --recipes FOLDER/recipes",
+        description=textwrap.fill(
+            "Pack the GPU check's model (the fine-tuned default, FP16), data and recipes into one folder, for a GPU "
+            "machine that cannot install the packages the built-in default ships in.",
+            79,
+            break_on_hyphens=False,
+        ),
+        epilog="""examples:
+  python -m optbench.gpu_pack .gpupack               here (fine-tunes the baseline first if the cache lacks it)
+  scripts/gpu_check.sh --recipes .gpupack/recipes    there, with the repository and .gpupack/ copied over
+
+exit codes: 0 packed, 2 bad input (the message names the fix)""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", type=Path, help="the pack to write (must not exist)")
     parser.add_argument(

@@ -94,6 +94,18 @@ def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "results").exists()
 
 
+def test_help_teaches_with_examples_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    # the help gave no example and no exit code, though README says the check exits 2 without a GPU
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    examples = out.split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    assert len(examples) >= 2 and all(line.startswith("  scripts/gpu_check.sh") for line in examples)
+    codes = " ".join(out.split("\nexit codes: ")[1].split())
+    assert all(code in codes for code in ("0 every job", "1 a job", "2 no CUDA GPU", "130 interrupted"))
+
+
 def _fake_run(recipe: Recipe, results: Path, cache: Path) -> Path:
     """A recipe run that writes made-up reports for the runtimes it was given."""
     p50 = {"cpu": 40.0, "fp32": 4.0, "fp16": 1.6, "bf16": 1.6}

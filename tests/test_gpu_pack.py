@@ -79,3 +79,13 @@ def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
     with pytest.raises(OptbenchError, match="should hold the line 'source = \"rotten-tomatoes\"' once"):
         pack(tmp_path / "out" / "pack", tmp_path / "cache", recipes)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_help_shows_the_pack_made_here_and_run_there(capsys: pytest.CaptureFixture[str]) -> None:
+    # the help named only the GPU machine's command, not how to make the pack
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
+    assert examples[0].startswith("  python -m optbench.gpu_pack .gpupack ")
+    assert examples[1].startswith("  scripts/gpu_check.sh --recipes .gpupack/recipes ")
