@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from optbench.cli import command_process
 from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
@@ -119,20 +120,24 @@ def main(argv: list[str] | None = None) -> int:
   python -m optbench.gpu_pack .gpupack               here (fine-tunes the baseline first if the cache lacks it)
   scripts/gpu_check.sh --recipes .gpupack/recipes    there, with the repository and .gpupack/ copied over
 
-exit codes: 0 packed, 2 bad input (the message names the fix)""",
+exit codes: 0 packed, 2 bad input (the message names the fix), 130 interrupted""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", type=Path, help="the pack to write (must not exist)")
     parser.add_argument(
         "--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        pack(args.folder, args.cache or default_cache_dir())
+    try:  # as `optbench run`: hub offline, third-party noise dropped, SIGTERM as Ctrl-C
+        with command_process(args.verbose):
+            pack(args.folder, args.cache or default_cache_dir())
     except OptbenchError as exc:
         print(f"gpu pack: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("gpu pack: interrupted; nothing was written (a fine-tune already cached is kept)", file=sys.stderr)
+        return 130
     return 0
 
 

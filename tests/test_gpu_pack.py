@@ -89,3 +89,20 @@ def test_help_shows_the_pack_made_here_and_run_there(capsys: pytest.CaptureFixtu
     examples = capsys.readouterr().out.split("\nexamples:\n")[1].splitlines()
     assert examples[0].startswith("  python -m optbench.gpu_pack .gpupack ")
     assert examples[1].startswith("  scripts/gpu_check.sh --recipes .gpupack/recipes ")
+
+
+def test_an_interrupted_pack_says_so_exits_130_and_leaves_no_folder(
+    tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the pack ran outside optbench's command setting: Ctrl-C printed a traceback and the hub was not kept offline
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+
+    def interrupted(data: LabelledData, path: Path) -> None:
+        assert os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("optbench.gpu_pack.write_data", interrupted)
+    assert main([str(tmp_path / "out" / "pack"), "--cache", str(tmp_path / "cache")]) == 130
+    assert "gpu pack: interrupted; nothing was written" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
