@@ -247,7 +247,8 @@ def _run(args: argparse.Namespace) -> int:
     cache = (args.cache or default_cache_dir()).resolve()
     for option, folder in (("--results", args.results / recipe.name), ("--cache", cache)):
         _check_folder_can_be_written(option, folder)
-    executor = make_executor(args.executor, args.address, recipe.bench.threads)  # before any step runs
+    gpu = any(spec.device == "cuda" for spec in recipe.bench.runtimes)
+    executor = make_executor(args.executor, args.address, recipe.bench.threads, gpu)  # before any step runs
     try:  # job processes, peers' environments and engine caches find the cache through the environment
         with environment_set("OPTBENCH_CACHE", str(cache)):
             folder = run_recipe(recipe, args.results, cache, executor)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +134,23 @@ def test_a_sweep_on_a_local_ray_runtime_matches_the_local_executor(
     ]
 
 
+def _executor(resources: dict[str, dict[str, float]], gpu: bool = False) -> Any:
+    """A RayExecutor over nodes of these resources, for its placement alone: no Ray runtime started."""
+    from optbench.executors.ray import RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)
+    executor.node_resources, executor.gpu, executor.shape_nodes = resources, gpu, {}
+    executor.nodes = sorted(node for node, r in resources.items() if r.get(LATENCY_SLOT))
+    return executor
+
+
 def test_a_latency_job_takes_its_whole_node_and_an_accuracy_job_its_threads() -> None:
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
     from optbench.job import Job
     from optbench.sweep import PlannedJob
 
-    executor = RayExecutor.__new__(RayExecutor)  # the options alone: no Ray runtime started
     n1, n2 = "a1" * 28, "b2" * 28  # node ids are hex
-    executor.nodes, executor.shape_nodes = [n1, n2], {}
-    executor.node_resources = {n1: {"CPU": 16.0, LATENCY_SLOT: 1.0}, n2: {"CPU": 8.0, LATENCY_SLOT: 1.0}}
+    executor = _executor({n1: {"CPU": 16.0, LATENCY_SLOT: 1.0}, n2: {"CPU": 8.0, LATENCY_SLOT: 1.0}})
     spec = Job("latency", {}, {"device": "cpu"}, 2, "in.npz", "out.json")
     first = executor.task_options(PlannedJob("latency", 0, (1, 128)), spec)
     second = executor.task_options(PlannedJob("latency", 0, (32, 128)), spec)
@@ -154,67 +163,141 @@ def test_a_latency_job_takes_its_whole_node_and_an_accuracy_job_its_threads() ->
 def test_a_job_no_node_can_take_is_refused_rather_than_left_waiting() -> None:
     """Ray keeps a task that asks for more than any node has pending forever, without a word: the sweep hung."""
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
     from optbench.job import Job
     from optbench.sweep import PlannedJob
 
-    executor = RayExecutor.__new__(RayExecutor)
-    node = "a1" * 28
-    executor.nodes, executor.shape_nodes = [node], {}
-    executor.node_resources = {node: {"CPU": 4.0, LATENCY_SLOT: 1.0}}
+    executor = _executor({"a1" * 28: {"CPU": 4.0, LATENCY_SLOT: 1.0}}, gpu=True)
     cpu = Job("accuracy", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
-    cuda = Job("latency", {}, {"device": "cuda"}, 2, "in.npz", "out.json")
-    with pytest.raises(OptbenchError, match=r"accuracy-pair0 asks Ray for 8 CPUs .* largest has 4 CPUs\): lower"):
+    with pytest.raises(OptbenchError, match=r"threads = 8 and no node of the Ray cluster .* has 4\): lower .* add a"):
         executor.task_options(PlannedJob("accuracy", 0), cpu)
-    with pytest.raises(OptbenchError, match=rf"needs a GPU .* on node {node}, which times shape \(1, 16\)"):
-        executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
+    cuda = Job("accuracy", {}, {"device": "cuda"}, 2, "in.npz", "out.json")
+    with pytest.raises(OptbenchError, match=r"CUDA runtime and no node of the Ray cluster has a GPU: add a node"):
+        executor.task_options(PlannedJob("accuracy", 0), cuda)
+    with pytest.raises(OptbenchError, match=rf"CUDA runtime and no node with the {LATENCY_SLOT} resource has a GPU"):
+        executor.task_options(PlannedJob("latency", 0, (1, 16)), dataclasses.replace(cuda, kind="latency"))
     wide = Job("latency", {}, {"device": "cpu"}, 8, "in.npz", "out.json")
     with pytest.raises(OptbenchError, match=r"threads = 8 and no node .* \(the largest has 4\): lower \[bench\]"):
-        executor.task_options(PlannedJob("latency", 0, (1, 32)), wide)
+        _executor(executor.node_resources).task_options(PlannedJob("latency", 0, (1, 32)), wide)
+
+
+def test_a_cuda_job_on_an_executor_started_for_cpu_runtimes_is_refused() -> None:
+    """Its shape's node is picked without a GPU in mind: Ray would keep the job waiting there forever."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    executor = _executor({"a1" * 28: {"CPU": 4.0, "GPU": 1.0, LATENCY_SLOT: 1.0}})
+    cuda = Job("latency", {}, {"device": "cuda"}, 2, "in.npz", "out.json")
+    with pytest.raises(OptbenchError, match=r"latency-1x16-round0-pair0 runs a CUDA runtime .* start it with gpu=True"):
+        executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
 
 
 def test_shapes_are_timed_only_on_nodes_with_cpus_for_every_thread() -> None:
     """A latency node with fewer CPUs than [bench] threads gets no shape: its threads would share cores."""
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    from optbench.executors.ray import LATENCY_SLOT, RayExecutor
     from optbench.job import Job
     from optbench.sweep import PlannedJob
 
-    executor = RayExecutor.__new__(RayExecutor)
     small, large = "a1" * 28, "b2" * 28
-    executor.nodes, executor.shape_nodes = [small, large], {}
-    executor.node_resources = {small: {"CPU": 2.0, LATENCY_SLOT: 1.0}, large: {"CPU": 8.0, LATENCY_SLOT: 1.0}}
+    executor = _executor({small: {"CPU": 2.0, LATENCY_SLOT: 1.0}, large: {"CPU": 8.0, LATENCY_SLOT: 1.0}})
     spec = Job("latency", {}, {"device": "cpu"}, 4, "in.npz", "out.json")
     for shape in [(1, 128), (32, 128), (1, 64)]:
         options = executor.task_options(PlannedJob("latency", 0, shape), spec)
         assert options["scheduling_strategy"].node_id == large and options["num_cpus"] == 8.0
 
 
-def test_a_cluster_with_no_node_for_the_threads_is_refused_before_any_step_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The refusal came with the first latency job, after the steps (fine-tuning included) had run for minutes."""
+def test_shapes_of_a_recipe_with_a_cuda_runtime_are_timed_only_on_nodes_with_a_gpu() -> None:
+    """Every shape times every runtime on one node: a shape pinned (by its CPU runtime's job, the first) to a node
+    without a GPU stopped the run at its CUDA runtime's job, though a node with a GPU was there to time it."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    cpu_node, gpu_node = "a1" * 28, "b2" * 28
+    executor = _executor(
+        {cpu_node: {"CPU": 16.0, LATENCY_SLOT: 1.0}, gpu_node: {"CPU": 8.0, "GPU": 1.0, LATENCY_SLOT: 1.0}}, gpu=True
+    )
+    cpu = Job("latency", {}, {"device": "cpu"}, 4, "in.npz", "out.json")
+    cuda = dataclasses.replace(cpu, runtime={"device": "cuda"})
+    for shape in [(1, 128), (32, 128), (1, 64)]:
+        first = executor.task_options(PlannedJob("latency", 0, shape), cpu)
+        second = executor.task_options(PlannedJob("latency", 1, shape), cuda)
+        assert first["scheduling_strategy"].node_id == second["scheduling_strategy"].node_id == gpu_node
+        assert (first["num_gpus"], second["num_gpus"]) == (0, 1)
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[dict[str, float]]], list[str]]:
+    """Make `ray` a fake whose cluster has nodes of the given resources (no Ray needed), and the recipe's steps
+    fail the test should they run; it returns the calls made to start and stop Ray."""
     calls: list[str] = []
-    fake = types.ModuleType("ray")  # a cluster of one 4-CPU latency node; no Ray needed
-    fake.init = lambda **kwargs: calls.append("init")  # type: ignore[attr-defined]
-    fake.shutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
-    node = {"NodeID": "a1" * 28, "Alive": True, "Resources": {"CPU": 4.0, LATENCY_SLOT: 1.0}}
-    fake.nodes = lambda: [node]  # type: ignore[attr-defined]
-    fake.remote = lambda function: function  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    monkeypatch.setattr(ray_executor, "require_package", lambda *args, **kwargs: None)
+
+    def cluster(resources: list[dict[str, float]]) -> list[str]:
+        fake = types.ModuleType("ray")
+        fake.init = lambda **kwargs: calls.append("init")  # type: ignore[attr-defined]
+        fake.shutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
+        nodes = [{"NodeID": f"{i:02x}" * 28, "Alive": True, "Resources": r} for i, r in enumerate(resources)]
+        fake.nodes = lambda: nodes  # type: ignore[attr-defined]
+        fake.remote = lambda function: function  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "ray", fake)
+        return calls
 
     def run_recipe(*args: Any) -> None:
         raise AssertionError("the recipe's steps ran on a cluster that cannot time them")
 
+    monkeypatch.setattr(ray_executor, "require_package", lambda *args, **kwargs: None)
     monkeypatch.setattr(pipeline, "run_recipe", run_recipe)
-    recipe = write_recipe(
-        tmp_path, tmp_path / "model", tmp_path / "reviews.csv", bench=BENCH.replace("threads = 1", "threads = 8")
-    )
+    return cluster
+
+
+def _run_on_ray(tmp_path: Path, bench: str) -> int:
+    recipe = write_recipe(tmp_path, tmp_path / "model", tmp_path / "reviews.csv", bench=bench)
     folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
-    code = main(["run", str(recipe), *folders, "--executor", "ray"])
+    return main(["run", str(recipe), *folders, "--executor", "ray"])
+
+
+def test_a_cluster_with_no_node_for_the_threads_is_refused_before_any_step_runs(
+    tmp_path: Path, fake_cluster: Callable[[list[dict[str, float]]], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal came with the first latency job, after the steps (fine-tuning included) had run for minutes."""
+    calls = fake_cluster([{"CPU": 4.0, LATENCY_SLOT: 1.0}])
+    code = _run_on_ray(tmp_path, BENCH.replace("threads = 1", "threads = 8"))
     assert code != 0 and calls == ["init", "shutdown"]  # Ray let go at once
     assert (
         "[bench] threads = 8 and no node with the optbench_latency resource has that many CPUs (the largest has 4): "
         "lower [bench] threads, or give the optbench_latency resource to a node with 8 CPUs or more"
     ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("resources", "threads", "missing"),
+    [
+        ([{"CPU": 8.0, LATENCY_SLOT: 1.0}], 1, "no node with the optbench_latency resource has a GPU: "),
+        (  # a GPU, but on a node that times no latency
+            [{"CPU": 8.0, LATENCY_SLOT: 1.0}, {"CPU": 8.0, "GPU": 1.0}],
+            1,
+            "no node with the optbench_latency resource has a GPU: ",
+        ),
+        (
+            [{"CPU": 8.0, LATENCY_SLOT: 1.0}, {"CPU": 2.0, "GPU": 1.0, LATENCY_SLOT: 1.0}],
+            4,
+            "no node with the optbench_latency resource has a GPU and that many CPUs (the largest with a GPU has 2): ",
+        ),
+    ],
+)
+def test_a_cluster_with_no_gpu_node_for_a_cuda_runtime_is_refused_before_any_step_runs(
+    tmp_path: Path,
+    fake_cluster: Callable[[list[dict[str, float]]], list[str]],
+    capsys: pytest.CaptureFixture[str],
+    resources: list[dict[str, float]],
+    threads: int,
+    missing: str,
+) -> None:
+    """The refusal came with the first CUDA job, after the steps (fine-tuning included) had run for minutes."""
+    calls = fake_cluster(resources)
+    bench = BENCH.replace("threads = 1", f"threads = {threads}")
+    code = _run_on_ray(tmp_path, f'{bench}runtimes = ["torch", {{name = "torch", device = "cuda"}}]\n')
+    assert code != 0 and calls == ["init", "shutdown"]  # Ray let go at once
+    err = capsys.readouterr().err
+    assert missing in err
+    assert f"give the optbench_latency resource to a node with a GPU and {threads} CPUs or more" in err

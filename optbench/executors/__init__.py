@@ -9,9 +9,10 @@ from optbench.sweep import Executor
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(name: str, address: str | None = None, threads: int = 1) -> Executor:
+def make_executor(name: str, address: str | None = None, threads: int = 1, gpu: bool = False) -> Executor:
     """The executor called `name`; `address` is the Ray cluster's (ray only; default: start a local runtime).
-    `threads` is the recipe's [bench] threads: Ray refuses at once a cluster with no node to time them on."""
+    `threads` is the recipe's [bench] threads and `gpu` whether it has a CUDA runtime: Ray refuses at once a
+    cluster with no node to time them on (one with a GPU, for `gpu`)."""
     if name == "local":
         if address:
             raise OptbenchError("--address is the Ray cluster's: use it with --executor ray")
@@ -22,5 +23,5 @@ def make_executor(name: str, address: str | None = None, threads: int = 1) -> Ex
     if name == "ray":
         from optbench.executors.ray import RayExecutor
 
-        return RayExecutor(address, threads=threads)
+        return RayExecutor(address, threads=threads, gpu=gpu)
     raise OptbenchError(f"unknown executor {name!r}: use one of {list(EXECUTORS)}")

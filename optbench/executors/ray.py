@@ -6,8 +6,9 @@ Every job still runs in a fresh process: its task starts it on the node with `ru
 - Latency jobs ask for every CPU of their node and its one `optbench_latency` slot, so a node times one
   job at a time with no accuracy job beside it. Each shape is pinned to one node: its rounds, every
   variant and the reference its speedups are taken against are measured on the same machine, in plan
-  order (a CUDA runtime's job on a node without a GPU is refused). Only nodes with `[bench] threads` CPUs time
-  latency; a cluster with none is refused as the executor starts, before any step runs.
+  order. Only nodes with `[bench] threads` CPUs time latency, and when the recipe has a CUDA runtime only
+  those of them with a GPU (every shape times every runtime). A cluster with no such node is refused as
+  the executor starts, before any step runs; such a node also fits every accuracy job.
 - Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
 Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
 tokenized inputs travel with the tasks and the logits come back with the results.
@@ -47,9 +48,12 @@ class RayExecutor:
 
     runs_here = False  # each result carries its node's fingerprint instead
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, threads: int = 1, gpu: bool = False
+    ) -> None:
         """Start (or join) Ray and refuse, before any job runs, a cluster with no latency node that has
-        `threads` CPUs (the recipe's [bench] threads): every run times latency."""
+        `threads` CPUs (the recipe's [bench] threads) and, when `gpu` (the recipe has a CUDA runtime), a GPU:
+        every run times latency, and that node fits every accuracy job too."""
         require_package("ray", needed_for="--executor ray", install=INSTALL)
         import ray
 
@@ -79,8 +83,9 @@ class RayExecutor:
                 f"no node of the Ray cluster at {address} offers the {LATENCY_SLOT} resource: start every node "
                 f"with ray start ... --resources='{{\"{LATENCY_SLOT}\": 1}}' (one latency job per node at a time)"
             )
+        self.gpu = gpu
         try:
-            self.timing_nodes(threads)
+            self.fitting_nodes(threads, gpu, latency=True)
         except OptbenchError:
             ray.shutdown()
             raise
@@ -103,54 +108,59 @@ class RayExecutor:
         return ref
 
     def task_options(self, job: PlannedJob, spec: Job) -> dict[str, Any]:
-        """What the job's Ray task asks for: `threads` CPUs for an accuracy job; for a latency job every CPU of
-        the node its shape is pinned to, and the node's latency slot. A request no node can meet is refused:
-        Ray would keep it waiting, without a word, for a node that never comes."""
+        """What the job's Ray task asks for: `threads` CPUs (and a GPU for a CUDA runtime) for an accuracy job;
+        for a latency job every CPU of the node its shape is pinned to, and the node's latency slot. A request
+        no node can meet is refused: Ray would keep it waiting, without a word, for a node that never comes."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        gpus = 1 if spec.runtime.get("device") == "cuda" else 0
+        gpu = spec.runtime.get("device") == "cuda"
+        if gpu and not self.gpu:  # its shape's node may have been picked without a GPU
+            raise OptbenchError(
+                f"{job.key} runs a CUDA runtime on a Ray executor started for CPU runtimes: start it with "
+                "gpu=True (make_executor(..., gpu=True)), which places the shapes on nodes with a GPU"
+            )
         options: dict[str, Any] = {
             "num_cpus": spec.threads,
-            "num_gpus": gpus,
+            "num_gpus": int(gpu),
             "max_retries": 0,  # a job that dies is recorded as failed, not silently run again
         }
         if job.kind == "latency":
             node = self._shape_node(job, spec.threads)
-            resources = self.node_resources[node]
-            if resources.get("GPU", 0) < gpus:
-                raise OptbenchError(
-                    f"{job.key} needs a GPU (a CUDA runtime) on node {node}, which times shape {job.shape} and has "
-                    f"none: give the {LATENCY_SLOT} resource only to nodes with a GPU"
-                )
-            options["num_cpus"] = resources.get("CPU", 1.0)  # nothing else runs on the node while it is timed
+            options["num_cpus"] = self.node_resources[node].get("CPU", 1.0)  # nothing else runs on it while timed
             options["resources"] = {LATENCY_SLOT: 1}
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        elif not any(r.get("CPU", 0) >= spec.threads and r.get("GPU", 0) >= gpus for r in self.node_resources.values()):
-            largest = max(r.get("CPU", 0) for r in self.node_resources.values())
-            raise OptbenchError(
-                f"{job.key} asks Ray for {spec.threads} CPUs{' and a GPU' if gpus else ''} and no node of the cluster "
-                f"has them (the largest has {largest:g} CPUs): lower [bench] threads"
-                f"{', or add a node with a GPU' if gpus else ''}"
-            )
+        else:
+            self.fitting_nodes(spec.threads, gpu, latency=False)
         return options
 
-    def timing_nodes(self, threads: int) -> list[str]:
-        """The latency nodes with `threads` CPUs or more (fewer, and the threads would share cores: the timings
-        would measure that); none is an error."""
-        fitting = [n for n in self.nodes if self.node_resources[n].get("CPU", 0) >= threads]
-        if not fitting:
-            largest = max(self.node_resources[n].get("CPU", 0) for n in self.nodes)
+    def fitting_nodes(self, threads: int, gpu: bool, latency: bool) -> list[str]:
+        """The nodes with `threads` CPUs or more, and a GPU if `gpu`: among the latency nodes for a latency job
+        (with fewer CPUs its threads would share cores, and the timings would measure that), else among all.
+        None is an error naming what is missing."""
+        nodes = self.nodes if latency else sorted(self.node_resources)
+        with_gpu = [n for n in nodes if self.node_resources[n].get("GPU", 0) >= gpu]
+        fitting = [n for n in with_gpu if self.node_resources[n].get("CPU", 0) >= threads]
+        if fitting:
+            return fitting
+        where = f"with the {LATENCY_SLOT} resource" if latency else "of the Ray cluster"
+        need = f"{'a GPU and ' if gpu else ''}{threads} CPUs or more"
+        fix = f"give the {LATENCY_SLOT} resource to a node with {need}" if latency else f"add a node with {need}"
+        if not with_gpu:
             raise OptbenchError(
-                f"[bench] threads = {threads} and no node with the {LATENCY_SLOT} resource has that many CPUs "
-                f"(the largest has {largest:g}): lower [bench] threads, or give the {LATENCY_SLOT} resource to a "
-                f"node with {threads} CPUs or more"
+                f"[bench] runtimes has a CUDA runtime and no node {where} has a GPU: {fix}, or drop the CUDA "
+                "runtimes from [bench] runtimes"
             )
-        return fitting
+        largest = max(self.node_resources[n].get("CPU", 0) for n in with_gpu)
+        raise OptbenchError(
+            f"[bench] threads = {threads} and no node {where} has {'a GPU and ' if gpu else ''}that many CPUs "
+            f"(the largest{' with a GPU' if gpu else ''} has {largest:g}): lower [bench] threads, or {fix}"
+        )
 
     def _shape_node(self, job: PlannedJob, threads: int) -> str:
-        """The node that times every job of `job`'s shape: the shapes go to the timing nodes in turn."""
+        """The node that times every job of `job`'s shape: the shapes go to the fitting latency nodes in turn,
+        those with a GPU when the recipe has a CUDA runtime (every shape times every runtime)."""
         if job.shape not in self.shape_nodes:
-            fitting = self.timing_nodes(threads)
+            fitting = self.fitting_nodes(threads, self.gpu, latency=True)
             self.shape_nodes[job.shape] = fitting[len(self.shape_nodes) % len(fitting)]
         return self.shape_nodes[job.shape]
 
