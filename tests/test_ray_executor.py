@@ -300,4 +300,7 @@ def test_a_cluster_with_no_gpu_node_for_a_cuda_runtime_is_refused_before_any_ste
     assert code != 0 and calls == ["init", "shutdown"]  # Ray let go at once
     err = capsys.readouterr().err
     assert missing in err
-    assert f"give the optbench_latency resource to a node with a GPU and {threads} CPUs or more" in err
+    assert (
+        f"give the optbench_latency resource to a node with a GPU and {threads} CPU{'s' if threads > 1 else ''} or more"
+        in err
+    )

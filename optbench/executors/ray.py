@@ -143,7 +143,7 @@ class RayExecutor:
         if fitting:
             return fitting
         where = f"with the {LATENCY_SLOT} resource" if latency else "of the Ray cluster"
-        need = f"{'a GPU and ' if gpu else ''}{threads} CPUs or more"
+        need = f"{'a GPU and ' if gpu else ''}{threads} CPU{'s' if threads > 1 else ''} or more"
         fix = f"give the {LATENCY_SLOT} resource to a node with {need}" if latency else f"add a node with {need}"
         if not with_gpu:
             raise OptbenchError(
