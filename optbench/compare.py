@@ -23,6 +23,7 @@ from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report
+from optbench.table import missing
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -48,7 +49,7 @@ def _columns(low: str, high: str) -> Callable[[pd.Series], tuple[float, float]]:
 def _speedup_interval(row: pd.Series) -> tuple[float, float]:
     """speedup_p50's interval as the gate has it: what the row's and the reference's p50 intervals allow
     (`compare` adds the reference's as speedup_vs); the row's own p50 interval where the reference is absent."""
-    if not _missing(row["speedup_vs_ci_low"]):
+    if not missing(row["speedup_vs_ci_low"]):
         return row["speedup_vs_ci_low"], row["speedup_vs_ci_high"]
     reference = row["speedup_p50"] * row["p50_ms"]
     return ratio_interval((reference, reference), (row["p50_ci_low"], row["p50_ci_high"]))
@@ -175,13 +176,13 @@ def _check_key(check: Check) -> tuple[str, ...]:
 def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     """[figure, a, b, change %, mark, why] for one figure of one matched row."""
     before, after = a[figure.column], b[figure.column]
-    if _missing(before) or _missing(after):
+    if missing(before) or missing(after):
         return [figure.column, before, after, None, "not comparable", "not measured on both sides"]
     change = 100 * (after - before) / before if before else None  # no percentage of a zero
     (a_low, a_high), (b_low, b_high) = figure.interval(a), figure.interval(b)
     floor = figure.tolerance_pct
     if figure.timing:
-        floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not _missing(x)), 0.0)
+        floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not missing(x)), 0.0)
     if after == before:
         return [figure.column, before, after, change, "not significant", "unchanged"]
     if a_low <= b_high and b_low <= a_high:
@@ -192,10 +193,6 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
         return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
     better = (after < before) == figure.lower_is_better
     return [figure.column, before, after, change, "better" if better else "worse", ""]
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
@@ -219,7 +216,7 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
 
 
 def _cell(column: str, value: object) -> str:
-    if _missing(value):
+    if missing(value):
         return "-"
     if column == "change_pct":
         return f"{value:+.1f}%"

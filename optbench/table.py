@@ -49,7 +49,8 @@ def sort_key(column: pd.Series) -> pd.Series:
     return column.astype(str) if column.name != "batch_size" else column
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """None or NaN: a figure the report does not have."""
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 
@@ -131,7 +132,7 @@ def within_noise(speedup: float, noise_floor_pct: float) -> bool:
 
 def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:
     """A speedup as 2.10x, or ~1.05x when it is within the A/A noise floor (None or NaN: no floor measured)."""
-    within = not _missing(noise_floor_pct) and within_noise(speedup, noise_floor_pct)
+    within = not missing(noise_floor_pct) and within_noise(speedup, noise_floor_pct)
     return f"{'~' if within else ''}{speedup:.2f}x"
 
 
@@ -145,15 +146,15 @@ def format_cell(column: str, row: pd.Series) -> str:
     """One table cell as people read it: accuracy to 4 places, the drop with its interval, speedups as 2.10x
     (~1.05x within the run's A/A noise floor)."""
     value = row[column]
-    if _missing(value):
+    if missing(value):
         return "-"
-    if column == "variant" and not _missing(row.get("peer")) and bool(row["peer"]):
+    if column == "variant" and not missing(row.get("peer")) and bool(row["peer"]):
         return f"{value} (peer)"
     if column == "accuracy":
         return f"{value:.4f}"
     if column == "accuracy_drop":
         low, high = row["accuracy_drop_ci_low"], row["accuracy_drop_ci_high"]
-        interval = "" if _missing(low) or (low == high == value) else f" [{low:+.2f}, {high:+.2f}]"
+        interval = "" if missing(low) or (low == high == value) else f" [{low:+.2f}, {high:+.2f}]"
         return f"{value:+.2f}{interval}"
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
