@@ -286,6 +286,9 @@ def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
         ("[bench]\nseq_lens = 128", "runtimes and seq_lens must be lists"),
         ("[bench]\nbatch_sizes = [0]", r"batch_sizes \[0\] are not positive integers"),
         ("[bench]\nbatch_sizes = [1, -4]", r"batch_sizes \[-4\] are not positive integers"),
+        # a repeated shape's jobs share one key: its stored timings would be pooled twice (intervals too narrow)
+        ("[bench]\nbatch_sizes = [8, 1, 8]", r"\[bench\] batch_sizes lists \[8\] more than once: drop the repeats"),
+        ('[bench]\nseq_lens = [16, "data", 16, "data"]', r"seq_lens lists \[16, 'data'\] more than once"),
         ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of int"),
         ('[bench]\nbatch_sizes = ["8"]', "batch_sizes .* has the wrong type"),
         ("[bench]\nthreads = 0", "threads=0"),
