@@ -33,6 +33,9 @@ HF_FILES = (
     "spm.model",
     "sentencepiece.bpe.model",
 )
+# the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
+# tokenizer of the special tokens alone, which reads every word as [UNK]
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
@@ -184,7 +187,8 @@ def content_hash(folder: Path) -> str:
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
-    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint."""
+    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
+    weights and a tokenizer vocabulary)."""
     if folder.is_file():
         raise OptbenchError(
             f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
@@ -211,6 +215,11 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
             "save the model with save_pretrained() and point optbench at that folder"
+        )
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise OptbenchError(
+            f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
+            "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
     return config
 
