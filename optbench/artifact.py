@@ -211,6 +211,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         raise OptbenchError(
             f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
         )
+    _check_label_map(config, config_path)
     if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
@@ -222,6 +223,25 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
     return config
+
+
+def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse an id2label that is not an object of the ids 0..n-1 (transformers cannot load a list, and a gap
+    leaves a label without an output), or that disagrees with num_labels (transformers sizes the head by one
+    or the other, as its version decides)."""
+    id2label, count = config.get("id2label"), config.get("num_labels")
+    if not id2label:
+        return
+    if not isinstance(id2label, dict) or {str(k) for k in id2label} != {str(i) for i in range(len(id2label))}:
+        problem = f"id2label = {id2label!r} is not an object of label ids 0 to {len(id2label) - 1}"
+    elif count is not None and count != len(id2label):
+        problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
+    else:
+        return
+    raise OptbenchError(
+        f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
+        "per output of the classifier, and num_labels as their count (or leave it out)"
+    )
 
 
 def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:

@@ -123,6 +123,27 @@ def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabul
 
 
 @pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
+        (
+            {"id2label": {"0": "neg", "2": "pos"}},
+            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
+        ),
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+    ],
+)
+def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """transformers fails to load these (a list, a gap) or sizes the head by num_labels: refused before any step."""
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}.*: write id2label as"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
     ("config", "names"),
     [
         ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
