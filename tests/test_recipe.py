@@ -234,6 +234,26 @@ def test_unknown_step_lists_the_known_steps(tmp_path: Path) -> None:
     assert "'finetune'" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ('[[steps]]\nname = "quantise-dynamic"', "; did you mean 'quantize-dynamic'?"),
+        ('[[steps]]\nname = "ONNX"', "; did you mean 'onnx'?"),
+        ('[[steps]]\nname = "quantize"', "; did you mean 'quantize-static' or 'quantize-dynamic'?"),
+        ("[bench]\nbatchsizes = [1]", "; did you mean 'batch_sizes'?"),
+        ("[bench]\nbatch_size = [1]\nseq_len = [16]", "; did you mean 'batch_sizes' or 'seq_lens'?"),
+        ('[bench]\nruntimes = ["onnx-runtime"]', "; did you mean 'onnxruntime'?"),
+        ('[[steps]]\nname = "sparsify-magic"', "known steps are ['distill', 'finetune', 'onnx', 'peer-optimum', "),
+    ],
+)
+def test_a_misspelt_name_is_answered_with_the_one_meant(tmp_path: Path, text: str, suggestion: str) -> None:
+    """Beside the list of what is known, the error names the likely intended name (none when nothing is close)."""
+    with pytest.raises(OptbenchError) as info:
+        load_recipe(write_recipe(tmp_path, text))
+    assert str(info.value).endswith(suggestion if "did you" in suggestion else "]")
+    assert suggestion in str(info.value)
+
+
 def test_step_without_a_name(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="unknown step None"):
         load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
