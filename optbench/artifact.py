@@ -33,6 +33,9 @@ HF_FILES = (
     "spm.model",
     "sentencepiece.bpe.model",
 )
+# the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
+# tokenizer of the special tokens alone, which reads every word as [UNK]
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
@@ -184,7 +187,8 @@ def content_hash(folder: Path) -> str:
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
-    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint."""
+    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
+    weights and a tokenizer vocabulary)."""
     if folder.is_file():
         raise OptbenchError(
             f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
@@ -207,12 +211,37 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         raise OptbenchError(
             f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
         )
+    _check_label_map(config, config_path)
     if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
             "save the model with save_pretrained() and point optbench at that folder"
         )
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise OptbenchError(
+            f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
+            "tokenizer into it too (tokenizer.save_pretrained(folder))"
+        )
     return config
+
+
+def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse an id2label that is not an object of the ids 0..n-1 (transformers cannot load a list, and a gap
+    leaves a label without an output), or that disagrees with num_labels (transformers sizes the head by one
+    or the other, as its version decides)."""
+    id2label, count = config.get("id2label"), config.get("num_labels")
+    if not id2label:
+        return
+    if not isinstance(id2label, dict) or {str(k) for k in id2label} != {str(i) for i in range(len(id2label))}:
+        problem = f"id2label = {id2label!r} is not an object of label ids 0 to {len(id2label) - 1}"
+    elif count is not None and count != len(id2label):
+        problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
+    else:
+        return
+    raise OptbenchError(
+        f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
+        "per output of the classifier, and num_labels as their count (or leave it out)"
+    )
 
 
 def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:

@@ -60,6 +60,11 @@ class BenchConfig:
             raise OptbenchError(f"[bench] batch_sizes {bad} are not positive integers")
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
+        for key, values in (("batch_sizes", self.batch_sizes), ("seq_lens", self.seq_lens)):
+            # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
+            repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
+            if repeated:
+                raise OptbenchError(f"[bench] {key} lists {repeated} more than once: drop the repeats")
         if self.threads < 1 or self.max_batches < 1 or self.rounds < 1:
             raise OptbenchError(
                 f"[bench] threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} "

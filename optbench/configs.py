@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 
 T = TypeVar("T")
 
@@ -49,7 +49,9 @@ def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
     """Refuse keys a table does not know, naming the ones it does (a typo must not pass silently)."""
     unknown = sorted(set(table) - set(known))
     if unknown:
-        raise OptbenchError(f"unknown key(s) {unknown} in {where}: known keys are {known}")
+        raise OptbenchError(
+            f"unknown key(s) {unknown} in {where}: known keys are {known}{did_you_mean(unknown, known)}"
+        )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 f"dataset {config.source}: column(s) {nested} hold lists or objects: give one text and one label "
                 "per row (multi-label data is not supported)"
             )
-    frame = _clean(frame, text_column, label_column)
+    frame = _clean(frame, text_column, label_column, config.source)
     for option, column in (("split_column", split_column), ("group_column", group_column)):
         empty = int(frame[column].isna().sum()) if column else 0
         if empty:  # a missing group would hash as one shared key, a missing split is no split
@@ -136,7 +136,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
     else:
         keys = frame[group_column].astype(str) if group_column else _text_key(frame[text_column])
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
-    label_names = _label_names(frame[label_column])
+    label_names = _label_names(frame[label_column], config.source)
     index = {name: i for i, name in enumerate(label_names)}
     label_ids = frame[label_column].astype(str).map(index).to_numpy(dtype=np.int64)
     texts = frame[text_column].tolist()
@@ -203,15 +203,19 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     if not path.is_file():
         raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
+    if suffix not in READ_FIXES:
+        raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
-            return pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
+            frame = pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
+        else:
+            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = (_bad_json_line(path) if suffix == ".jsonl" else None) or " ".join(str(exc).split())
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
-    raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
+    if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
+        raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
+    return frame
 
 
 def _bad_json_line(path: Path) -> str | None:
@@ -232,7 +236,7 @@ def _bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
+def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:
     """Drop empty rows, exact duplicates, and texts that appear with conflicting labels, saying how many."""
     rows = len(frame)
     frame = frame.dropna(subset=[text_column, label_column])
@@ -242,6 +246,11 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str) -> pd.DataF
         frame = frame.assign(**{label_column: labels.astype(np.int64)})
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
     frame = frame.assign(**{text_column: frame[text_column].astype(str)})
+    if frame.empty:
+        raise OptbenchError(
+            f"dataset {source}: none of its {rows} rows has both a text ({text_column!r}) and a label "
+            f"({label_column!r}): fill them in, or name the columns that hold them (text_column, label_column)"
+        )
     if len(frame) < rows:
         log.warning("dropping %d row(s) with an empty text or label", rows - len(frame))
     key = _text_key(frame[text_column])
@@ -262,12 +271,13 @@ def _text_key(texts: pd.Series) -> pd.Series:
     return texts.str.split().str.join(" ")
 
 
-def _label_names(labels: pd.Series) -> list[str]:
+def _label_names(labels: pd.Series, source: str) -> list[str]:
     """Label names in their natural order: numeric when every label is an integer, else alphabetical."""
     values = sorted(set(labels.astype(str)))
     if len(values) < 2:
         raise OptbenchError(
-            f"the label column holds {len(values)} distinct value(s) {values}: a classifier needs 2 or more"
+            f"dataset {source}: the label column {labels.name!r} holds {len(values)} distinct value(s) {values}: a "
+            "classifier needs 2 or more; give rows of at least two labels"
         )
     if all(v.lstrip("-").isdigit() for v in values):
         values.sort(key=int)

@@ -1,5 +1,7 @@
 """Errors that reach the user as one line and exit code 2."""
 
+import difflib
+from collections.abc import Iterable
 from importlib import metadata
 
 
@@ -22,3 +24,22 @@ def require_package(package: str, *, needed_for: str, install: str) -> metadata.
         return metadata.distribution(package)
     except metadata.PackageNotFoundError as exc:
         raise OptbenchError(f"{needed_for} needs the {package} package: {install}") from exc
+
+
+def did_you_mean(names: Iterable[object], known: Iterable[str]) -> str:
+    """`; did you mean 'quantize-dynamic'?`, to end an error that lists the known names: for each unknown name, the
+    known ones closest to it (letter case aside; as close within 0.05 of similarity, so `quantize` gets both
+    quantize steps); "" when none is close."""
+    by_lower = {name.lower(): name for name in known}
+    close = []
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        similarity = {k: difflib.SequenceMatcher(None, name.lower(), k).ratio() for k in by_lower}
+        best = max(similarity.values(), default=0.0)
+        close += [
+            by_lower[k]
+            for k in sorted(similarity, key=similarity.get, reverse=True)
+            if similarity[k] >= max(0.6, best - 0.05)
+        ]
+    return f"; did you mean {' or '.join(repr(name) for name in dict.fromkeys(close))}?" if close else ""

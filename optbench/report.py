@@ -292,10 +292,20 @@ def read_report(path: Path) -> Report | None:
             "use the optbench release that wrote it, or re-run the recipe"
         )
     try:
-        return Report.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        what = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-        raise OptbenchError(f"{path} is a damaged report ({what}): re-run the recipe that wrote it") from exc
+        report = Report.from_dict(data)
+        report.rows()  # reads every section a table, compare or gate reads: one of the wrong shape fails here
+    except (KeyError, TypeError, ValueError, AttributeError, OptbenchError) as exc:
+        raise OptbenchError(f"{path} is a damaged report ({_damage(exc)}): re-run the recipe that wrote it") from exc
+    return report
+
+
+def _damage(exc: Exception) -> str:
+    """What is wrong with a report, from the error reading it raised."""
+    if isinstance(exc, KeyError):
+        return f"missing {exc}"
+    if isinstance(exc, OptbenchError):  # a record's own check, which names the problem
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 FAILURES_FILE = "failures.json"

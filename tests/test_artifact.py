@@ -12,7 +12,9 @@ import pytest
 
 from optbench import atomic
 from optbench.artifact import (
+    HF_FILES,
     MANIFEST,
+    VOCABULARY_FILES,
     ModelArtifact,
     StepRecord,
     content_hash,
@@ -101,8 +103,44 @@ def test_read_hf_config_without_weights(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
 def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": b'{"a": 1}', weights: b"w"})
+    folder = write_files(tmp_path / "m", {"config.json": b'{"a": 1}', weights: b"w", "vocab.txt": b"a"})
     assert read_hf_config(folder) == {"a": 1}
+
+
+def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
+    """Without one, transformers builds a tokenizer of the special tokens alone that reads every word as [UNK]."""
+    files = {"config.json": b"{}", "model.safetensors": b"w", "tokenizer_config.json": b"{}"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=r"has no tokenizer vocabulary \(tokenizer\.json, vocab\.txt, .*save the "):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
+def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
+    assert vocabulary in HF_FILES  # carried along with the model by every step
+    folder = write_files(tmp_path / "m", {"config.json": b"{}", "model.safetensors": b"w", vocabulary: b"v"})
+    assert read_hf_config(folder) == {}
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
+        (
+            {"id2label": {"0": "neg", "2": "pos"}},
+            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
+        ),
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+    ],
+)
+def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """transformers fails to load these (a list, a gap) or sizes the head by num_labels: refused before any step."""
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}.*: write id2label as"):
+        read_hf_config(folder)
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,16 @@ def test_unreadable_model_folder(tmp_path: Path, reviews_csv: Path, capsys) -> N
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "is not valid JSON")
 
 
+def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):  # model.save_pretrained() alone
+        (model / name).write_bytes((tiny_classifier / name).read_bytes())
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "has no tokenizer vocabulary")
+    assert not (tmp_path / "results").exists()
+
+
 def test_dataset_without_the_named_columns(tmp_path: Path, tiny_classifier: Path, make_csv, capsys) -> None:
     data = make_csv({"sentence": ["a", "b"], "label": ["x", "y"]})
     recipe = write_recipe(tmp_path, tiny_classifier, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -301,8 +302,33 @@ def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option
 
 
 def test_single_label_value_is_refused(make_csv: MakeCsv) -> None:
-    with pytest.raises(OptbenchError, match=r"1 distinct value\(s\) \['pos'\].*2 or more"):
-        load_dataset(DatasetConfig(source=str(make_csv(_rows(100, ("pos",))))))
+    path = make_csv(_rows(100, ("pos",)))
+    with pytest.raises(
+        OptbenchError, match=rf"dataset {re.escape(str(path))}: .*1 distinct value\(s\) \['pos'\].*2 or more"
+    ):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("header.csv", "text,label\n", "has no rows: save it as UTF-8 CSV"),
+        ("empty.jsonl", "", "has no rows: save it as UTF-8 JSON Lines"),
+        ("blank-lines.jsonl", "\n\n", "has no rows: save it as UTF-8 JSON Lines"),
+        ("empty.json", "[]", "has no rows: save it as UTF-8 JSON"),
+        ("no-texts.csv", "text,label\n,pos\n  ,neg\n", r"none of its 2 rows has both a text \('text'\) and a label"),
+        (
+            "no-labels.jsonl",
+            '{"text": "a", "label": null}\n',
+            r"none of its 1 rows has both a text \('text'\) and a label",
+        ),
+    ],
+)
+def test_a_file_without_a_usable_row_is_refused_by_name(tmp_path: Path, name: str, content: str, problem: str) -> None:
+    """Not as a file without columns, nor as a label column of 0 distinct values."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(OptbenchError, match=rf"^dataset {re.escape(str(tmp_path / name))}:? {problem}"):
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
 
 
 def test_empty_split_is_refused(make_csv: MakeCsv) -> None:

@@ -234,6 +234,26 @@ def test_unknown_step_lists_the_known_steps(tmp_path: Path) -> None:
     assert "'finetune'" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ('[[steps]]\nname = "quantise-dynamic"', "; did you mean 'quantize-dynamic'?"),
+        ('[[steps]]\nname = "ONNX"', "; did you mean 'onnx'?"),
+        ('[[steps]]\nname = "quantize"', "; did you mean 'quantize-static' or 'quantize-dynamic'?"),
+        ("[bench]\nbatchsizes = [1]", "; did you mean 'batch_sizes'?"),
+        ("[bench]\nbatch_size = [1]\nseq_len = [16]", "; did you mean 'batch_sizes' or 'seq_lens'?"),
+        ('[bench]\nruntimes = ["onnx-runtime"]', "; did you mean 'onnxruntime'?"),
+        ('[[steps]]\nname = "sparsify-magic"', "known steps are ['distill', 'finetune', 'onnx', 'peer-optimum', "),
+    ],
+)
+def test_a_misspelt_name_is_answered_with_the_one_meant(tmp_path: Path, text: str, suggestion: str) -> None:
+    """Beside the list of what is known, the error names the likely intended name (none when nothing is close)."""
+    with pytest.raises(OptbenchError) as info:
+        load_recipe(write_recipe(tmp_path, text))
+    assert str(info.value).endswith(suggestion if "did you" in suggestion else "]")
+    assert suggestion in str(info.value)
+
+
 def test_step_without_a_name(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="unknown step None"):
         load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
@@ -286,6 +306,9 @@ def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
         ("[bench]\nseq_lens = 128", "runtimes and seq_lens must be lists"),
         ("[bench]\nbatch_sizes = [0]", r"batch_sizes \[0\] are not positive integers"),
         ("[bench]\nbatch_sizes = [1, -4]", r"batch_sizes \[-4\] are not positive integers"),
+        # a repeated shape's jobs share one key: its stored timings would be pooled twice (intervals too narrow)
+        ("[bench]\nbatch_sizes = [8, 1, 8]", r"\[bench\] batch_sizes lists \[8\] more than once: drop the repeats"),
+        ('[bench]\nseq_lens = [16, "data", 16, "data"]', r"seq_lens lists \[16, 'data'\] more than once"),
         ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of int"),
         ('[bench]\nbatch_sizes = ["8"]', "batch_sizes .* has the wrong type"),
         ("[bench]\nthreads = 0", "threads=0"),

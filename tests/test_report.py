@@ -87,12 +87,23 @@ def test_version_1_reports_read_with_an_unknown_noise_floor(tmp_path: Path) -> N
         lambda d: d["measurements"][0].pop("batch_size"),
         lambda d: d["measurements"][0].update(unexpected=1),
         lambda d: d.update(accuracy=None),
+        # sections of the wrong shape, read only when a table is made: refused when the file is read
+        lambda d: d.update(artifact="baseline"),
+        lambda d: d["artifact"].pop("variant"),
+        lambda d: d["artifact"].update(lineage=["onnx"]),
+        lambda d: d.update(runtime=["torch"]),
+        lambda d: d["runtime"].pop("device"),
+        lambda d: d["runtime"].update(name="jax"),
+        lambda d: d.update(environment=None),
+        lambda d: d.update(workload=None),
+        lambda d: d.update(measurements="none"),
+        lambda d: d.update(measurements=["none"]),
     ],
 )
 def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
     path = write_report(make_report(), tmp_path)
     _rewrite(path, damage)
-    with pytest.raises(OptbenchError):
+    with pytest.raises(OptbenchError, match=rf"{re.escape(str(path))} is a damaged report \(.*\): re-run the recipe"):
         read_report(path)
 
 

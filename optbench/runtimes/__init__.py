@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.measure import Clock
 
 DEVICES = ("cpu", "cuda")
@@ -43,7 +43,8 @@ class RuntimeSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or self.name not in ENGINES:  # a list is unhashable
-            raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(ENGINES)}")
+            hint = did_you_mean([self.name], ENGINES)
+            raise OptbenchError(f"unknown runtime {self.name!r}: known runtimes are {sorted(ENGINES)}{hint}")
         if self.device not in DEVICES:
             raise OptbenchError(f"unknown device {self.device!r} for runtime {self.name}: use one of {list(DEVICES)}")
         if self.precision not in PRECISIONS:

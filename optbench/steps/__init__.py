@@ -23,7 +23,7 @@ from optbench.artifact import MANIFEST, QUANTIZATION_FILE, ModelArtifact, conten
 from optbench.configs import config_from_dict, config_to_dict
 from optbench.data import LabelledData
 from optbench.environment import installed_version
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers import optimum as peer_optimum
 from optbench.peers import torchao as peer_torchao
 from optbench.steps import distill, finetune, onnx, prune, quantize, tensorrt
@@ -76,7 +76,9 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
     table = dict(table)
     name = table.pop("name", None)
     if not isinstance(name, str) or name not in STEPS:  # a list is unhashable: no `in` on a dict
-        raise OptbenchError(f"unknown step {name!r} in {where}: known steps are {sorted(STEPS)}")
+        raise OptbenchError(
+            f"unknown step {name!r} in {where}: known steps are {sorted(STEPS)}{did_you_mean([name], STEPS)}"
+        )
     label = table.pop("label", None)
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
         raise OptbenchError(
