@@ -223,13 +223,13 @@ def test_two_runs_of_one_step_sharing_a_cache_keep_their_own_work(
     written, published = threading.Event(), threading.Event()
 
     def slow(config, artifact, data, out_dir: Path) -> ModelArtifact:
-        (out_dir / "model.safetensors").write_bytes(b"weights")
+        (out_dir / "model.safetensors").write_bytes(b"slow weights")  # told apart from the output kept
         written.set()
         published.wait(timeout=60)  # the other run publishes meanwhile
         return artifact.derive(out_dir, step="finetune", config={}, format="hf", details={})
 
     def fast(config, artifact, data, out_dir: Path) -> ModelArtifact:
-        (out_dir / "model.safetensors").write_bytes(b"weights")
+        (out_dir / "model.safetensors").write_bytes(b"fast weights")
         return artifact.derive(out_dir, step="finetune", config={}, format="hf", details={})
 
     outcome: list[object] = []
@@ -251,6 +251,7 @@ def test_two_runs_of_one_step_sharing_a_cache_keep_their_own_work(
     (first,) = outcome
     assert isinstance(first, ModelArtifact), first
     assert first.path == second.path and first.sha256 == second.sha256
+    assert (second.path / "model.safetensors").read_bytes() == b"fast weights"  # the first one published stays
     assert [p.name for p in tmp_path.iterdir()] == [second.path.name]
 
 
