@@ -90,7 +90,12 @@ def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fraction", "scope", "message"), [(1.0, "global", r"\[0, 1\)"), (-0.1, "layer", "in"), (0.5, "all", "scope")]
+    ("fraction", "scope", "message"),
+    [
+        (1.0, "global", r"pruning fraction 1\.0: use a value in \[0, 1\)"),
+        (-0.1, "layer", r"pruning fraction -0\.1: use a value in \[0, 1\)"),
+        (0.5, "all", r"pruning scope 'all': use \"global\" or \"layer\""),
+    ],
 )
 def test_keep_plan_refuses_bad_targets(fraction: float, scope: str, message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
