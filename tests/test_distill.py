@@ -294,7 +294,9 @@ def test_transfer_refuses_a_student_of_another_width(tiny_artifact: ModelArtifac
     with pytest.raises(OptbenchError, match=r"need the teacher's tokenizer and hidden size \(teacher 32, student 16"):
         run_step(DistillConfig(student=str(narrow), hidden_weight=1.0), tiny_artifact, reviews, tmp_path / "cache")
     logits_only = DistillConfig(student=str(narrow), max_train_rows=16)  # needs no shared tokens or width
-    run_step(logits_only, tiny_artifact, reviews, tmp_path / "cache")
+    student = run_step(logits_only, tiny_artifact, reviews, tmp_path / "cache")
+    assert _classifier(student.path).config.hidden_size == 16  # the narrow student, trained on the logits
+    assert student.details["train_rows"] == 16
 
 
 def test_student_from_the_teacher_needs_a_torch_teacher(reviews, tmp_path: Path) -> None:
