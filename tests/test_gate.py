@@ -149,7 +149,9 @@ def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> 
         "(it has baseline on torch-cpu-fp32, baseline+onnx on torch-cpu-fp32): fix the budget's variants or runtimes"
     )
     text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 1\nseq_len = 64\nmax_p50 = "1 s"\nmin_speedup = "1x"\n'
-    for check in _checks(text, _run(), tmp_path):
+    checks = _checks(text, _run(), tmp_path)
+    assert [(c.limit.key, c.verdict) for c in checks] == [("max_p50", "fail"), ("min_speedup", "fail")]
+    for check in checks:
         assert check.reason.endswith("not measured at batch 1 x 64 (measured: batch 1 x 128)")
 
 
