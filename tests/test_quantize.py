@@ -199,10 +199,22 @@ def test_preflight_follows_the_hardware() -> None:
     assert preflight(["asimd"]).activation_type == "int8"
 
 
-def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact) -> None:
+def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact, tmp_path: Path) -> None:
     share = quantize.quantized_share(fused.path / "model.onnx")
     assert share["quantized"] == 0 and share["total"] > 0 and share["share"] == 0.0
-    assert np.isfinite(share["total"])
+    # an integer MatMul, a MatMul whose weight is dequantized (Q/DQ), one whose activation alone is, a plain one
+    nodes = [
+        onnx.helper.make_node("MatMulInteger", ["x_q", "w_q"], ["int8"]),
+        onnx.helper.make_node("DequantizeLinear", ["w_q", "scale"], ["w_dq"]),
+        onnx.helper.make_node("MatMul", ["x", "w_dq"], ["qdq"]),
+        onnx.helper.make_node("DequantizeLinear", ["x_q", "scale"], ["x_dq"]),
+        onnx.helper.make_node("MatMul", ["x_dq", "w"], ["activation_dq"]),
+        onnx.helper.make_node("MatMul", ["x", "w"], ["plain"]),
+    ]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [], [])), str(tmp_path / "model.onnx"))
+    share = quantize.quantized_share(tmp_path / "model.onnx")
+    assert (share["quantized"], share["total"], share["share"]) == (2, 4, 0.5)
+    assert share["int8_operators"] == {"MatMulInteger": 1}
 
 
 def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArtifact, data, cache: Path) -> None:
