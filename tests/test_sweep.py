@@ -432,6 +432,7 @@ def test_two_sweeps_of_one_plan_run_each_job_once(tmp_path: Path, monkeypatch: p
     for thread in sweeps:
         thread.join()
     assert sorted(calls) == sorted(j.key for j in jobs)  # every job ran once, in one sweep or the other
+    assert len(results) == 2, "a sweep raised (its thread's traceback is above)"
     assert all(all(o.ok for o in outcomes.values()) and len(outcomes) == len(jobs) for outcomes in results)
 
 
