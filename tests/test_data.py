@@ -404,6 +404,7 @@ def test_align_reorders_to_the_model() -> None:
 def test_align_to_a_model_with_more_labels() -> None:
     data = _labelled(("neg", "pos"), [0, 1])
     aligned = align_labels(data, ["neutral", "pos", "neg"])
+    assert aligned.label_names == ("neutral", "pos", "neg")  # the model's three: label 2 names "neg"
     np.testing.assert_array_equal(aligned.train.labels, [2, 1])
 
 
