@@ -36,6 +36,9 @@ HF_FILES = (
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
 # tokenizer of the special tokens alone, which reads every word as [UNK]
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
+# the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
+BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
+PRUNED_TYPES = "optbench-pruned-"  # the model types prune makes start so (optbench.pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
@@ -222,7 +225,32 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
             "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
+    _check_model_type(config, config_path)
     return config
+
+
+def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config without a model_type this transformers builds (missing, unknown to its release, or custom
+    code, which optbench never trusts): found when the checkpoint is read, not when the benchmark's first job loads
+    it and transformers answers with its upgrade hint. transformers is imported only here, by callers that go on to
+    load the model with it; optbench's pruned types are registered by importing optbench.pruned_bert."""
+    import transformers
+
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPES):
+        import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
+    if isinstance(model_type, str) and model_type in transformers.CONFIG_MAPPING:
+        return
+    problem = (
+        "has no model_type"
+        if model_type is None
+        else f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
+    )
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    raise OptbenchError(
+        f"{config_path} {problem}: optbench takes BERT-family models (model_type {family}); give a checkpoint of "
+        "one of those as save_pretrained() writes it (a model type newer than this transformers needs an upgrade)"
+    )
 
 
 def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
