@@ -215,6 +215,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
         )
     _check_label_map(config, config_path)
+    _check_architectures(config, config_path)
     if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
@@ -269,6 +270,24 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     raise OptbenchError(
         f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
         "per output of the classifier, and num_labels as their count (or leave it out)"
+    )
+
+
+def _check_architectures(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse architectures that are not a list of class names: transformers declares a list and keeps whatever
+    is written (its pipelines read a string letter by letter), and `has_classifier_head` would take a classifier
+    named by a string for an encoder and fine-tune it again."""
+    architectures = config.get("architectures")
+    if architectures is None or (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        return
+    as_list = (
+        json.dumps([architectures])
+        if isinstance(architectures, str)
+        else 'the model\'s class names, e.g. ["BertModel"]'
+    )
+    raise OptbenchError(
+        f"{config_path}: architectures = {json.dumps(architectures)} is not a list of class names: write it as "
+        f"{as_list}, a list as save_pretrained() writes it"
     )
 
 

@@ -146,6 +146,30 @@ def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
 @pytest.mark.parametrize(
     ("config", "problem"),
     [
+        (
+            {"architectures": "BertForSequenceClassification"},
+            r'architectures = "BertForSequenceClassification" is not a list of class names: write it as '
+            r'\["BertForSequenceClassification"\], a list as save_pretrained\(\) writes it',
+        ),
+        (
+            {"architectures": [1]},
+            r"architectures = \[1\] is not a list of class names: write it as the model's class names, e\.g\. \[",
+        ),
+    ],
+)
+def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """A string was read as no classifier head (a trained classifier fine-tuned again), a number as a traceback."""
+    files = {"config.json": json.dumps({"model_type": "bert", **config}).encode(), "model.safetensors": b"w"}
+    folder = write_files(tmp_path / "m", {**files, "vocab.txt": b"a"})
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
         ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
         (
             {"id2label": {"0": "neg", "2": "pos"}},
