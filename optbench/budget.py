@@ -24,6 +24,7 @@ max_size = "40 MB"                     # weight files on disk
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ BUDGET_KEYS = [
     "speedup_against",
     *LIMIT_UNITS,
 ]
-_AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
+_AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
 
 
 def load_budgets(path: Path) -> list[Budget]:
@@ -179,6 +180,10 @@ def parse_amount(key: str, value: Any, units: dict[str, float], example: str, wh
     if match is None:
         raise OptbenchError(f"{where} {key} = {value!r} is not a number with a unit: e.g. {key} = {example}")
     number, unit, rest = float(match.group(1)), match.group(2).lower(), match.group(3)
+    if not math.isfinite(number):  # 1e999 reads as infinity: a limit every figure passes (or none)
+        raise OptbenchError(f"{where} {key} = {value!r} is not a finite number: e.g. {key} = {example}")
+    if number < 0:
+        raise OptbenchError(f"{where} {key} = {value!r} is negative: a limit is 0 or more, e.g. {key} = {example}")
     if rest or unit not in units:
         raise OptbenchError(
             f"{where} {key} = {value!r}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
