@@ -98,6 +98,11 @@ def load_budgets(path: Path) -> list[Budget]:
     table = read_toml(path, "budget file")
     check_keys(table, ["budget"], f"budget file {path}")
     entries = table.get("budget")
+    if isinstance(entries, dict):
+        raise OptbenchError(
+            f"budget file {path}: [budget] is one table, not a list of budgets: write [[budget]], with two brackets, "
+            "above each budget"
+        )
     if not isinstance(entries, list) or not entries:
         raise OptbenchError(f'budget file {path} has no budgets: add [[budget]] tables, e.g. max_p50 = "10 ms"')
     if not all(isinstance(entry, dict) for entry in entries):

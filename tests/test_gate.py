@@ -217,6 +217,10 @@ def test_the_newest_run_is_gated() -> None:
         ('[[budget]]\nvariants = []\nmax_size = "1 GB"\n', "give a list of names or patterns"),
         ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
         ("# nothing here\n", "has no budgets"),
+        (
+            '[budget]\nmax_size = "1 GB"\n',
+            r"\[budget\] is one table, not a list of budgets: write \[\[budget\]\], with two",
+        ),
         ("[[budget]\n", "is not valid TOML"),
         ("budget = [1, 2]\n", "budget must be \\[\\[budget\\]\\] tables"),
     ],
