@@ -36,6 +36,9 @@ HF_FILES = (
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
 # tokenizer of the special tokens alone, which reads every word as [UNK]
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
+# the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
+BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
+PRUNED_TYPES = "optbench-pruned-"  # the model types prune makes start so (optbench.pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
@@ -212,6 +215,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
         )
     _check_label_map(config, config_path)
+    _check_architectures(config, config_path)
     if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
@@ -222,7 +226,32 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
             "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
+    _check_model_type(config, config_path)
     return config
+
+
+def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config without a model_type this transformers builds (missing, unknown to its release, or custom
+    code, which optbench never trusts): found when the checkpoint is read, not when the benchmark's first job loads
+    it and transformers answers with its upgrade hint. transformers is imported only here, by callers that go on to
+    load the model with it; optbench's pruned types are registered by importing optbench.pruned_bert."""
+    import transformers
+
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPES):
+        import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
+    if isinstance(model_type, str) and model_type in transformers.CONFIG_MAPPING:
+        return
+    problem = (
+        "has no model_type"
+        if model_type is None
+        else f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
+    )
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    raise OptbenchError(
+        f"{config_path} {problem}: optbench takes BERT-family models (model_type {family}); give a checkpoint of "
+        "one of those as save_pretrained() writes it (a model type newer than this transformers needs an upgrade)"
+    )
 
 
 def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
@@ -241,6 +270,24 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     raise OptbenchError(
         f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
         "per output of the classifier, and num_labels as their count (or leave it out)"
+    )
+
+
+def _check_architectures(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse architectures that are not a list of class names: transformers declares a list and keeps whatever
+    is written (its pipelines read a string letter by letter), and `has_classifier_head` would take a classifier
+    named by a string for an encoder and fine-tune it again."""
+    architectures = config.get("architectures")
+    if architectures is None or (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        return
+    as_list = (
+        json.dumps([architectures])
+        if isinstance(architectures, str)
+        else 'the model\'s class names, e.g. ["BertModel"]'
+    )
+    raise OptbenchError(
+        f"{config_path}: architectures = {json.dumps(architectures)} is not a list of class names: write it as "
+        f"{as_list}, a list as save_pretrained() writes it"
     )
 
 

@@ -24,6 +24,7 @@ max_size = "40 MB"                     # weight files on disk
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ BUDGET_KEYS = [
     "speedup_against",
     *LIMIT_UNITS,
 ]
-_AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
+_AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
 
 
 def load_budgets(path: Path) -> list[Budget]:
@@ -97,6 +98,11 @@ def load_budgets(path: Path) -> list[Budget]:
     table = read_toml(path, "budget file")
     check_keys(table, ["budget"], f"budget file {path}")
     entries = table.get("budget")
+    if isinstance(entries, dict):
+        raise OptbenchError(
+            f"budget file {path}: [budget] is one table, not a list of budgets: write [[budget]], with two brackets, "
+            "above each budget"
+        )
     if not isinstance(entries, list) or not entries:
         raise OptbenchError(f'budget file {path} has no budgets: add [[budget]] tables, e.g. max_p50 = "10 ms"')
     if not all(isinstance(entry, dict) for entry in entries):
@@ -179,6 +185,10 @@ def parse_amount(key: str, value: Any, units: dict[str, float], example: str, wh
     if match is None:
         raise OptbenchError(f"{where} {key} = {value!r} is not a number with a unit: e.g. {key} = {example}")
     number, unit, rest = float(match.group(1)), match.group(2).lower(), match.group(3)
+    if not math.isfinite(number):  # 1e999 reads as infinity: a limit every figure passes (or none)
+        raise OptbenchError(f"{where} {key} = {value!r} is not a finite number: e.g. {key} = {example}")
+    if number < 0:
+        raise OptbenchError(f"{where} {key} = {value!r} is negative: a limit is 0 or more, e.g. {key} = {example}")
     if rest or unit not in units:
         raise OptbenchError(
             f"{where} {key} = {value!r}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"

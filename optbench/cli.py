@@ -329,7 +329,7 @@ def _report(args: argparse.Namespace) -> int:
 
         if args.format == "html":
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
-        if args.against:
+        if args.against is not None:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         if args.peer_budget is not None:
             raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
@@ -356,7 +356,7 @@ def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
     from optbench.table import to_frame
 
     frame = to_frame(reports, DEFAULT_BUDGET_POINTS if args.peer_budget is None else args.peer_budget)
-    if not args.against:
+    if args.against is None:  # an empty --against is refused by RowChoice.parse, not taken for no row
         return frame
     choice = RowChoice.parse(args.against)
     if not choice.matches(frame).any():

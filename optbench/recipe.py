@@ -120,9 +120,10 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
 
 def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
     """Refuse a step whose input is not the format its place in the chain gives it (the chain starts from the
-    Hugging Face checkpoint), when the recipe is read rather than after the steps before it have run."""
+    Hugging Face checkpoint), or a model made INT8 already when it quantizes (`quantizes`: it would refuse
+    it), when the recipe is read rather than after the steps before it have run."""
     for chain in chains:
-        made = "hf"
+        made, int8_by = "hf", None
         for before, step in zip((None, *chain), chain, strict=False):
             if before is not None and getattr(before.config, "ends_chain", False):
                 raise OptbenchError(
@@ -135,7 +136,13 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
                     f"the chain {chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
                     f"gives it a {made!r} one: {_order_hint(step, made)}"
                 )
-            made = step.config.output_format
+            quantizes = getattr(step.config, "quantizes", False)
+            if quantizes and int8_by is not None:
+                raise OptbenchError(
+                    f"the chain {chain_name(chain)}: {step.shown} quantizes an FP32 model and {int8_by.shown} made "
+                    "this one INT8 already: quantize the FP32 export instead (one quantize step per chain)"
+                )
+            made, int8_by = step.config.output_format, step if quantizes else int8_by
 
 
 def _order_hint(step: RecipeStep, made: str) -> str:

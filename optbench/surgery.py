@@ -105,6 +105,18 @@ def check_layer_list(config: dict[str, Any]) -> None:
     encoder_layers(model)
 
 
+def check_layer_choice(indices: list[int] | tuple[int, ...]) -> None:
+    """Refuse, without the model, layers to keep that no model has: none, a negative index, a repeat or a
+    disorder. The highest index a model has is its own: `keep_layers` checks that."""
+    if not indices:
+        raise OptbenchError("layers = []: keep at least one layer")
+    negative = [i for i in indices if i < 0]
+    if negative:
+        raise OptbenchError(f"layers {negative} are out of range: layers count from 0, the first one")
+    if list(indices) != sorted(set(indices)):
+        raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
+
+
 def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
     """Keep only the transformer layers at `indices` (increasing, each in range), in place."""
     import torch
@@ -112,13 +124,10 @@ def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
     holder = _layer_holder(model)
     layers = holder.layer
     depth = len(layers)
-    if not indices:
-        raise OptbenchError("layers = []: keep at least one layer")
-    out_of_range = [i for i in indices if not 0 <= i < depth]
+    check_layer_choice(indices)
+    out_of_range = [i for i in indices if i >= depth]
     if out_of_range:
         raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
-    if list(indices) != sorted(set(indices)):
-        raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
     holder.layer = torch.nn.ModuleList(layers[i] for i in indices)
     if hasattr(holder, "n_layers"):
         holder.n_layers = len(indices)  # DistilBERT's holder records its depth too

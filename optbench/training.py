@@ -44,6 +44,10 @@ class TrainingConfig:
             raise OptbenchError(f"[{self.name}] max_train_rows={self.max_train_rows}: use 1 or more, or leave it out")
         if not 0 <= self.warmup_fraction < 1:
             raise OptbenchError(f"[{self.name}] warmup_fraction={self.warmup_fraction}: use a value in [0, 1)")
+        if self.weight_decay < 0:  # AdamW would push every weight away from 0
+            raise OptbenchError(f"[{self.name}] weight_decay={self.weight_decay}: use 0 or more (0.01 is usual)")
+        if self.seed < 0:  # numpy's generator takes none: the step would fail after loading the model
+            raise OptbenchError(f"[{self.name}] seed={self.seed}: use 0 or more")
         if self.max_length < 8:
             raise OptbenchError(f"[{self.name}] max_length={self.max_length} is too small: use 8 or more tokens")
 

@@ -27,6 +27,7 @@ from optbench.atomic import write_json_atomic, write_text_atomic
 from optbench.errors import OptbenchError
 
 MIB = 2**20
+BERT_CONFIG = b'{"model_type": "bert"}'
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> Path:
@@ -103,8 +104,8 @@ def test_read_hf_config_without_weights(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
 def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": b'{"a": 1}', weights: b"w", "vocab.txt": b"a"})
-    assert read_hf_config(folder) == {"a": 1}
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: b"w", "vocab.txt": b"a"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
 
 
 def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
@@ -118,8 +119,52 @@ def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
 def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
     assert vocabulary in HF_FILES  # carried along with the model by every step
-    folder = write_files(tmp_path / "m", {"config.json": b"{}", "model.safetensors": b"w", vocabulary: b"v"})
-    assert read_hf_config(folder) == {}
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, "model.safetensors": b"w", vocabulary: b"v"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({}, "has no model_type"),
+        ({"model_type": "bert-custom"}, r"model_type = 'bert-custom' is not a model type transformers [0-9.]+ knows"),
+        ({"model_type": 3}, r"model_type = 3 is not a model type transformers [0-9.]+ knows"),
+    ],
+)
+def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """Found when the checkpoint is read; before, the benchmark's first job failed on transformers' upgrade hint."""
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(
+        OptbenchError, match=rf'config\.json {problem}: optbench takes BERT-family models \(model_type "bert", '
+    ):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        (
+            {"architectures": "BertForSequenceClassification"},
+            r'architectures = "BertForSequenceClassification" is not a list of class names: write it as '
+            r'\["BertForSequenceClassification"\], a list as save_pretrained\(\) writes it',
+        ),
+        (
+            {"architectures": [1]},
+            r"architectures = \[1\] is not a list of class names: write it as the model's class names, e\.g\. \[",
+        ),
+    ],
+)
+def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """A string was read as no classifier head (a trained classifier fine-tuned again), a number as a traceback."""
+    files = {"config.json": json.dumps({"model_type": "bert", **config}).encode(), "model.safetensors": b"w"}
+    folder = write_files(tmp_path / "m", {**files, "vocab.txt": b"a"})
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
+        read_hf_config(folder)
 
 
 @pytest.mark.parametrize(

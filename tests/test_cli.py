@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,20 @@ def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path,
         (model / name).write_bytes((tiny_classifier / name).read_bytes())
     recipe = write_recipe(tmp_path, model, reviews_csv)
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "has no tokenizer vocabulary")
+    assert not (tmp_path / "results").exists()
+
+
+def test_model_type_transformers_does_not_know(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    """Refused before any job: the reference's first job failed on transformers' "update Transformers" hint."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "model_type": "my-bert"}))
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    message = "model_type = 'my-bert' is not a model type transformers"
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, message)
     assert not (tmp_path / "results").exists()
 
 

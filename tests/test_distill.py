@@ -15,6 +15,7 @@ from test_cli import BENCH, _fails, write_recipe
 from optbench.artifact import ModelArtifact
 from optbench.cli import main
 from optbench.errors import OptbenchError
+from optbench.recipe import load_recipe
 from optbench.steps import distill as distill_step
 from optbench.steps import run_step
 from optbench.steps.distill import (
@@ -107,6 +108,24 @@ def test_keep_layers_keeps_those_weights(tiny_classifier: Path) -> None:
 def test_keep_layers_refuses_bad_indices(tiny_classifier: Path, layers: list[int], message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
         keep_layers(_classifier(tiny_classifier), layers)
+
+
+@pytest.mark.parametrize(
+    ("knob", "message"),
+    [
+        ("layers = []", r"layers = \[\]: keep at least one layer"),
+        ("layers = [-1]", r"layers \[-1\] are out of range: layers count from 0"),
+        ("layers = [0, 0]", r"layers \[0, 0\] must be distinct and in increasing order"),
+        ("layers = [2, 0]", r"layers \[2, 0\] must be distinct and in increasing order"),
+        ("intermediate_size = 0", r"\[distill\] intermediate_size = 0: keep 1 or more FFN neurons"),
+    ],
+)
+def test_layers_no_model_has_are_refused_when_the_recipe_is_read(tmp_path: Path, knob: str, message: str) -> None:
+    """Known without the model: they were refused when the step ran, after the baseline's fine-tune."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[[steps]]\nname = "distill"\n{knob}\n')
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(recipe)
 
 
 def test_narrow_ffn_keeps_the_strongest_neurons_and_reloads(tiny_classifier: Path, tmp_path: Path) -> None:

@@ -406,6 +406,32 @@ def test_steps_out_of_order_are_refused_when_read(tmp_path: Path, steps: list[st
     assert load_recipe(write_recipe(tmp_path, torch_int8)).steps()[0].config.input_format == "hf"
 
 
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (
+            ['"onnx"', '"quantize-dynamic"', '"quantize-dynamic"\nlabel = "q2"'],
+            "q2 quantizes an FP32 model and quantize-dynamic",
+        ),
+        (
+            ['"onnx"', '"quantize-static"', '"quantize-dynamic"'],
+            "quantize-dynamic quantizes an FP32 model and quantize-static",
+        ),
+        (
+            ['"peer-optimum"\nquantization = "dynamic"', '"quantize-static"'],
+            "and optimum-int8-dynamic made this one INT8",
+        ),
+    ],
+)
+def test_quantizing_an_int8_model_is_refused_when_read(tmp_path: Path, steps: list[str], message: str) -> None:
+    # the quantize step refused it only when it ran, after the fine-tune, the export and the first quantization
+    text = ORT + "".join(f"[[steps]]\nname = {step}\n" for step in steps)
+    with pytest.raises(OptbenchError, match=rf"{message} .*: quantize the FP32 export instead \(one quantize step"):
+        load_recipe(write_recipe(tmp_path, text))
+    optimum_export = ORT + '[[steps]]\nname = "peer-optimum"\n[[steps]]\nname = "quantize-dynamic"\n'
+    assert len(load_recipe(write_recipe(tmp_path, optimum_export)).steps()) == 2  # its FP32 ONNX: quantized once
+
+
 def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path: Path) -> None:
     chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n[[chains.steps]]\nname = "onnx"\n'
     same = ORT + chain.format("0, 2") + chain.format("0, 2")  # shared prefixes: one model, one name

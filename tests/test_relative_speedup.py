@@ -86,3 +86,10 @@ def test_report_against_on_the_command_line(tmp_path: Path, capsys: pytest.Captu
     assert main(["report", str(tmp_path), "--against", "a/b/c/d/e"]) == 2
     assert main(["report", str(tmp_path), "--by-machine", "--against", "baseline"]) == 2
     assert "drop one of them" in capsys.readouterr().err
+
+
+def test_an_empty_against_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it was taken for no --against at all: the table came out without speedup_vs, and no word about it
+    write_report(make_report(), tmp_path)
+    assert main(["report", str(tmp_path), "--against", ""]) == 2
+    assert "cannot read the row '': write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]]" in capsys.readouterr().err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from optbench.configs import config_from_dict
+from optbench.errors import OptbenchError
 from optbench.steps.distill import DistillConfig
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.prune import PruneConfig
@@ -63,3 +65,18 @@ def test_only_configs_of_more_than_one_epoch_get_new_cache_versions() -> None:
     assert DistillConfig(epochs=2).version == 2 and DistillConfig(epochs=2, attention_weight=1.0).version == 3
     assert PruneConfig(heads=0.5).version == PruneConfig(heads=0.5, epochs=0).version == 2
     assert PruneConfig(heads=0.5, epochs=2).version == 3
+
+
+@pytest.mark.parametrize(
+    ("config_type", "knob", "message"),
+    [
+        (FinetuneConfig, {"weight_decay": -0.01}, r"\[finetune\] weight_decay=-0.01: use 0 or more"),
+        (DistillConfig, {"weight_decay": -1.0}, r"\[distill\] weight_decay=-1.0: use 0 or more"),
+        (FinetuneConfig, {"seed": -1}, r"\[finetune\] seed=-1: use 0 or more"),
+    ],
+)
+def test_training_numbers_no_run_can_use_are_refused_when_read(config_type: type, knob: dict, message: str) -> None:
+    # a negative weight decay trained on, pushing weights away from 0; a negative seed failed in numpy once the
+    # model had loaded
+    with pytest.raises(OptbenchError, match=message):
+        config_from_dict(config_type, knob, "[model.finetune]")

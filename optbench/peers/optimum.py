@@ -82,6 +82,11 @@ class PeerOptimumConfig:
         return 2 if self.quantization == "static" else 1
 
     @property
+    def quantizes(self) -> bool:
+        """Whether its output is INT8, which no quantize step after it may take (recipe._check_step_order)."""
+        return self.quantization != "none"
+
+    @property
     def reads_data_length(self) -> bool:
         """Static calibration pads its rows to the dataset's max_length: that length keys the step's cache."""
         return self.quantization == "static"

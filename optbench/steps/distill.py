@@ -27,6 +27,7 @@ from optbench.errors import OptbenchError
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.surgery import (
+    check_layer_choice,
     check_layer_list,
     encoder_layers,
     keep_layers,
@@ -90,6 +91,10 @@ class DistillConfig(TrainingConfig, LogitDistillation):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_logit_terms(self.name)
+        if self.layers is not None:
+            check_layer_choice(self.layers)  # the model's own depth bounds them when the step runs
+        if self.intermediate_size is not None and self.intermediate_size < 1:
+            raise OptbenchError(f"[distill] intermediate_size = {self.intermediate_size}: keep 1 or more FFN neurons")
         weights = (self.distill_weight, self.label_weight, self.hidden_weight, self.attention_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise OptbenchError(
