@@ -262,7 +262,10 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     if not id2label:
         return
     if not isinstance(id2label, dict) or {str(k) for k in id2label} != {str(i) for i in range(len(id2label))}:
-        problem = f"id2label = {id2label!r} is not an object of label ids 0 to {len(id2label) - 1}"
+        ids = f" 0 to {len(id2label) - 1}" if isinstance(id2label, (dict, list)) else ""  # a number has no length
+        problem = f"id2label = {id2label!r} is not an object of label ids{ids}"
+    elif count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+        problem = f"num_labels = {count!r} is not a count"
     elif count is not None and count != len(id2label):
         problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
     else:

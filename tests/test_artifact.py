@@ -176,6 +176,8 @@ def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
             r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
         ),
         ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+        ({"id2label": 2}, r"id2label = 2 is not an object of label ids"),  # a traceback: an int has no len()
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": "2"}, r"num_labels = '2' is not a count"),
     ],
 )
 def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
