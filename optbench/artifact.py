@@ -38,7 +38,7 @@ HF_FILES = (
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
 # the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
 BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
-PRUNED_TYPES = "optbench-pruned-"  # the model types prune makes start so (optbench.pruned_bert registers them)
+PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
@@ -238,7 +238,7 @@ def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
     import transformers
 
     model_type = config.get("model_type")
-    if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPES):
+    if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPE_PREFIX):
         import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
     if isinstance(model_type, str) and model_type in transformers.CONFIG_MAPPING:
         return
