@@ -61,6 +61,7 @@ class TensorRTConfig:
     """
 
     name: ClassVar[str] = "tensorrt"
+    version: ClassVar[int] = 2  # 2: fp32 engines are built without TF32
     input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "trt"
     precision: Literal["fp16", "int8", "fp32"] = "fp16"
