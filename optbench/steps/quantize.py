@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.configs import config_to_dict
+from optbench.configs import check_seed, config_to_dict
 from optbench.data import MODEL_INPUTS, LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
@@ -153,6 +153,7 @@ class StaticQuantizeConfig:
             )
         if not 90 <= self.percentile < 100:
             raise OptbenchError(f"[quantize-static] percentile={self.percentile}: use a value in [90, 100)")
+        check_seed("[quantize-static]", self.seed)
 
     def build_target(self) -> dict[str, Any] | None:
         """The preflight's choices for the settings left to this machine: part of the cache key, so machines
