@@ -49,7 +49,7 @@ class DynamicQuantizeConfig:
     """
 
     name: ClassVar[str] = "quantize-dynamic"
-    quantizes: ClassVar[bool] = True  # its output is INT8, and its input may not be (recipe._check_step_order)
+    quantizes: ClassVar[bool] = True  # its output is INT8, and its input must be FP32 (recipe._check_step_order)
     version: ClassVar[int] = 2  # 2: weight types timed in interleaved rounds (the choice may differ)
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_type: Int8Type = "auto"
@@ -115,7 +115,7 @@ class StaticQuantizeConfig:
     """onnxruntime static INT8 in QDQ format, calibrated on train-split samples (never the test split)."""
 
     name: ClassVar[str] = "quantize-static"
-    quantizes: ClassVar[bool] = True  # its output is INT8, and its input may not be (recipe._check_step_order)
+    quantizes: ClassVar[bool] = True  # its output is INT8, and its input must be FP32 (recipe._check_step_order)
     version: ClassVar[int] = 3  # 3: histogram methods pad calibration batches to one length
     input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "onnx"
