@@ -314,7 +314,7 @@ def _report(args: argparse.Namespace) -> int:
     from optbench.report import distinct, load_failures, report_files
     from optbench.table import render
 
-    if args.shape and args.format != "html":
+    if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
         raise OptbenchError(
             "--shape picks the shape of the HTML page's plots; the tables show every shape: add --format html "
             "-o PAGE.html, or drop --shape"
@@ -339,7 +339,8 @@ def _report(args: argparse.Namespace) -> int:
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
-        for path in write_html(_table(reports, args), args.output, parse_shape(args.shape) if args.shape else None):
+        shape = None if args.shape is None else parse_shape(args.shape)
+        for path in write_html(_table(reports, args), args.output, shape):
             print(f"wrote {path}")
     else:
         _emit(render(_table(reports, args), args.format), args.output)

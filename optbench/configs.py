@@ -54,6 +54,13 @@ def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
         )
 
 
+def check_seed(where: str, seed: int) -> None:
+    """Refuse a negative seed when the config is built: numpy's generators take none, so the step that draws
+    with it would fail only when it ran (`where` names the table, e.g. `[quantize-static]`)."""
+    if seed < 0:
+        raise OptbenchError(f"{where} seed={seed}: use 0 or more")
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The config's fields as plain JSON/TOML values (tuples become lists)."""
     return {

@@ -120,10 +120,10 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
 
 def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
     """Refuse a step whose input is not the format its place in the chain gives it (the chain starts from the
-    Hugging Face checkpoint), or a model made INT8 already when it quantizes (`quantizes`: it would refuse
-    it), when the recipe is read rather than after the steps before it have run."""
+    Hugging Face checkpoint), or a model that is not FP32 when it quantizes (`quantizes`: it would refuse it;
+    see `_output_precision`), when the recipe is read rather than after the steps before it have run."""
     for chain in chains:
-        made, int8_by = "hf", None
+        made, reduced_by = "hf", None  # reduced_by: the step that made the model INT8 or FP16, if one did
         for before, step in zip((None, *chain), chain, strict=False):
             if before is not None and getattr(before.config, "ends_chain", False):
                 raise OptbenchError(
@@ -136,13 +136,25 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
                     f"the chain {chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
                     f"gives it a {made!r} one: {_order_hint(step, made)}"
                 )
-            quantizes = getattr(step.config, "quantizes", False)
-            if quantizes and int8_by is not None:
+            if getattr(step.config, "quantizes", False) and reduced_by is not None:
+                precision = _output_precision(reduced_by.config)
                 raise OptbenchError(
-                    f"the chain {chain_name(chain)}: {step.shown} quantizes an FP32 model and {int8_by.shown} made "
-                    "this one INT8 already: quantize the FP32 export instead (one quantize step per chain)"
+                    f"the chain {chain_name(chain)}: {step.shown} quantizes an FP32 model and {reduced_by.shown} "
+                    f"made this one {precision.upper()} already: quantize the FP32 export instead "
+                    + (
+                        "(one quantize step per chain)"
+                        if precision == "int8"
+                        else f'(precision = "fp32"), in a chain of its own to keep the {precision.upper()} one'
+                    )
                 )
-            made, int8_by = step.config.output_format, step if quantizes else int8_by
+            made = step.config.output_format
+            reduced_by = step if _output_precision(step.config) != "fp32" else reduced_by
+
+
+def _output_precision(config: Any) -> str:
+    """The precision of a step's model: INT8 for one that `quantizes`, else its `output_precision` (FP32 for a
+    step that names none)."""
+    return "int8" if getattr(config, "quantizes", False) else getattr(config, "output_precision", "fp32")
 
 
 def _order_hint(step: RecipeStep, made: str) -> str:

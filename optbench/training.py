@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from optbench.configs import check_seed
 from optbench.data import Split, encode, model_input_names
 from optbench.errors import OptbenchError
 
@@ -46,8 +47,7 @@ class TrainingConfig:
             raise OptbenchError(f"[{self.name}] warmup_fraction={self.warmup_fraction}: use a value in [0, 1)")
         if self.weight_decay < 0:  # AdamW would push every weight away from 0
             raise OptbenchError(f"[{self.name}] weight_decay={self.weight_decay}: use 0 or more (0.01 is usual)")
-        if self.seed < 0:  # numpy's generator takes none: the step would fail after loading the model
-            raise OptbenchError(f"[{self.name}] seed={self.seed}: use 0 or more")
+        check_seed(f"[{self.name}]", self.seed)
         if self.max_length < 8:
             raise OptbenchError(f"[{self.name}] max_length={self.max_length} is too small: use 8 or more tokens")
 

@@ -12,6 +12,8 @@ from optbench.configs import check_keys, config_from_dict, config_to_dict
 from optbench.data import DatasetConfig
 from optbench.errors import OptbenchError
 from optbench.steps.finetune import FinetuneConfig
+from optbench.steps.quantize import StaticQuantizeConfig
+from optbench.steps.tensorrt import TensorRTConfig
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ def test_checks_in_post_init_reach_the_user() -> None:
         config_from_dict(FinetuneConfig, {"epochs": 0}, "[model.finetune]")
     with pytest.raises(OptbenchError, match="max_length=2 is too small"):
         config_from_dict(DatasetConfig, {"max_length": 2}, "[dataset]")
+
+
+@pytest.mark.parametrize("config_type", [StaticQuantizeConfig, TensorRTConfig])
+def test_a_negative_calibration_seed_is_refused_when_read(config_type: type) -> None:
+    # numpy's generator takes none: the step failed only when it drew its calibration rows
+    with pytest.raises(OptbenchError, match=rf"\[{config_type.name}\] seed=-1: use 0 or more"):
+        config_from_dict(config_type, {"seed": -1}, f"[{config_type.name}]")
 
 
 def test_class_level_name_is_not_a_key() -> None:

@@ -130,6 +130,17 @@ def test_cli_shape_without_html_is_refused(tmp_path: Path, capsys) -> None:
     assert "--shape picks the shape of the HTML page's plots" in capsys.readouterr().err
 
 
+def test_cli_empty_shape_is_refused(tmp_path: Path, capsys) -> None:
+    # it was taken for no --shape: the page plotted the default shape, and a table went out, without a word
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    page = tmp_path / "index.html"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page), "--shape", ""]) == 2
+    assert "shape '': write BATCHxSEQ" in capsys.readouterr().err and not page.exists()
+    assert main(["report", str(tmp_path / "results"), "--shape", ""]) == 2
+    assert "--shape picks the shape of the HTML page's plots" in capsys.readouterr().err
+
+
 def test_cli_html_page_named_like_a_folder_writes_nothing(tmp_path: Path, capsys) -> None:
     for report in _run():
         write_report(report, tmp_path / "results")

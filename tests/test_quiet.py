@@ -56,13 +56,22 @@ def test_known_noise_is_dropped_other_records_pass_and_the_loggers_are_restored(
 
 def test_importing_torchao_and_transformers_in_the_block_prints_nothing_of_it() -> None:
     pytest.importorskip("torchao")
-    script = (
-        "from optbench.quiet import third_party_noise_dropped\n"
-        "with third_party_noise_dropped():\n"
-        "    import torchao, transformers.quantizers\n"
-    )
-    stderr = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
-    assert "Failed to load" not in stderr and "register_constant()" not in stderr, stderr
+
+    def stderr(block: str) -> str:
+        script = (
+            "import contextlib\n"
+            "from optbench.quiet import third_party_noise_dropped\n"
+            f"with {block}:\n"
+            "    import torchao, transformers.quantizers\n"
+        )
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+
+    noise = ("Failed to load", "register_constant()")
+    # the control: without the filter the import must print the noise, or the test below would prove nothing
+    if not any(line in stderr("contextlib.nullcontext()") for line in noise):
+        pytest.skip("this torch and torchao import without the noise (kernel libraries loaded, no enum note)")
+    quiet = stderr("third_party_noise_dropped()")
+    assert not any(line in quiet for line in noise), quiet
 
 
 def test_the_command_drops_the_noise_and_shows_other_torchao_warnings(monkeypatch, caplog) -> None:

@@ -28,6 +28,9 @@ def test_executor_names_and_address_are_checked() -> None:
         make_executor("dask")
     with pytest.raises(OptbenchError, match="use it with --executor ray"):
         make_executor("local", "ray://head:10001")
+    for name in ("local", "ray"):  # an empty address was taken for none: ray started a local runtime
+        with pytest.raises(OptbenchError, match=r"--address is empty: give the Ray cluster's .*or leave it out"):
+            make_executor(name, "")
 
 
 def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:

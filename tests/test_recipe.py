@@ -432,6 +432,17 @@ def test_quantizing_an_int8_model_is_refused_when_read(tmp_path: Path, steps: li
     assert len(load_recipe(write_recipe(tmp_path, optimum_export)).steps()) == 2  # its FP32 ONNX: quantized once
 
 
+@pytest.mark.parametrize("quantize", ["quantize-dynamic", "quantize-static"])
+def test_quantizing_an_fp16_export_is_refused_when_read(tmp_path: Path, quantize: str) -> None:
+    # the quantize step refused it ("needs an FP32 ONNX model") only when it ran, after the fine-tune and the export
+    text = ORT + f'[[steps]]\nname = "onnx"\nprecision = "fp16"\n[[steps]]\nname = "{quantize}"\n'
+    message = rf'{quantize} quantizes an FP32 model and onnx-fp16 made this one FP16 already: .*\(precision = "fp32"\)'
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, text))
+    fp32 = text.replace('precision = "fp16"', 'precision = "fp32"')
+    assert len(load_recipe(write_recipe(tmp_path, fp32)).steps()) == 2
+
+
 def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path: Path) -> None:
     chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n[[chains.steps]]\nname = "onnx"\n'
     same = ORT + chain.format("0, 2") + chain.format("0, 2")  # shared prefixes: one model, one name

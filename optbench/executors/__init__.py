@@ -13,8 +13,12 @@ def make_executor(name: str, address: str | None = None, threads: int = 1, gpu: 
     """The executor called `name`; `address` is the Ray cluster's (ray only; default: start a local runtime).
     `threads` is the recipe's [bench] threads and `gpu` whether it has a CUDA runtime: Ray refuses at once a
     cluster with no node to time them on (one with a GPU, for `gpu`)."""
+    if address == "":  # an unset variable's, say: taken for none, it started a local runtime instead
+        raise OptbenchError(
+            "--address is empty: give the Ray cluster's (host:6379, ray://head:10001 or auto), or leave it out"
+        )
     if name == "local":
-        if address:
+        if address is not None:
             raise OptbenchError("--address is the Ray cluster's: use it with --executor ray")
         from optbench.executors.local import LocalExecutor
         from optbench.job import run_in_subprocess

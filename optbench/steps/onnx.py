@@ -78,6 +78,11 @@ class OnnxConfig:
             )
 
     @property
+    def output_precision(self) -> str:
+        """Its model's precision: a quantize step after it needs FP32 (recipe._check_step_order)."""
+        return self.precision
+
+    @property
     def label(self) -> str:
         """The name in the variant: `onnx`, or `onnx-fp16`."""
         return self.name if self.precision == "fp32" else f"{self.name}-{self.precision}"

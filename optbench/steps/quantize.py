@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.configs import config_to_dict
+from optbench.configs import check_seed, config_to_dict
 from optbench.data import MODEL_INPUTS, LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
@@ -49,7 +49,7 @@ class DynamicQuantizeConfig:
     """
 
     name: ClassVar[str] = "quantize-dynamic"
-    quantizes: ClassVar[bool] = True  # its output is INT8, and its input may not be (recipe._check_step_order)
+    quantizes: ClassVar[bool] = True  # its output is INT8, and its input must be FP32 (recipe._check_step_order)
     version: ClassVar[int] = 2  # 2: weight types timed in interleaved rounds (the choice may differ)
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_type: Int8Type = "auto"
@@ -115,7 +115,7 @@ class StaticQuantizeConfig:
     """onnxruntime static INT8 in QDQ format, calibrated on train-split samples (never the test split)."""
 
     name: ClassVar[str] = "quantize-static"
-    quantizes: ClassVar[bool] = True  # its output is INT8, and its input may not be (recipe._check_step_order)
+    quantizes: ClassVar[bool] = True  # its output is INT8, and its input must be FP32 (recipe._check_step_order)
     version: ClassVar[int] = 3  # 3: histogram methods pad calibration batches to one length
     input_format: ClassVar[str] = "onnx"
     output_format: ClassVar[str] = "onnx"
@@ -153,6 +153,7 @@ class StaticQuantizeConfig:
             )
         if not 90 <= self.percentile < 100:
             raise OptbenchError(f"[quantize-static] percentile={self.percentile}: use a value in [90, 100)")
+        check_seed("[quantize-static]", self.seed)
 
     def build_target(self) -> dict[str, Any] | None:
         """The preflight's choices for the settings left to this machine: part of the cache key, so machines

@@ -21,7 +21,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
-from optbench.configs import config_to_dict
+from optbench.configs import check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import is_qdq, load_graph
@@ -108,6 +108,7 @@ class TensorRTConfig:
                 f"[tensorrt] calibration_method = {self.calibration_method!r}: use "
                 + " or ".join(f'"{m}"' for m in CALIBRATORS)
             )
+        check_seed("[tensorrt]", self.seed)
 
     @property
     def label(self) -> str:
