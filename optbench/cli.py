@@ -52,15 +52,24 @@ def _examples(command: str) -> str:
     return "examples:\n" + "\n".join(lines)
 
 
+def help_text(description: str, epilog: str) -> dict[str, Any]:
+    """The --help layout of every optbench parser (the `optbench` command and its commands, the GPU check and
+    pack), as ArgumentParser keywords: `description` wrapped to 79 columns, never inside a hyphenated word,
+    and `epilog` (examples, exit codes) kept as written."""
+    return {
+        "description": textwrap.fill(description, 79, break_on_hyphens=False),
+        "epilog": epilog,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
 
     parser = argparse.ArgumentParser(
         prog="optbench",
-        description="Optimize BERT-family text classifiers and benchmark every variant the same way.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **help_text("Optimize BERT-family text classifiers and benchmark every variant the same way.", EPILOG),
     )
     parser.add_argument("--version", action="version", version=f"optbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
@@ -70,15 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail")
 
     def add_command(name: str, *, help: str, description: str) -> argparse.ArgumentParser:
-        """A command whose --help ends with its examples (kept as written; the description is wrapped here)."""
-        return commands.add_parser(
-            name,
-            help=help,
-            description=textwrap.fill(description, 79),
-            epilog=_examples(name),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            parents=[verbose],
-        )
+        """A command whose --help ends with its examples."""
+        return commands.add_parser(name, help=help, parents=[verbose], **help_text(description, _examples(name)))
 
     run = add_command(
         "run",

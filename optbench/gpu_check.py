@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 from optbench.atomic import write_text_atomic
-from optbench.cli import command_process, environment_set
+from optbench.cli import command_process, environment_set, help_text
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
@@ -193,14 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="scripts/gpu_check.sh",
-        description=textwrap.fill(
+        **help_text(
             "Run the GPU recipes (recipes/gpu.toml, and recipes/gpu-tensorrt.toml where TensorRT is installed) "
             "with the runtimes this machine has; write gpu-check.md beside each run's reports.",
-            79,
-            break_on_hyphens=False,
+            EPILOG,
         ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     parser.add_argument(

@@ -20,12 +20,11 @@ import os
 import shutil
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 
-from optbench.cli import command_process
+from optbench.cli import command_process, help_text
 from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
@@ -110,18 +109,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m optbench.gpu_pack",
-        description=textwrap.fill(
+        **help_text(
             "Pack the GPU check's model (the fine-tuned default, FP16), data and recipes into one folder, for a GPU "
             "machine that cannot install the packages the built-in default ships in.",
-            79,
-            break_on_hyphens=False,
-        ),
-        epilog="""examples:
+            """examples:
   python -m optbench.gpu_pack .gpupack               here (fine-tunes the baseline first if the cache lacks it)
   scripts/gpu_check.sh --recipes .gpupack/recipes    there, with the repository and .gpupack/ copied over
 
 exit codes: 0 packed, 2 bad input (the message names the fix), 130 interrupted""",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
     )
     parser.add_argument("folder", type=Path, help="the pack to write (must not exist)")
     parser.add_argument(
