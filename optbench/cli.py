@@ -63,6 +63,16 @@ def help_text(description: str, epilog: str) -> dict[str, Any]:
     }
 
 
+def path_argument(text: str) -> Path:
+    """The argparse type of every path argument: refuses an empty one, which Path reads as the current folder
+    (`--results ""` wrote into it, `report ""` read it)."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            f"an empty path ({text!r}) names no file or folder: give one (. for the current folder)"
+        )
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
@@ -92,24 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
         "the others go on (exit code 1). "
         f"Steps a recipe can list: {', '.join(STEPS)} (README, section Steps).",
     )
-    run.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/baseline.toml")
-    run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
+    run.add_argument("recipe", type=path_argument, help="a recipe file, e.g. recipes/baseline.toml")
+    run.add_argument("--results", type=path_argument, default=Path("results"), help="results folder (default: results)")
     run.add_argument(
         "--cache",
-        type=Path,
+        type=path_argument,
         default=None,
         help="cache for trained and optimized models and the peers' environments (default: $OPTBENCH_CACHE or "
         "~/.cache/optbench)",
     )
     run.add_argument(
         "--model",
-        type=Path,
+        type=path_argument,
         help="run on this checkpoint folder instead of the recipe's [model] checkpoint: a trained classifier, "
         "or an encoder that optbench fine-tunes first",
     )
     run.add_argument(
         "--dataset",
-        type=Path,
+        type=path_argument,
         help="use this CSV, JSONL or JSON file instead of the recipe's [dataset] source (the recipe's column and "
         "split settings still apply: text and label columns by default)",
     )
@@ -136,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "paths",
-        type=Path,
+        type=path_argument,
         nargs="*",
         default=[Path("results")],
         metavar="PATH",
@@ -149,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="table format (default: md); html writes a page with a latency-versus-accuracy plot per run "
         "(PNG beside it, Pareto front highlighted) and needs -o",
     )
-    report.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
+    report.add_argument("-o", "--output", type=path_argument, help="write the table to this file instead of stdout")
     report.add_argument(
         "--by-machine",
         action="store_true",
@@ -195,16 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
         "listed as newly failing too.",
     )
-    compare.add_argument("a", help="results before: a folder, a report file, or REV:PATH")
-    compare.add_argument("b", help="results after, the same way")
+    compare.add_argument("a", type=path_argument, help="results before: a folder, a report file, or REV:PATH")
+    compare.add_argument("b", type=path_argument, help="results after, the same way")
     compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
     compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
     compare.add_argument(
         "--budget",
-        type=Path,
+        type=path_argument,
         help="budgets file (as for gate): also mark newly failing every check B's newest run fails and A's did not",
     )
-    compare.add_argument("-o", "--output", type=Path, help="write the table to this file instead of stdout")
+    compare.add_argument("-o", "--output", type=path_argument, help="write the table to this file instead of stdout")
     compare.set_defaults(handler=_compare)
 
     gate = add_command(
@@ -216,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         "any fails, 3 when none fails but some are inconclusive (1 with --strict), 2 on bad input (a budget "
         "file or results folder: the message says which).",
     )
-    gate.add_argument("results", type=Path, help="a run folder (results/<recipe>/<run id>) or a folder of runs")
-    gate.add_argument("--budget", type=Path, required=True, help="budget file, e.g. recipes/budgets.toml")
+    gate.add_argument(
+        "results", type=path_argument, help="a run folder (results/<recipe>/<run id>) or a folder of runs"
+    )
+    gate.add_argument("--budget", type=path_argument, required=True, help="budget file, e.g. recipes/budgets.toml")
     gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")
-    gate.add_argument("--junit", type=Path, help="also write the checks as JUnit XML for CI systems")
+    gate.add_argument("--junit", type=path_argument, help="also write the checks as JUnit XML for CI systems")
     gate.set_defaults(handler=_gate)
 
     env = add_command(
@@ -375,7 +387,7 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    before, after = load_side(args.a), load_side(args.b)
+    before, after = load_side(str(args.a)), load_side(str(args.b))  # each a path, or REV:PATH read as one
     for side, spec, reports in (("A", args.a, before), ("B", args.b, after)):
         if not reports:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from optbench.atomic import write_text_atomic
-from optbench.cli import command_process, environment_set, help_text
+from optbench.cli import command_process, environment_set, help_text, path_argument
 from optbench.errors import OptbenchError
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
@@ -198,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             EPILOG,
         ),
     )
-    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     parser.add_argument(
-        "--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
+        "--results", type=path_argument, default=Path("results"), help="results folder (default: results)"
+    )
+    parser.add_argument(
+        "--cache", type=path_argument, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
     )
     parser.add_argument(
         "--recipes",
-        type=Path,
+        type=path_argument,
         default=RECIPES,
         help="the folder holding gpu.toml and gpu-tensorrt.toml (default: this repository's recipes/; "
         "a pack made by python -m optbench.gpu_pack has its own)",

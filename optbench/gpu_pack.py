@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optbench.cli import command_process, help_text
+from optbench.cli import command_process, help_text, path_argument
 from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 exit codes: 0 packed, 2 bad input (the message names the fix), 130 interrupted""",
         ),
     )
-    parser.add_argument("folder", type=Path, help="the pack to write (must not exist)")
+    parser.add_argument("folder", type=path_argument, help="the pack to write (must not exist)")
     parser.add_argument(
-        "--cache", type=Path, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
+        "--cache", type=path_argument, default=None, help="step cache (default: $OPTBENCH_CACHE or ~/.cache/optbench)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)

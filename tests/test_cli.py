@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_report
 
+from optbench import cli, gpu_check, gpu_pack
 from optbench.cli import build_parser, main
 from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, FailedJob, write_failures, write_report
 
@@ -350,3 +351,43 @@ def test_report_lists_a_run_copied_into_two_folders_once(tmp_path: Path, capsys,
 def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
     # `optbench run RECIPE -v` was "unrecognized arguments: -v", and no command's --help listed it
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+EMPTY_PATHS = [  # (command, argv, the argument the error names)
+    (cli, ["run", ""], "recipe"),
+    *((cli, ["run", "r.toml", option, ""], option) for option in ("--results", "--cache", "--model", "--dataset")),
+    (cli, ["report", ""], "PATH"),
+    (cli, ["report", "-o", ""], "-o/--output"),
+    (cli, ["compare", "", "b"], "a"),
+    (cli, ["compare", "a", ""], "b"),
+    (cli, ["compare", "a", "b", "--budget", ""], "--budget"),
+    (cli, ["compare", "a", "b", "-o", ""], "-o/--output"),
+    (cli, ["gate", "", "--budget", "b.toml"], "results"),
+    (cli, ["gate", "r", "--budget", ""], "--budget"),
+    (cli, ["gate", "r", "--budget", "b.toml", "--junit", ""], "--junit"),
+    *((gpu_check, [option, ""], option) for option in ("--results", "--cache", "--recipes")),
+    (gpu_pack, [""], "folder"),
+    (gpu_pack, ["p", "--cache", ""], "--cache"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "argument"),
+    [
+        pytest.param(*case, id=" ".join([case[0].__name__.split(".")[-1], *(a or "''" for a in case[1])]))
+        for case in EMPTY_PATHS
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    command, argv: list[str], argument: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # argparse's type=Path reads "" as Path("") == Path("."): `--results ""` wrote into the current folder,
+    # `--cache ""` cached there, `report ""` read it, and `-o ""` failed naming "." instead of the empty value
+    def no_work(verbose: bool) -> None:
+        raise AssertionError(f"{argv} was taken, not refused")
+
+    monkeypatch.setattr(command, "command_process", no_work)
+    with pytest.raises(SystemExit) as exited:
+        command.main(argv)
+    assert exited.value.code == 2
+    assert f"argument {argument}: an empty path ('') names no file or folder" in capsys.readouterr().err
