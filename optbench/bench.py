@@ -22,6 +22,7 @@ import numpy as np
 
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact
+from optbench.configs import check_no_repeats
 from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len, whole_batches
 from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
@@ -60,11 +61,9 @@ class BenchConfig:
             raise OptbenchError(f"[bench] batch_sizes {bad} are not positive integers")
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
-        for key, values in (("batch_sizes", self.batch_sizes), ("seq_lens", self.seq_lens)):
-            # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
-            repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
-            if repeated:
-                raise OptbenchError(f"[bench] {key} lists {repeated} more than once: drop the repeats")
+        # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
+        check_no_repeats("[bench]", "batch_sizes", self.batch_sizes)
+        check_no_repeats("[bench]", "seq_lens", self.seq_lens)
         if self.threads < 1 or self.max_batches < 1 or self.rounds < 1:
             raise OptbenchError(
                 f"[bench] threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} "

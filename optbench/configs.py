@@ -7,6 +7,7 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +60,14 @@ def check_seed(where: str, seed: int) -> None:
     with it would fail only when it ran (`where` names the table, e.g. `[quantize-static]`)."""
     if seed < 0:
         raise OptbenchError(f"{where} seed={seed}: use 0 or more")
+
+
+def check_no_repeats(where: str, key: str, values: Sequence[Any]) -> None:
+    """Refuse a list that names a value more than once, e.g. a shape listed twice (`where` names the table, e.g.
+    `[bench]`): the repeat adds nothing, and would measure or build the same thing twice under another name."""
+    repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
+    if repeated:
+        raise OptbenchError(f"{where} {key} lists {repeated} more than once: drop the repeats")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -56,6 +56,9 @@ def test_step_and_runtime_are_registered() -> None:
         ({"batch_sizes": (1, 0)}, "batch_sizes [0]"),
         ({"seq_lens": (128, "all")}, "seq_lens"),
         ({"seq_lens": (0,)}, "seq_lens"),
+        # [bench] refuses these too: a repeat builds the same engine under another cache key
+        ({"batch_sizes": (8, 1, 8)}, "[tensorrt] batch_sizes lists [8] more than once: drop the repeats"),
+        ({"seq_lens": (16, "data", 16)}, "[tensorrt] seq_lens lists [16] more than once: drop the repeats"),
         ({"max_length": 0}, "max_length = 0"),
         ({"workspace_mib": 0}, "workspace_mib = 0"),
         ({"calibration_samples": 8, "calibration_batch_size": 16}, "calibration_batch_size <= calibration_samples"),

@@ -21,7 +21,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
-from optbench.configs import check_seed, config_to_dict
+from optbench.configs import check_no_repeats, check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import is_qdq, load_graph
@@ -88,6 +88,9 @@ class TensorRTConfig:
                 parse_seq_len(seq_len)
             except OptbenchError as exc:
                 raise OptbenchError(f"[tensorrt] seq_lens: {exc} (or leave seq_lens out for [bench]'s)") from exc
+        # as in [bench]: a repeat would build the same engine as the list without it, under another cache key
+        check_no_repeats("[tensorrt]", "batch_sizes", self.batch_sizes)
+        check_no_repeats("[tensorrt]", "seq_lens", self.seq_lens)
         if self.max_length is not None and self.max_length < 1:
             raise OptbenchError(
                 f"[tensorrt] max_length = {self.max_length}: use 1 or more, or leave it out for the dataset's"
@@ -172,8 +175,8 @@ def profiles(
     batch of `accuracy_batch_size` to its longest text, up to max_length.
     """
     result: list[Profile] = []
-    for batch in sorted(set(batch_sizes)):
-        for seq_len in dict.fromkeys(seq_lens):
+    for batch in sorted(batch_sizes):  # no repeats: TensorRTConfig refuses them
+        for seq_len in seq_lens:
             if seq_len == "data":
                 profile = Profile((1, 1), (batch, max_length), (batch, max_length), f"batch {batch} x data")
             else:
