@@ -134,10 +134,9 @@ def benchmark(
     failed_jobs = [
         FailedJob(pairs[f.job.pair][0].variant, pairs[f.job.pair][1].label, f.job.key, f.reason) for f in failed
     ]
-    latencies = {key: Latency.from_values(result["values_ns"]) for key, result in timings.items()}
+    latencies = {key: _latency(result) for key, result in timings.items()}
     noise = {
-        shape: noise_floor_pct(latencies[(reference, *shape)], Latency.from_values(result["values_ns"]))
-        for shape, result in repeats.items()
+        shape: noise_floor_pct(latencies[(reference, *shape)], _latency(result)) for shape, result in repeats.items()
     }
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -335,11 +334,14 @@ def _describe(planned: PlannedJob, artifact: ModelArtifact, spec: RuntimeSpec, r
 
 def _pool(results: dict[Any, dict[str, Any]], key: Any, result: dict[str, Any]) -> None:
     """Add one round's latency job result to `key`'s: timed calls concatenated, the highest peak memory, GPU
-    memory included (and the environment of the node that measured it, when the executor reports one)."""
+    memory included (and the environment of the node that measured it, when the executor reports one), the
+    coarsest clock resolution (0, unknown, in results a sweep stored before jobs recorded it)."""
     gpu = GpuMemory.from_dict(result["gpu_memory"]) if result.get("gpu_memory") else None
+    resolution_ns = result.get("resolution_ns", 0)
     if key not in results:
         results[key] = {
             "values_ns": list(result["values_ns"]),
+            "resolution_ns": resolution_ns,
             "peak_rss_mb": result["peak_rss_mb"],
             "gpu_memory": gpu,
             "environment": result.get("environment"),
@@ -347,9 +349,15 @@ def _pool(results: dict[Any, dict[str, Any]], key: Any, result: dict[str, Any]) 
         return
     pooled = results[key]
     pooled["values_ns"] += result["values_ns"]
+    pooled["resolution_ns"] = max(pooled["resolution_ns"], resolution_ns)
     pooled["peak_rss_mb"] = max(pooled["peak_rss_mb"], result["peak_rss_mb"])
     if gpu is not None:
         pooled["gpu_memory"] = gpu if pooled["gpu_memory"] is None else pooled["gpu_memory"].merged(gpu)
+
+
+def _latency(pooled: dict[str, Any]) -> Latency:
+    """The statistics of pooled timed calls, their intervals widened by the clock's resolution."""
+    return Latency.from_values(pooled["values_ns"], pooled["resolution_ns"])
 
 
 def _fingerprint(workload: dict[str, Any]) -> str:

@@ -57,11 +57,12 @@ def _speedup_interval(row: pd.Series) -> tuple[float, float]:
 
 def _inverse_of_mean(column: str) -> Callable[[pd.Series], tuple[float, float]]:
     """The interval of a figure that moves as 1 / mean latency (throughput): the mean's normal-approximation
-    95% interval (its calls' spread over the square root of their count), inverted."""
+    95% interval (its calls' spread over the square root of their count), widened by the clock's resolution
+    as the percentiles' are (every reading, so their mean, is known only to within one tick), inverted."""
 
     def interval(row: pd.Series) -> tuple[float, float]:
         value, mean = row[column], row["mean_ms"]
-        half = 1.96 * row["std_ms"] / math.sqrt(row["iterations"])
+        half = 1.96 * row["std_ms"] / math.sqrt(row["iterations"]) + row["clock_resolution_ms"]
         return value * mean / (mean + half), value * mean / (mean - half) if half < mean else math.inf
 
     return interval

@@ -169,7 +169,9 @@ def execute(job: Job) -> dict[str, Any]:
             runtime.predict(batches[next(cursor) % len(batches)])
 
         cycle = len(batches) if len(firsts) > 1 else 1  # batches of different cost: time whole passes over them
-        result["values_ns"] = time_calls(call, job.timing, runtime.clock(), cycle)
+        clock = runtime.clock()
+        result["values_ns"] = time_calls(call, job.timing, clock, cycle)
+        result["resolution_ns"] = clock.resolution_ns
         if spec.device == "cuda":
             through_torch = getattr(runtime, "allocates_through_torch", False)
             result["gpu_memory"] = GpuMemory.measure(through_torch=through_torch).to_dict()

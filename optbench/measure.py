@@ -5,7 +5,10 @@ judge carries a 95% interval, from order statistics: the count of calls below a 
 binomial whatever the latency's distribution, so the interval covers it at least 95% of the time
 (a percentile bootstrap of the p50 covered it 90 to 95% of the time at 6 to 50 calls, and one of the
 p99 cannot reach past the slowest call). Where too few calls were timed for any interval to reach 95%
-(below 6 for the p50, 368 for the p99's upper end), the ends are unbounded.
+(below 6 for the p50, 368 for the p99's upper end), the ends are unbounded. Each end is then widened by
+the clock's resolution (a reading is known only to within one tick), so no interval is narrower than the
+clock can tell: a coarse clock's tied readings would otherwise give zero-width intervals, and two runs one
+tick apart would look certainly different.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -36,7 +39,7 @@ def quantile_interval(sorted_values: np.ndarray, q: float) -> tuple[float, float
     368 (a percentile bootstrap there never exceeds the sample maximum, and covers the true p99 about 1 time
     in 5 at 20). The count argument holds for tied values too, so a coarse clock's readings can give a
     zero-width interval only where ties fill the ranks from l to u, and then (95% of the time) that value is the
-    readings' quantile."""
+    readings' quantile; `Latency.from_values` widens it by the clock's resolution to cover the durations'."""
     n = sorted_values.size
     k = np.arange(n)
     steps = np.log((n - k) / (k + 1)) + math.log(q) - math.log1p(-q)  # log pmf(k+1) - log pmf(k)
@@ -63,11 +66,14 @@ class Latency:
     p50_ci_high: float
     p99_ci_low: float  # order-statistic 95% CI of the p99; inf (null in JSON) where the calls cannot bound it
     p99_ci_high: float
+    clock_resolution_ms: float = 0.0  # the timing clock's (both intervals include it); 0 where unknown (older reports)
 
     @classmethod
-    def from_values(cls, values_ns: Sequence[int]) -> Latency:
-        """Statistics of per-call durations in nanoseconds (as `time_calls` returns them)."""
+    def from_values(cls, values_ns: Sequence[int], resolution_ns: int = 0) -> Latency:
+        """Statistics of per-call durations in nanoseconds (as `time_calls` returns them) read by a clock of
+        `resolution_ns` (`Clock.resolution_ns`): the intervals are widened by it on each side."""
         ms = np.asarray(values_ns, dtype=np.float64) / 1e6
+        tick = resolution_ns / 1e6
         if ms.ndim != 1 or ms.size == 0:
             raise ValueError(f"need a non-empty sequence of durations, got shape {ms.shape}")
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99], method="linear")
@@ -83,10 +89,11 @@ class Latency:
             p90_ms=float(p90),
             p95_ms=float(p95),
             p99_ms=float(p99),
-            p50_ci_low=float(low),
-            p50_ci_high=float(high),
-            p99_ci_low=p99_low,
-            p99_ci_high=p99_high,
+            p50_ci_low=low - tick,
+            p50_ci_high=high + tick,
+            p99_ci_low=p99_low - tick,
+            p99_ci_high=p99_high + tick,
+            clock_resolution_ms=tick,
         )
 
     def to_dict(self) -> dict:
@@ -95,14 +102,14 @@ class Latency:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Latency:
-        """Inverse of `to_dict`; a record with missing fields is refused by name."""
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        """Inverse of `to_dict`; a record with missing fields is refused by name (a field with a default, added
+        since, takes it)."""
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING]
         if missing:
             raise OptbenchError(f"latency record lacks {', '.join(missing)}; re-run the measurement or repair the file")
         unbounded = {end: math.inf if end.endswith("high") else -math.inf for end in _INTERVAL_ENDS}
-        return cls(
-            **{f.name: unbounded[f.name] if d[f.name] is None else _plain(f.name, d[f.name]) for f in fields(cls)}
-        )
+        present = [f.name for f in fields(cls) if f.name in d]
+        return cls(**{name: unbounded[name] if d[name] is None else _plain(name, d[name]) for name in present})
 
 
 _INTERVAL_ENDS = ("p50_ci_low", "p50_ci_high", "p99_ci_low", "p99_ci_high")
@@ -149,7 +156,10 @@ class Timing:
 
 
 class Clock(Protocol):
-    """Times one call: `start()` just before it, `stop()` just after, returning the nanoseconds between."""
+    """Times one call: `start()` just before it, `stop()` just after, returning the nanoseconds between;
+    `resolution_ns`: how finely it reads (a reading is known only to within it)."""
+
+    resolution_ns: int
 
     def start(self) -> None: ...
 
@@ -159,6 +169,8 @@ class Clock(Protocol):
 class HostClock:
     """The host's monotonic clock (time.perf_counter_ns), for runtimes whose calls return only once their
     work is done (the CPU, onnxruntime); runtimes that queue device work bring CUDA events instead."""
+
+    resolution_ns = max(1, round(time.get_clock_info("perf_counter").resolution * 1e9))  # 1 on Linux
 
     def __init__(self) -> None:
         self.began = 0
@@ -174,6 +186,8 @@ class CudaEventClock:
     """CUDA events recorded on `stream` (torch's current stream when None): the GPU's own timeline from the
     call's first queued work to its last, read after the end event completes. For runtimes whose work runs
     on that stream."""
+
+    resolution_ns = 500  # cudaEventElapsedTime: "with a resolution of around 0.5 microseconds" (CUDA runtime API)
 
     def __init__(self, stream: Any = None) -> None:
         import torch

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 SCHEMA = "optbench.report"
 SCHEMA_VERSION = 3
 # Version 1 lacks the A/A noise floor, versions 1-2 the GPU memory and the runtime's startup times (all read
-# as unknown); everything else is the same.
+# as unknown); everything else is the same. A latency record of any version may lack clock_resolution_ms (read
+# as 0, unknown: its intervals stay as written), so adding it needed no new version.
 READABLE_VERSIONS = (1, 2, 3)
 
 COLUMNS = [
@@ -56,6 +57,7 @@ EXTRA_COLUMNS = [
     "std_ms",
     "p99_ci_low",
     "p99_ci_high",
+    "clock_resolution_ms",
     "iterations",
     "noise_floor_pct",
     "gpu_peak_allocated_mb",
@@ -251,6 +253,7 @@ class Report:
                     "std_ms": lat.std_ms,
                     "p99_ci_low": lat.p99_ci_low,
                     "p99_ci_high": lat.p99_ci_high,
+                    "clock_resolution_ms": lat.clock_resolution_ms,
                     "iterations": lat.n,
                     "noise_floor_pct": m.noise_floor_pct,
                     "gpu_peak_allocated_mb": gpu.peak_allocated_mb,

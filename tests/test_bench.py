@@ -40,7 +40,7 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch, reviews) -> list[tuple[str, str]]
             return {"logits": str(logits_path), "runtime_details": {}, "peak_rss_mb": 100.0}
         repeat = "-repeat-" in Path(job.output).name
         per_call = 5 if variant != "baseline" else 11 if repeat else 10
-        return {"values_ns": [per_call * MS] * 3, "peak_rss_mb": 200.0 + len(calls)}
+        return {"values_ns": [per_call * MS] * 3, "resolution_ns": 500, "peak_rss_mb": 200.0 + len(calls)}
 
     failing: dict[tuple[str, str], BaseException] = {}
     monkeypatch.setattr(bench, "run_in_subprocess", run)
@@ -74,9 +74,20 @@ def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, t
     baseline, pruned = ({m.batch_size: m for m in r.measurements}[1] for r in reports)
     assert baseline.latency.n == pruned.latency.n == 6  # two rounds of three calls, pooled
     assert baseline.latency.p50_ms == 10.0 and pruned.speedup_p50 == 2.0  # the repeat is not pooled in
+    assert baseline.latency.clock_resolution_ms == 0.0005  # the jobs' clock's, and the intervals include it
+    assert (baseline.latency.p50_ci_low, baseline.latency.p50_ci_high) == pytest.approx((9.9995, 10.0005))
     assert baseline.noise_floor_pct == pruned.noise_floor_pct == pytest.approx(200 / 21)
     assert pruned.peak_rss_mb == 200.0 + 6  # the higher of its two rounds (job 6 of 8)
     assert reports[0].workload["rounds"] == 2
+
+
+def test_pooled_rounds_keep_the_coarsest_clock_resolution() -> None:
+    """A round stored before jobs recorded their clock's resolution pools as unknown (0)."""
+    pooled: dict[Any, dict[str, Any]] = {}
+    bench._pool(pooled, "k", {"values_ns": [MS], "peak_rss_mb": 1.0})
+    assert pooled["k"]["resolution_ns"] == 0
+    bench._pool(pooled, "k", {"values_ns": [MS], "resolution_ns": 500, "peak_rss_mb": 1.0})
+    assert pooled["k"]["resolution_ns"] == 500 and pooled["k"]["values_ns"] == [MS, MS]
 
 
 def test_without_the_a_a_check_there_is_no_repeat_and_no_noise_floor(fake_jobs, tiny_artifact, reviews, store) -> None:

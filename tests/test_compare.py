@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import make_report, with_drop, with_figures
+from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
@@ -64,6 +64,20 @@ def test_overlapping_intervals_are_not_significant() -> None:
     row = table[table["figure"] == "p50_ms"].iloc[0]
     assert row["mark"] == "not significant" and row["why"] == "the 95% intervals overlap"
     assert row["change_pct"] == pytest.approx(5.0)
+
+
+def test_a_one_tick_change_of_a_coarse_clock_is_not_significant() -> None:
+    """CUDA events read to 0.5 us: 400 calls all on 10.0 us against all on 10.5 us may be one duration read
+    on either side of a tick, so the timings are not significant; three ticks apart they are."""
+    base = make_report(shapes=((1, 128),))
+    timings = ("p50_ms", "p99_ms", "throughput_sps")
+    before = on_cuda_events(base, 10.0)
+    table = compare(to_frame([before]), to_frame([on_cuda_events(base, 10.5)]))
+    rows = table[table["figure"].isin(timings)]
+    assert list(rows["mark"]) == ["not significant"] * 3
+    assert set(rows["why"]) == {"the 95% intervals overlap"}
+    marks = _marks([before], [on_cuda_events(base, 11.5)])
+    assert [marks["baseline", 1, figure] for figure in timings] == ["worse", "worse", "worse"]
 
 
 def test_a_change_inside_the_a_a_noise_floor_is_not_significant() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import make_report, with_drop, with_figures
+from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.accuracy import Drop
 from optbench.budget import Limit, load_budgets, parse_budget
@@ -56,6 +56,17 @@ def _run() -> list[Report]:
 )
 def test_verdict_compares_the_whole_interval_with_the_limit(key: str, low: float, high: float, expected: str) -> None:
     assert verdict(Limit(key, 10.0, "10"), low, high) == expected
+
+
+def test_a_latency_limit_within_a_tick_of_a_coarse_clock_s_readings_is_inconclusive(tmp_path: Path) -> None:
+    """Every call read 10.5 us on CUDA events (0.5 us ticks): the p50 may be anywhere from 10.0 to 11.0 us, so a
+    10.4 us limit is neither met nor broken; one beyond the tick is."""
+    report = on_cuda_events(make_report(shapes=((1, 128),)), 10.5)
+    budget = '[[budget]]\nvariants = ["baseline"]\n' + SHAPE + 'max_p50 = "{}"\n'
+    verdicts = [
+        _checks(budget.format(limit), [report], tmp_path)[0].verdict for limit in ("11.1 us", "10.4 us", "9.9 us")
+    ]
+    assert verdicts == ["pass", "inconclusive", "fail"]
 
 
 def test_accuracy_drop_pass_inconclusive_and_fail(tmp_path: Path) -> None:

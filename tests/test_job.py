@@ -96,6 +96,7 @@ def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypat
     assert seen[3:6] == [8, 12, 16]  # every shape's second call
     # then the timed calls from batch 1 on, in whole passes over the 6 batches of different widths
     assert seen[6:] == [12, 8, 16, 12, 8, 8] and len(result["values_ns"]) == 6
+    assert result["resolution_ns"] == HostClock.resolution_ns  # the runtime's clock's, for the intervals
 
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:

@@ -6,6 +6,7 @@ import ctypes
 import json
 import logging
 import math
+import time
 import uuid
 from fractions import Fraction
 from types import SimpleNamespace
@@ -17,7 +18,9 @@ import pytest
 from optbench import measure
 from optbench.errors import OptbenchError
 from optbench.measure import (
+    CudaEventClock,
     GpuMemory,
+    HostClock,
     Latency,
     Timing,
     peak_rss_mb,
@@ -148,12 +151,45 @@ def test_p99_interval_covers_the_true_p99_at_least_95_percent_of_the_time() -> N
         assert covered / 400 >= 0.95
 
 
+def test_tied_readings_of_a_coarse_clock_give_intervals_a_tick_wide_on_each_side() -> None:
+    """A clock of 0.5 us ticks reads every call of a steady kernel as 10 us: each duration lies within a tick of
+    its reading, so the p50 and p99 do too. Unwidened, the intervals were [10, 10] us, as if the clock could
+    tell 10.0 from 10.4."""
+
+    class CoarseClock:
+        resolution_ns = 500
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> int:
+            return 10_000
+
+    clock = CoarseClock()
+    readings = time_calls(lambda: None, Timing(warmup=0, min_iters=400, min_seconds=0), clock)
+    lat = Latency.from_values(readings, clock.resolution_ns)
+    assert lat.p50_ms == lat.p99_ms == 0.01 and lat.clock_resolution_ms == 0.0005
+    assert (lat.p50_ci_low, lat.p50_ci_high) == (lat.p99_ci_low, lat.p99_ci_high) == pytest.approx((0.0095, 0.0105))
+
+
+def test_clocks_state_their_resolution() -> None:
+    assert HostClock.resolution_ns == max(1, round(time.get_clock_info("perf_counter").resolution * 1e9))
+    assert CudaEventClock.resolution_ns == 500  # cudaEventElapsedTime's documented "around 0.5 microseconds"
+
+
 def test_latency_round_trips_through_json(values_ns: list[int]) -> None:
-    lat = Latency.from_values(values_ns)
+    lat = Latency.from_values(values_ns, resolution_ns=500)
     d = lat.to_dict()
     assert type(d["n"]) is int
     assert all(type(v) is float for k, v in d.items() if k != "n")
     assert Latency.from_dict(json.loads(json.dumps(d))) == lat
+
+
+def test_a_latency_record_without_the_clock_resolution_reads_as_unknown(values_ns: list[int]) -> None:
+    """Reports written before the resolution was recorded keep their intervals as written."""
+    d = Latency.from_values(values_ns).to_dict()
+    del d["clock_resolution_ms"]
+    assert Latency.from_dict(d) == Latency.from_values(values_ns)
 
 
 def test_latency_from_dict_names_missing_fields(values_ns: list[int]) -> None:
