@@ -64,6 +64,7 @@ class BenchConfig:
         # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
         check_no_repeats("[bench]", "batch_sizes", self.batch_sizes)
         check_no_repeats("[bench]", "seq_lens", self.seq_lens)
+        check_no_repeats("[bench]", "runtimes", [spec.label for spec in self.runtimes])
         if self.threads < 1 or self.max_batches < 1 or self.rounds < 1:
             raise OptbenchError(
                 f"[bench] threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, check_no_repeats, config_from_dict, config_to_dict, read_toml
+from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml
 from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
@@ -272,7 +272,6 @@ def parse_bench(table: dict[str, Any]) -> BenchConfig:
             '[bench] runtimes and seq_lens must be lists, e.g. runtimes = ["torch"], seq_lens = [128, "data"]'
         )
     specs = tuple(_runtime(r) for r in runtimes)
-    check_no_repeats("[bench]", "runtimes", [spec.label for spec in specs])
     return replace(
         config,
         runtimes=specs,

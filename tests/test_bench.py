@@ -18,6 +18,7 @@ from optbench.bench import BenchConfig, benchmark, noise_floor_pct
 from optbench.errors import OptbenchError
 from optbench.job import JobFailed
 from optbench.measure import Latency, Timing
+from optbench.runtimes import RuntimeSpec
 from optbench.sweep import SweepStore
 
 MS = 1_000_000
@@ -199,3 +200,9 @@ def test_a_failed_a_a_repeat_loses_only_the_noise_floor(
     floors = {m.batch_size: m.noise_floor_pct for m in reports[1].measurements}
     assert floors[1] is None and floors[2] is not None
     assert fake_jobs.count(("latency", "baseline")) == 3  # batch 1's, then batch 2's and its repeat: none skipped
+
+
+def test_a_bench_config_made_in_code_refuses_a_runtime_listed_twice() -> None:
+    # the check sat in the recipe reader, so a BenchConfig built by code timed the same runtime twice
+    with pytest.raises(OptbenchError, match=r"\[bench\] runtimes lists \['torch-cpu-fp32'\] more than once"):
+        BenchConfig(runtimes=(RuntimeSpec("torch"), RuntimeSpec("torch", "cpu", "fp32")))
