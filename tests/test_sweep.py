@@ -568,8 +568,9 @@ def test_run_records_a_crashing_and_a_hanging_job_and_finishes_the_others(
         '[[chains]]\n[[chains.steps]]\nname = "onnx"\nexporter = "torchscript"\n'
         '[[chains.steps]]\nname = "quantize-dynamic"\nweight_type = "int8"\n'
     )
+    # the hang costs the whole job_timeout_s: short, yet twice what a torch job takes on 2 busy cores
     bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace(
-        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false\njob_timeout_s = 45'
+        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false\njob_timeout_s = 30'
     )
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
     results = tmp_path / "results"
@@ -593,7 +594,10 @@ def test_run_killed_with_sigkill_resumes_where_it_stopped(
 
     from optbench.cli import main
 
-    bench = BENCH.replace("[bench]", "[bench]\nrounds = 2\naa_check = false")  # 1 accuracy + 2 shapes x 2 rounds
+    # 1 accuracy + 2 rounds of one shape: killed after two jobs, the shape's rounds fall on both sides of the kill
+    bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace(
+        "[bench]", "[bench]\nrounds = 2\naa_check = false"
+    )
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -609,14 +613,14 @@ def test_run_killed_with_sigkill_resumes_where_it_stopped(
     child.wait()
     (store,) = stores
     done_before = {p.name: p.read_bytes() for p in (store / "jobs").glob("*.json")}
-    assert 2 <= len(done_before) < 5, "killed in the middle of the sweep"
+    assert len(done_before) == 2, "killed in the middle of the sweep"
     run_id = json.loads((store / "sweep.json").read_text())["run_id"]
 
     assert main(args) == 0
     (run,) = (tmp_path / "results" / "tiny").iterdir()
     assert run.name == run_id  # the resumed sweep published under the run id it started with
     report = json.loads((run / "baseline.torch-cpu-fp32.json").read_text())
-    assert [m["latency"]["n"] for m in report["measurements"]] == [6, 6]  # 2 rounds x 3 calls: each round once
+    assert [m["latency"]["n"] for m in report["measurements"]] == [6]  # 2 rounds x 3 calls: each round once
 
 
 def test_run_stopped_with_sigterm_lets_its_claim_and_job_go(
