@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -14,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import OptbenchError, require_package
+from optbench.model_inputs import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
 
 BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what `encode` returns, in this order
 SeqLen = int | Literal["data"]
 Shape = tuple[int, SeqLen]  # (batch size, sequence length)
 # how to write each file format optbench reads, for the error that says a file could not be read
@@ -346,14 +345,6 @@ def encode(tokenizer: Any, texts: list[str], *, seq_len: SeqLen, max_length: int
         return_token_type_ids=True,
     )
     return {k: np.ascontiguousarray(encoded[k], dtype=np.int64) for k in MODEL_INPUTS}
-
-
-def model_input_names(model: Any) -> tuple[str, ...]:
-    """The inputs of `encode` that a torch model's forward names, in order. DistilBERT names no
-    token_type_ids: transformers 4 refuses them (TypeError), 5 takes and ignores them, which leaves an ONNX
-    export with an input that does nothing and that DistilBERT's tokenizer does not give."""
-    accepted = inspect.signature(model.forward).parameters
-    return tuple(name for name in MODEL_INPUTS if name in accepted)
 
 
 def batches(

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from optbench.configs import check_seed
-from optbench.data import Split, encode, model_input_names
+from optbench.data import Split, encode
 from optbench.errors import OptbenchError
+from optbench.model_inputs import model_input_names
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def test_prune_refuses_members_laid_out_otherwise_from_their_config(kind: str) -
 def test_students_keep_the_layers_of_members_with_a_layer_list_and_refuse_albert(
     member: ModelArtifact, reviews, tmp_path: Path
 ) -> None:
-    from optbench.data import model_input_names
+    from optbench.model_inputs import model_input_names
     from optbench.pruned_bert import load_classifier
     from optbench.surgery import encoder_layers, keep_layers
 

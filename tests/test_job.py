@@ -52,7 +52,21 @@ def _job(tmp_path: Path, model: Path, kind: str = "latency", runtime: RuntimeSpe
     )
 
 
-def test_latency_and_accuracy_jobs_in_a_fresh_process(tmp_path: Path, tiny_classifier: Path) -> None:
+def _job_command_failing_on(module: str) -> tuple[str, ...]:
+    """The job's command, made to fail when the job imported `module` (whose memory would count in the
+    model's peak RSS)."""
+    probe = (
+        "import sys; from optbench.job import main; code = main(sys.argv[1:]); "
+        f"sys.exit(code or ({module!r} in sys.modules and 'the job imported {module}'))"
+    )
+    return (sys.executable, "-c", probe)
+
+
+def test_latency_and_accuracy_jobs_in_a_fresh_process(
+    tmp_path: Path, tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pandas (40 MB) came with optbench.data and counted in every torch job's peak RSS
+    monkeypatch.setattr(job_module, "JOB_COMMAND", _job_command_failing_on("pandas"))
     result = run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=300)
     assert len(result["values_ns"]) >= 4 and all(v > 0 for v in result["values_ns"])
     assert result["peak_rss_mb"] > 0
@@ -110,11 +124,7 @@ def test_an_onnxruntime_job_never_imports_torch(tmp_path: Path, monkeypatch) -> 
     artifact = _save_tiny_onnx(tmp_path / "model")
     ones = np.ones((2, 8), dtype=np.int64)
     save_batches(tmp_path / "in.npz", [{"input_ids": ones, "attention_mask": ones, "token_type_ids": 0 * ones}])
-    probe = (
-        "import sys; from optbench.job import main; code = main(sys.argv[1:]); "
-        "sys.exit(code or ('torch' in sys.modules and 'the job imported torch'))"
-    )
-    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", probe))
+    monkeypatch.setattr(job_module, "JOB_COMMAND", _job_command_failing_on("torch"))
     job = Job(
         "accuracy",
         artifact.to_dict(),

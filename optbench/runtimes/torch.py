@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
-from optbench.data import model_input_names
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, CudaEventClock, HostClock
+from optbench.model_inputs import model_input_names
 from optbench.runtimes.torch_options import TorchOptions
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ import numpy as np
 from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, Split, encode, model_input_names
+from optbench.data import LabelledData, Split, encode
 from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
+from optbench.model_inputs import model_input_names
 from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.surgery import (

@@ -20,8 +20,9 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches, model_input_names
+from optbench.data import LabelledData, batches
 from optbench.errors import OptbenchError
+from optbench.model_inputs import model_input_names
 from optbench.onnx_graph import STANDARD_DOMAINS
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import check_seed, config_to_dict
-from optbench.data import MODEL_INPUTS, LabelledData, SeqLen, batches
+from optbench.data import LabelledData, SeqLen, batches
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
+from optbench.model_inputs import MODEL_INPUTS
 from optbench.onnx_graph import is_qdq, load_graph
 
 log = logging.getLogger(__name__)
