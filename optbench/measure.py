@@ -6,9 +6,9 @@ binomial whatever the latency's distribution, so the interval covers it at least
 (a percentile bootstrap of the p50 covered it 90 to 95% of the time at 6 to 50 calls, and one of the
 p99 cannot reach past the slowest call). Where too few calls were timed for any interval to reach 95%
 (below 6 for the p50, 368 for the p99's upper end), the ends are unbounded. Each end is then widened by
-the clock's resolution (a reading is known only to within one tick), so no interval is narrower than the
-clock can tell: a coarse clock's tied readings would otherwise give zero-width intervals, and two runs one
-tick apart would look certainly different.
+the clock's resolution (a reading is known only to within one tick; a low end stops at 0), so no interval
+is narrower than the clock can tell: a coarse clock's tied readings would otherwise give zero-width
+intervals, and two runs one tick apart would look certainly different.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def quantile_interval(sorted_values: np.ndarray, q: float) -> tuple[float, float
     return low, high
 
 
+def _no_lower_than_zero(low: float) -> float:
+    """An interval's low end widened by a tick, held at 0 (no call takes less); an unbounded one stays -inf."""
+    return low if math.isinf(low) else max(0.0, low)
+
+
 @dataclass(frozen=True)
 class Latency:
     """Latency statistics in milliseconds over timed iterations."""
@@ -89,9 +94,9 @@ class Latency:
             p90_ms=float(p90),
             p95_ms=float(p95),
             p99_ms=float(p99),
-            p50_ci_low=low - tick,
+            p50_ci_low=_no_lower_than_zero(low - tick),
             p50_ci_high=high + tick,
-            p99_ci_low=p99_low - tick,
+            p99_ci_low=_no_lower_than_zero(p99_low - tick),
             p99_ci_high=p99_high + tick,
             clock_resolution_ms=tick,
         )

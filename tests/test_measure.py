@@ -172,6 +172,14 @@ def test_tied_readings_of_a_coarse_clock_give_intervals_a_tick_wide_on_each_side
     assert (lat.p50_ci_low, lat.p50_ci_high) == (lat.p99_ci_low, lat.p99_ci_high) == pytest.approx((0.0095, 0.0105))
 
 
+def test_readings_below_one_tick_give_intervals_that_start_at_zero() -> None:
+    """Calls a 0.5 us clock reads as 0 or 0.5 us: widened by a tick, the low ends would be -0.5 us, a duration
+    no call can take."""
+    lat = Latency.from_values([0] * 300 + [500] * 100, resolution_ns=500)
+    assert lat.p50_ci_low == lat.p99_ci_low == 0.0
+    assert lat.p50_ci_high == pytest.approx(0.0005) and lat.p99_ci_high == pytest.approx(0.001)
+
+
 def test_clocks_state_their_resolution() -> None:
     assert HostClock.resolution_ns == max(1, round(time.get_clock_info("perf_counter").resolution * 1e9))
     assert CudaEventClock.resolution_ns == 500  # cudaEventElapsedTime's documented "around 0.5 microseconds"
