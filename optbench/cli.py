@@ -65,8 +65,8 @@ def help_text(description: str, epilog: str) -> dict[str, Any]:
 
 def path_argument(text: str) -> Path:
     """The argparse type of every path argument: refuses an empty one, which Path reads as the current folder
-    (`--results ""` wrote into it, `report ""` read it)."""
-    if not text:
+    (`--results ""` wrote into it, `report ""` read it), and one of blanks only, a name no one means."""
+    if not text.strip():
         raise argparse.ArgumentTypeError(
             f"an empty path ({text!r}) names no file or folder: give one (. for the current folder)"
         )

@@ -369,13 +369,17 @@ EMPTY_PATHS = [  # (command, argv, the argument the error names)
     (gpu_pack, [""], "folder"),
     (gpu_pack, ["p", "--cache", ""], "--cache"),
 ]
+BLANK_PATHS = [  # only blanks: a folder of that name is surely a slip (`--results " "` wrote into one)
+    (cli, ["run", "r.toml", "--results", " "], "--results"),
+    (cli, ["report", "\t"], "PATH"),
+]
 
 
 @pytest.mark.parametrize(
     ("command", "argv", "argument"),
     [
-        pytest.param(*case, id=" ".join([case[0].__name__.split(".")[-1], *(a or "''" for a in case[1])]))
-        for case in EMPTY_PATHS
+        pytest.param(*case, id=" ".join([case[0].__name__.split(".")[-1], *(a.strip() or repr(a) for a in case[1])]))
+        for case in EMPTY_PATHS + BLANK_PATHS
     ],
 )
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
@@ -390,4 +394,5 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     with pytest.raises(SystemExit) as exited:
         command.main(argv)
     assert exited.value.code == 2
-    assert f"argument {argument}: an empty path ('') names no file or folder" in capsys.readouterr().err
+    value = next(a for a in reversed(argv) if not a.strip())
+    assert f"argument {argument}: an empty path ({value!r}) names no file or folder" in capsys.readouterr().err
