@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,16 @@ def test_latency_and_accuracy_jobs_in_a_fresh_process(
 ) -> None:
     # pandas (40 MB) came with optbench.data and counted in every torch job's peak RSS
     monkeypatch.setattr(job_module, "JOB_COMMAND", _job_command_failing_on("pandas"))
-    result = run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=300)
+    jobs = {kind: _job(tmp_path / kind, tiny_classifier, kind) for kind in ("latency", "accuracy")}  # own folders
+    with ThreadPoolExecutor(len(jobs)) as pool:  # both at once: each fresh process spends seconds importing torch
+        running = {
+            kind: pool.submit(run_in_subprocess, job, tmp_path / kind / "job.json", 300) for kind, job in jobs.items()
+        }
+    result = running["latency"].result()
     assert len(result["values_ns"]) >= 4 and all(v > 0 for v in result["values_ns"])
     assert result["peak_rss_mb"] > 0
     assert "gpu_memory" not in result  # a CPU runtime has none to report
-    result = run_in_subprocess(_job(tmp_path, tiny_classifier, "accuracy"), tmp_path / "job.json", timeout_s=300)
+    result = running["accuracy"].result()
     assert np.load(result["logits"]).shape == (3, 2)
     startup = result["startup"]  # the load and the first call, timed apart from the latency
     assert startup["load_s"] > 0 and startup["first_call_s"] > 0
