@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +14,12 @@ import pytest
 from conftest import _save_tiny_onnx
 
 from optbench import job as job_module
-from optbench.artifact import ModelArtifact, content_hash
+from optbench.artifact import QUANTIZATION_FILE, ModelArtifact, content_hash
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed, load_batches, run_in_subprocess, save_batches
 from optbench.measure import HostClock, Timing
 from optbench.runtimes import RuntimeSpec
+from optbench.runtimes.torch import SCHEME
 
 
 def test_batches_round_trip_in_order(tmp_path: Path) -> None:
@@ -53,12 +56,13 @@ def _job(tmp_path: Path, model: Path, kind: str = "latency", runtime: RuntimeSpe
     )
 
 
-def _job_command_failing_on(module: str) -> tuple[str, ...]:
-    """The job's command, made to fail when the job imported `module` (whose memory would count in the
-    model's peak RSS)."""
+def _job_command_failing_on(*modules: str) -> tuple[str, ...]:
+    """The job's command, made to fail when the job imported one of `modules` (whose memory would count in the
+    model's peak RSS; an entry of None in sys.modules is a module hidden, not imported)."""
     probe = (
         "import sys; from optbench.job import main; code = main(sys.argv[1:]); "
-        f"sys.exit(code or ({module!r} in sys.modules and 'the job imported {module}'))"
+        f"imported = [m for m in {modules!r} if sys.modules.get(m) is not None]; "
+        "sys.exit(code or (f'the job imported {imported}' if imported else 0))"
     )
     return (sys.executable, "-c", probe)
 
@@ -66,9 +70,12 @@ def _job_command_failing_on(module: str) -> tuple[str, ...]:
 def test_latency_and_accuracy_jobs_in_a_fresh_process(
     tmp_path: Path, tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # pandas (40 MB) came with optbench.data and counted in every torch job's peak RSS
-    monkeypatch.setattr(job_module, "JOB_COMMAND", _job_command_failing_on("pandas"))
+    # pandas (40 MB) came with optbench.data and counted in every torch job's peak RSS; torchao (11 MB) came with
+    # transformers, which imports it whenever it is installed, though only a model quantized with it needs it
+    monkeypatch.setattr(job_module, "JOB_COMMAND", _job_command_failing_on("pandas", "torchao"))
+    quantized = _torchao_quantized_copy(tiny_classifier, tmp_path / "quantized")
     jobs = {kind: _job(tmp_path / kind, tiny_classifier, kind) for kind in ("latency", "accuracy")}  # own folders
+    jobs["quantized"] = _job(tmp_path / "quantized-job", quantized, "accuracy")
     with ThreadPoolExecutor(len(jobs)) as pool:  # both at once: each fresh process spends seconds importing torch
         running = {
             kind: pool.submit(run_in_subprocess, job, tmp_path / kind / "job.json", 300) for kind, job in jobs.items()
@@ -81,6 +88,16 @@ def test_latency_and_accuracy_jobs_in_a_fresh_process(
     assert np.load(result["logits"]).shape == (3, 2)
     startup = result["startup"]  # the load and the first call, timed apart from the latency
     assert startup["load_s"] > 0 and startup["first_call_s"] > 0
+    with pytest.raises(JobFailed, match=r"the job imported \['torchao'\]"):  # the one model that needs it has it
+        running["quantized"].result()
+
+
+def _torchao_quantized_copy(model: Path, folder: Path) -> Path:
+    """`model` with the torch runtime's INT8 scheme beside it, as quantize-dynamic's torch backend writes it."""
+    shutil.copytree(model, folder)
+    scheme = {"library": "torchao", "version": "test", "scheme": SCHEME}
+    (folder / QUANTIZATION_FILE).write_text(json.dumps(scheme))
+    return folder
 
 
 def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
