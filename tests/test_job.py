@@ -92,6 +92,27 @@ def test_latency_and_accuracy_jobs_in_a_fresh_process(
         running["quantized"].result()
 
 
+@pytest.mark.parametrize(
+    ("files", "hidden"),
+    [
+        ({"config.json": {"model_type": "bert"}}, True),
+        ({"config.json": {"model_type": "bert"}, QUANTIZATION_FILE: {"library": "torchao"}}, False),
+        # saved quantized by the user (transformers' TorchAoConfig): transformers needs torchao to load it
+        ({"config.json": {"model_type": "bert", "quantization_config": {"quant_method": "torchao"}}}, False),
+    ],
+    ids=["plain", "optbench-scheme", "quantization_config"],
+)
+def test_torchao_is_hidden_only_from_a_model_saved_without_quantization(
+    tmp_path: Path, files: dict[str, dict], hidden: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    modules = {name: module for name, module in sys.modules.items() if name != "torchao"}
+    monkeypatch.setattr(sys, "modules", modules)  # a copy: the test process's own imports stay as they are
+    job_module._hide_torchao_unless_the_model_needs_it({"path": str(tmp_path)})
+    assert ("torchao" in modules and modules["torchao"] is None) == hidden
+
+
 def _torchao_quantized_copy(model: Path, folder: Path) -> Path:
     """`model` with the torch runtime's INT8 scheme beside it, as quantize-dynamic's torch backend writes it."""
     shutil.copytree(model, folder)
