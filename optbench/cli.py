@@ -63,14 +63,20 @@ def help_text(description: str, epilog: str) -> dict[str, Any]:
     }
 
 
-def path_argument(text: str) -> Path:
-    """The argparse type of every path argument: refuses an empty one, which Path reads as the current folder
-    (`--results ""` wrote into it, `report ""` read it), and one of blanks only, a name no one means."""
+def where_argument(text: str) -> str:
+    """The argparse type of every argument that names a file or folder, kept as written (compare's sides may be
+    REV:PATH): refuses an empty one, which Path reads as the current folder (`--results ""` wrote into it,
+    `report ""` read it), and one of blanks only, a name no one means."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"an empty path ({text!r}) names no file or folder: give one (. for the current folder)"
         )
-    return Path(text)
+    return text
+
+
+def path_argument(text: str) -> Path:
+    """`where_argument`, as a Path: the type of every path argument."""
+    return Path(where_argument(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
         "listed as newly failing too.",
     )
-    compare.add_argument("a", type=path_argument, help="results before: a folder, a report file, or REV:PATH")
-    compare.add_argument("b", type=path_argument, help="results after, the same way")
+    compare.add_argument("a", type=where_argument, help="results before: a folder, a report file, or REV:PATH")
+    compare.add_argument("b", type=where_argument, help="results after, the same way")
     compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
     compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
     compare.add_argument(
@@ -387,7 +393,7 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    before, after = load_side(str(args.a)), load_side(str(args.b))  # each a path, or REV:PATH read as one
+    before, after = load_side(args.a), load_side(args.b)
     for side, spec, reports in (("A", args.a, before), ("B", args.b, after)):
         if not reports:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
