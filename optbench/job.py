@@ -210,9 +210,10 @@ def _shape(batch: Batch) -> tuple[int, ...]:
 def _hide_torchao_unless_the_model_needs_it(artifact: dict[str, Any]) -> None:
     """transformers imports torchao whenever it is installed, and it is, with optbench (for its INT8 path and
     peer), not with the model: in a job whose model is not quantized with it, its import cost about 11 MB of peak
-    RSS and a second of CPU. A None in sys.modules makes the package look absent to transformers' check. Kept for
-    optbench's torchao scheme and for a checkpoint saved quantized (`quantization_config`, which transformers may
-    need torchao to load). Only in the job's own fresh process: elsewhere a later step may still need torchao."""
+    RSS (results/FINDINGS.md) and start-up time. A None in sys.modules makes the package look absent to
+    transformers' check. Kept for optbench's torchao scheme and for a checkpoint saved quantized
+    (`quantization_config`, which transformers may need torchao to load). Only in the job's own fresh process:
+    elsewhere a later step may still need torchao."""
     from optbench.artifact import QUANTIZATION_FILE
 
     folder = Path(artifact["path"])
