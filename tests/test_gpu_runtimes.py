@@ -130,6 +130,23 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert "trt_engine_cache_path" not in uncached
 
 
+def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_classifier: Path
+) -> None:
+    """The TensorRT provider has no TF32 option (microsoft/onnxruntime#26029); NVIDIA_TF32_OVERRIDE=0 is how README
+    turns TF32 off. onnxruntime's engine file names do not carry it, so an engine cached with TF32 on would be
+    loaded, and reported as FP32, under the override: the folder must differ."""
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    artifact = _artifact(tiny_classifier, "onnx")
+    default = trt_engine_cache_dir(artifact, "fp32", int8=False)
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")  # TF32 allowed, as by default
+    assert trt_engine_cache_dir(artifact, "fp32", int8=False) == default
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    without_tf32 = trt_engine_cache_dir(artifact, "fp32", int8=False)
+    assert without_tf32 != default and without_tf32.name == default.name.replace("-fp32-", "-fp32-notf32-")
+
+
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:
     options = OrtOptions.parse("cuda", "fp16", {"provider": "tensorrt", "trt_profile": PROFILE})
     assert options.trt_profile == TrtProfile((1, 1), (1, 128), (64, 128))

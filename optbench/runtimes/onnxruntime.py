@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ LEVELS = ("disable", "basic", "extended", "all")
 # The CUDA provider runs float32 MatMul/Gemm in TF32 unless use_tf32 is off (onnxruntime's default is on), while
 # PyTorch's CUDA matmuls, which the GPU paths are read against, run FP32.
 CUDA_OPTIONS = {"use_tf32": False}
+# The TensorRT provider has no such option (microsoft/onnxruntime#26029): NVIDIA's environment variable, =0, turns
+# TF32 off for the whole process, TensorRT's builds included (README, GPU machines).
+TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 
 
 def open_session(
@@ -291,12 +295,13 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) ->
     """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content,
     settings and the onnxruntime and TensorRT versions (never in the artifact folder, whose content hash must
     not change). onnxruntime's docs say to clear the cache when either version changes; its engine names
-    already carry the GPU's compute capability."""
+    already carry the GPU's compute capability. Engines built under NVIDIA_TF32_OVERRIDE=0 (TensorRT's FP32
+    layers without TF32; the provider has no option for it) are kept apart, as their names would not tell."""
     import onnxruntime
 
     from optbench.pipeline import default_cache_dir
 
-    mode = f"{precision}{'-int8' if int8 else ''}"
+    mode = f"{precision}{'-int8' if int8 else ''}{'-notf32' if os.environ.get(TF32_OVERRIDE) == '0' else ''}"
     versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{versions}"
 
