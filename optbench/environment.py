@@ -56,6 +56,9 @@ LIBRARIES = (
 # it pulls for a CUDA major version, or those alone (as some containers install them)
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 _CALIBRATION_SECONDS = 0.3
+# NVIDIA's process-wide switch: =0 keeps TF32 out of float32 matmuls, TensorRT's builds included (README, GPU
+# machines); it changes GPU figures as much as a thread count changes CPU ones
+TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 _CALIBRATION_SIZE = 512
 _TIMEOUT_S = 5
 
@@ -231,7 +234,8 @@ def _calibration_gflops() -> float:
 def fingerprint(threads: int | None = None) -> dict:
     """What a reader needs to know to trust or compare a figure: hardware (cpu, memory, gpu),
     software (os, python, library versions, git), thread settings (`threads` as given, torch's
-    only if torch is already imported, OMP/MKL env vars), hostname, and `calibration_gflops`.
+    only if torch is already imported, OMP/MKL env vars), NVIDIA_TF32_OVERRIDE, hostname, and
+    `calibration_gflops`.
     JSON-serializable; never raises."""
     return {
         "hostname": _best_effort(socket.gethostname, None),
@@ -254,6 +258,7 @@ def fingerprint(threads: int | None = None) -> dict:
         "libraries": _best_effort(_library_versions, dict.fromkeys(LIBRARIES)),
         "threads": _threads(threads),
         "gpu": _best_effort(_gpus, []),
+        "gpu_settings": {TF32_OVERRIDE: os.environ.get(TF32_OVERRIDE)},
         "git": _best_effort(_git, {"commit": None, "dirty": None}),
         "calibration_gflops": _best_effort(_calibration_gflops, None),
     }

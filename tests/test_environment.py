@@ -23,6 +23,7 @@ KEYS = {
     "libraries",
     "threads",
     "gpu",
+    "gpu_settings",
     "git",
     "calibration_gflops",
 }
@@ -81,6 +82,15 @@ def test_tensorrt_is_recorded_under_any_of_its_distribution_names(monkeypatch: p
 
     monkeypatch.setattr(environment.metadata, "version", version)
     assert fingerprint()["libraries"]["tensorrt"] == "10.13.3.9"
+
+
+def test_tf32_override_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVIDIA_TF32_OVERRIDE=0 keeps TF32 out of fp32 GPU matmuls (README, GPU machines): a reader comparing GPU
+    figures must see whether it was set."""
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    assert fingerprint()["gpu_settings"] == {"NVIDIA_TF32_OVERRIDE": "0"}
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE")
+    assert fingerprint()["gpu_settings"] == {"NVIDIA_TF32_OVERRIDE": None}
 
 
 def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:

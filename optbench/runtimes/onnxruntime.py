@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.environment import tensorrt_version
+from optbench.environment import TF32_OVERRIDE, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
 from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_model_file
@@ -34,9 +34,6 @@ LEVELS = ("disable", "basic", "extended", "all")
 # The CUDA provider runs float32 MatMul/Gemm in TF32 unless use_tf32 is off (onnxruntime's default is on), while
 # PyTorch's CUDA matmuls, which the GPU paths are read against, run FP32.
 CUDA_OPTIONS = {"use_tf32": False}
-# The TensorRT provider has no such option (microsoft/onnxruntime#26029): NVIDIA's environment variable, =0, turns
-# TF32 off for the whole process, TensorRT's builds included (README, GPU machines).
-TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 
 
 def open_session(
