@@ -4,7 +4,7 @@
 [[budget]]
 name = "accuracy, every variant"       # optional, shown in the gate's output
 variants = ["*"]                       # glob patterns over variant names (default: every variant)
-runtimes = ["*"]                       # runtime names (default: every runtime)
+runtimes = ["*"]                       # runtime names or labels, e.g. onnxruntime-cpu-fp32 (default: all)
 max_accuracy_drop = "1.0 points"       # against the run's reference, in percentage points
 min_relative_accuracy = "99%"          # of the reference's accuracy, as MLPerf states its targets
 
@@ -17,7 +17,7 @@ min_speedup = "6x"                     # against PyTorch eager FP32 on the CPU, 
 speedup_against = "baseline+onnx/onnxruntime"  # or against this row of the run (optbench report --against)
 min_speedup_vs_peer = "1.05x"          # against the run's fastest peer (optimum, torchao) at this shape
 peer_max_accuracy_drop = "1.0 points"  # which peers compete, and whether a variant may (default 1 point)
-max_memory = "1.5 GB"                  # peak RSS of the benchmark process; MB, MiB, GB, GiB
+max_memory = "1.5 GB"                  # peak RSS of the benchmark process; KB, MB, GB, KiB, MiB, GiB
 max_size = "40 MB"                     # weight files on disk
 ```
 """

@@ -120,7 +120,7 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     for attempt in done:
         (out_dir / f"{attempt['exporter']}.onnx").unlink(missing_ok=True)
     details: dict[str, Any] = {"exporter": chosen["exporter"], "opset": file_opset(path), "attempts": attempts}
-    if details["opset"] != config.opset:  # the dynamo exporter cannot go below 18 for LayerNormalization
+    if details["opset"] != config.opset:  # dynamo builds at 18 and converts down, where it can
         details["opset_requested"] = config.opset
         log.info("ONNX model: opset %d (%s export; %d was asked)", details["opset"], chosen["exporter"], config.opset)
     warnings: list[str] = []
