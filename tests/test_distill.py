@@ -318,10 +318,13 @@ def test_transfer_refuses_a_student_of_another_width(tiny_artifact: ModelArtifac
     assert student.details["train_rows"] == 16
 
 
-def test_student_from_the_teacher_needs_a_torch_teacher(reviews, tmp_path: Path) -> None:
+def test_distill_refuses_a_teacher_that_is_not_a_checkpoint(reviews, tmp_path: Path) -> None:
+    """Recipes put distill before the onnx step (its input_format); a direct call with an export is refused
+    before any work, as prune's is."""
     onnx_teacher = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
-    with pytest.raises(OptbenchError, match='student = "teacher" copies the teacher'):
-        distill_step.build_student(DistillConfig(), onnx_teacher)
+    with pytest.raises(OptbenchError, match="distill needs a Hugging Face checkpoint as its teacher, not a onnx"):
+        distill_step.apply(DistillConfig(), onnx_teacher, reviews, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # --- recipes ----------------------------------------------------------------------------------------

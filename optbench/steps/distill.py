@@ -1,7 +1,7 @@
 """Knowledge distillation: a smaller student trained to imitate a trained classifier (the teacher).
 
-The teacher is the step's input artifact, in any format a runtime runs; its logits on the train split
-are computed once and cached. The student starts from a copy of the teacher, from the packaged
+The teacher is the step's input artifact, a Hugging Face checkpoint (distill before exporting); its logits on
+the train split are computed once and cached. The student starts from a copy of the teacher, from the packaged
 paraphrase-MiniLM-L3-v2, or from a checkpoint folder; then keeps the `layers` chosen and, optionally,
 fewer FFN neurons; then trains on temperature-scaled KL to the teacher's logits plus cross-entropy on
 the labels, optionally with hidden-state and attention transfer. It is saved as a normal Hugging Face
@@ -147,6 +147,11 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
 
     from optbench.pruned_bert import save_classifier
 
+    if artifact.format != "hf":
+        raise OptbenchError(
+            f"distill needs a Hugging Face checkpoint as its teacher, not a {artifact.format} model: distill before "
+            "exporting"
+        )
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast
     if config.attention_weight:
@@ -290,11 +295,6 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
         "label2id": {n: i for i, n in enumerate(labels)},
     }
     if config.student == TEACHER:
-        if teacher.format != "hf":
-            raise OptbenchError(
-                f'student = "teacher" copies the teacher\'s layers, and this teacher is a {teacher.format} model: '
-                f'distill before exporting, or use student = "{PARAPHRASE_L3}" or a checkpoint folder'
-            )
         model = load_classifier(teacher.path, **attention)
         tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     elif config.student == PARAPHRASE_L3:
@@ -325,8 +325,6 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
 
 
 def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
-    if teacher.format != "hf":
-        return  # an exported teacher's depth is not in a config file; nothing to compare
     teacher_config = transformers_config(read_hf_config(teacher.path))  # reads DistilBERT's n_layers too
     depth = getattr(teacher_config, "num_hidden_layers", None)
     if depth is not None and student.config.num_hidden_layers > depth:
@@ -344,11 +342,6 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student
     """
     if not (config.hidden_weight or config.attention_weight):
         return None
-    if teacher.format != "hf":
-        raise OptbenchError(
-            f"hidden-state and attention transfer read the teacher's layers, and this teacher is a "
-            f"{teacher.format} model: set hidden_weight and attention_weight to 0, or distill before exporting"
-        )
     from transformers import AutoTokenizer
 
     from optbench.pruned_bert import load_classifier
