@@ -232,26 +232,46 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
     """Refuse a config without a model_type this transformers builds (missing, unknown to its release, or custom
-    code, which optbench never trusts): found when the checkpoint is read, not when the benchmark's first job loads
-    it and transformers answers with its upgrade hint. transformers is imported only here, by callers that go on to
-    load the model with it; optbench's pruned types are registered by importing optbench.pruned_bert."""
+    code, which optbench never trusts), or of a type transformers knows as decoder-only or encoder-decoder (a GPT-2
+    tokenizer without a pad token fails the first batch, GPT-2's and T5's ONNX exports fail onnxruntime's check,
+    torch INT8 leaves GPT-2's Conv1D layers FP32): found when the checkpoint is read, not when a job loads it or
+    part way through a run. transformers is imported only here, by callers that go on to load the model with it;
+    optbench's pruned types are registered by importing optbench.pruned_bert."""
     import transformers
 
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPE_PREFIX):
         import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
-    if isinstance(model_type, str) and model_type in transformers.CONFIG_MAPPING:
+    fix = " (a model type newer than this transformers needs an upgrade)"
+    if model_type is None:
+        problem = "has no model_type"
+    elif not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
+        problem = f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
+    elif (kind := _generative_kind(model_type)) is not None:
+        problem, fix = f"model_type = {model_type!r} is {kind}", ""
+    else:
         return
-    problem = (
-        "has no model_type"
-        if model_type is None
-        else f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
-    )
     family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
     raise OptbenchError(
-        f"{config_path} {problem}: optbench takes BERT-family models (model_type {family}); give a checkpoint of "
-        "one of those as save_pretrained() writes it (a model type newer than this transformers needs an upgrade)"
+        f"{config_path} {problem}: optbench takes encoder (BERT-family) classifiers (model_type {family}); give a "
+        f"checkpoint of one of those as save_pretrained() writes it{fix}"
     )
+
+
+def _generative_kind(model_type: str) -> str | None:
+    """What transformers knows `model_type` as besides an encoder: "encoder-decoder" where it has a
+    sequence-to-sequence LM of it, "decoder-only" where it has a causal LM but no masked LM of it (BERT's kin have
+    both: a BERT can be built as a decoder); None otherwise."""
+    from transformers.models.auto import modeling_auto as auto
+
+    if model_type in auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return "encoder-decoder"
+    if (
+        model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        return "decoder-only"
+    return None
 
 
 def _check_label_map(config: dict[str, Any], config_path: Path) -> None:

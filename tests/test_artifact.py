@@ -12,6 +12,7 @@ import pytest
 
 from optbench import atomic
 from optbench.artifact import (
+    BERT_FAMILY,
     HF_FILES,
     MANIFEST,
     VOCABULARY_FILES,
@@ -138,9 +139,41 @@ def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
     files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
     folder = write_files(tmp_path / "m", files)
     with pytest.raises(
-        OptbenchError, match=rf'config\.json {problem}: optbench takes BERT-family models \(model_type "bert", '
+        OptbenchError,
+        match=rf'config\.json {problem}: optbench takes encoder \(BERT-family\) classifiers \(model_type "bert", ',
     ):
         read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "kind"),
+    [("gpt2", "decoder-only"), ("llama", "decoder-only"), ("bart", "encoder-decoder"), ("t5", "encoder-decoder")],
+)
+def test_read_hf_config_refuses_a_model_that_is_no_encoder(tmp_path: Path, model_type: str, kind: str) -> None:
+    """transformers knows these types, but they failed part way through a run: a GPT-2 tokenizer without a pad
+    token on the first batch (a traceback), GPT-2's and T5's ONNX exports on onnxruntime's check (an error saying to
+    re-run the onnx step), and torch INT8 left GPT-2's Conv1D layers FP32 while the report called the model INT8."""
+    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": b"w"}
+    folder = write_files(tmp_path / "m", {**files, "vocab.json": b"v"})
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    message = (
+        f"{folder / 'config.json'} model_type = '{model_type}' is {kind}: optbench takes encoder (BERT-family) "
+        f"classifiers (model_type {family}); give a checkpoint of one of those as save_pretrained() writes it"
+    )
+    with pytest.raises(OptbenchError) as raised:
+        read_hf_config(folder)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [*BERT_FAMILY, "optbench-pruned-bert", "optbench-pruned-distilbert", "mpnet", "camembert", "modernbert"],
+)
+def test_read_hf_config_takes_every_encoder(tmp_path: Path, model_type: str) -> None:
+    """BERT's kin have a causal LM too (a BERT can be built as a decoder): they are encoders all the same."""
+    config = {"model_type": model_type}
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"v"}
+    assert read_hf_config(write_files(tmp_path / "m", files)) == config
 
 
 @pytest.mark.parametrize(
