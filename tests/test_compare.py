@@ -102,11 +102,15 @@ def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count
 
 
 def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
-    good, bad = make_report(shapes=((1, 128),)), make_report(shapes=((1, 128),), flip=5)
-    assert _marks([good], [bad])["baseline", 1, "accuracy"] == "worse"
+    good, bad = make_report(shapes=((1, 128),)), make_report(shapes=((1, 128),), flip=7)
+    assert _marks([good], [bad])["baseline", 1, "accuracy"] == "worse"  # 10 test rows: 1.0 against 0.3
     assert _marks([bad], [good])["baseline", 1, "accuracy"] == "better"
-    slightly = make_report(shapes=((1, 128),), flip=1)  # 10 test rows: 0.9 against 1.0 is within the interval
+    slightly = make_report(shapes=((1, 128),), flip=1)  # 0.9 against 1.0 is within the interval
     assert _marks([good], [slightly])["baseline", 1, "accuracy"] == "not significant"
+    # every row right is no certainty on 10 rows: 1.0 against 0.6 (Fisher's exact test: p = 0.09) is not marked
+    # (a normal-approximation interval has no width at 1.0 and marked it worse)
+    fewer = make_report(shapes=((1, 128),), flip=4)
+    assert _marks([good], [fewer])["baseline", 1, "accuracy"] == "not significant"
     broken = make_report(shapes=((1, 128),), flip=10)  # accuracy 0: a change from zero has no percentage
     assert _marks([broken], [good])["baseline", 1, "accuracy"] == "better"
 
