@@ -96,7 +96,9 @@ class Latency:
             p99_ms=float(p99),
             p50_ci_low=_no_lower_than_zero(low - tick),
             p50_ci_high=high + tick,
-            p99_ci_low=_no_lower_than_zero(p99_low - tick),
+            # at 2 calls the low end is the slower one and the interpolated p99 just below it: the interval
+            # reaches down to its own estimate
+            p99_ci_low=_no_lower_than_zero(min(p99_low, p99) - tick),
             p99_ci_high=p99_high + tick,
             clock_resolution_ms=tick,
         )

@@ -66,7 +66,7 @@ def test_latency_of_constant_values_has_degenerate_ci() -> None:
     assert lat.std_ms == 0.0
 
 
-@pytest.mark.parametrize(("n", "bounded"), [(20, False), (367, False), (368, True), (5000, True)])
+@pytest.mark.parametrize(("n", "bounded"), [(2, False), (20, False), (367, False), (368, True), (5000, True)])
 def test_p99_interval_is_bounded_above_only_from_368_calls(n: int, bounded: bool) -> None:
     """The chance that all n calls fall below the true p99 is 0.99**n: above 2.5% up to 367 calls, so no
     sample value can serve as the upper end (a bootstrap's upper end would be the sample maximum)."""
