@@ -20,7 +20,7 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, batches, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
 from optbench.onnx_graph import STANDARD_DOMAINS
@@ -98,7 +98,11 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     layers = model.config.num_hidden_layers
     split = data.test if config.parity_rows is None else data.test.head(config.parity_rows)
     parity_batches = batches(
-        _tokenizer(artifact.path), split.texts, batch_size=PARITY_BATCH_SIZE, seq_len="data", max_length=data.max_length
+        load_tokenizer(artifact.path),
+        split.texts,
+        batch_size=PARITY_BATCH_SIZE,
+        seq_len="data",
+        max_length=data.max_length,
     )
     reference = _torch_logits(model, parity_batches)
     exporters = ("dynamo", "torchscript") if config.exporter == "auto" else (config.exporter,)
@@ -353,12 +357,6 @@ def _load_eager(path: Path) -> Any:
     from optbench.pruned_bert import load_classifier
 
     return load_classifier(path, attn_implementation="eager").eval()
-
-
-def _tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 def _torch_logits(model: Any, parity_batches: list[dict[str, np.ndarray]]) -> np.ndarray:
