@@ -23,7 +23,7 @@ import numpy as np
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact
 from optbench.configs import check_no_repeats
-from optbench.data import LabelledData, SeqLen, Shape, batches, parse_seq_len, whole_batches
+from optbench.data import LabelledData, SeqLen, Shape, batches, load_tokenizer, parse_seq_len, whole_batches
 from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
@@ -101,15 +101,13 @@ def benchmark(
 
     Returns the reports of the pairs whose jobs all succeeded, and the failed jobs with their reasons. Without
     the reference (the baseline on PyTorch eager FP32) nothing can be compared: its failure is an error."""
-    from transformers import AutoTokenizer
-
     if executor is None or executor.runs_here:  # elsewhere each node has its own cores
         _warn_if_oversubscribed(config.threads)
     baseline = artifacts[0]
     pairs = [(a, spec) for a in artifacts for spec in config.runtimes if _runs(spec, a)]
     if (baseline, REFERENCE) not in pairs:
         pairs.insert(0, (baseline, REFERENCE))
-    tokenizer = AutoTokenizer.from_pretrained(baseline.path)
+    tokenizer = load_tokenizer(baseline.path)
     workload = {
         "dataset": data.source,
         "data_fingerprint": data.fingerprint,

@@ -329,6 +329,33 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
     )
 
 
+def load_tokenizer(folder: Path) -> Any:
+    """The tokenizer saved with the model in `folder`, for `encode`. One without a pad token is refused here:
+    transformers would fail on the first batch of several texts, part way through a step."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        advice = _pad_advice(folder, tokenizer)
+        raise OptbenchError(
+            f"the tokenizer in {folder} has no pad token, which optbench pads batches with: {advice}, "
+            f'then tokenizer.save_pretrained("{folder}")'
+        )
+    return tokenizer
+
+
+def _pad_advice(folder: Path, tokenizer: Any) -> str:
+    """How to set the pad token: the one the model's config.json names when the vocabulary has it."""
+    try:
+        pad_id = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("pad_token_id")
+    except (OSError, ValueError, AttributeError):
+        pad_id = None
+    token = next((t for t, i in tokenizer.get_vocab().items() if i == pad_id), None)
+    if token is None:
+        return "set one of its vocabulary's tokens, e.g. tokenizer.pad_token = tokenizer.sep_token"
+    return f"set the one config.json's pad_token_id = {pad_id} names, tokenizer.pad_token = {json.dumps(token)}"
+
+
 def encode(tokenizer: Any, texts: list[str], *, seq_len: SeqLen, max_length: int) -> dict[str, np.ndarray]:
     """Tokenize one batch: padded to exactly `seq_len` tokens, or to its longest text for `data`."""
     if seq_len == "data":

@@ -20,7 +20,7 @@ from optbench.artifact import (
 )
 from optbench.bench import benchmark
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.data import LabelledData, align_labels, load_dataset, load_tokenizer
 from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
 from optbench.html_report import write_html
@@ -217,6 +217,7 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     else:
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
     config = read_hf_config(path)
+    load_tokenizer(path)  # a tokenizer no step could pad with is refused before the first step
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
     if has_classifier_head(config):

@@ -154,6 +154,26 @@ def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path,
     assert not (tmp_path / "results").exists()
 
 
+def test_tokenizer_without_a_pad_token(tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, capsys) -> None:
+    """Refused when the run first loads the tokenizer, before fine-tuning: the first padded batch was a traceback
+    (transformers' "Asking to pad but the tokenizer does not have a padding token")."""
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_encoder, model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(model)
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    message = (
+        f"the tokenizer in {model} has no pad token, which optbench pads batches with: set the one config.json's "
+        f'pad_token_id = 0 names, tokenizer.pad_token = "[PAD]", then tokenizer.save_pretrained("{model}")'
+    )
+    _fails(args, capsys, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_model_type_transformers_does_not_know(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
 ) -> None:

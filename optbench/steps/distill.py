@@ -21,7 +21,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, Split, encode
+from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
@@ -283,7 +283,7 @@ def attention_loss(student_attention: Any, teacher_attention: Any, mask: Any) ->
 
 def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, Any, dict[str, Any]]:
     """The untrained student classifier, its tokenizer, and a record of where it came from."""
-    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     from optbench.pruned_bert import load_classifier
 
@@ -296,7 +296,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
     }
     if config.student == TEACHER:
         model = load_classifier(teacher.path, **attention)
-        tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+        tokenizer = load_tokenizer(teacher.path)
     elif config.student == PARAPHRASE_L3:
         encoder = paraphrase_l3_encoder()
         student_config = copy.deepcopy(encoder.config)
@@ -313,7 +313,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
                 "the label sets differ; give a student with the teacher's labels, or an encoder without a head"
             )
         model = load_classifier(folder, **attention, **heads)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = load_tokenizer(folder)
     initial_layers = len(encoder_layers(model))
     if config.layers is not None:
         keep_layers(model, config.layers)
@@ -365,7 +365,6 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
 
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
     key = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:12]
     path = cache / f"{teacher.sha256[:16]}-{key}-{max_length}.npy"
@@ -376,7 +375,7 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
     threads = torch.get_num_threads()  # torch's runtime sets its own for the process
     try:
         runtime = load_runtime(RuntimeSpec(engine), teacher, threads=usable_cores())
-        tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+        tokenizer = load_tokenizer(teacher.path)
         order = np.argsort([len(t) for t in split.texts], kind="stable")
         logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
         batches = range(0, len(order), TEACHER_BATCH_SIZE)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData
+from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
 
@@ -33,7 +33,6 @@ class FinetuneConfig(TrainingConfig):
 def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Train `artifact` (an encoder or a classifier) on `data.train` and save the classifier to `out_dir`."""
     import torch
-    from transformers import AutoTokenizer
 
     from optbench.pruned_bert import load_classifier, save_classifier
 
@@ -41,7 +40,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
         raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not a {artifact.format} model")
     torch.manual_seed(config.seed)
     labels = list(data.label_names)
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    tokenizer = load_tokenizer(artifact.path)
     model = load_classifier(
         artifact.path,
         num_labels=len(labels),

@@ -2,8 +2,8 @@
 
 The exporter choice matters for speed: onnxruntime's BERT fusion finds attention only in some graph
 shapes (see FINDINGS). `auto` tries the dynamo exporter first and falls back to the TorchScript
-exporter when dynamo fails or its graph leaves attention unfused in some layer; the manifest records
-what ran and why.
+exporter when dynamo fails (a file onnxruntime cannot load included) or its graph leaves attention unfused
+in some layer; the manifest records what ran and why.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, batches, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
 from optbench.onnx_graph import STANDARD_DOMAINS
@@ -98,7 +98,11 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     layers = model.config.num_hidden_layers
     split = data.test if config.parity_rows is None else data.test.head(config.parity_rows)
     parity_batches = batches(
-        _tokenizer(artifact.path), split.texts, batch_size=PARITY_BATCH_SIZE, seq_len="data", max_length=data.max_length
+        load_tokenizer(artifact.path),
+        split.texts,
+        batch_size=PARITY_BATCH_SIZE,
+        seq_len="data",
+        max_length=data.max_length,
     )
     reference = _torch_logits(model, parity_batches)
     exporters = ("dynamo", "torchscript") if config.exporter == "auto" else (config.exporter,)
@@ -113,7 +117,7 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     done = [a for a in attempts if "error" not in a]
     if not done:
         reasons = "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts)
-        raise OptbenchError(f"ONNX export failed ({reasons}): check that the model runs in transformers")
+        raise OptbenchError(f"ONNX export failed ({reasons}): {_export_advice(config, list(exporters))}")
     chosen = max(done, key=lambda a: a.get("attention_fused", 0))  # the first of those that fused the most
     path = out_dir / MODEL_FILE
     (out_dir / f"{chosen['exporter']}.onnx").rename(path)
@@ -138,7 +142,6 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
             )
         if warnings:
             log.warning("ONNX model: %s", warnings[-1])
-    check_onnx(path)
     details["parity"] = check_parity(path, parity_batches, reference, config)
     if config.precision == "fp16":  # the FP16 file is checked too, on the CPU provider (it casts where it must)
         details["fp16"] = convert_fp16(path)
@@ -171,6 +174,18 @@ def _unfused_advice(tried: list[str]) -> str:
     return f'try exporter = "{other}" (or "auto", which tries both and keeps the better fused)'
 
 
+def _export_advice(config: OnnxConfig, tried: list[str]) -> str:
+    """What to do when every exporter tried failed, given those tried: the same settings fail the same way."""
+    options = [f'exporter = "{other}"' for other in ("dynamo", "torchscript") if other not in tried]
+    if "dynamo" in tried and config.opset < 18:
+        options.append("opset = 18 (the dynamo exporter builds at 18 and converting down can break the graph)")
+    tail = (
+        "check that the model runs in transformers; one that does and fails every export is a model type "
+        "optbench's onnx step does not support: leave the step out for it"
+    )
+    return f"try {' or '.join(options)} in the onnx step; if that fails too, {tail}" if options else tail
+
+
 def copy_hf_files(source: Path, out_dir: Path) -> None:
     """The tokenizer and config.json travel with an ONNX model: they hold its vocabulary and labels."""
     for name in HF_FILES:
@@ -188,6 +203,7 @@ def _export_and_fuse(model: Any, path: Path, exporter: str, config: OnnxConfig) 
         if config.fuse:  # onnxruntime's optimizer can fail on one exporter's graph: then try the next exporter
             attempt["fused_operators"] = fuse(path, model.config)
             attempt["attention_fused"] = sum(attempt["fused_operators"].get(op, 0) for op in ATTENTION_OPS)
+        check_loads(path)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         attempt["error"] = f"{type(exc).__name__}: {first_line}"[:300]
@@ -300,6 +316,20 @@ def file_opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS)
 
 
+def check_loads(path: Path) -> None:
+    """Refuse an export onnxruntime cannot load. An exporter can write a file that breaks the ONNX spec, the same
+    way on every run: torch 2.13's dynamo exporter, converting RoFormer's graph down from opset 18 to 17, kept
+    Split's opset-18 attribute `num_outputs`. onnxruntime checks every node against its operators when it loads
+    a model, ONNX's own and the fused ones it adds."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own InvalidGraph/Fail/NotImplemented types
+        reason = str(exc).strip().split("failed:", 1)[-1].strip()
+        raise OptbenchError(f"onnxruntime cannot load the file ({reason})") from exc
+
+
 def check_onnx(path: Path) -> None:
     """Refuse a file that is not a valid ONNX model, naming it."""
     import onnx
@@ -353,12 +383,6 @@ def _load_eager(path: Path) -> Any:
     from optbench.pruned_bert import load_classifier
 
     return load_classifier(path, attn_implementation="eager").eval()
-
-
-def _tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 def _torch_logits(model: Any, parity_batches: list[dict[str, np.ndarray]]) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData
+from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.importance import gradient_importance, keep_plan
 from optbench.steps.distill import LogitDistillation, teacher_logits
@@ -99,7 +99,6 @@ def pruned_type(model_type: str) -> str:
 def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Score, prune, recover and save `artifact` (a classifier of a family prune takes) to `out_dir`."""
     import torch
-    from transformers import AutoTokenizer
 
     from optbench.pruned_bert import load_classifier, save_classifier
 
@@ -110,7 +109,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
     pruned_type(model.config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    tokenizer = load_tokenizer(artifact.path)
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
     rows = np.random.default_rng(config.seed).permutation(len(train_split))[: config.importance_rows]

@@ -21,7 +21,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import check_seed, config_to_dict
-from optbench.data import LabelledData, SeqLen, batches
+from optbench.data import LabelledData, SeqLen, batches, load_tokenizer
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
 from optbench.model_inputs import MODEL_INPUTS
@@ -348,11 +348,9 @@ class CalibrationReader:
         one_length: bool,
         inputs: Collection[str] = MODEL_INPUTS,
     ) -> None:
-        from transformers import AutoTokenizer
-
         texts = calibration_texts(data, samples, seed)
         self.rows = len(texts)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
         self.seq_len: SeqLen = max(lengths) if one_length else "data"
         self._batches = iter(
@@ -467,12 +465,10 @@ def _time_models(paths: dict[str, Path], model_dir: Path, data: LabelledData) ->
     take fewer positions), on a few validation texts (never the test split),
     timed in interleaved rounds (A B A B ...) so that a drift of the machine's speed ranks no candidate
     wrongly; enough to rank candidates."""
-    from transformers import AutoTokenizer
-
     from optbench.measure import Latency, Timing, time_calls
     from optbench.runtimes.onnxruntime import open_session
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     length = min(TIMING_LENGTH, data.max_length)
     samples = batches(tokenizer, data.validation.texts[:16], batch_size=1, seq_len=length, max_length=length)
     sessions = {

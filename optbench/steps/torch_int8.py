@@ -17,7 +17,7 @@ import numpy as np
 from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.atomic import write_json_atomic
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches
+from optbench.data import LabelledData, batches, load_tokenizer
 from optbench.errors import OptbenchError, require_package
 from optbench.runtimes.torch import SCHEME, TorchRuntime
 
@@ -54,10 +54,9 @@ def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -
     """Argmax agreement of the INT8 model with FP32, at the process's thread count (a runtime built with
     another count would leave it set for every later step of `optbench run`)."""
     import torch
-    from transformers import AutoTokenizer
 
     threads = torch.get_num_threads()
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    tokenizer = load_tokenizer(source.path)
     sample = batches(
         tokenizer, data.validation.texts[:AGREEMENT_ROWS], batch_size=64, seq_len="data", max_length=data.max_length
     )
