@@ -221,8 +221,8 @@ def test_a_damaged_onnx_file_is_a_clear_error(exported: ModelArtifact, tmp_path:
     artifact = ModelArtifact(broken, "onnx", exported.label_names, "x", details=exported.details)
     with pytest.raises(OptbenchError, match=r"onnxruntime cannot load .*model\.onnx"):
         load_runtime(RuntimeSpec("onnxruntime"), artifact, threads=1)
-    with pytest.raises(OptbenchError, match="is not a valid ONNX model"):
-        onnx_step.check_onnx(broken / "model.onnx")
+    with pytest.raises(OptbenchError, match=r"which the FP16 conversion just wrote, is not a valid ONNX model.*: keep"):
+        onnx_step.check_onnx(broken / "model.onnx", "the FP16 conversion", "keep this model FP32")
 
 
 def test_runtime_and_artifact_must_fit(exported: ModelArtifact, classifier: ModelArtifact) -> None:

@@ -145,7 +145,7 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
     details["parity"] = check_parity(path, parity_batches, reference, config)
     if config.precision == "fp16":  # the FP16 file is checked too, on the CPU provider (it casts where it must)
         details["fp16"] = convert_fp16(path)
-        check_onnx(path)
+        check_onnx(path, "the FP16 conversion", 'keep this model FP32 (precision = "fp32" in the onnx step)')
         fp16_limits = replace(config, max_abs_diff=max(config.max_abs_diff, FP16_MAX_ABS_DIFF))
         details["parity_fp16"] = check_parity(path, parity_batches, reference, fp16_limits)
     details["precision"] = config.precision
@@ -330,15 +330,16 @@ def check_loads(path: Path) -> None:
         raise OptbenchError(f"onnxruntime cannot load the file ({reason})") from exc
 
 
-def check_onnx(path: Path) -> None:
-    """Refuse a file that is not a valid ONNX model, naming it."""
+def check_onnx(path: Path, made_by: str, instead: str) -> None:
+    """Refuse a file `made_by` a tool just wrote that is not a valid ONNX model, naming it and what to do
+    `instead`: the same settings write the same file again, so running the step again is no fix."""
     import onnx
 
     try:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
         raise OptbenchError(
-            f"{path} is not a valid ONNX model ({str(exc).splitlines()[0]}): re-run the onnx step"
+            f"{path}, which {made_by} just wrote, is not a valid ONNX model ({str(exc).splitlines()[0]}): {instead}"
         ) from exc
 
 

@@ -394,7 +394,7 @@ def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[s
     from optbench.steps.onnx import check_onnx, copy_hf_files
 
     path = out_dir / MODEL_FILE
-    check_onnx(path)
+    check_onnx(path, "onnxruntime's quantizer", f"try other settings of {config.name}, or leave it out for this model")
     copy_hf_files(artifact.path, out_dir)
     details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
     share = details["matmul_quantized"]
