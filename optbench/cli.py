@@ -451,12 +451,24 @@ def main(argv: list[str] | None = None) -> int:
     except OptbenchError as exc:
         print(f"optbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path the system refused where none was expected (too long a name, no permission)
+        print(f"optbench: error: {_os_error(exc)}", file=sys.stderr)
+        return OptbenchError.exit_code
     except KeyboardInterrupt:
         resume = (
             "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
         )
         print(f"optbench: interrupted; nothing was written for the unfinished run{resume}", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file system error no check caught: the path, the system's reason and the fix. Path.exists()
+    and friends raise for a name too long or a folder this user may not search, where they answer False for a
+    missing file, so such a path failed with a traceback."""
+    path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    where = f"{path}: {exc.strerror}" if path is not None and exc.strerror else str(exc)
+    return f"{where}: check the path, and that this user may read it (and write where optbench writes)"
 
 
 @contextmanager
