@@ -6,7 +6,10 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -415,3 +418,20 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     ):
         _fails(args, capsys, "File name too long: check the path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `optbench report | head -1`: the write to the closed pipe ended in a BrokenPipeError traceback
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    read, write = os.pipe()
+    os.close(read)  # the reader has left before the first write
+    with os.fdopen(write, "wb") as closed:
+        done = subprocess.run(
+            [sys.executable, "-m", "optbench", "report", str(tmp_path / "results")],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports a tool it stopped
