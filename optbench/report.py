@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import reprlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -296,10 +298,58 @@ def read_report(path: Path) -> Report | None:
         )
     try:
         report = Report.from_dict(data)
-        report.rows()  # reads every section a table, compare or gate reads: one of the wrong shape fails here
+        for row in report.rows():  # reads every section a table, compare or gate reads: one of the wrong shape fails
+            _check_kinds(row)
     except (KeyError, TypeError, ValueError, AttributeError, OptbenchError) as exc:
         raise OptbenchError(f"{path} is a damaged report ({_damage(exc)}): re-run the recipe that wrote it") from exc
     return report
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _number(value: Any) -> bool:
+    """A figure, or None where it is unknown (a bool is no figure, though Python counts it an int)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _fraction(value: Any) -> bool:
+    return _number(value) and (value is None or math.isnan(value) or 0 <= value <= 1)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# the kind of each table column (every column not named here is a number, or None): a value of another kind, in a
+# report edited by hand or another tool's JSON under optbench's schema name, failed later in a sort, a sum or a
+# format, with a traceback
+KINDS = {
+    **dict.fromkeys(
+        ["variant", "runtime", "device", "precision_mode", "recipe", "run_id", "created_at", "workload", "warnings"],
+        (_text, "text"),
+    ),
+    **dict.fromkeys(["machine", "git_commit"], (lambda v: v is None or _text(v), "text")),
+    **dict.fromkeys(
+        ["accuracy", "macro_f1", "precision", "recall", "roc_auc", "agreement"], (_fraction, "a fraction, 0 to 1")
+    ),
+    **dict.fromkeys(["batch_size", "iterations"], (_count, "a whole number, 1 or more")),
+    "test_rows": (lambda v: v is None or _count(v), "a whole number, 1 or more"),
+    "seq_len": (lambda v: v == "data" or _count(v), 'a whole number, 1 or more, or "data"'),
+    # computed by the table, or shown as given
+    **dict.fromkeys(
+        ["peer", "fastest_peer", "fastest_peer_p50_ms", "speedup_vs_peer", "git_dirty"], (lambda v: True, "anything")
+    ),
+}
+
+
+def _check_kinds(row: dict[str, Any]) -> None:
+    """Refuse a table row holding a value not of its column's kind (KINDS)."""
+    for column, value in row.items():
+        check, kind = KINDS.get(column, (_number, "a number"))
+        if not check(value):
+            raise OptbenchError(f"{column} = {reprlib.repr(value)} is not {kind}")
 
 
 def _damage(exc: Exception) -> str:

@@ -108,6 +108,27 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         read_report(path)
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [  # each of these passed the read and failed in report, compare or gate with a traceback
+        (lambda d: d.update(run_id=[1]), "run_id = [1] is not text"),
+        (lambda d: d.update(created_at=None), "created_at = None is not text"),
+        (lambda d: d["environment"].update(machine={"cpu": "x"}), "machine = {'cpu': 'x'} is not text"),
+        (lambda d: d["measurements"][0].update(seq_len=None), 'seq_len = None is not a whole number, 1 or more, or "'),
+        (lambda d: d["measurements"][0].update(batch_size="8"), "batch_size = '8' is not a whole number, 1 or more"),
+        (lambda d: d["measurements"][0].update(speedup_p50="fast"), "speedup_p50 = 'fast' is not a number"),
+        (lambda d: d["artifact"].update(size_mb=[86]), "model_mb = [86] is not a number"),
+        (lambda d: d["accuracy"]["metrics"].update(accuracy=-1), "accuracy = -1.0 is not a fraction, 0 to 1"),
+        (lambda d: d["measurements"][0]["latency"].update(n=0), "iterations = 0 is not a whole number, 1 or more"),
+    ],
+)
+def test_a_report_value_of_the_wrong_kind_is_refused_naming_it(tmp_path: Path, damage: Any, named: str) -> None:
+    path = write_report(make_report(), tmp_path)
+    _rewrite(path, damage)
+    with pytest.raises(OptbenchError, match=rf"is a damaged report \({re.escape(named)}"):
+        read_report(path)
+
+
 def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_bytes(b'{"schema": "optbench.report", "note": "caf\xe9"}')
     with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: 'utf-8' codec can't decode"):
