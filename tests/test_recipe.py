@@ -204,6 +204,13 @@ def test_utf8_text_is_read(tmp_path: Path) -> None:
     assert load_recipe(path).description == "caf\u00e9 \u00b7 na\u00efve"
 
 
+def test_utf8_text_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM: tomllib read it as "Invalid statement (at line 1, column 1)"
+    path = tmp_path / "bom.toml"
+    path.write_bytes('description = "caf\u00e9"\n'.encode("utf-8-sig"))
+    assert load_recipe(path).description == "caf\u00e9"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
