@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import reprlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
@@ -410,7 +411,7 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
     if not folder.is_dir() and folder.suffix.lower() != ".json":
         raise _not_a_report(folder)
-    paths = folder.rglob("*.json") if folder.is_dir() else [folder]
+    paths = _json_files(folder) if folder.is_dir() else [folder]
     found = []
     for path in sorted(paths):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
@@ -421,6 +422,20 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     if not found and not folder.is_dir():  # a JSON file, but not a report
         raise _not_a_report(folder)
     return found
+
+
+def _json_files(folder: Path) -> list[Path]:
+    """Every .json file under `folder`. A folder in it this user may not read is an error: Path.rglob skips it
+    without a word, so a table lacked its runs and a gate judged an older run as the newest."""
+
+    def refuse(exc: OSError) -> None:
+        raise OptbenchError(
+            f"cannot read the folder {exc.filename} ({exc.strerror}): give this user read access to it, or name "
+            "results that leave it out"
+        )
+
+    walked = os.walk(folder, onerror=refuse)
+    return [Path(root) / name for root, _, names in walked for name in names if name.endswith(".json")]
 
 
 def distinct(found: Iterable[tuple[Path, Report]]) -> list[Report]:

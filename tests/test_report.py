@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,22 @@ def test_load_reports_skips_other_json_and_hidden_folders(tmp_path: Path) -> Non
     loaded = load_reports(results)
     assert sorted(r.variant for r in loaded) == ["baseline", "baseline+onnx"]
     assert load_reports(results) == loaded  # stable order
+
+
+def test_a_folder_this_user_may_not_read_is_an_error_not_skipped(tmp_path: Path, monkeypatch) -> None:
+    # Path.rglob skipped it silently: the table lacked its runs, and a gate judged an older run as the newest
+    write_report(make_report(run_id="old"), tmp_path / "a-old")
+    write_report(make_report(run_id="new"), tmp_path / "b-new")
+    scandir = os.scandir
+
+    def refusing(path: Any = ".") -> Any:  # as for another user's folder (chmod 700): root reads every folder
+        if Path(path).name == "b-new":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(OptbenchError, match=r"cannot read the folder .*b-new \(Permission denied\): give this user"):
+        load_reports(tmp_path)
 
 
 def test_load_reports_of_one_file(tmp_path: Path) -> None:
