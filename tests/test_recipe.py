@@ -262,8 +262,10 @@ def test_a_misspelt_name_is_answered_with_the_one_meant(tmp_path: Path, text: st
 
 
 def test_step_without_a_name(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match="unknown step None"):
-        load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
+    # it was "unknown step None": neither the key missing nor the fix was named
+    message = r"\[\[steps\]\] #1 has no name \(its keys: \['step'\]\): give the step's name, e.g. name = \"onnx\""
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, '[[steps]]\nstep = "onnx"\n'))
 
 
 def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:
