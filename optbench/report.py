@@ -9,7 +9,7 @@ import math
 import os
 import reprlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,13 @@ class FailedJob:
     job: str
     reason: str
     run_id: str = ""  # the run it failed in ("" in files written before runs recorded it)
+
+    def __post_init__(self) -> None:
+        """Refuse a field that is not text (a damaged failures.json): a list or an object ended report in a
+        traceback where it counted each failure once."""
+        wrong = [f.name for f in fields(self) if not isinstance(getattr(self, f.name), str)]
+        if wrong:
+            raise TypeError(f"{', '.join(wrong)} must be text")
 
     def describe(self) -> str:
         """One line: `baseline+onnx on onnxruntime-cpu-fp32, accuracy-1: why`."""

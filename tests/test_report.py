@@ -142,6 +142,14 @@ def test_a_failures_file_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) ->
         load_failures(tmp_path)
 
 
+def test_a_failures_file_whose_field_is_not_text_is_named_as_damaged(tmp_path: Path) -> None:
+    # a list or an object passed the read, and `optbench report` ended in a traceback counting each failure once
+    entry = {"variant": ["baseline"], "runtime": "torch-cpu-fp32", "job": "latency-1", "reason": "crashed"}
+    (tmp_path / FAILURES_FILE).write_text(json.dumps([entry]))
+    with pytest.raises(OptbenchError, match=r"failures\.json is damaged \(variant must be text\): restore it"):
+        load_failures(tmp_path)
+
+
 def test_damaged_report_names_the_missing_key(tmp_path: Path) -> None:
     path = write_report(make_report(), tmp_path)
     _rewrite(path, lambda d: d.pop("measurements"))
