@@ -129,6 +129,11 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
     ):
         raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
     peer_budget = entry.get("peer_max_accuracy_drop")
+    if peer_budget is not None and "min_speedup_vs_peer" not in entry:  # alone it limits nothing, silently
+        raise OptbenchError(
+            f"{where} peer_max_accuracy_drop = {peer_budget!r}: it chooses the peers min_speedup_vs_peer is measured "
+            "against, so it goes beside a min_speedup_vs_peer; to limit a variant's own drop, use max_accuracy_drop"
+        )
     against = entry.get("speedup_against")
     if against is not None and (not isinstance(against, str) or "min_speedup" not in entry):
         raise OptbenchError(

@@ -43,7 +43,9 @@ EPILOG = """examples:
 
 exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (recorded,
             the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
-            the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM)"""
+            the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM), 141 the output's
+            reader left early (`| head`)"""
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool its closed pipe stopped
 
 
 def _examples(command: str) -> str:
@@ -448,16 +450,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with command_process(args.verbose):
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # here, not at exit: a reader that left is met below
+            return code
     except OptbenchError as exc:
         print(f"optbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader left (`optbench report | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again
+        return EXIT_PIPE_CLOSED
+    except OSError as exc:  # a path the system refused where none was expected (too long a name, no permission)
+        print(f"optbench: error: {_os_error(exc)}", file=sys.stderr)
+        return OptbenchError.exit_code
     except KeyboardInterrupt:
         resume = (
             "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
         )
         print(f"optbench: interrupted; nothing was written for the unfinished run{resume}", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file system error no check caught: the path, the system's reason and the fix. Path.exists()
+    and friends raise for a name too long or a folder this user may not search, where they answer False for a
+    missing file, so such a path failed with a traceback."""
+    path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    where = f"{path}: {exc.strerror}" if path is not None and exc.strerror else str(exc)
+    return f"{where}: check the path, and that this user may read it (and write where optbench writes)"
 
 
 @contextmanager

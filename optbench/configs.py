@@ -37,7 +37,7 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """The TOML table in `path`; `what` names the file in errors (e.g. "recipe", "budget file")."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors write, read
     except OSError as exc:
         raise OptbenchError(f"cannot read {what} {path}: {exc.strerror}; check the path") from exc
     except UnicodeDecodeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,7 +154,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         log.warning(
             "dataset %s: label(s) %s have no train rows; a model fine-tuned here cannot learn them",
             config.source,
-            [label_names[i] for i in untrained],
+            _listed([label_names[i] for i in untrained]),
         )
     digest = hashlib.sha256()
     for name in SPLITS:
@@ -172,9 +173,18 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         len(data.train),
         len(data.validation),
         len(data.test),
-        label_names,
+        _listed(label_names),
     )
     return data
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    """`names` as a list for one line: the first `most`, each cut to 40 characters, and how many in all beyond
+    that. A label column named by mistake (the text's, a movie's) holds a label per row: listed whole, its
+    names made an error line of 100 kB."""
+    shown = reprlib.Repr()
+    shown.maxlist, shown.maxstring = most, 40
+    return shown.repr(list(names)) + (f" ({len(names)} in all)" if len(names) > most else "")
 
 
 def builtin_path() -> Path:
@@ -309,7 +319,7 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
         unknown = [n for n in names if n not in model_labels]
         if unknown:
             raise OptbenchError(
-                f"dataset labels {unknown} are not known to the model (its labels: {model_labels}): "
+                f"dataset labels {_listed(unknown)} are not known to the model (its labels: {_listed(model_labels)}): "
                 "fix the label column, or set id2label in the checkpoint's config.json"
             )
         mapping = {i: model_labels.index(n) for i, n in enumerate(names)}

@@ -103,7 +103,7 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
     if returncode is None:
         said = f"; its last line: {last}" if last else ""
         raise JobFailed(
-            f"{job.kind} job hung: no result after {timeout_s:.0f} s (raise [bench] job_timeout_s if it is only "
+            f"{job.kind} job hung: no result after {timeout_s:g} s (raise [bench] job_timeout_s if it is only "
             f"slow){said}"
         )
     if returncode < 0:

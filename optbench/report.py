@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import reprlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -296,10 +299,58 @@ def read_report(path: Path) -> Report | None:
         )
     try:
         report = Report.from_dict(data)
-        report.rows()  # reads every section a table, compare or gate reads: one of the wrong shape fails here
+        for row in report.rows():  # reads every section a table, compare or gate reads: one of the wrong shape fails
+            _check_kinds(row)
     except (KeyError, TypeError, ValueError, AttributeError, OptbenchError) as exc:
         raise OptbenchError(f"{path} is a damaged report ({_damage(exc)}): re-run the recipe that wrote it") from exc
     return report
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _number(value: Any) -> bool:
+    """A figure, or None where it is unknown (a bool is no figure, though Python counts it an int)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _fraction(value: Any) -> bool:
+    return _number(value) and (value is None or math.isnan(value) or 0 <= value <= 1)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# the kind of each table column (every column not named here is a number, or None): a value of another kind, in a
+# report edited by hand or another tool's JSON under optbench's schema name, failed later in a sort, a sum or a
+# format, with a traceback
+KINDS = {
+    **dict.fromkeys(
+        ["variant", "runtime", "device", "precision_mode", "recipe", "run_id", "created_at", "workload", "warnings"],
+        (_text, "text"),
+    ),
+    **dict.fromkeys(["machine", "git_commit"], (lambda v: v is None or _text(v), "text")),
+    **dict.fromkeys(
+        ["accuracy", "macro_f1", "precision", "recall", "roc_auc", "agreement"], (_fraction, "a fraction, 0 to 1")
+    ),
+    **dict.fromkeys(["batch_size", "iterations"], (_count, "a whole number, 1 or more")),
+    "test_rows": (lambda v: v is None or _count(v), "a whole number, 1 or more"),
+    "seq_len": (lambda v: v == "data" or _count(v), 'a whole number, 1 or more, or "data"'),
+    # computed by the table, or shown as given
+    **dict.fromkeys(
+        ["peer", "fastest_peer", "fastest_peer_p50_ms", "speedup_vs_peer", "git_dirty"], (lambda v: True, "anything")
+    ),
+}
+
+
+def _check_kinds(row: dict[str, Any]) -> None:
+    """Refuse a table row holding a value not of its column's kind (KINDS)."""
+    for column, value in row.items():
+        check, kind = KINDS.get(column, (_number, "a number"))
+        if not check(value):
+            raise OptbenchError(f"{column} = {reprlib.repr(value)} is not {kind}")
 
 
 def _damage(exc: Exception) -> str:
@@ -323,6 +374,13 @@ class FailedJob:
     job: str
     reason: str
     run_id: str = ""  # the run it failed in ("" in files written before runs recorded it)
+
+    def __post_init__(self) -> None:
+        """Refuse a field that is not text (a damaged failures.json): a list or an object ended report in a
+        traceback where it counted each failure once."""
+        wrong = [f.name for f in fields(self) if not isinstance(getattr(self, f.name), str)]
+        if wrong:
+            raise TypeError(f"{', '.join(wrong)} must be text")
 
     def describe(self) -> str:
         """One line: `baseline+onnx on onnxruntime-cpu-fp32, accuracy-1: why`."""
@@ -360,7 +418,7 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
         raise OptbenchError(f"results folder {folder} does not exist: run a recipe first (optbench run RECIPE)")
     if not folder.is_dir() and folder.suffix.lower() != ".json":
         raise _not_a_report(folder)
-    paths = folder.rglob("*.json") if folder.is_dir() else [folder]
+    paths = _json_files(folder) if folder.is_dir() else [folder]
     found = []
     for path in sorted(paths):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
@@ -371,6 +429,20 @@ def report_files(folder: Path) -> list[tuple[Path, Report]]:
     if not found and not folder.is_dir():  # a JSON file, but not a report
         raise _not_a_report(folder)
     return found
+
+
+def _json_files(folder: Path) -> list[Path]:
+    """Every .json file under `folder`. A folder in it this user may not read is an error: Path.rglob skips it
+    without a word, so a table lacked its runs and a gate judged an older run as the newest."""
+
+    def refuse(exc: OSError) -> None:
+        raise OptbenchError(
+            f"cannot read the folder {exc.filename} ({exc.strerror}): give this user read access to it, or name "
+            "results that leave it out"
+        )
+
+    walked = os.walk(folder, onerror=refuse)
+    return [Path(root) / name for root, _, names in walked for name in names if name.endswith(".json")]
 
 
 def distinct(found: Iterable[tuple[Path, Report]]) -> list[Report]:

@@ -6,7 +6,10 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -416,3 +419,39 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert exited.value.code == 2
     value = next(a for a in reversed(argv) if not a.strip())
     assert f"argument {argument}: an empty path ({value!r}) names no file or folder" in capsys.readouterr().err
+
+
+def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    # Path.exists() answers False for a missing file but raises for a name too long (or a folder this user may
+    # not search): `--results`, `report`, `gate` and `compare` on such a path ended in a traceback
+    long = str(tmp_path / ("a" * 300))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n')
+    budget = tmp_path / "b.toml"
+    budget.write_text('[[budget]]\nmax_accuracy_drop = "1 points"\n')
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    for args in (
+        ["run", str(recipe), "--results", long],
+        ["report", long],
+        ["gate", long, "--budget", str(budget)],
+        ["compare", str(tmp_path / "results"), long],
+    ):
+        _fails(args, capsys, "File name too long: check the path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `optbench report | head -1`: the write to the closed pipe ended in a BrokenPipeError traceback
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    read, write = os.pipe()
+    os.close(read)  # the reader has left before the first write
+    with os.fdopen(write, "wb") as closed:
+        done = subprocess.run(
+            [sys.executable, "-m", "optbench", "report", str(tmp_path / "results")],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports a tool it stopped

@@ -428,6 +428,17 @@ def test_align_unknown_labels_are_named() -> None:
         align_labels(data, ["fresh", "rotten"])
 
 
+def test_align_names_a_few_of_many_unknown_labels() -> None:
+    # label_column naming the text (or a movie) gives a label per row: listed whole, one error line ran to 100 kB
+    names = tuple(f"review {i} of a film that went on, and on, and on" for i in range(300))
+    data = _labelled(names, list(range(300)))
+    with pytest.raises(OptbenchError) as refused:
+        align_labels(data, ["fresh", "rotten"])
+    message = str(refused.value)
+    assert len(message) < 1000 and "['review 0 of a fil...on, and on, and on', " in message  # each cut
+    assert "...] (300 in all) are not known to the model (its labels: ['fresh', 'rotten'])" in message
+
+
 # --- tokenization and batches ---------------------------------------------------------------------------
 
 

@@ -436,6 +436,12 @@ def test_peer_budget_needs_a_unit_and_a_shape(tmp_path: Path) -> None:
         load_budgets(_budget('[[budget]]\nmin_speedup_vs_peer = "1x"\n', tmp_path))
 
 
+def test_a_peer_budget_without_min_speedup_vs_peer_is_refused(tmp_path: Path) -> None:
+    # alone it chose the peers of no check: a budget meant to cap the drop passed every variant, without a word
+    with pytest.raises(OptbenchError, match="it chooses the peers min_speedup_vs_peer is measured against, so it goes"):
+        load_budgets(_budget('[[budget]]\nmax_size = "1 GB"\npeer_max_accuracy_drop = "0.5 points"\n', tmp_path))
+
+
 # --- against a row the budget names ----------------------------------------------------------------------
 
 

@@ -191,7 +191,8 @@ def test_a_crashing_job_reports_its_last_line(tmp_path: Path, tiny_classifier: P
 
 
 def test_a_hanging_job_times_out(tmp_path: Path, tiny_classifier: Path) -> None:
-    with pytest.raises(JobFailed, match=r"^latency job hung: no result after 0 s \(raise \[bench\] job_timeout_s"):
+    # the timeout as given: ":.0f" wrote "no result after 0 s" for 0.2, as if it had not waited at all
+    with pytest.raises(JobFailed, match=r"^latency job hung: no result after 0.2 s \(raise \[bench\] job_timeout_s"):
         run_in_subprocess(_job(tmp_path, tiny_classifier), tmp_path / "job.json", timeout_s=0.2)
 
 

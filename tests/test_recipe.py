@@ -204,6 +204,13 @@ def test_utf8_text_is_read(tmp_path: Path) -> None:
     assert load_recipe(path).description == "caf\u00e9 \u00b7 na\u00efve"
 
 
+def test_utf8_text_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM: tomllib read it as "Invalid statement (at line 1, column 1)"
+    path = tmp_path / "bom.toml"
+    path.write_bytes('description = "caf\u00e9"\n'.encode("utf-8-sig"))
+    assert load_recipe(path).description == "caf\u00e9"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -255,8 +262,10 @@ def test_a_misspelt_name_is_answered_with_the_one_meant(tmp_path: Path, text: st
 
 
 def test_step_without_a_name(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match="unknown step None"):
-        load_recipe(write_recipe(tmp_path, "[[steps]]\nepochs = 1\n"))
+    # it was "unknown step None": neither the key missing nor the fix was named
+    message = r"\[\[steps\]\] #1 has no name \(its keys: \['step'\]\): give the step's name, e.g. name = \"onnx\""
+    with pytest.raises(OptbenchError, match=message):
+        load_recipe(write_recipe(tmp_path, '[[steps]]\nstep = "onnx"\n'))
 
 
 def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,27 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         read_report(path)
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [  # each of these passed the read and failed in report, compare or gate with a traceback
+        (lambda d: d.update(run_id=[1]), "run_id = [1] is not text"),
+        (lambda d: d.update(created_at=None), "created_at = None is not text"),
+        (lambda d: d["environment"].update(machine={"cpu": "x"}), "machine = {'cpu': 'x'} is not text"),
+        (lambda d: d["measurements"][0].update(seq_len=None), 'seq_len = None is not a whole number, 1 or more, or "'),
+        (lambda d: d["measurements"][0].update(batch_size="8"), "batch_size = '8' is not a whole number, 1 or more"),
+        (lambda d: d["measurements"][0].update(speedup_p50="fast"), "speedup_p50 = 'fast' is not a number"),
+        (lambda d: d["artifact"].update(size_mb=[86]), "model_mb = [86] is not a number"),
+        (lambda d: d["accuracy"]["metrics"].update(accuracy=-1), "accuracy = -1.0 is not a fraction, 0 to 1"),
+        (lambda d: d["measurements"][0]["latency"].update(n=0), "iterations = 0 is not a whole number, 1 or more"),
+    ],
+)
+def test_a_report_value_of_the_wrong_kind_is_refused_naming_it(tmp_path: Path, damage: Any, named: str) -> None:
+    path = write_report(make_report(), tmp_path)
+    _rewrite(path, damage)
+    with pytest.raises(OptbenchError, match=rf"is a damaged report \({re.escape(named)}"):
+        read_report(path)
+
+
 def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_bytes(b'{"schema": "optbench.report", "note": "caf\xe9"}')
     with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: 'utf-8' codec can't decode"):
@@ -117,6 +139,14 @@ def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 def test_a_failures_file_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
     (tmp_path / FAILURES_FILE).write_bytes(b'[{"variant": "caf\xe9"}]')
     with pytest.raises(OptbenchError, match=r"failures\.json is damaged .*restore it or delete it"):
+        load_failures(tmp_path)
+
+
+def test_a_failures_file_whose_field_is_not_text_is_named_as_damaged(tmp_path: Path) -> None:
+    # a list or an object passed the read, and `optbench report` ended in a traceback counting each failure once
+    entry = {"variant": ["baseline"], "runtime": "torch-cpu-fp32", "job": "latency-1", "reason": "crashed"}
+    (tmp_path / FAILURES_FILE).write_text(json.dumps([entry]))
+    with pytest.raises(OptbenchError, match=r"failures\.json is damaged \(variant must be text\): restore it"):
         load_failures(tmp_path)
 
 
@@ -153,6 +183,22 @@ def test_load_reports_skips_other_json_and_hidden_folders(tmp_path: Path) -> Non
     loaded = load_reports(results)
     assert sorted(r.variant for r in loaded) == ["baseline", "baseline+onnx"]
     assert load_reports(results) == loaded  # stable order
+
+
+def test_a_folder_this_user_may_not_read_is_an_error_not_skipped(tmp_path: Path, monkeypatch) -> None:
+    # Path.rglob skipped it silently: the table lacked its runs, and a gate judged an older run as the newest
+    write_report(make_report(run_id="old"), tmp_path / "a-old")
+    write_report(make_report(run_id="new"), tmp_path / "b-new")
+    scandir = os.scandir
+
+    def refusing(path: Any = ".") -> Any:  # as for another user's folder (chmod 700): root reads every folder
+        if Path(path).name == "b-new":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(OptbenchError, match=r"cannot read the folder .*b-new \(Permission denied\): give this user"):
+        load_reports(tmp_path)
 
 
 def test_load_reports_of_one_file(tmp_path: Path) -> None:

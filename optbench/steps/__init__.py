@@ -75,6 +75,11 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
     """A step from a recipe table such as `{name = "distill", label = "student-l3", layers = [0, 2, 4]}`."""
     table = dict(table)
     name = table.pop("name", None)
+    if name is None:  # `step = "onnx"`, say: "unknown step None" named neither the key missing nor the fix
+        raise OptbenchError(
+            f'{where} has no name (its keys: {sorted(table)}): give the step\'s name, e.g. name = "onnx"; known '
+            f"steps are {sorted(STEPS)}"
+        )
     if not isinstance(name, str) or name not in STEPS:  # a list is unhashable: no `in` on a dict
         raise OptbenchError(
             f"unknown step {name!r} in {where}: known steps are {sorted(STEPS)}{did_you_mean([name], STEPS)}"
