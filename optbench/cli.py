@@ -11,7 +11,7 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -448,25 +448,32 @@ def _env(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    resume = "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
+    return run_command(
+        "optbench", lambda: args.handler(args), args.verbose, f"nothing was written for the unfinished run{resume}"
+    )
+
+
+def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interrupt: str) -> int:
+    """`work`'s exit code, run in `command_process`; what stops it, as one line on stderr and its exit code:
+    `prog: error: ...` (2, or the error's own), a reader that left early (141, quietly), Ctrl-C or SIGTERM (130,
+    saying `after_interrupt`). Every optbench command line (optbench, the GPU check, the GPU pack) ends here."""
     try:
-        with command_process(args.verbose):
-            code = args.handler(args)
+        with command_process(verbose):
+            code = work()
             sys.stdout.flush()  # here, not at exit: a reader that left is met below
             return code
     except OptbenchError as exc:
-        print(f"optbench: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # the reader left (`optbench report | head -1`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again
         return EXIT_PIPE_CLOSED
     except OSError as exc:  # a path the system refused where none was expected (too long a name, no permission)
-        print(f"optbench: error: {_os_error(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
         return OptbenchError.exit_code
     except KeyboardInterrupt:
-        resume = (
-            "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
-        )
-        print(f"optbench: interrupted; nothing was written for the unfinished run{resume}", file=sys.stderr)
+        print(f"{prog}: interrupted; {after_interrupt}", file=sys.stderr)
         return 130
 
 

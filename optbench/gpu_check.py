@@ -19,8 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from optbench.atomic import write_text_atomic
-from optbench.cli import command_process, environment_set, help_text, path_argument
-from optbench.errors import OptbenchError
+from optbench.cli import environment_set, help_text, path_argument, run_command
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import FailedJob
@@ -214,15 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
     cache = (args.cache or default_cache_dir()).resolve()
-    try:  # as `optbench run`: job processes and engine caches find the cache through the environment
-        with command_process(args.verbose), environment_set("OPTBENCH_CACHE", str(cache)):
+
+    def check() -> int:  # as `optbench run`: job processes and engine caches find the cache through the environment
+        with environment_set("OPTBENCH_CACHE", str(cache)):
             return run_check(args.results, cache, args.recipes)
-    except OptbenchError as exc:
-        print(f"gpu check: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("gpu check: interrupted; the same command resumes it (cached steps are kept)", file=sys.stderr)
-        return 130
+
+    return run_command("gpu check", check, args.verbose, "the same command resumes it (cached steps are kept)")
 
 
 if __name__ == "__main__":

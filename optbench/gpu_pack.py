@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optbench.cli import command_process, help_text, path_argument
+from optbench.cli import help_text, path_argument, run_command
 from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
@@ -125,16 +125,12 @@ exit codes: 0 packed, 2 bad input (the message names the fix), 130 interrupted""
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:  # as `optbench run`: hub offline, third-party noise dropped, SIGTERM as Ctrl-C
-        with command_process(args.verbose):
-            pack(args.folder, args.cache or default_cache_dir())
-    except OptbenchError as exc:
-        print(f"gpu pack: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("gpu pack: interrupted; nothing was written (a fine-tune already cached is kept)", file=sys.stderr)
-        return 130
-    return 0
+
+    def packed() -> int:
+        pack(args.folder, args.cache or default_cache_dir())
+        return 0
+
+    return run_command("gpu pack", packed, args.verbose, "nothing was written (a fine-tune already cached is kept)")
 
 
 if __name__ == "__main__":

@@ -410,10 +410,10 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
 ) -> None:
     # argparse's type=Path reads "" as Path("") == Path("."): `--results ""` wrote into the current folder,
     # `--cache ""` cached there, `report ""` read it, and `-o ""` failed naming "." instead of the empty value
-    def no_work(verbose: bool) -> None:
+    def no_work(*args: object) -> None:
         raise AssertionError(f"{argv} was taken, not refused")
 
-    monkeypatch.setattr(command, "command_process", no_work)
+    monkeypatch.setattr(command, "run_command", no_work)
     with pytest.raises(SystemExit) as exited:
         command.main(argv)
     assert exited.value.code == 2

@@ -106,3 +106,12 @@ def test_an_interrupted_pack_says_so_exits_130_and_leaves_no_folder(
     assert main([str(tmp_path / "out" / "pack"), "--cache", str(tmp_path / "cache")]) == 130
     assert "gpu pack: interrupted; nothing was written" in capsys.readouterr().err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_path_the_system_refuses_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the pack and the GPU check end where `optbench` does (cli.run_command): a name too long for the file system
+    # made folder.exists() raise, and the pack ended in a traceback
+    too_long = tmp_path / ("x" * 300)
+    assert main([str(too_long), "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpu pack: error: ") and "File name too long" in err and "Traceback" not in err
