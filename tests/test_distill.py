@@ -410,5 +410,23 @@ def test_a_student_folder_keys_the_cache_by_its_content(tiny_artifact: ModelArti
     assert cache_key(DistillConfig(), tiny_artifact, reviews) == cache_key(DistillConfig(), tiny_artifact, reviews)
 
 
+def test_a_new_release_of_the_packaged_student_invalidates_its_cache(
+    tiny_artifact: ModelArtifact, reviews, monkeypatch
+) -> None:
+    """paraphrase-MiniLM-L3's weights come from one package and its tokenizer from another: a new release of
+    either is another student, which must not be handed the old one's cached output. Other students keep theirs."""
+    from optbench import steps
+    from optbench.packaged_models import DEFAULT_PACKAGE, PARAPHRASE_L3, PARAPHRASE_PACKAGE
+    from optbench.steps import cache_key
+
+    packaged, teacher = DistillConfig(student=PARAPHRASE_L3), DistillConfig()
+    real = steps.installed_version
+    before = {config: cache_key(config, tiny_artifact, reviews) for config in (packaged, teacher)}
+    for package in (PARAPHRASE_PACKAGE, DEFAULT_PACKAGE):
+        monkeypatch.setattr(steps, "installed_version", lambda name, new=package: "99.0" if name == new else real(name))
+        assert cache_key(packaged, tiny_artifact, reviews) != before[packaged], package
+        assert cache_key(teacher, tiny_artifact, reviews) == before[teacher]
+
+
 def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2

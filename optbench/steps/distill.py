@@ -25,7 +25,13 @@ from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import usable_cores
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
-from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
+from optbench.packaged_models import (
+    DEFAULT_PACKAGE,
+    PARAPHRASE_L3,
+    PARAPHRASE_PACKAGE,
+    default_tokenizer,
+    paraphrase_l3_encoder,
+)
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.surgery import (
     check_layer_choice,
@@ -114,6 +120,13 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """2 with attention transfer, whose students changed (no dropout on the compared probabilities);
         the other configs' did not, and keep their caches. `version` adds the epochs' own bump."""
         return 2 if self.attention_weight else 1
+
+    @property
+    def libraries(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The distributions whose releases make this step's output (their versions key its cache): torch and
+        transformers, and for the packaged student the packages that ship its weights and its tokenizer."""
+        packaged = (PARAPHRASE_PACKAGE, DEFAULT_PACKAGE) if self.student == PARAPHRASE_L3 else ()
+        return (*TrainingConfig.libraries, *packaged)
 
     def input_hashes(self) -> dict[str, str]:
         """A student folder's content hash, for the cache key: retrained in place, it is another student."""
