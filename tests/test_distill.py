@@ -428,5 +428,25 @@ def test_a_new_release_of_the_packaged_student_invalidates_its_cache(
         assert cache_key(teacher, tiny_artifact, reviews) == before[teacher]
 
 
+def test_teacher_logits_are_computed_anew_under_another_torch_or_transformers(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
+) -> None:
+    """The distill and prune steps' keys hold the torch and transformers versions, so an upgrade retrains the
+    student; the logits it trains against must come from the upgraded teacher too, not from the old file."""
+    from optbench.environment import installed_version as real_version
+
+    real_load = distill_step.load_runtime
+    distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    runs = []
+    monkeypatch.setattr(distill_step, "load_runtime", lambda *a, **k: runs.append(a) or real_load(*a, **k))
+    distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    assert runs == []  # the same libraries: reused
+    for library in ("torch", "transformers"):
+        newer = lambda name, new=library: "99.0" if name == new else real_version(name)  # noqa: E731
+        monkeypatch.setattr(distill_step, "installed_version", newer, raising=False)
+        distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    assert len(runs) == 2 and len(list(tmp_path.glob("*.npy"))) == 3
+
+
 def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2
