@@ -410,5 +410,43 @@ def test_a_student_folder_keys_the_cache_by_its_content(tiny_artifact: ModelArti
     assert cache_key(DistillConfig(), tiny_artifact, reviews) == cache_key(DistillConfig(), tiny_artifact, reviews)
 
 
+def test_a_new_release_of_the_packaged_student_invalidates_its_cache(
+    tiny_artifact: ModelArtifact, reviews, monkeypatch
+) -> None:
+    """paraphrase-MiniLM-L3's weights come from one package and its tokenizer from another: a new release of
+    either is another student, which must not be handed the old one's cached output. Other students keep theirs."""
+    from optbench import steps
+    from optbench.packaged_models import DEFAULT_PACKAGE, PARAPHRASE_L3, PARAPHRASE_PACKAGE
+    from optbench.steps import cache_key
+
+    packaged, teacher = DistillConfig(student=PARAPHRASE_L3), DistillConfig()
+    real = steps.installed_version
+    before = {config: cache_key(config, tiny_artifact, reviews) for config in (packaged, teacher)}
+    for package in (PARAPHRASE_PACKAGE, DEFAULT_PACKAGE):
+        monkeypatch.setattr(steps, "installed_version", lambda name, new=package: "99.0" if name == new else real(name))
+        assert cache_key(packaged, tiny_artifact, reviews) != before[packaged], package
+        assert cache_key(teacher, tiny_artifact, reviews) == before[teacher]
+
+
+def test_teacher_logits_are_computed_anew_under_another_torch_or_transformers(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
+) -> None:
+    """The distill and prune steps' keys hold the torch and transformers versions, so an upgrade retrains the
+    student; the logits it trains against must come from the upgraded teacher too, not from the old file."""
+    from optbench.environment import installed_version as real_version
+
+    real_load = distill_step.load_runtime
+    distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    runs = []
+    monkeypatch.setattr(distill_step, "load_runtime", lambda *a, **k: runs.append(a) or real_load(*a, **k))
+    distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    assert runs == []  # the same libraries: reused
+    for library in ("torch", "transformers"):
+        newer = lambda name, new=library: "99.0" if name == new else real_version(name)  # noqa: E731
+        monkeypatch.setattr(distill_step, "installed_version", newer, raising=False)
+        distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    assert len(runs) == 2 and len(list(tmp_path.glob("*.npy"))) == 3
+
+
 def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2

@@ -161,7 +161,8 @@ def _artifact(path: Path = Path("model"), fmt: str = "onnx", lineage: tuple = ()
 
 
 def test_cache_key_changes_with_tensorrt_version_and_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    config, data = TensorRTConfig(batch_sizes=(1,), seq_lens=(128,)), SimpleNamespace(fingerprint="f")
+    config = TensorRTConfig(batch_sizes=(1,), seq_lens=(128,), max_length=128)
+    data = SimpleNamespace(fingerprint="f", max_length=128)
     target = {"tensorrt": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
     monkeypatch.setattr(trt_step, "detect_target", lambda: dict(target))
     first = cache_key(config, _artifact(), data)
@@ -170,6 +171,20 @@ def test_cache_key_changes_with_tensorrt_version_and_gpu(monkeypatch: pytest.Mon
     assert cache_key(config, _artifact(), data) != first
     target.update(tensorrt="10.3.0", gpu="NVIDIA L4", compute_capability="8.9")
     assert cache_key(config, _artifact(), data) != first
+
+
+def test_cache_key_of_an_engine_that_reads_the_datasets_max_length_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration cuts its train texts at the dataset's max_length, whatever the engine's own, and an engine
+    without a max_length of its own is built for the dataset's: a changed [dataset] max_length must build
+    anew. An FP16 engine of a given max_length reads the dataset's only to check it fits."""
+    monkeypatch.setattr(trt_step, "detect_target", lambda: {"tensorrt": "10.3.0", "gpu": "NVIDIA H100"})
+    short, long = SimpleNamespace(fingerprint="f", max_length=64), SimpleNamespace(fingerprint="f", max_length=128)
+    calibrated = TensorRTConfig(precision="int8", batch_sizes=(1,), seq_lens=(128,), max_length=128)
+    assert cache_key(calibrated, _artifact(), short) != cache_key(calibrated, _artifact(), long)
+    unsized = TensorRTConfig(batch_sizes=(1,), seq_lens=(128,))
+    assert cache_key(unsized, _artifact(), short) != cache_key(unsized, _artifact(), long)
+    fp16 = TensorRTConfig(batch_sizes=(1,), seq_lens=(128,), max_length=128)
+    assert cache_key(fp16, _artifact(), short) == cache_key(fp16, _artifact(), long)
 
 
 def test_engine_for_another_target_is_refused() -> None:

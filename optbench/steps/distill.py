@@ -11,6 +11,7 @@ checkpoint that every later step accepts.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,10 +23,16 @@ from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, 
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode, load_tokenizer
-from optbench.environment import usable_cores
+from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
-from optbench.packaged_models import PARAPHRASE_L3, default_tokenizer, paraphrase_l3_encoder
+from optbench.packaged_models import (
+    DEFAULT_PACKAGE,
+    PARAPHRASE_L3,
+    PARAPHRASE_PACKAGE,
+    default_tokenizer,
+    paraphrase_l3_encoder,
+)
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.surgery import (
     check_layer_choice,
@@ -114,6 +121,13 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """2 with attention transfer, whose students changed (no dropout on the compared probabilities);
         the other configs' did not, and keep their caches. `version` adds the epochs' own bump."""
         return 2 if self.attention_weight else 1
+
+    @property
+    def libraries(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The distributions whose releases make this step's output (their versions key its cache): torch and
+        transformers, and for the packaged student the packages that ship its weights and its tokenizer."""
+        packaged = (PARAPHRASE_PACKAGE, DEFAULT_PACKAGE) if self.student == PARAPHRASE_L3 else ()
+        return (*TrainingConfig.libraries, *packaged)
 
     def input_hashes(self) -> dict[str, str]:
         """A student folder's content hash, for the cache key: retrained in place, it is another student."""
@@ -358,15 +372,17 @@ def _teacher_for_transfer(config: DistillConfig, teacher: ModelArtifact, student
 
 
 def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache: Path) -> np.ndarray:
-    """The teacher's logits on every row of `split`, computed once per (teacher, texts, max length) and
-    cached as a .npy file; texts run in order of length so that batches carry little padding. The teacher runs on
-    every usable core, and torch's thread count is put back after it."""
+    """The teacher's logits on every row of `split`, computed once per (teacher, texts, max length, torch and
+    transformers versions) and cached as a .npy file; texts run in order of length so that batches carry little
+    padding. The teacher runs on every usable core, and torch's thread count is put back after it."""
     import hashlib
 
     import torch
     from tqdm.auto import tqdm
 
-    key = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:12]
+    # the libraries that run the teacher: a new release may compute other logits (the steps' keys hold them too)
+    versions = [installed_version(name) for name in TrainingConfig.libraries]
+    key = hashlib.sha256(json.dumps([split.texts, versions]).encode()).hexdigest()[:12]
     path = cache / f"{teacher.sha256[:16]}-{key}-{max_length}.npy"
     if path.is_file():
         log.info("teacher logits: reusing %s", path)

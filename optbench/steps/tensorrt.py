@@ -131,6 +131,13 @@ class TensorRTConfig:
         _check_holds(filled, bench.shapes(), max_length)
         return filled
 
+    @property
+    def reads_data_length(self) -> bool:
+        """Whether the engine depends on the dataset's max_length, which then keys the step's cache: INT8
+        calibration cuts its texts at it (whatever this config's max_length), and without a max_length of its
+        own the engine's profiles reach it."""
+        return self.precision == "int8" or self.max_length is None
+
     def build_target(self) -> dict[str, str]:
         """The TensorRT version and GPU the engine would be built for: part of the cache key, since an
         engine runs only where it was built."""
