@@ -470,6 +470,7 @@ def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interru
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again
         return EXIT_PIPE_CLOSED
     except OSError as exc:  # a path the system refused where none was expected (too long a name, no permission)
+        log.debug("where the system refused it", exc_info=True)  # -v: the traceback, should it be a fault of ours
         print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
         return OptbenchError.exit_code
     except KeyboardInterrupt:

@@ -440,6 +440,16 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
 
 
+def test_verbose_shows_where_the_system_refused_a_path(tmp_path: Path, capsys, caplog) -> None:
+    # the one line names the path; should the error be a fault of optbench's own, -v logs where it was raised
+    long = str(tmp_path / ("a" * 300))
+    for args, logged in ((["report", long, "-v"], True), (["report", long], False)):
+        caplog.clear()
+        assert main(args) == 2
+        assert "File name too long" in capsys.readouterr().err
+        assert any(r.exc_info and isinstance(r.exc_info[1], OSError) for r in caplog.records) == logged
+
+
 def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
     # `optbench report | head -1`: the write to the closed pipe ended in a BrokenPipeError traceback
     write_report(make_report(), tmp_path / "results" / "run-1")
