@@ -109,11 +109,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     )
     for x, y, text in point_labels(latency, accuracy):
         axes.annotate(text, (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    key = "\n".join(
-        f"{n:>2}  {row['variant']} ({row['runtime']}{', peer' if row['peer'] else ''})"
-        for n, row in enumerate(rows.to_dict("records"), 1)
-    )
-    figure.text(0.6, 0.5, key, fontsize=8, family="monospace", va="center")
+    figure.text(0.6, 0.5, "\n".join(plot_key(rows)), fontsize=8, family="monospace", va="center")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 5, 7, 10, 15
@@ -128,6 +124,17 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return buffer.getvalue()
+
+
+def plot_key(rows: pd.DataFrame) -> list[str]:
+    """The plot's key, a line per point: its number, variant and runtime, and its device and precision where the
+    plotted rows differ in them (a GPU run's torch rows on cpu and cuda, in fp32, fp16 and bf16); peers marked."""
+    varying = [column for column in ("device", "precision_mode") if rows[column].nunique() > 1]
+    lines = []
+    for n, row in enumerate(rows.to_dict("records"), 1):
+        about = [row["runtime"], *(row[column] for column in varying), *(["peer"] if row["peer"] else [])]
+        lines.append(f"{n:>2}  {row['variant']} ({', '.join(about)})")
+    return lines
 
 
 def default_shape(shapes: Iterable[Shape]) -> Shape:

@@ -15,6 +15,7 @@ MARKDOWN_COLUMNS = [
     "variant",
     "runtime",
     "device",
+    "precision_mode",
     "batch_size",
     "seq_len",
     "p50_ms",

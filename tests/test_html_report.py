@@ -11,8 +11,9 @@ from report_fixtures import make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.html_report import pareto_front, parse_shape, point_labels, run_shape, write_html
+from optbench.html_report import at_shape, pareto_front, parse_shape, plot_key, point_labels, run_shape, write_html
 from optbench.report import write_report
+from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -168,3 +169,16 @@ def test_without_1x128_a_run_is_plotted_at_its_smallest_shape_whatever_the_row_o
     run = to_frame([make_report(shapes=shapes), make_report(("onnx",), shapes=shapes[::-1])])
     assert run_shape(run) == run_shape(run.iloc[::-1]) == (1, 32)
     assert run_shape(run[run["seq_len"] != 32]) == (1, 64)  # a fixed length before the data's own lengths
+
+
+def test_the_plot_key_tells_apart_points_that_differ_in_device_or_precision() -> None:
+    # gpu.toml's baseline on torch at cpu fp32, cuda fp32 and cuda fp16: each was keyed "baseline (torch)"
+    specs = [RuntimeSpec("torch"), RuntimeSpec("torch", "cuda", "fp32"), RuntimeSpec("torch", "cuda", "fp16")]
+    rows = to_frame([make_report(runtime=spec, shapes=((1, 128),)) for spec in specs])
+    assert plot_key(rows) == [
+        " 1  baseline (torch, cpu, fp32)",
+        " 2  baseline (torch, cuda, fp32)",
+        " 3  baseline (torch, cuda, fp16)",
+    ]
+    one_device = plot_key(at_shape(to_frame(_run()), (1, 128)))
+    assert one_device == [" 1  baseline (torch)", " 2  baseline+onnx (torch)", " 3  baseline+prune (torch)"]

@@ -13,6 +13,7 @@ from report_fixtures import gpu_report, make_report, with_figures
 
 from optbench.errors import OptbenchError
 from optbench.report import COLUMNS, EXTRA_COLUMNS
+from optbench.runtimes import RuntimeSpec
 from optbench.table import render, to_frame
 
 
@@ -138,3 +139,14 @@ def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them(
     header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
     assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | first_call_s |")
     assert "| 256.0 | 900.0 | 14.50 |" in gpu
+
+
+def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
+    # gpu.toml measures the baseline on cuda in fp32, fp16 and bf16: the table showed three identical row names,
+    # and --against asks for the precision "as the table's columns show them"
+    reports = [make_report(runtime=RuntimeSpec("torch", "cuda", precision)) for precision in ("fp32", "fp16", "bf16")]
+    text = render(to_frame(reports), "md")
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.startswith("| variant | runtime | device | precision_mode | batch_size |")
+    names = [line.split(" | ")[:5] for line in text.splitlines() if line.startswith("| baseline")]
+    assert len(names) == len({tuple(name) for name in names}) == 6  # three precisions at two shapes
