@@ -3,6 +3,7 @@ people (Markdown, with the speedups marked against the A/A noise floor) or tools
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,9 @@ MARKDOWN_COLUMNS = [
     "relative_accuracy_pct",
     "speedup_p50",
 ]
+# Rows by shape (batch size, then sequence length), and at each shape by variant (the reference, "baseline",
+# first) and runtime, so that the rows read against each other are together.
+ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
 # Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
 # compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
 # the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
@@ -42,12 +46,17 @@ def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_P
     rows = [row for report in reports for row in report.rows()]
     frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
     frame.attrs["peer_budget_points"] = peer_budget_points
-    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=sort_key)
+    return frame.sort_values(["recipe", "run_id", *ROW_ORDER], kind="stable", key=sort_key)
 
 
 def sort_key(column: pd.Series) -> pd.Series:
-    """Table order: batch sizes as numbers, everything else (sequence lengths include "data") as text."""
-    return column.astype(str) if column.name != "batch_size" else column
+    """Table order: batch sizes and sequence lengths as numbers (`data`, the data's own lengths, after the fixed
+    ones), everything else as text."""
+    if column.name == "batch_size":
+        return column
+    if column.name == "seq_len":
+        return column.map(lambda seq_len: math.inf if seq_len == "data" else float(seq_len))
+    return column.astype(str)
 
 
 def missing(value: Any) -> bool:

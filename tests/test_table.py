@@ -58,6 +58,21 @@ def test_to_frame_sorts_batch_sizes_as_numbers() -> None:
     ]
 
 
+def test_to_frame_groups_the_rows_of_each_shape_with_lengths_as_numbers() -> None:
+    # rows of one batch size at two lengths alternated variant by variant, and lengths sorted as text put 128
+    # before 16: the HTML page numbered its plotted shape's rows 1, -, 2, -, 3
+    shapes = ((1, 128), (1, "data"), (1, 16))
+    frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
+    assert list(zip(frame["seq_len"], frame["variant"], strict=True)) == [
+        (16, "baseline"),
+        (16, "baseline+onnx"),
+        (128, "baseline"),
+        (128, "baseline+onnx"),
+        ("data", "baseline"),
+        ("data", "baseline+onnx"),
+    ]
+
+
 def test_to_frame_of_no_reports() -> None:
     frame = to_frame([])
     assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
