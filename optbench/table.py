@@ -4,13 +4,14 @@ people (Markdown, with the speedups marked against the A/A noise floor) or tools
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
-from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
+from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob, Report
 
 MARKDOWN_COLUMNS = [
     "variant",
@@ -64,29 +65,24 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The table as Markdown (for people), CSV or JSON (for tools)."""
+def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> str:
+    """The table as Markdown (for people: each run's notes, and its jobs among `failed`, under its table), CSV or
+    JSON (for tools)."""
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=2)
     if fmt == "md":
-        return _markdown(frame)
+        return _markdown(frame, failed)
     raise OptbenchError(f"unknown report format {fmt!r}: use md, csv or json")
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
-        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group))]
-        lines.append("")
-        lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
-        lines += _speedup_vs_lines(group)
-        note = noise_floor_note(group)
-        lines += [f"- **A/A noise floor**: {note}", ""] if note else []
-        warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
-        lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
-        lines += [""] if len(warned) else []
+        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group)), ""]
+        notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
+        lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
     return "\n".join(lines) if lines else "no reports found\n"
 
 
@@ -95,25 +91,38 @@ def shown_columns(run: pd.DataFrame) -> list[str]:
     return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
 
 
-def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
-    """Under a run's table: at each shape, the peer every speedup_vs_peer is measured against."""
+def run_notes(run: pd.DataFrame, peer_budget_points: float, failed: Sequence[FailedJob] = ()) -> list[tuple[str, str]]:
+    """What a run's table needs said beside it, as (label, text), for the Markdown table and the HTML page alike:
+    the peer each speedup_vs_peer is against, the row each speedup_vs is against, the A/A noise floor, each
+    variant's warnings, and the run's failed jobs among `failed` (whose variants have no row)."""
+    run_id = run["run_id"].iloc[0]
+    note = noise_floor_note(run)
+    warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
+    return [
+        *(("fastest peer", text) for text in _fastest_peers(run, peer_budget_points)),
+        *(("speedup_vs", text) for text in _speedup_vs(run)),
+        *([("A/A noise floor", note)] if note else []),
+        *((f"warning ({variant})", text) for variant, text in warned.itertuples(index=False)),
+        *(("failed", failure.describe()) for failure in failed if failure.run_id == run_id),
+    ]
+
+
+def _fastest_peers(group: pd.DataFrame, budget_points: float) -> list[str]:
+    """At each shape, the peer every speedup_vs_peer is measured against."""
     columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
     bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
     several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
-    lines = [
-        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
+    return [
+        f"within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
         f"{f' on {device}, machine {machine}' if several else ''}: {peer}, p50 {p50:.2f} ms"
         for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
-    return [*lines, ""] if lines else []
 
 
-def _speedup_vs_lines(group: pd.DataFrame) -> list[str]:
-    """Under a run's table: the row every speedup_vs is measured against."""
+def _speedup_vs(group: pd.DataFrame) -> list[str]:
+    """The row every speedup_vs is measured against."""
     chosen = group["speedup_vs_row"].dropna().unique() if "speedup_vs_row" in group else []
-    if not len(chosen):
-        return []
-    return [f"- **speedup_vs**: against {', '.join(chosen)} at the same shape (its p50 over each row's)", ""]
+    return [] if not len(chosen) else [f"against {', '.join(chosen)} at the same shape (its p50 over each row's)"]
 
 
 def noise_floor_note(run: pd.DataFrame) -> str | None:

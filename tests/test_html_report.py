@@ -12,7 +12,8 @@ from report_fixtures import make_report, with_figures
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.html_report import at_shape, pareto_front, parse_shape, plot_key, point_labels, run_shape, write_html
-from optbench.report import write_report
+from optbench.relative_speedup import RowChoice, add_speedup_vs
+from optbench.report import FailedJob, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 
@@ -182,3 +183,17 @@ def test_the_plot_key_tells_apart_points_that_differ_in_device_or_precision() ->
     ]
     one_device = plot_key(at_shape(to_frame(_run()), (1, 128)))
     assert one_device == [" 1  baseline (torch)", " 2  baseline+onnx (torch)", " 3  baseline+prune (torch)"]
+
+
+def test_the_page_says_what_the_markdown_says_under_a_run(tmp_path: Path) -> None:
+    # the page had the noise floor and the warnings only: not which peer speedup_vs_peer is against, nor the row
+    # speedup_vs is against, nor the jobs that failed (their variants simply missing from it)
+    reports = [*_run(), with_figures(make_report(("peer-optimum",)), p50_ms=6)]
+    frame = add_speedup_vs(to_frame(reports), RowChoice.parse("baseline+onnx"))
+    failed = [FailedJob("baseline+prune", "onnxruntime-cpu-fp32", "latency-1", "crashed", run_id=reports[0].run_id)]
+    write_html(frame, tmp_path / "page.html", failed=failed)
+    page = (tmp_path / "page.html").read_text()
+    assert "<li><b>fastest peer</b>: within 1 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum" in page
+    assert "<li><b>speedup_vs</b>: against baseline+onnx/torch/cpu/fp32 at the same shape" in page
+    assert "<li><b>failed</b>: baseline+prune on onnxruntime-cpu-fp32, latency-1: crashed</li>" in page
+    assert "<li><b>warning (baseline+onnx)</b>: INT8 is slower than its FP32 source</li>" in page

@@ -12,7 +12,7 @@ import pytest
 from report_fixtures import gpu_report, make_report, with_figures
 
 from optbench.errors import OptbenchError
-from optbench.report import COLUMNS, EXTRA_COLUMNS
+from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob
 from optbench.runtimes import RuntimeSpec
 from optbench.table import render, to_frame
 
@@ -144,7 +144,7 @@ def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
     frame = to_frame([make_report(), warned])
     assert set(frame["warnings"]) == {"", "no Attention was fused"}
     lines = render(frame, "md").splitlines()
-    assert lines.count("- **warning** (baseline+onnx): no Attention was fused") == 1
+    assert lines.count("- **warning (baseline+onnx)**: no Attention was fused") == 1
 
 
 def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them() -> None:
@@ -165,3 +165,13 @@ def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
     assert header.startswith("| variant | runtime | device | precision_mode | batch_size |")
     names = [line.split(" | ")[:5] for line in text.splitlines() if line.startswith("| baseline")]
     assert len(names) == len({tuple(name) for name in names}) == 6  # three precisions at two shapes
+
+
+def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
+    # they went to stderr only, after every run's table: `report -o table.md` kept no word of a variant left out
+    first, second = make_report(), make_report(run_id="20261201T000000Z-0000")
+    failed = [FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed", run_id=first.run_id)]
+    text = render(to_frame([first, second]), "md", failed)
+    ours, other = text.split("### demo · run 20261201T000000Z-0000")
+    assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in ours
+    assert "failed" not in other
