@@ -180,5 +180,13 @@ def format_cell(column: str, row: pd.Series) -> str:
     if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
         return format_speedup(value, row.get("noise_floor_pct"))
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        return format_number(value)
     return str(value)
+
+
+def format_number(value: float) -> str:
+    """A figure as people read it: one decimal from 100, two from 1, and three significant digits below 1, so that
+    a GPU's sub-millisecond p50s (0.0847 and 0.0761 ms) are not rounded alike (0.08)."""
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:#.3g}"

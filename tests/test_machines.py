@@ -111,3 +111,13 @@ def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:
         ("data", "baseline"),
         ("data", "baseline+onnx"),
     ]
+
+
+def test_figures_are_rounded_as_in_a_runs_table() -> None:
+    # the merged table wrote every p50 to 2 decimals: 964.19 where the run's table said 964.2, and 0.08 for 0.0847
+    reports = [
+        _on(with_figures(make_report(shapes=((1, 128),)), p50_ms=p50), m, "EPYC", m)
+        for m, p50 in [("aaa", 964.19), ("bbb", 0.0847)]
+    ]
+    text = render_merged(merge_by_machine(reports), machines(reports), "md")
+    assert "| 964.2 | 0.0847 |" in text

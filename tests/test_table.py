@@ -175,3 +175,14 @@ def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
     ours, other = text.split("### demo · run 20261201T000000Z-0000")
     assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in ours
     assert "failed" not in other
+
+
+def test_sub_millisecond_figures_keep_three_significant_digits() -> None:
+    # two decimals read a GPU's 0.0847 and 0.0761 ms p50s as 0.08: differences of 10% rounded away
+    reports = [
+        with_figures(make_report(steps, shapes=((1, 128),)), p50_ms=p50)
+        for steps, p50 in [((), 0.0847), (("onnx",), 0.0761)]
+    ]
+    text = render(to_frame(reports), "md")
+    assert "| 0.0847 |" in text and "| 0.0761 |" in text
+    assert "| 512.5 | 86.60 | 22.70 |" in text  # from 1 on, as before: two decimals, one from 100
