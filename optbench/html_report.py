@@ -123,7 +123,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     axes.legend(loc="lower right")
     figure.tight_layout(rect=(0, 0, 0.59, 1))
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.2)  # the key's long lines widen it
     plt.close(figure)
     return buffer.getvalue()
 

@@ -197,3 +197,16 @@ def test_the_page_says_what_the_markdown_says_under_a_run(tmp_path: Path) -> Non
     assert "<li><b>speedup_vs</b>: against baseline+onnx/torch/cpu/fp32 at the same shape" in page
     assert "<li><b>failed</b>: baseline+prune on onnxruntime-cpu-fp32, latency-1: crashed</li>" in page
     assert "<li><b>warning (baseline+onnx)</b>: INT8 is slower than its FP32 source</li>" in page
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_a_long_variant_name_widens_the_plot_rather_than_running_off_it(tmp_path: Path) -> None:
+    # the key sits right of the axes on a fixed canvas: a long chain's line (all.toml's runs 75 characters) ran
+    # past the image's edge and was cut
+    long = with_figures(make_report(("student-l4", "prune-h50-f70", "onnx", "quantize-dynamic") * 3), p50_ms=5)
+    write_html(to_frame(_run()), tmp_path / "short.html")
+    write_html(to_frame([*_run(), long]), tmp_path / "long.html")
+    assert _png_width(tmp_path / "long.png") > _png_width(tmp_path / "short.png")
