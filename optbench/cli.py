@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the comparison table of every report under a folder",
         description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
         "row per variant, runtime, device, batch size and sequence length; a run found twice (named twice, or copied "
-        "into another folder) is listed once. Failed jobs of those runs are listed after it (on stderr).",
+        "into another folder) is listed once. Failed jobs of those runs are listed under their run's table (md, "
+        "html), or on stderr (csv, json, --by-machine).",
     )
     report.add_argument(
         "paths",
@@ -347,6 +348,8 @@ def _report(args: argparse.Namespace) -> int:
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
+    failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
+    listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
         from optbench.machines import machines, merge_by_machine, render_merged
 
@@ -363,13 +366,17 @@ def _report(args: argparse.Namespace) -> int:
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
         shape = None if args.shape is None else parse_shape(args.shape)
-        for path in write_html(_table(reports, args), args.output, shape):
+        frame = _table(reports, args)
+        for path in write_html(frame, args.output, shape, failed):
             print(f"wrote {path}")
+        listed = set(frame["run_id"])
     else:
-        _emit(render(_table(reports, args), args.format), args.output)
-    failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
-    if failed:
-        print(_failure_lines(failed), file=sys.stderr)
+        frame = _table(reports, args)
+        _emit(render(frame, args.format, failed), args.output)
+        listed = set(frame["run_id"]) if args.format == "md" else set()
+    unlisted = [failure for failure in failed if failure.run_id not in listed]  # CSV and JSON hold none
+    if unlisted:
+        print(_failure_lines(unlisted), file=sys.stderr)
     return 0
 
 

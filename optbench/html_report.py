@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,9 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
-from optbench.table import format_cell, noise_floor_note, shown_columns
+from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
+from optbench.report import FailedJob
+from optbench.table import format_cell, run_notes, shown_columns
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +111,7 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     )
     for x, y, text in point_labels(latency, accuracy):
         axes.annotate(text, (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    key = "\n".join(
-        f"{n:>2}  {row['variant']} ({row['runtime']}{', peer' if row['peer'] else ''})"
-        for n, row in enumerate(rows.to_dict("records"), 1)
-    )
-    figure.text(0.6, 0.5, key, fontsize=8, family="monospace", va="center")
+    figure.text(0.6, 0.5, "\n".join(plot_key(rows)), fontsize=8, family="monospace", va="center")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 5, 7, 10, 15
@@ -125,9 +123,20 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     axes.legend(loc="lower right")
     figure.tight_layout(rect=(0, 0, 0.59, 1))
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.2)  # the key's long lines widen it
     plt.close(figure)
     return buffer.getvalue()
+
+
+def plot_key(rows: pd.DataFrame) -> list[str]:
+    """The plot's key, a line per point: its number, variant and runtime, and its device and precision where the
+    plotted rows differ in them (a GPU run's torch rows on cpu and cuda, in fp32, fp16 and bf16); peers marked."""
+    varying = [column for column in ("device", "precision_mode") if rows[column].nunique() > 1]
+    lines = []
+    for n, row in enumerate(rows.to_dict("records"), 1):
+        about = [row["runtime"], *(row[column] for column in varying), *(["peer"] if row["peer"] else [])]
+        lines.append(f"{n:>2}  {row['variant']} ({', '.join(about)})")
+    return lines
 
 
 def default_shape(shapes: Iterable[Shape]) -> Shape:
@@ -158,11 +167,14 @@ def plots_missing() -> str | None:
     return None
 
 
-def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> list[Path]:
+def write_html(
+    frame: pd.DataFrame, path: Path, shape: Shape | None = None, failed: Sequence[FailedJob] = ()
+) -> list[Path]:
     """Write the page to `path` and each run's plot beside it (`<stem>.png`, or `<stem>-<n>.png` for several
     runs); returns every file written. Each run is plotted at `shape`, or at `run_shape` when it is None; a run
     not measured at `shape` gets no plot and says so, and so does every run where matplotlib does not import
-    (a run's reports are not lost for a plot)."""
+    (a run's reports are not lost for a plot). Each run's notes (`table.run_notes`) stand above its table, with
+    its jobs among `failed`."""
     if frame.empty:
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
     if path.suffix.lower() not in (".html", ".htm"):
@@ -182,7 +194,8 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> l
             image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
             write_bytes_atomic(image, plot_png(run, plotted, title))
             written.append(image)
-        sections.append(_section(run, title, plotted, image, missing))
+        notes = run_notes(run, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
+        sections.append(_section(run, title, plotted, image, missing, notes))
     page = _PAGE.format(
         title=html.escape(f"optbench · {', '.join(str(r) for (r, _), _ in runs)}"), body="\n".join(sections)
     )
@@ -190,7 +203,9 @@ def write_html(frame: pd.DataFrame, path: Path, shape: Shape | None = None) -> l
     return [path, *written]
 
 
-def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None, no_plots: str | None) -> str:
+def _section(
+    run: pd.DataFrame, title: str, shape: Shape, image: Path | None, no_plots: str | None, notes: list[tuple[str, str]]
+) -> str:
     rows = at_shape(run, shape)
     front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
     numbers = {index: n for n, index in enumerate(rows.index, 1)}
@@ -213,18 +228,15 @@ def _section(run: pd.DataFrame, title: str, shape: Shape, image: Path | None, no
         cells = "".join(f"<td>{html.escape(format_cell(c, row))}</td>" for c in columns)
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
-    note = noise_floor_note(run)
-    warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
-    warnings = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(w)}</li>" for v, w in warned.itertuples(index=False))
+    items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in notes)
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
         f"is both faster and more accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
-        + (f"<p><b>A/A noise floor</b>: {html.escape(note)}</p>\n" if note else "")
+        + (f"<ul class=notes>{items}</ul>\n" if items else "")
         + f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>\n"
-        + (f"<ul class=warnings>{warnings}</ul>" if warnings else "")
     )
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.report import Report
-from optbench.table import format_speedup, sort_key, to_frame
+from optbench.table import ROW_ORDER, format_number, format_speedup, sort_key, to_frame
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 FIGURES = ("p50_ms", "speedup_p50", "noise_floor_pct")
@@ -69,7 +69,7 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     order = [m.key for m in machines(reports)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
-    return wide.reset_index().sort_values(["batch_size", "variant", "runtime"], kind="stable", key=sort_key)
+    return wide.reset_index().sort_values(ROW_ORDER, kind="stable", key=sort_key)
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
@@ -104,5 +104,5 @@ def _cell(column: str, row: dict[str, Any]) -> str:
     if figure == "noise_floor_pct":
         return f"{value:.1f}%"
     if figure == "p50_ms":
-        return f"{value:.2f}"
+        return format_number(value)
     return str(value)

@@ -65,7 +65,8 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
             write_report(report, staging)
         if failed:
             write_failures(failed, staging, store.run_id)
-        write_html(to_frame(reports), staging / "report.html")  # plotted at html_report.run_shape
+        failures = [replace(failure, run_id=store.run_id) for failure in failed]  # as write_failures records them
+        write_html(to_frame(reports), staging / "report.html", failed=failures)  # plotted at html_report.run_shape
         try:
             os.replace(staging, final)
         except OSError:

@@ -3,18 +3,21 @@ people (Markdown, with the speedups marked against the A/A noise floor) or tools
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
-from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
+from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob, Report
 
 MARKDOWN_COLUMNS = [
     "variant",
     "runtime",
     "device",
+    "precision_mode",
     "batch_size",
     "seq_len",
     "p50_ms",
@@ -28,6 +31,9 @@ MARKDOWN_COLUMNS = [
     "relative_accuracy_pct",
     "speedup_p50",
 ]
+# Rows by shape (batch size, then sequence length), and at each shape by variant (the reference, "baseline",
+# first) and runtime, so that the rows read against each other are together.
+ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
 # Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
 # compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
 # the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
@@ -41,12 +47,17 @@ def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_P
     rows = [row for report in reports for row in report.rows()]
     frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
     frame.attrs["peer_budget_points"] = peer_budget_points
-    return frame.sort_values(["recipe", "run_id", "batch_size", "variant", "runtime"], kind="stable", key=sort_key)
+    return frame.sort_values(["recipe", "run_id", *ROW_ORDER], kind="stable", key=sort_key)
 
 
 def sort_key(column: pd.Series) -> pd.Series:
-    """Table order: batch sizes as numbers, everything else (sequence lengths include "data") as text."""
-    return column.astype(str) if column.name != "batch_size" else column
+    """Table order: batch sizes and sequence lengths as numbers (`data`, the data's own lengths, after the fixed
+    ones), everything else as text."""
+    if column.name == "batch_size":
+        return column
+    if column.name == "seq_len":
+        return column.map(lambda seq_len: math.inf if seq_len == "data" else float(seq_len))
+    return column.astype(str)
 
 
 def missing(value: Any) -> bool:
@@ -54,29 +65,24 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The table as Markdown (for people), CSV or JSON (for tools)."""
+def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> str:
+    """The table as Markdown (for people: each run's notes, and its jobs among `failed`, under its table), CSV or
+    JSON (for tools)."""
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=2)
     if fmt == "md":
-        return _markdown(frame)
+        return _markdown(frame, failed)
     raise OptbenchError(f"unknown report format {fmt!r}: use md, csv or json")
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
-        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group))]
-        lines.append("")
-        lines += _fastest_peer_lines(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS))
-        lines += _speedup_vs_lines(group)
-        note = noise_floor_note(group)
-        lines += [f"- **A/A noise floor**: {note}", ""] if note else []
-        warned = group.loc[group["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
-        lines += [f"- **warning** ({variant}): {text}" for variant, text in warned.itertuples(index=False)]
-        lines += [""] if len(warned) else []
+        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group)), ""]
+        notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
+        lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
     return "\n".join(lines) if lines else "no reports found\n"
 
 
@@ -85,25 +91,38 @@ def shown_columns(run: pd.DataFrame) -> list[str]:
     return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
 
 
-def _fastest_peer_lines(group: pd.DataFrame, budget_points: float) -> list[str]:
-    """Under a run's table: at each shape, the peer every speedup_vs_peer is measured against."""
+def run_notes(run: pd.DataFrame, peer_budget_points: float, failed: Sequence[FailedJob] = ()) -> list[tuple[str, str]]:
+    """What a run's table needs said beside it, as (label, text), for the Markdown table and the HTML page alike:
+    the peer each speedup_vs_peer is against, the row each speedup_vs is against, the A/A noise floor, each
+    variant's warnings, and the run's failed jobs among `failed` (whose variants have no row)."""
+    run_id = run["run_id"].iloc[0]
+    note = noise_floor_note(run)
+    warned = run.loc[run["warnings"] != "", ["variant", "warnings"]].drop_duplicates()
+    return [
+        *(("fastest peer", text) for text in _fastest_peers(run, peer_budget_points)),
+        *(("speedup_vs", text) for text in _speedup_vs(run)),
+        *([("A/A noise floor", note)] if note else []),
+        *((f"warning ({variant})", text) for variant, text in warned.itertuples(index=False)),
+        *(("failed", failure.describe()) for failure in failed if failure.run_id == run_id),
+    ]
+
+
+def _fastest_peers(group: pd.DataFrame, budget_points: float) -> list[str]:
+    """At each shape, the peer every speedup_vs_peer is measured against."""
     columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
     bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
     several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
-    lines = [
-        f"- **fastest peer** within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
+    return [
+        f"within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
         f"{f' on {device}, machine {machine}' if several else ''}: {peer}, p50 {p50:.2f} ms"
         for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
-    return [*lines, ""] if lines else []
 
 
-def _speedup_vs_lines(group: pd.DataFrame) -> list[str]:
-    """Under a run's table: the row every speedup_vs is measured against."""
+def _speedup_vs(group: pd.DataFrame) -> list[str]:
+    """The row every speedup_vs is measured against."""
     chosen = group["speedup_vs_row"].dropna().unique() if "speedup_vs_row" in group else []
-    if not len(chosen):
-        return []
-    return [f"- **speedup_vs**: against {', '.join(chosen)} at the same shape (its p50 over each row's)", ""]
+    return [] if not len(chosen) else [f"against {', '.join(chosen)} at the same shape (its p50 over each row's)"]
 
 
 def noise_floor_note(run: pd.DataFrame) -> str | None:
@@ -161,5 +180,13 @@ def format_cell(column: str, row: pd.Series) -> str:
     if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
         return format_speedup(value, row.get("noise_floor_pct"))
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        return format_number(value)
     return str(value)
+
+
+def format_number(value: float) -> str:
+    """A figure as people read it: one decimal from 100, two from 1, and three significant digits below 1, so that
+    a GPU's sub-millisecond p50s (0.0847 and 0.0761 ms) are not rounded alike (0.08)."""
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:#.3g}"

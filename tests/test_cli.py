@@ -85,7 +85,7 @@ def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, cap
 
 def test_report_writes_md_and_json_files(finished_run: Path, tmp_path: Path) -> None:
     assert main(["report", str(finished_run), "--format", "md", "-o", str(tmp_path / "t.md")]) == 0
-    assert "| baseline | torch | cpu | 2 | data |" in (tmp_path / "t.md").read_text()
+    assert "| baseline | torch | cpu | fp32 | 2 | data |" in (tmp_path / "t.md").read_text()
     assert main(["report", str(finished_run), "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
     assert len(json.loads((tmp_path / "t.json").read_text())) == 2
 
@@ -233,6 +233,7 @@ def test_a_job_that_refuses_its_runtime_is_a_failed_job(
     assert "runtime torch on cuda: no CUDA GPU is visible" in capsys.readouterr().err
     (run,) = (tmp_path / "results" / "tiny").iterdir()  # the reference's report, and why the CUDA jobs failed
     assert sorted(p.name for p in run.glob("*.json")) == ["baseline.torch-cpu-fp32.json", "failures.json"]
+    assert "<li><b>failed</b>: baseline on torch-cuda-fp16" in (run / "report.html").read_text()  # on its page too
 
 
 def test_report_output_that_cannot_be_written(finished_run: Path, tmp_path: Path, capsys) -> None:
@@ -345,6 +346,20 @@ def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     out, err = capsys.readouterr()
     assert out.count("| baseline | torch |") == 2  # its two shapes, once each
     assert err.count("crashed") == 1
+
+
+def test_report_lists_failed_jobs_under_their_runs_table_and_on_stderr_for_csv(tmp_path: Path, capsys) -> None:
+    # `report -o table.md` kept no word of them: they went to stderr only
+    report = make_report()
+    run = tmp_path / "results" / "demo" / report.run_id
+    write_report(report, run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, report.run_id)
+    assert main(["report", str(tmp_path / "results")]) == 0
+    out, err = capsys.readouterr()
+    assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in out and "crashed" not in err
+    assert main(["report", str(tmp_path / "results"), "--format", "csv"]) == 0  # no place for them in a table
+    out, err = capsys.readouterr()
+    assert "crashed" not in out and "failed: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in err
 
 
 def test_report_lists_a_run_copied_into_two_folders_once(tmp_path: Path, capsys, caplog) -> None:

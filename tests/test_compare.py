@@ -169,6 +169,17 @@ def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
     assert pd.read_json(io.StringIO(render(table, "json")))["mark"].tolist().count("better") == 2
 
 
+def test_markdown_shows_a_change_too_small_for_two_decimals() -> None:
+    # results/all's two runs: a model 8 bytes smaller read "55.99 | 55.99 | -0.0% | better"
+    base = make_report(shapes=((1, 128),))
+    a, b = (dataclasses.replace(base, artifact={**base.artifact, "size_mb": size}) for size in (55.991024, 55.991016))
+    text = render(compare(to_frame([a]), to_frame([b])), "md")
+    assert "| model_mb | 55.991024 | 55.991016 | -0.00001% | better |" in text
+    assert "| model_mb | 86.60 | 86.60 | +0.0% | not significant | unchanged |" in render(
+        compare(to_frame([base]), to_frame([base])), "md"
+    )
+
+
 def _write(results: Path, reports: list[Report]) -> Path:
     for report in reports:
         write_report(report, results / report.recipe / report.run_id)

@@ -11,8 +11,10 @@ from report_fixtures import make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.html_report import pareto_front, parse_shape, point_labels, run_shape, write_html
-from optbench.report import write_report
+from optbench.html_report import at_shape, pareto_front, parse_shape, plot_key, point_labels, run_shape, write_html
+from optbench.relative_speedup import RowChoice, add_speedup_vs
+from optbench.report import FailedJob, write_report
+from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -168,3 +170,43 @@ def test_without_1x128_a_run_is_plotted_at_its_smallest_shape_whatever_the_row_o
     run = to_frame([make_report(shapes=shapes), make_report(("onnx",), shapes=shapes[::-1])])
     assert run_shape(run) == run_shape(run.iloc[::-1]) == (1, 32)
     assert run_shape(run[run["seq_len"] != 32]) == (1, 64)  # a fixed length before the data's own lengths
+
+
+def test_the_plot_key_tells_apart_points_that_differ_in_device_or_precision() -> None:
+    # gpu.toml's baseline on torch at cpu fp32, cuda fp32 and cuda fp16: each was keyed "baseline (torch)"
+    specs = [RuntimeSpec("torch"), RuntimeSpec("torch", "cuda", "fp32"), RuntimeSpec("torch", "cuda", "fp16")]
+    rows = to_frame([make_report(runtime=spec, shapes=((1, 128),)) for spec in specs])
+    assert plot_key(rows) == [
+        " 1  baseline (torch, cpu, fp32)",
+        " 2  baseline (torch, cuda, fp32)",
+        " 3  baseline (torch, cuda, fp16)",
+    ]
+    one_device = plot_key(at_shape(to_frame(_run()), (1, 128)))
+    assert one_device == [" 1  baseline (torch)", " 2  baseline+onnx (torch)", " 3  baseline+prune (torch)"]
+
+
+def test_the_page_says_what_the_markdown_says_under_a_run(tmp_path: Path) -> None:
+    # the page had the noise floor and the warnings only: not which peer speedup_vs_peer is against, nor the row
+    # speedup_vs is against, nor the jobs that failed (their variants simply missing from it)
+    reports = [*_run(), with_figures(make_report(("peer-optimum",)), p50_ms=6)]
+    frame = add_speedup_vs(to_frame(reports), RowChoice.parse("baseline+onnx"))
+    failed = [FailedJob("baseline+prune", "onnxruntime-cpu-fp32", "latency-1", "crashed", run_id=reports[0].run_id)]
+    write_html(frame, tmp_path / "page.html", failed=failed)
+    page = (tmp_path / "page.html").read_text()
+    assert "<li><b>fastest peer</b>: within 1 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum" in page
+    assert "<li><b>speedup_vs</b>: against baseline+onnx/torch/cpu/fp32 at the same shape" in page
+    assert "<li><b>failed</b>: baseline+prune on onnxruntime-cpu-fp32, latency-1: crashed</li>" in page
+    assert "<li><b>warning (baseline+onnx)</b>: INT8 is slower than its FP32 source</li>" in page
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_a_long_variant_name_widens_the_plot_rather_than_running_off_it(tmp_path: Path) -> None:
+    # the key sits right of the axes on a fixed canvas: a long chain's line (all.toml's runs 75 characters) ran
+    # past the image's edge and was cut
+    long = with_figures(make_report(("student-l4", "prune-h50-f70", "onnx", "quantize-dynamic") * 3), p50_ms=5)
+    write_html(to_frame(_run()), tmp_path / "short.html")
+    write_html(to_frame([*_run(), long]), tmp_path / "long.html")
+    assert _png_width(tmp_path / "long.png") > _png_width(tmp_path / "short.png")

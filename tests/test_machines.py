@@ -97,3 +97,27 @@ def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
     assert out.splitlines()[0].endswith("speedup_p50@aaa,speedup_p50@bbb,noise_floor_pct@aaa,noise_floor_pct@bbb")
     assert main(["report", str(tmp_path), "--by-machine"]) == 0
     assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c" in capsys.readouterr().out
+
+
+def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:
+    shapes = ((1, "data"), (1, 128), (1, 16))
+    reports = [_on(make_report(steps, shapes=shapes), "aaa", "EPYC", "run-a") for steps in [("onnx",), ()]]
+    table = merge_by_machine(reports)
+    assert list(zip(table["seq_len"], table["variant"], strict=True)) == [
+        (16, "baseline"),
+        (16, "baseline+onnx"),
+        (128, "baseline"),
+        (128, "baseline+onnx"),
+        ("data", "baseline"),
+        ("data", "baseline+onnx"),
+    ]
+
+
+def test_figures_are_rounded_as_in_a_runs_table() -> None:
+    # the merged table wrote every p50 to 2 decimals: 964.19 where the run's table said 964.2, and 0.08 for 0.0847
+    reports = [
+        _on(with_figures(make_report(shapes=((1, 128),)), p50_ms=p50), m, "EPYC", m)
+        for m, p50 in [("aaa", 964.19), ("bbb", 0.0847)]
+    ]
+    text = render_merged(merge_by_machine(reports), machines(reports), "md")
+    assert "| 964.2 | 0.0847 |" in text

@@ -12,7 +12,8 @@ import pytest
 from report_fixtures import gpu_report, make_report, with_figures
 
 from optbench.errors import OptbenchError
-from optbench.report import COLUMNS, EXTRA_COLUMNS
+from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob
+from optbench.runtimes import RuntimeSpec
 from optbench.table import render, to_frame
 
 
@@ -54,6 +55,21 @@ def test_to_frame_sorts_batch_sizes_as_numbers() -> None:
         (2, "baseline+onnx"),
         (10, "baseline"),
         (10, "baseline+onnx"),
+    ]
+
+
+def test_to_frame_groups_the_rows_of_each_shape_with_lengths_as_numbers() -> None:
+    # rows of one batch size at two lengths alternated variant by variant, and lengths sorted as text put 128
+    # before 16: the HTML page numbered its plotted shape's rows 1, -, 2, -, 3
+    shapes = ((1, 128), (1, "data"), (1, 16))
+    frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
+    assert list(zip(frame["seq_len"], frame["variant"], strict=True)) == [
+        (16, "baseline"),
+        (16, "baseline+onnx"),
+        (128, "baseline"),
+        (128, "baseline+onnx"),
+        ("data", "baseline"),
+        ("data", "baseline+onnx"),
     ]
 
 
@@ -128,7 +144,7 @@ def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
     frame = to_frame([make_report(), warned])
     assert set(frame["warnings"]) == {"", "no Attention was fused"}
     lines = render(frame, "md").splitlines()
-    assert lines.count("- **warning** (baseline+onnx): no Attention was fused") == 1
+    assert lines.count("- **warning (baseline+onnx)**: no Attention was fused") == 1
 
 
 def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them() -> None:
@@ -138,3 +154,35 @@ def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them(
     header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
     assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | first_call_s |")
     assert "| 256.0 | 900.0 | 14.50 |" in gpu
+
+
+def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
+    # gpu.toml measures the baseline on cuda in fp32, fp16 and bf16: the table showed three identical row names,
+    # and --against asks for the precision "as the table's columns show them"
+    reports = [make_report(runtime=RuntimeSpec("torch", "cuda", precision)) for precision in ("fp32", "fp16", "bf16")]
+    text = render(to_frame(reports), "md")
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.startswith("| variant | runtime | device | precision_mode | batch_size |")
+    names = [line.split(" | ")[:5] for line in text.splitlines() if line.startswith("| baseline")]
+    assert len(names) == len({tuple(name) for name in names}) == 6  # three precisions at two shapes
+
+
+def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
+    # they went to stderr only, after every run's table: `report -o table.md` kept no word of a variant left out
+    first, second = make_report(), make_report(run_id="20261201T000000Z-0000")
+    failed = [FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed", run_id=first.run_id)]
+    text = render(to_frame([first, second]), "md", failed)
+    ours, other = text.split("### demo · run 20261201T000000Z-0000")
+    assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in ours
+    assert "failed" not in other
+
+
+def test_sub_millisecond_figures_keep_three_significant_digits() -> None:
+    # two decimals read a GPU's 0.0847 and 0.0761 ms p50s as 0.08: differences of 10% rounded away
+    reports = [
+        with_figures(make_report(steps, shapes=((1, 128),)), p50_ms=p50)
+        for steps, p50 in [((), 0.0847), (("onnx",), 0.0761)]
+    ]
+    text = render(to_frame(reports), "md")
+    assert "| 0.0847 |" in text and "| 0.0761 |" in text
+    assert "| 512.5 | 86.60 | 22.70 |" in text  # from 1 on, as before: two decimals, one from 100
