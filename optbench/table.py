@@ -87,8 +87,11 @@ def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
 
 
 def shown_columns(run: pd.DataFrame) -> list[str]:
-    """The columns a run's table shows people: the standard ones, and the optional ones the run has."""
-    return MARKDOWN_COLUMNS + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
+    """The columns a run's table shows people: the standard ones (precision_mode only where the run's rows differ
+    in it: beside an INT8 model on a CPU runtime its `fp32` reads as the model's), and the optional ones the run
+    has."""
+    standard = [c for c in MARKDOWN_COLUMNS if c != "precision_mode" or run[c].nunique(dropna=False) > 1]
+    return standard + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
 
 
 def run_notes(run: pd.DataFrame, peer_budget_points: float, failed: Sequence[FailedJob] = ()) -> list[tuple[str, str]]:
