@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -79,9 +80,21 @@ def point_labels(latency: list[float], accuracy: list[float]) -> list[tuple[floa
 
 
 def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
-    """The latency-versus-accuracy scatter of one run at `shape`, Pareto front joined and labelled."""
+    """The latency-versus-accuracy scatter of one run at `shape` (`plot`), as PNG."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    figure = plot(run, shape, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.2)  # the key's long lines widen it
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot(run: pd.DataFrame, shape: Shape, title: str) -> Any:
+    """The latency-versus-accuracy scatter of one run at `shape`, Pareto front joined and labelled, as a matplotlib
+    Figure (the caller closes it)."""
     import matplotlib
     import matplotlib.ticker
 
@@ -120,12 +133,9 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     axes.set_ylabel("accuracy (test split)")
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")  # where it covers the fewest points: slow, inaccurate variants sit lower right
     figure.tight_layout(rect=(0, 0, 0.59, 1))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.2)  # the key's long lines widen it
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure
 
 
 def plot_key(rows: pd.DataFrame) -> list[str]:

@@ -11,7 +11,16 @@ from report_fixtures import make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.html_report import at_shape, pareto_front, parse_shape, plot_key, point_labels, run_shape, write_html
+from optbench.html_report import (
+    at_shape,
+    pareto_front,
+    parse_shape,
+    plot,
+    plot_key,
+    point_labels,
+    run_shape,
+    write_html,
+)
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import FailedJob, write_report
 from optbench.runtimes import RuntimeSpec
@@ -60,6 +69,23 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     assert "INT8 is slower than its FP32 source" in page
     numbered = [line.split("<td>")[1] for line in page.splitlines() if line.startswith("<tr")]
     assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
+
+
+def test_the_plots_legend_covers_no_point() -> None:
+    # slow, inaccurate variants land lower right, where the legend sat and hid them
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    frame = to_frame([*_run(), with_figures(make_report(("prune",), flip=4), p50_ms=60)])
+    figure = plot(frame, (1, 128), "demo")
+    try:
+        figure.canvas.draw()
+        (axes,) = figure.axes
+        legend = axes.get_legend().get_window_extent()
+        points = axes.transData.transform(at_shape(frame, (1, 128))[["p50_ms", "accuracy"]].to_numpy(dtype=float))
+        assert not any(legend.contains(x, y) for x, y in points)
+    finally:
+        plt.close(figure)
 
 
 def test_the_page_marks_speedups_within_the_a_a_noise_floor(tmp_path: Path) -> None:
