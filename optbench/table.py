@@ -116,8 +116,8 @@ def _fastest_peers(group: pd.DataFrame, budget_points: float) -> list[str]:
     bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
     several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
     return [
-        f"within {budget_points:g} point(s) of accuracy drop at batch {b} x {s}"
-        f"{f' on {device}, machine {machine}' if several else ''}: {peer}, p50 {p50:.2f} ms"
+        f"{peer}, p50 {p50:.2f} ms, at batch {b} x {s}{f' on {device}, machine {machine}' if several else ''} "
+        f"(within {budget_points:g} point(s) of accuracy drop)"
         for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
 

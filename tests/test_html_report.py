@@ -219,7 +219,7 @@ def test_the_page_says_what_the_markdown_says_under_a_run(tmp_path: Path) -> Non
     failed = [FailedJob("baseline+prune", "onnxruntime-cpu-fp32", "latency-1", "crashed", run_id=reports[0].run_id)]
     write_html(frame, tmp_path / "page.html", failed=failed)
     page = (tmp_path / "page.html").read_text()
-    assert "<li><b>fastest peer</b>: within 1 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum" in page
+    assert "<li><b>fastest peer</b>: baseline+peer-optimum on torch, p50 6.00 ms, at batch 1 x 128 (within " in page
     assert "<li><b>speedup_vs</b>: against baseline+onnx/torch/cpu/fp32 at the same shape" in page
     assert "<li><b>failed</b>: baseline+prune on onnxruntime-cpu-fp32, latency-1: crashed</li>" in page
     assert "<li><b>warning (baseline+onnx)</b>: INT8 is slower than its FP32 source</li>" in page

@@ -264,11 +264,11 @@ def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
     assert ours.loc[("n", 128), "speedup_vs_peer"] == pytest.approx(1.5)  # peer-b, 15 / 10
     assert ours.loc[("m", "data"), "speedup_vs_peer"] == pytest.approx(5.0)  # peer-b, 25 / 5
     assert ours.loc[("n", 128), "fastest_peer"] == "peer-b on onnxruntime"
-    from optbench.table import _fastest_peer_lines
+    from optbench.table import _fastest_peers
 
-    lines = _fastest_peer_lines(out, budget_points=1.0)  # one run on two machines: each line says where
-    assert "at batch 1 x 128 on cpu, machine n: peer-b on onnxruntime, p50 15.00 ms" in "\n".join(lines)
-    assert "machine" not in "\n".join(_fastest_peer_lines(out[out["machine"] == "m"], budget_points=1.0))
+    lines = _fastest_peers(out, budget_points=1.0)  # one run on two machines: each line says where
+    assert "peer-b on onnxruntime, p50 15.00 ms, at batch 1 x 128 on cpu, machine n (within 1 point" in "\n".join(lines)
+    assert "machine" not in "\n".join(_fastest_peers(out[out["machine"] == "m"], budget_points=1.0))
 
 
 def test_without_peers_within_the_budget_there_is_no_speedup() -> None:
@@ -283,7 +283,8 @@ def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
     assert list(frame["peer"]) == [False, False, True] * 2
     text = render(frame, "md")
     assert "| baseline+peer-optimum (peer) |" in text
-    assert "- **fastest peer** within 100 point(s) of accuracy drop at batch 1 x 128: baseline+peer-optimum on" in text
+    assert "- **fastest peer**: baseline+peer-optimum on onnxruntime, p50 " in text
+    assert "ms, at batch 1 x 128 (within 100 point(s) of accuracy drop)" in text
     assert "speedup_vs_peer" in text.splitlines()[2]
     assert "speedup_vs_peer" not in render(to_frame([make_report(), ours]), "md")  # no peers: no column
 
