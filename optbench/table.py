@@ -142,7 +142,7 @@ def noise_floor_note(run: pd.DataFrame) -> str | None:
     )
     return (
         f"the reference's two p50s in this run differ by {at}. A speedup marked ~ is within that: the p50s it "
-        "compares differ by less, so it is not told apart from noise."
+        "compares differ by no more, so it is not told apart from noise."
     )
 
 
