@@ -33,7 +33,7 @@ from optbench.packaged_models import (
     default_tokenizer,
     paraphrase_l3_encoder,
 )
-from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
+from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.surgery import (
     check_layer_choice,
     check_layer_list,
@@ -387,10 +387,9 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
     if path.is_file():
         log.info("teacher logits: reusing %s", path)
         return np.load(path, allow_pickle=False)
-    engine = next(name for name, e in ENGINES.items() if teacher.format in e.formats)
     threads = torch.get_num_threads()  # torch's runtime sets its own for the process
-    try:
-        runtime = load_runtime(RuntimeSpec(engine), teacher, threads=usable_cores())
+    try:  # on torch: distill and prune take checkpoints only, and the key holds torch's version
+        runtime = load_runtime(RuntimeSpec("torch"), teacher, threads=usable_cores())
         tokenizer = load_tokenizer(teacher.path)
         order = np.argsort([len(t) for t in split.texts], kind="stable")
         logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
