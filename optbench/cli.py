@@ -11,7 +11,7 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,8 @@ exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (
             the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
             the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM), 141 the output's
             reader left early (`| head`)"""
+# what an output option (report -o, compare -o, gate --junit) refuses, in its --help: output_paths
+NOT_AN_INPUT = " (not a file the command reads, nor one in a run folder it reads: refused, exit 2)"
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool its closed pipe stopped
 
 
@@ -168,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="table format (default: md); html writes a page with a latency-versus-accuracy plot per run "
         "(PNG beside it, Pareto front highlighted) and needs -o",
     )
-    report.add_argument("-o", "--output", type=path_argument, help="write the table to this file instead of stdout")
+    report.add_argument(
+        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+    )
     report.add_argument(
         "--by-machine",
         action="store_true",
@@ -223,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=path_argument,
         help="budgets file (as for gate): also mark newly failing every check B's newest run fails and A's did not",
     )
-    compare.add_argument("-o", "--output", type=path_argument, help="write the table to this file instead of stdout")
+    compare.add_argument(
+        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+    )
     compare.set_defaults(handler=_compare)
 
     gate = add_command(
@@ -240,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gate.add_argument("--budget", type=path_argument, required=True, help="budget file, e.g. recipes/budgets.toml")
     gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")
-    gate.add_argument("--junit", type=path_argument, help="also write the checks as JUnit XML for CI systems")
+    gate.add_argument(
+        "--junit", type=path_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
+    )
     gate.set_defaults(handler=_gate)
 
     env = add_command(
@@ -335,7 +343,7 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import distinct, load_failures, report_files
+    from optbench.report import distinct, failure_files, load_failures, report_files
     from optbench.table import render
 
     if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
@@ -344,11 +352,13 @@ def _report(args: argparse.Namespace) -> int:
             "-o PAGE.html, or drop --shape"
         )
     # a run named twice (a folder and a run inside it, a shell glob over both) or copied elsewhere counts once
-    reports = distinct(found for path in args.paths for found in report_files(path))
+    found = [pair for path in args.paths for pair in report_files(path)]
+    reports = distinct(found)
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
     failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
+    read = [file for file, _ in found] + [file for path in args.paths for file in failure_files(path)]
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
         from optbench.machines import machines, merge_by_machine, render_merged
@@ -359,20 +369,22 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         if args.peer_budget is not None:
             raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
-        _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output)
+        _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output, read)
     elif args.format == "html":
-        from optbench.html_report import parse_shape, write_html
+        from optbench.html_report import html_files, parse_shape, write_html
+        from optbench.output_paths import refuse_overwriting_inputs
 
         if args.output is None:
             raise OptbenchError("--format html needs -o PAGE.html: the plots are written beside the page")
         shape = None if args.shape is None else parse_shape(args.shape)
         frame = _table(reports, args)
+        refuse_overwriting_inputs("-o", html_files(frame, args.output), read)  # the plots beside the page too
         for path in write_html(frame, args.output, shape, failed):
             print(f"wrote {path}")
         listed = set(frame["run_id"])
     else:
         frame = _table(reports, args)
-        _emit(render(frame, args.format, failed), args.output)
+        _emit(render(frame, args.format, failed), args.output, read)
         listed = set(frame["run_id"]) if args.format == "md" else set()
     unlisted = [failure for failure in failed if failure.run_id not in listed]  # CSV and JSON hold none
     if unlisted:
@@ -403,22 +415,28 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    before, after = load_side(args.a), load_side(args.b)
-    for side, spec, reports in (("A", args.a, before), ("B", args.b, after)):
-        if not reports:
+    found_a, found_b = load_side(args.a), load_side(args.b)
+    for side, spec, found in (("A", args.a, found_a), ("B", args.b, found_b)):
+        if not found:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
+    before, after = [report for _, report in found_a], [report for _, report in found_b]
     table = compare(to_frame(before), to_frame(after), workloads_of(before + after))
     if budgets:
         table = pd.concat([budget_regressions(budgets, before, after), table], ignore_index=True)
-    _emit(render(table, args.format, only_changes=args.only_changes), args.output)
+    read = [file for file, _ in found_a + found_b]
+    text = render(table, args.format, only_changes=args.only_changes)
+    _emit(text, args.output, read, [args.budget] if args.budget else [])
     return 0
 
 
-def _emit(text: str, output: Path | None) -> None:
-    """A table to its file (written atomically) or to stdout."""
+def _emit(text: str, output: Path | None, results: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
+    """A table to its file (written atomically) or to stdout. The file is never one the command read, nor a file
+    of the run folders it read (`output_paths`): `results` are the report and failures files, `inputs` the others."""
     from optbench.atomic import write_text_atomic
+    from optbench.output_paths import refuse_overwriting_inputs
 
     if output:
+        refuse_overwriting_inputs("-o", [output], results, inputs)
         write_text_atomic(output, text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -428,6 +446,7 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
+    from optbench.output_paths import refuse_overwriting_inputs
     from optbench.report import FAILURES_FILE, distinct, load_failures, report_files
 
     budgets = load_budgets(args.budget)
@@ -440,6 +459,7 @@ def _gate(args: argparse.Namespace) -> int:
     failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
     checks = evaluate(budgets, run, failed)
     if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)
+        refuse_overwriting_inputs("--junit", [args.junit], [file for file, _ in found], [args.budget])
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
     print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
     sys.stdout.write(summary(checks, strict=args.strict))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -245,10 +246,11 @@ def _told_apart(a: object, b: object) -> tuple[str, str]:
     return shown
 
 
-def load_side(path: str) -> list[Report]:
-    """One side's reports: a results folder or report file, or `REV:PATH` for results committed in git."""
-    from optbench.report import load_reports
+def load_side(path: str) -> list[tuple[Path, Report]]:
+    """One side's reports with their files: a results folder or report file, or `REV:PATH` for results committed
+    in git (their files, unpacked for the reading, are gone when it returns)."""
+    from optbench.report import report_files
     from optbench.results_at import results_at
 
     with results_at(path) as folder:
-        return load_reports(folder)
+        return report_files(folder)

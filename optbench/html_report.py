@@ -201,7 +201,7 @@ def write_html(
         plotted = shape or run_shape(run)
         image = None
         if not missing and not at_shape(run, plotted).empty:
-            image = path.with_name(f"{path.stem}.png" if len(runs) == 1 else f"{path.stem}-{n + 1}.png")
+            image = _plot_path(path, n, len(runs))
             write_bytes_atomic(image, plot_png(run, plotted, title))
             written.append(image)
         notes = run_notes(run, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
@@ -211,6 +211,17 @@ def write_html(
     )
     write_text_atomic(path, page)
     return [path, *written]
+
+
+def html_files(frame: pd.DataFrame, path: Path) -> list[Path]:
+    """Every file `write_html(frame, path)` may write: the page and a plot per run."""
+    runs = frame.groupby(["recipe", "run_id"], sort=False).ngroups
+    return [path, *(_plot_path(path, n, runs) for n in range(runs))]
+
+
+def _plot_path(page: Path, n: int, runs: int) -> Path:
+    """The plot of the page's run `n` (from 0) of `runs`: `<stem>.png`, or `<stem>-<n + 1>.png` for several."""
+    return page.with_name(f"{page.stem}.png" if runs == 1 else f"{page.stem}-{n + 1}.png")
 
 
 def _section(

@@ -391,15 +391,19 @@ def write_failures(failed: list[FailedJob], folder: Path, run_id: str) -> None:
     write_json_atomic(folder / FAILURES_FILE, [asdict(replace(f, run_id=run_id)) for f in failed])
 
 
-def load_failures(folder: Path) -> list[FailedJob]:
-    """The failed jobs recorded in the runs under `folder` (a run folder, or a folder of runs)."""
+def failure_files(folder: Path) -> list[Path]:
+    """The failures files of the runs under `folder` (a run folder, or a folder of runs); hidden (staging) folders
+    are skipped."""
     if not folder.is_dir():
         return []
     paths = [folder / FAILURES_FILE] if (folder / FAILURES_FILE).exists() else sorted(folder.rglob(FAILURES_FILE))
+    return [path for path in paths if not any(part.startswith(".") for part in path.relative_to(folder).parts)]
+
+
+def load_failures(folder: Path) -> list[FailedJob]:
+    """The failed jobs recorded in the runs under `folder` (a run folder, or a folder of runs)."""
     failed = []
-    for path in paths:
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
+    for path in failure_files(folder):
         try:
             failed += [FailedJob(**entry) for entry in json.loads(path.read_text())]
         except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError

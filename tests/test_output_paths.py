@@ -1,0 +1,96 @@
+"""report -o, compare -o and gate --junit refuse a path that is one of their own inputs, or a file of a run folder
+they read, before writing anything; any other existing file is overwritten as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_report
+
+from optbench.cli import main
+from optbench.report import FailedJob, write_failures, write_report
+
+BUDGET = '[[budget]]\nvariants = ["baseline"]\nmax_size = "1 GB"\n'
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    """A run folder as `optbench run` leaves one: a report, failures.json, report.html and report.png."""
+    report = make_report(shapes=((1, 128),))
+    folder = tmp_path / "results" / report.recipe / report.run_id
+    write_report(report, folder)
+    write_failures([FailedJob("baseline+onnx", "", "step onnx", "no space")], folder, report.run_id)
+    (folder / "report.html").write_text("<html>the run's page</html>\n")
+    (folder / "report.png").write_bytes(b"\x89PNG the run's plot")
+    return folder
+
+
+@pytest.fixture
+def budget(tmp_path: Path) -> Path:
+    path = tmp_path / "budgets.toml"
+    path.write_text(BUDGET)
+    return path
+
+
+def _refused(argv: list[str], clobbered: Path, capsys, says: str) -> None:
+    """`argv` exits 2 naming the clash and the fix, and leaves `clobbered` byte for byte as it was."""
+    before = clobbered.read_bytes()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert says in err and "choose" in err, err
+    assert out == ""  # nothing printed either: no gate verdict, no table
+    assert clobbered.read_bytes() == before
+
+
+def test_report_refuses_its_own_reports_and_run_files(run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    results = str(tmp_path / "results")
+    report = run / "baseline.torch-cpu-fp32.json"
+    _refused(["report", results, "-o", str(report)], report, capsys, f"-o: {report} is a file this command reads")
+    failures = run / "failures.json"  # the table lists the run's failures: read too
+    _refused(["report", results, "-o", str(failures)], failures, capsys, f"{failures} is a file this command reads")
+    page = run / "report.html"
+    _refused(["report", results, "-o", str(page)], page, capsys, f"{page} is a file of {run}, a run folder this")
+    _refused(["report", str(report), "-o", str(page)], page, capsys, "a run folder this")  # one report's folder
+    # named another way: relative, through `..`, through a symlink
+    monkeypatch.chdir(run)
+    _refused(["report", results, "-o", "report.html"], page, capsys, "report.html is a file of")
+    _refused(["report", results, "-o", f"../{run.name}/report.html"], page, capsys, "run folder")
+    link = tmp_path / "table.md"
+    link.symlink_to(report)
+    _refused(["report", results, "-o", str(link)], report, capsys, f"{link} ({report}) is a file this command reads")
+
+
+def test_report_html_refuses_a_page_whose_plot_is_a_run_file(run: Path, tmp_path: Path, capsys) -> None:
+    page = run / "report.htm"  # a new page, but its plot is report.png, the run's own
+    _refused(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page)], run / "report.png", capsys, "")
+    assert not page.exists()  # refused before anything is written
+
+
+def test_report_overwrites_an_unrelated_file(run: Path, tmp_path: Path) -> None:
+    table = tmp_path / "table.md"
+    table.write_text("last week's table\n")
+    assert main(["report", str(tmp_path / "results"), "-o", str(table)]) == 0
+    assert "| baseline |" in table.read_text()
+    assert main(["report", str(run), "-o", str(run / "new.md")]) == 0  # a new file in a run folder replaces nothing
+
+
+def test_compare_refuses_its_budget_file_and_both_sides(run: Path, budget: Path, tmp_path: Path, capsys) -> None:
+    results = str(tmp_path / "results")
+    compare = ["compare", str(run), results, "--budget", str(budget)]
+    _refused([*compare, "-o", str(budget)], budget, capsys, f"-o: {budget} is a file this command reads")
+    _refused([*compare, "-o", str(run / "report.html")], run / "report.html", capsys, "a run folder this command")
+    old = tmp_path / "compare.md"
+    old.write_text("the previous comparison\n")
+    assert main([*compare, "-o", str(old)]) == 0
+    assert "| baseline |" in old.read_text()
+
+
+def test_gate_junit_refuses_its_budget_file_and_run_files(run: Path, budget: Path, tmp_path: Path, capsys) -> None:
+    gate = ["gate", "--budget", str(budget), str(tmp_path / "results")]
+    _refused([*gate, "--junit", str(budget)], budget, capsys, f"--junit: {budget} is a file this command reads")
+    _refused([*gate, "--junit", str(run / "report.html")], run / "report.html", capsys, "a run folder this command")
+    junit = tmp_path / "gate.xml"
+    junit.write_text("the previous build's XML\n")
+    assert main([*gate, "--junit", str(junit)]) == 0
+    assert "<testsuites" in junit.read_text()
