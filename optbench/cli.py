@@ -218,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
         "listed as newly failing too.",
     )
-    compare.add_argument("a", type=where_argument, help="results before: a folder, a report file, or REV:PATH")
-    compare.add_argument("b", type=where_argument, help="results after, the same way")
+    # metavars as the description names them (A, B, RESULTS): lower case, `results` read as the folder's name
+    compare.add_argument(
+        "a", metavar="A", type=where_argument, help="results before: a folder, a report file, or REV:PATH"
+    )
+    compare.add_argument("b", metavar="B", type=where_argument, help="results after, the same way")
     compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
     compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
     compare.add_argument(
@@ -242,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         "file or results folder: the message says which).",
     )
     gate.add_argument(
-        "results", type=path_argument, help="a run folder (results/<recipe>/<run id>) or a folder of runs"
+        "results",
+        metavar="RESULTS",
+        type=path_argument,
+        help="a run folder (results/<recipe>/<run id>) or a folder of runs",
     )
     gate.add_argument("--budget", type=path_argument, required=True, help="budget file, e.g. recipes/budgets.toml")
     gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")

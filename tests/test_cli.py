@@ -320,6 +320,17 @@ def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
     assert examples and all(line.startswith(f"  optbench {command} ") for line in examples)
 
 
+@pytest.mark.parametrize(("command", "named"), [("compare", ["A", "B"]), ("gate", ["RESULTS"])])
+def test_help_names_the_arguments_as_its_description_does(command: str, named: list[str], capsys) -> None:
+    # the descriptions say "results A (before) with B (after)" and "the newest run under RESULTS", and the usage
+    # lines ended in `a b` and `results`, which reads as a folder of that name
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    usage, description = capsys.readouterr().out.split("\n\n")[:2]
+    assert usage.split()[-len(named) :] == named
+    assert all(name in description.split() for name in named)
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "one"])
 def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
     # nan slipped past a `< 0` check, and no drop is within nan points: every speedup_vs_peer came out empty
@@ -396,11 +407,11 @@ EMPTY_PATHS = [  # (command, argv, the argument the error names)
     *((cli, ["run", "r.toml", option, ""], option) for option in ("--results", "--cache", "--model", "--dataset")),
     (cli, ["report", ""], "PATH"),
     (cli, ["report", "-o", ""], "-o/--output"),
-    (cli, ["compare", "", "b"], "a"),
-    (cli, ["compare", "a", ""], "b"),
+    (cli, ["compare", "", "b"], "A"),
+    (cli, ["compare", "a", ""], "B"),
     (cli, ["compare", "a", "b", "--budget", ""], "--budget"),
     (cli, ["compare", "a", "b", "-o", ""], "-o/--output"),
-    (cli, ["gate", "", "--budget", "b.toml"], "results"),
+    (cli, ["gate", "", "--budget", "b.toml"], "RESULTS"),
     (cli, ["gate", "r", "--budget", ""], "--budget"),
     (cli, ["gate", "r", "--budget", "b.toml", "--junit", ""], "--junit"),
     *((gpu_check, [option, ""], option) for option in ("--results", "--cache", "--recipes")),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,22 @@ def test_the_pack_holds_the_baseline_in_fp16_the_builtin_data_and_recipes_that_u
         assert packed.bench == source.bench and packed.chains == source.chains
     builtin = load_dataset(DatasetConfig(source=BUILTIN, max_length=128))
     assert load_dataset(packed.dataset).fingerprint == builtin.fingerprint
+
+
+def test_python_m_says_where_the_pack_is_and_what_to_run_there(
+    tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # run as `python -m optbench.gpu_pack`, the module's logger was __main__'s, outside optbench's INFO level:
+    # the line naming the pack and the command to run on the GPU machine was never shown
+    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+    folder = tmp_path / "pack"
+    monkeypatch.setattr(sys, "argv", ["gpu_pack", str(folder), "--cache", str(tmp_path / "cache")])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as exited:
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is imported already (by this test)
+        runpy.run_module("optbench.gpu_pack", run_name="__main__")
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert f"packed {folder} (" in out and f"run scripts/gpu_check.sh --recipes {folder}/recipes" in out
 
 
 def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
