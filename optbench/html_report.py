@@ -1,6 +1,7 @@
-"""A static HTML page of a report table: per run, a latency-versus-accuracy plot (matplotlib PNG) with
-the Pareto front highlighted, and the table with the Pareto variants marked. Where matplotlib does not
-import (a GPU machine without a package index may lack it), the page has the tables and says why no plot."""
+"""A static HTML page of a report table: per run, a latency-versus-accuracy plot (matplotlib PNG) with each
+point's 95% intervals and the Pareto front highlighted, and the table with the Pareto variants marked. Where
+matplotlib does not import (a GPU machine without a package index may lack it), the page has the tables and says
+why no plot."""
 
 from __future__ import annotations
 
@@ -92,9 +93,19 @@ def plot_png(run: pd.DataFrame, shape: Shape, title: str) -> bytes:
     return buffer.getvalue()
 
 
+def accuracy_interval(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The 95% interval of each row's accuracy that its report holds: the paired interval of its drop against the
+    reference, from the reference's accuracy as measured (the reference's own: none), kept within 0 and 1. It is
+    how far the row may sit from the reference, not the test split's sampling error, which every row shares."""
+    reference = rows["accuracy"] + rows["accuracy_drop"] / 100
+    low, high = reference - rows["accuracy_drop_ci_high"] / 100, reference - rows["accuracy_drop_ci_low"] / 100
+    return low.clip(0, 1), high.clip(0, 1)
+
+
 def plot(run: pd.DataFrame, shape: Shape, title: str) -> Any:
-    """The latency-versus-accuracy scatter of one run at `shape`, Pareto front joined and labelled, as a matplotlib
-    Figure (the caller closes it)."""
+    """The latency-versus-accuracy scatter of one run at `shape`, each point with light bars for its p50's and its
+    accuracy's 95% intervals (a p50 timed on too few calls to bound has none, and its key says so), Pareto front
+    joined and labelled, as a matplotlib Figure (the caller closes it)."""
     import matplotlib
     import matplotlib.ticker
 
@@ -105,6 +116,11 @@ def plot(run: pd.DataFrame, shape: Shape, title: str) -> Any:
     latency, accuracy = rows["p50_ms"].tolist(), rows["accuracy"].tolist()
     front = pareto_front(latency, accuracy)
     figure, axes = plt.subplots(figsize=(13, 5.5), dpi=110)
+    bars = {"color": "#52606d", "alpha": 0.35, "linewidth": 1, "zorder": 1}  # light, under the points
+    axes.hlines(
+        rows["accuracy"], rows["p50_ci_low"], rows["p50_ci_high"], gid="p50 interval", label="95% intervals", **bars
+    )
+    axes.vlines(rows["p50_ms"], *accuracy_interval(rows), gid="accuracy interval", **bars)
     others = rows.drop(index=front)
     peers = others["peer"].astype(bool)
     axes.scatter(
@@ -140,11 +156,18 @@ def plot(run: pd.DataFrame, shape: Shape, title: str) -> Any:
 
 def plot_key(rows: pd.DataFrame) -> list[str]:
     """The plot's key, a line per point: its number, variant and runtime, and its device and precision where the
-    plotted rows differ in them (a GPU run's torch rows on cpu and cuda, in fp32, fp16 and bf16); peers marked."""
+    plotted rows differ in them (a GPU run's torch rows on cpu and cuda, in fp32, fp16 and bf16); peers marked, and
+    so is a p50 whose interval the run's calls could not bound (no bar: it is not a certain figure)."""
     varying = [column for column in ("device", "precision_mode") if rows[column].nunique() > 1]
     lines = []
     for n, row in enumerate(rows.to_dict("records"), 1):
-        about = [row["runtime"], *(row[column] for column in varying), *(["peer"] if row["peer"] else [])]
+        unbounded = math.isinf(row["p50_ci_low"]) or math.isinf(row["p50_ci_high"])
+        about = [
+            row["runtime"],
+            *(row[column] for column in varying),
+            *(["peer"] if row["peer"] else []),
+            *(["p50 interval unbounded"] if unbounded else []),
+        ]
         lines.append(f"{n:>2}  {row['variant']} ({', '.join(about)})")
     return lines
 
@@ -253,7 +276,9 @@ def _section(
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
-        f"is both faster and more accurate. Accuracy drop in points against the reference, with its 95% interval.</p>\n"
+        f"is both faster and more accurate. The plot's light bars are each point's 95% intervals: horizontal, its "
+        f"p50's; vertical, its accuracy's, from its drop's paired interval against the reference (which has none). "
+        f"Accuracy drop in points against the reference, with its 95% interval.</p>\n"
         + (f"<ul class=notes>{items}</ul>\n" if items else "")
         + f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)

@@ -1,21 +1,20 @@
 """Results from several machines merged into one table, keyed by hardware fingerprint.
 
 The same recipe run on different machines (or a sweep whose jobs ran on several nodes) gives reports
-whose environments differ. Here each (variant, runtime, device, precision, shape) is one row and each
-machine contributes its p50, speedup and A/A noise floor from its newest report, so the machines read
-side by side; the legend says what each machine key is.
+whose environments differ. Here each (variant, runtime, device, precision, shape) is one row (a peer's
+marked as in a run's table) and each machine contributes its p50, speedup and A/A noise floor from its
+newest report, so the machines read side by side; the legend says what each machine key is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.report import Report
-from optbench.table import ROW_ORDER, format_number, format_speedup, sort_key, to_frame
+from optbench.table import ROW_ORDER, format_cell, format_number, format_speedup, missing, sort_key, to_frame
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 FIGURES = ("p50_ms", "speedup_p50", "noise_floor_pct")
@@ -56,16 +55,16 @@ def machines(reports: list[Report]) -> list[Machine]:
 
 
 def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
-    """One row per measured cell, with `p50_ms@<machine>`, `speedup_p50@<machine>` and `noise_floor_pct@<machine>`
-    for every machine (its newest report of that cell; empty where a machine did not measure it, or ran without
-    the A/A check)."""
+    """One row per measured cell (its key, and `peer`: whether another tool's pipeline made the variant), with
+    `p50_ms@<machine>`, `speedup_p50@<machine>` and `noise_floor_pct@<machine>` for every machine (its newest
+    report of that cell; empty where a machine did not measure it, or ran without the A/A check)."""
     if not reports:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
     # as machines() names a report without a key: pivot would drop a None column and its figures with it
     frame["machine"] = [key if isinstance(key, str) and key else "unknown" for key in frame["machine"]]
     newest = frame.drop_duplicates([*ROW_KEY, "machine"], keep="last")
-    wide = newest.pivot(index=ROW_KEY, columns="machine", values=list(FIGURES))
+    wide = newest.pivot(index=[*ROW_KEY, "peer"], columns="machine", values=list(FIGURES))
     order = [m.key for m in machines(reports)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
@@ -73,17 +72,17 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
-    """The merged table as Markdown (with the machine legend first, and a speedup within its machine's A/A noise
-    floor marked ~), CSV or JSON."""
+    """The merged table as Markdown (with the machine legend first, peers marked after their variant as in a run's
+    table, and a speedup within its machine's A/A noise floor marked ~), CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
     lines = ["Machines (hardware fingerprints):", ""]
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
-    columns = list(table.columns)
+    columns = [column for column in table.columns if column != "peer"]  # shown as the variant's mark
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    for row in table.to_dict("records"):
+    for _, row in table.iterrows():
         lines.append("| " + " | ".join(_cell(column, row) for column in columns) + " |")
     if table.filter(like="noise_floor_pct@").notna().any(axis=None):
         lines += [
@@ -94,15 +93,14 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(column: str, row: dict[str, Any]) -> str:
-    value = row[column]
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "-"
+def _cell(column: str, row: pd.Series) -> str:
+    """A machine's figure in its own form; the row's key as a run's table writes it (`table.format_cell`)."""
     figure, _, machine = column.partition("@")
+    value = row[column]
+    if not machine or missing(value):
+        return format_cell(column, row)
     if figure == "speedup_p50":
         return format_speedup(value, row.get(f"noise_floor_pct@{machine}"))
     if figure == "noise_floor_pct":
         return f"{value:.1f}%"
-    if figure == "p50_ms":
-        return format_number(value)
-    return str(value)
+    return format_number(value)

@@ -6,8 +6,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from report_fixtures import make_report, with_figures
+from report_fixtures import make_report, with_drop, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
@@ -236,3 +237,56 @@ def test_a_long_variant_name_widens_the_plot_rather_than_running_off_it(tmp_path
     write_html(to_frame(_run()), tmp_path / "short.html")
     write_html(to_frame([*_run(), long]), tmp_path / "long.html")
     assert _png_width(tmp_path / "long.png") > _png_width(tmp_path / "short.png")
+
+
+def _intervals(figure) -> dict[str, list]:
+    """The plot's interval bars by their gid: each bar's two ends, as drawn."""
+    (axes,) = figure.axes
+    return {c.get_gid(): [s.tolist() for s in c.get_segments()] for c in axes.collections if c.get_gid()}
+
+
+def test_the_plot_draws_each_points_95_percent_intervals_from_its_report() -> None:
+    """Across each point its p50's interval, along it the accuracy its drop's paired interval allows (the
+    reference's accuracy as measured): the plot showed two points apart where the report could not tell them."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    reports = [
+        with_figures(make_report(shapes=((1, 128),)), p50_ms=20, spread_ms=4),
+        with_drop(with_figures(make_report(("onnx",), shapes=((1, 128),), flip=2), p50_ms=5, spread_ms=2), 10, -5, 30),
+    ]
+    rows = at_shape(to_frame(reports), (1, 128)).reset_index(drop=True)
+    figure = plot(rows, (1, 128), "demo")
+    try:
+        bars = _intervals(figure)
+        (axes,) = figure.axes
+        assert "95% intervals" in [text.get_text() for text in axes.get_legend().get_texts()]
+    finally:
+        plt.close(figure)
+    p50_low, p50_high, accuracy = rows["p50_ci_low"], rows["p50_ci_high"], rows["accuracy"]
+    assert p50_low[0] < 20 < p50_high[0] and p50_low[1] < 5 < p50_high[1]
+    assert bars["p50 interval"] == [[[p50_low[i], accuracy[i]], [p50_high[i], accuracy[i]]] for i in range(2)]
+    reference = accuracy[1] + 0.10  # the onnx row's drop is 10 points, its interval -5 to +30
+    assert bars["accuracy interval"][0] == [[20, accuracy[0]], [20, accuracy[0]]]  # the reference: none
+    np.testing.assert_allclose(bars["accuracy interval"][1], [[5, reference - 0.30], [5, reference + 0.05]])
+
+
+def test_accuracy_bars_stop_at_0_and_1_and_an_unbounded_p50_is_marked_in_the_key() -> None:
+    """An accuracy bar stops at 0 and 1; a p50 timed on too few calls to bound draws no bar, and its key says so
+    (a missing bar would read as a certain figure)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    reports = [
+        with_figures(make_report(shapes=((1, 128),)), p50_ms=20, calls=5),
+        with_drop(with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=5), 0, -40, 40),
+    ]
+    rows = at_shape(to_frame(reports), (1, 128)).reset_index(drop=True)
+    figure = plot(rows, (1, 128), "demo")
+    try:
+        bars = _intervals(figure)
+    finally:
+        plt.close(figure)
+    assert len(bars["p50 interval"]) == 2 and bars["p50 interval"][0] == []  # matplotlib drops the unbounded one
+    np.testing.assert_allclose(bars["accuracy interval"][1], [[5, 0.6], [5, 1.0]])
+    assert plot_key(rows) == [" 1  baseline (torch, p50 interval unbounded)", " 2  baseline+onnx (torch)"]

@@ -32,6 +32,7 @@ def _two_machines() -> list[Report]:
 def test_each_machine_gets_its_columns_and_its_newest_figures() -> None:
     table = merge_by_machine(_two_machines())
     assert list(table.columns[6:]) == [
+        "peer",
         "p50_ms@aaa",
         "p50_ms@bbb",
         "speedup_p50@aaa",
@@ -121,3 +122,17 @@ def test_figures_are_rounded_as_in_a_runs_table() -> None:
     ]
     text = render_merged(merge_by_machine(reports), machines(reports), "md")
     assert "| 964.2 | 0.0847 |" in text
+
+
+def test_peer_rows_are_marked_as_in_a_runs_table() -> None:
+    """A peer's row (another tool's pipeline, measured by optbench) reads `(peer)` after its variant, as in a run's
+    table, so it is not taken for one of optbench's own variants; CSV and JSON keep it as the `peer` column."""
+    base, peer = make_report(shapes=((1, 128),)), make_report(("peer-optimum",), shapes=((1, 128),))
+    reports = [_on(with_figures(r, p50_ms=p50), "aaa", "EPYC", "run-a") for r, p50 in [(base, 40), (peer, 20)]]
+    table = merge_by_machine(reports)
+    text = render_merged(table, machines(reports), "md")
+    assert "| baseline+peer-optimum (peer) | torch | cpu | fp32 | 1 | 128 | 20.00 |" in text
+    assert "| baseline | torch | cpu | fp32 | 1 | 128 | 40.00 |" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert "peer" not in header  # a mark on the variant, not a column, in Markdown
+    assert dict(zip(table["variant"], table["peer"], strict=True)) == {"baseline": False, "baseline+peer-optimum": True}
