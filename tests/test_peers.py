@@ -121,17 +121,17 @@ def test_an_interrupted_build_is_redone(tmp_path: Path, no_failed_builds: None) 
 
 
 def test_when_optimum_fails_the_step_fails_with_its_reason(
-    bare_env_root: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+    bare_env_root: Path, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPTBENCH_CACHE", str(bare_env_root))
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "elsewhere"))  # run_step's cache folder wins
     step = parse_step({"name": "peer-optimum", "level": "O2", "requirements": []}, "[[steps]] #1")
-    cache = bare_env_root / "steps"
     with pytest.raises(
         StepFailed,
         match=r"peer-optimum \(optimum-O2\) failed: optimum export failed: ModuleNotFoundError: No module named",
     ):
-        run_step(step.config, tiny_artifact, reviews, cache, label=step.label)
-    assert not any(cache.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
+        run_step(step.config, tiny_artifact, reviews, bare_env_root, label=step.label)
+    assert not any(bare_env_root.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
+    assert not (tmp_path / "elsewhere").exists()  # the environment is the one in the cache the step was given
 
 
 @pytest.mark.skipif(
@@ -139,12 +139,9 @@ def test_when_optimum_fails_the_step_fails_with_its_reason(
     reason="builds optimum-onnx's 1.3 GB environment (about 2 minutes, over the suite's time budget): "
     "OPTBENCH_SLOW_TESTS=1 runs it; recipes/peers.toml's committed run covers the same path",
 )
-def test_optimum_s_own_pipeline_runs_in_its_own_environment(
-    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_optimum_s_own_pipeline_runs_in_its_own_environment(tmp_path: Path, tiny_artifact, reviews) -> None:
     """The real peer: optbench builds optimum-onnx's environment (about 1.5 minutes, torch from the local
     wheel), then optimum exports, fuses and statically quantizes the tiny model there."""
-    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path))
     cases = [({"level": "O2"}, "Attention"), ({"quantization": "static", "calibration_samples": 32}, "QuantizeLinear")]
     for table, operator in cases:
         step = parse_step({"name": "peer-optimum", **table}, "[[steps]] #1")
