@@ -56,7 +56,9 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     store = SweepStore.open(
         root, sweep_identity(recipe, artifacts, data, executor), new_run_id, recipe.bench.job_timeout_s
     )
-    reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
+    reports, failed = benchmark(
+        artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor, cache_dir=cache_dir
+    )
     failed = step_failures + failed
     final = root / store.run_id
     with work_folder(root, store.run_id) as staging:  # gone however this ends; a killed run's, by the next
