@@ -120,6 +120,36 @@ def test_an_interrupted_build_is_redone(tmp_path: Path, no_failed_builds: None) 
     assert (env.path / venv.READY).is_file() and env.python.is_file()
 
 
+def test_an_interrupted_build_leaves_no_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    def interrupted(command: list[str], *args) -> None:
+        (Path(command[-1]) / "lib").mkdir(parents=True)  # `python -m venv PATH` under way
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(venv, "_logged", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        venv.peer_env(tmp_path, "optimum", ("x==1",))
+    assert not venv.env_path(tmp_path, "optimum", ("x==1",)).exists()
+
+
+def test_a_build_removes_the_environments_of_killed_builds_but_not_of_live_ones(
+    tmp_path: Path, no_failed_builds: None
+) -> None:
+    """Builds killed outright (kill -9) leave their folder without a marker, and their lock free; a live build
+    holds its lock (here, this process's own open file of it) and keeps its folder."""
+    import fcntl
+
+    killed, live = (venv.env_path(tmp_path, "optimum", (f"x=={n}",)) for n in (1, 2))
+    for path in (killed, live):
+        (path / "bin").mkdir(parents=True)
+        path.with_name(f".{path.name}.lock").touch()
+    with live.with_name(f".{live.name}.lock").open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        venv.peer_env(tmp_path, "optimum", ())
+    assert not killed.exists() and (live / "bin").is_dir()
+
+
 def test_when_optimum_fails_the_step_fails_with_its_reason(
     bare_env_root: Path, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
