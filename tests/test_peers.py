@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -180,6 +181,31 @@ def test_optimum_s_own_pipeline_runs_in_its_own_environment(tmp_path: Path, tiny
         assert out.details["versions"]["transformers"].startswith("4.")  # optimum's pin, not optbench's 5
         assert sorted(p.name for p in out.path.iterdir() if p.suffix == ".onnx") == ["model.onnx"]
     assert out.variant == "baseline+optimum-int8-static" and is_peer(s.name for s in out.lineage)
+
+
+def test_a_worker_stopped_at_its_timeout_leaves_no_intermediate_models(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is killed at the timeout (no cleanup of its own runs): its scratch is in the step's temporary
+    folder, which the step removes."""
+    from optbench.peers import optimum
+
+    seen = tmp_path / "scratch-was"
+    hanging = tmp_path / "hanging_worker.py"
+    hanging.write_text(
+        "import json, sys, time; from pathlib import Path\n"
+        "work = Path(json.loads(Path(sys.argv[1]).read_text())['scratch'])\n"
+        "(work / 'export').mkdir(parents=True); (work / 'export' / 'model.onnx').write_bytes(b'an export')\n"
+        f"Path({str(seen)!r}).write_text(str(work))\n"
+        "time.sleep(600)\n"
+    )
+    env = SimpleNamespace(python=Path(sys.executable), path=tmp_path / "env")
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
+    monkeypatch.setattr(optimum, "WORKER", hanging)
+    monkeypatch.setattr(optimum, "TIMEOUT_S", 3)
+    with pytest.raises(StepFailed, match="gave no result after 3 s"):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+    assert seen.is_file() and not Path(seen.read_text()).exists()
 
 
 def test_the_worker_does_not_import_optbench() -> None:

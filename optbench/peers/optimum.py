@@ -119,6 +119,7 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
             "source": str(artifact.path),
             "output": str(out_dir),
             "result": str(Path(tmp) / "result.json"),
+            "scratch": str(Path(tmp) / "work"),  # the worker's intermediate models, gone with tmp if it is killed
             "level": None if config.level == "none" else config.level,
             "quantization": config.quantization,
             "isa": config.isa,
