@@ -7,7 +7,8 @@ process holds (flock) from before the folder exists until after it is gone. The 
 its process dies, however it dies, so a work folder whose lock can be taken has no live process writing it. A
 pid cannot tell that: processes in containers sharing a cache volume share pids, and another machine's pids
 mean nothing here. A cache shared between machines must be on a filesystem whose locks they all see (NFS's are;
-one mounted with local locks is not), as the peers' environments' build lock needs too.
+one mounted with local locks is not), as the peers' environments' build lock needs too. Where the filesystem
+refuses locks, a work folder gets no lock file and is removed only by its own process, as before.
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ def work_folder(parent: Path, stem: str) -> Iterator[Path]:
     folder = parent / f"{name}{FOLDER_SUFFIX}"
     handle = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else holds it
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else holds it
+        except OSError:  # a filesystem without locks: no lock file, so no process takes this folder for a leftover
+            lock.unlink()
         try:
             folder.mkdir()
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-            lock.unlink()  # only once the folder is gone: a folder left behind keeps its lock file for the next
+            lock.unlink(missing_ok=True)  # once the folder is gone: one left behind keeps its lock file for the next
     finally:
         os.close(handle)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
@@ -55,4 +56,16 @@ def test_an_interrupted_block_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), work_folder(tmp_path, "step") as folder:
         (folder / "weights").write_bytes(b"half-written")
         raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_on_a_filesystem_without_locks_the_folder_has_no_lock_file_for_another_process_to_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(*args) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("optbench.scratch.fcntl.flock", no_locks)
+    with work_folder(tmp_path, "step") as folder:
+        assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert list(tmp_path.iterdir()) == []
