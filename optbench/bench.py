@@ -96,8 +96,10 @@ def benchmark(
     recipe: str,
     store: SweepStore,
     executor: Executor | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[list[Report], list[FailedJob]]:
-    """Measure every artifact on every runtime (`artifacts[0]` is the baseline) as a sweep kept in `store`.
+    """Measure every artifact on every runtime (`artifacts[0]` is the baseline) as a sweep kept in `store`; the
+    jobs keep their engine caches in `cache_dir` (default: where each job process's OPTBENCH_CACHE says).
 
     Returns the reports of the pairs whose jobs all succeeded, and the failed jobs with their reasons. Without
     the reference (the baseline on PyTorch eager FP32) nothing can be compared: its failure is an error."""
@@ -121,7 +123,7 @@ def benchmark(
     }
     reference = pairs.index((baseline, REFERENCE))
     logits, details, timings, repeats, failed = _run_jobs(
-        pairs, reference, tokenizer, data.test.texts, config, data.max_length, store, executor
+        pairs, reference, tokenizer, data.test.texts, config, data.max_length, store, executor, cache_dir
     )
     if reference not in logits or any((reference, *shape) not in timings for shape in config.shapes()):
         reason = next(f.reason for f in failed if f.job.pair == reference and not f.job.repeat)
@@ -250,6 +252,7 @@ def _run_jobs(
     max_length: int,
     store: SweepStore,
     executor: Executor | None,
+    cache_dir: Path | None,
 ) -> tuple[
     dict[int, np.ndarray],
     dict[int, dict[str, Any]],
@@ -286,6 +289,7 @@ def _run_jobs(
             inputs=str(inputs[planned.shape]),
             output=str(store.output(planned)),
             timing=config.timing,
+            cache=None if cache_dir is None else str(cache_dir.resolve()),
         )
 
     with tqdm(total=len(jobs), desc="benchmark", unit="job") as progress:

@@ -39,6 +39,9 @@ class Job:
     inputs: str
     output: str
     timing: Timing = field(default_factory=Timing)
+    # the run's cache folder, where the job's engine caches go: given to its process as OPTBENCH_CACHE, which
+    # a Ray worker does not inherit from the run (None: the job process's own, or ~/.cache/optbench)
+    cache: str | None = None
 
 
 def save_batches(path: Path, batches: list[dict[str, np.ndarray]]) -> None:
@@ -78,6 +81,8 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
     leaves no job measuring on."""
     write_json_atomic(job_path, {**asdict(job), "timing": asdict(job.timing)})
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "TOKENIZERS_PARALLELISM": "false"}
+    if job.cache is not None:
+        env["OPTBENCH_CACHE"] = job.cache
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
             [*JOB_COMMAND, str(job_path)],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import FailedJob, write_failures, write_report
+from optbench.scratch import work_folder
 from optbench.steps import run_step
 from optbench.sweep import Executor, SweepStore
 from optbench.table import to_frame
@@ -56,11 +56,12 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     store = SweepStore.open(
         root, sweep_identity(recipe, artifacts, data, executor), new_run_id, recipe.bench.job_timeout_s
     )
-    reports, failed = benchmark(artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor)
+    reports, failed = benchmark(
+        artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor, cache_dir=cache_dir
+    )
     failed = step_failures + failed
     final = root / store.run_id
-    staging = root / f".{store.run_id}.{os.getpid()}.tmp"
-    try:
+    with work_folder(root, store.run_id) as staging:  # gone however this ends; a killed run's, by the next
         for report in reports:
             write_report(report, staging)
         if failed:
@@ -73,8 +74,6 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
             if not final.is_dir():
                 raise
             log.info("another sweep of this plan published %s first", final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     store.leave()
     return final
 

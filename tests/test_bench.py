@@ -82,6 +82,16 @@ def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, t
     assert reports[0].workload["rounds"] == 2
 
 
+def test_every_job_keeps_its_caches_in_the_run_s_cache_folder(
+    fake_jobs, tiny_artifact, reviews, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caches: list[str | None] = []
+    fake = bench.run_in_subprocess
+    monkeypatch.setattr(bench, "run_in_subprocess", lambda job, *args: caches.append(job.cache) or fake(job, *args))
+    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store, cache_dir=tmp_path / "cache")
+    assert len(caches) == len(fake_jobs) > 1 and set(caches) == {str((tmp_path / "cache").resolve())}
+
+
 def test_pooled_rounds_keep_the_coarsest_clock_resolution() -> None:
     """A round stored before jobs recorded their clock's resolution pools as unknown (0)."""
     pooled: dict[Any, dict[str, Any]] = {}

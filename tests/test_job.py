@@ -210,6 +210,18 @@ def test_a_job_killed_by_a_signal_says_which(signal_name: str, reason: str, tmp_
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
 
 
+def test_a_job_process_keeps_its_caches_in_the_run_s_cache_folder(tmp_path: Path, monkeypatch) -> None:
+    """A Ray worker does not inherit the run's OPTBENCH_CACHE (optbench run --cache): the job carries it."""
+    reports = (
+        "import json, os, sys; job = json.load(open(sys.argv[1])); "
+        "json.dump({'cache': os.environ.get('OPTBENCH_CACHE')}, open(job['output'], 'w'))"
+    )
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", reports))
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "the worker's own"))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"), cache=str(tmp_path / "given"))
+    assert run_in_subprocess(job, tmp_path / "job.json", timeout_s=60) == {"cache": str(tmp_path / "given")}
+
+
 def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", "pass"))
     job = Job("accuracy", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -120,18 +121,48 @@ def test_an_interrupted_build_is_redone(tmp_path: Path, no_failed_builds: None) 
     assert (env.path / venv.READY).is_file() and env.python.is_file()
 
 
-def test_when_optimum_fails_the_step_fails_with_its_reason(
-    bare_env_root: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+def test_an_interrupted_build_leaves_no_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
 ) -> None:
-    monkeypatch.setenv("OPTBENCH_CACHE", str(bare_env_root))
+    def interrupted(command: list[str], *args) -> None:
+        (Path(command[-1]) / "lib").mkdir(parents=True)  # `python -m venv PATH` under way
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(venv, "_logged", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        venv.peer_env(tmp_path, "optimum", ("x==1",))
+    assert not venv.env_path(tmp_path, "optimum", ("x==1",)).exists()
+
+
+def test_a_build_removes_the_environments_of_killed_builds_but_not_of_live_ones(
+    tmp_path: Path, no_failed_builds: None
+) -> None:
+    """Builds killed outright (kill -9) leave their folder without a marker, and their lock free; a live build
+    holds its lock (here, this process's own open file of it) and keeps its folder."""
+    import fcntl
+
+    killed, live = (venv.env_path(tmp_path, "optimum", (f"x=={n}",)) for n in (1, 2))
+    for path in (killed, live):
+        (path / "bin").mkdir(parents=True)
+        path.with_name(f".{path.name}.lock").touch()
+    with live.with_name(f".{live.name}.lock").open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        venv.peer_env(tmp_path, "optimum", ())
+    assert not killed.exists() and (live / "bin").is_dir()
+
+
+def test_when_optimum_fails_the_step_fails_with_its_reason(
+    bare_env_root: Path, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "elsewhere"))  # run_step's cache folder wins
     step = parse_step({"name": "peer-optimum", "level": "O2", "requirements": []}, "[[steps]] #1")
-    cache = bare_env_root / "steps"
     with pytest.raises(
         StepFailed,
         match=r"peer-optimum \(optimum-O2\) failed: optimum export failed: ModuleNotFoundError: No module named",
     ):
-        run_step(step.config, tiny_artifact, reviews, cache, label=step.label)
-    assert not any(cache.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
+        run_step(step.config, tiny_artifact, reviews, bare_env_root, label=step.label)
+    assert not any(bare_env_root.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
+    assert not (tmp_path / "elsewhere").exists()  # the environment is the one in the cache the step was given
 
 
 @pytest.mark.skipif(
@@ -139,12 +170,9 @@ def test_when_optimum_fails_the_step_fails_with_its_reason(
     reason="builds optimum-onnx's 1.3 GB environment (about 2 minutes, over the suite's time budget): "
     "OPTBENCH_SLOW_TESTS=1 runs it; recipes/peers.toml's committed run covers the same path",
 )
-def test_optimum_s_own_pipeline_runs_in_its_own_environment(
-    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_optimum_s_own_pipeline_runs_in_its_own_environment(tmp_path: Path, tiny_artifact, reviews) -> None:
     """The real peer: optbench builds optimum-onnx's environment (about 1.5 minutes, torch from the local
     wheel), then optimum exports, fuses and statically quantizes the tiny model there."""
-    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path))
     cases = [({"level": "O2"}, "Attention"), ({"quantization": "static", "calibration_samples": 32}, "QuantizeLinear")]
     for table, operator in cases:
         step = parse_step({"name": "peer-optimum", **table}, "[[steps]] #1")
@@ -153,6 +181,31 @@ def test_optimum_s_own_pipeline_runs_in_its_own_environment(
         assert out.details["versions"]["transformers"].startswith("4.")  # optimum's pin, not optbench's 5
         assert sorted(p.name for p in out.path.iterdir() if p.suffix == ".onnx") == ["model.onnx"]
     assert out.variant == "baseline+optimum-int8-static" and is_peer(s.name for s in out.lineage)
+
+
+def test_a_worker_stopped_at_its_timeout_leaves_no_intermediate_models(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is killed at the timeout (no cleanup of its own runs): its scratch is in the step's temporary
+    folder, which the step removes."""
+    from optbench.peers import optimum
+
+    seen = tmp_path / "scratch-was"
+    hanging = tmp_path / "hanging_worker.py"
+    hanging.write_text(
+        "import json, sys, time; from pathlib import Path\n"
+        "work = Path(json.loads(Path(sys.argv[1]).read_text())['scratch'])\n"
+        "(work / 'export').mkdir(parents=True); (work / 'export' / 'model.onnx').write_bytes(b'an export')\n"
+        f"Path({str(seen)!r}).write_text(str(work))\n"
+        "time.sleep(600)\n"
+    )
+    env = SimpleNamespace(python=Path(sys.executable), path=tmp_path / "env")
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
+    monkeypatch.setattr(optimum, "WORKER", hanging)
+    monkeypatch.setattr(optimum, "TIMEOUT_S", 3)
+    with pytest.raises(StepFailed, match="gave no result after 3 s"):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+    assert seen.is_file() and not Path(seen.read_text()).exists()
 
 
 def test_the_worker_does_not_import_optbench() -> None:

@@ -90,7 +90,7 @@ def test_a_runs_page_plots_the_shape_optbench_report_plots(
     }
     recipe = parse_recipe(table, base=tmp_path, default_name="r")
 
-    def measured(artifacts, data, bench, *, recipe, store, executor):
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):
         return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
 
     monkeypatch.setattr("optbench.pipeline.benchmark", measured)

@@ -66,14 +66,54 @@ def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_a_failing_step_leaves_no_output_behind(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:
-    def explode(*args) -> None:
-        raise OptbenchError("boom")
+@pytest.mark.parametrize("error", [OptbenchError("boom"), KeyboardInterrupt("boom")])  # KeyboardInterrupt: Ctrl-C
+def test_a_failing_step_leaves_no_output_behind(
+    error: BaseException, tiny_encoder: Path, data, tmp_path: Path, monkeypatch
+) -> None:
+    def explode(config, artifact, data, out_dir: Path) -> None:
+        (out_dir / "model.safetensors").write_bytes(b"half-written weights")
+        raise error
 
     monkeypatch.setitem(STEPS, "finetune", STEPS["finetune"].__class__(FinetuneConfig, explode))
-    with pytest.raises(OptbenchError, match="boom"):
+    with pytest.raises(type(error), match="boom"):
         run_step(FinetuneConfig(max_train_rows=16), _encoder(tiny_encoder), data, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_step_removes_the_work_folders_of_killed_runs_but_not_of_live_ones(
+    tiny_encoder: Path, data, tmp_path: Path, monkeypatch
+) -> None:
+    """A run killed outright (kill -9) leaves its work folder and the lock file it held; the next step in that
+    cache removes the folder, while one whose lock a live process holds (here an open file of this one) stays."""
+    import fcntl
+    import os
+
+    def leftover(name: str) -> Path:
+        (tmp_path / f".{name}.tmp").mkdir(parents=True)
+        (tmp_path / f".{name}.tmp" / "model.safetensors").write_bytes(b"half-written weights")
+        (tmp_path / f".{name}.lock").touch()
+        return tmp_path / f".{name}.tmp"
+
+    dead, live = leftover("finetune-0123456789abcdef.4242.aa11bb22"), leftover("onnx-fedcba9876543210.4243.cc33dd44")
+    held = os.open(live.with_suffix(".lock"), os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        monkeypatch.setitem(
+            STEPS,
+            "finetune",
+            STEPS["finetune"].__class__(
+                FinetuneConfig,
+                lambda config, artifact, data, out_dir: artifact.derive(
+                    out_dir, step="finetune", config={}, format="hf", details={}
+                ),
+            ),
+        )
+        output = run_step(FinetuneConfig(max_train_rows=16), _encoder(tiny_encoder), data, tmp_path)
+    finally:
+        os.close(held)
+    assert not dead.exists() and not dead.with_suffix(".lock").exists()
+    assert (live / "model.safetensors").is_file() and live.with_suffix(".lock").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.path.name, live.name, f"{live.stem}.lock"])
 
 
 def test_parse_step_refuses_unknown_names_and_keys() -> None:

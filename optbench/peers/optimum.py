@@ -108,18 +108,18 @@ class PeerOptimumConfig:
 
 def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Run optimum's pipeline on `artifact` in the optimum environment; its ONNX model lands in `out_dir`."""
-    from optbench.pipeline import default_cache_dir
     from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
 
     if artifact.format != "hf":
         raise OptbenchError("peer-optimum exports Hugging Face checkpoints: make it the first step of its chain")
-    env = peer_env(default_cache_dir() / "peer-envs", "optimum", config.requirements)
+    env = peer_env(out_dir.parent / "peer-envs", "optimum", config.requirements)  # out_dir is in the run's cache
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="optbench-peer-optimum-") as tmp:
         job = {
             "source": str(artifact.path),
             "output": str(out_dir),
             "result": str(Path(tmp) / "result.json"),
+            "scratch": str(Path(tmp) / "work"),  # the worker's intermediate models, gone with tmp if it is killed
             "level": None if config.level == "none" else config.level,
             "quantization": config.quantization,
             "isa": config.isa,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from importlib import metadata
@@ -40,19 +39,19 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     """Export, optimize and quantize as `job` says; returns what was done, with timings and versions."""
     output = Path(job["output"])
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="optbench-optimum-") as tmp:
-        work = Path(tmp)
-        exported, model_file = _stage("export", seconds, _export, Path(job["source"]), work / "export")
-        folder = exported
-        if job["level"]:
-            folder, model_file = _stage("optimize", seconds, _optimize, folder, model_file, job["level"], work)
-        if job["quantization"] != "none":
-            folder, model_file = _stage("quantize", seconds, _quantize, folder, model_file, job, work)
-        output.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / model_file, output / "model.onnx")
-        for name in HF_FILES:  # the vocabulary and labels, as the export wrote them
-            if (exported / name).is_file():
-                shutil.copyfile(exported / name, output / name)
+    work = Path(job["scratch"])  # in the caller's temporary folder: removed by it, even when this process is killed
+    work.mkdir(parents=True, exist_ok=True)
+    exported, model_file = _stage("export", seconds, _export, Path(job["source"]), work / "export")
+    folder = exported
+    if job["level"]:
+        folder, model_file = _stage("optimize", seconds, _optimize, folder, model_file, job["level"], work)
+    if job["quantization"] != "none":
+        folder, model_file = _stage("quantize", seconds, _quantize, folder, model_file, job, work)
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / model_file, output / "model.onnx")
+    for name in HF_FILES:  # the vocabulary and labels, as the export wrote them
+        if (exported / name).is_file():
+            shutil.copyfile(exported / name, output / name)
     import onnx
 
     graph = onnx.load(str(output / "model.onnx"), load_external_data=False).graph

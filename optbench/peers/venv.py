@@ -2,7 +2,8 @@
 
 An environment is built on first use under the cache, named by its requirements (so changing them builds a
 new one), and reused after. It counts as built only once the marker file is written after every install
-succeeded; a build cut short is removed and redone. A lock keeps two runs from building it at once.
+succeeded. A lock keeps two runs from building it at once; a build that fails or is interrupted removes its
+folder, and one whose process was killed outright (its lock free, no marker) is removed by the next build.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def peer_env(root: Path, name: str, requirements: tuple[str, ...]) -> PeerEnv:
     if path in _failed_builds:
         raise StepFailed(_failed_builds[path])
     root.mkdir(parents=True, exist_ok=True)
+    _remove_killed_builds(root)
     with _locked(root / f".{path.name}.lock"):
         if not (path / READY).is_file():  # another run may have built it while this one waited
             try:
@@ -74,13 +76,32 @@ def peer_env(root: Path, name: str, requirements: tuple[str, ...]) -> PeerEnv:
 
 
 @contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
+def _locked(lock_file: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold `lock_file`'s lock while the block runs (the kernel lets go when the process dies); without `wait`,
+    the block gets False at once when another process holds it."""
     with lock_file.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_killed_builds(root: Path) -> None:
+    """Remove the environments in `root` whose build was killed (kill -9, out of memory): no marker, and no
+    live process holds their lock. A live build holds it from start to end, so its folder is kept."""
+    for lock_file in root.glob(".*.lock"):
+        path = root / lock_file.name.removeprefix(".").removesuffix(".lock")
+        if not path.is_dir() or (path / READY).is_file():
+            continue
+        with _locked(lock_file, wait=False) as held:
+            if held and not (path / READY).is_file():
+                log.info("removing %s: its build was cut short", path)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _build(path: Path, name: str, requirements: tuple[str, ...]) -> None:
@@ -99,7 +120,7 @@ def _build(path: Path, name: str, requirements: tuple[str, ...]) -> None:
             pip.append("--no-input")
             _logged([*pip, *requirements], install_log, name, "install " + " ".join(requirements))
         packages = _installed(path / "bin" / "python")
-    except StepFailed:
+    except BaseException:  # a failure, or Ctrl-C: a half-built environment (GBs) is no use to anyone
         shutil.rmtree(path, ignore_errors=True)
         raise
     write_json_atomic(path / READY, {"requirements": list(requirements), "packages": packages})
@@ -124,13 +145,18 @@ def _logged(command: list[str], install_log: Path, name: str, what: str) -> None
             raise StepFailed(f"cannot build the {name} environment: could not {what} ({exc})") from exc
         last = ""
         assert process.stdout is not None
-        for line in process.stdout:
-            sink.write(line)
-            if line.strip():
-                last = line.strip()
-            if line.startswith(PROGRESS_PREFIXES):
-                log.info("%s environment: %s", name, line.strip()[:160])
-        code = process.wait()
+        try:
+            for line in process.stdout:
+                sink.write(line)
+                if line.strip():
+                    last = line.strip()
+                if line.startswith(PROGRESS_PREFIXES):
+                    log.info("%s environment: %s", name, line.strip()[:160])
+            code = process.wait()
+        except BaseException:  # Ctrl-C: pip stops before the folder it installs into is removed
+            process.kill()
+            process.wait()
+            raise
     if code != 0:
         raise StepFailed(
             f"cannot build the {name} environment: could not {what} (exit code {code}: {last[:300]}). "

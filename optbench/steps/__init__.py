@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from optbench.environment import installed_version
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers import optimum as peer_optimum
 from optbench.peers import torchao as peer_torchao
+from optbench.scratch import work_folder
 from optbench.steps import distill, finetune, onnx, prune, quantize, tensorrt
 
 log = logging.getLogger(__name__)
@@ -148,10 +147,7 @@ def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData,
                 "delete that folder and run again"
             )
         return cached  # the key covers the input's content, not its history: the caller takes that from the input
-    # unique per run: processes sharing the cache may share a pid (containers on one volume)
-    work = cache_dir / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    work.mkdir(parents=True)
-    try:
+    with work_folder(cache_dir, target.name) as work:  # gone however this ends; a killed run's, by the next
         result = STEPS[config.name].apply(config, artifact, data, work)
         replace(result, path=target).save_manifest(work)  # it names the folder it will be read from
         try:
@@ -163,6 +159,4 @@ def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData,
                     "delete that folder and run again"
                 ) from exc
             log.info("step %s: another process stored %s first; using it", config.name, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return ModelArtifact.load(target)
