@@ -10,8 +10,6 @@ the p50 difference between its two measurements (A/A) is the run's noise floor, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, throughput
-from optbench.report import FailedJob, Measurement, Report
+from optbench.report import FailedJob, Measurement, Report, workload_fingerprint
 from optbench.runtimes import RuntimeSpec, declines, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep
 
@@ -151,7 +149,7 @@ def benchmark(
             peak_rss_mb=timings[index, batch_size, seq_len]["peak_rss_mb"],
             gpu_memory=timings[index, batch_size, seq_len]["gpu_memory"],
             speedup_p50=latencies[reference, batch_size, seq_len].p50_ms / latency.p50_ms,
-            workload_fingerprint=_fingerprint({**workload, "batch_size": batch_size, "seq_len": seq_len}),
+            workload_fingerprint=workload_fingerprint(workload, batch_size, seq_len),
             noise_floor_pct=noise.get((batch_size, seq_len)),
         )
 
@@ -361,7 +359,3 @@ def _pool(results: dict[Any, dict[str, Any]], key: Any, result: dict[str, Any]) 
 def _latency(pooled: dict[str, Any]) -> Latency:
     """The statistics of pooled timed calls, their intervals widened by the clock's resolution."""
     return Latency.from_values(pooled["values_ns"], pooled["resolution_ns"])
-
-
-def _fingerprint(workload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(workload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""Labelled text data: the built-in dataset, CSV/JSONL files, deterministic splits and batches."""
+"""Labelled text data: the built-in dataset, CSV/JSONL/JSON files, deterministic splits and batches."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ READ_FIXES = {
     ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}]; a file of one '
     "object per line (what Dataset.to_json writes): name it .jsonl",
 }
+FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
 @dataclass(frozen=True)
@@ -206,14 +207,14 @@ def _read_builtin() -> pd.DataFrame:
 def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     if path.is_dir():
         raise OptbenchError(
-            f"dataset {path} is a folder, not a file: give a CSV or JSONL file (write a saved Hugging Face dataset "
+            f"dataset {path} is a folder, not a file: give a {FILE_SUFFIXES} file (write a saved Hugging Face dataset "
             "out with its to_csv or to_json)"
         )
     if not path.is_file():
-        raise OptbenchError(f"dataset file {path} does not exist: give a CSV or JSONL path, or '{BUILTIN}'")
+        raise OptbenchError(f"dataset file {path} does not exist: give a {FILE_SUFFIXES} path, or '{BUILTIN}'")
     suffix = path.suffix.lower()
     if suffix not in READ_FIXES:
-        raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use .csv, .jsonl or .json")
+        raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES}")
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
             frame = pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])

@@ -13,7 +13,7 @@ from typing import Any
 
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml
-from optbench.data import BUILTIN, DatasetConfig, parse_seq_len
+from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec
@@ -216,7 +216,7 @@ def with_inputs(recipe: Recipe, *, model: Path | None = None, dataset: Path | No
         recipe = replace(recipe, checkpoint=str(model.resolve()))
     if dataset is not None:
         if not dataset.is_file():
-            raise OptbenchError(f"--dataset {dataset} is not a file: give a CSV or JSONL file")
+            raise OptbenchError(f"--dataset {dataset} is not a file: give a {FILE_SUFFIXES} file")
         recipe = replace(recipe, dataset=replace(recipe.dataset, source=str(dataset.resolve())))
     return recipe
 

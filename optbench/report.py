@@ -3,6 +3,7 @@ read back (optbench/table.py makes them one comparable table)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -25,9 +26,15 @@ log = logging.getLogger(__name__)
 SCHEMA = "optbench.report"
 SCHEMA_VERSION = 3
 # Version 1 lacks the A/A noise floor, versions 1-2 the GPU memory and the runtime's startup times (all read
-# as unknown); everything else is the same. A latency record of any version may lack clock_resolution_ms (read
-# as 0, unknown: its intervals stay as written), so adding it needed no new version.
+# as unknown), version 1 the workload's rounds (read as 1: see IMPLIED_WORKLOAD); everything else is the same. A
+# latency record of any version may lack clock_resolution_ms (read as 0, unknown: its intervals stay as written),
+# so adding it needed no new version.
 READABLE_VERSIONS = (1, 2, 3)
+# Each workload setting added since version 1: (name, the version that added it, the value every run before it
+# had). A run before version 2 measured one round. An old report is read with these filled in and its workload
+# fingerprints recomputed, so that it compares with a newer report of the same settings; one whose settings
+# truly differ stays not comparable.
+IMPLIED_WORKLOAD = (("rounds", 2, 1),)
 
 COLUMNS = [
     "variant",
@@ -87,6 +94,12 @@ EXTRA_COLUMNS = [
     "workload",
     "warnings",
 ]
+
+
+def workload_fingerprint(workload: dict[str, Any], batch_size: int, seq_len: int | str) -> str:
+    """A short hash of the workload settings and the shape: measurements whose hashes differ are never compared."""
+    settings = {**workload, "batch_size": batch_size, "seq_len": seq_len}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -298,12 +311,30 @@ def read_report(path: Path) -> Report | None:
             "use the optbench release that wrote it, or re-run the recipe"
         )
     try:
-        report = Report.from_dict(data)
+        report = Report.from_dict(_with_implied_workload(data, version))
         for row in report.rows():  # reads every section a table, compare or gate reads: one of the wrong shape fails
             _check_kinds(row)
     except (KeyError, TypeError, ValueError, AttributeError, OptbenchError) as exc:
         raise OptbenchError(f"{path} is a damaged report ({_damage(exc)}): re-run the recipe that wrote it") from exc
     return report
+
+
+def _with_implied_workload(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """`data` with the workload settings its version predates set to the values it implied (IMPLIED_WORKLOAD), and
+    each measurement's workload fingerprint recomputed from them. A fingerprint that is not the hash of the stored
+    settings (written some other way) is kept: what it stood for is unknown, so it stays apart."""
+    old = data["workload"]
+    implied = {name: value for name, added, value in IMPLIED_WORKLOAD if version < added and name not in old}
+    if not implied:
+        return data
+    new = {**old, **implied}
+    measurements = [
+        {**m, "workload_fingerprint": workload_fingerprint(new, m["batch_size"], m["seq_len"])}
+        if m["workload_fingerprint"] == workload_fingerprint(old, m["batch_size"], m["seq_len"])
+        else m
+        for m in data["measurements"]
+    ]
+    return {**data, "workload": new, "measurements": measurements}
 
 
 def _text(value: Any) -> bool:

@@ -15,7 +15,7 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import budget_regressions, compare, render
-from optbench.report import SCHEMA, Report, write_report
+from optbench.report import SCHEMA, Report, workload_fingerprint, write_report
 from optbench.table import to_frame
 
 
@@ -144,6 +144,46 @@ def test_the_cli_names_the_workload_settings_that_differ(tmp_path: Path, capsys)
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
     (why,) = pd.read_csv(io.StringIO(capsys.readouterr().out))["why"]
     assert why == "workload differs: rounds None vs 2"
+
+
+def _run_with(report: Report, workload: dict) -> Report:
+    """`report` measured under `workload`, with the fingerprints the benchmark writes for it."""
+    measurements = tuple(
+        dataclasses.replace(m, workload_fingerprint=workload_fingerprint(workload, m.batch_size, m.seq_len))
+        for m in report.measurements
+    )
+    return dataclasses.replace(report, workload=workload, measurements=measurements)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "figure", "why"), [(1, "p50_ms", "unchanged"), (2, "-", "workload differs: rounds 1 vs 2")]
+)
+def test_a_version_1_report_compares_as_the_one_round_it_ran(
+    tmp_path: Path, capsys, rounds: int, figure: str, why: str
+) -> None:
+    # version 1 wrote no rounds (its runs measured one): "rounds None vs 1" made every row not comparable
+    base, settings = make_report(shapes=((1, 128),)), {"dataset": "rotten-tomatoes", "rows": 10, "max_batches": 64}
+    old = write_report(_run_with(base, settings), tmp_path / "a")
+    old.write_text(json.dumps({**json.loads(old.read_text()), "schema_version": 1}))
+    write_report(_run_with(base, {**settings, "rounds": rounds}), tmp_path / "b")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert dict(zip(table["figure"], table["why"], strict=True)).get(figure) == why
+
+
+def test_committed_reports_of_versions_1_and_3_compare(capsys) -> None:
+    # export-onnx: one run before reports recorded rounds, one after with one round and the same settings, and
+    # results/all's run of 3 rounds and a shorter min_seconds
+    results = Path(__file__).resolve().parents[1] / "results"
+    old, new = (str(results / "export-onnx" / run) for run in ("20261130T033448Z-8570", "20261130T214428Z-6a6f"))
+    assert main(["compare", old, new, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(table) == 56 and "not comparable" not in set(table["mark"])
+    assert main(["compare", old, str(results / "all" / "20261130T103213Z-c015"), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(table.loc[table["mark"] == "not comparable", "why"]) == {
+        "workload differs: rounds 1 vs 3; timing.min_seconds 2.0 vs 1.5"
+    }
 
 
 def test_each_side_uses_its_newest_report_per_row() -> None:

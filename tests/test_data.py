@@ -239,12 +239,12 @@ def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
 def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
-    with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist"):
+    with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist: give a \.csv, \.jsonl or \.json path"):
         load_dataset(DatasetConfig(source=str(tmp_path / name)))
 
 
 def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a CSV or JSONL file"):
+    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a \.csv, \.jsonl or \.json file"):
         load_dataset(DatasetConfig(source=str(tmp_path)))
 
 

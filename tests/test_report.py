@@ -19,10 +19,13 @@ from optbench.report import (
     load_failures,
     load_reports,
     read_report,
+    workload_fingerprint,
     write_report,
 )
 from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def _rewrite(path: Path, change: Any) -> None:
@@ -76,6 +79,33 @@ def test_version_1_reports_read_with_an_unknown_noise_floor(tmp_path: Path) -> N
     _rewrite(path, as_version_1)
     old = read_report(path)
     assert old is not None and all(m.noise_floor_pct is None for m in old.measurements)
+
+
+def test_version_1_reports_read_as_the_one_round_they_ran(tmp_path: Path) -> None:
+    # version 1 recorded no rounds: its runs measured one, and its fingerprints hashed the settings without it
+    report = make_report(shapes=((1, 128),))
+    path = write_report(report, tmp_path)
+
+    def as_version_1(data: dict[str, Any]) -> None:
+        data["schema_version"] = 1
+        data["measurements"][0]["workload_fingerprint"] = workload_fingerprint(data["workload"], 1, 128)
+
+    _rewrite(path, as_version_1)
+    old = read_report(path)
+    assert old is not None and old.workload == {**report.workload, "rounds": 1}
+    assert old.measurements[0].workload_fingerprint == workload_fingerprint(old.workload, 1, 128)
+    # a fingerprint that is not the hash of the stored settings stood for something unknown: it is kept
+    _rewrite(path, lambda d: d["measurements"][0].update(workload_fingerprint="written-elsewhere"))
+    kept = read_report(path)
+    assert kept is not None and kept.measurements[0].workload_fingerprint == "written-elsewhere"
+
+
+def test_committed_reports_of_versions_1_and_3_read_as_one_workload_per_shape() -> None:
+    # export-onnx ran twice on one machine with the same settings, before and after reports recorded rounds
+    runs = [RESULTS / "export-onnx" / run for run in ("20261130T033448Z-8570", "20261130T214428Z-6a6f")]
+    assert [json.loads(next(run.glob("*.json")).read_text())["schema_version"] for run in runs] == [1, 3]
+    frame = to_frame([report for run in runs for report in load_reports(run)])
+    assert len(frame) == 16 and frame.groupby(["batch_size", "seq_len"])["workload"].nunique().eq(1).all()
 
 
 @pytest.mark.parametrize(
