@@ -178,7 +178,7 @@ def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None
     from optbench.steps.onnx import onnxruntime_refusal
 
     refusal = onnxruntime_refusal(folder / MODEL_FILE)
-    if refusal:  # not open_session's error, whose advice (delete it from the cache) is for a cached file
+    if refusal:  # not open_session's error, whose advice (delete the folder, run again) is for a cached file
         raise StepFailed(f"peer-optimum wrote a model onnxruntime cannot load ({refusal})")
     tokenizer = load_tokenizer(source.path)
     batch = encode(tokenizer, data.validation.texts[:CHECK_ROWS], seq_len="data", max_length=data.max_length)

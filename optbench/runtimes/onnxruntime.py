@@ -17,7 +17,7 @@ from optbench.artifact import ModelArtifact
 from optbench.environment import TF32_OVERRIDE, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
-from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_model_file
+from optbench.onnx_graph import custom_operators, is_qdq, load_graph, remake, require_model_file
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ def open_session(
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OptbenchError(
-            f"onnxruntime cannot load {path} ({first_line}): the file is damaged or not an ONNX model; "
-            "delete it from the cache and re-run the onnx step"
+            f"onnxruntime cannot load {path} ({first_line}): the file is damaged or not an ONNX model; {remake(path)}"
         ) from exc
 
 
