@@ -17,16 +17,19 @@ def load_graph(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=False).graph
     except (OSError, DecodeError) as exc:
-        raise OptbenchError(
-            f"cannot read the ONNX model {path} ({exc}): the file is damaged; delete it from the cache and re-run "
-            "the step that wrote it"
-        ) from exc
+        raise OptbenchError(f"cannot read the ONNX model {path} ({exc}): the file is damaged; {remake(path)}") from exc
 
 
 def require_model_file(path: Path) -> None:
     """Refuse an artifact whose ONNX file is missing, naming the fix."""
     if not path.is_file():
-        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; re-run the onnx step")
+        raise OptbenchError(f"{path} does not exist: the artifact has no ONNX model; {remake(path)}")
+
+
+def remake(path: Path) -> str:
+    """The fix for a cached artifact's damaged or missing model file: its folder goes, and the step that wrote it
+    (an onnx, quantize or peer step) runs again; deleting the file alone leaves a folder the step cache refuses."""
+    return f"delete its folder {path.parent} and run the recipe again, which makes it anew"
 
 
 def is_qdq(graph: Any) -> bool:

@@ -64,6 +64,23 @@ def _save_tiny_onnx(folder: Path, *, qdq: bool = False):
     return ModelArtifact(folder, "onnx", ("fresh", "rotten"), content_hash(folder))
 
 
+def _write_fp16_weights_only(path: Path) -> None:
+    """Rewrite the ONNX file at `path` as a careless FP16 converter would: its FP32 weights stored as FP16, with no
+    casts, so an operator gets one FP32 and one FP16 input. onnx's checker passes the file; onnxruntime refuses it,
+    as it would on every run."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            with np.errstate(over="ignore"):  # an attention mask's -3.4e38 becomes -inf
+                half = numpy_helper.to_array(tensor).astype(np.float16)
+            tensor.CopyFrom(numpy_helper.from_array(half, tensor.name))
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT encoder without a classification head, like the built-in default."""

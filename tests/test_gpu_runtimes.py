@@ -104,15 +104,17 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
 ) -> None:
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
     artifact = _artifact(tiny_classifier, "onnx")
-    fp16 = trt_engine_cache_dir(artifact, "fp16", int8=False)
+    plain = OrtOptions("tensorrt")
+    fp16 = trt_engine_cache_dir(artifact, "fp16", plain)
     assert fp16.parent == tmp_path / "cache" / "ort-tensorrt"
     assert fp16.name.startswith(artifact.sha256[:16])
-    assert trt_engine_cache_dir(artifact, "fp16", int8=True) != fp16 != trt_engine_cache_dir(artifact, "fp32", False)
+    int8 = trt_engine_cache_dir(artifact, "fp16", OrtOptions("tensorrt", trt_int8=True))
+    assert int8 != fp16 != trt_engine_cache_dir(artifact, "fp32", plain)
     # engines of another onnxruntime or TensorRT are never loaded: the versions name the folder
     monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.13.3")
-    assert trt_engine_cache_dir(artifact, "fp16", int8=False).name.endswith("-trt10.13.3")
+    assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.13.3")
     monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.14.1")
-    assert trt_engine_cache_dir(artifact, "fp16", int8=False).name.endswith("-trt10.14.1")
+    assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.14.1")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,
@@ -139,12 +141,46 @@ def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     artifact = _artifact(tiny_classifier, "onnx")
-    default = trt_engine_cache_dir(artifact, "fp32", int8=False)
+    default = trt_engine_cache_dir(artifact, "fp32", OrtOptions("tensorrt"))
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")  # TF32 allowed, as by default
-    assert trt_engine_cache_dir(artifact, "fp32", int8=False) == default
+    assert trt_engine_cache_dir(artifact, "fp32", OrtOptions("tensorrt")) == default
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
-    without_tf32 = trt_engine_cache_dir(artifact, "fp32", int8=False)
+    without_tf32 = trt_engine_cache_dir(artifact, "fp32", OrtOptions("tensorrt"))
     assert without_tf32 != default and without_tf32.name == default.name.replace("-fp32-", "-fp32-notf32-")
+
+
+def test_tensorrt_provider_engines_of_each_profile_are_cached_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime names a cached engine by its graph, not by its trt_profile: two profiles shared one engine file,
+    which it rebuilds over the other's whenever the profile differs from the `.profile` file written beside it
+    (microsoft/onnxruntime#15546), so runtimes of two profiles took turns rebuilding, and processes running both
+    could pair one's `.profile` with the other's engine. The session is faked: this onnxruntime has no TensorRT."""
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    opened: list[dict] = []
+
+    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
+        opened.append(providers[0][1])
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
+
+    monkeypatch.setattr(ort_runtime, "open_session", open_session)
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    wide = {**PROFILE, "max": [128, 128]}
+    for profile in (PROFILE, wide, PROFILE):
+        spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_profile": profile})
+        load_runtime(spec, plain, threads=1)
+    load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
+    folders = [settings["trt_engine_cache_path"] for settings in opened]
+    assert folders[0] == folders[2] and len(set(folders)) == 3
+    assert Path(folders[0]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-64x128-ort")
+    assert Path(folders[1]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-128x128-ort")
+    assert opened[1]["trt_timing_cache_path"] == folders[1]
 
 
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _write_fp16_weights_only
 
 from optbench.artifact import HF_FILES, ModelArtifact, content_hash
 from optbench.data import DatasetConfig, batches, load_dataset
@@ -219,10 +220,33 @@ def test_a_damaged_onnx_file_is_a_clear_error(exported: ModelArtifact, tmp_path:
     shutil.copytree(exported.path, broken)
     (broken / "model.onnx").write_bytes(b"this is not a protobuf")
     artifact = ModelArtifact(broken, "onnx", exported.label_names, "x", details=exported.details)
-    with pytest.raises(OptbenchError, match=r"onnxruntime cannot load .*model\.onnx"):
+    with pytest.raises(OptbenchError, match=r"onnxruntime cannot load .*model\.onnx") as raised:
         load_runtime(RuntimeSpec("onnxruntime"), artifact, threads=1)
+    # not "delete it and re-run the onnx step": the folder goes (the step cache refuses one whose files changed), and
+    # its step may be a quantize or peer step
+    assert str(raised.value).endswith(f"; delete its folder {broken} and run the recipe again, which makes it anew")
     with pytest.raises(OptbenchError, match=r"which the FP16 conversion just wrote, is not a valid ONNX model.*: keep"):
         onnx_step.check_onnx(broken / "model.onnx", "the FP16 conversion", "keep this model FP32")
+
+
+def test_an_fp16_file_onnxruntime_refuses_names_the_conversion(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """onnx's checker passed the file and the parity check's load then called it damaged, to be deleted from the
+    cache and exported again: the conversion writes the same file again."""
+
+    def convert_fp16(path: Path) -> dict:
+        _write_fp16_weights_only(path)
+        return {"keep_io_types": True}
+
+    monkeypatch.setattr(onnx_step, "convert_fp16", convert_fp16)
+    with pytest.raises(OptbenchError) as raised:
+        run_step(OnnxConfig(exporter="torchscript", precision="fp16"), classifier, data, tmp_path)
+    message = str(raised.value)
+    assert "onnxruntime cannot load" in message and "which the FP16 conversion just wrote" in message
+    assert "Type Error" in message and "delete" not in message
+    assert message.endswith('keep this model FP32 (precision = "fp32" in the onnx step)')
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_runtime_and_artifact_must_fit(exported: ModelArtifact, classifier: ModelArtifact) -> None:
@@ -284,7 +308,7 @@ def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="does not exist: the artifact has no ONNX model"):
         load_graph(tmp_path / "model.onnx")
     (tmp_path / "model.onnx").write_bytes(b"\x0a\xff damaged")
-    with pytest.raises(OptbenchError, match=r"model\.onnx .*the file is damaged; delete it from the cache"):
+    with pytest.raises(OptbenchError, match=r"model\.onnx .*the file is damaged; delete its folder .* run the recipe"):
         load_graph(tmp_path / "model.onnx")
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from conftest import _save_tiny_onnx, _write_fp16_weights_only
 from report_fixtures import make_report
 from test_cli import BENCH, write_recipe
 
@@ -163,6 +164,22 @@ def test_when_optimum_fails_the_step_fails_with_its_reason(
         run_step(step.config, tiny_artifact, reviews, bare_env_root, label=step.label)
     assert not any(bare_env_root.glob("peer-optimum-*"))  # no output folder: nothing to mistake for a result
     assert not (tmp_path / "elsewhere").exists()  # the environment is the one in the cache the step was given
+
+
+def test_a_peer_model_onnxruntime_refuses_fails_the_step_with_onnxruntime_s_reason(
+    tmp_path: Path, tiny_artifact, reviews
+) -> None:
+    """The failure quoted open_session's error, whose advice (delete the file from the cache, re-run the onnx step)
+    is for a cached file: optimum writes this one the same way on every run."""
+    from optbench.peers import optimum
+
+    folder = _save_tiny_onnx(tmp_path / "peer").path
+    _write_fp16_weights_only(folder / "model.onnx")
+    with pytest.raises(StepFailed) as raised:
+        optimum._check_runs(folder, tiny_artifact, reviews)
+    message = str(raised.value)
+    assert message.startswith("peer-optimum wrote a model onnxruntime cannot load (") and "Type Error" in message
+    assert "delete" not in message and "re-run" not in message
 
 
 @pytest.mark.skipif(

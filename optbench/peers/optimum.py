@@ -175,7 +175,11 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
 def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None:
     """The peer's model must load in optbench's onnxruntime and give one logit per label for a few rows."""
     from optbench.runtimes.onnxruntime import MODEL_FILE, open_session
+    from optbench.steps.onnx import onnxruntime_refusal
 
+    refusal = onnxruntime_refusal(folder / MODEL_FILE)
+    if refusal:  # not open_session's error, whose advice (delete the folder, run again) is for a cached file
+        raise StepFailed(f"peer-optimum wrote a model onnxruntime cannot load ({refusal})")
     tokenizer = load_tokenizer(source.path)
     batch = encode(tokenizer, data.validation.texts[:CHECK_ROWS], seq_len="data", max_length=data.max_length)
     try:

@@ -17,7 +17,7 @@ from optbench.artifact import ModelArtifact
 from optbench.environment import TF32_OVERRIDE, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
-from optbench.onnx_graph import custom_operators, is_qdq, load_graph, require_model_file
+from optbench.onnx_graph import custom_operators, is_qdq, load_graph, remake, require_model_file
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ def open_session(
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OptbenchError(
-            f"onnxruntime cannot load {path} ({first_line}): the file is damaged or not an ONNX model; "
-            "delete it from the cache and re-run the onnx step"
+            f"onnxruntime cannot load {path} ({first_line}): the file is damaged or not an ONNX model; {remake(path)}"
         ) from exc
 
 
@@ -143,6 +142,11 @@ class TrtProfile:
 
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @property
+    def tag(self) -> str:
+        """The profile in a folder name: "p1x1-1x128-64x128" (min, opt, max as batch x sequence)."""
+        return "p" + "-".join(f"{shape[0]}x{shape[1]}" for shape in (self.min, self.opt, self.max))
 
     def provider_options(self, input_names: list[str]) -> dict[str, str]:
         """onnxruntime's `trt_profile_*_shapes` for these inputs ("input_ids:1x128,attention_mask:1x128")."""
@@ -232,7 +236,7 @@ class OnnxRuntime:
         if self.options.provider == "cuda":
             self.providers = [cuda, PROVIDERS["cpu"]]
         if self.options.provider == "tensorrt":
-            self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options.trt_int8)
+            self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options)
             settings = trt_provider_options(self.engine_cache, precision, self.options, inputs)
             # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
             self.providers = [(self.provider, settings), cuda, PROVIDERS["cpu"]]
@@ -288,17 +292,23 @@ class OnnxRuntime:
         return dict(Counter(provider for _, provider in nodes))
 
 
-def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, int8: bool) -> Path:
+def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, options: OrtOptions) -> Path:
     """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content,
     settings and the onnxruntime and TensorRT versions (never in the artifact folder, whose content hash must
     not change). onnxruntime's docs say to clear the cache when either version changes; its engine names
-    already carry the GPU's compute capability. Engines built under NVIDIA_TF32_OVERRIDE=0 (TensorRT's FP32
-    layers without TF32; the provider has no option for it) are kept apart, as their names would not tell."""
+    already carry the GPU's compute capability and precision flags. Engines built under NVIDIA_TF32_OVERRIDE=0
+    (TensorRT's FP32 layers without TF32; the provider has no option for it) are kept apart, as their names would
+    not tell, and so are engines of another `trt_profile`: onnxruntime names an engine by its graph, not its
+    profile, so two profiles share one engine file, which it rebuilds (over the other's) whenever the profile
+    differs from the `.profile` file it wrote beside it, a file written apart from the engine."""
     import onnxruntime
 
     from optbench.pipeline import default_cache_dir
 
-    mode = f"{precision}{'-int8' if int8 else ''}{'-notf32' if os.environ.get(TF32_OVERRIDE) == '0' else ''}"
+    mode = precision
+    mode += "-int8" if options.trt_int8 else ""
+    mode += "-notf32" if os.environ.get(TF32_OVERRIDE) == "0" else ""
+    mode += f"-{options.trt_profile.tag}" if options.trt_profile is not None else ""
     versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{versions}"
 

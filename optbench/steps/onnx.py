@@ -321,18 +321,26 @@ def check_loads(path: Path) -> None:
     way on every run: torch 2.13's dynamo exporter, converting RoFormer's graph down from opset 18 to 17, kept
     Split's opset-18 attribute `num_outputs`. onnxruntime checks every node against its operators when it loads
     a model, ONNX's own and the fused ones it adds."""
+    reason = onnxruntime_refusal(path)
+    if reason:
+        raise OptbenchError(f"onnxruntime cannot load the file ({reason})")
+
+
+def onnxruntime_refusal(path: Path) -> str | None:
+    """Why onnxruntime's CPU provider will not load the ONNX file at `path`, or None when it loads it."""
     import onnxruntime as ort
 
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own InvalidGraph/Fail/NotImplemented types
-        reason = str(exc).strip().split("failed:", 1)[-1].strip()
-        raise OptbenchError(f"onnxruntime cannot load the file ({reason})") from exc
+        return str(exc).strip().split("failed:", 1)[-1].strip()
+    return None
 
 
 def check_onnx(path: Path, made_by: str, instead: str) -> None:
-    """Refuse a file `made_by` a tool just wrote that is not a valid ONNX model, naming it and what to do
-    `instead`: the same settings write the same file again, so running the step again is no fix."""
+    """Refuse a file `made_by` a tool just wrote that is not a valid ONNX model, or that onnxruntime will not load
+    (a type mismatch passes onnx's checker), naming the tool and what to do `instead`: the same settings write the
+    same file again, so deleting it and running the step again is no fix."""
     import onnx
 
     try:
@@ -341,6 +349,9 @@ def check_onnx(path: Path, made_by: str, instead: str) -> None:
         raise OptbenchError(
             f"{path}, which {made_by} just wrote, is not a valid ONNX model ({str(exc).splitlines()[0]}): {instead}"
         ) from exc
+    reason = onnxruntime_refusal(path)
+    if reason:
+        raise OptbenchError(f"onnxruntime cannot load {path}, which {made_by} just wrote ({reason}): {instead}")
 
 
 def check_parity(

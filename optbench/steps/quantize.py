@@ -225,6 +225,7 @@ def apply_dynamic(
             nodes_to_exclude=list(config.exclude_nodes),
             extra_options={"DefaultTensorType": _float_type()},
         )
+        _check_written(path, config.name)  # before the timing loads it
     timings = (
         _time_models({c: out_dir / f"{c}.onnx" for c in candidates}, artifact.path, data) if len(candidates) > 1 else {}
     )
@@ -261,6 +262,7 @@ def apply_static(
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     prepared = out_dir / "prepared.onnx"
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    _check_written(prepared, config.name)
     prepared_graph = load_graph(prepared)
     excluded = sorted(
         set(config.exclude_nodes)
@@ -302,6 +304,7 @@ def apply_static(
         },
     )
     prepared.unlink()
+    _check_written(out_dir / MODEL_FILE, config.name)
     choices = {
         "preflight": hardware.reason,
         "activation_type": activation_type,
@@ -390,11 +393,18 @@ def quantized_share(path: Path) -> dict[str, Any]:
     }
 
 
+def _check_written(path: Path, step: str) -> None:
+    """Refuse a file the quantizer (or its pre-processing) just wrote that onnx or onnxruntime will not read,
+    naming the quantizer: the same settings write the same file again."""
+    from optbench.steps.onnx import check_onnx
+
+    check_onnx(path, "onnxruntime's quantizer", f"try other settings of {step}, or leave it out for this model")
+
+
 def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[str, Any]) -> ModelArtifact:
-    from optbench.steps.onnx import check_onnx, copy_hf_files
+    from optbench.steps.onnx import copy_hf_files
 
     path = out_dir / MODEL_FILE
-    check_onnx(path, "onnxruntime's quantizer", f"try other settings of {config.name}, or leave it out for this model")
     copy_hf_files(artifact.path, out_dir)
     details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
     share = details["matmul_quantized"]
