@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -354,6 +355,79 @@ def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provi
     spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
     with pytest.raises(OptbenchError, match="TensorrtExecutionProvider is not in this onnxruntime build"):
         load_runtime(spec, qdq, threads=1)
+
+
+TRT_BUILD_FAILED = (
+    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP failed to create engine from network for fused node: "
+    "TensorrtExecutionProvider_TRTKernel_graph_main_graph_0_0\nmore detail"
+)
+
+
+def _gpu_providers_fail(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """onnxruntime with every provider, whose sessions on a GPU provider fail with `error` while its CPU provider
+    opens the file as ever; like onnxruntime's own InferenceSession, a session whose providers raise a RuntimeError or
+    ValueError is opened again on the CPU alone unless enable_fallback=0."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    def session(path: str, options: object = None, providers: list | None = None, **kwargs: Any) -> object:
+        if [p if isinstance(p, str) else p[0] for p in providers or []] == ["CPUExecutionProvider"]:
+            return real(path, options, providers=providers)
+        if isinstance(error, RuntimeError | ValueError) and int(kwargs.get("enable_fallback", 1)) == 1:
+            return real(path, options, providers=["CPUExecutionProvider"])
+        raise error
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+
+
+def test_a_tensorrt_provider_failure_is_not_called_a_damaged_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The TensorRT provider builds its engine while the session opens (its profile given), and a failed build
+    (onnxruntime's EPFail) read "the file is damaged or not an ONNX model; delete its folder": the advice for a
+    file, given for a model the CPU provider loads. It now names the provider, its engine cache and what to try."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    _gpu_providers_fail(monkeypatch, EPFail(TRT_BUILD_FAILED))
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_profile": PROFILE})
+    with pytest.raises(OptbenchError) as raised:
+        load_runtime(spec, plain, threads=1)
+    message = str(raised.value)
+    cache = trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt", trt_profile=TrtProfile.parse(PROFILE)))
+    assert message.startswith("onnxruntime's TensorrtExecutionProvider failed to open")
+    assert "(" + TRT_BUILD_FAILED.splitlines()[0] + ")" in message and "more detail" not in message
+    assert f"engine cache {cache} holds a damaged engine, delete that folder" in message
+    assert (
+        'precision = "fp32"' in message and "trt_profile" in message and "damaged or not an ONNX model" not in message
+    )
+    uncached = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False})
+    with pytest.raises(OptbenchError, match=r"or GPU memory\)\. Try precision") as raised:
+        load_runtime(uncached, plain, threads=1)
+    assert "engine cache" not in str(raised.value)
+
+
+def test_a_cuda_provider_failure_names_the_gpu_and_a_damaged_file_stays_damaged(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    cuda_failed = "CUDA failure 2: out of memory ; GPU=0 ; expr=cudaMalloc(&p, size);"
+    _gpu_providers_fail(monkeypatch, Fail(cuda_failed))
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    with pytest.raises(OptbenchError, match="CUDAExecutionProvider failed to open") as raised:
+        load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), plain, threads=1)
+    assert f"({cuda_failed})" in str(raised.value) and "nvidia-smi" in str(raised.value)
+    damaged = tmp_path / "damaged" / "model.onnx"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"\x0a\xff damaged")
+    providers = [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+    with pytest.raises(OptbenchError, match=r"cannot load .*model\.onnx \(.*\): the file is damaged") as raised:
+        ort_runtime.open_session(damaged, providers=providers, threads=1)
+    assert "CUDA failure" not in str(raised.value)  # the CPU provider's reason, which is the file's
 
 
 def test_time_calls_reads_the_runtime_clock() -> None:

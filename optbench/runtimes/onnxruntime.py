@@ -39,7 +39,24 @@ CUDA_OPTIONS = {"use_tf32": False}
 def open_session(
     path: Path, *, providers: list[Any], threads: int | None, level: str = "all", profile_dir: Path | None = None
 ) -> Any:
-    """An InferenceSession with explicit threads and graph optimization level; a bad file is a clear error."""
+    """An InferenceSession with explicit threads and graph optimization level. A file that does not load is a
+    clear error; so is a GPU provider that fails on a file the CPU provider loads, which is not the file's fault."""
+    import onnxruntime as ort
+
+    require_model_file(path)
+    try:
+        return ort.InferenceSession(str(path), _session_options(threads, level, profile_dir), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/EPFail/RuntimeException types
+        failure = _first_line(exc)
+        cpu_failure = _cpu_failure(path, threads, level) if _names(providers) != [PROVIDERS["cpu"]] else failure
+        if cpu_failure is None:
+            raise OptbenchError(provider_failure(path, providers, failure)) from exc
+        raise OptbenchError(
+            f"onnxruntime cannot load {path} ({cpu_failure}): the file is damaged or not an ONNX model; {remake(path)}"
+        ) from exc
+
+
+def _session_options(threads: int | None, level: str, profile_dir: Path | None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -57,14 +74,53 @@ def open_session(
     if profile_dir is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_dir / "ort-profile")
-    require_model_file(path)
+    return options
+
+
+def _cpu_failure(path: Path, threads: int | None, level: str) -> str | None:
+    """The first line of onnxruntime's error when its CPU provider opens `path`, or None when it opens it."""
+    import onnxruntime as ort
+
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OptbenchError(
-            f"onnxruntime cannot load {path} ({first_line}): the file is damaged or not an ONNX model; {remake(path)}"
-        ) from exc
+        ort.InferenceSession(str(path), _session_options(threads, level, None), providers=[PROVIDERS["cpu"]])
+    except Exception as exc:
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _names(providers: list[Any]) -> list[str]:
+    """The providers' names: onnxruntime takes a name or a (name, options) pair."""
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def provider_failure(path: Path, providers: list[Any], failure: str) -> str:
+    """The error for a model that the CPU provider loads and the GPU providers do not open: the provider failed,
+    not the file. The TensorRT provider builds its engine (or loads it from its cache) while the session opens, and
+    fails with "TensorRT EP failed to create engine from network" (a layer it cannot build at this precision, GPU
+    memory) or "could not deserialize engine from cache" (a cached engine or timing cache it cannot read, e.g. one
+    cut short); the CUDA provider fails with "CUDA failure N: ..." on a GPU it cannot use."""
+    import onnxruntime as ort
+
+    name, settings = (providers[0], {}) if isinstance(providers[0], str) else providers[0]
+    said = f"onnxruntime's {name} failed to open {path}, which its CPU provider loads ({failure})"
+    if name != PROVIDERS["tensorrt"]:
+        return (
+            f"{said}: the CUDA provider could not use the GPU. Check that it is visible and has free memory "
+            f"(nvidia-smi), and that the driver, CUDA and cuDNN are those onnxruntime-gpu {ort.__version__} needs"
+        )
+    cache = settings.get("trt_engine_cache_path")
+    retry = (
+        f"If its engine cache {cache} holds a damaged engine, delete that folder and run again; if it still fails, try"
+    )
+    return (
+        f"{said}: TensorRT could not build or load its engine (a layer it cannot build at this precision, or GPU "
+        f"memory). {retry if cache else 'Try'} "
+        'precision = "fp32", a trt_profile with a smaller max, or provider = "cuda" for this model'
+    )
 
 
 OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache", "trt_profile")
