@@ -430,6 +430,37 @@ def test_a_cuda_provider_failure_names_the_gpu_and_a_damaged_file_stays_damaged(
     assert "CUDA failure" not in str(raised.value)  # the CPU provider's reason, which is the file's
 
 
+def test_onnxruntime_never_falls_back_to_other_providers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """onnxruntime's InferenceSession opens a session again on the CPU (CUDA under TensorRT) when a provider raises a
+    RuntimeError while it opens, and runs a call again on them when a provider fails in `run`, printing the error on
+    stdout: the error was lost ("did not register ...: check the libraries"), and a TensorRT run could be timed on
+    CUDA. The session is opened without that fallback."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    class FailingRun:
+        """onnxruntime's inner session, whose `run` (the call the session's own run makes) fails."""
+
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def run(self, *args: object) -> None:
+            raise EPFail(TRT_BUILD_FAILED)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    session = ort_runtime.open_session(plain.path / "model.onnx", providers=["CPUExecutionProvider"], threads=1)
+    session._sess = FailingRun(session._sess)
+    with pytest.raises(EPFail, match="TensorRT EP failed"):
+        session.run(["logits"], {"input_ids": np.ones((1, 2), np.int64), "attention_mask": np.ones((1, 2), np.int64)})
+    cuda_failed = "CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; expr=cudaSetDevice(info_.device_id);"
+    _gpu_providers_fail(monkeypatch, RuntimeError(cuda_failed))
+    with pytest.raises(OptbenchError, match="CUDAExecutionProvider failed to open") as raised:
+        load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), plain, threads=1)
+    assert f"({cuda_failed})" in str(raised.value)
+
+
 def test_time_calls_reads_the_runtime_clock() -> None:
     class TenMs:
         def start(self) -> None:

@@ -39,13 +39,17 @@ CUDA_OPTIONS = {"use_tf32": False}
 def open_session(
     path: Path, *, providers: list[Any], threads: int | None, level: str = "all", profile_dir: Path | None = None
 ) -> Any:
-    """An InferenceSession with explicit threads and graph optimization level. A file that does not load is a
-    clear error; so is a GPU provider that fails on a file the CPU provider loads, which is not the file's fault."""
+    """An InferenceSession with explicit threads and graph optimization level, and without onnxruntime's Python
+    fallback, which opens the session again on other providers when a provider raises (RuntimeError) while it
+    opens, and runs a call again on them when a provider fails (EPFail) in `run`, printing the error on stdout: a
+    TensorRT run would be timed on CUDA. A file that does not load is a clear error; so is a GPU provider that
+    fails on a file the CPU provider loads, which is not the file's fault."""
     import onnxruntime as ort
 
     require_model_file(path)
+    options = _session_options(threads, level, profile_dir)
     try:
-        return ort.InferenceSession(str(path), _session_options(threads, level, profile_dir), providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/EPFail/RuntimeException types
         failure = _first_line(exc)
         cpu_failure = _cpu_failure(path, threads, level) if _names(providers) != [PROVIDERS["cpu"]] else failure
