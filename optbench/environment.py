@@ -130,6 +130,17 @@ def tensorrt_version() -> str | None:
     return installed_version(*TENSORRT_DISTRIBUTIONS)
 
 
+def cuda_gpu() -> dict[str, str] | None:
+    """The CUDA GPU torch runs on (the first one visible): its name and compute capability, or None when torch sees
+    none. TensorRT engines are built for this GPU model and run only on it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
 def _library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata, so no heavy library is imported.
 

@@ -28,6 +28,13 @@ NO_GPU = "needs a CUDA GPU (torch sees none)"
 PROFILE = {"min": [1, 1], "opt": [1, 128], "max": [64, 128]}
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
 OTHER_TEXTS = ["an unexpected delight from its first scene to its last", "rotten", "meh"]
+GPU = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+@pytest.fixture(autouse=True)
+def _a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU whose name keys the TensorRT provider's engine cache: the sessions here are faked, and so is it."""
+    monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: dict(GPU))
 
 
 def _artifact(path: Path, fmt: str = "hf", **kwargs) -> ModelArtifact:
@@ -127,7 +134,7 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     }
     assert fp16.is_dir()
     uncached = trt_provider_options(
-        fp16, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False), ["input_ids"]
+        None, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False), ["input_ids"]
     )
     assert uncached["trt_int8_enable"] and not uncached["trt_engine_cache_enable"]
     assert "trt_engine_cache_path" not in uncached
@@ -179,9 +186,45 @@ def test_tensorrt_provider_engines_of_each_profile_are_cached_apart(
     load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
     folders = [settings["trt_engine_cache_path"] for settings in opened]
     assert folders[0] == folders[2] and len(set(folders)) == 3
-    assert Path(folders[0]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-64x128-ort")
-    assert Path(folders[1]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-128x128-ort")
+    assert Path(folders[0]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-64x128-NVIDIA-H100-80GB-HBM3-ort")
+    assert Path(folders[1]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-128x128-NVIDIA-H100-80GB-HBM3-ort")
     assert opened[1]["trt_timing_cache_path"] == folders[1]
+
+
+def test_tensorrt_provider_engines_of_each_gpu_model_are_cached_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime names a cached engine by the GPU's compute capability, which GPU models share (an L4 and an RTX
+    4090 are both 8.9), while a TensorRT engine runs only on the GPU model it was built on: Ray nodes of two models
+    sharing one cache volume loaded each other's engines. The GPU's name keys the folder; without a GPU to name,
+    only an uncached engine is built. The sessions are faked: this onnxruntime has no TensorRT."""
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    folders = []
+    for name in ("NVIDIA L4", "NVIDIA GeForce RTX 4090"):
+        monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda name=name: {"gpu": name, "compute_capability": "8.9"})
+        folders.append(trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt")).name)
+    assert folders[0].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-L4-ort")
+    assert folders[1].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-GeForce-RTX-4090-ort")
+    monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: None)
+    with pytest.raises(OptbenchError, match=r"torch sees no CUDA GPU: install a CUDA build.*trt_engine_cache = false"):
+        trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt"))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    opened: list[dict] = []
+
+    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
+        opened.append(providers[0][1])
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
+
+    monkeypatch.setattr(ort_runtime, "open_session", open_session)
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False})
+    assert load_runtime(spec, plain, threads=1).engine_cache is None
+    assert not opened[0]["trt_engine_cache_enable"] and "trt_engine_cache_path" not in opened[0]
 
 
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.environment import TF32_OVERRIDE, tensorrt_version
+from optbench.environment import TF32_OVERRIDE, cuda_gpu, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
 from optbench.onnx_graph import custom_operators, is_qdq, load_graph, remake, require_model_file
@@ -296,7 +297,8 @@ class OnnxRuntime:
         if self.options.provider == "cuda":
             self.providers = [cuda, PROVIDERS["cpu"]]
         if self.options.provider == "tensorrt":
-            self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options)
+            if self.options.trt_engine_cache:
+                self.engine_cache = trt_engine_cache_dir(artifact, precision, self.options)
             settings = trt_provider_options(self.engine_cache, precision, self.options, inputs)
             # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
             self.providers = [(self.provider, settings), cuda, PROVIDERS["cpu"]]
@@ -354,9 +356,12 @@ class OnnxRuntime:
 
 def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, options: OrtOptions) -> Path:
     """Where the TensorRT provider keeps this model's engines: in optbench's cache, by model content,
-    settings and the onnxruntime and TensorRT versions (never in the artifact folder, whose content hash must
-    not change). onnxruntime's docs say to clear the cache when either version changes; its engine names
-    already carry the GPU's compute capability and precision flags. Engines built under NVIDIA_TF32_OVERRIDE=0
+    settings, GPU model and the onnxruntime and TensorRT versions (never in the artifact folder, whose content hash
+    must not change). onnxruntime's docs say to clear the cache when either version changes; its engine names
+    carry the precision flags and the GPU's compute capability, which two GPU models share (an L4 and an RTX 4090,
+    8.9), while a TensorRT engine is tuned to, and runs only on, the GPU model it was built on: GPUs of a Ray
+    cluster that share one cache volume would load each other's engines, so the GPU's name keys the folder too (an
+    error, naming the fix, when torch sees no GPU to name). Engines built under NVIDIA_TF32_OVERRIDE=0
     (TensorRT's FP32 layers without TF32; the provider has no option for it) are kept apart, as their names would
     not tell, and so are engines of another `trt_profile`: onnxruntime names an engine by its graph, not its
     profile, so two profiles share one engine file, which it rebuilds (over the other's) whenever the profile
@@ -369,8 +374,15 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, options: OrtOp
     mode += "-int8" if options.trt_int8 else ""
     mode += "-notf32" if os.environ.get(TF32_OVERRIDE) == "0" else ""
     mode += f"-{options.trt_profile.tag}" if options.trt_profile is not None else ""
+    gpu = cuda_gpu()
+    if gpu is None:
+        raise OptbenchError(
+            "the TensorRT provider's engines are cached per GPU model, which torch names, and torch sees no CUDA "
+            "GPU: install a CUDA build of torch (docker/gpu.Dockerfile has one), or set trt_engine_cache = false"
+        )
+    target = re.sub(r"[^A-Za-z0-9.]+", "-", gpu["gpu"]).strip("-")
     versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
-    return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{versions}"
+    return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{target}-{versions}"
 
 
 def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, graph: Any = None) -> str | None:
@@ -426,8 +438,9 @@ def tensorrt_cannot_parse(graph: Any) -> str | None:
     return None
 
 
-def trt_provider_options(cache: Path, precision: str, options: OrtOptions, inputs: list[str]) -> dict[str, Any]:
-    """The TensorRT provider's options (onnxruntime's documented `trt_*` keys) for these settings."""
+def trt_provider_options(cache: Path | None, precision: str, options: OrtOptions, inputs: list[str]) -> dict[str, Any]:
+    """The TensorRT provider's options (onnxruntime's documented `trt_*` keys) for these settings, its engines
+    cached in `cache` (None: `trt_engine_cache = false`)."""
     settings: dict[str, Any] = {
         "trt_fp16_enable": precision == "fp16",
         "trt_int8_enable": options.trt_int8,
@@ -436,7 +449,7 @@ def trt_provider_options(cache: Path, precision: str, options: OrtOptions, input
     }
     if options.trt_profile is not None:
         settings.update(options.trt_profile.provider_options(inputs))
-    if options.trt_engine_cache:
+    if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         settings["trt_engine_cache_path"] = str(cache)
         settings["trt_timing_cache_path"] = str(cache)

@@ -23,6 +23,7 @@ from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
 from optbench.configs import check_no_repeats, check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
+from optbench.environment import cuda_gpu
 from optbench.errors import OptbenchError
 from optbench.onnx_graph import is_qdq, load_graph
 
@@ -256,16 +257,12 @@ def import_tensorrt() -> Any:
 def detect_target() -> dict[str, str]:
     """The running TensorRT version, GPU name and compute capability; an error when either is missing."""
     trt = import_tensorrt()
-    import torch
+    gpu = cuda_gpu()
+    if gpu is None:
+        import torch
 
-    if not torch.cuda.is_available():
         raise OptbenchError(f"TensorRT needs a CUDA GPU and torch sees none (torch {torch.__version__}): {INSTALL}")
-    major, minor = torch.cuda.get_device_capability()
-    return {
-        "tensorrt": str(trt.__version__),
-        "gpu": torch.cuda.get_device_name(),
-        "compute_capability": f"{major}.{minor}",
-    }
+    return {"tensorrt": str(trt.__version__), **gpu}
 
 
 def check_target(built: dict[str, Any], running: dict[str, str]) -> None:
