@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--against",
         metavar="ROW",
         help="add speedup_vs: each row's speedup over ROW of the same run, machine and shape, written "
-        "VARIANT[/RUNTIME[/DEVICE[/PRECISION]]] as the table's columns show them, e.g. baseline/torch/cuda/fp32 "
-        "for a GPU run, baseline+onnx/onnxruntime to see what quantizing the export bought (speedup_p50 stays "
-        "against PyTorch eager FP32 on the CPU)",
+        "VARIANT[/RUNTIME[/DEVICE[/PRECISION]]] as the table shows them (its columns, or its All rows line), e.g. "
+        "baseline/torch/cuda/fp32 for a GPU run, baseline+onnx/onnxruntime to see what quantizing the export "
+        "bought (speedup_p50 stays against PyTorch eager FP32 on the CPU)",
     )
     report.set_defaults(handler=_report)
 

@@ -24,7 +24,7 @@ from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report
-from optbench.table import missing
+from optbench.table import common_settings, missing, settings_line
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -204,7 +204,8 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
 
 
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
-    """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out), CSV or JSON."""
+    """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out, then the settings
+    every row shown shares, said once rather than as columns), CSV or JSON."""
     counts = table["mark"].value_counts()
     summary = ", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare"
     if only_changes:
@@ -215,13 +216,16 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    lines = [summary, ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
+    shared = common_settings(table)  # said once, above the table, as in a run's table
+    columns = [column for column in COLUMNS if column not in shared]
+    line = settings_line(shared)
+    lines = [summary, "", *([line, ""] if line else [])]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "|".join(" --- " for _ in columns) + "|")
     for row in table.to_dict("records"):
-        cells = {column: _cell(column, row[column]) for column in COLUMNS}
+        cells = {column: _cell(column, row[column]) for column in columns}
         cells["a"], cells["b"] = _told_apart(row["a"], row["b"])
-        lines.append("| " + " | ".join(cells[column] for column in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cells[column] for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

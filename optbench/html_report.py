@@ -19,7 +19,7 @@ from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.report import FailedJob
-from optbench.table import format_cell, run_notes, shown_columns
+from optbench.table import common_settings, format_cell, run_notes, settings_line, shown_columns
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ def _section(
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
     items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in notes)
+    shared = settings_line(common_settings(run))
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
@@ -280,6 +281,7 @@ def _section(
         f"p50's; vertical, its accuracy's, from its drop's paired interval against the reference (which has none). "
         f"Accuracy drop in points against the reference, with its 95% interval.</p>\n"
         + (f"<ul class=notes>{items}</ul>\n" if items else "")
+        + (f"<p class=settings>{html.escape(shared)}</p>\n" if shared else "")
         + f"<table><thead><tr>{header}</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>\n"

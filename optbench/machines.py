@@ -14,7 +14,17 @@ import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.report import Report
-from optbench.table import ROW_ORDER, format_cell, format_number, format_speedup, missing, sort_key, to_frame
+from optbench.table import (
+    ROW_ORDER,
+    common_settings,
+    format_cell,
+    format_number,
+    format_speedup,
+    missing,
+    settings_line,
+    sort_key,
+    to_frame,
+)
 
 ROW_KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 FIGURES = ("p50_ms", "speedup_p50", "noise_floor_pct")
@@ -72,16 +82,20 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
-    """The merged table as Markdown (with the machine legend first, peers marked after their variant as in a run's
-    table, and a speedup within its machine's A/A noise floor marked ~), CSV or JSON."""
+    """The merged table as Markdown (with the machine legend first, the settings every row shares said once as in
+    a run's table, peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~),
+    CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
     lines = ["Machines (hardware fingerprints):", ""]
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
-    columns = [column for column in table.columns if column != "peer"]  # shown as the variant's mark
-    lines += ["", "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    shared = common_settings(table)  # said once, above the table
+    columns = [column for column in table.columns if column != "peer" and column not in shared]  # peer: a mark
+    line = settings_line(shared)
+    lines += [*(["", line] if line else []), ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_cell(column, row) for column in columns) + " |")
     if table.filter(like="noise_floor_pct@").notna().any(axis=None):

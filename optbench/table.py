@@ -34,6 +34,10 @@ MARKDOWN_COLUMNS = [
 # Rows by shape (batch size, then sequence length), and at each shape by variant (the reference, "baseline",
 # first) and runtime, so that the rows read against each other are together.
 ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
+# How a row was measured, not what it measured: where every row of a table holds one value of one of these, the
+# table states it once above its rows (`settings_line`) instead of as a column; each with the name the line gives it
+# (precision_mode is the runtime's: beside an INT8 model on a CPU runtime, a bare "fp32" reads as the model's).
+SETTINGS = {"device": "device", "precision_mode": "runtime precision", "batch_size": "batch", "seq_len": "seq_len"}
 # Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
 # compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
 # the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
@@ -80,18 +84,35 @@ def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> s
 def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
-        lines += [f"### {recipe} · run {run_id}", "", *markdown_table(group, shown_columns(group)), ""]
+        shared = settings_line(common_settings(group))
+        lines += [f"### {recipe} · run {run_id}", "", *([shared, ""] if shared else [])]
+        lines += [*markdown_table(group, shown_columns(group)), ""]
         notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
     return "\n".join(lines) if lines else "no reports found\n"
 
 
 def shown_columns(run: pd.DataFrame) -> list[str]:
-    """The columns a run's table shows people: the standard ones (precision_mode only where the run's rows differ
-    in it: beside an INT8 model on a CPU runtime its `fp32` reads as the model's), and the optional ones the run
-    has."""
-    standard = [c for c in MARKDOWN_COLUMNS if c != "precision_mode" or run[c].nunique(dropna=False) > 1]
+    """The columns a run's table shows people: the standard ones but the settings all its rows share (its
+    `settings_line` states them), and the optional ones the run has."""
+    shared = common_settings(run)
+    standard = [c for c in MARKDOWN_COLUMNS if c not in shared]
     return standard + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
+
+
+def common_settings(rows: pd.DataFrame) -> dict[str, str]:
+    """The SETTINGS columns of `rows` that hold one value on every row, each with that value as its cells write it."""
+    if rows.empty:
+        return {}
+    first = rows.iloc[0]
+    return {c: format_cell(c, first) for c in SETTINGS if c in rows and rows[c].nunique(dropna=False) == 1}
+
+
+def settings_line(settings: dict[str, str]) -> str | None:
+    """What every row of a table shares (`common_settings`), said once above it: `All rows: device cpu · batch 1 ·
+    seq_len 128`; None where its rows share none."""
+    said = " · ".join(f"{SETTINGS[c]} {value}" for c, value in settings.items())
+    return f"All rows: {said}" if said else None
 
 
 def run_notes(run: pd.DataFrame, peer_budget_points: float, failed: Sequence[FailedJob] = ()) -> list[tuple[str, str]]:

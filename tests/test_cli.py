@@ -85,7 +85,9 @@ def test_report_csv_has_every_column_and_a_row_per_shape(finished_run: Path, cap
 
 def test_report_writes_md_and_json_files(finished_run: Path, tmp_path: Path) -> None:
     assert main(["report", str(finished_run), "--format", "md", "-o", str(tmp_path / "t.md")]) == 0
-    assert "| baseline | torch | cpu | 2 | data |" in (tmp_path / "t.md").read_text()  # one precision: not shown
+    text = (tmp_path / "t.md").read_text()
+    assert "All rows: device cpu · runtime precision fp32 · batch 2\n" in text  # said once, not as columns
+    assert "| baseline | torch | data |" in text
     assert main(["report", str(finished_run), "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
     assert len(json.loads((tmp_path / "t.json").read_text())) == 2
 

@@ -232,7 +232,8 @@ def test_cli_compares_two_folders(tmp_path: Path, capsys) -> None:
     b = _write(tmp_path / "b", [with_figures(base, p50_ms=5, spread_ms=0.2)])
     assert main(["compare", str(a), str(b), "--only-changes"]) == 0
     out = capsys.readouterr().out
-    assert "| baseline | torch | cpu | fp32 | 1 | 128 | box-1 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
+    assert "All rows: device cpu · runtime precision fp32 · batch 1 · seq_len 128\n" in out  # said once
+    assert "| baseline | torch | box-1 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:

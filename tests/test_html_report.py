@@ -226,6 +226,20 @@ def test_the_page_says_what_the_markdown_says_under_a_run(tmp_path: Path) -> Non
     assert "<li><b>warning (baseline+onnx)</b>: INT8 is slower than its FP32 source</li>" in page
 
 
+def test_the_page_says_once_the_settings_every_row_shares(tmp_path: Path, monkeypatch) -> None:
+    # as the Markdown table does: device, batch and length were columns of one value on every row
+    monkeypatch.setattr("optbench.html_report.plots_missing", lambda: "not needed here")  # the table is the point
+    one_shape = [make_report(steps, shapes=((1, 128),)) for steps in [(), ("onnx",)]]
+    write_html(to_frame(one_shape), tmp_path / "one.html")
+    page = (tmp_path / "one.html").read_text()
+    assert "<p class=settings>All rows: device cpu · runtime precision fp32 · batch 1 · seq_len 128</p>" in page
+    assert "<th>pareto</th><th>variant</th><th>runtime</th><th>p50_ms</th>" in page
+    write_html(to_frame(_run()), tmp_path / "two.html")  # batch 1 x 128 and 8 x data: both stay columns
+    page = (tmp_path / "two.html").read_text()
+    assert "<p class=settings>All rows: device cpu · runtime precision fp32</p>" in page
+    assert "<th>runtime</th><th>batch_size</th><th>seq_len</th><th>p50_ms</th>" in page
+
+
 def _png_width(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
 

@@ -51,7 +51,8 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     onnx = table[table["variant"] == "baseline+onnx"].iloc[0]
     assert onnx["p50_ms@aaa"] == 20 and onnx.isna()["p50_ms@bbb"]
     text = render_merged(table, machines(reports), "md")
-    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 20.00 | - | 2.00x | - | - | - |" in text
+    assert "All rows: device cpu · runtime precision fp32 · batch 1 · seq_len 128\n" in text  # said once
+    assert "| baseline+onnx | torch | 20.00 | - | 2.00x | - | - | - |" in text
     assert "marked ~" not in text  # no floor measured: nothing to explain
 
 
@@ -69,8 +70,8 @@ def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
     onnx_row = table[table["variant"] == "baseline+onnx"].iloc[0]
     assert (onnx_row["noise_floor_pct@aaa"], onnx_row["noise_floor_pct@bbb"]) == (3.0, 1.0)
     text = render_merged(table, machines(reports), "md")
-    assert "| baseline+onnx | torch | cpu | fp32 | 1 | 128 | 39.00 | 9.70 | ~1.03x | 1.03x | 3.0% | 1.0% |" in text
-    assert "| baseline | torch | cpu | fp32 | 1 | 128 | 40.00 | 10.00 | 1.00x | 1.00x | 3.0% | 1.0% |" in text
+    assert "| baseline+onnx | torch | 39.00 | 9.70 | ~1.03x | 1.03x | 3.0% | 1.0% |" in text
+    assert "| baseline | torch | 40.00 | 10.00 | 1.00x | 1.00x | 3.0% | 1.0% |" in text
     assert "A speedup marked ~ is within its machine's A/A noise floor" in text
 
 
@@ -112,6 +113,9 @@ def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:
         ("data", "baseline"),
         ("data", "baseline+onnx"),
     ]
+    text = render_merged(table, machines(reports), "md")  # the length differs: a column; the rest is said once
+    assert "All rows: device cpu · runtime precision fp32 · batch 1\n" in text
+    assert "| variant | runtime | seq_len | p50_ms@aaa |" in text
 
 
 def test_figures_are_rounded_as_in_a_runs_table() -> None:
@@ -131,8 +135,8 @@ def test_peer_rows_are_marked_as_in_a_runs_table() -> None:
     reports = [_on(with_figures(r, p50_ms=p50), "aaa", "EPYC", "run-a") for r, p50 in [(base, 40), (peer, 20)]]
     table = merge_by_machine(reports)
     text = render_merged(table, machines(reports), "md")
-    assert "| baseline+peer-optimum (peer) | torch | cpu | fp32 | 1 | 128 | 20.00 |" in text
-    assert "| baseline | torch | cpu | fp32 | 1 | 128 | 40.00 |" in text
+    assert "| baseline+peer-optimum (peer) | torch | 20.00 |" in text
+    assert "| baseline | torch | 40.00 |" in text
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
     assert "peer" not in header  # a mark on the variant, not a column, in Markdown
     assert dict(zip(table["variant"], table["peer"], strict=True)) == {"baseline": False, "baseline+peer-optimum": True}

@@ -162,13 +162,39 @@ def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
     reports = [make_report(runtime=RuntimeSpec("torch", "cuda", precision)) for precision in ("fp32", "fp16", "bf16")]
     text = render(to_frame(reports), "md")
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
-    assert header.startswith("| variant | runtime | device | precision_mode | batch_size |")
+    assert header.startswith("| variant | runtime | precision_mode | batch_size |")
+    assert "All rows: device cuda\n" in text
     names = [line.split(" | ")[:5] for line in text.splitlines() if line.startswith("| baseline")]
     assert len(names) == len({tuple(name) for name in names}) == 6  # three precisions at two shapes
-    # a run of one precision leaves it out: beside an INT8 model on a CPU runtime, "fp32" reads as the model's
+    # a run of one precision says it once, as the runtime's: beside an INT8 model, a bare "fp32" reads as the model's
     text = render(to_frame([make_report(), make_report(("onnx", "quantize-dynamic"))]), "md")
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
-    assert header.startswith("| variant | runtime | device | batch_size |")
+    assert header.startswith("| variant | runtime | batch_size |")
+    assert "All rows: device cpu · runtime precision fp32\n" in text
+
+
+def test_markdown_says_once_the_settings_every_row_of_a_run_shares() -> None:
+    # device, batch and length were columns of one value on every row: 200-character lines, a third of them repeats
+    shape = ((1, 128),)
+    frame = to_frame([make_report(shapes=shape), make_report(("onnx",), shapes=shape)])
+    text = render(frame, "md")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| variant"))
+    assert header.startswith("| variant | runtime | p50_ms |")
+    assert lines.index("All rows: device cpu · runtime precision fp32 · batch 1 · seq_len 128") < lines.index(header)
+    assert all(line.count("|") == header.count("|") for line in lines if line.startswith("| baseline"))
+    rows = list(csv.reader(io.StringIO(render(frame, "csv"))))  # CSV and JSON are for tools: every column
+    assert rows[0] == COLUMNS + EXTRA_COLUMNS and rows[1][2:5] == ["cpu", "1", "128"]
+    assert json.loads(render(frame, "json"))[0]["batch_size"] == 1
+
+
+def test_markdown_keeps_a_setting_the_rows_differ_in_as_a_column() -> None:
+    frame = to_frame([make_report(shapes=((1, 128), (8, 128)))])
+    text = render(frame, "md")
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.startswith("| variant | runtime | batch_size | p50_ms |")
+    assert "All rows: device cpu · runtime precision fp32 · seq_len 128\n" in text
+    assert "| baseline | torch | 8 | " in text
 
 
 def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
