@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,24 @@ GPU = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 def _a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU whose name keys the TensorRT provider's engine cache: the sessions here are faked, and so is it."""
     monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: dict(GPU))
+
+
+@pytest.fixture
+def gpu_sessions(monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """Faked CUDA and TensorRT provider sessions (this onnxruntime has neither): the providers each one was opened
+    with, in order."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    opened: list[list] = []
+
+    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
+        opened.append(providers)
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
+
+    monkeypatch.setattr(ort_runtime, "open_session", open_session)
+    return opened
 
 
 def _artifact(path: Path, fmt: str = "hf", **kwargs) -> ModelArtifact:
@@ -158,50 +177,33 @@ def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
 
 
 def test_tensorrt_provider_engines_of_each_profile_are_cached_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
 ) -> None:
     """onnxruntime names a cached engine by its graph, not by its trt_profile: two profiles shared one engine file,
     which it rebuilds over the other's whenever the profile differs from the `.profile` file written beside it
     (microsoft/onnxruntime#15546), so runtimes of two profiles took turns rebuilding, and processes running both
     could pair one's `.profile` with the other's engine. The session is faked: this onnxruntime has no TensorRT."""
-    from types import SimpleNamespace
-
-    import onnxruntime
-
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
-    opened: list[dict] = []
-
-    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
-        opened.append(providers[0][1])
-        names = [p if isinstance(p, str) else p[0] for p in providers]
-        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
-
-    monkeypatch.setattr(ort_runtime, "open_session", open_session)
     plain = _save_tiny_onnx(tmp_path / "plain")
     wide = {**PROFILE, "max": [128, 128]}
     for profile in (PROFILE, wide, PROFILE):
         spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_profile": profile})
         load_runtime(spec, plain, threads=1)
     load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
-    folders = [settings["trt_engine_cache_path"] for settings in opened]
+    folders = [providers[0][1]["trt_engine_cache_path"] for providers in gpu_sessions]
     assert folders[0] == folders[2] and len(set(folders)) == 3
     assert Path(folders[0]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-64x128-NVIDIA-H100-80GB-HBM3-ort")
     assert Path(folders[1]).name.startswith(f"{plain.sha256[:16]}-fp16-p1x1-1x128-128x128-NVIDIA-H100-80GB-HBM3-ort")
-    assert opened[1]["trt_timing_cache_path"] == folders[1]
+    assert gpu_sessions[1][0][1]["trt_timing_cache_path"] == folders[1]
 
 
 def test_tensorrt_provider_engines_of_each_gpu_model_are_cached_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
 ) -> None:
     """onnxruntime names a cached engine by the GPU's compute capability, which GPU models share (an L4 and an RTX
     4090 are both 8.9), while a TensorRT engine runs only on the GPU model it was built on: Ray nodes of two models
     sharing one cache volume loaded each other's engines. The GPU's name keys the folder; without a GPU to name,
     only an uncached engine is built. The sessions are faked: this onnxruntime has no TensorRT."""
-    from types import SimpleNamespace
-
-    import onnxruntime
-
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
     plain = _save_tiny_onnx(tmp_path / "plain")
     folders = []
@@ -213,18 +215,9 @@ def test_tensorrt_provider_engines_of_each_gpu_model_are_cached_apart(
     monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: None)
     with pytest.raises(OptbenchError, match=r"torch sees no CUDA GPU: install a CUDA build.*trt_engine_cache = false"):
         trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt"))
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
-    opened: list[dict] = []
-
-    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
-        opened.append(providers[0][1])
-        names = [p if isinstance(p, str) else p[0] for p in providers]
-        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
-
-    monkeypatch.setattr(ort_runtime, "open_session", open_session)
     spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False})
     assert load_runtime(spec, plain, threads=1).engine_cache is None
-    assert not opened[0]["trt_engine_cache_enable"] and "trt_engine_cache_path" not in opened[0]
+    assert not gpu_sessions[0][0][1]["trt_engine_cache_enable"] and "trt_engine_cache_path" not in gpu_sessions[0][0][1]
 
 
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:
@@ -360,30 +353,19 @@ def test_tensorrt_provider_leaves_out_a_qdq_model_without_trt_int8(tmp_path: Pat
         load_runtime(without, qdq, threads=1)
 
 
-def test_the_cuda_provider_computes_float32_matmuls_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cuda_provider_computes_float32_matmuls_in_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
+) -> None:
     """onnxruntime's CUDA provider uses TF32 for float32 MatMul/Gemm unless told not to (use_tf32 defaults to true),
     while PyTorch's CUDA fp32 row, which the GPU paths are read against, runs FP32 matmuls. Both the CUDA runtime and
     the TensorRT provider's CUDA fallback turn it off. The session is faked: this onnxruntime has no CUDA provider."""
-    from types import SimpleNamespace
-
-    import onnxruntime
-
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
-    opened: list[list] = []
-
-    def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
-        opened.append(providers)
-        names = [p if isinstance(p, str) else p[0] for p in providers]
-        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: [])
-
-    monkeypatch.setattr(ort_runtime, "open_session", open_session)
     plain = _save_tiny_onnx(tmp_path / "plain")
     load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), plain, threads=1)
     load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
     cuda = ("CUDAExecutionProvider", {"use_tf32": False})
-    assert opened[0] == [cuda, "CPUExecutionProvider"]
-    assert opened[1][1:] == [cuda, "CPUExecutionProvider"]
+    assert gpu_sessions[0] == [cuda, "CPUExecutionProvider"]
+    assert gpu_sessions[1][1:] == [cuda, "CPUExecutionProvider"]
 
 
 def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
