@@ -11,10 +11,11 @@ the p50 difference between its two measurements (A/A) is the run's noise floor, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REFERENCE = RuntimeSpec("torch", "cpu", "fp32")
 ACCURACY_BATCH_SIZE = 64
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,23 @@ class BenchConfig:
         return [(b, s) for b in self.batch_sizes for s in self.seq_lens]
 
 
+def pair_up(
+    models: Sequence[M], runtimes: Sequence[RuntimeSpec], pairs: Callable[[RuntimeSpec, M], bool]
+) -> tuple[list[tuple[M, RuntimeSpec]], int]:
+    """The matrix's (model, runtime) pairs, in order: each model (`models[0]` is the baseline) with each runtime
+    that `pairs` with it, and the reference (the baseline on PyTorch eager FP32, CPU), which is always measured,
+    first when no listed runtime is it; and the reference's index among them."""
+    baseline = models[0]
+    matrix = [(model, spec) for model in models for spec in runtimes if pairs(spec, model)]
+    if (baseline, REFERENCE) not in matrix:
+        matrix.insert(0, (baseline, REFERENCE))
+    return matrix, matrix.index((baseline, REFERENCE))
+
+
 def _runs(spec: RuntimeSpec, artifact: ModelArtifact) -> bool:
     """Whether the matrix pairs this runtime with this model; a runtime that leaves out a model of a format it
     runs says why in the log."""
-    if not runs(spec, artifact):
+    if not runs(spec, artifact.format):
         return False
     reason = declines(spec, artifact)
     if reason:
@@ -104,9 +119,7 @@ def benchmark(
     if executor is None or executor.runs_here:  # elsewhere each node has its own cores
         _warn_if_oversubscribed(config.threads)
     baseline = artifacts[0]
-    pairs = [(a, spec) for a in artifacts for spec in config.runtimes if _runs(spec, a)]
-    if (baseline, REFERENCE) not in pairs:
-        pairs.insert(0, (baseline, REFERENCE))
+    pairs, reference = pair_up(artifacts, config.runtimes, _runs)
     tokenizer = load_tokenizer(baseline.path)
     workload = {
         "dataset": data.source,
@@ -119,7 +132,6 @@ def benchmark(
         "max_batches": config.max_batches,
         "rounds": config.rounds,
     }
-    reference = pairs.index((baseline, REFERENCE))
     logits, details, timings, repeats, failed = _run_jobs(
         pairs, reference, tokenizer, data.test.texts, config, data.max_length, store, executor, cache_dir
     )

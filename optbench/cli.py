@@ -32,6 +32,7 @@ EPILOG = """examples:
   optbench run recipes/distill.toml             a 3-layer and a 2-layer student beside their teacher
   optbench run recipes/quantize-dynamic.toml --model ./my-model --dataset my.csv   INT8 of your own model
   optbench run recipes/peers.toml               optbench's INT8 beside optimum-onnx and torchao, one run
+  optbench run recipes/all.toml --dry-run       check a recipe and print its plan (steps cached or not, jobs)
   optbench report results/                      every report under results/ as a Markdown table
   optbench report results/ --format csv -o t.csv  the same as CSV, one row per variant x runtime x shape
   optbench report results/all/RUN --format html -o page.html   a page with the latency-accuracy plot
@@ -144,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         help="ray: the cluster to join (auto: this node's cluster or RAY_ADDRESS; head:6379; ray://head:10001); "
         "default: start a local Ray runtime",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the recipe, the model, the data and the executor as a run does before its first step, then "
+        "print what the run would do (the steps in order and whether each output is cached, the variants, runtimes, "
+        "shapes, the number of benchmark jobs, where the reports go) and stop: nothing is trained, exported, "
+        "measured or written. Exit 0 when the recipe would run, 2 when not",
     )
     run.set_defaults(handler=_run)
 
@@ -275,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optbench.executors import make_executor
+    from optbench.executors import check_executor, make_executor
     from optbench.pipeline import default_cache_dir, run_recipe
     from optbench.recipe import load_recipe, with_inputs
     from optbench.report import FAILURES_FILE, load_failures, load_reports
@@ -285,6 +294,12 @@ def _run(args: argparse.Namespace) -> int:
     cache = (args.cache or default_cache_dir()).resolve()
     for option, folder in (("--results", args.results / recipe.name), ("--cache", cache)):
         _check_folder_can_be_written(option, folder)
+    if args.dry_run:
+        from optbench.dry_run import describe, plan_run
+
+        executor = check_executor(args.executor, args.address)
+        print(describe(plan_run(recipe, args.results, cache), executor))
+        return 0
     gpu = any(spec.device == "cuda" for spec in recipe.bench.runtimes)
     executor = make_executor(args.executor, args.address, recipe.bench.threads, gpu)  # before any step runs
     try:  # job processes, peers' environments and engine caches find the cache through the environment

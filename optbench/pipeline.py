@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from optbench.artifact import (
     ModelArtifact,
@@ -27,7 +28,7 @@ from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import FailedJob, write_failures, write_report
 from optbench.scratch import work_folder
-from optbench.steps import run_step
+from optbench.steps import RecipeStep, run_step
 from optbench.sweep import Executor, SweepStore
 from optbench.table import to_frame
 
@@ -50,7 +51,11 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     data = load_dataset(recipe.dataset)
     baseline = make_baseline(recipe, data, cache_dir)
     data = align_labels(data, list(baseline.label_names))
-    artifacts, step_failures = apply_chains(recipe, baseline, data, cache_dir)
+
+    def apply(step: RecipeStep, model: ModelArtifact) -> ModelArtifact:
+        return run_step(step.config, model, data, cache_dir, label=step.label)
+
+    artifacts, step_failures = apply_chains(recipe, baseline, apply)
     artifacts = distinct_variants(artifacts)
     root = results_dir / recipe.name
     store = SweepStore.open(
@@ -78,17 +83,27 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     return final
 
 
-def apply_chains(
-    recipe: Recipe, baseline: ModelArtifact, data: LabelledData, cache_dir: Path
-) -> tuple[list[ModelArtifact], list[FailedJob]]:
-    """The baseline and every step's output, chain by chain. A step whose outside tool fails (StepFailed: a
-    peer's pipeline or its environment) ends its chain and is recorded; the other chains go on."""
+class Variant(Protocol):
+    """A model as the chains pass it on: an artifact, or (`optbench.dry_run`) the plan of one."""
+
+    @property
+    def variant(self) -> str: ...
+
+
+V = TypeVar("V", bound=Variant)
+
+
+def apply_chains(recipe: Recipe, baseline: V, apply: Callable[[RecipeStep, V], V]) -> tuple[list[V], list[FailedJob]]:
+    """The baseline and every step's output, chain by chain (`apply` makes a step's output from its input; a run
+    runs the step, a dry run plans it). Chains that share their first steps list those outputs once per chain
+    (see `distinct_variants`). A step whose outside tool fails (StepFailed: a peer's pipeline or its
+    environment) ends its chain and is recorded; the other chains go on."""
     artifacts, failures = [baseline], []
     for chain in recipe.chains:
         current = baseline
         for step in chain:
             try:
-                current = run_step(step.config, current, data, cache_dir, label=step.label)
+                current = apply(step, current)
             except StepFailed as exc:
                 variant = f"{current.variant}+{step.shown}"
                 log.error("%s: %s; the rest of the run goes on without it", variant, exc)
@@ -206,12 +221,10 @@ def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
                 raise OptbenchError(f"the chain {chain_name(chain)}, step {step.shown}: {exc}") from None
 
 
-def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
-    """The trained classifier every variant is measured against.
-
-    A checkpoint with a sequence-classification head is the baseline as it is; an encoder without one
-    (the built-in default is one) is fine-tuned on the train split first, once, and cached.
-    """
+def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
+    """The recipe's checkpoint, after every check that can refuse it before any step runs (its config.json, its
+    tokenizer, the token lengths asked of it, what each step of each chain would get), and whether it is a
+    classifier (True: the baseline as it is) or an encoder the `finetune` step trains first (no label names)."""
     if recipe.checkpoint == DEFAULT_MODEL:
         path, origin = default_encoder()
     else:
@@ -220,10 +233,21 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     load_tokenizer(path)  # a tokenizer no step could pad with is refused before the first step
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
-    if has_classifier_head(config):
-        return ModelArtifact(path, "hf", hf_label_names(config), content_hash(path), origin=origin)
-    log.info("%s has no classification head: fine-tuning it on %s", origin["checkpoint"], data.source)
-    encoder = ModelArtifact(path, "hf", (), content_hash(path), origin=origin)
-    tuned = run_step(recipe.finetune, encoder, data, cache_dir)
-    origin = {**origin, "finetune": config_to_dict(recipe.finetune), "data": data.fingerprint, **tuned.details}
-    return replace(tuned, origin=origin, lineage=())
+    classifier = has_classifier_head(config)
+    labels = hf_label_names(config) if classifier else ()
+    return ModelArtifact(path, "hf", labels, content_hash(path), origin=origin), classifier
+
+
+def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelArtifact:
+    """The trained classifier every variant is measured against.
+
+    A checkpoint with a sequence-classification head is the baseline as it is; an encoder without one
+    (the built-in default is one) is fine-tuned on the train split first, once, and cached.
+    """
+    checkpoint, classifier = checkpoint_of(recipe)
+    if classifier:
+        return checkpoint
+    log.info("%s has no classification head: fine-tuning it on %s", checkpoint.origin["checkpoint"], data.source)
+    tuned = run_step(recipe.finetune, checkpoint, data, cache_dir)
+    trained = {"finetune": config_to_dict(recipe.finetune), "data": data.fingerprint, **tuned.details}
+    return replace(tuned, origin={**checkpoint.origin, **trained}, lineage=())

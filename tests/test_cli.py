@@ -123,12 +123,13 @@ BAD_RECIPES = {
 }
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
 @pytest.mark.parametrize("case", sorted(BAD_RECIPES))
-def test_bad_recipes_exit_2_with_one_line(case: str, tmp_path: Path, capsys) -> None:
+def test_bad_recipes_exit_2_with_one_line(case: str, dry_run: list[str], tmp_path: Path, capsys) -> None:
     text, message = BAD_RECIPES[case]
     recipe = tmp_path / "bad.toml"
     recipe.write_text(text + "\n")
-    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, message)
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results"), *dry_run], capsys, message)
     assert not (tmp_path / "results").exists()
 
 
@@ -216,6 +217,7 @@ def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, m
     )
     recipe = write_recipe(tmp_path, tiny_classifier, data)
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "not known to the model")
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results"), "--dry-run"], capsys, "not known to the model")
     assert not (tmp_path / "results").exists()
 
 
@@ -271,6 +273,7 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
     assert onnx_row["accuracy_drop_ci_low"] < 0 < onnx_row["accuracy_drop_ci_high"]  # agreeing here is not everywhere
     (model,) = (tmp_path / "cache").glob("onnx-*/model.onnx")
     model.write_bytes(b"damaged")
+    _fails([*args, "--dry-run"], capsys, "is damaged")  # the dry run checks a cached output as the run does
     _fails(args, capsys, "is damaged")
     assert len(list((tmp_path / "results" / "tiny").iterdir())) == 1  # the failed run added nothing
 
@@ -312,6 +315,98 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     (tmp_path / "r" / "tiny").write_text("a file where the recipe's results go\n")
     _fails(args, capsys, "--results: r/tiny is a file, so r/tiny cannot be a folder")
     assert len(ran) == 1
+
+
+def _tree(*folders: Path) -> list[tuple[str, int]]:
+    """Every path under `folders` (hidden ones too) with its size: what a command that writes nothing leaves as is."""
+    return sorted((str(p), p.stat().st_size if p.is_file() else 0) for f in folders for p in [f, *f.rglob("*")])
+
+
+def _never_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run that started a run, or an executor, fails the test."""
+
+    def started(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a dry run started the run or its executor")
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", started)
+    monkeypatch.setattr("optbench.executors.make_executor", started)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """recipes/baseline.toml on a tiny encoder: the fine-tune is planned, not run, and no folder changes."""
+    _never_starts(monkeypatch)
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    for folder in (results, cache):
+        folder.mkdir()
+        (folder / "kept.txt").write_text("someone else's file\n")
+    before = _tree(results, cache)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "baseline.toml"
+    args = ["run", str(recipe), "--model", str(tiny_encoder), "--results", str(results), "--cache", str(cache)]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert _tree(results, cache) == before
+    assert "recipe baseline: valid (dry run: nothing was trained, measured or written)" in out
+    assert f"model: {tiny_encoder}, an encoder: fine-tuned first" in out
+    assert "labels fresh, rotten; max_length 128" in out
+    assert f"  1. finetune: takes the checkpoint, makes baseline: not cached, runs ({cache}/finetune-" in out
+    assert "variants (1): baseline\nruntimes (1): torch-cpu-fp32\n" in out
+    assert "shapes (4, batch x sequence length): 1x128, 1xdata, 32x128, 32xdata" in out
+    assert "benchmark pairs (1):\n  baseline on torch-cpu-fp32 (the reference)\n" in out
+    # per shape one latency job and its A/A repeat, after the accuracy pass
+    assert "benchmark jobs: 9 (1 accuracy, 4 latency, 4 A/A repeats; 1 round), run by the local executor" in out
+    assert f"reports: {results}/baseline/<run id>/ (a new run id" in out
+
+
+def test_dry_run_shows_cached_steps_and_what_waits_for_a_step(
+    finished_run: Path, tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The fine-tune finished_run cached is shown cached; the onnx step after it has a known key and no output
+    yet; the quantize step after that is keyed by the export's content, unknown until it runs, and so is whether
+    onnxruntime takes its model: the job count is an upper bound."""
+    _never_starts(monkeypatch)
+    cache = finished_run.parent / "cache"
+    steps = '[[steps]]\nname = "onnx"\n[[steps]]\nname = "quantize-dynamic"\n'
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]')
+    recipe = write_recipe(tmp_path, tiny_encoder, reviews_csv, extra=steps, bench=bench)
+    before = _tree(finished_run, cache)
+    args = ["run", str(recipe), "--results", str(finished_run), "--cache", str(cache), "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert _tree(finished_run, cache) == before
+    (tuned,) = cache.glob("finetune-*")
+    assert f"  1. finetune: takes the checkpoint, makes baseline: cached ({tuned})\n" in out
+    assert f"  2. onnx: takes baseline, makes baseline+onnx: not cached, runs ({cache}/onnx-" in out
+    assert (
+        "  3. quantize-dynamic: takes baseline+onnx, makes baseline+onnx+quantize-dynamic: cached or not: known after "
+        "step 2 (onnx) runs\n" in out
+    )
+    undecided = "on onnxruntime-cpu-fp32 (if onnxruntime takes the model: decided once it exists)"
+    assert f"  baseline+onnx {undecided}\n  baseline+onnx+quantize-dynamic {undecided}\n" in out
+    # 3 pairs: 3 accuracy jobs, then per shape (2) one latency job per pair and the reference's A/A repeat
+    assert "benchmark jobs: at most 11 (3 accuracy, 6 latency, 2 A/A repeats; 1 round)" in out
+
+
+def test_dry_run_checks_the_executor_without_starting_it(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _never_starts(monkeypatch)
+    monkeypatch.setattr("optbench.executors.ray.require_package", lambda *args, **kwargs: None)  # ray: a test extra
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--dry-run"]
+    assert main([*args, "--executor", "ray"]) == 0
+    out = capsys.readouterr().out
+    assert "run by the ray executor (a local Ray runtime)" in out
+    assert f"model: {tiny_classifier}, a classifier: the baseline as it is\n" in out and "steps: none\n" in out
+    _fails([*args, "--address", "head:6379"], capsys, "--address is the Ray cluster's: use it with --executor ray")
+
+    def missing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise cli.OptbenchError("--executor ray needs the ray package: pip install 'optbench[ray]'")
+
+    monkeypatch.setattr("optbench.executors.ray.require_package", missing)
+    _fails([*args, "--executor", "ray"], capsys, "--executor ray needs the ray package")
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize("command", ["run", "report", "compare", "gate", "env"])

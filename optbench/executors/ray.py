@@ -54,12 +54,11 @@ class RayExecutor:
         """Start (or join) Ray and refuse, before any job runs, a cluster with no latency node that has
         `threads` CPUs (the recipe's [bench] threads) and, when `gpu` (the recipe has a CUDA runtime), a GPU:
         every run times latency, and that node fits every accuracy job too."""
-        require_package("ray", needed_for="--executor ray", install=INSTALL)
+        check_available(address)
         import ray
 
         sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: see _restore_sigterm
         if address:
-            check_reachable(address)
             try:
                 ray.init(address=address, log_to_driver=False)
             except ConnectionError as exc:  # "auto" with no cluster on this node
@@ -193,6 +192,14 @@ def _restore_sigterm(handler: Any) -> None:
     main thread only, and only there can one be set."""
     if handler is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+def check_available(address: str | None) -> None:
+    """Refuse, before Ray starts, what it cannot start with: the package missing, or nothing answering at
+    `address` (None: a local runtime, nothing to probe)."""
+    require_package("ray", needed_for="--executor ray", install=INSTALL)
+    if address:
+        check_reachable(address)
 
 
 def check_reachable(address: str) -> None:

@@ -153,7 +153,7 @@ class Engine:
     formats: tuple[str, ...]
     check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
-    declines: Callable[[RuntimeSpec, ModelArtifact], str | None] = lambda spec, artifact: None
+    declines: Callable[[RuntimeSpec, ModelArtifact], str | None] | None = None  # None: it runs every one
     for_bench: Callable[[RuntimeSpec, list[tuple[int, int | str]], int], RuntimeSpec] = lambda spec, *_: spec
 
 
@@ -166,15 +166,22 @@ ENGINES: dict[str, Engine] = {
 }
 
 
-def runs(spec: RuntimeSpec, artifact: ModelArtifact) -> bool:
-    """Whether the engine named by `spec` can run this artifact's format."""
-    return artifact.format in ENGINES[spec.name].formats
+def runs(spec: RuntimeSpec, model_format: str) -> bool:
+    """Whether the engine named by `spec` can run models of this format (an artifact's `format`)."""
+    return model_format in ENGINES[spec.name].formats
+
+
+def may_decline(spec: RuntimeSpec) -> bool:
+    """Whether the engine named by `spec` leaves out some models of the formats it runs: which, `declines` tells
+    once the model exists."""
+    return ENGINES[spec.name].declines is not None
 
 
 def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
     """Why the engine named by `spec` leaves out this artifact of a format it runs (the TensorRT provider and
     a model with onnxruntime's fused operators, say); None when it runs it."""
-    return ENGINES[spec.name].declines(spec, artifact)
+    decline = ENGINES[spec.name].declines
+    return None if decline is None else decline(spec, artifact)
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:

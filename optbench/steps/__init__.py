@@ -131,22 +131,37 @@ def run_step(
     return replace(output, origin=artifact.origin, lineage=(*artifact.lineage, step))
 
 
+def step_folder(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> Path:
+    """Where the step's output for this input and data is cached (whether it is there yet or not)."""
+    return cache_dir / f"{config.name}-{cache_key(config, artifact, data)}"
+
+
+def cached_output(folder: Path, step: str) -> ModelArtifact | None:
+    """The output of the step named `step` cached in `folder` (see `step_folder`), or None when it has none yet;
+    one whose model files changed after it was written is refused. The key covers the input's content, not its
+    history: the artifact's origin and lineage are its maker's, which a caller replaces with the input's."""
+    if not (folder / MANIFEST).is_file():
+        return None
+    cached = ModelArtifact.load(folder)
+    if content_hash(folder) != cached.sha256:
+        raise OptbenchError(
+            f"cached {step} output {folder} is damaged (its model files changed after it was written): "
+            "delete that folder and run again"
+        )
+    return cached
+
+
 def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
     if (artifact.path / QUANTIZATION_FILE).is_file():
         raise OptbenchError(
             f"{config.name} cannot take {artifact.variant}: torchao's INT8 scheme is applied only when the torch "
             "runtime loads it, and this step would drop it; make quantize-dynamic (backend torch) its chain's last step"
         )
-    target = cache_dir / f"{config.name}-{cache_key(config, artifact, data)}"
-    if (target / MANIFEST).is_file():
+    target = step_folder(config, artifact, data, cache_dir)
+    cached = cached_output(target, config.name)
+    if cached is not None:
         log.info("step %s: reusing %s", config.name, target)
-        cached = ModelArtifact.load(target)
-        if content_hash(target) != cached.sha256:
-            raise OptbenchError(
-                f"cached {config.name} output {target} is damaged (its model files changed after it was written): "
-                "delete that folder and run again"
-            )
-        return cached  # the key covers the input's content, not its history: the caller takes that from the input
+        return cached
     with work_folder(cache_dir, target.name) as work:  # gone however this ends; a killed run's, by the next
         result = STEPS[config.name].apply(config, artifact, data, work)
         replace(result, path=target).save_manifest(work)  # it names the folder it will be read from

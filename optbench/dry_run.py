@@ -1,0 +1,182 @@
+"""A recipe's run worked out without running it (`optbench run --dry-run`).
+
+The plan makes the checks a run makes before its first step (the data, the checkpoint, what each step of each
+chain gets), then walks the chains as the run does (`pipeline.apply_chains`) with the cache lookup in place of
+the step: a step whose input exists (the checkpoint, or a cached output) has a known cache folder, and its
+output is cached or not; a later step's folder is known only once the steps before it have run. The benchmark's
+pairs and jobs are the run's own (`bench.pair_up`, `sweep.plan`): a pair whose runtime may leave out models it
+cannot run is decided only once its model exists, so the job count is then an upper bound. Nothing is trained,
+exported, measured or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optbench.artifact import ModelArtifact
+from optbench.bench import pair_up
+from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.pipeline import apply_chains, checkpoint_of
+from optbench.recipe import Recipe
+from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
+from optbench.steps import RecipeStep, cached_output, step_folder
+from optbench.sweep import PlannedJob, plan
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A model the run takes or makes: its variant name and format, the number of the step that makes it in the
+    plan (0: the checkpoint), and its artifact where it exists already (the checkpoint, or a step's cached
+    output)."""
+
+    variant: str
+    format: str
+    made_by: int = 0
+    artifact: ModelArtifact | None = None
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step as the run meets it: its name, the variant it takes and the one it makes, and its cache folder (None
+    until `waits_for`, the step that makes its input, has run) with whether its output is there."""
+
+    name: str
+    takes: str
+    makes: str
+    folder: Path | None
+    cached: bool
+    waits_for: int = 0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What `optbench run` would do with a recipe: its steps in order, the variants, the benchmark's pairs (the
+    reference's index; those a runtime may still leave out once their model exists, and those it leaves out
+    already, with why) and jobs, and the folder its run folder would be made in."""
+
+    recipe: Recipe
+    checkpoint: ModelArtifact
+    data: LabelledData
+    steps: list[PlannedStep]
+    models: list[PlannedModel]
+    pairs: list[tuple[PlannedModel, RuntimeSpec]]
+    reference: int
+    undecided: set[int]
+    left_out: list[str]
+    jobs: list[PlannedJob]
+    runs_in: Path
+
+
+def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path) -> RunPlan:
+    """Check `recipe` as a run does before its first step, and plan the run (see the module's docstring)."""
+    data = load_dataset(recipe.dataset)
+    checkpoint, classifier = checkpoint_of(recipe)
+    steps: list[PlannedStep] = []
+    made: dict[str, PlannedModel] = {}  # chains that share their first steps share those outputs
+
+    def planned(config: Any, model: PlannedModel, variant: str) -> PlannedModel:
+        if variant in made:
+            return made[variant]
+        if model.artifact is None:
+            steps.append(PlannedStep(config.name, model.variant, variant, None, False, model.made_by))
+            output = None
+        else:
+            folder = step_folder(config, model.artifact, data, cache_dir)
+            output = cached_output(folder, config.name)
+            steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))
+        made[variant] = PlannedModel(variant, config.output_format, len(steps), output)
+        return made[variant]
+
+    if classifier:
+        data = align_labels(data, list(checkpoint.label_names))  # the run's check of the data's labels
+        baseline = PlannedModel("baseline", "hf", artifact=checkpoint)
+    else:
+        encoder = PlannedModel("the checkpoint", "hf", artifact=checkpoint)
+        baseline = planned(recipe.finetune, encoder, "baseline")
+
+    def apply(step: RecipeStep, model: PlannedModel) -> PlannedModel:
+        return planned(step.config, model, f"{model.variant}+{step.shown}")
+
+    models = list({m.variant: m for m in apply_chains(recipe, baseline, apply)[0]}.values())
+    reasons = {
+        (m.variant, spec.label): reason
+        for m in models
+        for spec in recipe.bench.runtimes
+        if m.artifact is not None and runs(spec, m.format) and (reason := declines(spec, m.artifact))
+    }
+    pairs, reference = pair_up(
+        models,
+        recipe.bench.runtimes,
+        lambda spec, m: runs(spec, m.format) and (m.variant, spec.label) not in reasons,
+    )
+    bench = recipe.bench
+    return RunPlan(
+        recipe=recipe,
+        checkpoint=checkpoint,
+        data=data,
+        steps=steps,
+        models=models,
+        pairs=pairs,
+        reference=reference,
+        undecided={i for i, (m, spec) in enumerate(pairs) if m.artifact is None and may_decline(spec)},
+        left_out=[f"{variant} on {runtime}: {reason}" for (variant, runtime), reason in reasons.items()],
+        jobs=plan(len(pairs), reference, bench.shapes(), bench.rounds, bench.aa_check),
+        runs_in=results_dir / recipe.name,
+    )
+
+
+def describe(run: RunPlan, executor: str) -> str:
+    """The plan as the lines `optbench run --dry-run` prints; `executor` says where the jobs would run."""
+    recipe, data, bench = run.recipe, run.data, run.recipe.bench
+    kind = "a classifier: the baseline as it is" if run.checkpoint.label_names else "an encoder: fine-tuned first"
+    lines = [
+        f"recipe {recipe.name}: valid (dry run: nothing was trained, measured or written)",
+        f"model: {run.checkpoint.origin['checkpoint']}, {kind}",
+        f"data: {data.source}: {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test "
+        f"rows; labels {', '.join(data.label_names)}; max_length {data.max_length}",
+        f"steps, in order ({len(run.steps)}):" if run.steps else "steps: none",
+    ]
+    lines += [f"  {i}. {_step_line(step, run.steps)}" for i, step in enumerate(run.steps, 1)]
+    shapes = [f"{batch}x{seq_len}" for batch, seq_len in bench.shapes()]
+    lines += [
+        f"variants ({len(run.models)}): {', '.join(m.variant for m in run.models)}",
+        f"runtimes ({len(bench.runtimes)}): {', '.join(spec.label for spec in bench.runtimes)}",
+        f"shapes ({len(shapes)}, batch x sequence length): {', '.join(shapes)}",
+        f"benchmark pairs ({len(run.pairs)}):",
+    ]
+    lines += [f"  {_pair_line(run, i)}" for i in range(len(run.pairs))]
+    lines += [f"  left out: {line}" for line in run.left_out]
+    lines += [
+        _jobs_line(run, executor),
+        f"reports: {run.runs_in / '<run id>'}/ (a new run id, or the one of an unfinished sweep of this same plan, "
+        "which the run resumes)",
+    ]
+    return "\n".join(lines)
+
+
+def _step_line(step: PlannedStep, steps: list[PlannedStep]) -> str:
+    where = f"{step.name}: takes {step.takes}, makes {step.makes}: "
+    if step.folder is None:
+        return where + f"cached or not: known after step {step.waits_for} ({steps[step.waits_for - 1].name}) runs"
+    return where + ("cached" if step.cached else "not cached, runs") + f" ({step.folder})"
+
+
+def _pair_line(run: RunPlan, index: int) -> str:
+    model, spec = run.pairs[index]
+    line = f"{model.variant} on {spec.label}"
+    if index == run.reference:
+        line += " (the reference)" if spec in run.recipe.bench.runtimes else " (the reference: measured always)"
+    if index in run.undecided:
+        line += f" (if {spec.name} takes the model: decided once it exists)"
+    return line
+
+
+def _jobs_line(run: RunPlan, executor: str) -> str:
+    accuracy = sum(job.kind == "accuracy" for job in run.jobs)
+    repeats = sum(job.repeat for job in run.jobs)
+    counts = f"{accuracy} accuracy, {len(run.jobs) - accuracy - repeats} latency, {repeats} A/A repeats"
+    total = f"at most {len(run.jobs)}" if run.undecided else str(len(run.jobs))
+    rounds = run.recipe.bench.rounds
+    return f"benchmark jobs: {total} ({counts}; {rounds} round{'s' if rounds > 1 else ''}), run by {executor}"
