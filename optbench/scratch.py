@@ -37,7 +37,8 @@ def work_folder(parent: Path, stem: str) -> Iterator[Path]:
     name = f".{stem}.{os.getpid()}.{secrets.token_hex(4)}"  # unique: processes sharing a cache may share a pid
     lock = parent / f"{name}{LOCK_SUFFIX}"
     folder = parent / f"{name}{FOLDER_SUFFIX}"
-    handle = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # open for writing: NFS emulates flock with a byte-range lock, whose exclusive form needs it (flock(2))
+    handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else holds it
@@ -58,7 +59,7 @@ def remove_leftovers(parent: Path) -> None:
     for folder in parent.glob(f".*{FOLDER_SUFFIX}"):
         lock = folder.with_name(folder.name.removesuffix(FOLDER_SUFFIX) + LOCK_SUFFIX)
         try:
-            handle = os.open(lock, os.O_RDONLY)
+            handle = os.open(lock, os.O_RDWR)  # for writing, as work_folder's: NFS locks need it
         except OSError:  # no lock file: its process is done with it, or it is not a work folder
             continue
         try:

@@ -69,3 +69,27 @@ def test_on_a_filesystem_without_locks_the_folder_has_no_lock_file_for_another_p
     with work_folder(tmp_path, "step") as folder:
         assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_on_nfs_a_killed_process_s_folder_is_still_found_and_removed(tmp_path: Path, monkeypatch) -> None:
+    """NFS emulates flock with a byte-range lock, whose exclusive form needs the file open for writing (flock(2),
+    "NFS details"): a lock file opened read-only could never be locked there, so on the shared cache volume the
+    docstring names, every work folder went without a lock file and a killed run's was never removed."""
+    import fcntl
+    import os
+
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr("optbench.scratch.fcntl.flock", nfs_flock)
+    left = tmp_path / ".step.4242.aa11bb22.tmp"  # what a process killed inside work_folder leaves
+    (left / "weights").parent.mkdir()
+    (left / "weights").write_bytes(b"half-written")
+    left.with_suffix(".lock").touch()
+    with work_folder(tmp_path, "step") as folder:
+        assert not left.exists() and not left.with_suffix(".lock").exists()
+        assert folder.with_suffix(".lock").is_file()  # its own lock held, so no other process takes it
