@@ -141,6 +141,26 @@ def cuda_gpu() -> dict[str, str] | None:
     return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
 
 
+def cuda_gpu_name() -> str | None:
+    """The name of the first CUDA GPU this process sees (CUDA_VISIBLE_DEVICES applies), from the NVIDIA driver's
+    own library (`cuDeviceGetName`, whose name torch's `get_device_name` reports too), or None without a driver or
+    a GPU. Unlike `cuda_gpu`, it imports no torch: an onnxruntime job must not count torch's few hundred MiB."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    device, name = ctypes.c_int(), ctypes.create_string_buffer(256)
+    if (
+        driver.cuInit(0)  # each returns a CUresult: 0 is success
+        or driver.cuDeviceGet(ctypes.byref(device), 0)
+        or driver.cuDeviceGetName(name, len(name), device)
+    ):
+        return None
+    return name.value.decode(errors="replace") or None
+
+
 def _library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata, so no heavy library is imported.
 

@@ -4,6 +4,7 @@ CUDA-event timing. What a CPU can check runs everywhere; what needs a GPU says s
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,13 +30,14 @@ NO_GPU = "needs a CUDA GPU (torch sees none)"
 PROFILE = {"min": [1, 1], "opt": [1, 128], "max": [64, 128]}
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
 OTHER_TEXTS = ["an unexpected delight from its first scene to its last", "rotten", "meh"]
-GPU = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+GPU = "NVIDIA H100 80GB HBM3"
 
 
 @pytest.fixture(autouse=True)
 def _a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The GPU whose name keys the TensorRT provider's engine cache: the sessions here are faked, and so is it."""
-    monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: dict(GPU))
+    """The GPU whose name keys the TensorRT provider's engine cache: the sessions here are faked, and so is the
+    driver that names it."""
+    _fake_driver(monkeypatch, GPU)
 
 
 @pytest.fixture
@@ -208,16 +210,71 @@ def test_tensorrt_provider_engines_of_each_gpu_model_are_cached_apart(
     plain = _save_tiny_onnx(tmp_path / "plain")
     folders = []
     for name in ("NVIDIA L4", "NVIDIA GeForce RTX 4090"):
-        monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda name=name: {"gpu": name, "compute_capability": "8.9"})
+        _fake_driver(monkeypatch, name)
         folders.append(trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt")).name)
     assert folders[0].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-L4-ort")
     assert folders[1].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-GeForce-RTX-4090-ort")
-    monkeypatch.setattr(ort_runtime, "cuda_gpu", lambda: None)
-    with pytest.raises(OptbenchError, match=r"torch sees no CUDA GPU: install a CUDA build.*trt_engine_cache = false"):
+    _fake_driver(monkeypatch, None)
+    with pytest.raises(OptbenchError, match=r"the CUDA driver names no GPU: check .*, or set trt_engine_cache = false"):
         trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt"))
     spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False})
     assert load_runtime(spec, plain, threads=1).engine_cache is None
     assert not gpu_sessions[0][0][1]["trt_engine_cache_enable"] and "trt_engine_cache_path" not in gpu_sessions[0][0][1]
+
+
+def test_tensorrt_provider_names_the_gpu_without_importing_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
+) -> None:
+    """An onnxruntime job never loads torch, whose few hundred MiB would count in its peak RSS (job.execute): the
+    engine cache's GPU name came from torch, imported in every TensorRT provider job. The driver names it."""
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    _fake_driver(monkeypatch, "NVIDIA L4")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails, as a job must never need it
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    runtime = load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
+    assert runtime.engine_cache is not None and "-fp16-NVIDIA-L4-ort" in runtime.engine_cache.name
+
+
+def _fake_driver(monkeypatch: pytest.MonkeyPatch, gpu: str | None, *, init: int = 0) -> None:
+    """libcuda.so.1 as ctypes loads it: `gpu` its device 0 (None: no driver library), `init` what cuInit returns."""
+    import ctypes
+
+    real = ctypes.CDLL
+
+    class Driver:
+        def cuInit(self, flags: int) -> int:
+            return init
+
+        def cuDeviceGet(self, device: Any, ordinal: int) -> int:
+            device._obj.value = ordinal
+            return 0
+
+        def cuDeviceGetName(self, name: Any, length: int, device: Any) -> int:
+            name.value = gpu.encode()[: length - 1]
+            return 0
+
+    def load(library: str, *args: Any, **kwargs: Any) -> Any:
+        if library != "libcuda.so.1":
+            return real(library, *args, **kwargs)
+        if gpu is None:
+            raise OSError("libcuda.so.1: cannot open shared object file: No such file or directory")
+        return Driver()
+
+    monkeypatch.setattr(ctypes, "CDLL", load)
+
+
+def test_the_driver_names_the_gpu_or_none() -> None:
+    from optbench.environment import cuda_gpu_name
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _fake_driver(monkeypatch, "NVIDIA H200")
+        assert cuda_gpu_name() == "NVIDIA H200"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _fake_driver(monkeypatch, None)  # no NVIDIA driver
+        assert cuda_gpu_name() is None
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _fake_driver(monkeypatch, "NVIDIA H200", init=100)  # CUDA_ERROR_NO_DEVICE: none visible
+        assert cuda_gpu_name() is None
 
 
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:

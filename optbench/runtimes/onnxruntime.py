@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.environment import TF32_OVERRIDE, cuda_gpu, tensorrt_version
+from optbench.environment import TF32_OVERRIDE, cuda_gpu_name, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
 from optbench.onnx_graph import custom_operators, is_qdq, load_graph, remake, require_model_file
@@ -361,7 +361,7 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, options: OrtOp
     carry the precision flags and the GPU's compute capability, which two GPU models share (an L4 and an RTX 4090,
     8.9), while a TensorRT engine is tuned to, and runs only on, the GPU model it was built on: GPUs of a Ray
     cluster that share one cache volume would load each other's engines, so the GPU's name keys the folder too (an
-    error, naming the fix, when torch sees no GPU to name). Engines built under NVIDIA_TF32_OVERRIDE=0
+    error, naming the fix, when the driver names no GPU). Engines built under NVIDIA_TF32_OVERRIDE=0
     (TensorRT's FP32 layers without TF32; the provider has no option for it) are kept apart, as their names would
     not tell, and so are engines of another `trt_profile`: onnxruntime names an engine by its graph, not its
     profile, so two profiles share one engine file, which it rebuilds (over the other's) whenever the profile
@@ -374,13 +374,14 @@ def trt_engine_cache_dir(artifact: ModelArtifact, precision: str, options: OrtOp
     mode += "-int8" if options.trt_int8 else ""
     mode += "-notf32" if os.environ.get(TF32_OVERRIDE) == "0" else ""
     mode += f"-{options.trt_profile.tag}" if options.trt_profile is not None else ""
-    gpu = cuda_gpu()
+    gpu = cuda_gpu_name()  # the driver's, not torch's: this runs in the job, which must not import torch
     if gpu is None:
         raise OptbenchError(
-            "the TensorRT provider's engines are cached per GPU model, which torch names, and torch sees no CUDA "
-            "GPU: install a CUDA build of torch (docker/gpu.Dockerfile has one), or set trt_engine_cache = false"
+            "the TensorRT provider's engines are cached per GPU model, and the CUDA driver names no GPU: check that "
+            "the NVIDIA driver is installed and a GPU visible (nvidia-smi, CUDA_VISIBLE_DEVICES), or set "
+            "trt_engine_cache = false"
         )
-    target = re.sub(r"[^A-Za-z0-9.]+", "-", gpu["gpu"]).strip("-")
+    target = re.sub(r"[^A-Za-z0-9.]+", "-", gpu).strip("-")
     versions = f"ort{onnxruntime.__version__}-trt{tensorrt_version() or 'unknown'}"
     return default_cache_dir() / "ort-tensorrt" / f"{artifact.sha256[:16]}-{mode}-{target}-{versions}"
 
