@@ -371,3 +371,4 @@ def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
     table = budget_regressions(budgets, [before], [after])
     assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency)", "pass", "fail"]]
     assert "batch 1 x 128" in table["why"].iloc[0]
+    assert table["seq_len"].tolist() == ["-"]  # not "batch 1 x 128", which the All rows line called a seq_len
