@@ -496,10 +496,18 @@ def _env(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    resume = "; the same command resumes it (cached steps and finished jobs are kept)" if args.command == "run" else ""
-    return run_command(
-        "optbench", lambda: args.handler(args), args.verbose, f"nothing was written for the unfinished run{resume}"
-    )
+    return run_command("optbench", lambda: args.handler(args), args.verbose, _after_interrupt(args))
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind, said after `interrupted;`: a run resumes where it stopped; a dry run, which
+    writes nothing and has nothing to resume, is simply run again."""
+    unfinished = "nothing was written for the unfinished run"
+    if args.command != "run":
+        return unfinished
+    if args.dry_run:
+        return "a dry run writes nothing: run it again to see the whole plan"
+    return f"{unfinished}; the same command resumes it (cached steps and finished jobs are kept)"
 
 
 def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interrupt: str) -> int:

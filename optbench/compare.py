@@ -170,7 +170,8 @@ def budget_regressions(budgets: list[Budget], a: list[Report], b: list[Report]) 
     for check in evaluate(budgets, newest_run(b)):
         old = before.get(_check_key(check))
         if check.verdict == "fail" and old is not None and old.verdict != "fail":
-            key = [check.variant, check.runtime, "-", "-", "-", check.shape or "-", check.machine or "-"]
+            # no device, precision or shape of its own (its runtime is the label; its why says the shape)
+            key = [check.variant, check.runtime, "-", "-", "-", "-", check.machine or "-"]
             figure = f"{check.limit.key} ({check.budget})"
             out.append([*key, figure, old.verdict, check.verdict, None, "newly failing", check.reason])
     return pd.DataFrame(out, columns=COLUMNS)

@@ -120,12 +120,13 @@ def bert_from_onnx(onnx_path: Path, *, num_heads: int) -> Any:
 def check_conversion(model: Any, onnx_path: Path, tokenizer: Any) -> float:
     """Largest absolute difference of the token embeddings between the converted model and the ONNX
     file on a few sentences; beyond `CONVERSION_TOLERANCE` the conversion is refused."""
-    import onnxruntime
     import torch
+
+    from optbench.runtimes.onnxruntime import PROVIDERS, inference_session
 
     texts = ["a gripping, beautifully shot film.", "dull and far too long", "not bad at all"]
     batch = tokenizer(texts, padding=True, return_tensors="np")
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = inference_session(onnx_path, [PROVIDERS["cpu"]])
     feed = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
     # the file's outputs include its inputs passed through; the token embeddings are the 3-D one
     expected = next(out for out in session.run(None, feed) if out.ndim == 3)

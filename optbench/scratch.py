@@ -8,12 +8,11 @@ its process dies, however it dies, so a work folder whose lock can be taken has 
 pid cannot tell that: processes in containers sharing a cache volume share pids, and another machine's pids
 mean nothing here. A cache shared between machines must be on a filesystem whose locks they all see (NFS's are;
 one mounted with local locks is not), as the peers' environments' build lock needs too. Where the filesystem
-refuses locks, a work folder gets no lock file and is removed only by its own process, as before.
+refuses locks (optbench/locks.py), a work folder gets no lock file and is removed only by its own process.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -21,6 +20,8 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from optbench.locks import LocksRefused, take_lock, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,11 @@ def work_folder(parent: Path, stem: str) -> Iterator[Path]:
     name = f".{stem}.{os.getpid()}.{secrets.token_hex(4)}"  # unique: processes sharing a cache may share a pid
     lock = parent / f"{name}{LOCK_SUFFIX}"
     folder = parent / f"{name}{FOLDER_SUFFIX}"
-    # open for writing: NFS emulates flock with a byte-range lock, whose exclusive form needs it (flock(2))
-    handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)  # for writing, as locks.py says
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else holds it
-        except OSError:  # a filesystem without locks: no lock file, so no process takes this folder for a leftover
+            take_lock(handle, lock)  # a new file: no one else holds it
+        except LocksRefused:  # no lock file, so no process takes this folder for a leftover
             lock.unlink()
         try:
             folder.mkdir()
@@ -62,9 +62,7 @@ def remove_leftovers(parent: Path) -> None:
             handle = os.open(lock, os.O_RDWR)  # for writing, as work_folder's: NFS locks need it
         except OSError:  # no lock file: its process is done with it, or it is not a work folder
             continue
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: a live process writes it
+        if not try_lock(handle):  # held: a live process writes it
             os.close(handle)
             continue
         try:

@@ -110,8 +110,9 @@ def common_settings(rows: pd.DataFrame) -> dict[str, str]:
 
 def settings_line(settings: dict[str, str]) -> str | None:
     """What every row of a table shares (`common_settings`), said once above it: `All rows: device cpu · batch 1 ·
-    seq_len 128`; None where its rows share none."""
-    said = " · ".join(f"{SETTINGS[c]} {value}" for c, value in settings.items())
+    seq_len 128`; None where its rows share none. A setting no row has (every cell `-`: compare's budget rows) is
+    not said: `device -` tells nothing, and its column, as empty, is left out all the same."""
+    said = " · ".join(f"{SETTINGS[c]} {value}" for c, value in settings.items() if value != "-")
     return f"All rows: {said}" if said else None
 
 

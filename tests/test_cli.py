@@ -388,6 +388,20 @@ def test_dry_run_shows_cached_steps_and_what_waits_for_a_step(
     assert "benchmark jobs: at most 11 (3 accuracy, 6 latency, 2 A/A repeats; 1 round)" in out
 
 
+def test_an_interrupted_dry_run_says_it_wrote_nothing_not_that_it_resumes(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # Ctrl-C while the dry run loads the model and data
+
+    _never_starts(monkeypatch)
+    monkeypatch.setattr("optbench.dry_run.plan_run", interrupted)
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    assert main(["run", str(recipe), "--results", str(tmp_path / "results"), "--dry-run"]) == 130
+    err = capsys.readouterr().err
+    assert err == "optbench: interrupted; a dry run writes nothing: run it again to see the whole plan\n"
+
+
 def test_dry_run_checks_the_executor_without_starting_it(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

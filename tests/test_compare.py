@@ -296,6 +296,7 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     assert main(["compare", str(a), str(b), "--budget", str(budgets), "--only-changes"]) == 0
     out = capsys.readouterr().out
     assert "| max_accuracy_drop (ship) | pass | fail | - | newly failing |" in out
+    assert "All rows" not in out  # the budget row has no device, precision or shape to say: not "device -"
     budgets.write_text('[[budget]]\nmax_accuracy_drop = "1"\n')
     assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
     assert "max_accuracy_drop" in capsys.readouterr().err
@@ -370,3 +371,4 @@ def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
     table = budget_regressions(budgets, [before], [after])
     assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency)", "pass", "fail"]]
     assert "batch 1 x 128" in table["why"].iloc[0]
+    assert table["seq_len"].tolist() == ["-"]  # not "batch 1 x 128", which the All rows line called a seq_len

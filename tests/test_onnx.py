@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import _write_fp16_weights_only
+from conftest import _save_tiny_onnx, _write_fp16_weights_only
 
 from optbench.artifact import HF_FILES, ModelArtifact, content_hash
 from optbench.data import DatasetConfig, batches, load_dataset
@@ -175,6 +175,28 @@ def _export_invalid_as_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
 
     monkeypatch.setattr(onnx_step, "export", export)
+
+
+def test_no_cpu_session_prints_onnxruntime_s_fallback_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """onnxruntime opens a session again on the CPU provider, even from the CPU provider alone, when it raises a
+    RuntimeError while it opens, printing "EP Error ..." on stdout: the export's check and the load's check of the
+    CPU provider printed it into optbench's output before their own error."""
+    import onnxruntime
+
+    from optbench.runtimes.onnxruntime import open_session
+
+    def fails(session, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        session._fallback_providers = ["CPUExecutionProvider"]  # as onnxruntime's own sets them, before it fails
+        raise RuntimeError("a check inside onnxruntime")
+
+    path = _save_tiny_onnx(tmp_path / "model").path / "model.onnx"
+    monkeypatch.setattr(onnxruntime.InferenceSession, "_create_inference_session", fails)
+    assert onnx_step.onnxruntime_refusal(path) == "a check inside onnxruntime"
+    with pytest.raises(OptbenchError, match=r"cannot load .* \(a check inside onnxruntime\): the file is damaged"):
+        open_session(path, providers=[("CUDAExecutionProvider", {})], threads=1)  # then the CPU provider's reason
+    assert capsys.readouterr().out == ""
 
 
 def test_auto_goes_on_past_an_export_onnxruntime_cannot_load(

@@ -152,6 +152,29 @@ def test_a_build_removes_the_environments_of_killed_builds_but_not_of_live_ones(
     assert not killed.exists() and (live / "bin").is_dir()
 
 
+def test_on_a_filesystem_without_locks_no_environment_is_built_and_the_step_fails_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """Two runs building one environment unlocked would remove each other's half-built folder: the peer fails,
+    as a step (the other chains go on), where the build died of an uncaught OSError traceback."""
+    import errno
+
+    def no_locks(*args) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    killed = venv.env_path(tmp_path, "optimum", ("x==1",))
+    (killed / "bin").mkdir(parents=True)  # a killed build's: with no lock to take, nothing tells it is not live
+    killed.with_name(f".{killed.name}.lock").touch()
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    with pytest.raises(
+        StepFailed,
+        match=r"cannot build the optimum environment: the filesystem of .* refuses file "
+        r"locks \(No locks available\): put the cache \(--cache or \$OPTBENCH_CACHE\) on one",
+    ):
+        venv.peer_env(tmp_path, "optimum", ())
+    assert not venv.env_path(tmp_path, "optimum", ()).exists() and (killed / "bin").is_dir()
+
+
 def test_when_optimum_fails_the_step_fails_with_its_reason(
     bare_env_root: Path, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,7 +65,7 @@ def test_on_a_filesystem_without_locks_the_folder_has_no_lock_file_for_another_p
     def no_locks(*args) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr("optbench.scratch.fcntl.flock", no_locks)
+    monkeypatch.setattr("optbench.locks.fcntl.flock", no_locks)
     with work_folder(tmp_path, "step") as folder:
         assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert list(tmp_path.iterdir()) == []
@@ -85,7 +85,7 @@ def test_on_nfs_a_killed_process_s_folder_is_still_found_and_removed(tmp_path: P
             raise OSError(errno.EBADF, "Bad file descriptor")
         real_flock(fd, operation)
 
-    monkeypatch.setattr("optbench.scratch.fcntl.flock", nfs_flock)
+    monkeypatch.setattr("optbench.locks.fcntl.flock", nfs_flock)
     left = tmp_path / ".step.4242.aa11bb22.tmp"  # what a process killed inside work_folder leaves
     (left / "weights").parent.mkdir()
     (left / "weights").write_bytes(b"half-written")

@@ -14,7 +14,7 @@ from report_fixtures import gpu_report, make_report, with_figures
 from optbench.errors import OptbenchError
 from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob
 from optbench.runtimes import RuntimeSpec
-from optbench.table import render, to_frame
+from optbench.table import render, settings_line, to_frame
 
 
 def test_to_frame_columns_and_values() -> None:
@@ -195,6 +195,13 @@ def test_markdown_keeps_a_setting_the_rows_differ_in_as_a_column() -> None:
     assert header.startswith("| variant | runtime | batch_size | p50_ms |")
     assert "All rows: device cpu · runtime precision fp32 · seq_len 128\n" in text
     assert "| baseline | torch | 8 | " in text
+
+
+def test_the_settings_line_leaves_out_a_setting_no_row_has() -> None:
+    # compare's budget rows have no device, precision or shape: the line read "All rows: device - · batch - ..."
+    line = settings_line({"device": "cpu", "precision_mode": "-", "batch_size": "1"})
+    assert line == "All rows: device cpu · batch 1"
+    assert settings_line({"device": "-", "seq_len": "-"}) is None
 
 
 def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:

@@ -4,6 +4,8 @@ An environment is built on first use under the cache, named by its requirements 
 new one), and reused after. It counts as built only once the marker file is written after every install
 succeeded. A lock keeps two runs from building it at once; a build that fails or is interrupted removes its
 folder, and one whose process was killed outright (its lock free, no marker) is removed by the next build.
+Where the cache's filesystem refuses locks, no environment is built: two runs building one at once would
+each remove the other's half-built folder, or mark a mix of both built, so the peer fails naming the fix.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from optbench.atomic import write_json_atomic
 from optbench.errors import StepFailed
+from optbench.locks import LocksRefused, take_lock, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def peer_env(root: Path, name: str, requirements: tuple[str, ...]) -> PeerEnv:
         raise StepFailed(_failed_builds[path])
     root.mkdir(parents=True, exist_ok=True)
     _remove_killed_builds(root)
-    with _locked(root / f".{path.name}.lock"):
+    with _locked(root / f".{path.name}.lock", name):
         if not (path / READY).is_file():  # another run may have built it while this one waited
             try:
                 _build(path, name, requirements)
@@ -76,17 +79,16 @@ def peer_env(root: Path, name: str, requirements: tuple[str, ...]) -> PeerEnv:
 
 
 @contextmanager
-def _locked(lock_file: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold `lock_file`'s lock while the block runs (the kernel lets go when the process dies); without `wait`,
-    the block gets False at once when another process holds it."""
+def _locked(lock_file: Path, name: str) -> Iterator[None]:
+    """Hold `lock_file`'s lock while the block runs (the kernel lets go when the process dies), waiting while
+    another process holds it; where the filesystem refuses locks, StepFailed naming the fix."""
     with lock_file.open("w") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+            take_lock(handle.fileno(), lock_file)
+        except LocksRefused as exc:
+            raise StepFailed(f"cannot build the {name} environment: {exc}") from None
         try:
-            yield True
+            yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -98,8 +100,8 @@ def _remove_killed_builds(root: Path) -> None:
         path = root / lock_file.name.removeprefix(".").removesuffix(".lock")
         if not path.is_dir() or (path / READY).is_file():
             continue
-        with _locked(lock_file, wait=False) as held:
-            if held and not (path / READY).is_file():
+        with lock_file.open("w") as handle:  # closing it lets go of the lock
+            if try_lock(handle.fileno()) and not (path / READY).is_file():
                 log.info("removing %s: its build was cut short", path)
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -40,17 +40,11 @@ CUDA_OPTIONS = {"use_tf32": False}
 def open_session(
     path: Path, *, providers: list[Any], threads: int | None, level: str = "all", profile_dir: Path | None = None
 ) -> Any:
-    """An InferenceSession with explicit threads and graph optimization level, and without onnxruntime's Python
-    fallback, which opens the session again on other providers when a provider raises (RuntimeError) while it
-    opens, and runs a call again on them when a provider fails (EPFail) in `run`, printing the error on stdout: a
-    TensorRT run would be timed on CUDA. A file that does not load is a clear error; so is a GPU provider that
-    fails on a file the CPU provider loads, which is not the file's fault."""
-    import onnxruntime as ort
-
+    """`inference_session`, where a file that does not load is a clear error, and so is a GPU provider that fails
+    on a file the CPU provider loads (not the file's fault)."""
     require_model_file(path)
-    options = _session_options(threads, level, profile_dir)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+        return inference_session(path, providers, threads, level, profile_dir)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/EPFail/RuntimeException types
         failure = _first_line(exc)
         cpu_failure = _cpu_failure(path, threads, level) if _names(providers) != [PROVIDERS["cpu"]] else failure
@@ -59,6 +53,25 @@ def open_session(
         raise OptbenchError(
             f"onnxruntime cannot load {path} ({cpu_failure}): the file is damaged or not an ONNX model; {remake(path)}"
         ) from exc
+
+
+def inference_session(
+    path: Path,
+    providers: list[Any],
+    threads: int | None = None,
+    level: str = "all",
+    profile_dir: Path | None = None,
+) -> Any:
+    """onnxruntime's InferenceSession of `path` (errors as onnxruntime raises them), as optbench opens every one:
+    explicit threads (None: onnxruntime's own) and graph optimization level, and without onnxruntime's Python
+    fallback, which opens the session again on other providers (the CPU's, even from the CPU's alone) when a
+    provider raises a RuntimeError or ValueError while it opens, and runs a call again on them when a provider
+    fails (EPFail) in `run`, printing the error on stdout: a TensorRT run would be timed on CUDA, and a file the
+    CPU provider refuses would put an "EP Error" banner in optbench's output before optbench's own error."""
+    import onnxruntime as ort
+
+    options = _session_options(threads, level, profile_dir)
+    return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
 
 
 def _session_options(threads: int | None, level: str, profile_dir: Path | None) -> Any:
@@ -84,10 +97,8 @@ def _session_options(threads: int | None, level: str, profile_dir: Path | None) 
 
 def _cpu_failure(path: Path, threads: int | None, level: str) -> str | None:
     """The first line of onnxruntime's error when its CPU provider opens `path`, or None when it opens it."""
-    import onnxruntime as ort
-
     try:
-        ort.InferenceSession(str(path), _session_options(threads, level, None), providers=[PROVIDERS["cpu"]])
+        inference_session(path, [PROVIDERS["cpu"]], threads, level)
     except Exception as exc:
         return _first_line(exc)
     return None

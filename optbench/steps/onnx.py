@@ -328,10 +328,10 @@ def check_loads(path: Path) -> None:
 
 def onnxruntime_refusal(path: Path) -> str | None:
     """Why onnxruntime's CPU provider will not load the ONNX file at `path`, or None when it loads it."""
-    import onnxruntime as ort
+    from optbench.runtimes.onnxruntime import PROVIDERS, inference_session
 
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inference_session(path, [PROVIDERS["cpu"]])
     except Exception as exc:  # onnxruntime raises its own InvalidGraph/Fail/NotImplemented types
         return str(exc).strip().split("failed:", 1)[-1].strip()
     return None
