@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
         "rows whose workloads differ (data, max_length, threads, timing, max_batches, rounds: the why column names "
         "which) not comparable. "
-        "With --budget, every budget check that B's newest run fails and A's passed (or left inconclusive) is "
-        "listed as newly failing too.",
+        "With --budget, every budget check that A's newest run passed (or left inconclusive) and B's newest run "
+        "fails, cannot judge (the budget's shape not measured, the job failed) or has no report for is listed as "
+        "newly failing too.",
     )
     # metavars as the description names them (A, B, RESULTS): lower case, `results` read as the folder's name
     compare.add_argument(
@@ -237,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--budget",
         type=path_argument,
-        help="budgets file (as for gate): also mark newly failing every check B's newest run fails and A's did not",
+        help="budgets file (as for gate): also mark newly failing every check A's newest run did not fail and B's "
+        "does not pass",
     )
     compare.add_argument(
         "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
@@ -436,14 +438,14 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    found_a, found_b = load_side(args.a), load_side(args.b)
+    (found_a, _), (found_b, failed_b) = load_side(args.a), load_side(args.b)
     for side, spec, found in (("A", args.a, found_a), ("B", args.b, found_b)):
         if not found:
             raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
     before, after = [report for _, report in found_a], [report for _, report in found_b]
     table = compare(to_frame(before), to_frame(after), workloads_of(before + after))
     if budgets:
-        table = pd.concat([budget_regressions(budgets, before, after), table], ignore_index=True)
+        table = pd.concat([budget_regressions(budgets, before, after, failed_b), table], ignore_index=True)
     read = [file for file, _ in found_a + found_b]
     text = render(table, args.format, only_changes=args.only_changes)
     _emit(text, args.output, read, [args.budget] if args.budget else [])
@@ -468,17 +470,12 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.budget import load_budgets
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
     from optbench.output_paths import refuse_overwriting_inputs
-    from optbench.report import FAILURES_FILE, distinct, load_failures, report_files
+    from optbench.report import distinct, report_files, run_failures
 
     budgets = load_budgets(args.budget)
     found = report_files(args.results)
     run = newest_run(distinct(found))  # a run copied into two folders is judged once
-    # the run's failures.json lies beside its reports, whatever its folder is called
-    folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
-    failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
-    failed = list(dict.fromkeys(failed))  # a run copied into two folders lists its failures once
-    failed = [f for f in failed if f.run_id in ("", run[0].run_id)]  # not another run's, beside a copied report
-    checks = evaluate(budgets, run, failed)
+    checks = evaluate(budgets, run, run_failures(found, run))
     if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)
         refuse_overwriting_inputs("--junit", [args.junit], [file for file, _ in found], [args.budget])
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))

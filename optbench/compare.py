@@ -7,13 +7,15 @@ Rows are matched by variant, runtime, device, precision, batch size and sequence
 when a side holds results of several machines (a distributed run); with one machine a side, the two are
 compared as they are, across machines too (the machine column says "A -> B"). When a side holds several
 runs, each row's newest report is used. Newly failing: a row A measured and B did not,
-or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's fails.
+or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's does not pass: it
+fails, cannot be judged (as the gate, which fails it: not measured at the budget's shape, its job failed) or has
+no report to judge at all.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from optbench.budget import Budget
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
-from optbench.report import Report
+from optbench.report import FailedJob, Report
 from optbench.table import common_settings, missing, settings_line
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
@@ -163,23 +165,55 @@ def _flat(workload: Mapping) -> dict[str, object]:
     return out
 
 
-def budget_regressions(budgets: list[Budget], a: list[Report], b: list[Report]) -> pd.DataFrame:
-    """Comparison rows for the budget checks that fail on B's newest run but did not fail on A's."""
-    before = {_check_key(check): check for check in evaluate(budgets, newest_run(a))}
+def budget_regressions(
+    budgets: list[Budget], a: list[Report], b: list[Report], failed_b: Sequence[FailedJob] = ()
+) -> pd.DataFrame:
+    """Comparison rows for the budget checks that A's newest run passed (or left inconclusive) and B's newest run
+    does not pass: B fails it, or cannot judge it (not measured at the budget's shape, or its job failed: among
+    `failed_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks are
+    matched by budget, limit, shape, variant and runtime, and by machine when a side's run spans several (as rows
+    are, `match_key`)."""
+    run_a, run_b = newest_run(a), newest_run(b)
+    several = any(len({r.environment.get("machine") for r in run}) > 1 for run in (run_a, run_b))
+
+    def key(check: Check) -> tuple[str, ...]:
+        """One check of one budget: budgets may share a name (one per shape, say)."""
+        machine = check.machine if several else ""
+        return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, machine
+
+    before = {key(check): check for check in evaluate(budgets, run_a)}  # a report copied in twice: checked once
+    after = {key(check): check for check in evaluate(budgets, run_b, list(failed_b))}
     out = []
-    for check in evaluate(budgets, newest_run(b)):
-        old = before.get(_check_key(check))
-        if check.verdict == "fail" and old is not None and old.verdict != "fail":
-            # no device, precision or shape of its own (its runtime is the label; its why says the shape)
-            key = [check.variant, check.runtime, "-", "-", "-", "-", check.machine or "-"]
-            figure = f"{check.limit.key} ({check.budget})"
-            out.append([*key, figure, old.verdict, check.verdict, None, "newly failing", check.reason])
+    for at, old in before.items():
+        new = after.get(at)
+        if old.verdict == "fail" or (new is not None and new.verdict != "fail"):
+            continue
+        machine = " -> ".join(dict.fromkeys(check.machine or "-" for check in (old, new) if check is not None))
+        figure = f"{old.limit.key} ({old.budget}{f', {old.shape}' if old.shape else ''})"
+        b_verdict, why = (
+            (new.verdict, new.reason)
+            if new
+            else ("missing", f"no report of {old.variant} on {old.runtime} in B's newest run")
+        )
+        # no device, precision or shape of its own (its runtime is the label; its figure says the shape)
+        out.append(
+            [
+                old.variant,
+                old.runtime,
+                "-",
+                "-",
+                "-",
+                "-",
+                machine,
+                figure,
+                old.verdict,
+                b_verdict,
+                None,
+                "newly failing",
+                why,
+            ]
+        )
     return pd.DataFrame(out, columns=COLUMNS)
-
-
-def _check_key(check: Check) -> tuple[str, ...]:
-    """One check of one budget: budgets may share a name (one per shape, say), and a run may span machines."""
-    return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, check.machine
 
 
 def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
@@ -251,11 +285,13 @@ def _told_apart(a: object, b: object) -> tuple[str, str]:
     return shown
 
 
-def load_side(path: str) -> list[tuple[Path, Report]]:
-    """One side's reports with their files: a results folder or report file, or `REV:PATH` for results committed
-    in git (their files, unpacked for the reading, are gone when it returns)."""
-    from optbench.report import report_files
+def load_side(path: str) -> tuple[list[tuple[Path, Report]], list[FailedJob]]:
+    """One side's reports with their files, and the failed jobs of its newest run (as the gate reads them): a results
+    folder or report file, or `REV:PATH` for results committed in git (their files, unpacked for the reading, are
+    gone when it returns)."""
+    from optbench.report import distinct, report_files, run_failures
     from optbench.results_at import results_at
 
     with results_at(path) as folder:
-        return report_files(folder)
+        found = report_files(folder)
+        return found, run_failures(found, newest_run(distinct(found))) if found else []

@@ -48,23 +48,38 @@ class Check:
     """One limit applied to one report: the figure, its 95% interval, the verdict and why."""
 
     budget: str
-    variant: str
-    runtime: str
+    variant: str  # the budget's variant patterns where no report matches it
+    runtime: str  # the runtime's label (torch-cpu-fp32); the budget's runtime patterns where no report matches it
     limit: Limit
-    shape: str
-    value: float | None
+    shape: str  # the budget's shape where the limit holds at one ("batch 1 x 128"), else ""
+    value: float | None  # None when the figure cannot be had: `unjudged` says why, and the check fails
     low: float | None
     high: float | None
     verdict: Verdict
     against: str = ""  # what a relative figure was measured against: the fastest peer, or speedup_against's row
     machine: str = ""  # the hardware fingerprint of the report's machine (a run may span several)
+    unjudged: str = ""  # why the figure cannot be had (not measured at the shape, the job failed); "" when judged
+
+    @classmethod
+    def unjudgeable(
+        cls,
+        budget: Budget,
+        variant: str,
+        runtime: str,
+        limit: Limit,
+        why: str,
+        machine: str = "",
+    ) -> Check:
+        """A check whose figure cannot be had: it fails, saying why."""
+        shape = _shape(budget, limit)
+        return cls(budget.name, variant, runtime, limit, shape, None, None, None, "fail", "", machine, why)
 
     @property
     def reason(self) -> str:
         """One line: what was measured against what."""
         where = f"{self.variant} on {self.runtime}"
-        if self.value is None:  # then `shape` says why
-            return f"{where}: {self.limit.key} cannot be checked: {self.shape or 'no report matches'}"
+        if self.value is None:
+            return f"{where}: {self.limit.key} cannot be checked: {self.unjudged}"
         where += (f" at {self.shape}" if self.shape else "") + (f" against {self.against}" if self.against else "")
         unit, scale = DISPLAY[self.limit.key]
         figure = f"{self.value * scale:.4g}{unit}"
@@ -102,18 +117,13 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
             if _selects_failure(budget, failure):
                 runtime = failure.runtime or "-"
                 why = f"its {failure.job} failed: {failure.reason}"
-                checks += [
-                    Check(budget.name, failure.variant, runtime, limit, why, None, None, None, "fail")
-                    for limit in budget.limits
-                ]
+                checks += [Check.unjudgeable(budget, failure.variant, runtime, limit, why) for limit in budget.limits]
         chosen = [r for r in reports if _selects(budget, r)]
         if not chosen:
             variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
             have = ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
             why = f"no report in the run matches (it has {have}): fix the budget's variants or runtimes"
-            checks += [
-                Check(budget.name, variants, runtimes, limit, why, None, None, None, "fail") for limit in budget.limits
-            ]
+            checks += [Check.unjudgeable(budget, variants, runtimes, limit, why) for limit in budget.limits]
         for report in chosen:
             checks += [
                 _check(budget, limit, report, reports)
@@ -146,8 +156,7 @@ def _picks(budget: Budget, variant: str, runtime_names: tuple[str, ...]) -> bool
 
 
 def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> Check:
-    runtime = _runtime(report).label
-    shape = f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
+    runtime, shape = _runtime(report).label, _shape(budget, limit)
     if limit.key == "min_speedup_vs_peer":
         outcome = _speedup_vs_peer(report, budget, run, shape)
     elif limit.key == "min_speedup":
@@ -164,10 +173,15 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
         outcome = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
     machine = str(report.environment.get("machine") or "")
     if isinstance(outcome, str):  # why the figure cannot be had
-        return Check(budget.name, report.variant, runtime, limit, outcome, None, None, None, "fail", machine=machine)
+        return Check.unjudgeable(budget, report.variant, runtime, limit, outcome, machine)
     (value, low, high), against = outcome
     verdict_ = verdict(limit, low, high)
     return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine)
+
+
+def _shape(budget: Budget, limit: Limit) -> str:
+    """The shape the limit holds at ("batch 1 x 128"), or "" for a limit of the whole model (accuracy, size)."""
+    return f"batch {budget.batch_size} x {budget.seq_len}" if limit.key in SHAPED else ""
 
 
 def _speedup_vs_peer(

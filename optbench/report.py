@@ -442,6 +442,15 @@ def load_failures(folder: Path) -> list[FailedJob]:
     return failed
 
 
+def run_failures(found: Iterable[tuple[Path, Report]], run: list[Report]) -> list[FailedJob]:
+    """The failed jobs of `run` (one run's reports among `found`, the files they were read from): its failures.json
+    lies beside its reports, whatever its folder is called; a run copied into two folders lists its failures once,
+    and another run's failures beside a copied report are left out."""
+    folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
+    failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
+    return [f for f in dict.fromkeys(failed) if f.run_id in ("", run[0].run_id)]
+
+
 def load_reports(folder: Path) -> list[Report]:
     """Every report under `folder`, in a stable order; hidden (staging) folders are skipped."""
     return [report for _, report in report_files(folder)]

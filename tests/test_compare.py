@@ -15,7 +15,7 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import budget_regressions, compare, render
-from optbench.report import SCHEMA, Report, workload_fingerprint, write_report
+from optbench.report import SCHEMA, FailedJob, Report, workload_fingerprint, write_failures, write_report
 from optbench.table import to_frame
 
 
@@ -302,6 +302,53 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     assert "max_accuracy_drop" in capsys.readouterr().err
 
 
+LATENCY = {"name": "latency", "variants": ["baseline+onnx"], "batch_size": 1, "seq_len": 128, "max_p50": "20 ms"}
+PASSED = with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=10)
+
+
+def test_a_check_b_cannot_judge_or_lacks_is_newly_failing_as_the_gate_fails_it() -> None:
+    """A check A passed that B cannot judge (its shape not measured, its job failed) fails in B's gate: a
+    regression. It was left out when its reason, held where the shape was, matched none of A's checks."""
+    budget = parse_budget(LATENCY, "budget 1")
+    columns = ["variant", "runtime", "device", "precision_mode", "figure", "a", "b", "mark"]
+    row = ["baseline+onnx", "torch-cpu-fp32", "-", "-", "max_p50 (latency, batch 1 x 128)", "pass"]
+    assert budget_regressions([budget], [PASSED], [PASSED]).empty  # both pass
+    unmeasured = budget_regressions([budget], [PASSED], [make_report(("onnx",), shapes=((8, 64),))])
+    assert unmeasured[columns].values.tolist() == [[*row, "fail", "newly failing"]]
+    assert unmeasured["why"].iloc[0].endswith("not measured at batch 1 x 128 (measured: batch 8 x 64)")
+    baseline_only = [make_report(shapes=((1, 128),))]
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    failed = budget_regressions([budget], [PASSED], baseline_only, [crashed])
+    assert failed[columns].values.tolist() == [[*row, "fail", "newly failing"]]
+    assert failed["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
+    missing = budget_regressions([budget], [PASSED], baseline_only)  # no failures.json: no report of it at all
+    assert missing[columns].values.tolist() == [[*row, "missing", "newly failing"]]
+    assert missing["why"].iloc[0] == "no report of baseline+onnx on torch-cpu-fp32 in B's newest run"
+
+
+def test_budget_checks_are_compared_across_machines_with_one_machine_a_side() -> None:
+    budget = parse_budget(LATENCY, "budget 1")
+    slower = _on(with_figures(PASSED, p50_ms=30), "box-2")
+    table = budget_regressions([budget], [PASSED], [slower])
+    assert table[["machine", "a", "b"]].values.tolist() == [["box-1 -> box-2", "pass", "fail"]]
+
+
+def test_cli_compare_reads_the_failed_jobs_of_b(tmp_path: Path, capsys) -> None:
+    a = _write(tmp_path / "a", [PASSED])
+    baseline = make_report(shapes=((1, 128),))
+    b = _write(tmp_path / "b", [baseline])
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    write_failures([crashed], b / baseline.recipe / baseline.run_id, baseline.run_id)
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(
+        '[[budget]]\nname = "latency"\nvariants = ["baseline+onnx"]\nbatch_size = 1\nseq_len = 128\nmax_p50 = "20 ms"\n'
+    )
+    assert main(["compare", str(a), str(b), "--budget", str(budgets), "--only-changes"]) == 0
+    out = capsys.readouterr().out
+    assert "| max_p50 (latency, batch 1 x 128) | pass | fail | - | newly failing |" in out
+    assert "its latency-1 failed: crashed with SIGSEGV" in out
+
+
 def test_throughput_is_judged_by_the_spread_of_the_mean_it_comes_from() -> None:
     """Throughput is batch / mean latency: one stalled call moves it a lot and the p50 not at all, so its
     interval comes from the mean's spread, not the p50's narrow one."""
@@ -369,6 +416,5 @@ def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
     )
     after = with_figures(base, p50_ms=30)
     table = budget_regressions(budgets, [before], [after])
-    assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency)", "pass", "fail"]]
-    assert "batch 1 x 128" in table["why"].iloc[0]
+    assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency, batch 1 x 128)", "pass", "fail"]]
     assert table["seq_len"].tolist() == ["-"]  # not "batch 1 x 128", which the All rows line called a seq_len

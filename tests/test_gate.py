@@ -166,6 +166,25 @@ def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> 
         assert check.reason.endswith("not measured at batch 1 x 64 (measured: batch 1 x 128)")
 
 
+def test_a_check_that_cannot_be_judged_keeps_its_shape_apart_from_why(tmp_path: Path) -> None:
+    """The shape is the budget's whether or not the run measured it (compare matches checks by it, CI systems
+    track JUnit cases by name); why the figure cannot be had is said apart."""
+    text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 1\nseq_len = 64\nmax_p50 = "1 s"\n'
+    text += '[[budget]]\nvariants = ["baseline+onnx"]\n' + SHAPE + 'max_memory = "1 GB"\n'
+    failed = [FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed")]
+    unmeasured, crashed, unmatched = evaluate(load_budgets(_budget(text, tmp_path)), _run()[:1], failed)
+    assert unmeasured.shape == "batch 1 x 64"
+    assert unmeasured.unjudged == "not measured at batch 1 x 64 (measured: batch 1 x 128)"
+    assert (crashed.shape, crashed.unjudged) == ("batch 1 x 128", "its latency-1 failed: crashed")
+    assert unmatched.shape == "batch 1 x 128" and unmatched.unjudged.startswith("no report in the run matches")
+    cases = ET.fromstring(junit_xml([unmeasured, crashed, unmatched], strict=False)).iter("testcase")
+    assert [case.get("name") for case in cases] == [
+        "max_p50 1 s at batch 1 x 64",
+        "max_memory 1 GB at batch 1 x 128",
+        "max_memory 1 GB at batch 1 x 128",
+    ]
+
+
 def test_patterns_select_variants_and_runtimes(tmp_path: Path) -> None:
     checks = _checks(
         '[[budget]]\nvariants = ["baseline*"]\nruntimes = ["torch-cpu-*"]\nmax_size = "1 GB"\n', _run(), tmp_path
