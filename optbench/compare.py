@@ -188,6 +188,7 @@ def budget_regressions(
         new = after.get(at)
         if old.verdict == "fail" or (new is not None and new.verdict != "fail"):
             continue
+        # A's check passed, so it judged a report: the row names that report's engine, device and precision
         machine = " -> ".join(dict.fromkeys(check.machine or "-" for check in (old, new) if check is not None))
         figure = f"{old.limit.key} ({old.budget}{f', {old.shape}' if old.shape else ''})"
         b_verdict, why = (
@@ -195,24 +196,7 @@ def budget_regressions(
             if new
             else ("missing", f"no report of {old.variant} on {old.runtime} in B's newest run")
         )
-        # no device, precision or shape of its own (its runtime is the label; its figure says the shape)
-        out.append(
-            [
-                old.variant,
-                old.runtime,
-                "-",
-                "-",
-                "-",
-                "-",
-                machine,
-                figure,
-                old.verdict,
-                b_verdict,
-                None,
-                "newly failing",
-                why,
-            ]
-        )
+        out.append([*old.row, "-", "-", machine, figure, old.verdict, b_verdict, None, "newly failing", why])
     return pd.DataFrame(out, columns=COLUMNS)
 
 

@@ -59,6 +59,7 @@ class Check:
     against: str = ""  # what a relative figure was measured against: the fastest peer, or speedup_against's row
     machine: str = ""  # the hardware fingerprint of the report's machine (a run may span several)
     unjudged: str = ""  # why the figure cannot be had (not measured at the shape, the job failed); "" when judged
+    row: tuple[str, ...] = ()  # the judged report's row in tables (Report.key: variant, engine, device, precision)
 
     @classmethod
     def unjudgeable(
@@ -69,10 +70,11 @@ class Check:
         limit: Limit,
         why: str,
         machine: str = "",
+        row: tuple[str, ...] = (),
     ) -> Check:
         """A check whose figure cannot be had: it fails, saying why."""
         shape = _shape(budget, limit)
-        return cls(budget.name, variant, runtime, limit, shape, None, None, None, "fail", "", machine, why)
+        return cls(budget.name, variant, runtime, limit, shape, None, None, None, "fail", "", machine, why, row)
 
     @property
     def reason(self) -> str:
@@ -173,10 +175,12 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
         outcome = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
     machine = str(report.environment.get("machine") or "")
     if isinstance(outcome, str):  # why the figure cannot be had
-        return Check.unjudgeable(budget, report.variant, runtime, limit, outcome, machine)
+        return Check.unjudgeable(budget, report.variant, runtime, limit, outcome, machine, report.key)
     (value, low, high), against = outcome
     verdict_ = verdict(limit, low, high)
-    return Check(budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine)
+    return Check(
+        budget.name, report.variant, runtime, limit, shape, value, low, high, verdict_, against, machine, row=report.key
+    )
 
 
 def _shape(budget: Budget, limit: Limit) -> str:

@@ -295,8 +295,9 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     budgets.write_text('[[budget]]\nname = "ship"\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 point"\n')
     assert main(["compare", str(a), str(b), "--budget", str(budgets), "--only-changes"]) == 0
     out = capsys.readouterr().out
-    assert "| max_accuracy_drop (ship) | pass | fail | - | newly failing |" in out
-    assert "All rows" not in out  # the budget row has no device, precision or shape to say: not "device -"
+    # the runtime as the figure rows have it, its device and precision said once with theirs
+    assert "| baseline+onnx | torch | box-1 | max_accuracy_drop (ship) | pass | fail | - | newly failing |" in out
+    assert "All rows: device cpu · runtime precision fp32\n" in out  # no batch -: the budget row has no shape
     budgets.write_text('[[budget]]\nmax_accuracy_drop = "1"\n')
     assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
     assert "max_accuracy_drop" in capsys.readouterr().err
@@ -311,7 +312,7 @@ def test_a_check_b_cannot_judge_or_lacks_is_newly_failing_as_the_gate_fails_it()
     regression. It was left out when its reason, held where the shape was, matched none of A's checks."""
     budget = parse_budget(LATENCY, "budget 1")
     columns = ["variant", "runtime", "device", "precision_mode", "figure", "a", "b", "mark"]
-    row = ["baseline+onnx", "torch-cpu-fp32", "-", "-", "max_p50 (latency, batch 1 x 128)", "pass"]
+    row = ["baseline+onnx", "torch", "cpu", "fp32", "max_p50 (latency, batch 1 x 128)", "pass"]
     assert budget_regressions([budget], [PASSED], [PASSED]).empty  # both pass
     unmeasured = budget_regressions([budget], [PASSED], [make_report(("onnx",), shapes=((8, 64),))])
     assert unmeasured[columns].values.tolist() == [[*row, "fail", "newly failing"]]
