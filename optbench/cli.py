@@ -497,20 +497,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _after_interrupt(args: argparse.Namespace) -> str:
-    """What Ctrl-C leaves behind, said after `interrupted;`: a run resumes where it stopped; a dry run, which
-    writes nothing and has nothing to resume, is simply run again."""
-    unfinished = "nothing was written for the unfinished run"
+    """What Ctrl-C leaves behind, said after `interrupted; `: a run resumes where it stopped; a dry run, which
+    writes nothing and has nothing to resume, is simply run again. The other commands read results and write only
+    their own output (-o, --junit), with no run to resume: a plain `interrupted` says it."""
     if args.command != "run":
-        return unfinished
+        return ""
     if args.dry_run:
         return "a dry run writes nothing: run it again to see the whole plan"
+    unfinished = "nothing was written for the unfinished run"
     return f"{unfinished}; the same command resumes it (cached steps and finished jobs are kept)"
 
 
-def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interrupt: str) -> int:
+def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interrupt: str = "") -> int:
     """`work`'s exit code, run in `command_process`; what stops it, as one line on stderr and its exit code:
     `prog: error: ...` (2, or the error's own), a reader that left early (141, quietly), Ctrl-C or SIGTERM (130,
-    saying `after_interrupt`). Every optbench command line (optbench, the GPU check, the GPU pack) ends here."""
+    saying `after_interrupt`, if anything). Every optbench command line (optbench, the GPU check, the GPU pack)
+    ends here."""
     try:
         with command_process(verbose):
             code = work()
@@ -527,7 +529,7 @@ def run_command(prog: str, work: Callable[[], int], verbose: bool, after_interru
         print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
         return OptbenchError.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; {after_interrupt}", file=sys.stderr)
+        print(f"{prog}: interrupted" + (f"; {after_interrupt}" if after_interrupt else ""), file=sys.stderr)
         return 130
 
 

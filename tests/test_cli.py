@@ -402,6 +402,27 @@ def test_an_interrupted_dry_run_says_it_wrote_nothing_not_that_it_resumes(
     assert err == "optbench: interrupted; a dry run writes nothing: run it again to see the whole plan\n"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["report", "results"], ["compare", "a", "b"], ["gate", "--budget", "budgets.toml", "results"]],
+)
+def test_an_interrupted_reading_command_says_only_that_it_was_interrupted(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Not "nothing was written for the unfinished run": these commands have no run to finish or resume."""
+
+    def interrupted(folder: Path) -> list:
+        raise KeyboardInterrupt  # Ctrl-C while the reports are read
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("results", "a", "b"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "budgets.toml").write_text('[[budget]]\nmax_size = "1 GB"\n')
+    monkeypatch.setattr("optbench.report.report_files", interrupted)
+    assert main(command) == 130
+    assert capsys.readouterr().err == "optbench: interrupted\n"
+
+
 def test_dry_run_checks_the_executor_without_starting_it(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
