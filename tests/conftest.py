@@ -130,3 +130,19 @@ def make_csv(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path, reviews_csv: Path) -> Path:
+    """One real run of test_cli's onnx recipe on the tiny classifier, in one round without the A/A repeat (each
+    torch job is seconds of imports): a folder of recipe.toml, results/ and cache/. Tests read it; a test that
+    changes it works on a copy."""
+    from test_cli import ONNX_BENCH, ONNX_STEP, write_recipe
+
+    from optbench.cli import main
+
+    folder = tmp_path_factory.mktemp("onnx-run")
+    bench = ONNX_BENCH.replace("[bench]", "[bench]\naa_check = false")
+    recipe = write_recipe(folder, tiny_classifier, reviews_csv, extra=ONNX_STEP, bench=bench)
+    assert main(["run", str(recipe), "--results", str(folder / "results"), "--cache", str(folder / "cache")]) == 0
+    return folder
