@@ -146,3 +146,27 @@ def onnx_run(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path, re
     recipe = write_recipe(folder, tiny_classifier, reviews_csv, extra=ONNX_STEP, bench=bench)
     assert main(["run", str(recipe), "--results", str(folder / "results"), "--cache", str(folder / "cache")]) == 0
     return folder
+
+
+@pytest.fixture()
+def jobs_in_process(monkeypatch: pytest.MonkeyPatch):
+    """Benchmark jobs run in this process, not in a fresh one each (whose imports of torch and transformers take
+    seconds): for tests of what a run makes of its steps and its jobs' results. The job process itself is tested in
+    test_job, and real ones run test_cli's, test_prune's, test_sweep's and test_ray_executor's recipes."""
+    import torch
+
+    from optbench import bench
+    from optbench import job as job_module
+    from optbench.errors import OptbenchError
+
+    def run(job: job_module.Job, job_path: Path, timeout_s: float) -> dict:
+        try:
+            return job_module.execute(job)
+        except OptbenchError as exc:  # as run_in_subprocess words a job process's error line
+            raise job_module.JobFailed(f"{job.kind} job failed: {exc}") from exc
+
+    monkeypatch.setattr(bench, "run_in_subprocess", run)  # the local executor's, by default and from the command
+    monkeypatch.setattr(job_module, "run_in_subprocess", run)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # a torch job sets its own
