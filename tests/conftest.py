@@ -152,7 +152,7 @@ def onnx_run(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path, re
 def jobs_in_process(monkeypatch: pytest.MonkeyPatch):
     """Benchmark jobs run in this process, not in a fresh one each (whose imports of torch and transformers take
     seconds): for tests of what a run makes of its steps and its jobs' results. The job process itself is tested in
-    test_job, and real ones run test_cli's, test_prune's, test_sweep's and test_ray_executor's recipes."""
+    test_job, and real ones run test_cli's, test_sweep's and test_ray_executor's recipes."""
     import torch
 
     from optbench import bench
