@@ -130,3 +130,43 @@ def make_csv(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path, reviews_csv: Path) -> Path:
+    """One real run of test_cli's onnx recipe on the tiny classifier, in one round without the A/A repeat (each
+    torch job is seconds of imports): a folder of recipe.toml, results/ and cache/. Tests read it; a test that
+    changes it works on a copy."""
+    from test_cli import ONNX_BENCH, ONNX_STEP, write_recipe
+
+    from optbench.cli import main
+
+    folder = tmp_path_factory.mktemp("onnx-run")
+    bench = ONNX_BENCH.replace("[bench]", "[bench]\naa_check = false")
+    recipe = write_recipe(folder, tiny_classifier, reviews_csv, extra=ONNX_STEP, bench=bench)
+    assert main(["run", str(recipe), "--results", str(folder / "results"), "--cache", str(folder / "cache")]) == 0
+    return folder
+
+
+@pytest.fixture()
+def jobs_in_process(monkeypatch: pytest.MonkeyPatch):
+    """Benchmark jobs run in this process, not in a fresh one each (whose imports of torch and transformers take
+    seconds): for tests of what a run makes of its steps and its jobs' results. The job process itself is tested in
+    test_job, and real ones run test_cli's, test_sweep's and test_ray_executor's recipes."""
+    import torch
+
+    from optbench import bench
+    from optbench import job as job_module
+    from optbench.errors import OptbenchError
+
+    def run(job: job_module.Job, job_path: Path, timeout_s: float) -> dict:
+        try:
+            return job_module.execute(job)
+        except OptbenchError as exc:  # as run_in_subprocess words a job process's error line
+            raise job_module.JobFailed(f"{job.kind} job failed: {exc}") from exc
+
+    monkeypatch.setattr(bench, "run_in_subprocess", run)  # the local executor's, by default and from the command
+    monkeypatch.setattr(job_module, "run_in_subprocess", run)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # a torch job sets its own

@@ -31,6 +31,14 @@ threads = 1
 """
 
 
+# the onnx recipe (conftest's onnx_run): a TorchScript export measured on onnxruntime beside the reference, at
+# batch 2 x the data's length
+ONNX_STEP = '[[steps]]\nname = "onnx"\nexporter = "torchscript"\n'
+ONNX_BENCH = BENCH.replace('seq_lens = [16, "data"]', 'seq_lens = ["data"]').replace(
+    "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]'
+)
+
+
 def write_recipe(folder: Path, checkpoint: Path, dataset: Path, extra: str = "", bench: str = BENCH) -> Path:
     path = folder / "recipe.toml"
     path.write_text(
@@ -252,18 +260,11 @@ def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")
 
 
-def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
-    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
-) -> None:
-    steps = '[[steps]]\nname = "onnx"\nexporter = "torchscript"\n'
-    bench = BENCH.replace('seq_lens = [16, "data"]', 'seq_lens = ["data"]').replace(
-        "[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\naa_check = false'
-    )  # one round, as each torch job is seconds of imports: test_bench and test_sweep's SIGKILL test pool two
-    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
-    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
-    assert main(args) == 0
-    capsys.readouterr()
-    assert main(["report", str(tmp_path / "results"), "--format", "json"]) == 0
+def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(onnx_run: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run, run)  # the damage below is this test's own
+    args = ["run", str(run / "recipe.toml"), "--results", str(run / "results"), "--cache", str(run / "cache")]
+    assert main(["report", str(run / "results"), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by_variant = {(r["variant"], r["runtime"]): r for r in rows}
     assert set(by_variant) == {("baseline", "torch"), ("baseline+onnx", "onnxruntime")}
@@ -271,11 +272,11 @@ def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(
     onnx_row = by_variant["baseline+onnx", "onnxruntime"]
     assert onnx_row["agreement"] == 1.0 and onnx_row["accuracy_drop"] == 0.0 and onnx_row["speedup_p50"] > 0
     assert onnx_row["accuracy_drop_ci_low"] < 0 < onnx_row["accuracy_drop_ci_high"]  # agreeing here is not everywhere
-    (model,) = (tmp_path / "cache").glob("onnx-*/model.onnx")
+    (model,) = (run / "cache").glob("onnx-*/model.onnx")
     model.write_bytes(b"damaged")
     _fails([*args, "--dry-run"], capsys, "is damaged")  # the dry run checks a cached output as the run does
     _fails(args, capsys, "is damaged")
-    assert len(list((tmp_path / "results" / "tiny").iterdir())) == 1  # the failed run added nothing
+    assert len(list((run / "results" / "tiny").iterdir())) == 1  # the failed run added nothing
 
 
 def test_a_runtime_with_nothing_to_run_is_refused_up_front(

@@ -334,7 +334,7 @@ CHAINS = CHAIN.format("student-a", 0) + CHAIN.format("student-b", 1)
 
 
 def test_distill_recipe_benchmarks_two_students_beside_the_teacher(
-    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, jobs_in_process: None, capsys
 ) -> None:
     bench = BENCH.replace('seq_lens = [16, "data"]', "seq_lens = [16]").replace("[bench]", "[bench]\naa_check = false")
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=CHAINS, bench=bench)

@@ -116,14 +116,19 @@ def test_no_fused_attention_on_an_onnxruntime_too_old_to_fuse_advises_the_upgrad
     assert "try exporter" not in warning
 
 
-def test_no_fused_attention_after_auto_does_not_advise_the_exporter_it_tried(
-    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
-) -> None:
+def _every_attempt_exports_with_torchscript(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto`'s "dynamo" attempt exports with TorchScript too (seconds faster), named as dynamo's: for tests of
+    what `auto` does with each attempt's file, not of the exporters (the dynamo tests above run the real one)."""
     real_export = onnx_step.export
-    # both attempts export with TorchScript (seconds faster); neither fuses attention
     monkeypatch.setattr(
         onnx_step, "export", lambda model, path, **kw: real_export(model, path, **kw | {"exporter": "torchscript"})
     )
+
+
+def test_no_fused_attention_after_auto_does_not_advise_the_exporter_it_tried(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    _every_attempt_exports_with_torchscript(monkeypatch)  # neither fuses attention
     monkeypatch.setattr(onnx_step, "fuse", lambda path, model_config: {"SkipLayerNormalization": 4})
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
     warning = result.details["warnings"][0]
@@ -142,15 +147,12 @@ def test_attention_fused_in_some_layers_only_is_a_warning(
 def test_auto_goes_on_to_the_next_exporter_when_attention_fuses_in_some_layers_only(
     classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
 ) -> None:
-    real_export, real_fuse = onnx_step.export, onnx_step.fuse
+    real_fuse = onnx_step.fuse
 
     def fuse(path: Path, model_config) -> dict:  # type: ignore[no-untyped-def]
         return {"Attention": 1} if path.name.startswith("dynamo") else real_fuse(path, model_config)
 
-    # both attempts export with TorchScript (seconds faster); the "dynamo" one fuses one layer of two
-    monkeypatch.setattr(
-        onnx_step, "export", lambda model, path, **kw: real_export(model, path, **kw | {"exporter": "torchscript"})
-    )
+    _every_attempt_exports_with_torchscript(monkeypatch)  # the "dynamo" one fuses one layer of two
     monkeypatch.setattr(onnx_step, "fuse", fuse)
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
     assert [a["attention_fused"] for a in result.details["attempts"]] == [1, 2]
@@ -352,7 +354,6 @@ def test_a_checkpoint_saved_in_fp16_is_exported_as_fp32(classifier: ModelArtifac
 def test_a_fusion_that_fails_on_one_exporter_falls_back_to_the_next(
     classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
 ) -> None:
-    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
     real_fuse = onnx_step.fuse
 
     def fuse(path: Path, hf_config: dict) -> dict:
@@ -360,6 +361,7 @@ def test_a_fusion_that_fails_on_one_exporter_falls_back_to_the_next(
             raise RuntimeError("the optimizer met a node it does not know")
         return real_fuse(path, hf_config)
 
+    _every_attempt_exports_with_torchscript(monkeypatch)
     monkeypatch.setattr(onnx_step, "fuse", fuse)
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
     assert result.details["exporter"] == "torchscript"

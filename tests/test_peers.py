@@ -254,7 +254,7 @@ def test_the_worker_does_not_import_optbench() -> None:
 
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
-    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, jobs_in_process: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # the peer's environment gets nothing installed (built at once; one with pip takes seconds), so optimum's
     # export fails in it, as in test_when_optimum_fails_the_step_fails_with_its_reason

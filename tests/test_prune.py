@@ -308,7 +308,7 @@ def test_bad_prune_recipe_exits_2(tmp_path: Path, tiny_classifier: Path, reviews
     assert not (tmp_path / "results").exists()
 
 
-def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, capsys) -> None:
+def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, jobs_in_process: None, capsys) -> None:
     model = _save_tiny(tmp_path / "four-heads", head=True)
     config = json.loads((model / "config.json").read_text())
     BertForSequenceClassification(BertConfig(**{**config, "num_attention_heads": 4})).save_pretrained(model)
