@@ -14,6 +14,17 @@ from optbench.report import Measurement, Report
 from optbench.runtimes import RuntimeSpec
 
 LABELS = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
+# (seq_len, variant) of the rows of a baseline and baseline+onnx measured at batch 1 x 16, 128 and the data's own
+# lengths, in the order a run's table and the merged table give them: by shape, lengths as numbers and "data" after
+# them, then by variant.
+SHAPE_GROUPED_ROWS = [
+    (16, "baseline"),
+    (16, "baseline+onnx"),
+    (128, "baseline"),
+    (128, "baseline+onnx"),
+    ("data", "baseline"),
+    ("data", "baseline+onnx"),
+]
 
 
 def _logits(flip: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from report_fixtures import gpu_report, make_report, with_figures
+from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_figures
 
 from optbench.errors import OptbenchError
 from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob
@@ -63,14 +63,7 @@ def test_to_frame_groups_the_rows_of_each_shape_with_lengths_as_numbers() -> Non
     # before 16: the HTML page numbered its plotted shape's rows 1, -, 2, -, 3
     shapes = ((1, 128), (1, "data"), (1, 16))
     frame = to_frame([make_report(("onnx",), shapes=shapes), make_report(shapes=shapes)])
-    assert list(zip(frame["seq_len"], frame["variant"], strict=True)) == [
-        (16, "baseline"),
-        (16, "baseline+onnx"),
-        (128, "baseline"),
-        (128, "baseline+onnx"),
-        ("data", "baseline"),
-        ("data", "baseline+onnx"),
-    ]
+    assert list(zip(frame["seq_len"], frame["variant"], strict=True)) == SHAPE_GROUPED_ROWS
 
 
 def test_to_frame_of_no_reports() -> None:
