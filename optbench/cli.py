@@ -454,7 +454,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _emit(text: str, output: Path | None, results: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
     """A table to its file (written atomically) or to stdout. The file is never one the command read, nor a file
-    of the run folders it read (`output_paths`): `results` are the report and failures files, `inputs` the others."""
+    of the run folders it read (`output_paths`): `results` are the report files read (and `report`'s failures
+    files), `inputs` the others; a failures file of a run read is in a run folder, so refused either way."""
     from optbench.atomic import write_text_atomic
     from optbench.output_paths import refuse_overwriting_inputs
 
