@@ -492,6 +492,43 @@ def test_a_tensorrt_provider_failure_is_not_called_a_damaged_file(
     assert "engine cache" not in str(raised.value)
 
 
+def test_a_provider_failure_in_a_call_names_the_provider_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu_sessions: list[list]
+) -> None:
+    """The TensorRT provider builds its engine on the first call when it has no profile, and runs it in every call:
+    a failure there (onnxruntime's EPFail) reached the failed job's reason as onnxruntime's raw exception. Once the
+    CPU provider runs the same batch, it names the provider, onnxruntime's first line and what to try, in `predict`
+    and in `describe`'s profiled call; a batch the CPU provider refuses too keeps onnxruntime's own error. The GPU
+    sessions are faked (this onnxruntime has no TensorRT); the CPU provider's is real."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    def fail(*args: object) -> None:
+        raise EPFail(TRT_BUILD_FAILED)
+
+    def open_session(path: Path, *, providers: list, threads: int | None, **kwargs: object) -> SimpleNamespace:
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        inputs = [SimpleNamespace(name=name) for name in ("input_ids", "attention_mask")]
+        return SimpleNamespace(get_providers=lambda: names, get_inputs=lambda: inputs, run=fail)
+
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ort_runtime, "open_session", open_session)
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    runtime = load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"}), plain, threads=1)
+    batch = {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones((2, 3), np.int64)}
+    for call in (runtime.predict, runtime.describe):
+        with pytest.raises(OptbenchError) as raised:
+            call(batch)
+        message = str(raised.value)
+        assert message.startswith(
+            f"onnxruntime's TensorrtExecutionProvider failed to run {plain.path / 'model.onnx'} on a batch of 2 x 3, "
+            f"which its CPU provider runs ({TRT_BUILD_FAILED.splitlines()[0]}): TensorRT could not build, load or run"
+        )
+        assert "more detail" not in message and f"engine cache {runtime.engine_cache} holds a damaged" in message
+        assert 'precision = "fp32"' in message and 'provider = "cuda"' in message
+    with pytest.raises(EPFail):  # int32 tokens: onnxruntime's CPU provider refuses them too
+        runtime.predict({name: array.astype(np.int32) for name, array in batch.items()})
+
+
 def test_a_cuda_provider_failure_names_the_gpu_and_a_damaged_file_stays_damaged(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

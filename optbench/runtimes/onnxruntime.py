@@ -95,10 +95,13 @@ def _session_options(threads: int | None, level: str, profile_dir: Path | None) 
     return options
 
 
-def _cpu_failure(path: Path, threads: int | None, level: str) -> str | None:
-    """The first line of onnxruntime's error when its CPU provider opens `path`, or None when it opens it."""
+def _cpu_failure(path: Path, threads: int | None, level: str, feed: dict[str, np.ndarray] | None = None) -> str | None:
+    """The first line of onnxruntime's error when its CPU provider opens `path` (and runs `feed` on it, given one),
+    or None when it does."""
     try:
-        inference_session(path, [PROVIDERS["cpu"]], threads, level)
+        session = inference_session(path, [PROVIDERS["cpu"]], threads, level)
+        if feed is not None:
+            session.run(["logits"], feed)
     except Exception as exc:
         return _first_line(exc)
     return None
@@ -113,16 +116,21 @@ def _names(providers: list[Any]) -> list[str]:
     return [p if isinstance(p, str) else p[0] for p in providers]
 
 
-def provider_failure(path: Path, providers: list[Any], failure: str) -> str:
-    """The error for a model that the CPU provider loads and the GPU providers do not open: the provider failed,
-    not the file. The TensorRT provider builds its engine (or loads it from its cache) while the session opens, and
-    fails with "TensorRT EP failed to create engine from network" (a layer it cannot build at this precision, GPU
-    memory) or "could not deserialize engine from cache" (a cached engine or timing cache it cannot read, e.g. one
-    cut short); the CUDA provider fails with "CUDA failure N: ..." on a GPU it cannot use."""
+def provider_failure(path: Path, providers: list[Any], failure: str, batch: str | None = None) -> str:
+    """The error for a model that the CPU provider loads and the GPU providers do not open, or (`batch`, its shape,
+    given) for a batch the CPU provider runs and they do not: the provider failed, not the file. The TensorRT
+    provider builds its engine (or loads it from its cache) while the session opens when it has a profile, else on
+    the first call, and fails with "TensorRT EP failed to create engine from network" (a layer it cannot build at
+    this precision, GPU memory) or "could not deserialize engine from cache" (a cached engine or timing cache it
+    cannot read, e.g. one cut short), and in a call with "TensorRT EP execution context enqueue failed"; the CUDA
+    provider fails with "CUDA failure N: ..." on a GPU it cannot use."""
     import onnxruntime as ort
 
     name, settings = (providers[0], {}) if isinstance(providers[0], str) else providers[0]
-    said = f"onnxruntime's {name} failed to open {path}, which its CPU provider loads ({failure})"
+    what = f"open {path}, which its CPU provider loads"
+    if batch is not None:
+        what = f"run {path} on a batch of {batch}, which its CPU provider runs"
+    said = f"onnxruntime's {name} failed to {what} ({failure})"
     if name != PROVIDERS["tensorrt"]:
         return (
             f"{said}: the CUDA provider could not use the GPU. Check that it is visible and has free memory "
@@ -133,8 +141,8 @@ def provider_failure(path: Path, providers: list[Any], failure: str) -> str:
         f"If its engine cache {cache} holds a damaged engine, delete that folder and run again; if it still fails, try"
     )
     return (
-        f"{said}: TensorRT could not build or load its engine (a layer it cannot build at this precision, or GPU "
-        f"memory). {retry if cache else 'Try'} "
+        f"{said}: TensorRT could not {'build or load' if batch is None else 'build, load or run'} its engine (a layer "
+        f"it cannot build at this precision, or GPU memory). {retry if cache else 'Try'} "
         'precision = "fp32", a trt_profile with a smaller max, or provider = "cuda" for this model'
     )
 
@@ -325,8 +333,19 @@ class OnnxRuntime:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: batch[name] for name in self.input_names}
-        return np.asarray(self.session.run(["logits"], feed)[0], dtype=np.float32)
+        return self._run(self.session, {name: batch[name] for name in self.input_names})
+
+    def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The logits of `feed` from `session`. A GPU provider that fails in a call (the TensorRT provider building
+        its engine on the first one, or running it) on a batch the CPU provider runs is the provider's failure, said
+        as when a session does not open; a batch the CPU provider refuses too keeps onnxruntime's own error."""
+        try:
+            return np.asarray(session.run(["logits"], feed)[0], dtype=np.float32)
+        except Exception as exc:  # onnxruntime raises its own EPFail/Fail/RuntimeException types
+            if self.provider == PROVIDERS["cpu"] or _cpu_failure(self.path, self.threads, self.level, feed) is not None:
+                raise
+            shape = " x ".join(str(n) for n in next(iter(feed.values())).shape)
+            raise OptbenchError(provider_failure(self.path, self.providers, _first_line(exc), shape)) from exc
 
     def clock(self) -> Clock:
         """The host clock: session.run returns when its outputs are on the host, so nothing is left queued."""
@@ -355,7 +374,7 @@ class OnnxRuntime:
             session = open_session(
                 self.path, providers=self.providers, threads=self.threads, level=self.level, profile_dir=Path(tmp)
             )
-            session.run(["logits"], {name: batch[name] for name in self.input_names})
+            self._run(session, {name: batch[name] for name in self.input_names})
             events = json.loads(Path(session.end_profiling()).read_text())
         nodes = {
             (event["name"], event["args"]["provider"])
