@@ -289,8 +289,9 @@ class OnnxRuntime:
 
     With the TensorRT provider (models of standard ONNX operators only: an unfused export), precision "fp16"
     lets TensorRT run an FP32 model's layers in FP16, and `trt_int8` runs a QDQ model's quantized layers in
-    INT8 (which a QDQ model needs); the engine is built on the first call (the report's first-call time holds
-    that cost) for the option's `trt_profile`, and cached on disk for the next process."""
+    INT8 (which a QDQ model needs); the engine is built for the option's `trt_profile` while the session opens (the
+    report's load time holds that cost; without a profile, onnxruntime would build it in the first call), and cached
+    on disk for the next process."""
 
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
@@ -336,8 +337,8 @@ class OnnxRuntime:
         return self._run(self.session, {name: batch[name] for name in self.input_names})
 
     def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
-        """The logits of `feed` from `session`. A GPU provider that fails in a call (the TensorRT provider building
-        its engine on the first one, or running it) on a batch the CPU provider runs is the provider's failure, said
+        """The logits of `feed` from `session`. A GPU provider that fails in a call (TensorRT's engine failing to run,
+        or to build where the provider has no profile) on a batch the CPU provider runs is the provider's failure, said
         as when a session does not open; a batch the CPU provider refuses too keeps onnxruntime's own error."""
         try:
             return np.asarray(session.run(["logits"], feed)[0], dtype=np.float32)
