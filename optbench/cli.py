@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rows whose workloads differ (data, max_length, threads, timing, max_batches, rounds: the why column names "
         "which) not comparable. "
         "With --budget, every budget check that A's newest run passed (or left inconclusive) and B's newest run "
-        "fails, cannot judge (the budget's shape not measured, the job failed) or has no report for is listed as "
-        "newly failing too.",
+        "fails, cannot judge (the budget's shape not measured, its job or step failed) or has no report for is "
+        "listed as newly failing too.",
     )
     # metavars as the description names them (A, B, RESULTS): lower case, `results` read as the folder's name
     compare.add_argument(

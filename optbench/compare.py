@@ -8,8 +8,8 @@ when a side holds results of several machines (a distributed run); with one mach
 compared as they are, across machines too (the machine column says "A -> B"). When a side holds several
 runs, each row's newest report is used. Newly failing: a row A measured and B did not,
 or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's does not pass: it
-fails, cannot be judged (as the gate, which fails it: not measured at the budget's shape, its job failed) or has
-no report to judge at all.
+fails, cannot be judged (as the gate, which fails it: not measured at the budget's shape, its job or step failed,
+with the reason B's failures.json gives) or has no report to judge at all.
 """
 
 from __future__ import annotations
@@ -169,10 +169,11 @@ def budget_regressions(
     budgets: list[Budget], a: list[Report], b: list[Report], failed_b: Sequence[FailedJob] = ()
 ) -> pd.DataFrame:
     """Comparison rows for the budget checks that A's newest run passed (or left inconclusive) and B's newest run
-    does not pass: B fails it, or cannot judge it (not measured at the budget's shape, or its job failed: among
-    `failed_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks are
-    matched by budget, limit, shape, variant and runtime, and by machine when a side's run spans several (as rows
-    are, `match_key`)."""
+    does not pass: B fails it, or cannot judge it (not measured at the budget's shape, or its job or step failed:
+    among `failed_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks
+    are matched by budget, limit, shape, variant and runtime, and by machine when a side's run spans several (as
+    rows are, `match_key`); a failure, which names no machine (nor, for a step, a runtime), matches A's check of its
+    variant on any."""
     run_a, run_b = newest_run(a), newest_run(b)
     several = any(len({r.environment.get("machine") for r in run}) > 1 for run in (run_a, run_b))
 
@@ -181,11 +182,18 @@ def budget_regressions(
         machine = check.machine if several else ""
         return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, machine
 
+    def in_b(at: tuple[str, ...]) -> Check | None:
+        """B's check of A's check `at`: the same one, or else the one its failed job or step fails (a failure is
+        recorded on no machine, and a step's on no runtime: the gate's check of it says "-")."""
+        budget, variant, runtime, *limit_at_shape, _ = at
+        failures = [(budget, variant, failed_on, *limit_at_shape, "") for failed_on in (runtime, "-")]
+        return next((after[k] for k in (at, *failures) if k in after), None)
+
     before = {key(check): check for check in evaluate(budgets, run_a)}  # a report copied in twice: checked once
     after = {key(check): check for check in evaluate(budgets, run_b, list(failed_b))}
     out = []
     for at, old in before.items():
-        new = after.get(at)
+        new = in_b(at)
         if old.verdict == "fail" or (new is not None and new.verdict != "fail"):
             continue
         # A's check passed, so it judged a report: the row names that report's engine, device and precision

@@ -419,3 +419,25 @@ def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
     table = budget_regressions(budgets, [before], [after])
     assert table[["figure", "a", "b"]].values.tolist() == [["max_p50 (latency, batch 1 x 128)", "pass", "fail"]]
     assert table["seq_len"].tolist() == ["-"]  # not "batch 1 x 128", which the All rows line called a seq_len
+
+
+def test_a_failed_step_in_b_gives_the_checks_a_passed_its_reason() -> None:
+    """A step's failure (before any runtime) is recorded on no runtime: its checks were matched to none of A's,
+    which read 'missing', 'no report of baseline+onnx on torch-cpu-fp32', without the failure failures.json holds."""
+    budget = parse_budget(LATENCY, "budget 1")
+    broken = FailedJob("baseline+onnx", "", "step onnx", "export failed: opset 99")
+    table = budget_regressions([budget], [PASSED], [make_report(shapes=((1, 128),))], [broken])
+    assert table[["variant", "runtime", "a", "b", "mark"]].values.tolist() == [
+        ["baseline+onnx", "torch", "pass", "fail", "newly failing"]
+    ]
+    assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its step onnx failed: export failed: opset 99")
+
+
+def test_a_failed_job_on_one_of_several_machines_gives_the_check_a_passed_there_its_reason() -> None:
+    """A failed job is recorded on no machine: across several machines its checks were matched to none of A's."""
+    budget = parse_budget(LATENCY, "budget 1")
+    a = [_on(PASSED, "box-1"), _on(PASSED, "box-2")]
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    table = budget_regressions([budget], a, [_on(PASSED, "box-2")], [crashed])
+    assert table[["machine", "a", "b"]].values.tolist() == [["box-1 -> -", "pass", "fail"]]
+    assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
