@@ -438,15 +438,14 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    (found_a, _), (found_b, failed_b) = load_side(args.a), load_side(args.b)
-    for side, spec, found in (("A", args.a, found_a), ("B", args.b, found_b)):
-        if not found:
-            raise OptbenchError(f"{side} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
-    before, after = [report for _, report in found_a], [report for _, report in found_b]
-    table = compare(to_frame(before), to_frame(after), workloads_of(before + after))
+    a, b = load_side(args.a), load_side(args.b)
+    for name, spec, side in (("A", args.a, a), ("B", args.b, b)):
+        if not side.reports:
+            raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
+    table = compare(to_frame(a.reports), to_frame(b.reports), workloads_of(a.reports + b.reports))
     if budgets:
-        table = pd.concat([budget_regressions(budgets, before, after, failed_b), table], ignore_index=True)
-    read = [file for file, _ in found_a + found_b]
+        table = pd.concat([budget_regressions(budgets, a.reports, b.reports, b.failed), table], ignore_index=True)
+    read = a.files + b.files
     text = render(table, args.format, only_changes=args.only_changes)
     _emit(text, args.output, read, [args.budget] if args.budget else [])
     return 0

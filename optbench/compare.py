@@ -277,7 +277,17 @@ def _told_apart(a: object, b: object) -> tuple[str, str]:
     return shown
 
 
-def load_side(path: str) -> tuple[list[tuple[Path, Report]], list[FailedJob]]:
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: the report files read, their reports (a run copied into two folders counted
+    once, as report and gate count it: `report.distinct`), and the failed jobs of its newest run."""
+
+    files: list[Path]
+    reports: list[Report]
+    failed: list[FailedJob]
+
+
+def load_side(path: str) -> Side:
     """One side's reports with their files, and the failed jobs of its newest run (as the gate reads them): a results
     folder or report file, or `REV:PATH` for results committed in git (their files, unpacked for the reading, are
     gone when it returns)."""
@@ -286,4 +296,5 @@ def load_side(path: str) -> tuple[list[tuple[Path, Report]], list[FailedJob]]:
 
     with results_at(path) as folder:
         found = report_files(folder)
-        return found, run_failures(found, newest_run(distinct(found))) if found else []
+        reports = distinct(found)
+        return Side([file for file, _ in found], reports, run_failures(found, newest_run(reports)) if reports else [])

@@ -441,3 +441,21 @@ def test_a_failed_job_on_one_of_several_machines_gives_the_check_a_passed_there_
     table = budget_regressions([budget], a, [_on(PASSED, "box-2")], [crashed])
     assert table[["machine", "a", "b"]].values.tolist() == [["box-1 -> -", "pass", "fail"]]
     assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
+
+
+def test_cli_compare_counts_a_run_copied_into_two_folders_once(tmp_path: Path, capsys) -> None:
+    """As report and gate do (`report.distinct`): B's run in its folder and in a backup judged two reference rows
+    at the budget's shape, 'names 2 rows: name one', and listed a speedup check A passed as newly failing."""
+    reference = with_figures(make_report(shapes=((1, 128),)), p50_ms=10, spread_ms=0.2, speedup=1.0)
+    chain = with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=5, spread_ms=0.2, speedup=2.0)
+    a = _write(tmp_path / "a", [reference, chain])
+    b = _write(tmp_path / "b", [reference, chain])
+    write_report(reference, b / "backup")
+    write_report(chain, b / "backup")
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(
+        '[[budget]]\nname = "fast"\nvariants = ["baseline+onnx"]\nbatch_size = 1\nseq_len = 128\nmin_speedup = "1.5x"\n'
+    )
+    assert main(["compare", str(a), str(b), "--budget", str(budgets), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(table["mark"]) == {"not significant"}
