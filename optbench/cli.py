@@ -438,7 +438,7 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    a, b = load_side(args.a), load_side(args.b)
+    a, b = load_side(args.a), load_side(args.b, failures=bool(budgets))  # only B's budget checks use failed jobs
     for name, spec, side in (("A", args.a, a), ("B", args.b, b)):
         if not side.reports:
             raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")

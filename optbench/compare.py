@@ -280,21 +280,24 @@ def _told_apart(a: object, b: object) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Side:
     """One side of a comparison: the report files read, their reports (a run copied into two folders counted
-    once, as report and gate count it: `report.distinct`), and the failed jobs of its newest run."""
+    once, as report and gate count it: `report.distinct`), and the failed jobs of its newest run where they were
+    asked for."""
 
     files: list[Path]
     reports: list[Report]
     failed: list[FailedJob]
 
 
-def load_side(path: str) -> Side:
-    """One side's reports with their files, and the failed jobs of its newest run (as the gate reads them): a results
-    folder or report file, or `REV:PATH` for results committed in git (their files, unpacked for the reading, are
-    gone when it returns)."""
+def load_side(path: str, *, failures: bool = False) -> Side:
+    """One side's reports with their files, and with `failures` the failed jobs of its newest run (as the gate reads
+    them; only B's budget checks use them, so a failures.json nothing uses is not read, nor refused when damaged): a
+    results folder or report file, or `REV:PATH` for results committed in git (their files, unpacked for the
+    reading, are gone when it returns)."""
     from optbench.report import distinct, report_files, run_failures
     from optbench.results_at import results_at
 
     with results_at(path) as folder:
         found = report_files(folder)
         reports = distinct(found)
-        return Side([file for file, _ in found], reports, run_failures(found, newest_run(reports)) if reports else [])
+        failed = run_failures(found, newest_run(reports)) if failures and reports else []
+        return Side([file for file, _ in found], reports, failed)

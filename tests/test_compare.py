@@ -459,3 +459,18 @@ def test_cli_compare_counts_a_run_copied_into_two_folders_once(tmp_path: Path, c
     assert main(["compare", str(a), str(b), "--budget", str(budgets), "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert set(table["mark"]) == {"not significant"}
+
+
+def test_cli_compare_reads_a_failures_file_only_where_budget_rows_use_it(tmp_path: Path, capsys) -> None:
+    """Only B's budget checks use a side's failed jobs: a damaged failures.json in A, or in B without --budget,
+    stopped a comparison that never reads it (exit 2, 'is damaged')."""
+    run = Path(PASSED.recipe) / PASSED.run_id
+    a, b = _write(tmp_path / "a", [PASSED]), _write(tmp_path / "b", [PASSED])
+    for side in (a, b):
+        (side / run / "failures.json").write_text('[{"job": ["latency-1"]}]')  # JSON, but no failed job
+    assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budget]]\nname = "ship"\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 point"\n')
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
+    assert f"{b / run / 'failures.json'} is damaged" in capsys.readouterr().err
