@@ -26,7 +26,7 @@ from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import FailedJob, Report
-from optbench.table import common_settings, missing, settings_line
+from optbench.table import missing, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -243,9 +243,7 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    shared = common_settings(table)  # said once, above the table, as in a run's table
-    columns = [column for column in COLUMNS if column not in shared]
-    line = settings_line(shared)
+    line, columns = said_once(table, COLUMNS)  # as in a run's table
     lines = [summary, "", *([line, ""] if line else [])]
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "|".join(" --- " for _ in columns) + "|")

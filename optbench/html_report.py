@@ -19,7 +19,7 @@ from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.report import FailedJob
-from optbench.table import common_settings, format_cell, run_notes, settings_line, shown_columns
+from optbench.table import format_cell, run_layout, run_notes
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _section(
         figure = f"<p>No plot: {html.escape(no_plots)}.</p>"
     else:
         figure = f"<p>No plot: this run was not measured at batch {shape[0]} x {shape[1]}.</p>"
-    columns = shown_columns(run)
+    shared, columns = run_layout(run)
     header = "".join(f"<th>{html.escape(c)}</th>" for c in ["#", "pareto", *columns])
     body = []
     for index, row in run.iterrows():
@@ -273,7 +273,6 @@ def _section(
         marks = f"<td>{numbers.get(index, '')}</td><td>{'★' if on_front else ''}</td>"
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
     items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in notes)
-    shared = settings_line(common_settings(run))
     return (
         f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "

@@ -16,12 +16,11 @@ from optbench.errors import OptbenchError
 from optbench.report import Report
 from optbench.table import (
     ROW_ORDER,
-    common_settings,
     format_cell,
     format_number,
     format_speedup,
     missing,
-    settings_line,
+    said_once,
     sort_key,
     to_frame,
 )
@@ -91,9 +90,7 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
         return table.to_json(orient="records", indent=2)
     lines = ["Machines (hardware fingerprints):", ""]
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
-    shared = common_settings(table)  # said once, above the table
-    columns = [column for column in table.columns if column != "peer" and column not in shared]  # peer: a mark
-    line = settings_line(shared)
+    line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark
     lines += [*(["", line] if line else []), ""]
     lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     for _, row in table.iterrows():

@@ -4,7 +4,7 @@ people (Markdown, with the speedups marked against the A/A noise floor) or tools
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -84,23 +84,29 @@ def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> s
 def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
-        shared = settings_line(common_settings(group))
+        shared, columns = run_layout(group)
         lines += [f"### {recipe} · run {run_id}", "", *([shared, ""] if shared else [])]
-        lines += [*markdown_table(group, shown_columns(group)), ""]
+        lines += [*markdown_table(group, columns), ""]
         notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
     return "\n".join(lines) if lines else "no reports found\n"
 
 
-def shown_columns(run: pd.DataFrame) -> list[str]:
-    """The columns a run's table shows people: the standard ones but the settings all its rows share (its
-    `settings_line` states them), and the optional ones the run has."""
-    shared = common_settings(run)
-    standard = [c for c in MARKDOWN_COLUMNS if c not in shared]
-    return standard + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
+def run_layout(run: pd.DataFrame) -> tuple[str | None, list[str]]:
+    """A run's table as people read it (Markdown and HTML alike), by `said_once`: the line above it, and its columns:
+    the standard ones but the settings that line states, and the optional ones the run has."""
+    shared, standard = said_once(run, MARKDOWN_COLUMNS)
+    return shared, standard + [c for c in OPTIONAL_MARKDOWN_COLUMNS if c in run and run[c].notna().any()]
 
 
-def common_settings(rows: pd.DataFrame) -> dict[str, str]:
+def said_once(rows: pd.DataFrame, columns: Iterable[str]) -> tuple[str | None, list[str]]:
+    """The `settings_line` of the SETTINGS every row of `rows` shares, and `columns` less those settings: a table
+    (a run's, the by-machine one, compare's) says them once above its rows instead of as columns."""
+    shared = _common_settings(rows)
+    return settings_line(shared), [c for c in columns if c not in shared]
+
+
+def _common_settings(rows: pd.DataFrame) -> dict[str, str]:
     """The SETTINGS columns of `rows` that hold one value on every row, each with that value as its cells write it."""
     if rows.empty:
         return {}
@@ -109,7 +115,7 @@ def common_settings(rows: pd.DataFrame) -> dict[str, str]:
 
 
 def settings_line(settings: dict[str, str]) -> str | None:
-    """What every row of a table shares (`common_settings`), said once above it: `All rows: device cpu · batch 1 ·
+    """What every row of a table shares (`_common_settings`), said once above it: `All rows: device cpu · batch 1 ·
     seq_len 128`; None where its rows share none. A setting no row has (every cell `-`: compare's budget rows) is
     not said: `device -` tells nothing, and its column, as empty, is left out all the same."""
     said = " · ".join(f"{SETTINGS[c]} {value}" for c, value in settings.items() if value != "-")
