@@ -304,9 +304,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     gpu = any(spec.device == "cuda" for spec in recipe.bench.runtimes)
     executor = make_executor(args.executor, args.address, recipe.bench.threads, gpu)  # before any step runs
-    try:  # job processes, peers' environments and engine caches find the cache through the environment
-        with environment_set("OPTBENCH_CACHE", str(cache)):
-            folder = run_recipe(recipe, args.results, cache, executor)
+    try:  # the steps and every job (its engine caches) are given the cache folder: os.environ is left alone
+        folder = run_recipe(recipe, args.results, cache, executor)
     finally:
         executor.close()
     print(render(to_frame(load_reports(folder)), "md"))
@@ -329,20 +328,6 @@ def _check_folder_can_be_written(option: str, folder: Path) -> None:
         raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
-
-
-@contextmanager
-def environment_set(name: str, value: str) -> Iterator[None]:
-    """`name=value` in os.environ while the block runs (and in the processes it starts), as before after."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _failure_lines(failed: list[FailedJob]) -> str:

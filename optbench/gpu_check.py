@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from optbench.atomic import write_text_atomic
-from optbench.cli import environment_set, help_text, path_argument, run_command
+from optbench.cli import help_text, path_argument, run_command
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import FailedJob
@@ -212,13 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    cache = (args.cache or default_cache_dir()).resolve()
-
-    def check() -> int:  # as `optbench run`: job processes and engine caches find the cache through the environment
-        with environment_set("OPTBENCH_CACHE", str(cache)):
-            return run_check(args.results, cache, args.recipes)
-
-    return run_command("gpu check", check, args.verbose, "the same command resumes it (cached steps are kept)")
+    cache = (args.cache or default_cache_dir()).resolve()  # as `optbench run`: its steps and jobs are given it
+    return run_command(
+        "gpu check",
+        lambda: run_check(args.results, cache, args.recipes),
+        args.verbose,
+        "the same command resumes it (cached steps are kept)",
+    )
 
 
 if __name__ == "__main__":

@@ -318,6 +318,25 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     assert len(ran) == 1
 
 
+def test_run_gives_the_cache_to_the_run_and_leaves_optbench_cache_to_the_user(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--cache goes to the run, whose steps and jobs carry it (to a Ray node's job too): the variable is the user's
+    default, never rewritten for the run's processes."""
+    seen = []
+
+    def fake_run(recipe, results, cache, executor):  # type: ignore[no-untyped-def]
+        seen.append((cache, os.environ.get("OPTBENCH_CACHE")))
+        (results / "x").mkdir(parents=True)
+        return results / "x"
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "default"))
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]) == 0
+    assert seen == [((tmp_path / "c").resolve(), str(tmp_path / "default"))]
+
+
 def _tree(*folders: Path) -> list[tuple[str, int]]:
     """Every path under `folders` (hidden ones too) with its size: what a command that writes nothing leaves as is."""
     return sorted((str(p), p.stat().st_size if p.is_file() else 0) for f in folders for p in [f, *f.rglob("*")])

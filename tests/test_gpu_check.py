@@ -155,12 +155,13 @@ def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monke
 
 
 def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job processes and engine caches find --cache through OPTBENCH_CACHE, and no hub is asked, as under
-    `optbench run`; the environment is as before afterwards."""
+    """The runs are given --cache (their steps and jobs carry it: OPTBENCH_CACHE is the user's alone, never set for
+    them) and no hub is asked, as under `optbench run`."""
     seen: dict[str, str | None] = {}
 
     def run(recipe: Recipe, results: Path, cache: Path) -> Path:
         seen.update({name: os.environ.get(name) for name in ("OPTBENCH_CACHE", "HF_HUB_OFFLINE")})
+        seen["cache"] = str(cache)
         return _fake_run(recipe, results, cache)
 
     monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
@@ -168,8 +169,7 @@ def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeyp
     monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
-    assert seen == {"OPTBENCH_CACHE": str((tmp_path / "cache").resolve()), "HF_HUB_OFFLINE": "1"}
-    assert "OPTBENCH_CACHE" not in os.environ
+    assert seen == {"OPTBENCH_CACHE": None, "HF_HUB_OFFLINE": "1", "cache": str((tmp_path / "cache").resolve())}
 
 
 def test_an_interrupted_check_says_it_resumes_and_leaves_the_environment_as_it_was(
