@@ -351,7 +351,7 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import distinct, failure_files, load_failures, report_files
+    from optbench.report import distinct, failure_files, read_failures, report_files
     from optbench.table import render
 
     if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
@@ -365,8 +365,9 @@ def _report(args: argparse.Namespace) -> int:
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
-    failed = list(dict.fromkeys(failure for path in args.paths for failure in load_failures(path)))
-    read = [file for file, _ in found] + [file for path in args.paths for file in failure_files(path)]
+    failure_paths = [file for path in args.paths for file in failure_files(path)]
+    failed = list(dict.fromkeys(failure for file in failure_paths for failure in read_failures(file)))
+    read = [file for file, _ in found] + failure_paths
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
         from optbench.machines import machines, merge_by_machine, render_merged

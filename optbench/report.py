@@ -433,21 +433,23 @@ def failure_files(folder: Path) -> list[Path]:
 
 def load_failures(folder: Path) -> list[FailedJob]:
     """The failed jobs recorded in the runs under `folder` (a run folder, or a folder of runs)."""
-    failed = []
-    for path in failure_files(folder):
-        try:
-            failed += [FailedJob(**entry) for entry in json.loads(path.read_text())]
-        except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
-            raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
-    return failed
+    return [failure for path in failure_files(folder) for failure in read_failures(path)]
+
+
+def read_failures(path: Path) -> list[FailedJob]:
+    """The failed jobs one failures.json records."""
+    try:
+        return [FailedJob(**entry) for entry in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
 
 
 def run_failures(found: Iterable[tuple[Path, Report]], run: list[Report]) -> list[FailedJob]:
     """The failed jobs of `run` (one run's reports among `found`, the files they were read from): its failures.json
     lies beside its reports, whatever its folder is called; a run copied into two folders lists its failures once,
     and another run's failures beside a copied report are left out."""
-    folders = sorted({path.parent for path, report in found if any(report is r for r in run)})
-    failed = [f for folder in folders if (folder / FAILURES_FILE).exists() for f in load_failures(folder)]
+    files = sorted({path.parent / FAILURES_FILE for path, report in found if any(report is r for r in run)})
+    failed = [f for file in files if file.exists() for f in read_failures(file)]
     return [f for f in dict.fromkeys(failed) if f.run_id in ("", run[0].run_id)]
 
 
