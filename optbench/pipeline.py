@@ -69,10 +69,8 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     with work_folder(root, store.run_id) as staging:  # gone however this ends; a killed run's, by the next
         for report in reports:
             write_report(report, staging)
-        if failed:
-            write_failures(failed, staging, store.run_id)
-        failures = [replace(failure, run_id=store.run_id) for failure in failed]  # as write_failures records them
-        write_html(to_frame(reports), staging / "report.html", failed=failures)  # plotted at html_report.run_shape
+        failed = write_failures(failed, staging, store.run_id) if failed else []  # stamped with the run id
+        write_html(to_frame(reports), staging / "report.html", failed=failed)  # plotted at html_report.run_shape
         try:
             os.replace(staging, final)
         except OSError:

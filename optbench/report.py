@@ -418,8 +418,12 @@ class FailedJob:
         return f"{self.variant}{f' on {self.runtime}' if self.runtime else ''}, {self.job}: {self.reason}"
 
 
-def write_failures(failed: list[FailedJob], folder: Path, run_id: str) -> None:
-    write_json_atomic(folder / FAILURES_FILE, [asdict(replace(f, run_id=run_id)) for f in failed])
+def write_failures(failed: list[FailedJob], folder: Path, run_id: str) -> list[FailedJob]:
+    """Record the failed jobs of run `run_id` in `folder`'s failures.json, each stamped with the run id (which
+    tells a run's failures from another's beside a copied report); returns them as recorded."""
+    recorded = [replace(f, run_id=run_id) for f in failed]
+    write_json_atomic(folder / FAILURES_FILE, [asdict(f) for f in recorded])
+    return recorded
 
 
 def failure_files(folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from optbench.artifact import ModelArtifact, StepRecord
 from optbench.errors import OptbenchError
 from optbench.pipeline import distinct_variants
+from optbench.recipe import parse_recipe
 
 
 def _artifact(sha: str, *steps: tuple[str, str | None]) -> ModelArtifact:
@@ -99,3 +101,30 @@ def test_a_runs_page_plots_the_shape_optbench_report_plots(
     assert main(["report", str(run), "--format", "html", "-o", str(page)]) == 0
     for html in (run / "report.html", page):
         assert "Pareto front at batch 1 x 64" in html.read_text()
+
+
+def test_a_runs_failed_jobs_carry_its_run_id_in_failures_json_and_on_its_page(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """The failures a run records are the ones its page lists: both stamped with the run's id, which tells them from
+    another run's beside a copied report."""
+    from report_fixtures import make_report
+
+    from optbench.pipeline import run_recipe
+    from optbench.report import FailedJob, load_failures
+
+    table = {
+        "model": {"checkpoint": str(tiny_classifier)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "bench": {"batch_sizes": [1], "seq_lens": [64]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    crashed = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1x64-round0-pair1", "crashed")
+
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], [crashed]
+
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    run = run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    assert load_failures(run) == [replace(crashed, run_id=run.name)]
+    assert f"<li><b>failed</b>: {crashed.describe()}</li>" in (run / "report.html").read_text()
