@@ -95,20 +95,30 @@ def apply_chains(recipe: Recipe, baseline: V, apply: Callable[[RecipeStep, V], V
     """The baseline and every step's output, chain by chain (`apply` makes a step's output from its input; a run
     runs the step, a dry run plans it). Chains that share their first steps list those outputs once per chain
     (see `distinct_variants`). A step whose outside tool fails (StepFailed: a peer's pipeline or its
-    environment) ends its chain and is recorded; the other chains go on."""
-    artifacts, failures = [baseline], []
+    environment) ends its chain and is recorded, and so is each step after it, as not run: every variant the
+    recipe names has a report or a recorded reason. A chain that shares the failed step neither runs it again nor
+    records it twice; the other chains go on."""
+    artifacts: list[V] = [baseline]
+    failures: dict[str, FailedJob] = {}  # by variant, a name only one model has (`distinct_variants`)
     for chain in recipe.chains:
-        current = baseline
+        current, variant, failed_at = baseline, baseline.variant, ""
         for step in chain:
-            try:
-                current = apply(step, current)
-            except StepFailed as exc:
-                variant = f"{current.variant}+{step.shown}"
-                log.error("%s: %s; the rest of the run goes on without it", variant, exc)
-                failures.append(FailedJob(variant, "", f"step {step.config.name}", str(exc)))
-                break
-            artifacts.append(current)
-    return artifacts, failures
+            variant = f"{variant}+{step.shown}"
+            if variant in failures:  # in a chain before this one, which shares this one's first steps
+                failed_at = failed_at or variant
+            elif failed_at:
+                reason = f"not run: {failed_at} failed before it"
+                failures[variant] = FailedJob(variant, "", f"step {step.config.name}", reason)
+            else:
+                try:
+                    current = apply(step, current)
+                except StepFailed as exc:
+                    log.error("%s: %s; the rest of the run goes on without it", variant, exc)
+                    failures[variant] = FailedJob(variant, "", f"step {step.config.name}", str(exc))
+                    failed_at = variant
+                    continue
+                artifacts.append(current)
+    return artifacts, list(failures.values())
 
 
 def sweep_identity(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from optbench.artifact import ModelArtifact, StepRecord
-from optbench.errors import OptbenchError
-from optbench.pipeline import distinct_variants
+from optbench.errors import OptbenchError, StepFailed
+from optbench.pipeline import apply_chains, distinct_variants
 from optbench.recipe import parse_recipe
+from optbench.steps import RecipeStep
 
 
 def _artifact(sha: str, *steps: tuple[str, str | None]) -> ModelArtifact:
@@ -45,6 +46,35 @@ def test_labels_tell_two_outputs_of_one_step_apart() -> None:
 def test_two_models_under_one_name_are_refused() -> None:
     with pytest.raises(OptbenchError, match=r"both named baseline\+distill: give the steps that differ a label"):
         distinct_variants([_artifact("b"), _artifact("3", ("distill", None)), _artifact("2", ("distill", None))])
+
+
+@dataclass(frozen=True)
+class _Model:
+    variant: str
+
+
+def test_a_failed_step_records_the_rest_of_its_chain_and_runs_once() -> None:
+    """A peer step that fails ends its chain: the steps after it are recorded as not run (a budget on their variants
+    says why they have no report, not that it names no variant), and a chain sharing the failed step neither runs it
+    again nor records it twice."""
+    optimum, quantize, onnx = {"name": "peer-optimum", "level": "O2"}, {"name": "quantize-dynamic"}, {"name": "onnx"}
+    chains = [{"steps": [optimum, quantize]}, {"steps": [optimum]}, {"steps": [onnx, quantize]}]
+    recipe = parse_recipe({"chains": chains, "bench": {"runtimes": ["onnxruntime"]}}, base=Path("."), default_name="r")
+    ran = []
+
+    def apply(step: RecipeStep, model: _Model) -> _Model:
+        ran.append(step.shown)
+        if step.config.name == "peer-optimum":
+            raise StepFailed("optimum export failed")
+        return _Model(f"{model.variant}+{step.shown}")
+
+    models, failures = apply_chains(recipe, _Model("baseline"), apply)
+    assert ran == ["optimum-O2", "onnx", "quantize-dynamic"]
+    assert [m.variant for m in models] == ["baseline", "baseline+onnx", "baseline+onnx+quantize-dynamic"]
+    assert [f.describe() for f in failures] == [
+        "baseline+optimum-O2, step peer-optimum: optimum export failed",
+        "baseline+optimum-O2+quantize-dynamic, step quantize-dynamic: not run: baseline+optimum-O2 failed before it",
+    ]
 
 
 def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatch, reviews) -> None:
