@@ -276,7 +276,9 @@ def _run_jobs(
     Returns per pair index the test-split logits and the runtime's own description; the latency job
     results per (pair, batch size, sequence length), rounds pooled; per shape the reference's repeated
     (A/A) measurement, rounds pooled; and the failed jobs. A pair with a failed job is left out of the rest
-    (a failed A/A repeat leaves its shape without a noise floor).
+    (a failed A/A repeat leaves its shape without a noise floor). Only whole measurements are pooled: the
+    rounds before a failed one are dropped too, so that no figure rests on fewer rounds than the others
+    (the reference's would have been every speedup's, and the A/A repeat's its shape's noise floor).
     """
     from tqdm.auto import tqdm
 
@@ -315,9 +317,11 @@ def _run_jobs(
     details: dict[int, dict[str, Any]] = {}
     timings: dict[tuple[int, int, SeqLen], dict[str, Any]] = {}
     repeats: dict[Shape, dict[str, Any]] = {}
+    failed = failures(outcomes[j.key] for j in jobs)
+    incomplete = {(f.job.pair, f.job.shape, f.job.repeat) for f in failed}
     for planned in jobs:
         result = outcomes[planned.key].result
-        if result is None:
+        if result is None or (planned.pair, planned.shape, planned.repeat) in incomplete:
             continue
         if planned.kind == "accuracy":
             logits[planned.pair] = np.load(result["logits"])
@@ -326,7 +330,7 @@ def _run_jobs(
             _pool(repeats, planned.shape, result)
         else:
             _pool(timings, (planned.pair, *planned.shape), result)
-    return logits, details, timings, repeats, failures(outcomes[j.key] for j in jobs)
+    return logits, details, timings, repeats, failed
 
 
 def _inputs(

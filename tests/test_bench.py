@@ -216,3 +216,36 @@ def test_a_bench_config_made_in_code_refuses_a_runtime_listed_twice() -> None:
     # the check sat in the recipe reader, so a BenchConfig built by code timed the same runtime twice
     with pytest.raises(OptbenchError, match=r"\[bench\] runtimes lists \['torch-cpu-fp32'\] more than once"):
         BenchConfig(runtimes=(RuntimeSpec("torch"), RuntimeSpec("torch", "cpu", "fp32")))
+
+
+def _failing_job(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """Make the fake job runner fail the one job whose output is named `key` (its round and pair)."""
+    run = bench.run_in_subprocess
+
+    def fail_one(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        if Path(job.output).name.rsplit("-", 1)[0] == key:  # the store names it <key>-<claim token>.result.json
+            raise JobFailed("latency job hung: no result after 5 s")
+        return run(job, job_path, timeout_s)
+
+    monkeypatch.setattr(bench, "run_in_subprocess", fail_one)
+
+
+def test_the_reference_failing_a_later_round_is_an_error(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first round succeeded: the run went on with no baseline report, every speedup against one round of
+    the reference and the variants' two."""
+    _failing_job(monkeypatch, "latency-1x16-round1-pair0")
+    with pytest.raises(OptbenchError, match=r"the reference baseline on torch.* failed \(latency job hung"):
+        benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, TWO_ROUNDS, recipe="t", store=store)
+
+
+def test_an_a_a_repeat_failing_a_later_round_leaves_no_noise_floor(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor would compare the reference's two rounds with one round of its repeat."""
+    _failing_job(monkeypatch, "latency-1x16-round1-pair0-repeat")
+    reports, failed = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert [f.job for f in failed] == ["latency-1x16-round1-pair0-repeat"]
+    assert [r.variant for r in reports] == ["baseline", "baseline+prune"]
+    assert all(m.noise_floor_pct is None for r in reports for m in r.measurements)
