@@ -219,8 +219,8 @@ def _speedup_against(
     report: Report, choice: RowChoice, budget: Budget, run: list[Report], shape: str
 ) -> tuple[tuple[float, float, float], str] | str:
     """The chosen row's p50 over this variant's, with the interval both p50 intervals allow, at the budget's
-    shape on the same machine (a run on several machines has a reference on each); why it cannot be had
-    (not measured, no such row, more than one) otherwise."""
+    shape on the same machine (a run on several machines has a reference on each), and 1 exactly for the
+    chosen row itself; why it cannot be had (not measured, no such row, more than one) otherwise."""
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
         return _unmeasured(report, shape)
@@ -231,6 +231,8 @@ def _speedup_against(
         names = ", ".join(sorted("/".join(r.key) for _, r in rows))
         return f"{choice.text} names {len(rows)} rows at {shape} on this machine ({names}): name one"
     ((theirs, chosen),) = rows
+    if chosen is report:  # one p50 over itself: 1 exactly, not its interval taken twice (0.99x to 1.01x)
+        return (1.0, 1.0, 1.0), "/".join(chosen.key)
     return _speedup_over(theirs, own), "/".join(chosen.key)
 
 

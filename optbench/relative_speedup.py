@@ -59,8 +59,8 @@ def row_names(frame: pd.DataFrame) -> list[str]:
 
 def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
     """`frame` with `speedup_vs` (the chosen row's p50 over each row's, in the same run, machine and shape),
-    its 95% interval `speedup_vs_ci_low`/`_high` (what both p50 intervals allow) and `speedup_vs_row` (the
-    chosen row's full name), filled in where that group has the chosen row."""
+    its 95% interval `speedup_vs_ci_low`/`_high` (what both p50 intervals allow; [1, 1] for the chosen row
+    itself) and `speedup_vs_row` (the chosen row's full name), filled in where that group has the chosen row."""
     frame = frame.copy()
     for column in ("speedup_vs", "speedup_vs_ci_low", "speedup_vs_ci_high"):
         frame[column] = float("nan")
@@ -81,5 +81,7 @@ def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:
             )
             frame.loc[group.index, "speedup_vs_ci_low"] = low
             frame.loc[group.index, "speedup_vs_ci_high"] = high
+            # the chosen row over itself is one p50 over the same p50: 1 exactly, not its interval taken twice
+            frame.loc[bar.index, ["speedup_vs_ci_low", "speedup_vs_ci_high"]] = 1.0
             frame.loc[group.index, "speedup_vs_row"] = row_names(bar)[0]
     return frame

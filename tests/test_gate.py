@@ -484,8 +484,21 @@ def test_min_speedup_against_the_row_the_budget_names(tmp_path: Path) -> None:
     assert fp16.reason.startswith(
         "baseline on torch-cuda-fp16 at batch 1 x 128 against baseline/torch/cuda/fp32: min_speedup 2.5x"
     )
-    assert checks["torch-cuda-fp32"].value == 1.0 and checks["torch-cuda-fp32"].verdict == "fail"
+    assert checks["torch-cuda-fp32"].value == 1.0 and checks["torch-cuda-fp32"].verdict == "fail"  # below 2x
     assert checks["torch-cpu-fp32"].value == pytest.approx(0.1) and checks["torch-cpu-fp32"].verdict == "fail"
+
+
+def test_the_row_a_speedup_is_against_is_exactly_as_fast_as_itself(tmp_path: Path) -> None:
+    """Its speedup over itself is one p50 over the same p50, so it is 1 with no spread: "no variant slower than the
+    reference" (min_speedup = "1x" over every variant) could never pass while the reference's own check took its
+    p50 interval twice (0.99x to 1.01x, inconclusive)."""
+    budget = f'[[budget]]\nvariants = ["*"]\n{SHAPE}min_speedup = "1x"\n'
+    checks = {c.variant: c for c in _checks(budget, _run(), tmp_path)}
+    baseline = checks["baseline"]
+    assert (baseline.value, baseline.low, baseline.high, baseline.verdict) == (1.0, 1.0, 1.0, "pass")
+    assert checks["baseline+onnx"].verdict == "pass"
+    against = {c.runtime: c for c in _checks(AGAINST_BUDGET.replace('"2x"', '"1x"'), _gpu_run(), tmp_path)}
+    assert (against["torch-cuda-fp32"].low, against["torch-cuda-fp32"].verdict) == (1.0, "pass")
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,16 @@ def test_every_row_is_measured_against_the_chosen_row_at_its_shape() -> None:
     assert "- **speedup_vs**: against baseline/torch/cuda/fp32 at the same shape" in table
 
 
+def test_the_chosen_row_is_exactly_as_fast_as_itself() -> None:
+    """Its speedup over itself is one p50 over the same p50: 1 with no spread, not its p50 interval taken twice
+    (which compare and the gate would read as 0.99x to 1.01x)."""
+    run = [with_figures(report, p50_ms=report.measurements[0].latency.p50_ms, spread_ms=0.4) for report in _gpu_run()]
+    rows = _by_precision(add_speedup_vs(to_frame(run), RowChoice.parse("baseline/torch/cuda/fp32")))
+    assert rows.loc[("cuda", "fp32"), ["speedup_vs", "speedup_vs_ci_low", "speedup_vs_ci_high"]].tolist() == [1, 1, 1]
+    fp16 = rows.loc[("cuda", "fp16")]
+    assert fp16["speedup_vs_ci_low"] < fp16["speedup_vs"] < fp16["speedup_vs_ci_high"]
+
+
 def test_runs_without_the_chosen_row_get_none_and_the_table_hides_the_column() -> None:
     other_run = [with_figures(make_report(run_id="20261130T041500Z-aaaa"), p50_ms=40.0)]
     frame = add_speedup_vs(to_frame(_gpu_run() + other_run), RowChoice.parse("baseline/torch/cuda/fp32"))
