@@ -121,8 +121,8 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
                 why = f"its {failure.job} failed: {failure.reason}"
                 checks += [Check.unjudgeable(budget, failure.variant, runtime, limit, why) for limit in budget.limits]
         chosen = [r for r in reports if _selects(budget, r)]
+        variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
         if not chosen:
-            variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
             have = ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
             why = f"no report in the run matches (it has {have}): fix the budget's variants or runtimes"
             checks += [Check.unjudgeable(budget, variants, runtimes, limit, why) for limit in budget.limits]
@@ -131,6 +131,17 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
                 _check(budget, limit, report, reports)
                 for limit in budget.limits
                 if not (limit.key == "min_speedup_vs_peer" and report.peer)  # peers are the bar, not gated
+            ]
+        if chosen and all(r.peer for r in chosen):  # a limit that judged nothing must not pass unseen
+            peers = ", ".join(dict.fromkeys(r.variant for r in chosen))
+            why = (
+                f"only peers match ({peers}), and peers are its bar, not gated by it: "
+                "name a variant of yours in the budget's variants"
+            )
+            checks += [
+                Check.unjudgeable(budget, variants, runtimes, limit, why)
+                for limit in budget.limits
+                if limit.key == "min_speedup_vs_peer"
             ]
     return checks
 

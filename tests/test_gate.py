@@ -448,6 +448,22 @@ def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(t
     assert ours.verdict == "fail" and "no peer within 1 points was measured at batch 1 x 128" in ours.reason
 
 
+def test_a_peer_budget_that_selects_only_peers_fails(tmp_path: Path) -> None:
+    """Peers are the bar, not gated: a budget whose variants name only peers judged nothing, and the gate
+    passed (exit 0, --strict too) with no line for it."""
+    budget = f'[[budget]]\nvariants = ["baseline+peer-*"]\n{SHAPE}min_speedup_vs_peer = "1.1x"\n'
+    budget += 'max_accuracy_drop = "3 points"\n'
+    checks = _checks(budget, _peers_run(), tmp_path)
+    assert [c.limit.key for c in checks].count("max_accuracy_drop") == 3  # the peers' own drops are judged
+    (check,) = [c for c in checks if c.limit.key == "min_speedup_vs_peer"]
+    assert check.verdict == "fail" and exit_code(checks, strict=False) == 1
+    assert check.reason == (
+        "variants ['baseline+peer-*'] on runtimes ['*']: min_speedup_vs_peer cannot be checked: only peers match "
+        "(baseline+peer-optimum, baseline+peer-optimum-lossy, baseline+peer-torchao), and peers are its bar, not "
+        "gated by it: name a variant of yours in the budget's variants"
+    )
+
+
 def test_peer_budget_needs_a_unit_and_a_shape(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=r'peer_max_accuracy_drop = 1 has no unit: .*"1.0 points"'):
         load_budgets(_budget(PEER_BUDGET + "peer_max_accuracy_drop = 1\n", tmp_path))
