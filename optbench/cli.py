@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "device, precision and shape, and by machine where a side holds several (each side's newest report per "
         "row). Each figure is marked better or "
         "worse when the two 95% intervals do not overlap and, for timings, the change exceeds the runs' "
-        "A/A noise floor; else not significant. Rows only in A are newly failing, rows only in B new, and "
+        "A/A noise floor; else not significant. Rows only in A are newly failing (with the reason B's failures.json "
+        "records, where B's newest run failed them), rows only in B new, and "
         "rows whose workloads differ (data, max_length, threads, timing, max_batches, rounds: the why column names "
         "which) not comparable. "
         "With --budget, every budget check that A's newest run passed (or left inconclusive) and B's newest run "
@@ -420,18 +421,20 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from optbench.budget import load_budgets
-    from optbench.compare import budget_regressions, compare, load_side, render, workloads_of
+    from optbench.compare import budget_regressions, compare, open_side, render, workloads_of
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
-    a, b = load_side(args.a), load_side(args.b, failures=bool(budgets))  # only B's budget checks use failed jobs
-    for name, spec, side in (("A", args.a, a), ("B", args.b, b)):
-        if not side.reports:
-            raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
-    table = compare(to_frame(a.reports), to_frame(b.reports), workloads_of(a.reports + b.reports))
-    if budgets:
-        table = pd.concat([budget_regressions(budgets, a.reports, b.reports, b.failed), table], ignore_index=True)
-    read = a.files + b.files
+    with open_side(args.a) as a, open_side(args.b) as b:  # open until B's failed jobs are read, if they are
+        for name, spec, side in (("A", args.a, a), ("B", args.b, b)):
+            if not side.reports:
+                raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
+        reports = a.reports + b.reports
+        table = compare(to_frame(a.reports), to_frame(b.reports), workloads_of(reports), lambda: b.failures)
+        if budgets:
+            regressions = budget_regressions(budgets, a.reports, b.reports, b.failures)
+            table = pd.concat([regressions, table], ignore_index=True)
+        read = a.files + b.files
     text = render(table, args.format, only_changes=args.only_changes)
     _emit(text, args.output, read, [args.budget] if args.budget else [])
     return 0

@@ -6,17 +6,19 @@ than the runs' A/A noise floor (the p50 gap between two measurements of one mode
 Rows are matched by variant, runtime, device, precision, batch size and sequence length, and by machine
 when a side holds results of several machines (a distributed run); with one machine a side, the two are
 compared as they are, across machines too (the machine column says "A -> B"). When a side holds several
-runs, each row's newest report is used. Newly failing: a row A measured and B did not,
-or, given budgets, a budget check that A's newest run passed (or left inconclusive) and B's does not pass: it
-fails, cannot be judged (as the gate, which fails it: not measured at the budget's shape, its job or step failed,
-with the reason B's failures.json gives) or has no report to judge at all.
+runs, each row's newest report is used. Newly failing: a row A measured and B did not (with the reason B's
+failures.json gives where B's newest run failed it), or, given budgets, a budget check that A's newest run passed
+(or left inconclusive) and B's does not pass: it fails, cannot be judged (as the gate, which fails it: not measured
+at the budget's shape, its job or step failed, with that reason) or has no report to judge at all.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +28,7 @@ from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import FailedJob, Report
+from optbench.runtimes import runtime_label
 from optbench.table import missing, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
@@ -100,6 +103,28 @@ FIGURES = (
 COLUMNS = [*KEY, "machine", "figure", "a", "b", "change_pct", "mark", "why"]
 
 
+@dataclass(frozen=True)
+class Failures:
+    """The failed jobs and steps of a side's newest run (its failures.json), and the machines that run measured on.
+    A run leaves a variant whose job failed out of every machine's reports on that runtime (a failed step: on every
+    runtime), so a failure is why it has no report on each of those machines, and on no other."""
+
+    jobs: tuple[FailedJob, ...] = ()
+    machines: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_run(cls, jobs: Iterable[FailedJob], run: list[Report]) -> Failures:
+        """`jobs`, the failures of `run` (one run's reports), on its machines."""
+        return cls(tuple(jobs), frozenset(str(r.environment.get("machine") or "") for r in run))
+
+    def of(self, variant: str, runtime: str, machine: str | None) -> tuple[FailedJob, str] | None:
+        """The failure that left `variant` on `runtime` (a label) without a report on `machine`, and that machine;
+        `machine` None where rows are matched across machines (one a side): on the run's one machine."""
+        on = next(iter(self.machines), "") if machine is None else machine
+        failure = next((f for f in self.jobs if f.variant == variant and f.runtime in (runtime, "")), None)
+        return (failure, on) if failure is not None and on in self.machines else None
+
+
 def match_key(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     """KEY, plus the machine when either side holds results of several machines."""
     several = any(frame["machine"].nunique(dropna=False) > 1 for frame in (a, b))
@@ -117,18 +142,28 @@ def _with_reference(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return add_speedup_vs(rows.reset_index(drop=True), REFERENCE_ROW).set_index(key, drop=False)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, workloads: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+def compare(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    workloads: Mapping[str, Mapping] | None = None,
+    failures_b: Callable[[], Failures] = Failures,
+) -> pd.DataFrame:
     """Every figure of every row key of `a` and `b` (report tables, `table.to_frame`), with its mark;
     `workloads` (workload fingerprint -> the report's workload, `workloads_of`) names what differs where
-    two rows are not comparable."""
+    two rows are not comparable, and `failures_b` (called only where a row is newly failing: a damaged failures.json
+    stops only a comparison that uses it) why B has no report of a row."""
     key = match_key(a, b)
     a, b = _with_reference(newest(a, key), key), _with_reference(newest(b, key), key)
+    failures = cache(failures_b)
     out = []
     for row in a.index.union(b.index, sort=False):
         sides = [frame.loc[row] for frame in (a, b) if row in frame.index]
-        where = [*row[: len(KEY)], " -> ".join(dict.fromkeys(str(side["machine"] or "-") for side in sides))]
+        failed = None if row in b.index else _failed_in_b(row, len(key) > len(KEY), failures())
+        machines = [*(str(side["machine"] or "-") for side in sides), *([failed[1] or "-"] if failed else [])]
+        where = [*row[: len(KEY)], " -> ".join(dict.fromkeys(machines))]
         if row not in b.index:
-            out.append([*where, "-", "measured", "missing", None, "newly failing", "no report in B"])
+            why = "no report in B" + (f": {failed[0].why}" if failed else "")
+            out.append([*where, "-", "measured", "missing", None, "newly failing", why])
         elif row not in a.index:
             out.append([*where, "-", "missing", "measured", None, "new", "no report in A"])
         elif a.loc[row, "workload"] != b.loc[row, "workload"]:
@@ -137,6 +172,13 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, workloads: Mapping[str, Mapping] |
         else:
             out += [[*where, *_figure_row(figure, a.loc[row], b.loc[row])] for figure in FIGURES]
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _failed_in_b(row: tuple, several: bool, failures: Failures) -> tuple[FailedJob, str] | None:
+    """The failure in B's newest run that left a row A measured (its key; with the machine where `several`, as
+    `match_key`) without a report in B, and B's machine."""
+    variant, engine, device, precision = row[:4]
+    return failures.of(variant, runtime_label(engine, device, precision), str(row[-1] or "") if several else None)
 
 
 def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
@@ -166,11 +208,11 @@ def _flat(workload: Mapping) -> dict[str, object]:
 
 
 def budget_regressions(
-    budgets: list[Budget], a: list[Report], b: list[Report], failed_b: Sequence[FailedJob] = ()
+    budgets: list[Budget], a: list[Report], b: list[Report], failures_b: Failures = Failures()
 ) -> pd.DataFrame:
     """Comparison rows for the budget checks that A's newest run passed (or left inconclusive) and B's newest run
     does not pass: B fails it, or cannot judge it (not measured at the budget's shape, or its job or step failed:
-    among `failed_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks
+    `failures_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks
     are matched by budget, limit, shape, variant and runtime, and by machine when a side's run spans several (as
     rows are, `match_key`); a failure, which names no machine (nor, for a step, a runtime), matches A's check of its
     variant on any."""
@@ -190,7 +232,7 @@ def budget_regressions(
         return next((after[k] for k in (at, *failures) if k in after), None)
 
     before = {key(check): check for check in evaluate(budgets, run_a)}  # a report copied in twice: checked once
-    after = {key(check): check for check in evaluate(budgets, run_b, list(failed_b))}
+    after = {key(check): check for check in evaluate(budgets, run_b, list(failures_b.jobs))}
     out = []
     for at, old in before.items():
         new = in_b(at)
@@ -277,25 +319,37 @@ def _told_apart(a: object, b: object) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison: the report files read, their reports (a run copied into two folders counted
-    once, as report and gate count it: `report.distinct`), and the failed jobs of its newest run where they were
-    asked for."""
+    """One side of a comparison while it is open (`open_side`): the reports found, with their files."""
 
-    files: list[Path]
-    reports: list[Report]
-    failed: list[FailedJob]
+    found: list[tuple[Path, Report]]
+
+    @property
+    def files(self) -> list[Path]:
+        return [file for file, _ in self.found]
+
+    @cached_property
+    def reports(self) -> list[Report]:
+        """Its reports, a run copied into two folders counted once, as report and gate count it (`report.distinct`)."""
+        from optbench.report import distinct
+
+        return distinct(self.found)
+
+    @cached_property
+    def failures(self) -> Failures:
+        """The failed jobs and steps of its newest run, as the gate reads them; read when first asked for, so a
+        damaged failures.json stops only a comparison that uses it (B's, with budgets or a row newly failing)."""
+        from optbench.report import run_failures
+
+        run = newest_run(self.reports)
+        return Failures.of_run(run_failures(self.found, run), run)
 
 
-def load_side(path: str, *, failures: bool = False) -> Side:
-    """One side's reports with their files, and with `failures` the failed jobs of its newest run (as the gate reads
-    them; only B's budget checks use them, so a failures.json nothing uses is not read, nor refused when damaged): a
-    results folder or report file, or `REV:PATH` for results committed in git (their files, unpacked for the
-    reading, are gone when it returns)."""
-    from optbench.report import distinct, report_files, run_failures
+@contextmanager
+def open_side(path: str) -> Iterator[Side]:
+    """One side's reports: a results folder or report file, or `REV:PATH` for results committed in git (their
+    files, unpacked for the reading, are there until the block ends)."""
+    from optbench.report import report_files
     from optbench.results_at import results_at
 
     with results_at(path) as folder:
-        found = report_files(folder)
-        reports = distinct(found)
-        failed = run_failures(found, newest_run(reports)) if failures and reports else []
-        return Side([file for file, _ in found], reports, failed)
+        yield Side(report_files(folder))

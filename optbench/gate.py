@@ -118,8 +118,9 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
         for failure in failed or []:
             if _selects_failure(budget, failure):
                 runtime = failure.runtime or "-"
-                why = f"its {failure.job} failed: {failure.reason}"
-                checks += [Check.unjudgeable(budget, failure.variant, runtime, limit, why) for limit in budget.limits]
+                checks += [
+                    Check.unjudgeable(budget, failure.variant, runtime, limit, failure.why) for limit in budget.limits
+                ]
         chosen = [r for r in reports if _selects(budget, r)]
         variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
         if not chosen:

@@ -413,6 +413,11 @@ class FailedJob:
         if wrong:
             raise TypeError(f"{', '.join(wrong)} must be text")
 
+    @property
+    def why(self) -> str:
+        """Why its variant has no report, as the gate and compare say it: `its latency-1 failed: crashed`."""
+        return f"its {self.job} failed: {self.reason}"
+
     def describe(self) -> str:
         """One line: `baseline+onnx on onnxruntime-cpu-fp32, accuracy-1: why`."""
         return f"{self.variant}{f' on {self.runtime}' if self.runtime else ''}, {self.job}: {self.reason}"

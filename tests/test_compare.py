@@ -14,7 +14,7 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import budget_regressions, compare, render
+from optbench.compare import Failures, budget_regressions, compare, render
 from optbench.report import SCHEMA, FailedJob, Report, workload_fingerprint, write_failures, write_report
 from optbench.table import to_frame
 
@@ -319,7 +319,7 @@ def test_a_check_b_cannot_judge_or_lacks_is_newly_failing_as_the_gate_fails_it()
     assert unmeasured["why"].iloc[0].endswith("not measured at batch 1 x 128 (measured: batch 8 x 64)")
     baseline_only = [make_report(shapes=((1, 128),))]
     crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
-    failed = budget_regressions([budget], [PASSED], baseline_only, [crashed])
+    failed = budget_regressions([budget], [PASSED], baseline_only, Failures.of_run([crashed], baseline_only))
     assert failed[columns].values.tolist() == [[*row, "fail", "newly failing"]]
     assert failed["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
     missing = budget_regressions([budget], [PASSED], baseline_only)  # no failures.json: no report of it at all
@@ -426,7 +426,8 @@ def test_a_failed_step_in_b_gives_the_checks_a_passed_its_reason() -> None:
     which read 'missing', 'no report of baseline+onnx on torch-cpu-fp32', without the failure failures.json holds."""
     budget = parse_budget(LATENCY, "budget 1")
     broken = FailedJob("baseline+onnx", "", "step onnx", "export failed: opset 99")
-    table = budget_regressions([budget], [PASSED], [make_report(shapes=((1, 128),))], [broken])
+    b = [make_report(shapes=((1, 128),))]
+    table = budget_regressions([budget], [PASSED], b, Failures.of_run([broken], b))
     assert table[["variant", "runtime", "a", "b", "mark"]].values.tolist() == [
         ["baseline+onnx", "torch", "pass", "fail", "newly failing"]
     ]
@@ -438,9 +439,41 @@ def test_a_failed_job_on_one_of_several_machines_gives_the_check_a_passed_there_
     budget = parse_budget(LATENCY, "budget 1")
     a = [_on(PASSED, "box-1"), _on(PASSED, "box-2")]
     crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
-    table = budget_regressions([budget], a, [_on(PASSED, "box-2")], [crashed])
+    b = [_on(PASSED, "box-2")]
+    table = budget_regressions([budget], a, b, Failures.of_run([crashed], b))
     assert table[["machine", "a", "b"]].values.tolist() == [["box-1 -> -", "pass", "fail"]]
     assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
+
+
+def test_a_row_b_lacks_through_a_recorded_failure_says_why() -> None:
+    """A plain row newly failing said only 'no report in B' where B's failures.json says why (a failed job on its
+    runtime, or a failed step, on every runtime); a failure of another runtime or variant explains nothing."""
+    a = [make_report(shapes=((1, 128),)), PASSED]
+    b = [_on(make_report(shapes=((1, 128),)), "box-2")]
+
+    def newly_failing(*failed: FailedJob) -> list[list[str]]:
+        table = compare(to_frame(a), to_frame(b), failures_b=lambda: Failures.of_run(failed, b))
+        return table.loc[table["mark"] == "newly failing", ["variant", "machine", "why"]].values.tolist()
+
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    failed = "no report in B: its latency-1 failed: crashed with SIGSEGV"
+    assert newly_failing(crashed) == [["baseline+onnx", "box-1 -> box-2", failed]]
+    broken = FailedJob("baseline+onnx", "", "step onnx", "export failed: opset 99")
+    assert newly_failing(broken)[0][2] == "no report in B: its step onnx failed: export failed: opset 99"
+    elsewhere = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")
+    assert newly_failing(elsewhere) == newly_failing() == [["baseline+onnx", "box-1", "no report in B"]]
+
+
+def test_a_row_on_a_machine_b_s_run_did_not_measure_on_has_no_failure_reason() -> None:
+    a = [_on(PASSED, "box-1"), _on(PASSED, "box-2")]
+    b = [_on(make_report(shapes=((1, 128),)), machine) for machine in ("box-1", "box-2")]
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    table = compare(to_frame(a), to_frame(b), failures_b=lambda: Failures.of_run([crashed], b[1:]))
+    rows = table.loc[table["mark"] == "newly failing", ["machine", "why"]].values.tolist()
+    assert rows == [
+        ["box-1", "no report in B"],
+        ["box-2", "no report in B: its latency-1 failed: crashed with SIGSEGV"],
+    ]
 
 
 def test_cli_compare_counts_a_run_copied_into_two_folders_once(tmp_path: Path, capsys) -> None:
@@ -461,9 +494,10 @@ def test_cli_compare_counts_a_run_copied_into_two_folders_once(tmp_path: Path, c
     assert set(table["mark"]) == {"not significant"}
 
 
-def test_cli_compare_reads_a_failures_file_only_where_budget_rows_use_it(tmp_path: Path, capsys) -> None:
-    """Only B's budget checks use a side's failed jobs: a damaged failures.json in A, or in B without --budget,
-    stopped a comparison that never reads it (exit 2, 'is damaged')."""
+def test_cli_compare_reads_b_s_failures_file_only_where_a_row_uses_it(tmp_path: Path, capsys) -> None:
+    """B's failed jobs say why a row or budget check is newly failing: a damaged failures.json in A, or in B where
+    nothing is newly failing, stopped a comparison that never reads it (exit 2, 'is damaged'); in B where a row is
+    newly failing it is refused, as the gate refuses it."""
     run = Path(PASSED.recipe) / PASSED.run_id
     a, b = _write(tmp_path / "a", [PASSED]), _write(tmp_path / "b", [PASSED])
     for side in (a, b):
@@ -474,3 +508,27 @@ def test_cli_compare_reads_a_failures_file_only_where_budget_rows_use_it(tmp_pat
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
     assert f"{b / run / 'failures.json'} is damaged" in capsys.readouterr().err
+    (b / run / f"{PASSED.variant}.torch-cpu-fp32.json").unlink()
+    write_report(make_report(shapes=((1, 128),)), b / run)
+    assert main(["compare", str(a), str(b), "--format", "csv"]) == 2
+    assert f"{b / run / 'failures.json'} is damaged" in capsys.readouterr().err
+
+
+def test_cli_compare_gives_the_reason_b_s_failures_file_records(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Read from B's run folder while it is there: for REV:PATH, the folder git's files are unpacked to."""
+    a = _write(tmp_path / "a", [PASSED])
+    baseline = make_report(shapes=((1, 128),))
+    repo = tmp_path / "repo"
+    b = _write(repo / "results", [baseline])
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    write_failures([crashed], b / baseline.recipe / baseline.run_id, baseline.run_id)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a run"], check=True)
+    monkeypatch.chdir(repo)
+    for side in ("results", "HEAD:results"):
+        assert main(["compare", str(a), side, "--only-changes"]) == 0
+        assert (
+            "| newly failing | no report in B: its latency-1 failed: crashed with SIGSEGV |" in capsys.readouterr().out
+        )

@@ -68,7 +68,7 @@ class RuntimeSpec:
     def label(self) -> str:
         """A short name for logs and file names, e.g. `torch-cpu-fp32` or `torch-cpu-fp32-compile`: two specs
         that run a model differently never share one (their reports would overwrite each other)."""
-        return "-".join(part for part in (self.name, self.device, self.precision, self.tag) if part)
+        return runtime_label(self.engine, self.device, self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "precision": self.precision, "options": dict(self.options)}
@@ -76,6 +76,13 @@ class RuntimeSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RuntimeSpec:
         return cls(d["name"], d.get("device", "cpu"), d.get("precision", "fp32"), dict(d.get("options", {})))
+
+
+def runtime_label(engine: str, device: str, precision: str) -> str:
+    """The label (`RuntimeSpec.label`) of a table row's runtime: its engine (`torch-compile`), device and precision
+    (an engine's name has no `-`, so what follows the first one is its options' tag)."""
+    name, _, tag = engine.partition("-")
+    return "-".join(part for part in (name, device, precision, tag) if part)
 
 
 def _check_torch(spec: RuntimeSpec) -> str:
