@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from pathlib import Path
 
@@ -214,8 +214,8 @@ def budget_regressions(
     does not pass: B fails it, or cannot judge it (not measured at the budget's shape, or its job or step failed:
     `failures_b`, B's failures.json), which the gate fails too, or has no report to judge it on at all. Checks
     are matched by budget, limit, shape, variant and runtime, and by machine when a side's run spans several (as
-    rows are, `match_key`); a failure, which names no machine (nor, for a step, a runtime), matches A's check of its
-    variant on any."""
+    rows are, `match_key`); A's check of a variant B's run failed (its job on that runtime, or its step) gets the
+    gate's check of that failure, which names no machine (nor, for a step, a runtime), on B's (`Failures.of`)."""
     run_a, run_b = newest_run(a), newest_run(b)
     several = any(len({r.environment.get("machine") for r in run}) > 1 for run in (run_a, run_b))
 
@@ -224,18 +224,22 @@ def budget_regressions(
         machine = check.machine if several else ""
         return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, machine
 
-    def in_b(at: tuple[str, ...]) -> Check | None:
-        """B's check of A's check `at`: the same one, or else the one its failed job or step fails (a failure is
-        recorded on no machine, and a step's on no runtime: the gate's check of it says "-")."""
-        budget, variant, runtime, *limit_at_shape, _ = at
-        failures = [(budget, variant, failed_on, *limit_at_shape, "") for failed_on in (runtime, "-")]
-        return next((after[k] for k in (at, *failures) if k in after), None)
+    def in_b(at: tuple[str, ...], old: Check) -> Check | None:
+        """B's check of A's check `old` (`at` its key): the gate's check of the failure that left B's run without its
+        report (on the runtime "-" for a step's), placed on the machine `Failures.of` says, or else the same one."""
+        failed = failures_b.of(old.variant, old.runtime, old.machine if several else None)
+        if failed is None:
+            return after.get(at)
+        failure, machine = failed
+        budget, variant, _, *limit_at_shape, _ = at
+        check = after.get((budget, variant, failure.runtime or "-", *limit_at_shape, ""))
+        return None if check is None else replace(check, machine=machine)
 
     before = {key(check): check for check in evaluate(budgets, run_a)}  # a report copied in twice: checked once
     after = {key(check): check for check in evaluate(budgets, run_b, list(failures_b.jobs))}
     out = []
     for at, old in before.items():
-        new = in_b(at)
+        new = in_b(at, old)
         if old.verdict == "fail" or (new is not None and new.verdict != "fail"):
             continue
         # A's check passed, so it judged a report: the row names that report's engine, device and precision

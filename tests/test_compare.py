@@ -434,15 +434,32 @@ def test_a_failed_step_in_b_gives_the_checks_a_passed_its_reason() -> None:
     assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its step onnx failed: export failed: opset 99")
 
 
-def test_a_failed_job_on_one_of_several_machines_gives_the_check_a_passed_there_its_reason() -> None:
-    """A failed job is recorded on no machine: across several machines its checks were matched to none of A's."""
+def test_a_failed_job_in_a_run_on_several_machines_gives_each_check_a_passed_its_reason_there() -> None:
+    """A run leaves a variant whose job failed out of every machine's reports, so its failure (recorded on no
+    machine) is why each machine of B's run has no report of it: each such check reads on its machine, where it read
+    'box-1 -> -'. On a machine B's run did not measure on, the failure says nothing: no report there at all."""
     budget = parse_budget(LATENCY, "budget 1")
     a = [_on(PASSED, "box-1"), _on(PASSED, "box-2")]
     crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
-    b = [_on(PASSED, "box-2")]
+    b = [_on(make_report(shapes=((1, 128),)), machine) for machine in ("box-1", "box-2")]
     table = budget_regressions([budget], a, b, Failures.of_run([crashed], b))
-    assert table[["machine", "a", "b"]].values.tolist() == [["box-1 -> -", "pass", "fail"]]
-    assert table["why"].iloc[0].endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV")
+    assert table[["machine", "a", "b"]].values.tolist() == [["box-1", "pass", "fail"], ["box-2", "pass", "fail"]]
+    assert all(
+        why.endswith("max_p50 cannot be checked: its latency-1 failed: crashed with SIGSEGV") for why in table["why"]
+    )
+    on_box_2 = b[1:]
+    table = budget_regressions([budget], a, on_box_2, Failures.of_run([crashed], on_box_2))
+    assert table[["machine", "b"]].values.tolist() == [["box-1", "missing"], ["box-2", "fail"]]
+
+
+def test_a_failed_job_in_b_on_another_machine_names_b_s_machine() -> None:
+    """With one machine a side, checks are matched across machines and the row says 'A -> B': a failure's said
+    'box-1 -> -', as if B had run nowhere."""
+    budget = parse_budget(LATENCY, "budget 1")
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    b = [_on(make_report(shapes=((1, 128),)), "box-2")]
+    table = budget_regressions([budget], [PASSED], b, Failures.of_run([crashed], b))
+    assert table[["machine", "b"]].values.tolist() == [["box-1 -> box-2", "fail"]]
 
 
 def test_a_row_b_lacks_through_a_recorded_failure_says_why() -> None:
