@@ -39,7 +39,8 @@ ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
 # (precision_mode is the runtime's: beside an INT8 model on a CPU runtime, a bare "fp32" reads as the model's).
 SETTINGS = {"device": "device", "precision_mode": "runtime precision", "batch_size": "batch", "seq_len": "seq_len"}
 # Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
-# compiles and TensorRT builds its engines (reports before schema version 3 lack it), and the speedup over
+# compiles (reports before schema version 3 lack it; onnxruntime's TensorRT provider builds its engine for its
+# trt_profile, which a recipe always fills in, while the session opens: load_s), and the speedup over
 # the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
 # reader chose (`optbench report --against`, optbench/relative_speedup.py).
 OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer", "speedup_vs"]
