@@ -48,6 +48,7 @@ TABLE_COLUMNS = [
     "accuracy_drop",
     "gpu_peak_reserved_mb",
     "gpu_process_mb",
+    "load_s",
     "first_call_s",
 ]
 

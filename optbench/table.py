@@ -38,12 +38,19 @@ ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
 # table states it once above its rows (`settings_line`) instead of as a column; each with the name the line gives it
 # (precision_mode is the runtime's: beside an INT8 model on a CPU runtime, a bare "fp32" reads as the model's).
 SETTINGS = {"device": "device", "precision_mode": "runtime precision", "batch_size": "batch", "seq_len": "seq_len"}
-# Shown when a run has them: GPU memory (runtimes on cuda), the first call's time, where torch.compile
-# compiles (reports before schema version 3 lack it; onnxruntime's TensorRT provider builds its engine for its
-# trt_profile, which a recipe always fills in, while the session opens: load_s), and the speedup over
-# the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
+# Shown when a run has them: GPU memory (runtimes on cuda), the startup times (reports before schema version 3
+# lack them): the load, where onnxruntime's TensorRT provider builds its engine for its trt_profile (a recipe
+# always fills one in) or reads it from its cache, and the first call, where torch.compile compiles; the speedup
+# over the fastest peer within the accuracy budget (runs with peer variants), and the speedup over a row the
 # reader chose (`optbench report --against`, optbench/relative_speedup.py).
-OPTIONAL_MARKDOWN_COLUMNS = ["gpu_peak_reserved_mb", "gpu_process_mb", "first_call_s", "speedup_vs_peer", "speedup_vs"]
+OPTIONAL_MARKDOWN_COLUMNS = [
+    "gpu_peak_reserved_mb",
+    "gpu_process_mb",
+    "load_s",
+    "first_call_s",
+    "speedup_vs_peer",
+    "speedup_vs",
+]
 
 
 def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:

@@ -140,13 +140,13 @@ def test_markdown_lists_artifact_warnings_once_per_variant() -> None:
     assert lines.count("- **warning (baseline+onnx)**: no Attention was fused") == 1
 
 
-def test_markdown_shows_gpu_and_first_call_columns_only_for_runs_that_have_them() -> None:
+def test_markdown_shows_gpu_and_startup_columns_only_for_runs_that_have_them() -> None:
     cpu = render(to_frame([make_report()]), "md")
-    assert "gpu_peak_reserved_mb" not in cpu and "first_call_s" not in cpu
+    assert not {"gpu_peak_reserved_mb", "load_s", "first_call_s"} & set(cpu.split(" | "))
     gpu = render(to_frame([gpu_report()]), "md")
     header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
-    assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | first_call_s |")
-    assert "| 256.0 | 900.0 | 14.50 |" in gpu
+    assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | load_s | first_call_s |")
+    assert "| 256.0 | 900.0 | 1.25 | 14.50 |" in gpu
 
 
 def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
