@@ -395,6 +395,33 @@ def test_uneven_heads_refuse_a_multi_head_attention_fusion() -> None:
         set_attention_heads(helper.make_model(graph), head_size=4)
 
 
+def test_uneven_heads_refuse_an_attention_whose_weight_is_computed() -> None:
+    """An Attention whose QKV weight comes from a node, not an initializer, has no stored width to read its head
+    count from: left alone it would keep the model-wide count and split a pruned layer wrong, so it is refused.
+    The readable one beside it gets its own count."""
+    from onnx import TensorProto, helper
+
+    from optbench.steps.onnx import set_attention_heads
+
+    weight = helper.make_tensor("qkv", TensorProto.FLOAT, [8, 24], [0.0] * 8 * 24)  # 24 = 3 x 2 heads x 4
+    fused = {"domain": "com.microsoft", "num_heads": 4}  # the fusion's model-wide count
+    nodes = [
+        helper.make_node("Attention", ["x", "qkv"], ["h"], name="stored", **fused),
+        helper.make_node("Identity", ["qkv"], ["qkv_computed"], name="copy"),
+        helper.make_node("Attention", ["h", "qkv_computed"], ["y"], name="computed", **fused),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    graph = helper.make_graph(
+        nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], initializer=[weight]
+    )
+    model = helper.make_model(graph)
+    with pytest.raises(OptbenchError, match=r"Attention node 'computed' takes its weight from 'qkv_computed'.*fuse"):
+        set_attention_heads(model, head_size=4)
+    model.graph.node.pop()  # without it, the stored weight's width says 2 heads
+    set_attention_heads(model, head_size=4)
+    assert [a.i for a in model.graph.node[0].attribute if a.name == "num_heads"] == [2]
+
+
 def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
     # a RoBERTa checkpoint saved without tokenizer.json: its vocabulary is vocab.json + merges.txt
     from optbench.peers import optimum_worker

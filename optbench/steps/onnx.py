@@ -288,7 +288,8 @@ def set_attention_heads(model: Any, *, head_size: int) -> None:
 
     The fusion stamps every Attention node with the model-wide head count; in a pruned model, where
     layers keep different numbers of heads of the original size, that splits a layer's attention into
-    heads of the wrong size, silently (measured with onnxruntime 1.32).
+    heads of the wrong size, silently (measured with onnxruntime 1.32). An Attention whose weight is not an
+    initializer is refused: its head count cannot be read.
     """
     import onnx
 
@@ -299,9 +300,15 @@ def set_attention_heads(model: Any, *, head_size: int) -> None:
             f"the fusion made MultiHeadAttention nodes ({separate[:2]}) in a model whose layers keep different "
             "head counts, which they would all take as the model-wide one: export with another exporter"
         )
-    for node in model.graph.node:
-        if node.op_type != "Attention" or node.input[1] not in weights:
-            continue
+    attention = [n for n in model.graph.node if n.op_type == "Attention"]
+    computed = [n for n in attention if n.input[1] not in weights]
+    if computed:  # no stored width to read: it would keep the model-wide count
+        raise OptbenchError(
+            f"the fused Attention node {computed[0].name!r} takes its weight from {computed[0].input[1]!r}, a "
+            "computed tensor, so its head count cannot be read, and the model-wide one would split a pruned layer "
+            "wrong: export with another exporter, or set fuse = false in the onnx step"
+        )
+    for node in attention:
         heads = weights[node.input[1]].dims[1] // 3 // head_size
         for attribute in node.attribute:
             if attribute.name == "num_heads":
