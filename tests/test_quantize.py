@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def test_dynamic_int8_measures_and_records_its_weight_type(fused: ModelArtifact,
     assert "preflight" in details and isinstance(details["reduce_range"], bool)
     share = details["matmul_quantized"]
     assert share["quantized"] > 0 and share["quantized"] == share["total"], share
+    source = Counter(node.op_type for node in onnx.load(str(fused.path / "model.onnx")).graph.node)
+    assert source["Gemm"] > 0 and "Gemm" not in DynamicQuantizeConfig().op_types
+    # the quantizer rewrites Gemm (pooler, classifier) as MatMul + Add: "MatMul" quantizes them
+    assert share["int8_operators"]["MatMulInteger"] == source["MatMul"] + source["Gemm"], share
     assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
     assert _agreement(result, fused, data) >= 0.9
     assert all(n > 1 for n in _weight_scale_sizes(result)), "the default quantizes weights per output channel"
@@ -233,6 +238,19 @@ def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cach
 def test_bad_static_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
         StaticQuantizeConfig(**kwargs)
+
+
+@pytest.mark.parametrize("op_types", [("Gemm",), ("MatMul", "Gemm", "Attention"), ("Softmax",)])
+def test_dynamic_refuses_op_types_its_quantizer_has_no_integer_operator_for(op_types: tuple[str, ...]) -> None:
+    """onnxruntime's dynamic quantizer leaves such nodes FP32; it rewrites Gemm as MatMul + Add before it quantizes,
+    so op_types = ["Gemm"] quantized nothing, silently."""
+    with pytest.raises(
+        OptbenchError, match=r"cannot quantize op type\(s\) \['(Gemm|Softmax)'\]: .*'MatMul'.*quantize-static"
+    ):
+        DynamicQuantizeConfig(op_types=op_types)
+    with pytest.raises(OptbenchError, match=r'backend = "torch" takes none of op_types = \["MatMul"\]'):
+        DynamicQuantizeConfig(backend="torch", op_types=("MatMul",))
+    assert DynamicQuantizeConfig(backend="torch").op_types == DynamicQuantizeConfig().op_types
 
 
 def test_preflight_follows_the_hardware() -> None:

@@ -30,7 +30,10 @@ from optbench.onnx_graph import is_qdq, load_graph
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # a fused Attention holds the Q/K/V projection
+WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # the ops with weights, which the INT8 share counts
+# quantize-dynamic's default: onnxruntime's dynamic quantizer rewrites Gemm as MatMul + Add, so "MatMul" takes it;
+# a fused Attention holds the Q/K/V projection
+DYNAMIC_OPS = ("MatMul", "Attention")
 INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QAttention")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TIMING_ROUNDS = 5  # interleaved rounds when timing candidate weight types
@@ -56,19 +59,20 @@ class DynamicQuantizeConfig:
     weight_type: Int8Type = "auto"
     per_channel: bool = True  # measured: same speed as per-tensor, a fraction of its accuracy loss (FINDINGS)
     reduce_range: bool | None = None
-    op_types: tuple[str, ...] = WEIGHT_OPS
+    op_types: tuple[str, ...] = DYNAMIC_OPS
     exclude_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Refuse, when the recipe is read, the onnxruntime backend's knobs on the torch backend, which has none,
-        naming those given."""
+        """Refuse, when the recipe is read, op types onnxruntime's dynamic quantizer cannot quantize, and the
+        onnxruntime backend's knobs on the torch backend, which has none, naming those given."""
         if self.backend != "torch":
+            _check_dynamic_op_types(self.op_types)
             return
         onnx_only = {
             "weight_type": self.weight_type not in ("auto", "int8"),
             "per_channel": not self.per_channel,
             "reduce_range": bool(self.reduce_range),
-            "op_types": self.op_types != WEIGHT_OPS,
+            "op_types": self.op_types != DYNAMIC_OPS,
             "exclude_nodes": bool(self.exclude_nodes),
         }
         given = [f"{key} = {json.dumps(getattr(self, key))}" for key, set_ in onnx_only.items() if set_]
@@ -428,6 +432,20 @@ def _refuse_int8(graph: Any, step: str) -> None:
         raise OptbenchError(
             f"{step} needs an FP32 model, and this one is INT8 already ({', '.join(found) or 'Q/DQ nodes'}): "
             "quantize the FP32 export instead (one quantize step per chain)"
+        )
+
+
+def _check_dynamic_op_types(op_types: tuple[str, ...]) -> None:
+    """Refuse op types with no integer operator in onnxruntime's dynamic quantizer (its IntegerOpsRegistry, the
+    table `quantize_dynamic` itself reads): it would leave those nodes FP32, silently."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    refused = [t for t in op_types if t not in IntegerOpsRegistry]
+    if refused:
+        raise OptbenchError(
+            f"quantize-dynamic cannot quantize op type(s) {refused}: onnxruntime's dynamic quantizer quantizes "
+            f'{sorted(IntegerOpsRegistry)}. It rewrites Gemm nodes as MatMul + Add first, so "MatMul" quantizes '
+            "them; for other op types use quantize-static (QDQ)"
         )
 
 
