@@ -130,6 +130,17 @@ def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> N
         run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)
 
 
+def test_dynamic_keeps_an_excluded_gemm_in_fp32(fused: ModelArtifact, data, cache: Path) -> None:
+    """The quantizer rewrites Gemm as MatMul + Add before it reads the names to exclude: the Gemm's own name kept
+    nothing in FP32."""
+    gemm = next(node.name for node in onnx.load(str(fused.path / "model.onnx")).graph.node if node.op_type == "Gemm")
+    result = run_step(DynamicQuantizeConfig(weight_type="int8", exclude_nodes=(gemm,)), fused, data, cache)
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    assert [node.op_type for node in graph.node if node.name.startswith(gemm)] == ["MatMul", "Add"]
+    share = result.details["matmul_quantized"]
+    assert share["total"] - share["quantized"] == 1, share
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

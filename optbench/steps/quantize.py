@@ -226,7 +226,7 @@ def apply_dynamic(
             per_channel=config.per_channel,
             reduce_range=reduce_range,
             weight_type=_quant_type(weight_type),
-            nodes_to_exclude=list(config.exclude_nodes),
+            nodes_to_exclude=_dynamic_exclusions(graph, config.exclude_nodes),
             extra_options={"DefaultTensorType": _float_type()},
         )
         _check_written(path, config.name)  # before the timing loads it
@@ -475,6 +475,13 @@ def _check_selection(
             f"op_types {list(op_types)} match no node, so nothing would be quantized: the graph's op types are "
             f"{present}"
         )
+
+
+def _dynamic_exclusions(graph: Any, names: tuple[str, ...]) -> list[str]:
+    """`names` as onnxruntime's dynamic quantizer sees them: it rewrites a Gemm as MatMul + Add before it reads
+    them, naming the MatMul `<Gemm's name>_MatMul`, so an excluded Gemm is excluded by that name too."""
+    gemms = {node.name for node in graph.node if node.op_type == "Gemm"}
+    return [*names, *(f"{name}_MatMul" for name in names if name in gemms)]
 
 
 def _activation_matmuls(graph: Any) -> set[str]:
