@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the recipe, the model, the data and the executor as a run does before its first step, then "
         "print what the run would do (the steps in order and whether each output is cached, the variants, runtimes, "
-        "shapes, the number of benchmark jobs, where the reports go) and stop: nothing is trained, exported, "
-        "measured or written. Exit 0 when the recipe would run, 2 when not",
+        "shapes, the number of benchmark jobs, where the reports go and whether the run resumes an unfinished sweep) "
+        "and stop: nothing is trained, exported, measured or written. Exit 0 when the recipe would run, 2 when not",
     )
     run.set_defaults(handler=_run)
 
@@ -300,8 +300,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from optbench.dry_run import describe, plan_run
 
-        executor = check_executor(args.executor, args.address)
-        print(describe(plan_run(recipe, args.results, cache), executor))
+        where, here = check_executor(args.executor, args.address)
+        print(describe(plan_run(recipe, args.results, cache, here=here), where))
         return 0
     gpu = any(spec.device == "cuda" for spec in recipe.bench.runtimes)
     executor = make_executor(args.executor, args.address, recipe.bench.threads, gpu)  # before any step runs

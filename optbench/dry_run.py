@@ -5,8 +5,9 @@ chain gets), then walks the chains as the run does (`pipeline.apply_chains`) wit
 the step: a step whose input exists (the checkpoint, or a cached output) has a known cache folder, and its
 output is cached or not; a later step's folder is known only once the steps before it have run. The benchmark's
 pairs and jobs are the run's own (`bench.pair_up`, `sweep.plan`): a pair whose runtime may leave out models it
-cannot run is decided only once its model exists, so the job count is then an upper bound. Nothing is trained,
-exported, measured or written.
+cannot run is decided only once its model exists, so the job count is then an upper bound. Once every model
+exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`).
+Nothing is trained, exported, measured or written.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.bench import pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
-from optbench.pipeline import apply_chains, checkpoint_of
+from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
 from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
 from optbench.steps import RecipeStep, cached_output, step_folder
-from optbench.sweep import PlannedJob, plan
+from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class PlannedStep:
 class RunPlan:
     """What `optbench run` would do with a recipe: its steps in order, the variants, the benchmark's pairs (the
     reference's index; those a runtime may still leave out once their model exists, and those it leaves out
-    already, with why) and jobs, and the folder its run folder would be made in."""
+    already, with why) and jobs, the folder its run folder would be made in, and the unfinished sweep it would
+    resume (None: a new run, or not known while a model is not made yet)."""
 
     recipe: Recipe
     checkpoint: ModelArtifact
@@ -67,10 +69,12 @@ class RunPlan:
     left_out: list[str]
     jobs: list[PlannedJob]
     runs_in: Path
+    resumes: Unfinished | None
 
 
-def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path) -> RunPlan:
-    """Check `recipe` as a run does before its first step, and plan the run (see the module's docstring)."""
+def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) -> RunPlan:
+    """Check `recipe` as a run does before its first step, and plan the run (see the module's docstring); `here`:
+    the executor runs every job on this machine (its `runs_here`)."""
     data = load_dataset(recipe.dataset)
     checkpoint, classifier = checkpoint_of(recipe)
     steps: list[PlannedStep] = []
@@ -112,6 +116,10 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path) -> RunPlan:
         lambda spec, m: runs(spec, m.format) and (m.variant, spec.label) not in reasons,
     )
     bench = recipe.bench
+    hashes = _content_hashes(models)
+    resumes = None
+    if hashes is not None:
+        resumes = SweepStore.unfinished(results_dir / recipe.name, sweep_identity(recipe, hashes, data, here))
     return RunPlan(
         recipe=recipe,
         checkpoint=checkpoint,
@@ -124,7 +132,14 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path) -> RunPlan:
         left_out=[f"{variant} on {runtime}: {reason}" for (variant, runtime), reason in reasons.items()],
         jobs=plan(len(pairs), reference, bench.shapes(), bench.rounds, bench.aa_check),
         runs_in=results_dir / recipe.name,
+        resumes=resumes,
     )
+
+
+def _content_hashes(models: list[PlannedModel]) -> list[tuple[str, str]] | None:
+    """Each model's variant and content hash, as the sweep's identity holds them; None while one is not made."""
+    hashes = [(m.variant, m.artifact.sha256) for m in models if m.artifact is not None]
+    return hashes if len(hashes) == len(models) else None
 
 
 def describe(run: RunPlan, executor: str) -> str:
@@ -148,11 +163,7 @@ def describe(run: RunPlan, executor: str) -> str:
     ]
     lines += [f"  {_pair_line(run, i)}" for i in range(len(run.pairs))]
     lines += [f"  left out: {line}" for line in run.left_out]
-    lines += [
-        _jobs_line(run, executor),
-        f"reports: {run.runs_in / '<run id>'}/ (a new run id, or the one of an unfinished sweep of this same plan, "
-        "which the run resumes)",
-    ]
+    lines += [_jobs_line(run, executor), _reports_line(run)]
     return "\n".join(lines)
 
 
@@ -180,3 +191,17 @@ def _jobs_line(run: RunPlan, executor: str) -> str:
     total = f"at most {len(run.jobs)}" if run.undecided else str(len(run.jobs))
     rounds = run.recipe.bench.rounds
     return f"benchmark jobs: {total} ({counts}; {rounds} round{'s' if rounds > 1 else ''}), run by {executor}"
+
+
+def _reports_line(run: RunPlan) -> str:
+    """Where the reports go: a new run's folder, or the one of the unfinished sweep the run resumes."""
+    if run.resumes is not None:
+        done = f"{run.resumes.done} of {len(run.jobs)} jobs done"
+        return f"reports: {run.runs_in / run.resumes.run_id}/ (resumes run {run.resumes.run_id}: {done})"
+    where = f"reports: {run.runs_in / '<run id>'}/"
+    if _content_hashes(run.models) is not None:
+        return f"{where} (starts a new run)"
+    return (
+        f"{where} (a new run, or the unfinished sweep of the same models that it resumes: known once the steps "
+        "that are not cached have run)"
+    )

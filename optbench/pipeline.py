@@ -29,7 +29,7 @@ from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import FailedJob, write_failures, write_report
 from optbench.scratch import work_folder
 from optbench.steps import RecipeStep, run_step
-from optbench.sweep import Executor, SweepStore
+from optbench.sweep import Executor, SweepStore, runs_here
 from optbench.table import to_frame
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,8 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     artifacts, step_failures = apply_chains(recipe, baseline, apply)
     artifacts = distinct_variants(artifacts)
     root = results_dir / recipe.name
-    store = SweepStore.open(
-        root, sweep_identity(recipe, artifacts, data, executor), new_run_id, recipe.bench.job_timeout_s
-    )
+    identity = sweep_identity(recipe, [(a.variant, a.sha256) for a in artifacts], data, runs_here(executor))
+    store = SweepStore.open(root, identity, new_run_id, recipe.bench.job_timeout_s)
     reports, failed = benchmark(
         artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor, cache_dir=cache_dir
     )
@@ -121,14 +120,12 @@ def apply_chains(recipe: Recipe, baseline: V, apply: Callable[[RecipeStep, V], V
     return artifacts, list(failures.values())
 
 
-def sweep_identity(
-    recipe: Recipe, artifacts: list[ModelArtifact], data: LabelledData, executor: Executor | None = None
-) -> dict[str, Any]:
-    """What a sweep measures: a re-run with the same identity resumes it (the job timeout may change). Jobs
-    run on this machine (the local executor) belong to it: their results do not say where they ran, so
-    another machine sharing the results folder, or the folder moved, starts its own sweep."""
+def sweep_identity(recipe: Recipe, models: list[tuple[str, str]], data: LabelledData, here: bool) -> dict[str, Any]:
+    """What a sweep measures (`models`: each variant's name and content hash): a re-run with the same identity
+    resumes it (the job timeout may change). Jobs run on this machine (`here`: the local executor's) belong to
+    it: their results do not say where they ran, so another machine sharing the results folder, or the folder
+    moved, starts its own sweep."""
     bench = {k: v for k, v in config_to_dict(recipe.bench).items() if k != "job_timeout_s"}
-    models = [(a.variant, a.sha256) for a in artifacts]
     identity = {
         "recipe": recipe.name,
         "models": models,
@@ -136,7 +133,7 @@ def sweep_identity(
         "data": data.fingerprint,
         "length": data.max_length,
     }
-    if executor is None or executor.runs_here:
+    if here:
         identity["machine"] = machine_key()
     return identity
 

@@ -91,6 +91,14 @@ class Outcome:
         return self.result is not None
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A sweep a run would resume: its run id, and how many of its jobs are done (their outcomes kept)."""
+
+    run_id: str
+    done: int
+
+
 class SweepStore:
     """One sweep's folder: `sweep.json` (what it measures and its run id), `inputs/`, `jobs/` with a
     `<key>.json` per finished job (an accuracy job's logits beside it as `<key>.npy`) and the claims of
@@ -112,8 +120,7 @@ class SweepStore:
         process registered in it (`join`). A sweep resumed with no other process working on it forgets its
         failed jobs (they run again) before registering, so that one seeing it registered finds them gone. One
         whose run is published, with no other process in it, is removed and a new run started."""
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        folder = root / f".sweep-{digest}"
+        folder = _folder(root, identity)
         meta = folder / "sweep.json"
         while True:
             for sub in ("jobs", "inputs", "work", "participants"):
@@ -125,19 +132,43 @@ class SweepStore:
             if stored is None:  # removed by the last process of a published sweep as this one opened it
                 continue
             store = cls(folder, stored["run_id"])
-            published = root / store.run_id
-            if not published.is_dir() and not store._live_participants() and (retried := store.forget_failures()):
+            if store._retries_failures(root) and (retried := store.forget_failures()):
                 log.info("trying %d failed jobs again", retried)
             store.join(timeout_s)
             # registered, then checked: a process that leaves the sweep after this sees this one and keeps the
             # folder; one that left before published the run first. Published, with no other process in it: the
             # run is whole (its last process was stopped before it removed the folder, or is removing it now)
-            if not published.is_dir() or store._live_participants():
+            if store._goes_on(root):
                 return store
             if store.leave():
                 log.info("the sweep of run %s was published and left behind: starting a new run", store.run_id)
             else:  # another process is removing it
                 time.sleep(WAIT_POLL_S)
+
+    @classmethod
+    def unfinished(cls, root: Path, identity: dict[str, Any]) -> Unfinished | None:
+        """The sweep that `open` would resume for `identity` under `root`, with the jobs it would keep (its failed
+        ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
+        run --dry-run`)."""
+        folder = _folder(root, identity)
+        stored = _read_json(folder / "sweep.json")
+        if stored is None:
+            return None
+        store = cls(folder, stored["run_id"])
+        if not store._goes_on(root):
+            return None
+        retried = len(store._failed()) if store._retries_failures(root) else 0
+        return Unfinished(store.run_id, store.done() - retried)
+
+    def _goes_on(self, root: Path) -> bool:
+        """Whether a process opening this sweep carries it on: its run is not published yet, or another live
+        process is in it (`open` otherwise removes it and starts a new run)."""
+        return not (root / self.run_id).is_dir() or bool(self._live_participants())
+
+    def _retries_failures(self, root: Path) -> bool:
+        """Whether a process opening this sweep tries its failed jobs again: its run is not published yet and no
+        other live process is in it (one that is takes their failures as they are)."""
+        return not (root / self.run_id).is_dir() and not self._live_participants()
 
     def done(self) -> int:
         return len(list(self.jobs.glob("*.json")))
@@ -168,10 +199,14 @@ class SweepStore:
 
     def forget_failures(self) -> int:
         """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""
-        failed = [p for p in self.jobs.glob("*.json") if (_read_json(p) or {}).get("status") == "failed"]
+        failed = self._failed()
         for path in failed:
             path.unlink(missing_ok=True)
         return len(failed)
+
+    def _failed(self) -> list[Path]:
+        """The records of the failed jobs."""
+        return [p for p in self.jobs.glob("*.json") if (_read_json(p) or {}).get("status") == "failed"]
 
     def claim(self, job: PlannedJob, timeout_s: float) -> bool:
         """Take the job for this process, until the job timeout and CLAIM_GRACE_S have passed (see `renew`);
@@ -281,6 +316,11 @@ class Executor(Protocol):
     def wait(self, handles: list[Hashable], timeout_s: float) -> tuple[Hashable, dict[str, Any] | JobFailed] | None: ...
 
     def close(self) -> None: ...
+
+
+def runs_here(executor: Executor | None) -> bool:
+    """Whether `executor` runs every job on this machine (None: the default, the local executor)."""
+    return executor is None or executor.runs_here
 
 
 def run_sweep(
@@ -472,6 +512,12 @@ def _process_start(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def _folder(root: Path, identity: dict[str, Any]) -> Path:
+    """The folder of the sweep `identity` describes under `root`: named by a hash of it."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return root / f".sweep-{digest}"
 
 
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:

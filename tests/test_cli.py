@@ -376,7 +376,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     assert "benchmark pairs (1):\n  baseline on torch-cpu-fp32 (the reference)\n" in out
     # per shape one latency job and its A/A repeat, after the accuracy pass
     assert "benchmark jobs: 9 (1 accuracy, 4 latency, 4 A/A repeats; 1 round), run by the local executor" in out
-    assert f"reports: {results}/baseline/<run id>/ (a new run id" in out
+    assert f"reports: {results}/baseline/<run id>/ (a new run, or the unfinished sweep" in out  # the fine-tune runs
 
 
 def test_dry_run_shows_cached_steps_and_what_waits_for_a_step(

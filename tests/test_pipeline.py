@@ -83,19 +83,21 @@ def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatc
     from optbench.executors.local import LocalExecutor
     from optbench.pipeline import sweep_identity
     from optbench.recipe import parse_recipe
+    from optbench.sweep import runs_here
 
     recipe = parse_recipe({}, base=Path("."), default_name="r")
-    artifacts = [ModelArtifact(Path("m"), "hf", ("fresh", "rotten"), "ab" * 32)]
+    models = [("baseline", "ab" * 32)]
     monkeypatch.setattr("optbench.pipeline.machine_key", lambda: "box-a")
-    here = sweep_identity(recipe, artifacts, reviews, LocalExecutor(lambda *args: {}))
-    assert here["machine"] == "box-a" and sweep_identity(recipe, artifacts, reviews)["machine"] == "box-a"
+    assert runs_here(None) and runs_here(LocalExecutor(lambda *args: {}))  # the default is the local executor
+    assert sweep_identity(recipe, models, reviews, here=True)["machine"] == "box-a"
     monkeypatch.setattr("optbench.pipeline.machine_key", lambda: "box-b")
-    assert sweep_identity(recipe, artifacts, reviews)["machine"] == "box-b"
+    assert sweep_identity(recipe, models, reviews, here=True)["machine"] == "box-b"
 
     class Elsewhere(LocalExecutor):
         runs_here = False
 
-    assert "machine" not in sweep_identity(recipe, artifacts, reviews, Elsewhere(lambda *args: {}))
+    assert not runs_here(Elsewhere(lambda *args: {}))
+    assert "machine" not in sweep_identity(recipe, models, reviews, here=False)
 
 
 def test_the_machine_key_is_the_one_reports_carry() -> None:

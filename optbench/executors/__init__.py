@@ -9,19 +9,22 @@ from optbench.sweep import Executor
 EXECUTORS = ("local", "ray")
 
 
-def check_executor(name: str, address: str | None = None) -> str:
+def check_executor(name: str, address: str | None = None) -> tuple[str, bool]:
     """Refuse, without starting anything, what `make_executor` refuses before its executor starts: an empty
     `address`, one given to local, an unknown name; for ray, the package missing or nothing answering at
-    `address`. Returns where the jobs would run, in words."""
+    `address`. Returns where the jobs would run, in words, and whether all on this machine (its `runs_here`)."""
     _check_arguments(name, address)
     if name == "local":
-        return "the local executor (this machine, one job at a time)"
-    from optbench.executors.ray import check_available
+        from optbench.executors.local import LocalExecutor
+
+        return "the local executor (this machine, one job at a time)", LocalExecutor.runs_here
+    from optbench.executors.ray import RayExecutor, check_available
 
     check_available(address)
     if address is None:
-        return "the ray executor (a local Ray runtime)"
-    return f"the ray executor (the Ray cluster at {address}; its nodes are checked when the run starts)"
+        return "the ray executor (a local Ray runtime)", RayExecutor.runs_here
+    where = f"the ray executor (the Ray cluster at {address}; its nodes are checked when the run starts)"
+    return where, RayExecutor.runs_here
 
 
 def make_executor(name: str, address: str | None = None, threads: int = 1, gpu: bool = False) -> Executor:

@@ -1,0 +1,75 @@
+"""`optbench run --dry-run`: what it says the run would do, checked against what the run then does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import BENCH, _never_starts, write_recipe
+
+from optbench import job as job_module
+from optbench.cli import main
+from optbench.job import JobFailed
+
+
+def _dry_run(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    """The dry run's output; it starts neither the run nor an executor."""
+    capsys.readouterr()
+    with monkeypatch.context() as patched:
+        _never_starts(patched)
+        assert main([*args, "--dry-run"]) == 0
+    return capsys.readouterr().out
+
+
+def test_the_dry_run_names_the_unfinished_sweep_the_run_resumes(
+    onnx_run: Path, tmp_path: Path, jobs_in_process, monkeypatch: pytest.MonkeyPatch, capsys, caplog
+) -> None:
+    """Every model cached (onnx_run's): the sweep's identity is known, so the dry run says whether the run starts a
+    new run or resumes one, which, and how many jobs it keeps (a failed one is tried again); the job count is exact.
+    The run that follows resumes that run id with that count."""
+    results = tmp_path / "results"
+    args = ["run", str(onnx_run / "recipe.toml"), "--results", str(results), "--cache", str(onnx_run / "cache")]
+    out = _dry_run(args, monkeypatch, capsys)
+    assert "benchmark jobs: 4 (2 accuracy, 2 latency, 0 A/A repeats; 1 round)" in out  # exact: every model exists
+    assert out.rstrip("\n").endswith(f"reports: {results}/tiny/<run id>/ (starts a new run)")
+
+    execute = job_module.execute
+
+    def crashes_then_interrupted(job: job_module.Job) -> dict:
+        if job.kind == "latency":
+            raise KeyboardInterrupt  # Ctrl-C in the third job: the reference's latency
+        if job.runtime["name"] == "onnxruntime":
+            raise JobFailed("accuracy job failed: crashed with SIGSEGV")
+        return execute(job)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(job_module, "execute", crashes_then_interrupted)
+        assert main(args) == 130
+    (sweep,) = (results / "tiny").glob(".sweep-*")
+    run_id = json.loads((sweep / "sweep.json").read_text())["run_id"]
+    out = _dry_run(args, monkeypatch, capsys)
+    # the failed accuracy job runs again: only the reference's is kept
+    assert out.rstrip("\n").endswith(f"reports: {results}/tiny/{run_id}/ (resumes run {run_id}: 1 of 4 jobs done)")
+
+    with caplog.at_level("INFO", logger="optbench.sweep"):
+        assert main(args) == 0
+    assert "1 of 4 jobs already done" in caplog.text
+    assert [p.name for p in (results / "tiny").iterdir()] == [run_id]
+    out = _dry_run(args, monkeypatch, capsys)
+    assert out.rstrip("\n").endswith(f"reports: {results}/tiny/<run id>/ (starts a new run)")  # that one is published
+
+
+def test_while_a_model_is_not_made_whether_the_run_resumes_is_not_known(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The sweep's identity holds every model's content hash: an export not made yet leaves it open."""
+    steps = '[[steps]]\nname = "onnx"\n'
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]')
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    out = _dry_run(args, monkeypatch, capsys)
+    assert (
+        f"reports: {tmp_path}/results/tiny/<run id>/ (a new run, or the unfinished sweep of the same models that it "
+        "resumes: known once the steps that are not cached have run)" in out
+    )
