@@ -30,7 +30,7 @@ from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, throughput
 from optbench.report import FailedJob, Measurement, Report, workload_fingerprint
 from optbench.runtimes import RuntimeSpec, declines, runs
-from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep
+from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep, runs_here
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ def benchmark(
 
     Returns the reports of the pairs whose jobs all succeeded, and the failed jobs with their reasons. Without
     the reference (the baseline on PyTorch eager FP32) nothing can be compared: its failure is an error."""
-    if executor is None or executor.runs_here:  # elsewhere each node has its own cores
-        _warn_if_oversubscribed(config.threads)
+    warning = oversubscribed(config.threads, runs_here(executor))
+    if warning:
+        log.warning(warning)
     baseline = artifacts[0]
     pairs, reference = pair_up(artifacts, config.runtimes, _runs)
     tokenizer = load_tokenizer(baseline.path)
@@ -192,18 +193,17 @@ def benchmark(
     return reports, failed_jobs
 
 
-def _warn_if_oversubscribed(threads: int) -> None:
-    """A warning, not an error (oversubscribing may be the point of a run): more threads than the cores this
-    process may use share cores, and the latency then measures their contention."""
+def oversubscribed(threads: int, here: bool) -> str | None:
+    """The run's warning, not an error (oversubscribing may be the point of a run), when jobs run on this machine
+    (`here`; elsewhere each node has its own cores) with more threads than the cores this process may use: they
+    share cores, and the latency then measures their contention. None when they do not."""
     cores = usable_cores()
-    if threads > cores:
-        log.warning(
-            "[bench] threads = %d is more than the %d cores this process may use: the threads will share cores "
-            "and distort every latency; set threads = %d or fewer, or run where more cores are free",
-            threads,
-            cores,
-            cores,
-        )
+    if not here or threads <= cores:
+        return None
+    return (
+        f"[bench] threads = {threads} is more than the {cores} cores this process may use: the threads will share "
+        f"cores and distort every latency; set threads = {cores} or fewer, or run where more cores are free"
+    )
 
 
 def _shapes_by_machine(

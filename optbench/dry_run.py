@@ -6,8 +6,9 @@ the step: a step whose input exists (the checkpoint, or a cached output) has a k
 output is cached or not; a later step's folder is known only once the steps before it have run. The benchmark's
 pairs and jobs are the run's own (`bench.pair_up`, `sweep.plan`): a pair whose runtime may leave out models it
 cannot run is decided only once its model exists, so the job count is then an upper bound. Once every model
-exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`).
-Nothing is trained, exported, measured or written.
+exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`); the
+warning about threads is the benchmark's (`bench.oversubscribed`). Nothing is trained, exported, measured or
+written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.artifact import ModelArtifact
-from optbench.bench import pair_up
+from optbench.bench import oversubscribed, pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
@@ -55,8 +56,8 @@ class PlannedStep:
 class RunPlan:
     """What `optbench run` would do with a recipe: its steps in order, the variants, the benchmark's pairs (the
     reference's index; those a runtime may still leave out once their model exists, and those it leaves out
-    already, with why) and jobs, the folder its run folder would be made in, and the unfinished sweep it would
-    resume (None: a new run, or not known while a model is not made yet)."""
+    already, with why) and jobs, the folder its run folder would be made in, the unfinished sweep it would resume
+    (None: a new run, or not known while a model is not made yet), and the benchmark's warning about threads."""
 
     recipe: Recipe
     checkpoint: ModelArtifact
@@ -70,6 +71,7 @@ class RunPlan:
     jobs: list[PlannedJob]
     runs_in: Path
     resumes: Unfinished | None
+    threads_warning: str | None
 
 
 def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) -> RunPlan:
@@ -133,6 +135,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
         jobs=plan(len(pairs), reference, bench.shapes(), bench.rounds, bench.aa_check),
         runs_in=results_dir / recipe.name,
         resumes=resumes,
+        threads_warning=oversubscribed(bench.threads, here),
     )
 
 
@@ -164,6 +167,8 @@ def describe(run: RunPlan, executor: str) -> str:
     lines += [f"  {_pair_line(run, i)}" for i in range(len(run.pairs))]
     lines += [f"  left out: {line}" for line in run.left_out]
     lines += [_jobs_line(run, executor), _reports_line(run)]
+    if run.threads_warning:
+        lines.append(f"warning: {run.threads_warning}")
     return "\n".join(lines)
 
 

@@ -73,3 +73,21 @@ def test_while_a_model_is_not_made_whether_the_run_resumes_is_not_known(
         f"reports: {tmp_path}/results/tiny/<run id>/ (a new run, or the unfinished sweep of the same models that it "
         "resumes: known once the steps that are not cached have run)" in out
     )
+
+
+def test_the_dry_run_warns_of_more_threads_than_cores_as_the_run_does(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The benchmark's own warning, for jobs run on this machine; a Ray run's nodes have their own cores."""
+    monkeypatch.setattr("optbench.bench.usable_cores", lambda: 1)
+    monkeypatch.setattr("optbench.executors.ray.require_package", lambda *args, **kwargs: None)  # ray: a test extra
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=BENCH.replace("threads = 1", "threads = 2"))
+    args = ["run", str(recipe), "--results", str(tmp_path / "results")]
+    warning = (
+        "warning: [bench] threads = 2 is more than the 1 cores this process may use: the threads will share cores "
+        "and distort every latency; set threads = 1 or fewer, or run where more cores are free"
+    )
+    assert warning in _dry_run(args, monkeypatch, capsys)
+    assert "warning" not in _dry_run([*args, "--executor", "ray"], monkeypatch, capsys)
+    monkeypatch.setattr("optbench.bench.usable_cores", lambda: 2)
+    assert "warning" not in _dry_run(args, monkeypatch, capsys)
