@@ -23,7 +23,7 @@ from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
 from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
-from optbench.steps import RecipeStep, cached_output, step_folder
+from optbench.steps import RecipeStep, cached_output, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 
 
@@ -89,6 +89,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
             steps.append(PlannedStep(config.name, model.variant, variant, None, False, model.made_by))
             output = None
         else:
+            check_input(config, model.artifact)
             folder = step_folder(config, model.artifact, data, cache_dir)
             output = cached_output(folder, config.name)
             steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))

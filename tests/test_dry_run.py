@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from test_cli import BENCH, _never_starts, write_recipe
+from test_cli import BENCH, _fails, _never_starts, write_recipe
 
 from optbench import job as job_module
+from optbench.artifact import QUANTIZATION_FILE
 from optbench.cli import main
 from optbench.job import JobFailed
 
@@ -91,3 +93,20 @@ def test_the_dry_run_warns_of_more_threads_than_cores_as_the_run_does(
     assert "warning" not in _dry_run([*args, "--executor", "ray"], monkeypatch, capsys)
     monkeypatch.setattr("optbench.bench.usable_cores", lambda: 2)
     assert "warning" not in _dry_run(args, monkeypatch, capsys)
+
+
+def test_the_dry_run_refuses_a_checkpoint_its_first_step_would_refuse(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A checkpoint whose INT8 scheme the torch runtime applies as it loads it (a torch quantize-dynamic output,
+    given as --model): the run refuses it at its first step, so the dry run does, with the same line."""
+    model = tmp_path / "int8-model"
+    shutil.copytree(tiny_classifier, model)
+    (model / QUANTIZATION_FILE).write_text(json.dumps({"library": "torchao", "scheme": "int8-dynamic"}))
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]')
+    recipe = write_recipe(tmp_path, model, reviews_csv, extra='[[steps]]\nname = "onnx"\n', bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    message = "onnx cannot take baseline: torchao's INT8 scheme is applied only when the torch runtime loads it"
+    _fails(args, capsys, message)
+    _never_starts(monkeypatch)
+    _fails([*args, "--dry-run"], capsys, message)

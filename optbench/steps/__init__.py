@@ -151,12 +151,18 @@ def cached_output(folder: Path, step: str) -> ModelArtifact | None:
     return cached
 
 
-def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
+def check_input(config: Any, artifact: ModelArtifact) -> None:
+    """Refuse, before the cache is looked up, an input every step would spoil: a model whose INT8 scheme is applied
+    when the torch runtime loads it (a checkpoint a torch quantize-dynamic made; in a recipe, nothing follows it)."""
     if (artifact.path / QUANTIZATION_FILE).is_file():
         raise OptbenchError(
             f"{config.name} cannot take {artifact.variant}: torchao's INT8 scheme is applied only when the torch "
             "runtime loads it, and this step would drop it; make quantize-dynamic (backend torch) its chain's last step"
         )
+
+
+def _cached_or_applied(config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path) -> ModelArtifact:
+    check_input(config, artifact)
     target = step_folder(config, artifact, data, cache_dir)
     cached = cached_output(target, config.name)
     if cached is not None:
