@@ -353,7 +353,7 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import distinct, failure_files, read_failures, report_files
+    from optbench.report import distinct, failures_beside, report_files, run_failures
     from optbench.table import render
 
     if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
@@ -367,9 +367,12 @@ def _report(args: argparse.Namespace) -> int:
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
-    failure_paths = [file for path in args.paths for file in failure_files(path)]
-    failed = list(dict.fromkeys(failure for file in failure_paths for failure in read_failures(file)))
-    read = [file for file, _ in found] + failure_paths
+    runs: dict[str, list[Report]] = {}
+    for report in reports:
+        runs.setdefault(report.run_id, []).append(report)
+    # each run's failures.json beside its reports, as gate and compare find it (a report file named alone too)
+    failed = list(dict.fromkeys(failure for run in runs.values() for failure in run_failures(found, run)))
+    read = [file for file, _ in found] + failures_beside(file for file, _ in found)
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
         from optbench.machines import machines, merge_by_machine, render_merged

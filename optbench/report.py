@@ -453,13 +453,20 @@ def read_failures(path: Path) -> list[FailedJob]:
         raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
 
 
+def failures_beside(paths: Iterable[Path]) -> list[Path]:
+    """The failures files beside the report files `paths` (a run's failures.json lies beside its reports, whatever
+    its folder is called)."""
+    return sorted(file for file in {path.parent / FAILURES_FILE for path in paths} if file.exists())
+
+
 def run_failures(found: Iterable[tuple[Path, Report]], run: list[Report]) -> list[FailedJob]:
-    """The failed jobs of `run` (one run's reports among `found`, the files they were read from): its failures.json
-    lies beside its reports, whatever its folder is called; a run copied into two folders lists its failures once,
-    and another run's failures beside a copied report are left out."""
-    files = sorted({path.parent / FAILURES_FILE for path, report in found if any(report is r for r in run)})
-    failed = [f for file in files if file.exists() for f in read_failures(file)]
-    return [f for f in dict.fromkeys(failed) if f.run_id in ("", run[0].run_id)]
+    """The failed jobs of `run` (one run's reports among `found`, the files they were read from), from the
+    failures.json beside any of its report files: a run copied into two folders lists its failures once, even where
+    only one copy kept its failures.json, and another run's failures beside a copied report are left out."""
+    run_id = run[0].run_id
+    files = failures_beside(path for path, report in found if report.run_id == run_id)
+    failed = [f for file in files for f in read_failures(file)]
+    return [f for f in dict.fromkeys(failed) if f.run_id in ("", run_id)]
 
 
 def load_reports(folder: Path) -> list[Report]:

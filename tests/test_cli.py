@@ -503,13 +503,40 @@ def test_peer_budget_help_states_the_default_the_table_uses(monkeypatch: pytest.
 
 def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     # `optbench report results results/demo/RUN` (or a shell glob over both) names one run twice
-    run = tmp_path / "results" / "demo" / "run-1"
-    write_report(make_report(), run)
-    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, "run-1")
+    report = make_report()
+    run = tmp_path / "results" / "demo" / report.run_id
+    write_report(report, run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, report.run_id)
     assert main(["report", str(tmp_path / "results"), str(run), str(run / "baseline.torch-cpu-fp32.json")]) == 0
     out, err = capsys.readouterr()
     assert out.count("| baseline | torch |") == 2  # its two shapes, once each
-    assert err.count("crashed") == 1
+    assert out.count("crashed") == 1 and "crashed" not in err
+
+
+def test_report_of_one_report_file_lists_its_runs_failures(tmp_path: Path, capsys) -> None:
+    # `optbench report RUN/baseline.torch-cpu-fp32.json` read failures.json files under folders named only, so a
+    # report file named alone listed none of its run's failures, which gate and compare find beside it
+    report = make_report()
+    run = tmp_path / "results" / "demo" / report.run_id
+    path = write_report(report, run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, report.run_id)
+    assert main(["report", str(path)]) == 0
+    assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in capsys.readouterr().out
+
+
+def test_report_lists_only_the_failures_of_the_runs_it_shows(tmp_path: Path, capsys) -> None:
+    # a failures.json beside a report is its run's; another run's failures beside a copied report are not listed,
+    # and a run copied without its failures.json still lists those beside its other copy, once
+    report = make_report()
+    run = tmp_path / "results" / "demo" / report.run_id
+    write_report(report, run)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, report.run_id)
+    elsewhere = tmp_path / "aaa-copy"  # sorted first: its copy is the one the table keeps
+    write_report(report, elsewhere)
+    write_failures([FailedJob("baseline", "torch-cpu-fp32", "accuracy-1", "killed")], elsewhere, "another-run")
+    assert main(["report", str(tmp_path), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("crashed") == 1 and "killed" not in err
 
 
 def test_report_lists_failed_jobs_under_their_runs_table_and_on_stderr_for_csv(tmp_path: Path, capsys) -> None:
