@@ -10,7 +10,8 @@ lock file naming the host and process, and until when it holds) while it runs, s
 plan share the work instead of running it twice. A process on another host cannot be checked: its claims and
 its place in the sweep hold until a deadline it keeps renewing while it runs. Each claim carries a random token
 its holder keeps: one that lapsed and was taken over by another process is no longer its old holder's to renew,
-let go or record a result for.
+let go or record a result for. A sweep no process works on whose recipe now measures something else is kept, for
+a resume, and named when the recipe runs (`note_unused_sweeps`).
 """
 
 from __future__ import annotations
@@ -298,6 +299,54 @@ class SweepStore:
 
     def _claim(self, job: PlannedJob) -> Path:
         return self.jobs / f"{job.key}.claim"
+
+
+def note_unused_sweeps(root: Path, current: SweepStore) -> None:
+    """Log each sweep folder under `root` (a recipe's results), other than `current`, that no live process works on,
+    with its size and when it last changed: a sweep interrupted before the recipe changed what it measures (models,
+    data, [bench]). It is kept, not deleted: a run that measures the same again on its machine resumes it, and only
+    the user knows whether one will. One whose run was published is merely left behind. A folder being made, or
+    whose records are damaged, is passed over: this is a note, and no run stops for it."""
+    for folder in sorted(root.glob(".sweep-*")):
+        if folder == current.folder or folder.suffix == ".removed":
+            continue
+        try:
+            stored = _read_json(folder / "sweep.json")
+            if stored is None or SweepStore(folder, stored["run_id"])._live_participants():
+                continue
+        except OptbenchError:  # damaged
+            continue
+        run_id, (size, touched) = stored["run_id"], _footprint(folder)
+        about = f"{size / 1e6:.1f} MB, last changed {time.strftime('%Y-%m-%d %H:%M', time.localtime(touched))}"
+        if (root / run_id).is_dir():
+            log.info(
+                "%s (%s) is the sweep of run %s, published and left behind: deleting it is safe", folder, about, run_id
+            )
+            continue
+        done = len(list((folder / "jobs").glob("*.json")))
+        log.info(
+            "%s (%s, jobs done: %d) is the unfinished sweep of run %s, and no process works on it: a run of this "
+            "recipe that measures the same again (models, data, [bench]) on its machine resumes it; if none will, "
+            "deleting it is safe",
+            folder,
+            about,
+            done,
+            run_id,
+        )
+
+
+def _footprint(folder: Path) -> tuple[int, float]:
+    """The bytes of the files under `folder`, and the last time anything in it changed (what vanishes meanwhile is
+    left out)."""
+    size, touched = 0, 0.0
+    for parent, _, names in os.walk(folder):
+        with contextlib.suppress(FileNotFoundError):
+            touched = max(touched, os.stat(parent).st_mtime)  # a file added or removed
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(os.path.join(parent, name))
+                size, touched = size + info.st_size, max(touched, info.st_mtime)
+    return size, touched
 
 
 class Executor(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,3 +161,33 @@ def test_a_runs_failed_jobs_carry_its_run_id_in_failures_json_and_on_its_page(
     run = run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
     assert load_failures(run) == [replace(crashed, run_id=run.name)]
     assert f"<li><b>failed</b>: {crashed.describe()}</li>" in (run / "report.html").read_text()
+
+
+def test_a_run_notes_another_sweep_of_its_recipe_no_process_works_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, caplog
+) -> None:
+    """A sweep interrupted before the recipe's [bench] changed is named when the recipe runs again, and kept: the
+    user may set [bench] back and resume it."""
+    from report_fixtures import make_report
+
+    from optbench.pipeline import run_recipe
+    from optbench.sweep import SweepStore
+
+    table = {
+        "model": {"checkpoint": str(tiny_classifier)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "bench": {"batch_sizes": [1], "seq_lens": [64]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    interrupted = SweepStore.open(tmp_path / "results" / "r", {"bench": "before"}, lambda: "run-0", 60)
+    for place in (interrupted.folder / "participants").glob("*.json"):  # its process was killed
+        place.write_text(json.dumps({**json.loads(place.read_text()), "started": "0"}))
+
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
+
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    with caplog.at_level("INFO", logger="optbench.sweep"):
+        run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    assert f"{interrupted.folder} (" in caplog.text and "unfinished sweep of run run-0" in caplog.text
+    assert interrupted.folder.is_dir()

@@ -80,6 +80,37 @@ def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     assert _store(tmp_path, "run-4").run_id == "run-2"  # resumed (it hands back the run), not discarded
 
 
+def _abandon(store: SweepStore) -> None:
+    """Its process is killed: each place in the sweep names a process that is gone (its pid reused since)."""
+    for path in (store.folder / "participants").glob("*.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "started": "0"}))
+
+
+def test_other_sweeps_no_process_works_on_are_noted_with_their_size_and_kept(tmp_path: Path, caplog) -> None:
+    # a sweep interrupted before the recipe changed what it measures (its models or [bench]) was never removed nor
+    # mentioned: its inputs and logits piled up unseen in a hidden folder under results/<recipe>/
+    old = SweepStore.open(tmp_path, {"plan": "old"}, lambda: "run-1", 60)
+    old.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    (old.inputs / "inputs.npz").write_bytes(bytes(2_000_000))
+    _abandon(old)
+    published = SweepStore.open(tmp_path, {"plan": "published"}, lambda: "run-2", 60)
+    (tmp_path / "run-2").mkdir()  # published, then its process was stopped before it removed the sweep
+    _abandon(published)
+    busy = SweepStore.open(tmp_path, {"plan": "busy"}, lambda: "run-3", 60)
+    live = {**sweep._lease(60), "host": "another-node"}
+    (busy.folder / "participants" / "another-node-1.json").write_text(json.dumps(live))
+    current = _store(tmp_path, "run-4")
+    with caplog.at_level("INFO", logger="optbench.sweep"):
+        sweep.note_unused_sweeps(tmp_path, current)
+    unfinished, left = sorted((r.getMessage() for r in caplog.records), key=lambda m: "published" in m)
+    assert unfinished.startswith(f"{old.folder} (2.0 MB, last changed {time.strftime('%Y-%m-%d')}")
+    assert "jobs done: 1) is the unfinished sweep of run run-1" in unfinished
+    assert unfinished.endswith("resumes it; if none will, deleting it is safe")
+    assert left.startswith(f"{published.folder} (") and "run run-2, published and left behind" in left
+    assert len(caplog.records) == 2  # not the sweep a live process works on, nor the run's own
+    assert all(s.folder.is_dir() for s in (old, published, busy, current))  # noted, never deleted
+
+
 def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = PlannedJob("accuracy", 0)
