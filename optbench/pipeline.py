@@ -29,7 +29,7 @@ from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import FailedJob, write_failures, write_report
 from optbench.scratch import work_folder
 from optbench.steps import RecipeStep, run_step
-from optbench.sweep import Executor, SweepStore, note_unused_sweeps, runs_here
+from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps
 from optbench.table import to_frame
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Exe
     root = results_dir / recipe.name
     identity = sweep_identity(recipe, [(a.variant, a.sha256) for a in artifacts], data, runs_here(executor))
     store = SweepStore.open(root, identity, new_run_id, recipe.bench.job_timeout_s)
-    note_unused_sweeps(root, store)
+    tidy_sweeps(root, store)
     reports, failed = benchmark(
         artifacts, data, recipe.bench, recipe=recipe.name, store=store, executor=executor, cache_dir=cache_dir
     )

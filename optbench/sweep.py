@@ -11,7 +11,7 @@ plan share the work instead of running it twice. A process on another host canno
 its place in the sweep hold until a deadline it keeps renewing while it runs. Each claim carries a random token
 its holder keeps: one that lapsed and was taken over by another process is no longer its old holder's to renew,
 let go or record a result for. A sweep no process works on whose recipe now measures something else is kept, for
-a resume, and named when the recipe runs (`note_unused_sweeps`).
+a resume, and named when the recipe runs; one whose run was published is removed then (`tidy_sweeps`).
 """
 
 from __future__ import annotations
@@ -301,14 +301,19 @@ class SweepStore:
         return self.jobs / f"{job.key}.claim"
 
 
-def note_unused_sweeps(root: Path, current: SweepStore) -> None:
-    """Log each sweep folder under `root` (a recipe's results), other than `current`, that no live process works on,
-    with its size and when it last changed: a sweep interrupted before the recipe changed what it measures (models,
-    data, [bench]). It is kept, not deleted: a run that measures the same again on its machine resumes it, and only
-    the user knows whether one will. One whose run was published is merely left behind. A folder being made, or
-    whose records are damaged, is passed over: this is a note, and no run stops for it."""
+def tidy_sweeps(root: Path, current: SweepStore) -> None:
+    """Tidy the sweep folders under `root` (a recipe's results) other than `current`. Remove those no process can
+    resume: one whose run was published and which no live process works on (its last process was stopped before
+    it removed it; removed as `leave` would, under its removal lock), and one renamed for removal whose deletion
+    was cut short. Log each other sweep no live process works on, with its size and when it last changed: a sweep
+    interrupted before the recipe changed what it measures (models, data, [bench]). That one is kept: a run that
+    measures the same again on its machine resumes it, and only the user knows whether one will. A folder being
+    made, or whose records are damaged, is passed over: no run stops for this."""
     for folder in sorted(root.glob(".sweep-*")):
-        if folder == current.folder or folder.suffix == ".removed":
+        if folder.suffix == ".removed":
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if folder == current.folder:
             continue
         try:
             stored = _read_json(folder / "sweep.json")
@@ -316,21 +321,20 @@ def note_unused_sweeps(root: Path, current: SweepStore) -> None:
                 continue
         except OptbenchError:  # damaged
             continue
-        run_id, (size, touched) = stored["run_id"], _footprint(folder)
-        about = f"{size / 1e6:.1f} MB, last changed {time.strftime('%Y-%m-%d %H:%M', time.localtime(touched))}"
+        run_id = stored["run_id"]
         if (root / run_id).is_dir():
-            log.info(
-                "%s (%s) is the sweep of run %s, published and left behind: deleting it is safe", folder, about, run_id
-            )
+            if SweepStore(folder, run_id)._remove():
+                log.info("removed %s, the sweep of run %s, published and left behind", folder, run_id)
             continue
-        done = len(list((folder / "jobs").glob("*.json")))
+        size, touched = _footprint(folder)
         log.info(
-            "%s (%s, jobs done: %d) is the unfinished sweep of run %s, and no process works on it: a run of this "
-            "recipe that measures the same again (models, data, [bench]) on its machine resumes it; if none will, "
-            "deleting it is safe",
+            "%s (%.1f MB, last changed %s, jobs done: %d) is the unfinished sweep of run %s, and no process works "
+            "on it: a run of this recipe that measures the same again (models, data, [bench]) on its machine "
+            "resumes it; if none will, deleting it is safe",
             folder,
-            about,
-            done,
+            size / 1e6,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(touched)),
+            len(list((folder / "jobs").glob("*.json"))),
             run_id,
         )
 

@@ -86,7 +86,7 @@ def _abandon(store: SweepStore) -> None:
         path.write_text(json.dumps({**json.loads(path.read_text()), "started": "0"}))
 
 
-def test_other_sweeps_no_process_works_on_are_noted_with_their_size_and_kept(tmp_path: Path, caplog) -> None:
+def test_other_sweeps_no_process_works_on_are_noted_and_kept_or_removed_if_published(tmp_path: Path, caplog) -> None:
     # a sweep interrupted before the recipe changed what it measures (its models or [bench]) was never removed nor
     # mentioned: its inputs and logits piled up unseen in a hidden folder under results/<recipe>/
     old = SweepStore.open(tmp_path, {"plan": "old"}, lambda: "run-1", 60)
@@ -96,19 +96,23 @@ def test_other_sweeps_no_process_works_on_are_noted_with_their_size_and_kept(tmp
     published = SweepStore.open(tmp_path, {"plan": "published"}, lambda: "run-2", 60)
     (tmp_path / "run-2").mkdir()  # published, then its process was stopped before it removed the sweep
     _abandon(published)
+    cut_short = tmp_path / ".sweep-0123.4567.removed"  # its removal was killed half way
+    (cut_short / "jobs").mkdir(parents=True)
     busy = SweepStore.open(tmp_path, {"plan": "busy"}, lambda: "run-3", 60)
     live = {**sweep._lease(60), "host": "another-node"}
     (busy.folder / "participants" / "another-node-1.json").write_text(json.dumps(live))
     current = _store(tmp_path, "run-4")
     with caplog.at_level("INFO", logger="optbench.sweep"):
-        sweep.note_unused_sweeps(tmp_path, current)
+        sweep.tidy_sweeps(tmp_path, current)
     unfinished, left = sorted((r.getMessage() for r in caplog.records), key=lambda m: "published" in m)
     assert unfinished.startswith(f"{old.folder} (2.0 MB, last changed {time.strftime('%Y-%m-%d')}")
     assert "jobs done: 1) is the unfinished sweep of run run-1" in unfinished
     assert unfinished.endswith("resumes it; if none will, deleting it is safe")
-    assert left.startswith(f"{published.folder} (") and "run run-2, published and left behind" in left
+    assert left == f"removed {published.folder}, the sweep of run run-2, published and left behind"
     assert len(caplog.records) == 2  # not the sweep a live process works on, nor the run's own
-    assert all(s.folder.is_dir() for s in (old, published, busy, current))  # noted, never deleted
+    assert all(s.folder.is_dir() for s in (old, busy, current))  # resumable, or in use: kept
+    assert not published.folder.exists() and not cut_short.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".sweep-")) == ["run-2"]
 
 
 def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
