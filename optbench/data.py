@@ -219,7 +219,8 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix == ".csv":
             frame = pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
         else:
-            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str})
+            # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
+            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = (_bad_json_line(path) if suffix == ".jsonl" else None) or " ".join(str(exc).split())
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
@@ -231,7 +232,7 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
 def _bad_json_line(path: Path) -> str | None:
     """Where a JSON Lines file first breaks (pandas only gives a character position), or None."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     for number, line in enumerate(lines, 1):

@@ -237,6 +237,22 @@ def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
         load_dataset(DatasetConfig(source=str(path)))
 
 
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+def test_utf8_files_with_a_byte_order_mark_are_read(tmp_path: Path, name: str) -> None:
+    """Windows tools (Notepad, PowerShell's Out-File) write UTF-8 with a BOM; a JSON file of one was refused as
+    'not JSON' with the fix 'save it as UTF-8', which it was."""
+    frame = pd.DataFrame(_rows(60, ("n\u00e9g", "pos")))
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
+        ".json": frame.to_json(orient="records", force_ascii=False),
+    }[Path(name).suffix]
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert data.label_names == ("n\u00e9g", "pos")
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
 @pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
 def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist: give a \.csv, \.jsonl or \.json path"):
