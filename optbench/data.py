@@ -248,8 +248,14 @@ def _bad_json_line(path: Path) -> str | None:
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:
-    """Drop empty rows, exact duplicates, and texts that appear with conflicting labels, saying how many."""
+    """Strip the spaces around labels, drop empty rows, exact duplicates, and texts that appear with conflicting
+    labels, saying how many."""
     rows = len(frame)
+    if not pd.api.types.is_numeric_dtype(frame[label_column]):
+        # a label is its name without the spaces around it: " pos" (a CSV written "text, label") is "pos", not a
+        # class of its own, and a label of spaces alone is no label
+        names = frame[label_column].map(lambda v: v.strip() if isinstance(v, str) else v)
+        frame = frame.assign(**{label_column: names.mask(names.eq(""))})
     frame = frame.dropna(subset=[text_column, label_column])
     labels = frame[label_column]
     if pd.api.types.is_float_dtype(labels) and np.isfinite(labels).all() and (labels == labels.round()).all():

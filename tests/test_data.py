@@ -214,6 +214,17 @@ def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplo
     assert all(t.strip() for t in everything)
 
 
+def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> None:
+    """A CSV written "text, label" gives " pos": it made a class of its own beside "pos" (four labels here)."""
+    rows = "".join(f"review number {i}, {'pos' if i % 2 else 'neg'}\n" for i in range(60))
+    rows += "".join(f"another review {i},{'pos ' if i % 2 else 'neg'}\n" for i in range(60))
+    (tmp_path / "data.csv").write_text("text,label\n" + rows + "unlabelled review,   \n")
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos")
+    everything = [t for split in _all_texts(data).values() for t in split]
+    assert len(everything) == 120  # the row whose label is spaces alone has none: dropped as unlabelled
+
+
 def test_texts_that_differ_only_in_spacing_are_one_text(make_csv: MakeCsv) -> None:
     rows = _rows(200)
     rows["text"] += ["a great film", " a great  film ", "a great\tfilm", "split  decision", "split decision"]
