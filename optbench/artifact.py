@@ -42,6 +42,8 @@ PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes star
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
 DEFINITION_FILES = (*HF_FILES, QUANTIZATION_FILE)
+# how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def content_hash(folder: Path) -> str:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
-    weights and a tokenizer vocabulary)."""
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer)."""
     if folder.is_file():
         raise OptbenchError(
             f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
@@ -200,6 +202,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         raise OptbenchError(
             f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'
         )
+    _check_not_lfs_pointers(folder)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -228,6 +231,27 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     _check_model_type(config, config_path)
     return config
+
+
+def _check_not_lfs_pointers(folder: Path) -> None:
+    """Refuse weights or tokenizer files that are Git LFS pointers (a Hub repository cloned without git-lfs): they
+    pass every check by name, and the run failed only when a step or job loaded them, with safetensors' or the
+    tokenizer's own error."""
+    files = [*weight_files(folder), *(folder / name for name in HF_FILES if (folder / name).is_file())]
+    pointers = [path.name for path in files if _is_lfs_pointer(path)]
+    if pointers:
+        raise OptbenchError(
+            f"model folder {folder} has Git LFS pointers in place of {', '.join(pointers)}: run "
+            "`git lfs install && git lfs pull` in that folder (or download those files), then run again"
+        )
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:  # unreadable: not a pointer, and the load that needs it says why
+        return False
 
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:

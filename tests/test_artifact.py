@@ -117,6 +117,26 @@ def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
         read_hf_config(folder)
 
 
+@pytest.mark.parametrize(
+    ("weights", "pointer"),
+    [
+        ("model.safetensors", "model.safetensors"),
+        ("pytorch_model.bin", "pytorch_model.bin"),
+        ("model.safetensors", "tokenizer.json"),
+        ("model.safetensors", "config.json"),
+    ],
+)
+def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, pointer: str) -> None:
+    """A Hub repository cloned without git-lfs: every file there by name, the large ones a few lines of text. It
+    passed, and the run failed when a step or job loaded the weights, with safetensors' own error."""
+    files = {"config.json": BERT_CONFIG, weights: b"w", "tokenizer.json": b"{}"}
+    files[pointer] = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
+    folder = write_files(tmp_path / "m", files)
+    message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
 def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
     assert vocabulary in HF_FILES  # carried along with the model by every step
