@@ -142,13 +142,18 @@ class ModelArtifact:
 
     @classmethod
     def load(cls, path: Path) -> ModelArtifact:
-        """An artifact optbench wrote (it has a manifest)."""
+        """An artifact optbench wrote (it has a manifest). A manifest that is missing, or damaged (not JSON, not an
+        object, an entry missing or of the wrong kind), is refused: optbench makes the folder anew once it is gone."""
         manifest = path / MANIFEST
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
-            raise OptbenchError(f"cannot read artifact manifest {manifest}: {exc}") from exc
-        return cls.from_dict({**data, "path": str(path)})
+            return cls.from_dict({**data, "path": str(path)})
+        # OSError: missing; ValueError: not JSON or not UTF-8; TypeError, KeyError: not the manifest's entries
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            reason = f"no {exc} entry" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            raise OptbenchError(
+                f"cannot read artifact manifest {manifest} ({reason}): delete the folder {path} and run again"
+            ) from exc
 
 
 def _parameters_in(path: Path) -> int:

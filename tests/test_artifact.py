@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +454,26 @@ def test_manifest_missing_or_broken(tmp_path: Path) -> None:
         ModelArtifact.load(folder)
     (folder / MANIFEST).write_bytes(b"\xff\xfe{}")
     with pytest.raises(OptbenchError, match="cannot read artifact manifest"):
+        ModelArtifact.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda m: [m], "not a mapping"),
+        (lambda m: {k: v for k, v in m.items() if k != "sha256"}, "no 'sha256' entry"),
+        (lambda m: {**m, "lineage": [{"config": {}}]}, "no 'name' entry"),
+        (lambda m: {**m, "label_names": None}, "not iterable"),
+    ],
+)
+def test_a_damaged_manifest_is_refused_naming_the_fix(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], Any], problem: str
+) -> None:
+    """JSON that is not the manifest's object raised TypeError or KeyError, a traceback, from a cached step's folder."""
+    folder = fake_checkpoint(tmp_path / "model")
+    manifest = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder)).to_dict()
+    (folder / MANIFEST).write_text(json.dumps(edit(manifest)))
+    with pytest.raises(OptbenchError, match=rf"cannot read artifact manifest .*\(.*{problem}.*\): delete the folder"):
         ModelArtifact.load(folder)
 
 
