@@ -64,6 +64,11 @@ class DatasetConfig:
             )
         if self.max_length < 8:
             raise OptbenchError(f"dataset max_length={self.max_length} is too small: use 8 or more tokens")
+        if self.text_column == self.label_column:  # every text its own label: a class per row, trained and scored
+            raise OptbenchError(
+                f"dataset text_column and label_column are both {self.text_column!r}: name the column that holds "
+                "the labels in label_column"
+            )
 
 
 @dataclass(frozen=True)

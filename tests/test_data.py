@@ -390,6 +390,8 @@ def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: st
         ({"test_fraction": 1.5}, "out of range"),
         ({"validation_fraction": 0.5, "test_fraction": 0.5}, "sum below 1"),
         ({"max_length": 4}, "max_length=4 is too small"),
+        # a typo that trained (or scored) a class per text
+        ({"label_column": "text"}, "text_column and label_column are both 'text': name the column that holds"),
     ],
 )
 def test_bad_config_values_are_refused(kwargs: dict[str, Any], message: str) -> None:
