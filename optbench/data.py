@@ -231,6 +231,13 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
+    header = str(frame.columns[0]) if suffix == ".csv" and len(frame.columns) == 1 else ""
+    separator = next((c for c in ";\t|" if c in header), None)
+    if separator:  # as Excel saves "CSV" where the decimal mark is a comma: not a file without the named columns
+        raise OptbenchError(
+            f"dataset {path} reads as one column {_listed([header])}: its fields are separated by {separator!r}, "
+            f"not commas: {READ_FIXES[suffix]}"
+        )
     return frame
 
 

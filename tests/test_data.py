@@ -319,6 +319,16 @@ def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
     assert ": save it as UTF-8" in str(caught.value)
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, separator: str) -> None:
+    """As Excel saves "CSV" where the decimal mark is a comma: it was refused as lacking the text and label columns,
+    with the fix to rename them in [dataset]."""
+    pd.DataFrame(_rows(60)).to_csv(tmp_path / "data.csv", sep=separator, index=False)
+    message = f"reads as one column {[f'text{separator}label']}: its fields are separated by {separator!r}, not commas"
+    with pytest.raises(OptbenchError, match=re.escape(message + ": save it as UTF-8 CSV")):
+        load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+
+
 @pytest.mark.parametrize(
     ("option", "column"),
     [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],
