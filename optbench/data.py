@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import reprlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ READ_FIXES = {
     ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}]; a file of one '
     "object per line (what Dataset.to_json writes): name it .jsonl",
 }
+FILE_OPTIONS = ("text_column", "label_column", "split_column", "group_column")  # DatasetConfig's, for files only
 FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
@@ -107,6 +108,7 @@ class LabelledData:
 def load_dataset(config: DatasetConfig) -> LabelledData:
     """Read, clean and split the dataset named by `config`."""
     if config.source == BUILTIN:
+        _check_no_file_options(config)
         frame = _read_builtin()
         text_column, label_column, group_column, split_column = "text", "label", "movie", None
     else:
@@ -182,6 +184,21 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         _listed(label_names),
     )
     return data
+
+
+def _check_no_file_options(config: DatasetConfig) -> None:
+    """Refuse column settings on the built-in dataset, whose columns are its own: they were ignored, so a recipe
+    that set them but no `source` ran on the movie reviews instead of the user's file."""
+    set_here = [
+        f"{f.name} = {getattr(config, f.name)!r}"
+        for f in fields(config)
+        if f.name in FILE_OPTIONS and getattr(config, f.name) != f.default
+    ]
+    if set_here:
+        raise OptbenchError(
+            f"[dataset] {', '.join(set_here)} name columns of a file, and the source is the built-in "
+            f"{BUILTIN!r}: set source to your {FILE_SUFFIXES} file (or give it with --dataset), or drop them"
+        )
 
 
 def _listed(names: list[str], most: int = 10) -> str:

@@ -93,6 +93,17 @@ def test_builtin_split_is_deterministic(builtin: LabelledData) -> None:
     np.testing.assert_array_equal(again.test.labels, builtin.test.labels)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("text_column", "review"), ("label_column", "sentiment"), ("split_column", "split"), ("group_column", "movie")],
+)
+def test_column_settings_on_the_builtin_dataset_are_refused(option: str, value: str) -> None:
+    """A recipe that named its file's columns but no source ran on the movie reviews: the settings were ignored."""
+    message = rf"\[dataset\] {option} = '{value}' name columns of a file, and the source is the built-in "
+    with pytest.raises(OptbenchError, match=message + r"'rotten-tomatoes': set source to your \.csv"):
+        load_dataset(DatasetConfig(**{option: value}))
+
+
 def test_unknown_split_name_is_refused(builtin: LabelledData) -> None:
     with pytest.raises(OptbenchError, match="unknown split 'dev'"):
         builtin.split("dev")
