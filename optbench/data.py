@@ -119,7 +119,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
             raise OptbenchError(
-                f"dataset {config.source} has no column(s) {missing} (it has {list(frame.columns)}): "
+                f"dataset {config.source} has no column(s) {missing} (it has {_listed(list(frame.columns))}): "
                 "set text_column / label_column / group_column / split_column in [dataset]"
             )
         nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
@@ -248,6 +248,10 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
+    if suffix == ".json" and text_column not in frame.columns and text_column in frame.index.astype(str):
+        raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
+            f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
+        )
     header = str(frame.columns[0]) if suffix == ".csv" and len(frame.columns) == 1 else ""
     separator = next((c for c in ";\t|" if c in header), None)
     if separator:  # as Excel saves "CSV" where the decimal mark is a comma: not a file without the named columns

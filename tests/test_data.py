@@ -350,6 +350,19 @@ def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option
         load_dataset(DatasetConfig(source=str(path), **{option: column}))
 
 
+def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) -> None:
+    """pandas reads {"0": {"text": ...}, ...} as one column per row: the error listed every row id as a column (a
+    line of 50 kB for 10k rows) and gave the fix to rename the text and label columns."""
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({str(i): {"text": f"review {i}", "label": i % 2} for i in range(500)}))
+    with pytest.raises(OptbenchError, match=r"is a JSON object of rows keyed by their ids, not an array: save it as"):
+        load_dataset(DatasetConfig(source=str(path)))
+    path.write_text(json.dumps({"text": {"0": "a review"}, **{f"column {i}": {"0": i} for i in range(500)}}))
+    with pytest.raises(OptbenchError, match=r"has no column\(s\) \['label'\]") as caught:
+        load_dataset(DatasetConfig(source=str(path)))
+    assert "(501 in all)" in str(caught.value) and len(str(caught.value)) < 500
+
+
 def test_single_label_value_is_refused(make_csv: MakeCsv) -> None:
     path = make_csv(_rows(100, ("pos",)))
     with pytest.raises(
