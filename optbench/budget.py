@@ -4,7 +4,8 @@
 [[budget]]
 name = "accuracy, every variant"       # optional, shown in the gate's output
 variants = ["*"]                       # glob patterns over variant names (default: every variant)
-runtimes = ["*"]                       # runtime names or labels, e.g. onnxruntime-cpu-fp32 (default: all)
+runtimes = ["*"]                       # globs, runtime names or labels, e.g. onnxruntime-cpu-fp32 (default: all);
+                                       # a name or label optbench has no runtime for is refused
 max_accuracy_drop = "1.0 points"       # against the run's reference, in percentage points
 min_relative_accuracy = "99%"          # of the reference's accuracy, as MLPerf states its targets
 
@@ -24,6 +25,7 @@ max_size = "40 MB"                     # weight files on disk
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -31,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from optbench.configs import check_keys, read_toml
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.relative_speedup import RowChoice
+from optbench.runtimes import DEVICES, ENGINES, PRECISIONS, RuntimeSpec
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ BUDGET_KEYS = [
     "speedup_against",
     *LIMIT_UNITS,
 ]
+_GLOB = re.compile(r"[*?[]")  # what makes fnmatch read a pattern as more than one name
 _AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*(.*?)\s*$")
 
 
@@ -143,7 +147,7 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
     return Budget(
         name=str(entry.get("name", where.rsplit(" ", 1)[-1])),
         variants=_patterns(entry, "variants", where),
-        runtimes=_patterns(entry, "runtimes", where),
+        runtimes=_runtimes(entry, where),
         batch_size=batch_size,
         seq_len=seq_len,
         limits=limits,
@@ -168,6 +172,40 @@ def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise OptbenchError(f'{where} {key} = {value!r}: give a list of names or patterns, e.g. ["baseline+*"]')
     return tuple(value)
+
+
+def _runtimes(entry: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The budget's runtime patterns; one that is no glob must be a runtime's name or label, since it could match
+    no report and its every check would fail as if the model had regressed."""
+    patterns = _patterns(entry, "runtimes", where)
+    labels = _labels()
+    for pattern in patterns:
+        parts = pattern.split("-", 3)  # runtime, device, precision, and the options' tag (open: not checked)
+        if _GLOB.search(pattern) or pattern in ENGINES or "-".join(parts[:3]) in labels:
+            continue
+        known = [*sorted(ENGINES), *("-".join([label, *parts[3:]]) for label in labels)]
+        raise OptbenchError(
+            f"{where} runtimes: {pattern!r} names no runtime: give one of {sorted(ENGINES)}, a label "
+            f"RUNTIME-DEVICE-PRECISION[-OPTIONS] as the gate's lines show it (one of {labels}, with the runtime's "
+            f'options after it, e.g. torch-cpu-fp32-compile), or a glob such as "onnxruntime-*"'
+            f"{did_you_mean([pattern], known)}"
+        )
+    return patterns
+
+
+@functools.cache
+def _labels() -> list[str]:
+    """Every runtime's label without options (`onnxruntime-cpu-fp32`): each engine on the devices and at the
+    precisions it runs."""
+    labels = []
+    for name in ENGINES:
+        for device in DEVICES:
+            for precision in PRECISIONS:
+                try:
+                    labels.append(RuntimeSpec(name, device, precision).label)
+                except OptbenchError:  # a device or precision the engine does not run
+                    continue
+    return labels
 
 
 def parse_limit(key: str, value: Any, where: str) -> Limit:

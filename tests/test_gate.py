@@ -262,6 +262,31 @@ def test_bad_budget_files_are_refused_with_the_fix(text: str, message: str, tmp_
         load_budgets(_budget(text, tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("runtime", "hint"),
+    [
+        ("onxruntime", "did you mean 'onnxruntime'?"),
+        ("onnxruntime-cpu-fp23", "did you mean 'onnxruntime-cpu-fp32' or 'onnxruntime-cpu-fp16'?"),
+        ("torch-gpu-fp32-compile", "did you mean 'torch-cpu-fp32-compile'?"),  # the options kept
+        ("torch-cpu-fp16", "did you mean 'torch-cuda-fp16' or 'torch-cpu-fp32'?"),  # torch on the CPU runs fp32 only
+        ("TensorRT", "did you mean 'tensorrt'?"),
+    ],
+)
+def test_a_runtime_that_names_no_runtime_is_refused(runtime: str, hint: str, tmp_path: Path) -> None:
+    """A typo matched no report, so the gate failed as if the model had regressed (exit 1): it is bad input."""
+    text = f'[[budget]]\nruntimes = ["torch", "{runtime}"]\nmax_size = "1 GB"\n'
+    with pytest.raises(OptbenchError) as refused:
+        load_budgets(_budget(text, tmp_path))
+    message = str(refused.value)
+    assert f"runtimes: {runtime!r} names no runtime: give one of ['onnxruntime', 'tensorrt', 'torch']" in message
+    assert "onnxruntime-cpu-fp32" in message and message.endswith(hint)
+
+
+def test_runtime_names_labels_with_options_and_globs_are_read() -> None:
+    runtimes = ["torch", "onnxruntime-cuda-fp16-tensorrt-trt-int8", "torch-cpu-fp32-compile", "onx*", "tensorrt-[cg]*"]
+    assert parse_budget({"runtimes": runtimes, "max_size": "1 GB"}, "b").runtimes == tuple(runtimes)
+
+
 def test_bad_shape_values_are_refused() -> None:
     with pytest.raises(OptbenchError, match="batch_size = 0: give a positive integer"):
         parse_budget({"batch_size": 0, "seq_len": 128, "max_p50": "1 ms"}, "b")
@@ -376,6 +401,9 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     unknown = _budget('[[budget]]\nmax_size = "1 GB"\nmin_throughput = "100 sps"\n', tmp_path)
     assert main(["gate", "--budget", str(unknown), str(results)]) == 2
     assert "unknown key(s) ['min_throughput']" in capsys.readouterr().err
+    misspelt = _budget('[[budget]]\nruntimes = ["onxruntime"]\nmax_size = "1 GB"\n', tmp_path)
+    assert main(["gate", "--budget", str(misspelt), str(results)]) == 2  # not 1: the model did not regress
+    assert "did you mean 'onnxruntime'?" in capsys.readouterr().err
     assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2
 
 
