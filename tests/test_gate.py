@@ -577,6 +577,31 @@ def test_speedup_against_needs_a_row_and_a_min_speedup(line: str, message: str, 
         load_budgets(_budget(f"[[budget]]\n{SHAPE}{line}\n", tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            "baseline/onxruntime",
+            r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
+        ),
+        ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
+        ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
+    ],
+)
+def test_speedup_against_a_runtime_device_or_precision_optbench_lacks_is_refused(
+    row: str, message: str, tmp_path: Path
+) -> None:
+    """Such a row names no row of any run, so min_speedup failed (exit 1) as if the model had regressed."""
+    with pytest.raises(OptbenchError, match=f"speedup_against = '{row}': {message}"):
+        load_budgets(_budget(AGAINST_BUDGET.replace("baseline/torch/cuda/fp32", row), tmp_path))
+
+
+def test_speedup_against_a_runtime_with_options_is_read(tmp_path: Path) -> None:
+    row = "baseline+onnx/onnxruntime-tensorrt-trt-int8/cuda/fp16"  # the table's runtime column: engine and options
+    (budget,) = load_budgets(_budget(AGAINST_BUDGET.replace("baseline/torch/cuda/fp32", row), tmp_path))
+    assert budget.speedup_against is not None and budget.speedup_against.text == row
+
+
 def _on(report: Report, machine: str, p50_ms: float) -> Report:
     report = with_figures(report, p50_ms=p50_ms, spread_ms=p50_ms / 50)
     return dataclasses.replace(report, environment={**report.environment, "machine": machine})
