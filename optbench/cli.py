@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--shape",
-        help="html: the batch x sequence length the plots show (default: 1x128, or a run's smallest measured shape "
-        "when it did not measure 1x128)",
+        help="html: the batch x sequence length the plots show, e.g. 1x128 or 8xdata; a run not measured at it says "
+        "so, and a shape no run shown measured is refused, naming those measured (default: 1x128, or a run's smallest "
+        "measured shape when it did not measure 1x128)",
     )
     report.add_argument(
         "--peer-budget",

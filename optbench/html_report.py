@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,26 @@ from optbench.table import format_cell, run_layout, run_notes
 log = logging.getLogger(__name__)
 
 DEFAULT_SHAPE: Shape = (1, 128)
+_SHAPE = re.compile(r"([0-9]+)x([0-9]+|data)", re.IGNORECASE)  # ASCII digits: int() refuses "²"
 
 
 def parse_shape(text: str) -> Shape:
-    """`1x128` or `32xdata` -> (1, 128) / (32, "data")."""
-    batch, sep, seq = text.lower().partition("x")
-    if not sep or not batch.isdigit() or not (seq.isdigit() or seq == "data"):
+    """`1x128` or `32xdata` -> (1, 128) / (32, "data"): a batch size and a sequence length of 1 or more, as a recipe
+    and a budget take them."""
+    match = _SHAPE.fullmatch(text)
+    if match is None:
         raise OptbenchError(f"shape {text!r}: write BATCHxSEQ, e.g. 1x128 or 32xdata")
-    return int(batch), int(seq) if seq.isdigit() else "data"
+    batch, seq = int(match[1]), match[2].lower()
+    if batch < 1 or (seq != "data" and int(seq) < 1):
+        raise OptbenchError(
+            f"shape {text!r}: a batch size and a sequence length are 1 or more: write BATCHxSEQ, e.g. 1x128 or 32xdata"
+        )
+    return batch, seq if seq == "data" else int(seq)
+
+
+def shape_text(shape: Shape) -> str:
+    """A shape as `parse_shape` reads it: `1x128`, `32xdata`."""
+    return f"{shape[0]}x{shape[1]}"
 
 
 def at_shape(run: pd.DataFrame, shape: Shape) -> pd.DataFrame:
@@ -174,21 +187,32 @@ def plot_key(rows: pd.DataFrame) -> list[str]:
 
 def default_shape(shapes: Iterable[Shape]) -> Shape:
     """The shape a plot shows when none is asked for: batch 1 x 128 where it was measured, else the smallest
-    measured shape (the smallest batch, at its shortest fixed length, `data` last), whatever order the shapes
-    come in. The run's own page and `optbench report --format html` both choose by this rule."""
+    measured shape (`_shape_order`), whatever order the shapes come in. The run's own page and `optbench report
+    --format html` both choose by this rule."""
     measured = set(shapes)
     if DEFAULT_SHAPE in measured:
         return DEFAULT_SHAPE
-    return min(measured, key=lambda shape: (shape[0], shape[1] == "data", 0 if shape[1] == "data" else shape[1]))
+    return min(measured, key=_shape_order)
+
+
+def _shape_order(shape: Shape) -> tuple[int, bool, int]:
+    """Smallest first: the smallest batch, at its shortest fixed length, `data` last."""
+    return shape[0], shape[1] == "data", 0 if shape[1] == "data" else int(shape[1])
+
+
+def measured_shapes(frame: pd.DataFrame) -> list[Shape]:
+    """The shapes a report table holds, each once, smallest first (`_shape_order`)."""
+    shapes = {
+        (int(batch), seq if seq == "data" else int(seq))
+        for batch, seq in zip(frame["batch_size"], frame["seq_len"], strict=True)
+    }
+    return sorted(shapes, key=_shape_order)
 
 
 def run_shape(run: pd.DataFrame) -> Shape:
     """`default_shape` of the shapes a run's table holds (a user's recipe measured only at other lengths
     still gets its plot)."""
-    return default_shape(
-        (int(batch), seq if seq == "data" else int(seq))
-        for batch, seq in zip(run["batch_size"], run["seq_len"], strict=True)
-    )
+    return default_shape(measured_shapes(run))
 
 
 def plots_missing() -> str | None:
@@ -205,8 +229,9 @@ def write_html(
 ) -> list[Path]:
     """Write the page to `path` and each run's plot beside it (`<stem>.png`, or `<stem>-<n>.png` for several
     runs); returns every file written. Each run is plotted at `shape`, or at `run_shape` when it is None; a run
-    not measured at `shape` gets no plot and says so, and so does every run where matplotlib does not import
-    (a run's reports are not lost for a plot). Each run's notes (`table.run_notes`) stand above its table, with
+    not measured at `shape` gets no plot and says so (a `shape` no run measured, a typo, is refused before anything
+    is written, with the shapes measured), and so does every run where matplotlib does not import (a run's reports
+    are not lost for a plot). Each run's notes (`table.run_notes`) stand above its table, with
     its jobs among `failed`."""
     if frame.empty:
         raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
@@ -214,6 +239,12 @@ def write_html(
         raise OptbenchError(f"{path}: the HTML page needs a name ending in .html (its plots are written beside it)")
     if path.is_dir():  # refused before the plots are written: none is left without its page
         raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
+    if shape is not None and at_shape(frame, shape).empty:
+        measured = ", ".join(shape_text(s) for s in measured_shapes(frame))
+        raise OptbenchError(
+            f"--shape {shape_text(shape)}: no run shown was measured at batch {shape[0]} x {shape[1]}: give one of "
+            f"the shapes measured ({measured}), or leave --shape out to plot each run at its own"
+        )
     missing = plots_missing()
     if missing:
         log.warning("%s has no plots: %s", path.name, missing)

@@ -101,9 +101,17 @@ def test_the_page_marks_speedups_within_the_a_a_noise_floor(tmp_path: Path) -> N
 
 
 def test_a_run_without_the_plotted_shape_gets_no_plot(tmp_path: Path) -> None:
-    written = write_html(to_frame(_run()), tmp_path / "page.html", shape=(4, 64))
-    assert written == [tmp_path / "page.html"]
+    other = [dataclasses.replace(make_report(shapes=((4, 64),)), run_id="20261201T000000Z-0000")]
+    written = write_html(to_frame(_run() + other), tmp_path / "page.html", shape=(4, 64))
+    assert written == [tmp_path / "page.html", tmp_path / "page-2.png"]  # the run measured at 4 x 64 is plotted
     assert "not measured at batch 4 x 64" in (tmp_path / "page.html").read_text()
+
+
+def test_a_shape_no_run_measured_is_refused_naming_those_measured(tmp_path: Path) -> None:
+    # a typo (64x512 for 64x128) wrote a page saying "No plot" for every run
+    with pytest.raises(OptbenchError, match=r"--shape 4x64: no run shown was measured .* \(1x128, 8xdata\)"):
+        write_html(to_frame(_run()), tmp_path / "page.html", shape=(4, 64))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_matplotlib_the_page_has_its_tables_and_says_why_no_plot(tmp_path: Path, monkeypatch) -> None:
@@ -126,7 +134,7 @@ def test_parse_shape(text: str, shape: tuple) -> None:
     assert parse_shape(text) == shape
 
 
-@pytest.mark.parametrize("text", ["1", "x128", "1x", "ax128", "1x-2"])
+@pytest.mark.parametrize("text", ["1", "x128", "1x", "ax128", "1x-2", "-1x128", "0x128", "1x0", "00x8", "²x128"])
 def test_bad_shapes_are_refused(text: str) -> None:
     with pytest.raises(OptbenchError, match=r"write BATCHxSEQ, e\.g\. 1x128"):
         parse_shape(text)
@@ -149,6 +157,18 @@ def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(plot)]) == 2
     assert "needs a name ending in .html" in capsys.readouterr().err
     assert not plot.exists()
+
+
+def test_cli_shape_no_run_measured_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    for report in _run():
+        write_report(report, tmp_path / "results")
+    page = tmp_path / "site" / "page.html"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page), "--shape", "64x512"]) == 2
+    err = capsys.readouterr().err
+    assert "--shape 64x512: no run shown was measured at batch 64 x 512" in err and "(1x128, 8xdata)" in err
+    assert not (tmp_path / "site").exists()
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page), "--shape", "0x128"]) == 2
+    assert "shape '0x128': a batch size and a sequence length are 1 or more" in capsys.readouterr().err
 
 
 def test_cli_shape_without_html_is_refused(tmp_path: Path, capsys) -> None:
