@@ -237,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("b", metavar="B", type=where_argument, help="results after, the same way")
     compare.add_argument("--format", choices=["md", "csv", "json"], default="md", help="table format (default: md)")
-    compare.add_argument("--only-changes", action="store_true", help="leave out the not-significant figures")
+    compare.add_argument(
+        "--only-changes",
+        action="store_true",
+        help="leave out the not-significant figures (none left: md says no changes, csv is its header, json [])",
+    )
     compare.add_argument(
         "--budget",
         type=path_argument,

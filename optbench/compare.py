@@ -278,7 +278,8 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
 
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
     """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out, then the settings
-    every row shown shares, said once rather than as columns), CSV or JSON."""
+    every row shown shares, said once rather than as columns; a line saying so where --only-changes leaves none),
+    CSV or JSON (with no row left: the header alone, `[]`, what a script reads as no changes)."""
     counts = table["mark"].value_counts()
     summary = ", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare"
     if only_changes:
@@ -289,6 +290,8 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
+    if only_changes and table.empty:
+        return f"{summary}\n\nno changes: every figure compared is not significant\n"
     line, columns = said_once(table, COLUMNS)  # as in a run's table
     lines = [summary, "", *([line, ""] if line else [])]
     lines.append("| " + " | ".join(columns) + " |")

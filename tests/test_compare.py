@@ -14,7 +14,7 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import Failures, budget_regressions, compare, render
+from optbench.compare import COLUMNS, Failures, budget_regressions, compare, render
 from optbench.report import SCHEMA, FailedJob, Report, workload_fingerprint, write_failures, write_report
 from optbench.table import to_frame
 
@@ -207,6 +207,21 @@ def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
     unchanged = compare(to_frame([before]), to_frame([before]))
     assert render(unchanged, "md", only_changes=True).splitlines()[0].endswith("not significant left out)")
     assert pd.read_json(io.StringIO(render(table, "json")))["mark"].tolist().count("better") == 2
+
+
+def test_only_changes_with_none_says_so_in_markdown_and_leaves_csv_and_json_empty() -> None:
+    # the Markdown was a table of its header alone, as if the rows had been lost
+    base = make_report(("onnx",), shapes=((1, 128),))
+    unchanged = compare(to_frame([base]), to_frame([base]))
+    lines = render(unchanged, "md", only_changes=True).splitlines()
+    assert lines == [
+        "7 not significant (the not significant left out)",
+        "",
+        "no changes: every figure compared is not significant",
+    ]
+    assert pd.read_csv(io.StringIO(render(unchanged, "csv", only_changes=True))).columns.tolist() == COLUMNS
+    assert pd.read_csv(io.StringIO(render(unchanged, "csv", only_changes=True))).empty  # a script reads no rows
+    assert json.loads(render(unchanged, "json", only_changes=True)) == []
 
 
 def test_markdown_shows_a_change_too_small_for_two_decimals() -> None:
