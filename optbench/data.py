@@ -115,12 +115,18 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         frame = _read_file(Path(config.source), config.text_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
-        wanted = [c for c in (text_column, label_column, group_column, split_column) if c]
-        missing = [c for c in wanted if c not in frame.columns]
-        if missing:
+        settings = {
+            "text_column": text_column,
+            "label_column": label_column,
+            "group_column": group_column,
+            "split_column": split_column,
+        }
+        wanted = [c for c in settings.values() if c]
+        missing = {option: c for option, c in settings.items() if c and c not in frame.columns}
+        if missing:  # name only the settings at fault: the others name columns the file has
             raise OptbenchError(
-                f"dataset {config.source} has no column(s) {missing} (it has {_listed(list(frame.columns))}): "
-                "set text_column / label_column / group_column / split_column in [dataset]"
+                f"dataset {config.source} has no column(s) {list(dict.fromkeys(missing.values()))} "
+                f"(it has {_listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]"
             )
         nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
         if nested:

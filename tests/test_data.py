@@ -345,9 +345,19 @@ def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, s
     [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],
 )
 def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option: str, column: str) -> None:
+    """The fix names only the setting of the missing column: it named all four, whatever was missing."""
     path = make_csv(_rows(50))
-    with pytest.raises(OptbenchError, match=rf"no column\(s\) \['{column}'\] \(it has \['text', 'label'\]\)"):
+    message = rf"no column\(s\) \['{column}'\] \(it has \['text', 'label'\]\): set {option} in \[dataset\]$"
+    with pytest.raises(OptbenchError, match=message):
         load_dataset(DatasetConfig(source=str(path), **{option: column}))
+
+
+def test_missing_columns_name_each_of_their_settings(make_csv: MakeCsv) -> None:
+    path = make_csv({"sentence": ["a", "b"], "label": ["x", "y"]})
+    with pytest.raises(
+        OptbenchError, match=r"no column\(s\) \['text', 'movie'\] .*: set text_column / group_column in"
+    ):
+        load_dataset(DatasetConfig(source=str(path), group_column="movie"))
 
 
 def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) -> None:
