@@ -82,7 +82,7 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         raise OptbenchError(f'[model] checkpoint = {checkpoint!r}: give "default" or a folder path')
     if checkpoint != DEFAULT_MODEL:
         checkpoint = str((base / checkpoint).resolve())
-    finetune = config_from_dict(FinetuneConfig, _table(model, "finetune"), "[model.finetune]")
+    finetune = config_from_dict(FinetuneConfig, _table(model, "finetune", "model.finetune"), "[model.finetune]")
     dataset_table = _table(table, "dataset")
     source = dataset_table.get("source", BUILTIN)
     if isinstance(source, str) and source != BUILTIN:
@@ -295,8 +295,9 @@ def _runtime(entry: Any) -> RuntimeSpec:
     raise OptbenchError(f"[bench] runtimes entry {entry!r}: give a name or a table {{name = ..., device = ...}}")
 
 
-def _table(table: dict[str, Any], key: str) -> dict[str, Any]:
+def _table(table: dict[str, Any], key: str, name: str | None = None) -> dict[str, Any]:
+    """The table `table[key]` (empty if absent); `name` is its name in errors (`model.finetune`), else `key`."""
     value = table.get(key, {})
     if not isinstance(value, dict):
-        raise OptbenchError(f"[{key}] must be a table, not {value!r}")
+        raise OptbenchError(f"[{name or key}] must be a table, not {value!r}")
     return value

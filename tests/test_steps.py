@@ -141,7 +141,7 @@ BAD_FINETUNE = [
 
 @pytest.mark.parametrize("kwargs", BAD_FINETUNE)
 def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
-    with pytest.raises(OptbenchError, match=r"\[finetune\]"):
+    with pytest.raises(OptbenchError, match=r"^\[model.finetune\] "):
         FinetuneConfig(**kwargs)
 
 
@@ -199,7 +199,7 @@ def test_a_new_release_of_a_library_that_makes_a_step_invalidates_its_cache(
 
 
 def test_a_fraction_of_an_epoch_that_trains_on_no_row_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"\[finetune\] epochs = 1e-05 of \d+ train rows trains on none"):
+    with pytest.raises(OptbenchError, match=r"^\[model.finetune\] epochs = 1e-05 of \d+ train rows trains on none"):
         run_step(FinetuneConfig(epochs=0.00001), _encoder(tiny_encoder), data, tmp_path)
 
 

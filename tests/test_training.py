@@ -70,9 +70,9 @@ def test_only_configs_of_more_than_one_epoch_get_new_cache_versions() -> None:
 @pytest.mark.parametrize(
     ("config_type", "knob", "message"),
     [
-        (FinetuneConfig, {"weight_decay": -0.01}, r"\[finetune\] weight_decay=-0.01: use 0 or more"),
+        (FinetuneConfig, {"weight_decay": -0.01}, r"^\[model.finetune\] weight_decay=-0.01: use 0 or more"),
         (DistillConfig, {"weight_decay": -1.0}, r"\[distill\] weight_decay=-1.0: use 0 or more"),
-        (FinetuneConfig, {"seed": -1}, r"\[finetune\] seed=-1: use 0 or more"),
+        (FinetuneConfig, {"seed": -1}, r"^\[model.finetune\] seed=-1: use 0 or more"),
     ],
 )
 def test_training_numbers_no_run_can_use_are_refused_when_read(config_type: type, knob: dict, message: str) -> None:
