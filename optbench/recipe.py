@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from optbench.artifact import FORMAT_NAMES
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml
 from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
@@ -133,8 +134,8 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
             needs = step.config.input_format
             if needs != made:
                 raise OptbenchError(
-                    f"the chain {chain_name(chain)}: {step.shown} takes a {needs!r} model and its place "
-                    f"gives it a {made!r} one: {_order_hint(step, made)}"
+                    f"the chain {chain_name(chain)}: {step.shown} takes {FORMAT_NAMES[needs]} and its place "
+                    f"gives it {FORMAT_NAMES[made]}: {_order_hint(step, made)}"
                 )
             if getattr(step.config, "quantizes", False) and reduced_by is not None:
                 precision = _output_precision(reduced_by.config)
@@ -203,8 +204,8 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
         if made not in measured:
             runners = [name for name, engine in ENGINES.items() if made in engine.formats]
             raise OptbenchError(
-                f"the chain {chain_name(chain)} makes a {made!r} "
-                f"model that no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
+                f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]}, "
+                f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
 
 

@@ -26,7 +26,7 @@ def layout(model: Any) -> Layout:
         if layers is not None and all(_lays_out(candidate, layer) for layer in layers[:1]):
             return candidate
     raise OptbenchError(
-        f'{type(model).__name__} (a "{model.config.model_type}" model) has no list of layers optbench can keep: '
+        f'{type(model).__name__} (model_type "{model.config.model_type}") has no list of layers optbench can keep: '
         "it keeps the layers of BERT-style models (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2, MiniLM) "
         "and DistilBERT, not ALBERT's, whose layers all share one set of weights, nor those laid out otherwise "
         '(MPNet\'s); distill it into another student (student = "paraphrase-minilm-l3" or a checkpoint folder '

@@ -296,7 +296,7 @@ def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:
         ("[bench]\nruntimes = []", "needs at least one runtime"),
         (
             '[bench]\nruntimes = ["torch", "onnxruntime"]\n[[steps]]\nname = "onnx"\n[[steps]]\nname = "tensorrt"',
-            r"the chain onnx -> tensorrt-fp16 makes a 'trt' model that no runtime .* runs: add tensorrt, or drop",
+            r"the chain onnx -> tensorrt-fp16 makes a TensorRT engine, which no runtime .* runs: add tensorrt, or drop",
         ),
     ],
 )
@@ -393,10 +393,10 @@ ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        (["quantize-static"], r"the chain quantize-static: quantize-static takes a 'onnx' .* put an onnx step before"),
-        (["onnx", "prune"], r"the chain onnx -> prune: prune takes a 'hf' model .* put it before the onnx step"),
-        (["onnx", "onnx"], r"onnx takes a 'hf' model and its place gives it a 'onnx' one"),
-        (["tensorrt"], r"tensorrt-fp16 takes a 'onnx' model and its place gives it a 'hf' one"),
+        (["quantize-static"], r"the chain quantize-static: quantize-static takes an ONNX model .* put an onnx step"),
+        (["onnx", "prune"], r"the chain onnx -> prune: prune takes a Hugging Face .* put it before the onnx step"),
+        (["onnx", "onnx"], r"onnx takes a Hugging Face checkpoint and its place gives it an ONNX model: put it"),
+        (["tensorrt"], r"tensorrt-fp16 takes an ONNX model and its place gives it a Hugging Face checkpoint: put"),
         (["onnx", "tensorrt", "quantize-static"], "nothing runs on a TensorRT engine: make tensorrt the chain's last"),
         (["quantize-dynamic"], r"put an onnx step before it, or choose its backend: \"onnxruntime\" quantizes ONNX"),
     ],

@@ -14,6 +14,7 @@ from optbench.errors import OptbenchError
 from optbench.steps import STEPS, RecipeStep, cache_key, parse_step, run_step
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.onnx import OnnxConfig
+from optbench.steps.prune import PruneConfig
 from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig
 
 
@@ -143,6 +144,20 @@ BAD_FINETUNE = [
 def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
     with pytest.raises(OptbenchError, match=r"^\[model.finetune\] "):
         FinetuneConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "message"),
+    [
+        ("finetune", FinetuneConfig(), "finetune needs a Hugging Face checkpoint, not an ONNX model$"),
+        ("prune", PruneConfig(heads=0.5), "prune needs a Hugging Face checkpoint, not an ONNX model: prune before"),
+    ],
+)
+def test_a_training_step_refuses_an_export(name: str, config: object, message: str, data, tmp_path: Path) -> None:
+    """It said "not a onnx model"."""
+    export = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
+    with pytest.raises(OptbenchError, match=message):
+        STEPS[name].apply(config, export, data, tmp_path / "out")
 
 
 def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:

@@ -330,10 +330,12 @@ class _FakeBuilderConfig:
 
 
 class _FakeBuilder:
-    """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`."""
+    """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`, and it
+    builds `engine` (None: the build fails)."""
 
-    def __init__(self, configs: list[_FakeBuilderConfig]) -> None:
+    def __init__(self, configs: list[_FakeBuilderConfig], engine: bytes | None = b"engine") -> None:
         self.configs = configs
+        self.engine = engine
 
     def create_network(self, flags: int = 0) -> SimpleNamespace:
         names = ("input_ids", "attention_mask")
@@ -346,8 +348,19 @@ class _FakeBuilder:
     def create_optimization_profile(self) -> SimpleNamespace:
         return SimpleNamespace(set_shape=lambda input, min, opt, max: None)
 
-    def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes:
-        return b"engine"
+    def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes | None:
+        return self.engine
+
+
+def _fake_tensorrt(builder: _FakeBuilder) -> SimpleNamespace:
+    """The tensorrt module as build_engine uses it, building with `builder`."""
+    return SimpleNamespace(
+        Logger=_FakeLogger,
+        Builder=lambda logger: builder,
+        OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
+    )
 
 
 @pytest.mark.parametrize(("precision", "flags"), [("fp32", set()), ("fp16", {"FP16", "TF32"})])
@@ -357,18 +370,19 @@ def test_an_fp32_engine_computes_in_fp32_not_tf32(
     """TensorRT lets FP32 layers round their inputs to TF32's 10-bit mantissa unless the flag is cleared, which an
     engine built and reported as fp32 must do (PyTorch's CUDA matmuls, its reference, run in FP32)."""
     configs: list[_FakeBuilderConfig] = []
-    fake_trt = SimpleNamespace(
-        Logger=_FakeLogger,
-        Builder=lambda logger: _FakeBuilder(configs),
-        OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
-        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
-    )
     config = TensorRTConfig(precision=precision, batch_sizes=(1,), seq_lens=(16,), max_length=32)
-    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder(configs)))
     engine = trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
     assert engine == b"engine"
     assert [c.flags for c in configs] == [flags]
+
+
+def test_an_engine_tensorrt_does_not_build_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named by its precision without an article to get wrong: it said "could not build a fp16 engine"."""
+    config = TensorRTConfig(precision="fp16", batch_sizes=(1,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder([], engine=None)))
+    with pytest.raises(OptbenchError, match=r"TensorRT could not build the fp16 engine from .*: its log above says"):
+        trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
 
 
 def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact, content_hash, has_classifier_head, hf_label_names, read_hf_config
+from optbench.artifact import (
+    FORMAT_NAMES,
+    ModelArtifact,
+    content_hash,
+    has_classifier_head,
+    hf_label_names,
+    read_hf_config,
+)
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode, load_tokenizer
@@ -163,8 +170,8 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
 
     if artifact.format != "hf":
         raise OptbenchError(
-            f"distill needs a Hugging Face checkpoint as its teacher, not a {artifact.format} model: distill before "
-            "exporting"
+            f"distill needs a Hugging Face checkpoint as its teacher, not {FORMAT_NAMES[artifact.format]}: distill "
+            "before exporting"
         )
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import FORMAT_NAMES, ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
@@ -42,7 +42,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     from optbench.pruned_bert import load_classifier, save_classifier
 
     if artifact.format != "hf":
-        raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not a {artifact.format} model")
+        raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not {FORMAT_NAMES[artifact.format]}")
     torch.manual_seed(config.seed)
     labels = list(data.label_names)
     tokenizer = load_tokenizer(artifact.path)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import FORMAT_NAMES, ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
@@ -89,7 +89,7 @@ def pruned_type(model_type: str) -> str:
         families = ", ".join(f'"{t}"' for t, pruned in PRUNED.items() if t != pruned.config_class.model_type)
         raise OptbenchError(
             "prune supports BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT classifiers (model_type "
-            f'{families}, or one an earlier prune made); this checkpoint is a "{model_type}" model: distill it '
+            f'{families}, or one an earlier prune made); this checkpoint has model_type "{model_type}": distill it '
             'into a student of one of those first (student = "paraphrase-minilm-l3" or a checkpoint folder) and '
             "prune that"
         )
@@ -104,7 +104,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
 
     if artifact.format != "hf":
         raise OptbenchError(
-            f"prune needs a Hugging Face checkpoint, not a {artifact.format} model: prune before exporting"
+            f"prune needs a Hugging Face checkpoint, not {FORMAT_NAMES[artifact.format]}: prune before exporting"
         )
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)

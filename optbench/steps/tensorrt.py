@@ -486,7 +486,7 @@ def build_engine(
         raise OptbenchError(f"TensorRT calibration failed on a batch: {calibrator.error!r}") from calibrator.error
     if serialized is None:
         raise OptbenchError(
-            f"TensorRT could not build a {config.precision} engine from {source}: its log above says why "
+            f"TensorRT could not build the {config.precision} engine from {source}: its log above says why "
             "(a larger workspace_mib can help)"
         )
     return bytes(serialized)
