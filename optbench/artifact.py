@@ -320,11 +320,26 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     elif count is not None and count != len(id2label):
         problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
     else:
+        _check_distinct_labels(id2label, config_path)
         return
     raise OptbenchError(
         f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
         "per output of the classifier, and num_labels as their count (or leave it out)"
     )
+
+
+def _check_distinct_labels(id2label: dict[Any, Any], config_path: Path) -> None:
+    """Refuse a label name given to two ids: a dataset label of that name was scored against the first id alone,
+    so every row of the other id's class counted as wrong."""
+    ids: dict[str, list[int]] = {}
+    for key, name in sorted(id2label.items(), key=lambda item: int(item[0])):
+        ids.setdefault(str(name), []).append(int(key))
+    repeated = [f"{name!r} for ids {', '.join(map(str, of))}" for name, of in ids.items() if len(of) > 1]
+    if repeated:
+        raise OptbenchError(
+            f"{config_path}: id2label names one label for several ids ({'; '.join(repeated)}): edit id2label in "
+            "config.json so each id has its own name, the class that output of the classifier scores"
+        )
 
 
 def _check_architectures(config: dict[str, Any], config_path: Path) -> None:

@@ -245,6 +245,23 @@ def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
 
 
 @pytest.mark.parametrize(
+    ("id2label", "repeated"),
+    [
+        ({"0": "pos", "1": "pos"}, "'pos' for ids 0, 1"),
+        ({"2": "b", "0": "a", "1": "b", "3": "a"}, "'a' for ids 0, 3; 'b' for ids 1, 2"),
+        ({"0": 1, "1": "1"}, "'1' for ids 0, 1"),  # one name as optbench reads it
+    ],
+)
+def test_read_hf_config_refuses_a_label_named_for_two_ids(tmp_path: Path, id2label: dict, repeated: str) -> None:
+    """align_labels mapped the name to the first id, so a prediction of the other counted as wrong."""
+    files = {"config.json": json.dumps({"id2label": id2label}).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    message = rf"config\.json: id2label names one label for several ids \({repeated}\): edit id2label in config\.json"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
     ("config", "names"),
     [
         ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
