@@ -76,6 +76,11 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
         raise OptbenchError(
             f"recipe name {name!r} must be letters, digits, '.', '_' or '-' (it names a results folder)"
         )
+    description = table.get("description", "")
+    if not isinstance(description, str):  # it was turned into one: description = 3 read as "3"
+        raise OptbenchError(
+            f'recipe description = {description!r} has the wrong type: expected a string, e.g. description = "..."'
+        )
     model = _table(table, "model")
     check_keys(model, MODEL_KEYS, "[model]")
     checkpoint = model.get("checkpoint", DEFAULT_MODEL)
@@ -110,7 +115,7 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     _check_chain_ends_run(chains, bench)
     return Recipe(
         name=name,
-        description=str(table.get("description", "")),
+        description=description,
         checkpoint=checkpoint,
         finetune=finetune,
         dataset=dataset,

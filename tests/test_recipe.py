@@ -342,6 +342,16 @@ def test_recipe_name_must_be_a_string(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, "name = 3\n"))
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"), [("description = 3", "3"), ('description = ["int8", "cpu"]', "['int8', 'cpu']")]
+)
+def test_a_description_that_is_not_a_string_is_refused(tmp_path: Path, text: str, shown: str) -> None:
+    """It was turned into one, as no other key's value is."""
+    message = f"recipe description = {shown} has the wrong type: expected a string"
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, text))
+
+
 def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match="recipe name 'my recipe'"):
         load_recipe(write_recipe(tmp_path, "", name="my recipe.toml"))
