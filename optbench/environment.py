@@ -15,7 +15,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -175,18 +174,21 @@ def _library_versions() -> dict[str, str | None]:
     return versions
 
 
+def job_thread_variables(threads: int) -> dict[str, str]:
+    """The thread variables every job process runs with, whatever this process has (a Ray worker sets
+    OMP_NUM_THREADS to the CPUs its task holds): OMP_NUM_THREADS = the run's threads."""
+    return {"OMP_NUM_THREADS": str(threads)}
+
+
 def _threads(threads: int | None) -> dict:
-    """Thread settings: as requested, as torch has them (only if already imported), and env."""
-    torch = sys.modules.get("torch")
-    intra = _best_effort(torch.get_num_threads, None) if torch is not None else None
-    inter = _best_effort(torch.get_num_interop_threads, None) if torch is not None else None
-    return {
-        "requested": threads,
-        "torch_intra_op": intra,
-        "torch_inter_op": inter,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
-    }
+    """Thread settings as the jobs run them: the requested count and the thread variables their processes get
+    (this process's, with `job_thread_variables(threads)` when `threads` is given). Each job sets its runtime's
+    own thread counts from `threads` (the report's runtime details record them); this process's torch counts
+    are whatever its steps left, not the jobs', so they are not recorded."""
+    variables = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads is not None:
+        variables.update(job_thread_variables(threads))
+    return {"requested": threads, **variables}
 
 
 def _gpus() -> list[dict]:
@@ -264,8 +266,8 @@ def _calibration_gflops() -> float:
 
 def fingerprint(threads: int | None = None) -> dict:
     """What a reader needs to know to trust or compare a figure: hardware (cpu, memory, gpu),
-    software (os, python, library versions, git), thread settings (`threads` as given, torch's
-    only if torch is already imported, OMP/MKL env vars), NVIDIA_TF32_OVERRIDE, hostname, and
+    software (os, python, library versions, git), thread settings (`threads` as given, and the
+    OMP/MKL variables the jobs get), NVIDIA_TF32_OVERRIDE, hostname, and
     `calibration_gflops`.
     JSON-serializable; never raises."""
     return {

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from optbench.atomic import write_bytes_atomic, write_json_atomic, write_npy_atomic
+from optbench.environment import job_thread_variables
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
 
@@ -80,7 +81,7 @@ def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, A
     cannot keep the parent waiting. On Linux the job dies with its parent, so a sweep killed with kill -9
     leaves no job measuring on."""
     write_json_atomic(job_path, {**asdict(job), "timing": asdict(job.timing)})
-    env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **job_thread_variables(job.threads), "TOKENIZERS_PARALLELISM": "false"}
     if job.cache is not None:
         env["OPTBENCH_CACHE"] = job.cache
     with tempfile.TemporaryFile() as stderr:

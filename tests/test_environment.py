@@ -93,26 +93,18 @@ def test_tf32_override_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fingerprint()["gpu_settings"] == {"NVIDIA_TF32_OVERRIDE": None}
 
 
-def test_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thread_settings_are_the_jobs_not_this_process_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report's thread settings are those its jobs ran with: OMP_NUM_THREADS as every job process gets it, not
+    this process's (a Ray worker's is the CPUs its task holds), and not this process's torch counts, which its
+    steps leave as they please (committed runs at threads = 2 recorded torch_intra_op 1 or 2, inter-op 1 or 2)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
-    threads = fingerprint()["threads"]
-    assert threads == {
-        "requested": None,
-        "torch_intra_op": None,
-        "torch_inter_op": None,
-        "OMP_NUM_THREADS": "3",
-        "MKL_NUM_THREADS": None,
-    }
-    fake_torch = SimpleNamespace(get_num_threads=lambda: 6, get_num_interop_threads=lambda: 2)
+    monkeypatch.setenv("MKL_NUM_THREADS", "5")
+    fake_torch = SimpleNamespace(get_num_threads=lambda: 1, get_num_interop_threads=lambda: 2)
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
-    threads = fingerprint(threads=6)["threads"]
-    assert (
-        threads["requested"],
-        threads["torch_intra_op"],
-        threads["torch_inter_op"],
-    ) == (6, 6, 2)
+    assert fingerprint(threads=6)["threads"] == {"requested": 6, "OMP_NUM_THREADS": "6", "MKL_NUM_THREADS": "5"}
+    assert environment.job_thread_variables(6) == {"OMP_NUM_THREADS": "6"}  # what job.run_in_subprocess sets
+    # without a thread count (optbench env): the variables as this process has them
+    assert fingerprint()["threads"] == {"requested": None, "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "5"}
 
 
 def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
