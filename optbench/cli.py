@@ -279,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         "env",
         help="print the environment fingerprint recorded in reports",
         description="Print, as JSON, the environment fingerprint every report carries: CPU model and flags, "
-        "memory, GPUs and NVIDIA_TF32_OVERRIDE, library versions, thread settings, git commit, and a short GEMM "
-        "calibration.",
+        "cpufreq governor and boost, memory, GPUs and NVIDIA_TF32_OVERRIDE, library versions, thread settings, git "
+        "commit, and a short GEMM calibration.",
     )
     env.add_argument(
         "--threads",

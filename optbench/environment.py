@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -60,6 +61,8 @@ _CALIBRATION_SECONDS = 0.3
 TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 _CALIBRATION_SIZE = 512
 _TIMEOUT_S = 5
+# where Linux's cpufreq says how the cores are clocked; absent in most VMs and some containers
+SYSFS_CPU = Path("/sys/devices/system/cpu")
 
 
 def _best_effort(probe: Callable[[], T], default: T) -> T:
@@ -191,6 +194,29 @@ def _threads(threads: int | None) -> dict:
     return {"requested": threads, **variables}
 
 
+def _sys_value(path: Path) -> str | None:
+    """A sysfs file's stripped text, or None where the kernel does not expose it."""
+    try:
+        return path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _cpu_settings() -> dict:
+    """How the cores this process may use are clocked: their cpufreq `governor` (the distinct ones, comma-joined)
+    and whether `boost` (turbo) is on, from intel_pstate's no_turbo or cpufreq's boost. A powersave governor or
+    turbo off changes every CPU latency as much as a thread count does. None where the kernel exposes nothing."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    governors = {_sys_value(SYSFS_CPU / f"cpu{core}" / "cpufreq" / "scaling_governor") for core in cores}
+    no_turbo = _sys_value(SYSFS_CPU / "intel_pstate" / "no_turbo")
+    boost = _sys_value(SYSFS_CPU / "cpufreq" / "boost")
+    if no_turbo is not None:
+        boosting: bool | None = no_turbo == "0"
+    else:
+        boosting = None if boost is None else boost == "1"
+    return {"governor": ", ".join(sorted(g for g in governors if g)) or None, "boost": boosting}
+
+
 def _gpus() -> list[dict]:
     """One {name, memory_mib, driver} per GPU that nvidia-smi reports; [] without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
@@ -267,8 +293,8 @@ def _calibration_gflops() -> float:
 def fingerprint(threads: int | None = None) -> dict:
     """What a reader needs to know to trust or compare a figure: hardware (cpu, memory, gpu),
     software (os, python, library versions, git), thread settings (`threads` as given, and the
-    OMP/MKL variables the jobs get), NVIDIA_TF32_OVERRIDE, hostname, and
-    `calibration_gflops`.
+    OMP/MKL variables the jobs get), the CPU's governor and boost, NVIDIA_TF32_OVERRIDE, hostname,
+    and `calibration_gflops`.
     JSON-serializable; never raises."""
     return {
         "hostname": _best_effort(socket.gethostname, None),
@@ -290,6 +316,7 @@ def fingerprint(threads: int | None = None) -> dict:
         "python": platform.python_version(),
         "libraries": _best_effort(_library_versions, dict.fromkeys(LIBRARIES)),
         "threads": _threads(threads),
+        "cpu_settings": _best_effort(_cpu_settings, {"governor": None, "boost": None}),
         "gpu": _best_effort(_gpus, []),
         "gpu_settings": {TF32_OVERRIDE: os.environ.get(TF32_OVERRIDE)},
         "git": _best_effort(_git, {"commit": None, "dirty": None}),

@@ -22,6 +22,7 @@ KEYS = {
     "python",
     "libraries",
     "threads",
+    "cpu_settings",
     "gpu",
     "gpu_settings",
     "git",
@@ -105,6 +106,34 @@ def test_thread_settings_are_the_jobs_not_this_process_s(monkeypatch: pytest.Mon
     assert environment.job_thread_variables(6) == {"OMP_NUM_THREADS": "6"}  # what job.run_in_subprocess sets
     # without a thread count (optbench env): the variables as this process has them
     assert fingerprint()["threads"] == {"requested": None, "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "5"}
+
+
+def _sysfs(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+
+
+def test_cpu_governor_and_boost_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A powersave governor or turbo off slows every CPU latency on the same hardware: a reader comparing two runs
+    must see it, as they see thread counts. The governors are those of the cores this process may use."""
+    monkeypatch.setattr(environment, "SYSFS_CPU", tmp_path)
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    governors = {"cpu0/cpufreq/scaling_governor": "performance", "cpu1/cpufreq/scaling_governor": "powersave"}
+    _sysfs(tmp_path, {**governors, "cpu2/cpufreq/scaling_governor": "schedutil", "intel_pstate/no_turbo": "1"})
+    assert fingerprint()["cpu_settings"] == {"governor": "performance, powersave", "boost": False}
+    (tmp_path / "intel_pstate" / "no_turbo").unlink()  # acpi-cpufreq and amd-pstate say it in cpufreq/boost
+    _sysfs(tmp_path, {"cpu1/cpufreq/scaling_governor": "performance", "cpufreq/boost": "1"})
+    assert fingerprint()["cpu_settings"] == {"governor": "performance", "boost": True}
+
+
+def test_a_machine_without_cpufreq_records_no_cpu_settings_and_warns_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Most VMs expose no cpufreq: nothing to probe, not a failed probe."""
+    monkeypatch.setattr(environment, "SYSFS_CPU", tmp_path / "absent")
+    assert fingerprint()["cpu_settings"] == {"governor": None, "boost": None}
+    assert "cpu_settings" not in caplog.text
 
 
 def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
