@@ -137,6 +137,34 @@ def test_a_sweep_on_a_local_ray_runtime_matches_the_local_executor(
     ]
 
 
+def test_a_node_s_fingerprint_is_measured_by_a_latency_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker measured its node's fingerprint once, in its first task: an accuracy task's, run beside other
+    accuracy jobs, gave every later latency report of that worker a GEMM calibration slowed by them."""
+    from optbench.job import Job
+
+    running: list[str] = []
+
+    def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        running.append(job.kind)
+        return {"values_ns": [1, 2]} if job.kind == "latency" else {"startup": {}}
+
+    def fingerprint(threads: int) -> dict[str, Any]:  # the calibration tells the node's load when measured
+        return {"calibration_gflops": 100.0 if running[-1] == "latency" else 40.0}
+
+    monkeypatch.setattr(ray_executor, "run_in_subprocess", run_in_subprocess)
+    monkeypatch.setattr("optbench.environment.fingerprint", fingerprint)
+    ray_executor.node_environment.cache_clear()
+    accuracy = Job("accuracy", {"path": str(tmp_path)}, {"device": "cpu"}, 2, "in.npz", "out.json")
+    try:
+        status, result = ray_executor.run_on_node(accuracy, b"", 60.0)
+        assert status == "ok" and "environment" not in result  # bench reads a latency job's alone
+        status, result = ray_executor.run_on_node(dataclasses.replace(accuracy, kind="latency"), b"", 60.0)
+        assert status == "ok" and result["environment"]["calibration_gflops"] == 100.0
+        assert result["environment"]["executor"] == "ray"
+    finally:
+        ray_executor.node_environment.cache_clear()
+
+
 def _executor(resources: dict[str, dict[str, float]], gpu: bool = False) -> Any:
     """A RayExecutor over nodes of these resources, for its placement alone: no Ray runtime started."""
     from optbench.executors.ray import RayExecutor

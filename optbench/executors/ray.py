@@ -9,7 +9,7 @@ Every job still runs in a fresh process: its task starts it on the node with `ru
   order. Only nodes with `[bench] threads` CPUs time latency, and when the recipe has a CUDA runtime only
   those of them with a GPU (every shape times every runtime). A cluster with no such node is refused as
   the executor starts, before any step runs; such a node also fits every accuracy job.
-- Each result carries its node's environment fingerprint, so a run's reports say where they were measured.
+- Each latency result carries its node's environment fingerprint, so a run's reports say where they were measured.
 Model folders must be at the same path on every node (a cache on a filesystem they all mount); the
 tokenized inputs travel with the tasks and the logits come back with the results.
 """
@@ -46,7 +46,7 @@ class RayExecutor:
     """Jobs as Ray tasks: a local Ray runtime by default, or the cluster at `address` (e.g. ray://head:10001
     or auto)."""
 
-    runs_here = False  # each result carries its node's fingerprint instead
+    runs_here = False  # each latency result carries its node's fingerprint instead
 
     def __init__(
         self, address: str | None = None, num_cpus: int | None = None, threads: int = 1, gpu: bool = False
@@ -238,12 +238,15 @@ def run_on_node(spec: Job, inputs: bytes, timeout_s: float) -> tuple[str, Any]:
             return "failed", str(exc)
         if "logits" in result:
             result["logits"] = np.load(result["logits"])
+    if spec.kind == "accuracy":  # its figures do not depend on where it ran; it shares the node with others
+        return "ok", result
     return "ok", {**result, "environment": node_environment(spec.threads)}
 
 
 @functools.cache
 def node_environment(threads: int) -> dict[str, Any]:
-    """This node's environment fingerprint, measured once per worker process."""
+    """This node's environment fingerprint, measured once per worker process, by a latency task: it holds every
+    CPU of the node, so the GEMM calibration is not run beside accuracy jobs (and slowed by them) and reused."""
     from optbench.environment import fingerprint, fingerprint_key
 
     environment = fingerprint(threads)
