@@ -61,8 +61,9 @@ def detect_isa() -> str:
 class PeerOptimumConfig:
     """optimum-onnx's pipeline: export, then optionally ORTOptimizer at `level` (O1-O3; O4 is FP16 for GPUs
     and not offered), then optionally ORTQuantizer, `dynamic` or `static` (QDQ, MinMax-calibrated on
-    `calibration_samples` train-split rows), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this
-    CPU's). `requirements` is what pip installs into the peer's environment."""
+    `calibration_samples` train-split rows in batches of `calibration_batch_size`, each padded to its longest
+    text), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this CPU's). `requirements` is what pip
+    installs into the peer's environment."""
 
     name: ClassVar[str] = "peer-optimum"
     input_format: ClassVar[str] = "hf"
@@ -77,9 +78,10 @@ class PeerOptimumConfig:
 
     @property
     def version(self) -> int:
-        """2 with static quantization, whose calibration rows became a random sample (were the first train rows);
-        the other configs' output did not change, and keeps its cache."""
-        return 2 if self.quantization == "static" else 1
+        """3 with static quantization, whose calibration batches are padded to their longest text (were padded to
+        max_length; 2: its rows became a random sample, were the first train rows); the other configs' output did
+        not change, and keeps its cache."""
+        return 3 if self.quantization == "static" else 1
 
     @property
     def quantizes(self) -> bool:
@@ -88,7 +90,7 @@ class PeerOptimumConfig:
 
     @property
     def reads_data_length(self) -> bool:
-        """Static calibration pads its rows to the dataset's max_length: that length keys the step's cache."""
+        """Static calibration cuts its rows at the dataset's max_length: that length keys the step's cache."""
         return self.quantization == "static"
 
     def __post_init__(self) -> None:
