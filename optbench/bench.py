@@ -55,23 +55,22 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if not self.runtimes or not self.batch_sizes or not self.seq_lens:
-            raise OptbenchError("[bench] needs at least one runtime, batch size and sequence length")
+            raise OptbenchError("needs at least one runtime, batch size and sequence length")
         bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
         if bad:
-            raise OptbenchError(f"[bench] batch_sizes {bad} are not positive integers")
+            raise OptbenchError(f"batch_sizes {bad} are not positive integers")
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
         # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
-        check_no_repeats("[bench]", "batch_sizes", self.batch_sizes)
-        check_no_repeats("[bench]", "seq_lens", self.seq_lens)
-        check_no_repeats("[bench]", "runtimes", [spec.label for spec in self.runtimes])
+        check_no_repeats("batch_sizes", self.batch_sizes)
+        check_no_repeats("seq_lens", self.seq_lens)
+        check_no_repeats("runtimes", [spec.label for spec in self.runtimes])
         if self.threads < 1 or self.max_batches < 1 or self.rounds < 1:
             raise OptbenchError(
-                f"[bench] threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} "
-                "must be 1 or more"
+                f"threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} must be 1 or more"
             )
         if not self.job_timeout_s > 0:
-            raise OptbenchError(f"[bench] job_timeout_s={self.job_timeout_s} must be a positive number of seconds")
+            raise OptbenchError(f"job_timeout_s={self.job_timeout_s} must be a positive number of seconds")
 
     def shapes(self) -> list[tuple[int, SeqLen]]:
         return [(b, s) for b in self.batch_sizes for s in self.seq_lens]

@@ -7,7 +7,8 @@ import math
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,8 @@ T = TypeVar("T")
 
 
 def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
-    """Build `cls` from `table`; `where` names the table in error messages (e.g. `[dataset]`)."""
+    """Build `cls` from `table`; `where` names the table in error messages (e.g. `[dataset]`, or
+    `[[steps]] #2 (distill)`), those of the config's own checks too (see `settings_of`)."""
     hints = typing.get_type_hints(cls)
     check_keys(table, [f.name for f in dataclasses.fields(cls) if f.init], where)  # type: ignore[arg-type]
     values = {}
@@ -29,9 +31,21 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
             raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
     try:
-        return cls(**values)
+        with settings_of(where):
+            return cls(**values)
     except TypeError as exc:
         raise OptbenchError(f"{where}: {exc}") from exc
+
+
+@contextmanager
+def settings_of(where: str) -> Iterator[None]:
+    """Name `where`, the place a recipe wrote a config's settings, in the errors its checks raise within: the
+    checks name the key and value only, since one config is written in several places (a step in [[steps]] or
+    in [[chains]], a finetune step or [model.finetune])."""
+    try:
+        yield
+    except OptbenchError as exc:
+        raise OptbenchError(f"{where} {exc}") from exc
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -55,19 +69,19 @@ def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
         )
 
 
-def check_seed(where: str, seed: int) -> None:
+def check_seed(seed: int) -> None:
     """Refuse a negative seed when the config is built: numpy's generators take none, so the step that draws
-    with it would fail only when it ran (`where` names the table, e.g. `[quantize-static]`)."""
+    with it would fail only when it ran."""
     if seed < 0:
-        raise OptbenchError(f"{where} seed={seed}: use 0 or more")
+        raise OptbenchError(f"seed={seed}: use 0 or more")
 
 
-def check_no_repeats(where: str, key: str, values: Sequence[Any]) -> None:
-    """Refuse a list that names a value more than once, e.g. a shape listed twice (`where` names the table, e.g.
-    `[bench]`): the repeat adds nothing, and would measure or build the same thing twice under another name."""
+def check_no_repeats(key: str, values: Sequence[Any]) -> None:
+    """Refuse a list that names a value more than once, e.g. a shape listed twice: the repeat adds nothing, and
+    would measure or build the same thing twice under another name."""
     repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
     if repeated:
-        raise OptbenchError(f"{where} {key} lists {repeated} more than once: drop the repeats")
+        raise OptbenchError(f"{key} lists {repeated} more than once: drop the repeats")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -56,18 +56,16 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1 or not 0 < self.test_fraction < 1:
             raise OptbenchError(
-                f"dataset fractions validation={self.validation_fraction}, test={self.test_fraction} "
+                f"fractions validation={self.validation_fraction}, test={self.test_fraction} "
                 "are out of range: use 0 < validation < 1 and 0 < test < 1 (every split must get rows)"
             )
         if self.validation_fraction + self.test_fraction >= 1:
-            raise OptbenchError(
-                "dataset validation_fraction + test_fraction must leave rows for training (sum below 1)"
-            )
+            raise OptbenchError("validation_fraction + test_fraction must leave rows for training (sum below 1)")
         if self.max_length < 8:
-            raise OptbenchError(f"dataset max_length={self.max_length} is too small: use 8 or more tokens")
+            raise OptbenchError(f"max_length={self.max_length} is too small: use 8 or more tokens")
         if self.text_column == self.label_column:  # every text its own label: a class per row, trained and scored
             raise OptbenchError(
-                f"dataset text_column and label_column are both {self.text_column!r}: name the column that holds "
+                f"text_column and label_column are both {self.text_column!r}: name the column that holds "
                 "the labels in label_column"
             )
 

@@ -189,12 +189,10 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
     ]
     asked += [("[bench] seq_len", s) for s in recipe.bench.seq_lens if isinstance(s, int)]
     asked += [
-        (f"[{s.config.name}] max_length", s.config.max_length)
-        for s in recipe.steps()
-        if getattr(s.config, "max_length", None)
+        (f"{s.where} max_length", s.config.max_length) for s in recipe.steps() if getattr(s.config, "max_length", None)
     ]
     asked += [
-        (f"[{s.config.name}] seq_len", n)
+        (f"{s.where} seq_len", n)
         for s in recipe.steps()
         for n in getattr(s.config, "seq_lens", ())
         if isinstance(n, int)

@@ -13,7 +13,7 @@ from typing import Any
 
 from optbench.artifact import FORMAT_NAMES
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml
+from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, settings_of
 from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
@@ -237,7 +237,10 @@ def _for_bench(step: RecipeStep, bench: BenchConfig, max_length: int) -> RecipeS
     """A step that builds for the shapes it will be measured at (it has `for_bench`) takes the benchmark
     matrix and the dataset's max_length, so that its config, and its cache key, name concrete shapes."""
     fit = getattr(step.config, "for_bench", None)
-    return replace(step, config=fit(bench, max_length)) if fit else step
+    if fit is None:
+        return step
+    with settings_of(step.where):
+        return replace(step, config=fit(bench, max_length))
 
 
 def _chains(table: dict[str, Any]) -> tuple[tuple[RecipeStep, ...], ...]:
@@ -269,21 +272,17 @@ def parse_bench(table: dict[str, Any]) -> BenchConfig:
     check_keys(table, BENCH_KEYS, "[bench]")
     timing_keys = ("warmup", "min_iters", "min_seconds", "max_seconds")
     timing = config_from_dict(Timing, {k: table[k] for k in timing_keys if k in table}, "[bench]")
-    rest = {k: v for k, v in table.items() if k not in (*timing_keys, "runtimes", "seq_lens")}
-    config = config_from_dict(BenchConfig, rest, "[bench]")
     runtimes = table.get("runtimes", ["torch"])
-    seq_lens = table.get("seq_lens", list(config.seq_lens))
-    if not isinstance(runtimes, list) or not isinstance(seq_lens, list):
+    if not isinstance(runtimes, list) or not isinstance(table.get("seq_lens", []), list):
         raise OptbenchError(
             '[bench] runtimes and seq_lens must be lists, e.g. runtimes = ["torch"], seq_lens = [128, "data"]'
         )
-    specs = tuple(_runtime(r) for r in runtimes)
-    return replace(
-        config,
-        runtimes=specs,
-        seq_lens=tuple(parse_seq_len(s) for s in seq_lens),
-        timing=timing,
-    )
+    rest = {k: v for k, v in table.items() if k not in timing_keys}
+    rest["runtimes"] = [_runtime(r) for r in runtimes]
+    if "seq_lens" in rest:
+        rest["seq_lens"] = [parse_seq_len(s) for s in rest["seq_lens"]]
+    # one config_from_dict: BenchConfig's checks (repeated runtimes or shapes, ...) name [bench] through it
+    return config_from_dict(BenchConfig, {**rest, "timing": timing}, "[bench]")
 
 
 def _runtime(entry: Any) -> RuntimeSpec:

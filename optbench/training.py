@@ -38,24 +38,18 @@ class TrainingConfig:
         no_epochs = self.epochs < 0 or (self.epochs == 0 and not self.may_skip_training)
         if no_epochs or self.batch_size < 1 or self.learning_rate <= 0:
             raise OptbenchError(
-                f"{self.where} needs epochs > 0{' (or 0)' if self.may_skip_training else ''}, batch_size >= 1 "
-                "and learning_rate > 0 "
+                f"needs epochs > 0{' (or 0)' if self.may_skip_training else ''}, batch_size >= 1 and learning_rate > 0 "
                 f"(got {self.epochs}, {self.batch_size}, {self.learning_rate})"
             )
         if self.max_train_rows is not None and self.max_train_rows < 1:
-            raise OptbenchError(f"{self.where} max_train_rows={self.max_train_rows}: use 1 or more, or leave it out")
+            raise OptbenchError(f"max_train_rows={self.max_train_rows}: use 1 or more, or leave it out")
         if not 0 <= self.warmup_fraction < 1:
-            raise OptbenchError(f"{self.where} warmup_fraction={self.warmup_fraction}: use a value in [0, 1)")
+            raise OptbenchError(f"warmup_fraction={self.warmup_fraction}: use a value in [0, 1)")
         if self.weight_decay < 0:  # AdamW would push every weight away from 0
-            raise OptbenchError(f"{self.where} weight_decay={self.weight_decay}: use 0 or more (0.01 is usual)")
-        check_seed(self.where, self.seed)
+            raise OptbenchError(f"weight_decay={self.weight_decay}: use 0 or more (0.01 is usual)")
+        check_seed(self.seed)
         if self.max_length < 8:
-            raise OptbenchError(f"{self.where} max_length={self.max_length} is too small: use 8 or more tokens")
-
-    @property
-    def where(self) -> str:
-        """How errors name the recipe table of these knobs: a step's by its name."""
-        return f"[{self.name}]"
+            raise OptbenchError(f"max_length={self.max_length} is too small: use 8 or more tokens")
 
     @property
     def version(self) -> int:
@@ -97,8 +91,8 @@ def train(
         rows = min(rows, config.max_train_rows)
     if rows == 0 and config.epochs > 0:
         raise OptbenchError(
-            f"{config.where} epochs = {config.epochs} of {train_rows} train rows trains on none: raise epochs "
-            "(or max_train_rows)"
+            f"the {config.name} step's epochs = {config.epochs} of {train_rows} train rows trains on none: raise "
+            "epochs (or max_train_rows)"
         )
     order = _row_order(train_rows, rows, config.seed)
     steps = math.ceil(rows / config.batch_size)

@@ -113,9 +113,10 @@ def test_missing_required_field_is_an_optbench_error() -> None:
 
 
 def test_checks_in_post_init_reach_the_user() -> None:
-    with pytest.raises(OptbenchError, match="epochs > 0"):
-        config_from_dict(FinetuneConfig, {"epochs": 0}, "[model.finetune]")
-    with pytest.raises(OptbenchError, match="max_length=2 is too small"):
+    """Named by `where`, the place the recipe wrote them, as wrong types are: the checks name no table."""
+    with pytest.raises(OptbenchError, match=r"^\[\[steps\]\] #1 \(finetune\) needs epochs > 0"):
+        config_from_dict(FinetuneConfig, {"epochs": 0}, "[[steps]] #1 (finetune)")
+    with pytest.raises(OptbenchError, match=r"^\[dataset\] max_length=2 is too small"):
         config_from_dict(DatasetConfig, {"max_length": 2}, "[dataset]")
 
 

@@ -120,6 +120,7 @@ def test_a_step_removes_the_work_folders_of_killed_runs_but_not_of_live_ones(
 def test_parse_step_refuses_unknown_names_and_keys() -> None:
     assert parse_step({"name": "finetune", "epochs": 2}, "[[steps]] #1") == RecipeStep(FinetuneConfig(epochs=2))
     labelled = parse_step({"name": "finetune", "label": "longer-2", "epochs": 2}, "[[steps]] #1")
+    assert labelled.where == "[[steps]] #1 (finetune)"  # named by the errors about its settings
     assert labelled == RecipeStep(FinetuneConfig(epochs=2), "longer-2")
     for bad in ("two words", "a+b", 3, ""):
         with pytest.raises(OptbenchError, match=r"\[\[steps\]\] #1 \(finetune\) label = .*letters, digits"):
@@ -142,8 +143,8 @@ BAD_FINETUNE = [
 
 @pytest.mark.parametrize("kwargs", BAD_FINETUNE)
 def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
-    with pytest.raises(OptbenchError, match=r"^\[model.finetune\] "):
-        FinetuneConfig(**kwargs)
+    with pytest.raises(OptbenchError, match=r"^\[\[steps\]\] #1 \(finetune\) "):
+        parse_step({"name": "finetune", **kwargs}, "[[steps]] #1")
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ def test_a_new_release_of_a_library_that_makes_a_step_invalidates_its_cache(
 
 
 def test_a_fraction_of_an_epoch_that_trains_on_no_row_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"^\[model.finetune\] epochs = 1e-05 of \d+ train rows trains on none"):
+    with pytest.raises(OptbenchError, match=r"^the finetune step's epochs = 1e-05 of \d+ train rows trains on none"):
         run_step(FinetuneConfig(epochs=0.00001), _encoder(tiny_encoder), data, tmp_path)
 
 
@@ -261,8 +262,8 @@ def test_tensorrt_shapes_beyond_the_models_positions_are_refused_before_any_step
     data = load_dataset(recipe.dataset)
     with pytest.raises(
         OptbenchError,
-        match=r"\[tensorrt\] seq_len = 200, runtime onnxruntime-cuda-fp32-tensorrt trt_profile max sequence = 256 "
-        "beyond the 128",
+        match=r"\[\[steps\]\] #2 \(tensorrt\) seq_len = 200, runtime onnxruntime-cuda-fp32-tensorrt trt_profile max "
+        "sequence = 256 beyond the 128",
     ):
         make_baseline(recipe, data, tmp_path / "cache")
 

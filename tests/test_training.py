@@ -68,15 +68,22 @@ def test_only_configs_of_more_than_one_epoch_get_new_cache_versions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config_type", "knob", "message"),
+    ("config_type", "knob", "where", "message"),
     [
-        (FinetuneConfig, {"weight_decay": -0.01}, r"^\[model.finetune\] weight_decay=-0.01: use 0 or more"),
-        (DistillConfig, {"weight_decay": -1.0}, r"\[distill\] weight_decay=-1.0: use 0 or more"),
-        (FinetuneConfig, {"seed": -1}, r"^\[model.finetune\] seed=-1: use 0 or more"),
+        (FinetuneConfig, {"weight_decay": -0.01}, "[model.finetune]", r"^\[model.finetune\] weight_decay=-0.01: use 0"),
+        (
+            DistillConfig,
+            {"weight_decay": -1.0},
+            "[[steps]] #1 (distill)",
+            r"^\[\[steps\]\] #1 \(distill\) weight_decay=",
+        ),
+        (FinetuneConfig, {"seed": -1}, "[model.finetune]", r"^\[model.finetune\] seed=-1: use 0 or more"),
     ],
 )
-def test_training_numbers_no_run_can_use_are_refused_when_read(config_type: type, knob: dict, message: str) -> None:
+def test_training_numbers_no_run_can_use_are_refused_when_read(
+    config_type: type, knob: dict, where: str, message: str
+) -> None:
     # a negative weight decay trained on, pushing weights away from 0; a negative seed failed in numpy once the
     # model had loaded
     with pytest.raises(OptbenchError, match=message):
-        config_from_dict(config_type, knob, "[model.finetune]")
+        config_from_dict(config_type, knob, where)

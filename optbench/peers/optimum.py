@@ -97,7 +97,7 @@ class PeerOptimumConfig:
         if self.isa == "auto":  # the concrete preset goes into the cache key and the report
             object.__setattr__(self, "isa", detect_isa())
         if self.calibration_samples < 1 or self.calibration_batch_size < 1:
-            raise OptbenchError("[peer-optimum] calibration_samples and calibration_batch_size must be 1 or more")
+            raise OptbenchError("calibration_samples and calibration_batch_size must be 1 or more")
 
     @property
     def default_label(self) -> str:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,14 @@ STEPS: dict[str, StepKind] = {
 
 @dataclass(frozen=True)
 class RecipeStep:
-    """A step as a recipe lists it: its config, and the label its output shows in variant names (the recipe's
-    `label`, else the config's `default_label` where it has one, else the step's name)."""
+    """A step as a recipe lists it: its config, the label its output shows in variant names (the recipe's
+    `label`, else the config's `default_label` where it has one, else the step's name), and `where`, the place
+    the recipe wrote it, which errors about its settings name (`[[steps]] #2 (distill)`; empty for a step made
+    in code). One step written in two places is the same step."""
 
     config: Any
     label: str | None = None
+    where: str = field(default="", compare=False)
 
     @property
     def shown(self) -> str:
@@ -88,8 +91,9 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
         raise OptbenchError(
             f"{where} ({name}) label = {label!r}: use letters, digits, '.', '_' or '-' (it names report files)"
         )
-    config = config_from_dict(STEPS[name].config_type, table, f"{where} ({name})")
-    return RecipeStep(config, label or getattr(config, "default_label", None))
+    where = f"{where} ({name})"
+    config = config_from_dict(STEPS[name].config_type, table, where)
+    return RecipeStep(config, label or getattr(config, "default_label", None), where)
 
 
 def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:

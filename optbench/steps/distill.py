@@ -67,11 +67,11 @@ class LogitDistillation:
     distill_weight: float = 0.5
     label_weight: float = 0.5
 
-    def check_logit_terms(self, where: str) -> None:
+    def check_logit_terms(self) -> None:
         if self.temperature <= 0:
-            raise OptbenchError(f"[{where}] temperature = {self.temperature}: use a value above 0 (2 is usual)")
+            raise OptbenchError(f"temperature = {self.temperature}: use a value above 0 (2 is usual)")
         if min(self.distill_weight, self.label_weight) < 0:
-            raise OptbenchError(f"[{where}] distill_weight and label_weight must be 0 or more")
+            raise OptbenchError("distill_weight and label_weight must be 0 or more")
 
     def logit_loss(self, student_logits: Any, teacher_logits: Any, labels: Any) -> Any:
         return distillation_loss(
@@ -105,16 +105,15 @@ class DistillConfig(TrainingConfig, LogitDistillation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_logit_terms(self.name)
+        self.check_logit_terms()
         if self.layers is not None:
             check_layer_choice(self.layers)  # the model's own depth bounds them when the step runs
         if self.intermediate_size is not None and self.intermediate_size < 1:
-            raise OptbenchError(f"[distill] intermediate_size = {self.intermediate_size}: keep 1 or more FFN neurons")
+            raise OptbenchError(f"intermediate_size = {self.intermediate_size}: keep 1 or more FFN neurons")
         weights = (self.distill_weight, self.label_weight, self.hidden_weight, self.attention_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise OptbenchError(
-                "[distill] distill_weight, label_weight, hidden_weight and attention_weight must be 0 or more, "
-                "and not all 0"
+                "distill_weight, label_weight, hidden_weight and attention_weight must be 0 or more, and not all 0"
             )
 
     @property

@@ -24,11 +24,6 @@ class FinetuneConfig(TrainingConfig):
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
 
-    @property
-    def where(self) -> str:
-        """Its knobs are written in the recipe's [model.finetune] table, not in [[steps]]."""
-        return "[model.finetune]"
-
     def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
         """The config.json of what this step makes from a model whose config.json is `model`: the same
         model type (see `optbench.pipeline.check_step_inputs`)."""

@@ -67,16 +67,13 @@ class OnnxConfig:
 
     def __post_init__(self) -> None:
         if not 14 <= self.opset <= 23:
-            raise OptbenchError(f"[onnx] opset={self.opset} is outside 14..23, the range onnxruntime runs BERT in")
+            raise OptbenchError(f"opset={self.opset} is outside 14..23, the range onnxruntime runs BERT in")
         if self.max_abs_diff <= 0 or not 0 < self.min_agreement <= 1:
             raise OptbenchError(
-                f"[onnx] needs max_abs_diff > 0 and 0 < min_agreement <= 1 "
-                f"(got {self.max_abs_diff}, {self.min_agreement})"
+                f"needs max_abs_diff > 0 and 0 < min_agreement <= 1 (got {self.max_abs_diff}, {self.min_agreement})"
             )
         if self.parity_rows is not None and self.parity_rows < 1:
-            raise OptbenchError(
-                f"[onnx] parity_rows={self.parity_rows}: use 1 or more, or leave it out for the whole split"
-            )
+            raise OptbenchError(f"parity_rows={self.parity_rows}: use 1 or more, or leave it out for the whole split")
 
     @property
     def output_precision(self) -> str:

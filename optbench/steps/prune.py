@@ -56,17 +56,15 @@ class PruneConfig(TrainingConfig, LogitDistillation):
         for key in ("heads", "ffn"):
             value = getattr(self, key)
             if not 0 <= value < 1:
-                raise OptbenchError(f"[prune] {key} = {value}: give the fraction to remove, in [0, 1)")
+                raise OptbenchError(f"{key} = {value}: give the fraction to remove, in [0, 1)")
         if self.heads == 0 and self.ffn == 0:
-            raise OptbenchError(
-                "[prune] heads and ffn are both 0: set the fraction of heads and/or FFN neurons to remove"
-            )
+            raise OptbenchError("heads and ffn are both 0: set the fraction of heads and/or FFN neurons to remove")
         if self.importance_rows < 1:
-            raise OptbenchError(f"[prune] importance_rows = {self.importance_rows}: use 1 or more")
-        self.check_logit_terms(self.name)
+            raise OptbenchError(f"importance_rows = {self.importance_rows}: use 1 or more")
+        self.check_logit_terms()
         if self.epochs > 0 and self.distill_weight == 0 and self.label_weight == 0:
             raise OptbenchError(
-                "[prune] distill_weight and label_weight are both 0, so recovery would train on no loss (only "
+                "distill_weight and label_weight are both 0, so recovery would train on no loss (only "
                 "weight decay would move the weights): give one a weight, or set epochs = 0 to skip recovery"
             )
 

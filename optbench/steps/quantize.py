@@ -78,7 +78,7 @@ class DynamicQuantizeConfig:
         given = [f"{key} = {json.dumps(getattr(self, key))}" for key, set_ in onnx_only.items() if set_]
         if given:
             raise OptbenchError(
-                f'quantize-dynamic with backend = "torch" takes none of {", ".join(given)}: torchao\'s scheme is '
+                f'backend = "torch" takes none of {", ".join(given)}: torchao\'s scheme is '
                 "symmetric per-channel INT8 weights on every Linear layer; leave them out, or quantize with "
                 'backend = "onnxruntime" after an onnx step'
             )
@@ -144,21 +144,18 @@ class StaticQuantizeConfig:
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise OptbenchError(
-                f"[quantize-static] calibration_method {self.calibration_method!r} is unknown: "
-                f"use one of {list(CALIBRATION_METHODS)}"
+                f"calibration_method {self.calibration_method!r} is unknown: use one of {list(CALIBRATION_METHODS)}"
             )
         if self.calibration_samples < 1:
             raise OptbenchError(
-                f"[quantize-static] calibration_samples={self.calibration_samples}: calibration needs 1 or more "
+                f"calibration_samples={self.calibration_samples}: calibration needs 1 or more "
                 "train-split samples (128 is a good start)"
             )
         if self.calibration_batch_size < 1:
-            raise OptbenchError(
-                f"[quantize-static] calibration_batch_size={self.calibration_batch_size}: use 1 or more"
-            )
+            raise OptbenchError(f"calibration_batch_size={self.calibration_batch_size}: use 1 or more")
         if not 90 <= self.percentile < 100:
-            raise OptbenchError(f"[quantize-static] percentile={self.percentile}: use a value in [90, 100)")
-        check_seed("[quantize-static]", self.seed)
+            raise OptbenchError(f"percentile={self.percentile}: use a value in [90, 100)")
+        check_seed(self.seed)
 
     def build_target(self) -> dict[str, Any] | None:
         """The preflight's choices for the settings left to this machine: part of the cache key, so machines
@@ -443,7 +440,7 @@ def _check_dynamic_op_types(op_types: tuple[str, ...]) -> None:
     refused = [t for t in op_types if t not in IntegerOpsRegistry]
     if refused:
         raise OptbenchError(
-            f"quantize-dynamic cannot quantize op type(s) {refused}: onnxruntime's dynamic quantizer quantizes "
+            f"cannot quantize op type(s) {refused}: onnxruntime's dynamic quantizer quantizes "
             f'{sorted(IntegerOpsRegistry)}. It rewrites Gemm nodes as MatMul + Add first, so "MatMul" quantizes '
             "them; for other op types use quantize-static (QDQ)"
         )

@@ -77,42 +77,38 @@ class TensorRTConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "int8", "fp32"):
-            raise OptbenchError(f'[tensorrt] precision = {self.precision!r}: use "fp16", "int8" or "fp32"')
+            raise OptbenchError(f'precision = {self.precision!r}: use "fp16", "int8" or "fp32"')
         bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
         if bad:
             raise OptbenchError(
-                f"[tensorrt] batch_sizes {bad} are not positive integers: give e.g. [1, 32], or leave them out "
+                f"batch_sizes {bad} are not positive integers: give e.g. [1, 32], or leave them out "
                 "to take the recipe's [bench] batch_sizes"
             )
         for seq_len in self.seq_lens:
             try:
                 parse_seq_len(seq_len)
             except OptbenchError as exc:
-                raise OptbenchError(f"[tensorrt] seq_lens: {exc} (or leave seq_lens out for [bench]'s)") from exc
+                raise OptbenchError(f"seq_lens: {exc} (or leave seq_lens out for [bench]'s)") from exc
         # as in [bench]: a repeat would build the same engine as the list without it, under another cache key
-        check_no_repeats("[tensorrt]", "batch_sizes", self.batch_sizes)
-        check_no_repeats("[tensorrt]", "seq_lens", self.seq_lens)
+        check_no_repeats("batch_sizes", self.batch_sizes)
+        check_no_repeats("seq_lens", self.seq_lens)
         if self.max_length is not None and self.max_length < 1:
-            raise OptbenchError(
-                f"[tensorrt] max_length = {self.max_length}: use 1 or more, or leave it out for the dataset's"
-            )
+            raise OptbenchError(f"max_length = {self.max_length}: use 1 or more, or leave it out for the dataset's")
         if self.workspace_mib < 1:
             raise OptbenchError(
-                f"[tensorrt] workspace_mib = {self.workspace_mib}: give the builder's scratch memory in MiB "
-                "(4096 is a good start)"
+                f"workspace_mib = {self.workspace_mib}: give the builder's scratch memory in MiB (4096 is a good start)"
             )
         if self.calibration_batch_size < 1 or self.calibration_samples < self.calibration_batch_size:
             raise OptbenchError(
-                f"[tensorrt] calibration_samples = {self.calibration_samples} and calibration_batch_size = "
+                f"calibration_samples = {self.calibration_samples} and calibration_batch_size = "
                 f"{self.calibration_batch_size}: need 1 <= calibration_batch_size <= calibration_samples "
                 "(TensorRT calibrates on whole batches)"
             )
         if self.calibration_method not in CALIBRATORS:
             raise OptbenchError(
-                f"[tensorrt] calibration_method = {self.calibration_method!r}: use "
-                + " or ".join(f'"{m}"' for m in CALIBRATORS)
+                f"calibration_method = {self.calibration_method!r}: use " + " or ".join(f'"{m}"' for m in CALIBRATORS)
             )
-        check_seed("[tensorrt]", self.seed)
+        check_seed(self.seed)
 
     @property
     def label(self) -> str:
@@ -208,7 +204,7 @@ def _check_holds(config: TensorRTConfig, shapes: list[Shape], max_length: int) -
         if not all(any(p.holds((batch, n)) for p in candidates) for n in lengths):
             shown = '"data"' if seq_len == "data" else seq_len
             raise OptbenchError(
-                f"[tensorrt] batch_sizes = {list(config.batch_sizes)} and seq_lens = {list(config.seq_lens)} build "
+                f"batch_sizes = {list(config.batch_sizes)} and seq_lens = {list(config.seq_lens)} build "
                 f"no optimization profile that holds the [bench] shape {batch} x {seq_len}, so the tensorrt runtime "
                 f"could not run it: add {batch} to batch_sizes and {shown} to seq_lens, or leave them out to take "
                 "[bench]'s"
@@ -219,7 +215,7 @@ def check_max_length(max_length: int, dataset_max_length: int) -> None:
     """Refuse an engine too short for the accuracy pass, whose batches run up to the dataset's max_length."""
     if max_length < dataset_max_length:
         raise OptbenchError(
-            f"[tensorrt] max_length = {max_length} is below the dataset's max_length = {dataset_max_length}: "
+            f"max_length = {max_length} is below the dataset's max_length = {dataset_max_length}: "
             "the accuracy pass would not fit the engine; raise it or leave it out"
         )
 
