@@ -29,7 +29,7 @@ from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import FailedJob, Report
 from optbench.runtimes import runtime_label
-from optbench.table import missing, said_once
+from optbench.table import missing, records_json, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -289,7 +289,7 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
-        return table.to_json(orient="records", indent=2)
+        return records_json(table)
     if only_changes and table.empty:
         return f"{summary}\n\nno changes: every figure compared is not significant\n"
     line, columns = said_once(table, COLUMNS)  # as in a run's table

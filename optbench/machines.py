@@ -20,6 +20,7 @@ from optbench.table import (
     format_number,
     format_speedup,
     missing,
+    records_json,
     said_once,
     sort_key,
     to_frame,
@@ -87,7 +88,7 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
-        return table.to_json(orient="records", indent=2)
+        return records_json(table)
     lines = ["Machines (hardware fingerprints):", ""]
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark

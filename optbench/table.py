@@ -77,13 +77,19 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 
+def records_json(frame: pd.DataFrame) -> str:
+    """`frame` as a JSON list of one object per row, for tools; with no rows `[]`, not the three lines (a bracket,
+    a blank line, a bracket) pandas indents an empty list into."""
+    return frame.to_json(orient="records", indent=2) if len(frame) else "[]"
+
+
 def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> str:
     """The table as Markdown (for people: each run's notes, and its jobs among `failed`, under its table), CSV or
     JSON (for tools)."""
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
-        return frame.to_json(orient="records", indent=2)
+        return records_json(frame)
     if fmt == "md":
         return _markdown(frame, failed)
     raise OptbenchError(f"unknown report format {fmt!r}: use md, csv or json")

@@ -221,7 +221,7 @@ def test_only_changes_with_none_says_so_in_markdown_and_leaves_csv_and_json_empt
     ]
     assert pd.read_csv(io.StringIO(render(unchanged, "csv", only_changes=True))).columns.tolist() == COLUMNS
     assert pd.read_csv(io.StringIO(render(unchanged, "csv", only_changes=True))).empty  # a script reads no rows
-    assert json.loads(render(unchanged, "json", only_changes=True)) == []
+    assert render(unchanged, "json", only_changes=True) == "[]"  # pandas indents an empty list as "[\n\n]"
 
 
 def test_markdown_shows_a_change_too_small_for_two_decimals() -> None:

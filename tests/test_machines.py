@@ -56,6 +56,12 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     assert "marked ~" not in text  # no floor measured: nothing to explain
 
 
+def test_json_of_no_rows_is_an_empty_list() -> None:
+    """Reports without measurements merge into no rows: pandas indented its empty list as "[\n\n]"."""
+    reports = [dataclasses.replace(make_report(), measurements=())]
+    assert render_merged(merge_by_machine(reports), machines(reports), "json") == "[]"
+
+
 def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
     """As in a run's own table, a speedup the machine's A/A noise floor cannot tell from noise is marked ~: the floor
     is each machine's own, from the run its figures came from."""

@@ -124,6 +124,12 @@ def test_render_json() -> None:
     assert {r["variant"] for r in records} == {"baseline", "baseline+onnx"}
 
 
+def test_render_json_of_no_rows_is_an_empty_list() -> None:
+    """A report without measurements has no rows: pandas indented its empty list as "[\n\n]"."""
+    frame = to_frame([dataclasses.replace(make_report(), measurements=())])
+    assert render(frame, "json") == "[]"
+
+
 @pytest.mark.parametrize("fmt", ["xml", "html ", "", "MD"])
 def test_render_unknown_format(fmt: str) -> None:
     with pytest.raises(OptbenchError, match=f"unknown report format {fmt!r}: use md, csv or json"):
