@@ -414,15 +414,17 @@ def _report(args: argparse.Namespace) -> int:
 def _table(reports: list[Report], args: argparse.Namespace) -> pd.DataFrame:
     """The reports' table, with speedup_vs when --against chose a row."""
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
-    from optbench.relative_speedup import RowChoice, add_speedup_vs, row_names
+    from optbench.relative_speedup import RowChoice, add_speedup_vs, require_row
     from optbench.table import to_frame
 
     frame = to_frame(reports, DEFAULT_BUDGET_POINTS if args.peer_budget is None else args.peer_budget)
     if args.against is None:  # an empty --against is refused by RowChoice.parse, not taken for no row
         return frame
-    choice = RowChoice.parse(args.against)
-    if not choice.matches(frame).any():
-        raise OptbenchError(f"--against {choice.text}: no row of these reports is that; give one of {row_names(frame)}")
+    try:
+        choice = RowChoice.parse(args.against)  # as a budget's speedup_against
+    except OptbenchError as exc:
+        raise OptbenchError(f"--against: {exc}") from exc
+    require_row(frame, choice, "--against")
     return add_speedup_vs(frame, choice)
 
 

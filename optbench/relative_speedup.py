@@ -12,11 +12,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.measure import ratio_interval
+from optbench.runtimes import DEVICES, ENGINES, PRECISIONS
 
 KEY_COLUMNS = ("variant", "runtime", "device", "precision_mode")
 GROUP = ["recipe", "run_id", "machine", "batch_size", "seq_len"]
+# a row's parts after VARIANT, and the names each may take (a runtime's options follow its name)
+_PART_NAMES = (
+    ("runtime (a name, with its options after it: torch-compile)", ENGINES),
+    ("device", DEVICES),
+    ("precision", PRECISIONS),
+)
 
 
 @dataclass(frozen=True)
@@ -27,12 +34,22 @@ class RowChoice:
 
     @classmethod
     def parse(cls, text: str) -> RowChoice:
+        """The row `text` names; a runtime, device or precision optbench has none of is refused, since the row could
+        name no row of any run."""
         parts = tuple(part.strip() for part in text.split("/"))
         if not 1 <= len(parts) <= len(KEY_COLUMNS) or not all(parts):
             raise OptbenchError(
                 f"cannot read the row {text!r}: write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]], "
                 "e.g. baseline/torch/cuda/fp32"
             )
+        rest = parts[1:]  # its runtime is the table's: the engine and its options' tag (torch-compile)
+        names = [rest[0].split("-")[0], *rest[1:]] if rest else []
+        for part, name, (what, known) in zip(rest, names, _PART_NAMES, strict=False):
+            if name not in known:
+                raise OptbenchError(
+                    f"cannot read the row {text!r}: {part!r} is no {what}: give one of {sorted(known)}"
+                    f"{did_you_mean([name], known)}"
+                )
         return cls(parts)
 
     @property
@@ -55,6 +72,17 @@ def _keys(frame: pd.DataFrame) -> list[tuple[str, ...]]:
 def row_names(frame: pd.DataFrame) -> list[str]:
     """Every row of `frame` written the way a RowChoice reads it, once each."""
     return sorted({"/".join(str(v) for v in key) for key in _keys(frame)})
+
+
+def require_row(frame: pd.DataFrame, choice: RowChoice, where: str) -> None:
+    """Refuse a choice that names no row of `frame` (`where` says who gave it), naming the rows and the closest."""
+    if choice.matches(frame).any():
+        return
+    written = {"/".join(str(v) for v in key[: len(choice.parts)]) for key in _keys(frame)}  # as much as it gave
+    raise OptbenchError(
+        f"{where} {choice.text}: no row of these reports is that; give one of {row_names(frame)}"
+        f"{did_you_mean([choice.text], written)}"
+    )
 
 
 def add_speedup_vs(frame: pd.DataFrame, choice: RowChoice) -> pd.DataFrame:

@@ -592,7 +592,7 @@ def test_speedup_against_a_runtime_device_or_precision_optbench_lacks_is_refused
     row: str, message: str, tmp_path: Path
 ) -> None:
     """Such a row names no row of any run, so min_speedup failed (exit 1) as if the model had regressed."""
-    with pytest.raises(OptbenchError, match=f"speedup_against = '{row}': {message}"):
+    with pytest.raises(OptbenchError, match=f"speedup_against: cannot read the row '{row}': {message}"):
         load_budgets(_budget(AGAINST_BUDGET.replace("baseline/torch/cuda/fp32", row), tmp_path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -96,6 +97,40 @@ def test_report_against_on_the_command_line(tmp_path: Path, capsys: pytest.Captu
     assert main(["report", str(tmp_path), "--against", "a/b/c/d/e"]) == 2
     assert main(["report", str(tmp_path), "--by-machine", "--against", "baseline"]) == 2
     assert "drop one of them" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            "baseline/onxruntime",
+            r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
+        ),
+        ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
+        ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
+    ],
+)
+def test_report_against_a_runtime_device_or_precision_optbench_lacks_is_refused(
+    row: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read as budget's speedup_against reads it: it said only that no row is that, with no word of the typo."""
+    for report in _gpu_run():
+        write_report(report, tmp_path)
+    assert main(["report", str(tmp_path), "--against", row]) == 2
+    assert re.search(f"--against: cannot read the row '{row}': {message}", capsys.readouterr().err)
+
+
+def test_report_against_a_row_of_no_report_names_the_closest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for report in _gpu_run():
+        write_report(report, tmp_path)
+    assert main(["report", str(tmp_path), "--against", "basline/torch/cuda"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--against basline/torch/cuda: no row of these reports is that; give one of ['baseline/torch/cpu/fp32'" in err
+    )
+    assert err.rstrip().endswith("; did you mean 'baseline/torch/cuda'?")
 
 
 def test_an_empty_against_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
