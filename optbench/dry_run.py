@@ -7,8 +7,10 @@ output is cached or not; a later step's folder is known only once the steps befo
 pairs and jobs are the run's own (`bench.pair_up`, `sweep.plan`): a pair whose runtime may leave out models it
 cannot run is decided only once its model exists, so the job count is then an upper bound. Once every model
 exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`); the
-warning about threads is the benchmark's (`bench.oversubscribed`). Nothing is trained, exported, measured or
-written.
+warning about threads is the benchmark's (`bench.oversubscribed`). A runtime this machine cannot run (no CUDA GPU,
+an onnxruntime without the provider it names, no TensorRT) is found by the GPU check's probe (`gpu_check.probe`,
+`gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. Nothing is trained,
+exported, measured or written.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.bench import oversubscribed, pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
+from optbench.report import FAILURES_FILE
 from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
 from optbench.steps import RecipeStep, cached_output, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
@@ -57,7 +61,8 @@ class RunPlan:
     """What `optbench run` would do with a recipe: its steps in order, the variants, the benchmark's pairs (the
     reference's index; those a runtime may still leave out once their model exists, and those it leaves out
     already, with why) and jobs, the folder its run folder would be made in, the unfinished sweep it would resume
-    (None: a new run, or not known while a model is not made yet), and the benchmark's warning about threads."""
+    (None: a new run, or not known while a model is not made yet), the benchmark's warning about threads, what this
+    machine lacks for each runtime of the pairs it cannot run (by label), and whether the jobs run here."""
 
     recipe: Recipe
     checkpoint: ModelArtifact
@@ -72,6 +77,8 @@ class RunPlan:
     runs_in: Path
     resumes: Unfinished | None
     threads_warning: str | None
+    lacking: dict[str, list[Capability]]
+    here: bool
 
 
 def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) -> RunPlan:
@@ -137,7 +144,20 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
         runs_in=results_dir / recipe.name,
         resumes=resumes,
         threads_warning=oversubscribed(bench.threads, here),
+        lacking=_lacking(pairs),
+        here=here,
     )
+
+
+def _lacking(pairs: list[tuple[PlannedModel, RuntimeSpec]]) -> dict[str, list[Capability]]:
+    """What this machine lacks, by runtime label, for each runtime of `pairs` it cannot run; probed only where a
+    runtime needs more than the CPU."""
+    specs = {spec.label: spec for _, spec in pairs}
+    if not any(needs(spec) for spec in specs.values()):
+        return {}
+    found = probe()
+    lacking = {label: [found[key] for key in needs(spec) if not found[key].present] for label, spec in specs.items()}
+    return {label: missing for label, missing in lacking.items() if missing}
 
 
 def _content_hashes(models: list[PlannedModel]) -> list[tuple[str, str]] | None:
@@ -170,6 +190,7 @@ def describe(run: RunPlan, executor: str) -> str:
     lines += [_jobs_line(run, executor), _reports_line(run)]
     if run.threads_warning:
         lines.append(f"warning: {run.threads_warning}")
+    lines += _lacking_lines(run)
     return "\n".join(lines)
 
 
@@ -197,6 +218,46 @@ def _jobs_line(run: RunPlan, executor: str) -> str:
     total = f"at most {len(run.jobs)}" if run.undecided else str(len(run.jobs))
     rounds = run.recipe.bench.rounds
     return f"benchmark jobs: {total} ({counts}; {rounds} round{'s' if rounds > 1 else ''}), run by {executor}"
+
+
+def _lacking_lines(run: RunPlan) -> list[str]:
+    """Where the jobs run here, a warning per runtime this machine cannot run, naming what it lacks and how many
+    pairs fail for it, then the total; where the Ray nodes run them, one note."""
+    if not run.lacking:
+        return []
+    counts = {label: _count(run, label) for label in run.lacking}
+    failing = sum(count for count, _ in counts.values())
+    undecided = any(maybe for _, maybe in counts.values())
+    if not run.here:
+        needed = dict.fromkeys(capability.name for missing in run.lacking.values() for capability in missing)
+        return [
+            f"note: this machine cannot run {', '.join(run.lacking)} ({_pairs(failing, undecided)}): the ray "
+            f"executor runs their jobs on its nodes, which need {', '.join(needed)} (a run checks only that a node "
+            "has a GPU, as it starts)"
+        ]
+    lines = [
+        f"warning: {label} cannot run on this machine, which lacks "
+        f"{' and '.join(f'{capability.name} ({capability.detail})' for capability in missing)}: "
+        f"{_pairs(*counts[label])} on it will fail here"
+        for label, missing in run.lacking.items()
+    ]
+    lines.append(
+        f"warning: {'at most ' if undecided else ''}{failing} of the {len(run.pairs)} benchmark pairs will fail on "
+        f"this machine: a run records their jobs as failed (why, in {FAILURES_FILE}), measures the other pairs and "
+        "exits 1. The recipe is valid: run it on a machine that has what they need"
+    )
+    return lines
+
+
+def _count(run: RunPlan, label: str) -> tuple[int, bool]:
+    """How many pairs run on the runtime `label`, and whether some are decided only once their model exists."""
+    indices = [i for i, (_, spec) in enumerate(run.pairs) if spec.label == label]
+    return len(indices), any(i in run.undecided for i in indices)
+
+
+def _pairs(count: int, undecided: bool) -> str:
+    """ "1 benchmark pair", "3 benchmark pairs", or "at most 2 benchmark pairs" where some are undecided."""
+    return f"{'at most ' if undecided else ''}{count} benchmark pair{'s' if count > 1 else ''}"
 
 
 def _reports_line(run: RunPlan) -> str:

@@ -104,18 +104,21 @@ def _version(module: ModuleType) -> str:
     return ", ".join(f"{metadata.version(d)} ({d})" for d in installers) or "(version unknown)"
 
 
-def runnable(spec: RuntimeSpec, found: dict[str, Capability]) -> str | None:
-    """None when this machine can run `spec`; otherwise the capability it lacks."""
+def needs(spec: RuntimeSpec) -> list[str]:
+    """The capabilities (`probe`'s keys) a job of `spec` needs, in the order it meets them: none on the CPU; a CUDA
+    GPU (as torch sees it) for any CUDA runtime, and the onnxruntime provider it names or TensorRT."""
     if spec.device == "cpu":
-        return None
-    if not found["torch-cuda"].present:
-        return "torch-cuda"
+        return []
     if spec.name == "onnxruntime":
-        key = "ort-tensorrt" if spec.options.get("provider") == "tensorrt" else "ort-cuda"
-        return None if found[key].present else key
-    if spec.name == "tensorrt" and not found["tensorrt"].present:
-        return "tensorrt"
-    return None
+        return ["torch-cuda", "ort-tensorrt" if spec.options.get("provider") == "tensorrt" else "ort-cuda"]
+    if spec.name == "tensorrt":
+        return ["torch-cuda", "tensorrt"]
+    return ["torch-cuda"]
+
+
+def runnable(spec: RuntimeSpec, found: dict[str, Capability]) -> str | None:
+    """None when this machine can run `spec`; otherwise the first capability it lacks."""
+    return next((key for key in needs(spec) if not found[key].present), None)
 
 
 def plan_recipe(recipe: Recipe, found: dict[str, Capability]) -> tuple[Recipe, list[tuple[RuntimeSpec, str]]]:

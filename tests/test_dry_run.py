@@ -12,6 +12,7 @@ from test_cli import BENCH, _fails, _never_starts, write_recipe
 from optbench import job as job_module
 from optbench.artifact import QUANTIZATION_FILE
 from optbench.cli import main
+from optbench.gpu_check import Capability
 from optbench.job import JobFailed
 
 
@@ -110,3 +111,45 @@ def test_the_dry_run_refuses_a_checkpoint_its_first_step_would_refuse(
     _fails(args, capsys, message)
     _never_starts(monkeypatch)
     _fails([*args, "--dry-run"], capsys, message)
+
+
+def test_the_dry_run_warns_of_each_runtime_this_machine_cannot_run(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A GPU recipe checked on a machine without CUDA is valid (exit 0), but its CUDA pairs would fail as jobs: a
+    warning per runtime names what this machine lacks (the GPU check's probe, faked here) and how many pairs fail,
+    then the total. The ONNX export is not made yet, so the onnxruntime pair is an upper bound. With the ray
+    executor the jobs run on its nodes: one note instead."""
+    found = {
+        "torch-cuda": Capability("PyTorch on CUDA", False, "torch 2.0+cpu is a CPU build"),
+        "ort-cuda": Capability("onnxruntime CUDAExecutionProvider", False, "install onnxruntime-gpu"),
+        "ort-tensorrt": Capability("onnxruntime TensorrtExecutionProvider", False, "install onnxruntime-gpu"),
+        "tensorrt": Capability("TensorRT Python API", False, "import tensorrt failed"),
+        "nvml": Capability("NVML (nvidia-ml-py)", False, "import pynvml failed"),
+    }
+    monkeypatch.setattr("optbench.dry_run.probe", lambda: found)
+    monkeypatch.setattr("optbench.executors.ray.require_package", lambda *args, **kwargs: None)  # ray: a test extra
+    runtimes = '"torch", {name = "torch", device = "cuda"}, {name = "onnxruntime", device = "cuda"}'
+    bench = BENCH.replace("[bench]", f"[bench]\nruntimes = [{runtimes}]")
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra='[[steps]]\nname = "onnx"\n', bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    assert [line for line in lines if line.startswith("warning:")] == [
+        "warning: torch-cuda-fp32 cannot run on this machine, which lacks PyTorch on CUDA (torch 2.0+cpu is a CPU "
+        "build): 1 benchmark pair on it will fail here",
+        "warning: onnxruntime-cuda-fp32 cannot run on this machine, which lacks PyTorch on CUDA (torch 2.0+cpu is a "
+        "CPU build) and onnxruntime CUDAExecutionProvider (install onnxruntime-gpu): at most 1 benchmark pair on it "
+        "will fail here",
+        "warning: at most 2 of the 3 benchmark pairs will fail on this machine: a run records their jobs as failed "
+        "(why, in failures.json), measures the other pairs and exits 1. The recipe is valid: run it on a machine "
+        "that has what they need",
+    ]
+    lines = _dry_run([*args, "--executor", "ray"], monkeypatch, capsys).splitlines()
+    assert not [line for line in lines if line.startswith("warning:")]
+    assert lines[-1] == (
+        "note: this machine cannot run torch-cuda-fp32, onnxruntime-cuda-fp32 (at most 2 benchmark pairs): the ray "
+        "executor runs their jobs on its nodes, which need PyTorch on CUDA, onnxruntime CUDAExecutionProvider (a run "
+        "checks only that a node has a GPU, as it starts)"
+    )
+    found["torch-cuda"] = found["ort-cuda"] = Capability("present", True, "here")
+    assert "warning" not in _dry_run(args, monkeypatch, capsys)
