@@ -303,6 +303,8 @@ def _run_jobs(
             cache=None if cache_dir is None else str(cache_dir.resolve()),
         )
 
+    if stored := store.done():  # before the bar is drawn, or the line is written onto it
+        log.info("resuming run %s: %d of %d jobs done", store.run_id, stored, len(jobs))
     with tqdm(total=len(jobs), desc="benchmark", unit="job") as progress:
         outcomes = run_sweep(
             jobs,

@@ -394,9 +394,6 @@ def run_sweep(
     (checked each time it wakes), and the claims let go when it is interrupted. `on_done(outcome, ran)` is
     called once per job (ran: by this sweep).
     """
-    stored = store.done()
-    if stored:
-        log.info("resuming sweep %s: %d of %d jobs already done", store.folder.name, stored, len(jobs))
     lanes: dict[Hashable, deque[PlannedJob]] = {}
     for job in jobs:
         lanes.setdefault(executor.lane(job), deque()).append(job)

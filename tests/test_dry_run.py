@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
+import tqdm.auto
 from test_cli import BENCH, _fails, _never_starts, write_recipe
 
 from optbench import job as job_module
@@ -55,9 +57,16 @@ def test_the_dry_run_names_the_unfinished_sweep_the_run_resumes(
     # the failed accuracy job runs again: only the reference's is kept
     assert out.rstrip("\n").endswith(f"reports: {results}/tiny/{run_id}/ (resumes run {run_id}: 1 of 4 jobs done)")
 
-    with caplog.at_level("INFO", logger="optbench.sweep"):
+    class Bar(tqdm.auto.tqdm):  # the progress bar, its first frame drawn as it is made
+        def __init__(self, *args, **kwargs) -> None:
+            logging.getLogger("optbench.bench").info("the progress bar")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    with caplog.at_level("INFO", logger="optbench"):
         assert main(args) == 0
-    assert "1 of 4 jobs already done" in caplog.text
+    # the dry run's words, before the bar (written after it, the line was glued onto its first frame)
+    assert caplog.messages.index(f"resuming run {run_id}: 1 of 4 jobs done") < caplog.messages.index("the progress bar")
     assert [p.name for p in (results / "tiny").iterdir()] == [run_id]
     out = _dry_run(args, monkeypatch, capsys)
     assert out.rstrip("\n").endswith(f"reports: {results}/tiny/<run id>/ (starts a new run)")  # that one is published
