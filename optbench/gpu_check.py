@@ -20,6 +20,7 @@ from types import ModuleType
 
 from optbench.atomic import write_text_atomic
 from optbench.cli import help_text, path_argument, run_command
+from optbench.environment import cuda_gpu_name
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import FailedJob
@@ -68,6 +69,9 @@ def probe() -> dict[str, Capability]:
     import torch
 
     found: dict[str, Capability] = {}
+    gpu = cuda_gpu_name()  # the driver's: what an onnxruntime job, which imports no torch, sees
+    seen = gpu or "no NVIDIA driver, or no GPU visible to it"
+    found["cuda-gpu"] = Capability("a GPU the NVIDIA driver sees", gpu is not None, seen)
     if torch.cuda.is_available():
         seen = f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         found["torch-cuda"] = Capability("PyTorch on CUDA", True, seen)
@@ -105,12 +109,13 @@ def _version(module: ModuleType) -> str:
 
 
 def needs(spec: RuntimeSpec) -> list[str]:
-    """The capabilities (`probe`'s keys) a job of `spec` needs, in the order it meets them: none on the CPU; a CUDA
-    GPU (as torch sees it) for any CUDA runtime, and the onnxruntime provider it names or TensorRT."""
+    """The capabilities (`probe`'s keys) a job of `spec` needs, in the order it meets them: none on the CPU; for an
+    onnxruntime runtime on CUDA a GPU the driver sees (its jobs import no torch) and the provider it names; PyTorch
+    on CUDA for the torch and tensorrt runtimes, and TensorRT for the latter."""
     if spec.device == "cpu":
         return []
     if spec.name == "onnxruntime":
-        return ["torch-cuda", "ort-tensorrt" if spec.options.get("provider") == "tensorrt" else "ort-cuda"]
+        return ["cuda-gpu", "ort-tensorrt" if spec.options.get("provider") == "tensorrt" else "ort-cuda"]
     if spec.name == "tensorrt":
         return ["torch-cuda", "tensorrt"]
     return ["torch-cuda"]

@@ -130,6 +130,7 @@ def test_the_dry_run_warns_of_each_runtime_this_machine_cannot_run(
     then the total. The ONNX export is not made yet, so the onnxruntime pair is an upper bound. With the ray
     executor the jobs run on its nodes: one note instead."""
     found = {
+        "cuda-gpu": Capability("a GPU the NVIDIA driver sees", False, "no NVIDIA driver, or no GPU visible to it"),
         "torch-cuda": Capability("PyTorch on CUDA", False, "torch 2.0+cpu is a CPU build"),
         "ort-cuda": Capability("onnxruntime CUDAExecutionProvider", False, "install onnxruntime-gpu"),
         "ort-tensorrt": Capability("onnxruntime TensorrtExecutionProvider", False, "install onnxruntime-gpu"),
@@ -146,9 +147,9 @@ def test_the_dry_run_warns_of_each_runtime_this_machine_cannot_run(
     assert [line for line in lines if line.startswith("warning:")] == [
         "warning: torch-cuda-fp32 cannot run on this machine, which lacks PyTorch on CUDA (torch 2.0+cpu is a CPU "
         "build): 1 benchmark pair on it will fail here",
-        "warning: onnxruntime-cuda-fp32 cannot run on this machine, which lacks PyTorch on CUDA (torch 2.0+cpu is a "
-        "CPU build) and onnxruntime CUDAExecutionProvider (install onnxruntime-gpu): at most 1 benchmark pair on it "
-        "will fail here",
+        "warning: onnxruntime-cuda-fp32 cannot run on this machine, which lacks a GPU the NVIDIA driver sees (no "
+        "NVIDIA driver, or no GPU visible to it) and onnxruntime CUDAExecutionProvider (install onnxruntime-gpu): at "
+        "most 1 benchmark pair on it will fail here",
         "warning: at most 2 of the 3 benchmark pairs will fail on this machine: a run records their jobs as failed "
         "(why, in failures.json), measures the other pairs and exits 1. The recipe is valid: run it on a machine "
         "that has what they need",
@@ -157,8 +158,8 @@ def test_the_dry_run_warns_of_each_runtime_this_machine_cannot_run(
     assert not [line for line in lines if line.startswith("warning:")]
     assert lines[-1] == (
         "note: this machine cannot run torch-cuda-fp32, onnxruntime-cuda-fp32 (at most 2 benchmark pairs): the ray "
-        "executor runs their jobs on its nodes, which need PyTorch on CUDA, onnxruntime CUDAExecutionProvider (a run "
-        "checks only that a node has a GPU, as it starts)"
+        "executor runs their jobs on its nodes, which need PyTorch on CUDA, a GPU the NVIDIA driver sees, "
+        "onnxruntime CUDAExecutionProvider (a run checks only that a node has a GPU, as it starts)"
     )
-    found["torch-cuda"] = found["ort-cuda"] = Capability("present", True, "here")
+    found["cuda-gpu"] = found["torch-cuda"] = found["ort-cuda"] = Capability("present", True, "here")
     assert "warning" not in _dry_run(args, monkeypatch, capsys)

@@ -20,13 +20,13 @@ from optbench.runtimes import RuntimeSpec
 
 
 def _found(**present: bool) -> dict[str, Capability]:
-    keys = ("torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml")
+    keys = ("cuda-gpu", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml")
     return {k: Capability(k, present.get(k.replace("-", "_"), False), f"{k} seen") for k in keys}
 
 
 def test_probe_names_every_capability_with_what_it_saw() -> None:
     found = probe()
-    assert set(found) == {"torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml"}
+    assert set(found) == {"cuda-gpu", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml"}
     assert found["torch-cuda"].present == torch.cuda.is_available()
     assert all(c.detail for c in found.values())
     if not found["tensorrt"].present:
@@ -47,23 +47,28 @@ def test_a_module_without_a_version_shows_its_distributions(monkeypatch: pytest.
 
 def test_only_the_runtimes_this_machine_has_are_kept() -> None:
     recipe = load_recipe(RECIPES / "gpu.toml")
-    torch_only, missing = plan_recipe(recipe, _found(torch_cuda=True))
+    torch_only, missing = plan_recipe(recipe, _found(cuda_gpu=True, torch_cuda=True))
     assert [s.name for s in torch_only.bench.runtimes] == ["torch"] * 6
     assert {(s.options.get("provider"), lacks) for s, lacks in missing} == {
         ("cuda", "ort-cuda"),
         ("tensorrt", "ort-tensorrt"),
     }
-    everything, missing = plan_recipe(recipe, _found(torch_cuda=True, ort_cuda=True, ort_tensorrt=True))
+    everything, missing = plan_recipe(recipe, _found(cuda_gpu=True, torch_cuda=True, ort_cuda=True, ort_tensorrt=True))
     assert everything == recipe and not missing
     assert not torch_only.chains  # nothing here runs the ONNX exports: they are not made
-    onnx_only, _ = plan_recipe(recipe, _found(torch_cuda=True, ort_tensorrt=True))
+    onnx_only, _ = plan_recipe(recipe, _found(cuda_gpu=True, torch_cuda=True, ort_tensorrt=True))
     assert [step.label for chain in onnx_only.chains for step in chain] == [None, "onnx-unfused"]
     cpu_only, _ = plan_recipe(recipe, _found())
     assert cpu_only.bench.runtimes == (RuntimeSpec("torch"),)
-    engines, _ = plan_recipe(load_recipe(RECIPES / "gpu-tensorrt.toml"), _found(torch_cuda=True, tensorrt=True))
+    engines, _ = plan_recipe(
+        load_recipe(RECIPES / "gpu-tensorrt.toml"), _found(cuda_gpu=True, torch_cuda=True, tensorrt=True)
+    )
     assert len(engines.chains) == 3  # the exports feed the engines
-    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True)) == "tensorrt"
-    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(torch_cuda=True, tensorrt=True)) is None
+    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(cuda_gpu=True, torch_cuda=True)) == "tensorrt"
+    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(cuda_gpu=True, torch_cuda=True, tensorrt=True)) is None
+    # an onnxruntime job imports no torch: a CPU build of torch beside onnxruntime-gpu runs it
+    assert runnable(RuntimeSpec("onnxruntime", "cuda"), _found(cuda_gpu=True, ort_cuda=True)) is None
+    assert runnable(RuntimeSpec("onnxruntime", "cuda"), _found(torch_cuda=True, ort_cuda=True)) == "cuda-gpu"
 
 
 def test_the_tensorrt_recipe_builds_fp16_calibrated_int8_and_qdq_int8_engines() -> None:
@@ -76,7 +81,7 @@ def test_the_tensorrt_recipe_builds_fp16_calibrated_int8_and_qdq_int8_engines() 
 
 def test_summary_says_what_ran_what_was_missing_and_why() -> None:
     recipe = load_recipe(RECIPES / "gpu.toml")
-    found = _found(torch_cuda=True)
+    found = _found(cuda_gpu=True, torch_cuda=True)
     _, missing = plan_recipe(recipe, found)
     crash = FailedJob("baseline", "torch-cuda-bf16", "latency-2", "crashed with SIGSEGV")
     text = summary(recipe, found, missing, [crash])
@@ -124,7 +129,7 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
 ) -> None:
     """The check's own flow, with the GPU faked: a probe that finds torch on CUDA only, and recipe runs that
     write made-up reports for the runtimes they were given."""
-    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
@@ -148,7 +153,7 @@ def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monke
     mine = tmp_path / "pack" / "recipes"
     mine.mkdir(parents=True)
     (mine / "gpu.toml").write_text((RECIPES / "gpu.toml").read_text().replace('name = "gpu"', 'name = "gpu-mine"'))
-    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
     assert main(["--results", str(tmp_path / "results"), "--recipes", str(mine)]) == 0
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["gpu-mine"]
@@ -166,7 +171,7 @@ def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeyp
 
     monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     assert seen == {"OPTBENCH_CACHE": None, "HF_HUB_OFFLINE": "1", "cache": str((tmp_path / "cache").resolve())}
@@ -179,7 +184,7 @@ def test_an_interrupted_check_says_it_resumes_and_leaves_the_environment_as_it_w
         raise KeyboardInterrupt  # Ctrl-C, or SIGTERM, which optbench's command setup turns into it
 
     monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
-    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(torch_cuda=True))
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", interrupted)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 130
     assert "gpu check: interrupted; the same command resumes it" in capsys.readouterr().err
