@@ -20,7 +20,7 @@ from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.report import FailedJob
-from optbench.table import format_cell, run_layout, run_notes
+from optbench.table import format_cell, no_rows, run_layout, run_notes
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def write_html(
     are not lost for a plot). Each run's notes (`table.run_notes`) stand above its table, with
     its jobs among `failed`."""
     if frame.empty:
-        raise OptbenchError("no reports to render: run a recipe first (optbench run RECIPE)")
+        raise OptbenchError(f"{no_rows(frame)}: no page to write; give results a recipe measured (optbench run RECIPE)")
     if path.suffix.lower() not in (".html", ".htm"):
         raise OptbenchError(f"{path}: the HTML page needs a name ending in .html (its plots are written beside it)")
     if path.is_dir():  # refused before the plots are written: none is left without its page

@@ -59,6 +59,7 @@ def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_P
     rows = [row for report in reports for row in report.rows()]
     frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
     frame.attrs["peer_budget_points"] = peer_budget_points
+    frame.attrs["reports"] = len(reports)  # a table without rows says whether it had any (`no_rows`)
     return frame.sort_values(["recipe", "run_id", *ROW_ORDER], kind="stable", key=sort_key)
 
 
@@ -75,6 +76,15 @@ def sort_key(column: pd.Series) -> pd.Series:
 def missing(value: Any) -> bool:
     """None or NaN: a figure the report does not have."""
     return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def no_rows(frame: pd.DataFrame) -> str:
+    """Why `frame`, a table without rows, has none: no reports, or reports without a measured shape (found and read:
+    "no reports found" of them misled)."""
+    count = frame.attrs.get("reports", 0)
+    if not count:
+        return "no reports found"
+    return f"{count} report{'s' if count > 1 else ''} found, none with a measurement (a latency at a batch shape)"
 
 
 def records_json(frame: pd.DataFrame) -> str:
@@ -103,7 +113,7 @@ def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
         lines += [*markdown_table(group, columns), ""]
         notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
-    return "\n".join(lines) if lines else "no reports found\n"
+    return "\n".join(lines) if lines else f"{no_rows(frame)}\n"
 
 
 def run_layout(run: pd.DataFrame) -> tuple[str | None, list[str]]:

@@ -114,6 +114,14 @@ def test_a_shape_no_run_measured_is_refused_naming_those_measured(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_reports_without_measurements_are_refused_as_found_with_no_rows(tmp_path: Path) -> None:
+    # "no reports to render: run a recipe first" of reports that were found, only without a measured shape
+    frame = to_frame([dataclasses.replace(make_report(), measurements=())])
+    with pytest.raises(OptbenchError, match=r"^1 report found, none with a measurement .*: no page to write"):
+        write_html(frame, tmp_path / "page.html")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_without_matplotlib_the_page_has_its_tables_and_says_why_no_plot(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     written = write_html(to_frame(_run()), tmp_path / "page.html")

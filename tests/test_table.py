@@ -7,12 +7,14 @@ import dataclasses
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_figures
 
+from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob
+from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import render, settings_line, to_frame
 
@@ -71,6 +73,20 @@ def test_to_frame_of_no_reports() -> None:
     assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
     assert frame.empty
     assert render(frame, "md") == "no reports found\n"
+
+
+def test_markdown_of_reports_without_measurements_says_they_were_found() -> None:
+    # it said "no reports found" of reports that were found and read, only without a measured shape
+    frame = to_frame([dataclasses.replace(make_report(steps), measurements=()) for steps in [(), ("onnx",)]])
+    text = render(frame, "md")
+    assert "no reports found" not in text
+    assert text == "2 reports found, none with a measurement (a latency at a batch shape)\n"
+
+
+def test_cli_report_of_reports_without_measurements_says_they_were_found(tmp_path: Path, capsys) -> None:
+    write_report(dataclasses.replace(make_report(), measurements=()), tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("1 report found, none with a measurement")
 
 
 def test_render_csv_header() -> None:
