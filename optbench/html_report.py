@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -290,7 +291,8 @@ def _section(
         f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
     )
     if image is not None:
-        figure = f'<img src="{html.escape(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
+        # a URL: the page's name as it is ("run #1.png") links the page "run " and a fragment
+        figure = f'<img src="{quote(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
     elif no_plots:
         figure = f"<p>No plot: {html.escape(no_plots)}.</p>"
     else:

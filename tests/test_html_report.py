@@ -72,6 +72,13 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
 
 
+def test_the_plot_is_linked_as_a_url_whatever_the_page_is_called(tmp_path: Path) -> None:
+    # the page's own name went into src as it is: "run #1.png" is the page "run " and a fragment, so no plot showed
+    write_html(to_frame(_run()), tmp_path / "run #1?.html")
+    assert (tmp_path / "run #1?.png").read_bytes().startswith(PNG)
+    assert '<img src="run%20%231%3F.png"' in (tmp_path / "run #1?.html").read_text()
+
+
 def test_the_plots_legend_covers_no_point() -> None:
     # slow, inaccurate variants land lower right, where the legend sat and hid them
     pytest.importorskip("matplotlib")
