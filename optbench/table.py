@@ -228,8 +228,8 @@ def format_cell(column: str, row: pd.Series) -> str:
         return f"{value:.4f}"
     if column == "accuracy_drop":
         low, high = row["accuracy_drop_ci_low"], row["accuracy_drop_ci_high"]
-        interval = "" if missing(low) or (low == high == value) else f" [{low:+.2f}, {high:+.2f}]"
-        return f"{value:+.2f}{interval}"
+        interval = "" if missing(low) or (low == high == value) else f" [{format_points(low)}, {format_points(high)}]"
+        return f"{format_points(value)}{interval}"
     if column == "relative_accuracy_pct":
         return f"{value:.1f}%"
     if column in ("speedup_p50", "speedup_vs_peer", "speedup_vs"):
@@ -237,6 +237,14 @@ def format_cell(column: str, row: pd.Series) -> str:
     if isinstance(value, float):
         return format_number(value)
     return str(value)
+
+
+def format_points(value: float) -> str:
+    """An accuracy drop (or a bound of its interval) in points, signed, to two decimals; one that two decimals round
+    to zero to one significant digit (one row in 25,000 more right is -0.004, not -0.00), and zero unsigned (+0.00)."""
+    if value == 0:  # -0.0 too
+        return "+0.00"
+    return f"{value:+.2f}" if abs(value) >= 0.005 else f"{value:+.1g}"
 
 
 def format_number(value: float) -> str:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_figures
+from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_drop, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
@@ -227,6 +227,22 @@ def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
     ours, other = text.split("### demo · run 20261201T000000Z-0000")
     assert "- **failed**: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in ours
     assert "failed" not in other
+
+
+@pytest.mark.parametrize(
+    ("drop", "cell"),
+    [
+        ((-0.004, -0.15, 0.14), "-0.004 [-0.15, +0.14]"),  # one row in 25,000 more right: it read -0.00
+        ((0.0, -0.003, 0.003), "+0.00 [-0.003, +0.003]"),
+        ((-0.0, -0.0, -0.0), "+0.00"),  # zero has no sign
+        ((1.234, 0.5, 2.0), "+1.23 [+0.50, +2.00]"),
+    ],
+)
+def test_an_accuracy_drop_near_zero_is_not_written_as_a_signed_zero(drop: tuple, cell: str) -> None:
+    frame = to_frame([make_report(), with_drop(make_report(("onnx",), shapes=((1, 128),)), *drop)])
+    assert frame["accuracy_drop"].map(type).eq(float).all()
+    (line,) = [line for line in render(frame, "md").splitlines() if line.startswith("| baseline+onnx ")]
+    assert f"| {cell} |" in line
 
 
 def test_sub_millisecond_figures_keep_three_significant_digits() -> None:
