@@ -42,8 +42,9 @@ class Machine:
 
     @property
     def label(self) -> str:
+        cores = "cores unknown" if self.cores is None else f"{self.cores} cores"
         gpus = f", {', '.join(self.gpus)}" if self.gpus else ""
-        return f"{self.cpu} ({self.cores} cores{gpus})"
+        return f"{self.cpu} ({cores}{gpus})"
 
 
 def machines(reports: list[Report]) -> list[Machine]:

@@ -97,6 +97,13 @@ def test_the_legend_names_each_machine_and_its_runs() -> None:
     ]
 
 
+def test_the_legend_says_cores_unknown_rather_than_none() -> None:
+    # an environment without a core count (os.cpu_count() may return None) read "EPYC (None cores)"
+    report = _on(make_report(), "aaa", "EPYC", "run-a")
+    unknown = dataclasses.replace(report, environment={**report.environment, "cpu": {"model": "EPYC"}})
+    assert [m.label for m in machines([unknown])] == ["EPYC (cores unknown)"]
+
+
 def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
     for report in _two_machines():
         write_report(report, tmp_path / report.environment["machine"] / report.run_id)
