@@ -287,7 +287,8 @@ def _section(
     numbers = {index: n for n, index in enumerate(rows.index, 1)}
     first = run.iloc[0]
     facts = (
-        f"created {first['created_at']} · commit {first['git_commit']}{' (dirty)' if first['git_dirty'] else ''} · "
+        f"created {first['created_at']} · commit {first['git_commit'] or 'unknown'}"  # None: run outside git
+        f"{' (dirty)' if first['git_dirty'] else ''} · "
         f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
     )
     if image is not None:

@@ -79,6 +79,19 @@ def test_the_plot_is_linked_as_a_url_whatever_the_page_is_called(tmp_path: Path)
     assert '<img src="run%20%231%3F.png"' in (tmp_path / "run #1?.html").read_text()
 
 
+def test_the_facts_of_a_run_outside_git_say_its_commit_is_unknown(tmp_path: Path, monkeypatch) -> None:
+    # a run outside a git checkout (or without git) records no commit: the page read "commit None"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the facts line alone: no plot needed
+    no_git = [
+        dataclasses.replace(r, environment={**r.environment, "git": {"commit": None, "dirty": None}}) for r in _run()
+    ]
+    write_html(to_frame(no_git), tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert " · commit unknown · machine box-1 · " in page and "commit None" not in page
+    write_html(to_frame(_run()), tmp_path / "page.html")
+    assert " · commit abc123 · machine box-1 · " in (tmp_path / "page.html").read_text()
+
+
 def test_the_plots_legend_covers_no_point() -> None:
     # slow, inaccurate variants land lower right, where the legend sat and hid them
     pytest.importorskip("matplotlib")
