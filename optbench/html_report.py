@@ -261,9 +261,8 @@ def write_html(
             written.append(image)
         notes = run_notes(run, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         sections.append(_section(run, title, plotted, image, missing, notes))
-    page = _PAGE.format(
-        title=html.escape(f"optbench · {', '.join(str(r) for (r, _), _ in runs)}"), body="\n".join(sections)
-    )
+    recipes = dict.fromkeys(str(recipe) for (recipe, _), _ in runs)  # each once, however many of its runs
+    page = _PAGE.format(title=html.escape(f"optbench · {', '.join(recipes)}"), body="\n".join(sections))
     write_text_atomic(path, page)
     return [path, *written]
 

@@ -157,6 +157,14 @@ def test_several_runs_get_a_plot_each(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["page.html", "page-1.png", "page-2.png"]
 
 
+def test_the_page_title_names_each_recipe_once(tmp_path: Path) -> None:
+    # a recipe's name stood once per run: two runs of demo read "optbench · demo, demo"
+    second = [dataclasses.replace(r, run_id="20261201T000000Z-0000") for r in _run()]
+    other = [dataclasses.replace(r, recipe="prune") for r in _run()]
+    write_html(to_frame(_run() + second + other), tmp_path / "page.html")
+    assert "<title>optbench · demo, prune</title>" in (tmp_path / "page.html").read_text()
+
+
 @pytest.mark.parametrize(("text", "shape"), [("1x128", (1, 128)), ("32xdata", (32, "data")), ("8X64", (8, 64))])
 def test_parse_shape(text: str, shape: tuple) -> None:
     assert parse_shape(text) == shape
