@@ -28,12 +28,25 @@ def results_at(spec: str) -> Iterator[Path]:
     archive = _git_archive(revision, inside or ".")
     with tempfile.TemporaryDirectory(prefix="optbench-results-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")
+            except tarfile.FilterError as exc:  # a link out of the results, or to an absolute path
+                raise _refused(revision, exc.tarinfo) from exc
         try:
             yield Path(tmp) / inside
         except OptbenchError as exc:  # name what it says as the user typed it, not the temporary folder
             message = str(exc).replace(f"{tmp}{os.sep}", f"{revision}:").replace(tmp, f"{revision}:")
             raise type(exc)(message) from exc
+
+
+def _refused(revision: str, link: tarfile.TarInfo) -> OptbenchError:
+    """Why the committed `link` was not unpacked: tar's "data" filter unpacks no link out of the results (git archives
+    hold only files, folders and symbolic links, so a link is all it can refuse there)."""
+    return OptbenchError(
+        f"{revision}:{link.name} is a link to {link.linkname}, out of the committed results, and optbench does not "
+        f"follow it: commit the file itself in its place, or check {revision} out (git worktree add DIR {revision}) "
+        "and give that folder"
+    )
 
 
 def _git_archive(revision: str, inside: str) -> bytes:
