@@ -20,6 +20,7 @@ from optbench.table import (
     format_number,
     format_speedup,
     missing,
+    no_rows,
     records_json,
     said_once,
     sort_key,
@@ -79,17 +80,21 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     order = [m.key for m in machines(reports)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
-    return wide.reset_index().sort_values(ROW_ORDER, kind="stable", key=sort_key)
+    merged = wide.reset_index().sort_values(ROW_ORDER, kind="stable", key=sort_key)
+    merged.attrs["reports"] = frame.attrs["reports"]  # a table without rows says whether it had any (`no_rows`)
+    return merged
 
 
 def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
     """The merged table as Markdown (with the machine legend first, the settings every row shares said once as in
-    a run's table, peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~),
-    CSV or JSON."""
+    a run's table, peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~;
+    without rows, why: `table.no_rows`), CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
         return records_json(table)
+    if table.empty:
+        return f"{no_rows(table)}\n"
     lines = ["Machines (hardware fingerprints):", ""]
     lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark

@@ -62,6 +62,13 @@ def test_json_of_no_rows_is_an_empty_list() -> None:
     assert render_merged(merge_by_machine(reports), machines(reports), "json") == "[]"
 
 
+def test_markdown_of_no_rows_says_why_as_a_runs_table_does() -> None:
+    """Reports without measurements: the legend and an empty table were printed, with no word of why."""
+    reports = [dataclasses.replace(make_report(steps), measurements=()) for steps in [(), ("onnx",)]]
+    text = render_merged(merge_by_machine(reports), machines(reports), "md")
+    assert text == "2 reports found, none with a measurement (a latency at a batch shape)\n"
+
+
 def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
     """As in a run's own table, a speedup the machine's A/A noise floor cannot tell from noise is marked ~: the floor
     is each machine's own, from the run its figures came from."""
