@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="merge machines: a row per variant, runtime and shape, each machine's p50, speedup and A/A noise floor "
         "side by side (keyed by hardware fingerprint, the newest report of each; a speedup within its machine's floor "
-        "is marked ~)",
+        "is marked ~); runs of different workloads get rows of their own, named in a workload column",
     )
     report.add_argument(
         "--shape",
@@ -380,7 +380,7 @@ def _report(args: argparse.Namespace) -> int:
     read = [file for file, _ in found] + failures_beside(file for file, _ in found)
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
-        from optbench.machines import machines, merge_by_machine, render_merged
+        from optbench.machines import merge_by_machine, render_merged
 
         if args.format == "html":
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
@@ -388,7 +388,7 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         if args.peer_budget is not None:
             raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
-        _emit(render_merged(merge_by_machine(reports), machines(reports), args.format), args.output, read)
+        _emit(render_merged(merge_by_machine(reports), reports, args.format), args.output, read)
     elif args.format == "html":
         from optbench.html_report import html_files, parse_shape, write_html
         from optbench.output_paths import refuse_overwriting_inputs

@@ -191,12 +191,12 @@ def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:
     """Why two rows are not comparable: the workload settings that differ, where both sides' are known."""
     if a not in workloads or b not in workloads:
         return f"workload {a} vs {b} (data, max_length, threads, timing, max_batches or rounds differ)"
-    flat_a, flat_b = (_flat(workloads[side]) for side in (a, b))
+    flat_a, flat_b = (flat_workload(workloads[side]) for side in (a, b))
     keys = sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
     return "workload differs: " + "; ".join(f"{k} {flat_a.get(k)} vs {flat_b.get(k)}" for k in keys)
 
 
-def _flat(workload: Mapping) -> dict[str, object]:
+def flat_workload(workload: Mapping) -> dict[str, object]:
     """A workload with its nested tables (timing) as dotted keys."""
     out: dict[str, object] = {}
     for key, value in workload.items():

@@ -3,15 +3,21 @@
 The same recipe run on different machines (or a sweep whose jobs ran on several nodes) gives reports
 whose environments differ. Here each (variant, runtime, device, precision, shape) is one row (a peer's
 marked as in a run's table) and each machine contributes its p50, speedup and A/A noise floor from its
-newest report, so the machines read side by side; the legend says what each machine key is.
+newest report, so the machines read side by side; the legend says what each machine key is. Runs of different
+workloads are never compared as if alike (as `compare` marks them not comparable): where the reports hold several,
+each workload has its own rows, named in a `workload` column, and a second legend says what tells them apart.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from optbench.compare import flat_workload, workloads_of
 from optbench.errors import OptbenchError
 from optbench.report import Report
 from optbench.table import (
@@ -66,29 +72,62 @@ def machines(reports: list[Report]) -> list[Machine]:
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class Workload:
+    """One workload's settings (data, max_length, threads, timing, max_batches, rounds) and the runs measured on it."""
+
+    key: str
+    settings: Mapping
+    runs: tuple[str, ...]
+
+
+def workload_key(settings: Mapping) -> str:
+    """A short hash of a workload's settings: the same for every shape measured on it (its measurements' workload
+    fingerprints hash the shape in too)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def workloads(reports: list[Report]) -> list[Workload]:
+    """Every workload among `reports`, in order of first appearance."""
+    found: dict[str, Workload] = {}
+    for report in reports:
+        key, run = workload_key(report.workload), f"{report.recipe}/{report.run_id}"
+        known = found.get(key, Workload(key, report.workload, ()))
+        found[key] = known if run in known.runs else Workload(key, known.settings, (*known.runs, run))
+    return list(found.values())
+
+
 def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     """One row per measured cell (its key, and `peer`: whether another tool's pipeline made the variant), with
     `p50_ms@<machine>`, `speedup_p50@<machine>` and `noise_floor_pct@<machine>` for every machine (its newest
-    report of that cell; empty where a machine did not measure it, or ran without the A/A check)."""
+    report of that cell; empty where a machine did not measure it, or ran without the A/A check). A cell is measured
+    on one workload: where the reports hold several, a `workload` column (`workload_key`) tells their rows apart."""
     if not reports:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
     # as machines() names a report without a key: pivot would drop a None column and its figures with it
     frame["machine"] = [key if isinstance(key, str) and key else "unknown" for key in frame["machine"]]
-    newest = frame.drop_duplicates([*ROW_KEY, "machine"], keep="last")
-    wide = newest.pivot(index=[*ROW_KEY, "peer"], columns="machine", values=list(FIGURES))
+    # keyed by the workload fingerprint, as compare matches rows: two fingerprints are two workloads
+    newest = frame.drop_duplicates([*ROW_KEY, "workload", "machine"], keep="last")
+    wide = newest.pivot(index=[*ROW_KEY, "workload", "peer"], columns="machine", values=list(FIGURES))
     order = [m.key for m in machines(reports)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
-    merged = wide.reset_index().sort_values(ROW_ORDER, kind="stable", key=sort_key)
+    merged, settings = wide.reset_index(), workloads_of(reports)
+    merged["workload"] = [workload_key(settings[fingerprint]) for fingerprint in merged["workload"]]
+    legend = {workload.key: n for n, workload in enumerate(workloads(reports))}  # a cell's rows in legend order
+    merged = merged.sort_values("workload", kind="stable", key=lambda keys: keys.map(legend))
+    merged = merged.sort_values(ROW_ORDER, kind="stable", key=sort_key)
+    if merged["workload"].nunique() < 2:
+        merged = merged.drop(columns="workload")
     merged.attrs["reports"] = frame.attrs["reports"]  # a table without rows says whether it had any (`no_rows`)
     return merged
 
 
-def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
-    """The merged table as Markdown (with the machine legend first, the settings every row shares said once as in
-    a run's table, peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~;
-    without rows, why: `table.no_rows`), CSV or JSON."""
+def render_merged(table: pd.DataFrame, reports: list[Report], fmt: str) -> str:
+    """The merged table of `reports` as Markdown (with the machine legend first, then the workload legend where rows
+    are of several, the settings every row shares said once as in a run's table, peers marked after their variant,
+    and a speedup within its machine's A/A noise floor marked ~; without rows, why: `table.no_rows`), CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
@@ -96,7 +135,9 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
     if table.empty:
         return f"{no_rows(table)}\n"
     lines = ["Machines (hardware fingerprints):", ""]
-    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in found]
+    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in machines(reports)]
+    if "workload" in table:
+        lines += ["", *_workload_legend([w for w in workloads(reports) if w.key in set(table["workload"])])]
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark
     lines += [*(["", line] if line else []), ""]
     lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
@@ -109,6 +150,17 @@ def render_merged(table: pd.DataFrame, found: list[Machine], fmt: str) -> str:
             "far apart the reference's two p50s were in that machine's run), so it is not told apart from noise.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _workload_legend(shown: list[Workload]) -> list[str]:
+    """Each workload of `shown` with the settings whose values differ among them, and its runs."""
+    flat = [flat_workload(workload.settings) for workload in shown]
+    differ = sorted({k for settings in flat for k in settings if any(s.get(k) != settings.get(k) for s in flat)})
+    lines = ["Workloads (the settings that tell them apart; runs of different workloads are never compared):", ""]
+    for workload, settings in zip(shown, flat, strict=True):
+        told = " · ".join(f"{k} {settings.get(k)}" for k in differ)
+        lines.append(f"- `{workload.key}`: {told}; runs {', '.join(workload.runs)}")
+    return lines
 
 
 def _cell(column: str, row: pd.Series) -> str:
