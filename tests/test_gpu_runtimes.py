@@ -76,6 +76,8 @@ def _batch(path: Path, seq_len: int | str = "data", texts: list[str] = TEXTS) ->
         ("cpu", {"cuda_graphs": True}, 'needs device = "cuda"'),
         ("cuda", {"cuda_graphs": "yes"}, "cuda_graphs = 'yes'"),
         ("cuda", {"cuda_graphs": True, "compile": True}, "not both"),
+        ("cpu", {"freezing": True}, "add compile = true"),
+        ("cpu", {"compile": True, "freezing": "yes"}, "freezing = 'yes'"),
     ],
 )
 def test_bad_torch_options_fail_when_the_recipe_is_read(device: str, options: dict, message: str) -> None:
@@ -96,6 +98,7 @@ def test_torch_options_take_true_as_the_default_compile_mode() -> None:
     assert TorchOptions.parse("cuda", {"compile": "max-autotune"}).compile == "max-autotune"
     assert TorchOptions.parse("cuda", {"cuda_graphs": True}) == TorchOptions(None, True)
     assert TorchOptions.parse("cpu", {}) == TorchOptions(None, False)
+    assert TorchOptions.parse("cpu", {"compile": True, "freezing": True}) == TorchOptions("default", False, True)
 
 
 def test_compiled_model_gives_the_eager_logits_on_cpu(tiny_classifier: Path) -> None:
@@ -105,6 +108,45 @@ def test_compiled_model_gives_the_eager_logits_on_cpu(tiny_classifier: Path) -> 
     np.testing.assert_allclose(compiled.predict(batch), eager.predict(batch), atol=1e-4)
     assert compiled.describe(batch)["compile"] == "default"
     assert isinstance(compiled.clock(), HostClock)
+
+
+def _torchao_copy(tiny_classifier: Path, folder: Path) -> ModelArtifact:
+    """The tiny classifier with optbench's torchao scheme beside it, as quantize-dynamic's torch backend writes it."""
+    import json
+    import shutil
+
+    from optbench.artifact import QUANTIZATION_FILE
+    from optbench.runtimes.torch import SCHEME
+
+    shutil.copytree(tiny_classifier, folder)
+    (folder / QUANTIZATION_FILE).write_text(json.dumps({"library": "torchao", "version": "0", "scheme": SCHEME}))
+    return _artifact(folder)
+
+
+def _ran_op(runtime: Any, batch: dict[str, np.ndarray], op: str) -> bool:
+    with torch.profiler.profile() as profile:
+        runtime.predict(batch)
+    return any(event.key == op for event in profile.key_averages())
+
+
+def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_advises(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen, Inductor hands torchao's INT8 matmuls (torch._int_mm, slow without VNNI) to oneDNN, whose kernel on
+    a CPU without VNNI overflows at full range: there the runtime quantizes with torchao's reduce_range."""
+    pytest.importorskip("torchao")
+    monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: True)  # a CPU without VNNI
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+    batch = _batch(tiny_classifier, 16)
+    eager = load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+    frozen = load_runtime(RuntimeSpec("torch", options={"compile": True, "freezing": True}), artifact, threads=1)
+    fp32 = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1).predict(batch)
+    np.testing.assert_allclose(frozen.predict(batch), fp32, atol=0.05)
+    assert _ran_op(frozen, batch, "onednn::qlinear_pointwise") and not _ran_op(frozen, batch, "aten::_int_mm")
+    assert frozen.describe(batch)["freezing"] and frozen.describe(batch)["quantization"]["reduce_range"]
+    assert {m.weight.reduce_range for m in frozen.model.modules() if isinstance(m, torch.nn.Linear)} == {True}
+    assert eager.describe(batch)["quantization"]["reduce_range"] is False  # torch._int_mm keeps the full range
+    assert not torch._inductor.config.freezing  # set for the frozen runtime's calls, not for the process
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,11 @@ def test_runtime_spec_round_trips() -> None:
             "torch-cuda-fp16-cuda-graphs",
         ),
         (RuntimeSpec("torch", options={"compile": False}), "torch", "torch-cpu-fp32"),
+        (
+            RuntimeSpec("torch", options={"compile": True, "freezing": True}),
+            "torch-compile-freezing",
+            "torch-cpu-fp32-compile-freezing",
+        ),
         (RuntimeSpec("onnxruntime", "cuda", options={"provider": "cuda"}), "onnxruntime", "onnxruntime-cuda-fp32"),
         (
             RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False}),

@@ -44,7 +44,8 @@ class TorchRuntime:
         model = load_classifier(artifact.path, dtype=DTYPES[precision])
         self.quantization = _read_scheme(artifact.path / QUANTIZATION_FILE)
         if self.quantization:
-            _quantize(model)
+            reduce_range = _quantize(model, onednn=self.options.freezing and device == "cpu")
+            self.quantization = {**self.quantization, "reduce_range": reduce_range}
         self.model = model.to(self.device).eval()
         self.input_names = model_input_names(model)
         self.forward = self._plan_forward()
@@ -55,6 +56,8 @@ class TorchRuntime:
             return CudaGraphs(self.model)
         if self.options.compile:
             compiled = torch.compile(self.model, mode=self.options.compile)
+            if self.options.freezing:
+                return lambda inputs: _frozen(compiled, inputs)
             return lambda inputs: compiled(**inputs).logits
         return lambda inputs: self.model(**inputs).logits
 
@@ -75,6 +78,7 @@ class TorchRuntime:
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "quantization": self.quantization,
             "compile": self.options.compile,
+            "freezing": self.options.freezing,
             "cuda_graphs": self.options.cuda_graphs,
             "timer": "cuda-events" if self.device.type == "cuda" else "perf_counter",
         }
@@ -85,6 +89,17 @@ def _one_interop_thread() -> None:
     allows setting it once, before any parallel work, as in a fresh job process; elsewhere it is left as is."""
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
+
+
+def _frozen(compiled: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A call of the compiled model with Inductor's freezing on. Dynamo reads the global setting when it traces
+    (the first call of each new shape) to take the weights as constants: torch.compile's `options` reach Inductor
+    only, which then finds them as graph inputs and freezes nothing. Set per call, it stays out of every other
+    compile in the process."""
+    from torch._inductor import config
+
+    with config.patch(freezing=True):
+        return compiled(**inputs).logits
 
 
 class CudaGraphs:
@@ -140,10 +155,35 @@ def _read_scheme(path: Path) -> dict[str, Any] | None:
     return scheme
 
 
-def _quantize(model: torch.nn.Module) -> None:
-    """torchao INT8 dynamic activations and INT8 weights on every Linear layer, in place."""
+def _quantize(model: torch.nn.Module, *, onednn: bool) -> bool:
+    """torchao INT8 dynamic activations and INT8 weights on every Linear layer, in place; returns whether their
+    ranges are cut to 7 bits, as torchao's `reduce_range` does where `onednn` (a frozen graph on CPU, whose Linear
+    layers Inductor hands to oneDNN) meets a CPU without VNNI: there oneDNN's kernel sums pairs of 8-bit products
+    in saturating 16 bits, which overflow at full range (on an AVX2 CPU, two Linear layers 384 -> 1536 -> 384 were
+    off by 22% at full range, 3% reduced). torch._int_mm, which runs them otherwise, does not saturate (1.6% at
+    full range), so elsewhere the full range is kept."""
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as exc:
         raise OptbenchError("this model is quantized with torchao: pip install torchao") from exc
-    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    reduce_range = onednn and _cpu_lacks_vnni()
+    # reduce_range came in torchao 0.18: older releases take the config without it
+    config = (
+        Int8DynamicActivationInt8WeightConfig(reduce_range=True)
+        if reduce_range
+        else Int8DynamicActivationInt8WeightConfig()
+    )
+    quantize_(model, config)
+    return reduce_range
+
+
+def _cpu_lacks_vnni() -> bool:
+    """torchao's own test for when its INT8 ranges should be reduced (`should_reduce_range`, torchao 0.18)."""
+    try:
+        from torchao.utils import should_reduce_range
+    except ImportError as exc:
+        raise OptbenchError(
+            "runtime torch freezing = true with a torchao model needs torchao 0.18 or later (its reduce_range keeps "
+            "oneDNN's INT8 kernel from overflowing on CPUs without VNNI): pip install -U 'torchao>=0.18'"
+        ) from exc
+    return should_reduce_range(torch.device("cpu"))

@@ -9,16 +9,19 @@ from typing import Any
 from optbench.errors import OptbenchError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-OPTIONS = ("compile", "cuda_graphs")
+OPTIONS = ("compile", "cuda_graphs", "freezing")
 
 
 @dataclass(frozen=True)
 class TorchOptions:
-    """The torch runtime's options: `compile` (false, true or a torch.compile mode) and `cuda_graphs`
-    (capture the eager model as one CUDA graph per input shape and replay it)."""
+    """The torch runtime's options: `compile` (false, true or a torch.compile mode), `cuda_graphs` (capture the
+    eager model as one CUDA graph per input shape and replay it) and `freezing` (with compile: Inductor takes the
+    weights as constants, folds them and, on CPU, prepacks Linear layers for oneDNN, torchao's INT8 ones
+    included, as PyTorch's x86 Inductor guides run inference)."""
 
     compile: str | None = None
     cuda_graphs: bool = False
+    freezing: bool = False
 
     @classmethod
     def parse(cls, device: str, options: dict[str, Any], precision: str = "fp32") -> TorchOptions:
@@ -48,12 +51,21 @@ class TorchOptions:
                 'runtime torch: choose cuda_graphs or compile, not both (compile = "reduce-overhead" compiles '
                 "and captures CUDA graphs)"
             )
-        return cls(mode or None, graphs)
+        freezing = options.get("freezing", False)
+        if not isinstance(freezing, bool):
+            raise OptbenchError(f"runtime torch freezing = {freezing!r}: use true or false")
+        if freezing and not mode:
+            raise OptbenchError(
+                "runtime torch freezing = true is a torch.compile setting: add compile = true (or a mode)"
+            )
+        return cls(mode or None, graphs, freezing)
 
     def tag(self) -> str:
-        """The options in a runtime's label: "" (eager), "compile", "compile-max-autotune" or "cuda-graphs"."""
+        """The options in a runtime's label: "" (eager), "compile", "compile-max-autotune", "compile-freezing" or
+        "cuda-graphs"."""
         if self.cuda_graphs:
             return "cuda-graphs"
-        if self.compile:
-            return "compile" if self.compile == "default" else f"compile-{self.compile}"
-        return ""
+        if not self.compile:
+            return ""
+        tag = "compile" if self.compile == "default" else f"compile-{self.compile}"
+        return f"{tag}-freezing" if self.freezing else tag
