@@ -2,7 +2,8 @@
 
 torchao's pipeline is `quantize_` then `torch.compile`: this step writes the quantized checkpoint (the same
 artifact as quantize-dynamic with backend = "torch"), and the recipe measures it on the torch runtime with
-`options = {compile = true}`, whose first call (the report's `first_call_s`) is the compile time.
+`options = {compile = true, freezing = true}` (frozen, Inductor runs its INT8 matmuls in oneDNN on CPU), whose
+first call (the report's `first_call_s`) is the compile time.
 """
 
 from __future__ import annotations
