@@ -137,3 +137,15 @@ def gpu_report() -> Report:
     measurements = tuple(dataclasses.replace(m, gpu_memory=gpu) for m in report.measurements)
     runtime = {**report.runtime, "startup": {"load_s": 1.25, "first_call_s": 14.5}}
     return dataclasses.replace(report, measurements=measurements, runtime=runtime)
+
+
+# Rows naming a runtime, device or precision optbench has none of, each with the error RowChoice.parse gives:
+# read alike by a budget's speedup_against and by report --against.
+UNKNOWN_ROW_NAMES = [
+    (
+        "baseline/onxruntime",
+        r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
+    ),
+    ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
+    ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
+]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
+from report_fixtures import UNKNOWN_ROW_NAMES, make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.accuracy import Drop
 from optbench.budget import Limit, load_budgets, parse_budget
@@ -579,14 +579,7 @@ def test_speedup_against_needs_a_row_and_a_min_speedup(line: str, message: str, 
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [
-        (
-            "baseline/onxruntime",
-            r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
-        ),
-        ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
-        ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
-    ],
+    UNKNOWN_ROW_NAMES,
 )
 def test_speedup_against_a_runtime_device_or_precision_optbench_lacks_is_refused(
     row: str, message: str, tmp_path: Path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import make_report, with_figures
+from report_fixtures import UNKNOWN_ROW_NAMES, make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
@@ -101,14 +101,7 @@ def test_report_against_on_the_command_line(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [
-        (
-            "baseline/onxruntime",
-            r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
-        ),
-        ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
-        ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
-    ],
+    UNKNOWN_ROW_NAMES,
 )
 def test_report_against_a_runtime_device_or_precision_optbench_lacks_is_refused(
     row: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
