@@ -214,6 +214,7 @@ def apply_dynamic(
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
     choices: dict[str, Any] = {"preflight": hardware.reason, "reduce_range": reduce_range}
     candidates = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
+    excluded = _dynamic_exclusions(graph, config.exclude_nodes)
     for weight_type in candidates:
         path = out_dir / f"{weight_type}.onnx"
         quantize_dynamic(
@@ -223,7 +224,7 @@ def apply_dynamic(
             per_channel=config.per_channel,
             reduce_range=reduce_range,
             weight_type=_quant_type(weight_type),
-            nodes_to_exclude=_dynamic_exclusions(graph, config.exclude_nodes),
+            nodes_to_exclude=excluded,
             extra_options={"DefaultTensorType": _float_type()},
         )
         _check_written(path, config.name)  # before the timing loads it
