@@ -317,14 +317,16 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
             continue
         try:
             stored = _read_json(folder / "sweep.json")
-            if stored is None or SweepStore(folder, stored["run_id"])._live_participants():
+            if stored is None:
+                continue
+            store = SweepStore(folder, stored["run_id"])
+            if store._live_participants():
                 continue
         except OptbenchError:  # damaged
             continue
-        run_id = stored["run_id"]
-        if (root / run_id).is_dir():
-            if SweepStore(folder, run_id)._remove():
-                log.info("removed %s, the sweep of run %s, published and left behind", folder, run_id)
+        if (root / store.run_id).is_dir():
+            if store._remove():
+                log.info("removed %s, the sweep of run %s, published and left behind", folder, store.run_id)
             continue
         size, touched = _footprint(folder)
         log.info(
@@ -334,8 +336,8 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
             folder,
             size / 1e6,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(touched)),
-            len(list((folder / "jobs").glob("*.json"))),
-            run_id,
+            store.done(),
+            store.run_id,
         )
 
 
