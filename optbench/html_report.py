@@ -9,7 +9,7 @@ import html
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -186,16 +186,6 @@ def plot_key(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def default_shape(shapes: Iterable[Shape]) -> Shape:
-    """The shape a plot shows when none is asked for: batch 1 x 128 where it was measured, else the smallest
-    measured shape (`_shape_order`), whatever order the shapes come in. The run's own page and `optbench report
-    --format html` both choose by this rule."""
-    measured = set(shapes)
-    if DEFAULT_SHAPE in measured:
-        return DEFAULT_SHAPE
-    return min(measured, key=_shape_order)
-
-
 def _shape_order(shape: Shape) -> tuple[int, bool, int]:
     """Smallest first: the smallest batch, at its shortest fixed length, `data` last."""
     return shape[0], shape[1] == "data", 0 if shape[1] == "data" else int(shape[1])
@@ -211,9 +201,11 @@ def measured_shapes(frame: pd.DataFrame) -> list[Shape]:
 
 
 def run_shape(run: pd.DataFrame) -> Shape:
-    """`default_shape` of the shapes a run's table holds (a user's recipe measured only at other lengths
-    still gets its plot)."""
-    return default_shape(measured_shapes(run))
+    """The shape a run's plot shows when none is asked for: batch 1 x 128 where the run measured it, else its
+    smallest measured shape (a user's recipe measured only at other lengths still gets its plot). The run's own
+    page and `optbench report --format html` both choose by this rule."""
+    shapes = measured_shapes(run)
+    return DEFAULT_SHAPE if DEFAULT_SHAPE in shapes else shapes[0]
 
 
 def plots_missing() -> str | None:
