@@ -209,7 +209,8 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         raise OptbenchError(
             f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'
         )
-    _check_not_lfs_pointers(folder)
+    weights = weight_files(folder)
+    _check_not_lfs_pointers(folder, weights)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -226,7 +227,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     _check_label_map(config, config_path)
     _check_architectures(config, config_path)
-    if not any(p.suffix in (".safetensors", ".bin") for p in weight_files(folder)):
+    if not any(p.suffix in (".safetensors", ".bin") for p in weights):
         raise OptbenchError(
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
             "save the model with save_pretrained() and point optbench at that folder"
@@ -240,11 +241,11 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _check_not_lfs_pointers(folder: Path) -> None:
+def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
     """Refuse weights or tokenizer files that are Git LFS pointers (a Hub repository cloned without git-lfs): they
     pass every check by name, and the run failed only when a step or job loaded them, with safetensors' or the
     tokenizer's own error."""
-    files = [*weight_files(folder), *(folder / name for name in HF_FILES if (folder / name).is_file())]
+    files = [*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())]
     pointers = [path.name for path in files if _is_lfs_pointer(path)]
     if pointers:
         raise OptbenchError(
@@ -320,7 +321,7 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     elif count is not None and count != len(id2label):
         problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
     else:
-        _check_distinct_labels(id2label, config_path)
+        _check_distinct_labels(config, config_path)
         return
     raise OptbenchError(
         f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
@@ -328,12 +329,12 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     )
 
 
-def _check_distinct_labels(id2label: dict[Any, Any], config_path: Path) -> None:
-    """Refuse a label name given to two ids: a dataset label of that name was scored against the first id alone,
-    so every row of the other id's class counted as wrong."""
+def _check_distinct_labels(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a label name given to two ids (`id2label` checked to hold ids 0..n-1): a dataset label of that name
+    was scored against the first id alone, so every row of the other id's class counted as wrong."""
     ids: dict[str, list[int]] = {}
-    for key, name in sorted(id2label.items(), key=lambda item: int(item[0])):
-        ids.setdefault(str(name), []).append(int(key))
+    for id_, name in enumerate(hf_label_names(config)):
+        ids.setdefault(name, []).append(id_)
     repeated = [f"{name!r} for ids {', '.join(map(str, of))}" for name, of in ids.items() if len(of) > 1]
     if repeated:
         raise OptbenchError(
