@@ -30,7 +30,7 @@ READ_FIXES = {
     ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}]; a file of one '
     "object per line (what Dataset.to_json writes): name it .jsonl",
 }
-FILE_OPTIONS = ("text_column", "label_column", "split_column", "group_column")  # DatasetConfig's, for files only
+FILE_OPTIONS = ("text_column", "label_column", "group_column", "split_column")  # DatasetConfig's, for files only
 FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
@@ -113,12 +113,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         frame = _read_file(Path(config.source), config.text_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
-        settings = {
-            "text_column": text_column,
-            "label_column": label_column,
-            "group_column": group_column,
-            "split_column": split_column,
-        }
+        settings = {option: getattr(config, option) for option in FILE_OPTIONS}
         wanted = [c for c in settings.values() if c]
         missing = {option: c for option, c in settings.items() if c and c not in frame.columns}
         if missing:  # name only the settings at fault: the others name columns the file has
