@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -150,15 +150,14 @@ def compare(
 ) -> pd.DataFrame:
     """Every figure of every row key of `a` and `b` (report tables, `table.to_frame`), with its mark;
     `workloads` (workload fingerprint -> the report's workload, `workloads_of`) names what differs where
-    two rows are not comparable, and `failures_b` (called only where a row is newly failing: a damaged failures.json
-    stops only a comparison that uses it) why B has no report of a row."""
+    two rows are not comparable, and `failures_b` (called where a row is newly failing, so a damaged failures.json
+    stops only a comparison that uses it; `Side.failures` reads it once) why B has no report of a row."""
     key = match_key(a, b)
     a, b = _with_reference(newest(a, key), key), _with_reference(newest(b, key), key)
-    failures = cache(failures_b)
     out = []
     for row in a.index.union(b.index, sort=False):
         sides = [frame.loc[row] for frame in (a, b) if row in frame.index]
-        failed = None if row in b.index else _failed_in_b(row, len(key) > len(KEY), failures())
+        failed = None if row in b.index else _failed_in_b(row, len(key) > len(KEY), failures_b())
         machines = [*(str(side["machine"] or "-") for side in sides), *([failed[1] or "-"] if failed else [])]
         where = [*row[: len(KEY)], " -> ".join(dict.fromkeys(machines))]
         if row not in b.index:
