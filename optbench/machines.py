@@ -10,8 +10,6 @@ each workload has its own rows, named in a `workload` column, and a second legen
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,7 +17,7 @@ import pandas as pd
 
 from optbench.compare import flat_workload, workloads_of
 from optbench.errors import OptbenchError
-from optbench.report import Report
+from optbench.report import Report, settings_hash
 from optbench.table import (
     ROW_ORDER,
     format_cell,
@@ -84,7 +82,7 @@ class Workload:
 def workload_key(settings: Mapping) -> str:
     """A short hash of a workload's settings: the same for every shape measured on it (its measurements' workload
     fingerprints hash the shape in too)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return settings_hash(settings, 8)
 
 
 def workloads(reports: list[Report]) -> list[Workload]:

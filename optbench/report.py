@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,14 @@ EXTRA_COLUMNS = [
 ]
 
 
+def settings_hash(settings: Mapping[str, Any], length: int) -> str:
+    """The first `length` hex digits of the sha256 of `settings` as sorted JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def workload_fingerprint(workload: dict[str, Any], batch_size: int, seq_len: int | str) -> str:
     """A short hash of the workload settings and the shape: measurements whose hashes differ are never compared."""
-    settings = {**workload, "batch_size": batch_size, "seq_len": seq_len}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return settings_hash({**workload, "batch_size": batch_size, "seq_len": seq_len}, 12)
 
 
 @dataclass(frozen=True)
