@@ -223,22 +223,21 @@ def budget_regressions(
         machine = check.machine if several else ""
         return check.budget, check.variant, check.runtime, check.limit.key, check.limit.text, check.shape, machine
 
-    def in_b(at: tuple[str, ...], old: Check) -> Check | None:
-        """B's check of A's check `old` (`at` its key): the gate's check of the failure that left B's run without its
-        report (on the runtime "-" for a step's), placed on the machine `Failures.of` says, or else the same one."""
+    def in_b(old: Check) -> Check | None:
+        """B's check of A's check `old`: the gate's check of the failure that left B's run without its report (on the
+        runtime "-" for a step's, on no machine), placed on the machine `Failures.of` says, or else the same one."""
         failed = failures_b.of(old.variant, old.runtime, old.machine if several else None)
         if failed is None:
-            return after.get(at)
+            return after.get(key(old))
         failure, machine = failed
-        budget, variant, _, *limit_at_shape, _ = at
-        check = after.get((budget, variant, failure.runtime or "-", *limit_at_shape, ""))
+        check = after.get(key(replace(old, runtime=failure.runtime or "-", machine="")))
         return None if check is None else replace(check, machine=machine)
 
     before = {key(check): check for check in evaluate(budgets, run_a)}  # a report copied in twice: checked once
     after = {key(check): check for check in evaluate(budgets, run_b, list(failures_b.jobs))}
     out = []
-    for at, old in before.items():
-        new = in_b(at, old)
+    for old in before.values():
+        new = in_b(old)
         if old.verdict == "fail" or (new is not None and new.verdict != "fail"):
             continue
         # A's check passed, so it judged a report: the row names that report's engine, device and precision
