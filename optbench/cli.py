@@ -432,7 +432,8 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from optbench.budget import load_budgets
-    from optbench.compare import budget_regressions, compare, open_side, render, workloads_of
+    from optbench.compare import budget_regressions, compare, open_side, render
+    from optbench.report import workloads_of
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []

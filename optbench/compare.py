@@ -27,7 +27,7 @@ from optbench.budget import Budget
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
-from optbench.report import FailedJob, Report
+from optbench.report import FailedJob, Report, flat_workload
 from optbench.runtimes import runtime_label
 from optbench.table import missing, records_json, said_once
 
@@ -149,7 +149,7 @@ def compare(
     failures_b: Callable[[], Failures] = Failures,
 ) -> pd.DataFrame:
     """Every figure of every row key of `a` and `b` (report tables, `table.to_frame`), with its mark;
-    `workloads` (workload fingerprint -> the report's workload, `workloads_of`) names what differs where
+    `workloads` (workload fingerprint -> the report's workload, `report.workloads_of`) names what differs where
     two rows are not comparable, and `failures_b` (called where a row is newly failing, so a damaged failures.json
     stops only a comparison that uses it; `Side.failures` reads it once) why B has no report of a row."""
     key = match_key(a, b)
@@ -180,12 +180,6 @@ def _failed_in_b(row: tuple, several: bool, failures: Failures) -> tuple[FailedJ
     return failures.of(variant, runtime_label(engine, device, precision), str(row[-1] or "") if several else None)
 
 
-def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
-    """Each measurement's workload fingerprint -> its report's workload (data, max_length, threads, timing, max_batches,
-    rounds)."""
-    return {m.workload_fingerprint: r.workload for r in reports for m in r.measurements}
-
-
 def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:
     """Why two rows are not comparable: the workload settings that differ, where both sides' are known."""
     if a not in workloads or b not in workloads:
@@ -193,17 +187,6 @@ def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:
     flat_a, flat_b = (flat_workload(workloads[side]) for side in (a, b))
     keys = sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
     return "workload differs: " + "; ".join(f"{k} {flat_a.get(k)} vs {flat_b.get(k)}" for k in keys)
-
-
-def flat_workload(workload: Mapping) -> dict[str, object]:
-    """A workload with its nested tables (timing) as dotted keys."""
-    out: dict[str, object] = {}
-    for key, value in workload.items():
-        if isinstance(value, Mapping):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def budget_regressions(

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from optbench.compare import flat_workload, workloads_of
 from optbench.errors import OptbenchError
-from optbench.report import Report, settings_hash
+from optbench.report import Report, flat_workload, settings_hash, workloads_of
 from optbench.table import (
     ROW_ORDER,
     format_cell,

@@ -106,6 +106,23 @@ def workload_fingerprint(workload: dict[str, Any], batch_size: int, seq_len: int
     return settings_hash({**workload, "batch_size": batch_size, "seq_len": seq_len}, 12)
 
 
+def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
+    """Each measurement's workload fingerprint -> its report's workload (data, max_length, threads, timing, max_batches,
+    rounds)."""
+    return {m.workload_fingerprint: r.workload for r in reports for m in r.measurements}
+
+
+def flat_workload(workload: Mapping) -> dict[str, object]:
+    """A workload with its nested tables (timing) as dotted keys."""
+    out: dict[str, object] = {}
+    for key, value in workload.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Measurement:
     """Latency and memory of one model on one runtime at one batch shape."""
