@@ -388,7 +388,7 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         if args.peer_budget is not None:
             raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
-        _emit(render_merged(merge_by_machine(reports), reports, args.format), args.output, read)
+        _emit(render_merged(merge_by_machine(reports), args.format), args.output, read)
     elif args.format == "html":
         from optbench.html_report import html_files, parse_shape, write_html
         from optbench.output_paths import refuse_overwriting_inputs

@@ -10,7 +10,7 @@ each workload has its own rows, named in a `workload` column, and a second legen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -50,23 +50,33 @@ class Machine:
         gpus = f", {', '.join(self.gpus)}" if self.gpus else ""
         return f"{self.cpu} ({cores}{gpus})"
 
+    @classmethod
+    def of(cls, key: str, environment: Mapping, runs: tuple[str, ...]) -> Machine:
+        """The machine `key` as `environment` (a report's) describes it, and the runs measured on it."""
+        cpu = environment.get("cpu") or {}
+        gpus = tuple(gpu.get("name", "?") for gpu in environment.get("gpu") or [])
+        return cls(key, cpu.get("model") or "unknown CPU", cpu.get("logical_cores"), gpus, runs)
+
+
+def _machine_key(machine: object) -> str:
+    """A report's machine key, "unknown" for a report without one (older reports)."""
+    return machine if isinstance(machine, str) and machine else "unknown"
+
+
+def _first_and_runs(reports: list[Report], key: Callable[[Report], str]) -> dict[str, tuple[Report, tuple[str, ...]]]:
+    """Each `key` among `reports`, in order of first appearance: its first report and its runs (recipe/run id)."""
+    found: dict[str, tuple[Report, tuple[str, ...]]] = {}
+    for report in reports:
+        at, run = key(report), f"{report.recipe}/{report.run_id}"
+        first, runs = found.get(at, (report, ()))
+        found[at] = (first, runs if run in runs else (*runs, run))
+    return found
+
 
 def machines(reports: list[Report]) -> list[Machine]:
-    """Every machine among `reports`, in order of first appearance."""
-    found: dict[str, Machine] = {}
-    for report in reports:
-        env = report.environment
-        key = env.get("machine") or "unknown"
-        run = f"{report.recipe}/{report.run_id}"
-        if key in found:
-            if run not in found[key].runs:
-                machine = found[key]
-                found[key] = Machine(key, machine.cpu, machine.cores, machine.gpus, (*machine.runs, run))
-            continue
-        cpu = env.get("cpu") or {}
-        gpus = tuple(gpu.get("name", "?") for gpu in env.get("gpu") or [])
-        found[key] = Machine(key, cpu.get("model") or "unknown CPU", cpu.get("logical_cores"), gpus, (run,))
-    return list(found.values())
+    """Every machine among `reports`, in order of first appearance, as its first report describes it."""
+    found = _first_and_runs(reports, lambda report: _machine_key(report.environment.get("machine")))
+    return [Machine.of(key, first.environment, runs) for key, (first, runs) in found.items()]
 
 
 @dataclass(frozen=True)
@@ -86,45 +96,46 @@ def workload_key(settings: Mapping) -> str:
 
 def workloads(reports: list[Report]) -> list[Workload]:
     """Every workload among `reports`, in order of first appearance."""
-    found: dict[str, Workload] = {}
-    for report in reports:
-        key, run = workload_key(report.workload), f"{report.recipe}/{report.run_id}"
-        known = found.get(key, Workload(key, report.workload, ()))
-        found[key] = known if run in known.runs else Workload(key, known.settings, (*known.runs, run))
-    return list(found.values())
+    found = _first_and_runs(reports, lambda report: workload_key(report.workload))
+    return [Workload(key, first.workload, runs) for key, (first, runs) in found.items()]
 
 
 def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
     """One row per measured cell (its key, and `peer`: whether another tool's pipeline made the variant), with
     `p50_ms@<machine>`, `speedup_p50@<machine>` and `noise_floor_pct@<machine>` for every machine (its newest
     report of that cell; empty where a machine did not measure it, or ran without the A/A check). A cell is measured
-    on one workload: where the reports hold several, a `workload` column (`workload_key`) tells their rows apart."""
+    on one workload: where the reports hold several, a `workload` column (`workload_key`) tells their rows apart.
+    The table carries its legends for `render_merged`: attrs["machines"] and attrs["workloads"], in order of first
+    appearance (`machines`, `workloads`)."""
     if not reports:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
-    # as machines() names a report without a key: pivot would drop a None column and its figures with it
-    frame["machine"] = [key if isinstance(key, str) and key else "unknown" for key in frame["machine"]]
+    # "unknown" for a report without a key, as machines() names it: pivot would drop a None column and its figures
+    frame["machine"] = [_machine_key(key) for key in frame["machine"]]
+    known_machines, known_workloads = machines(reports), workloads(reports)
     # keyed by the workload fingerprint, as compare matches rows: two fingerprints are two workloads
     newest = frame.drop_duplicates([*ROW_KEY, "workload", "machine"], keep="last")
     wide = newest.pivot(index=[*ROW_KEY, "workload", "peer"], columns="machine", values=list(FIGURES))
-    order = [m.key for m in machines(reports)]
+    order = [m.key for m in known_machines]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([FIGURES, order]))
     wide.columns = [f"{figure}@{machine}" for figure, machine in wide.columns]
     merged, settings = wide.reset_index(), workloads_of(reports)
     merged["workload"] = [workload_key(settings[fingerprint]) for fingerprint in merged["workload"]]
-    legend = {workload.key: n for n, workload in enumerate(workloads(reports))}  # a cell's rows in legend order
+    legend = {workload.key: n for n, workload in enumerate(known_workloads)}  # a cell's rows in legend order
     merged = merged.sort_values("workload", kind="stable", key=lambda keys: keys.map(legend))
     merged = merged.sort_values(ROW_ORDER, kind="stable", key=sort_key)
     if merged["workload"].nunique() < 2:
         merged = merged.drop(columns="workload")
     merged.attrs["reports"] = frame.attrs["reports"]  # a table without rows says whether it had any (`no_rows`)
+    merged.attrs.update(machines=known_machines, workloads=known_workloads)
     return merged
 
 
-def render_merged(table: pd.DataFrame, reports: list[Report], fmt: str) -> str:
-    """The merged table of `reports` as Markdown (with the machine legend first, then the workload legend where rows
-    are of several, the settings every row shares said once as in a run's table, peers marked after their variant,
-    and a speedup within its machine's A/A noise floor marked ~; without rows, why: `table.no_rows`), CSV or JSON."""
+def render_merged(table: pd.DataFrame, fmt: str) -> str:
+    """The merged table (`merge_by_machine`, whose attrs hold its legends) as Markdown (with the machine legend first,
+    then the workload legend where rows are of several, the settings every row shares said once as in a run's table,
+    peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~; without rows, why:
+    `table.no_rows`), CSV or JSON."""
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
@@ -132,9 +143,10 @@ def render_merged(table: pd.DataFrame, reports: list[Report], fmt: str) -> str:
     if table.empty:
         return f"{no_rows(table)}\n"
     lines = ["Machines (hardware fingerprints):", ""]
-    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in machines(reports)]
+    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in table.attrs["machines"]]
     if "workload" in table:
-        lines += ["", *_workload_legend([w for w in workloads(reports) if w.key in set(table["workload"])])]
+        shown = set(table["workload"])
+        lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark
     lines += [*(["", line] if line else []), ""]
     lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]

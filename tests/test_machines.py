@@ -50,7 +50,7 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     table = merge_by_machine(reports)
     onnx = table[table["variant"] == "baseline+onnx"].iloc[0]
     assert onnx["p50_ms@aaa"] == 20 and onnx.isna()["p50_ms@bbb"]
-    text = render_merged(table, reports, "md")
+    text = render_merged(table, "md")
     assert "All rows: device cpu · runtime precision fp32 · batch 1 · seq_len 128\n" in text  # said once
     assert "| baseline+onnx | torch | 20.00 | - | 2.00x | - | - | - |" in text
     assert "marked ~" not in text  # no floor measured: nothing to explain
@@ -59,13 +59,13 @@ def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
 def test_json_of_no_rows_is_an_empty_list() -> None:
     """Reports without measurements merge into no rows: pandas indented its empty list as "[\n\n]"."""
     reports = [dataclasses.replace(make_report(), measurements=())]
-    assert render_merged(merge_by_machine(reports), reports, "json") == "[]"
+    assert render_merged(merge_by_machine(reports), "json") == "[]"
 
 
 def test_markdown_of_no_rows_says_why_as_a_runs_table_does() -> None:
     """Reports without measurements: the legend and an empty table were printed, with no word of why."""
     reports = [dataclasses.replace(make_report(steps), measurements=()) for steps in [(), ("onnx",)]]
-    text = render_merged(merge_by_machine(reports), reports, "md")
+    text = render_merged(merge_by_machine(reports), "md")
     assert text == "2 reports found, none with a measurement (a latency at a batch shape)\n"
 
 
@@ -97,7 +97,7 @@ def test_runs_of_different_workloads_get_rows_of_their_own() -> None:
         [keys[1], "-", 10],
         [keys[2], "-", 11],
     ]
-    text = render_merged(table, reports, "md")
+    text = render_merged(table, "md")
     assert "Workloads (the settings that tell them apart; runs of different workloads are never compared):" in text
     assert f"- `{keys[0]}`: rounds 1 · rows 10; runs demo/run-a, demo/run-c\n" in text
     assert f"- `{keys[2]}`: rounds 3 · rows 500; runs demo/run-d\n" in text
@@ -107,7 +107,7 @@ def test_runs_of_different_workloads_get_rows_of_their_own() -> None:
 def test_one_workload_needs_no_workload_column() -> None:
     reports = _two_machines()
     table = merge_by_machine(reports)
-    assert "workload" not in table and "Workloads" not in render_merged(table, reports, "md")
+    assert "workload" not in table and "Workloads" not in render_merged(table, "md")
 
 
 def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
@@ -123,7 +123,7 @@ def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
     table = merge_by_machine(reports)
     onnx_row = table[table["variant"] == "baseline+onnx"].iloc[0]
     assert (onnx_row["noise_floor_pct@aaa"], onnx_row["noise_floor_pct@bbb"]) == (3.0, 1.0)
-    text = render_merged(table, reports, "md")
+    text = render_merged(table, "md")
     assert "| baseline+onnx | torch | 39.00 | 9.70 | ~1.03x | 1.03x | 3.0% | 1.0% |" in text
     assert "| baseline | torch | 40.00 | 10.00 | 1.00x | 1.00x | 3.0% | 1.0% |" in text
     assert "A speedup marked ~ is within its machine's A/A noise floor" in text
@@ -167,7 +167,7 @@ def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:
     reports = [_on(make_report(steps, shapes=shapes), "aaa", "EPYC", "run-a") for steps in [("onnx",), ()]]
     table = merge_by_machine(reports)
     assert list(zip(table["seq_len"], table["variant"], strict=True)) == SHAPE_GROUPED_ROWS
-    text = render_merged(table, reports, "md")  # the length differs: a column; the rest is said once
+    text = render_merged(table, "md")  # the length differs: a column; the rest is said once
     assert "All rows: device cpu · runtime precision fp32 · batch 1\n" in text
     assert "| variant | runtime | seq_len | p50_ms@aaa |" in text
 
@@ -178,7 +178,7 @@ def test_figures_are_rounded_as_in_a_runs_table() -> None:
         _on(with_figures(make_report(shapes=((1, 128),)), p50_ms=p50), m, "EPYC", m)
         for m, p50 in [("aaa", 964.19), ("bbb", 0.0847)]
     ]
-    text = render_merged(merge_by_machine(reports), reports, "md")
+    text = render_merged(merge_by_machine(reports), "md")
     assert "| 964.2 | 0.0847 |" in text
 
 
@@ -188,7 +188,7 @@ def test_peer_rows_are_marked_as_in_a_runs_table() -> None:
     base, peer = make_report(shapes=((1, 128),)), make_report(("peer-optimum",), shapes=((1, 128),))
     reports = [_on(with_figures(r, p50_ms=p50), "aaa", "EPYC", "run-a") for r, p50 in [(base, 40), (peer, 20)]]
     table = merge_by_machine(reports)
-    text = render_merged(table, reports, "md")
+    text = render_merged(table, "md")
     assert "| baseline+peer-optimum (peer) | torch | 20.00 |" in text
     assert "| baseline | torch | 40.00 |" in text
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
