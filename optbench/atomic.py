@@ -1,5 +1,5 @@
 """Write files whole or not at all: a temporary file beside the target, fsync, then rename (or link, to
-create a file only where none exists)."""
+create a file only where none exists); and read such a JSON file back."""
 
 from __future__ import annotations
 
@@ -48,6 +48,21 @@ def create_exclusive(path: Path, data: bytes) -> None:
     a lock file that names its holder, never seen empty or half-written."""
     with _synced_beside(path, data) as tmp:
         os.link(tmp, path)
+
+
+def create_json_exclusive(path: Path, data: dict[str, Any]) -> None:
+    """Create `path` whole with `data` as JSON, or raise FileExistsError when it exists."""
+    create_exclusive(path, json.dumps(data).encode())
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when there is no such file (a sweep's records and claims)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
+        raise OptbenchError(f"{path} is damaged ({exc}): delete it and run the recipe again") from exc
 
 
 @contextlib.contextmanager

@@ -5,13 +5,12 @@ finished job leaves one result file, written atomically: a sweep killed at any p
 and started again runs only the jobs with no stored result, and no file is ever half-written. A job that
 crashes, hangs past its timeout or runs out of memory is stored as failed with its reason and the sweep
 goes on; failed jobs are tried again when a sweep resumes with no other process working on it (one that
-joins a sweep in progress takes its failures as they are, as the processes in it did). A job is claimed (a
-lock file naming the host and process, and until when it holds) while it runs, so two sweeps of the same
-plan share the work instead of running it twice. A process on another host cannot be checked: its claims and
-its place in the sweep hold until a deadline it keeps renewing while it runs. Each claim carries a random token
-its holder keeps: one that lapsed and was taken over by another process is no longer its old holder's to renew,
-let go or record a result for. A sweep no process works on whose recipe now measures something else is kept, for
-a resume, and named when the recipe runs; one whose run was published is removed then (`tidy_sweeps`).
+joins a sweep in progress takes its failures as they are, as the processes in it did). A job is claimed
+(`optbench.claims`) while it runs, so two sweeps of the same plan share the work instead of running it twice; a
+sweep whose claim lapsed and was taken over records no result for it. Each process working on a sweep holds its
+place in it as it holds a claim, until a deadline it keeps renewing while it runs. A sweep no process works on
+whose recipe now measures something else is kept, for a resume, and named when the recipe runs; one whose run was
+published is removed then (`tidy_sweeps`).
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from optbench.atomic import create_exclusive, write_json_atomic
+from optbench.atomic import create_json_exclusive, read_json, write_json_atomic
+from optbench.claims import holds_claim, is_dead, lease, renew_claim, take_claim, this_process
 from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed
@@ -39,7 +39,6 @@ from optbench.job import Job, JobFailed
 log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
-CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
 CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
 
 
@@ -128,8 +127,8 @@ class SweepStore:
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
             with contextlib.suppress(FileExistsError, FileNotFoundError):
-                _create_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
-            stored = _read_json(meta)
+                create_json_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
+            stored = read_json(meta)
             if stored is None:  # removed by the last process of a published sweep as this one opened it
                 continue
             store = cls(folder, stored["run_id"])
@@ -152,7 +151,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
-        stored = _read_json(folder / "sweep.json")
+        stored = read_json(folder / "sweep.json")
         if stored is None:
             return None
         store = cls(folder, stored["run_id"])
@@ -176,7 +175,7 @@ class SweepStore:
 
     def outcome(self, job: PlannedJob) -> Outcome | None:
         """The stored outcome of `job`, or None when it has none yet."""
-        stored = _read_json(self.jobs / f"{job.key}.json")
+        stored = read_json(self.jobs / f"{job.key}.json")
         if stored is None:
             return None
         if stored["status"] == "failed":
@@ -193,10 +192,10 @@ class SweepStore:
             name = f"{job.key}.npy"
             os.replace(result["logits"], self.jobs / name)
             result = {**result, "logits": name}
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **_holder()})
+        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **this_process()})
 
     def record_failure(self, job: PlannedJob, reason: str) -> None:
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "failed", "reason": reason, **_holder()})
+        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "failed", "reason": reason, **this_process()})
 
     def forget_failures(self) -> int:
         """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""
@@ -207,14 +206,14 @@ class SweepStore:
 
     def _failed(self) -> list[Path]:
         """The records of the failed jobs."""
-        return [p for p in self.jobs.glob("*.json") if (_read_json(p) or {}).get("status") == "failed"]
+        return [p for p in self.jobs.glob("*.json") if (read_json(p) or {}).get("status") == "failed"]
 
     def claim(self, job: PlannedJob, timeout_s: float) -> bool:
-        """Take the job for this process, until the job timeout and CLAIM_GRACE_S have passed (see `renew`);
-        False while a live process of another sweep holds it. A claim left by a dead process on this host (a
-        sweep killed mid-job) is taken over, and so is any claim past its deadline: its holder would have
+        """Take the job for this process, until the job timeout and CLAIM_GRACE_S (`optbench.claims`) have passed
+        (see `renew`); False while a live process of another sweep holds it. A claim left by a dead process on this
+        host (a sweep killed mid-job) is taken over, and so is any claim past its deadline: its holder would have
         renewed it, so it is gone, on whichever host (a container that was replaced, with another hostname)."""
-        token = _take(self._claim(job), timeout_s)
+        token = take_claim(self._claim(job), timeout_s)
         if token is not None:
             self._tokens[job.key] = token
         return token is not None
@@ -232,7 +231,7 @@ class SweepStore:
         token = self._tokens.get(job.key)
         if token is None:
             return False
-        if _holds(self._claim(job), token):
+        if holds_claim(self._claim(job), token):
             return True
         log.warning(
             "the claim of %s lapsed and another sweep of this plan took the job over: its outcome stands", job.key
@@ -246,7 +245,7 @@ class SweepStore:
         self.join(timeout_s)
         for job in jobs:
             if self.holds(job):
-                write_json_atomic(self._claim(job), {**_lease(timeout_s), "token": self._tokens[job.key]})
+                renew_claim(self._claim(job), self._tokens[job.key], timeout_s)
 
     def release(self, job: PlannedJob) -> None:
         """Let the claim of `job` go, if it is still this process's."""
@@ -255,9 +254,9 @@ class SweepStore:
             del self._tokens[job.key]
 
     def join(self, timeout_s: float) -> None:
-        """Register this process as working on the sweep, until the job timeout and CLAIM_GRACE_S have passed
-        (run_sweep renews it; see `leave`)."""
-        write_json_atomic(self._participant(), _lease(timeout_s))
+        """Register this process as working on the sweep, until the job timeout and CLAIM_GRACE_S (`optbench.claims`)
+        have passed (run_sweep renews it; see `leave`)."""
+        write_json_atomic(self._participant(), lease(timeout_s))
 
     def leave(self) -> bool:
         """Unregister; the last live participant removes the folder (its run is published). True if removed."""
@@ -271,14 +270,14 @@ class SweepStore:
         checked the folder it replaced."""
         lock = self.folder / "removal.claim"
         try:
-            token = _take(lock, 0.0)
+            token = take_claim(lock, 0.0)
         except FileNotFoundError:  # removed already
             return False
         if token is None:
             return False
-        replaced = (_read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id
+        replaced = (read_json(self.folder / "sweep.json") or {}).get("run_id") != self.run_id
         in_use = replaced or bool(self._live_participants())  # by a new sweep at this path, or by other processes
-        if not _holds(lock, token):  # stalled past the lock's lease while checking: the new holder's, to decide
+        if not holds_claim(lock, token):  # stalled past the lock's lease while checking: the new holder's, to decide
             return False
         if in_use:
             lock.unlink(missing_ok=True)
@@ -291,8 +290,8 @@ class SweepStore:
     def _live_participants(self) -> list[dict[str, Any]]:
         """The other processes registered in the sweep that are alive (this one's own entry left out)."""
         paths = [p for p in (self.folder / "participants").glob("*.json") if p != self._participant()]
-        holders = [_read_json(p) for p in paths]
-        return [h for h in holders if h is not None and not _is_dead(h)]
+        holders = [read_json(p) for p in paths]
+        return [h for h in holders if h is not None and not is_dead(h)]
 
     def _participant(self) -> Path:
         return self.folder / "participants" / f"{socket.gethostname()}-{os.getpid()}.json"
@@ -316,7 +315,7 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
         if folder == current.folder:
             continue
         try:
-            stored = _read_json(folder / "sweep.json")
+            stored = read_json(folder / "sweep.json")
             if stored is None:
                 continue
             store = SweepStore(folder, stored["run_id"])
@@ -487,100 +486,7 @@ def failures(outcomes: Iterable[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if not o.ok and not o.skipped]
 
 
-def _holder() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid), "at": time.time()}
-
-
-def _lease(timeout_s: float) -> dict[str, Any]:
-    """A claim's or a participant's content: its holder, and when it lapses unless renewed (by the holder's own
-    job timeout, which another sweep of the plan may not share)."""
-    return {**_holder(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
-
-
-def _take(path: Path, timeout_s: float) -> str | None:
-    """Create the lock file `path` naming this process (see `SweepStore.claim`) and return its token; None while a
-    live holder has it. One left by a gone holder is renamed away before it is replaced, so that of two processes
-    taking it over at once one does: the other finds it gone, or finds the fresh claim in its place and puts it
-    back."""
-    token = secrets.token_hex(8)
-    for _ in range(2):
-        try:
-            _create_exclusive(path, {**_lease(timeout_s), "token": token})
-            return token
-        except FileExistsError:
-            try:
-                found = path.read_bytes()
-            except FileNotFoundError:  # let go meanwhile
-                continue
-            if _is_live(found):
-                return None
-            gone = path.with_name(f".{path.name}.{secrets.token_hex(4)}.gone")
-            try:
-                os.rename(path, gone)
-            except FileNotFoundError:  # renamed away by another process taking it over
-                continue
-            if gone.read_bytes() != found:  # renewed, or already replaced by another process: not the one judged
-                with contextlib.suppress(FileExistsError):  # unless a third process made its own in the meantime
-                    os.link(gone, path)
-                gone.unlink()
-                return None
-            gone.unlink()
-    return None
-
-
-def _holds(path: Path, token: str) -> bool:
-    """Whether the lock file `path` is still the one `_take` returned `token` for: not let go, nor taken over."""
-    return (_read_json(path) or {}).get("token") == token
-
-
-def _is_live(claim: bytes) -> bool:
-    """Whether a lock file's content names a holder that has it: one within its deadline and alive."""
-    try:
-        holder = json.loads(claim)
-    except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
-        return False
-    return isinstance(holder, dict) and time.time() <= holder.get("until", 0) and not _is_dead(holder)
-
-
-def _is_dead(holder: dict[str, Any]) -> bool:
-    """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
-    on another host, which cannot be checked, once the deadline it renews while alive has passed."""
-    if holder.get("host") != socket.gethostname():
-        return time.time() > holder.get("until", 0)
-    pid = int(holder["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return holder.get("started") is not None and _process_start(pid) != holder["started"]
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), which a reused pid does not share."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _folder(root: Path, identity: dict[str, Any]) -> Path:
     """The folder of the sweep `identity` describes under `root`: named by a hash of it."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return root / f".sweep-{digest}"
-
-
-def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
-    """Create `path` whole with `data` as JSON, or raise FileExistsError when it exists."""
-    create_exclusive(path, json.dumps(data).encode())
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
-        raise OptbenchError(f"{path} is damaged ({exc}): delete it and run the recipe again") from exc

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optbench import sweep
+from optbench import claims, sweep
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, JobFailed
@@ -74,7 +74,7 @@ def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     (tmp_path / "run-1").mkdir()
     fresh = _store(tmp_path, "run-2")
     assert fresh.run_id == "run-2" and fresh.done() == 0
-    busy = {**sweep._lease(60), "host": "another-node"}  # a live process still works on run-2's sweep
+    busy = {**claims.lease(60), "host": "another-node"}  # a live process still works on run-2's sweep
     (fresh.folder / "participants" / "another-node-1.json").write_text(json.dumps(busy))
     (tmp_path / "run-2").mkdir()
     assert _store(tmp_path, "run-4").run_id == "run-2"  # resumed (it hands back the run), not discarded
@@ -99,7 +99,7 @@ def test_other_sweeps_no_process_works_on_are_noted_and_kept_or_removed_if_publi
     cut_short = tmp_path / ".sweep-0123.4567.removed"  # its removal was killed half way
     (cut_short / "jobs").mkdir(parents=True)
     busy = SweepStore.open(tmp_path, {"plan": "busy"}, lambda: "run-3", 60)
-    live = {**sweep._lease(60), "host": "another-node"}
+    live = {**claims.lease(60), "host": "another-node"}
     (busy.folder / "participants" / "another-node-1.json").write_text(json.dumps(live))
     current = _store(tmp_path, "run-4")
     with caplog.at_level("INFO", logger="optbench.sweep"):
@@ -146,14 +146,14 @@ def _write_claim(store: SweepStore, job: PlannedJob, holder: dict[str, Any]) -> 
 def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    holder = sweep._lease(3600)
+    holder = claims.lease(3600)
     _write_claim(store, job, {**holder, "pid": int(finished.stdout)})
     assert store.claim(job, 60)  # its process is gone
     _write_claim(store, job, {**holder, "started": "0"})
     assert store.claim(job, 60)  # this pid, but a process started at another time: the pid was reused
     _write_claim(store, job, {**holder, "host": "another-node"})
     assert not store.claim(job, 60)  # another host's process cannot be checked: it counts as alive
-    _write_claim(store, job, {**holder, "host": "another-node", "at": time.time() - 60 - sweep.CLAIM_GRACE_S - 1})
+    _write_claim(store, job, {**holder, "host": "another-node", "at": time.time() - 60 - claims.CLAIM_GRACE_S - 1})
     assert not store.claim(job, 60)  # taken by a sweep with a longer job timeout: held until its own deadline
     _write_claim(store, job, {**holder, "host": "another-node", "until": time.time() - 1})
     assert store.claim(job, 60)  # but its holder renews it while the job runs: one past its time is left behind
@@ -254,16 +254,16 @@ def test_a_dead_claim_found_by_two_processes_at_once_is_taken_by_one(
     first = _store(tmp_path)
     second = SweepStore(first.folder, first.run_id)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    _write_claim(first, job, {**sweep._lease(3600), "pid": int(finished.stdout)})
-    is_dead = sweep._is_dead
+    _write_claim(first, job, {**claims.lease(3600), "pid": int(finished.stdout)})
+    is_dead = claims.is_dead
     taken: list[bool] = []
 
     def first_takes_it_meanwhile(holder: dict[str, Any]) -> bool:
-        monkeypatch.setattr(sweep, "_is_dead", is_dead)  # once
+        monkeypatch.setattr(claims, "is_dead", is_dead)  # once
         taken.append(first.claim(job, 60))
         return is_dead(holder)
 
-    monkeypatch.setattr(sweep, "_is_dead", first_takes_it_meanwhile)
+    monkeypatch.setattr(claims, "is_dead", first_takes_it_meanwhile)
     taken.append(second.claim(job, 60))
     assert taken == [True, False]
     first.renew([job], 60)
@@ -294,11 +294,11 @@ def test_a_record_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.join(60)
-    other = {**sweep._lease(60), "host": "another-node"}
+    other = {**claims.lease(60), "host": "another-node"}
     (store.folder / "participants" / "another-node-1.json").write_text(json.dumps(other))
     assert not store.leave() and store.folder.exists()  # another node still works on it
     (store.folder / "participants" / "another-node-1.json").write_text(
-        json.dumps({**other, "host": sweep._holder()["host"], "started": "0"})
+        json.dumps({**other, "host": claims.this_process()["host"], "started": "0"})
     )
     assert store.leave() and not store.folder.exists()  # that participant's process is gone
 
@@ -309,7 +309,7 @@ def test_a_participant_on_another_host_that_stopped_renewing_is_gone(tmp_path: P
     recipe measures afresh instead of handing back the old run."""
     store = _store(tmp_path)
     store.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
-    ghost = {**sweep._holder(), "host": "replaced-container", "until": time.time() - 1}
+    ghost = {**claims.this_process(), "host": "replaced-container", "until": time.time() - 1}
     (store.folder / "participants" / "replaced-container-1.json").write_text(json.dumps(ghost))
     (tmp_path / "run-1").mkdir()  # published by the sweep that took its jobs over
     assert _store(tmp_path, "run-2").run_id == "run-2"
@@ -374,7 +374,7 @@ def test_a_process_leaving_late_leaves_the_next_sweep_at_its_path_alone(
 def test_a_sweep_being_removed_by_another_process_is_left_to_it(tmp_path: Path) -> None:
     store = _store(tmp_path)
     (tmp_path / "run-1").mkdir()
-    remover = {**sweep._lease(0), "host": "another-node"}
+    remover = {**claims.lease(0), "host": "another-node"}
     (store.folder / "removal.claim").write_text(json.dumps(remover))
     assert not store.leave() and (store.folder / "sweep.json").exists()
 
@@ -394,9 +394,9 @@ def test_a_removal_lock_taken_over_stays_its_new_holders(
     def stalled_past_its_lease(store: SweepStore) -> list[dict[str, Any]]:
         lock.write_text(json.dumps({**json.loads(lock.read_text()), "until": time.time() - 1}))
         _on(monkeypatch, "node-b")
-        assert sweep._take(lock, 0.0) is not None
+        assert claims.take_claim(lock, 0.0) is not None
         _on(monkeypatch, "node-a")
-        return [sweep._lease(60)] if another_in_the_sweep else []
+        return [claims.lease(60)] if another_in_the_sweep else []
 
     monkeypatch.setattr(SweepStore, "_live_participants", stalled_past_its_lease)
     assert not a.leave()

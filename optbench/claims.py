@@ -1,0 +1,109 @@
+"""A claim: a lock file naming its holder (host, pid, start time) and a deadline; one left by kill -9 is taken over.
+
+A kill -9 runs no clean-up, so a claim outlives its holder: whether it still holds is judged from what it names.
+One whose holder is dead (gone, or its pid now names another process, which the start time tells) or whose deadline
+has passed is taken over; a process on another host cannot be checked, so its claim holds until the deadline it
+keeps renewing while it runs. Each claim carries a random token its holder keeps: one that lapsed and was taken
+over by another process is no longer its old holder's (`holds_claim`) to renew or let go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from optbench.atomic import create_json_exclusive, read_json, write_json_atomic
+
+CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
+
+
+def this_process() -> dict[str, Any]:
+    """This process as a claim names it: host, pid, start time, and the time now."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid), "at": time.time()}
+
+
+def lease(timeout_s: float) -> dict[str, Any]:
+    """A claim's or a sweep participant's content: its holder, and when it lapses unless renewed (by the holder's
+    own job timeout, which another sweep of the plan may not share)."""
+    return {**this_process(), "until": time.time() + timeout_s + CLAIM_GRACE_S}
+
+
+def take_claim(path: Path, timeout_s: float) -> str | None:
+    """Create the lock file `path` naming this process, until `timeout_s` and CLAIM_GRACE_S have passed, and return
+    its token; None while a live holder has it. One left by a gone holder is renamed away before it is replaced, so
+    that of two processes taking it over at once one does: the other finds it gone, or finds the fresh claim in its
+    place and puts it back."""
+    token = secrets.token_hex(8)
+    for _ in range(2):
+        try:
+            create_json_exclusive(path, {**lease(timeout_s), "token": token})
+            return token
+        except FileExistsError:
+            try:
+                found = path.read_bytes()
+            except FileNotFoundError:  # let go meanwhile
+                continue
+            if _is_live(found):
+                return None
+            gone = path.with_name(f".{path.name}.{secrets.token_hex(4)}.gone")
+            try:
+                os.rename(path, gone)
+            except FileNotFoundError:  # renamed away by another process taking it over
+                continue
+            if gone.read_bytes() != found:  # renewed, or already replaced by another process: not the one judged
+                with contextlib.suppress(FileExistsError):  # unless a third process made its own in the meantime
+                    os.link(gone, path)
+                gone.unlink()
+                return None
+            gone.unlink()
+    return None
+
+
+def holds_claim(path: Path, token: str) -> bool:
+    """Whether the lock file `path` is still the one `take_claim` returned `token` for: not let go, nor taken
+    over."""
+    return (read_json(path) or {}).get("token") == token
+
+
+def renew_claim(path: Path, token: str, timeout_s: float) -> None:
+    """Hold the claim `path` (whose `token` this process has) as if taken now."""
+    write_json_atomic(path, {**lease(timeout_s), "token": token})
+
+
+def is_dead(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
+    on another host, which cannot be checked, once the deadline it renews while alive has passed."""
+    if holder.get("host") != socket.gethostname():
+        return time.time() > holder.get("until", 0)
+    pid = int(holder["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return holder.get("started") is not None and _process_start(pid) != holder["started"]
+
+
+def _is_live(claim: bytes) -> bool:
+    """Whether a lock file's content names a holder that has it: one within its deadline and alive."""
+    try:
+        holder = json.loads(claim)
+    except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
+        return False
+    return isinstance(holder, dict) and time.time() <= holder.get("until", 0) and not is_dead(holder)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), which a reused pid does not share."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
