@@ -58,11 +58,14 @@ def create_json_exclusive(path: Path, data: dict[str, Any]) -> None:
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when there is no such file (a sweep's records and claims)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
         raise OptbenchError(f"{path} is damaged ({exc}): delete it and run the recipe again") from exc
+    if not isinstance(data, dict):
+        raise OptbenchError(f"{path} is damaged (not a JSON object): delete it and run the recipe again")
+    return data
 
 
 @contextlib.contextmanager

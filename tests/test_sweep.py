@@ -291,6 +291,18 @@ def test_a_record_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
         store.outcome(job)
 
 
+def test_a_record_or_claim_that_is_json_but_no_object_is_named_as_damaged(tmp_path: Path) -> None:
+    """A list where a record or a claim's holder should be is damage, named as such (it crashed on `.get`)."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    (store.jobs / f"{job.key}.json").write_text("[1]")
+    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \(not a JSON object\)"):
+        store.outcome(job)
+    assert store.claim(job, 60)
+    (store.jobs / f"{job.key}.claim").write_text("[1]")
+    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.claim is damaged \(not a JSON object\)"):
+        store.holds(job)
+
+
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.join(60)
