@@ -5,7 +5,7 @@
 name = "accuracy, every variant"       # optional, shown in the gate's output
 variants = ["*"]                       # glob patterns over variant names (default: every variant)
 runtimes = ["*"]                       # globs, runtime names or labels, e.g. onnxruntime-cpu-fp32 (default: all);
-                                       # a name or label optbench has no runtime for is refused
+                                       # a name or label optbench has no runtime for (options included) is refused
 max_accuracy_drop = "1.0 points"       # against the run's reference, in percentage points
 min_relative_accuracy = "99%"          # of the reference's accuracy, as MLPerf states its targets
 
@@ -36,7 +36,7 @@ from optbench.configs import check_keys, read_toml
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.relative_speedup import RowChoice
-from optbench.runtimes import DEVICES, ENGINES, PRECISIONS, RuntimeSpec
+from optbench.runtimes import ENGINES, every_spec, runtime_label
 
 
 @dataclass(frozen=True)
@@ -177,36 +177,37 @@ def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
 
 
 def _runtimes(entry: dict[str, Any], where: str) -> tuple[str, ...]:
-    """The budget's runtime patterns; one that is no glob must be a runtime's name or label, since it could match
-    no report and its every check would fail as if the model had regressed."""
+    """The budget's runtime patterns; one that is no glob must be a runtime's name or label, options included,
+    since it could match no report and its every check would fail as if the model had regressed."""
     patterns = _patterns(entry, "runtimes", where)
     labels = _labels()
     for pattern in patterns:
-        parts = pattern.split("-", 3)  # runtime, device, precision, and the options' tag (open: not checked)
-        if _GLOB.search(pattern) or pattern in ENGINES or "-".join(parts[:3]) in labels:
+        parts = pattern.split("-", 3)  # runtime, device, precision, and the options' tag
+        base = "-".join(parts[:3])
+        if _GLOB.search(pattern) or pattern in ENGINES or pattern in labels.get(base, ()):
             continue
+        if base in labels:  # a runtime optbench has, with options it does not run it with
+            raise OptbenchError(
+                f"{where} runtimes: {pattern!r}: {base} has no options {parts[3]!r}: give one of {labels[base]}, "
+                f'or a glob such as "{base}-*"{did_you_mean([pattern], labels[base])}'
+            )
         known = [*sorted(ENGINES), *("-".join([label, *parts[3:]]) for label in labels)]
         raise OptbenchError(
-            f"{where} runtimes: {pattern!r} names no runtime: give one of {sorted(ENGINES)}, a label "
-            f"RUNTIME-DEVICE-PRECISION[-OPTIONS] as the gate's lines show it (one of {labels}, with the runtime's "
-            f'options after it, e.g. torch-cpu-fp32-compile), or a glob such as "onnxruntime-*"'
+            f"{where} runtimes: {pattern!r} names no runtime: give one of {sorted(ENGINES)}, a label RUNTIME-DEVICE-"
+            f"PRECISION[-OPTIONS] as the gate's lines show it (one of {list(labels)}, with the runtime's options after "
+            f'it, e.g. torch-cpu-fp32-compile), or a glob such as "onnxruntime-*"'
             f"{did_you_mean([pattern], known)}"
         )
     return patterns
 
 
 @functools.cache
-def _labels() -> list[str]:
-    """Every runtime's label without options (`onnxruntime-cpu-fp32`): each engine on the devices and at the
-    precisions it runs."""
-    labels = []
-    for name in ENGINES:
-        for device in DEVICES:
-            for precision in PRECISIONS:
-                try:
-                    labels.append(RuntimeSpec(name, device, precision).label)
-                except OptbenchError:  # a device or precision the engine does not run
-                    continue
+def _labels() -> dict[str, list[str]]:
+    """Every runtime's labels (`onnxruntime-cpu-fp32-opt-basic`) by its label without options
+    (`onnxruntime-cpu-fp32`): each engine on the devices and at the precisions it runs."""
+    labels: dict[str, list[str]] = {}
+    for spec in every_spec():
+        labels.setdefault(runtime_label(spec.name, spec.device, spec.precision), []).append(spec.label)
     return labels
 
 

@@ -14,16 +14,12 @@ import pandas as pd
 
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.measure import ratio_interval
-from optbench.runtimes import DEVICES, ENGINES, PRECISIONS
+from optbench.runtimes import DEVICES, ENGINES, PRECISIONS, every_spec
 
 KEY_COLUMNS = ("variant", "runtime", "device", "precision_mode")
 GROUP = ["recipe", "run_id", "machine", "batch_size", "seq_len"]
-# a row's parts after VARIANT, and the names each may take (a runtime's options follow its name)
-_PART_NAMES = (
-    ("runtime (a name, with its options after it: torch-compile)", ENGINES),
-    ("device", DEVICES),
-    ("precision", PRECISIONS),
-)
+# a row's parts after RUNTIME, and the names each may take
+_PART_NAMES = (("device", DEVICES), ("precision", PRECISIONS))
 
 
 @dataclass(frozen=True)
@@ -34,21 +30,22 @@ class RowChoice:
 
     @classmethod
     def parse(cls, text: str) -> RowChoice:
-        """The row `text` names; a runtime, device or precision optbench has none of is refused, since the row could
-        name no row of any run."""
+        """The row `text` names; a runtime (options included), device or precision optbench has none of is
+        refused, since the row could name no row of any run."""
         parts = tuple(part.strip() for part in text.split("/"))
         if not 1 <= len(parts) <= len(KEY_COLUMNS) or not all(parts):
             raise OptbenchError(
                 f"cannot read the row {text!r}: write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]], "
                 "e.g. baseline/torch/cuda/fp32"
             )
-        rest = parts[1:]  # its runtime is the table's: the engine and its options' tag (torch-compile)
-        names = [rest[0].split("-")[0], *rest[1:]] if rest else []
-        for part, name, (what, known) in zip(rest, names, _PART_NAMES, strict=False):
-            if name not in known:
+        rest = parts[1:]
+        if rest:
+            _check_runtime(text, rest[0])
+        for part, (what, known) in zip(rest[1:], _PART_NAMES, strict=False):
+            if part not in known:
                 raise OptbenchError(
                     f"cannot read the row {text!r}: {part!r} is no {what}: give one of {sorted(known)}"
-                    f"{did_you_mean([name], known)}"
+                    f"{did_you_mean([part], known)}"
                 )
         return cls(parts)
 
@@ -63,6 +60,23 @@ class RowChoice:
     def matches(self, frame: pd.DataFrame) -> pd.Series:
         """Which rows of `frame` this choice names."""
         return pd.Series([self.names(key) for key in _keys(frame)], index=frame.index, dtype=bool)
+
+
+def _check_runtime(text: str, runtime: str) -> None:
+    """Refuse a row's runtime that is no engine's name with options it runs with (the table's runtime column:
+    `torch`, `torch-compile`), naming the known ones and the closest."""
+    name = runtime.split("-")[0]
+    if name not in ENGINES:
+        raise OptbenchError(
+            f"cannot read the row {text!r}: {runtime!r} is no runtime (a name, with its options after it: "
+            f"torch-compile): give one of {sorted(ENGINES)}{did_you_mean([name], ENGINES)}"
+        )
+    known = list(dict.fromkeys(spec.engine for spec in every_spec() if spec.name == name))
+    if runtime not in known:
+        raise OptbenchError(
+            f"cannot read the row {text!r}: {runtime!r} is no {name} runtime: give one of {known}"
+            f"{did_you_mean([runtime], known)}"
+        )
 
 
 def _keys(frame: pd.DataFrame) -> list[tuple[str, ...]]:

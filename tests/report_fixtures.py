@@ -146,6 +146,10 @@ UNKNOWN_ROW_NAMES = [
         "baseline/onxruntime",
         r"'onxruntime' is no runtime .*: give one of \['onnxruntime', .*did you mean 'onnxruntime'\?",
     ),
+    (  # the options were not checked: the row named no row of any run
+        "baseline/torch-compil/cpu",
+        r"'torch-compil' is no torch runtime: give one of \['torch', 'torch-compile', .*did you mean 'torch-compile'\?",
+    ),
     ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
     ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
 ]

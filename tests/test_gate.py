@@ -282,6 +282,32 @@ def test_a_runtime_that_names_no_runtime_is_refused(runtime: str, hint: str, tmp
     assert "onnxruntime-cpu-fp32" in message and message.endswith(hint)
 
 
+@pytest.mark.parametrize(
+    ("runtime", "options", "hint"),
+    [
+        ("torch-cpu-fp32-compil", "compil", "; did you mean 'torch-cpu-fp32-compile'?"),
+        (
+            "onnxruntime-cuda-fp16-tensorrt-trt-int9",
+            "tensorrt-trt-int9",
+            "; did you mean 'onnxruntime-cuda-fp16-tensorrt-trt-int8'?",
+        ),
+        ("torch-cpu-fp32-cuda-graphs", "cuda-graphs", "; did you mean 'torch-cpu-fp32-compile'"),  # cuda only
+    ],
+)
+def test_a_runtime_label_with_options_the_runtime_lacks_is_refused(
+    runtime: str, options: str, hint: str, tmp_path: Path
+) -> None:
+    """The options were not checked: such a label matched no report, and the gate failed as if the model had
+    regressed (exit 1)."""
+    text = f'[[budget]]\nruntimes = ["torch", "{runtime}"]\nmax_size = "1 GB"\n'
+    with pytest.raises(OptbenchError) as refused:
+        load_budgets(_budget(text, tmp_path))
+    message = str(refused.value)
+    base = runtime.removesuffix(f"-{options}")
+    assert f"runtimes: {runtime!r}: {base} has no options {options!r}: give one of ['{base}', " in message
+    assert f'or a glob such as "{base}-*"{hint}' in message
+
+
 def test_runtime_names_labels_with_options_and_globs_are_read() -> None:
     runtimes = ["torch", "onnxruntime-cuda-fp16-tensorrt-trt-int8", "torch-cpu-fp32-compile", "onx*", "tensorrt-[cg]*"]
     assert parse_budget({"runtimes": runtimes, "max_size": "1 GB"}, "b").runtimes == tuple(runtimes)
@@ -404,6 +430,9 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     misspelt = _budget('[[budget]]\nruntimes = ["onxruntime"]\nmax_size = "1 GB"\n', tmp_path)
     assert main(["gate", "--budget", str(misspelt), str(results)]) == 2  # not 1: the model did not regress
     assert "did you mean 'onnxruntime'?" in capsys.readouterr().err
+    misspelt = _budget('[[budget]]\nruntimes = ["torch-cpu-fp32-compil"]\nmax_size = "1 GB"\n', tmp_path)
+    assert main(["gate", "--budget", str(misspelt), str(results)]) == 2  # an option, as a runtime: bad input
+    assert "did you mean 'torch-cpu-fp32-compile'?" in capsys.readouterr().err
     assert main(["gate", "--budget", str(tmp_path / "missing.toml"), str(results)]) == 2
 
 

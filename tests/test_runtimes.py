@@ -11,7 +11,8 @@ import torch
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import encode
 from optbench.errors import OptbenchError
-from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.runtimes import RuntimeSpec, every_spec, load_runtime, torch_options
+from optbench.runtimes import onnxruntime as ort_runtime
 
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea"]
 
@@ -131,3 +132,19 @@ def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
     spec: RuntimeSpec, engine: str, label: str
 ) -> None:
     assert (spec.engine, spec.label) == (engine, label)
+
+
+def test_every_spec_lists_the_labels_recipes_can_give() -> None:
+    """Budgets and rows are checked against these labels: an option missing from LABELLED would refuse its labels."""
+    assert set(torch_options.LABELLED) == set(torch_options.OPTIONS)
+    assert set(ort_runtime.LABELLED) == set(ort_runtime.OPTIONS) - {"trt_profile"}  # the profile shows in no label
+    labels = {spec.label for spec in every_spec()}
+    assert {
+        "torch-cpu-fp32",
+        "torch-cpu-fp32-compile-max-autotune-freezing",
+        "torch-cuda-bf16-cuda-graphs",
+        "onnxruntime-cpu-fp32-opt-basic",
+        "onnxruntime-cuda-fp16-tensorrt-opt-basic-trt-int8-no-engine-cache",
+        "tensorrt-cuda-fp16",
+    } <= labels
+    assert not {"torch-cpu-fp16", "torch-cpu-fp32-cuda-graphs", "onnxruntime-cpu-fp32-tensorrt"} & labels

@@ -6,6 +6,8 @@ benchmark matrix lists; `load_runtime(spec, artifact, threads)` gives a ready `R
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -97,6 +99,18 @@ def _check_onnxruntime(spec: RuntimeSpec) -> str:
     return OrtOptions.parse(spec.device, spec.precision, spec.options).tag(spec.device)
 
 
+def _torch_labelled() -> dict[str, tuple[Any, ...]]:
+    from optbench.runtimes.torch_options import LABELLED
+
+    return LABELLED
+
+
+def _onnxruntime_labelled() -> dict[str, tuple[Any, ...]]:
+    from optbench.runtimes.onnxruntime import LABELLED
+
+    return LABELLED
+
+
 def _check_tensorrt(spec: RuntimeSpec) -> str:
     if spec.options:
         raise OptbenchError(f"runtime tensorrt takes no options (got {sorted(spec.options)}): the engine holds them")
@@ -155,22 +169,46 @@ class Engine:
     """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
     fails before any step runs; it returns the non-default ones as a short tag for labels), how to load one,
     which models of those formats it leaves out, and why, and how a recipe fills in (or checks) options that
-    follow from its benchmark shapes and max_length (the TensorRT provider's profile)."""
+    follow from its benchmark shapes and max_length (the TensorRT provider's profile); `labelled` gives each option
+    that shows in its labels with the values it takes besides its default, from which `every_spec` lists them."""
 
     formats: tuple[str, ...]
     check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
     declines: Callable[[RuntimeSpec, ModelArtifact], str | None] | None = None  # None: it runs every one
     for_bench: Callable[[RuntimeSpec, list[tuple[int, int | str]], int], RuntimeSpec] = lambda spec, *_: spec
+    labelled: Callable[[], dict[str, tuple[Any, ...]]] = dict  # no options: one label per device and precision
 
 
 ENGINES: dict[str, Engine] = {
-    "torch": Engine(("hf",), _check_torch, _load_torch),
+    "torch": Engine(("hf",), _check_torch, _load_torch, labelled=_torch_labelled),
     "onnxruntime": Engine(
-        ("onnx",), _check_onnxruntime, _load_onnxruntime, _onnxruntime_declines, _onnxruntime_for_bench
+        ("onnx",),
+        _check_onnxruntime,
+        _load_onnxruntime,
+        _onnxruntime_declines,
+        _onnxruntime_for_bench,
+        _onnxruntime_labelled,
     ),
     "tensorrt": Engine(("trt",), _check_tensorrt, _load_tensorrt, _tensorrt_declines),
 }
+
+
+@functools.cache
+def every_spec() -> tuple[RuntimeSpec, ...]:
+    """A spec for each label a recipe can give (`RuntimeSpec.label`): each engine on each device and precision it
+    runs, with each combination of the options its labels show. Budgets and table rows that name a runtime are
+    checked against them, so that a misspelt one is refused rather than matching no report."""
+    specs: dict[str, RuntimeSpec] = {}
+    for name, engine in ENGINES.items():
+        options = [[None, *((key, value) for value in values)] for key, values in engine.labelled().items()]
+        for device, precision, *chosen in itertools.product(DEVICES, PRECISIONS, *options):
+            try:
+                spec = RuntimeSpec(name, device, precision, dict(option for option in chosen if option))
+            except OptbenchError:  # options, a device or a precision the engine does not run together
+                continue
+            specs.setdefault(spec.label, spec)
+    return tuple(specs.values())
 
 
 def runs(spec: RuntimeSpec, model_format: str) -> bool:

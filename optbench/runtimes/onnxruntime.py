@@ -148,6 +148,14 @@ def provider_failure(path: Path, providers: list[Any], failure: str, batch: str 
 
 
 OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache", "trt_profile")
+# the options that show in labels, each with the values it takes besides its default (runtimes.every_spec);
+# trt_profile shows in none
+LABELLED = {
+    "provider": tuple(PROVIDERS),
+    "graph_optimization_level": LEVELS,
+    "trt_int8": (True,),
+    "trt_engine_cache": (False,),
+}
 Shape2 = tuple[int, int]  # (batch, sequence)
 
 

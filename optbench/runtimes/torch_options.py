@@ -10,6 +10,8 @@ from optbench.errors import OptbenchError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 OPTIONS = ("compile", "cuda_graphs", "freezing")
+# each option with the values it takes besides its default, all of which show in labels (runtimes.every_spec)
+LABELLED = {"compile": COMPILE_MODES, "cuda_graphs": (True,), "freezing": (True,)}
 
 
 @dataclass(frozen=True)
