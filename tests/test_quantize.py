@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import quantize, run_step
 from optbench.steps.onnx import OnnxConfig
-from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig, preflight
+from optbench.steps.quantize import DYNAMIC_OPS, DynamicQuantizeConfig, StaticQuantizeConfig, preflight
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +263,17 @@ def test_dynamic_refuses_op_types_its_quantizer_has_no_integer_operator_for(op_t
     with pytest.raises(OptbenchError, match=r'backend = "torch" takes none of op_types = \["MatMul"\]'):
         DynamicQuantizeConfig(backend="torch", op_types=("MatMul",))
     assert DynamicQuantizeConfig(backend="torch").op_types == DynamicQuantizeConfig().op_types
+
+
+def test_the_default_op_types_are_read_without_importing_the_quantizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its registry was imported to check them (onnxruntime.quantization: 0.3-0.8 s on every command that reads a
+    recipe, --dry-run included); they are op types it quantizes, which apply_dynamic checks against it."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    assert set(DYNAMIC_OPS) <= set(IntegerOpsRegistry)
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization.registry", None)  # importing it now raises
+    assert DynamicQuantizeConfig().op_types == DYNAMIC_OPS
+    assert DynamicQuantizeConfig(op_types=("MatMul",)).op_types == ("MatMul",)
 
 
 def test_preflight_follows_the_hardware() -> None:

@@ -64,9 +64,12 @@ class DynamicQuantizeConfig:
 
     def __post_init__(self) -> None:
         """Refuse, when the recipe is read, op types onnxruntime's dynamic quantizer cannot quantize, and the
-        onnxruntime backend's knobs on the torch backend, which has none, naming those given."""
+        onnxruntime backend's knobs on the torch backend, which has none, naming those given. The defaults are
+        left to `apply_dynamic`: reading the quantizer's registry imports onnxruntime's quantization package, half
+        a second on every command that reads a recipe."""
         if self.backend != "torch":
-            _check_dynamic_op_types(self.op_types)
+            if not set(self.op_types) <= set(DYNAMIC_OPS):
+                _check_dynamic_op_types(self.op_types)
             return
         onnx_only = {
             "weight_type": self.weight_type not in ("auto", "int8"),
@@ -206,6 +209,7 @@ def apply_dynamic(
         return quantize_linear_layers(config, artifact, data, out_dir)
     from onnxruntime.quantization import quantize_dynamic
 
+    _check_dynamic_op_types(config.op_types)  # the defaults too, which the config left unchecked
     source = _source_model(artifact, config.name)
     graph = load_graph(source)
     _refuse_int8(graph, config.name)
