@@ -21,10 +21,12 @@ def check_executor(name: str, address: str | None = None) -> tuple[str, bool]:
     from optbench.executors.ray import RayExecutor, check_available
 
     check_available(address)
-    if address is None:
-        return "the ray executor (a local Ray runtime)", RayExecutor.runs_here
-    where = f"the ray executor (the Ray cluster at {address}; its nodes are checked when the run starts)"
-    return where, RayExecutor.runs_here
+    cluster = (
+        "a local Ray runtime"
+        if address is None
+        else f"the Ray cluster at {address}; its nodes are checked when the run starts"
+    )
+    return f"the ray executor ({cluster})", RayExecutor.runs_here
 
 
 def make_executor(name: str, address: str | None = None, threads: int = 1, gpu: bool = False) -> Executor:
