@@ -26,9 +26,10 @@ from optbench.data import LabelledData, SeqLen, Shape, batches, load_tokenizer, 
 from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
+from optbench.failures import FailedJob
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, throughput
-from optbench.report import FailedJob, Measurement, Report, workload_fingerprint
+from optbench.report import Measurement, Report, workload_fingerprint
 from optbench.runtimes import RuntimeSpec, declines, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep, runs_here
 

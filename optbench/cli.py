@@ -23,7 +23,8 @@ from optbench.quiet import third_party_noise_dropped
 if TYPE_CHECKING:
     import pandas as pd
 
-    from optbench.report import FailedJob, Report
+    from optbench.failures import FailedJob
+    from optbench.report import Report
 
 log = logging.getLogger("optbench")
 
@@ -294,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from optbench.executors import check_executor, make_executor
+    from optbench.failures import FAILURES_FILE, load_failures
     from optbench.pipeline import default_cache_dir, run_recipe
     from optbench.recipe import load_recipe, with_inputs
-    from optbench.report import FAILURES_FILE, load_failures, load_reports
+    from optbench.report import load_reports
     from optbench.table import render, to_frame
 
     recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
@@ -358,7 +360,8 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.report import distinct, failures_beside, report_files, run_failures
+    from optbench.failures import failures_beside, run_failures
+    from optbench.report import distinct, report_files
     from optbench.table import render
 
     if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
@@ -469,9 +472,10 @@ def _emit(text: str, output: Path | None, results: Sequence[Path], inputs: Seque
 def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
+    from optbench.failures import run_failures
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
     from optbench.output_paths import refuse_overwriting_inputs
-    from optbench.report import distinct, report_files, run_failures
+    from optbench.report import distinct, report_files
 
     budgets = load_budgets(args.budget)
     found = report_files(args.results)

@@ -24,10 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from optbench.budget import Budget
+from optbench.failures import FailedJob
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import add_speedup_vs
-from optbench.report import FailedJob, Report, flat_workload
+from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
 from optbench.table import missing, records_json, said_once
 
@@ -326,7 +327,7 @@ class Side:
     def failures(self) -> Failures:
         """The failed jobs and steps of its newest run, as the gate reads them; read when first asked for, so a
         damaged failures.json stops only a comparison that uses it (B's, with budgets or a row newly failing)."""
-        from optbench.report import run_failures
+        from optbench.failures import run_failures
 
         run = newest_run(self.reports)
         return Failures.of_run(run_failures(self.found, run), run)

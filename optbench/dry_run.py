@@ -22,10 +22,10 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.bench import oversubscribed, pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
-from optbench.report import FAILURES_FILE
 from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
 from optbench.steps import RecipeStep, cached_output, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan

@@ -19,9 +19,10 @@ from typing import Literal
 from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, SIZE, Budget, Limit, written_unit
 from optbench.errors import OptbenchError
+from optbench.failures import FailedJob
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import RowChoice
-from optbench.report import FailedJob, Measurement, Report
+from optbench.report import Measurement, Report
 from optbench.runtimes import RuntimeSpec
 
 Verdict = Literal["pass", "fail", "inconclusive"]

@@ -21,9 +21,9 @@ from types import ModuleType
 from optbench.atomic import write_text_atomic
 from optbench.cli import help_text, path_argument, run_command
 from optbench.environment import cuda_gpu_name
+from optbench.failures import FailedJob
 from optbench.recipe import Recipe, load_recipe
 from optbench.relative_speedup import RowChoice, add_speedup_vs
-from optbench.report import FailedJob
 from optbench.runtimes import ENGINES, RuntimeSpec
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -161,8 +161,9 @@ def summary(
 def run_check(results: Path, cache: Path, recipes: Path = RECIPES) -> int:
     """Run the GPU recipes this machine can run; 0 when every job that ran passed, 1 when one failed,
     2 when there is no CUDA GPU to check."""
+    from optbench.failures import load_failures
     from optbench.pipeline import run_recipe
-    from optbench.report import load_failures, load_reports
+    from optbench.report import load_reports
     from optbench.table import markdown_table, noise_floor_note, to_frame
 
     found = probe()

@@ -19,8 +19,8 @@ import pandas as pd
 from optbench.atomic import write_bytes_atomic, write_text_atomic
 from optbench.data import Shape
 from optbench.errors import OptbenchError
+from optbench.failures import FailedJob
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
-from optbench.report import FailedJob
 from optbench.table import format_cell, no_rows, run_layout, run_notes
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,11 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset, load_tokenizer
 from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
+from optbench.failures import FailedJob, write_failures
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
-from optbench.report import FailedJob, write_failures, write_report
+from optbench.report import write_report
 from optbench.scratch import work_folder
 from optbench.steps import RecipeStep, run_step
 from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps

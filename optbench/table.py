@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 
 from optbench.errors import OptbenchError
+from optbench.failures import FailedJob
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
-from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob, Report
+from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
 
 MARKDOWN_COLUMNS = [
     "variant",

@@ -17,7 +17,8 @@ from report_fixtures import make_report
 
 from optbench import cli, gpu_check, gpu_pack
 from optbench.cli import build_parser, main
-from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, FailedJob, write_failures, write_report
+from optbench.failures import FailedJob, write_failures
+from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, write_report
 
 BENCH = """
 [bench]

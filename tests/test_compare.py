@@ -15,7 +15,8 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import COLUMNS, Failures, budget_regressions, compare, render
-from optbench.report import SCHEMA, FailedJob, Report, workload_fingerprint, write_failures, write_report
+from optbench.failures import FailedJob, write_failures
+from optbench.report import SCHEMA, Report, workload_fingerprint, write_report
 from optbench.table import to_frame
 
 

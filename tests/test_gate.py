@@ -15,8 +15,9 @@ from optbench.accuracy import Drop
 from optbench.budget import Limit, load_budgets, parse_budget
 from optbench.cli import main
 from optbench.errors import OptbenchError
+from optbench.failures import FailedJob, write_failures
 from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
-from optbench.report import FailedJob, Report, write_failures, write_report
+from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
 
 SHAPE = "batch_size = 1\nseq_len = 128\n"

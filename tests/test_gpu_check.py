@@ -13,9 +13,10 @@ import pytest
 import torch
 from report_fixtures import make_report, with_figures
 
+from optbench.failures import FailedJob
 from optbench.gpu_check import RECIPES, Capability, _import_probe, main, plan_recipe, probe, runnable, summary
 from optbench.recipe import Recipe, load_recipe
-from optbench.report import FailedJob, write_report
+from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
 
 

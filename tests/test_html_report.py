@@ -12,6 +12,7 @@ from report_fixtures import make_report, with_drop, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
+from optbench.failures import FailedJob
 from optbench.html_report import (
     at_shape,
     pareto_front,
@@ -23,7 +24,7 @@ from optbench.html_report import (
     write_html,
 )
 from optbench.relative_speedup import RowChoice, add_speedup_vs
-from optbench.report import FailedJob, write_report
+from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 

@@ -9,7 +9,8 @@ import pytest
 from report_fixtures import make_report
 
 from optbench.cli import main
-from optbench.report import FailedJob, write_failures, write_report
+from optbench.failures import FailedJob, write_failures
+from optbench.report import write_report
 
 BUDGET = '[[budget]]\nvariants = ["baseline"]\nmax_size = "1 GB"\n'
 

@@ -17,10 +17,11 @@ from test_cli import BENCH, write_recipe
 
 from optbench.cli import main
 from optbench.errors import OptbenchError, StepFailed
+from optbench.failures import FailedJob, load_failures
 from optbench.peers import is_peer, venv
 from optbench.peers.optimum import PeerOptimumConfig, default_requirements
 from optbench.peers.speedup import add_speedup_vs_peers
-from optbench.report import FailedJob, load_failures, write_report
+from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.steps import parse_step, run_step
 from optbench.table import render, to_frame

@@ -143,8 +143,8 @@ def test_a_runs_failed_jobs_carry_its_run_id_in_failures_json_and_on_its_page(
     another run's beside a copied report."""
     from report_fixtures import make_report
 
+    from optbench.failures import FailedJob, load_failures
     from optbench.pipeline import run_recipe
-    from optbench.report import FailedJob, load_failures
 
     table = {
         "model": {"checkpoint": str(tiny_classifier)},

@@ -12,16 +12,8 @@ import pytest
 from report_fixtures import gpu_report, make_report
 
 from optbench.errors import OptbenchError
-from optbench.report import (
-    FAILURES_FILE,
-    SCHEMA,
-    SCHEMA_VERSION,
-    load_failures,
-    load_reports,
-    read_report,
-    workload_fingerprint,
-    write_report,
-)
+from optbench.failures import FAILURES_FILE, load_failures
+from optbench.report import SCHEMA, SCHEMA_VERSION, load_reports, read_report, workload_fingerprint, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 

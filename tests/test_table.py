@@ -14,7 +14,8 @@ from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_dr
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.report import COLUMNS, EXTRA_COLUMNS, FailedJob, write_report
+from optbench.failures import FailedJob
+from optbench.report import COLUMNS, EXTRA_COLUMNS, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import render, settings_line, to_frame
 
