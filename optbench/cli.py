@@ -360,7 +360,7 @@ def _thread_count(text: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optbench.failures import failures_beside, run_failures
+    from optbench.failures import FAILURES_FILE, run_failures
     from optbench.report import distinct, report_files
     from optbench.table import render
 
@@ -375,12 +375,11 @@ def _report(args: argparse.Namespace) -> int:
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
         raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
-    runs: dict[str, list[Report]] = {}
-    for report in reports:
-        runs.setdefault(report.run_id, []).append(report)
     # each run's failures.json beside its reports, as gate and compare find it (a report file named alone too)
-    failed = list(dict.fromkeys(failure for run in runs.values() for failure in run_failures(found, run)))
-    read = [file for file, _ in found] + failures_beside(file for file, _ in found)
+    run_ids = dict.fromkeys(report.run_id for report in reports)
+    failed = list(dict.fromkeys(failure for run_id in run_ids for failure in run_failures(found, run_id)))
+    # the reports and the failures.json beside them (refuse_overwriting_inputs passes over one that is not there)
+    read = [file for file, _ in found] + [file.parent / FAILURES_FILE for file, _ in found]
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
         from optbench.machines import merge_by_machine, render_merged
@@ -480,7 +479,7 @@ def _gate(args: argparse.Namespace) -> int:
     budgets = load_budgets(args.budget)
     found = report_files(args.results)
     run = newest_run(distinct(found))  # a run copied into two folders is judged once
-    checks = evaluate(budgets, run, run_failures(found, run))
+    checks = evaluate(budgets, run, run_failures(found, run[0].run_id))
     if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)
         refuse_overwriting_inputs("--junit", [args.junit], [file for file, _ in found], [args.budget])
         write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))

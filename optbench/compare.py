@@ -330,7 +330,7 @@ class Side:
         from optbench.failures import run_failures
 
         run = newest_run(self.reports)
-        return Failures.of_run(run_failures(self.found, run), run)
+        return Failures.of_run(run_failures(self.found, run[0].run_id), run)
 
 
 @contextmanager

@@ -81,11 +81,10 @@ def failures_beside(paths: Iterable[Path]) -> list[Path]:
     return sorted(file for file in {path.parent / FAILURES_FILE for path in paths} if file.exists())
 
 
-def run_failures(found: Iterable[tuple[Path, Report]], run: list[Report]) -> list[FailedJob]:
-    """The failed jobs of `run` (one run's reports among `found`, the files they were read from), from the
+def run_failures(found: Iterable[tuple[Path, Report]], run_id: str) -> list[FailedJob]:
+    """The failed jobs of run `run_id` (its reports among `found`, the files they were read from), from the
     failures.json beside any of its report files: a run copied into two folders lists its failures once, even where
     only one copy kept its failures.json, and another run's failures beside a copied report are left out."""
-    run_id = run[0].run_id
     files = failures_beside(path for path, report in found if report.run_id == run_id)
     failed = [f for file in files for f in read_failures(file)]
     return [f for f in dict.fromkeys(failed) if f.run_id in ("", run_id)]
