@@ -15,8 +15,6 @@ from optbench.onnx_graph import load_graph
 
 MANIFEST = "optbench-manifest.json"
 Format = Literal["hf", "onnx", "trt"]
-# each format in words, with its article, for messages ("a 'onnx' model" read wrong)
-FORMAT_NAMES: dict[str, str] = {"hf": "a Hugging Face checkpoint", "onnx": "an ONNX model", "trt": "a TensorRT engine"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model

@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import FORMAT_NAMES
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, settings_of
 from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
+from optbench.formats import FORMAT_NAMES, step_input_refusal
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec
 from optbench.steps import RecipeStep, parse_step
@@ -136,12 +136,9 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
                     f"the chain {chain_name(chain)}: nothing may follow {before.shown} ({before.config.ends_chain}): "
                     f"start another chain for {step.shown}"
                 )
-            needs = step.config.input_format
-            if needs != made:
-                raise OptbenchError(
-                    f"the chain {chain_name(chain)}: {step.shown} takes {FORMAT_NAMES[needs]} and its place "
-                    f"gives it {FORMAT_NAMES[made]}: {_order_hint(step, made)}"
-                )
+            refusal = step_input_refusal(step.config, made, step.shown)
+            if refusal is not None:
+                raise OptbenchError(f"the chain {chain_name(chain)}: {refusal}")
             if getattr(step.config, "quantizes", False) and reduced_by is not None:
                 precision = _output_precision(reduced_by.config)
                 raise OptbenchError(
@@ -161,15 +158,6 @@ def _output_precision(config: Any) -> str:
     """The precision of a step's model: INT8 for one that `quantizes`, else its `output_precision` (FP32 for a
     step that names none)."""
     return "int8" if getattr(config, "quantizes", False) else getattr(config, "output_precision", "fp32")
-
-
-def _order_hint(step: RecipeStep, made: str) -> str:
-    if made == "trt":
-        return "nothing runs on a TensorRT engine: make tensorrt the chain's last step"
-    hint = "put an onnx step before it" if step.config.input_format == "onnx" else "put it before the onnx step"
-    if step.config.name == "quantize-dynamic":
-        hint += ', or choose its backend: "onnxruntime" quantizes ONNX models, "torch" checkpoints'
-    return hint
 
 
 def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:

@@ -323,7 +323,7 @@ def test_distill_refuses_a_teacher_that_is_not_a_checkpoint(reviews, tmp_path: P
     before any work, as prune's is."""
     onnx_teacher = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
     with pytest.raises(
-        OptbenchError, match="distill needs a Hugging Face checkpoint as its teacher, not an ONNX model: distill"
+        OptbenchError, match=r"^distill takes a Hugging Face checkpoint, not an ONNX model: put it before the onnx step"
     ):
         distill_step.apply(DistillConfig(), onnx_teacher, reviews, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -298,7 +298,7 @@ def test_bad_prune_configs(kwargs: dict, message: str) -> None:
 
 def test_prune_refuses_an_onnx_model(reviews, tmp_path: Path) -> None:
     onnx_model = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
-    with pytest.raises(OptbenchError, match="prune before exporting"):
+    with pytest.raises(OptbenchError, match=r"^prune takes a Hugging Face checkpoint, not an ONNX model: put it"):
         run_step(PruneConfig(heads=0.5), onnx_model, reviews, tmp_path / "cache")
 
 

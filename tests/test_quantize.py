@@ -330,7 +330,7 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArt
 def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:
     with pytest.raises(OptbenchError, match=r"takes none of per_channel = false: torchao"):
         run_step(DynamicQuantizeConfig(backend="torch", per_channel=False), classifier, data, cache)
-    with pytest.raises(OptbenchError, match="quantizes Hugging Face checkpoints"):
+    with pytest.raises(OptbenchError, match="quantize-dynamic takes a Hugging Face checkpoint, not an ONNX model: put"):
         run_step(DynamicQuantizeConfig(backend="torch"), fused, data, cache)
     assert DynamicQuantizeConfig(backend="torch").output_format == "hf"
     assert DynamicQuantizeConfig().output_format == "onnx"

@@ -403,10 +403,10 @@ ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        (["quantize-static"], r"the chain quantize-static: quantize-static takes an ONNX model .* put an onnx step"),
+        (["quantize-static"], r"the chain quantize-static: quantize-static takes an ONNX model, .* put an onnx step"),
         (["onnx", "prune"], r"the chain onnx -> prune: prune takes a Hugging Face .* put it before the onnx step"),
-        (["onnx", "onnx"], r"onnx takes a Hugging Face checkpoint and its place gives it an ONNX model: put it"),
-        (["tensorrt"], r"tensorrt-fp16 takes an ONNX model and its place gives it a Hugging Face checkpoint: put"),
+        (["onnx", "onnx"], r"onnx takes a Hugging Face checkpoint, not an ONNX model: put it"),
+        (["tensorrt"], r"^the chain tensorrt-fp16: tensorrt-fp16 takes an ONNX model, not a Hugging Face checkpoint"),
         (["onnx", "tensorrt", "quantize-static"], "nothing runs on a TensorRT engine: make tensorrt the chain's last"),
         (["quantize-dynamic"], r"put an onnx step before it, or choose its backend: \"onnxruntime\" quantizes ONNX"),
     ],

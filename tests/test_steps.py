@@ -16,6 +16,7 @@ from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig
 from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig
+from optbench.steps.tensorrt import TensorRTConfig
 
 
 @pytest.fixture(scope="module")
@@ -147,18 +148,41 @@ def test_finetune_config_refuses_bad_values(kwargs: dict) -> None:
         parse_step({"name": "finetune", **kwargs}, "[[steps]] #1")
 
 
+IN_WORDS = {"hf": "a Hugging Face checkpoint", "onnx": "an ONNX model", "trt": "a TensorRT engine"}
+FIXES = {  # by the format the step takes, then the one it is given
+    ("hf", "onnx"): "put it before the onnx step",
+    ("onnx", "hf"): "put an onnx step before it",
+    ("hf", "trt"): "nothing runs on a TensorRT engine: make tensorrt the chain's last step",
+    ("onnx", "trt"): "nothing runs on a TensorRT engine: make tensorrt the chain's last step",
+}
+BACKEND_HINT = ', or choose its backend: "onnxruntime" quantizes ONNX models, "torch" checkpoints'
+
+
+@pytest.mark.parametrize("given", ["other", "trt"])
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_step_refuses_a_format_it_does_not_take(name: str, given: str, data, tmp_path: Path) -> None:
+    """Each step said it its own way ("not a onnx model", "not hf ones", some with no fix); now one message names
+    what the step takes, what it was given and where it goes in its chain, before any work."""
+    config = PruneConfig(heads=0.5) if name == "prune" else STEPS[name].config_type()
+    needs = config.input_format
+    given = {"hf": "onnx", "onnx": "hf"}[needs] if given == "other" else given
+    model = ModelArtifact(tmp_path / "model", given, ("fresh", "rotten"), "0" * 64)
+    fix = FIXES[needs, given] + (BACKEND_HINT if name == "quantize-dynamic" and given != "trt" else "")
+    message = f"{name} takes {IN_WORDS[needs]}, not {IN_WORDS[given]}: {fix}"
+    with pytest.raises(OptbenchError) as refused:
+        STEPS[name].apply(config, model, data, tmp_path / "out")
+    assert str(refused.value) == message
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
-    ("name", "config", "message"),
-    [
-        ("finetune", FinetuneConfig(), "finetune needs a Hugging Face checkpoint, not an ONNX model$"),
-        ("prune", PruneConfig(heads=0.5), "prune needs a Hugging Face checkpoint, not an ONNX model: prune before"),
-    ],
+    "config", [DynamicQuantizeConfig(), StaticQuantizeConfig(), TensorRTConfig()], ids=lambda c: c.name
 )
-def test_a_training_step_refuses_an_export(name: str, config: object, message: str, data, tmp_path: Path) -> None:
-    """It said "not a onnx model"."""
-    export = ModelArtifact(tmp_path, "onnx", ("fresh", "rotten"), "0" * 64)
-    with pytest.raises(OptbenchError, match=message):
-        STEPS[name].apply(config, export, data, tmp_path / "out")
+def test_an_onnx_model_without_its_file_is_named_as_such(config: object, data, tmp_path: Path) -> None:
+    """It was told to put an onnx step before the step, as if it were no ONNX model."""
+    model = ModelArtifact(tmp_path / "model", "onnx", ("fresh", "rotten"), "0" * 64)
+    with pytest.raises(OptbenchError, match=r"model\.onnx does not exist: the artifact has no ONNX model; delete"):
+        STEPS[config.name].apply(config, model, data, tmp_path / "out")
 
 
 def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: Path) -> None:

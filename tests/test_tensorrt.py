@@ -197,7 +197,7 @@ def test_engine_for_another_target_is_refused() -> None:
 
 
 def test_non_onnx_artifact_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match="not hf ones: put an onnx step"):
+    with pytest.raises(OptbenchError, match=r"^tensorrt takes an ONNX model, not a Hugging Face checkpoint: put an"):
         trt_step.apply(TensorRTConfig(), _artifact(tmp_path, "hf"), SimpleNamespace(), tmp_path / "out")
 
 

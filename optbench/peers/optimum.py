@@ -26,6 +26,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, encode, load_tokenizer
 from optbench.environment import cpu_flags, installed_version
 from optbench.errors import OptbenchError, StepFailed
+from optbench.formats import check_step_input
 from optbench.peers.venv import peer_env
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,7 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
     """Run optimum's pipeline on `artifact` in the optimum environment; its ONNX model lands in `out_dir`."""
     from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
 
-    if artifact.format != "hf":
-        raise OptbenchError("peer-optimum exports Hugging Face checkpoints: make it the first step of its chain")
+    check_step_input(config, artifact)
     env = peer_env(out_dir.parent / "peer-envs", "optimum", config.requirements)  # out_dir is in the run's cache
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="optbench-peer-optimum-") as tmp:

@@ -15,7 +15,8 @@ from typing import ClassVar
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData
-from optbench.errors import OptbenchError, StepFailed
+from optbench.errors import StepFailed
+from optbench.formats import check_step_input
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ def apply(config: PeerTorchaoConfig, artifact: ModelArtifact, data: LabelledData
     """The checkpoint with torchao's INT8 scheme, checked against FP32 on validation rows."""
     from optbench.steps.torch_int8 import write_torchao_int8  # imports torch: not when a recipe is only read
 
-    if artifact.format != "hf":
-        raise OptbenchError("peer-torchao quantizes Hugging Face checkpoints: put it before any onnx step")
+    check_step_input(config, artifact)
     try:
         details = {"peer": "torchao", **write_torchao_int8(artifact, data, out_dir, "peer-torchao")}
     except Exception as exc:  # the peer's own tool, missing or failing on this model: recorded, the run goes on

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from optbench.artifact import (
-    FORMAT_NAMES,
     ModelArtifact,
     content_hash,
     has_classifier_head,
@@ -32,6 +31,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.model_inputs import model_input_names
 from optbench.packaged_models import (
     DEFAULT_PACKAGE,
@@ -167,11 +167,7 @@ def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, ou
 
     from optbench.pruned_bert import save_classifier
 
-    if artifact.format != "hf":
-        raise OptbenchError(
-            f"distill needs a Hugging Face checkpoint as its teacher, not {FORMAT_NAMES[artifact.format]}: distill "
-            "before exporting"
-        )
+    check_step_input(config, artifact)
     torch.manual_seed(config.seed)
     student, tokenizer, origin = build_student(config, artifact)  # first: a bad student fails fast
     if config.attention_weight:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optbench.artifact import FORMAT_NAMES, ModelArtifact
+from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
-from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
 
     from optbench.pruned_bert import load_classifier, save_classifier
 
-    if artifact.format != "hf":
-        raise OptbenchError(f"finetune needs a Hugging Face checkpoint, not {FORMAT_NAMES[artifact.format]}")
+    check_step_input(config, artifact)
     torch.manual_seed(config.seed)
     labels = list(data.label_names)
     tokenizer = load_tokenizer(artifact.path)

@@ -22,6 +22,7 @@ from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches, load_tokenizer
 from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.model_inputs import model_input_names
 from optbench.onnx_graph import STANDARD_DOMAINS
 
@@ -88,8 +89,7 @@ class OnnxConfig:
 
 def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Export, fuse and check `artifact` (a Hugging Face classifier); the ONNX model goes to `out_dir`."""
-    if artifact.format != "hf":
-        raise OptbenchError(f"the onnx step exports Hugging Face checkpoints, not {artifact.format} models")
+    check_step_input(config, artifact)
     read_hf_config(artifact.path)  # a folder that is no checkpoint is a clear error, before transformers loads it
     model = _load_eager(artifact.path)
     layers = model.config.num_hidden_layers

@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import FORMAT_NAMES, ModelArtifact
+from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.importance import gradient_importance, keep_plan
 from optbench.steps.distill import LogitDistillation, teacher_logits
 from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, layer_shapes
@@ -100,10 +101,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
 
     from optbench.pruned_bert import load_classifier, save_classifier
 
-    if artifact.format != "hf":
-        raise OptbenchError(
-            f"prune needs a Hugging Face checkpoint, not {FORMAT_NAMES[artifact.format]}: prune before exporting"
-        )
+    check_step_input(config, artifact)
     torch.manual_seed(config.seed)
     model = load_classifier(artifact.path)
     pruned_type(model.config.model_type)

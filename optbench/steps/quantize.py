@@ -24,6 +24,7 @@ from optbench.configs import check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, batches, load_tokenizer
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.model_inputs import MODEL_INPUTS
 from optbench.onnx_graph import is_qdq, load_graph
 
@@ -210,7 +211,7 @@ def apply_dynamic(
     from onnxruntime.quantization import quantize_dynamic
 
     _check_dynamic_op_types(config.op_types)  # the defaults too, which the config left unchecked
-    source = _source_model(artifact, config.name)
+    source = _source_model(config, artifact)
     graph = load_graph(source)
     _refuse_int8(graph, config.name)
     _check_selection(graph, config.op_types, config.exclude_nodes)
@@ -258,7 +259,7 @@ def apply_static(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = _source_model(artifact, config.name)
+    source = _source_model(config, artifact)
     graph = load_graph(source)
     _refuse_int8(graph, config.name)
     _check_selection(graph, config.op_types, config.exclude_nodes, config.exclude_op_types)
@@ -418,11 +419,11 @@ def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[s
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="onnx", details=details)
 
 
-def _source_model(artifact: ModelArtifact, step: str) -> Path:
-    if artifact.format != "onnx" or not (artifact.path / MODEL_FILE).is_file():
-        raise OptbenchError(f"{step} quantizes ONNX models: put an onnx step before it in the recipe")
+def _source_model(config: Any, artifact: ModelArtifact) -> Path:
+    """The FP32 ONNX file the quantizer reads (load_graph refuses it missing)."""
+    check_step_input(config, artifact)
     if artifact.details.get("precision", "fp32") != "fp32":
-        raise OptbenchError(f"{step} needs an FP32 ONNX model, not {artifact.details['precision']}")
+        raise OptbenchError(f"{config.name} needs an FP32 ONNX model, not {artifact.details['precision']}")
     return artifact.path / MODEL_FILE
 
 

@@ -25,6 +25,7 @@ from optbench.configs import check_no_repeats, check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.environment import cuda_gpu
 from optbench.errors import OptbenchError
+from optbench.formats import check_step_input
 from optbench.onnx_graph import is_qdq, load_graph
 
 log = logging.getLogger(__name__)
@@ -277,13 +278,9 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
     """Build and serialize an engine for `artifact` (an ONNX model) into `out_dir`."""
     from optbench.steps.onnx import copy_hf_files
 
+    check_step_input(config, artifact)
     source = artifact.path / ONNX_FILE
-    if artifact.format != "onnx" or not source.is_file():
-        raise OptbenchError(
-            f"the tensorrt step builds engines from ONNX models, not {artifact.format} ones: "
-            "put an onnx step (with fuse = false) before it in the recipe"
-        )
-    graph = load_graph(source)
+    graph = load_graph(source)  # a missing file: an error that names it
     check_parsable(graph)
     explicit = is_qdq(graph)
     if explicit:

@@ -19,7 +19,8 @@ from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.atomic import write_json_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches, load_tokenizer
-from optbench.errors import OptbenchError, require_package
+from optbench.errors import require_package
+from optbench.formats import check_step_input
 from optbench.runtimes.torch import SCHEME, TorchRuntime
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,7 @@ AGREEMENT_ROWS = 256
 
 def quantize_linear_layers(config: Any, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Write the checkpoint with a torchao INT8 scheme beside it and check it against FP32."""
-    if artifact.format != "hf":
-        raise OptbenchError(
-            'quantize-dynamic with backend = "torch" quantizes Hugging Face checkpoints: put it before any onnx step'
-        )
+    check_step_input(config, artifact)
     needed_for = 'quantize-dynamic with backend = "torch"'
     details = {"backend": "torch", **write_torchao_int8(artifact, data, out_dir, needed_for)}
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="hf", details=details)
