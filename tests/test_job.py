@@ -159,7 +159,8 @@ def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypat
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:
     job = _job(tmp_path, tiny_classifier, runtime=RuntimeSpec("onnxruntime"))
-    with pytest.raises(OptbenchError, match=r"^latency job failed: runtime onnxruntime runs ONNX models, not hf"):
+    refusal = r"^latency job failed: runtime onnxruntime takes an ONNX model, not a Hugging Face checkpoint: end its"
+    with pytest.raises(OptbenchError, match=refusal):
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)
 
 

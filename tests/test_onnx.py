@@ -274,7 +274,7 @@ def test_an_fp16_file_onnxruntime_refuses_names_the_conversion(
 
 
 def test_runtime_and_artifact_must_fit(exported: ModelArtifact, classifier: ModelArtifact) -> None:
-    with pytest.raises(OptbenchError, match="runs ONNX models, not hf"):
+    with pytest.raises(OptbenchError, match="runtime onnxruntime takes an ONNX model, not a Hugging Face checkpoint"):
         load_runtime(RuntimeSpec("onnxruntime"), classifier, threads=1)
     with pytest.raises(OptbenchError, match="cannot run this fp32 ONNX model"):
         load_runtime(RuntimeSpec("onnxruntime", "cuda", "fp16"), exported, threads=1)

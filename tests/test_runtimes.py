@@ -48,6 +48,40 @@ def test_padding_to_a_fixed_length_keeps_the_logits(tiny_classifier: Path) -> No
     )
 
 
+@pytest.mark.parametrize(
+    ("spec", "given", "message"),
+    [
+        (
+            RuntimeSpec("torch"),
+            "onnx",
+            "runtime torch takes a Hugging Face checkpoint, not an ONNX model: measure it with runtime onnxruntime",
+        ),
+        (
+            RuntimeSpec("onnxruntime"),
+            "hf",
+            "runtime onnxruntime takes an ONNX model, not a Hugging Face checkpoint: end its chain with an onnx step",
+        ),
+        (
+            RuntimeSpec("onnxruntime"),
+            "trt",
+            "runtime onnxruntime takes an ONNX model, not a TensorRT engine: measure it with runtime tensorrt",
+        ),
+        (
+            RuntimeSpec("tensorrt", "cuda"),
+            "onnx",
+            "runtime tensorrt takes a TensorRT engine, not an ONNX model: end its chain with a tensorrt step",
+        ),
+    ],
+    ids=["torch-onnx", "onnxruntime-hf", "onnxruntime-trt", "tensorrt-onnx"],
+)
+def test_a_runtime_refuses_a_format_it_does_not_run(spec: RuntimeSpec, given: str, message: str, tmp_path) -> None:
+    """Each runtime said it its own way ("not onnx models", torch's with no fix); one message names the fix."""
+    model = ModelArtifact(tmp_path, given, ("fresh", "rotten"), "0" * 64)
+    with pytest.raises(OptbenchError) as refused:
+        load_runtime(spec, model, threads=1)
+    assert str(refused.value) == message
+
+
 def test_reduced_precision_is_refused_on_cpu(tiny_classifier: Path) -> None:
     with pytest.raises(OptbenchError, match="fp32 only"):
         load_runtime(RuntimeSpec("torch", "cpu", "fp16"), _artifact(tiny_classifier), threads=1)
@@ -68,12 +102,6 @@ def test_cuda_precisions_agree_with_cpu(tiny_classifier: Path, precision: str) -
     logits = gpu.predict(batch)
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, cpu, atol=5e-2 if precision != "fp32" else 1e-4)
-
-
-def test_onnx_artifacts_are_refused_by_torch(tiny_classifier: Path) -> None:
-    artifact = ModelArtifact(tiny_classifier, "onnx", ("fresh", "rotten"), "x")
-    with pytest.raises(OptbenchError, match="Hugging Face checkpoints"):
-        load_runtime(RuntimeSpec("torch"), artifact, threads=1)
 
 
 @pytest.mark.parametrize(

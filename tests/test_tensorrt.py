@@ -433,7 +433,7 @@ def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -
 def test_runtime_refuses_cpu_and_other_formats(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match='set device = "cuda"'):
         load_runtime(RuntimeSpec("tensorrt", "cpu"), _artifact(tmp_path, "trt"), threads=1)
-    with pytest.raises(OptbenchError, match="not onnx models: add a tensorrt step"):
+    with pytest.raises(OptbenchError, match="not an ONNX model: end its chain with a tensorrt step"):
         load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "onnx"), threads=1)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError, did_you_mean
+from optbench.formats import wrong_format
 from optbench.measure import Clock
 
 DEVICES = ("cpu", "cuda")
@@ -230,5 +231,21 @@ def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
-    """Load `artifact` into the engine named by `spec`, using `threads` intra-op threads."""
+    """Load `artifact` into the engine named by `spec`, using `threads` intra-op threads; a model of a format the
+    engine does not run is refused before the engine's library is imported."""
+    formats = ENGINES[spec.name].formats
+    if artifact.format not in formats:
+        raise OptbenchError(
+            wrong_format(f"runtime {spec.name}", formats, artifact.format, _format_fix(formats, artifact.format))
+        )
     return ENGINES[spec.name].load(spec, artifact, threads)
+
+
+def _format_fix(formats: tuple[str, ...], given: str) -> str:
+    """How to measure a model of format `given` that an engine running `formats` refuses: with an engine that
+    runs it, or, where a step turns it into one of `formats`, by ending its chain with that step."""
+    if given != "trt" and "hf" not in formats:  # no step takes an engine, or turns a model back into a checkpoint
+        return "end its chain with " + ("a tensorrt step" if "trt" in formats else "an onnx step")
+    return "measure it with " + " or ".join(
+        f"runtime {name}" for name, engine in ENGINES.items() if given in engine.formats
+    )

@@ -304,8 +304,6 @@ class OnnxRuntime:
     def __init__(self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict) -> None:
         import onnxruntime as ort
 
-        if artifact.format != "onnx":
-            raise OptbenchError(f"runtime onnxruntime runs ONNX models, not {artifact.format}: add an onnx step")
         self.options = OrtOptions.parse(device, precision, options)
         graph = load_graph(artifact.path / MODEL_FILE) if self.options.provider == "tensorrt" else None
         reason = cannot_run(self.options, precision, artifact, graph)

@@ -30,10 +30,6 @@ class TensorRTRuntime:
         """`precision` is the spec's; its device is CUDA (RuntimeSpec refuses any other for tensorrt)."""
         import torch
 
-        if artifact.format != "trt":
-            raise OptbenchError(
-                f"runtime tensorrt runs TensorRT engines, not {artifact.format} models: add a tensorrt step"
-            )
         built = artifact.details
         mismatch = precision_mismatch(precision, artifact)
         if mismatch:

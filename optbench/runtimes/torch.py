@@ -31,8 +31,6 @@ class TorchRuntime:
     def __init__(
         self, artifact: ModelArtifact, *, device: str, precision: str, threads: int, options: dict[str, Any]
     ) -> None:
-        if artifact.format != "hf":
-            raise OptbenchError(f"runtime torch runs Hugging Face checkpoints, not {artifact.format} models")
         self.options = TorchOptions.parse(device, options, precision)
         if device == "cuda" and not torch.cuda.is_available():
             raise OptbenchError('runtime torch on cuda: no CUDA GPU is visible; use device = "cpu"')
