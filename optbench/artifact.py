@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from optbench.atomic import write_json_atomic
 from optbench.errors import OptbenchError
@@ -104,6 +104,8 @@ class ModelArtifact:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelArtifact:
+        if d["format"] not in get_args(Format):
+            raise ValueError(f"format {d['format']!r} is none of {', '.join(get_args(Format))}")
         return cls(
             path=Path(d["path"]),
             format=d["format"],

@@ -481,6 +481,7 @@ def test_manifest_missing_or_broken(tmp_path: Path) -> None:
         (lambda m: {k: v for k, v in m.items() if k != "sha256"}, "no 'sha256' entry"),
         (lambda m: {**m, "lineage": [{"config": {}}]}, "no 'name' entry"),
         (lambda m: {**m, "label_names": None}, "not iterable"),
+        (lambda m: {**m, "format": "tflite"}, "format 'tflite' is none of hf, onnx, trt"),
     ],
 )
 def test_a_damaged_manifest_is_refused_naming_the_fix(
