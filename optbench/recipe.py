@@ -109,7 +109,8 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     for spec in bench.runtimes:
         if not formats & set(ENGINES[spec.name].formats):
             raise OptbenchError(
-                f"runtime {spec.name} runs {list(ENGINES[spec.name].formats)} models and this recipe makes none: "
+                f"runtime {spec.name} runs {' or '.join(FORMAT_NAMES[f] for f in ENGINES[spec.name].formats)} and "
+                "this recipe makes none: "
                 "add the step that makes one (e.g. an onnx step for onnxruntime), or drop the runtime"
             )
     _check_chain_ends_run(chains, bench)

@@ -285,7 +285,11 @@ def test_a_runtime_with_nothing_to_run_is_refused_up_front(
 ) -> None:
     bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["onnxruntime"]')
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=bench)
-    _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "add the step that makes one")
+    _fails(
+        ["run", str(recipe), "--results", str(tmp_path / "results")],
+        capsys,
+        "runtime onnxruntime runs an ONNX model and this recipe makes none: add the step that makes one",
+    )
 
 
 def test_run_takes_another_model_and_dataset_from_the_command_line(
