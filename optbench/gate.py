@@ -113,18 +113,19 @@ def newest_run(reports: list[Report]) -> list[Report]:
 
 def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJob] | None = None) -> list[Check]:
     """Every limit of every budget against every report it selects (one run's reports); a job or step of the
-    run that failed (`failed`, from its failures.json) fails every limit of the budgets that select it."""
+    run that failed (`failed`, from its failures.json) fails every limit of the budgets that select it, with its
+    reason alone: a budget that selects no report because its job failed is not also told to fix its patterns."""
     checks = []
     for budget in budgets:
-        for failure in failed or []:
-            if _selects_failure(budget, failure):
-                runtime = failure.runtime or "-"
-                checks += [
-                    Check.unjudgeable(budget, failure.variant, runtime, limit, failure.why) for limit in budget.limits
-                ]
+        failures = [f for f in failed or [] if _selects_failure(budget, f)]
+        for failure in failures:
+            runtime = failure.runtime or "-"
+            checks += [
+                Check.unjudgeable(budget, failure.variant, runtime, limit, failure.why) for limit in budget.limits
+            ]
         chosen = [r for r in reports if _selects(budget, r)]
         variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
-        if not chosen:
+        if not chosen and not failures:
             have = ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
             why = f"no report in the run matches (it has {have}): fix the budget's variants or runtimes"
             checks += [Check.unjudgeable(budget, variants, runtimes, limit, why) for limit in budget.limits]

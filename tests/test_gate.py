@@ -172,6 +172,7 @@ def test_a_check_that_cannot_be_judged_keeps_its_shape_apart_from_why(tmp_path: 
     track JUnit cases by name); why the figure cannot be had is said apart."""
     text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 1\nseq_len = 64\nmax_p50 = "1 s"\n'
     text += '[[budget]]\nvariants = ["baseline+onnx"]\n' + SHAPE + 'max_memory = "1 GB"\n'
+    text += '[[budget]]\nvariants = ["baseline+tensorrt"]\n' + SHAPE + 'max_memory = "1 GB"\n'
     failed = [FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed")]
     unmeasured, crashed, unmatched = evaluate(load_budgets(_budget(text, tmp_path)), _run()[:1], failed)
     assert unmeasured.shape == "batch 1 x 64"
@@ -416,6 +417,27 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
     torch_only = _budget('[[budget]]\nvariants = ["baseline"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n', tmp_path)
     assert main(["gate", "--budget", str(torch_only), str(elsewhere)]) == 0
     assert "killed" not in capsys.readouterr().out
+
+
+def test_a_budget_whose_only_job_failed_fails_once_with_the_failure(tmp_path: Path, capsys) -> None:
+    """Its failure's line came with a second, "no report in the run matches ...: fix the budget's variants or
+    runtimes", though the budget was right: one failure counted twice (in the gate, and in JUnit), half of it
+    with wrong advice. A budget that matches nothing and no failure still gets that advice."""
+    results = _results(tmp_path)
+    (run,) = (results / "demo").iterdir()
+    write_failures([FailedJob("baseline+onnx-int8", "onnxruntime-cpu-fp32", "latency-1", "crashed")], run, run.name)
+    text = '[[budget]]\nname = "int8"\nvariants = ["baseline+onnx-int8"]\nmax_size = "1 GB"\n'
+    text += '[[budget]]\nname = "typo"\nvariants = ["baseline+onx"]\nmax_size = "1 GB"\n'
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", "--budget", str(_budget(text, tmp_path)), str(results), "--junit", str(junit)]) == 1
+    _, int8, typo, counts = capsys.readouterr().out.splitlines()  # after the line naming the run
+    crashed = "baseline+onnx-int8 on onnxruntime-cpu-fp32: max_size cannot be checked: its latency-1 failed: crashed"
+    assert int8 == f"FAIL         int8: {crashed}"
+    assert typo.startswith("FAIL         typo: variants ['baseline+onx'] on runtimes ['*']: max_size cannot be ")
+    assert typo.endswith("fix the budget's variants or runtimes")
+    assert counts == "0 passed, 2 failed, 0 inconclusive: exit 1"
+    suites = {suite.get("name"): suite.get("failures") for suite in ET.parse(junit).getroot().iter("testsuite")}
+    assert suites == {"int8": "1", "typo": "1"}
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:
