@@ -114,7 +114,8 @@ def newest_run(reports: list[Report]) -> list[Report]:
 def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJob] | None = None) -> list[Check]:
     """Every limit of every budget against every report it selects (one run's reports); a job or step of the
     run that failed (`failed`, from its failures.json) fails every limit of the budgets that select it, with its
-    reason alone: a budget that selects no report because its job failed is not also told to fix its patterns."""
+    reason alone: a budget that selects no report (or only peers) because its job failed is not also told to fix
+    its patterns."""
     checks = []
     for budget in budgets:
         failures = [f for f in failed or [] if _selects_failure(budget, f)]
@@ -135,7 +136,8 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
                 for limit in budget.limits
                 if not (limit.key == "min_speedup_vs_peer" and report.peer)  # peers are the bar, not gated
             ]
-        if chosen and all(r.peer for r in chosen):  # a limit that judged nothing must not pass unseen
+        # a limit that judged nothing must not pass unseen (a failure the budget selects already fails it)
+        if chosen and not failures and all(r.peer for r in chosen):
             peers = ", ".join(dict.fromkeys(r.variant for r in chosen))
             why = (
                 f"only peers match ({peers}), and peers are its bar, not gated by it: "

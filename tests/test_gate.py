@@ -544,6 +544,20 @@ def test_a_peer_budget_that_selects_only_peers_fails(tmp_path: Path) -> None:
     )
 
 
+def test_a_peer_budget_whose_own_variant_failed_fails_once_with_the_failure(tmp_path: Path) -> None:
+    """Its variant's job failed, so only peers matched: beside the failure's line came "only peers match ...:
+    name a variant of yours in the budget's variants", though the budget named one."""
+    budget = f'[[budget]]\nvariants = ["baseline+onnx+*", "baseline+peer-*"]\n{SHAPE}min_speedup_vs_peer = "1.1x"\n'
+    run = [r for r in _peers_run() if r.variant != "baseline+onnx+quantize-dynamic"]
+    failed = [FailedJob("baseline+onnx+quantize-dynamic", "onnxruntime-cpu-fp32", "latency-1", "crashed")]
+    (check,) = evaluate(load_budgets(_budget(budget, tmp_path)), run, failed)
+    assert (check.variant, check.verdict, check.unjudged) == (
+        failed[0].variant,
+        "fail",
+        "its latency-1 failed: crashed",
+    )
+
+
 def test_peer_budget_needs_a_unit_and_a_shape(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=r'peer_max_accuracy_drop = 1 has no unit: .*"1.0 points"'):
         load_budgets(_budget(PEER_BUDGET + "peer_max_accuracy_drop = 1\n", tmp_path))
