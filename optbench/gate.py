@@ -13,12 +13,12 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from optbench.bench import REFERENCE
 from optbench.budget import SHAPED, SIZE, Budget, Limit, written_unit
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.failures import FailedJob
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import RowChoice
@@ -49,8 +49,9 @@ class Check:
     """One limit applied to one report: the figure, its 95% interval, the verdict and why."""
 
     budget: str
-    variant: str  # the budget's variant patterns where no report matches it
-    runtime: str  # the runtime's label (torch-cpu-fp32); the budget's runtime patterns where no report matches it
+    # where no report matches: the budget's patterns, or the one pattern of them that selects nothing
+    variant: str  # the report's variant; else variants ['baseline+*'], or variant 'baselin+onnx'
+    runtime: str  # the runtime's label (torch-cpu-fp32); else runtimes ['*'], or runtime 'tensorrt'
     limit: Limit
     shape: str  # the budget's shape where the limit holds at one ("batch 1 x 128"), else ""
     value: float | None  # None when the figure cannot be had: `unjudged` says why, and the check fails
@@ -115,7 +116,8 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
     """Every limit of every budget against every report it selects (one run's reports); a job or step of the
     run that failed (`failed`, from its failures.json) fails every limit of the budgets that select it, with its
     reason alone: a budget that selects no report (or only peers) because its job failed is not also told to fix
-    its patterns."""
+    its patterns. A budget that matches nothing fails every limit once; one that matches something fails every
+    limit once more for each of its variant or runtime patterns that selects nothing (`_unmatched_patterns`)."""
     checks = []
     for budget in budgets:
         failures = [f for f in failed or [] if _selects_failure(budget, f)]
@@ -127,9 +129,10 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
         chosen = [r for r in reports if _selects(budget, r)]
         variants, runtimes = f"variants {list(budget.variants)}", f"runtimes {list(budget.runtimes)}"
         if not chosen and not failures:
-            have = ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
-            why = f"no report in the run matches (it has {have}): fix the budget's variants or runtimes"
+            why = f"no report in the run matches (it has {_have(reports)}): fix the budget's variants or runtimes"
             checks += [Check.unjudgeable(budget, variants, runtimes, limit, why) for limit in budget.limits]
+        else:
+            checks += _unmatched_patterns(budget, reports, failures)
         for report in chosen:
             checks += [
                 _check(budget, limit, report, reports)
@@ -149,6 +152,31 @@ def evaluate(budgets: list[Budget], reports: list[Report], failed: list[FailedJo
                 if limit.key == "min_speedup_vs_peer"
             ]
     return checks
+
+
+def _unmatched_patterns(budget: Budget, reports: list[Report], failures: list[FailedJob]) -> list[Check]:
+    """Every limit failed for each pattern of the budget's variants or runtimes that selects no report and no
+    failure of the run (`failures`, those the budget selects), beside the others: a misspelt pattern next to a
+    right one judged less than the budget says, and passed."""
+    checks = []
+    patterns = [*(("variants", p) for p in budget.variants), *(("runtimes", p) for p in budget.runtimes)]
+    for key, pattern in dict.fromkeys(patterns):  # a pattern written twice fails once
+        alone = replace(budget, **{key: (pattern,)})
+        if any(_selects(alone, r) for r in reports) or any(_selects_failure(alone, f) for f in failures):
+            continue
+        if key == "variants":  # a runtime is a known one (load_budgets refuses others): absent, not misspelt
+            hint = did_you_mean([pattern], dict.fromkeys(r.variant for r in reports))
+            where = (f"variant {pattern!r}", f"runtimes {list(budget.runtimes)}")
+        else:
+            hint, where = "", (f"variants {list(budget.variants)}", f"runtime {pattern!r}")
+        why = f"no report in the run matches it (it has {_have(reports)}{hint}): fix or drop it in the budget's {key}"
+        checks += [Check.unjudgeable(budget, *where, limit, why) for limit in budget.limits]
+    return checks
+
+
+def _have(reports: list[Report]) -> str:
+    """What the run has, for a budget or pattern that matches none of it: each variant on each runtime, once."""
+    return ", ".join(dict.fromkeys(f"{r.variant} on {_runtime(r).label}" for r in reports))
 
 
 def _runtime(report: Report) -> RuntimeSpec:

@@ -167,6 +167,37 @@ def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> 
         assert check.reason.endswith("not measured at batch 1 x 64 (measured: batch 1 x 128)")
 
 
+def test_each_pattern_that_selects_nothing_fails_beside_those_that_match(tmp_path: Path) -> None:
+    """A misspelt pattern next to a right one passed unjudged: "no report in the run matches" was said only when
+    the whole budget matched nothing, so the gate checked less than the budget said, and passed."""
+    text = '[[budget]]\nvariants = ["baseline+onnx", "baselin+onnx+int8"]\nmax_size = "1 GB"\n'
+    typo, judged = _checks(text, _run(), tmp_path)
+    assert (judged.variant, judged.verdict) == ("baseline+onnx", "pass")
+    assert (typo.variant, typo.runtime, typo.verdict) == ("variant 'baselin+onnx+int8'", "runtimes ['*']", "fail")
+    assert typo.unjudged == (
+        "no report in the run matches it (it has baseline on torch-cpu-fp32, baseline+onnx on torch-cpu-fp32; "
+        "did you mean 'baseline+onnx'?): fix or drop it in the budget's variants"
+    )
+    text = '[[budget]]\nruntimes = ["torch", "onnxruntime"]\nmax_size = "1 GB"\nmax_accuracy_drop = "3 points"\n'
+    checks = _checks(text, _run(), tmp_path)
+    assert exit_code(checks, strict=False) == 1
+    unmatched = [c for c in checks if c.verdict == "fail"]
+    assert [(c.variant, c.runtime, c.limit.key) for c in unmatched] == [
+        ("variants ['*']", "runtime 'onnxruntime'", "max_accuracy_drop"),
+        ("variants ['*']", "runtime 'onnxruntime'", "max_size"),
+    ]
+    assert unmatched[0].unjudged.endswith("on torch-cpu-fp32): fix or drop it in the budget's runtimes")
+    # a pattern that selects only a failed job already fails with the failure's reason
+    failed = [FailedJob("baseline+onnx-int8", "onnxruntime-cpu-fp32", "latency-1", "crashed")]
+    text = '[[budget]]\nvariants = ["baseline+onnx", "baseline+onnx-int8"]\nmax_size = "1 GB"\n'
+    crashed, passed = evaluate(load_budgets(_budget(text, tmp_path)), _run(), failed)
+    assert (crashed.variant, crashed.unjudged, passed.verdict) == (
+        failed[0].variant,
+        "its latency-1 failed: crashed",
+        "pass",
+    )
+
+
 def test_a_check_that_cannot_be_judged_keeps_its_shape_apart_from_why(tmp_path: Path) -> None:
     """The shape is the budget's whether or not the run measured it (compare matches checks by it, CI systems
     track JUnit cases by name); why the figure cannot be had is said apart."""
@@ -438,6 +469,18 @@ def test_a_budget_whose_only_job_failed_fails_once_with_the_failure(tmp_path: Pa
     assert counts == "0 passed, 2 failed, 0 inconclusive: exit 1"
     suites = {suite.get("name"): suite.get("failures") for suite in ET.parse(junit).getroot().iter("testsuite")}
     assert suites == {"int8": "1", "typo": "1"}
+
+
+def test_cli_a_misspelt_pattern_beside_a_right_one_exits_1_and_fails_in_junit(tmp_path: Path, capsys) -> None:
+    text = '[[budget]]\nname = "ship"\nvariants = ["baseline+onnx", "baselin+onnx+int8"]\nmax_size = "1 GB"\n'
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", "--budget", str(_budget(text, tmp_path)), str(_results(tmp_path)), "--junit", str(junit)]) == 1
+    _, typo, judged, counts = capsys.readouterr().out.splitlines()
+    assert typo.startswith("FAIL         ship: variant 'baselin+onnx+int8' on runtimes ['*']: max_size cannot be")
+    assert judged.startswith("PASS         ship: baseline+onnx on torch-cpu-fp32: max_size")
+    assert counts == "1 passed, 1 failed, 0 inconclusive: exit 1"
+    (failure,) = ET.parse(junit).getroot().iter("failure")
+    assert failure.get("message") == typo.removeprefix("FAIL         ship: ")
 
 
 def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> None:
