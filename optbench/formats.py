@@ -30,7 +30,14 @@ def step_input_refusal(config: Any, given: str, who: str | None = None) -> str |
     if given == "trt":
         fix = "nothing runs on a TensorRT engine: make tensorrt the chain's last step"
     else:
-        fix = "put an onnx step before it" if needs == "onnx" else "put it before the onnx step"
+        if needs == "onnx":
+            fix = "put an onnx step before it"
+        elif config.output_format == given:  # an exporter after another: a chain converts its checkpoint once
+            fix = (
+                f"a chain makes {FORMAT_NAMES[given]} once: drop one of the steps that make one, or start another chain"
+            )
+        else:
+            fix = "put it before the onnx step"
         if config.name == "quantize-dynamic":
             fix += ', or choose its backend: "onnxruntime" quantizes ONNX models, "torch" checkpoints'
     return wrong_format(who or config.name, [needs], given, fix)

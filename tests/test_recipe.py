@@ -405,7 +405,10 @@ ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
     [
         (["quantize-static"], r"the chain quantize-static: quantize-static takes an ONNX model, .* put an onnx step"),
         (["onnx", "prune"], r"the chain onnx -> prune: prune takes a Hugging Face .* put it before the onnx step"),
-        (["onnx", "onnx"], r"onnx takes a Hugging Face checkpoint, not an ONNX model: put it"),
+        (
+            ["onnx", "onnx"],
+            r"onnx takes a Hugging Face checkpoint, not an ONNX model: a chain makes an ONNX model once: drop",
+        ),
         (["tensorrt"], r"^the chain tensorrt-fp16: tensorrt-fp16 takes an ONNX model, not a Hugging Face checkpoint"),
         (["onnx", "tensorrt", "quantize-static"], "nothing runs on a TensorRT engine: make tensorrt the chain's last"),
         (["quantize-dynamic"], r"put an onnx step before it, or choose its backend: \"onnxruntime\" quantizes ONNX"),
