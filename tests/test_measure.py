@@ -52,6 +52,13 @@ def test_latency_matches_numpy_percentiles(values_ns: list[int]) -> None:
         assert got == pytest.approx(np.percentile(ms, q))
 
 
+def test_percentiles_interpolate_between_the_two_nearest_calls() -> None:
+    """numpy's linear rule, as the README states: four calls of 1 to 4 ms have a p50 of 2.5 ms, not a call's own
+    (1001 calls, as above, put every percentile on a call, where the rules agree)."""
+    lat = Latency.from_values([4_000_000, 1_000_000, 3_000_000, 2_000_000])
+    assert (lat.p50_ms, lat.p90_ms, lat.p95_ms, lat.p99_ms) == pytest.approx((2.5, 3.7, 3.85, 3.97))
+
+
 def test_latency_ci_brackets_percentiles(values_ns: list[int]) -> None:
     lat = Latency.from_values(values_ns)
     assert lat.p50_ci_low <= lat.p50_ms <= lat.p50_ci_high
@@ -304,6 +311,10 @@ def test_timing_rejects_bad_settings(kwargs: dict, match: str) -> None:
         Timing(**args)
 
 
+def test_max_seconds_may_equal_min_seconds() -> None:
+    assert Timing(min_seconds=2.0, max_seconds=2.0).max_seconds == 2.0
+
+
 @pytest.mark.parametrize(
     ("numerator", "denominator", "expected"),
     [
@@ -317,8 +328,8 @@ def test_ratio_interval_is_what_both_intervals_allow(numerator: tuple, denominat
 
 
 def test_throughput_is_batch_over_mean_latency() -> None:
-    lat = Latency.from_values([10_000_000] * 4)  # 10 ms
-    assert throughput(8, lat) == pytest.approx(800.0)
+    lat = Latency.from_values([10_000_000, 10_000_000, 40_000_000])  # mean 20 ms, p50 10 ms
+    assert throughput(8, lat) == pytest.approx(400.0)
     with pytest.raises(OptbenchError, match="batch_size"):
         throughput(0, lat)
 
