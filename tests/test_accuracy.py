@@ -244,6 +244,18 @@ def test_drop_agreement_counts_same_predictions() -> None:
     assert drop.points == pytest.approx(10.0)
 
 
+def test_drop_agreement_is_on_the_class_not_on_being_right() -> None:
+    """Two models wrong on the same examples, with different classes, disagree there (3 classes)."""
+    labels = np.zeros(100, dtype=int)
+    reference = np.tile([1.0, 0.0, 0.0], (100, 1))
+    reference[:10] = [0.0, 1.0, 0.0]
+    variant = reference.copy()
+    variant[:10] = [0.0, 0.0, 1.0]
+    drop = Drop.paired(labels, reference, variant)
+    assert drop.agreement == pytest.approx(0.9)
+    assert drop.points == 0.0
+
+
 def test_drop_round_trips(data: tuple[np.ndarray, np.ndarray]) -> None:
     labels, reference = data
     variant = reference + np.random.default_rng(3).normal(size=reference.shape)
