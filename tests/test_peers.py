@@ -365,6 +365,13 @@ def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
     assert "machine" not in "\n".join(_fastest_peers(out[out["machine"] == "m"], budget_points=1.0))
 
 
+def test_a_drop_on_the_budget_is_within_it() -> None:
+    """ "At most the budget": a peer on it competes, and a variant on it gets a speedup."""
+    frame = _frame({"ours": 1.0, "peer-a": 1.0}, {"ours": 10.0, "peer-a": 15.0})
+    out = add_speedup_vs_peers(frame, budget_points=1.0).set_index("variant")
+    assert out.loc["ours", "speedup_vs_peer"] == pytest.approx(1.5)
+
+
 def test_without_peers_within_the_budget_there_is_no_speedup() -> None:
     frame = _frame({"ours": 0.0, "peer-a": 5.0}, {"ours": 10.0, "peer-a": 1.0})
     assert add_speedup_vs_peers(frame, budget_points=1.0)["speedup_vs_peer"].isna().all()
