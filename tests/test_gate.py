@@ -50,13 +50,22 @@ def _run() -> list[Report]:
         ("max_p50", 9.0, 11.0, "inconclusive"),
         ("max_p50", 10.5, 12.0, "fail"),
         ("max_p50", 9.0, 10.0, "pass"),  # on the limit is within it
+        ("max_p50", 10.0, 12.0, "inconclusive"),  # its low end on the limit: not wholly beyond it
         ("min_speedup", 10.5, 12.0, "pass"),
         ("min_speedup", 9.0, 11.0, "inconclusive"),
         ("min_speedup", 8.0, 9.0, "fail"),
+        ("min_speedup", 10.0, 12.0, "pass"),
+        ("min_speedup", 8.0, 10.0, "inconclusive"),
     ],
 )
 def test_verdict_compares_the_whole_interval_with_the_limit(key: str, low: float, high: float, expected: str) -> None:
     assert verdict(Limit(key, 10.0, "10"), low, high) == expected
+
+
+def test_a_limit_of_zero_is_met_by_a_figure_of_zero(tmp_path: Path) -> None:
+    """A limit is 0 or more: "no drop at all" is met by the reference, whose drop against itself is zero and certain."""
+    (check,) = _checks('[[budget]]\nvariants = ["baseline"]\nmax_accuracy_drop = "0 points"\n', _run(), tmp_path)
+    assert (check.value, check.verdict) == (0.0, "pass")
 
 
 def test_a_latency_limit_within_a_tick_of_a_coarse_clock_s_readings_is_inconclusive(tmp_path: Path) -> None:
@@ -278,6 +287,7 @@ def test_the_newest_run_is_gated() -> None:
         ('[[budget]]\nmax_size = "-5 MB"\n', r"max_size = '-5 MB' is negative: a limit is 0 or more, e.g. max_size ="),
         ('[[budget]]\nmax_accuracy_drop = "-1e999 points"\n', r"'-1e999 points' is not a finite number"),
         ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
+        ('[[budget]]\nbatch_size = 1\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nname = "empty"\n', "sets no limit"),
         ('[[budget]]\nvariants = []\nmax_size = "1 GB"\n', "give a list of names or patterns"),
         ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
@@ -558,6 +568,14 @@ def test_a_wider_peer_budget_lets_the_lossy_peer_set_the_bar(tmp_path: Path) -> 
     ours = checks["baseline+onnx+quantize-dynamic"]
     assert ours.value == pytest.approx(10 / 20) and ours.verdict == "fail"
     assert ours.against == "baseline+peer-optimum-lossy on onnxruntime-cpu-fp32"
+
+
+@pytest.mark.parametrize(("points", "bar"), [("0.5", "baseline+peer-optimum"), ("2", "baseline+peer-optimum-lossy")])
+def test_a_drop_on_the_peer_budget_is_within_it(points: str, bar: str, tmp_path: Path) -> None:
+    """Ours dropped 0.5 points, the lossy peer 2.0: a drop on the peer budget competes, ours or a peer's."""
+    budget = PEER_BUDGET + f'peer_max_accuracy_drop = "{points} points"\n'
+    (ours,) = [c for c in _checks(budget, _peers_run(), tmp_path) if c.variant == "baseline+onnx+quantize-dynamic"]
+    assert ours.value is not None and ours.against == f"{bar} on onnxruntime-cpu-fp32"
 
 
 def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(tmp_path: Path) -> None:
