@@ -67,6 +67,15 @@ def test_overlapping_intervals_are_not_significant() -> None:
     assert row["change_pct"] == pytest.approx(5.0)
 
 
+def test_intervals_that_meet_at_an_end_overlap() -> None:
+    base = make_report(shapes=((1, 128),))
+    a = to_frame([with_figures(base, p50_ms=10, spread_ms=0.1)])
+    b = to_frame([with_figures(base, p50_ms=12, spread_ms=0.1)])
+    a["p50_ci_high"] = b["p50_ci_low"] = 11.0
+    row = compare(a, b).set_index("figure").loc["p50_ms"]
+    assert (row["mark"], row["why"]) == ("not significant", "the 95% intervals overlap")
+
+
 def test_a_one_tick_change_of_a_coarse_clock_is_not_significant() -> None:
     """CUDA events read to 0.5 us: 400 calls all on 10.0 us against all on 10.5 us may be one duration read
     on either side of a tick, so the timings are not significant; three ticks apart they are."""
@@ -88,6 +97,12 @@ def test_a_change_inside_the_a_a_noise_floor_is_not_significant() -> None:
     table = compare(to_frame([before]), to_frame([after]))
     row = table[table["figure"] == "p50_ms"].iloc[0]
     assert row["mark"] == "not significant" and row["why"] == "within the 8.0% noise floor"  # the larger floor
+    on_it = compare(
+        to_frame([with_figures(base, p50_ms=12.5, spread_ms=0.1, noise_floor_pct=8.0)]),
+        to_frame([with_figures(base, p50_ms=11.5, spread_ms=0.1)]),
+    )
+    row = on_it[on_it["figure"] == "p50_ms"].iloc[0]  # 12.5 to 11.5 ms is -8.0% exactly: on the floor is within it
+    assert (row["change_pct"], row["mark"]) == (-8.0, "not significant")
     quieter = with_figures(base, p50_ms=10, spread_ms=0.1, noise_floor_pct=2.0)
     assert _marks([quieter], [with_figures(base, p50_ms=9.5, spread_ms=0.1)])["baseline", 1, "p50_ms"] == "better"
 
@@ -100,6 +115,14 @@ def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count
     assert marks["baseline", 1, "peak_rss_mb"] == "worse"
     smaller = dataclasses.replace(base, artifact={**base.artifact, "size_mb": 40.0})
     assert _marks([base], [smaller])["baseline", 1, "model_mb"] == "better"
+
+
+def test_the_a_a_noise_floor_holds_for_timings_only() -> None:
+    """It is the p50 gap of one model timed twice: memory keeps its own 5%, size and accuracy count as they are."""
+    base = with_figures(make_report(shapes=((1, 128),)), peak_rss_mb=1000, noise_floor_pct=8.0)
+    smaller = dataclasses.replace(base, artifact={**base.artifact, "size_mb": 80.0})  # -7.6%
+    marks = _marks([base], [with_figures(smaller, peak_rss_mb=1070, noise_floor_pct=8.0)])  # +7%
+    assert (marks["baseline", 1, "model_mb"], marks["baseline", 1, "peak_rss_mb"]) == ("better", "worse")
 
 
 def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
@@ -303,6 +326,9 @@ def test_a_check_that_passed_in_a_and_fails_in_b_is_newly_failing() -> None:
     assert "breaks the limit 1 point" in table["why"].iloc[0]
     assert budget_regressions([budget], [_chain(2.0)], [_chain(2.5)]).empty  # failing before too: not new
     assert budget_regressions([budget], [_chain(2.0)], [_chain(0.2)]).empty
+    # B cannot tell (its interval straddles the limit): not a check B fails
+    assert budget_regressions([budget], [_chain(0.2)], [_chain(0.9)]).empty
+    assert budget_regressions([budget], [_chain(0.9)], [_chain(0.9)]).empty
 
 
 def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, capsys) -> None:
