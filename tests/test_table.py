@@ -17,7 +17,7 @@ from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.report import COLUMNS, EXTRA_COLUMNS, write_report
 from optbench.runtimes import RuntimeSpec
-from optbench.table import render, settings_line, to_frame
+from optbench.table import format_speedup, render, settings_line, to_frame
 
 
 def test_to_frame_columns_and_values() -> None:
@@ -131,6 +131,13 @@ def test_markdown_marks_speedups_within_the_a_a_noise_floor_and_states_it() -> N
     assert "| 1.05x |" in quiet and "~1" not in quiet
     unknown = render(to_frame(_noisy_run(None)), "md")  # aa_check off, or a version 1 report
     assert "~" not in unknown and "noise floor" not in unknown
+
+
+def test_a_speedup_is_marked_up_to_and_on_the_noise_floor_in_percent_of_the_two_p50s_mean() -> None:
+    """As the A/A floor is measured: 1.05x is p50s 4.88% apart in percent of their mean (5% of the slower)."""
+    assert format_speedup(1.05, 4.9) == "~1.05x"
+    assert format_speedup(1.05, 4.8) == "1.05x"
+    assert format_speedup(1.5, 40.0) == "~1.50x"  # p50s 40% apart: on the floor is within it
 
 
 def test_render_json() -> None:
