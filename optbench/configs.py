@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from optbench.errors import OptbenchError, did_you_mean
 
 T = TypeVar("T")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers TOML has
 
 
 def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
@@ -51,13 +52,34 @@ def settings_of(where: str) -> Iterator[None]:
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """The TOML table in `path`; `what` names the file in errors (e.g. "recipe", "budget file")."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors write, read
+        table = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as Windows editors write, read
     except OSError as exc:
         raise OptbenchError(f"cannot read {what} {path}: {exc.strerror}; check the path") from exc
     except UnicodeDecodeError as exc:
         raise OptbenchError(f"{what} {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptbenchError(f"{what} {path} is not valid TOML: {exc}") from exc
+    for where, value in _integers(table, ""):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise OptbenchError(
+                f"{what} {path} is not valid TOML: {where} = {value} is beyond TOML's 64-bit integers "
+                f"({INT64_MIN} to {INT64_MAX}): give a number within them"
+            )
+    return table
+
+
+def _integers(value: Any, where: str) -> Iterator[tuple[str, int]]:
+    """Every integer in a TOML value, with where it is: `model.finetune.seed`, `bench.batch_sizes #2`. TOML's
+    integers are 64-bit and a decoder must refuse others; tomllib reads any size, and a seed beyond 64 bits
+    failed in the step with a traceback, a `rounds` of 20 digits hung the dry run."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _integers(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _integers(item, f"{where} #{i + 1}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield where, value
 
 
 def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:

@@ -297,6 +297,10 @@ def test_the_newest_run_is_gated() -> None:
             r"\[budget\] is one table, not a list of budgets: write \[\[budget\]\], with two",
         ),
         ("[[budget]\n", "is not valid TOML"),
+        (
+            '[[budget]]\nbatch_size = 99999999999999999999\nseq_len = 128\nmax_p50 = "1 ms"\n',
+            r"not valid TOML: budget #1\.batch_size = 99999999999999999999 is beyond TOML's 64-bit integers",
+        ),
         ("budget = [1, 2]\n", "budget must be \\[\\[budget\\]\\] tables"),
     ],
 )

@@ -198,6 +198,27 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
         load_recipe(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[model.finetune]\nseed = 18446744073709551616\n", "model.finetune.seed = 18446744073709551616"),
+        ("[bench]\nrounds = 99999999999999999999\n", "bench.rounds = 99999999999999999999"),
+        ("[bench]\nbatch_sizes = [1, -9223372036854775809]\n", "bench.batch_sizes #2 = -9223372036854775809"),
+        ('[[steps]]\nname = "prune"\nseed = 0x1_0000_0000_0000_0000\n', "steps #1.seed = 18446744073709551616"),
+    ],
+)
+def test_integers_beyond_64_bits_are_not_toml(text: str, where: str, tmp_path: Path) -> None:
+    """TOML's integers are 64-bit; tomllib reads any size: a seed past 2^64 failed in the step with a traceback,
+    and 20 digits of rounds hung the dry run."""
+    with pytest.raises(OptbenchError, match=rf"is not valid TOML: {re.escape(where)} is beyond TOML's 64-bit"):
+        load_recipe(write_recipe(tmp_path, text))
+
+
+def test_the_largest_64_bit_integer_is_read(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, "[model.finetune]\nseed = 9223372036854775807\n"))
+    assert recipe.finetune.seed == 2**63 - 1
+
+
 def test_utf8_text_is_read(tmp_path: Path) -> None:
     path = tmp_path / "utf8.toml"
     path.write_bytes('description = "caf\u00e9 \u00b7 na\u00efve"\n'.encode())
