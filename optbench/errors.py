@@ -3,6 +3,7 @@
 import difflib
 from collections.abc import Iterable
 from importlib import metadata
+from pathlib import Path
 
 
 class OptbenchError(Exception):
@@ -43,3 +44,13 @@ def did_you_mean(names: Iterable[object], known: Iterable[str]) -> str:
             if similarity[k] >= max(0.6, best - 0.05)
         ]
     return f"; did you mean {' or '.join(repr(name) for name in dict.fromkeys(close))}?" if close else ""
+
+
+def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
+    """A results file the system would not open: one this user may not read is someone's results, not damage to
+    delete (the fix is access); a link to nothing, or a loop of links, is."""
+    if isinstance(exc, PermissionError):
+        fix = "give this user read access to it, or name results that leave it out"
+    else:
+        fix = "delete or restore the file"
+    return OptbenchError(f"cannot read {path} ({exc.strerror}): {fix}")

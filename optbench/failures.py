@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optbench.atomic import write_json_atomic
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, unreadable_file
 
 if TYPE_CHECKING:
     from optbench.report import Report
@@ -71,7 +71,9 @@ def read_failures(path: Path) -> list[FailedJob]:
     """The failed jobs one failures.json records."""
     try:
         return [FailedJob(**entry) for entry in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+    except OSError as exc:
+        raise unreadable_file(path, exc) from exc
+    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from optbench.accuracy import Drop, Metrics
 from optbench.atomic import write_json_atomic
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, unreadable_file
 from optbench.measure import GpuMemory, Latency
 from optbench.peers import is_peer
 from optbench.runtimes import RuntimeSpec
@@ -320,7 +320,9 @@ def read_report(path: Path) -> Report | None:
     """The report in `path`; None for JSON files that are not optbench reports."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
+    except OSError as exc:
+        raise unreadable_file(path, exc) from exc
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
         raise OptbenchError(f"cannot read {path}: {exc}; delete or restore the file") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None

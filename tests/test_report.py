@@ -172,6 +172,42 @@ def test_a_failures_file_whose_field_is_not_text_is_named_as_damaged(tmp_path: P
         load_failures(tmp_path)
 
 
+def _refuse_reading(monkeypatch, refused: Path) -> None:
+    """Path.read_text raises for `refused` as for another user's file (chmod 600): root reads every file."""
+    read_text = Path.read_text
+
+    def refusing(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == refused:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refusing)
+
+
+def test_a_report_or_failures_file_this_user_may_not_read_asks_for_access_not_deletion(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # it said "[Errno 13] Permission denied: '...'; delete or restore the file": someone's results, to be deleted
+    report = write_report(make_report(), tmp_path)
+    (tmp_path / FAILURES_FILE).write_text("[]")
+    for path, read in ((report, read_report), (tmp_path / FAILURES_FILE, lambda _: load_failures(tmp_path))):
+        _refuse_reading(monkeypatch, path)
+        with pytest.raises(OptbenchError) as refused:
+            read(path)
+        assert str(refused.value) == (
+            f"cannot read {path} (Permission denied): give this user read access to it, or name results that leave "
+            "it out"
+        )
+
+
+def test_a_report_that_links_to_nothing_is_named(tmp_path: Path) -> None:
+    (tmp_path / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(
+        OptbenchError, match=r"cannot read .*gone\.json \(No such file or directory\): delete or restore"
+    ):
+        load_reports(tmp_path)
+
+
 def test_damaged_report_names_the_missing_key(tmp_path: Path) -> None:
     path = write_report(make_report(), tmp_path)
     _rewrite(path, lambda d: d.pop("measurements"))
