@@ -120,6 +120,9 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
     limits = tuple(parse_limit(key, entry[key], where) for key in LIMIT_UNITS if key in entry)
     if not limits:
         raise OptbenchError(f"{where} sets no limit: add one of {list(LIMIT_UNITS)}")
+    name = entry.get("name", where.rsplit(" ", 1)[-1])
+    if not isinstance(name, str) or not name.strip():  # name = 3 was shown as "3", name = ["a"] as "['a']"
+        raise OptbenchError(f'{where} name = {name!r}: give the text the gate shows for it, e.g. name = "latency"')
     batch_size, seq_len = entry.get("batch_size"), entry.get("seq_len")
     shaped = [limit.key for limit in limits if limit.key in SHAPED]
     if shaped and (batch_size is None or seq_len is None):
@@ -145,7 +148,7 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
             'string (speedup_against = "baseline/torch/cuda/fp32") beside a min_speedup'
         )
     return Budget(
-        name=str(entry.get("name", where.rsplit(" ", 1)[-1])),
+        name=name,
         variants=_patterns(entry, "variants", where),
         runtimes=_runtimes(entry, where),
         batch_size=batch_size,

@@ -289,6 +289,11 @@ def test_the_newest_run_is_gated() -> None:
         ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nbatch_size = 1\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nname = "empty"\n', "sets no limit"),
+        (
+            '[[budget]]\nname = 3\nmax_size = "1 GB"\n',
+            r"#1 name = 3: give the text the gate shows for it, e\.g\. name =",
+        ),
+        ('[[budget]]\nname = " "\nmax_size = "1 GB"\n', r"#1 name = ' ': give the text the gate shows for it"),
         ('[[budget]]\nvariants = []\nmax_size = "1 GB"\n', "give a list of names or patterns"),
         ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
         ("# nothing here\n", "has no budgets"),
