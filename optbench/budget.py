@@ -100,6 +100,11 @@ _AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z
 def load_budgets(path: Path) -> list[Budget]:
     """Every `[[budget]]` of the file; any problem is an error naming the budget, the key and the fix."""
     table = read_toml(path, "budget file")
+    if "budget" not in table and {"steps", "chains", "bench", "model", "dataset"} & table.keys():
+        raise OptbenchError(
+            f"{path} is a recipe, not a budget file: `optbench run {path}` measures it; `--budget` takes [[budget]] "
+            "tables (e.g. recipes/budgets.toml)"
+        )
     check_keys(table, ["budget"], f"budget file {path}")
     entries = table.get("budget")
     if isinstance(entries, dict):

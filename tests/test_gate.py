@@ -784,3 +784,10 @@ def test_a_variant_that_breaks_the_chain_budget_fails_it(tmp_path: Path, capsys)
     assert main(["gate", "--budget", str(onnx_only), str(REPO / "results" / "all")]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert any("baseline+onnx on onnxruntime-cpu-fp32 at batch 1 x 128: min_speedup" in line for line in failed)
+
+
+def test_a_recipe_given_as_a_budget_file_points_to_run() -> None:
+    """The reverse mistake of a budget file given to `run`: it read "unknown key(s) ... known keys are ['budget']"."""
+    recipe = Path(__file__).parents[1] / "recipes" / "quantize-dynamic.toml"
+    with pytest.raises(OptbenchError, match=r"quantize-dynamic.toml is a recipe, not a budget file: `optbench run "):
+        load_budgets(recipe)
