@@ -66,10 +66,11 @@ class BenchConfig:
         check_no_repeats("batch_sizes", self.batch_sizes)
         check_no_repeats("seq_lens", self.seq_lens)
         check_no_repeats("runtimes", [spec.label for spec in self.runtimes])
-        if self.threads < 1 or self.max_batches < 1 or self.rounds < 1:
-            raise OptbenchError(
-                f"threads={self.threads}, max_batches={self.max_batches} and rounds={self.rounds} must be 1 or more"
-            )
+        below_one = [
+            f"{name}={getattr(self, name)}" for name in ("threads", "max_batches", "rounds") if getattr(self, name) < 1
+        ]
+        if below_one:
+            raise OptbenchError(f"{' and '.join(below_one)}: must be 1 or more")
         if not self.job_timeout_s > 0:
             raise OptbenchError(f"job_timeout_s={self.job_timeout_s} must be a positive number of seconds")
 
