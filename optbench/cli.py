@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the recipe, the model, the data and the executor as a run does before its first step, then "
         "print what the run would do (the steps in order and whether each output is cached, the variants, runtimes, "
         "shapes, the number of benchmark jobs, where the reports go and whether the run resumes an unfinished sweep, "
-        "the run's warning about threads, a warning for each runtime this machine cannot run) and stop: nothing is "
-        "trained, exported, measured or written. Exit 0 when the recipe would run, 2 when not",
+        "the run's warning about threads, a warning for each runtime or step this machine cannot run) and stop: "
+        "nothing is trained, exported, measured or written. Exit 0 when the recipe is valid (what this machine "
+        "lacks is only a warning), 2 when the run would refuse it",
     )
     run.set_defaults(handler=_run)
 

@@ -9,8 +9,10 @@ cannot run is decided only once its model exists, so the job count is then an up
 exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`); the
 warning about threads is the benchmark's (`bench.oversubscribed`). A runtime this machine cannot run (no CUDA GPU,
 an onnxruntime without the provider it names, no TensorRT) is found by the GPU check's probe (`gpu_check.probe`,
-`gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. Nothing is trained,
-exported, measured or written.
+`gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. A step whose output
+is keyed on hardware this machine lacks (a tensorrt step's TensorRT version and GPU, its `build_target`) cannot run
+here, whether its input is cached or not: the recipe is valid, but a run here stops at that step. Nothing is
+trained, exported, measured or written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.bench import oversubscribed, pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
+from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
@@ -46,7 +49,8 @@ class PlannedModel:
 @dataclass(frozen=True)
 class PlannedStep:
     """A step as the run meets it: its name, the variant it takes and the one it makes, and its cache folder (None
-    until `waits_for`, the step that makes its input, has run) with whether its output is there."""
+    until `waits_for`, the step that makes its input, has run, or where the step `cannot` run on this machine: why)
+    with whether its output is there."""
 
     name: str
     takes: str
@@ -54,6 +58,7 @@ class PlannedStep:
     folder: Path | None
     cached: bool
     waits_for: int = 0
+    cannot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,13 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
     def planned(config: Any, model: PlannedModel, variant: str) -> PlannedModel:
         if variant in made:
             return made[variant]
-        if model.artifact is None:
-            steps.append(PlannedStep(config.name, model.variant, variant, None, False, model.made_by))
+        if model.artifact is not None:
+            check_input(config, model.artifact)
+        cannot = _cannot_run_here(config)
+        if model.artifact is None or cannot is not None:
+            steps.append(PlannedStep(config.name, model.variant, variant, None, False, model.made_by, cannot))
             output = None
         else:
-            check_input(config, model.artifact)
             folder = step_folder(config, model.artifact, data, cache_dir)
             output = cached_output(folder, config.name)
             steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))
@@ -149,6 +156,19 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
     )
 
 
+def _cannot_run_here(config: Any) -> str | None:
+    """Why this machine cannot run a step whose output is keyed on the machine it is built on (its `build_target`:
+    the TensorRT version and GPU of an engine), or None: the run's error, met when it looks the step's cache up."""
+    build_target = getattr(config, "build_target", None)
+    if build_target is None:
+        return None
+    try:
+        build_target()
+    except OptbenchError as exc:
+        return str(exc)
+    return None
+
+
 def _lacking(pairs: list[tuple[PlannedModel, RuntimeSpec]]) -> dict[str, list[Capability]]:
     """What this machine lacks, by runtime label, for each runtime of `pairs` it cannot run; probed only where a
     runtime needs more than the CPU."""
@@ -190,12 +210,15 @@ def describe(run: RunPlan, executor: str) -> str:
     lines += [_jobs_line(run, executor), _reports_line(run)]
     if run.threads_warning:
         lines.append(f"warning: {run.threads_warning}")
+    lines += _cannot_run_lines(run.steps)
     lines += _lacking_lines(run)
     return "\n".join(lines)
 
 
 def _step_line(step: PlannedStep, steps: list[PlannedStep]) -> str:
     where = f"{step.name}: takes {step.takes}, makes {step.makes}: "
+    if step.cannot is not None:
+        return where + "cannot run on this machine"
     if step.folder is None:
         return where + f"cached or not: known after step {step.waits_for} ({steps[step.waits_for - 1].name}) runs"
     return where + ("cached" if step.cached else "not cached, runs") + f" ({step.folder})"
@@ -218,6 +241,28 @@ def _jobs_line(run: RunPlan, executor: str) -> str:
     total = f"at most {len(run.jobs)}" if run.undecided else str(len(run.jobs))
     rounds = run.recipe.bench.rounds
     return f"benchmark jobs: {total} ({counts}; {rounds} round{'s' if rounds > 1 else ''}), run by {executor}"
+
+
+def _cannot_run_lines(steps: list[PlannedStep]) -> list[str]:
+    """A warning per reason steps cannot run on this machine, naming them, then where a run here stops: at the
+    first of them, whose cache lookup fails (exit 2), wherever the benchmark's jobs would run."""
+    numbers: dict[str, list[int]] = {}
+    for number, step in enumerate(steps, 1):
+        if step.cannot is not None:
+            numbers.setdefault(step.cannot, []).append(number)
+    if not numbers:
+        return []
+    lines = [
+        f"warning: step{'s' if len(found) > 1 else ''} {', '.join(f'{n} ({steps[n - 1].name})' for n in found)} "
+        f"cannot run on this machine: {reason}"
+        for reason, found in numbers.items()
+    ]
+    first = min(found[0] for found in numbers.values())
+    lines.append(
+        f"warning: a run here stops at step {first} ({steps[first - 1].name}) with exit 2, after the steps before it. "
+        "The recipe is valid: run it on a machine that has what it needs"
+    )
+    return lines
 
 
 def _lacking_lines(run: RunPlan) -> list[str]:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import tqdm.auto
-from test_cli import BENCH, _fails, _never_starts, write_recipe
+from test_cli import BENCH, ONNX_BENCH, ONNX_STEP, _fails, _never_starts, write_recipe
 
 from optbench import job as job_module
 from optbench.artifact import QUANTIZATION_FILE
 from optbench.cli import main
+from optbench.errors import OptbenchError
 from optbench.gpu_check import Capability
 from optbench.job import JobFailed
 
@@ -163,3 +164,42 @@ def test_the_dry_run_warns_of_each_runtime_this_machine_cannot_run(
     )
     found["cuda-gpu"] = found["torch-cuda"] = found["ort-cuda"] = Capability("present", True, "here")
     assert "warning" not in _dry_run(args, monkeypatch, capsys)
+
+
+def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached_or_not(
+    onnx_run: Path,
+    tiny_classifier: Path,
+    reviews_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    """A tensorrt step checked on a machine without TensorRT (a GPU recipe on a laptop): the recipe is valid (exit
+    0) and the step says it cannot run here, why, and that a run here stops at it, as the run then does (exit 2,
+    nothing measured). Its cache key holds the TensorRT version and GPU, which this machine cannot name: once its
+    input was cached (onnx_run's export), the dry run looked that key up and failed with the run's error."""
+    lacking = "the tensorrt step and runtime need TensorRT (import tensorrt failed: No module named 'tensorrt')"
+
+    def no_tensorrt() -> None:
+        raise OptbenchError(lacking)
+
+    monkeypatch.setattr("optbench.steps.tensorrt.import_tensorrt", no_tensorrt)
+    bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
+    steps = ONNX_STEP + '[[steps]]\nname = "tensorrt"\n'  # onnx_run's export, then an engine of it
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    step = "  2. tensorrt: takes baseline+onnx, makes baseline+onnx+tensorrt-fp16: cannot run on this machine"
+    warnings = [
+        f"warning: step 2 (tensorrt) cannot run on this machine: {lacking}",
+        "warning: a run here stops at step 2 (tensorrt) with exit 2, after the steps before it. The recipe is "
+        "valid: run it on a machine that has what it needs",
+    ]
+
+    def args(cache: Path) -> list[str]:
+        return ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache)]
+
+    for cache in (onnx_run / "cache", tmp_path / "empty-cache"):  # the export cached, then not
+        lines = _dry_run(args(cache), monkeypatch, capsys).splitlines()
+        assert step in lines
+        assert [line for line in lines if line.startswith("warning: ") and "step" in line] == warnings  # not runtimes'
+    _fails(args(onnx_run / "cache"), capsys, lacking)  # the run: the export reused, then this error
+    assert not (tmp_path / "results").exists()
