@@ -63,7 +63,7 @@ class PeerOptimumConfig:
     """optimum-onnx's pipeline: export, then optionally ORTOptimizer at `level` (O1-O3; O4 is FP16 for GPUs
     and not offered), then optionally ORTQuantizer, `dynamic` or `static` (QDQ, MinMax-calibrated on
     `calibration_samples` train-split rows in batches of `calibration_batch_size`, each padded to its longest
-    text), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this CPU's). `requirements` is what pip
+    text: 1 by default, as `ORTQuantizer.fit` and optimum's guide, so unpadded rows one at a time), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this CPU's). `requirements` is what pip
     installs into the peer's environment."""
 
     name: ClassVar[str] = "peer-optimum"
@@ -74,7 +74,7 @@ class PeerOptimumConfig:
     isa: Literal["auto", "arm64", "avx2", "avx512", "avx512_vnni"] = "auto"
     per_channel: bool = True
     calibration_samples: int = 256
-    calibration_batch_size: int = 16
+    calibration_batch_size: int = 1  # ORTQuantizer.fit's own default
     requirements: tuple[str, ...] = field(default_factory=default_requirements)
 
     @property
