@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "changed; reports land in RESULTS/<recipe name>/<run id>/, all of them or none. The benchmark is a "
         "sweep of jobs, each stored as it ends: run an interrupted recipe again to resume it, and a failed "
         "job, or a failed peer step (peer-*: its environment or its tool), is recorded with its reason while "
-        "the others go on (exit code 1). "
+        "the others go on (exit code 1). A step this machine cannot run (tensorrt without TensorRT or a CUDA GPU) "
+        "is refused before the first step (exit 2; --dry-run lists all this machine cannot run). "
         f"Steps a recipe can list: {', '.join(STEPS)} (README, section Steps).",
     )
     run.add_argument("recipe", type=path_argument, help="a recipe file, e.g. recipes/baseline.toml")
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes, the number of benchmark jobs, where the reports go and whether the run resumes an unfinished sweep, "
         "the run's warning about threads, a warning for each runtime or step this machine cannot run) and stop: "
         "nothing is trained, exported, measured or written. Exit 0 when the recipe is valid (what this machine "
-        "lacks is only a warning), 2 when the run would refuse it",
+        "lacks is only a warning, though a run here refuses a step it cannot run), 2 when the recipe is not",
     )
     run.set_defaults(handler=_run)
 

@@ -11,8 +11,8 @@ warning about threads is the benchmark's (`bench.oversubscribed`). A runtime thi
 an onnxruntime without the provider it names, no TensorRT) is found by the GPU check's probe (`gpu_check.probe`,
 `gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. A step whose output
 is keyed on hardware this machine lacks (a tensorrt step's TensorRT version and GPU, its `build_target`) cannot run
-here, whether its input is cached or not: the recipe is valid, but a run here stops at that step. Nothing is
-trained, exported, measured or written.
+here, whether its input is cached or not (`steps.cannot_run_here`): the recipe is valid, but a run here refuses it
+before its first step (`pipeline.check_steps_run_here`). Nothing is trained, exported, measured or written.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.bench import oversubscribed, pair_up
 from optbench.data import LabelledData, align_labels, load_dataset
-from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
 from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
-from optbench.steps import RecipeStep, cached_output, check_input, step_folder
+from optbench.steps import RecipeStep, cached_output, cannot_run_here, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 
 
@@ -99,7 +98,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
             return made[variant]
         if model.artifact is not None:
             check_input(config, model.artifact)
-        cannot = _cannot_run_here(config)
+        cannot = cannot_run_here(config)
         if model.artifact is None or cannot is not None:
             steps.append(PlannedStep(config.name, model.variant, variant, None, False, model.made_by, cannot))
             output = None
@@ -154,19 +153,6 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
         lacking=_lacking(pairs),
         here=here,
     )
-
-
-def _cannot_run_here(config: Any) -> str | None:
-    """Why this machine cannot run a step whose output is keyed on the machine it is built on (its `build_target`:
-    the TensorRT version and GPU of an engine), or None: the run's error, met when it looks the step's cache up."""
-    build_target = getattr(config, "build_target", None)
-    if build_target is None:
-        return None
-    try:
-        build_target()
-    except OptbenchError as exc:
-        return str(exc)
-    return None
 
 
 def _lacking(pairs: list[tuple[PlannedModel, RuntimeSpec]]) -> dict[str, list[Capability]]:
@@ -244,8 +230,8 @@ def _jobs_line(run: RunPlan, executor: str) -> str:
 
 
 def _cannot_run_lines(steps: list[PlannedStep]) -> list[str]:
-    """A warning per reason steps cannot run on this machine, naming them, then where a run here stops: at the
-    first of them, whose cache lookup fails (exit 2), wherever the benchmark's jobs would run."""
+    """A warning per reason steps cannot run on this machine, naming them, then that a run here refuses the recipe
+    before its first step (exit 2), wherever the benchmark's jobs would run."""
     numbers: dict[str, list[int]] = {}
     for number, step in enumerate(steps, 1):
         if step.cannot is not None:
@@ -257,10 +243,9 @@ def _cannot_run_lines(steps: list[PlannedStep]) -> list[str]:
         f"cannot run on this machine: {reason}"
         for reason, found in numbers.items()
     ]
-    first = min(found[0] for found in numbers.values())
     lines.append(
-        f"warning: a run here stops at step {first} ({steps[first - 1].name}) with exit 2, after the steps before it. "
-        "The recipe is valid: run it on a machine that has what it needs"
+        "warning: a run here refuses the recipe before its first step (exit 2, nothing trained or written). The "
+        "recipe is valid: run it on a machine that has what it needs, or leave those steps' chains out"
     )
     return lines
 

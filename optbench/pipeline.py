@@ -29,7 +29,7 @@ from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import write_report
 from optbench.scratch import work_folder
-from optbench.steps import RecipeStep, run_step
+from optbench.steps import RecipeStep, cannot_run_here, run_step
 from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps
 from optbench.table import to_frame
 
@@ -49,6 +49,7 @@ def new_run_id() -> str:
 def run_recipe(recipe: Recipe, results_dir: Path, cache_dir: Path, executor: Executor | None = None) -> Path:
     """Run `recipe` end to end; its reports (and `report.html` with its plot) land whole in
     results_dir/<recipe>/<run id>/, or not at all."""
+    check_steps_run_here(recipe)
     data = load_dataset(recipe.dataset)
     baseline = make_baseline(recipe, data, cache_dir)
     data = align_labels(data, list(baseline.label_names))
@@ -224,6 +225,21 @@ def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
                 model = preflight(model) if preflight is not None else None
             except OptbenchError as exc:
                 raise OptbenchError(f"the chain {chain_name(chain)}, step {step.shown}: {exc}") from None
+
+
+def check_steps_run_here(recipe: Recipe) -> None:
+    """Refuse, before any step runs, a recipe with a step this machine cannot run (`cannot_run_here`: a tensorrt
+    step without TensorRT or a CUDA GPU), naming the first one the run meets: the run would stop there with that
+    error anyway (exit 2), after the fine-tune and the steps before it. The dry run warns of the same steps."""
+    for chain in recipe.chains:
+        for step in chain:
+            reason = cannot_run_here(step.config)
+            if reason is not None:
+                raise OptbenchError(
+                    f"the chain {chain_name(chain)}, step {step.shown}, cannot run on this machine: {reason}. Or "
+                    "leave that chain out of the recipe; `optbench run RECIPE --dry-run` lists every step and "
+                    "runtime this machine cannot run"
+                )
 
 
 def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:

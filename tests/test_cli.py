@@ -17,6 +17,7 @@ from report_fixtures import make_report
 
 from optbench import cli, gpu_check, gpu_pack
 from optbench.cli import build_parser, main
+from optbench.errors import OptbenchError
 from optbench.failures import FailedJob, write_failures
 from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, write_report
 
@@ -290,6 +291,37 @@ def test_a_runtime_with_nothing_to_run_is_refused_up_front(
         capsys,
         "runtime onnxruntime runs an ONNX model and this recipe makes none: add the step that makes one",
     )
+
+
+def test_a_step_this_machine_cannot_run_is_refused_before_the_first_step(
+    tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A tensorrt step on a machine without TensorRT (a GPU recipe on a laptop): the run would stop at it (exit 2)
+    after fine-tuning the encoder and exporting it, so it refuses the recipe before those, naming the step, what is
+    missing and the fix, and writes nothing."""
+    lacking = "the tensorrt step and runtime need TensorRT (import tensorrt failed: No module named 'tensorrt')"
+
+    def no_tensorrt() -> None:
+        raise OptbenchError(lacking)
+
+    def step_ran(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a step ran before the run refused the recipe")
+
+    monkeypatch.setattr("optbench.steps.tensorrt.import_tensorrt", no_tensorrt)
+    monkeypatch.setattr("optbench.pipeline.run_step", step_ran)
+    bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
+    recipe = write_recipe(
+        tmp_path, tiny_encoder, reviews_csv, extra=ONNX_STEP + '[[steps]]\nname = "tensorrt"\n', bench=bench
+    )
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    _fails(
+        ["run", str(recipe), "--results", str(results), "--cache", str(cache)],
+        capsys,
+        f"optbench: error: the chain onnx -> tensorrt-fp16, step tensorrt-fp16, cannot run on this machine: {lacking}. "
+        "Or leave that chain out of the recipe; `optbench run RECIPE --dry-run` lists every step and runtime this "
+        "machine cannot run",
+    )
+    assert not results.exists() and not cache.exists()
 
 
 def test_run_takes_another_model_and_dataset_from_the_command_line(

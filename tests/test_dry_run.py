@@ -175,9 +175,9 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
     capsys,
 ) -> None:
     """A tensorrt step checked on a machine without TensorRT (a GPU recipe on a laptop): the recipe is valid (exit
-    0) and the step says it cannot run here, why, and that a run here stops at it, as the run then does (exit 2,
-    nothing measured). Its cache key holds the TensorRT version and GPU, which this machine cannot name: once its
-    input was cached (onnx_run's export), the dry run looked that key up and failed with the run's error."""
+    0) and the step says it cannot run here, why, and that a run here refuses the recipe up front, as the run then
+    does (exit 2, nothing written). Its cache key holds the TensorRT version and GPU, which this machine cannot name:
+    once its input was cached (onnx_run's export), the dry run looked that key up and failed with the run's error."""
     lacking = "the tensorrt step and runtime need TensorRT (import tensorrt failed: No module named 'tensorrt')"
 
     def no_tensorrt() -> None:
@@ -190,8 +190,8 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
     step = "  2. tensorrt: takes baseline+onnx, makes baseline+onnx+tensorrt-fp16: cannot run on this machine"
     warnings = [
         f"warning: step 2 (tensorrt) cannot run on this machine: {lacking}",
-        "warning: a run here stops at step 2 (tensorrt) with exit 2, after the steps before it. The recipe is "
-        "valid: run it on a machine that has what it needs",
+        "warning: a run here refuses the recipe before its first step (exit 2, nothing trained or written). The "
+        "recipe is valid: run it on a machine that has what it needs, or leave those steps' chains out",
     ]
 
     def args(cache: Path) -> list[str]:
@@ -201,5 +201,5 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
         lines = _dry_run(args(cache), monkeypatch, capsys).splitlines()
         assert step in lines
         assert [line for line in lines if line.startswith("warning: ") and "step" in line] == warnings  # not runtimes'
-    _fails(args(onnx_run / "cache"), capsys, lacking)  # the run: the export reused, then this error
+    _fails(args(onnx_run / "cache"), capsys, lacking)  # the run: this error, before any step
     assert not (tmp_path / "results").exists()

@@ -123,6 +123,20 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cannot_run_here(config: Any) -> str | None:
+    """Why this machine cannot run a step whose output is keyed on the machine it is built on (its `build_target`:
+    the TensorRT version and GPU of an engine), or None. The run refuses a recipe with such a step before its first
+    step (`pipeline.check_steps_run_here`); the dry run warns of it."""
+    build_target = getattr(config, "build_target", None)
+    if build_target is None:
+        return None
+    try:
+        build_target()
+    except OptbenchError as exc:
+        return str(exc)
+    return None
+
+
 def run_step(
     config: Any, artifact: ModelArtifact, data: LabelledData, cache_dir: Path, label: str | None = None
 ) -> ModelArtifact:
