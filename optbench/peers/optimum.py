@@ -63,8 +63,9 @@ class PeerOptimumConfig:
     """optimum-onnx's pipeline: export, then optionally ORTOptimizer at `level` (O1-O3; O4 is FP16 for GPUs
     and not offered), then optionally ORTQuantizer, `dynamic` or `static` (QDQ, MinMax-calibrated on
     `calibration_samples` train-split rows in batches of `calibration_batch_size`, each padded to its longest
-    text: 1 by default, as `ORTQuantizer.fit` and optimum's guide, so unpadded rows one at a time), with the `AutoQuantizationConfig` preset of `isa` (`auto`: this CPU's). `requirements` is what pip
-    installs into the peer's environment."""
+    text: 1 by default, as `ORTQuantizer.fit` and optimum's guide, so unpadded rows one at a time), with the
+    `AutoQuantizationConfig` preset of `isa` (`auto`: this CPU's). `requirements` is what pip installs into the
+    peer's environment."""
 
     name: ClassVar[str] = "peer-optimum"
     input_format: ClassVar[str] = "hf"
