@@ -59,6 +59,15 @@ def test_the_plan_interleaves_pairs_per_round_and_ends_rounds_with_the_repeat() 
     assert len({j.key for j in plan(3, 1, [(1, 16), (8, "data")], 3, True)}) == 3 + 2 * 3 * 4
 
 
+def test_rounds_rotate_a_b_c_then_b_c_a_and_repeat_the_reference_where_it_sits() -> None:
+    """With two pairs a rotation either way reads B A; with three, A B C, B C A, C A B puts each pair in each slot
+    once in that order. The A/A repeat is the reference's, which is not pair 0 when a listed runtime comes first."""
+    jobs = plan(3, 1, [(1, 16)], rounds=3, aa_check=True)
+    rounds = [[j.pair for j in jobs if j.kind == "latency" and j.round == r and not j.repeat] for r in range(3)]
+    assert rounds == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    assert [(j.round, j.pair) for j in jobs if j.repeat] == [(0, 1), (1, 1), (2, 1)]
+
+
 def test_one_identity_opens_one_store_with_one_run_id(tmp_path: Path) -> None:
     first = SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-1", 60)
     assert SweepStore.open(tmp_path, {"plan": 1}, lambda: "run-2", 60).run_id == "run-1"
