@@ -21,7 +21,15 @@ from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
 from optbench.steps import run_step
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig, as_pruned
-from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, keep_layers, layer_shapes, layout
+from optbench.surgery import (
+    encoder_layers,
+    ffn_neuron_scores,
+    keep_ffn_neurons,
+    keep_heads,
+    keep_layers,
+    layer_shapes,
+    layout,
+)
 
 BATCH = {"input_ids": torch.tensor([[101, 2204, 3185, 2001, 102], [101, 6659, 102, 0, 0]])}
 BATCH["attention_mask"] = (BATCH["input_ids"] != 0).long()
@@ -87,6 +95,22 @@ def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
     scores = [torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.01, 0.03, 0.02])]
     assert keep_plan(scores, 0.6, scope="global") == [[0, 1], [1]]
     assert keep_plan(scores, 0.9, scope="layer") == [[0], [1]]
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_keep_plan_removes_the_nearest_whole_number_of_units(scope: str) -> None:
+    """0.4 of 4 heads is 1.6: 2 go (a floor would remove 1, a quarter, well short of what was asked)."""
+    assert keep_plan([torch.tensor([0.4, 0.1, 0.3, 0.2])], 0.4, scope=scope) == [[0, 2]]
+
+
+def test_ffn_importance_is_the_kind_asked_for() -> None:
+    """With ffn = "magnitude" neurons are scored by their weights (`ffn_neuron_scores`), with "gradient" by the loss."""
+    model = _model()
+    magnitude = gradient_importance(model, [(BATCH, LABELS)], ffn="magnitude").neurons
+    gradient = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient").neurons
+    for layer, by_weight, by_loss in zip(encoder_layers(model), magnitude, gradient, strict=True):
+        assert torch.equal(by_weight, ffn_neuron_scores(layer).detach())
+        assert not torch.allclose(by_loss, by_weight)
 
 
 @pytest.mark.parametrize(
