@@ -126,6 +126,17 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
 
 
+def test_calibration_samples_are_a_seeded_random_draw_of_the_train_split(data) -> None:
+    """The train split keeps its file's order (the built-in data's is by movie): its first rows would be a few
+    movies' reviews. The seed picks the draw, the same one on every run."""
+    drawn = quantize.calibration_texts(data, 20, seed=0)
+    assert len(set(drawn)) == 20 and set(drawn) <= set(data.train.texts)
+    assert drawn != data.train.texts[:20]
+    assert quantize.calibration_texts(data, 20, seed=0) == drawn
+    assert quantize.calibration_texts(data, 20, seed=1) != drawn
+    assert sorted(quantize.calibration_texts(data, 10**6, seed=0)) == sorted(data.train.texts)
+
+
 def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> None:
     with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph"):
         run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)
@@ -140,6 +151,39 @@ def test_dynamic_keeps_an_excluded_gemm_in_fp32(fused: ModelArtifact, data, cach
     assert [node.op_type for node in graph.node if node.name.startswith(gemm)] == ["MatMul", "Add"]
     share = result.details["matmul_quantized"]
     assert share["total"] - share["quantized"] == 1, share
+
+
+def _weight_matmuls(graph: onnx.GraphProto) -> list[str]:
+    """The MatMuls of `graph` with a constant weight (the ones quantization may make INT8), in order."""
+    constants = {init.name for init in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in constants]
+
+
+def test_dynamic_keeps_an_excluded_matmul_in_fp32(fused: ModelArtifact, data, cache: Path) -> None:
+    """An excluded MatMul's name reaches the quantizer as given, beside the names made for excluded Gemms."""
+    first, *others = _weight_matmuls(onnx.load(str(fused.path / "model.onnx")).graph)
+    result = run_step(DynamicQuantizeConfig(weight_type="int8", exclude_nodes=(first,)), fused, data, cache)
+    ops = {node.name: node.op_type for node in onnx.load(str(result.path / "model.onnx")).graph.node}
+    assert ops[first] == "MatMul" and all(ops[f"{name}_quant"] == "MatMulInteger" for name in others)
+
+
+def test_static_keeps_excluded_nodes_and_op_types_in_fp32(unfused: ModelArtifact, data, cache: Path) -> None:
+    """A node named in exclude_nodes, and every node of a type in exclude_op_types, keeps its FP32 weight; the
+    other weight MatMuls are INT8 (their weight comes from a DequantizeLinear)."""
+    first, *others = _weight_matmuls(onnx.load(str(unfused.path / "model.onnx")).graph)
+    config = StaticQuantizeConfig(
+        calibration_samples=12,
+        calibration_batch_size=2,
+        op_types=("MatMul", "Gemm"),
+        exclude_nodes=(first,),
+        exclude_op_types=("Gemm",),
+    )
+    graph = onnx.load(str(run_step(config, unfused, data, cache).path / "model.onnx")).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    int8 = {node.name: node.input[1] in dequantized for node in graph.node if node.op_type in ("MatMul", "Gemm")}
+    gemms = [name for name in int8 if name.endswith("Gemm")]
+    assert gemms and not any(int8[name] for name in [first, *gemms])
+    assert all(int8[name] for name in others)
 
 
 @pytest.mark.parametrize(
