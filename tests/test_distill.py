@@ -20,6 +20,7 @@ from optbench.steps import distill as distill_step
 from optbench.steps import run_step
 from optbench.steps.distill import (
     DistillConfig,
+    LogitDistillation,
     attention_loss,
     distillation_loss,
     hidden_state_loss,
@@ -49,6 +50,17 @@ def test_distillation_loss_matches_its_formula() -> None:
     assert torch.allclose(got, 0.7 * t * t * kl + 0.3 * ce)
     same = distillation_loss(teacher, teacher, labels, temperature=t, distill_weight=1.0, label_weight=0.0)
     assert float(same) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_configs_logit_loss_uses_its_own_temperature_and_weights() -> None:
+    """Distill and prune train on `logit_loss`: at the default weights (0.5 and 0.5) a swap of its terms went
+    unseen, and so did a temperature left out."""
+    student = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    teacher = torch.tensor([[1.0, 0.0], [-1.0, 2.0]])
+    labels = torch.tensor([0, 1])
+    config = LogitDistillation(temperature=3.0, distill_weight=0.8, label_weight=0.2)
+    expected = distillation_loss(student, teacher, labels, temperature=3.0, distill_weight=0.8, label_weight=0.2)
+    assert torch.equal(config.logit_loss(student, teacher, labels), expected)
 
 
 def test_layer_mapping_spreads_students_over_the_teacher() -> None:
