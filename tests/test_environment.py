@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -229,6 +230,26 @@ def test_fingerprint_key_ignores_software_and_small_memory_changes() -> None:
 
 def test_fingerprint_key_tolerates_sparse_records() -> None:
     assert len(fingerprint_key({})) == 12
+
+
+HARDWARE = {"cpu": {"model": "Some CPU", "logical_cores": 8, "flags": ["avx2", "fma"]}, "memory_mib": 16384, "gpu": []}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda env: env["cpu"].update(logical_cores=16),
+        lambda env: env["cpu"].update(flags=["avx2", "avx512_vnni", "fma"]),
+        lambda env: env.update(memory_mib=32768),
+    ],
+    ids=["cores", "flags", "memory"],
+)
+def test_fingerprint_key_tells_machines_apart_by_cores_flags_and_memory(change: Any) -> None:
+    """Figures of a machine with more cores, other instructions (VNNI: another INT8 kernel) or twice the memory are
+    not one machine's: the key must differ, or a gate compares them as one machine's."""
+    changed = json.loads(json.dumps(HARDWARE))
+    change(changed)
+    assert fingerprint_key(changed) != fingerprint_key(HARDWARE)
 
 
 def test_cpu_flags_match_the_fingerprint() -> None:
