@@ -142,6 +142,8 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         (lambda d: d["measurements"][0].update(speedup_p50="fast"), "speedup_p50 = 'fast' is not a number"),
         (lambda d: d["artifact"].update(size_mb=[86]), "model_mb = [86] is not a number"),
         (lambda d: d["accuracy"]["metrics"].update(accuracy=-1), "accuracy = -1.0 is not a fraction, 0 to 1"),
+        (lambda d: d["accuracy"]["metrics"].update(accuracy=1.5), "accuracy = 1.5 is not a fraction, 0 to 1"),
+        (lambda d: d["measurements"][0].update(speedup_p50=True), "speedup_p50 = True is not a number"),
         (lambda d: d["measurements"][0]["latency"].update(n=0), "iterations = 0 is not a whole number, 1 or more"),
     ],
 )
