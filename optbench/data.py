@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import reprlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -328,7 +329,7 @@ def _label_names(labels: pd.Series, source: str) -> list[str]:
             f"dataset {source}: the label column {labels.name!r} holds {len(values)} distinct value(s) {values}: a "
             "classifier needs 2 or more; give rows of at least two labels"
         )
-    if all(v.lstrip("-").isdigit() for v in values):
+    if all(re.fullmatch(r"-?[0-9]+", v) for v in values):  # not str.isdigit: "²" and "--5" are digits to it
         values.sort(key=int)
     return values
 

@@ -141,6 +141,13 @@ def test_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
     assert data.label_names == ("1", "2", "10")
 
 
+@pytest.mark.parametrize("odd", ["--5", "²"])
+def test_labels_that_only_look_like_integers_sort_as_text(make_csv: MakeCsv, odd: str) -> None:
+    """str.isdigit took "²" (and "--5" once stripped of its minuses) for an integer, and int() then failed."""
+    data = load_dataset(DatasetConfig(source=str(make_csv(_rows(300, (odd, "2", "10"))))))
+    assert data.label_names == tuple(sorted((odd, "2", "10")))
+
+
 def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) -> None:
     rows = _rows(200, (0, 1))
     rows["label"][7] = None  # pandas reads the column as floats: 0.0, 1.0, NaN
