@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import HF_FILES, ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, encode, load_tokenizer
 from optbench.environment import cpu_flags, installed_version
@@ -131,6 +131,7 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
             "calibration_texts": calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed),
             "calibration_batch_size": config.calibration_batch_size,
             "max_length": data.max_length,
+            "hf_files": list(HF_FILES),  # the worker runs where optbench is not installed: it cannot import them
         }
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         log.info("peer-optimum: %s in %s", config.default_label, env.path)

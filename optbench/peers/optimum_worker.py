@@ -18,20 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# artifact.py's HF_FILES: this script runs where optbench is not installed, so it cannot import them
-HF_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "spiece.model",
-    "spm.model",
-    "sentencepiece.bpe.model",
-)
 VERSIONS = ("optimum", "optimum-onnx", "transformers", "onnxruntime", "onnx", "torch")
 
 
@@ -49,7 +35,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         folder, model_file = _stage("quantize", seconds, _quantize, folder, model_file, job, work)
     output.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / model_file, output / "model.onnx")
-    for name in HF_FILES:  # the vocabulary and labels, as the export wrote them
+    for name in job["hf_files"]:  # the vocabulary and labels, as the export wrote them (artifact.HF_FILES)
         if (exported / name).is_file():
             shutil.copyfile(exported / name, output / name)
     import onnx
