@@ -19,7 +19,8 @@ from pathlib import Path
 from types import ModuleType
 
 from optbench.atomic import write_text_atomic
-from optbench.cli import help_text, path_argument, run_command
+from optbench.cli import help_text, path_argument
+from optbench.command import run_command
 from optbench.environment import cuda_gpu_name
 from optbench.failures import FailedJob
 from optbench.recipe import Recipe, load_recipe

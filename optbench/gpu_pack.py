@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from optbench.cli import help_text, path_argument, run_command
+from optbench.cli import help_text, path_argument
+from optbench.command import run_command
 from optbench.data import SPLITS, LabelledData, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES

@@ -128,7 +128,7 @@ def test_an_interrupted_pack_says_so_exits_130_and_leaves_no_folder(
 
 
 def test_a_path_the_system_refuses_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the pack and the GPU check end where `optbench` does (cli.run_command): a name too long for the file system
+    # the pack and the GPU check end where `optbench` does (command.run_command): a name too long for the file system
     # made folder.exists() raise, and the pack ended in a traceback
     too_long = tmp_path / ("x" * 300)
     assert main([str(too_long), "--cache", str(tmp_path / "cache")]) == 2

@@ -74,7 +74,7 @@ def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(
 
 def test_optbench_keeps_its_sigterm_handler_through_ray_init() -> None:
     """ray.init installs a SIGTERM handler that exits with code 15: a docker stop during a Ray run must still go
-    through the handler optbench's cli installed, which says "interrupted" and exits with 130 as Ctrl-C does."""
+    through the handler optbench's command.py installed, which says "interrupted" and exits with 130 as Ctrl-C does."""
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
     from optbench.executors.ray import RayExecutor
 
