@@ -38,6 +38,8 @@ HF_FILES = (
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
 # the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
 BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
+# the outputs of a classifier whose config.json names no labels (transformers' PreTrainedConfig default)
+DEFAULT_NUM_LABELS = 2
 PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
@@ -362,9 +364,11 @@ def _check_architectures(config: dict[str, Any], config_path: Path) -> None:
 
 
 def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
-    """Label names of a classifier checkpoint, in label-id order."""
+    """Label names of a classifier checkpoint, in label-id order. A config that names neither id2label nor
+    num_labels has transformers' default of DEFAULT_NUM_LABELS: save_pretrained() leaves out the generic
+    LABEL_0 and LABEL_1 of a two-class head, and transformers loads it with those two again."""
     id2label = config.get("id2label") or {}
-    count = config.get("num_labels") or len(id2label)
+    count = config.get("num_labels") or len(id2label) or DEFAULT_NUM_LABELS
     if not id2label:
         return tuple(f"LABEL_{i}" for i in range(count))
     return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))

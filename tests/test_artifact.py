@@ -275,6 +275,18 @@ def test_hf_label_names(config: dict[str, Any], names: tuple[str, ...]) -> None:
     assert hf_label_names(config) == names
 
 
+def test_a_two_class_head_saved_without_label_names_has_transformers_generic_ones(tmp_path: Path) -> None:
+    """save_pretrained() leaves out id2label and num_labels for a head of the default two generic labels (the
+    usual classifier trained on integer labels): read as no labels at all, every dataset was refused."""
+    from conftest import TINY
+    from transformers import AutoConfig, BertConfig, BertForSequenceClassification
+
+    BertForSequenceClassification(BertConfig(**TINY)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    loaded = AutoConfig.from_pretrained(tmp_path).id2label
+    assert hf_label_names(config) == tuple(loaded[i] for i in range(len(loaded))) == ("LABEL_0", "LABEL_1")
+
+
 @pytest.mark.parametrize(
     ("config", "head"),
     [
