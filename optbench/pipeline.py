@@ -211,6 +211,18 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
         )
 
 
+def _check_vocabulary(tokens: int, config: dict[str, Any], checkpoint: str) -> None:
+    """Refuse a tokenizer with more tokens than the model has embeddings (`vocab_size`): a text holding one of the
+    others failed the first job or step that met it with torch's bare "index out of range in self"."""
+    embeddings = config.get("vocab_size")
+    if isinstance(embeddings, int) and tokens > embeddings:
+        raise OptbenchError(
+            f"the tokenizer in {checkpoint} has {tokens} tokens and the model embeds {embeddings} (vocab_size): "
+            "tokens past the model's would have no embedding; save the tokenizer the model was trained with into "
+            "the folder (tokenizer.save_pretrained(folder))"
+        )
+
+
 def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
     """Refuse, before any step runs, a step that would refuse the model its place in its chain gives it (prune
     takes BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT only; a distill student keeps the layers of
@@ -251,7 +263,8 @@ def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
     else:
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
     config = read_hf_config(path)
-    load_tokenizer(path)  # a tokenizer no step could pad with is refused before the first step
+    tokenizer = load_tokenizer(path)  # a tokenizer no step could pad with is refused before the first step
+    _check_vocabulary(len(tokenizer), config, origin["checkpoint"])
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
     classifier = has_classifier_head(config)

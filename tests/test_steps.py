@@ -263,6 +263,30 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_tokenizer_with_more_tokens_than_the_model_embeds_is_refused_before_any_step(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
+) -> None:
+    """The tokenizer of another model (30522 tokens) beside weights of 1000 embeddings: the run failed in its first
+    job with torch's bare "index out of range in self"."""
+    from conftest import TINY
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import parse_recipe
+
+    labels = {"id2label": {0: "fresh", 1: "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
+    BertForSequenceClassification(BertConfig(**TINY, vocab_size=1000, **labels)).save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_classifier).save_pretrained(tmp_path / "model")
+    table = {
+        "model": {"checkpoint": str(tmp_path / "model")},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 32},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="vocab")
+    with pytest.raises(OptbenchError, match=r"has 30522 tokens and the model embeds 1000 \(vocab_size\): "):
+        make_baseline(recipe, load_dataset(recipe.dataset), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_tensorrt_shapes_beyond_the_models_positions_are_refused_before_any_step(
     tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
 ) -> None:
