@@ -239,6 +239,7 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES}")
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
+            _check_comma_separated(path)
             frame = pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
@@ -252,14 +253,24 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
             f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
         )
-    header = str(frame.columns[0]) if suffix == ".csv" and len(frame.columns) == 1 else ""
-    separator = next((c for c in ";\t|" if c in header), None)
-    if separator:  # as Excel saves "CSV" where the decimal mark is a comma: not a file without the named columns
+    return frame
+
+
+def _check_comma_separated(path: Path) -> None:
+    """Refuse a CSV whose header row has no comma but a ';', tab or '|' (as Excel saves "CSV" where the decimal mark
+    is a comma, or a TSV named .csv), before pandas reads it: read whole, it lacked the named columns; read as far as
+    a text with a comma in it, pandas gave only "Expected 1 fields in line 3, saw 2"."""
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            header = next((line.rstrip("\r\n") for line in handle if line.strip()), "")
+    except (OSError, UnicodeDecodeError):  # pandas reads it next, and its error says why it cannot
+        return
+    separator = None if "," in header else next((c for c in ";\t|" if c in header), None)
+    if separator:
         raise OptbenchError(
             f"dataset {path} reads as one column {_listed([header])}: its fields are separated by {separator!r}, "
-            f"not commas: {READ_FIXES[suffix]}"
+            f"not commas: {READ_FIXES['.csv']}"
         )
-    return frame
 
 
 def _bad_json_line(path: Path) -> str | None:

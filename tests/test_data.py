@@ -338,10 +338,14 @@ def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
 
 
 @pytest.mark.parametrize("separator", [";", "\t"])
-def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, separator: str) -> None:
+@pytest.mark.parametrize("comma", ["", ","])
+def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, separator: str, comma: str) -> None:
     """As Excel saves "CSV" where the decimal mark is a comma: it was refused as lacking the text and label columns,
-    with the fix to rename them in [dataset]."""
-    pd.DataFrame(_rows(60)).to_csv(tmp_path / "data.csv", sep=separator, index=False)
+    with the fix to rename them in [dataset]; and once a text held a comma, with pandas' "Expected 1 fields in line
+    3, saw 2"."""
+    rows = _rows(60)
+    rows["text"] = [f"{text}{comma * (i % 2)} read aloud" for i, text in enumerate(rows["text"])]  # some rows
+    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", sep=separator, index=False)
     message = f"reads as one column {[f'text{separator}label']}: its fields are separated by {separator!r}, not commas"
     with pytest.raises(OptbenchError, match=re.escape(message + ": save it as UTF-8 CSV")):
         load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
