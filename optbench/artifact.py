@@ -40,6 +40,8 @@ VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
 # the outputs of a classifier whose config.json names no labels (transformers' PreTrainedConfig default)
 DEFAULT_NUM_LABELS = 2
+# model classes of other tasks, by how their names end: heads a sequence classifier cannot load (`_check_task`)
+OTHER_TASKS = {"ForTokenClassification": "token-classification", "ForMultipleChoice": "multiple-choice"}
 PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
@@ -240,6 +242,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
     _check_model_type(config, config_path)
+    _check_task(config, config_path)
     return config
 
 
@@ -361,6 +364,25 @@ def _check_architectures(config: dict[str, Any], config_path: Path) -> None:
         f"{config_path}: architectures = {json.dumps(architectures)} is not a list of class names: write it as "
         f"{as_list}, a list as save_pretrained() writes it"
     )
+
+
+def _check_task(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a model with the head of another task that the sequence classifier optbench fine-tunes from it would
+    load as its own: the same name (`classifier`), another size (a token classifier's labels, a multiple-choice
+    model's one output), so transformers' load failed in the fine-tune with a traceback after the dry run passed.
+    Heads under other names (masked LM, question answering) are left out of the load, as an encoder's pooler is."""
+    if has_classifier_head(config):
+        return
+    tasks = [
+        (a, task) for a in config.get("architectures") or [] for end, task in OTHER_TASKS.items() if a.endswith(end)
+    ]
+    if tasks:
+        architecture, task = tasks[0]
+        raise OptbenchError(
+            f"{config_path}: architectures = [{json.dumps(architecture)}] is a {task} model: optbench takes a sequence "
+            "classifier as it is or an encoder it fine-tunes; save this model's encoder alone, "
+            "AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and give that folder"
+        )
 
 
 def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:

@@ -262,6 +262,28 @@ def test_read_hf_config_refuses_a_label_named_for_two_ids(tmp_path: Path, id2lab
 
 
 @pytest.mark.parametrize(
+    ("architecture", "task"),
+    [
+        ("BertForTokenClassification", "token-classification"),
+        ("DistilBertForTokenClassification", "token-classification"),
+        ("BertForMultipleChoice", "multiple-choice"),
+    ],
+)
+def test_read_hf_config_refuses_a_model_of_another_task(tmp_path: Path, architecture: str, task: str) -> None:
+    """Its head, named as a sequence classifier's, failed transformers' load in the fine-tune with a traceback."""
+    folder = fake_checkpoint(tmp_path, {"model_type": "bert", "architectures": [architecture]})
+    with pytest.raises(
+        OptbenchError, match=rf'architectures = \["{architecture}"\] is a {task} model: .* encoder alone'
+    ):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("architecture", ["BertModel", "BertForMaskedLM", "BertForQuestionAnswering"])
+def test_read_hf_config_takes_an_encoder_with_a_head_a_classifier_leaves_out(tmp_path: Path, architecture: str) -> None:
+    read_hf_config(fake_checkpoint(tmp_path, {"model_type": "bert", "architectures": [architecture]}))
+
+
+@pytest.mark.parametrize(
     ("config", "names"),
     [
         ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
