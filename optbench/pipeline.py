@@ -180,15 +180,15 @@ def _token_limit(config: dict[str, Any]) -> int | None:
 
 def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> None:
     """Refuse token lengths beyond the model's position embeddings before any step runs (torch would fail
-    mid-step with a size mismatch, TensorRT on the GPU): the dataset's max_length, fixed [bench] lengths,
-    steps' own, and the longest sequence of a TensorRT provider's profile."""
+    mid-step with a size mismatch, TensorRT on the GPU): the dataset's max_length, [model.finetune]'s where the
+    checkpoint is fine-tuned (a classifier's is unused), fixed [bench] lengths, steps' own, and the longest sequence
+    of a TensorRT provider's profile."""
     limit = _token_limit(config)
     if limit is None:
         return
-    asked = [
-        ("[dataset] max_length", recipe.dataset.max_length),
-        ("[model.finetune] max_length", recipe.finetune.max_length),
-    ]
+    asked = [("[dataset] max_length", recipe.dataset.max_length)]
+    if not has_classifier_head(config):
+        asked.append(("[model.finetune] max_length", recipe.finetune.max_length))
     asked += [("[bench] seq_len", s) for s in recipe.bench.seq_lens if isinstance(s, int)]
     asked += [
         (f"{s.where} max_length", s.config.max_length) for s in recipe.steps() if getattr(s.config, "max_length", None)

@@ -263,6 +263,37 @@ def test_lengths_beyond_the_models_positions_are_refused_before_any_step(
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("head", [True, False])
+def test_the_finetune_length_is_held_to_the_positions_only_of_a_model_it_fine_tunes(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path, head: bool
+) -> None:
+    """[model.finetune] is used only when the checkpoint has no classification head: its max_length (64 unless
+    set) refused a classifier of 16 positions whose recipe asks 16 tokens everywhere else."""
+    from conftest import TINY
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import parse_recipe
+
+    labels = {"id2label": {0: "fresh", 1: "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
+    config = BertConfig(**TINY, max_position_embeddings=16, **labels)
+    (BertForSequenceClassification if head else BertModel)(config).save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_classifier).save_pretrained(tmp_path / "model")
+    table = {
+        "model": {"checkpoint": str(tmp_path / "model")},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 16},
+        "bench": {"seq_lens": [16, "data"]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="short")
+    data = load_dataset(recipe.dataset)
+    if head:
+        assert make_baseline(recipe, data, tmp_path / "cache").path == tmp_path / "model"
+    else:
+        with pytest.raises(OptbenchError, match=r"^\[model.finetune\] max_length = 64 beyond the 16 positions"):
+            make_baseline(recipe, data, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_tokenizer_with_more_tokens_than_the_model_embeds_is_refused_before_any_step(
     tiny_classifier: Path, reviews_csv: Path, tmp_path: Path
 ) -> None:
