@@ -365,7 +365,8 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
         return data
     generic = [f"LABEL_{i}" for i in range(len(model_labels))]
     names = list(data.label_names)
-    if model_labels == generic and all(n.isdigit() and int(n) < len(model_labels) for n in names):
+    # not str.isdigit: it takes "²", which int() refuses
+    if model_labels == generic and all(re.fullmatch("[0-9]+", n) and int(n) < len(model_labels) for n in names):
         mapping = {i: int(n) for i, n in enumerate(names)}
     else:
         unknown = [n for n in names if n not in model_labels]

@@ -506,6 +506,14 @@ def test_align_integer_labels_beyond_the_model_are_refused() -> None:
         align_labels(data, ["LABEL_0", "LABEL_1"])
 
 
+@pytest.mark.parametrize("odd", ["²", "-1"])
+def test_align_labels_that_only_look_like_integers_to_generic_names_are_refused(odd: str) -> None:
+    """str.isdigit takes "²" for an integer, and int() then failed with a bare ValueError (a traceback)."""
+    data = _labelled(("0", odd), [0, 1])
+    with pytest.raises(OptbenchError, match=rf"dataset labels \[.*'{odd}'\] are not known"):
+        align_labels(data, ["LABEL_0", "LABEL_1", "LABEL_2"])
+
+
 def test_align_unknown_labels_are_named() -> None:
     data = _labelled(("fresh", "rotten", "stale"), [0, 1, 2])
     with pytest.raises(OptbenchError, match=r"labels \['stale'\] are not known.*\['fresh', 'rotten'\]"):
