@@ -79,8 +79,10 @@ def read_failures(path: Path) -> list[FailedJob]:
 
 def failures_beside(paths: Iterable[Path]) -> list[Path]:
     """The failures files beside the report files `paths` (a run's failures.json lies beside its reports, whatever
-    its folder is called)."""
-    return sorted(file for file in {path.parent / FAILURES_FILE for path in paths} if file.exists())
+    its folder is called); one that links to nothing is listed, so that reading it says so rather than the run
+    seeming to have recorded no failure."""
+    files = {path.parent / FAILURES_FILE for path in paths}
+    return sorted(file for file in files if file.exists() or file.is_symlink())
 
 
 def run_failures(found: Iterable[tuple[Path, Report]], run_id: str) -> list[FailedJob]:

@@ -15,7 +15,7 @@ from optbench.accuracy import Drop
 from optbench.budget import Limit, load_budgets, parse_budget
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.failures import FailedJob, write_failures
+from optbench.failures import FAILURES_FILE, FailedJob, write_failures
 from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
 from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
@@ -467,6 +467,20 @@ def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path
     torch_only = _budget('[[budget]]\nvariants = ["baseline"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n', tmp_path)
     assert main(["gate", "--budget", str(torch_only), str(elsewhere)]) == 0
     assert "killed" not in capsys.readouterr().out
+
+
+def test_a_failures_file_that_links_to_nothing_stops_the_gate(tmp_path: Path, capsys) -> None:
+    """Given a report file, the gate looks for its run's failures.json beside it: one that links to nothing was
+    passed over as if the run had recorded no failure, and a budget over every variant passed (exit 0) though the
+    run's failed jobs could not be read. Given the folder, the walk over its JSON files already refused it."""
+    results = _results(tmp_path)
+    (run,) = (results / "demo").iterdir()
+    (run / FAILURES_FILE).symlink_to(tmp_path / "moved" / FAILURES_FILE)
+    every = _budget('[[budget]]\nvariants = ["*"]\nmax_size = "1 GB"\n', tmp_path)
+    for where in (run / "baseline.torch-cpu-fp32.json", results):
+        assert main(["gate", "--budget", str(every), str(where)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read {run / FAILURES_FILE} (No such file or directory): delete or restore" in err
 
 
 def test_a_budget_whose_only_job_failed_fails_once_with_the_failure(tmp_path: Path, capsys) -> None:
