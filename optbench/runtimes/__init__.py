@@ -171,7 +171,7 @@ class Engine:
     fails before any step runs; it returns the non-default ones as a short tag for labels), how to load one,
     which models of those formats it leaves out, and why, and how a recipe fills in (or checks) options that
     follow from its benchmark shapes and max_length (the TensorRT provider's profile); `labelled` gives each option
-    that shows in its labels with the values it takes besides its default, from which `every_spec` lists them."""
+    that shows in its labels with the values it may take, from which `every_spec` lists them."""
 
     formats: tuple[str, ...]
     check: Callable[[RuntimeSpec], str]

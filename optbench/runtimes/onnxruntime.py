@@ -148,8 +148,8 @@ def provider_failure(path: Path, providers: list[Any], failure: str, batch: str 
 
 
 OPTIONS = ("provider", "graph_optimization_level", "trt_int8", "trt_engine_cache", "trt_profile")
-# the options that show in labels, each with the values it takes besides its default (runtimes.every_spec);
-# trt_profile shows in none
+# the options that show in labels, each with the values it may take (runtimes.every_spec); a default among them
+# (the device's provider, level "all") adds no label of its own; trt_profile shows in none
 LABELLED = {
     "provider": tuple(PROVIDERS),
     "graph_optimization_level": LEVELS,
