@@ -99,6 +99,8 @@ def test_pick_profile_takes_the_tightest_holder() -> None:
         pick_profile(shapes, (65, 10))
     with pytest.raises(OptbenchError, match="batch 1 x sequence 100"):
         pick_profile(shapes, (1, 100))
+    # batch 1's exact profile (one shape), not its `data` one (64 shapes) listed first
+    assert pick_profile(profiles((1,), ("data", 16), max_length=64), (1, 16)) == 1
 
 
 RECIPE = """
@@ -136,6 +138,8 @@ def test_recipe_fills_shapes_from_bench(tmp_path: Path) -> None:
         ({"batch_sizes": [1, 128], "seq_lens": [32]}, {"batch_sizes": [1]}, "shape 128 x 32.*add 128 to batch_sizes"),
         ({"batch_sizes": [1], "seq_lens": [64]}, {"seq_lens": [32]}, "shape 1 x 64.*add 1 to batch_sizes and 64"),
         ({"batch_sizes": [128], "seq_lens": ["data"]}, {"seq_lens": [32]}, 'shape 128 x data.*and "data" to seq_lens'),
+        # 128 x 48 fits the step's 128 x 48 profile, but `data` pads shorter batches to fewer tokens
+        ({"batch_sizes": [128], "seq_lens": ["data"]}, {"seq_lens": [48]}, 'shape 128 x data.*and "data" to seq_lens'),
         ({"batch_sizes": [1], "seq_lens": [32]}, {"max_length": 32}, "max_length = 32 is below the dataset's"),
     ],
 )
@@ -170,7 +174,10 @@ def test_cache_key_changes_with_tensorrt_version_and_gpu(monkeypatch: pytest.Mon
     target["tensorrt"] = "10.4.0"
     assert cache_key(config, _artifact(), data) != first
     target.update(tensorrt="10.3.0", gpu="NVIDIA L4", compute_capability="8.9")
-    assert cache_key(config, _artifact(), data) != first
+    l4 = cache_key(config, _artifact(), data)
+    assert l4 != first
+    target["gpu"] = "NVIDIA GeForce RTX 4090"  # the L4's compute capability, another GPU model: its engines differ
+    assert cache_key(config, _artifact(), data) != l4
 
 
 def test_cache_key_of_an_engine_that_reads_the_datasets_max_length_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,6 +201,8 @@ def test_engine_for_another_target_is_refused() -> None:
         check_target({**running, "tensorrt": "10.2.0"}, running)
     with pytest.raises(OptbenchError, match=r"gpu 'NVIDIA L4'.*rebuild"):
         check_target({**running, "gpu": "NVIDIA L4"}, running)
+    with pytest.raises(OptbenchError, match=r"gpu None \(running 'NVIDIA H100'\)"):  # a manifest that names none
+        check_target({"tensorrt": "10.3.0", "compute_capability": "9.0", "precision": "fp16"}, running)
 
 
 def test_non_onnx_artifact_is_refused(tmp_path: Path) -> None:
@@ -464,14 +473,17 @@ def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Pat
     assert feed.next_batch(names, dtypes) is None
 
 
-def _qdq_graph(zero_point_type: int | None, zero_point: int = 0, domain: str = "") -> object:
+def _qdq_graph(zero_point_type: int | None, zero_point: int | list[int] = 0, domain: str = "") -> object:
+    """A Q/DQ pair whose zero point `zp` is an initializer: a scalar, or one per channel (a list)."""
     import onnx
     from onnx import TensorProto, helper
 
     inputs = ["x", "scale"] + (["zp"] if zero_point_type is not None else [])
     initializers = [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])]
     if zero_point_type is not None:
-        initializers.append(helper.make_tensor("zp", zero_point_type, [], [zero_point]))
+        values = zero_point if isinstance(zero_point, list) else [zero_point]
+        dims = [len(values)] if isinstance(zero_point, list) else []
+        initializers.append(helper.make_tensor("zp", zero_point_type, dims, values))
     nodes = [
         helper.make_node("QuantizeLinear", inputs, ["q"], name="q_x"),
         helper.make_node("DequantizeLinear", ["q", *inputs[1:]], ["y"], name="dq_x"),
@@ -499,6 +511,33 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, 3))
     with pytest.raises(OptbenchError, match=r"INT32 bias.*leave Gemm out of its op_types"):
         check_symmetric_int8(_qdq_graph(TensorProto.INT32, 0))
+    check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 0]))  # per channel
+    with pytest.raises(OptbenchError, match=r"q_x' has a non-zero INT8 zero point"):
+        check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 3]))  # one channel asymmetric is one too many
+
+
+def test_zero_points_of_constant_nodes_are_read_and_computed_ones_refused() -> None:
+    """An exporter may give a zero point as a Constant node's output rather than an initializer."""
+    from onnx import TensorProto, helper
+
+    def from_a_node(zero_point: int, op_type: str) -> object:
+        """The Q/DQ pair with its zero point `zp` made by a node: a Constant, or one computing it from a stored one."""
+        graph = _qdq_graph(TensorProto.INT8, zero_point)
+        stored = graph.initializer.pop()  # zp
+        if op_type == "Constant":
+            node = helper.make_node("Constant", [], ["zp"], value=stored)
+        else:
+            stored.name = "stored_zp"
+            graph.initializer.append(stored)
+            node = helper.make_node(op_type, ["stored_zp"], ["zp"])
+        graph.node.insert(0, node)
+        return graph
+
+    check_symmetric_int8(from_a_node(0, "Constant"))
+    with pytest.raises(OptbenchError, match="non-zero INT8 zero point"):
+        check_symmetric_int8(from_a_node(3, "Constant"))
+    with pytest.raises(OptbenchError, match=r"'q_x' takes its zero point from a computed tensor"):
+        check_symmetric_int8(from_a_node(0, "Identity"))
 
 
 def test_qdq_is_told_by_the_graph() -> None:
