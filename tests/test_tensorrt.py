@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -276,14 +277,29 @@ def test_runtime_refuses_an_engine_for_another_gpu_before_loading_it(
 
 
 class _FakeContext:
-    """IExecutionContext's profile switch as TensorRT 10 documents it: set_optimization_profile_async(profile_index,
-    stream_handle) answers False, and logs why, when it does not switch."""
+    """IExecutionContext as TensorRT 10 documents it: set_optimization_profile_async(profile_index, stream_handle)
+    answers False, and logs why, when it does not switch; the input shapes set are kept in `shapes`, and the output
+    (the logits) has the inputs' batch size."""
 
     def __init__(self, refused: set[int]) -> None:
         self.refused = refused
+        self.shapes: dict[str, tuple[int, ...]] = {}
 
     def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
         return profile_index not in self.refused
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, int]:
+        return (self.shapes["input_ids"][0], 2)
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        return True
 
 
 class _FakeLogger:
@@ -294,14 +310,15 @@ class _FakeLogger:
 
 
 class _FakeEngine:
-    """The ICudaEngine queries the tensorrt runtime makes: two int64 inputs and one float32 output."""
+    """The ICudaEngine queries the tensorrt runtime makes: two inputs (int64 unless given) and one float32 output."""
 
     names = ("input_ids", "attention_mask", "logits")
 
-    def __init__(self, profiles: int, refused: set[int]) -> None:
+    def __init__(self, profiles: int, refused: set[int], input_dtype: type = np.int64) -> None:
         self.num_optimization_profiles = profiles
         self.num_io_tensors = len(self.names)
         self.refused = refused
+        self.input_dtype = input_dtype
 
     def get_tensor_name(self, index: int) -> str:
         return self.names[index]
@@ -310,7 +327,7 @@ class _FakeEngine:
         return "OUTPUT" if name == "logits" else "INPUT"
 
     def get_tensor_dtype(self, name: str) -> type:
-        return np.float32 if name == "logits" else np.int64
+        return np.float32 if name == "logits" else self.input_dtype
 
     def create_execution_context(self, strategy: str) -> _FakeContext:
         return _FakeContext(self.refused)
@@ -394,16 +411,15 @@ def test_an_engine_tensorrt_does_not_build_is_refused(tmp_path: Path, monkeypatc
         trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
 
 
-def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A refused switch would leave the context on its first profile: a shape that profile also holds would run,
-    and be reported, on kernels tuned for another shape."""
+def _fake_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shapes: list[Profile], engine: _FakeEngine
+) -> object:
+    """A TensorRTRuntime of an fp16 engine built with profiles `shapes`, TensorRT (`engine`) and CUDA faked."""
     import torch
 
     from optbench.runtimes import tensorrt as trt_runtime
 
     target = {"tensorrt": "10.3.0", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
-    shapes = profiles((1,), (16,), max_length=32)
-    engine = _FakeEngine(len(shapes), refused={1})
     fake_trt = SimpleNamespace(
         Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda blob: engine),
         Logger=_FakeLogger,
@@ -416,12 +432,48 @@ def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, mo
     monkeypatch.setattr(torch.cuda, "Stream", lambda: SimpleNamespace(cuda_stream=7))
     (tmp_path / "model.engine").write_bytes(b"engine")
     details = {**target, "precision": "fp16", "profiles": [p.to_dict() for p in shapes]}
-    runtime = trt_runtime.TensorRTRuntime(
+    return trt_runtime.TensorRTRuntime(
         ModelArtifact(tmp_path, "trt", ("a", "b"), "0" * 64, details=details), precision="fp32"
     )
+
+
+def test_runtime_refuses_a_profile_tensorrt_did_not_switch_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused switch would leave the context on its first profile: a shape that profile also holds would run,
+    and be reported, on kernels tuned for another shape."""
+    shapes = profiles((1,), (16,), max_length=32)
+    runtime = _fake_runtime(tmp_path, monkeypatch, shapes, _FakeEngine(len(shapes), refused={1}))
     assert runtime._context(0) is runtime._context(0)
     with pytest.raises(OptbenchError, match="TensorRT refused optimization profile 1"):
         runtime._context(1)
+
+
+def test_runtime_runs_a_batch_on_its_profile_at_its_shape_in_the_engine_s_types(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """predict, with TensorRT and CUDA faked: a batch of 8 rows x 20 tokens runs on the context of the profile tuned
+    for it (batch 8 x data), with each input's shape set as (rows, tokens) and its tokens cast to the engine's input
+    type (int32 here, which TensorRT makes of the ONNX model's int64 inputs)."""
+    import torch
+
+    shapes = profiles((1, 8), (16, "data"), max_length=32)
+    runtime = _fake_runtime(tmp_path, monkeypatch, shapes, _FakeEngine(len(shapes), set(), input_dtype=np.int32))
+    copied: list[np.ndarray] = []  # what predict copies to the GPU
+
+    def from_numpy(host: np.ndarray) -> SimpleNamespace:
+        copied.append(host)
+        return SimpleNamespace(to=lambda device: torch.from_numpy(host))
+
+    runtime._torch = SimpleNamespace(
+        cuda=SimpleNamespace(stream=lambda stream: contextlib.nullcontext()),
+        from_numpy=from_numpy,
+        empty=lambda shape, dtype, device: torch.zeros(shape, dtype=dtype),
+    )
+    batch = {name: np.ones((8, 20), dtype=np.int64) for name in ("input_ids", "attention_mask")}
+    assert runtime.predict(batch).shape == (8, 2)
+    assert shapes[3].purpose == "batch 8 x data" and list(runtime._contexts) == [3]
+    assert runtime._contexts[3].shapes == {"input_ids": (8, 20), "attention_mask": (8, 20)}
+    assert [a.dtype for a in copied] == [np.int32, np.int32]
+    assert runtime.describe(batch)["profile"]["index"] == 3
 
 
 def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -> None:
