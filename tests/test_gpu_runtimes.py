@@ -173,6 +173,8 @@ def test_bad_onnxruntime_options_fail_when_the_recipe_is_read(
 def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_classifier: Path
 ) -> None:
+    import onnxruntime
+
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
     artifact = _artifact(tiny_classifier, "onnx")
     plain = OrtOptions("tensorrt")
@@ -186,6 +188,8 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.13.3")
     monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.14.1")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.14.1")
+    monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
+    assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trt10.14.1")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,
@@ -200,7 +204,8 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
         None, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False), ["input_ids"]
     )
     assert uncached["trt_int8_enable"] and not uncached["trt_engine_cache_enable"]
-    assert "trt_engine_cache_path" not in uncached
+    assert not uncached["trt_timing_cache_enable"]  # nor its timing cache: the provider keeps nothing on disk
+    assert "trt_engine_cache_path" not in uncached and "trt_timing_cache_path" not in uncached
 
 
 def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
@@ -465,6 +470,19 @@ def test_the_cuda_provider_computes_float32_matmuls_in_fp32(
     cuda = ("CUDAExecutionProvider", {"use_tf32": False})
     assert gpu_sessions[0] == [cuda, "CPUExecutionProvider"]
     assert gpu_sessions[1][1:] == [cuda, "CPUExecutionProvider"]
+
+
+def test_a_session_that_does_not_run_the_provider_asked_for_first_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
+) -> None:
+    """onnxruntime leaves out a provider it fails to create (a TensorRT library missing) and opens the session on
+    the others: its figures would be CUDA's, reported as the TensorRT provider's. The session is faked."""
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    opened_without = SimpleNamespace(get_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort_runtime, "open_session", lambda path, **kwargs: opened_without)
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    with pytest.raises(OptbenchError, match=r"did not register TensorrtExecutionProvider \(it runs \['CUDAExecution"):
+        load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
 
 
 def test_tensorrt_provider_takes_fp16_on_an_fp32_model_and_names_a_missing_provider(
