@@ -13,7 +13,7 @@ import pytest
 import torch
 from report_fixtures import make_report, with_figures
 
-from optbench.failures import FailedJob
+from optbench.failures import FailedJob, write_failures
 from optbench.gpu_check import RECIPES, Capability, _import_probe, main, plan_recipe, probe, runnable, summary
 from optbench.recipe import Recipe, load_recipe
 from optbench.report import write_report
@@ -26,9 +26,14 @@ def _found(**present: bool) -> dict[str, Capability]:
 
 
 def test_probe_names_every_capability_with_what_it_saw() -> None:
+    import onnxruntime
+
     found = probe()
     assert set(found) == {"cuda-gpu", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml"}
     assert found["torch-cuda"].present == torch.cuda.is_available()
+    providers = onnxruntime.get_available_providers()
+    assert found["ort-cuda"].present == ("CUDAExecutionProvider" in providers)
+    assert found["ort-tensorrt"].present == ("TensorrtExecutionProvider" in providers)
     assert all(c.detail for c in found.values())
     if not found["tensorrt"].present:
         assert "import tensorrt failed" in found["tensorrt"].detail
@@ -100,6 +105,16 @@ def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "results").exists()
 
 
+def test_a_gpu_torch_cannot_use_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The driver sees a GPU and onnxruntime has its CUDA provider, but torch is a CPU build: the check's reference,
+    PyTorch on CUDA, cannot run, so it runs nothing (exit code 2, as its help says)."""
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, ort_cuda=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 2
+    assert "no CUDA GPU visible to torch" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_help_teaches_with_examples_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     # the help gave no example and no exit code, though README says the check exits 2 without a GPU
     with pytest.raises(SystemExit) as exited:
@@ -148,6 +163,23 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
     assert "gpu: A/A noise floor: the reference's two p50s in this run differ by 3.0% at batch 1 x 128" in out
     check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
     assert "- onnxruntime-cuda-fp32: missing: needs ort-cuda" in check
+
+
+def test_a_job_failed_in_the_first_recipe_fails_the_check_when_the_second_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exit code is the worst of the recipes', not the last one's."""
+
+    def run(recipe: Recipe, results: Path, cache: Path) -> Path:
+        folder = _fake_run(recipe, results, cache)
+        if recipe.name == "gpu":
+            write_failures([FailedJob("baseline", "torch-cuda-bf16", "latency-2", "crashed")], folder, folder.name)
+        return folder
+
+    monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True, tensorrt=True))
+    monkeypatch.setattr("optbench.pipeline.run_recipe", run)
+    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 1
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["gpu", "gpu-tensorrt"]
 
 
 def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
