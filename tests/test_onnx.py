@@ -308,11 +308,17 @@ def test_fp16_variant_is_named_apart() -> None:
 
 
 def test_fp16_conversion_keeps_inputs_and_logits_in_their_types(
-    classifier: ModelArtifact, data, tmp_path: Path
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import onnx
 
+    limits: list[float] = []  # the max |logit diff| each parity check allows
+    real_check = onnx_step.check_parity
+    monkeypatch.setattr(
+        onnx_step, "check_parity", lambda *args: limits.append(args[-1].max_abs_diff) or real_check(*args)
+    )
     result = run_step(OnnxConfig(exporter="torchscript", precision="fp16"), classifier, data, tmp_path)
+    assert limits == [OnnxConfig().max_abs_diff, onnx_step.FP16_MAX_ABS_DIFF]  # the FP32 file's, then the FP16 one's
     assert result.variant == "baseline+onnx-fp16" and result.details["precision"] == "fp16"
     assert result.details["parity"]["agreement"] == 1.0  # checked in FP32, before the conversion
     fp16 = result.details["parity_fp16"]  # and the FP16 file after it, within its looser limit
@@ -374,6 +380,8 @@ def test_nan_logits_fail_parity(exported: ModelArtifact, data) -> None:
     tokenizer = AutoTokenizer.from_pretrained(exported.path)
     parity_batches = batches(tokenizer, data.test.texts[:4], batch_size=4, seq_len="data", max_length=32)
     logits = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(parity_batches[0])
+    strictest = OnnxConfig(min_agreement=1.0)  # every argmax the same: a limit the model itself meets
+    assert onnx_step.check_parity(exported.path / "model.onnx", parity_batches, logits, strictest)["agreement"] == 1
     reference = logits.copy()
     reference[0, logits[0].argmax()] = np.nan  # numpy's argmax picks the NaN: every argmax still agrees
     with pytest.raises(OptbenchError, match=r"ONNX parity failed: max \|logit diff\| nan"):
