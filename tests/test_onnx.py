@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import _save_tiny_onnx, _write_fp16_weights_only
 
-from optbench.artifact import HF_FILES, ModelArtifact, content_hash
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import DatasetConfig, batches, load_dataset
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
@@ -432,7 +432,6 @@ def test_uneven_heads_refuse_an_attention_whose_weight_is_computed() -> None:
 
 def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
     # a RoBERTa checkpoint saved without tokenizer.json: its vocabulary is vocab.json + merges.txt
-    from optbench.peers import optimum_worker
     from optbench.steps.onnx import copy_hf_files
 
     source, out = tmp_path / "roberta", tmp_path / "onnx"
@@ -441,4 +440,3 @@ def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
         (source / name).write_text("{}")
     copy_hf_files(source, out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "merges.txt", "tokenizer_config.json", "vocab.json"]
-    assert optimum_worker.HF_FILES == HF_FILES  # the peer worker's copy (it cannot import optbench)
