@@ -101,6 +101,8 @@ def test_cuda_precisions_agree_with_cpu(tiny_classifier: Path, precision: str) -
     gpu = load_runtime(RuntimeSpec("torch", "cuda", precision), _artifact(tiny_classifier), threads=1)
     logits = gpu.predict(batch)
     assert logits.dtype == np.float32
+    # fp16 logits would pass for bf16's below
+    assert gpu.describe(batch)["dtype"] == {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
     np.testing.assert_allclose(logits, cpu, atol=5e-2 if precision != "fp32" else 1e-4)
 
 
