@@ -5,6 +5,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+READ_ACCESS_FIX = "give this user read access to it, or name results that leave it out"
+
 
 class OptbenchError(Exception):
     """A problem with the user's input: the message names the bad value and the fix."""
@@ -50,7 +52,7 @@ def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
     """A results file the system would not open: one this user may not read is someone's results, not damage to
     delete (the fix is access); a link to nothing, or a loop of links, is."""
     if isinstance(exc, PermissionError):
-        fix = "give this user read access to it, or name results that leave it out"
+        fix = READ_ACCESS_FIX
     else:
         fix = "delete or restore the file"
     return OptbenchError(f"cannot read {path} ({exc.strerror}): {fix}")

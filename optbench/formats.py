@@ -16,9 +16,14 @@ from optbench.errors import OptbenchError
 FORMAT_NAMES: dict[str, str] = {"hf": "a Hugging Face checkpoint", "onnx": "an ONNX model", "trt": "a TensorRT engine"}
 
 
+def in_words(formats: Iterable[str]) -> str:
+    """`an ONNX model or a TensorRT engine`: formats as a message names them."""
+    return " or ".join(FORMAT_NAMES[f] for f in formats)
+
+
 def wrong_format(who: str, needs: Iterable[str], given: str, fix: str) -> str:
     """`who` (a step, `runtime torch`) takes a model of a format in `needs` and was given one of format `given`."""
-    return f"{who} takes {' or '.join(FORMAT_NAMES[f] for f in needs)}, not {FORMAT_NAMES[given]}: {fix}"
+    return f"{who} takes {in_words(needs)}, not {FORMAT_NAMES[given]}: {fix}"
 
 
 def step_input_refusal(config: Any, given: str, who: str | None = None) -> str | None:

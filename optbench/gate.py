@@ -164,7 +164,7 @@ def _unmatched_patterns(budget: Budget, reports: list[Report], failures: list[Fa
         alone = replace(budget, **{key: (pattern,)})
         if any(_selects(alone, r) for r in reports) or any(_selects_failure(alone, f) for f in failures):
             continue
-        if key == "variants":  # a runtime is a known one (load_budgets refuses others): absent, not misspelt
+        if key == "variants":  # runtimes get no guess: load_budgets checked a plain one's spelling (not a glob's)
             hint = did_you_mean([pattern], dict.fromkeys(r.variant for r in reports))
             where = (f"variant {pattern!r}", f"runtimes {list(budget.runtimes)}")
         else:

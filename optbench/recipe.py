@@ -15,7 +15,7 @@ from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, settings_of
 from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
-from optbench.formats import FORMAT_NAMES, step_input_refusal
+from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec
 from optbench.steps import RecipeStep, parse_step
@@ -109,8 +109,7 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     for spec in bench.runtimes:
         if not formats & set(ENGINES[spec.name].formats):
             raise OptbenchError(
-                f"runtime {spec.name} runs {' or '.join(FORMAT_NAMES[f] for f in ENGINES[spec.name].formats)} and "
-                "this recipe makes none: "
+                f"runtime {spec.name} runs {in_words(ENGINES[spec.name].formats)} and this recipe makes none: "
                 "add the step that makes one (e.g. an onnx step for onnxruntime), or drop the runtime"
             )
     _check_chain_ends_run(chains, bench)

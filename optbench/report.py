@@ -16,7 +16,7 @@ from typing import Any
 
 from optbench.accuracy import Drop, Metrics
 from optbench.atomic import write_json_atomic
-from optbench.errors import OptbenchError, unreadable_file
+from optbench.errors import READ_ACCESS_FIX, OptbenchError, unreadable_file
 from optbench.measure import GpuMemory, Latency
 from optbench.peers import is_peer
 from optbench.runtimes import RuntimeSpec
@@ -445,10 +445,7 @@ def _json_files(folder: Path) -> list[Path]:
     without a word, so a table lacked its runs and a gate judged an older run as the newest."""
 
     def refuse(exc: OSError) -> None:
-        raise OptbenchError(
-            f"cannot read the folder {exc.filename} ({exc.strerror}): give this user read access to it, or name "
-            "results that leave it out"
-        )
+        raise OptbenchError(f"cannot read the folder {exc.filename} ({exc.strerror}): {READ_ACCESS_FIX}")
 
     walked = os.walk(folder, onerror=refuse)
     return [Path(root) / name for root, _, names in walked for name in names if name.endswith(".json")]
