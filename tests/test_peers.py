@@ -15,6 +15,7 @@ from conftest import _save_tiny_onnx, _write_fp16_weights_only
 from report_fixtures import make_report
 from test_cli import BENCH, write_recipe
 
+from optbench.artifact import HF_FILES
 from optbench.cli import main
 from optbench.errors import OptbenchError, StepFailed
 from optbench.failures import FailedJob, load_failures
@@ -247,6 +248,28 @@ def test_a_worker_stopped_at_its_timeout_leaves_no_intermediate_models(
     with pytest.raises(StepFailed, match="gave no result after 3 s"):
         optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
     assert seen.is_file() and not Path(seen.read_text()).exists()
+
+
+def test_the_worker_is_handed_the_files_a_checkpoint_is_read_with(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker cannot import optbench: it copies the vocabulary and config files its job names, artifact.HF_FILES
+    (it kept a copy of the list, which a new tokenizer file would have left behind)."""
+    from optbench.peers import optimum
+
+    seen = tmp_path / "hf-files.json"
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import json, sys; from pathlib import Path\n"
+        f"Path({str(seen)!r}).write_text(json.dumps(json.loads(Path(sys.argv[1]).read_text())['hf_files']))\n"
+        "sys.exit(1)\n"
+    )
+    env = SimpleNamespace(python=Path(sys.executable), path=tmp_path / "env")
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
+    monkeypatch.setattr(optimum, "WORKER", worker)
+    with pytest.raises(StepFailed, match="exit code 1"):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+    assert json.loads(seen.read_text()) == list(HF_FILES)
 
 
 def test_the_worker_does_not_import_optbench() -> None:
