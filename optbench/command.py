@@ -58,9 +58,10 @@ def _os_error(exc: OSError) -> str:
 
 @contextmanager
 def command_process(verbose: bool) -> Iterator[None]:
-    """The setting every optbench command (and the GPU check) runs its work in: hub offline, optbench's own
-    progress at INFO (DEBUG with `verbose`) and other libraries at WARNING, the third-party lines no user can act
-    on dropped (optbench/quiet.py; `verbose` shows them), and SIGTERM unwinding as Ctrl-C does."""
+    """The setting every optbench command line (optbench, the GPU check, the GPU pack) runs its work in: hub
+    offline, optbench's own progress at INFO (DEBUG with `verbose`) and other libraries at WARNING, the third-party
+    lines no user can act on dropped (optbench/quiet.py; `verbose` shows them), and SIGTERM unwinding as Ctrl-C
+    does."""
     # Models and data are local: never ask a hub; keep transformers' load reports out of the output.
     # Set before transformers is imported, and inherited by the benchmark's job processes.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
