@@ -296,6 +296,14 @@ def test_bad_static_settings(kwargs: dict, message: str) -> None:
         StaticQuantizeConfig(**kwargs)
 
 
+@pytest.mark.parametrize("config_type", [DynamicQuantizeConfig, StaticQuantizeConfig])
+def test_an_empty_op_types_is_refused_when_the_recipe_is_read(config_type: type) -> None:
+    """onnxruntime reads [] as every op type it quantizes; the step refused it only once applied, saying that
+    nothing would be quantized."""
+    with pytest.raises(OptbenchError, match=r"op_types = \[\]: onnxruntime reads an empty list as every op type"):
+        config_type(op_types=())
+
+
 @pytest.mark.parametrize("op_types", [("Gemm",), ("MatMul", "Gemm", "Attention"), ("Softmax",)])
 def test_dynamic_refuses_op_types_its_quantizer_has_no_integer_operator_for(op_types: tuple[str, ...]) -> None:
     """onnxruntime's dynamic quantizer leaves such nodes FP32; it rewrites Gemm as MatMul + Add before it quantizes,

@@ -69,6 +69,7 @@ class DynamicQuantizeConfig:
         left to `apply_dynamic`: reading the quantizer's registry imports onnxruntime's quantization package, half
         a second on every command that reads a recipe."""
         if self.backend != "torch":
+            check_op_types_given(self.op_types)
             if not set(self.op_types) <= set(DYNAMIC_OPS):
                 _check_dynamic_op_types(self.op_types)
             return
@@ -159,6 +160,7 @@ class StaticQuantizeConfig:
             raise OptbenchError(f"calibration_batch_size={self.calibration_batch_size}: use 1 or more")
         if not 90 <= self.percentile < 100:
             raise OptbenchError(f"percentile={self.percentile}: use a value in [90, 100)")
+        check_op_types_given(self.op_types)
         check_seed(self.seed)
 
     def build_target(self) -> dict[str, Any] | None:
@@ -435,6 +437,15 @@ def _refuse_int8(graph: Any, step: str) -> None:
         raise OptbenchError(
             f"{step} needs an FP32 model, and this one is INT8 already ({', '.join(found) or 'Q/DQ nodes'}): "
             "quantize the FP32 export instead (one quantize step per chain)"
+        )
+
+
+def check_op_types_given(op_types: tuple[str, ...]) -> None:
+    """Refuse `op_types = []`: onnxruntime's quantizers read an empty list as every op type they can quantize."""
+    if not op_types:
+        raise OptbenchError(
+            "op_types = []: onnxruntime reads an empty list as every op type it can quantize; name them, "
+            'e.g. ["MatMul"]'
         )
 
 
