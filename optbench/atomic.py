@@ -8,7 +8,7 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +55,29 @@ def create_json_exclusive(path: Path, data: dict[str, Any]) -> None:
     create_exclusive(path, json.dumps(data).encode())
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None when there is no such file (a sweep's records and claims)."""
+def read_json(path: Path, required: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when there is no such file (a sweep's records and claims); one that is
+    not an object, or lacks a `required` field, is named as damaged."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
-        raise OptbenchError(f"{path} is damaged ({exc}): delete it and run the recipe again") from exc
+        raise _damaged(path, str(exc)) from exc
     if not isinstance(data, dict):
-        raise OptbenchError(f"{path} is damaged (not a JSON object): delete it and run the recipe again")
+        raise _damaged(path, "not a JSON object")
+    require_fields(path, data, required)
     return data
+
+
+def require_fields(path: Path, data: dict[str, Any], fields: Iterable[str]) -> None:
+    """Name `path` as damaged when `data`, the object read from it, lacks any of `fields` (hand-edited, say)."""
+    if missing := [name for name in fields if name not in data]:
+        raise _damaged(path, f"no {', '.join(map(repr, missing))} field")
+
+
+def _damaged(path: Path, why: str) -> OptbenchError:
+    return OptbenchError(f"{path} is damaged ({why}): delete it and run the recipe again")
 
 
 @contextlib.contextmanager

@@ -79,10 +79,13 @@ def renew_claim(path: Path, token: str, timeout_s: float) -> None:
 
 def is_dead(holder: dict[str, Any]) -> bool:
     """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
-    on another host, which cannot be checked, once the deadline it renews while alive has passed."""
+    on another host, which cannot be checked, once the deadline it renews while alive has passed. One from this host
+    that names no pid (a hand-edited file) names no process that could hold anything: taken for dead."""
     if holder.get("host") != socket.gethostname():
         return time.time() > holder.get("until", 0)
-    pid = int(holder["pid"])
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

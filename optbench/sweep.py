@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from optbench.atomic import create_json_exclusive, read_json, write_json_atomic
+from optbench.atomic import create_json_exclusive, read_json, require_fields, write_json_atomic
 from optbench.claims import holds_claim, is_dead, lease, renew_claim, take_claim, this_process
 from optbench.data import Shape
 from optbench.errors import OptbenchError
@@ -128,7 +128,7 @@ class SweepStore:
             # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
             with contextlib.suppress(FileExistsError, FileNotFoundError):
                 create_json_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
-            stored = read_json(meta)
+            stored = read_json(meta, required=("run_id",))
             if stored is None:  # removed by the last process of a published sweep as this one opened it
                 continue
             store = cls(folder, stored["run_id"])
@@ -151,7 +151,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
-        stored = read_json(folder / "sweep.json")
+        stored = read_json(folder / "sweep.json", required=("run_id",))
         if stored is None:
             return None
         store = cls(folder, stored["run_id"])
@@ -175,10 +175,13 @@ class SweepStore:
 
     def outcome(self, job: PlannedJob) -> Outcome | None:
         """The stored outcome of `job`, or None when it has none yet."""
-        stored = read_json(self.jobs / f"{job.key}.json")
+        path = self.jobs / f"{job.key}.json"
+        stored = read_json(path, required=("status",))
         if stored is None:
             return None
-        if stored["status"] == "failed":
+        failed = stored["status"] == "failed"
+        require_fields(path, stored, ("reason",) if failed else ("result",))
+        if failed:
             return Outcome(job, None, stored["reason"])
         result = stored["result"]
         if "logits" in result:
@@ -315,7 +318,7 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
         if folder == current.folder:
             continue
         try:
-            stored = read_json(folder / "sweep.json")
+            stored = read_json(folder / "sweep.json", required=("run_id",))
             if stored is None:
                 continue
             store = SweepStore(folder, stored["run_id"])

@@ -312,6 +312,44 @@ def test_a_record_or_claim_that_is_json_but_no_object_is_named_as_damaged(tmp_pa
         store.holds(job)
 
 
+def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_path: Path) -> None:
+    """An object without the fields a record or sweep.json must have is damage, named as such (a KeyError before)."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    record = store.jobs / f"{job.key}.json"
+    for content, field in (({}, "status"), ({"status": "failed"}, "reason"), ({"status": "ok"}, "result")):
+        record.write_text(json.dumps(content))
+        with pytest.raises(OptbenchError, match=rf"accuracy-pair0\.json is damaged \(no '{field}' field\): delete it"):
+            store.outcome(job)
+    (store.folder / "sweep.json").write_text(json.dumps({"identity": {"plan": "test"}}))
+    for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+        with pytest.raises(OptbenchError, match=r"sweep\.json is damaged \(no 'run_id' field\): delete it"):
+            opens()
+
+
+def test_tidying_passes_over_a_sweep_whose_files_lack_their_fields(tmp_path: Path) -> None:
+    """tidy_sweeps promises that no run stops on a damaged folder, but caught only OptbenchError, not the KeyError
+    of a sweep.json without its run id; a participant without its pid names no live process."""
+    damaged = SweepStore.open(tmp_path, {"plan": "damaged"}, lambda: "run-1", 60)
+    (damaged.folder / "sweep.json").write_text("{}")
+    published = SweepStore.open(tmp_path, {"plan": "published"}, lambda: "run-2", 60)
+    (tmp_path / "run-2").mkdir()
+    for path in (published.folder / "participants").glob("*.json"):
+        path.write_text(json.dumps({**claims.lease(60), "pid": None}))
+    sweep.tidy_sweeps(tmp_path, _store(tmp_path, "run-3"))
+    assert damaged.folder.is_dir() and not published.folder.exists()
+
+
+def test_a_claim_whose_holder_lacks_its_pid_is_taken_over(tmp_path: Path) -> None:
+    """A claim from this host with no pid names no process that could hold it, as an empty claim does (KeyError)."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    holder = claims.lease(3600)
+    del holder["pid"]
+    for damaged in (holder, {**holder, "pid": None}):
+        _write_claim(store, job, damaged)
+        assert store.claim(job, 60)
+        store.release(job)
+
+
 def test_the_last_live_participant_removes_the_sweep(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.join(60)
