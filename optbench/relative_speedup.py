@@ -47,6 +47,8 @@ class RowChoice:
                     f"cannot read the row {text!r}: {part!r} is no {what}: give one of {sorted(known)}"
                     f"{did_you_mean([part], known)}"
                 )
+        if len(rest) > 1:
+            _check_runs_on(text, rest[0], tuple(rest[1:]))
         return cls(parts)
 
     @property
@@ -76,6 +78,17 @@ def _check_runtime(text: str, runtime: str) -> None:
         raise OptbenchError(
             f"cannot read the row {text!r}: {runtime!r} is no {name} runtime: give one of {known}"
             f"{did_you_mean([runtime], known)}"
+        )
+
+
+def _check_runs_on(text: str, runtime: str, where: tuple[str, ...]) -> None:
+    """Refuse a runtime named with a device (and precision) it does not run on (`torch-cuda-graphs/cpu`): the row
+    could name no row of any run."""
+    runs_on = sorted({(spec.device, spec.precision)[: len(where)] for spec in every_spec() if spec.engine == runtime})
+    if where not in runs_on:
+        raise OptbenchError(
+            f"cannot read the row {text!r}: {runtime} does not run on {'/'.join(where)}: it runs on "
+            f"{', '.join('/'.join(choice) for choice in runs_on)}"
         )
 
 

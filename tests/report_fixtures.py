@@ -152,4 +152,6 @@ UNKNOWN_ROW_NAMES = [
     ),
     ("baseline/torch/CUDA", r"'CUDA' is no device: give one of \['cpu', 'cuda'\]; did you mean 'cuda'\?"),
     ("baseline/torch/cuda/fp61", r"'fp61' is no precision: give one of \['bf16', 'fp16', 'fp32'\]; did you mean"),
+    ("baseline/torch-cuda-graphs/cpu", r"torch-cuda-graphs does not run on cpu: it runs on cuda"),
+    ("baseline/onnxruntime-tensorrt/cpu", r"onnxruntime-tensorrt does not run on cpu: it runs on cuda"),
 ]
