@@ -233,12 +233,11 @@ def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
     """Load `artifact` into the engine named by `spec`, using `threads` intra-op threads; a model of a format the
     engine does not run is refused before the engine's library is imported."""
-    formats = ENGINES[spec.name].formats
-    if artifact.format not in formats:
-        raise OptbenchError(
-            wrong_format(f"runtime {spec.name}", formats, artifact.format, _format_fix(formats, artifact.format))
-        )
-    return ENGINES[spec.name].load(spec, artifact, threads)
+    engine = ENGINES[spec.name]
+    if not runs(spec, artifact.format):
+        fix = _format_fix(engine.formats, artifact.format)
+        raise OptbenchError(wrong_format(f"runtime {spec.name}", engine.formats, artifact.format, fix))
+    return engine.load(spec, artifact, threads)
 
 
 def _format_fix(formats: tuple[str, ...], given: str) -> str:
