@@ -8,7 +8,7 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,28 +55,55 @@ def create_json_exclusive(path: Path, data: dict[str, Any]) -> None:
     create_exclusive(path, json.dumps(data).encode())
 
 
-def read_json(path: Path, required: Iterable[str] = ()) -> dict[str, Any] | None:
+def read_json(path: Path, required: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when there is no such file (a sweep's records and claims); one that is
-    not an object, or lacks a `required` field, is named as damaged."""
+    not an object, or lacks a `required` field or holds it as another kind (see `require_fields`), is named as
+    damaged."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, and UnicodeDecodeError for bad bytes
-        raise _damaged(path, str(exc)) from exc
+        raise damaged(path, str(exc)) from exc
     if not isinstance(data, dict):
-        raise _damaged(path, "not a JSON object")
-    require_fields(path, data, required)
+        raise damaged(path, "not a JSON object")
+    require_fields(path, data, required or {})
     return data
 
 
-def require_fields(path: Path, data: dict[str, Any], fields: Iterable[str]) -> None:
-    """Name `path` as damaged when `data`, the object read from it, lacks any of `fields` (hand-edited, say)."""
+def is_number(value: Any) -> bool:
+    """Whether `value`, read from JSON, is a number (true and false are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_folder_name(value: Any) -> bool:
+    """Whether `value`, read from JSON, names one folder inside another (a sweep's run id): no path, nor . or .."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\0" not in value
+
+
+FIELD_KINDS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda value: isinstance(value, str),
+    "a folder name": _is_folder_name,
+    "an object": lambda value: isinstance(value, dict),
+    "a number": is_number,
+    "a list of numbers": lambda value: isinstance(value, list) and all(map(is_number, value)),
+}
+
+
+def require_fields(
+    path: Path, data: dict[str, Any], fields: Mapping[str, str], optional: Mapping[str, str] | None = None
+) -> None:
+    """Name `path` as damaged when `data`, the object read from it, lacks any of `fields`, or holds one of them or
+    of the `optional` ones it has as another kind than the one named (a key of FIELD_KINDS): hand-edited, say."""
     if missing := [name for name in fields if name not in data]:
-        raise _damaged(path, f"no {', '.join(map(repr, missing))} field")
+        raise damaged(path, f"no {', '.join(map(repr, missing))} field")
+    for name, kind in {**fields, **(optional or {})}.items():
+        if name in data and not FIELD_KINDS[kind](data[name]):
+            raise damaged(path, f"{name!r} is not {kind}")
 
 
-def _damaged(path: Path, why: str) -> OptbenchError:
+def damaged(path: Path, why: str) -> OptbenchError:
+    """The error for a file optbench wrote that is not as it wrote it (`why`): its fix is to delete it."""
     return OptbenchError(f"{path} is damaged ({why}): delete it and run the recipe again")
 
 

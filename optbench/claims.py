@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optbench.atomic import create_json_exclusive, read_json, write_json_atomic
+from optbench.atomic import create_json_exclusive, is_number, read_json, write_json_atomic
+from optbench.errors import unreadable_file
 
 CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
 
@@ -77,18 +78,29 @@ def renew_claim(path: Path, token: str, timeout_s: float) -> None:
     write_json_atomic(path, {**lease(timeout_s), "token": token})
 
 
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """The holder a claim or a sweep participant's entry `path` names; None when there is no such file, or when it
+    names none (see `_holder`)."""
+    try:
+        return _holder(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise unreadable_file(path, exc) from exc
+
+
 def is_dead(holder: dict[str, Any]) -> bool:
     """Whether the process that wrote `holder` is gone (or its pid now names another process); a process
     on another host, which cannot be checked, once the deadline it renews while alive has passed. One from this host
     that names no pid (a hand-edited file) names no process that could hold anything: taken for dead."""
     if holder.get("host") != socket.gethostname():
-        return time.time() > holder.get("until", 0)
+        return time.time() > _deadline(holder)
     pid = holder.get("pid")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or pid <= 0:  # 0 and below name process groups, not a process
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: past any pid
         return True
     except PermissionError:
         pass
@@ -97,11 +109,24 @@ def is_dead(holder: dict[str, Any]) -> bool:
 
 def _is_live(claim: bytes) -> bool:
     """Whether a lock file's content names a holder that has it: one within its deadline and alive."""
+    holder = _holder(claim)
+    return holder is not None and time.time() <= _deadline(holder) and not is_dead(holder)
+
+
+def _holder(content: bytes) -> dict[str, Any] | None:
+    """The holder a claim's or participant's content names; None when it names none: left empty by a machine's crash
+    (never half-written), or hand-edited into something other than a JSON object."""
     try:
-        holder = json.loads(claim)
-    except ValueError:  # left empty by a machine's crash (never half-written): it names no holder
-        return False
-    return isinstance(holder, dict) and time.time() <= holder.get("until", 0) and not is_dead(holder)
+        holder = json.loads(content)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _deadline(holder: dict[str, Any]) -> float:
+    """When `holder`'s hold lapses unless renewed; one that names no time (hand-edited) has lapsed."""
+    until = holder.get("until")
+    return until if is_number(until) else 0.0
 
 
 def _process_start(pid: int) -> str | None:

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from optbench.atomic import create_json_exclusive, read_json, require_fields, write_json_atomic
-from optbench.claims import holds_claim, is_dead, lease, renew_claim, take_claim, this_process
+from optbench.atomic import create_json_exclusive, damaged, read_json, require_fields, write_json_atomic
+from optbench.claims import holds_claim, is_dead, lease, read_holder, renew_claim, take_claim, this_process
 from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed
@@ -40,6 +40,18 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
 CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
+SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports go to that folder
+# what the benchmark reads of a stored job's result, where it has it (a job's kind decides which it has)
+RESULT_FIELDS = {
+    "logits": "a string",
+    "runtime_details": "an object",
+    "startup": "an object",
+    "values_ns": "a list of numbers",
+    "resolution_ns": "a number",
+    "peak_rss_mb": "a number",
+    "gpu_memory": "an object",
+    "environment": "an object",
+}
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ class SweepStore:
             # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
             with contextlib.suppress(FileExistsError, FileNotFoundError):
                 create_json_exclusive(meta, {"run_id": new_run_id(), "identity": identity})
-            stored = read_json(meta, required=("run_id",))
+            stored = read_json(meta, required=SWEEP_FIELDS)
             if stored is None:  # removed by the last process of a published sweep as this one opened it
                 continue
             store = cls(folder, stored["run_id"])
@@ -151,7 +163,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
-        stored = read_json(folder / "sweep.json", required=("run_id",))
+        stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
         if stored is None:
             return None
         store = cls(folder, stored["run_id"])
@@ -176,14 +188,17 @@ class SweepStore:
     def outcome(self, job: PlannedJob) -> Outcome | None:
         """The stored outcome of `job`, or None when it has none yet."""
         path = self.jobs / f"{job.key}.json"
-        stored = read_json(path, required=("status",))
+        stored = read_json(path, required={"status": "a string"})
         if stored is None:
             return None
-        failed = stored["status"] == "failed"
-        require_fields(path, stored, ("reason",) if failed else ("result",))
-        if failed:
+        if stored["status"] not in ("ok", "failed"):
+            raise damaged(path, f"'status' is {stored['status']!r}, not 'ok' or 'failed'")
+        if stored["status"] == "failed":
+            require_fields(path, stored, {"reason": "a string"})
             return Outcome(job, None, stored["reason"])
+        require_fields(path, stored, {"result": "an object"})
         result = stored["result"]
+        require_fields(path, result, {}, optional=RESULT_FIELDS)
         if "logits" in result:
             result = {**result, "logits": str(self.jobs / result["logits"])}
         return Outcome(job, result)
@@ -293,7 +308,7 @@ class SweepStore:
     def _live_participants(self) -> list[dict[str, Any]]:
         """The other processes registered in the sweep that are alive (this one's own entry left out)."""
         paths = [p for p in (self.folder / "participants").glob("*.json") if p != self._participant()]
-        holders = [read_json(p) for p in paths]
+        holders = [read_holder(p) for p in paths]
         return [h for h in holders if h is not None and not is_dead(h)]
 
     def _participant(self) -> Path:
@@ -318,7 +333,7 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
         if folder == current.folder:
             continue
         try:
-            stored = read_json(folder / "sweep.json", required=("run_id",))
+            stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
             if stored is None:
                 continue
             store = SweepStore(folder, stored["run_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -324,6 +325,50 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
     for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
         with pytest.raises(OptbenchError, match=r"sweep\.json is damaged \(no 'run_id' field\): delete it"):
             opens()
+
+
+def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged(tmp_path: Path) -> None:
+    """A hand-edited field of another JSON kind is damage, named as such: a run id that is no folder name, a
+    result that is a list, a number as a string crashed with a TypeError (or, a run id with a slash, after every
+    job had run, when the run's reports were written)."""
+    store, job = _store(tmp_path), PlannedJob("latency", 0, (1, 16))
+    record = store.jobs / f"{job.key}.json"
+    for content, why in (
+        ({"status": 1, "result": {}}, "'status' is not a string"),
+        ({"status": "done", "result": {}}, "'status' is 'done', not 'ok' or 'failed'"),
+        ({"status": "failed", "reason": ["crashed"]}, "'reason' is not a string"),
+        ({"status": "ok", "result": [1]}, "'result' is not an object"),
+        ({"status": "ok", "result": {"logits": 5}}, "'logits' is not a string"),
+        ({"status": "ok", "result": {"values_ns": ["1"]}}, "'values_ns' is not a list of numbers"),
+        ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": "100"}}, "'peak_rss_mb' is not a number"),
+    ):
+        record.write_text(json.dumps(content))
+        with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
+            store.outcome(job)
+    for run_id in (5, None, "", "..", "../elsewhere"):
+        (store.folder / "sweep.json").write_text(json.dumps({"run_id": run_id}))
+        for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+            with pytest.raises(OptbenchError, match=r"sweep\.json is damaged \('run_id' is not a folder name\)"):
+                opens()
+
+
+def test_a_participant_or_claim_that_names_no_holder_or_no_deadline_holds_nothing(tmp_path: Path) -> None:
+    """A participant's entry as a machine's crash leaves it (empty), or hand-edited (a list, a deadline that is a
+    string, a pid past any process), names no live process, as a claim's does: the published sweep it is left in
+    starts a new run instead of stopping the run with an error or a TypeError (OverflowError for the pid); such a
+    claim is taken over."""
+    job, ghost = PlannedJob("accuracy", 0), claims.lease(3600)
+    no_deadline, no_pid = {**ghost, "host": "elsewhere", "until": "tomorrow"}, {**ghost, "pid": 2**80}
+    for n, damaged in enumerate(("", "[1]", json.dumps(no_deadline), json.dumps(no_pid))):
+        store = _store(tmp_path, f"run-{n}")
+        (store.folder / "participants" / "elsewhere-1.json").write_text(damaged)
+        (tmp_path / store.run_id).mkdir()  # published
+        assert _store(tmp_path, f"run-{n}-new").run_id == f"run-{n}-new"
+        fresh = _store(tmp_path, "unused")
+        (fresh.jobs / f"{job.key}.claim").write_text(damaged)
+        assert fresh.claim(job, 60)
+        fresh.release(job)
+        fresh.leave()
 
 
 def test_tidying_passes_over_a_sweep_whose_files_lack_their_fields(tmp_path: Path) -> None:
