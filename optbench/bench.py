@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 REFERENCE = RuntimeSpec("torch", "cpu", "fp32")
 ACCURACY_BATCH_SIZE = 64
+# shapes x rounds: each a job, in a process of its own (seconds at the least), for every model and runtime
+MAX_LATENCY_JOBS_PER_PAIR = 10_000
 M = TypeVar("M")
 
 
@@ -62,6 +64,12 @@ class BenchConfig:
             raise OptbenchError(f"batch_sizes {bad} are not positive integers")
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
+        if (per_pair := len(self.batch_sizes) * len(self.seq_lens) * self.rounds) > MAX_LATENCY_JOBS_PER_PAIR:
+            raise OptbenchError(
+                f"{len(self.batch_sizes)} batch_sizes x {len(self.seq_lens)} seq_lens x rounds={self.rounds} plan "
+                f"{per_pair} latency jobs for each model and runtime, more than {MAX_LATENCY_JOBS_PER_PAIR} (each a "
+                "process of its own, seconds at the least): give fewer batch_sizes, seq_lens or rounds"
+            )
         # a repeated shape plans jobs of one key: the sweep would pool the same timed calls twice
         check_no_repeats("batch_sizes", self.batch_sizes)
         check_no_repeats("seq_lens", self.seq_lens)

@@ -7,6 +7,7 @@ import math
 import tomllib
 import types
 import typing
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,7 +102,7 @@ def check_seed(seed: int) -> None:
 def check_no_repeats(key: str, values: Sequence[Any]) -> None:
     """Refuse a list that names a value more than once, e.g. a shape listed twice: the repeat adds nothing, and
     would measure or build the same thing twice under another name."""
-    repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
+    repeated = [value for value, count in Counter(values).items() if count > 1]  # in one pass: lists may be long
     if repeated:
         raise OptbenchError(f"{key} lists {repeated} more than once: drop the repeats")
 

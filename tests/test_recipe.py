@@ -214,6 +214,20 @@ def test_integers_beyond_64_bits_are_not_toml(text: str, where: str, tmp_path: P
         load_recipe(write_recipe(tmp_path, text))
 
 
+def test_a_benchmark_of_more_latency_jobs_per_pair_than_the_limit_is_refused(tmp_path: Path) -> None:
+    """rounds = 1000000000 hung the dry run as it planned its jobs (and filled the memory), and a long batch_sizes
+    list stalled the check for repeats; a run of that many jobs would never end. 10000 per pair are planned."""
+    sizes = ", ".join(map(str, range(1, 20_002)))
+    for bench, planned in (
+        ("rounds = 1000000000", "2 batch_sizes x 1 seq_lens x rounds=1000000000 plan 2000000000 latency jobs"),
+        (f"batch_sizes = [{sizes}]", "20001 batch_sizes x 1 seq_lens x rounds=1 plan 20001 latency jobs"),
+    ):
+        with pytest.raises(OptbenchError, match=rf"^\[bench\] {planned} for each model and runtime, more than 10000"):
+            load_recipe(write_recipe(tmp_path, f"[bench]\nseq_lens = [16]\n{bench}\n"))
+    recipe = load_recipe(write_recipe(tmp_path, "[bench]\nbatch_sizes = [1, 2]\nseq_lens = [16]\nrounds = 5000\n"))
+    assert len(recipe.bench.shapes()) * recipe.bench.rounds == 10_000
+
+
 def test_the_largest_64_bit_integer_is_read(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "[model.finetune]\nseed = 9223372036854775807\n"))
     assert recipe.finetune.seed == 2**63 - 1
