@@ -14,7 +14,7 @@ import pandas as pd
 
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.measure import ratio_interval
-from optbench.runtimes import DEVICES, ENGINES, PRECISIONS, every_spec
+from optbench.runtimes import DEVICES, ENGINES, PRECISIONS, every_spec, runs_on
 
 KEY_COLUMNS = ("variant", "runtime", "device", "precision_mode")
 GROUP = ["recipe", "run_id", "machine", "batch_size", "seq_len"]
@@ -84,11 +84,11 @@ def _check_runtime(text: str, runtime: str) -> None:
 def _check_runs_on(text: str, runtime: str, where: tuple[str, ...]) -> None:
     """Refuse a runtime named with a device (and precision) it does not run on (`torch-cuda-graphs/cpu`): the row
     could name no row of any run."""
-    runs_on = sorted({(spec.device, spec.precision)[: len(where)] for spec in every_spec() if spec.engine == runtime})
-    if where not in runs_on:
+    places = sorted({place[: len(where)] for place in runs_on(runtime)})
+    if where not in places:
         raise OptbenchError(
             f"cannot read the row {text!r}: {runtime} does not run on {'/'.join(where)}: it runs on "
-            f"{', '.join('/'.join(choice) for choice in runs_on)}"
+            f"{', '.join('/'.join(place) for place in places)}"
         )
 
 

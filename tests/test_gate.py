@@ -343,7 +343,6 @@ def test_a_runtime_that_names_no_runtime_is_refused(runtime: str, hint: str, tmp
             "tensorrt-trt-int9",
             "; did you mean 'onnxruntime-cuda-fp16-tensorrt-trt-int8'?",
         ),
-        ("torch-cpu-fp32-cuda-graphs", "cuda-graphs", "; did you mean 'torch-cpu-fp32-compile'"),  # cuda only
     ],
 )
 def test_a_runtime_label_with_options_the_runtime_lacks_is_refused(
@@ -358,6 +357,35 @@ def test_a_runtime_label_with_options_the_runtime_lacks_is_refused(
     base = runtime.removesuffix(f"-{options}")
     assert f"runtimes: {runtime!r}: {base} has no options {options!r}: give one of ['{base}', " in message
     assert f'or a glob such as "{base}-*"{hint}' in message
+
+
+@pytest.mark.parametrize(
+    ("runtime", "refusal"),
+    [
+        (
+            "torch-cpu-fp32-cuda-graphs",
+            "torch-cuda-graphs does not run on cpu/fp32, only on cuda/bf16, cuda/fp16, cuda/fp32: give one of "
+            "['torch-cuda-bf16-cuda-graphs', 'torch-cuda-fp16-cuda-graphs', 'torch-cuda-fp32-cuda-graphs'], or one "
+            "of torch-cpu-fp32's own labels; did you mean 'torch-cuda-fp32-cuda-graphs'?",
+        ),
+        (
+            "onnxruntime-cuda-bf16-tensorrt-trt-int8",
+            "onnxruntime-tensorrt-trt-int8 does not run on cuda/bf16, only on cuda/fp16, cuda/fp32: give one of "
+            "['onnxruntime-cuda-fp16-tensorrt-trt-int8', 'onnxruntime-cuda-fp32-tensorrt-trt-int8'], or one of "
+            "onnxruntime-cuda-bf16's own labels; did you mean 'onnxruntime-cuda-fp16-tensorrt-trt-int8'?",
+        ),
+    ],
+)
+def test_a_runtime_label_with_options_that_run_on_another_device_or_precision_names_where(
+    runtime: str, refusal: str, tmp_path: Path
+) -> None:
+    """CUDA graphs asked of torch on the CPU were answered 'torch-cpu-fp32 has no options' and 'did you mean
+    torch-cpu-fp32-compile?', another option, as if the option were misspelt: the label is refused saying where
+    they run, and suggests the label there."""
+    text = f'[[budget]]\nruntimes = ["{runtime}"]\nmax_size = "1 GB"\n'
+    with pytest.raises(OptbenchError) as refused:
+        load_budgets(_budget(text, tmp_path))
+    assert str(refused.value).endswith(f"runtimes: {runtime!r}: {refusal}")
 
 
 def test_runtime_names_labels_with_options_and_globs_are_read() -> None:

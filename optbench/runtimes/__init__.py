@@ -212,6 +212,12 @@ def every_spec() -> tuple[RuntimeSpec, ...]:
     return tuple(specs.values())
 
 
+def runs_on(engine: str) -> list[tuple[str, str]]:
+    """The (device, precision) pairs the runtime `engine` runs on: an engine's name with its options' tag, as
+    `RuntimeSpec.engine` gives it (`torch-cuda-graphs`: the CUDA ones); none for one optbench has not."""
+    return sorted({(spec.device, spec.precision) for spec in every_spec() if spec.engine == engine})
+
+
 def runs(spec: RuntimeSpec, model_format: str) -> bool:
     """Whether the engine named by `spec` can run models of this format (an artifact's `format`)."""
     return model_format in ENGINES[spec.name].formats
