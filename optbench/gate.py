@@ -164,12 +164,22 @@ def _unmatched_patterns(budget: Budget, reports: list[Report], failures: list[Fa
         alone = replace(budget, **{key: (pattern,)})
         if any(_selects(alone, r) for r in reports) or any(_selects_failure(alone, f) for f in failures):
             continue
-        if key == "variants":  # runtimes get no guess: load_budgets checked a plain one's spelling (not a glob's)
-            hint = did_you_mean([pattern], dict.fromkeys(r.variant for r in reports))
+        other = "runtimes" if key == "variants" else "variants"
+        if key == "variants":
             where = (f"variant {pattern!r}", f"runtimes {list(budget.runtimes)}")
         else:
-            hint, where = "", (f"variants {list(budget.variants)}", f"runtime {pattern!r}")
-        why = f"no report in the run matches it (it has {_have(reports)}{hint}): fix or drop it in the budget's {key}"
+            where = (f"variants {list(budget.variants)}", f"runtime {pattern!r}")
+        anywhere = replace(budget, **{key: (pattern,), other: ("*",)})
+        if found := [r for r in reports if _selects(anywhere, r)]:  # spelt right: the other patterns leave it out
+            why = (
+                f"no report in the run matches it with the budget's {other} (it has {_have(found)} for it): fix or "
+                f"drop it in the budget's {key}, or fix its {other}"
+            )
+        else:  # runtimes get no guess: load_budgets checked a plain one's spelling (not a glob's)
+            hint = did_you_mean([pattern], dict.fromkeys(r.variant for r in reports)) if key == "variants" else ""
+            why = (
+                f"no report in the run matches it (it has {_have(reports)}{hint}): fix or drop it in the budget's {key}"
+            )
         checks += [Check.unjudgeable(budget, *where, limit, why) for limit in budget.limits]
     return checks
 

@@ -207,6 +207,29 @@ def test_each_pattern_that_selects_nothing_fails_beside_those_that_match(tmp_pat
     )
 
 
+def test_a_pattern_the_budget_s_other_patterns_leave_out_is_not_called_misspelt(tmp_path: Path) -> None:
+    """A variant the run has, on a runtime the budget's runtimes leave out, was answered "did you mean
+    'baseline+onnx'?" (itself) and told to fix the budget's variants: it names the runtime the run has it on."""
+    onnx = with_figures(
+        make_report(("onnx",), runtime=RuntimeSpec("onnxruntime"), shapes=((1, 128),)), p50_ms=4, spread_ms=0.08
+    )
+    text = '[[budget]]\nvariants = ["baseline", "baseline+onnx"]\nruntimes = ["torch"]\nmax_size = "1 GB"\n'
+    unmatched, judged = _checks(text, [_run()[0], onnx], tmp_path)
+    assert (judged.variant, judged.verdict) == ("baseline", "pass")
+    assert (unmatched.variant, unmatched.runtime, unmatched.verdict) == (
+        "variant 'baseline+onnx'",
+        "runtimes ['torch']",
+        "fail",
+    )
+    assert unmatched.unjudged == (
+        "no report in the run matches it with the budget's runtimes (it has baseline+onnx on onnxruntime-cpu-fp32 "
+        "for it): fix or drop it in the budget's variants, or fix its runtimes"
+    )
+    text = '[[budget]]\nvariants = ["baseline"]\nruntimes = ["torch", "onnxruntime"]\nmax_size = "1 GB"\n'
+    unmatched, _ = _checks(text, [_run()[0], onnx], tmp_path)
+    assert unmatched.unjudged.startswith("no report in the run matches it with the budget's variants (it has ")
+
+
 def test_a_check_that_cannot_be_judged_keeps_its_shape_apart_from_why(tmp_path: Path) -> None:
     """The shape is the budget's whether or not the run measured it (compare matches checks by it, CI systems
     track JUnit cases by name); why the figure cannot be had is said apart."""
