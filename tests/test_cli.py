@@ -307,7 +307,7 @@ def test_a_step_this_machine_cannot_run_is_refused_before_the_first_step(
     def step_ran(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a step ran before the run refused the recipe")
 
-    monkeypatch.setattr("optbench.steps.tensorrt.import_tensorrt", no_tensorrt)
+    monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
     monkeypatch.setattr("optbench.pipeline.run_step", step_ran)
     bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
     recipe = write_recipe(

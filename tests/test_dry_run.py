@@ -183,7 +183,7 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
     def no_tensorrt() -> None:
         raise OptbenchError(lacking)
 
-    monkeypatch.setattr("optbench.steps.tensorrt.import_tensorrt", no_tensorrt)
+    monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
     bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
     steps = ONNX_STEP + '[[steps]]\nname = "tensorrt"\n'  # onnx_run's export, then an engine of it
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)

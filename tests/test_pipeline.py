@@ -86,7 +86,7 @@ def test_only_a_step_this_machine_cannot_run_refuses_the_run(monkeypatch: pytest
     def no_tensorrt() -> None:
         raise OptbenchError("TensorRT is missing")
 
-    monkeypatch.setattr("optbench.steps.tensorrt.import_tensorrt", no_tensorrt)
+    monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
     onnx, static = {"name": "onnx", "label": "unfused", "fuse": False}, {"name": "quantize-static"}
     fp16, int8 = {"name": "tensorrt"}, {"name": "tensorrt", "precision": "int8"}
     cuda = [{"name": "torch", "device": "cuda"}, {"name": "tensorrt", "device": "cuda"}]

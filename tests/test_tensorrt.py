@@ -18,16 +18,8 @@ from optbench.recipe import load_recipe
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
 from optbench.steps import STEPS, cache_key, run_step
 from optbench.steps import tensorrt as trt_step
-from optbench.steps.tensorrt import (
-    CalibrationFeed,
-    Profile,
-    TensorRTConfig,
-    check_parsable,
-    check_symmetric_int8,
-    check_target,
-    pick_profile,
-    profiles,
-)
+from optbench.steps.tensorrt import CalibrationFeed, TensorRTConfig, check_parsable, check_symmetric_int8, profiles
+from optbench.tensorrt_engine import Profile, check_target, detect_target, import_tensorrt, pick_profile
 
 
 def _has_tensorrt_and_gpu() -> bool:
@@ -214,7 +206,7 @@ def test_non_onnx_artifact_is_refused(tmp_path: Path) -> None:
 def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt now fails, installed or not
     with pytest.raises(OptbenchError, match=r"need TensorRT .*import tensorrt failed.*container.*pypi.nvidia.com"):
-        trt_step.detect_target()
+        detect_target()
     with pytest.raises(OptbenchError, match="import tensorrt failed"):
         load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "trt"), threads=1)
 
@@ -223,9 +215,9 @@ def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tm
 def test_a_tensorrt_other_than_10_is_refused(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__=version))
     with pytest.raises(OptbenchError, match=rf"TensorRT {version} is installed; .* written for TensorRT 10 .*26.04"):
-        trt_step.import_tensorrt()
+        import_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.16.0.72"))
-    assert trt_step.import_tensorrt().__version__ == "10.16.0.72"
+    assert import_tensorrt().__version__ == "10.16.0.72"
 
 
 def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_end(tmp_path: Path) -> None:

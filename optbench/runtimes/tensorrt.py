@@ -16,7 +16,7 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, CudaEventClock
-from optbench.steps.tensorrt import ENGINE_FILE, Profile, check_target, detect_target, import_tensorrt, pick_profile
+from optbench.tensorrt_engine import ENGINE_FILE, Profile, check_target, detect_target, import_tensorrt, pick_profile
 
 log = logging.getLogger(__name__)
 

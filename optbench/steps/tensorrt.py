@@ -23,23 +23,15 @@ from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
 from optbench.configs import check_no_repeats, check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
-from optbench.environment import cuda_gpu
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.onnx_graph import is_qdq, load_graph
+from optbench.tensorrt_engine import ENGINE_FILE, Profile, detect_target, import_tensorrt
 
 log = logging.getLogger(__name__)
 
-ENGINE_FILE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
 ONNX_FILE = "model.onnx"
-INSTALL = (
-    "run in NVIDIA's TensorRT container (nvcr.io/nvidia/tensorrt:26.04-py3, TensorRT 10), or pip install TensorRT 10 "
-    "from NVIDIA's index (pip install --extra-index-url https://pypi.nvidia.com 'tensorrt>=10,<11') on a machine "
-    "with a CUDA GPU; docker/ has an image"
-)
-# TensorRT 11 removed the implicitly typed precision flags and the INT8 calibrators this module builds with.
-SUPPORTED_MAJOR = 10
 QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
 SYMMETRIC_FIX = (
     'Set activation_type = "int8", weight_type = "int8" and activation_symmetric = true in the quantize-static '
@@ -142,30 +134,6 @@ class TensorRTConfig:
         return detect_target()
 
 
-@dataclass(frozen=True)
-class Profile:
-    """One optimization profile: (batch, sequence) ranges shared by every input, tuned for `opt`."""
-
-    min: tuple[int, int]
-    opt: tuple[int, int]
-    max: tuple[int, int]
-    purpose: str
-
-    def holds(self, shape: tuple[int, int]) -> bool:
-        return all(low <= n <= high for low, n, high in zip(self.min, shape, self.max, strict=True))
-
-    def volume(self) -> int:
-        """How many (batch, sequence) shapes the profile admits: smaller is tighter."""
-        return (self.max[0] - self.min[0] + 1) * (self.max[1] - self.min[1] + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max), "purpose": self.purpose}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Profile:
-        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]), d.get("purpose", ""))  # type: ignore[arg-type]
-
-
 def profiles(
     batch_sizes: tuple[int, ...],
     seq_lens: tuple[SeqLen, ...],
@@ -218,59 +186,6 @@ def check_max_length(max_length: int, dataset_max_length: int) -> None:
         raise OptbenchError(
             f"max_length = {max_length} is below the dataset's max_length = {dataset_max_length}: "
             "the accuracy pass would not fit the engine; raise it or leave it out"
-        )
-
-
-def pick_profile(candidates: list[Profile], shape: tuple[int, int]) -> int:
-    """The index of the tightest profile that holds `shape` (batch, sequence); the first of equals."""
-    holding = [i for i, p in enumerate(candidates) if p.holds(shape)]
-    if not holding:
-        ranges = "; ".join(f"{p.purpose}: {list(p.min)}..{list(p.max)}" for p in candidates)
-        raise OptbenchError(
-            f"no optimization profile of this TensorRT engine holds batch {shape[0]} x sequence {shape[1]} "
-            f"(profiles: {ranges}): add the shape to the recipe's [bench] matrix or the tensorrt step's "
-            "batch_sizes / seq_lens, and run the recipe again to rebuild the engine"
-        )
-    return min(holding, key=lambda i: candidates[i].volume())
-
-
-def import_tensorrt() -> Any:
-    """The `tensorrt` module, or an error that says how to get it."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise OptbenchError(
-            f"the tensorrt step and runtime need TensorRT (import tensorrt failed: {exc}): {INSTALL}"
-        ) from exc
-    major = str(tensorrt.__version__).split(".")[0]
-    if major != str(SUPPORTED_MAJOR):
-        raise OptbenchError(
-            f"TensorRT {tensorrt.__version__} is installed; the tensorrt step and runtime are written for TensorRT "
-            f"{SUPPORTED_MAJOR} (FP16/INT8 builder flags, INT8 calibration): {INSTALL}"
-        )
-    return tensorrt
-
-
-def detect_target() -> dict[str, str]:
-    """The running TensorRT version, GPU name and compute capability; an error when either is missing."""
-    trt = import_tensorrt()
-    gpu = cuda_gpu()
-    if gpu is None:
-        import torch
-
-        raise OptbenchError(f"TensorRT needs a CUDA GPU and torch sees none (torch {torch.__version__}): {INSTALL}")
-    return {"tensorrt": str(trt.__version__), **gpu}
-
-
-def check_target(built: dict[str, Any], running: dict[str, str]) -> None:
-    """Refuse an engine built for another TensorRT version or GPU (TensorRT engines are not portable)."""
-    differ = [
-        f"{key} {built.get(key)!r} (running {running[key]!r})" for key in running if built.get(key) != running[key]
-    ]
-    if differ:
-        raise OptbenchError(
-            f"this TensorRT engine was built for another target: {', '.join(differ)}. Engines run only with the "
-            "TensorRT version and GPU they were built on: run the recipe again on this machine to rebuild it"
         )
 
 
