@@ -28,7 +28,7 @@ from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.failures import FailedJob
 from optbench.job import Job, run_in_subprocess, save_batches
-from optbench.measure import GpuMemory, Latency, Timing, throughput
+from optbench.measure import GpuMemory, Latency, Timing, gap_pct, throughput
 from optbench.report import Measurement, Report, workload_fingerprint
 from optbench.runtimes import RuntimeSpec, declines, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep, runs_here
@@ -236,7 +236,7 @@ def _shapes_by_machine(
 def noise_floor_pct(first: Latency, second: Latency) -> float:
     """The A/A noise floor: how far apart, in percent of their mean, two measurements of one model's p50
     in one run are. A change between runs smaller than this is not told apart from the machine's noise."""
-    return 200 * abs(first.p50_ms - second.p50_ms) / (first.p50_ms + second.p50_ms)
+    return gap_pct(first.p50_ms, second.p50_ms)
 
 
 def _int8_slower_than_source(

@@ -2,7 +2,8 @@
 newly failing, new or not comparable.
 
 A change counts only when the two figures' 95% intervals do not overlap and, for timings, it is larger
-than the runs' A/A noise floor (the p50 gap between two measurements of one model in one run).
+than the runs' A/A noise floor (the p50 gap between two measurements of one model in one run, in percent of their
+mean; the change is measured the same way for that, though shown in percent of A).
 Rows are matched by variant, runtime, device, precision, batch size and sequence length, and by machine
 when a side holds results of several machines (a distributed run); with one machine a side, the two are
 compared as they are, across machines too (the machine column says "A -> B"). When a side holds several
@@ -26,7 +27,7 @@ import pandas as pd
 from optbench.budget import Budget
 from optbench.failures import FailedJob
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
-from optbench.measure import ratio_interval
+from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
@@ -243,17 +244,21 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
         return [figure.column, before, after, None, "not comparable", "not measured on both sides"]
     change = 100 * (after - before) / before if before else None  # no percentage of a zero
     (a_low, a_high), (b_low, b_high) = figure.interval(a), figure.interval(b)
-    floor = figure.tolerance_pct
-    if figure.timing:
-        floor = max(floor, *(x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not missing(x)), 0.0)
     if after == before:
         return [figure.column, before, after, change, "not significant", "unchanged"]
     if a_low <= b_high and b_low <= a_high:
         unbounded = any(math.isinf(end) for end in (a_low, a_high, b_low, b_high))
         few = ": one is unbounded (too few timed calls: raise [bench] min_iters)" if unbounded else ""
         return [figure.column, before, after, change, "not significant", f"the 95% intervals overlap{few}"]
-    if change is not None and abs(change) <= floor:
-        return [figure.column, before, after, change, "not significant", f"within the {floor:.1f}% noise floor"]
+    if figure.timing:  # the floor is two p50s' gap in percent of their mean: the change is measured alike against it
+        floor = max((x for x in (a["noise_floor_pct"], b["noise_floor_pct"]) if not missing(x)), default=None)
+        gap = gap_pct(before, after)
+        if floor is not None and gap <= floor:
+            why = f"within the {floor:.1f}% noise floor (a gap of {gap:.1f}% of their mean)"
+            return [figure.column, before, after, change, "not significant", why]
+    elif change is not None and abs(change) <= figure.tolerance_pct:
+        why = f"within the {figure.tolerance_pct:.1f}% noise floor"
+        return [figure.column, before, after, change, "not significant", why]
     better = (after < before) == figure.lower_is_better
     return [figure.column, before, after, change, "better" if better else "worse", ""]
 

@@ -131,6 +131,13 @@ def ratio_interval(numerator: tuple[Any, Any], denominator: tuple[Any, Any]) -> 
         return np.maximum(top_low, 0.0) / bottom_high, top_high / np.maximum(bottom_low, 0.0)
 
 
+def gap_pct(a: float, b: float) -> float:
+    """How far apart two timings (or two figures that move as one over a timing: throughput, speedup) are, in
+    percent of their mean: the A/A noise floor's measure (`bench.noise_floor_pct`), so a change is held against the
+    floor on the floor's own base. Symmetric, and the same for two figures as for their inverses."""
+    return 200 * abs(a - b) / (a + b)
+
+
 def _plain(name: str, value: object) -> int | float:
     """The count as int, every other Latency field as float (never a numpy scalar)."""
     return int(value) if name == "n" else float(value)

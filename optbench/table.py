@@ -11,6 +11,7 @@ import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
+from optbench.measure import gap_pct
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
 from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
 
@@ -202,7 +203,7 @@ def noise_floor_note(run: pd.DataFrame) -> str | None:
 def within_noise(speedup: float, noise_floor_pct: float) -> bool:
     """Whether the two p50s a speedup compares differ, in percent of their mean (as the A/A noise floor is
     measured), by no more than the floor. A speedup of exactly 1 (a row against itself) is not marked."""
-    return 0 < 200 * abs(speedup - 1) / (speedup + 1) <= noise_floor_pct
+    return 0 < gap_pct(speedup, 1) <= noise_floor_pct
 
 
 def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:

@@ -96,15 +96,32 @@ def test_a_change_inside_the_a_a_noise_floor_is_not_significant() -> None:
     after = with_figures(base, p50_ms=9.5, spread_ms=0.1, noise_floor_pct=3.0)
     table = compare(to_frame([before]), to_frame([after]))
     row = table[table["figure"] == "p50_ms"].iloc[0]
-    assert row["mark"] == "not significant" and row["why"] == "within the 8.0% noise floor"  # the larger floor
+    assert row["mark"] == "not significant"
+    assert row["why"] == "within the 8.0% noise floor (a gap of 5.1% of their mean)"  # the larger floor
     on_it = compare(
-        to_frame([with_figures(base, p50_ms=12.5, spread_ms=0.1, noise_floor_pct=8.0)]),
-        to_frame([with_figures(base, p50_ms=11.5, spread_ms=0.1)]),
+        to_frame([with_figures(base, p50_ms=13, spread_ms=0.1, noise_floor_pct=8.0)]),
+        to_frame([with_figures(base, p50_ms=12, spread_ms=0.1)]),
     )
-    row = on_it[on_it["figure"] == "p50_ms"].iloc[0]  # 12.5 to 11.5 ms is -8.0% exactly: on the floor is within it
-    assert (row["change_pct"], row["mark"]) == (-8.0, "not significant")
+    row = on_it[on_it["figure"] == "p50_ms"].iloc[0]  # 13 to 12 ms: 1 ms is 8.0% of their mean, on the floor
+    assert row["mark"] == "not significant"
     quieter = with_figures(base, p50_ms=10, spread_ms=0.1, noise_floor_pct=2.0)
     assert _marks([quieter], [with_figures(base, p50_ms=9.5, spread_ms=0.1)])["baseline", 1, "p50_ms"] == "better"
+
+
+def test_a_timing_change_is_held_against_the_noise_floor_in_percent_of_the_mean_as_the_floor_is_measured() -> None:
+    """The floor is the A/A p50 gap in percent of the two p50s' mean, so a change is measured the same way: in
+    percent of A alone, a slowdown read larger and a speedup smaller than the floor it is held against."""
+    base = make_report(shapes=((1, 128),))
+    before = with_figures(base, p50_ms=10, spread_ms=0.1, noise_floor_pct=10.0)
+    slower = compare(to_frame([before]), to_frame([with_figures(base, p50_ms=11.04, spread_ms=0.1)]))
+    row = slower.set_index("figure").loc["p50_ms"]  # +10.4% of A, but 1.04 ms is 9.9% of their mean, 10.52
+    assert row["change_pct"] == pytest.approx(10.4)
+    assert row["mark"] == "not significant"
+    assert row["why"] == "within the 10.0% noise floor (a gap of 9.9% of their mean)"
+    faster = compare(to_frame([before]), to_frame([with_figures(base, p50_ms=9.0, spread_ms=0.1)]))
+    row = faster.set_index("figure").loc["p50_ms"]  # -10.0% of A, but 1 ms is 10.5% of 9.5: beyond the floor
+    assert row["change_pct"] == pytest.approx(-10.0)
+    assert row["mark"] == "better"
 
 
 def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count() -> None:
