@@ -16,10 +16,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -344,17 +344,21 @@ def machine_key() -> str:
     return fingerprint_key(hardware)
 
 
-def fingerprint_key(env: dict) -> str:
-    """Short stable hash of the hardware part only (cpu model, cores, flags, memory rounded to
-    GiB, gpu names) — used to group results by machine."""
+def hardware(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The hardware part of an environment fingerprint, what tells machines apart: cpu model, cores, flags, memory
+    rounded to GiB, gpu names."""
     cpu = env.get("cpu") or {}
     memory = env.get("memory_mib")
-    hardware = {
+    return {
         "cpu_model": cpu.get("model"),
         "cores": cpu.get("logical_cores"),
         "flags": sorted(cpu.get("flags") or []),
         "memory_gib": None if memory is None else round(memory / 1024),
         "gpus": [gpu.get("name") for gpu in env.get("gpu") or []],
     }
-    blob = json.dumps(hardware, sort_keys=True).encode()
+
+
+def fingerprint_key(env: dict) -> str:
+    """Short stable hash of the `hardware` part only — used to group results by machine."""
+    blob = json.dumps(hardware(env), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

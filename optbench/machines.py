@@ -3,7 +3,8 @@
 The same recipe run on different machines (or a sweep whose jobs ran on several nodes) gives reports
 whose environments differ. Here each (variant, runtime, device, precision, shape) is one row (a peer's
 marked as in a run's table) and each machine contributes its p50, speedup and A/A noise floor from its
-newest report, so the machines read side by side; the legend says what each machine key is. Runs of different
+newest report, so the machines read side by side; the legend says what each machine key is (the memory and CPU flags
+that tell apart machines of one CPU model and core count too). Runs of different
 workloads are never compared as if alike (as `compare` marks them not comparable): where the reports hold several,
 each workload has its own rows, named in a `workload` column, and a second legend says what tells them apart.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from optbench.environment import hardware
 from optbench.errors import OptbenchError
 from optbench.report import Report, flat_workload, settings_hash, workloads_of
 from optbench.table import (
@@ -43,19 +45,42 @@ class Machine:
     cores: int | None
     gpus: tuple[str, ...]
     runs: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    memory_gib: int | None = None
 
     @property
     def label(self) -> str:
+        return self.described()
+
+    def described(self, memory: bool = False, flags: tuple[str, ...] = ()) -> str:
+        """The CPU model, then in brackets its cores, its memory (where `memory`), its GPUs, and which of `flags` it
+        has and lacks."""
         cores = "cores unknown" if self.cores is None else f"{self.cores} cores"
-        gpus = f", {', '.join(self.gpus)}" if self.gpus else ""
-        return f"{self.cpu} ({cores}{gpus})"
+        gib = ["memory unknown" if self.memory_gib is None else f"{self.memory_gib} GiB"] if memory else []
+        has, lacks = [f for f in flags if f in self.flags], [f for f in flags if f not in self.flags]
+        told = [f"{word} {', '.join(some)}" for word, some in (("with", has), ("without", lacks)) if some]
+        return f"{self.cpu} ({'; '.join([', '.join([cores, *gib, *self.gpus]), *told])})"
 
     @classmethod
     def of(cls, key: str, environment: Mapping, runs: tuple[str, ...]) -> Machine:
         """The machine `key` as `environment` (a report's) describes it, and the runs measured on it."""
-        cpu = environment.get("cpu") or {}
-        gpus = tuple(gpu.get("name", "?") for gpu in environment.get("gpu") or [])
-        return cls(key, cpu.get("model") or "unknown CPU", cpu.get("logical_cores"), gpus, runs)
+        parts = hardware(environment)
+        gpus = tuple(name or "?" for name in parts["gpus"])
+        cpu = parts["cpu_model"] or "unknown CPU"
+        return cls(key, cpu, parts["cores"], gpus, runs, tuple(parts["flags"]), parts["memory_gib"])
+
+
+def legend_labels(shown: list[Machine]) -> dict[str, str]:
+    """Each machine's label; where machines share one (one CPU model, core count and GPUs), with what else their keys
+    hash that tells them apart: the memory where it differs among them, the CPU flags that some of them lack."""
+    out = {}
+    for label in dict.fromkeys(m.label for m in shown):
+        alike = [m for m in shown if m.label == label]
+        every = set.intersection(*(set(m.flags) for m in alike))
+        flags = tuple(sorted({f for m in alike for f in m.flags} - every))
+        memory = len({m.memory_gib for m in alike}) > 1
+        out.update((m.key, m.described(memory, flags)) for m in alike)
+    return out
 
 
 def _machine_key(machine: object) -> str:
@@ -143,7 +168,8 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
     if table.empty:
         return f"{no_rows(table)}\n"
     lines = ["Machines (hardware fingerprints):", ""]
-    lines += [f"- `{m.key}`: {m.label}; runs {', '.join(m.runs)}" for m in table.attrs["machines"]]
+    labels = legend_labels(table.attrs["machines"])
+    lines += [f"- `{m.key}`: {labels[m.key]}; runs {', '.join(m.runs)}" for m in table.attrs["machines"]]
     if "workload" in table:
         shown = set(table["workload"])
         lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]

@@ -145,6 +145,30 @@ def test_the_legend_names_each_machine_and_its_runs() -> None:
     ]
 
 
+def test_the_legend_tells_apart_machines_of_one_cpu_model_and_core_count() -> None:
+    """The committed results come from two 2-core AMD EPYCs, one with AVX-512 VNNI: the legend read "AMD EPYC (2
+    cores)" for both, so it could not say which column was the VNNI machine. Where labels are alike, it now adds
+    the CPU flags that not all of them have and, where it differs, the memory."""
+    base = make_report(shapes=((1, 128),))
+
+    def on(machine: str, flags: list[str], memory_mib: int) -> Report:
+        cpu = {"model": "AMD EPYC", "logical_cores": 2, "flags": flags}
+        environment = {**base.environment, "machine": machine, "cpu": cpu, "memory_mib": memory_mib}
+        return dataclasses.replace(base, environment=environment, run_id=f"run-{machine}")
+
+    reports = [
+        on("avx2", ["avx2", "fma"], 24 * 1024),
+        on("vnni", ["avx2", "avx512_vnni", "avx512f", "fma"], 24 * 1024),
+        on("big", ["avx2", "fma"], 64 * 1024),
+    ]
+    text = render_merged(merge_by_machine(reports), "md")
+    assert "- `avx2`: AMD EPYC (2 cores, 24 GiB; without avx512_vnni, avx512f); runs demo/run-avx2\n" in text
+    assert "- `vnni`: AMD EPYC (2 cores, 24 GiB; with avx512_vnni, avx512f); runs demo/run-vnni\n" in text
+    assert "- `big`: AMD EPYC (2 cores, 64 GiB; without avx512_vnni, avx512f); runs demo/run-big\n" in text
+    apart = render_merged(merge_by_machine([reports[0], _two_machines()[2]]), "md")  # labels differ: nothing added
+    assert "- `avx2`: AMD EPYC (2 cores); runs demo/run-avx2\n" in apart
+
+
 def test_the_legend_says_cores_unknown_rather_than_none() -> None:
     # an environment without a core count (os.cpu_count() may return None) read "EPYC (None cores)"
     report = _on(make_report(), "aaa", "EPYC", "run-a")
