@@ -431,7 +431,8 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from optbench.budget import load_budgets
-    from optbench.compare import budget_regressions, compare, open_side, render
+    from optbench.compare import budget_regressions, compare, open_side, render, sides
+    from optbench.machines import machines
     from optbench.report import workloads_of
     from optbench.table import to_frame
 
@@ -441,12 +442,14 @@ def _compare(args: argparse.Namespace) -> int:
             if not side.reports:
                 raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
         reports = a.reports + b.reports
-        table = compare(to_frame(a.reports), to_frame(b.reports), workloads_of(reports), lambda: b.failures)
+        frame_a, frame_b = to_frame(a.reports), to_frame(b.reports)
+        table = compare(frame_a, frame_b, workloads_of(reports), lambda: b.failures)
         if budgets:
             regressions = budget_regressions(budgets, a.reports, b.reports, b.failures)
             table = pd.concat([regressions, table], ignore_index=True)
         read = a.files + b.files
-    text = render(table, args.format, only_changes=args.only_changes)
+    named = sides(frame_a, frame_b, machines(reports))
+    text = render(table, args.format, only_changes=args.only_changes, named=named)
     _emit(text, args.output, read, [args.budget] if args.budget else [])
     return 0
 

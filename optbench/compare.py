@@ -16,7 +16,7 @@ at the budget's shape, its job or step failed, with that reason) or has no repor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -27,6 +27,7 @@ import pandas as pd
 from optbench.budget import Budget
 from optbench.failures import FailedJob
 from optbench.gate import REFERENCE_ROW, Check, evaluate, newest_run
+from optbench.machines import Machine, legend_labels, machine_key_of
 from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
@@ -263,10 +264,28 @@ def _figure_row(figure: Figure, a: pd.Series, b: pd.Series) -> list:
     return [figure.column, before, after, change, "better" if better else "worse", ""]
 
 
-def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
-    """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out, then the settings
-    every row shown shares, said once rather than as columns; a line saying so where --only-changes leaves none),
-    CSV or JSON (with no row left: the header alone, `[]`, what a script reads as no changes)."""
+def sides(a: pd.DataFrame, b: pd.DataFrame, known: list[Machine]) -> list[str]:
+    """What each side of `compare(a, b)` stands for, a line each: the runs its rows come from (each row's newest
+    report), with their commit and machine (described as `known`, the machines of both sides' reports, tell them)."""
+    key, labels = match_key(a, b), legend_labels(known)
+    lines = []
+    for name, frame in (("A", a), ("B", b)):
+        used = newest(frame, key)[["recipe", "run_id", "git_commit", "git_dirty", "machine"]].drop_duplicates()
+        runs = []
+        for recipe, run_id, commit, dirty, machine in used.itertuples(index=False):
+            at = machine_key_of(machine)
+            changed = ", dirty" if not missing(dirty) and dirty else ""  # a run outside git: neither is known
+            commit = "unknown" if missing(commit) else f"{commit[:12]}{changed}"
+            runs.append(f"{recipe}/{run_id} (commit {commit}, machine {at}: {labels[at]})")
+        lines.append(f"{name}: {'; '.join(runs)}")
+    return lines
+
+
+def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: Sequence[str] = ()) -> str:
+    """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out; the `named` lines,
+    `sides`; the settings every row shown shares, said once rather than as columns; a line saying so where
+    --only-changes leaves none), CSV or JSON (with no row left: the header alone, `[]`, what a script reads as no
+    changes)."""
     counts = table["mark"].value_counts()
     summary = ", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare"
     if only_changes:
@@ -277,10 +296,11 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False) -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return records_json(table)
+    head = [summary, "", *([*named, ""] if named else [])]
     if only_changes and table.empty:
-        return f"{summary}\n\nno changes: every figure compared is not significant\n"
+        return "\n".join([*head, "no changes: every figure compared is not significant"]) + "\n"
     line, columns = said_once(table, COLUMNS)  # as in a run's table
-    lines = [summary, "", *([line, ""] if line else [])]
+    lines = [*head, *([line, ""] if line else [])]
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "|".join(" --- " for _ in columns) + "|")
     for row in table.to_dict("records"):

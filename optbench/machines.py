@@ -83,7 +83,7 @@ def legend_labels(shown: list[Machine]) -> dict[str, str]:
     return out
 
 
-def _machine_key(machine: object) -> str:
+def machine_key_of(machine: object) -> str:
     """A report's machine key, "unknown" for a report without one (older reports)."""
     return machine if isinstance(machine, str) and machine else "unknown"
 
@@ -100,7 +100,7 @@ def _first_and_runs(reports: list[Report], key: Callable[[Report], str]) -> dict
 
 def machines(reports: list[Report]) -> list[Machine]:
     """Every machine among `reports`, in order of first appearance, as its first report describes it."""
-    found = _first_and_runs(reports, lambda report: _machine_key(report.environment.get("machine")))
+    found = _first_and_runs(reports, lambda report: machine_key_of(report.environment.get("machine")))
     return [Machine.of(key, first.environment, runs) for key, (first, runs) in found.items()]
 
 
@@ -136,7 +136,7 @@ def merge_by_machine(reports: list[Report]) -> pd.DataFrame:
         raise OptbenchError("no optbench reports to merge: give folders that recipe runs wrote")
     frame = to_frame(reports).sort_values(["created_at", "run_id"], kind="stable")
     # "unknown" for a report without a key, as machines() names it: pivot would drop a None column and its figures
-    frame["machine"] = [_machine_key(key) for key in frame["machine"]]
+    frame["machine"] = [machine_key_of(key) for key in frame["machine"]]
     known_machines, known_workloads = machines(reports), workloads(reports)
     # keyed by the workload fingerprint, as compare matches rows: two fingerprints are two workloads
     newest = frame.drop_duplicates([*ROW_KEY, "workload", "machine"], keep="last")

@@ -292,6 +292,26 @@ def test_cli_compares_two_folders(tmp_path: Path, capsys) -> None:
     assert "| baseline | torch | box-1 | p50_ms | 10.00 | 5.00 | -50.0% | better |" in out
 
 
+def test_cli_compare_names_the_runs_each_side_stands_for_with_their_commit_and_machine(tmp_path: Path, capsys) -> None:
+    """A side may hold several runs (each row from its newest), a git revision's results or a colleague's folder: the
+    Markdown named none of them, so which run, commit and machine each side was could not be read from it."""
+    base = make_report(shapes=((1, 128),))
+    older = dataclasses.replace(base, run_id="20261129T000000Z-0000", created_at="2026-11-29T00:00:00+00:00")
+    other = make_report(("onnx",), shapes=((1, 128),), recipe="other", run_id="20261201T000000Z-0000")
+    colleague = {"machine": "box-2", "git": {"commit": "def456", "dirty": True}, "cpu": {"model": "Xeon"}}
+    a = _write(tmp_path / "a", [older, base, other])  # the older run's one row is superseded: not named
+    b = _write(tmp_path / "b", [dataclasses.replace(base, environment=colleague)])
+    assert main(["compare", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == [
+        "A: demo/20261130T031500Z-3f9a (commit abc123, machine box-1: x (cores unknown)); "
+        "other/20261201T000000Z-0000 (commit abc123, machine box-1: x (cores unknown))",
+        "B: demo/20261130T031500Z-3f9a (commit def456, dirty, machine box-2: Xeon (cores unknown))",
+    ]
+    assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith(",".join(COLUMNS) + "\n")  # tools read the rows alone, as before
+
+
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
     base = make_report(shapes=((1, 128),))
     repo = tmp_path / "repo"
