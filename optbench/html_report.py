@@ -21,7 +21,7 @@ from optbench.data import Shape
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
-from optbench.table import format_cell, no_rows, run_layout, run_notes
+from optbench.table import format_cell, no_rows, run_facts, run_layout, run_notes
 
 log = logging.getLogger(__name__)
 
@@ -276,12 +276,6 @@ def _section(
     rows = at_shape(run, shape)
     front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
     numbers = {index: n for n, index in enumerate(rows.index, 1)}
-    first = run.iloc[0]
-    facts = (
-        f"created {first['created_at']} · commit {first['git_commit'] or 'unknown'}"  # None: run outside git
-        f"{' (dirty)' if first['git_dirty'] else ''} · "
-        f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
-    )
     if image is not None:
         # a URL: the page's name as it is ("run #1.png") links the page "run " and a fragment
         figure = f'<img src="{quote(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
@@ -299,7 +293,7 @@ def _section(
         body.append(f"<tr{' class=front' if on_front else ''}>{marks}{cells}</tr>")
     items = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in notes)
     return (
-        f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(facts)}</p>\n{figure}\n"
+        f"<h2>{html.escape(title)}</h2>\n<p class=facts>{html.escape(run_facts(run))}</p>\n{figure}\n"
         f"<p># numbers the plot's points. ★ on the Pareto front at batch {shape[0]} x {shape[1]}: no other variant "
         f"is both faster and more accurate. The plot's light bars are each point's 95% intervals: horizontal, its "
         f"p50's; vertical, its accuracy's, from its drop's paired interval against the reference (which has none). "

@@ -111,11 +111,22 @@ def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
     lines = []
     for (recipe, run_id), group in frame.groupby(["recipe", "run_id"], sort=False):
         shared, columns = run_layout(group)
-        lines += [f"### {recipe} · run {run_id}", "", *([shared, ""] if shared else [])]
+        lines += [f"### {recipe} · run {run_id}", "", run_facts(group), "", *([shared, ""] if shared else [])]
         lines += [*markdown_table(group, columns), ""]
         notes = run_notes(group, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         lines += [*(f"- **{label}**: {text}" for label, text in notes), ""] if notes else []
     return "\n".join(lines) if lines else f"{no_rows(frame)}\n"
+
+
+def run_facts(run: pd.DataFrame) -> str:
+    """Where a run's table comes from, said above it (Markdown and HTML alike): when, from which commit, on which
+    machine, with how many threads and test rows."""
+    first = run.iloc[0]
+    return (
+        f"created {first['created_at']} · commit {first['git_commit'] or 'unknown'}"  # None: run outside git
+        f"{' (dirty)' if first['git_dirty'] else ''} · "
+        f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
+    )
 
 
 def run_layout(run: pd.DataFrame) -> tuple[str | None, list[str]]:
