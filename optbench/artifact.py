@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -40,6 +41,8 @@ VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
 # the outputs of a classifier whose config.json names no labels (transformers' PreTrainedConfig default)
 DEFAULT_NUM_LABELS = 2
+# the problem_type of a head of one class per text, scored by cross-entropy: the head optbench trains and measures
+SINGLE_LABEL = "single_label_classification"
 # model classes of other tasks, by how their names end: heads a sequence classifier cannot load (`_check_task`)
 OTHER_TASKS = {"ForTokenClassification": "token-classification", "ForMultipleChoice": "multiple-choice"}
 PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
@@ -394,6 +397,18 @@ def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
     if not id2label:
         return tuple(f"LABEL_{i}" for i in range(count))
     return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
+
+
+def head_config(labels: Sequence[str]) -> dict[str, Any]:
+    """The config.json entries of the classification head optbench trains on `labels`: one output per label, and
+    problem_type single-label, so that a problem_type an encoder's config.json keeps from the head it was saved
+    without (regression, multi-label) does not choose the loss (transformers' MSE or BCE failed on class ids)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "problem_type": SINGLE_LABEL,
+    }
 
 
 def has_classifier_head(config: dict[str, Any]) -> bool:

@@ -316,6 +316,16 @@ def test_a_student_with_other_labels_is_refused(tiny_artifact: ModelArtifact, re
         run_step(DistillConfig(student=str(other), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
 
+def test_a_student_encoder_gets_a_head_of_one_label_per_text(tiny_artifact: ModelArtifact, tmp_path: Path) -> None:
+    """An encoder saved from a multi-label model keeps its problem_type: the student was saved with it, a classifier
+    transformers then trains with BCE and optbench refuses to measure."""
+    folder = _save_tiny(tmp_path / "student", head=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    student, _, _ = distill_step.build_student(DistillConfig(student=str(folder)), tiny_artifact)
+    assert student.config.problem_type == "single_label_classification"
+
+
 def test_transfer_refuses_a_student_of_another_width(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 

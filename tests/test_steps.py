@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,24 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
         if not np.allclose(p.detach().numpy(), dict(original.bert.named_parameters())[name].detach().numpy())
     ]
     assert changed, "training left every encoder weight unchanged"
+
+
+@pytest.mark.parametrize(
+    "head", [{"problem_type": "regression", "id2label": {"0": "score"}}, {"problem_type": "multi_label_classification"}]
+)
+def test_finetune_trains_one_label_per_text_whatever_head_the_encoder_was_saved_without(
+    tiny_encoder: Path, data, tmp_path: Path, head: dict
+) -> None:
+    """An encoder saved from a regression or multi-label model (AutoModel.from_pretrained(folder).save_pretrained())
+    keeps its problem_type, which chose transformers' loss: MSE or BCE against class ids failed with a traceback."""
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, encoder)
+    saved = json.loads((encoder / "config.json").read_text())
+    (encoder / "config.json").write_text(json.dumps({**saved, **head}))
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    result = run_step(config, _encoder(encoder), data, tmp_path)
+    tuned = json.loads((result.path / "config.json").read_text())
+    assert tuned["problem_type"] == "single_label_classification" and tuned["id2label"] == {"0": "fresh", "1": "rotten"}
 
 
 def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:

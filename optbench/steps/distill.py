@@ -23,6 +23,7 @@ from optbench.artifact import (
     ModelArtifact,
     content_hash,
     has_classifier_head,
+    head_config,
     hf_label_names,
     read_hf_config,
 )
@@ -305,11 +306,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
 
     labels = list(teacher.label_names)
     attention = config.attention_implementation
-    heads = {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {n: i for i, n in enumerate(labels)},
-    }
+    heads = head_config(labels)
     if config.student == TEACHER:
         model = load_classifier(teacher.path, **attention)
         tokenizer = load_tokenizer(teacher.path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import ModelArtifact, head_config
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.formats import check_step_input
@@ -40,12 +40,7 @@ def apply(config: FinetuneConfig, artifact: ModelArtifact, data: LabelledData, o
     torch.manual_seed(config.seed)
     labels = list(data.label_names)
     tokenizer = load_tokenizer(artifact.path)
-    model = load_classifier(
-        artifact.path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
+    model = load_classifier(artifact.path, **head_config(labels))
     train_split = data.train
 
     def batch_loss(rows):  # type: ignore[no-untyped-def]
