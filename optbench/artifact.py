@@ -45,6 +45,11 @@ DEFAULT_NUM_LABELS = 2
 SINGLE_LABEL = "single_label_classification"
 # model classes of other tasks, by how their names end: heads a sequence classifier cannot load (`_check_task`)
 OTHER_TASKS = {"ForTokenClassification": "token-classification", "ForMultipleChoice": "multiple-choice"}
+# how to give optbench the encoder of a model whose head it refuses: it fine-tunes a classifier from it
+ENCODER_ALONE = (
+    "save its encoder alone, AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and "
+    "give that folder"
+)
 PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)
@@ -246,6 +251,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     _check_model_type(config, config_path)
     _check_task(config, config_path)
+    _check_single_label(config, config_path)
     return config
 
 
@@ -383,9 +389,37 @@ def _check_task(config: dict[str, Any], config_path: Path) -> None:
         architecture, task = tasks[0]
         raise OptbenchError(
             f"{config_path}: architectures = [{json.dumps(architecture)}] is a {task} model: optbench takes a sequence "
-            "classifier as it is or an encoder it fine-tunes; save this model's encoder alone, "
-            "AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and give that folder"
+            f"classifier as it is or an encoder it fine-tunes; {ENCODER_ALONE}"
         )
+
+
+def _check_single_label(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a classifier whose head accuracy cannot judge: optbench scores the argmax over the logits against one
+    label per text. Over a regression head's one output the argmax is always 0 (refused only by the dataset's labels,
+    in an error that said to fix them or id2label); a multi-label head scores each class on its own, and its argmax
+    was measured as accuracy without a word. So is a problem_type transformers does not know (a typo)."""
+    if not has_classifier_head(config):
+        return
+    problem_type, outputs = config.get("problem_type"), len(hf_label_names(config))
+    if problem_type == "regression" or outputs == 1:
+        said = 'problem_type = "regression"' if problem_type == "regression" else "its head has one output"
+        problem = f"{said}: a regression head, one score per text, not a class"
+        fix = "give a classifier of two or more classes, one per text"
+    elif problem_type == "multi_label_classification":
+        problem = (
+            f'problem_type = "{problem_type}": a multi-label head, a yes or no per class (a sigmoid each), not the one '
+            "class per text that optbench measures accuracy by"
+        )
+        fix = f'if it was trained with one class per text, set problem_type = "{SINGLE_LABEL}" in config.json'
+    elif problem_type not in (None, SINGLE_LABEL):
+        problem = f"problem_type = {json.dumps(problem_type)} is not a problem type transformers knows"
+        fix = f'for a classifier of one class per text, set problem_type = "{SINGLE_LABEL}" in config.json'
+    else:
+        return
+    raise OptbenchError(
+        f"{config_path}: {problem}: {fix}; or, to fine-tune the model as a classifier of the dataset's labels, "
+        f"{ENCODER_ALONE}"
+    )
 
 
 def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:

@@ -278,6 +278,51 @@ def test_read_hf_config_refuses_a_model_of_another_task(tmp_path: Path, architec
         read_hf_config(folder)
 
 
+CLASSIFIER = {"model_type": "bert", "architectures": ["BertForSequenceClassification"]}
+ONE_LABEL_FIX = r'set problem_type = "single_label_classification" in config\.json; or, .* save its encoder alone'
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        (
+            {"problem_type": "multi_label_classification"},
+            r'problem_type = "multi_label_classification": a multi-label head, a yes or no per class .*: if it was '
+            rf"trained with one class per text, {ONE_LABEL_FIX}",
+        ),
+        (
+            {"problem_type": "regression", "num_labels": 1},
+            r'problem_type = "regression": a regression head, one score per text, not a class: give a classifier of '
+            r"two or more classes, one per text; or, .* save its encoder alone",
+        ),
+        ({"num_labels": 1}, r"its head has one output: a regression head"),  # transformers' regression, unnamed
+        ({"id2label": {"0": "similarity"}}, r"its head has one output: a regression head"),
+        ({"problem_type": "single_label"}, rf'problem_type = "single_label" is not a problem type .*{ONE_LABEL_FIX}'),
+    ],
+)
+def test_read_hf_config_refuses_a_classifier_accuracy_cannot_judge(
+    tmp_path: Path, head: dict[str, Any], problem: str
+) -> None:
+    """Accuracy is the argmax over the logits against one label per text: over one output it is always the first,
+    and a multi-label head's argmax was measured as if it were a classifier's, without a word."""
+    folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **head})
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {**CLASSIFIER, "problem_type": "single_label_classification"},
+        {**CLASSIFIER, "problem_type": None},
+        # an encoder keeps the problem_type of the head it was saved without: the fine-tune trains a single-label one
+        {"model_type": "bert", "architectures": ["BertModel"], "problem_type": "regression", "num_labels": 1},
+    ],
+)
+def test_read_hf_config_takes_a_single_label_classifier_or_an_encoder(tmp_path: Path, config: dict[str, Any]) -> None:
+    assert read_hf_config(fake_checkpoint(tmp_path, config)) == config
+
+
 @pytest.mark.parametrize("architecture", ["BertModel", "BertForMaskedLM", "BertForQuestionAnswering"])
 def test_read_hf_config_takes_an_encoder_with_a_head_a_classifier_leaves_out(tmp_path: Path, architecture: str) -> None:
     read_hf_config(fake_checkpoint(tmp_path, {"model_type": "bert", "architectures": [architecture]}))

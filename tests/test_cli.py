@@ -231,6 +231,22 @@ def test_labels_the_model_does_not_know(tmp_path: Path, tiny_classifier: Path, m
     assert not (tmp_path / "results").exists()
 
 
+def test_a_multi_label_classifier_is_refused_before_any_step(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    """Its argmax was measured as a classifier's accuracy, exit 0, though it scores each class on its own."""
+    model = tmp_path / "multi-label"
+    shutil.copytree(tiny_classifier, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    message = 'config.json: problem_type = "multi_label_classification": a multi-label head'
+    _fails([*args, "--dry-run"], capsys, message)
+    _fails(args, capsys, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_a_job_that_refuses_its_runtime_is_a_failed_job(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
 ) -> None:
