@@ -302,7 +302,8 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str
         frame = frame.assign(**{label_column: names.mask(names.eq(""))})
     frame = frame.dropna(subset=[text_column, label_column])
     labels = frame[label_column]
-    if pd.api.types.is_float_dtype(labels) and np.isfinite(labels).all() and (labels == labels.round()).all():
+    if pd.api.types.is_float_dtype(labels):
+        _check_whole(labels, source)
         # integer labels read as floats because some row lacked one: 1.0 must stay label "1", not "1.0"
         frame = frame.assign(**{label_column: labels.astype(np.int64)})
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
@@ -324,6 +325,19 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str
         log.info("dropping %d repeated text(s)", repeated)
     kept = ~key.isin(conflicting) & ~key.duplicated()
     return frame[kept].reset_index(drop=True)
+
+
+def _check_whole(labels: pd.Series, source: str) -> None:
+    """Refuse numeric labels that are not whole numbers (0.5, 3.8): scores of regression data, not classes. Each
+    value was a class of its own ("0.5", "2.0999999999999996"), refused by a classifier as labels it did not know
+    and fine-tuned into an encoder as one class per score."""
+    scores = labels[~np.isfinite(labels) | (labels != labels.round())]
+    if not scores.empty:
+        raise OptbenchError(
+            f"dataset {source}: the label column {labels.name!r} holds numbers that are not whole, "
+            f"{_listed(sorted(set(scores.tolist())), most=5)}: scores, as regression data has, not classes; optbench "
+            "measures classifiers by accuracy: give each row one class, a name or an integer"
+        )
 
 
 def _text_key(texts: pd.Series) -> pd.Series:

@@ -158,6 +158,24 @@ def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) ->
     assert aligned.label_names == ("LABEL_0", "LABEL_1")
 
 
+@pytest.mark.parametrize(
+    ("labels", "shown"), [((0.5, 1.0), "[0.5]"), ((0.0, 0.7, 1.4, 2.1), "[0.7, 1.4, 2.1]"), ((1.0, 2.0, 2.5), "[2.5]")]
+)
+def test_labels_that_are_not_whole_numbers_are_refused_as_scores(
+    make_csv: MakeCsv, labels: tuple[float, ...], shown: str
+) -> None:
+    """Regression data (STS-B's similarity scores): each score was a class of its own ("2.0999999999999996"), which
+    the fine-tune trained and a classifier refused as labels it did not know."""
+    path = make_csv(_rows(120, labels))
+    with pytest.raises(
+        OptbenchError, match=rf"the label column 'label' holds numbers that are not whole, {re.escape(shown)}: "
+    ):
+        load_dataset(DatasetConfig(source=str(path)))
+    records = [{"text": f"review {i}", "label": labels[i % len(labels)]} for i in range(120)]
+    with pytest.raises(OptbenchError, match=r"not whole.*: scores, as regression data has, not classes"):
+        load_dataset(DatasetConfig(source=str(_write_jsonl(path.with_suffix(".jsonl"), records))))
+
+
 def test_file_split_is_deterministic_and_follows_content(make_csv: MakeCsv, tmp_path: Path) -> None:
     rows = _rows(300)
     first = load_dataset(DatasetConfig(source=str(make_csv(rows, "a.csv"))))
