@@ -45,6 +45,14 @@ DEFAULT_NUM_LABELS = 2
 SINGLE_LABEL = "single_label_classification"
 # model classes of other tasks, by how their names end: heads a sequence classifier cannot load (`_check_task`)
 OTHER_TASKS = {"ForTokenClassification": "token-classification", "ForMultipleChoice": "multiple-choice"}
+# the weight of a sequence classifier's last layer, one row per output, as the BERT family's classifiers name it
+# (BERT, DistilBERT, ALBERT, DeBERTa-v2; RoBERTa, XLM-RoBERTa, ELECTRA)
+HEAD_WEIGHTS = ("classifier.weight", "classifier.out_proj.weight")
+# how to write a label map transformers sizes the head by
+LABEL_MAP_FIX = (
+    'write id2label as {"0": "first label", "1": "second label", ...}, one entry per output of the classifier, and '
+    "num_labels as their count (or leave it out)"
+)
 # how to give optbench the encoder of a model whose head it refuses: it fine-tunes a classifier from it
 ENCODER_ALONE = (
     "save its encoder alone, AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and "
@@ -170,11 +178,21 @@ class ModelArtifact:
             ) from exc
 
 
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensors a safetensors file holds, by name (dtype, shape and offsets), read without its weights. A file
+    whose first 8 bytes give a header longer than the file is no safetensors file (ValueError): reading that many
+    bytes would ask for up to 16 EiB."""
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > path.stat().st_size - 8:
+            raise ValueError(f"{path} is not a safetensors file: its header length {length} is past its end")
+        header = json.loads(handle.read(length))
+    return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
+
+
 def _parameters_in(path: Path) -> int:
     if path.suffix == ".safetensors":
-        with path.open("rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+        return sum(math.prod(t["shape"]) for t in _safetensors_header(path).values())
     if path.suffix == ".onnx":
         return sum(math.prod(t.dims) for t in load_graph(path).initializer)
     return 0  # other weight formats (.bin, engines) are not counted
@@ -251,6 +269,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     _check_model_type(config, config_path)
     _check_task(config, config_path)
+    _check_head_outputs(config, config_path, weights)
     _check_single_label(config, config_path)
     return config
 
@@ -337,10 +356,7 @@ def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
     else:
         _check_distinct_labels(config, config_path)
         return
-    raise OptbenchError(
-        f'{config_path}: {problem}: write id2label as {{"0": "first label", "1": "second label", ...}}, one entry '
-        "per output of the classifier, and num_labels as their count (or leave it out)"
-    )
+    raise OptbenchError(f"{config_path}: {problem}: {LABEL_MAP_FIX}")
 
 
 def _check_distinct_labels(config: dict[str, Any], config_path: Path) -> None:
@@ -391,6 +407,26 @@ def _check_task(config: dict[str, Any], config_path: Path) -> None:
             f"{config_path}: architectures = [{json.dumps(architecture)}] is a {task} model: optbench takes a sequence "
             f"classifier as it is or an encoder it fine-tunes; {ENCODER_ALONE}"
         )
+
+
+def _check_head_outputs(config: dict[str, Any], config_path: Path, weights: list[Path]) -> None:
+    """Refuse a classifier whose safetensors weights give its head another number of outputs than config.json has
+    labels (id2label edited by hand, as optbench's error about unknown labels says to): transformers refuses to load
+    it, and every job of the run failed with its "look at the above report", which the job's process kept."""
+    if not has_classifier_head(config):
+        return
+    labels = hf_label_names(config)
+    for path in (p for p in weights if p.suffix == ".safetensors"):
+        try:
+            header = _safetensors_header(path)
+        except (OSError, ValueError):  # not safetensors after all: the load that reads it says why
+            continue
+        head = next((header[name] for name in HEAD_WEIGHTS if name in header), None)
+        if head is not None and head["shape"][0] != len(labels):
+            raise OptbenchError(
+                f"{config_path}: the classifier in {path.name} has {head['shape'][0]} outputs and config.json names "
+                f"{len(labels)} labels: {LABEL_MAP_FIX}"
+            )
 
 
 def _check_single_label(config: dict[str, Any], config_path: Path) -> None:

@@ -311,6 +311,31 @@ def test_read_hf_config_refuses_a_classifier_accuracy_cannot_judge(
 
 
 @pytest.mark.parametrize(
+    ("weight", "labels", "outputs"),
+    [
+        ("classifier.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # BERT, DistilBERT, ALBERT, DeBERTa-v2
+        ("classifier.out_proj.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # RoBERTa, XLM-RoBERTa, ELECTRA
+        ("classifier.weight", {}, 5),  # no labels named: transformers' two
+    ],
+)
+def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
+    tmp_path: Path, weight: str, labels: dict[str, Any], outputs: int
+) -> None:
+    """transformers refuses to load a head of another size than the labels (an id2label edited by hand): each job
+    of the run failed with its "look at the above report", a report the job's process kept."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **labels})
+    save_file({weight: np.zeros((outputs, 8), np.float32)}, str(folder / "model.safetensors"))
+    message = rf"the classifier in model\.safetensors has {outputs} outputs and config\.json names 2 labels: write"
+    with pytest.raises(OptbenchError, match=rf"config\.json: {message} id2label as"):
+        read_hf_config(folder)
+    (folder / "config.json").write_text(json.dumps({**CLASSIFIER, "num_labels": outputs}))
+    read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
     "config",
     [
         {**CLASSIFIER, "problem_type": "single_label_classification"},
