@@ -44,7 +44,7 @@ exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (
             the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM), 141 the output's
             reader left early (`| head`)"""
 # what an output option (report -o, compare -o, gate --junit) refuses, in its --help: output_paths
-NOT_AN_INPUT = " (not a file the command reads, nor one in a run folder it reads: refused, exit 2)"
+NOT_AN_INPUT = " (not a file the command reads, nor a file already in a run folder it reads: refused, exit 2)"
 
 
 def _examples(command: str) -> str:

@@ -95,3 +95,23 @@ def test_gate_junit_refuses_its_budget_file_and_run_files(run: Path, budget: Pat
     junit.write_text("the previous build's XML\n")
     assert main([*gate, "--junit", str(junit)]) == 0
     assert "<testsuites" in junit.read_text()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), [("report", "--output OUTPUT"), ("compare", "--output OUTPUT"), ("gate", "--junit JUNIT")]
+)
+def test_output_help_refuses_only_files_already_in_a_run_folder(command: str, option: str, capsys) -> None:
+    # the help said a file "in a run folder it reads" is refused, but a new one there is written (it replaces
+    # nothing, as the tests above have it): only an existing file of a run folder is refused
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    options = " ".join(capsys.readouterr().out.split("\noptions:\n", 1)[1].split())
+    said = options.split(f"{option} ", 1)[1].split(" --", 1)[0]
+    assert "nor a file already in a run folder it reads: refused, exit 2" in said
+
+
+def test_a_new_file_in_a_run_folder_is_written(run: Path, budget: Path, tmp_path: Path) -> None:
+    results = str(tmp_path / "results")
+    assert main(["gate", "--budget", str(budget), results, "--junit", str(run / "gate.xml")]) == 0
+    assert main(["compare", str(run), results, "-o", str(run / "compare.md")]) == 0
+    assert "<testsuites" in (run / "gate.xml").read_text() and "| baseline |" in (run / "compare.md").read_text()
