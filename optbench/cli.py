@@ -159,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="print the comparison table of every report under a folder",
         description="Read every optbench report under each PATH (a folder or one file) and print one table: one "
-        "row per variant, runtime, device, batch size and sequence length; a run found twice (named twice, or copied "
-        "into another folder) is listed once. Failed jobs of those runs are listed under their run's table (md, "
-        "html), or on stderr (csv, json, --by-machine).",
+        "row per variant, runtime, device, precision, batch size and sequence length; a run found twice (named twice, "
+        "or copied into another folder) is listed once. Failed jobs of those runs are listed under their run's table "
+        "(md, html), or on stderr (csv, json, --by-machine).",
     )
     report.add_argument(
         "paths",
@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--by-machine",
         action="store_true",
-        help="merge machines: a row per variant, runtime and shape, each machine's p50, speedup and A/A noise floor "
-        "side by side (keyed by hardware fingerprint, the newest report of each; a speedup within its machine's floor "
-        "is marked ~); runs of different workloads get rows of their own, named in a workload column",
+        help="merge machines: a row per variant, runtime, device, precision and shape, each machine's p50, speedup "
+        "and A/A noise floor side by side (keyed by hardware fingerprint, the newest report of each; a speedup within "
+        "its machine's floor is marked ~); runs of different workloads get rows of their own, named in a workload "
+        "column",
     )
     report.add_argument(
         "--shape",

@@ -1,5 +1,5 @@
-"""The result table: reports as one pandas frame (a row per variant, runtime, device and shape), rendered for
-people (Markdown, with the speedups marked against the A/A noise floor) or tools (CSV, JSON)."""
+"""The result table: reports as one pandas frame (a row per variant, runtime, device, precision and shape), rendered
+for people (Markdown, with the speedups marked against the A/A noise floor) or tools (CSV, JSON)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ OPTIONAL_MARKDOWN_COLUMNS = [
 
 
 def to_frame(reports: list[Report], peer_budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
-    """All reports as one table, one row per (variant, runtime, device, batch size, sequence length), with
-    each variant's speedup over the fastest peer within `peer_budget_points` of accuracy drop."""
+    """All reports as one table, one row per (variant, runtime, device, precision, batch size, sequence length),
+    with each variant's speedup over the fastest peer within `peer_budget_points` of accuracy drop."""
     rows = [row for report in reports for row in report.rows()]
     frame = add_speedup_vs_peers(pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS), peer_budget_points)
     frame.attrs["peer_budget_points"] = peer_budget_points

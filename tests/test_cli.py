@@ -554,6 +554,21 @@ def test_peer_budget_help_states_the_default_the_table_uses(monkeypatch: pytest.
     assert "(default: 2.5; not with --by-machine" in " ".join(capsys.readouterr().out.split())
 
 
+def test_report_help_names_every_column_a_row_is_keyed_by(capsys) -> None:
+    # the help said a row per variant, runtime, device and shape (--by-machine: variant, runtime and shape), but a
+    # GPU run's fp32, fp16 and bf16 rows of one runtime are rows of their own, in both tables
+    from optbench.machines import ROW_KEY
+
+    words = {"precision_mode": "precision", "batch_size": "batch size", "seq_len": "sequence length"}
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    table = text.split("one row per ", 1)[1].split(";", 1)[0]
+    merged = text.split("merge machines: a row per ", 1)[1].split(", each machine", 1)[0]
+    assert all(words.get(key, key) in table for key in ROW_KEY), table
+    assert all(words.get(key, key) in merged for key in ROW_KEY[:4]) and "shape" in merged, merged
+
+
 def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     # `optbench report results results/demo/RUN` (or a shell glob over both) names one run twice
     report = make_report()
