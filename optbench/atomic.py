@@ -96,7 +96,7 @@ def require_fields(
     """Name `path` as damaged when `data`, the object read from it, lacks any of `fields`, or holds one of them or
     of the `optional` ones it has as another kind than the one named (a key of FIELD_KINDS): hand-edited, say."""
     if missing := [name for name in fields if name not in data]:
-        raise damaged(path, f"no {', '.join(map(repr, missing))} field")
+        raise damaged(path, f"no {', '.join(map(repr, missing))} field{'s' if len(missing) > 1 else ''}")
     for name, kind in {**fields, **(optional or {})}.items():
         if name in data and not FIELD_KINDS[kind](data[name]):
             raise damaged(path, f"{name!r} is not {kind}")

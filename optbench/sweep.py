@@ -41,16 +41,14 @@ log = logging.getLogger(__name__)
 WAIT_POLL_S = 1.0
 CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
 SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports go to that folder
-# what the benchmark reads of a stored job's result, where it has it (a job's kind decides which it has)
+# what the benchmark reads of a stored job's result, by the job's kind: the fields every result of that kind has,
+# and those it has where it has them
 RESULT_FIELDS = {
-    "logits": "a string",
-    "runtime_details": "an object",
-    "startup": "an object",
-    "values_ns": "a list of numbers",
-    "resolution_ns": "a number",
-    "peak_rss_mb": "a number",
-    "gpu_memory": "an object",
-    "environment": "an object",
+    "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": "an object"}),
+    "latency": (
+        {"values_ns": "a list of numbers", "peak_rss_mb": "a number"},
+        {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object"},
+    ),
 }
 
 
@@ -198,7 +196,7 @@ class SweepStore:
             return Outcome(job, None, stored["reason"])
         require_fields(path, stored, {"result": "an object"})
         result = stored["result"]
-        require_fields(path, result, {}, optional=RESULT_FIELDS)
+        require_fields(path, result, *RESULT_FIELDS[job.kind])
         if "logits" in result:
             result = {**result, "logits": str(self.jobs / result["logits"])}
         return Outcome(job, result)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -37,6 +38,16 @@ def _on(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
 def _run(jobs: list[PlannedJob], store: SweepStore, execute) -> dict:
     """run_sweep on the local executor, with `execute(planned job)` standing in for the job process."""
     return run_sweep(jobs, store, LocalExecutor(lambda spec, path, timeout: execute(spec.planned)), _spec)
+
+
+def _result(job: PlannedJob) -> dict[str, Any]:
+    """A result of the job's kind with what the benchmark reads of it (an accuracy job's logits in a file)."""
+    if job.kind == "latency":
+        return {"values_ns": [1], "peak_rss_mb": 1.0}
+    handle, logits = tempfile.mkstemp(suffix=".npy")
+    with os.fdopen(handle, "wb") as file:
+        np.save(file, np.eye(2))
+    return {"logits": logits, "runtime_details": {}}
 
 
 def _spec(job: PlannedJob) -> Job:
@@ -80,7 +91,8 @@ def test_one_identity_opens_one_store_with_one_run_id(tmp_path: Path) -> None:
 def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     # the run was published, then its process was stopped before it removed the sweep
     stale = _store(tmp_path)
-    stale.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    job = PlannedJob("latency", 0, (1, 16))
+    stale.record(job, _result(job))
     (tmp_path / "run-1").mkdir()
     fresh = _store(tmp_path, "run-2")
     assert fresh.run_id == "run-2" and fresh.done() == 0
@@ -100,7 +112,8 @@ def test_other_sweeps_no_process_works_on_are_noted_and_kept_or_removed_if_publi
     # a sweep interrupted before the recipe changed what it measures (its models or [bench]) was never removed nor
     # mentioned: its inputs and logits piled up unseen in a hidden folder under results/<recipe>/
     old = SweepStore.open(tmp_path, {"plan": "old"}, lambda: "run-1", 60)
-    old.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    job = PlannedJob("latency", 0, (1, 16))
+    old.record(job, _result(job))
     (old.inputs / "inputs.npz").write_bytes(bytes(2_000_000))
     _abandon(old)
     published = SweepStore.open(tmp_path, {"plan": "published"}, lambda: "run-2", 60)
@@ -225,12 +238,12 @@ def test_a_job_whose_claim_was_taken_over_keeps_the_outcome_of_the_process_that_
         _on(monkeypatch, "node-b")
         b = _store(tmp_path)
         assert b.claim(job, 60)
-        sweep._store_result(job, b, {"values_ns": [2]})
+        sweep._store_result(job, b, {"values_ns": [2], "peak_rss_mb": 1.0})
         _on(monkeypatch, "node-a")
-        return {"values_ns": [1]}
+        return _result(job)
 
     outcomes = _run(jobs, a, taken_over_meanwhile)
-    assert outcomes[jobs[0].key].result == {"values_ns": [2]}
+    assert outcomes[jobs[0].key].result == {"values_ns": [2], "peak_rss_mb": 1.0}
     assert json.loads((a.jobs / f"{jobs[0].key}.json").read_text())["host"] == "node-b"
 
 
@@ -314,13 +327,28 @@ def test_a_record_or_claim_that_is_json_but_no_object_is_named_as_damaged(tmp_pa
 
 
 def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_path: Path) -> None:
-    """An object without the fields a record or sweep.json must have is damage, named as such (a KeyError before)."""
+    """An object without the fields a record or sweep.json must have is damage, named as such (a KeyError before),
+    and so is a result without what the benchmark reads of its job's kind (a KeyError once every job had run); the
+    other kind's fields, and those only some runtimes record, are not asked for."""
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     record = store.jobs / f"{job.key}.json"
     for content, field in (({}, "status"), ({"status": "failed"}, "reason"), ({"status": "ok"}, "result")):
         record.write_text(json.dumps(content))
         with pytest.raises(OptbenchError, match=rf"accuracy-pair0\.json is damaged \(no '{field}' field\): delete it"):
             store.outcome(job)
+    latency = PlannedJob("latency", 0, (1, 16))
+    for kind, result, missing in (
+        (latency, {"peak_rss_mb": 1}, "'values_ns' field"),
+        (latency, {"values_ns": [1]}, "'peak_rss_mb' field"),
+        (latency, {"startup": {}}, "'values_ns', 'peak_rss_mb' fields"),
+        (job, {"runtime_details": {}}, "'logits' field"),
+        (job, {"logits": "x.npy"}, "'runtime_details' field"),
+    ):
+        (store.jobs / f"{kind.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
+        with pytest.raises(OptbenchError, match=rf"{kind.key}\.json is damaged \(no {missing}\): delete it"):
+            store.outcome(kind)
+    record.write_text(json.dumps({"status": "ok", "result": {"logits": "x.npy", "runtime_details": {}}}))
+    assert store.outcome(job).ok
     (store.folder / "sweep.json").write_text(json.dumps({"identity": {"plan": "test"}}))
     for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
         with pytest.raises(OptbenchError, match=r"sweep\.json is damaged \(no 'run_id' field\): delete it"):
@@ -338,8 +366,11 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         ({"status": "done", "result": {}}, "'status' is 'done', not 'ok' or 'failed'"),
         ({"status": "failed", "reason": ["crashed"]}, "'reason' is not a string"),
         ({"status": "ok", "result": [1]}, "'result' is not an object"),
-        ({"status": "ok", "result": {"logits": 5}}, "'logits' is not a string"),
-        ({"status": "ok", "result": {"values_ns": ["1"]}}, "'values_ns' is not a list of numbers"),
+        ({"status": "ok", "result": {"values_ns": ["1"], "peak_rss_mb": 1}}, "'values_ns' is not a list of numbers"),
+        (
+            {"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": []}},
+            "'gpu_memory' is not an object",
+        ),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": "100"}}, "'peak_rss_mb' is not a number"),
     ):
         record.write_text(json.dumps(content))
@@ -412,7 +443,8 @@ def test_a_participant_on_another_host_that_stopped_renewing_is_gone(tmp_path: P
     the sweep behind: once its deadline passes it no longer keeps the published sweep, and the next run of the
     recipe measures afresh instead of handing back the old run."""
     store = _store(tmp_path)
-    store.record(PlannedJob("latency", 0, (1, 16)), {"values_ns": [1]})
+    job = PlannedJob("latency", 0, (1, 16))
+    store.record(job, _result(job))
     ghost = {**claims.this_process(), "host": "replaced-container", "until": time.time() - 1}
     (store.folder / "participants" / "replaced-container-1.json").write_text(json.dumps(ghost))
     (tmp_path / "run-1").mkdir()  # published by the sweep that took its jobs over
@@ -535,7 +567,7 @@ def _execute_counting(calls: list[str], seconds: float = 0.0):
     def execute(job: PlannedJob) -> dict[str, Any]:
         calls.append(job.key)
         time.sleep(seconds)
-        return {"values_ns": [1]}
+        return _result(job)
 
     return execute
 
@@ -579,16 +611,21 @@ SWEEP_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    import numpy as np
     from optbench.job import Job
     from optbench.executors.local import LocalExecutor
     from optbench.sweep import SweepStore, plan, run_sweep
 
     def run(spec, job_path, timeout_s):
         time.sleep(0.3)
-        return {"values_ns": [1]}
+        if spec.kind == "latency":
+            return {"values_ns": [1], "peak_rss_mb": 1.0}
+        logits = Path(spec.output).with_suffix(".npy")
+        np.save(logits, np.eye(2))
+        return {"logits": str(logits), "runtime_details": {}}
 
     def make_job(job):
-        return Job(job.kind, {}, {}, 1, "inputs.npz", f"/nowhere/{job.key}.result.json")
+        return Job(job.kind, {}, {}, 1, "inputs.npz", str(store.output(job)))
 
     store = SweepStore.open(Path(sys.argv[1]), {"plan": "test"}, lambda: "run-1", 60)
     run_sweep(plan(2, 0, [(1, 16), (2, 16)], rounds=2, aa_check=True), store, LocalExecutor(run), make_job)
@@ -648,7 +685,7 @@ class QueueingExecutor:
             claim = self.store.jobs / f"{key}.claim"
             claim.write_text(json.dumps({**json.loads(claim.read_text()), "at": 0, "until": 0}))  # time passes
         self.waits += 1
-        return None if self.waits == 1 else (handles[0], {"values_ns": [1]})
+        return None if self.waits == 1 else (handles[0], _result(self.queued[handles[0]]))
 
     def close(self) -> None:
         pass
