@@ -39,6 +39,9 @@ REFERENCE = RuntimeSpec("torch", "cpu", "fp32")
 ACCURACY_BATCH_SIZE = 64
 # shapes x rounds: each a job, in a process of its own (seconds at the least), for every model and runtime
 MAX_LATENCY_JOBS_PER_PAIR = 10_000
+# rows a timed call runs: a latency batch repeats the test split's texts to fill it, so the data does not bound it.
+# This many at 128 tokens is 8.4M tokens a call, a 384-wide model's every hidden state 12.9 GB: beyond a benchmark
+MAX_BATCH_SIZE = 65_536
 M = TypeVar("M")
 
 
@@ -62,6 +65,12 @@ class BenchConfig:
         bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
         if bad:
             raise OptbenchError(f"batch_sizes {bad} are not positive integers")
+        if too_big := [b for b in self.batch_sizes if b > MAX_BATCH_SIZE]:
+            raise OptbenchError(
+                f"batch_sizes {too_big} are more than {MAX_BATCH_SIZE} rows a call: each batch would hold that many "
+                "texts (the test split's, repeated to fill it), tokenized before the first job and too many for any "
+                f"machine's memory in one call; give batch sizes of at most {MAX_BATCH_SIZE}"
+            )
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
         if (per_pair := len(self.batch_sizes) * len(self.seq_lens) * self.rounds) > MAX_LATENCY_JOBS_PER_PAIR:

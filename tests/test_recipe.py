@@ -228,6 +228,16 @@ def test_a_benchmark_of_more_latency_jobs_per_pair_than_the_limit_is_refused(tmp
     assert len(recipe.bench.shapes()) * recipe.bench.rounds == 10_000
 
 
+def test_a_batch_size_beyond_the_limit_is_refused(tmp_path: Path) -> None:
+    """batch_sizes = [1000000000] passed the dry run, and a run built a list of 10**9 texts (the test split's,
+    repeated) to tokenize after its steps; 65536 rows a call are allowed."""
+    with pytest.raises(
+        OptbenchError, match=r"^\[bench\] batch_sizes \[1000000000\] are more than 65536 rows a call: .* at most 65536$"
+    ):
+        load_recipe(write_recipe(tmp_path, "[bench]\nbatch_sizes = [1, 1000000000]\n"))
+    assert load_recipe(write_recipe(tmp_path, "[bench]\nbatch_sizes = [65536]\n")).bench.batch_sizes == (65536,)
+
+
 def test_the_largest_64_bit_integer_is_read(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "[model.finetune]\nseed = 9223372036854775807\n"))
     assert recipe.finetune.seed == 2**63 - 1
