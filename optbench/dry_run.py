@@ -292,10 +292,12 @@ def _pairs(count: int, undecided: bool) -> str:
 
 def _reports_line(run: RunPlan) -> str:
     """Where the reports go: a new run's folder, or the one of the unfinished sweep the run resumes."""
+    where = f"reports: {run.runs_in / '<run id>'}/"
     if run.resumes is not None:
         done = f"{run.resumes.done} of {len(run.jobs)} jobs done"
+        if run.resumes.run_id is None:
+            return f"{where} (resumes an unfinished sweep whose sweep.json is gone, under a new run id: {done})"
         return f"reports: {run.runs_in / run.resumes.run_id}/ (resumes run {run.resumes.run_id}: {done})"
-    where = f"reports: {run.runs_in / '<run id>'}/"
     if _content_hashes(run.models) is not None:
         return f"{where} (starts a new run)"
     return (

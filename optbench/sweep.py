@@ -103,9 +103,10 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Unfinished:
-    """A sweep a run would resume: its run id, and how many of its jobs are done (their outcomes kept)."""
+    """A sweep a run would resume: its run id (None: the run gives it a new one, its sweep.json deleted), and how
+    many of its jobs are done (their outcomes kept)."""
 
-    run_id: str
+    run_id: str | None
     done: int
 
 
@@ -162,8 +163,10 @@ class SweepStore:
         run --dry-run`)."""
         folder = _folder(root, identity)
         stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
-        if stored is None:
-            return None
+        if stored is None:  # no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
+            store = cls(folder, "")
+            retried = 0 if store._live_participants() else len(store._failed())
+            return Unfinished(None, kept) if (kept := store.done() - retried) else None
         store = cls(folder, stored["run_id"])
         if not store._goes_on(root):
             return None

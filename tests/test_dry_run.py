@@ -40,18 +40,7 @@ def test_the_dry_run_names_the_unfinished_sweep_the_run_resumes(
     assert "benchmark jobs: 4 (2 accuracy, 2 latency, 0 A/A repeats; 1 round)" in out  # exact: every model exists
     assert out.rstrip("\n").endswith(f"reports: {results}/tiny/<run id>/ (starts a new run)")
 
-    execute = job_module.execute
-
-    def crashes_then_interrupted(job: job_module.Job) -> dict:
-        if job.kind == "latency":
-            raise KeyboardInterrupt  # Ctrl-C in the third job: the reference's latency
-        if job.runtime["name"] == "onnxruntime":
-            raise JobFailed("accuracy job failed: crashed with SIGSEGV")
-        return execute(job)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(job_module, "execute", crashes_then_interrupted)
-        assert main(args) == 130
+    _crash_then_interrupt(args, monkeypatch)
     (sweep,) = (results / "tiny").glob(".sweep-*")
     run_id = json.loads((sweep / "sweep.json").read_text())["run_id"]
     out = _dry_run(args, monkeypatch, capsys)
@@ -71,6 +60,45 @@ def test_the_dry_run_names_the_unfinished_sweep_the_run_resumes(
     assert [p.name for p in (results / "tiny").iterdir()] == [run_id]
     out = _dry_run(args, monkeypatch, capsys)
     assert out.rstrip("\n").endswith(f"reports: {results}/tiny/<run id>/ (starts a new run)")  # that one is published
+
+
+def _crash_then_interrupt(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run onnx_run's recipe: its reference's accuracy job ends, the ONNX model's crashes, and Ctrl-C stops the run in
+    the third job (the reference's latency)."""
+    execute = job_module.execute
+
+    def crashes_then_interrupted(job: job_module.Job) -> dict:
+        if job.kind == "latency":
+            raise KeyboardInterrupt
+        if job.runtime["name"] == "onnxruntime":
+            raise JobFailed("accuracy job failed: crashed with SIGSEGV")
+        return execute(job)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(job_module, "execute", crashes_then_interrupted)
+        assert main(args) == 130
+
+
+def test_a_sweep_whose_sweep_json_was_deleted_is_resumed_under_a_new_run_id(
+    onnx_run: Path, tmp_path: Path, jobs_in_process, monkeypatch: pytest.MonkeyPatch, capsys, caplog
+) -> None:
+    """The run makes a new sweep.json, with a new run id, in the sweep's folder and keeps its finished jobs (the
+    failed one runs again): the dry run said it starts a new run."""
+    results = tmp_path / "results"
+    args = ["run", str(onnx_run / "recipe.toml"), "--results", str(results), "--cache", str(onnx_run / "cache")]
+    _crash_then_interrupt(args, monkeypatch)
+    (sweep,) = (results / "tiny").glob(".sweep-*")
+    old = json.loads((sweep / "sweep.json").read_text())["run_id"]
+    (sweep / "sweep.json").unlink()
+    out = _dry_run(args, monkeypatch, capsys)
+    assert out.rstrip("\n").endswith(
+        f"reports: {results}/tiny/<run id>/ (resumes an unfinished sweep whose sweep.json is gone, under a new run "
+        "id: 1 of 4 jobs done)"
+    )
+    with caplog.at_level("INFO", logger="optbench"):
+        assert main(args) == 0
+    (run_id,) = [p.name for p in (results / "tiny").iterdir()]
+    assert run_id != old and f"resuming run {run_id}: 1 of 4 jobs done" in caplog.messages
 
 
 def test_while_a_model_is_not_made_whether_the_run_resumes_is_not_known(
