@@ -220,11 +220,8 @@ def _check(budget: Budget, limit: Limit, report: Report, run: list[Report]) -> C
         if budget.speedup_against is None and not isinstance(outcome, str):
             outcome = (outcome[0], "")  # the run's reference goes without saying
     else:
-        figure = _figure(limit.key, report, budget)
-        unmeasured = (
-            _unmeasured(report, shape) if shape else "its reference scored 0 accuracy: nothing is relative to it"
-        )
-        outcome = unmeasured if figure is None else (figure, "")
+        figure = _figure(limit.key, report, budget, shape)
+        outcome = figure if isinstance(figure, str) else (figure, "")
     if not isinstance(outcome, str) and any(math.isnan(x) for x in outcome[0]):  # NaN would read as inconclusive
         outcome = "the report holds no number for this figure (NaN): re-run the recipe that wrote it"
     machine = str(report.environment.get("machine") or "")
@@ -312,26 +309,29 @@ def verdict(limit: Limit, low: float, high: float) -> Verdict:
     return "pass" if low >= limit.value else "fail" if high < limit.value else "inconclusive"
 
 
-def _figure(key: str, report: Report, budget: Budget) -> tuple[float, float, float] | None:
-    """The limit's figure in `report` with its 95% interval; None when the report lacks the shape."""
+def _figure(key: str, report: Report, budget: Budget, shape: str) -> tuple[float, float, float] | str:
+    """The limit's figure in `report` with its 95% interval (at the budget's `shape` for a shaped limit); why it
+    cannot be had (the report lacks the shape or the figure) otherwise."""
     drop = report.drop
     if key == "max_accuracy_drop":
         return drop.points, drop.ci_low, drop.ci_high
     if key == "min_relative_accuracy":
         reference = report.metrics.accuracy + drop.points / 100  # the reference's accuracy, a fraction
         if reference <= 0:
-            return None  # a reference that got nothing right has no relative accuracy
+            return "its reference scored 0 accuracy: nothing is relative to it"
 
         def relative(points: float) -> float:
             return (reference - points / 100) / reference
 
         return relative(drop.points), relative(drop.ci_high), relative(drop.ci_low)
     if key == "max_size":
-        size = report.artifact["size_mb"]
+        size = report.artifact.get("size_mb")  # a report may lack it: the table shows it as unknown
+        if size is None:
+            return "the report holds no model size (artifact.size_mb): re-run the recipe that wrote it"
         return size, size, size
     measurement = _at(report, budget.batch_size, budget.seq_len)
     if measurement is None:
-        return None
+        return _unmeasured(report, shape)
     latency = measurement.latency
     if key == "max_p50":
         return latency.p50_ms, latency.p50_ci_low, latency.p50_ci_high

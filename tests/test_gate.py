@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -475,6 +476,21 @@ def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
     assert main(["gate", "--budget", str(failing), str(results)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "min_speedup 5x" in out and "breaks the limit 6x" in out
+
+
+def test_a_report_without_its_model_size_fails_the_size_limit_saying_so(tmp_path: Path, capsys) -> None:
+    """A report whose artifact lacks size_mb (edited by hand, or another tool's) crashed gate and compare --budget
+    with a KeyError; its size limit cannot be checked, and fails as any figure the gate cannot have does."""
+    results = _results(tmp_path)
+    (path,) = results.glob("demo/*/baseline+onnx.*.json")
+    data = json.loads(path.read_text())
+    del data["artifact"]["size_mb"]
+    path.write_text(json.dumps(data))
+    budget = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_size = "1 GB"\n', tmp_path)
+    assert main(["gate", "--budget", str(budget), str(results)]) == 1
+    why = "max_size cannot be checked: the report holds no model size (artifact.size_mb): re-run the recipe"
+    assert f"FAIL         #1: baseline+onnx on torch-cpu-fp32: {why}" in capsys.readouterr().out
+    assert main(["compare", str(results), str(results), "--budget", str(budget)]) == 0
 
 
 def test_a_failed_job_of_the_run_fails_the_budgets_that_select_it(tmp_path: Path, capsys) -> None:
