@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "column names which) not comparable. "
         "With --budget, every budget check that A's newest run passed (or left inconclusive) and B's newest run "
         "fails, cannot judge (the budget's shape not measured, its job or step failed) or has no report for is "
-        "listed as newly failing too.",
+        "listed as newly failing too. compare exits 0 whatever it marks (worse, newly failing, with --budget too): "
+        "to pass or fail a release in CI, use optbench gate, whose exit code does.",
     )
     # metavars as the description names them (A, B, RESULTS): lower case, `results` read as the folder's name
     compare.add_argument(

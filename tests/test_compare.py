@@ -382,6 +382,18 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     assert "max_accuracy_drop" in capsys.readouterr().err
 
 
+def test_compare_help_says_it_exits_0_whatever_it_marks_and_names_gate_for_ci(capsys) -> None:
+    """compare exits 0 with rows newly failing or worse, as above, by design: its --help did not say so, nor which
+    command fails a release."""
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "compare exits 0 whatever it marks (worse, newly failing, with --budget too): to pass or fail a release in "
+        "CI, use optbench gate, whose exit code does." in text
+    )
+
+
 LATENCY = {"name": "latency", "variants": ["baseline+onnx"], "batch_size": 1, "seq_len": 128, "max_p50": "20 ms"}
 PASSED = with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=10)
 
