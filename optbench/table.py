@@ -120,12 +120,14 @@ def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
 
 def run_facts(run: pd.DataFrame) -> str:
     """Where a run's table comes from, said above it (Markdown and HTML alike): when, from which commit, on which
-    machine, with how many threads and test rows."""
+    machines (each once: a Ray run's jobs ran on several), with how many threads and test rows."""
     first = run.iloc[0]
+    machines = list(dict.fromkeys(run["machine"].fillna("unknown")))
     return (
         f"created {first['created_at']} · commit {first['git_commit'] or 'unknown'}"  # None: run outside git
         f"{' (dirty)' if first['git_dirty'] else ''} · "
-        f"machine {first['machine']} · {first['threads']} threads · {first['test_rows']} test rows"
+        f"machine{'s' if len(machines) > 1 else ''} {', '.join(machines)} · {first['threads']} threads · "
+        f"{first['test_rows']} test rows"
     )
 
 

@@ -244,6 +244,19 @@ def test_markdown_says_each_runs_commit_and_machine_as_the_html_page_does() -> N
     )
 
 
+def test_the_line_under_a_run_spread_over_machines_names_each_machine_once() -> None:
+    """A Ray run's jobs ran on several nodes: the line named the first row's machine alone."""
+    rows = [
+        dataclasses.replace(make_report(steps), environment={"machine": machine, "git": {"commit": "abc123"}})
+        for machine in ("node-a", "node-b")
+        for steps in ((), ("onnx",))
+    ]
+    lines = render(to_frame(rows), "md").splitlines()
+    assert lines[lines.index("### demo · run 20261130T031500Z-3f9a") + 2] == (
+        "created 2026-11-30T03:15:00+00:00 · commit abc123 · machines node-a, node-b · 2 threads · 10 test rows"
+    )
+
+
 def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
     # they went to stderr only, after every run's table: `report -o table.md` kept no word of a variant left out
     first, second = make_report(), make_report(run_id="20261201T000000Z-0000")
