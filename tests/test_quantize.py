@@ -19,6 +19,7 @@ from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import quantize, run_step
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.quantize import DYNAMIC_OPS, DynamicQuantizeConfig, StaticQuantizeConfig, preflight
+from optbench.steps.torch_int8 import AGREEMENT_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -362,14 +363,17 @@ def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact, tmp_p
     assert share["int8_operators"] == {"MatMulInteger": 1}
 
 
-def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArtifact, data, cache: Path) -> None:
+def test_torch_backend_quantizes_linear_layers_with_torchao(
+    classifier: ModelArtifact, data, cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, cache)
+        with caplog.at_level("INFO", logger="optbench.steps.torch_int8"):
+            result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, cache)
         assert torch.get_num_threads() == 2  # later steps of the run keep the process's thread count
     finally:
         torch.set_num_threads(threads)
@@ -377,6 +381,9 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(classifier: ModelArt
     assert result.details["scheme"] == "int8-dynamic-activation-int8-weight"
     assert result.sha256 != classifier.sha256  # the scheme is part of the model
     assert 0.9 <= result.details["validation_agreement"] <= 1.0
+    rows = len(data.validation.texts)
+    assert rows < AGREEMENT_ROWS and result.details["validation_rows"] == rows  # all there are
+    assert f"argmax agreement with FP32 on {rows} validation rows" in caplog.text  # it said 256
     runtime = load_runtime(RuntimeSpec("torch"), result, threads=1)
     assert runtime.describe({})["quantization"]["library"] == "torchao"
     from torchao.utils import TorchAOBaseTensor

@@ -44,21 +44,20 @@ def write_torchao_int8(artifact: ModelArtifact, data: LabelledData, out_dir: Pat
         if path.is_file() and not path.name.startswith("optbench-"):
             shutil.copy2(path, out_dir / path.name)
     write_json_atomic(out_dir / QUANTIZATION_FILE, {"library": "torchao", "version": version, "scheme": SCHEME})
-    agreement = _agreement(artifact, out_dir, data)
-    log.info("torchao INT8: argmax agreement with FP32 on %d validation rows: %.4f", AGREEMENT_ROWS, agreement)
-    return {"torchao": version, "scheme": SCHEME, "validation_agreement": agreement}
+    texts = data.validation.texts[:AGREEMENT_ROWS]
+    agreement = _agreement(artifact, out_dir, texts, data.max_length)
+    log.info("torchao INT8: argmax agreement with FP32 on %d validation rows: %.4f", len(texts), agreement)
+    return {"torchao": version, "scheme": SCHEME, "validation_agreement": agreement, "validation_rows": len(texts)}
 
 
-def _agreement(source: ModelArtifact, quantized_dir: Path, data: LabelledData) -> float:
-    """Argmax agreement of the INT8 model with FP32, at the process's thread count (a runtime built with
+def _agreement(source: ModelArtifact, quantized_dir: Path, texts: list[str], max_length: int) -> float:
+    """Argmax agreement of the INT8 model with FP32 on `texts`, at the process's thread count (a runtime built with
     another count would leave it set for every later step of `optbench run`)."""
     import torch
 
     threads = torch.get_num_threads()
     tokenizer = load_tokenizer(source.path)
-    sample = batches(
-        tokenizer, data.validation.texts[:AGREEMENT_ROWS], batch_size=64, seq_len="data", max_length=data.max_length
-    )
+    sample = batches(tokenizer, texts, batch_size=64, seq_len="data", max_length=max_length)
     fp32 = TorchRuntime(source, device="cpu", precision="fp32", threads=threads, options={})
     int8 = TorchRuntime(
         ModelArtifact(quantized_dir, "hf", source.label_names, ""),
