@@ -226,9 +226,9 @@ def _check_vocabulary(tokens: int, config: dict[str, Any], checkpoint: str) -> N
 def check_step_inputs(recipe: Recipe, config: dict[str, Any]) -> None:
     """Refuse, before any step runs, a step that would refuse the model its place in its chain gives it (prune
     takes BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT only; a distill student keeps the layers of
-    BERT-style models and DistilBERT only), rather than after the chains before it have run. Each step with a
-    `preflight` refuses from its input's config.json and gives its output's; a step without one, or one whose
-    input is not known from the recipe (None), refuses nothing."""
+    BERT-style models and DistilBERT only, those it has, and no more than its teacher's), rather than after the
+    chains before it have run. Each step with a `preflight` refuses from its input's config.json and gives its
+    output's; a step without one, or one whose input is not known from the recipe (None), refuses nothing."""
     for chain in recipe.chains:
         model: dict[str, Any] | None = config
         for step in chain:

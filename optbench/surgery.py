@@ -117,17 +117,28 @@ def check_layer_choice(indices: list[int] | tuple[int, ...]) -> None:
         raise OptbenchError(f"layers {list(indices)} must be distinct and in increasing order, e.g. [0, 2, 4]")
 
 
+def check_layers_within(indices: list[int] | tuple[int, ...], depth: int) -> None:
+    """Refuse layers to keep that a model of `depth` layers lacks, and those `check_layer_choice` refuses."""
+    check_layer_choice(indices)
+    out_of_range = [i for i in indices if i >= depth]
+    if out_of_range:
+        raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
+
+
+def config_depth(config: dict[str, Any]) -> int | None:
+    """The number of layers a config.json's contents give (DistilBERT's n_layers too), or None when its type is
+    one this transformers cannot build."""
+    skeleton = transformers_config(config)
+    return getattr(skeleton, "num_hidden_layers", None)
+
+
 def keep_layers(model: Any, indices: list[int] | tuple[int, ...]) -> None:
     """Keep only the transformer layers at `indices` (increasing, each in range), in place."""
     import torch
 
     holder = _layer_holder(model)
     layers = holder.layer
-    depth = len(layers)
-    check_layer_choice(indices)
-    out_of_range = [i for i in indices if i >= depth]
-    if out_of_range:
-        raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
+    check_layers_within(indices, len(layers))
     holder.layer = torch.nn.ModuleList(layers[i] for i in indices)
     if hasattr(holder, "n_layers"):
         holder.n_layers = len(indices)  # DistilBERT's holder records its depth too

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import _save_tiny
+from conftest import TINY, _save_tiny
 from test_cli import BENCH, _fails, write_recipe
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import ModelArtifact, read_hf_config
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.recipe import load_recipe
@@ -389,6 +389,44 @@ def test_bad_distill_recipes_exit_2(
         ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")], capsys, message
     )
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("layers = [0, 5]", "step distill: layers [5] are out of range: this model has layers 0 to 1"),
+        ('student = "{deep}"', "step distill: the student has 3 layers and the teacher 2: a student must not be"),
+        (  # the first distill's student has 1 layer, the second's teacher
+            'label = "one"\nlayers = [1]\n[[steps]]\nname = "distill"\nlayers = [0, 1]',
+            "the chain one -> distill, step distill: layers [1] are out of range: this model has layers 0 to 0",
+        ),
+    ],
+)
+def test_layers_the_model_lacks_are_refused_before_the_fine_tune(
+    steps: str, message: str, tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, capsys
+) -> None:
+    """The depths are in the config.json files: the error came only once the step ran, after the fine-tune."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    deep = tmp_path / "deep"  # an encoder of 3 layers, the student of a 2-layer teacher
+    BertModel(BertConfig(**{**TINY, "num_hidden_layers": 3})).save_pretrained(deep)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(deep)
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{steps.format(deep=deep)}\n'
+    recipe = write_recipe(tmp_path, tiny_encoder, reviews_csv, extra=extra)
+    cache = tmp_path / "cache"
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache)], capsys, message)
+    assert not list(cache.glob("finetune-*")), "refused before the fine-tune"
+
+
+def test_distill_preflight_gives_the_depth_its_student_keeps(tiny_classifier: Path) -> None:
+    from transformers import DistilBertConfig
+
+    teacher = read_hf_config(tiny_classifier)
+    assert DistillConfig(layers=(1,)).preflight(teacher)["num_hidden_layers"] == 1
+    assert DistillConfig().preflight(teacher)["num_hidden_layers"] == 2
+    distilbert = DistilBertConfig(n_layers=3, dim=32, n_heads=2, hidden_dim=64).to_dict()
+    assert DistillConfig(layers=(0, 2)).preflight(distilbert)["n_layers"] == 2  # DistilBERT's name for it
+    assert DistillConfig(layers=(0,)).preflight(None) is None  # the input is not known yet: nothing refused
 
 
 def test_attention_transfer_compares_probabilities_without_dropout(tiny_artifact: ModelArtifact, reviews) -> None:

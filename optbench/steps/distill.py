@@ -45,12 +45,13 @@ from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.surgery import (
     check_layer_choice,
     check_layer_list,
+    check_layers_within,
+    config_depth,
     encoder_layers,
     keep_layers,
     layer_shapes,
     narrow_ffn,
     self_attention,
-    transformers_config,
 )
 from optbench.training import TrainingConfig, encode_rows, predictions, train
 
@@ -108,7 +109,7 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         super().__post_init__()
         self.check_logit_terms()
         if self.layers is not None:
-            check_layer_choice(self.layers)  # the model's own depth bounds them when the step runs
+            check_layer_choice(self.layers)  # the model's own depth bounds them: preflight, from its config.json
         if self.intermediate_size is not None and self.intermediate_size < 1:
             raise OptbenchError(f"intermediate_size = {self.intermediate_size}: keep 1 or more FFN neurons")
         weights = (self.distill_weight, self.label_weight, self.hidden_weight, self.attention_weight)
@@ -144,16 +145,26 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         return {"student": content_hash(folder)}
 
     def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Refuse a student whose layers optbench cannot keep (nor, with `intermediate_size`, FFNs narrow),
-        from its config.json: the teacher's with `student = "teacher"` (None: not known before the steps
-        before this one run), else the student folder's. Returns the student's config.json,
-        what this step makes (see `optbench.pipeline.check_step_inputs`)."""
+        """Refuse a student whose layers optbench cannot keep (nor, with `intermediate_size`, FFNs narrow), whose
+        `layers` it lacks, or that would be deeper than its teacher, from its config.json: the teacher's with
+        `student = "teacher"` (None: not known before the steps before this one run), else the student folder's.
+        Returns the student's config.json with the depth it keeps, what this step makes (see
+        `optbench.pipeline.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             return {"model_type": "bert"}
         student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
-        if student is not None:
-            check_layer_list(student)
-        return student
+        if student is None:
+            return None
+        check_layer_list(student)
+        depth = config_depth(student)
+        if depth is None:
+            return student
+        if self.layers is not None:
+            check_layers_within(self.layers, depth)
+            depth = len(self.layers)
+        teacher_depth = config_depth(teacher) if teacher is not None else None
+        check_not_deeper(depth, teacher_depth)
+        return {**student, "n_layers" if "n_layers" in student else "num_hidden_layers": depth}
 
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""
@@ -332,18 +343,17 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
         keep_layers(model, config.layers)
     if config.intermediate_size is not None:
         narrow_ffn(model, config.intermediate_size)
-    _check_not_deeper(model, teacher)
+    check_not_deeper(model.config.num_hidden_layers, config_depth(read_hf_config(teacher.path)))
     origin = {"init": config.student, "initial_layers": initial_layers, "kept_layers": list(config.layers or [])}
     return model, tokenizer, origin
 
 
-def _check_not_deeper(student: Any, teacher: ModelArtifact) -> None:
-    teacher_config = transformers_config(read_hf_config(teacher.path))  # reads DistilBERT's n_layers too
-    depth = getattr(teacher_config, "num_hidden_layers", None)
-    if depth is not None and student.config.num_hidden_layers > depth:
+def check_not_deeper(student_depth: int, teacher_depth: int | None) -> None:
+    """Refuse a student of more layers than its teacher (of unknown depth: None, refused nothing)."""
+    if teacher_depth is not None and student_depth > teacher_depth:
         raise OptbenchError(
-            f"the student has {student.config.num_hidden_layers} layers and the teacher {depth}: a student must "
-            "not be deeper than its teacher; choose fewer layers"
+            f"the student has {student_depth} layers and the teacher {teacher_depth}: a student must not be deeper "
+            "than its teacher; choose fewer layers"
         )
 
 
