@@ -216,11 +216,22 @@ def weight_files(folder: Path) -> list[Path]:
 def content_hash(folder: Path) -> str:
     """sha256 over the names and bytes of the files that make the model (its weights and DEFINITION_FILES):
     equal hashes mean equal models. A README, or optbench's manifest, does not count."""
-    digest = hashlib.sha256()
     definition = sorted(
         p for p in folder.iterdir() if p.is_file() and (p.name in DEFINITION_FILES or p.suffix == ".py")
     )
-    for path in [*weight_files(folder), *definition]:
+    return _files_hash(folder, [*weight_files(folder), *definition])
+
+
+def tokenizer_hash(folder: Path) -> str | None:
+    """sha256 over the names and bytes of the tokenizer files in `folder` (HF_FILES but config.json), None when it
+    holds none: models of equal hashes read a text as the same token ids."""
+    files = sorted(folder / name for name in HF_FILES if name != "config.json" and (folder / name).is_file())
+    return _files_hash(folder, files) if files else None
+
+
+def _files_hash(folder: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
         digest.update(path.relative_to(folder).as_posix().encode())
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):

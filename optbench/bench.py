@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from optbench.accuracy import Drop, Metrics
-from optbench.artifact import ModelArtifact
+from optbench.artifact import ModelArtifact, tokenizer_hash
 from optbench.configs import check_no_repeats
 from optbench.data import LabelledData, SeqLen, Shape, batches, load_tokenizer, parse_seq_len, whole_batches
 from optbench.environment import fingerprint, fingerprint_key, usable_cores
@@ -139,7 +139,6 @@ def benchmark(
         log.warning(warning)
     baseline = artifacts[0]
     pairs, reference = pair_up(artifacts, config.runtimes, _runs)
-    tokenizer = load_tokenizer(baseline.path)
     workload = {
         "dataset": data.source,
         "data_fingerprint": data.fingerprint,
@@ -152,7 +151,7 @@ def benchmark(
         "rounds": config.rounds,
     }
     logits, details, timings, repeats, failed = _run_jobs(
-        pairs, reference, tokenizer, data.test.texts, config, data.max_length, store, executor, cache_dir
+        pairs, reference, data.test.texts, config, data.max_length, store, executor, cache_dir
     )
     if reference not in logits or any((reference, *shape) not in timings for shape in config.shapes()):
         reason = next(f.reason for f in failed if f.job.pair == reference and not f.job.repeat)
@@ -274,7 +273,6 @@ def _int8_slower_than_source(
 def _run_jobs(
     pairs: list[tuple[ModelArtifact, RuntimeSpec]],
     reference: int,
-    tokenizer: Any,
     texts: list[str],
     config: BenchConfig,
     max_length: int,
@@ -302,11 +300,7 @@ def _run_jobs(
 
     shapes = config.shapes()
     jobs = plan(len(pairs), reference, shapes, config.rounds, config.aa_check)
-    inputs = {None: _inputs(store, "accuracy", tokenizer, texts, ACCURACY_BATCH_SIZE, "data", max_length)}
-    for batch_size, seq_len in shapes:
-        shape_texts = whole_batches(texts, batch_size, config.max_batches)
-        name = f"shape-{batch_size}-{seq_len}"
-        inputs[batch_size, seq_len] = _inputs(store, name, tokenizer, shape_texts, batch_size, seq_len, max_length)
+    inputs = _tokenized(pairs, reference, texts, config, max_length, store)
 
     def make_job(planned: PlannedJob) -> Job:
         artifact, spec = pairs[planned.pair]
@@ -316,7 +310,7 @@ def _run_jobs(
             artifact=artifact.to_dict(),
             runtime=spec.to_dict(),
             threads=config.threads,
-            inputs=str(inputs[planned.shape]),
+            inputs=str(inputs[planned.pair][planned.shape]),
             output=str(store.output(planned)),
             timing=config.timing,
             cache=None if cache_dir is None else str(cache_dir.resolve()),
@@ -351,6 +345,36 @@ def _run_jobs(
         else:
             _pool(timings, (planned.pair, *planned.shape), result)
     return logits, details, timings, repeats, failed
+
+
+def _tokenized(
+    pairs: list[tuple[ModelArtifact, RuntimeSpec]],
+    reference: int,
+    texts: list[str],
+    config: BenchConfig,
+    max_length: int,
+    store: SweepStore,
+) -> list[dict[Shape | None, Path]]:
+    """Per pair, its inputs' files by shape (None: the accuracy pass), tokenized by its model's own tokenizer: a
+    distill student may read the texts with another vocabulary than the baseline's. Models whose tokenizer files
+    are the reference's, or that hold none, share the reference's files."""
+    own = tokenizer_hash(pairs[reference][0].path)
+    by_tokenizer: dict[str | None, dict[Shape | None, Path]] = {}
+    for artifact, _ in [pairs[reference], *pairs]:
+        key = tokenizer_hash(artifact.path) or own
+        if key in by_tokenizer:
+            continue
+        tokenizer = load_tokenizer(artifact.path)
+        suffix = f"-tokenizer-{key[:16]}" if key and key != own else ""
+        files: dict[Shape | None, Path] = {
+            None: _inputs(store, f"accuracy{suffix}", tokenizer, texts, ACCURACY_BATCH_SIZE, "data", max_length)
+        }
+        for batch_size, seq_len in config.shapes():
+            shape_texts = whole_batches(texts, batch_size, config.max_batches)
+            name = f"shape-{batch_size}-{seq_len}{suffix}"
+            files[batch_size, seq_len] = _inputs(store, name, tokenizer, shape_texts, batch_size, seq_len, max_length)
+        by_tokenizer[key] = files
+    return [by_tokenizer[tokenizer_hash(artifact.path) or own] for artifact, _ in pairs]
 
 
 def _inputs(

@@ -6,6 +6,7 @@ tests check the bookkeeping, not the clock."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,40 @@ def test_an_a_a_repeat_failing_a_later_round_leaves_no_noise_floor(
     assert [f.job for f in failed] == ["latency-1x16-round1-pair0-repeat"]
     assert [r.variant for r in reports] == ["baseline", "baseline+prune"]
     assert all(m.noise_floor_pct is None for r in reports for m in r.measurements)
+
+
+def test_each_model_reads_the_test_split_through_its_own_tokenizer(
+    fake_jobs, tiny_artifact, reviews, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distill student of another vocabulary (a checkpoint folder, the packaged student) got the baseline's token
+    ids: past its embeddings, an IndexError failed its jobs; within them, its accuracy was of other words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from optbench.artifact import ModelArtifact, content_hash
+    from optbench.job import load_batches
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_artifact.path, student)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (student / name).unlink(missing_ok=True)
+    vocab = {"[PAD]": 0, "[UNK]": 1, "the": 2, "a": 3}
+    tokens = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokens.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokens, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(student)
+    distilled = ModelArtifact(
+        student, "hf", tiny_artifact.label_names, content_hash(student), lineage=(StepRecord("distill", {}),)
+    )
+    inputs: dict[str, set[str]] = {}
+    fake = bench.run_in_subprocess
+    monkeypatch.setattr(
+        bench,
+        "run_in_subprocess",
+        lambda job, *args: inputs.setdefault(job.artifact["path"], set()).add(job.inputs) or fake(job, *args),
+    )
+    _, failed = benchmark([tiny_artifact, distilled], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert not failed
+    assert not inputs[str(tiny_artifact.path)] & inputs[str(student)]  # the two read batches of their own
+    for path in inputs[str(student)]:
+        ids = np.concatenate([batch["input_ids"].ravel() for batch in load_batches(Path(path))])
+        assert ids.max() < len(vocab) and (ids == vocab["the"]).any()  # the student's own ids
