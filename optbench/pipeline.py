@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,32 +183,44 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
     mid-step with a size mismatch, TensorRT on the GPU): the dataset's max_length, [model.finetune]'s where the
     checkpoint is fine-tuned (a classifier's is unused), fixed [bench] lengths, steps' own, and the longest sequence
     of a TensorRT provider's profile."""
-    limit = _token_limit(config)
-    if limit is None:
-        return
     asked = [("[dataset] max_length", recipe.dataset.max_length)]
     if not has_classifier_head(config):
         asked.append(("[model.finetune] max_length", recipe.finetune.max_length))
-    asked += [("[bench] seq_len", s) for s in recipe.bench.seq_lens if isinstance(s, int)]
-    asked += [
-        (f"{s.where} max_length", s.config.max_length) for s in recipe.steps() if getattr(s.config, "max_length", None)
-    ]
-    asked += [
-        (f"{s.where} seq_len", n)
-        for s in recipe.steps()
-        for n in getattr(s.config, "seq_lens", ())
-        if isinstance(n, int)
-    ]
+    _refuse_beyond(config, checkpoint, asked + _lengths_asked(recipe, recipe.steps()))
+
+
+def _check_student_lengths(recipe: Recipe) -> None:
+    """Refuse, as `_check_lengths` does the checkpoint's, the lengths a distill student from a checkpoint folder
+    meets beyond its own position embeddings: the dataset's max_length, [bench] lengths, and the distill step's
+    and later steps' of its chain (the student made a size mismatch traceback in its training)."""
+    for chain in recipe.chains:
+        for index, step in enumerate(chain):
+            folder = getattr(step.config, "student_folder", None)
+            if folder is not None:
+                asked = [("[dataset] max_length", recipe.dataset.max_length), *_lengths_asked(recipe, chain[index:])]
+                _refuse_beyond(read_hf_config(folder), f"the student {folder} of {step.where}", asked)
+
+
+def _lengths_asked(recipe: Recipe, steps: Sequence[RecipeStep]) -> list[tuple[str, int]]:
+    """The fixed token lengths every model meets ([bench] lengths, a TensorRT provider's longest profile) and
+    those of `steps`, each with where it is set."""
+    asked = [("[bench] seq_len", s) for s in recipe.bench.seq_lens if isinstance(s, int)]
+    asked += [(f"{s.where} max_length", s.config.max_length) for s in steps if getattr(s.config, "max_length", None)]
+    asked += [(f"{s.where} seq_len", n) for s in steps for n in getattr(s.config, "seq_lens", ()) if isinstance(n, int)]
     asked += [
         (f"runtime {spec.label} trt_profile max sequence", spec.options["trt_profile"]["max"][1])
         for spec in recipe.bench.runtimes
         if "trt_profile" in spec.options
     ]
-    beyond = [f"{where} = {length}" for where, length in asked if length > limit]
+    return asked
+
+
+def _refuse_beyond(config: dict[str, Any], model: str, asked: list[tuple[str, int]]) -> None:
+    """Refuse the lengths of `asked` beyond the position embeddings of `model`, whose config.json is `config`."""
+    limit = _token_limit(config)
+    beyond = [f"{where} = {length}" for where, length in asked if limit is not None and length > limit]
     if beyond:
-        raise OptbenchError(
-            f"{', '.join(beyond)} beyond the {limit} positions of {checkpoint}: use at most {limit} tokens"
-        )
+        raise OptbenchError(f"{', '.join(beyond)} beyond the {limit} positions of {model}: use at most {limit} tokens")
 
 
 def _check_vocabulary(tokens: int, config: dict[str, Any], checkpoint: str) -> None:
@@ -267,6 +279,7 @@ def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
     _check_vocabulary(len(tokenizer), config, origin["checkpoint"])
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
+    _check_student_lengths(recipe)
     classifier = has_classifier_head(config)
     labels = hf_label_names(config) if classifier else ()
     return ModelArtifact(path, "hf", labels, content_hash(path), origin=origin), classifier

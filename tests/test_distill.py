@@ -400,18 +400,24 @@ def test_bad_distill_recipes_exit_2(
             'label = "one"\nlayers = [1]\n[[steps]]\nname = "distill"\nlayers = [0, 1]',
             "the chain one -> distill, step distill: layers [1] are out of range: this model has layers 0 to 0",
         ),
+        (  # its training failed with torch's size mismatch traceback
+            'student = "{short}"',
+            "[dataset] max_length = 32, [[steps]] #1 (distill) max_length = 64 beyond the 16 positions of the student",
+        ),
     ],
 )
-def test_layers_the_model_lacks_are_refused_before_the_fine_tune(
+def test_students_the_recipe_does_not_fit_are_refused_before_the_fine_tune(
     steps: str, message: str, tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, capsys
 ) -> None:
-    """The depths are in the config.json files: the error came only once the step ran, after the fine-tune."""
+    """Depths and positions are in the config.json files: the error came only once the step ran, after the
+    fine-tune."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    deep = tmp_path / "deep"  # an encoder of 3 layers, the student of a 2-layer teacher
-    BertModel(BertConfig(**{**TINY, "num_hidden_layers": 3})).save_pretrained(deep)
-    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(deep)
-    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{steps.format(deep=deep)}\n'
+    students = {"deep": {"num_hidden_layers": 3}, "short": {"max_position_embeddings": 16}}  # the teacher's: 2, 128
+    for name, settings in students.items():  # encoders, as a user's student folders
+        BertModel(BertConfig(**{**TINY, **settings})).save_pretrained(tmp_path / name)
+        AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(tmp_path / name)
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{steps.format(**{n: tmp_path / n for n in students})}\n'
     recipe = write_recipe(tmp_path, tiny_encoder, reviews_csv, extra=extra)
     cache = tmp_path / "cache"
     _fails(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache)], capsys, message)

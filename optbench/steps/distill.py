@@ -137,10 +137,15 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         packaged = (PARAPHRASE_PACKAGE, DEFAULT_PACKAGE) if self.student == PARAPHRASE_L3 else ()
         return (*TrainingConfig.libraries, *packaged)
 
+    @property
+    def student_folder(self) -> Path | None:
+        """The checkpoint folder the student starts from; None for the teacher's copy and the packaged student."""
+        return None if self.student in (TEACHER, PARAPHRASE_L3) else Path(self.student)
+
     def input_hashes(self) -> dict[str, str]:
         """A student folder's content hash, for the cache key: retrained in place, it is another student."""
-        folder = Path(self.student)
-        if self.student in (TEACHER, PARAPHRASE_L3) or not folder.is_dir():
+        folder = self.student_folder
+        if folder is None or not folder.is_dir():
             return {}  # a missing folder is reported by apply, which names the fix
         return {"student": content_hash(folder)}
 
