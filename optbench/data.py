@@ -32,6 +32,7 @@ READ_FIXES = {
     "object per line (what Dataset.to_json writes): name it .jsonl",
 }
 FILE_OPTIONS = ("text_column", "label_column", "group_column", "split_column")  # DatasetConfig's, for files only
+HASH_SPLIT_OPTIONS = ("group_column", "validation_fraction", "test_fraction")  # used only without a split_column
 FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
@@ -64,10 +65,26 @@ class DatasetConfig:
             raise OptbenchError("validation_fraction + test_fraction must leave rows for training (sum below 1)")
         if self.max_length < 8:
             raise OptbenchError(f"max_length={self.max_length} is too small: use 8 or more tokens")
+        if self.split_column is not None:
+            self._check_nothing_split_column_overrides()
         if self.text_column == self.label_column:  # every text its own label: a class per row, trained and scored
             raise OptbenchError(
                 f"text_column and label_column are both {self.text_column!r}: name the column that holds "
                 "the labels in label_column"
+            )
+
+    def _check_nothing_split_column_overrides(self) -> None:
+        """Refuse the hash split's settings beside `split_column`, which gives every row its split: they were
+        ignored, so a recipe that asked a 30% validation split got the file's."""
+        ignored = [
+            f"{f.name} = {getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name in HASH_SPLIT_OPTIONS and getattr(self, f.name) != f.default
+        ]
+        if ignored:
+            raise OptbenchError(
+                f"split_column = {self.split_column!r} gives every row its split, so {', '.join(ignored)} would be "
+                "ignored: drop them, or drop split_column to split the rows by hash"
             )
 
 

@@ -28,6 +28,7 @@ from optbench.data import (
     whole_batches,
 )
 from optbench.errors import OptbenchError
+from optbench.recipe import load_recipe
 
 MakeCsv = Callable[..., Path]
 
@@ -443,6 +444,21 @@ def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
     rows["part"] = ["train", "test"] * 5
     with pytest.raises(OptbenchError, match="empty validation split"):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"group_column": "movie"}, {"validation_fraction": 0.3}, {"group_column": "movie", "test_fraction": 0.2}],
+)
+def test_hash_split_settings_beside_a_split_column_are_refused(tmp_path: Path, settings: dict) -> None:
+    """The split column gives every row its split: the fractions and the group column were ignored in silence."""
+    recipe = tmp_path / "recipe.toml"
+    lines = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
+    recipe.write_text(f'[dataset]\nsource = "data.csv"\nsplit_column = "part"\n{lines}\n')
+    ignored = ", ".join(f"{key} = {value!r}" for key, value in settings.items())  # in DatasetConfig's order
+    message = f"[dataset] split_column = 'part' gives every row its split, so {ignored} would be ignored: drop them"
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(recipe)
 
 
 @pytest.mark.parametrize("option", ["group_column", "split_column"])
