@@ -297,6 +297,9 @@ def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cach
         ({"calibration_samples": 0}, "calibration_samples=0"),
         ({"calibration_batch_size": 0}, "calibration_batch_size=0"),
         ({"percentile": 50.0}, "percentile=50.0"),
+        # ignored by the other methods: the lineage recorded a percentile no calibration used
+        ({"percentile": 99.9}, "percentile=99.9 is the percentile calibration's, and calibration_method is 'minmax'"),
+        ({"calibration_method": "entropy", "percentile": 99.0}, "calibration_method is 'entropy': set calibration"),
     ],
 )
 def test_bad_static_settings(kwargs: dict, message: str) -> None:

@@ -37,6 +37,7 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # the ops with weights, which the 
 DYNAMIC_OPS = ("MatMul", "Attention")
 INT8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QAttention")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_PERCENTILE = 99.999  # of the absolute activations the percentile calibration keeps in range
 TIMING_ROUNDS = 5  # interleaved rounds when timing candidate weight types
 TIMING_LENGTH = 128  # tokens per row when timing them (fewer when the dataset's max_length is lower)
 Int8Type = Literal["auto", "int8", "uint8"]
@@ -133,7 +134,7 @@ class StaticQuantizeConfig:
     calibration_method: str = "minmax"
     calibration_samples: int = 128
     calibration_batch_size: int = 16
-    percentile: float = 99.999
+    percentile: float = DEFAULT_PERCENTILE
     activation_type: Int8Type = "auto"
     weight_type: Int8Type = "auto"
     per_channel: bool = False
@@ -160,6 +161,11 @@ class StaticQuantizeConfig:
             raise OptbenchError(f"calibration_batch_size={self.calibration_batch_size}: use 1 or more")
         if not 90 <= self.percentile < 100:
             raise OptbenchError(f"percentile={self.percentile}: use a value in [90, 100)")
+        if self.calibration_method != "percentile" and self.percentile != DEFAULT_PERCENTILE:
+            raise OptbenchError(
+                f"percentile={self.percentile} is the percentile calibration's, and calibration_method is "
+                f'{self.calibration_method!r}: set calibration_method = "percentile", or drop percentile'
+            )
         check_op_types_given(self.op_types)
         check_seed(self.seed)
 
