@@ -854,8 +854,9 @@ def test_the_committed_peers_run_passes_the_peer_budget(capsys) -> None:
         "PASS         ahead of the peers: baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32 at batch 1 x 128 "
         in out
     )
-    # the newest run (20261202T075641Z-eb60): optimum's static INT8 lost 1.1 points, outside the budget
-    assert "against baseline+optimum-int8-dynamic on onnxruntime-cpu-fp32: min_speedup_vs_peer" in out
+    # the newest run (20261202T144824Z-d899, AVX-512 VNNI): optimum's static INT8 lost 0.48 points, within the
+    # budget, and was the faster of its two INT8 presets
+    assert "against baseline+optimum-int8-static on onnxruntime-cpu-fp32: min_speedup_vs_peer 1.07x" in out
 
 
 def test_a_variant_that_breaks_the_chain_budget_fails_it(tmp_path: Path, capsys) -> None:
