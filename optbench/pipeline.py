@@ -189,16 +189,19 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
     _refuse_beyond(config, checkpoint, asked + _lengths_asked(recipe, recipe.steps()))
 
 
-def _check_student_lengths(recipe: Recipe) -> None:
-    """Refuse, as `_check_lengths` does the checkpoint's, the lengths a distill student from a checkpoint folder
-    meets beyond its own position embeddings: the dataset's max_length, [bench] lengths, and the distill step's
-    and later steps' of its chain (the student made a size mismatch traceback in its training)."""
+def _check_students(recipe: Recipe) -> None:
+    """Refuse a distill student from a checkpoint folder as the checkpoint is refused (`_checked_folder`: a tokenizer
+    without a pad token, or of more tokens than the student embeds), and the lengths it meets beyond its own position
+    embeddings, as `_check_lengths` does the checkpoint's: the dataset's max_length, [bench] lengths, and the distill
+    step's and later steps' of its chain. The step refused the tokenizer, and the lengths made a size mismatch
+    traceback in its training, only once it ran, after the fine-tune and the steps before it."""
     for chain in recipe.chains:
         for index, step in enumerate(chain):
             folder = getattr(step.config, "student_folder", None)
             if folder is not None:
+                student = f"the student {folder} of {step.where}"
                 asked = [("[dataset] max_length", recipe.dataset.max_length), *_lengths_asked(recipe, chain[index:])]
-                _refuse_beyond(read_hf_config(folder), f"the student {folder} of {step.where}", asked)
+                _refuse_beyond(_checked_folder(folder, student), student, asked)
 
 
 def _lengths_asked(recipe: Recipe, steps: Sequence[RecipeStep]) -> list[tuple[str, int]]:
@@ -221,6 +224,15 @@ def _refuse_beyond(config: dict[str, Any], model: str, asked: list[tuple[str, in
     beyond = [f"{where} = {length}" for where, length in asked if limit is not None and length > limit]
     if beyond:
         raise OptbenchError(f"{', '.join(beyond)} beyond the {limit} positions of {model}: use at most {limit} tokens")
+
+
+def _checked_folder(folder: Path, model: str) -> dict[str, Any]:
+    """The config.json of the checkpoint folder of `model` (the recipe's checkpoint, a distill student), after the
+    checks of its files that can refuse it before any step runs: `read_hf_config`'s, a tokenizer no step could pad
+    with (`load_tokenizer`), and one of more tokens than the model embeds."""
+    config = read_hf_config(folder)
+    _check_vocabulary(len(load_tokenizer(folder)), config, model)
+    return config
 
 
 def _check_vocabulary(tokens: int, config: dict[str, Any], checkpoint: str) -> None:
@@ -268,18 +280,17 @@ def check_steps_run_here(recipe: Recipe) -> None:
 
 def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
     """The recipe's checkpoint, after every check that can refuse it before any step runs (its config.json, its
-    tokenizer, the token lengths asked of it, what each step of each chain would get), and whether it is a
-    classifier (True: the baseline as it is) or an encoder the `finetune` step trains first (no label names)."""
+    tokenizer, the token lengths asked of it, what each step of each chain would get, a distill student's folder as
+    the checkpoint's), and whether it is a classifier (True: the baseline as it is) or an encoder the `finetune`
+    step trains first (no label names)."""
     if recipe.checkpoint == DEFAULT_MODEL:
         path, origin = default_encoder()
     else:
         path, origin = Path(recipe.checkpoint), {"checkpoint": recipe.checkpoint}
-    config = read_hf_config(path)
-    tokenizer = load_tokenizer(path)  # a tokenizer no step could pad with is refused before the first step
-    _check_vocabulary(len(tokenizer), config, origin["checkpoint"])
+    config = _checked_folder(path, origin["checkpoint"])
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
-    _check_student_lengths(recipe)
+    _check_students(recipe)
     classifier = has_classifier_head(config)
     labels = hf_label_names(config) if classifier else ()
     return ModelArtifact(path, "hf", labels, content_hash(path), origin=origin), classifier

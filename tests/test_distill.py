@@ -404,23 +404,43 @@ def test_bad_distill_recipes_exit_2(
             'student = "{short}"',
             "[dataset] max_length = 32, [[steps]] #1 (distill) max_length = 64 beyond the 16 positions of the student",
         ),
+        (  # the step refused its tokenizer when it ran
+            'student = "{unpadded}"',
+            "the tokenizer in {unpadded} has no pad token, which optbench pads batches with",
+        ),
+        (  # its training failed with torch's "index out of range in self"
+            'student = "{narrow}"',
+            "the tokenizer in the student {narrow} of [[steps]] #1 (distill) has 30522 tokens and the model "
+            "embeds 1000",
+        ),
     ],
 )
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_students_the_recipe_does_not_fit_are_refused_before_the_fine_tune(
-    steps: str, message: str, tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, capsys
+    steps: str, message: str, dry_run: list[str], tmp_path: Path, tiny_encoder: Path, reviews_csv: Path, capsys
 ) -> None:
-    """Depths and positions are in the config.json files: the error came only once the step ran, after the
-    fine-tune."""
+    """Depths, positions and vocabularies are in the student folder's files, as the checkpoint's are: the error came
+    only once the step ran, after the fine-tune. The dry run refuses what the run does."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    students = {"deep": {"num_hidden_layers": 3}, "short": {"max_position_embeddings": 16}}  # the teacher's: 2, 128
+    students = {  # the teacher's: 2 layers, 128 positions, 30522 tokens
+        "deep": {"num_hidden_layers": 3},
+        "short": {"max_position_embeddings": 16},
+        "unpadded": {},
+        "narrow": {"vocab_size": 1000},
+    }
     for name, settings in students.items():  # encoders, as a user's student folders
         BertModel(BertConfig(**{**TINY, **settings})).save_pretrained(tmp_path / name)
-        AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(tmp_path / name)
-    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{steps.format(**{n: tmp_path / n for n in students})}\n'
+        tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+        if name == "unpadded":
+            tokenizer.pad_token = None
+        tokenizer.save_pretrained(tmp_path / name)
+    folders = {n: tmp_path / n for n in students}
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\n{steps.format(**folders)}\n'
     recipe = write_recipe(tmp_path, tiny_encoder, reviews_csv, extra=extra)
     cache = tmp_path / "cache"
-    _fails(["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache)], capsys, message)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache), *dry_run]
+    _fails(args, capsys, message.format(**folders))
     assert not list(cache.glob("finetune-*")), "refused before the fine-tune"
 
 
