@@ -455,7 +455,7 @@ def test_static_calibration_keys_the_cache_by_the_dataset_s_max_length(tiny_arti
 
 
 def test_optimum_calibrates_on_the_rows_optbench_s_static_quantization_draws(
-    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     """The train split keeps the file's order (the built-in data is grouped by movie): its first rows are a few
     movies' reviews, so the peer must get the same random sample optbench's own static quantization takes."""
@@ -476,6 +476,12 @@ def test_optimum_calibrates_on_the_rows_optbench_s_static_quantization_draws(
     ours = StaticQuantizeConfig()
     assert jobs[0]["calibration_texts"] == calibration_texts(reviews, 32, ours.seed)
     assert jobs[0]["calibration_texts"] != reviews.train.texts[:32]
+    # dynamic quantization calibrates nothing: no rows drawn, so no warning that the train split has too few
+    with caplog.at_level("WARNING", logger="optbench.steps"):
+        optimum.apply(
+            PeerOptimumConfig(quantization="dynamic", calibration_samples=10_000), tiny_artifact, reviews, tmp_path
+        )
+    assert jobs[1]["calibration_texts"] == [] and "calibration_samples" not in caplog.text
 
 
 def test_optimum_calibration_pads_each_batch_to_its_own_longest_text(tiny_artifact, reviews) -> None:

@@ -145,6 +145,21 @@ def test_calibration_samples_are_a_seeded_random_draw_of_the_train_split(data) -
     assert sorted(quantize.calibration_texts(data, 10**6, seed=0)) == sorted(data.train.texts)
 
 
+def test_more_calibration_samples_than_the_train_split_has_is_a_warning(
+    unfused: ModelArtifact, data, cache: Path, caplog
+) -> None:
+    """The step calibrated on every train row without a word in the log: only the manifest's count told."""
+    rows = len(data.train)
+    with caplog.at_level("WARNING", logger="optbench.steps"):
+        result = run_step(StaticQuantizeConfig(calibration_samples=rows + 100), unfused, data, cache)
+    assert result.details["calibration"]["samples"] == rows
+    message = f"calibration_samples = {rows + 100} is more than the train split's {rows} rows: calibration draws all"
+    assert message in caplog.text
+    caplog.clear()
+    quantize.calibration_texts(data, rows, seed=0)
+    assert "calibration_samples" not in caplog.text  # as many as it has: nothing to warn of
+
+
 def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> None:
     with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph"):
         run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)

@@ -128,7 +128,11 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
             "isa": config.isa,
             "per_channel": config.per_channel,
             # never the test split; the rows optbench's own quantize-static draws, for a like-for-like comparison
-            "calibration_texts": calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed),
+            "calibration_texts": (
+                calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed)
+                if config.quantization == "static"
+                else []
+            ),
             "calibration_batch_size": config.calibration_batch_size,
             "max_length": data.max_length,
             "hf_files": list(HF_FILES),  # the worker runs where optbench is not installed: it cannot import them

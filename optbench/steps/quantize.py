@@ -350,8 +350,17 @@ def equal_batch_size(rows: int, batch_size: int) -> int:
 
 def calibration_texts(data: LabelledData, samples: int, seed: int) -> list[str]:
     """`samples` train texts drawn at random with `seed`: the train split keeps its file's order (the built-in
-    data is grouped by movie), so its first rows would be a few movies' reviews."""
-    order = np.random.default_rng(seed).permutation(len(data.train))[:samples]
+    data is grouped by movie), so its first rows would be a few movies' reviews. A train split of fewer rows gives
+    them all, with a warning: calibration on fewer texts than asked may choose other INT8 ranges."""
+    rows = len(data.train)
+    if samples > rows:
+        log.warning(
+            "calibration_samples = %d is more than the train split's %d rows: calibration draws all %d of them",
+            samples,
+            rows,
+            rows,
+        )
+    order = np.random.default_rng(seed).permutation(rows)[:samples]
     return [data.train.texts[i] for i in order]
 
 
