@@ -62,15 +62,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if not self.runtimes or not self.batch_sizes or not self.seq_lens:
             raise OptbenchError("needs at least one runtime, batch size and sequence length")
-        bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
-        if bad:
-            raise OptbenchError(f"batch_sizes {bad} are not positive integers")
-        if too_big := [b for b in self.batch_sizes if b > MAX_BATCH_SIZE]:
-            raise OptbenchError(
-                f"batch_sizes {too_big} are more than {MAX_BATCH_SIZE} rows a call: each batch would hold that many "
-                "texts (the test split's, repeated to fill it), tokenized before the first job and too many for any "
-                f"machine's memory in one call; give batch sizes of at most {MAX_BATCH_SIZE}"
-            )
+        check_batch_sizes(self.batch_sizes)
         for seq_len in self.seq_lens:
             parse_seq_len(seq_len)
         if (per_pair := len(self.batch_sizes) * len(self.seq_lens) * self.rounds) > MAX_LATENCY_JOBS_PER_PAIR:
@@ -93,6 +85,20 @@ class BenchConfig:
 
     def shapes(self) -> list[tuple[int, SeqLen]]:
         return [(b, s) for b in self.batch_sizes for s in self.seq_lens]
+
+
+def check_batch_sizes(batch_sizes: Sequence[Any], fix: str = "") -> None:
+    """Refuse batch sizes that are not positive integers, or of more than MAX_BATCH_SIZE rows a call: [bench]'s, whose
+    latency batches are tokenized before the first job, and the tensorrt step's, whose engine profiles are built for
+    them. `fix`: what else the user may do, added to the error."""
+    bad = [b for b in batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
+    if bad:
+        raise OptbenchError(f"batch_sizes {bad} are not positive integers: give e.g. [1, 32]{fix}")
+    if too_big := [b for b in batch_sizes if b > MAX_BATCH_SIZE]:
+        raise OptbenchError(
+            f"batch_sizes {too_big} are more than {MAX_BATCH_SIZE} rows a call: each batch would hold that many "
+            f"texts, too many for any machine's memory in one call; give batch sizes of at most {MAX_BATCH_SIZE}{fix}"
+        )
 
 
 def pair_up(

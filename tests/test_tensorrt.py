@@ -46,7 +46,13 @@ def test_step_and_runtime_are_registered() -> None:
     ("kwargs", "message"),
     [
         ({"precision": "int4"}, "precision = 'int4'"),
-        ({"batch_sizes": (1, 0)}, "batch_sizes [0]"),
+        ({"batch_sizes": (1, 0)}, "batch_sizes [0] are not positive integers: give e.g. [1, 32], or leave them out"),
+        (  # [bench]'s cap: an engine's profile for 10**9 rows passed, to be built on the GPU
+            {"batch_sizes": (1, 10**9)},
+            "batch_sizes [1000000000] are more than 65536 rows a call: each batch would hold that many texts, too "
+            "many for any machine's memory in one call; give batch sizes of at most 65536, or leave them out to take "
+            "the recipe's [bench] batch_sizes",
+        ),
         ({"seq_lens": (128, "all")}, "seq_lens"),
         ({"seq_lens": (0,)}, "seq_lens"),
         # [bench] refuses these too: a repeat builds the same engine under another cache key

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from optbench.artifact import ModelArtifact
-from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig
+from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig, check_batch_sizes
 from optbench.configs import check_no_repeats, check_seed, config_to_dict
 from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
@@ -71,12 +71,7 @@ class TensorRTConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "int8", "fp32"):
             raise OptbenchError(f'precision = {self.precision!r}: use "fp16", "int8" or "fp32"')
-        bad = [b for b in self.batch_sizes if not isinstance(b, int) or isinstance(b, bool) or b < 1]
-        if bad:
-            raise OptbenchError(
-                f"batch_sizes {bad} are not positive integers: give e.g. [1, 32], or leave them out "
-                "to take the recipe's [bench] batch_sizes"
-            )
+        check_batch_sizes(self.batch_sizes, ", or leave them out to take the recipe's [bench] batch_sizes")
         for seq_len in self.seq_lens:
             try:
                 parse_seq_len(seq_len)
