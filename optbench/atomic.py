@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
@@ -72,8 +73,17 @@ def read_json(path: Path, required: Mapping[str, str] | None = None) -> dict[str
 
 
 def is_number(value: Any) -> bool:
-    """Whether `value`, read from JSON, is a number (true and false are not)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Whether `value`, read from JSON, is a finite number (true and false are not, nor NaN and Infinity, which
+    Python's json reads and every figure computed from them would be)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_durations(value: Any) -> bool:
+    """Whether `value`, read from JSON, is a list of one or more numbers of 0 or more: a latency job's timed calls
+    (none give no statistics, and a negative duration is not one)."""
+    return isinstance(value, list) and bool(value) and all(is_number(v) and v >= 0 for v in value)
 
 
 def _is_folder_name(value: Any) -> bool:
@@ -86,7 +96,7 @@ FIELD_KINDS: dict[str, Callable[[Any], bool]] = {
     "a folder name": _is_folder_name,
     "an object": lambda value: isinstance(value, dict),
     "a number": is_number,
-    "a list of numbers": lambda value: isinstance(value, list) and all(map(is_number, value)),
+    "a non-empty list of durations (numbers, 0 or more)": _is_durations,
 }
 
 

@@ -46,7 +46,7 @@ SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports g
 RESULT_FIELDS = {
     "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": "an object"}),
     "latency": (
-        {"values_ns": "a list of numbers", "peak_rss_mb": "a number"},
+        {"values_ns": "a non-empty list of durations (numbers, 0 or more)", "peak_rss_mb": "a number"},
         {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object"},
     ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -355,6 +356,32 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
             opens()
 
 
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        # Latency.from_values' ValueError traceback, once every job had run
+        ({"values_ns": [], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations (numbers, 0 or more)"),
+        # a report of NaN (and, for a negative one, below-zero) percentiles, and exit 0
+        ({"values_ns": [1, math.nan], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
+        ({"values_ns": [1, -5], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
+        ({"values_ns": [1], "peak_rss_mb": math.inf}, "'peak_rss_mb' is not a number"),
+        ({"values_ns": [1], "peak_rss_mb": 1, "resolution_ns": math.nan}, "'resolution_ns' is not a number"),
+    ],
+)
+def test_a_latency_record_whose_figures_give_no_statistics_is_named_as_damaged(
+    result: dict, why: str, tmp_path: Path
+) -> None:
+    """Hand-damaged timings passed the record's check by kind (json reads NaN and Infinity as numbers): the statistics
+    of no calls crashed, and those of NaN ones were NaN figures in the report."""
+    store, job = _store(tmp_path), PlannedJob("latency", 0, (1, 16))
+    (store.jobs / f"{job.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
+    with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}"):
+        store.outcome(job)
+    good = {**result, "values_ns": [0, 1], "peak_rss_mb": 1, "resolution_ns": 1}  # a coarse clock reads 0 ns
+    (store.jobs / f"{job.key}.json").write_text(json.dumps({"status": "ok", "result": good}))
+    assert store.outcome(job).ok
+
+
 def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged(tmp_path: Path) -> None:
     """A hand-edited field of another JSON kind is damage, named as such: a run id that is no folder name, a
     result that is a list, a number as a string crashed with a TypeError (or, a run id with a slash, after every
@@ -366,7 +393,10 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         ({"status": "done", "result": {}}, "'status' is 'done', not 'ok' or 'failed'"),
         ({"status": "failed", "reason": ["crashed"]}, "'reason' is not a string"),
         ({"status": "ok", "result": [1]}, "'result' is not an object"),
-        ({"status": "ok", "result": {"values_ns": ["1"], "peak_rss_mb": 1}}, "'values_ns' is not a list of numbers"),
+        (
+            {"status": "ok", "result": {"values_ns": ["1"], "peak_rss_mb": 1}},
+            "'values_ns' is not a non-empty list of durations (numbers, 0 or more)",
+        ),
         (
             {"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": []}},
             "'gpu_memory' is not an object",
