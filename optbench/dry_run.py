@@ -5,7 +5,8 @@ chain gets), then walks the chains as the run does (`pipeline.apply_chains`) wit
 the step: a step whose input exists (the checkpoint, or a cached output) has a known cache folder, and its
 output is cached or not; a later step's folder is known only once the steps before it have run. The benchmark's
 pairs and jobs are the run's own (`bench.pair_up`, `sweep.plan`): a pair whose runtime may leave out models it
-cannot run is decided only once its model exists, so the job count is then an upper bound. Once every model
+cannot run is decided only once its model exists, so the job count is then an upper bound, unless the precision
+its step names decides it (`runtimes.declines_precision`: an FP16 export on onnxruntime at fp32). Once every model
 exists, the sweep the run would resume is the run's own (`pipeline.sweep_identity`, `SweepStore.unfinished`); the
 warning about threads is the benchmark's (`bench.oversubscribed`). A runtime this machine cannot run (no CUDA GPU,
 an onnxruntime without the provider it names, no TensorRT) is found by the GPU check's probe (`gpu_check.probe`,
@@ -28,7 +29,7 @@ from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
-from optbench.runtimes import RuntimeSpec, declines, may_decline, runs
+from optbench.runtimes import RuntimeSpec, declines, declines_precision, may_decline, runs
 from optbench.steps import RecipeStep, cached_output, cannot_run_here, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 
@@ -36,13 +37,14 @@ from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 @dataclass(frozen=True)
 class PlannedModel:
     """A model the run takes or makes: its variant name and format, the number of the step that makes it in the
-    plan (0: the checkpoint), and its artifact where it exists already (the checkpoint, or a step's cached
-    output)."""
+    plan (0: the checkpoint), its artifact where it exists already (the checkpoint, or a step's cached output), and
+    its precision where the step that makes it names one (the onnx step's)."""
 
     variant: str
     format: str
     made_by: int = 0
     artifact: ModelArtifact | None = None
+    precision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
             folder = step_folder(config, model.artifact, data, cache_dir)
             output = cached_output(folder, config.name)
             steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))
-        made[variant] = PlannedModel(variant, config.output_format, len(steps), output)
+        precision = getattr(config, "output_precision", None)
+        made[variant] = PlannedModel(variant, config.output_format, len(steps), output, precision)
         return made[variant]
 
     if classifier:
@@ -124,7 +127,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
         (m.variant, spec.label): reason
         for m in models
         for spec in recipe.bench.runtimes
-        if m.artifact is not None and runs(spec, m.format) and (reason := declines(spec, m.artifact))
+        if runs(spec, m.format) and (reason := _declines(spec, m))
     }
     pairs, reference = pair_up(
         models,
@@ -153,6 +156,15 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
         lacking=_lacking(pairs),
         here=here,
     )
+
+
+def _declines(spec: RuntimeSpec, model: PlannedModel) -> str | None:
+    """Why the runtime `spec` leaves out `model`, a model of a format it runs: decided from the model where it exists,
+    else from the precision its step names (an FP16 export on onnxruntime at fp32); None where it runs it, or where
+    that is known only once the model exists (`RunPlan.undecided`)."""
+    if model.artifact is not None:
+        return declines(spec, model.artifact)
+    return declines_precision(spec, model.precision) if model.precision is not None else None
 
 
 def _lacking(pairs: list[tuple[PlannedModel, RuntimeSpec]]) -> dict[str, list[Capability]]:

@@ -17,7 +17,7 @@ from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
 from optbench.measure import Timing
-from optbench.runtimes import ENGINES, RuntimeSpec
+from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
 from optbench.steps import RecipeStep, parse_step
 from optbench.steps.finetune import FinetuneConfig
 
@@ -190,7 +190,9 @@ def chain_name(chain: tuple[RecipeStep, ...]) -> str:
 
 
 def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: BenchConfig) -> None:
-    """Refuse a chain whose final model no listed runtime runs: its work would never be measured."""
+    """Refuse a chain whose final model no listed runtime runs: its work would never be measured. That is its format
+    (no runtime of it listed), or the precision its step names (an FP16 ONNX export with onnxruntime at fp32 alone),
+    which every runtime of its format leaves out."""
     measured = {fmt for spec in bench.runtimes for fmt in ENGINES[spec.name].formats}
     for chain in chains:
         made = chain[-1].config.output_format
@@ -199,6 +201,13 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
             raise OptbenchError(
                 f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]}, "
                 f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
+            )
+        precision = getattr(chain[-1].config, "output_precision", None)
+        refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
+        if precision is not None and all(refusals):
+            raise OptbenchError(
+                f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]} in {precision.upper()}, which no runtime in "
+                f"[bench] runtimes runs, so it would never be measured: {refusals[0]}, or drop the chain"
             )
 
 

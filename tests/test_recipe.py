@@ -510,6 +510,28 @@ def test_quantizing_an_fp16_export_is_refused_when_read(tmp_path: Path, quantize
     assert len(load_recipe(write_recipe(tmp_path, fp32)).steps()) == 2
 
 
+def test_a_chain_ending_in_an_fp16_export_no_runtime_runs_at_fp16_is_refused_when_read(tmp_path: Path) -> None:
+    """onnxruntime at fp32 alone: the run exported the FP16 model, left it unmeasured with a warning in its log, and
+    exited 0; the dry run counted its jobs as maybe run."""
+    text = ORT + '[[steps]]\nname = "onnx"\nprecision = "fp16"\n'
+    message = (
+        "the chain onnx-fp16 makes an ONNX model in FP16, which no runtime in [bench] runtimes runs, so it would never "
+        'be measured: runtime onnxruntime at fp32 cannot run this fp16 ONNX model: set precision = "fp16", or export '
+        'with the onnx step\'s precision = "fp32", or drop the chain'
+    )
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, text))
+    for runtime in (
+        '{name = "onnxruntime", precision = "fp16"}',
+        '{name = "onnxruntime", device = "cuda", precision = "fp16", options = {provider = "tensorrt"}}',
+    ):
+        runs_it = text.replace('"onnxruntime"]', f'"onnxruntime", {runtime}]')
+        assert len(load_recipe(write_recipe(tmp_path, runs_it)).steps()) == 1
+    # a model in the middle of a chain may go unmeasured: the chain's last one is measured
+    to_engine = text.replace('"onnxruntime"]', '"onnxruntime", {name = "tensorrt", device = "cuda"}]')
+    assert len(load_recipe(write_recipe(tmp_path, to_engine + '[[steps]]\nname = "tensorrt"\n')).steps()) == 2
+
+
 def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path: Path) -> None:
     chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n[[chains.steps]]\nname = "onnx"\n'
     same = ORT + chain.format("0, 2") + chain.format("0, 2")  # shared prefixes: one model, one name

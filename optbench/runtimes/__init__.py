@@ -126,6 +126,13 @@ def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | N
     return cannot_run(OrtOptions.parse(spec.device, spec.precision, spec.options), spec.precision, artifact)
 
 
+def _onnxruntime_declines_precision(spec: RuntimeSpec, model_precision: str) -> str | None:
+    from optbench.runtimes.onnxruntime import OrtOptions, precision_mismatch
+
+    options = OrtOptions.parse(spec.device, spec.precision, spec.options)
+    return precision_mismatch(options, spec.precision, model_precision)
+
+
 def _tensorrt_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
     from optbench.runtimes.tensorrt import precision_mismatch
 
@@ -169,7 +176,8 @@ def _load_tensorrt(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> 
 class Engine:
     """The artifact formats an engine runs, how to check a spec's options (when the recipe is read, so a typo
     fails before any step runs; it returns the non-default ones as a short tag for labels), how to load one,
-    which models of those formats it leaves out, and why, and how a recipe fills in (or checks) options that
+    which models of those formats it leaves out, and why (from the model, and where the precision a step names
+    decides it, from that before the model exists), and how a recipe fills in (or checks) options that
     follow from its benchmark shapes and max_length (the TensorRT provider's profile); `labelled` gives each option
     that shows in its labels with the values it may take, from which `every_spec` lists them."""
 
@@ -177,6 +185,7 @@ class Engine:
     check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
     declines: Callable[[RuntimeSpec, ModelArtifact], str | None] | None = None  # None: it runs every one
+    declines_precision: Callable[[RuntimeSpec, str], str | None] = lambda spec, precision: None
     for_bench: Callable[[RuntimeSpec, list[tuple[int, int | str]], int], RuntimeSpec] = lambda spec, *_: spec
     labelled: Callable[[], dict[str, tuple[Any, ...]]] = dict  # no options: one label per device and precision
 
@@ -188,6 +197,7 @@ ENGINES: dict[str, Engine] = {
         _check_onnxruntime,
         _load_onnxruntime,
         _onnxruntime_declines,
+        _onnxruntime_declines_precision,
         _onnxruntime_for_bench,
         _onnxruntime_labelled,
     ),
@@ -234,6 +244,12 @@ def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
     a model with onnxruntime's fused operators, say); None when it runs it."""
     decline = ENGINES[spec.name].declines
     return None if decline is None else decline(spec, artifact)
+
+
+def declines_precision(spec: RuntimeSpec, precision: str) -> str | None:
+    """Why the engine named by `spec` leaves out every model of `precision` of a format it runs (an FP16 ONNX export
+    on onnxruntime at fp32), known before the model exists; None where it may run one."""
+    return ENGINES[spec.name].declines_precision(spec, precision)
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:
