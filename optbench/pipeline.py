@@ -11,19 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from optbench.artifact import (
-    ModelArtifact,
-    content_hash,
-    has_classifier_head,
-    hf_label_names,
-    read_hf_config,
-)
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.bench import benchmark
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, align_labels, load_dataset, load_tokenizer
 from optbench.environment import machine_key
 from optbench.errors import OptbenchError, StepFailed
 from optbench.failures import FailedJob, write_failures
+from optbench.hf_config import has_classifier_head, hf_label_names, read_hf_config
 from optbench.html_report import write_html
 from optbench.packaged_models import default_encoder
 from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name

@@ -12,21 +12,10 @@ from typing import Any
 import pytest
 
 from optbench import atomic
-from optbench.artifact import (
-    BERT_FAMILY,
-    HF_FILES,
-    MANIFEST,
-    VOCABULARY_FILES,
-    ModelArtifact,
-    StepRecord,
-    content_hash,
-    has_classifier_head,
-    hf_label_names,
-    read_hf_config,
-    weight_files,
-)
+from optbench.artifact import HF_FILES, MANIFEST, ModelArtifact, StepRecord, content_hash, weight_files
 from optbench.atomic import write_json_atomic, write_text_atomic
 from optbench.errors import OptbenchError
+from optbench.hf_config import BERT_FAMILY, VOCABULARY_FILES, has_classifier_head, hf_label_names, read_hf_config
 
 MIB = 2**20
 BERT_CONFIG = b'{"model_type": "bert"}'

@@ -12,9 +12,10 @@ import torch
 from conftest import TINY, _save_tiny
 from test_cli import BENCH, _fails, write_recipe
 
-from optbench.artifact import ModelArtifact, read_hf_config
+from optbench.artifact import ModelArtifact
 from optbench.cli import main
 from optbench.errors import OptbenchError
+from optbench.hf_config import read_hf_config
 from optbench.recipe import load_recipe
 from optbench.steps import distill as distill_step
 from optbench.steps import run_step

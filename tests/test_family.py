@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import TINY
 
-from optbench.artifact import ModelArtifact, content_hash, read_hf_config
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import encode
 from optbench.errors import OptbenchError
+from optbench.hf_config import read_hf_config
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import run_step
 from optbench.steps.distill import DistillConfig

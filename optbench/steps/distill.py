@@ -19,20 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optbench.artifact import (
-    ModelArtifact,
-    content_hash,
-    has_classifier_head,
-    head_config,
-    hf_label_names,
-    read_hf_config,
-)
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
+from optbench.hf_config import has_classifier_head, head_config, hf_label_names, read_hf_config
 from optbench.model_inputs import model_input_names
 from optbench.packaged_models import (
     DEFAULT_PACKAGE,

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optbench.artifact import ModelArtifact, head_config
+from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.formats import check_step_input
+from optbench.hf_config import head_config
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
 
 log = logging.getLogger(__name__)

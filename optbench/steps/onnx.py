@@ -18,11 +18,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optbench.artifact import HF_FILES, ModelArtifact, read_hf_config
+from optbench.artifact import HF_FILES, ModelArtifact
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, batches, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
+from optbench.hf_config import read_hf_config
 from optbench.model_inputs import model_input_names
 from optbench.onnx_graph import STANDARD_DOMAINS
 

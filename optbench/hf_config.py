@@ -1,0 +1,297 @@
+"""A user's Hugging Face checkpoint read and checked: its config.json, weights and tokenizer vocabulary, the
+encoder or classifier optbench takes, and the label names of its head."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from optbench.artifact import HF_FILES, safetensors_header, weight_files
+from optbench.errors import OptbenchError
+
+# the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
+# tokenizer of the special tokens alone, which reads every word as [UNK]
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
+# the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
+BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
+# the outputs of a classifier whose config.json names no labels (transformers' PreTrainedConfig default)
+DEFAULT_NUM_LABELS = 2
+# the problem_type of a head of one class per text, scored by cross-entropy: the head optbench trains and measures
+SINGLE_LABEL = "single_label_classification"
+# model classes of other tasks, by how their names end: heads a sequence classifier cannot load (`_check_task`)
+OTHER_TASKS = {"ForTokenClassification": "token-classification", "ForMultipleChoice": "multiple-choice"}
+# the weight of a sequence classifier's last layer, one row per output, as the BERT family's classifiers name it
+# (BERT, DistilBERT, ALBERT, DeBERTa-v2; RoBERTa, XLM-RoBERTa, ELECTRA)
+HEAD_WEIGHTS = ("classifier.weight", "classifier.out_proj.weight")
+# how to write a label map transformers sizes the head by
+LABEL_MAP_FIX = (
+    'write id2label as {"0": "first label", "1": "second label", ...}, one entry per output of the classifier, and '
+    "num_labels as their count (or leave it out)"
+)
+# how to give optbench the encoder of a model whose head it refuses: it fine-tunes a classifier from it
+ENCODER_ALONE = (
+    "save its encoder alone, AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and "
+    "give that folder"
+)
+PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
+# how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer)."""
+    if folder.is_file():
+        raise OptbenchError(
+            f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
+        )
+    if not folder.is_dir():
+        raise OptbenchError(
+            f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'
+        )
+    weights = weight_files(folder)
+    _check_not_lfs_pointers(folder, weights)
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OptbenchError(
+            f"model folder {folder} has no readable config.json ({exc.strerror}): "
+            "save the model with save_pretrained() and point optbench at that folder"
+        ) from exc
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise OptbenchError(f"{config_path} is not valid JSON ({exc}): re-save the checkpoint") from exc
+    if not isinstance(config, dict):
+        raise OptbenchError(
+            f"{config_path} holds a JSON {type(config).__name__}, not an object: re-save the checkpoint"
+        )
+    _check_label_map(config, config_path)
+    _check_architectures(config, config_path)
+    if not any(p.suffix in (".safetensors", ".bin") for p in weights):
+        raise OptbenchError(
+            f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
+            "save the model with save_pretrained() and point optbench at that folder"
+        )
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise OptbenchError(
+            f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
+            "tokenizer into it too (tokenizer.save_pretrained(folder))"
+        )
+    _check_model_type(config, config_path)
+    _check_task(config, config_path)
+    _check_head_outputs(config, config_path, weights)
+    _check_single_label(config, config_path)
+    return config
+
+
+def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
+    """Refuse weights or tokenizer files that are Git LFS pointers (a Hub repository cloned without git-lfs): they
+    pass every check by name, and the run failed only when a step or job loaded them, with safetensors' or the
+    tokenizer's own error."""
+    files = [*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())]
+    pointers = [path.name for path in files if _is_lfs_pointer(path)]
+    if pointers:
+        raise OptbenchError(
+            f"model folder {folder} has Git LFS pointers in place of {', '.join(pointers)}: run "
+            "`git lfs install && git lfs pull` in that folder (or download those files), then run again"
+        )
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:  # unreadable: not a pointer, and the load that needs it says why
+        return False
+
+
+def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config without a model_type this transformers builds (missing, unknown to its release, or custom
+    code, which optbench never trusts), or of a type transformers knows as decoder-only or encoder-decoder (a GPT-2
+    tokenizer without a pad token fails the first batch, GPT-2's and T5's ONNX exports fail onnxruntime's check,
+    torch INT8 leaves GPT-2's Conv1D layers FP32): found when the checkpoint is read, not when a job loads it or
+    part way through a run. transformers is imported only here, by callers that go on to load the model with it;
+    optbench's pruned types are registered by importing optbench.pruned_bert."""
+    import transformers
+
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPE_PREFIX):
+        import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
+    fix = " (a model type newer than this transformers needs an upgrade)"
+    if model_type is None:
+        problem = "has no model_type"
+    elif not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
+        problem = f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
+    elif (kind := _generative_kind(model_type)) is not None:
+        problem, fix = f"model_type = {model_type!r} is {kind}", ""
+    else:
+        return
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    raise OptbenchError(
+        f"{config_path} {problem}: optbench takes encoder (BERT-family) classifiers (model_type {family}); give a "
+        f"checkpoint of one of those as save_pretrained() writes it{fix}"
+    )
+
+
+def _generative_kind(model_type: str) -> str | None:
+    """What transformers knows `model_type` as besides an encoder: "encoder-decoder" where it has a
+    sequence-to-sequence LM of it, "decoder-only" where it has a causal LM but no masked LM of it (BERT's kin have
+    both: a BERT can be built as a decoder); None otherwise."""
+    from transformers.models.auto import modeling_auto as auto
+
+    if model_type in auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return "encoder-decoder"
+    if (
+        model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        return "decoder-only"
+    return None
+
+
+def _check_label_map(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse an id2label that is not an object of the ids 0..n-1 (transformers cannot load a list, and a gap
+    leaves a label without an output), or that disagrees with num_labels (transformers sizes the head by one
+    or the other, as its version decides)."""
+    id2label, count = config.get("id2label"), config.get("num_labels")
+    if not id2label:
+        return
+    if not isinstance(id2label, dict) or {str(k) for k in id2label} != {str(i) for i in range(len(id2label))}:
+        ids = f" 0 to {len(id2label) - 1}" if isinstance(id2label, (dict, list)) else ""  # a number has no length
+        problem = f"id2label = {id2label!r} is not an object of label ids{ids}"
+    elif count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+        problem = f"num_labels = {count!r} is not a count"
+    elif count is not None and count != len(id2label):
+        problem = f"num_labels = {count!r} and id2label names {len(id2label)} labels"
+    else:
+        _check_distinct_labels(config, config_path)
+        return
+    raise OptbenchError(f"{config_path}: {problem}: {LABEL_MAP_FIX}")
+
+
+def _check_distinct_labels(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a label name given to two ids (`id2label` checked to hold ids 0..n-1): a dataset label of that name
+    was scored against the first id alone, so every row of the other id's class counted as wrong."""
+    ids: dict[str, list[int]] = {}
+    for id_, name in enumerate(hf_label_names(config)):
+        ids.setdefault(name, []).append(id_)
+    repeated = [f"{name!r} for ids {', '.join(map(str, of))}" for name, of in ids.items() if len(of) > 1]
+    if repeated:
+        raise OptbenchError(
+            f"{config_path}: id2label names one label for several ids ({'; '.join(repeated)}): edit id2label in "
+            "config.json so each id has its own name, the class that output of the classifier scores"
+        )
+
+
+def _check_architectures(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse architectures that are not a list of class names: transformers declares a list and keeps whatever
+    is written (its pipelines read a string letter by letter), and `has_classifier_head` would take a classifier
+    named by a string for an encoder and fine-tune it again."""
+    architectures = config.get("architectures")
+    if architectures is None or (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        return
+    as_list = (
+        json.dumps([architectures])
+        if isinstance(architectures, str)
+        else 'the model\'s class names, e.g. ["BertModel"]'
+    )
+    raise OptbenchError(
+        f"{config_path}: architectures = {json.dumps(architectures)} is not a list of class names: write it as "
+        f"{as_list}, a list as save_pretrained() writes it"
+    )
+
+
+def _check_task(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a model with the head of another task that the sequence classifier optbench fine-tunes from it would
+    load as its own: the same name (`classifier`), another size (a token classifier's labels, a multiple-choice
+    model's one output), so transformers' load failed in the fine-tune with a traceback after the dry run passed.
+    Heads under other names (masked LM, question answering) are left out of the load, as an encoder's pooler is."""
+    if has_classifier_head(config):
+        return
+    tasks = [
+        (a, task) for a in config.get("architectures") or [] for end, task in OTHER_TASKS.items() if a.endswith(end)
+    ]
+    if tasks:
+        architecture, task = tasks[0]
+        raise OptbenchError(
+            f"{config_path}: architectures = [{json.dumps(architecture)}] is a {task} model: optbench takes a sequence "
+            f"classifier as it is or an encoder it fine-tunes; {ENCODER_ALONE}"
+        )
+
+
+def _check_head_outputs(config: dict[str, Any], config_path: Path, weights: list[Path]) -> None:
+    """Refuse a classifier whose safetensors weights give its head another number of outputs than config.json has
+    labels (id2label edited by hand, as optbench's error about unknown labels says to): transformers refuses to load
+    it, and every job of the run failed with its "look at the above report", which the job's process kept."""
+    if not has_classifier_head(config):
+        return
+    labels = hf_label_names(config)
+    for path in (p for p in weights if p.suffix == ".safetensors"):
+        try:
+            header = safetensors_header(path)
+        except (OSError, ValueError):  # not safetensors after all: the load that reads it says why
+            continue
+        head = next((header[name] for name in HEAD_WEIGHTS if name in header), None)
+        if head is not None and head["shape"][0] != len(labels):
+            raise OptbenchError(
+                f"{config_path}: the classifier in {path.name} has {head['shape'][0]} outputs and config.json names "
+                f"{len(labels)} labels: {LABEL_MAP_FIX}"
+            )
+
+
+def _check_single_label(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a classifier whose head accuracy cannot judge: optbench scores the argmax over the logits against one
+    label per text. Over a regression head's one output the argmax is always 0 (refused only by the dataset's labels,
+    in an error that said to fix them or id2label); a multi-label head scores each class on its own, and its argmax
+    was measured as accuracy without a word. So is a problem_type transformers does not know (a typo)."""
+    if not has_classifier_head(config):
+        return
+    problem_type, outputs = config.get("problem_type"), len(hf_label_names(config))
+    if problem_type == "regression" or outputs == 1:
+        said = 'problem_type = "regression"' if problem_type == "regression" else "its head has one output"
+        problem = f"{said}: a regression head, one score per text, not a class"
+        fix = "give a classifier of two or more classes, one per text"
+    elif problem_type == "multi_label_classification":
+        problem = (
+            f'problem_type = "{problem_type}": a multi-label head, a yes or no per class (a sigmoid each), not the one '
+            "class per text that optbench measures accuracy by"
+        )
+        fix = f'if it was trained with one class per text, set problem_type = "{SINGLE_LABEL}" in config.json'
+    elif problem_type not in (None, SINGLE_LABEL):
+        problem = f"problem_type = {json.dumps(problem_type)} is not a problem type transformers knows"
+        fix = f'for a classifier of one class per text, set problem_type = "{SINGLE_LABEL}" in config.json'
+    else:
+        return
+    raise OptbenchError(
+        f"{config_path}: {problem}: {fix}; or, to fine-tune the model as a classifier of the dataset's labels, "
+        f"{ENCODER_ALONE}"
+    )
+
+
+def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
+    """Label names of a classifier checkpoint, in label-id order. A config that names neither id2label nor
+    num_labels has transformers' default of DEFAULT_NUM_LABELS: save_pretrained() leaves out the generic
+    LABEL_0 and LABEL_1 of a two-class head, and transformers loads it with those two again."""
+    id2label = config.get("id2label") or {}
+    count = config.get("num_labels") or len(id2label) or DEFAULT_NUM_LABELS
+    if not id2label:
+        return tuple(f"LABEL_{i}" for i in range(count))
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
+
+
+def head_config(labels: Sequence[str]) -> dict[str, Any]:
+    """The config.json entries of the classification head optbench trains on `labels`: one output per label, and
+    problem_type single-label, so that a problem_type an encoder's config.json keeps from the head it was saved
+    without (regression, multi-label) does not choose the loss (transformers' MSE or BCE failed on class ids)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "problem_type": SINGLE_LABEL,
+    }
+
+
+def has_classifier_head(config: dict[str, Any]) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
