@@ -123,9 +123,11 @@ def run_facts(run: pd.DataFrame) -> str:
     machines (each once: a Ray run's jobs ran on several), with how many threads and test rows."""
     first = run.iloc[0]
     machines = list(dict.fromkeys(run["machine"].fillna("unknown")))
+    # a run outside git records neither: None, or NaN where the frame's other runs have them
+    commit = "unknown" if missing(first["git_commit"]) else first["git_commit"]
+    dirty = " (dirty)" if not missing(first["git_dirty"]) and first["git_dirty"] else ""
     return (
-        f"created {first['created_at']} · commit {first['git_commit'] or 'unknown'}"  # None: run outside git
-        f"{' (dirty)' if first['git_dirty'] else ''} · "
+        f"created {first['created_at']} · commit {commit}{dirty} · "
         f"machine{'s' if len(machines) > 1 else ''} {', '.join(machines)} · {first['threads']} threads · "
         f"{first['test_rows']} test rows"
     )

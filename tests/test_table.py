@@ -257,6 +257,19 @@ def test_the_line_under_a_run_spread_over_machines_names_each_machine_once() -> 
     )
 
 
+def test_a_run_outside_git_beside_runs_in_git_says_its_commit_is_unknown() -> None:
+    """Alone, a run outside git (commit and dirty None) read "commit unknown"; merged with a run that has a commit,
+    pandas holds its commit as NaN, and its line read "commit nan"."""
+    outside = dataclasses.replace(
+        make_report(run_id="20261201T000000Z-0000"),
+        environment={"machine": "box-2", "git": {"commit": None, "dirty": None}},
+    )
+    lines = render(to_frame([make_report(), outside]), "md").splitlines()
+    assert lines[lines.index("### demo · run 20261201T000000Z-0000") + 2] == (
+        "created 2026-11-30T03:15:00+00:00 · commit unknown · machine box-2 · 2 threads · 10 test rows"
+    )
+
+
 def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
     # they went to stderr only, after every run's table: `report -o table.md` kept no word of a variant left out
     first, second = make_report(), make_report(run_id="20261201T000000Z-0000")
