@@ -6,6 +6,7 @@ tests check the bookkeeping, not the clock."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,35 @@ def test_each_model_reads_the_test_split_through_its_own_tokenizer(
     for path in inputs[str(student)]:
         ids = np.concatenate([batch["input_ids"].ravel() for batch in load_batches(Path(path))])
         assert ids.max() < len(vocab) and (ids == vocab["the"]).any()  # the student's own ids
+
+
+def test_models_of_the_baselines_tokenizer_files_or_of_none_share_its_batches(
+    fake_jobs, tiny_artifact, reviews, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the tokenizer files tell apart what a model reads: a pruned model (its config.json another) reads the
+    baseline's batches, as does a folder with no tokenizer files, and the baseline's keep their names (a sweep
+    begun before models read through their own tokenizers finds them)."""
+    from optbench.artifact import HF_FILES, ModelArtifact, content_hash
+
+    def copy(name: str, step: str) -> ModelArtifact:
+        folder = shutil.copytree(tiny_artifact.path, tmp_path / name)
+        lineage = (StepRecord(step, {}),)
+        return ModelArtifact(folder, "hf", tiny_artifact.label_names, content_hash(folder), lineage=lineage)
+
+    pruned = copy("pruned", "prune")
+    config = json.loads((pruned.path / "config.json").read_text())
+    (pruned.path / "config.json").write_text(json.dumps({**config, "intermediate_size": 16}))
+    bare = copy("bare", "distill")
+    for name in (n for n in HF_FILES if n != "config.json"):
+        (bare.path / name).unlink(missing_ok=True)
+    inputs: dict[str, set[str]] = {}
+    fake = bench.run_in_subprocess
+    monkeypatch.setattr(
+        bench,
+        "run_in_subprocess",
+        lambda job, *args: inputs.setdefault(job.artifact["path"], set()).add(job.inputs) or fake(job, *args),
+    )
+    _, failed = benchmark([tiny_artifact, pruned, bare], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert not failed
+    assert inputs[str(pruned.path)] == inputs[str(bare.path)] == inputs[str(tiny_artifact.path)]
+    assert {Path(path).name for path in inputs[str(tiny_artifact.path)]} == {"accuracy.npz", "shape-1-16.npz"}

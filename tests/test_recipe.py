@@ -216,14 +216,18 @@ def test_integers_beyond_64_bits_are_not_toml(text: str, where: str, tmp_path: P
 
 def test_a_benchmark_of_more_latency_jobs_per_pair_than_the_limit_is_refused(tmp_path: Path) -> None:
     """rounds = 1000000000 hung the dry run as it planned its jobs (and filled the memory), and a long batch_sizes
-    list stalled the check for repeats; a run of that many jobs would never end. 10000 per pair are planned."""
+    list stalled the check for repeats; a run of that many jobs would never end. 10000 per pair are planned, of
+    every batch size at every sequence length in every round."""
     sizes = ", ".join(map(str, range(1, 20_002)))
     for bench, planned in (
-        ("rounds = 1000000000", "2 batch_sizes x 1 seq_lens x rounds=1000000000 plan 2000000000 latency jobs"),
-        (f"batch_sizes = [{sizes}]", "20001 batch_sizes x 1 seq_lens x rounds=1 plan 20001 latency jobs"),
+        ("seq_lens = [16]\nrounds = 1000000000", "2 batch_sizes x 1 seq_lens x rounds=1000000000 plan 2000000000"),
+        (f"seq_lens = [16]\nbatch_sizes = [{sizes}]", "20001 batch_sizes x 1 seq_lens x rounds=1 plan 20001"),
+        ("seq_lens = [16, 32]\nrounds = 2501", "2 batch_sizes x 2 seq_lens x rounds=2501 plan 10004"),
     ):
-        with pytest.raises(OptbenchError, match=rf"^\[bench\] {planned} for each model and runtime, more than 10000"):
-            load_recipe(write_recipe(tmp_path, f"[bench]\nseq_lens = [16]\n{bench}\n"))
+        with pytest.raises(
+            OptbenchError, match=rf"^\[bench\] {planned} latency jobs for each model and runtime, more than 10000 "
+        ):
+            load_recipe(write_recipe(tmp_path, f"[bench]\n{bench}\n"))
     recipe = load_recipe(write_recipe(tmp_path, "[bench]\nbatch_sizes = [1, 2]\nseq_lens = [16]\nrounds = 5000\n"))
     assert len(recipe.bench.shapes()) * recipe.bench.rounds == 10_000
 
