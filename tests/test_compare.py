@@ -98,6 +98,14 @@ def test_a_change_inside_the_a_a_noise_floor_is_not_significant() -> None:
     row = table[table["figure"] == "p50_ms"].iloc[0]
     assert row["mark"] == "not significant"
     assert row["why"] == "within the 8.0% noise floor (a gap of 5.1% of their mean)"  # the larger floor
+    floor_in_b = compare(  # A's run made no A/A repeat (aa_check off, or its repeat failed): B's floor holds
+        to_frame([with_figures(base, p50_ms=10, spread_ms=0.1)]),
+        to_frame([with_figures(base, p50_ms=9.5, spread_ms=0.1, noise_floor_pct=8.0)]),
+    )
+    assert (
+        floor_in_b.set_index("figure").loc["p50_ms", "why"]
+        == "within the 8.0% noise floor (a gap of 5.1% of their mean)"
+    )
     on_it = compare(
         to_frame([with_figures(base, p50_ms=13, spread_ms=0.1, noise_floor_pct=8.0)]),
         to_frame([with_figures(base, p50_ms=12, spread_ms=0.1)]),
@@ -298,15 +306,17 @@ def test_cli_compare_names_the_runs_each_side_stands_for_with_their_commit_and_m
     base = make_report(shapes=((1, 128),))
     older = dataclasses.replace(base, run_id="20261129T000000Z-0000", created_at="2026-11-29T00:00:00+00:00")
     other = make_report(("onnx",), shapes=((1, 128),), recipe="other", run_id="20261201T000000Z-0000")
-    colleague = {"machine": "box-2", "git": {"commit": "def456", "dirty": True}, "cpu": {"model": "Xeon"}}
-    a = _write(tmp_path / "a", [older, base, other])  # the older run's one row is superseded: not named
+    outside_git = {**other.environment, "git": {"commit": None, "dirty": None}}  # no commit to name
+    commit = "def4567890abcdef1234567890abcdef12345678"  # as git gives it: shown as its first 12
+    colleague = {"machine": "box-2", "git": {"commit": commit, "dirty": True}, "cpu": {"model": "Xeon"}}
+    a = _write(tmp_path / "a", [older, base, dataclasses.replace(other, environment=outside_git)])  # older: superseded
     b = _write(tmp_path / "b", [dataclasses.replace(base, environment=colleague)])
     assert main(["compare", str(a), str(b)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2:4] == [
         "A: demo/20261130T031500Z-3f9a (commit abc123, machine box-1: x (cores unknown)); "
-        "other/20261201T000000Z-0000 (commit abc123, machine box-1: x (cores unknown))",
-        "B: demo/20261130T031500Z-3f9a (commit def456, dirty, machine box-2: Xeon (cores unknown))",
+        "other/20261201T000000Z-0000 (commit unknown, machine box-1: x (cores unknown))",
+        "B: demo/20261130T031500Z-3f9a (commit def4567890ab, dirty, machine box-2: Xeon (cores unknown))",
     ]
     assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS) + "\n")  # tools read the rows alone, as before

@@ -270,6 +270,12 @@ def test_a_run_outside_git_beside_runs_in_git_says_its_commit_is_unknown() -> No
     )
 
 
+def test_the_line_under_a_run_without_a_machine_key_says_its_machine_is_unknown() -> None:
+    """Reports written before environments had a machine key: the line would join a None."""
+    older = dataclasses.replace(make_report(), environment={"git": {"commit": "abc123", "dirty": False}})
+    assert " · commit abc123 · machine unknown · 2 threads · " in render(to_frame([older]), "md")
+
+
 def test_markdown_lists_a_runs_failed_jobs_under_its_own_table() -> None:
     # they went to stderr only, after every run's table: `report -o table.md` kept no word of a variant left out
     first, second = make_report(), make_report(run_id="20261201T000000Z-0000")
