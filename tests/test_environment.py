@@ -221,6 +221,12 @@ def test_fingerprint_key_ignores_software_and_small_memory_changes() -> None:
     changed.update(hostname="elsewhere", calibration_gflops=1.0, python="0.0.0")
     changed["memory_mib"] = 16384 + 100  # still 16 GiB
     assert fingerprint_key(changed) == key
+    changed["memory_mib"] = 16384 - 100  # a 16 GiB machine's kernel keeps some: rounded, not cut, to 16 GiB
+    assert fingerprint_key(changed) == key
+    in_order, reordered = (
+        {**env, "cpu": {**env["cpu"], "flags": flags}} for flags in (["avx2", "fma"], ["fma", "avx2"])
+    )
+    assert fingerprint_key(in_order) == fingerprint_key(reordered)  # the flags' order tells no machines apart
 
     changed["cpu"]["model"] = "Some Other CPU"
     assert fingerprint_key(changed) != key

@@ -151,7 +151,7 @@ def test_the_legend_tells_apart_machines_of_one_cpu_model_and_core_count() -> No
     the CPU flags that not all of them have and, where it differs, the memory."""
     base = make_report(shapes=((1, 128),))
 
-    def on(machine: str, flags: list[str], memory_mib: int) -> Report:
+    def on(machine: str, flags: list[str], memory_mib: int | None) -> Report:
         cpu = {"model": "AMD EPYC", "logical_cores": 2, "flags": flags}
         environment = {**base.environment, "machine": machine, "cpu": cpu, "memory_mib": memory_mib}
         return dataclasses.replace(base, environment=environment, run_id=f"run-{machine}")
@@ -160,11 +160,14 @@ def test_the_legend_tells_apart_machines_of_one_cpu_model_and_core_count() -> No
         on("avx2", ["avx2", "fma"], 24 * 1024),
         on("vnni", ["avx2", "avx512_vnni", "avx512f", "fma"], 24 * 1024),
         on("big", ["avx2", "fma"], 64 * 1024),
+        on("old", ["avx2", "fma"], None),  # a report that could not read the memory
     ]
-    text = render_merged(merge_by_machine(reports), "md")
-    assert "- `avx2`: AMD EPYC (2 cores, 24 GiB; without avx512_vnni, avx512f); runs demo/run-avx2\n" in text
-    assert "- `vnni`: AMD EPYC (2 cores, 24 GiB; with avx512_vnni, avx512f); runs demo/run-vnni\n" in text
-    assert "- `big`: AMD EPYC (2 cores, 64 GiB; without avx512_vnni, avx512f); runs demo/run-big\n" in text
+    for order in (reports, reports[1:] + reports[:1]):  # the flags some machine lacks, whichever machine is first
+        text = render_merged(merge_by_machine(order), "md")
+        assert "- `avx2`: AMD EPYC (2 cores, 24 GiB; without avx512_vnni, avx512f); runs demo/run-avx2\n" in text
+        assert "- `vnni`: AMD EPYC (2 cores, 24 GiB; with avx512_vnni, avx512f); runs demo/run-vnni\n" in text
+        assert "- `big`: AMD EPYC (2 cores, 64 GiB; without avx512_vnni, avx512f); runs demo/run-big\n" in text
+        assert "- `old`: AMD EPYC (2 cores, memory unknown; without avx512_vnni, avx512f); runs demo/run-old\n" in text
     apart = render_merged(merge_by_machine([reports[0], _two_machines()[2]]), "md")  # labels differ: nothing added
     assert "- `avx2`: AMD EPYC (2 cores); runs demo/run-avx2\n" in apart
 
