@@ -15,7 +15,14 @@ from optbench import atomic
 from optbench.artifact import HF_FILES, MANIFEST, ModelArtifact, StepRecord, content_hash, weight_files
 from optbench.atomic import write_json_atomic, write_text_atomic
 from optbench.errors import OptbenchError
-from optbench.hf_config import BERT_FAMILY, VOCABULARY_FILES, has_classifier_head, hf_label_names, read_hf_config
+from optbench.hf_config import (
+    BERT_FAMILY,
+    DEFAULT_NUM_LABELS,
+    VOCABULARY_FILES,
+    has_classifier_head,
+    hf_label_names,
+    read_hf_config,
+)
 
 MIB = 2**20
 BERT_CONFIG = b'{"model_type": "bert"}'
@@ -305,6 +312,7 @@ def test_read_hf_config_refuses_a_classifier_accuracy_cannot_judge(
         ("classifier.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # BERT, DistilBERT, ALBERT, DeBERTa-v2
         ("classifier.out_proj.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # RoBERTa, XLM-RoBERTa, ELECTRA
         ("classifier.weight", {}, 5),  # no labels named: transformers' two
+        ("classifier.weight", {"id2label": {"0": "neg", "1": "neutral", "2": "pos"}}, 2),  # a label added by hand
     ],
 )
 def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
@@ -317,7 +325,10 @@ def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
 
     folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **labels})
     save_file({weight: np.zeros((outputs, 8), np.float32)}, str(folder / "model.safetensors"))
-    message = rf"the classifier in model\.safetensors has {outputs} outputs and config\.json names 2 labels: write"
+    named = len(labels.get("id2label", {})) or DEFAULT_NUM_LABELS
+    message = (
+        rf"the classifier in model\.safetensors has {outputs} outputs and config\.json names {named} labels: write"
+    )
     with pytest.raises(OptbenchError, match=rf"config\.json: {message} id2label as"):
         read_hf_config(folder)
     (folder / "config.json").write_text(json.dumps({**CLASSIFIER, "num_labels": outputs}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -160,7 +161,13 @@ def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) ->
 
 
 @pytest.mark.parametrize(
-    ("labels", "shown"), [((0.5, 1.0), "[0.5]"), ((0.0, 0.7, 1.4, 2.1), "[0.7, 1.4, 2.1]"), ((1.0, 2.0, 2.5), "[2.5]")]
+    ("labels", "shown"),
+    [
+        ((0.5, 1.0), "[0.5]"),
+        ((0.0, 0.7, 1.4, 2.1), "[0.7, 1.4, 2.1]"),
+        ((1.0, 2.0, 2.5), "[2.5]"),
+        ((0.0, 1.0, math.inf), "[inf]"),  # else cast to integers: pandas' IntCastingNaNError traceback
+    ],
 )
 def test_labels_that_are_not_whole_numbers_are_refused_as_scores(
     make_csv: MakeCsv, labels: tuple[float, ...], shown: str

@@ -105,6 +105,14 @@ def test_static_int8_calibrates_on_train_samples(method: str, unfused: ModelArti
     assert _agreement(result, unfused, data) >= 0.9
 
 
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "equal"),
+    [(12, 4, 4), (10, 4, 2), (7, 4, 1), (3, 16, 3), (1, 16, 1)],  # a split of fewer rows than a batch: one batch
+)
+def test_equal_batches_are_the_largest_that_split_the_rows_whole(rows: int, batch_size: int, equal: int) -> None:
+    assert quantize.equal_batch_size(rows, batch_size) == equal
+
+
 def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) -> None:
     from transformers import AutoTokenizer
 
