@@ -402,11 +402,21 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
             "'gpu_memory' is not an object",
         ),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": "100"}}, "'peak_rss_mb' is not a number"),
+        ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": True}}, "'peak_rss_mb' is not a number"),
+        (
+            {"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": 1, "resolution_ns": "500"}},
+            "'resolution_ns' is not a number",
+        ),
     ):
         record.write_text(json.dumps(content))
         with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
             store.outcome(job)
-    for run_id in (5, None, "", "..", "../elsewhere"):
+    accuracy = PlannedJob("accuracy", 0)
+    result = {"logits": "x.npy", "runtime_details": {}, "startup": 1}
+    (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
+    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not an object\)"):
+        store.outcome(accuracy)
+    for run_id in (5, None, "", ".", "..", "../elsewhere", "run\0id"):
         (store.folder / "sweep.json").write_text(json.dumps({"run_id": run_id}))
         for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
             with pytest.raises(OptbenchError, match=r"sweep\.json is damaged \('run_id' is not a folder name\)"):
@@ -866,3 +876,15 @@ def test_run_stopped_with_sigterm_lets_its_claim_and_job_go(
     assert not claims[0].exists()
     with pytest.raises(ProcessLookupError):  # the job's process ended with the run
         os.kill(int((tmp_path / "job.pid").read_text()), 0)
+
+
+def test_a_participant_entry_that_cannot_be_read_stops_the_run_naming_it(tmp_path: Path) -> None:
+    """An entry the system will not open (another user's, a loop of links) may be a live process's: taken for none,
+    the published sweep it is in would start a new run and be removed under that process."""
+    store = _store(tmp_path, "run-1")
+    entry = store.folder / "participants" / "elsewhere-1.json"
+    entry.symlink_to(entry)
+    (tmp_path / "run-1").mkdir()  # published
+    with pytest.raises(OptbenchError, match=r"cannot read .*elsewhere-1\.json \(.*\): delete or restore the file"):
+        _store(tmp_path, "run-2")
+    assert store.folder.is_dir()
