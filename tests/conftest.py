@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny random BERT (2 layers, hidden 32) and small slices of the built-in data."""
+"""Shared fixtures: a tiny random BERT (2 layers, hidden 32), small slices of the built-in data, and fake
+checkpoint folders."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -10,6 +13,27 @@ import pytest
 from optbench.data import _read_builtin
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> Path:
+    """Create `folder` holding `files` (relative name -> bytes)."""
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return folder
+
+
+def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
+    """A folder that looks like a Hugging Face checkpoint, with small fake weights."""
+    return write_files(
+        folder,
+        {
+            "config.json": json.dumps(config or {"architectures": ["BertModel"]}).encode(),
+            "model.safetensors": b"weights" * 100,
+            "tokenizer.json": b"{}",
+        },
+    )
 
 
 def _save_tiny(folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", "rotten")) -> Path:

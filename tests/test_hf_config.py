@@ -1,0 +1,365 @@
+"""Reading and checking a user's Hugging Face checkpoint: read_hf_config's checks, label names, classifier heads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fake_checkpoint, write_files
+
+from optbench.artifact import HF_FILES
+from optbench.errors import OptbenchError
+from optbench.hf_config import (
+    BERT_FAMILY,
+    DEFAULT_NUM_LABELS,
+    VOCABULARY_FILES,
+    has_classifier_head,
+    hf_label_names,
+    read_hf_config,
+)
+
+BERT_CONFIG = b'{"model_type": "bert"}'
+
+
+def test_read_hf_config_of_real_checkpoints(tiny_encoder: Path, tiny_classifier: Path) -> None:
+    encoder, classifier = read_hf_config(tiny_encoder), read_hf_config(tiny_classifier)
+    assert encoder["hidden_size"] == classifier["hidden_size"] == 32
+    assert has_classifier_head(classifier)
+    assert not has_classifier_head(encoder)
+    assert hf_label_names(classifier) == ("fresh", "rotten")
+
+
+def test_read_hf_config_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"model folder .*absent does not exist"):
+        read_hf_config(tmp_path / "absent")
+
+
+def test_read_hf_config_refuses_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"x")
+    with pytest.raises(OptbenchError, match=r"model\.safetensors is a file: give the checkpoint folder that holds"):
+        read_hf_config(path)
+
+
+def test_read_hf_config_without_config_json(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=r"has no readable config\.json \(No such file or directory\)"):
+        read_hf_config(folder)
+
+
+def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b"{not json", "model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=r"config\.json is not valid JSON"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"), (b"[1]", r"holds a JSON list, not an object")],
+)
+def test_read_hf_config_that_is_not_a_json_object(tmp_path: Path, content: bytes, problem: str) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": b"w"})
+    with pytest.raises(OptbenchError, match=problem):
+        read_hf_config(folder)
+
+
+def test_read_hf_config_without_weights(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": b"{}", "model.onnx": b"w", "vocab.txt": b"a"})
+    with pytest.raises(OptbenchError, match=r"has no weights \(model\.safetensors or pytorch_model\.bin\)"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
+def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: b"w", "vocab.txt": b"a"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+
+
+def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
+    """Without one, transformers builds a tokenizer of the special tokens alone that reads every word as [UNK]."""
+    files = {"config.json": b"{}", "model.safetensors": b"w", "tokenizer_config.json": b"{}"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=r"has no tokenizer vocabulary \(tokenizer\.json, vocab\.txt, .*save the "):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("weights", "pointer"),
+    [
+        ("model.safetensors", "model.safetensors"),
+        ("pytorch_model.bin", "pytorch_model.bin"),
+        ("model.safetensors", "tokenizer.json"),
+        ("model.safetensors", "config.json"),
+    ],
+)
+def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, pointer: str) -> None:
+    """A Hub repository cloned without git-lfs: every file there by name, the large ones a few lines of text. It
+    passed, and the run failed when a step or job loaded the weights, with safetensors' own error."""
+    files = {"config.json": BERT_CONFIG, weights: b"w", "tokenizer.json": b"{}"}
+    files[pointer] = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
+    folder = write_files(tmp_path / "m", files)
+    message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
+def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
+    assert vocabulary in HF_FILES  # carried along with the model by every step
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, "model.safetensors": b"w", vocabulary: b"v"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({}, "has no model_type"),
+        ({"model_type": "bert-custom"}, r"model_type = 'bert-custom' is not a model type transformers [0-9.]+ knows"),
+        ({"model_type": 3}, r"model_type = 3 is not a model type transformers [0-9.]+ knows"),
+    ],
+)
+def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """Found when the checkpoint is read; before, the benchmark's first job failed on transformers' upgrade hint."""
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(
+        OptbenchError,
+        match=rf'config\.json {problem}: optbench takes encoder \(BERT-family\) classifiers \(model_type "bert", ',
+    ):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "kind"),
+    [("gpt2", "decoder-only"), ("llama", "decoder-only"), ("bart", "encoder-decoder"), ("t5", "encoder-decoder")],
+)
+def test_read_hf_config_refuses_a_model_that_is_no_encoder(tmp_path: Path, model_type: str, kind: str) -> None:
+    """transformers knows these types, but they failed part way through a run: a GPT-2 tokenizer without a pad
+    token on the first batch (a traceback), GPT-2's and T5's ONNX exports on onnxruntime's check (an error saying to
+    re-run the onnx step), and torch INT8 left GPT-2's Conv1D layers FP32 while the report called the model INT8."""
+    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": b"w"}
+    folder = write_files(tmp_path / "m", {**files, "vocab.json": b"v"})
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    message = (
+        f"{folder / 'config.json'} model_type = '{model_type}' is {kind}: optbench takes encoder (BERT-family) "
+        f"classifiers (model_type {family}); give a checkpoint of one of those as save_pretrained() writes it"
+    )
+    with pytest.raises(OptbenchError) as raised:
+        read_hf_config(folder)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [*BERT_FAMILY, "optbench-pruned-bert", "optbench-pruned-distilbert", "mpnet", "camembert", "modernbert"],
+)
+def test_read_hf_config_takes_every_encoder(tmp_path: Path, model_type: str) -> None:
+    """BERT's kin have a causal LM too (a BERT can be built as a decoder): they are encoders all the same."""
+    config = {"model_type": model_type}
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"v"}
+    assert read_hf_config(write_files(tmp_path / "m", files)) == config
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        (
+            {"architectures": "BertForSequenceClassification"},
+            r'architectures = "BertForSequenceClassification" is not a list of class names: write it as '
+            r'\["BertForSequenceClassification"\], a list as save_pretrained\(\) writes it',
+        ),
+        (
+            {"architectures": [1]},
+            r"architectures = \[1\] is not a list of class names: write it as the model's class names, e\.g\. \[",
+        ),
+    ],
+)
+def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """A string was read as no classifier head (a trained classifier fine-tuned again), a number as a traceback."""
+    files = {"config.json": json.dumps({"model_type": "bert", **config}).encode(), "model.safetensors": b"w"}
+    folder = write_files(tmp_path / "m", {**files, "vocab.txt": b"a"})
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
+        (
+            {"id2label": {"0": "neg", "2": "pos"}},
+            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
+        ),
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+        ({"id2label": 2}, r"id2label = 2 is not an object of label ids"),  # a traceback: an int has no len()
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": "2"}, r"num_labels = '2' is not a count"),
+    ],
+)
+def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
+    tmp_path: Path, config: dict[str, Any], problem: str
+) -> None:
+    """transformers fails to load these (a list, a gap) or sizes the head by num_labels: refused before any step."""
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}.*: write id2label as"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("id2label", "repeated"),
+    [
+        ({"0": "pos", "1": "pos"}, "'pos' for ids 0, 1"),
+        ({"2": "b", "0": "a", "1": "b", "3": "a"}, "'a' for ids 0, 3; 'b' for ids 1, 2"),
+        ({"0": 1, "1": "1"}, "'1' for ids 0, 1"),  # one name as optbench reads it
+    ],
+)
+def test_read_hf_config_refuses_a_label_named_for_two_ids(tmp_path: Path, id2label: dict, repeated: str) -> None:
+    """align_labels mapped the name to the first id, so a prediction of the other counted as wrong."""
+    files = {"config.json": json.dumps({"id2label": id2label}).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    folder = write_files(tmp_path / "m", files)
+    message = rf"config\.json: id2label names one label for several ids \({repeated}\): edit id2label in config\.json"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task"),
+    [
+        ("BertForTokenClassification", "token-classification"),
+        ("DistilBertForTokenClassification", "token-classification"),
+        ("BertForMultipleChoice", "multiple-choice"),
+    ],
+)
+def test_read_hf_config_refuses_a_model_of_another_task(tmp_path: Path, architecture: str, task: str) -> None:
+    """Its head, named as a sequence classifier's, failed transformers' load in the fine-tune with a traceback."""
+    folder = fake_checkpoint(tmp_path, {"model_type": "bert", "architectures": [architecture]})
+    with pytest.raises(
+        OptbenchError, match=rf'architectures = \["{architecture}"\] is a {task} model: .* encoder alone'
+    ):
+        read_hf_config(folder)
+
+
+CLASSIFIER = {"model_type": "bert", "architectures": ["BertForSequenceClassification"]}
+ONE_LABEL_FIX = r'set problem_type = "single_label_classification" in config\.json; or, .* save its encoder alone'
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        (
+            {"problem_type": "multi_label_classification"},
+            r'problem_type = "multi_label_classification": a multi-label head, a yes or no per class .*: if it was '
+            rf"trained with one class per text, {ONE_LABEL_FIX}",
+        ),
+        (
+            {"problem_type": "regression", "num_labels": 1},
+            r'problem_type = "regression": a regression head, one score per text, not a class: give a classifier of '
+            r"two or more classes, one per text; or, .* save its encoder alone",
+        ),
+        ({"num_labels": 1}, r"its head has one output: a regression head"),  # transformers' regression, unnamed
+        ({"id2label": {"0": "similarity"}}, r"its head has one output: a regression head"),
+        ({"problem_type": "single_label"}, rf'problem_type = "single_label" is not a problem type .*{ONE_LABEL_FIX}'),
+    ],
+)
+def test_read_hf_config_refuses_a_classifier_accuracy_cannot_judge(
+    tmp_path: Path, head: dict[str, Any], problem: str
+) -> None:
+    """Accuracy is the argmax over the logits against one label per text: over one output it is always the first,
+    and a multi-label head's argmax was measured as if it were a classifier's, without a word."""
+    folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **head})
+    with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("weight", "labels", "outputs"),
+    [
+        ("classifier.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # BERT, DistilBERT, ALBERT, DeBERTa-v2
+        ("classifier.out_proj.weight", {"id2label": {"0": "neg", "1": "pos"}}, 3),  # RoBERTa, XLM-RoBERTa, ELECTRA
+        ("classifier.weight", {}, 5),  # no labels named: transformers' two
+        ("classifier.weight", {"id2label": {"0": "neg", "1": "neutral", "2": "pos"}}, 2),  # a label added by hand
+    ],
+)
+def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
+    tmp_path: Path, weight: str, labels: dict[str, Any], outputs: int
+) -> None:
+    """transformers refuses to load a head of another size than the labels (an id2label edited by hand): each job
+    of the run failed with its "look at the above report", a report the job's process kept."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **labels})
+    save_file({weight: np.zeros((outputs, 8), np.float32)}, str(folder / "model.safetensors"))
+    named = len(labels.get("id2label", {})) or DEFAULT_NUM_LABELS
+    message = (
+        rf"the classifier in model\.safetensors has {outputs} outputs and config\.json names {named} labels: write"
+    )
+    with pytest.raises(OptbenchError, match=rf"config\.json: {message} id2label as"):
+        read_hf_config(folder)
+    (folder / "config.json").write_text(json.dumps({**CLASSIFIER, "num_labels": outputs}))
+    read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {**CLASSIFIER, "problem_type": "single_label_classification"},
+        {**CLASSIFIER, "problem_type": None},
+        # an encoder keeps the problem_type of the head it was saved without: the fine-tune trains a single-label one
+        {"model_type": "bert", "architectures": ["BertModel"], "problem_type": "regression", "num_labels": 1},
+    ],
+)
+def test_read_hf_config_takes_a_single_label_classifier_or_an_encoder(tmp_path: Path, config: dict[str, Any]) -> None:
+    assert read_hf_config(fake_checkpoint(tmp_path, config)) == config
+
+
+@pytest.mark.parametrize("architecture", ["BertModel", "BertForMaskedLM", "BertForQuestionAnswering"])
+def test_read_hf_config_takes_an_encoder_with_a_head_a_classifier_leaves_out(tmp_path: Path, architecture: str) -> None:
+    read_hf_config(fake_checkpoint(tmp_path, {"model_type": "bert", "architectures": [architecture]}))
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
+        ({"id2label": {"1": "pos", "0": "neg"}, "num_labels": 2}, ("neg", "pos")),
+        ({"id2label": {0: "a", 1: "b", 2: "c"}}, ("a", "b", "c")),
+        ({"num_labels": 3}, ("LABEL_0", "LABEL_1", "LABEL_2")),
+        ({"id2label": {}, "num_labels": 2}, ("LABEL_0", "LABEL_1")),
+    ],
+)
+def test_hf_label_names(config: dict[str, Any], names: tuple[str, ...]) -> None:
+    assert hf_label_names(config) == names
+
+
+def test_a_two_class_head_saved_without_label_names_has_transformers_generic_ones(tmp_path: Path) -> None:
+    """save_pretrained() leaves out id2label and num_labels for a head of the default two generic labels (the
+    usual classifier trained on integer labels): read as no labels at all, every dataset was refused."""
+    from conftest import TINY
+    from transformers import AutoConfig, BertConfig, BertForSequenceClassification
+
+    BertForSequenceClassification(BertConfig(**TINY)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    loaded = AutoConfig.from_pretrained(tmp_path).id2label
+    assert hf_label_names(config) == tuple(loaded[i] for i in range(len(loaded))) == ("LABEL_0", "LABEL_1")
+
+
+@pytest.mark.parametrize(
+    ("config", "head"),
+    [
+        ({"architectures": ["BertForSequenceClassification"]}, True),
+        ({"architectures": ["RobertaForSequenceClassification"]}, True),
+        ({"architectures": ["BertModel"]}, False),
+        ({"architectures": ["BertForMaskedLM"]}, False),
+        ({"architectures": None}, False),
+        ({}, False),
+    ],
+)
+def test_has_classifier_head(config: dict[str, Any], head: bool) -> None:
+    assert has_classifier_head(config) is head
