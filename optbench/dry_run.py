@@ -91,7 +91,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
     """Check `recipe` as a run does before its first step, and plan the run (see the module's docstring); `here`:
     the executor runs every job on this machine (its `runs_here`)."""
     data = load_dataset(recipe.dataset)
-    checkpoint, classifier = checkpoint_of(recipe)
+    checkpoint, classifier = checkpoint_of(recipe, data)
     steps: list[PlannedStep] = []
     made: dict[str, PlannedModel] = {}  # chains that share their first steps share those outputs
 

@@ -25,6 +25,7 @@ from optbench.recipe import DEFAULT_MODEL, Recipe, chain_name
 from optbench.report import write_report
 from optbench.scratch import work_folder
 from optbench.steps import RecipeStep, cannot_run_here, run_step
+from optbench.steps.distill import check_student_labels
 from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps
 from optbench.table import to_frame
 
@@ -184,19 +185,22 @@ def _check_lengths(recipe: Recipe, config: dict[str, Any], checkpoint: str) -> N
     _refuse_beyond(config, checkpoint, asked + _lengths_asked(recipe, recipe.steps()))
 
 
-def _check_students(recipe: Recipe) -> None:
+def _check_students(recipe: Recipe, teacher_labels: Sequence[str]) -> None:
     """Refuse a distill student from a checkpoint folder as the checkpoint is refused (`_checked_folder`: a tokenizer
-    without a pad token, or of more tokens than the student embeds), and the lengths it meets beyond its own position
+    without a pad token, or of more tokens than the student embeds), a student classifier whose labels are not
+    `teacher_labels` (the baseline's, which every step keeps), and the lengths it meets beyond its own position
     embeddings, as `_check_lengths` does the checkpoint's: the dataset's max_length, [bench] lengths, and the distill
-    step's and later steps' of its chain. The step refused the tokenizer, and the lengths made a size mismatch
-    traceback in its training, only once it ran, after the fine-tune and the steps before it."""
+    step's and later steps' of its chain. The step refused these, or its training failed with a size mismatch
+    traceback, only once it ran, after the fine-tune and the steps before it."""
     for chain in recipe.chains:
         for index, step in enumerate(chain):
             folder = getattr(step.config, "student_folder", None)
             if folder is not None:
                 student = f"the student {folder} of {step.where}"
                 asked = [("[dataset] max_length", recipe.dataset.max_length), *_lengths_asked(recipe, chain[index:])]
-                _refuse_beyond(_checked_folder(folder, student), student, asked)
+                config = _checked_folder(folder, student)
+                check_student_labels(config, teacher_labels, student)
+                _refuse_beyond(config, student, asked)
 
 
 def _lengths_asked(recipe: Recipe, steps: Sequence[RecipeStep]) -> list[tuple[str, int]]:
@@ -273,11 +277,12 @@ def check_steps_run_here(recipe: Recipe) -> None:
                 )
 
 
-def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
+def checkpoint_of(recipe: Recipe, data: LabelledData) -> tuple[ModelArtifact, bool]:
     """The recipe's checkpoint, after every check that can refuse it before any step runs (its config.json, its
     tokenizer, the token lengths asked of it, what each step of each chain would get, a distill student's folder as
-    the checkpoint's), and whether it is a classifier (True: the baseline as it is) or an encoder the `finetune`
-    step trains first (no label names)."""
+    the checkpoint's and its labels against the baseline's: the classifier's, or `data`'s that the fine-tune trains
+    on), and whether it is a classifier (True: the baseline as it is) or an encoder the `finetune` step trains first
+    (no label names)."""
     if recipe.checkpoint == DEFAULT_MODEL:
         path, origin = default_encoder()
     else:
@@ -285,9 +290,9 @@ def checkpoint_of(recipe: Recipe) -> tuple[ModelArtifact, bool]:
     config = _checked_folder(path, origin["checkpoint"])
     _check_lengths(recipe, config, origin["checkpoint"])
     check_step_inputs(recipe, config)
-    _check_students(recipe)
     classifier = has_classifier_head(config)
     labels = hf_label_names(config) if classifier else ()
+    _check_students(recipe, labels if classifier else data.label_names)
     return ModelArtifact(path, "hf", labels, content_hash(path), origin=origin), classifier
 
 
@@ -297,7 +302,7 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     A checkpoint with a sequence-classification head is the baseline as it is; an encoder without one
     (the built-in default is one) is fine-tuned on the train split first, once, and cached.
     """
-    checkpoint, classifier = checkpoint_of(recipe)
+    checkpoint, classifier = checkpoint_of(recipe, data)
     if classifier:
         return checkpoint
     log.info("%s has no classification head: fine-tuning it on %s", checkpoint.origin["checkpoint"], data.source)

@@ -445,6 +445,27 @@ def test_students_the_recipe_does_not_fit_are_refused_before_the_fine_tune(
     assert not list(cache.glob("finetune-*")), "refused before the fine-tune"
 
 
+@pytest.mark.parametrize("checkpoint", ["tiny_encoder", "tiny_classifier"])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_student_with_other_labels_is_refused_before_any_step(
+    checkpoint: str, dry_run: list[str], tmp_path: Path, reviews_csv: Path, request, capsys
+) -> None:
+    """The teacher's labels are known before any step runs: the classifier checkpoint's, or the data's that the
+    fine-tune trains the encoder on. The step refused a student of other labels only when it ran, after the
+    fine-tune, and the dry run passed it."""
+    other = _save_tiny(tmp_path / "other", head=True, labels=("negative", "positive"))
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\nstudent = "{other}"\n'
+    recipe = write_recipe(tmp_path, request.getfixturevalue(checkpoint), reviews_csv, extra=extra)
+    cache = tmp_path / "cache"
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache), *dry_run]
+    message = (
+        f"the student {other} of [[steps]] #1 (distill) classifies ['negative', 'positive'] and the teacher "
+        "['fresh', 'rotten']: the label sets differ"
+    )
+    _fails(args, capsys, message)
+    assert not cache.exists() or not any(cache.iterdir()), "refused before any step"
+
+
 def test_distill_preflight_gives_the_depth_its_student_keeps(tiny_classifier: Path) -> None:
     from transformers import DistilBertConfig
 

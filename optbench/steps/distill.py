@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -333,12 +334,7 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
         tokenizer = default_tokenizer()
     else:
         folder = Path(config.student)
-        hf_config = read_hf_config(folder)
-        if has_classifier_head(hf_config) and list(hf_label_names(hf_config)) != labels:
-            raise OptbenchError(
-                f"student {folder} classifies {list(hf_label_names(hf_config))} and the teacher {labels}: "
-                "the label sets differ; give a student with the teacher's labels, or an encoder without a head"
-            )
+        check_student_labels(read_hf_config(folder), labels, f"student {folder}")
         model = load_classifier(folder, **attention, **heads)
         tokenizer = load_tokenizer(folder)
     initial_layers = len(encoder_layers(model))
@@ -349,6 +345,17 @@ def build_student(config: DistillConfig, teacher: ModelArtifact) -> tuple[Any, A
     check_not_deeper(model.config.num_hidden_layers, config_depth(read_hf_config(teacher.path)))
     origin = {"init": config.student, "initial_layers": initial_layers, "kept_layers": list(config.layers or [])}
     return model, tokenizer, origin
+
+
+def check_student_labels(student: dict[str, Any], teacher_labels: Sequence[str], name: str) -> None:
+    """Refuse a student classifier (a head and its id2label; `student` is its config.json) whose labels are not its
+    teacher's: it is trained on the teacher's. An encoder without a head gets a head of the teacher's labels."""
+    labels = list(hf_label_names(student))
+    if has_classifier_head(student) and labels != list(teacher_labels):
+        raise OptbenchError(
+            f"{name} classifies {labels} and the teacher {list(teacher_labels)}: the label sets differ; give a "
+            "student with the teacher's labels, or an encoder without a head"
+        )
 
 
 def check_not_deeper(student_depth: int, teacher_depth: int | None) -> None:
