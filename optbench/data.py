@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import reprlib
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -76,12 +77,7 @@ class DatasetConfig:
     def _check_nothing_split_column_overrides(self) -> None:
         """Refuse the hash split's settings beside `split_column`, which gives every row its split: they were
         ignored, so a recipe that asked a 30% validation split got the file's."""
-        ignored = [
-            f"{f.name} = {getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.name in HASH_SPLIT_OPTIONS and getattr(self, f.name) != f.default
-        ]
-        if ignored:
+        if ignored := _set_among(self, HASH_SPLIT_OPTIONS):
             raise OptbenchError(
                 f"split_column = {self.split_column!r} gives every row its split, so {', '.join(ignored)} would be "
                 "ignored: drop them, or drop split_column to split the rows by hash"
@@ -203,15 +199,19 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
     return data
 
 
+def _set_among(config: DatasetConfig, names: Collection[str]) -> list[str]:
+    """`name = value` for each field of `config` among `names` that is set to other than its default."""
+    return [
+        f"{f.name} = {getattr(config, f.name)!r}"
+        for f in fields(config)
+        if f.name in names and getattr(config, f.name) != f.default
+    ]
+
+
 def _check_no_file_options(config: DatasetConfig) -> None:
     """Refuse column settings on the built-in dataset, whose columns are its own: they were ignored, so a recipe
     that set them but no `source` ran on the movie reviews instead of the user's file."""
-    set_here = [
-        f"{f.name} = {getattr(config, f.name)!r}"
-        for f in fields(config)
-        if f.name in FILE_OPTIONS and getattr(config, f.name) != f.default
-    ]
-    if set_here:
+    if set_here := _set_among(config, FILE_OPTIONS):
         raise OptbenchError(
             f"[dataset] {', '.join(set_here)} name columns of a file, and the source is the built-in "
             f"{BUILTIN!r}: set source to your {FILE_SUFFIXES} file (or give it with --dataset), or drop them"
