@@ -365,9 +365,11 @@ def _tokenized(
     distill student may read the texts with another vocabulary than the baseline's. Models whose tokenizer files
     are the reference's, or that hold none, share the reference's files."""
     own = tokenizer_hash(pairs[reference][0].path)
+    # each model's folder hashed once, though it pairs with several runtimes
+    keys = {artifact.path: tokenizer_hash(artifact.path) or own for artifact, _ in pairs}
     by_tokenizer: dict[str | None, dict[Shape | None, Path]] = {}
     for artifact, _ in [pairs[reference], *pairs]:
-        key = tokenizer_hash(artifact.path) or own
+        key = keys[artifact.path]
         if key in by_tokenizer:
             continue
         tokenizer = load_tokenizer(artifact.path)
@@ -380,7 +382,7 @@ def _tokenized(
             name = f"shape-{batch_size}-{seq_len}{suffix}"
             files[batch_size, seq_len] = _inputs(store, name, tokenizer, shape_texts, batch_size, seq_len, max_length)
         by_tokenizer[key] = files
-    return [by_tokenizer[tokenizer_hash(artifact.path) or own] for artifact, _ in pairs]
+    return [by_tokenizer[keys[artifact.path]] for artifact, _ in pairs]
 
 
 def _inputs(
