@@ -203,8 +203,10 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
                 f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
         precision = getattr(chain[-1].config, "output_precision", None)
+        if precision is None:  # a step that names no precision: its model's is known once it exists
+            continue
         refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
-        if precision is not None and all(refusals):
+        if all(refusals):
             raise OptbenchError(
                 f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]} in {precision.upper()}, which no runtime in "
                 f"[bench] runtimes runs, so it would never be measured: {refusals[0]}, or drop the chain"
