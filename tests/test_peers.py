@@ -272,6 +272,34 @@ def test_the_worker_is_handed_the_files_a_checkpoint_is_read_with(
     assert json.loads(seen.read_text()) == list(HF_FILES)
 
 
+@pytest.mark.parametrize(
+    ("quantization", "calibration"), [("static", {"samples": 12, "batch_size": 4}), ("dynamic", None)]
+)
+def test_the_manifest_says_how_many_rows_calibrated_optimum_s_static_int8(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, quantization, calibration
+) -> None:
+    """As quantize-static's manifest does: the report of a peer calibrated on fewer rows than asked (a small train
+    split) said nothing of it. The worker here copies a ready model; the rows it was handed are what it counts."""
+    from optbench.peers import optimum
+
+    ready = _save_tiny_onnx(tmp_path / "ready").path / "model.onnx"
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import json, shutil, sys; from pathlib import Path\n"
+        "job = json.loads(Path(sys.argv[1]).read_text())\n"
+        f"Path(job['output']).mkdir(parents=True); shutil.copy({str(ready)!r}, Path(job['output']) / 'model.onnx')\n"
+        "result = {'seconds': 0.1, 'versions': {}, 'operators': {}, 'rows': len(job['calibration_texts'])}\n"
+        "Path(job['result']).write_text(json.dumps(result))\n"
+    )
+    env = SimpleNamespace(python=Path(sys.executable), path=tmp_path / "env")
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
+    monkeypatch.setattr(optimum, "WORKER", worker)
+    config = PeerOptimumConfig(quantization=quantization, calibration_samples=12, calibration_batch_size=4)
+    out = optimum.apply(config, tiny_artifact, reviews, tmp_path / "out")
+    expected = None if calibration is None else {**calibration, "split": "train"}
+    assert out.details.get("calibration") == expected
+
+
 def test_the_worker_does_not_import_optbench() -> None:
     source = (Path(sys.modules["optbench.peers.optimum"].__file__).with_name("optimum_worker.py")).read_text()
     assert "import optbench" not in source and "from optbench" not in source

@@ -117,6 +117,12 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
     check_step_input(config, artifact)
     env = peer_env(out_dir.parent / "peer-envs", "optimum", config.requirements)  # out_dir is in the run's cache
     started = time.perf_counter()
+    # never the test split; the rows optbench's own quantize-static draws, for a like-for-like comparison
+    texts = (
+        calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed)
+        if config.quantization == "static"
+        else []
+    )
     with tempfile.TemporaryDirectory(prefix="optbench-peer-optimum-") as tmp:
         job = {
             "source": str(artifact.path),
@@ -127,12 +133,7 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
             "quantization": config.quantization,
             "isa": config.isa,
             "per_channel": config.per_channel,
-            # never the test split; the rows optbench's own quantize-static draws, for a like-for-like comparison
-            "calibration_texts": (
-                calibration_texts(data, config.calibration_samples, StaticQuantizeConfig.seed)
-                if config.quantization == "static"
-                else []
-            ),
+            "calibration_texts": texts,
             "calibration_batch_size": config.calibration_batch_size,
             "max_length": data.max_length,
             "hf_files": list(HF_FILES),  # the worker runs where optbench is not installed: it cannot import them
@@ -151,6 +152,8 @@ def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData
         "operators": result["operators"],
         "environment": str(env.path),
     }
+    if texts:  # as quantize-static's manifest: a train split smaller than calibration_samples gives fewer rows
+        details["calibration"] = {"samples": len(texts), "batch_size": config.calibration_batch_size, "split": "train"}
     return artifact.derive(out_dir, step=config.name, config=config_to_dict(config), format="onnx", details=details)
 
 
