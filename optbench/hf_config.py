@@ -222,23 +222,41 @@ def _check_task(config: dict[str, Any], config_path: Path) -> None:
 
 
 def _check_head_outputs(config: dict[str, Any], config_path: Path, weights: list[Path]) -> None:
-    """Refuse a classifier whose safetensors weights give its head another number of outputs than config.json has
-    labels (id2label edited by hand, as optbench's error about unknown labels says to): transformers refuses to load
-    it, and every job of the run failed with its "look at the above report", which the job's process kept."""
+    """Refuse a classifier whose weights give its head another number of outputs than config.json has labels
+    (id2label edited by hand, as optbench's error about unknown labels says to): transformers refuses to load it,
+    and every job of the run failed with its "look at the above report", which the job's process kept."""
     if not has_classifier_head(config):
         return
     labels = hf_label_names(config)
-    for path in (p for p in weights if p.suffix == ".safetensors"):
-        try:
-            header = safetensors_header(path)
-        except (OSError, ValueError):  # not safetensors after all: the load that reads it says why
-            continue
-        head = next((header[name] for name in HEAD_WEIGHTS if name in header), None)
-        if head is not None and head["shape"][0] != len(labels):
+    for path in weights:
+        outputs = _head_outputs(path)
+        if outputs is not None and outputs != len(labels):
             raise OptbenchError(
-                f"{config_path}: the classifier in {path.name} has {head['shape'][0]} outputs and config.json names "
+                f"{config_path}: the classifier in {path.name} has {outputs} outputs and config.json names "
                 f"{len(labels)} labels: {LABEL_MAP_FIX}"
             )
+
+
+def _head_outputs(path: Path) -> int | None:
+    """The rows of the classifier's weight in one weights file, read without loading the weights (the safetensors
+    header; a `.bin` mapped from disk); None when the file has no head or is not what its suffix says (the load
+    that reads it says why)."""
+    if path.suffix == ".safetensors":
+        try:
+            shapes = {name: entry["shape"] for name, entry in safetensors_header(path).items()}
+        except (OSError, ValueError):
+            return None
+    elif path.suffix == ".bin":
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # torch raises many kinds for a file it cannot map (RuntimeError, UnpicklingError, ...)
+            return None
+        shapes = {name: list(value.shape) for name, value in state.items() if isinstance(value, torch.Tensor)}
+    else:
+        return None
+    return next((shapes[name][0] for name in HEAD_WEIGHTS if name in shapes), None)
 
 
 def _check_single_label(config: dict[str, Any], config_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -286,19 +287,25 @@ def test_read_hf_config_refuses_a_classifier_accuracy_cannot_judge(
         ("classifier.weight", {"id2label": {"0": "neg", "1": "neutral", "2": "pos"}}, 2),  # a label added by hand
     ],
 )
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
 def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
-    tmp_path: Path, weight: str, labels: dict[str, Any], outputs: int
+    tmp_path: Path, weight: str, labels: dict[str, Any], outputs: int, weights_file: str
 ) -> None:
     """transformers refuses to load a head of another size than the labels (an id2label edited by hand): each job
-    of the run failed with its "look at the above report", a report the job's process kept."""
-    import numpy as np
-    from safetensors.numpy import save_file
+    of the run failed with its "look at the above report", a report the job's process kept. A checkpoint saved
+    with safe_serialization=False has only pytorch_model.bin: its head was not checked."""
+    import torch
+    from safetensors.torch import save_file
 
     folder = fake_checkpoint(tmp_path, {**CLASSIFIER, **labels})
-    save_file({weight: np.zeros((outputs, 8), np.float32)}, str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    head = {weight: torch.zeros((outputs, 8)), "bert.pooler.dense.bias": torch.zeros(8)}
+    save = save_file if weights_file.endswith(".safetensors") else torch.save
+    save(head, str(folder / weights_file))
     named = len(labels.get("id2label", {})) or DEFAULT_NUM_LABELS
     message = (
-        rf"the classifier in model\.safetensors has {outputs} outputs and config\.json names {named} labels: write"
+        rf"the classifier in {re.escape(weights_file)} has {outputs} outputs and config\.json names {named} labels: "
+        "write"
     )
     with pytest.raises(OptbenchError, match=rf"config\.json: {message} id2label as"):
         read_hf_config(folder)
