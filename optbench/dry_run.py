@@ -13,7 +13,7 @@ an onnxruntime without the provider it names, no TensorRT) is found by the GPU c
 `gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. A step whose output
 is keyed on hardware this machine lacks (a tensorrt step's TensorRT version and GPU, its `build_target`) cannot run
 here, whether its input is cached or not (`steps.cannot_run_here`): the recipe is valid, but a run here refuses it
-before its first step (`pipeline.check_steps_run_here`). Nothing is trained, exported, measured or written.
+before its first step (`preflight.check_steps_run_here`). Nothing is trained, exported, measured or written.
 """
 
 from __future__ import annotations

@@ -412,7 +412,7 @@ def test_two_runs_of_one_step_sharing_a_cache_keep_their_own_work(
 
 
 def test_roberta_style_position_ids_leave_fewer_tokens_than_their_embeddings() -> None:
-    from optbench.pipeline import _token_limit
+    from optbench.preflight import _token_limit
 
     # RoBERTa's position ids start after the padding index: 514 embeddings, pad 1 -> 512 tokens (513 crashes).
     assert _token_limit({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512

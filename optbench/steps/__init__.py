@@ -126,7 +126,7 @@ def cache_key(config: Any, artifact: ModelArtifact, data: LabelledData) -> str:
 def cannot_run_here(config: Any) -> str | None:
     """Why this machine cannot run a step whose output is keyed on the machine it is built on (its `build_target`:
     the TensorRT version and GPU of an engine), or None. The run refuses a recipe with such a step before its first
-    step (`pipeline.check_steps_run_here`); the dry run warns of it."""
+    step (`preflight.check_steps_run_here`); the dry run warns of it."""
     build_target = getattr(config, "build_target", None)
     if build_target is None:
         return None

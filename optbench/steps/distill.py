@@ -150,7 +150,7 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         `layers` it lacks, or that would be deeper than its teacher, from its config.json: the teacher's with
         `student = "teacher"` (None: not known before the steps before this one run), the packaged student's, else
         the student folder's. Returns the student's config.json with the depth it keeps, what this step makes (see
-        `optbench.pipeline.check_step_inputs`)."""
+        `optbench.preflight.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             student: dict[str, Any] | None = {"model_type": "bert", "num_hidden_layers": PARAPHRASE_L3_LAYERS}
         elif self.student == TEACHER:

@@ -27,7 +27,7 @@ class FinetuneConfig(TrainingConfig):
 
     def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
         """The config.json of what this step makes from a model whose config.json is `model`: the same
-        model type (see `optbench.pipeline.check_step_inputs`)."""
+        model type (see `optbench.preflight.check_step_inputs`)."""
         return model
 
 

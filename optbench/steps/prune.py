@@ -72,7 +72,7 @@ class PruneConfig(TrainingConfig, LogitDistillation):
     def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
         """Refuse an input model of a type prune does not take, from its config.json (None: not known before
         the steps before this one run); the config.json of what it makes, its family's pruned type (see
-        `optbench.pipeline.check_step_inputs`)."""
+        `optbench.preflight.check_step_inputs`)."""
         if model is None or not isinstance(model.get("model_type"), str):
             return None
         return {**model, "model_type": pruned_type(model["model_type"])}
