@@ -117,9 +117,9 @@ class SweepStore:
     processes working on it (each until a deadline it renews); the last of them to leave removes it (holding
     `removal.claim` while it checks that it is the last)."""
 
-    def __init__(self, folder: Path, run_id: str) -> None:
+    def __init__(self, folder: Path, run_id: str | None) -> None:
         self.folder = folder
-        self.run_id = run_id
+        self.run_id = run_id  # None only as `unfinished` reads a sweep whose sweep.json is gone: `open` gives one
         self.jobs = folder / "jobs"
         self.inputs = folder / "inputs"
         self.work = folder / "work"
@@ -163,25 +163,28 @@ class SweepStore:
         run --dry-run`)."""
         folder = _folder(root, identity)
         stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
-        if stored is None:  # no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
-            store = cls(folder, "")
-            retried = 0 if store._live_participants() else len(store._failed())
-            return Unfinished(None, kept) if (kept := store.done() - retried) else None
-        store = cls(folder, stored["run_id"])
+        # None: no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
+        store = cls(folder, None if stored is None else stored["run_id"])
         if not store._goes_on(root):
             return None
-        retried = len(store._failed()) if store._retries_failures(root) else 0
-        return Unfinished(store.run_id, store.done() - retried)
+        kept = store.done() - (len(store._failed()) if store._retries_failures(root) else 0)
+        if store.run_id is None and not kept:  # nothing to resume: a new run
+            return None
+        return Unfinished(store.run_id, kept)
+
+    def _published(self, root: Path) -> bool:
+        """Whether this sweep's run is published under `root` (a sweep without its run id never was)."""
+        return self.run_id is not None and (root / self.run_id).is_dir()
 
     def _goes_on(self, root: Path) -> bool:
         """Whether a process opening this sweep carries it on: its run is not published yet, or another live
         process is in it (`open` otherwise removes it and starts a new run)."""
-        return not (root / self.run_id).is_dir() or bool(self._live_participants())
+        return not self._published(root) or bool(self._live_participants())
 
     def _retries_failures(self, root: Path) -> bool:
         """Whether a process opening this sweep tries its failed jobs again: its run is not published yet and no
         other live process is in it (one that is takes their failures as they are)."""
-        return not (root / self.run_id).is_dir() and not self._live_participants()
+        return not self._published(root) and not self._live_participants()
 
     def done(self) -> int:
         return len(list(self.jobs.glob("*.json")))
@@ -342,7 +345,7 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
                 continue
         except OptbenchError:  # damaged
             continue
-        if (root / store.run_id).is_dir():
+        if store._published(root):
             if store._remove():
                 log.info("removed %s, the sweep of run %s, published and left behind", folder, store.run_id)
             continue

@@ -23,7 +23,7 @@ from optbench import claims, sweep
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.job import Job, JobFailed
-from optbench.sweep import PlannedJob, SweepStore, failures, plan, run_sweep
+from optbench.sweep import PlannedJob, SweepStore, Unfinished, failures, plan, run_sweep
 
 
 def _store(root: Path, run_id: str = "run-1") -> SweepStore:
@@ -101,6 +101,34 @@ def test_a_published_sweep_left_behind_starts_a_new_run(tmp_path: Path) -> None:
     (fresh.folder / "participants" / "another-node-1.json").write_text(json.dumps(busy))
     (tmp_path / "run-2").mkdir()
     assert _store(tmp_path, "run-4").run_id == "run-2"  # resumed (it hands back the run), not discarded
+
+
+def test_unfinished_says_what_open_would_resume_without_writing(tmp_path: Path) -> None:
+    """The dry run's word on a resume follows `open`: the run id it resumes (None: sweep.json is gone, a new one)
+    and the jobs it keeps, failed ones left out unless another live process is in the sweep; None where `open`
+    starts a new run (no sweep, its run published with no one in it, or a folder without sweep.json keeping no
+    job)."""
+    identity = {"plan": "test"}
+    assert SweepStore.unfinished(tmp_path, identity) is None and not list(tmp_path.iterdir())
+    store, ok, failed = _store(tmp_path), PlannedJob("latency", 0, (1, 16)), PlannedJob("accuracy", 0)
+    assert SweepStore.unfinished(tmp_path, identity) == Unfinished("run-1", 0)
+    store.record(ok, _result(ok))
+    store.record_failure(failed, "crashed")
+    other = store.folder / "participants" / "another-node-1.json"
+    for others, kept in ((False, 1), (True, 2)):  # a process joining a sweep in progress keeps its failures
+        other.unlink(missing_ok=True)
+        if others:
+            other.write_text(json.dumps({**claims.lease(60), "host": "another-node"}))
+        assert SweepStore.unfinished(tmp_path, identity) == Unfinished("run-1", kept)
+        (tmp_path / "run-1").mkdir()  # published
+        assert SweepStore.unfinished(tmp_path, identity) == (Unfinished("run-1", kept) if others else None)
+        (tmp_path / "run-1").rmdir()
+        (store.folder / "sweep.json").rename(tmp_path / "sweep.json")
+        assert SweepStore.unfinished(tmp_path, identity) == Unfinished(None, kept)
+        (store.jobs / f"{ok.key}.json").rename(tmp_path / "ok.json")
+        assert SweepStore.unfinished(tmp_path, identity) == (Unfinished(None, 1) if others else None)
+        (tmp_path / "ok.json").rename(store.jobs / f"{ok.key}.json")
+        (tmp_path / "sweep.json").rename(store.folder / "sweep.json")
 
 
 def _abandon(store: SweepStore) -> None:
