@@ -32,7 +32,7 @@ from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
-from optbench.table import missing, records_json, said_once
+from optbench.table import commit_label, missing, records_json, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -274,9 +274,7 @@ def sides(a: pd.DataFrame, b: pd.DataFrame, known: list[Machine]) -> list[str]:
         runs = []
         for recipe, run_id, commit, dirty, machine in used.itertuples(index=False):
             at = machine_key_of(machine)
-            changed = ", dirty" if not missing(dirty) and dirty else ""  # a run outside git: neither is known
-            commit = "unknown" if missing(commit) else f"{commit[:12]}{changed}"
-            runs.append(f"{recipe}/{run_id} (commit {commit}, machine {at}: {labels[at]})")
+            runs.append(f"{recipe}/{run_id} (commit {commit_label(commit, dirty)}, machine {at}: {labels[at]})")
         lines.append(f"{name}: {'; '.join(runs)}")
     return lines
 

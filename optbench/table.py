@@ -80,6 +80,13 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 
+def commit_label(commit: Any, dirty: Any) -> str:
+    """A run's commit as people read it: its first 12 characters, then " (dirty)" where the tree had uncommitted
+    changes; "unknown" where the run names none (outside git: None, or NaN in a frame beside runs in git)."""
+    mark = " (dirty)" if not missing(dirty) and dirty else ""
+    return f"{'unknown' if missing(commit) else commit[:12]}{mark}"
+
+
 def no_rows(frame: pd.DataFrame) -> str:
     """Why `frame`, a table without rows, has none: no reports, or reports without a measured shape (found and read:
     "no reports found" of them misled)."""
@@ -123,11 +130,8 @@ def run_facts(run: pd.DataFrame) -> str:
     machines (each once: a Ray run's jobs ran on several), with how many threads and test rows."""
     first = run.iloc[0]
     machines = list(dict.fromkeys(run["machine"].fillna("unknown")))
-    # a run outside git records neither: None, or NaN where the frame's other runs have them
-    commit = "unknown" if missing(first["git_commit"]) else first["git_commit"]
-    dirty = " (dirty)" if not missing(first["git_dirty"]) and first["git_dirty"] else ""
     return (
-        f"created {first['created_at']} · commit {commit}{dirty} · "
+        f"created {first['created_at']} · commit {commit_label(first['git_commit'], first['git_dirty'])} · "
         f"machine{'s' if len(machines) > 1 else ''} {', '.join(machines)} · {first['threads']} threads · "
         f"{first['test_rows']} test rows"
     )

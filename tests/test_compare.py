@@ -316,7 +316,7 @@ def test_cli_compare_names_the_runs_each_side_stands_for_with_their_commit_and_m
     assert lines[2:4] == [
         "A: demo/20261130T031500Z-3f9a (commit abc123, machine box-1: x (cores unknown)); "
         "other/20261201T000000Z-0000 (commit unknown, machine box-1: x (cores unknown))",
-        "B: demo/20261130T031500Z-3f9a (commit def4567890ab, dirty, machine box-2: Xeon (cores unknown))",
+        "B: demo/20261130T031500Z-3f9a (commit def4567890ab (dirty), machine box-2: Xeon (cores unknown))",
     ]
     assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS) + "\n")  # tools read the rows alone, as before

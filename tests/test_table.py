@@ -229,18 +229,20 @@ def test_the_settings_line_leaves_out_a_setting_no_row_has() -> None:
 
 def test_markdown_says_each_runs_commit_and_machine_as_the_html_page_does() -> None:
     """A colleague's runs merged into one results folder: the Markdown headed each run by its recipe and id alone,
-    so which machine and commit each table came from was in the CSV and on the HTML page only."""
+    so which machine and commit each table came from was in the CSV and on the HTML page only. A commit as git gives
+    it reads as its first 12 characters, as `compare` names it."""
     mine = make_report()
+    commit = "def4567890abcdef1234567890abcdef12345678"
     theirs = dataclasses.replace(
         make_report(run_id="20261201T000000Z-0000"),
-        environment={"machine": "box-2", "git": {"commit": "def456", "dirty": True}},
+        environment={"machine": "box-2", "git": {"commit": commit, "dirty": True}},
     )
     lines = render(to_frame([mine, theirs]), "md").splitlines()
     assert lines[lines.index("### demo · run 20261130T031500Z-3f9a") + 2] == (
         "created 2026-11-30T03:15:00+00:00 · commit abc123 · machine box-1 · 2 threads · 10 test rows"
     )
     assert lines[lines.index("### demo · run 20261201T000000Z-0000") + 2] == (
-        "created 2026-11-30T03:15:00+00:00 · commit def456 (dirty) · machine box-2 · 2 threads · 10 test rows"
+        "created 2026-11-30T03:15:00+00:00 · commit def4567890ab (dirty) · machine box-2 · 2 threads · 10 test rows"
     )
 
 
