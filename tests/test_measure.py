@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import logging
 import math
@@ -249,8 +250,10 @@ def test_time_calls_runs_warmup_then_min_iters(clock: FakeClock) -> None:
     assert all(type(t) is int for t in times)
 
 
-def test_time_calls_runs_until_min_seconds(clock: FakeClock) -> None:
-    times = time_calls(clock.work, Timing(warmup=0, min_iters=1, min_seconds=0.095, max_seconds=10))
+@pytest.mark.parametrize("min_seconds", [0.095, 0.1])
+def test_time_calls_runs_until_min_seconds(clock: FakeClock, min_seconds: float) -> None:
+    """Ten 10 ms calls reach 0.1 s on the dot: reached is enough, no eleventh call."""
+    times = time_calls(clock.work, Timing(warmup=0, min_iters=1, min_seconds=min_seconds, max_seconds=10))
     assert len(times) == 10
 
 
@@ -332,6 +335,16 @@ def test_throughput_is_batch_over_mean_latency() -> None:
     assert throughput(8, lat) == pytest.approx(400.0)
     with pytest.raises(OptbenchError, match="batch_size"):
         throughput(0, lat)
+    with pytest.raises(ValueError, match=r"mean latency must be positive, got 0\.0 ms"):  # every call read 0
+        throughput(8, Latency.from_values([0, 0, 0]))
+
+
+def test_peak_rss_is_vmhwm_in_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/self/status gives kB (KiB): 524288 kB of high-water mark is 512 MiB, not the peak of the address
+    space (VmPeak) nor what is resident now (VmRSS)."""
+    status = "VmPeak:\t 9999999 kB\nVmHWM:\t  524288 kB\nVmRSS:\t  100000 kB\n"
+    monkeypatch.setattr(measure, "open", lambda *args, **kwargs: io.StringIO(status), raising=False)
+    assert peak_rss_mb() == 512.0
 
 
 def test_peak_rss_is_positive_and_never_falls() -> None:
