@@ -13,7 +13,7 @@ import pytest
 from report_fixtures import UNKNOWN_ROW_NAMES, make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.accuracy import Drop
-from optbench.budget import Limit, load_budgets, parse_budget
+from optbench.budget import Limit, load_budgets, parse_budget, parse_limit
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
@@ -309,6 +309,7 @@ def test_the_newest_run_is_gated() -> None:
         ('[[budget]]\nmin_speedup = "fast"\n', "is not a number with a unit"),
         (f'[[budget]]\n{SHAPE}max_p50 = "1e999 ms"\n', r"max_p50 = '1e999 ms' is not a finite number: e.g. max_p50 ="),
         ('[[budget]]\nmax_size = "-5 MB"\n', r"max_size = '-5 MB' is negative: a limit is 0 or more, e.g. max_size ="),
+        ('[[budget]]\nmax_size = "1 GB 500 MB"\n', r"max_size = '1 GB 500 MB': the unit must be one of"),
         ('[[budget]]\nmax_accuracy_drop = "-1e999 points"\n', r"'-1e999 points' is not a finite number"),
         ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nbatch_size = 1\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
@@ -336,6 +337,29 @@ def test_the_newest_run_is_gated() -> None:
 def test_bad_budget_files_are_refused_with_the_fix(text: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=message):
         load_budgets(_budget(text, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "value"),
+    [
+        ("max_p50", "2 s", 2000.0),
+        ("max_p50", "250 us", 0.25),
+        ("max_p99", "3 ms", 3.0),
+        ("max_memory", "1.5 GiB", 1536.0),
+        ("max_memory", "1.5 GB", 1.5e9 / 2**20),
+        ("max_memory", "512 MiB", 512.0),
+        ("max_memory", "40 MB", 40e6 / 2**20),
+        ("max_size", "2048 KiB", 2.0),
+        ("max_size", "1000 KB", 1e6 / 2**20),
+        ("max_accuracy_drop", "0.5 pp", 0.5),
+        ("min_relative_accuracy", "99.9%", 0.999),
+        ("min_speedup", "1.5x", 1.5),
+    ],
+)
+def test_every_unit_converts_to_the_unit_reports_use(key: str, text: str, value: float) -> None:
+    """Reports give ms, MiB, points, x and relative accuracy as a fraction: a GiB read as a GB, or a KB as a KiB,
+    moved the limit by 2 to 7% and the gate judged against a limit the budget did not set."""
+    assert parse_limit(key, text, "b").value == pytest.approx(value)
 
 
 @pytest.mark.parametrize(
@@ -424,6 +448,17 @@ def test_bad_shape_values_are_refused() -> None:
         parse_budget({"batch_size": 1, "seq_len": "long", "max_p50": "1 ms"}, "b")
     with pytest.raises(OptbenchError, match="seq_len = True: give a positive integer"):
         parse_budget({"batch_size": 1, "seq_len": True, "max_p50": "1 ms"}, "b")
+    with pytest.raises(OptbenchError, match="seq_len = 0: give a positive integer"):
+        parse_budget({"batch_size": 1, "seq_len": 0, "max_p50": "1 ms"}, "b")
+    with pytest.raises(OptbenchError, match="batch_size = True: give a positive integer"):  # judged batch 1
+        parse_budget({"batch_size": True, "seq_len": 128, "max_p50": "1 ms"}, "b")
+
+
+def test_a_budget_at_the_data_s_own_lengths_judges_that_measurement(tmp_path: Path) -> None:
+    """seq_len = "data", as a recipe's seq_lens has it, is a shape of its own, not a bad value."""
+    text = '[[budget]]\nvariants = ["baseline"]\nbatch_size = 8\nseq_len = "data"\nmax_p50 = "1 s"\n'
+    (check,) = _checks(text, [make_report()], tmp_path)
+    assert (check.shape, check.value, check.verdict) == ("batch 8 x data", 12.0, "pass")
 
 
 def test_a_budget_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
