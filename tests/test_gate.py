@@ -291,6 +291,8 @@ def test_junit_counts_failures_and_skips_inconclusive(tmp_path: Path) -> None:
 def test_the_newest_run_is_gated() -> None:
     old, new = make_report(run_id="a"), dataclasses.replace(make_report(run_id="b"), created_at="2027-01-01T00:00:00")
     assert newest_run([new, old]) == [new]
+    same_second = dataclasses.replace(make_report(run_id="c"), created_at=new.created_at)
+    assert newest_run([new, same_second, old]) == [same_second]  # two runs published in one second: one judged
     with pytest.raises(OptbenchError, match="no optbench reports to gate"):
         newest_run([])
 
@@ -712,6 +714,16 @@ def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(t
     without_peers = [r for r in _peers_run() if not r.peer]
     (ours,) = [c for c in _checks(PEER_BUDGET, without_peers, tmp_path) if c.variant != "baseline"]
     assert ours.verdict == "fail" and "no peer within 1 points was measured at batch 1 x 128" in ours.reason
+
+
+def test_speedup_vs_peer_is_against_peers_on_the_variant_s_device(tmp_path: Path) -> None:
+    """A variant on CUDA beating peers timed on the CPU says nothing of the peers: with none on its device it
+    cannot be checked (it passed 5x against the CPU's optimum peer)."""
+    cuda = make_report(("onnx",), runtime=RuntimeSpec("torch", "cuda", "fp16"), shapes=((1, 128),))
+    run = [*_peers_run(), with_figures(cuda, p50_ms=5, spread_ms=0.1)]
+    (check,) = [c for c in _checks(PEER_BUDGET, run, tmp_path) if c.runtime == "torch-cuda-fp16"]
+    assert (check.value, check.verdict) == (None, "fail")
+    assert check.unjudged == "no peer within 1 points was measured at batch 1 x 128 on this machine and device"
 
 
 def test_a_peer_budget_that_selects_only_peers_fails(tmp_path: Path) -> None:
