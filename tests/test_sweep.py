@@ -209,6 +209,8 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     assert not store.claim(job, 60)  # taken by a sweep with a longer job timeout: held until its own deadline
     _write_claim(store, job, {**holder, "host": "another-node", "until": time.time() - 1})
     assert store.claim(job, 60)  # but its holder renews it while the job runs: one past its time is left behind
+    _write_claim(store, job, {**holder, "until": time.time() - 1})
+    assert store.claim(job, 60)  # so on this host too: its process lives, but stopped renewing (stopped, or stuck)
 
 
 def _lapse(store: SweepStore, job: PlannedJob) -> None:
@@ -251,6 +253,19 @@ def test_a_claim_taken_over_is_neither_renewed_nor_let_go_by_its_old_holder(
     assert json.loads((b.jobs / f"{job.key}.claim").read_text())["until"] > time.time()
     b.release(job)
     assert _claim_holder(b, job) is None
+
+
+def test_an_old_holder_letting_its_claims_go_leaves_the_one_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a is interrupted (Ctrl-C) after the claim of a job it runs lapsed and node b took it over: a lets the
+    claims of its jobs in flight go without renewing them first, and must not delete b's (a third sweep would run
+    the job again beside b)."""
+    job = PlannedJob("accuracy", 0)
+    a, _ = _taken_over(job, tmp_path, monkeypatch)
+    _on(monkeypatch, "node-a")
+    a.release(job)
+    assert _claim_holder(a, job) == "node-b"
 
 
 def test_a_job_whose_claim_was_taken_over_keeps_the_outcome_of_the_process_that_took_it(
@@ -657,6 +672,34 @@ def test_a_failed_job_is_stored_and_its_pair_skipped_while_the_others_go_on(tmp_
     assert calls == ["accuracy-pair0", "accuracy-pair1", "latency-1x16-round0-pair0", "latency-1x16-round1-pair0"]
 
 
+def test_jobs_let_go_by_another_sweep_run_here_in_plan_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another sweep of the plan holds round 0's jobs and is stopped (Ctrl-C lets its claims go) while this one runs
+    round 1: this one then runs round 0 in the plan's order (A B), not reversed, which would give both rounds the
+    order B A and undo the rotation that puts each model in each slot."""
+    monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.01)
+    jobs = plan(2, 0, [(1, 16)], rounds=2, aa_check=False)
+    store = _store(tmp_path)
+    other = SweepStore(store.folder, store.run_id)  # another sweep's claims, held by a live process (this one)
+    round0 = [j for j in jobs if j.kind == "latency" and j.round == 0]
+    assert all(other.claim(j, 60) for j in round0)
+    calls: list[str] = []
+
+    def execute(job: PlannedJob) -> dict[str, Any]:
+        calls.append(job.key)
+        if job.round == 1 and len(calls) == 4:  # round 1 done: the other sweep is stopped
+            for held in round0:
+                other.release(held)
+        return _result(job)
+
+    _run(jobs, store, execute)
+    assert calls[2:] == [
+        "latency-1x16-round1-pair1",
+        "latency-1x16-round1-pair0",
+        "latency-1x16-round0-pair0",
+        "latency-1x16-round0-pair1",
+    ]
+
+
 def test_two_sweeps_of_one_plan_run_each_job_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sweep, "WAIT_POLL_S", 0.01)
     jobs = plan(3, 0, [(1, 16)], rounds=2, aa_check=True)
@@ -729,7 +772,8 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
 
 class QueueingExecutor:
     """Stands in for Ray: every job in a lane of its own, all submitted at once, finishing one per wait after
-    a first wait in which none does (all queued). Between two waits the claims' time passes."""
+    a first wait in which none does (all queued). Between two waits the time of the claims and of the sweep's place
+    passes."""
 
     runs_here = False
 
@@ -752,6 +796,10 @@ class QueueingExecutor:
             assert not self.store.claim(self.queued[key], 60), f"the claim of queued {key} lapsed"
             claim = self.store.jobs / f"{key}.claim"
             claim.write_text(json.dumps({**json.loads(claim.read_text()), "at": 0, "until": 0}))  # time passes
+        # renewed too: past its deadline, another host takes the sweep for abandoned (removes it, once published)
+        place = self.store._participant()
+        assert json.loads(place.read_text())["until"] > time.time(), "the sweep's place lapsed"
+        place.write_text(json.dumps({**json.loads(place.read_text()), "until": 0}))
         self.waits += 1
         return None if self.waits == 1 else (handles[0], _result(self.queued[handles[0]]))
 
@@ -763,7 +811,8 @@ def test_claims_of_jobs_queued_by_the_executor_are_renewed_until_they_finish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job queued behind others (Ray) starts its timeout only when it runs: its claim must not lapse while
-    it waits, or another sweep of the plan would take the job and run it a second time."""
+    it waits, or another sweep of the plan would take the job and run it a second time; nor may the sweep's place,
+    or a sweep on another host that publishes the run would find itself the last and remove the folder."""
     monkeypatch.setattr(sweep, "CLAIM_RENEW_S", 0.0)  # each wait stands for a minute or more
     store, jobs = _store(tmp_path), plan(3, 0, [(1, 16)], rounds=1, aa_check=False)
     outcomes = run_sweep(jobs, store, QueueingExecutor(store), _spec)
