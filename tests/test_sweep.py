@@ -770,6 +770,24 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
     assert len(calls) == len(set(calls)) and not list(store.jobs.glob("*.claim"))
 
 
+def test_a_job_that_exits_without_a_result_is_recorded_as_failed_by_the_local_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local executor writes the job's spec beside its output, not over it: a job that exits cleanly but writes
+    nothing would hand its own spec back as its result, and the sweep would stop on a 'damaged' record."""
+    from optbench import job as job_module
+    from optbench.job import run_in_subprocess
+
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", "pass"))
+    store, job = _store(tmp_path), PlannedJob("latency", 0, (1, 16))
+
+    def make_job(planned: PlannedJob) -> Job:
+        return Job(planned.kind, {}, {}, 1, "inputs.npz", str(store.output(planned)))
+
+    outcomes = run_sweep([job], store, LocalExecutor(run_in_subprocess), make_job)
+    assert "exited cleanly but wrote no readable result" in outcomes[job.key].reason
+
+
 class QueueingExecutor:
     """Stands in for Ray: every job in a lane of its own, all submitted at once, finishing one per wait after
     a first wait in which none does (all queued). Between two waits the time of the claims and of the sweep's place
