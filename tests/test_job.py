@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -121,11 +124,11 @@ def _torchao_quantized_copy(model: Path, folder: Path) -> Path:
     return folder
 
 
-def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of real lengths ("data") differ in shape; each shape's first call (a recompile, a CUDA graph
-    capture) and second (where torch.compile's "reduce-overhead" records its CUDA graph) run before timing
-    starts, not among the timed calls."""
-    widths = [8, 12, 8, 16, 12, 8]
+def _execute_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, widths: list[int], timing: Timing
+) -> tuple[list[int], dict]:
+    """A latency job over batches of these widths, on a runtime that records the width of each call it gets;
+    returns the widths seen and the job's result."""
     save_batches(tmp_path / "in.npz", [{"input_ids": np.zeros((2, w), dtype=np.int64)} for w in widths])
     seen: list[int] = []
 
@@ -139,7 +142,6 @@ def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypat
 
     monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Recorder())
     artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
-    timing = Timing(warmup=0, min_iters=3, min_seconds=0, max_seconds=5)
     job = Job(
         "latency",
         artifact.to_dict(),
@@ -149,12 +151,30 @@ def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypat
         str(tmp_path / "out.json"),
         timing,
     )
-    result = job_module.execute(job)
+    return seen, job_module.execute(job)
+
+
+def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of real lengths ("data") differ in shape; each shape's first call (a recompile, a CUDA graph
+    capture) and second (where torch.compile's "reduce-overhead" records its CUDA graph) run before timing
+    starts, not among the timed calls."""
+    timing = Timing(warmup=0, min_iters=3, min_seconds=0, max_seconds=5)
+    seen, result = _execute_recording(tmp_path, monkeypatch, [8, 12, 8, 16, 12, 8], timing)
     assert seen[:3] == [8, 12, 16]  # the first call, then the first batch of each other shape
     assert seen[3:6] == [8, 12, 16]  # every shape's second call
     # then the timed calls from batch 1 on, in whole passes over the 6 batches of different widths
     assert seen[6:] == [12, 8, 16, 12, 8, 8] and len(result["values_ns"]) == 6
     assert result["resolution_ns"] == HostClock.resolution_ns  # the runtime's clock's, for the intervals
+
+
+def test_batches_of_one_shape_are_timed_for_min_iters_calls_not_whole_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole passes are for batches of different cost ("data" lengths); at a fixed length every batch costs the
+    same, and the recipe's min_iters is what is timed: 3 calls, not the 6 of a pass (64 with max_batches' default)."""
+    timing = Timing(warmup=0, min_iters=3, min_seconds=0, max_seconds=5)
+    _, result = _execute_recording(tmp_path, monkeypatch, [8] * 6, timing)
+    assert len(result["values_ns"]) == 3
 
 
 def test_a_job_error_comes_back_as_its_one_line_reason(tmp_path: Path, tiny_classifier: Path) -> None:
@@ -211,16 +231,23 @@ def test_a_job_killed_by_a_signal_says_which(signal_name: str, reason: str, tmp_
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
 
 
-def test_a_job_process_keeps_its_caches_in_the_run_s_cache_folder(tmp_path: Path, monkeypatch) -> None:
-    """A Ray worker does not inherit the run's OPTBENCH_CACHE (optbench run --cache): the job carries it."""
+def test_a_job_process_keeps_its_caches_in_the_run_s_cache_folder_and_runs_its_threads(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A Ray worker does not inherit the run's OPTBENCH_CACHE (optbench run --cache), and sets OMP_NUM_THREADS to the
+    CPUs its task holds: the job carries the cache folder and the run's threads (else figures measured at another
+    thread count are reported under the run's)."""
     reports = (
         "import json, os, sys; job = json.load(open(sys.argv[1])); "
-        "json.dump({'cache': os.environ.get('OPTBENCH_CACHE')}, open(job['output'], 'w'))"
+        "json.dump({name: os.environ.get(name) for name in ('OPTBENCH_CACHE', 'OMP_NUM_THREADS')}, "
+        "open(job['output'], 'w'))"
     )
     monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", reports))
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "the worker's own"))
-    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"), cache=str(tmp_path / "given"))
-    assert run_in_subprocess(job, tmp_path / "job.json", timeout_s=60) == {"cache": str(tmp_path / "given")}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    job = Job("latency", {}, {}, 3, "in.npz", str(tmp_path / "out.json"), cache=str(tmp_path / "given"))
+    environment = run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
+    assert environment == {"OPTBENCH_CACHE": str(tmp_path / "given"), "OMP_NUM_THREADS": "3"}
 
 
 def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) -> None:
@@ -265,6 +292,36 @@ def test_what_a_job_leaves_running_ends_with_it_and_cannot_hold_the_parent(tmp_p
             break
         time.sleep(0.1)
     assert not _running(helper)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's; reads /proc")
+def test_a_job_dies_with_its_parent_killed_with_sigkill(tmp_path: Path) -> None:
+    """A sweep killed with kill -9 runs no clean-up: its job must not go on measuring, or loading the machine,
+    beside the jobs of the sweep resumed after it."""
+    sleeper = "import os, sys, time; open(sys.argv[1] + '.pid', 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = (
+        "import sys; from pathlib import Path; from optbench import job; "
+        f"job.JOB_COMMAND = (sys.executable, '-c', {sleeper!r}); "
+        f"job.run_in_subprocess(job.Job('latency', {{}}, {{}}, 1, 'in.npz', {str(tmp_path / 'out.json')!r}), "
+        f"Path({str(tmp_path / 'job.json')!r}), 60)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    sweep = subprocess.Popen([sys.executable, "-c", parent], env=env)
+    pid_file = tmp_path / "job.json.pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.kill()
+    sweep.wait()
+    job = int(pid_file.read_text())
+    for _ in range(50):
+        if not _running(job):
+            break
+        time.sleep(0.1)
+    running = _running(job)
+    if running:
+        os.kill(job, signal.SIGKILL)
+    assert not running, "the job outlived its sweep"
 
 
 def test_a_jobs_error_line_is_its_reason_whatever_is_printed_after_it(tmp_path: Path, monkeypatch) -> None:
