@@ -377,7 +377,15 @@ def test_distill_recipe_benchmarks_two_students_beside_the_teacher(
     [
         ("layers = [0, 5]", "layers [5] are out of range: this model has layers 0 to 1"),
         ("layers = [1, 0]", "increasing order"),
-        ('student = "no-such-folder"', "does not exist"),
+        (  # the checkpoint's "give a folder, or 'default'" sent a student to a name distill does not take
+            'student = "no-such-folder"',
+            "is no folder: give 'teacher', 'paraphrase-minilm-l3' or a checkpoint folder (a relative path",
+        ),
+        (
+            'student = "Paraphrase-MiniLM-L3"',
+            "checkpoint folder (a relative path is taken from the recipe's folder); "
+            "did you mean 'paraphrase-minilm-l3'?",
+        ),
         ("temperature = -1.0", "temperature = -1.0"),
     ],
 )

@@ -25,7 +25,7 @@ from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, did_you_mean
 from optbench.formats import check_step_input
 from optbench.hf_config import has_classifier_head, head_config, hf_label_names, read_hf_config
 from optbench.model_inputs import model_input_names
@@ -156,7 +156,14 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         elif self.student == TEACHER:
             student = teacher
         else:
-            student = read_hf_config(Path(self.student))
+            folder = Path(self.student)
+            if not folder.exists():  # read_hf_config's "give a folder, or 'default'" is the checkpoint's choice
+                raise OptbenchError(
+                    f"student = {self.student!r} is no folder: give {TEACHER!r}, {PARAPHRASE_L3!r} or a checkpoint "
+                    f"folder (a relative path is taken from the recipe's folder)"
+                    f"{did_you_mean([folder.name], (TEACHER, PARAPHRASE_L3))}"
+                )
+            student = read_hf_config(folder)
         if student is None:
             return None
         check_layer_list(student)
