@@ -18,7 +18,7 @@ from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
-from optbench.steps import RecipeStep, parse_step
+from optbench.steps import LABEL, LABEL_RULE, RecipeStep, parse_step
 from optbench.steps.finetune import FinetuneConfig
 
 DEFAULT_MODEL = "default"
@@ -72,10 +72,8 @@ def load_recipe(path: Path) -> Recipe:
 def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Recipe:
     check_keys(table, TOP_LEVEL_KEYS, "the recipe")
     name = table.get("name", default_name)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise OptbenchError(
-            f"recipe name {name!r} must be letters, digits, '.', '_' or '-' (it names a results folder)"
-        )
+    if not isinstance(name, str) or not LABEL.fullmatch(name):
+        raise _bad_name(name, named="name" in table)
     description = table.get("description", "")
     if not isinstance(description, str):  # it was turned into one: description = 3 read as "3"
         raise OptbenchError(
@@ -158,6 +156,18 @@ def _output_precision(config: Any) -> str:
     """The precision of a step's model: INT8 for one that `quantizes`, else its `output_precision` (FP32 for a
     step that names none)."""
     return "int8" if getattr(config, "quantizes", False) else getattr(config, "output_precision", "fp32")
+
+
+def _bad_name(name: object, *, named: bool) -> OptbenchError:
+    """The refusal of a recipe name that cannot name a results folder, with one that can; a recipe without `name`
+    takes its file's, which the user never wrote as a name: the error says so ("my recipe.toml" was refused as
+    recipe name 'my recipe', with no word of where that came from)."""
+    fixed = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).lstrip("._-").rstrip("-") or "my-recipe"
+    where = f"recipe name {name!r}" if named else f"the recipe sets no name, and its file's, {name!r},"
+    return OptbenchError(
+        f'{where} cannot name its results folder: {LABEL_RULE}; set name = "{fixed}" in the recipe'
+        f"{'' if named else ', or rename the file'}"
+    )
 
 
 def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:

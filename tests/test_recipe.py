@@ -380,9 +380,24 @@ def test_bad_bench_values(tmp_path: Path, text: str, message: str) -> None:
         load_recipe(write_recipe(tmp_path, text))
 
 
-@pytest.mark.parametrize("name", ["a/b", "../up", "", ".hidden", "with space", "-dash"])
-def test_bad_recipe_name(tmp_path: Path, name: str) -> None:
-    with pytest.raises(OptbenchError, match=r"recipe name .* must be letters, digits"):
+@pytest.mark.parametrize(
+    ("name", "fixed"),
+    [
+        ("a/b", "a-b"),
+        ("../up", "up"),
+        ("", "my-recipe"),
+        (".hidden", "hidden"),
+        ("with space", "with-space"),
+        ("-dash", "dash"),
+    ],
+)
+def test_bad_recipe_name(tmp_path: Path, name: str, fixed: str) -> None:
+    """The rule in full (".hidden" is letters and a '.', refused for its first one), and a name it takes."""
+    message = (
+        f"recipe name {name!r} cannot name its results folder: start with a letter or digit, then use letters, "
+        f"digits, '.', '_' or '-'; set name = \"{fixed}\" in the recipe"
+    )
+    with pytest.raises(OptbenchError, match=re.escape(message) + "$"):
         load_recipe(write_recipe(tmp_path, f'name = "{name}"\n'))
 
 
@@ -402,7 +417,13 @@ def test_a_description_that_is_not_a_string_is_refused(tmp_path: Path, text: str
 
 
 def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match="recipe name 'my recipe'"):
+    """The user wrote no name: the error says the file's was taken, and how to give one (it said only "recipe name
+    'my recipe' must be letters, digits, ...")."""
+    message = (
+        "the recipe sets no name, and its file's, 'my recipe', cannot name its results folder: start with a letter or "
+        "digit, then use letters, digits, '.', '_' or '-'; set name = \"my-recipe\" in the recipe, or rename the file"
+    )
+    with pytest.raises(OptbenchError, match=re.escape(message)):
         load_recipe(write_recipe(tmp_path, "", name="my recipe.toml"))
 
 

@@ -142,8 +142,10 @@ def test_parse_step_refuses_unknown_names_and_keys() -> None:
     labelled = parse_step({"name": "finetune", "label": "longer-2", "epochs": 2}, "[[steps]] #1")
     assert labelled.where == "[[steps]] #1 (finetune)"  # named by the errors about its settings
     assert labelled == RecipeStep(FinetuneConfig(epochs=2), "longer-2")
-    for bad in ("two words", "a+b", 3, ""):
-        with pytest.raises(OptbenchError, match=r"\[\[steps\]\] #1 \(finetune\) label = .*letters, digits"):
+    for bad in ("two words", "a+b", 3, "", ".."):  # "..": letters and '.' alone, refused for its first character
+        with pytest.raises(
+            OptbenchError, match=r"\[\[steps\]\] #1 \(finetune\) label = .*: start with a letter or digit"
+        ):
             parse_step({"name": "finetune", "label": bad}, "[[steps]] #1")
     with pytest.raises(OptbenchError, match=r"unknown step 'prune-everything'.*known steps are \[.*'finetune'.*\]"):
         parse_step({"name": "prune-everything"}, "[[steps]] #1")

@@ -70,7 +70,8 @@ class RecipeStep:
         return self.label or getattr(self.config, "label", self.config.name)
 
 
-LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a step's label, and a recipe's name: they name files and folders
+LABEL_RULE = "start with a letter or digit, then use letters, digits, '.', '_' or '-'"  # LABEL in words
 
 
 def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
@@ -89,7 +90,7 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
     label = table.pop("label", None)
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
         raise OptbenchError(
-            f"{where} ({name}) label = {label!r}: use letters, digits, '.', '_' or '-' (it names report files)"
+            f"{where} ({name}) label = {label!r}: {LABEL_RULE} (it names report files)"
         )
     where = f"{where} ({name})"
     config = config_from_dict(STEPS[name].config_type, table, where)
