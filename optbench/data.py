@@ -266,10 +266,19 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
-    if suffix == ".json" and text_column not in frame.columns and text_column in frame.index.astype(str):
-        raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
-            f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
-        )
+    if suffix == ".json" and text_column not in frame.columns:
+        if text_column in frame.index.astype(str):
+            raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
+                f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
+            )
+        # {"data": [{"text": ...}, ...]}: pandas reads the array as one column of objects, which the error called a
+        # column to name in text_column, and then, named, one of lists or objects (multi-label data)
+        nesting = [str(c) for c in frame.columns if frame[c].map(lambda v: isinstance(v, dict)).all()]
+        if nesting:
+            raise OptbenchError(
+                f"dataset {path} is a JSON object with its rows under {_listed(nesting)}, not an array of them: "
+                f"{READ_FIXES[suffix]}"
+            )
     return frame
 
 
