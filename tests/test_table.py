@@ -140,6 +140,13 @@ def test_a_speedup_is_marked_up_to_and_on_the_noise_floor_in_percent_of_the_two_
     assert format_speedup(1.5, 40.0) == "~1.50x"  # p50s 40% apart: on the floor is within it
 
 
+def test_a_speedup_two_decimals_round_to_zero_keeps_a_digit() -> None:
+    """A variant 300 times slower than the row it is against read 0.00x: no speedup at all, or a broken figure."""
+    assert format_speedup(0.0033, None) == "0.003x"
+    assert format_speedup(0.00034, 5.0) == "0.0003x"
+    assert format_speedup(0.005, None) == "0.01x"  # two decimals tell it from zero: as before
+
+
 def test_render_json() -> None:
     frame = to_frame([make_report(), make_report(("onnx",))])
     records = json.loads(render(frame, "json"))
