@@ -83,6 +83,13 @@ def _integers(value: Any, where: str) -> Iterator[tuple[str, int]]:
         yield where, value
 
 
+def recipe_path(base: Path, text: str) -> str:
+    """A path a recipe gives (a checkpoint, a dataset, a distill student), absolute: a relative one taken from `base`,
+    the recipe's folder, and a leading `~` as the user's home folder, as a shell reads it (it was taken as a folder
+    named `~` in the recipe's)."""
+    return str((base / Path(text).expanduser()).resolve())
+
+
 def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:
     """Refuse keys a table does not know, naming the ones it does (a typo must not pass silently)."""
     unknown = sorted(set(table) - set(known))

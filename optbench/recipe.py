@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, settings_of
+from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
 from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
@@ -85,12 +85,12 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     if not isinstance(checkpoint, str):
         raise OptbenchError(f'[model] checkpoint = {checkpoint!r}: give "default" or a folder path')
     if checkpoint != DEFAULT_MODEL:
-        checkpoint = str((base / checkpoint).resolve())
+        checkpoint = recipe_path(base, checkpoint)
     finetune = config_from_dict(FinetuneConfig, _table(model, "finetune", "model.finetune"), "[model.finetune]")
     dataset_table = _table(table, "dataset")
     source = dataset_table.get("source", BUILTIN)
     if isinstance(source, str) and source != BUILTIN:
-        dataset_table = {**dataset_table, "source": str((base / source).resolve())}
+        dataset_table = {**dataset_table, "source": recipe_path(base, source)}
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
     bench = parse_bench(_table(table, "bench"))
     bench = replace(

@@ -161,6 +161,26 @@ def test_absolute_paths_stay_absolute(tmp_path: Path) -> None:
     assert recipe.dataset.source == str(data.resolve())
 
 
+def test_a_path_from_the_home_folder_is_taken_from_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~/models/mine` was taken as a folder named `~` in the recipe's: "model folder RECIPES/~/models/mine does not
+    exist"."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    text = """
+    [model]
+    checkpoint = "~/models/mine"
+    [dataset]
+    source = "~/data/reviews.csv"
+    [[steps]]
+    name = "distill"
+    student = "~/models/student"
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.checkpoint == str((home / "models" / "mine").resolve())
+    assert recipe.dataset.source == str((home / "data" / "reviews.csv").resolve())
+    assert recipe.steps()[0].config.student == str((home / "models" / "student").resolve())
+
+
 def test_runtime_table_defaults_device_and_precision(tmp_path: Path) -> None:
     text = """
     [bench]

@@ -89,9 +89,7 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
         )
     label = table.pop("label", None)
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
-        raise OptbenchError(
-            f"{where} ({name}) label = {label!r}: {LABEL_RULE} (it names report files)"
-        )
+        raise OptbenchError(f"{where} ({name}) label = {label!r}: {LABEL_RULE} (it names report files)")
     where = f"{where} ({name})"
     config = config_from_dict(STEPS[name].config_type, table, where)
     return RecipeStep(config, label or getattr(config, "default_label", None), where)

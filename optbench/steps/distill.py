@@ -22,7 +22,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.atomic import write_npy_atomic
-from optbench.configs import config_to_dict
+from optbench.configs import config_to_dict, recipe_path
 from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError, did_you_mean
@@ -181,7 +181,7 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """A student folder given in a recipe is taken from the recipe's folder."""
         if self.student in (TEACHER, PARAPHRASE_L3):
             return self
-        return replace(self, student=str((base / self.student).resolve()))
+        return replace(self, student=recipe_path(base, self.student))
 
 
 def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
