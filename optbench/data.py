@@ -165,10 +165,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
     for name in SPLITS:
         mask = (assignment == name).to_numpy()
         if not mask.any():
-            raise OptbenchError(
-                f"dataset {config.source} has an empty {name} split ({len(frame)} rows in all): "
-                "add rows, or change the split fractions or split column"
-            )
+            raise OptbenchError(f"dataset {config.source} has an empty {name} split {_split_fix(config, name, frame)}")
         splits[name] = Split([t for t, m in zip(texts, mask, strict=True) if m], label_ids[mask])
     untrained = sorted(set(label_ids.tolist()) - set(splits["train"].labels.tolist()))
     if untrained:  # only validation or test rows carry them: a fine-tune never sees one, so each is an error
@@ -235,6 +232,20 @@ def builtin_path() -> Path:
     if not path.is_file():
         raise OptbenchError(f"{path} is missing: reinstall with {install}")
     return path
+
+
+def _split_fix(config: DatasetConfig, split: str, frame: pd.DataFrame) -> str:
+    """How to fill the empty `split`: rows marked so in the split column, or, for the hash split, more rows or a larger
+    fraction. The fractions are refused beside a split column, where the error named them as a fix too."""
+    if config.split_column:
+        values = _listed(sorted(set(frame[config.split_column].astype(str))))
+        return (
+            f"(column {config.split_column!r} holds {values}): mark some rows {split!r} there, or leave split_column "
+            "out to split the rows by hash (validation_fraction, test_fraction)"
+        )
+    fractions = {"validation": "raise validation_fraction", "test": "raise test_fraction"}
+    larger = fractions.get(split, "lower validation_fraction and test_fraction")
+    return f"({len(frame)} rows in all): add rows, or {larger} in [dataset]"
 
 
 def _read_builtin() -> pd.DataFrame:

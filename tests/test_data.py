@@ -454,14 +454,19 @@ def test_a_file_without_a_usable_row_is_refused_by_name(tmp_path: Path, name: st
 
 def test_empty_split_is_refused(make_csv: MakeCsv) -> None:
     # two rows can fill at most two of the three splits
-    with pytest.raises(OptbenchError, match=r"has an empty \w+ split \(2 rows in all\)"):
+    with pytest.raises(OptbenchError, match=r"has an empty \w+ split \(2 rows in all\): add rows, or (raise|lower) "):
         load_dataset(DatasetConfig(source=str(make_csv(_rows(2)))))
 
 
 def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
+    """Its fix is in the split column: the error said to change the split fractions, which are refused beside it."""
     rows = _rows(10)
     rows["part"] = ["train", "test"] * 5
-    with pytest.raises(OptbenchError, match="empty validation split"):
+    message = (
+        "has an empty validation split (column 'part' holds ['test', 'train']): mark some rows 'validation' there, "
+        "or leave split_column out to split the rows by hash (validation_fraction, test_fraction)"
+    )
+    with pytest.raises(OptbenchError, match=re.escape(message)):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
 
 
