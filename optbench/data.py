@@ -272,8 +272,9 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
             frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = (_bad_json_line(path) if suffix == ".jsonl" else None) or " ".join(str(exc).split())
+    # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
+    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = _bad_json_row(path, suffix) or " ".join(str(exc).split())
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
@@ -310,22 +311,42 @@ def _check_comma_separated(path: Path) -> None:
         )
 
 
-def _bad_json_line(path: Path) -> str | None:
-    """Where a JSON Lines file first breaks (pandas only gives a character position), or None."""
+def _bad_json_row(path: Path, suffix: str) -> str | None:
+    """Where a JSON Lines file first breaks (pandas only gives a character position), or the first row of a JSON
+    Lines file or a JSON array that is no object (pandas stopped on it with a TypeError traceback, or "dictionary
+    update sequence element #0 has length 1"); None for a CSV, or where neither is found."""
+    if suffix == ".csv":
+        return None
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return None
-    for number, line in enumerate(lines, 1):
+    if suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except ValueError:  # pandas's own error says where
+            return None
+        numbered = enumerate(rows if isinstance(rows, list) else [], 1)
+        return next(
+            (_not_a_row(f"element {n} of its array", row) for n, row in numbered if not isinstance(row, dict)), None
+        )
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             return f"line {number} is not JSON ({exc.msg})"
         except ValueError as exc:  # valid JSON that Python refuses: an integer over its 4,300-digit limit
             return f"line {number} cannot be read ({exc})"
+        if not isinstance(row, dict):
+            return _not_a_row(f"line {number}", row)
     return None
+
+
+def _not_a_row(where: str, value: object) -> str:
+    """`line 3 is null, not an object`: a JSON value that holds no row's columns, shown as JSON writes it."""
+    return f"{where} is {json.dumps(value)[:40]}, not an object of one row's columns"
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:

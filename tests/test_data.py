@@ -350,6 +350,13 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
         # valid JSON, but past Python's 4,300-digit limit on integers: json.loads raises a plain ValueError
         ("rows.jsonl", '{"text": "a", "label": ' + "1" * 5000 + "}\n", r"line 1 cannot be read \(Exceeds the limit"),
         ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
+        # valid JSON rows that are no objects: pandas stopped with a TypeError traceback, or for a string with
+        # "dictionary update sequence element #0 has length 1"
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n\nnull\n', r"line 3 is null, not an object of one row's columns"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n[1, 2]\n', r"line 2 is \[1, 2\], not an object"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n"b"\n', 'line 2 is "b", not an object'),
+        ("rows.json", '[{"text": "a", "label": "x"}, 5]', r"element 2 of its array is 5, not an object"),
+        ("rows.json", '[{"text": "a", "label": "x"}, null]', r"element 2 of its array is null, not an object"),
     ],
 )
 def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
