@@ -18,7 +18,7 @@ import pandas as pd
 
 from optbench.environment import hardware
 from optbench.errors import OptbenchError
-from optbench.report import Report, flat_workload, settings_hash, workloads_of
+from optbench.report import Report, flat_workload, settings_hash, workload_identity, workloads_of
 from optbench.table import (
     ROW_ORDER,
     format_cell,
@@ -115,8 +115,8 @@ class Workload:
 
 def workload_key(settings: Mapping) -> str:
     """A short hash of a workload's settings: the same for every shape measured on it (its measurements' workload
-    fingerprints hash the shape in too)."""
-    return settings_hash(settings, 8)
+    fingerprints hash the shape in too), of the settings that make it one (`workload_identity`)."""
+    return settings_hash(workload_identity(settings), 8)
 
 
 def workloads(reports: list[Report]) -> list[Workload]:

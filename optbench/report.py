@@ -101,9 +101,16 @@ def settings_hash(settings: Mapping[str, Any], length: int) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def workload_fingerprint(workload: dict[str, Any], batch_size: int, seq_len: int | str) -> str:
-    """A short hash of the workload settings and the shape: measurements whose hashes differ are never compared."""
-    return settings_hash({**workload, "batch_size": batch_size, "seq_len": seq_len}, 12)
+def workload_identity(workload: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that make two workloads one: all of them but the path of the data file (`dataset`) where the
+    workload records the data's content (`data_fingerprint`). One file's rows read from two paths (two machines, two
+    checkouts, a CSV and its JSON Lines copy) are one workload; runs of them were marked not comparable."""
+    return {k: v for k, v in workload.items() if not (k == "dataset" and "data_fingerprint" in workload)}
+
+
+def workload_fingerprint(workload: Mapping[str, Any], batch_size: int, seq_len: int | str) -> str:
+    """A short hash of the workload's identity and the shape: measurements whose hashes differ are never compared."""
+    return settings_hash({**workload_identity(workload), "batch_size": batch_size, "seq_len": seq_len}, 12)
 
 
 def workloads_of(reports: list[Report]) -> dict[str, Mapping]:
@@ -344,16 +351,20 @@ def read_report(path: Path) -> Report | None:
 
 def _with_implied_workload(data: dict[str, Any], version: int) -> dict[str, Any]:
     """`data` with the workload settings its version predates set to the values it implied (IMPLIED_WORKLOAD), and
-    each measurement's workload fingerprint recomputed from them. A fingerprint that is not the hash of the stored
-    settings (written some other way) is kept: what it stood for is unknown, so it stays apart."""
+    each measurement's workload fingerprint recomputed from them, as `workload_fingerprint` hashes them now (a report
+    written before `workload_identity` hashed its data file's path in too). A fingerprint that is the hash of neither
+    (written some other way) is kept: what it stood for is unknown, so it stays apart."""
     old = data["workload"]
     implied = {name: value for name, added, value in IMPLIED_WORKLOAD if version < added and name not in old}
-    if not implied:
-        return data
     new = {**old, **implied}
+
+    def hashes(batch_size: int, seq_len: int | str) -> tuple[str, str]:
+        shape = {"batch_size": batch_size, "seq_len": seq_len}
+        return workload_fingerprint(old, batch_size, seq_len), settings_hash({**old, **shape}, 12)
+
     measurements = [
         {**m, "workload_fingerprint": workload_fingerprint(new, m["batch_size"], m["seq_len"])}
-        if m["workload_fingerprint"] == workload_fingerprint(old, m["batch_size"], m["seq_len"])
+        if m["workload_fingerprint"] in hashes(m["batch_size"], m["seq_len"])
         else m
         for m in data["measurements"]
     ]

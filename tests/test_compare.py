@@ -16,7 +16,7 @@ from optbench.budget import parse_budget
 from optbench.cli import main
 from optbench.compare import COLUMNS, Failures, budget_regressions, compare, render
 from optbench.failures import FailedJob, write_failures
-from optbench.report import SCHEMA, Report, workload_fingerprint, write_report
+from optbench.report import SCHEMA, Report, settings_hash, workload_fingerprint, write_report
 from optbench.table import to_frame
 
 
@@ -218,6 +218,47 @@ def test_a_version_1_report_compares_as_the_one_round_it_ran(
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert dict(zip(table["figure"], table["why"], strict=True)).get(figure) == why
+
+
+ALICE = {"dataset": "/home/alice/reviews.csv", "data_fingerprint": "1ecb15b5d0943002", "rows": 10, "rounds": 1}
+
+
+@pytest.mark.parametrize(
+    ("b", "figure", "why"),
+    [
+        ({"dataset": "/builds/42/reviews.csv"}, "p50_ms", "unchanged"),
+        (  # the same path with other rows in it: the content tells
+            {"data_fingerprint": "9f00c3a1b2d4e5f6"},
+            "-",
+            "workload differs: data_fingerprint 1ecb15b5d0943002 vs 9f00c3a1b2d4e5f6",
+        ),
+    ],
+)
+def test_one_data_file_read_from_two_paths_is_one_workload(
+    tmp_path: Path, capsys, b: dict, figure: str, why: str
+) -> None:
+    """The same recipe on two machines (or CI checkouts) reads the user's file from two paths: every row was not
+    comparable, "workload differs: dataset /home/alice/reviews.csv vs /builds/42/reviews.csv", rows alike."""
+    base = make_report(shapes=((1, 128),))
+    write_report(_run_with(base, ALICE), tmp_path / "a")
+    write_report(_run_with(base, {**ALICE, **b}), tmp_path / "b")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert dict(zip(table["figure"], table["why"], strict=True)).get(figure) == why
+
+
+def test_a_report_whose_fingerprints_hashed_its_data_files_path_compares_by_the_data(tmp_path: Path, capsys) -> None:
+    """Reports written before: their workload fingerprints hashed the path in, and are read as hashed now."""
+    base = make_report(shapes=((1, 128),))
+    old = write_report(_run_with(base, ALICE), tmp_path / "a")
+    data = json.loads(old.read_text())
+    for m in data["measurements"]:
+        m["workload_fingerprint"] = settings_hash({**ALICE, "batch_size": 1, "seq_len": 128}, 12)
+    old.write_text(json.dumps(data))
+    write_report(_run_with(base, {**ALICE, "dataset": "/builds/42/reviews.csv"}), tmp_path / "b")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert dict(zip(table["figure"], table["why"], strict=True))["p50_ms"] == "unchanged"
 
 
 def test_committed_reports_of_versions_1_and_3_compare(capsys) -> None:

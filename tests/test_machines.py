@@ -110,6 +110,18 @@ def test_one_workload_needs_no_workload_column() -> None:
     assert "workload" not in table and "Workloads" not in render_merged(table, "md")
 
 
+def test_one_data_file_at_two_paths_is_one_workload() -> None:
+    """Each machine reads the user's file from its own path: they got a workload each, never side by side."""
+    data = {"data_fingerprint": "1ecb15b5d0943002", "rounds": 1}
+    base = make_report(shapes=((1, 128),))
+    reports = [
+        _on(with_figures(_measured_with(base, **data, dataset="/home/alice/r.csv"), p50_ms=40), "aaa", "EPYC", "a"),
+        _on(with_figures(_measured_with(base, **data, dataset="/builds/42/r.csv"), p50_ms=12), "bbb", "Xeon", "b"),
+    ]
+    table = merge_by_machine(reports)
+    assert "workload" not in table and table[["p50_ms@aaa", "p50_ms@bbb"]].values.tolist() == [[40, 12]]
+
+
 def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
     """As in a run's own table, a speedup the machine's A/A noise floor cannot tell from noise is marked ~: the floor
     is each machine's own, from the run its figures came from."""
