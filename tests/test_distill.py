@@ -311,9 +311,16 @@ def test_a_student_deeper_than_its_teacher_is_refused(tiny_artifact: ModelArtifa
         run_step(DistillConfig(student=str(deep), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
 
-def test_a_student_with_other_labels_is_refused(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
-    other = _save_tiny(tmp_path / "other", head=True, labels=("negative", "positive"))
-    with pytest.raises(OptbenchError, match="the label sets differ"):
+@pytest.mark.parametrize(
+    ("labels", "differ"),
+    [(("negative", "positive"), "the label sets differ"), (("rotten", "fresh"), "in another order")],
+)
+def test_a_student_with_other_labels_is_refused(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, labels: tuple[str, str], differ: str
+) -> None:
+    """A student of the teacher's labels in another order was told its label sets differ: they are the same set."""
+    other = _save_tiny(tmp_path / "other", head=True, labels=labels)
+    with pytest.raises(OptbenchError, match=rf"\]: {differ}; give a student with the teacher's labels in its order"):
         run_step(DistillConfig(student=str(other), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
 

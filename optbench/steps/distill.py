@@ -359,9 +359,10 @@ def check_student_labels(student: dict[str, Any], teacher_labels: Sequence[str],
     teacher's: it is trained on the teacher's. An encoder without a head gets a head of the teacher's labels."""
     labels = list(hf_label_names(student))
     if has_classifier_head(student) and labels != list(teacher_labels):
+        differ = "in another order" if sorted(labels) == sorted(teacher_labels) else "the label sets differ"
         raise OptbenchError(
-            f"{name} classifies {labels} and the teacher {list(teacher_labels)}: the label sets differ; give a "
-            "student with the teacher's labels, or an encoder without a head"
+            f"{name} classifies {labels} and the teacher {list(teacher_labels)}: {differ}; give a "
+            "student with the teacher's labels in its order, or an encoder without a head"
         )
 
 
