@@ -4,7 +4,7 @@
 [[budget]]
 name = "accuracy, every variant"       # optional, shown in the gate's output
 variants = ["*"]                       # glob patterns over variant names (default: every variant)
-runtimes = ["*"]                       # globs, runtime names or labels, e.g. onnxruntime-cpu-fp32 (default: all);
+runtimes = ["*"]                       # globs, runtime names (torch-compile) or labels (onnxruntime-cpu-fp32);
                                        # a name or label optbench has no runtime for (options included) is refused
 max_accuracy_drop = "1.0 points"       # against the run's reference, in percentage points
 min_relative_accuracy = "99%"          # of the reference's accuracy, as MLPerf states its targets
@@ -185,14 +185,15 @@ def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
 
 
 def _runtimes(entry: dict[str, Any], where: str) -> tuple[str, ...]:
-    """The budget's runtime patterns; one that is no glob must be a runtime's name or label, options included,
-    since it could match no report and its every check would fail as if the model had regressed."""
+    """The budget's runtime patterns; one that is no glob must be a runtime's name, its name with options as the
+    report's runtime column shows it (`torch-compile`), or its label, options included, since it could match no
+    report and its every check would fail as if the model had regressed."""
     patterns = _patterns(entry, "runtimes", where)
     labels = _labels()
     for pattern in patterns:
         parts = pattern.split("-", 3)  # runtime, device, precision, and the options' tag
         base = "-".join(parts[:3])
-        if _GLOB.search(pattern) or pattern in ENGINES or pattern in labels.get(base, ()):
+        if _GLOB.search(pattern) or pattern in _engines() or pattern in labels.get(base, ()):
             continue
         engine = "-".join(parts[:1] + parts[3:])  # the runtime with those options, as RuntimeSpec.engine
         if base in labels and (places := runs_on(engine)):  # options it runs with on other devices or precisions
@@ -215,6 +216,12 @@ def _runtimes(entry: dict[str, Any], where: str) -> tuple[str, ...]:
             f"{did_you_mean([pattern], known)}"
         )
     return patterns
+
+
+@functools.cache
+def _engines() -> set[str]:
+    """Every runtime as the report's runtime column names it: its engine, with its options' tag (`torch-compile`)."""
+    return {spec.engine for spec in every_spec()}
 
 
 @functools.cache

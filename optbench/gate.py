@@ -23,7 +23,7 @@ from optbench.failures import FailedJob
 from optbench.measure import ratio_interval
 from optbench.relative_speedup import RowChoice
 from optbench.report import Measurement, Report
-from optbench.runtimes import RuntimeSpec
+from optbench.runtimes import RuntimeSpec, names_of
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3
@@ -194,13 +194,12 @@ def _runtime(report: Report) -> RuntimeSpec:
 
 
 def _selects(budget: Budget, report: Report) -> bool:
-    return _picks(budget, report.variant, (report.runtime["name"], _runtime(report).label))
+    return _picks(budget, report.variant, names_of(_runtime(report).label))
 
 
 def _selects_failure(budget: Budget, failure: FailedJob) -> bool:
     """Whether the budget would have judged the failed job's variant; a failed step fails it on every runtime."""
-    names = (failure.runtime.split("-")[0], failure.runtime) if failure.runtime else ()
-    return _picks(budget, failure.variant, names)
+    return _picks(budget, failure.variant, names_of(failure.runtime) if failure.runtime else ())
 
 
 def _picks(budget: Budget, variant: str, runtime_names: tuple[str, ...]) -> bool:

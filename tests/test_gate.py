@@ -440,7 +440,26 @@ def test_a_runtime_label_with_options_that_run_on_another_device_or_precision_na
 
 def test_runtime_names_labels_with_options_and_globs_are_read() -> None:
     runtimes = ["torch", "onnxruntime-cuda-fp16-tensorrt-trt-int8", "torch-cpu-fp32-compile", "onx*", "tensorrt-[cg]*"]
+    runtimes += ["torch-compile", "onnxruntime-tensorrt-trt-int8"]  # as the report's runtime column shows them
     assert parse_budget({"runtimes": runtimes, "max_size": "1 GB"}, "b").runtimes == tuple(runtimes)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "picked"),
+    [("torch-compile", ["torch-cpu-fp32-compile"]), ("torch", ["torch-cpu-fp32", "torch-cpu-fp32-compile"])],
+)
+def test_a_runtime_named_as_the_report_s_runtime_column_shows_it_picks_its_rows(
+    runtime: str, picked: list[str], tmp_path: Path
+) -> None:
+    """The report's runtime column says `torch-compile` (and `report --against` takes it): a budget naming it was
+    refused as naming no runtime, though the table the user copied it from shows it."""
+    compiled = with_figures(
+        make_report(runtime=RuntimeSpec("torch", options={"compile": True}), shapes=((1, 128),)),
+        p50_ms=10,
+        spread_ms=0.2,
+    )
+    checks = _checks(f'[[budget]]\nruntimes = ["{runtime}"]\nmax_size = "1 GB"\n', [*_run()[:1], compiled], tmp_path)
+    assert sorted(c.runtime for c in checks) == picked
 
 
 def test_bad_shape_values_are_refused() -> None:

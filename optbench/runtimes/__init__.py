@@ -88,6 +88,13 @@ def runtime_label(engine: str, device: str, precision: str) -> str:
     return "-".join(part for part in (name, device, precision, tag) if part)
 
 
+def names_of(label: str) -> tuple[str, str, str]:
+    """The names a budget may give the runtime of `label` (`RuntimeSpec.label`) by: its engine's name (`torch`), the
+    engine with its options as the report's runtime column shows it (`torch-compile`), and the label itself."""
+    parts = label.split("-", 3)  # runtime, device, precision, and the options' tag
+    return parts[0], "-".join(parts[:1] + parts[3:]), label
+
+
 def _check_torch(spec: RuntimeSpec) -> str:
     from optbench.runtimes.torch_options import TorchOptions
 
