@@ -129,8 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         type=path_argument,
         help="use this CSV, JSONL or JSON file instead of the recipe's [dataset] source (the recipe's column and "
-        "split settings still apply: text and label columns by default)",
+        "split settings still apply: text and label columns by default; --text-column and --label-column set others)",
     )
+    for column, holds in (("text", "the texts"), ("label", "the labels (one class per row)")):
+        run.add_argument(
+            f"--{column}-column",
+            metavar="NAME",
+            help=f"the dataset file's column of {holds}, instead of the recipe's [dataset] {column}_column "
+            f"(default: {column})",
+        )
     run.add_argument(
         "--executor",
         choices=["local", "ray"],
@@ -300,7 +307,13 @@ def _run(args: argparse.Namespace) -> int:
     from optbench.report import load_reports
     from optbench.table import render, to_frame
 
-    recipe = with_inputs(load_recipe(args.recipe), model=args.model, dataset=args.dataset)
+    recipe = with_inputs(
+        load_recipe(args.recipe),
+        model=args.model,
+        dataset=args.dataset,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
     cache = (args.cache or default_cache_dir()).resolve()
     for option, folder in (("--results", args.results / recipe.name), ("--cache", cache)):
         _check_folder_can_be_written(option, folder)

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import reprlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -133,7 +133,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         if missing:  # name only the settings at fault: the others name columns the file has
             raise OptbenchError(
                 f"dataset {config.source} has no column(s) {list(dict.fromkeys(missing.values()))} "
-                f"(it has {_listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]"
+                f"(it has {_listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]{_flags(missing)}"
             )
         nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
         if nested:
@@ -213,6 +213,12 @@ def _check_no_file_options(config: DatasetConfig) -> None:
             f"[dataset] {', '.join(set_here)} name columns of a file, and the source is the built-in "
             f"{BUILTIN!r}: set source to your {FILE_SUFFIXES} file (or give it with --dataset), or drop them"
         )
+
+
+def _flags(settings: Iterable[str]) -> str:
+    """How `optbench run` sets those of `settings` it has options for: text_column and label_column."""
+    flags = [f"--{name.replace('_', '-')}" for name in settings if name in ("text_column", "label_column")]
+    return f", or give {' / '.join(flags)} to optbench run" if flags else ""
 
 
 def _listed(names: list[str], most: int = 10) -> str:

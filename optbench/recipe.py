@@ -223,8 +223,16 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
             )
 
 
-def with_inputs(recipe: Recipe, *, model: Path | None = None, dataset: Path | None = None) -> Recipe:
-    """The recipe run on another checkpoint folder and/or dataset file (paths from the current directory)."""
+def with_inputs(
+    recipe: Recipe,
+    *,
+    model: Path | None = None,
+    dataset: Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Recipe:
+    """The recipe run on another checkpoint folder and/or dataset file (paths from the current directory), and/or
+    with other text and label columns."""
     if model is not None:
         if not model.is_dir():
             raise OptbenchError(f"--model {model} is not a folder: give a Hugging Face checkpoint folder")
@@ -233,6 +241,9 @@ def with_inputs(recipe: Recipe, *, model: Path | None = None, dataset: Path | No
         if not dataset.is_file():
             raise OptbenchError(f"--dataset {dataset} is not a file: give a {FILE_SUFFIXES} file")
         recipe = replace(recipe, dataset=replace(recipe.dataset, source=str(dataset.resolve())))
+    columns = {key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name}
+    if columns:
+        recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))
     return recipe
 
 

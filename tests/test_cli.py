@@ -371,6 +371,38 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     assert len(ran) == 1
 
 
+def test_run_reads_a_dataset_of_other_column_names_named_on_the_command_line(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    """README says any recipe runs on your own data without editing it; a file whose columns are not text and
+    label needed a copy of the recipe with [dataset] text_column and label_column set."""
+    import pandas as pd
+
+    mine = tmp_path / "mine.csv"
+    pd.read_csv(reviews_csv).rename(columns={"text": "review", "label": "verdict"}).to_csv(mine, index=False)
+    recipe = write_recipe(tmp_path, tiny_classifier, Path("elsewhere.csv"))
+    args = [
+        "run",
+        str(recipe),
+        "--dataset",
+        str(mine),
+        "--results",
+        str(tmp_path / "r"),
+        "--cache",
+        str(tmp_path / "c"),
+    ]
+    _fails(
+        [*args, "--dry-run"],
+        capsys,
+        "set text_column / label_column in [dataset], or give --text-column / --label-column",
+    )
+    assert main([*args, "--text-column", "review", "--label-column", "verdict", "--dry-run"]) == 0
+    capsys.readouterr()
+    _fails(
+        [*args, "--text-column", "review", "--label-column", "review"], capsys, "text_column and label_column are both"
+    )
+
+
 def test_run_gives_the_cache_to_the_run_and_leaves_optbench_cache_to_the_user(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

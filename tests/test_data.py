@@ -389,9 +389,13 @@ def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, s
     [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],
 )
 def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option: str, column: str) -> None:
-    """The fix names only the setting of the missing column: it named all four, whatever was missing."""
+    """The fix names only the setting of the missing column: it named all four, whatever was missing; and run's
+    option for it where run has one."""
     path = make_csv(_rows(50))
-    message = rf"no column\(s\) \['{column}'\] \(it has \['text', 'label'\]\): set {option} in \[dataset\]$"
+    flag = (
+        rf", or give --{option.replace('_', '-')} to optbench run" if option in ("text_column", "label_column") else ""
+    )
+    message = rf"no column\(s\) \['{column}'\] \(it has \['text', 'label'\]\): set {option} in \[dataset\]{flag}$"
     with pytest.raises(OptbenchError, match=message):
         load_dataset(DatasetConfig(source=str(path), **{option: column}))
 
