@@ -82,12 +82,42 @@ def test_dynamic_int8_with_a_fixed_weight_type_skips_the_measurement(fused: Mode
     assert set(_weight_scale_sizes(result)) == {1}, "per_channel = false keeps one scale per weight tensor"
 
 
+def _quantized_weights(artifact: ModelArtifact) -> dict[str, np.ndarray]:
+    """Each quantized weight by its name (onnxruntime names them <weight>_quantized)."""
+    graph = onnx.load(str(artifact.path / "model.onnx")).graph
+    weights = {t.name.removesuffix("_quantized"): t for t in graph.initializer if t.name.endswith("_quantized")}
+    assert weights, "no quantized weights found"
+    return {name: onnx.numpy_helper.to_array(t) for name, t in weights.items()}
+
+
 def _weight_scale_sizes(artifact: ModelArtifact) -> list[int]:
     """How many scales each quantized weight carries (onnxruntime names them <weight>_scale)."""
-    graph = onnx.load(str(artifact.path / "model.onnx")).graph
-    sizes = [int(np.prod(t.dims)) for t in graph.initializer if t.name.endswith("_scale")]
-    assert sizes, "no quantized weights found"
-    return sizes
+    scales = {t.name: t for t in onnx.load(str(artifact.path / "model.onnx")).graph.initializer}
+    return [int(np.prod(scales[f"{name}_scale"].dims)) for name in _quantized_weights(artifact)]
+
+
+def test_dynamic_int8_takes_the_reduce_range_asked_for(fused: ModelArtifact, data, cache: Path) -> None:
+    """reduce_range = true gives 7-bit weights: a step that took the machine's choice (off on every CPU) instead
+    wrote 8-bit ones, and its manifest said reduce_range false."""
+    seven_bit = run_step(DynamicQuantizeConfig(weight_type="int8", reduce_range=True), fused, data, cache)
+    eight_bit = run_step(DynamicQuantizeConfig(weight_type="int8"), fused, data, cache)
+    assert seven_bit.details["reduce_range"] is True and eight_bit.details["reduce_range"] is False
+    assert max(int(np.abs(w).max()) for w in _quantized_weights(seven_bit).values()) <= 64
+    assert max(int(np.abs(w).max()) for w in _quantized_weights(eight_bit).values()) == 127
+
+
+@pytest.mark.parametrize("faster", ["int8", "uint8"])
+def test_dynamic_int8_keeps_the_weight_type_timed_faster(
+    faster: str, fused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model kept is the faster candidate, the one the manifest names: a slip to the slower one, or to the
+    first built, would ship a slower model under the faster one's figures."""
+    timings = {"int8": 2.0, "uint8": 2.0} | {faster: 1.0}
+    monkeypatch.setattr(quantize, "_time_models", lambda paths, model_dir, data: timings)
+    result = run_step(DynamicQuantizeConfig(), fused, data, tmp_path)
+    assert result.details["weight_type"] == faster and result.details["weight_type_p50_ms"] == timings
+    assert {w.dtype.name for w in _quantized_weights(result).values()} == {faster}
+    assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
@@ -103,6 +133,43 @@ def test_static_int8_calibrates_on_train_samples(method: str, unfused: ModelArti
     assert 0 < share["quantized"] < share["total"]  # weight MatMuls in INT8, attention MatMuls kept in FP32
     assert result.details["excluded_nodes"] >= 4  # two attention MatMuls per layer
     assert _agreement(result, unfused, data) >= 0.9
+
+
+def test_static_int8_takes_the_weight_type_scales_and_range_asked_for(
+    unfused: ModelArtifact, data, cache: Path
+) -> None:
+    """uint8 weights, one scale per output channel, 7 bits: a step that took the pre-flight's int8 weights, one
+    scale per tensor or 8 bits instead wrote another model than the manifest's settings say."""
+    config = StaticQuantizeConfig(calibration_samples=8, weight_type="uint8", per_channel=True, reduce_range=True)
+    result = run_step(config, unfused, data, cache)
+    assert (result.details["weight_type"], result.details["reduce_range"]) == ("uint8", True)
+    weights = _quantized_weights(result).values()
+    assert {w.dtype.name for w in weights} == {"uint8"} and max(int(w.max()) for w in weights) <= 128
+    assert all(n > 1 for n in _weight_scale_sizes(result))
+
+
+@pytest.mark.parametrize(("method", "percentile"), [("minmax", 99.999), ("entropy", 99.999), ("percentile", 99.0)])
+def test_static_int8_calibrates_with_the_method_and_percentile_asked_for(
+    method: str, percentile: float, unfused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reaches onnxruntime's calibration: another method than the manifest names, or the default percentile
+    in place of the one asked for, changes every INT8 range and nothing in the manifest."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    class Called(Exception):
+        pass
+
+    def quantize_static(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        raise Called(kwargs)
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", quantize_static)
+    config = StaticQuantizeConfig(calibration_method=method, percentile=percentile, calibration_samples=4)
+    with pytest.raises(Called) as called:
+        run_step(config, unfused, data, tmp_path)
+    (kwargs,) = called.value.args
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
+    assert kwargs["calibrate_method"] == methods.get(method, CalibrationMethod.Percentile)
+    assert kwargs["extra_options"]["CalibPercentile"] == percentile
 
 
 @pytest.mark.parametrize(
@@ -184,6 +251,22 @@ def test_dynamic_keeps_an_excluded_gemm_in_fp32(fused: ModelArtifact, data, cach
     assert share["total"] - share["quantized"] == 1, share
 
 
+def test_attention_matmuls_are_the_ones_without_a_constant_input() -> None:
+    """quantize-static keeps those in FP32; a MatMul whose weight a Constant node makes is a weight MatMul too (taken
+    for an attention one, it stayed FP32 without a word)."""
+    from onnx import helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Constant", [], ["w_node"], value=numpy_helper.from_array(np.ones((2, 2), np.float32))),
+        helper.make_node("MatMul", ["x", "w_node"], ["a"], name="weight_from_a_node"),
+        helper.make_node("MatMul", ["x", "w"], ["b"], name="weight_from_an_initializer"),
+        helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
+    ]
+    weight = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = helper.make_graph(nodes, "g", [], [], initializer=[weight])
+    assert quantize._activation_matmuls(graph) == {"scores"}
+
+
 def _weight_matmuls(graph: onnx.GraphProto) -> list[str]:
     """The MatMuls of `graph` with a constant weight (the ones quantization may make INT8), in order."""
     constants = {init.name for init in graph.initializer}
@@ -243,13 +326,15 @@ def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
             DynamicQuantizeConfig(),
             StaticQuantizeConfig(activation_type="int8", weight_type="int8", reduce_range=False),
             DynamicQuantizeConfig(weight_type="int8", reduce_range=False),
+            StaticQuantizeConfig(reduce_range=False),
         ]
         return [cache_key(config, unfused, data) for config in configs]
 
     x86, arm, other_x86 = keys(["avx2"], "EPYC"), keys(["asimd"], "Neoverse"), keys(["avx2"], "Xeon")
     assert x86[0] != arm[0] and x86[0] == other_x86[0]  # static: keyed by the preflight's choice, not the CPU
     assert x86[1] != other_x86[1]  # dynamic with weight_type "auto" is timed on this CPU
-    assert x86[2:] == arm[2:] == other_x86[2:]  # nothing left to the machine: one cache entry everywhere
+    assert x86[2:4] == arm[2:4] == other_x86[2:4]  # nothing left to the machine: one cache entry everywhere
+    assert x86[4] != arm[4]  # reduce_range given, the types still the machine's: an ARM model is not an x86 one
     shorter = replace(data, max_length=16)
     assert cache_key(StaticQuantizeConfig(), unfused, shorter) != cache_key(StaticQuantizeConfig(), unfused, data)
     assert cache_key(OnnxConfig(), unfused, shorter) == cache_key(OnnxConfig(), unfused, data)
@@ -320,6 +405,7 @@ def test_quantize_needs_an_fp32_onnx_model(classifier: ModelArtifact, data, cach
         ({"calibration_samples": 0}, "calibration_samples=0"),
         ({"calibration_batch_size": 0}, "calibration_batch_size=0"),
         ({"percentile": 50.0}, "percentile=50.0"),
+        ({"calibration_method": "percentile", "percentile": 100.0}, r"percentile=100.0: use a value in \[90, 100\)"),
         # ignored by the other methods: the lineage recorded a percentile no calibration used
         ({"percentile": 99.9}, "percentile=99.9 is the percentile calibration's, and calibration_method is 'minmax'"),
         ({"calibration_method": "entropy", "percentile": 99.0}, "calibration_method is 'entropy': set calibration"),
@@ -351,6 +437,13 @@ def test_dynamic_refuses_op_types_its_quantizer_has_no_integer_operator_for(op_t
     assert DynamicQuantizeConfig(backend="torch").op_types == DynamicQuantizeConfig().op_types
 
 
+def test_torch_backend_takes_int8_weights_and_refuses_uint8() -> None:
+    """torchao's weights are INT8, so weight_type = "int8" states its scheme (the README lets it through)."""
+    assert DynamicQuantizeConfig(backend="torch", weight_type="int8").weight_type == "int8"
+    with pytest.raises(OptbenchError, match=r'takes none of weight_type = "uint8": torchao'):
+        DynamicQuantizeConfig(backend="torch", weight_type="uint8")
+
+
 def test_the_default_op_types_are_read_without_importing_the_quantizer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its registry was imported to check them (onnxruntime.quantization: 0.3-0.8 s on every command that reads a
     recipe, --dry-run included); they are op types it quantizes, which apply_dynamic checks against it."""
@@ -362,13 +455,22 @@ def test_the_default_op_types_are_read_without_importing_the_quantizer(monkeypat
     assert DynamicQuantizeConfig(op_types=("MatMul",)).op_types == ("MatMul",)
 
 
-def test_preflight_follows_the_hardware() -> None:
-    plain = preflight(["avx2", "fma"])
-    assert plain.reduce_range is False and "without VNNI" in plain.reason
-    vnni = preflight(["avx2", "avx512f", "avx512_vnni"])
-    assert (vnni.activation_type, vnni.weight_type, vnni.reduce_range) == ("uint8", "int8", False)
-    assert "avx512_vnni" in vnni.reason
-    assert preflight(["asimd"]).activation_type == "int8"
+@pytest.mark.parametrize(
+    ("flags", "types", "reason"),
+    [
+        (["avx2", "fma"], ("uint8", "int8"), "x86 without VNNI/AMX"),
+        (["avx2", "avx512f", "avx512_vnni"], ("uint8", "int8"), "x86 with avx512_vnni"),
+        (["avx2", "avx_vnni"], ("uint8", "int8"), "x86 with avx_vnni"),
+        (["avx512f", "amx_int8", "amx_tile"], ("uint8", "int8"), "x86 with amx_int8"),
+        (["fp", "asimd"], ("int8", "int8"), "ARM CPU"),
+        (["sve"], ("int8", "int8"), "ARM CPU"),
+    ],
+)
+def test_preflight_follows_the_hardware(flags: list[str], types: tuple[str, str], reason: str) -> None:
+    """U8S8 on x86, S8S8 on ARM, never range reduction; the reason, which the manifest records, names the CPU."""
+    chosen = preflight(flags)
+    assert (chosen.activation_type, chosen.weight_type, chosen.reduce_range) == (*types, False)
+    assert chosen.reason.startswith(reason)
 
 
 def test_quantized_share_counts_int8_and_qdq_matmuls(fused: ModelArtifact, tmp_path: Path) -> None:
@@ -446,13 +548,16 @@ def test_weight_type_timing_stays_within_the_datasets_length(
     fused: ModelArtifact, classifier: ModelArtifact, data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A checkpoint with fewer than 128 positions crashed here: the candidates were always timed at 128 tokens.
-    lengths = []
+    # Its texts are the validation split's, never the test split's.
+    lengths, texts = [], []
 
-    def recording_batches(*args, **kwargs):
+    def recording_batches(tokenizer, rows, **kwargs):
         lengths.append((kwargs["seq_len"], kwargs["max_length"]))
-        return batches(*args, **kwargs)
+        texts.extend(rows)
+        return batches(tokenizer, rows, **kwargs)
 
     monkeypatch.setattr(quantize, "batches", recording_batches)
     p50 = quantize._time_models({"fp32": fused.path / "model.onnx"}, classifier.path, data)
     assert lengths == [(data.max_length, data.max_length)] and data.max_length < quantize.TIMING_LENGTH
+    assert texts and set(texts) <= set(data.validation.texts) and not set(texts) & set(data.test.texts)
     assert p50["fp32"] > 0
