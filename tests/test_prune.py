@@ -66,6 +66,15 @@ def _silence_neuron(model: torch.nn.Module, layer: int, neuron: int) -> None:
         _part(model, layer, "ffn_out").weight[:, neuron] = 0
 
 
+def _random_biases(model: torch.nn.Module) -> None:
+    """Random biases on every Linear layer: a fresh model's are zeros, which hide a bias kept for the wrong unit."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.normal_()
+
+
 # --- scores and plans --------------------------------------------------------------------------------
 
 
@@ -82,6 +91,21 @@ def test_a_silent_head_and_neuron_score_zero(kind: str) -> None:
     assert all(p.requires_grad for p in model.parameters()) and not model.training
     magnitude = gradient_importance(model, [(BATCH, LABELS)], ffn="magnitude")
     assert float(magnitude.neurons[0][5]) == 0.0 and float(magnitude.neurons[0].max()) > 0
+
+
+def test_scores_are_of_the_model_as_it_predicts_and_leave_it_as_it_came() -> None:
+    """Dropout off while scoring (a model in training mode got noisy scores, others on every call), and the model
+    handed back as it came: in training mode, its frozen parameters still frozen (not made trainable)."""
+    model = _model()
+    expected = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    model.train()
+    frozen = {id(p) for p in model.base_model.embeddings.parameters()}
+    model.base_model.embeddings.requires_grad_(False)
+    scores = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    for want, got in zip(expected.heads + expected.neurons, scores.heads + scores.neurons, strict=True):
+        assert torch.allclose(got, want)
+    assert model.training
+    assert all(p.requires_grad == (id(p) not in frozen) for p in model.parameters())
 
 
 def test_keep_plan_per_layer_and_global() -> None:
@@ -132,6 +156,7 @@ def test_keep_plan_refuses_bad_targets(fraction: float, scope: str, message: str
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_removing_a_silent_head_changes_nothing(kind: str) -> None:
     model = _model(kind)
+    _random_biases(model)
     _silence_head(model, 0, 1)
     before = model(**BATCH).logits
     keep_heads(encoder_layers(model)[0], [0, 2, 3])
@@ -147,6 +172,7 @@ def test_removing_a_silent_head_changes_nothing(kind: str) -> None:
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_removing_a_silent_neuron_changes_nothing(kind: str) -> None:
     model = _model(kind)
+    _random_biases(model)
     _silence_neuron(model, 1, 7)
     before = model(**BATCH).logits
     keep_ffn_neurons(encoder_layers(model)[1], [i for i in range(64) if i != 7])
@@ -350,8 +376,8 @@ def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, jobs_in
 def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """End to end: the head silenced in each layer is the one the step removes there, and only train rows
-    are encoded for the scores."""
+    """End to end: the head silenced in each layer is the one the step removes there, and the scores are of
+    `importance_rows` train rows (all of the split were scored)."""
     import shutil
 
     from optbench.steps import prune as prune_step
@@ -368,11 +394,41 @@ def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     real_encode = prune_step.encode_rows
 
     def spy(model, tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
-        encoded.append(split)
+        encoded.append((split, len(rows)))
         return real_encode(model, tokenizer, split, rows, max_length)
 
     monkeypatch.setattr(prune_step, "encode_rows", spy)
     config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16)
     pruned = run_step(config, silenced, reviews, tmp_path / "cache")
     assert pruned.details["kept_heads"] == [list(range(1, heads)), list(range(heads - 1))]
-    assert encoded and all(split is reviews.train for split in encoded)
+    assert all(split is reviews.train for split, _ in encoded)
+    assert sum(rows for _, rows in encoded) == 16 < len(reviews.train)
+
+
+def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked_for(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scope = "global", the default: the model's one silent head goes, and the other layer keeps both of its
+    own (per layer, a quarter of 2 heads rounds to none). ffn_importance reaches the scores."""
+    import shutil
+
+    from optbench.steps import prune as prune_step
+
+    folder = tmp_path / "silenced"
+    shutil.copytree(tiny_artifact.path, folder)
+    model = load_classifier(folder)
+    assert model.config.num_attention_heads == 2
+    _silence_head(model, 0, 0)
+    model.save_pretrained(folder)
+    silenced = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
+    kinds = []
+    real_importance = prune_step.gradient_importance
+
+    def spy(model, batches, *, ffn):  # type: ignore[no-untyped-def]
+        kinds.append(ffn)
+        return real_importance(model, batches, ffn=ffn)
+
+    monkeypatch.setattr(prune_step, "gradient_importance", spy)
+    config = PruneConfig(heads=0.25, ffn=0.25, ffn_importance="magnitude", epochs=0, importance_rows=16)
+    pruned = run_step(config, silenced, reviews, tmp_path / "cache")
+    assert pruned.details["kept_heads"] == [[1], [0, 1]] and kinds == ["magnitude"]
