@@ -143,6 +143,12 @@ def test_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
     assert data.label_names == ("1", "2", "10")
 
 
+def test_negative_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
+    """Labels -2, -1 and 3 (a sentiment scale) are integers: sorted as text, label id 0 would name -1 and id 1 -2."""
+    data = load_dataset(DatasetConfig(source=str(make_csv(_rows(300, (-1, 3, -2))))))
+    assert data.label_names == ("-2", "-1", "3")
+
+
 @pytest.mark.parametrize("odd", ["--5", "²"])
 def test_labels_that_only_look_like_integers_sort_as_text(make_csv: MakeCsv, odd: str) -> None:
     """str.isdigit took "²" (and "--5" once stripped of its minuses) for an integer, and int() then failed."""
@@ -196,6 +202,18 @@ def test_file_split_is_deterministic_and_follows_content(make_csv: MakeCsv, tmp_
     rows["label"][0] = "pos" if rows["label"][0] == "neg" else "neg"
     changed = load_dataset(DatasetConfig(source=str(make_csv(rows, "c.csv"))))
     assert changed.fingerprint != first.fingerprint
+
+
+def test_renamed_labels_change_the_fingerprint(make_csv: MakeCsv) -> None:
+    """The fingerprint keys the cached fine-tune: the same texts with "neg" renamed "bad" (label ids unchanged, as
+    both sort before "pos") would reuse a classifier whose id2label names "neg", which the renamed data lacks."""
+    rows = _rows(300)
+    first = load_dataset(DatasetConfig(source=str(make_csv(rows, "a.csv"))))
+    rows["label"] = ["bad" if label == "neg" else label for label in rows["label"]]
+    renamed = load_dataset(DatasetConfig(source=str(make_csv(rows, "b.csv"))))
+    assert renamed.label_names == ("bad", "pos")
+    np.testing.assert_array_equal(renamed.train.labels, first.train.labels)
+    assert renamed.fingerprint != first.fingerprint
 
 
 def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
@@ -258,6 +276,15 @@ def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplo
     assert all(t.strip() for t in everything)
 
 
+def test_a_single_dropped_row_is_said(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's rows never vanish unsaid, not even one."""
+    rows = _rows(200)
+    rows["text"][5] = None
+    with caplog.at_level("WARNING", logger="optbench.data"):
+        load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert "dropping 1 row(s) with an empty text or label" in caplog.text
+
+
 def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> None:
     """A CSV written "text, label" gives " pos": it made a class of its own beside "pos" (four labels here)."""
     rows = "".join(f"review number {i}, {'pos' if i % 2 else 'neg'}\n" for i in range(60))
@@ -288,6 +315,14 @@ def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
     assert {"007", "NA"} <= {t for split in _all_texts(data).values() for t in split}
     path = tmp_path / "multi.jsonl"
     path.write_text("\n".join(json.dumps({"text": f"text {i}", "label": ["a", "b"]}) for i in range(30)))
+    with pytest.raises(OptbenchError, match=r"column\(s\) \['label'\] hold lists or objects"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_a_label_column_with_a_few_lists_is_refused_as_multi_label(tmp_path: Path) -> None:
+    """One row of a list among single labels is multi-label data too, not a class "['a', 'b']"."""
+    records = [{"text": f"text {i}", "label": ["a", "b"] if i == 7 else "ab"[i % 2]} for i in range(30)]
+    path = _write_jsonl(tmp_path / "mixed.jsonl", records)
     with pytest.raises(OptbenchError, match=r"column\(s\) \['label'\] hold lists or objects"):
         load_dataset(DatasetConfig(source=str(path)))
 
@@ -382,6 +417,13 @@ def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, s
     message = f"reads as one column {[f'text{separator}label']}: its fields are separated by {separator!r}, not commas"
     with pytest.raises(OptbenchError, match=re.escape(message + ": save it as UTF-8 CSV")):
         load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+
+
+def test_a_csv_with_a_semicolon_in_a_column_name_is_read(make_csv: MakeCsv) -> None:
+    """Its header has commas: a ';' or '|' in one column's name is no sign of another separator."""
+    rows = {**_rows(60), "score;raw": range(60), "source|site": ["web"] * 60}
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
 
 
 @pytest.mark.parametrize(
@@ -521,6 +563,12 @@ def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: st
 def test_bad_config_values_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(OptbenchError, match=message):
         DatasetConfig(**kwargs)
+
+
+def test_the_smallest_settings_the_errors_ask_for_are_accepted() -> None:
+    """The errors say "use 8 or more tokens" and "sum below 1": 8 and a sum just under 1 must be taken."""
+    config = DatasetConfig(max_length=8, validation_fraction=0.45, test_fraction=0.5)
+    assert (config.max_length, config.validation_fraction, config.test_fraction) == (8, 0.45, 0.5)
 
 
 def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
