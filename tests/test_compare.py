@@ -132,6 +132,26 @@ def test_a_timing_change_is_held_against_the_noise_floor_in_percent_of_the_mean_
     assert row["mark"] == "better"
 
 
+def test_throughput_and_speedup_are_held_against_the_noise_floor_as_the_p50_is() -> None:
+    """Both move as one over a timing: a chain 4% faster in a run whose A/A floor is 8% is noise in its throughput
+    and speedup as in its p50, though all three intervals are narrow enough to tell the two apart."""
+    from optbench.measure import throughput
+
+    def timed(report: Report, p50_ms: float, speedup: float | None = None) -> Report:
+        report = with_figures(report, p50_ms=p50_ms, spread_ms=0.05, speedup=speedup, noise_floor_pct=8.0)
+        (m,) = report.measurements
+        measured = dataclasses.replace(m, throughput_sps=throughput(1, m.latency))
+        return dataclasses.replace(report, measurements=(measured,))
+
+    reference, chain = make_report(shapes=((1, 128),)), make_report(("onnx",), shapes=((1, 128),))
+    before = [timed(reference, 10, 1.0), timed(chain, 5, 2.0)]
+    after = [timed(reference, 10, 1.0), timed(chain, 4.8, 10 / 4.8)]
+    rows = compare(to_frame(before), to_frame(after)).set_index(["variant", "figure"]).loc["baseline+onnx"]
+    for figure in ("p50_ms", "throughput_sps", "speedup_p50"):
+        assert rows.loc[figure, "mark"] == "not significant", figure
+        assert rows.loc[figure, "why"].startswith("within the 8.0% noise floor (a gap of 4.1% of their mean)"), figure
+
+
 def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count() -> None:
     base = make_report(shapes=((1, 128),))
     marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1040)])
@@ -148,6 +168,16 @@ def test_the_a_a_noise_floor_holds_for_timings_only() -> None:
     smaller = dataclasses.replace(base, artifact={**base.artifact, "size_mb": 80.0})  # -7.6%
     marks = _marks([base], [with_figures(smaller, peak_rss_mb=1070, noise_floor_pct=8.0)])  # +7%
     assert (marks["baseline", 1, "model_mb"], marks["baseline", 1, "peak_rss_mb"]) == ("better", "worse")
+
+
+def test_a_figure_measured_on_one_side_only_is_not_comparable() -> None:
+    """B's chain has no speedup (its run's reference was not measured): a missing figure is no change to mark."""
+    chain = make_report(("onnx",), shapes=((1, 128),))
+    (m,) = chain.measurements
+    without = dataclasses.replace(chain, measurements=(dataclasses.replace(m, speedup_p50=None),))
+    for a, b in ((chain, without), (without, chain)):
+        row = compare(to_frame([a]), to_frame([b])).set_index("figure").loc["speedup_p50"]
+        assert (row["mark"], row["why"]) == ("not comparable", "not measured on both sides")
 
 
 def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
@@ -314,6 +344,20 @@ def test_only_changes_with_none_says_so_in_markdown_and_leaves_csv_and_json_empt
     assert render(unchanged, "json", only_changes=True) == "[]"  # pandas indents an empty list as "[\n\n]"
 
 
+def test_only_changes_keeps_the_rows_that_are_not_compared_figure_by_figure() -> None:
+    """--only-changes leaves out the not significant alone: a row newly failing, new or not comparable is a change."""
+    shape = ((1, 128),)
+    a = [make_report(shapes=shape), make_report(("onnx",), shapes=shape), make_report(("distill",), shapes=shape)]
+    b = [make_report(shapes=shape), make_report(("prune",), shapes=shape)]
+    b.append(with_figures(make_report(("distill",), shapes=shape), workload="other-data"))
+    table = compare(to_frame(a), to_frame(b))
+    changes = {"baseline+onnx": "newly failing", "baseline+prune": "new", "baseline+distill": "not comparable"}
+    for fmt in ("csv", "md"):
+        text = render(table, fmt, only_changes=True)
+        for variant, mark in changes.items():
+            assert any(variant in line and mark in line for line in text.splitlines()), (fmt, variant)
+
+
 def test_markdown_shows_a_change_too_small_for_two_decimals() -> None:
     # results/all's two runs: a model 8 bytes smaller read "55.99 | 55.99 | -0.0% | better"
     base = make_report(shapes=((1, 128),))
@@ -417,6 +461,15 @@ def test_a_check_that_passed_in_a_and_fails_in_b_is_newly_failing() -> None:
     # B cannot tell (its interval straddles the limit): not a check B fails
     assert budget_regressions([budget], [_chain(0.2)], [_chain(0.9)]).empty
     assert budget_regressions([budget], [_chain(0.9)], [_chain(0.9)]).empty
+
+
+def test_a_check_that_a_left_inconclusive_and_b_fails_is_newly_failing() -> None:
+    """A's interval straddled the limit (it may have passed); B's is past it: a regression, as the docs say."""
+    budget = parse_budget(BUDGET, "budget 1")
+    table = budget_regressions([budget], [_chain(0.9)], [_chain(2.0)])
+    assert table[["figure", "a", "b", "mark"]].values.tolist() == [
+        ["max_accuracy_drop (ship)", "inconclusive", "fail", "newly failing"]
+    ]
 
 
 def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, capsys) -> None:
@@ -539,6 +592,19 @@ def test_a_run_on_several_machines_is_matched_machine_by_machine() -> None:
     assert p50.loc["fast", "mark"] == "worse" and p50.loc["slow", "mark"] == "not significant"
     one_each = compare(to_frame(a[:1]), to_frame(b[1:]))  # one machine a side: compared across machines
     assert set(one_each["machine"]) == {"fast -> slow"}
+
+
+def test_a_run_on_several_machines_against_one_on_one_is_matched_machine_by_machine() -> None:
+    """A Ray run on two machines against a local run on one of them: one side of several machines is enough, or
+    A's two machines' rows would be one row, the slow machine's compared as the fast one's."""
+    base = make_report(shapes=((1, 128),))
+    a = [_on(with_figures(base, p50_ms=10, spread_ms=0.2), "fast"), _on(with_figures(base, p50_ms=30), "slow")]
+    b = [_on(with_figures(base, p50_ms=10, spread_ms=0.2), "fast")]
+    for first, second, lacking in ((a, b, "newly failing"), (b, a, "new")):
+        table = compare(to_frame(first), to_frame(second))
+        marks = table.set_index(["machine", "figure"])["mark"]
+        assert marks["fast", "p50_ms"] == "not significant"
+        assert marks["slow", "-"] == lacking
 
 
 def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
