@@ -416,6 +416,19 @@ def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
     assert "machine" not in "\n".join(_fastest_peers(out[out["machine"] == "m"], budget_points=1.0))
 
 
+def test_the_fastest_peers_of_one_machine_on_two_devices_say_which_device() -> None:
+    """A run of the peers on cpu and on cuda: one line a device, at one shape on one machine, each saying which."""
+    from optbench.table import _fastest_peers
+
+    cpu = _frame({"ours": 0.0, "peer-a": 0.0}, {"ours": 10.0, "peer-a": 20.0})
+    out = add_speedup_vs_peers(pd.concat([cpu, cpu.assign(device="cuda", p50_ms=[1.0, 3.0])]), budget_points=1.0)
+    lines = _fastest_peers(out, budget_points=1.0)
+    assert [line.split(" (within")[0] for line in lines] == [
+        "peer-a on onnxruntime, p50 20.00 ms, at batch 1 x 128 on cpu, machine m",
+        "peer-a on onnxruntime, p50 3.00 ms, at batch 1 x 128 on cuda, machine m",
+    ]
+
+
 def test_a_drop_on_the_budget_is_within_it() -> None:
     """ "At most the budget": a peer on it competes, and a variant on it gets a speedup."""
     frame = _frame({"ours": 1.0, "peer-a": 1.0}, {"ours": 10.0, "peer-a": 15.0})

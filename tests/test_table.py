@@ -69,6 +69,27 @@ def test_to_frame_groups_the_rows_of_each_shape_with_lengths_as_numbers() -> Non
     assert list(zip(frame["seq_len"], frame["variant"], strict=True)) == SHAPE_GROUPED_ROWS
 
 
+def test_to_frame_puts_the_reference_first_at_each_shape_whatever_its_runtime() -> None:
+    """Rows at a shape are by variant, then runtime: by runtime first, the ONNX chain on onnxruntime would come before
+    the baseline on torch, which the others are read against."""
+    reports = [make_report(("onnx",), runtime=RuntimeSpec("onnxruntime")), make_report()]
+    frame = to_frame(reports)
+    assert list(zip(frame["batch_size"], frame["variant"], strict=True)) == [
+        (1, "baseline"),
+        (1, "baseline+onnx"),
+        (8, "baseline"),
+        (8, "baseline+onnx"),
+    ]
+
+
+def test_to_frame_keeps_each_runs_rows_together_in_run_order() -> None:
+    """A results folder of two runs: sorted by shape alone, the CSV and JSON would interleave their rows."""
+    later, earlier = make_report(run_id="20261201T000000Z-0000"), make_report(run_id="20261130T031500Z-3f9a")
+    frame = to_frame([later, earlier])
+    assert frame["run_id"].tolist() == [earlier.run_id] * 2 + [later.run_id] * 2
+    assert frame["batch_size"].tolist() == [1, 8, 1, 8]
+
+
 def test_to_frame_of_no_reports() -> None:
     frame = to_frame([])
     assert list(frame.columns) == COLUMNS + EXTRA_COLUMNS
@@ -133,6 +154,19 @@ def test_markdown_marks_speedups_within_the_a_a_noise_floor_and_states_it() -> N
     assert "~" not in unknown and "noise floor" not in unknown
 
 
+def test_the_noise_floor_of_a_run_on_several_machines_names_each_machine() -> None:
+    """A Ray run measures the reference twice on each machine: two floors at one shape, each said with its machine."""
+    run = [
+        dataclasses.replace(report, environment={**report.environment, "machine": machine})
+        for machine, floor in (("fast", 8.0), ("slow", 3.0))
+        for report in _noisy_run(floor)
+    ]
+    assert (
+        "- **A/A noise floor**: the reference's two p50s in this run differ by 8.0% at batch 1 x 128 on machine fast, "
+        "3.0% at batch 1 x 128 on machine slow. " in render(to_frame(run), "md")
+    )
+
+
 def test_a_speedup_is_marked_up_to_and_on_the_noise_floor_in_percent_of_the_two_p50s_mean() -> None:
     """As the A/A floor is measured: 1.05x is p50s 4.88% apart in percent of their mean (5% of the slower)."""
     assert format_speedup(1.05, 4.9) == "~1.05x"
@@ -184,6 +218,14 @@ def test_markdown_shows_gpu_and_startup_columns_only_for_runs_that_have_them() -
     header = next(line for line in gpu.splitlines() if line.startswith("| variant"))
     assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | load_s | first_call_s |")
     assert "| 256.0 | 900.0 | 1.25 | 14.50 |" in gpu
+
+
+def test_markdown_shows_gpu_columns_for_a_run_with_some_rows_on_cuda() -> None:
+    """A run of the baseline on cpu and a variant on cuda: the GPU columns are the cuda rows', "-" on the others."""
+    text = render(to_frame([make_report(), gpu_report()]), "md")
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.endswith("| gpu_peak_reserved_mb | gpu_process_mb | load_s | first_call_s |")
+    assert "| 256.0 | 900.0 | 1.25 | 14.50 |" in text and "| - | - | - | - |" in text
 
 
 def test_markdown_tells_apart_rows_that_differ_only_in_precision() -> None:
