@@ -209,6 +209,15 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
 
 
+def test_calibration_records_the_batch_size_it_used(unfused: ModelArtifact, data) -> None:
+    """MinMax with fewer samples than calibration_batch_size: its one batch holds them all, and that is the size
+    recorded (the manifest said 16 for a batch of 8)."""
+    reader = quantize.CalibrationReader(unfused.path, data, samples=3, batch_size=16, seed=0, one_length=False)
+    batch = reader.get_next()
+    assert batch is not None and len(batch["input_ids"]) == reader.batch_size == reader.rows == 3
+    assert reader.get_next() is None
+
+
 def test_calibration_samples_are_a_seeded_random_draw_of_the_train_split(data) -> None:
     """The train split keeps its file's order (the built-in data's is by movie): its first rows would be a few
     movies' reviews. The seed picks the draw, the same one on every run."""

@@ -372,7 +372,8 @@ class CalibrationReader:
     `equal_batches` every batch holds the same number of rows (`equal_batch_size`), because the histogram
     calibrators (Entropy, Percentile) stack batches into one array; otherwise each batch is padded to its own
     longest text, since padding positions widen MinMax ranges (measured: accuracy 0.8114 with one length against
-    0.8162 per batch, 256 samples), and the last batch may be short.
+    0.8162 per batch, 256 samples), and the last batch may be short. `batch_size` is the most rows a batch holds
+    (what the manifest records): fewer samples than asked for one batch go in one batch of their number.
     """
 
     def __init__(
@@ -392,7 +393,7 @@ class CalibrationReader:
         tokenizer = load_tokenizer(model_dir)
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=data.max_length)["input_ids"]]
         self.seq_len: SeqLen = max(lengths) if one_length else "data"
-        self.batch_size = equal_batch_size(self.rows, batch_size) if equal_batches else batch_size
+        self.batch_size = equal_batch_size(self.rows, batch_size) if equal_batches else min(self.rows, batch_size)
         self._batches = iter(
             {name: array for name, array in batch.items() if name in inputs}
             for batch in batches(
