@@ -10,8 +10,9 @@ compare fairly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from optbench.errors import OptbenchError
@@ -79,18 +80,19 @@ def keep_plan(scores: list[Any], fraction: float, *, scope: str) -> list[list[in
     """Which units each layer keeps when `fraction` of all units go, least important first.
 
     `scope = "layer"` removes the fraction from every layer; `"global"` ranks all units together, so
-    layers may end up uneven. Either way each layer keeps at least its most important unit (a layer
-    without heads or neurons would be a different model, so that is the rule, not an error).
+    layers may end up uneven. How many go is `units_to_remove`'s count. Either way each layer keeps at least
+    its most important unit (a layer without heads or neurons would be a different model, so that is the rule,
+    not an error).
     """
     import torch
 
     if not 0 <= fraction < 1:
         raise OptbenchError(f"pruning fraction {fraction}: use a value in [0, 1)")
     if scope == "layer":
-        keep_counts = [max(1, len(s) - round(fraction * len(s))) for s in scores]
+        keep_counts = [max(1, len(s) - units_to_remove(fraction, len(s))) for s in scores]
     elif scope == "global":
         flat = torch.cat([s.flatten() for s in scores])
-        to_remove = round(fraction * len(flat))
+        to_remove = units_to_remove(fraction, len(flat))
         order = torch.argsort(flat, stable=True)[:to_remove] if to_remove else torch.tensor([], dtype=torch.long)
         removed = torch.zeros(len(flat), dtype=torch.bool)
         removed[order] = True
@@ -102,3 +104,58 @@ def keep_plan(scores: list[Any], fraction: float, *, scope: str) -> list[list[in
     else:
         raise OptbenchError(f'pruning scope {scope!r}: use "global" or "layer"')
     return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, keep_counts, strict=True)]
+
+
+def units_to_remove(fraction: float, units: int) -> int:
+    """`fraction` of `units`, rounded to the nearest whole number, halves up (0.5 of 5 is 2.5: 3 go, where Python's
+    `round`, halves to even, took 2), on the fraction as written (0.009 of 1500 is 13.5, not the float 13.4999...)."""
+    return int((Decimal(str(fraction)) * units).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def check_removes_some(key: str, unit: str, fraction: float, scores: list[Any], *, scope: str) -> None:
+    """Refuse a `fraction` above 0 (the prune setting `key`, of `unit`s) whose `keep_plan` removes no unit: the step
+    would make a copy of the model, labelled pruned and measured as a variant. The error names the least fraction
+    that removes one with these `scores`."""
+    if fraction == 0 or _removes_some(scores, fraction, scope):
+        return
+    sizes = [len(s) for s in scores]
+    if len(sizes) == 1:
+        shape = f"{sizes[0]} {unit}{'s' if sizes[0] > 1 else ''} in its one layer"
+    elif len(set(sizes)) == 1:
+        shape = f"{sizes[0]} {unit}{'s' if sizes[0] > 1 else ''} in each of its {len(sizes)} layers"
+    else:
+        shape = f"{unit}s per layer: {', '.join(map(str, sizes))}"
+    least = next((f for f in _fractions_to_try(sizes, scope) if _removes_some(scores, f, scope)), None)
+    fix = f"raise {key} to at least {least}, or set {key} = 0" if least is not None else f"set {key} = 0"
+    taken = "each layer's" if scope == "layer" else "all its"
+    raise OptbenchError(
+        f"{key} = {fraction} removes no {unit} from this model ({shape}): it takes {fraction} of {taken} {unit}s, "
+        f"rounded to the nearest whole number (halves up), and every layer keeps at least one; {fix}"
+    )
+
+
+def _removes_some(scores: list[Any], fraction: float, scope: str) -> bool:
+    """Whether `keep_plan` at `fraction` removes at least one unit."""
+    return sum(map(len, keep_plan(scores, fraction, scope=scope))) < sum(map(len, scores))
+
+
+def _fractions_to_try(sizes: list[int], scope: str) -> Iterator[float]:
+    """In increasing order, the fractions from which `units_to_remove` takes one unit of the widest layer ("layer":
+    the least that removes a unit of any layer) or 1, 2, ... of all units ("global"), each rounded up to a fraction
+    easy to write."""
+    if scope == "layer":
+        thresholds: Iterable[Decimal] = [Decimal(1) / (2 * max(sizes))] if max(sizes) > 1 else []
+    else:
+        thresholds = (Decimal(2 * k - 1) / (2 * sum(sizes)) for k in range(1, sum(sizes) + 1))
+    return (_round_up(t) for t in thresholds)
+
+
+def _round_up(value: Decimal) -> float:
+    """`value`, in (0, 1), rounded up to two significant digits (more where two would reach 1)."""
+    digits = 2
+    while True:
+        step = Decimal(1).scaleb(value.adjusted() - digits + 1)
+        rounded = (value / step).to_integral_value(rounding=ROUND_CEILING) * step
+        if rounded < 1:
+            return float(rounded)
+        digits += 1

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.importance import gradient_importance, keep_plan
+from optbench.importance import check_removes_some, gradient_importance, keep_plan
 from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
 from optbench.steps import run_step
 from optbench.steps.onnx import OnnxConfig
@@ -125,6 +125,34 @@ def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
 def test_keep_plan_removes_the_nearest_whole_number_of_units(scope: str) -> None:
     """0.4 of 4 heads is 1.6: 2 go (a floor would remove 1, a quarter, well short of what was asked)."""
     assert keep_plan([torch.tensor([0.4, 0.1, 0.3, 0.2])], 0.4, scope=scope) == [[0, 2]]
+
+
+def test_keep_plan_rounds_halves_up_on_the_fraction_as_written() -> None:
+    """Half a unit goes (Python's round took halves to even: 2.5 to 2, 0.5 to 0, so 0.25 of 2 heads removed none),
+    and the fraction is taken as written: 0.009 of 1500 is 13.5 (the float product is 13.4999...), so 14 go."""
+    assert keep_plan([torch.arange(5.0)], 0.5, scope="layer") == [[3, 4]]
+    assert keep_plan([torch.arange(2.0), torch.arange(2.0)], 0.25, scope="layer") == [[1], [1]]
+    assert keep_plan([torch.arange(2.0), torch.arange(2.0)], 0.125, scope="global") == [[1], [0, 1]]
+    assert sum(map(len, keep_plan([torch.arange(1500.0)], 0.009, scope="global"))) == 1500 - 14
+
+
+def test_a_fraction_that_removes_nothing_is_refused_naming_the_least_that_removes_one() -> None:
+    two_heads = [torch.tensor([0.3, 0.7]), torch.tensor([0.6, 0.4])]
+    message = (
+        r"^heads = 0.2 removes no attention head from this model \(2 attention heads in each of its 2 layers\): it "
+        r"takes 0.2 of each layer's attention heads, rounded to the nearest whole number \(halves up\), and every "
+        r"layer keeps at least one; raise heads to at least 0.25, or set heads = 0$"
+    )
+    with pytest.raises(OptbenchError, match=message):
+        check_removes_some("heads", "attention head", 0.2, two_heads, scope="layer")
+    check_removes_some("heads", "attention head", 0.25, two_heads, scope="layer")  # half of one head: it goes
+    check_removes_some("heads", "attention head", 0.0, two_heads, scope="layer")  # none asked for
+    # ranked together, the least important neurons are the only ones of their layers, which keep them
+    scores = [torch.tensor([0.1]), torch.tensor([0.2]), torch.tensor([0.5, 0.9, 0.3])]
+    with pytest.raises(OptbenchError, match=r"this model \(FFN neurons per layer: 1, 1, 3\).*at least 0.5, or set"):
+        check_removes_some("ffn", "FFN neuron", 0.2, scores, scope="global")
+    with pytest.raises(OptbenchError, match=r"every layer keeps at least one; set heads = 0$"):
+        check_removes_some("heads", "attention head", 0.5, [torch.ones(1)] * 3, scope="global")
 
 
 def test_ffn_importance_is_the_kind_asked_for() -> None:
@@ -328,6 +356,15 @@ def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path:
     assert not (tmp_path / "teacher-logits").exists()
 
 
+def test_a_prune_step_that_would_remove_nothing_is_refused(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """0.2 of each layer's 2 heads rounds to none: the step made a copy of its model, labelled pruned."""
+    config = PruneConfig(heads=0.2, scope="layer", epochs=0, importance_rows=16)
+    with pytest.raises(OptbenchError, match=r"^heads = 0.2 removes no attention head .* at least 0.25, or set"):
+        run_step(config, tiny_artifact, reviews, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -409,7 +446,7 @@ def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked
     tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """scope = "global", the default: the model's one silent head goes, and the other layer keeps both of its
-    own (per layer, a quarter of 2 heads rounds to none). ffn_importance reaches the scores."""
+    own (per layer, a quarter of 2 heads, half a head, would take one from each). ffn_importance reaches the scores."""
     import shutil
 
     from optbench.steps import prune as prune_step

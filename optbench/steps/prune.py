@@ -22,7 +22,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
-from optbench.importance import gradient_importance, keep_plan
+from optbench.importance import check_removes_some, gradient_importance, keep_plan
 from optbench.steps.distill import LogitDistillation, teacher_logits
 from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, layer_shapes
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 class PruneConfig(TrainingConfig, LogitDistillation):
     """How much to remove and how to recover.
 
-    `heads` / `ffn`: the fraction of all attention heads / FFN neurons to remove, in [0, 1). `scope`:
+    `heads` / `ffn`: the fraction of all attention heads / FFN neurons to remove, in [0, 1), rounded to whole
+    units halves up (`optbench.importance.units_to_remove`); one that removes none is refused. `scope`:
     "global" ranks units across layers (layers may end uneven), "layer" removes the fraction from
     each. Every layer keeps at least its most important head and neuron. `importance_rows`: train rows
     the scores are measured on. Recovery trains for `epochs` (0 skips it) on `distill_weight` x T^2 x KL
@@ -77,6 +78,12 @@ class PruneConfig(TrainingConfig, LogitDistillation):
             return None
         return {**model, "model_type": pruned_type(model["model_type"])}
 
+    def check_removes_some(self, head_scores: list[Any], neuron_scores: list[Any]) -> None:
+        """Refuse `heads` or `ffn` above 0 that removes no head or neuron of a model scored so
+        (`optbench.importance.check_removes_some`)."""
+        check_removes_some("heads", "attention head", self.heads, head_scores, scope=self.scope)
+        check_removes_some("ffn", "FFN neuron", self.ffn, neuron_scores, scope=self.scope)
+
 
 def pruned_type(model_type: str) -> str:
     """The model type prune makes of a `model_type` checkpoint (`optbench.pruned_bert.PRUNED`); refuses a type
@@ -117,6 +124,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         for chunk in np.array_split(rows, max(1, len(rows) // config.batch_size))
     )
     scores = gradient_importance(model, batches, ffn=config.ffn_importance)
+    config.check_removes_some(scores.heads, scores.neurons)
     heads = keep_plan(scores.heads, config.heads, scope=config.scope)
     neurons = keep_plan(scores.neurons, config.ffn, scope=config.scope)
     for layer, kept_heads, kept_neurons in zip(encoder_layers(model), heads, neurons, strict=True):
