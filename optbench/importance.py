@@ -115,7 +115,7 @@ def units_to_remove(fraction: float, units: int) -> int:
 def check_removes_some(key: str, unit: str, fraction: float, scores: list[Any], *, scope: str) -> None:
     """Refuse a `fraction` above 0 (the prune setting `key`, of `unit`s) whose `keep_plan` removes no unit: the step
     would make a copy of the model, labelled pruned and measured as a variant. The error names the least fraction
-    that removes one with these `scores`."""
+    that removes one with these `scores` (before the model is scored, `preflight_scores`: the least any allow)."""
     if fraction == 0 or _removes_some(scores, fraction, scope):
         return
     sizes = [len(s) for s in scores]
@@ -132,6 +132,14 @@ def check_removes_some(key: str, unit: str, fraction: float, scores: list[Any], 
         f"{key} = {fraction} removes no {unit} from this model ({shape}): it takes {fraction} of {taken} {unit}s, "
         f"rounded to the nearest whole number (halves up), and every layer keeps at least one; {fix}"
     )
+
+
+def preflight_scores(sizes: list[int]) -> list[Any]:
+    """Scores for `check_removes_some` before the model is scored, from each layer's unit count alone: the units of
+    layers of more than one rank least important, so a fraction is refused only where no scores would remove one."""
+    import torch
+
+    return [torch.zeros(n) if n > 1 else torch.ones(n) for n in sizes]
 
 
 def _removes_some(scores: list[Any], fraction: float, scope: str) -> bool:

@@ -16,9 +16,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
 from optbench.errors import OptbenchError
-from optbench.importance import check_removes_some, gradient_importance, keep_plan
+from optbench.hf_config import read_hf_config
+from optbench.importance import check_removes_some, gradient_importance, keep_plan, preflight_scores
 from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
 from optbench.steps import run_step
+from optbench.steps.distill import DistillConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig, as_pruned
 from optbench.surgery import (
@@ -151,6 +153,8 @@ def test_a_fraction_that_removes_nothing_is_refused_naming_the_least_that_remove
     scores = [torch.tensor([0.1]), torch.tensor([0.2]), torch.tensor([0.5, 0.9, 0.3])]
     with pytest.raises(OptbenchError, match=r"this model \(FFN neurons per layer: 1, 1, 3\).*at least 0.5, or set"):
         check_removes_some("ffn", "FFN neuron", 0.2, scores, scope="global")
+    with pytest.raises(OptbenchError, match=r"takes 0.05 of all its FFN neurons.*at least 0.1, or set ffn = 0$"):
+        check_removes_some("ffn", "FFN neuron", 0.05, preflight_scores([1, 1, 3]), scope="global")  # before scoring
     with pytest.raises(OptbenchError, match=r"every layer keeps at least one; set heads = 0$"):
         check_removes_some("heads", "attention head", 0.5, [torch.ones(1)] * 3, scope="global")
 
@@ -363,6 +367,34 @@ def test_a_prune_step_that_would_remove_nothing_is_refused(
     config = PruneConfig(heads=0.2, scope="layer", epochs=0, importance_rows=16)
     with pytest.raises(OptbenchError, match=r"^heads = 0.2 removes no attention head .* at least 0.25, or set"):
         run_step(config, tiny_artifact, reviews, tmp_path)
+
+
+def test_the_dry_run_refuses_a_prune_that_would_remove_no_head(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    """From the checkpoint's config.json, before any step runs; and for heads alone, though ffn removes neurons:
+    the recipe asked for heads to go."""
+    steps = '[[steps]]\nname = "prune"\nheads = 0.2\nffn = 0.5\nscope = "layer"\n'
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps)
+    message = "heads = 0.2 removes no attention head from this model (2 attention heads in each of its 2 layers)"
+    _fails(["run", str(recipe), "--results", str(tmp_path / "results"), "--dry-run"], capsys, message)
+
+
+def test_prune_preflight_takes_the_sizes_the_steps_before_it_make(tiny_classifier: Path) -> None:
+    """A student's FFN width and a pruned student's sizes of the layers it keeps decide, not its teacher's; after an
+    earlier prune the sizes are known only once it runs: nothing is refused up front."""
+    teacher = read_hf_config(tiny_classifier)  # 2 layers of 2 heads and 64 FFN neurons
+    narrowed = DistillConfig(intermediate_size=2).preflight(teacher)
+    with pytest.raises(OptbenchError, match=r"\(2 FFN neurons in each of its 2 layers\).* at least 0.25, or"):
+        PruneConfig(ffn=0.2, scope="layer").preflight(narrowed)
+    pruned = {**teacher, "model_type": "optbench-pruned-bert", "heads_per_layer": [2, 1]}
+    pruned["intermediate_per_layer"] = [64, 8]
+    kept = DistillConfig(layers=(1,), intermediate_size=4).preflight(pruned)
+    assert (kept["heads_per_layer"], kept["intermediate_per_layer"], kept["intermediate_size"]) == ([1], [4], 4)
+    with pytest.raises(OptbenchError, match=r"\(1 attention head in its one layer\).*; set heads = 0$"):
+        PruneConfig(heads=0.5).preflight(kept)
+    after_prune = PruneConfig(heads=0.5).preflight(teacher)
+    assert "heads_per_layer" not in PruneConfig(heads=0.2, scope="layer").preflight(after_prune)
 
 
 @pytest.mark.parametrize(

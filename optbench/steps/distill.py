@@ -149,8 +149,8 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """Refuse a student whose layers optbench cannot keep (nor, with `intermediate_size`, FFNs narrow), whose
         `layers` it lacks, or that would be deeper than its teacher, from its config.json: the teacher's with
         `student = "teacher"` (None: not known before the steps before this one run), the packaged student's, else
-        the student folder's. Returns the student's config.json with the depth it keeps, what this step makes (see
-        `optbench.preflight.check_step_inputs`)."""
+        the student folder's. Returns the student's config.json with the depth and sizes it keeps, what this step
+        makes (see `optbench.preflight.check_step_inputs`)."""
         if self.student == PARAPHRASE_L3:
             student: dict[str, Any] | None = {"model_type": "bert", "num_hidden_layers": PARAPHRASE_L3_LAYERS}
         elif self.student == TEACHER:
@@ -172,10 +172,26 @@ class DistillConfig(TrainingConfig, LogitDistillation):
             return student
         if self.layers is not None:
             check_layers_within(self.layers, depth)
-            depth = len(self.layers)
         teacher_depth = config_depth(teacher) if teacher is not None else None
-        check_not_deeper(depth, teacher_depth)
-        return {**student, "n_layers" if "n_layers" in student else "num_hidden_layers": depth}
+        check_not_deeper(len(self.layers or range(depth)), teacher_depth)
+        return self._student_made(student, depth)
+
+    def _student_made(self, student: dict[str, Any], depth: int) -> dict[str, Any]:
+        """The config.json of the student this step makes of one of `depth` layers whose config.json is `student`:
+        the depth it keeps, the FFN width `narrow_ffn` records, and a pruned student's sizes of the layers kept (as
+        `keep_layers` and `narrow_ffn` record them; sizes not of every layer are left out: known once it runs)."""
+        kept = self.layers if self.layers is not None else range(depth)
+        distilbert = "n_layers" in student
+        made = {**student, "n_layers" if distilbert else "num_hidden_layers": len(kept)}
+        if self.intermediate_size is not None:
+            made["hidden_dim" if distilbert else "intermediate_size"] = self.intermediate_size
+        for key in ("heads_per_layer", "intermediate_per_layer"):
+            sizes = made.pop(key, None)
+            if isinstance(sizes, list) and len(sizes) == depth:
+                made[key] = [sizes[i] for i in kept]
+        if self.intermediate_size is not None and "intermediate_per_layer" in made:
+            made["intermediate_per_layer"] = [min(n, self.intermediate_size) for n in made["intermediate_per_layer"]]
+        return made
 
     def resolve_paths(self, base: Path) -> DistillConfig:
         """A student folder given in a recipe is taken from the recipe's folder."""

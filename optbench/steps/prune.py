@@ -22,7 +22,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
-from optbench.importance import check_removes_some, gradient_importance, keep_plan
+from optbench.importance import check_removes_some, gradient_importance, keep_plan, preflight_scores
 from optbench.steps.distill import LogitDistillation, teacher_logits
 from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, layer_shapes
 from optbench.training import TrainingConfig, accuracy, encode_rows, train
@@ -71,18 +71,50 @@ class PruneConfig(TrainingConfig, LogitDistillation):
             )
 
     def preflight(self, model: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Refuse an input model of a type prune does not take, from its config.json (None: not known before
-        the steps before this one run); the config.json of what it makes, its family's pruned type (see
-        `optbench.preflight.check_step_inputs`)."""
+        """Refuse an input model of a type prune does not take, and `heads` or `ffn` that would remove none of its
+        units where it states their counts (`stated_sizes`), from its config.json (None: not known before the steps
+        before this one run); the config.json of what it makes, its family's pruned type without the per-layer
+        sizes, known once it runs (see `optbench.preflight.check_step_inputs`)."""
         if model is None or not isinstance(model.get("model_type"), str):
             return None
-        return {**model, "model_type": pruned_type(model["model_type"])}
+        made = pruned_type(model["model_type"])
+        sizes = stated_sizes(model)
+        if sizes is not None:
+            self.check_removes_some(*(preflight_scores(n) for n in sizes))
+        return {k: v for k, v in model.items() if k not in PER_LAYER_KEYS} | {"model_type": made}
 
     def check_removes_some(self, head_scores: list[Any], neuron_scores: list[Any]) -> None:
         """Refuse `heads` or `ffn` above 0 that removes no head or neuron of a model scored so
         (`optbench.importance.check_removes_some`)."""
         check_removes_some("heads", "attention head", self.heads, head_scores, scope=self.scope)
         check_removes_some("ffn", "FFN neuron", self.ffn, neuron_scores, scope=self.scope)
+
+
+PER_LAYER_KEYS = ("heads_per_layer", "intermediate_per_layer")  # a pruned checkpoint's config.json records both
+
+
+def stated_sizes(model: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+    """Each layer's head count and FFN width, as the config.json of a model prune takes states them: a pruned
+    checkpoint's lists, else every layer's one count and width (BERT's names, or DistilBERT's). None where it does
+    not: what an earlier prune of the chain makes (its `preflight` gives its pruned type without the lists: they are
+    known once it runs), a stand-in config without the sizes."""
+    if all(isinstance(model.get(key), list) for key in PER_LAYER_KEYS):
+        heads, widths = model["heads_per_layer"], model["intermediate_per_layer"]
+    elif pruned_type(model["model_type"]) == model["model_type"]:
+        return None
+    else:
+        depth, head, width = (model.get(k, model.get(alias)) for k, alias in _UNIFORM_KEYS)
+        heads, widths = ([head] * depth, [width] * depth) if isinstance(depth, int) else ([], [])
+    sizes = [*heads, *widths]
+    return (heads, widths) if sizes and all(isinstance(n, int) and n > 0 for n in sizes) else None
+
+
+# depth, heads and FFN width in BERT's config.json, and DistilBERT's
+_UNIFORM_KEYS = (
+    ("num_hidden_layers", "n_layers"),
+    ("num_attention_heads", "n_heads"),
+    ("intermediate_size", "hidden_dim"),
+)
 
 
 def pruned_type(model_type: str) -> str:
