@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -11,9 +13,19 @@ from typing import Any
 import pytest
 from report_fixtures import gpu_report, make_report
 
+from optbench.accuracy import Drop
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, load_failures
-from optbench.report import SCHEMA, SCHEMA_VERSION, load_reports, read_report, workload_fingerprint, write_report
+from optbench.report import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    distinct,
+    load_reports,
+    read_report,
+    report_files,
+    workload_fingerprint,
+    write_report,
+)
 from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 
@@ -98,6 +110,34 @@ def test_committed_reports_of_versions_1_and_3_read_as_one_workload_per_shape() 
     assert [json.loads(next(run.glob("*.json")).read_text())["schema_version"] for run in runs] == [1, 3]
     frame = to_frame([report for run in runs for report in load_reports(run)])
     assert len(frame) == 16 and frame.groupby(["batch_size", "seq_len"])["workload"].nunique().eq(1).all()
+
+
+def test_the_workload_fingerprint_of_a_workload_and_shape_stays_the_one_reports_on_disk_hold() -> None:
+    """Runs compare only where their fingerprints agree: a change to the hash (the shape left out of it, another
+    length) made every run written before it not comparable with the runs after it, with no setting changed.
+    Changing it needs a migration in `_with_implied_workload`, as reports written before `workload_identity` got."""
+    workload = {
+        "dataset": "rotten-tomatoes",
+        "data_fingerprint": "1ecb15b5d0943002",
+        "split": "test",
+        "rows": 1246,
+        "max_length": 128,
+        "threads": 2,
+        "timing": {"warmup": 5, "min_iters": 20, "min_seconds": 1.5, "max_seconds": 60.0},
+        "max_batches": 64,
+        "rounds": 3,
+    }
+    assert workload_fingerprint(workload, 1, 128) == "2dedab49effc"
+    assert workload_fingerprint(workload, 1, "data") == "c6b4a0f72324"
+
+
+def test_a_reference_that_got_every_test_text_wrong_reads_back(tmp_path: Path) -> None:
+    """Accuracy 0 is a fraction (a broken checkpoint on a small test split scores it): the run's own report must
+    read back, and the reference's accuracy as a percentage of its own 0 is unknown, not a division by zero."""
+    report = dataclasses.replace(make_report(flip=10), drop=Drop.of_reference())
+    assert report.metrics.accuracy == 0
+    assert read_report(write_report(report, tmp_path)) == report
+    assert {row["relative_accuracy_pct"] for row in report.rows()} == {None}
 
 
 @pytest.mark.parametrize(
@@ -259,6 +299,18 @@ def test_a_folder_this_user_may_not_read_is_an_error_not_skipped(tmp_path: Path,
     monkeypatch.setattr(os, "scandir", refusing)
     with pytest.raises(OptbenchError, match=r"cannot read the folder .*b-new \(Permission denied\): give this user"):
         load_reports(tmp_path)
+
+
+def test_the_same_report_named_through_a_link_counts_once_without_a_note(tmp_path: Path, caplog) -> None:
+    """`optbench report results latest`, latest a link to one of its runs: the run counts once, and no note calls
+    its file a copy of itself (a note is for a copy in another folder)."""
+    run = tmp_path / "results" / "demo" / "run-1"
+    write_report(make_report(), run)
+    (tmp_path / "latest").symlink_to(run)
+    found = [*report_files(tmp_path / "results"), *report_files(tmp_path / "latest")]
+    with caplog.at_level(logging.INFO, logger="optbench.report"):
+        assert distinct(found) == [make_report()]
+    assert "a copy of" not in caplog.text
 
 
 def test_load_reports_of_one_file(tmp_path: Path) -> None:
