@@ -233,3 +233,16 @@ def test_peer_rows_are_marked_as_in_a_runs_table() -> None:
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
     assert "peer" not in header  # a mark on the variant, not a column, in Markdown
     assert dict(zip(table["variant"], table["peer"], strict=True)) == {"baseline": False, "baseline+peer-optimum": True}
+
+
+def test_machine_columns_follow_the_legends_order() -> None:
+    """The legend lists the machines in order of first appearance: the columns must stand in that order too, not
+    by their keys (hashes that say nothing to a reader), or the first legend line names the second column."""
+    base = make_report(shapes=((1, 128),))
+    reports = [
+        _on(with_figures(base, p50_ms=p50), m, cpu, m) for m, cpu, p50 in [("zzz", "EPYC", 40), ("aaa", "Xeon", 10)]
+    ]
+    table = merge_by_machine(reports)
+    assert [m.key for m in table.attrs["machines"]] == ["zzz", "aaa"]
+    assert list(table.filter(like="p50_ms@").columns) == ["p50_ms@zzz", "p50_ms@aaa"]
+    assert "| variant | runtime | p50_ms@zzz | p50_ms@aaa |" in render_merged(table, "md")
