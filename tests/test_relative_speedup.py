@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from pathlib import Path
@@ -77,6 +78,16 @@ def test_runs_without_the_chosen_row_get_none_and_the_table_hides_the_column() -
     assert frame.loc[frame["run_id"] != "20261130T041500Z-aaaa", "speedup_vs"].notna().all()
     other_table = render(frame, "md").split("run 20261130T041500Z-aaaa")[1]
     assert "speedup_vs" not in other_table
+
+
+def test_reports_without_a_machine_key_are_measured_against_the_chosen_row() -> None:
+    """A report without a machine key (read as `unknown`, as report --by-machine and compare read it) is in a group
+    of its run and shape like any other: grouping dropped the rows whose machine is missing, and their speedup_vs
+    was left empty with no word."""
+    run = [dataclasses.replace(r, environment={**r.environment, "machine": None}) for r in _gpu_run()]
+    rows = _by_precision(add_speedup_vs(to_frame(run), RowChoice.parse("baseline/torch/cuda/fp32")))
+    assert rows.loc[("cuda", "fp16"), "speedup_vs"] == pytest.approx(2.5, rel=0.02)
+    assert rows["speedup_vs_row"].tolist() == ["baseline/torch/cuda/fp32"] * 3
 
 
 def test_a_choice_that_names_two_rows_of_one_shape_is_refused() -> None:
