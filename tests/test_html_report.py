@@ -40,6 +40,12 @@ def test_pareto_front_keeps_the_points_nothing_beats_on_both_axes() -> None:
     assert pareto_front([nan, 5.0, 4.0, 0.0], [0.9, nan, 0.8, 0.95]) == [2]  # unplottable points are on no front
 
 
+def test_a_point_tied_on_one_axis_and_beaten_on_the_other_is_off_the_front() -> None:
+    # an ONNX export often predicts exactly as its source (one accuracy), and a coarse clock reads two p50s alike:
+    # the slower of two equally accurate variants, or the less accurate of two equally fast ones, is beaten
+    assert pareto_front([5.0, 10.0, 5.0], [0.9, 0.9, 0.8]) == [0]
+
+
 def test_points_missing_a_figure_get_no_label() -> None:
     assert point_labels([float("nan"), 0.0, 5.0], [0.9, 0.9, 0.8]) == [(5.0, 0.8, "3")]
 
@@ -57,6 +63,8 @@ def test_points_that_would_overlap_share_one_label() -> None:
     labels = point_labels([10.0, 10.2, 20.0, 10.0], [0.80, 0.80, 0.80, 0.90])
     assert labels == [(10.0, 0.80, "1,2"), (20.0, 0.80, "3"), (10.0, 0.90, "4")]
     assert point_labels([5.0], [0.8]) == [(5.0, 0.8, "1")]  # one point: no accuracy range to divide by
+    # every point of one accuracy (no range): those within 4% of latency still share a label, and only those
+    assert point_labels([10.0, 10.1, 12.0], [0.8, 0.8, 0.8]) == [(10.0, 0.8, "1,2"), (12.0, 0.8, "3")]
 
 
 def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
@@ -247,6 +255,15 @@ def test_cli_html_plots_a_run_not_measured_at_1x128_at_its_first_shape(tmp_path:
     assert (tmp_path / "page.png").read_bytes().startswith(PNG)
     page = out.read_text()
     assert '<img src="page.png"' in page and "Pareto front at batch 1 x 32" in page
+
+
+def test_a_run_measured_at_1x128_is_plotted_there_though_it_measured_smaller_shapes() -> None:
+    shapes = ((1, 16), (1, 128), (8, 128))
+    run = to_frame([make_report(steps, shapes=shapes) for steps in [(), ("onnx",)]])
+    assert run_shape(run) == (1, 128)
+    # the plot's rows are those of both the batch size and the length: not 1 x 16's, nor 8 x 128's
+    plotted = at_shape(run, (1, 128))
+    assert list(zip(plotted["batch_size"], plotted["seq_len"], strict=True)) == [(1, 128)] * 2
 
 
 def test_without_1x128_a_run_is_plotted_at_its_smallest_shape_whatever_the_row_order() -> None:
