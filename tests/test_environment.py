@@ -128,6 +128,18 @@ def test_cpu_governor_and_boost_are_recorded(tmp_path: Path, monkeypatch: pytest
     assert fingerprint()["cpu_settings"] == {"governor": "performance", "boost": True}
 
 
+def test_cpu_governors_are_those_of_the_cores_this_process_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker --cpuset-cpus 1,2: the jobs run on cores 1 and 2, so their governors are recorded, not core 0's (the
+    first cores of the machine)."""
+    monkeypatch.setattr(environment, "SYSFS_CPU", tmp_path)
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: {1, 2}, raising=False)
+    governors = {"cpu0": "performance", "cpu1": "powersave", "cpu2": "schedutil"}
+    _sysfs(tmp_path, {f"{cpu}/cpufreq/scaling_governor": governor for cpu, governor in governors.items()})
+    assert fingerprint()["cpu_settings"]["governor"] == "powersave, schedutil"
+
+
 def test_a_machine_without_cpufreq_records_no_cpu_settings_and_warns_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -203,6 +215,14 @@ def test_failed_probe_yields_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["cpu"]["model"] is None
     assert env["cpu"]["flags"] == []
     assert env["calibration_gflops"] is None
+
+
+def test_calibration_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 512x512 GEMM is 2 * 512**3 floating-point operations (a multiply and an add each): counted once, every
+    report's calibration_gflops read half the machine's rate."""
+    clock = iter([0.0, 1.0])  # one call, timed at 1 s: past the calibration's time, whatever it is set to
+    monkeypatch.setattr(environment, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert environment._calibration_gflops() == round(2 * 512**3 / 1e9, 1) == 0.3
 
 
 def test_fingerprint_key_is_stable_and_hardware_only() -> None:
