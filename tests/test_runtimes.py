@@ -112,6 +112,8 @@ def test_cuda_precisions_agree_with_cpu(tiny_classifier: Path, precision: str) -
         ({"name": "tensorflow"}, "unknown runtime 'tensorflow'"),
         ({"name": "torch", "device": "tpu"}, "unknown device 'tpu'"),
         ({"name": "torch", "precision": "int4"}, "unknown precision 'int4'"),
+        # the engine holds its settings: an option given beside it would be recorded, and ignored
+        ({"name": "tensorrt", "device": "cuda", "options": {"fp16": True}}, r"takes no options \(got \['fp16'\]\)"),
     ],
 )
 def test_runtime_spec_refuses_unknown_values(kwargs: dict, message: str) -> None:
