@@ -114,8 +114,39 @@ def test_compiled_model_gives_the_eager_logits_on_cpu(tiny_classifier: Path) -> 
     assert isinstance(compiled.clock(), HostClock)
 
 
-def _torchao_copy(tiny_classifier: Path, folder: Path) -> ModelArtifact:
-    """The tiny classifier with optbench's torchao scheme beside it, as quantize-dynamic's torch backend writes it."""
+def test_freezing_is_on_while_each_shape_is_traced_and_off_in_the_timed_calls(
+    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamo reads Inductor's freezing setting when it traces a shape, on its first call: set there and only
+    there, or the weights are not frozen, or each timed call pays for patching Inductor's config (and other compiles
+    in the process freeze too). torch.compile is faked: the compiled model records the setting at each call."""
+    from torch._inductor import config
+
+    seen: list[bool] = []
+
+    def compile(model: torch.nn.Module, mode: str) -> Any:
+        def compiled(**inputs: torch.Tensor) -> Any:
+            seen.append(config.freezing)
+            return model(**inputs)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile)
+    frozen = RuntimeSpec("torch", options={"compile": True, "freezing": True})
+    runtime = load_runtime(frozen, _artifact(tiny_classifier), threads=1)
+    for seq_len in (16, 16, 24, 16, 24):
+        runtime.predict(_batch(tiny_classifier, seq_len))
+    assert seen == [True, False, True, False, False] and not config.freezing
+    seen.clear()
+    load_runtime(RuntimeSpec("torch", options={"compile": True}), _artifact(tiny_classifier), threads=1).predict(
+        _batch(tiny_classifier, 16)
+    )
+    assert seen == [False]
+
+
+def _torchao_copy(tiny_classifier: Path, folder: Path, scheme: str | None = None) -> ModelArtifact:
+    """The tiny classifier with a torchao scheme beside it (optbench's unless given), as quantize-dynamic's torch
+    backend writes it."""
     import json
     import shutil
 
@@ -123,8 +154,18 @@ def _torchao_copy(tiny_classifier: Path, folder: Path) -> ModelArtifact:
     from optbench.runtimes.torch import SCHEME
 
     shutil.copytree(tiny_classifier, folder)
-    (folder / QUANTIZATION_FILE).write_text(json.dumps({"library": "torchao", "version": "0", "scheme": SCHEME}))
+    written = {"library": "torchao", "version": "0", "scheme": scheme or SCHEME}
+    (folder / QUANTIZATION_FILE).write_text(json.dumps(written))
     return _artifact(folder)
+
+
+def test_a_model_quantized_with_a_scheme_this_optbench_does_not_apply_is_refused(
+    tiny_classifier: Path, tmp_path: Path
+) -> None:
+    """One a newer optbench wrote, say: applying optbench's INT8 scheme instead would measure another model."""
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int4", "int4-weight-only")
+    with pytest.raises(OptbenchError, match="names scheme 'int4-weight-only'; this optbench applies 'int8-dynamic-"):
+        load_runtime(RuntimeSpec("torch"), artifact, threads=1)
 
 
 def _ran_op(runtime: Any, batch: dict[str, np.ndarray], op: str) -> bool:
@@ -678,32 +719,62 @@ def test_cuda_events_time_device_work() -> None:
     assert elapsed > 0
 
 
-def test_cuda_graphs_of_every_length_share_one_memory_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches padded to their longest text bring a graph per length: with a memory pool each, the GPU memory
-    held (and reported as the peak) grew with the count of lengths. torch.cuda's capture API is faked (no GPU
-    here); the GPU test above checks the logits of graphs that share the pool."""
-    from types import SimpleNamespace
+class FakeCudaGraphs:
+    """torch.cuda's capture API as CudaGraphs uses it, faked (no GPU here), and a model for it: a graph captures the
+    model's call made under `torch.cuda.graph`, which its `replay` runs again on the same input buffers, into the
+    same output; the pool each capture went into is kept."""
 
-    from optbench.runtimes.torch import CudaGraphs
+    def __init__(self) -> None:
+        self.pools: list[object] = []
+        self.capturing: Any = None
 
-    pools: list[object] = []
+    def model(self, input_ids: torch.Tensor) -> SimpleNamespace:
+        logits = input_ids.float().sum(1, keepdim=True)
+        if self.capturing is not None:
+            self.capturing.replay = lambda: logits.copy_(input_ids.float().sum(1, keepdim=True))
+        return SimpleNamespace(logits=logits)
 
     @contextlib.contextmanager
-    def capture(graph: object, pool: object = None) -> Iterator[None]:
-        pools.append(pool)
+    def graph(self, graph: object, pool: object = None) -> Iterator[None]:
+        self.pools.append(pool)
+        self.capturing = graph
         yield
+        self.capturing = None
 
+
+@pytest.fixture
+def fake_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> FakeCudaGraphs:
+    fake = FakeCudaGraphs()
     stream = SimpleNamespace(wait_stream=lambda other: None)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: ("pool", 7))
     monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: SimpleNamespace(replay=lambda: None))
-    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "graph", fake.graph)
     monkeypatch.setattr(torch.cuda, "Stream", lambda: stream)
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
-    graphs = CudaGraphs(lambda input_ids: SimpleNamespace(logits=input_ids.float().sum(1, keepdim=True)))
+    return fake
+
+
+def test_cuda_graphs_of_every_length_share_one_memory_pool(fake_cuda_graphs: FakeCudaGraphs) -> None:
+    """Batches padded to their longest text bring a graph per length: with a memory pool each, the GPU memory
+    held (and reported as the peak) grew with the count of lengths. The GPU test below checks the logits of graphs
+    that share the pool."""
+    from optbench.runtimes.torch import CudaGraphs
+
+    graphs = CudaGraphs(fake_cuda_graphs.model)
     for length in (8, 16, 8, 24):
         graphs({"input_ids": torch.ones(2, length, dtype=torch.long)})
-    assert pools == [("pool", 7)] * 3  # one capture per length, all into one pool
+    assert fake_cuda_graphs.pools == [("pool", 7)] * 3  # one capture per length, all into one pool
+
+
+def test_a_replayed_cuda_graph_runs_on_the_batch_it_is_given(fake_cuda_graphs: FakeCudaGraphs) -> None:
+    """A graph replays its kernels on the input buffers it captured: each call copies its batch into them, or every
+    batch of a shape would get the logits of the first one."""
+    from optbench.runtimes.torch import CudaGraphs
+
+    graphs = CudaGraphs(fake_cuda_graphs.model)
+    for value in (1, 2, 3):
+        assert graphs({"input_ids": torch.full((2, 8), value)}).tolist() == [[8.0 * value]] * 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)

@@ -41,6 +41,18 @@ def test_torch_runtime_matches_the_model_called_directly(tiny_classifier: Path) 
     assert torch.get_num_threads() == 1
 
 
+def test_torch_runtime_records_how_it_ran(tiny_classifier: Path) -> None:
+    """The report's runtime details: the threads torch ran with, FP32, eager, no GPU, and the host clock's timer."""
+    threads = torch.get_num_threads()
+    try:
+        described = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=2).describe({})
+    finally:
+        torch.set_num_threads(threads)
+    assert described["torch_threads"] == 2
+    assert (described["dtype"], described["compile"], described["gpu"]) == ("float32", None, None)
+    assert described["timer"] == "perf_counter"
+
+
 def test_padding_to_a_fixed_length_keeps_the_logits(tiny_classifier: Path) -> None:
     runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
     np.testing.assert_allclose(
