@@ -389,6 +389,34 @@ def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:
     assert settings["trt_profile_max_shapes"] == "input_ids:64x128,attention_mask:64x128"
 
 
+def test_the_tensorrt_provider_profile_names_the_model_s_own_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
+) -> None:
+    """Read from its graph as the runtime loads it: a profile naming no input would hold none. The session is faked:
+    this onnxruntime has no TensorRT."""
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_profile": PROFILE})
+    load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    assert gpu_sessions[0][0][1]["trt_profile_max_shapes"] == "input_ids:64x128,attention_mask:64x128"
+
+
+def test_the_report_says_whether_the_tensorrt_provider_built_its_engine_or_loaded_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_sessions: list[list]
+) -> None:
+    """The engine cache's files when the runtime loaded and now: a cache that fills while the job runs holds an
+    engine built in it (in its first call, without a profile), one that was full a loaded engine. The sessions are
+    faked (no profile to count nodes from): the test writes the file the provider would."""
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ort_runtime.OnnxRuntime, "nodes_per_provider", lambda self, batch: {})
+    plain = _save_tiny_onnx(tmp_path / "plain")
+    spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
+    built = load_runtime(spec, plain, threads=1)
+    (built.engine_cache / "model.engine").write_bytes(b"")
+    cache = {"path": str(built.engine_cache), "files_at_load": 0, "files_now": 1}
+    assert built.describe({})["trt_engine_cache"] == cache
+    assert load_runtime(spec, plain, threads=1).describe({})["trt_engine_cache"] == {**cache, "files_at_load": 1}
+
+
 def test_a_recipe_fills_in_the_tensorrt_provider_profile_from_its_shapes() -> None:
     assert TrtProfile.for_bench([(1, 128), (32, 128)], 128, 64) == TrtProfile((1, 1), (1, 128), (64, 128))
     assert TrtProfile.for_bench([(8, "data"), (128, 32)], 96, 64) == TrtProfile((1, 1), (8, 96), (128, 96))

@@ -65,6 +65,21 @@ def test_onnxruntime_matches_torch_on_the_test_split(exported: ModelArtifact, cl
     assert applied.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
+@pytest.mark.parametrize(
+    ("level", "applied"),
+    [("disable", "ORT_DISABLE_ALL"), ("basic", "ORT_ENABLE_BASIC"), ("extended", "ORT_ENABLE_EXTENDED")],
+)
+def test_the_session_runs_the_optimization_level_its_label_names(level: str, applied: str, tmp_path: Path) -> None:
+    """A row labelled opt-basic is measured at basic, not at another level the label does not name."""
+    import onnxruntime
+
+    spec = RuntimeSpec("onnxruntime", options={"graph_optimization_level": level})
+    runtime = load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    assert spec.label == f"onnxruntime-cpu-fp32-opt-{level}"
+    expected = getattr(onnxruntime.GraphOptimizationLevel, applied)
+    assert runtime.session.get_session_options().graph_optimization_level == expected
+
+
 def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, data, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
