@@ -43,6 +43,10 @@ def test_export_fuses_attention_and_records_it(exported: ModelArtifact) -> None:
     assert "warnings" not in details
     assert (exported.path / "model.onnx").is_file() and (exported.path / "tokenizer.json").is_file()
     assert [p.name for p in exported.path.glob("*.onnx")] == ["model.onnx"]
+    import onnx
+
+    logits = onnx.load(str(exported.path / "model.onnx")).graph.output[0].type.tensor_type.shape.dim
+    assert logits[0].dim_param == "batch"  # any batch size, not the export's sample batch of 2
 
 
 def test_onnxruntime_matches_torch_on_the_test_split(exported: ModelArtifact, classifier: ModelArtifact, data) -> None:
@@ -225,6 +229,7 @@ def test_auto_goes_on_past_an_export_onnxruntime_cannot_load(
     assert result.details["exporter"] == "torchscript" and result.details["parity"]["agreement"] == 1.0
     error = result.details["attempts"][0]["error"]
     assert error.startswith("OptbenchError: onnxruntime cannot load the file (") and "num_outputs" in error
+    assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]  # the refused file is not kept beside it
 
 
 def test_an_export_onnxruntime_cannot_load_names_the_settings_to_try(
@@ -455,3 +460,129 @@ def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
         (source / name).write_text("{}")
     copy_hf_files(source, out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "merges.txt", "tokenizer_config.json", "vocab.json"]
+
+
+@pytest.mark.parametrize("opset", [14, 23])
+def test_the_opsets_at_either_end_of_the_range_are_taken(opset: int) -> None:
+    assert OnnxConfig(opset=opset).opset == opset
+
+
+def test_parity_rows_limits_the_rows_checked(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+    result = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=5), classifier, data, tmp_path)
+    assert result.details["parity"]["rows"] == 5
+
+
+def test_auto_stops_at_the_first_export_that_fuses_every_layer(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """Going on past it would export again for nothing, and list an attempt that decided nothing."""
+    _every_attempt_exports_with_torchscript(monkeypatch)  # the "dynamo" one fuses both layers
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    assert [a["exporter"] for a in result.details["attempts"]] == ["dynamo"]
+    assert result.details["exporter"] == "dynamo"
+
+
+def test_auto_keeps_the_export_that_fused_the_most_and_only_its_file(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """The later exporter is no better for being later: dynamo's partly fused file beats an unfused one."""
+
+    def fuse(path: Path, model_config) -> dict:  # type: ignore[no-untyped-def]
+        return {"Attention": 1} if path.name.startswith("dynamo") else {"SkipLayerNormalization": 4}
+
+    _every_attempt_exports_with_torchscript(monkeypatch)
+    monkeypatch.setattr(onnx_step, "fuse", fuse)
+    result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
+    assert [a["attention_fused"] for a in result.details["attempts"]] == [1, 0]
+    assert result.details["exporter"] == "dynamo"
+    assert "Attention fused in 1 of 2 layers" in result.details["warnings"][0]
+    assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
+
+
+def test_multi_head_attention_counts_as_fused_attention(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """The fusion makes MultiHeadAttention where Q, K and V stay separate MatMuls: attention fused all the same."""
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, model_config: {"MultiHeadAttention": 2})
+    result = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path)
+    assert result.details["attempts"][0]["attention_fused"] == 2 and "warnings" not in result.details
+
+
+def test_no_fused_attention_on_the_first_onnxruntime_that_fuses_advises_the_exporter(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    """onnxruntime 1.31 fuses transformers 5's exports: telling its user to upgrade to 1.31 is no advice."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.31.0")
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, hf_config: {"SkipLayerNormalization": 4})
+    warning = run_step(OnnxConfig(exporter="torchscript"), classifier, data, tmp_path).details["warnings"][0]
+    assert 'try exporter = "dynamo"' in warning and "pip install" not in warning
+
+
+def test_no_fused_attention_from_dynamo_advises_torchscript(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch
+) -> None:
+    _every_attempt_exports_with_torchscript(monkeypatch)
+    monkeypatch.setattr(onnx_step, "fuse", lambda path, hf_config: {"SkipLayerNormalization": 4})
+    warning = run_step(OnnxConfig(exporter="dynamo"), classifier, data, tmp_path).details["warnings"][0]
+    assert 'try exporter = "torchscript" (or "auto"' in warning
+
+
+@pytest.mark.parametrize(
+    ("opset", "tried", "advice"),
+    [
+        (18, ["dynamo"], 'try exporter = "torchscript" in the onnx step;'),  # already at 18
+        (17, ["torchscript"], 'try exporter = "dynamo" in the onnx step;'),  # TorchScript exports at 17 as asked
+    ],
+)
+def test_a_failed_export_is_not_told_to_try_the_opset_that_would_change_nothing(
+    opset: int, tried: list[str], advice: str
+) -> None:
+    assert onnx_step._export_advice(OnnxConfig(opset=opset), tried).startswith(advice)
+
+
+def test_a_wrong_argmax_fails_parity_within_the_logit_limit(exported: ModelArtifact, data) -> None:
+    """The release gate's other half: logits close enough by the loose limit, but a prediction that flipped."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported.path)
+    parity_batches = batches(tokenizer, data.test.texts[:4], batch_size=4, seq_len="data", max_length=32)
+    reference = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(parity_batches[0])
+    reference[0] = reference[0, ::-1]  # one row of four predicts the other label
+    loose = OnnxConfig(max_abs_diff=100.0)
+    with pytest.raises(OptbenchError, match=r"argmax agreement 0\.7500 \(limit 0\.999\)"):
+        onnx_step.check_parity(exported.path / "model.onnx", parity_batches, reference, loose)
+
+
+def test_the_file_opset_is_the_standard_domains_whatever_comes_first(tmp_path: Path) -> None:
+    """The manifest's opset is ONNX's own, not that of a custom domain listed before it (onnxruntime's fused ones)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    opsets = [helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(tmp_path / "m.onnx"))
+    assert onnx_step.file_opset(tmp_path / "m.onnx") == 17
+
+
+def test_custom_operators_are_named_in_order_and_ai_onnx_is_standard() -> None:
+    """The TensorRT provider's refusal names them: in set order the message would change from run to run; and ONNX's
+    domain spelled out ("ai.onnx") is ONNX's own, which TensorRT parses."""
+    from onnx import helper
+
+    from optbench.onnx_graph import custom_operators
+
+    nodes = [
+        helper.make_node("SkipLayerNormalization", [], [], domain="com.microsoft"),
+        helper.make_node("Attention", [], [], domain="com.microsoft"),
+        helper.make_node("MatMul", [], [], domain="ai.onnx"),
+        helper.make_node("Gelu", [], [], domain="com.microsoft"),
+    ]
+    assert custom_operators(helper.make_graph(nodes, "g", [], [])) == ["Attention", "Gelu", "SkipLayerNormalization"]
