@@ -222,6 +222,8 @@ def test_a_missing_paraphrase_package_names_the_install(monkeypatch) -> None:
 def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
     tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
 ) -> None:
+    from transformers import AutoTokenizer
+
     config = DistillConfig(layers=(0,), intermediate_size=32, max_train_rows=48, batch_size=16, max_length=32)
     student = run_step(config, tiny_artifact, reviews, tmp_path, label="one-layer")
     assert student.format == "hf" and student.variant == "baseline+one-layer"
@@ -239,6 +241,12 @@ def test_distill_makes_a_smaller_checkpoint_and_caches_teacher_logits(
         **{k: torch.from_numpy(v) for k, v in _first_row(tiny_artifact, reviews).items()}
     )
     assert np.allclose(np.load(train_logits)[0], expected.logits[0].detach().numpy(), atol=1e-4)
+    from optbench.training import predictions
+
+    predicted = predictions(model, AutoTokenizer.from_pretrained(student.path), reviews.validation, 32)
+    teacher_predicted = np.load(cached[len(reviews.validation)]).argmax(1)
+    assert student.details["validation_agreement_with_teacher"] == float((predicted == teacher_predicted).mean())
+    assert student.details["validation_accuracy"] == float((predicted == reviews.validation.labels).mean())
 
     def no_teacher_runs(*args, **kwargs):
         raise AssertionError("the teacher ran again although its logits are cached")
@@ -581,3 +589,70 @@ def test_teacher_logits_are_computed_anew_under_another_torch_or_transformers(
 
 def test_only_attention_transfer_configs_get_new_cache_keys() -> None:
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2
+
+
+def test_hidden_state_loss_averages_the_squared_error_of_each_real_value_over_the_pairs() -> None:
+    """The embeddings' pair counts as much as each mapped layer's, and the error is per value: summed over the
+    hidden units, the loss would grow with the model's width, and so would the weight of a recipe's hidden_weight."""
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 3, 4) for _ in range(3)]  # embeddings and 2 layers
+    student = [torch.randn(2, 3, 4) for _ in range(2)]  # embeddings and 1 layer, mapped to the teacher's last
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+
+    def mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ((s - t)[mask.bool()] ** 2).mean()
+
+    expected = (mse(student[0], teacher[0]) + mse(student[1], teacher[2])) / 2
+    assert torch.allclose(hidden_state_loss(student, teacher, mask, [1]), expected)
+
+
+def test_attention_loss_is_the_teachers_kl_to_the_student_per_head_and_real_query() -> None:
+    """KL(teacher || student), MiniLM's direction, averaged over heads and the queries of real tokens only."""
+    torch.manual_seed(0)
+    teacher = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    student = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    kl = (teacher * (teacher.log() - student.log())).sum(-1)  # (batch, heads, queries)
+    expected = kl.permute(0, 2, 1)[mask.bool()].mean()
+    assert torch.allclose(attention_loss(student, teacher, mask), expected, atol=1e-6)
+
+
+def test_attention_transfer_alone_runs_an_eager_teacher(tiny_artifact: ModelArtifact) -> None:
+    """attention_weight without hidden_weight: without the teacher's insides the term would silently never be added."""
+    config = DistillConfig(attention_weight=1.0)
+    student, tokenizer, _ = distill_step.build_student(config, tiny_artifact)
+    teacher = distill_step._teacher_for_transfer(config, tiny_artifact, student, tokenizer)
+    # both with eager attention, the one implementation that returns the probabilities the term compares
+    assert teacher.config._attn_implementation == student.config._attn_implementation == "eager"
+    assert distill_step._teacher_for_transfer(DistillConfig(), tiny_artifact, student, tokenizer) is None
+
+
+def test_teacher_logits_are_cached_per_max_length(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """Truncated to another length, the teacher's texts give other logits: a student trained at 8 tokens must not
+    get the ones cached at 32."""
+    long = distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    short = distill_step.teacher_logits(tiny_artifact, reviews.validation, 8, tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(long, short)
+
+
+def test_a_student_encoder_of_other_label_names_gets_the_teachers(tiny_artifact: ModelArtifact, tmp_path: Path) -> None:
+    """An encoder has no head whose labels could disagree (a plain one's config says LABEL_0 and LABEL_1): it is
+    given a head of the teacher's labels, not refused as a classifier of others."""
+    folder = _save_tiny(tmp_path / "student", head=False, labels=("LABEL_0", "LABEL_1"))
+    student, _, _ = distill_step.build_student(DistillConfig(student=str(folder)), tiny_artifact)
+    assert student.config.id2label == {0: "fresh", 1: "rotten"}
+
+
+def test_teacher_logits_go_back_to_their_rows(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """The teacher runs the texts in order of length; each row's logits must land on that row, or the student
+    learns another text's logits."""
+    from transformers import AutoTokenizer
+
+    from optbench.data import encode
+
+    logits = distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_artifact.path)
+    batch = encode(tokenizer, reviews.validation.texts, seq_len="data", max_length=32)
+    with torch.no_grad():
+        expected = _classifier(tiny_artifact.path)(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
