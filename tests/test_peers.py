@@ -51,6 +51,7 @@ def test_peer_steps_name_their_variants(table: dict, label: str) -> None:
         ({"level": "O4"}, r"level = 'O4' has the wrong type: expected 'none' or 'O1' or 'O2' or 'O3'"),
         ({"quantization": "int4"}, "quantization = 'int4' has the wrong type"),
         ({"calibration_samples": 0}, "calibration_samples and calibration_batch_size must be 1 or more"),
+        ({"calibration_batch_size": 0}, "calibration_samples and calibration_batch_size must be 1 or more"),
         ({"isa": "sse"}, "isa = 'sse' has the wrong type"),
     ],
 )
@@ -303,6 +304,112 @@ def test_the_manifest_says_how_many_rows_calibrated_optimum_s_static_int8(
 def test_the_worker_does_not_import_optbench() -> None:
     source = (Path(sys.modules["optbench.peers.optimum"].__file__).with_name("optimum_worker.py")).read_text()
     assert "import optbench" not in source and "from optbench" not in source
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "isa"),
+    [
+        ("x86_64", ["avx2", "avx512f", "avx512_vnni"], "avx512_vnni"),
+        ("x86_64", ["avx2", "avx512f"], "avx512"),
+        ("x86_64", ["avx2"], "avx2"),
+        ("aarch64", [], "arm64"),
+        ("arm64", [], "arm64"),
+    ],
+)
+def test_optimum_quantizes_with_the_preset_of_this_machine_s_instruction_set(
+    monkeypatch: pytest.MonkeyPatch, machine: str, flags: list[str], isa: str
+) -> None:
+    """A VNNI machine given the plain AVX-512 preset (or an ARM one the x86 preset) measures a handicapped peer."""
+    from optbench.peers import optimum
+
+    monkeypatch.setattr(optimum.platform, "machine", lambda: machine)
+    monkeypatch.setattr(optimum, "cpu_flags", lambda: flags)
+    assert optimum.detect_isa() == isa and PeerOptimumConfig().isa == isa
+
+
+def _worker_job(tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, config) -> dict:
+    """The job `apply` hands the worker for `config` (a worker that only records it)."""
+    from optbench.peers import optimum
+
+    jobs: list[dict] = []
+
+    def fake_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None:
+        jobs.append(job := json.loads(job_path.read_text()))
+        Path(job["result"]).write_text(json.dumps({"seconds": {}, "versions": {}, "operators": {}}))
+
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: venv.PeerEnv(tmp_path / "env", ()))
+    monkeypatch.setattr(optimum, "_run_worker", fake_worker)
+    monkeypatch.setattr(optimum, "_check_runs", lambda *args: None)
+    tmp_path.mkdir(parents=True, exist_ok=True)  # the output folder a worker would have written
+    optimum.apply(config, tiny_artifact, reviews, tmp_path)
+    return jobs[0]
+
+
+def test_the_worker_is_handed_the_step_s_settings(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker optimizes when `level` is truthy: the string "none" would have it run ORTOptimizer at a level
+    optimum does not have, failing every plain export and quantize-only peer."""
+    plain = _worker_job(tmp_path / "a", tiny_artifact, reviews, monkeypatch, PeerOptimumConfig(quantization="dynamic"))
+    assert plain["level"] is None and plain["quantization"] == "dynamic"
+    config = PeerOptimumConfig("O2", "static", "avx2", False, calibration_samples=8, calibration_batch_size=4)
+    job = _worker_job(tmp_path / "b", tiny_artifact, reviews, monkeypatch, config)
+    assert (job["level"], job["isa"], job["per_channel"]) == ("O2", "avx2", False)
+    assert (job["calibration_batch_size"], len(job["calibration_texts"])) == (4, 8)
+    assert job["max_length"] == reviews.max_length
+
+
+def _failing_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, python: Path = Path(sys.executable)):
+    """Make the step's worker the script `body`, run by `python`."""
+    from optbench.peers import optimum
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(body)
+    monkeypatch.setattr(optimum, "peer_env", lambda *args: SimpleNamespace(python=python, path=tmp_path / "env"))
+    monkeypatch.setattr(optimum, "WORKER", worker)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # a crash outside optimum's stages: the traceback's last line is the reason, not "Traceback (most recent...)"
+        ("raise RuntimeError('the job says nothing')\n", r"failed: RuntimeError: the job says nothing$"),
+        # killed by a signal (out of memory): a negative exit code, and no result file to read
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n", r"failed: exit code -9$"),
+    ],
+)
+def test_a_worker_that_dies_fails_the_step_with_why(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, body: str, reason: str
+) -> None:
+    from optbench.peers import optimum
+
+    _failing_worker(tmp_path, monkeypatch, body)
+    with pytest.raises(StepFailed, match=r"^peer-optimum \(optimum-O2\) " + reason):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+
+
+def test_an_environment_whose_python_is_gone_fails_the_step_naming_the_fix(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its base Python removed or upgraded: the step names the folder to delete, not an OSError traceback."""
+    from optbench.peers import optimum
+
+    gone = tmp_path / "env" / "bin" / "python"
+    _failing_worker(tmp_path, monkeypatch, "", python=gone)
+    with pytest.raises(StepFailed, match=rf"cannot start {gone} .*: delete {tmp_path / 'env'} to have it built again"):
+        optimum.apply(PeerOptimumConfig(), tiny_artifact, reviews, tmp_path / "out")
+
+
+def test_a_peer_model_with_the_wrong_number_of_labels_fails_the_step(tmp_path: Path, tiny_artifact, reviews) -> None:
+    """Its logits would be scored against labels they do not stand for."""
+    from dataclasses import replace
+
+    from optbench.peers import optimum
+
+    folder = _save_tiny_onnx(tmp_path / "peer").path  # two logits a row
+    three = replace(tiny_artifact, label_names=("fresh", "rotten", "stale"))
+    with pytest.raises(StepFailed, match=r"logits of shape \(8, 2\), expected \(8, 3\)"):
+        optimum._check_runs(folder, three, reviews)
 
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
