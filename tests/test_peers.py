@@ -178,6 +178,47 @@ def test_on_a_filesystem_without_locks_no_environment_is_built_and_the_step_fail
     assert not venv.env_path(tmp_path, "optimum", ()).exists() and (killed / "bin").is_dir()
 
 
+def test_a_new_python_gets_an_environment_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment's interpreter belongs to the Python that built it: after an upgrade, one keyed by the
+    requirements alone would be reused and fail to start."""
+    before = venv.env_path(Path("cache"), "optimum", ("x==1",))
+    monkeypatch.setattr(venv, "sys", SimpleNamespace(version_info=(3, 99, 0)))
+    assert venv.env_path(Path("cache"), "optimum", ("x==1",)) != before
+
+
+def test_an_environment_another_run_built_while_this_one_waited_is_not_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """Two runs starting at once: the second waits for the lock, then finds the first's build done; building
+    again would remove the folder the first run's peer is running from."""
+    from contextlib import contextmanager
+
+    path = venv.env_path(tmp_path, "optimum", ("x==1",))
+
+    @contextmanager
+    def waited(lock_file: Path, name: str):  # type: ignore[no-untyped-def]
+        path.mkdir()
+        (path / venv.READY).write_text('{"requirements": ["x==1"], "packages": {}}')  # the other run's build
+        yield
+
+    monkeypatch.setattr(venv, "_locked", waited)
+    monkeypatch.setattr(venv, "_build", lambda *a: pytest.fail("a built environment was built again"))
+    assert venv.peer_env(tmp_path, "optimum", ("x==1",)).path == path
+
+
+def test_a_new_environment_whose_python_does_not_run_fails_the_build() -> None:
+    with pytest.raises(StepFailed, match="the new environment's Python does not run"):
+        venv._installed(Path("/bin/false"))
+
+
+def test_a_pip_killed_by_a_signal_fails_the_build(tmp_path: Path) -> None:
+    """Killed by the out-of-memory killer, pip exits with a negative code: taken for success, the half-installed
+    environment was marked built and reused by every later run."""
+    with pytest.raises(StepFailed, match=r"could not install x==1 \(exit code -9: "):
+        pip = ["sh", "-c", "echo Collecting x==1; kill -9 $$"]
+        venv._logged(pip, tmp_path / "install.log", "optimum", "install x==1")
+
+
 def test_when_optimum_fails_the_step_fails_with_its_reason(
     bare_env_root: Path, tiny_artifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
