@@ -589,6 +589,22 @@ def test_without_peers_within_the_budget_there_is_no_speedup() -> None:
     assert add_speedup_vs_peers(frame, budget_points=1.0)["speedup_vs_peer"].isna().all()
 
 
+def test_each_run_has_its_own_fastest_peer() -> None:
+    """A results folder holds several runs: a variant is measured against its own run's peers, not against a
+    faster peer measured in another run (another day, another load on the machine)."""
+    first = _frame({"ours": 0.0, "peer-a": 0.0}, {"ours": 10.0, "peer-a": 20.0})
+    second = first.assign(run_id="2", p50_ms=[10.0, 12.0])
+    out = add_speedup_vs_peers(pd.concat([first, second]), budget_points=1.0)
+    assert list(out.loc[out["variant"] == "ours", "speedup_vs_peer"]) == pytest.approx([2.0, 1.2])
+
+
+def test_reports_without_a_machine_name_get_their_speedup() -> None:
+    """A report may name no machine (`machine` is None): its rows are still one group, not left out."""
+    frame = _frame({"ours": 0.0, "peer-a": 0.0}, {"ours": 10.0, "peer-a": 20.0}).assign(machine=None)
+    out = add_speedup_vs_peers(frame, budget_points=1.0).set_index("variant")
+    assert out.loc["ours", "speedup_vs_peer"] == pytest.approx(2.0)
+
+
 def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
     ours = make_report(("onnx", "quantize-dynamic"), runtime=RuntimeSpec("onnxruntime"))
     peer = make_report(("peer-optimum",), runtime=RuntimeSpec("onnxruntime"))
