@@ -51,6 +51,36 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
     assert changed, "training left every encoder weight unchanged"
 
 
+def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validation_accuracy(
+    tiny_encoder: Path, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same config twice gives the same weights (the new head is drawn from torch's generator: unseeded, it
+    changed with whatever ran before); its batches are cut at [model.finetune]'s max_length, not the dataset's;
+    and the manifest's validation_accuracy is the saved model's on the validation split."""
+    from transformers import AutoModelForSequenceClassification
+
+    from optbench.data import load_tokenizer
+    from optbench.steps import finetune
+    from optbench.training import accuracy
+
+    widths: list[int] = []
+    real = finetune.encode_rows
+
+    def recorded(*args):  # type: ignore[no-untyped-def]
+        inputs = real(*args)
+        widths.append(inputs["input_ids"].shape[1])
+        return inputs
+
+    monkeypatch.setattr(finetune, "encode_rows", recorded)
+    config = FinetuneConfig(max_train_rows=16, batch_size=8, max_length=16)  # the data's max_length is 32
+    first, second = (run_step(config, _encoder(tiny_encoder), data, tmp_path / n) for n in "ab")
+    assert (first.path / "model.safetensors").read_bytes() == (second.path / "model.safetensors").read_bytes()
+    assert max(widths) == 16
+    model = AutoModelForSequenceClassification.from_pretrained(first.path)
+    expected = accuracy(model, load_tokenizer(first.path), data.validation, config.max_length)
+    assert first.details["validation_accuracy"] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     "head", [{"problem_type": "regression", "id2label": {"0": "score"}}, {"problem_type": "multi_label_classification"}]
 )
@@ -157,6 +187,7 @@ BAD_FINETUNE = [
     {"epochs": 0},
     {"batch_size": 0},
     {"learning_rate": -1.0},
+    {"learning_rate": 0.0},  # trained nothing, without a word
     {"max_train_rows": 0},
     {"warmup_fraction": 1.0},
     {"max_length": 4},

@@ -87,3 +87,42 @@ def test_training_numbers_no_run_can_use_are_refused_when_read(
     # model had loaded
     with pytest.raises(OptbenchError, match=message):
         config_from_dict(config_type, knob, where)
+
+
+def test_the_learning_rate_warms_up_then_decays_linearly_to_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate each optimizer step uses: (s + 1) / (warmup + 1) of it during warm-up, then down to 1/steps of it
+    at the last step. A schedule that started at 0, skipped the warm-up or never decayed trained a different
+    baseline without any error."""
+    import torch
+
+    rates: list[float] = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):  # type: ignore[no-untyped-def]
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    _visited(FinetuneConfig(batch_size=2, learning_rate=0.1, warmup_fraction=0.2), 20)  # 10 steps, 2 of warm-up
+    expected = [1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]
+    assert rates == pytest.approx([0.1 * factor for factor in expected])
+
+
+def test_each_batch_starts_from_no_gradient_and_the_model_ends_in_eval_mode() -> None:
+    """Gradients kept from the batch before would add up over the run; a model left in train mode keeps dropout
+    on for the validation accuracy the manifest records."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Dropout(0.5))
+    stale: list[bool] = []
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        stale.append(model[0].weight.grad is not None)
+        return model(torch.ones(len(rows), 1)).sum()
+
+    train(model, FinetuneConfig(batch_size=4), 12, batch_loss, desc="test")
+    assert stale == [False, False, False] and not model.training
+
+
+def test_a_weight_decay_of_zero_is_allowed() -> None:
+    assert FinetuneConfig(weight_decay=0.0).weight_decay == 0.0
