@@ -11,6 +11,7 @@ import pytest
 from optbench.configs import check_keys, config_from_dict, config_to_dict
 from optbench.data import DatasetConfig
 from optbench.errors import OptbenchError
+from optbench.steps.distill import DistillConfig
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.quantize import StaticQuantizeConfig
 from optbench.steps.tensorrt import TensorRTConfig
@@ -104,6 +105,14 @@ def test_lists_become_tuples_for_tuple_fields() -> None:
     assert knobs.lengths == (64, "data")
     assert isinstance(knobs.lengths, tuple)
     assert config_from_dict(Knobs, {"sizes": []}, "[knobs]").sizes == ()
+
+
+def test_a_list_for_a_tuple_or_nothing_field_becomes_a_tuple() -> None:
+    """distill's layers (a tuple or nothing): a list kept as it was left the frozen config unhashable, and unequal
+    to the same config built in code."""
+    config = config_from_dict(DistillConfig, {"layers": [0, 2]}, "[[steps]] #1 (distill)")
+    assert config == DistillConfig(layers=(0, 2))
+    assert hash(config) == hash(DistillConfig(layers=(0, 2)))
 
 
 def test_missing_required_field_is_an_optbench_error() -> None:

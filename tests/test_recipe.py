@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from optbench.bench import BenchConfig
 from optbench.data import BUILTIN, DatasetConfig
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
-from optbench.recipe import DEFAULT_MODEL, load_recipe
+from optbench.recipe import DEFAULT_MODEL, load_recipe, with_inputs
 from optbench.runtimes import RuntimeSpec
 from optbench.steps import RecipeStep
 from optbench.steps.finetune import FinetuneConfig
@@ -200,6 +201,36 @@ def test_timing_knobs_go_into_timing(tmp_path: Path) -> None:
     assert bench.timing == Timing(warmup=0, max_seconds=9.5)
 
 
+def test_the_command_line_gives_the_model_the_dataset_and_its_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--model and --dataset are taken from the current folder and kept absolute (the reports name the files the run
+    read, wherever it ran from); --text-column and --label-column each replace that column alone; the recipe's other
+    settings stay."""
+    recipe = load_recipe(write_recipe(tmp_path, FULL))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine.csv").write_text("review,stars\n")
+    mine = with_inputs(recipe, model=Path("mine"), dataset=Path("mine.csv"), label_column="stars")
+    assert mine.checkpoint == str(tmp_path.resolve() / "mine")
+    assert mine.dataset == replace(recipe.dataset, source=str(tmp_path.resolve() / "mine.csv"), label_column="stars")
+    assert with_inputs(recipe, text_column="review").dataset == replace(recipe.dataset, text_column="review")
+    assert replace(mine, checkpoint=recipe.checkpoint, dataset=recipe.dataset) == recipe
+    assert with_inputs(recipe) == recipe
+
+
+def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_is_no_file(tmp_path: Path) -> None:
+    """Named by the option the user gave, before anything is read: a weights file given as --model, a folder of
+    data files given as --dataset."""
+    recipe = load_recipe(write_recipe(tmp_path, ""))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(OptbenchError, match=rf"^--model {re.escape(str(weights))} is not a folder: give a Hugging"):
+        with_inputs(recipe, model=weights)
+    with pytest.raises(OptbenchError, match=rf"^--dataset {re.escape(str(tmp_path))} is not a file: give a \.csv,"):
+        with_inputs(recipe, dataset=tmp_path)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=r"cannot read recipe .*nope\.toml: No such file"):
         load_recipe(tmp_path / "nope.toml")
@@ -265,6 +296,12 @@ def test_a_batch_size_beyond_the_limit_is_refused(tmp_path: Path) -> None:
 def test_the_largest_64_bit_integer_is_read(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "[model.finetune]\nseed = 9223372036854775807\n"))
     assert recipe.finetune.seed == 2**63 - 1
+
+
+def test_the_smallest_64_bit_integer_is_read(tmp_path: Path) -> None:
+    """It is TOML's too: the setting's own check answers it, not a claim that it lies beyond 64 bits."""
+    with pytest.raises(OptbenchError, match=r"^\[model.finetune\] seed=-9223372036854775808: use 0 or more$"):
+        load_recipe(write_recipe(tmp_path, "[model.finetune]\nseed = -9223372036854775808\n"))
 
 
 def test_utf8_text_is_read(tmp_path: Path) -> None:
@@ -585,6 +622,40 @@ def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path:
         load_recipe(write_recipe(tmp_path, ORT + chain.format("0, 2") + chain.format("1, 3")))
     labelled = ORT + chain.format("0, 2") + chain.format("1, 3").replace('"distill"', '"distill"\nlabel = "odd"')
     assert [c[0].shown for c in load_recipe(write_recipe(tmp_path, labelled)).chains] == ["distill", "odd"]
+
+
+def test_chains_that_differ_in_their_last_step_under_one_variant_name_are_refused(tmp_path: Path) -> None:
+    """Each chain's last step is checked too, not only the steps before it: two one-step distill chains keeping
+    other layers would make two students named baseline+distill, which the run refuses only once it has trained both.
+    The settings that differ are named in order, the same on every run."""
+    chain = '[[chains]]\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n'
+    text = chain.format("0, 2") + chain.format("1, 3") + "seed = 3\nepochs = 2.0\nlearning_rate = 1e-3\n"
+    message = (
+        "a variant named baseline+distill (their distill steps differ in epochs, layers, learning_rate, seed): give"
+    )
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("later", "message"),
+    [
+        (
+            '[[chains.steps]]\nname = "onnx"\nprecision = "fp16"\n',
+            "the chain onnx-fp16 makes an ONNX model in FP16, which no runtime in [bench] runtimes runs",
+        ),
+        (
+            '[[chains.steps]]\nname = "onnx"\n[[chains.steps]]\nname = "tensorrt"\n',
+            "the chain onnx -> tensorrt-fp16 makes a TensorRT engine, which no runtime in [bench] runtimes runs",
+        ),
+    ],
+)
+def test_every_chain_needs_a_runtime_that_measures_its_last_model(tmp_path: Path, later: str, message: str) -> None:
+    """Not only the first chain, nor only the chains before one whose last step names no precision (a distill
+    student's): a later chain's model that no listed runtime runs would be made and never measured."""
+    first = '[[chains]]\n[[chains.steps]]\nname = "distill"\n'
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, ORT + first + "[[chains]]\n" + later))
 
 
 @pytest.mark.parametrize(
