@@ -66,6 +66,10 @@ class DatasetConfig:
             raise OptbenchError("validation_fraction + test_fraction must leave rows for training (sum below 1)")
         if self.max_length < 8:
             raise OptbenchError(f"max_length={self.max_length} is too small: use 8 or more tokens")
+        if unnamed := [f"{option} = ''" for option in FILE_OPTIONS if getattr(self, option) == ""]:
+            raise OptbenchError(  # text_column = "" failed as the file was read; split_column = "" was taken as none
+                f"{', '.join(unnamed)}: an empty name is no column: give the column's name, or leave the setting out"
+            )
         if self.split_column is not None:
             self._check_nothing_split_column_overrides()
         if self.text_column == self.label_column:  # every text its own label: a class per row, trained and scored

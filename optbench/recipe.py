@@ -241,7 +241,9 @@ def with_inputs(
         if not dataset.is_file():
             raise OptbenchError(f"--dataset {dataset} is not a file: give a {FILE_SUFFIXES} file")
         recipe = replace(recipe, dataset=replace(recipe.dataset, source=str(dataset.resolve())))
-    columns = {key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name}
+    columns = {
+        key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name is not None
+    }
     if columns:
         recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))
     return recipe

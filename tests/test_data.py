@@ -565,6 +565,14 @@ def test_bad_config_values_are_refused(kwargs: dict[str, Any], message: str) -> 
         DatasetConfig(**kwargs)
 
 
+@pytest.mark.parametrize("option", ["text_column", "label_column", "group_column", "split_column"])
+def test_an_empty_column_name_is_refused(option: str) -> None:
+    """text_column = "" failed with a KeyError traceback as the file was read; an empty split_column or group_column
+    was taken as none, the rows split by hash instead of by the column the user meant to name."""
+    with pytest.raises(OptbenchError, match=rf"^{option} = '': an empty name is no column: give the column's name"):
+        DatasetConfig(source="reviews.csv", **{option: ""})
+
+
 def test_the_smallest_settings_the_errors_ask_for_are_accepted() -> None:
     """The errors say "use 8 or more tokens" and "sum below 1": 8 and a sum just under 1 must be taken."""
     config = DatasetConfig(max_length=8, validation_fraction=0.45, test_fraction=0.5)

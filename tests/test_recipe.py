@@ -217,6 +217,8 @@ def test_the_command_line_gives_the_model_the_dataset_and_its_columns(
     assert with_inputs(recipe, text_column="review").dataset == replace(recipe.dataset, text_column="review")
     assert replace(mine, checkpoint=recipe.checkpoint, dataset=recipe.dataset) == recipe
     assert with_inputs(recipe) == recipe
+    with pytest.raises(OptbenchError, match=r"^label_column = '': an empty name is no column"):
+        with_inputs(recipe, label_column="")  # --label-column "" was ignored: the recipe's column was read
 
 
 def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_is_no_file(tmp_path: Path) -> None:
