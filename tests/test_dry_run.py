@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,15 @@ import tqdm.auto
 from test_cli import BENCH, ONNX_BENCH, ONNX_STEP, _fails, _never_starts, write_recipe
 
 from optbench import job as job_module
-from optbench.artifact import QUANTIZATION_FILE
+from optbench.artifact import QUANTIZATION_FILE, content_hash
 from optbench.cli import main
+from optbench.data import align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import Capability
 from optbench.job import JobFailed
+from optbench.pipeline import sweep_identity
+from optbench.recipe import load_recipe
+from optbench.sweep import SweepStore
 
 
 def _dry_run(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> str:
@@ -259,3 +264,83 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
         assert [line for line in lines if line.startswith("warning: ") and "step" in line] == warnings  # not runtimes'
     _fails(args(onnx_run / "cache"), capsys, lacking)  # the run: this error, before any step
     assert not (tmp_path / "results").exists()
+
+
+def test_chains_that_share_their_first_step_plan_it_once(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """As the run makes it once: the export two chains share is one step and one variant, and the quantize step
+    after it waits for that step (1, the export), not for the step planned just before it (2, the distill of another
+    chain). Every round's latency jobs are counted: 4 pairs x 2 shapes x 2 rounds, and the reference's A/A repeat."""
+    chains = (
+        '[[chains]]\n[[chains.steps]]\nname = "onnx"\n'
+        '[[chains]]\n[[chains.steps]]\nname = "distill"\n'
+        '[[chains]]\n[[chains.steps]]\nname = "onnx"\n[[chains.steps]]\nname = "quantize-dynamic"\n'
+    )
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", "onnxruntime"]\nrounds = 2')
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=chains, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    start = lines.index("steps, in order (3):")
+    assert [line.split(": ")[0] for line in lines[start + 1 : start + 4]] == [
+        "  1. onnx",
+        "  2. distill",
+        "  3. quantize-dynamic",
+    ]
+    assert lines[start + 3].endswith(": cached or not: known after step 1 (onnx) runs")
+    assert lines[start + 4] == "variants (4): baseline, baseline+onnx, baseline+distill, baseline+onnx+quantize-dynamic"
+    (jobs,) = [line for line in lines if line.startswith("benchmark jobs: ")]
+    assert jobs.startswith("benchmark jobs: at most 24 (4 accuracy, 16 latency, 4 A/A repeats; 2 rounds)")
+
+
+def test_the_reference_a_recipe_does_not_list_is_measured_all_the_same(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A recipe of onnxruntime alone: the baseline on PyTorch eager is measured anyway, as every speedup's base, and
+    the dry run says so."""
+    bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["onnxruntime"]')
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra='[[steps]]\nname = "onnx"\n', bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    start = lines.index("benchmark pairs (2):")
+    assert lines[start + 1 : start + 3] == [
+        "  baseline on torch-cpu-fp32 (the reference: measured always)",
+        "  baseline+onnx on onnxruntime-cpu-fp32 (if onnxruntime takes the model: decided once it exists)",
+    ]
+
+
+def test_a_cached_model_a_runtime_leaves_out_is_left_out_as_the_run_leaves_it_out(
+    onnx_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The model exists (onnx_run's export, an FP32 model as its step names): whether onnxruntime's TensorRT provider
+    takes it is decided from the model itself (its fused operators), as the run decides it, not from the precision
+    its step names alone, which let the pair through and counted its jobs in an exact total."""
+    gpu_machine = defaultdict(lambda: Capability("present", True, "here"))  # the pair is left out for the model
+    monkeypatch.setattr("optbench.dry_run.probe", lambda: gpu_machine)
+    runtime = '{name = "onnxruntime", device = "cuda", options = {provider = "tensorrt"}}'
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text((onnx_run / "recipe.toml").read_text().replace('"onnxruntime"]', f"{runtime}]"))
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(onnx_run / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    start = lines.index("benchmark pairs (1):")
+    assert lines[start + 1] == "  baseline on torch-cpu-fp32 (the reference)"
+    assert lines[start + 2].startswith("  left out: baseline+onnx on onnxruntime-cuda-fp32-tensorrt: the TensorRT ")
+    assert "this one holds onnxruntime's own operators" in lines[start + 2]
+    assert lines[start + 3].startswith("benchmark jobs: 2 (1 accuracy, 1 latency, 0 A/A repeats; 1 round)")
+
+
+def test_the_dry_run_of_a_ray_run_finds_the_sweep_a_ray_run_left(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A sweep whose jobs ran on Ray nodes names no machine (a local one names this one): the dry run with
+    --executor ray says the run resumes it, and the local one, which would not, that it starts a new run."""
+    monkeypatch.setattr("optbench.executors.ray.require_package", lambda *args, **kwargs: None)  # ray: a test extra
+    path = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    recipe = load_recipe(path)
+    data = align_labels(load_dataset(recipe.dataset), ("fresh", "rotten"))
+    models = [("baseline", content_hash(tiny_classifier))]
+    results = tmp_path / "results"
+    SweepStore.open(results / "tiny", sweep_identity(recipe, models, data, here=False), lambda: "ray-run", 60.0)
+    args = ["run", str(path), "--results", str(results)]
+    assert "(resumes run ray-run: 0 of " in _dry_run([*args, "--executor", "ray"], monkeypatch, capsys)
+    assert "(starts a new run)" in _dry_run(args, monkeypatch, capsys)
