@@ -244,6 +244,12 @@ def with_inputs(
     columns = {
         key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name is not None
     }
+    if columns and recipe.dataset.source == BUILTIN:  # else refused as the recipe's [dataset] settings
+        options = " and ".join(f"--{key.replace('_', '-')}" for key in columns)
+        raise OptbenchError(
+            f"{options} name columns of a file, and the recipe reads the built-in {BUILTIN!r} dataset: give your "
+            "file with --dataset, or drop them"
+        )
     if columns:
         recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))
     return recipe

@@ -221,6 +221,19 @@ def test_the_command_line_gives_the_model_the_dataset_and_its_columns(
         with_inputs(recipe, label_column="")  # --label-column "" was ignored: the recipe's column was read
 
 
+def test_column_options_on_the_built_in_dataset_are_refused_naming_the_options(tmp_path: Path) -> None:
+    """They were refused as the recipe's `[dataset] text_column`, settings the user never wrote."""
+    recipe = load_recipe(write_recipe(tmp_path, ""))
+    assert recipe.dataset.source == BUILTIN
+    with pytest.raises(
+        OptbenchError, match=r"^--text-column and --label-column name columns of a file, and the recipe"
+    ):
+        with_inputs(recipe, text_column="review", label_column="stars")
+    (tmp_path / "mine.csv").write_text("review,stars\n")
+    mine = with_inputs(recipe, dataset=tmp_path / "mine.csv", text_column="review")
+    assert mine.dataset.text_column == "review"
+
+
 def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_is_no_file(tmp_path: Path) -> None:
     """Named by the option the user gave, before anything is read: a weights file given as --model, a folder of
     data files given as --dataset."""
