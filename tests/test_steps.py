@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -49,6 +50,42 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
         if not np.allclose(p.detach().numpy(), dict(original.bert.named_parameters())[name].detach().numpy())
     ]
     assert changed, "training left every encoder weight unchanged"
+
+
+def test_each_fine_tune_batch_is_trained_on_its_own_rows_labels(
+    tiny_encoder: Path, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss of a batch of train rows must be against those rows' labels: the model would learn another text's
+    label for each text, and nothing else would show it but a lower accuracy. The rows asked for here are ones whose
+    labels are not the split's first ones."""
+    from optbench.steps import finetune
+    from optbench.training import TrainingRun
+
+    labels = data.train.labels
+    rows = np.array([*[i for i in range(len(labels)) if labels[i] != labels[0]][:3], 0])
+    assert list(labels[rows]) != list(labels[: len(rows)]), "rows whose labels a positional slice would not give"
+    seen: list[tuple[list[int], list[int]]] = []
+
+    def one_batch(model, config, train_rows, batch_loss, *, desc):  # type: ignore[no-untyped-def]
+        forward = model.forward
+
+        @functools.wraps(forward)  # the inputs a batch holds are read from forward's signature
+        def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((kwargs["input_ids"][:, 1].tolist(), kwargs["labels"].tolist()))
+            return forward(*args, **kwargs)
+
+        model.forward = recording
+        batch_loss(rows)
+        model.forward = forward
+        return TrainingRun(rows=len(rows), seconds=0.0)
+
+    monkeypatch.setattr(finetune, "train", one_batch)
+    run_step(FinetuneConfig(max_train_rows=4, batch_size=4, max_length=32), _encoder(tiny_encoder), data, tmp_path)
+    ((first_tokens, trained_labels),) = seen
+    assert trained_labels == labels[rows].tolist()
+    tokenizer = finetune.load_tokenizer(tiny_encoder)
+    expected = [tokenizer(data.train.texts[i])["input_ids"][1] for i in rows]
+    assert first_tokens == expected
 
 
 def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validation_accuracy(
