@@ -36,7 +36,7 @@ from optbench.configs import check_keys, read_toml
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.relative_speedup import RowChoice
-from optbench.runtimes import ENGINES, every_spec, runs_on, runtime_label
+from optbench.runtimes import ENGINES, every_spec, names_of, runs_on, runtime_label
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def _runtimes(entry: dict[str, Any], where: str) -> tuple[str, ...]:
         base = "-".join(parts[:3])
         if _GLOB.search(pattern) or pattern in _engines() or pattern in labels.get(base, ()):
             continue
-        engine = "-".join(parts[:1] + parts[3:])  # the runtime with those options, as RuntimeSpec.engine
+        engine = names_of(pattern)[1]  # the runtime with those options, as RuntimeSpec.engine
         if base in labels and (places := runs_on(engine)):  # options it runs with on other devices or precisions
             elsewhere = [runtime_label(engine, *place) for place in places]
             raise OptbenchError(

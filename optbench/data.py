@@ -33,6 +33,7 @@ READ_FIXES = {
     "object per line (what Dataset.to_json writes): name it .jsonl",
 }
 FILE_OPTIONS = ("text_column", "label_column", "group_column", "split_column")  # DatasetConfig's, for files only
+RUN_OPTIONS = {"text_column": "--text-column", "label_column": "--label-column"}  # those `optbench run` sets too
 HASH_SPLIT_OPTIONS = ("group_column", "validation_fraction", "test_fraction")  # used only without a split_column
 FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
@@ -221,7 +222,7 @@ def _check_no_file_options(config: DatasetConfig) -> None:
 
 def _flags(settings: Iterable[str]) -> str:
     """How `optbench run` sets those of `settings` it has options for: text_column and label_column."""
-    flags = [f"--{name.replace('_', '-')}" for name in settings if name in ("text_column", "label_column")]
+    flags = [RUN_OPTIONS[name] for name in settings if name in RUN_OPTIONS]
     return f", or give {' / '.join(flags)} to optbench run" if flags else ""
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
-from optbench.data import BUILTIN, FILE_SUFFIXES, DatasetConfig, parse_seq_len
+from optbench.data import BUILTIN, FILE_SUFFIXES, RUN_OPTIONS, DatasetConfig, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
 from optbench.measure import Timing
@@ -244,13 +244,12 @@ def with_inputs(
     columns = {
         key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name is not None
     }
-    if columns and recipe.dataset.source == BUILTIN:  # else refused as the recipe's [dataset] settings
-        options = " and ".join(f"--{key.replace('_', '-')}" for key in columns)
-        raise OptbenchError(
-            f"{options} name columns of a file, and the recipe reads the built-in {BUILTIN!r} dataset: give your "
-            "file with --dataset, or drop them"
-        )
     if columns:
+        if recipe.dataset.source == BUILTIN:  # else refused as the recipe's [dataset] settings
+            raise OptbenchError(
+                f"{' and '.join(RUN_OPTIONS[key] for key in columns)} name columns of a file, and the recipe reads the "
+                f"built-in {BUILTIN!r} dataset: give your file with --dataset, or drop them"
+            )
         recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))
     return recipe
 
