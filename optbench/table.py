@@ -229,7 +229,8 @@ def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:
     """A speedup as 2.10x, or ~1.05x when it is within the A/A noise floor (None or NaN: no floor measured); one that
     two decimals round to zero to one significant digit, as `format_points` writes a drop (0.003x, not 0.00x)."""
     within = not missing(noise_floor_pct) and within_noise(speedup, noise_floor_pct)
-    return f"{'~' if within else ''}{speedup:.2f}x" if speedup >= 0.005 else f"{speedup:.1g}x"
+    number = f"{speedup:.2f}" if speedup >= 0.005 else f"{speedup:.1g}"
+    return f"{'~' if within else ''}{number}x"
 
 
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
