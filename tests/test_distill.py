@@ -656,3 +656,32 @@ def test_teacher_logits_go_back_to_their_rows(tiny_artifact: ModelArtifact, revi
     with torch.no_grad():
         expected = _classifier(tiny_artifact.path)(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
     np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
+
+
+def test_attention_transfer_takes_the_teachers_last_layer(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MiniLM's transfer compares the last layers' attention: the teacher's first layer (of two) is another target."""
+    from transformers import AutoModelForSequenceClassification
+
+    encode_rows, batches, targets = distill_step.encode_rows, [], []
+
+    def recording_encode_rows(*args, **kwargs):
+        batches.append(encode_rows(*args, **kwargs))
+        return batches[-1]
+
+    def recording_attention_loss(student_attention, teacher_attention, mask):
+        targets.append(teacher_attention)
+        return attention_loss(student_attention, teacher_attention, mask)
+
+    monkeypatch.setattr(distill_step, "encode_rows", recording_encode_rows)
+    monkeypatch.setattr(distill_step, "attention_loss", recording_attention_loss)
+    config = DistillConfig(layers=(0,), attention_weight=1.0, max_train_rows=16, batch_size=16, max_length=32)
+    run_step(config, tiny_artifact, reviews, tmp_path)
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_artifact.path, attn_implementation="eager")
+    with torch.no_grad():
+        attentions = teacher.eval()(**batches[0], output_attentions=True).attentions
+    assert len(targets) == 1 and len(attentions) == 2
+    assert torch.allclose(targets[0], attentions[-1], atol=1e-5)
+    assert not torch.allclose(targets[0], attentions[0], atol=1e-3)
