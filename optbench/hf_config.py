@@ -36,6 +36,8 @@ ENCODER_ALONE = (
     "give that folder"
 )
 PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes start with (pruned_bert registers them)
+# what DistilBERT's config.json calls the depth, heads and FFN width of BERT's (`config_key`)
+DISTILBERT_KEYS = {"num_hidden_layers": "n_layers", "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
 # how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
@@ -313,3 +315,9 @@ def head_config(labels: Sequence[str]) -> dict[str, Any]:
 
 def has_classifier_head(config: dict[str, Any]) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+
+
+def config_key(config: dict[str, Any], name: str) -> str:
+    """The key under which a config.json's contents state BERT's `name` (num_hidden_layers, num_attention_heads or
+    intermediate_size): DistilBERT's own where the config is DistilBERT's (n_layers for num_hidden_layers)."""
+    return DISTILBERT_KEYS[name] if "n_layers" in config else name

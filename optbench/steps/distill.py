@@ -27,7 +27,7 @@ from optbench.data import LabelledData, Split, encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.formats import check_step_input
-from optbench.hf_config import has_classifier_head, head_config, hf_label_names, read_hf_config
+from optbench.hf_config import config_key, has_classifier_head, head_config, hf_label_names, read_hf_config
 from optbench.model_inputs import model_input_names
 from optbench.packaged_models import (
     DEFAULT_PACKAGE,
@@ -181,10 +181,9 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         the depth it keeps, the FFN width `narrow_ffn` records, and a pruned student's sizes of the layers kept (as
         `keep_layers` and `narrow_ffn` record them; sizes not of every layer are left out: known once it runs)."""
         kept = self.layers if self.layers is not None else range(depth)
-        distilbert = "n_layers" in student
-        made = {**student, "n_layers" if distilbert else "num_hidden_layers": len(kept)}
+        made = {**student, config_key(student, "num_hidden_layers"): len(kept)}
         if self.intermediate_size is not None:
-            made["hidden_dim" if distilbert else "intermediate_size"] = self.intermediate_size
+            made[config_key(student, "intermediate_size")] = self.intermediate_size
         for key in ("heads_per_layer", "intermediate_per_layer"):
             sizes = made.pop(key, None)
             if isinstance(sizes, list) and len(sizes) == depth:

@@ -22,6 +22,7 @@ from optbench.configs import config_to_dict
 from optbench.data import LabelledData, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
+from optbench.hf_config import config_key
 from optbench.importance import check_removes_some, gradient_importance, keep_plan, preflight_scores
 from optbench.steps.distill import LogitDistillation, teacher_logits
 from optbench.surgery import encoder_layers, keep_ffn_neurons, keep_heads, layer_shapes
@@ -103,18 +104,11 @@ def stated_sizes(model: dict[str, Any]) -> tuple[list[int], list[int]] | None:
     elif pruned_type(model["model_type"]) == model["model_type"]:
         return None
     else:
-        depth, head, width = (model.get(k, model.get(alias)) for k, alias in _UNIFORM_KEYS)
+        names = ("num_hidden_layers", "num_attention_heads", "intermediate_size")
+        depth, head, width = (model.get(config_key(model, name)) for name in names)
         heads, widths = ([head] * depth, [width] * depth) if isinstance(depth, int) else ([], [])
     sizes = [*heads, *widths]
     return (heads, widths) if sizes and all(isinstance(n, int) and n > 0 for n in sizes) else None
-
-
-# depth, heads and FFN width in BERT's config.json, and DistilBERT's
-_UNIFORM_KEYS = (
-    ("num_hidden_layers", "n_layers"),
-    ("num_attention_heads", "n_heads"),
-    ("intermediate_size", "hidden_dim"),
-)
 
 
 def pruned_type(model_type: str) -> str:
