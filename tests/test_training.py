@@ -63,8 +63,8 @@ def test_only_configs_of_more_than_one_epoch_get_new_cache_versions() -> None:
     assert FinetuneConfig(epochs=1.5).version == 2
     assert DistillConfig().version == 1 and DistillConfig(attention_weight=1.0).version == 2
     assert DistillConfig(epochs=2).version == 2 and DistillConfig(epochs=2, attention_weight=1.0).version == 3
-    assert PruneConfig(heads=0.5).version == PruneConfig(heads=0.5, epochs=0).version == 2
-    assert PruneConfig(heads=0.5, epochs=2).version == 3
+    assert PruneConfig(heads=0.5).version == PruneConfig(heads=0.5, epochs=0).version == 3  # 3: halves round up
+    assert PruneConfig(heads=0.5, epochs=2).version == 4
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,8 @@ class PruneConfig(TrainingConfig, LogitDistillation):
     input_format: ClassVar[str] = "hf"
     output_format: ClassVar[str] = "hf"
     may_skip_training: ClassVar[bool] = True
-    step_version: ClassVar[int] = 2  # 2: the checkpoint carries its model code (loads without optbench)
+    # 2: the checkpoint carries its model code (loads without optbench); 3: a half unit is removed (halves round up)
+    step_version: ClassVar[int] = 3
     heads: float = 0.0
     ffn: float = 0.0
     scope: Literal["global", "layer"] = "global"
