@@ -250,8 +250,25 @@ def with_inputs(
                 f"{' and '.join(RUN_OPTIONS[key] for key in columns)} name columns of a file, and the recipe reads the "
                 f"built-in {BUILTIN!r} dataset: give your file with --dataset, or drop them"
             )
+        _check_column_options(recipe.dataset, columns)
         recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))
     return recipe
+
+
+def _check_column_options(dataset: DatasetConfig, columns: dict[str, str]) -> None:
+    """Refuse, in the terms of `optbench run`'s options, `columns` (text_column and/or label_column, as given on the
+    command line) that DatasetConfig would refuse in the terms of recipe settings the user did not write."""
+    if empty := [f"{RUN_OPTIONS[key]} ''" for key, name in columns.items() if name == ""]:
+        raise OptbenchError(f"{' and '.join(empty)}: an empty name is no column: give the column's name")
+    text, label = (columns.get(key, getattr(dataset, key)) for key in RUN_OPTIONS)
+    if text == label:
+        named = [
+            f"{flag} {columns[key]}" if key in columns else f"the recipe's {key}" for key, flag in RUN_OPTIONS.items()
+        ]
+        raise OptbenchError(
+            f"{' and '.join(named)} both name column {text!r}: name the texts' column with --text-column and the "
+            "labels' with --label-column"
+        )
 
 
 def _resolved(step: RecipeStep, base: Path) -> RecipeStep:

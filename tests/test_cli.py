@@ -399,7 +399,9 @@ def test_run_reads_a_dataset_of_other_column_names_named_on_the_command_line(
     assert main([*args, "--text-column", "review", "--label-column", "verdict", "--dry-run"]) == 0
     capsys.readouterr()
     _fails(
-        [*args, "--text-column", "review", "--label-column", "review"], capsys, "text_column and label_column are both"
+        [*args, "--text-column", "review", "--label-column", "review"],
+        capsys,
+        "--text-column review and --label-column review both",
     )
 
 

@@ -217,8 +217,13 @@ def test_the_command_line_gives_the_model_the_dataset_and_its_columns(
     assert with_inputs(recipe, text_column="review").dataset == replace(recipe.dataset, text_column="review")
     assert replace(mine, checkpoint=recipe.checkpoint, dataset=recipe.dataset) == recipe
     assert with_inputs(recipe) == recipe
-    with pytest.raises(OptbenchError, match=r"^label_column = '': an empty name is no column"):
+    with pytest.raises(OptbenchError, match=r"^--label-column '': an empty name is no column"):
         with_inputs(recipe, label_column="")  # --label-column "" was ignored: the recipe's column was read
+    # both refused as recipe settings the user never wrote (label_column = '', text_column and label_column)
+    with pytest.raises(OptbenchError, match=r"^--text-column sentiment and the recipe's label_column both name column"):
+        with_inputs(recipe, text_column="sentiment")
+    with pytest.raises(OptbenchError, match=r"^--text-column x and --label-column x both name column 'x'"):
+        with_inputs(recipe, text_column="x", label_column="x")
 
 
 def test_column_options_on_the_built_in_dataset_are_refused_naming_the_options(tmp_path: Path) -> None:
