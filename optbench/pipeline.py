@@ -26,6 +26,7 @@ from optbench.recipe import DEFAULT_MODEL, Recipe
 from optbench.report import write_report
 from optbench.scratch import work_folder
 from optbench.steps import RecipeStep, run_step
+from optbench.steps.finetune import FinetuneConfig
 from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps
 from optbench.table import to_frame
 
@@ -178,6 +179,8 @@ def make_baseline(recipe: Recipe, data: LabelledData, cache_dir: Path) -> ModelA
     """
     checkpoint, classifier = checkpoint_of(recipe, data)
     if classifier:
+        if recipe.finetune != FinetuneConfig():  # as --model gives a classifier to a recipe written for an encoder
+            log.info("%s is a classifier: [model.finetune] is not used", checkpoint.origin["checkpoint"])
         return checkpoint
     log.info("%s has no classification head: fine-tuning it on %s", checkpoint.origin["checkpoint"], data.source)
     tuned = run_step(recipe.finetune, checkpoint, data, cache_dir)

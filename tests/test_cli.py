@@ -116,6 +116,25 @@ def test_rerun_reuses_the_cached_baseline(finished_run: Path, tiny_encoder: Path
     assert baseline.variant == "baseline" and baseline.lineage == ()
 
 
+def test_a_classifiers_recipe_says_its_finetune_settings_are_not_used(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path, caplog
+) -> None:
+    """A classifier is the baseline as it is: [model.finetune] settings (baseline.toml has some) train nothing."""
+    from dataclasses import replace
+
+    from optbench.data import load_dataset
+    from optbench.pipeline import make_baseline
+    from optbench.recipe import load_recipe
+    from optbench.steps.finetune import FinetuneConfig
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_classifier, reviews_csv))
+    for finetune, said in ((FinetuneConfig(), False), (FinetuneConfig(epochs=2), True)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="optbench.pipeline"):
+            make_baseline(replace(recipe, finetune=finetune), load_dataset(recipe.dataset), tmp_path / "cache")
+        assert ("is a classifier: [model.finetune] is not used" in caplog.text) is said
+
+
 def _fails(args: list[str], capsys, message: str) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
