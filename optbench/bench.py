@@ -22,7 +22,8 @@ import numpy as np
 from optbench.accuracy import Drop, Metrics
 from optbench.artifact import ModelArtifact, tokenizer_hash
 from optbench.configs import check_no_repeats
-from optbench.data import LabelledData, SeqLen, Shape, batches, load_tokenizer, parse_seq_len, whole_batches
+from optbench.data import LabelledData
+from optbench.encoding import SeqLen, Shape, batches, load_tokenizer, parse_seq_len, whole_batches
 from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from optbench.atomic import write_bytes_atomic, write_text_atomic
-from optbench.data import Shape
+from optbench.encoding import Shape
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS

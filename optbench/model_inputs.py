@@ -9,11 +9,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what `data.encode` returns, in this order
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what `encoding.encode` returns, in this order
 
 
 def model_input_names(model: Any) -> tuple[str, ...]:
-    """The inputs of `data.encode` that a torch model's forward names, in order. DistilBERT names no
+    """The inputs of `encoding.encode` that a torch model's forward names, in order. DistilBERT names no
     token_type_ids: transformers 4 refuses them (TypeError), 5 takes and ignores them, which leaves an ONNX
     export with an input that does nothing and that DistilBERT's tokenizer does not give."""
     accepted = inspect.signature(model.forward).parameters

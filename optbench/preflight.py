@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optbench.data import load_tokenizer
+from optbench.encoding import load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.hf_config import has_classifier_head, read_hf_config
 from optbench.recipe import Recipe, chain_name

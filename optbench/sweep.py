@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 
 from optbench.atomic import create_json_exclusive, damaged, read_json, require_fields, write_json_atomic
 from optbench.claims import holds_claim, is_dead, lease, read_holder, renew_claim, take_claim, this_process
-from optbench.data import Shape
+from optbench.encoding import Shape
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed
 

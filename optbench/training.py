@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from optbench.configs import check_seed
-from optbench.data import Split, encode
+from optbench.data import Split
+from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
 

@@ -276,7 +276,7 @@ def test_teacher_logits_leave_torch_threads_as_they_found_them(
 def _first_row(teacher: ModelArtifact, reviews) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    from optbench.data import encode
+    from optbench.encoding import encode
 
     tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     return encode(tokenizer, reviews.train.texts[:1], seq_len="data", max_length=32)
@@ -648,7 +648,7 @@ def test_teacher_logits_go_back_to_their_rows(tiny_artifact: ModelArtifact, revi
     learns another text's logits."""
     from transformers import AutoTokenizer
 
-    from optbench.data import encode
+    from optbench.encoding import encode
 
     logits = distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_artifact.path)

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY
 
 from optbench.artifact import ModelArtifact, content_hash
-from optbench.data import encode
+from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
 from optbench.runtimes import RuntimeSpec, load_runtime

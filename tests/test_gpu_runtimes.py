@@ -17,7 +17,7 @@ from conftest import _save_tiny_onnx
 
 from optbench import bench
 from optbench.artifact import ModelArtifact, content_hash
-from optbench.data import encode
+from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
 from optbench.recipe import parse_recipe

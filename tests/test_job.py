@@ -42,7 +42,7 @@ def test_batches_round_trip_in_order(tmp_path: Path) -> None:
 def _job(tmp_path: Path, model: Path, kind: str = "latency", runtime: RuntimeSpec | None = None) -> Job:
     from transformers import AutoTokenizer
 
-    from optbench.data import batches
+    from optbench.encoding import batches
 
     inputs = tmp_path / "in.npz"
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -9,7 +9,8 @@ import pytest
 from conftest import _save_tiny_onnx, _write_fp16_weights_only
 
 from optbench.artifact import ModelArtifact, content_hash
-from optbench.data import DatasetConfig, batches, load_dataset
+from optbench.data import DatasetConfig, load_dataset
+from optbench.encoding import batches
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import onnx as onnx_step

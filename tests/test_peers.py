@@ -693,7 +693,7 @@ def test_optimum_calibration_pads_each_batch_to_its_own_longest_text(tiny_artifa
     """Padding positions widen MinMax ranges (quantize-static measured 0.8114 accuracy with one length against
     0.8162 per batch): the peer padded every calibration row to max_length, which neither optimum's guide (one
     unpadded row at a time) nor optbench's own static quantization does, and so measured a handicapped peer."""
-    from optbench.data import load_tokenizer
+    from optbench.encoding import load_tokenizer
     from optbench.peers.optimum_worker import calibration_rows
     from optbench.steps.quantize import calibration_texts
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from optbench.artifact import ModelArtifact, content_hash
-from optbench.data import encode
+from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, every_spec, load_runtime, torch_options
 from optbench.runtimes import onnxruntime as ort_runtime

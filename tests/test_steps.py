@@ -96,7 +96,7 @@ def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validati
     and the manifest's validation_accuracy is the saved model's on the validation split."""
     from transformers import AutoModelForSequenceClassification
 
-    from optbench.data import load_tokenizer
+    from optbench.encoding import load_tokenizer
     from optbench.steps import finetune
     from optbench.training import accuracy
 

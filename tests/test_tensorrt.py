@@ -630,7 +630,7 @@ def test_fp16_engine_matches_onnxruntime(tiny_classifier: Path, tmp_path: Path) 
     from transformers import AutoTokenizer
 
     from optbench.artifact import content_hash
-    from optbench.data import batches
+    from optbench.encoding import batches
     from optbench.steps.onnx import OnnxConfig
 
     data = _data(max_length=32)
@@ -692,7 +692,7 @@ def _runs_like_onnxruntime(engine: ModelArtifact, source: ModelArtifact, data: L
     """The engine gives finite logits of the right shape, close to onnxruntime's on the model it was built from."""
     from transformers import AutoTokenizer
 
-    from optbench.data import batches
+    from optbench.encoding import batches
 
     tokenizer = AutoTokenizer.from_pretrained(engine.path)
     batch = batches(tokenizer, data.test.texts[:4], batch_size=4, seq_len=16, max_length=32)[0]

@@ -23,7 +23,8 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, encode, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import encode, load_tokenizer
 from optbench.environment import cpu_flags, installed_version
 from optbench.errors import OptbenchError, StepFailed
 from optbench.formats import check_step_input

@@ -23,7 +23,8 @@ import numpy as np
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.atomic import write_npy_atomic
 from optbench.configs import config_to_dict, recipe_path
-from optbench.data import LabelledData, Split, encode, load_tokenizer
+from optbench.data import LabelledData, Split
+from optbench.encoding import encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.formats import check_step_input

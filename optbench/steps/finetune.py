@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import load_tokenizer
 from optbench.formats import check_step_input
 from optbench.hf_config import head_config
 from optbench.training import TrainingConfig, accuracy, encode_rows, train

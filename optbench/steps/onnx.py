@@ -20,7 +20,8 @@ import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import batches, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.hf_config import read_hf_config

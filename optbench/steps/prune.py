@@ -19,7 +19,8 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.hf_config import config_key

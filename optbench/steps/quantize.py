@@ -21,7 +21,8 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.configs import check_seed, config_to_dict
-from optbench.data import LabelledData, SeqLen, batches, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import SeqLen, batches, load_tokenizer
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input

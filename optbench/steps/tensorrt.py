@@ -22,7 +22,8 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig, check_batch_sizes
 from optbench.configs import check_no_repeats, check_seed, config_to_dict
-from optbench.data import LabelledData, SeqLen, Shape, parse_seq_len
+from optbench.data import LabelledData
+from optbench.encoding import SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.onnx_graph import is_qdq, load_graph

@@ -18,7 +18,8 @@ import numpy as np
 from optbench.artifact import QUANTIZATION_FILE, ModelArtifact
 from optbench.atomic import write_json_atomic
 from optbench.configs import config_to_dict
-from optbench.data import LabelledData, batches, load_tokenizer
+from optbench.data import LabelledData
+from optbench.encoding import batches, load_tokenizer
 from optbench.errors import require_package
 from optbench.formats import check_step_input
 from optbench.runtimes.torch import SCHEME, TorchRuntime
