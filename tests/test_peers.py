@@ -664,8 +664,9 @@ def test_optimum_calibrates_on_the_rows_optbench_s_static_quantization_draws(
 ) -> None:
     """The train split keeps the file's order (the built-in data is grouped by movie): its first rows are a few
     movies' reviews, so the peer must get the same random sample optbench's own static quantization takes."""
+    from optbench.calibration import calibration_texts
     from optbench.peers import optimum
-    from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
+    from optbench.steps.quantize import StaticQuantizeConfig
 
     jobs: list[dict] = []
 
@@ -682,7 +683,7 @@ def test_optimum_calibrates_on_the_rows_optbench_s_static_quantization_draws(
     assert jobs[0]["calibration_texts"] == calibration_texts(reviews, 32, ours.seed)
     assert jobs[0]["calibration_texts"] != reviews.train.texts[:32]
     # dynamic quantization calibrates nothing: no rows drawn, so no warning that the train split has too few
-    with caplog.at_level("WARNING", logger="optbench.steps"):
+    with caplog.at_level("WARNING", logger="optbench"):
         optimum.apply(
             PeerOptimumConfig(quantization="dynamic", calibration_samples=10_000), tiny_artifact, reviews, tmp_path
         )
@@ -693,9 +694,9 @@ def test_optimum_calibration_pads_each_batch_to_its_own_longest_text(tiny_artifa
     """Padding positions widen MinMax ranges (quantize-static measured 0.8114 accuracy with one length against
     0.8162 per batch): the peer padded every calibration row to max_length, which neither optimum's guide (one
     unpadded row at a time) nor optbench's own static quantization does, and so measured a handicapped peer."""
+    from optbench.calibration import calibration_texts
     from optbench.encoding import load_tokenizer
     from optbench.peers.optimum_worker import calibration_rows
-    from optbench.steps.quantize import calibration_texts
 
     tokenizer = load_tokenizer(tiny_artifact.path)
     texts = calibration_texts(reviews, 10, 0)

@@ -12,6 +12,7 @@ import onnx
 import pytest
 from conftest import _write_fp16_weights_only
 
+from optbench import calibration
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import DatasetConfig, load_dataset
 from optbench.encoding import batches
@@ -178,7 +179,7 @@ def test_static_int8_calibrates_with_the_method_and_percentile_asked_for(
     [(12, 4, 4), (10, 4, 2), (7, 4, 1), (3, 16, 3), (1, 16, 1)],  # a split of fewer rows than a batch: one batch
 )
 def test_equal_batches_are_the_largest_that_split_the_rows_whole(rows: int, batch_size: int, equal: int) -> None:
-    assert quantize.equal_batch_size(rows, batch_size) == equal
+    assert calibration.equal_batch_size(rows, batch_size) == equal
 
 
 def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) -> None:
@@ -189,7 +190,7 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     def ids(texts: list[str]) -> set[tuple[int, ...]]:
         return {tuple(row) for row in tokenizer(texts, truncation=True, max_length=64)["input_ids"]}
 
-    reader = quantize.CalibrationReader(
+    reader = calibration.CalibrationReader(
         unfused.path, data, samples=10, batch_size=4, seed=0, one_length=True, equal_batches=True
     )
     rows, sizes, lengths = set(), [], set()
@@ -199,7 +200,7 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
         rows |= {tuple(r[m.astype(bool)]) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)}
     assert sizes == [2] * 5 and reader.rows == reader.batch_size * 5 == 10  # 4 would leave a short last batch
     assert lengths == {reader.seq_len}  # one shape: the histogram calibrators stack the batches
-    per_batch = quantize.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0, one_length=False)
+    per_batch = calibration.CalibrationReader(unfused.path, data, samples=10, batch_size=4, seed=0, one_length=False)
     assert per_batch.seq_len == "data"
     shapes = []
     while (batch := per_batch.get_next()) is not None:
@@ -213,7 +214,7 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
 def test_calibration_records_the_batch_size_it_used(unfused: ModelArtifact, data) -> None:
     """MinMax with fewer samples than calibration_batch_size: its one batch holds them all, and that is the size
     recorded (the manifest said 16 for a batch of 8)."""
-    reader = quantize.CalibrationReader(unfused.path, data, samples=3, batch_size=16, seed=0, one_length=False)
+    reader = calibration.CalibrationReader(unfused.path, data, samples=3, batch_size=16, seed=0, one_length=False)
     batch = reader.get_next()
     assert batch is not None and len(batch["input_ids"]) == reader.batch_size == reader.rows == 3
     assert reader.get_next() is None
@@ -222,12 +223,12 @@ def test_calibration_records_the_batch_size_it_used(unfused: ModelArtifact, data
 def test_calibration_samples_are_a_seeded_random_draw_of_the_train_split(data) -> None:
     """The train split keeps its file's order (the built-in data's is by movie): its first rows would be a few
     movies' reviews. The seed picks the draw, the same one on every run."""
-    drawn = quantize.calibration_texts(data, 20, seed=0)
+    drawn = calibration.calibration_texts(data, 20, seed=0)
     assert len(set(drawn)) == 20 and set(drawn) <= set(data.train.texts)
     assert drawn != data.train.texts[:20]
-    assert quantize.calibration_texts(data, 20, seed=0) == drawn
-    assert quantize.calibration_texts(data, 20, seed=1) != drawn
-    assert sorted(quantize.calibration_texts(data, 10**6, seed=0)) == sorted(data.train.texts)
+    assert calibration.calibration_texts(data, 20, seed=0) == drawn
+    assert calibration.calibration_texts(data, 20, seed=1) != drawn
+    assert sorted(calibration.calibration_texts(data, 10**6, seed=0)) == sorted(data.train.texts)
 
 
 def test_more_calibration_samples_than_the_train_split_has_is_a_warning(
@@ -235,13 +236,13 @@ def test_more_calibration_samples_than_the_train_split_has_is_a_warning(
 ) -> None:
     """The step calibrated on every train row without a word in the log: only the manifest's count told."""
     rows = len(data.train)
-    with caplog.at_level("WARNING", logger="optbench.steps"):
+    with caplog.at_level("WARNING", logger="optbench"):
         result = run_step(StaticQuantizeConfig(calibration_samples=rows + 100), unfused, data, cache)
     assert result.details["calibration"]["samples"] == rows
     message = f"calibration_samples = {rows + 100} is more than the train split's {rows} rows: calibration draws all"
     assert message in caplog.text
     caplog.clear()
-    quantize.calibration_texts(data, rows, seed=0)
+    calibration.calibration_texts(data, rows, seed=0)
     assert "calibration_samples" not in caplog.text  # as many as it has: nothing to warn of
 
 

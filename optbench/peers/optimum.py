@@ -22,6 +22,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from optbench.artifact import HF_FILES, ModelArtifact
+from optbench.calibration import calibration_texts
 from optbench.configs import config_to_dict
 from optbench.data import LabelledData
 from optbench.encoding import encode, load_tokenizer
@@ -113,7 +114,7 @@ class PeerOptimumConfig:
 
 def apply(config: PeerOptimumConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Run optimum's pipeline on `artifact` in the optimum environment; its ONNX model lands in `out_dir`."""
-    from optbench.steps.quantize import StaticQuantizeConfig, calibration_texts
+    from optbench.steps.quantize import StaticQuantizeConfig
 
     check_step_input(config, artifact)
     env = peer_env(out_dir.parent / "peer-envs", "optimum", config.requirements)  # out_dir is in the run's cache

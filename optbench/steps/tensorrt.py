@@ -301,7 +301,7 @@ class CalibrationFeed:
 
     @classmethod
     def from_train_split(cls, config: TensorRTConfig, model_dir: Path, data: LabelledData) -> CalibrationFeed:
-        from optbench.steps.quantize import CalibrationReader
+        from optbench.calibration import CalibrationReader
 
         reader = CalibrationReader(
             model_dir, data, config.calibration_samples, config.calibration_batch_size, config.seed, one_length=True
