@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}  # in a split_column, as GLUE's dev
 # how to write each file format optbench reads, for the error that says a file could not be read
 READ_FIXES = {
     ".csv": "save it as UTF-8 CSV: a header row naming the columns, then one row per text with as many fields",
@@ -151,10 +152,14 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 f"every row, or leave {option} out"
             )
     if split_column:
-        assignment = frame[split_column].astype(str).str.lower()
+        assignment = frame[split_column].astype(str).str.lower().replace(SPLIT_ALIASES)
         bad = sorted(set(assignment) - set(SPLITS))
         if bad:
-            raise OptbenchError(f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)}")
+            aliases = ", ".join(f"{alias!r}" for alias in SPLIT_ALIASES)
+            raise OptbenchError(
+                f"split column {split_column!r} has values {bad[:5]}: use only {list(SPLITS)} (any case; {aliases} "
+                "are taken as 'validation')"
+            )
     else:
         keys = frame[group_column].astype(str) if group_column else _text_key(frame[text_column])
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))

@@ -233,10 +233,20 @@ def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.L
     assert "label(s) ['meh'] have no train rows" in caplog.text
 
 
+def test_split_column_takes_dev_and_val_as_validation(make_csv: MakeCsv) -> None:
+    """GLUE's files, among others, call the validation split dev; others val or valid."""
+    rows = _rows(12)
+    rows["part"] = ["train", "dev", "test", "Val", "train", "valid"] * 2
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
+    aliases = ("dev", "Val", "valid")
+    validation = [text for text, part in zip(rows["text"], rows["part"], strict=True) if part in aliases]
+    assert _all_texts(data)["validation"] == validation and len(data.test) == 2
+
+
 def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
     rows = _rows(12)
-    rows["part"] = ["train", "dev", "validation", "test"] * 3
-    with pytest.raises(OptbenchError, match=r"split column 'part' has values \['dev'\]"):
+    rows["part"] = ["train", "holdout", "validation", "test"] * 3
+    with pytest.raises(OptbenchError, match=r"split column 'part' has values \['holdout'\]: use only .*'dev', 'val'"):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
 
 
