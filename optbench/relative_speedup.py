@@ -38,6 +38,11 @@ class RowChoice:
                 f"cannot read the row {text!r}: write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]], "
                 "e.g. baseline/torch/cuda/fp32"
             )
+        if parts[0] in _runtime_labels():  # `--against torch/cpu/fp16` read 'cpu' as its runtime
+            raise OptbenchError(
+                f"cannot read the row {text!r}: it starts with a runtime, and a row starts with its variant: write "
+                f"VARIANT/{text}, e.g. baseline/{text}"
+            )
         rest = parts[1:]
         if rest:
             _check_runtime(text, rest[0])
@@ -62,6 +67,11 @@ class RowChoice:
     def matches(self, frame: pd.DataFrame) -> pd.Series:
         """Which rows of `frame` this choice names."""
         return pd.Series([self.names(key) for key in _keys(frame)], index=frame.index, dtype=bool)
+
+
+def _runtime_labels() -> set[str]:
+    """Every runtime's name and label as rows write them (torch, torch-compile, onnxruntime-trt, ...)."""
+    return set(ENGINES) | {spec.engine for spec in every_spec()}
 
 
 def _check_runtime(text: str, runtime: str) -> None:

@@ -49,6 +49,15 @@ def test_an_unreadable_row_says_how_to_write_one(text: str) -> None:
         RowChoice.parse(text)
 
 
+@pytest.mark.parametrize("text", ["torch", "torch/cpu/fp16", "onnxruntime-tensorrt/cuda", "torch-compile"])
+def test_a_row_that_starts_with_a_runtime_is_told_to_start_with_its_variant(text: str) -> None:
+    """`torch/cpu/fp16` read 'cpu' as the runtime ("'cpu' is no runtime"), `torch` as a variant no run has."""
+    with pytest.raises(
+        OptbenchError, match=rf"^cannot read the row '{text}': it starts with a runtime, .*baseline/{text}$"
+    ):
+        RowChoice.parse(text)
+
+
 def test_every_row_is_measured_against_the_chosen_row_at_its_shape() -> None:
     frame = add_speedup_vs(to_frame(_gpu_run()), RowChoice.parse("baseline/torch/cuda/fp32"))
     rows = _by_precision(frame)
