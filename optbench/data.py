@@ -280,7 +280,12 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
             _check_comma_separated(path)
-            frame = pd.read_csv(path, dtype={text_column: str}, keep_default_na=False, na_values=[""])
+            # skipinitialspace: a file written "text, label" (by hand, or by tools that space their commas) names
+            # "label", and a quoted text after ", " is one field: its header's " label" was no column of the
+            # default name, and its texts were cut at their commas into fields of their own
+            frame = pd.read_csv(
+                path, dtype={text_column: str}, keep_default_na=False, na_values=[""], skipinitialspace=True
+            )
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
             frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
@@ -366,7 +371,7 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str
     labels, saying how many."""
     rows = len(frame)
     if not pd.api.types.is_numeric_dtype(frame[label_column]):
-        # a label is its name without the spaces around it: " pos" (a CSV written "text, label") is "pos", not a
+        # a label is its name without the spaces around it: "pos " (a CSV written "text ,label ") is "pos", not a
         # class of its own, and a label of spaces alone is no label
         names = frame[label_column].map(lambda v: v.strip() if isinstance(v, str) else v)
         frame = frame.assign(**{label_column: names.mask(names.eq(""))})

@@ -291,7 +291,7 @@ def test_a_single_dropped_row_is_said(make_csv: MakeCsv, caplog: pytest.LogCaptu
 
 
 def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> None:
-    """A CSV written "text, label" gives " pos": it made a class of its own beside "pos" (four labels here)."""
+    """A label with spaces around it (" pos", "pos ") made a class of its own beside "pos" (four labels here)."""
     rows = "".join(f"review number {i}, {'pos' if i % 2 else 'neg'}\n" for i in range(60))
     rows += "".join(f"another review {i},{'pos ' if i % 2 else 'neg'}\n" for i in range(60))
     (tmp_path / "data.csv").write_text("text,label\n" + rows + "unlabelled review,   \n")
@@ -299,6 +299,17 @@ def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> No
     assert data.label_names == ("neg", "pos")
     everything = [t for split in _all_texts(data).values() for t in split]
     assert len(everything) == 120  # the row whose label is spaces alone has none: dropped as unlabelled
+
+
+def test_a_csv_written_with_spaces_after_its_commas_is_read_by_its_column_names(tmp_path: Path) -> None:
+    """A file written "text, label" (by hand, or by a tool that spaces its commas): its header's " label" was not the
+    default label column, and a quoted text after ", " was cut at its commas into fields of their own."""
+    rows = "".join(f'"review {i}, read aloud", {"pos" if i % 2 else "neg"}\n' for i in range(60))
+    (tmp_path / "data.csv").write_text("text, label\n" + rows)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos")
+    everything = {t for split in _all_texts(data).values() for t in split}
+    assert everything == {f"review {i}, read aloud" for i in range(60)}
 
 
 def test_texts_that_differ_only_in_spacing_are_one_text(make_csv: MakeCsv) -> None:
