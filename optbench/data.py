@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -291,7 +292,7 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
             frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
     # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
     except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = _bad_json_row(path, suffix) or " ".join(str(exc).split())
+        reason = _not_utf8(path) or _bad_json_row(path, suffix) or " ".join(str(exc).split())
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
@@ -326,6 +327,20 @@ def _check_comma_separated(path: Path) -> None:
             f"dataset {path} reads as one column {_listed([header])}: its fields are separated by {separator!r}, "
             f"not commas: {READ_FIXES['.csv']}"
         )
+
+
+def _not_utf8(path: Path) -> str | None:
+    """Where a file that is not UTF-8 (Latin-1 or Windows-1252, as older tools save) first breaks: the line and the
+    byte. pandas' "can't decode byte 0xe9 in position 3" counts from the block it was decoding, not the file."""
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # allowed, and utf-8-sig counts from after it
+        data.decode("utf-8")
+    except OSError:
+        return None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"line {line} is not UTF-8 (byte {data[exc.start]:#04x})"
+    return None
 
 
 def _bad_json_row(path: Path, suffix: str) -> str | None:

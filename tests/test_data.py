@@ -421,6 +421,23 @@ def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
     assert ": save it as UTF-8" in str(caught.value)
 
 
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+def test_a_file_that_is_not_utf8_is_refused_naming_its_first_bad_line(tmp_path: Path, name: str) -> None:
+    """A Latin-1 file (as older Windows tools save): pandas named "position 3" of the block it was decoding, far from
+    the line at fault in a file of thousands of rows."""
+    frame = pd.DataFrame(_rows(5000))
+    frame.loc[4321, "text"] = "un caf\u00e9 au lait"
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
+        ".json": frame.to_json(orient="records", force_ascii=False, indent=0),
+    }[Path(name).suffix]
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))  # a BOM too: the line counts the same
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "caf" in row)
+    with pytest.raises(OptbenchError, match=rf": line {line} is not UTF-8 \(byte 0xe9\): save it as UTF-8"):
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+
+
 @pytest.mark.parametrize("separator", [";", "\t"])
 @pytest.mark.parametrize("comma", ["", ","])
 def test_a_csv_file_not_separated_by_commas_is_refused_as_such(tmp_path: Path, separator: str, comma: str) -> None:
