@@ -315,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
     )
     cache = (args.cache or default_cache_dir()).resolve()
-    for option, folder in (("--results", args.results / recipe.name), ("--cache", cache)):
+    for option, folder in (("--results", args.results / recipe.name), (_cache_option(args.cache), cache)):
         _check_folder_can_be_written(option, folder)
     if args.dry_run:
         from optbench.dry_run import describe, plan_run
@@ -338,6 +338,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(failed)} failed (steps or jobs): their variants have no report ({where})", file=sys.stderr)
         return 1
     return 0
+
+
+def _cache_option(given: Path | None) -> str:
+    """Where the cache folder was named, for an error about it: --cache, else $OPTBENCH_CACHE, else nowhere (the
+    default, which --cache replaces); the error said --cache to a user who had set only $OPTBENCH_CACHE."""
+    if given is not None:
+        return "--cache"
+    if os.environ.get("OPTBENCH_CACHE"):
+        return "$OPTBENCH_CACHE"
+    return "the default cache folder (--cache names another)"
 
 
 def _check_folder_can_be_written(option: str, folder: Path) -> None:

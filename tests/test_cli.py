@@ -443,6 +443,22 @@ def test_run_gives_the_cache_to_the_run_and_leaves_optbench_cache_to_the_user(
     assert seen == [((tmp_path / "c").resolve(), str(tmp_path / "default"))]
 
 
+def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The error said --cache to a user who had set only $OPTBENCH_CACHE, or nothing at all."""
+    _never_starts(monkeypatch)
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    args = ["run", str(recipe), "--results", str(tmp_path / "r")]
+    monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "notes.txt" / "cache"))
+    _fails(args, capsys, "error: $OPTBENCH_CACHE: ")
+    _fails([*args, "--cache", str(tmp_path / "notes.txt")], capsys, "error: --cache: ")
+    monkeypatch.delenv("OPTBENCH_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "notes.txt"))
+    _fails(args, capsys, "error: the default cache folder (--cache names another): ")
+
+
 def _tree(*folders: Path) -> list[tuple[str, int]]:
     """Every path under `folders` (hidden ones too) with its size: what a command that writes nothing leaves as is."""
     return sorted((str(p), p.stat().st_size if p.is_file() else 0) for f in folders for p in [f, *f.rglob("*")])
