@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optbench.errors import OptbenchError, require_package
+from optbench.errors import OptbenchError, did_you_mean, require_package
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
             raise OptbenchError(
                 f"dataset {config.source} has no column(s) {list(dict.fromkeys(missing.values()))} "
                 f"(it has {_listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]{_flags(missing)}"
+                f"{did_you_mean(missing.values(), [str(c) for c in frame.columns])}"
             )
         nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
         if nested:

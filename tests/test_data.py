@@ -475,6 +475,14 @@ def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option
         load_dataset(DatasetConfig(source=str(path), **{option: column}))
 
 
+def test_missing_columns_name_the_columns_meant(make_csv: MakeCsv) -> None:
+    """A header written "Text,Label" (as spreadsheets capitalize it): the line listed the columns, and left the reader
+    to see that only the case differs."""
+    path = make_csv({"Text": ["a", "b"], "Label": ["x", "y"], "score": [1, 2]})
+    with pytest.raises(OptbenchError, match=r"to optbench run; did you mean 'Text' or 'Label'\?$"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
 def test_missing_columns_name_each_of_their_settings(make_csv: MakeCsv) -> None:
     path = make_csv({"sentence": ["a", "b"], "label": ["x", "y"]})
     with pytest.raises(
