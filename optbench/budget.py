@@ -116,7 +116,15 @@ def load_budgets(path: Path) -> list[Budget]:
         raise OptbenchError(f'budget file {path} has no budgets: add [[budget]] tables, e.g. max_p50 = "10 ms"')
     if not all(isinstance(entry, dict) for entry in entries):
         raise OptbenchError(f'budget file {path}: budget must be [[budget]] tables, e.g. [[budget]] max_p50 = "10 ms"')
-    return [parse_budget(entry, f"{path} [[budget]] #{i + 1}") for i, entry in enumerate(entries)]
+    return [parse_budget(entry, _where(path, i, entry)) for i, entry in enumerate(entries)]
+
+
+def _where(path: Path, index: int, entry: dict[str, Any]) -> str:
+    """`budgets.toml [[budget]] #2 (latency)`: a budget in errors, by its place and, where it has one, its name (as a
+    recipe's steps are), so that one of many is found without counting tables."""
+    name = entry.get("name")
+    named = f" ({name})" if isinstance(name, str) and name.strip() else ""
+    return f"{path} [[budget]] #{index + 1}{named}"
 
 
 def parse_budget(entry: dict[str, Any], where: str) -> Budget:

@@ -304,6 +304,10 @@ def test_the_newest_run_is_gated() -> None:
     ("text", "message"),
     [
         ('[[budget]]\nmax_latency = "5 ms"\n', r"unknown key\(s\) \['max_latency'\]"),
+        (
+            '[[budget]]\nmax_size = "1 GB"\n[[budget]]\nname = "latency"\nmax_latency = "5 ms"\n',
+            r"\['max_latency'\] in .* \[\[budget\]\] #2 \(latency\): known keys",
+        ),
         ('[[budget]]\nmax_size = "5 ms"\n', r"max_size = '5 ms': the unit must be one of \['gb', 'gib'"),
         (f'[[budget]]\n{SHAPE}max_p50 = "5 MB"\n', r"max_p50 = '5 MB': the unit must be one of \['ms', 's', 'us'\]"),
         (f"[[budget]]\n{SHAPE}max_p50 = 5\n", r"max_p50 = 5 has no unit: write it with one, e.g. max_p50 = \"10 ms\""),
