@@ -463,16 +463,24 @@ def _bucket(key: str, validation_fraction: float, test_fraction: float) -> str:
 def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) -> LabelledData:
     """Re-number the data's labels to the model's label ids, or say which labels the model lacks.
 
-    A model whose labels are the generic `LABEL_0..` names accepts integer dataset labels 0..k-1.
+    Integer dataset labels 0..k-1, none of them a name of the model's, are its class ids, as transformers reads
+    them (a model of the generic `LABEL_0..` names has no others).
     """
     model_labels = list(model_labels)
     if list(data.label_names) == model_labels:
         return data
-    generic = [f"LABEL_{i}" for i in range(len(model_labels))]
     names = list(data.label_names)
     # not str.isdigit: it takes "²", which int() refuses
-    if model_labels == generic and all(re.fullmatch("[0-9]+", n) and int(n) < len(model_labels) for n in names):
+    if not set(names) & set(model_labels) and all(
+        re.fullmatch("[0-9]+", n) and int(n) < len(model_labels) for n in names
+    ):
         mapping = {i: int(n) for i, n in enumerate(names)}
+        if model_labels != [f"LABEL_{i}" for i in range(len(model_labels))]:
+            log.info(
+                "dataset labels %s are read as the model's class ids: %s",
+                _listed(names),
+                ", ".join(f"{n} = {model_labels[int(n)]}" for n in names),
+            )
     else:
         unknown = [n for n in names if n not in model_labels]
         if unknown:

@@ -666,6 +666,18 @@ def test_align_integer_labels_to_generic_names() -> None:
     np.testing.assert_array_equal(aligned.train.labels, [0, 2, 2])
 
 
+def test_align_integer_labels_to_a_models_named_classes_by_id(caplog: pytest.LogCaptureFixture) -> None:
+    """As transformers reads them: 0 is id2label's 0. They were refused as labels the model does not know."""
+    data = _labelled(("0", "1"), [1, 0, 1])
+    with caplog.at_level("INFO", logger="optbench.data"):
+        aligned = align_labels(data, ["neg", "pos"])
+    assert aligned.label_names == ("neg", "pos")
+    np.testing.assert_array_equal(aligned.train.labels, [1, 0, 1])
+    assert "dataset labels ['0', '1'] are read as the model's class ids: 0 = neg, 1 = pos" in caplog.text
+    with pytest.raises(OptbenchError, match=r"dataset labels \['0'\] are not known"):
+        align_labels(_labelled(("0", "1"), [0, 1]), ["1", "2"])  # integer names of its own: names, not ids
+
+
 def test_align_integer_labels_beyond_the_model_are_refused() -> None:
     data = _labelled(("0", "1", "2"), [0, 1, 2])
     with pytest.raises(OptbenchError, match=r"dataset labels \['0', '1', '2'\] are not known"):
