@@ -281,12 +281,16 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES}")
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
-            _check_comma_separated(path)
             # skipinitialspace: a file written "text, label" (by hand, or by tools that space their commas) names
             # "label", and a quoted text after ", " is one field: its header's " label" was no column of the
             # default name, and its texts were cut at their commas into fields of their own
             frame = pd.read_csv(
-                path, dtype={text_column: str}, keep_default_na=False, na_values=[""], skipinitialspace=True
+                path,
+                sep=_separator(path),
+                dtype={text_column: str},
+                keep_default_na=False,
+                na_values=[""],
+                skipinitialspace=True,
             )
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
@@ -313,21 +317,18 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     return frame
 
 
-def _check_comma_separated(path: Path) -> None:
-    """Refuse a CSV whose header row has no comma but a ';', tab or '|' (as Excel saves "CSV" where the decimal mark
-    is a comma, or a TSV named .csv), before pandas reads it: read whole, it lacked the named columns; read as far as
-    a text with a comma in it, pandas gave only "Expected 1 fields in line 3, saw 2"."""
+def _separator(path: Path) -> str:
+    """The field separator of a CSV: a comma, else the ';', tab or '|' of a header row without one (Excel saves
+    "CSV" with ';' where the decimal mark is a comma; a TSV may be named .csv). Read with commas, such a file was
+    one column lacking the named ones, or, once a text held a comma, pandas' "Expected 1 fields in line 3, saw 2"."""
     try:
         with path.open(encoding="utf-8-sig") as handle:
             header = next((line.rstrip("\r\n") for line in handle if line.strip()), "")
     except (OSError, UnicodeDecodeError):  # pandas reads it next, and its error says why it cannot
-        return
-    separator = None if "," in header else next((c for c in ";\t|" if c in header), None)
-    if separator:
-        raise OptbenchError(
-            f"dataset {path} reads as one column {_listed([header])}: its fields are separated by {separator!r}, "
-            f"not commas: {READ_FIXES['.csv']}"
-        )
+        return ","
+    if "," in header:
+        return ","
+    return next((c for c in ";\t|" if c in header), ",")
 
 
 def _not_utf8(path: Path) -> str | None:
