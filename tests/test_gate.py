@@ -17,7 +17,7 @@ from optbench.budget import Limit, load_budgets, parse_budget, parse_limit
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
-from optbench.gate import evaluate, exit_code, junit_xml, newest_run, verdict
+from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary, verdict
 from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
 
@@ -116,6 +116,19 @@ def test_relative_accuracy_is_a_fraction_of_the_reference(tmp_path: Path) -> Non
     assert check.verdict == "inconclusive"
 
 
+def test_relative_accuracy_of_a_large_drop_is_a_fraction_of_the_reference_s_accuracy(tmp_path: Path) -> None:
+    """Accuracy 0.5 after a drop of 30 points [25, 35]: the reference scored 0.8, so the variant keeps 62.5% of it
+    (56.25% to 68.75%), not 1 - 0.30; shown in percent, as the limit is written."""
+    chain = _run()[1]
+    lossy = with_drop(dataclasses.replace(chain, metrics=dataclasses.replace(chain.metrics, accuracy=0.5)), 30, 25, 35)
+    (check,) = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmin_relative_accuracy = "60%"\n', [lossy], tmp_path)
+    assert (check.value, check.low, check.high) == pytest.approx((0.625, 0.5625, 0.6875))
+    assert check.verdict == "inconclusive"
+    assert check.reason.endswith(
+        "min_relative_accuracy 62.5% of the reference (95% interval 56.25 to 68.75) straddles the limit 60%"
+    )
+
+
 def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
     text = (
         f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}max_p50 = "5 ms"\nmax_p99 = "0.004 s"\n'
@@ -131,6 +144,8 @@ def test_latency_speedup_memory_and_size(tmp_path: Path) -> None:
     speedup = checks["min_speedup"]
     assert speedup.verdict == "pass" and speedup.low < 5.0 < speedup.high  # both p50 intervals widen it
     assert checks["max_memory"].verdict == "fail"  # 512.5 MiB > 0.5 GB = 476.8 MiB
+    memory = checks["max_memory"]
+    assert (memory.value, memory.low, memory.high) == (512.5, 512.5, 512.5)  # the peak RSS at the shape, not the size
     assert checks["max_size"].verdict == "fail"  # 86.6 MiB
     assert checks["max_memory"].reason.endswith("breaks the limit 0.5 GB")
 
@@ -197,6 +212,10 @@ def test_each_pattern_that_selects_nothing_fails_beside_those_that_match(tmp_pat
         ("variants ['*']", "runtime 'onnxruntime'", "max_size"),
     ]
     assert unmatched[0].unjudged.endswith("on torch-cpu-fp32): fix or drop it in the budget's runtimes")
+    # a variant's glob written in runtimes gets no variant's name as a runtime to mean ("did you mean 'baseline'?")
+    misplaced = '[[budget]]\nruntimes = ["torch", "baseline*"]\nmax_size = "1 GB"\n'
+    (unmatched,) = [c for c in _checks(misplaced, _run(), tmp_path) if c.verdict == "fail"]
+    assert unmatched.unjudged.endswith("on torch-cpu-fp32): fix or drop it in the budget's runtimes")
     # a pattern that selects only a failed job already fails with the failure's reason
     failed = [FailedJob("baseline+onnx-int8", "onnxruntime-cpu-fp32", "latency-1", "crashed")]
     text = '[[budget]]\nvariants = ["baseline+onnx", "baseline+onnx-int8"]\nmax_size = "1 GB"\n'
@@ -286,6 +305,23 @@ def test_junit_counts_failures_and_skips_inconclusive(tmp_path: Path) -> None:
     assert suite.find("testcase/skipped") is not None
     strict = ET.fromstring(junit_xml(checks, strict=True))
     assert (strict.get("failures"), strict.get("skipped")) == ("2", "0")
+    # a limit of the whole model is named without a shape; an inconclusive check failed by --strict says so
+    assert [case.get("name") for case in root.iter("testcase")] == [
+        "max_accuracy_drop 1 points",
+        "max_size 1 MB",
+        "max_size 1 GB",
+        "max_size 1 GB",
+    ]
+    assert [failure.get("type") for failure in strict.iter("failure")] == ["inconclusive", "fail"]
+
+
+def test_the_summary_states_the_exit_code_strict_gives(tmp_path: Path) -> None:
+    """Its last line promises the exit code: with --strict an inconclusive check fails, and it says exit 1, not 3."""
+    checks = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 points"\n', _run(), tmp_path)
+    assert summary(checks, strict=False).splitlines()[-1] == "0 passed, 0 failed, 1 inconclusive: exit 3"
+    assert summary(checks, strict=True).splitlines()[-1] == (
+        "0 passed, 0 failed, 1 inconclusive (strict: inconclusive fails): exit 1"
+    )
 
 
 def test_the_newest_run_is_gated() -> None:
@@ -295,6 +331,8 @@ def test_the_newest_run_is_gated() -> None:
     assert newest_run([new, same_second, old]) == [same_second]  # two runs published in one second: one judged
     with pytest.raises(OptbenchError, match="no optbench reports to gate"):
         newest_run([])
+    earlier_id = dataclasses.replace(make_report(run_id="0"), created_at="2027-02-01T00:00:00")
+    assert newest_run([earlier_id, new]) == [earlier_id]  # the newest by time, whatever its id sorts as
 
 
 # --- bad budget files ----------------------------------------------------------------------------------
@@ -358,6 +396,7 @@ def test_bad_budget_files_are_refused_with_the_fix(text: str, message: str, tmp_
         ("max_size", "2048 KiB", 2.0),
         ("max_size", "1000 KB", 1e6 / 2**20),
         ("max_accuracy_drop", "0.5 pp", 0.5),
+        ("max_accuracy_drop", "0.5 pt", 0.5),
         ("min_relative_accuracy", "99.9%", 0.999),
         ("min_speedup", "1.5x", 1.5),
     ],
@@ -477,6 +516,11 @@ def test_bad_shape_values_are_refused() -> None:
         parse_budget({"batch_size": 1, "seq_len": 0, "max_p50": "1 ms"}, "b")
     with pytest.raises(OptbenchError, match="batch_size = True: give a positive integer"):  # judged batch 1
         parse_budget({"batch_size": True, "seq_len": 128, "max_p50": "1 ms"}, "b")
+
+
+def test_the_smallest_shape_is_read() -> None:
+    budget = parse_budget({"batch_size": 1, "seq_len": 1, "max_p50": "1 ms"}, "b")
+    assert (budget.batch_size, budget.seq_len) == (1, 1)
 
 
 def test_a_budget_at_the_data_s_own_lengths_judges_that_measurement(tmp_path: Path) -> None:
@@ -737,6 +781,16 @@ def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(t
     without_peers = [r for r in _peers_run() if not r.peer]
     (ours,) = [c for c in _checks(PEER_BUDGET, without_peers, tmp_path) if c.variant != "baseline"]
     assert ours.verdict == "fail" and "no peer within 1 points was measured at batch 1 x 128" in ours.reason
+
+
+def test_speedup_vs_peer_of_a_variant_not_measured_at_the_shape_cannot_be_checked(tmp_path: Path) -> None:
+    """The peers were measured at the budget's shape, the variant only at another: its own p50 is not there."""
+    run = _peers_run()
+    (m,) = run[1].measurements
+    run[1] = dataclasses.replace(run[1], measurements=(dataclasses.replace(m, batch_size=8),))
+    (ours,) = [c for c in _checks(PEER_BUDGET, run, tmp_path) if c.variant == run[1].variant]
+    assert (ours.value, ours.verdict) == (None, "fail")
+    assert ours.unjudged == "not measured at batch 1 x 128 (measured: batch 8 x 128)"
 
 
 def test_speedup_vs_peer_is_against_peers_on_the_variant_s_device(tmp_path: Path) -> None:
