@@ -14,9 +14,11 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import COLUMNS, Failures, budget_regressions, compare, render
+from optbench.compare import COLUMNS, Failures, _binomial, budget_regressions, compare, render
 from optbench.failures import FailedJob, write_failures
+from optbench.measure import Latency, throughput
 from optbench.report import SCHEMA, Report, settings_hash, workload_fingerprint, write_report
+from optbench.runtimes import RuntimeSpec
 from optbench.table import to_frame
 
 
@@ -58,6 +60,18 @@ def test_a_p50_from_fewer_than_6_calls_is_never_better_or_worse() -> None:
     assert row["why"] == "the 95% intervals overlap: one is unbounded (too few timed calls: raise [bench] min_iters)"
 
 
+def test_a_p99_unbounded_from_above_is_never_better_or_worse_and_says_why() -> None:
+    """61 calls bound a p50 both ways but a p99 only from below: each side's p99 interval reaches up to infinity, so
+    a p50 20% faster is better while the p99 is not significant, for want of calls."""
+    base = make_report(shapes=((1, 128),))
+    table = compare(to_frame([with_figures(base, p50_ms=10, spread_ms=0.2)]), to_frame([with_figures(base, p50_ms=8)]))
+    rows = table.set_index("figure")
+    assert (rows.loc["p50_ms", "mark"], rows.loc["p99_ms", "mark"]) == ("better", "not significant")
+    assert rows.loc["p99_ms", "why"] == (
+        "the 95% intervals overlap: one is unbounded (too few timed calls: raise [bench] min_iters)"
+    )
+
+
 def test_overlapping_intervals_are_not_significant() -> None:
     base = make_report(shapes=((1, 128),))
     before, after = with_figures(base, p50_ms=10, spread_ms=4), with_figures(base, p50_ms=10.5, spread_ms=4)
@@ -72,8 +86,9 @@ def test_intervals_that_meet_at_an_end_overlap() -> None:
     a = to_frame([with_figures(base, p50_ms=10, spread_ms=0.1)])
     b = to_frame([with_figures(base, p50_ms=12, spread_ms=0.1)])
     a["p50_ci_high"] = b["p50_ci_low"] = 11.0
-    row = compare(a, b).set_index("figure").loc["p50_ms"]
-    assert (row["mark"], row["why"]) == ("not significant", "the 95% intervals overlap")
+    for slower, faster in ((a, b), (b, a)):  # B's interval above A's, and below it
+        row = compare(slower, faster).set_index("figure").loc["p50_ms"]
+        assert (row["mark"], row["why"]) == ("not significant", "the 95% intervals overlap")
 
 
 def test_a_one_tick_change_of_a_coarse_clock_is_not_significant() -> None:
@@ -156,6 +171,8 @@ def test_memory_moves_under_five_percent_are_noise_and_size_changes_always_count
     base = make_report(shapes=((1, 128),))
     marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1040)])
     assert marks["baseline", 1, "peak_rss_mb"] == "not significant"
+    marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1050)])
+    assert marks["baseline", 1, "peak_rss_mb"] == "not significant"  # 5% exactly: on the tolerance is within it
     marks = _marks([with_figures(base, peak_rss_mb=1000)], [with_figures(base, peak_rss_mb=1100)])
     assert marks["baseline", 1, "peak_rss_mb"] == "worse"
     smaller = dataclasses.replace(base, artifact={**base.artifact, "size_mb": 40.0})
@@ -192,6 +209,17 @@ def test_accuracy_beyond_its_binomial_interval_is_worse() -> None:
     assert _marks([good], [fewer])["baseline", 1, "accuracy"] == "not significant"
     broken = make_report(shapes=((1, 128),), flip=10)  # accuracy 0: a change from zero has no percentage
     assert _marks([broken], [good])["baseline", 1, "accuracy"] == "better"
+    row = compare(to_frame([broken]), to_frame([good])).set_index("figure").loc["accuracy"]
+    assert pd.isna(row["change_pct"])  # not +inf%
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "rows", "interval"),
+    [(0.8, 10, (0.4902, 0.9433)), (1.0, 10, (0.7225, 1.0)), (0.0, 10, (0.0, 0.2775)), (0.5, 100, (0.4038, 0.5962))],
+)
+def test_an_accuracy_s_interval_is_wilson_s_score_interval(accuracy: float, rows: int, interval: tuple) -> None:
+    """Wilson's 95% interval as tables of it give it: 8 of 10 right is 0.490 to 0.943, and 10 of 10 still 0.72 to 1."""
+    assert _binomial(pd.Series({"accuracy": accuracy, "test_rows": rows})) == pytest.approx(interval, abs=1e-4)
 
 
 def test_rows_only_on_one_side_are_newly_failing_or_new() -> None:
@@ -310,6 +338,7 @@ def test_each_side_uses_its_newest_report_per_row() -> None:
     base = make_report(shapes=((1, 128),))
     old = dataclasses.replace(with_figures(base, p50_ms=20, spread_ms=0.1), created_at="2026-11-01T00:00:00+00:00")
     new = dataclasses.replace(with_figures(base, p50_ms=10, spread_ms=0.1), created_at="2026-11-30T00:00:00+00:00")
+    old = dataclasses.replace(old, run_id="20261201T000000Z-ffff")  # newest by time, whatever its run id sorts as
     for a_side in ([new, old], [old, new]):  # whichever order the reports are read in
         table = compare(to_frame(a_side), to_frame([new]))
         assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["not significant"]
@@ -545,25 +574,41 @@ def test_cli_compare_reads_the_failed_jobs_of_b(tmp_path: Path, capsys) -> None:
     assert "its latency-1 failed: crashed with SIGSEGV" in out
 
 
+def _with_calls(ms: list[float]) -> Report:
+    """The baseline at batch 1 whose timed calls took `ms`, its throughput theirs."""
+    report = make_report(shapes=((1, 128),))
+    latency = Latency.from_values([round(v * 1e6) for v in ms])
+    (m,) = report.measurements
+    changed = dataclasses.replace(m, latency=latency, throughput_sps=throughput(1, latency))
+    return dataclasses.replace(report, measurements=(changed,))
+
+
 def test_throughput_is_judged_by_the_spread_of_the_mean_it_comes_from() -> None:
     """Throughput is batch / mean latency: one stalled call moves it a lot and the p50 not at all, so its
     interval comes from the mean's spread, not the p50's narrow one."""
-    from optbench.measure import Latency, throughput
-
-    def with_calls(ms: list[float]) -> Report:
-        report = make_report(shapes=((1, 128),))
-        latency = Latency.from_values([round(v * 1e6) for v in ms])
-        (m,) = report.measurements
-        changed = dataclasses.replace(m, latency=latency, throughput_sps=throughput(1, latency))
-        return dataclasses.replace(report, measurements=(changed,))
-
     steady = [40 + 0.1 * (i % 5) for i in range(20)]
     stalled = [*steady[:19], 400.0]
-    marks = _marks([with_calls(steady)], [with_calls(stalled)])
+    marks = _marks([_with_calls(steady)], [_with_calls(stalled)])
     assert marks["baseline", 1, "p50_ms"] == "not significant"
     assert marks["baseline", 1, "throughput_sps"] == "not significant"  # -31%, inside the mean's interval
     faster = [v / 2 for v in steady]
-    assert _marks([with_calls(steady)], [with_calls(faster)])["baseline", 1, "throughput_sps"] == "better"
+    assert _marks([_with_calls(steady)], [_with_calls(faster)])["baseline", 1, "throughput_sps"] == "better"
+
+
+def test_a_throughput_beyond_both_means_95_percent_intervals_is_marked() -> None:
+    """Calls of 10 and 12 ms against 8.9 and 10.9 ms, 20 each: the means' intervals (11 +- 0.44, 9.9 +- 0.44 ms)
+    are 0.22 ms apart, so the throughput is better; at 1.5 times their width they would overlap."""
+    marks = _marks([_with_calls([10, 12] * 10)], [_with_calls([8.9, 10.9] * 10)])
+    assert marks["baseline", 1, "throughput_sps"] == "better"
+
+
+def test_a_throughput_whose_mean_s_interval_reaches_zero_is_unbounded() -> None:
+    """One call stalled for a second among 20 of 1 ms: the mean's 95% interval (49 +- 91 ms) reaches below zero, so
+    the throughput may be anything above 7 samples a second; it is never better or worse, and says why."""
+    stalled, steady = _with_calls([*[1.0] * 20, 1000.0]), _with_calls([1.0] * 21)
+    row = compare(to_frame([stalled]), to_frame([steady])).set_index("figure").loc["throughput_sps"]
+    assert row["mark"] == "not significant"
+    assert row["why"] == "the 95% intervals overlap: one is unbounded (too few timed calls: raise [bench] min_iters)"
 
 
 def test_speedup_is_judged_with_the_reference_spread_as_the_gate_judges_it() -> None:
@@ -577,6 +622,16 @@ def test_speedup_is_judged_with_the_reference_spread_as_the_gate_judges_it() -> 
     assert marks["baseline+onnx", 1, "speedup_p50"] == "not significant"  # the row's p50 alone would say better
     alone = _marks(before[1:], after[1:])  # no reference in the results: the row's own p50 interval
     assert alone["baseline+onnx", 1, "speedup_p50"] == "better"
+
+
+def test_a_speedup_without_its_reference_is_judged_by_the_row_s_own_p50_interval() -> None:
+    """No reference in the results: a 200 ms reference over p50s of 100 ms (90 to 110) and 118 ms (108 to 128),
+    whose intervals overlap, is no change in the speedup either (1.82 to 2.22x against 1.56 to 1.85x)."""
+    chain = make_report(("onnx",), shapes=((1, 128),))
+    before = with_figures(chain, p50_ms=100, spread_ms=40, speedup=2.0)
+    after = with_figures(chain, p50_ms=118, spread_ms=40, speedup=200 / 118)
+    marks = _marks([before], [after])
+    assert marks["baseline+onnx", 1, "p50_ms"] == marks["baseline+onnx", 1, "speedup_p50"] == "not significant"
 
 
 def _on(report: Report, machine: str) -> Report:
@@ -605,6 +660,39 @@ def test_a_run_on_several_machines_against_one_on_one_is_matched_machine_by_mach
         marks = table.set_index(["machine", "figure"])["mark"]
         assert marks["fast", "p50_ms"] == "not significant"
         assert marks["slow", "-"] == lacking
+
+
+def test_budget_checks_are_told_apart_by_budget_and_limit() -> None:
+    """Two budgets of one name with two limits on one figure, and one of another name with the same limit, are three
+    checks: the two 20 ms limits newly fail, each listed, and the 50 ms limit still passes."""
+    names_and_limits = [("latency", "20 ms"), ("latency", "50 ms"), ("release", "20 ms")]
+    budgets = [
+        parse_budget({**LATENCY, "name": name, "max_p50": limit}, f"budget {i}")
+        for i, (name, limit) in enumerate(names_and_limits)
+    ]
+    table = budget_regressions(budgets, [PASSED], [with_figures(PASSED, p50_ms=30)])
+    assert table["figure"].tolist() == ["max_p50 (latency, batch 1 x 128)", "max_p50 (release, batch 1 x 128)"]
+    assert all(why.endswith("breaks the limit 20 ms") for why in table["why"])
+
+
+def test_budget_checks_are_told_apart_by_runtime() -> None:
+    """One variant on two runtimes is two checks: the one that newly fails is listed on its runtime."""
+    budget = parse_budget(LATENCY, "budget 1")
+    on_ort = with_figures(make_report(("onnx",), runtime=RuntimeSpec("onnxruntime"), shapes=((1, 128),)), p50_ms=10)
+    table = budget_regressions([budget], [PASSED, on_ort], [with_figures(PASSED, p50_ms=30), on_ort])
+    assert table[["runtime", "a", "b"]].values.tolist() == [["torch", "pass", "fail"]]
+
+
+def test_budget_checks_are_those_of_each_side_s_newest_run() -> None:
+    """A side may hold several runs: A's newest passed where its older run failed, B's newest fails where its older
+    run passed, so the check newly fails whatever order the reports are read in."""
+    budget = parse_budget(LATENCY, "budget 1")
+    older = {"run_id": "20261129T000000Z-0000", "created_at": "2026-11-29T00:00:00+00:00"}
+    a = [PASSED, dataclasses.replace(with_figures(PASSED, p50_ms=30), **older)]
+    b = [with_figures(PASSED, p50_ms=30), dataclasses.replace(PASSED, **older)]
+    for a_side, b_side in ((a, b), (a[::-1], b[::-1])):
+        table = budget_regressions([budget], a_side, b_side)
+        assert table[["a", "b", "mark"]].values.tolist() == [["pass", "fail", "newly failing"]]
 
 
 def test_budgets_of_one_name_at_two_shapes_are_checked_apart() -> None:
