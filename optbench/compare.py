@@ -161,7 +161,7 @@ def compare(
     for row in a.index.union(b.index, sort=False):
         sides = [frame.loc[row] for frame in (a, b) if row in frame.index]
         failed = None if row in b.index else _failed_in_b(row, len(key) > len(KEY), failures_b())
-        machines = [*(str(side["machine"] or "-") for side in sides), *([failed[1] or "-"] if failed else [])]
+        machines = [*(_machine(side["machine"]) or "-" for side in sides), *([failed[1] or "-"] if failed else [])]
         where = [*row[: len(KEY)], " -> ".join(dict.fromkeys(machines))]
         if row not in b.index:
             why = "no report in B" + (f": {failed[0].why}" if failed else "")
@@ -180,7 +180,13 @@ def _failed_in_b(row: tuple, several: bool, failures: Failures) -> tuple[FailedJ
     """The failure in B's newest run that left a row A measured (its key; with the machine where `several`, as
     `match_key`) without a report in B, and B's machine."""
     variant, engine, device, precision = row[:4]
-    return failures.of(variant, runtime_label(engine, device, precision), str(row[-1] or "") if several else None)
+    return failures.of(variant, runtime_label(engine, device, precision), _machine(row[-1]) if several else None)
+
+
+def _machine(value: object) -> str:
+    """A row's machine key, "" for a report that names none (None, or NaN in a frame beside reports that do), as
+    `Failures` holds it."""
+    return "" if missing(value) else str(value)
 
 
 def _workload_change(a: str, b: str, workloads: Mapping[str, Mapping]) -> str:

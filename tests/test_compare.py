@@ -634,7 +634,7 @@ def test_a_speedup_without_its_reference_is_judged_by_the_row_s_own_p50_interval
     assert marks["baseline+onnx", 1, "p50_ms"] == marks["baseline+onnx", 1, "speedup_p50"] == "not significant"
 
 
-def _on(report: Report, machine: str) -> Report:
+def _on(report: Report, machine: str | None) -> Report:
     return dataclasses.replace(report, environment={**report.environment, "machine": machine})
 
 
@@ -660,6 +660,27 @@ def test_a_run_on_several_machines_against_one_on_one_is_matched_machine_by_mach
         marks = table.set_index(["machine", "figure"])["mark"]
         assert marks["fast", "p50_ms"] == "not significant"
         assert marks["slow", "-"] == lacking
+
+
+def test_a_report_without_a_machine_is_a_machine_of_its_own() -> None:
+    """An older report names no machine: beside one that does, it may be another machine, so a side holding both is
+    matched machine by machine; its rows read '-' for the machine (they read 'nan'), and a failure B's run of such
+    reports records says why such a row has no report in B (it was looked for on a machine named 'nan')."""
+    base, chain = make_report(shapes=((1, 128),)), PASSED
+    a = [_on(with_figures(base, p50_ms=10, spread_ms=0.2), "fast"), _on(with_figures(base, p50_ms=30), None)]
+    b = [_on(with_figures(base, p50_ms=10, spread_ms=0.2), "fast")]
+    marks = compare(to_frame(a), to_frame(b)).set_index(["machine", "figure"])["mark"]
+    assert marks["fast", "p50_ms"] == "not significant"
+    assert marks["-", "-"] == "newly failing"
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed with SIGSEGV")
+    unnamed = [_on(base, None)]
+    table = compare(
+        to_frame([_on(chain, "fast"), _on(chain, None)]),
+        to_frame(unnamed),
+        failures_b=lambda: Failures.of_run([crashed], unnamed),
+    )
+    rows = table.loc[table["mark"] == "newly failing", ["machine", "why"]].values.tolist()
+    assert rows == [["fast", "no report in B"], ["-", "no report in B: its latency-1 failed: crashed with SIGSEGV"]]
 
 
 def test_budget_checks_are_told_apart_by_budget_and_limit() -> None:
