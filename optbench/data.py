@@ -301,7 +301,7 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
-    if suffix == ".json" and text_column not in frame.columns:
+    if suffix == ".json" and text_column not in frame.columns and _is_json_object(path):
         if text_column in frame.index.astype(str):
             raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
                 f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
@@ -315,6 +315,13 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
                 f"{READ_FIXES[suffix]}"
             )
     return frame
+
+
+def _is_json_object(path: Path) -> bool:
+    """Whether a JSON file holds an object at its top, not an array: only an object keys its rows by id or holds them
+    under a key. An array whose rows each hold an object ("meta": {...}) reads as a column of objects too, and was
+    refused as rows under that key, with the fix to save it as the array it was."""
+    return path.read_text(encoding="utf-8-sig").lstrip().startswith("{")
 
 
 def _separator(path: Path) -> str:

@@ -516,6 +516,27 @@ def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path:
         load_dataset(DatasetConfig(source=str(path)))
 
 
+def test_a_json_array_with_an_object_column_and_no_text_column_is_told_the_column_missing(tmp_path: Path) -> None:
+    """An array of rows, each with an object ("meta": {...}) and its text under another name: it was refused as a
+    JSON object holding its rows under 'meta', with the fix to save it as the array of objects it already was."""
+    path = tmp_path / "data.json"
+    rows = [{"sentence": f"review {i}", "label": i % 2, "meta": {"site": "web"}} for i in range(20)]
+    path.write_text(json.dumps(rows))
+    message = r"has no column\(s\) \['text'\] \(it has \['sentence', 'label', 'meta'\]\): set text_column"
+    with pytest.raises(OptbenchError, match=message):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.json"])
+def test_an_object_column_no_setting_names_is_ignored(tmp_path: Path, name: str) -> None:
+    """Only the columns the settings name must hold one value per row; rows with metadata objects beside them load."""
+    records = [{"text": f"review {i}", "label": i % 2, "meta": {"site": "web"}} for i in range(60)]
+    text = "".join(json.dumps(r) + "\n" for r in records) if name.endswith(".jsonl") else json.dumps(records)
+    (tmp_path / name).write_text(text)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
 def test_single_label_value_is_refused(make_csv: MakeCsv) -> None:
     path = make_csv(_rows(100, ("pos",)))
     with pytest.raises(
