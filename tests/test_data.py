@@ -290,6 +290,43 @@ def test_a_single_dropped_row_is_said(make_csv: MakeCsv, caplog: pytest.LogCaptu
     assert "dropping 1 row(s) with an empty text or label" in caplog.text
 
 
+def test_a_clean_file_loads_without_a_warning_or_a_word_of_dropping(
+    make_csv: MakeCsv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing dropped and every label trained: a "dropping 0 rows" or a "labels [] have no train rows" would send
+    the reader looking for rows that are all there."""
+    with caplog.at_level("INFO", logger="optbench.data"):
+        load_dataset(DatasetConfig(source=str(make_csv(_rows(300)))))
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "dropping" not in caplog.text
+
+
+def test_a_text_with_conflicting_labels_is_counted_once_and_not_as_a_repeat(
+    make_csv: MakeCsv, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = _rows(200)
+    rows["text"] += ["contested"] * 3
+    rows["label"] += ["neg", "pos", "pos"]
+    with caplog.at_level("INFO", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert "dropping 1 texts that carry conflicting labels" in caplog.text
+    assert "repeated" not in caplog.text
+    assert sum(len(data.split(n)) for n in SPLITS) == 200
+
+
+def test_texts_and_labels_of_whitespace_alone_are_dropped_as_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON keeps the spaces a CSV reader skips: a text of " \t " is no text, and a label of spaces no class."""
+    records = [{"text": t, "label": y} for t, y in zip(*_rows(60).values(), strict=True)]
+    records += [{"text": " \t ", "label": "pos"}, {"text": "a review without a label", "label": "  "}]
+    with caplog.at_level("WARNING", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(_write_jsonl(tmp_path / "data.jsonl", records))))
+    assert data.label_names == ("neg", "pos")
+    assert sum(len(data.split(n)) for n in SPLITS) == 60
+    assert "dropping 2 row(s) with an empty text or label" in caplog.text
+
+
 def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> None:
     """A label with spaces around it (" pos", "pos ") made a class of its own beside "pos" (four labels here)."""
     rows = "".join(f"review number {i}, {'pos' if i % 2 else 'neg'}\n" for i in range(60))
