@@ -489,6 +489,29 @@ def test_a_csv_file_separated_by_semicolons_tabs_or_bars_is_read(tmp_path: Path,
     assert _all_texts(data) == _all_texts(commas) and data.label_names == commas.label_names
 
 
+def test_a_csv_whose_header_follows_a_byte_order_mark_and_blank_lines_is_read_by_its_separator(tmp_path: Path) -> None:
+    """pandas skips the blank lines before a header: the separator is the header's, not that of the first line."""
+    rows = "".join(f"review {i}, read aloud;{'pos' if i % 2 else 'neg'}\n" for i in range(60))
+    (tmp_path / "data.csv").write_bytes(b"\xef\xbb\xbf" + f"\n\ntext;label\n{rows}".encode())
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos")
+    assert {t for split in _all_texts(data).values() for t in split} == {f"review {i}, read aloud" for i in range(60)}
+
+
+@pytest.mark.parametrize("name", ["DATA.CSV", "Data.JsonL", "DATA.JSON"])
+def test_a_file_suffix_in_capitals_is_read(tmp_path: Path, name: str) -> None:
+    """A suffix is the same in any case, as Windows takes it."""
+    frame = pd.DataFrame(_rows(60))
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True),
+        ".json": frame.to_json(orient="records"),
+    }[Path(name).suffix.lower()]
+    (tmp_path / name).write_text(text)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
 def test_a_csv_with_a_semicolon_in_a_column_name_is_read(make_csv: MakeCsv) -> None:
     """Its header has commas: a ';' or '|' in one column's name is no sign of another separator."""
     rows = {**_rows(60), "score;raw": range(60), "source|site": ["web"] * 60}
