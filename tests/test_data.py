@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -675,9 +676,11 @@ def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: st
         ({"validation_fraction": 0.0}, "out of range"),
         ({"validation_fraction": 1.0}, "out of range"),
         ({"test_fraction": 0.0}, "out of range"),
+        ({"test_fraction": 1.0}, "out of range"),
         ({"test_fraction": 1.5}, "out of range"),
         ({"validation_fraction": 0.5, "test_fraction": 0.5}, "sum below 1"),
         ({"max_length": 4}, "max_length=4 is too small"),
+        ({"max_length": 7}, "max_length=7 is too small"),
         # a typo that trained (or scored) a class per text
         ({"label_column": "text"}, "text_column and label_column are both 'text': name the column that holds"),
     ],
@@ -701,6 +704,22 @@ def test_the_smallest_settings_the_errors_ask_for_are_accepted() -> None:
     assert (config.max_length, config.validation_fraction, config.test_fraction) == (8, 0.45, 0.5)
 
 
+def test_a_checked_config_cannot_be_changed() -> None:
+    """Its checks run once, as it is made: a max_length set afterwards would escape them."""
+    config = DatasetConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_length = 4  # type: ignore[misc]
+
+
+def test_the_hash_split_of_a_text_is_the_same_in_every_release(make_csv: MakeCsv) -> None:
+    """Every accuracy figure is measured on the test split: the same file must split the same on every machine and
+    in every release, or figures of two runs compare different rows."""
+    rows = _rows(30)
+    texts = _all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows)))))
+    assert texts["test"] == [rows["text"][i] for i in (14, 23)]
+    assert texts["validation"] == [rows["text"][i] for i in (3, 11, 19, 26, 28)]
+
+
 def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
     path = make_csv(_rows(2000))
     data = load_dataset(DatasetConfig(source=str(path), validation_fraction=0.3, test_fraction=0.2))
@@ -715,6 +734,13 @@ def _labelled(names: tuple[str, ...], labels: list[int]) -> LabelledData:
     texts = [f"t{i}" for i in range(len(labels))]
     split = Split(texts, np.array(labels, dtype=np.int64))
     return LabelledData(names, split, split.head(3), split.head(2), source="mem", max_length=32, fingerprint="f")
+
+
+def test_head_keeps_texts_and_labels_together() -> None:
+    split = Split(["a", "b", "c", "d"], np.array([0, 1, 1, 0], dtype=np.int64))
+    head = split.head(3)
+    assert head.texts == ["a", "b", "c"] and head.labels.tolist() == [0, 1, 1]
+    assert len(split.head(9)) == 4
 
 
 def test_align_same_names_is_a_no_op() -> None:
@@ -740,11 +766,13 @@ def test_align_to_a_model_with_more_labels() -> None:
     np.testing.assert_array_equal(aligned.train.labels, [2, 1])
 
 
-def test_align_integer_labels_to_generic_names() -> None:
+def test_align_integer_labels_to_generic_names(caplog: pytest.LogCaptureFixture) -> None:
     data = _labelled(("0", "2"), [0, 1, 1])  # the data holds classes 0 and 2 of three
-    aligned = align_labels(data, ["LABEL_0", "LABEL_1", "LABEL_2"])
+    with caplog.at_level("INFO", logger="optbench.data"):
+        aligned = align_labels(data, ["LABEL_0", "LABEL_1", "LABEL_2"])
     assert aligned.label_names == ("LABEL_0", "LABEL_1", "LABEL_2")
     np.testing.assert_array_equal(aligned.train.labels, [0, 2, 2])
+    assert "class ids" not in caplog.text  # "0 = LABEL_0" says nothing: ids and names are the same
 
 
 def test_align_integer_labels_to_a_models_named_classes_by_id(caplog: pytest.LogCaptureFixture) -> None:
