@@ -565,13 +565,14 @@ def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) ->
     assert "(501 in all)" in str(caught.value) and len(str(caught.value)) < 500
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
 @pytest.mark.parametrize("extra", [{}, {"version": "1.0"}])
-def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path: Path, extra: dict) -> None:
+def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path: Path, extra: dict, bom: bytes) -> None:
     """pandas reads {"data": [{"text": ...}, ...]} as one column of objects: the error said to name it in text_column
     or label_column, and once named, that it held objects (multi-label data)."""
     path = tmp_path / "data.json"
     rows = [{"text": f"review {i}", "label": i % 2} for i in range(20)]
-    path.write_text(json.dumps({**extra, "data": rows}))
+    path.write_bytes(bom + json.dumps({**extra, "data": rows}).encode())
     message = "is a JSON object with its rows under ['data'], not an array of them: save it as UTF-8 JSON: an array"
     with pytest.raises(OptbenchError, match=re.escape(message)):
         load_dataset(DatasetConfig(source=str(path)))
