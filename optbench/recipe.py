@@ -13,7 +13,8 @@ from typing import Any
 
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
-from optbench.data import BUILTIN, FILE_SUFFIXES, RUN_OPTIONS, DatasetConfig
+from optbench.data import BUILTIN, RUN_OPTIONS, DatasetConfig
+from optbench.data_files import FILE_SUFFIXES
 from optbench.encoding import parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
