@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -75,12 +76,14 @@ def _is_json_object(path: Path) -> bool:
 def _separator(path: Path) -> str:
     """The field separator of a CSV: a comma, else the ';', tab or '|' of a header row without one (Excel saves
     "CSV" with ';' where the decimal mark is a comma; a TSV may be named .csv). Read with commas, such a file was
-    one column lacking the named ones, or, once a text held a comma, pandas' "Expected 1 fields in line 3, saw 2"."""
+    one column lacking the named ones, or, once a text held a comma, pandas' "Expected 1 fields in line 3, saw 2".
+    A quoted column name is passed over: its comma ("score, raw";label) separates nothing."""
     try:
         with path.open(encoding="utf-8-sig") as handle:
             header = next((line.rstrip("\r\n") for line in handle if line.strip()), "")
     except (OSError, UnicodeDecodeError):  # pandas reads it next, and its error says why it cannot
         return ","
+    header = re.sub(r'"[^"]*"', "", header)
     if "," in header:
         return ","
     return next((c for c in ";\t|" if c in header), ",")

@@ -244,6 +244,14 @@ def test_split_column_takes_dev_and_val_as_validation(make_csv: MakeCsv) -> None
     assert _all_texts(data)["validation"] == validation and len(data.test) == 2
 
 
+def test_split_column_values_are_read_without_the_spaces_around_them(tmp_path: Path) -> None:
+    """A CSV written "text,label,split " by hand has "train " as a value: it was refused as no split name."""
+    rows = "".join(f"review {i},{'pos' if i % 2 else 'neg'},{['train ', ' Test', 'dev '][i % 3]}\n" for i in range(30))
+    (tmp_path / "data.csv").write_text(f"text,label,part\n{rows}")
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv"), split_column="part"))
+    assert (len(data.train), len(data.validation), len(data.test)) == (10, 10, 10)
+
+
 def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
     rows = _rows(12)
     rows["part"] = ["train", "holdout", "validation", "test"] * 3
@@ -497,6 +505,15 @@ def test_a_csv_whose_header_follows_a_byte_order_mark_and_blank_lines_is_read_by
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
     assert data.label_names == ("neg", "pos")
     assert {t for split in _all_texts(data).values() for t in split} == {f"review {i}, read aloud" for i in range(60)}
+
+
+def test_a_semicolon_csv_whose_quoted_column_name_holds_a_comma_is_read_by_semicolons(tmp_path: Path) -> None:
+    """Excel quotes a column name holding the comma: read by that comma, the file was a column "score" and one of
+    the rest, lacking the named ones."""
+    rows = "".join(f"review {i};{'pos' if i % 2 else 'neg'};{i}\n" for i in range(60))
+    (tmp_path / "data.csv").write_text(f'text;label;"score, raw"\n{rows}')
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos") and sum(len(data.split(s)) for s in SPLITS) == 60
 
 
 @pytest.mark.parametrize("name", ["DATA.CSV", "Data.JsonL", "DATA.JSON"])
