@@ -146,7 +146,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 f"every row, or leave {option} out"
             )
     if split_column:
-        assignment = frame[split_column].astype(str).str.lower().replace(SPLIT_ALIASES)
+        assignment = frame[split_column].astype(str).str.strip().str.lower().replace(SPLIT_ALIASES)
         bad = sorted(set(assignment) - set(SPLITS))
         if bad:
             aliases = ", ".join(f"{alias!r}" for alias in SPLIT_ALIASES)
