@@ -1,4 +1,4 @@
-"""Datasets: the built-in reviews, user CSV/JSONL files, splits, cleaning and label alignment."""
+"""Datasets: the built-in reviews, the columns of user files, splits, cleaning and label alignment."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from data_fixtures import MakeCsv, all_texts, labelled_rows, write_jsonl
 
 from optbench.data import (
     BUILTIN,
@@ -26,26 +26,6 @@ from optbench.data import (
 )
 from optbench.errors import OptbenchError
 from optbench.recipe import load_recipe
-
-MakeCsv = Callable[..., Path]
-
-
-def _rows(n: int, labels: tuple[Any, ...] = ("neg", "pos")) -> dict[str, list[Any]]:
-    """`n` distinct texts with labels cycling through `labels`."""
-    return {
-        "text": [f"review number {i} of the test set" for i in range(n)],
-        "label": [labels[i % len(labels)] for i in range(n)],
-    }
-
-
-def _all_texts(data: LabelledData) -> dict[str, list[str]]:
-    return {name: data.split(name).texts for name in SPLITS}
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
 
 # --- the built-in dataset -----------------------------------------------------------------------
 
@@ -111,11 +91,11 @@ def test_unknown_split_name_is_refused(builtin: LabelledData) -> None:
 
 
 def test_csv_with_custom_columns(make_csv: MakeCsv) -> None:
-    rows = _rows(300, ("good", "bad", "meh"))
+    rows = labelled_rows(300, ("good", "bad", "meh"))
     path = make_csv({"body": rows["text"], "stars": rows["label"], "other": range(300)})
     data = load_dataset(DatasetConfig(source=str(path), text_column="body", label_column="stars"))
     assert data.label_names == ("bad", "good", "meh")  # alphabetical
-    texts = _all_texts(data)
+    texts = all_texts(data)
     assert sorted(t for split in texts.values() for t in split) == sorted(rows["text"])
     truth = dict(zip(rows["text"], rows["label"], strict=True))
     for name in SPLITS:
@@ -125,35 +105,35 @@ def test_csv_with_custom_columns(make_csv: MakeCsv) -> None:
 
 
 def test_jsonl_with_custom_columns(tmp_path: Path) -> None:
-    rows = _rows(200)
+    rows = labelled_rows(200)
     records = [{"sentence": t, "y": y} for t, y in zip(rows["text"], rows["label"], strict=True)]
-    path = _write_jsonl(tmp_path / "data.jsonl", records)
+    path = write_jsonl(tmp_path / "data.jsonl", records)
     data = load_dataset(DatasetConfig(source=str(path), text_column="sentence", label_column="y"))
     assert data.label_names == ("neg", "pos")
     assert sum(len(data.split(n)) for n in SPLITS) == 200
 
 
 def test_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
-    path = make_csv(_rows(300, (10, 2, 1)))
+    path = make_csv(labelled_rows(300, (10, 2, 1)))
     data = load_dataset(DatasetConfig(source=str(path)))
     assert data.label_names == ("1", "2", "10")
 
 
 def test_negative_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
     """Labels -2, -1 and 3 (a sentiment scale) are integers: sorted as text, label id 0 would name -1 and id 1 -2."""
-    data = load_dataset(DatasetConfig(source=str(make_csv(_rows(300, (-1, 3, -2))))))
+    data = load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(300, (-1, 3, -2))))))
     assert data.label_names == ("-2", "-1", "3")
 
 
 @pytest.mark.parametrize("odd", ["--5", "²"])
 def test_labels_that_only_look_like_integers_sort_as_text(make_csv: MakeCsv, odd: str) -> None:
     """str.isdigit took "²" (and "--5" once stripped of its minuses) for an integer, and int() then failed."""
-    data = load_dataset(DatasetConfig(source=str(make_csv(_rows(300, (odd, "2", "10"))))))
+    data = load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(300, (odd, "2", "10"))))))
     assert data.label_names == tuple(sorted((odd, "2", "10")))
 
 
 def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) -> None:
-    rows = _rows(200, (0, 1))
+    rows = labelled_rows(200, (0, 1))
     rows["label"][7] = None  # pandas reads the column as floats: 0.0, 1.0, NaN
     data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
     assert data.label_names == ("0", "1")
@@ -176,24 +156,24 @@ def test_labels_that_are_not_whole_numbers_are_refused_as_scores(
 ) -> None:
     """Regression data (STS-B's similarity scores): each score was a class of its own ("2.0999999999999996"), which
     the fine-tune trained and a classifier refused as labels it did not know."""
-    path = make_csv(_rows(120, labels))
+    path = make_csv(labelled_rows(120, labels))
     with pytest.raises(
         OptbenchError, match=rf"the label column 'label' holds numbers that are not whole, {re.escape(shown)}: "
     ):
         load_dataset(DatasetConfig(source=str(path)))
     records = [{"text": f"review {i}", "label": labels[i % len(labels)]} for i in range(120)]
     with pytest.raises(OptbenchError, match=r"not whole.*: scores, as regression data has, not classes"):
-        load_dataset(DatasetConfig(source=str(_write_jsonl(path.with_suffix(".jsonl"), records))))
+        load_dataset(DatasetConfig(source=str(write_jsonl(path.with_suffix(".jsonl"), records))))
 
 
 def test_file_split_is_deterministic_and_follows_content(make_csv: MakeCsv, tmp_path: Path) -> None:
-    rows = _rows(300)
+    rows = labelled_rows(300)
     first = load_dataset(DatasetConfig(source=str(make_csv(rows, "a.csv"))))
     shuffled = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
     shuffled.to_csv(tmp_path / "b.csv", index=False)
     second = load_dataset(DatasetConfig(source=str(tmp_path / "b.csv")))
     # a row's split depends on its text, not on where it sits in the file
-    assert {n: set(t) for n, t in _all_texts(first).items()} == {n: set(t) for n, t in _all_texts(second).items()}
+    assert {n: set(t) for n, t in all_texts(first).items()} == {n: set(t) for n, t in all_texts(second).items()}
     assert load_dataset(DatasetConfig(source=str(tmp_path / "a.csv"))).fingerprint == first.fingerprint
     rows["label"][0] = "pos" if rows["label"][0] == "neg" else "neg"
     changed = load_dataset(DatasetConfig(source=str(make_csv(rows, "c.csv"))))
@@ -203,7 +183,7 @@ def test_file_split_is_deterministic_and_follows_content(make_csv: MakeCsv, tmp_
 def test_renamed_labels_change_the_fingerprint(make_csv: MakeCsv) -> None:
     """The fingerprint keys the cached fine-tune: the same texts with "neg" renamed "bad" (label ids unchanged, as
     both sort before "pos") would reuse a classifier whose id2label names "neg", which the renamed data lacks."""
-    rows = _rows(300)
+    rows = labelled_rows(300)
     first = load_dataset(DatasetConfig(source=str(make_csv(rows, "a.csv"))))
     rows["label"] = ["bad" if label == "neg" else label for label in rows["label"]]
     renamed = load_dataset(DatasetConfig(source=str(make_csv(rows, "b.csv"))))
@@ -213,7 +193,7 @@ def test_renamed_labels_change_the_fingerprint(make_csv: MakeCsv) -> None:
 
 
 def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
-    rows = _rows(12)
+    rows = labelled_rows(12)
     rows["part"] = ["train", "TRAIN", "Validation", "test"] * 3
     data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
     expected = {
@@ -221,11 +201,11 @@ def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
         "validation": rows["text"][2::4],
         "test": rows["text"][3::4],
     }
-    assert _all_texts(data) == expected
+    assert all_texts(data) == expected
 
 
 def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
-    rows = _rows(12)
+    rows = labelled_rows(12)
     rows["part"] = ["train", "train", "validation", "test"] * 3
     rows["label"][3] = "meh"  # a test row
     with caplog.at_level("WARNING", logger="optbench.data"):
@@ -236,12 +216,12 @@ def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.L
 
 def test_split_column_takes_dev_and_val_as_validation(make_csv: MakeCsv) -> None:
     """GLUE's files, among others, call the validation split dev; others val or valid."""
-    rows = _rows(12)
+    rows = labelled_rows(12)
     rows["part"] = ["train", "dev", "test", "Val", "train", "valid"] * 2
     data = load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
     aliases = ("dev", "Val", "valid")
     validation = [text for text, part in zip(rows["text"], rows["part"], strict=True) if part in aliases]
-    assert _all_texts(data)["validation"] == validation and len(data.test) == 2
+    assert all_texts(data)["validation"] == validation and len(data.test) == 2
 
 
 def test_split_column_values_are_read_without_the_spaces_around_them(tmp_path: Path) -> None:
@@ -253,7 +233,7 @@ def test_split_column_values_are_read_without_the_spaces_around_them(tmp_path: P
 
 
 def test_split_column_with_bad_values_is_refused(make_csv: MakeCsv) -> None:
-    rows = _rows(12)
+    rows = labelled_rows(12)
     rows["part"] = ["train", "holdout", "validation", "test"] * 3
     with pytest.raises(OptbenchError, match=r"split column 'part' has values \['holdout'\]: use only .*'dev', 'val'"):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), split_column="part"))
@@ -275,7 +255,7 @@ def test_group_column_keeps_groups_together(make_csv: MakeCsv) -> None:
 
 
 def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
-    rows = _rows(200)
+    rows = labelled_rows(200)
     rows["text"] += ["contested", "contested", "twice", "twice", "   ", None, "unlabelled"]
     rows["label"] += ["neg", "pos", "pos", "pos", "neg", "pos", None]
     with caplog.at_level("INFO", logger="optbench.data"):
@@ -283,7 +263,7 @@ def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplo
     # a user's rows never vanish unsaid: the log counts what was dropped and why
     assert "dropping 3 row(s) with an empty text or label" in caplog.text
     assert "dropping 1 repeated text(s)" in caplog.text
-    everything = [t for split in _all_texts(data).values() for t in split]
+    everything = [t for split in all_texts(data).values() for t in split]
     assert "contested" not in everything
     assert everything.count("twice") == 1
     assert len(everything) == 201
@@ -292,7 +272,7 @@ def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplo
 
 def test_a_single_dropped_row_is_said(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
     """A user's rows never vanish unsaid, not even one."""
-    rows = _rows(200)
+    rows = labelled_rows(200)
     rows["text"][5] = None
     with caplog.at_level("WARNING", logger="optbench.data"):
         load_dataset(DatasetConfig(source=str(make_csv(rows))))
@@ -305,7 +285,7 @@ def test_a_clean_file_loads_without_a_warning_or_a_word_of_dropping(
     """Nothing dropped and every label trained: a "dropping 0 rows" or a "labels [] have no train rows" would send
     the reader looking for rows that are all there."""
     with caplog.at_level("INFO", logger="optbench.data"):
-        load_dataset(DatasetConfig(source=str(make_csv(_rows(300)))))
+        load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(300)))))
     assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "dropping" not in caplog.text
 
@@ -313,7 +293,7 @@ def test_a_clean_file_loads_without_a_warning_or_a_word_of_dropping(
 def test_a_text_with_conflicting_labels_is_counted_once_and_not_as_a_repeat(
     make_csv: MakeCsv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = _rows(200)
+    rows = labelled_rows(200)
     rows["text"] += ["contested"] * 3
     rows["label"] += ["neg", "pos", "pos"]
     with caplog.at_level("INFO", logger="optbench.data"):
@@ -327,10 +307,10 @@ def test_texts_and_labels_of_whitespace_alone_are_dropped_as_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """JSON keeps the spaces a CSV reader skips: a text of " \t " is no text, and a label of spaces no class."""
-    records = [{"text": t, "label": y} for t, y in zip(*_rows(60).values(), strict=True)]
+    records = [{"text": t, "label": y} for t, y in zip(*labelled_rows(60).values(), strict=True)]
     records += [{"text": " \t ", "label": "pos"}, {"text": "a review without a label", "label": "  "}]
     with caplog.at_level("WARNING", logger="optbench.data"):
-        data = load_dataset(DatasetConfig(source=str(_write_jsonl(tmp_path / "data.jsonl", records))))
+        data = load_dataset(DatasetConfig(source=str(write_jsonl(tmp_path / "data.jsonl", records))))
     assert data.label_names == ("neg", "pos")
     assert sum(len(data.split(n)) for n in SPLITS) == 60
     assert "dropping 2 row(s) with an empty text or label" in caplog.text
@@ -343,7 +323,7 @@ def test_labels_are_their_names_without_surrounding_spaces(tmp_path: Path) -> No
     (tmp_path / "data.csv").write_text("text,label\n" + rows + "unlabelled review,   \n")
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
     assert data.label_names == ("neg", "pos")
-    everything = [t for split in _all_texts(data).values() for t in split]
+    everything = [t for split in all_texts(data).values() for t in split]
     assert len(everything) == 120  # the row whose label is spaces alone has none: dropped as unlabelled
 
 
@@ -354,27 +334,27 @@ def test_a_csv_written_with_spaces_after_its_commas_is_read_by_its_column_names(
     (tmp_path / "data.csv").write_text("text, label\n" + rows)
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
     assert data.label_names == ("neg", "pos")
-    everything = {t for split in _all_texts(data).values() for t in split}
+    everything = {t for split in all_texts(data).values() for t in split}
     assert everything == {f"review {i}, read aloud" for i in range(60)}
 
 
 def test_texts_that_differ_only_in_spacing_are_one_text(make_csv: MakeCsv) -> None:
-    rows = _rows(200)
+    rows = labelled_rows(200)
     rows["text"] += ["a great film", " a great  film ", "a great\tfilm", "split  decision", "split decision"]
     rows["label"] += ["pos", "pos", "pos", "pos", "neg"]
     everything = [
-        t for split in _all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows))))).values() for t in split
+        t for split in all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows))))).values() for t in split
     ]
     assert [t for t in everything if "great" in t] == ["a great film"]  # the first spelling is kept
     assert not [t for t in everything if "decision" in t]  # one text with two labels: a conflict
 
 
 def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
-    rows = _rows(300, ("pos", "neg", "None"))
+    rows = labelled_rows(300, ("pos", "neg", "None"))
     rows["text"][0], rows["text"][1] = "007", "NA"
     data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
     assert data.label_names == ("None", "neg", "pos")  # a class named None is a class, not a missing label
-    assert {"007", "NA"} <= {t for split in _all_texts(data).values() for t in split}
+    assert {"007", "NA"} <= {t for split in all_texts(data).values() for t in split}
     path = tmp_path / "multi.jsonl"
     path.write_text("\n".join(json.dumps({"text": f"text {i}", "label": ["a", "b"]}) for i in range(30)))
     with pytest.raises(OptbenchError, match=r"column\(s\) \['label'\] hold lists or objects"):
@@ -384,157 +364,9 @@ def test_values_are_read_as_written(make_csv: MakeCsv, tmp_path: Path) -> None:
 def test_a_label_column_with_a_few_lists_is_refused_as_multi_label(tmp_path: Path) -> None:
     """One row of a list among single labels is multi-label data too, not a class "['a', 'b']"."""
     records = [{"text": f"text {i}", "label": ["a", "b"] if i == 7 else "ab"[i % 2]} for i in range(30)]
-    path = _write_jsonl(tmp_path / "mixed.jsonl", records)
+    path = write_jsonl(tmp_path / "mixed.jsonl", records)
     with pytest.raises(OptbenchError, match=r"column\(s\) \['label'\] hold lists or objects"):
         load_dataset(DatasetConfig(source=str(path)))
-
-
-@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
-def test_utf8_files_with_a_byte_order_mark_are_read(tmp_path: Path, name: str) -> None:
-    """Windows tools (Notepad, PowerShell's Out-File) write UTF-8 with a BOM; a JSON file of one was refused as
-    'not JSON' with the fix 'save it as UTF-8', which it was."""
-    frame = pd.DataFrame(_rows(60, ("n\u00e9g", "pos")))
-    text = {
-        ".csv": frame.to_csv(index=False),
-        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
-        ".json": frame.to_json(orient="records", force_ascii=False),
-    }[Path(name).suffix]
-    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
-    assert data.label_names == ("n\u00e9g", "pos")
-    assert sum(len(data.split(s)) for s in SPLITS) == 60
-
-
-@pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
-def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
-    with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist: give a \.csv, \.jsonl or \.json path"):
-        load_dataset(DatasetConfig(source=str(tmp_path / name)))
-
-
-def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a \.csv, \.jsonl or \.json file"):
-        load_dataset(DatasetConfig(source=str(tmp_path)))
-
-
-def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> None:
-    # what Hugging Face's Dataset.to_json("data.json") writes: one object per line
-    path = _write_jsonl(tmp_path / "data.json", [{"text": f"t {i}", "label": i % 2} for i in range(30)])
-    with pytest.raises(OptbenchError, match=r"one object per line \(what Dataset.to_json writes\): name it \.jsonl"):
-        load_dataset(DatasetConfig(source=str(path)))
-
-
-def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "data.txt"
-    path.write_text("text,label\na,b\n")
-    with pytest.raises(OptbenchError, match=r"suffix '\.txt': use \.csv, \.jsonl or \.json"):
-        load_dataset(DatasetConfig(source=str(path)))
-
-
-def test_unreadable_files_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(OptbenchError, match="cannot read dataset"):
-        load_dataset(DatasetConfig(source=str(tmp_path / "empty.csv")))
-    (tmp_path / "broken.jsonl").write_text("{not json\n")
-    with pytest.raises(OptbenchError, match="cannot read dataset"):
-        load_dataset(DatasetConfig(source=str(tmp_path / "broken.jsonl")))
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "problem"),
-    [
-        ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
-        ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
-        # valid JSON, but past Python's 4,300-digit limit on integers: json.loads raises a plain ValueError
-        ("rows.jsonl", '{"text": "a", "label": ' + "1" * 5000 + "}\n", r"line 1 cannot be read \(Exceeds the limit"),
-        ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
-        # valid JSON rows that are no objects: pandas stopped with a TypeError traceback, or for a string with
-        # "dictionary update sequence element #0 has length 1"
-        ("rows.jsonl", '{"text": "a", "label": "x"}\n\nnull\n', r"line 3 is null, not an object of one row's columns"),
-        ("rows.jsonl", '{"text": "a", "label": "x"}\n[1, 2]\n', r"line 2 is \[1, 2\], not an object"),
-        ("rows.jsonl", '{"text": "a", "label": "x"}\n"b"\n', 'line 2 is "b", not an object'),
-        ("rows.json", '[{"text": "a", "label": "x"}, 5]', r"element 2 of its array is 5, not an object"),
-        ("rows.json", '[{"text": "a", "label": "x"}, null]', r"element 2 of its array is null, not an object"),
-    ],
-)
-def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
-    tmp_path: Path, name: str, content: str, problem: str
-) -> None:
-    """pandas' own message gives a character position for JSON Lines and ends CSV errors with a newline."""
-    (tmp_path / name).write_text(content)
-    with pytest.raises(OptbenchError, match=problem) as caught:
-        load_dataset(DatasetConfig(source=str(tmp_path / name)))
-    assert "\n" not in str(caught.value)
-    assert ": save it as UTF-8" in str(caught.value)
-
-
-@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
-def test_a_file_that_is_not_utf8_is_refused_naming_its_first_bad_line(tmp_path: Path, name: str) -> None:
-    """A Latin-1 file (as older Windows tools save): pandas named "position 3" of the block it was decoding, far from
-    the line at fault in a file of thousands of rows."""
-    frame = pd.DataFrame(_rows(5000))
-    frame.loc[4321, "text"] = "un caf\u00e9 au lait"
-    text = {
-        ".csv": frame.to_csv(index=False),
-        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
-        ".json": frame.to_json(orient="records", force_ascii=False, indent=0),
-    }[Path(name).suffix]
-    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))  # a BOM too: the line counts the same
-    line = next(n for n, row in enumerate(text.splitlines(), 1) if "caf" in row)
-    with pytest.raises(OptbenchError, match=rf": line {line} is not UTF-8 \(byte 0xe9\): save it as UTF-8"):
-        load_dataset(DatasetConfig(source=str(tmp_path / name)))
-
-
-@pytest.mark.parametrize("separator", [";", "\t", "|"])
-@pytest.mark.parametrize("comma", ["", ","])
-def test_a_csv_file_separated_by_semicolons_tabs_or_bars_is_read(tmp_path: Path, separator: str, comma: str) -> None:
-    """As Excel saves "CSV" where the decimal mark is a comma: it was refused as lacking the text and label columns
-    (and once a text held a comma, with pandas' "Expected 1 fields in line 3, saw 2"), then told to save it anew."""
-    rows = _rows(60)
-    rows["text"] = [f"{text}{comma * (i % 2)} read aloud" for i, text in enumerate(rows["text"])]  # some rows
-    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", sep=separator, index=False)
-    pd.DataFrame(rows).to_csv(tmp_path / "commas.csv", index=False)
-    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
-    commas = load_dataset(DatasetConfig(source=str(tmp_path / "commas.csv")))
-    assert _all_texts(data) == _all_texts(commas) and data.label_names == commas.label_names
-
-
-def test_a_csv_whose_header_follows_a_byte_order_mark_and_blank_lines_is_read_by_its_separator(tmp_path: Path) -> None:
-    """pandas skips the blank lines before a header: the separator is the header's, not that of the first line."""
-    rows = "".join(f"review {i}, read aloud;{'pos' if i % 2 else 'neg'}\n" for i in range(60))
-    (tmp_path / "data.csv").write_bytes(b"\xef\xbb\xbf" + f"\n\ntext;label\n{rows}".encode())
-    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
-    assert data.label_names == ("neg", "pos")
-    assert {t for split in _all_texts(data).values() for t in split} == {f"review {i}, read aloud" for i in range(60)}
-
-
-def test_a_semicolon_csv_whose_quoted_column_name_holds_a_comma_is_read_by_semicolons(tmp_path: Path) -> None:
-    """Excel quotes a column name holding the comma: read by that comma, the file was a column "score" and one of
-    the rest, lacking the named ones."""
-    rows = "".join(f"review {i};{'pos' if i % 2 else 'neg'};{i}\n" for i in range(60))
-    (tmp_path / "data.csv").write_text(f'text;label;"score, raw"\n{rows}')
-    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
-    assert data.label_names == ("neg", "pos") and sum(len(data.split(s)) for s in SPLITS) == 60
-
-
-@pytest.mark.parametrize("name", ["DATA.CSV", "Data.JsonL", "DATA.JSON"])
-def test_a_file_suffix_in_capitals_is_read(tmp_path: Path, name: str) -> None:
-    """A suffix is the same in any case, as Windows takes it."""
-    frame = pd.DataFrame(_rows(60))
-    text = {
-        ".csv": frame.to_csv(index=False),
-        ".jsonl": frame.to_json(orient="records", lines=True),
-        ".json": frame.to_json(orient="records"),
-    }[Path(name).suffix.lower()]
-    (tmp_path / name).write_text(text)
-    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
-    assert sum(len(data.split(s)) for s in SPLITS) == 60
-
-
-def test_a_csv_with_a_semicolon_in_a_column_name_is_read(make_csv: MakeCsv) -> None:
-    """Its header has commas: a ';' or '|' in one column's name is no sign of another separator."""
-    rows = {**_rows(60), "score;raw": range(60), "source|site": ["web"] * 60}
-    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
-    assert sum(len(data.split(s)) for s in SPLITS) == 60
 
 
 @pytest.mark.parametrize(
@@ -544,7 +376,7 @@ def test_a_csv_with_a_semicolon_in_a_column_name_is_read(make_csv: MakeCsv) -> N
 def test_missing_column_names_it_and_the_existing_ones(make_csv: MakeCsv, option: str, column: str) -> None:
     """The fix names only the setting of the missing column: it named all four, whatever was missing; and run's
     option for it where run has one."""
-    path = make_csv(_rows(50))
+    path = make_csv(labelled_rows(50))
     flag = (
         rf", or give --{option.replace('_', '-')} to optbench run" if option in ("text_column", "label_column") else ""
     )
@@ -569,43 +401,6 @@ def test_missing_columns_name_each_of_their_settings(make_csv: MakeCsv) -> None:
         load_dataset(DatasetConfig(source=str(path), group_column="movie"))
 
 
-def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) -> None:
-    """pandas reads {"0": {"text": ...}, ...} as one column per row: the error listed every row id as a column (a
-    line of 50 kB for 10k rows) and gave the fix to rename the text and label columns."""
-    path = tmp_path / "data.json"
-    path.write_text(json.dumps({str(i): {"text": f"review {i}", "label": i % 2} for i in range(500)}))
-    with pytest.raises(OptbenchError, match=r"is a JSON object of rows keyed by their ids, not an array: save it as"):
-        load_dataset(DatasetConfig(source=str(path)))
-    path.write_text(json.dumps({"text": {"0": "a review"}, **{f"column {i}": {"0": i} for i in range(500)}}))
-    with pytest.raises(OptbenchError, match=r"has no column\(s\) \['label'\]") as caught:
-        load_dataset(DatasetConfig(source=str(path)))
-    assert "(501 in all)" in str(caught.value) and len(str(caught.value)) < 500
-
-
-@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
-@pytest.mark.parametrize("extra", [{}, {"version": "1.0"}])
-def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path: Path, extra: dict, bom: bytes) -> None:
-    """pandas reads {"data": [{"text": ...}, ...]} as one column of objects: the error said to name it in text_column
-    or label_column, and once named, that it held objects (multi-label data)."""
-    path = tmp_path / "data.json"
-    rows = [{"text": f"review {i}", "label": i % 2} for i in range(20)]
-    path.write_bytes(bom + json.dumps({**extra, "data": rows}).encode())
-    message = "is a JSON object with its rows under ['data'], not an array of them: save it as UTF-8 JSON: an array"
-    with pytest.raises(OptbenchError, match=re.escape(message)):
-        load_dataset(DatasetConfig(source=str(path)))
-
-
-def test_a_json_array_with_an_object_column_and_no_text_column_is_told_the_column_missing(tmp_path: Path) -> None:
-    """An array of rows, each with an object ("meta": {...}) and its text under another name: it was refused as a
-    JSON object holding its rows under 'meta', with the fix to save it as the array of objects it already was."""
-    path = tmp_path / "data.json"
-    rows = [{"sentence": f"review {i}", "label": i % 2, "meta": {"site": "web"}} for i in range(20)]
-    path.write_text(json.dumps(rows))
-    message = r"has no column\(s\) \['text'\] \(it has \['sentence', 'label', 'meta'\]\): set text_column"
-    with pytest.raises(OptbenchError, match=message):
-        load_dataset(DatasetConfig(source=str(path)))
-
-
 @pytest.mark.parametrize("name", ["data.jsonl", "data.json"])
 def test_an_object_column_no_setting_names_is_ignored(tmp_path: Path, name: str) -> None:
     """Only the columns the settings name must hold one value per row; rows with metadata objects beside them load."""
@@ -617,7 +412,7 @@ def test_an_object_column_no_setting_names_is_ignored(tmp_path: Path, name: str)
 
 
 def test_single_label_value_is_refused(make_csv: MakeCsv) -> None:
-    path = make_csv(_rows(100, ("pos",)))
+    path = make_csv(labelled_rows(100, ("pos",)))
     with pytest.raises(
         OptbenchError, match=rf"dataset {re.escape(str(path))}: .*1 distinct value\(s\) \['pos'\].*2 or more"
     ):
@@ -649,12 +444,12 @@ def test_a_file_without_a_usable_row_is_refused_by_name(tmp_path: Path, name: st
 def test_empty_split_is_refused(make_csv: MakeCsv) -> None:
     # two rows can fill at most two of the three splits
     with pytest.raises(OptbenchError, match=r"has an empty \w+ split \(2 rows in all\): add rows, or (raise|lower) "):
-        load_dataset(DatasetConfig(source=str(make_csv(_rows(2)))))
+        load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(2)))))
 
 
 def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
     """Its fix is in the split column: the error said to change the split fractions, which are refused beside it."""
-    rows = _rows(10)
+    rows = labelled_rows(10)
     rows["part"] = ["train", "test"] * 5
     message = (
         "has an empty validation split (column 'part' holds ['test', 'train']): mark some rows 'validation' there, "
@@ -681,7 +476,7 @@ def test_hash_split_settings_beside_a_split_column_are_refused(tmp_path: Path, s
 
 @pytest.mark.parametrize("option", ["group_column", "split_column"])
 def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: str) -> None:
-    rows = _rows(300)
+    rows = labelled_rows(300)
     rows["part"] = [None if i in (3, 7) else ("train", "validation", "test")[i % 3] for i in range(300)]
     with pytest.raises(OptbenchError, match=r"2 row\(s\) have no 'part' value.*fill it in"):
         load_dataset(DatasetConfig(source=str(make_csv(rows)), **{option: "part"}))
@@ -732,14 +527,14 @@ def test_a_checked_config_cannot_be_changed() -> None:
 def test_the_hash_split_of_a_text_is_the_same_in_every_release(make_csv: MakeCsv) -> None:
     """Every accuracy figure is measured on the test split: the same file must split the same on every machine and
     in every release, or figures of two runs compare different rows."""
-    rows = _rows(30)
-    texts = _all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows)))))
+    rows = labelled_rows(30)
+    texts = all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows)))))
     assert texts["test"] == [rows["text"][i] for i in (14, 23)]
     assert texts["validation"] == [rows["text"][i] for i in (3, 11, 19, 26, 28)]
 
 
 def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
-    path = make_csv(_rows(2000))
+    path = make_csv(labelled_rows(2000))
     data = load_dataset(DatasetConfig(source=str(path), validation_fraction=0.3, test_fraction=0.2))
     assert len(data.test) / 2000 == pytest.approx(0.2, abs=0.05)
     assert len(data.validation) / 2000 == pytest.approx(0.3, abs=0.05)

@@ -1,0 +1,200 @@
+"""Reading dataset files: CSV by its header's separator, JSON Lines, JSON arrays, byte order marks, capital suffixes,
+and the errors for a file that does not read, each naming where it breaks and the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from data_fixtures import MakeCsv, all_texts, labelled_rows, write_jsonl
+
+from optbench.data import SPLITS, DatasetConfig, load_dataset
+from optbench.errors import OptbenchError
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+def test_utf8_files_with_a_byte_order_mark_are_read(tmp_path: Path, name: str) -> None:
+    """Windows tools (Notepad, PowerShell's Out-File) write UTF-8 with a BOM; a JSON file of one was refused as
+    'not JSON' with the fix 'save it as UTF-8', which it was."""
+    frame = pd.DataFrame(labelled_rows(60, ("n\u00e9g", "pos")))
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
+        ".json": frame.to_json(orient="records", force_ascii=False),
+    }[Path(name).suffix]
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert data.label_names == ("n\u00e9g", "pos")
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "missing.jsonl"])
+def test_missing_file_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(OptbenchError, match=r"missing\.\w+ does not exist: give a \.csv, \.jsonl or \.json path"):
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+
+
+def test_a_folder_is_refused_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError, match=r"is a folder, not a file: give a \.csv, \.jsonl or \.json file"):
+        load_dataset(DatasetConfig(source=str(tmp_path)))
+
+
+def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> None:
+    # what Hugging Face's Dataset.to_json("data.json") writes: one object per line
+    path = write_jsonl(tmp_path / "data.json", [{"text": f"t {i}", "label": i % 2} for i in range(30)])
+    with pytest.raises(OptbenchError, match=r"one object per line \(what Dataset.to_json writes\): name it \.jsonl"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text("text,label\na,b\n")
+    with pytest.raises(OptbenchError, match=r"suffix '\.txt': use \.csv, \.jsonl or \.json"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(OptbenchError, match="cannot read dataset"):
+        load_dataset(DatasetConfig(source=str(tmp_path / "empty.csv")))
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    with pytest.raises(OptbenchError, match="cannot read dataset"):
+        load_dataset(DatasetConfig(source=str(tmp_path / "broken.jsonl")))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
+        # valid JSON, but past Python's 4,300-digit limit on integers: json.loads raises a plain ValueError
+        ("rows.jsonl", '{"text": "a", "label": ' + "1" * 5000 + "}\n", r"line 1 cannot be read \(Exceeds the limit"),
+        ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
+        # valid JSON rows that are no objects: pandas stopped with a TypeError traceback, or for a string with
+        # "dictionary update sequence element #0 has length 1"
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n\nnull\n', r"line 3 is null, not an object of one row's columns"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n[1, 2]\n', r"line 2 is \[1, 2\], not an object"),
+        ("rows.jsonl", '{"text": "a", "label": "x"}\n"b"\n', 'line 2 is "b", not an object'),
+        ("rows.json", '[{"text": "a", "label": "x"}, 5]', r"element 2 of its array is 5, not an object"),
+        ("rows.json", '[{"text": "a", "label": "x"}, null]', r"element 2 of its array is null, not an object"),
+    ],
+)
+def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(
+    tmp_path: Path, name: str, content: str, problem: str
+) -> None:
+    """pandas' own message gives a character position for JSON Lines and ends CSV errors with a newline."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(OptbenchError, match=problem) as caught:
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert "\n" not in str(caught.value)
+    assert ": save it as UTF-8" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+def test_a_file_that_is_not_utf8_is_refused_naming_its_first_bad_line(tmp_path: Path, name: str) -> None:
+    """A Latin-1 file (as older Windows tools save): pandas named "position 3" of the block it was decoding, far from
+    the line at fault in a file of thousands of rows."""
+    frame = pd.DataFrame(labelled_rows(5000))
+    frame.loc[4321, "text"] = "un caf\u00e9 au lait"
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True, force_ascii=False),
+        ".json": frame.to_json(orient="records", force_ascii=False, indent=0),
+    }[Path(name).suffix]
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))  # a BOM too: the line counts the same
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "caf" in row)
+    with pytest.raises(OptbenchError, match=rf": line {line} is not UTF-8 \(byte 0xe9\): save it as UTF-8"):
+        load_dataset(DatasetConfig(source=str(tmp_path / name)))
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+@pytest.mark.parametrize("comma", ["", ","])
+def test_a_csv_file_separated_by_semicolons_tabs_or_bars_is_read(tmp_path: Path, separator: str, comma: str) -> None:
+    """As Excel saves "CSV" where the decimal mark is a comma: it was refused as lacking the text and label columns
+    (and once a text held a comma, with pandas' "Expected 1 fields in line 3, saw 2"), then told to save it anew."""
+    rows = labelled_rows(60)
+    rows["text"] = [f"{text}{comma * (i % 2)} read aloud" for i, text in enumerate(rows["text"])]  # some rows
+    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", sep=separator, index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "commas.csv", index=False)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    commas = load_dataset(DatasetConfig(source=str(tmp_path / "commas.csv")))
+    assert all_texts(data) == all_texts(commas) and data.label_names == commas.label_names
+
+
+def test_a_csv_whose_header_follows_a_byte_order_mark_and_blank_lines_is_read_by_its_separator(tmp_path: Path) -> None:
+    """pandas skips the blank lines before a header: the separator is the header's, not that of the first line."""
+    rows = "".join(f"review {i}, read aloud;{'pos' if i % 2 else 'neg'}\n" for i in range(60))
+    (tmp_path / "data.csv").write_bytes(b"\xef\xbb\xbf" + f"\n\ntext;label\n{rows}".encode())
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos")
+    assert {t for split in all_texts(data).values() for t in split} == {f"review {i}, read aloud" for i in range(60)}
+
+
+def test_a_semicolon_csv_whose_quoted_column_name_holds_a_comma_is_read_by_semicolons(tmp_path: Path) -> None:
+    """Excel quotes a column name holding the comma: read by that comma, the file was a column "score" and one of
+    the rest, lacking the named ones."""
+    rows = "".join(f"review {i};{'pos' if i % 2 else 'neg'};{i}\n" for i in range(60))
+    (tmp_path / "data.csv").write_text(f'text;label;"score, raw"\n{rows}')
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert data.label_names == ("neg", "pos") and sum(len(data.split(s)) for s in SPLITS) == 60
+
+
+@pytest.mark.parametrize("name", ["DATA.CSV", "Data.JsonL", "DATA.JSON"])
+def test_a_file_suffix_in_capitals_is_read(tmp_path: Path, name: str) -> None:
+    """A suffix is the same in any case, as Windows takes it."""
+    frame = pd.DataFrame(labelled_rows(60))
+    text = {
+        ".csv": frame.to_csv(index=False),
+        ".jsonl": frame.to_json(orient="records", lines=True),
+        ".json": frame.to_json(orient="records"),
+    }[Path(name).suffix.lower()]
+    (tmp_path / name).write_text(text)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / name)))
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
+def test_a_csv_with_a_semicolon_in_a_column_name_is_read(make_csv: MakeCsv) -> None:
+    """Its header has commas: a ';' or '|' in one column's name is no sign of another separator."""
+    rows = {**labelled_rows(60), "score;raw": range(60), "source|site": ["web"] * 60}
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert sum(len(data.split(s)) for s in SPLITS) == 60
+
+
+def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) -> None:
+    """pandas reads {"0": {"text": ...}, ...} as one column per row: the error listed every row id as a column (a
+    line of 50 kB for 10k rows) and gave the fix to rename the text and label columns."""
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({str(i): {"text": f"review {i}", "label": i % 2} for i in range(500)}))
+    with pytest.raises(OptbenchError, match=r"is a JSON object of rows keyed by their ids, not an array: save it as"):
+        load_dataset(DatasetConfig(source=str(path)))
+    path.write_text(json.dumps({"text": {"0": "a review"}, **{f"column {i}": {"0": i} for i in range(500)}}))
+    with pytest.raises(OptbenchError, match=r"has no column\(s\) \['label'\]") as caught:
+        load_dataset(DatasetConfig(source=str(path)))
+    assert "(501 in all)" in str(caught.value) and len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("extra", [{}, {"version": "1.0"}])
+def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path: Path, extra: dict, bom: bytes) -> None:
+    """pandas reads {"data": [{"text": ...}, ...]} as one column of objects: the error said to name it in text_column
+    or label_column, and once named, that it held objects (multi-label data)."""
+    path = tmp_path / "data.json"
+    rows = [{"text": f"review {i}", "label": i % 2} for i in range(20)]
+    path.write_bytes(bom + json.dumps({**extra, "data": rows}).encode())
+    message = "is a JSON object with its rows under ['data'], not an array of them: save it as UTF-8 JSON: an array"
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_a_json_array_with_an_object_column_and_no_text_column_is_told_the_column_missing(tmp_path: Path) -> None:
+    """An array of rows, each with an object ("meta": {...}) and its text under another name: it was refused as a
+    JSON object holding its rows under 'meta', with the fix to save it as the array of objects it already was."""
+    path = tmp_path / "data.json"
+    rows = [{"sentence": f"review {i}", "label": i % 2, "meta": {"site": "web"}} for i in range(20)]
+    path.write_text(json.dumps(rows))
+    message = r"has no column\(s\) \['text'\] \(it has \['sentence', 'label', 'meta'\]\): set text_column"
+    with pytest.raises(OptbenchError, match=message):
+        load_dataset(DatasetConfig(source=str(path)))
