@@ -76,12 +76,12 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
             "save the model with save_pretrained() and point optbench at that folder"
         )
+    _check_model_type(config, config_path)  # before the vocabulary: an image model is told it is one, not to add one
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
         raise OptbenchError(
             f"model folder {folder} has no tokenizer vocabulary ({', '.join(VOCABULARY_FILES)}): save the model's "
             "tokenizer into it too (tokenizer.save_pretrained(folder))"
         )
-    _check_model_type(config, config_path)
     _check_task(config, config_path)
     _check_head_outputs(config, config_path, weights)
     _check_single_label(config, config_path)
@@ -111,11 +111,12 @@ def _is_lfs_pointer(path: Path) -> bool:
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
     """Refuse a config without a model_type this transformers builds (missing, unknown to its release, or custom
-    code, which optbench never trusts), or of a type transformers knows as decoder-only or encoder-decoder (a GPT-2
+    code, which optbench never trusts), of a type transformers knows as decoder-only or encoder-decoder (a GPT-2
     tokenizer without a pad token fails the first batch, GPT-2's and T5's ONNX exports fail onnxruntime's check,
-    torch INT8 leaves GPT-2's Conv1D layers FP32): found when the checkpoint is read, not when a job loads it or
-    part way through a run. transformers is imported only here, by callers that go on to load the model with it;
-    optbench's pruned types are registered by importing optbench.pruned_bert."""
+    torch INT8 leaves GPT-2's Conv1D layers FP32), or of one with no text classifier (an image or audio model, which
+    the fine-tune's AutoModelForSequenceClassification refused with a traceback): found when the checkpoint is read,
+    not when a job loads it or part way through a run. transformers is imported only here, by callers that go on to
+    load the model with it; optbench's pruned types are registered by importing optbench.pruned_bert."""
     import transformers
 
     model_type = config.get("model_type")
@@ -128,6 +129,9 @@ def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
         problem = f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
     elif (kind := _generative_kind(model_type)) is not None:
         problem, fix = f"model_type = {model_type!r} is {kind}", ""
+    elif not _has_text_classifier(model_type):
+        problem = f"model_type = {model_type!r} has no text classifier in transformers (an image or audio model)"
+        fix = ""
     else:
         return
     family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
@@ -151,6 +155,16 @@ def _generative_kind(model_type: str) -> str | None:
     ):
         return "decoder-only"
     return None
+
+
+def _has_text_classifier(model_type: str) -> bool:
+    """Whether transformers' AutoModelForSequenceClassification builds a classifier of `model_type` (optbench's pruned
+    types register theirs when optbench.pruned_bert is imported)."""
+    from transformers.models.auto import modeling_auto as auto
+
+    return model_type in auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES or model_type.startswith(
+        PRUNED_TYPE_PREFIX
+    )
 
 
 def _check_label_map(config: dict[str, Any], config_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> No
 
 def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
     """Without one, transformers builds a tokenizer of the special tokens alone that reads every word as [UNK]."""
-    files = {"config.json": b"{}", "model.safetensors": b"w", "tokenizer_config.json": b"{}"}
+    files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer_config.json": b"{}"}
     folder = write_files(tmp_path / "m", files)
     with pytest.raises(OptbenchError, match=r"has no tokenizer vocabulary \(tokenizer\.json, vocab\.txt, .*save the "):
         read_hf_config(folder)
@@ -148,6 +148,27 @@ def test_read_hf_config_refuses_a_model_that_is_no_encoder(tmp_path: Path, model
     message = (
         f"{folder / 'config.json'} model_type = '{model_type}' is {kind}: optbench takes encoder (BERT-family) "
         f"classifiers (model_type {family}); give a checkpoint of one of those as save_pretrained() writes it"
+    )
+    with pytest.raises(OptbenchError) as raised:
+        read_hf_config(folder)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("model_type", ["vit", "swin", "wav2vec2"])
+@pytest.mark.parametrize("vocabulary", [{"vocab.txt": b"v"}, {"preprocessor_config.json": b"{}"}])
+def test_read_hf_config_refuses_a_model_with_no_text_classifier(
+    tmp_path: Path, model_type: str, vocabulary: dict[str, bytes]
+) -> None:
+    """An image or audio model (a ViT classifier) passed as an encoder to fine-tune: the fine-tune's
+    AutoModelForSequenceClassification failed with a traceback after the dry run passed. Without a vocabulary, as such
+    a checkpoint comes, it was told to save its tokenizer into the folder."""
+    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": b"w", **vocabulary}
+    folder = write_files(tmp_path / "m", files)
+    family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
+    message = (
+        f"{folder / 'config.json'} model_type = '{model_type}' has no text classifier in transformers (an image or "
+        f"audio model): optbench takes encoder (BERT-family) classifiers (model_type {family}); give a checkpoint of "
+        "one of those as save_pretrained() writes it"
     )
     with pytest.raises(OptbenchError) as raised:
         read_hf_config(folder)
