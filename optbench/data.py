@@ -118,7 +118,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         frame = _read_builtin()
         text_column, label_column, group_column, split_column = "text", "label", "movie", None
     else:
-        _check_path(Path(config.source))
+        check_dataset_path(Path(config.source))
         frame = read_table(Path(config.source), config.text_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
@@ -251,15 +251,18 @@ def _read_builtin() -> pd.DataFrame:
     return pd.DataFrame({"text": reviews["text"], "label": reviews["category"], "movie": reviews["movie_name"]})
 
 
-def _check_path(path: Path) -> None:
-    """Refuse a dataset path that is a folder or names nothing."""
+def check_dataset_path(path: Path, option: str | None = None) -> None:
+    """Refuse a dataset path that is a folder or names nothing: the recipe's [dataset] source, or the file the
+    command line's `option` (--dataset) names, which cannot be the built-in dataset."""
+    named = option or "dataset"
     if path.is_dir():
         raise OptbenchError(
-            f"dataset {path} is a folder, not a file: give a {FILE_SUFFIXES} file (write a saved Hugging Face dataset "
+            f"{named} {path} is a folder, not a file: give a {FILE_SUFFIXES} file (write a saved Hugging Face dataset "
             "out with its to_csv or to_json)"
         )
     if not path.is_file():
-        raise OptbenchError(f"dataset file {path} does not exist: give a {FILE_SUFFIXES} path, or '{BUILTIN}'")
+        builtin = "" if option else f", or '{BUILTIN}'"
+        raise OptbenchError(f"{named} {path} does not exist: give a {FILE_SUFFIXES} path{builtin}")
 
 
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:

@@ -13,8 +13,7 @@ from typing import Any
 
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
-from optbench.data import BUILTIN, RUN_OPTIONS, DatasetConfig
-from optbench.data_files import FILE_SUFFIXES
+from optbench.data import BUILTIN, RUN_OPTIONS, DatasetConfig, check_dataset_path
 from optbench.encoding import parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
@@ -236,12 +235,16 @@ def with_inputs(
     """The recipe run on another checkpoint folder and/or dataset file (paths from the current directory), and/or
     with other text and label columns."""
     if model is not None:
+        if model.is_file():
+            raise OptbenchError(
+                f"--model {model} is a file, not a folder: give the checkpoint folder that holds config.json and the "
+                "weights"
+            )
         if not model.is_dir():
-            raise OptbenchError(f"--model {model} is not a folder: give a Hugging Face checkpoint folder")
+            raise OptbenchError(f"--model {model} does not exist: give a Hugging Face checkpoint folder")
         recipe = replace(recipe, checkpoint=str(model.resolve()))
     if dataset is not None:
-        if not dataset.is_file():
-            raise OptbenchError(f"--dataset {dataset} is not a file: give a {FILE_SUFFIXES} file")
+        check_dataset_path(dataset, "--dataset")
         recipe = replace(recipe, dataset=replace(recipe.dataset, source=str(dataset.resolve())))
     columns = {
         key: name for key, name in (("text_column", text_column), ("label_column", label_column)) if name is not None

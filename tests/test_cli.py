@@ -378,8 +378,8 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     (used,) = ran
     assert used.checkpoint == str((tmp_path / "model").resolve())
     assert used.dataset.source == str(reviews_csv) and used.dataset.group_column == "movie"  # the recipe's settings
-    _fails([*args[:3], "missing", *args[4:]], capsys, "--model missing is not a folder")
-    missing_csv = "--dataset missing.csv is not a file: give a .csv, .jsonl or .json file"
+    _fails([*args[:3], "missing", *args[4:]], capsys, "--model missing does not exist")
+    missing_csv = "--dataset missing.csv does not exist: give a .csv, .jsonl or .json path"
     _fails([*args[:5], "missing.csv", *args[6:]], capsys, missing_csv)
     (tmp_path / "notes.txt").write_text("a file, not a folder\n")
     _fails([*args[:7], "notes.txt", *args[8:]], capsys, "--results: notes.txt is a file, so notes.txt/tiny cannot")

@@ -240,15 +240,27 @@ def test_column_options_on_the_built_in_dataset_are_refused_naming_the_options(t
 
 
 def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_is_no_file(tmp_path: Path) -> None:
-    """Named by the option the user gave, before anything is read: a weights file given as --model, a folder of
-    data files given as --dataset."""
+    """Named by the option the user gave, before anything is read, saying what the path is: a weights file given as
+    --model, a folder of data files given as --dataset, a path that names nothing (a typo). Both were "is not a
+    folder" or "is not a file", which left a user looking at reviews.csv, misspelt, to wonder why a CSV is no file."""
     recipe = load_recipe(write_recipe(tmp_path, ""))
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"")
-    with pytest.raises(OptbenchError, match=rf"^--model {re.escape(str(weights))} is not a folder: give a Hugging"):
+    message = f"--model {weights} is a file, not a folder: give the checkpoint folder that holds config.json and the"
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)} weights$"):
         with_inputs(recipe, model=weights)
-    with pytest.raises(OptbenchError, match=rf"^--dataset {re.escape(str(tmp_path))} is not a file: give a \.csv,"):
+    message = f"--model {tmp_path / 'modle'} does not exist: give a Hugging Face checkpoint folder"
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        with_inputs(recipe, model=tmp_path / "modle")
+    message = (
+        f"--dataset {tmp_path} is a folder, not a file: give a .csv, .jsonl or .json file (write a saved Hugging Face "
+        "dataset out with its to_csv or to_json)"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
         with_inputs(recipe, dataset=tmp_path)
+    message = f"--dataset {tmp_path / 'reviws.csv'} does not exist: give a .csv, .jsonl or .json path"
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):  # not the built-in: --dataset takes files
+        with_inputs(recipe, dataset=tmp_path / "reviws.csv")
 
 
 def test_missing_file(tmp_path: Path) -> None:
