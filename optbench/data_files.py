@@ -27,7 +27,10 @@ def read_table(path: Path, text_column: str) -> pd.DataFrame:
     """The rows of a dataset file, read by its suffix: `text_column` is read as text ("007" stays a text)."""
     suffix = path.suffix.lower()
     if suffix not in READ_FIXES:
-        raise OptbenchError(f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES}")
+        raise OptbenchError(
+            f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES} (a .csv may be separated by tabs, ';' or '|', "
+            "read from its header: rename a .tsv or .txt of such rows to .csv)"
+        )
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
             # skipinitialspace: a file written "text, label" (by hand, or by tools that space their commas) names

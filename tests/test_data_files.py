@@ -49,6 +49,22 @@ def test_json_lines_in_a_json_file_are_refused_with_the_fix(tmp_path: Path) -> N
         load_dataset(DatasetConfig(source=str(path)))
 
 
+@pytest.mark.parametrize("name", ["data.tsv", "data.txt"])
+def test_a_tab_separated_file_of_another_suffix_is_told_to_take_the_name_csv(tmp_path: Path, name: str) -> None:
+    """A .csv is read by its header's separator, tabs included; a .tsv was told only to "use .csv", which read as
+    converting the file. Renamed, it reads."""
+    path = tmp_path / name
+    path.write_text("text\tlabel\n" + "".join(f"review {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
+    message = (
+        f"dataset {path} has suffix '{path.suffix}': use .csv, .jsonl or .json (a .csv may be separated by tabs, ';' "
+        "or '|', read from its header: rename a .tsv or .txt of such rows to .csv)"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        load_dataset(DatasetConfig(source=str(path)))
+    data = load_dataset(DatasetConfig(source=str(path.rename(path.with_suffix(".csv")))))
+    assert data.label_names == ("neg", "pos")
+
+
 def test_wrong_suffix_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.txt"
     path.write_text("text,label\na,b\n")
