@@ -14,8 +14,9 @@ from typing import Any
 from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
 from optbench.data import BUILTIN, RUN_OPTIONS, DatasetConfig, check_dataset_path
+from optbench.data_files import READ_FIXES
 from optbench.encoding import parse_seq_len
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, listed
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
@@ -61,6 +62,7 @@ class Recipe:
 
 def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe file; relative paths in it are taken from the recipe's folder."""
+    _check_recipe_path(path)
     table = read_toml(path, "recipe")
     if "budget" in table:
         raise OptbenchError(
@@ -68,6 +70,29 @@ def load_recipe(path: Path) -> Recipe:
             f"`optbench gate --budget {path} RESULTS`; `optbench run` takes a recipe (e.g. recipes/baseline.toml)"
         )
     return parse_recipe(table, base=path.parent, default_name=path.stem)
+
+
+def _check_recipe_path(path: Path) -> None:
+    """Refuse, with what to give instead, a model folder, a dataset file or a folder of recipes given as the recipe:
+    what a user new to recipes tries first (`optbench run ./my-model`). Read as TOML, each was "Is a directory; check
+    the path" or "not valid TOML", which said nothing of --model, --dataset or recipes."""
+    example = "recipes/export-onnx.toml"
+    if (path / "config.json").is_file():
+        raise OptbenchError(
+            f"{path} is a model folder, not a recipe: run a recipe on it with `optbench run RECIPE --model {path}` "
+            f"(e.g. {example})"
+        )
+    if path.is_dir():
+        recipes = sorted(p.name for p in path.glob("*.toml"))
+        choice = f"a recipe file (.toml), e.g. {example}"
+        if recipes:
+            choice = f"one of its recipe files, {listed(recipes, most=5)}"
+        raise OptbenchError(f"recipe {path} is a folder: give {choice}")
+    if path.is_file() and path.suffix.lower() in READ_FIXES:
+        raise OptbenchError(
+            f"{path} is a dataset file, not a recipe: run a recipe on it with `optbench run RECIPE --dataset {path}` "
+            f"(e.g. {example}; --text-column and --label-column name its columns)"
+        )
 
 
 def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Recipe:

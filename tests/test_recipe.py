@@ -726,6 +726,35 @@ def test_nothing_may_follow_the_torchao_peer(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, text))
 
 
+def test_a_model_folder_a_dataset_or_a_folder_of_recipes_given_as_the_recipe_is_told_what_to_give(
+    tmp_path: Path,
+) -> None:
+    """`optbench run ./my-model` or `optbench run reviews.csv`, what a user new to recipes tries: read as TOML, they
+    were "Is a directory; check the path" and "not valid TOML"."""
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    message = (
+        f"{model} is a model folder, not a recipe: run a recipe on it with `optbench run RECIPE --model {model}` "
+        "(e.g. recipes/export-onnx.toml)"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        load_recipe(model)
+    data = tmp_path / "reviews.CSV"
+    data.write_text("text,label\na,pos\n")
+    message = (
+        f"{data} is a dataset file, not a recipe: run a recipe on it with `optbench run RECIPE --dataset {data}` "
+        "(e.g. recipes/export-onnx.toml; --text-column and --label-column name its columns)"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        load_recipe(data)
+    recipes = Path(__file__).parents[1] / "recipes"
+    with pytest.raises(OptbenchError, match=rf"^recipe {re.escape(str(recipes))} is a folder: give one of its recipe "):
+        load_recipe(recipes)
+    with pytest.raises(OptbenchError, match=r"is a folder: give a recipe file \(\.toml\), e\.g\. recipes/export-onnx"):
+        load_recipe(tmp_path)
+
+
 def test_a_budget_file_given_as_a_recipe_points_to_gate() -> None:
     budgets = Path(__file__).parents[1] / "recipes" / "budgets.toml"
     with pytest.raises(OptbenchError, match=r"budgets.toml is a budget file.*optbench gate --budget"):
