@@ -122,7 +122,11 @@ def check_layers_within(indices: list[int] | tuple[int, ...], depth: int) -> Non
     check_layer_choice(indices)
     out_of_range = [i for i in indices if i >= depth]
     if out_of_range:
-        raise OptbenchError(f"layers {out_of_range} are out of range: this model has layers 0 to {depth - 1}")
+        has = f"layers 0 to {depth - 1}" if depth > 1 else "one layer, 0"
+        raise OptbenchError(
+            f"layers {out_of_range} are out of range: this model has {has}: keep layers among those (a recipe written "
+            "for a deeper model needs its layers chosen again)"
+        )
 
 
 def config_depth(config: dict[str, Any]) -> int | None:

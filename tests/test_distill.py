@@ -111,7 +111,11 @@ def test_keep_layers_keeps_those_weights(tiny_classifier: Path) -> None:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ([0, 2], r"layers \[2\] are out of range: this model has layers 0 to 1"),
+        (  # distill.toml's [0, 2, 4] on a user's 2-layer model: which layers to choose instead
+            [0, 2],
+            r"^layers \[2\] are out of range: this model has layers 0 to 1: keep layers among those \(a recipe written "
+            r"for a deeper model needs its layers chosen again\)$",
+        ),
         ([1, 0], "increasing order"),
         ([0, 0], "distinct"),
         ([-1], "out of range"),
@@ -422,7 +426,7 @@ def test_bad_distill_recipes_exit_2(
         ('student = "{deep}"', "step distill: the student has 3 layers and the teacher 2: a student must not be"),
         (  # the first distill's student has 1 layer, the second's teacher
             'label = "one"\nlayers = [1]\n[[steps]]\nname = "distill"\nlayers = [0, 1]',
-            "the chain one -> distill, step distill: layers [1] are out of range: this model has layers 0 to 0",
+            "the chain one -> distill, step distill: layers [1] are out of range: this model has one layer, 0: keep",
         ),
         (  # its training failed with torch's size mismatch traceback
             'student = "{short}"',
