@@ -30,6 +30,11 @@ LABEL_MAP_FIX = (
     'write id2label as {"0": "first label", "1": "second label", ...}, one entry per output of the classifier, and '
     "num_labels as their count (or leave it out)"
 )
+# what to do with a model hub id given where a folder goes (distilbert-base-uncased): optbench downloads nothing
+SAVE_FROM_HUB = (
+    "optbench downloads nothing: save a Hub model into a folder first, with its tokenizer (from_pretrained(id), then "
+    "save_pretrained(folder))"
+)
 # how to give optbench the encoder of a model whose head it refuses: it fine-tunes a classifier from it
 ENCODER_ALONE = (
     "save its encoder alone, AutoModel.from_pretrained(folder).save_pretrained(new_folder), with its tokenizer, and "
@@ -51,7 +56,8 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     if not folder.is_dir():
         raise OptbenchError(
-            f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default"'
+            f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default" '
+            f"({SAVE_FROM_HUB})"
         )
     weights = weight_files(folder)
     _check_not_lfs_pointers(folder, weights)

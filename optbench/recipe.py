@@ -18,6 +18,7 @@ from optbench.data_files import READ_FIXES
 from optbench.encoding import parse_seq_len
 from optbench.errors import OptbenchError, listed
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
+from optbench.hf_config import SAVE_FROM_HUB
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
 from optbench.steps import LABEL, LABEL_RULE, RecipeStep, parse_step
@@ -266,7 +267,9 @@ def with_inputs(
                 "weights"
             )
         if not model.is_dir():
-            raise OptbenchError(f"--model {model} does not exist: give a Hugging Face checkpoint folder")
+            raise OptbenchError(
+                f"--model {model} does not exist: give a Hugging Face checkpoint folder ({SAVE_FROM_HUB})"
+            )
         recipe = replace(recipe, checkpoint=str(model.resolve()))
     if dataset is not None:
         check_dataset_path(dataset, "--dataset")

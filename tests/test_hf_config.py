@@ -33,8 +33,15 @@ def test_read_hf_config_of_real_checkpoints(tiny_encoder: Path, tiny_classifier:
 
 
 def test_read_hf_config_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"model folder .*absent does not exist"):
-        read_hf_config(tmp_path / "absent")
+    """A model hub id given as the checkpoint (checkpoint = "distilbert-base-uncased") is a folder that does not exist:
+    told that optbench downloads nothing, and how to save the model."""
+    message = (
+        f"model folder {tmp_path / 'distilbert-base-uncased'} does not exist: give a Hugging Face checkpoint folder, "
+        'or "default" (optbench downloads nothing: save a Hub model into a folder first, with its tokenizer '
+        "(from_pretrained(id), then save_pretrained(folder)))"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        read_hf_config(tmp_path / "distilbert-base-uncased")
 
 
 def test_read_hf_config_refuses_a_file(tmp_path: Path) -> None:

@@ -249,7 +249,11 @@ def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_i
     message = f"--model {weights} is a file, not a folder: give the checkpoint folder that holds config.json and the"
     with pytest.raises(OptbenchError, match=f"^{re.escape(message)} weights$"):
         with_inputs(recipe, model=weights)
-    message = f"--model {tmp_path / 'modle'} does not exist: give a Hugging Face checkpoint folder"
+    message = (
+        f"--model {tmp_path / 'modle'} does not exist: give a Hugging Face checkpoint folder (optbench downloads "
+        "nothing: save a Hub model into a folder first, with its tokenizer (from_pretrained(id), then "
+        "save_pretrained(folder)))"
+    )
     with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
         with_inputs(recipe, model=tmp_path / "modle")
     message = (
