@@ -357,7 +357,8 @@ def parse_bench(table: dict[str, Any]) -> BenchConfig:
     rest = {k: v for k, v in table.items() if k not in timing_keys}
     rest["runtimes"] = [_runtime(r) for r in runtimes]
     if "seq_lens" in rest:
-        rest["seq_lens"] = [parse_seq_len(s) for s in rest["seq_lens"]]
+        with settings_of("[bench] seq_lens:"):  # the tensorrt step's seq_lens take the same values
+            rest["seq_lens"] = [parse_seq_len(s) for s in rest["seq_lens"]]
     # one config_from_dict: BenchConfig's checks (repeated runtimes or shapes, ...) name [bench] through it
     return config_from_dict(BenchConfig, {**rest, "timing": timing}, "[bench]")
 

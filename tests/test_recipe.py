@@ -450,10 +450,11 @@ def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[bench]\nseq_lens = [0]", "sequence length 0 is not valid"),
-        ("[bench]\nseq_lens = [128, -1]", "sequence length -1 is not valid"),
-        ('[bench]\nseq_lens = ["long"]', "sequence length 'long' is not valid"),
-        ("[bench]\nseq_lens = [true]", "sequence length True is not valid"),
+        # which key: a recipe's tensorrt steps have seq_lens too
+        ("[bench]\nseq_lens = [0]", r"^\[bench\] seq_lens: sequence length 0 is not valid: use a positive integer or "),
+        ("[bench]\nseq_lens = [128, -1]", r"^\[bench\] seq_lens: sequence length -1 is not valid"),
+        ('[bench]\nseq_lens = ["long"]', r"^\[bench\] seq_lens: sequence length 'long' is not valid"),
+        ("[bench]\nseq_lens = [true]", r"^\[bench\] seq_lens: sequence length True is not valid"),
         ("[bench]\nseq_lens = 128", "runtimes and seq_lens must be lists"),
         ("[bench]\nbatch_sizes = [0]", r"batch_sizes \[0\] are not positive integers"),
         ("[bench]\nbatch_sizes = [1, -4]", r"batch_sizes \[-4\] are not positive integers"),
