@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 import types
@@ -30,7 +31,8 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
         if not _finite(value):
             raise OptbenchError(f"{where} {key} = {value!r}: give a finite number (nan and inf are not settings)")
         if not _matches(value, expected):
-            raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {_describe(expected)}")
+            wanted = _describe(expected) + _as_list(value, expected)
+            raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {wanted}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
     try:
         with settings_of(where):
@@ -160,15 +162,35 @@ def _is_tuple(expected: Any) -> bool:
     return typing.get_origin(expected) is tuple
 
 
-def _describe(expected: Any) -> str:
+# the types a TOML value has, in TOML's words: a user who wrote fuse = "no" was told "expected bool"
+TOML_WORDS = {
+    bool: ("true or false", "true/false values"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+}
+
+
+def _describe(expected: Any, plural: bool = False) -> str:
+    """The values `expected` takes, as a recipe writes them: "an integer", "a list of integers or 'data'"."""
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arm) for arm in typing.get_args(expected))
+        arms = typing.get_args(expected)
+        described = " or ".join(_describe(arm, plural) for arm in arms if arm is not type(None))
+        return f"{described}, or no value (leave the key out)" if type(None) in arms else described
     if origin is typing.Literal:
         return " or ".join(repr(a) for a in typing.get_args(expected))
     if origin in (tuple, list):
         args = [a for a in typing.get_args(expected) if a is not Ellipsis]
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    if expected is type(None):
-        return "nothing"
+        return f"a list of {_describe(args[0], plural=True)}" if args else "a list"
+    if expected in TOML_WORDS:
+        return TOML_WORDS[expected][plural]
     return getattr(expected, "__name__", str(expected))
+
+
+def _as_list(value: Any, expected: Any) -> str:
+    """The fix for one value where a list is wanted (batch_sizes = 1): `[1]`, when that list would be taken."""
+    lists = [arm for arm in (*typing.get_args(expected), expected) if typing.get_origin(arm) in (tuple, list)]
+    if any(_matches([value], arm) for arm in lists):
+        return f": write it as a list, [{json.dumps(value)}]"
+    return ""

@@ -461,11 +461,11 @@ def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
         # a repeated shape's jobs share one key: its stored timings would be pooled twice (intervals too narrow)
         ("[bench]\nbatch_sizes = [8, 1, 8]", r"\[bench\] batch_sizes lists \[8\] more than once: drop the repeats"),
         ('[bench]\nseq_lens = [16, "data", 16, "data"]', r"seq_lens lists \[16, 'data'\] more than once"),
-        ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of int"),
+        ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of integers"),
         ('[bench]\nbatch_sizes = ["8"]', "batch_sizes .* has the wrong type"),
         ("[bench]\nthreads = 0", "threads=0"),
-        ('[bench]\nthreads = "all"', r"\[bench\] threads = 'all' has the wrong type: expected int"),
-        ('[bench]\nwarmup = "x"', r"\[bench\] warmup = 'x' has the wrong type: expected int"),
+        ('[bench]\nthreads = "all"', r"\[bench\] threads = 'all' has the wrong type: expected an integer"),
+        ('[bench]\nwarmup = "x"', r"\[bench\] warmup = 'x' has the wrong type: expected an integer"),
         ("[bench]\nmin_seconds = 10\nmax_seconds = 1", r"max_seconds \(1\) is below min_seconds \(10\)"),
     ],
 )
@@ -524,15 +524,24 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[model.finetune]\nepochs = "two"', r"\[model.finetune\] epochs = 'two' has the wrong type: expected float"),
-        ("[model.finetune]\nbatch_size = 8.0", r"\[model.finetune\] batch_size = 8.0 has the wrong type: expected int"),
-        ("[model.finetune]\nmax_train_rows = true", r"max_train_rows = True has the wrong type: expected int or no"),
+        (
+            '[model.finetune]\nepochs = "two"',
+            r"\[model.finetune\] epochs = 'two' has the wrong type: expected a number",
+        ),
+        (
+            "[model.finetune]\nbatch_size = 8.0",
+            r"\[model.finetune\] batch_size = 8.0 has the wrong type: expected an integer",
+        ),
+        (
+            "[model.finetune]\nmax_train_rows = true",
+            r"max_train_rows = True has the wrong type: expected an integer, or no value",
+        ),
         ("[model.finetune]\nepochs = 0", r"^\[model.finetune\] needs epochs > 0"),
         ("[model]\ncheckpoint = 3", r"\[model\] checkpoint = 3: give \"default\" or a folder path"),
         ("model = 3", r"\[model\] must be a table"),
         ("[model]\nfinetune = 3", r"^\[model.finetune\] must be a table, not 3"),
         ("dataset = []", r"\[dataset\] must be a table"),
-        ("[dataset]\nsource = 3", r"\[dataset\] source = 3 has the wrong type: expected str"),
+        ("[dataset]\nsource = 3", r"\[dataset\] source = 3 has the wrong type: expected a string"),
         ("[dataset]\ntest_fraction = 0", r"^\[dataset\] fractions .* out of range"),
         ('steps = ["finetune"]', "steps must be an array of tables"),
         ('steps = {name = "finetune"}', "steps must be an array of tables"),
