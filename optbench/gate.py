@@ -244,7 +244,7 @@ def _speedup_vs_peer(
     """The fastest peer's p50 over this variant's with its interval, and that peer; as the report's
     `speedup_vs_peer`, among the peers within the peer accuracy budget at the budget's shape on the same machine
     and device. Why it cannot be had (not measured, beyond the budget, no such peer) otherwise."""
-    points = f"{budget.peer_budget_points:g} points"
+    points = f"{budget.peer_budget_points:g} point" + ("" if budget.peer_budget_points == 1 else "s")
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
         return _unmeasured(report, shape)

@@ -780,7 +780,7 @@ def test_speedup_vs_peer_cannot_be_checked_without_a_peer_or_beyond_the_budget(t
     assert "its accuracy drop 0.50 points is beyond the peer budget of 0.3 points" in ours.reason
     without_peers = [r for r in _peers_run() if not r.peer]
     (ours,) = [c for c in _checks(PEER_BUDGET, without_peers, tmp_path) if c.variant != "baseline"]
-    assert ours.verdict == "fail" and "no peer within 1 points was measured at batch 1 x 128" in ours.reason
+    assert ours.verdict == "fail" and "no peer within 1 point was measured at batch 1 x 128" in ours.reason
 
 
 def test_speedup_vs_peer_of_a_variant_not_measured_at_the_shape_cannot_be_checked(tmp_path: Path) -> None:
@@ -800,7 +800,7 @@ def test_speedup_vs_peer_is_against_peers_on_the_variant_s_device(tmp_path: Path
     run = [*_peers_run(), with_figures(cuda, p50_ms=5, spread_ms=0.1)]
     (check,) = [c for c in _checks(PEER_BUDGET, run, tmp_path) if c.runtime == "torch-cuda-fp16"]
     assert (check.value, check.verdict) == (None, "fail")
-    assert check.unjudged == "no peer within 1 points was measured at batch 1 x 128 on this machine and device"
+    assert check.unjudged == "no peer within 1 point was measured at batch 1 x 128 on this machine and device"
 
 
 def test_a_peer_budget_that_selects_only_peers_fails(tmp_path: Path) -> None:
