@@ -7,6 +7,7 @@ every chain starts from the baseline, and every step's output is a variant the b
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def _check_recipe_path(path: Path) -> None:
             f"(e.g. {example})"
         )
     if path.is_dir():
-        recipes = sorted(p.name for p in path.glob("*.toml"))
+        recipes = sorted(p.name for p in path.glob("*.toml") if not _is_budget_file(p))
         choice = f"a recipe file (.toml), e.g. {example}"
         if recipes:
             choice = f"one of its recipe files, {listed(recipes, most=5)}"
@@ -94,6 +95,14 @@ def _check_recipe_path(path: Path) -> None:
             f"{path} is a dataset file, not a recipe: run a recipe on it with `optbench run RECIPE --dataset {path}` "
             f"(e.g. {example}; --text-column and --label-column name its columns)"
         )
+
+
+def _is_budget_file(path: Path) -> bool:
+    """Whether a .toml file holds [[budget]] tables (optbench gate's), not a recipe; False where it cannot be read."""
+    try:
+        return "budget" in tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Recipe:

@@ -763,8 +763,11 @@ def test_a_model_folder_a_dataset_or_a_folder_of_recipes_given_as_the_recipe_is_
     with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
         load_recipe(data)
     recipes = Path(__file__).parents[1] / "recipes"
-    with pytest.raises(OptbenchError, match=rf"^recipe {re.escape(str(recipes))} is a folder: give one of its recipe "):
+    with pytest.raises(
+        OptbenchError, match=rf"^recipe {re.escape(str(recipes))} is a folder: give one of its recipe "
+    ) as info:
         load_recipe(recipes)
+    assert "baseline.toml" in str(info.value) and "budgets.toml" not in str(info.value)  # gate's, not a recipe
     with pytest.raises(OptbenchError, match=r"is a folder: give a recipe file \(\.toml\), e\.g\. recipes/export-onnx"):
         load_recipe(tmp_path)
 
