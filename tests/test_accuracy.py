@@ -12,6 +12,7 @@ from optbench.errors import OptbenchError
 
 metrics = pytest.importorskip("sklearn.metrics")
 optimize = pytest.importorskip("scipy.optimize")
+special = pytest.importorskip("scipy.special")
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
@@ -19,7 +20,7 @@ def _sklearn(labels: np.ndarray, logits: np.ndarray) -> dict:
     k = logits.shape[1]
     preds = logits.argmax(axis=1)
     kw = {"average": "macro", "zero_division": 0}  # over the classes labelled or predicted
-    probs = softmax(logits)
+    probs = special.softmax(logits, axis=1)
     if k == 2:
         auc = metrics.roc_auc_score(labels, probs[:, 1])
     else:
@@ -85,6 +86,21 @@ def test_auc_is_none_when_a_class_is_absent_from_labels() -> None:
     assert Metrics.from_logits(np.zeros(4, dtype=int), np.ones((4, 2))).roc_auc is None
 
 
+def test_softmax_matches_scipy_row_by_row() -> None:
+    """Each row its own distribution: a shift by the column maximum instead of the row's changes the figures."""
+    logits = np.random.default_rng(5).normal(scale=3.0, size=(50, 4)) + np.arange(50)[:, None]
+    np.testing.assert_allclose(softmax(logits), special.softmax(logits, axis=1), rtol=1e-12)
+
+
+def test_binary_auc_ranks_margins_that_softmax_would_saturate_into_a_tie() -> None:
+    """Margins of 40 and 50 both round to a class-1 probability of exactly 1.0: the AUC is 1, not a tie's 0.5."""
+    labels = np.array([0, 1])
+    logits = np.array([[0.0, 40.0], [0.0, 50.0]])
+    assert special.softmax(logits, axis=1)[0, 1] == special.softmax(logits, axis=1)[1, 1] == 1.0
+    got = Metrics.from_logits(labels, logits)
+    assert got.roc_auc == metrics.roc_auc_score(labels, logits[:, 1] - logits[:, 0]) == 1.0
+
+
 def test_softmax_is_stable_for_huge_logits() -> None:
     logits = np.array([[1000.0, -1000.0], [-1000.0, 1000.0], [800.0, 799.0]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -114,10 +130,13 @@ def test_metrics_round_trip_through_json() -> None:
         (np.array([], dtype=int), np.zeros((0, 2)), "no examples"),
         (np.array([0, 2]), np.zeros((2, 2)), "label 2 is outside"),
         (np.array([-1, 0]), np.zeros((2, 2)), "label -1 is outside"),
+        # the class count is the logits' columns, not their rows; the first label out of range is named
+        (np.array([0, 1, 2]), np.zeros((3, 2)), r"label 2 is outside \[0, 2\) for 2-class logits"),
+        (np.array([3, 0, -1]), np.zeros((3, 2)), "label 3 is outside"),
         (np.array([0, 1]), np.zeros(2), "2-D"),
         (np.array([[0, 1]]), np.zeros((1, 2)), "1-D"),
         (np.array([0.0, 1.0]), np.zeros((2, 2)), "integers"),
-        (np.array([0, 0]), np.zeros((2, 1)), "at least 2"),
+        (np.array([0, 0]), np.zeros((2, 1)), r"logits have 1 class column\(s\); need at least 2"),
         (np.array([0, 1]), np.array([[0.0, np.nan], [1.0, 0.0]]), "NaN"),
     ],
 )
@@ -176,7 +195,9 @@ def test_the_reference_against_itself_is_certain() -> None:
 
 
 @pytest.mark.parametrize(
-    ("b", "c", "n"), [(0, 0, 20), (1, 0, 20), (0, 1, 20), (3, 1, 20), (2, 3, 20), (6, 16, 161), (40, 20, 160)]
+    ("b", "c", "n"),
+    # (0, 14, 31): the quadratic's discriminant falls below 1 near the bounds (a floor of 1 on it moved them 0.7 points)
+    [(0, 0, 20), (1, 0, 20), (0, 1, 20), (3, 1, 20), (2, 3, 20), (6, 16, 161), (40, 20, 160), (0, 14, 31)],
 )
 def test_drop_interval_solves_tangos_score_equation(b: int, c: int, n: int) -> None:
     drop = Drop.paired(*_pairs(b, c, n))
