@@ -225,6 +225,17 @@ def test_drop_interval_at_the_ends_stays_within_100_points() -> None:
     assert (nothing.ci_low, nothing.ci_high) == pytest.approx((-everything.ci_high, -everything.ci_low))
 
 
+def test_drop_interval_near_minus_100_points_is_exact_and_the_mirror_of_the_reverse() -> None:
+    """A variant right alone on all but one of 100,000 rows: solved near a difference of -1, where the variance's
+    terms 2 q and delta (1 - delta) cancel, the bounds were off by 2.5e-9 points (by 5% of the interval's width at
+    10^8 rows) and unlike the reverse's. The bounds: the same score equation solved to 60 digits with mpmath."""
+    exact = (-99.999823475226962169, -99.991317415896504656)
+    drop = Drop.paired(*_pairs(0, 99_999, 100_000))
+    reverse = Drop.paired(*_pairs(99_999, 0, 100_000))
+    assert (drop.ci_low, drop.ci_high) == pytest.approx(exact, rel=0, abs=1e-11)
+    assert (reverse.ci_low, reverse.ci_high) == pytest.approx((-exact[1], -exact[0]), rel=0, abs=1e-11)
+
+
 def test_drop_interval_is_symmetric_for_symmetric_counts() -> None:
     drop = Drop.paired(*_pairs(3, 3, 20))
     assert drop.points == 0.0 and drop.ci_low == pytest.approx(-drop.ci_high, abs=1e-9) and drop.ci_high > 0
