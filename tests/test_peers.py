@@ -612,6 +612,7 @@ def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
     assert list(frame["peer"]) == [False, False, True] * 2
     text = render(frame, "md")
     assert "| baseline+peer-optimum (peer) |" in text
+    assert "| baseline+onnx+quantize-dynamic |" in text and "| baseline |" in text  # only the peer is marked
     assert "- **fastest peer**: baseline+peer-optimum on onnxruntime, p50 " in text
     assert "ms, at batch 1 x 128 (within 100 point(s) of accuracy drop)" in text
     assert "speedup_vs_peer" in next(line for line in text.splitlines() if line.startswith("| variant"))

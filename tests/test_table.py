@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_drop, with_figures
 
@@ -17,7 +18,17 @@ from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.report import COLUMNS, EXTRA_COLUMNS, write_report
 from optbench.runtimes import RuntimeSpec
-from optbench.table import format_speedup, render, settings_line, to_frame
+from optbench.table import (
+    commit_label,
+    format_number,
+    format_points,
+    format_speedup,
+    no_rows,
+    render,
+    said_once,
+    settings_line,
+    to_frame,
+)
 
 
 def test_to_frame_columns_and_values() -> None:
@@ -97,6 +108,11 @@ def test_to_frame_of_no_reports() -> None:
     assert render(frame, "md") == "no reports found\n"
 
 
+def test_a_table_that_does_not_count_its_reports_is_one_of_none() -> None:
+    """A frame built elsewhere, without to_frame's count of the reports it came from."""
+    assert no_rows(pd.DataFrame()) == "no reports found"
+
+
 def test_markdown_of_reports_without_measurements_says_they_were_found() -> None:
     # it said "no reports found" of reports that were found and read, only without a measured shape
     frame = to_frame([dataclasses.replace(make_report(steps), measurements=()) for steps in [(), ("onnx",)]])
@@ -127,11 +143,33 @@ def test_render_markdown() -> None:
     table = [line for line in text.splitlines() if line.startswith("| baseline")]
     assert len(table) == 4
     assert all(line.count("|") == header.count("|") for line in table)
+    lines = text.splitlines()
+    assert lines[lines.index(header) + 1] == "|" + " --- |" * (header.count("|") - 1)
     assert any("2.50x" in line for line in table)  # speedup_p50 of 1.5 + batch 1
     assert any("| - |" in line for line in table)  # the baseline has no speedup of its own
     drops = [line.split(" | ")[header.split(" | ").index("accuracy_drop")] for line in table]
     assert "+0.00" in drops  # the reference itself: no interval
     assert any(re.fullmatch(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", d) for d in drops)
+
+
+def test_markdown_writes_accuracy_to_four_places_and_relative_accuracy_as_a_percentage() -> None:
+    shape = ((1, 128),)
+    frame = to_frame([make_report(shapes=shape), make_report(("onnx",), shapes=shape, flip=3)])
+    (line,) = [line for line in render(frame, "md").splitlines() if line.startswith("| baseline+onnx ")]
+    assert "| 0.7000 | +30.00 [" in line and "] | 70.0% | 2.50x |" in line
+
+
+def test_a_run_of_one_row_says_where_it_comes_from() -> None:
+    text = render(to_frame([make_report(shapes=((1, 128),))]), "md")
+    assert "created 2026-11-30T03:15:00+00:00 · commit abc123 · machine box-1 · 2 threads · 10 test rows" in text
+
+
+def test_runs_without_notes_are_one_blank_line_apart() -> None:
+    run_ids = ("20261130T031500Z-3f9a", "20261201T000000Z-0000")
+    runs = [make_report(run_id=run_id, shapes=((1, 128),)) for run_id in run_ids]
+    text = render(to_frame(runs), "md")
+    assert " |\n\n### demo · run 20261201T000000Z-0000\n" in text
+    assert "\n\n\n" not in text and text.endswith(" |\n")
 
 
 def _noisy_run(floor: float | None) -> list:
@@ -154,6 +192,14 @@ def test_markdown_marks_speedups_within_the_a_a_noise_floor_and_states_it() -> N
     assert "~" not in unknown and "noise floor" not in unknown
 
 
+def test_the_noise_floor_of_a_run_on_one_machine_at_two_shapes_names_no_machine() -> None:
+    run = [with_figures(make_report(steps), speedup=1.5, noise_floor_pct=8.0) for steps in ((), ("onnx",))]
+    assert (
+        "- **A/A noise floor**: the reference's two p50s in this run differ by 8.0% at batch 1 x 128, "
+        "8.0% at batch 8 x data. " in render(to_frame(run), "md")
+    )
+
+
 def test_the_noise_floor_of_a_run_on_several_machines_names_each_machine() -> None:
     """A Ray run measures the reference twice on each machine: two floors at one shape, each said with its machine."""
     run = [
@@ -172,6 +218,7 @@ def test_a_speedup_is_marked_up_to_and_on_the_noise_floor_in_percent_of_the_two_
     assert format_speedup(1.05, 4.9) == "~1.05x"
     assert format_speedup(1.05, 4.8) == "1.05x"
     assert format_speedup(1.5, 40.0) == "~1.50x"  # p50s 40% apart: on the floor is within it
+    assert format_speedup(1.004, 5.0) == "~1.00x"  # p50s 0.4% apart: within a floor however close to 1
 
 
 def test_a_speedup_two_decimals_round_to_zero_keeps_a_digit() -> None:
@@ -179,6 +226,7 @@ def test_a_speedup_two_decimals_round_to_zero_keeps_a_digit() -> None:
     assert format_speedup(0.0033, None) == "0.003x"
     assert format_speedup(0.00034, 5.0) == "0.0003x"
     assert format_speedup(0.005, None) == "0.01x"  # two decimals tell it from zero: as before
+    assert format_speedup(0.00497, None) == "0.005x"  # two decimals would round it to 0.00
     # the ~ of a floor that wide (199% of the p50s' mean; an A/A floor of 179% was measured on a loaded machine)
     assert format_speedup(0.0033, 200.0) == "~0.003x"
 
@@ -278,6 +326,16 @@ def test_the_settings_line_leaves_out_a_setting_no_row_has() -> None:
     assert settings_line({"device": "-", "seq_len": "-"}) is None
 
 
+def test_a_table_without_rows_says_no_setting_once_and_keeps_its_columns() -> None:
+    columns = ["variant", "device", "batch_size"]
+    assert said_once(pd.DataFrame(columns=columns), columns) == (None, columns)
+
+
+def test_a_setting_some_rows_lack_stays_a_column_and_one_the_table_lacks_is_not_said() -> None:
+    rows = pd.DataFrame({"variant": ["a", "b"], "device": ["cpu", None], "batch_size": [1, 1]})
+    assert said_once(rows, ["variant", "device", "batch_size"]) == ("All rows: batch 1", ["variant", "device"])
+
+
 def test_markdown_says_each_runs_commit_and_machine_as_the_html_page_does() -> None:
     """A colleague's runs merged into one results folder: the Markdown headed each run by its recipe and id alone,
     so which machine and commit each table came from was in the CSV and on the HTML page only. A commit as git gives
@@ -308,6 +366,17 @@ def test_the_line_under_a_run_spread_over_machines_names_each_machine_once() -> 
     assert lines[lines.index("### demo · run 20261130T031500Z-3f9a") + 2] == (
         "created 2026-11-30T03:15:00+00:00 · commit abc123 · machines node-a, node-b · 2 threads · 10 test rows"
     )
+
+
+def test_a_run_outside_git_alone_says_its_commit_is_unknown() -> None:
+    environment = {"machine": "box-2", "git": {"commit": None, "dirty": None}}
+    outside = dataclasses.replace(make_report(), environment=environment)
+    assert " · commit unknown · machine box-2 · " in render(to_frame([outside]), "md")
+
+
+def test_a_commit_and_dirty_flag_missing_as_none_or_as_a_frames_nan_read_unknown_and_clean() -> None:
+    assert commit_label(None, None) == commit_label(float("nan"), float("nan")) == "unknown"
+    assert commit_label("def4567890abcdef", float("nan")) == "def4567890ab"
 
 
 def test_a_run_outside_git_beside_runs_in_git_says_its_commit_is_unknown() -> None:
@@ -353,6 +422,18 @@ def test_an_accuracy_drop_near_zero_is_not_written_as_a_signed_zero(drop: tuple,
     assert frame["accuracy_drop"].map(type).eq(float).all()
     (line,) = [line for line in render(frame, "md").splitlines() if line.startswith("| baseline+onnx ")]
     assert f"| {cell} |" in line
+
+
+def test_a_drop_switches_to_one_significant_digit_below_half_a_hundredth() -> None:
+    assert format_points(0.005) == "+0.01"  # two decimals tell it from zero
+    assert format_points(-0.00497) == "-0.005"  # two decimals would round it to -0.00
+    assert format_points(-0.0034) == "-0.003"
+
+
+def test_figures_change_their_digits_at_100_and_1_by_size_whatever_their_sign() -> None:
+    """One decimal from 100, two from 1, three significant digits below 1, trailing zeros kept (0.500, not 0.5)."""
+    assert [format_number(v) for v in (100.0, 99.5, 1.0, 0.5, 0.0)] == ["100.0", "99.50", "1.00", "0.500", "0.00"]
+    assert [format_number(v) for v in (-150.0, -50.0, -0.5)] == ["-150.0", "-50.00", "-0.500"]
 
 
 def test_sub_millisecond_figures_keep_three_significant_digits() -> None:
