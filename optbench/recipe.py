@@ -216,19 +216,22 @@ def _check_variant_names(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
             configs = tuple((step.config.name, config_to_dict(step.config)) for step in steps)
             other = seen.setdefault(name, configs)
             if other != configs:
+                # the shorter sequences were checked first: only the last steps can differ
+                difference = _difference(other[-1], configs[-1], steps[-1].shown)
                 raise OptbenchError(
-                    f"two different chains make a variant named baseline+{name} ({_difference(other, configs)}): "
+                    f"two different chains make a variant named baseline+{name} ({difference}): "
                     'give the steps that differ a label, e.g. label = "student-l3"'
                 )
 
 
-def _difference(first: tuple[Any, ...], second: tuple[Any, ...]) -> str:
-    """Where two step sequences of one name first differ: `their distill steps differ in layers`."""
-    for (name, one), (_, two) in zip(first, second, strict=True):
-        keys = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
-        if keys:
-            return f"their {name} steps differ in {', '.join(keys)}"
-    return "their steps differ"
+def _difference(first: tuple[str, dict[str, Any]], second: tuple[str, dict[str, Any]], label: str) -> str:
+    """How two steps labelled `label`, each a step name and its settings, differ: `their distill steps differ in
+    layers`, or `one chain's x is a finetune step, the other's a distill step`."""
+    (name, one), (other, two) = first, second
+    if name != other:
+        return f"one chain's {label} is a {name} step, the other's a {other} step"
+    keys = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+    return f"their {name} steps differ in {', '.join(keys)}"
 
 
 def chain_name(chain: tuple[RecipeStep, ...]) -> str:

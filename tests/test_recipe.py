@@ -670,6 +670,23 @@ def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path:
     assert [c[0].shown for c in load_recipe(write_recipe(tmp_path, labelled)).chains] == ["distill", "odd"]
 
 
+def test_a_shared_first_step_is_passed_over_to_name_the_step_that_differs(tmp_path: Path) -> None:
+    """Two chains that fine-tune alike, then distill differently under one name: the error names the distill steps,
+    not the fine-tunes they share."""
+    chain = '[[chains]]\n[[chains.steps]]\nname = "finetune"\n[[chains.steps]]\nname = "distill"\nlayers = [{}]\n'
+    with pytest.raises(OptbenchError, match=r"baseline\+finetune\+distill \(their distill steps differ in layers\): "):
+        load_recipe(write_recipe(tmp_path, chain.format("0") + chain.format("1")))
+
+
+def test_steps_of_two_kinds_under_one_label_are_named_as_such(tmp_path: Path) -> None:
+    """A fine-tune and a distill step both labelled `x`: the error said "their finetune steps differ in
+    attention_weight, distill_weight, ...", the distill step's settings, as if both were fine-tunes."""
+    chain = '[[chains]]\n[[chains.steps]]\nname = "{}"\nlabel = "x"\n'
+    message = "a variant named baseline+x (one chain's x is a finetune step, the other's a distill step): give"
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, chain.format("finetune") + chain.format("distill")))
+
+
 def test_chains_that_differ_in_their_last_step_under_one_variant_name_are_refused(tmp_path: Path) -> None:
     """Each chain's last step is checked too, not only the steps before it: two one-step distill chains keeping
     other layers would make two students named baseline+distill, which the run refuses only once it has trained both.
