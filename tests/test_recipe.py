@@ -270,6 +270,9 @@ def test_the_command_line_refuses_a_model_that_is_no_folder_and_a_dataset_that_i
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(OptbenchError, match=r"cannot read recipe .*nope\.toml: No such file"):
         load_recipe(tmp_path / "nope.toml")
+    # a dataset's suffix on a path that names nothing is a missing file, not a dataset given as the recipe
+    with pytest.raises(OptbenchError, match=r"cannot read recipe .*nope\.csv: No such file"):
+        load_recipe(tmp_path / "nope.csv")
 
 
 def test_malformed_toml(tmp_path: Path) -> None:
@@ -551,6 +554,11 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
             "either \\[\\[steps\\]\\] .* or",
         ),
         ("chains = [1]", "chains must be an array of tables"),
+        ("chains = 3", "chains must be an array of tables"),
+        ("chains = [{steps = [{name = 'finetune'}]}, 1]", "chains must be an array of tables"),
+        ("steps = 3", "steps must be an array of tables"),
+        ("steps = [{name = 'finetune'}, 'onnx']", "steps must be an array of tables"),
+        ("[[chains]]\nsteps = [{name = 'finetune'}, 'onnx']", "steps must be an array of tables"),
         ("[[chains]]", r"\[\[chains\]\] #1 has no steps"),
         ("[[chains]]\nlabel = 'x'\n[[chains.steps]]\nname = 'finetune'", r"\['label'\] in \[\[chains\]\] #1"),
         ("[[chains]]\n[[chains.steps]]\nname = 'finetune'\nepoch = 1", r"\['epoch'\] in \[\[chains\]\] #1 step #1"),
@@ -681,8 +689,8 @@ def test_a_shared_first_step_is_passed_over_to_name_the_step_that_differs(tmp_pa
 def test_steps_of_two_kinds_under_one_label_are_named_as_such(tmp_path: Path) -> None:
     """A fine-tune and a distill step both labelled `x`: the error said "their finetune steps differ in
     attention_weight, distill_weight, ...", the distill step's settings, as if both were fine-tunes."""
-    chain = '[[chains]]\n[[chains.steps]]\nname = "{}"\nlabel = "x"\n'
-    message = "a variant named baseline+x (one chain's x is a finetune step, the other's a distill step): give"
+    chain = '[[chains]]\n[[chains.steps]]\nname = "finetune"\n[[chains.steps]]\nname = "{}"\nlabel = "x"\n'
+    message = "baseline+finetune+x (one chain's x is a finetune step, the other's a distill step): give"
     with pytest.raises(OptbenchError, match=re.escape(message)):
         load_recipe(write_recipe(tmp_path, chain.format("finetune") + chain.format("distill")))
 
@@ -710,6 +718,10 @@ def test_chains_that_differ_in_their_last_step_under_one_variant_name_are_refuse
         (
             '[[chains.steps]]\nname = "onnx"\n[[chains.steps]]\nname = "tensorrt"\n',
             "the chain onnx -> tensorrt-fp16 makes a TensorRT engine, which no runtime in [bench] runtimes runs",
+        ),
+        (  # the precision of the chain's last model, not its first step's (a distill student names none)
+            '[[chains.steps]]\nname = "distill"\n[[chains.steps]]\nname = "onnx"\nprecision = "fp16"\n',
+            "the chain distill -> onnx-fp16 makes an ONNX model in FP16, which no runtime in [bench] runtimes runs",
         ),
     ],
 )
@@ -786,6 +798,9 @@ def test_a_model_folder_a_dataset_or_a_folder_of_recipes_given_as_the_recipe_is_
         load_recipe(recipes)
     assert "baseline.toml" in str(info.value) and "budgets.toml" not in str(info.value)  # gate's, not a recipe
     with pytest.raises(OptbenchError, match=r"is a folder: give a recipe file \(\.toml\), e\.g\. recipes/export-onnx"):
+        load_recipe(tmp_path)
+    (tmp_path / "broken.toml").write_text("[bench\n")  # a recipe, if a broken one: offered, and refused when read
+    with pytest.raises(OptbenchError, match=r"is a folder: give one of its recipe files, \['broken\.toml'\]$"):
         load_recipe(tmp_path)
 
 
