@@ -184,13 +184,13 @@ def run_notes(run: pd.DataFrame, peer_budget_points: float, failed: Sequence[Fai
 
 
 def _fastest_peers(group: pd.DataFrame, budget_points: float) -> list[str]:
-    """At each shape, the peer every speedup_vs_peer is measured against."""
+    """At each shape, the peer every speedup_vs_peer is measured against, its p50 as the table writes it."""
     columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
     bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
     several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
     return [
-        f"{peer}, p50 {p50:.2f} ms, at batch {b} x {s}{f' on {device}, machine {machine}' if several else ''} "
-        f"(within {budget_points:g} point(s) of accuracy drop)"
+        f"{peer}, p50 {format_number(p50)} ms, at batch {b} x {s}"
+        f"{f' on {device}, machine {machine}' if several else ''} (within {budget_points:g} point(s) of accuracy drop)"
         for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
 

@@ -577,6 +577,15 @@ def test_the_fastest_peers_of_one_machine_on_two_devices_say_which_device() -> N
     ]
 
 
+def test_the_fastest_peers_sub_millisecond_p50_keeps_the_digits_the_table_gives_it() -> None:
+    """A GPU peer's p50 of 0.0761 ms read 0.08 ms under a table that writes it 0.0761 (`table.format_number`)."""
+    from optbench.table import _fastest_peers
+
+    frame = _frame({"ours": 0.0, "peer-a": 0.0}, {"ours": 0.0512, "peer-a": 0.0761})
+    (line,) = _fastest_peers(add_speedup_vs_peers(frame, budget_points=1.0), budget_points=1.0)
+    assert line.startswith("peer-a on onnxruntime, p50 0.0761 ms, at batch 1 x 128 (within 1 point")
+
+
 def test_a_drop_on_the_budget_is_within_it() -> None:
     """ "At most the budget": a peer on it competes, and a variant on it gets a speedup."""
     frame = _frame({"ours": 1.0, "peer-a": 1.0}, {"ours": 10.0, "peer-a": 15.0})
