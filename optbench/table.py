@@ -275,4 +275,4 @@ def format_number(value: float) -> str:
     a GPU's sub-millisecond p50s (0.0847 and 0.0761 ms) are not rounded alike (0.08)."""
     if abs(value) >= 100:
         return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:#.3g}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:#.3g}"
