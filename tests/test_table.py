@@ -20,6 +20,7 @@ from optbench.report import COLUMNS, EXTRA_COLUMNS, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import (
     commit_label,
+    format_cell,
     format_number,
     format_points,
     format_speedup,
@@ -422,6 +423,17 @@ def test_an_accuracy_drop_near_zero_is_not_written_as_a_signed_zero(drop: tuple,
     assert frame["accuracy_drop"].map(type).eq(float).all()
     (line,) = [line for line in render(frame, "md").splitlines() if line.startswith("| baseline+onnx ")]
     assert f"| {cell} |" in line
+
+
+def test_a_drop_without_an_interval_is_written_alone() -> None:
+    row = pd.Series({"accuracy_drop": 1.5, "accuracy_drop_ci_low": float("nan"), "accuracy_drop_ci_high": float("nan")})
+    assert format_cell("accuracy_drop", row) == "+1.50"
+
+
+def test_a_variant_whose_row_has_no_peer_flag_is_not_marked_a_peer() -> None:
+    """A row without the flag, or with NaN where frames without it were merged with frames that have it."""
+    assert format_cell("variant", pd.Series({"variant": "ours"})) == "ours"
+    assert format_cell("variant", pd.Series({"variant": "ours", "peer": float("nan")})) == "ours"
 
 
 def test_a_drop_switches_to_one_significant_digit_below_half_a_hundredth() -> None:
