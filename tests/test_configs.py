@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
 
+from optbench.bench import BenchConfig
 from optbench.configs import check_keys, config_from_dict, config_to_dict
 from optbench.data import DatasetConfig
 from optbench.errors import OptbenchError
@@ -26,6 +27,8 @@ class Knobs:
     ratio: float = 0.5
     limit: int | None = None
     sizes: tuple[int, ...] = (1,)
+    names: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
     lengths: tuple[int | Literal["data"], ...] = (128,)
     mode: Literal["fast", "exact"] = "fast"
     flag: bool = False
@@ -38,7 +41,7 @@ class Needs:
     optional: str = "o"
 
 
-KNOWN = ["name", "count", "ratio", "limit", "sizes", "lengths", "mode", "flag", "extra"]
+KNOWN = ["name", "count", "ratio", "limit", "sizes", "names", "weights", "lengths", "mode", "flag", "extra"]
 
 
 def test_defaults_from_an_empty_table() -> None:
@@ -83,6 +86,10 @@ def test_check_keys_accepts_known_keys() -> None:
         ("sizes", [1.0], "a list of integers"),
         ("sizes", 4, "a list of integers: write it as a list, [4]"),
         ("sizes", 4.0, "a list of integers"),
+        ("names", ["MatMul", 1], "a list of strings"),
+        ("weights", [0.5, "1"], "a list of numbers"),
+        ("weights", [True], "a list of numbers"),
+        ("flag", [True], "true or false"),
         ("lengths", [64, "long"], "a list of integers or 'data'"),
         ("lengths", "data", "a list of integers or 'data': write it as a list, [\"data\"]"),
         ("mode", "slow", "'fast' or 'exact'"),
@@ -94,6 +101,23 @@ def test_wrong_types_are_refused(key: str, value: Any, expected: str) -> None:
     with pytest.raises(OptbenchError) as info:
         config_from_dict(Knobs, {key: value}, "[knobs]")
     assert str(info.value) == f"[knobs] {key} = {value!r} has the wrong type: expected {expected}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ratio", float("nan")), ("sizes", [1, float("inf")]), ("extra", {"scale": [0.5, float("-inf")], "shift": 1.0})],
+)
+def test_nan_and_inf_are_refused_within_lists_and_tables(key: str, value: Any) -> None:
+    """As settings of their own: TOML writes them in arrays and inline tables too, and one in a list of integers
+    was "has the wrong type: expected a list of integers", a number the user wrote as one."""
+    with pytest.raises(OptbenchError, match=rf"^\[knobs\] {key} = .*: give a finite number \(nan and inf are not"):
+        config_from_dict(Knobs, {key: value}, "[knobs]")
+
+
+def test_a_field_of_a_config_type_names_the_type_it_takes() -> None:
+    """[bench]'s timing is built from the table's timing keys, not written as one: a wrong value is a bug in code."""
+    with pytest.raises(OptbenchError, match=r"^\[bench\] timing = 3 has the wrong type: expected Timing$"):
+        config_from_dict(BenchConfig, {"timing": 3}, "[bench]")
 
 
 def test_int_is_accepted_for_float() -> None:
@@ -117,6 +141,12 @@ def test_a_list_for_a_tuple_or_nothing_field_becomes_a_tuple() -> None:
     assert hash(config) == hash(DistillConfig(layers=(0, 2)))
 
 
+def test_only_a_list_for_a_tuple_field_becomes_a_tuple() -> None:
+    """A list for a field of any type stays a list, and no value for a tuple-or-nothing field stays none."""
+    assert config_from_dict(Knobs, {"extra": [1, 2]}, "[knobs]").extra == [1, 2]
+    assert config_from_dict(DistillConfig, {"layers": None}, "[[steps]] #1 (distill)") == DistillConfig()
+
+
 def test_missing_required_field_is_an_optbench_error() -> None:
     with pytest.raises(OptbenchError, match=r"\[needs\]: .*required"):
         config_from_dict(Needs, {"optional": "p"}, "[needs]")
@@ -136,6 +166,20 @@ def test_a_negative_calibration_seed_is_refused_when_read(config_type: type) -> 
     # numpy's generator takes none: the step failed only when it drew its calibration rows
     with pytest.raises(OptbenchError, match=rf"\[{config_type.name}\] seed=-1: use 0 or more"):
         config_from_dict(config_type, {"seed": -1}, f"[{config_type.name}]")
+
+
+def test_a_field_the_config_computes_is_not_a_key() -> None:
+    """A field out of __init__ (init=False) is set by the config itself: a table that gives it is refused as
+    unknown, not passed on to fail as a TypeError."""
+
+    @dataclass(frozen=True)
+    class Derived:
+        size: int = 1
+        doubled: int = field(init=False, default=0)
+
+    message = r"^unknown key\(s\) \['doubled'\] in \[derived\]: known keys are \['size'\]$"
+    with pytest.raises(OptbenchError, match=message):
+        config_from_dict(Derived, {"doubled": 2}, "[derived]")
 
 
 def test_class_level_name_is_not_a_key() -> None:

@@ -293,6 +293,7 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     [
         ("[model.finetune]\nseed = 18446744073709551616\n", "model.finetune.seed = 18446744073709551616"),
         ("[bench]\nrounds = 99999999999999999999\n", "bench.rounds = 99999999999999999999"),
+        ("[bench]\nrounds = 9223372036854775808\n", "bench.rounds = 9223372036854775808"),  # 2**63, one past
         ("[bench]\nbatch_sizes = [1, -9223372036854775809]\n", "bench.batch_sizes #2 = -9223372036854775809"),
         ('[[steps]]\nname = "prune"\nseed = 0x1_0000_0000_0000_0000\n', "steps #1.seed = 18446744073709551616"),
     ],
