@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from optbench.errors import OptbenchError
-from optbench.preflight import check_steps_run_here
+from optbench.preflight import check_lengths, check_steps_run_here, checked_folder
 from optbench.recipe import Recipe, parse_recipe
 
 
@@ -34,3 +37,50 @@ def test_only_a_step_this_machine_cannot_run_refuses_the_run(monkeypatch: pytest
     )
     with pytest.raises(OptbenchError, match=refused):
         check_steps_run_here(recipe([onnx, static], [onnx, int8], [onnx, fp16], runtimes=cuda))
+
+
+def _benchmarked_at(seq_len: int) -> Recipe:
+    """The default recipe, benchmarked at `seq_len` tokens (its other lengths are 128 and fewer)."""
+    return parse_recipe({"bench": {"seq_lens": [seq_len]}}, base=Path("."), default_name="r")
+
+
+@pytest.mark.parametrize(
+    ("config", "limit"),
+    [
+        *(  # transformers' RobertaEmbeddings and its copies, optbench's pruned ones too
+            ({"model_type": kind, "max_position_embeddings": 514, "pad_token_id": 1}, 512)
+            for kind in (
+                "roberta",
+                "xlm-roberta",
+                "camembert",
+                "data2vec-text",
+                "optbench-pruned-roberta",
+                "optbench-pruned-xlm-roberta",
+            )
+        ),
+        ({"model_type": "roberta", "max_position_embeddings": 514}, 514),  # no pad token id: no offset to take
+        ({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}, 512),
+    ],
+)
+def test_a_length_past_the_models_positions_is_refused_and_one_at_them_not(config: dict[str, Any], limit: int) -> None:
+    """RoBERTa's position ids start after its padding index: 514 positions take 512 tokens."""
+    check_lengths(_benchmarked_at(limit), config, "the checkpoint")
+    message = rf"^\[bench\] seq_len = {limit + 1} beyond the {limit} positions of the checkpoint: use at most {limit}"
+    with pytest.raises(OptbenchError, match=message):
+        check_lengths(_benchmarked_at(limit + 1), config, "the checkpoint")
+
+
+@pytest.mark.parametrize("positions", [None, "512", 512.5])
+def test_a_config_that_names_no_number_of_positions_refuses_no_length(positions: object) -> None:
+    """Unknown, not zero: the model's own forward pass answers the lengths it cannot take."""
+    config = {"model_type": "roberta", "pad_token_id": 1, "max_position_embeddings": positions}
+    check_lengths(_benchmarked_at(4096), {k: v for k, v in config.items() if v is not None}, "the checkpoint")
+
+
+def test_a_config_that_names_no_vocabulary_size_refuses_no_tokenizer(tiny_classifier: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_classifier, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["vocab_size"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "vocab_size" not in checked_folder(folder, "the checkpoint")
