@@ -4,6 +4,7 @@ prune takes (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT) where the model ma
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def _random_biases(model: torch.nn.Module) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.bias is not None:
                 module.bias.normal_()
+
+
+def _sharpen_attention(model: torch.nn.Module) -> None:
+    """Scale every layer's query weights up: a fresh model attends almost uniformly, which hides a head's rows
+    kept in the wrong place (any mix of uniform attentions is uniform)."""
+    with torch.no_grad():
+        for layer in encoder_layers(model):
+            layer.get_submodule(layout(model).projections[0]).weight *= 30
 
 
 # --- scores and plans --------------------------------------------------------------------------------
@@ -212,6 +221,46 @@ def test_removing_a_silent_neuron_changes_nothing(kind: str) -> None:
     assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_a_pruned_model_computes_what_the_full_one_does_with_those_heads_and_neurons_masked(kind: str) -> None:
+    """Heads and neurons scattered over both layers go: the smaller matrices compute, to rounding, what the full
+    ones do with those units' output columns zeroed (random biases and sharp attention, so that a bias, row or head
+    kept for the wrong unit shows)."""
+    model = _model(kind)
+    _random_biases(model)
+    _sharpen_attention(model)
+    masked = copy.deepcopy(model)
+    heads = [[1, 3], [0, 2]]
+    neurons = [[i for i in range(64) if i % 3 != 1], [2, 17, 40, 41, 63]]
+    for index in range(2):
+        for head in set(range(4)) - set(heads[index]):
+            _silence_head(masked, index, head)
+        for neuron in set(range(64)) - set(neurons[index]):
+            _silence_neuron(masked, index, neuron)
+    unpruned = model.base_model(**BATCH).last_hidden_state
+    for layer, kept_heads, kept_neurons in zip(encoder_layers(model), heads, neurons, strict=True):
+        keep_heads(layer, kept_heads)
+        keep_ffn_neurons(layer, kept_neurons)
+    expected = masked.base_model(**BATCH).last_hidden_state
+    assert not torch.allclose(expected, unpruned, atol=1e-3)  # the units removed mattered
+    assert torch.allclose(model.base_model(**BATCH).last_hidden_state, expected, atol=1e-5)
+
+
+def test_linears_without_a_bias_stay_without_one() -> None:
+    """Removal keeps a Linear's lack of bias (a new Linear's bias starts random, not zero)."""
+    model = _model()
+    for module in encoder_layers(model)[0].modules():
+        if isinstance(module, torch.nn.Linear):
+            module.bias = None
+    _silence_head(model, 0, 1)
+    _silence_neuron(model, 0, 3)
+    before = model(**BATCH).logits
+    keep_heads(encoder_layers(model)[0], [0, 2, 3])
+    keep_ffn_neurons(encoder_layers(model)[0], [i for i in range(64) if i != 3])
+    assert all(m.bias is None for m in encoder_layers(model)[0].modules() if isinstance(m, torch.nn.Linear))
+    assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
+
+
 def _prune_unevenly(model: torch.nn.Module) -> torch.nn.Module:
     """`model` with heads [1] and [0, 2, 3] and FFN widths 64 and 10 left, as its family's pruned classifier."""
     keep_heads(encoder_layers(model)[0], [1])
@@ -292,9 +341,7 @@ def test_onnx_attention_of_an_uneven_pruned_model_gets_each_layers_heads(kind: s
 
     model = _model(kind)
     model.config.id2label, model.config.label2id = {0: "fresh", 1: "rotten"}, {"fresh": 0, "rotten": 1}
-    with torch.no_grad():  # sharp attention, so that a wrong head split changes the logits
-        for index in range(2):
-            encoder_layers(model)[index].get_submodule(layout(model).projections[0]).weight *= 30
+    _sharpen_attention(model)  # so that a wrong head split changes the logits
     keep_heads(encoder_layers(model)[0], [1])
     keep_heads(encoder_layers(model)[1], [0, 2, 3])
     folder = tmp_path / "pruned"
