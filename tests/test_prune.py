@@ -119,6 +119,81 @@ def test_scores_are_of_the_model_as_it_predicts_and_leave_it_as_it_came() -> Non
     assert all(p.requires_grad == (id(p) not in frozen) for p in model.parameters())
 
 
+def test_scores_are_the_size_of_each_units_loss_gradient_summed_over_batches() -> None:
+    """Against finite differences, in double precision: scaling a head's (a neuron's) output by 1 + eps changes a
+    batch's loss by eps x its gradient; a score sums that gradient's size over the batches, heads normalized per
+    layer (so a score of squares, of signed gradients, of the last batch alone or of a scaled gate all fail)."""
+    model = _model().double()
+    _random_biases(model)
+    batches = [(BATCH, LABELS), ({k: v[:1] for k, v in BATCH.items()}, LABELS[:1])]
+    scores = gradient_importance(model, batches, ffn="gradient")
+    size = _part(model, 0, "attention").attention_head_size
+
+    def gradient_size(layer: int, part: str, columns: slice) -> float:
+        """The sum over batches of |dLoss / d(a factor on those input columns of `part`)|."""
+        weight, eps = _part(model, layer, part).weight, 1e-6
+        with torch.no_grad():
+            before = [model(**inputs, labels=labels).loss for inputs, labels in batches]
+            original = weight[:, columns].clone()
+            weight[:, columns] *= 1 + eps
+            after = [model(**inputs, labels=labels).loss for inputs, labels in batches]
+            weight[:, columns] = original
+        return sum(abs(float(a - b)) for a, b in zip(after, before, strict=True)) / eps
+
+    for layer in range(2):
+        heads = torch.tensor([gradient_size(layer, "attention_out", slice(h * size, (h + 1) * size)) for h in range(4)])
+        assert torch.allclose(scores.heads[layer], heads / heads.norm(), atol=1e-4)
+        for neuron in (0, 9, 33, 63):
+            expected = gradient_size(layer, "ffn_out", slice(neuron, neuron + 1))
+            assert float(scores.neurons[layer][neuron]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_layer_of_silent_heads_scores_zeros_not_nan() -> None:
+    """Normalizing scores that are all 0 (a layer none of whose heads changes anything) leaves them 0."""
+    model = _model()
+    for head in range(4):
+        _silence_head(model, 0, head)
+    scores = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    assert torch.equal(scores.heads[0], torch.zeros(4)) and float(scores.heads[1].norm()) == pytest.approx(1.0)
+
+
+def test_scoring_leaves_no_gate_on_the_model() -> None:
+    model = _model()
+    gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    assert [name for name, module in model.named_modules() if module._forward_pre_hooks] == []
+
+
+def test_an_unevenly_pruned_model_is_scored_by_each_layers_own_sizes() -> None:
+    """A prune after a prune: each layer's gates are of its own heads and neurons."""
+    model = _prune_unevenly(_model())  # heads [1] and [0, 2, 3], FFN widths 64 and 10
+    _silence_head(model, 1, 2)
+    _silence_neuron(model, 1, 4)
+    scores = gradient_importance(model, [(BATCH, LABELS)], ffn="gradient")
+    assert [len(h) for h in scores.heads] == [1, 3] and [len(n) for n in scores.neurons] == [64, 10]
+    assert float(scores.heads[1][2]) == 0.0 < float(scores.heads[1].max())
+    assert float(scores.neurons[1][4]) == 0.0 < float(scores.neurons[1].max())
+
+
+def test_an_unknown_ffn_importance_is_refused() -> None:
+    with pytest.raises(OptbenchError, match=r"""^ffn importance 'taylor': use "gradient" or "magnitude"$"""):
+        gradient_importance(_model(), [(BATCH, LABELS)], ffn="taylor")
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_a_neurons_weight_score_is_how_much_it_reads_times_how_much_it_writes(kind: str) -> None:
+    """The norm of its input row times that of its output column, on hand-built weights: neuron 0 reads 5 (3, 4)
+    and writes 1 (0.6, 0.8); neuron 1 reads 2 and writes 3; neuron 2 reads 10 and writes nothing."""
+    model = _model(kind)
+    reads, writes = _part(model, 0, "ffn_in").weight, _part(model, 0, "ffn_out").weight
+    with torch.no_grad():
+        reads.zero_(), writes.zero_()
+        reads[0, :2], reads[1, 0], reads[2, 5] = torch.tensor([3.0, 4.0]), 2.0, 10.0
+        writes[:2, 0], writes[7, 1] = torch.tensor([0.6, 0.8]), -3.0
+    expected = torch.zeros(64)
+    expected[:2] = torch.tensor([5.0, 6.0])
+    assert torch.allclose(ffn_neuron_scores(encoder_layers(model)[0]), expected)
+
+
 def test_keep_plan_per_layer_and_global() -> None:
     scores = [torch.tensor([0.9, 0.1, 0.5, 0.3]), torch.tensor([0.05, 0.02, 0.04, 0.8])]
     assert keep_plan(scores, 0.5, scope="layer") == [[0, 2], [0, 3]]
