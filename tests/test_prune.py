@@ -207,6 +207,18 @@ def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
     assert keep_plan(scores, 0.9, scope="layer") == [[0], [1]]
 
 
+def test_keep_plan_per_layer_takes_the_fraction_of_each_layers_own_units() -> None:
+    """Half of an unevenly pruned model's 2 and 8 heads: 1 and 4 go."""
+    assert keep_plan([torch.arange(2.0), torch.arange(8.0)], 0.5, scope="layer") == [[1], [4, 5, 6, 7]]
+
+
+def test_keep_plan_breaks_ties_across_layers_in_unit_order() -> None:
+    """Equal scores (silent units) go in order, earlier layers first: the same plan on every run (torch's default
+    sort of 17 or more equal values is not stable)."""
+    plan = keep_plan([torch.zeros(10), torch.zeros(10)], 0.25, scope="global")
+    assert [len(kept) for kept in plan] == [5, 10]
+
+
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_keep_plan_removes_the_nearest_whole_number_of_units(scope: str) -> None:
     """0.4 of 4 heads is 1.6: 2 go (a floor would remove 1, a quarter, well short of what was asked)."""
@@ -239,8 +251,19 @@ def test_a_fraction_that_removes_nothing_is_refused_naming_the_least_that_remove
         check_removes_some("ffn", "FFN neuron", 0.2, scores, scope="global")
     with pytest.raises(OptbenchError, match=r"takes 0.05 of all its FFN neurons.*at least 0.1, or set ffn = 0$"):
         check_removes_some("ffn", "FFN neuron", 0.05, preflight_scores([1, 1, 3]), scope="global")  # before scoring
-    with pytest.raises(OptbenchError, match=r"every layer keeps at least one; set heads = 0$"):
+    with pytest.raises(OptbenchError, match=r"\(1 attention head in each of its 3 layers\).*; set heads = 0$"):
         check_removes_some("heads", "attention head", 0.5, [torch.ones(1)] * 3, scope="global")
+
+
+def test_the_least_fraction_named_is_rounded_up_to_two_significant_digits() -> None:
+    """Per layer, half a unit of the widest layer: 1/14 of 7 heads is 0.0714..., named 0.072 (0.071 of 7 is under half
+    a head). Globally, where only the 151st of 152 units takes one from the one layer of two, 0.99013... would round
+    to 1, a fraction no prune takes: a third digit, 0.991."""
+    with pytest.raises(OptbenchError, match=r"per layer: 2, 7\).*raise heads to at least 0\.072, or set heads = 0$"):
+        check_removes_some("heads", "attention head", 0.05, [torch.arange(2.0), torch.arange(7.0)], scope="layer")
+    scores = [torch.full((1,), 0.1)] * 150 + [torch.tensor([0.5, 0.9])]
+    with pytest.raises(OptbenchError, match=r"raise ffn to at least 0\.991, or set ffn = 0$"):
+        check_removes_some("ffn", "FFN neuron", 0.5, scores, scope="global")
 
 
 def test_ffn_importance_is_the_kind_asked_for() -> None:
