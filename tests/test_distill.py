@@ -27,7 +27,7 @@ from optbench.steps.distill import (
     hidden_state_loss,
     layer_mapping,
 )
-from optbench.surgery import ffn_neuron_scores, keep_layers, narrow_ffn
+from optbench.surgery import encoder_layers, ffn_neuron_scores, keep_layers, layout, narrow_ffn
 
 
 def _classifier(path: Path):
@@ -108,6 +108,26 @@ def test_keep_layers_keeps_those_weights(tiny_classifier: Path) -> None:
     assert model(**batch).logits.shape == (1, 2)
 
 
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_keep_layers_keeps_them_in_order_renumbered_in_the_models_own_config(kind: str) -> None:
+    """Of three layers, the first and the last: in that order, each told its new position (caches index layers
+    by it), the depth recorded wherever the model keeps it (DistilBERT's holder too), and no per-layer sizes added
+    to the config (those are a pruned model's)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    sizes = {"num_hidden_layers": 3, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    if kind == "distilbert":
+        sizes = {"n_layers": 3, "dim": 32, "n_heads": 4, "hidden_dim": 64}
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(kind, **sizes))
+    first, _, last = encoder_layers(model)
+    keep_layers(model, [0, 2])
+    assert list(encoder_layers(model)) == [first, last]
+    for position, layer in enumerate(encoder_layers(model)):
+        assert all(module.layer_idx == position for module in layer.modules() if hasattr(module, "layer_idx"))
+    assert getattr(getattr(model.base_model, layout(model).holder), "n_layers", 2) == 2
+    assert model.config.num_hidden_layers == 2 and not hasattr(model.config, "heads_per_layer")
+
+
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
@@ -167,6 +187,8 @@ def test_narrow_ffn_keeps_the_strongest_neurons_and_reloads(tiny_classifier: Pat
     assert torch.allclose(reloaded(**batch).logits, model(**batch).logits, atol=1e-6)
     with pytest.raises(OptbenchError, match=r"intermediate_size = 65: use 1 to 16"):
         narrow_ffn(model, 65)
+    with pytest.raises(OptbenchError, match=r"intermediate_size = 0: use 1 to 16"):
+        narrow_ffn(model, 0)
 
 
 def test_narrow_ffn_on_an_unevenly_pruned_model_keeps_narrower_layers_whole(tiny_classifier: Path) -> None:
