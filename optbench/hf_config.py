@@ -47,18 +47,26 @@ DISTILBERT_KEYS = {"num_hidden_layers": "n_layers", "num_attention_heads": "n_he
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
+def check_model_folder(folder: Path, option: str | None = None) -> None:
+    """Refuse a checkpoint path that is a file or names nothing: the recipe's checkpoint, or the folder the command
+    line's `option` (--model) names, which cannot be the built-in default."""
+    named = option or "model folder"
+    if folder.is_file():
+        raise OptbenchError(
+            f"{named} {folder} is a file{', not a folder' if option else ''}: give the checkpoint folder that holds "
+            "config.json and the weights"
+        )
+    if not folder.is_dir():
+        default = "" if option else ', or "default"'
+        raise OptbenchError(
+            f"{named} {folder} does not exist: give a Hugging Face checkpoint folder{default} ({SAVE_FROM_HUB})"
+        )
+
+
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
     weights and a tokenizer vocabulary, none of them a Git LFS pointer)."""
-    if folder.is_file():
-        raise OptbenchError(
-            f"model folder {folder} is a file: give the checkpoint folder that holds config.json and the weights"
-        )
-    if not folder.is_dir():
-        raise OptbenchError(
-            f'model folder {folder} does not exist: give a Hugging Face checkpoint folder, or "default" '
-            f"({SAVE_FROM_HUB})"
-        )
+    check_model_folder(folder)
     weights = weight_files(folder)
     _check_not_lfs_pointers(folder, weights)
     config_path = folder / "config.json"

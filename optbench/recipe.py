@@ -19,7 +19,7 @@ from optbench.data_files import READ_FIXES
 from optbench.encoding import parse_seq_len
 from optbench.errors import OptbenchError, listed
 from optbench.formats import FORMAT_NAMES, in_words, step_input_refusal
-from optbench.hf_config import SAVE_FROM_HUB
+from optbench.hf_config import check_model_folder
 from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
 from optbench.steps import LABEL, LABEL_RULE, RecipeStep, parse_step
@@ -273,15 +273,7 @@ def with_inputs(
     """The recipe run on another checkpoint folder and/or dataset file (paths from the current directory), and/or
     with other text and label columns."""
     if model is not None:
-        if model.is_file():
-            raise OptbenchError(
-                f"--model {model} is a file, not a folder: give the checkpoint folder that holds config.json and the "
-                "weights"
-            )
-        if not model.is_dir():
-            raise OptbenchError(
-                f"--model {model} does not exist: give a Hugging Face checkpoint folder ({SAVE_FROM_HUB})"
-            )
+        check_model_folder(model, "--model")
         recipe = replace(recipe, checkpoint=str(model.resolve()))
     if dataset is not None:
         check_dataset_path(dataset, "--dataset")
