@@ -7,7 +7,6 @@ every chain starts from the baseline, and every step's output is a variant the b
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -100,8 +99,8 @@ def _check_recipe_path(path: Path) -> None:
 def _is_budget_file(path: Path) -> bool:
     """Whether a .toml file holds [[budget]] tables (optbench gate's), not a recipe; False where it cannot be read."""
     try:
-        return "budget" in tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "budget" in read_toml(path, "recipe")
+    except OptbenchError:
         return False
 
 
