@@ -32,7 +32,7 @@ from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
-from optbench.table import commit_label, missing, records_json, said_once
+from optbench.table import commit_label, markdown_lines, missing, records_json, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -305,13 +305,12 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: 
         return "\n".join([*head, "no changes: every figure compared is not significant"]) + "\n"
     line, columns = said_once(table, COLUMNS)  # as in a run's table
     lines = [*head, *([line, ""] if line else [])]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "|".join(" --- " for _ in columns) + "|")
+    rows = []
     for row in table.to_dict("records"):
         cells = {column: _cell(column, row[column]) for column in columns}
         cells["a"], cells["b"] = _told_apart(row["a"], row["b"])
-        lines.append("| " + " | ".join(cells[column] for column in columns) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([cells[column] for column in columns])
+    return "\n".join(lines + markdown_lines(columns, rows)) + "\n"
 
 
 def _cell(column: str, value: object, extra_decimals: int = 0) -> str:

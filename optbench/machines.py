@@ -24,6 +24,7 @@ from optbench.table import (
     format_cell,
     format_number,
     format_speedup,
+    markdown_lines,
     missing,
     no_rows,
     records_json,
@@ -175,9 +176,7 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
         lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark
     lines += [*(["", line] if line else []), ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(column, row) for column in columns) + " |")
+    lines += markdown_lines(columns, ([_cell(column, row) for column in columns] for _, row in table.iterrows()))
     if table.filter(like="noise_floor_pct@").notna().any(axis=None):
         lines += [
             "",

@@ -235,8 +235,14 @@ def format_speedup(speedup: float, noise_floor_pct: float | None) -> str:
 
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """The rows of `frame` as Markdown table lines (header, rule, one line a row) of `columns`."""
+    return markdown_lines(columns, ([format_cell(c, row) for c in columns] for _, row in frame.iterrows()))
+
+
+def markdown_lines(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    """Markdown table lines: the header of `columns`, its rule, then one line a row of cells already written."""
+    columns = list(columns)
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    return lines + ["| " + " | ".join(format_cell(c, row) for c in columns) + " |" for _, row in frame.iterrows()]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
 def format_cell(column: str, row: pd.Series) -> str:
