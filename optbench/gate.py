@@ -21,6 +21,7 @@ from optbench.budget import SHAPED, SIZE, Budget, Limit, written_unit
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.failures import FailedJob
 from optbench.measure import ratio_interval
+from optbench.peers.speedup import budget_words
 from optbench.relative_speedup import RowChoice
 from optbench.report import Measurement, Report
 from optbench.runtimes import RuntimeSpec, names_of
@@ -244,7 +245,7 @@ def _speedup_vs_peer(
     """The fastest peer's p50 over this variant's with its interval, and that peer; as the report's
     `speedup_vs_peer`, among the peers within the peer accuracy budget at the budget's shape on the same machine
     and device. Why it cannot be had (not measured, beyond the budget, no such peer) otherwise."""
-    points = f"{budget.peer_budget_points:g} point" + ("" if budget.peer_budget_points == 1 else "s")
+    points = budget_words(budget.peer_budget_points)
     own = _at(report, budget.batch_size, budget.seq_len)
     if own is None:
         return _unmeasured(report, shape)

@@ -12,7 +12,7 @@ import pandas as pd
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.measure import gap_pct
-from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers
+from optbench.peers.speedup import DEFAULT_BUDGET_POINTS, add_speedup_vs_peers, budget_words
 from optbench.report import COLUMNS, EXTRA_COLUMNS, Report
 
 MARKDOWN_COLUMNS = [
@@ -188,9 +188,10 @@ def _fastest_peers(group: pd.DataFrame, budget_points: float) -> list[str]:
     columns = ["batch_size", "seq_len", "device", "machine", "fastest_peer", "fastest_peer_p50_ms"]
     bars = group.loc[group["fastest_peer"].notna(), columns].drop_duplicates()
     several = bars[["device", "machine"]].drop_duplicates().shape[0] > 1  # say where, when it differs
+    within = f"(within {budget_words(budget_points)} of accuracy drop)"
     return [
         f"{peer}, p50 {format_number(p50)} ms, at batch {b} x {s}"
-        f"{f' on {device}, machine {machine}' if several else ''} (within {budget_points:g} point(s) of accuracy drop)"
+        f"{f' on {device}, machine {machine}' if several else ''} {within}"
         for b, s, device, machine, peer, p50 in bars.itertuples(index=False)
     ]
 

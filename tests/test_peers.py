@@ -623,7 +623,7 @@ def test_the_table_marks_peers_and_names_the_fastest(tmp_path: Path) -> None:
     assert "| baseline+peer-optimum (peer) |" in text
     assert "| baseline+onnx+quantize-dynamic |" in text and "| baseline |" in text  # only the peer is marked
     assert "- **fastest peer**: baseline+peer-optimum on onnxruntime, p50 " in text
-    assert "ms, at batch 1 x 128 (within 100 point(s) of accuracy drop)" in text
+    assert "ms, at batch 1 x 128 (within 100 points of accuracy drop)" in text
     assert "speedup_vs_peer" in next(line for line in text.splitlines() if line.startswith("| variant"))
     assert "speedup_vs_peer" not in render(to_frame([make_report(), ours]), "md")  # no peers: no column
 
@@ -633,7 +633,7 @@ def test_report_peer_budget_on_the_command_line(tmp_path: Path, capsys) -> None:
     for report in (make_report(), ours, make_report(("peer-optimum",), runtime=RuntimeSpec("onnxruntime"))):
         write_report(report, tmp_path)
     assert main(["report", str(tmp_path), "--peer-budget", "100"]) == 0
-    assert "within 100 point(s) of accuracy drop" in capsys.readouterr().out
+    assert "within 100 points of accuracy drop" in capsys.readouterr().out
     # by-machine tables have no speedup_vs_peer: a budget given there was silently ignored
     assert main(["report", str(tmp_path), "--by-machine", "--peer-budget", "1"]) == 2
     assert "error: --by-machine tables have no speedup_vs_peer: drop --peer-budget" in capsys.readouterr().err

@@ -14,6 +14,11 @@ DEFAULT_BUDGET_POINTS = 1.0
 GROUP = ["recipe", "run_id", "machine", "device", "batch_size", "seq_len"]
 
 
+def budget_words(budget_points: float) -> str:
+    """The peer budget as the table and the gate say it: "1 point", "0.5 points"."""
+    return f"{budget_points:g} point{'' if budget_points == 1 else 's'}"
+
+
 def add_speedup_vs_peers(frame: pd.DataFrame, budget_points: float = DEFAULT_BUDGET_POINTS) -> pd.DataFrame:
     """`frame` (one row per variant, runtime and shape, with a boolean `peer` column) with `fastest_peer`,
     `fastest_peer_p50_ms` and `speedup_vs_peer` filled in where a run has peers within the budget."""
