@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optbench.configs import check_keys, read_toml
+from optbench.configs import check_keys, read_toml, toml_value
 from optbench.errors import OptbenchError, did_you_mean
 from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
 from optbench.relative_speedup import RowChoice
@@ -135,29 +135,32 @@ def parse_budget(entry: dict[str, Any], where: str) -> Budget:
         raise OptbenchError(f"{where} sets no limit: add one of {list(LIMIT_UNITS)}")
     name = entry.get("name", where.rsplit(" ", 1)[-1])
     if not isinstance(name, str) or not name.strip():  # name = 3 was shown as "3", name = ["a"] as "['a']"
-        raise OptbenchError(f'{where} name = {name!r}: give the text the gate shows for it, e.g. name = "latency"')
+        raise OptbenchError(
+            f'{where} name = {toml_value(name)}: give the text the gate shows for it, e.g. name = "latency"'
+        )
     batch_size, seq_len = entry.get("batch_size"), entry.get("seq_len")
     shaped = [limit.key for limit in limits if limit.key in SHAPED]
     if shaped and (batch_size is None or seq_len is None):
         raise OptbenchError(f'{where}: {shaped} hold at one shape: add batch_size = 1 and seq_len = 128 (or "data")')
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise OptbenchError(f"{where} batch_size = {batch_size!r}: give a positive integer")
+        raise OptbenchError(f"{where} batch_size = {toml_value(batch_size)}: give a positive integer")
     if (
         seq_len is not None
         and seq_len != "data"
         and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1)
     ):
-        raise OptbenchError(f'{where} seq_len = {seq_len!r}: give a positive integer or "data"')
+        raise OptbenchError(f'{where} seq_len = {toml_value(seq_len)}: give a positive integer or "data"')
     peer_budget = entry.get("peer_max_accuracy_drop")
     if peer_budget is not None and "min_speedup_vs_peer" not in entry:  # alone it limits nothing, silently
         raise OptbenchError(
-            f"{where} peer_max_accuracy_drop = {peer_budget!r}: it chooses the peers min_speedup_vs_peer is measured "
-            "against, so it goes beside a min_speedup_vs_peer; to limit a variant's own drop, use max_accuracy_drop"
+            f"{where} peer_max_accuracy_drop = {toml_value(peer_budget)}: it chooses the peers min_speedup_vs_peer "
+            "is measured against, so it goes beside a min_speedup_vs_peer; to limit a variant's own drop, use "
+            "max_accuracy_drop"
         )
     against = entry.get("speedup_against")
     if against is not None and (not isinstance(against, str) or "min_speedup" not in entry):
         raise OptbenchError(
-            f"{where} speedup_against = {against!r}: it names the row min_speedup is measured against, as a "
+            f"{where} speedup_against = {toml_value(against)}: it names the row min_speedup is measured against, as a "
             'string (speedup_against = "baseline/torch/cuda/fp32") beside a min_speedup'
         )
     return Budget(
@@ -188,7 +191,9 @@ def _patterns(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise OptbenchError(f'{where} {key} = {value!r}: give a list of names or patterns, e.g. ["baseline+*"]')
+        raise OptbenchError(
+            f'{where} {key} = {toml_value(value)}: give a list of names or patterns, e.g. ["baseline+*"]'
+        )
     return tuple(value)
 
 
@@ -257,17 +262,21 @@ def written_unit(text: str) -> str:
 def parse_amount(key: str, value: Any, units: dict[str, float], example: str, where: str) -> float:
     """A number with one of `units` (`value` as written), in the unit reports use."""
     if not isinstance(value, str):
-        raise OptbenchError(f"{where} {key} = {value!r} has no unit: write it with one, e.g. {key} = {example}")
+        raise OptbenchError(
+            f"{where} {key} = {toml_value(value)} has no unit: write it with one, e.g. {key} = {example}"
+        )
     match = _AMOUNT.match(value)
     if match is None:
-        raise OptbenchError(f"{where} {key} = {value!r} is not a number with a unit: e.g. {key} = {example}")
+        raise OptbenchError(f"{where} {key} = {toml_value(value)} is not a number with a unit: e.g. {key} = {example}")
     number, unit, rest = float(match.group(1)), match.group(2).lower(), match.group(3)
     if not math.isfinite(number):  # 1e999 reads as infinity: a limit every figure passes (or none)
-        raise OptbenchError(f"{where} {key} = {value!r} is not a finite number: e.g. {key} = {example}")
+        raise OptbenchError(f"{where} {key} = {toml_value(value)} is not a finite number: e.g. {key} = {example}")
     if number < 0:
-        raise OptbenchError(f"{where} {key} = {value!r} is negative: a limit is 0 or more, e.g. {key} = {example}")
+        raise OptbenchError(
+            f"{where} {key} = {toml_value(value)} is negative: a limit is 0 or more, e.g. {key} = {example}"
+        )
     if rest or unit not in units:
         raise OptbenchError(
-            f"{where} {key} = {value!r}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
+            f"{where} {key} = {toml_value(value)}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
         )
     return number * units[unit]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -20,6 +21,27 @@ T = TypeVar("T")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers TOML has
 
 
+def toml_value(value: Any) -> str:
+    """`value` as a recipe writes it in TOML (true, "fp16", [1, 2], {a = 1}), for the messages that quote a setting:
+    Python's repr (True, 'fp16') is not what the user wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(key)} = {toml_value(item)}" for key, item in value.items()) + "}"
+    if hasattr(value, "isoformat"):  # TOML's dates and times
+        return value.isoformat()
+    return str(value)
+
+
+def _toml_key(key: str) -> str:
+    """A table key as TOML writes it: bare when it may be, quoted otherwise."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
 def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
     """Build `cls` from `table`; `where` names the table in error messages (e.g. `[dataset]`, or
     `[[steps]] #2 (distill)`), those of the config's own checks too (see `settings_of`)."""
@@ -29,10 +51,12 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
     for key, value in table.items():
         expected = hints[key]
         if not _finite(value):
-            raise OptbenchError(f"{where} {key} = {value!r}: give a finite number (nan and inf are not settings)")
+            raise OptbenchError(
+                f"{where} {key} = {toml_value(value)}: give a finite number (nan and inf are not settings)"
+            )
         if not _matches(value, expected):
             wanted = _describe(expected) + _as_list(value, expected)
-            raise OptbenchError(f"{where} {key} = {value!r} has the wrong type: expected {wanted}")
+            raise OptbenchError(f"{where} {key} = {toml_value(value)} has the wrong type: expected {wanted}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
     try:
         with settings_of(where):
@@ -113,7 +137,7 @@ def check_no_repeats(key: str, values: Sequence[Any]) -> None:
     would measure or build the same thing twice under another name."""
     repeated = [value for value, count in Counter(values).items() if count > 1]  # in one pass: lists may be long
     if repeated:
-        raise OptbenchError(f"{key} lists {repeated} more than once: drop the repeats")
+        raise OptbenchError(f"{key} lists {toml_value(repeated)} more than once: drop the repeats")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -179,7 +203,7 @@ def _describe(expected: Any, plural: bool = False) -> str:
         described = " or ".join(_describe(arm, plural) for arm in arms if arm is not type(None))
         return f"{described}, or no value (leave the key out)" if type(None) in arms else described
     if origin is typing.Literal:
-        return " or ".join(repr(a) for a in typing.get_args(expected))
+        return " or ".join(toml_value(a) for a in typing.get_args(expected))
     if origin in (tuple, list):
         args = [a for a in typing.get_args(expected) if a is not Ellipsis]
         return f"a list of {_describe(args[0], plural=True)}" if args else "a list"

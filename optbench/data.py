@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optbench.configs import toml_value
 from optbench.data_files import FILE_SUFFIXES, read_table
 from optbench.errors import OptbenchError, did_you_mean, listed, require_package
 
@@ -73,8 +74,8 @@ class DatasetConfig:
         ignored, so a recipe that asked a 30% validation split got the file's."""
         if ignored := _set_among(self, HASH_SPLIT_OPTIONS):
             raise OptbenchError(
-                f"split_column = {self.split_column!r} gives every row its split, so {', '.join(ignored)} would be "
-                "ignored: drop them, or drop split_column to split the rows by hash"
+                f"split_column = {toml_value(self.split_column)} gives every row its split, so "
+                f"{', '.join(ignored)} would be ignored: drop them, or drop split_column to split the rows by hash"
             )
 
 
@@ -199,7 +200,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
 def _set_among(config: DatasetConfig, names: Collection[str]) -> list[str]:
     """`name = value` for each field of `config` among `names` that is set to other than its default."""
     return [
-        f"{f.name} = {getattr(config, f.name)!r}"
+        f"{f.name} = {toml_value(getattr(config, f.name))}"
         for f in fields(config)
         if f.name in names and getattr(config, f.name) != f.default
     ]

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict, config_to_dict, read_toml, recipe_path, settings_of
+from optbench.configs import (
+    check_keys,
+    config_from_dict,
+    config_to_dict,
+    read_toml,
+    recipe_path,
+    settings_of,
+    toml_value,
+)
 from optbench.data import BUILTIN, RUN_OPTIONS, DatasetConfig, check_dataset_path
 from optbench.data_files import READ_FIXES
 from optbench.encoding import parse_seq_len
@@ -112,13 +120,14 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     description = table.get("description", "")
     if not isinstance(description, str):  # it was turned into one: description = 3 read as "3"
         raise OptbenchError(
-            f'recipe description = {description!r} has the wrong type: expected a string, e.g. description = "..."'
+            f"recipe description = {toml_value(description)} has the wrong type: expected a string, e.g. "
+            'description = "..."'
         )
     model = _table(table, "model")
     check_keys(model, MODEL_KEYS, "[model]")
     checkpoint = model.get("checkpoint", DEFAULT_MODEL)
     if not isinstance(checkpoint, str):
-        raise OptbenchError(f'[model] checkpoint = {checkpoint!r}: give "default" or a folder path')
+        raise OptbenchError(f'[model] checkpoint = {toml_value(checkpoint)}: give "default" or a folder path')
     if checkpoint != DEFAULT_MODEL:
         checkpoint = recipe_path(base, checkpoint)
     finetune = config_from_dict(FinetuneConfig, _table(model, "finetune", "model.finetune"), "[model.finetune]")

@@ -216,7 +216,7 @@ def test_a_failed_a_a_repeat_loses_only_the_noise_floor(
 
 def test_a_bench_config_made_in_code_refuses_a_runtime_listed_twice() -> None:
     # the check sat in the recipe reader, so a BenchConfig built by code timed the same runtime twice
-    with pytest.raises(OptbenchError, match=r"^runtimes lists \['torch-cpu-fp32'\] more than once"):
+    with pytest.raises(OptbenchError, match=r'^runtimes lists \["torch-cpu-fp32"\] more than once'):
         BenchConfig(runtimes=(RuntimeSpec("torch"), RuntimeSpec("torch", "cpu", "fp32")))
 
 

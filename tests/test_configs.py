@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -9,7 +10,7 @@ from typing import Any, Literal
 import pytest
 
 from optbench.bench import BenchConfig
-from optbench.configs import check_keys, config_from_dict, config_to_dict
+from optbench.configs import check_keys, config_from_dict, config_to_dict, toml_value
 from optbench.data import DatasetConfig
 from optbench.errors import OptbenchError
 from optbench.steps.distill import DistillConfig
@@ -90,9 +91,9 @@ def test_check_keys_accepts_known_keys() -> None:
         ("weights", [0.5, "1"], "a list of numbers"),
         ("weights", [True], "a list of numbers"),
         ("flag", [True], "true or false"),
-        ("lengths", [64, "long"], "a list of integers or 'data'"),
-        ("lengths", "data", "a list of integers or 'data': write it as a list, [\"data\"]"),
-        ("mode", "slow", "'fast' or 'exact'"),
+        ("lengths", [64, "long"], 'a list of integers or "data"'),
+        ("lengths", "data", 'a list of integers or "data": write it as a list, ["data"]'),
+        ("mode", "slow", '"fast" or "exact"'),
         ("flag", 1, "true or false"),
         ("flag", "yes", "true or false"),
     ],
@@ -100,7 +101,29 @@ def test_check_keys_accepts_known_keys() -> None:
 def test_wrong_types_are_refused(key: str, value: Any, expected: str) -> None:
     with pytest.raises(OptbenchError) as info:
         config_from_dict(Knobs, {key: value}, "[knobs]")
-    assert str(info.value) == f"[knobs] {key} = {value!r} has the wrong type: expected {expected}"
+    assert str(info.value) == f"[knobs] {key} = {toml_value(value)} has the wrong type: expected {expected}"
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (True, "true"),
+        (False, "false"),
+        ("no", '"no"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("café", '"café"'),
+        (3, "3"),
+        (0.5, "0.5"),
+        (float("nan"), "nan"),
+        ([1, "a", True], '[1, "a", true]'),
+        ((64, "data"), '[64, "data"]'),
+        ({"scale": 0.5, "two words": [False]}, '{scale = 0.5, "two words" = [false]}'),
+        (datetime.date(2026, 12, 3), "2026-12-03"),
+    ],
+)
+def test_settings_are_quoted_as_toml_writes_them(value: Any, written: str) -> None:
+    """A user who wrote fuse = "no" was shown fuse = 'no', and flag = true as flag = True."""
+    assert toml_value(value) == written
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_builtin_split_is_deterministic(builtin: LabelledData) -> None:
 )
 def test_column_settings_on_the_builtin_dataset_are_refused(option: str, value: str) -> None:
     """A recipe that named its file's columns but no source ran on the movie reviews: the settings were ignored."""
-    message = rf"\[dataset\] {option} = '{value}' name columns of a file, and the source is the built-in "
+    message = rf'\[dataset\] {option} = "{value}" name columns of a file, and the source is the built-in '
     with pytest.raises(OptbenchError, match=message + r"'rotten-tomatoes': set source to your \.csv"):
         load_dataset(DatasetConfig(**{option: value}))
 
@@ -468,8 +468,8 @@ def test_hash_split_settings_beside_a_split_column_are_refused(tmp_path: Path, s
     recipe = tmp_path / "recipe.toml"
     lines = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
     recipe.write_text(f'[dataset]\nsource = "data.csv"\nsplit_column = "part"\n{lines}\n')
-    ignored = ", ".join(f"{key} = {value!r}" for key, value in settings.items())  # in DatasetConfig's order
-    message = f"[dataset] split_column = 'part' gives every row its split, so {ignored} would be ignored: drop them"
+    ignored = ", ".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())  # in order
+    message = f'[dataset] split_column = "part" gives every row its split, so {ignored} would be ignored: drop them'
     with pytest.raises(OptbenchError, match=re.escape(message)):
         load_recipe(recipe)
 

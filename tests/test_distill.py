@@ -420,7 +420,7 @@ def test_distill_recipe_benchmarks_two_students_beside_the_teacher(
         ("layers = [1, 0]", "increasing order"),
         (  # the checkpoint's "give a folder, or 'default'" sent a student to a name distill does not take
             'student = "no-such-folder"',
-            "is no folder: give 'teacher', 'paraphrase-minilm-l3' or a checkpoint folder (a relative path",
+            'is no folder: give "teacher", "paraphrase-minilm-l3" or a checkpoint folder (a relative path',
         ),
         (
             'student = "Paraphrase-MiniLM-L3"',

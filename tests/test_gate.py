@@ -346,15 +346,15 @@ def test_the_newest_run_is_gated() -> None:
             '[[budget]]\nmax_size = "1 GB"\n[[budget]]\nname = "latency"\nmax_latency = "5 ms"\n',
             r"\['max_latency'\] in .* \[\[budget\]\] #2 \(latency\): known keys",
         ),
-        ('[[budget]]\nmax_size = "5 ms"\n', r"max_size = '5 ms': the unit must be one of \['gb', 'gib'"),
-        (f'[[budget]]\n{SHAPE}max_p50 = "5 MB"\n', r"max_p50 = '5 MB': the unit must be one of \['ms', 's', 'us'\]"),
+        ('[[budget]]\nmax_size = "5 ms"\n', r"max_size = \"5 ms\": the unit must be one of \['gb', 'gib'"),
+        (f'[[budget]]\n{SHAPE}max_p50 = "5 MB"\n', r"max_p50 = \"5 MB\": the unit must be one of \['ms', 's', 'us'\]"),
         (f"[[budget]]\n{SHAPE}max_p50 = 5\n", r"max_p50 = 5 has no unit: write it with one, e.g. max_p50 = \"10 ms\""),
         ('[[budget]]\nmax_accuracy_drop = "1%"\n', r"the unit must be one of \['point', 'points', 'pp', 'pt'\]"),
         ('[[budget]]\nmin_speedup = "fast"\n', "is not a number with a unit"),
-        (f'[[budget]]\n{SHAPE}max_p50 = "1e999 ms"\n', r"max_p50 = '1e999 ms' is not a finite number: e.g. max_p50 ="),
-        ('[[budget]]\nmax_size = "-5 MB"\n', r"max_size = '-5 MB' is negative: a limit is 0 or more, e.g. max_size ="),
-        ('[[budget]]\nmax_size = "1 GB 500 MB"\n', r"max_size = '1 GB 500 MB': the unit must be one of"),
-        ('[[budget]]\nmax_accuracy_drop = "-1e999 points"\n', r"'-1e999 points' is not a finite number"),
+        (f'[[budget]]\n{SHAPE}max_p50 = "1e999 ms"\n', r'max_p50 = "1e999 ms" is not a finite number: e.g. max_p50 ='),
+        ('[[budget]]\nmax_size = "-5 MB"\n', r'max_size = "-5 MB" is negative: a limit is 0 or more, e.g. max_size ='),
+        ('[[budget]]\nmax_size = "1 GB 500 MB"\n', r"max_size = \"1 GB 500 MB\": the unit must be one of"),
+        ('[[budget]]\nmax_accuracy_drop = "-1e999 points"\n', r"\"-1e999 points\" is not a finite number"),
         ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nbatch_size = 1\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nname = "empty"\n', "sets no limit"),
@@ -362,7 +362,7 @@ def test_the_newest_run_is_gated() -> None:
             '[[budget]]\nname = 3\nmax_size = "1 GB"\n',
             r"#1 name = 3: give the text the gate shows for it, e\.g\. name =",
         ),
-        ('[[budget]]\nname = " "\nmax_size = "1 GB"\n', r"#1 name = ' ': give the text the gate shows for it"),
+        ('[[budget]]\nname = " "\nmax_size = "1 GB"\n', r"#1 name = \" \": give the text the gate shows for it"),
         ('[[budget]]\nvariants = []\nmax_size = "1 GB"\n', "give a list of names or patterns"),
         ('[limits]\nmax_size = "1 GB"\n', r"unknown key\(s\) \['limits'\]"),
         ("# nothing here\n", "has no budgets"),
@@ -508,13 +508,13 @@ def test_a_runtime_named_as_the_report_s_runtime_column_shows_it_picks_its_rows(
 def test_bad_shape_values_are_refused() -> None:
     with pytest.raises(OptbenchError, match="batch_size = 0: give a positive integer"):
         parse_budget({"batch_size": 0, "seq_len": 128, "max_p50": "1 ms"}, "b")
-    with pytest.raises(OptbenchError, match="seq_len = 'long'"):
+    with pytest.raises(OptbenchError, match='seq_len = "long"'):
         parse_budget({"batch_size": 1, "seq_len": "long", "max_p50": "1 ms"}, "b")
-    with pytest.raises(OptbenchError, match="seq_len = True: give a positive integer"):
+    with pytest.raises(OptbenchError, match="seq_len = true: give a positive integer"):
         parse_budget({"batch_size": 1, "seq_len": True, "max_p50": "1 ms"}, "b")
     with pytest.raises(OptbenchError, match="seq_len = 0: give a positive integer"):
         parse_budget({"batch_size": 1, "seq_len": 0, "max_p50": "1 ms"}, "b")
-    with pytest.raises(OptbenchError, match="batch_size = True: give a positive integer"):  # judged batch 1
+    with pytest.raises(OptbenchError, match="batch_size = true: give a positive integer"):  # judged batch 1
         parse_budget({"batch_size": True, "seq_len": 128, "max_p50": "1 ms"}, "b")
 
 
@@ -692,7 +692,7 @@ def test_cli_bad_budget_exits_2_and_writes_no_junit(tmp_path: Path, capsys) -> N
     bad = _budget('[[budget]]\nmax_size = "12 parsecs"\n', tmp_path)
     junit = tmp_path / "gate.xml"
     assert main(["gate", "--budget", str(bad), str(results), "--junit", str(junit)]) == 2
-    assert "max_size = '12 parsecs': the unit must be one of" in capsys.readouterr().err
+    assert 'max_size = "12 parsecs": the unit must be one of' in capsys.readouterr().err
     assert not junit.exists()
     unknown = _budget('[[budget]]\nmax_size = "1 GB"\nmin_throughput = "100 sps"\n', tmp_path)
     assert main(["gate", "--budget", str(unknown), str(results)]) == 2

@@ -437,7 +437,7 @@ def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:
         ('[bench]\nruntimes = [{name = "torch", options = "fast"}]', "options must be a table"),
         (
             '[bench]\nruntimes = ["torch", {name = "torch", options = {compile = false}}]',
-            r"lists \['torch-cpu-fp32'\] more than once",
+            r'lists \["torch-cpu-fp32"\] more than once',
         ),
         ("[bench]\nruntimes = []", "needs at least one runtime"),
         (
@@ -464,12 +464,12 @@ def test_bad_runtimes(tmp_path: Path, text: str, message: str) -> None:
         ("[bench]\nbatch_sizes = [1, -4]", r"batch_sizes \[-4\] are not positive integers"),
         # a repeated shape's jobs share one key: its stored timings would be pooled twice (intervals too narrow)
         ("[bench]\nbatch_sizes = [8, 1, 8]", r"\[bench\] batch_sizes lists \[8\] more than once: drop the repeats"),
-        ('[bench]\nseq_lens = [16, "data", 16, "data"]', r"seq_lens lists \[16, 'data'\] more than once"),
+        ('[bench]\nseq_lens = [16, "data", 16, "data"]', r'seq_lens lists \[16, "data"\] more than once'),
         ("[bench]\nbatch_sizes = [1.5]", r"batch_sizes = \[1\.5\] has the wrong type: expected a list of integers"),
         ('[bench]\nbatch_sizes = ["8"]', "batch_sizes .* has the wrong type"),
         ("[bench]\nthreads = 0", "threads=0"),
-        ('[bench]\nthreads = "all"', r"\[bench\] threads = 'all' has the wrong type: expected an integer"),
-        ('[bench]\nwarmup = "x"', r"\[bench\] warmup = 'x' has the wrong type: expected an integer"),
+        ('[bench]\nthreads = "all"', r'\[bench\] threads = "all" has the wrong type: expected an integer'),
+        ('[bench]\nwarmup = "x"', r'\[bench\] warmup = "x" has the wrong type: expected an integer'),
         ("[bench]\nmin_seconds = 10\nmax_seconds = 1", r"max_seconds \(1\) is below min_seconds \(10\)"),
     ],
 )
@@ -505,7 +505,7 @@ def test_recipe_name_must_be_a_string(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "shown"), [("description = 3", "3"), ('description = ["int8", "cpu"]', "['int8', 'cpu']")]
+    ("text", "shown"), [("description = 3", "3"), ('description = ["int8", "cpu"]', '["int8", "cpu"]')]
 )
 def test_a_description_that_is_not_a_string_is_refused(tmp_path: Path, text: str, shown: str) -> None:
     """It was turned into one, as no other key's value is."""
@@ -530,7 +530,7 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
     [
         (
             '[model.finetune]\nepochs = "two"',
-            r"\[model.finetune\] epochs = 'two' has the wrong type: expected a number",
+            r'\[model.finetune\] epochs = "two" has the wrong type: expected a number',
         ),
         (
             "[model.finetune]\nbatch_size = 8.0",
@@ -538,7 +538,7 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
         ),
         (
             "[model.finetune]\nmax_train_rows = true",
-            r"max_train_rows = True has the wrong type: expected an integer, or no value",
+            r"max_train_rows = true has the wrong type: expected an integer, or no value",
         ),
         ("[model.finetune]\nepochs = 0", r"^\[model.finetune\] needs epochs > 0"),
         ("[model]\ncheckpoint = 3", r"\[model\] checkpoint = 3: give \"default\" or a folder path"),
@@ -549,7 +549,7 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
         ("[dataset]\ntest_fraction = 0", r"^\[dataset\] fractions .* out of range"),
         ('steps = ["finetune"]', "steps must be an array of tables"),
         ('steps = {name = "finetune"}', "steps must be an array of tables"),
-        ("[[steps]]\nname = 'finetune'\nepochs = 'one'", r"\[\[steps\]\] #1 \(finetune\) epochs = 'one' has the wrong"),
+        ("[[steps]]\nname = 'finetune'\nepochs = 'one'", r'\[\[steps\]\] #1 \(finetune\) epochs = "one" has the wrong'),
         (
             "[[steps]]\nname = 'finetune'\n[[chains]]\n[[chains.steps]]\nname = 'finetune'",
             "either \\[\\[steps\\]\\] .* or",

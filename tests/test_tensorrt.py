@@ -45,7 +45,7 @@ def test_step_and_runtime_are_registered() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"precision": "int4"}, "precision = 'int4'"),
+        ({"precision": "int4"}, 'precision = "int4"'),
         ({"batch_sizes": (1, 0)}, "batch_sizes [0] are not positive integers: give e.g. [1, 32], or leave them out"),
         (  # [bench]'s cap: an engine's profile for 10**9 rows passed, to be built on the GPU
             {"batch_sizes": (1, 10**9)},
@@ -62,7 +62,7 @@ def test_step_and_runtime_are_registered() -> None:
         ({"workspace_mib": 0}, "workspace_mib = 0"),
         ({"calibration_samples": 8, "calibration_batch_size": 16}, "calibration_batch_size <= calibration_samples"),
         ({"calibration_batch_size": 0}, "calibration_batch_size = 0"),
-        ({"calibration_method": "percentile"}, 'calibration_method = \'percentile\': use "minmax" or "entropy"'),
+        ({"calibration_method": "percentile"}, 'calibration_method = "percentile": use "minmax" or "entropy"'),
     ],
 )
 def test_bad_configs_name_the_value_and_the_fix(kwargs: dict, message: str) -> None:

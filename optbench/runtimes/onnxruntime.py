@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from optbench.artifact import ModelArtifact
+from optbench.configs import toml_value
 from optbench.environment import TF32_OVERRIDE, cuda_gpu_name, tensorrt_version
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
@@ -182,7 +183,7 @@ class TrtProfile:
             if not (isinstance(value, list | tuple) and len(value) == 2) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
             ):
-                raise OptbenchError(f"trt_profile {key} = {value!r}: give [batch, sequence], e.g. {example}")
+                raise OptbenchError(f"trt_profile {key} = {toml_value(value)}: give [batch, sequence], e.g. {example}")
             shapes[key] = (value[0], value[1])
         profile = cls(**shapes)
         if not all(lo <= mid <= hi for lo, mid, hi in zip(profile.min, profile.opt, profile.max, strict=True)):

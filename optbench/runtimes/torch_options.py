@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from optbench.configs import toml_value
 from optbench.errors import OptbenchError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -41,11 +42,12 @@ class TorchOptions:
             mode = "default"
         if mode is not False and mode not in COMPILE_MODES:
             raise OptbenchError(
-                f"runtime torch compile = {mode!r}: use true, false or a torch.compile mode {list(COMPILE_MODES)}"
+                f"runtime torch compile = {toml_value(mode)}: use true, false or a torch.compile mode "
+                f"{list(COMPILE_MODES)}"
             )
         graphs = options.get("cuda_graphs", False)
         if not isinstance(graphs, bool):
-            raise OptbenchError(f"runtime torch cuda_graphs = {graphs!r}: use true or false")
+            raise OptbenchError(f"runtime torch cuda_graphs = {toml_value(graphs)}: use true or false")
         if graphs and device != "cuda":
             raise OptbenchError('runtime torch cuda_graphs = true needs device = "cuda"')
         if graphs and mode:
@@ -55,7 +57,7 @@ class TorchOptions:
             )
         freezing = options.get("freezing", False)
         if not isinstance(freezing, bool):
-            raise OptbenchError(f"runtime torch freezing = {freezing!r}: use true or false")
+            raise OptbenchError(f"runtime torch freezing = {toml_value(freezing)}: use true or false")
         if freezing and not mode:
             raise OptbenchError(
                 "runtime torch freezing = true is a torch.compile setting: add compile = true (or a mode)"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.artifact import MANIFEST, QUANTIZATION_FILE, ModelArtifact, content_hash
-from optbench.configs import config_from_dict, config_to_dict
+from optbench.configs import config_from_dict, config_to_dict, toml_value
 from optbench.data import LabelledData
 from optbench.environment import installed_version
 from optbench.errors import OptbenchError, did_you_mean
@@ -89,7 +89,7 @@ def parse_step(table: dict[str, Any], where: str) -> RecipeStep:
         )
     label = table.pop("label", None)
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
-        raise OptbenchError(f"{where} ({name}) label = {label!r}: {LABEL_RULE} (it names report files)")
+        raise OptbenchError(f"{where} ({name}) label = {toml_value(label)}: {LABEL_RULE} (it names report files)")
     where = f"{where} ({name})"
     config = config_from_dict(STEPS[name].config_type, table, where)
     return RecipeStep(config, label or getattr(config, "default_label", None), where)

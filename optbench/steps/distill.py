@@ -22,7 +22,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.atomic import write_npy_atomic
-from optbench.configs import config_to_dict, recipe_path
+from optbench.configs import config_to_dict, recipe_path, toml_value
 from optbench.data import LabelledData, Split
 from optbench.encoding import encode, load_tokenizer
 from optbench.environment import installed_version, usable_cores
@@ -160,7 +160,8 @@ class DistillConfig(TrainingConfig, LogitDistillation):
             folder = Path(self.student)
             if not folder.exists():  # read_hf_config's "give a folder, or 'default'" is the checkpoint's choice
                 raise OptbenchError(
-                    f"student = {self.student!r} is no folder: give {TEACHER!r}, {PARAPHRASE_L3!r} or a checkpoint "
+                    f"student = {toml_value(self.student)} is no folder: give {toml_value(TEACHER)}, "
+                    f"{toml_value(PARAPHRASE_L3)} or a checkpoint "
                     f"folder (a relative path is taken from the recipe's folder)"
                     f"{did_you_mean([folder.name], (TEACHER, PARAPHRASE_L3))}"
                 )

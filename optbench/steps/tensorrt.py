@@ -21,7 +21,7 @@ import numpy as np
 
 from optbench.artifact import ModelArtifact
 from optbench.bench import ACCURACY_BATCH_SIZE, BenchConfig, check_batch_sizes
-from optbench.configs import check_no_repeats, check_seed, config_to_dict
+from optbench.configs import check_no_repeats, check_seed, config_to_dict, toml_value
 from optbench.data import LabelledData
 from optbench.encoding import SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
@@ -71,7 +71,7 @@ class TensorRTConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "int8", "fp32"):
-            raise OptbenchError(f'precision = {self.precision!r}: use "fp16", "int8" or "fp32"')
+            raise OptbenchError(f'precision = {toml_value(self.precision)}: use "fp16", "int8" or "fp32"')
         check_batch_sizes(self.batch_sizes, ", or leave them out to take the recipe's [bench] batch_sizes")
         for seq_len in self.seq_lens:
             try:
@@ -95,7 +95,8 @@ class TensorRTConfig:
             )
         if self.calibration_method not in CALIBRATORS:
             raise OptbenchError(
-                f"calibration_method = {self.calibration_method!r}: use " + " or ".join(f'"{m}"' for m in CALIBRATORS)
+                f"calibration_method = {toml_value(self.calibration_method)}: use "
+                + " or ".join(f'"{m}"' for m in CALIBRATORS)
             )
         check_seed(self.seed)
 
