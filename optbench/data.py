@@ -212,7 +212,7 @@ def _check_no_file_options(config: DatasetConfig) -> None:
     if set_here := _set_among(config, FILE_OPTIONS):
         raise OptbenchError(
             f"[dataset] {', '.join(set_here)} name columns of a file, and the source is the built-in "
-            f"{BUILTIN!r}: set source to your {FILE_SUFFIXES} file (or give it with --dataset), or drop them"
+            f'"{BUILTIN}": set source to your {FILE_SUFFIXES} file (or give it with --dataset), or drop them'
         )
 
 
@@ -262,7 +262,7 @@ def check_dataset_path(path: Path, option: str | None = None) -> None:
             "out with its to_csv or to_json)"
         )
     if not path.is_file():
-        builtin = "" if option else f", or '{BUILTIN}'"
+        builtin = "" if option else f', or "{BUILTIN}"'
         raise OptbenchError(f"{named} {path} does not exist: give a {FILE_SUFFIXES} path{builtin}")
 
 

@@ -293,7 +293,7 @@ def with_inputs(
         if recipe.dataset.source == BUILTIN:  # else refused as the recipe's [dataset] settings
             raise OptbenchError(
                 f"{' and '.join(RUN_OPTIONS[key] for key in columns)} name columns of a file, and the recipe reads the "
-                f"built-in {BUILTIN!r} dataset: give your file with --dataset, or drop them"
+                f'built-in "{BUILTIN}" dataset: give your file with --dataset, or drop them'
             )
         _check_column_options(recipe.dataset, columns)
         recipe = replace(recipe, dataset=replace(recipe.dataset, **columns))

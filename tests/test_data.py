@@ -78,7 +78,7 @@ def test_builtin_split_is_deterministic(builtin: LabelledData) -> None:
 def test_column_settings_on_the_builtin_dataset_are_refused(option: str, value: str) -> None:
     """A recipe that named its file's columns but no source ran on the movie reviews: the settings were ignored."""
     message = rf'\[dataset\] {option} = "{value}" name columns of a file, and the source is the built-in '
-    with pytest.raises(OptbenchError, match=message + r"'rotten-tomatoes': set source to your \.csv"):
+    with pytest.raises(OptbenchError, match=message + r'"rotten-tomatoes": set source to your \.csv'):
         load_dataset(DatasetConfig(**{option: value}))
 
 
