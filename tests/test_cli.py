@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -781,6 +782,40 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     ):
         _fails(args, capsys, "File name too long: check the path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
+
+
+def test_a_full_file_system_met_mid_run_asks_for_space_not_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A disk that fills while a step saves its model: the line said to check the path and that this user may write
+    there, which it may."""
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "model.safetensors"))
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n')
+    monkeypatch.setattr("optbench.recipe.load_recipe", full)
+    _fails(["run", str(recipe)], capsys, "model.safetensors: No space left on device: free some space on its file")
+
+
+def test_a_run_on_a_full_file_system_is_refused_before_any_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Its first write there, the sweep's, came after the steps: minutes of fine-tuning, then the error."""
+    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
+    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
+    full = tmp_path / "full"
+    full.mkdir()
+    space = os.statvfs(tmp_path)
+    blocks = (cli.MIN_FREE_BYTES - 4096) // space.f_frsize  # just under the floor, for root and other users alike
+    almost_full = os.statvfs_result([*space[:3], blocks, blocks, *space[5:]])
+    monkeypatch.setattr(cli.os, "statvfs", lambda path: almost_full if Path(path) == full else space)
+    room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    for option in ("--results", "--cache"):
+        args = ["run", str(recipe), *room, option, str(full / "x")]  # the later option wins
+        _fails([*args, "--dry-run"], capsys, f"{option}: the file system of {full} is full (")
+        _fails(args, capsys, "KiB free): free some space on its file system, or give a folder on another")
 
 
 def test_verbose_shows_where_the_system_refused_a_path(tmp_path: Path, capsys, caplog) -> None:
