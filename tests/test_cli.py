@@ -298,6 +298,30 @@ def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")
 
 
+def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -> None:
+    """A CI job whose run was stopped (a timeout, a cancel) before it published: report, compare and gate said only
+    that the folder held no reports, and the gate asked for a run's folder, which it was given."""
+    budget = tmp_path / "b.toml"
+    budget.write_text('[[budget]]\nmax_accuracy_drop = "1 points"\n')
+    write_report(make_report(), tmp_path / "done" / "run-1")
+    empty, results = tmp_path / "empty", tmp_path / "results"
+    empty.mkdir()
+    sweep = results / "ci" / ".sweep-0123456789abcdef"
+    sweep.mkdir(parents=True)
+    (results / "ci" / ".sweep-0123456789abcdef.removed").mkdir()  # being deleted: no run to resume
+    unfinished = f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run"
+    for folder in (results, results / "ci"):
+        gate = ["gate", str(folder), "--budget", str(budget)]
+        _fails(gate, capsys, f"no optbench reports to gate under {folder}; it")
+        _fails(gate, capsys, unfinished)
+        _fails(["report", str(folder)], capsys, unfinished)
+        _fails(["compare", str(tmp_path / "done"), str(folder)], capsys, f"B ({folder}) holds no optbench reports; it")
+    _fails(["gate", str(empty), "--budget", str(budget)], capsys, f"to gate under {empty}: give a run's folder")
+    _fails(["report", str(empty)], capsys, f"under {empty}: run a recipe first")
+    (results / "other" / ".sweep-fedcba9876543210").mkdir(parents=True)
+    _fails(["report", str(results)], capsys, "holds only 2 unfinished runs (")
+
+
 def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(onnx_run: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(onnx_run, run)  # the damage below is this test's own
