@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, write_fix
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -32,9 +32,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             raise OptbenchError(
                 f"cannot write {path}: {existing} is a file, not a folder; give another path, or move {existing} away"
             ) from exc
-        raise OptbenchError(
-            f"cannot write {path} ({exc.strerror or exc}): give a path in a folder you can write"
-        ) from exc
+        fix = write_fix(exc, "give a path in a folder you can write")
+        raise OptbenchError(f"cannot write {path} ({exc.strerror or exc}): {fix}") from exc
 
 
 def nearest_existing(path: Path) -> Path:

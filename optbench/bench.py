@@ -30,6 +30,7 @@ from optbench.executors.local import LocalExecutor
 from optbench.failures import FailedJob
 from optbench.job import Job, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, gap_pct, throughput
+from optbench.progress import Progress
 from optbench.report import Measurement, Report, workload_fingerprint
 from optbench.runtimes import RuntimeSpec, declines, runs
 from optbench.sweep import Executor, Outcome, PlannedJob, SweepStore, failures, plan, run_sweep, runs_here
@@ -303,15 +304,13 @@ def _run_jobs(
     rounds before a failed one are dropped too, so that no figure rests on fewer rounds than the others
     (the reference's would have been every speedup's, and the A/A repeat's its shape's noise floor).
     """
-    from tqdm.auto import tqdm
-
     shapes = config.shapes()
     jobs = plan(len(pairs), reference, shapes, config.rounds, config.aa_check)
     inputs = _tokenized(pairs, reference, texts, config, max_length, store)
 
     def make_job(planned: PlannedJob) -> Job:
         artifact, spec = pairs[planned.pair]
-        progress.set_description(_describe(planned, artifact, spec, config.rounds))
+        progress.describe(_describe(planned, artifact, spec, config.rounds))
         return Job(
             kind=planned.kind,
             artifact=artifact.to_dict(),
@@ -325,14 +324,14 @@ def _run_jobs(
 
     if stored := store.done():  # before the bar is drawn, or the line is written onto it
         log.info("resuming run %s: %d of %d jobs done", store.run_id, stored, len(jobs))
-    with tqdm(total=len(jobs), desc="benchmark", unit="job") as progress:
+    with Progress(len(jobs), "benchmark", "job", "jobs") as progress:
         outcomes = run_sweep(
             jobs,
             store,
             executor or LocalExecutor(run_in_subprocess),
             make_job,
             timeout_s=config.job_timeout_s,
-            on_done=lambda outcome, ran: progress.update(),
+            on_done=lambda outcome, ran: progress.advance(),
         )
     logits: dict[int, np.ndarray] = {}
     details: dict[int, dict[str, Any]] = {}

@@ -350,15 +350,26 @@ def _cache_option(given: Path | None) -> str:
     return "the default cache folder (--cache names another)"
 
 
+# the least free space a run's folders may start with: a run's reports, plot and sweep files take more, so a file
+# system with less (full) failed at the run's first write there, after its steps had trained and exported for minutes
+MIN_FREE_BYTES = 1 << 20
+
+
 def _check_folder_can_be_written(option: str, folder: Path) -> None:
-    """Refuse, before any work, a folder that is a file, lies under a file, or cannot be made or written."""
+    """Refuse, before any work, a folder that is a file, lies under a file, cannot be made or written, or is on a
+    full file system."""
     from optbench.atomic import nearest_existing
+    from optbench.errors import NO_SPACE_FIX
 
     existing = nearest_existing(folder)
     if not existing.is_dir():
         raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
+    space = os.statvfs(existing)
+    free = space.f_frsize * (space.f_bfree if os.geteuid() == 0 else space.f_bavail)  # root may use the reserve
+    if free < MIN_FREE_BYTES:
+        raise OptbenchError(f"{option}: the file system of {existing} is full ({free >> 10} KiB free): {NO_SPACE_FIX}")
 
 
 def _failure_lines(failed: list[FailedJob]) -> str:
@@ -384,6 +395,7 @@ def _thread_count(text: str) -> int:
 def _report(args: argparse.Namespace) -> int:
     from optbench.failures import FAILURES_FILE, run_failures
     from optbench.report import distinct, report_files
+    from optbench.sweep import unfinished_note
     from optbench.table import render
 
     if args.shape is not None and args.format != "html":  # an empty one too: refused, not taken for none
@@ -396,7 +408,8 @@ def _report(args: argparse.Namespace) -> int:
     reports = distinct(found)
     if not reports:
         shown = " ".join(str(p) for p in args.paths)
-        raise OptbenchError(f"no optbench reports under {shown}: run a recipe first (optbench run RECIPE)")
+        note = "".join(unfinished_note(path) for path in args.paths)
+        raise OptbenchError(f"no optbench reports under {shown}{note or ': run a recipe first (optbench run RECIPE)'}")
     # each run's failures.json beside its reports, as gate and compare find it (a report file named alone too)
     run_ids = dict.fromkeys(report.run_id for report in reports)
     failed = list(dict.fromkeys(failure for run_id in run_ids for failure in run_failures(found, run_id)))
@@ -459,13 +472,15 @@ def _compare(args: argparse.Namespace) -> int:
     from optbench.compare import budget_regressions, compare, open_side, render, sides
     from optbench.machines import machines
     from optbench.report import workloads_of
+    from optbench.sweep import unfinished_note
     from optbench.table import to_frame
 
     budgets = load_budgets(args.budget) if args.budget else []
     with open_side(args.a) as a, open_side(args.b) as b:  # open until B's failed jobs are read, if they are
         for name, spec, side in (("A", args.a, a), ("B", args.b, b)):
             if not side.reports:
-                raise OptbenchError(f"{name} ({spec}) holds no optbench reports: give a folder a recipe run wrote")
+                note = unfinished_note(Path(spec)) or ": give a folder a recipe run wrote"
+                raise OptbenchError(f"{name} ({spec}) holds no optbench reports{note}")
         reports = a.reports + b.reports
         frame_a, frame_b = to_frame(a.reports), to_frame(b.reports)
         table = compare(frame_a, frame_b, workloads_of(reports), lambda: b.failures)
@@ -500,9 +515,13 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
     from optbench.output_paths import refuse_overwriting_inputs
     from optbench.report import distinct, report_files
+    from optbench.sweep import unfinished_note
 
     budgets = load_budgets(args.budget)
     found = report_files(args.results)
+    if not found:
+        note = unfinished_note(args.results) or ": give a run's folder (results/<recipe>/<run id>) or a folder of runs"
+        raise OptbenchError(f"no optbench reports to gate under {args.results}{note}")
     run = newest_run(distinct(found))  # a run copied into two folders is judged once
     checks = evaluate(budgets, run, run_failures(found, run[0].run_id))
     if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, write_fix
 from optbench.quiet import third_party_noise_dropped
 
 log = logging.getLogger("optbench")  # the package's logger: command_process sets the level of all of optbench's
@@ -53,7 +53,8 @@ def _os_error(exc: OSError) -> str:
     missing file, so such a path failed with a traceback."""
     path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
     where = f"{path}: {exc.strerror}" if path is not None and exc.strerror else str(exc)
-    return f"{where}: check the path, and that this user may read it (and write where optbench writes)"
+    fix = write_fix(exc, "check the path, and that this user may read it (and write where optbench writes)")
+    return f"{where}: {fix}"
 
 
 @contextmanager

@@ -289,17 +289,16 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: 
     """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out; the `named` lines,
     `sides`; the settings every row shown shares, said once rather than as columns; a line saying so where
     --only-changes leaves none), CSV or JSON (with no row left: the header alone, `[]`, what a script reads as no
-    changes)."""
+    changes; a cell without a value, `-` in Markdown, empty in CSV and null in JSON)."""
     counts = table["mark"].value_counts()
     summary = ", ".join(f"{counts[m]} {m}" for m in MARKS if m in counts) or "nothing to compare"
     if only_changes:
         table = table[table["mark"] != "not significant"]
         if "not significant" in counts:
             summary += " (the not significant left out)"
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return records_json(table)
+    if fmt in ("csv", "json"):  # a budget row's batch_size "-" beside integers broke a script's int(), say
+        table = table.mask(table.eq("-"))
+        return table.to_csv(index=False) if fmt == "csv" else records_json(table)
     head = [summary, "", *([*named, ""] if named else [])]
     if only_changes and table.empty:
         return "\n".join([*head, "no changes: every figure compared is not significant"]) + "\n"

@@ -1,12 +1,14 @@
 """Errors that reach the user as one line and exit code 2."""
 
 import difflib
+import errno
 import reprlib
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
 READ_ACCESS_FIX = "give this user read access to it, or name results that leave it out"
+NO_SPACE_FIX = "free some space on its file system, or give a folder on another"
 
 
 class OptbenchError(Exception):
@@ -57,6 +59,12 @@ def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
     else:
         fix = "delete or restore the file"
     return OptbenchError(f"cannot read {path} ({exc.strerror}): {fix}")
+
+
+def write_fix(exc: OSError, otherwise: str) -> str:
+    """The fix of a write the system refused: a full file system (or quota) wants space, which `otherwise` (access,
+    another path) did not say."""
+    return NO_SPACE_FIX if exc.errno in (errno.ENOSPC, errno.EDQUOT) else otherwise
 
 
 def listed(names: list[str], most: int = 10) -> str:

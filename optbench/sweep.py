@@ -362,6 +362,28 @@ def tidy_sweeps(root: Path, current: SweepStore) -> None:
         )
 
 
+def unfinished_note(folder: Path) -> str:
+    """For a command that found no reports under `folder` (results, or a recipe's): the unfinished runs it holds (a
+    run going, or one stopped or killed before it published its reports), whose sweeps a run of their recipe resumes,
+    or ""."""
+    sweeps = sorted(
+        sweep
+        for sweep in (*folder.glob(".sweep-*"), *folder.glob("*/.sweep-*"))
+        if sweep.is_dir() and sweep.suffix != ".removed"
+    )
+    if not sweeps:
+        return ""
+    runs, its, it = (
+        ("an unfinished run", "its recipe", "it")
+        if len(sweeps) == 1
+        else (f"{len(sweeps)} unfinished runs", "their recipes", "them")
+    )
+    return (
+        f"; it holds only {runs} ({', '.join(str(sweep) for sweep in sweeps)}), not published yet: let a run still "
+        f"going finish, or run {its} again (optbench run RECIPE) to resume {it}"
+    )
+
+
 def _footprint(folder: Path) -> tuple[int, float]:
     """The bytes of the files under `folder`, and the last time anything in it changed (what vanishes meanwhile is
     left out)."""

@@ -1,5 +1,5 @@
 """The training loop the fine-tune, distillation and pruning steps share: shuffled rows, AdamW, linear
-warm-up and decay, gradient clipping, a progress bar, and validation accuracy at the end."""
+warm-up and decay, gradient clipping, progress (a bar on a terminal), and validation accuracy at the end."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from optbench.data import Split
 from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.model_inputs import model_input_names
+from optbench.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,6 @@ def train(
     seeded too).
     """
     import torch
-    from tqdm.auto import tqdm
 
     rows = round(train_rows * config.epochs)
     if config.max_train_rows is not None:
@@ -104,17 +104,15 @@ def train(
     )
     model.train()
     started = time.perf_counter()
-    progress = tqdm(range(steps), desc=desc, unit="batch", mininterval=2.0)
-    for step in progress:
-        loss = batch_loss(order[step * config.batch_size : (step + 1) * config.batch_size])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 10 == 0:
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-    progress.close()
+    with Progress(steps, desc, "batch", "batches", mininterval=2.0) as progress:
+        for step in range(steps):
+            loss = batch_loss(order[step * config.batch_size : (step + 1) * config.batch_size])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.advance(**({"loss": f"{loss.item():.3f}"} if step % 10 == 0 else {}))
     model.eval()
     return TrainingRun(rows=rows, seconds=round(time.perf_counter() - started, 1))
 

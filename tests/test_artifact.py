@@ -254,7 +254,8 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     path = tmp_path / "report.json"
     path.write_text("old content\n")
     monkeypatch.setattr(atomic.os, target, _boom)
-    with pytest.raises(OptbenchError, match=r"cannot write .*No space left"):
+    # the fix is space, not access: it said "give a path in a folder you can write"
+    with pytest.raises(OptbenchError, match=r"cannot write .*No space left on device\): free some space on its file"):
         write_text_atomic(path, "new content that never lands\n")
     monkeypatch.undo()
     assert path.read_text() == "old content\n"

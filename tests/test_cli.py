@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -295,6 +296,30 @@ def test_report_output_that_cannot_be_written(finished_run: Path, tmp_path: Path
 def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     _fails(["report", str(tmp_path)], capsys, "no optbench reports")
     _fails(["report", str(tmp_path / "missing")], capsys, "does not exist")
+
+
+def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -> None:
+    """A CI job whose run was stopped (a timeout, a cancel) before it published: report, compare and gate said only
+    that the folder held no reports, and the gate asked for a run's folder, which it was given."""
+    budget = tmp_path / "b.toml"
+    budget.write_text('[[budget]]\nmax_accuracy_drop = "1 points"\n')
+    write_report(make_report(), tmp_path / "done" / "run-1")
+    empty, results = tmp_path / "empty", tmp_path / "results"
+    empty.mkdir()
+    sweep = results / "ci" / ".sweep-0123456789abcdef"
+    sweep.mkdir(parents=True)
+    (results / "ci" / ".sweep-0123456789abcdef.removed").mkdir()  # being deleted: no run to resume
+    unfinished = f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run"
+    for folder in (results, results / "ci"):
+        gate = ["gate", str(folder), "--budget", str(budget)]
+        _fails(gate, capsys, f"no optbench reports to gate under {folder}; it")
+        _fails(gate, capsys, unfinished)
+        _fails(["report", str(folder)], capsys, unfinished)
+        _fails(["compare", str(tmp_path / "done"), str(folder)], capsys, f"B ({folder}) holds no optbench reports; it")
+    _fails(["gate", str(empty), "--budget", str(budget)], capsys, f"to gate under {empty}: give a run's folder")
+    _fails(["report", str(empty)], capsys, f"under {empty}: run a recipe first")
+    (results / "other" / ".sweep-fedcba9876543210").mkdir(parents=True)
+    _fails(["report", str(results)], capsys, "holds only 2 unfinished runs (")
 
 
 def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(onnx_run: Path, tmp_path: Path, capsys) -> None:
@@ -781,6 +806,40 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     ):
         _fails(args, capsys, "File name too long: check the path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
+
+
+def test_a_full_file_system_met_mid_run_asks_for_space_not_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A disk that fills while a step saves its model: the line said to check the path and that this user may write
+    there, which it may."""
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "model.safetensors"))
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n')
+    monkeypatch.setattr("optbench.recipe.load_recipe", full)
+    _fails(["run", str(recipe)], capsys, "model.safetensors: No space left on device: free some space on its file")
+
+
+def test_a_run_on_a_full_file_system_is_refused_before_any_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Its first write there, the sweep's, came after the steps: minutes of fine-tuning, then the error."""
+    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
+    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
+    full = tmp_path / "full"
+    full.mkdir()
+    space = os.statvfs(tmp_path)
+    blocks = (cli.MIN_FREE_BYTES - 4096) // space.f_frsize  # just under the floor, for root and other users alike
+    almost_full = os.statvfs_result([*space[:3], blocks, blocks, *space[5:]])
+    monkeypatch.setattr(cli.os, "statvfs", lambda path: almost_full if Path(path) == full else space)
+    room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    for option in ("--results", "--cache"):
+        args = ["run", str(recipe), *room, option, str(full / "x")]  # the later option wins
+        _fails([*args, "--dry-run"], capsys, f"{option}: the file system of {full} is full (")
+        _fails(args, capsys, "KiB free): free some space on its file system, or give a folder on another")
 
 
 def test_verbose_shows_where_the_system_refused_a_path(tmp_path: Path, capsys, caplog) -> None:

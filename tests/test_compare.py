@@ -263,7 +263,7 @@ def _run_with(report: Report, workload: dict) -> Report:
 
 
 @pytest.mark.parametrize(
-    ("rounds", "figure", "why"), [(1, "p50_ms", "unchanged"), (2, "-", "workload differs: rounds 1 vs 2")]
+    ("rounds", "figure", "why"), [(1, "p50_ms", "unchanged"), (2, "", "workload differs: rounds 1 vs 2")]
 )
 def test_a_version_1_report_compares_as_the_one_round_it_ran(
     tmp_path: Path, capsys, rounds: int, figure: str, why: str
@@ -274,7 +274,7 @@ def test_a_version_1_report_compares_as_the_one_round_it_ran(
     old.write_text(json.dumps({**json.loads(old.read_text()), "schema_version": 1}))
     write_report(_run_with(base, {**settings, "rounds": rounds}), tmp_path / "b")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
-    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)  # an empty cell as ""
     assert dict(zip(table["figure"], table["why"], strict=True)).get(figure) == why
 
 
@@ -287,7 +287,7 @@ ALICE = {"dataset": "/home/alice/reviews.csv", "data_fingerprint": "1ecb15b5d094
         ({"dataset": "/builds/42/reviews.csv"}, "p50_ms", "unchanged"),
         (  # the same path with other rows in it: the content tells
             {"data_fingerprint": "9f00c3a1b2d4e5f6"},
-            "-",
+            "",
             "workload differs: data_fingerprint 1ecb15b5d0943002 vs 9f00c3a1b2d4e5f6",
         ),
     ],
@@ -301,7 +301,7 @@ def test_one_data_file_read_from_two_paths_is_one_workload(
     write_report(_run_with(base, ALICE), tmp_path / "a")
     write_report(_run_with(base, {**ALICE, **b}), tmp_path / "b")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
-    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)  # an empty cell as ""
     assert dict(zip(table["figure"], table["why"], strict=True)).get(figure) == why
 
 
@@ -866,3 +866,19 @@ def test_cli_compare_gives_the_reason_b_s_failures_file_records(tmp_path: Path, 
         assert (
             "| newly failing | no report in B: its latency-1 failed: crashed with SIGSEGV |" in capsys.readouterr().out
         )
+
+
+def test_csv_and_json_leave_cells_without_a_value_empty_not_markdown_s_dash() -> None:
+    """A budget row has no batch size or length, a row not comparable no figure, a or b: they read "-", a string in a
+    column of integers or numbers, which a script's int() or float() fails on; null in JSON, empty in CSV."""
+    base = make_report(("onnx",), shapes=((1, 128),))
+    table = compare(to_frame([base]), to_frame([with_figures(base, workload="other-data")]))
+    budget = parse_budget(LATENCY, "budget 1")
+    table = pd.concat([budget_regressions([budget], [PASSED], [with_figures(PASSED, p50_ms=30)]), table])
+    budget_row, not_comparable = json.loads(render(table, "json"))
+    assert (budget_row["batch_size"], budget_row["seq_len"], budget_row["a"]) == (None, None, "pass")
+    assert (not_comparable["batch_size"], not_comparable["figure"], not_comparable["a"]) == (1, None, None)
+    rows = pd.read_csv(io.StringIO(render(table, "csv")))
+    assert rows["batch_size"].isna().tolist() == [True, False] and rows["figure"].isna().tolist() == [False, True]
+    assert pd.isna(rows["b"].iloc[1])
+    assert "| - | - |" in render(table, "md")  # people still read a dash

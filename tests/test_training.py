@@ -126,3 +126,14 @@ def test_each_batch_starts_from_no_gradient_and_the_model_ends_in_eval_mode() ->
 
 def test_a_weight_decay_of_zero_is_allowed() -> None:
     assert FinetuneConfig(weight_decay=0.0).weight_decay == 0.0
+
+
+def test_training_draws_no_bar_where_stderr_is_no_terminal(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a CI log (stderr a file, as under capsys) the bar's frames piled up as one line of carriage returns; the
+    log says how far training got instead."""
+    with caplog.at_level("INFO"):
+        _visited(FinetuneConfig(batch_size=4), 12)
+    assert "\r" not in capsys.readouterr().err
+    assert "test: 3 of 3 batches done, loss" in caplog.text

@@ -38,6 +38,7 @@ from optbench.packaged_models import (
     default_tokenizer,
     paraphrase_l3_encoder,
 )
+from optbench.progress import Progress
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.surgery import (
     check_layer_choice,
@@ -422,7 +423,6 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
     import hashlib
 
     import torch
-    from tqdm.auto import tqdm
 
     # the libraries that run the teacher: a new release may compute other logits (the steps' keys hold them too)
     versions = [installed_version(name) for name in TrainingConfig.libraries]
@@ -438,10 +438,12 @@ def teacher_logits(teacher: ModelArtifact, split: Split, max_length: int, cache:
         order = np.argsort([len(t) for t in split.texts], kind="stable")
         logits = np.zeros((len(split), len(teacher.label_names)), dtype=np.float32)
         batches = range(0, len(order), TEACHER_BATCH_SIZE)
-        for start in tqdm(batches, desc="teacher logits", unit="batch", mininterval=2.0):
-            rows = order[start : start + TEACHER_BATCH_SIZE]
-            batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
-            logits[rows] = runtime.predict(batch)
+        with Progress(len(batches), "teacher logits", "batch", "batches", mininterval=2.0) as progress:
+            for start in batches:
+                rows = order[start : start + TEACHER_BATCH_SIZE]
+                batch = encode(tokenizer, [split.texts[i] for i in rows], seq_len="data", max_length=max_length)
+                logits[rows] = runtime.predict(batch)
+                progress.advance()
     finally:
         torch.set_num_threads(threads)  # the training after it runs as it would with the logits cached
     write_npy_atomic(path, logits)
