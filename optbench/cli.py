@@ -37,13 +37,14 @@ EPILOG = """examples:
   optbench compare HEAD~1:results/all results/all --only-changes   against the results committed before
   optbench gate --budget recipes/budgets.toml results/all   pass or fail a release on its budgets
   optbench gate --budget recipes/budgets.toml results/all --junit gate.xml   the same, and JUnit XML for CI
+  optbench gate --budget recipes/budgets.toml results/all --json gate.json   the same, and JSON for a script
   optbench env                                  the environment fingerprint stored in every report
 
 exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (recorded,
             the rest measured), 3 a gate check was inconclusive, 2 bad input (the message names
             the problem and the fix), 130 interrupted (Ctrl-C or SIGTERM), 141 the output's
             reader left early (`| head`)"""
-# what an output option (report -o, compare -o, gate --junit) refuses, in its --help: output_paths
+# what an output option (report -o, compare -o, gate --junit and --json) refuses, in its --help: output_paths
 NOT_AN_INPUT = " (not a file the command reads, nor a file already in a run folder it reads: refused, exit 2)"
 
 
@@ -280,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument(
         "--junit", type=path_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
     )
+    gate.add_argument(
+        "--json",
+        type=path_argument,
+        help="also write the verdict as JSON for scripts: the run, counts, exit code and each check's figure, "
+        f"interval and limit (README, section Release gates){NOT_AN_INPUT}",
+    )
     gate.set_defaults(handler=_gate)
 
     env = add_command(
@@ -512,7 +519,8 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.atomic import write_text_atomic
     from optbench.budget import load_budgets
     from optbench.failures import run_failures
-    from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary
+    from optbench.gate import evaluate, exit_code, newest_run
+    from optbench.gate_output import checks_json, junit_xml, summary
     from optbench.output_paths import refuse_overwriting_inputs
     from optbench.report import distinct, report_files
     from optbench.sweep import unfinished_note
@@ -524,9 +532,20 @@ def _gate(args: argparse.Namespace) -> int:
         raise OptbenchError(f"no optbench reports to gate under {args.results}{note}")
     run = newest_run(distinct(found))  # a run copied into two folders is judged once
     checks = evaluate(budgets, run, run_failures(found, run[0].run_id))
-    if args.junit:  # first: a path it cannot write exits 2 before anything is printed (no verdict to contradict)
-        refuse_overwriting_inputs("--junit", [args.junit], [file for file, _ in found], [args.budget])
-        write_text_atomic(args.junit, junit_xml(checks, strict=args.strict))
+    outputs = [
+        (option, path, render)
+        for option, path, render in (
+            ("--junit", args.junit, lambda: junit_xml(checks, strict=args.strict)),
+            ("--json", args.json, lambda: checks_json(checks, strict=args.strict, run=run, budget_file=args.budget)),
+        )
+        if path is not None
+    ]
+    if len({path.resolve() for _, path, _ in outputs}) < len(outputs):
+        raise OptbenchError(f"--junit and --json both name {args.junit}: give each its own file")
+    for option, path, _ in outputs:  # first: a path it cannot write exits 2 before any verdict is printed or written
+        refuse_overwriting_inputs(option, [path], [file for file, _ in found], [args.budget])
+    for _, path, render in outputs:
+        write_text_atomic(path, render())
     print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
     sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
@@ -547,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
 def _after_interrupt(args: argparse.Namespace) -> str:
     """What Ctrl-C leaves behind, said after `interrupted; `: a run resumes where it stopped; a dry run, which
     writes nothing and has nothing to resume, is simply run again. The other commands read results and write only
-    their own output (-o, --junit), with no run to resume: a plain `interrupted` says it."""
+    their own output (-o, --junit, --json), with no run to resume: a plain `interrupted` says it."""
     if args.command != "run":
         return ""
     if args.dry_run:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -363,40 +362,3 @@ def exit_code(checks: list[Check], *, strict: bool) -> int:
     if verdicts["fail"] or (strict and verdicts["inconclusive"]):
         return EXIT_FAIL
     return EXIT_INCONCLUSIVE if verdicts["inconclusive"] else EXIT_PASS
-
-
-def summary(checks: list[Check], *, strict: bool) -> str:
-    """A line per check (verdict first), then the counts and the exit code."""
-    lines = [f"{c.verdict.upper():<12} {c.budget}: {c.reason}" for c in checks]
-    counts = Counter(c.verdict for c in checks)
-    code = exit_code(checks, strict=strict)
-    lines.append(
-        f"{counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive"
-        f"{' (strict: inconclusive fails)' if strict and counts['inconclusive'] else ''}: exit {code}"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def junit_xml(checks: list[Check], *, strict: bool) -> str:
-    """JUnit XML for CI systems: a test suite per budget, a test case per check; failing checks carry
-    their reason, inconclusive ones are skipped (failures with `strict`)."""
-    root = ET.Element("testsuites", name="optbench gate")
-    suites: dict[str, ET.Element] = {}
-    for check in checks:
-        suite = suites.get(check.budget)
-        if suite is None:
-            suite = suites[check.budget] = ET.SubElement(root, "testsuite", name=check.budget)
-        name = f"{check.limit.key} {check.limit.text}" + (f" at {check.shape}" if check.shape else "")
-        case = ET.SubElement(suite, "testcase", classname=f"{check.variant}.{check.runtime}", name=name)
-        if check.verdict == "fail" or (strict and check.verdict == "inconclusive"):
-            ET.SubElement(case, "failure", message=check.reason, type=check.verdict)
-        elif check.verdict == "inconclusive":
-            ET.SubElement(case, "skipped", message=check.reason)
-    for element in [root, *suites.values()]:
-        cases = element.iter("testcase")
-        total = list(cases)
-        element.set("tests", str(len(total)))
-        element.set("failures", str(sum(1 for c in total if c.find("failure") is not None)))
-        element.set("skipped", str(sum(1 for c in total if c.find("skipped") is not None)))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,7 +18,8 @@ from optbench.budget import Limit, load_budgets, parse_budget, parse_limit
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
-from optbench.gate import evaluate, exit_code, junit_xml, newest_run, summary, verdict
+from optbench.gate import evaluate, exit_code, newest_run, verdict
+from optbench.gate_output import junit_xml, summary
 from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
 
@@ -580,6 +582,64 @@ def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
     assert main(["gate", "--budget", str(failing), str(results)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "min_speedup 5x" in out and "breaks the limit 6x" in out
+
+
+def test_cli_json_gives_a_script_the_verdict_and_each_figure(tmp_path: Path, capsys) -> None:
+    """A CI script read the verdict from the summary lines or JUnit's messages; --json gives it the figures."""
+    results = _results(tmp_path)
+    text = f'[[budget]]\nname = "ship"\nvariants = ["baseline+onnx"]\n{SHAPE}max_accuracy_drop = "1 points"\n'
+    text += 'min_relative_accuracy = "90%"\nmax_p50 = "3 ms"\n'
+    text += '[[budget]]\nvariants = ["baseline+onx"]\nmax_size = "1 GB"\n'  # matches nothing: unjudged
+    budget, verdict = _budget(text, tmp_path), tmp_path / "out" / "gate.json"
+    assert main(["gate", "--budget", str(budget), str(results), "--json", str(verdict)]) == 1
+    document = json.loads(verdict.read_text())
+    run = _run()
+    assert (document["recipe"], document["run_id"]) == (run[0].recipe, run[0].run_id)
+    assert (document["budget_file"], document["strict"], document["exit_code"]) == (str(budget), False, 1)
+    assert document["counts"] == {"pass": 1, "fail": 2, "inconclusive": 1}
+    drop, relative, p50, unmatched = document["checks"]
+    assert drop["budget"] == "ship" and drop["variant"] == "baseline+onnx" and drop["runtime"] == "torch-cpu-fp32"
+    assert (drop["limit"], drop["limit_written"], drop["limit_value"], drop["unit"]) == (
+        "max_accuracy_drop",
+        "1 points",
+        1.0,
+        "points",
+    )
+    assert (drop["value"], drop["low"], drop["high"], drop["verdict"]) == (0.5, 0.3, 1.4, "inconclusive")
+    assert drop["shape"] is None and drop["unjudged"] is None and drop["reason"].startswith("baseline+onnx on torch")
+    assert (relative["unit"], relative["limit_value"], relative["verdict"]) == ("% of the reference", 90.0, "pass")
+    assert (p50["limit"], p50["unit"], p50["shape"], p50["value"]) == ("max_p50", "ms", "batch 1 x 128", 4.0)
+    assert p50["verdict"] == "fail"
+    assert (unmatched["value"], unmatched["low"], unmatched["high"], unmatched["verdict"]) == (None, None, None, "fail")
+    assert "matches" in unmatched["unjudged"] and unmatched["variant"] == "variants ['baseline+onx']"
+    assert "FAIL" in capsys.readouterr().out  # the summary is printed as without --json
+    assert main(["gate", "--budget", str(budget), str(results), "--json", str(verdict), "--strict"]) == 1
+    assert json.loads(verdict.read_text())["strict"] is True
+
+
+def test_cli_json_writes_an_unbounded_end_as_null(tmp_path: Path) -> None:
+    """JSON has no infinity: json.dumps wrote the invalid token Infinity for a p99 that too few calls bound."""
+    report = with_figures(make_report(("onnx",), shapes=((1, 128),)), p50_ms=4, spread_ms=0.08, calls=20)
+    assert math.isinf(report.measurements[0].latency.p99_ci_high)  # 20 calls cannot bound a p99 from above
+    write_report(report, tmp_path / "results" / "demo" / report.run_id)
+    budget = _budget(f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}max_p99 = "1 s"\n', tmp_path)
+    verdict = tmp_path / "gate.json"
+    assert main(["gate", "--budget", str(budget), str(tmp_path / "results"), "--json", str(verdict)]) == 3
+    # json.loads takes the invalid token Infinity: parse_constant refuses it
+    document = json.loads(verdict.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in the JSON"))
+    (check,) = document["checks"]
+    assert check["high"] is None and check["low"] is not None and check["verdict"] == "inconclusive"
+
+
+def test_cli_junit_and_json_on_one_file_are_refused(tmp_path: Path, capsys) -> None:
+    results = _results(tmp_path)
+    budget = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
+    same = tmp_path / "gate.out"
+    assert main(["gate", "--budget", str(budget), str(results), "--junit", str(same), "--json", str(same)]) == 2
+    assert f"--junit and --json both name {same}: give each its own file" in capsys.readouterr().err
+    assert not same.exists()
+    assert main(["gate", "--budget", str(budget), str(results), "--json", str(budget)]) == 2
+    assert f"--json: {budget} is a file this command reads" in capsys.readouterr().err
 
 
 def test_a_report_without_its_model_size_fails_the_size_limit_saying_so(tmp_path: Path, capsys) -> None:

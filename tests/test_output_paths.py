@@ -1,5 +1,5 @@
-"""report -o, compare -o and gate --junit refuse a path that is one of their own inputs, or a file of a run folder
-they read, before writing anything; any other existing file is overwritten as before."""
+"""report -o, compare -o and gate --junit and --json refuse a path that is one of their own inputs, or a file of a
+run folder they read, before writing anything; any other existing file is overwritten as before."""
 
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def test_gate_junit_refuses_its_budget_file_and_run_files(run: Path, budget: Pat
 
 
 @pytest.mark.parametrize(
-    ("command", "option"), [("report", "--output OUTPUT"), ("compare", "--output OUTPUT"), ("gate", "--junit JUNIT")]
+    ("command", "option"),
+    [("report", "--output OUTPUT"), ("compare", "--output OUTPUT"), ("gate", "--junit JUNIT"), ("gate", "--json JSON")],
 )
 def test_output_help_refuses_only_files_already_in_a_run_folder(command: str, option: str, capsys) -> None:
     # the help said a file "in a run folder it reads" is refused, but a new one there is written (it replaces
