@@ -364,16 +364,18 @@ MIN_FREE_BYTES = 1 << 20
 
 def _check_folder_can_be_written(option: str, folder: Path) -> None:
     """Refuse, before any work, a folder that is a file, lies under a file, cannot be made or written, or is on a
-    full file system."""
+    read-only or full file system."""
     from optbench.atomic import nearest_existing
-    from optbench.errors import NO_SPACE_FIX
+    from optbench.errors import NO_SPACE_FIX, READ_ONLY_FIX
 
     existing = nearest_existing(folder)
     if not existing.is_dir():
         raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
+    space = os.statvfs(existing)
+    if space.f_flag & os.ST_RDONLY:  # os.access says no for every user there: not this user's permissions
+        raise OptbenchError(f"{option}: {existing} is on a read-only file system: {READ_ONLY_FIX}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
-    space = os.statvfs(existing)
     free = space.f_frsize * (space.f_bfree if os.geteuid() == 0 else space.f_bavail)  # root may use the reserve
     if free < MIN_FREE_BYTES:
         raise OptbenchError(f"{option}: the file system of {existing} is full ({free >> 10} KiB free): {NO_SPACE_FIX}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 READ_ACCESS_FIX = "give this user read access to it, or name results that leave it out"
 NO_SPACE_FIX = "free some space on its file system, or give a folder on another"
+READ_ONLY_FIX = "give a folder on a file system that can be written (or remount it read-write)"
 
 
 class OptbenchError(Exception):
@@ -62,9 +63,11 @@ def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
 
 
 def write_fix(exc: OSError, otherwise: str) -> str:
-    """The fix of a write the system refused: a full file system (or quota) wants space, which `otherwise` (access,
-    another path) did not say."""
-    return NO_SPACE_FIX if exc.errno in (errno.ENOSPC, errno.EDQUOT) else otherwise
+    """The fix of a write the system refused: a full file system (or quota) wants space, and a read-only one another
+    file system, which `otherwise` (access, another path) did not say."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NO_SPACE_FIX
+    return READ_ONLY_FIX if exc.errno == errno.EROFS else otherwise
 
 
 def listed(names: list[str], most: int = 10) -> str:

@@ -842,6 +842,33 @@ def test_a_run_on_a_full_file_system_is_refused_before_any_step(
         _fails(args, capsys, "KiB free): free some space on its file system, or give a folder on another")
 
 
+def test_a_run_on_a_read_only_file_system_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A read-only mount was told "not writable by this user: give a folder you can write", though no user can."""
+    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
+    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    space = os.statvfs(tmp_path)
+    read_only = os.statvfs_result([*space[:8], space.f_flag | os.ST_RDONLY, space[9]])
+    monkeypatch.setattr(cli.os, "statvfs", lambda path: read_only if Path(path) == frozen else space)
+    room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    for option in ("--results", "--cache"):
+        args = ["run", str(recipe), *room, option, str(frozen / "x"), "--dry-run"]
+        _fails(args, capsys, f"{option}: {frozen} is on a read-only file system: give a folder on a file system that")
+
+
+def test_a_read_only_file_system_met_mid_run_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def refused(*args: object) -> int:
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "cache" / "model.safetensors"))
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n')
+    monkeypatch.setattr("optbench.recipe.load_recipe", refused)
+    _fails(["run", str(recipe)], capsys, "Read-only file system: give a folder on a file system that can be written")
+
+
 def test_verbose_shows_where_the_system_refused_a_path(tmp_path: Path, capsys, caplog) -> None:
     # the one line names the path; should the error be a fault of optbench's own, -v logs where it was raised
     long = str(tmp_path / ("a" * 300))
