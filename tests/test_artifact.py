@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from conftest import fake_checkpoint, write_files
 
 from optbench import atomic
-from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash, weight_files
+from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash, safetensors_header, weight_files
 from optbench.atomic import write_json_atomic, write_text_atomic
 from optbench.errors import OptbenchError
 
@@ -42,6 +44,7 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
         ("tokenizer.json", '{"changed": true}'),
         ("tokenizer_config.json", '{"do_lower_case": false}'),
         ("modeling_pruned_bert.py", "# the model's own code"),
+        ("optbench-quantization.json", '{"scheme": "int8"}'),  # applied when the model loads
     ]:
         (folder / name).write_text(text)
         assert content_hash(folder) != before, name
@@ -56,13 +59,46 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
     assert content_hash(folder) != renamed  # another weight file, even an empty one
 
 
-@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "added_tokens.json", "spm.model"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+        "special_tokens_map.json",
+        "spm.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+    ],
+)
 def test_content_hash_follows_every_tokenizer_file(tmp_path: Path, name: str) -> None:
-    """RoBERTa's vocab.json beside its merges.txt, DeBERTa-v2/v3's spm.model, added tokens: the token ids."""
+    """BERT's vocab.txt, RoBERTa's vocab.json beside its merges.txt, the sentencepiece models of DeBERTa-v2/v3
+    (spm.model), ALBERT and T5 (spiece.model) and XLM-R (sentencepiece.bpe.model), added and special tokens: the
+    token ids."""
     folder = write_files(fake_checkpoint(tmp_path / "m"), {name: b"one"})
     before = content_hash(folder)
     (folder / name).write_bytes(b"two")
     assert content_hash(folder) != before
+
+
+def test_content_hash_follows_every_byte_of_a_large_weight_file(tmp_path: Path) -> None:
+    folder = write_files(fake_checkpoint(tmp_path / "m"), {"model.safetensors": b"\0" * (MIB + 10)})
+    before = content_hash(folder)
+    (folder / "model.safetensors").write_bytes(b"\0" * (MIB + 9) + b"\1")
+    assert content_hash(folder) != before
+
+
+def test_content_hash_does_not_depend_on_the_order_the_folder_lists_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a folder may list its files in another order (as another file system does)."""
+    shards = {f"model-0000{i}-of-00002.safetensors": bytes([i]) * 10 for i in (1, 2)}
+    folder = write_files(fake_checkpoint(tmp_path / "m"), shards)
+    before = content_hash(folder)
+    iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: reversed(list(iterdir(self))))
+    assert content_hash(folder) == before
 
 
 def test_content_hash_tells_models_apart(tiny_encoder: Path, tiny_classifier: Path) -> None:
@@ -76,14 +112,22 @@ def test_size_mb_counts_weight_files_only(tmp_path: Path) -> None:
             "model.safetensors": b"\0" * MIB,
             "extra.plan": b"\0" * (MIB // 2),
             "model.onnx_data": b"\0" * (MIB // 4),
+            "model.onnx.data": b"\0" * (MIB // 8),  # external data, as torch.onnx names it
+            "model.engine": b"\0" * (MIB // 8),
             "config.json": b"\0" * (3 * MIB),
             "tokenizer.json": b"\0" * MIB,
             "vocab.txt": b"\0" * MIB,
         },
     )
     artifact = ModelArtifact(folder, "onnx", ("a", "b"), content_hash(folder))
-    assert artifact.size_mb() == pytest.approx(1.75)
-    assert [p.name for p in weight_files(folder)] == ["extra.plan", "model.onnx_data", "model.safetensors"]
+    assert artifact.size_mb() == pytest.approx(2.0)
+    assert [p.name for p in weight_files(folder)] == [
+        "extra.plan",
+        "model.engine",
+        "model.onnx.data",
+        "model.onnx_data",
+        "model.safetensors",
+    ]
 
 
 def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
@@ -98,6 +142,7 @@ def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
             "pytorch_model.bin": b"\0" * MIB,
             "onnx/model.onnx": b"\0" * MIB,
             "openvino/openvino_model.bin": b"\0" * MIB,
+            "old.safetensors/notes.txt": b"a folder, not weights",
         },
     )
     artifact = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder))
@@ -108,6 +153,7 @@ def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
     assert content_hash(folder) == artifact.sha256
     (folder / "model.safetensors").unlink()
     assert [p.name for p in weight_files(folder)] == ["pytorch_model.bin"]  # the weights when there is no other
+    assert artifact.parameters() == 0  # .bin weights are not counted
 
 
 @pytest.mark.parametrize(
@@ -117,6 +163,8 @@ def test_weights_are_the_files_the_model_loads(tmp_path: Path) -> None:
         (["model.safetensors", "pytorch_model.bin", "onnx/model.onnx", "onnx/model_qint8.onnx"], 1),
         (["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "pytorch_model.bin"], 2),
         (["pytorch_model.bin", "training_args.bin", "onnx/model.onnx"], 1),
+        (["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "training_args.bin"], 2),
+        (["model.onnx", "model.bin"], 2),  # an ONNX model's external data may take any name: no torch weights here
     ],
 )
 def test_size_mb_of_a_checkpoint_counts_what_from_pretrained_loads(
@@ -130,6 +178,39 @@ def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:
     artifact = ModelArtifact(tiny_classifier, "hf", ("fresh", "rotten"), "x")
     weights = (tiny_classifier / "model.safetensors").stat().st_size
     assert artifact.size_mb() == pytest.approx(weights / MIB)
+
+
+def _safetensors(shapes: dict[str, list[int]]) -> bytes:
+    """A safetensors file of F32 zeros of these shapes, by name, with a __metadata__ entry as transformers writes."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header).encode()
+    return len(encoded).to_bytes(8, "little") + encoded + b"\0" * offset
+
+
+def test_parameters_add_up_every_shard(tmp_path: Path) -> None:
+    shards = {
+        "model-00001-of-00002.safetensors": _safetensors({"a": [4, 4], "b": [3]}),
+        "model-00002-of-00002.safetensors": _safetensors({"c": [2, 5]}),
+    }
+    folder = write_files(tmp_path / "m", {"config.json": b"{}", **shards})
+    assert ModelArtifact(folder, "hf", ("a", "b"), "x").parameters() == 16 + 3 + 10
+
+
+def test_a_safetensors_header_longer_than_the_file_is_refused(tmp_path: Path) -> None:
+    """Its header may fill the file to its end, not a byte past it: reading that many bytes could ask for 16 EiB."""
+    whole = _safetensors({})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(whole)
+    assert safetensors_header(path) == {}
+    for length in (len(whole) - 7, 2**64 - 1):
+        path.write_bytes(length.to_bytes(8, "little") + whole[8:])
+        with pytest.raises(ValueError, match=f"is not a safetensors file: its header length {length} is past its end"):
+            safetensors_header(path)
 
 
 def test_parameters_of_a_checkpoint_and_its_onnx_export(tiny_classifier: Path, tmp_path: Path) -> None:
@@ -156,10 +237,43 @@ def test_variant_names() -> None:
         "onnx",
         ("a", "b"),
         "h",
-        lineage=(StepRecord("onnx", {"opset": 17}), StepRecord("quantize-static", {"calibration_rows": 64})),
+        lineage=(StepRecord("onnx", {"opset": 17}), StepRecord("quantize-static", {"calibration_rows": 64}, "q8")),
     )
-    assert derived.variant == "baseline+onnx+quantize-static"
-    assert derived.to_dict()["variant"] == "baseline+onnx+quantize-static"
+    assert derived.variant == "baseline+onnx+q8"  # a step's label, where the recipe gave one
+    assert derived.to_dict()["variant"] == "baseline+onnx+q8"
+
+
+def test_a_derived_artifact_keeps_the_origin_and_adds_its_step(tmp_path: Path) -> None:
+    parent = ModelArtifact(
+        Path("parent"),
+        "hf",
+        ("fresh", "rotten"),
+        "parent's hash",
+        origin={"checkpoint": "default"},
+        lineage=(StepRecord("prune", {"heads": 2}, "p2"),),
+        details={"train_seconds": 12.5},
+    )
+    folder = fake_checkpoint(tmp_path / "onnx")
+    assert parent.derive(folder, step="onnx", config={"opset": 17}, format="onnx", details={"opset": 17}) == (
+        ModelArtifact(
+            folder,
+            "onnx",
+            ("fresh", "rotten"),
+            content_hash(folder),
+            origin={"checkpoint": "default"},
+            lineage=(StepRecord("prune", {"heads": 2}, "p2"), StepRecord("onnx", {"opset": 17})),
+            details={"opset": 17},
+        )
+    )
+    relabelled = parent.derive(folder, step="distill", config={}, format="hf", details={}, label_names=("neg", "pos"))
+    assert relabelled.label_names == ("neg", "pos")
+
+
+def test_a_manifest_is_written_into_the_folder_being_built(tmp_path: Path) -> None:
+    """A step builds its model in a work folder, then moves it to the artifact's path."""
+    work = fake_checkpoint(tmp_path / "work")
+    ModelArtifact(tmp_path / "final", "hf", ("a", "b"), content_hash(work)).save_manifest(work)
+    assert (work / MANIFEST).is_file() and not (tmp_path / "final").exists()
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
@@ -170,15 +284,15 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
         ("fresh", "rotten"),
         content_hash(folder),
         origin={"checkpoint": "default", "finetune": {"epochs": 1.0}},
-        lineage=(StepRecord("onnx", {"opset": 17, "optimize": True}), StepRecord("quantize-dynamic", {})),
+        lineage=(StepRecord("onnx", {"opset": 17, "optimize": True}), StepRecord("quantize-dynamic", {}, "dyn")),
         details={"train_seconds": 12.5},
     )
     artifact.save_manifest()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [MANIFEST, "config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(  # the name the folders cached on disk have
+        ["optbench-manifest.json", "config.json", "model.safetensors", "tokenizer.json"]
     )
     saved = json.loads((folder / MANIFEST).read_text())
-    assert saved["variant"] == "baseline+onnx+quantize-dynamic"
+    assert saved["variant"] == "baseline+onnx+dyn"
     assert ModelArtifact.load(folder) == artifact
 
 
@@ -210,6 +324,8 @@ def test_manifest_missing_or_broken(tmp_path: Path) -> None:
         (lambda m: [m], "not a mapping"),
         (lambda m: {k: v for k, v in m.items() if k != "sha256"}, "no 'sha256' entry"),
         (lambda m: {**m, "lineage": [{"config": {}}]}, "no 'name' entry"),
+        (lambda m: {**m, "lineage": [{"name": "onnx"}]}, "no 'config' entry"),
+        (lambda m: {k: v for k, v in m.items() if k != "label_names"}, "no 'label_names' entry"),
         (lambda m: {**m, "label_names": None}, "not iterable"),
         (lambda m: {**m, "format": "tflite"}, "format 'tflite' is none of hf, onnx, trt"),
     ],
@@ -221,7 +337,10 @@ def test_a_damaged_manifest_is_refused_naming_the_fix(
     folder = fake_checkpoint(tmp_path / "model")
     manifest = ModelArtifact(folder, "hf", ("a", "b"), content_hash(folder)).to_dict()
     (folder / MANIFEST).write_text(json.dumps(edit(manifest)))
-    with pytest.raises(OptbenchError, match=rf"cannot read artifact manifest .*\(.*{problem}.*\): delete the folder"):
+    manifest_path = re.escape(str(folder / MANIFEST))
+    with pytest.raises(
+        OptbenchError, match=rf"cannot read artifact manifest {manifest_path} \(.*{problem}.*\): delete the"
+    ):
         ModelArtifact.load(folder)
 
 

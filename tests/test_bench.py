@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,24 @@ import numpy as np
 import pytest
 
 from optbench import bench
+from optbench.accuracy import Drop, Metrics
 from optbench.artifact import StepRecord
 from optbench.bench import BenchConfig, benchmark, noise_floor_pct
+from optbench.environment import fingerprint_key
 from optbench.errors import OptbenchError
-from optbench.job import JobFailed
-from optbench.measure import Latency, Timing
+from optbench.executors.local import LocalExecutor
+from optbench.job import JobFailed, load_batches
+from optbench.measure import GpuMemory, Latency, Timing
+from optbench.report import workload_fingerprint
 from optbench.runtimes import RuntimeSpec
-from optbench.sweep import SweepStore
+from optbench.sweep import PlannedJob, SweepStore
 
 MS = 1_000_000
+
+
+def _variant(job: Any) -> str:
+    """The variant name of a job's model, from its lineage's step names."""
+    return "+".join(["baseline", *(step["name"] for step in job.artifact["lineage"])])
 
 
 @pytest.fixture()
@@ -33,7 +43,7 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch, reviews) -> list[tuple[str, str]]
     calls: list[tuple[str, str]] = []
 
     def run(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
-        variant = "+".join(["baseline", *(step["name"] for step in job.artifact["lineage"])])
+        variant = _variant(job)
         calls.append((job.kind, variant))
         if (job.kind, variant) in failing:
             raise failing[job.kind, variant]
@@ -84,16 +94,6 @@ def test_rounds_interleave_the_variants_and_end_with_the_a_a_repeat(fake_jobs, t
     assert reports[0].workload["rounds"] == 2
 
 
-def test_every_job_keeps_its_caches_in_the_run_s_cache_folder(
-    fake_jobs, tiny_artifact, reviews, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    caches: list[str | None] = []
-    fake = bench.run_in_subprocess
-    monkeypatch.setattr(bench, "run_in_subprocess", lambda job, *args: caches.append(job.cache) or fake(job, *args))
-    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store, cache_dir=tmp_path / "cache")
-    assert len(caches) == len(fake_jobs) > 1 and set(caches) == {str((tmp_path / "cache").resolve())}
-
-
 def test_pooled_rounds_keep_the_coarsest_clock_resolution() -> None:
     """A round stored before jobs recorded their clock's resolution pools as unknown (0)."""
     pooled: dict[Any, dict[str, Any]] = {}
@@ -136,6 +136,7 @@ def test_more_threads_than_usable_cores_are_warned_about(
         if threads == 2:
             assert "threads" not in caplog.text
     assert "[bench] threads = 8 is more than the 2 cores this process may use" in caplog.text
+    assert "set threads = 2 or fewer, or run where more cores are free" in caplog.text
     assert reports and reports[0].runtime["threads"] == 8
 
 
@@ -220,13 +221,15 @@ def test_a_bench_config_made_in_code_refuses_a_runtime_listed_twice() -> None:
         BenchConfig(runtimes=(RuntimeSpec("torch"), RuntimeSpec("torch", "cpu", "fp32")))
 
 
-def _failing_job(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
-    """Make the fake job runner fail the one job whose output is named `key` (its round and pair)."""
+def _failing_job(
+    monkeypatch: pytest.MonkeyPatch, key: str, reason: str = "latency job hung: no result after 5 s"
+) -> None:
+    """Make the fake job runner fail the one job whose output is named `key` (its round and pair) for `reason`."""
     run = bench.run_in_subprocess
 
     def fail_one(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
         if Path(job.output).name.rsplit("-", 1)[0] == key:  # the store names it <key>-<claim token>.result.json
-            raise JobFailed("latency job hung: no result after 5 s")
+            raise JobFailed(reason)
         return run(job, job_path, timeout_s)
 
     monkeypatch.setattr(bench, "run_in_subprocess", fail_one)
@@ -320,3 +323,326 @@ def test_models_of_the_baselines_tokenizer_files_or_of_none_share_its_batches(
     assert not failed
     assert inputs[str(pruned.path)] == inputs[str(bare.path)] == inputs[str(tiny_artifact.path)]
     assert {Path(path).name for path in inputs[str(tiny_artifact.path)]} == {"accuracy.npz", "shape-1-16.npz"}
+
+
+# --- what the configuration refuses ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_sizes": ()}, "needs at least one runtime, batch size and sequence length"),
+        ({"seq_lens": ()}, "needs at least one runtime, batch size and sequence length"),
+        ({"seq_lens": (16, 0)}, "sequence length 0 is not valid"),
+        ({"batch_sizes": (True,)}, r"batch_sizes \[True\] are not positive integers"),
+        ({"batch_sizes": ("32",)}, r"batch_sizes \['32'\] are not positive integers"),
+        ({"max_batches": 0}, "^max_batches=0: must be 1 or more"),
+        ({"threads": 0, "rounds": 0}, "^threads=0 and rounds=0: must be 1 or more"),
+        ({"job_timeout_s": 0.0}, "^job_timeout_s=0.0 must be a positive number of seconds"),
+        ({"job_timeout_s": float("nan")}, "^job_timeout_s=nan must be a positive number of seconds"),
+    ],
+)
+def test_a_bench_config_made_in_code_is_checked_as_a_recipe_s(changes: dict[str, Any], message: str) -> None:
+    """The recipe reader checks seq_lens itself first: a BenchConfig built by code is checked by its own."""
+    with pytest.raises(OptbenchError, match=message):
+        BenchConfig(**changes)
+
+
+# --- the matrix --------------------------------------------------------------------------------------------
+
+COMPILED = RuntimeSpec("torch", options={"compile": True})
+
+
+def test_the_reference_pair_comes_first_unless_a_runtime_lists_it() -> None:
+    reference = bench.REFERENCE
+    assert bench.pair_up(["base", "int8"], [COMPILED], lambda spec, model: True) == (
+        [("base", reference), ("base", COMPILED), ("int8", COMPILED)],
+        0,
+    )
+
+    def not_int8_on_reference(spec: RuntimeSpec, model: str) -> bool:
+        return (model, spec) != ("int8", reference)
+
+    assert bench.pair_up(["base", "int8"], [COMPILED, reference], not_int8_on_reference) == (
+        [("base", COMPILED), ("base", reference), ("int8", COMPILED)],
+        1,
+    )
+
+
+def test_a_runtime_is_not_paired_with_a_model_of_a_format_it_does_not_run(tiny_artifact, caplog) -> None:
+    with caplog.at_level("WARNING", logger="optbench.bench"):
+        assert not bench._runs(RuntimeSpec("onnxruntime"), tiny_artifact)
+    assert caplog.text == ""  # not a model it declines: one it never runs
+
+
+def test_jobs_run_elsewhere_are_not_warned_about_this_machine_s_cores(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Each node of a distributed executor has cores of its own."""
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
+    elsewhere = type("Elsewhere", (LocalExecutor,), {"runs_here": False})(bench.run_in_subprocess)
+    config = dataclasses.replace(TWO_ROUNDS, threads=8)
+    with caplog.at_level("WARNING", logger="optbench.bench"):
+        reports, _ = benchmark([tiny_artifact], reviews, config, recipe="t", store=store, executor=elsewhere)
+    assert reports and "threads" not in caplog.text
+
+
+# --- the reports ----------------------------------------------------------------------------------------------
+
+
+def _script_jobs(
+    monkeypatch: pytest.MonkeyPatch, latency: Callable[[Any], dict[str, Any]], logits: Callable[[str], np.ndarray]
+) -> None:
+    """Replace the job processes: a latency job returns `latency(job)`, an accuracy job `logits(variant)` with the
+    variant's name as its runtime details."""
+
+    def run(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        if job.kind == "latency":
+            return latency(job)
+        path = Path(job.output).with_suffix(".npy")
+        np.save(path, logits(_variant(job)))
+        details = {"variant": _variant(job)}
+        return {"logits": str(path), "runtime_details": details, "startup": {"load_s": 0.5}, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "run_in_subprocess", run)
+
+
+def test_each_report_holds_its_own_pair_s_figures(
+    monkeypatch: pytest.MonkeyPatch, tiny_artifact, reviews, store
+) -> None:
+    """Every figure is the pair's own, at each shape, and the speedup, the drop and the noise floor are taken
+    against the reference, at p50: where every model timed and predicted alike, a mix-up passed unnoticed."""
+    labels = reviews.test.labels
+
+    def latency(job: Any) -> dict[str, Any]:
+        variant = _variant(job)
+        ms = [12] * 3 if "-repeat-" in Path(job.output).name else {"baseline": [10, 10, 30], "baseline+prune": [5] * 3}
+        return {
+            "values_ns": [v * MS for v in (ms if isinstance(ms, list) else ms[variant])],
+            "peak_rss_mb": 100.0 + len(variant),
+            "gpu_memory": {"peak_allocated_mb": float(len(variant))},
+        }
+
+    def logits(variant: str) -> np.ndarray:  # the baseline says fresh (0) to every text, the pruned model is right
+        return np.eye(2)[labels if variant == "baseline+prune" else np.zeros_like(labels)]
+
+    _script_jobs(monkeypatch, latency, logits)
+    timing = Timing(warmup=0, min_iters=1)
+    config = BenchConfig(batch_sizes=(1, 2), seq_lens=(16,), threads=1, timing=timing, max_batches=3)
+    artifacts = [tiny_artifact, _pruned(tiny_artifact)]
+    reports, failed = benchmark(artifacts, reviews, config, recipe="t", store=store)
+    workload = {
+        "dataset": reviews.source,
+        "data_fingerprint": reviews.fingerprint,
+        "split": "test",
+        "rows": len(reviews.test),
+        "max_length": reviews.max_length,
+        "threads": 1,
+        "timing": dataclasses.asdict(timing),
+        "max_batches": 3,
+        "rounds": 1,
+    }
+    assert not failed and len(reports) == 2
+    for report, artifact in zip(reports, artifacts, strict=True):
+        variant = artifact.variant
+        assert report.recipe == "t" and report.workload == workload
+        assert report.artifact == {
+            **artifact.to_dict(),
+            "size_mb": artifact.size_mb(),
+            "parameters": artifact.parameters(),
+        }
+        details = {"details": {"variant": variant}, "startup": {"load_s": 0.5}}
+        assert report.runtime == {**bench.REFERENCE.to_dict(), "threads": 1, **details}
+        assert report.environment["machine"] == fingerprint_key(report.environment)
+        assert report.metrics == Metrics.from_logits(labels, logits(variant))
+        assert [(m.batch_size, m.seq_len) for m in report.measurements] == [(1, 16), (2, 16)]
+        for m in report.measurements:
+            assert m.workload_fingerprint == workload_fingerprint(workload, m.batch_size, 16)
+            assert m.throughput_sps == pytest.approx(m.batch_size * 1e3 / m.latency.mean_ms)
+            assert m.peak_rss_mb == 100.0 + len(variant)
+            assert m.gpu_memory == GpuMemory(peak_allocated_mb=float(len(variant)))
+            assert m.noise_floor_pct == pytest.approx(200 * 2 / 22)  # p50s 10 and 12 (their p90s: 26 and 12)
+    baseline, pruned = reports
+    assert baseline.drop == Drop.of_reference()
+    assert pruned.drop == Drop.paired(labels, logits("baseline"), logits("baseline+prune")) and pruned.drop.points < 0
+    assert [m.speedup_p50 for m in pruned.measurements] == [2.0, 2.0]  # p50s 10 over 5 (the p90s: 26 over 5)
+
+
+def test_shapes_are_reported_by_the_machine_that_timed_them(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An executor's nodes send their environment with each latency job: each pair gets a report per node, of the
+    shapes timed there, in the order the run has them."""
+    run = bench.run_in_subprocess
+
+    def on_nodes(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        result = run(job, job_path, timeout_s)
+        if job.kind == "latency":
+            node = "node-b" if "-2x16-" in Path(job.output).name else "node-a"
+            result["environment"] = {"machine": node, "executor": "ray"}
+        return result
+
+    monkeypatch.setattr(bench, "run_in_subprocess", on_nodes)
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=(1, 2, 4))
+    reports, _ = benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", store=store)
+    assert [(r.variant, r.environment["machine"], [m.batch_size for m in r.measurements]) for r in reports] == [
+        ("baseline", "node-a", [1, 4]),
+        ("baseline+prune", "node-a", [1, 4]),
+        ("baseline", "node-b", [2]),
+        ("baseline+prune", "node-b", [2]),
+    ]
+
+
+def test_this_machine_is_fingerprinted_once_a_run_with_its_threads(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint times a calibration: once for the run, not once per shape."""
+    taken: list[int] = []
+    fingerprint = bench.fingerprint
+    monkeypatch.setattr(bench, "fingerprint", lambda threads: taken.append(threads) or fingerprint(threads))
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=(1, 2), threads=2)
+    reports, _ = benchmark([tiny_artifact], reviews, config, recipe="t", store=store)
+    assert taken == [2] and [len(r.measurements) for r in reports] == [2]
+
+
+def test_the_reference_failing_a_later_shape_is_an_error_naming_its_own_failure(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the reason of an A/A repeat of it that failed before: that one lost only a noise floor."""
+    _failing_job(monkeypatch, "latency-1x16-round0-pair0-repeat")
+    _failing_job(monkeypatch, "latency-2x16-round0-pair0", "latency job failed: killed by SIGKILL: out of memory")
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=(1, 2), rounds=1)
+    with pytest.raises(OptbenchError, match=r"the reference baseline on torch.* failed \(latency job failed: killed"):
+        benchmark([tiny_artifact, _pruned(tiny_artifact)], reviews, config, recipe="t", store=store)
+
+
+def test_a_failed_pair_listed_before_the_reference_leaves_the_reference_its_figures(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the reference listed second, its machine and noise floor are read from its own jobs, not the first
+    pair's (which has none)."""
+    _failing_job(monkeypatch, "latency-1x16-round0-pair0")
+    config = dataclasses.replace(TWO_ROUNDS, runtimes=(COMPILED, bench.REFERENCE), rounds=1)
+    reports, failed = benchmark([tiny_artifact], reviews, config, recipe="t", store=store)
+    assert [(f.runtime, f.job) for f in failed] == [("torch-cpu-fp32-compile", "latency-1x16-round0-pair0")]
+    assert [(r.runtime["options"], r.measurements[0].noise_floor_pct) for r in reports] == [
+        ({}, pytest.approx(200 / 21))
+    ]
+
+
+def test_an_int8_model_slower_than_its_fp32_source_is_flagged_at_those_shapes(
+    monkeypatch: pytest.MonkeyPatch, tiny_artifact, reviews, store
+) -> None:
+    """Its source is the model its quantize step ran on (not the baseline); equal p50s are not slower; a model that
+    no quantize step made last is not flagged, however slow."""
+    batch_sizes = (1, 2, 4)
+    p50s = {
+        "baseline": (10, 10, 10),
+        "baseline+prune": (12, 5, 5),
+        "baseline+prune+quantize-dynamic": (13, 5, 14),
+        "baseline+quantize-dynamic": (9, 9, 9),
+    }
+
+    def latency(job: Any) -> dict[str, Any]:
+        batch_size = int(Path(job.output).name.split("-")[1].split("x")[0])  # latency-<batch>x<seq>-round...
+        return {"values_ns": [p50s[_variant(job)][batch_sizes.index(batch_size)] * MS] * 3, "peak_rss_mb": 1.0}
+
+    _script_jobs(monkeypatch, latency, lambda variant: np.tile([[1.0, 0.0]], (len(reviews.test), 1)))
+    pruned = _pruned(tiny_artifact)
+    quantize = StepRecord("quantize-dynamic", {})
+    artifacts = [
+        tiny_artifact,
+        pruned,
+        dataclasses.replace(pruned, lineage=(*pruned.lineage, quantize)),
+        dataclasses.replace(tiny_artifact, lineage=(quantize,)),
+    ]
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=batch_sizes, rounds=1, aa_check=False)
+    reports, _ = benchmark(artifacts, reviews, config, recipe="t", store=store)
+    assert {r.variant: r.warnings for r in reports} == {
+        "baseline": (),
+        "baseline+prune": (),
+        "baseline+prune+quantize-dynamic": (
+            "INT8 is slower than its FP32 source baseline+prune on torch-cpu-fp32 at batch 1 x 16, batch 4 x 16",
+        ),
+        "baseline+quantize-dynamic": (),
+    }
+
+
+def test_an_int8_model_whose_source_is_not_timed_on_its_runtime_is_not_flagged(tiny_artifact) -> None:
+    quantized = dataclasses.replace(tiny_artifact, lineage=(StepRecord("quantize-dynamic", {}),))
+    pairs = [(tiny_artifact, bench.REFERENCE), (quantized, COMPILED)]
+    assert bench._int8_slower_than_source(1, pairs, [tiny_artifact, quantized], {}, [(1, 16)]) == []
+
+
+# --- the jobs and their inputs ----------------------------------------------------------------------------------
+
+
+def test_every_job_runs_with_the_run_s_settings(
+    fake_jobs, tiny_artifact, reviews, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its threads, timing, timeout and cache folder, the last made absolute: a job's process may start elsewhere."""
+    seen: list[tuple[Any, ...]] = []
+    fake = bench.run_in_subprocess
+
+    def record(job: Any, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        seen.append((job.threads, job.timing, timeout_s, job.cache))
+        return fake(job, job_path, timeout_s)
+
+    monkeypatch.setattr(bench, "run_in_subprocess", record)
+    monkeypatch.chdir(tmp_path)
+    timing = Timing(warmup=0, min_iters=2, min_seconds=0.5)
+    config = dataclasses.replace(TWO_ROUNDS, threads=3, timing=timing, job_timeout_s=42.0)
+    benchmark([tiny_artifact], reviews, config, recipe="t", store=store, cache_dir=Path("cache"))
+    assert len(seen) == len(fake_jobs) > 1 and set(seen) == {(3, timing, 42.0, str(tmp_path.resolve() / "cache"))}
+
+
+def test_latency_inputs_are_whole_batches_and_the_accuracy_pass_reads_every_text_up_to_max_length(
+    fake_jobs, tiny_artifact, reviews, store
+) -> None:
+    data = dataclasses.replace(reviews, max_length=16)
+    config = dataclasses.replace(TWO_ROUNDS, batch_sizes=(7,), seq_lens=(16,), max_batches=3)
+    benchmark([tiny_artifact], data, config, recipe="t", store=store)
+    assert [b["input_ids"].shape for b in load_batches(store.inputs / "shape-7-16.npz")] == [(7, 16)] * 3
+    accuracy = load_batches(store.inputs / "accuracy.npz")
+    rows = [len(b["input_ids"]) for b in accuracy]
+    assert sum(rows) == len(data.test) and all(n == bench.ACCURACY_BATCH_SIZE for n in rows[:-1])
+    assert max(b["input_ids"].shape[1] for b in accuracy) == 16  # each batch as long as its longest text, cut at 16
+
+
+def test_a_resumed_sweep_reads_the_inputs_it_tokenized(
+    fake_jobs, tiny_artifact, reviews, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    monkeypatch.setattr(bench, "save_batches", lambda *args: pytest.fail("a resumed sweep tokenized its inputs again"))
+    reports, _ = benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert len(reports) == 1
+
+
+def test_the_progress_bar_names_the_job_its_round_and_the_a_a_repeat(tiny_artifact) -> None:
+    def describe(job: PlannedJob, rounds: int) -> str:
+        return bench._describe(job, tiny_artifact, bench.REFERENCE, rounds)
+
+    assert describe(PlannedJob("accuracy", 0), 2) == "accuracy baseline on torch-cpu-fp32"
+    assert describe(PlannedJob("latency", 0, (1, 16)), 1) == "latency baseline on torch-cpu-fp32"
+    assert describe(PlannedJob("latency", 0, (1, 16), round=1, repeat=True), 2) == (
+        "latency baseline on torch-cpu-fp32 (round 2/2), A/A repeat"
+    )
+
+
+def test_pooled_rounds_keep_the_highest_memory_figures() -> None:
+    """Each figure the highest of any round's, whichever rounds had GPU figures; the jobs' results left as they were."""
+    pooled: dict[Any, dict[str, Any]] = {}
+    first = {
+        "values_ns": [MS],
+        "peak_rss_mb": 300.0,
+        "gpu_memory": {"peak_allocated_mb": 10.0, "process_used_mb": 50.0},
+    }
+    bench._pool(pooled, "gpu", first)
+    bench._pool(pooled, "gpu", {"values_ns": [MS], "peak_rss_mb": 200.0, "gpu_memory": {"peak_allocated_mb": 20.0}})
+    bench._pool(pooled, "gpu", {"values_ns": [MS], "peak_rss_mb": 100.0})
+    assert pooled["gpu"]["peak_rss_mb"] == 300.0
+    assert pooled["gpu"]["gpu_memory"] == GpuMemory(peak_allocated_mb=20.0, process_used_mb=50.0)
+    assert first["values_ns"] == [MS]
+    bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0})
+    bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0, "gpu_memory": {"process_used_mb": 5.0}})
+    assert pooled["later"]["gpu_memory"] == GpuMemory(process_used_mb=5.0)
