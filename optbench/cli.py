@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from optbench.executors import check_executor, make_executor
     from optbench.failures import FAILURES_FILE, load_failures
+    from optbench.output_paths import check_folder_can_be_written
     from optbench.pipeline import default_cache_dir, run_recipe
     from optbench.recipe import load_recipe, with_inputs
     from optbench.report import load_reports
@@ -323,7 +324,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     cache = (args.cache or default_cache_dir()).resolve()
     for option, folder in (("--results", args.results / recipe.name), (_cache_option(args.cache), cache)):
-        _check_folder_can_be_written(option, folder)
+        check_folder_can_be_written(option, folder)
     if args.dry_run:
         from optbench.dry_run import describe, plan_run
 
@@ -355,30 +356,6 @@ def _cache_option(given: Path | None) -> str:
     if os.environ.get("OPTBENCH_CACHE"):
         return "$OPTBENCH_CACHE"
     return "the default cache folder (--cache names another)"
-
-
-# the least free space a run's folders may start with: a run's reports, plot and sweep files take more, so a file
-# system with less (full) failed at the run's first write there, after its steps had trained and exported for minutes
-MIN_FREE_BYTES = 1 << 20
-
-
-def _check_folder_can_be_written(option: str, folder: Path) -> None:
-    """Refuse, before any work, a folder that is a file, lies under a file, cannot be made or written, or is on a
-    read-only or full file system."""
-    from optbench.atomic import nearest_existing
-    from optbench.errors import NO_SPACE_FIX, READ_ONLY_FIX
-
-    existing = nearest_existing(folder)
-    if not existing.is_dir():
-        raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
-    space = os.statvfs(existing)
-    if space.f_flag & os.ST_RDONLY:  # os.access says no for every user there: not this user's permissions
-        raise OptbenchError(f"{option}: {existing} is on a read-only file system: {READ_ONLY_FIX}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
-    free = space.f_frsize * (space.f_bfree if os.geteuid() == 0 else space.f_bavail)  # root may use the reserve
-    if free < MIN_FREE_BYTES:
-        raise OptbenchError(f"{option}: the file system of {existing} is full ({free >> 10} KiB free): {NO_SPACE_FIX}")
 
 
 def _failure_lines(failed: list[FailedJob]) -> str:

@@ -1,14 +1,36 @@
-"""Output files that must not land on the command's own inputs: `gate --junit recipes/budgets.toml` replaced the
-budget file it had just read, and `report results/all -o results/all/RUN/report.html` a run's committed page,
-without a word. Checked once the inputs are read (only then is it known which run folders they lie in), before
-anything is written."""
+"""Where a command's output may go, checked before anything is written: a run's results and cache folders must be
+folders this user can write on a file system with room; output files must not land on the command's own inputs
+(`gate --junit recipes/budgets.toml` replaced the budget file it had just read, and `report results/all -o
+results/all/RUN/report.html` a run's committed page, without a word), which is known once the inputs are read."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from optbench.errors import OptbenchError
+from optbench.atomic import nearest_existing
+from optbench.errors import NO_SPACE_FIX, READ_ONLY_FIX, OptbenchError
+
+# the least free space a run's folders may start with: a run's reports, plot and sweep files take more, so a file
+# system with less (full) failed at the run's first write there, after its steps had trained and exported for minutes
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_folder_can_be_written(option: str, folder: Path) -> None:
+    """Refuse, before any work, a folder that is a file, lies under a file, cannot be made or written, or is on a
+    read-only or full file system."""
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        raise OptbenchError(f"{option}: {existing} is a file, so {folder} cannot be a folder: give another path")
+    space = os.statvfs(existing)
+    if space.f_flag & os.ST_RDONLY:  # os.access says no for every user there: not this user's permissions
+        raise OptbenchError(f"{option}: {existing} is on a read-only file system: {READ_ONLY_FIX}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
+    free = space.f_frsize * (space.f_bfree if os.geteuid() == 0 else space.f_bavail)  # root may use the reserve
+    if free < MIN_FREE_BYTES:
+        raise OptbenchError(f"{option}: the file system of {existing} is full ({free >> 10} KiB free): {NO_SPACE_FIX}")
 
 
 def refuse_overwriting_inputs(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_report
 
-from optbench import cli, gpu_check, gpu_pack
+from optbench import cli, gpu_check, gpu_pack, output_paths
 from optbench.cli import build_parser, main
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob, write_failures
@@ -832,9 +832,11 @@ def test_a_run_on_a_full_file_system_is_refused_before_any_step(
     full = tmp_path / "full"
     full.mkdir()
     space = os.statvfs(tmp_path)
-    blocks = (cli.MIN_FREE_BYTES - 4096) // space.f_frsize  # just under the floor, for root and other users alike
+    blocks = (
+        output_paths.MIN_FREE_BYTES - 4096
+    ) // space.f_frsize  # just under the floor, for root and other users alike
     almost_full = os.statvfs_result([*space[:3], blocks, blocks, *space[5:]])
-    monkeypatch.setattr(cli.os, "statvfs", lambda path: almost_full if Path(path) == full else space)
+    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: almost_full if Path(path) == full else space)
     room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     for option in ("--results", "--cache"):
         args = ["run", str(recipe), *room, option, str(full / "x")]  # the later option wins
@@ -852,7 +854,7 @@ def test_a_run_on_a_read_only_file_system_is_refused_naming_it(
     frozen.mkdir()
     space = os.statvfs(tmp_path)
     read_only = os.statvfs_result([*space[:8], space.f_flag | os.ST_RDONLY, space[9]])
-    monkeypatch.setattr(cli.os, "statvfs", lambda path: read_only if Path(path) == frozen else space)
+    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: read_only if Path(path) == frozen else space)
     room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     for option in ("--results", "--cache"):
         args = ["run", str(recipe), *room, option, str(frozen / "x"), "--dry-run"]
