@@ -231,9 +231,11 @@ def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
         ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
         (
             {"id2label": {"0": "neg", "2": "pos"}},
-            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
+            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids 0 to 1",
         ),
         ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+        ({"id2label": {"0": "a", "1": "b", "2": "c"}, "num_labels": 2}, r"num_labels = 2 and id2label names 3 labels"),
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": True}, r"num_labels = True is not a count"),
         ({"id2label": 2}, r"id2label = 2 is not an object of label ids"),  # a traceback: an int has no len()
         ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": "2"}, r"num_labels = '2' is not a count"),
     ],
