@@ -22,6 +22,8 @@ from optbench.hf_config import (
 )
 
 BERT_CONFIG = b'{"model_type": "bert"}'
+# what a clone without git-lfs leaves in place of a large file
+LFS_POINTER_TEXT = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
 
 
 def test_read_hf_config_of_real_checkpoints(tiny_encoder: Path, tiny_classifier: Path) -> None:
@@ -106,11 +108,36 @@ def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, p
     """A Hub repository cloned without git-lfs: every file there by name, the large ones a few lines of text. It
     passed, and the run failed when a step or job loaded the weights, with safetensors' own error."""
     files = {"config.json": BERT_CONFIG, weights: b"w", "tokenizer.json": b"{}"}
-    files[pointer] = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
+    files[pointer] = LFS_POINTER_TEXT
     folder = write_files(tmp_path / "m", files)
     message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
     with pytest.raises(OptbenchError, match=message):
         read_hf_config(folder)
+
+
+def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
+    """Each file `git lfs pull` must fetch is named, the weights first."""
+    files = {"config.json": BERT_CONFIG, "model.safetensors": LFS_POINTER_TEXT, "tokenizer.json": LFS_POINTER_TEXT}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=r"in place of model\.safetensors, tokenizer\.json: run `git lfs install"):
+        read_hf_config(folder)
+
+
+def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There is nothing for git-lfs to fetch: the load that needs the file says why it cannot read it."""
+    files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer.json": b"{}"}
+    unreadable = write_files(tmp_path / "m", files) / "tokenizer.json"
+    open_file = Path.open
+
+    def refusing_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    assert read_hf_config(unreadable.parent) == {"model_type": "bert"}
 
 
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
