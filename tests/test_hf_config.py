@@ -378,6 +378,52 @@ def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
     read_hf_config(folder)
 
 
+@pytest.mark.parametrize("shard", [0, 1])
+def test_read_hf_config_checks_the_head_in_whichever_shard_holds_it(tmp_path: Path, shard: int) -> None:
+    """A large checkpoint's weights come in shards, its head in one of them (often the last)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.safetensors").unlink()
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    for index, name in enumerate(shards):
+        layer = "classifier.weight" if index == shard else "bert.pooler.dense.weight"
+        save_file({layer: torch.zeros((3, 8))}, str(folder / name))
+    message = rf"the classifier in {re.escape(shards[shard])} has 3 outputs and config\.json names 2 labels"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("headless", [False, True])
+def test_read_hf_config_leaves_a_head_it_cannot_find_to_the_load(
+    tmp_path: Path, weights_file: str, headless: bool
+) -> None:
+    """Weights that are not what their name says, or that hold no classifier under the names the BERT family gives
+    it: not refused as a head of no outputs, but left to transformers' load, which says what it finds."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.safetensors").unlink()
+    path = folder / weights_file
+    if not headless:
+        path.write_bytes(b"not weights")
+    elif weights_file.endswith(".safetensors"):
+        save_file({"bert.pooler.dense.bias": torch.zeros(8)}, str(path))
+    else:  # a .bin may hold more than tensors
+        torch.save({"bert.pooler.dense.bias": torch.zeros(8), "epoch": 3}, path)
+    assert read_hf_config(folder) == CLASSIFIER
+
+
+def test_read_hf_config_takes_a_classifier_with_an_onnx_export_beside_its_weights(tmp_path: Path) -> None:
+    """The folder's model.onnx is among its weight files: no weights transformers loads, and no head to size."""
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.onnx").write_bytes(b"onnx")
+    assert read_hf_config(folder) == CLASSIFIER
+
+
 @pytest.mark.parametrize(
     "config",
     [
