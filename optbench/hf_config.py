@@ -323,9 +323,8 @@ def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
     num_labels has transformers' default of DEFAULT_NUM_LABELS: save_pretrained() leaves out the generic
     LABEL_0 and LABEL_1 of a two-class head, and transformers loads it with those two again."""
     id2label = config.get("id2label") or {}
-    count = config.get("num_labels") or len(id2label) or DEFAULT_NUM_LABELS
     if not id2label:
-        return tuple(f"LABEL_{i}" for i in range(count))
+        return tuple(f"LABEL_{i}" for i in range(config.get("num_labels") or DEFAULT_NUM_LABELS))
     return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
 
 
