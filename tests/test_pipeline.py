@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -76,6 +77,40 @@ def test_a_failed_step_records_the_rest_of_its_chain_and_runs_once() -> None:
         "baseline+optimum-O2, step peer-optimum: optimum export failed",
         "baseline+optimum-O2+quantize-dynamic, step quantize-dynamic: not run: baseline+optimum-O2 failed before it",
     ]
+
+
+def test_a_failure_is_named_after_the_step_that_failed_in_every_chain_sharing_it() -> None:
+    """A chain that shares a failed step and the step after it (not run) names the step that failed for its own
+    steps after those, as the chain it shares them with does."""
+    finetune, onnx, quantize = {"name": "finetune"}, {"name": "onnx"}, {"name": "quantize-dynamic"}
+    chains = [{"steps": [finetune, onnx]}, {"steps": [finetune, onnx, quantize]}]
+    recipe = parse_recipe({"chains": chains, "bench": {"runtimes": ["onnxruntime"]}}, base=Path("."), default_name="r")
+
+    def apply(step: RecipeStep, model: _Model) -> _Model:
+        raise StepFailed("its outside tool failed")
+
+    models, failures = apply_chains(recipe, _Model("baseline"), apply)
+    assert models == [_Model("baseline")]
+    assert [f.describe() for f in failures] == [
+        "baseline+finetune, step finetune: its outside tool failed",
+        "baseline+finetune+onnx, step onnx: not run: baseline+finetune failed before it",
+        "baseline+finetune+onnx+quantize-dynamic, step quantize-dynamic: not run: baseline+finetune failed before it",
+    ]
+
+
+def test_a_run_id_is_its_start_in_utc_and_four_hex_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorted by name, runs are sorted by time; the digits tell apart runs started in one second on two machines."""
+    from datetime import UTC, datetime
+
+    from optbench.pipeline import new_run_id
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
+            return datetime(2026, 11, 30, 3, 15, 0, tzinfo=UTC)
+
+    monkeypatch.setattr("optbench.pipeline.datetime", Frozen)
+    assert re.fullmatch(r"20261130T031500Z-[0-9a-f]{4}", new_run_id())
 
 
 def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatch, reviews) -> None:
