@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -226,3 +227,111 @@ def test_a_run_notes_another_sweep_of_its_recipe_no_process_works_on(
         run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
     assert f"{interrupted.folder} (" in caplog.text and "unfinished sweep of run run-0" in caplog.text
     assert interrupted.folder.is_dir()
+
+
+def _recorded_run(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    checkpoint: Path,
+    reviews_csv: Path,
+    chains: list[dict] | None = None,
+    executor: object = None,
+) -> tuple[Path, dict]:
+    """run_recipe of `checkpoint` on the reviews, each step made by `_made_by` (its label and config name in the
+    output's lineage; StepFailed where the label says "fails"), and the benchmark replaced by one that records what it
+    is given: the variants and the sweep's identity, as its sweep.json holds it."""
+    from report_fixtures import make_report
+
+    from optbench.artifact import StepRecord
+    from optbench.pipeline import run_recipe
+
+    def made_by(config, artifact, data, cache_dir, label=None):  # type: ignore[no-untyped-def]
+        if label == "fails":
+            raise StepFailed("its outside tool failed")
+        step = StepRecord(config.name, {}, label)
+        sha256 = f"{artifact.sha256}+{step.shown}"
+        return replace(artifact, sha256=sha256, lineage=(*artifact.lineage, step))
+
+    seen: dict = {}
+
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
+        seen["variants"] = [a.variant for a in artifacts]
+        seen["identity"] = json.loads((store.folder / "sweep.json").read_text())["identity"]
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
+
+    monkeypatch.setattr("optbench.pipeline.run_step", made_by)
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    table = {
+        "model": {"checkpoint": str(checkpoint)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "chains": chains or [],
+        "bench": {"batch_sizes": [1], "seq_lens": [64], "runtimes": ["torch", "onnxruntime"] if chains else ["torch"]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    return run_recipe(recipe, tmp_path / "results", tmp_path / "cache", executor), seen
+
+
+def test_a_run_measures_each_variant_once_by_its_label_and_records_its_failed_steps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Two chains sharing a labelled first step: its output is measured once, under its label; the step that fails
+    in the second chain is in the run's failures with the jobs'."""
+    from optbench.failures import load_failures
+
+    exported = {"name": "onnx", "label": "exported"}
+    chains = [
+        {"steps": [exported, {"name": "quantize-dynamic"}]},
+        {"steps": [exported, {"name": "quantize-dynamic", "label": "fails"}]},
+    ]
+    run, seen = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv, chains)
+    assert seen["variants"] == ["baseline", "baseline+exported", "baseline+exported+quantize-dynamic"]
+    assert [f.describe() for f in load_failures(run)] == [
+        "baseline+exported+fails, step quantize-dynamic: its outside tool failed"
+    ]
+
+
+def test_a_run_whose_jobs_run_elsewhere_does_not_belong_to_this_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Its executor's results say where they ran: another machine sharing the results folder may resume the sweep."""
+    from optbench.executors.local import LocalExecutor
+
+    class Elsewhere(LocalExecutor):
+        runs_here = False
+
+    _, seen = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv, executor=Elsewhere(lambda *a: {}))
+    assert "machine" not in seen["identity"]
+
+
+def test_a_run_leaves_its_published_folder_alone_in_the_recipes_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """The sweep it worked in is removed as its last process leaves: a re-run starts a new sweep, not this one."""
+    run, _ = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv)
+    assert [path.name for path in run.parent.iterdir()] == [run.name]
+
+
+def test_a_run_another_sweep_of_its_plan_published_first_returns_that_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Two processes of one sweep publish one run id: the second's rename fails on the first's folder, which is the
+    run both made. Any other failure to publish is raised. (Files are written by renames too: only a folder's fails.)"""
+    replace_path = os.replace
+
+    def published_first(source: Path, target: Path) -> None:
+        replace_path(source, target)  # as the other process did
+        if Path(target).is_dir():
+            raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr("optbench.pipeline.os.replace", published_first)
+    run, _ = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv)
+    assert (run / "report.html").is_file()
+
+    def failing(source: Path, target: Path) -> None:
+        if Path(source).is_dir():
+            raise OSError(28, "No space left on device")
+        replace_path(source, target)
+
+    monkeypatch.setattr("optbench.pipeline.os.replace", failing)
+    with pytest.raises(OSError, match="No space left on device"):
+        _recorded_run(monkeypatch, tmp_path / "again", tiny_classifier, reviews_csv)
