@@ -137,6 +137,26 @@ def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatc
     assert "machine" not in sweep_identity(recipe, models, reviews, here=False)
 
 
+def test_a_sweep_is_identified_by_all_it_measures_but_the_job_timeout(reviews) -> None:
+    """A re-run resumes a sweep only where it measures the same: the recipe, each model's content, the [bench]
+    settings, the data and its length; one with a longer job timeout, given to let a slow job finish, resumes it."""
+    from optbench.pipeline import sweep_identity
+
+    recipe = parse_recipe({}, base=Path("."), default_name="r")
+    models = [("baseline", "ab" * 32)]
+    identity = sweep_identity(recipe, models, reviews, here=False)
+    others = [
+        sweep_identity(replace(recipe, name="other"), models, reviews, here=False),
+        sweep_identity(recipe, [("baseline", "cd" * 32)], reviews, here=False),
+        sweep_identity(replace(recipe, bench=replace(recipe.bench, rounds=2)), models, reviews, here=False),
+        sweep_identity(recipe, models, replace(reviews, fingerprint="other"), here=False),
+        sweep_identity(recipe, models, replace(reviews, max_length=reviews.max_length + 1), here=False),
+    ]
+    assert all(other != identity for other in others)
+    longer = replace(recipe, bench=replace(recipe.bench, job_timeout_s=recipe.bench.job_timeout_s * 2))
+    assert sweep_identity(longer, models, reviews, here=False) == identity
+
+
 def test_the_machine_key_is_the_one_reports_carry() -> None:
     from optbench.environment import fingerprint, fingerprint_key, machine_key
 
