@@ -136,16 +136,16 @@ def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type.startswith(PRUNED_TYPE_PREFIX):
         import optbench.pruned_bert  # noqa: F401 (registers the pruned model types)
-    fix = " (a model type newer than this transformers needs an upgrade)"
-    if model_type is None:
+    fix = ""
+    if model_type is None:  # no upgrade gives it one
         problem = "has no model_type"
     elif not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
         problem = f"model_type = {model_type!r} is not a model type transformers {transformers.__version__} knows"
+        fix = " (a model type newer than this transformers needs an upgrade)"
     elif (kind := _generative_kind(model_type)) is not None:
-        problem, fix = f"model_type = {model_type!r} is {kind}", ""
+        problem = f"model_type = {model_type!r} is {kind}"
     elif not _has_text_classifier(model_type):
         problem = f"model_type = {model_type!r} has no text classifier in transformers (an image or audio model)"
-        fix = ""
     else:
         return
     family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
@@ -323,9 +323,8 @@ def hf_label_names(config: dict[str, Any]) -> tuple[str, ...]:
     num_labels has transformers' default of DEFAULT_NUM_LABELS: save_pretrained() leaves out the generic
     LABEL_0 and LABEL_1 of a two-class head, and transformers loads it with those two again."""
     id2label = config.get("id2label") or {}
-    count = config.get("num_labels") or len(id2label) or DEFAULT_NUM_LABELS
     if not id2label:
-        return tuple(f"LABEL_{i}" for i in range(count))
+        return tuple(f"LABEL_{i}" for i in range(config.get("num_labels") or DEFAULT_NUM_LABELS))
     return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
 
 

@@ -22,6 +22,8 @@ from optbench.hf_config import (
 )
 
 BERT_CONFIG = b'{"model_type": "bert"}'
+# what a clone without git-lfs leaves in place of a large file
+LFS_POINTER_TEXT = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
 
 
 def test_read_hf_config_of_real_checkpoints(tiny_encoder: Path, tiny_classifier: Path) -> None:
@@ -106,11 +108,36 @@ def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, p
     """A Hub repository cloned without git-lfs: every file there by name, the large ones a few lines of text. It
     passed, and the run failed when a step or job loaded the weights, with safetensors' own error."""
     files = {"config.json": BERT_CONFIG, weights: b"w", "tokenizer.json": b"{}"}
-    files[pointer] = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 90868376\n"
+    files[pointer] = LFS_POINTER_TEXT
     folder = write_files(tmp_path / "m", files)
     message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
     with pytest.raises(OptbenchError, match=message):
         read_hf_config(folder)
+
+
+def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
+    """Each file `git lfs pull` must fetch is named, the weights first."""
+    files = {"config.json": BERT_CONFIG, "model.safetensors": LFS_POINTER_TEXT, "tokenizer.json": LFS_POINTER_TEXT}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=r"in place of model\.safetensors, tokenizer\.json: run `git lfs install"):
+        read_hf_config(folder)
+
+
+def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There is nothing for git-lfs to fetch: the load that needs the file says why it cannot read it."""
+    files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer.json": b"{}"}
+    unreadable = write_files(tmp_path / "m", files) / "tokenizer.json"
+    open_file = Path.open
+
+    def refusing_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    assert read_hf_config(unreadable.parent) == {"model_type": "bert"}
 
 
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
@@ -120,23 +147,31 @@ def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabul
     assert read_hf_config(folder) == {"model_type": "bert"}
 
 
+UPGRADE = r" \(a model type newer than this transformers needs an upgrade\)"
+
+
 @pytest.mark.parametrize(
     ("config", "problem"),
     [
         ({}, "has no model_type"),
         ({"model_type": "bert-custom"}, r"model_type = 'bert-custom' is not a model type transformers [0-9.]+ knows"),
         ({"model_type": 3}, r"model_type = 3 is not a model type transformers [0-9.]+ knows"),
+        ({"model_type": ["bert"]}, r"model_type = \['bert'\] is not a model type transformers [0-9.]+ knows"),
     ],
 )
 def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
     tmp_path: Path, config: dict[str, Any], problem: str
 ) -> None:
-    """Found when the checkpoint is read; before, the benchmark's first job failed on transformers' upgrade hint."""
+    """Found when the checkpoint is read; before, the benchmark's first job failed on transformers' upgrade hint. A
+    type this transformers does not know may be newer than it, and is told so; a config without one is not: no
+    upgrade gives it a model_type. A list was a TypeError (transformers' mapping hashes what it looks up)."""
     files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
     folder = write_files(tmp_path / "m", files)
+    upgrade = UPGRADE if "model_type" in config else ""
     with pytest.raises(
         OptbenchError,
-        match=rf'config\.json {problem}: optbench takes encoder \(BERT-family\) classifiers \(model_type "bert", ',
+        match=rf'config\.json {problem}: optbench takes encoder \(BERT-family\) classifiers \(model_type "bert", .*'
+        rf"as save_pretrained\(\) writes it{upgrade}$",
     ):
         read_hf_config(folder)
 
@@ -223,9 +258,11 @@ def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
         ({"id2label": ["neg", "pos"]}, r"id2label = \['neg', 'pos'\] is not an object of label ids 0 to 1"),
         (
             {"id2label": {"0": "neg", "2": "pos"}},
-            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids",
+            r"id2label = \{'0': 'neg', '2': 'pos'\} is not an object of label ids 0 to 1",
         ),
         ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": 3}, r"num_labels = 3 and id2label names 2 labels"),
+        ({"id2label": {"0": "a", "1": "b", "2": "c"}, "num_labels": 2}, r"num_labels = 2 and id2label names 3 labels"),
+        ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": True}, r"num_labels = True is not a count"),
         ({"id2label": 2}, r"id2label = 2 is not an object of label ids"),  # a traceback: an int has no len()
         ({"id2label": {"0": "neg", "1": "pos"}, "num_labels": "2"}, r"num_labels = '2' is not a count"),
     ],
@@ -339,6 +376,52 @@ def test_read_hf_config_refuses_labels_the_classifier_has_no_outputs_for(
         read_hf_config(folder)
     (folder / "config.json").write_text(json.dumps({**CLASSIFIER, "num_labels": outputs}))
     read_hf_config(folder)
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+def test_read_hf_config_checks_the_head_in_whichever_shard_holds_it(tmp_path: Path, shard: int) -> None:
+    """A large checkpoint's weights come in shards, its head in one of them (often the last)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.safetensors").unlink()
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    for index, name in enumerate(shards):
+        layer = "classifier.weight" if index == shard else "bert.pooler.dense.weight"
+        save_file({layer: torch.zeros((3, 8))}, str(folder / name))
+    message = rf"the classifier in {re.escape(shards[shard])} has 3 outputs and config\.json names 2 labels"
+    with pytest.raises(OptbenchError, match=message):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("headless", [False, True])
+def test_read_hf_config_leaves_a_head_it_cannot_find_to_the_load(
+    tmp_path: Path, weights_file: str, headless: bool
+) -> None:
+    """Weights that are not what their name says, or that hold no classifier under the names the BERT family gives
+    it: not refused as a head of no outputs, but left to transformers' load, which says what it finds."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.safetensors").unlink()
+    path = folder / weights_file
+    if not headless:
+        path.write_bytes(b"not weights")
+    elif weights_file.endswith(".safetensors"):
+        save_file({"bert.pooler.dense.bias": torch.zeros(8)}, str(path))
+    else:  # a .bin may hold more than tensors
+        torch.save({"bert.pooler.dense.bias": torch.zeros(8), "epoch": 3}, path)
+    assert read_hf_config(folder) == CLASSIFIER
+
+
+def test_read_hf_config_takes_a_classifier_with_an_onnx_export_beside_its_weights(tmp_path: Path) -> None:
+    """The folder's model.onnx is among its weight files: no weights transformers loads, and no head to size."""
+    folder = fake_checkpoint(tmp_path, CLASSIFIER)
+    (folder / "model.onnx").write_bytes(b"onnx")
+    assert read_hf_config(folder) == CLASSIFIER
 
 
 @pytest.mark.parametrize(

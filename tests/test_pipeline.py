@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,6 +80,40 @@ def test_a_failed_step_records_the_rest_of_its_chain_and_runs_once() -> None:
     ]
 
 
+def test_a_failure_is_named_after_the_step_that_failed_in_every_chain_sharing_it() -> None:
+    """A chain that shares a failed step and the step after it (not run) names the step that failed for its own
+    steps after those, as the chain it shares them with does."""
+    finetune, onnx, quantize = {"name": "finetune"}, {"name": "onnx"}, {"name": "quantize-dynamic"}
+    chains = [{"steps": [finetune, onnx]}, {"steps": [finetune, onnx, quantize]}]
+    recipe = parse_recipe({"chains": chains, "bench": {"runtimes": ["onnxruntime"]}}, base=Path("."), default_name="r")
+
+    def apply(step: RecipeStep, model: _Model) -> _Model:
+        raise StepFailed("its outside tool failed")
+
+    models, failures = apply_chains(recipe, _Model("baseline"), apply)
+    assert models == [_Model("baseline")]
+    assert [f.describe() for f in failures] == [
+        "baseline+finetune, step finetune: its outside tool failed",
+        "baseline+finetune+onnx, step onnx: not run: baseline+finetune failed before it",
+        "baseline+finetune+onnx+quantize-dynamic, step quantize-dynamic: not run: baseline+finetune failed before it",
+    ]
+
+
+def test_a_run_id_is_its_start_in_utc_and_four_hex_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorted by name, runs are sorted by time; the digits tell apart runs started in one second on two machines."""
+    from datetime import UTC, datetime
+
+    from optbench.pipeline import new_run_id
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
+            return datetime(2026, 11, 30, 3, 15, 0, tzinfo=UTC)
+
+    monkeypatch.setattr("optbench.pipeline.datetime", Frozen)
+    assert re.fullmatch(r"20261130T031500Z-[0-9a-f]{4}", new_run_id())
+
+
 def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatch, reviews) -> None:
     """Local results do not say where they ran: another machine (sharing the folder, or after a move) must
     start its own sweep rather than pool its timings with these. Ray results carry their node's fingerprint."""
@@ -99,6 +135,26 @@ def test_a_sweep_run_here_belongs_to_this_machine(monkeypatch: pytest.MonkeyPatc
 
     assert not runs_here(Elsewhere(lambda *args: {}))
     assert "machine" not in sweep_identity(recipe, models, reviews, here=False)
+
+
+def test_a_sweep_is_identified_by_all_it_measures_but_the_job_timeout(reviews) -> None:
+    """A re-run resumes a sweep only where it measures the same: the recipe, each model's content, the [bench]
+    settings, the data and its length; one with a longer job timeout, given to let a slow job finish, resumes it."""
+    from optbench.pipeline import sweep_identity
+
+    recipe = parse_recipe({}, base=Path("."), default_name="r")
+    models = [("baseline", "ab" * 32)]
+    identity = sweep_identity(recipe, models, reviews, here=False)
+    others = [
+        sweep_identity(replace(recipe, name="other"), models, reviews, here=False),
+        sweep_identity(recipe, [("baseline", "cd" * 32)], reviews, here=False),
+        sweep_identity(replace(recipe, bench=replace(recipe.bench, rounds=2)), models, reviews, here=False),
+        sweep_identity(recipe, models, replace(reviews, fingerprint="other"), here=False),
+        sweep_identity(recipe, models, replace(reviews, max_length=reviews.max_length + 1), here=False),
+    ]
+    assert all(other != identity for other in others)
+    longer = replace(recipe, bench=replace(recipe.bench, job_timeout_s=recipe.bench.job_timeout_s * 2))
+    assert sweep_identity(longer, models, reviews, here=False) == identity
 
 
 def test_the_machine_key_is_the_one_reports_carry() -> None:
@@ -191,3 +247,111 @@ def test_a_run_notes_another_sweep_of_its_recipe_no_process_works_on(
         run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
     assert f"{interrupted.folder} (" in caplog.text and "unfinished sweep of run run-0" in caplog.text
     assert interrupted.folder.is_dir()
+
+
+def _recorded_run(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    checkpoint: Path,
+    reviews_csv: Path,
+    chains: list[dict] | None = None,
+    executor: object = None,
+) -> tuple[Path, dict]:
+    """run_recipe of `checkpoint` on the reviews, each step made by `_made_by` (its label and config name in the
+    output's lineage; StepFailed where the label says "fails"), and the benchmark replaced by one that records what it
+    is given: the variants and the sweep's identity, as its sweep.json holds it."""
+    from report_fixtures import make_report
+
+    from optbench.artifact import StepRecord
+    from optbench.pipeline import run_recipe
+
+    def made_by(config, artifact, data, cache_dir, label=None):  # type: ignore[no-untyped-def]
+        if label == "fails":
+            raise StepFailed("its outside tool failed")
+        step = StepRecord(config.name, {}, label)
+        sha256 = f"{artifact.sha256}+{step.shown}"
+        return replace(artifact, sha256=sha256, lineage=(*artifact.lineage, step))
+
+    seen: dict = {}
+
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
+        seen["variants"] = [a.variant for a in artifacts]
+        seen["identity"] = json.loads((store.folder / "sweep.json").read_text())["identity"]
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
+
+    monkeypatch.setattr("optbench.pipeline.run_step", made_by)
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    table = {
+        "model": {"checkpoint": str(checkpoint)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        "chains": chains or [],
+        "bench": {"batch_sizes": [1], "seq_lens": [64], "runtimes": ["torch", "onnxruntime"] if chains else ["torch"]},
+    }
+    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    return run_recipe(recipe, tmp_path / "results", tmp_path / "cache", executor), seen
+
+
+def test_a_run_measures_each_variant_once_by_its_label_and_records_its_failed_steps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Two chains sharing a labelled first step: its output is measured once, under its label; the step that fails
+    in the second chain is in the run's failures with the jobs'."""
+    from optbench.failures import load_failures
+
+    exported = {"name": "onnx", "label": "exported"}
+    chains = [
+        {"steps": [exported, {"name": "quantize-dynamic"}]},
+        {"steps": [exported, {"name": "quantize-dynamic", "label": "fails"}]},
+    ]
+    run, seen = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv, chains)
+    assert seen["variants"] == ["baseline", "baseline+exported", "baseline+exported+quantize-dynamic"]
+    assert [f.describe() for f in load_failures(run)] == [
+        "baseline+exported+fails, step quantize-dynamic: its outside tool failed"
+    ]
+
+
+def test_a_run_whose_jobs_run_elsewhere_does_not_belong_to_this_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Its executor's results say where they ran: another machine sharing the results folder may resume the sweep."""
+    from optbench.executors.local import LocalExecutor
+
+    class Elsewhere(LocalExecutor):
+        runs_here = False
+
+    _, seen = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv, executor=Elsewhere(lambda *a: {}))
+    assert "machine" not in seen["identity"]
+
+
+def test_a_run_leaves_its_published_folder_alone_in_the_recipes_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """The sweep it worked in is removed as its last process leaves: a re-run starts a new sweep, not this one."""
+    run, _ = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv)
+    assert [path.name for path in run.parent.iterdir()] == [run.name]
+
+
+def test_a_run_another_sweep_of_its_plan_published_first_returns_that_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """Two processes of one sweep publish one run id: the second's rename fails on the first's folder, which is the
+    run both made. Any other failure to publish is raised. (Files are written by renames too: only a folder's fails.)"""
+    replace_path = os.replace
+
+    def published_first(source: Path, target: Path) -> None:
+        replace_path(source, target)  # as the other process did
+        if Path(target).is_dir():
+            raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr("optbench.pipeline.os.replace", published_first)
+    run, _ = _recorded_run(monkeypatch, tmp_path, tiny_classifier, reviews_csv)
+    assert (run / "report.html").is_file()
+
+    def failing(source: Path, target: Path) -> None:
+        if Path(source).is_dir():
+            raise OSError(28, "No space left on device")
+        replace_path(source, target)
+
+    monkeypatch.setattr("optbench.pipeline.os.replace", failing)
+    with pytest.raises(OSError, match="No space left on device"):
+        _recorded_run(monkeypatch, tmp_path / "again", tiny_classifier, reviews_csv)

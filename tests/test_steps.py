@@ -119,13 +119,19 @@ def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validati
 
 
 @pytest.mark.parametrize(
-    "head", [{"problem_type": "regression", "id2label": {"0": "score"}}, {"problem_type": "multi_label_classification"}]
+    "head",
+    [
+        {"problem_type": "regression", "id2label": {"0": "score"}},
+        {"problem_type": "multi_label_classification"},
+        {"id2label": {"0": "a", "1": "b", "2": "c"}, "label2id": {"a": 0, "b": 1, "c": 2}},
+    ],
 )
 def test_finetune_trains_one_label_per_text_whatever_head_the_encoder_was_saved_without(
     tiny_encoder: Path, data, tmp_path: Path, head: dict
 ) -> None:
     """An encoder saved from a regression or multi-label model (AutoModel.from_pretrained(folder).save_pretrained())
-    keeps its problem_type, which chose transformers' loss: MSE or BCE against class ids failed with a traceback."""
+    keeps its problem_type, which chose transformers' loss: MSE or BCE against class ids failed with a traceback. One
+    saved from a classifier of other labels keeps their label2id, which the fine-tuned classifier must not."""
     encoder = tmp_path / "encoder"
     shutil.copytree(tiny_encoder, encoder)
     saved = json.loads((encoder / "config.json").read_text())
@@ -134,6 +140,7 @@ def test_finetune_trains_one_label_per_text_whatever_head_the_encoder_was_saved_
     result = run_step(config, _encoder(encoder), data, tmp_path)
     tuned = json.loads((result.path / "config.json").read_text())
     assert tuned["problem_type"] == "single_label_classification" and tuned["id2label"] == {"0": "fresh", "1": "rotten"}
+    assert tuned["label2id"] == {"fresh": 0, "rotten": 1}
 
 
 def test_step_output_is_cached_by_input_config_and_data(tiny_encoder: Path, data, tmp_path: Path, monkeypatch) -> None:
@@ -228,6 +235,7 @@ BAD_FINETUNE = [
     {"max_train_rows": 0},
     {"warmup_fraction": 1.0},
     {"max_length": 4},
+    {"max_length": 7},  # one below the least taken (test_training: 8 is)
 ]
 
 

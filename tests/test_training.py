@@ -1,4 +1,5 @@
-"""The shared training loop's row order, and the cache versions that follow from it."""
+"""The shared training loop: its row order, schedule, gradient clipping and settings, the cache versions that follow
+from them, and the predictions and accuracy of a trained model."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import numpy as np
 import pytest
 
 from optbench.configs import config_from_dict
+from optbench.data import Split
 from optbench.errors import OptbenchError
 from optbench.steps.distill import DistillConfig
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.prune import PruneConfig
-from optbench.training import train
+from optbench.training import accuracy, predictions, train
 
 
-def _visited(config: FinetuneConfig, train_rows: int) -> np.ndarray:
-    """The train rows `train` hands to the loss, in order, training a one-weight model."""
+def _visited(config: FinetuneConfig, train_rows: int, loss_scale: float = 1.0) -> np.ndarray:
+    """The train rows `train` hands to the loss, in order, training a one-weight model (and a bias) on a loss of
+    `loss_scale` times its outputs' sum."""
     import torch
 
     model = torch.nn.Linear(1, 1)
@@ -22,12 +25,32 @@ def _visited(config: FinetuneConfig, train_rows: int) -> np.ndarray:
 
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         seen.append(rows)
-        return model(torch.ones(len(rows), 1)).sum()
+        return model(torch.ones(len(rows), 1)).sum() * loss_scale
 
     run = train(model, config, train_rows, batch_loss, desc="test")
     order = np.concatenate(seen)
     assert run.rows == len(order)
     return order
+
+
+def _optimizer_steps(
+    monkeypatch: pytest.MonkeyPatch, config: FinetuneConfig, train_rows: int, loss_scale: float = 1.0
+) -> list[tuple[float, float]]:
+    """The learning rate and the gradient's norm of each optimizer step `_visited` takes."""
+    import torch
+
+    steps: list[tuple[float, float]] = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):  # type: ignore[no-untyped-def]
+            gradients = [p.grad for group in self.param_groups for p in group["params"]]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
+            steps.append((self.param_groups[0]["lr"], float(norm)))
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    _visited(config, train_rows, loss_scale)
+    return steps
 
 
 def test_each_epoch_visits_every_row_in_an_order_of_its_own() -> None:
@@ -38,13 +61,14 @@ def test_each_epoch_visits_every_row_in_an_order_of_its_own() -> None:
 
 
 @pytest.mark.parametrize(
-    ("epochs", "max_train_rows", "rows"), [(1.0, None, 20), (0.5, None, 10), (1.0, 12, 12), (3.0, 12, 12)]
+    ("epochs", "max_train_rows", "rows"),
+    [(1.0, None, 20), (0.5, None, 10), (0.33, None, 7), (0.32, None, 6), (1.0, 12, 12), (3.0, 12, 12)],
 )
 def test_within_one_epoch_the_order_is_the_seeds_first_permutation(
     epochs: float, max_train_rows: int | None, rows: int
 ) -> None:
     """The order training in one epoch or less always had: baselines cached and results committed before
-    epochs shuffled anew stay valid."""
+    epochs shuffled anew stay valid. A fraction of an epoch trains on its rows rounded to the nearest."""
     config = FinetuneConfig(epochs=epochs, max_train_rows=max_train_rows, batch_size=4, seed=3)
     expected = np.random.default_rng(3).permutation(20)[:rows]
     np.testing.assert_array_equal(_visited(config, 20), expected)
@@ -93,19 +117,29 @@ def test_the_learning_rate_warms_up_then_decays_linearly_to_zero(monkeypatch: py
     """The rate each optimizer step uses: (s + 1) / (warmup + 1) of it during warm-up, then down to 1/steps of it
     at the last step. A schedule that started at 0, skipped the warm-up or never decayed trained a different
     baseline without any error."""
-    import torch
-
-    rates: list[float] = []
-
-    class Recording(torch.optim.AdamW):
-        def step(self, closure=None):  # type: ignore[no-untyped-def]
-            rates.append(self.param_groups[0]["lr"])
-            return super().step(closure)
-
-    monkeypatch.setattr(torch.optim, "AdamW", Recording)
-    _visited(FinetuneConfig(batch_size=2, learning_rate=0.1, warmup_fraction=0.2), 20)  # 10 steps, 2 of warm-up
+    config = FinetuneConfig(batch_size=2, learning_rate=0.1, warmup_fraction=0.2)  # 10 steps, 2 of warm-up
+    rates = [rate for rate, _ in _optimizer_steps(monkeypatch, config, 20)]
     expected = [1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]
     assert rates == pytest.approx([0.1 * factor for factor in expected])
+
+
+@pytest.mark.parametrize(("warmup_fraction", "warmup_steps"), [(0.14, 1), (0.16, 2)])
+def test_the_warm_up_is_its_fraction_of_the_steps_rounded_to_the_nearest(
+    monkeypatch: pytest.MonkeyPatch, warmup_fraction: float, warmup_steps: int
+) -> None:
+    """The full rate is first reached at the step after the warm-up (1.4 steps of 10 warm up for 1, 1.6 for 2)."""
+    config = FinetuneConfig(batch_size=2, warmup_fraction=warmup_fraction)  # 10 steps
+    rates = [rate for rate, _ in _optimizer_steps(monkeypatch, config, 20)]
+    assert rates.index(max(rates)) == warmup_steps
+
+
+def test_each_step_clips_the_gradient_to_a_norm_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large gradient (a loss far from its minimum, as a fresh head's is) is scaled down to a norm of 1 before
+    the step; a small one is left as it is: the weight's and the bias's gradients are each 4 x loss_scale."""
+    config = FinetuneConfig(batch_size=4)  # 2 steps of 4 rows
+    for loss_scale, norm in ((1000.0, 1.0), (0.01, 0.04 * np.sqrt(2))):
+        norms = [step_norm for _, step_norm in _optimizer_steps(monkeypatch, config, 8, loss_scale)]
+        assert norms == pytest.approx([norm, norm], rel=1e-4)
 
 
 def test_each_batch_starts_from_no_gradient_and_the_model_ends_in_eval_mode() -> None:
@@ -137,3 +171,32 @@ def test_training_draws_no_bar_where_stderr_is_no_terminal(
         _visited(FinetuneConfig(batch_size=4), 12)
     assert "\r" not in capsys.readouterr().err
     assert "test: 3 of 3 batches done, loss" in caplog.text
+
+
+def test_the_least_settings_a_run_can_use_are_taken() -> None:
+    """Each at the edge of what is refused: one row a batch, one train row, no warm-up, 8 tokens."""
+    config = FinetuneConfig(batch_size=1, max_train_rows=1, warmup_fraction=0.0, max_length=8)
+    assert (config.batch_size, config.max_train_rows, config.warmup_fraction, config.max_length) == (1, 1, 0.0, 8)
+
+
+def test_predictions_and_accuracy_score_every_row_of_a_split_by_its_largest_logit() -> None:
+    """65 rows: a batch of 64 and one more. A classifier that scores a text's token count odd or even predicts the
+    parity of each row's count; 13 of the labels agree."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from optbench.packaged_models import default_tokenizer
+
+    class Parity(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+            odd = attention_mask.sum(-1).float() % 2
+            return SimpleNamespace(logits=torch.stack([1 - odd, odd], dim=-1))
+
+    tokenizer = default_tokenizer()
+    texts = [" ".join(["word"] * (1 + row % 5)) for row in range(65)]
+    parity = np.array([len(tokenizer(text)["input_ids"]) % 2 for text in texts])
+    assert 0 < parity.sum() < 65  # both classes predicted
+    split = Split(texts, np.concatenate([parity[:13], 1 - parity[13:]]))
+    np.testing.assert_array_equal(predictions(Parity(), tokenizer, split, 16), parity)
+    assert accuracy(Parity(), tokenizer, split, 16) == pytest.approx(0.2)
