@@ -101,7 +101,7 @@ def test_torch_options_take_true_as_the_default_compile_mode() -> None:
     assert TorchOptions.parse("cpu", {"compile": True}) == TorchOptions("default", False)
     assert TorchOptions.parse("cuda", {"compile": "max-autotune"}).compile == "max-autotune"
     assert TorchOptions.parse("cuda", {"cuda_graphs": True}) == TorchOptions(None, True)
-    assert TorchOptions.parse("cpu", {}) == TorchOptions(None, False)
+    assert TorchOptions.parse("cpu", {}) == TorchOptions()  # no options: the defaults, eager
     assert TorchOptions.parse("cpu", {"compile": True, "freezing": True}) == TorchOptions("default", False, True)
 
 

@@ -176,6 +176,7 @@ def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
     spec: RuntimeSpec, engine: str, label: str
 ) -> None:
     assert (spec.engine, spec.label) == (engine, label)
+    assert spec.tag == engine.removeprefix(spec.name).removeprefix("-")  # a string, "" where no option shows
 
 
 def test_every_spec_lists_the_labels_recipes_can_give() -> None:
