@@ -693,6 +693,39 @@ def test_a_cuda_provider_failure_names_the_gpu_and_a_damaged_file_stays_damaged(
     assert "CUDA failure" not in str(raised.value)  # the CPU provider's reason, which is the file's
 
 
+def test_a_provider_named_without_options_and_a_failure_without_words_are_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """onnxruntime takes a provider by name as well as by (name, options), and an exception may carry no message:
+    the error still names the provider, and onnxruntime's exception by its type."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    _gpu_providers_fail(monkeypatch, EPFail(""))
+    model = _save_tiny_onnx(tmp_path / "plain").path / "model.onnx"
+    with pytest.raises(OptbenchError) as raised:
+        ort_runtime.open_session(model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], threads=1)
+    assert str(raised.value).startswith(f"onnxruntime's CUDAExecutionProvider failed to open {model}, which its CPU")
+    assert "which its CPU provider loads (EPFail): the CUDA provider" in str(raised.value)
+
+
+def test_a_file_the_cpu_provider_alone_refuses_is_opened_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CPU provider's second try tells a GPU provider's failure from the file's; on the CPU alone there is
+    nothing to tell apart, and opening a large model again would only double the wait for the same error."""
+    damaged = tmp_path / "model.onnx"
+    damaged.write_bytes(b"\x0a\xff damaged")
+    opened = []
+    real = ort_runtime.inference_session
+
+    def counted(*args: Any) -> Any:
+        opened.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(ort_runtime, "inference_session", counted)
+    with pytest.raises(OptbenchError, match="the file is damaged or not an ONNX model"):
+        ort_runtime.open_session(damaged, providers=["CPUExecutionProvider"], threads=1)
+    assert opened == [["CPUExecutionProvider"]]
+
+
 def test_onnxruntime_never_falls_back_to_other_providers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """onnxruntime's InferenceSession opens a session again on the CPU (CUDA under TensorRT) when a provider raises a
     RuntimeError while it opens, and runs a call again on them when a provider fails in `run`, printing the error on
