@@ -170,6 +170,7 @@ def test_runtime_spec_round_trips() -> None:
             "onnxruntime-opt-basic",
             "onnxruntime-cpu-fp32-opt-basic",
         ),
+        (RuntimeSpec("tensorrt", "cuda", "fp16"), "tensorrt", "tensorrt-cuda-fp16"),
     ],
 )
 def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
