@@ -517,6 +517,8 @@ def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) 
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(RuntimeSpec("onnxruntime"), fp16) or "")
     assert declines(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"}), fp16) is None
     assert declines(tensorrt, plain) is None  # TensorRT runs an FP32 model's layers in FP16
+    tensorrt_fp32 = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt"})
+    assert "at fp32 cannot run this fp16 ONNX model" in (declines(tensorrt_fp32, fp16) or "")  # not the other way
 
 
 def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
