@@ -211,6 +211,7 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
         ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
         ("cuda", {"provider": "cuda", "trt_profile": PROFILE}, "fp32", "trt_profile are options of provider"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
