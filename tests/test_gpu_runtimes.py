@@ -207,6 +207,8 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
         ("cpu", {"provider": "tensorrt"}, "fp32", "provider 'tensorrt' does not fit device 'cpu'"),
         ("cuda", {"provider": "cuda", "trt_int8": True}, "fp32", 'options of provider = "tensorrt"'),
         ("cuda", {"provider": "tensorrt", "trt_int8": "on"}, "fp32", "take true or false"),
+        ("cuda", {"provider": "tensorrt", "trt_engine_cache": "off"}, "fp32", "take true or false"),
+        ("cuda", {"provider": "rocm"}, "fp32", "provider 'rocm' does not fit device 'cuda'"),
         ("cuda", {"provider": "tensorrt"}, "bf16", 'not "bf16"'),
         ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
         ("cuda", {"provider": "cuda", "trt_profile": PROFILE}, "fp32", "trt_profile are options of provider"),
