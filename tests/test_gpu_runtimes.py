@@ -843,6 +843,18 @@ def test_a_replayed_cuda_graph_runs_on_the_batch_it_is_given(fake_cuda_graphs: F
         assert graphs({"input_ids": torch.full((2, 8), value)}).tolist() == [[8.0 * value]] * 2
 
 
+def test_the_cuda_graphs_option_runs_the_model_through_captured_graphs(fake_cuda_graphs: FakeCudaGraphs) -> None:
+    """Which forward the option picks is logic, checked without a GPU (a runtime built around the faked capture
+    API); the GPU test below checks the logits."""
+    from optbench.runtimes.torch import TorchRuntime
+
+    runtime = object.__new__(TorchRuntime)  # its loading moves the model to a GPU
+    runtime.options, runtime.model = TorchOptions.parse("cuda", {"cuda_graphs": True}), fake_cuda_graphs.model
+    forward = runtime._plan_forward()
+    assert forward({"input_ids": torch.full((2, 8), 3)}).tolist() == [[24.0]] * 2
+    assert fake_cuda_graphs.pools == [("pool", 7)]  # captured, then replayed
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
 @pytest.mark.parametrize("options", [{"cuda_graphs": True}, {"compile": True}, {"compile": "reduce-overhead"}])
 def test_cuda_graphs_and_compile_give_the_eager_logits(tiny_classifier: Path, options: dict) -> None:
