@@ -201,6 +201,25 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
     assert not torch._inductor.config.freezing  # set for the frozen runtime's calls, not for the process
 
 
+def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_vnni(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranges cut to 7 bits lose precision: only oneDNN's kernel without VNNI needs them. The layers' own setting
+    is checked, not only the one the report records. Nothing is compiled: the runtimes are loaded, never called."""
+    pytest.importorskip("torchao")
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+
+    def reduced(runtime: Any) -> set[bool]:
+        return {m.weight.reduce_range for m in runtime.model.modules() if isinstance(m, torch.nn.Linear)}
+
+    monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: False)  # a CPU with VNNI
+    frozen = load_runtime(RuntimeSpec("torch", options={"compile": True, "freezing": True}), artifact, threads=1)
+    assert reduced(frozen) == {False} and frozen.describe({})["quantization"]["reduce_range"] is False
+    monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: True)  # one without: eager keeps it
+    eager = load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+    assert reduced(eager) == {False} and eager.describe({})["quantization"]["reduce_range"] is False
+
+
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
