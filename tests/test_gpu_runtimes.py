@@ -101,7 +101,7 @@ def test_torch_options_take_true_as_the_default_compile_mode() -> None:
     assert TorchOptions.parse("cpu", {"compile": True}) == TorchOptions("default", False)
     assert TorchOptions.parse("cuda", {"compile": "max-autotune"}).compile == "max-autotune"
     assert TorchOptions.parse("cuda", {"cuda_graphs": True}) == TorchOptions(None, True)
-    assert TorchOptions.parse("cpu", {}) == TorchOptions(None, False)
+    assert TorchOptions.parse("cpu", {}) == TorchOptions()  # no options: the defaults, eager
     assert TorchOptions.parse("cpu", {"compile": True, "freezing": True}) == TorchOptions("default", False, True)
 
 
@@ -201,16 +201,38 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
     assert not torch._inductor.config.freezing  # set for the frozen runtime's calls, not for the process
 
 
+def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_vnni(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranges cut to 7 bits lose precision: only oneDNN's kernel without VNNI needs them. The layers' own setting
+    is checked, not only the one the report records. Nothing is compiled: the runtimes are loaded, never called."""
+    pytest.importorskip("torchao")
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+
+    def reduced(runtime: Any) -> set[bool]:
+        return {m.weight.reduce_range for m in runtime.model.modules() if isinstance(m, torch.nn.Linear)}
+
+    monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: False)  # a CPU with VNNI
+    frozen = load_runtime(RuntimeSpec("torch", options={"compile": True, "freezing": True}), artifact, threads=1)
+    assert reduced(frozen) == {False} and frozen.describe({})["quantization"]["reduce_range"] is False
+    monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: True)  # one without: eager keeps it
+    eager = load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+    assert reduced(eager) == {False} and eager.describe({})["quantization"]["reduce_range"] is False
+
+
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
         ("cpu", {"provider": "tensorrt"}, "fp32", "provider 'tensorrt' does not fit device 'cpu'"),
         ("cuda", {"provider": "cuda", "trt_int8": True}, "fp32", 'options of provider = "tensorrt"'),
         ("cuda", {"provider": "tensorrt", "trt_int8": "on"}, "fp32", "take true or false"),
+        ("cuda", {"provider": "tensorrt", "trt_engine_cache": "off"}, "fp32", "take true or false"),
+        ("cuda", {"provider": "rocm"}, "fp32", "provider 'rocm' does not fit device 'cuda'"),
         ("cuda", {"provider": "tensorrt"}, "bf16", 'not "bf16"'),
         ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
         ("cuda", {"provider": "cuda", "trt_profile": PROFILE}, "fp32", "trt_profile are options of provider"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
@@ -517,6 +539,8 @@ def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) 
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(RuntimeSpec("onnxruntime"), fp16) or "")
     assert declines(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"}), fp16) is None
     assert declines(tensorrt, plain) is None  # TensorRT runs an FP32 model's layers in FP16
+    tensorrt_fp32 = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt"})
+    assert "at fp32 cannot run this fp16 ONNX model" in (declines(tensorrt_fp32, fp16) or "")  # not the other way
 
 
 def test_tensorrt_provider_int8_needs_a_qdq_model(tmp_path: Path) -> None:
@@ -693,6 +717,39 @@ def test_a_cuda_provider_failure_names_the_gpu_and_a_damaged_file_stays_damaged(
     assert "CUDA failure" not in str(raised.value)  # the CPU provider's reason, which is the file's
 
 
+def test_a_provider_named_without_options_and_a_failure_without_words_are_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """onnxruntime takes a provider by name as well as by (name, options), and an exception may carry no message:
+    the error still names the provider, and onnxruntime's exception by its type."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    _gpu_providers_fail(monkeypatch, EPFail(""))
+    model = _save_tiny_onnx(tmp_path / "plain").path / "model.onnx"
+    with pytest.raises(OptbenchError) as raised:
+        ort_runtime.open_session(model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], threads=1)
+    assert str(raised.value).startswith(f"onnxruntime's CUDAExecutionProvider failed to open {model}, which its CPU")
+    assert "which its CPU provider loads (EPFail): the CUDA provider" in str(raised.value)
+
+
+def test_a_file_the_cpu_provider_alone_refuses_is_opened_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CPU provider's second try tells a GPU provider's failure from the file's; on the CPU alone there is
+    nothing to tell apart, and opening a large model again would only double the wait for the same error."""
+    damaged = tmp_path / "model.onnx"
+    damaged.write_bytes(b"\x0a\xff damaged")
+    opened = []
+    real = ort_runtime.inference_session
+
+    def counted(*args: Any) -> Any:
+        opened.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(ort_runtime, "inference_session", counted)
+    with pytest.raises(OptbenchError, match="the file is damaged or not an ONNX model"):
+        ort_runtime.open_session(damaged, providers=["CPUExecutionProvider"], threads=1)
+    assert opened == [["CPUExecutionProvider"]]
+
+
 def test_onnxruntime_never_falls_back_to_other_providers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """onnxruntime's InferenceSession opens a session again on the CPU (CUDA under TensorRT) when a provider raises a
     RuntimeError while it opens, and runs a call again on them when a provider fails in `run`, printing the error on
@@ -803,6 +860,18 @@ def test_a_replayed_cuda_graph_runs_on_the_batch_it_is_given(fake_cuda_graphs: F
     graphs = CudaGraphs(fake_cuda_graphs.model)
     for value in (1, 2, 3):
         assert graphs({"input_ids": torch.full((2, 8), value)}).tolist() == [[8.0 * value]] * 2
+
+
+def test_the_cuda_graphs_option_runs_the_model_through_captured_graphs(fake_cuda_graphs: FakeCudaGraphs) -> None:
+    """Which forward the option picks is logic, checked without a GPU (a runtime built around the faked capture
+    API); the GPU test below checks the logits."""
+    from optbench.runtimes.torch import TorchRuntime
+
+    runtime = object.__new__(TorchRuntime)  # its loading moves the model to a GPU
+    runtime.options, runtime.model = TorchOptions.parse("cuda", {"cuda_graphs": True}), fake_cuda_graphs.model
+    forward = runtime._plan_forward()
+    assert forward({"input_ids": torch.full((2, 8), 3)}).tolist() == [[24.0]] * 2
+    assert fake_cuda_graphs.pools == [("pool", 7)]  # captured, then replayed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)

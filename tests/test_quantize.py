@@ -220,6 +220,33 @@ def test_calibration_records_the_batch_size_it_used(unfused: ModelArtifact, data
     assert reader.get_next() is None
 
 
+def test_calibration_at_one_length_pads_to_the_longest_sample_cut_at_max_length(unfused: ModelArtifact, data) -> None:
+    """Texts longer than max_length are cut there before the longest is taken: measured untruncated (or cut at the
+    tokenizer's own limit), one length padded every batch past what the model is ever fed."""
+    short = replace(data, max_length=8)
+    texts = calibration.calibration_texts(short, 6, seed=0)
+    assert max(len(text.split()) for text in texts) > 8  # else this test would not tell
+    reader = calibration.CalibrationReader(unfused.path, short, samples=6, batch_size=3, seed=0, one_length=True)
+    assert reader.seq_len == 8
+    shapes = [batch["input_ids"].shape for batch in iter(reader.get_next, None)]
+    assert shapes == [(3, 8), (3, 8)]
+
+
+def test_calibration_feeds_only_the_inputs_the_model_takes(unfused: ModelArtifact, data) -> None:
+    """onnxruntime refuses a feed naming an input its graph lacks (DistilBERT has no token_type_ids)."""
+    reader = calibration.CalibrationReader(
+        unfused.path, data, samples=4, batch_size=4, seed=0, one_length=False, inputs=("input_ids", "attention_mask")
+    )
+    batch = reader.get_next()
+    assert batch is not None and list(batch) == ["input_ids", "attention_mask"]
+
+
+def test_calibration_refuses_a_second_pass(unfused: ModelArtifact, data) -> None:
+    reader = calibration.CalibrationReader(unfused.path, data, samples=2, batch_size=2, seed=0, one_length=False)
+    with pytest.raises(OptbenchError, match="calibration needs a second pass, which optbench does not provide"):
+        reader.rewind()
+
+
 def test_calibration_samples_are_a_seeded_random_draw_of_the_train_split(data) -> None:
     """The train split keeps its file's order (the built-in data's is by movie): its first rows would be a few
     movies' reviews. The seed picks the draw, the same one on every run."""

@@ -170,12 +170,14 @@ def test_runtime_spec_round_trips() -> None:
             "onnxruntime-opt-basic",
             "onnxruntime-cpu-fp32-opt-basic",
         ),
+        (RuntimeSpec("tensorrt", "cuda", "fp16"), "tensorrt", "tensorrt-cuda-fp16"),
     ],
 )
 def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
     spec: RuntimeSpec, engine: str, label: str
 ) -> None:
     assert (spec.engine, spec.label) == (engine, label)
+    assert spec.tag == engine.removeprefix(spec.name).removeprefix("-")  # a string, "" where no option shows
 
 
 def test_every_spec_lists_the_labels_recipes_can_give() -> None:
