@@ -234,6 +234,7 @@ def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_v
         ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1, 1, 1]}}, "fp32", r"min = \[1, 1, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "max": [True, 128]}}, "fp32", r"max = \[True"),
@@ -268,6 +269,8 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.14.1")
     monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trt10.14.1")
+    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: None)  # no TensorRT distribution installed
+    assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trtunknown")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,
