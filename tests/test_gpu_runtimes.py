@@ -220,6 +220,20 @@ def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_v
     assert reduced(eager) == {False} and eager.describe({})["quantization"]["reduce_range"] is False
 
 
+def test_a_torchao_model_without_the_torchao_it_needs_names_the_install(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torchao")
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+    monkeypatch.delattr("torchao.utils.should_reduce_range")  # a torchao before 0.18
+    frozen = RuntimeSpec("torch", options={"compile": True, "freezing": True})
+    with pytest.raises(OptbenchError, match=r"freezing = true with a torchao model needs torchao 0\.18 or later"):
+        load_runtime(frozen, artifact, threads=1)
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # `import torchao.quantization` fails
+    with pytest.raises(OptbenchError, match="this model is quantized with torchao: pip install torchao"):
+        load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+
+
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
