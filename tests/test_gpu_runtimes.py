@@ -220,6 +220,20 @@ def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_v
     assert reduced(eager) == {False} and eager.describe({})["quantization"]["reduce_range"] is False
 
 
+def test_a_torchao_model_without_the_torchao_it_needs_names_the_install(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torchao")
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+    monkeypatch.delattr("torchao.utils.should_reduce_range")  # a torchao before 0.18
+    frozen = RuntimeSpec("torch", options={"compile": True, "freezing": True})
+    with pytest.raises(OptbenchError, match=r"freezing = true with a torchao model needs torchao 0\.18 or later"):
+        load_runtime(frozen, artifact, threads=1)
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # `import torchao.quantization` fails
+    with pytest.raises(OptbenchError, match="this model is quantized with torchao: pip install torchao"):
+        load_runtime(RuntimeSpec("torch"), artifact, threads=1)
+
+
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
@@ -234,6 +248,7 @@ def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_v
         ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1, 1, 1]}}, "fp32", r"min = \[1, 1, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "max": [True, 128]}}, "fp32", r"max = \[true,"),
@@ -268,6 +283,8 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.14.1")
     monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trt10.14.1")
+    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: None)  # no TensorRT distribution installed
+    assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trtunknown")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
         "trt_fp16_enable": True,

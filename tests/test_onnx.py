@@ -199,6 +199,48 @@ def _export_invalid_as_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(onnx_step, "export", export)
 
 
+def test_onnxruntime_counts_each_node_its_providers_ran_once(tmp_path: Path) -> None:
+    """The profile's kernel events, one per node run (its fence and session events are not nodes): the tiny graph
+    unoptimized runs its three nodes (Cast, ReduceMean, MatMul)."""
+    spec = RuntimeSpec("onnxruntime", options={"graph_optimization_level": "disable"})
+    runtime = load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    batch = {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones((2, 3), np.int64)}
+    assert runtime.describe(batch)["nodes_per_provider"] == {"CPUExecutionProvider": 3}
+
+
+def test_onnxruntime_gives_float32_logits_from_a_model_whose_output_is_not(tmp_path: Path) -> None:
+    """A model from elsewhere (a peer's, a user's) may give FP16 logits: the accuracy and parity figures are
+    computed, and the logits stored, in FP32 as every other runtime's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = tmp_path / "fp16-logits"
+    model = onnx.load(str(_save_tiny_onnx(tmp_path / "plain").path / "model.onnx"))
+    model.graph.node[-1].output[0] = "logits32"
+    model.graph.node.append(helper.make_node("Cast", ["logits32"], ["logits"], to=TensorProto.FLOAT16))
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    folder.mkdir()
+    onnx.save(model, str(folder / "model.onnx"))
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), ModelArtifact(folder, "onnx", ("a", "b"), "0" * 64), threads=1)
+    logits = runtime.predict({"input_ids": np.ones((2, 4), np.int64), "attention_mask": np.ones((2, 4), np.int64)})
+    assert logits.dtype == np.float32 and logits.tolist() == [[1.0, -1.0]] * 2
+
+
+def test_a_batch_the_cpu_provider_refuses_is_not_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session on the CPU provider tells a GPU provider's failure from the batch's; the CPU provider's own
+    failure is the batch's, and its error is onnxruntime's, without a second session (a large model's load again)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    from optbench.runtimes import onnxruntime as ort_runtime
+
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    opened = []
+    monkeypatch.setattr(ort_runtime, "inference_session", lambda *args: opened.append(args))
+    with pytest.raises(InvalidArgument):  # int32 tokens where the graph takes int64
+        runtime.predict({"input_ids": np.ones((2, 3), np.int32), "attention_mask": np.ones((2, 3), np.int32)})
+    assert opened == []
+
+
 def test_no_cpu_session_prints_onnxruntime_s_fallback_banner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

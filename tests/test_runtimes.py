@@ -48,9 +48,17 @@ def test_torch_runtime_records_how_it_ran(tiny_classifier: Path) -> None:
         described = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=2).describe({})
     finally:
         torch.set_num_threads(threads)
-    assert described["torch_threads"] == 2
-    assert (described["dtype"], described["compile"], described["gpu"]) == ("float32", None, None)
-    assert described["timer"] == "perf_counter"
+    assert described == {
+        "torch_threads": 2,
+        "dtype": "float32",
+        "attention": "sdpa",  # transformers' default where torch has it
+        "gpu": None,
+        "quantization": None,
+        "compile": None,
+        "freezing": False,
+        "cuda_graphs": False,
+        "timer": "perf_counter",
+    }
 
 
 def test_padding_to_a_fixed_length_keeps_the_logits(tiny_classifier: Path) -> None:
