@@ -104,17 +104,23 @@ def test_report_writes_md_and_json_files(finished_run: Path, tmp_path: Path) -> 
 
 
 def test_rerun_reuses_the_cached_baseline(finished_run: Path, tiny_encoder: Path, reviews_csv: Path, caplog) -> None:
+    """The fine-tuned baseline's origin, which each report carries, names the checkpoint, the fine-tune's settings and
+    data, and what the fine-tune did."""
+    from optbench.configs import config_to_dict
+    from optbench.data import load_dataset
     from optbench.pipeline import make_baseline
     from optbench.recipe import load_recipe
 
     folder = finished_run.parent
     recipe = load_recipe(write_recipe(folder, tiny_encoder, reviews_csv))
-    from optbench.data import load_dataset
-
+    data = load_dataset(recipe.dataset)
     with caplog.at_level("INFO", logger="optbench.steps"):
-        baseline = make_baseline(recipe, load_dataset(recipe.dataset), folder / "cache")
+        baseline = make_baseline(recipe, data, folder / "cache")
     assert "reusing" in caplog.text
     assert baseline.variant == "baseline" and baseline.lineage == ()
+    assert set(baseline.details) == {"train_rows", "train_seconds", "validation_accuracy"}
+    trained = {"finetune": config_to_dict(recipe.finetune), "data": data.fingerprint, **baseline.details}
+    assert baseline.origin == {"checkpoint": recipe.checkpoint, **trained}
 
 
 def test_a_classifiers_recipe_says_its_finetune_settings_are_not_used(

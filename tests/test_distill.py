@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, _save_tiny
+from conftest import TINY, _save_tiny, write_files
 from test_cli import BENCH, _fails, write_recipe
 
 from optbench.artifact import ModelArtifact
@@ -513,6 +513,25 @@ def test_a_student_with_other_labels_is_refused_before_any_step(
     )
     _fails(args, capsys, message)
     assert not cache.exists() or not any(cache.iterdir()), "refused before any step"
+
+
+def test_a_student_is_held_to_a_classifier_checkpoints_label_order_not_the_datas(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
+) -> None:
+    """A classifier checkpoint is the baseline as it is: the data is aligned to its labels, which every step keeps,
+    in the classifier's order (the data's is another)."""
+    checkpoint = write_files(tmp_path / "reversed", {p.name: p.read_bytes() for p in tiny_classifier.iterdir()})
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(id2label={"0": "rotten", "1": "fresh"}, label2id={"rotten": 0, "fresh": 1})
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    extra = f'[[steps]]\nname = "distill"\nmax_train_rows = 16\nstudent = "{tiny_classifier}"\n'
+    recipe = write_recipe(tmp_path, checkpoint, reviews_csv, extra=extra)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    message = (
+        f"the student {tiny_classifier} of [[steps]] #1 (distill) classifies ['fresh', 'rotten'] and the teacher "
+        "['rotten', 'fresh']: in another order"
+    )
+    _fails([*args, "--dry-run"], capsys, message)
 
 
 def test_distill_preflight_gives_the_depth_its_student_keeps(tiny_classifier: Path) -> None:
