@@ -234,6 +234,30 @@ def test_a_torchao_model_without_the_torchao_it_needs_names_the_install(
         load_runtime(RuntimeSpec("torch"), artifact, threads=1)
 
 
+def test_only_a_frozen_graph_on_the_cpu_quantizes_for_onednn(
+    tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor hands INT8 Linear layers to oneDNN on the CPU alone: a frozen graph on a GPU keeps the full range.
+    The choice is made before the model moves to the GPU, so a faked GPU and a stopped load tell it."""
+    from optbench.runtimes import torch as torch_runtime
+
+    class Stop(Exception):
+        pass
+
+    def quantize(model: torch.nn.Module, *, onednn: bool) -> bool:
+        chosen.append(onednn)
+        raise Stop
+
+    chosen: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch_runtime, "_quantize", quantize)
+    artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
+    for device in ("cpu", "cuda"):
+        with pytest.raises(Stop):
+            load_runtime(RuntimeSpec("torch", device, options={"compile": True, "freezing": True}), artifact, threads=1)
+    assert chosen == [True, False]
+
+
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
@@ -249,6 +273,7 @@ def test_a_torchao_model_without_the_torchao_it_needs_names_the_install(
         ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1, 1, 1]}}, "fp32", r"min = \[1, 1, 1\]"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": 1}}, "fp32", "min = 1: give"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "max": [True, 128]}}, "fp32", r"max = \[true,"),

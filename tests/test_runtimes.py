@@ -61,6 +61,19 @@ def test_torch_runtime_records_how_it_ran(tiny_classifier: Path) -> None:
     }
 
 
+def test_torch_runtime_asks_for_one_inter_op_thread(tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BERT forward is a chain of ops: spare inter-op threads only add noise. torch takes the setting once per
+    process, before any parallel work (as in a fresh job), so the call is recorded rather than read back."""
+    asked: list[int] = []
+    monkeypatch.setattr(torch, "set_num_interop_threads", asked.append)
+    threads = torch.get_num_threads()
+    try:
+        load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert asked == [1]
+
+
 def test_padding_to_a_fixed_length_keeps_the_logits(tiny_classifier: Path) -> None:
     runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
     np.testing.assert_allclose(
