@@ -829,20 +829,28 @@ def test_a_full_file_system_met_mid_run_asks_for_space_not_access(
     _fails(["run", str(recipe)], capsys, "model.safetensors: No space left on device: free some space on its file")
 
 
+def _run_beside_a_faked_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, **fields: int
+) -> tuple[Path, Path]:
+    """A recipe whose run must not start, and a folder `name` whose file system os.statvfs reports with `fields`
+    (f_bavail=..., f_flag=...) changed; every other path's as it is."""
+    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
+    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
+    folder = tmp_path / name
+    folder.mkdir()
+    space = os.statvfs(tmp_path)
+    names = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail", "f_flag")
+    faked = os.statvfs_result([*(fields.get(field, getattr(space, field)) for field in names), space.f_namemax])
+    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: faked if Path(path) == folder else space)
+    return recipe, folder
+
+
 def test_a_run_on_a_full_file_system_is_refused_before_any_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """Its first write there, the sweep's, came after the steps: minutes of fine-tuning, then the error."""
-    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
-    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
-    full = tmp_path / "full"
-    full.mkdir()
-    space = os.statvfs(tmp_path)
-    blocks = (
-        output_paths.MIN_FREE_BYTES - 4096
-    ) // space.f_frsize  # just under the floor, for root and other users alike
-    almost_full = os.statvfs_result([*space[:3], blocks, blocks, *space[5:]])
-    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: almost_full if Path(path) == full else space)
+    blocks = (output_paths.MIN_FREE_BYTES - 4096) // os.statvfs(tmp_path).f_frsize  # just under the floor, root or not
+    recipe, full = _run_beside_a_faked_file_system(tmp_path, monkeypatch, "full", f_bfree=blocks, f_bavail=blocks)
     room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     for option in ("--results", "--cache"):
         args = ["run", str(recipe), *room, option, str(full / "x")]  # the later option wins
@@ -854,13 +862,8 @@ def test_a_run_on_a_read_only_file_system_is_refused_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """A read-only mount was told "not writable by this user: give a folder you can write", though no user can."""
-    monkeypatch.setattr("optbench.pipeline.run_recipe", lambda *args: pytest.fail("the run started"))
-    recipe = write_recipe(tmp_path, Path("model"), Path("reviews.csv"))
-    frozen = tmp_path / "frozen"
-    frozen.mkdir()
-    space = os.statvfs(tmp_path)
-    read_only = os.statvfs_result([*space[:8], space.f_flag | os.ST_RDONLY, space[9]])
-    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: read_only if Path(path) == frozen else space)
+    read_only = os.statvfs(tmp_path).f_flag | os.ST_RDONLY
+    recipe, frozen = _run_beside_a_faked_file_system(tmp_path, monkeypatch, "frozen", f_flag=read_only)
     room = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     for option in ("--results", "--cache"):
         args = ["run", str(recipe), *room, option, str(frozen / "x"), "--dry-run"]
