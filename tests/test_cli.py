@@ -309,7 +309,11 @@ def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -
     sweep = results / "ci" / ".sweep-0123456789abcdef"
     sweep.mkdir(parents=True)
     (results / "ci" / ".sweep-0123456789abcdef.removed").mkdir()  # being deleted: no run to resume
-    unfinished = f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run"
+    (results / "ci" / ".sweep-notes").write_text("a file: no run\n")
+    unfinished = (
+        f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run its recipe "
+        "again (optbench run RECIPE) to resume it"
+    )
     for folder in (results, results / "ci"):
         gate = ["gate", str(folder), "--budget", str(budget)]
         _fails(gate, capsys, f"no optbench reports to gate under {folder}; it")
@@ -318,8 +322,14 @@ def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -
         _fails(["compare", str(tmp_path / "done"), str(folder)], capsys, f"B ({folder}) holds no optbench reports; it")
     _fails(["gate", str(empty), "--budget", str(budget)], capsys, f"to gate under {empty}: give a run's folder")
     _fails(["report", str(empty)], capsys, f"under {empty}: run a recipe first")
-    (results / "other" / ".sweep-fedcba9876543210").mkdir(parents=True)
-    _fails(["report", str(results)], capsys, "holds only 2 unfinished runs (")
+    other = results / "nightly" / ".sweep-fedcba9876543210"
+    other.mkdir(parents=True)
+    both = (
+        f"holds only 2 unfinished runs ({sweep}, {other}), not published yet: let a run still going finish, or run "
+        "their recipes again (optbench run RECIPE) to resume them"
+    )
+    _fails(["report", str(results)], capsys, both)
+    _fails(["report", str(empty), str(results)], capsys, f"no optbench reports under {empty} {results}; it {both}")
 
 
 def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(onnx_run: Path, tmp_path: Path, capsys) -> None:
@@ -808,19 +818,20 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])  # the file system, or this user's quota on it
 def test_a_full_file_system_met_mid_run_asks_for_space_not_access(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """A disk that fills while a step saves its model: the line said to check the path and that this user may write
     there, which it may."""
 
     def full(*args: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "model.safetensors"))
+        raise OSError(code, os.strerror(code), str(tmp_path / "cache" / "model.safetensors"))
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "r"\n')
     monkeypatch.setattr("optbench.recipe.load_recipe", full)
-    _fails(["run", str(recipe)], capsys, "model.safetensors: No space left on device: free some space on its file")
+    _fails(["run", str(recipe)], capsys, f"model.safetensors: {os.strerror(code)}: free some space on its file")
 
 
 def test_a_run_on_a_full_file_system_is_refused_before_any_step(
