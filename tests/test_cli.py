@@ -473,9 +473,50 @@ def test_run_gives_the_cache_to_the_run_and_leaves_optbench_cache_to_the_user(
 
     monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "default"))
+    monkeypatch.chdir(tmp_path)  # a relative --cache, made absolute: a job's process or a Ray node has its own folder
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
-    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]) == 0
+    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", "c"]) == 0
     assert seen == [((tmp_path / "c").resolve(), str(tmp_path / "default"))]
+
+
+def test_run_makes_its_executor_as_asked_prints_the_runs_table_and_closes_the_executor(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The executor is made from --executor and --address, the recipe's threads, and whether the recipe has a CUDA
+    runtime (Ray needs a node with a GPU then); it is closed when the run ends, and when it stops with an error."""
+    made, closed = [], []
+
+    class Executor:
+        def close(self) -> None:
+            closed.append(True)
+
+    def make_executor(name: str, address: str | None, threads: int, gpu: bool) -> Executor:
+        made.append((name, address, threads, gpu))
+        return Executor()
+
+    def fake_run(recipe, results, cache, executor):  # type: ignore[no-untyped-def]
+        report = make_report()
+        write_report(report, results / recipe.name / report.run_id)
+        return results / recipe.name / report.run_id
+
+    monkeypatch.setattr("optbench.executors.make_executor", make_executor)
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    gpu_bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", {name = "torch", device = "cuda"}]')
+    results = tmp_path / "r"
+    args = ["--results", str(results), "--cache", str(tmp_path / "c")]
+    ray = ["--executor", "ray", "--address", "head:6379"]
+    assert main(["run", str(write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=gpu_bench)), *args, *ray]) == 0
+    assert (made, closed) == ([("ray", "head:6379", 1, True)], [True])
+    out = capsys.readouterr().out
+    run = results / "tiny" / make_report().run_id
+    assert "| baseline | torch |" in out and f"reports written to {run} (report.html: the table and" in out
+
+    def stopped(*args: object) -> None:
+        raise OptbenchError("the run stopped")
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", stopped)
+    _fails(["run", str(write_recipe(tmp_path, tiny_classifier, reviews_csv)), *args], capsys, "the run stopped")
+    assert (made[-1], closed) == (("local", None, 1, False), [True, True])
 
 
 def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
@@ -489,8 +530,10 @@ def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "notes.txt" / "cache"))
     _fails(args, capsys, "error: $OPTBENCH_CACHE: ")
     _fails([*args, "--cache", str(tmp_path / "notes.txt")], capsys, "error: --cache: ")
-    monkeypatch.delenv("OPTBENCH_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "notes.txt"))
+    monkeypatch.setenv("OPTBENCH_CACHE", "")  # set but empty: the default, as unset
+    _fails(args, capsys, "error: the default cache folder (--cache names another): ")
+    monkeypatch.delenv("OPTBENCH_CACHE")
     _fails(args, capsys, "error: the default cache folder (--cache names another): ")
 
 
