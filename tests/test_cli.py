@@ -766,6 +766,35 @@ def test_report_lists_failed_jobs_under_their_runs_table_and_on_stderr_for_csv(t
     assert main(["report", str(tmp_path / "results"), "--format", "csv"]) == 0  # no place for them in a table
     out, err = capsys.readouterr()
     assert "crashed" not in out and "failed: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in err
+    page = tmp_path / "page.html"  # the page lists them under the run's table, as Markdown does
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page)]) == 0
+    assert "crashed" not in capsys.readouterr().err
+    assert "<li><b>failed</b>: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in page.read_text()
+
+
+def test_report_lists_the_failures_of_every_run_it_shows(tmp_path: Path, capsys) -> None:
+    for run_id, job in (("run-1", "latency-1"), ("run-2", "accuracy-1")):
+        write_report(make_report(run_id=run_id), tmp_path / "results" / "demo" / run_id)
+        failed = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", job, f"{run_id} crashed")
+        write_failures([failed], tmp_path / "results" / "demo" / run_id, run_id)
+    assert main(["report", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "latency-1: run-1 crashed" in out and "accuracy-1: run-2 crashed" in out
+    # a failures.json written before runs recorded their ids, beside the reports of two runs: one failure, listed once
+    shared = tmp_path / "copied"
+    for steps, run_id in (((), "run-1"), (("onnx",), "run-2")):
+        write_report(make_report(steps, run_id=run_id), shared)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "killed")], shared, "")
+    assert main(["report", str(shared), "--format", "csv"]) == 0
+    assert capsys.readouterr().err.count("killed") == 1
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "json"])
+def test_report_ends_its_output_with_one_newline(fmt: str, tmp_path: Path, capsys) -> None:
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    assert main(["report", str(tmp_path / "results"), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not out.endswith("\n\n")
 
 
 def test_report_lists_a_run_copied_into_two_folders_once(tmp_path: Path, capsys, caplog) -> None:

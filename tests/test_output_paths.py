@@ -58,6 +58,7 @@ def test_report_refuses_its_own_reports_and_run_files(run: Path, tmp_path: Path,
     page = run / "report.html"
     _refused(["report", results, "-o", str(page)], page, capsys, f"{page} is a file of {run}, a run folder this")
     _refused(["report", str(report), "-o", str(page)], page, capsys, "a run folder this")  # one report's folder
+    _refused(["report", results, "--by-machine", "-o", str(page)], page, capsys, "a run folder this")
     # named another way: relative, through `..`, through a symlink
     monkeypatch.chdir(run)
     _refused(["report", results, "-o", "report.html"], page, capsys, "report.html is a file of")
@@ -89,6 +90,12 @@ def test_compare_refuses_its_budget_file_and_both_sides(run: Path, budget: Path,
     compare = ["compare", str(run), results, "--budget", str(budget)]
     _refused([*compare, "-o", str(budget)], budget, capsys, f"-o: {budget} is a file this command reads")
     _refused([*compare, "-o", str(run / "report.html")], run / "report.html", capsys, "a run folder this command")
+    later = tmp_path / "later"  # a run of its own on each side: each side's run folder is refused
+    write_report(make_report(run_id="later"), later)
+    (later / "report.html").write_text("<html>the later run's page</html>\n")
+    for side in (run, later):
+        page = side / "report.html"
+        _refused(["compare", str(run), str(later), "-o", str(page)], page, capsys, f"a file of {side}, a run folder")
     old = tmp_path / "compare.md"
     old.write_text("the previous comparison\n")
     assert main([*compare, "-o", str(old)]) == 0
