@@ -315,7 +315,11 @@ def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -
     sweep = results / "ci" / ".sweep-0123456789abcdef"
     sweep.mkdir(parents=True)
     (results / "ci" / ".sweep-0123456789abcdef.removed").mkdir()  # being deleted: no run to resume
-    unfinished = f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run"
+    (results / "ci" / ".sweep-notes").write_text("a file: no run\n")
+    unfinished = (
+        f"holds only an unfinished run ({sweep}), not published yet: let a run still going finish, or run its recipe "
+        "again (optbench run RECIPE) to resume it"
+    )
     for folder in (results, results / "ci"):
         gate = ["gate", str(folder), "--budget", str(budget)]
         _fails(gate, capsys, f"no optbench reports to gate under {folder}; it")
@@ -324,8 +328,14 @@ def test_results_holding_only_an_unfinished_run_say_so(tmp_path: Path, capsys) -
         _fails(["compare", str(tmp_path / "done"), str(folder)], capsys, f"B ({folder}) holds no optbench reports; it")
     _fails(["gate", str(empty), "--budget", str(budget)], capsys, f"to gate under {empty}: give a run's folder")
     _fails(["report", str(empty)], capsys, f"under {empty}: run a recipe first")
-    (results / "other" / ".sweep-fedcba9876543210").mkdir(parents=True)
-    _fails(["report", str(results)], capsys, "holds only 2 unfinished runs (")
+    other = results / "nightly" / ".sweep-fedcba9876543210"
+    other.mkdir(parents=True)
+    both = (
+        f"holds only 2 unfinished runs ({sweep}, {other}), not published yet: let a run still going finish, or run "
+        "their recipes again (optbench run RECIPE) to resume them"
+    )
+    _fails(["report", str(results)], capsys, both)
+    _fails(["report", str(empty), str(results)], capsys, f"no optbench reports under {empty} {results}; it {both}")
 
 
 def test_onnx_recipe_end_to_end_then_a_damaged_onnx_file(onnx_run: Path, tmp_path: Path, capsys) -> None:
@@ -469,9 +479,50 @@ def test_run_gives_the_cache_to_the_run_and_leaves_optbench_cache_to_the_user(
 
     monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "default"))
+    monkeypatch.chdir(tmp_path)  # a relative --cache, made absolute: a job's process or a Ray node has its own folder
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
-    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]) == 0
+    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", "c"]) == 0
     assert seen == [((tmp_path / "c").resolve(), str(tmp_path / "default"))]
+
+
+def test_run_makes_its_executor_as_asked_prints_the_runs_table_and_closes_the_executor(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The executor is made from --executor and --address, the recipe's threads, and whether the recipe has a CUDA
+    runtime (Ray needs a node with a GPU then); it is closed when the run ends, and when it stops with an error."""
+    made, closed = [], []
+
+    class Executor:
+        def close(self) -> None:
+            closed.append(True)
+
+    def make_executor(name: str, address: str | None, threads: int, gpu: bool) -> Executor:
+        made.append((name, address, threads, gpu))
+        return Executor()
+
+    def fake_run(recipe, results, cache, executor):  # type: ignore[no-untyped-def]
+        report = make_report()
+        write_report(report, results / recipe.name / report.run_id)
+        return results / recipe.name / report.run_id
+
+    monkeypatch.setattr("optbench.executors.make_executor", make_executor)
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    gpu_bench = BENCH.replace("[bench]", '[bench]\nruntimes = ["torch", {name = "torch", device = "cuda"}]')
+    results = tmp_path / "r"
+    args = ["--results", str(results), "--cache", str(tmp_path / "c")]
+    ray = ["--executor", "ray", "--address", "head:6379"]
+    assert main(["run", str(write_recipe(tmp_path, tiny_classifier, reviews_csv, bench=gpu_bench)), *args, *ray]) == 0
+    assert (made, closed) == ([("ray", "head:6379", 1, True)], [True])
+    out = capsys.readouterr().out
+    run = results / "tiny" / make_report().run_id
+    assert "| baseline | torch |" in out and f"reports written to {run} (report.html: the table and" in out
+
+    def stopped(*args: object) -> None:
+        raise OptbenchError("the run stopped")
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", stopped)
+    _fails(["run", str(write_recipe(tmp_path, tiny_classifier, reviews_csv)), *args], capsys, "the run stopped")
+    assert (made[-1], closed) == (("local", None, 1, False), [True, True])
 
 
 def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
@@ -485,8 +536,10 @@ def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "notes.txt" / "cache"))
     _fails(args, capsys, "error: $OPTBENCH_CACHE: ")
     _fails([*args, "--cache", str(tmp_path / "notes.txt")], capsys, "error: --cache: ")
-    monkeypatch.delenv("OPTBENCH_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "notes.txt"))
+    monkeypatch.setenv("OPTBENCH_CACHE", "")  # set but empty: the default, as unset
+    _fails(args, capsys, "error: the default cache folder (--cache names another): ")
+    monkeypatch.delenv("OPTBENCH_CACHE")
     _fails(args, capsys, "error: the default cache folder (--cache names another): ")
 
 
@@ -719,6 +772,35 @@ def test_report_lists_failed_jobs_under_their_runs_table_and_on_stderr_for_csv(t
     assert main(["report", str(tmp_path / "results"), "--format", "csv"]) == 0  # no place for them in a table
     out, err = capsys.readouterr()
     assert "crashed" not in out and "failed: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in err
+    page = tmp_path / "page.html"  # the page lists them under the run's table, as Markdown does
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page)]) == 0
+    assert "crashed" not in capsys.readouterr().err
+    assert "<li><b>failed</b>: baseline+onnx on onnxruntime-cpu-fp32, latency-1: crashed" in page.read_text()
+
+
+def test_report_lists_the_failures_of_every_run_it_shows(tmp_path: Path, capsys) -> None:
+    for run_id, job in (("run-1", "latency-1"), ("run-2", "accuracy-1")):
+        write_report(make_report(run_id=run_id), tmp_path / "results" / "demo" / run_id)
+        failed = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", job, f"{run_id} crashed")
+        write_failures([failed], tmp_path / "results" / "demo" / run_id, run_id)
+    assert main(["report", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "latency-1: run-1 crashed" in out and "accuracy-1: run-2 crashed" in out
+    # a failures.json written before runs recorded their ids, beside the reports of two runs: one failure, listed once
+    shared = tmp_path / "copied"
+    for steps, run_id in (((), "run-1"), (("onnx",), "run-2")):
+        write_report(make_report(steps, run_id=run_id), shared)
+    write_failures([FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "killed")], shared, "")
+    assert main(["report", str(shared), "--format", "csv"]) == 0
+    assert capsys.readouterr().err.count("killed") == 1
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "json"])
+def test_report_ends_its_output_with_one_newline(fmt: str, tmp_path: Path, capsys) -> None:
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    assert main(["report", str(tmp_path / "results"), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not out.endswith("\n\n")
 
 
 def test_report_lists_a_run_copied_into_two_folders_once(tmp_path: Path, capsys, caplog) -> None:
@@ -814,19 +896,20 @@ def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.toml", "r.toml", "results"]
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])  # the file system, or this user's quota on it
 def test_a_full_file_system_met_mid_run_asks_for_space_not_access(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """A disk that fills while a step saves its model: the line said to check the path and that this user may write
     there, which it may."""
 
     def full(*args: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "model.safetensors"))
+        raise OSError(code, os.strerror(code), str(tmp_path / "cache" / "model.safetensors"))
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "r"\n')
     monkeypatch.setattr("optbench.recipe.load_recipe", full)
-    _fails(["run", str(recipe)], capsys, "model.safetensors: No space left on device: free some space on its file")
+    _fails(["run", str(recipe)], capsys, f"model.safetensors: {os.strerror(code)}: free some space on its file")
 
 
 def _run_beside_a_faked_file_system(

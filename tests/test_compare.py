@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -510,6 +511,9 @@ def test_cli_compare_with_budgets_lists_newly_failing_checks(tmp_path: Path, cap
     # the runtime as the figure rows have it, its device and precision said once with theirs
     assert "| baseline+onnx | torch | box-1 | max_accuracy_drop (ship) | pass | fail | - | newly failing |" in out
     assert "All rows: device cpu · runtime precision fp32\n" in out  # no batch -: the budget row has no shape
+    assert main(["compare", str(a), str(b), "--budget", str(budgets), "--format", "csv"]) == 0
+    figures = [row["figure"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+    assert figures[0] == "max_accuracy_drop (ship)" and len(figures) > 1  # the budget's rows first, then the figures
     budgets.write_text('[[budget]]\nmax_accuracy_drop = "1"\n')
     assert main(["compare", str(a), str(b), "--budget", str(budgets)]) == 2
     assert "max_accuracy_drop" in capsys.readouterr().err

@@ -118,7 +118,9 @@ def test_wrong_types_are_refused(key: str, value: Any, expected: str) -> None:
         ([1, "a", True], '[1, "a", true]'),
         ((64, "data"), '[64, "data"]'),
         ({"scale": 0.5, "two words": [False]}, '{scale = 0.5, "two words" = [false]}'),
+        ({"max-length": 1, "": 2}, '{max-length = 1, "" = 2}'),  # a bare key is one character or more
         (datetime.date(2026, 12, 3), "2026-12-03"),
+        (datetime.datetime(2026, 12, 3, 7, 30), "2026-12-03T07:30:00"),
     ],
 )
 def test_settings_are_quoted_as_toml_writes_them(value: Any, written: str) -> None:

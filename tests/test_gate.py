@@ -19,7 +19,7 @@ from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
 from optbench.gate import evaluate, exit_code, newest_run, verdict
-from optbench.gate_output import junit_xml, summary
+from optbench.gate_output import checks_json, junit_xml, summary
 from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
 
@@ -301,10 +301,21 @@ def test_junit_counts_failures_and_skips_inconclusive(tmp_path: Path) -> None:
     checks = _checks(text + '[[budget]]\nmax_size = "1 GB"\n', _run(), tmp_path)
     root = ET.fromstring(junit_xml(checks, strict=False))
     assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("4", "1", "1")
+    assert root.get("name") == "optbench gate"
     suite = root.find("testsuite[@name='release']")
     failure = suite.find("testcase/failure")
     assert failure.get("message").startswith("baseline+onnx on torch-cpu-fp32: max_size 90.81 MB (86.6 MiB) breaks")
-    assert suite.find("testcase/skipped") is not None
+    # an inconclusive check says why, as a failing one does (a CI system shows a skip's message)
+    assert (
+        suite.find("testcase/skipped").get("message").startswith("baseline+onnx on torch-cpu-fp32: max_accuracy_drop")
+    )
+    # CI systems group cases by class: the variant and runtime judged
+    assert [case.get("classname") for case in root.iter("testcase")] == [
+        "baseline+onnx.torch-cpu-fp32",
+        "baseline+onnx.torch-cpu-fp32",
+        "baseline.torch-cpu-fp32",
+        "baseline+onnx.torch-cpu-fp32",
+    ]
     strict = ET.fromstring(junit_xml(checks, strict=True))
     assert (strict.get("failures"), strict.get("skipped")) == ("2", "0")
     # a limit of the whole model is named without a shape; an inconclusive check failed by --strict says so
@@ -324,6 +335,8 @@ def test_the_summary_states_the_exit_code_strict_gives(tmp_path: Path) -> None:
     assert summary(checks, strict=True).splitlines()[-1] == (
         "0 passed, 0 failed, 1 inconclusive (strict: inconclusive fails): exit 1"
     )
+    passing = _checks('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', _run(), tmp_path)
+    assert summary(passing, strict=True).splitlines()[-1] == "1 passed, 0 failed, 0 inconclusive: exit 0"
 
 
 def test_the_newest_run_is_gated() -> None:
@@ -578,6 +591,7 @@ def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
     junit = tmp_path / "gate.xml"
     assert main(["gate", "--budget", str(inconclusive), str(results), "--strict", "--junit", str(junit)]) == 1
     assert ET.parse(junit).getroot().get("failures") == "1"
+    assert capsys.readouterr().out.endswith("0 passed, 0 failed, 1 inconclusive (strict: inconclusive fails): exit 1\n")
     failing = _budget(f'[[budget]]\nvariants = ["baseline+onnx"]\n{SHAPE}min_speedup = "6x"\n', tmp_path)
     assert main(["gate", "--budget", str(failing), str(results)]) == 1
     out = capsys.readouterr().out
@@ -608,6 +622,8 @@ def test_cli_json_gives_a_script_the_verdict_and_each_figure(tmp_path: Path, cap
     assert (drop["value"], drop["low"], drop["high"], drop["verdict"]) == (0.5, 0.3, 1.4, "inconclusive")
     assert drop["shape"] is None and drop["unjudged"] is None and drop["reason"].startswith("baseline+onnx on torch")
     assert (relative["unit"], relative["limit_value"], relative["verdict"]) == ("% of the reference", 90.0, "pass")
+    assert (relative["value"], relative["low"]) == (pytest.approx(99.502488), pytest.approx(98.606965))
+    assert (drop["machine"], unmatched["machine"]) == ("box-1", None)  # no report: no machine
     assert (p50["limit"], p50["unit"], p50["shape"], p50["value"]) == ("max_p50", "ms", "batch 1 x 128", 4.0)
     assert p50["verdict"] == "fail"
     assert (unmatched["value"], unmatched["low"], unmatched["high"], unmatched["verdict"]) == (None, None, None, "fail")
@@ -615,6 +631,27 @@ def test_cli_json_gives_a_script_the_verdict_and_each_figure(tmp_path: Path, cap
     assert "FAIL" in capsys.readouterr().out  # the summary is printed as without --json
     assert main(["gate", "--budget", str(budget), str(results), "--json", str(verdict), "--strict"]) == 1
     assert json.loads(verdict.read_text())["strict"] is True
+    inconclusive = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "1 points"\n', tmp_path)
+    for strict, code in (([], 3), (["--strict"], 1)):  # as the command exits
+        assert main(["gate", "--budget", str(inconclusive), str(results), "--json", str(verdict), *strict]) == code
+        assert json.loads(verdict.read_text())["exit_code"] == code
+
+
+def test_json_names_the_row_a_speedup_is_against(tmp_path: Path) -> None:
+    """speedup_against's row, or null for the run's reference, which goes without saying."""
+    run = _gpu_run()
+    budget = (
+        AGAINST_BUDGET
+        + f'[[budget]]\nvariants = ["baseline"]\nruntimes = ["torch-cuda-fp16"]\n{SHAPE}min_speedup = "2x"\n'
+    )
+    checks = evaluate(load_budgets(_budget(budget, tmp_path)), run)
+    records = json.loads(checks_json(checks, strict=False, run=run, budget_file=tmp_path / "budgets.toml"))["checks"]
+    assert [(r["runtime"], r["against"]) for r in records] == [
+        ("torch-cpu-fp32", "baseline/torch/cuda/fp32"),
+        ("torch-cuda-fp32", "baseline/torch/cuda/fp32"),
+        ("torch-cuda-fp16", "baseline/torch/cuda/fp32"),
+        ("torch-cuda-fp16", None),
+    ]
 
 
 def test_cli_json_writes_an_unbounded_end_as_null(tmp_path: Path) -> None:
@@ -631,15 +668,20 @@ def test_cli_json_writes_an_unbounded_end_as_null(tmp_path: Path) -> None:
     assert check["high"] is None and check["low"] is not None and check["verdict"] == "inconclusive"
 
 
-def test_cli_junit_and_json_on_one_file_are_refused(tmp_path: Path, capsys) -> None:
+def test_cli_junit_and_json_on_one_file_are_refused(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     results = _results(tmp_path)
     budget = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
     same = tmp_path / "gate.out"
     assert main(["gate", "--budget", str(budget), str(results), "--junit", str(same), "--json", str(same)]) == 2
     assert f"--junit and --json both name {same}: give each its own file" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # relative and absolute
+    assert main(["gate", "--budget", str(budget), str(results), "--junit", same.name, "--json", str(same)]) == 2
+    assert f"--junit and --json both name {same.name}: give each its own file" in capsys.readouterr().err
     assert not same.exists()
-    assert main(["gate", "--budget", str(budget), str(results), "--json", str(budget)]) == 2
+    junit = tmp_path / "gate.xml"  # refused before anything is written, --junit's file too
+    assert main(["gate", "--budget", str(budget), str(results), "--junit", str(junit), "--json", str(budget)]) == 2
     assert f"--json: {budget} is a file this command reads" in capsys.readouterr().err
+    assert not junit.exists()
 
 
 def test_a_report_without_its_model_size_fails_the_size_limit_saying_so(tmp_path: Path, capsys) -> None:

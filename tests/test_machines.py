@@ -199,6 +199,10 @@ def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
     assert out.splitlines()[0].endswith("speedup_p50@aaa,speedup_p50@bbb,noise_floor_pct@aaa,noise_floor_pct@bbb")
     assert main(["report", str(tmp_path), "--by-machine"]) == 0
     assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c" in capsys.readouterr().out
+    page = tmp_path / "page.html"
+    assert main(["report", str(tmp_path), "--by-machine", "--format", "html", "-o", str(page)]) == 2
+    assert "--by-machine writes md, csv or json: drop --format html" in capsys.readouterr().err
+    assert not page.exists()
 
 
 def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:

@@ -1,15 +1,20 @@
 """report -o, compare -o and gate --junit and --json refuse a path that is one of their own inputs, or a file of a
-run folder they read, before writing anything; any other existing file is overwritten as before."""
+run folder they read, before writing anything; any other existing file is overwritten as before. A run's results and
+cache folders are checked before its first step: a folder this user can write, on a file system with room."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from report_fixtures import make_report
 
+from optbench import output_paths
 from optbench.cli import main
+from optbench.errors import OptbenchError
 from optbench.failures import FailedJob, write_failures
+from optbench.output_paths import check_folder_can_be_written, refuse_overwriting_inputs
 from optbench.report import write_report
 
 BUDGET = '[[budget]]\nvariants = ["baseline"]\nmax_size = "1 GB"\n'
@@ -53,6 +58,7 @@ def test_report_refuses_its_own_reports_and_run_files(run: Path, tmp_path: Path,
     page = run / "report.html"
     _refused(["report", results, "-o", str(page)], page, capsys, f"{page} is a file of {run}, a run folder this")
     _refused(["report", str(report), "-o", str(page)], page, capsys, "a run folder this")  # one report's folder
+    _refused(["report", results, "--by-machine", "-o", str(page)], page, capsys, "a run folder this")
     # named another way: relative, through `..`, through a symlink
     monkeypatch.chdir(run)
     _refused(["report", results, "-o", "report.html"], page, capsys, "report.html is a file of")
@@ -60,6 +66,9 @@ def test_report_refuses_its_own_reports_and_run_files(run: Path, tmp_path: Path,
     link = tmp_path / "table.md"
     link.symlink_to(report)
     _refused(["report", results, "-o", str(link)], report, capsys, f"{link} ({report}) is a file this command reads")
+    link = tmp_path / "page.html"  # a link to a run's file, not one read
+    link.symlink_to(page)
+    _refused(["report", results, "-o", str(link)], page, capsys, f"{link} is a file of {run}, a run folder this")
 
 
 def test_report_html_refuses_a_page_whose_plot_is_a_run_file(run: Path, tmp_path: Path, capsys) -> None:
@@ -81,6 +90,12 @@ def test_compare_refuses_its_budget_file_and_both_sides(run: Path, budget: Path,
     compare = ["compare", str(run), results, "--budget", str(budget)]
     _refused([*compare, "-o", str(budget)], budget, capsys, f"-o: {budget} is a file this command reads")
     _refused([*compare, "-o", str(run / "report.html")], run / "report.html", capsys, "a run folder this command")
+    later = tmp_path / "later"  # a run of its own on each side: each side's run folder is refused
+    write_report(make_report(run_id="later"), later)
+    (later / "report.html").write_text("<html>the later run's page</html>\n")
+    for side in (run, later):
+        page = side / "report.html"
+        _refused(["compare", str(run), str(later), "-o", str(page)], page, capsys, f"a file of {side}, a run folder")
     old = tmp_path / "compare.md"
     old.write_text("the previous comparison\n")
     assert main([*compare, "-o", str(old)]) == 0
@@ -116,3 +131,48 @@ def test_a_new_file_in_a_run_folder_is_written(run: Path, budget: Path, tmp_path
     assert main(["gate", "--budget", str(budget), results, "--junit", str(run / "gate.xml")]) == 0
     assert main(["compare", str(run), results, "-o", str(run / "compare.md")]) == 0
     assert "<testsuites" in (run / "gate.xml").read_text() and "| baseline |" in (run / "compare.md").read_text()
+
+
+def test_the_files_read_may_be_given_as_any_iterable(run: Path) -> None:
+    """A generator of the results read is read once: its run folders were lost after the files were taken."""
+    report = run / "baseline.torch-cpu-fp32.json"
+    with pytest.raises(OptbenchError) as refused:
+        refuse_overwriting_inputs("-o", [run / "report.html"], (path for path in [report]))
+    assert f"is a file of {run}, a run folder this command reads" in str(refused.value)
+
+
+def test_a_folder_this_user_may_write_to_but_not_search_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Creating a file in a folder takes write and search (x) access: write alone is not enough."""
+    monkeypatch.setattr(output_paths.os, "access", lambda path, mode: not mode & os.X_OK)
+    with pytest.raises(OptbenchError) as refused:
+        check_folder_can_be_written("--results", tmp_path / "results")
+    assert str(refused.value) == f"--results: {tmp_path} is not writable by this user: give a folder you can write"
+
+
+BLOCK = 4096
+MIB_OF_BLOCKS = (1 << 20) // BLOCK
+
+
+@pytest.mark.parametrize(
+    ("euid", "free_blocks", "available_blocks", "refused"),
+    [
+        (0, MIB_OF_BLOCKS, 0, ""),  # root may use the blocks reserved for it; 1 MiB is enough
+        (1000, 1 << 30, MIB_OF_BLOCKS, ""),
+        (1000, 1 << 30, MIB_OF_BLOCKS - 1, "(1020 KiB free)"),  # another user may not use them
+        (0, MIB_OF_BLOCKS - 1, 1 << 30, "(1020 KiB free)"),
+    ],
+)
+def test_free_space_is_counted_in_fragments_and_only_what_this_user_may_use(
+    euid: int, free_blocks: int, available_blocks: int, refused: str, tmp_path: Path, monkeypatch
+) -> None:
+    """statvfs counts blocks of f_frsize bytes (f_bsize is only the preferred I/O size, here 16 times larger)."""
+    space = os.statvfs(tmp_path)
+    sizes = [BLOCK * 16, BLOCK, space.f_blocks, free_blocks, available_blocks]
+    monkeypatch.setattr(output_paths.os, "statvfs", lambda path: os.statvfs_result([*sizes, *space[5:8], 0, space[9]]))
+    monkeypatch.setattr(output_paths.os, "geteuid", lambda: euid)
+    if not refused:
+        check_folder_can_be_written("--cache", tmp_path / "cache")
+        return
+    with pytest.raises(OptbenchError) as error:
+        check_folder_can_be_written("--cache", tmp_path / "cache")
+    assert str(error.value).startswith(f"--cache: the file system of {tmp_path} is full {refused}: free some space")
