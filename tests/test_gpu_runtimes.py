@@ -274,6 +274,7 @@ def test_only_a_frozen_graph_on_the_cpu_quantizes_for_onednn(
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1, 1, 1]}}, "fp32", r"min = \[1, 1, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": 1}}, "fp32", "min = 1: give"),
+        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1.5, 1]}}, "fp32", r"min = \[1\.5, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "max": [True, 128]}}, "fp32", r"max = \[true,"),
@@ -512,6 +513,8 @@ def test_a_recipe_fills_in_the_tensorrt_provider_profile_from_its_shapes() -> No
         ([1, 128], [128], PROFILE, r"\[bench\] shape 128 x 128"),
         ([1], [256], PROFILE, r"\[bench\] shape 1 x 256"),
         ([4], [128], {"min": [8, 1], "opt": [8, 128], "max": [64, 128]}, "accuracy pass's batches"),
+        ([4], [128], {"min": [2, 1], "opt": [4, 128], "max": [64, 128]}, "accuracy pass's batches"),  # 1-row last
+        ([4], [128], {"min": [1, 2], "opt": [4, 128], "max": [64, 128]}, "accuracy pass's batches"),  # a 1-token text
     ],
 )
 def test_a_given_tensorrt_provider_profile_must_hold_every_shape_the_run_feeds(
@@ -558,6 +561,17 @@ def test_the_tensorrt_provider_leaves_out_models_with_onnxruntime_operators(tmp_
         load_runtime(tensorrt, fused, threads=1)
     assert not bench._runs(tensorrt, fused) and bench._runs(cuda, fused) and bench._runs(tensorrt, plain)
     assert "onnxruntime-cuda-fp16-tensorrt does not run baseline: the TensorRT provider runs models" in caplog.text
+
+
+def test_the_tensorrt_provider_names_at_most_four_operators_it_cannot_parse() -> None:
+    """A fused model holds a dozen onnxruntime operators: four say what the model is, the rest only lengthen the log."""
+    from onnx import helper
+
+    custom = helper.make_graph([helper.make_node(op, [], [], domain="com.microsoft") for op in "EDCBA"], "g", [], [])
+    assert "onnxruntime's own operators ['A', 'B', 'C', 'D']: give" in (ort_runtime.tensorrt_cannot_parse(custom) or "")
+    integer = helper.make_graph([helper.make_node(op, [], []) for op in ort_runtime.INTEGER_OPS], "g", [], [])
+    four = "['ConvInteger', 'DynamicQuantizeLinear', 'MatMulInteger', 'QLinearConv'] (quantize-dynamic's)"
+    assert f"integer operators {four}" in (ort_runtime.tensorrt_cannot_parse(integer) or "")
 
 
 def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) -> None:
