@@ -520,7 +520,7 @@ def _gate(args: argparse.Namespace) -> int:
         if path is not None
     ]
     if len({path.resolve() for _, path, _ in outputs}) < len(outputs):
-        raise OptbenchError(f"--junit and --json both name {args.junit}: give each its own file")
+        raise OptbenchError(f"--junit {args.junit} and --json {args.json} name one file: give each its own file")
     for option, path, _ in outputs:  # first: a path it cannot write exits 2 before any verdict is printed or written
         refuse_overwriting_inputs(option, [path], [file for file, _ in found], [args.budget])
     for _, path, render in outputs:

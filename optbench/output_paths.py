@@ -50,14 +50,13 @@ def refuse_overwriting_inputs(
         if same is not None:
             named = "" if str(same) == str(output) else f" ({same})"
             raise OptbenchError(
-                f"{option}: {output}{named} is a file this command reads: writing it would destroy its own input; "
-                "choose another path"
+                f"{option}: {output}{named} is a file this command reads: choose another path for what it writes"
             )
         folder = _identity(output.resolve().parent)
         if folder in folders:
             raise OptbenchError(
-                f"{option}: {output} is a file of {folders[folder]}, a run folder this command reads: writing it "
-                "would replace that run's file; choose a path outside the results read"
+                f"{option}: {output} is a file of {folders[folder]}, a run folder this command reads: choose a path "
+                "outside the results read"
             )
 
 

@@ -673,10 +673,10 @@ def test_cli_junit_and_json_on_one_file_are_refused(tmp_path: Path, capsys, monk
     budget = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
     same = tmp_path / "gate.out"
     assert main(["gate", "--budget", str(budget), str(results), "--junit", str(same), "--json", str(same)]) == 2
-    assert f"--junit and --json both name {same}: give each its own file" in capsys.readouterr().err
+    assert f"--junit {same} and --json {same} name one file: give each its own file" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)  # relative and absolute
     assert main(["gate", "--budget", str(budget), str(results), "--junit", same.name, "--json", str(same)]) == 2
-    assert f"--junit and --json both name {same.name}: give each its own file" in capsys.readouterr().err
+    assert f"--junit {same.name} and --json {same} name one file: give each its own file" in capsys.readouterr().err
     assert not same.exists()
     junit = tmp_path / "gate.xml"  # refused before anything is written, --junit's file too
     assert main(["gate", "--budget", str(budget), str(results), "--junit", str(junit), "--json", str(budget)]) == 2
