@@ -506,19 +506,23 @@ def _data(max_length: int = 32) -> LabelledData:
 def test_calibration_from_a_train_split_smaller_than_calibration_samples_is_a_warning(
     tiny_classifier: Path, caplog
 ) -> None:
-    """The engine was calibrated on the 40 rows there are without a word in the log (the manifest has the count)."""
+    """The engine is calibrated on the 40 rows there are, in whole batches, and the log says both (the manifest
+    has the count)."""
     config = TensorRTConfig(precision="int8", calibration_samples=512, calibration_batch_size=16)
     with caplog.at_level("WARNING", logger="optbench.steps"):
         feed = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
     assert "calibration_samples = 512 is more than the train split's 40 rows: calibration draws all 40" in caplog.text
+    assert "the last 8 of the 40 samples drawn are left out" in caplog.text
     assert feed.describe()["samples"] == 32  # whole batches of 16
 
 
-def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Path) -> None:
+def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Path, caplog) -> None:
     from transformers import AutoTokenizer
 
     config = TensorRTConfig(precision="int8", calibration_samples=36, calibration_batch_size=16, seed=3)
-    feed = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
+    with caplog.at_level("WARNING", logger="optbench.steps"):
+        feed = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
+    assert "calibration_batch_size = 16: the last 4 of the 36 samples drawn are left out" in caplog.text
     again = CalibrationFeed.from_train_split(config, tiny_classifier, _data())
     assert len(feed.batches) == 2 and feed.shape == (16, feed.seq_len) and feed.seq_len <= 32
     assert feed.describe()["samples"] == 32 and feed.describe()["split"] == "train"

@@ -307,12 +307,21 @@ class CalibrationFeed:
         reader = CalibrationReader(
             model_dir, data, config.calibration_samples, config.calibration_batch_size, config.seed, one_length=True
         )
-        drawn = iter(reader.get_next, None)
+        drawn = list(iter(reader.get_next, None))
         whole = [b for b in drawn if len(b["input_ids"]) == config.calibration_batch_size]
         if not whole:
             raise OptbenchError(
                 f"the train split gave fewer than calibration_batch_size = {config.calibration_batch_size} samples "
                 "for TensorRT calibration: lower calibration_batch_size"
+            )
+        samples = sum(len(b["input_ids"]) for b in drawn)
+        if left_out := samples - len(whole) * config.calibration_batch_size:
+            log.warning(
+                "TensorRT calibrates on whole batches of calibration_batch_size = %d: the last %d of the %d samples "
+                "drawn are left out (make calibration_samples a multiple of the batch size to use them all)",
+                config.calibration_batch_size,
+                left_out,
+                samples,
             )
         return cls(whole, int(reader.seq_len))
 
