@@ -32,11 +32,15 @@ from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
-from optbench.table import commit_label, markdown_lines, missing, records_json, said_once
+from optbench.table import commit_label, gemm_words, markdown_lines, missing, records_json, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
 MEMORY_TOLERANCE_PCT = 5.0  # peak RSS has no interval; smaller moves are allocator noise
+# How far apart two runs' GEMM calibrations (environment.calibration_gflops) may read before `compare` says their
+# timings are not to be read as the model's: on a quiet machine, runs read within a few percent of each other, and
+# results/ holds a busier hour's run that read 21% below another's (README, Results on this machine).
+CALIBRATION_APART = 1.25
 
 
 @dataclass(frozen=True)
@@ -276,13 +280,44 @@ def sides(a: pd.DataFrame, b: pd.DataFrame, known: list[Machine]) -> list[str]:
     key, labels = match_key(a, b), legend_labels(known)
     lines = []
     for name, frame in (("A", a), ("B", b)):
-        used = newest(frame, key)[["recipe", "run_id", "git_commit", "git_dirty", "machine"]].drop_duplicates()
+        used = _runs_used(frame, key)
         runs = []
-        for recipe, run_id, commit, dirty, machine in used.itertuples(index=False):
+        for recipe, run_id, commit, dirty, machine, gflops in used.itertuples(index=False):
             at = machine_key_of(machine)
-            runs.append(f"{recipe}/{run_id} (commit {commit_label(commit, dirty)}, machine {at}: {labels[at]})")
+            runs.append(
+                f"{recipe}/{run_id} (commit {commit_label(commit, dirty)}, machine {at}: {labels[at]}"
+                f"{gemm_words([gflops], ', ')})"
+            )
         lines.append(f"{name}: {'; '.join(runs)}")
     return lines
+
+
+def _runs_used(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The runs (and machines) whose reports `compare` reads from `frame`: those of each row's newest report, each
+    once, with their commit and GEMM calibration."""
+    return newest(frame, key)[
+        ["recipe", "run_id", "git_commit", "git_dirty", "machine", "calibration_gflops"]
+    ].drop_duplicates()
+
+
+def calibration_note(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """A warning where the GEMM calibration of the runs `compare(a, b)` uses (each row's newest report) reads
+    CALIBRATION_APART times apart or more, from the slowest to the fastest: a plain matmul ran that much slower on
+    one side (a busy or throttled machine, or another machine), so its timings moved for reasons of the machine's,
+    not the model's. None where they agree or a side's reports have none (older reports)."""
+    key = match_key(a, b)
+    figures = {name: _runs_used(frame, key)["calibration_gflops"].dropna() for name, frame in (("A", a), ("B", b))}
+    if any(f.empty for f in figures.values()):
+        return None
+    low, high = min(min(f) for f in figures.values()), max(max(f) for f in figures.values())
+    if low <= 0 or high / low < CALIBRATION_APART:
+        return None
+    said = " and ".join(f"{gemm_words(f)} in {name}" for name, f in figures.items())
+    return (
+        f"Machine state: the calibration read {said} ({high / low:.1f}x apart): a plain matmul ran that "
+        "much slower on one side (a busy or throttled machine, or another machine), so its latency and throughput "
+        "changes may be the machine's, not the model's: measure both on one quiet machine to tell them apart"
+    )
 
 
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: Sequence[str] = ()) -> str:

@@ -91,6 +91,7 @@ EXTRA_COLUMNS = [
     "git_commit",
     "git_dirty",
     "machine",
+    "calibration_gflops",
     "workload",
     "warnings",
 ]
@@ -274,6 +275,7 @@ class Report:
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
             "machine": env.get("machine"),
+            "calibration_gflops": env.get("calibration_gflops"),
             "warnings": "; ".join([*self.artifact.get("details", {}).get("warnings", []), *self.warnings]),
         }
         rows = []

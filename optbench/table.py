@@ -127,14 +127,23 @@ def _markdown(frame: pd.DataFrame, failed: Sequence[FailedJob]) -> str:
 
 def run_facts(run: pd.DataFrame) -> str:
     """Where a run's table comes from, said above it (Markdown and HTML alike): when, from which commit, on which
-    machines (each once: a Ray run's jobs ran on several), with how many threads and test rows."""
+    machines (each once: a Ray run's jobs ran on several), each with its GEMM calibration where the reports have
+    one, with how many threads and test rows."""
     first = run.iloc[0]
-    machines = list(dict.fromkeys(run["machine"].fillna("unknown")))
+    by_machine = run.groupby(run["machine"].fillna("unknown"), sort=False, dropna=False)["calibration_gflops"]
+    machines = [f"{machine}{gemm_words(gflops, ' (', ')')}" for machine, gflops in by_machine]
     return (
         f"created {first['created_at']} · commit {commit_label(first['git_commit'], first['git_dirty'])} · "
         f"machine{'s' if len(machines) > 1 else ''} {', '.join(machines)} · {first['threads']} threads · "
         f"{first['test_rows']} test rows"
     )
+
+
+def gemm_words(gflops: Iterable[Any], before: str = "", after: str = "") -> str:
+    """A machine's GEMM calibrations as a report's reader sees them ("GEMM 167.5 GFLOP/s", each value once, between
+    `before` and `after`), or "" where the reports have none (older reports, or a calibration that failed)."""
+    figures = dict.fromkeys(f"{g:.1f}" for g in gflops if not missing(g))
+    return f"{before}GEMM {', '.join(figures)} GFLOP/s{after}" if figures else ""
 
 
 def run_layout(run: pd.DataFrame) -> tuple[str | None, list[str]]:

@@ -15,7 +15,7 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import COLUMNS, Failures, _binomial, budget_regressions, compare, render
+from optbench.compare import COLUMNS, Failures, _binomial, budget_regressions, calibration_note, compare, render
 from optbench.failures import FailedJob, write_failures
 from optbench.measure import Latency, throughput
 from optbench.report import SCHEMA, Report, settings_hash, workload_fingerprint, write_report
@@ -435,6 +435,54 @@ def test_cli_compare_names_the_runs_each_side_stands_for_with_their_commit_and_m
     ]
     assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS) + "\n")  # tools read the rows alone, as before
+
+
+def _calibrated(report: Report, gflops: float | None) -> Report:
+    return dataclasses.replace(report, environment={**report.environment, "calibration_gflops": gflops})
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_cli_compare_says_when_the_runs_gemm_calibrations_read_far_apart(tmp_path: Path, capsys, fmt: str) -> None:
+    """A run on a busy machine (its GEMM calibration 15x below the other's) read as a model ten times slower: every
+    latency marked worse, with nothing in the comparison to say the machine, not the model, had changed."""
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [_calibrated(with_figures(base, p50_ms=10, spread_ms=0.2), 167.46)])
+    b = _write(tmp_path / "b", [_calibrated(with_figures(base, p50_ms=100, spread_ms=0.2), 11.2)])
+    assert main(["compare", str(a), str(b), "--format", fmt]) == 0
+    out, err = capsys.readouterr()
+    note = (
+        "Machine state: the calibration read GEMM 167.5 GFLOP/s in A and GEMM 11.2 GFLOP/s in B (15.0x apart): a "
+        "plain matmul ran that much slower on one side"
+    )
+    if fmt == "md":
+        lines = out.splitlines()
+        assert lines[2].endswith("(commit abc123, machine box-1: x (cores unknown), GEMM 167.5 GFLOP/s)")
+        assert lines[3].endswith("(commit abc123, machine box-1: x (cores unknown), GEMM 11.2 GFLOP/s)")
+        assert lines[4].startswith(note) and err == ""
+    else:  # the rows alone on stdout, for tools; the note where the log is read
+        assert out.startswith(",".join(COLUMNS) + "\n") and "GEMM" not in out and err.startswith(note)
+
+
+@pytest.mark.parametrize(("a_gflops", "b_gflops"), [(100.0, 80.1), (100.0, None), (None, None)])
+def test_cli_compare_is_silent_on_calibrations_close_or_missing(
+    tmp_path: Path, capsys, a_gflops: float | None, b_gflops: float | None
+) -> None:
+    """Within 1.25x (a quiet machine's runs read within a few percent), or a side without one (older reports):
+    nothing said of the machine's state."""
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [_calibrated(base, a_gflops)])
+    b = _write(tmp_path / "b", [_calibrated(base, b_gflops)])
+    assert main(["compare", str(a), str(b)]) == 0
+    out, err = capsys.readouterr()
+    assert "Machine state" not in out + err
+    assert ("GEMM 100.0 GFLOP/s" in out) == (a_gflops is not None)
+
+
+def test_calibrations_1_25x_apart_are_said_whichever_side_is_slower() -> None:
+    base = make_report(shapes=((1, 128),))
+    for a, b in ((100.0, 80.0), (80.0, 100.0)):
+        note = calibration_note(to_frame([_calibrated(base, a)]), to_frame([_calibrated(base, b)]))
+        assert note is not None and "(1.2x apart)" in note, (a, b)
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -16,7 +16,7 @@ from report_fixtures import SHAPE_GROUPED_ROWS, gpu_report, make_report, with_dr
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
-from optbench.report import COLUMNS, EXTRA_COLUMNS, write_report
+from optbench.report import COLUMNS, EXTRA_COLUMNS, Report, write_report
 from optbench.runtimes import RuntimeSpec
 from optbench.table import (
     commit_label,
@@ -24,8 +24,10 @@ from optbench.table import (
     format_number,
     format_points,
     format_speedup,
+    gemm_words,
     no_rows,
     render,
+    run_facts,
     said_once,
     settings_line,
     to_frame,
@@ -457,3 +459,23 @@ def test_sub_millisecond_figures_keep_three_significant_digits() -> None:
     text = render(to_frame(reports), "md")
     assert "| 0.0847 |" in text and "| 0.0761 |" in text
     assert "| 512.5 | 86.60 | 22.70 |" in text  # from 1 on, as before: two decimals, one from 100
+
+
+def test_the_line_under_a_run_gives_each_machines_gemm_calibration() -> None:
+    """The calibration (a plain matmul's GFLOP/s, taken as the run ends) tells a busy machine's run from a quiet
+    one's; it was only in the report JSON. A machine whose reports read two (a resumed run) gives both, one without
+    (an older report) none."""
+
+    def on(machine: str, gflops: float | None, steps: tuple[str, ...] = ()) -> Report:
+        environment = {"machine": machine, "git": {"commit": "abc123"}, "calibration_gflops": gflops}
+        return dataclasses.replace(make_report(steps), environment=environment)
+
+    line = run_facts(to_frame([on("node-a", 167.46), on("node-a", 167.46, ("onnx",)), on("node-b", 11.2)]))
+    assert " · machines node-a (GEMM 167.5 GFLOP/s), node-b (GEMM 11.2 GFLOP/s) · 2 threads · " in line
+    assert " · machine node-a (GEMM 90.0, 120.0 GFLOP/s) · " in run_facts(
+        to_frame([on("node-a", 90.0), on("node-a", 120.0, ("onnx",))])
+    )
+    assert " · machines node-a, node-b (GEMM 11.2 GFLOP/s) · " in run_facts(
+        to_frame([on("node-a", None), on("node-b", 11.2, ("onnx",))])
+    )
+    assert gemm_words([float("nan"), None]) == ""
