@@ -1,3 +1,5 @@
+"""`python -m optbench`: the optbench command (optbench/cli.py)."""
+
 import sys
 
 from optbench.cli import main

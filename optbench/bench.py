@@ -1,4 +1,5 @@
-"""The benchmark matrix: every (artifact, runtime) gets an accuracy pass and a latency pass per shape.
+"""The benchmark matrix: every (artifact, runtime) gets an accuracy pass and a latency pass per shape; their results
+become the reports (rounds pooled, throughput, speedup_p50, the A/A noise floor, the model's size).
 
 Every job runs in a fresh process. Shapes are the outer loop, then `rounds`, then the models: each
 round measures every model once, one model later than the round before (A B C, B C A, ...), so models

@@ -1,5 +1,7 @@
-"""Reports: one JSON per measured (variant, runtime); written, found and read back (optbench/table.py makes them
-one comparable table; optbench/failures.py reads the run's failed jobs beside them)."""
+"""Reports: one JSON per measured (variant, runtime); written, found and read back, and flattened into table rows
+(`Report.rows`; the table's columns, `COLUMNS` and `EXTRA_COLUMNS`, and their kinds, `KINDS`, are defined here).
+optbench/table.py makes the rows one comparable table; optbench/failures.py reads the run's failed jobs beside them.
+"""
 
 from __future__ import annotations
 

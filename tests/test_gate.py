@@ -14,7 +14,7 @@ import pytest
 from report_fixtures import UNKNOWN_ROW_NAMES, make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.accuracy import Drop
-from optbench.budget import Limit, load_budgets, parse_budget, parse_limit
+from optbench.budget import LIMIT_UNITS, Limit, load_budgets, parse_budget, parse_limit
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
@@ -63,6 +63,16 @@ def _run() -> list[Report]:
 )
 def test_verdict_compares_the_whole_interval_with_the_limit(key: str, low: float, high: float, expected: str) -> None:
     assert verdict(Limit(key, 10.0, "10"), low, high) == expected
+
+
+@pytest.mark.parametrize("key", list(LIMIT_UNITS))
+def test_every_budget_key_is_checked_and_written_out(key: str, tmp_path: Path) -> None:
+    """A limit is registered in three places (budget.LIMIT_UNITS, gate.DISPLAY, and gate._figure or a check of its
+    own): a key added to the first alone failed only once a budget used it, with a KeyError."""
+    example = LIMIT_UNITS[key][1]
+    checks = _checks(f"[[budget]]\n{SHAPE}{key} = {example}\n", _run(), tmp_path)
+    assert checks and all(check.limit.key == key for check in checks)
+    assert key.removeprefix("max_").removeprefix("min_") in summary(checks, strict=False)  # each check's reason
 
 
 def test_a_limit_of_zero_is_met_by_a_figure_of_zero(tmp_path: Path) -> None:

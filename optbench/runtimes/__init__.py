@@ -1,4 +1,4 @@
-"""Runtimes: load an artifact, then `predict(batch) -> logits`. One module per engine.
+"""Runtimes: load an artifact, then `predict(batch) -> logits`. One module per engine, registered in `ENGINES`.
 
 A `RuntimeSpec` names the engine and how to run it (device, precision, options) and is what a recipe's
 benchmark matrix lists; `load_runtime(spec, artifact, threads)` gives a ready `Runtime`.
@@ -24,7 +24,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class Runtime(Protocol):
-    """A loaded model that turns a tokenized batch into logits."""
+    """A loaded model that turns a tokenized batch into logits. On CUDA, an `allocates_through_torch` attribute says
+    whether torch's memory peaks count its memory (job.py; absent: False)."""
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
 

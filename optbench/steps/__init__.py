@@ -1,4 +1,4 @@
-"""Optimization steps: one module each, a config dataclass and an `apply` function, run with a cache.
+"""Optimization steps: one module each (a config dataclass and `apply`), registered in `STEPS`, run with a cache.
 
 A step's output is cached under a key made of its input's content hash, its config, the data's
 fingerprint and the versions of the libraries that make it (a config's `libraries`), so re-running a
@@ -34,7 +34,16 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class StepKind:
-    """A step's config type and the function that applies it."""
+    """A step's config type and the function that applies it: `apply(config, artifact, data, out_dir)` writes the
+    model into `out_dir` and returns `artifact.derive(out_dir, ...)` (after `formats.check_step_input`).
+
+    The config is a frozen dataclass whose fields are the recipe table's keys. It must have `name`, `input_format`
+    and `output_format` ("hf", "onnx", "trt"). Other members are optional, each read with `getattr` where named:
+    `default_label` (`parse_step`) and a `label` property (`RecipeStep.shown`); `version`, `libraries`,
+    `reads_data_length`, `input_hashes()` and `build_target()` (`cache_key`; the last also `cannot_run_here`);
+    `ends_chain`, `quantizes` and `output_precision` (recipe.py's chain checks, dry_run.py); `resolve_paths(base)`
+    and `for_bench(bench, max_length)` (recipe.py); `preflight(config_json)`, `student_folder`, `max_length` and
+    `seq_lens` (preflight.py). A training step subclasses `training.TrainingConfig`."""
 
     config_type: type
     apply: Callable[[Any, ModelArtifact, LabelledData, Path], ModelArtifact]
