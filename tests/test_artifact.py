@@ -213,6 +213,9 @@ def test_a_safetensors_header_longer_than_the_file_is_refused(tmp_path: Path) ->
             safetensors_header(path)
 
 
+# a quick TorchScript export of a tiny model, to count its initializers: the exporter's notes (deprecation, tracer,
+# indexing) are not this test's concern
+@pytest.mark.filterwarnings("ignore")
 def test_parameters_of_a_checkpoint_and_its_onnx_export(tiny_classifier: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
