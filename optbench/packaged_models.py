@@ -123,7 +123,8 @@ def check_conversion(model: Any, onnx_path: Path, tokenizer: Any) -> float:
     file on a few sentences; beyond `CONVERSION_TOLERANCE` the conversion is refused."""
     import torch
 
-    from optbench.runtimes.onnxruntime import PROVIDERS, inference_session
+    from optbench.runtimes.onnxruntime import inference_session
+    from optbench.runtimes.onnxruntime_options import PROVIDERS
 
     texts = ["a gripping, beautifully shot film.", "dull and far too long", "not bad at all"]
     batch = tokenizer(texts, padding=True, return_tensors="np")

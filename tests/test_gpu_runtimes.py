@@ -21,9 +21,17 @@ from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
 from optbench.recipe import parse_recipe
-from optbench.runtimes import RuntimeSpec, declines, load_runtime
+from optbench.runtimes import RuntimeSpec, declines, load_runtime, onnxruntime_trt_cache
 from optbench.runtimes import onnxruntime as ort_runtime
-from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile, trt_engine_cache_dir, trt_provider_options
+from optbench.runtimes.onnxruntime_options import (
+    INTEGER_OPS,
+    PROVIDERS,
+    OrtOptions,
+    TrtProfile,
+    tensorrt_cannot_parse,
+    trt_provider_options,
+)
+from optbench.runtimes.onnxruntime_trt_cache import trt_engine_cache_dir
 from optbench.runtimes.torch_options import TorchOptions
 
 NO_GPU = "needs a CUDA GPU (torch sees none)"
@@ -46,7 +54,7 @@ def gpu_sessions(monkeypatch: pytest.MonkeyPatch) -> list[list]:
     with, in order."""
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(PROVIDERS.values()))
     opened: list[list] = []
 
     def open_session(path: Path, *, providers: list, threads: int | None, level: str = "all") -> SimpleNamespace:
@@ -303,13 +311,13 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
     int8 = trt_engine_cache_dir(artifact, "fp16", OrtOptions("tensorrt", trt_int8=True))
     assert int8 != fp16 != trt_engine_cache_dir(artifact, "fp32", plain)
     # engines of another onnxruntime or TensorRT are never loaded: the versions name the folder
-    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.13.3")
+    monkeypatch.setattr(onnxruntime_trt_cache, "tensorrt_version", lambda: "10.13.3")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.13.3")
-    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: "10.14.1")
+    monkeypatch.setattr(onnxruntime_trt_cache, "tensorrt_version", lambda: "10.14.1")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-trt10.14.1")
     monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trt10.14.1")
-    monkeypatch.setattr(ort_runtime, "tensorrt_version", lambda: None)  # no TensorRT distribution installed
+    monkeypatch.setattr(onnxruntime_trt_cache, "tensorrt_version", lambda: None)  # no TensorRT distribution installed
     assert trt_engine_cache_dir(artifact, "fp16", plain).name.endswith("-ort1.99.0-trtunknown")
     settings = trt_provider_options(fp16, "fp16", OrtOptions("tensorrt"), ["input_ids"])
     assert settings == {
@@ -568,10 +576,10 @@ def test_the_tensorrt_provider_names_at_most_four_operators_it_cannot_parse() ->
     from onnx import helper
 
     custom = helper.make_graph([helper.make_node(op, [], [], domain="com.microsoft") for op in "EDCBA"], "g", [], [])
-    assert "onnxruntime's own operators ['A', 'B', 'C', 'D']: give" in (ort_runtime.tensorrt_cannot_parse(custom) or "")
-    integer = helper.make_graph([helper.make_node(op, [], []) for op in ort_runtime.INTEGER_OPS], "g", [], [])
+    assert "onnxruntime's own operators ['A', 'B', 'C', 'D']: give" in (tensorrt_cannot_parse(custom) or "")
+    integer = helper.make_graph([helper.make_node(op, [], []) for op in INTEGER_OPS], "g", [], [])
     four = "['ConvInteger', 'DynamicQuantizeLinear', 'MatMulInteger', 'QLinearConv'] (quantize-dynamic's)"
-    assert f"integer operators {four}" in (ort_runtime.tensorrt_cannot_parse(integer) or "")
+    assert f"integer operators {four}" in (tensorrt_cannot_parse(integer) or "")
 
 
 def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) -> None:
@@ -685,7 +693,7 @@ def _gpu_providers_fail(monkeypatch: pytest.MonkeyPatch, error: Exception) -> No
         raise error
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", session)
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(ort_runtime.PROVIDERS.values()))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(PROVIDERS.values()))
 
 
 def test_a_tensorrt_provider_failure_is_not_called_a_damaged_file(

@@ -11,8 +11,7 @@ import torch
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.encoding import encode
 from optbench.errors import OptbenchError
-from optbench.runtimes import RuntimeSpec, every_spec, load_runtime, torch_options
-from optbench.runtimes import onnxruntime as ort_runtime
+from optbench.runtimes import RuntimeSpec, every_spec, load_runtime, onnxruntime_options, torch_options
 
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea"]
 
@@ -204,7 +203,8 @@ def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
 def test_every_spec_lists_the_labels_recipes_can_give() -> None:
     """Budgets and rows are checked against these labels: an option missing from LABELLED would refuse its labels."""
     assert set(torch_options.LABELLED) == set(torch_options.OPTIONS)
-    assert set(ort_runtime.LABELLED) == set(ort_runtime.OPTIONS) - {"trt_profile"}  # the profile shows in no label
+    # the profile shows in no label
+    assert set(onnxruntime_options.LABELLED) == set(onnxruntime_options.OPTIONS) - {"trt_profile"}
     labels = {spec.label for spec in every_spec()}
     assert {
         "torch-cpu-fp32",

@@ -187,7 +187,8 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
 
 def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None:
     """The peer's model must load in optbench's onnxruntime and give one logit per label for a few rows."""
-    from optbench.runtimes.onnxruntime import MODEL_FILE, open_session
+    from optbench.runtimes.onnxruntime import open_session
+    from optbench.runtimes.onnxruntime_options import MODEL_FILE
     from optbench.steps.onnx import onnxruntime_refusal
 
     refusal = onnxruntime_refusal(folder / MODEL_FILE)

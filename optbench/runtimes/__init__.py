@@ -103,7 +103,7 @@ def _check_torch(spec: RuntimeSpec) -> str:
 
 
 def _check_onnxruntime(spec: RuntimeSpec) -> str:
-    from optbench.runtimes.onnxruntime import OrtOptions
+    from optbench.runtimes.onnxruntime_options import OrtOptions
 
     return OrtOptions.parse(spec.device, spec.precision, spec.options).tag(spec.device)
 
@@ -115,7 +115,7 @@ def _torch_labelled() -> dict[str, tuple[Any, ...]]:
 
 
 def _onnxruntime_labelled() -> dict[str, tuple[Any, ...]]:
-    from optbench.runtimes.onnxruntime import LABELLED
+    from optbench.runtimes.onnxruntime_options import LABELLED
 
     return LABELLED
 
@@ -129,13 +129,13 @@ def _check_tensorrt(spec: RuntimeSpec) -> str:
 
 
 def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
-    from optbench.runtimes.onnxruntime import OrtOptions, cannot_run
+    from optbench.runtimes.onnxruntime_options import OrtOptions, cannot_run
 
     return cannot_run(OrtOptions.parse(spec.device, spec.precision, spec.options), spec.precision, artifact)
 
 
 def _onnxruntime_declines_precision(spec: RuntimeSpec, model_precision: str) -> str | None:
-    from optbench.runtimes.onnxruntime import OrtOptions, precision_mismatch
+    from optbench.runtimes.onnxruntime_options import OrtOptions, precision_mismatch
 
     options = OrtOptions.parse(spec.device, spec.precision, spec.options)
     return precision_mismatch(options, spec.precision, model_precision)
@@ -150,7 +150,7 @@ def _tensorrt_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None
 def _onnxruntime_for_bench(spec: RuntimeSpec, shapes: list[tuple[int, int | str]], max_length: int) -> RuntimeSpec:
     """The TensorRT provider's profile filled in from the run's shapes, or the given one checked against them."""
     from optbench.bench import ACCURACY_BATCH_SIZE
-    from optbench.runtimes.onnxruntime import OrtOptions, TrtProfile
+    from optbench.runtimes.onnxruntime_options import OrtOptions, TrtProfile
 
     options = OrtOptions.parse(spec.device, spec.precision, spec.options)
     if options.trt_profile is not None:

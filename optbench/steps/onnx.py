@@ -334,7 +334,8 @@ def check_loads(path: Path) -> None:
 
 def onnxruntime_refusal(path: Path) -> str | None:
     """Why onnxruntime's CPU provider will not load the ONNX file at `path`, or None when it loads it."""
-    from optbench.runtimes.onnxruntime import PROVIDERS, inference_session
+    from optbench.runtimes.onnxruntime import inference_session
+    from optbench.runtimes.onnxruntime_options import PROVIDERS
 
     try:
         inference_session(path, [PROVIDERS["cpu"]])
