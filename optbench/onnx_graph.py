@@ -7,6 +7,8 @@ from typing import Any
 
 from optbench.errors import OptbenchError
 
+ONNX_FILE = "model.onnx"  # an ONNX artifact's model, in its folder: what the onnx and quantize steps write
+
 
 def load_graph(path: Path) -> Any:
     """The graph of the ONNX file at `path` (weights stored outside the file stay on disk)."""

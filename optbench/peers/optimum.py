@@ -187,17 +187,17 @@ def _run_worker(python: Path, job_path: Path, config: PeerOptimumConfig) -> None
 
 def _check_runs(folder: Path, source: ModelArtifact, data: LabelledData) -> None:
     """The peer's model must load in optbench's onnxruntime and give one logit per label for a few rows."""
+    from optbench.onnx_graph import ONNX_FILE
     from optbench.runtimes.onnxruntime import open_session
-    from optbench.runtimes.onnxruntime_options import MODEL_FILE
     from optbench.steps.onnx import onnxruntime_refusal
 
-    refusal = onnxruntime_refusal(folder / MODEL_FILE)
+    refusal = onnxruntime_refusal(folder / ONNX_FILE)
     if refusal:  # not open_session's error, whose advice (delete the folder, run again) is for a cached file
         raise StepFailed(f"peer-optimum wrote a model onnxruntime cannot load ({refusal})")
     tokenizer = load_tokenizer(source.path)
     batch = encode(tokenizer, data.validation.texts[:CHECK_ROWS], seq_len="data", max_length=data.max_length)
     try:
-        session = open_session(folder / MODEL_FILE, providers=["CPUExecutionProvider"], threads=1)
+        session = open_session(folder / ONNX_FILE, providers=["CPUExecutionProvider"], threads=1)
         feed = {i.name: batch[i.name] for i in session.get_inputs()}
         logits = np.asarray(session.run(["logits"], feed)[0])
     except Exception as exc:  # onnxruntime raises its own exception types; a missing input is a KeyError

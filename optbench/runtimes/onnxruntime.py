@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -14,11 +13,9 @@ import numpy as np
 from optbench.artifact import ModelArtifact
 from optbench.errors import OptbenchError
 from optbench.measure import Clock, HostClock
-from optbench.onnx_graph import load_graph, remake, require_model_file
-from optbench.runtimes.onnxruntime_options import MODEL_FILE, PROVIDERS, OrtOptions, cannot_run, trt_provider_options
+from optbench.onnx_graph import ONNX_FILE, load_graph, remake, require_model_file
+from optbench.runtimes.onnxruntime_options import PROVIDERS, OrtOptions, cannot_run, trt_provider_options
 from optbench.runtimes.onnxruntime_trt_cache import trt_engine_cache_dir
-
-log = logging.getLogger(__name__)
 
 # The CUDA provider runs float32 MatMul/Gemm in TF32 unless use_tf32 is off (onnxruntime's default is on), while
 # PyTorch's CUDA matmuls, which the GPU paths are read against, run FP32.
@@ -148,7 +145,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         self.options = OrtOptions.parse(device, precision, options)
-        graph = load_graph(artifact.path / MODEL_FILE) if self.options.provider == "tensorrt" else None
+        graph = load_graph(artifact.path / ONNX_FILE) if self.options.provider == "tensorrt" else None
         reason = cannot_run(self.options, precision, artifact, graph)
         if reason:
             raise OptbenchError(reason)
@@ -172,7 +169,7 @@ class OnnxRuntime:
             # the TensorRT provider hands any node TensorRT does not take to CUDA, not the CPU
             self.providers = [(self.provider, settings), cuda, PROVIDERS["cpu"]]
         self.engines_before = _files_in(self.engine_cache)
-        self.path = artifact.path / MODEL_FILE
+        self.path = artifact.path / ONNX_FILE
         self.threads = threads
         self.session = open_session(self.path, providers=self.providers, threads=threads, level=self.level)
         if self.session.get_providers()[0] != self.provider:

@@ -10,9 +10,8 @@ from typing import Any
 from optbench.artifact import ModelArtifact
 from optbench.configs import toml_value
 from optbench.errors import OptbenchError
-from optbench.onnx_graph import custom_operators, is_qdq, load_graph
+from optbench.onnx_graph import ONNX_FILE, custom_operators, is_qdq, load_graph
 
-MODEL_FILE = "model.onnx"
 # ONNX's integer operators (dynamic quantization writes the first three), which TensorRT's parser does not
 # take; it takes Q/DQ pairs
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul", "QLinearConv")
@@ -174,7 +173,7 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, gra
     mismatch = precision_mismatch(options, precision, artifact.details.get("precision", "fp32"))
     if mismatch is not None or options.provider != "tensorrt":
         return mismatch
-    graph = graph if graph is not None else load_graph(artifact.path / MODEL_FILE)
+    graph = graph if graph is not None else load_graph(artifact.path / ONNX_FILE)
     unparsable = tensorrt_cannot_parse(graph)
     if unparsable:
         return unparsable

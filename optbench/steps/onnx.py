@@ -26,11 +26,10 @@ from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.hf_config import read_hf_config
 from optbench.model_inputs import model_input_names
-from optbench.onnx_graph import STANDARD_DOMAINS
+from optbench.onnx_graph import ONNX_FILE, STANDARD_DOMAINS
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 PARITY_BATCH_SIZE = 64
 FP16_MAX_ABS_DIFF = 1e-2  # the FP16 file's logits against PyTorch's FP32: weights rounded to 11 bits
@@ -118,7 +117,7 @@ def apply(config: OnnxConfig, artifact: ModelArtifact, data: LabelledData, out_d
         reasons = "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts)
         raise OptbenchError(f"ONNX export failed ({reasons}): {_export_advice(config, list(exporters))}")
     chosen = max(done, key=lambda a: a.get("attention_fused", 0))  # the first of those that fused the most
-    path = out_dir / MODEL_FILE
+    path = out_dir / ONNX_FILE
     (out_dir / f"{chosen['exporter']}.onnx").rename(path)
     for attempt in done:
         (out_dir / f"{attempt['exporter']}.onnx").unlink(missing_ok=True)

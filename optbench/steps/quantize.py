@@ -24,11 +24,10 @@ from optbench.encoding import batches, load_tokenizer
 from optbench.environment import cpu_flags, cpu_model
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
-from optbench.onnx_graph import is_qdq, load_graph
+from optbench.onnx_graph import ONNX_FILE, is_qdq, load_graph
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
 WEIGHT_OPS = ("MatMul", "Gemm", "Attention")  # the ops with weights, which the INT8 share counts
 # quantize-dynamic's default: onnxruntime's dynamic quantizer rewrites Gemm as MatMul + Add, so "MatMul" takes it;
 # a fused Attention holds the Q/K/V projection
@@ -249,7 +248,7 @@ def apply_dynamic(
             f"measured at batch 1, {TIMING_ROUNDS} interleaved rounds: {weight_type} weights were faster here"
         )
         log.info("dynamic INT8 weight types, p50 ms at batch 1: %s -> %s", timings, weight_type)
-    (out_dir / f"{weight_type}.onnx").rename(out_dir / MODEL_FILE)
+    (out_dir / f"{weight_type}.onnx").rename(out_dir / ONNX_FILE)
     for other in candidates:
         (out_dir / f"{other}.onnx").unlink(missing_ok=True)
     choices["weight_type"] = weight_type
@@ -296,7 +295,7 @@ def apply_static(
     started = time.perf_counter()
     quantize_static(
         str(prepared),
-        str(out_dir / MODEL_FILE),
+        str(out_dir / ONNX_FILE),
         reader,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(config.op_types),
@@ -319,7 +318,7 @@ def apply_static(
         },
     )
     prepared.unlink()
-    _check_written(out_dir / MODEL_FILE, config.name)
+    _check_written(out_dir / ONNX_FILE, config.name)
     choices = {
         "preflight": hardware.reason,
         "activation_type": activation_type,
@@ -372,7 +371,7 @@ def _check_written(path: Path, step: str) -> None:
 def _result(config: Any, artifact: ModelArtifact, out_dir: Path, choices: dict[str, Any]) -> ModelArtifact:
     from optbench.steps.onnx import copy_hf_files
 
-    path = out_dir / MODEL_FILE
+    path = out_dir / ONNX_FILE
     copy_hf_files(artifact.path, out_dir)
     details = {**choices, "matmul_quantized": quantized_share(path), "precision": "fp32"}
     share = details["matmul_quantized"]
@@ -385,7 +384,7 @@ def _source_model(config: Any, artifact: ModelArtifact) -> Path:
     check_step_input(config, artifact)
     if artifact.details.get("precision", "fp32") != "fp32":
         raise OptbenchError(f"{config.name} needs an FP32 ONNX model, not {artifact.details['precision']}")
-    return artifact.path / MODEL_FILE
+    return artifact.path / ONNX_FILE
 
 
 def _refuse_int8(graph: Any, step: str) -> None:

@@ -26,13 +26,12 @@ from optbench.data import LabelledData
 from optbench.encoding import SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
-from optbench.onnx_graph import is_qdq, load_graph
+from optbench.onnx_graph import ONNX_FILE, is_qdq, load_graph
 from optbench.tensorrt_engine import ENGINE_FILE, Profile, detect_target, import_tensorrt
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_CACHE = "calibration.cache"
-ONNX_FILE = "model.onnx"
 QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
 SYMMETRIC_FIX = (
     'Set activation_type = "int8", weight_type = "int8" and activation_symmetric = true in the quantize-static '
