@@ -503,7 +503,7 @@ def _gate(args: argparse.Namespace) -> int:
     from optbench.budget import load_budgets
     from optbench.failures import run_failures
     from optbench.gate import evaluate, exit_code, newest_run
-    from optbench.gate_output import checks_json, junit_xml, summary
+    from optbench.gate_output import checks_json, heading, junit_xml, summary
     from optbench.output_paths import refuse_overwriting_inputs
     from optbench.report import distinct, report_files
     from optbench.sweep import unfinished_note
@@ -529,7 +529,7 @@ def _gate(args: argparse.Namespace) -> int:
         refuse_overwriting_inputs(option, [path], [file for file, _ in found], [args.budget])
     for _, path, render in outputs:
         write_text_atomic(path, render())
-    print(f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports) against {args.budget}")
+    sys.stdout.write(heading(run, args.budget))
     sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
 

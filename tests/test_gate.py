@@ -19,7 +19,7 @@ from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.failures import FAILURES_FILE, FailedJob, write_failures
 from optbench.gate import evaluate, exit_code, newest_run, verdict
-from optbench.gate_output import checks_json, junit_xml, summary
+from optbench.gate_output import checks_json, heading, junit_xml, summary
 from optbench.report import Report, write_report
 from optbench.runtimes import RuntimeSpec
 
@@ -608,6 +608,38 @@ def test_cli_exit_codes_reasons_and_junit(tmp_path: Path, capsys) -> None:
     assert "FAIL" in out and "min_speedup 5x" in out and "breaks the limit 6x" in out
 
 
+def test_the_gate_names_each_machine_of_the_run_with_its_gemm_calibration(tmp_path: Path, capsys) -> None:
+    """A max_p50 failed on a busy CI runner read as a slow model: the gate's output said nothing of the machine.
+    Each machine is named with the lowest GEMM calibration its reports read (a resumed run's may read two)."""
+
+    def on(report: Report, machine: str | None, gflops: float | None) -> Report:
+        return dataclasses.replace(
+            report, environment={**report.environment, "machine": machine, "calibration_gflops": gflops}
+        )
+
+    baseline, chain = _run()
+    second = make_report(("prune",), shapes=((1, 128),))
+    run = [on(baseline, "box-1", 167.46), on(chain, "box-1", 11.2), on(second, None, None)]
+    assert heading(run, Path("b.toml")) == (
+        "gating demo run 20261130T031500Z-3f9a (3 reports; machine box-1, GEMM 11.2 GFLOP/s, machine unknown) "
+        "against b.toml\n"
+    )
+    for report in run:
+        write_report(report, tmp_path / "results" / "demo" / report.run_id)
+    budget, verdict = (
+        _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path),
+        tmp_path / "g.json",
+    )
+    assert main(["gate", "--budget", str(budget), str(tmp_path / "results"), "--json", str(verdict)]) == 0
+    assert capsys.readouterr().out.startswith(
+        "gating demo run 20261130T031500Z-3f9a (3 reports; machine box-1, GEMM 11.2"
+    )
+    assert json.loads(verdict.read_text())["machines"] == [
+        {"machine": "box-1", "calibration_gflops": 11.2},
+        {"machine": "unknown", "calibration_gflops": None},
+    ]
+
+
 def test_cli_json_gives_a_script_the_verdict_and_each_figure(tmp_path: Path, capsys) -> None:
     """A CI script read the verdict from the summary lines or JUnit's messages; --json gives it the figures."""
     results = _results(tmp_path)
@@ -621,6 +653,7 @@ def test_cli_json_gives_a_script_the_verdict_and_each_figure(tmp_path: Path, cap
     assert (document["recipe"], document["run_id"]) == (run[0].recipe, run[0].run_id)
     assert (document["budget_file"], document["strict"], document["exit_code"]) == (str(budget), False, 1)
     assert document["counts"] == {"pass": 1, "fail": 2, "inconclusive": 1}
+    assert document["machines"] == [{"machine": "box-1", "calibration_gflops": None}]  # the fixture has no GEMM
     drop, relative, p50, unmatched = document["checks"]
     assert drop["budget"] == "ship" and drop["variant"] == "baseline+onnx" and drop["runtime"] == "torch-cpu-fp32"
     assert (drop["limit"], drop["limit_written"], drop["limit_value"], drop["unit"]) == (
