@@ -24,6 +24,7 @@ from optbench.table import (
     format_cell,
     format_number,
     format_speedup,
+    gemm_words,
     markdown_lines,
     missing,
     no_rows,
@@ -46,6 +47,7 @@ class Machine:
     cores: int | None
     gpus: tuple[str, ...]
     runs: tuple[str, ...]
+    calibrations: tuple[float | None, ...]  # the GEMM calibration each of `runs` read here (None: none recorded)
     flags: tuple[str, ...] = ()
     memory_gib: int | None = None
 
@@ -63,12 +65,19 @@ class Machine:
         return f"{self.cpu} ({'; '.join([', '.join([cores, *gib, *self.gpus]), *told])})"
 
     @classmethod
-    def of(cls, key: str, environment: Mapping, runs: tuple[str, ...]) -> Machine:
+    def of(
+        cls, key: str, environment: Mapping, runs: tuple[str, ...], calibrations: tuple[float | None, ...]
+    ) -> Machine:
         """The machine `key` as `environment` (a report's) describes it, and the runs measured on it."""
         parts = hardware(environment)
         gpus = tuple(name or "?" for name in parts["gpus"])
         cpu = parts["cpu_model"] or "unknown CPU"
-        return cls(key, cpu, parts["cores"], gpus, runs, tuple(parts["flags"]), parts["memory_gib"])
+        return cls(key, cpu, parts["cores"], gpus, runs, calibrations, tuple(parts["flags"]), parts["memory_gib"])
+
+    def runs_described(self) -> str:
+        """Its runs, each with its GEMM calibration on this machine where its reports have one."""
+        pairs = zip(self.runs, self.calibrations, strict=True)
+        return ", ".join(f"{run}{gemm_words([gflops], ' (', ')')}" for run, gflops in pairs)
 
 
 def legend_labels(shown: list[Machine]) -> dict[str, str]:
@@ -100,9 +109,22 @@ def _first_and_runs(reports: list[Report], key: Callable[[Report], str]) -> dict
 
 
 def machines(reports: list[Report]) -> list[Machine]:
-    """Every machine among `reports`, in order of first appearance, as its first report describes it."""
-    found = _first_and_runs(reports, lambda report: machine_key_of(report.environment.get("machine")))
-    return [Machine.of(key, first.environment, runs) for key, (first, runs) in found.items()]
+    """Every machine among `reports`, in order of first appearance, as its first report describes it, with the
+    GEMM calibration each of its runs read there (the lowest, where a resumed run's reports read two)."""
+    found = _first_and_runs(reports, _machine_of)
+    readings: dict[tuple[str, str], list[float]] = {}
+    for report in reports:
+        gflops = report.environment.get("calibration_gflops")
+        if gflops is not None:
+            readings.setdefault((_machine_of(report), f"{report.recipe}/{report.run_id}"), []).append(gflops)
+    return [
+        Machine.of(key, first.environment, runs, tuple(min(readings.get((key, run), []), default=None) for run in runs))
+        for key, (first, runs) in found.items()
+    ]
+
+
+def _machine_of(report: Report) -> str:
+    return machine_key_of(report.environment.get("machine"))
 
 
 @dataclass(frozen=True)
@@ -170,7 +192,7 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
         return f"{no_rows(table)}\n"
     lines = ["Machines (hardware fingerprints):", ""]
     labels = legend_labels(table.attrs["machines"])
-    lines += [f"- `{m.key}`: {labels[m.key]}; runs {', '.join(m.runs)}" for m in table.attrs["machines"]]
+    lines += [f"- `{m.key}`: {labels[m.key]}; runs {m.runs_described()}" for m in table.attrs["machines"]]
     if "workload" in table:
         shown = set(table["workload"])
         lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]

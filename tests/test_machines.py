@@ -45,6 +45,27 @@ def test_each_machine_gets_its_columns_and_its_newest_figures() -> None:
     assert (rows["baseline+onnx"]["speedup_p50@aaa"], rows["baseline+onnx"]["speedup_p50@bbb"]) == (2.0, 2.5)
 
 
+def test_the_legend_gives_each_run_its_gemm_calibration_on_that_machine() -> None:
+    """Two machines' p50s side by side, or one machine's runs a day apart: the legend named the runs alone, while
+    each report holds the GEMM calibration that says how busy its machine was. A run's reports that read two (a
+    resumed run) give the lowest; a run without one (older reports) none."""
+
+    def calibrated(report: Report, gflops: float | None) -> Report:
+        return dataclasses.replace(report, environment={**report.environment, "calibration_gflops": gflops})
+
+    a1, a2, b1, b2, c = _two_machines()
+    reports = [
+        calibrated(a1, 120.0),
+        calibrated(a2, 97.34),
+        calibrated(b1, None),
+        calibrated(b2, None),
+        calibrated(c, 150.0),
+    ]
+    text = render_merged(merge_by_machine(reports), "md")
+    assert "- `aaa`: EPYC (2 cores); runs demo/run-a (GEMM 97.3 GFLOP/s)\n" in text
+    assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c (GEMM 150.0 GFLOP/s)\n" in text
+
+
 def test_a_cell_one_machine_did_not_measure_is_empty() -> None:
     reports = _two_machines()[:3]  # bbb has no onnx report
     table = merge_by_machine(reports)
