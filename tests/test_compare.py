@@ -463,12 +463,12 @@ def test_cli_compare_says_when_the_runs_gemm_calibrations_read_far_apart(tmp_pat
         assert out.startswith(",".join(COLUMNS) + "\n") and "GEMM" not in out and err.startswith(note)
 
 
-@pytest.mark.parametrize(("a_gflops", "b_gflops"), [(100.0, 80.1), (100.0, None), (None, None)])
+@pytest.mark.parametrize(("a_gflops", "b_gflops"), [(100.0, 50.1), (100.0, None), (None, None)])
 def test_cli_compare_is_silent_on_calibrations_close_or_missing(
     tmp_path: Path, capsys, a_gflops: float | None, b_gflops: float | None
 ) -> None:
-    """Within 1.25x (a quiet machine's runs read within a few percent), or a side without one (older reports):
-    nothing said of the machine's state."""
+    """Under 2x (one machine's committed runs read up to 1.7x apart on a shared VM), or a side without one (older
+    reports): nothing said of the machine's state."""
     base = make_report(shapes=((1, 128),))
     a = _write(tmp_path / "a", [_calibrated(base, a_gflops)])
     b = _write(tmp_path / "b", [_calibrated(base, b_gflops)])
@@ -478,11 +478,11 @@ def test_cli_compare_is_silent_on_calibrations_close_or_missing(
     assert ("GEMM 100.0 GFLOP/s" in out) == (a_gflops is not None)
 
 
-def test_calibrations_1_25x_apart_are_said_whichever_side_is_slower() -> None:
+def test_calibrations_2x_apart_are_said_whichever_side_is_slower() -> None:
     base = make_report(shapes=((1, 128),))
-    for a, b in ((100.0, 80.0), (80.0, 100.0)):
+    for a, b in ((100.0, 50.0), (50.0, 100.0)):
         note = calibration_note(to_frame([_calibrated(base, a)]), to_frame([_calibrated(base, b)]))
-        assert note is not None and "(1.2x apart)" in note, (a, b)
+        assert note is not None and "(2.0x apart)" in note, (a, b)
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
