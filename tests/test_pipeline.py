@@ -163,29 +163,45 @@ def test_the_machine_key_is_the_one_reports_carry() -> None:
     assert machine_key() == fingerprint_key(fingerprint(1))
 
 
+def _tiny_recipe(tmp_path: Path, checkpoint: Path, reviews_csv: Path, batch_sizes: list[int], **tables: object):
+    """A recipe of `checkpoint` on the reviews at sequence length 64, named r, with `tables` ([bench] keys beside
+    batch_sizes go in tables["bench"])."""
+    bench = {"batch_sizes": batch_sizes, "seq_lens": [64], **tables.pop("bench", {})}  # type: ignore[dict-item]
+    table = {
+        "model": {"checkpoint": str(checkpoint)},
+        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
+        **tables,
+        "bench": bench,
+    }
+    return parse_recipe(table, base=tmp_path, default_name="r")
+
+
+def _benchmark_faked(monkeypatch: pytest.MonkeyPatch, failed: tuple = (), seen: dict | None = None) -> None:
+    """The run's benchmark replaced by one that times nothing: a report of its recipe and run at every shape, and
+    `failed` as its failed jobs; `seen` (given) gets the variants it was given and the sweep's identity."""
+    from report_fixtures import make_report
+
+    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
+        if seen is not None:
+            seen["variants"] = [a.variant for a in artifacts]
+            seen["identity"] = json.loads((store.folder / "sweep.json").read_text())["identity"]
+        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], list(failed)
+
+    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+
+
 def test_a_runs_page_plots_the_shape_optbench_report_plots(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
 ) -> None:
     """Batch sizes listed largest first: the run's own report.html and `optbench report --format html` on its
     folder plot one shape (the smallest measured, without 1 x 128), whatever order recipe and rows come in."""
-    from report_fixtures import make_report
-
     from optbench.cli import main
     from optbench.pipeline import run_recipe
-    from optbench.recipe import parse_recipe
 
-    table = {
-        "model": {"checkpoint": str(tiny_classifier)},
-        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
-        "bench": {"batch_sizes": [8, 1], "seq_lens": [64]},
-    }
-    recipe = parse_recipe(table, base=tmp_path, default_name="r")
-
-    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):
-        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
-
-    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
-    run = run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    _benchmark_faked(monkeypatch)
+    run = run_recipe(
+        _tiny_recipe(tmp_path, tiny_classifier, reviews_csv, [8, 1]), tmp_path / "results", tmp_path / "cache"
+    )
     page = tmp_path / "page.html"
     assert main(["report", str(run), "--format", "html", "-o", str(page)]) == 0
     for html in (run / "report.html", page):
@@ -197,24 +213,14 @@ def test_a_runs_failed_jobs_carry_its_run_id_in_failures_json_and_on_its_page(
 ) -> None:
     """The failures a run records are the ones its page lists: both stamped with the run's id, which tells them from
     another run's beside a copied report."""
-    from report_fixtures import make_report
-
     from optbench.failures import FailedJob, load_failures
     from optbench.pipeline import run_recipe
 
-    table = {
-        "model": {"checkpoint": str(tiny_classifier)},
-        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
-        "bench": {"batch_sizes": [1], "seq_lens": [64]},
-    }
-    recipe = parse_recipe(table, base=tmp_path, default_name="r")
     crashed = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1x64-round0-pair1", "crashed")
-
-    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
-        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], [crashed]
-
-    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
-    run = run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    _benchmark_faked(monkeypatch, (crashed,))
+    run = run_recipe(
+        _tiny_recipe(tmp_path, tiny_classifier, reviews_csv, [1]), tmp_path / "results", tmp_path / "cache"
+    )
     assert load_failures(run) == [replace(crashed, run_id=run.name)]
     assert f"<li><b>failed</b>: {crashed.describe()}</li>" in (run / "report.html").read_text()
 
@@ -224,25 +230,14 @@ def test_a_run_notes_another_sweep_of_its_recipe_no_process_works_on(
 ) -> None:
     """A sweep interrupted before the recipe's [bench] changed is named when the recipe runs again, and kept: the
     user may set [bench] back and resume it."""
-    from report_fixtures import make_report
-
     from optbench.pipeline import run_recipe
     from optbench.sweep import SweepStore
 
-    table = {
-        "model": {"checkpoint": str(tiny_classifier)},
-        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
-        "bench": {"batch_sizes": [1], "seq_lens": [64]},
-    }
-    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    recipe = _tiny_recipe(tmp_path, tiny_classifier, reviews_csv, [1])
     interrupted = SweepStore.open(tmp_path / "results" / "r", {"bench": "before"}, lambda: "run-0", 60)
     for place in (interrupted.folder / "participants").glob("*.json"):  # its process was killed
         place.write_text(json.dumps({**json.loads(place.read_text()), "started": "0"}))
-
-    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
-        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
-
-    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
+    _benchmark_faked(monkeypatch)
     with caplog.at_level("INFO", logger="optbench.sweep"):
         run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
     assert f"{interrupted.folder} (" in caplog.text and "unfinished sweep of run run-0" in caplog.text
@@ -260,9 +255,6 @@ def _recorded_run(
     """run_recipe of `checkpoint` on the reviews, each step made by `_made_by` (its label and config name in the
     output's lineage; StepFailed where the label says "fails"), and the benchmark replaced by one that records what it
     is given: the variants and the sweep's identity, as its sweep.json holds it."""
-    from report_fixtures import make_report
-
-    from optbench.artifact import StepRecord
     from optbench.pipeline import run_recipe
 
     def made_by(config, artifact, data, cache_dir, label=None):  # type: ignore[no-untyped-def]
@@ -273,21 +265,10 @@ def _recorded_run(
         return replace(artifact, sha256=sha256, lineage=(*artifact.lineage, step))
 
     seen: dict = {}
-
-    def measured(artifacts, data, bench, *, recipe, store, executor, cache_dir):  # type: ignore[no-untyped-def]
-        seen["variants"] = [a.variant for a in artifacts]
-        seen["identity"] = json.loads((store.folder / "sweep.json").read_text())["identity"]
-        return [make_report(recipe=recipe, run_id=store.run_id, shapes=tuple(bench.shapes()))], []
-
     monkeypatch.setattr("optbench.pipeline.run_step", made_by)
-    monkeypatch.setattr("optbench.pipeline.benchmark", measured)
-    table = {
-        "model": {"checkpoint": str(checkpoint)},
-        "dataset": {"source": str(reviews_csv), "group_column": "movie", "max_length": 64},
-        "chains": chains or [],
-        "bench": {"batch_sizes": [1], "seq_lens": [64], "runtimes": ["torch", "onnxruntime"] if chains else ["torch"]},
-    }
-    recipe = parse_recipe(table, base=tmp_path, default_name="r")
+    _benchmark_faked(monkeypatch, seen=seen)
+    runtimes = ["torch", "onnxruntime"] if chains else ["torch"]
+    recipe = _tiny_recipe(tmp_path, checkpoint, reviews_csv, [1], chains=chains or [], bench={"runtimes": runtimes})
     return run_recipe(recipe, tmp_path / "results", tmp_path / "cache", executor), seen
 
 
