@@ -416,16 +416,21 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert os.listdir(tmp_path) == ["report.json"]
 
 
-def test_a_write_refused_access_asks_for_a_folder_that_can_be_written(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [(PermissionError(13, "Permission denied"), "Permission denied"), (OSError("disk gone"), "disk gone")],
+    ids=["access", "no-errno"],
+)
+def test_a_refused_write_says_why_and_asks_for_a_folder_that_can_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, said: str
+) -> None:
     def refuse(*args: Any) -> None:
-        raise PermissionError(13, "Permission denied")
+        raise error
 
     monkeypatch.setattr(atomic.os, "replace", refuse)
     with pytest.raises(OptbenchError) as refused:
         write_text_atomic(tmp_path / "table.md", "a row\n")
-    assert str(refused.value) == (
-        f"cannot write {tmp_path / 'table.md'} (Permission denied): give a path in a folder you can write"
-    )
+    assert str(refused.value) == f"cannot write {tmp_path / 'table.md'} ({said}): give a path in a folder you can write"
 
 
 def test_a_folder_is_not_written_over(tmp_path: Path) -> None:

@@ -495,7 +495,7 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
         ({"values_ns": [], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations (numbers, 0 or more)"),
         # a report of NaN (and, for a negative one, below-zero) percentiles, and exit 0
         ({"values_ns": [1, math.nan], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
-        ({"values_ns": [1, -5], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
+        ({"values_ns": [1, -1], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
         ({"values_ns": [1], "peak_rss_mb": math.inf}, "'peak_rss_mb' is not a number"),
         ({"values_ns": [1], "peak_rss_mb": 1, "resolution_ns": math.nan}, "'resolution_ns' is not a number"),
     ],
