@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import fake_checkpoint, write_files
 
 from optbench import atomic
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash, safetensors_header, weight_files
-from optbench.atomic import write_json_atomic, write_text_atomic
+from optbench.atomic import write_json_atomic, write_npy_atomic, write_text_atomic
 from optbench.errors import OptbenchError
 
 MIB = 2**20
@@ -362,9 +363,43 @@ def test_write_text_atomic_leaves_only_the_target(tmp_path: Path) -> None:
 def test_write_json_atomic_writes_json(tmp_path: Path) -> None:
     path = tmp_path / "data.json"
     write_json_atomic(path, {"a": [1, 2], "b": None})
-    assert json.loads(path.read_text()) == {"a": [1, 2], "b": None}
-    assert path.read_text().endswith("\n")
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": null\n}\n'  # a line a value: diffs read well
     assert os.listdir(tmp_path) == ["data.json"]
+
+
+def test_write_npy_atomic_writes_an_array_that_loads_without_pickle(tmp_path: Path) -> None:
+    """An object array would be pickled, and loading a pickle runs code: it is refused, and nothing is written."""
+    path = tmp_path / "logits.npy"
+    logits = np.arange(6, dtype=np.float32).reshape(3, 2)
+    write_npy_atomic(path, logits)
+    loaded = np.load(path, allow_pickle=False)
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, logits)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        write_npy_atomic(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    assert os.listdir(tmp_path) == ["logits.npy"]
+
+
+def test_the_whole_content_is_on_disk_before_the_file_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync syncs what the kernel has: content still in Python's buffer when it runs would reach the disk later,
+    after the rename, and a crash between the two would leave the file half-written."""
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", recording_fsync)
+    write_text_atomic(tmp_path / "table.md", "a row\n" * 100)
+    assert synced == [600]
+
+
+def test_a_folder_read_as_json_is_named_as_damaged(tmp_path: Path) -> None:
+    (tmp_path / "record.json").mkdir()
+    with pytest.raises(OptbenchError, match=r"record\.json is damaged \(\[Errno 21\] Is a directory: .*\): delete it"):
+        atomic.read_json(tmp_path / "record.json")
 
 
 def _boom(*args: Any, **kwargs: Any) -> None:
@@ -382,6 +417,29 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     assert path.read_text() == "old content\n"
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [(PermissionError(13, "Permission denied"), "Permission denied"), (OSError("disk gone"), "disk gone")],
+    ids=["access", "no-errno"],
+)
+def test_a_refused_write_says_why_and_asks_for_a_folder_that_can_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, said: str
+) -> None:
+    def refuse(*args: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    with pytest.raises(OptbenchError) as refused:
+        write_text_atomic(tmp_path / "table.md", "a row\n")
+    assert str(refused.value) == f"cannot write {tmp_path / 'table.md'} ({said}): give a path in a folder you can write"
+
+
+def test_a_folder_is_not_written_over(tmp_path: Path) -> None:
+    with pytest.raises(OptbenchError) as refused:
+        write_text_atomic(tmp_path, "a row\n")
+    assert str(refused.value) == f"cannot write {tmp_path}: it is a folder; give a file name"
 
 
 def test_failed_json_encoding_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

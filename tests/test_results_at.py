@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,10 @@ def test_a_committed_link_out_of_the_results_is_refused_naming_it(tmp_path: Path
     monkeypatch.chdir(repo)
     with pytest.raises(OptbenchError) as error, results_at("HEAD:results"):
         pass
-    message = str(error.value)
-    assert message.startswith(f"HEAD:results/r.json is a link to {target}, out of the committed results, and")
-    assert "commit the file itself" in message and "optbench-results-" not in message  # not the unpacked copy
+    assert str(error.value) == (  # named as committed, not as the unpacked copy
+        f"HEAD:results/r.json is a link to {target}, out of the committed results, and optbench does not follow it: "
+        "commit the file itself in its place, or check HEAD out (git worktree add DIR HEAD) and give that folder"
+    )
 
 
 def test_a_link_within_the_results_is_followed(tmp_path: Path, monkeypatch) -> None:
@@ -42,3 +44,61 @@ def test_a_link_within_the_results_is_followed(tmp_path: Path, monkeypatch) -> N
     monkeypatch.chdir(repo)
     with results_at("HEAD:results") as folder:
         assert (folder / "latest.json").read_text() == "{}"
+
+
+def _committed_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repository at `tmp_path`/repo, the current folder, with results/r.json committed."""
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "results" / "r.json").write_text("{}")
+    _commit(repo)
+    monkeypatch.chdir(repo)
+
+
+def test_rev_with_nothing_after_its_colon_gives_all_it_committed(tmp_path: Path, monkeypatch) -> None:
+    """git archive refuses an empty path ("please use . instead")."""
+    _committed_results(tmp_path, monkeypatch)
+    with results_at("HEAD:") as folder:
+        assert (folder / "results" / "r.json").read_text() == "{}"
+
+
+def test_a_colon_with_no_revision_before_it_is_a_path_that_does_not_exist(tmp_path: Path, monkeypatch) -> None:
+    _committed_results(tmp_path, monkeypatch)
+    with pytest.raises(OptbenchError) as error, results_at(":results"):
+        pass
+    assert str(error.value) == ":results does not exist: give a results folder, a report file, or REV:PATH from git"
+
+
+def test_what_git_cannot_give_is_named_with_git_s_reason_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    _committed_results(tmp_path, monkeypatch)
+    with pytest.raises(OptbenchError) as error, results_at("HEAD:no-such"):
+        pass
+    assert str(error.value) == (
+        "HEAD:no-such is neither a path nor committed results (git: fatal: pathspec 'no-such' did not match any "
+        "files): check the revision and the path inside the repository"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [(b"warning: first\nfatal: \xff last\n", "fatal: \ufffd last"), (b"", "failed")],
+    ids=["its-last-line-undecodable", "none"],
+)
+def test_git_s_reason_is_its_last_line_of_errors_or_failed_when_it_gives_none(
+    monkeypatch: pytest.MonkeyPatch, stderr: bytes, reason: str
+) -> None:
+    def git_fails(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.CompletedProcess(args, 128, b"", stderr)
+
+    monkeypatch.setattr(subprocess, "run", git_fails)
+    with pytest.raises(OptbenchError) as error, results_at("HEAD:results"):
+        pass
+    assert str(error.value).startswith(f"HEAD:results is neither a path nor committed results (git: {reason}): ")
+
+
+def test_rev_path_without_git_installed_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))
+    with pytest.raises(OptbenchError) as error, results_at("HEAD:results"):
+        pass
+    assert str(error.value) == "HEAD:results names a git revision, and git is not installed"

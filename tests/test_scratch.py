@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from optbench.scratch import work_folder
+from optbench.scratch import remove_leftovers, work_folder
 
 HOLDER = (
     "import sys, time; from pathlib import Path; from optbench.scratch import work_folder\n"
@@ -93,3 +96,91 @@ def test_on_nfs_a_killed_process_s_folder_is_still_found_and_removed(tmp_path: P
     with work_folder(tmp_path, "step") as folder:
         assert not left.exists() and not left.with_suffix(".lock").exists()
         assert folder.with_suffix(".lock").is_file()  # its own lock held, so no other process takes it
+
+
+def _leftover(parent: Path, name: str, *, lock: bool = True) -> Path:
+    """A work folder `name` in `parent` as its process left it, with its lock file unless `lock` is false."""
+    folder = parent / f".{name}.tmp"
+    folder.mkdir(parents=True)
+    (folder / "weights").write_bytes(b"half-written")
+    if lock:
+        folder.with_suffix(".lock").touch()
+    return folder
+
+
+def _held(folder: Path) -> int:
+    """Hold `folder`'s lock as its live process would: a lock on another open file of it conflicts, even here."""
+    handle = os.open(folder.with_suffix(".lock"), os.O_RDWR)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+class _Listed(type(Path())):  # type: ignore[misc]
+    """A folder that lists its work folders in name order, which the filesystem's order need not be."""
+
+    def glob(self, pattern: str):  # type: ignore[override]
+        return iter(sorted(super().glob(pattern)))
+
+
+def test_a_killed_process_s_folder_listed_after_a_live_one_and_a_folder_without_a_lock_is_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither a live process's work folder nor a folder that has no lock file ends the look for leftovers."""
+    live = _leftover(tmp_path, "a-live.1.aa")
+    plain = _leftover(tmp_path, "b-plain", lock=False)
+    dead = _leftover(tmp_path, "c-dead.2.bb")
+    handle = _held(live)
+    try:
+        with caplog.at_level(logging.INFO, logger="optbench.scratch"):
+            remove_leftovers(_Listed(tmp_path))
+    finally:
+        os.close(handle)
+    assert live.is_dir() and plain.is_dir()
+    assert not dead.exists() and not dead.with_suffix(".lock").exists()
+    assert caplog.messages == [f"removing {dead}, left by a process that was killed"]
+
+
+def test_a_leftover_another_process_removed_first_is_passed_over(tmp_path: Path, monkeypatch) -> None:
+    """Two processes may open a killed one's lock file at once: the first to take the lock removes the folder and
+    its lock file, and the second, taking the lock then, finds neither."""
+    import optbench.scratch
+
+    dead = _leftover(tmp_path, "step.4242.aa11bb22")
+    real_try_lock = optbench.scratch.try_lock
+
+    def removed_by_another_first(handle: int) -> bool:
+        (dead / "weights").unlink()
+        dead.rmdir()
+        dead.with_suffix(".lock").unlink()
+        return real_try_lock(handle)
+
+    monkeypatch.setattr(optbench.scratch, "try_lock", removed_by_another_first)
+    remove_leftovers(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_work_folders_and_the_look_for_leftovers_leave_no_file_open(tmp_path: Path) -> None:
+    """A sweep makes a work folder per step and per run: a lock file left open each time runs a long one out of
+    file descriptors."""
+    live, dead = _leftover(tmp_path, "a.1.aa"), _leftover(tmp_path, "b.2.bb")
+    handle = _held(live)
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        with work_folder(tmp_path, "step"):
+            pass
+        assert not dead.exists() and live.is_dir()
+        remove_leftovers(tmp_path)
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(handle)
+
+
+def test_a_work_folder_s_parents_are_made_and_its_lock_file_is_one_the_cache_s_group_can_open(tmp_path: Path) -> None:
+    """A shared cache's other users (umask 002) open a lock file for writing to test it, as remove_leftovers does."""
+    umask = os.umask(0o002)
+    try:
+        with work_folder(tmp_path / "cache" / "steps", "step") as folder:
+            assert folder.parent == tmp_path / "cache" / "steps"
+            assert folder.with_suffix(".lock").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(umask)

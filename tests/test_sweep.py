@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -211,6 +212,7 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path: Path) -> None:
     assert store.claim(job, 60)  # but its holder renews it while the job runs: one past its time is left behind
     _write_claim(store, job, {**holder, "until": time.time() - 1})
     assert store.claim(job, 60)  # so on this host too: its process lives, but stopped renewing (stopped, or stuck)
+    assert not list(store.jobs.glob("*.gone"))  # each dead claim renamed away was removed once judged
 
 
 def _lapse(store: SweepStore, job: PlannedJob) -> None:
@@ -335,6 +337,93 @@ def test_a_dead_claim_found_by_two_processes_at_once_is_taken_by_one(
     assert taken == [True, False]
     first.renew([job], 60)
     assert first.holds(job)
+    assert not list(first.jobs.glob("*.gone"))  # the second put the fresh claim back and removed its copy
+
+
+def test_a_claim_whose_pid_now_names_another_process_is_taken_over(tmp_path: Path) -> None:
+    """The start time a claim records tells its process from a later one given its pid; pid 1 is a process too
+    (optbench as a container's first one)."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _write_claim(store, job, {**claims.lease(3600), "pid": other.pid})  # this process's start time
+        assert store.claim(job, 60)
+    finally:
+        other.kill()
+        other.wait()
+    _write_claim(store, job, {**claims.lease(3600), "pid": 1, "started": claims._process_start(1)})
+    assert not store.claim(job, 60)
+
+
+def test_a_claim_from_this_host_without_its_start_time_is_judged_by_its_pid(tmp_path: Path) -> None:
+    """As a hand-edited claim may be: this process holds it, while a finished process or a pid of 0 or below (a
+    process group) holds nothing."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    holder = claims.lease(3600)
+    del holder["started"]
+    _write_claim(store, job, holder)
+    assert not store.claim(job, 60)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (int(finished.stdout), 0, -1):
+        _write_claim(store, job, {**holder, "pid": pid})
+        assert store.claim(job, 60), pid
+        store.release(job)
+
+
+def test_a_claim_whose_process_ends_as_it_is_judged_is_taken_over(tmp_path: Path, monkeypatch) -> None:
+    """Its process ends after the check that its pid is alive and before its start time is read."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _write_claim(store, job, {**claims.lease(3600), "pid": int(finished.stdout)})
+    monkeypatch.setattr(claims.os, "kill", lambda pid, signal: None)  # alive when checked
+    assert store.claim(job, 60)
+
+
+@pytest.mark.parametrize("host", ["this", "another-node"])
+def test_a_claim_holds_until_the_moment_of_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    now = time.time()
+    holder = {**claims.lease(0), "until": now}
+    _write_claim(store, job, holder if host == "this" else {**holder, "host": host})
+    monkeypatch.setattr(claims, "time", SimpleNamespace(time=lambda: now))
+    assert not store.claim(job, 60)
+
+
+def test_a_claim_let_go_while_another_process_found_it_is_taken_by_that_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    assert store.claim(job, 60)
+    create = claims.create_json_exclusive
+
+    def let_go_meanwhile(path: Path, data: dict[str, Any]) -> None:
+        try:
+            create(path, data)
+        except FileExistsError:
+            path.unlink()  # its holder lets it go before this process reads it
+            raise
+
+    monkeypatch.setattr(claims, "create_json_exclusive", let_go_meanwhile)
+    assert SweepStore(store.folder, store.run_id).claim(job, 60)
+
+
+def test_a_dead_claim_another_process_renamed_away_and_did_not_replace_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that renamed it away to take it over may die before making its own."""
+    store, job = _store(tmp_path), PlannedJob("accuracy", 0)
+    _write_claim(store, job, {**claims.lease(3600), "until": time.time() - 1})
+    is_live = claims._is_live
+
+    def renamed_away_meanwhile(claim: bytes) -> bool:
+        (store.jobs / f"{job.key}.claim").rename(tmp_path / "taken-by-a-process-that-died")
+        return is_live(claim)
+
+    monkeypatch.setattr(claims, "_is_live", renamed_away_meanwhile)
+    assert store.claim(job, 60)
+    assert json.loads((store.jobs / f"{job.key}.claim").read_text())["pid"] == os.getpid()
 
 
 def test_an_unreadable_claim_is_taken_over(tmp_path: Path) -> None:
@@ -406,7 +495,7 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
         ({"values_ns": [], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations (numbers, 0 or more)"),
         # a report of NaN (and, for a negative one, below-zero) percentiles, and exit 0
         ({"values_ns": [1, math.nan], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
-        ({"values_ns": [1, -5], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
+        ({"values_ns": [1, -1], "peak_rss_mb": 1}, "'values_ns' is not a non-empty list of durations"),
         ({"values_ns": [1], "peak_rss_mb": math.inf}, "'peak_rss_mb' is not a number"),
         ({"values_ns": [1], "peak_rss_mb": 1, "resolution_ns": math.nan}, "'resolution_ns' is not a number"),
     ],
