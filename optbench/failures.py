@@ -53,18 +53,10 @@ def write_failures(failed: list[FailedJob], folder: Path, run_id: str) -> list[F
     return recorded
 
 
-def failure_files(folder: Path) -> list[Path]:
-    """The failures files of the runs under `folder` (a run folder, or a folder of runs); hidden (staging) folders
-    are skipped."""
-    if not folder.is_dir():
-        return []
-    paths = [folder / FAILURES_FILE] if (folder / FAILURES_FILE).exists() else sorted(folder.rglob(FAILURES_FILE))
-    return [path for path in paths if not any(part.startswith(".") for part in path.relative_to(folder).parts)]
-
-
-def load_failures(folder: Path) -> list[FailedJob]:
-    """The failed jobs recorded in the runs under `folder` (a run folder, or a folder of runs)."""
-    return [failure for path in failure_files(folder) for failure in read_failures(path)]
+def load_failures(run: Path) -> list[FailedJob]:
+    """The failed jobs and steps recorded in the run folder `run` (none where it has no failures.json)."""
+    path = run / FAILURES_FILE
+    return read_failures(path) if path.exists() else []
 
 
 def read_failures(path: Path) -> list[FailedJob]:
