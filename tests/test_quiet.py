@@ -93,16 +93,23 @@ def test_the_command_drops_the_noise_and_shows_other_torchao_warnings(monkeypatc
     assert cli.main(["env"]) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == ["torchao: a warning the user should see"]
     assert logging.getLogger("torchao").filters == []
+    caplog.clear()
+    assert cli.main(["env", "-v"]) == 0  # -v shows every line
+    assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == [
+        SO_FAILED,
+        "torchao: a warning the user should see",
+    ]
 
 
 def test_the_command_turns_transformers_progress_bars_off_for_itself_and_its_jobs() -> None:
-    """transformers reads the switch when imported, after main has set it; job processes inherit it."""
+    """transformers reads the switches when imported, after main has set them; job processes inherit them."""
     script = (
         "from optbench import cli\n"
         "cli.main(['env'])\n"
         "from transformers.utils import logging\n"
-        "print(logging.is_progress_bar_enabled())\n"
+        "print(logging.is_progress_bar_enabled(), logging.get_verbosity() == logging.ERROR)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    switches = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.splitlines()[-1] == "False"
+    assert out.splitlines()[-1] == "False True"
