@@ -42,11 +42,16 @@ def test_known_noise_is_dropped_other_records_pass_and_the_loggers_are_restored(
         assert not passes("torch.utils._pytree", ENUM_DEPRECATED, TORCHAO_ENUM)
         assert passes("torchao", "Skipping import of cpp extensions due to incompatible torch version")
         assert passes("torchao", "Failed to load /somewhere/else/_C_mine.so: no such file")
+        assert passes("torchao", "Failed to load /venv/site-packages/mytorchao/_C.so: no such file")
+        assert passes("torchao", "Failed to load /venv/site-packages/torchao/_C/kernels/mine.so: no such file")
+        assert passes("torchao", f"Retrying: {SO_FAILED}")  # a message that quotes the line is another message
         assert passes("torch.utils._pytree", ENUM_DEPRECATED, OWN_ENUM)
         assert passes("torch.utils._pytree", "%s is already registered as pytree node", TORCHAO_ENUM)
+        assert passes("torch.utils._pytree", "%(node)s is registered", {"node": "a mapping, not a tuple"})
         assert not passes(EXPORTER, "torchvision is not installed. Skipping %s", "torchvision::nms")
         assert passes(EXPORTER, "Setting ONNX exporter to use operator set version %s because", 18)
         assert not passes("torchao.kernel.intmm", NO_TRITON)
+        assert passes("torchao.kernel.intmm", f"{NO_TRITON}, and the matmul you asked for is one of them")
         assert passes("torchao.quantization", SO_FAILED)  # a child logger's own records are its own
         assert not passes("root", PRE_PROCESS)
         assert passes("root", "Please consider something else")
