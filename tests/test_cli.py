@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ from report_fixtures import make_report
 
 from optbench import cli, gpu_check, gpu_pack, output_paths
 from optbench.cli import build_parser, main
-from optbench.errors import OptbenchError
+from optbench.command import run_command
+from optbench.errors import OptbenchError, StepFailed
 from optbench.failures import FailedJob, write_failures
 from optbench.report import COLUMNS, EXTRA_COLUMNS, SCHEMA_VERSION, write_report
 
@@ -988,3 +991,106 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> 
             check=False,
         )
     assert (done.returncode, done.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports a tool it stopped
+
+
+def test_a_reader_that_leaves_before_a_short_output_is_met_at_the_command_s_end(tmp_path: Path) -> None:
+    # output shorter than stdout's buffer reaches the pipe only when flushed: flushed at exit, Python said "Exception
+    # ignored ... BrokenPipeError" and exited with 120. Buffered as for any user: PYTHONUNBUFFERED (set in some CI
+    # and Docker images) writes each print through, and the print itself met the closed pipe
+    work = (
+        "import sys; from optbench.command import run_command\n"
+        "sys.exit(run_command('optbench', lambda: print('one line') or 0, False))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "wb") as closed:
+        done = subprocess.run(
+            [sys.executable, "-c", work],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_an_error_ends_the_command_with_its_own_exit_code_and_one_line(capsys) -> None:
+    def step_failed() -> int:
+        raise StepFailed("cannot build the optimum environment")
+
+    assert run_command("optbench", step_failed, verbose=False) == 1
+    assert capsys.readouterr().err == "optbench: error: cannot build the optimum environment\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (  # a rename names both paths
+            OSError(errno.EXDEV, os.strerror(errno.EXDEV), "/a/x", None, "/b/x"),
+            f"/a/x -> /b/x: {os.strerror(errno.EXDEV)}: check the path",
+        ),
+        (OSError(errno.EACCES, os.strerror(errno.EACCES)), f"[Errno {errno.EACCES}] {os.strerror(errno.EACCES)}: "),
+    ],
+)
+def test_a_system_error_names_its_paths_and_the_system_s_reason(error: OSError, line: str, capsys) -> None:
+    def refused() -> int:
+        raise error
+
+    assert run_command("optbench", refused, verbose=False) == 2
+    assert capsys.readouterr().err.startswith(f"optbench: error: {line}")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_command_logs_optbench_s_progress_and_other_libraries_warnings(verbose: bool) -> None:
+    # a fresh interpreter: pytest's own log handlers would make logging.basicConfig do nothing here
+    script = (
+        "import logging, sys\n"
+        "from optbench.command import command_process\n"
+        "with command_process(verbose=sys.argv[1] == 'True'):\n"
+        "    for name in ('somelib', 'optbench.sweep'):\n"
+        "        logging.getLogger(name).debug('debug')\n"
+        "        logging.getLogger(name).info('info')\n"
+        "        logging.getLogger(name).warning('warning')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, str(verbose)], capture_output=True, text=True, env=env)
+    optbench_lines = ["DEBUG optbench.sweep: debug"] if verbose else []
+    optbench_lines += ["INFO optbench.sweep: info", "WARNING optbench.sweep: warning"]
+    assert done.stderr.splitlines() == ["WARNING somelib: warning", *optbench_lines]
+
+
+def test_a_command_run_off_the_main_thread_leaves_sigterm_alone() -> None:
+    """Only the main thread may set a signal handler: elsewhere signal.signal raises ValueError."""
+    before = signal.getsignal(signal.SIGTERM)
+    codes: list[int] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            codes.append(run_command("optbench", lambda: 0, False))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert (codes, failed) == ([0], []) and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_its_handler_is_put_back(capsys) -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise AssertionError("the handler set before the command ran while it ran")
+
+    def terminated() -> int:
+        signal.raise_signal(signal.SIGTERM)  # docker stop, a CI cancel
+        return 0
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        assert run_command("optbench", terminated, False, after_interrupt="the same command resumes it") == 130
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert capsys.readouterr().err == "optbench: interrupted; the same command resumes it\n"

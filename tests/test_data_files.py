@@ -12,6 +12,7 @@ import pytest
 from data_fixtures import MakeCsv, all_texts, labelled_rows, write_jsonl
 
 from optbench.data import SPLITS, DatasetConfig, load_dataset
+from optbench.data_files import read_table
 from optbench.errors import OptbenchError
 
 
@@ -85,7 +86,11 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     ("name", "content", "problem"),
     [
         ("rows.csv", "text,label\na,x\nb,y,z\n", "Expected 2 fields in line 3, saw 3"),
-        ("rows.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n', r"line 3 is not JSON"),
+        (
+            "rows.jsonl",
+            '{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n',
+            r"line 3 is not JSON \(Expecting value\)",
+        ),
         # valid JSON, but past Python's 4,300-digit limit on integers: json.loads raises a plain ValueError
         ("rows.jsonl", '{"text": "a", "label": ' + "1" * 5000 + "}\n", r"line 1 cannot be read \(Exceeds the limit"),
         ("rows.json", '{"text": "a", "label": "x"}', "scalar values"),
@@ -94,6 +99,12 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
         ("rows.jsonl", '{"text": "a", "label": "x"}\n\nnull\n', r"line 3 is null, not an object of one row's columns"),
         ("rows.jsonl", '{"text": "a", "label": "x"}\n[1, 2]\n', r"line 2 is \[1, 2\], not an object"),
         ("rows.jsonl", '{"text": "a", "label": "x"}\n"b"\n', 'line 2 is "b", not an object'),
+        # a long value is shown by its first 40 characters
+        (
+            "rows.jsonl",
+            '{"text": "a"}\n' + json.dumps(list(range(30))) + "\n",
+            r"line 2 is \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, not an object",
+        ),
         ("rows.json", '[{"text": "a", "label": "x"}, 5]', r"element 2 of its array is 5, not an object"),
         ("rows.json", '[{"text": "a", "label": "x"}, null]', r"element 2 of its array is null, not an object"),
     ],
@@ -192,14 +203,16 @@ def test_a_json_object_of_rows_keyed_by_id_is_refused_as_such(tmp_path: Path) ->
     assert "(501 in all)" in str(caught.value) and len(str(caught.value)) < 500
 
 
-@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("before", [b"", b"\xef\xbb\xbf", b"\n  "])  # a byte order mark, or blank space
 @pytest.mark.parametrize("extra", [{}, {"version": "1.0"}])
-def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(tmp_path: Path, extra: dict, bom: bytes) -> None:
+def test_a_json_object_holding_its_rows_under_a_key_is_refused_as_such(
+    tmp_path: Path, extra: dict, before: bytes
+) -> None:
     """pandas reads {"data": [{"text": ...}, ...]} as one column of objects: the error said to name it in text_column
     or label_column, and once named, that it held objects (multi-label data)."""
     path = tmp_path / "data.json"
     rows = [{"text": f"review {i}", "label": i % 2} for i in range(20)]
-    path.write_bytes(bom + json.dumps({**extra, "data": rows}).encode())
+    path.write_bytes(before + json.dumps({**extra, "data": rows}).encode())
     message = "is a JSON object with its rows under ['data'], not an array of them: save it as UTF-8 JSON: an array"
     with pytest.raises(OptbenchError, match=re.escape(message)):
         load_dataset(DatasetConfig(source=str(path)))
@@ -214,3 +227,18 @@ def test_a_json_array_with_an_object_column_and_no_text_column_is_told_the_colum
     message = r"has no column\(s\) \['text'\] \(it has \['sentence', 'label', 'meta'\]\): set text_column"
     with pytest.raises(OptbenchError, match=message):
         load_dataset(DatasetConfig(source=str(path)))
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+def test_texts_that_look_like_numbers_stay_texts(tmp_path: Path, name: str) -> None:
+    """A text column of codes or amounts: read as numbers, "007" was 7 and "1.50" was 1.5."""
+    frame = pd.DataFrame({"text": ["007", "1.50", "10"], "label": ["a", "b", "a"]})
+    path = tmp_path / name
+    path.write_text(
+        {
+            ".csv": frame.to_csv(index=False),
+            ".jsonl": frame.to_json(orient="records", lines=True),
+            ".json": frame.to_json(orient="records"),
+        }[path.suffix]
+    )
+    assert read_table(path, "text")["text"].tolist() == ["007", "1.50", "10"]

@@ -14,6 +14,7 @@ from optbench.artifact import ModelArtifact, content_hash
 from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
+from optbench.model_inputs import MODEL_INPUTS, model_input_names
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import run_step
 from optbench.steps.distill import DistillConfig
@@ -72,6 +73,21 @@ def _batch(artifact: ModelArtifact, reviews) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
     return encode(AutoTokenizer.from_pretrained(artifact.path), reviews.test.texts[:8], seq_len="data", max_length=32)
+
+
+def test_a_model_s_inputs_are_those_its_forward_names_in_the_order_encode_gives_them() -> None:
+    """The ONNX export feeds them by position to a forward of (input_ids, attention_mask, token_type_ids)."""
+
+    class Bert:
+        def forward(self, input_ids=None, token_type_ids=None, attention_mask=None, labels=None):  # type: ignore[no-untyped-def]
+            pass
+
+    class DistilBert:
+        def forward(self, input_ids=None, attention_mask=None, labels=None):  # type: ignore[no-untyped-def]
+            pass
+
+    assert model_input_names(Bert()) == MODEL_INPUTS == ("input_ids", "attention_mask", "token_type_ids")
+    assert model_input_names(DistilBert()) == ("input_ids", "attention_mask")
 
 
 def test_a_forward_without_token_type_ids_is_never_given_them(

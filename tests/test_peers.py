@@ -4,7 +4,10 @@ run goes on), the torchao peer on the tiny model, and the speedup over the faste
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,8 +124,10 @@ def test_an_environment_that_cannot_be_built_is_a_step_failure_tried_once(
 def test_an_interrupted_build_is_redone(tmp_path: Path, no_failed_builds: None) -> None:
     path = venv.env_path(tmp_path, "optimum", ())
     (path / "bin").mkdir(parents=True)  # what a build killed half-way leaves: no marker
+    (path / "bin" / "half-installed").touch()
     env = venv.peer_env(tmp_path, "optimum", ())
     assert (env.path / venv.READY).is_file() and env.python.is_file()
+    assert not (path / "bin" / "half-installed").exists()  # built afresh, not over what was left
 
 
 def test_an_interrupted_build_leaves_no_environment(
@@ -139,20 +144,25 @@ def test_an_interrupted_build_leaves_no_environment(
 
 
 def test_a_build_removes_the_environments_of_killed_builds_but_not_of_live_ones(
-    tmp_path: Path, no_failed_builds: None
+    tmp_path: Path, no_failed_builds: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Builds killed outright (kill -9) leave their folder without a marker, and their lock free; a live build
     holds its lock (here, this process's own open file of it) and keeps its folder."""
     import fcntl
 
-    killed, live = (venv.env_path(tmp_path, "optimum", (f"x=={n}",)) for n in (1, 2))
+    killed, live, removed = (venv.env_path(tmp_path, "optimum", (f"x=={n}",)) for n in (1, 2, 3))
     for path in (killed, live):
         (path / "bin").mkdir(parents=True)
         path.with_name(f".{path.name}.lock").touch()
+    removed.with_name(f".{removed.name}.lock").touch()  # its folder removed by hand: no build to clear away
     with live.with_name(f".{live.name}.lock").open() as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        venv.peer_env(tmp_path, "optimum", ())
+        with caplog.at_level(logging.INFO, logger="optbench.peers.venv"):
+            venv.peer_env(tmp_path, "optimum", ())
     assert not killed.exists() and (live / "bin").is_dir()
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("removing")] == [
+        f"removing {killed}: its build was cut short"
+    ]
 
 
 def test_on_a_filesystem_without_locks_no_environment_is_built_and_the_step_fails_naming_the_fix(
@@ -198,12 +208,13 @@ def test_an_environment_another_run_built_while_this_one_waited_is_not_built_aga
     @contextmanager
     def waited(lock_file: Path, name: str):  # type: ignore[no-untyped-def]
         path.mkdir()
-        (path / venv.READY).write_text('{"requirements": ["x==1"], "packages": {}}')  # the other run's build
+        (path / venv.READY).write_text('{"requirements": ["x==1"], "packages": {"x": "1"}}')  # the other run's build
         yield
 
     monkeypatch.setattr(venv, "_locked", waited)
     monkeypatch.setattr(venv, "_build", lambda *a: pytest.fail("a built environment was built again"))
-    assert venv.peer_env(tmp_path, "optimum", ("x==1",)).path == path
+    env = venv.peer_env(tmp_path, "optimum", ("x==1",))
+    assert (env.path, env.packages()) == (path, {"x": "1"})
 
 
 def test_a_new_environment_whose_python_does_not_run_fails_the_build() -> None:
@@ -217,6 +228,106 @@ def test_a_pip_killed_by_a_signal_fails_the_build(tmp_path: Path) -> None:
     with pytest.raises(StepFailed, match=r"could not install x==1 \(exit code -9: "):
         pip = ["sh", "-c", "echo Collecting x==1; kill -9 $$"]
         venv._logged(pip, tmp_path / "install.log", "optimum", "install x==1")
+
+
+def test_a_built_environment_is_used_where_the_filesystem_refuses_locks(
+    bare_env_root: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """Only a build takes the lock: a cache whose filesystem lost its locks still runs what was built there."""
+    import errno
+
+    def no_locks(*args) -> None:  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    assert venv.peer_env(bare_env_root / "peer-envs", "optimum", ()).python.is_file()
+
+
+def test_a_build_killed_outright_is_removed_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """kill -9 leaves the folder, no marker, and the lock file free: the next build finds it by its lock file."""
+    with monkeypatch.context() as killed_build:
+        killed_build.setattr(venv, "_build", lambda path, *args: (path / "bin").mkdir(parents=True))
+        killed = venv.peer_env(tmp_path, "optimum", ("x==1",)).path
+    assert killed.is_dir()
+    venv.peer_env(tmp_path, "optimum", ())
+    assert not killed.exists()
+
+
+def test_the_environment_s_package_list_is_its_own_in_name_order(
+    bare_env_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package on PYTHONPATH (the run's, here) is not the environment's; the list is sorted, as the artifact
+    records it."""
+    (tmp_path / "elsewhere-1.0.dist-info").mkdir()
+    (tmp_path / "elsewhere-1.0.dist-info" / "METADATA").write_text("Name: elsewhere\nVersion: 1.0\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    env = venv.peer_env(bare_env_root / "peer-envs", "optimum", ())
+    assert venv._installed(env.python) == {}
+    packages = venv._installed(Path(sys.executable))  # this environment's: many, listed in no order of their own
+    assert len(packages) > 10 and list(packages) == sorted(packages)
+
+
+def test_a_new_python_that_fails_says_how_its_error_ends(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho Traceback >&2; printf '%0400d' 0 >&2; echo ' the cause' >&2; exit 1\n")
+    python.chmod(0o755)
+    with pytest.raises(StepFailed) as failed:
+        venv._installed(python)
+    assert str(failed.value).endswith(" the cause)") and "Traceback" not in str(failed.value)
+
+
+def test_pip_s_output_is_logged_by_its_progress_lines_and_a_failure_names_its_last_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    long = "Collecting " + "x" * 200
+    pip = ["sh", "-c", f"echo {long}; echo noise; echo ERROR: {'y' * 400}; echo; exit 1"]
+    with caplog.at_level(logging.INFO, logger="optbench.peers.venv"), pytest.raises(StepFailed) as failed:
+        venv._logged(pip, tmp_path / "install.log", "optimum", "install x")
+    assert [r.getMessage() for r in caplog.records] == [f"optimum environment: {long[:160]}"]
+    # the last line that says something, cut at 300 characters
+    assert f"(exit code 1: ERROR: {'y' * 293}). The full log is {tmp_path / 'install.log'};" in str(failed.value)
+
+
+def test_a_command_that_cannot_start_fails_the_build_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(StepFailed, match=r"cannot build the optimum environment: could not install x \(\[Errno 2\]"):
+        venv._logged([str(tmp_path / "no-python")], tmp_path / "install.log", "optimum", "install x")
+
+
+def test_pip_reads_nothing_from_the_terminal(tmp_path: Path) -> None:
+    """A private index's password prompt (or any question) gets end of input: it fails, where it would wait."""
+    saved = os.dup(0)
+    read, write = os.pipe()
+    os.write(write, b"typed at the terminal\n")
+    os.close(write)
+    os.dup2(read, 0)
+    try:
+        venv._logged([sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"], tmp_path / "log", "x", "y")
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read)
+    assert (tmp_path / "log").read_text().splitlines()[-1] == "''"
+
+
+def test_an_interrupted_install_stops_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while pip installs: pip is killed before its folder is removed, not left writing into it."""
+    started: list[subprocess.Popen[str]] = []
+
+    class Recorded(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(venv.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(venv.log, "info", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        venv._logged(["sh", "-c", "echo Collecting x; sleep 5"], tmp_path / "log", "optimum", "install x")
+    assert started[0].returncode == -signal.SIGKILL
 
 
 def test_when_optimum_fails_the_step_fails_with_its_reason(

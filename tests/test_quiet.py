@@ -42,11 +42,16 @@ def test_known_noise_is_dropped_other_records_pass_and_the_loggers_are_restored(
         assert not passes("torch.utils._pytree", ENUM_DEPRECATED, TORCHAO_ENUM)
         assert passes("torchao", "Skipping import of cpp extensions due to incompatible torch version")
         assert passes("torchao", "Failed to load /somewhere/else/_C_mine.so: no such file")
+        assert passes("torchao", "Failed to load /venv/site-packages/mytorchao/_C.so: no such file")
+        assert passes("torchao", "Failed to load /venv/site-packages/torchao/_C/kernels/mine.so: no such file")
+        assert passes("torchao", f"Retrying: {SO_FAILED}")  # a message that quotes the line is another message
         assert passes("torch.utils._pytree", ENUM_DEPRECATED, OWN_ENUM)
         assert passes("torch.utils._pytree", "%s is already registered as pytree node", TORCHAO_ENUM)
+        assert passes("torch.utils._pytree", "%(node)s is registered", {"node": "a mapping, not a tuple"})
         assert not passes(EXPORTER, "torchvision is not installed. Skipping %s", "torchvision::nms")
         assert passes(EXPORTER, "Setting ONNX exporter to use operator set version %s because", 18)
         assert not passes("torchao.kernel.intmm", NO_TRITON)
+        assert passes("torchao.kernel.intmm", f"{NO_TRITON}, and the matmul you asked for is one of them")
         assert passes("torchao.quantization", SO_FAILED)  # a child logger's own records are its own
         assert not passes("root", PRE_PROCESS)
         assert passes("root", "Please consider something else")
@@ -93,16 +98,23 @@ def test_the_command_drops_the_noise_and_shows_other_torchao_warnings(monkeypatc
     assert cli.main(["env"]) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == ["torchao: a warning the user should see"]
     assert logging.getLogger("torchao").filters == []
+    caplog.clear()
+    assert cli.main(["env", "-v"]) == 0  # -v shows every line
+    assert [r.getMessage() for r in caplog.records if r.name == "torchao"] == [
+        SO_FAILED,
+        "torchao: a warning the user should see",
+    ]
 
 
 def test_the_command_turns_transformers_progress_bars_off_for_itself_and_its_jobs() -> None:
-    """transformers reads the switch when imported, after main has set it; job processes inherit it."""
+    """transformers reads the switches when imported, after main has set them; job processes inherit them."""
     script = (
         "from optbench import cli\n"
         "cli.main(['env'])\n"
         "from transformers.utils import logging\n"
-        "print(logging.is_progress_bar_enabled())\n"
+        "print(logging.is_progress_bar_enabled(), logging.get_verbosity() == logging.ERROR)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    switches = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.splitlines()[-1] == "False"
+    assert out.splitlines()[-1] == "False True"

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import re
 import shutil
 import signal
 import socket
 import sys
+import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_cli import BENCH, ONNX_BENCH, ONNX_STEP, write_recipe
 
 from optbench import pipeline
 from optbench.cli import main
+from optbench.environment import fingerprint_key
 from optbench.errors import OptbenchError
-from optbench.executors import make_executor
+from optbench.executors import check_executor, make_executor
 from optbench.executors import ray as ray_executor
 from optbench.executors.ray import LATENCY_SLOT, check_reachable
+from optbench.job import JobFailed
 
 
 def test_executor_names_and_address_are_checked() -> None:
-    with pytest.raises(OptbenchError, match="unknown executor 'dask'"):
+    with pytest.raises(OptbenchError, match=r"unknown executor 'dask': use one of \['local', 'ray'\]"):
         make_executor("dask")
     with pytest.raises(OptbenchError, match="use it with --executor ray"):
         make_executor("local", "ray://head:10001")
@@ -40,7 +47,8 @@ def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
     with socket.socket() as probe:  # a local port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(OptbenchError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port} .*ray start --head"):
+    refused = re.escape(f"cannot reach the Ray cluster at 127.0.0.1:{port} ({os.strerror(errno.ECONNREFUSED)})")
+    with pytest.raises(OptbenchError, match=f"{refused}: start it \\(ray start --head\\)"):
         make_executor("ray", f"127.0.0.1:{port}")
     with pytest.raises(OptbenchError, match=f"at ray://127.0.0.1:{port} "):
         make_executor("ray", f"ray://127.0.0.1:{port}")
@@ -67,7 +75,8 @@ def test_without_an_address_a_local_runtime_starts_whatever_ray_address_says(
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
     executor = RayExecutor(num_cpus=1)
     try:
-        assert len(executor.nodes) == 1
+        (node,) = executor.nodes
+        assert executor.node_resources[node]["CPU"] == 1.0  # the runtime it started, not a cluster's node
     finally:
         executor.close()
 
@@ -149,6 +158,7 @@ def test_a_node_s_fingerprint_is_measured_by_a_latency_task(tmp_path: Path, monk
         return {"values_ns": [1, 2]} if job.kind == "latency" else {"startup": {}}
 
     def fingerprint(threads: int) -> dict[str, Any]:  # the calibration tells the node's load when measured
+        assert threads == 2  # the job's: its GEMM calibration runs on as many threads as the job
         return {"calibration_gflops": 100.0 if running[-1] == "latency" else 40.0}
 
     monkeypatch.setattr(ray_executor, "run_in_subprocess", run_in_subprocess)
@@ -161,6 +171,7 @@ def test_a_node_s_fingerprint_is_measured_by_a_latency_task(tmp_path: Path, monk
         status, result = ray_executor.run_on_node(dataclasses.replace(accuracy, kind="latency"), b"", 60.0)
         assert status == "ok" and result["environment"]["calibration_gflops"] == 100.0
         assert result["environment"]["executor"] == "ray"
+        assert result["environment"]["machine"] == fingerprint_key({"calibration_gflops": 100.0})
     finally:
         ray_executor.node_environment.cache_clear()
 
@@ -335,3 +346,258 @@ def test_a_cluster_with_no_gpu_node_for_a_cuda_runtime_is_refused_before_any_ste
         f"give the optbench_latency resource to a node with a GPU and {threads} CPU{'s' if threads > 1 else ''} or more"
         in err
     )
+
+
+def test_check_executor_says_where_jobs_would_run_without_starting_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dry run's line on the executor: which one, where its jobs run, and whether all on this machine."""
+    probed: list[str | None] = []
+    monkeypatch.setattr(ray_executor, "check_available", probed.append)
+    assert check_executor("local") == ("the local executor (this machine, one job at a time)", True)
+    assert check_executor("ray") == ("the ray executor (a local Ray runtime)", False)
+    assert check_executor("ray", "head:6379") == (
+        "the ray executor (the Ray cluster at head:6379; its nodes are checked when the run starts)",
+        False,
+    )
+    assert probed == [None, "head:6379"]
+
+
+def test_dead_nodes_are_left_out_and_a_cluster_without_a_latency_node_is_refused(
+    fake_cluster: Callable[[list[dict[str, float]]], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node Ray reports dead runs nothing; a cluster none of whose nodes has the latency slot can time nothing."""
+    from optbench.executors.ray import RayExecutor
+
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda address: None)
+    calls = fake_cluster([{"CPU": 8.0, LATENCY_SLOT: 1.0}, {"CPU": 2.0, LATENCY_SLOT: 1.0}])
+    sys.modules["ray"].nodes()[0]["Alive"] = False
+    with pytest.raises(OptbenchError, match=r"threads = 4 and no node with the optbench_latency .*largest has 2\)"):
+        RayExecutor("head:6379", threads=4)
+    assert calls == ["init", "shutdown"]
+    assert RayExecutor("head:6379", threads=2).nodes == ["01" * 28]
+
+    calls = fake_cluster([{"CPU": 8.0}])
+    calls.clear()
+    with pytest.raises(OptbenchError) as refused:
+        RayExecutor("head:6379")
+    assert str(refused.value) == (
+        "no node of the Ray cluster at head:6379 offers the optbench_latency resource: start every node with "
+        "ray start ... --resources='{\"optbench_latency\": 1}' (one latency job per node at a time)"
+    )
+    assert calls == ["init", "shutdown"]  # Ray let go at once
+
+
+def test_an_executor_started_for_a_cuda_runtime_places_its_cuda_jobs(
+    fake_cluster: Callable[[list[dict[str, float]]], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # task_options imports it: loaded before the fake takes ray's place, it is found loaded
+    pytest.importorskip("ray.util.scheduling_strategies", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.executors.ray import RayExecutor
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda address: None)
+    fake_cluster([{"CPU": 8.0, LATENCY_SLOT: 1.0}, {"CPU": 8.0, "GPU": 1.0, LATENCY_SLOT: 1.0}])
+    executor = RayExecutor("head:6379", gpu=True)
+    cuda = Job("latency", {}, {"device": "cuda"}, 2, "in.npz", "out.json")
+    options = executor.task_options(PlannedJob("latency", 0, (1, 16)), cuda)
+    assert options["num_gpus"] == 1 and options["scheduling_strategy"].node_id == "01" * 28
+
+
+def test_accuracy_jobs_run_side_by_side_and_each_shape_s_latency_jobs_in_one_lane() -> None:
+    """The sweep runs each lane's jobs in order: a shape's rounds and pairs on its node one after another."""
+    from optbench.sweep import PlannedJob
+
+    executor = _executor({"a1" * 28: {"CPU": 4.0, LATENCY_SLOT: 1.0}})
+    lanes = {
+        executor.lane(job)
+        for job in [PlannedJob("accuracy", 0), PlannedJob("accuracy", 1), PlannedJob("latency", 0, (1, 16))]
+    }
+    assert len(lanes) == 3
+    same_shape = [PlannedJob("latency", pair, (1, 16), round_index) for pair in (0, 1) for round_index in (0, 1)]
+    assert len({executor.lane(job) for job in same_shape}) == 1
+    assert executor.lane(PlannedJob("latency", 0, (1, 32))) != executor.lane(same_shape[0])
+
+
+def test_a_job_takes_a_node_with_exactly_its_threads_and_may_not_be_retried() -> None:
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    node = "a1" * 28
+    executor = _executor({node: {"CPU": 4.0, LATENCY_SLOT: 1.0}})
+    spec = Job("latency", {}, {"device": "cpu"}, 4, "in.npz", "out.json")
+    latency = executor.task_options(PlannedJob("latency", 0, (1, 16)), spec)
+    assert latency["scheduling_strategy"].node_id == node and latency["scheduling_strategy"].soft is False
+    accuracy = executor.task_options(PlannedJob("accuracy", 0), dataclasses.replace(spec, kind="accuracy"))
+    assert latency["max_retries"] == accuracy["max_retries"] == 0  # a job that dies is failed, not run again
+    # a shape keeps its node: the next latency job of it does not move to the next node
+    executor.node_resources["b2" * 28] = {"CPU": 4.0, LATENCY_SLOT: 1.0}
+    executor.nodes.append("b2" * 28)
+    assert executor.task_options(PlannedJob("latency", 1, (1, 16)), spec)["scheduling_strategy"].node_id == node
+
+
+def test_an_accuracy_job_runs_on_a_node_that_times_no_latency() -> None:
+    """Only latency jobs need the latency slot: a CUDA accuracy job fits the one GPU, on a node without it."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    executor = _executor({"a1" * 28: {"CPU": 2.0, LATENCY_SLOT: 1.0}, "b2" * 28: {"CPU": 8.0, "GPU": 1.0}}, gpu=True)
+    cuda = Job("accuracy", {}, {"device": "cuda"}, 4, "in.npz", "out.json")
+    assert executor.task_options(PlannedJob("accuracy", 0), cuda)["num_gpus"] == 1
+
+
+def test_a_refused_job_names_the_largest_node() -> None:
+    executor = _executor({"a1" * 28: {"CPU": 2.0, LATENCY_SLOT: 1.0}, "b2" * 28: {"CPU": 4.0, LATENCY_SLOT: 1.0}})
+    with pytest.raises(OptbenchError, match=r"\(the largest has 4\)"):
+        executor.fitting_nodes(8, False, latency=True)
+
+
+class _RayLost(Exception):
+    """Stands in for ray.exceptions.RayError."""
+
+
+class _FakeRay:
+    """The calls RayExecutor makes to submit and wait on tasks: `outcomes` holds each finished task's result, or
+    the error getting it raises."""
+
+    exceptions = types.SimpleNamespace(RayError=_RayLost)
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Any] = {}
+        self.put_objects: list[bytes] = []
+        self.remote_calls: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
+        self.wait_timeouts: list[float] = []
+
+    def put(self, value: bytes) -> str:
+        self.put_objects.append(value)
+        return f"object{len(self.put_objects)}"
+
+    def options(self, **options: Any) -> Any:
+        return types.SimpleNamespace(remote=lambda *args: self._remote(options, args))
+
+    def _remote(self, options: dict[str, Any], args: tuple[Any, ...]) -> str:
+        self.remote_calls.append((options, args))
+        return f"task{len(self.remote_calls)}"
+
+    def wait(self, handles: list[str], num_returns: int, timeout: float) -> tuple[list[str], list[str]]:
+        self.wait_timeouts.append(timeout)
+        ready = [h for h in handles if h in self.outcomes][:num_returns]
+        return ready, [h for h in handles if h not in ready]
+
+    def get(self, ref: str) -> Any:
+        if isinstance(self.outcomes[ref], Exception):
+            raise self.outcomes[ref]
+        return self.outcomes[ref]
+
+
+def test_submitted_jobs_share_their_inputs_and_wait_gives_each_outcome(tmp_path: Path) -> None:
+    """The tokenized inputs go to Ray once for every job that reads them; wait returns a finished task's result
+    (its logits written beside the job's output), its failure, or Ray's losing it, and None while none has ended."""
+    from optbench.job import Job
+    from optbench.sweep import PlannedJob
+
+    (tmp_path / "in.npz").write_bytes(b"inputs")
+    ray = _FakeRay()
+    executor = _executor({"a1" * 28: {"CPU": 4.0, LATENCY_SLOT: 1.0}})
+    executor.ray, executor.task, executor.inputs, executor.specs = ray, ray, {}, {}
+    specs = [
+        Job("accuracy", {}, {"device": "cpu"}, 2, str(tmp_path / "in.npz"), str(tmp_path / f"out{n}.json"))
+        for n in range(3)
+    ]
+    refs = [executor.submit(PlannedJob("accuracy", n), spec, 60.0) for n, spec in enumerate(specs)]
+    assert ray.put_objects == [b"inputs"]
+    assert [args for _, args in ray.remote_calls] == [(spec, "object1", 60.0) for spec in specs]
+
+    assert executor.wait(refs, 5.0) is None and ray.wait_timeouts == [5.0]
+    logits = np.array([[0.5, -1.0]], dtype=np.float32)
+    ray.outcomes[refs[0]] = ("ok", {"logits": logits, "seconds": 1.0})
+    ref, result = executor.wait(refs, 5.0)
+    assert ref == refs[0] and result == {"logits": str(tmp_path / "out0.npy"), "seconds": 1.0}
+    np.testing.assert_array_equal(np.load(result["logits"]), logits)
+    ray.outcomes = {refs[1]: ("failed", "accuracy job failed: exit code 1")}
+    ref, failed = executor.wait(refs[1:], 5.0)
+    assert ref == refs[1] and isinstance(failed, JobFailed) and str(failed) == "accuracy job failed: exit code 1"
+    ray.outcomes = {refs[2]: _RayLost("the worker died\nits traceback")}
+    ref, lost = executor.wait(refs[2:], 5.0)
+    assert ref == refs[2] and str(lost) == "accuracy job failed: Ray lost it (_RayLost: the worker died)"
+    assert executor.specs == {}  # each spec let go with its outcome
+
+
+def test_a_task_runs_its_job_on_the_inputs_it_carries_and_returns_the_logits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node writes the inputs the task carries for the job's process, and sends its logits back as an array
+    (the file the process wrote is the task's own, gone when it ends); a model folder the node lacks fails the job."""
+    from optbench.job import Job
+
+    def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        assert Path(job.inputs).read_bytes() == b"inputs" and timeout_s == 60.0
+        np.save(Path(job.output).with_suffix(".npy"), np.array([[1.0, 2.0]]))
+        return {"logits": str(Path(job.output).with_suffix(".npy"))}
+
+    monkeypatch.setattr(ray_executor, "run_in_subprocess", run_in_subprocess)
+    accuracy = Job("accuracy", {"path": str(tmp_path)}, {"device": "cpu"}, 2, "in.npz", "out.json")
+    status, result = ray_executor.run_on_node(accuracy, b"inputs", 60.0)
+    assert status == "ok"
+    np.testing.assert_array_equal(result["logits"], [[1.0, 2.0]])
+    status, reason = ray_executor.run_on_node(
+        dataclasses.replace(accuracy, artifact={"path": str(tmp_path / "gone")}), b"inputs", 60.0
+    )
+    assert (status, reason) == (
+        "failed",
+        f"accuracy job failed: the model folder {tmp_path / 'gone'} is not on node {socket.gethostname()}: put the "
+        "cache (--cache) on a filesystem every node mounts at the same path",
+    )
+
+
+def test_a_cluster_address_that_answers_passes_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """host:port and ray://host:port are probed at the host and port they name; auto without RAY_ADDRESS is left to
+    Ray, which looks for the cluster started on this node."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    check_reachable("auto")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+
+
+def test_an_ipv6_cluster_address_is_probed_without_its_brackets() -> None:
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with server:
+        check_reachable(f"[::1]:{server.getsockname()[1]}")
+
+
+def test_a_cluster_ray_cannot_join_is_named(
+    fake_cluster: Callable[[list[dict[str, float]]], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto with no cluster started on this node: Ray's ConnectionError, as one line naming the address."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # auto is probed there when set
+
+    def no_cluster(**kwargs: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    fake_cluster([])
+    monkeypatch.setattr(sys.modules["ray"], "init", no_cluster)
+    with pytest.raises(OptbenchError) as refused:
+        make_executor("ray", "auto")
+    assert str(refused.value) == "cannot join the Ray cluster at auto: Could not find any running Ray instance."
+
+
+def test_sigterm_s_handler_is_put_back_only_from_the_main_thread() -> None:
+    """Off the main thread no handler can be set (ValueError), and ray.init set none there."""
+    failed: list[BaseException] = []
+
+    def restore() -> None:
+        try:
+            ray_executor._restore_sigterm(signal.getsignal(signal.SIGTERM))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=restore)
+    thread.start()
+    thread.join()
+    assert failed == []

@@ -859,6 +859,20 @@ def test_a_sweep_killed_with_sigkill_resumes_and_ends_with_every_result_once(tmp
     assert len(calls) == len(set(calls)) and not list(store.jobs.glob("*.claim"))
 
 
+def test_the_local_executor_runs_a_job_when_submitted_with_the_sweep_s_timeout(tmp_path: Path) -> None:
+    """The job process is stopped at the timeout the sweep gives, its spec written beside its output."""
+    ran: list[tuple[Path, float]] = []
+
+    def run(spec: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
+        ran.append((job_path, timeout_s))
+        return {"values_ns": [1]}
+
+    executor, job = LocalExecutor(run), PlannedJob("latency", 0, (1, 16))
+    handle = executor.submit(job, Job("latency", {}, {}, 1, "inputs.npz", str(tmp_path / "out.json")), 12.5)
+    assert ran == [(tmp_path / "out.job.json", 12.5)]
+    assert executor.wait([handle], 1.0) == (job.key, {"values_ns": [1]})
+
+
 def test_a_job_that_exits_without_a_result_is_recorded_as_failed_by_the_local_executor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
