@@ -10,29 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from optbench.gate import DISPLAY, Check, exit_code
+from optbench.machines import machines
 from optbench.report import Report
+from optbench.table import gemm_words
 
 
 def heading(run: list[Report], budget_file: Path) -> str:
     """The line above the summary: the run judged, and the machines its figures come from, each with its GEMM
     calibration (a latency limit failed on a busy machine reads as one, its GEMM far below the machine's usual)."""
-    machines = ", ".join(
-        f"machine {key}" + (f", GEMM {gflops:.1f} GFLOP/s" if gflops is not None else "")
-        for key, gflops in run_machines(run).items()
-    )
-    return f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports; {machines}) against {budget_file}\n"
-
-
-def run_machines(run: list[Report]) -> dict[str, float | None]:
-    """Each machine key of `run`'s reports ("unknown" for an older report without one), in order, with the lowest
-    GEMM calibration its reports read (a resumed run's may read two), None where none has one."""
-    found: dict[str, list[float]] = {}
-    for report in run:
-        gflops = report.environment.get("calibration_gflops")
-        found.setdefault(report.environment.get("machine") or "unknown", []).extend(
-            [gflops] if gflops is not None else []
-        )
-    return {key: min(figures, default=None) for key, figures in found.items()}
+    described = ", ".join(f"machine {m.key}{gemm_words(m.calibrations, ', ')}" for m in machines(run))
+    return f"gating {run[0].recipe} run {run[0].run_id} ({len(run)} reports; {described}) against {budget_file}\n"
 
 
 def summary(checks: list[Check], *, strict: bool) -> str:
@@ -82,7 +69,8 @@ def checks_json(checks: list[Check], *, strict: bool, run: list[Report], budget_
         "run_id": run[0].run_id,
         "budget_file": str(budget_file),
         "strict": strict,
-        "machines": [{"machine": key, "calibration_gflops": gflops} for key, gflops in run_machines(run).items()],
+        # one run: each machine's one calibration (`machines`: the lowest its reports read)
+        "machines": [{"machine": m.key, "calibration_gflops": m.calibrations[0]} for m in machines(run)],
         "exit_code": exit_code(checks, strict=strict),
         "counts": {verdict: counts[verdict] for verdict in ("pass", "fail", "inconclusive")},
         "checks": [_check_record(check) for check in checks],

@@ -102,7 +102,7 @@ def _first_and_runs(reports: list[Report], key: Callable[[Report], str]) -> dict
     """Each `key` among `reports`, in order of first appearance: its first report and its runs (recipe/run id)."""
     found: dict[str, tuple[Report, tuple[str, ...]]] = {}
     for report in reports:
-        at, run = key(report), f"{report.recipe}/{report.run_id}"
+        at, run = key(report), _run_name(report)
         first, runs = found.get(at, (report, ()))
         found[at] = (first, runs if run in runs else (*runs, run))
     return found
@@ -116,7 +116,7 @@ def machines(reports: list[Report]) -> list[Machine]:
     for report in reports:
         gflops = report.environment.get("calibration_gflops")
         if gflops is not None:
-            readings.setdefault((_machine_of(report), f"{report.recipe}/{report.run_id}"), []).append(gflops)
+            readings.setdefault((_machine_of(report), _run_name(report)), []).append(gflops)
     return [
         Machine.of(key, first.environment, runs, tuple(min(readings.get((key, run), []), default=None) for run in runs))
         for key, (first, runs) in found.items()
@@ -125,6 +125,11 @@ def machines(reports: list[Report]) -> list[Machine]:
 
 def _machine_of(report: Report) -> str:
     return machine_key_of(report.environment.get("machine"))
+
+
+def _run_name(report: Report) -> str:
+    """A run as the legends name it: recipe/run id."""
+    return f"{report.recipe}/{report.run_id}"
 
 
 @dataclass(frozen=True)
