@@ -24,6 +24,19 @@ def write_files(folder: Path, files: dict[str, bytes]) -> Path:
     return folder
 
 
+def deny_permission(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, refused: Path) -> None:
+    """`owner.name` (Path.open, Path.read_text, os.scandir: a call whose first argument is the path) raises
+    PermissionError for `refused`, as for another user's file or folder (chmod 600/700): root reads everything."""
+    original = getattr(owner, name)
+
+    def refusing(path: Any = ".", *args: Any, **kwargs: Any) -> Any:
+        if Path(path) == refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, refusing)
+
+
 def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
     """A folder that looks like a Hugging Face checkpoint, with small fake weights."""
     return write_files(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fake_checkpoint, write_files
+from conftest import deny_permission, fake_checkpoint, write_files
 
 from optbench.artifact import HF_FILES
 from optbench.errors import OptbenchError
@@ -129,14 +129,7 @@ def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
     """There is nothing for git-lfs to fetch: the load that needs the file says why it cannot read it."""
     files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer.json": b"{}"}
     unreadable = write_files(tmp_path / "m", files) / "tokenizer.json"
-    open_file = Path.open
-
-    def refusing_open(path: Path, *args: Any, **kwargs: Any) -> Any:
-        if path == unreadable:
-            raise PermissionError(13, "Permission denied", str(path))
-        return open_file(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refusing_open)
+    deny_permission(monkeypatch, Path, "open", unreadable)
     assert read_hf_config(unreadable.parent) == {"model_type": "bert"}
 
 

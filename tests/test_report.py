@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import deny_permission
 from report_fixtures import gpu_report, make_report
 
 from optbench.accuracy import Drop
@@ -214,18 +215,6 @@ def test_a_failures_file_whose_field_is_not_text_is_named_as_damaged(tmp_path: P
         load_failures(tmp_path)
 
 
-def _refuse_reading(monkeypatch, refused: Path) -> None:
-    """Path.read_text raises for `refused` as for another user's file (chmod 600): root reads every file."""
-    read_text = Path.read_text
-
-    def refusing(self: Path, *args: Any, **kwargs: Any) -> str:
-        if self == refused:
-            raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", refusing)
-
-
 def test_a_report_or_failures_file_this_user_may_not_read_asks_for_access_not_deletion(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -233,7 +222,7 @@ def test_a_report_or_failures_file_this_user_may_not_read_asks_for_access_not_de
     report = write_report(make_report(), tmp_path)
     (tmp_path / FAILURES_FILE).write_text("[]")
     for path, read in ((report, read_report), (tmp_path / FAILURES_FILE, lambda _: load_failures(tmp_path))):
-        _refuse_reading(monkeypatch, path)
+        deny_permission(monkeypatch, Path, "read_text", path)
         with pytest.raises(OptbenchError) as refused:
             read(path)
         assert str(refused.value) == (
@@ -289,14 +278,7 @@ def test_a_folder_this_user_may_not_read_is_an_error_not_skipped(tmp_path: Path,
     # Path.rglob skipped it silently: the table lacked its runs, and a gate judged an older run as the newest
     write_report(make_report(run_id="old"), tmp_path / "a-old")
     write_report(make_report(run_id="new"), tmp_path / "b-new")
-    scandir = os.scandir
-
-    def refusing(path: Any = ".") -> Any:  # as for another user's folder (chmod 700): root reads every folder
-        if Path(path).name == "b-new":
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    deny_permission(monkeypatch, os, "scandir", tmp_path / "b-new")
     with pytest.raises(OptbenchError, match=r"cannot read the folder .*b-new \(Permission denied\): give this user"):
         load_reports(tmp_path)
 
