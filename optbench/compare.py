@@ -32,7 +32,7 @@ from optbench.measure import gap_pct, ratio_interval
 from optbench.relative_speedup import add_speedup_vs
 from optbench.report import Report, flat_workload
 from optbench.runtimes import runtime_label
-from optbench.table import commit_label, gemm_words, markdown_lines, missing, records_json, said_once
+from optbench.table import commit_label, gemm_words, markdown_lines, missing, records_csv, records_json, said_once
 
 KEY = ["variant", "runtime", "device", "precision_mode", "batch_size", "seq_len"]
 MARKS = ("better", "worse", "not significant", "newly failing", "new", "not comparable")
@@ -334,7 +334,7 @@ def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: 
             summary += " (the not significant left out)"
     if fmt in ("csv", "json"):  # a budget row's batch_size "-" beside integers broke a script's int(), say
         table = table.mask(table.eq("-"))
-        return table.to_csv(index=False) if fmt == "csv" else records_json(table)
+        return records_csv(table) if fmt == "csv" else records_json(table)
     head = [summary, "", *([*named, ""] if named else [])]
     if only_changes and table.empty:
         return "\n".join([*head, "no changes: every figure compared is not significant"]) + "\n"

@@ -28,6 +28,7 @@ from optbench.table import (
     markdown_lines,
     missing,
     no_rows,
+    records_csv,
     records_json,
     said_once,
     sort_key,
@@ -190,7 +191,7 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
     peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~; without rows, why:
     `table.no_rows`), CSV or JSON."""
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return records_csv(table)
     if fmt == "json":
         return records_json(table)
     if table.empty:

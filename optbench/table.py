@@ -33,6 +33,7 @@ MARKDOWN_COLUMNS = [
     "relative_accuracy_pct",
     "speedup_p50",
 ]
+CSV_FLOATS = "%.10g"  # records_csv's float format
 # Rows by shape (batch size, then sequence length), and at each shape by variant (the reference, "baseline",
 # first) and runtime, so that the rows read against each other are together.
 ROW_ORDER = ["batch_size", "seq_len", "variant", "runtime"]
@@ -102,11 +103,17 @@ def records_json(frame: pd.DataFrame) -> str:
     return frame.to_json(orient="records", indent=2) if len(frame) else "[]"
 
 
+def records_csv(frame: pd.DataFrame) -> str:
+    """`frame` as CSV, for tools; floats to 10 significant digits, every digit a clock or count gives (latencies
+    tick in nanoseconds), without binary noise (44.333232499999994 is written 44.3332325)."""
+    return frame.to_csv(index=False, float_format=CSV_FLOATS)
+
+
 def render(frame: pd.DataFrame, fmt: str, failed: Sequence[FailedJob] = ()) -> str:
     """The table as Markdown (for people: each run's notes, and its jobs among `failed`, under its table), CSV or
     JSON (for tools)."""
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return records_csv(frame)
     if fmt == "json":
         return records_json(frame)
     if fmt == "md":

@@ -26,6 +26,7 @@ from optbench.table import (
     format_speedup,
     gemm_words,
     no_rows,
+    records_csv,
     render,
     run_facts,
     said_once,
@@ -135,6 +136,12 @@ def test_render_csv_header() -> None:
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == COLUMNS + EXTRA_COLUMNS
     assert len(rows) == 5
+
+
+def test_csv_floats_keep_their_digits_without_binary_noise() -> None:
+    frame = pd.DataFrame({"p50_ms": [44.333232499999994, 0.1 + 0.2, 1.25e-5], "iterations": [102, 3, 7]})
+    rows = list(csv.reader(io.StringIO(records_csv(frame))))
+    assert rows[1:] == [["44.3332325", "102"], ["0.3", "3"], ["1.25e-05", "7"]]
 
 
 def test_render_markdown() -> None:
