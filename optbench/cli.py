@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge machines: a row per variant, runtime, device, precision and shape, each machine's p50, speedup "
         "and A/A noise floor side by side (keyed by hardware fingerprint, the newest report of each; a speedup within "
         "its machine's floor is marked ~); runs of different workloads get rows of their own, named in a workload "
-        "column",
+        "column; a legend says what each machine and workload key is (on stderr with csv and json)",
     )
     report.add_argument(
         "--shape",
@@ -403,7 +403,7 @@ def _report(args: argparse.Namespace) -> int:
     read = [file for file, _ in found] + [file.parent / FAILURES_FILE for file, _ in found]
     listed: set[str] = set()  # the runs whose failed jobs the output lists under their tables
     if args.by_machine:
-        from optbench.machines import merge_by_machine, render_merged
+        from optbench.machines import merge_by_machine, merged_legend, render_merged
 
         if args.format == "html":
             raise OptbenchError("--by-machine writes md, csv or json: drop --format html")
@@ -411,7 +411,10 @@ def _report(args: argparse.Namespace) -> int:
             raise OptbenchError("--by-machine compares machines, --against rows of one run: drop one of them")
         if args.peer_budget is not None:
             raise OptbenchError("--by-machine tables have no speedup_vs_peer: drop --peer-budget, or --by-machine")
-        _emit(render_merged(merge_by_machine(reports), args.format), args.output, read)
+        merged = merge_by_machine(reports)
+        _emit(render_merged(merged, args.format), args.output, read)
+        if args.format != "md" and not merged.empty:  # the columns' machine and workload keys, for the reader
+            print("\n".join(merged_legend(merged)), file=sys.stderr)
     elif args.format == "html":
         from optbench.html_report import html_files, parse_shape, write_html
         from optbench.output_paths import refuse_overwriting_inputs

@@ -189,19 +189,14 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
     """The merged table (`merge_by_machine`, whose attrs hold its legends) as Markdown (with the machine legend first,
     then the workload legend where rows are of several, the settings every row shares said once as in a run's table,
     peers marked after their variant, and a speedup within its machine's A/A noise floor marked ~; without rows, why:
-    `table.no_rows`), CSV or JSON."""
+    `table.no_rows`), CSV or JSON (whose legend, `merged_legend`, the command writes to stderr)."""
     if fmt == "csv":
         return records_csv(table)
     if fmt == "json":
         return records_json(table)
     if table.empty:
         return f"{no_rows(table)}\n"
-    lines = ["Machines (hardware fingerprints):", ""]
-    labels = legend_labels(table.attrs["machines"])
-    lines += [f"- `{m.key}`: {labels[m.key]}; runs {m.runs_described()}" for m in table.attrs["machines"]]
-    if "workload" in table:
-        shown = set(table["workload"])
-        lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]
+    lines = merged_legend(table)
     line, columns = said_once(table, (column for column in table.columns if column != "peer"))  # peer: a mark
     lines += [*(["", line] if line else []), ""]
     lines += markdown_lines(columns, ([_cell(column, row) for column in columns] for _, row in table.iterrows()))
@@ -212,6 +207,18 @@ def render_merged(table: pd.DataFrame, fmt: str) -> str:
             "far apart the reference's two p50s were in that machine's run), so it is not told apart from noise.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def merged_legend(table: pd.DataFrame) -> list[str]:
+    """What the merged table's keys stand for: each machine's fingerprint (the `@` in its columns) with its hardware
+    and runs, then each workload's hash (the `workload` column, where rows are of several) with its settings."""
+    labels = legend_labels(table.attrs["machines"])
+    lines = ["Machines (hardware fingerprints):", ""]
+    lines += [f"- `{m.key}`: {labels[m.key]}; runs {m.runs_described()}" for m in table.attrs["machines"]]
+    if "workload" in table:
+        shown = set(table["workload"])
+        lines += ["", *_workload_legend([w for w in table.attrs["workloads"] if w.key in shown])]
+    return lines
 
 
 def _workload_legend(shown: list[Workload]) -> list[str]:

@@ -216,8 +216,11 @@ def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
     for report in _two_machines():
         write_report(report, tmp_path / report.environment["machine"] / report.run_id)
     assert main(["report", str(tmp_path / "aaa"), str(tmp_path / "bbb"), "--by-machine", "--format", "csv"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.splitlines()[0].endswith("speedup_p50@aaa,speedup_p50@bbb,noise_floor_pct@aaa,noise_floor_pct@bbb")
+    # the columns' machine keys are told on stderr, as the Markdown table's legend tells them, the CSV kept clean
+    assert err.startswith("Machines (hardware fingerprints):") and "- `bbb`: Xeon (2 cores); runs demo/run-b" in err
+    assert "Machines" not in out
     assert main(["report", str(tmp_path), "--by-machine"]) == 0
     assert "- `bbb`: Xeon (2 cores); runs demo/run-b, demo/run-c" in capsys.readouterr().out
     page = tmp_path / "page.html"
