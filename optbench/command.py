@@ -5,6 +5,7 @@ GPU pack all run their work here."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -72,8 +73,50 @@ def command_process(verbose: bool) -> Iterator[None]:
     # onnxruntime's fusion logs a line per pass at INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    with _sigterm_interrupts(), nullcontext() if verbose else third_party_noise_dropped():
+    with _sigterm_interrupts(), _stdout_written_whole(), nullcontext() if verbose else third_party_noise_dropped():
         yield
+
+
+class _WholeWrites(io.RawIOBase):
+    """A file descriptor that takes every byte of each write, or raises (BrokenPipeError for a reader that left)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data: Any) -> int:
+        whole = left = memoryview(data).cast("B")
+        while left:
+            left = left[os.write(self._fd, left) :]
+        return len(whole)
+
+
+@contextmanager
+def _stdout_written_whole() -> Iterator[None]:
+    """stdout unbuffered (PYTHONUNBUFFERED, as optbench's Docker images set) writes straight to its file, and
+    Python's text layer drops what a pipe does not take: a reader that left mid-write (`| head -1`, a table longer
+    than the pipe holds) lost the rest without an error, and the command exited 0, not 141. While the block runs,
+    stdout writes through a file that takes each write whole or raises."""
+    before = sys.stdout
+    if not isinstance(getattr(before, "buffer", None), io.RawIOBase):  # buffered: a short write is retried
+        yield
+        return
+    sys.stdout = io.TextIOWrapper(
+        _WholeWrites(before.fileno()), encoding=before.encoding, errors=before.errors, write_through=True
+    )
+    try:
+        yield
+    finally:
+        sys.stdout = before
 
 
 @contextmanager

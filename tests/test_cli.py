@@ -1016,6 +1016,29 @@ def test_a_reader_that_leaves_before_a_short_output_is_met_at_the_command_s_end(
     assert (done.returncode, done.stderr) == (141, "")
 
 
+def test_a_reader_that_leaves_mid_write_ends_an_unbuffered_command_quietly() -> None:
+    # PYTHONUNBUFFERED=1, as optbench's Docker images set it: stdout wrote straight to the pipe, and a table longer
+    # than the pipe holds (64 KiB), its reader gone mid-write, was taken in part and the rest dropped without an
+    # error: `optbench report results/ --format json | head -1` exited 0, not 141
+    work = (
+        "import sys; from optbench.command import run_command\n"
+        "sys.exit(run_command('optbench', lambda: sys.stdout.write('x' * 1_000_000 + '\\n') and 0, False))"
+    )
+    read, write = os.pipe()
+    with subprocess.Popen(
+        [sys.executable, "-c", work],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+    ) as process:
+        os.close(write)
+        os.read(read, 10)  # the write has begun; the pipe holds far less than it, so it cannot have ended
+        os.close(read)
+        stderr = process.communicate()[1]
+    assert (process.returncode, stderr) == (141, "")
+
+
 def test_an_error_ends_the_command_with_its_own_exit_code_and_one_line(capsys) -> None:
     def step_failed() -> int:
         raise StepFailed("cannot build the optimum environment")
