@@ -168,11 +168,12 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
 
 def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
     """Refuse a step whose input is not the format its place in the chain gives it (the chain starts from the
-    Hugging Face checkpoint), or a model that is not FP32 when it quantizes (`quantizes`: it would refuse it;
-    see `_output_precision`), when the recipe is read rather than after the steps before it have run."""
+    Hugging Face checkpoint), a model that is not FP32 when it quantizes (`quantizes`: it would refuse it;
+    see `_output_precision`), or a model an earlier step's settings make that the step's `refuse_after` rules out,
+    when the recipe is read rather than after the steps before it have run."""
     for chain in chains:
         made, reduced_by = "hf", None  # reduced_by: the step that made the model INT8 or FP16, if one did
-        for before, step in zip((None, *chain), chain, strict=False):
+        for index, (before, step) in enumerate(zip((None, *chain), chain, strict=False)):
             if before is not None and getattr(before.config, "ends_chain", False):
                 raise OptbenchError(
                     f"the chain {chain_name(chain)}: nothing may follow {before.shown} ({before.config.ends_chain}): "
@@ -181,6 +182,12 @@ def _check_step_order(chains: tuple[tuple[RecipeStep, ...], ...]) -> None:
             refusal = step_input_refusal(step.config, made, step.shown)
             if refusal is not None:
                 raise OptbenchError(f"the chain {chain_name(chain)}: {refusal}")
+            refuse_after = getattr(step.config, "refuse_after", None)  # what an earlier step's settings rule out
+            for earlier in chain[:index] if refuse_after is not None else ():
+                if (why := refuse_after(earlier.config)) is not None:
+                    raise OptbenchError(
+                        f"the chain {chain_name(chain)}: {step.shown} cannot follow {earlier.shown}: {why}"
+                    )
             if getattr(step.config, "quantizes", False) and reduced_by is not None:
                 precision = _output_precision(reduced_by.config)
                 raise OptbenchError(

@@ -19,8 +19,9 @@ from optbench.data import align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import Capability
 from optbench.job import JobFailed
-from optbench.pipeline import sweep_identity
-from optbench.recipe import load_recipe
+from optbench.pipeline import make_baseline, sweep_identity
+from optbench.recipe import Recipe, load_recipe
+from optbench.steps import run_step
 from optbench.sweep import SweepStore
 
 
@@ -246,8 +247,11 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
 
     monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
     bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
-    steps = ONNX_STEP + '[[steps]]\nname = "tensorrt"\n'  # onnx_run's export, then an engine of it
+    steps = ONNX_STEP + 'fuse = false\n[[steps]]\nname = "tensorrt"\n'  # an unfused export, then an engine of it
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    cached = tmp_path / "cache"
+    shutil.copytree(onnx_run / "cache", cached)  # its baseline
+    _export_cached(load_recipe(recipe), cached)
     step = "  2. tensorrt: takes baseline+onnx, makes baseline+onnx+tensorrt-fp16: cannot run on this machine"
     warnings = [
         f"warning: step 2 (tensorrt) cannot run on this machine: {lacking}",
@@ -258,12 +262,21 @@ def test_a_step_this_machine_cannot_run_is_a_warning_whether_its_input_is_cached
     def args(cache: Path) -> list[str]:
         return ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(cache)]
 
-    for cache in (onnx_run / "cache", tmp_path / "empty-cache"):  # the export cached, then not
+    for cache in (cached, tmp_path / "empty-cache"):  # the export cached, then not
         lines = _dry_run(args(cache), monkeypatch, capsys).splitlines()
         assert step in lines
+        export = next(line for line in lines if line.startswith("  1. onnx: "))
+        assert ": cached (" in export if cache == cached else ": not cached, runs (" in export
         assert [line for line in lines if line.startswith("warning: ") and "step" in line] == warnings  # not runtimes'
-    _fails(args(onnx_run / "cache"), capsys, lacking)  # the run: this error, before any step
+    _fails(args(cached), capsys, lacking)  # the run: this error, before any step
     assert not (tmp_path / "results").exists()
+
+
+def _export_cached(recipe: Recipe, cache: Path) -> None:
+    """Run `recipe`'s first step (its onnx export) into `cache`, as a run would before its next step."""
+    data = load_dataset(recipe.dataset)
+    baseline = make_baseline(recipe, data, cache)
+    run_step(recipe.steps()[0].config, baseline, align_labels(data, list(baseline.label_names)), cache)
 
 
 def test_chains_that_share_their_first_step_plan_it_once(

@@ -441,7 +441,8 @@ def test_step_name_that_is_not_a_string(tmp_path: Path) -> None:
         ),
         ("[bench]\nruntimes = []", "needs at least one runtime"),
         (
-            '[bench]\nruntimes = ["torch", "onnxruntime"]\n[[steps]]\nname = "onnx"\n[[steps]]\nname = "tensorrt"',
+            '[bench]\nruntimes = ["torch", "onnxruntime"]\n[[steps]]\nname = "onnx"\nfuse = false\n'
+            '[[steps]]\nname = "tensorrt"',
             r"the chain onnx -> tensorrt-fp16 makes a TensorRT engine, which no runtime .* runs: add tensorrt, or drop",
         ),
     ],
@@ -598,7 +599,8 @@ ORT = '[bench]\nruntimes = ["torch", "onnxruntime"]\n'
 )
 def test_steps_out_of_order_are_refused_when_read(tmp_path: Path, steps: list[str], message: str) -> None:
     text = ORT + "".join(
-        f'[[steps]]\nname = "{step}"\n' + ("heads = 0.5\n" if step == "prune" else "") for step in steps
+        f'[[steps]]\nname = "{step}"\n' + {"prune": "heads = 0.5\n", "onnx": "fuse = false\n"}.get(step, "")
+        for step in steps
     )
     with pytest.raises(OptbenchError, match=message):
         load_recipe(write_recipe(tmp_path, text))
@@ -650,7 +652,7 @@ def test_quantizing_an_fp16_export_is_refused_when_read(tmp_path: Path, quantize
 def test_a_chain_ending_in_an_fp16_export_no_runtime_runs_at_fp16_is_refused_when_read(tmp_path: Path) -> None:
     """onnxruntime at fp32 alone: the run exported the FP16 model, left it unmeasured with a warning in its log, and
     exited 0; the dry run counted its jobs as maybe run."""
-    text = ORT + '[[steps]]\nname = "onnx"\nprecision = "fp16"\n'
+    text = ORT + '[[steps]]\nname = "onnx"\nprecision = "fp16"\nfuse = false\n'
     message = (
         "the chain onnx-fp16 makes an ONNX model in FP16, which no runtime in [bench] runtimes runs, so it would never "
         'be measured: runtime onnxruntime at fp32 cannot run this fp16 ONNX model: set precision = "fp16", or export '
@@ -717,7 +719,7 @@ def test_chains_that_differ_in_their_last_step_under_one_variant_name_are_refuse
             "the chain onnx-fp16 makes an ONNX model in FP16, which no runtime in [bench] runtimes runs",
         ),
         (
-            '[[chains.steps]]\nname = "onnx"\n[[chains.steps]]\nname = "tensorrt"\n',
+            '[[chains.steps]]\nname = "onnx"\nfuse = false\n[[chains.steps]]\nname = "tensorrt"\n',
             "the chain onnx -> tensorrt-fp16 makes a TensorRT engine, which no runtime in [bench] runtimes runs",
         ),
         (  # the precision of the chain's last model, not its first step's (a distill student names none)

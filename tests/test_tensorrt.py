@@ -159,6 +159,64 @@ def test_given_shapes_that_leave_out_a_bench_shape_are_refused_when_the_recipe_i
     parse_recipe(table, base=Path("."), default_name="r")  # left out, the shapes come from [bench]
 
 
+SYMMETRIC_INT8 = {
+    "name": "quantize-static",
+    "activation_type": "int8",
+    "weight_type": "int8",
+    "activation_symmetric": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("before", "step", "message"),
+    [
+        ([{"name": "onnx"}], {}, r"onnx: it fuses \(fuse = true\).*give it fuse = false$"),
+        ([{"name": "onnx", "fuse": True, "label": "x"}, SYMMETRIC_INT8], {"precision": "int8"}, "x: it fuses"),
+        ([{"name": "onnx", "fuse": False}, {"name": "quantize-dynamic"}], {}, "onnxruntime integer operators"),
+        ([{"name": "onnx", "fuse": False}, SYMMETRIC_INT8], {}, 'precision = "fp16": set precision = "int8"'),
+        (
+            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "activation_symmetric": False}],
+            {"precision": "int8"},
+            "uint8 or asymmetric Q/DQ.*activation_symmetric = true",
+        ),
+        (
+            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "weight_type": "uint8"}],
+            {"precision": "int8"},
+            "uint8 or asymmetric",
+        ),
+        (
+            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "op_types": ["MatMul", "Gemm"]}],
+            {"precision": "int8"},
+            "INT32 biases for Gemm nodes: .*leave Gemm out",
+        ),
+    ],
+)
+def test_a_chain_whose_earlier_steps_make_a_model_tensorrt_cannot_build_is_refused_when_read(
+    before: list, step: dict, message: str
+) -> None:
+    """Not on the GPU machine after the export, fusion and quantization ran: their settings already say it."""
+    from optbench.recipe import parse_recipe
+
+    table = {
+        "steps": [*before, {"name": "tensorrt", **step}],
+        "bench": {"runtimes": ["torch", {"name": "tensorrt", "device": "cuda"}]},
+    }
+    with pytest.raises(OptbenchError, match=rf"^the chain .*: tensorrt-\w+ cannot follow .*{message}"):
+        parse_recipe(table, base=Path("."), default_name="r")
+
+
+def test_a_symmetric_int8_chain_and_auto_types_are_left_to_the_model_s_check() -> None:
+    from optbench.recipe import parse_recipe
+
+    for quantize in (SYMMETRIC_INT8, {"name": "quantize-static", "activation_symmetric": True}):  # auto: per machine
+        steps = [{"name": "onnx", "fuse": False}, quantize, {"name": "tensorrt", "precision": "int8"}]
+        parse_recipe(
+            {"steps": steps, "bench": {"runtimes": ["torch", {"name": "tensorrt", "device": "cuda"}]}},
+            base=Path("."),
+            default_name="r",
+        )
+
+
 def _artifact(path: Path = Path("model"), fmt: str = "onnx", lineage: tuple = ()) -> ModelArtifact:
     return ModelArtifact(path, fmt, ("fresh", "rotten"), "0" * 64, lineage=lineage)  # type: ignore[arg-type]
 

@@ -41,9 +41,10 @@ class StepKind:
     and `output_format` ("hf", "onnx", "trt"). Other members are optional, each read with `getattr` where named:
     `default_label` (`parse_step`) and a `label` property (`RecipeStep.shown`); `version`, `libraries`,
     `reads_data_length`, `input_hashes()` and `build_target()` (`cache_key`; the last also `cannot_run_here`);
-    `ends_chain`, `quantizes` and `output_precision` (recipe.py's chain checks, dry_run.py); `resolve_paths(base)`
-    and `for_bench(bench, max_length)` (recipe.py); `preflight(config_json)`, `student_folder`, `max_length` and
-    `seq_lens` (preflight.py). A training step subclasses `training.TrainingConfig`."""
+    `ends_chain`, `quantizes`, `output_precision` and `refuse_after(earlier_config)` (recipe.py's chain checks,
+    dry_run.py); `resolve_paths(base)` and `for_bench(bench, max_length)` (recipe.py); `preflight(config_json)`,
+    `student_folder`, `max_length` and `seq_lens` (preflight.py). A training step subclasses
+    `training.TrainingConfig`."""
 
     config_type: type
     apply: Callable[[Any, ModelArtifact, LabelledData, Path], ModelArtifact]

@@ -27,6 +27,8 @@ from optbench.encoding import SeqLen, Shape, parse_seq_len
 from optbench.errors import OptbenchError
 from optbench.formats import check_step_input
 from optbench.onnx_graph import ONNX_FILE, is_qdq, load_graph
+from optbench.steps.onnx import OnnxConfig, copy_hf_files
+from optbench.steps.quantize import DynamicQuantizeConfig, StaticQuantizeConfig
 from optbench.tensorrt_engine import ENGINE_FILE, Profile, detect_target, import_tensorrt
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ SYMMETRIC_FIX = (
     'Set activation_type = "int8", weight_type = "int8" and activation_symmetric = true in the quantize-static '
     'step, or build from the onnx step\'s output with precision = "int8" (TensorRT calibrates it)'
 )
+QDQ_PRECISION_FIX = 'set precision = "int8", or build from the onnx step\'s output instead'
+INTEGER_FIX = 'build from the onnx step\'s output with precision = "int8", or from a quantize-static (Q/DQ) model'
+GEMM_FIX = 'this step builds INT8 engines only; leave Gemm out of its op_types (op_types = ["MatMul"])'
 ORT_INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm", "QAttention")
 # TensorRT's calibrator classes by `calibration_method`: its API reference calls MinMax "the preferred
 # calibrator for NLP tasks"; entropy (IInt8EntropyCalibrator2) is its general recommendation.
@@ -117,6 +122,27 @@ class TensorRTConfig:
         _check_holds(filled, bench.shapes(), max_length)
         return filled
 
+    def refuse_after(self, config: Any) -> str | None:
+        """Why this step cannot build from the model an earlier step of its chain (of `config`) makes, told when the
+        recipe is read: `check_parsable` and `check_symmetric_int8` refuse that model only once the steps before have
+        run, on the GPU machine. None where nothing in those settings says so ("auto" types are left to them)."""
+        if isinstance(config, OnnxConfig) and config.fuse:
+            return (
+                "it fuses (fuse = true) into onnxruntime-only operators, which TensorRT cannot parse: give it "
+                "fuse = false"
+            )
+        if isinstance(config, DynamicQuantizeConfig) and config.backend == "onnxruntime":
+            return f"it writes onnxruntime integer operators, which TensorRT cannot build: {INTEGER_FIX}"
+        if not isinstance(config, StaticQuantizeConfig):
+            return None
+        if self.precision != "int8":
+            return f'it makes a Q/DQ (INT8) model and this step has precision = "{self.precision}": {QDQ_PRECISION_FIX}'
+        if "uint8" in (config.activation_type, config.weight_type) or not config.activation_symmetric:
+            return f"it makes uint8 or asymmetric Q/DQ, which TensorRT does not take. {SYMMETRIC_FIX}"
+        if "Gemm" in config.op_types:
+            return f"it dequantizes INT32 biases for Gemm nodes: {GEMM_FIX}"
+        return None
+
     @property
     def reads_data_length(self) -> bool:
         """Whether the engine depends on the dataset's max_length, which then keys the step's cache: INT8
@@ -187,8 +213,6 @@ def check_max_length(max_length: int, dataset_max_length: int) -> None:
 
 def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
     """Build and serialize an engine for `artifact` (an ONNX model) into `out_dir`."""
-    from optbench.steps.onnx import copy_hf_files
-
     check_step_input(config, artifact)
     source = artifact.path / ONNX_FILE
     graph = load_graph(source)  # a missing file: an error that names it
@@ -198,8 +222,7 @@ def apply(config: TensorRTConfig, artifact: ModelArtifact, data: LabelledData, o
         check_symmetric_int8(graph)
         if config.precision != "int8":
             raise OptbenchError(
-                f'the tensorrt step got a Q/DQ (INT8) model but precision = "{config.precision}": '
-                'set precision = "int8", or build from the onnx step\'s output instead'
+                f'the tensorrt step got a Q/DQ (INT8) model but precision = "{config.precision}": {QDQ_PRECISION_FIX}'
             )
     max_length = config.max_length or data.max_length
     check_max_length(max_length, data.max_length)
@@ -240,8 +263,7 @@ def check_parsable(graph: Any) -> None:
     if integer:
         raise OptbenchError(
             f"the ONNX model holds onnxruntime integer operators {integer} (quantize-dynamic), which TensorRT "
-            'cannot build: build from the onnx step\'s output with precision = "int8", or from a quantize-static '
-            "(Q/DQ) model"
+            f"cannot build: {INTEGER_FIX}"
         )
 
 
@@ -276,7 +298,7 @@ def check_symmetric_int8(graph: Any) -> None:
         if zero_point.data_type == onnx.TensorProto.INT32:
             raise OptbenchError(
                 f"{node.op_type} {node.name!r} dequantizes an INT32 bias, which quantize-static writes for Gemm "
-                'nodes: this step builds INT8 engines only; leave Gemm out of its op_types (op_types = ["MatMul"])'
+                f"nodes: {GEMM_FIX}"
             )
         if zero_point.data_type != onnx.TensorProto.INT8:
             raise OptbenchError(
