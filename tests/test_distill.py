@@ -334,13 +334,7 @@ def test_bad_distill_configs(kwargs: dict, message: str) -> None:
 
 
 def test_a_student_deeper_than_its_teacher_is_refused(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
-    deep = tmp_path / "deep"
-    deep.mkdir()
-    _save_tiny(deep, head=True)
-    config = json.loads((deep / "config.json").read_text())
-    from transformers import BertConfig, BertForSequenceClassification
-
-    BertForSequenceClassification(BertConfig(**{**config, "num_hidden_layers": 3})).save_pretrained(deep)
+    deep = _save_tiny(tmp_path / "deep", head=True, layers=3)
     with pytest.raises(OptbenchError, match="has 3 layers and the teacher 2: a student must not be deeper"):
         run_step(DistillConfig(student=str(deep), max_train_rows=16), tiny_artifact, reviews, tmp_path / "cache")
 
@@ -730,3 +724,107 @@ def test_attention_transfer_takes_the_teachers_last_layer(
     assert len(targets) == 1 and len(attentions) == 2
     assert torch.allclose(targets[0], attentions[-1], atol=1e-5)
     assert not torch.allclose(targets[0], attentions[0], atol=1e-3)
+
+
+# --- the loss a batch trains on ---------------------------------------------------------------------
+
+ROWS = np.array([5, 0, 17, 3, 42, 8, 1, 30])  # out of order: a batch's teacher logits must be its own rows'
+
+
+@pytest.fixture(scope="module")
+def four_layer_teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    """A teacher of 4 layers, a student of 2 of which maps to its layers 1 and 3: neither its first layers nor the
+    student's own positions. Its weights are moved far from their initialization, as training moves them: freshly
+    initialized layers barely change the hidden states, attend almost uniformly and give nearly equal logits, and
+    a term compared on them is about 0 whichever layers it compares."""
+    from optbench.artifact import content_hash
+
+    folder = _save_tiny(tmp_path_factory.mktemp("four-layer-teacher"), head=True, layers=4)
+    model = _classifier(folder)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter), alpha=0.2)
+    model.save_pretrained(folder)
+    return ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
+
+
+def _first_batch_loss(config: DistillConfig, teacher: ModelArtifact, reviews, out_dir: Path, monkeypatch):
+    """The loss the step trains on for the batch of ROWS, and its student, which computed it in eval mode (no
+    dropout) and untrained: the training loop is replaced by that one call to the step's batch loss."""
+    from optbench.training import TrainingRun
+
+    seen = {}
+
+    def first_batch_only(model, config, train_rows, batch_loss, *, desc):
+        seen["student"] = model.eval()
+        with torch.no_grad():
+            seen["loss"] = batch_loss(ROWS)
+        return TrainingRun(rows=len(ROWS), seconds=0.0)
+
+    monkeypatch.setattr(distill_step, "train", first_batch_only)
+    distill_step.apply(config, teacher, reviews, out_dir)
+    return seen["loss"], seen["student"]
+
+
+def _loss_terms(config: DistillConfig, teacher: ModelArtifact, student, reviews) -> dict[str, torch.Tensor]:
+    """Each term of the distillation loss on the batch of ROWS, computed here from the two models' outputs: the
+    student's layers 1 and 2 against the teacher's 2 and 4 (TinyBERT's mapping of 2 layers onto 4; each model's
+    hidden state 0 is its embeddings), and the last layers' attention."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from optbench.training import encode_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    inputs = encode_rows(student, tokenizer, reviews.train, ROWS, config.max_length)
+    mask = inputs["attention_mask"]
+    assert not mask.all(), "the batch must hold padding for the terms to be over real tokens only"
+    attentions = config.attention_weight > 0
+    theirs = AutoModelForSequenceClassification.from_pretrained(teacher.path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        s = student(**inputs, output_hidden_states=True, output_attentions=attentions)
+        t = theirs(**inputs, output_hidden_states=True, output_attentions=attentions)
+    temperature, labels = config.temperature, torch.from_numpy(reviews.train.labels[ROWS])
+    soft_teacher = torch.softmax(t.logits / temperature, -1)
+    soft_kl = (soft_teacher * (soft_teacher.log() - torch.log_softmax(s.logits / temperature, -1))).sum(-1).mean()
+    real = mask.bool()
+
+    def mse(student_state: torch.Tensor, teacher_state: torch.Tensor) -> torch.Tensor:
+        return ((student_state - teacher_state)[real] ** 2).mean()
+
+    pairs = [(0, 0), (1, 2), (2, 4)]
+    terms = {
+        "distill": temperature**2 * soft_kl,
+        "label": torch.nn.functional.cross_entropy(s.logits, labels),
+        "hidden": sum(mse(s.hidden_states[i], t.hidden_states[j]) for i, j in pairs) / len(pairs),
+    }
+    if attentions:  # the student computes attention probabilities only when it is loaded for their transfer
+        ours, target = s.attentions[-1], t.attentions[-1]
+        kl = torch.where(target > 0, target * (target.log() - ours.log()), 0.0).sum(-1)  # (batch, heads, queries)
+        terms["attention"] = kl.permute(0, 2, 1)[real].mean()
+    return terms
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {"temperature": 3.0, "distill_weight": 0.3, "label_weight": 0.6},
+        {"distill_weight": 0.0, "label_weight": 0.0, "hidden_weight": 0.7},
+        {"distill_weight": 0.0, "label_weight": 0.0, "attention_weight": 1.9},
+        {"temperature": 3.0, "distill_weight": 0.3, "label_weight": 0.6, "hidden_weight": 0.7, "attention_weight": 1.9},
+    ],
+    ids=["logits", "hidden", "attention", "all"],
+)
+def test_a_batch_trains_on_each_term_of_the_mapped_layers_at_its_weight(
+    weights: dict[str, float], four_layer_teacher: ModelArtifact, reviews, tmp_path: Path, monkeypatch
+) -> None:
+    """The loss a batch trains on is each weighted term of the right pair of tensors: the teacher's logits of those
+    rows at the temperature, each student layer's output against the teacher layer `layer_mapping` gives it (not
+    the teacher's first, nor the layer of the student's own position), and the two last layers' attention. The
+    loss functions are tested on tensors given them; this holds what the step hands them, and how it adds them."""
+    config = DistillConfig(layers=(1, 3), max_length=32, **weights)
+    loss, student = _first_batch_loss(config, four_layer_teacher, reviews, tmp_path / "out", monkeypatch)
+    terms = _loss_terms(config, four_layer_teacher, student, reviews)
+    assert min(terms.values()) > 0.01, f"a term of 0 would pass with any weight: {terms}"
+    weighted = {name: getattr(config, f"{name}_weight") * term for name, term in terms.items()}
+    assert torch.allclose(loss, sum(weighted.values()), rtol=1e-4, atol=1e-6), (float(loss), terms)
