@@ -19,10 +19,16 @@ from optbench.errors import OptbenchError, write_fix
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one."""
+    """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one. A device or a pipe
+    (/dev/null, /dev/stdout, a shell's >(...)), through a link or not, is written to: it holds no file to replace,
+    and renaming over it put a regular file in its place (`--junit /dev/null` run as root replaced /dev/null)."""
     if path.is_dir():
         raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
     try:
+        if path.exists() and not path.is_file():
+            with path.open("wb") as stream:
+                stream.write(data)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         with _synced_beside(path, data) as tmp:
             os.replace(tmp, path)
