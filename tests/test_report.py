@@ -186,6 +186,9 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         (lambda d: d["accuracy"]["metrics"].update(accuracy=1.5), "accuracy = 1.5 is not a fraction, 0 to 1"),
         (lambda d: d["measurements"][0].update(speedup_p50=True), "speedup_p50 = True is not a number"),
         (lambda d: d["measurements"][0]["latency"].update(n=0), "iterations = 0 is not a whole number, 1 or more"),
+        # divided by: a speedup of -1 in the table's noise check (1 + speedup), a p50 of 0 in the gate's speedup
+        (lambda d: d["measurements"][0].update(speedup_p50=-1), "speedup_p50 = -1 is not a number above 0"),
+        (lambda d: d["measurements"][0]["latency"].update(p50_ms=0), "p50_ms = 0.0 is not a number above 0"),
     ],
 )
 def test_a_report_value_of_the_wrong_kind_is_refused_naming_it(tmp_path: Path, damage: Any, named: str) -> None:
