@@ -86,6 +86,8 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise OptbenchError(f"{what} {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptbenchError(f"{what} {path} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or inline table
+        raise OptbenchError(f"{what} {path} is not valid TOML: its arrays or tables nest too deeply to read") from exc
     for where, value in _integers(table, ""):
         if not INT64_MIN <= value <= INT64_MAX:
             raise OptbenchError(

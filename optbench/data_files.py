@@ -130,7 +130,7 @@ def _bad_json_row(path: Path, suffix: str) -> str | None:
     if suffix == ".json":
         try:
             rows = json.loads(text)
-        except ValueError:  # pandas's own error says where
+        except (ValueError, RecursionError):  # pandas's own error says where
             return None
         numbered = enumerate(rows if isinstance(rows, list) else [], 1)
         return next(
@@ -143,7 +143,8 @@ def _bad_json_row(path: Path, suffix: str) -> str | None:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             return f"line {number} is not JSON ({exc.msg})"
-        except ValueError as exc:  # valid JSON that Python refuses: an integer over its 4,300-digit limit
+        # valid JSON that Python refuses: an integer over its 4,300-digit limit, thousands of nested [ or {
+        except (ValueError, RecursionError) as exc:
             return f"line {number} cannot be read ({exc})"
         if not isinstance(row, dict):
             return _not_a_row(f"line {number}", row)

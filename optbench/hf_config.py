@@ -77,7 +77,8 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no readable config.json ({exc.strerror}): "
             "save the model with save_pretrained() and point optbench at that folder"
         ) from exc
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+    # JSONDecodeError, UnicodeDecodeError for bytes that are not UTF-8, RecursionError for thousands of nested [ or {
+    except (ValueError, RecursionError) as exc:
         raise OptbenchError(f"{config_path} is not valid JSON ({exc}): re-save the checkpoint") from exc
     if not isinstance(config, dict):
         raise OptbenchError(

@@ -333,7 +333,8 @@ def read_report(path: Path) -> Report | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise unreadable_file(path, exc) from exc
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
+    # JSONDecodeError, UnicodeDecodeError for non-UTF-8 bytes; RecursionError for thousands of nested [ or {
+    except (ValueError, RecursionError) as exc:
         raise OptbenchError(f"cannot read {path}: {exc}; delete or restore the file") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None

@@ -67,7 +67,11 @@ def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"), (b"[1]", r"holds a JSON list, not an object")],
+    [
+        (b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"),
+        (b"[1]", r"holds a JSON list, not an object"),
+        (b"[" * 100_000 + b"]" * 100_000, r"is not valid JSON \(maximum recursion depth exceeded"),
+    ],
 )
 def test_read_hf_config_that_is_not_a_json_object(tmp_path: Path, content: bytes, problem: str) -> None:
     folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": b"w"})

@@ -281,6 +281,13 @@ def test_malformed_toml(tmp_path: Path) -> None:
         load_recipe(path)
 
 
+def test_toml_nested_past_the_recursion_limit_is_not_valid_toml(tmp_path: Path) -> None:
+    """tomllib recurses once per nested array: a recipe or budget file of thousands stopped with a traceback."""
+    path = write_recipe(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(OptbenchError, match=r"recipe .*recipe\.toml is not valid TOML: its arrays or tables nest too"):
+        load_recipe(path)
+
+
 def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes('description = "caf\u00e9"\n'.encode("latin-1"))

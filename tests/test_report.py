@@ -204,6 +204,18 @@ def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
         read_report(tmp_path / "x.json")
 
 
+def test_a_report_or_failures_file_nested_past_the_recursion_limit_is_refused(tmp_path: Path) -> None:
+    """Thousands of nested [ or {: Python's json recursed past its limit, and report, compare and gate stopped with a
+    RecursionError traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "x.json").write_text(f'{{"schema": "optbench.report", "note": {deep}}}')
+    with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: maximum recursion depth exceeded.*; delete or"):
+        read_report(tmp_path / "x.json")
+    (tmp_path / FAILURES_FILE).write_text(deep)
+    with pytest.raises(OptbenchError, match=r"failures\.json is damaged \(maximum recursion depth exceeded"):
+        load_failures(tmp_path)
+
+
 def test_a_failures_file_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:
     (tmp_path / FAILURES_FILE).write_bytes(b'[{"variant": "caf\xe9"}]')
     with pytest.raises(OptbenchError, match=r"failures\.json is damaged .*restore it or delete it"):
