@@ -1016,6 +1016,23 @@ def test_a_reader_that_leaves_before_a_short_output_is_met_at_the_command_s_end(
     assert (done.returncode, done.stderr) == (141, "")
 
 
+def test_a_path_that_is_not_utf8_is_printed_as_its_bytes(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 (Python holds its bytes as surrogates), printed to a strict stdout (Python's
+    under a UTF-8 locale such as en_US.UTF-8), raised UnicodeEncodeError: a traceback where the gate names its budget
+    file, report its page and a dry run its dataset. Printed as its bytes, as ls prints it."""
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    budget = tmp_path / os.fsdecode(b"budgets-\xff.toml")
+    budget.write_text('[[budget]]\nvariants = ["baseline"]\nmax_size = "1 GB"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "optbench", "gate", "--budget", str(budget), str(tmp_path / "results")],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "PYTHONIOENCODING": "utf-8:strict"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"budgets-\xff.toml" in done.stdout
+
+
 def test_an_error_ends_the_command_with_its_own_exit_code_and_one_line(capsys) -> None:
     def step_failed() -> int:
         raise StepFailed("cannot build the optimum environment")
