@@ -81,6 +81,17 @@ def path_argument(text: str) -> Path:
     return Path(where_argument(text))
 
 
+def output_argument(text: str) -> Path:
+    """`path_argument` for a file an option writes (report -o, compare -o, gate --junit and --json): refuses `-`,
+    which many tools read as stdout; taken as a name, it wrote a file named - in the current folder, and printed
+    nothing. /dev/stdout is written to, as any device or pipe is."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "'-' would be a file named - here, not stdout: give a file name (/dev/stdout for stdout)"
+        )
+    return path_argument(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
@@ -187,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(PNG beside it, Pareto front highlighted) and needs -o",
     )
     report.add_argument(
-        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+        "-o", "--output", type=output_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
     )
     report.add_argument(
         "--by-machine",
@@ -257,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "does not pass",
     )
     compare.add_argument(
-        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+        "-o", "--output", type=output_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
     )
     compare.set_defaults(handler=_compare)
 
@@ -279,11 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--budget", type=path_argument, required=True, help="budget file, e.g. recipes/budgets.toml")
     gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")
     gate.add_argument(
-        "--junit", type=path_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
+        "--junit", type=output_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
     )
     gate.add_argument(
         "--json",
-        type=path_argument,
+        type=output_argument,
         help="also write the verdict as JSON for scripts: the run, counts, exit code and each check's figure, "
         f"interval and limit (README, section Release gates){NOT_AN_INPUT}",
     )

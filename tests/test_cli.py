@@ -880,6 +880,28 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert f"argument {argument}: an empty path ({value!r}) names no file or folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["report", "results", "-o", "-"], "-o/--output"),
+        (["compare", "a", "b", "--output", "-"], "-o/--output"),
+        (["gate", "--budget", "b.toml", "results", "--junit", "-"], "--junit"),
+        (["gate", "--budget", "b.toml", "results", "--json", "-"], "--json"),
+    ],
+)
+def test_an_output_named_dash_is_refused_not_written_as_a_file_named_dash(
+    argv: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Many tools read `-o -` as stdout: optbench wrote a file named - in the current folder, and printed nothing."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    message = f"argument {option}: '-' would be a file named - here, not stdout: give a file name (/dev/stdout for "
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
 def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
     # Path.exists() answers False for a missing file but raises for a name too long (or a folder this user may
     # not search): `--results`, `report`, `gate` and `compare` on such a path ended in a traceback
