@@ -510,7 +510,7 @@ def _emit(text: str, output: Path | None, results: Sequence[Path], inputs: Seque
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from optbench.atomic import write_text_atomic
+    from optbench.atomic import write_all_atomic
     from optbench.budget import load_budgets
     from optbench.failures import run_failures
     from optbench.gate import evaluate, exit_code, newest_run
@@ -538,8 +538,7 @@ def _gate(args: argparse.Namespace) -> int:
         raise OptbenchError(f"--junit {args.junit} and --json {args.json} name one file: give each its own file")
     for option, path, _ in outputs:  # first: a path it cannot write exits 2 before any verdict is printed or written
         refuse_overwriting_inputs(option, [path], [file for file, _ in found], [args.budget])
-    for _, path, render in outputs:
-        write_text_atomic(path, render())
+    write_all_atomic([(path, render().encode("utf-8")) for _, path, render in outputs])  # both or neither
     sys.stdout.write(heading(run, args.budget))
     sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)
