@@ -162,6 +162,15 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
 
 
+def safetensors_size(path: Path) -> int:
+    """The bytes a whole safetensors file has by its header: the 8 giving the header's length, the header, and its
+    tensors' data to the end of the last. Raises as `safetensors_header` does, and KeyError, TypeError or IndexError
+    for a header whose entries are not tensors."""
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+    return 8 + length + max((tensor["data_offsets"][1] for tensor in safetensors_header(path).values()), default=0)
+
+
 def _parameters_in(path: Path) -> int:
     if path.suffix == ".safetensors":
         return sum(math.prod(t["shape"]) for t in safetensors_header(path).values())

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,42 @@ from optbench.errors import OptbenchError, write_fix
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one."""
-    if path.is_dir():
-        raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
+    """Replace `path` with `data`; a crash leaves the old file or the new one, never half of one. A device or a pipe
+    (/dev/null, /dev/stdout, a shell's >(...)), through a link or not, is written to: it holds no file to replace,
+    and renaming over it put a regular file in its place (`--junit /dev/null` run as root replaced /dev/null)."""
+    write_all_atomic([(path, data)])
+
+
+def write_all_atomic(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Replace each path with its data as `write_bytes_atomic` does, all or none: each is written whole beside its
+    path before any takes its name, so a refusal (a full disk, a folder that cannot be made) leaves every path as
+    it was. `gate` wrote its JUnit, then failed on --json and exited 2, leaving CI a JUnit of passes."""
+    for path, _ in files:
+        if path.is_dir():
+            raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
+    with contextlib.ExitStack() as staging:
+        staged = []
+        for path, data in files:
+            with _write_refusal(path):
+                if path.exists() and not path.is_file():  # a device or a pipe: nothing to stage, written last
+                    staged.append((path, None, data))
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged.append((path, staging.enter_context(_synced_beside(path, data)), data))
+        for path, tmp, data in staged:
+            with _write_refusal(path):
+                if tmp is not None:
+                    os.replace(tmp, path)
+                    continue
+                with path.open("wb") as stream:
+                    stream.write(data)
+
+
+@contextlib.contextmanager
+def _write_refusal(path: Path) -> Iterator[None]:
+    """A write of `path` the system refused, as one line with the fix."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _synced_beside(path, data) as tmp:
-            os.replace(tmp, path)
+        yield
     except OSError as exc:
         existing = nearest_existing(path.parent)
         if not existing.is_dir():  # mkdir says only "File exists" or "Not a directory"

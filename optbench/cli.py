@@ -81,6 +81,17 @@ def path_argument(text: str) -> Path:
     return Path(where_argument(text))
 
 
+def output_argument(text: str) -> Path:
+    """`path_argument` for a file an option writes (report -o, compare -o, gate --junit and --json): refuses `-`,
+    which many tools read as stdout; taken as a name, it wrote a file named - in the current folder, and printed
+    nothing. /dev/stdout is written to, as any device or pipe is."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "'-' would be a file named - here, not stdout: give a file name (/dev/stdout for stdout)"
+        )
+    return path_argument(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from optbench.peers.speedup import DEFAULT_BUDGET_POINTS
     from optbench.steps import STEPS
@@ -187,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(PNG beside it, Pareto front highlighted) and needs -o",
     )
     report.add_argument(
-        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+        "-o", "--output", type=output_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
     )
     report.add_argument(
         "--by-machine",
@@ -257,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "does not pass",
     )
     compare.add_argument(
-        "-o", "--output", type=path_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
+        "-o", "--output", type=output_argument, help=f"write the table to this file instead of stdout{NOT_AN_INPUT}"
     )
     compare.set_defaults(handler=_compare)
 
@@ -279,11 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--budget", type=path_argument, required=True, help="budget file, e.g. recipes/budgets.toml")
     gate.add_argument("--strict", action="store_true", help="count inconclusive checks as failures")
     gate.add_argument(
-        "--junit", type=path_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
+        "--junit", type=output_argument, help=f"also write the checks as JUnit XML for CI systems{NOT_AN_INPUT}"
     )
     gate.add_argument(
         "--json",
-        type=path_argument,
+        type=output_argument,
         help="also write the verdict as JSON for scripts: the run, counts, exit code and each check's figure, "
         f"interval and limit (README, section Release gates){NOT_AN_INPUT}",
     )
@@ -502,7 +513,7 @@ def _emit(text: str, output: Path | None, results: Sequence[Path], inputs: Seque
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from optbench.atomic import write_text_atomic
+    from optbench.atomic import write_all_atomic
     from optbench.budget import load_budgets
     from optbench.failures import run_failures
     from optbench.gate import evaluate, exit_code, newest_run
@@ -530,8 +541,7 @@ def _gate(args: argparse.Namespace) -> int:
         raise OptbenchError(f"--junit {args.junit} and --json {args.json} name one file: give each its own file")
     for option, path, _ in outputs:  # first: a path it cannot write exits 2 before any verdict is printed or written
         refuse_overwriting_inputs(option, [path], [file for file, _ in found], [args.budget])
-    for _, path, render in outputs:
-        write_text_atomic(path, render())
+    write_all_atomic([(path, render().encode("utf-8")) for _, path, render in outputs])  # both or neither
     sys.stdout.write(heading(run, args.budget))
     sys.stdout.write(summary(checks, strict=args.strict))
     return exit_code(checks, strict=args.strict)

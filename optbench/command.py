@@ -73,7 +73,12 @@ def command_process(verbose: bool) -> Iterator[None]:
     # onnxruntime's fusion logs a line per pass at INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    with _sigterm_interrupts(), _stdout_written_whole(), nullcontext() if verbose else third_party_noise_dropped():
+    with (
+        _sigterm_interrupts(),
+        _stdout_written_whole(),
+        _paths_printed_as_bytes(),  # of the stdout _stdout_written_whole may have put in place
+        nullcontext() if verbose else third_party_noise_dropped(),
+    ):
         yield
 
 
@@ -117,6 +122,24 @@ def _stdout_written_whole() -> Iterator[None]:
         yield
     finally:
         sys.stdout = before
+
+
+@contextmanager
+def _paths_printed_as_bytes() -> Iterator[None]:
+    """stdout writes a path that is not UTF-8 (its bytes, which Python holds as surrogates) as its bytes, as ls
+    does, while the block runs. Python's stdout under a UTF-8 locale (en_US.UTF-8) is strict: the gate's heading
+    naming such a budget file, report's `wrote PAGE` and a dry run's dataset raised UnicodeEncodeError. A stdout
+    that cannot be reconfigured (replaced by a caller) is left as it is."""
+    stdout = sys.stdout
+    errors = getattr(stdout, "errors", None)
+    if errors is None or not hasattr(stdout, "reconfigure"):
+        yield
+        return
+    stdout.reconfigure(errors="surrogateescape")
+    try:
+        yield
+    finally:
+        stdout.reconfigure(errors=errors)
 
 
 @contextmanager

@@ -86,6 +86,8 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise OptbenchError(f"{what} {path} is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptbenchError(f"{what} {path} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or inline table
+        raise OptbenchError(f"{what} {path} is not valid TOML: its arrays or tables nest too deeply to read") from exc
     for where, value in _integers(table, ""):
         if not INT64_MIN <= value <= INT64_MAX:
             raise OptbenchError(
@@ -109,10 +111,16 @@ def _integers(value: Any, where: str) -> Iterator[tuple[str, int]]:
         yield where, value
 
 
-def recipe_path(base: Path, text: str) -> str:
-    """A path a recipe gives (a checkpoint, a dataset, a distill student), absolute: a relative one taken from `base`,
-    the recipe's folder, and a leading `~` as the user's home folder, as a shell reads it (it was taken as a folder
-    named `~` in the recipe's)."""
+def recipe_path(base: Path, text: str, setting: str) -> str:
+    """A path a recipe gives in `setting` (a checkpoint, a dataset, a distill student), absolute: a relative one taken
+    from `base`, the recipe's folder, and a leading `~` as the user's home folder, as a shell reads it (it was taken as
+    a folder named `~` in the recipe's). An empty one is refused, as the command line's are: it named the recipe's
+    folder, refused as a model or a dataset with no word of the "" written."""
+    if not text.strip():
+        raise OptbenchError(
+            f"{setting} = {toml_value(text)}: an empty path names no file or folder: give one "
+            "(. for the recipe's folder)"
+        )
     return str((base / Path(text).expanduser()).resolve())
 
 

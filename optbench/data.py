@@ -136,7 +136,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         if nested:
             raise OptbenchError(
                 f"dataset {config.source}: column(s) {nested} hold lists or objects: give one text and one label "
-                "per row (multi-label data is not supported)"
+                "per row (multi-label data and pairs of texts are not supported)"
             )
     frame = _clean(frame, text_column, label_column, config.source)
     for option, column in (("split_column", split_column), ("group_column", group_column)):

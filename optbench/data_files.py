@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def read_table(path: Path, text_column: str) -> pd.DataFrame:
             )
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
-            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: str}, encoding="utf-8-sig")
+            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: object}, encoding="utf-8-sig")
+            if text_column in frame.columns:
+                frame[text_column] = frame[text_column].map(_as_text)
     # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
     except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = _not_utf8(path) or _bad_json_row(path, suffix) or " ".join(str(exc).split())
@@ -67,6 +70,14 @@ def read_table(path: Path, text_column: str) -> pd.DataFrame:
                 f"{READ_FIXES[suffix]}"
             )
     return frame
+
+
+def _as_text(value: object) -> object:
+    """A JSON cell of the text column as text (a JSON number too); missing, a list or an object
+    kept as it is, for load_dataset to drop or refuse (as text, {"en": "..."} was the row "{'en': '...'}")."""
+    if value is None or isinstance(value, list | dict) or (isinstance(value, float) and math.isnan(value)):
+        return value
+    return str(value)
 
 
 def _is_json_object(path: Path) -> bool:
@@ -119,7 +130,7 @@ def _bad_json_row(path: Path, suffix: str) -> str | None:
     if suffix == ".json":
         try:
             rows = json.loads(text)
-        except ValueError:  # pandas's own error says where
+        except (ValueError, RecursionError):  # pandas's own error says where
             return None
         numbered = enumerate(rows if isinstance(rows, list) else [], 1)
         return next(
@@ -132,7 +143,8 @@ def _bad_json_row(path: Path, suffix: str) -> str | None:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             return f"line {number} is not JSON ({exc.msg})"
-        except ValueError as exc:  # valid JSON that Python refuses: an integer over its 4,300-digit limit
+        # valid JSON that Python refuses: an integer over its 4,300-digit limit, thousands of nested [ or {
+        except (ValueError, RecursionError) as exc:
             return f"line {number} cannot be read ({exc})"
         if not isinstance(row, dict):
             return _not_a_row(f"line {number}", row)

@@ -65,7 +65,8 @@ def read_failures(path: Path) -> list[FailedJob]:
         return [FailedJob(**entry) for entry in json.loads(path.read_text())]
     except OSError as exc:
         raise unreadable_file(path, exc) from exc
-    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+    # ValueError: JSONDecodeError, UnicodeDecodeError; RecursionError: thousands of nested [ or {
+    except (ValueError, TypeError, RecursionError) as exc:
         raise OptbenchError(f"{path} is damaged ({exc}): restore it or delete it") from exc
 
 

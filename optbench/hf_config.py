@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import HF_FILES, safetensors_header, weight_files
+from optbench.artifact import HF_FILES, safetensors_header, safetensors_size, weight_files
 from optbench.errors import OptbenchError
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
@@ -69,6 +69,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     check_model_folder(folder)
     weights = weight_files(folder)
     _check_not_lfs_pointers(folder, weights)
+    _check_weights_whole(folder, weights)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -77,7 +78,8 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no readable config.json ({exc.strerror}): "
             "save the model with save_pretrained() and point optbench at that folder"
         ) from exc
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+    # JSONDecodeError, UnicodeDecodeError for bytes that are not UTF-8, RecursionError for thousands of nested [ or {
+    except (ValueError, RecursionError) as exc:
         raise OptbenchError(f"{config_path} is not valid JSON ({exc}): re-save the checkpoint") from exc
     if not isinstance(config, dict):
         raise OptbenchError(
@@ -113,6 +115,26 @@ def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
             f"model folder {folder} has Git LFS pointers in place of {', '.join(pointers)}: run "
             "`git lfs install && git lfs pull` in that folder (or download those files), then run again"
         )
+
+
+def _check_weights_whole(folder: Path, weights: list[Path]) -> None:
+    """Refuse a safetensors file that is empty or shorter than its header says (a download or copy stopped part way):
+    it passed every check by name and header, and the run's first step stopped in safetensors' SafetensorError
+    traceback. A file whose header cannot be read is left to the load that reads it."""
+    for path in weights:
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            size = path.stat().st_size
+            whole = safetensors_size(path) if size else 0
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            continue
+        if size == 0 or size < whole:
+            short = "is empty" if size == 0 else f"is {size} bytes where its header says {whole}: cut short"
+            raise OptbenchError(
+                f"model folder {folder}: {path.name} {short} (a download or copy stopped part way): download it "
+                "again, or save the model again with save_pretrained()"
+            )
 
 
 def _is_lfs_pointer(path: Path) -> bool:

@@ -277,8 +277,10 @@ def _section(
     front = set(rows.index[pareto_front(rows["p50_ms"].tolist(), rows["accuracy"].tolist())])
     numbers = {index: n for n, index in enumerate(rows.index, 1)}
     if image is not None:
-        # a URL: the page's name as it is ("run #1.png") links the page "run " and a fragment
-        figure = f'<img src="{quote(image.name)}" alt="latency versus accuracy, {html.escape(title)}">'
+        # a URL: the page's name as it is ("run #1.png") links the page "run " and a fragment; a name that is not
+        # UTF-8 keeps its bytes (os.fsencode's), which is how the browser finds the file
+        source = quote(image.name, errors="surrogateescape")
+        figure = f'<img src="{source}" alt="latency versus accuracy, {html.escape(title)}">'
     elif no_plots:
         figure = f"<p>No plot: {html.escape(no_plots)}.</p>"
     else:

@@ -129,12 +129,12 @@ def parse_recipe(table: dict[str, Any], *, base: Path, default_name: str) -> Rec
     if not isinstance(checkpoint, str):
         raise OptbenchError(f'[model] checkpoint = {toml_value(checkpoint)}: give "default" or a folder path')
     if checkpoint != DEFAULT_MODEL:
-        checkpoint = recipe_path(base, checkpoint)
+        checkpoint = recipe_path(base, checkpoint, "[model] checkpoint")
     finetune = config_from_dict(FinetuneConfig, _table(model, "finetune", "model.finetune"), "[model.finetune]")
     dataset_table = _table(table, "dataset")
     source = dataset_table.get("source", BUILTIN)
     if isinstance(source, str) and source != BUILTIN:
-        dataset_table = {**dataset_table, "source": recipe_path(base, source)}
+        dataset_table = {**dataset_table, "source": recipe_path(base, source, "[dataset] source")}
     dataset = config_from_dict(DatasetConfig, dataset_table, "[dataset]")
     bench = parse_bench(_table(table, "bench"))
     bench = replace(
@@ -326,7 +326,10 @@ def _check_column_options(dataset: DatasetConfig, columns: dict[str, str]) -> No
 def _resolved(step: RecipeStep, base: Path) -> RecipeStep:
     """Paths in a step's config (a step that takes one has `resolve_paths`) are taken from the recipe's folder."""
     resolve = getattr(step.config, "resolve_paths", None)
-    return replace(step, config=resolve(base)) if resolve else step
+    if resolve is None:
+        return step
+    with settings_of(step.where):
+        return replace(step, config=resolve(base))
 
 
 def _for_bench(step: RecipeStep, bench: BenchConfig, max_length: int) -> RecipeStep:

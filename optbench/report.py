@@ -333,7 +333,8 @@ def read_report(path: Path) -> Report | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise unreadable_file(path, exc) from exc
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
+    # JSONDecodeError, UnicodeDecodeError for non-UTF-8 bytes; RecursionError for thousands of nested [ or {
+    except (ValueError, RecursionError) as exc:
         raise OptbenchError(f"cannot read {path}: {exc}; delete or restore the file") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None
@@ -388,6 +389,11 @@ def _fraction(value: Any) -> bool:
     return _number(value) and (value is None or math.isnan(value) or 0 <= value <= 1)
 
 
+def _above_zero(value: Any) -> bool:
+    """A figure above 0, or unknown (None, NaN): what a p50 and a speedup are, and what tables and gates divide by."""
+    return _number(value) and (value is None or math.isnan(value) or value > 0)
+
+
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -407,6 +413,7 @@ KINDS = {
     **dict.fromkeys(["batch_size", "iterations"], (_count, "a whole number, 1 or more")),
     "test_rows": (lambda v: v is None or _count(v), "a whole number, 1 or more"),
     "seq_len": (lambda v: v == "data" or _count(v), 'a whole number, 1 or more, or "data"'),
+    **dict.fromkeys(["p50_ms", "speedup_p50"], (_above_zero, "a number above 0")),
     # computed by the table, or shown as given
     **dict.fromkeys(
         ["peer", "fastest_peer", "fastest_peer_p50_ms", "speedup_vs_peer", "git_dirty"], (lambda v: True, "anything")

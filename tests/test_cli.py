@@ -390,7 +390,11 @@ def test_a_step_this_machine_cannot_run_is_refused_before_the_first_step(
     monkeypatch.setattr("optbench.pipeline.run_step", step_ran)
     bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
     recipe = write_recipe(
-        tmp_path, tiny_encoder, reviews_csv, extra=ONNX_STEP + '[[steps]]\nname = "tensorrt"\n', bench=bench
+        tmp_path,
+        tiny_encoder,
+        reviews_csv,
+        extra=ONNX_STEP + 'fuse = false\n[[steps]]\nname = "tensorrt"\n',
+        bench=bench,
     )
     results, cache = tmp_path / "results", tmp_path / "cache"
     _fails(
@@ -880,6 +884,28 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert f"argument {argument}: an empty path ({value!r}) names no file or folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["report", "results", "-o", "-"], "-o/--output"),
+        (["compare", "a", "b", "--output", "-"], "-o/--output"),
+        (["gate", "--budget", "b.toml", "results", "--junit", "-"], "--junit"),
+        (["gate", "--budget", "b.toml", "results", "--json", "-"], "--json"),
+    ],
+)
+def test_an_output_named_dash_is_refused_not_written_as_a_file_named_dash(
+    argv: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Many tools read `-o -` as stdout: optbench wrote a file named - in the current folder, and printed nothing."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    message = f"argument {option}: '-' would be a file named - here, not stdout: give a file name (/dev/stdout for "
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
 def test_a_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
     # Path.exists() answers False for a missing file but raises for a name too long (or a folder this user may
     # not search): `--results`, `report`, `gate` and `compare` on such a path ended in a traceback
@@ -1037,6 +1063,23 @@ def test_a_reader_that_leaves_mid_write_ends_an_unbuffered_command_quietly() -> 
         os.close(read)
         stderr = process.communicate()[1]
     assert (process.returncode, stderr) == (141, "")
+
+
+def test_a_path_that_is_not_utf8_is_printed_as_its_bytes(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 (Python holds its bytes as surrogates), printed to a strict stdout (Python's
+    under a UTF-8 locale such as en_US.UTF-8), raised UnicodeEncodeError: a traceback where the gate names its budget
+    file, report its page and a dry run its dataset. Printed as its bytes, as ls prints it."""
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    budget = tmp_path / os.fsdecode(b"budgets-\xff.toml")
+    budget.write_text('[[budget]]\nvariants = ["baseline"]\nmax_size = "1 GB"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "optbench", "gate", "--budget", str(budget), str(tmp_path / "results")],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "PYTHONIOENCODING": "utf-8:strict"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"budgets-\xff.toml" in done.stdout
 
 
 def test_an_error_ends_the_command_with_its_own_exit_code_and_one_line(capsys) -> None:

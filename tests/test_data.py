@@ -369,6 +369,21 @@ def test_a_label_column_with_a_few_lists_is_refused_as_multi_label(tmp_path: Pat
         load_dataset(DatasetConfig(source=str(path)))
 
 
+@pytest.mark.parametrize("text", [{"en": "a review"}, ["a premise", "a hypothesis"]], ids=["object", "list"])
+@pytest.mark.parametrize("name", ["data.jsonl", "data.json"])
+def test_a_text_column_with_an_object_or_a_list_is_refused(tmp_path: Path, name: str, text: Any) -> None:
+    """A text of another shape (translations by language, a sentence pair) is no text: read as text, it became the
+    row "{'en': 'a review'}", trained on and measured without a word."""
+    records = [{"text": text if i == 7 else f"text {i}", "label": "ab"[i % 2]} for i in range(30)]
+    path = tmp_path / name
+    if path.suffix == ".jsonl":
+        write_jsonl(path, records)
+    else:
+        path.write_text(json.dumps(records))
+    with pytest.raises(OptbenchError, match=r"column\(s\) \['text'\] hold lists or objects"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
 @pytest.mark.parametrize(
     ("option", "column"),
     [("text_column", "body"), ("label_column", "sentiment"), ("group_column", "movie"), ("split_column", "part")],

@@ -15,6 +15,8 @@ from optbench.data import SPLITS, DatasetConfig, load_dataset
 from optbench.data_files import read_table
 from optbench.errors import OptbenchError
 
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past any recursion limit
+
 
 @pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
 def test_utf8_files_with_a_byte_order_mark_are_read(tmp_path: Path, name: str) -> None:
@@ -107,6 +109,9 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
         ),
         ("rows.json", '[{"text": "a", "label": "x"}, 5]', r"element 2 of its array is 5, not an object"),
         ("rows.json", '[{"text": "a", "label": "x"}, null]', r"element 2 of its array is null, not an object"),
+        # thousands of nested [: Python's json recursed past its limit, with a RecursionError traceback
+        ("rows.jsonl", '{"text": "a"}\n' + DEEP + "\n", r"line 2 cannot be read \(maximum recursion depth exceeded"),
+        ("rows.json", DEEP, "depth limit"),
     ],
 )
 def test_a_file_that_cannot_be_read_gets_one_line_naming_where_and_the_fix(

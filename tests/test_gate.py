@@ -865,6 +865,24 @@ def test_cli_junit_that_cannot_be_written_prints_no_verdict(tmp_path: Path, caps
         assert f"cannot write {junit}: {tmp_path / 'ci'} is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("refused", ["--junit", "--json"])
+def test_cli_junit_and_json_are_written_both_or_neither(refused: str, tmp_path: Path, capsys) -> None:
+    """The JUnit written and then the JSON refused (a full disk, a folder that cannot be written): the gate exited 2
+    and left CI a JUnit of passes, or a previous run's file beside the new one."""
+    results = _results(tmp_path)
+    passing = _budget('[[budget]]\nvariants = ["baseline+onnx"]\nmax_accuracy_drop = "2 points"\n', tmp_path)
+    (tmp_path / "ci").write_text("a file where a folder should be\n")
+    outputs = {"--junit": tmp_path / "gate.xml", "--json": tmp_path / "gate.json"}
+    (tmp_path / "gate.xml").write_text("last run's\n")
+    outputs[refused] = tmp_path / "ci" / "gate.out"
+    argv = ["gate", "--budget", str(passing), str(results)]
+    assert main([*argv, *(f"{option}={path}" for option, path in outputs.items())]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "gate.xml").read_text() == "last run's\n"  # the JUnit, refused or not written over
+    assert not (tmp_path / "gate.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+
+
 # --- against the peers -----------------------------------------------------------------------------------
 
 

@@ -67,7 +67,11 @@ def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"), (b"[1]", r"holds a JSON list, not an object")],
+    [
+        (b"\xff\xfe{}", r"is not valid JSON \('utf-8' codec can't decode"),
+        (b"[1]", r"holds a JSON list, not an object"),
+        (b"[" * 100_000 + b"]" * 100_000, r"is not valid JSON \(maximum recursion depth exceeded"),
+    ],
 )
 def test_read_hf_config_that_is_not_a_json_object(tmp_path: Path, content: bytes, problem: str) -> None:
     folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": b"w"})
@@ -113,6 +117,29 @@ def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, p
     message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
     with pytest.raises(OptbenchError, match=message):
         read_hf_config(folder)
+
+
+@pytest.mark.parametrize("cut", [1, 100, "all"])
+def test_read_hf_config_refuses_weights_cut_short(tmp_path: Path, cut: int | str) -> None:
+    """A download or copy stopped part way (or an empty file): every check by name and header passed, and the run's
+    first step stopped in safetensors' SafetensorError traceback ("incomplete metadata, file not fully covered")."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, "tokenizer.json": b"{}"})
+    weights = folder / "model.safetensors"
+    save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(8, 4)}, str(weights))
+    whole = weights.read_bytes()
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    kept = whole[: 0 if cut == "all" else len(whole) - int(cut)]
+    weights.write_bytes(kept)
+    size = "is empty" if cut == "all" else f"is {len(kept)} bytes where its header says {len(whole)}: cut short"
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value) == (
+        f"model folder {folder}: model.safetensors {size} (a download or copy stopped part way): download it again, "
+        "or save the model again with save_pretrained()"
+    )
 
 
 def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:

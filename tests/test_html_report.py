@@ -86,6 +86,9 @@ def test_the_plot_is_linked_as_a_url_whatever_the_page_is_called(tmp_path: Path)
     write_html(to_frame(_run()), tmp_path / "run #1?.html")
     assert (tmp_path / "run #1?.png").read_bytes().startswith(PNG)
     assert '<img src="run%20%231%3F.png"' in (tmp_path / "run #1?.html").read_text()
+    # a name that is not UTF-8 (its byte 0xff, as Python holds it): quote refused it, after the plot was written
+    write_html(to_frame(_run()), tmp_path / "caf\udcff.html")
+    assert '<img src="caf%FF.png"' in (tmp_path / "caf\udcff.html").read_text()
 
 
 def test_the_facts_of_a_run_outside_git_say_its_commit_is_unknown(tmp_path: Path, monkeypatch) -> None:

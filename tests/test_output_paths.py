@@ -5,6 +5,7 @@ cache folders are checked before its first step: a folder this user can write, o
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,26 @@ def test_a_new_file_in_a_run_folder_is_written(run: Path, budget: Path, tmp_path
     assert main(["gate", "--budget", str(budget), results, "--junit", str(run / "gate.xml")]) == 0
     assert main(["compare", str(run), results, "-o", str(run / "compare.md")]) == 0
     assert "<testsuites" in (run / "gate.xml").read_text() and "| baseline |" in (run / "compare.md").read_text()
+
+
+def test_a_pipe_or_device_output_is_written_to_not_replaced(run: Path, budget: Path, tmp_path: Path) -> None:
+    """`-o /dev/stdout`, `--junit /dev/null`, a shell's >(...): a device or a pipe, named through a link or not, takes
+    the output. Renamed over as a file is, it was replaced by a regular file, the link too (as root, /dev/null)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    link = tmp_path / "stdout"
+    link.symlink_to(pipe)
+    for argv, written in (
+        (["report", str(run), "-o", str(link)], b"| baseline |"),
+        (["gate", "--budget", str(budget), str(run), "--junit", str(pipe)], b"<testsuites"),
+    ):
+        reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # open first: the command's open then does not wait
+        try:
+            assert main(argv) == 0
+            assert stat.S_ISFIFO(pipe.stat().st_mode) and link.is_symlink()
+            assert written in os.read(reader, 1 << 16)
+        finally:
+            os.close(reader)
 
 
 def test_the_files_read_may_be_given_as_any_iterable(run: Path) -> None:

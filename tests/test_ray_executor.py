@@ -54,6 +54,40 @@ def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
         make_executor("ray", f"ray://127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("address", ["head", "head:", "head:port", "head:99999", "local", "auto"])
+def test_an_address_that_is_not_host_and_port_is_refused_before_the_run(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray takes a cluster's address as host:port: the dry run passed "head" (the port forgotten) and the run then
+    stopped in ray.init with a ValueError traceback; "local" started a runtime with no node to time on."""
+    monkeypatch.setenv("RAY_ADDRESS", "head")  # what auto joins where it is set
+    shown = "auto (RAY_ADDRESS=head)" if address == "auto" else address
+    with pytest.raises(OptbenchError) as refused:
+        check_reachable(address)
+    assert str(refused.value) == (
+        f"--address {shown} is no Ray cluster's address: give the head's GCS address (host:6379, as ray start "
+        "prints it), ray://head:10001, or auto on a node of the cluster (leave --address out to start a local runtime)"
+    )
+
+
+def test_ray_s_refusal_of_an_address_is_one_line_naming_it(
+    fake_cluster: Callable[[list[dict[str, float]]], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray:// without the ray[client] extra, an HTTP address: ray.init's ValueError was a traceback."""
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda address: None)
+
+    def refuse(**kwargs: Any) -> None:
+        raise ValueError("Ray Client requires pip package `ray[client]`.")
+
+    fake_cluster([])
+    monkeypatch.setattr(sys.modules["ray"], "init", refuse)
+    with pytest.raises(OptbenchError) as refused:
+        make_executor("ray", "ray://head:10001")
+    assert str(refused.value) == "cannot join the Ray cluster at ray://head:10001: Ray Client requires pip package " + (
+        "`ray[client]`."
+    )
+
+
 def test_auto_is_probed_at_ray_address_when_that_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """ray.init("auto") joins RAY_ADDRESS first, and retries it for minutes when nothing answers there."""
     with socket.socket() as probe:

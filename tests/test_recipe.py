@@ -281,6 +281,13 @@ def test_malformed_toml(tmp_path: Path) -> None:
         load_recipe(path)
 
 
+def test_toml_nested_past_the_recursion_limit_is_not_valid_toml(tmp_path: Path) -> None:
+    """tomllib recurses once per nested array: a recipe or budget file of thousands stopped with a traceback."""
+    path = write_recipe(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(OptbenchError, match=r"recipe .*recipe\.toml is not valid TOML: its arrays or tables nest too"):
+        load_recipe(path)
+
+
 def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes('description = "caf\u00e9"\n'.encode("latin-1"))
@@ -547,6 +554,11 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
         ("[model]\nfinetune = 3", r"^\[model.finetune\] must be a table, not 3"),
         ("dataset = []", r"\[dataset\] must be a table"),
         ("[dataset]\nsource = 3", r"\[dataset\] source = 3 has the wrong type: expected a string"),
+        # an empty path was the recipe's own folder: "model folder RECIPES has no readable config.json", "dataset
+        # RECIPES is a folder", with no word of the "" written
+        ('[model]\ncheckpoint = ""', r'^\[model\] checkpoint = "": an empty path names no file or folder: give one'),
+        ('[dataset]\nsource = " "', r'^\[dataset\] source = " ": an empty path names no file or folder: give one'),
+        ("[[steps]]\nname = 'distill'\nstudent = ''", r'^\[\[steps\]\] #1 \(distill\) student = "": an empty path'),
         ("[dataset]\ntest_fraction = 0", r"^\[dataset\] fractions .* out of range"),
         ('steps = ["finetune"]', "steps must be an array of tables"),
         ('steps = {name = "finetune"}', "steps must be an array of tables"),

@@ -186,6 +186,9 @@ def test_damaged_report_is_refused(tmp_path: Path, damage: Any) -> None:
         (lambda d: d["accuracy"]["metrics"].update(accuracy=1.5), "accuracy = 1.5 is not a fraction, 0 to 1"),
         (lambda d: d["measurements"][0].update(speedup_p50=True), "speedup_p50 = True is not a number"),
         (lambda d: d["measurements"][0]["latency"].update(n=0), "iterations = 0 is not a whole number, 1 or more"),
+        # divided by: a speedup of -1 in the table's noise check (1 + speedup), a p50 of 0 in the gate's speedup
+        (lambda d: d["measurements"][0].update(speedup_p50=-1), "speedup_p50 = -1 is not a number above 0"),
+        (lambda d: d["measurements"][0]["latency"].update(p50_ms=0), "p50_ms = 0.0 is not a number above 0"),
     ],
 )
 def test_a_report_value_of_the_wrong_kind_is_refused_naming_it(tmp_path: Path, damage: Any, named: str) -> None:
@@ -199,6 +202,18 @@ def test_a_json_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_bytes(b'{"schema": "optbench.report", "note": "caf\xe9"}')
     with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: 'utf-8' codec can't decode"):
         read_report(tmp_path / "x.json")
+
+
+def test_a_report_or_failures_file_nested_past_the_recursion_limit_is_refused(tmp_path: Path) -> None:
+    """Thousands of nested [ or {: Python's json recursed past its limit, and report, compare and gate stopped with a
+    RecursionError traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "x.json").write_text(f'{{"schema": "optbench.report", "note": {deep}}}')
+    with pytest.raises(OptbenchError, match=r"cannot read .*x\.json: maximum recursion depth exceeded.*; delete or"):
+        read_report(tmp_path / "x.json")
+    (tmp_path / FAILURES_FILE).write_text(deep)
+    with pytest.raises(OptbenchError, match=r"failures\.json is damaged \(maximum recursion depth exceeded"):
+        load_failures(tmp_path)
 
 
 def test_a_failures_file_that_is_not_utf8_is_named_as_damaged(tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ class RayExecutor:
         if address:
             try:
                 ray.init(address=address, log_to_driver=False)
-            except ConnectionError as exc:  # "auto" with no cluster on this node
+            # ConnectionError: "auto" with no cluster on this node; ValueError: ray:// without ray[client], and others
+            except (ConnectionError, ValueError) as exc:
                 raise OptbenchError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         else:
             # "local": a runtime of its own, even where RAY_ADDRESS or a `ray start` on this node names a cluster
@@ -204,13 +205,23 @@ def check_available(address: str | None) -> None:
 
 def check_reachable(address: str) -> None:
     """Fail at once, naming the address, when nothing answers at host:port (a GCS address or ray://host:port):
-    ray.init retries an unreachable cluster for minutes. "auto" means RAY_ADDRESS where that is set (Ray takes it
-    first), probed the same way; else Ray looks up the cluster started on this node itself."""
+    ray.init retries an unreachable cluster for minutes; and when it is no host:port (nor ray://host). "auto"
+    means RAY_ADDRESS where that is set (Ray takes it first), probed the same way; else Ray looks up the cluster
+    started on this node itself."""
     from_environment = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
-    host, _, port = from_environment.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    if from_environment == "auto":
         return
     shown = address if from_environment == address else f"auto (RAY_ADDRESS={from_environment})"
+    host, _, port = from_environment.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if from_environment.startswith("ray://"):  # Ray's client may take a host alone; its refusal is named on init
+            return
+        # Ray's GCS address is host:port: "head" passed the dry run and stopped the run in ray.init's ValueError
+        raise OptbenchError(
+            f"--address {shown} is no Ray cluster's address: give the head's GCS address (host:6379, as ray start "
+            "prints it), ray://head:10001, or auto on a node of the cluster (leave --address out to start a local "
+            "runtime)"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:

@@ -199,7 +199,7 @@ class DistillConfig(TrainingConfig, LogitDistillation):
         """A student folder given in a recipe is taken from the recipe's folder."""
         if self.student in (TEACHER, PARAPHRASE_L3):
             return self
-        return replace(self, student=recipe_path(base, self.student))
+        return replace(self, student=recipe_path(base, self.student, "student"))
 
 
 def apply(config: DistillConfig, artifact: ModelArtifact, data: LabelledData, out_dir: Path) -> ModelArtifact:
