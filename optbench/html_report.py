@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from optbench.atomic import write_bytes_atomic, write_text_atomic
+from optbench.atomic import write_all_atomic
 from optbench.encoding import Shape
 from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
@@ -242,21 +242,20 @@ def write_html(
     if missing:
         log.warning("%s has no plots: %s", path.name, missing)
     runs = list(frame.groupby(["recipe", "run_id"], sort=False))
-    sections, written = [], []
+    sections, plots = [], []
     for n, ((recipe, run_id), run) in enumerate(runs):
         title = f"{recipe} · run {run_id}"
         plotted = shape or run_shape(run)
         image = None
         if not missing and not at_shape(run, plotted).empty:
             image = _plot_path(path, n, len(runs))
-            write_bytes_atomic(image, plot_png(run, plotted, title))
-            written.append(image)
+            plots.append((image, plot_png(run, plotted, title)))
         notes = run_notes(run, frame.attrs.get("peer_budget_points", DEFAULT_BUDGET_POINTS), failed)
         sections.append(_section(run, title, plotted, image, missing, notes))
     recipes = dict.fromkeys(str(recipe) for (recipe, _), _ in runs)  # each once, however many of its runs
     page = _PAGE.format(title=html.escape(f"optbench · {', '.join(recipes)}"), body="\n".join(sections))
-    write_text_atomic(path, page)
-    return [path, *written]
+    write_all_atomic([(path, page.encode("utf-8")), *plots])  # the page and its plots, all or none
+    return [path, *(image for image, _ in plots)]
 
 
 def html_files(frame: pd.DataFrame, path: Path) -> list[Path]:

@@ -169,6 +169,24 @@ def test_several_runs_get_a_plot_each(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["page.html", "page-1.png", "page-2.png"]
 
 
+def test_a_plot_that_fails_leaves_no_plot_written_before_it(tmp_path: Path, monkeypatch) -> None:
+    # each plot was written as it was drawn: the second run's failing left the first's PNG, and no page
+    from optbench import html_report
+
+    drawn = html_report.plot_png
+
+    def second_fails(run, shape, title: str) -> bytes:
+        if "20261201T000000Z-0000" in title:
+            raise OSError("matplotlib ran out of something")
+        return drawn(run, shape, title)
+
+    monkeypatch.setattr(html_report, "plot_png", second_fails)
+    second = [dataclasses.replace(r, run_id="20261201T000000Z-0000") for r in _run()]
+    with pytest.raises(OSError, match="ran out"):
+        write_html(to_frame(_run() + second), tmp_path / "page.html")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_page_title_names_each_recipe_once(tmp_path: Path) -> None:
     # a recipe's name stood once per run: two runs of demo read "optbench · demo, demo"
     second = [dataclasses.replace(r, run_id="20261201T000000Z-0000") for r in _run()]
