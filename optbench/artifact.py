@@ -153,12 +153,14 @@ class ModelArtifact:
 def safetensors_header(path: Path) -> dict[str, Any]:
     """The tensors a safetensors file holds, by name (dtype, shape and offsets), read without its weights. A file
     whose first 8 bytes give a header longer than the file is no safetensors file (ValueError): reading that many
-    bytes would ask for up to 16 EiB."""
+    bytes would ask for up to 16 EiB. So is one whose header is not a JSON object."""
     with path.open("rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
         if length > path.stat().st_size - 8:
             raise ValueError(f"{path} is not a safetensors file: its header length {length} is past its end")
         header = json.loads(handle.read(length))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file: its header is a JSON {type(header).__name__}")
     return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
 
 

@@ -45,6 +45,18 @@ PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes star
 DISTILBERT_KEYS = {"num_hidden_layers": "n_layers", "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
 # how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+# how an HTML page starts, lower-cased: what a download that got a login or error page saves in place of a file
+HTML_STARTS = (b"<!doctype html", b"<html")
+UTF8_BOM = b"\xef\xbb\xbf"  # what some editors and servers write before a page's first character
+# the longest header safetensors reads (its MAX_HEADER_SIZE): a longer "length" is another kind of file's first bytes
+MAX_SAFETENSORS_HEADER = 100_000_000
+STOPPED_PART_WAY = "(a download or copy stopped part way)"
+NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
+# how to put whole weights in place of a file that is not
+FETCH_WEIGHTS_AGAIN = (
+    "download it again (git lfs pull in a clone of the model, or huggingface-cli download), or copy it whole; or "
+    "save the model again with save_pretrained()"
+)
 
 
 def check_model_folder(folder: Path, option: str | None = None) -> None:
@@ -65,11 +77,11 @@ def check_model_folder(folder: Path, option: str | None = None) -> None:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
-    weights and a tokenizer vocabulary, none of them a Git LFS pointer)."""
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its safetensors whole safetensors files)."""
     check_model_folder(folder)
     weights = weight_files(folder)
     _check_not_lfs_pointers(folder, weights)
-    _check_weights_whole(folder, weights)
+    _check_safetensors(folder, weights)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -117,24 +129,49 @@ def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
         )
 
 
-def _check_weights_whole(folder: Path, weights: list[Path]) -> None:
-    """Refuse a safetensors file that is empty or shorter than its header says (a download or copy stopped part way):
-    it passed every check by name and header, and the run's first step stopped in safetensors' SafetensorError
-    traceback. A file whose header cannot be read is left to the load that reads it."""
+def _check_safetensors(folder: Path, weights: list[Path]) -> None:
+    """Refuse a safetensors file that is not one, whole: an HTML page (a download that got a login or error page),
+    other bytes whose first 8 give no header length, a header that is not the JSON of its tensors, or a file empty,
+    shorter or longer than its header says (a download or copy stopped part way). Each passed every check by name,
+    and the run's first step stopped in safetensors' SafetensorError traceback. Every shard is checked; a file that
+    cannot be read is left to the load that reads it."""
     for path in weights:
         if path.suffix != ".safetensors":
             continue
         try:
-            size = path.stat().st_size
-            whole = safetensors_size(path) if size else 0
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            problem = _safetensors_problem(path)
+        except OSError:
             continue
-        if size == 0 or size < whole:
-            short = "is empty" if size == 0 else f"is {size} bytes where its header says {whole}: cut short"
-            raise OptbenchError(
-                f"model folder {folder}: {path.name} {short} (a download or copy stopped part way): download it "
-                "again, or save the model again with save_pretrained()"
-            )
+        if problem is not None:
+            raise OptbenchError(f"model folder {folder}: {path.name} {problem}: {FETCH_WEIGHTS_AGAIN}")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What keeps the safetensors file at `path` from loading, as `_check_safetensors` tells it; None for none."""
+    with path.open("rb") as handle:
+        start = handle.read(64)
+    size = path.stat().st_size
+    if size == 0:
+        return f"is empty {STOPPED_PART_WAY}"
+    if start.removeprefix(UTF8_BOM).lstrip().lower().startswith(HTML_STARTS):
+        return "is an HTML page, not weights (a download that got a login or error page)"
+    length = int.from_bytes(start[:8], "little")
+    if size < 8 or length > MAX_SAFETENSORS_HEADER:
+        return "is not safetensors: its first 8 bytes are not a safetensors header length"
+    if start[8:9] not in (b"{", b""):  # safetensors' header is a JSON object, from the 9th byte
+        return NOT_ITS_HEADER
+    if 8 + length > size:
+        return f"is {size} bytes where its header length says at least {8 + length}: cut short {STOPPED_PART_WAY}"
+    try:
+        whole = safetensors_size(path)
+    # ValueError: not JSON, not UTF-8, not an object; RecursionError: deeply nested; the others: entries not tensors
+    except (ValueError, RecursionError, KeyError, TypeError, IndexError):
+        return NOT_ITS_HEADER
+    if size < whole:
+        return f"is {size} bytes where its header says {whole}: cut short {STOPPED_PART_WAY}"
+    if size > whole:
+        return f"is {size} bytes where its header says {whole}: other bytes follow its tensors"
+    return None
 
 
 def _is_lfs_pointer(path: Path) -> bool:

@@ -4,6 +4,7 @@ checkpoint folders."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,30 @@ def deny_permission(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, refu
     monkeypatch.setattr(owner, name, refusing)
 
 
+def safetensors_bytes(shapes: dict[str, list[int]]) -> bytes:
+    """A safetensors file of F32 zeros of these shapes, by name, with a __metadata__ entry as transformers writes."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header).encode()
+    return len(encoded).to_bytes(8, "little") + encoded + b"\0" * offset
+
+
+# small weights a checkpoint's checks take for a model.safetensors: a whole safetensors file of no layer the checks
+# look for (a classifier's head)
+FAKE_WEIGHTS = safetensors_bytes({"weights": [8, 8]})
+
+
 def fake_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> Path:
     """A folder that looks like a Hugging Face checkpoint, with small fake weights."""
     return write_files(
         folder,
         {
             "config.json": json.dumps(config or {"architectures": ["BertModel"]}).encode(),
-            "model.safetensors": b"weights" * 100,
+            "model.safetensors": FAKE_WEIGHTS,
             "tokenizer.json": b"{}",
         },
     )

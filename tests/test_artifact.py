@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import fake_checkpoint, write_files
+from conftest import fake_checkpoint, safetensors_bytes, write_files
 
 from optbench import atomic
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash, safetensors_header, weight_files
@@ -181,22 +180,10 @@ def test_size_mb_of_a_real_checkpoint(tiny_classifier: Path) -> None:
     assert artifact.size_mb() == pytest.approx(weights / MIB)
 
 
-def _safetensors(shapes: dict[str, list[int]]) -> bytes:
-    """A safetensors file of F32 zeros of these shapes, by name, with a __metadata__ entry as transformers writes."""
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        size = 4 * math.prod(shape)
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    encoded = json.dumps(header).encode()
-    return len(encoded).to_bytes(8, "little") + encoded + b"\0" * offset
-
-
 def test_parameters_add_up_every_shard(tmp_path: Path) -> None:
     shards = {
-        "model-00001-of-00002.safetensors": _safetensors({"a": [4, 4], "b": [3]}),
-        "model-00002-of-00002.safetensors": _safetensors({"c": [2, 5]}),
+        "model-00001-of-00002.safetensors": safetensors_bytes({"a": [4, 4], "b": [3]}),
+        "model-00002-of-00002.safetensors": safetensors_bytes({"c": [2, 5]}),
     }
     folder = write_files(tmp_path / "m", {"config.json": b"{}", **shards})
     assert ModelArtifact(folder, "hf", ("a", "b"), "x").parameters() == 16 + 3 + 10
@@ -204,7 +191,7 @@ def test_parameters_add_up_every_shard(tmp_path: Path) -> None:
 
 def test_a_safetensors_header_longer_than_the_file_is_refused(tmp_path: Path) -> None:
     """Its header may fill the file to its end, not a byte past it: reading that many bytes could ask for 16 EiB."""
-    whole = _safetensors({})
+    whole = safetensors_bytes({})
     path = tmp_path / "model.safetensors"
     path.write_bytes(whole)
     assert safetensors_header(path) == {}

@@ -189,6 +189,21 @@ def test_unreadable_model_folder(tmp_path: Path, reviews_csv: Path, capsys) -> N
     _fails(["run", str(recipe), "--results", str(tmp_path / "results")], capsys, "is not valid JSON")
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_weights_that_are_an_html_page(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, dry_run: list[str], capsys
+) -> None:
+    """A download that got a login page in place of model.safetensors: one line before the first step (and in the
+    dry run), where the first step stopped in safetensors' traceback ("header too large")."""
+    model = shutil.copytree(tiny_classifier, tmp_path / "model")
+    (model / "model.safetensors").write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), *dry_run]
+    message = f"model folder {model}: model.safetensors is an HTML page, not weights (a download that got a login"
+    _fails(args, capsys, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
     model = tmp_path / "model"
     model.mkdir()

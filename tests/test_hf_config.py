@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import deny_permission, fake_checkpoint, write_files
+from conftest import FAKE_WEIGHTS, deny_permission, fake_checkpoint, write_files
 
 from optbench.artifact import HF_FILES
 from optbench.errors import OptbenchError
@@ -54,13 +54,13 @@ def test_read_hf_config_refuses_a_file(tmp_path: Path) -> None:
 
 
 def test_read_hf_config_without_config_json(tmp_path: Path) -> None:
-    folder = write_files(tmp_path / "m", {"model.safetensors": b"w"})
+    folder = write_files(tmp_path / "m", {"model.safetensors": FAKE_WEIGHTS})
     with pytest.raises(OptbenchError, match=r"has no readable config\.json \(No such file or directory\)"):
         read_hf_config(folder)
 
 
 def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": b"{not json", "model.safetensors": b"w"})
+    folder = write_files(tmp_path / "m", {"config.json": b"{not json", "model.safetensors": FAKE_WEIGHTS})
     with pytest.raises(OptbenchError, match=r"config\.json is not valid JSON"):
         read_hf_config(folder)
 
@@ -74,7 +74,7 @@ def test_read_hf_config_with_invalid_json(tmp_path: Path) -> None:
     ],
 )
 def test_read_hf_config_that_is_not_a_json_object(tmp_path: Path, content: bytes, problem: str) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": b"w"})
+    folder = write_files(tmp_path / "m", {"config.json": content, "model.safetensors": FAKE_WEIGHTS})
     with pytest.raises(OptbenchError, match=problem):
         read_hf_config(folder)
 
@@ -87,13 +87,13 @@ def test_read_hf_config_without_weights(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
 def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: b"w", "vocab.txt": b"a"})
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: FAKE_WEIGHTS, "vocab.txt": b"a"})
     assert read_hf_config(folder) == {"model_type": "bert"}
 
 
 def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
     """Without one, transformers builds a tokenizer of the special tokens alone that reads every word as [UNK]."""
-    files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer_config.json": b"{}"}
+    files = {"config.json": BERT_CONFIG, "model.safetensors": FAKE_WEIGHTS, "tokenizer_config.json": b"{}"}
     folder = write_files(tmp_path / "m", files)
     with pytest.raises(OptbenchError, match=r"has no tokenizer vocabulary \(tokenizer\.json, vocab\.txt, .*save the "):
         read_hf_config(folder)
@@ -111,7 +111,7 @@ def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
 def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, pointer: str) -> None:
     """A Hub repository cloned without git-lfs: every file there by name, the large ones a few lines of text. It
     passed, and the run failed when a step or job loaded the weights, with safetensors' own error."""
-    files = {"config.json": BERT_CONFIG, weights: b"w", "tokenizer.json": b"{}"}
+    files = {"config.json": BERT_CONFIG, weights: FAKE_WEIGHTS, "tokenizer.json": b"{}"}
     files[pointer] = LFS_POINTER_TEXT
     folder = write_files(tmp_path / "m", files)
     message = rf"has Git LFS pointers in place of {pointer}: run `git lfs install && git lfs pull` in that folder"
@@ -119,10 +119,18 @@ def test_read_hf_config_refuses_git_lfs_pointers(tmp_path: Path, weights: str, p
         read_hf_config(folder)
 
 
-@pytest.mark.parametrize("cut", [1, 100, "all"])
-def test_read_hf_config_refuses_weights_cut_short(tmp_path: Path, cut: int | str) -> None:
-    """A download or copy stopped part way (or an empty file): every check by name and header passed, and the run's
-    first step stopped in safetensors' SafetensorError traceback ("incomplete metadata, file not fully covered")."""
+FETCH_AGAIN = (
+    "download it again (git lfs pull in a clone of the model, or huggingface-cli download), or copy it whole; or save "
+    "the model again with save_pretrained()"
+)
+STOPPED = "(a download or copy stopped part way)"
+
+
+@pytest.mark.parametrize("kept", [-1, -100, 20, 0])
+def test_read_hf_config_refuses_weights_cut_short(tmp_path: Path, kept: int) -> None:
+    """A download or copy stopped part way (in its tensors, in its header, or an empty file): every check by name
+    passed, and the run's first step stopped in safetensors' SafetensorError traceback ("incomplete metadata, file not
+    fully covered")."""
     import torch
     from safetensors.torch import save_file
 
@@ -131,15 +139,62 @@ def test_read_hf_config_refuses_weights_cut_short(tmp_path: Path, cut: int | str
     save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(8, 4)}, str(weights))
     whole = weights.read_bytes()
     assert read_hf_config(folder) == {"model_type": "bert"}
-    kept = whole[: 0 if cut == "all" else len(whole) - int(cut)]
-    weights.write_bytes(kept)
-    size = "is empty" if cut == "all" else f"is {len(kept)} bytes where its header says {len(whole)}: cut short"
+    weights.write_bytes(whole[:kept])
+    header_end = 8 + int.from_bytes(whole[:8], "little")
+    size = {
+        -1: f"is {len(whole) - 1} bytes where its header says {len(whole)}: cut short",
+        -100: f"is {len(whole) - 100} bytes where its header says {len(whole)}: cut short",
+        20: f"is 20 bytes where its header length says at least {header_end}: cut short",
+        0: "is empty",
+    }[kept]
     with pytest.raises(OptbenchError) as refused:
         read_hf_config(folder)
-    assert str(refused.value) == (
-        f"model folder {folder}: model.safetensors {size} (a download or copy stopped part way): download it again, "
-        "or save the model again with save_pretrained()"
-    )
+    assert str(refused.value) == f"model folder {folder}: model.safetensors {size} {STOPPED}: {FETCH_AGAIN}"
+
+
+NOT_A_LENGTH = "is not safetensors: its first 8 bytes are not a safetensors header length"
+AN_HTML_PAGE = "is an HTML page, not weights (a download that got a login or error page)"
+NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
+
+
+def _header(text: bytes) -> bytes:
+    return len(text).to_bytes(8, "little") + text
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'<!DOCTYPE html>\n<html lang="en"><title>Sign in</title>', AN_HTML_PAGE),  # a login page
+        (b"\xef\xbb\xbf\n  <HTML><body>404</body></HTML>", AN_HTML_PAGE),  # an error page, with a BOM and space
+        (b"not weights", NOT_A_LENGTH),
+        (b"w", NOT_A_LENGTH),
+        (b"PK\x03\x04\0\0\x08\x08" + b"\0" * 60, NOT_A_LENGTH),  # torch.save's zip (pytorch_model.bin), misnamed
+        (b"PK\x03\x04\0\0\0\0" + b"\0" * 60, NOT_ITS_HEADER),  # a zip whose first 8 bytes could be a length
+        (_header(b"[1, 2]"), NOT_ITS_HEADER),
+        (_header(b"{not json"), NOT_ITS_HEADER),
+        (_header(b'{"w": {"dtype": "F32", "shape": [1]}}'), NOT_ITS_HEADER),  # an entry without offsets
+        (FAKE_WEIGHTS + b"\0" * 4, f"is {len(FAKE_WEIGHTS) + 4} bytes where its header says {len(FAKE_WEIGHTS)}"),
+    ],
+)
+def test_read_hf_config_refuses_weights_that_are_not_safetensors(tmp_path: Path, content: bytes, problem: str) -> None:
+    """A download that got a login or error page, or any other bytes named model.safetensors: every check by name
+    passed, and the run's first step stopped in safetensors' SafetensorError traceback ("header too large")."""
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").write_bytes(content)
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value).startswith(f"model folder {folder}: model.safetensors {problem}")
+    assert str(refused.value).endswith(f": {FETCH_AGAIN}")
+
+
+def test_read_hf_config_checks_every_shard_is_safetensors(tmp_path: Path) -> None:
+    """A sharded checkpoint's weights are each checked: one page among whole shards is named."""
+    shards = [f"model-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    write_files(folder, {shards[0]: FAKE_WEIGHTS, shards[1]: b"<!doctype html><html></html>"})
+    with pytest.raises(OptbenchError, match=f"^model folder {re.escape(str(folder))}: {shards[1]} is an HTML page"):
+        read_hf_config(folder)
 
 
 def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
@@ -154,7 +209,7 @@ def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """There is nothing for git-lfs to fetch: the load that needs the file says why it cannot read it."""
-    files = {"config.json": BERT_CONFIG, "model.safetensors": b"w", "tokenizer.json": b"{}"}
+    files = {"config.json": BERT_CONFIG, "model.safetensors": FAKE_WEIGHTS, "tokenizer.json": b"{}"}
     unreadable = write_files(tmp_path / "m", files) / "tokenizer.json"
     deny_permission(monkeypatch, Path, "open", unreadable)
     assert read_hf_config(unreadable.parent) == {"model_type": "bert"}
@@ -163,7 +218,9 @@ def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
 def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
     assert vocabulary in HF_FILES  # carried along with the model by every step
-    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, "model.safetensors": b"w", vocabulary: b"v"})
+    folder = write_files(
+        tmp_path / "m", {"config.json": BERT_CONFIG, "model.safetensors": FAKE_WEIGHTS, vocabulary: b"v"}
+    )
     assert read_hf_config(folder) == {"model_type": "bert"}
 
 
@@ -185,7 +242,7 @@ def test_read_hf_config_refuses_a_model_type_transformers_cannot_build(
     """Found when the checkpoint is read; before, the benchmark's first job failed on transformers' upgrade hint. A
     type this transformers does not know may be newer than it, and is told so; a config without one is not: no
     upgrade gives it a model_type. A list was a TypeError (transformers' mapping hashes what it looks up)."""
-    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": FAKE_WEIGHTS, "vocab.txt": b"a"}
     folder = write_files(tmp_path / "m", files)
     upgrade = UPGRADE if "model_type" in config else ""
     with pytest.raises(
@@ -204,7 +261,7 @@ def test_read_hf_config_refuses_a_model_that_is_no_encoder(tmp_path: Path, model
     """transformers knows these types, but they failed part way through a run: a GPT-2 tokenizer without a pad
     token on the first batch (a traceback), GPT-2's and T5's ONNX exports on onnxruntime's check (an error saying to
     re-run the onnx step), and torch INT8 left GPT-2's Conv1D layers FP32 while the report called the model INT8."""
-    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": b"w"}
+    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": FAKE_WEIGHTS}
     folder = write_files(tmp_path / "m", {**files, "vocab.json": b"v"})
     family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
     message = (
@@ -224,7 +281,11 @@ def test_read_hf_config_refuses_a_model_with_no_text_classifier(
     """An image or audio model (a ViT classifier) passed as an encoder to fine-tune: the fine-tune's
     AutoModelForSequenceClassification failed with a traceback after the dry run passed. Without a vocabulary, as such
     a checkpoint comes, it was told to save its tokenizer into the folder."""
-    files = {"config.json": json.dumps({"model_type": model_type}).encode(), "model.safetensors": b"w", **vocabulary}
+    files = {
+        "config.json": json.dumps({"model_type": model_type}).encode(),
+        "model.safetensors": FAKE_WEIGHTS,
+        **vocabulary,
+    }
     folder = write_files(tmp_path / "m", files)
     family = ", ".join(f'"{name}"' for name in BERT_FAMILY)
     message = (
@@ -244,7 +305,7 @@ def test_read_hf_config_refuses_a_model_with_no_text_classifier(
 def test_read_hf_config_takes_every_encoder(tmp_path: Path, model_type: str) -> None:
     """BERT's kin have a causal LM too (a BERT can be built as a decoder): they are encoders all the same."""
     config = {"model_type": model_type}
-    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"v"}
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": FAKE_WEIGHTS, "vocab.txt": b"v"}
     assert read_hf_config(write_files(tmp_path / "m", files)) == config
 
 
@@ -266,7 +327,7 @@ def test_read_hf_config_refuses_architectures_that_are_not_a_list_of_names(
     tmp_path: Path, config: dict[str, Any], problem: str
 ) -> None:
     """A string was read as no classifier head (a trained classifier fine-tuned again), a number as a traceback."""
-    files = {"config.json": json.dumps({"model_type": "bert", **config}).encode(), "model.safetensors": b"w"}
+    files = {"config.json": json.dumps({"model_type": "bert", **config}).encode(), "model.safetensors": FAKE_WEIGHTS}
     folder = write_files(tmp_path / "m", {**files, "vocab.txt": b"a"})
     with pytest.raises(OptbenchError, match=rf"config\.json: {problem}"):
         read_hf_config(folder)
@@ -291,7 +352,7 @@ def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
     tmp_path: Path, config: dict[str, Any], problem: str
 ) -> None:
     """transformers fails to load these (a list, a gap) or sizes the head by num_labels: refused before any step."""
-    files = {"config.json": json.dumps(config).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    files = {"config.json": json.dumps(config).encode(), "model.safetensors": FAKE_WEIGHTS, "vocab.txt": b"a"}
     folder = write_files(tmp_path / "m", files)
     with pytest.raises(OptbenchError, match=rf"config\.json: {problem}.*: write id2label as"):
         read_hf_config(folder)
@@ -307,7 +368,11 @@ def test_read_hf_config_refuses_a_label_map_transformers_cannot_size(
 )
 def test_read_hf_config_refuses_a_label_named_for_two_ids(tmp_path: Path, id2label: dict, repeated: str) -> None:
     """align_labels mapped the name to the first id, so a prediction of the other counted as wrong."""
-    files = {"config.json": json.dumps({"id2label": id2label}).encode(), "model.safetensors": b"w", "vocab.txt": b"a"}
+    files = {
+        "config.json": json.dumps({"id2label": id2label}).encode(),
+        "model.safetensors": FAKE_WEIGHTS,
+        "vocab.txt": b"a",
+    }
     folder = write_files(tmp_path / "m", files)
     message = rf"config\.json: id2label names one label for several ids \({repeated}\): edit id2label in config\.json"
     with pytest.raises(OptbenchError, match=message):
@@ -415,13 +480,16 @@ def test_read_hf_config_checks_the_head_in_whichever_shard_holds_it(tmp_path: Pa
         read_hf_config(folder)
 
 
-@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
-@pytest.mark.parametrize("headless", [False, True])
+@pytest.mark.parametrize(
+    ("weights_file", "headless"),
+    [("pytorch_model.bin", False), ("model.safetensors", True), ("pytorch_model.bin", True)],
+)
 def test_read_hf_config_leaves_a_head_it_cannot_find_to_the_load(
     tmp_path: Path, weights_file: str, headless: bool
 ) -> None:
-    """Weights that are not what their name says, or that hold no classifier under the names the BERT family gives
-    it: not refused as a head of no outputs, but left to transformers' load, which says what it finds."""
+    """A pytorch_model.bin that is not what its name says, or weights that hold no classifier under the names the
+    BERT family gives it: not refused as a head of no outputs, but left to transformers' load, which says what it
+    finds (a model.safetensors that is not one is refused as such)."""
     import torch
     from safetensors.torch import save_file
 
