@@ -133,28 +133,28 @@ def _check_safetensors(folder: Path, weights: list[Path]) -> None:
     """Refuse a safetensors file that is not one, whole: an HTML page (a download that got a login or error page),
     other bytes whose first 8 give no header length, a header that is not the JSON of its tensors, or a file empty,
     shorter or longer than its header says (a download or copy stopped part way). Each passed every check by name,
-    and the run's first step stopped in safetensors' SafetensorError traceback. Every shard is checked; a file that
-    cannot be read is left to the load that reads it."""
+    and the run's first step stopped in safetensors' SafetensorError traceback. Every shard is checked, and other
+    weight files (pytorch_model.bin) for an HTML page; a file that cannot be read is left to the load that reads it."""
     for path in weights:
-        if path.suffix != ".safetensors":
-            continue
         try:
-            problem = _safetensors_problem(path)
+            problem = _weights_problem(path)
         except OSError:
             continue
         if problem is not None:
             raise OptbenchError(f"model folder {folder}: {path.name} {problem}: {FETCH_WEIGHTS_AGAIN}")
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """What keeps the safetensors file at `path` from loading, as `_check_safetensors` tells it; None for none."""
+def _weights_problem(path: Path) -> str | None:
+    """What keeps the weight file at `path` from loading, as `_check_safetensors` tells it; None for none."""
     with path.open("rb") as handle:
         start = handle.read(64)
     size = path.stat().st_size
-    if size == 0:
-        return f"is empty {STOPPED_PART_WAY}"
     if start.removeprefix(UTF8_BOM).lstrip().lower().startswith(HTML_STARTS):
         return "is an HTML page, not weights (a download that got a login or error page)"
+    if path.suffix != ".safetensors":
+        return None
+    if size == 0:
+        return f"is empty {STOPPED_PART_WAY}"
     length = int.from_bytes(start[:8], "little")
     if size < 8 or length > MAX_SAFETENSORS_HEADER:
         return "is not safetensors: its first 8 bytes are not a safetensors header length"

@@ -197,6 +197,15 @@ def test_read_hf_config_checks_every_shard_is_safetensors(tmp_path: Path) -> Non
         read_hf_config(folder)
 
 
+def test_read_hf_config_refuses_an_html_page_saved_as_pytorch_model_bin(tmp_path: Path) -> None:
+    """torch.load's unpickling error, in the first step, told it before: weights of any kind that are a page."""
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    write_files(folder, {"pytorch_model.bin": b"\n  <HTML><body>404</body></HTML>"})
+    with pytest.raises(OptbenchError, match=r": pytorch_model\.bin is an HTML page, not weights"):
+        read_hf_config(folder)
+
+
 def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
     """Each file `git lfs pull` must fetch is named, the weights first."""
     files = {"config.json": BERT_CONFIG, "model.safetensors": LFS_POINTER_TEXT, "tokenizer.json": LFS_POINTER_TEXT}
