@@ -26,6 +26,7 @@ SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"
 FILE_OPTIONS = ("text_column", "label_column", "group_column", "split_column")  # DatasetConfig's, for files only
 RUN_OPTIONS = {"text_column": "--text-column", "label_column": "--label-column"}  # those `optbench run` sets too
 HASH_SPLIT_OPTIONS = ("group_column", "validation_fraction", "test_fraction")  # used only without a split_column
+SINGLE_ROW_WARNING_ROWS = 50  # data this large, where a label of one row is more likely a stray than a class
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
             config.source,
             listed([label_names[i] for i in untrained]),
         )
+    _warn_of_single_row_labels(label_ids, label_names, config.source)
     digest = hashlib.sha256()
     for name in SPLITS:
         digest.update(json.dumps([splits[name].texts, splits[name].labels.tolist()]).encode())
@@ -195,6 +197,23 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         listed(label_names),
     )
     return data
+
+
+def _warn_of_single_row_labels(label_ids: np.ndarray, label_names: list[str], source: str) -> None:
+    """Warn of labels that one row alone carries, in data of SINGLE_ROW_WARNING_ROWS rows or more: most often a stray
+    (a label misspelt, a CSV cut off mid-row, whose last field became a label), which counts as a class of its own."""
+    if len(label_ids) < SINGLE_ROW_WARNING_ROWS:
+        return
+    counts = np.bincount(label_ids, minlength=len(label_names))
+    single = [label_names[i] for i in np.flatnonzero(counts == 1)]
+    if single:
+        log.warning(
+            "dataset %s: label(s) %s are carried by one row each of %d: if one is a stray (a misspelt label, a row cut "
+            "off mid-line), correct or drop that row, else it is a class of its own",
+            source,
+            listed(single),
+            len(label_ids),
+        )
 
 
 def _set_among(config: DatasetConfig, names: Collection[str]) -> list[str]:

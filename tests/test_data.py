@@ -214,6 +214,22 @@ def test_labels_without_train_rows_are_named(make_csv: MakeCsv, caplog: pytest.L
     assert "label(s) ['meh'] have no train rows" in caplog.text
 
 
+def test_a_label_of_one_row_is_warned_of_as_a_likely_stray(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
+    """A CSV cut off inside its last row's label ("pos" -> "po") made a class of that row alone, without a word."""
+    path = make_csv(labelled_rows(60))
+    path.write_bytes(path.read_bytes().rstrip()[:-1])  # the last row's label loses its last letter
+    with caplog.at_level("WARNING", logger="optbench.data"):
+        data = load_dataset(DatasetConfig(source=str(path)))
+    assert data.label_names == ("neg", "po", "pos")
+    assert "label(s) ['po'] are carried by one row each of 60: if one is a stray" in caplog.text
+    caplog.clear()
+    small = labelled_rows(49)
+    small["label"][-1] = "meh"
+    with caplog.at_level("WARNING", logger="optbench.data"):  # in data this small, one row may well be a class
+        load_dataset(DatasetConfig(source=str(make_csv(small))))
+    assert "one row each" not in caplog.text
+
+
 def test_split_column_takes_dev_and_val_as_validation(make_csv: MakeCsv) -> None:
     """GLUE's files, among others, call the validation split dev; others val or valid."""
     rows = labelled_rows(12)
