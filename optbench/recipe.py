@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optbench.bench import BenchConfig
 from optbench.configs import (
@@ -31,6 +31,9 @@ from optbench.measure import Timing
 from optbench.runtimes import ENGINES, RuntimeSpec, declines_precision, runs
 from optbench.steps import LABEL, LABEL_RULE, RecipeStep, parse_step
 from optbench.steps.finetune import FinetuneConfig
+
+if TYPE_CHECKING:
+    from optbench.report import Report
 
 DEFAULT_MODEL = "default"
 TOP_LEVEL_KEYS = ["name", "description", "model", "dataset", "steps", "chains", "bench"]
@@ -91,6 +94,12 @@ def _check_recipe_path(path: Path) -> None:
             f"{path} is a model folder, not a recipe: run a recipe on it with `optbench run RECIPE --model {path}` "
             f"(e.g. {example})"
         )
+    report = _a_report_in(path)
+    if report is not None:
+        raise OptbenchError(
+            f"{path} holds optbench results (recipe {report.recipe!r}, run {report.run_id}), not a recipe: read them "
+            f"with `optbench report {path}`, or give the recipe that made them (e.g. recipes/{report.recipe}.toml)"
+        )
     if path.is_dir():
         recipes = sorted(p.name for p in path.glob("*.toml") if not _is_budget_file(p))
         choice = f"a recipe file (.toml), e.g. {example}"
@@ -102,6 +111,21 @@ def _check_recipe_path(path: Path) -> None:
             f"{path} is a dataset file, not a recipe: run a recipe on it with `optbench run RECIPE --dataset {path}` "
             f"(e.g. {example}; --text-column and --label-column name its columns)"
         )
+
+
+def _a_report_in(path: Path) -> Report | None:
+    """The report `path` is, or the first of a run folder's; None for anything else (or a report it cannot read)."""
+    from optbench.report import read_report
+
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path] if path.suffix.lower() == ".json" else []
+    for file in files:
+        try:
+            report = read_report(file)
+        except OptbenchError:
+            continue
+        if report is not None:
+            return report
+    return None
 
 
 def _is_budget_file(path: Path) -> bool:

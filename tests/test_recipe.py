@@ -819,6 +819,24 @@ def test_a_model_folder_a_dataset_or_a_folder_of_recipes_given_as_the_recipe_is_
         load_recipe(tmp_path)
 
 
+def test_a_report_or_run_folder_given_as_a_recipe_points_to_report(tmp_path: Path) -> None:
+    # a report's .json was called "a dataset file" (run a recipe on it with --dataset), a run folder "a folder"
+    from report_fixtures import make_report
+
+    from optbench.report import write_report
+
+    run = tmp_path / "results" / "demo" / "run-1"
+    write_report(make_report(), run)
+    (report,) = run.glob("*.json")
+    for given in (report, run):
+        message = (
+            f"{given} holds optbench results (recipe 'demo', run 20261130T031500Z-3f9a), not a recipe: read them with "
+            f"`optbench report {given}`, or give the recipe that made them (e.g. recipes/demo.toml)"
+        )
+        with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+            load_recipe(given)
+
+
 def test_a_budget_file_given_as_a_recipe_points_to_gate() -> None:
     budgets = Path(__file__).parents[1] / "recipes" / "budgets.toml"
     with pytest.raises(OptbenchError, match=r"budgets.toml is a budget file.*optbench gate --budget"):
