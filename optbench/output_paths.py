@@ -28,6 +28,11 @@ def check_folder_can_be_written(option: str, folder: Path) -> None:
         raise OptbenchError(f"{option}: {existing} is on a read-only file system: {READ_ONLY_FIX}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OptbenchError(f"{option}: {existing} is not writable by this user: give a folder you can write")
+    if space.f_blocks == 0:  # /proc, /sys: files the kernel makes up, no room for any other (it read as "full")
+        raise OptbenchError(
+            f"{option}: {existing} is on a file system that stores no files (as /proc and /sys): give a folder on "
+            "a disk"
+        )
     free = space.f_frsize * (space.f_bfree if os.geteuid() == 0 else space.f_bavail)  # root may use the reserve
     if free < MIN_FREE_BYTES:
         raise OptbenchError(f"{option}: the file system of {existing} is full ({free >> 10} KiB free): {NO_SPACE_FIX}")

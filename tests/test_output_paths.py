@@ -197,3 +197,10 @@ def test_free_space_is_counted_in_fragments_and_only_what_this_user_may_use(
     with pytest.raises(OptbenchError) as error:
         check_folder_can_be_written("--cache", tmp_path / "cache")
     assert str(error.value).startswith(f"--cache: the file system of {tmp_path} is full {refused}: free some space")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_under_proc_is_refused_as_storing_no_files_not_as_full() -> None:
+    # statvfs gives /proc no blocks at all, so it read "the file system of /proc is full (0 KiB free)"
+    with pytest.raises(OptbenchError, match=r"^--results: /proc is on a file system that stores no files .*on a disk$"):
+        check_folder_can_be_written("--results", Path("/proc/optbench-results"))
