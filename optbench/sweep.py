@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from optbench.atomic import create_json_exclusive, damaged, read_json, require_fields, write_json_atomic
 from optbench.claims import holds_claim, is_dead, lease, read_holder, renew_claim, take_claim, this_process
 from optbench.encoding import Shape
@@ -204,16 +206,34 @@ class SweepStore:
         result = stored["result"]
         require_fields(path, result, *RESULT_FIELDS[job.kind])
         if "logits" in result:
-            result = {**result, "logits": str(self.jobs / result["logits"])}
+            if result["logits"] != self._logits(job).name:  # a path elsewhere (/etc/passwd) or another job's file
+                raise damaged(path, f"'logits' is not {self._logits(job).name}, the file beside it")
+            result = {**result, "logits": str(self._logits(job))}
         return Outcome(job, result)
+
+    def logits(self, job: PlannedJob, rows: int) -> np.ndarray:
+        """The logits the accuracy job `job` stored beside its record: `rows` rows (one per test text) of class
+        scores. A file cut short, not an array, or of another shape (hand-edited, another sweep's) names the
+        record as damaged, whose deletion runs the job again: it ended the run in numpy's traceback, or in an error
+        about the data's labels."""
+        path, record = self._logits(job), self.jobs / f"{job.key}.json"
+        try:
+            logits = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+            raise damaged(record, f"its logits, {path.name}, cannot be read: {exc}") from exc
+        if logits.ndim != 2 or logits.shape[0] != rows or not np.issubdtype(logits.dtype, np.number):
+            raise damaged(
+                record,
+                f"its logits, {path.name}, are {logits.dtype} of shape {logits.shape}, not {rows} rows of scores",
+            )
+        return logits
 
     def record(self, job: PlannedJob, result: dict[str, Any]) -> None:
         """Store a finished job's result (its logits file moved in first, so the record never points at nothing).
         A sweep records only the jobs whose claims it still `holds`."""
         if "logits" in result:
-            name = f"{job.key}.npy"
-            os.replace(result["logits"], self.jobs / name)
-            result = {**result, "logits": name}
+            os.replace(result["logits"], self._logits(job))
+            result = {**result, "logits": self._logits(job).name}
         write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **this_process()})
 
     def record_failure(self, job: PlannedJob, reason: str) -> None:
@@ -320,6 +340,9 @@ class SweepStore:
 
     def _claim(self, job: PlannedJob) -> Path:
         return self.jobs / f"{job.key}.claim"
+
+    def _logits(self, job: PlannedJob) -> Path:
+        return self.jobs / f"{job.key}.npy"
 
 
 def tidy_sweeps(root: Path, current: SweepStore) -> None:

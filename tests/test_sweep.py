@@ -184,6 +184,17 @@ def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
     assert store.forget_failures() == 1 and store.outcome(PlannedJob("accuracy", 1)) is None
 
 
+@pytest.mark.parametrize("logits", ["/etc/passwd", "../inputs/accuracy.npz", "accuracy-pair1.npy"])
+def test_a_record_whose_logits_are_not_the_file_beside_it_is_named_as_damaged(tmp_path: Path, logits: str) -> None:
+    """A record's logits are read from the file beside it: a path elsewhere was read as the record named it."""
+    store = _store(tmp_path)
+    job = PlannedJob("accuracy", 0)
+    record = store.jobs / f"{job.key}.json"
+    record.write_text(json.dumps({"status": "ok", "result": {"logits": logits, "runtime_details": {}}}))
+    with pytest.raises(OptbenchError, match=re.escape(f"{record} is damaged ('logits' is not accuracy-pair0.npy")):
+        store.outcome(job)
+
+
 def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     assert store.claim(job, 60)
@@ -475,12 +486,12 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
         (latency, {"values_ns": [1]}, "'peak_rss_mb' field"),
         (latency, {"startup": {}}, "'values_ns', 'peak_rss_mb' fields"),
         (job, {"runtime_details": {}}, "'logits' field"),
-        (job, {"logits": "x.npy"}, "'runtime_details' field"),
+        (job, {"logits": "accuracy-pair0.npy"}, "'runtime_details' field"),
     ):
         (store.jobs / f"{kind.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
         with pytest.raises(OptbenchError, match=rf"{kind.key}\.json is damaged \(no {missing}\): delete it"):
             store.outcome(kind)
-    record.write_text(json.dumps({"status": "ok", "result": {"logits": "x.npy", "runtime_details": {}}}))
+    record.write_text(json.dumps({"status": "ok", "result": {"logits": "accuracy-pair0.npy", "runtime_details": {}}}))
     assert store.outcome(job).ok
     (store.folder / "sweep.json").write_text(json.dumps({"identity": {"plan": "test"}}))
     for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
@@ -544,7 +555,7 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
             store.outcome(job)
     accuracy = PlannedJob("accuracy", 0)
-    result = {"logits": "x.npy", "runtime_details": {}, "startup": 1}
+    result = {"logits": "accuracy-pair0.npy", "runtime_details": {}, "startup": 1}
     (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
     with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not an object\)"):
         store.outcome(accuracy)
