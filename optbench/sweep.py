@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
 CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
+SUBFOLDERS = ("jobs", "inputs", "work", "participants")
 SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports go to that folder
 # what the benchmark reads of a stored job's result, by the job's kind: the fields every result of that kind has,
 # and those it has where it has them
@@ -135,8 +137,9 @@ class SweepStore:
         whose run is published, with no other process in it, is removed and a new run started."""
         folder = _folder(root, identity)
         meta = folder / "sweep.json"
+        _check_writable(folder)
         while True:
-            for sub in ("jobs", "inputs", "work", "participants"):
+            for sub in SUBFOLDERS:
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
             with contextlib.suppress(FileExistsError, FileNotFoundError):
@@ -164,6 +167,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
+        _check_writable(folder)
         stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
         # None: no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
         store = cls(folder, None if stored is None else stored["run_id"])
@@ -551,6 +555,28 @@ def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | J
 def failures(outcomes: Iterable[Outcome]) -> list[Outcome]:
     """The jobs that ran and failed (not those skipped after them)."""
     return [o for o in outcomes if not o.ok and not o.skipped]
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a sweep folder (or one of its subfolders) this user cannot write: one a run as root, or as another
+    user, left unfinished. Its resume failed naming a temporary file with a bare permission error, and a dry run said
+    it would resume it."""
+    for path in (folder, *(folder / sub for sub in SUBFOLDERS)):
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise OptbenchError(
+                f"{path} is not writable by this user: the unfinished sweep {folder} was left by another user "
+                f"({_owner(path)}); resume it as that user, give this user write access to it, or delete it to start "
+                "the benchmark over (its finished jobs are lost)"
+            )
+
+
+def _owner(path: Path) -> str:
+    """The name of the user who owns `path`, or its uid where the password file has none."""
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _folder(root: Path, identity: dict[str, Any]) -> Path:

@@ -195,6 +195,23 @@ def test_a_record_whose_logits_are_not_the_file_beside_it_is_named_as_damaged(tm
         store.outcome(job)
 
 
+def test_a_sweep_another_user_left_that_this_one_cannot_write_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep a run as root left unfinished, resumed by a user: its resume failed naming a temporary file with a
+    bare permission error, and a dry run said it would resume it. (os.access says yes to root for every folder.)"""
+    store = _store(tmp_path)
+    access = os.access
+    monkeypatch.setattr(sweep.os, "access", lambda path, mode: path != store.jobs and access(path, mode))
+    for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+        with pytest.raises(OptbenchError) as error:
+            opens()
+        assert str(error.value).startswith(
+            f"{store.jobs} is not writable by this user: the unfinished sweep {store.folder} was left by another user ("
+        )
+        assert str(error.value).endswith("or delete it to start the benchmark over (its finished jobs are lost)")
+
+
 def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
     store, job = _store(tmp_path), PlannedJob("accuracy", 0)
     assert store.claim(job, 60)
