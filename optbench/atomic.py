@@ -114,6 +114,14 @@ def _is_durations(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(is_number(v) and v >= 0 for v in value)
 
 
+def _is_startup(value: Any) -> bool:
+    """Whether `value`, read from JSON, is a job's startup times: load_s and first_call_s, each a number of 0 or
+    more where given (a report carries them: a string there was published, and the report refused when read)."""
+    return isinstance(value, dict) and all(
+        value.get(name) is None or (is_number(value[name]) and value[name] >= 0) for name in ("load_s", "first_call_s")
+    )
+
+
 def _is_folder_name(value: Any) -> bool:
     """Whether `value`, read from JSON, names one folder inside another (a sweep's run id): no path, nor . or .."""
     return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\0" not in value
@@ -125,6 +133,7 @@ FIELD_KINDS: dict[str, Callable[[Any], bool]] = {
     "an object": lambda value: isinstance(value, dict),
     "a number": is_number,
     "a non-empty list of durations (numbers, 0 or more)": _is_durations,
+    "startup times (load_s and first_call_s: numbers of 0 or more, where given)": _is_startup,
 }
 
 

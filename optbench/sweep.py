@@ -47,11 +47,12 @@ SUBFOLDERS = ("jobs", "inputs", "work", "participants")
 SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports go to that folder
 # what the benchmark reads of a stored job's result, by the job's kind: the fields every result of that kind has,
 # and those it has where it has them
+STARTUP = "startup times (load_s and first_call_s: numbers of 0 or more, where given)"
 RESULT_FIELDS = {
-    "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": "an object"}),
+    "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": STARTUP}),
     "latency": (
         {"values_ns": "a non-empty list of durations (numbers, 0 or more)", "peak_rss_mb": "a number"},
-        {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object"},
+        {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object", "startup": STARTUP},
     ),
 }
 
@@ -137,7 +138,7 @@ class SweepStore:
         whose run is published, with no other process in it, is removed and a new run started."""
         folder = _folder(root, identity)
         meta = folder / "sweep.json"
-        _check_writable(folder)
+        _check_folders(folder)
         while True:
             for sub in SUBFOLDERS:
                 (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
-        _check_writable(folder)
+        _check_folders(folder)
         stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
         # None: no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
         store = cls(folder, None if stored is None else stored["run_id"])
@@ -557,11 +558,13 @@ def failures(outcomes: Iterable[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if not o.ok and not o.skipped]
 
 
-def _check_writable(folder: Path) -> None:
-    """Refuse a sweep folder (or one of its subfolders) this user cannot write: one a run as root, or as another
-    user, left unfinished. Its resume failed naming a temporary file with a bare permission error, and a dry run said
-    it would resume it."""
+def _check_folders(folder: Path) -> None:
+    """Refuse a sweep folder (or one of its subfolders) that is a file (hand-made: a bare "File exists" stopped the
+    run), or that this user cannot write: one a run as root, or as another user, left unfinished. Its resume failed
+    naming a temporary file with a bare permission error, and a dry run said it would resume it."""
     for path in (folder, *(folder / sub for sub in SUBFOLDERS)):
+        if path.exists() and not path.is_dir():
+            raise damaged(path, "a file where the sweep keeps a folder")
         if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
             raise OptbenchError(
                 f"{path} is not writable by this user: the unfinished sweep {folder} was left by another user "

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,20 @@ def test_a_sweep_another_user_left_that_this_one_cannot_write_is_refused_naming_
             f"{store.jobs} is not writable by this user: the unfinished sweep {store.folder} was left by another user ("
         )
         assert str(error.value).endswith("or delete it to start the benchmark over (its finished jobs are lost)")
+
+
+@pytest.mark.parametrize("sub", ["work", "participants", "jobs"])
+def test_a_file_in_place_of_a_sweep_folder_is_named_as_damaged(tmp_path: Path, sub: str) -> None:
+    """A hand-made file where the sweep keeps a folder stopped the run with a bare "File exists"."""
+    folder = _store(tmp_path).folder
+    shutil.rmtree(folder / sub)
+    (folder / sub).write_text("x\n")
+    for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+        with pytest.raises(OptbenchError) as error:
+            opens()
+        assert str(error.value) == (
+            f"{folder / sub} is damaged (a file where the sweep keeps a folder): delete it and run the recipe again"
+        )
 
 
 def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
@@ -572,10 +587,12 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
             store.outcome(job)
     accuracy = PlannedJob("accuracy", 0)
-    result = {"logits": "accuracy-pair0.npy", "runtime_details": {}, "startup": 1}
-    (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
-    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not an object\)"):
-        store.outcome(accuracy)
+    # a string among the startup times was published in the run's report, which was then refused as damaged
+    for startup in (1, {"load_s": "fast", "first_call_s": 0.1}, {"load_s": 1.0, "first_call_s": -1}):
+        result = {"logits": "accuracy-pair0.npy", "runtime_details": {}, "startup": startup}
+        (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
+        with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not startup times"):
+            store.outcome(accuracy)
     for run_id in (5, None, "", ".", "..", "../elsewhere", "run\0id"):
         (store.folder / "sweep.json").write_text(json.dumps({"run_id": run_id}))
         for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
