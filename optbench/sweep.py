@@ -52,7 +52,12 @@ RESULT_FIELDS = {
     "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": STARTUP}),
     "latency": (
         {"values_ns": "a non-empty list of durations (numbers, 0 or more)", "peak_rss_mb": "a number"},
-        {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object", "startup": STARTUP},
+        {
+            "resolution_ns": "a number",
+            "gpu_memory": "GPU memory figures (numbers of 0 or more, where given)",
+            "environment": "an object",
+            "startup": STARTUP,
+        },
     ),
 }
 

@@ -574,7 +574,7 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         ),
         (
             {"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": []}},
-            "'gpu_memory' is not an object",
+            "'gpu_memory' is not GPU memory figures (numbers of 0 or more, where given)",
         ),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": "100"}}, "'peak_rss_mb' is not a number"),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": True}}, "'peak_rss_mb' is not a number"),
@@ -587,7 +587,11 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
             store.outcome(job)
     accuracy = PlannedJob("accuracy", 0)
-    # a string among the startup times was published in the run's report, which was then refused as damaged
+    latency = {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": {"process_used_mb": "big"}}
+    record.write_text(json.dumps({"status": "ok", "result": latency}))
+    with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \('gpu_memory' is not GPU memory figures"):
+        store.outcome(job)
+    # a string among the startup times, or the GPU memory, was published in the run's report, then refused as damaged
     for startup in (1, {"load_s": "fast", "first_call_s": 0.1}, {"load_s": 1.0, "first_call_s": -1}):
         result = {"logits": "accuracy-pair0.npy", "runtime_details": {}, "startup": startup}
         (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
