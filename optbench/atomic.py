@@ -10,12 +10,14 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optbench.errors import OptbenchError, write_fix
+from optbench.measure import GpuMemory
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -114,6 +116,15 @@ def _is_durations(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(is_number(v) and v >= 0 for v in value)
 
 
+def _figures(*names: str) -> Callable[[Any], bool]:
+    """The check of an object whose fields `names` are each a number of 0 or more where given: a job's startup times
+    or GPU memory, which its report carries (a string there was published, and the report refused when read)."""
+    return lambda value: (
+        isinstance(value, dict)
+        and all(value.get(name) is None or (is_number(value[name]) and value[name] >= 0) for name in names)
+    )
+
+
 def _is_folder_name(value: Any) -> bool:
     """Whether `value`, read from JSON, names one folder inside another (a sweep's run id): no path, nor . or .."""
     return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\0" not in value
@@ -125,6 +136,8 @@ FIELD_KINDS: dict[str, Callable[[Any], bool]] = {
     "an object": lambda value: isinstance(value, dict),
     "a number": is_number,
     "a non-empty list of durations (numbers, 0 or more)": _is_durations,
+    "startup times (load_s and first_call_s: numbers of 0 or more, where given)": _figures("load_s", "first_call_s"),
+    "GPU memory figures (numbers of 0 or more, where given)": _figures(*(f.name for f in fields(GpuMemory))),
 }
 
 

@@ -12,6 +12,7 @@ the p50 difference between its two measurements (A/A) is the run's noise floor, 
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from optbench.environment import fingerprint, fingerprint_key, usable_cores
 from optbench.errors import OptbenchError
 from optbench.executors.local import LocalExecutor
 from optbench.failures import FailedJob
-from optbench.job import Job, run_in_subprocess, save_batches
+from optbench.job import Job, load_batches, run_in_subprocess, save_batches
 from optbench.measure import GpuMemory, Latency, Timing, gap_pct, throughput
 from optbench.progress import Progress
 from optbench.report import Measurement, Report, workload_fingerprint
@@ -345,7 +346,7 @@ def _run_jobs(
         if result is None or (planned.pair, planned.shape, planned.repeat) in incomplete:
             continue
         if planned.kind == "accuracy":
-            logits[planned.pair] = np.load(result["logits"])
+            logits[planned.pair] = store.logits(planned, len(texts))
             details[planned.pair] = {"details": result["runtime_details"], "startup": result.get("startup")}
         elif planned.repeat:
             _pool(repeats, planned.shape, result)
@@ -389,11 +390,32 @@ def _tokenized(
 def _inputs(
     store: SweepStore, name: str, tokenizer: Any, texts: list[str], batch_size: int, seq_len: SeqLen, max_length: int
 ) -> Path:
-    """The tokenized batches of one shape in the store (written whole; the same on every resume)."""
+    """The tokenized batches of one shape in the store (written whole; the same on every resume). One a resume finds
+    damaged or holding other batches (hand-edited, another sweep's) is written again: each job of the shape failed
+    on it, on every resume."""
     path = store.inputs / f"{name}.npz"
-    if not path.exists():
-        save_batches(path, batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length))
+    made = batches(tokenizer, texts, batch_size=batch_size, seq_len=seq_len, max_length=max_length)
+    if not _holds(path, made):
+        save_batches(path, made)
     return path
+
+
+def _holds(path: Path, made: list[dict[str, np.ndarray]]) -> bool:
+    """Whether the inputs file `path` holds the batches `made`; one that is damaged or holds others is logged."""
+    try:
+        stored = load_batches(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # ValueError: keys not i:name too
+        log.warning("%s is damaged (%s): writing it again", path, exc)
+        return False
+    same = len(stored) == len(made) and all(
+        a.keys() == b.keys() and all(np.array_equal(a[key], b[key]) for key in a)
+        for a, b in zip(stored, made, strict=True)
+    )
+    if not same:
+        log.warning("%s holds other inputs than this sweep's: writing it again", path)
+    return same
 
 
 def _describe(planned: PlannedJob, artifact: ModelArtifact, spec: RuntimeSpec, rounds: int) -> str:

@@ -334,7 +334,7 @@ def _run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
     )
     cache = (args.cache or default_cache_dir()).resolve()
-    for option, folder in (("--results", args.results / recipe.name), (_cache_option(args.cache), cache)):
+    for option, folder in (("--results", args.results / recipe.name), (_cache_option(args.cache, cache), cache)):
         check_folder_can_be_written(option, folder)
     if args.dry_run:
         from optbench.dry_run import describe, plan_run
@@ -359,14 +359,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_option(given: Path | None) -> str:
+def _cache_option(given: Path | None, cache: Path) -> str:
     """Where the cache folder was named, for an error about it: --cache, else $OPTBENCH_CACHE, else nowhere (the
-    default, which --cache replaces); the error said --cache to a user who had set only $OPTBENCH_CACHE."""
+    default `cache`, named: under a $HOME the user never set, the error named only a folder such as /, which --cache
+    replaces); the error said --cache to a user who had set only $OPTBENCH_CACHE."""
     if given is not None:
         return "--cache"
     if os.environ.get("OPTBENCH_CACHE"):
         return "$OPTBENCH_CACHE"
-    return "the default cache folder (--cache names another)"
+    return f"the default cache folder {cache} (--cache names another)"
 
 
 def _failure_lines(failed: list[FailedJob]) -> str:

@@ -114,14 +114,23 @@ def _integers(value: Any, where: str) -> Iterator[tuple[str, int]]:
 def recipe_path(base: Path, text: str, setting: str) -> str:
     """A path a recipe gives in `setting` (a checkpoint, a dataset, a distill student), absolute: a relative one taken
     from `base`, the recipe's folder, and a leading `~` as the user's home folder, as a shell reads it (it was taken as
-    a folder named `~` in the recipe's). An empty one is refused, as the command line's are: it named the recipe's
-    folder, refused as a model or a dataset with no word of the "" written."""
+    a folder named `~` in the recipe's); a `~` or `~name` that names no home folder here is refused (it was pathlib's
+    RuntimeError). An empty one is refused, as the command line's are: it named the recipe's folder, refused as a
+    model or a dataset with no word of the "" written."""
     if not text.strip():
         raise OptbenchError(
             f"{setting} = {toml_value(text)}: an empty path names no file or folder: give one "
             "(. for the recipe's folder)"
         )
-    return str((base / Path(text).expanduser()).resolve())
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as exc:  # pathlib's traceback: "Could not determine home directory."
+        home = Path(text).parts[0]
+        raise OptbenchError(
+            f"{setting} = {toml_value(text)}: {home} names no home folder here (no such user, or HOME unset for a user "
+            "with no entry in the password file): give the path without ~"
+        ) from exc
+    return str((base / path).resolve())
 
 
 def check_keys(table: dict[str, Any], known: list[str], where: str) -> None:

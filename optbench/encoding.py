@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, refused_reading
 from optbench.model_inputs import MODEL_INPUTS
 
 SeqLen = int | Literal["data"]
@@ -23,6 +23,8 @@ def load_tokenizer(folder: Path) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
+    except PermissionError as exc:
+        raise refused_reading(Path(exc.filename or folder), exc) from exc
     # damaged files: transformers and tokenizers raise anything (KeyError, UnicodeDecodeError, a bare Exception)
     except Exception as exc:
         raise OptbenchError(

@@ -62,6 +62,12 @@ def unreadable_file(path: Path, exc: OSError) -> OptbenchError:
     return OptbenchError(f"cannot read {path} ({exc.strerror}): {fix}")
 
 
+def refused_reading(path: Path, exc: PermissionError) -> OptbenchError:
+    """An input this user may not read (a model's file, made by another user): its fix is access, not saving or
+    fetching the file again, as a file that would not load is told."""
+    return OptbenchError(f"cannot read {path} ({exc.strerror}): give this user read access to it, or use a copy it can")
+
+
 def write_fix(exc: OSError, otherwise: str) -> str:
     """The fix of a write the system refused: a full file system (or quota) wants space, and a read-only one another
     file system, which `otherwise` (access, another path) did not say."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.artifact import HF_FILES, safetensors_header, safetensors_size, weight_files
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, refused_reading
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
 # tokenizer of the special tokens alone, which reads every word as [UNK]
@@ -85,6 +85,8 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
+    except PermissionError as exc:
+        raise refused_reading(config_path, exc) from exc
     except OSError as exc:
         raise OptbenchError(
             f"model folder {folder} has no readable config.json ({exc.strerror}): "

@@ -34,8 +34,19 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    """Where step outputs are cached: $OPTBENCH_CACHE, else ~/.cache/optbench."""
-    return Path(os.environ.get("OPTBENCH_CACHE") or Path.home() / ".cache" / "optbench")
+    """Where step outputs are cached: $OPTBENCH_CACHE, else ~/.cache/optbench. A user with no home folder (HOME
+    unset and no entry in the password file: a container run as a bare uid, `docker run --user 1234`) is asked for
+    one: Path.home() raised RuntimeError, a traceback."""
+    if folder := os.environ.get("OPTBENCH_CACHE"):
+        return Path(folder)
+    try:
+        home = Path.home()
+    except RuntimeError as exc:
+        raise OptbenchError(
+            "the default cache folder is ~/.cache/optbench, and this user has no home folder (HOME is not set, and "
+            "the password file has no entry for this user): give --cache FOLDER, or set $OPTBENCH_CACHE or $HOME"
+        ) from exc
+    return home / ".cache" / "optbench"
 
 
 def new_run_id() -> str:

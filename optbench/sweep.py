@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -29,6 +30,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from optbench.atomic import create_json_exclusive, damaged, read_json, require_fields, write_json_atomic
 from optbench.claims import holds_claim, is_dead, lease, read_holder, renew_claim, take_claim, this_process
@@ -40,14 +43,21 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0
 CLAIM_RENEW_S = 60.0  # how often a sweep renews its place and the claims of its jobs in flight
+SUBFOLDERS = ("jobs", "inputs", "work", "participants")
 SWEEP_FIELDS = {"run_id": "a folder name"}  # in sweep.json: its run's reports go to that folder
 # what the benchmark reads of a stored job's result, by the job's kind: the fields every result of that kind has,
 # and those it has where it has them
+STARTUP = "startup times (load_s and first_call_s: numbers of 0 or more, where given)"
 RESULT_FIELDS = {
-    "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": "an object"}),
+    "accuracy": ({"logits": "a string", "runtime_details": "an object"}, {"startup": STARTUP}),
     "latency": (
         {"values_ns": "a non-empty list of durations (numbers, 0 or more)", "peak_rss_mb": "a number"},
-        {"resolution_ns": "a number", "gpu_memory": "an object", "environment": "an object"},
+        {
+            "resolution_ns": "a number",
+            "gpu_memory": "GPU memory figures (numbers of 0 or more, where given)",
+            "environment": "an object",
+            "startup": STARTUP,
+        },
     ),
 }
 
@@ -133,8 +143,9 @@ class SweepStore:
         whose run is published, with no other process in it, is removed and a new run started."""
         folder = _folder(root, identity)
         meta = folder / "sweep.json"
+        _check_folders(folder)
         while True:
-            for sub in ("jobs", "inputs", "work", "participants"):
+            for sub in SUBFOLDERS:
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             # FileExistsError: resumed, or just created by a sweep of the same plan; FileNotFoundError: removed
             with contextlib.suppress(FileExistsError, FileNotFoundError):
@@ -162,6 +173,7 @@ class SweepStore:
         ones, which it would try again, left out); None when `open` would start a new run. Writes nothing (`optbench
         run --dry-run`)."""
         folder = _folder(root, identity)
+        _check_folders(folder)
         stored = read_json(folder / "sweep.json", required=SWEEP_FIELDS)
         # None: no sweep, or its sweep.json deleted: `open` makes one, for a new run, keeping its records
         store = cls(folder, None if stored is None else stored["run_id"])
@@ -204,16 +216,34 @@ class SweepStore:
         result = stored["result"]
         require_fields(path, result, *RESULT_FIELDS[job.kind])
         if "logits" in result:
-            result = {**result, "logits": str(self.jobs / result["logits"])}
+            if result["logits"] != self._logits(job).name:  # a path elsewhere (/etc/passwd) or another job's file
+                raise damaged(path, f"'logits' is not {self._logits(job).name}, the file beside it")
+            result = {**result, "logits": str(self._logits(job))}
         return Outcome(job, result)
+
+    def logits(self, job: PlannedJob, rows: int) -> np.ndarray:
+        """The logits the accuracy job `job` stored beside its record: `rows` rows (one per test text) of class
+        scores. A file cut short, not an array, or of another shape (hand-edited, another sweep's) names the
+        record as damaged, whose deletion runs the job again: it ended the run in numpy's traceback, or in an error
+        about the data's labels."""
+        path, record = self._logits(job), self.jobs / f"{job.key}.json"
+        try:
+            logits = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+            raise damaged(record, f"its logits, {path.name}, cannot be read: {exc}") from exc
+        if logits.ndim != 2 or logits.shape[0] != rows or not np.issubdtype(logits.dtype, np.number):
+            raise damaged(
+                record,
+                f"its logits, {path.name}, are {logits.dtype} of shape {logits.shape}, not {rows} rows of scores",
+            )
+        return logits
 
     def record(self, job: PlannedJob, result: dict[str, Any]) -> None:
         """Store a finished job's result (its logits file moved in first, so the record never points at nothing).
         A sweep records only the jobs whose claims it still `holds`."""
         if "logits" in result:
-            name = f"{job.key}.npy"
-            os.replace(result["logits"], self.jobs / name)
-            result = {**result, "logits": name}
+            os.replace(result["logits"], self._logits(job))
+            result = {**result, "logits": self._logits(job).name}
         write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **this_process()})
 
     def record_failure(self, job: PlannedJob, reason: str) -> None:
@@ -320,6 +350,9 @@ class SweepStore:
 
     def _claim(self, job: PlannedJob) -> Path:
         return self.jobs / f"{job.key}.claim"
+
+    def _logits(self, job: PlannedJob) -> Path:
+        return self.jobs / f"{job.key}.npy"
 
 
 def tidy_sweeps(root: Path, current: SweepStore) -> None:
@@ -528,6 +561,30 @@ def _store_result(job: PlannedJob, store: SweepStore, result: dict[str, Any] | J
 def failures(outcomes: Iterable[Outcome]) -> list[Outcome]:
     """The jobs that ran and failed (not those skipped after them)."""
     return [o for o in outcomes if not o.ok and not o.skipped]
+
+
+def _check_folders(folder: Path) -> None:
+    """Refuse a sweep folder (or one of its subfolders) that is a file (hand-made: a bare "File exists" stopped the
+    run), or that this user cannot write: one a run as root, or as another user, left unfinished. Its resume failed
+    naming a temporary file with a bare permission error, and a dry run said it would resume it."""
+    for path in (folder, *(folder / sub for sub in SUBFOLDERS)):
+        if path.exists() and not path.is_dir():
+            raise damaged(path, "a file where the sweep keeps a folder")
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise OptbenchError(
+                f"{path} is not writable by this user: the unfinished sweep {folder} was left by another user "
+                f"({_owner(path)}); resume it as that user, give this user write access to it, or delete it to start "
+                "the benchmark over (its finished jobs are lost)"
+            )
+
+
+def _owner(path: Path) -> str:
+    """The name of the user who owns `path`, or its uid where the password file has none."""
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _folder(root: Path, identity: dict[str, Any]) -> Path:

@@ -618,6 +618,54 @@ def test_a_resumed_sweep_reads_the_inputs_it_tokenized(
     assert len(reports) == 1
 
 
+def test_a_resumed_sweep_writes_again_inputs_found_damaged_or_holding_other_batches(
+    fake_jobs, tiny_artifact, reviews, store, caplog
+) -> None:
+    """An inputs file cut short failed every job of its shape on every resume (the file was kept as it was found);
+    one holding other batches (another sweep's, copied in) had each job time them."""
+    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    accuracy, shape = store.inputs / "accuracy.npz", store.inputs / "shape-1-16.npz"
+    expected = load_batches(shape)
+    shutil.copyfile(shape, accuracy)
+    shape.write_bytes(shape.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="optbench.bench"):
+        benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert f"{shape} is damaged" in caplog.text and f"{accuracy} holds other inputs than this sweep's" in caplog.text
+    stored = load_batches(shape)
+    assert len(stored) == len(expected)
+    assert all(np.array_equal(a[key], b[key]) for a, b in zip(stored, expected, strict=True) for key in a)
+    assert len(load_batches(accuracy)) != len(expected)
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[:100]), "cannot be read: "),
+        (lambda path: path.write_bytes(b""), "cannot be read: "),
+        (lambda path: path.unlink(), "cannot be read: "),
+        (lambda path: path.write_text("not an array\n"), "cannot be read: "),
+        (lambda path: np.save(path, np.zeros((5, 2), np.float32)), "are float32 of shape (5, 2), not 43 rows"),
+        (lambda path: np.save(path, np.array(["a", "b"])), "are <U1 of shape (2,), not 43 rows"),
+    ],
+    ids=["truncated", "empty", "missing", "text", "other rows", "strings"],
+)
+def test_stored_logits_that_are_damaged_name_their_record(
+    fake_jobs, tiny_artifact, reviews, store, damage: Callable[[Path], object], why: str
+) -> None:
+    """A cut-short logits file ended the run in numpy's traceback; one of another sweep's test split in an error
+    telling the user to score the examples that are labelled. Deleting the record runs the job again."""
+    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    damage(store.jobs / "accuracy-pair0.npy")
+    with pytest.raises(OptbenchError) as error:
+        benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    record = store.jobs / "accuracy-pair0.json"
+    assert str(error.value).startswith(f"{record} is damaged (its logits, accuracy-pair0.npy, {why}")
+    assert str(error.value).endswith("delete it and run the recipe again")
+    record.unlink()
+    reports, _ = benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert len(reports) == 1
+
+
 def test_the_progress_bar_names_the_job_its_round_and_the_a_a_repeat(tiny_artifact) -> None:
     def describe(job: PlannedJob, rounds: int) -> str:
         return bench._describe(job, tiny_artifact, bench.REFERENCE, rounds)

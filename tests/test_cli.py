@@ -560,9 +560,34 @@ def test_a_cache_folder_that_cannot_be_made_is_named_where_the_user_set_it(
     _fails([*args, "--cache", str(tmp_path / "notes.txt")], capsys, "error: --cache: ")
     monkeypatch.setenv("HOME", str(tmp_path / "notes.txt"))
     monkeypatch.setenv("OPTBENCH_CACHE", "")  # set but empty: the default, as unset
-    _fails(args, capsys, "error: the default cache folder (--cache names another): ")
+    cache = tmp_path / "notes.txt" / ".cache" / "optbench"
+    default = f"error: the default cache folder {cache} (--cache names another): "
+    _fails(args, capsys, default)
     monkeypatch.delenv("OPTBENCH_CACHE")
-    _fails(args, capsys, "error: the default cache folder (--cache names another): ")
+    _fails(args, capsys, default)
+
+
+def test_a_user_with_no_home_folder_is_asked_for_a_cache_folder(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """HOME unset and no entry in the password file (a container run as a bare uid): the default cache has no
+    folder to be under. Path.home() raised RuntimeError, a traceback."""
+    import pwd
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    _never_starts(monkeypatch)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("OPTBENCH_CACHE", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    _fails(
+        ["run", str(recipe), "--results", str(tmp_path / "r"), "--dry-run"],
+        capsys,
+        "error: the default cache folder is ~/.cache/optbench, and this user has no home folder (HOME is not set, "
+        "and the password file has no entry for this user): give --cache FOLDER, or set $OPTBENCH_CACHE or $HOME",
+    )
 
 
 def _tree(*folders: Path) -> list[tuple[str, int]]:

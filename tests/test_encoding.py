@@ -111,6 +111,26 @@ def test_latency_texts_are_whole_batches(rows: int, batch_size: int, max_batches
     assert whole_batches(texts, batch_size, max_batches) == [f"t{i}" for i in want]
 
 
+def test_a_tokenizer_file_this_user_may_not_read_asks_for_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's tokenizer.json (chmod 600): the fix is read access; it said to install a library or to save
+    the tokenizer again."""
+    import transformers
+
+    unreadable = tmp_path / "tokenizer.json"
+
+    def refused(folder: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(unreadable))
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refused)
+    with pytest.raises(OptbenchError) as error:
+        load_tokenizer(tmp_path)
+    assert str(error.value) == (
+        f"cannot read {unreadable} (Permission denied): give this user read access to it, or use a copy it can"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [

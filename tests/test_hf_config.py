@@ -224,6 +224,18 @@ def test_a_file_that_cannot_be_read_is_not_taken_for_a_git_lfs_pointer(
     assert read_hf_config(unreadable.parent) == {"model_type": "bert"}
 
 
+def test_a_config_this_user_may_not_read_asks_for_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's model (chmod 600): the fix is read access; it said to save the model with save_pretrained()."""
+    files = {"config.json": BERT_CONFIG, "model.safetensors": FAKE_WEIGHTS, "tokenizer.json": b"{}"}
+    config = write_files(tmp_path / "m", files) / "config.json"
+    deny_permission(monkeypatch, Path, "open", config)
+    with pytest.raises(OptbenchError) as error:
+        read_hf_config(config.parent)
+    assert str(error.value) == (
+        f"cannot read {config} (Permission denied): give this user read access to it, or use a copy it can"
+    )
+
+
 @pytest.mark.parametrize("vocabulary", VOCABULARY_FILES)
 def test_read_hf_config_accepts_every_kind_of_vocabulary(tmp_path: Path, vocabulary: str) -> None:
     assert vocabulary in HF_FILES  # carried along with the model by every step

@@ -182,6 +182,28 @@ def test_a_path_from_the_home_folder_is_taken_from_it(tmp_path: Path, monkeypatc
     assert recipe.steps()[0].config.student == str((home / "models" / "student").resolve())
 
 
+@pytest.mark.parametrize("home", ["~", "~no-such-user-of-optbench"])
+def test_a_path_from_a_home_folder_that_is_not_there_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str
+) -> None:
+    """`~name` of no user, or `~` for a user with no HOME and no password-file entry (a container's bare uid):
+    pathlib's RuntimeError ended the run in a traceback."""
+    import pwd
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    recipe = write_recipe(tmp_path, f'[model]\ncheckpoint = "{home}/models/mine"\n')
+    with pytest.raises(OptbenchError) as error:
+        load_recipe(recipe)
+    assert f'checkpoint = "{home}/models/mine": {home} names no home folder here (no such user, or HOME' in str(
+        error.value
+    )
+    assert str(error.value).endswith("give the path without ~")
+
+
 def test_runtime_table_defaults_device_and_precision(tmp_path: Path) -> None:
     text = """
     [bench]

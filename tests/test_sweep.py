@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +183,48 @@ def test_records_keep_results_and_move_logits_in(tmp_path: Path) -> None:
     failed = store.outcome(PlannedJob("accuracy", 1))
     assert failed is not None and not failed.ok and failed.reason == "crashed with SIGSEGV"
     assert store.forget_failures() == 1 and store.outcome(PlannedJob("accuracy", 1)) is None
+
+
+@pytest.mark.parametrize("logits", ["/etc/passwd", "../inputs/accuracy.npz", "accuracy-pair1.npy"])
+def test_a_record_whose_logits_are_not_the_file_beside_it_is_named_as_damaged(tmp_path: Path, logits: str) -> None:
+    """A record's logits are read from the file beside it: a path elsewhere was read as the record named it."""
+    store = _store(tmp_path)
+    job = PlannedJob("accuracy", 0)
+    record = store.jobs / f"{job.key}.json"
+    record.write_text(json.dumps({"status": "ok", "result": {"logits": logits, "runtime_details": {}}}))
+    with pytest.raises(OptbenchError, match=re.escape(f"{record} is damaged ('logits' is not accuracy-pair0.npy")):
+        store.outcome(job)
+
+
+def test_a_sweep_another_user_left_that_this_one_cannot_write_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep a run as root left unfinished, resumed by a user: its resume failed naming a temporary file with a
+    bare permission error, and a dry run said it would resume it. (os.access says yes to root for every folder.)"""
+    store = _store(tmp_path)
+    access = os.access
+    monkeypatch.setattr(sweep.os, "access", lambda path, mode: path != store.jobs and access(path, mode))
+    for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+        with pytest.raises(OptbenchError) as error:
+            opens()
+        assert str(error.value).startswith(
+            f"{store.jobs} is not writable by this user: the unfinished sweep {store.folder} was left by another user ("
+        )
+        assert str(error.value).endswith("or delete it to start the benchmark over (its finished jobs are lost)")
+
+
+@pytest.mark.parametrize("sub", ["work", "participants", "jobs"])
+def test_a_file_in_place_of_a_sweep_folder_is_named_as_damaged(tmp_path: Path, sub: str) -> None:
+    """A hand-made file where the sweep keeps a folder stopped the run with a bare "File exists"."""
+    folder = _store(tmp_path).folder
+    shutil.rmtree(folder / sub)
+    (folder / sub).write_text("x\n")
+    for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
+        with pytest.raises(OptbenchError) as error:
+            opens()
+        assert str(error.value) == (
+            f"{folder / sub} is damaged (a file where the sweep keeps a folder): delete it and run the recipe again"
+        )
 
 
 def test_a_claim_holds_while_its_process_lives(tmp_path: Path) -> None:
@@ -475,12 +518,12 @@ def test_a_record_or_sweep_file_that_lacks_its_fields_is_named_as_damaged(tmp_pa
         (latency, {"values_ns": [1]}, "'peak_rss_mb' field"),
         (latency, {"startup": {}}, "'values_ns', 'peak_rss_mb' fields"),
         (job, {"runtime_details": {}}, "'logits' field"),
-        (job, {"logits": "x.npy"}, "'runtime_details' field"),
+        (job, {"logits": "accuracy-pair0.npy"}, "'runtime_details' field"),
     ):
         (store.jobs / f"{kind.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
         with pytest.raises(OptbenchError, match=rf"{kind.key}\.json is damaged \(no {missing}\): delete it"):
             store.outcome(kind)
-    record.write_text(json.dumps({"status": "ok", "result": {"logits": "x.npy", "runtime_details": {}}}))
+    record.write_text(json.dumps({"status": "ok", "result": {"logits": "accuracy-pair0.npy", "runtime_details": {}}}))
     assert store.outcome(job).ok
     (store.folder / "sweep.json").write_text(json.dumps({"identity": {"plan": "test"}}))
     for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
@@ -531,7 +574,7 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         ),
         (
             {"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": []}},
-            "'gpu_memory' is not an object",
+            "'gpu_memory' is not GPU memory figures (numbers of 0 or more, where given)",
         ),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": "100"}}, "'peak_rss_mb' is not a number"),
         ({"status": "ok", "result": {"values_ns": [1], "peak_rss_mb": True}}, "'peak_rss_mb' is not a number"),
@@ -544,10 +587,16 @@ def test_a_record_or_sweep_file_with_a_field_of_another_kind_is_named_as_damaged
         with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \({re.escape(why)}\): delete it"):
             store.outcome(job)
     accuracy = PlannedJob("accuracy", 0)
-    result = {"logits": "x.npy", "runtime_details": {}, "startup": 1}
-    (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
-    with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not an object\)"):
-        store.outcome(accuracy)
+    latency = {"values_ns": [1], "peak_rss_mb": 1, "gpu_memory": {"process_used_mb": "big"}}
+    record.write_text(json.dumps({"status": "ok", "result": latency}))
+    with pytest.raises(OptbenchError, match=rf"{job.key}\.json is damaged \('gpu_memory' is not GPU memory figures"):
+        store.outcome(job)
+    # a string among the startup times, or the GPU memory, was published in the run's report, then refused as damaged
+    for startup in (1, {"load_s": "fast", "first_call_s": 0.1}, {"load_s": 1.0, "first_call_s": -1}):
+        result = {"logits": "accuracy-pair0.npy", "runtime_details": {}, "startup": startup}
+        (store.jobs / f"{accuracy.key}.json").write_text(json.dumps({"status": "ok", "result": result}))
+        with pytest.raises(OptbenchError, match=r"accuracy-pair0\.json is damaged \('startup' is not startup times"):
+            store.outcome(accuracy)
     for run_id in (5, None, "", ".", "..", "../elsewhere", "run\0id"):
         (store.folder / "sweep.json").write_text(json.dumps({"run_id": run_id}))
         for opens in (lambda: _store(tmp_path), lambda: SweepStore.unfinished(tmp_path, {"plan": "test"})):
