@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,7 +214,7 @@ def benchmark(
                         else Drop.paired(data.test.labels, logits[reference], logits[index])
                     ),
                     measurements=tuple(measurement(index, *shape) for shape in shapes),
-                    warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, shapes)),
+                    warnings=tuple(_int8_slower_than_source(index, pairs, artifacts, latencies, shapes, noise)),
                 )
             )
     return reports, failed_jobs
@@ -263,8 +263,10 @@ def _int8_slower_than_source(
     artifacts: list[ModelArtifact],
     latencies: dict[tuple[int, int, SeqLen], Latency],
     shapes: list[tuple[int, SeqLen]],
+    noise: Mapping[Shape, float],
 ) -> list[str]:
-    """A sanity flag: an INT8 variant whose p50 is above its FP32 source's on the same runtime."""
+    """A sanity flag: an INT8 variant whose p50 is above its FP32 source's on the same runtime, by more than the
+    run's A/A noise floor at that shape (`noise`, percent; a gap within it the run cannot tell from the machine's)."""
     artifact, spec = pairs[index]
     if not artifact.lineage or not artifact.lineage[-1].name.startswith("quantize"):
         return []
@@ -272,9 +274,11 @@ def _int8_slower_than_source(
     if source is None or (source, spec) not in pairs:
         return []
     reference = pairs.index((source, spec))
-    slower = [
-        f"batch {b} x {s}" for b, s in shapes if latencies[index, b, s].p50_ms > latencies[reference, b, s].p50_ms
-    ]
+    slower = []
+    for b, s in shapes:
+        p50, source_p50 = latencies[index, b, s].p50_ms, latencies[reference, b, s].p50_ms
+        if p50 > source_p50 and gap_pct(p50, source_p50) > noise.get((b, s), 0.0):
+            slower.append(f"batch {b} x {s}")
     if not slower:
         return []
     return [f"INT8 is slower than its FP32 source {source.variant} on {spec.label} at {', '.join(slower)}"]

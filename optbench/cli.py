@@ -470,7 +470,15 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from optbench.budget import load_budgets
-    from optbench.compare import budget_regressions, calibration_note, compare, open_side, render, sides
+    from optbench.compare import (
+        budget_regressions,
+        calibration_note,
+        compare,
+        model_note,
+        open_side,
+        render,
+        sides,
+    )
     from optbench.machines import machines
     from optbench.report import workloads_of
     from optbench.sweep import unfinished_note
@@ -490,10 +498,11 @@ def _compare(args: argparse.Namespace) -> int:
             table = pd.concat([regressions, table], ignore_index=True)
         read = a.files + b.files
     named = sides(frame_a, frame_b, machines(reports))
-    if note := calibration_note(frame_a, frame_b):
-        named.append(note)
-        if args.format != "md":  # CSV and JSON carry the rows alone: say it where a person reading the log sees it
-            print(note, file=sys.stderr)
+    for note in (calibration_note(frame_a, frame_b), model_note(a.reports, b.reports)):
+        if note:
+            named.append(note)
+            if args.format != "md":  # CSV and JSON carry the rows alone: say it where a person reading the log sees it
+                print(note, file=sys.stderr)
     text = render(table, args.format, only_changes=args.only_changes, named=named)
     _emit(text, args.output, read, [args.budget] if args.budget else [])
     return 0

@@ -321,6 +321,30 @@ def calibration_note(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     )
 
 
+def model_note(a: list[Report], b: list[Report]) -> str | None:
+    """A line where the newest runs of the two sides start from different baselines (the weights' sha256 differ): each
+    row then compares two models, as a run on one user's model against a run on another's does. None where they
+    start from the same one, or a side's newest run holds no baseline report."""
+    baselines = [
+        {
+            r.artifact["sha256"]: r.artifact.get("origin") or {}
+            for r in newest_run(side)
+            if not r.artifact.get("lineage")
+        }
+        for side in (a, b)
+    ]
+    if not all(baselines) or baselines[0].keys() == baselines[1].keys():
+        return None
+    named = [
+        ", ".join(f"{origin.get('checkpoint', '?')} (sha256 {sha[:12]})" for sha, origin in side.items())
+        for side in baselines
+    ]
+    return (
+        f"Models: the runs start from different baselines, A's {named[0]} and B's {named[1]}: each row compares "
+        "two models, not one model between two runs"
+    )
+
+
 def render(table: pd.DataFrame, fmt: str, *, only_changes: bool = False, named: Sequence[str] = ()) -> str:
     """The comparison as Markdown (counts per mark first, before --only-changes leaves rows out; the `named` lines,
     `sides`; the settings every row shown shares, said once rather than as columns; a line saying so where

@@ -463,6 +463,40 @@ def test_cli_compare_says_when_the_runs_gemm_calibrations_read_far_apart(tmp_pat
         assert out.startswith(",".join(COLUMNS) + "\n") and "GEMM" not in out and err.startswith(note)
 
 
+def _of_model(report: Report, checkpoint: str, sha256: str) -> Report:
+    return dataclasses.replace(
+        report, artifact={**report.artifact, "origin": {"checkpoint": checkpoint}, "sha256": sha256}
+    )
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_cli_compare_says_when_the_runs_baselines_are_different_models(tmp_path: Path, capsys, fmt: str) -> None:
+    """Runs of one recipe on two users' models (--model ./bert, then --model ./distilbert) were compared row by row,
+    'baseline' against 'baseline', marked better and worse, with nothing to say the rows were two models."""
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [_of_model(base, "/models/bert", "61" * 32)])
+    b = _write(tmp_path / "b", [_of_model(base, "/models/distilbert", "74" * 32)])
+    assert main(["compare", str(a), str(b), "--format", fmt]) == 0
+    out, err = capsys.readouterr()
+    note = (
+        "Models: the runs start from different baselines, A's /models/bert (sha256 616161616161) and B's "
+        "/models/distilbert (sha256 747474747474): each row compares two models, not one model between two runs"
+    )
+    if fmt == "md":
+        assert out.splitlines()[4] == note and err == ""
+    else:
+        assert out.startswith(",".join(COLUMNS) + "\n") and "Models" not in out and err.strip() == note
+
+
+def test_cli_compare_is_silent_on_one_baseline(tmp_path: Path, capsys) -> None:
+    """Two runs of one model (its path moved, its bytes the same) say nothing of models."""
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [_of_model(base, "/models/bert", "61" * 32)])
+    b = _write(tmp_path / "b", [_of_model(base, "/elsewhere/bert", "61" * 32)])
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "Models" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("a_gflops", "b_gflops"), [(100.0, 50.1), (100.0, None), (None, None)])
 def test_cli_compare_is_silent_on_calibrations_close_or_missing(
     tmp_path: Path, capsys, a_gflops: float | None, b_gflops: float | None

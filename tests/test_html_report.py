@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -399,3 +400,29 @@ def test_accuracy_bars_stop_at_0_and_1_and_an_unbounded_p50_is_marked_in_the_key
     assert len(bars["p50 interval"]) == 2 and bars["p50 interval"][0] == []  # matplotlib drops the unbounded one
     np.testing.assert_allclose(bars["accuracy interval"][1], [[5, 0.6], [5, 1.0]])
     assert plot_key(rows) == [" 1  baseline (torch, p50 interval unbounded)", " 2  baseline+onnx (torch)"]
+
+
+@pytest.mark.parametrize("p50s", [(0.229, 71.6, 175.0), (0.229, 1.36), (0.41, 0.44, 1.36), (3.0, 4000.0)])
+def test_the_latency_axis_labels_never_run_into_each_other(p50s: tuple[float, ...]) -> None:
+    """A tiny model's ONNX variant at 0.23 ms beside its PyTorch baseline at 175 ms (a prune run) labelled every
+    1, 1.5, 2, 3, 5 and 7 of three decades: '150' and '200' printed as one '150200'. A narrow span keeps its labels."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    steps = [(), ("onnx",), ("prune",), ("distill",)]
+    reports = [with_figures(make_report(steps[i], shapes=((1, 128),)), p50_ms=p50) for i, p50 in enumerate(p50s)]
+    figure = plot(to_frame(reports), (1, 128), "demo")
+    try:
+        figure.canvas.draw()
+        (axes,) = figure.axes
+        low, high = axes.get_xlim()
+        shown = [
+            label.get_window_extent()
+            for tick, label in zip(axes.get_xticks(), axes.get_xticklabels(), strict=True)
+            if low <= tick <= high and label.get_text()
+        ]
+    finally:
+        plt.close(figure)
+    assert len(shown) >= 3  # enough to read a latency off
+    gaps = [right.x0 - left.x1 for left, right in itertools.pairwise(shown)]
+    assert min(gaps) >= 4, gaps
