@@ -335,6 +335,14 @@ def model_note(a: list[Report], b: list[Report]) -> str | None:
     ]
     if not all(baselines) or baselines[0].keys() == baselines[1].keys():
         return None
+    checkpoints = [{origin.get("checkpoint", "?") for origin in side.values()} for side in baselines]
+    if checkpoints[0] == checkpoints[1] and len(checkpoints[0]) == 1:  # one checkpoint, fine-tuned twice
+        shas = [", ".join(sha[:12] for sha in side) for side in baselines]
+        return (
+            f"Models: both sides' baselines come from {next(iter(checkpoints[0]))}, but their weights differ (sha256 "
+            f"{shas[0]} in A, {shas[1]} in B: fine-tuned on another machine or release, or the checkpoint changed): "
+            "each row compares two models"
+        )
     named = [
         ", ".join(f"{origin.get('checkpoint', '?')} (sha256 {sha[:12]})" for sha, origin in side.items())
         for side in baselines

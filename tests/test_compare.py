@@ -488,6 +488,19 @@ def test_cli_compare_says_when_the_runs_baselines_are_different_models(tmp_path:
         assert out.startswith(",".join(COLUMNS) + "\n") and "Models" not in out and err.strip() == note
 
 
+def test_cli_compare_says_when_one_checkpoints_baselines_have_different_weights(tmp_path: Path, capsys) -> None:
+    """The committed baseline runs of two machines fine-tuned the built-in encoder to different weights: 'different
+    baselines, A's default and B's default' read as a contradiction."""
+    base = make_report(shapes=((1, 128),))
+    a = _write(tmp_path / "a", [_of_model(base, "default", "61" * 32)])
+    b = _write(tmp_path / "b", [_of_model(base, "default", "74" * 32)])
+    assert main(["compare", str(a), str(b)]) == 0
+    assert (
+        "Models: both sides' baselines come from default, but their weights differ (sha256 616161616161 in A, "
+        "747474747474 in B: fine-tuned on another machine or release, or the checkpoint changed)"
+    ) in capsys.readouterr().out
+
+
 def test_cli_compare_is_silent_on_one_baseline(tmp_path: Path, capsys) -> None:
     """Two runs of one model (its path moved, its bytes the same) say nothing of models."""
     base = make_report(shapes=((1, 128),))
