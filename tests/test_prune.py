@@ -471,6 +471,7 @@ def test_prune_step_shrinks_recovers_and_exports(
         "AutoModelForSequenceClassification": "modeling_pruned_bert.PrunedBertForSequenceClassification",
     }
     assert pruned.details["train_rows"] == 32 and list((pruned.path.parent / "teacher-logits").glob("*.npy"))
+    assert pruned.details["importance_rows"] == 32  # the rows scored, as the manifest records them
     expected = model(**BATCH).logits.detach()
     assert torch.allclose(logits_without_optbench[pruned.path], expected, atol=1e-5)
     exported = run_step(OnnxConfig(exporter="torchscript"), pruned, reviews, tmp_path)

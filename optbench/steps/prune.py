@@ -144,6 +144,8 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
     train_split = data.train
     before = sum(p.numel() for p in model.parameters())
     rows = np.random.default_rng(config.seed).permutation(len(train_split))[: config.importance_rows]
+    if len(rows) < config.importance_rows:  # said: the step scores fewer rows than the recipe reads as asked
+        log.info("importance scored on all %d train rows (importance_rows = %d)", len(rows), config.importance_rows)
     batches = (
         (
             encode_rows(model, tokenizer, train_split, chunk, config.max_length),
@@ -175,6 +177,7 @@ def apply(config: PruneConfig, artifact: ModelArtifact, data: LabelledData, out_
         "parameters_before": before,
         "parameters": after,
         "parameters_left": after / before,
+        "importance_rows": len(rows),  # scored: the train split's rows where it has fewer than asked
     }
     if config.epochs > 0:
         logits = teacher_logits(artifact, train_split, config.max_length, out_dir.parent / "teacher-logits")
