@@ -154,6 +154,19 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     """The tensors a safetensors file holds, by name (dtype, shape and offsets), read without its weights. A file
     whose first 8 bytes give a header longer than the file is no safetensors file (ValueError): reading that many
     bytes would ask for up to 16 EiB. So is one whose header is not a JSON object."""
+    return _length_and_header(path)[1]
+
+
+def safetensors_size(path: Path) -> int:
+    """The bytes a whole safetensors file has by its header: the 8 giving the header's length, the header, and its
+    tensors' data to the end of the last. Raises as `safetensors_header` does, and KeyError, TypeError or IndexError
+    for a header whose entries are not tensors."""
+    length, header = _length_and_header(path)
+    return 8 + length + max((tensor["data_offsets"][1] for tensor in header.values()), default=0)
+
+
+def _length_and_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """A safetensors file's header length (its first 8 bytes) and its tensors, as `safetensors_header` reads them."""
     with path.open("rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
         if length > path.stat().st_size - 8:
@@ -161,16 +174,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         header = json.loads(handle.read(length))
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file: its header is a JSON {type(header).__name__}")
-    return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
-
-
-def safetensors_size(path: Path) -> int:
-    """The bytes a whole safetensors file has by its header: the 8 giving the header's length, the header, and its
-    tensors' data to the end of the last. Raises as `safetensors_header` does, and KeyError, TypeError or IndexError
-    for a header whose entries are not tensors."""
-    with path.open("rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
-    return 8 + length + max((tensor["data_offsets"][1] for tensor in safetensors_header(path).values()), default=0)
+    return length, {name: tensor for name, tensor in header.items() if name != "__metadata__"}
 
 
 def _parameters_in(path: Path) -> int:
