@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optbench.atomic import create_json_exclusive, is_number, read_json, write_json_atomic
+from optbench.atomic import create_json_exclusive, write_json_atomic
 from optbench.errors import unreadable_file
+from optbench.records import is_number, read_json
 
 CLAIM_GRACE_S = 300.0  # beyond the job timeout: the job's start and the recording of its result
 

@@ -12,7 +12,7 @@ warning about threads is the benchmark's (`bench.oversubscribed`). A runtime thi
 an onnxruntime without the provider it names, no TensorRT) is found by the GPU check's probe (`gpu_check.probe`,
 `gpu_check.needs`): the recipe is valid, but where the jobs run here its pairs fail as jobs. A step whose output
 is keyed on hardware this machine lacks (a tensorrt step's TensorRT version and GPU, its `build_target`) cannot run
-here, whether its input is cached or not (`steps.cannot_run_here`): the recipe is valid, but a run here refuses it
+here, whether its input is cached or not (`steps.cache.cannot_run_here`): the recipe is valid, but a run here refuses it
 before its first step (`preflight.check_steps_run_here`). Nothing is trained, exported, measured or written.
 """
 
@@ -30,7 +30,8 @@ from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
 from optbench.recipe import Recipe
 from optbench.runtimes import RuntimeSpec, declines, declines_precision, may_decline, runs
-from optbench.steps import RecipeStep, cached_output, cannot_run_here, check_input, step_folder
+from optbench.steps import RecipeStep
+from optbench.steps.cache import cached_output, cannot_run_here, check_input, step_folder
 from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 
 

@@ -25,7 +25,8 @@ from optbench.preflight import check_lengths, check_step_inputs, check_steps_run
 from optbench.recipe import DEFAULT_MODEL, Recipe
 from optbench.report import write_report
 from optbench.scratch import work_folder
-from optbench.steps import RecipeStep, run_step
+from optbench.steps import RecipeStep
+from optbench.steps.cache import run_step
 from optbench.steps.finetune import FinetuneConfig
 from optbench.sweep import Executor, SweepStore, runs_here, tidy_sweeps
 from optbench.table import to_frame

@@ -10,7 +10,8 @@ from optbench.encoding import load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.hf_config import has_classifier_head, read_hf_config
 from optbench.recipe import Recipe, chain_name
-from optbench.steps import RecipeStep, cannot_run_here
+from optbench.steps import RecipeStep
+from optbench.steps.cache import cannot_run_here
 from optbench.steps.distill import check_student_labels
 
 # Models whose position ids start after the padding index (transformers' RobertaEmbeddings and its copies):

@@ -33,11 +33,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from optbench.atomic import create_json_exclusive, damaged, read_json, require_fields, write_json_atomic
+from optbench.atomic import create_json_exclusive, write_json_atomic
 from optbench.claims import holds_claim, is_dead, lease, read_holder, renew_claim, take_claim, this_process
 from optbench.encoding import Shape
 from optbench.errors import OptbenchError
 from optbench.job import Job, JobFailed
+from optbench.records import damaged, read_json, require_fields
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ class TrainingConfig:
 
     @property
     def version(self) -> int:
-        """The output version `steps.cache_key` keys on: the step's own, plus one for epochs > 1. Those once
+        """The output version `steps.cache.cache_key` keys on: the step's own, plus one for epochs > 1. Those once
         repeated the first epoch's row order and now shuffle each epoch anew, so their outputs changed; epochs
         <= 1 train on the same rows in the same order as before and keep their cached outputs. (A config with
         epochs > 1 whose max_train_rows stops within the first epoch trains as before too, and is retrained

@@ -383,12 +383,6 @@ def test_the_whole_content_is_on_disk_before_the_file_takes_its_name(
     assert synced == [600]
 
 
-def test_a_folder_read_as_json_is_named_as_damaged(tmp_path: Path) -> None:
-    (tmp_path / "record.json").mkdir()
-    with pytest.raises(OptbenchError, match=r"record\.json is damaged \(\[Errno 21\] Is a directory: .*\): delete it"):
-        atomic.read_json(tmp_path / "record.json")
-
-
 def _boom(*args: Any, **kwargs: Any) -> None:
     raise OSError(28, "No space left on device")
 

@@ -18,7 +18,7 @@ from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
 from optbench.recipe import load_recipe
 from optbench.steps import distill as distill_step
-from optbench.steps import run_step
+from optbench.steps.cache import run_step
 from optbench.steps.distill import (
     DistillConfig,
     LogitDistillation,
@@ -575,7 +575,7 @@ def test_a_student_folder_keys_the_cache_by_its_content(tiny_artifact: ModelArti
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from optbench.steps import cache_key
+    from optbench.steps.cache import cache_key
 
     folder = _save_tiny(tmp_path / "student", head=True)
     config = DistillConfig(student=str(folder))
@@ -593,9 +593,9 @@ def test_a_new_release_of_the_packaged_student_invalidates_its_cache(
 ) -> None:
     """paraphrase-MiniLM-L3's weights come from one package and its tokenizer from another: a new release of
     either is another student, which must not be handed the old one's cached output. Other students keep theirs."""
-    from optbench import steps
     from optbench.packaged_models import DEFAULT_PACKAGE, PARAPHRASE_L3, PARAPHRASE_PACKAGE
-    from optbench.steps import cache_key
+    from optbench.steps import cache as steps
+    from optbench.steps.cache import cache_key
 
     packaged, teacher = DistillConfig(student=PARAPHRASE_L3), DistillConfig()
     real = steps.installed_version

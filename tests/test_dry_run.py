@@ -21,7 +21,7 @@ from optbench.gpu_check import Capability
 from optbench.job import JobFailed
 from optbench.pipeline import make_baseline, sweep_identity
 from optbench.recipe import Recipe, load_recipe
-from optbench.steps import run_step
+from optbench.steps.cache import run_step
 from optbench.sweep import SweepStore
 
 

@@ -16,7 +16,7 @@ from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
 from optbench.model_inputs import MODEL_INPUTS, model_input_names
 from optbench.runtimes import RuntimeSpec, load_runtime
-from optbench.steps import run_step
+from optbench.steps.cache import run_step
 from optbench.steps.distill import DistillConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig

@@ -14,7 +14,7 @@ from optbench.encoding import batches
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import onnx as onnx_step
-from optbench.steps import run_step
+from optbench.steps.cache import run_step
 from optbench.steps.onnx import OnnxConfig
 
 

@@ -27,7 +27,8 @@ from optbench.peers.optimum import PeerOptimumConfig, default_requirements
 from optbench.peers.speedup import add_speedup_vs_peers
 from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
-from optbench.steps import parse_step, run_step
+from optbench.steps import parse_step
+from optbench.steps.cache import run_step
 from optbench.table import render, to_frame
 
 # --- configs and labels ------------------------------------------------------------------------------
@@ -772,7 +773,7 @@ def test_a_step_failure_reads_as_one_line() -> None:
 def test_static_calibration_keys_the_cache_by_the_dataset_s_max_length(tiny_artifact, reviews) -> None:
     from dataclasses import replace
 
-    from optbench.steps import cache_key
+    from optbench.steps.cache import cache_key
 
     shorter = replace(reviews, max_length=16)  # the worker cuts calibration rows at it
     static, dynamic = PeerOptimumConfig(quantization="static"), PeerOptimumConfig(quantization="dynamic")

@@ -20,7 +20,7 @@ from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
 from optbench.importance import check_removes_some, gradient_importance, keep_plan, preflight_scores
 from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
-from optbench.steps import run_step
+from optbench.steps.cache import run_step
 from optbench.steps.distill import DistillConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig, as_pruned

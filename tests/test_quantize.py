@@ -18,7 +18,8 @@ from optbench.data import DatasetConfig, load_dataset
 from optbench.encoding import batches
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
-from optbench.steps import quantize, run_step
+from optbench.steps import quantize
+from optbench.steps.cache import run_step
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.quantize import DYNAMIC_OPS, DynamicQuantizeConfig, StaticQuantizeConfig, preflight
 from optbench.steps.torch_int8 import AGREEMENT_ROWS
@@ -354,7 +355,7 @@ def test_op_types_that_name_nothing_in_the_graph_are_refused(config, message: st
 def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
     unfused: ModelArtifact, data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from optbench.steps import cache_key
+    from optbench.steps.cache import cache_key
 
     def keys(flags: list[str], model: str) -> list[str]:
         monkeypatch.setattr(quantize, "cpu_flags", lambda: flags)

@@ -16,8 +16,9 @@ from optbench.errors import OptbenchError
 from optbench.onnx_graph import is_qdq
 from optbench.recipe import load_recipe
 from optbench.runtimes import ENGINES, RuntimeSpec, load_runtime
-from optbench.steps import STEPS, cache_key, run_step
+from optbench.steps import STEPS
 from optbench.steps import tensorrt as trt_step
+from optbench.steps.cache import cache_key, run_step
 from optbench.steps.tensorrt import CalibrationFeed, TensorRTConfig, check_parsable, check_symmetric_int8, profiles
 from optbench.tensorrt_engine import Profile, check_target, detect_target, import_tensorrt, pick_profile
 
