@@ -26,11 +26,16 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_all_atomic(files: Sequence[tuple[Path, bytes]]) -> None:
     """Replace each path with its data as `write_bytes_atomic` does, all or none: each is written whole beside its
-    path before any takes its name, so a refusal (a full disk, a folder that cannot be made) leaves every path as
-    it was. `gate` wrote its JUnit, then failed on --json and exited 2, leaving CI a JUnit of passes."""
+    path before any takes its name, so a refusal (a full disk, a folder that cannot be made, a read-only file)
+    leaves every path as it was. `gate` wrote its JUnit, then failed on --json and exited 2, leaving CI a JUnit of
+    passes. A file its user may not write is refused as the shell's `>` refuses it (root may write any)."""
     for path, _ in files:
         if path.is_dir():
             raise OptbenchError(f"cannot write {path}: it is a folder; give a file name")
+        if path.is_file() and not os.access(path, os.W_OK):  # its folder's write access renamed over it regardless
+            raise OptbenchError(
+                f"cannot write {path}: it is read-only; make it writable (chmod u+w) or give another path"
+            )
     with contextlib.ExitStack() as staging:
         staged = []
         for path, data in files:

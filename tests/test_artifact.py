@@ -423,6 +423,23 @@ def test_a_folder_is_not_written_over(tmp_path: Path) -> None:
     assert str(refused.value) == f"cannot write {tmp_path}: it is a folder; give a file name"
 
 
+def test_a_read_only_file_is_not_renamed_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's read-only file (chmod 444: kept as it is) was replaced: its folder's write access is all a rename
+    needs. Tests run as root, whom access() lets write any file: it answers as for another user here."""
+    table, junit = tmp_path / "table.md", tmp_path / "junit.xml"
+    table.write_text("kept\n")
+    junit.write_text("kept too\n")
+    os.chmod(junit, 0o444)
+    access = os.access
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != junit and access(path, mode))
+    with pytest.raises(OptbenchError) as refused:
+        atomic.write_all_atomic([(table, b"new\n"), (junit, b"<testsuite/>\n")])
+    fix = "make it writable (chmod u+w) or give another path"
+    assert str(refused.value) == f"cannot write {junit}: it is read-only; {fix}"
+    assert (table.read_text(), junit.read_text()) == ("kept\n", "kept too\n")
+    assert sorted(os.listdir(tmp_path)) == ["junit.xml", "table.md"]
+
+
 def test_failed_json_encoding_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "manifest.json"
     path.write_text('{"old": true}\n')
