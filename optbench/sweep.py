@@ -222,16 +222,31 @@ class SweepStore:
             result = {**result, "logits": str(self._logits(job))}
         return Outcome(job, result)
 
+    def check_logits(self, jobs: Iterable[PlannedJob], rows: int) -> None:
+        """Name as damaged the record of any stored accuracy job among `jobs` whose logits `logits` would refuse,
+        from each file's header (mapped, not read): a resume finds the damage before it runs its first job, not
+        once every remaining job has run."""
+        for job in jobs:
+            if job.kind == "accuracy" and (outcome := self.outcome(job)) is not None and outcome.ok:
+                self._load_logits(job, rows, mmap_mode="r")
+
     def logits(self, job: PlannedJob, rows: int) -> np.ndarray:
         """The logits the accuracy job `job` stored beside its record: `rows` rows (one per test text) of class
-        scores. A file cut short, not an array, or of another shape (hand-edited, another sweep's) names the
+        scores. A file cut short, not one array, or of another shape (hand-edited, another sweep's) names the
         record as damaged, whose deletion runs the job again: it ended the run in numpy's traceback, or in an error
         about the data's labels."""
+        return self._load_logits(job, rows)
+
+    def _load_logits(self, job: PlannedJob, rows: int, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+        """`logits`; with `mmap_mode` "r", its checks from the file's header, the array mapped but not read."""
         path, record = self._logits(job), self.jobs / f"{job.key}.json"
         try:
-            logits = np.load(path, allow_pickle=False)
+            logits = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             raise damaged(record, f"its logits, {path.name}, cannot be read: {exc}") from exc
+        if not isinstance(logits, np.ndarray):  # a zip of arrays (.npz), which np.load opens as such
+            logits.close()
+            raise damaged(record, f"its logits, {path.name}, cannot be read: a zip of arrays, not one array")
         if logits.ndim != 2 or logits.shape[0] != rows or not np.issubdtype(logits.dtype, np.number):
             raise damaged(
                 record,
