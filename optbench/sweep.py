@@ -210,6 +210,11 @@ class SweepStore:
             return None
         if stored["status"] not in ("ok", "failed"):
             raise damaged(path, f"'status' is {stored['status']!r}, not 'ok' or 'failed'")
+        # one written before records named their sweep and job has neither: taken as its name says, as it was then
+        if stored.get("sweep", self.folder.name) != self.folder.name:
+            raise damaged(path, f"the record of another sweep, {stored['sweep']}, not this one's")
+        if stored.get("job", job.key) != job.key:
+            raise damaged(path, f"the record of job {stored['job']}, not {job.key}")
         if stored["status"] == "failed":
             require_fields(path, stored, {"reason": "a string"})
             return Outcome(job, None, stored["reason"])
@@ -260,10 +265,16 @@ class SweepStore:
         if "logits" in result:
             os.replace(result["logits"], self._logits(job))
             result = {**result, "logits": self._logits(job).name}
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **this_process()})
+        self._write_record(job, {"status": "ok", "result": result})
 
     def record_failure(self, job: PlannedJob, reason: str) -> None:
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "failed", "reason": reason, **this_process()})
+        self._write_record(job, {"status": "failed", "reason": reason})
+
+    def _write_record(self, job: PlannedJob, outcome: dict[str, Any]) -> None:
+        """Store `job`'s record, naming the sweep and job it is of: its file name is the job's key, which every sweep
+        shares, so one copied from another sweep's folder (or under another job's name) was taken as this job's."""
+        record = {**outcome, "sweep": self.folder.name, "job": job.key, **this_process()}
+        write_json_atomic(self.jobs / f"{job.key}.json", record)
 
     def forget_failures(self) -> int:
         """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""
