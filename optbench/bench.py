@@ -312,6 +312,7 @@ def _run_jobs(
     """
     shapes = config.shapes()
     jobs = plan(len(pairs), reference, shapes, config.rounds, config.aa_check)
+    store.check_logits(jobs, len(texts))  # a resume's damage found now, not after the jobs it has left to run
     inputs = _tokenized(pairs, reference, texts, config, max_length, store)
 
     def make_job(planned: PlannedJob) -> Job:

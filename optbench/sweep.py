@@ -210,6 +210,11 @@ class SweepStore:
             return None
         if stored["status"] not in ("ok", "failed"):
             raise damaged(path, f"'status' is {stored['status']!r}, not 'ok' or 'failed'")
+        # one written before records named their sweep and job has neither: taken as its name says, as it was then
+        if stored.get("sweep", self.folder.name) != self.folder.name:
+            raise damaged(path, f"the record of another sweep, {stored['sweep']}, not this one's")
+        if stored.get("job", job.key) != job.key:
+            raise damaged(path, f"the record of job {stored['job']}, not {job.key}")
         if stored["status"] == "failed":
             require_fields(path, stored, {"reason": "a string"})
             return Outcome(job, None, stored["reason"])
@@ -222,16 +227,31 @@ class SweepStore:
             result = {**result, "logits": str(self._logits(job))}
         return Outcome(job, result)
 
+    def check_logits(self, jobs: Iterable[PlannedJob], rows: int) -> None:
+        """Name as damaged the record of any stored accuracy job among `jobs` whose logits `logits` would refuse,
+        from each file's header (mapped, not read): a resume finds the damage before it runs its first job, not
+        once every remaining job has run."""
+        for job in jobs:
+            if job.kind == "accuracy" and (outcome := self.outcome(job)) is not None and outcome.ok:
+                self._load_logits(job, rows, mmap_mode="r")
+
     def logits(self, job: PlannedJob, rows: int) -> np.ndarray:
         """The logits the accuracy job `job` stored beside its record: `rows` rows (one per test text) of class
-        scores. A file cut short, not an array, or of another shape (hand-edited, another sweep's) names the
+        scores. A file cut short, not one array, or of another shape (hand-edited, another sweep's) names the
         record as damaged, whose deletion runs the job again: it ended the run in numpy's traceback, or in an error
         about the data's labels."""
+        return self._load_logits(job, rows)
+
+    def _load_logits(self, job: PlannedJob, rows: int, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+        """`logits`; with `mmap_mode` "r", its checks from the file's header, the array mapped but not read."""
         path, record = self._logits(job), self.jobs / f"{job.key}.json"
         try:
-            logits = np.load(path, allow_pickle=False)
+            logits = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             raise damaged(record, f"its logits, {path.name}, cannot be read: {exc}") from exc
+        if not isinstance(logits, np.ndarray):  # a zip of arrays (.npz), which np.load opens as such
+            logits.close()
+            raise damaged(record, f"its logits, {path.name}, cannot be read: a zip of arrays, not one array")
         if logits.ndim != 2 or logits.shape[0] != rows or not np.issubdtype(logits.dtype, np.number):
             raise damaged(
                 record,
@@ -245,10 +265,16 @@ class SweepStore:
         if "logits" in result:
             os.replace(result["logits"], self._logits(job))
             result = {**result, "logits": self._logits(job).name}
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "ok", "result": result, **this_process()})
+        self._write_record(job, {"status": "ok", "result": result})
 
     def record_failure(self, job: PlannedJob, reason: str) -> None:
-        write_json_atomic(self.jobs / f"{job.key}.json", {"status": "failed", "reason": reason, **this_process()})
+        self._write_record(job, {"status": "failed", "reason": reason})
+
+    def _write_record(self, job: PlannedJob, outcome: dict[str, Any]) -> None:
+        """Store `job`'s record, naming the sweep and job it is of: its file name is the job's key, which every sweep
+        shares, so one copied from another sweep's folder (or under another job's name) was taken as this job's."""
+        record = {**outcome, "sweep": self.folder.name, "job": job.key, **this_process()}
+        write_json_atomic(self.jobs / f"{job.key}.json", record)
 
     def forget_failures(self) -> int:
         """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""

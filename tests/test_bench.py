@@ -651,6 +651,12 @@ def test_a_resumed_sweep_writes_again_inputs_found_damaged_or_holding_other_batc
     assert len(load_batches(accuracy)) != len(expected)
 
 
+def _save_zip_of_arrays(path: Path) -> None:
+    """An .npz (another sweep's inputs, say) at `path`, whatever its name: np.load reads it as a zip of arrays."""
+    with path.open("wb") as file:
+        np.savez(file, input_ids=np.eye(2))
+
+
 @pytest.mark.parametrize(
     ("damage", "why"),
     [
@@ -660,18 +666,26 @@ def test_a_resumed_sweep_writes_again_inputs_found_damaged_or_holding_other_batc
         (lambda path: path.write_text("not an array\n"), "cannot be read: "),
         (lambda path: np.save(path, np.zeros((5, 2), np.float32)), "are float32 of shape (5, 2), not 43 rows"),
         (lambda path: np.save(path, np.array(["a", "b"])), "are <U1 of shape (2,), not 43 rows"),
+        (_save_zip_of_arrays, "cannot be read: "),
     ],
-    ids=["truncated", "empty", "missing", "text", "other rows", "strings"],
+    ids=["truncated", "empty", "missing", "text", "other rows", "strings", "npz"],
 )
-def test_stored_logits_that_are_damaged_name_their_record(
+def test_stored_logits_that_are_damaged_name_their_record_before_a_resume_runs_a_job(
     fake_jobs, tiny_artifact, reviews, store, damage: Callable[[Path], object], why: str
 ) -> None:
     """A cut-short logits file ended the run in numpy's traceback; one of another sweep's test split in an error
-    telling the user to score the examples that are labelled. Deleting the record runs the job again."""
-    benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
-    damage(store.jobs / "accuracy-pair0.npy")
+    telling the user to score the examples that are labelled; a zip of arrays in an AttributeError. And a resume
+    found them only once every remaining job had run (hours of them). Deleting the record runs the job again."""
+    _fail("latency", "baseline", KeyboardInterrupt())  # stopped after its accuracy job: the latency jobs remain
+    with pytest.raises(KeyboardInterrupt):
+        benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    bench._failing.clear()  # type: ignore[attr-defined]
+    fake_jobs.clear()
+    logits = store.jobs / "accuracy-pair0.npy"
+    damage(logits)
     with pytest.raises(OptbenchError) as error:
         benchmark([tiny_artifact], reviews, TWO_ROUNDS, recipe="t", store=store)
+    assert fake_jobs == []  # refused before the first remaining job ran
     record = store.jobs / "accuracy-pair0.json"
     assert str(error.value).startswith(f"{record} is damaged (its logits, accuracy-pair0.npy, {why}")
     assert str(error.value).endswith("delete it and run the recipe again")

@@ -196,6 +196,38 @@ def test_a_record_whose_logits_are_not_the_file_beside_it_is_named_as_damaged(tm
         store.outcome(job)
 
 
+def test_a_record_copied_from_another_sweep_or_job_is_named_as_damaged(tmp_path: Path) -> None:
+    """Records are named by their job's key alone, which every sweep shares (pair 1 is another model in another
+    recipe's plan): one copied in from another sweep's folder, or under another job's name, was taken as this job's
+    result. One written before records named their sweep and job is read as before."""
+    ours, theirs = _store(tmp_path), SweepStore.open(tmp_path, {"plan": "another"}, lambda: "run-2", 60)
+    job, later = PlannedJob("latency", 1, (1, 16)), PlannedJob("latency", 1, (1, 16), round=1)
+    for store in (ours, theirs):
+        store.record(job, _result(job))
+    theirs.record_failure(later, "crashed with SIGSEGV")
+    record, failed = ours.jobs / f"{job.key}.json", ours.jobs / f"{later.key}.json"
+    shutil.copyfile(theirs.jobs / f"{job.key}.json", record)
+    shutil.copyfile(theirs.jobs / f"{later.key}.json", failed)
+    for path, copied in ((record, job), (failed, later)):
+        with pytest.raises(
+            OptbenchError,
+            match=re.escape(
+                f"{path} is damaged (the record of another sweep, {theirs.folder.name}, not this one's): delete it"
+            ),
+        ):
+            ours.outcome(copied)
+    ours.record(job, _result(job))
+    shutil.copyfile(record, failed)
+    with pytest.raises(
+        OptbenchError, match=re.escape(f"{failed} is damaged (the record of job {job.key}, not {later.key}): delete it")
+    ):
+        ours.outcome(later)
+    older = {key: value for key, value in json.loads(record.read_text()).items() if key not in ("sweep", "job")}
+    record.write_text(json.dumps(older))
+    outcome = ours.outcome(job)
+    assert outcome is not None and outcome.ok
+
+
 def test_a_sweep_another_user_left_that_this_one_cannot_write_is_refused_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
