@@ -94,9 +94,13 @@ def _swallowing_text(
     header = _header(rows)
     if label_column not in header:
         return None
-    at = header.index(label_column)
-    labels = {row[at].strip() for _, row in rows[1:] if len(row) == len(header) and "\n" not in row[at]}
-    looks_like_row = _row_test(separator, len(header), at, labels)
+    label_at = header.index(label_column)
+    labels = {
+        row[label_at].strip()
+        for _, row in rows
+        if row is not header and len(row) == len(header) and "\n" not in row[label_at]
+    }
+    looks_like_row = _row_test(separator, len(header), label_at, labels)
     return next(
         (
             (line, field, row)
