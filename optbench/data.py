@@ -121,7 +121,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
         text_column, label_column, group_column, split_column = "text", "label", "movie", None
     else:
         check_dataset_path(Path(config.source))
-        frame = read_table(Path(config.source), config.text_column)
+        frame = read_table(Path(config.source), config.text_column, config.label_column)
         text_column, label_column = config.text_column, config.label_column
         group_column, split_column = config.group_column, config.split_column
         settings = {option: getattr(config, option) for option in FILE_OPTIONS}

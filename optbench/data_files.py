@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from optbench.csv_quotes import check_no_swallowed_rows, unclosed_quote
 from optbench.errors import OptbenchError, listed
 
 # how to write each file format optbench reads, for the error that says a file could not be read
@@ -24,14 +25,16 @@ READ_FIXES = {
 FILE_SUFFIXES = ", ".join(list(READ_FIXES)[:-1]) + f" or {list(READ_FIXES)[-1]}"  # ".csv, .jsonl or .json", for errors
 
 
-def read_table(path: Path, text_column: str) -> pd.DataFrame:
-    """The rows of a dataset file, read by its suffix: `text_column` is read as text ("007" stays a text)."""
+def read_table(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
+    """The rows of a dataset file, read by its suffix: `text_column` is read as text ("007" stays a text);
+    `label_column` tells the rows a CSV text swallowed past a quote left open (csv_quotes)."""
     suffix = path.suffix.lower()
     if suffix not in READ_FIXES:
         raise OptbenchError(
             f"dataset {path} has suffix {suffix!r}: use {FILE_SUFFIXES} (a .csv may be separated by tabs, ';' or '|', "
             "read from its header: rename a .tsv or .txt of such rows to .csv)"
         )
+    separator = _separator(path) if suffix == ".csv" else ","
     try:  # "007" stays a text and "None" or "NA" a label: only empty cells are missing
         if suffix == ".csv":
             # skipinitialspace: a file written "text, label" (by hand, or by tools that space their commas) names
@@ -39,7 +42,7 @@ def read_table(path: Path, text_column: str) -> pd.DataFrame:
             # default name, and its texts were cut at their commas into fields of their own
             frame = pd.read_csv(
                 path,
-                sep=_separator(path),
+                sep=separator,
                 dtype={text_column: str},
                 keep_default_na=False,
                 na_values=[""],
@@ -52,10 +55,14 @@ def read_table(path: Path, text_column: str) -> pd.DataFrame:
                 frame[text_column] = frame[text_column].map(_as_text)
     # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
     except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        if suffix == ".csv" and (unclosed := unclosed_quote(path, separator, label_column, exc)):
+            raise OptbenchError(f"cannot read dataset {path}: {unclosed}") from exc
         reason = _not_utf8(path) or _bad_json_row(path, suffix) or " ".join(str(exc).split())
         raise OptbenchError(f"cannot read dataset {path}: {reason}: {READ_FIXES[suffix]}") from exc
     if len(frame) == 0:  # a header alone, or an empty JSON file: not a file without the named columns
         raise OptbenchError(f"dataset {path} has no rows: {READ_FIXES[suffix]}")
+    if suffix == ".csv":
+        check_no_swallowed_rows(frame, path, separator, label_column)
     if suffix == ".json" and text_column not in frame.columns and _is_json_object(path):
         if text_column in frame.index.astype(str):
             raise OptbenchError(  # {"0": {"text": ...}, "1": ...}: pandas reads each row as a column, named by its key

@@ -246,4 +246,90 @@ def test_texts_that_look_like_numbers_stay_texts(tmp_path: Path, name: str) -> N
             ".json": frame.to_json(orient="records"),
         }[path.suffix]
     )
-    assert read_table(path, "text")["text"].tolist() == ["007", "1.50", "10"]
+    assert read_table(path, "text", "label")["text"].tolist() == ["007", "1.50", "10"]
+
+
+def _lines_with_a_quote_left_open(opened: int, closed: str | None) -> list[str]:
+    """A CSV of 60 rows whose row on file line `opened` has a text that opens a quote and never closes it; with
+    `closed`, file line 31 is that row instead (a text that opens a quote of its own: pandas took it as the close)."""
+    lines = ["text,label"] + [f"review number {i} of the set,{'pos' if i % 2 else 'neg'}" for i in range(60)]
+    lines[opened - 1] = '"' + lines[opened - 1]
+    if closed is not None:
+        lines[30] = closed
+    return lines
+
+
+def test_a_quote_left_open_to_the_end_of_the_file_is_refused_naming_its_line(tmp_path: Path) -> None:
+    """pandas said "EOF inside string starting at row 57", a count of records (one fewer than the line, and fewer
+    still past a text of line breaks), not the line to fix."""
+    lines = _lines_with_a_quote_left_open(59, None)
+    lines[2] = '"two lines\nof text",pos'  # one line more before the quote: pandas' row count fell one further behind
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    message = (
+        f"cannot read dataset {path}: line 60 opens a quote that is never closed: the 2 line(s) after it, to the end "
+        "of the file, were read into its text: close the quote where its text ends, or, if the quote belongs to the "
+        'text, quote the whole text and write that quote as two ("""great"" film",pos)'
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_a_quote_left_open_on_the_last_line_is_refused_naming_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(_lines_with_a_quote_left_open(61, None)))  # no line break at the end
+    with pytest.raises(OptbenchError, match=r": line 61 opens a quote that is never closed: close the quote"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_quote_left_open_that_swallows_rows_up_to_a_later_quote_is_refused_naming_its_line(
+    tmp_path: Path, newline: str
+) -> None:
+    """The quote that opens a later text (here one that holds quotes of its own) closed the one left open: the 19 rows
+    between were read into one text and lost without a word (41 rows of 60 loaded)."""
+    lines = _lines_with_a_quote_left_open(12, '"he said ""wow"" twice",pos')
+    lines[2:2] = ["", ""]  # blank lines, which pandas skips: the quote now opens on line 14
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + newline.join(lines).encode() + newline.encode())
+    message = (
+        f"dataset {path}: line 14 opens a quote that no quote closes on that line, so the 19 line(s) after it were "
+        "read into its text and their rows lost: close the quote"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_a_quote_left_open_in_a_file_of_labels_first_and_semicolons_is_refused(tmp_path: Path) -> None:
+    """The rows a text swallowed are found by the label column wherever it is, and by the file's separator."""
+    lines = ["label;text"] + [f"{'pos' if i % 2 else 'neg'};review {i}" for i in range(60)]
+    lines[11] = 'neg;"review 10'
+    lines[30] = 'pos;"a ""quoted"" review"'
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(OptbenchError, match=r": line 12 opens a quote .* the 19 line\(s\) after it were read"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_a_quote_left_open_up_to_a_quoted_text_with_a_comma_is_refused_naming_its_line(tmp_path: Path) -> None:
+    """The commonest close: a text with a comma, which CSV writers quote. pandas said "Expected 2 fields in line 12,
+    saw 3" of a line of two fields."""
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(_lines_with_a_quote_left_open(12, '"a good, long film",pos')) + "\n")
+    message = (
+        f"cannot read dataset {path}: line 12 opens a quote that no quote closes on that line, so the 19 line(s) "
+        "after it were read into its text, and its row into 3 fields, not 2: close the quote"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+def test_quoted_texts_of_several_lines_load_as_they_are(tmp_path: Path) -> None:
+    """Line breaks in a quoted text are CSV: lines that are no rows of the file (paragraphs; a line of two fields
+    whose second is no label) are the text's own."""
+    texts = [f"review {i}\n\nsecond paragraph, said {'neg' if i % 3 else 'twice'}\nthird, {i}" for i in range(59)]
+    texts.append("one line, and a second\nthat ends, neg")  # a text of two fields first, then one like a row
+    rows = {"text": texts, "label": ["pos" if i % 2 else "neg" for i in range(60)]}
+    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
+    assert sorted(t for split in all_texts(data).values() for t in split) == sorted(texts)
