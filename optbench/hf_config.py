@@ -45,6 +45,8 @@ PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes star
 DISTILBERT_KEYS = {"num_hidden_layers": "n_layers", "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
 # how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+# the bytes of a file's start its checks read (`_starts`): an LFS pointer's first line, a page's first tag, a header
+START_BYTES = 64
 # how an HTML page starts, lower-cased: what a download that got a login or error page saves in place of a file
 HTML_STARTS = (b"<!doctype html", b"<html")
 UTF8_BOM = b"\xef\xbb\xbf"  # what some editors and servers write before a page's first character
@@ -80,8 +82,9 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     weights and a tokenizer vocabulary, none of them a Git LFS pointer, its safetensors whole safetensors files)."""
     check_model_folder(folder)
     weights = weight_files(folder)
-    _check_not_lfs_pointers(folder, weights)
-    _check_safetensors(folder, weights)
+    starts = _starts([*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())])
+    _check_not_lfs_pointers(folder, starts)
+    _check_safetensors(folder, {path: starts[path] for path in weights if path in starts})
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -118,12 +121,24 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
+def _starts(paths: list[Path]) -> dict[Path, bytes]:
+    """The first START_BYTES of each file at `paths`, read once for every check of how it starts; a file that cannot
+    be read is left out, for the load that needs it to say why."""
+    starts: dict[Path, bytes] = {}
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                starts[path] = handle.read(START_BYTES)
+        except OSError:
+            continue
+    return starts
+
+
+def _check_not_lfs_pointers(folder: Path, starts: dict[Path, bytes]) -> None:
     """Refuse weights or tokenizer files that are Git LFS pointers (a Hub repository cloned without git-lfs): they
     pass every check by name, and the run failed only when a step or job loaded them, with safetensors' or the
     tokenizer's own error."""
-    files = [*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())]
-    pointers = [path.name for path in files if _is_lfs_pointer(path)]
+    pointers = [path.name for path, start in starts.items() if start.startswith(LFS_POINTER)]
     if pointers:
         raise OptbenchError(
             f"model folder {folder} has Git LFS pointers in place of {', '.join(pointers)}: run "
@@ -131,30 +146,30 @@ def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
         )
 
 
-def _check_safetensors(folder: Path, weights: list[Path]) -> None:
-    """Refuse a safetensors file that is not one, whole: an HTML page (a download that got a login or error page),
-    other bytes whose first 8 give no header length, a header that is not the JSON of its tensors, or a file empty,
-    shorter or longer than its header says (a download or copy stopped part way). Each passed every check by name,
-    and the run's first step stopped in safetensors' SafetensorError traceback. Every shard is checked, and other
-    weight files (pytorch_model.bin) for an HTML page; a file that cannot be read is left to the load that reads it."""
-    for path in weights:
+def _check_safetensors(folder: Path, starts: dict[Path, bytes]) -> None:
+    """Refuse a safetensors file that is not one, whole, by its start (`starts`) and size: an HTML page (a download
+    that got a login or error page), other bytes whose first 8 give no header length, a header that is not the JSON
+    of its tensors, or a file empty, shorter or longer than its header says (a download or copy stopped part way).
+    Each passed every check by name, and the run's first step stopped in safetensors' SafetensorError traceback.
+    Every shard is checked, and other weight files (pytorch_model.bin) for an HTML page; a file that cannot be read
+    is left to the load that reads it."""
+    for path, start in starts.items():
         try:
-            problem = _weights_problem(path)
+            problem = _weights_problem(path, start)
         except OSError:
             continue
         if problem is not None:
             raise OptbenchError(f"model folder {folder}: {path.name} {problem}: {FETCH_WEIGHTS_AGAIN}")
 
 
-def _weights_problem(path: Path) -> str | None:
-    """What keeps the weight file at `path` from loading, as `_check_safetensors` tells it; None for none."""
-    with path.open("rb") as handle:
-        start = handle.read(64)
-    size = path.stat().st_size
+def _weights_problem(path: Path, start: bytes) -> str | None:
+    """What keeps the weight file at `path`, which starts with `start`, from loading, as `_check_safetensors` tells it;
+    None for none."""
     if start.removeprefix(UTF8_BOM).lstrip().lower().startswith(HTML_STARTS):
         return "is an HTML page, not weights (a download that got a login or error page)"
     if path.suffix != ".safetensors":
         return None
+    size = path.stat().st_size
     if size == 0:
         return f"is empty {STOPPED_PART_WAY}"
     length = int.from_bytes(start[:8], "little")
@@ -174,14 +189,6 @@ def _weights_problem(path: Path) -> str | None:
     if size > whole:
         return f"is {size} bytes where its header says {whole}: other bytes follow its tensors"
     return None
-
-
-def _is_lfs_pointer(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(len(LFS_POINTER)) == LFS_POINTER
-    except OSError:  # unreadable: not a pointer, and the load that needs it says why
-        return False
 
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:
