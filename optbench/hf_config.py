@@ -4,11 +4,12 @@ encoder or classifier optbench takes, and the label names of its head."""
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import HF_FILES, safetensors_header, safetensors_size, weight_files
+from optbench.artifact import HF_FILES, TORCH_WEIGHTS, safetensors_header, safetensors_size, weight_files
 from optbench.errors import OptbenchError, refused_reading
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
@@ -52,6 +53,9 @@ HTML_STARTS = (b"<!doctype html", b"<html")
 UTF8_BOM = b"\xef\xbb\xbf"  # what some editors and servers write before a page's first character
 # the longest header safetensors reads (its MAX_HEADER_SIZE): a longer "length" is another kind of file's first bytes
 MAX_SAFETENSORS_HEADER = 100_000_000
+# how the two formats torch.save writes start: a zip (since torch 1.6), a pickle of protocol 2 or later (before)
+ZIP_START = b"PK\x03\x04"
+PICKLE_START = b"\x80"
 STOPPED_PART_WAY = "(a download or copy stopped part way)"
 NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
 # how to put whole weights in place of a file that is not
@@ -79,12 +83,12 @@ def check_model_folder(folder: Path, option: str | None = None) -> None:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
-    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its safetensors whole safetensors files)."""
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its weight files whole)."""
     check_model_folder(folder)
     weights = weight_files(folder)
     starts = _starts([*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())])
     _check_not_lfs_pointers(folder, starts)
-    _check_safetensors(folder, {path: starts[path] for path in weights if path in starts})
+    _check_weights(folder, {path: starts[path] for path in weights if path in starts})
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -146,13 +150,14 @@ def _check_not_lfs_pointers(folder: Path, starts: dict[Path, bytes]) -> None:
         )
 
 
-def _check_safetensors(folder: Path, starts: dict[Path, bytes]) -> None:
-    """Refuse a safetensors file that is not one, whole, by its start (`starts`) and size: an HTML page (a download
-    that got a login or error page), other bytes whose first 8 give no header length, a header that is not the JSON
-    of its tensors, or a file empty, shorter or longer than its header says (a download or copy stopped part way).
-    Each passed every check by name, and the run's first step stopped in safetensors' SafetensorError traceback.
-    Every shard is checked, and other weight files (pytorch_model.bin) for an HTML page; a file that cannot be read
-    is left to the load that reads it."""
+def _check_weights(folder: Path, starts: dict[Path, bytes]) -> None:
+    """Refuse a weight file that cannot load, by its start (`starts`) and size: an HTML page (a download that got a
+    login or error page); a safetensors file that is not one, whole (other bytes whose first 8 give no header
+    length, a header that is not the JSON of its tensors, or a file empty, shorter or longer than its header says);
+    a pytorch_model.bin that is empty, a zip without its end (a download or copy stopped part way), or neither of
+    the formats torch.save writes. Each passed every check by name, and the first step or benchmark job that loaded
+    it failed with safetensors' or torch's error. Every shard is checked; a file that cannot be read is left to the
+    load that reads it."""
     for path, start in starts.items():
         try:
             problem = _weights_problem(path, start)
@@ -163,15 +168,18 @@ def _check_safetensors(folder: Path, starts: dict[Path, bytes]) -> None:
 
 
 def _weights_problem(path: Path, start: bytes) -> str | None:
-    """What keeps the weight file at `path`, which starts with `start`, from loading, as `_check_safetensors` tells it;
+    """What keeps the weight file at `path`, which starts with `start`, from loading, as `_check_weights` tells it;
     None for none."""
     if start.removeprefix(UTF8_BOM).lstrip().lower().startswith(HTML_STARTS):
         return "is an HTML page, not weights (a download that got a login or error page)"
-    if path.suffix != ".safetensors":
+    torch_weights = path.suffix == ".bin" and path.name.startswith(TORCH_WEIGHTS)  # not training_args.bin, OpenVINO's
+    if path.suffix != ".safetensors" and not torch_weights:
         return None
     size = path.stat().st_size
     if size == 0:
         return f"is empty {STOPPED_PART_WAY}"
+    if torch_weights:
+        return _torch_weights_problem(path, start, size)
     length = int.from_bytes(start[:8], "little")
     if size < 8 or length > MAX_SAFETENSORS_HEADER:
         return "is not safetensors: its first 8 bytes are not a safetensors header length"
@@ -189,6 +197,19 @@ def _weights_problem(path: Path, start: bytes) -> str | None:
     if size > whole:
         return f"is {size} bytes where its header says {whole}: other bytes follow its tensors"
     return None
+
+
+def _torch_weights_problem(path: Path, start: bytes, size: int) -> str | None:
+    """What keeps a pytorch_model.bin of `size` bytes, starting with `start`, from loading: a zip has its central
+    directory at its end, so one cut short has none (torch's "failed finding central directory"); a file of neither
+    format torch.save writes failed torch's unpickling. None for a whole zip or a pickle (torch's legacy format)."""
+    if start.startswith(ZIP_START):
+        if zipfile.is_zipfile(path):
+            return None
+        return f"is {size} bytes, a zip without the directory a whole one ends with: cut short {STOPPED_PART_WAY}"
+    if start.startswith(PICKLE_START):
+        return None
+    return "is not PyTorch weights: neither a zip nor a pickle, the formats torch.save writes"
 
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:

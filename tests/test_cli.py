@@ -204,6 +204,34 @@ def test_weights_that_are_an_html_page(
     assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
 
 
+def _cut_short_torch_weights(model: Path) -> str:
+    """model's weights as a pytorch_model.bin whose copy stopped half way; the start of the line that refuses it."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    whole = (model / "pytorch_model.bin").read_bytes()
+    (model / "pytorch_model.bin").write_bytes(whole[: len(whole) // 2])
+    cut = f"{len(whole) // 2} bytes, a zip without the directory a whole one ends with: cut short"
+    return f"model folder {model}: pytorch_model.bin is {cut}"
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+@pytest.mark.parametrize("damage", [_cut_short_torch_weights], ids=["bin-cut-short"])
+def test_weights_a_download_left_part_way(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, dry_run: list[str], damage, capsys
+) -> None:
+    """A pytorch_model.bin cut short: one line before the first step (and in the dry run, which passed), where the
+    reference's benchmark jobs failed with torch's "failed finding central directory"."""
+    model = shutil.copytree(tiny_classifier, tmp_path / "model")
+    message = damage(model)
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), *dry_run]
+    _fails(args, capsys, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
     model = tmp_path / "model"
     model.mkdir()
