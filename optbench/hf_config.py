@@ -56,13 +56,20 @@ MAX_SAFETENSORS_HEADER = 100_000_000
 # how the two formats torch.save writes start: a zip (since torch 1.6), a pickle of protocol 2 or later (before)
 ZIP_START = b"PK\x03\x04"
 PICKLE_START = b"\x80"
+# the index of a sharded checkpoint's shards, by the whole file transformers loads in its place where there is one, in
+# the order it looks: model.safetensors, its shards' index, pytorch_model.bin, its shards' index
+SHARD_INDEXES = {
+    "model.safetensors": "model.safetensors.index.json",
+    "pytorch_model.bin": "pytorch_model.bin.index.json",
+}
 STOPPED_PART_WAY = "(a download or copy stopped part way)"
 NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
-# how to put whole weights in place of a file that is not
-FETCH_WEIGHTS_AGAIN = (
-    "download it again (git lfs pull in a clone of the model, or huggingface-cli download), or copy it whole; or "
+# how to put whole weights in place of files that are not ({it}: "it", a file, or "them", a sharded checkpoint's shards)
+FETCH_AGAIN = (
+    "download {it} again (git lfs pull in a clone of the model, or huggingface-cli download), or copy {it} whole; or "
     "save the model again with save_pretrained()"
 )
+FETCH_WEIGHTS_AGAIN = FETCH_AGAIN.format(it="it")
 
 
 def check_model_folder(folder: Path, option: str | None = None) -> None:
@@ -83,12 +90,14 @@ def check_model_folder(folder: Path, option: str | None = None) -> None:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
-    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its weight files whole)."""
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its weight files whole, its shards all
+    there)."""
     check_model_folder(folder)
     weights = weight_files(folder)
     starts = _starts([*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())])
     _check_not_lfs_pointers(folder, starts)
     _check_weights(folder, {path: starts[path] for path in weights if path in starts})
+    _check_shards(folder)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -210,6 +219,51 @@ def _torch_weights_problem(path: Path, start: bytes, size: int) -> str | None:
     if start.startswith(PICKLE_START):
         return None
     return "is not PyTorch weights: neither a zip nor a pickle, the formats torch.save writes"
+
+
+def _check_shards(folder: Path) -> None:
+    """Refuse a sharded checkpoint whose index, the one transformers loads it by, is not JSON of a metadata object and
+    a weight_map of tensor names to shard files, or names shards the folder lacks (a download or copy stopped part
+    way): the folder passed every check, and the first step or benchmark job that loaded it failed with
+    transformers' FileNotFoundError, JSONDecodeError or KeyError. An index that cannot be read is left to the load
+    that reads it."""
+    index = _shard_index(folder)
+    if index is None:
+        return
+    try:
+        content = json.loads(index.read_text(encoding="utf-8"))
+    except OSError:
+        return
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested thousands deep
+        content = None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("metadata"), dict)
+        or not isinstance(weight_map, dict)
+        or not all(isinstance(shard, str) for shard in weight_map.values())
+    ):
+        raise OptbenchError(
+            f"model folder {folder}: {index.name} is not a shard index (a JSON object of a metadata object and a "
+            f"weight_map of tensor names to shard files): {FETCH_WEIGHTS_AGAIN}"
+        )
+    missing = sorted({shard for shard in weight_map.values() if not (folder / shard).is_file()})
+    if missing:
+        raise OptbenchError(
+            f"model folder {folder} lacks {', '.join(missing)}, shards its {index.name} names {STOPPED_PART_WAY}: "
+            f"{FETCH_AGAIN.format(it='them')}"
+        )
+
+
+def _shard_index(folder: Path) -> Path | None:
+    """The index of shards transformers loads the weights in `folder` by; None where it loads one whole file (or
+    finds none, which the checks of weights tell)."""
+    for whole, index in SHARD_INDEXES.items():
+        if (folder / whole).is_file():
+            return None
+        if (folder / index).is_file():
+            return folder / index
+    return None
 
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:

@@ -262,6 +262,75 @@ def test_read_hf_config_takes_pytorch_weights_in_either_format_and_other_bin_fil
     assert read_hf_config(folder) == {"model_type": "bert"}
 
 
+SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+def _sharded(folder: Path, index: str = "model.safetensors.index.json", shards: list[str] = SHARDS) -> Path:
+    """A sharded checkpoint as save_pretrained() writes one: its shards, and the index naming each tensor's."""
+    fake_checkpoint(folder, {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    weight_map = {f"bert.layer.{i}.weight": shard for i, shard in enumerate(shards)}
+    content = json.dumps({"metadata": {"total_size": 512}, "weight_map": weight_map}).encode()
+    return write_files(folder, {index: content, **dict.fromkeys(shards, FAKE_WEIGHTS)})
+
+
+@pytest.mark.parametrize(
+    ("index", "shards"),
+    [
+        ("model.safetensors.index.json", SHARDS),
+        ("pytorch_model.bin.index.json", ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]),
+    ],
+)
+def test_read_hf_config_refuses_a_sharded_checkpoint_without_every_shard(
+    tmp_path: Path, index: str, shards: list[str]
+) -> None:
+    """A download or copy of a large checkpoint that stopped part way, before its last shards: every check passed,
+    and the first step or job that loaded it failed with transformers' FileNotFoundError."""
+    folder = _sharded(tmp_path / "m", index, shards)
+    if index.startswith("pytorch"):
+        write_files(folder, dict.fromkeys(shards, _torch_weights()))
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    (folder / shards[1]).unlink()
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    fetch = FETCH_AGAIN.replace(" it ", " them ")
+    assert str(refused.value) == f"model folder {folder} lacks {shards[1]}, shards its {index} names {STOPPED}: {fetch}"
+    (folder / shards[0]).unlink()  # every shard: named, rather than "has no weights"
+    with pytest.raises(OptbenchError, match=f"lacks {shards[0]}, {shards[1]}, shards its"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safe',  # cut short
+        b"[]",
+        b'{"weight_map": {"a": "model-00001-of-00002.safetensors"}}',  # transformers reads its metadata
+        b'{"metadata": {}, "weight_map": ["model-00001-of-00002.safetensors"]}',
+        b'{"metadata": {}, "weight_map": {"a": 1}}',
+        b"\xff\xfe",
+    ],
+)
+def test_read_hf_config_refuses_a_shard_index_transformers_cannot_read(tmp_path: Path, content: bytes) -> None:
+    """The first step or job that loaded it failed with transformers' JSONDecodeError, KeyError or TypeError."""
+    folder = write_files(_sharded(tmp_path / "m"), {"model.safetensors.index.json": content})
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value) == (
+        f"model folder {folder}: model.safetensors.index.json is not a shard index (a JSON object of a metadata object "
+        f"and a weight_map of tensor names to shard files): {FETCH_AGAIN}"
+    )
+
+
+def test_a_shard_index_beside_whole_weights_is_not_read(tmp_path: Path) -> None:
+    """transformers loads a model.safetensors rather than the shards an index names: neither is checked."""
+    folder = write_files(_sharded(tmp_path / "m"), {"model.safetensors": FAKE_WEIGHTS})
+    (folder / SHARDS[1]).unlink()
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    write_files(folder, {"model.safetensors.index.json": b"{not json"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+
+
 def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
     """Each file `git lfs pull` must fetch is named, the weights first."""
     files = {"config.json": BERT_CONFIG, "model.safetensors": LFS_POINTER_TEXT, "tokenizer.json": LFS_POINTER_TEXT}
