@@ -4,11 +4,12 @@ encoder or classifier optbench takes, and the label names of its head."""
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optbench.artifact import HF_FILES, safetensors_header, safetensors_size, weight_files
+from optbench.artifact import HF_FILES, TORCH_WEIGHTS, safetensors_header, safetensors_size, weight_files
 from optbench.errors import OptbenchError, refused_reading
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
@@ -45,18 +46,30 @@ PRUNED_TYPE_PREFIX = "optbench-pruned-"  # what the model types prune makes star
 DISTILBERT_KEYS = {"num_hidden_layers": "n_layers", "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
 # how a Git LFS pointer file starts: what a clone without git-lfs leaves in place of each large file
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+# the bytes of a file's start its checks read (`_starts`): an LFS pointer's first line, a page's first tag, a header
+START_BYTES = 64
 # how an HTML page starts, lower-cased: what a download that got a login or error page saves in place of a file
 HTML_STARTS = (b"<!doctype html", b"<html")
 UTF8_BOM = b"\xef\xbb\xbf"  # what some editors and servers write before a page's first character
 # the longest header safetensors reads (its MAX_HEADER_SIZE): a longer "length" is another kind of file's first bytes
 MAX_SAFETENSORS_HEADER = 100_000_000
+# how the two formats torch.save writes start: a zip (since torch 1.6), a pickle of protocol 2 or later (before)
+ZIP_START = b"PK\x03\x04"
+PICKLE_START = b"\x80"
+# the index of a sharded checkpoint's shards, by the whole file transformers loads in its place where there is one, in
+# the order it looks: model.safetensors, its shards' index, pytorch_model.bin, its shards' index
+SHARD_INDEXES = {
+    "model.safetensors": "model.safetensors.index.json",
+    "pytorch_model.bin": "pytorch_model.bin.index.json",
+}
 STOPPED_PART_WAY = "(a download or copy stopped part way)"
 NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
-# how to put whole weights in place of a file that is not
-FETCH_WEIGHTS_AGAIN = (
-    "download it again (git lfs pull in a clone of the model, or huggingface-cli download), or copy it whole; or "
+# how to put whole weights in place of files that are not ({it}: "it", a file, or "them", a sharded checkpoint's shards)
+FETCH_AGAIN = (
+    "download {it} again (git lfs pull in a clone of the model, or huggingface-cli download), or copy {it} whole; or "
     "save the model again with save_pretrained()"
 )
+FETCH_WEIGHTS_AGAIN = FETCH_AGAIN.format(it="it")
 
 
 def check_model_folder(folder: Path, option: str | None = None) -> None:
@@ -77,11 +90,14 @@ def check_model_folder(folder: Path, option: str | None = None) -> None:
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """The checkpoint's config.json, after checking the folder looks like a Hugging Face checkpoint (a config.json,
-    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its safetensors whole safetensors files)."""
+    weights and a tokenizer vocabulary, none of them a Git LFS pointer, its weight files whole, its shards all
+    there)."""
     check_model_folder(folder)
     weights = weight_files(folder)
-    _check_not_lfs_pointers(folder, weights)
-    _check_safetensors(folder, weights)
+    starts = _starts([*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())])
+    _check_not_lfs_pointers(folder, starts)
+    _check_weights(folder, {path: starts[path] for path in weights if path in starts})
+    _check_shards(folder)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -118,12 +134,24 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
+def _starts(paths: list[Path]) -> dict[Path, bytes]:
+    """The first START_BYTES of each file at `paths`, read once for every check of how it starts; a file that cannot
+    be read is left out, for the load that needs it to say why."""
+    starts: dict[Path, bytes] = {}
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                starts[path] = handle.read(START_BYTES)
+        except OSError:
+            continue
+    return starts
+
+
+def _check_not_lfs_pointers(folder: Path, starts: dict[Path, bytes]) -> None:
     """Refuse weights or tokenizer files that are Git LFS pointers (a Hub repository cloned without git-lfs): they
     pass every check by name, and the run failed only when a step or job loaded them, with safetensors' or the
     tokenizer's own error."""
-    files = [*weights, *(folder / name for name in HF_FILES if (folder / name).is_file())]
-    pointers = [path.name for path in files if _is_lfs_pointer(path)]
+    pointers = [path.name for path, start in starts.items() if start.startswith(LFS_POINTER)]
     if pointers:
         raise OptbenchError(
             f"model folder {folder} has Git LFS pointers in place of {', '.join(pointers)}: run "
@@ -131,32 +159,36 @@ def _check_not_lfs_pointers(folder: Path, weights: list[Path]) -> None:
         )
 
 
-def _check_safetensors(folder: Path, weights: list[Path]) -> None:
-    """Refuse a safetensors file that is not one, whole: an HTML page (a download that got a login or error page),
-    other bytes whose first 8 give no header length, a header that is not the JSON of its tensors, or a file empty,
-    shorter or longer than its header says (a download or copy stopped part way). Each passed every check by name,
-    and the run's first step stopped in safetensors' SafetensorError traceback. Every shard is checked, and other
-    weight files (pytorch_model.bin) for an HTML page; a file that cannot be read is left to the load that reads it."""
-    for path in weights:
+def _check_weights(folder: Path, starts: dict[Path, bytes]) -> None:
+    """Refuse a weight file that cannot load, by its start (`starts`) and size: an HTML page (a download that got a
+    login or error page); a safetensors file that is not one, whole (other bytes whose first 8 give no header
+    length, a header that is not the JSON of its tensors, or a file empty, shorter or longer than its header says);
+    a pytorch_model.bin that is empty, a zip without its end (a download or copy stopped part way), or neither of
+    the formats torch.save writes. Each passed every check by name, and the first step or benchmark job that loaded
+    it failed with safetensors' or torch's error. Every shard is checked; a file that cannot be read is left to the
+    load that reads it."""
+    for path, start in starts.items():
         try:
-            problem = _weights_problem(path)
+            problem = _weights_problem(path, start)
         except OSError:
             continue
         if problem is not None:
             raise OptbenchError(f"model folder {folder}: {path.name} {problem}: {FETCH_WEIGHTS_AGAIN}")
 
 
-def _weights_problem(path: Path) -> str | None:
-    """What keeps the weight file at `path` from loading, as `_check_safetensors` tells it; None for none."""
-    with path.open("rb") as handle:
-        start = handle.read(64)
-    size = path.stat().st_size
+def _weights_problem(path: Path, start: bytes) -> str | None:
+    """What keeps the weight file at `path`, which starts with `start`, from loading, as `_check_weights` tells it;
+    None for none."""
     if start.removeprefix(UTF8_BOM).lstrip().lower().startswith(HTML_STARTS):
         return "is an HTML page, not weights (a download that got a login or error page)"
-    if path.suffix != ".safetensors":
+    torch_weights = path.suffix == ".bin" and path.name.startswith(TORCH_WEIGHTS)  # not training_args.bin, OpenVINO's
+    if path.suffix != ".safetensors" and not torch_weights:
         return None
+    size = path.stat().st_size
     if size == 0:
         return f"is empty {STOPPED_PART_WAY}"
+    if torch_weights:
+        return _torch_weights_problem(path, start, size)
     length = int.from_bytes(start[:8], "little")
     if size < 8 or length > MAX_SAFETENSORS_HEADER:
         return "is not safetensors: its first 8 bytes are not a safetensors header length"
@@ -176,12 +208,62 @@ def _weights_problem(path: Path) -> str | None:
     return None
 
 
-def _is_lfs_pointer(path: Path) -> bool:
+def _torch_weights_problem(path: Path, start: bytes, size: int) -> str | None:
+    """What keeps a pytorch_model.bin of `size` bytes, starting with `start`, from loading: a zip has its central
+    directory at its end, so one cut short has none (torch's "failed finding central directory"); a file of neither
+    format torch.save writes failed torch's unpickling. None for a whole zip or a pickle (torch's legacy format)."""
+    if start.startswith(ZIP_START):
+        if zipfile.is_zipfile(path):
+            return None
+        return f"is {size} bytes, a zip without the directory a whole one ends with: cut short {STOPPED_PART_WAY}"
+    if start.startswith(PICKLE_START):
+        return None
+    return "is not PyTorch weights: neither a zip nor a pickle, the formats torch.save writes"
+
+
+def _check_shards(folder: Path) -> None:
+    """Refuse a sharded checkpoint whose index, the one transformers loads it by, is not JSON of a metadata object and
+    a weight_map of tensor names to shard files, or names shards the folder lacks (a download or copy stopped part
+    way): the folder passed every check, and the first step or benchmark job that loaded it failed with
+    transformers' FileNotFoundError, JSONDecodeError or KeyError. An index that cannot be read is left to the load
+    that reads it."""
+    index = _shard_index(folder)
+    if index is None:
+        return
     try:
-        with path.open("rb") as handle:
-            return handle.read(len(LFS_POINTER)) == LFS_POINTER
-    except OSError:  # unreadable: not a pointer, and the load that needs it says why
-        return False
+        content = json.loads(index.read_text(encoding="utf-8"))
+    except OSError:
+        return
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested thousands deep
+        content = None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("metadata"), dict)
+        or not isinstance(weight_map, dict)
+        or not all(isinstance(shard, str) for shard in weight_map.values())
+    ):
+        raise OptbenchError(
+            f"model folder {folder}: {index.name} is not a shard index (a JSON object of a metadata object and a "
+            f"weight_map of tensor names to shard files): {FETCH_WEIGHTS_AGAIN}"
+        )
+    missing = sorted({shard for shard in weight_map.values() if not (folder / shard).is_file()})
+    if missing:
+        raise OptbenchError(
+            f"model folder {folder} lacks {', '.join(missing)}, shards its {index.name} names {STOPPED_PART_WAY}: "
+            f"{FETCH_AGAIN.format(it='them')}"
+        )
+
+
+def _shard_index(folder: Path) -> Path | None:
+    """The index of shards transformers loads the weights in `folder` by; None where it loads one whole file (or
+    finds none, which the checks of weights tell)."""
+    for whole, index in SHARD_INDEXES.items():
+        if (folder / whole).is_file():
+            return None
+        if (folder / index).is_file():
+            return folder / index
+    return None
 
 
 def _check_model_type(config: dict[str, Any], config_path: Path) -> None:

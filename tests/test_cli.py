@@ -204,6 +204,45 @@ def test_weights_that_are_an_html_page(
     assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
 
 
+def _cut_short_torch_weights(model: Path) -> str:
+    """model's weights as a pytorch_model.bin whose copy stopped half way; the start of the line that refuses it."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    whole = (model / "pytorch_model.bin").read_bytes()
+    (model / "pytorch_model.bin").write_bytes(whole[: len(whole) // 2])
+    cut = f"{len(whole) // 2} bytes, a zip without the directory a whole one ends with: cut short"
+    return f"model folder {model}: pytorch_model.bin is {cut}"
+
+
+def _missing_shard(model: Path) -> str:
+    """model's weights as the first of two shards, the second not there (a download stopped part way); the start of
+    the line that refuses it."""
+    (model / "model.safetensors").rename(model / "model-00001-of-00002.safetensors")
+    weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    index = {"metadata": {}, "weight_map": weight_map}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    return f"model folder {model} lacks model-00002-of-00002.safetensors, shards its model.safetensors.index.json names"
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+@pytest.mark.parametrize("damage", [_cut_short_torch_weights, _missing_shard], ids=["bin-cut-short", "missing-shard"])
+def test_weights_a_download_left_part_way(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, dry_run: list[str], damage, capsys
+) -> None:
+    """A pytorch_model.bin cut short, or a sharded checkpoint without its last shard: one line before the first step
+    (and in the dry run, which passed), where the reference's benchmark jobs failed with torch's "failed finding
+    central directory" or transformers' FileNotFoundError."""
+    model = shutil.copytree(tiny_classifier, tmp_path / "model")
+    message = damage(model)
+    recipe = write_recipe(tmp_path, model, reviews_csv)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), *dry_run]
+    _fails(args, capsys, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
 def test_model_folder_without_a_tokenizer(tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys) -> None:
     model = tmp_path / "model"
     model.mkdir()

@@ -87,7 +87,8 @@ def test_read_hf_config_without_weights(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
 def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
-    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: FAKE_WEIGHTS, "vocab.txt": b"a"})
+    content = _torch_weights() if weights.endswith(".bin") else FAKE_WEIGHTS
+    folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: content, "vocab.txt": b"a"})
     assert read_hf_config(folder) == {"model_type": "bert"}
 
 
@@ -204,6 +205,130 @@ def test_read_hf_config_refuses_an_html_page_saved_as_pytorch_model_bin(tmp_path
     write_files(folder, {"pytorch_model.bin": b"\n  <HTML><body>404</body></HTML>"})
     with pytest.raises(OptbenchError, match=r": pytorch_model\.bin is an HTML page, not weights"):
         read_hf_config(folder)
+
+
+def _torch_weights(legacy: bool = False) -> bytes:
+    """A small pytorch_model.bin as torch.save writes it: a zip, or the pickle of torch before 1.6 (`legacy`)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"bert.pooler.dense.bias": torch.zeros(8)}, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "pytorch_model-00002-of-00002.bin"])
+@pytest.mark.parametrize("kept", [-1, 0.5, 0])
+def test_read_hf_config_refuses_pytorch_weights_cut_short(tmp_path: Path, name: str, kept: float) -> None:
+    """A pytorch_model.bin (a zip, as torch has saved since 1.6) whose download or copy stopped part way has no
+    central directory, which a zip ends with: every check passed, and the first step or job that loaded it failed
+    with torch's "PytorchStreamReader failed reading zip archive: failed finding central directory"."""
+    whole = _torch_weights()
+    size = len(whole) - 1 if kept == -1 else int(len(whole) * kept)
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    write_files(folder, {name: whole})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    write_files(folder, {name: whole[:size]})
+    problem = f"is {size} bytes, a zip without the directory a whole one ends with: cut short" if size else "is empty"
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value) == f"model folder {folder}: {name} {problem} {STOPPED}: {FETCH_AGAIN}"
+
+
+NOT_TORCH_WEIGHTS = "is not PyTorch weights: neither a zip nor a pickle, the formats torch.save writes"
+
+
+@pytest.mark.parametrize("content", [b"not weights", FAKE_WEIGHTS])  # other bytes; safetensors, misnamed
+def test_read_hf_config_refuses_a_pytorch_model_bin_that_is_not_torch_weights(tmp_path: Path, content: bytes) -> None:
+    """torch.load's unpickling error ("invalid load key"), in the first step, told it before."""
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    write_files(folder, {"pytorch_model.bin": content})
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value) == f"model folder {folder}: pytorch_model.bin {NOT_TORCH_WEIGHTS}: {FETCH_AGAIN}"
+
+
+def test_read_hf_config_takes_pytorch_weights_in_either_format_and_other_bin_files_as_they_are(tmp_path: Path) -> None:
+    """torch.load reads the pickle torch.save wrote before torch 1.6 as well as its zip; a .bin transformers does not
+    load as weights (training_args.bin, an OpenVINO export's) is not checked as such."""
+    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    write_files(folder, {"pytorch_model.bin": _torch_weights(legacy=True), "openvino_model.bin": b"\0\1"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    (folder / "pytorch_model.bin").unlink()
+    assert read_hf_config(folder) == {"model_type": "bert"}
+
+
+SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+def _sharded(folder: Path, index: str = "model.safetensors.index.json", shards: list[str] = SHARDS) -> Path:
+    """A sharded checkpoint as save_pretrained() writes one: its shards, and the index naming each tensor's."""
+    fake_checkpoint(folder, {"model_type": "bert"})
+    (folder / "model.safetensors").unlink()
+    weight_map = {f"bert.layer.{i}.weight": shard for i, shard in enumerate(shards)}
+    content = json.dumps({"metadata": {"total_size": 512}, "weight_map": weight_map}).encode()
+    return write_files(folder, {index: content, **dict.fromkeys(shards, FAKE_WEIGHTS)})
+
+
+@pytest.mark.parametrize(
+    ("index", "shards"),
+    [
+        ("model.safetensors.index.json", SHARDS),
+        ("pytorch_model.bin.index.json", ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]),
+    ],
+)
+def test_read_hf_config_refuses_a_sharded_checkpoint_without_every_shard(
+    tmp_path: Path, index: str, shards: list[str]
+) -> None:
+    """A download or copy of a large checkpoint that stopped part way, before its last shards: every check passed,
+    and the first step or job that loaded it failed with transformers' FileNotFoundError."""
+    folder = _sharded(tmp_path / "m", index, shards)
+    if index.startswith("pytorch"):
+        write_files(folder, dict.fromkeys(shards, _torch_weights()))
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    (folder / shards[1]).unlink()
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    fetch = FETCH_AGAIN.replace(" it ", " them ")
+    assert str(refused.value) == f"model folder {folder} lacks {shards[1]}, shards its {index} names {STOPPED}: {fetch}"
+    (folder / shards[0]).unlink()  # every shard: named, rather than "has no weights"
+    with pytest.raises(OptbenchError, match=f"lacks {shards[0]}, {shards[1]}, shards its"):
+        read_hf_config(folder)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safe',  # cut short
+        b"[]",
+        b'{"weight_map": {"a": "model-00001-of-00002.safetensors"}}',  # transformers reads its metadata
+        b'{"metadata": {}, "weight_map": ["model-00001-of-00002.safetensors"]}',
+        b'{"metadata": {}, "weight_map": {"a": 1}}',
+        b"\xff\xfe",
+    ],
+)
+def test_read_hf_config_refuses_a_shard_index_transformers_cannot_read(tmp_path: Path, content: bytes) -> None:
+    """The first step or job that loaded it failed with transformers' JSONDecodeError, KeyError or TypeError."""
+    folder = write_files(_sharded(tmp_path / "m"), {"model.safetensors.index.json": content})
+    with pytest.raises(OptbenchError) as refused:
+        read_hf_config(folder)
+    assert str(refused.value) == (
+        f"model folder {folder}: model.safetensors.index.json is not a shard index (a JSON object of a metadata object "
+        f"and a weight_map of tensor names to shard files): {FETCH_AGAIN}"
+    )
+
+
+def test_a_shard_index_beside_whole_weights_is_not_read(tmp_path: Path) -> None:
+    """transformers loads a model.safetensors rather than the shards an index names: neither is checked."""
+    folder = write_files(_sharded(tmp_path / "m"), {"model.safetensors": FAKE_WEIGHTS})
+    (folder / SHARDS[1]).unlink()
+    assert read_hf_config(folder) == {"model_type": "bert"}
+    write_files(folder, {"model.safetensors.index.json": b"{not json"})
+    assert read_hf_config(folder) == {"model_type": "bert"}
 
 
 def test_read_hf_config_names_every_git_lfs_pointer(tmp_path: Path) -> None:
@@ -508,9 +633,12 @@ def test_read_hf_config_checks_the_head_in_whichever_shard_holds_it(tmp_path: Pa
 def test_read_hf_config_leaves_a_head_it_cannot_find_to_the_load(
     tmp_path: Path, weights_file: str, headless: bool
 ) -> None:
-    """A pytorch_model.bin that is not what its name says, or weights that hold no classifier under the names the
+    """A pytorch_model.bin that is a whole zip but not torch's, or weights that hold no classifier under the names the
     BERT family gives it: not refused as a head of no outputs, but left to transformers' load, which says what it
-    finds (a model.safetensors that is not one is refused as such)."""
+    finds (a model.safetensors that is not one, or a pytorch_model.bin that is neither a zip nor a pickle, is refused
+    as such)."""
+    import zipfile
+
     import torch
     from safetensors.torch import save_file
 
@@ -518,7 +646,8 @@ def test_read_hf_config_leaves_a_head_it_cannot_find_to_the_load(
     (folder / "model.safetensors").unlink()
     path = folder / weights_file
     if not headless:
-        path.write_bytes(b"not weights")
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not weights")
     elif weights_file.endswith(".safetensors"):
         save_file({"bert.pooler.dense.bias": torch.zeros(8)}, str(path))
     else:  # a .bin may hold more than tensors
