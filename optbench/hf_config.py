@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.artifact import HF_FILES, TORCH_WEIGHTS, safetensors_header, safetensors_size, weight_files
-from optbench.errors import OptbenchError, refused_reading
+from optbench.errors import OptbenchError, listed, refused_reading
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
 # tokenizer of the special tokens alone, which reads every word as [UNK]
@@ -62,6 +62,7 @@ SHARD_INDEXES = {
     "model.safetensors": "model.safetensors.index.json",
     "pytorch_model.bin": "pytorch_model.bin.index.json",
 }
+LOADED_NAMES = tuple(name for pair in SHARD_INDEXES.items() for name in pair)  # the names it loads weights by
 STOPPED_PART_WAY = "(a download or copy stopped part way)"
 NOT_ITS_HEADER = "is not safetensors: its header is not the JSON of its tensors"
 # how to put whole weights in place of files that are not ({it}: "it", a file, or "them", a sharded checkpoint's shards)
@@ -122,6 +123,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
             f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
             "save the model with save_pretrained() and point optbench at that folder"
         )
+    _check_loaded_names(folder, weights)
     _check_model_type(config, config_path)  # before the vocabulary: an image model is told it is one, not to add one
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
         raise OptbenchError(
@@ -253,6 +255,21 @@ def _check_shards(folder: Path) -> None:
             f"model folder {folder} lacks {', '.join(missing)}, shards its {index.name} names {STOPPED_PART_WAY}: "
             f"{FETCH_AGAIN.format(it='them')}"
         )
+
+
+def _check_loaded_names(folder: Path, weights: list[Path]) -> None:
+    """Refuse weights under no name transformers loads (one whole file or a shard index, SHARD_INDEXES): shards
+    copied without their index, or a file renamed (my_model.safetensors). Every check passed, and the first step
+    failed with transformers' "no file named model.safetensors, or pytorch_model.bin"."""
+    if any((folder / name).is_file() for name in LOADED_NAMES):
+        return
+    names = [path.name for path in weights if path.suffix in (".safetensors", ".bin")]
+    shards = "; shards need the index saved with them" if any("-of-" in name for name in names) else ""
+    raise OptbenchError(
+        f"model folder {folder} has weights ({listed(names, 4)}) under no name transformers loads "
+        f"({', '.join(LOADED_NAMES[:-1])} or {LOADED_NAMES[-1]}){shards}: copy that file into the folder, or save "
+        "the model again with save_pretrained()"
+    )
 
 
 def _shard_index(folder: Path) -> Path | None:

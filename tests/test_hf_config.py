@@ -85,11 +85,34 @@ def test_read_hf_config_without_weights(tmp_path: Path) -> None:
         read_hf_config(folder)
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors"])
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_read_hf_config_accepts_weight_names(tmp_path: Path, weights: str) -> None:
     content = _torch_weights() if weights.endswith(".bin") else FAKE_WEIGHTS
     folder = write_files(tmp_path / "m", {"config.json": BERT_CONFIG, weights: content, "vocab.txt": b"a"})
     assert read_hf_config(folder) == {"model_type": "bert"}
+
+
+@pytest.mark.parametrize(
+    ("weights", "said"),
+    [
+        (["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"], r"-of-00002.*; shards need the"),
+        (
+            ["my_model.safetensors"],
+            r"\(\['my_model\.safetensors'\]\) under no name transformers loads \(model\.safetensors, ",
+        ),
+        (["model.bin"], r"\(\['model\.bin'\]\) under no name"),
+    ],
+    ids=["shards-without-index", "renamed", "renamed-bin"],
+)
+def test_read_hf_config_refuses_weights_under_no_name_transformers_loads(
+    tmp_path: Path, weights: list[str], said: str
+) -> None:
+    """Shards copied without their index, or a weight file renamed: every check passed, and the first step failed
+    with transformers' "no file named model.safetensors, or pytorch_model.bin"."""
+    files = {"config.json": BERT_CONFIG, "vocab.txt": b"a", **dict.fromkeys(weights, FAKE_WEIGHTS)}
+    folder = write_files(tmp_path / "m", files)
+    with pytest.raises(OptbenchError, match=f"^model folder .*{said}.*: copy that file into the folder, or save"):
+        read_hf_config(folder)
 
 
 def test_read_hf_config_without_a_vocabulary(tmp_path: Path) -> None:
@@ -226,8 +249,7 @@ def test_read_hf_config_refuses_pytorch_weights_cut_short(tmp_path: Path, name: 
     with torch's "PytorchStreamReader failed reading zip archive: failed finding central directory"."""
     whole = _torch_weights()
     size = len(whole) - 1 if kept == -1 else int(len(whole) * kept)
-    folder = fake_checkpoint(tmp_path / "m", {"model_type": "bert"})
-    (folder / "model.safetensors").unlink()
+    folder = _sharded(tmp_path / "m", "pytorch_model.bin.index.json", [name])
     write_files(folder, {name: whole})
     assert read_hf_config(folder) == {"model_type": "bert"}
     write_files(folder, {name: whole[:size]})
@@ -258,8 +280,9 @@ def test_read_hf_config_takes_pytorch_weights_in_either_format_and_other_bin_fil
     (folder / "model.safetensors").unlink()
     write_files(folder, {"pytorch_model.bin": _torch_weights(legacy=True), "openvino_model.bin": b"\0\1"})
     assert read_hf_config(folder) == {"model_type": "bert"}
-    (folder / "pytorch_model.bin").unlink()
-    assert read_hf_config(folder) == {"model_type": "bert"}
+    (folder / "pytorch_model.bin").unlink()  # the OpenVINO export alone: no weights transformers loads
+    with pytest.raises(OptbenchError, match=r"has weights \(\['openvino_model\.bin'\]\) under no name transformers"):
+        read_hf_config(folder)
 
 
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
@@ -618,9 +641,13 @@ def test_read_hf_config_checks_the_head_in_whichever_shard_holds_it(tmp_path: Pa
     folder = fake_checkpoint(tmp_path, CLASSIFIER)
     (folder / "model.safetensors").unlink()
     shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weight_map = {}
     for index, name in enumerate(shards):
         layer = "classifier.weight" if index == shard else "bert.pooler.dense.weight"
         save_file({layer: torch.zeros((3, 8))}, str(folder / name))
+        weight_map[layer] = name
+    index_json = {"metadata": {"total_size": 192}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index_json))
     message = rf"the classifier in {re.escape(shards[shard])} has 3 outputs and config\.json names 2 labels"
     with pytest.raises(OptbenchError, match=message):
         read_hf_config(folder)
