@@ -713,7 +713,8 @@ def test_the_progress_bar_names_the_job_its_round_and_the_a_a_repeat(tiny_artifa
 
 
 def test_pooled_rounds_keep_the_highest_memory_figures() -> None:
-    """Each figure the highest of any round's, whichever rounds had GPU figures; the jobs' results left as they were."""
+    """Each figure the highest of any round's, whichever rounds had GPU figures, and the coarsest clock resolution
+    (a round stored before jobs recorded it reads 0); the jobs' results left as they were."""
     pooled: dict[Any, dict[str, Any]] = {}
     first = {
         "values_ns": [MS],
@@ -729,3 +730,6 @@ def test_pooled_rounds_keep_the_highest_memory_figures() -> None:
     bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0})
     bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0, "gpu_memory": {"process_used_mb": 5.0}})
     assert pooled["later"]["gpu_memory"] == GpuMemory(process_used_mb=5.0)
+    bench._pool(pooled, "clock", {"values_ns": [MS], "peak_rss_mb": 1.0, "resolution_ns": 500})
+    bench._pool(pooled, "clock", {"values_ns": [MS], "peak_rss_mb": 1.0})
+    assert pooled["clock"]["resolution_ns"] == 500
