@@ -24,6 +24,7 @@ from optbench.measure import (
     HostClock,
     Latency,
     Timing,
+    gap_pct,
     peak_rss_mb,
     ratio_interval,
     throughput,
@@ -328,6 +329,14 @@ def test_max_seconds_may_equal_min_seconds() -> None:
 )
 def test_ratio_interval_is_what_both_intervals_allow(numerator: tuple, denominator: tuple, expected: tuple) -> None:
     assert ratio_interval(numerator, denominator) == expected
+
+
+def test_gap_pct_is_the_gap_in_percent_of_the_mean_either_way_round() -> None:
+    """p50s of 9 and 11 ms are 2 ms apart, 20% of their 10 ms mean, whichever was measured first, and so are their
+    rates (1/9 and 1/11 calls per ms): a noise floor taken on p50s holds for throughputs and speedups. Only the
+    benchmark's and compare's tests checked it, through their own figures."""
+    assert gap_pct(9.0, 11.0) == gap_pct(11.0, 9.0) == pytest.approx(20.0)
+    assert gap_pct(1 / 9, 1 / 11) == pytest.approx(20.0)
 
 
 def test_throughput_is_batch_over_mean_latency() -> None:
