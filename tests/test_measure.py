@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import sys
 import time
 import uuid
 from fractions import Fraction
@@ -192,6 +193,32 @@ def test_readings_below_one_tick_give_intervals_that_start_at_zero() -> None:
 def test_clocks_state_their_resolution() -> None:
     assert HostClock.resolution_ns == max(1, round(time.get_clock_info("perf_counter").resolution * 1e9))
     assert CudaEventClock.resolution_ns == 500  # cudaEventElapsedTime's documented "around 0.5 microseconds"
+
+
+def test_cuda_event_clock_reads_the_events_milliseconds_as_nanoseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's Event.elapsed_time is in milliseconds: events 1.5 ms apart are 1,500,000 ns, both recorded on the
+    runtime's stream. Only a GPU test read CUDA events, and it checked that a reading was positive, so a clock 1000x
+    off (every GPU latency in microseconds read as milliseconds) passed on every machine."""
+    recorded: list[tuple[object, object]] = []
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+
+        def record(self, stream: object) -> None:
+            recorded.append((self, stream))
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, end: object) -> float:
+            return 1.5
+
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=SimpleNamespace(Event=Event)))
+    clock = CudaEventClock(stream="runtime stream")
+    clock.start()
+    assert clock.stop() == 1_500_000
+    assert recorded == [(clock.begin, "runtime stream"), (clock.end, "runtime stream")]
 
 
 def test_latency_round_trips_through_json(values_ns: list[int]) -> None:
