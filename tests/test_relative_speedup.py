@@ -98,12 +98,17 @@ def test_each_shape_is_measured_against_the_chosen_row_at_that_batch_size_and_le
 
 def test_the_chosen_row_is_exactly_as_fast_as_itself() -> None:
     """Its speedup over itself is one p50 over the same p50: 1 with no spread, not its p50 interval taken twice
-    (which compare and the gate would read as 0.99x to 1.01x)."""
+    (which compare and the gate would read as 0.99x to 1.01x). Another row's runs from the chosen row's fastest p50
+    over its own slowest to the chosen row's slowest over its own fastest: with the chosen row's ends swapped, a
+    narrower interval still held the speedup and passed."""
     run = [with_figures(report, p50_ms=report.measurements[0].latency.p50_ms, spread_ms=0.4) for report in _gpu_run()]
     rows = _by_precision(add_speedup_vs(to_frame(run), RowChoice.parse("baseline/torch/cuda/fp32")))
     assert rows.loc[("cuda", "fp32"), ["speedup_vs", "speedup_vs_ci_low", "speedup_vs_ci_high"]].tolist() == [1, 1, 1]
-    fp16 = rows.loc[("cuda", "fp16")]
+    fp16, chosen = rows.loc[("cuda", "fp16")], rows.loc[("cuda", "fp32")]
     assert fp16["speedup_vs_ci_low"] < fp16["speedup_vs"] < fp16["speedup_vs_ci_high"]
+    assert (fp16["speedup_vs_ci_low"], fp16["speedup_vs_ci_high"]) == pytest.approx(
+        (chosen["p50_ci_low"] / fp16["p50_ci_high"], chosen["p50_ci_high"] / fp16["p50_ci_low"])
+    )
 
 
 def test_runs_without_the_chosen_row_get_none_and_the_table_hides_the_column() -> None:
