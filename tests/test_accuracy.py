@@ -276,6 +276,17 @@ def test_drop_agreement_counts_same_predictions() -> None:
     assert drop.points == pytest.approx(10.0)
 
 
+def test_drop_agreement_counts_rows_both_models_get_wrong_alike() -> None:
+    """Two models that predict the same wrong class on 10 of 100 rows agree on all 100 (agreement is on the class
+    predicted, not on both being right): counting only the rows both get right gave 0.9, and the other agreement
+    tests, whose models never shared a wrong answer, passed either way."""
+    labels = np.zeros(100, dtype=int)
+    reference = np.tile([1.0, 0.0], (100, 1))
+    reference[:10] = [0.0, 1.0]
+    drop = Drop.paired(labels, reference, reference.copy())
+    assert (drop.agreement, drop.points) == (1.0, 0.0)
+
+
 def test_drop_agreement_is_on_the_class_not_on_being_right() -> None:
     """Two models wrong on the same examples, with different classes, disagree there (3 classes)."""
     labels = np.zeros(100, dtype=int)

@@ -411,14 +411,19 @@ def test_each_report_holds_its_own_pair_s_figures(
     monkeypatch: pytest.MonkeyPatch, tiny_artifact, reviews, store
 ) -> None:
     """Every figure is the pair's own, at each shape, and the speedup, the drop and the noise floor are taken
-    against the reference, at p50: where every model timed and predicted alike, a mix-up passed unnoticed."""
+    against the reference, at p50 and at the row's own shape: where every model timed and predicted alike, a mix-up
+    passed unnoticed, and where every shape timed alike, a speedup or noise floor taken at another shape did."""
     labels = reviews.test.labels
 
     def latency(job: Any) -> dict[str, Any]:
-        variant = _variant(job)
-        ms = [12] * 3 if "-repeat-" in Path(job.output).name else {"baseline": [10, 10, 30], "baseline+prune": [5] * 3}
+        variant, name = _variant(job), Path(job.output).name
+        b = 2 if "-2x16-" in name else 1
+        if "-repeat-" in name:
+            ms = [12 if b == 1 else 25] * 3
+        else:
+            ms = {"baseline": [10 * b, 10 * b, 30 * b], "baseline+prune": [5 if b == 1 else 4] * 3}[variant]
         return {
-            "values_ns": [v * MS for v in (ms if isinstance(ms, list) else ms[variant])],
+            "values_ns": [v * MS for v in ms],
             "peak_rss_mb": 100.0 + len(variant),
             "gpu_memory": {"peak_allocated_mb": float(len(variant))},
         }
@@ -461,11 +466,13 @@ def test_each_report_holds_its_own_pair_s_figures(
             assert m.throughput_sps == pytest.approx(m.batch_size * 1e3 / m.latency.mean_ms)
             assert m.peak_rss_mb == 100.0 + len(variant)
             assert m.gpu_memory == GpuMemory(peak_allocated_mb=float(len(variant)))
-            assert m.noise_floor_pct == pytest.approx(200 * 2 / 22)  # p50s 10 and 12 (their p90s: 26 and 12)
+        # p50s 10 and 12 at batch 1 (their p90s: 26 and 12), 20 and 25 at batch 2
+        assert [m.noise_floor_pct for m in report.measurements] == pytest.approx([200 * 2 / 22, 200 * 5 / 45])
     baseline, pruned = reports
     assert baseline.drop == Drop.of_reference()
     assert pruned.drop == Drop.paired(labels, logits("baseline"), logits("baseline+prune")) and pruned.drop.points < 0
-    assert [m.speedup_p50 for m in pruned.measurements] == [2.0, 2.0]  # p50s 10 over 5 (the p90s: 26 over 5)
+    # p50s 10 over 5 and 20 over 4 (the p90s: 26 over 5, 52 over 4)
+    assert [m.speedup_p50 for m in pruned.measurements] == [2.0, 5.0]
 
 
 def test_shapes_are_reported_by_the_machine_that_timed_them(
@@ -706,7 +713,8 @@ def test_the_progress_bar_names_the_job_its_round_and_the_a_a_repeat(tiny_artifa
 
 
 def test_pooled_rounds_keep_the_highest_memory_figures() -> None:
-    """Each figure the highest of any round's, whichever rounds had GPU figures; the jobs' results left as they were."""
+    """Each figure the highest of any round's, whichever rounds had GPU figures, and the coarsest clock resolution
+    (a round stored before jobs recorded it reads 0); the jobs' results left as they were."""
     pooled: dict[Any, dict[str, Any]] = {}
     first = {
         "values_ns": [MS],
@@ -722,3 +730,6 @@ def test_pooled_rounds_keep_the_highest_memory_figures() -> None:
     bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0})
     bench._pool(pooled, "later", {"values_ns": [MS], "peak_rss_mb": 1.0, "gpu_memory": {"process_used_mb": 5.0}})
     assert pooled["later"]["gpu_memory"] == GpuMemory(process_used_mb=5.0)
+    bench._pool(pooled, "clock", {"values_ns": [MS], "peak_rss_mb": 1.0, "resolution_ns": 500})
+    bench._pool(pooled, "clock", {"values_ns": [MS], "peak_rss_mb": 1.0})
+    assert pooled["clock"]["resolution_ns"] == 500

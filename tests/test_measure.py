@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import sys
 import time
 import uuid
 from fractions import Fraction
@@ -24,6 +25,7 @@ from optbench.measure import (
     HostClock,
     Latency,
     Timing,
+    gap_pct,
     peak_rss_mb,
     ratio_interval,
     throughput,
@@ -193,6 +195,32 @@ def test_clocks_state_their_resolution() -> None:
     assert CudaEventClock.resolution_ns == 500  # cudaEventElapsedTime's documented "around 0.5 microseconds"
 
 
+def test_cuda_event_clock_reads_the_events_milliseconds_as_nanoseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's Event.elapsed_time is in milliseconds: events 1.5 ms apart are 1,500,000 ns, both recorded on the
+    runtime's stream. Only a GPU test read CUDA events, and it checked that a reading was positive, so a clock 1000x
+    off (every GPU latency in microseconds read as milliseconds) passed on every machine."""
+    recorded: list[tuple[object, object]] = []
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+
+        def record(self, stream: object) -> None:
+            recorded.append((self, stream))
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, end: object) -> float:
+            return 1.5
+
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=SimpleNamespace(Event=Event)))
+    clock = CudaEventClock(stream="runtime stream")
+    clock.start()
+    assert clock.stop() == 1_500_000
+    assert recorded == [(clock.begin, "runtime stream"), (clock.end, "runtime stream")]
+
+
 def test_latency_round_trips_through_json(values_ns: list[int]) -> None:
     lat = Latency.from_values(values_ns, resolution_ns=500)
     d = lat.to_dict()
@@ -328,6 +356,14 @@ def test_max_seconds_may_equal_min_seconds() -> None:
 )
 def test_ratio_interval_is_what_both_intervals_allow(numerator: tuple, denominator: tuple, expected: tuple) -> None:
     assert ratio_interval(numerator, denominator) == expected
+
+
+def test_gap_pct_is_the_gap_in_percent_of_the_mean_either_way_round() -> None:
+    """p50s of 9 and 11 ms are 2 ms apart, 20% of their 10 ms mean, whichever was measured first, and so are their
+    rates (1/9 and 1/11 calls per ms): a noise floor taken on p50s holds for throughputs and speedups. Only the
+    benchmark's and compare's tests checked it, through their own figures."""
+    assert gap_pct(9.0, 11.0) == gap_pct(11.0, 9.0) == pytest.approx(20.0)
+    assert gap_pct(1 / 9, 1 / 11) == pytest.approx(20.0)
 
 
 def test_throughput_is_batch_over_mean_latency() -> None:

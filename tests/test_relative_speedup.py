@@ -13,6 +13,7 @@ from report_fixtures import UNKNOWN_ROW_NAMES, make_report, with_figures
 
 from optbench.cli import main
 from optbench.errors import OptbenchError
+from optbench.measure import Latency
 from optbench.relative_speedup import RowChoice, add_speedup_vs
 from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
@@ -70,14 +71,44 @@ def test_every_row_is_measured_against_the_chosen_row_at_its_shape() -> None:
     assert "- **speedup_vs**: against baseline/torch/cuda/fp32 at the same shape" in table
 
 
+def test_each_shape_is_measured_against_the_chosen_row_at_that_batch_size_and_length() -> None:
+    """Shapes that share a batch size (1 x 16, 1 x 128) or a length (1 x 128, 8 x 128), the chosen row's p50 different
+    at each: every row is divided into the chosen row's p50 at its own shape. The other tests' runs had no two shapes
+    sharing either, so a group keyed without the batch size or the length passed them."""
+    shapes = ((1, 16), (1, 128), (8, 128))
+    p50s = {  # ms, by precision and shape; each row's calls all on its p50
+        ("cpu", "fp32"): (20.0, 40.0, 320.0),
+        ("cuda", "fp32"): (2.0, 4.0, 16.0),
+        ("cuda", "fp16"): (1.0, 1.0, 2.0),
+    }
+    run = []
+    for runtime in (None, CUDA_FP32, CUDA_FP16):
+        report = make_report(runtime=runtime, shapes=shapes)
+        key = (report.runtime["device"], report.runtime["precision"])
+        latencies = [Latency.from_values([round(p50 * 1e6)] * 61) for p50 in p50s[key]]
+        changed = [dataclasses.replace(m, latency=lat) for m, lat in zip(report.measurements, latencies, strict=True)]
+        run.append(dataclasses.replace(report, measurements=tuple(changed)))
+    frame = add_speedup_vs(to_frame(run), RowChoice.parse("baseline/torch/cuda/fp32"))
+    got = frame.set_index(["device", "precision_mode", "batch_size", "seq_len"])["speedup_vs"].sort_index()
+    assert got[("cuda", "fp16", 1, 16)] == 2.0 and got[("cuda", "fp16", 1, 128)] == 4.0
+    assert got[("cuda", "fp16", 8, 128)] == 8.0
+    assert got[("cpu", "fp32", 1, 16)] == got[("cpu", "fp32", 1, 128)] == 0.1 and got[("cpu", "fp32", 8, 128)] == 0.05
+    assert (got[("cuda", "fp32")] == 1.0).all()
+
+
 def test_the_chosen_row_is_exactly_as_fast_as_itself() -> None:
     """Its speedup over itself is one p50 over the same p50: 1 with no spread, not its p50 interval taken twice
-    (which compare and the gate would read as 0.99x to 1.01x)."""
+    (which compare and the gate would read as 0.99x to 1.01x). Another row's runs from the chosen row's fastest p50
+    over its own slowest to the chosen row's slowest over its own fastest: with the chosen row's ends swapped, a
+    narrower interval still held the speedup and passed."""
     run = [with_figures(report, p50_ms=report.measurements[0].latency.p50_ms, spread_ms=0.4) for report in _gpu_run()]
     rows = _by_precision(add_speedup_vs(to_frame(run), RowChoice.parse("baseline/torch/cuda/fp32")))
     assert rows.loc[("cuda", "fp32"), ["speedup_vs", "speedup_vs_ci_low", "speedup_vs_ci_high"]].tolist() == [1, 1, 1]
-    fp16 = rows.loc[("cuda", "fp16")]
+    fp16, chosen = rows.loc[("cuda", "fp16")], rows.loc[("cuda", "fp32")]
     assert fp16["speedup_vs_ci_low"] < fp16["speedup_vs"] < fp16["speedup_vs_ci_high"]
+    assert (fp16["speedup_vs_ci_low"], fp16["speedup_vs_ci_high"]) == pytest.approx(
+        (chosen["p50_ci_low"] / fp16["p50_ci_high"], chosen["p50_ci_high"] / fp16["p50_ci_low"])
+    )
 
 
 def test_runs_without_the_chosen_row_get_none_and_the_table_hides_the_column() -> None:
