@@ -190,6 +190,20 @@ def test_a_budget_without_a_matching_report_or_shape_fails(tmp_path: Path) -> No
     assert check.verdict == "fail" and "not measured at batch 32 x 128" in check.reason
 
 
+def test_a_budget_that_judges_nothing_fails_every_limit(tmp_path: Path) -> None:
+    """A budget that matches no report, a pattern that selects nothing and a failed job the budget selects each fail
+    every limit of the budget, one line (and one JUnit case) per limit: failing only the first still exited 1, but
+    the summary, JUnit and JSON dropped the other limits as if they had never been asked for."""
+    limits = f'{SHAPE}max_p50 = "5 ms"\nmax_size = "1 GB"\n'
+    unmatched = _checks(f'[[budget]]\nvariants = ["baseline+tensorrt"]\n{limits}', _run(), tmp_path)
+    misspelt = _checks(f'[[budget]]\nvariants = ["baseline", "baselin+onnx"]\n{limits}', _run(), tmp_path)
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed")
+    budget = load_budgets(_budget(f'[[budget]]\nvariants = ["baseline+onnx"]\n{limits}', tmp_path))
+    failed = evaluate(budget, [_run()[0]], [crashed])
+    for checks in (unmatched, [c for c in misspelt if c.value is None], failed):
+        assert [(c.limit.key, c.verdict) for c in checks] == [("max_p50", "fail"), ("max_size", "fail")]
+
+
 def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> None:
     # a typo in a variant, or a shape the run did not time: the line lists what the budget could have named
     (check,) = _checks('[[budget]]\nvariants = ["baseline+onx"]\nmax_size = "10 MB"\n', _run(), tmp_path)
@@ -237,6 +251,14 @@ def test_each_pattern_that_selects_nothing_fails_beside_those_that_match(tmp_pat
         "its latency-1 failed: crashed",
         "pass",
     )
+
+
+def test_a_pattern_written_twice_that_selects_nothing_fails_once(tmp_path: Path) -> None:
+    """One misspelt pattern, pasted twice, is one mistake: it fails each limit once, not once per copy (the summary
+    and JUnit counted two failures)."""
+    text = '[[budget]]\nvariants = ["baseline", "baselin+onnx", "baselin+onnx"]\nmax_size = "1 GB"\n'
+    checks = _checks(text, _run(), tmp_path)
+    assert [(c.variant, c.verdict) for c in checks] == [("variant 'baselin+onnx'", "fail"), ("baseline", "pass")]
 
 
 def test_a_pattern_the_budget_s_other_patterns_leave_out_is_not_called_misspelt(tmp_path: Path) -> None:
