@@ -190,6 +190,20 @@ def test_a_budget_without_a_matching_report_or_shape_fails(tmp_path: Path) -> No
     assert check.verdict == "fail" and "not measured at batch 32 x 128" in check.reason
 
 
+def test_a_budget_that_judges_nothing_fails_every_limit(tmp_path: Path) -> None:
+    """A budget that matches no report, a pattern that selects nothing and a failed job the budget selects each fail
+    every limit of the budget, one line (and one JUnit case) per limit: failing only the first still exited 1, but
+    the summary, JUnit and JSON dropped the other limits as if they had never been asked for."""
+    limits = f'{SHAPE}max_p50 = "5 ms"\nmax_size = "1 GB"\n'
+    unmatched = _checks(f'[[budget]]\nvariants = ["baseline+tensorrt"]\n{limits}', _run(), tmp_path)
+    misspelt = _checks(f'[[budget]]\nvariants = ["baseline", "baselin+onnx"]\n{limits}', _run(), tmp_path)
+    crashed = FailedJob("baseline+onnx", "torch-cpu-fp32", "latency-1", "crashed")
+    budget = load_budgets(_budget(f'[[budget]]\nvariants = ["baseline+onnx"]\n{limits}', tmp_path))
+    failed = evaluate(budget, [_run()[0]], [crashed])
+    for checks in (unmatched, [c for c in misspelt if c.value is None], failed):
+        assert [(c.limit.key, c.verdict) for c in checks] == [("max_p50", "fail"), ("max_size", "fail")]
+
+
 def test_a_budget_that_misses_the_run_names_what_the_run_has(tmp_path: Path) -> None:
     # a typo in a variant, or a shape the run did not time: the line lists what the budget could have named
     (check,) = _checks('[[budget]]\nvariants = ["baseline+onx"]\nmax_size = "10 MB"\n', _run(), tmp_path)
@@ -237,6 +251,14 @@ def test_each_pattern_that_selects_nothing_fails_beside_those_that_match(tmp_pat
         "its latency-1 failed: crashed",
         "pass",
     )
+
+
+def test_a_pattern_written_twice_that_selects_nothing_fails_once(tmp_path: Path) -> None:
+    """One misspelt pattern, pasted twice, is one mistake: it fails each limit once, not once per copy (the summary
+    and JUnit counted two failures)."""
+    text = '[[budget]]\nvariants = ["baseline", "baselin+onnx", "baselin+onnx"]\nmax_size = "1 GB"\n'
+    checks = _checks(text, _run(), tmp_path)
+    assert [(c.variant, c.verdict) for c in checks] == [("variant 'baselin+onnx'", "fail"), ("baseline", "pass")]
 
 
 def test_a_pattern_the_budget_s_other_patterns_leave_out_is_not_called_misspelt(tmp_path: Path) -> None:
@@ -927,6 +949,25 @@ def test_a_wider_peer_budget_lets_the_lossy_peer_set_the_bar(tmp_path: Path) -> 
     assert ours.against == "baseline+peer-optimum-lossy on onnxruntime-cpu-fp32"
 
 
+def test_the_fastest_peer_is_the_one_of_lowest_p50_however_noisy(tmp_path: Path) -> None:
+    """The bar is the peer of lowest p50, as the report's speedup_vs_peer has it: a noisy peer at 12 ms is faster
+    than a steady one at 13 ms though its interval reaches higher, so ours at 10 ms is 1.2x (inconclusive against
+    1.1x: the peer is noisy), not a clear 1.3x."""
+
+    def at(steps: tuple[str, ...], runtime: str, p50: float, spread: float) -> Report:
+        report = make_report(steps, runtime=RuntimeSpec(runtime), shapes=((1, 128),))
+        return with_figures(report, p50_ms=p50, spread_ms=spread)
+
+    run = [
+        at(("onnx",), "onnxruntime", 10, 0.2),
+        at(("peer-optimum",), "onnxruntime", 12, 10),
+        at(("peer-torchao",), "torch", 13, 0.1),
+    ]
+    (ours,) = _checks(PEER_BUDGET, run, tmp_path)
+    assert ours.against == "baseline+peer-optimum on onnxruntime-cpu-fp32"
+    assert (ours.value, ours.verdict) == (pytest.approx(12 / 10), "inconclusive")
+
+
 @pytest.mark.parametrize(("points", "bar"), [("0.5", "baseline+peer-optimum"), ("2", "baseline+peer-optimum-lossy")])
 def test_a_drop_on_the_peer_budget_is_within_it(points: str, bar: str, tmp_path: Path) -> None:
     """Ours dropped 0.5 points, the lossy peer 2.0: a drop on the peer budget competes, ours or a peer's."""
@@ -1113,6 +1154,26 @@ def test_min_speedup_is_against_the_reference_of_the_same_machine(tmp_path: Path
     (alone,) = _checks(budget, [_on(reference, "box-b", 10), _on(onnx, "box-a", 10)], tmp_path)
     assert alone.verdict == "fail"
     assert alone.reason.endswith("no baseline/torch/cpu/fp32 was measured at batch 1 x 128 on this machine")
+
+
+def _timed(steps: tuple[str, ...], p50_by_seq_len: dict[int, float]) -> Report:
+    """A report measured at batch 1 and each sequence length, at its p50 there (in that order)."""
+    single = [
+        with_figures(make_report(steps, shapes=((1, seq_len),)), p50_ms=p50, spread_ms=p50 / 50)
+        for seq_len, p50 in p50_by_seq_len.items()
+    ]
+    return dataclasses.replace(single[0], measurements=tuple(m for report in single for m in report.measurements))
+
+
+def test_min_speedup_is_against_the_reference_at_the_budget_s_shape(tmp_path: Path) -> None:
+    """The reference is timed at every shape of the run: at 16 tokens the variant (5 ms) is 1.6x the reference
+    (8 ms), and only the reference's 40 ms at 128 tokens, its first measurement, makes it 8x and passes a 2x budget."""
+    run = [_timed((), {128: 40, 16: 8}), _timed(("onnx",), {128: 10, 16: 5})]
+    budget = '[[budget]]\nvariants = ["baseline+onnx"]\nbatch_size = 1\nseq_len = {}\nmin_speedup = "2x"\n'
+    (short,) = _checks(budget.format(16), run, tmp_path)
+    assert (short.value, short.verdict) == (pytest.approx(8 / 5), "fail")
+    (long,) = _checks(budget.format(128), run, tmp_path)
+    assert (long.value, long.verdict) == (pytest.approx(40 / 10), "pass")
 
 
 # --- the committed budgets and run ----------------------------------------------------------------------
