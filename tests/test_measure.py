@@ -393,7 +393,6 @@ def test_peak_rss_is_positive_and_never_falls() -> None:
 
 def test_peak_rss_of_a_child_is_its_own_not_its_parents() -> None:
     import subprocess
-    import sys
 
     hog = np.ones(64 * 1024 * 1024)  # 512 MiB touched in this (parent) process
     code = "from optbench.measure import peak_rss_mb; print(peak_rss_mb())"
@@ -481,7 +480,6 @@ def fake_libcuda(monkeypatch: pytest.MonkeyPatch, *uuids: str) -> None:
 
 def test_gpu_memory_reads_nvml_for_the_device_cuda_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
-    import sys
 
     # CUDA numbers the faster GPU first, NVML by PCI bus: CUDA's device 0 is NVML's device 1
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -509,7 +507,6 @@ def test_cuda_uuid_reads_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gpu_memory_without_nvml_or_driver_is_unknown_not_zero(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     import os
-    import sys
 
     fake_libcuda(monkeypatch, GPU_A)
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: nvidia-ml-py not installed
@@ -546,7 +543,6 @@ def torch_cuda_initialized() -> bool:
 def test_gpu_memory_leaves_out_torch_s_figures_for_models_outside_its_allocator(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sys
     from types import SimpleNamespace
 
     cuda = SimpleNamespace(
