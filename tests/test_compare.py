@@ -894,7 +894,18 @@ def test_a_row_b_lacks_through_a_recorded_failure_says_why() -> None:
     broken = FailedJob("baseline+onnx", "", "step onnx", "export failed: opset 99")
     assert newly_failing(broken)[0][2] == "no report in B: its step onnx failed: export failed: opset 99"
     elsewhere = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")
-    assert newly_failing(elsewhere) == newly_failing() == [["baseline+onnx", "box-1", "no report in B"]]
+    another = FailedJob("baseline+prune", "torch-cpu-fp32", "latency-1", "crashed")
+    assert newly_failing(elsewhere) == newly_failing(another) == newly_failing()
+    assert newly_failing() == [["baseline+onnx", "box-1", "no report in B"]]
+
+
+def test_a_failed_step_of_another_variant_in_b_leaves_a_check_b_passes_alone() -> None:
+    """B's run failed its prune step and measured baseline+onnx, which passes its budget as in A: no regression. A
+    failure matched by runtime alone would stand for every variant, the check read as that failure's and listed newly
+    failing, 'missing'."""
+    budget = parse_budget(LATENCY, "budget 1")
+    broken = FailedJob("baseline+prune", "", "step prune", "pruning failed: no heads left")
+    assert budget_regressions([budget], [PASSED], [PASSED], Failures.of_run([broken], [PASSED])).empty
 
 
 def test_a_row_on_a_machine_b_s_run_did_not_measure_on_has_no_failure_reason() -> None:
