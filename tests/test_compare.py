@@ -15,7 +15,16 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import COLUMNS, Failures, _binomial, budget_regressions, calibration_note, compare, render
+from optbench.compare import (
+    COLUMNS,
+    Failures,
+    _binomial,
+    budget_regressions,
+    calibration_note,
+    compare,
+    model_note,
+    render,
+)
 from optbench.failures import FailedJob, write_failures
 from optbench.measure import Latency, throughput
 from optbench.report import SCHEMA, Report, settings_hash, workload_fingerprint, write_report
@@ -530,6 +539,30 @@ def test_calibrations_2x_apart_are_said_whichever_side_is_slower() -> None:
     for a, b in ((100.0, 50.0), (50.0, 100.0)):
         note = calibration_note(to_frame([_calibrated(base, a)]), to_frame([_calibrated(base, b)]))
         assert note is not None and "(2.0x apart)" in note, (a, b)
+
+
+def _earlier(report: Report) -> Report:
+    """`report` as a run of the day before, superseded by `report`'s own run."""
+    return dataclasses.replace(report, run_id="20261129T031500Z-0001", created_at="2026-11-29T03:15:00+00:00")
+
+
+def test_the_calibration_of_a_run_no_row_is_read_from_is_not_said() -> None:
+    """A side's folder holds a run on a busy machine (11.2 GFLOP/s), measured again since on a quiet one: compare reads
+    each row's newest report, so the old run's calibration says nothing of the figures compared, and the note that
+    their changes may be the machine's would be wrong; with the busy run the newest, it is said."""
+    base = make_report(shapes=((1, 128),))
+    busy, quiet = _earlier(_calibrated(base, 11.2)), _calibrated(base, 167.46)
+    assert calibration_note(to_frame([busy, quiet]), to_frame([_calibrated(base, 160.0)])) is None
+    assert calibration_note(to_frame([busy]), to_frame([_calibrated(base, 160.0)])) is not None
+
+
+def test_an_older_run_of_another_model_in_a_side_is_not_said() -> None:
+    """A's folder holds an old run on --model ./bert before the runs on the default model that B also holds: the
+    newest runs start from one baseline, so there is no 'Models:' line; with A's bert run the newest, there is."""
+    base = make_report(shapes=((1, 128),))
+    bert, default = _earlier(_of_model(base, "/models/bert", "61" * 32)), _of_model(base, "default", "74" * 32)
+    assert model_note([bert, default], [default]) is None
+    assert model_note([bert], [default]) is not None
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
