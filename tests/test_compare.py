@@ -354,6 +354,16 @@ def test_each_side_uses_its_newest_report_per_row() -> None:
         assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["not significant"]
 
 
+def test_of_two_runs_of_one_second_the_newest_is_the_one_whose_run_id_sorts_last() -> None:
+    """Two recipes' runs finished in one second (created_at has seconds): the row is read from the run whose id sorts
+    last, the run the gate and the budget checks take as newest, not from whichever recipe's name sorts last."""
+    base = make_report(shapes=((1, 128),))
+    earlier = dataclasses.replace(with_figures(base, p50_ms=20, spread_ms=0.1), recipe="zeta", run_id="20261130-0001")
+    later = dataclasses.replace(with_figures(base, p50_ms=10, spread_ms=0.1), recipe="alpha", run_id="20261130-0002")
+    table = compare(to_frame([earlier, later]), to_frame([later]))
+    assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["not significant"]
+
+
 def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
     base = make_report(("onnx",), shapes=((1, 128),))
     before, after = with_figures(base, p50_ms=10, spread_ms=0.2, speedup=1.0), with_figures(base, p50_ms=5, speedup=2.0)
