@@ -15,7 +15,16 @@ from report_fixtures import make_report, on_cuda_events, with_drop, with_figures
 
 from optbench.budget import parse_budget
 from optbench.cli import main
-from optbench.compare import COLUMNS, Failures, _binomial, budget_regressions, calibration_note, compare, render
+from optbench.compare import (
+    COLUMNS,
+    Failures,
+    _binomial,
+    budget_regressions,
+    calibration_note,
+    compare,
+    model_note,
+    render,
+)
 from optbench.failures import FailedJob, write_failures
 from optbench.measure import Latency, throughput
 from optbench.report import SCHEMA, Report, settings_hash, workload_fingerprint, write_report
@@ -345,6 +354,16 @@ def test_each_side_uses_its_newest_report_per_row() -> None:
         assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["not significant"]
 
 
+def test_of_two_runs_of_one_second_the_newest_is_the_one_whose_run_id_sorts_last() -> None:
+    """Two recipes' runs finished in one second (created_at has seconds): the row is read from the run whose id sorts
+    last, the run the gate and the budget checks take as newest, not from whichever recipe's name sorts last."""
+    base = make_report(shapes=((1, 128),))
+    earlier = dataclasses.replace(with_figures(base, p50_ms=20, spread_ms=0.1), recipe="zeta", run_id="20261130-0001")
+    later = dataclasses.replace(with_figures(base, p50_ms=10, spread_ms=0.1), recipe="alpha", run_id="20261130-0002")
+    table = compare(to_frame([earlier, later]), to_frame([later]))
+    assert table.loc[table["figure"] == "p50_ms", "mark"].tolist() == ["not significant"]
+
+
 def test_markdown_counts_the_marks_and_only_changes_filters() -> None:
     base = make_report(("onnx",), shapes=((1, 128),))
     before, after = with_figures(base, p50_ms=10, spread_ms=0.2, speedup=1.0), with_figures(base, p50_ms=5, speedup=2.0)
@@ -530,6 +549,30 @@ def test_calibrations_2x_apart_are_said_whichever_side_is_slower() -> None:
     for a, b in ((100.0, 50.0), (50.0, 100.0)):
         note = calibration_note(to_frame([_calibrated(base, a)]), to_frame([_calibrated(base, b)]))
         assert note is not None and "(2.0x apart)" in note, (a, b)
+
+
+def _earlier(report: Report) -> Report:
+    """`report` as a run of the day before, superseded by `report`'s own run."""
+    return dataclasses.replace(report, run_id="20261129T031500Z-0001", created_at="2026-11-29T03:15:00+00:00")
+
+
+def test_the_calibration_of_a_run_no_row_is_read_from_is_not_said() -> None:
+    """A side's folder holds a run on a busy machine (11.2 GFLOP/s), measured again since on a quiet one: compare reads
+    each row's newest report, so the old run's calibration says nothing of the figures compared, and the note that
+    their changes may be the machine's would be wrong; with the busy run the newest, it is said."""
+    base = make_report(shapes=((1, 128),))
+    busy, quiet = _earlier(_calibrated(base, 11.2)), _calibrated(base, 167.46)
+    assert calibration_note(to_frame([busy, quiet]), to_frame([_calibrated(base, 160.0)])) is None
+    assert calibration_note(to_frame([busy]), to_frame([_calibrated(base, 160.0)])) is not None
+
+
+def test_an_older_run_of_another_model_in_a_side_is_not_said() -> None:
+    """A's folder holds an old run on --model ./bert before the runs on the default model that B also holds: the
+    newest runs start from one baseline, so there is no 'Models:' line; with A's bert run the newest, there is."""
+    base = make_report(shapes=((1, 128),))
+    bert, default = _earlier(_of_model(base, "/models/bert", "61" * 32)), _of_model(base, "default", "74" * 32)
+    assert model_note([bert, default], [default]) is None
+    assert model_note([bert], [default]) is not None
 
 
 def test_cli_compares_results_committed_in_git(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -894,7 +937,18 @@ def test_a_row_b_lacks_through_a_recorded_failure_says_why() -> None:
     broken = FailedJob("baseline+onnx", "", "step onnx", "export failed: opset 99")
     assert newly_failing(broken)[0][2] == "no report in B: its step onnx failed: export failed: opset 99"
     elsewhere = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency-1", "crashed")
-    assert newly_failing(elsewhere) == newly_failing() == [["baseline+onnx", "box-1", "no report in B"]]
+    another = FailedJob("baseline+prune", "torch-cpu-fp32", "latency-1", "crashed")
+    assert newly_failing(elsewhere) == newly_failing(another) == newly_failing()
+    assert newly_failing() == [["baseline+onnx", "box-1", "no report in B"]]
+
+
+def test_a_failed_step_of_another_variant_in_b_leaves_a_check_b_passes_alone() -> None:
+    """B's run failed its prune step and measured baseline+onnx, which passes its budget as in A: no regression. A
+    failure matched by runtime alone would stand for every variant, the check read as that failure's and listed newly
+    failing, 'missing'."""
+    budget = parse_budget(LATENCY, "budget 1")
+    broken = FailedJob("baseline+prune", "", "step prune", "pruning failed: no heads left")
+    assert budget_regressions([budget], [PASSED], [PASSED], Failures.of_run([broken], [PASSED])).empty
 
 
 def test_a_row_on_a_machine_b_s_run_did_not_measure_on_has_no_failure_reason() -> None:

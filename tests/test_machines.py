@@ -45,6 +45,24 @@ def test_each_machine_gets_its_columns_and_its_newest_figures() -> None:
     assert (rows["baseline+onnx"]["speedup_p50@aaa"], rows["baseline+onnx"]["speedup_p50@bbb"]) == (2.0, 2.5)
 
 
+def test_a_machine_s_newest_report_is_the_newest_by_time_whatever_its_recipe() -> None:
+    """One machine's results hold results/baseline's run and a later results/all run of the same cell: a table
+    ordered by recipe, then run id, would show the older run's p50 (baseline sorts after all) as the machine's."""
+    base = make_report(shapes=((1, 128),))
+    old = _on(
+        dataclasses.replace(with_figures(base, p50_ms=40), recipe="baseline"), "aaa", "EPYC", "20261130T031500Z-0001"
+    )
+    new = _on(
+        dataclasses.replace(with_figures(base, p50_ms=10), recipe="all"),
+        "aaa",
+        "EPYC",
+        "20261201T000000Z-0002",
+        "2026-12-01T00:00:00+00:00",
+    )
+    for reports in ([old, new], [new, old]):
+        assert merge_by_machine(reports)["p50_ms@aaa"].tolist() == [10]
+
+
 def test_the_legend_gives_each_run_its_gemm_calibration_on_that_machine() -> None:
     """Two machines' p50s side by side, or one machine's runs a day apart: the legend named the runs alone, while
     each report holds the GEMM calibration that says how busy its machine was. A run's reports that read two (a
