@@ -72,12 +72,18 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
         "spm.model",
         "spiece.model",
         "sentencepiece.bpe.model",
+        "bpe.codes",
+        "sentencepiece.model",
+        "entity_vocab.json",
+        "word_shape.json",
+        "word_pronunciation.json",
     ],
 )
 def test_content_hash_follows_every_tokenizer_file(tmp_path: Path, name: str) -> None:
     """BERT's vocab.txt, RoBERTa's vocab.json beside its merges.txt, the sentencepiece models of DeBERTa-v2/v3
-    (spm.model), ALBERT and T5 (spiece.model) and XLM-R (sentencepiece.bpe.model), added and special tokens: the
-    token ids."""
+    (spm.model), ALBERT and T5 (spiece.model), XLM-R (sentencepiece.bpe.model) and RemBERT (sentencepiece.model),
+    BERTweet's and PhoBERT's merges (bpe.codes), LUKE's entities, RoCBert's shapes and pronunciations, added and
+    special tokens: the token ids."""
     folder = write_files(fake_checkpoint(tmp_path / "m"), {name: b"one"})
     before = content_hash(folder)
     (folder / name).write_bytes(b"two")
