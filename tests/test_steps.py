@@ -352,6 +352,16 @@ def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, mon
 
 
 @pytest.mark.parametrize(
+    ("config", "version"),
+    [(OnnxConfig(), 2), (StaticQuantizeConfig(), 3), (TensorRTConfig(), 2), (PruneConfig(heads=0.5), 3)],
+)
+def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(config, version: int) -> None:
+    """Each bump left cached outputs behind that the step no longer makes (an ONNX export of DistilBERT without
+    fused attention, calibration batches padded to max_length): a version lowered again would hand them back."""
+    assert config.version >= version
+
+
+@pytest.mark.parametrize(
     ("config", "library", "other"),
     [
         (FinetuneConfig(), "transformers", "onnxruntime"),
