@@ -17,7 +17,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import STEPS, RecipeStep, parse_step
-from optbench.steps.cache import cache_key, run_step
+from optbench.steps.cache import cache_key, run_step, step_folder
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig
@@ -295,6 +295,16 @@ def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: 
     weights.write_bytes(weights.read_bytes()[:-8] + b"garbage!")
     with pytest.raises(OptbenchError, match=r"is damaged .*delete that folder"):
         run_step(config, _encoder(tiny_encoder), data, tmp_path)
+
+
+def test_a_cache_folder_emptied_by_hand_is_filled_anew(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    """A step's cache folder whose files were deleted (the folder left behind) holds no output: the step runs and
+    stores it there, rather than failing on the manifest it lacks."""
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    step_folder(config, _encoder(tiny_encoder), data, tmp_path).mkdir()
+    result = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert result.path == step_folder(config, _encoder(tiny_encoder), data, tmp_path)
+    assert content_hash(result.path) == result.sha256
 
 
 def test_a_cached_output_takes_its_history_from_the_current_input(tiny_encoder: Path, data, tmp_path: Path) -> None:
