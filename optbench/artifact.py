@@ -18,8 +18,9 @@ Format = Literal["hf", "onnx", "trt"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".plan")
 TORCH_WEIGHTS = "pytorch_model"  # transformers' .bin weights: pytorch_model.bin or its shards
 QUANTIZATION_FILE = "optbench-quantization.json"  # a scheme applied when the model loads: part of the model
-# a checkpoint's config (architecture, labels) and tokenizer files, of the tokenizer kinds transformers saves:
-# they travel with every model optbench derives from it (an ONNX export carries them over)
+# a checkpoint's config (architecture, labels) and tokenizer files, of the tokenizer kinds transformers saves for the
+# encoders it has text classifiers of: they travel with every model optbench derives from it (an ONNX export carries
+# them over), and the content hash reads them
 HF_FILES = (
     "config.json",
     "tokenizer.json",
@@ -32,6 +33,11 @@ HF_FILES = (
     "spiece.model",
     "spm.model",
     "sentencepiece.bpe.model",
+    "bpe.codes",  # BERTweet and PhoBERT (model_type roberta): their merges, beside vocab.txt
+    "sentencepiece.model",  # RemBERT
+    "entity_vocab.json",  # LUKE, mLUKE
+    "word_shape.json",  # RoCBert, with word_pronunciation.json
+    "word_pronunciation.json",
 )
 # what decides a model's outputs besides its weights: its config and tokenizer, the quantization scheme
 # applied when it loads, and its own code (*.py, as in a pruned checkpoint)

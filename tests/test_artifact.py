@@ -26,10 +26,12 @@ MIB = 2**20
 
 
 def test_content_hash_is_stable_across_copies(tiny_classifier: Path, tmp_path: Path) -> None:
+    """A copy made without the files' times (cp -r, a download, a checkout) is the same model: its steps' cached
+    outputs are reused."""
     first = content_hash(tiny_classifier)
     assert len(first) == 64
     assert content_hash(tiny_classifier) == first
-    copy = shutil.copytree(tiny_classifier, tmp_path / "copy")
+    copy = shutil.copytree(tiny_classifier, tmp_path / "copy", copy_function=shutil.copy)
     assert content_hash(copy) == first
 
 
@@ -70,15 +72,38 @@ def test_content_hash_follows_what_makes_the_model(tmp_path: Path) -> None:
         "spm.model",
         "spiece.model",
         "sentencepiece.bpe.model",
+        "bpe.codes",
+        "sentencepiece.model",
+        "entity_vocab.json",
+        "word_shape.json",
+        "word_pronunciation.json",
     ],
 )
 def test_content_hash_follows_every_tokenizer_file(tmp_path: Path, name: str) -> None:
     """BERT's vocab.txt, RoBERTa's vocab.json beside its merges.txt, the sentencepiece models of DeBERTa-v2/v3
-    (spm.model), ALBERT and T5 (spiece.model) and XLM-R (sentencepiece.bpe.model), added and special tokens: the
-    token ids."""
+    (spm.model), ALBERT and T5 (spiece.model), XLM-R (sentencepiece.bpe.model) and RemBERT (sentencepiece.model),
+    BERTweet's and PhoBERT's merges (bpe.codes), LUKE's entities, RoCBert's shapes and pronunciations, added and
+    special tokens: the token ids."""
     folder = write_files(fake_checkpoint(tmp_path / "m"), {name: b"one"})
     before = content_hash(folder)
     (folder / name).write_bytes(b"two")
+    assert content_hash(folder) != before
+
+
+@pytest.mark.parametrize(
+    ("files", "edited"),
+    [
+        ({f"model-0000{i}-of-00002.safetensors": b"shard" for i in (1, 2)}, "model-00002-of-00002.safetensors"),
+        ({"model.onnx": b"graph", "model.onnx_data": b"weights"}, "model.onnx_data"),
+        ({"model.onnx": b"graph", "model.onnx.data": b"weights"}, "model.onnx.data"),
+    ],
+)
+def test_content_hash_follows_every_weight_file(tmp_path: Path, files: dict[str, bytes], edited: str) -> None:
+    """A checkpoint's later shard, or an ONNX model's external data file (optimum's .onnx_data, torch's .onnx.data),
+    retrained or re-exported in place, is another model: a step's cached output of the old one must not be reused."""
+    folder = write_files(tmp_path / "m", files)
+    before = content_hash(folder)
+    (folder / edited).write_bytes(b"other")
     assert content_hash(folder) != before
 
 

@@ -192,6 +192,37 @@ def test_renamed_labels_change_the_fingerprint(make_csv: MakeCsv) -> None:
     assert renamed.fingerprint != first.fingerprint
 
 
+def test_the_fingerprint_follows_the_texts_their_order_and_their_splits(make_csv: MakeCsv, tmp_path: Path) -> None:
+    """The fingerprint keys every cached step: a text edited (or another text column), the rows reordered (a
+    fine-tune's seeded row order, cut at max_train_rows, picks other rows) or rows moved between validation and test
+    (what a fine-tune scores, and the ONNX parity check runs on) is other data, whose steps must not reuse the
+    outputs made from this."""
+    rows = {**labelled_rows(300), "split": ["train"] * 240 + ["validation"] * 30 + ["test"] * 30}
+    rows["summary"] = [f"{text} in short" for text in rows["text"]]
+
+    def fingerprint(columns: dict[str, list[Any]], name: str, **settings: Any) -> str:
+        source = str(make_csv(columns, f"{name}.csv"))
+        return load_dataset(DatasetConfig(source=source, split_column="split", **settings)).fingerprint
+
+    first = fingerprint(rows, "first")
+    assert fingerprint({**rows, "text": [*rows["text"][:-1], "a review rewritten"]}, "edited") != first
+    assert fingerprint(rows, "summaries", text_column="summary") != first
+    reordered = {key: [*values[:240][::-1], *values[240:]] for key, values in rows.items()}  # the train rows reversed
+    assert fingerprint(reordered, "reordered") != first
+    swapped = {**rows, "split": ["train"] * 240 + ["test"] * 30 + ["validation"] * 30}  # train is as it was
+    assert fingerprint(swapped, "swapped") != first
+
+
+def test_the_fingerprint_leaves_out_where_the_file_is_and_the_token_length(make_csv: MakeCsv) -> None:
+    """The same rows in a file of another name (or folder) are the same data; a longer max_length is keyed only by
+    the steps that read it (`reads_data_length`), so it must not re-run a fine-tune or an export through the
+    fingerprint."""
+    first = load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(300))), max_length=64)).fingerprint
+    moved = make_csv(labelled_rows(300), "renamed.csv")
+    assert load_dataset(DatasetConfig(source=str(moved), max_length=64)).fingerprint == first
+    assert load_dataset(DatasetConfig(source=str(moved), max_length=256)).fingerprint == first
+
+
 def test_split_column_assigns_rows(make_csv: MakeCsv) -> None:
     rows = labelled_rows(12)
     rows["part"] = ["train", "TRAIN", "Validation", "test"] * 3

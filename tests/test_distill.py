@@ -674,6 +674,16 @@ def test_teacher_logits_are_cached_per_max_length(tiny_artifact: ModelArtifact, 
     assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(long, short)
 
 
+def test_teacher_logits_are_cached_per_teacher(
+    tiny_artifact: ModelArtifact, four_layer_teacher: ModelArtifact, reviews, tmp_path: Path
+) -> None:
+    """Every teacher's logits share one folder of the cache (teacher-logits): a student of another teacher (another
+    checkpoint, or the baseline fine-tuned anew) on the same rows must train against that teacher's logits."""
+    first = distill_step.teacher_logits(tiny_artifact, reviews.validation, 32, tmp_path)
+    other = distill_step.teacher_logits(four_layer_teacher, reviews.validation, 32, tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(first, other)
+
+
 def test_a_student_encoder_of_other_label_names_gets_the_teachers(tiny_artifact: ModelArtifact, tmp_path: Path) -> None:
     """An encoder has no head whose labels could disagree (a plain one's config says LABEL_0 and LABEL_1): it is
     given a head of the teacher's labels, not refused as a classifier of others."""

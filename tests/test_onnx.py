@@ -505,6 +505,22 @@ def test_an_export_carries_every_tokenizer_kind_over(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "merges.txt", "tokenizer_config.json", "vocab.json"]
 
 
+def test_an_export_of_a_bertweet_or_phobert_checkpoint_keeps_a_tokenizer_that_loads(tmp_path: Path) -> None:
+    """BERTweet and PhoBERT are RoBERTa classifiers whose tokenizer (PhobertTokenizer, no tokenizer.json) reads
+    vocab.txt and its merges in bpe.codes: without bpe.codes, the ONNX model's tokenizer did not load."""
+    from optbench.encoding import load_tokenizer
+    from optbench.steps.onnx import copy_hf_files
+
+    source, out = tmp_path / "phobert", tmp_path / "onnx"
+    source.mkdir(), out.mkdir()
+    (source / "vocab.txt").write_text("h@@ 1\nello 1\nworld 1\nhello 1\n")
+    (source / "bpe.codes").write_text("#version: 0.2\nh e\nl l\n")
+    (source / "tokenizer_config.json").write_text('{"tokenizer_class": "PhobertTokenizer"}')
+    (source / "config.json").write_text('{"model_type": "roberta"}')
+    copy_hf_files(source, out)
+    assert load_tokenizer(out)("hello world")["input_ids"] == load_tokenizer(source)("hello world")["input_ids"]
+
+
 @pytest.mark.parametrize("opset", [14, 23])
 def test_the_opsets_at_either_end_of_the_range_are_taken(opset: int) -> None:
     assert OnnxConfig(opset=opset).opset == opset

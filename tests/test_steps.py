@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import STEPS, RecipeStep, parse_step
-from optbench.steps.cache import cache_key, run_step
+from optbench.steps.cache import cache_key, run_step, step_folder
 from optbench.steps.finetune import FinetuneConfig
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.prune import PruneConfig
@@ -294,6 +297,16 @@ def test_a_damaged_cached_output_is_refused(tiny_encoder: Path, data, tmp_path: 
         run_step(config, _encoder(tiny_encoder), data, tmp_path)
 
 
+def test_a_cache_folder_emptied_by_hand_is_filled_anew(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    """A step's cache folder whose files were deleted (the folder left behind) holds no output: the step runs and
+    stores it there, rather than failing on the manifest it lacks."""
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    step_folder(config, _encoder(tiny_encoder), data, tmp_path).mkdir()
+    result = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert result.path == step_folder(config, _encoder(tiny_encoder), data, tmp_path)
+    assert content_hash(result.path) == result.sha256
+
+
 def test_a_cached_output_takes_its_history_from_the_current_input(tiny_encoder: Path, data, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -306,11 +319,56 @@ def test_a_cached_output_takes_its_history_from_the_current_input(tiny_encoder: 
     assert [s.name for s in again.lineage] == ["x", "finetune"]
 
 
+def test_the_cache_key_follows_the_input_model_and_the_data(
+    tiny_encoder: Path, data, reviews_csv: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose tokenizer was edited in place, or data split otherwise, makes another model: the step's
+    cached output of the old input must not be handed back. A copy of the checkpoint in another folder, with a
+    README beside it, is the same input: its cached output is reused."""
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    first = cache_key(config, _encoder(tiny_encoder), data)
+    copy = shutil.copytree(tiny_encoder, tmp_path / "copy", copy_function=shutil.copy)
+    (copy / "README.md").write_text("my notes")
+    assert cache_key(config, _encoder(copy), data) == first
+    tokenizer = json.loads((copy / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["normalizer"]["lowercase"] = False  # "Great" and "great" now read as other tokens
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    assert cache_key(config, _encoder(copy), data) != first
+    resplit = DatasetConfig(source=str(reviews_csv), group_column="movie", max_length=32, test_fraction=0.2)
+    assert cache_key(config, _encoder(tiny_encoder), load_dataset(resplit)) != first
+
+
+@dataclass(frozen=True)
+class Plain:
+    """A step config with none of the optional members `cache_key` reads."""
+
+    name: ClassVar[str] = "plain"
+    level: int = 1
+
+
+def test_the_cache_key_of_a_step_that_changed_nothing_stays_as_it_was() -> None:
+    """A key made otherwise for the same step, input and data would silently re-run every user's cached steps
+    (hours of fine-tuning): a step of version 1 that names no libraries, data length, input files or build target
+    adds nothing for them. Change this value only with a deliberate CACHE_VERSION bump."""
+    model, texts = SimpleNamespace(sha256="a" * 64), SimpleNamespace(fingerprint="f" * 16, max_length=128)
+    assert cache_key(Plain(), model, texts) == "c1b10283d67be129"
+
+
 def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, monkeypatch) -> None:
     config = FinetuneConfig()
     before = cache_key(config, _encoder(tiny_encoder), data)
     monkeypatch.setattr(FinetuneConfig, "version", 2, raising=False)
     assert cache_key(config, _encoder(tiny_encoder), data) != before
+
+
+@pytest.mark.parametrize(
+    ("config", "version"),
+    [(OnnxConfig(), 2), (StaticQuantizeConfig(), 3), (TensorRTConfig(), 2), (PruneConfig(heads=0.5), 3)],
+)
+def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(config, version: int) -> None:
+    """Each bump left cached outputs behind that the step no longer makes (an ONNX export of DistilBERT without
+    fused attention, calibration batches padded to max_length): a version lowered again would hand them back."""
+    assert config.version >= version
 
 
 @pytest.mark.parametrize(
