@@ -14,7 +14,15 @@ from optbench.errors import OptbenchError, listed, refused_reading
 
 # the HF_FILES a tokenizer reads its vocabulary from; a checkpoint needs one: without it transformers builds a
 # tokenizer of the special tokens alone, which reads every word as [UNK]
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model")
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "sentencepiece.model",  # RemBERT's, without its tokenizer.json
+)
 # the BERT family's members optbench exports, quantizes and runs (README, Recipes), by model_type
 BERT_FAMILY = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")
 # the outputs of a classifier whose config.json names no labels (transformers' PreTrainedConfig default)
