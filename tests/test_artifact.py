@@ -260,10 +260,12 @@ def test_variant_names() -> None:
 
 
 def test_a_derived_artifact_keeps_the_origin_and_adds_its_step(tmp_path: Path) -> None:
+    """And its label names in the parent's order (a classifier's own, here not sorted): a step after it reads the
+    same outputs as the same classes."""
     parent = ModelArtifact(
         Path("parent"),
         "hf",
-        ("fresh", "rotten"),
+        ("rotten", "fresh"),
         "parent's hash",
         origin={"checkpoint": "default"},
         lineage=(StepRecord("prune", {"heads": 2}, "p2"),),
@@ -274,7 +276,7 @@ def test_a_derived_artifact_keeps_the_origin_and_adds_its_step(tmp_path: Path) -
         ModelArtifact(
             folder,
             "onnx",
-            ("fresh", "rotten"),
+            ("rotten", "fresh"),
             content_hash(folder),
             origin={"checkpoint": "default"},
             lineage=(StepRecord("prune", {"heads": 2}, "p2"), StepRecord("onnx", {"opset": 17})),

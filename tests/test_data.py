@@ -132,6 +132,18 @@ def test_labels_that_only_look_like_integers_sort_as_text(make_csv: MakeCsv, odd
     assert data.label_names == tuple(sorted((odd, "2", "10")))
 
 
+def test_labels_that_differ_only_in_case_are_classes_of_their_own(make_csv: MakeCsv) -> None:
+    """A label is its name as written: "Pos" is not "pos". Each row keeps its own label; a row scored as the other
+    class's would count a right prediction as wrong."""
+    rows = labelled_rows(300, ("pos", "Pos", "neg"))
+    data = load_dataset(DatasetConfig(source=str(make_csv(rows))))
+    assert data.label_names == ("Pos", "neg", "pos")  # as sorted: upper case first
+    truth = dict(zip(rows["text"], rows["label"], strict=True))
+    for name in SPLITS:
+        split = data.split(name)
+        assert [data.label_names[i] for i in split.labels] == [truth[t] for t in split.texts]
+
+
 def test_integer_labels_with_a_missing_value_stay_integers(make_csv: MakeCsv) -> None:
     rows = labelled_rows(200, (0, 1))
     rows["label"][7] = None  # pandas reads the column as floats: 0.0, 1.0, NaN
@@ -579,6 +591,13 @@ def test_the_smallest_settings_the_errors_ask_for_are_accepted() -> None:
     assert (config.max_length, config.validation_fraction, config.test_fraction) == (8, 0.45, 0.5)
 
 
+def test_the_data_keeps_the_max_length_it_was_given(make_csv: MakeCsv) -> None:
+    """The benchmark tokenizes the test texts at the data's max_length and records it with every figure: one token
+    fewer or more measures other inputs than the recipe names."""
+    data = load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(60))), max_length=37))
+    assert data.max_length == 37
+
+
 def test_a_checked_config_cannot_be_changed() -> None:
     """Its checks run once, as it is made: a max_length set afterwards would escape them."""
     config = DatasetConfig()
@@ -691,3 +710,11 @@ def test_align_names_a_few_of_many_unknown_labels() -> None:
     message = str(refused.value)
     assert len(message) < 1000 and "['review 0 of a fil...on, and on, and on', " in message  # each cut
     assert "...] (300 in all) are not known to the model (its labels: ['fresh', 'rotten'])" in message
+
+
+def test_align_names_that_differ_from_the_models_only_in_case_are_refused() -> None:
+    """The model's labels are matched by their exact names: "POSITIVE" rows scored as the model's "positive" would be
+    a guess at what the user meant, and the error says how to make them one."""
+    data = _labelled(("NEGATIVE", "POSITIVE"), [0, 1])
+    with pytest.raises(OptbenchError, match=r"dataset labels \['NEGATIVE', 'POSITIVE'\] are not known to the model"):
+        align_labels(data, ["negative", "positive"])

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY, _save_tiny, write_files
 from test_cli import BENCH, _fails, write_recipe
 
-from optbench.artifact import ModelArtifact
+from optbench.artifact import ModelArtifact, content_hash
 from optbench.cli import main
 from optbench.errors import OptbenchError
 from optbench.hf_config import read_hf_config
@@ -690,6 +690,16 @@ def test_a_student_encoder_of_other_label_names_gets_the_teachers(tiny_artifact:
     folder = _save_tiny(tmp_path / "student", head=False, labels=("LABEL_0", "LABEL_1"))
     student, _, _ = distill_step.build_student(DistillConfig(student=str(folder)), tiny_artifact)
     assert student.config.id2label == {0: "fresh", 1: "rotten"}
+
+
+def test_a_student_names_its_outputs_in_its_teachers_label_order(tmp_path: Path) -> None:
+    """A teacher whose id2label lists rotten first: the student learns its logits column by column, so its output 0
+    is rotten too. Named in sorted order, the saved student called every rotten prediction fresh."""
+    teacher = _save_tiny(tmp_path / "teacher", head=True, labels=("rotten", "fresh"))
+    artifact = ModelArtifact(teacher, "hf", ("rotten", "fresh"), content_hash(teacher))
+    encoder = _save_tiny(tmp_path / "student", head=False)
+    student, _, _ = distill_step.build_student(DistillConfig(student=str(encoder)), artifact)
+    assert student.config.id2label == {0: "rotten", 1: "fresh"}
 
 
 def test_teacher_logits_go_back_to_their_rows(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:

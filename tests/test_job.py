@@ -355,3 +355,31 @@ def test_a_job_refuses_a_model_folder_that_is_not_the_model_measured(tmp_path: P
     config.write_text(config.read_text().replace('"fresh"', '"FRESH"'))
     with pytest.raises(JobFailed, match=r"^accuracy job failed: the model folder .*model is not the model"):
         run_in_subprocess(job, tmp_path / "job.json", timeout_s=300)
+
+
+def test_an_accuracy_jobs_logits_are_its_batches_rows_in_their_order(tmp_path: Path, monkeypatch) -> None:
+    """Row i of the logits is scored against label i of the test split: a batch's logits out of their place (the
+    first call's, run apart from the rest to time the start-up, put after them) score each text against another
+    text's label."""
+    save_batches(tmp_path / "in.npz", [{"input_ids": np.array([[2 * i], [2 * i + 1]])} for i in range(3)])
+
+    class Echo:  # each row's logits are its first token id and its negation
+        def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+            ids = batch["input_ids"][:, :1].astype(np.float32)
+            return np.hstack([ids, -ids])
+
+        def describe(self, batch: dict[str, np.ndarray]) -> dict:
+            return {}
+
+    monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Echo())
+    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
+    job = Job(
+        "accuracy",
+        artifact.to_dict(),
+        RuntimeSpec("onnxruntime").to_dict(),
+        1,
+        str(tmp_path / "in.npz"),
+        str(tmp_path / "out.json"),
+    )
+    logits = np.load(job_module.execute(job)["logits"])
+    np.testing.assert_array_equal(logits[:, 0], np.arange(6))

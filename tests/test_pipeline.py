@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from conftest import _save_tiny
 
 from optbench.artifact import ModelArtifact, StepRecord
 from optbench.errors import OptbenchError, StepFailed
@@ -336,3 +337,37 @@ def test_a_run_another_sweep_of_its_plan_published_first_returns_that_folder(
     monkeypatch.setattr("optbench.pipeline.os.replace", failing)
     with pytest.raises(OSError, match="No space left on device"):
         _recorded_run(monkeypatch, tmp_path / "again", tiny_classifier, reviews_csv)
+
+
+def _always_predicting(folder: Path, labels: tuple[str, ...], predicted: str) -> Path:
+    """A tiny classifier whose id2label lists `labels` in that order and whose head predicts `predicted` for every
+    text, whatever it reads."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(_save_tiny(folder, head=True, labels=labels))
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([10.0 if name == predicted else -10.0 for name in labels]))
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("labels", [("fresh", "rotten"), ("rotten", "fresh")])
+def test_a_classifier_is_scored_by_its_label_names_in_its_own_order(
+    tmp_path: Path, reviews_csv: Path, reviews, jobs_in_process: None, labels: tuple[str, ...]
+) -> None:
+    """A classifier whose id2label lists rotten first, where the data sorts fresh first: its output 1 is "fresh", and
+    its accuracy is that of its predictions by name. Read by position (the model's labels taken in the data's order),
+    every prediction counts as the other class: the accuracy of a model that always says "fresh" became the share of
+    rotten reviews."""
+    from optbench.pipeline import run_recipe
+    from optbench.report import load_reports
+
+    model = _always_predicting(tmp_path / "model", labels, "fresh")
+    timing = {"warmup": 1, "min_iters": 3, "min_seconds": 0.0, "max_batches": 1, "threads": 1, "aa_check": False}
+    recipe = _tiny_recipe(tmp_path, model, reviews_csv, [1], bench={"runtimes": ["torch"], **timing})
+    [report] = load_reports(run_recipe(recipe, tmp_path / "results", tmp_path / "cache"))
+    fresh = reviews.label_names.index("fresh")
+    assert report.metrics.accuracy == pytest.approx(float((reviews.test.labels == fresh).mean()))
+    assert report.metrics.n == len(reviews.test)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
-from optbench.data import DatasetConfig, load_dataset
+from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.steps import STEPS, RecipeStep, parse_step
 from optbench.steps.cache import cache_key, run_step, step_folder
@@ -54,6 +54,18 @@ def test_finetune_makes_a_classifier_with_the_data_labels(tiny_encoder: Path, da
         if not np.allclose(p.detach().numpy(), dict(original.bert.named_parameters())[name].detach().numpy())
     ]
     assert changed, "training left every encoder weight unchanged"
+
+
+def test_finetune_names_its_outputs_in_the_datas_label_order(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    """Data whose label ids run rotten, fresh (as a finetune step in a chain gets them, aligned to a classifier
+    baseline of that order): output 0 is trained on the rotten rows and must be named rotten. Named in sorted order,
+    the saved classifier called every rotten prediction fresh, and the benchmark scored it so."""
+    aligned = align_labels(data, ["rotten", "fresh"])
+    config = FinetuneConfig(max_train_rows=16, batch_size=16, max_length=32)
+    result = run_step(config, _encoder(tiny_encoder), aligned, tmp_path)
+    assert result.label_names == ("rotten", "fresh")
+    tuned = json.loads((result.path / "config.json").read_text())
+    assert tuned["id2label"] == {"0": "rotten", "1": "fresh"} and tuned["label2id"] == {"rotten": 0, "fresh": 1}
 
 
 def test_each_fine_tune_batch_is_trained_on_its_own_rows_labels(
