@@ -140,18 +140,18 @@ def _execute_recording(
         def clock(self) -> HostClock:
             return HostClock()
 
-    monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Recorder())
+    return seen, _execute_on(Recorder(), "latency", tmp_path, monkeypatch, timing)
+
+
+def _execute_on(
+    runtime: object, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timing: Timing | None = None
+) -> dict:
+    """A `kind` job over the batches saved in tmp_path/in.npz, run in this process on `runtime` (a fake)."""
+    monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: runtime)
     artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
-    job = Job(
-        "latency",
-        artifact.to_dict(),
-        RuntimeSpec("onnxruntime").to_dict(),
-        1,
-        str(tmp_path / "in.npz"),
-        str(tmp_path / "out.json"),
-        timing,
-    )
-    return seen, job_module.execute(job)
+    spec = RuntimeSpec("onnxruntime").to_dict()
+    paths = str(tmp_path / "in.npz"), str(tmp_path / "out.json")
+    return job_module.execute(Job(kind, artifact.to_dict(), spec, 1, *paths, timing or Timing()))
 
 
 def test_every_shape_runs_twice_before_the_timed_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,15 +371,5 @@ def test_an_accuracy_jobs_logits_are_its_batches_rows_in_their_order(tmp_path: P
         def describe(self, batch: dict[str, np.ndarray]) -> dict:
             return {}
 
-    monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: Echo())
-    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
-    job = Job(
-        "accuracy",
-        artifact.to_dict(),
-        RuntimeSpec("onnxruntime").to_dict(),
-        1,
-        str(tmp_path / "in.npz"),
-        str(tmp_path / "out.json"),
-    )
-    logits = np.load(job_module.execute(job)["logits"])
+    logits = np.load(_execute_on(Echo(), "accuracy", tmp_path, monkeypatch)["logits"])
     np.testing.assert_array_equal(logits[:, 0], np.arange(6))
