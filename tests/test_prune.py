@@ -344,6 +344,26 @@ def test_a_pruned_model_computes_what_the_full_one_does_with_those_heads_and_neu
     assert torch.allclose(model.base_model(**BATCH).last_hidden_state, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_kept_heads_and_neurons_keep_their_order(kind: str) -> None:
+    """Head j of a pruned layer is head keep[j] of the full one, neuron j neuron keep[j], so the manifest's
+    kept_heads name the pruned model's heads in place. The same reordering of all of a unit's matrices computes
+    the same function, so the checks of function above cannot see one."""
+    model = _model(kind)
+    full = copy.deepcopy(model)
+    size = _part(model, 0, "attention").attention_head_size
+    heads, neurons = [0, 2, 3], [5, 9, 40, 41]
+    keep_heads(encoder_layers(model)[0], heads)
+    keep_ffn_neurons(encoder_layers(model)[0], neurons)
+    features = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads])
+    for path in layout(model).projections:
+        kept, whole = (encoder_layers(m)[0].get_submodule(path) for m in (model, full))
+        assert torch.equal(kept.weight, whole.weight[features]) and torch.equal(kept.bias, whole.bias[features])
+    assert torch.equal(_part(model, 0, "attention_out").weight, _part(full, 0, "attention_out").weight[:, features])
+    assert torch.equal(_part(model, 0, "ffn_in").weight, _part(full, 0, "ffn_in").weight[neurons])
+    assert torch.equal(_part(model, 0, "ffn_out").weight, _part(full, 0, "ffn_out").weight[:, neurons])
+
+
 def test_linears_without_a_bias_stay_without_one() -> None:
     """Removal keeps a Linear's lack of bias (a new Linear's bias starts random, not zero)."""
     model = _model()
