@@ -208,8 +208,10 @@ def test_keep_plan_keeps_the_best_unit_of_every_layer() -> None:
 
 
 def test_keep_plan_per_layer_takes_the_fraction_of_each_layers_own_units() -> None:
-    """Half of an unevenly pruned model's 2 and 8 heads: 1 and 4 go."""
+    """Half of an unevenly pruned model's 2 and 8 heads: 1 and 4 go. A quarter of 4 and 8: 1 and 2 (a count taken
+    from the widest layer took 2 of the 4; the rule of one kept head hid that in the first case)."""
     assert keep_plan([torch.arange(2.0), torch.arange(8.0)], 0.5, scope="layer") == [[1], [4, 5, 6, 7]]
+    assert keep_plan([torch.arange(4.0), torch.arange(8.0)], 0.25, scope="layer") == [[1, 2, 3], [2, 3, 4, 5, 6, 7]]
 
 
 def test_keep_plan_breaks_ties_across_layers_in_unit_order() -> None:
@@ -611,8 +613,9 @@ def test_prune_recipe_runs_end_to_end(tmp_path: Path, reviews_csv: Path, jobs_in
 def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """End to end: the head silenced in each layer is the one the step removes there, and the scores are of
-    `importance_rows` train rows (all of the split were scored)."""
+    """End to end: the head silenced in each layer is the one the step removes there (the saved model, not only the
+    manifest: without recovery it computes what the silenced one does), and the scores are of `importance_rows`
+    train rows (all of the split were scored)."""
     import shutil
 
     from optbench.steps import prune as prune_step
@@ -636,6 +639,7 @@ def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16)
     pruned = run_step(config, silenced, reviews, tmp_path / "cache")
     assert pruned.details["kept_heads"] == [list(range(1, heads)), list(range(heads - 1))]
+    assert torch.allclose(load_classifier(pruned.path)(**BATCH).logits, model(**BATCH).logits, atol=1e-5)
     assert all(split is reviews.train for split, _ in encoded)
     assert sum(rows for _, rows in encoded) == 16 < len(reviews.train)
 
@@ -644,7 +648,8 @@ def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked
     tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """scope = "global", the default: the model's one silent head goes, and the other layer keeps both of its
-    own (per layer, a quarter of 2 heads, half a head, would take one from each). ffn_importance reaches the scores."""
+    own (per layer, a quarter of 2 heads, half a head, would take one from each). ffn_importance reaches the scores,
+    and each fraction its own units: a quarter of the heads, half of the 128 neurons."""
     import shutil
 
     from optbench.steps import prune as prune_step
@@ -664,6 +669,7 @@ def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked
         return real_importance(model, batches, ffn=ffn)
 
     monkeypatch.setattr(prune_step, "gradient_importance", spy)
-    config = PruneConfig(heads=0.25, ffn=0.25, ffn_importance="magnitude", epochs=0, importance_rows=16)
+    config = PruneConfig(heads=0.25, ffn=0.5, ffn_importance="magnitude", epochs=0, importance_rows=16)
     pruned = run_step(config, silenced, reviews, tmp_path / "cache")
     assert pruned.details["kept_heads"] == [[1], [0, 1]] and kinds == ["magnitude"]
+    assert sum(pruned.details["intermediate_per_layer"]) == 64
