@@ -142,13 +142,42 @@ def test_static_int8_takes_the_weight_type_scales_and_range_asked_for(
     unfused: ModelArtifact, data, cache: Path
 ) -> None:
     """uint8 weights, one scale per output channel, 7 bits: a step that took the pre-flight's int8 weights, one
-    scale per tensor or 8 bits instead wrote another model than the manifest's settings say."""
+    scale per tensor or 8 bits instead wrote another model than the manifest's settings say. MatMul outputs stay
+    FP32: without OpTypesToExcludeOutputQuantization QDQ quantizes them again for the next op."""
     config = StaticQuantizeConfig(calibration_samples=8, weight_type="uint8", per_channel=True, reduce_range=True)
     result = run_step(config, unfused, data, cache)
     assert (result.details["weight_type"], result.details["reduce_range"]) == ("uint8", True)
     weights = _quantized_weights(result).values()
     assert {w.dtype.name for w in weights} == {"uint8"} and max(int(w.max()) for w in weights) <= 128
     assert all(n > 1 for n in _weight_scale_sizes(result))
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    quantizers = [node for node in graph.node if node.op_type == "QuantizeLinear"]
+    matmul_outputs = {out for node in graph.node if node.op_type == "MatMul" for out in node.output}
+    assert not any(node.input[0] in matmul_outputs for node in quantizers)
+
+
+def test_static_int8_quantizes_the_op_types_asked_for(unfused: ModelArtifact, data, cache: Path) -> None:
+    """op_types = ["Gemm"]: the pooler's and classifier's Gemm weights are INT8 and every MatMul stays FP32; a step
+    that passed its default ["MatMul"] instead quantized the other nodes under the same manifest settings. The
+    activations are the type asked for, not the weights' (onnxruntime refuses int8 activations with uint8 weights)."""
+    config = StaticQuantizeConfig(
+        calibration_samples=8, op_types=("Gemm",), activation_type="uint8", weight_type="int8"
+    )
+    result = run_step(config, unfused, data, cache)
+    assert (result.details["activation_type"], result.details["weight_type"]) == ("uint8", "int8")
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    zero_points = {t.name: t.data_type for t in graph.initializer}
+    quantizers = [node for node in graph.node if node.op_type == "QuantizeLinear"]  # activations: weights are stored
+    assert quantizers and {zero_points[node.input[2]] for node in quantizers} == {onnx.TensorProto.UINT8}
+    assert {w.dtype.name for w in _quantized_weights(result).values()} == {"int8", "int32"}  # Gemm biases: int32
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    int8 = {node.op_type: set() for node in graph.node if node.op_type in ("MatMul", "Gemm")}
+    for node in graph.node:
+        if node.op_type in int8:
+            int8[node.op_type].add(node.input[1] in dequantized)
+    assert int8 == {"MatMul": {False}, "Gemm": {True}}
+    share = result.details["matmul_quantized"]
+    assert share["quantized"] == sum(node.op_type == "Gemm" for node in graph.node) > 0, share
 
 
 @pytest.mark.parametrize(("method", "percentile"), [("minmax", 99.999), ("entropy", 99.999), ("percentile", 99.0)])
