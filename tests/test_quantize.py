@@ -180,25 +180,37 @@ def test_static_int8_quantizes_the_op_types_asked_for(unfused: ModelArtifact, da
     assert share["quantized"] == sum(node.op_type == "Gemm" for node in graph.node) > 0, share
 
 
+def _calibration_rows(reader: calibration.CalibrationReader) -> set[tuple[int, ...]]:
+    """The token ids of each row `reader` feeds, without its padding."""
+    return {
+        tuple(row[mask.astype(bool)])
+        for batch in iter(reader.get_next, None)
+        for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    }
+
+
 @pytest.mark.parametrize(("method", "percentile"), [("minmax", 99.999), ("entropy", 99.999), ("percentile", 99.0)])
 def test_static_int8_calibrates_with_the_method_and_percentile_asked_for(
     method: str, percentile: float, unfused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What reaches onnxruntime's calibration: another method than the manifest names, or the default percentile
-    in place of the one asked for, changes every INT8 range and nothing in the manifest."""
+    """What reaches onnxruntime's calibration: another method than the manifest names, the default percentile in
+    place of the one asked for, or the default seed's draw of train rows, changes every INT8 range and nothing in
+    the manifest."""
     from onnxruntime.quantization import CalibrationMethod
 
     class Called(Exception):
         pass
 
-    def quantize_static(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        raise Called(kwargs)
+    def quantize_static(source, target, reader, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        raise Called(reader, kwargs)
 
     monkeypatch.setattr("onnxruntime.quantization.quantize_static", quantize_static)
-    config = StaticQuantizeConfig(calibration_method=method, percentile=percentile, calibration_samples=4)
+    config = StaticQuantizeConfig(calibration_method=method, percentile=percentile, calibration_samples=4, seed=3)
     with pytest.raises(Called) as called:
         run_step(config, unfused, data, tmp_path)
-    (kwargs,) = called.value.args
+    reader, kwargs = called.value.args
+    seeded = calibration.CalibrationReader(unfused.path, data, samples=4, batch_size=4, seed=3, one_length=False)
+    assert _calibration_rows(reader) == _calibration_rows(seeded)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
     assert kwargs["calibrate_method"] == methods.get(method, CalibrationMethod.Percentile)
     assert kwargs["extra_options"]["CalibPercentile"] == percentile
