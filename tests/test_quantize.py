@@ -74,6 +74,9 @@ def test_dynamic_int8_measures_and_records_its_weight_type(fused: ModelArtifact,
     assert source["Gemm"] > 0 and "Gemm" not in DynamicQuantizeConfig().op_types
     # the quantizer rewrites Gemm (pooler, classifier) as MatMul + Add: "MatMul" quantizes them
     assert share["int8_operators"]["MatMulInteger"] == source["MatMul"] + source["Gemm"], share
+    # the fused Attention nodes become QAttention, counted among the INT8 ones (left out, the share still read 100%)
+    assert share["int8_operators"]["QAttention"] == source["Attention"] > 0, share
+    assert share["total"] == source["MatMul"] + source["Gemm"] + source["Attention"], share
     assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]
     assert _agreement(result, fused, data) >= 0.9
     assert all(n > 1 for n in _weight_scale_sizes(result)), "the default quantizes weights per output channel"
