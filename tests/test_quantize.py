@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -505,6 +506,27 @@ def test_an_empty_op_types_is_refused_when_the_recipe_is_read(config_type: type)
     nothing would be quantized."""
     with pytest.raises(OptbenchError, match=r"op_types = \[\]: onnxruntime reads an empty list as every op type"):
         config_type(op_types=())
+
+
+S8U8 = "with weight_type uint8 is a format onnxruntime does not quantize to (S8U8): set weight_type = "
+
+
+def test_int8_activations_with_uint8_weights_are_refused_when_the_recipe_is_read() -> None:
+    """onnxruntime's static quantizer raises ValueError for S8U8, after the export and the graph's preparation."""
+    with pytest.raises(OptbenchError, match=rf"^quantize-static: activation_type int8 {re.escape(S8U8)}"):
+        StaticQuantizeConfig(activation_type="int8", weight_type="uint8")
+
+
+def test_int8_activations_auto_chose_with_uint8_weights_are_refused_before_quantizing(
+    unfused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ARM "auto" makes activations int8: with weight_type uint8 set, the pair onnxruntime refuses."""
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: ["asimd"])
+    config = StaticQuantizeConfig(calibration_samples=8, weight_type="uint8")
+    message = rf"^quantize-static: activation_type int8 \(this machine's choice for \"auto\"\) {re.escape(S8U8)}"
+    with pytest.raises(OptbenchError, match=message):
+        quantize.apply_static(config, unfused, data, tmp_path)
+    assert not (tmp_path / "prepared.onnx").exists()
 
 
 @pytest.mark.parametrize("op_types", [("Gemm",), ("MatMul", "Gemm", "Attention"), ("Softmax",)])
