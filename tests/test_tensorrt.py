@@ -181,7 +181,7 @@ SYMMETRIC_INT8 = {
             "uint8 or asymmetric Q/DQ.*activation_symmetric = true",
         ),
         (
-            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "weight_type": "uint8"}],
+            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "activation_type": "uint8", "weight_type": "uint8"}],
             {"precision": "int8"},
             "uint8 or asymmetric",
         ),
