@@ -126,12 +126,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
         )
     _check_label_map(config, config_path)
     _check_architectures(config, config_path)
-    if not any(p.suffix in (".safetensors", ".bin") for p in weights):
-        raise OptbenchError(
-            f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
-            "save the model with save_pretrained() and point optbench at that folder"
-        )
-    _check_loaded_names(folder, weights)
+    _check_weight_names(folder, weights)
     _check_model_type(config, config_path)  # before the vocabulary: an image model is told it is one, not to add one
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
         raise OptbenchError(
@@ -265,13 +260,19 @@ def _check_shards(folder: Path) -> None:
         )
 
 
-def _check_loaded_names(folder: Path, weights: list[Path]) -> None:
-    """Refuse weights under no name transformers loads (one whole file or a shard index, SHARD_INDEXES): shards
-    copied without their index, or a file renamed (my_model.safetensors). Every check passed, and the first step
-    failed with transformers' "no file named model.safetensors, or pytorch_model.bin"."""
+def _check_weight_names(folder: Path, weights: list[Path]) -> None:
+    """Refuse a folder without torch weights (safetensors or .bin), or with them under no name transformers loads
+    (one whole file or a shard index, SHARD_INDEXES): shards copied without their index, or a file renamed
+    (my_model.safetensors). Every check passed, and the first step failed with transformers' "no file named
+    model.safetensors, or pytorch_model.bin"."""
+    names = [path.name for path in weights if path.suffix in (".safetensors", ".bin")]
+    if not names:
+        raise OptbenchError(
+            f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin): "
+            "save the model with save_pretrained() and point optbench at that folder"
+        )
     if any((folder / name).is_file() for name in LOADED_NAMES):
         return
-    names = [path.name for path in weights if path.suffix in (".safetensors", ".bin")]
     shards = "; shards need the index saved with them" if any("-of-" in name for name in names) else ""
     raise OptbenchError(
         f"model folder {folder} has weights ({listed(names, 4)}) under no name transformers loads "

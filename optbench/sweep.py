@@ -204,7 +204,7 @@ class SweepStore:
 
     def outcome(self, job: PlannedJob) -> Outcome | None:
         """The stored outcome of `job`, or None when it has none yet."""
-        path = self.jobs / f"{job.key}.json"
+        path = self._record(job)
         stored = read_json(path, required={"status": "a string"})
         if stored is None:
             return None
@@ -244,7 +244,7 @@ class SweepStore:
 
     def _load_logits(self, job: PlannedJob, rows: int, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
         """`logits`; with `mmap_mode` "r", its checks from the file's header, the array mapped but not read."""
-        path, record = self._logits(job), self.jobs / f"{job.key}.json"
+        path, record = self._logits(job), self._record(job)
         try:
             logits = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
@@ -274,7 +274,7 @@ class SweepStore:
         """Store `job`'s record, naming the sweep and job it is of: its file name is the job's key, which every sweep
         shares, so one copied from another sweep's folder (or under another job's name) was taken as this job's."""
         record = {**outcome, "sweep": self.folder.name, "job": job.key, **this_process()}
-        write_json_atomic(self.jobs / f"{job.key}.json", record)
+        write_json_atomic(self._record(job), record)
 
     def forget_failures(self) -> int:
         """Delete the failed records, so that a resumed sweep tries those jobs again; returns how many."""
@@ -374,6 +374,9 @@ class SweepStore:
 
     def _participant(self) -> Path:
         return self.folder / "participants" / f"{socket.gethostname()}-{os.getpid()}.json"
+
+    def _record(self, job: PlannedJob) -> Path:
+        return self.jobs / f"{job.key}.json"
 
     def _claim(self, job: PlannedJob) -> Path:
         return self.jobs / f"{job.key}.claim"
