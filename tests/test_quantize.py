@@ -19,7 +19,7 @@ from optbench.data import DatasetConfig, load_dataset
 from optbench.encoding import batches
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
-from optbench.steps import quantize
+from optbench.steps import parse_step, quantize
 from optbench.steps.cache import run_step
 from optbench.steps.onnx import OnnxConfig
 from optbench.steps.quantize import DYNAMIC_OPS, DynamicQuantizeConfig, StaticQuantizeConfig, preflight
@@ -513,8 +513,12 @@ S8U8 = "with weight_type uint8 is a format onnxruntime does not quantize to (S8U
 
 def test_int8_activations_with_uint8_weights_are_refused_when_the_recipe_is_read() -> None:
     """onnxruntime's static quantizer raises ValueError for S8U8, after the export and the graph's preparation."""
-    with pytest.raises(OptbenchError, match=rf"^quantize-static: activation_type int8 {re.escape(S8U8)}"):
+    with pytest.raises(OptbenchError, match=rf"^activation_type int8 {re.escape(S8U8)}"):
         StaticQuantizeConfig(activation_type="int8", weight_type="uint8")
+    table = {"name": "quantize-static", "activation_type": "int8", "weight_type": "uint8"}
+    where = re.escape("[[steps]] #2 (quantize-static)")
+    with pytest.raises(OptbenchError, match=rf"^{where} activation_type int8 {re.escape(S8U8)}"):
+        parse_step(table, "[[steps]] #2")
 
 
 def test_int8_activations_auto_chose_with_uint8_weights_are_refused_before_quantizing(
@@ -523,7 +527,7 @@ def test_int8_activations_auto_chose_with_uint8_weights_are_refused_before_quant
     """On ARM "auto" makes activations int8: with weight_type uint8 set, the pair onnxruntime refuses."""
     monkeypatch.setattr(quantize, "cpu_flags", lambda: ["asimd"])
     config = StaticQuantizeConfig(calibration_samples=8, weight_type="uint8")
-    message = rf"^quantize-static: activation_type int8 \(this machine's choice for \"auto\"\) {re.escape(S8U8)}"
+    message = rf"^activation_type int8 \(quantize-static: this machine's choice for \"auto\"\) {re.escape(S8U8)}"
     with pytest.raises(OptbenchError, match=message):
         quantize.apply_static(config, unfused, data, tmp_path)
     assert not (tmp_path / "prepared.onnx").exists()

@@ -208,10 +208,11 @@ def preflight(cpu_flags: list[str]) -> Preflight:
 
 def _check_int8_types(activation_type: str, weight_type: str, chosen: str = "") -> None:
     """Refuse INT8 activations with UINT8 weights (S8U8), which onnxruntime's static quantizer does not write: its
-    ValueError came after the model was exported and prepared. `chosen` says where "auto" made the activation type."""
+    ValueError came after the model was exported and prepared. `chosen` says where "auto" made the activation type
+    (a recipe's error names the step; one raised as the step runs says it)."""
     if (activation_type, weight_type) == ("int8", "uint8"):
         raise OptbenchError(
-            f"quantize-static: activation_type int8{chosen} with weight_type uint8 is a format onnxruntime does not "
+            f"activation_type int8{chosen} with weight_type uint8 is a format onnxruntime does not "
             'quantize to (S8U8): set weight_type = "int8" (S8S8), or activation_type = "uint8" (U8U8)'
         )
 
@@ -283,7 +284,7 @@ def apply_static(
     activation_type = hardware.activation_type if config.activation_type == "auto" else config.activation_type
     weight_type = hardware.weight_type if config.weight_type == "auto" else config.weight_type
     reduce_range = hardware.reduce_range if config.reduce_range is None else config.reduce_range
-    _check_int8_types(activation_type, weight_type, ' (this machine\'s choice for "auto")')
+    _check_int8_types(activation_type, weight_type, f' ({config.name}: this machine\'s choice for "auto")')
     prepared = out_dir / "prepared.onnx"
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     _check_written(prepared, config.name)
