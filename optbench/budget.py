@@ -268,7 +268,8 @@ def parse_amount(key: str, value: Any, units: dict[str, float], example: str, wh
     match = _AMOUNT.match(value)
     if match is None:
         raise OptbenchError(f"{where} {key} = {toml_value(value)} is not a number with a unit: e.g. {key} = {example}")
-    number, unit, rest = float(match.group(1)), match.group(2).lower(), match.group(3)
+    number, written, rest = float(match.group(1)), match.group(2), match.group(3)
+    unit = written.lower()
     if not math.isfinite(number):  # 1e999 reads as infinity: a limit every figure passes (or none)
         raise OptbenchError(f"{where} {key} = {toml_value(value)} is not a finite number: e.g. {key} = {example}")
     if number < 0:
@@ -278,5 +279,10 @@ def parse_amount(key: str, value: Any, units: dict[str, float], example: str, wh
     if rest or unit not in units:
         raise OptbenchError(
             f"{where} {key} = {toml_value(value)}: the unit must be one of {sorted(units)}, e.g. {key} = {example}"
+        )
+    if units is SIZE and written.endswith("b"):  # SI writes bits with a small b: 40 Mb is 5 MB
+        raise OptbenchError(
+            f"{where} {key} = {toml_value(value)}: {written} reads as {written[:-1]}bits, and a size is in bytes: "
+            f'write {key} = "{match.group(1)} {written[0].upper()}{written[1:-1]}B"'
         )
     return number * units[unit]

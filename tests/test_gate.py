@@ -401,6 +401,14 @@ def test_the_newest_run_is_gated() -> None:
         (f'[[budget]]\n{SHAPE}max_p50 = "1e999 ms"\n', r'max_p50 = "1e999 ms" is not a finite number: e.g. max_p50 ='),
         ('[[budget]]\nmax_size = "-5 MB"\n', r'max_size = "-5 MB" is negative: a limit is 0 or more, e.g. max_size ='),
         ('[[budget]]\nmax_size = "1 GB 500 MB"\n', r"max_size = \"1 GB 500 MB\": the unit must be one of"),
+        (
+            '[[budget]]\nmax_size = "40 Mb"\n',
+            r'"40 Mb": Mb reads as Mbits, and a size is in bytes: write max_size = "40 MB"',
+        ),
+        (
+            f'[[budget]]\n{SHAPE}max_memory = "2 gib"\n',
+            r'"2 gib": gib reads as gibits, and a size is in bytes: write max_memory = "2 GiB"',
+        ),
         ('[[budget]]\nmax_accuracy_drop = "-1e999 points"\n', r"\"-1e999 points\" is not a finite number"),
         ('[[budget]]\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
         ('[[budget]]\nbatch_size = 1\nmax_p50 = "5 ms"\n', r"hold at one shape: add batch_size = 1 and seq_len = 128"),
