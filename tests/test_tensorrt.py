@@ -665,10 +665,11 @@ def test_zero_points_of_constant_nodes_are_read_and_computed_ones_refused() -> N
 
 
 def test_qdq_is_told_by_the_graph() -> None:
-    from onnx import TensorProto
+    from onnx import TensorProto, helper
 
     plain = _qdq_graph(None)
     del plain.node[:]
+    plain.node.append(helper.make_node("Identity", ["x"], ["y"]))  # a graph of other nodes is not QDQ
     assert not is_qdq(plain)
     assert is_qdq(_qdq_graph(TensorProto.INT8))
 
