@@ -40,6 +40,8 @@ def test_export_fuses_attention_and_records_it(exported: ModelArtifact) -> None:
     fused = details["fused_operators"]
     assert fused.get("Attention") == 2, fused  # one per layer of the tiny model
     assert fused.get("SkipLayerNormalization", 0) >= 2
+    assert all(n > 0 for n in fused.values()), fused  # operators the fusion made, not every one it looks for
+    assert details["opset"] == 17 and "opset_requested" not in details  # TorchScript writes the opset asked
     assert details["parity"]["agreement"] == 1.0 and details["parity"]["max_abs_diff"] < 1e-3
     assert "warnings" not in details
     assert (exported.path / "model.onnx").is_file() and (exported.path / "tokenizer.json").is_file()
@@ -154,6 +156,7 @@ def test_no_fused_attention_after_auto_does_not_advise_the_exporter_it_tried(
     warning = result.details["warnings"][0]
     assert "no Attention was fused" in warning and "dynamo and torchscript were both tried" in warning
     assert "try" not in warning.split("both tried")[1]
+    assert result.details["exporter"] == "dynamo"  # a tie keeps the first tried, not the last
 
 
 def test_attention_fused_in_some_layers_only_is_a_warning(
@@ -177,6 +180,7 @@ def test_auto_goes_on_to_the_next_exporter_when_attention_fuses_in_some_layers_o
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
     assert [a["attention_fused"] for a in result.details["attempts"]] == [1, 2]
     assert result.details["exporter"] == "torchscript" and "warnings" not in result.details
+    assert result.details["fused_operators"] == result.details["attempts"][1]["fused_operators"]  # the kept file's
 
 
 def _export_invalid_as_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -526,9 +530,27 @@ def test_the_opsets_at_either_end_of_the_range_are_taken(opset: int) -> None:
     assert OnnxConfig(opset=opset).opset == opset
 
 
-def test_parity_rows_limits_the_rows_checked(classifier: ModelArtifact, data, tmp_path: Path) -> None:
+def test_parity_rows_limits_the_rows_checked(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[list[str]] = []  # the texts the parity batches are made of
+    real_batches = onnx_step.batches
+    monkeypatch.setattr(
+        onnx_step, "batches", lambda tok, texts, **kw: checked.append(texts) or real_batches(tok, texts, **kw)
+    )
     result = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=5), classifier, data, tmp_path)
     assert result.details["parity"]["rows"] == 5
+    assert checked == [data.test.texts[:5]]  # the first rows of the test split, as the README says
+
+
+def test_an_opset_other_than_the_one_asked_is_recorded_beside_it(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dynamo exporter builds at 18 and converts down where it can: the manifest says what the file declares and,
+    apart, what was asked (torch 2.13 converts this model to 17, so the real exporter never takes this path here)."""
+    monkeypatch.setattr(onnx_step, "file_opset", lambda path: 18)
+    result = run_step(OnnxConfig(exporter="torchscript", fuse=False, parity_rows=4), classifier, data, tmp_path)
+    assert (result.details["opset"], result.details["opset_requested"]) == (18, 17)
 
 
 def test_auto_stops_at_the_first_export_that_fuses_every_layer(
@@ -612,6 +634,24 @@ def test_a_wrong_argmax_fails_parity_within_the_logit_limit(exported: ModelArtif
     loose = OnnxConfig(max_abs_diff=100.0)
     with pytest.raises(OptbenchError, match=r"argmax agreement 0\.7500 \(limit 0\.999\)"):
         onnx_step.check_parity(exported.path / "model.onnx", parity_batches, reference, loose)
+
+
+def test_a_logit_difference_at_the_limit_passes_parity(exported: ModelArtifact, data) -> None:
+    """`max_abs_diff` is the largest difference allowed: past it the step fails, at it the step passes."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported.path)
+    parity_batches = batches(tokenizer, data.test.texts[:4], batch_size=4, seq_len="data", max_length=32)
+    reference = load_runtime(RuntimeSpec("onnxruntime"), exported, threads=1).predict(parity_batches[0])
+    reference[0] += 0.25  # both logits of one row: its argmax stays
+    path = exported.path / "model.onnx"
+    limit = onnx_step.check_parity(path, parity_batches, reference, OnnxConfig(max_abs_diff=1.0))["max_abs_diff"]
+    assert limit > 0.2
+    assert (
+        onnx_step.check_parity(path, parity_batches, reference, OnnxConfig(max_abs_diff=limit))["max_abs_diff"] == limit
+    )
+    with pytest.raises(OptbenchError, match="ONNX parity failed"):
+        onnx_step.check_parity(path, parity_batches, reference, OnnxConfig(max_abs_diff=float(np.nextafter(limit, 0))))
 
 
 def test_the_file_opset_is_the_standard_domains_whatever_comes_first(tmp_path: Path) -> None:
