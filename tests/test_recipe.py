@@ -111,6 +111,8 @@ def test_minimal_recipe_takes_the_defaults(tmp_path: Path) -> None:
     assert recipe.bench.batch_sizes == default.batch_sizes
     assert recipe.bench.seq_lens == default.seq_lens
     assert recipe.bench.timing == Timing()
+    # an empty [[steps]] array is the baseline alone, not a chain of no steps (which has no last model to measure)
+    assert load_recipe(write_recipe(tmp_path, "steps = []\n")).chains == ()
 
 
 def test_chains_each_start_from_the_baseline(tmp_path: Path) -> None:
@@ -180,6 +182,18 @@ def test_a_path_from_the_home_folder_is_taken_from_it(tmp_path: Path, monkeypatc
     assert recipe.checkpoint == str((home / "models" / "mine").resolve())
     assert recipe.dataset.source == str((home / "data" / "reviews.csv").resolve())
     assert recipe.steps()[0].config.student == str((home / "models" / "student").resolve())
+
+
+def test_a_step_s_relative_path_is_taken_from_the_recipe_s_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As [model] checkpoint and [dataset] source are, wherever optbench runs from: taken from the working folder,
+    the recipe would name another student on every machine it is run from (no test said so)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = load_recipe(write_recipe(tmp_path, '[[steps]]\nname = "distill"\nstudent = "students/l3"\n'))
+    assert recipe.steps()[0].config.student == str((tmp_path / "recipes" / "students" / "l3").resolve())
 
 
 @pytest.mark.parametrize("home", ["~", "~no-such-user-of-optbench"])
@@ -391,6 +405,8 @@ def test_utf8_text_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     [
         ('modle = {checkpoint = "x"}', r"unknown key\(s\) \['modle'\] in the recipe: known keys are \['name',"),
         ("[bench]\nbatch_size = [1]", r"unknown key\(s\) \['batch_size'\] in \[bench\]: known keys are \['runtimes',"),
+        # [bench] takes the timing knobs one by one; BenchConfig's own `timing` field is no recipe key
+        ("[bench]\ntiming = {warmup = 0}", r"unknown key\(s\) \['timing'\] in \[bench\]: known keys are \[.*'warmup'"),
         ("[model]\nweights = 'x'", r"unknown key\(s\) \['weights'\] in \[model\]"),
         ("[dataset]\ncolumn = 'x'", r"unknown key\(s\) \['column'\] in \[dataset\]"),
         ("[model.finetune]\nepoch = 2", r"unknown key\(s\) \['epoch'\] in \[model.finetune\]"),
@@ -596,6 +612,7 @@ def test_bad_file_name_is_refused_as_recipe_name(tmp_path: Path) -> None:
         ("steps = [{name = 'finetune'}, 'onnx']", "steps must be an array of tables"),
         ("[[chains]]\nsteps = [{name = 'finetune'}, 'onnx']", "steps must be an array of tables"),
         ("[[chains]]", r"\[\[chains\]\] #1 has no steps"),
+        ("[[chains]]\nsteps = []", r"\[\[chains\]\] #1 has no steps"),  # as a [[chains]] without steps is
         ("[[chains]]\nlabel = 'x'\n[[chains.steps]]\nname = 'finetune'", r"\['label'\] in \[\[chains\]\] #1"),
         ("[[chains]]\n[[chains.steps]]\nname = 'finetune'\nepoch = 1", r"\['epoch'\] in \[\[chains\]\] #1 step #1"),
     ],
