@@ -279,8 +279,8 @@ def chain_name(chain: tuple[RecipeStep, ...]) -> str:
 
 def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: BenchConfig) -> None:
     """Refuse a chain whose final model no listed runtime runs: its work would never be measured. That is its format
-    (no runtime of it listed), or the precision its step names (an FP16 ONNX export with onnxruntime at fp32 alone),
-    which every runtime of its format leaves out."""
+    (no runtime of it listed), or the precision it runs at (an FP16 ONNX export with onnxruntime at fp32 alone, an
+    INT8 ONNX model with onnxruntime at fp16 alone), which every runtime of its format leaves out."""
     measured = {fmt for spec in bench.runtimes for fmt in ENGINES[spec.name].formats}
     for chain in chains:
         made = chain[-1].config.output_format
@@ -290,10 +290,19 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
                 f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]}, "
                 f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
-        precision = getattr(chain[-1].config, "output_precision", None)
+        last = chain[-1].config
+        int8_onnx = made == "onnx" and getattr(last, "quantizes", False)
+        # a quantized ONNX model's manifest records fp32: its INT8 layers take and give FP32, as onnxruntime runs it
+        precision = "fp32" if int8_onnx else getattr(last, "output_precision", None)
         if precision is None:  # a step that names no precision: its model's is known once it exists
             continue
         refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
+        if all(refusals) and int8_onnx:  # the refusal's fix, the onnx step's precision, cannot make it run
+            raise OptbenchError(
+                f"the chain {chain_name(chain)} makes an INT8 ONNX model, which onnxruntime runs at fp32 and no "
+                'runtime in [bench] runtimes does, so it would never be measured: add {name = "onnxruntime"}, or drop '
+                "the chain"
+            )
         if all(refusals):
             raise OptbenchError(
                 f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]} in {precision.upper()}, which no runtime in "
