@@ -291,22 +291,20 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
                 f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
         last = chain[-1].config
-        int8_onnx = made == "onnx" and getattr(last, "quantizes", False)
-        # a quantized ONNX model's manifest records fp32: its INT8 layers take and give FP32, as onnxruntime runs it
-        precision = "fp32" if int8_onnx else getattr(last, "output_precision", None)
+        precision, fix = getattr(last, "output_precision", None), None
+        if precision is None and made == "onnx":  # a quantize step's or optimum's: its layers take and give FP32
+            precision, fix = "fp32", 'add {name = "onnxruntime"}'
         if precision is None:  # a step that names no precision: its model's is known once it exists
             continue
         refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
-        if all(refusals) and int8_onnx:  # the refusal's fix, the onnx step's precision, cannot make it run
-            raise OptbenchError(
-                f"the chain {chain_name(chain)} makes an INT8 ONNX model, which onnxruntime runs at fp32 and no "
-                'runtime in [bench] runtimes does, so it would never be measured: add {name = "onnxruntime"}, or drop '
-                "the chain"
-            )
         if all(refusals):
+            quantized = getattr(last, "quantizes", False)
+            what = (
+                "an INT8 ONNX model (FP32 in and out)" if quantized else f"{FORMAT_NAMES[made]} in {precision.upper()}"
+            )
             raise OptbenchError(
-                f"the chain {chain_name(chain)} makes {FORMAT_NAMES[made]} in {precision.upper()}, which no runtime in "
-                f"[bench] runtimes runs, so it would never be measured: {refusals[0]}, or drop the chain"
+                f"the chain {chain_name(chain)} makes {what}, which no runtime in "
+                f"[bench] runtimes runs, so it would never be measured: {fix or refusals[0]}, or drop the chain"
             )
 
 

@@ -13,7 +13,7 @@ from optbench.bench import BenchConfig
 from optbench.data import BUILTIN, DatasetConfig
 from optbench.errors import OptbenchError
 from optbench.measure import Timing
-from optbench.recipe import DEFAULT_MODEL, load_recipe, with_inputs
+from optbench.recipe import DEFAULT_MODEL, chain_name, load_recipe, with_inputs
 from optbench.runtimes import RuntimeSpec
 from optbench.steps import RecipeStep
 from optbench.steps.finetune import FinetuneConfig
@@ -728,27 +728,30 @@ def test_a_chain_ending_in_an_fp16_export_no_runtime_runs_at_fp16_is_refused_whe
         ('"onnx"\n[[steps]]\nname = "quantize-static"', "onnx -> quantize-static"),
         ('"onnx"\n[[steps]]\nname = "quantize-dynamic"', "onnx -> quantize-dynamic"),
         ('"peer-optimum"\nquantization = "dynamic"', "optimum-int8-dynamic"),
+        ('"peer-optimum"', "optimum-export"),
     ],
 )
-def test_a_chain_ending_in_an_int8_onnx_model_no_runtime_runs_at_fp32_is_refused_when_read(
+def test_a_chain_ending_in_an_onnx_model_run_at_fp32_that_no_runtime_runs_is_refused_when_read(
     tmp_path: Path, steps: str, shown: str
 ) -> None:
-    """A quantized ONNX model runs at fp32 (its manifest says so): with onnxruntime at fp16 alone the run quantized
-    it, left it unmeasured with a warning in its log, and exited 0, as it did an FP16 export at fp32."""
+    """A quantized ONNX model, or optimum's export, runs at fp32 (its manifest says so): with onnxruntime at fp16
+    alone the run made it, left it unmeasured with a warning in its log, and exited 0, as it did an FP16 export at
+    fp32."""
     fp16 = '{name = "onnxruntime", device = "cuda", precision = "fp16"}'
     text = f'[bench]\nruntimes = ["torch", {fp16}]\n[[steps]]\nname = {steps}\n'
+    made = "an ONNX model in FP32" if shown == "optimum-export" else "an INT8 ONNX model (FP32 in and out)"
     message = (
-        f"the chain {shown} makes an INT8 ONNX model, which onnxruntime runs at fp32 and no runtime in [bench] "
-        'runtimes does, so it would never be measured: add {name = "onnxruntime"}, or drop the chain'
+        f"the chain {shown} makes {made}, which no runtime in [bench] runtimes runs, so it would never be "
+        'measured: add {name = "onnxruntime"}, or drop the chain'
     )
     with pytest.raises(OptbenchError, match=f"^{re.escape(message)}$"):
         load_recipe(write_recipe(tmp_path, text))
     for runtime in ('"onnxruntime"', '{name = "onnxruntime", device = "cuda", options = {provider = "tensorrt"}}'):
         runs_it = text.replace(f"{fp16}]", f"{fp16}, {runtime}]")
-        assert load_recipe(write_recipe(tmp_path, runs_it)).steps()[-1].config.quantizes
-    # the TensorRT provider at fp16 runs an FP32 model: the INT8 one is left to its checks of the model
+        assert chain_name(load_recipe(write_recipe(tmp_path, runs_it)).chains[-1]) == shown
+    # the TensorRT provider at fp16 runs an FP32 model: an INT8 one is left to its checks of the model
     trt_fp16 = text.replace('precision = "fp16"}', 'precision = "fp16", options = {provider = "tensorrt"}}')
-    assert load_recipe(write_recipe(tmp_path, trt_fp16)).steps()[-1].config.quantizes
+    assert chain_name(load_recipe(write_recipe(tmp_path, trt_fp16)).chains[-1]) == shown
 
 
 def test_two_chains_that_make_one_variant_name_differently_are_refused(tmp_path: Path) -> None:
