@@ -28,7 +28,7 @@ from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
-from optbench.recipe import Recipe
+from optbench.recipe import Recipe, runs_at
 from optbench.runtimes import RuntimeSpec, declines, declines_precision, may_decline, runs
 from optbench.steps import RecipeStep
 from optbench.steps.cache import cached_output, cannot_run_here, check_input, step_folder
@@ -39,7 +39,7 @@ from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 class PlannedModel:
     """A model the run takes or makes: its variant name and format, the number of the step that makes it in the
     plan (0: the checkpoint), its artifact where it exists already (the checkpoint, or a step's cached output), and
-    its precision where the step that makes it names one (the onnx step's)."""
+    its precision where the step that makes it decides it (`recipe.runs_at`)."""
 
     variant: str
     format: str
@@ -109,8 +109,7 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
             folder = step_folder(config, model.artifact, data, cache_dir)
             output = cached_output(folder, config.name)
             steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))
-        precision = getattr(config, "output_precision", None)
-        made[variant] = PlannedModel(variant, config.output_format, len(steps), output, precision)
+        made[variant] = PlannedModel(variant, config.output_format, len(steps), output, runs_at(config))
         return made[variant]
 
     if classifier:

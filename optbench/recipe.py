@@ -291,21 +291,29 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
                 f"which no runtime in [bench] runtimes runs: add {' or '.join(runners)}, or drop the chain"
             )
         last = chain[-1].config
-        precision, fix = getattr(last, "output_precision", None), None
-        if precision is None and made == "onnx":  # a quantize step's or optimum's: its layers take and give FP32
-            precision, fix = "fp32", 'add {name = "onnxruntime"}'
-        if precision is None:  # a step that names no precision: its model's is known once it exists
+        precision = runs_at(last)
+        if precision is None:  # its model's precision is known once it exists
             continue
         refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
         if all(refusals):
+            # the onnx step's refusal names its precision as the fix; another's model runs at fp32 alone
+            fix = refusals[0] if hasattr(last, "output_precision") else 'add {name = "onnxruntime"}'
             quantized = getattr(last, "quantizes", False)
             what = (
                 "an INT8 ONNX model (FP32 in and out)" if quantized else f"{FORMAT_NAMES[made]} in {precision.upper()}"
             )
             raise OptbenchError(
                 f"the chain {chain_name(chain)} makes {what}, which no runtime in "
-                f"[bench] runtimes runs, so it would never be measured: {fix or refusals[0]}, or drop the chain"
+                f"[bench] runtimes runs, so it would never be measured: {fix}, or drop the chain"
             )
+
+
+def runs_at(config: Any) -> str | None:
+    """The precision runtimes run a step's model at, where the step decides it before the model exists: its
+    `output_precision` (the onnx step's), else FP32 for an ONNX model (a quantized one takes and gives FP32, as its
+    manifest records); None where the model's own weights tell (a checkpoint's)."""
+    precision = getattr(config, "output_precision", None)
+    return "fp32" if precision is None and config.output_format == "onnx" else precision
 
 
 def with_inputs(

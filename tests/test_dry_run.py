@@ -127,25 +127,31 @@ def test_a_pair_the_precision_of_an_export_not_made_yet_decides_is_left_out(
 ) -> None:
     """The onnx step's precision says which onnxruntime runs its model: an FP32 and an FP16 export, not made yet, each
     on the runtime of its precision, and left out on the other's, as the run leaves them out. They were pairs the run
-    might measure ("decided once it exists"), counted in the jobs."""
+    might measure ("decided once it exists"), counted in the jobs. A quantized model runs at fp32, as the FP32
+    export."""
     fp16 = (
         '[[chains]]\n[[chains.steps]]\nname = "onnx"\n[[chains]]\n[[chains.steps]]\nname = "onnx"\nprecision = "fp16"\n'
+        '[[chains]]\n[[chains.steps]]\nname = "onnx"\n[[chains.steps]]\nname = "quantize-dynamic"\n'
     )
     runtimes = '"torch", "onnxruntime", {name = "onnxruntime", precision = "fp16"}'
     bench = BENCH.replace("[bench]", f"[bench]\nruntimes = [{runtimes}]\naa_check = false")
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=fp16, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     lines = _dry_run(args, monkeypatch, capsys).splitlines()
-    start = lines.index("benchmark pairs (3):")
-    assert lines[start + 1 : start + 7] == [
+    start = lines.index("benchmark pairs (4):")
+    assert lines[start + 1 : start + 9] == [
         "  baseline on torch-cpu-fp32 (the reference)",
         "  baseline+onnx on onnxruntime-cpu-fp32 (if onnxruntime takes the model: decided once it exists)",
         "  baseline+onnx-fp16 on onnxruntime-cpu-fp16 (if onnxruntime takes the model: decided once it exists)",
+        "  baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp32 (if onnxruntime takes the model: decided once it "
+        "exists)",
         "  left out: baseline+onnx on onnxruntime-cpu-fp16: runtime onnxruntime at fp16 cannot run this fp32 ONNX "
         'model: set precision = "fp32", or export with the onnx step\'s precision = "fp16"',
         "  left out: baseline+onnx-fp16 on onnxruntime-cpu-fp32: runtime onnxruntime at fp32 cannot run this fp16 ONNX "
         'model: set precision = "fp16", or export with the onnx step\'s precision = "fp32"',
-        "benchmark jobs: at most 9 (3 accuracy, 6 latency, 0 A/A repeats; 1 round), run by the local executor (this "
+        "  left out: baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp16: runtime onnxruntime at fp16 cannot run "
+        'this fp32 ONNX model: set precision = "fp32", or export with the onnx step\'s precision = "fp16"',
+        "benchmark jobs: at most 12 (4 accuracy, 8 latency, 0 A/A repeats; 1 round), run by the local executor (this "
         "machine, one job at a time)",
     ]
 
