@@ -158,6 +158,22 @@ def test_each_batch_starts_from_no_gradient_and_the_model_ends_in_eval_mode() ->
     assert stale == [False, False, False] and not model.training
 
 
+def test_every_batch_trains_with_dropout_on_though_the_model_came_in_eval_mode() -> None:
+    """`from_pretrained` hands over a model in eval mode: trained as it came, no batch had dropout, and a distilled,
+    fine-tuned or pruned model trained without its regularization and no test saw it."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Dropout(0.5)).eval()
+    modes: list[bool] = []
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        modes.append(model.training and model[1].training)
+        return model(torch.ones(len(rows), 1)).sum()
+
+    train(model, FinetuneConfig(batch_size=4), 12, batch_loss, desc="test")
+    assert modes == [True, True, True]
+
+
 def test_a_weight_decay_of_zero_is_allowed() -> None:
     assert FinetuneConfig(weight_decay=0.0).weight_decay == 0.0
 
