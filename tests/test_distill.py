@@ -684,6 +684,19 @@ def test_teacher_logits_are_cached_per_teacher(
     assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(first, other)
 
 
+def test_teacher_logits_are_cached_per_text(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """Another split of as many rows (another dataset, or the same texts in another order) is other logits: keyed on
+    anything less than its texts in order, a student trained on one data set's logits learnt another's."""
+    from optbench.data import Split
+
+    split = reviews.validation
+    shuffled = Split(split.texts[::-1], split.labels[::-1])
+    logits = distill_step.teacher_logits(tiny_artifact, split, 32, tmp_path)
+    again = distill_step.teacher_logits(tiny_artifact, shuffled, 32, tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    np.testing.assert_allclose(again, logits[::-1], atol=1e-5)
+
+
 def test_a_student_encoder_of_other_label_names_gets_the_teachers(tiny_artifact: ModelArtifact, tmp_path: Path) -> None:
     """An encoder has no head whose labels could disagree (a plain one's config says LABEL_0 and LABEL_1): it is
     given a head of the teacher's labels, not refused as a classifier of others."""
