@@ -697,6 +697,44 @@ def test_teacher_logits_are_cached_per_text(tiny_artifact: ModelArtifact, review
     np.testing.assert_allclose(again, logits[::-1], atol=1e-5)
 
 
+def _same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> bool:
+    mine, other = ours.state_dict(), theirs.state_dict()
+    return mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine)
+
+
+def test_a_student_of_the_teacher_starts_from_the_layers_it_names(four_layer_teacher: ModelArtifact) -> None:
+    """`layers = [1, 3]` of a teacher of 4: the student's layers are the teacher's 1 and 3, not its first two (which
+    the step's loss, computed on whatever student it built, would train just as well)."""
+    student, _, origin = distill_step.build_student(DistillConfig(layers=(1, 3)), four_layer_teacher)
+    teacher = _classifier(four_layer_teacher.path)
+    assert len(student.bert.encoder.layer) == 2 and origin["kept_layers"] == [1, 3]
+    for position, index in enumerate((1, 3)):
+        assert _same_weights(student.bert.encoder.layer[position], teacher.bert.encoder.layer[index]), index
+    assert _same_weights(student.bert.embeddings, teacher.bert.embeddings)
+    assert _same_weights(student.classifier, teacher.classifier)
+
+
+def test_the_packaged_student_starts_from_its_encoders_layers(tiny_artifact: ModelArtifact) -> None:
+    """paraphrase-MiniLM-L3's weights are copied into a fresh classifier: they must arrive (its embeddings and the
+    layers named), with a head of the teacher's labels. A weight left at its random start went unseen."""
+    from importlib import metadata
+
+    from optbench import packaged_models
+
+    pytest.importorskip("onnx")
+    try:
+        metadata.distribution(packaged_models.PARAPHRASE_PACKAGE)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{packaged_models.PARAPHRASE_PACKAGE} is not installed (pip install 'optbench[distill]')")
+    encoder = packaged_models.paraphrase_l3_encoder()
+    config = DistillConfig(student=packaged_models.PARAPHRASE_L3, layers=(0, 2))
+    student, _, _ = distill_step.build_student(config, tiny_artifact)
+    assert student.config.id2label == {0: "fresh", 1: "rotten"} and len(student.bert.encoder.layer) == 2
+    for position, index in enumerate((0, 2)):
+        assert _same_weights(student.bert.encoder.layer[position], encoder.encoder.layer[index]), index
+    assert _same_weights(student.bert.embeddings, encoder.embeddings)
+
+
 def test_a_student_encoder_of_other_label_names_gets_the_teachers(tiny_artifact: ModelArtifact, tmp_path: Path) -> None:
     """An encoder has no head whose labels could disagree (a plain one's config says LABEL_0 and LABEL_1): it is
     given a head of the teacher's labels, not refused as a classifier of others."""
