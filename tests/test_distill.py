@@ -876,6 +876,21 @@ def _loss_terms(config: DistillConfig, teacher: ModelArtifact, student, reviews)
     return terms
 
 
+def test_a_students_new_head_is_drawn_from_the_steps_seed(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch
+) -> None:
+    """An encoder student gets a freshly initialized head: drawn from `seed`, not from whatever the process drew
+    before the step (another step, a test), or the same recipe makes another student from one run to the next."""
+    encoder = _save_tiny(tmp_path / "encoder", head=False)
+    config = DistillConfig(student=str(encoder), max_length=32)
+    heads = []
+    for earlier in (1, 2):
+        torch.manual_seed(earlier)
+        _, student = _first_batch_loss(config, tiny_artifact, reviews, tmp_path / f"out-{earlier}", monkeypatch)
+        heads.append(student.classifier.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])
+
+
 @pytest.mark.parametrize(
     "weights",
     [
