@@ -21,7 +21,7 @@ from optbench.encoding import encode
 from optbench.errors import OptbenchError
 from optbench.measure import CudaEventClock, HostClock, Timing, time_calls
 from optbench.recipe import parse_recipe
-from optbench.runtimes import RuntimeSpec, declines, load_runtime, onnxruntime_trt_cache
+from optbench.runtimes import RuntimeSpec, declines, declines_precision, load_runtime, onnxruntime_trt_cache
 from optbench.runtimes import onnxruntime as ort_runtime
 from optbench.runtimes.onnxruntime_options import (
     INTEGER_OPS,
@@ -333,6 +333,7 @@ def test_tensorrt_provider_options_cache_engines_by_model_and_settings(
         None, "fp32", OrtOptions("tensorrt", trt_int8=True, trt_engine_cache=False), ["input_ids"]
     )
     assert uncached["trt_int8_enable"] and not uncached["trt_engine_cache_enable"]
+    assert not uncached["trt_fp16_enable"]  # at fp32, TensorRT may not pick FP16 layers
     assert not uncached["trt_timing_cache_enable"]  # nor its timing cache: the provider keeps nothing on disk
     assert "trt_engine_cache_path" not in uncached and "trt_timing_cache_path" not in uncached
 
@@ -601,7 +602,11 @@ def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) 
     assert "integer operators ['DynamicQuantizeLinear']" in (declines(tensorrt, integer) or "")
     assert "this model has none: add a quantize-static step" in (declines(tensorrt_int8, plain) or "")
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(RuntimeSpec("onnxruntime"), fp16) or "")
-    assert declines(RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"}), fp16) is None
+    cuda_fp16 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"})
+    assert declines(cuda_fp16, fp16) is None
+    # only TensorRT runs an FP32 model's layers in FP16: the CUDA provider would run it in FP32, labelled fp16
+    assert "at fp16 cannot run this fp32 ONNX model" in (declines(cuda_fp16, plain) or "")
+    assert "at fp16 cannot run this fp32 ONNX model" in (declines_precision(cuda_fp16, "fp32") or "")
     assert declines(tensorrt, plain) is None  # TensorRT runs an FP32 model's layers in FP16
     tensorrt_fp32 = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt"})
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(tensorrt_fp32, fp16) or "")  # not the other way
