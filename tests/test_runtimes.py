@@ -11,7 +11,15 @@ import torch
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.encoding import encode
 from optbench.errors import OptbenchError
-from optbench.runtimes import RuntimeSpec, every_spec, load_runtime, onnxruntime_options, torch_options
+from optbench.runtimes import (
+    RuntimeSpec,
+    every_spec,
+    load_runtime,
+    names_of,
+    onnxruntime_options,
+    runtime_label,
+    torch_options,
+)
 
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea"]
 
@@ -146,6 +154,7 @@ def test_cuda_precisions_agree_with_cpu(tiny_classifier: Path, precision: str) -
         ({"name": "torch", "precision": "int4"}, "unknown precision 'int4'"),
         # the engine holds its settings: an option given beside it would be recorded, and ignored
         ({"name": "tensorrt", "device": "cuda", "options": {"fp16": True}}, r"takes no options \(got \['fp16'\]\)"),
+        ({"name": "tensorrt", "device": "cpu"}, 'runs on NVIDIA GPUs: set device = "cuda"'),  # a label no run can have
     ],
 )
 def test_runtime_spec_refuses_unknown_values(kwargs: dict, message: str) -> None:
@@ -198,6 +207,14 @@ def test_runtime_labels_name_the_options_that_change_how_a_model_runs(
 ) -> None:
     assert (spec.engine, spec.label) == (engine, label)
     assert spec.tag == engine.removeprefix(spec.name).removeprefix("-")  # a string, "" where no option shows
+
+
+def test_a_label_gives_back_the_names_a_budget_may_use() -> None:
+    """A budget names a runtime by its engine, its engine with options, or its label (`names_of`): read back wrong,
+    a budget for `torch-compile` would match no report, or another runtime's."""
+    for spec in every_spec():
+        assert names_of(spec.label) == (spec.name, spec.engine, spec.label)
+        assert runtime_label(spec.engine, spec.device, spec.precision) == spec.label
 
 
 def test_every_spec_lists_the_labels_recipes_can_give() -> None:
