@@ -87,6 +87,14 @@ def test_the_session_runs_the_optimization_level_its_label_names(level: str, app
     assert runtime.session.get_session_options().graph_optimization_level == expected
 
 
+def test_the_session_runs_the_threads_it_was_given_intra_op(tmp_path: Path) -> None:
+    """A job's threads are onnxruntime's intra-op threads, one inter-op thread: swapped, a run asked for 2 threads
+    would run 1 op at a time on 1 thread (at 1 thread both read 1, so 2 tells them apart)."""
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=2)
+    applied = runtime.session.get_session_options()
+    assert (applied.intra_op_num_threads, applied.inter_op_num_threads) == (2, 1)
+
+
 def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, data, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
     result = run_step(OnnxConfig(exporter="auto"), classifier, data, tmp_path)
