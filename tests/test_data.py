@@ -265,12 +265,13 @@ def test_a_label_of_one_row_is_warned_of_as_a_likely_stray(make_csv: MakeCsv, ca
         data = load_dataset(DatasetConfig(source=str(path)))
     assert data.label_names == ("neg", "po", "pos")
     assert "label(s) ['po'] are carried by one row each of 60: if one is a stray" in caplog.text
-    caplog.clear()
-    small = labelled_rows(49)
-    small["label"][-1] = "meh"
-    with caplog.at_level("WARNING", logger="optbench.data"):  # in data this small, one row may well be a class
-        load_dataset(DatasetConfig(source=str(make_csv(small))))
-    assert "one row each" not in caplog.text
+    for rows, warned in ((49, False), (50, True)):  # in data this small, one row may well be a class
+        caplog.clear()
+        small = labelled_rows(rows)
+        small["label"][-1] = "meh"
+        with caplog.at_level("WARNING", logger="optbench.data"):
+            load_dataset(DatasetConfig(source=str(make_csv(small, f"{rows}.csv"))))
+        assert ("label(s) ['meh'] are carried by one row each" in caplog.text) is warned, f"{rows} rows"
 
 
 def test_split_column_takes_dev_and_val_as_validation(make_csv: MakeCsv) -> None:
@@ -521,6 +522,27 @@ def test_empty_split_is_refused(make_csv: MakeCsv) -> None:
         load_dataset(DatasetConfig(source=str(make_csv(labelled_rows(2)))))
 
 
+@pytest.mark.parametrize(
+    ("fractions", "split", "fix"),
+    [
+        ((0.45, 0.5), "train", "lower validation_fraction and test_fraction"),
+        ((0.05, 0.3), "validation", "raise validation_fraction"),
+        ((0.3, 0.05), "test", "raise test_fraction"),
+    ],
+)
+def test_an_empty_hash_split_is_told_the_fraction_that_fills_it(
+    make_csv: MakeCsv, fractions: tuple[float, float], split: str, fix: str
+) -> None:
+    """Five rows leave one split empty at these fractions: the fix must name the setting that gives that split rows,
+    not the other split's (raising test_fraction leaves validation as empty as it was)."""
+    validation, test = fractions
+    message = f"has an empty {split} split (5 rows in all): add rows, or {fix} in [dataset]"
+    with pytest.raises(OptbenchError, match=re.escape(message)):
+        load_dataset(
+            DatasetConfig(source=str(make_csv(labelled_rows(5))), validation_fraction=validation, test_fraction=test)
+        )
+
+
 def test_split_column_without_a_split_is_refused(make_csv: MakeCsv) -> None:
     """Its fix is in the split column: the error said to change the split fractions, which are refused beside it."""
     rows = labelled_rows(10)
@@ -612,6 +634,18 @@ def test_the_hash_split_of_a_text_is_the_same_in_every_release(make_csv: MakeCsv
     texts = all_texts(load_dataset(DatasetConfig(source=str(make_csv(rows)))))
     assert texts["test"] == [rows["text"][i] for i in (14, 23)]
     assert texts["validation"] == [rows["text"][i] for i in (3, 11, 19, 26, 28)]
+
+
+def test_the_hash_split_takes_a_texts_words_not_its_spacing(tmp_path: Path) -> None:
+    """A text is what the tokenizer sees: the rows of a file whose texts carry stray spaces (around them, a tab, two
+    between words) must split as its tidied copy does, or tidying the file moves rows into and out of the test split
+    that every accuracy figure is measured on."""
+    rows = labelled_rows(30)
+    spaced = [f" {text.replace(' of ', '  of ')}\t" for text in rows["text"]]
+    records = [{"text": t, "label": y} for t, y in zip(spaced, rows["label"], strict=True)]
+    texts = all_texts(load_dataset(DatasetConfig(source=str(write_jsonl(tmp_path / "data.jsonl", records)))))
+    assert texts["test"] == [spaced[i] for i in (14, 23)]  # as the tidied file splits (the test above)
+    assert texts["validation"] == [spaced[i] for i in (3, 11, 19, 26, 28)]
 
 
 def test_fractions_shape_the_split(make_csv: MakeCsv) -> None:
