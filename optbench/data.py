@@ -35,8 +35,8 @@ class DatasetConfig:
 
     `source` is the built-in name `rotten-tomatoes` or a path to a CSV, JSONL or JSON (array of objects)
     file. Files are split by their `split_column` when they have one (values train/validation/test), else
-    deterministically by a hash of `group_column` (or of the text), so rows of one group never straddle two
-    splits.
+    deterministically by a hash of `group_column` (a value without the spaces around it) or of the text, so
+    rows of one group never straddle two splits.
     """
 
     source: str = BUILTIN
@@ -157,7 +157,8 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "are taken as 'validation')"
             )
     else:
-        keys = frame[group_column].astype(str) if group_column else _text_key(frame[text_column])
+        # a group is its name without the spaces around it, as a label is: "movie-3 " is movie-3, in its split
+        keys = frame[group_column].astype(str).str.strip() if group_column else _text_key(frame[text_column])
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
     label_names = _label_names(frame[label_column], config.source)
     index = {name: i for i, name in enumerate(label_names)}

@@ -314,6 +314,18 @@ def test_group_column_keeps_groups_together(make_csv: MakeCsv) -> None:
     assert len(seen) == 40
 
 
+def test_a_group_is_its_name_without_the_spaces_around_it(tmp_path: Path) -> None:
+    """A CSV edited by hand has "movie-3 " on some of a movie's rows: hashed as a group of its own, those rows went to
+    another split than the rest of the movie's, its reviews in both train and test."""
+    lines = [
+        f"{g}: review {i},{'pos' if i % 2 else 'neg'},movie-{g}{' ' * (i % 2)}\n" for g in range(40) for i in range(8)
+    ]
+    (tmp_path / "data.csv").write_text("text,label,movie\n" + "".join(lines))
+    data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv"), group_column="movie"))
+    split_of_group = {(text.split(":")[0], name) for name in SPLITS for text in data.split(name).texts}
+    assert len(split_of_group) == 40, "a movie's rows straddle two splits"
+
+
 def test_cleaning_drops_conflicts_duplicates_and_blanks(make_csv: MakeCsv, caplog: pytest.LogCaptureFixture) -> None:
     rows = labelled_rows(200)
     rows["text"] += ["contested", "contested", "twice", "twice", "   ", None, "unlabelled"]
