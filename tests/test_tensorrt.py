@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,6 +85,8 @@ def test_profiles_one_per_benchmark_shape_and_one_for_accuracy() -> None:
     assert shapes[-1].purpose == "accuracy pass"
     assert [Profile.from_dict(p.to_dict()) for p in shapes] == shapes
     assert len(profiles((64,), ("data",), max_length=64)) == 1  # the benchmark profile is the accuracy one
+    # 64 x 64 exactly reaches the accuracy pass's largest shape but not its shorter batches (64 x 10)
+    assert [p.purpose for p in profiles((64,), (64,), max_length=64)] == ["batch 64 x 64", "accuracy pass"]
     assert [p.purpose for p in profiles((), (), max_length=32)] == ["accuracy pass"]
 
 
@@ -101,6 +104,8 @@ def test_pick_profile_takes_the_tightest_holder() -> None:
         pick_profile(shapes, (1, 100))
     # batch 1's exact profile (one shape), not its `data` one (64 shapes) listed first
     assert pick_profile(profiles((1,), ("data", 16), max_length=64), (1, 16)) == 1
+    # tightest by the shapes each admits: 100 x 1 = 100, not the accuracy pass's 64 x 2 = 128 (though 64 + 2 < 100 + 1)
+    assert pick_profile(profiles((100,), (2,), max_length=2), (10, 2)) == 0
 
 
 RECIPE = """
@@ -158,6 +163,17 @@ def test_given_shapes_that_leave_out_a_bench_shape_are_refused_when_the_recipe_i
         parse_recipe(table, base=Path("."), default_name="r")
     table["steps"][1] = {"name": "tensorrt"}
     parse_recipe(table, base=Path("."), default_name="r")  # left out, the shapes come from [bench]
+
+
+def test_profiles_reach_the_step_s_own_max_length_when_the_recipe_is_read() -> None:
+    """A step max_length above the dataset's builds `data` profiles up to it, which hold a fixed [bench] length
+    past the dataset's (fixed lengths pad to themselves, not to the dataset's max_length)."""
+    from optbench.bench import BenchConfig
+
+    config = TensorRTConfig(batch_sizes=(8,), seq_lens=("data",), max_length=128)
+    assert config.for_bench(BenchConfig(batch_sizes=(8,), seq_lens=(128,)), max_length=48) == config
+    with pytest.raises(OptbenchError, match="shape 8 x 128"):
+        replace(config, max_length=64).for_bench(BenchConfig(batch_sizes=(8,), seq_lens=(128,)), max_length=48)
 
 
 SYMMETRIC_INT8 = {
@@ -276,6 +292,20 @@ def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tm
         load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "trt"), threads=1)
 
 
+def test_the_target_is_the_tensorrt_version_and_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both key the step's cache and are checked by the runtime: an engine runs only with the TensorRT and GPU it
+    was built with."""
+    from optbench import tensorrt_engine
+
+    gpu = {"gpu": "NVIDIA H200", "compute_capability": "9.0"}
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(tensorrt_engine, "cuda_gpu", lambda: dict(gpu))
+    assert detect_target() == {"tensorrt": "10.3.0", **gpu}
+    monkeypatch.setattr(tensorrt_engine, "cuda_gpu", lambda: None)
+    with pytest.raises(OptbenchError, match=r"TensorRT needs a CUDA GPU and torch sees none .*container"):
+        detect_target()
+
+
 @pytest.mark.parametrize("version", ["11.0.0.1", "8.6.1"])
 def test_a_tensorrt_other_than_10_is_refused(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__=version))
@@ -338,8 +368,9 @@ class _FakeContext:
     answers False, and logs why, when it does not switch; the input shapes set are kept in `shapes`, and the output
     (the logits) has the inputs' batch size."""
 
-    def __init__(self, refused: set[int]) -> None:
+    def __init__(self, refused: set[int], strategy: str) -> None:
         self.refused = refused
+        self.strategy = strategy  # how it allocates its activation memory
         self.shapes: dict[str, tuple[int, ...]] = {}
 
     def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
@@ -387,16 +418,30 @@ class _FakeEngine:
         return np.float32 if name == "logits" else self.input_dtype
 
     def create_execution_context(self, strategy: str) -> _FakeContext:
-        return _FakeContext(self.refused)
+        return _FakeContext(self.refused, strategy)
+
+
+class _FakeProfile:
+    """IOptimizationProfile: the (min, opt, max) set for each input, in `shapes`."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple] = {}
+
+    def set_shape(self, input: str, min: tuple, opt: tuple, max: tuple) -> None:
+        self.shapes[input] = (min, opt, max)
 
 
 class _FakeBuilderConfig:
-    """IBuilderConfig's flags as TensorRT 10 documents them: TF32 is on in a new config ("Enabled by default")."""
+    """IBuilderConfig's flags as TensorRT 10 documents them: TF32 is on in a new config ("Enabled by default").
+    The profiles added go to `profiles` (TensorRT answers -1 for an invalid one, here those in `refused`), the
+    calibration profile to `calibration_profile`."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused: tuple = ()) -> None:
         self.flags = {"TF32"}
-        self.profiles: list[object] = []
+        self.profiles: list[_FakeProfile] = []
+        self.calibration_profile: _FakeProfile | None = None
         self.int8_calibrator = None
+        self.refused = refused
 
     def set_flag(self, flag: str) -> None:
         self.flags.add(flag)
@@ -407,29 +452,38 @@ class _FakeBuilderConfig:
     def set_memory_pool_limit(self, pool: str, pool_size: int) -> None:
         self.workspace = pool_size
 
-    def add_optimization_profile(self, profile: object) -> int:
+    def add_optimization_profile(self, profile: _FakeProfile) -> int:
+        if tuple(profile.shapes.values()) in self.refused:
+            return -1
         self.profiles.append(profile)
         return len(self.profiles) - 1
+
+    def set_calibration_profile(self, profile: _FakeProfile) -> bool:
+        self.calibration_profile = profile
+        return tuple(profile.shapes.values()) not in self.refused
 
 
 class _FakeBuilder:
     """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`, and it
     builds `engine` (None: the build fails)."""
 
-    def __init__(self, configs: list[_FakeBuilderConfig], engine: bytes | None = b"engine") -> None:
+    def __init__(
+        self, configs: list[_FakeBuilderConfig], engine: bytes | None = b"engine", refused: tuple = ()
+    ) -> None:
         self.configs = configs
         self.engine = engine
+        self.refused = refused  # the profiles its configs refuse, each as the (min, opt, max) of every input
 
     def create_network(self, flags: int = 0) -> SimpleNamespace:
         names = ("input_ids", "attention_mask")
         return SimpleNamespace(num_inputs=2, get_input=lambda i: SimpleNamespace(name=names[i], dtype=np.int64))
 
     def create_builder_config(self) -> _FakeBuilderConfig:
-        self.configs.append(_FakeBuilderConfig())
+        self.configs.append(_FakeBuilderConfig(self.refused))
         return self.configs[-1]
 
-    def create_optimization_profile(self) -> SimpleNamespace:
-        return SimpleNamespace(set_shape=lambda input, min, opt, max: None)
+    def create_optimization_profile(self) -> _FakeProfile:
+        return _FakeProfile()
 
     def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes | None:
         return self.engine
@@ -443,10 +497,14 @@ def _fake_tensorrt(builder: _FakeBuilder) -> SimpleNamespace:
         OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
+        nptype=lambda dtype: dtype,
+        **{name: type(name, (), {"__init__": lambda self: None}) for name in trt_step.CALIBRATORS.values()},
     )
 
 
-@pytest.mark.parametrize(("precision", "flags"), [("fp32", set()), ("fp16", {"FP16", "TF32"})])
+@pytest.mark.parametrize(
+    ("precision", "flags"), [("fp32", set()), ("fp16", {"FP16", "TF32"}), ("int8", {"INT8", "FP16", "TF32"})]
+)
 def test_an_fp32_engine_computes_in_fp32_not_tf32(
     precision: str, flags: set, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -458,6 +516,60 @@ def test_an_fp32_engine_computes_in_fp32_not_tf32(
     engine = trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
     assert engine == b"engine"
     assert [c.flags for c in configs] == [flags]
+
+
+def test_every_input_gets_each_profile_s_range_tuned_for_its_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT tunes its kernels for `opt` and holds min..max: swapped, a profile would be tuned for another shape
+    or refused. The workspace is given in bytes."""
+    configs: list[_FakeBuilderConfig] = []
+    config = TensorRTConfig(batch_sizes=(1, 8), seq_lens=(16, "data"), max_length=32, workspace_mib=512)
+    shapes = profiles(config.batch_sizes, config.seq_lens, 32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder(configs)))
+    trt_step.build_engine(tmp_path / "model.onnx", config, shapes, None, tmp_path)
+    [built] = configs
+    assert [p.shapes for p in built.profiles] == [
+        dict.fromkeys(("input_ids", "attention_mask"), (p.min, p.opt, p.max)) for p in shapes
+    ]
+    assert built.workspace == 512 * 2**20 and built.calibration_profile is None and built.int8_calibrator is None
+
+
+def test_a_profile_tensorrt_refuses_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """add_optimization_profile answers -1 instead of raising: the engine would lack the profile its shape needs."""
+    shapes = profiles((8,), (16,), 32)
+    refused = (((shapes[1].min, shapes[1].opt, shapes[1].max),) * 2,)  # the accuracy pass's, for both inputs
+    config = TensorRTConfig(batch_sizes=(8,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder([], refused=refused)))
+    with pytest.raises(OptbenchError, match=r"TensorRT refused the optimization profile \{'min': \[1, 1\], .*accuracy"):
+        trt_step.build_engine(tmp_path / "model.onnx", config, shapes, None, tmp_path)
+
+
+def test_a_calibrated_engine_calibrates_at_the_feed_s_shape_and_keeps_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calibration profile is the feed's one shape (min = opt = max), the calibrator takes whole batches of
+    the feed's rows, and the cache TensorRT writes lands where the step keeps it, beside the engine."""
+    configs: list[_FakeBuilderConfig] = []
+    rows = dict.fromkeys(("input_ids", "attention_mask"), np.zeros((4, 12), dtype=np.int64))
+    feed = CalibrationFeed([rows, rows], 12)
+    config = TensorRTConfig(
+        precision="int8", batch_sizes=(8,), seq_lens=(16,), max_length=32, calibration_method="entropy"
+    )
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder(configs)))
+    cache = tmp_path / "calibration.cache"
+    trt_step.build_engine(tmp_path / "model.onnx", config, profiles((8,), (16,), 32), feed, cache)
+    [built] = configs
+    assert built.calibration_profile is not None
+    assert built.calibration_profile.shapes == dict.fromkeys(("input_ids", "attention_mask"), ((4, 12),) * 3)
+    calibrator = built.int8_calibrator
+    assert type(calibrator).__mro__[1].__name__ == "IInt8EntropyCalibrator2" and calibrator.get_batch_size() == 4
+    calibrator.write_calibration_cache(memoryview(b"scales"))
+    assert cache.read_bytes() == b"scales" and calibrator.read_calibration_cache() is None
+    refused = (((feed.shape,) * 3,) * 2,)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder([], refused=refused)))
+    with pytest.raises(OptbenchError, match=r"TensorRT refused the calibration profile \(4, 12\)"):
+        trt_step.build_engine(tmp_path / "model.onnx", config, profiles((8,), (16,), 32), feed, cache)
 
 
 def test_an_engine_tensorrt_does_not_build_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -531,6 +643,16 @@ def test_runtime_runs_a_batch_on_its_profile_at_its_shape_in_the_engine_s_types(
     assert runtime._contexts[3].shapes == {"input_ids": (8, 20), "attention_mask": (8, 20)}
     assert [a.dtype for a in copied] == [np.int32, np.int32]
     assert runtime.describe(batch)["profile"]["index"] == 3
+    assert runtime._contexts[3].strategy == "ON_PROFILE_CHANGE"  # the memory of its own profile, not the largest
+
+
+def test_runtime_refuses_an_engine_whose_profiles_its_manifest_does_not_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime picks a profile by the manifest's list: off by one, every shape would run on another's kernels."""
+    shapes = profiles((1,), (16,), max_length=32)
+    with pytest.raises(OptbenchError, match=r"has 3 optimization profiles and its manifest lists 2: .*damaged"):
+        _fake_runtime(tmp_path, monkeypatch, shapes, _FakeEngine(len(shapes) + 1, set()))
 
 
 def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -> None:
@@ -595,6 +717,18 @@ def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Pat
         texts = tokenizer.batch_decode(arrays[1], skip_special_tokens=True)
         assert all("good film" in t and "zebra" not in t for t in texts)  # train split only
     assert feed.next_batch(names, dtypes) is None
+    reseeded = CalibrationFeed.from_train_split(replace(config, seed=4), tiny_classifier, _data())
+    assert not all(
+        np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(feed.batches, reseeded.batches, strict=True)
+    )
+
+
+def test_calibration_batches_come_in_the_order_tensorrt_names_its_inputs() -> None:
+    rows = {name: np.full((2, 4), i, dtype=np.int64) for i, name in enumerate(("input_ids", "attention_mask", "tt"))}
+    feed = CalibrationFeed([rows], 4)
+    names = ["tt", "input_ids", "attention_mask"]  # TensorRT's order, not the tokenizer's
+    arrays = feed.next_batch(names, dict.fromkeys(names, np.int32))
+    assert [int(a[0, 0]) for a in arrays] == [2, 0, 1] and feed.next_batch(names, {}) is None
 
 
 def _qdq_graph(zero_point_type: int | None, zero_point: int | list[int] = 0, domain: str = "") -> object:
@@ -635,6 +769,8 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, 3))
     with pytest.raises(OptbenchError, match=r"INT32 bias.*leave Gemm out of its op_types"):
         check_symmetric_int8(_qdq_graph(TensorProto.INT32, 0))
+    with pytest.raises(OptbenchError, match=r"'q_x' quantizes to INT16: this step builds INT8 engines only"):
+        check_symmetric_int8(_qdq_graph(TensorProto.INT16, 0))  # zero, but not INT8
     check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 0]))  # per channel
     with pytest.raises(OptbenchError, match=r"q_x' has a non-zero INT8 zero point"):
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 3]))  # one channel asymmetric is one too many
@@ -664,13 +800,20 @@ def test_zero_points_of_constant_nodes_are_read_and_computed_ones_refused() -> N
         check_symmetric_int8(from_a_node(0, "Identity"))
 
 
-def test_qdq_is_told_by_the_graph() -> None:
-    from onnx import TensorProto, helper
+def _plain_graph() -> object:
+    """The Q/DQ pair's graph with one Identity node instead: a graph of other nodes, not QDQ."""
+    from onnx import helper
 
     plain = _qdq_graph(None)
     del plain.node[:]
-    plain.node.append(helper.make_node("Identity", ["x"], ["y"]))  # a graph of other nodes is not QDQ
-    assert not is_qdq(plain)
+    plain.node.append(helper.make_node("Identity", ["x"], ["y"]))
+    return plain
+
+
+def test_qdq_is_told_by_the_graph() -> None:
+    from onnx import TensorProto
+
+    assert not is_qdq(_plain_graph())
     assert is_qdq(_qdq_graph(TensorProto.INT8))
 
 
@@ -687,6 +830,61 @@ def test_qdq_model_needs_int8_precision(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "model.onnx"))
     with pytest.raises(OptbenchError, match=r'Q/DQ .*set precision = "int8"'):
         trt_step.apply(TensorRTConfig(precision="fp16"), _artifact(tmp_path), _data(), tmp_path / "out")
+
+
+def _apply_with_fakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: TensorRTConfig, graph: object
+) -> tuple[ModelArtifact, dict]:
+    """apply on an ONNX model of `graph` with the dataset's max_length 32, TensorRT's build and the train split's
+    calibration faked; also what build_engine was given."""
+    import onnx
+
+    (tmp_path / "model").mkdir()
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "model" / "model.onnx"))
+    given: dict = {}
+
+    def build_engine(source: Path, config: TensorRTConfig, shapes: list, calibration: object, cache: Path) -> bytes:
+        given.update(shapes=shapes, calibration=calibration, cache=cache)
+        return b"engine"
+
+    rows = {"input_ids": np.zeros((4, 12), dtype=np.int64)}
+    monkeypatch.setattr(trt_step, "build_engine", build_engine)
+    monkeypatch.setattr(trt_step, "detect_target", lambda: {"tensorrt": "10.3.0", "gpu": "NVIDIA H200"})
+    monkeypatch.setattr(CalibrationFeed, "from_train_split", classmethod(lambda cls, *a: cls([rows], 12)))
+    (tmp_path / "out").mkdir()
+    engine = trt_step.apply(config, _artifact(tmp_path / "model"), _data(max_length=32), tmp_path / "out")
+    return engine, given
+
+
+def test_a_calibrated_engine_is_built_for_its_shapes_and_its_manifest_says_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TensorRTConfig(precision="int8", batch_sizes=(4,), seq_lens=(16,), max_length=48)
+    engine, given = _apply_with_fakes(tmp_path, monkeypatch, config, _plain_graph())
+    assert given["shapes"] == profiles((4,), (16,), 48)  # the step's max_length, above the dataset's 32
+    assert given["cache"] == tmp_path / "out" / "calibration.cache" and given["calibration"].shape == (4, 12)
+    assert (tmp_path / "out" / "model.engine").read_bytes() == b"engine"
+    assert engine.details["quantization"] == "calibrated" and engine.details["gpu"] == "NVIDIA H200"
+    assert engine.details["profiles"] == [p.to_dict() for p in profiles((4,), (16,), 48)]
+    assert engine.details["calibration"] == {
+        "split": "train",
+        "samples": 4,
+        "batch_size": 4,
+        "seq_len": 12,
+        "cache": "calibration.cache",
+        "calibrator": "IInt8MinMaxCalibrator",
+    }
+
+
+def test_a_qdq_model_is_built_from_its_own_scales_not_calibrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnx import TensorProto
+
+    config = TensorRTConfig(precision="int8", batch_sizes=(4,), seq_lens=(16,))
+    engine, given = _apply_with_fakes(tmp_path, monkeypatch, config, _qdq_graph(TensorProto.INT8))
+    assert given["calibration"] is None and given["shapes"] == profiles((4,), (16,), 32)  # the dataset's max_length
+    assert engine.details["quantization"] == "explicit (Q/DQ)" and "calibration" not in engine.details
 
 
 @needs_gpu
