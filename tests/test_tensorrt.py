@@ -398,13 +398,16 @@ class _FakeLogger:
 
 
 class _FakeEngine:
-    """The ICudaEngine queries the tensorrt runtime makes: two inputs (int64 unless given) and one float32 output."""
+    """The ICudaEngine queries the tensorrt runtime makes: two inputs (int64 unless given) and float32 `outputs`
+    (the logits unless given)."""
 
-    names = ("input_ids", "attention_mask", "logits")
-
-    def __init__(self, profiles: int, refused: set[int], input_dtype: type = np.int64) -> None:
+    def __init__(
+        self, profiles: int, refused: set[int], input_dtype: type = np.int64, outputs: tuple[str, ...] = ("logits",)
+    ) -> None:
         self.num_optimization_profiles = profiles
+        self.names = ("input_ids", "attention_mask", *outputs)
         self.num_io_tensors = len(self.names)
+        self.outputs = outputs
         self.refused = refused
         self.input_dtype = input_dtype
 
@@ -412,10 +415,10 @@ class _FakeEngine:
         return self.names[index]
 
     def get_tensor_mode(self, name: str) -> str:
-        return "OUTPUT" if name == "logits" else "INPUT"
+        return "OUTPUT" if name in self.outputs else "INPUT"
 
     def get_tensor_dtype(self, name: str) -> type:
-        return np.float32 if name == "logits" else self.input_dtype
+        return np.float32 if name in self.outputs else self.input_dtype
 
     def create_execution_context(self, strategy: str) -> _FakeContext:
         return _FakeContext(self.refused, strategy)
@@ -644,6 +647,8 @@ def test_runtime_runs_a_batch_on_its_profile_at_its_shape_in_the_engine_s_types(
     assert [a.dtype for a in copied] == [np.int32, np.int32]
     assert runtime.describe(batch)["profile"]["index"] == 3
     assert runtime._contexts[3].strategy == "ON_PROFILE_CHANGE"  # the memory of its own profile, not the largest
+    with pytest.raises(OptbenchError, match=r"needs input\(s\) \['attention_mask'\]; the batch has \['input_ids'\]"):
+        runtime.predict({"input_ids": batch["input_ids"]})
 
 
 def test_runtime_refuses_an_engine_whose_profiles_its_manifest_does_not_list(
@@ -653,6 +658,16 @@ def test_runtime_refuses_an_engine_whose_profiles_its_manifest_does_not_list(
     shapes = profiles((1,), (16,), max_length=32)
     with pytest.raises(OptbenchError, match=r"has 3 optimization profiles and its manifest lists 2: .*damaged"):
         _fake_runtime(tmp_path, monkeypatch, shapes, _FakeEngine(len(shapes) + 1, set()))
+
+
+def test_runtime_refuses_an_engine_with_outputs_besides_the_logits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every output needs a buffer bound before TensorRT runs the engine, and predict binds the logits alone."""
+    shapes = profiles((1,), (16,), max_length=32)
+    engine = _FakeEngine(len(shapes), set(), outputs=("logits", "hidden_states"))
+    with pytest.raises(OptbenchError, match=r"has outputs \['logits', 'hidden_states'\]; .*one output, the logits"):
+        _fake_runtime(tmp_path, monkeypatch, shapes, engine)
 
 
 def test_engines_of_another_precision_are_left_out_when_paired(tmp_path: Path) -> None:
@@ -774,6 +789,10 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
     check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 0]))  # per channel
     with pytest.raises(OptbenchError, match=r"q_x' has a non-zero INT8 zero point"):
         check_symmetric_int8(_qdq_graph(TensorProto.INT8, [0, 3]))  # one channel asymmetric is one too many
+    weight = _qdq_graph(TensorProto.INT8, 3)
+    del weight.node[0]  # a weight stored quantized: a DequantizeLinear alone
+    with pytest.raises(OptbenchError, match=r"DequantizeLinear 'dq_x' has a non-zero INT8 zero point"):
+        check_symmetric_int8(weight)
 
 
 def test_zero_points_of_constant_nodes_are_read_and_computed_ones_refused() -> None:
@@ -818,8 +837,15 @@ def test_qdq_is_told_by_the_graph() -> None:
 
 
 def test_onnxruntime_only_operators_are_refused() -> None:
+    from onnx import helper
+
     with pytest.raises(OptbenchError, match=r"\['SkipLayerNormalization'\].*fuse = false"):
         check_parsable(_qdq_graph(None, domain="com.microsoft"))
+    integer = _plain_graph()
+    integer.node.append(helper.make_node("MatMulInteger", ["x", "x"], ["z"]))  # quantize-dynamic's, default domain
+    with pytest.raises(OptbenchError, match=r"integer operators \['MatMulInteger'\].*from a quantize-static"):
+        check_parsable(integer)
+    check_parsable(_plain_graph())
 
 
 def test_qdq_model_needs_int8_precision(tmp_path: Path) -> None:
