@@ -61,6 +61,22 @@ def test_encode_data_policy_truncates_at_max_length(tokenizer: Any) -> None:
     assert batch["attention_mask"][1].sum() == 24
 
 
+@pytest.mark.parametrize(("seq_len", "max_length"), [(8, 128), ("data", 8)])
+def test_encode_gives_each_text_its_own_tokens_in_order_cut_at_the_end_and_padded_after_it(
+    tokenizer: Any, seq_len: Any, max_length: int
+) -> None:
+    """The exact arrays for hand-made texts. Rows sorted by length, a text cut from its start (keeping its end),
+    padding put before the text (which shifts BERT's absolute positions) or token_type_ids of another segment all
+    kept every shape and mask count the other tests check."""
+    cut = "the plot is thin but the cast is good"
+    batch = encode(tokenizer, [cut, SHORT], seq_len=seq_len, max_length=max_length)
+    cls, sep, pad = tokenizer.cls_token, tokenizer.sep_token, tokenizer.pad_token
+    tokens = [[cls, "the", "plot", "is", "thin", "but", "the", sep], [cls, "a", "fine", "film", sep, pad, pad, pad]]
+    np.testing.assert_array_equal(batch["input_ids"], [tokenizer.convert_tokens_to_ids(row) for row in tokens])
+    np.testing.assert_array_equal(batch["attention_mask"], [[1] * 8, [1] * 5 + [0] * 3])
+    np.testing.assert_array_equal(batch["token_type_ids"], np.zeros((2, 8)))
+
+
 def test_batches_cover_texts_in_order(tokenizer: Any) -> None:
     texts = [f"review {i} " + "word " * i for i in range(5)]
     parts = batches(tokenizer, texts, batch_size=2, seq_len=12, max_length=128)
