@@ -257,6 +257,30 @@ def test_calibration_reads_the_train_split_only(unfused: ModelArtifact, data) ->
     assert rows <= ids(data.train.texts) and not rows & ids(data.test.texts)
 
 
+def test_calibration_feeds_the_rows_its_seed_draws_in_order_cut_at_max_length(unfused: ModelArtifact, data) -> None:
+    """Each batch padded to its own longest text is still cut at the data's max_length, and the rows are the ones
+    `calibration_texts` draws with the reader's seed: a reader that drew with another seed, or padded past
+    max_length, passed the step's test, which compares the step's reader with another reader."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(unfused.path)
+    short = replace(data, max_length=16)
+    draws = {seed: calibration.calibration_texts(short, 6, seed) for seed in (0, 3)}
+    assert draws[0] != draws[3]  # else the seed would not tell
+    for seed, texts in draws.items():
+        expected = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+        assert max(len(tokenizer(text)["input_ids"]) for text in texts) > 16  # else the cut would not tell
+        reader = calibration.CalibrationReader(
+            unfused.path, short, samples=6, batch_size=4, seed=seed, one_length=False
+        )
+        fed = [
+            list(row[mask.astype(bool)])
+            for batch in iter(reader.get_next, None)
+            for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+        assert fed == expected
+
+
 def test_calibration_records_the_batch_size_it_used(unfused: ModelArtifact, data) -> None:
     """MinMax with fewer samples than calibration_batch_size: its one batch holds them all, and that is the size
     recorded (the manifest said 16 for a batch of 8)."""
