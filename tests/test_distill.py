@@ -206,8 +206,8 @@ def test_narrow_ffn_on_an_unevenly_pruned_model_keeps_narrower_layers_whole(tiny
 # --- the packaged paraphrase-MiniLM-L3-v2 -----------------------------------------------------------
 
 
-def test_paraphrase_l3_conversion_matches_its_onnx_file() -> None:
-    pytest.importorskip("onnxruntime")
+def _skip_without_the_packaged_student() -> None:
+    """Skip where the optional package paraphrase-MiniLM-L3 ships in is not installed."""
     from importlib import metadata
 
     from optbench import packaged_models
@@ -216,6 +216,13 @@ def test_paraphrase_l3_conversion_matches_its_onnx_file() -> None:
         metadata.distribution(packaged_models.PARAPHRASE_PACKAGE)
     except metadata.PackageNotFoundError:
         pytest.skip(f"{packaged_models.PARAPHRASE_PACKAGE} is not installed (pip install 'optbench[distill]')")
+
+
+def test_paraphrase_l3_conversion_matches_its_onnx_file() -> None:
+    pytest.importorskip("onnxruntime")
+    from optbench import packaged_models
+
+    _skip_without_the_packaged_student()
     path = packaged_models.paraphrase_l3_onnx()
     model = packaged_models.bert_from_onnx(path, num_heads=12)
     assert model.config.num_hidden_layers == 3 and model.config.hidden_size == 384
@@ -717,15 +724,10 @@ def test_a_student_of_the_teacher_starts_from_the_layers_it_names(four_layer_tea
 def test_the_packaged_student_starts_from_its_encoders_layers(tiny_artifact: ModelArtifact) -> None:
     """paraphrase-MiniLM-L3's weights are copied into a fresh classifier: they must arrive (its embeddings and the
     layers named), with a head of the teacher's labels. A weight left at its random start went unseen."""
-    from importlib import metadata
-
     from optbench import packaged_models
 
     pytest.importorskip("onnx")
-    try:
-        metadata.distribution(packaged_models.PARAPHRASE_PACKAGE)
-    except metadata.PackageNotFoundError:
-        pytest.skip(f"{packaged_models.PARAPHRASE_PACKAGE} is not installed (pip install 'optbench[distill]')")
+    _skip_without_the_packaged_student()
     encoder = packaged_models.paraphrase_l3_encoder()
     config = DistillConfig(student=packaged_models.PARAPHRASE_L3, layers=(0, 2))
     student, _, _ = distill_step.build_student(config, tiny_artifact)
