@@ -28,7 +28,7 @@ from optbench.data import LabelledData, align_labels, load_dataset
 from optbench.failures import FAILURES_FILE
 from optbench.gpu_check import Capability, needs, probe
 from optbench.pipeline import apply_chains, checkpoint_of, sweep_identity
-from optbench.recipe import Recipe, runs_at
+from optbench.recipe import Recipe, is_export, runs_at
 from optbench.runtimes import RuntimeSpec, declines, declines_precision, may_decline, runs
 from optbench.steps import RecipeStep
 from optbench.steps.cache import cached_output, cannot_run_here, check_input, step_folder
@@ -39,13 +39,15 @@ from optbench.sweep import PlannedJob, SweepStore, Unfinished, plan
 class PlannedModel:
     """A model the run takes or makes: its variant name and format, the number of the step that makes it in the
     plan (0: the checkpoint), its artifact where it exists already (the checkpoint, or a step's cached output), and
-    its precision where the step that makes it decides it (`recipe.runs_at`)."""
+    its precision where the step that makes it decides it (`recipe.runs_at`), and whether that step is the export
+    whose precision it chooses (`recipe.is_export`)."""
 
     variant: str
     format: str
     made_by: int = 0
     artifact: ModelArtifact | None = None
     precision: str | None = None
+    exported: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,9 @@ def plan_run(recipe: Recipe, results_dir: Path, cache_dir: Path, *, here: bool) 
             folder = step_folder(config, model.artifact, data, cache_dir)
             output = cached_output(folder, config.name)
             steps.append(PlannedStep(config.name, model.variant, variant, folder, output is not None))
-        made[variant] = PlannedModel(variant, config.output_format, len(steps), output, runs_at(config))
+        made[variant] = PlannedModel(
+            variant, config.output_format, len(steps), output, runs_at(config), is_export(config)
+        )
         return made[variant]
 
     if classifier:
@@ -164,7 +168,9 @@ def _declines(spec: RuntimeSpec, model: PlannedModel) -> str | None:
     that is known only once the model exists (`RunPlan.undecided`)."""
     if model.artifact is not None:
         return declines(spec, model.artifact)
-    return declines_precision(spec, model.precision) if model.precision is not None else None
+    if model.precision is None:
+        return None
+    return declines_precision(spec, model.precision, model.exported)
 
 
 def _lacking(pairs: list[tuple[PlannedModel, RuntimeSpec]]) -> dict[str, list[Capability]]:

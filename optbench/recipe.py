@@ -294,10 +294,11 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
         precision = runs_at(last)
         if precision is None:  # its model's precision is known once it exists
             continue
-        refusals = [declines_precision(spec, precision) for spec in bench.runtimes if runs(spec, made)]
+        exported = is_export(last)
+        refusals = [declines_precision(spec, precision, exported) for spec in bench.runtimes if runs(spec, made)]
         if all(refusals):
             # the onnx step's refusal names its precision as the fix; another's model runs at fp32 alone
-            fix = refusals[0] if hasattr(last, "output_precision") else 'add {name = "onnxruntime"}'
+            fix = refusals[0] if exported else 'add {name = "onnxruntime"}'
             quantized = getattr(last, "quantizes", False)
             what = (
                 "an INT8 ONNX model (FP32 in and out)" if quantized else f"{FORMAT_NAMES[made]} in {precision.upper()}"
@@ -306,6 +307,11 @@ def _check_chain_ends_run(chains: tuple[tuple[RecipeStep, ...], ...], bench: Ben
                 f"the chain {chain_name(chain)} makes {what}, which no runtime in "
                 f"[bench] runtimes runs, so it would never be measured: {fix}, or drop the chain"
             )
+
+
+def is_export(config: Any) -> bool:
+    """Whether the step makes the ONNX export whose precision it chooses (the onnx step)."""
+    return hasattr(config, "output_precision")
 
 
 def runs_at(config: Any) -> str | None:

@@ -150,7 +150,7 @@ def test_a_pair_the_precision_of_an_export_not_made_yet_decides_is_left_out(
         "  left out: baseline+onnx-fp16 on onnxruntime-cpu-fp32: runtime onnxruntime at fp32 cannot run this fp16 ONNX "
         'model: set precision = "fp16", or export with the onnx step\'s precision = "fp32"',
         "  left out: baseline+onnx+quantize-dynamic on onnxruntime-cpu-fp16: runtime onnxruntime at fp16 cannot run "
-        'this fp32 ONNX model: set precision = "fp32", or export with the onnx step\'s precision = "fp16"',
+        'this fp32 ONNX model: set precision = "fp32"',
         "benchmark jobs: at most 12 (4 accuracy, 8 latency, 0 A/A repeats; 1 round), run by the local executor (this "
         "machine, one job at a time)",
     ]

@@ -606,7 +606,7 @@ def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) 
     assert declines(cuda_fp16, fp16) is None
     # only TensorRT runs an FP32 model's layers in FP16: the CUDA provider would run it in FP32, labelled fp16
     assert "at fp16 cannot run this fp32 ONNX model" in (declines(cuda_fp16, plain) or "")
-    assert "at fp16 cannot run this fp32 ONNX model" in (declines_precision(cuda_fp16, "fp32") or "")
+    assert "at fp16 cannot run this fp32 ONNX model" in (declines_precision(cuda_fp16, "fp32", True) or "")
     assert declines(tensorrt, plain) is None  # TensorRT runs an FP32 model's layers in FP16
     tensorrt_fp32 = RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "tensorrt"})
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(tensorrt_fp32, fp16) or "")  # not the other way

@@ -232,3 +232,27 @@ def test_every_spec_lists_the_labels_recipes_can_give() -> None:
         "tensorrt-cuda-fp16",
     } <= labels
     assert not {"torch-cpu-fp16", "torch-cpu-fp32-cuda-graphs", "onnxruntime-cpu-fp32-tensorrt"} & labels
+
+
+def test_an_fp32_model_left_out_at_fp16_is_told_to_export_at_fp16_only_where_the_onnx_step_made_it(
+    tmp_path: Path,
+) -> None:
+    """A quantized ONNX model takes and gives FP32 whatever its export's precision: telling its user to export at
+    fp16 sends them to a chain the recipe refuses (quantize steps need an FP32 export)."""
+    import dataclasses
+
+    from conftest import _save_tiny_onnx
+
+    from optbench.artifact import StepRecord
+    from optbench.runtimes import declines
+
+    exported = _save_tiny_onnx(tmp_path / "onnx")
+    exported = dataclasses.replace(exported, lineage=(StepRecord("onnx", {}),))
+    quantized = dataclasses.replace(exported, lineage=(*exported.lineage, StepRecord("quantize-dynamic", {})))
+    at_fp16 = RuntimeSpec("onnxruntime", "cpu", "fp16")
+    fix = 'export with the onnx step\'s precision = "fp16"'
+    assert fix in (declines(at_fp16, exported) or "")
+    assert (
+        declines(at_fp16, quantized)
+        == 'runtime onnxruntime at fp16 cannot run this fp32 ONNX model: set precision = "fp32"'
+    )

@@ -134,11 +134,11 @@ def _onnxruntime_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | N
     return cannot_run(OrtOptions.parse(spec.device, spec.precision, spec.options), spec.precision, artifact)
 
 
-def _onnxruntime_declines_precision(spec: RuntimeSpec, model_precision: str) -> str | None:
+def _onnxruntime_declines_precision(spec: RuntimeSpec, model_precision: str, exported: bool) -> str | None:
     from optbench.runtimes.onnxruntime_options import OrtOptions, precision_mismatch
 
     options = OrtOptions.parse(spec.device, spec.precision, spec.options)
-    return precision_mismatch(options, spec.precision, model_precision)
+    return precision_mismatch(options, spec.precision, model_precision, exported)
 
 
 def _tensorrt_declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
@@ -193,7 +193,7 @@ class Engine:
     check: Callable[[RuntimeSpec], str]
     load: Callable[[RuntimeSpec, ModelArtifact, int], Runtime]
     declines: Callable[[RuntimeSpec, ModelArtifact], str | None] | None = None  # None: it runs every one
-    declines_precision: Callable[[RuntimeSpec, str], str | None] = lambda spec, precision: None
+    declines_precision: Callable[[RuntimeSpec, str, bool], str | None] = lambda spec, precision, exported: None
     for_bench: Callable[[RuntimeSpec, list[tuple[int, int | str]], int], RuntimeSpec] = lambda spec, *_: spec
     labelled: Callable[[], dict[str, tuple[Any, ...]]] = dict  # no options: one label per device and precision
 
@@ -254,10 +254,11 @@ def declines(spec: RuntimeSpec, artifact: ModelArtifact) -> str | None:
     return None if decline is None else decline(spec, artifact)
 
 
-def declines_precision(spec: RuntimeSpec, precision: str) -> str | None:
+def declines_precision(spec: RuntimeSpec, precision: str, exported: bool) -> str | None:
     """Why the engine named by `spec` leaves out every model of `precision` of a format it runs (an FP16 ONNX export
-    on onnxruntime at fp32), known before the model exists; None where it may run one."""
-    return ENGINES[spec.name].declines_precision(spec, precision)
+    on onnxruntime at fp32), known before the model exists; None where it may run one. `exported`: the onnx step
+    makes the model (`recipe.is_export`), so its precision is the step's to change."""
+    return ENGINES[spec.name].declines_precision(spec, precision, exported)
 
 
 def load_runtime(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Runtime:

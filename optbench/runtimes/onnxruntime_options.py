@@ -170,7 +170,8 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, gra
     """Why a runtime with these settings would not run this model, or None: checked when the benchmark
     pairs models with runtimes (a mismatch is left out, logged) and again when the runtime loads. The
     TensorRT provider's checks read the graph: `graph` when the caller has it loaded, else the model file."""
-    mismatch = precision_mismatch(options, precision, artifact.details.get("precision", "fp32"))
+    exported = bool(artifact.lineage) and artifact.lineage[-1].name.startswith("onnx")  # onnx, onnx-fp16
+    mismatch = precision_mismatch(options, precision, artifact.details.get("precision", "fp32"), exported)
     if mismatch is not None or options.provider != "tensorrt":
         return mismatch
     graph = graph if graph is not None else load_graph(artifact.path / ONNX_FILE)
@@ -191,17 +192,18 @@ def cannot_run(options: OrtOptions, precision: str, artifact: ModelArtifact, gra
     return None
 
 
-def precision_mismatch(options: OrtOptions, precision: str, model_precision: str) -> str | None:
+def precision_mismatch(options: OrtOptions, precision: str, model_precision: str, exported: bool) -> str | None:
     """Why a runtime at `precision` with these settings would not run an ONNX model of `model_precision`, or None: a
     model runs at its own precision, and an FP32 one at fp16 on the TensorRT provider too. The onnx step's precision
-    says it before the model exists (a dry run, a recipe read)."""
+    says it before the model exists (a dry run, a recipe read); only a model that step `exported` can be made at
+    another precision (a quantized one takes and gives FP32 alone)."""
     tensorrt_fp16 = options.provider == "tensorrt" and precision == "fp16" and model_precision == "fp32"
     if precision == model_precision or tensorrt_fp16:
         return None
-    return (
-        f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: "
-        f'set precision = "{model_precision}", or export with the onnx step\'s precision = "{precision}"'
-    )
+    fix = f'set precision = "{model_precision}"'
+    if exported:
+        fix += f', or export with the onnx step\'s precision = "{precision}"'
+    return f"runtime onnxruntime at {precision} cannot run this {model_precision} ONNX model: {fix}"
 
 
 def tensorrt_cannot_parse(graph: Any) -> str | None:
