@@ -141,8 +141,9 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
             )
     frame = _clean(frame, text_column, label_column, config.source)
     for option, column in (("split_column", split_column), ("group_column", group_column)):
-        empty = int(frame[column].isna().sum()) if column else 0
-        if empty:  # a missing group would hash as one shared key, a missing split is no split
+        # a missing or blank group would hash as one shared key (JSON keeps "" and CSV "  "), a missing split is none
+        empty = int((frame[column].isna() | frame[column].astype(str).str.strip().eq("")).sum()) if column else 0
+        if empty:
             raise OptbenchError(
                 f"dataset {config.source}: {empty} row(s) have no {column!r} value ({option}): fill it in for "
                 f"every row, or leave {option} out"

@@ -590,6 +590,17 @@ def test_rows_without_a_group_or_split_are_refused(make_csv: MakeCsv, option: st
         load_dataset(DatasetConfig(source=str(make_csv(rows)), **{option: "part"}))
 
 
+@pytest.mark.parametrize("option", ["group_column", "split_column"])
+def test_rows_with_a_blank_group_or_split_are_refused(tmp_path: Path, option: str) -> None:
+    """JSON keeps "" as a value (CSV reads an empty cell as missing): blank groups would all hash as one group."""
+    rows = labelled_rows(300)
+    parts = ["" if i == 3 else "  " if i == 7 else ("train", "validation", "test")[i % 3] for i in range(300)]
+    records = [{"text": t, "label": y, "part": p} for t, y, p in zip(rows["text"], rows["label"], parts, strict=True)]
+    source = write_jsonl(tmp_path / "data.jsonl", records)
+    with pytest.raises(OptbenchError, match=r"2 row\(s\) have no 'part' value.*fill it in"):
+        load_dataset(DatasetConfig(source=str(source), **{option: "part"}))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
