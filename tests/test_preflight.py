@@ -84,3 +84,44 @@ def test_a_config_that_names_no_vocabulary_size_refuses_no_tokenizer(tiny_classi
     del config["vocab_size"]
     (folder / "config.json").write_text(json.dumps(config))
     assert "vocab_size" not in checked_folder(folder, "the checkpoint")
+
+
+BERT_512 = {"model_type": "bert", "max_position_embeddings": 512}
+TRT_PROVIDER = {"provider": "tensorrt", "trt_profile": {"min": [1, 1], "opt": [1, 128], "max": [64, 1024]}}
+
+
+@pytest.mark.parametrize(
+    ("table", "where"),
+    [
+        ({"steps": [{"name": "distill", "max_length": 1024}]}, r"\[\[steps\]\] #1 \(distill\) max_length"),
+        (
+            {
+                "steps": [{"name": "onnx", "fuse": False}, {"name": "tensorrt", "seq_lens": [1024]}],
+                "bench": {"runtimes": [{"name": "tensorrt", "device": "cuda"}]},
+            },
+            r"\[\[steps\]\] #2 \(tensorrt\) seq_len",
+        ),
+        (
+            {
+                "steps": [{"name": "onnx", "fuse": False}],
+                "bench": {"runtimes": [{"name": "onnxruntime", "device": "cuda", "options": TRT_PROVIDER}]},
+            },
+            r"runtime onnxruntime-cuda-fp32-tensorrt trt_profile max sequence",
+        ),
+    ],
+    ids=["a step's max_length", "a tensorrt step's seq_lens", "a TensorRT provider's profile"],
+)
+def test_a_length_a_step_or_runtime_asks_of_the_checkpoint_is_held_to_its_positions(table: dict, where: str) -> None:
+    """Not only [dataset] and [bench]: the step's training, or the engine built for that length, failed mid-run."""
+    recipe = parse_recipe(table, base=Path("."), default_name="r")
+    with pytest.raises(OptbenchError, match=rf"^{where} = 1024 beyond the 512 positions of the checkpoint"):
+        check_lengths(recipe, BERT_512, "the checkpoint")
+
+
+def test_the_fine_tunes_length_is_held_to_the_positions_only_of_a_checkpoint_it_fine_tunes() -> None:
+    """An encoder is fine-tuned at [model.finetune]'s max_length; a classifier is the baseline as it is, unused."""
+    recipe = parse_recipe({"model": {"finetune": {"max_length": 1024}}}, base=Path("."), default_name="r")
+    message = r"^\[model.finetune\] max_length = 1024 beyond the 512 positions of the checkpoint"
+    with pytest.raises(OptbenchError, match=message):
+        check_lengths(recipe, BERT_512, "the checkpoint")
+    check_lengths(recipe, {**BERT_512, "architectures": ["BertForSequenceClassification"]}, "the checkpoint")
