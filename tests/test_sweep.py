@@ -816,6 +816,18 @@ def test_a_sweep_joining_one_in_progress_takes_its_failures_as_they_are(
     assert calls == ["accuracy-pair1", "latency-1x16-round0-pair1"] and all(o.ok for o in outcomes.values())
 
 
+def test_each_shape_runs_all_its_rounds_before_the_next_shape() -> None:
+    """A shape's rounds, every variant and the reference it is compared with are measured together, one shape after
+    the other (on Ray each shape is one node's): rounds of two shapes interleaved would pass the plan's keys."""
+    jobs = plan(2, 0, [(1, 16), (8, 32)], rounds=2, aa_check=False)
+    assert [(j.shape, j.round) for j in jobs if j.kind == "latency"] == [
+        *[((1, 16), 0)] * 2,
+        *[((1, 16), 1)] * 2,
+        *[((8, 32), 0)] * 2,
+        *[((8, 32), 1)] * 2,
+    ]
+
+
 def _execute_counting(calls: list[str], seconds: float = 0.0):
     def execute(job: PlannedJob) -> dict[str, Any]:
         calls.append(job.key)
@@ -840,6 +852,23 @@ def test_a_failed_job_is_stored_and_its_pair_skipped_while_the_others_go_on(tmp_
     ]
     assert outcomes["latency-1x16-round1-pair1"].skipped
     assert calls == ["accuracy-pair0", "accuracy-pair1", "latency-1x16-round0-pair0", "latency-1x16-round1-pair0"]
+
+
+def test_a_failed_a_a_repeat_leaves_the_reference_measured_in_later_rounds(tmp_path: Path) -> None:
+    """A failed A/A repeat costs only its shape's noise floor: skipping the reference's later rounds would leave every
+    variant with nothing to be compared with."""
+    store, calls = _store(tmp_path), []
+    jobs = plan(2, 0, [(1, 16)], rounds=2, aa_check=True)
+
+    def execute(job: PlannedJob) -> dict[str, Any]:
+        if job.repeat and job.round == 0:
+            raise JobFailed("latency job failed: crashed with SIGSEGV")
+        return _execute_counting(calls)(job)
+
+    outcomes = _run(jobs, store, execute)
+    assert [o.job.key for o in failures(outcomes.values())] == ["latency-1x16-round0-pair0-repeat"]
+    assert not any(o.skipped for o in outcomes.values())
+    assert "latency-1x16-round1-pair0" in calls and "latency-1x16-round1-pair0-repeat" in calls
 
 
 def test_jobs_let_go_by_another_sweep_run_here_in_plan_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
