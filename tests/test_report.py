@@ -310,6 +310,22 @@ def test_the_same_report_named_through_a_link_counts_once_without_a_note(tmp_pat
     assert "a copy of" not in caplog.text
 
 
+def test_another_run_of_the_same_variant_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """Two runs of one recipe write the same file names; only the run id tells them apart, and both are listed."""
+    first, second = make_report(run_id="20261130T031500Z-aaaa"), make_report(run_id="20261201T031500Z-bbbb")
+    write_report(first, tmp_path / "demo" / first.run_id)
+    write_report(second, tmp_path / "demo" / second.run_id)
+    assert distinct(report_files(tmp_path)) == [first, second]
+
+
+def test_a_node_of_a_distributed_run_names_its_report_after_its_machine() -> None:
+    """A Ray run's nodes each write the same variant and runtime into one run folder: the machine keeps them apart."""
+    report = make_report()
+    on_node = dataclasses.replace(report, environment={**report.environment, "executor": "ray", "machine": "9ebf"})
+    assert report.file_name == "baseline.torch-cpu-fp32.json"
+    assert on_node.file_name == "baseline.torch-cpu-fp32@9ebf.json"
+
+
 def test_load_reports_of_one_file(tmp_path: Path) -> None:
     path = write_report(make_report(("onnx",)), tmp_path)
     assert [r.variant for r in load_reports(path)] == ["baseline+onnx"]
@@ -350,7 +366,8 @@ def test_gpu_memory_and_startup_round_trip_and_reach_the_table(tmp_path: Path) -
     report = gpu_report()
     assert read_report(write_report(report, tmp_path)) == report
     row = to_frame([report]).iloc[0]
-    assert (row["gpu_peak_reserved_mb"], row["gpu_process_mb"], row["gpu_total_mb"]) == (256.0, 900.0, 143771.0)
+    gpu = ["gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_process_mb", "gpu_total_mb"]
+    assert tuple(row[gpu]) == (210.0, 256.0, 900.0, 143771.0)  # each its own figure, none read for another
     assert (row["load_s"], row["first_call_s"]) == (1.25, 14.5)
 
 
