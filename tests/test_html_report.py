@@ -77,6 +77,8 @@ def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
     front_rows = [line for line in page.splitlines() if line.startswith("<tr class=front>")]
     assert len(front_rows) == 2  # baseline and onnx at batch 1 x 128; prune is dominated
     assert all("baseline+prune" not in row for row in front_rows)
+    starred = [line for line in page.splitlines() if "<td>★</td>" in line]
+    assert starred == front_rows  # the ★ column marks the front alone, not every plotted row
     assert "INT8 is slower than its FP32 source" in page
     numbered = [line.split("<td>")[1] for line in page.splitlines() if line.startswith("<tr")]
     assert sorted(n.removesuffix("</td>") for n in numbered if n != "</td>") == ["1", "2", "3"]  # rows at 1 x 128
