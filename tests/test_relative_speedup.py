@@ -182,3 +182,20 @@ def test_an_empty_against_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     write_report(make_report(), tmp_path)
     assert main(["report", str(tmp_path), "--against", ""]) == 2
     assert "cannot read the row '': write VARIANT[/RUNTIME[/DEVICE[/PRECISION]]]" in capsys.readouterr().err
+
+
+def test_each_machine_of_a_distributed_run_is_measured_against_its_own_chosen_row() -> None:
+    """A Ray run measures every row on each of its machines under one run id: a machine's rows are divided into that
+    machine's chosen row, not another's (the two chosen rows were one group's two rows, and refused)."""
+
+    def on(machine: str, reports: list) -> list:
+        return [dataclasses.replace(r, environment={**r.environment, "machine": machine}) for r in reports]
+
+    fast = on("box-a", _gpu_run())
+    slow = on("box-b", [with_figures(r, p50_ms=2 * r.measurements[0].latency.p50_ms) for r in _gpu_run()])
+    slow[1] = with_figures(slow[1], p50_ms=16.0)  # box-b's CUDA FP32 row: 16 ms, so its FP16 row (3.2 ms) is 5x
+    frame = add_speedup_vs(to_frame([*fast, *slow]), RowChoice.parse("baseline/torch/cuda/fp32"))
+    rows = frame[frame["batch_size"] == 1].set_index(["machine", "device", "precision_mode"])["speedup_vs"]
+    assert rows[("box-a", "cuda", "fp16")] == pytest.approx(2.5, rel=0.02)
+    assert rows[("box-b", "cuda", "fp16")] == pytest.approx(5.0, rel=0.02)
+    assert rows[("box-b", "cpu", "fp32")] == pytest.approx(0.2, rel=0.02)
