@@ -50,9 +50,14 @@ def read_table(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
             )
         else:
             # -sig: a BOM, as Windows tools write (pandas reads one in a CSV, and tomllib in a recipe, the same)
-            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype={text_column: object}, encoding="utf-8-sig")
+            # labels as the file writes them: pandas' inference read "01", 1 and true as one label 1, so a model's
+            # "01" was refused as unknown; JSON numbers still read as numbers (infer_objects), whole floats as ints
+            columns = {text_column: object, label_column: object}
+            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=columns, encoding="utf-8-sig")
             if text_column in frame.columns:
                 frame[text_column] = frame[text_column].map(_as_text)
+            if label_column in frame.columns:
+                frame[label_column] = frame[label_column].infer_objects()
     # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
     except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         if suffix == ".csv" and (unclosed := unclosed_quote(path, separator, label_column, exc)):

@@ -113,6 +113,24 @@ def test_jsonl_with_custom_columns(tmp_path: Path) -> None:
     assert sum(len(data.split(n)) for n in SPLITS) == 200
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_json_labels_are_read_as_the_file_writes_them(tmp_path: Path, suffix: str) -> None:
+    """pandas read "01", "02" as 1 and 2 (and "1" beside "01" as one label): a model whose labels are "01", "02"
+    refused the data as labels it did not know. JSON numbers still read as numbers: 1.0 is label 1."""
+    import json
+
+    strings = labelled_rows(300, ("01", "1", "02"))
+    numbers = labelled_rows(300, (0, 1.0, None))
+    for rows, names in ((strings, ("01", "1", "02")), (numbers, ("0", "1"))):
+        records = [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"], strict=True)]
+        path = tmp_path / f"data{suffix}"
+        if suffix == ".json":
+            path.write_text(json.dumps(records), encoding="utf-8")
+        else:
+            write_jsonl(path, records)
+        assert load_dataset(DatasetConfig(source=str(path))).label_names == names
+
+
 def test_integer_labels_keep_numeric_order(make_csv: MakeCsv) -> None:
     path = make_csv(labelled_rows(300, (10, 2, 1)))
     data = load_dataset(DatasetConfig(source=str(path)))
