@@ -102,6 +102,12 @@ def _cpu() -> dict:
     }
 
 
+def _cpu_or_unknown() -> dict:
+    """`_cpu()`, or its entries unknown but the core count os.cpu_count() still gives: one default for the
+    fingerprint and `machine_key`, whose keys must agree when the probe fails too."""
+    return _best_effort(_cpu, {"model": None, "logical_cores": os.cpu_count(), "usable_cores": None, "flags": []})
+
+
 def usable_cores() -> int:
     """The logical cores this process may run on: its affinity set where the OS has one (docker --cpuset-cpus,
     taskset, a scheduler's cpuset), else every core. os.cpu_count() counts the whole machine, and that many
@@ -298,15 +304,7 @@ def fingerprint(threads: int | None = None) -> dict:
     JSON-serializable; never raises."""
     return {
         "hostname": _best_effort(socket.gethostname, None),
-        "cpu": _best_effort(
-            _cpu,
-            {
-                "model": None,
-                "logical_cores": os.cpu_count(),
-                "usable_cores": None,
-                "flags": [],
-            },
-        ),
+        "cpu": _cpu_or_unknown(),
         "memory_mib": _best_effort(_memory_total_mib, None),
         "os": {
             "system": platform.system(),
@@ -326,18 +324,18 @@ def fingerprint(threads: int | None = None) -> dict:
 
 def cpu_flags() -> list[str]:
     """The inference-relevant CPU flags alone, without the rest of the fingerprint's probes."""
-    return _best_effort(_cpu, {"flags": []})["flags"]
+    return _cpu_or_unknown()["flags"]
 
 
 def cpu_model() -> str | None:
     """The CPU's model name alone (None when it cannot be read)."""
-    return _best_effort(_cpu, {"model": None})["model"]
+    return _cpu_or_unknown()["model"]
 
 
 def machine_key() -> str:
     """This machine's `fingerprint_key`, from its hardware probes alone (no calibration run)."""
     hardware = {
-        "cpu": _best_effort(_cpu, {}),
+        "cpu": _cpu_or_unknown(),
         "memory_mib": _best_effort(_memory_total_mib, None),
         "gpu": _best_effort(_gpus, []),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,12 +154,13 @@ def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mon
     _fake_tool(
         tmp_path,
         "nvidia-smi",
-        'echo "NVIDIA H200, 143771, 550.54.15"\necho "Tesla T4, [N/A], 550.54.15"',
+        'echo "NVIDIA H200, 143771, 550.54.15"\necho "Tesla T4, [N/A], 550.54.15"\necho "GPU, rev 2, 81920, 550.54.15"',
     )
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fingerprint()["gpu"] == [
         {"name": "NVIDIA H200", "memory_mib": 143771, "driver": "550.54.15"},
         {"name": "Tesla T4", "memory_mib": None, "driver": "550.54.15"},
+        {"name": "GPU, rev 2", "memory_mib": 81920, "driver": "550.54.15"},  # a name's own comma stays in it
     ]
 
 
@@ -205,16 +207,34 @@ def test_git_commit_and_dirty_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert environment._git() == {"commit": head, "dirty": True}
 
 
-def test_failed_probe_yields_default(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("probe", "entry", "default"),
+    [
+        ("_cpu", "cpu", {"model": None, "logical_cores": os.cpu_count(), "usable_cores": None, "flags": []}),
+        ("_memory_total_mib", "memory_mib", None),
+        ("_library_versions", "libraries", dict.fromkeys(LIBRARIES)),
+        ("_cpu_settings", "cpu_settings", {"governor": None, "boost": None}),
+        ("_gpus", "gpu", []),
+        ("_git", "git", {"commit": None, "dirty": None}),
+        ("_calibration_gflops", "calibration_gflops", None),
+    ],
+)
+def test_a_failed_probe_leaves_a_warned_gap_not_a_lost_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, probe: str, entry: str, default: Any
+) -> None:
+    """Every probe, not only some: one that raised through the fingerprint (a container without sysconf, a broken
+    git) lost the whole run's figures for one gap. A failed cpu probe gave the sweep's machine key no core count
+    and the reports' key the machine's: one machine, two keys."""
+
     def broken() -> None:
         raise PermissionError("no /proc here")
 
-    monkeypatch.setattr(environment, "_cpu", broken)
-    monkeypatch.setattr(environment, "_calibration_gflops", broken)
-    env = fingerprint()
-    assert env["cpu"]["model"] is None
-    assert env["cpu"]["flags"] == []
-    assert env["calibration_gflops"] is None
+    monkeypatch.setattr(environment, probe, broken)
+    with caplog.at_level("WARNING", logger="optbench.environment"):
+        env = fingerprint()
+        assert env[entry] == default
+        assert environment.machine_key() == fingerprint_key(env)  # the sweep's key is still its reports'
+    assert "failed (no /proc here)" in caplog.text
 
 
 def test_calibration_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,6 +296,15 @@ def test_fingerprint_key_tells_machines_apart_by_cores_flags_and_memory(change: 
     changed = json.loads(json.dumps(HARDWARE))
     change(changed)
     assert fingerprint_key(changed) != fingerprint_key(HARDWARE)
+
+
+def test_the_machine_key_counts_the_gpus_as_the_reports_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key a run files its results under is the one its reports carry: two machines alike but for their GPU
+    must not share it, or one's cached results and figures are taken for the other's."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    without_gpu = environment.machine_key()
+    _fake_tool(tmp_path, "nvidia-smi", 'echo "NVIDIA H200, 143771, 550.54.15"')
+    assert environment.machine_key() == fingerprint_key(fingerprint()) != without_gpu
 
 
 def test_cpu_flags_match_the_fingerprint() -> None:
