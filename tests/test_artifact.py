@@ -295,11 +295,13 @@ def test_a_manifest_is_written_into_the_folder_being_built(tmp_path: Path) -> No
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
+    """Labels come back in the classifier's own order (here not sorted): class i's logit is label i's, and a cached
+    step's labels read in another order would score every prediction against the wrong class."""
     folder = fake_checkpoint(tmp_path / "model")
     artifact = ModelArtifact(
         folder,
         "onnx",
-        ("fresh", "rotten"),
+        ("rotten", "fresh"),
         content_hash(folder),
         origin={"checkpoint": "default", "finetune": {"epochs": 1.0}},
         lineage=(StepRecord("onnx", {"opset": 17, "optimize": True}), StepRecord("quantize-dynamic", {}, "dyn")),
