@@ -412,6 +412,24 @@ def test_the_whole_content_is_on_disk_before_the_file_takes_its_name(
     assert synced == [600]
 
 
+def test_two_writers_of_one_file_at_once_each_stage_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process or thread writing the same file between our staging and our rename (two sweeps sharing a
+    results folder): a temporary name shared by both would have it rename our bytes, or half of them, and leave our
+    rename nothing to take."""
+    path = tmp_path / "claim.json"
+    replace = os.replace
+
+    def another_writer_meanwhile(src: Path, dst: Path) -> None:
+        monkeypatch.setattr(atomic.os, "replace", replace)
+        write_text_atomic(path, "theirs\n")
+        replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", another_writer_meanwhile)
+    write_text_atomic(path, "mine\n")
+    assert path.read_text() == "mine\n"
+    assert os.listdir(tmp_path) == ["claim.json"]
+
+
 def _boom(*args: Any, **kwargs: Any) -> None:
     raise OSError(28, "No space left on device")
 
