@@ -676,6 +676,16 @@ def test_each_machine_and_shape_has_its_own_fastest_peer() -> None:
     assert "machine" not in "\n".join(_fastest_peers(out[out["machine"] == "m"], budget_points=1.0))
 
 
+def test_each_batch_size_has_its_own_fastest_peer() -> None:
+    """A peer fast at batch 1 is not the bar at batch 8: there, ours is measured against the peers' batch-8 p50s."""
+    one = _frame({"ours": 0.0, "peer-a": 0.0, "peer-b": 0.0}, {"ours": 10.0, "peer-a": 20.0, "peer-b": 30.0})
+    eight = one.assign(batch_size=8, p50_ms=[40.0, 80.0, 60.0])  # at batch 8, peer-b is the faster
+    out = add_speedup_vs_peers(pd.concat([one, eight]), budget_points=1.0)
+    ours = out[out["variant"] == "ours"].set_index("batch_size")
+    assert list(ours["speedup_vs_peer"]) == pytest.approx([2.0, 1.5])
+    assert list(ours["fastest_peer"]) == ["peer-a on onnxruntime", "peer-b on onnxruntime"]
+
+
 def test_the_fastest_peers_of_one_machine_on_two_devices_say_which_device() -> None:
     """A run of the peers on cpu and on cuda: one line a device, at one shape on one machine, each saying which."""
     from optbench.table import _fastest_peers
@@ -708,6 +718,14 @@ def test_a_drop_on_the_budget_is_within_it() -> None:
 def test_without_peers_within_the_budget_there_is_no_speedup() -> None:
     frame = _frame({"ours": 0.0, "peer-a": 5.0}, {"ours": 10.0, "peer-a": 1.0})
     assert add_speedup_vs_peers(frame, budget_points=1.0)["speedup_vs_peer"].isna().all()
+
+
+def test_a_shape_where_no_peer_has_a_p50_gets_no_speedup() -> None:
+    """A peer measured for accuracy only, or not at this shape, has no p50: it is no bar (the report failed with
+    "Encountered all NA values" where it was the only peer)."""
+    frame = _frame({"ours": 0.0, "peer-a": 0.0}, {"ours": 10.0, "peer-a": float("nan")})
+    out = add_speedup_vs_peers(frame, budget_points=1.0)
+    assert out["speedup_vs_peer"].isna().all() and out["fastest_peer"].isna().all()
 
 
 def test_each_run_has_its_own_fastest_peer() -> None:
