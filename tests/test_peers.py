@@ -166,6 +166,24 @@ def test_a_build_removes_the_environments_of_killed_builds_but_not_of_live_ones(
     ]
 
 
+def test_an_environment_whose_build_ends_while_the_sweep_looks_at_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """The sweep for killed builds sees a folder without its marker, but by the time it takes the lock the other
+    run has written the marker and let go: that environment is built, and the other run's peer runs from it."""
+    other = venv.env_path(tmp_path, "optimum", ("x==1",))
+    (other / "bin").mkdir(parents=True)
+    other.with_name(f".{other.name}.lock").touch()
+
+    def build_ends_now(handle: int) -> bool:
+        (other / venv.READY).write_text('{"requirements": ["x==1"], "packages": {"x": "1"}}')
+        return True
+
+    monkeypatch.setattr(venv, "try_lock", build_ends_now)
+    venv.peer_env(tmp_path, "optimum", ())
+    assert (other / venv.READY).is_file() and (other / "bin").is_dir()
+
+
 def test_on_a_filesystem_without_locks_no_environment_is_built_and_the_step_fails_naming_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
 ) -> None:
@@ -254,6 +272,25 @@ def test_a_build_killed_outright_is_removed_by_the_next(
     assert killed.is_dir()
     venv.peer_env(tmp_path, "optimum", ())
     assert not killed.exists()
+
+
+def test_an_environment_is_marked_built_only_once_pip_has_installed_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_failed_builds: None
+) -> None:
+    """A build killed outright while pip installs (kill -9, out of memory) keeps what is on disk: a marker already
+    written would have every later run take the half-installed environment for a built one."""
+    path = venv.env_path(tmp_path, "optimum", ("x==1",))
+    marked_during: list[str] = []
+
+    def fake_logged(command: list[str], install_log: Path, name: str, what: str) -> None:
+        (path / "bin").mkdir(parents=True, exist_ok=True)  # `python -m venv`, then pip, each as if killed now
+        if (path / venv.READY).exists():
+            marked_during.append(what)
+
+    monkeypatch.setattr(venv, "_logged", fake_logged)
+    monkeypatch.setattr(venv, "_installed", lambda python: {"x": "1"})
+    env = venv.peer_env(tmp_path, "optimum", ("x==1",))
+    assert marked_during == [] and env.packages() == {"x": "1"}
 
 
 def test_the_environment_s_package_list_is_its_own_in_name_order(
