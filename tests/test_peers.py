@@ -474,17 +474,7 @@ def test_the_manifest_says_how_many_rows_calibrated_optimum_s_static_int8(
     from optbench.peers import optimum
 
     ready = _save_tiny_onnx(tmp_path / "ready").path / "model.onnx"
-    worker = tmp_path / "worker.py"
-    worker.write_text(
-        "import json, shutil, sys; from pathlib import Path\n"
-        "job = json.loads(Path(sys.argv[1]).read_text())\n"
-        f"Path(job['output']).mkdir(parents=True); shutil.copy({str(ready)!r}, Path(job['output']) / 'model.onnx')\n"
-        "result = {'seconds': 0.1, 'versions': {}, 'operators': {}, 'rows': len(job['calibration_texts'])}\n"
-        "Path(job['result']).write_text(json.dumps(result))\n"
-    )
-    env = SimpleNamespace(python=Path(sys.executable), path=tmp_path / "env")
-    monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
-    monkeypatch.setattr(optimum, "WORKER", worker)
+    _ready_worker(tmp_path, monkeypatch, ready, {"seconds": {}, "versions": {}, "operators": {}})
     config = PeerOptimumConfig(quantization=quantization, calibration_samples=12, calibration_batch_size=4)
     out = optimum.apply(config, tiny_artifact, reviews, tmp_path / "out")
     expected = None if calibration is None else {**calibration, "split": "train"}
@@ -559,6 +549,19 @@ def _failing_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, 
     monkeypatch.setattr(optimum, "WORKER", worker)
 
 
+def _ready_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path, result: dict) -> None:
+    """Make the step's worker a script that copies `model` into its output and reports `result`, as optimum's
+    pipeline would, exiting 0."""
+    _failing_worker(
+        tmp_path,
+        monkeypatch,
+        "import json, shutil, sys; from pathlib import Path\n"
+        "job = json.loads(Path(sys.argv[1]).read_text())\n"
+        f"Path(job['output']).mkdir(parents=True); shutil.copy({str(model)!r}, Path(job['output']) / 'model.onnx')\n"
+        f"Path(job['result']).write_text(json.dumps({result!r}))\n",
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -600,6 +603,79 @@ def test_a_peer_model_with_the_wrong_number_of_labels_fails_the_step(tmp_path: P
     three = replace(tiny_artifact, label_names=("fresh", "rotten", "stale"))
     with pytest.raises(StepFailed, match=r"logits of shape \(8, 2\), expected \(8, 3\)"):
         optimum._check_runs(folder, three, reviews)
+
+
+def test_a_worker_that_succeeds_with_a_model_of_other_labels_fails_the_step(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """optimum exiting 0 is not enough: its model must run in optbench's onnxruntime with one logit per label, or
+    the peer is measured with a model whose logits are scored against labels they do not stand for."""
+    from dataclasses import replace
+
+    from optbench.peers import optimum
+
+    two = _save_tiny_onnx(tmp_path / "ready").path / "model.onnx"  # two logits a row
+    _ready_worker(tmp_path, monkeypatch, two, {"seconds": {}, "versions": {}, "operators": {}})
+    three = replace(tiny_artifact, label_names=("fresh", "rotten", "stale"))
+    with pytest.raises(StepFailed, match=r"logits of shape \(8, 2\), expected \(8, 3\)"):
+        optimum.apply(PeerOptimumConfig(level="O2"), three, reviews, tmp_path / "out")
+
+
+def test_the_peer_s_artifact_records_its_choices_and_what_optimum_reported(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report of the peer must say what was measured: its level, quantization, preset and per_channel (the
+    step's config in the lineage), and the versions, output operators and stage seconds the worker reported."""
+    from optbench.peers import optimum
+
+    reported = {"seconds": {"export": 1.5}, "versions": {"optimum": "2.1.0"}, "operators": {"QuantizeLinear": 3}}
+    _ready_worker(tmp_path, monkeypatch, _save_tiny_onnx(tmp_path / "ready").path / "model.onnx", reported)
+    out = optimum.apply(PeerOptimumConfig("O2", "dynamic", "avx2", False), tiny_artifact, reviews, tmp_path / "out")
+    step = out.lineage[-1]
+    assert step.name == "peer-optimum"
+    choices = ("level", "quantization", "isa", "per_channel")
+    assert [step.config[key] for key in choices] == ["O2", "dynamic", "avx2", False]
+    assert (out.details["peer"], out.details["isa"]) == ("optimum-onnx", "avx2")
+    assert {key: out.details[key] for key in reported} == reported
+
+
+def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each optimum stage writes its own model in its own folder: the one handed back must be the last stage's (an
+    INT8 peer measured as its plain export would be a handicapped peer under the wrong name), its operators counted,
+    and the vocabulary and config the export wrote beside it. optimum itself is faked: its stages write one-node
+    models named by their operator."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from optbench.peers import optimum_worker as worker
+
+    def model(folder: Path, file: str, operator: str) -> tuple[Path, str]:
+        tensors = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+        graph = helper.make_graph([helper.make_node(operator, ["x"], ["y"])], operator, tensors[:1], tensors[1:])
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx.save(helper.make_model(graph), folder / file)
+        return folder, file
+
+    def export(source: Path, folder: Path) -> tuple[Path, str]:
+        folder.mkdir(parents=True)
+        (folder / "vocab.txt").write_text("the export's vocabulary\n")
+        return model(folder, "model.onnx", "Identity")
+
+    monkeypatch.setattr(worker, "_export", export)
+    monkeypatch.setattr(worker, "_optimize", lambda folder, file, level, work: model(work / "o", f"o-{file}", "Relu"))
+    monkeypatch.setattr(worker, "_quantize", lambda folder, file, job, work: model(work / "q", f"q-{file}", "Sign"))
+    cases = [(None, "none", "Identity"), ("O2", "none", "Relu"), ("O2", "dynamic", "Sign"), (None, "static", "Sign")]
+    for level, quantization, operator in cases:
+        out = tmp_path / f"{level}-{quantization}"
+        job = {"source": "the checkpoint", "output": str(out), "scratch": str(tmp_path / f"{out.name}-work")}
+        result = worker.run({**job, "level": level, "quantization": quantization, "hf_files": ["vocab.txt", "x.json"]})
+        assert result["operators"] == {operator: 1}
+        assert [node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node] == [operator]
+        assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "vocab.txt"]
+        stages = {"export"} | ({"optimize"} if level else set()) | ({"quantize"} if quantization != "none" else set())
+        assert set(result["seconds"]) == stages
 
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
