@@ -19,10 +19,18 @@ from optbench.recipe import Recipe, load_recipe
 from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
 
+NAMES = {  # probe's names for its keys: what gpu-check.md shows a reader
+    "cuda-gpu": "a GPU the NVIDIA driver sees",
+    "torch-cuda": "PyTorch on CUDA",
+    "ort-cuda": "onnxruntime CUDAExecutionProvider",
+    "ort-tensorrt": "onnxruntime TensorrtExecutionProvider",
+    "tensorrt": "TensorRT Python API",
+    "nvml": "NVML (nvidia-ml-py)",
+}
+
 
 def _found(**present: bool) -> dict[str, Capability]:
-    keys = ("cuda-gpu", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt", "nvml")
-    return {k: Capability(k, present.get(k.replace("-", "_"), False), f"{k} seen") for k in keys}
+    return {k: Capability(name, present.get(k.replace("-", "_"), False), f"{k} seen") for k, name in NAMES.items()}
 
 
 def test_probe_names_every_capability_with_what_it_saw() -> None:
@@ -37,6 +45,47 @@ def test_probe_names_every_capability_with_what_it_saw() -> None:
     assert all(c.detail for c in found.values())
     if not found["tensorrt"].present:
         assert "import tensorrt failed" in found["tensorrt"].detail
+
+
+def _fake_machine(
+    monkeypatch: pytest.MonkeyPatch, gpu: str | None, providers: list[str], modules: dict[str, str | None]
+) -> None:
+    """A machine whose driver sees `gpu` (torch too), whose onnxruntime lists `providers`, and whose `modules`
+    import at the given version (None: the import fails)."""
+    import onnxruntime
+
+    monkeypatch.setattr("optbench.gpu_check.cuda_gpu_name", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: gpu)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
+    for name, version in modules.items():  # None in sys.modules: its import raises ImportError
+        monkeypatch.setitem(sys.modules, name, version and types.SimpleNamespace(__version__=version))
+
+
+def test_a_gpu_machine_is_probed_as_having_each_thing_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe decides which GPU paths run, and no CPU machine sees its GPU side: each capability, faked present,
+    must read present (and absent where it is not), under its own key."""
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    _fake_machine(monkeypatch, "NVIDIA H200", providers, {"tensorrt": "10.9", "pynvml": None})
+    found = probe()
+    assert {key: c.present for key, c in found.items()} == {
+        "cuda-gpu": True,
+        "torch-cuda": True,
+        "ort-cuda": True,
+        "ort-tensorrt": False,
+        "tensorrt": True,
+        "nvml": False,
+    }
+    assert found["cuda-gpu"].detail == "NVIDIA H200" and found["torch-cuda"].detail.startswith("NVIDIA H200, torch ")
+    assert found["tensorrt"].detail == "tensorrt 10.9" and "import pynvml failed" in found["nvml"].detail
+    assert found["ort-tensorrt"].detail.endswith(
+        "install onnxruntime-gpu (with TensorRT's libraries for the TensorRT provider)"
+    )
+
+    _fake_machine(monkeypatch, None, ["TensorrtExecutionProvider", "CPUExecutionProvider"], {"tensorrt": None})
+    found = probe()
+    assert [key for key, c in found.items() if c.present] == ["ort-tensorrt"]
+    assert "import tensorrt failed" in found["tensorrt"].detail
 
 
 def test_a_module_without_a_version_shows_its_distributions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,10 +140,11 @@ def test_summary_says_what_ran_what_was_missing_and_why() -> None:
     _, missing = plan_recipe(recipe, found)
     crash = FailedJob("baseline", "torch-cuda-bf16", "latency-2", "crashed with SIGSEGV")
     text = summary(recipe, found, missing, [crash])
-    assert "| torch-cuda | yes | torch-cuda seen |" in text and "| tensorrt | no | tensorrt seen |" in text
+    assert "| PyTorch on CUDA | yes | torch-cuda seen |\n" in text
+    assert "| TensorRT Python API | no | tensorrt seen |\n" in text
     assert "- torch-cuda-fp16-cuda-graphs: ran\n" in text
     assert "- torch-cuda-bf16: ran, 1 job(s) failed (below)" in text
-    assert "- onnxruntime-cuda-fp16-tensorrt: missing: needs ort-tensorrt" in text
+    assert "- onnxruntime-cuda-fp16-tensorrt: missing: needs onnxruntime TensorrtExecutionProvider" in text
     assert "## Failed jobs\n\n- baseline on torch-cuda-bf16, latency-2: crashed with SIGSEGV" in text
 
 
@@ -153,6 +203,7 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
     header, _, *rows = [line for line in out.splitlines() if line.startswith("| ")]
     speedup_vs = header.split(" | ").index("speedup_vs")
     cells = [row.split(" | ") for row in rows]  # variant, runtime, device, precision_mode, batch_size, ...
+    assert not [c for c in cells if c[1].startswith("onnxruntime")]  # the paths this machine lacks were not run
     by_place = {(c[2], c[3]): c[speedup_vs] for c in cells if c[1] == "torch" and c[4] == "1"}
     assert by_place == {
         ("cpu", "fp32"): "0.10x",
@@ -162,7 +213,7 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
     }
     assert "gpu: A/A noise floor: the reference's two p50s in this run differ by 3.0% at batch 1 x 128" in out
     check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
-    assert "- onnxruntime-cuda-fp32: missing: needs ort-cuda" in check
+    assert "- onnxruntime-cuda-fp32: missing: needs onnxruntime CUDAExecutionProvider" in check
 
 
 def test_a_job_failed_in_the_first_recipe_fails_the_check_when_the_second_passes(
@@ -180,6 +231,12 @@ def test_a_job_failed_in_the_first_recipe_fails_the_check_when_the_second_passes
     monkeypatch.setattr("optbench.pipeline.run_recipe", run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 1
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["gpu", "gpu-tensorrt"]
+    # gpu-check.md names the failed job and its reason, where the exit code 1 sends the reader
+    gpu = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
+    assert "- torch-cuda-bf16: ran, 1 job(s) failed (below)\n" in gpu
+    assert gpu.endswith("## Failed jobs\n\n- baseline on torch-cuda-bf16, latency-2: crashed\n")
+    engines = (tmp_path / "results" / "gpu-tensorrt" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
+    assert "- tensorrt-cuda-fp32: ran\n" in engines and "Failed jobs" not in engines
 
 
 def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
