@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from optbench.artifact import ModelArtifact
 from optbench.data import BUILTIN, DatasetConfig, LabelledData, Split, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
 from optbench.gpu_pack import main, pack, write_data
 from optbench.pruned_bert import load_classifier
-from optbench.recipe import load_recipe
+from optbench.recipe import Recipe, load_recipe
 
 
 def test_the_data_file_holds_the_same_splits_as_its_source(tmp_path: Path) -> None:
@@ -42,14 +44,23 @@ def test_the_data_file_holds_the_same_splits_as_its_source(tmp_path: Path) -> No
 def test_the_pack_holds_the_baseline_in_fp16_the_builtin_data_and_recipes_that_use_them(
     tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+    made_from: list[tuple[str, Path]] = []
+
+    def make_baseline(recipe: Recipe, data: LabelledData, cache: Path) -> ModelArtifact:
+        made_from.append((recipe.checkpoint, cache))
+        return tiny_artifact
+
+    monkeypatch.setattr("optbench.pipeline.make_baseline", make_baseline)
     umask = os.umask(0o022)
     try:
         pack(tmp_path / "pack", tmp_path / "cache")
     finally:
         os.umask(umask)
-    folder = tmp_path / "pack"
+    assert made_from == [("default", tmp_path / "cache")]  # the fine-tune the cache given holds, not another
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pack"]  # no scratch folder left beside it
+    # carried to the GPU machine: its recipes point into the pack wherever it lies, at nothing left here
+    folder = tmp_path / "gpu-machine" / "pack"
+    shutil.move(tmp_path / "pack", folder)
     modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()}
     assert set(modes.values()) == {0o644}, modes  # readable by whoever runs it there (the weights too)
     saved = load_classifier(folder / "model", dtype="auto")
@@ -71,21 +82,27 @@ def test_python_m_says_where_the_pack_is_and_what_to_run_there(
 ) -> None:
     # run as `python -m optbench.gpu_pack`, the module's logger was __main__'s, outside optbench's INFO level:
     # the line naming the pack and the command to run on the GPU machine was never shown
-    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda recipe, data, cache: tiny_artifact)
+    caches: list[Path] = []
+    monkeypatch.setattr("optbench.pipeline.make_baseline", lambda _r, _d, cache: caches.append(cache) or tiny_artifact)
     folder = tmp_path / "pack"
     monkeypatch.setattr(sys, "argv", ["gpu_pack", str(folder), "--cache", str(tmp_path / "cache")])
     with warnings.catch_warnings(), pytest.raises(SystemExit) as exited:
         warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is imported already (by this test)
         runpy.run_module("optbench.gpu_pack", run_name="__main__")
-    assert exited.value.code == 0
+    assert exited.value.code == 0 and caches == [tmp_path / "cache"]  # --cache's fine-tune, not the default cache's
     out = capsys.readouterr().out
     assert f"packed {folder} (" in out and f"run scripts/gpu_check.sh --recipes {folder}/recipes" in out
+
+
+def _no_fine_tune(*args: object) -> None:
+    raise AssertionError("fine-tuned for a pack that is refused")
 
 
 def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
     tmp_path: Path, tiny_artifact, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "taken").mkdir()
+    monkeypatch.setattr("optbench.pipeline.make_baseline", _no_fine_tune)  # refused first, at once
     assert main([str(tmp_path / "taken"), "--cache", str(tmp_path / "cache")]) == 2
     assert "taken exists: give a new folder" in capsys.readouterr().err
     recipes = tmp_path / "recipes"
@@ -98,6 +115,22 @@ def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
     with pytest.raises(OptbenchError, match="should hold the line 'source = \"rotten-tomatoes\"' once"):
         pack(tmp_path / "out" / "pack", tmp_path / "cache", recipes)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_recipes_on_a_model_of_their_own_are_refused_before_any_fine_tune(
+    tmp_path: Path, tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pack carries the built-in default's fine-tune: recipes on another checkpoint have nothing to pack, and
+    are refused before a fine-tune of minutes."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    text = (RECIPES / "gpu.toml").read_text().replace('checkpoint = "default"', f'checkpoint = "{tiny_classifier}"')
+    (recipes / "gpu.toml").write_text(text)
+
+    monkeypatch.setattr("optbench.pipeline.make_baseline", _no_fine_tune)
+    with pytest.raises(OptbenchError, match=r"gpu.toml does not use the built-in default: nothing to pack$"):
+        pack(tmp_path / "pack", tmp_path / "cache", recipes)
+    assert not (tmp_path / "pack").exists()
 
 
 def test_help_shows_the_pack_made_here_and_run_there(capsys: pytest.CaptureFixture[str]) -> None:
