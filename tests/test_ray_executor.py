@@ -549,12 +549,13 @@ def test_submitted_jobs_share_their_inputs_and_wait_gives_each_outcome(tmp_path:
     ref, result = executor.wait(refs, 5.0)
     assert ref == refs[0] and result == {"logits": str(tmp_path / "out0.npy"), "seconds": 1.0}
     np.testing.assert_array_equal(np.load(result["logits"]), logits)
-    ray.outcomes = {refs[1]: ("failed", "accuracy job failed: exit code 1")}
-    ref, failed = executor.wait(refs[1:], 5.0)
-    assert ref == refs[1] and isinstance(failed, JobFailed) and str(failed) == "accuracy job failed: exit code 1"
+    # the later job ends first: its outcome is its own, not the first handle's (whose result would be stored twice)
     ray.outcomes = {refs[2]: _RayLost("the worker died\nits traceback")}
-    ref, lost = executor.wait(refs[2:], 5.0)
+    ref, lost = executor.wait(refs[1:], 5.0)
     assert ref == refs[2] and str(lost) == "accuracy job failed: Ray lost it (_RayLost: the worker died)"
+    ray.outcomes = {refs[1]: ("failed", "accuracy job failed: exit code 1")}
+    ref, failed = executor.wait(refs[1:2], 5.0)
+    assert ref == refs[1] and isinstance(failed, JobFailed) and str(failed) == "accuracy job failed: exit code 1"
     assert executor.specs == {}  # each spec let go with its outcome
 
 
@@ -562,11 +563,14 @@ def test_a_task_runs_its_job_on_the_inputs_it_carries_and_returns_the_logits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The node writes the inputs the task carries for the job's process, and sends its logits back as an array
-    (the file the process wrote is the task's own, gone when it ends); a model folder the node lacks fails the job."""
+    (the file the process wrote is the task's own, gone when it ends); a model folder the node lacks, or the job's
+    process failing, fails the job."""
     from optbench.job import Job
 
     def run_in_subprocess(job: Job, job_path: Path, timeout_s: float) -> dict[str, Any]:
         assert Path(job.inputs).read_bytes() == b"inputs" and timeout_s == 60.0
+        if job.kind == "latency":
+            raise JobFailed("latency job failed: exit code 1 (its last lines)")
         np.save(Path(job.output).with_suffix(".npy"), np.array([[1.0, 2.0]]))
         return {"logits": str(Path(job.output).with_suffix(".npy"))}
 
@@ -583,6 +587,10 @@ def test_a_task_runs_its_job_on_the_inputs_it_carries_and_returns_the_logits(
         f"accuracy job failed: the model folder {tmp_path / 'gone'} is not on node {socket.gethostname()}: put the "
         "cache (--cache) on a filesystem every node mounts at the same path",
     )
+    # a job that fails on the node comes back failed, with its reason: never as a result of nothing
+    latency = dataclasses.replace(accuracy, kind="latency")
+    failed = "latency job failed: exit code 1 (its last lines)"
+    assert ray_executor.run_on_node(latency, b"inputs", 60.0) == ("failed", failed)
 
 
 def test_a_cluster_address_that_answers_passes_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
