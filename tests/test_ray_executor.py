@@ -41,9 +41,14 @@ def test_executor_names_and_address_are_checked() -> None:
             make_executor(name, "")
 
 
-def test_an_unreachable_cluster_address_fails_at_once_naming_it() -> None:
+def test_an_unreachable_cluster_address_fails_at_once_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """ray.init retries an address where no cluster answers for minutes: the run refuses it before."""
-    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    ray = pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+
+    def init(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ray.init was reached: the address was not probed first (it would retry for minutes)")
+
+    monkeypatch.setattr(ray, "init", init)
     with socket.socket() as probe:  # a local port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
