@@ -48,6 +48,20 @@ exit codes: 0 success, 1 a gate check failed or a run had failed jobs or steps (
 NOT_AN_INPUT = " (not a file the command reads, nor a file already in a run folder it reads: refused, exit 2)"
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser, which refuses the arguments it does not know itself: argparse left them to optbench's
+    parser, whose usage lists no command's options (`optbench report results --bogus` printed `optbench: error:
+    unrecognized arguments`, where a missing argument or a bad value is told by `optbench report: error:`)."""
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
+
+
 def _examples(command: str) -> str:
     """The EPILOG's examples of one command, for that command's --help."""
     lines = [line for line in EPILOG.splitlines() if line.startswith(f"  optbench {command} ")]
@@ -102,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"optbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     # -v after the command too (`optbench run RECIPE -v`); SUPPRESS keeps a -v given before it
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail")

@@ -776,6 +776,35 @@ def test_help_names_the_arguments_as_its_description_does(command: str, named: l
     assert all(name in description.split() for name in named)
 
 
+@pytest.mark.parametrize(
+    ("argv", "command", "unknown"),
+    [
+        (["report", "results", "--bogus"], "report", "--bogus"),
+        (["gate", "--budget", "b.toml", "results", "--strcit"], "gate", "--strcit"),
+        (["compare", "a", "b", "c"], "compare", "c"),
+        (["run", "r.toml", "--dryrun"], "run", "--dryrun"),
+    ],
+)
+def test_an_unknown_argument_of_a_command_is_told_by_that_command(
+    argv: list[str], command: str, unknown: str, capsys
+) -> None:
+    # `optbench report results --bogus` printed optbench's usage (which lists no option of report) and
+    # `optbench: error: unrecognized arguments`, though a missing argument or a bad value was told by the command
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: optbench {command} "), err
+    assert err.splitlines()[-1] == f"optbench {command}: error: unrecognized arguments: {unknown}"
+
+
+def test_an_unknown_option_before_the_command_is_told_by_optbench(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--bogus", "report"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "optbench: error: unrecognized arguments: --bogus"
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "one"])
 def test_peer_budget_must_be_a_number_of_points(value: str, capsys) -> None:
     # nan slipped past a `< 0` check, and no drop is within nan points: every speedup_vs_peer came out empty
