@@ -105,7 +105,11 @@ def records_json(frame: pd.DataFrame) -> str:
 
 def records_csv(frame: pd.DataFrame) -> str:
     """`frame` as CSV, for tools; floats to 10 significant digits, every digit a clock or count gives (latencies
-    tick in nanoseconds), without binary noise (44.333232499999994 is written 44.3332325)."""
+    tick in nanoseconds), without binary noise (44.333232499999994 is written 44.3332325), those of a column that
+    holds words too (compare's `a` and `b`) as well: pandas' float_format reaches only float columns."""
+    frame = frame.copy()
+    for column in frame.select_dtypes(include="object").columns:
+        frame[column] = frame[column].map(lambda v: CSV_FLOATS % v if isinstance(v, float) and not math.isnan(v) else v)
     return frame.to_csv(index=False, float_format=CSV_FLOATS)
 
 

@@ -144,6 +144,14 @@ def test_csv_floats_keep_their_digits_without_binary_noise() -> None:
     assert rows[1:] == [["44.3332325", "102"], ["0.3", "3"], ["1.25e-05", "7"]]
 
 
+def test_csv_floats_among_words_keep_their_digits_without_binary_noise() -> None:
+    # compare's `a` and `b` hold figures beside words (`measured`, `missing`, a budget's verdicts): pandas formats
+    # only float columns, so its CSV wrote 44.333232499999994 where report's wrote 44.3332325
+    frame = pd.DataFrame({"a": [44.333232499999994, "missing", None, float("inf"), 1], "b": [True] * 5})
+    rows = list(csv.reader(io.StringIO(records_csv(frame))))
+    assert rows[1:] == [["44.3332325", "True"], ["missing", "True"], ["", "True"], ["inf", "True"], ["1", "True"]]
+
+
 def test_render_markdown() -> None:
     text = render(to_frame([make_report(), make_report(("quantize-dynamic",), flip=1)]), "md")
     assert "### demo · run 20261130T031500Z-3f9a" in text
