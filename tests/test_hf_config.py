@@ -198,6 +198,12 @@ def _header(text: bytes) -> bytes:
         (_header(b"{not json"), NOT_ITS_HEADER),
         (_header(b'{"w": {"dtype": "F32", "shape": [1]}}'), NOT_ITS_HEADER),  # an entry without offsets
         (FAKE_WEIGHTS + b"\0" * 4, f"is {len(FAKE_WEIGHTS) + 4} bytes where its header says {len(FAKE_WEIGHTS)}"),
+        # the longest header safetensors reads (100 MB) is a length, of a file cut short; one byte more is not one
+        (
+            (10**8).to_bytes(8, "little") + b"{}",
+            "is 10 bytes where its header length says at least 100000008: cut short",
+        ),
+        ((10**8 + 1).to_bytes(8, "little") + b"{}", NOT_A_LENGTH),
     ],
 )
 def test_read_hf_config_refuses_weights_that_are_not_safetensors(tmp_path: Path, content: bytes, problem: str) -> None:
@@ -713,6 +719,8 @@ def test_read_hf_config_takes_an_encoder_with_a_head_a_classifier_leaves_out(tmp
         ({"id2label": {"0": "neg", "1": "pos"}}, ("neg", "pos")),
         ({"id2label": {"1": "pos", "0": "neg"}, "num_labels": 2}, ("neg", "pos")),
         ({"id2label": {0: "a", 1: "b", 2: "c"}}, ("a", "b", "c")),
+        # save_pretrained() writes the ids sorted as text ("10" before "2"): they are read in the order of their numbers
+        ({"id2label": {str(i): f"c{i}" for i in sorted(range(12), key=str)}}, tuple(f"c{i}" for i in range(12))),
         ({"num_labels": 3}, ("LABEL_0", "LABEL_1", "LABEL_2")),
         ({"id2label": {}, "num_labels": 2}, ("LABEL_0", "LABEL_1")),
     ],
