@@ -86,6 +86,27 @@ def test_a_config_that_names_no_vocabulary_size_refuses_no_tokenizer(tiny_classi
     assert "vocab_size" not in checked_folder(folder, "the checkpoint")
 
 
+@pytest.mark.parametrize("spare", [0, 1])
+def test_a_tokenizer_one_token_past_the_embeddings_is_refused_and_one_that_fills_them_not(
+    tiny_classifier: Path, tmp_path: Path, spare: int
+) -> None:
+    """The tokenizer's last id must have an embedding: one token past vocab_size failed the first text that held it
+    with torch's bare "index out of range in self"; a tokenizer that fills the embeddings exactly is whole."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_classifier, folder)
+    tokens = len(AutoTokenizer.from_pretrained(folder))
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = tokens - spare
+    (folder / "config.json").write_text(json.dumps(config))
+    if spare == 0:
+        assert checked_folder(folder, "the checkpoint")["vocab_size"] == tokens
+        return
+    with pytest.raises(OptbenchError, match=rf"has {tokens} tokens and the model embeds {tokens - 1} \(vocab_size\): "):
+        checked_folder(folder, "the checkpoint")
+
+
 BERT_512 = {"model_type": "bert", "max_position_embeddings": 512}
 TRT_PROVIDER = {"provider": "tensorrt", "trt_profile": {"min": [1, 1], "opt": [1, 128], "max": [64, 1024]}}
 
