@@ -756,6 +756,18 @@ def test_dry_run_checks_the_executor_without_starting_it(
     assert not (tmp_path / "results").exists()
 
 
+def test_run_writes_under_results_in_the_current_folder_unless_told(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`optbench run RECIPE` puts its reports under ./results, as --help and the README say: a CI step that then
+    gates or uploads results/ would find nothing were they written anywhere else."""
+    _never_starts(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    assert main(["run", str(recipe), "--cache", str(tmp_path / "c"), "--dry-run"]) == 0
+    assert "\nreports: results/tiny/<run id>/ " in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["run", "report", "compare", "gate", "env"])
 def test_each_command_help_ends_with_its_examples(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -847,6 +859,19 @@ def test_report_reads_a_run_given_twice_once(tmp_path: Path, capsys) -> None:
     out, err = capsys.readouterr()
     assert out.count("| baseline | torch |") == 2  # its two shapes, once each
     assert out.count("crashed") == 1 and "crashed" not in err
+
+
+def test_report_with_no_path_reads_results_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`optbench report` alone reads ./results, not every report under the current folder (a copy kept beside it)."""
+    write_report(make_report(), tmp_path / "results" / "demo" / "run-1")
+    kept = make_report(("onnx",), run_id="20261129T031500Z-0000")
+    write_report(kept, tmp_path / "old-results" / "demo" / "run-0")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "| baseline | torch |" in out and "baseline+onnx" not in out
 
 
 def test_report_of_one_report_file_lists_its_runs_failures(tmp_path: Path, capsys) -> None:
