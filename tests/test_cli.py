@@ -492,6 +492,28 @@ def test_run_takes_another_model_and_dataset_from_the_command_line(
     assert len(ran) == 1
 
 
+def test_a_run_with_failed_jobs_exits_1_and_tells_them_on_stderr(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A release pipeline reads the exit code: a run that measured some variants and failed others must not pass
+    as 0, and its failures go to stderr so stdout stays the table."""
+
+    def fake_run(recipe, results, cache, executor):  # type: ignore[no-untyped-def]
+        report = make_report()
+        folder = results / recipe.name / report.run_id
+        write_report(report, folder)
+        failed = FailedJob("baseline+onnx", "onnxruntime-cpu-fp32", "latency 1x128", "out of memory")
+        write_failures([failed], folder, report.run_id)
+        return folder
+
+    monkeypatch.setattr("optbench.pipeline.run_recipe", fake_run)
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    assert main(["run", str(recipe), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]) == 1
+    out, err = capsys.readouterr()
+    assert "out of memory" in err and "1 failed (steps or jobs)" in err
+    assert "out of memory" not in out and "| baseline" in out
+
+
 def test_run_reads_a_dataset_of_other_column_names_named_on_the_command_line(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, capsys
 ) -> None:
