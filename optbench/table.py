@@ -108,7 +108,7 @@ def records_csv(frame: pd.DataFrame) -> str:
     tick in nanoseconds), without binary noise (44.333232499999994 is written 44.3332325), those of a column that
     holds words too (compare's `a` and `b`) as well: pandas' float_format reaches only float columns."""
     frame = frame.copy()
-    for column in frame.select_dtypes(include="object").columns:
+    for column in [c for c in frame.columns if frame[c].dtype == object]:  # mixed columns; not pandas' str ones
         frame[column] = frame[column].map(lambda v: CSV_FLOATS % v if isinstance(v, float) and not math.isnan(v) else v)
     return frame.to_csv(index=False, float_format=CSV_FLOATS)
 
