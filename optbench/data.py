@@ -140,16 +140,18 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "per row (multi-label data and pairs of texts are not supported)"
             )
     frame = _clean(frame, text_column, label_column, config.source)
+    # a group or split is its value without the spaces around it, as a label is: "movie-3 " is movie-3, in its split
+    values = {column: _stripped(frame[column]) for column in (split_column, group_column) if column}
     for option, column in (("split_column", split_column), ("group_column", group_column)):
         # a missing or blank group would hash as one shared key (JSON keeps "" and CSV "  "), a missing split is none
-        empty = int((frame[column].isna() | frame[column].astype(str).str.strip().eq("")).sum()) if column else 0
+        empty = int(values[column].isna().sum()) if column else 0
         if empty:
             raise OptbenchError(
                 f"dataset {config.source}: {empty} row(s) have no {column!r} value ({option}): fill it in for "
                 f"every row, or leave {option} out"
             )
     if split_column:
-        assignment = frame[split_column].astype(str).str.strip().str.lower().replace(SPLIT_ALIASES)
+        assignment = values[split_column].astype(str).str.lower().replace(SPLIT_ALIASES)
         bad = sorted(set(assignment) - set(SPLITS))
         if bad:
             aliases = ", ".join(f"{alias!r}" for alias in SPLIT_ALIASES)
@@ -158,8 +160,7 @@ def load_dataset(config: DatasetConfig) -> LabelledData:
                 "are taken as 'validation')"
             )
     else:
-        # a group is its name without the spaces around it, as a label is: "movie-3 " is movie-3, in its split
-        keys = frame[group_column].astype(str).str.strip() if group_column else _text_key(frame[text_column])
+        keys = values[group_column].astype(str) if group_column else _text_key(frame[text_column])
         assignment = keys.map(lambda k: _bucket(k, config.validation_fraction, config.test_fraction))
     label_names = _label_names(frame[label_column], config.source)
     index = {name: i for i, name in enumerate(label_names)}
@@ -287,6 +288,12 @@ def check_dataset_path(path: Path, option: str | None = None) -> None:
         raise OptbenchError(f"{named} {path} does not exist: give a {FILE_SUFFIXES} path{builtin}")
 
 
+def _stripped(values: pd.Series) -> pd.Series:
+    """Text values without the spaces around them, a blank one missing (None); other values as they are."""
+    stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return stripped.mask(stripped.eq(""))
+
+
 def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str) -> pd.DataFrame:
     """Strip the spaces around labels, drop empty rows, exact duplicates, and texts that appear with conflicting
     labels, saying how many."""
@@ -294,8 +301,7 @@ def _clean(frame: pd.DataFrame, text_column: str, label_column: str, source: str
     if not pd.api.types.is_numeric_dtype(frame[label_column]):
         # a label is its name without the spaces around it: "pos " (a CSV written "text ,label ") is "pos", not a
         # class of its own, and a label of spaces alone is no label
-        names = frame[label_column].map(lambda v: v.strip() if isinstance(v, str) else v)
-        frame = frame.assign(**{label_column: names.mask(names.eq(""))})
+        frame = frame.assign(**{label_column: _stripped(frame[label_column])})
     frame = frame.dropna(subset=[text_column, label_column])
     labels = frame[label_column]
     if pd.api.types.is_float_dtype(labels):
