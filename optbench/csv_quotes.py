@@ -46,13 +46,15 @@ def check_no_swallowed_rows(frame: pd.DataFrame, path: Path, separator: str, lab
         found := _swallowing_text(_rows_by_line(path, separator), separator, label_column)
     ):
         line, text, _ = found
-        raise OptbenchError(f"dataset {path}: {_opens_a_quote(line, text)} and their rows lost: {QUOTE_FIX}")
+        raise OptbenchError(f"dataset {path}: {_rows_lost(line, text)}")
 
 
 def unclosed_quote(path: Path, separator: str, label_column: str, error: Exception) -> str | None:
     """Where the quote opens that made pandas fail, and how many lines after it were read into its text: one open at
     the end of the file ("EOF inside string starting at row N"), or one whose text swallowed rows up to a quoted text
-    with a comma, its row then of too many fields ("Expected 2 fields in line 12, saw 3"); None for other errors."""
+    with a comma, its row then of too many fields ("Expected 2 fields in line 12, saw 3"), or one that swallowed rows
+    before another row of too many fields, whose line pandas then counts short by the lines swallowed; None for other
+    errors."""
     at_end = "EOF inside string" in str(error)
     if not at_end and "Expected" not in str(error):
         return None
@@ -67,10 +69,12 @@ def unclosed_quote(path: Path, separator: str, label_column: str, error: Excepti
         swallowed = f": the {after} line(s) after it, to the end of the file, were read into its text" if after else ""
         return f"line {line} opens a quote that is never closed{swallowed}: {QUOTE_FIX}"
     found = _swallowing_text(rows, separator, label_column)
-    width = len(_header(rows))
-    if not found or len(found[2]) == width:  # a row of too many fields for another reason: pandas's error names it
+    if not found:
         return None
     line, text, row = found
+    width = len(_header(rows))
+    if len(row) == width:  # another row has too many fields: pandas names it by a line count short by the swallowed
+        return _rows_lost(line, text)
     return f"{_opens_a_quote(line, text)}, and its row into {len(row)} fields, not {width}: {QUOTE_FIX}"
 
 
@@ -85,6 +89,11 @@ def _opens_a_quote(line: int, text: str) -> str:
         f"line {line} opens a quote that no quote closes on that line, so the {text.count(NEWLINE)} line(s) after it "
         "were read into its text"
     )
+
+
+def _rows_lost(line: int, text: str) -> str:
+    """The refusal of a text that swallowed rows of a whole width, lost without a word."""
+    return f"{_opens_a_quote(line, text)} and their rows lost: {QUOTE_FIX}"
 
 
 def _swallowing_text(

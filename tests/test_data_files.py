@@ -333,3 +333,18 @@ def test_quoted_texts_of_several_lines_load_as_they_are(tmp_path: Path) -> None:
     pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
     assert sorted(t for split in all_texts(data).values() for t in split) == sorted(texts)
+
+
+def test_a_quote_left_open_before_another_row_of_too_many_fields_is_named_first(tmp_path: Path) -> None:
+    """pandas said "Expected 2 fields in line 32, saw 3" of the row on line 51: its count of lines fell 19 short
+    past the 19 rows the open quote swallowed, and line 32 held nothing wrong."""
+    lines = _lines_with_a_quote_left_open(12, '"he said ""wow"" twice",pos')
+    lines[50] = "a, b, pos"
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    message = (
+        f"cannot read dataset {path}: line 12 opens a quote that no quote closes on that line, so the 19 line(s) "
+        "after it were read into its text and their rows lost: close the quote"
+    )
+    with pytest.raises(OptbenchError, match=f"^{re.escape(message)}"):
+        load_dataset(DatasetConfig(source=str(path)))
