@@ -3,6 +3,7 @@ and the errors for a file that does not read, each naming where it breaks and th
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -301,12 +302,13 @@ def test_a_quote_left_open_that_swallows_rows_up_to_a_later_quote_is_refused_nam
 
 
 def test_a_quote_left_open_in_a_file_of_labels_first_and_semicolons_is_refused(tmp_path: Path) -> None:
-    """The rows a text swallowed are found by the label column wherever it is, and by the file's separator."""
+    """The rows a text swallowed are found by the label column wherever it is, and by the file's separator; its name
+    after the byte order mark Excel writes in front of a ';' file (read with it, "\ufefflabel" named no column)."""
     lines = ["label;text"] + [f"{'pos' if i % 2 else 'neg'};review {i}" for i in range(60)]
     lines[11] = 'neg;"review 10'
     lines[30] = 'pos;"a ""quoted"" review"'
     path = tmp_path / "data.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
     with pytest.raises(OptbenchError, match=r": line 12 opens a quote .* the 19 line\(s\) after it were read"):
         load_dataset(DatasetConfig(source=str(path)))
 
@@ -324,13 +326,17 @@ def test_a_quote_left_open_up_to_a_quoted_text_with_a_comma_is_refused_naming_it
         load_dataset(DatasetConfig(source=str(path)))
 
 
-def test_quoted_texts_of_several_lines_load_as_they_are(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("separator", "columns"), [(",", ["text", "label"]), (";", ["label", "text"])])
+def test_quoted_texts_of_several_lines_load_as_they_are(tmp_path: Path, separator: str, columns: list[str]) -> None:
     """Line breaks in a quoted text are CSV: lines that are no rows of the file (paragraphs; a line of two fields
-    whose second is no label) are the text's own."""
-    texts = [f"review {i}\n\nsecond paragraph, said {'neg' if i % 3 else 'twice'}\nthird, {i}" for i in range(59)]
-    texts.append("one line, and a second\nthat ends, neg")  # a text of two fields first, then one like a row
+    whose label field is no label, first or last) are the text's own."""
+    s = separator
+    texts = [f"review {i}\n\nsecond paragraph{s} said {'neg' if i % 3 else 'twice'}\nthird{s} {i}" for i in range(59)]
+    # a text of the rest of its row first, then a line of as many fields as a row, its label field no label
+    rest = f"one line{s} and a second" if columns[0] == "text" else "one line"
+    texts.append(f"{rest}\nthat ends{s} neg")
     rows = {"text": texts, "label": ["pos" if i % 2 else "neg" for i in range(60)]}
-    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
+    pd.DataFrame(rows)[columns].to_csv(tmp_path / "data.csv", index=False, sep=separator)
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
     assert sorted(t for split in all_texts(data).values() for t in split) == sorted(texts)
 
@@ -348,3 +354,71 @@ def test_a_quote_left_open_before_another_row_of_too_many_fields_is_named_first(
     )
     with pytest.raises(OptbenchError, match=f"^{re.escape(message)}"):
         load_dataset(DatasetConfig(source=str(path)))
+
+
+def _refused_naming(path: Path, lines: list[str], message: str) -> None:
+    """`lines` written to `path` are refused, the message starting `message` after the dataset's path."""
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(OptbenchError, match=rf"^(cannot read )?dataset {re.escape(str(path))}: {re.escape(message)}"):
+        load_dataset(DatasetConfig(source=str(path)))
+
+
+@pytest.mark.parametrize("closed", [None, '"he said ""wow"" twice",pos'])
+def test_a_quote_left_open_after_blank_lines_before_the_header_is_named_by_its_file_line(
+    tmp_path: Path, closed: str | None
+) -> None:
+    """pandas skips the blank lines, as the header is found here: taken as the header, the blank line named no label
+    column, and the rows swallowed up to a later quote were lost without a word."""
+    lines = ["", "", *_lines_with_a_quote_left_open(12, closed)]
+    _refused_naming(tmp_path / "data.csv", lines, "line 14 opens a quote that ")
+
+
+@pytest.mark.parametrize(("closed", "says"), [(None, "is never closed"), ('t,"a good, long film",pos', "no quote")])
+def test_a_quote_left_open_after_a_field_of_two_lines_is_named_by_its_file_line(
+    tmp_path: Path, closed: str | None, says: str
+) -> None:
+    """The quote opens on the title's second line, not the line its row starts on."""
+    lines = ["title,text,label"] + [f"t{i},review number {i},{'pos' if i % 2 else 'neg'}" for i in range(60)]
+    lines[11] = '"a title of\ntwo lines","review left open,neg'
+    if closed is not None:
+        lines[30] = closed
+    _refused_naming(tmp_path / "data.csv", lines, f"line 13 opens a quote that {says}")
+
+
+def test_a_quote_left_open_after_a_comma_and_a_space_is_refused(tmp_path: Path) -> None:
+    """A file written "label, text" (by hand, or by tools that space their commas): pandas opens the quote after the
+    space, and so must the search for it, or the 19 rows swallowed were lost without a word."""
+    lines = ["label, text"] + [f"{'pos' if i % 2 else 'neg'}, review {i}" for i in range(60)]
+    lines[11] = 'neg, "review 10'
+    lines[30] = 'pos, "a ""quoted"" review"'
+    _refused_naming(tmp_path / "data.csv", lines, "line 12 opens a quote that no quote closes on that line, so the 19")
+
+
+def test_a_quote_left_open_in_a_text_of_doubled_quotes_is_refused(tmp_path: Path) -> None:
+    """The text was quoted and its quotes written as two, as the fix says, but its closing quote lost: a doubled
+    quote is a quote of the text, not its close."""
+    lines = _lines_with_a_quote_left_open(12, '"a good, long film",pos')
+    lines[11] = '"she said ""wow"" and left,neg'
+    _refused_naming(tmp_path / "data.csv", lines, "line 12 opens a quote that no quote closes on that line, so the 19")
+
+
+def test_labels_written_with_spaces_after_them_tell_the_rows_a_quote_swallowed(tmp_path: Path) -> None:
+    """pandas keeps "pos " as it is: the labels the swallowed lines end in are compared without their spaces."""
+    header, *rows = _lines_with_a_quote_left_open(12, '"he said ""wow"" twice",pos')
+    lines = [header, *(f"{row} " for row in rows)]
+    _refused_naming(tmp_path / "data.csv", lines, "line 12 opens a quote that no quote closes on that line, so the 19")
+
+
+def test_a_quote_left_open_that_swallows_more_than_the_csv_module_s_field_limit_is_refused(tmp_path: Path) -> None:
+    """A text past 128 KiB, the csv module's default limit on a field: the search for the quote read the file into
+    a csv.Error of its own, and the limit it lifts for that is put back."""
+    lines = ["text,label"] + [f"review {i} {'x' * 100},{'pos' if i % 2 else 'neg'}" for i in range(2000)]
+    lines[12] = '"' + lines[12]
+    lines[1900] = '"he said ""wow"" twice",pos'
+    message = "line 13 opens a quote that no quote closes on that line, so the 1888 line(s)"
+    limit = csv.field_size_limit(2**17)  # the default, whatever was left before
+    try:
+        _refused_naming(tmp_path / "data.csv", lines, message)
+        assert csv.field_size_limit() == 2**17
+    finally:
+        csv.field_size_limit(limit)
