@@ -402,6 +402,10 @@ def test_an_uneven_pruned_model_reloads_with_from_pretrained(kind: str, tmp_path
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert type(reloaded) is PRUNED[kind] and isinstance(reloaded, type(model))
     assert layer_shapes(reloaded) == {"heads_per_layer": [1, 3], "intermediate_per_layer": [64, 10]}
+    width = "dim" if kind == "distilbert" else "all_head_size"  # what transformers 4's forward splits into heads
+    for layer, heads in zip(encoder_layers(reloaded), [1, 3], strict=True):
+        attention = layer.get_submodule(layout(reloaded).attention)
+        assert getattr(attention, width) == heads * attention.attention_head_size == heads * 8
     assert torch.allclose(reloaded(**BATCH).logits, model(**BATCH).logits, atol=1e-6)
     keep_layers(reloaded, [1])  # the per-layer config follows later edits
     assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
@@ -446,10 +450,12 @@ def logits_without_optbench(
 def test_every_familys_pruned_checkpoint_loads_without_optbench(
     family_checkpoints: dict[str, tuple[Path, torch.Tensor]], logits_without_optbench: dict[Path, torch.Tensor]
 ) -> None:
-    """Each carries the one model file and an auto_map naming its family's pruned classes."""
+    """Each carries the one model file and an auto_map naming its family's pruned classes (naming the family's plain
+    config class, AutoConfig would load a config of the plain model type, which saves as one)."""
     for kind, (folder, expected) in family_checkpoints.items():
         auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
         assert auto_map["AutoModelForSequenceClassification"] == f"modeling_pruned_bert.{PRUNED[kind].__name__}"
+        assert auto_map["AutoConfig"] == f"modeling_pruned_bert.{PRUNED[kind].config_class.__name__}"
         assert torch.allclose(logits_without_optbench[folder], expected, atol=1e-5)
 
 
