@@ -827,8 +827,10 @@ def test_the_packaged_student_starts_from_its_encoders_layers(tiny_artifact: Mod
     _skip_without_the_packaged_student()
     encoder = packaged_models.paraphrase_l3_encoder()
     config = DistillConfig(student=packaged_models.PARAPHRASE_L3, layers=(0, 2))
-    student, _, _ = distill_step.build_student(config, tiny_artifact)
+    student, tokenizer, _ = distill_step.build_student(config, tiny_artifact)
     assert student.config.id2label == {0: "fresh", 1: "rotten"} and len(student.bert.encoder.layer) == 2
+    # its vocabulary is uncased: a tokenizer that kept the case would make every capitalised word [UNK]
+    assert tokenizer("A Gripping FILM")["input_ids"] == tokenizer("a gripping film")["input_ids"]
     for position, index in enumerate((0, 2)):
         assert _same_weights(student.bert.encoder.layer[position], encoder.encoder.layer[index]), index
     assert _same_weights(student.bert.embeddings, encoder.embeddings)
