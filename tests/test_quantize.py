@@ -16,7 +16,7 @@ from conftest import _write_fp16_weights_only
 from optbench import calibration
 from optbench.artifact import ModelArtifact, content_hash
 from optbench.data import DatasetConfig, load_dataset
-from optbench.encoding import batches
+from optbench.encoding import batches, load_tokenizer
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
 from optbench.steps import parse_step, quantize
@@ -652,6 +652,45 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(
     assert isinstance(runtime.model.classifier.weight, TorchAOBaseTensor)  # type: ignore[attr-defined]
     with pytest.raises(OptbenchError, match="scheme is applied only when the torch runtime loads it"):
         run_step(OnnxConfig(exporter="torchscript"), result, data, cache)  # would export the FP32 weights
+
+
+def test_torch_backend_records_the_agreement_of_the_model_the_runtime_loads(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorded agreement is FP32's against the model the torch runtime makes of the artifact, on the first
+    AGREEMENT_ROWS validation rows, every batch of them. The tiny model's INT8 agrees everywhere and its data has
+    fewer rows than the cap and than one batch, so an agreement of FP32 with itself, of every row, or of the last
+    batch only, passed. Here the runtime's "quantization" moves the head's bias to the median of FP32's margins on
+    those rows, so that half of them change their argmax."""
+    pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
+    import torch
+
+    from optbench.runtimes import torch as torch_runtime
+    from optbench.steps import torch_int8
+
+    rows = 100  # two batches of the step's 64
+    monkeypatch.setattr(torch_int8, "AGREEMENT_ROWS", rows)
+    longer = replace(data, validation=data.train)  # more rows than the cap
+    fp32 = load_runtime(RuntimeSpec("torch"), classifier, threads=1)
+    tokenizer = load_tokenizer(classifier.path)
+    one_by_one = [
+        batches(tokenizer, [text], batch_size=1, seq_len="data", max_length=data.max_length)[0]
+        for text in longer.validation.texts[:rows]
+    ]
+    margins = np.array([np.diff(fp32.predict(batch)[0])[0] for batch in one_by_one])
+    shift = float(np.median(margins))
+    kept = margins > shift  # where FP32's argmax (1 on every row here) survives the shift
+    assert (margins > 0).all() and kept[64:].mean() != 0.5  # else a last batch's agreement would not tell
+
+    def shifted_head(model: torch.nn.Module, *, onednn: bool) -> bool:
+        with torch.no_grad():
+            model.classifier.bias[1] -= shift  # type: ignore[index,operator]
+        return False
+
+    monkeypatch.setattr(torch_runtime, "_quantize", shifted_head)
+    result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, longer, tmp_path)
+    assert result.details["validation_rows"] == rows
+    assert result.details["validation_agreement"] == pytest.approx(kept.mean()) == 0.5
 
 
 def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:
