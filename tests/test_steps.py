@@ -134,6 +134,14 @@ def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validati
     assert first.details["validation_accuracy"] == pytest.approx(expected)
 
 
+def test_a_fine_tune_of_one_epoch_trains_on_every_train_row(tiny_encoder: Path, data, tmp_path: Path) -> None:
+    """Without max_train_rows one epoch is the whole train split: every other test caps the rows, so a fine-tune
+    that left a row out recorded its cap and passed."""
+    config = FinetuneConfig(batch_size=64, max_length=16)
+    result = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert result.details["train_rows"] == len(data.train)
+
+
 @pytest.mark.parametrize(
     "head",
     [
