@@ -16,6 +16,7 @@ import pytest
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
+from optbench.peers.torchao import PeerTorchaoConfig
 from optbench.steps import STEPS, RecipeStep, parse_step
 from optbench.steps.cache import cache_key, run_step, step_folder
 from optbench.steps.finetune import FinetuneConfig
@@ -398,6 +399,7 @@ def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(co
         (OnnxConfig(), "onnxruntime", "torchao"),
         (DynamicQuantizeConfig(), "onnxruntime", "torch"),
         (DynamicQuantizeConfig(backend="torch"), "torchao", "onnxruntime"),
+        (PeerTorchaoConfig(), "torchao", "onnxruntime"),
         (StaticQuantizeConfig(reduce_range=False, activation_type="int8", weight_type="int8"), "onnx", "transformers"),
     ],
 )
