@@ -639,7 +639,7 @@ def test_torch_backend_quantizes_linear_layers_with_torchao(
     finally:
         torch.set_num_threads(threads)
     assert result.format == "hf" and result.variant == "baseline+quantize-dynamic"
-    assert result.details["scheme"] == "int8-dynamic-activation-int8-weight"
+    assert (result.details["backend"], result.details["scheme"]) == ("torch", "int8-dynamic-activation-int8-weight")
     assert result.sha256 != classifier.sha256  # the scheme is part of the model
     assert 0.9 <= result.details["validation_agreement"] <= 1.0
     rows = len(data.validation.texts)
