@@ -143,6 +143,26 @@ def test_a_fine_tune_of_one_epoch_trains_on_every_train_row(tiny_encoder: Path, 
     assert result.details["train_rows"] == len(data.train)
 
 
+def test_a_fine_tune_s_seed_draws_its_new_head(
+    tiny_encoder: Path, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head a fine-tune adds to an encoder is drawn with the step's seed: drawn with a fixed one, every seed
+    started from the same head and differed only in its rows' order, and every test passed."""
+    from safetensors.numpy import load_file
+
+    from optbench.steps import finetune
+    from optbench.training import TrainingRun
+
+    monkeypatch.setattr(finetune, "train", lambda *args, **kwargs: TrainingRun(rows=0, seconds=0.0))  # the new head
+
+    def head(seed: int, folder: str) -> np.ndarray:
+        config = FinetuneConfig(max_train_rows=16, max_length=16, seed=seed)
+        result = run_step(config, _encoder(tiny_encoder), data, tmp_path / folder)
+        return load_file(result.path / "model.safetensors")["classifier.weight"]
+
+    assert np.array_equal(head(1, "a"), head(1, "b")) and not np.array_equal(head(0, "c"), head(1, "d"))
+
+
 @pytest.mark.parametrize(
     "head",
     [
