@@ -58,8 +58,8 @@ def read_table(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
                 frame[text_column] = frame[text_column].map(_as_text)
             if label_column in frame.columns:
                 frame[label_column] = frame[label_column].infer_objects()
-    # TypeError: pandas's, for a row of JSON that is no object (null, 5, [1, 2])
-    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    # TypeError (pandas 3) or AttributeError (pandas 2): pandas's, for a row of JSON that is no object (null, 5, [1, 2])
+    except (ValueError, TypeError, AttributeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         if suffix == ".csv" and (unclosed := unclosed_quote(path, separator, label_column, exc)):
             raise OptbenchError(f"cannot read dataset {path}: {unclosed}") from exc
         reason = _not_utf8(path) or _bad_json_row(path, suffix) or " ".join(str(exc).split())
