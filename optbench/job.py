@@ -235,6 +235,9 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     job = Job(**{**spec, "timing": Timing(**spec["timing"])})
     _hide_torchao_unless_the_model_needs_it(job.artifact)
+    # transformers before 5.x's latest imports scikit-learn (assisted decoding's roc_curve) whenever it is installed,
+    # and scikit-learn pandas: 40 MB of a classifier's peak RSS that no job uses. Hidden as torchao is.
+    sys.modules.setdefault("sklearn", None)
     try:
         result = execute(job)
     except OptbenchError as exc:
