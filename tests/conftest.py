@@ -16,6 +16,15 @@ from optbench.data import _read_builtin
 TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 
 
+def fuses_attention(model_type: str) -> bool:
+    """Whether onnxruntime's fusion finds this family's attention in a torchscript export: DistilBERT's only from
+    transformers 5.9 (README, section Models), the others' on every transformers optbench takes."""
+    import transformers
+    from packaging.version import Version
+
+    return model_type != "distilbert" or Version(transformers.__version__) >= Version("5.9")
+
+
 def write_files(folder: Path, files: dict[str, bytes]) -> Path:
     """Create `folder` holding `files` (relative name -> bytes)."""
     for name, data in files.items():

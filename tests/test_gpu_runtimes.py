@@ -188,7 +188,7 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
     """Frozen on a CPU without VNNI, Inductor hands torchao's INT8 matmuls (torch._int_mm, slow there) to oneDNN,
     whose kernel overflows at full range: there the runtime quantizes with torchao's reduce_range. On a CPU with
     VNNI Inductor keeps torch._int_mm, rewritten as the unsigned x signed 8-bit products VNNI multiplies."""
-    pytest.importorskip("torchao")
+    pytest.importorskip("torchao", minversion="0.18")  # reduce_range and should_reduce_range came in 0.18
     from torchao.utils import should_reduce_range
 
     without_vnni = should_reduce_range(torch.device("cpu"))  # Inductor's rewrite follows the real CPU
@@ -214,7 +214,7 @@ def test_torchao_s_int8_layers_keep_the_full_range_but_frozen_on_a_cpu_without_v
 ) -> None:
     """Ranges cut to 7 bits lose precision: only oneDNN's kernel without VNNI needs them. The layers' own setting
     is checked, not only the one the report records. Nothing is compiled: the runtimes are loaded, never called."""
-    pytest.importorskip("torchao")
+    pytest.importorskip("torchao", minversion="0.18")  # reduce_range and should_reduce_range came in 0.18
     artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
 
     def reduced(runtime: Any) -> set[bool]:
@@ -233,7 +233,7 @@ def test_a_torchao_model_without_the_torchao_it_needs_names_the_install(
 ) -> None:
     pytest.importorskip("torchao")
     artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
-    monkeypatch.delattr("torchao.utils.should_reduce_range")  # a torchao before 0.18
+    monkeypatch.delattr("torchao.utils.should_reduce_range", raising=False)  # as in a torchao before 0.18
     frozen = RuntimeSpec("torch", options={"compile": True, "freezing": True})
     with pytest.raises(OptbenchError, match=r"freezing = true with a torchao model needs torchao 0\.18 or later"):
         load_runtime(frozen, artifact, threads=1)
