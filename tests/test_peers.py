@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -639,6 +641,18 @@ def test_the_peer_s_artifact_records_its_choices_and_what_optimum_reported(
     assert {key: out.details[key] for key in reported} == reported
 
 
+def _one_node_model(folder: Path, file: str, operator: str) -> tuple[Path, str]:
+    """An ONNX model of one `operator` node, written as `folder / file`: a stand-in for an optimum stage's model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensors = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node(operator, ["x"], ["y"])], operator, tensors[:1], tensors[1:])
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph), folder / file)
+    return folder, file
+
+
 def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenizer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -647,25 +661,21 @@ def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenize
     and the vocabulary and config the export wrote beside it. optimum itself is faked: its stages write one-node
     models named by their operator."""
     import onnx
-    from onnx import TensorProto, helper
 
     from optbench.peers import optimum_worker as worker
-
-    def model(folder: Path, file: str, operator: str) -> tuple[Path, str]:
-        tensors = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
-        graph = helper.make_graph([helper.make_node(operator, ["x"], ["y"])], operator, tensors[:1], tensors[1:])
-        folder.mkdir(parents=True, exist_ok=True)
-        onnx.save(helper.make_model(graph), folder / file)
-        return folder, file
 
     def export(source: Path, folder: Path) -> tuple[Path, str]:
         folder.mkdir(parents=True)
         (folder / "vocab.txt").write_text("the export's vocabulary\n")
-        return model(folder, "model.onnx", "Identity")
+        return _one_node_model(folder, "model.onnx", "Identity")
 
     monkeypatch.setattr(worker, "_export", export)
-    monkeypatch.setattr(worker, "_optimize", lambda folder, file, level, work: model(work / "o", f"o-{file}", "Relu"))
-    monkeypatch.setattr(worker, "_quantize", lambda folder, file, job, work: model(work / "q", f"q-{file}", "Sign"))
+    monkeypatch.setattr(
+        worker, "_optimize", lambda folder, file, level, work: _one_node_model(work / "o", f"o-{file}", "Relu")
+    )
+    monkeypatch.setattr(
+        worker, "_quantize", lambda folder, file, job, work: _one_node_model(work / "q", f"q-{file}", "Sign")
+    )
     cases = [(None, "none", "Identity"), ("O2", "none", "Relu"), ("O2", "dynamic", "Sign"), (None, "static", "Sign")]
     for level, quantization, operator in cases:
         out = tmp_path / f"{level}-{quantization}"
@@ -676,6 +686,123 @@ def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenize
         assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "vocab.txt"]
         stages = {"export"} | ({"optimize"} if level else set()) | ({"quantize"} if quantization != "none" else set())
         assert set(result["seconds"]) == stages
+
+
+def _stand_in_optimum(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Put a stand-in for optimum-onnx where the worker imports it (optimum is not installed in optbench's
+    environment) and return what the worker calls it with. Its stages write one-node models named as optimum-onnx
+    0.1.0 names them (`model_optimized.onnx`, `model_quantized.onnx`), beside the tokenizer and config they copy
+    from their input's folder, as optimum's do; `written` lists every model file it wrote."""
+    calls: dict[str, Any] = {"written": []}
+
+    def write(folder: Path, file: str, operator: str, beside: Path | None = None) -> None:
+        _one_node_model(folder, file, operator)
+        calls["written"].append(folder / file)
+        for other in beside.iterdir() if beside else ():
+            if other.suffix != ".onnx":
+                shutil.copy(other, folder)
+
+    class Model:  # ORTModelForSequenceClassification
+        def __init__(self, source: Path) -> None:
+            self.source = source
+
+        @classmethod
+        def from_pretrained(cls, source: Path, export: bool) -> Model:
+            calls["export"] = (Path(source), export)
+            return cls(Path(source))
+
+        def save_pretrained(self, folder: Path) -> None:
+            write(Path(folder), "model.onnx", "Identity")
+            shutil.copy(self.source / "config.json", folder)
+
+    class Optimizer:  # ORTOptimizer
+        @classmethod
+        def from_pretrained(cls, folder: Path, file_names: list[str]) -> Optimizer:
+            (calls["optimize_input"],) = [Path(folder) / name for name in file_names]
+            return cls()
+
+        def optimize(self, save_dir: Path, optimization_config: SimpleNamespace) -> None:
+            calls["level"] = optimization_config.level
+            source = calls["optimize_input"]
+            write(Path(save_dir), f"{source.stem}_optimized.onnx", "Attention", source.parent)
+
+    class Quantizer:  # ORTQuantizer
+        @classmethod
+        def from_pretrained(cls, folder: Path, file_name: str) -> Quantizer:
+            calls["quantize_input"] = Path(folder) / file_name
+            return cls()
+
+        def fit(self, dataset, calibration_config, operators_to_quantize, batch_size, onnx_augmented_model_name):
+            calls["fit"] = (dataset, calibration_config.method, operators_to_quantize, batch_size)
+            augmented = Path(onnx_augmented_model_name)
+            write(augmented.parent, augmented.name, "ReduceMax")
+            return {"ranges": "from fit"}
+
+        def quantize(self, save_dir: Path, quantization_config, calibration_tensors_range) -> None:
+            calls["ranges"] = calibration_tensors_range
+            source = calls["quantize_input"]
+            write(Path(save_dir), f"{source.stem}_quantized.onnx", "QuantizeLinear", source.parent)
+
+    def preset(isa: str):
+        def config(**kwargs: Any) -> SimpleNamespace:
+            calls["preset"] = (isa, kwargs)
+            return SimpleNamespace(operators_to_quantize=["MatMul", "Add"])
+
+        return config
+
+    optimum, ort, configuration = (
+        ModuleType(n) for n in ("optimum", "optimum.onnxruntime", "optimum.onnxruntime.configuration")
+    )
+    ort.ORTModelForSequenceClassification, ort.ORTOptimizer, ort.ORTQuantizer = Model, Optimizer, Quantizer
+    configuration.AutoOptimizationConfig = SimpleNamespace(
+        with_optimization_level=lambda level: SimpleNamespace(level=level)
+    )
+    configuration.AutoQuantizationConfig = SimpleNamespace(**{isa: preset(isa) for isa in ("arm64", "avx2", "avx512")})
+    configuration.CalibrationConfig = SimpleNamespace
+    optimum.onnxruntime, ort.configuration = ort, configuration
+    for module in (optimum, ort, configuration):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    return calls
+
+
+@pytest.mark.parametrize(("level", "quantization"), [("O2", "static"), (None, "dynamic")])
+def test_the_worker_runs_optimum_s_stages_as_its_job_says(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, level, quantization
+) -> None:
+    """Only the opt-in slow test ran optimum itself, and it checks an operator or two: a worker that optimized at
+    another level, quantized the export instead of the optimized model, took another preset, per_channel or
+    reduce_range, calibrated on other rows (fewer, uncut at max_length), with another method, on other operators,
+    or threw the ranges away, or wrote its intermediate models outside the step's scratch folder (the augmented
+    model into the user's working folder) passed every test while measuring another peer than the one named."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    from optbench.encoding import load_tokenizer
+    from optbench.peers import optimum_worker as worker
+
+    calls = _stand_in_optimum(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_tokenizer(tiny_artifact.path)
+    lengths = [len(ids) for ids in tokenizer(reviews.train.texts)["input_ids"]]
+    texts = [text for text, length in zip(reviews.train.texts, lengths, strict=True) if length > 8][:10]
+    static = quantization == "static"
+    job = {"source": str(tiny_artifact.path), "output": str(tmp_path / "out"), "scratch": str(tmp_path / "scratch")}
+    job |= {"level": level, "quantization": quantization, "isa": "avx512", "per_channel": False}
+    job |= {"calibration_texts": texts if static else [], "calibration_batch_size": 4, "max_length": 8}
+    assert worker.run({**job, "hf_files": list(HF_FILES)})["operators"] == {"QuantizeLinear": 1}
+    export = tmp_path / "scratch" / "export" / "model.onnx"
+    assert calls["export"] == (tiny_artifact.path, True) and calls.get("level") == level
+    assert calls["quantize_input"] == (tmp_path / "scratch" / "optimized" / "model_optimized.onnx" if level else export)
+    assert calls["preset"] == ("avx512", {"is_static": static, "per_channel": False})
+    assert calls["ranges"] == ({"ranges": "from fit"} if static else None)
+    assert all(path.is_relative_to(tmp_path / "scratch") for path in calls["written"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "scratch"]
+    if static:  # ten rows in their order, each cut at max_length, in batches of 4, on the preset's operators
+        rows, method, operators, batch_size = calls["fit"]
+        assert len(texts) == 10  # each longer than max_length: uncut rows would be told apart
+        assert [row["input_ids"] for row in rows] == tokenizer(texts, max_length=8, truncation=True)["input_ids"]
+        assert (method, operators, batch_size) == (CalibrationMethod.MinMax, ["MatMul", "Add"], 4)
+    else:
+        assert "fit" not in calls
 
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
