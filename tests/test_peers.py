@@ -805,6 +805,21 @@ def test_the_worker_runs_optimum_s_stages_as_its_job_says(
         assert "fit" not in calls
 
 
+def test_a_failing_optimum_stage_exits_1_with_one_line_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """The step quotes the worker's last stderr line that starts with "optimum ": a message of several lines
+    (onnxruntime's often are) lost what followed its first line, or had a line of its own quoted instead."""
+    from optbench.peers import optimum_worker as worker
+
+    def fails() -> None:
+        raise ValueError("cannot quantize\n  optimum node /MatMul_3: no range")
+
+    with pytest.raises(SystemExit) as exited:
+        worker._stage("quantize", {}, fails)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "optimum quantize failed: ValueError: cannot quantize optimum node /MatMul_3: no range\n"
+
+
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, jobs_in_process: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
