@@ -235,8 +235,8 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     job = Job(**{**spec, "timing": Timing(**spec["timing"])})
     _hide_torchao_unless_the_model_needs_it(job.artifact)
-    # transformers before 5.x's latest imports scikit-learn (assisted decoding's roc_curve) whenever it is installed,
-    # and scikit-learn pandas: 40 MB of a classifier's peak RSS that no job uses. Hidden as torchao is.
+    # transformers (4.56 to 5.9 at least) imports scikit-learn whenever it is installed, and scikit-learn imports
+    # pandas: 40 MB of a classifier's peak RSS that no job uses. Hidden as torchao is.
     sys.modules.setdefault("sklearn", None)
     try:
         result = execute(job)
