@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,15 @@ from optbench.steps import STEPS
 from optbench.steps import tensorrt as trt_step
 from optbench.steps.cache import cache_key, run_step
 from optbench.steps.tensorrt import CalibrationFeed, TensorRTConfig, check_parsable, check_symmetric_int8, profiles
-from optbench.tensorrt_engine import Profile, check_target, detect_target, import_tensorrt, pick_profile
+from optbench.tensorrt_engine import (
+    INSTALL,
+    SUPPORTED_MAJOR,
+    Profile,
+    check_target,
+    detect_target,
+    import_tensorrt,
+    pick_profile,
+)
 
 
 def _has_tensorrt_and_gpu() -> bool:
@@ -84,6 +93,8 @@ def test_profiles_one_per_benchmark_shape_and_one_for_accuracy() -> None:
     ]
     assert shapes[-1].purpose == "accuracy pass"
     assert [Profile.from_dict(p.to_dict()) for p in shapes] == shapes
+    tuned = Profile((1, 1), (8, 32), (64, 128), "x")  # each profile above is tuned for its max: this one is not
+    assert Profile.from_dict(tuned.to_dict()) == tuned
     assert len(profiles((64,), ("data",), max_length=64)) == 1  # the benchmark profile is the accuracy one
     # 64 x 64 exactly reaches the accuracy pass's largest shape but not its shorter batches (64 x 10)
     assert [p.purpose for p in profiles((64,), (64,), max_length=64)] == ["batch 64 x 64", "accuracy pass"]
@@ -102,10 +113,23 @@ def test_pick_profile_takes_the_tightest_holder() -> None:
         pick_profile(shapes, (65, 10))
     with pytest.raises(OptbenchError, match="batch 1 x sequence 100"):
         pick_profile(shapes, (1, 100))
+    with pytest.raises(OptbenchError) as refused:
+        pick_profile(profiles((1,), (16,), max_length=32), (2, 40))
+    assert str(refused.value) == (
+        "no optimization profile of this TensorRT engine holds batch 2 x sequence 40 (profiles: batch 1 x 16: "
+        "[1, 16]..[1, 16]; accuracy pass: [1, 1]..[64, 32]): add the shape to the recipe's [bench] matrix or the "
+        "tensorrt step's batch_sizes / seq_lens, and run the recipe again to rebuild the engine"
+    )
     # batch 1's exact profile (one shape), not its `data` one (64 shapes) listed first
     assert pick_profile(profiles((1,), ("data", 16), max_length=64), (1, 16)) == 1
     # tightest by the shapes each admits: 100 x 1 = 100, not the accuracy pass's 64 x 2 = 128 (though 64 + 2 < 100 + 1)
     assert pick_profile(profiles((100,), (2,), max_length=2), (10, 2)) == 0
+    # a profile of one sequence length admits its batches x 1 shapes, not none: 64 x 1 = 64, more than 2 x 16 = 32
+    one_length, few_batches = Profile((1, 16), (64, 16), (64, 16), "a"), Profile((1, 1), (2, 16), (2, 16), "b")
+    assert pick_profile([one_length, few_batches], (2, 16)) == 1
+    # of two equally tight holders (2 x 64 = 128 x 1 shapes), the first
+    short, long = Profile((1, 1), (2, 64), (2, 64), "a"), Profile((1, 64), (128, 64), (128, 64), "b")
+    assert pick_profile([short, long], (2, 64)) == 0 and pick_profile([long, short], (2, 64)) == 0
 
 
 RECIPE = """
@@ -277,6 +301,8 @@ def test_engine_for_another_target_is_refused() -> None:
         check_target({**running, "gpu": "NVIDIA L4"}, running)
     with pytest.raises(OptbenchError, match=r"gpu None \(running 'NVIDIA H100'\)"):  # a manifest that names none
         check_target({"tensorrt": "10.3.0", "compute_capability": "9.0", "precision": "fp16"}, running)
+    with pytest.raises(OptbenchError, match=r": tensorrt '10.2.0' \(running '10.3.0'\), gpu 'NVIDIA L4' \(running"):
+        check_target({**running, "tensorrt": "10.2.0", "gpu": "NVIDIA L4"}, running)  # each difference named
 
 
 def test_non_onnx_artifact_is_refused(tmp_path: Path) -> None:
@@ -290,11 +316,30 @@ def test_missing_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tm
         detect_target()
     with pytest.raises(OptbenchError, match="import tensorrt failed"):
         load_runtime(RuntimeSpec("tensorrt", "cuda"), _artifact(tmp_path, "trt"), threads=1)
+    # a broken install (bindings without their libnvinfer) raises ImportError, not ModuleNotFoundError: the same
+    # advice, with the loader's reason
+    (tmp_path / "site" / "tensorrt").mkdir(parents=True)
+    (tmp_path / "site" / "tensorrt" / "__init__.py").write_text('raise ImportError("libnvinfer.so.10: cannot open")')
+    monkeypatch.syspath_prepend(tmp_path / "site")
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    with pytest.raises(OptbenchError, match=r"\(import tensorrt failed: libnvinfer\.so\.10: cannot open\): run in"):
+        import_tensorrt()
+
+
+def test_the_install_advice_is_the_gpu_image_s_container_or_a_supported_tensorrt() -> None:
+    """A container tag or TensorRT major changed in one place and not the other would advise a TensorRT that
+    import_tensorrt refuses."""
+    dockerfile = (Path(__file__).parents[1] / "docker" / "gpu.Dockerfile").read_text()
+    tag = re.search(r"^ARG TRT_TAG=(\S+)$", dockerfile, re.MULTILINE)
+    assert tag and f"nvcr.io/nvidia/tensorrt:{tag[1]}-py3" in INSTALL and "docker/ has an image" in INSTALL
+    assert f"'tensorrt>={SUPPORTED_MAJOR},<{SUPPORTED_MAJOR + 1}'" in INSTALL
 
 
 def test_the_target_is_the_tensorrt_version_and_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both key the step's cache and are checked by the runtime: an engine runs only with the TensorRT and GPU it
     was built with."""
+    import torch
+
     from optbench import tensorrt_engine
 
     gpu = {"gpu": "NVIDIA H200", "compute_capability": "9.0"}
@@ -302,7 +347,8 @@ def test_the_target_is_the_tensorrt_version_and_the_gpu(monkeypatch: pytest.Monk
     monkeypatch.setattr(tensorrt_engine, "cuda_gpu", lambda: dict(gpu))
     assert detect_target() == {"tensorrt": "10.3.0", **gpu}
     monkeypatch.setattr(tensorrt_engine, "cuda_gpu", lambda: None)
-    with pytest.raises(OptbenchError, match=r"TensorRT needs a CUDA GPU and torch sees none .*container"):
+    seen = rf"TensorRT needs a CUDA GPU and torch sees none \(torch {re.escape(torch.__version__)}\): run in NVIDIA"
+    with pytest.raises(OptbenchError, match=seen):
         detect_target()
 
 
