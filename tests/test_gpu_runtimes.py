@@ -344,6 +344,8 @@ def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
     """The TensorRT provider has no TF32 option (microsoft/onnxruntime#26029); NVIDIA_TF32_OVERRIDE=0 is how README
     turns TF32 off. onnxruntime's engine file names do not carry it, so an engine cached with TF32 on would be
     loaded, and reported as FP32, under the override: the folder must differ."""
+    import onnxruntime
+
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     artifact = _artifact(tiny_classifier, "onnx")
@@ -353,6 +355,13 @@ def test_tensorrt_provider_engines_built_without_tf32_are_cached_apart(
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     without_tf32 = trt_engine_cache_dir(artifact, "fp32", OrtOptions("tensorrt"))
     assert without_tf32 != default and without_tf32.name == default.name.replace("-fp32-", "-fp32-notf32-")
+    # every setting, in its place: precision, INT8, TF32, profile, GPU, versions
+    monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
+    monkeypatch.setattr(onnxruntime_trt_cache, "tensorrt_version", lambda: "10.14.1")
+    options = OrtOptions("tensorrt", trt_int8=True, trt_profile=TrtProfile.parse(PROFILE))
+    assert trt_engine_cache_dir(artifact, "fp16", options).name == (
+        f"{artifact.sha256[:16]}-fp16-int8-notf32-p1x1-1x128-64x128-NVIDIA-H100-80GB-HBM3-ort1.99.0-trt10.14.1"
+    )
 
 
 def test_tensorrt_provider_engines_of_each_profile_are_cached_apart(
@@ -391,9 +400,22 @@ def test_tensorrt_provider_engines_of_each_gpu_model_are_cached_apart(
         folders.append(trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt")).name)
     assert folders[0].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-L4-ort")
     assert folders[1].startswith(f"{plain.sha256[:16]}-fp16-NVIDIA-GeForce-RTX-4090-ort")
+    # whatever the name holds, one folder (a "/" would make two) without dashes at its ends; a MIG slice's dot kept
+    for name, named in [
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"),
+        (" GPU (2) / x ", "GPU-2-x"),
+    ]:
+        _fake_driver(monkeypatch, name)
+        folder = trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt"))
+        assert folder.parent == tmp_path / "cache" / "ort-tensorrt" and f"-fp16-{named}-ort" in folder.name
     _fake_driver(monkeypatch, None)
-    with pytest.raises(OptbenchError, match=r"the CUDA driver names no GPU: check .*, or set trt_engine_cache = false"):
+    with pytest.raises(OptbenchError) as refused:
         trt_engine_cache_dir(plain, "fp16", OrtOptions("tensorrt"))
+    assert str(refused.value) == (
+        "the TensorRT provider's engines are cached per GPU model, and the CUDA driver names no GPU: check that the "
+        "NVIDIA driver is installed and a GPU visible (nvidia-smi, CUDA_VISIBLE_DEVICES), or set "
+        "trt_engine_cache = false"
+    )
     spec = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_engine_cache": False})
     assert load_runtime(spec, plain, threads=1).engine_cache is None
     assert not gpu_sessions[0][0][1]["trt_engine_cache_enable"] and "trt_engine_cache_path" not in gpu_sessions[0][0][1]
