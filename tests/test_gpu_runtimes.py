@@ -79,17 +79,31 @@ def _batch(path: Path, seq_len: int | str = "data", texts: list[str] = TEXTS) ->
 @pytest.mark.parametrize(
     ("device", "options", "message"),
     [
-        ("cpu", {"compiled": True}, r"no option\(s\) \['compiled'\]"),
-        ("cpu", {"compile": "fast"}, 'compile = "fast"'),
+        (
+            "cpu",
+            {"compiled": True},
+            r"no option\(s\) \['compiled'\]: its options are \['compile', 'cuda_graphs', 'freezing'\]$",
+        ),
+        (
+            "cpu",
+            {"compile": "fast"},
+            r'compile = "fast": use true, false or a torch.compile mode '
+            r"\['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'\]$",
+        ),
         ("cpu", {"cuda_graphs": True}, 'needs device = "cuda"'),
-        ("cuda", {"cuda_graphs": "yes"}, 'cuda_graphs = "yes"'),
-        ("cuda", {"cuda_graphs": True, "compile": True}, "not both"),
+        ("cuda", {"cuda_graphs": "yes"}, 'cuda_graphs = "yes": use true or false$'),
+        (
+            "cuda",
+            {"cuda_graphs": True, "compile": True},
+            r'not both \(compile = "reduce-overhead" compiles and captures',
+        ),
         ("cuda", {"cuda_graphs": True, "compile": "max-autotune"}, "not both"),  # any mode, not only true's
         ("cuda", {"cuda_graphs": 1}, "cuda_graphs = 1"),
         ("cpu", {"compile": ""}, 'compile = ""'),  # not taken as false: eager, measured as if asked for
         ("cpu", {"compile": 0}, "compile = 0"),
+        ("cpu", {"compile": 1}, "compile = 1"),  # not taken as true, though 1 == True
         ("cpu", {"freezing": True}, "add compile = true"),
-        ("cpu", {"compile": True, "freezing": "yes"}, 'freezing = "yes"'),
+        ("cpu", {"compile": True, "freezing": "yes"}, 'freezing = "yes": use true or false$'),
     ],
 )
 def test_bad_torch_options_fail_when_the_recipe_is_read(device: str, options: dict, message: str) -> None:
@@ -100,7 +114,8 @@ def test_bad_torch_options_fail_when_the_recipe_is_read(device: str, options: di
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_reduced_precision_on_the_cpu_fails_when_the_recipe_is_read(precision: str) -> None:
     """Not in every job after the recipe's steps have run."""
-    with pytest.raises(OptbenchError, match=f"runs fp32 only \\(asked {precision}\\)"):
+    refused = rf"runs fp32 only \(asked {precision}\): reduced precision is a GPU option"
+    with pytest.raises(OptbenchError, match=refused):
         RuntimeSpec("torch", "cpu", precision)
     assert RuntimeSpec("torch", "cuda", precision).label == f"torch-cuda-{precision}"
 

@@ -226,6 +226,8 @@ def test_every_spec_lists_the_labels_recipes_can_give() -> None:
     assert {
         "torch-cpu-fp32",
         "torch-cpu-fp32-compile-max-autotune-freezing",
+        "torch-cuda-fp16-compile-reduce-overhead",
+        "torch-cpu-fp32-compile-max-autotune-no-cudagraphs",
         "torch-cuda-bf16-cuda-graphs",
         "onnxruntime-cpu-fp32-opt-basic",
         "onnxruntime-cuda-fp16-tensorrt-opt-basic-trt-int8-no-engine-cache",
