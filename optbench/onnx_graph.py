@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, refused_reading
 
 ONNX_FILE = "model.onnx"  # an ONNX artifact's model, in its folder: what the onnx and quantize steps write
 
@@ -18,6 +18,8 @@ def load_graph(path: Path) -> Any:
     require_model_file(path)
     try:
         return onnx.load(str(path), load_external_data=False).graph
+    except PermissionError as exc:  # another user's file: access is the fix, not deleting what they made
+        raise refused_reading(path, exc) from exc
     except (OSError, DecodeError) as exc:
         raise OptbenchError(f"cannot read the ONNX model {path} ({exc}): the file is damaged; {remake(path)}") from exc
 

@@ -407,14 +407,52 @@ def test_fp16_conversion_keeps_inputs_and_logits_in_their_types(
         load_runtime(RuntimeSpec("onnxruntime"), result, threads=1)
 
 
-def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_graph_that_cannot_be_read_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing file (or a folder in its place), a damaged one, one the disk fails to give back, and one this user
+    may not read: the last is someone else's model, whose fix is access, not deleting their folder."""
+    import onnx
+
     from optbench.onnx_graph import load_graph
 
+    path = tmp_path / "model.onnx"
+    with pytest.raises(OptbenchError) as raised:
+        load_graph(path)
+    remake = f"delete its folder {tmp_path} and run the recipe again, which makes it anew"
+    assert str(raised.value) == f"{path} does not exist: the artifact has no ONNX model; {remake}"
+    (tmp_path / "folder" / "model.onnx").mkdir(parents=True)
     with pytest.raises(OptbenchError, match="does not exist: the artifact has no ONNX model"):
-        load_graph(tmp_path / "model.onnx")
-    (tmp_path / "model.onnx").write_bytes(b"\x0a\xff damaged")
+        load_graph(tmp_path / "folder" / "model.onnx")
+    path.write_bytes(b"\x0a\xff damaged")
     with pytest.raises(OptbenchError, match=r"model\.onnx .*the file is damaged; delete its folder .* run the recipe"):
-        load_graph(tmp_path / "model.onnx")
+        load_graph(path)
+    for error in (OSError(5, "Input/output error"), PermissionError(13, "Permission denied")):
+
+        def load(*args: object, error: OSError = error, **kwargs: object) -> None:
+            raise error
+
+        monkeypatch.setattr(onnx, "load", load)
+        with pytest.raises(OptbenchError) as raised:
+            load_graph(path)
+        assert str(raised.value) == (
+            f"cannot read the ONNX model {path} ([Errno 5] Input/output error): the file is damaged; {remake}"
+            if error.errno == 5
+            else f"cannot read {path} (Permission denied): give this user read access to it, or use a copy it can"
+        )
+
+
+def test_a_graph_is_read_without_its_external_weights(tmp_path: Path) -> None:
+    """The checks read the graph's structure only: a large model's weights, stored beside it, stay on disk."""
+    import onnx
+    from onnx import numpy_helper
+
+    from optbench.onnx_graph import load_graph
+
+    model = onnx.load(str(_save_tiny_onnx(tmp_path / "plain").path / "model.onnx"))
+    weight = model.graph.initializer[0]  # as raw bytes, which onnx stores outside the file
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight), weight.name))
+    onnx.save(model, str(tmp_path / "model.onnx"), save_as_external_data=True, location="weights", size_threshold=0)
+    graph = load_graph(tmp_path / "model.onnx")
+    assert [w.data_location for w in graph.initializer] == [onnx.TensorProto.EXTERNAL]
 
 
 def test_a_checkpoint_saved_in_fp16_is_exported_as_fp32(classifier: ModelArtifact, data, tmp_path: Path) -> None:
@@ -691,5 +729,6 @@ def test_custom_operators_are_named_in_order_and_ai_onnx_is_standard() -> None:
         helper.make_node("Attention", [], [], domain="com.microsoft"),
         helper.make_node("MatMul", [], [], domain="ai.onnx"),
         helper.make_node("Gelu", [], [], domain="com.microsoft"),
+        helper.make_node("Attention", [], [], domain="com.microsoft"),  # one per layer: named once
     ]
     assert custom_operators(helper.make_graph(nodes, "g", [], [])) == ["Attention", "Gelu", "SkipLayerNormalization"]
