@@ -4,6 +4,7 @@ CUDA-event timing. What a CPU can check runs everywhere; what needs a GPU says s
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from optbench.runtimes.torch_options import TorchOptions
 
 NO_GPU = "needs a CUDA GPU (torch sees none)"
 PROFILE = {"min": [1, 1], "opt": [1, 128], "max": [64, 128]}
+EXAMPLE = re.escape("e.g. trt_profile = {min = [1, 1], opt = [1, 128], max = [64, 128]}")  # in a profile's refusals
 TEXTS = ["a fine film", "a dull, lifeless execution of a fine idea", "fresh"]
 OTHER_TEXTS = ["an unexpected delight from its first scene to its last", "rotten", "meh"]
 GPU = "NVIDIA H100 80GB HBM3"
@@ -284,25 +286,60 @@ def test_only_a_frozen_graph_on_the_cpu_quantizes_for_onednn(
 @pytest.mark.parametrize(
     ("device", "options", "precision", "message"),
     [
-        ("cpu", {"provider": "tensorrt"}, "fp32", "provider 'tensorrt' does not fit device 'cpu'"),
+        (
+            "cpu",
+            {"provider": "tensorrt"},
+            "fp32",
+            "provider 'tensorrt' does not fit device 'cpu': "
+            'use provider "cpu" on cpu, "cuda" or "tensorrt" on cuda',
+        ),
         ("cuda", {"provider": "cuda", "trt_int8": True}, "fp32", 'options of provider = "tensorrt"'),
         ("cuda", {"provider": "tensorrt", "trt_int8": "on"}, "fp32", "take true or false"),
         ("cuda", {"provider": "tensorrt", "trt_engine_cache": "off"}, "fp32", "take true or false"),
         ("cuda", {"provider": "rocm"}, "fp32", "provider 'rocm' does not fit device 'cuda'"),
         ("cuda", {"provider": "tensorrt"}, "bf16", 'not "bf16"'),
-        ("cpu", {"engine_cache": True}, "fp32", r"no option\(s\) \['engine_cache'\]"),
+        (
+            "cpu",
+            {"engine_cache": True},
+            "fp32",
+            r"no option\(s\) \['engine_cache'\]: its options are \['provider', 'graph_optimization_level', 'trt_int8', "
+            r"'trt_engine_cache', 'trt_profile'\]",
+        ),
         ("cuda", {"provider": "cuda", "trt_profile": PROFILE}, "fp32", "trt_profile are options of provider"),
-        ("cuda", {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}}, "fp32", "takes min, opt and max"),
+        (
+            "cuda",
+            {"provider": "tensorrt", "trt_profile": {"min": [1, 1]}},
+            "fp32",
+            r"takes min, opt and max as \[batch, sequence\], " + EXAMPLE,
+        ),
         ("cuda", {"provider": "tensorrt", "trt_profile": ["min", "opt", "max"]}, "fp32", "takes min, opt and max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [0, 1]}}, "fp32", r"min = \[0, 1\]"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1, 1, 1]}}, "fp32", r"min = \[1, 1, 1\]"),
-        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": 1}}, "fp32", "min = 1: give"),
+        (
+            "cuda",
+            {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": 1}},
+            "fp32",
+            r"min = 1: give \[batch, sequence\], " + EXAMPLE,
+        ),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [1.5, 1]}}, "fp32", r"min = \[1\.5, 1\]"),
-        ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}}, "fp32", "min <= opt <= max"),
+        (  # the table as the recipe writes it
+            "cuda",
+            {"provider": "tensorrt", "trt_profile": {**PROFILE, "opt": [1, 256]}},
+            "fp32",
+            r"min <= opt <= max in batch and in sequence, not \{min = \[1, 1\], opt = \[1, 256\], max = \[64, 128\]\}",
+        ),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "min": [8, 1]}}, "fp32", "min <= opt <= max"),
         ("cuda", {"provider": "tensorrt", "trt_profile": {**PROFILE, "max": [True, 128]}}, "fp32", r"max = \[true,"),
         ("cuda", {"provider": "cpu"}, "fp32", "provider 'cpu' does not fit device 'cuda'"),  # a CPU run labelled cuda
         ("cuda", {"provider": "cuda", "trt_engine_cache": False}, "fp32", "trt_profile are options of"),
+        # true is its default, and still an option of the TensorRT provider alone
+        ("cuda", {"provider": "cuda", "trt_engine_cache": True}, "fp32", "trt_profile are options of"),
+        (
+            "cpu",
+            {"graph_optimization_level": "max"},
+            "fp32",
+            r"graph_optimization_level 'max' is unknown: use one of \['disable', 'basic', 'extended', 'all'\]",
+        ),
     ],
 )
 def test_bad_onnxruntime_options_fail_when_the_recipe_is_read(
@@ -494,6 +531,7 @@ def test_the_driver_names_the_gpu_or_none() -> None:
 def test_tensorrt_provider_profile_names_every_input(tmp_path: Path) -> None:
     options = OrtOptions.parse("cuda", "fp16", {"provider": "tensorrt", "trt_profile": PROFILE})
     assert options.trt_profile == TrtProfile((1, 1), (1, 128), (64, 128))
+    assert TrtProfile.parse({key: tuple(shape) for key, shape in PROFILE.items()}) == options.trt_profile  # Python's
     settings = trt_provider_options(tmp_path, "fp16", options, ["input_ids", "attention_mask"])
     assert settings["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
     assert settings["trt_profile_opt_shapes"] == "input_ids:1x128,attention_mask:1x128"
@@ -558,6 +596,7 @@ def test_a_recipe_fills_in_the_tensorrt_provider_profile_from_its_shapes() -> No
         ([1, 32], ["data"], {"min": [1, 1], "opt": [1, 64], "max": [64, 64]}, "1 to 128 tokens"),
         ([1, 128], [128], PROFILE, r"\[bench\] shape 128 x 128"),
         ([1], [256], PROFILE, r"\[bench\] shape 1 x 256"),
+        ([128], ["data"], PROFILE, r"\[bench\] shape 128 x data \(1 to 128 tokens\), which"),
         ([4], [128], {"min": [8, 1], "opt": [8, 128], "max": [64, 128]}, "accuracy pass's batches"),
         ([4], [128], {"min": [2, 1], "opt": [4, 128], "max": [64, 128]}, "accuracy pass's batches"),  # 1-row last
         ([4], [128], {"min": [1, 2], "opt": [4, 128], "max": [64, 128]}, "accuracy pass's batches"),  # a 1-token text
@@ -582,6 +621,17 @@ def test_a_given_tensorrt_provider_profile_must_hold_every_shape_the_run_feeds(
         parse_recipe(table, base=Path("."), default_name="r")
     assert "leave trt_profile out" in str(error.value)
     assert "trt_profile min = " in str(error.value)
+
+
+def test_a_profile_that_leaves_out_a_shape_names_one_that_holds_them_all() -> None:
+    """The fix gives min and max from the run's shapes (for_bench's), not the profile's own."""
+    with pytest.raises(OptbenchError) as raised:
+        TrtProfile((8, 1), (8, 128), (64, 128)).check_holds([(4, 128)], 128, 64)
+    assert str(raised.value) == (
+        "trt_profile min = [8, 1], max = [64, 128] does not hold the accuracy pass's batches (1 to 64 rows x 1 to 128 "
+        "tokens), which the run feeds it: set min = [1, 1] and max to at least [64, 128] ([batch, sequence]), or "
+        "leave trt_profile out to have it filled in from [bench] and max_length"
+    )
 
 
 def _with_fused_node(folder: Path) -> ModelArtifact:
@@ -620,6 +670,24 @@ def test_the_tensorrt_provider_names_at_most_four_operators_it_cannot_parse() ->
     assert f"integer operators {four}" in (tensorrt_cannot_parse(integer) or "")
 
 
+def test_the_tensorrt_provider_refuses_each_integer_operator_and_says_what_to_give_it() -> None:
+    from onnx import helper
+
+    for op in ("MatMulInteger", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul", "QLinearConv"):
+        alone = helper.make_graph([helper.make_node(op, [], [])], "g", [], [])
+        assert tensorrt_cannot_parse(alone) == (
+            f"the TensorRT provider runs models TensorRT parses whole, and this one holds integer operators ['{op}'] "
+            "(quantize-dynamic's), which TensorRT's parser does not take: give it a quantize-static model with "
+            'trt_int8 = true, or use provider = "cuda" for this model'
+        )
+    fused = helper.make_graph([helper.make_node("Attention", [], [], domain="com.microsoft")], "g", [], [])
+    assert tensorrt_cannot_parse(fused) == (
+        "the TensorRT provider runs models TensorRT parses whole, and this one holds onnxruntime's own operators "
+        "['Attention']: give it an export with the onnx step's fuse = false (and no quantize-dynamic), or use "
+        'provider = "cuda" for this model'
+    )
+
+
 def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) -> None:
     """Mismatches the runtime refuses at load are declined when the benchmark pairs models with runtimes,
     so a recipe of several chains and runtimes measures what fits instead of failing jobs."""
@@ -637,7 +705,10 @@ def test_models_a_runtime_would_refuse_are_left_out_when_paired(tmp_path: Path) 
     tensorrt = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
     tensorrt_int8 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
     assert "integer operators ['DynamicQuantizeLinear']" in (declines(tensorrt, integer) or "")
-    assert "this model has none: add a quantize-static step" in (declines(tensorrt_int8, plain) or "")
+    assert declines(tensorrt_int8, plain) == (
+        "trt_int8 runs the INT8 layers of a QDQ model, and this model has none: add a quantize-static step "
+        '(activation_type = "int8") before it, or use the tensorrt step with precision = "int8", which calibrates'
+    )
     assert "at fp32 cannot run this fp16 ONNX model" in (declines(RuntimeSpec("onnxruntime"), fp16) or "")
     cuda_fp16 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "cuda"})
     assert declines(cuda_fp16, fp16) is None
@@ -664,7 +735,10 @@ def test_tensorrt_provider_leaves_out_a_qdq_model_without_trt_int8(tmp_path: Pat
     qdq = _save_tiny_onnx(tmp_path / "qdq", qdq=True)
     without = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt"})
     with_int8 = RuntimeSpec("onnxruntime", "cuda", "fp16", {"provider": "tensorrt", "trt_int8": True})
-    assert "set trt_int8 = true" in (declines(without, qdq) or "")
+    assert declines(without, qdq) == (
+        "this QDQ model's Q/DQ layers build only with INT8 enabled (TensorRT refuses them otherwise): set trt_int8 = "
+        'true in the runtime\'s options, or use provider = "cuda" for this model'
+    )
     assert declines(with_int8, qdq) is None
     assert declines(RuntimeSpec("onnxruntime", "cuda", "fp32", {"provider": "cuda"}), qdq) is None
     with pytest.raises(OptbenchError, match="set trt_int8 = true"):

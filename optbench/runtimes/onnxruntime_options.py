@@ -60,7 +60,9 @@ class TrtProfile:
             shapes[key] = (value[0], value[1])
         profile = cls(**shapes)
         if not all(lo <= mid <= hi for lo, mid, hi in zip(profile.min, profile.opt, profile.max, strict=True)):
-            raise OptbenchError(f"trt_profile needs min <= opt <= max in batch and in sequence, not {table}")
+            raise OptbenchError(
+                f"trt_profile needs min <= opt <= max in batch and in sequence, not {toml_value(table)}"
+            )
         return profile
 
     @classmethod
