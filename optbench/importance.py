@@ -92,8 +92,7 @@ def keep_plan(scores: list[Any], fraction: float, *, scope: str) -> list[list[in
         keep_counts = [max(1, len(s) - units_to_remove(fraction, len(s))) for s in scores]
     elif scope == "global":
         flat = torch.cat([s.flatten() for s in scores])
-        to_remove = units_to_remove(fraction, len(flat))
-        order = torch.argsort(flat, stable=True)[:to_remove] if to_remove else torch.tensor([], dtype=torch.long)
+        order = torch.argsort(flat, stable=True)[: units_to_remove(fraction, len(flat))]
         removed = torch.zeros(len(flat), dtype=torch.bool)
         removed[order] = True
         offsets = [0, *torch.cumsum(torch.tensor([len(s) for s in scores]), 0).tolist()]
@@ -152,7 +151,7 @@ def _fractions_to_try(sizes: list[int], scope: str) -> Iterator[float]:
     the least that removes a unit of any layer) or 1, 2, ... of all units ("global"), each rounded up to a fraction
     easy to write."""
     if scope == "layer":
-        thresholds: Iterable[Decimal] = [Decimal(1) / (2 * max(sizes))] if max(sizes) > 1 else []
+        thresholds: Iterable[Decimal] = [Decimal(1) / (2 * max(sizes))]
     else:
         thresholds = (Decimal(2 * k - 1) / (2 * sum(sizes)) for k in range(1, sum(sizes) + 1))
     return (_round_up(t) for t in thresholds)
