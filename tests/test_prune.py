@@ -253,6 +253,7 @@ def test_a_fraction_that_removes_nothing_is_refused_naming_the_least_that_remove
         check_removes_some("ffn", "FFN neuron", 0.2, scores, scope="global")
     with pytest.raises(OptbenchError, match=r"takes 0.05 of all its FFN neurons.*at least 0.1, or set ffn = 0$"):
         check_removes_some("ffn", "FFN neuron", 0.05, preflight_scores([1, 1, 3]), scope="global")  # before scoring
+    check_removes_some("ffn", "FFN neuron", 0.2, preflight_scores([1, 2]), scope="global")  # one of the two can go
     with pytest.raises(OptbenchError, match=r"\(1 attention head in each of its 3 layers\).*; set heads = 0$"):
         check_removes_some("heads", "attention head", 0.5, [torch.ones(1)] * 3, scope="global")
 
@@ -276,6 +277,7 @@ def test_ffn_importance_is_the_kind_asked_for() -> None:
     for layer, by_weight, by_loss in zip(encoder_layers(model), magnitude, gradient, strict=True):
         assert torch.equal(by_weight, ffn_neuron_scores(layer).detach())
         assert not torch.allclose(by_loss, by_weight)
+        assert not by_weight.requires_grad and not by_loss.requires_grad  # numbers, not a graph of the weights
 
 
 @pytest.mark.parametrize(
