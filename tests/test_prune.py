@@ -30,6 +30,7 @@ from optbench.surgery import (
     keep_ffn_neurons,
     keep_heads,
     keep_layers,
+    layer_layout,
     layer_shapes,
     layout,
 )
@@ -308,8 +309,17 @@ def test_removing_a_silent_head_changes_nothing(kind: str) -> None:
     assert _part(model, 0, "attention_out").weight.shape == (32, 24)
     assert layer_shapes(model)["heads_per_layer"] == [3, 4]
     assert torch.allclose(model(**BATCH).logits, before, atol=1e-6)
-    with pytest.raises(OptbenchError, match="at least one attention head"):
+    with pytest.raises(OptbenchError, match=r"^a layer must keep at least one attention head$"):
         keep_heads(encoder_layers(model)[1], [])
+
+
+def test_a_layer_laid_out_otherwise_is_refused() -> None:
+    """MPNet's layer has an attention module where DistilBERT's has one, but its FFN elsewhere: neither layout."""
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    with pytest.raises(OptbenchError, match=r"^MPNetLayer is not a transformer layer laid out as BERT's or DistilB"):
+        layer_layout(MPNetModel(config).encoder.layer[0])
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
