@@ -6,6 +6,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,3 +185,43 @@ def test_a_work_folder_s_parents_are_made_and_its_lock_file_is_one_the_cache_s_g
             assert folder.with_suffix(".lock").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(umask)
+
+
+def test_a_taken_lock_waits_for_its_holder_and_excludes_every_other(tmp_path: Path) -> None:
+    """take_lock waits while another open file of the lock holds it, and then holds it alone; try_lock takes it only
+    when no other holds it, shared or not."""
+    import threading
+
+    from optbench.locks import take_lock, try_lock
+
+    lock = tmp_path / "x.lock"
+    lock.touch()
+    mine, other = os.open(lock, os.O_RDWR), os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        threading.Timer(0.5, fcntl.flock, (other, fcntl.LOCK_UN)).start()
+        take_lock(mine, lock)  # a non-blocking take would be refused here, while `other` holds it
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert not try_lock(other)
+        fcntl.flock(mine, fcntl.LOCK_UN)
+        assert try_lock(other) and not try_lock(mine)
+    finally:
+        os.close(mine)
+        os.close(other)
+
+
+def test_a_lock_refused_names_the_folder_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optbench.errors import OptbenchError
+    from optbench.locks import take_lock
+
+    refusal = OSError(errno.ENOLCK, "No locks available")
+
+    def no_locks(*args) -> None:
+        raise refusal
+
+    monkeypatch.setattr("optbench.locks.fcntl.flock", no_locks)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(OptbenchError, match=rf"^the filesystem of {folder} refuses file locks \(No locks av") as exc:
+        take_lock(0, tmp_path / "x.lock")
+    assert exc.value.__cause__ is refusal
