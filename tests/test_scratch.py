@@ -1,4 +1,5 @@
-"""Work folders: gone when their block ends, and removed by the next one when their process was killed."""
+"""Work folders: gone when their block ends, and removed by the next one when their process was killed; and the
+file locks that tell a live one."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from optbench.errors import OptbenchError
+from optbench.locks import take_lock, try_lock
 from optbench.scratch import remove_leftovers, work_folder
 
 HOLDER = (
@@ -190,10 +194,6 @@ def test_a_work_folder_s_parents_are_made_and_its_lock_file_is_one_the_cache_s_g
 def test_a_taken_lock_waits_for_its_holder_and_excludes_every_other(tmp_path: Path) -> None:
     """take_lock waits while another open file of the lock holds it, and then holds it alone; try_lock takes it only
     when no other holds it, shared or not."""
-    import threading
-
-    from optbench.locks import take_lock, try_lock
-
     lock = tmp_path / "x.lock"
     lock.touch()
     mine, other = os.open(lock, os.O_RDWR), os.open(lock, os.O_RDWR)
@@ -212,9 +212,6 @@ def test_a_taken_lock_waits_for_its_holder_and_excludes_every_other(tmp_path: Pa
 
 
 def test_a_lock_refused_names_the_folder_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optbench.errors import OptbenchError
-    from optbench.locks import take_lock
-
     refusal = OSError(errno.ENOLCK, "No locks available")
 
     def no_locks(*args) -> None:
