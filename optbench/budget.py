@@ -17,7 +17,7 @@ max_p50 = "10 ms"                      # also max_p99; units ms, s, us
 min_speedup = "6x"                     # against PyTorch eager FP32 on the CPU, same run
 speedup_against = "baseline+onnx/onnxruntime"  # or against this row of the run (optbench report --against)
 min_speedup_vs_peer = "1.05x"          # against the run's fastest peer (optimum, torchao) at this shape
-peer_max_accuracy_drop = "1.0 points"  # which peers compete, and whether a variant may (default 1 point)
+peer_max_accuracy_drop = "1.0 points"  # peers that compete, and the most the variant may drop (default 1)
 max_memory = "1.5 GB"                  # peak RSS of the benchmark process; KB, MB, GB, KiB, MiB, GiB
 max_size = "40 MB"                     # weight files on disk
 ```

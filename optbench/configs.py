@@ -56,7 +56,7 @@ def config_from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
             )
         if not _matches(value, expected):
             wanted = _describe(expected) + _as_list(value, expected)
-            raise OptbenchError(f"{where} {key} = {toml_value(value)} has the wrong type: expected {wanted}")
+            raise OptbenchError(f"{where} {key} = {toml_value(value)} {_problem(value, expected)}: expected {wanted}")
         values[key] = tuple(value) if isinstance(value, list) and _is_tuple(expected) else value
     try:
         with settings_of(where):
@@ -195,6 +195,16 @@ def _matches(value: Any, expected: Any) -> bool:
     if isinstance(expected, type):
         return isinstance(value, expected)
     return True
+
+
+def _problem(value: Any, expected: Any) -> str:
+    """What is wrong with a value `_matches` refused: a string where the key takes strings from a fixed set (level
+    = "O4") is not one of the choices, which "the wrong type" would have told as if a string were the mistake."""
+    arms = (*typing.get_args(expected), expected)
+    choices = [c for arm in arms if typing.get_origin(arm) is typing.Literal for c in typing.get_args(arm)]
+    if any(type(choice) is type(value) for choice in choices):
+        return "is not one of the choices"
+    return "has the wrong type"
 
 
 def _is_tuple(expected: Any) -> bool:

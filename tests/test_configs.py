@@ -71,6 +71,17 @@ def test_check_keys_accepts_known_keys() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "problem"),
+    [("slow", "is not one of the choices"), ("FAST", "is not one of the choices"), (3, "has the wrong type")],
+)
+def test_a_value_outside_a_fixed_set_is_not_one_of_the_choices(value: Any, problem: str) -> None:
+    """A string the key's choices do not hold is told as such; the wrong type is for a value of another type."""
+    with pytest.raises(OptbenchError) as info:
+        config_from_dict(Knobs, {"mode": value}, "[knobs]")
+    assert str(info.value) == f'[knobs] mode = {toml_value(value)} {problem}: expected "fast" or "exact"'
+
+
+@pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
         ("count", "3", "an integer"),
@@ -93,7 +104,6 @@ def test_check_keys_accepts_known_keys() -> None:
         ("flag", [True], "true or false"),
         ("lengths", [64, "long"], 'a list of integers or "data"'),
         ("lengths", "data", 'a list of integers or "data": write it as a list, ["data"]'),
-        ("mode", "slow", '"fast" or "exact"'),
         ("flag", 1, "true or false"),
         ("flag", "yes", "true or false"),
     ],

@@ -54,11 +54,11 @@ def test_peer_steps_name_their_variants(table: dict, label: str) -> None:
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"level": "O4"}, r'level = "O4" has the wrong type: expected "none" or "O1" or "O2" or "O3"'),
-        ({"quantization": "int4"}, 'quantization = "int4" has the wrong type'),
+        ({"level": "O4"}, r'level = "O4" is not one of the choices: expected "none" or "O1" or "O2" or "O3"'),
+        ({"quantization": "int4"}, 'quantization = "int4" is not one of the choices'),
         ({"calibration_samples": 0}, "calibration_samples and calibration_batch_size must be 1 or more"),
         ({"calibration_batch_size": 0}, "calibration_samples and calibration_batch_size must be 1 or more"),
-        ({"isa": "sse"}, 'isa = "sse" has the wrong type'),
+        ({"isa": "sse"}, 'isa = "sse" is not one of the choices'),
     ],
 )
 def test_bad_peer_optimum_settings_fail_when_the_recipe_is_read(table: dict, message: str) -> None:
