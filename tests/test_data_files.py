@@ -329,12 +329,15 @@ def test_a_quote_left_open_up_to_a_quoted_text_with_a_comma_is_refused_naming_it
 @pytest.mark.parametrize(("separator", "columns"), [(",", ["text", "label"]), (";", ["label", "text"])])
 def test_quoted_texts_of_several_lines_load_as_they_are(tmp_path: Path, separator: str, columns: list[str]) -> None:
     """Line breaks in a quoted text are CSV: lines that are no rows of the file (paragraphs; a line of two fields
-    whose label field is no label, first or last) are the text's own."""
+    whose label field is no label, first or last; a line with a label in the label field but more fields than a
+    row) are the text's own."""
     s = separator
-    texts = [f"review {i}\n\nsecond paragraph{s} said {'neg' if i % 3 else 'twice'}\nthird{s} {i}" for i in range(59)]
+    texts = [f"review {i}\n\nsecond paragraph{s} said {'neg' if i % 3 else 'twice'}\nthird{s} {i}" for i in range(58)]
     # a text of the rest of its row first, then a line of as many fields as a row, its label field no label
     rest = f"one line{s} and a second" if columns[0] == "text" else "one line"
     texts.append(f"{rest}\nthat ends{s} neg")
+    # lines of three fields, a label where a row has its own
+    texts.append(f"a{s} pos{s} b\nc{s} neg{s} d" if columns[0] == "text" else f"one line\npos{s} x{s} y")
     rows = {"text": texts, "label": ["pos" if i % 2 else "neg" for i in range(60)]}
     pd.DataFrame(rows)[columns].to_csv(tmp_path / "data.csv", index=False, sep=separator)
     data = load_dataset(DatasetConfig(source=str(tmp_path / "data.csv")))
@@ -400,6 +403,25 @@ def test_a_quote_left_open_in_a_text_of_doubled_quotes_is_refused(tmp_path: Path
     lines = _lines_with_a_quote_left_open(12, '"a good, long film",pos')
     lines[11] = '"she said ""wow"" and left,neg'
     _refused_naming(tmp_path / "data.csv", lines, "line 12 opens a quote that no quote closes on that line, so the 19")
+
+
+def test_a_quote_left_open_is_refused_in_a_file_that_also_holds_a_text_of_paragraphs(tmp_path: Path) -> None:
+    """One text swallowed rows and another, quoted whole, holds honest line breaks: the one that swallowed rows is
+    refused, whatever the other cells with line breaks are (and named by its file line, the paragraph's counted)."""
+    lines = _lines_with_a_quote_left_open(12, '"he said ""wow"" twice",pos')
+    lines[4] = '"a first paragraph\n\nand a second, after a blank line",neg'
+    _refused_naming(tmp_path / "data.csv", lines, "line 14 opens a quote that no quote closes on that line, so the 19")
+
+
+def test_a_quote_left_open_in_a_file_without_the_label_column_gets_pandas_error(tmp_path: Path) -> None:
+    """Without the label column the rows a text swallowed cannot be told (no labels to find in them): pandas' own
+    error is given, as for any file that does not read, not a traceback from the search."""
+    header, *rows = _lines_with_a_quote_left_open(12, '"a good, long film",pos')
+    lines = [header.replace("label", "sentiment"), *rows]
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(OptbenchError, match=r"^cannot read dataset .*: Expected 2 fields in line 12, saw 3: save it"):
+        load_dataset(DatasetConfig(source=str(path)))
 
 
 def test_labels_written_with_spaces_after_them_tell_the_rows_a_quote_swallowed(tmp_path: Path) -> None:
