@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from report_fixtures import SHAPE_GROUPED_ROWS, make_report, with_figures
 
 from optbench.cli import main
-from optbench.machines import machines, merge_by_machine, render_merged, workloads
+from optbench.errors import OptbenchError
+from optbench.machines import legend_labels, machines, merge_by_machine, render_merged, workloads
 from optbench.report import Report, workload_fingerprint, write_report
 
 
@@ -118,6 +120,21 @@ def _measured_with(report: Report, **settings: object) -> Report:
     return dataclasses.replace(report, workload=workload, measurements=measurements)
 
 
+def test_no_reports_are_refused_saying_what_to_give() -> None:
+    with pytest.raises(OptbenchError, match=r"^no optbench reports to merge: give folders that recipe runs wrote$"):
+        merge_by_machine([])
+
+
+def test_of_two_runs_of_one_time_the_same_is_taken_whatever_their_recipes() -> None:
+    """Two runs (of results/baseline and results/all) started in one second carry one created_at: the run id
+    decides between them, as it does within a recipe, not the recipe's name or the order the folders were read in."""
+    base = make_report(shapes=((1, 128),))
+    one = _on(dataclasses.replace(with_figures(base, p50_ms=40), recipe="baseline"), "aaa", "EPYC", "20261130T0315Z-0a")
+    two = _on(dataclasses.replace(with_figures(base, p50_ms=10), recipe="all"), "aaa", "EPYC", "20261130T0315Z-0b")
+    for reports in ([one, two], [two, one]):
+        assert merge_by_machine(reports)["p50_ms@aaa"].tolist() == [10]
+
+
 def test_runs_of_different_workloads_get_rows_of_their_own() -> None:
     """Rows were keyed without the workload: machine bbb's run on 500 rows stood beside aaa's on 10 as if alike, and
     its newer run of one workload replaced its run of the other. Runs of different workloads are never compared."""
@@ -159,6 +176,37 @@ def test_one_data_file_at_two_paths_is_one_workload() -> None:
     ]
     table = merge_by_machine(reports)
     assert "workload" not in table and table[["p50_ms@aaa", "p50_ms@bbb"]].values.tolist() == [[40, 12]]
+
+
+def test_a_workload_read_at_two_paths_is_one_workload_of_the_legend_beside_another() -> None:
+    """Where the table holds two workloads, the one each machine read from its own path is one row and one legend
+    line with the runs of both paths; a workload whose reports hold no measurement has no row, so no legend line."""
+    data = {"data_fingerprint": "1ecb15b5d0943002", "rounds": 1, "threads": 1, "max_length": 128, "max_batches": 20}
+    base = make_report(shapes=((1, 128),))
+    at_a, at_b = (
+        _measured_with(base, **data, dataset="/home/alice/r.csv"),
+        _measured_with(base, **data, dataset="/b/r.csv"),
+    )
+    other = {"rounds": 3, "threads": 4, "max_length": 64, "max_batches": 10}  # told in the legend in name order
+    three = _measured_with(base, **{**data, **other}, dataset="/home/alice/r.csv")
+    unmeasured = dataclasses.replace(_measured_with(base, **{**data, "rounds": 9}), measurements=())
+    reports = [
+        _on(with_figures(at_a, p50_ms=40), "aaa", "EPYC", "a"),
+        _on(with_figures(at_b, p50_ms=12), "bbb", "Xeon", "b"),
+        _on(with_figures(three, p50_ms=30), "aaa", "EPYC", "c"),
+        _on(unmeasured, "aaa", "EPYC", "d"),
+    ]
+    keys = [workload.key for workload in workloads(reports)]
+    assert len(keys) == 3
+    table = merge_by_machine(reports)
+    assert table[["workload", "p50_ms@aaa", "p50_ms@bbb"]].fillna("-").values.tolist() == [
+        [keys[0], 40, 12],
+        [keys[1], 30, "-"],
+    ]
+    text = render_merged(table, "md")
+    assert f"- `{keys[0]}`: max_batches 20 · max_length 128 · rounds 1 · threads 1; runs demo/a, demo/b\n" in text
+    assert f"- `{keys[1]}`: max_batches 10 · max_length 64 · rounds 3 · threads 4; runs demo/c\n" in text
+    assert keys[2] not in text and "rounds 9" not in text
 
 
 def test_a_speedup_within_its_machines_noise_floor_is_marked() -> None:
@@ -221,6 +269,34 @@ def test_the_legend_tells_apart_machines_of_one_cpu_model_and_core_count() -> No
         assert "- `old`: AMD EPYC (2 cores, memory unknown; without avx512_vnni, avx512f); runs demo/run-old\n" in text
     apart = render_merged(merge_by_machine([reports[0], _two_machines()[2]]), "md")  # labels differ: nothing added
     assert "- `avx2`: AMD EPYC (2 cores); runs demo/run-avx2\n" in apart
+
+
+def test_the_legend_names_a_machine_s_gpus_and_says_where_a_name_was_not_read() -> None:
+    """GPU machines of one CPU are told apart by their GPUs; a report that could not read the CPU model or a GPU's
+    name says so rather than None."""
+    report = make_report()
+    cpu = {"logical_cores": 16}
+    environment = {**report.environment, "machine": "ggg", "cpu": cpu, "gpu": [{"name": "NVIDIA H200"}, {}]}
+    found = machines([dataclasses.replace(report, environment=environment)])
+    assert [m.label for m in found] == ["unknown CPU (16 cores, NVIDIA H200, ?)"]
+
+
+def test_the_flags_that_tell_alike_machines_apart_are_named_in_order() -> None:
+    base = make_report(shapes=((1, 128),))
+
+    def on(machine: str, flags: list[str]) -> Report:
+        environment = {
+            **base.environment,
+            "machine": machine,
+            "cpu": {"model": "EPYC", "logical_cores": 2, "flags": flags},
+        }
+        return dataclasses.replace(base, environment=environment, run_id=machine)
+
+    reports = [on("few", ["sse2"]), on("many", ["sse2", "fma", "avx512f", "amx_tile", "avx512_vnni", "avx2"])]
+    assert legend_labels(machines(reports)) == {
+        "few": "EPYC (2 cores; without amx_tile, avx2, avx512_vnni, avx512f, fma)",
+        "many": "EPYC (2 cores; with amx_tile, avx2, avx512_vnni, avx512f, fma)",
+    }
 
 
 def test_the_legend_says_cores_unknown_rather_than_none() -> None:
