@@ -131,8 +131,19 @@ def test_reports_without_a_machine_key_are_measured_against_the_chosen_row() -> 
 
 
 def test_a_choice_that_names_two_rows_of_one_shape_is_refused() -> None:
-    with pytest.raises(OptbenchError, match=r"names 2 rows .*baseline/torch/cuda/fp16.*baseline/torch/cuda/fp32"):
+    two_rows = r"names 2 rows .*baseline/torch/cuda/fp16.*baseline/torch/cuda/fp32.*; give more of VARIANT/RUNTIME/"
+    with pytest.raises(OptbenchError, match=two_rows):
         add_speedup_vs(to_frame(_gpu_run()), RowChoice.parse("baseline/torch/cuda"))
+
+
+def test_a_choice_that_names_one_row_by_its_first_parts_names_that_row_in_full() -> None:
+    """`baseline/torch/cuda` in a run with one CUDA row: the table says which row that was (the one with its
+    precision), not the words typed. The frame given is left as it was."""
+    frame = to_frame(_gpu_run()[:2])
+    rows = _by_precision(add_speedup_vs(frame, RowChoice.parse("baseline/torch/cuda")))
+    assert rows["speedup_vs_row"].tolist() == ["baseline/torch/cuda/fp32"] * 2
+    assert rows.loc[("cpu", "fp32"), "speedup_vs"] == pytest.approx(0.1, rel=0.02)
+    assert "speedup_vs" not in frame.columns and "speedup_vs_row" not in frame.columns
 
 
 def test_report_against_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
