@@ -16,6 +16,7 @@ import pytest
 from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
+from optbench.formats import in_words
 from optbench.peers.torchao import PeerTorchaoConfig
 from optbench.steps import STEPS, RecipeStep, parse_step
 from optbench.steps.cache import cache_key, run_step, step_folder
@@ -298,6 +299,13 @@ FIXES = {  # by the format the step takes, then the one it is given
     ("onnx", "trt"): "nothing runs on a TensorRT engine: make tensorrt the chain's last step",
 }
 BACKEND_HINT = ', or choose its backend: "onnxruntime" quantizes ONNX models, "torch" checkpoints'
+
+
+def test_formats_are_named_in_words_each_with_its_article() -> None:
+    """As a refusal names what a runtime runs; several read as alternatives (every engine takes one format today, so
+    no refusal showed the joining)."""
+    assert [in_words([f]) for f in IN_WORDS] == list(IN_WORDS.values())
+    assert in_words(["onnx", "trt"]) == "an ONNX model or a TensorRT engine"
 
 
 @pytest.mark.parametrize("given", ["other", "trt"])
