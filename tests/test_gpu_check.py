@@ -14,7 +14,7 @@ import torch
 from report_fixtures import make_report, with_figures
 
 from optbench.failures import FailedJob, write_failures
-from optbench.gpu_check import RECIPES, Capability, _import_probe, main, plan_recipe, probe, runnable, summary
+from optbench.gpu_check import RECIPES, Capability, _import_probe, main, needs, plan_recipe, probe, runnable, summary
 from optbench.recipe import Recipe, load_recipe
 from optbench.report import write_report
 from optbench.runtimes import RuntimeSpec
@@ -94,10 +94,37 @@ def test_a_module_without_a_version_shows_its_distributions(monkeypatch: pytest.
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {"fakenvml": ["fake-ml-py", "fake-ml-py"]})
     monkeypatch.setattr(metadata, "version", lambda name: {"fake-ml-py": "12.575.51"}[name])
     assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml 12.575.51 (fake-ml-py)"
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {"fakenvml": ["fake-ml-py", "fake-ml-py-cu12"]})
+    monkeypatch.setattr(metadata, "version", lambda name: {"fake-ml-py": "12.575.51", "fake-ml-py-cu12": "12.4"}[name])
+    assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml 12.575.51 (fake-ml-py), 12.4 (fake-ml-py-cu12)"
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
     assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml (version unknown)"
     sys.modules["fakenvml"].__version__ = "1.0"  # type: ignore[attr-defined]
     assert _import_probe("NVML", "fakenvml", "").detail == "fakenvml 1.0"
+
+
+def test_a_broken_install_is_an_absent_capability_that_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT's wheel imports, then fails to load its libraries: an OSError, not an ImportError. The probe never
+    raises, and the table names the exception, its message and what goes without."""
+    (tmp_path / "brokentrt.py").write_text('raise OSError("libnvinfer.so.10: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probed = _import_probe("TensorRT Python API", "brokentrt", "GPU engines need NVIDIA's TensorRT")
+    assert not probed.present
+    assert probed.detail == (
+        "import brokentrt failed (OSError: libnvinfer.so.10: cannot open shared object file): "
+        "GPU engines need NVIDIA's TensorRT"
+    )
+
+
+def test_torch_without_a_gpu_says_whether_it_is_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU build needs another torch; a CUDA build that sees no GPU needs a driver or a visible device."""
+    _fake_machine(monkeypatch, None, ["CPUExecutionProvider"], {})
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert probe()["torch-cuda"].detail == f"torch {torch.__version__} is a CPU build"
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert probe()["torch-cuda"].detail == f"torch {torch.__version__} is CUDA 12.4, but no GPU is visible"
 
 
 def test_only_the_runtimes_this_machine_has_are_kept() -> None:
@@ -120,6 +147,8 @@ def test_only_the_runtimes_this_machine_has_are_kept() -> None:
     )
     assert len(engines.chains) == 3  # the exports feed the engines
     assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(cuda_gpu=True, torch_cuda=True)) == "tensorrt"
+    assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(cuda_gpu=True, tensorrt=True)) == "torch-cuda"
+    assert needs(RuntimeSpec("tensorrt", "cuda")) == ["torch-cuda", "tensorrt"]  # the order a job meets them
     assert runnable(RuntimeSpec("tensorrt", "cuda"), _found(cuda_gpu=True, torch_cuda=True, tensorrt=True)) is None
     # an onnxruntime job imports no torch: a CPU build of torch beside onnxruntime-gpu runs it
     assert runnable(RuntimeSpec("onnxruntime", "cuda"), _found(cuda_gpu=True, ort_cuda=True)) is None
@@ -140,6 +169,7 @@ def test_summary_says_what_ran_what_was_missing_and_why() -> None:
     _, missing = plan_recipe(recipe, found)
     crash = FailedJob("baseline", "torch-cuda-bf16", "latency-2", "crashed with SIGSEGV")
     text = summary(recipe, found, missing, [crash])
+    assert text.startswith("# GPU check: gpu\n")
     assert "| PyTorch on CUDA | yes | torch-cuda seen |\n" in text
     assert "| TensorRT Python API | no | tensorrt seen |\n" in text
     assert "- torch-cuda-fp16-cuda-graphs: ran\n" in text
@@ -199,8 +229,25 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
     monkeypatch.setattr("optbench.pipeline.run_recipe", _fake_run)
     assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("yes  a GPU the NVIDIA driver sees: cuda-gpu seen\nyes  PyTorch on CUDA: torch-cuda seen\n")
+    assert "\nno   TensorRT Python API: tensorrt seen\n" in out
     assert "skipping gpu-tensorrt.toml: TensorRT is not installed" in out
     header, _, *rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert header.strip("| ").split(" | ") == [  # the GPU figures: memory, load and first call beside the speedups
+        "variant",
+        "runtime",
+        "device",
+        "precision_mode",
+        "batch_size",
+        "p50_ms",
+        "speedup_p50",
+        "speedup_vs",
+        "accuracy_drop",
+        "gpu_peak_reserved_mb",
+        "gpu_process_mb",
+        "load_s",
+        "first_call_s",
+    ]
     speedup_vs = header.split(" | ").index("speedup_vs")
     cells = [row.split(" | ") for row in rows]  # variant, runtime, device, precision_mode, batch_size, ...
     assert not [c for c in cells if c[1].startswith("onnxruntime")]  # the paths this machine lacks were not run
@@ -212,7 +259,9 @@ def test_the_check_runs_what_the_machine_has_and_tables_it_against_torch_on_cuda
         ("cuda", "bf16"): "2.50x",
     }
     assert "gpu: A/A noise floor: the reference's two p50s in this run differ by 3.0% at batch 1 x 128" in out
-    check = (tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md").read_text()
+    written = tmp_path / "results" / "gpu" / "20261130T031500Z-3f9a" / "gpu-check.md"
+    assert out.endswith(f"\nwritten: {written}\n")
+    check = written.read_text()
     assert "- onnxruntime-cuda-fp32: missing: needs onnxruntime CUDAExecutionProvider" in check
 
 
@@ -251,7 +300,8 @@ def test_the_check_takes_its_recipes_from_the_folder_given(tmp_path: Path, monke
 
 def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runs are given --cache (their steps and jobs carry it: OPTBENCH_CACHE is the user's alone, never set for
-    them) and no hub is asked, as under `optbench run`."""
+    them), made absolute as `optbench run` makes it, and no hub is asked, as under `optbench run`; the reports go
+    under results/ of the current folder unless --results names another."""
     seen: dict[str, str | None] = {}
 
     def run(recipe: Recipe, results: Path, cache: Path) -> Path:
@@ -263,8 +313,10 @@ def test_the_check_runs_its_recipes_as_optbench_run_does(tmp_path: Path, monkeyp
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("optbench.gpu_check.probe", lambda: _found(cuda_gpu=True, torch_cuda=True))
     monkeypatch.setattr("optbench.pipeline.run_recipe", run)
-    assert main(["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
-    assert seen == {"OPTBENCH_CACHE": None, "HF_HUB_OFFLINE": "1", "cache": str((tmp_path / "cache").resolve())}
+    monkeypatch.chdir(tmp_path)
+    assert main(["--cache", "cache"]) == 0
+    assert seen == {"OPTBENCH_CACHE": None, "HF_HUB_OFFLINE": "1", "cache": str(tmp_path.resolve() / "cache")}
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["gpu"]
 
 
 def test_an_interrupted_check_says_it_resumes_and_leaves_the_environment_as_it_was(
