@@ -17,7 +17,7 @@ from optbench.artifact import ModelArtifact
 from optbench.data import BUILTIN, DatasetConfig, LabelledData, Split, load_dataset
 from optbench.errors import OptbenchError
 from optbench.gpu_check import RECIPES
-from optbench.gpu_pack import main, pack, write_data
+from optbench.gpu_pack import main, pack, pack_recipe, save_fp16, write_data
 from optbench.pruned_bert import load_classifier
 from optbench.recipe import Recipe, load_recipe
 
@@ -51,18 +51,30 @@ def test_the_pack_holds_the_baseline_in_fp16_the_builtin_data_and_recipes_that_u
         return tiny_artifact
 
     monkeypatch.setattr("optbench.pipeline.make_baseline", make_baseline)
+    saved_into: list[Path] = []
+
+    def save(baseline: Path, target: Path) -> None:
+        saved_into.append(target)
+        save_fp16(baseline, target)
+
+    monkeypatch.setattr("optbench.gpu_pack.save_fp16", save)
     umask = os.umask(0o022)
     try:
-        pack(tmp_path / "pack", tmp_path / "cache")
+        pack(tmp_path / "here" / "packs" / "pack", tmp_path / "cache")  # the folders above it are made
     finally:
         os.umask(umask)
     assert made_from == [("default", tmp_path / "cache")]  # the fine-tune the cache given holds, not another
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack"]  # no scratch folder left beside it
+    # made whole beside it, under a hidden name (a rename within one file system), and no scratch folder left there
+    assert saved_into[0].parent.parent == tmp_path / "here" / "packs" and saved_into[0].parent.name.startswith(".pack.")
+    assert sorted(p.name for p in (tmp_path / "here" / "packs").iterdir()) == ["pack"]
     # carried to the GPU machine: its recipes point into the pack wherever it lies, at nothing left here
     folder = tmp_path / "gpu-machine" / "pack"
-    shutil.move(tmp_path / "pack", folder)
+    shutil.move(tmp_path / "here" / "packs" / "pack", folder)
     modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()}
     assert set(modes.values()) == {0o644}, modes  # readable by whoever runs it there (the weights too)
+    folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+    assert {p.stat().st_mode & 0o777 for p in folders} == {0o755}  # and its folders open to them (not mkdtemp's 0700)
+    assert {p.name for p in (folder / "model").iterdir()} == {p.name for p in tiny_artifact.path.iterdir()}
     saved = load_classifier(folder / "model", dtype="auto")
     assert saved.dtype == torch.float16 and load_classifier(folder / "model").dtype == torch.float32
     original = load_classifier(tiny_artifact.path)
@@ -91,7 +103,9 @@ def test_python_m_says_where_the_pack_is_and_what_to_run_there(
         runpy.run_module("optbench.gpu_pack", run_name="__main__")
     assert exited.value.code == 0 and caches == [tmp_path / "cache"]  # --cache's fine-tune, not the default cache's
     out = capsys.readouterr().out
-    assert f"packed {folder} (" in out and f"run scripts/gpu_check.sh --recipes {folder}/recipes" in out
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size > 1e5 and f"packed {folder} ({size / 1e6:.1f} MB): on the GPU machine" in out  # its size, in MB
+    assert f"run scripts/gpu_check.sh --recipes {folder}/recipes" in out
 
 
 def _no_fine_tune(*args: object) -> None:
@@ -104,7 +118,7 @@ def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
     (tmp_path / "taken").mkdir()
     monkeypatch.setattr("optbench.pipeline.make_baseline", _no_fine_tune)  # refused first, at once
     assert main([str(tmp_path / "taken"), "--cache", str(tmp_path / "cache")]) == 2
-    assert "taken exists: give a new folder" in capsys.readouterr().err
+    assert f"{tmp_path / 'taken'} exists: give a new folder" in capsys.readouterr().err
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     for name in ("gpu.toml", "gpu-tensorrt.toml"):
@@ -115,6 +129,15 @@ def test_a_pack_never_overwrites_and_leaves_nothing_when_it_fails(
     with pytest.raises(OptbenchError, match="should hold the line 'source = \"rotten-tomatoes\"' once"):
         pack(tmp_path / "out" / "pack", tmp_path / "cache", recipes)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_recipe_holding_the_line_twice_is_refused(tmp_path: Path) -> None:
+    """Which of the two is the model's line is not guessed: both would be replaced."""
+    source = tmp_path / "gpu.toml"
+    source.write_text((RECIPES / "gpu.toml").read_text() + '# was: checkpoint = "default"\n')
+    with pytest.raises(OptbenchError, match="should hold the line 'checkpoint = \"default\"' once"):
+        pack_recipe(source, tmp_path / "packed.toml")
+    assert not (tmp_path / "packed.toml").exists()
 
 
 def test_recipes_on_a_model_of_their_own_are_refused_before_any_fine_tune(
