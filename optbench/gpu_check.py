@@ -99,13 +99,12 @@ def _import_probe(name: str, module: str, without: str) -> Capability:
 
 
 def _version(module: ModuleType) -> str:
-    """The module's __version__, else the version of the distribution that installed it (nvidia-ml-py's pynvml
-    has no __version__): "12.575.51 (nvidia-ml-py)"."""
+    """The top-level module's __version__ (`__import__` gives the top-level one), else the version of the
+    distribution that installed it (nvidia-ml-py's pynvml has no __version__): "12.575.51 (nvidia-ml-py)"."""
     version = getattr(module, "__version__", None)
     if version is not None:
         return str(version)
-    top = module.__name__.partition(".")[0]
-    installers = dict.fromkeys(metadata.packages_distributions().get(top, []))  # a name may repeat
+    installers = dict.fromkeys(metadata.packages_distributions().get(module.__name__, []))  # a name may repeat
     return ", ".join(f"{metadata.version(d)} ({d})" for d in installers) or "(version unknown)"
 
 
