@@ -138,6 +138,7 @@ def test_a_pair_the_precision_of_an_export_not_made_yet_decides_is_left_out(
     recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=fp16, bench=bench)
     args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    assert "runtimes (3): torch-cpu-fp32, onnxruntime-cpu-fp32, onnxruntime-cpu-fp16" in lines
     start = lines.index("benchmark pairs (4):")
     assert lines[start + 1 : start + 9] == [
         "  baseline on torch-cpu-fp32 (the reference)",
@@ -363,3 +364,73 @@ def test_the_dry_run_of_a_ray_run_finds_the_sweep_a_ray_run_left(
     args = ["run", str(path), "--results", str(results)]
     assert "(resumes run ray-run: 0 of " in _dry_run([*args, "--executor", "ray"], monkeypatch, capsys)
     assert "(starts a new run)" in _dry_run(args, monkeypatch, capsys)
+
+
+def test_the_dry_run_counts_the_rows_of_each_split_the_run_reads(
+    tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, reviews, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The data line gives each split's own row count (the run's split by movie), the labels in the model's order
+    and the recipe's max_length."""
+    assert len({len(reviews.train), len(reviews.validation), len(reviews.test)}) == 3  # a swap would show
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv)
+    out = _dry_run(["run", str(recipe), "--results", str(tmp_path / "results")], monkeypatch, capsys)
+    counts = f"{len(reviews.train)} train, {len(reviews.validation)} validation, {len(reviews.test)} test rows"
+    assert f"\ndata: {reviews_csv}: {counts}; labels fresh, rotten; max_length 32\n" in out
+
+
+def test_a_runtime_this_machine_lacks_counts_every_pair_on_it_decided_or_not(
+    onnx_run: Path, tiny_classifier: Path, reviews_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two pairs on onnxruntime's CUDA provider, on a machine without a GPU: onnx_run's export, cached (decided: its
+    model exists), and its quantized model, not made yet (undecided). Both count in the runtime's warning and in the
+    total, and one undecided pair makes each an upper bound."""
+    gpu_less = defaultdict(lambda: Capability("present", True, "here"))
+    gpu_less["cuda-gpu"] = Capability("a GPU the NVIDIA driver sees", False, "no GPU visible")
+    monkeypatch.setattr("optbench.dry_run.probe", lambda: gpu_less)
+    bench = ONNX_BENCH.replace('"onnxruntime"]', '{name = "onnxruntime", device = "cuda"}]')
+    steps = ONNX_STEP + '[[steps]]\nname = "quantize-dynamic"\n'
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=steps, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(onnx_run / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    start = lines.index("benchmark pairs (3):")
+    assert lines[start + 1 : start + 4] == [
+        "  baseline on torch-cpu-fp32 (the reference)",
+        "  baseline+onnx on onnxruntime-cuda-fp32",
+        "  baseline+onnx+quantize-dynamic on onnxruntime-cuda-fp32 (if onnxruntime takes the model: decided once it "
+        "exists)",
+    ]
+    assert [line for line in lines if line.startswith("warning:")] == [
+        "warning: onnxruntime-cuda-fp32 cannot run on this machine, which lacks a GPU the NVIDIA driver sees (no GPU "
+        "visible): at most 2 benchmark pairs on it will fail here",
+        "warning: at most 2 of the 3 benchmark pairs will fail on this machine: a run records their jobs as failed "
+        "(why, in failures.json), measures the other pairs and exits 1. The recipe is valid: run it on a machine "
+        "that has what they need",
+    ]
+
+
+def test_steps_that_cannot_run_for_the_same_reason_share_one_warning(
+    tiny_classifier: Path, reviews_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two tensorrt steps (an FP16 and an FP32 engine of one export) on a machine without TensorRT: one warning
+    names both, by number and name, then the refusal."""
+    lacking = "the tensorrt step and runtime need TensorRT (import tensorrt failed: No module named 'tensorrt')"
+
+    def no_tensorrt() -> None:
+        raise OptbenchError(lacking)
+
+    monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
+    bench = ONNX_BENCH.replace('"onnxruntime"', '{name = "tensorrt", device = "cuda"}')
+    export = '[[chains.steps]]\nname = "onnx"\nexporter = "torchscript"\nfuse = false\n'
+    chains = (
+        f'[[chains]]\n{export}[[chains.steps]]\nname = "tensorrt"\n'
+        f'[[chains]]\n{export}[[chains.steps]]\nname = "tensorrt"\nprecision = "fp32"\n'
+    )
+    recipe = write_recipe(tmp_path, tiny_classifier, reviews_csv, extra=chains, bench=bench)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    lines = _dry_run(args, monkeypatch, capsys).splitlines()
+    assert "steps, in order (3):" in lines
+    assert [line for line in lines if line.startswith("warning: ") and "step" in line] == [
+        f"warning: steps 2 (tensorrt), 3 (tensorrt) cannot run on this machine: {lacking}",
+        "warning: a run here refuses the recipe before its first step (exit 2, nothing trained or written). The "
+        "recipe is valid: run it on a machine that has what it needs, or leave those steps' chains out",
+    ]
