@@ -16,6 +16,8 @@ from optbench.errors import OptbenchError
 from optbench.failures import FailedJob
 from optbench.html_report import (
     at_shape,
+    html_files,
+    latency_ticks,
     pareto_front,
     parse_shape,
     plot,
@@ -66,6 +68,14 @@ def test_points_that_would_overlap_share_one_label() -> None:
     assert point_labels([5.0], [0.8]) == [(5.0, 0.8, "1")]  # one point: no accuracy range to divide by
     # every point of one accuracy (no range): those within 4% of latency still share a label, and only those
     assert point_labels([10.0, 10.1, 12.0], [0.8, 0.8, 0.8]) == [(10.0, 0.8, "1,2"), (12.0, 0.8, "3")]
+    # 4% either way: a faster point is as far from a slower one as the slower is from it
+    assert point_labels([10.0, 5.0], [0.8, 0.8]) == [(10.0, 0.8, "1"), (5.0, 0.8, "2")]
+    # one latency, accuracies 5 points apart of a 55-point range (9%): apart on the plot, a label each
+    assert point_labels([10.0, 10.0, 20.0], [0.80, 0.85, 0.30]) == [
+        (10.0, 0.8, "1"),
+        (10.0, 0.85, "2"),
+        (20.0, 0.3, "3"),
+    ]
 
 
 def test_page_and_plot_mark_the_front(tmp_path: Path) -> None:
@@ -107,12 +117,27 @@ def test_the_facts_of_a_run_outside_git_say_its_commit_is_unknown(tmp_path: Path
     assert " · commit abc123 · machine box-1 · " in (tmp_path / "page.html").read_text()
 
 
-def test_the_plots_legend_covers_no_point() -> None:
+def _slow_and_inaccurate_lower_right() -> list:
+    """Points whose bars are as tight as they are (no interval widens the axes): the slowest, least accurate sit in
+    the plot's lower right corner."""
+    points = [((), 0, 20), (("onnx",), 1, 5), (("prune",), 2, 8), (("distill",), 4, 60), (("quantize-dynamic",), 5, 45)]
+    reports = [with_figures(make_report(steps, flip=flip), p50_ms=p50) for steps, flip, p50 in points]
+    return [
+        reports[0],
+        *(with_drop(r, 10.0 * f, 10.0 * f, 10.0 * f) for r, (_, f, _) in zip(reports[1:], points[1:], strict=True)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [lambda: [*_run(), with_figures(make_report(("prune",), flip=4), p50_ms=60)], _slow_and_inaccurate_lower_right],
+)
+def test_the_plots_legend_covers_no_point(reports) -> None:
     # slow, inaccurate variants land lower right, where the legend sat and hid them
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    frame = to_frame([*_run(), with_figures(make_report(("prune",), flip=4), p50_ms=60)])
+    frame = to_frame(reports())
     figure = plot(frame, (1, 128), "demo")
     try:
         figure.canvas.draw()
@@ -157,10 +182,12 @@ def test_reports_without_measurements_are_refused_as_found_with_no_rows(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_without_matplotlib_the_page_has_its_tables_and_says_why_no_plot(tmp_path: Path, monkeypatch) -> None:
+def test_without_matplotlib_the_page_has_its_tables_and_says_why_no_plot(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
-    written = write_html(to_frame(_run()), tmp_path / "page.html")
+    with caplog.at_level("WARNING", logger="optbench.html_report"):
+        written = write_html(to_frame(_run()), tmp_path / "page.html")
     assert written == [tmp_path / "page.html"]
+    assert "page.html has no plots: matplotlib does not import" in caplog.text  # the user is told, not only the page
     page = (tmp_path / "page.html").read_text()
     assert "No plot: matplotlib does not import" in page and "pip install matplotlib" in page
     assert "baseline+prune" in page  # the table is all there
@@ -198,12 +225,16 @@ def test_the_page_title_names_each_recipe_once(tmp_path: Path) -> None:
     assert "<title>optbench · demo, prune</title>" in (tmp_path / "page.html").read_text()
 
 
-@pytest.mark.parametrize(("text", "shape"), [("1x128", (1, 128)), ("32xdata", (32, "data")), ("8X64", (8, 64))])
+@pytest.mark.parametrize(
+    ("text", "shape"), [("1x128", (1, 128)), ("32xdata", (32, "data")), ("8X64", (8, 64)), ("1xDATA", (1, "data"))]
+)
 def test_parse_shape(text: str, shape: tuple) -> None:
     assert parse_shape(text) == shape
 
 
-@pytest.mark.parametrize("text", ["1", "x128", "1x", "ax128", "1x-2", "-1x128", "0x128", "1x0", "00x8", "²x128"])
+@pytest.mark.parametrize(
+    "text", ["1", "x128", "1x", "ax128", "1x-2", "-1x128", "0x128", "1x0", "00x8", "²x128", "1x128x4", "1x128 "]
+)
 def test_bad_shapes_are_refused(text: str) -> None:
     with pytest.raises(OptbenchError, match=r"write BATCHxSEQ, e\.g\. 1x128"):
         parse_shape(text)
@@ -428,3 +459,72 @@ def test_the_latency_axis_labels_never_run_into_each_other(p50s: tuple[float, ..
     assert len(shown) >= 3  # enough to read a latency off
     gaps = [right.x0 - left.x1 for left, right in itertools.pairwise(shown)]
     assert min(gaps) >= 4, gaps
+
+
+def test_the_latency_axis_labels_thin_out_as_its_decades_grow() -> None:
+    """1, 1.5, 2, 3, 5 and 7 a decade across up to 2 decades, 1, 2 and 5 up to 6, then 1 alone."""
+    dense, thin = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), (1.0, 2.0, 5.0)
+    assert latency_ticks(3.0, 30.0) == latency_ticks(1.0, 100.0) == dense
+    assert latency_ticks(1.0, 101.0) == latency_ticks(0.2, 200_000.0) == thin
+    assert latency_ticks(1.0, 1_000_001.0) == (1.0,)
+
+
+def test_a_peer_off_the_front_is_plotted_as_a_peer_and_keyed_so() -> None:
+    # a peer is drawn apart from our variants; one the front leaves out must still be on the plot
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    peer = with_figures(make_report(("peer-optimum",), flip=3), p50_ms=30)  # slower and less accurate than all
+    rows = at_shape(to_frame([*_run(), peer]), (1, 128)).reset_index(drop=True)
+    figure = plot(rows, (1, 128), "demo")
+    try:
+        (axes,) = figure.axes
+        drawn = {
+            c.get_label(): c.get_offsets().tolist() for c in axes.collections if c.get_label() in ("peer", "variant")
+        }
+    finally:
+        plt.close(figure)
+    accuracy = dict(zip(rows["variant"], rows["accuracy"], strict=True))
+    assert drawn["peer"] == [[30.0, accuracy["baseline+peer-optimum"]]]
+    assert drawn["variant"] == [[8.0, accuracy["baseline+prune"]]]  # the one of ours the front leaves out
+    assert "baseline+peer-optimum (torch, peer)" in "\n".join(plot_key(rows))
+
+
+def test_the_plots_key_stands_beside_the_axes_not_on_them() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    figure = plot(to_frame(_run()), (1, 128), "demo")
+    try:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        (axes,) = figure.axes
+        (key,) = figure.texts
+        assert key.get_window_extent(renderer).x0 > axes.get_tightbbox(renderer).x1
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize("name", ["page.htm", "PAGE.HTML"])
+def test_a_page_named_htm_or_in_capitals_is_written(tmp_path: Path, name: str) -> None:
+    written = write_html(to_frame(_run()), tmp_path / name)
+    assert written == [tmp_path / name, tmp_path / f"{Path(name).stem}.png"]
+    assert "baseline+prune" in (tmp_path / name).read_text()
+
+
+def test_html_files_are_the_files_write_html_writes(tmp_path: Path) -> None:
+    # the command refuses to overwrite its inputs with any of them: a plot left out could overwrite one
+    one = to_frame(_run())
+    two = to_frame(_run() + [dataclasses.replace(r, run_id="20261201T000000Z-0000") for r in _run()])
+    for frame in (one, two):
+        assert html_files(frame, tmp_path / "page.html") == write_html(frame, tmp_path / "page.html")
+    assert [p.name for p in html_files(two, tmp_path / "page.html")] == ["page.html", "page-1.png", "page-2.png"]
+
+
+def test_the_page_notes_the_peer_budget_its_table_was_made_with(tmp_path: Path, monkeypatch) -> None:
+    # `optbench report --peer-budget 100` chose the fastest peer within 100 points: the page said within 1
+    monkeypatch.setattr("optbench.html_report.plots_missing", lambda: "not needed here")
+    reports = [*_run(), with_figures(make_report(("peer-optimum",), flip=5), p50_ms=6)]
+    write_html(to_frame(reports, peer_budget_points=100.0), tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert "<li><b>fastest peer</b>: baseline+peer-optimum on torch, p50 6.00 ms, at batch 1 x 128 (within 100 " in page
