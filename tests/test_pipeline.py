@@ -83,8 +83,9 @@ def test_a_failed_step_records_the_rest_of_its_chain_and_runs_once() -> None:
 
 def test_a_failure_is_named_after_the_step_that_failed_in_every_chain_sharing_it() -> None:
     """A chain that shares a failed step and the step after it (not run) names the step that failed for its own
-    steps after those, as the chain it shares them with does."""
-    finetune, onnx, quantize = {"name": "finetune"}, {"name": "onnx"}, {"name": "quantize-dynamic"}
+    steps after those, as the chain it shares them with does; a step not run is named as a step, its variant by its
+    label."""
+    finetune, onnx, quantize = {"name": "finetune"}, {"name": "onnx"}, {"name": "quantize-dynamic", "label": "q8"}
     chains = [{"steps": [finetune, onnx]}, {"steps": [finetune, onnx, quantize]}]
     recipe = parse_recipe({"chains": chains, "bench": {"runtimes": ["onnxruntime"]}}, base=Path("."), default_name="r")
 
@@ -96,7 +97,7 @@ def test_a_failure_is_named_after_the_step_that_failed_in_every_chain_sharing_it
     assert [f.describe() for f in failures] == [
         "baseline+finetune, step finetune: its outside tool failed",
         "baseline+finetune+onnx, step onnx: not run: baseline+finetune failed before it",
-        "baseline+finetune+onnx+quantize-dynamic, step quantize-dynamic: not run: baseline+finetune failed before it",
+        "baseline+finetune+onnx+q8, step quantize-dynamic: not run: baseline+finetune failed before it",
     ]
 
 
@@ -371,3 +372,42 @@ def test_a_classifier_is_scored_by_its_label_names_in_its_own_order(
     fresh = reviews.label_names.index("fresh")
     assert report.metrics.accuracy == pytest.approx(float((reviews.test.labels == fresh).mean()))
     assert report.metrics.n == len(reviews.test)
+
+
+def test_a_step_this_machine_cannot_run_refuses_the_run_before_its_data_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_classifier: Path, reviews_csv: Path
+) -> None:
+    """The run would stop at the tensorrt step anyway (exit 2), after the fine-tune and the steps before it: it is
+    refused first, and nothing is written."""
+    from optbench.pipeline import run_recipe
+
+    def no_tensorrt() -> None:
+        raise OptbenchError("TensorRT is missing")
+
+    monkeypatch.setattr("optbench.tensorrt_engine.import_tensorrt", no_tensorrt)
+    monkeypatch.setattr("optbench.pipeline.load_dataset", lambda *args: pytest.fail("the data was read"))
+    runtimes = ["onnxruntime", {"name": "tensorrt", "device": "cuda"}]
+    chains = [{"steps": [{"name": "onnx", "fuse": False}, {"name": "tensorrt"}]}]
+    recipe = _tiny_recipe(tmp_path, tiny_classifier, reviews_csv, [1], chains=chains, bench={"runtimes": runtimes})
+    with pytest.raises(OptbenchError, match=r"step tensorrt-fp16, cannot run on this machine: TensorRT is missing"):
+        run_recipe(recipe, tmp_path / "results", tmp_path / "cache")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_student_is_held_to_the_classifiers_labels_not_the_datas(tmp_path: Path, reviews_csv: Path, reviews) -> None:
+    """A classifier is the baseline as it is, its labels in its own order (rotten first, where the data sorts fresh
+    first): a distill student is checked against those, the ones every step keeps, before any step runs."""
+    from optbench.pipeline import checkpoint_of
+
+    teacher = _save_tiny(tmp_path / "teacher", head=True, labels=("rotten", "fresh"))
+    assert reviews.label_names == ("fresh", "rotten")
+
+    def distilled_to(labels: tuple[str, str]):
+        student = _save_tiny(tmp_path / "-".join(labels), head=True, labels=labels)
+        chains = [{"steps": [{"name": "distill", "student": str(student)}]}]
+        return _tiny_recipe(tmp_path, teacher, reviews_csv, [1], chains=chains)
+
+    baseline, classifier = checkpoint_of(distilled_to(("rotten", "fresh")), reviews)
+    assert classifier and baseline.label_names == ("rotten", "fresh")
+    with pytest.raises(OptbenchError, match="in another order; give a student with the teacher's labels in its order"):
+        checkpoint_of(distilled_to(("fresh", "rotten")), reviews)
