@@ -95,10 +95,12 @@ def test_each_fine_tune_batch_is_trained_on_its_own_rows_labels(
         model.forward = recording
         batch_loss(rows)
         model.forward = forward
-        return TrainingRun(rows=len(rows), seconds=0.0)
+        return TrainingRun(rows=len(rows), seconds=1.5)
 
     monkeypatch.setattr(finetune, "train", one_batch)
-    run_step(FinetuneConfig(max_train_rows=4, batch_size=4, max_length=32), _encoder(tiny_encoder), data, tmp_path)
+    config = FinetuneConfig(max_train_rows=4, batch_size=4, max_length=32)
+    result = run_step(config, _encoder(tiny_encoder), data, tmp_path)
+    assert (result.details["train_rows"], result.details["train_seconds"]) == (4, 1.5)  # the run's, as train gave them
     ((first_tokens, trained_labels),) = seen
     assert trained_labels == labels[rows].tolist()
     tokenizer = finetune.load_tokenizer(tiny_encoder)
@@ -126,11 +128,20 @@ def test_a_fine_tune_is_seeded_trains_at_its_own_length_and_records_its_validati
         widths.append(inputs["input_ids"].shape[1])
         return inputs
 
+    measured_at: list[int] = []
+    real_accuracy = finetune.accuracy
+
+    def measured(model, tokenizer, split, max_length):  # type: ignore[no-untyped-def]
+        measured_at.append(max_length)
+        return real_accuracy(model, tokenizer, split, max_length)
+
     monkeypatch.setattr(finetune, "encode_rows", recorded)
+    monkeypatch.setattr(finetune, "accuracy", measured)
     config = FinetuneConfig(max_train_rows=16, batch_size=8, max_length=16)  # the data's max_length is 32
     first, second = (run_step(config, _encoder(tiny_encoder), data, tmp_path / n) for n in "ab")
     assert (first.path / "model.safetensors").read_bytes() == (second.path / "model.safetensors").read_bytes()
     assert max(widths) == 16
+    assert measured_at == [16, 16]  # validated at the length it was trained at (the tiny model scores alike at 32)
     model = AutoModelForSequenceClassification.from_pretrained(first.path)
     expected = accuracy(model, load_tokenizer(first.path), data.validation, config.max_length)
     assert first.details["validation_accuracy"] == pytest.approx(expected)
