@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -658,10 +660,10 @@ def test_torch_backend_records_the_agreement_of_the_model_the_runtime_loads(
     classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The recorded agreement is FP32's against the model the torch runtime makes of the artifact, on the first
-    AGREEMENT_ROWS validation rows, every batch of them. The tiny model's INT8 agrees everywhere and its data has
-    fewer rows than the cap and than one batch, so an agreement of FP32 with itself, of every row, or of the last
-    batch only, passed. Here the runtime's "quantization" moves the head's bias to the median of FP32's margins on
-    those rows, so that half of them change their argmax."""
+    AGREEMENT_ROWS validation rows, every batch of them, cut at the data's max_length. The tiny model's INT8 agrees
+    everywhere and its data has fewer rows than the cap and than one batch, so an agreement of FP32 with itself, of
+    every row, or of the last batch only, passed. Here the runtime's "quantization" moves the head's bias to the
+    median of FP32's margins on those rows, so that half of them change their argmax."""
     pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
     import torch
 
@@ -670,11 +672,11 @@ def test_torch_backend_records_the_agreement_of_the_model_the_runtime_loads(
 
     rows = 100  # two batches of the step's 64
     monkeypatch.setattr(torch_int8, "AGREEMENT_ROWS", rows)
-    longer = replace(data, validation=data.train)  # more rows than the cap
+    longer = replace(data, validation=data.train, max_length=8)  # more rows than the cap; cut shorter than its texts
     fp32 = load_runtime(RuntimeSpec("torch"), classifier, threads=1)
     tokenizer = load_tokenizer(classifier.path)
     one_by_one = [
-        batches(tokenizer, [text], batch_size=1, seq_len="data", max_length=data.max_length)[0]
+        batches(tokenizer, [text], batch_size=1, seq_len="data", max_length=longer.max_length)[0]
         for text in longer.validation.texts[:rows]
     ]
     margins = np.array([np.diff(fp32.predict(batch)[0])[0] for batch in one_by_one])
@@ -691,6 +693,53 @@ def test_torch_backend_records_the_agreement_of_the_model_the_runtime_loads(
     result = run_step(DynamicQuantizeConfig(backend="torch"), classifier, longer, tmp_path)
     assert result.details["validation_rows"] == rows
     assert result.details["validation_agreement"] == pytest.approx(kept.mean()) == 0.5
+
+
+def test_torch_backend_copies_the_checkpoint_s_files_and_records_the_torchao_it_used(
+    classifier: ModelArtifact, data, tmp_path: Path
+) -> None:
+    """The artifact is the checkpoint's files, not its folders (a checkpoint folder may hold one, such as a trainer's
+    runs/: copied as a file, it failed the step), with the scheme file beside them; the scheme file, the details and
+    the lineage record the torchao version and the step's settings (nothing else says which torchao made it)."""
+    pytest.importorskip("torchao", reason="backend = torch needs the optional torchao extra")
+    from importlib import metadata
+
+    from optbench.artifact import MANIFEST, QUANTIZATION_FILE
+    from optbench.configs import config_to_dict
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(classifier.path, checkpoint)
+    (checkpoint / "runs").mkdir()
+    (checkpoint / "runs" / "events.out").write_text("a trainer's log")
+    source = ModelArtifact(checkpoint, "hf", classifier.label_names, content_hash(checkpoint))
+    config = DynamicQuantizeConfig(backend="torch")
+    result = run_step(config, source, data, tmp_path / "cache")
+    files = {p.name for p in checkpoint.iterdir() if p.is_file()}
+    assert {p.name for p in result.path.iterdir()} == files | {QUANTIZATION_FILE, MANIFEST}
+    version = metadata.version("torchao")
+    assert json.loads((result.path / QUANTIZATION_FILE).read_text())["version"] == version
+    assert result.details["torchao"] == version
+    assert result.lineage[-1].config == config_to_dict(config)
+
+
+def test_torch_backend_without_torchao_names_the_step_and_the_install(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optbench import errors
+
+    real = errors.metadata.distribution
+
+    def without_torchao(name: str):  # type: ignore[no-untyped-def]
+        if name == "torchao":
+            raise errors.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(errors.metadata, "distribution", without_torchao)
+    with pytest.raises(
+        OptbenchError, match=r'^quantize-dynamic with backend = "torch" needs the torchao package: pip install torchao$'
+    ):
+        run_step(DynamicQuantizeConfig(backend="torch"), classifier, data, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_torch_backend_refuses_onnx_options_and_onnx_models(fused: ModelArtifact, classifier, data, cache) -> None:
