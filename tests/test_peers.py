@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -438,7 +440,8 @@ def test_a_worker_stopped_at_its_timeout_leaves_no_intermediate_models(
     monkeypatch.setattr(optimum, "peer_env", lambda *args: env)
     monkeypatch.setattr(optimum, "WORKER", hanging)
     monkeypatch.setattr(optimum, "TIMEOUT_S", 3)
-    with pytest.raises(StepFailed, match="gave no result after 3 s"):
+    where = re.escape(str(Path(sys.executable).parent.parent))  # the environment's folder, not its bin
+    with pytest.raises(StepFailed, match=rf"gave no result after 3 s .*: run hanging_worker\.py by hand in {where} "):
         optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
     assert seen.is_file() and not Path(seen.read_text()).exists()
 
@@ -466,10 +469,11 @@ def test_the_worker_is_handed_the_files_a_checkpoint_is_read_with(
 
 
 @pytest.mark.parametrize(
-    ("quantization", "calibration"), [("static", {"samples": 12, "batch_size": 4}), ("dynamic", None)]
+    ("quantization", "asked", "calibration"),
+    [("static", 12, {"samples": 12, "batch_size": 4}), ("static", 100_000, "all"), ("dynamic", 12, None)],
 )
 def test_the_manifest_says_how_many_rows_calibrated_optimum_s_static_int8(
-    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, quantization, calibration
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, quantization, asked, calibration
 ) -> None:
     """As quantize-static's manifest does: the report of a peer calibrated on fewer rows than asked (a small train
     split) said nothing of it. The worker here copies a ready model; the rows it was handed are what it counts."""
@@ -477,8 +481,10 @@ def test_the_manifest_says_how_many_rows_calibrated_optimum_s_static_int8(
 
     ready = _save_tiny_onnx(tmp_path / "ready").path / "model.onnx"
     _ready_worker(tmp_path, monkeypatch, ready, {"seconds": {}, "versions": {}, "operators": {}})
-    config = PeerOptimumConfig(quantization=quantization, calibration_samples=12, calibration_batch_size=4)
+    config = PeerOptimumConfig(quantization=quantization, calibration_samples=asked, calibration_batch_size=4)
     out = optimum.apply(config, tiny_artifact, reviews, tmp_path / "out")
+    if calibration == "all":  # more than the train split holds: its every row, as calibration_texts warns
+        calibration = {"samples": len(reviews.train), "batch_size": 4}
     expected = None if calibration is None else {**calibration, "split": "train"}
     assert out.details.get("calibration") == expected
 
@@ -496,6 +502,7 @@ def test_the_worker_does_not_import_optbench() -> None:
         ("x86_64", ["avx2"], "avx2"),
         ("aarch64", [], "arm64"),
         ("arm64", [], "arm64"),
+        ("ARM64", [], "arm64"),  # Windows on ARM
     ],
 )
 def test_optimum_quantizes_with_the_preset_of_this_machine_s_instruction_set(
@@ -595,6 +602,63 @@ def test_an_environment_whose_python_is_gone_fails_the_step_naming_the_fix(
         optimum.apply(PeerOptimumConfig(), tiny_artifact, reviews, tmp_path / "out")
 
 
+def test_the_worker_runs_isolated_and_offline(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer's interpreter runs with -I (optbench's PYTHONPATH or the user's site-packages would put other
+    releases under optimum's pins) and with the Hub offline (a checkpoint path must not become a download)."""
+    from optbench.peers import optimum
+
+    seen = tmp_path / "seen.json"
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("OPTBENCH_TEST_MARK", "kept")
+    body = (
+        "import json, os, sys; from pathlib import Path\n"
+        "keys = ('HF_HUB_OFFLINE', 'TRANSFORMERS_VERBOSITY', 'TOKENIZERS_PARALLELISM', 'OPTBENCH_TEST_MARK')\n"
+        f"Path({str(seen)!r}).write_text(json.dumps([sys.flags.isolated, [os.environ.get(k) for k in keys]]))\n"
+        "sys.exit(1)\n"
+    )
+    _failing_worker(tmp_path, monkeypatch, body)
+    with pytest.raises(StepFailed, match="exit code 1"):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+    assert json.loads(seen.read_text()) == [1, ["1", "error", "false", "kept"]]
+
+
+def test_a_failed_worker_is_told_by_its_own_last_line_not_by_optimum_s_logging(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reason is the last stderr line starting "optimum " (the worker's `_stage` line): not an earlier line of
+    optimum's own that starts so, nor a later warning from "optimum-onnx" or another package."""
+    from optbench.peers import optimum
+
+    lines = [
+        "optimum export: a note logged before the failure",
+        "optimum quantize failed: ValueError: no range for /MatMul_3",
+        "optimum-onnx 0.1.0: a warning printed at exit",
+    ]
+    text = "\n".join(lines)
+    _failing_worker(tmp_path, monkeypatch, f"import sys; print({text!r}, file=sys.stderr); sys.exit(1)\n")
+    with pytest.raises(StepFailed, match=r"failed: optimum quantize failed: ValueError: no range for /MatMul_3$"):
+        optimum.apply(PeerOptimumConfig(level="O2"), tiny_artifact, reviews, tmp_path / "out")
+
+
+def test_a_peer_model_that_gives_one_row_for_a_batch_fails_the_step(tmp_path: Path, tiny_artifact, reviews) -> None:
+    """The check counts rows as well as labels: a model whose logits do not follow its batch would be scored
+    against the first row's label only."""
+    import onnx
+
+    from optbench.peers import optimum
+
+    folder = _save_tiny_onnx(tmp_path / "peer").path
+    model = onnx.load(str(folder / "model.onnx"))
+    (mean,) = [node for node in model.graph.node if node.op_type == "ReduceMean"]
+    (axes,) = [attribute for attribute in mean.attribute if attribute.name == "axes"]
+    axes.ints[:] = [0, 1]  # the mean over the whole batch: one row of logits
+    onnx.save(model, str(folder / "model.onnx"))
+    with pytest.raises(StepFailed, match=r"logits of shape \(1, 2\), expected \(8, 2\)"):
+        optimum._check_runs(folder, tiny_artifact, reviews)
+
+
 def test_a_peer_model_with_the_wrong_number_of_labels_fails_the_step(tmp_path: Path, tiny_artifact, reviews) -> None:
     """Its logits would be scored against labels they do not stand for."""
     from dataclasses import replace
@@ -638,16 +702,20 @@ def test_the_peer_s_artifact_records_its_choices_and_what_optimum_reported(
     choices = ("level", "quantization", "isa", "per_channel")
     assert [step.config[key] for key in choices] == ["O2", "dynamic", "avx2", False]
     assert (out.details["peer"], out.details["isa"]) == ("optimum-onnx", "avx2")
+    assert out.format == "onnx" and out.details["environment"] == str(tmp_path / "env")  # onnxruntime measures it
     assert {key: out.details[key] for key in reported} == reported
 
 
-def _one_node_model(folder: Path, file: str, operator: str) -> tuple[Path, str]:
-    """An ONNX model of one `operator` node, written as `folder / file`: a stand-in for an optimum stage's model."""
+def _one_node_model(folder: Path, file: str, operator: str, count: int = 1) -> tuple[Path, str]:
+    """An ONNX model of one `operator` node (`count` in a row when given), written as `folder / file`: a stand-in
+    for an optimum stage's model."""
     import onnx
     from onnx import TensorProto, helper
 
+    names = ["x", *(f"t{i}" for i in range(1, count)), "y"]
+    nodes = [helper.make_node(operator, [a], [b]) for a, b in pairwise(names)]
     tensors = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
-    graph = helper.make_graph([helper.make_node(operator, ["x"], ["y"])], operator, tensors[:1], tensors[1:])
+    graph = helper.make_graph(nodes, operator, tensors[:1], tensors[1:])
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(helper.make_model(graph), folder / file)
     return folder, file
@@ -660,6 +728,8 @@ def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenize
     INT8 peer measured as its plain export would be a handicapped peer under the wrong name), its operators counted,
     and the vocabulary and config the export wrote beside it. optimum itself is faked: its stages write one-node
     models named by their operator."""
+    from importlib import metadata
+
     import onnx
 
     from optbench.peers import optimum_worker as worker
@@ -667,6 +737,7 @@ def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenize
     def export(source: Path, folder: Path) -> tuple[Path, str]:
         folder.mkdir(parents=True)
         (folder / "vocab.txt").write_text("the export's vocabulary\n")
+        (folder / "tokenizer.json").write_text("{}")
         return _one_node_model(folder, "model.onnx", "Identity")
 
     monkeypatch.setattr(worker, "_export", export)
@@ -674,18 +745,38 @@ def test_the_worker_hands_back_its_last_stage_s_model_with_the_export_s_tokenize
         worker, "_optimize", lambda folder, file, level, work: _one_node_model(work / "o", f"o-{file}", "Relu")
     )
     monkeypatch.setattr(
-        worker, "_quantize", lambda folder, file, job, work: _one_node_model(work / "q", f"q-{file}", "Sign")
+        worker, "_quantize", lambda folder, file, job, work: _one_node_model(work / "q", f"q-{file}", "Sign", count=2)
     )
     cases = [(None, "none", "Identity"), ("O2", "none", "Relu"), ("O2", "dynamic", "Sign"), (None, "static", "Sign")]
     for level, quantization, operator in cases:
         out = tmp_path / f"{level}-{quantization}"
         job = {"source": "the checkpoint", "output": str(out), "scratch": str(tmp_path / f"{out.name}-work")}
-        result = worker.run({**job, "level": level, "quantization": quantization, "hf_files": ["vocab.txt", "x.json"]})
-        assert result["operators"] == {operator: 1}
-        assert [node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node] == [operator]
-        assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "vocab.txt"]
+        result = worker.run(
+            {**job, "level": level, "quantization": quantization, "hf_files": ["vocab.txt", "x.json", "tokenizer.json"]}
+        )
+        count = 2 if operator == "Sign" else 1  # the operators counted, not only named
+        assert result["operators"] == {operator: count}
+        assert [node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node] == [operator] * count
+        assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "tokenizer.json", "vocab.txt"]
         stages = {"export"} | ({"optimize"} if level else set()) | ({"quantize"} if quantization != "none" else set())
         assert set(result["seconds"]) == stages
+    assert sorted(result["versions"]) == ["onnx", "onnxruntime", "optimum", "optimum-onnx", "torch", "transformers"]
+    assert result["versions"]["onnx"] == metadata.version("onnx")
+    assert result["versions"]["optimum"] is None  # not installed here: recorded as missing, not as a version
+
+
+def test_the_worker_writes_its_result_where_the_job_says_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step reads the result file once the worker exits 0; optimum itself is faked."""
+    from optbench.peers import optimum_worker as worker
+
+    reported = {"seconds": {"export": 1.0}, "versions": {}, "operators": {"MatMul": 2}}
+    monkeypatch.setattr(worker, "run", lambda job: reported if job["source"] == "the checkpoint" else {})
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"source": "the checkpoint", "result": str(tmp_path / "result.json")}))
+    assert worker.main([str(job)]) == 0
+    assert json.loads((tmp_path / "result.json").read_text()) == reported
 
 
 def _stand_in_optimum(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -733,7 +824,7 @@ def _stand_in_optimum(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             return cls()
 
         def fit(self, dataset, calibration_config, operators_to_quantize, batch_size, onnx_augmented_model_name):
-            calls["fit"] = (dataset, calibration_config.method, operators_to_quantize, batch_size)
+            calls["fit"] = (dataset, calibration_config, operators_to_quantize, batch_size)
             augmented = Path(onnx_augmented_model_name)
             write(augmented.parent, augmented.name, "ReduceMax")
             return {"ranges": "from fit"}
@@ -765,7 +856,7 @@ def _stand_in_optimum(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return calls
 
 
-@pytest.mark.parametrize(("level", "quantization"), [("O2", "static"), (None, "dynamic")])
+@pytest.mark.parametrize(("level", "quantization"), [("O1", "static"), (None, "dynamic")])
 def test_the_worker_runs_optimum_s_stages_as_its_job_says(
     tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, level, quantization
 ) -> None:
@@ -783,24 +874,28 @@ def test_the_worker_runs_optimum_s_stages_as_its_job_says(
     monkeypatch.chdir(tmp_path)
     tokenizer = load_tokenizer(tiny_artifact.path)
     lengths = [len(ids) for ids in tokenizer(reviews.train.texts)["input_ids"]]
-    texts = [text for text, length in zip(reviews.train.texts, lengths, strict=True) if length > 8][:10]
+    texts = [text for text, length in zip(reviews.train.texts, lengths, strict=True) if length > 8][:9]
+    texts.append("Great.")  # shorter than max_length: its batch of 4 pads it to the batch's longest
     static = quantization == "static"
     job = {"source": str(tiny_artifact.path), "output": str(tmp_path / "out"), "scratch": str(tmp_path / "scratch")}
-    job |= {"level": level, "quantization": quantization, "isa": "avx512", "per_channel": False}
+    job |= {"level": level, "quantization": quantization, "isa": "avx2", "per_channel": False}
     job |= {"calibration_texts": texts if static else [], "calibration_batch_size": 4, "max_length": 8}
     assert worker.run({**job, "hf_files": list(HF_FILES)})["operators"] == {"QuantizeLinear": 1}
     export = tmp_path / "scratch" / "export" / "model.onnx"
     assert calls["export"] == (tiny_artifact.path, True) and calls.get("level") == level
     assert calls["quantize_input"] == (tmp_path / "scratch" / "optimized" / "model_optimized.onnx" if level else export)
-    assert calls["preset"] == ("avx512", {"is_static": static, "per_channel": False})
+    assert calls["preset"] == ("avx2", {"is_static": static, "per_channel": False})
     assert calls["ranges"] == ({"ranges": "from fit"} if static else None)
     assert all(path.is_relative_to(tmp_path / "scratch") for path in calls["written"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "scratch"]
-    if static:  # ten rows in their order, each cut at max_length, in batches of 4, on the preset's operators
-        rows, method, operators, batch_size = calls["fit"]
-        assert len(texts) == 10  # each longer than max_length: uncut rows would be told apart
-        assert [row["input_ids"] for row in rows] == tokenizer(texts, max_length=8, truncation=True)["input_ids"]
-        assert (method, operators, batch_size) == (CalibrationMethod.MinMax, ["MatMul", "Add"], 4)
+    if static:  # ten rows in their order, cut at max_length, padded in batches of 4, on the preset's operators
+        rows, calibration, operators, batch_size = calls["fit"]
+        assert len(texts) == 10  # nine longer than max_length: uncut rows would be told apart
+        batches = [tokenizer(texts[s : s + 4], max_length=8, truncation=True, padding="longest") for s in (0, 4, 8)]
+        assert [row["input_ids"] for row in rows] == [ids for batch in batches for ids in batch["input_ids"]]
+        assert len(rows[-1]["input_ids"]) == 8  # "Great." padded: rows tokenized one at a time would not be
+        assert (calibration.method, calibration.dataset_num_samples) == (CalibrationMethod.MinMax, 10)
+        assert (operators, batch_size) == (["MatMul", "Add"], 4)
     else:
         assert "fit" not in calls
 
@@ -818,6 +913,13 @@ def test_a_failing_optimum_stage_exits_1_with_one_line_on_stderr(capsys: pytest.
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err == "optimum quantize failed: ValueError: cannot quantize optimum node /MatMul_3: no range\n"
+
+    def fails_at_length() -> None:
+        raise RuntimeError("word " * 200)
+
+    with pytest.raises(SystemExit):
+        worker._stage("export", {}, fails_at_length)
+    assert capsys.readouterr().err == "optimum export failed: RuntimeError: " + "word " * 100 + "\n"  # cut at 500
 
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
@@ -866,12 +968,30 @@ def test_when_torchao_fails_the_step_fails_with_its_reason(
 ) -> None:
     from optbench.steps import torch_int8
 
-    def missing(package: str, **_: str) -> None:
-        raise OptbenchError(f"peer-torchao needs the {package} package: pip install torchao")
+    def missing(package: str, needed_for: str, **_: str) -> None:
+        raise OptbenchError(f"{needed_for} needs the {package} package: pip install torchao")
 
     monkeypatch.setattr(torch_int8, "require_package", missing)
     step = parse_step({"name": "peer-torchao"}, "[[steps]] #1")
     with pytest.raises(StepFailed, match="peer-torchao failed: peer-torchao needs the torchao package"):
+        run_step(step.config, tiny_artifact, reviews, tmp_path, label=step.label)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(RuntimeError("no kernel for\n  this layer"), "no kernel for this layer"), (RuntimeError(), "RuntimeError")],
+)
+def test_a_torchao_failure_reads_as_one_line_naming_at_least_its_type(
+    tmp_path: Path, tiny_artifact, reviews, monkeypatch: pytest.MonkeyPatch, error: Exception, reason: str
+) -> None:
+    from optbench.steps import torch_int8
+
+    def fails(*args: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(torch_int8, "write_torchao_int8", fails)
+    step = parse_step({"name": "peer-torchao"}, "[[steps]] #1")
+    with pytest.raises(StepFailed, match=rf"^peer-torchao failed: {reason}$"):
         run_step(step.config, tiny_artifact, reviews, tmp_path, label=step.label)
 
 

@@ -17,6 +17,7 @@ from optbench.artifact import MANIFEST, ModelArtifact, StepRecord, content_hash
 from optbench.data import DatasetConfig, align_labels, load_dataset
 from optbench.errors import OptbenchError
 from optbench.formats import in_words
+from optbench.peers.optimum import PeerOptimumConfig
 from optbench.peers.torchao import PeerTorchaoConfig
 from optbench.steps import STEPS, RecipeStep, parse_step
 from optbench.steps.cache import cache_key, run_step, step_folder
@@ -423,7 +424,13 @@ def test_a_step_version_bump_invalidates_its_cache(tiny_encoder: Path, data, mon
 
 @pytest.mark.parametrize(
     ("config", "version"),
-    [(OnnxConfig(), 2), (StaticQuantizeConfig(), 3), (TensorRTConfig(), 2), (PruneConfig(heads=0.5), 3)],
+    [
+        (OnnxConfig(), 2),
+        (StaticQuantizeConfig(), 3),
+        (TensorRTConfig(), 2),
+        (PruneConfig(heads=0.5), 3),
+        (PeerOptimumConfig(quantization="static"), 3),
+    ],
 )
 def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(config, version: int) -> None:
     """Each bump left cached outputs behind that the step no longer makes (an ONNX export of DistilBERT without
@@ -439,6 +446,7 @@ def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(co
         (DynamicQuantizeConfig(), "onnxruntime", "torch"),
         (DynamicQuantizeConfig(backend="torch"), "torchao", "onnxruntime"),
         (PeerTorchaoConfig(), "torchao", "onnxruntime"),
+        (PeerTorchaoConfig(), "torch", "onnxruntime"),  # its INT8 matmuls are torch's kernels
         (StaticQuantizeConfig(reduce_range=False, activation_type="int8", weight_type="int8"), "onnx", "transformers"),
     ],
 )
