@@ -202,13 +202,17 @@ def _ran_op(runtime: Any, batch: dict[str, np.ndarray], op: str) -> bool:
 def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_advises(
     tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Frozen on a CPU without VNNI, Inductor hands torchao's INT8 matmuls (torch._int_mm, slow there) to oneDNN,
-    whose kernel overflows at full range: there the runtime quantizes with torchao's reduce_range. On a CPU with
-    VNNI Inductor keeps torch._int_mm, rewritten as the unsigned x signed 8-bit products VNNI multiplies."""
+    """Frozen, Inductor hands torchao's INT8 matmuls (torch._int_mm) to oneDNN, whose kernel on a CPU without VNNI
+    overflows at full range: there the runtime quantizes with torchao's reduce_range. On a CPU with VNNI but no AMX
+    torchao writes them as unsigned x signed 8-bit products (activations + 128), which Inductor keeps as
+    torch._int_mm; with AMX, or without VNNI, as signed x signed ones, which oneDNN takes."""
     pytest.importorskip("torchao", minversion="0.18")  # reduce_range and should_reduce_range came in 0.18
-    from torchao.utils import should_reduce_range
+    from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported, torch_version_at_least
 
-    without_vnni = should_reduce_range(torch.device("cpu"))  # Inductor's rewrite follows the real CPU
+    # torchao's own choice of matmul (torchao.kernel.intmm), from the real CPU whatever its ranges are told
+    unsigned_products = (
+        _cpu_is_vnni_supported() and not _cpu_is_amx_tile_supported() and torch_version_at_least("2.12.0.dev")
+    )
     monkeypatch.setattr("torchao.utils.should_reduce_range", lambda device: True)  # torchao's ranges: as without
     artifact = _torchao_copy(tiny_classifier, tmp_path / "int8")
     batch = _batch(tiny_classifier, 16)
@@ -216,10 +220,10 @@ def test_freezing_runs_torchao_s_int8_layers_in_onednn_with_the_ranges_torchao_a
     frozen = load_runtime(RuntimeSpec("torch", options={"compile": True, "freezing": True}), artifact, threads=1)
     fp32 = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1).predict(batch)
     np.testing.assert_allclose(frozen.predict(batch), fp32, atol=0.05)
-    if without_vnni:
-        assert _ran_op(frozen, batch, "onednn::qlinear_pointwise") and not _ran_op(frozen, batch, "aten::_int_mm")
-    else:
+    if unsigned_products:
         assert _ran_op(frozen, batch, "aten::_int_mm") and not _ran_op(frozen, batch, "onednn::qlinear_pointwise")
+    else:
+        assert _ran_op(frozen, batch, "onednn::qlinear_pointwise") and not _ran_op(frozen, batch, "aten::_int_mm")
     assert frozen.describe(batch)["freezing"] and frozen.describe(batch)["quantization"]["reduce_range"]
     assert {m.weight.reduce_range for m in frozen.model.modules() if isinstance(m, torch.nn.Linear)} == {True}
     assert eager.describe(batch)["quantization"]["reduce_range"] is False  # torch._int_mm keeps the full range
