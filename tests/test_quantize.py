@@ -338,8 +338,8 @@ def test_more_calibration_samples_than_the_train_split_has_is_a_warning(
     with caplog.at_level("WARNING", logger="optbench"):
         result = run_step(StaticQuantizeConfig(calibration_samples=rows + 100), unfused, data, cache)
     assert result.details["calibration"]["samples"] == rows
-    message = f"calibration_samples = {rows + 100} is more than the train split's {rows} rows: calibration draws all"
-    assert message in caplog.text
+    message = f"calibration_samples = {rows + 100} is more than the train split's {rows} rows: calibration draws all "
+    assert message + f"{rows} of them" in caplog.text  # the rows it draws, not the samples asked for
     caplog.clear()
     calibration.calibration_texts(data, rows, seed=0)
     assert "calibration_samples" not in caplog.text  # as many as it has: nothing to warn of
