@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from optbench.data import DatasetConfig, load_dataset
 from optbench.encoding import batches
 from optbench.errors import OptbenchError
 from optbench.runtimes import RuntimeSpec, load_runtime
+from optbench.runtimes import onnxruntime as ort_runtime
 from optbench.steps import onnx as onnx_step
 from optbench.steps.cache import run_step
 from optbench.steps.onnx import OnnxConfig
@@ -85,14 +88,37 @@ def test_the_session_runs_the_optimization_level_its_label_names(level: str, app
     assert spec.label == f"onnxruntime-cpu-fp32-opt-{level}"
     expected = getattr(onnxruntime.GraphOptimizationLevel, applied)
     assert runtime.session.get_session_options().graph_optimization_level == expected
+    batch = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
+    assert runtime.describe(batch)["graph_optimization_level"] == level  # and the report says so
 
 
 def test_the_session_runs_the_threads_it_was_given_intra_op(tmp_path: Path) -> None:
     """A job's threads are onnxruntime's intra-op threads, one inter-op thread: swapped, a run asked for 2 threads
     would run 1 op at a time on 1 thread (at 1 thread both read 1, so 2 tells them apart)."""
+    import onnxruntime
+
     runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=2)
     applied = runtime.session.get_session_options()
     assert (applied.intra_op_num_threads, applied.inter_op_num_threads) == (2, 1)
+    # one node at a time; the session's options do not read the mode back, so it is read where it is handed over
+    handed = ort_runtime._session_options(2, "all", None)
+    assert handed.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+
+
+def test_onnxruntime_predict_feeds_the_session_the_model_s_inputs_alone(tmp_path: Path) -> None:
+    """A batch may hold arrays the model does not take (onnxruntime refuses an input the graph does not name)."""
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    batch = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
+    expected = runtime.predict(batch)
+    np.testing.assert_array_equal(runtime.predict({**batch, "token_type_ids": np.zeros((1, 3), np.int64)}), expected)
+
+
+def test_a_session_opens_and_runs_without_onnxruntime_s_log_lines(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """onnxruntime logs its graph transforms and allocations to stderr below its error level: in a job's output
+    (and the failed job's reason, read from it) they would bury optbench's own lines."""
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    runtime.predict({"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)})
+    assert capfd.readouterr() == ("", "")
 
 
 def test_dynamo_export_is_tried_first_and_recorded(classifier: ModelArtifact, data, tmp_path: Path) -> None:
@@ -218,6 +244,36 @@ def test_onnxruntime_counts_each_node_its_providers_ran_once(tmp_path: Path) -> 
     runtime = load_runtime(spec, _save_tiny_onnx(tmp_path / "plain"), threads=1)
     batch = {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones((2, 3), np.int64)}
     assert runtime.describe(batch)["nodes_per_provider"] == {"CPUExecutionProvider": 3}
+
+
+def test_nodes_per_provider_counts_kernel_events_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's profile holds, besides each node's kernel event, fence events of the same node (which name no
+    provider) and session events: a profile written as onnxruntime writes one, read through a faked session opened
+    as the measured one."""
+    runtime = load_runtime(RuntimeSpec("onnxruntime"), _save_tiny_onnx(tmp_path / "plain"), threads=1)
+    profile = tmp_path / "profile.json"
+    events = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        {"cat": "Node", "name": "MatMul_fence_before", "args": {"op_name": "MatMul"}},
+        {
+            "cat": "Node",
+            "name": "MatMul_kernel_time",
+            "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"},
+        },
+        {"cat": "Node", "name": "MatMul_fence_after", "args": {"op_name": "MatMul"}},
+        {"cat": "Node", "name": "Cast_kernel_time", "args": {"op_name": "Cast", "provider": "CPUExecutionProvider"}},
+        {"cat": "Node", "name": "Cast_kernel_time", "args": {"op_name": "Cast", "provider": "CPUExecutionProvider"}},
+    ]
+    profile.write_text(json.dumps(events))
+    session = SimpleNamespace(
+        run=lambda names, feed: [np.zeros((1, 2), np.float32)], end_profiling=lambda: str(profile)
+    )
+    opened: list[dict] = []
+    monkeypatch.setattr(ort_runtime, "open_session", lambda path, **kwargs: opened.append(kwargs) or session)
+    batch = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
+    assert runtime.nodes_per_provider(batch) == {"CUDAExecutionProvider": 1, "CPUExecutionProvider": 1}
+    # the profiled session is opened as the measured one: its providers, threads and level
+    assert [(o["providers"], o["threads"], o["level"]) for o in opened] == [(["CPUExecutionProvider"], 1, "all")]
 
 
 def test_onnxruntime_gives_float32_logits_from_a_model_whose_output_is_not(tmp_path: Path) -> None:

@@ -129,8 +129,71 @@ def test_reduced_precision_is_refused_on_cpu(tiny_classifier: Path) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_classifier: Path) -> None:
-    with pytest.raises(OptbenchError, match="no CUDA GPU is visible"):
+    with pytest.raises(OptbenchError) as refused:
         load_runtime(RuntimeSpec("torch", "cuda", "fp16"), _artifact(tiny_classifier), threads=1)
+    assert str(refused.value) == 'runtime torch on cuda: no CUDA GPU is visible; use device = "cpu"'
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_torch_runtime_loads_the_model_at_the_precision_asked(
+    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """Reduced precision runs on a GPU only: its load is checked here without one, stopped where the model would
+    move to it (the GPU test below checks the logits)."""
+    import optbench.pruned_bert
+
+    loaded: list[torch.dtype] = []
+
+    def load_classifier(path: Path, dtype: torch.dtype) -> None:
+        loaded.append(dtype)
+        raise LookupError("stopped after the load")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(optbench.pruned_bert, "load_classifier", load_classifier)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(LookupError, match="stopped after the load"):
+            load_runtime(RuntimeSpec("torch", "cuda", precision), _artifact(tiny_classifier), threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert loaded == [{"fp16": torch.float16, "bf16": torch.bfloat16}[precision]]
+
+
+def test_torch_predict_feeds_the_model_its_inputs_and_gives_float32_logits(tiny_classifier: Path) -> None:
+    """The model is fed the runtime's inputs alone (position_ids, which BERT would read, are left out), under
+    torch.inference_mode; a model at reduced precision gives FP16/BF16 logits, which numpy cannot hold as BF16:
+    predict gives float32."""
+    runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    batch = _batch(tiny_classifier)
+    expected = runtime.predict(batch)
+    backwards = np.ascontiguousarray(np.arange(batch["input_ids"].shape[1])[::-1][None].repeat(2, 0))
+    np.testing.assert_array_equal(runtime.predict({**batch, "position_ids": backwards}), expected)
+    inference_mode: list[bool] = []
+
+    def bf16(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        inference_mode.append(torch.is_inference_mode_enabled())
+        return runtime.model(**inputs).logits.to(torch.bfloat16)
+
+    runtime.forward = bf16
+    logits = runtime.predict(batch)
+    assert logits.dtype == np.float32 and inference_mode == [True]
+    np.testing.assert_allclose(logits, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_a_torch_runtime_on_cuda_names_its_gpu_and_times_with_cuda_events(
+    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's GPU and timer, and the clock the harness reads, of a runtime on a GPU: checked without one (a
+    runtime loaded on the CPU, then said to be on CUDA, with torch's device name and events faked)."""
+    from optbench.measure import CudaEventClock
+
+    runtime = load_runtime(RuntimeSpec("torch"), _artifact(tiny_classifier), threads=1)
+    runtime.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU on {device}")
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing: object())
+    described = runtime.describe({})
+    assert (described["gpu"], described["timer"]) == ("Fake GPU on cuda", "cuda-events")
+    assert isinstance(runtime.clock(), CudaEventClock)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
