@@ -126,7 +126,9 @@ def _save_tiny_onnx(folder: Path, *, qdq: bool = False):
     nodes.append(helper.make_node("MatMul", ["mean_dq" if qdq else "mean", "weight"], ["logits"]))
     graph = helper.make_graph(nodes, "mean-mask", ids, [logits], initializer=constants)
     folder.mkdir(parents=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
+    # IR 8, opset 17's: onnx 1.23 writes IR 14 by default, which onnxruntime 1.30 (a GPU machine's, 2026-12-04) refuses
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(folder / "model.onnx"))
     return ModelArtifact(folder, "onnx", ("fresh", "rotten"), content_hash(folder))
 
 
