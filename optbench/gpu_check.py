@@ -4,9 +4,9 @@
 CUDA and TensorRT providers, TensorRT's Python API, NVML), runs `recipes/gpu.toml` with the runtimes
 the machine can run and, where TensorRT imports, `recipes/gpu-tensorrt.toml`; then it writes
 `gpu-check.md` (what ran, what was missing and why) into each run folder and prints a short table.
-Sized for under 8 minutes on one GPU, an estimate (it has not yet run on one). The baseline's fine-tune comes
-on top where the cache lacks it, and it runs on the CPU (about 8 minutes on 2 cores); a pack made by
-python -m optbench.gpu_pack holds the fine-tuned baseline and skips it.
+Sized for under 8 minutes on one GPU: about 7.5 on an H200 without onnxruntime-gpu or TensorRT (results/gpu). The
+baseline's fine-tune comes on top where the cache lacks it, and it runs on the CPU (about 5-8 minutes on 2 cores);
+a pack made by python -m optbench.gpu_pack holds the fine-tuned baseline and skips it.
 """
 
 from __future__ import annotations
