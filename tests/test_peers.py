@@ -921,6 +921,13 @@ def test_a_failing_optimum_stage_exits_1_with_one_line_on_stderr(capsys: pytest.
         worker._stage("export", {}, fails_at_length)
     assert capsys.readouterr().err == "optimum export failed: RuntimeError: " + "word " * 100 + "\n"  # cut at 500
 
+    def fails_without_words() -> None:
+        raise KeyError
+
+    with pytest.raises(SystemExit):
+        worker._stage("fit", {}, fails_without_words)
+    assert capsys.readouterr().err == "optimum fit failed: KeyError\n"  # not "KeyError: KeyError"
+
 
 def test_a_failed_peer_step_is_recorded_and_the_rest_of_the_run_goes_on(
     tmp_path: Path, tiny_classifier: Path, reviews_csv: Path, jobs_in_process: None, capsys: pytest.CaptureFixture[str]

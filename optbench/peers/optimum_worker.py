@@ -53,8 +53,8 @@ def _stage(name: str, seconds: dict[str, float], fn: Any, *args: Any) -> Any:
     try:
         result = fn(*args)
     except Exception as exc:
-        message = " ".join(str(exc).split())[:500] or type(exc).__name__
-        print(f"optimum {name} failed: {type(exc).__name__}: {message}", file=sys.stderr)
+        message = " ".join(str(exc).split())[:500]
+        print(f"optimum {name} failed: {type(exc).__name__}" + (f": {message}" if message else ""), file=sys.stderr)
         raise SystemExit(1) from exc
     seconds[name] = round(time.perf_counter() - started, 2)
     return result
