@@ -72,6 +72,7 @@ def test_step_and_runtime_are_registered() -> None:
         ({"max_length": 0}, "max_length = 0"),
         ({"workspace_mib": 0}, "workspace_mib = 0"),
         ({"calibration_samples": 8, "calibration_batch_size": 16}, "calibration_batch_size <= calibration_samples"),
+        ({"calibration_samples": 15, "calibration_batch_size": 16}, "calibration_samples = 15 and calibration_batch"),
         ({"calibration_batch_size": 0}, "calibration_batch_size = 0"),
         ({"calibration_method": "percentile"}, 'calibration_method = "percentile": use "minmax" or "entropy"'),
     ],
@@ -80,6 +81,15 @@ def test_bad_configs_name_the_value_and_the_fix(kwargs: dict, message: str) -> N
     with pytest.raises(OptbenchError) as error:
         TensorRTConfig(**kwargs)
     assert message in str(error.value)
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    """The README states them, and a recipe that leaves a setting out builds (and caches) the engine they make; a
+    batch as large as its samples is whole, so it is taken."""
+    config = TensorRTConfig()
+    assert (config.precision, config.workspace_mib, config.seed) == ("fp16", 4096, 0)
+    assert (config.calibration_samples, config.calibration_batch_size, config.calibration_method) == (512, 16, "minmax")
+    assert TensorRTConfig(calibration_samples=16, calibration_batch_size=16).calibration_samples == 16
 
 
 def test_profiles_one_per_benchmark_shape_and_one_for_accuracy() -> None:
@@ -215,6 +225,7 @@ SYMMETRIC_INT8 = {
         ([{"name": "onnx", "fuse": True, "label": "x"}, SYMMETRIC_INT8], {"precision": "int8"}, "x: it fuses"),
         ([{"name": "onnx", "fuse": False}, {"name": "quantize-dynamic"}], {}, "onnxruntime integer operators"),
         ([{"name": "onnx", "fuse": False}, SYMMETRIC_INT8], {}, 'precision = "fp16": set precision = "int8"'),
+        ([{"name": "onnx", "fuse": False}, SYMMETRIC_INT8], {"precision": "fp32"}, 'precision = "fp32": set precision'),
         (
             [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "activation_symmetric": False}],
             {"precision": "int8"},
@@ -222,6 +233,11 @@ SYMMETRIC_INT8 = {
         ),
         (
             [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "activation_type": "uint8", "weight_type": "uint8"}],
+            {"precision": "int8"},
+            "uint8 or asymmetric",
+        ),
+        (  # uint8 weights alone: TensorRT takes signed INT8 weights only
+            [{"name": "onnx", "fuse": False}, {**SYMMETRIC_INT8, "activation_type": "auto", "weight_type": "uint8"}],
             {"precision": "int8"},
             "uint8 or asymmetric",
         ),
@@ -382,6 +398,48 @@ def test_a_calibration_batch_that_fails_is_kept_for_the_build_not_read_as_the_en
     assert finished.get_batch(["input_ids"]) is None and finished.error is None  # the end of the batches
 
 
+def test_a_calibration_batch_is_on_the_gpu_and_synchronized_before_tensorrt_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_batch gives TensorRT device pointers it reads on its own stream: the copies, in the network's input order
+    and types (int32 here, as TensorRT may make of the ONNX model's int64), must have landed (the current stream
+    synchronized) and stay alive with the calibrator."""
+    import torch
+
+    synced: list[bool] = []
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self: self.clone())  # "the GPU": another buffer
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(synchronize=lambda: synced.append(True)))
+    rows = {"attention_mask": np.ones((2, 4), dtype=np.int64), "input_ids": np.arange(8).reshape(2, 4)}
+    builder = _CalibratingBuilder([])
+    builder.input_dtype = np.int32
+    config = TensorRTConfig(precision="int8", batch_sizes=(8,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(builder))
+    feed = CalibrationFeed([rows], 4)
+    trt_step.build_engine(tmp_path / "model.onnx", config, profiles((8,), (16,), 32), feed, tmp_path / "cache")
+    [built] = builder.configs
+    on_device = built.int8_calibrator._on_device
+    assert synced == [True] and builder.pointers == [[t.data_ptr() for t in on_device]]
+    assert all(t.dtype == torch.int32 for t in on_device)
+    assert np.array_equal(on_device[0].numpy(), rows["input_ids"])  # the network's first input
+    assert built.int8_calibrator.get_batch(["input_ids"]) is None and synced == [True]  # the feed's one batch was given
+
+
+def test_a_calibration_batch_that_failed_fails_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT takes a get_batch that failed as the end of the batches and builds on, calibrated on fewer batches
+    or none: build_engine raises the error the calibrator kept rather than return that engine."""
+
+    class BrokenFeed(CalibrationFeed):
+        def next_batch(self, names: list[str], dtypes: dict) -> list[np.ndarray] | None:
+            raise MemoryError("out of memory copying the batch")
+
+    feed = BrokenFeed([dict.fromkeys(("input_ids", "attention_mask"), np.zeros((4, 12), dtype=np.int64))], 12)
+    config = TensorRTConfig(precision="int8", batch_sizes=(8,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_CalibratingBuilder([])))
+    with pytest.raises(OptbenchError, match=r"calibration failed on a batch: MemoryError\('out of memory") as failed:
+        trt_step.build_engine(tmp_path / "model.onnx", config, profiles((8,), (16,), 32), feed, tmp_path / "cache")
+    assert isinstance(failed.value.__cause__, MemoryError)
+
+
 @pytest.mark.parametrize(
     ("method", "base"), [("minmax", "IInt8MinMaxCalibrator"), ("entropy", "IInt8EntropyCalibrator2")]
 )
@@ -437,7 +495,7 @@ class _FakeContext:
 
 
 class _FakeLogger:
-    WARNING = 2
+    WARNING, INFO, VERBOSE = 2, 3, 4  # TensorRT's severities
 
     def __init__(self, severity: int) -> None:
         self.severity = severity
@@ -513,8 +571,8 @@ class _FakeBuilderConfig:
 
 
 class _FakeBuilder:
-    """trt.Builder: a network of two int64 inputs (the parser's); the configs it makes go to `configs`, and it
-    builds `engine` (None: the build fails)."""
+    """trt.Builder: a network of two inputs (the parser's) of `input_dtype` (int64 unless set); the configs it makes
+    go to `configs`, and it builds `engine` (None: the build fails)."""
 
     def __init__(
         self, configs: list[_FakeBuilderConfig], engine: bytes | None = b"engine", refused: tuple = ()
@@ -522,10 +580,18 @@ class _FakeBuilder:
         self.configs = configs
         self.engine = engine
         self.refused = refused  # the profiles its configs refuse, each as the (min, opt, max) of every input
+        self.logger: _FakeLogger | None = None  # the one trt.Builder was made with
+        self.network_flags: int | None = None
+        self.input_dtype: type = np.int64  # the network's inputs' type
+
+    def made_with(self, logger: _FakeLogger) -> _FakeBuilder:
+        self.logger = logger
+        return self
 
     def create_network(self, flags: int = 0) -> SimpleNamespace:
+        self.network_flags = flags
         names = ("input_ids", "attention_mask")
-        return SimpleNamespace(num_inputs=2, get_input=lambda i: SimpleNamespace(name=names[i], dtype=np.int64))
+        return SimpleNamespace(num_inputs=2, get_input=lambda i: SimpleNamespace(name=names[i], dtype=self.input_dtype))
 
     def create_builder_config(self) -> _FakeBuilderConfig:
         self.configs.append(_FakeBuilderConfig(self.refused))
@@ -538,17 +604,31 @@ class _FakeBuilder:
         return self.engine
 
 
-def _fake_tensorrt(builder: _FakeBuilder) -> SimpleNamespace:
-    """The tensorrt module as build_engine uses it, building with `builder`."""
+def _fake_tensorrt(builder: _FakeBuilder, parse_errors: tuple[str, ...] = ()) -> SimpleNamespace:
+    """The tensorrt module as build_engine uses it, building with `builder`; its parser fails with `parse_errors`
+    where there are any."""
+    parser = SimpleNamespace(
+        parse_from_file=lambda model: not parse_errors, num_errors=len(parse_errors), get_error=parse_errors.__getitem__
+    )
     return SimpleNamespace(
         Logger=_FakeLogger,
-        Builder=lambda logger: builder,
-        OnnxParser=lambda network, logger: SimpleNamespace(parse_from_file=lambda model: True, num_errors=0),
+        Builder=builder.made_with,
+        OnnxParser=lambda network, logger: parser,
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"),
         nptype=lambda dtype: dtype,
         **{name: type(name, (), {"__init__": lambda self: None}) for name in trt_step.CALIBRATORS.values()},
     )
+
+
+class _CalibratingBuilder(_FakeBuilder):
+    """A builder that, as TensorRT does while it builds, asks the calibrator for a batch of the network's inputs;
+    what get_batch answered goes to `pointers`."""
+
+    def build_serialized_network(self, network: object, config: _FakeBuilderConfig) -> bytes | None:
+        assert config.int8_calibrator is not None
+        self.pointers = [config.int8_calibrator.get_batch(["input_ids", "attention_mask"])]
+        return self.engine
 
 
 @pytest.mark.parametrize(
@@ -560,11 +640,38 @@ def test_an_fp32_engine_computes_in_fp32_not_tf32(
     """TensorRT lets FP32 layers round their inputs to TF32's 10-bit mantissa unless the flag is cleared, which an
     engine built and reported as fp32 must do (PyTorch's CUDA matmuls, its reference, run in FP32)."""
     configs: list[_FakeBuilderConfig] = []
+    builder = _FakeBuilder(configs)
     config = TensorRTConfig(precision=precision, batch_sizes=(1,), seq_lens=(16,), max_length=32)
-    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder(configs)))
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(builder))
     engine = trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
     assert engine == b"engine"
     assert [c.flags for c in configs] == [flags]
+    assert builder.network_flags == 0  # not STRONGLY_TYPED (1 << 1), which ignores the FP16 and INT8 flags
+
+
+def test_the_builder_logs_warnings_not_its_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step's errors point to "its log above": TensorRT's warnings and errors, not its INFO and VERBOSE
+    progress lines, which would bury them."""
+    builder = _FakeBuilder([])
+    config = TensorRTConfig(batch_sizes=(1,), seq_lens=(16,), max_length=32)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(builder))
+    trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
+    assert builder.logger is not None and builder.logger.severity == _FakeLogger.WARNING
+
+
+def test_a_model_tensorrt_cannot_parse_is_refused_with_the_parser_s_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parse_from_file answers False rather than raising: the parser's own errors say which node failed."""
+    configs: list[_FakeBuilderConfig] = []
+    errors = ("unsupported operator Foo", "bad shape for node 7")
+    fake = _fake_tensorrt(_FakeBuilder(configs), parse_errors=errors)
+    monkeypatch.setattr(trt_step, "import_tensorrt", lambda: fake)
+    config = TensorRTConfig(batch_sizes=(1,), seq_lens=(16,), max_length=32)
+    seen = r"TensorRT cannot parse .*model\.onnx \(unsupported operator Foo; bad shape for node 7\): re-export it"
+    with pytest.raises(OptbenchError, match=seen):
+        trt_step.build_engine(tmp_path / "model.onnx", config, profiles((1,), (16,), 32), None, tmp_path)
+    assert configs == []  # refused before any build was configured
 
 
 def test_every_input_gets_each_profile_s_range_tuned_for_its_shape(
@@ -574,7 +681,8 @@ def test_every_input_gets_each_profile_s_range_tuned_for_its_shape(
     or refused. The workspace is given in bytes."""
     configs: list[_FakeBuilderConfig] = []
     config = TensorRTConfig(batch_sizes=(1, 8), seq_lens=(16, "data"), max_length=32, workspace_mib=512)
-    shapes = profiles(config.batch_sizes, config.seq_lens, 32)
+    # profiles() tunes each for its max: one tuned below it tells opt from max
+    shapes = [*profiles(config.batch_sizes, config.seq_lens, 32), Profile((1, 1), (4, 24), (16, 32), "tuned below")]
     monkeypatch.setattr(trt_step, "import_tensorrt", lambda: _fake_tensorrt(_FakeBuilder(configs)))
     trt_step.build_engine(tmp_path / "model.onnx", config, shapes, None, tmp_path)
     [built] = configs
@@ -758,6 +866,15 @@ def test_calibration_from_a_train_split_smaller_than_calibration_samples_is_a_wa
     assert feed.describe()["samples"] == 32  # whole batches of 16
 
 
+def test_a_train_split_smaller_than_one_calibration_batch_is_refused(tiny_classifier: Path) -> None:
+    """TensorRT calibrates on whole batches only: 40 train rows make none of 64, and the error says what to lower."""
+    config = TensorRTConfig(precision="int8", calibration_samples=64, calibration_batch_size=64)
+    with pytest.raises(
+        OptbenchError, match=r"fewer than calibration_batch_size = 64 samples .*: lower calibration_batch"
+    ):
+        CalibrationFeed.from_train_split(config, tiny_classifier, _data())
+
+
 def test_calibration_feeds_whole_train_batches_of_one_shape(tiny_classifier: Path, caplog) -> None:
     from transformers import AutoTokenizer
 
@@ -841,6 +958,15 @@ def test_qdq_models_must_be_symmetric_int8() -> None:
         check_symmetric_int8(weight)
 
 
+def test_a_zero_point_input_left_empty_is_zero() -> None:
+    """ONNX names an optional input it leaves out "": no zero point, which is 0, not a tensor computed elsewhere."""
+    graph = _qdq_graph(None)
+    for node in graph.node:
+        node.input.append("")
+    assert [len(n.input) for n in graph.node] == [3, 3]
+    check_symmetric_int8(graph)
+
+
 def test_zero_points_of_constant_nodes_are_read_and_computed_ones_refused() -> None:
     """An exporter may give a zero point as a Constant node's output rather than an initializer."""
     from onnx import TensorProto, helper
@@ -894,14 +1020,26 @@ def test_onnxruntime_only_operators_are_refused() -> None:
     check_parsable(_plain_graph())
 
 
+@pytest.mark.parametrize("op_type", ["MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm", "QAttention"])
+def test_each_onnxruntime_integer_operator_is_refused(op_type: str) -> None:
+    """quantize-dynamic writes these, some in the default domain: TensorRT's parser would fail on each, on the GPU."""
+    from onnx import helper
+
+    graph = _plain_graph()
+    graph.node.append(helper.make_node(op_type, ["x", "x"], ["z"]))
+    with pytest.raises(OptbenchError, match=rf"integer operators \['{op_type}'\]"):
+        check_parsable(graph)
+
+
 def test_qdq_model_needs_int8_precision(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto
 
     model = onnx.helper.make_model(_qdq_graph(TensorProto.INT8))
     onnx.save(model, str(tmp_path / "model.onnx"))
-    with pytest.raises(OptbenchError, match=r'Q/DQ .*set precision = "int8"'):
-        trt_step.apply(TensorRTConfig(precision="fp16"), _artifact(tmp_path), _data(), tmp_path / "out")
+    for precision in ("fp16", "fp32"):
+        with pytest.raises(OptbenchError, match=rf'Q/DQ .*precision = "{precision}": set precision = "int8"'):
+            trt_step.apply(TensorRTConfig(precision=precision), _artifact(tmp_path), _data(), tmp_path / "out")
 
 
 def _apply_with_fakes(
@@ -911,7 +1049,7 @@ def _apply_with_fakes(
     calibration faked; also what build_engine was given."""
     import onnx
 
-    (tmp_path / "model").mkdir()
+    (tmp_path / "model").mkdir(exist_ok=True)  # a test may put HF files there first
     onnx.save(onnx.helper.make_model(graph), str(tmp_path / "model" / "model.onnx"))
     given: dict = {}
 
@@ -957,6 +1095,59 @@ def test_a_qdq_model_is_built_from_its_own_scales_not_calibrated(
     engine, given = _apply_with_fakes(tmp_path, monkeypatch, config, _qdq_graph(TensorProto.INT8))
     assert given["calibration"] is None and given["shapes"] == profiles((4,), (16,), 32)  # the dataset's max_length
     assert engine.details["quantization"] == "explicit (Q/DQ)" and "calibration" not in engine.details
+
+
+def test_an_fp16_engine_s_artifact_and_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the runtime and the report read: a trt artifact of the step's label, the tokenizer and config beside the
+    engine, and a manifest that names the target, no quantization, the profiles, workspace and build seconds (the
+    build's own time, to 0.1 s)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"id2label": {"0": "fresh", "1": "rotten"}}')
+    clock = iter([100.0, 112.34])
+    monkeypatch.setattr(trt_step, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    config = TensorRTConfig(precision="fp16", batch_sizes=(4,), seq_lens=(16,), workspace_mib=512)
+    engine, given = _apply_with_fakes(tmp_path, monkeypatch, config, _plain_graph())
+    assert engine.format == "trt" and engine.path == tmp_path / "out" and engine.variant == "baseline+tensorrt-fp16"
+    assert (tmp_path / "out" / "config.json").read_text() == (tmp_path / "model" / "config.json").read_text()
+    assert given["calibration"] is None
+    assert engine.details == {
+        "tensorrt": "10.3.0",
+        "gpu": "NVIDIA H200",
+        "precision": "fp16",
+        "quantization": None,
+        "profiles": [p.to_dict() for p in profiles((4,), (16,), 32)],
+        "build_seconds": 12.3,
+        "workspace_mib": 512,
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "graph", "message"),
+    [
+        (TensorRTConfig(precision="int8"), "fused", r"onnxruntime-only operators \['SkipLayerNormalization'\]"),
+        (TensorRTConfig(precision="int8"), "uint8 Q/DQ", r"uint8 \(QuantizeLinear 'q_x'\)"),
+        (
+            TensorRTConfig(batch_sizes=(4,), seq_lens=(16,), max_length=16),
+            "plain",
+            "max_length = 16 is below the dataset's max_length = 32",
+        ),
+    ],
+)
+def test_a_model_or_length_tensorrt_cannot_take_is_refused_before_the_build(
+    config: TensorRTConfig, graph: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's operators and zero points, and an engine too short for the accuracy pass, are checked before
+    TensorRT spends minutes building an engine that would fail to parse, mis-quantize or refuse the run's shapes."""
+    from onnx import TensorProto
+
+    graphs = {
+        "fused": lambda: _qdq_graph(None, domain="com.microsoft"),
+        "uint8 Q/DQ": lambda: _qdq_graph(TensorProto.UINT8, 128),
+        "plain": _plain_graph,
+    }
+    with pytest.raises(OptbenchError, match=message):
+        _apply_with_fakes(tmp_path, monkeypatch, config, graphs[graph]())
+    assert not (tmp_path / "out" / "model.engine").exists()
 
 
 @needs_gpu
