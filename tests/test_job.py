@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,12 +146,17 @@ def _execute_recording(
 
 
 def _execute_on(
-    runtime: object, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timing: Timing | None = None
+    runtime: object,
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    timing: Timing | None = None,
+    device: str = "cpu",
 ) -> dict:
     """A `kind` job over the batches saved in tmp_path/in.npz, run in this process on `runtime` (a fake)."""
     monkeypatch.setattr("optbench.runtimes.load_runtime", lambda spec, artifact, threads: runtime)
     artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
-    spec = RuntimeSpec("onnxruntime").to_dict()
+    spec = RuntimeSpec("onnxruntime", device).to_dict()
     paths = str(tmp_path / "in.npz"), str(tmp_path / "out.json")
     return job_module.execute(Job(kind, artifact.to_dict(), spec, 1, *paths, timing or Timing()))
 
@@ -236,18 +243,42 @@ def test_a_job_process_keeps_its_caches_in_the_run_s_cache_folder_and_runs_its_t
 ) -> None:
     """A Ray worker does not inherit the run's OPTBENCH_CACHE (optbench run --cache), and sets OMP_NUM_THREADS to the
     CPUs its task holds: the job carries the cache folder and the run's threads (else figures measured at another
-    thread count are reported under the run's)."""
+    thread count are reported under the run's). The tokenizers' own thread pool stays off beside the timing."""
+    names = ("OPTBENCH_CACHE", "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM")
     reports = (
         "import json, os, sys; job = json.load(open(sys.argv[1])); "
-        "json.dump({name: os.environ.get(name) for name in ('OPTBENCH_CACHE', 'OMP_NUM_THREADS')}, "
-        "open(job['output'], 'w'))"
+        f"json.dump({{name: os.environ.get(name) for name in {names!r}}}, open(job['output'], 'w'))"
     )
     monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", reports))
     monkeypatch.setenv("OPTBENCH_CACHE", str(tmp_path / "the worker's own"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     job = Job("latency", {}, {}, 3, "in.npz", str(tmp_path / "out.json"), cache=str(tmp_path / "given"))
     environment = run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
-    assert environment == {"OPTBENCH_CACHE": str(tmp_path / "given"), "OMP_NUM_THREADS": "3"}
+    assert environment == {
+        "OPTBENCH_CACHE": str(tmp_path / "given"),
+        "OMP_NUM_THREADS": "3",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("import sys; sys.exit(3)", "exit code 3"),  # nothing said: the exit code is the reason
+        ("import sys; print('boom', file=sys.stderr); print('\\n  ', file=sys.stderr); sys.exit(1)", "boom"),
+    ],
+    ids=["silent", "blank-lines-after"],
+)
+def test_a_failed_job_s_reason_is_its_last_non_blank_line_or_its_exit_code(
+    script: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure always says something: blank lines printed last are not the reason, and a job that printed
+    nothing is named by its exit code rather than by an empty message."""
+    monkeypatch.setattr(job_module, "JOB_COMMAND", (sys.executable, "-c", script))
+    job = Job("latency", {}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    with pytest.raises(JobFailed, match=f"^latency job failed: {reason}$"):
+        run_in_subprocess(job, tmp_path / "job.json", timeout_s=60)
 
 
 def test_a_job_that_exits_without_a_result_fails(tmp_path: Path, monkeypatch) -> None:
@@ -373,3 +404,74 @@ def test_an_accuracy_jobs_logits_are_its_batches_rows_in_their_order(tmp_path: P
 
     logits = np.load(_execute_on(Echo(), "accuracy", tmp_path, monkeypatch)["logits"])
     np.testing.assert_array_equal(logits[:, 0], np.arange(6))
+
+
+def test_a_jobs_startup_times_the_load_and_the_first_call_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`load_s` is the model's load alone and `first_call_s` the first call alone (where torch.compile compiles):
+    neither holds the other's time. On a fake clock, a load of 10 s and calls of 1 s each."""
+    now = [100.0]
+    monkeypatch.setattr(job_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    save_batches(tmp_path / "in.npz", [{"input_ids": np.zeros((2, 4), dtype=np.int64)}] * 3)
+
+    class Slow:
+        def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+            now[0] += 1.0
+            return np.zeros((2, 2))
+
+        def describe(self, batch: dict[str, np.ndarray]) -> dict:
+            return {}
+
+    def load(spec: RuntimeSpec, artifact: ModelArtifact, threads: int) -> Slow:
+        now[0] += 10.0
+        return Slow()
+
+    monkeypatch.setattr("optbench.runtimes.load_runtime", load)
+    artifact = ModelArtifact(tmp_path, "onnx", ("a", "b"), content_hash(tmp_path))
+    paths = str(tmp_path / "in.npz"), str(tmp_path / "out.json")
+    result = job_module.execute(Job("accuracy", artifact.to_dict(), RuntimeSpec("onnxruntime").to_dict(), 1, *paths))
+    assert result["startup"] == {"load_s": 10.0, "first_call_s": 1.0}
+
+
+@pytest.mark.parametrize(("through_torch", "torch_figures"), [(True, (3.0, 4.0)), (None, (None, None))])
+def test_a_cuda_job_records_torch_s_memory_figures_only_for_a_runtime_that_allocates_through_torch(
+    through_torch: bool | None,
+    torch_figures: tuple,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch's allocator counters are the model's memory only where the runtime says its model lives there; a
+    runtime that does not say (onnxruntime's CUDA arena, TensorRT's engines) gets None, not torch's leftovers."""
+    cuda = SimpleNamespace(
+        is_initialized=lambda: True, max_memory_allocated=lambda i: 3 * 2**20, max_memory_reserved=lambda i: 4 * 2**20
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    save_batches(tmp_path / "in.npz", [{"input_ids": np.zeros((2, 4), dtype=np.int64)}])
+
+    class OnCuda:
+        def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+            return np.zeros((2, 2))
+
+        def clock(self) -> HostClock:
+            return HostClock()
+
+    runtime = OnCuda()
+    if through_torch is not None:
+        runtime.allocates_through_torch = through_torch  # type: ignore[attr-defined]
+    timing = Timing(warmup=0, min_iters=1, min_seconds=0, max_seconds=5)
+    memory = _execute_on(runtime, "latency", tmp_path, monkeypatch, timing, device="cuda")["gpu_memory"]
+    assert (memory["peak_allocated_mb"], memory["peak_reserved_mb"]) == torch_figures
+
+
+def test_a_job_process_hides_scikit_learn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers imports scikit-learn (and with it pandas, 40 MB of peak RSS) whenever it is installed; no job
+    uses it, so the job's process makes it look absent before anything imports transformers."""
+    modules = {name: module for name, module in sys.modules.items() if name != "sklearn"}
+    monkeypatch.setattr(sys, "modules", modules)  # a copy: the test process's own imports stay as they are
+    monkeypatch.setattr(job_module, "execute", lambda job: {"done": True})
+    job = Job("latency", {"path": str(tmp_path)}, {}, 1, "in.npz", str(tmp_path / "out.json"))
+    (tmp_path / "job.json").write_text(json.dumps(asdict(job)))
+    assert job_module.main([str(tmp_path / "job.json")]) == 0
+    assert "sklearn" in modules and modules["sklearn"] is None

@@ -197,8 +197,9 @@ def test_clocks_state_their_resolution() -> None:
 
 def test_cuda_event_clock_reads_the_events_milliseconds_as_nanoseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch's Event.elapsed_time is in milliseconds: events 1.5 ms apart are 1,500,000 ns, both recorded on the
-    runtime's stream. Only a GPU test read CUDA events, and it checked that a reading was positive, so a clock 1000x
-    off (every GPU latency in microseconds read as milliseconds) passed on every machine."""
+    runtime's stream, read once the end event has completed (the call's queued work is done). Only a GPU test
+    read CUDA events, and it checked that a reading was positive, so a clock 1000x off (every GPU latency in
+    microseconds read as milliseconds) passed on every machine."""
     recorded: list[tuple[object, object]] = []
 
     class Event:
@@ -209,9 +210,10 @@ def test_cuda_event_clock_reads_the_events_milliseconds_as_nanoseconds(monkeypat
             recorded.append((self, stream))
 
         def synchronize(self) -> None:
-            pass
+            self.done = True
 
-        def elapsed_time(self, end: object) -> float:
+        def elapsed_time(self, end: Event) -> float:
+            assert getattr(end, "done", False), "read before the end event completed"  # CUDA: cudaErrorNotReady
             return 1.5
 
     monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=SimpleNamespace(Event=Event)))
@@ -246,6 +248,13 @@ def test_latency_from_dict_names_missing_fields(values_ns: list[int]) -> None:
 def test_latency_of_no_values_is_an_error() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         Latency.from_values([])
+
+
+def test_latency_of_a_table_of_durations_is_an_error_naming_its_shape() -> None:
+    """Durations come as one flat sequence; a 2-D table (rounds by calls, say) is refused by its shape, not
+    pooled into a median whose intervals were ranked along one row."""
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        Latency.from_values([[1, 2, 3], [4, 5, 6]])
 
 
 class FakeClock:
@@ -346,6 +355,12 @@ def test_max_seconds_may_equal_min_seconds() -> None:
     assert Timing(min_seconds=2.0, max_seconds=2.0).max_seconds == 2.0
 
 
+def test_timing_defaults_are_the_readme_s() -> None:
+    """A recipe that leaves [bench]'s timing keys out is timed as the README's example says: 5 untimed calls,
+    then 20 calls and 2 s at least, 60 s at most."""
+    assert Timing() == Timing(warmup=5, min_iters=20, min_seconds=2.0, max_seconds=60.0)
+
+
 @pytest.mark.parametrize(
     ("numerator", "denominator", "expected"),
     [
@@ -380,6 +395,21 @@ def test_peak_rss_is_vmhwm_in_mib(monkeypatch: pytest.MonkeyPatch) -> None:
     space (VmPeak) nor what is resident now (VmRSS)."""
     status = "VmPeak:\t 9999999 kB\nVmHWM:\t  524288 kB\nVmRSS:\t  100000 kB\n"
     monkeypatch.setattr(measure, "open", lambda *args, **kwargs: io.StringIO(status), raising=False)
+    assert peak_rss_mb() == 512.0
+
+
+@pytest.mark.parametrize(("platform", "ru_maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 2**20)])
+def test_peak_rss_without_proc_is_ru_maxrss_in_mib(
+    platform: str, ru_maxrss: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without /proc (macOS), the peak is getrusage's ru_maxrss: KiB on Linux, bytes on macOS; 512 MiB either way."""
+
+    def no_proc(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("/proc/self/status")
+
+    monkeypatch.setattr(measure, "open", no_proc, raising=False)
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(measure.resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=ru_maxrss))
     assert peak_rss_mb() == 512.0
 
 
@@ -554,3 +584,30 @@ def test_gpu_memory_leaves_out_torch_s_figures_for_models_outside_its_allocator(
     assert (through.peak_allocated_mb, through.peak_reserved_mb) == (3.0, 4.0)
     outside = GpuMemory.measure(through_torch=False)  # a TensorRT engine: torch's counters miss it
     assert outside.peak_allocated_mb is None and outside.peak_reserved_mb is None
+
+
+def test_gpu_memory_of_a_process_that_never_started_cuda_in_torch_is_unknown_not_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch imported but its CUDA never initialized: its counters read 0 though they saw nothing, so no figure."""
+    cuda = SimpleNamespace(
+        is_initialized=lambda: False, max_memory_allocated=lambda i: 0, max_memory_reserved=lambda i: 0
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert GpuMemory.measure() == GpuMemory()
+
+
+def test_gpu_memory_of_a_process_nvml_sees_holding_nothing_is_zero_not_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A figure read as 0 MiB is a reading: only one nobody could read is None."""
+    import os
+
+    class HoldingNothing(FakeNvml):
+        def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[SimpleNamespace]:
+            return [SimpleNamespace(pid=self.pid, usedGpuMemory=0)]
+
+    fake_libcuda(monkeypatch, GPU_A)
+    monkeypatch.setitem(sys.modules, "pynvml", HoldingNothing(os.getpid()))
+    assert GpuMemory.measure(through_torch=False).process_used_mb == 0.0
