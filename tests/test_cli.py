@@ -957,6 +957,16 @@ def test_report_lists_the_failures_of_every_run_it_shows(tmp_path: Path, capsys)
     assert capsys.readouterr().err.count("killed") == 1
 
 
+def test_report_by_machine_refuses_an_against_even_an_empty_one(tmp_path: Path, capsys) -> None:
+    """--against chooses a row of one run, which a by-machine table has not: an empty one is refused too, as a
+    run's table refuses it, rather than dropped without a word."""
+    write_report(make_report(), tmp_path / "results" / "run-1")
+    for against in ("baseline", ""):
+        assert main(["report", str(tmp_path / "results"), "--by-machine", "--against", against]) == 2
+        err = capsys.readouterr().err
+        assert "--by-machine compares machines, --against rows of one run: drop one of them" in err
+
+
 @pytest.mark.parametrize("fmt", ["md", "csv", "json"])
 def test_report_ends_its_output_with_one_newline(fmt: str, tmp_path: Path, capsys) -> None:
     write_report(make_report(), tmp_path / "results" / "run-1")

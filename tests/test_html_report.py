@@ -250,6 +250,18 @@ def test_cli_html_needs_an_output_file(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "site" / "index.png").read_bytes().startswith(PNG)
 
 
+def test_cli_html_names_the_page_and_each_plot_it_wrote(tmp_path: Path, capsys) -> None:
+    """The plots are written beside the page under names of their own: a user publishing the page needs them all."""
+    for run_id in ("run-1", "run-2"):
+        for report in _run():
+            write_report(dataclasses.replace(report, run_id=run_id), tmp_path / "results" / run_id)
+    page = tmp_path / "site" / "index.html"
+    assert main(["report", str(tmp_path / "results"), "--format", "html", "-o", str(page)]) == 0
+    wrote = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines()]
+    assert sorted(wrote) == sorted(str(p) for p in (tmp_path / "site").iterdir())
+    assert str(page) in wrote and len(wrote) == 3  # the page and a plot per run
+
+
 def test_cli_html_page_must_be_an_html_file(tmp_path: Path, capsys) -> None:
     for report in _run():
         write_report(report, tmp_path / "results")

@@ -323,6 +323,22 @@ def test_cli_merges_several_folders_by_machine(tmp_path: Path, capsys) -> None:
     assert not page.exists()
 
 
+def test_cli_by_machine_markdown_keeps_its_legend_on_stdout_alone(tmp_path: Path, capsys) -> None:
+    """The Markdown table carries its legend: printing it on stderr too doubled it in a terminal."""
+    for report in _two_machines():
+        write_report(report, tmp_path / report.environment["machine"] / report.run_id)
+    assert main(["report", str(tmp_path), "--by-machine"]) == 0
+    out, err = capsys.readouterr()
+    assert "Machines (hardware fingerprints):" in out and err == ""
+
+
+def test_cli_by_machine_csv_of_no_rows_prints_no_legend(tmp_path: Path, capsys) -> None:
+    """Reports without measurements: no column names a machine, so there is no key for a legend to explain."""
+    write_report(dataclasses.replace(make_report(), measurements=()), tmp_path / "run-1")
+    assert main(["report", str(tmp_path), "--by-machine", "--format", "csv"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_rows_are_grouped_by_shape_as_in_a_runs_table() -> None:
     shapes = ((1, "data"), (1, 128), (1, 16))
     reports = [_on(make_report(steps, shapes=shapes), "aaa", "EPYC", "run-a") for steps in [("onnx",), ()]]

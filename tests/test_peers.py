@@ -1160,6 +1160,19 @@ def test_report_peer_budget_on_the_command_line(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path), "--by-machine"]) == 0
 
 
+def test_report_takes_a_peer_budget_of_zero_points(tmp_path: Path, capsys) -> None:
+    """0 points (no accuracy drop allowed) is a budget, not "none given": it was once read as the default 1."""
+    ours = make_report(("onnx", "quantize-dynamic"), runtime=RuntimeSpec("onnxruntime"))
+    for report in (make_report(), ours, make_report(("peer-optimum",), runtime=RuntimeSpec("onnxruntime"))):
+        write_report(report, tmp_path)
+    assert main(["report", str(tmp_path), "--peer-budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "within 0 points of accuracy drop" in out and "within 1 point" not in out
+    # --by-machine refuses a given budget, 0 too: its table has no speedup_vs_peer to use it
+    assert main(["report", str(tmp_path), "--by-machine", "--peer-budget", "0"]) == 2
+    assert "error: --by-machine tables have no speedup_vs_peer: drop --peer-budget" in capsys.readouterr().err
+
+
 def test_the_html_page_marks_peers_and_shows_their_speedup_column(tmp_path: Path) -> None:
     from optbench.html_report import write_html
 
