@@ -154,7 +154,8 @@ def test_gpu_list_parsed_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mon
     _fake_tool(
         tmp_path,
         "nvidia-smi",
-        'echo "NVIDIA H200, 143771, 550.54.15"\necho "Tesla T4, [N/A], 550.54.15"\necho "GPU, rev 2, 81920, 550.54.15"',
+        'echo "NVIDIA H200, 143771, 550.54.15"\necho "Tesla T4, [N/A], 550.54.15"\n'
+        'echo "GPU, rev 2, 81920, 550.54.15"\necho',  # a blank line is no GPU, and must not lose the others
     )
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fingerprint()["gpu"] == [
@@ -272,6 +273,8 @@ def test_fingerprint_key_ignores_software_and_small_memory_changes() -> None:
     assert fingerprint_key(changed) != key
     gpu = dict(env, gpu=[{"name": "NVIDIA H200", "memory_mib": 143771, "driver": "1"}])
     assert fingerprint_key(gpu) != key
+    upgraded = dict(env, gpu=[{"name": "NVIDIA H200", "memory_mib": 143770, "driver": "2"}])
+    assert fingerprint_key(upgraded) == fingerprint_key(gpu)  # a driver update moves no GPU to another machine
 
 
 def test_fingerprint_key_tolerates_sparse_records() -> None:
@@ -323,3 +326,158 @@ def test_env_command_prints_the_fingerprint_and_refuses_a_bad_thread_count(capsy
             main(["env", "--threads", bad])
         assert exited.value.code == 2
         assert "is not a thread count: give a whole number, 1 or more" in capsys.readouterr().err
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 fma avx2 f16c avx512_vnni avx512f
+
+processor\t: 1
+model name\t: Another CPU
+flags\t\t: fpu sse2 fma avx2 f16c avx512_vnni avx512f amx_tile
+"""
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes sve
+CPU implementer\t: 0x41
+"""
+
+
+def _fake_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> None:
+    """/proc/cpuinfo reads as `text` (the probe opens it by name)."""
+    import builtins
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(text)
+    real_open, real_exists = builtins.open, os.path.exists
+
+    def fake_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_open(fake if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr(environment, "open", fake_open, raising=False)
+    monkeypatch.setattr(environment.os.path, "exists", lambda path: path == "/proc/cpuinfo" or real_exists(path))
+
+
+def test_cpu_model_and_flags_come_from_the_first_processor_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first block names the CPU and its flags; only the inference-relevant ones are kept, in INFERENCE_FLAGS'
+    order, and another block's (amx_tile) do not leak in. The model is what quantize records as `timed_on`."""
+    _fake_cpuinfo(monkeypatch, tmp_path, X86_CPUINFO)
+    cpu = fingerprint()["cpu"]
+    assert cpu["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert cpu["flags"] == ["avx2", "avx512f", "avx512_vnni", "fma", "f16c"]
+    assert environment.cpu_model() == cpu["model"]
+    assert environment.cpu_flags() == cpu["flags"]
+
+
+def test_arm64_features_are_its_flags_and_its_model_falls_back_to_the_architecture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arm64's cpuinfo lists `Features` and names no model: NEON (asimd) and SVE must still reach quantize's
+    preflight, and the model reads as the architecture rather than nothing."""
+    _fake_cpuinfo(monkeypatch, tmp_path, ARM_CPUINFO)
+    monkeypatch.setattr(environment.platform, "processor", lambda: "")
+    monkeypatch.setattr(environment.platform, "machine", lambda: "aarch64")
+    cpu = fingerprint()["cpu"]
+    assert cpu["flags"] == ["asimd", "sve"]
+    assert cpu["model"] == "aarch64"
+
+
+def test_cores_record_the_machine_s_count_and_the_ones_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker --cpuset-cpus 3,5 on a 64-core machine: logical_cores (the machine key's) stays 64, while usable_cores
+    and `usable_cores()` (the default thread count) are the 2 the jobs may run on."""
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: {3, 5}, raising=False)
+    cpu = fingerprint()["cpu"]
+    assert (cpu["logical_cores"], cpu["usable_cores"]) == (64, 2)
+    assert environment.usable_cores() == 2
+
+
+def test_memory_is_recorded_in_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 GiB of 4 KiB pages reads 16384: the key rounds it to GiB, so a unit off by 1024 parts machines wrongly."""
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16 * (1 << 30) // 4096}
+    monkeypatch.setattr(environment.os, "sysconf", lambda name: pages[name])
+    assert fingerprint()["memory_mib"] == 16384
+
+
+def test_the_kernel_recorded_is_its_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release (6.8.0-49-generic) tells two kernels apart; `platform.version()` is the build banner."""
+    monkeypatch.setattr(environment.platform, "release", lambda: "6.8.0-49-generic")
+    monkeypatch.setattr(environment.platform, "version", lambda: "#49-Ubuntu SMP PREEMPT_DYNAMIC")
+    assert fingerprint()["os"]["kernel"] == "6.8.0-49-generic"
+
+
+def test_optbench_s_version_is_recorded_from_a_checkout_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a source checkout, package metadata has no optbench: its own __version__ stands in; an installed
+    optbench reports the installed version."""
+    import optbench
+
+    installed: dict[str, str] = {}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise environment.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(environment.metadata, "version", version)
+    assert fingerprint()["libraries"]["optbench"] == optbench.__version__
+    installed["optbench"] = "9.9.9"
+    assert fingerprint()["libraries"]["optbench"] == "9.9.9"
+
+
+class _FakeDriver:
+    """libcuda's three calls that `cuda_gpu_name` makes, under the driver's names, each answering `results[call]`
+    (0 is CUDA_SUCCESS)."""
+
+    def __init__(self, name: bytes, **results: int) -> None:
+        self.name, self.results = name, results
+
+    def cuInit(self, flags: int) -> int:
+        return self.results.get("cuInit", 0)
+
+    def cuDeviceGet(self, device: Any, ordinal: int) -> int:
+        return self.results.get("cuDeviceGet", 0)
+
+    def cuDeviceGetName(self, buffer: Any, length: int, device: Any) -> int:
+        buffer.value = self.name
+        return self.results.get("cuDeviceGetName", 0)
+
+
+@pytest.mark.parametrize(
+    ("driver", "name"),
+    [
+        (_FakeDriver(b"NVIDIA H200"), "NVIDIA H200"),
+        (_FakeDriver(b"NVIDIA H200", cuInit=100), None),  # CUDA_ERROR_NO_DEVICE
+        (_FakeDriver(b"NVIDIA H200", cuDeviceGet=101), None),  # CUDA_ERROR_INVALID_DEVICE
+        (_FakeDriver(b""), None),
+        (None, None),  # no libcuda.so.1: a machine without the NVIDIA driver
+    ],
+    ids=["gpu", "no-device", "invalid-device", "empty-name", "no-driver"],
+)
+def test_cuda_gpu_name_is_the_driver_s_or_none(
+    monkeypatch: pytest.MonkeyPatch, driver: _FakeDriver | None, name: str | None
+) -> None:
+    """The name keys TensorRT's engine cache and gpu-check's report: a failed driver call must read as no GPU, not
+    as a GPU named by whatever the buffer held, and a machine without the driver must not raise."""
+    import ctypes
+
+    def cdll(library: str) -> _FakeDriver:
+        if driver is None:
+            raise OSError(f"{library}: cannot open shared object file")
+        return driver
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    assert environment.cuda_gpu_name() == name
+
+
+def test_cuda_gpu_records_the_name_and_the_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT engines are built for one compute capability, written major.minor (9.0, not 90); None without CUDA."""
+    cuda = SimpleNamespace(
+        is_available=lambda: True, get_device_capability=lambda: (9, 0), get_device_name=lambda: "NVIDIA H200"
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    assert environment.cuda_gpu() == {"gpu": "NVIDIA H200", "compute_capability": "9.0"}
+    cuda.is_available = lambda: False
+    assert environment.cuda_gpu() is None

@@ -3,6 +3,8 @@ from them, and the predictions and accuracy of a trained model."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -178,6 +180,75 @@ def test_a_weight_decay_of_zero_is_allowed() -> None:
     assert FinetuneConfig(weight_decay=0.0).weight_decay == 0.0
 
 
+@pytest.mark.parametrize(
+    ("knob", "message"),
+    [
+        ({"epochs": 0}, r"^needs epochs > 0, batch_size"),
+        ({"batch_size": 0}, r"^needs epochs > 0, batch_size >= 1"),
+        ({"learning_rate": 0.0}, r"learning_rate > 0 \(got 1.0, 32, 0.0\)"),
+        ({"max_train_rows": 0}, r"^max_train_rows=0: use 1 or more"),
+        ({"warmup_fraction": 1.0}, r"^warmup_fraction=1.0: use a value in \[0, 1\)"),
+        ({"warmup_fraction": -0.1}, r"^warmup_fraction=-0.1"),
+        ({"max_length": 7}, r"^max_length=7 is too small: use 8 or more"),
+    ],
+)
+def test_the_settings_just_past_the_least_a_run_can_use_are_refused(knob: dict, message: str) -> None:
+    """Each one step past the edges `test_the_least_settings_a_run_can_use_are_taken` takes: no batches, a rate that
+    never moves a weight, no train rows, a warm-up that never ends, too few tokens for a sentence."""
+    with pytest.raises(OptbenchError, match=message):
+        FinetuneConfig(**knob)
+
+
+def test_the_optimizer_decays_the_weights_by_the_configs_weight_decay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AdamW gets the config's weight decay (and rate), not its own default."""
+    import torch
+
+    settings: list[tuple[float, float]] = []
+
+    class Recording(torch.optim.AdamW):
+        def __init__(self, params: Any, lr: float, weight_decay: float) -> None:
+            super().__init__(params, lr=lr, weight_decay=weight_decay)
+            settings.append((self.defaults["lr"], self.defaults["weight_decay"]))
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    _visited(FinetuneConfig(batch_size=4, learning_rate=0.003, weight_decay=0.25), 8)
+    assert settings == [(0.003, 0.25)]
+
+
+def test_a_one_batch_run_warmed_up_for_its_only_step_trains() -> None:
+    """warmup_fraction 0.6 of 1 step rounds to a warm-up of 1 = every step: the decay that follows has no steps,
+    and dividing by them failed the run after its only batch."""
+    assert len(_visited(FinetuneConfig(batch_size=4, warmup_fraction=0.6), 4)) == 4
+
+
+def test_a_run_of_no_epochs_trains_on_nothing_and_a_run_of_no_rows_is_refused() -> None:
+    """A step whose training is optional (prune) may run none; a fraction of an epoch that rounds to no rows is a
+    setting that trains nothing, and says which to raise."""
+    import torch
+
+    model = torch.nn.Linear(1, 1)
+    batches: list[np.ndarray] = []
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        batches.append(rows)
+        return model(torch.ones(len(rows), 1)).sum()
+
+    run = train(model, PruneConfig(heads=0.5, epochs=0), 20, batch_loss, desc="test")
+    assert (run.rows, batches) == (0, [])
+    with pytest.raises(OptbenchError, match=r"^the finetune step's epochs = 0.01 of 20 train rows trains on none"):
+        train(model, FinetuneConfig(epochs=0.01), 20, batch_loss, desc="test")
+
+
+def test_the_log_shows_the_first_batch_s_loss(caplog: pytest.LogCaptureFixture) -> None:
+    """The loss is shown every 10 batches from the first: a one-batch run's log line still says it."""
+    import torch
+
+    model = torch.nn.Linear(1, 1)
+    with caplog.at_level("INFO"):
+        train(model, FinetuneConfig(batch_size=4), 4, lambda rows: (model.weight * 0).sum() + 0.25, desc="test")
+    assert "test: 1 of 1 batches done, loss 0.250" in caplog.text
+
+
 def test_training_draws_no_bar_where_stderr_is_no_terminal(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -216,3 +287,22 @@ def test_predictions_and_accuracy_score_every_row_of_a_split_by_its_largest_logi
     split = Split(texts, np.concatenate([parity[:13], 1 - parity[13:]]))
     np.testing.assert_array_equal(predictions(Parity(), tokenizer, split, 16), parity)
     assert accuracy(Parity(), tokenizer, split, 16) == pytest.approx(0.2)
+
+
+def test_predictions_read_no_more_tokens_than_max_length() -> None:
+    """Texts longer than max_length are cut to it, as the benchmark's inputs are: the parity classifier sees 8
+    tokens of every long text at max_length 8, and 9 at 9."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from optbench.packaged_models import default_tokenizer
+
+    class Parity(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+            odd = attention_mask.sum(-1).float() % 2
+            return SimpleNamespace(logits=torch.stack([1 - odd, odd], dim=-1))
+
+    split = Split([" ".join(["word"] * 40)] * 3, np.zeros(3, dtype=int))
+    np.testing.assert_array_equal(predictions(Parity(), default_tokenizer(), split, 8), [0, 0, 0])
+    np.testing.assert_array_equal(predictions(Parity(), default_tokenizer(), split, 9), [1, 1, 1])
