@@ -71,6 +71,7 @@ def test_dynamic_int8_measures_and_records_its_weight_type(fused: ModelArtifact,
     assert details["weight_type"] in ("int8", "uint8")
     assert set(details["weight_type_p50_ms"]) == {"int8", "uint8"}
     assert "preflight" in details and isinstance(details["reduce_range"], bool)
+    assert details["precision"] == "fp32"  # of the float ops around the INT8 ones, which runtimes check against
     share = details["matmul_quantized"]
     assert share["quantized"] > 0 and share["quantized"] == share["total"], share
     source = Counter(node.op_type for node in onnx.load(str(fused.path / "model.onnx")).graph.node)
@@ -138,6 +139,9 @@ def test_static_int8_calibrates_on_train_samples(method: str, unfused: ModelArti
     calibration = result.details["calibration"]
     batch_size = 4 if method == "minmax" else 2
     assert calibration == {**calibration, "method": method, "samples": 10, "split": "train", "batch_size": batch_size}
+    # MinMax pads each batch to its own longest text; the histogram methods pad every batch to one length
+    assert calibration["seq_len"] == "data" if method == "minmax" else 0 < calibration["seq_len"] <= data.max_length
+    assert [p.name for p in result.path.glob("*.onnx")] == ["model.onnx"]  # the pre-processed model is deleted
     share = result.details["matmul_quantized"]
     assert 0 < share["quantized"] < share["total"]  # weight MatMuls in INT8, attention MatMuls kept in FP32
     assert result.details["excluded_nodes"] >= 4  # two attention MatMuls per layer
@@ -346,8 +350,13 @@ def test_more_calibration_samples_than_the_train_split_has_is_a_warning(
 
 
 def test_excluded_nodes_must_exist(fused: ModelArtifact, data, cache: Path) -> None:
-    with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph"):
+    """The message's examples are names of nodes with weights, the ones worth excluding (not the graph's first
+    nodes, its Shape and Gather ones)."""
+    with pytest.raises(OptbenchError, match=r"node\(s\) \['/no/such/MatMul'\] are not in the ONNX graph") as raised:
         run_step(DynamicQuantizeConfig(exclude_nodes=("/no/such/MatMul",)), fused, data, cache)
+    graph = onnx.load(str(fused.path / "model.onnx")).graph
+    examples = [node.name for node in graph.node if node.op_type in quantize.WEIGHT_OPS][:3]
+    assert len(examples) == 3 and str(raised.value).endswith(f"exclude_nodes takes node names such as {examples}")
 
 
 def test_dynamic_keeps_an_excluded_gemm_in_fp32(fused: ModelArtifact, data, cache: Path) -> None:
@@ -414,6 +423,7 @@ def test_static_keeps_excluded_nodes_and_op_types_in_fp32(unfused: ModelArtifact
     ("config", "message"),
     [
         (StaticQuantizeConfig(exclude_op_types=("matmul",)), r"op type\(s\) \['matmul'\] are spelt \['MatMul'\]"),
+        (StaticQuantizeConfig(op_types=("gemm",)), r"op type\(s\) \['gemm'\] are spelt \['Gemm'\]"),
         (StaticQuantizeConfig(exclude_op_types=("Conv",)), r"exclude_op_types \['Conv'\] match no node: .*'MatMul'"),
         (DynamicQuantizeConfig(op_types=("Conv",), weight_type="int8"), r"op_types \['Conv'\] match no node"),
     ],
@@ -437,6 +447,8 @@ def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
             StaticQuantizeConfig(activation_type="int8", weight_type="int8", reduce_range=False),
             DynamicQuantizeConfig(weight_type="int8", reduce_range=False),
             StaticQuantizeConfig(reduce_range=False),
+            DynamicQuantizeConfig(weight_type="uint8", reduce_range=False),
+            DynamicQuantizeConfig(backend="torch"),  # torchao's scheme: nothing timed, no range reduction
         ]
         return [cache_key(config, unfused, data) for config in configs]
 
@@ -444,6 +456,7 @@ def test_settings_left_to_the_machine_key_the_cache_by_its_choices(
     assert x86[0] != arm[0] and x86[0] == other_x86[0]  # static: keyed by the preflight's choice, not the CPU
     assert x86[1] != other_x86[1]  # dynamic with weight_type "auto" is timed on this CPU
     assert x86[2:4] == arm[2:4] == other_x86[2:4]  # nothing left to the machine: one cache entry everywhere
+    assert x86[5:] == arm[5:] == other_x86[5:]
     assert x86[4] != arm[4]  # reduce_range given, the types still the machine's: an ARM model is not an x86 one
     shorter = replace(data, max_length=16)
     assert cache_key(StaticQuantizeConfig(), unfused, shorter) != cache_key(StaticQuantizeConfig(), unfused, data)
@@ -488,7 +501,7 @@ def test_a_quantized_file_onnxruntime_refuses_names_the_quantizer(
     with pytest.raises(OptbenchError) as raised:
         run_step(config, unfused, data, tmp_path)
     message = str(raised.value)
-    assert "onnxruntime cannot load" in message and f"{written}, which onnxruntime's quantizer just wrote" in message
+    assert "onnxruntime cannot load" in message and f"/{written}, which onnxruntime's quantizer just wrote" in message
     assert "Type Error" in message and "delete" not in message
     assert message.endswith(f"try other settings of {config.name}, or leave it out for this model")
     assert list(tmp_path.iterdir()) == []
@@ -782,3 +795,109 @@ def test_weight_type_timing_stays_within_the_datasets_length(
     assert lengths == [(data.max_length, data.max_length)] and data.max_length < quantize.TIMING_LENGTH
     assert texts and set(texts) <= set(data.validation.texts) and not set(texts) & set(data.test.texts)
     assert p50["fp32"] > 0
+
+
+def test_torch_backend_takes_reduce_range_false_and_refuses_excluded_nodes() -> None:
+    """torchao's weights use all 8 bits, so reduce_range = false states its scheme (7 bits it refuses); it quantizes
+    every Linear layer, so a node named to exclude would have been quantized without a word."""
+    assert DynamicQuantizeConfig(backend="torch", reduce_range=False).reduce_range is False
+    with pytest.raises(OptbenchError, match=r"takes none of reduce_range = true: torchao"):
+        DynamicQuantizeConfig(backend="torch", reduce_range=True)
+    with pytest.raises(OptbenchError, match=r'takes none of exclude_nodes = \["/classifier/Gemm"\]: torchao'):
+        DynamicQuantizeConfig(backend="torch", exclude_nodes=("/classifier/Gemm",))
+
+
+def test_static_settings_at_the_edges_of_their_ranges_are_taken() -> None:
+    """One calibration sample, batches of one and the 90th percentile are what the messages say is allowed."""
+    config = StaticQuantizeConfig(calibration_samples=1, calibration_batch_size=1)
+    assert (config.calibration_samples, config.calibration_batch_size) == (1, 1)
+    assert StaticQuantizeConfig(calibration_method="percentile", percentile=90.0).percentile == 90.0
+
+
+def test_dynamic_checks_its_default_op_types_against_the_installed_quantizer(
+    fused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defaults go unchecked when the recipe is read (the quantizer's import costs every command half a second):
+    an onnxruntime whose dynamic quantizer has no integer operator for one would leave those nodes FP32 silently."""
+    from onnxruntime.quantization import registry
+
+    monkeypatch.delitem(registry.IntegerOpsRegistry, "Attention")
+    with pytest.raises(OptbenchError, match=r"cannot quantize op type\(s\) \['Attention'\]"):
+        quantize.apply_dynamic(DynamicQuantizeConfig(weight_type="int8"), fused, data, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("step", ["dynamic", "static"])
+def test_quantize_refuses_an_artifact_its_manifest_says_is_not_fp32(
+    step: str, fused: ModelArtifact, data, tmp_path: Path
+) -> None:
+    """The recipe refuses an FP16 export before it runs; an artifact handed to the step directly (a cached one, a
+    recipe check gone) would have its FP16 weights quantized under an FP32 model's name."""
+    fp16 = replace(fused, details={**fused.details, "precision": "fp16"})
+    config = DynamicQuantizeConfig(weight_type="int8") if step == "dynamic" else StaticQuantizeConfig()
+    apply = quantize.apply_dynamic if step == "dynamic" else quantize.apply_static
+    with pytest.raises(OptbenchError, match=rf"^{config.name} needs an FP32 ONNX model, not fp16$"):
+        apply(config, fp16, data, tmp_path)  # type: ignore[operator]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weight_types_are_timed_in_interleaved_rounds_each_by_its_own_calls(
+    classifier: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A B A B ...: a drift of the machine's speed spreads over every candidate rather than ranking the one timed
+    first; and each candidate's p50 is of its own calls, on the model at its own path."""
+    from types import SimpleNamespace
+
+    from optbench import measure
+    from optbench.runtimes import onnxruntime as onnxruntime_runtime
+
+    order: list[str] = []
+
+    class Session:
+        def __init__(self, path: Path) -> None:
+            self.name = path.stem
+
+        def get_inputs(self) -> list[SimpleNamespace]:
+            return [SimpleNamespace(name="input_ids"), SimpleNamespace(name="attention_mask")]
+
+        def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> None:
+            assert outputs == ["logits"] and list(feed) == ["input_ids", "attention_mask"]
+            order.append(self.name)
+
+    def time_calls(call, timing) -> list[int]:  # type: ignore[no-untyped-def]
+        call()
+        return [{"slow": 3_000_000, "fast": 1_000_000}[order[-1]]]
+
+    monkeypatch.setattr(onnxruntime_runtime, "open_session", lambda path, **kwargs: Session(path))
+    monkeypatch.setattr(measure, "time_calls", time_calls)
+    paths = {"slow": tmp_path / "slow.onnx", "fast": tmp_path / "fast.onnx"}
+    assert quantize._time_models(paths, classifier.path, data) == {"slow": 3.0, "fast": 1.0}
+    assert order == ["slow", "fast"] * quantize.TIMING_ROUNDS
+
+
+def test_quantized_share_rounds_to_four_places_and_reads_a_graph_without_weight_ops(tmp_path: Path) -> None:
+    """The manifest's share keeps four places (one of three: 0.3333); a graph with no MatMul, Gemm or Attention
+    (op_types naming other nodes) has a share of 0, not a ZeroDivisionError after the quantizer ran."""
+    nodes = [
+        onnx.helper.make_node("MatMulInteger", ["x_q", "w_q"], ["int8"]),
+        onnx.helper.make_node("MatMul", ["x", "w"], ["plain"]),
+        onnx.helper.make_node("Gemm", ["x", "w", "b"], ["gemm"]),
+    ]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [], [])), str(tmp_path / "third.onnx"))
+    assert quantize.quantized_share(tmp_path / "third.onnx")["share"] == 0.3333
+    relu = [onnx.helper.make_node("Relu", ["x"], ["y"])]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(relu, "g", [], [])), str(tmp_path / "none.onnx"))
+    share = quantize.quantized_share(tmp_path / "none.onnx")
+    assert (share["quantized"], share["total"], share["share"]) == (0, 0, 0.0)
+
+
+def test_dynamic_int8_keeps_the_preflight_s_int8_weights_on_a_tie(
+    fused: ModelArtifact, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 is the weight type the pre-flight picks on every CPU: where the timing ranks neither faster, that one."""
+    monkeypatch.setattr(quantize, "_time_models", lambda paths, model_dir, data: dict.fromkeys(paths, 2.0))
+    result = run_step(DynamicQuantizeConfig(), fused, data, tmp_path)
+    assert (
+        result.details["weight_type"] == "int8" == preflight(["avx2"]).weight_type == preflight(["asimd"]).weight_type
+    )
+    assert {w.dtype.name for w in _quantized_weights(result).values()} == {"int8"}

@@ -445,6 +445,7 @@ def test_a_step_never_goes_back_to_a_version_whose_outputs_it_no_longer_makes(co
         (OnnxConfig(), "onnxruntime", "torchao"),
         (DynamicQuantizeConfig(), "onnxruntime", "torch"),
         (DynamicQuantizeConfig(backend="torch"), "torchao", "onnxruntime"),
+        (DynamicQuantizeConfig(backend="torch"), "torch", "onnxruntime"),  # torchao's INT8 kernels are torch's
         (PeerTorchaoConfig(), "torchao", "onnxruntime"),
         (PeerTorchaoConfig(), "torch", "onnxruntime"),  # its INT8 matmuls are torch's kernels
         (StaticQuantizeConfig(reduce_range=False, activation_type="int8", weight_type="int8"), "onnx", "transformers"),
